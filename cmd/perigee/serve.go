@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"perigee/edge"
+	"perigee/edge/config"
+	"perigee/edge/samplebackend"
+)
+
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return config.Default()
+	}
+	return config.Load(path)
+}
+
+func serve(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", stderr)
+	path := fs.String("config", "", "config file (default: the embedded dev config)")
+	logFormat := fs.String("log-format", "auto", "auto, json or text")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(*logFormat, stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	if err := edge.StartSampleBackends(ctx, cfg, log); err != nil {
+		return err
+	}
+	node, err := edge.New(cfg, func() (*config.Config, error) { return loadConfig(*path) }, log)
+	if err != nil {
+		return err
+	}
+	go node.Sampler().Run(ctx, time.Second)
+	printWelcome(stdout, cfg, node)
+
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	for sig := range signals {
+		if sig == syscall.SIGHUP {
+			_ = node.Reload() // a refused reload is logged; the old config serves on
+			continue
+		}
+		log.Info("shutting down: draining requests in flight", "signal", sig.String(), "deadline", cfg.Timeouts.Drain.D())
+		drain, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.Drain.D())
+		err := node.Shutdown(drain)
+		cancel()
+		if err != nil {
+			log.Warn("drain deadline passed with requests still in flight", "err", err)
+		}
+		return nil
+	}
+	return nil
+}
+
+func printWelcome(w io.Writer, cfg *config.Config, node *edge.Node) {
+	a := node.Addrs()
+	src := cfg.Path
+	fmt.Fprintf(w, "perigee %s (%s) serving with %s\n", cfg.Node.ID, cfg.Node.Region, src)
+	if a.HTTPS != "" {
+		fmt.Fprintf(w, "  HTTPS (HTTP/1.1, HTTP/2):  https://%s/\n", a.HTTPS)
+		fmt.Fprintf(w, "  HTTP/3 (QUIC, same port):  https://%s/\n", a.HTTPS)
+		fmt.Fprintf(w, "  certificate SPKI sha256:   %s\n", node.SPKIHash())
+	}
+	if a.HTTP != "" {
+		fmt.Fprintf(w, "  plain HTTP:                http://%s/\n", a.HTTP)
+	}
+	fmt.Fprintf(w, "  admin:                     http://%s/status  /services  /routes  /metrics\n", a.Admin)
+	if a.HTTPS != "" {
+		fmt.Fprintf(w, "Try:\n  curl -k https://%s/hello\n  curl -k --http3-only https://%s/hello   # curl built with HTTP/3\n", a.HTTPS, a.HTTPS)
+		fmt.Fprintf(w, "  chromium --origin-to-force-quic-on=%s --ignore-certificate-errors-spki-list=%s https://%s/\n", a.HTTPS, node.SPKIHash(), a.HTTPS)
+	}
+}
+
+func validate(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("validate", stderr)
+	path := fs.String("config", "", "config file to check")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "perigee validate: --config is required")
+		return errUsage
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d services, %d routes)\n", cfg.Path, len(cfg.Services), len(cfg.Routes))
+	return nil
+}
+
+func sampleBackend(args []string, stderr io.Writer) error {
+	fs := newFlags("sample-backend", stderr)
+	listen := fs.String("listen", "127.0.0.1:9001", "address to listen on")
+	name := fs.String("name", "", "name sent in the X-Backend header (default: the listen address)")
+	latency := fs.Duration("latency", 0, "latency added to every answer")
+	errorRate := fs.Float64("error-rate", 0, "share of requests answered 500 (0..1)")
+	size := fs.Int("size", 512, "response body bytes")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *errorRate < 0 || *errorRate > 1 || *size < 0 || *latency < 0 {
+		fmt.Fprintln(stderr, "perigee sample-backend: --error-rate must be 0..1, --size and --latency non-negative")
+		return errUsage
+	}
+	if *name == "" {
+		*name = *listen
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return samplebackend.Serve(ctx, *listen, samplebackend.Options{Name: *name, Latency: *latency, ErrorRate: *errorRate, Size: *size})
+}

@@ -1,0 +1,46 @@
+// Package accesslog writes one structured line per request: every error,
+// and a configured share of the rest, so a busy node logs what matters
+// without logging everything.
+package accesslog
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"perigee/edge/exchange"
+)
+
+// Logger writes access records; a nil Logger writes nothing.
+type Logger struct {
+	log    *slog.Logger
+	sample float64
+}
+
+// New logs to log, keeping a `sample` share (0..1) of successful requests.
+func New(log *slog.Logger, sample float64) *Logger { return &Logger{log: log, sample: sample} }
+
+// Log writes the record of one finished request if it is sampled.
+func (l *Logger) Log(r *http.Request, x *exchange.Exchange, took time.Duration) {
+	if l == nil || (x.Status < 500 && (l.sample <= 0 || (l.sample < 1 && rand.Float64() >= l.sample))) {
+		return
+	}
+	l.log.LogAttrs(context.Background(), slog.LevelInfo, "access",
+		slog.String("request_id", x.ID),
+		slog.String("trace_id", x.Trace.TraceID),
+		slog.String("client", r.RemoteAddr),
+		slog.String("proto", r.Proto),
+		slog.String("method", r.Method),
+		slog.String("host", r.Host),
+		slog.String("path", r.URL.Path),
+		slog.String("route", x.Route),
+		slog.String("service", x.Service),
+		slog.String("backend", x.Backend),
+		slog.Int("retries", x.Retries),
+		slog.Int("status", x.Status),
+		slog.Int64("bytes", x.Bytes),
+		slog.Float64("duration_ms", float64(took.Microseconds())/1000),
+	)
+}

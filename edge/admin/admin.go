@@ -1,0 +1,74 @@
+// Package admin serves the node's operator API: status, routes, services,
+// config, reload and Prometheus metrics, behind a bearer token when the
+// listener is not on loopback.
+package admin
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"net/http"
+)
+
+// Node is what the admin API reads and drives.
+type Node interface {
+	Status() any
+	Routes() any
+	Services() any
+	Config() any
+	Reload() error
+}
+
+// API is the admin HTTP handler; more endpoints may be mounted with Handle.
+type API struct {
+	mux   *http.ServeMux
+	token string
+}
+
+// New builds the API. An empty token means no authentication (loopback only,
+// which config validation enforces).
+func New(n Node, metrics http.Handler, token string) *API {
+	a := &API{mux: http.NewServeMux(), token: token}
+	a.HandleJSON("GET /status", n.Status)
+	a.HandleJSON("GET /routes", n.Routes)
+	a.HandleJSON("GET /services", n.Services)
+	a.HandleJSON("GET /config", n.Config)
+	a.mux.Handle("GET /metrics", metrics)
+	a.mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
+		if err := n.Reload(); err != nil {
+			WriteJSON(w, http.StatusUnprocessableEntity, map[string]string{"result": "rejected, old config still serving", "error": err.Error()})
+			return
+		}
+		WriteJSON(w, http.StatusOK, map[string]string{"result": "reloaded"})
+	})
+	return a
+}
+
+// Handle mounts another endpoint, e.g. "GET /members".
+func (a *API) Handle(pattern string, h http.Handler) { a.mux.Handle(pattern, h) }
+
+// HandleJSON mounts an endpoint that answers with the JSON of what get returns.
+func (a *API) HandleJSON(pattern string, get func() any) {
+	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) { WriteJSON(w, http.StatusOK, get()) })
+}
+
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if a.token != "" {
+		got := r.Header.Get("Authorization")
+		want := "Bearer " + a.token
+		if subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="perigee-admin"`)
+			WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong bearer token"})
+			return
+		}
+	}
+	a.mux.ServeHTTP(w, r)
+}
+
+// WriteJSON writes v as indented JSON with status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

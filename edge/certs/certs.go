@@ -1,0 +1,104 @@
+// Package certs provides the node's TLS certificate: loaded from files, or a
+// generated self-signed development certificate whose SPKI hash is printed so
+// that a browser can be told to trust it.
+package certs
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"fmt"
+	"math/big"
+	"net"
+	"sync/atomic"
+	"time"
+)
+
+// Store serves the current certificate and lets a reload swap it.
+type Store struct{ cert atomic.Pointer[tls.Certificate] }
+
+// Load reads a certificate and key, or generates a dev certificate for hosts
+// when both paths are empty.
+func Load(certFile, keyFile string, hosts []string) (*tls.Certificate, error) {
+	if certFile == "" && keyFile == "" {
+		return SelfSigned(hosts)
+	}
+	c, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls: loading %s and %s: %w", certFile, keyFile, err)
+	}
+	if c.Leaf == nil {
+		if c.Leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("tls: parsing %s: %w", certFile, err)
+		}
+	}
+	return &c, nil
+}
+
+// Set makes c the certificate served from now on.
+func (s *Store) Set(c *tls.Certificate) { s.cert.Store(c) }
+
+// Current is the certificate being served.
+func (s *Store) Current() *tls.Certificate { return s.cert.Load() }
+
+// TLSConfig serves the store's certificate with the given ALPN protocols.
+func (s *Store) TLSConfig(protos ...string) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: protos,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return s.cert.Load(), nil
+		},
+	}
+}
+
+// SelfSigned makes a one-week ECDSA certificate for hosts (names or IPs)
+// plus localhost and the loopback addresses.
+func SelfSigned(hosts []string) (*tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("tls: generating dev key: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, fmt.Errorf("tls: dev serial: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "perigee dev", Organization: []string{"perigee"}},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(7 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if h != "" {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, fmt.Errorf("tls: signing dev certificate: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("tls: parsing dev certificate: %w", err)
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// SPKIHash is the base64 SHA-256 of the certificate's public key, the value
+// Chromium's --ignore-certificate-errors-spki-list takes.
+func SPKIHash(c *tls.Certificate) string {
+	sum := sha256.Sum256(c.Leaf.RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(sum[:])
+}

@@ -1,0 +1,106 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExampleFromTheIssueLoads(t *testing.T) {
+	c, err := Load("testdata/example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Node.ID != "fra-1" || c.Listen.HTTPS != "127.0.0.1:8443" {
+		t.Fatalf("node/listen not read: %+v %+v", c.Node, c.Listen)
+	}
+	api := c.Services["api"]
+	if api.Balancer != LeastRequest || len(api.Backends) != 2 || api.Backends[1].Weight != 2 {
+		t.Fatalf("service not read: %+v", api)
+	}
+	if api.Health.Interval.D() != 2*time.Second || api.Health.Rise != 2 {
+		t.Fatalf("health defaults wrong: %+v", api.Health)
+	}
+	if c.Routes[0].Name != "route-0" || c.Routes[0].Match.PathPrefix != "/api/" {
+		t.Fatalf("route not read: %+v", c.Routes[0])
+	}
+}
+
+func TestDefaultConfigIsValid(t *testing.T) {
+	if _, err := Default(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBadConfigsNameFileAndLine(t *testing.T) {
+	base := `listen: {https: "127.0.0.1:8443"}
+services:
+  api:
+    backends: [{url: "http://127.0.0.1:9001"}]
+routes:
+  - match: {path_prefix: /}
+    service: api
+`
+	cases := []struct{ name, yaml, want string }{
+		{"unknown key", base + "bogus: 1\n", `bad.yaml:8: unknown key "bogus"`},
+		{"unknown nested key", strings.Replace(base, "service: api", "service: api\n    colour: red", 1), `bad.yaml:8: unknown key "colour"`},
+		{"bad duration", base + "timeouts: {connect: 5 seconds}\n", `bad.yaml:8: bad duration "5 seconds"`},
+		{"unknown service", strings.Replace(base, "service: api", "service: apx", 1), `bad.yaml:7: route "route-0": unknown service "apx"`},
+		{"duplicate listener", strings.Replace(base, `{https: "127.0.0.1:8443"}`, `{https: "127.0.0.1:8443", admin: "127.0.0.1:8443"}`, 1), `bad.yaml:1: listen.admin "127.0.0.1:8443" is already used by listen.https`},
+		{"bad balancer", strings.Replace(base, "  api:\n", "  api:\n    balancer: random\n", 1), `bad.yaml:4: service "api": unknown balancer "random"`},
+		{"bad backend url", strings.Replace(base, "http://127.0.0.1:9001", "127.0.0.1:9001", 1), `bad.yaml:4: service "api": backend url "127.0.0.1:9001" must be http(s)://host:port`},
+		{"half tls", base + "tls: {cert: a.pem}\n", `bad.yaml:8: tls needs both cert and key`},
+		{"public admin without token", strings.Replace(base, `{https: "127.0.0.1:8443"}`, `{https: "127.0.0.1:8443", admin: "0.0.0.0:9901"}`, 1), `bad.yaml:1: admin listener "0.0.0.0:9901" is not on loopback`},
+		{"bad wildcard", strings.Replace(base, "{path_prefix: /}", "{host: \"a.*.com\", path_prefix: /}", 1), `bad.yaml:6: route "route-0": host "a.*.com"`},
+		{"not yaml", "listen: [\n", `bad.yaml:1: did not find expected node content`},
+		{"hash without key", strings.Replace(base, "  api:\n", "  api:\n    balancer: hash\n", 1), `needs exactly one of hash.header`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("bad.yaml", []byte(tc.yaml))
+			if err == nil {
+				t.Fatalf("accepted bad config:\n%s", tc.yaml)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestUnreadableFileIsAnError(t *testing.T) {
+	_, err := Load("testdata/missing.yaml")
+	if err == nil || !strings.Contains(err.Error(), "testdata/missing.yaml") {
+		t.Fatalf("want an error naming the file, got %v", err)
+	}
+}
+
+func TestByteSizes(t *testing.T) {
+	for in, want := range map[string]int64{"512": 512, "64KiB": 64 << 10, "16MiB": 16 << 20, "1GiB": 1 << 30, "2GB": 2e9, "10 B": 10} {
+		got, err := parseByteSize(in)
+		if err != nil || got != want {
+			t.Errorf("parseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "-1", "1TiB", "lots", "99999999999GiB"} {
+		if _, err := parseByteSize(bad); err == nil {
+			t.Errorf("parseByteSize(%q) accepted", bad)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("listen: {https: \"127.0.0.1:1\"}\n"))
+	f.Add(defaultYAML)
+	f.Add([]byte("services: {a: {backends: [{url: x}]}}\nroutes: [{service: a}]\n"))
+	f.Add([]byte("routes: [~, {match: {methods: [get]}}]\ntimeouts: {idle: -1s}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse("fuzz.yaml", b)
+		if err == nil && c == nil {
+			t.Fatal("nil config without error")
+		}
+		if err != nil && !strings.HasPrefix(err.Error(), "fuzz.yaml") {
+			t.Fatalf("error does not name the file: %v", err)
+		}
+	})
+}

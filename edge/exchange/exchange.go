@@ -1,0 +1,130 @@
+// Package exchange is the record of one request as it crosses the node: its
+// id and trace context, which route and backend served it, and the JSON error
+// reply every part of the node uses.
+package exchange
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Exchange is carried in the request's context from the listener to the
+// access log. It is pooled: nothing may keep it after the request ends.
+type Exchange struct {
+	ID      string
+	Trace   Trace
+	Start   time.Time
+	Route   string
+	Service string
+	Backend string
+	Retries int
+	Status  int   // what the client was sent
+	Bytes   int64 // response body bytes written
+}
+
+type ctxKey struct{}
+
+var pool = sync.Pool{New: func() any { return new(Exchange) }}
+
+// Begin starts the record of a request and returns the context carrying it.
+// The caller must End it.
+func Begin(r *http.Request, now time.Time) (*Exchange, context.Context) {
+	x := pool.Get().(*Exchange)
+	*x = Exchange{Start: now, ID: requestID(r.Header.Get("X-Request-Id"))}
+	x.Trace = continueTrace(r.Header.Get("Traceparent"))
+	return x, context.WithValue(r.Context(), ctxKey{}, x)
+}
+
+// End returns the record to the pool.
+func End(x *Exchange) { pool.Put(x) }
+
+// From returns the request's record, or nil outside the node's handler.
+func From(ctx context.Context) *Exchange {
+	x, _ := ctx.Value(ctxKey{}).(*Exchange)
+	return x
+}
+
+// requestID keeps a sane incoming id, so that ids chain across gateways, and
+// makes a new one otherwise.
+func requestID(in string) string {
+	if n := len(in); n > 0 && n <= 128 {
+		ok := true
+		for i := 0; i < n && ok; i++ {
+			c := in[i]
+			ok = c > ' ' && c < 0x7f
+		}
+		if ok {
+			return in
+		}
+	}
+	return randomHex(16)
+}
+
+// randomHex returns n hex digits (n ≤ 32, even) from a fast, non-blocking
+// source: ids need to be unique, not secret.
+func randomHex(n int) string {
+	var b [16]byte
+	lo, hi := rand.Uint64(), rand.Uint64()
+	for i := range 8 {
+		b[i], b[8+i] = byte(lo>>(8*i)), byte(hi>>(8*i))
+	}
+	return hex.EncodeToString(b[:n/2])
+}
+
+// Trace is a W3C trace context: the incoming trace continued, with this
+// node's hop as the new parent.
+type Trace struct {
+	TraceID string // 32 hex
+	SpanID  string // 16 hex: this hop
+	Flags   string // 2 hex
+}
+
+// Header renders the traceparent sent upstream.
+func (t Trace) Header() string { return "00-" + t.TraceID + "-" + t.SpanID + "-" + t.Flags }
+
+func continueTrace(in string) Trace {
+	t := Trace{SpanID: randomHex(16), Flags: "01"}
+	// version-traceid-parentid-flags: 2+1+32+1+16+1+2 = 55 characters.
+	if len(in) == 55 && in[2] == '-' && in[35] == '-' && in[52] == '-' && in[:2] != "ff" &&
+		isHex(in[:2]) && isHex(in[3:35]) && isHex(in[36:52]) && isHex(in[53:]) &&
+		in[3:35] != "00000000000000000000000000000000" && in[36:52] != "0000000000000000" {
+		t.TraceID, t.Flags = in[3:35], in[53:]
+		return t
+	}
+	t.TraceID = randomHex(32)
+	return t
+}
+
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Error writes the node's JSON error body, with the request id so a client
+// can quote it.
+func Error(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	id := ""
+	if x := From(r.Context()); x != nil {
+		id = x.ID
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Del("Content-Length")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(struct {
+		Error     string `json:"error"`
+		Status    int    `json:"status"`
+		RequestID string `json:"request_id,omitempty"`
+	}{msg, status, id})
+}

@@ -1,0 +1,104 @@
+package edge
+
+import (
+	"net/http"
+	"sync"
+	"time"
+
+	"perigee/edge/exchange"
+	"perigee/edge/metrics"
+)
+
+// ServeHTTP is the request path of every listener: match a route, check the
+// limits, hand the request to the route's chain, record the outcome.
+func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	st := n.acquire()
+	defer st.release()
+	x, ctx := exchange.Begin(r, start)
+	r = r.WithContext(ctx)
+	rec := recorders.Get().(*recorder)
+	rec.ResponseWriter, rec.x = w, x
+	w.Header().Set("X-Request-Id", x.ID)
+
+	entry, ok := st.routes.Match(r.Host, r.Method, r.URL.Path)
+	var svcName string
+	if ok {
+		x.Route, svcName = entry.name, entry.service.Name
+		x.Service = svcName
+		n.metrics.Begin(entry.stats)
+	} else {
+		n.metrics.Begin(nil)
+	}
+	switch {
+	case headerBytes(r) > int(st.cfg.Limits.MaxHeaderBytes):
+		exchange.Error(rec, r, http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
+	case !ok:
+		exchange.Error(rec, r, http.StatusNotFound, "no route for "+r.Host+r.URL.Path)
+	case st.cfg.Limits.MaxBodyBytes > 0 && r.ContentLength > int64(st.cfg.Limits.MaxBodyBytes):
+		exchange.Error(rec, r, http.StatusRequestEntityTooLarge, "request body too large")
+	default:
+		if max := int64(st.cfg.Limits.MaxBodyBytes); max > 0 && r.Body != nil {
+			r.Body = http.MaxBytesReader(rec, r.Body, max)
+		}
+		entry.handler.ServeHTTP(rec, r)
+	}
+
+	took := time.Since(start)
+	if x.Status == 0 {
+		x.Status = http.StatusOK // the handler wrote nothing
+	}
+	var stats *metrics.ServiceStats
+	if ok {
+		stats = entry.stats
+	}
+	n.metrics.Done(stats, x.Route, svcName, r.Proto, x.Status, took)
+	n.access.Log(r, x, took)
+	rec.ResponseWriter, rec.x = nil, nil
+	recorders.Put(rec)
+	exchange.End(x)
+}
+
+// headerBytes is the request's header size as the client sent it, near
+// enough: the listeners enforce a hard cap, this gives the JSON 431 below it.
+func headerBytes(r *http.Request) int {
+	n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + len(r.Host) + 4
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
+
+// recorder notes the status and size of the response for metrics and logs.
+// Unwrap lets http.ResponseController reach the listener's writer, for
+// flushing streams and hijacking WebSocket upgrades.
+type recorder struct {
+	http.ResponseWriter
+	x *exchange.Exchange
+}
+
+var recorders = sync.Pool{New: func() any { return new(recorder) }}
+
+func (w *recorder) WriteHeader(code int) {
+	if w.x.Status == 0 || code >= 200 && w.x.Status < 200 {
+		w.x.Status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *recorder) Write(b []byte) (int, error) {
+	if w.x.Status == 0 {
+		w.x.Status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.x.Bytes += int64(n)
+	return n, err
+}
+
+func (w *recorder) Flush() {
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,128 @@
+// Package metrics records what the node serves, twice over: as Prometheus
+// series for scraping, and into the shared telemetry model (mergeable
+// histograms, per-service counters) from which the node's load samples are
+// cut for the mesh, the policies and the aggregator.
+package metrics
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"perigee/edge/upstream"
+	"perigee/telemetry"
+)
+
+// Metrics is the node's registry. Per-service stats live as long as the
+// process, so counters survive config reloads.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	inFlight prometheus.Gauge
+
+	mu       sync.Mutex
+	services map[string]*ServiceStats
+	nodeIn   atomic.Int64
+}
+
+// ServiceStats is one service's counters in the telemetry model.
+type ServiceStats struct {
+	requests atomic.Uint64
+	errors   atomic.Uint64
+	inFlight atomic.Int64
+	latency  telemetry.Histogram
+}
+
+// New registers the node's series; services lists the live services for the
+// per-backend gauges, read at scrape time.
+func New(services func() []*upstream.Service) *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry(), services: map[string]*ServiceStats{}}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "perigee_requests_total", Help: "Requests served, by route, service, status code and protocol.",
+	}, []string{"route", "service", "code", "proto"})
+	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "perigee_request_duration_seconds", Help: "Time from request to the end of the response, by route.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"route", "service"})
+	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "perigee_in_flight_requests", Help: "Requests being served now."})
+	m.Registry.MustRegister(m.requests, m.duration, m.inFlight, backendCollector{services},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Service returns the stats of a service, creating them on first use.
+func (m *Metrics) Service(name string) *ServiceStats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.services[name]
+	if !ok {
+		s = &ServiceStats{}
+		m.services[name] = s
+	}
+	return s
+}
+
+// Begin counts a request in flight on s (which may be nil: no route).
+func (m *Metrics) Begin(s *ServiceStats) {
+	m.nodeIn.Add(1)
+	m.inFlight.Inc()
+	if s != nil {
+		s.inFlight.Add(1)
+	}
+}
+
+// Done records a finished request.
+func (m *Metrics) Done(s *ServiceStats, route, service, proto string, status int, took time.Duration) {
+	m.nodeIn.Add(-1)
+	m.inFlight.Dec()
+	m.requests.WithLabelValues(route, service, strconv.Itoa(status), proto).Inc()
+	if s == nil {
+		return
+	}
+	s.inFlight.Add(-1)
+	s.requests.Add(1)
+	if status >= 500 {
+		s.errors.Add(1)
+	}
+	s.latency.Observe(took)
+	m.duration.WithLabelValues(route, service).Observe(took.Seconds())
+}
+
+// backendCollector exports each backend's live state at scrape time, so the
+// request path does no work for it.
+type backendCollector struct{ services func() []*upstream.Service }
+
+var (
+	descHealthy  = prometheus.NewDesc("perigee_upstream_healthy", "1 when the backend takes traffic.", []string{"service", "backend"}, nil)
+	descInFlight = prometheus.NewDesc("perigee_upstream_in_flight", "Requests being served by the backend.", []string{"service", "backend"}, nil)
+	descLatency  = prometheus.NewDesc("perigee_upstream_ewma_seconds", "Peak-EWMA response time of the backend.", []string{"service", "backend"}, nil)
+	descWeight   = prometheus.NewDesc("perigee_upstream_weight", "Current balancing weight of the backend.", []string{"service", "backend"}, nil)
+)
+
+func (backendCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descHealthy, descInFlight, descLatency, descWeight} {
+		ch <- d
+	}
+}
+
+func (c backendCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	for _, s := range c.services() {
+		for _, b := range s.Backends() {
+			healthy := 0.0
+			if b.Healthy(now) {
+				healthy = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, healthy, s.Name, b.Addr)
+			ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(b.InFlight()), s.Name, b.Addr)
+			ch <- prometheus.MustNewConstMetric(descLatency, prometheus.GaugeValue, b.Latency().Seconds(), s.Name, b.Addr)
+			ch <- prometheus.MustNewConstMetric(descWeight, prometheus.GaugeValue, float64(b.Weight()), s.Name, b.Addr)
+		}
+	}
+}

@@ -1,0 +1,113 @@
+package metrics
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"perigee/edge/upstream"
+	"perigee/telemetry"
+)
+
+// Sampler cuts the node's cumulative counters into windows: each call to
+// Sample returns the figures since the previous call.
+type Sampler struct {
+	m                *Metrics
+	node, region     string
+	services         func() []*upstream.Service
+	mu               sync.Mutex
+	last             time.Time
+	lastCPU          time.Duration
+	prev             map[string]serviceTotals
+	prevNodeRequests uint64
+	latest           telemetry.NodeSample
+}
+
+type serviceTotals struct {
+	requests, errors uint64
+	latency          telemetry.HistogramSnapshot
+}
+
+// NewSampler starts the first window now.
+func (m *Metrics) NewSampler(node, region string, services func() []*upstream.Service) *Sampler {
+	s := &Sampler{m: m, node: node, region: region, services: services, prev: map[string]serviceTotals{}}
+	s.Sample(time.Now())
+	return s
+}
+
+// Sample returns the window that ends at now and starts the next.
+func (s *Sampler) Sample(now time.Time) telemetry.NodeSample {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	window := now.Sub(s.last)
+	out := telemetry.NodeSample{
+		Node: s.node, Region: s.region, Time: now, Window: window,
+		InFlight: s.m.nodeIn.Load(), Services: map[string]telemetry.ServiceSample{},
+	}
+	if u, err := telemetry.ReadProcessUsage(); err == nil {
+		if !s.last.IsZero() && window > 0 {
+			out.CPU = float64(u.CPU-s.lastCPU) / float64(window)
+		}
+		out.MemBytes = u.RSSBytes
+		s.lastCPU = u.CPU
+	}
+	secs := window.Seconds()
+	var total uint64
+	for _, svc := range s.services() {
+		st := s.m.Service(svc.Name)
+		cur := serviceTotals{requests: st.requests.Load(), errors: st.errors.Load(), latency: st.latency.Snapshot()}
+		prev := s.prev[svc.Name]
+		reqs, errs := cur.requests-prev.requests, cur.errors-prev.errors
+		total += cur.requests
+		ss := telemetry.ServiceSample{
+			InFlight: st.inFlight.Load(),
+			Latency:  cur.latency.Sub(prev.latency),
+			Backends: len(svc.Backends()), HealthyBackends: len(svc.Healthy()),
+		}
+		if secs > 0 && !s.last.IsZero() {
+			ss.RPS = float64(reqs) / secs
+		}
+		if reqs > 0 {
+			ss.ErrorRate = float64(errs) / float64(reqs)
+		}
+		for _, b := range svc.Backends() {
+			// Requests waiting beyond what the backends are serving are queued here.
+			ss.Queued -= b.InFlight()
+		}
+		ss.Queued = max(0, ss.Queued+ss.InFlight)
+		out.Services[svc.Name] = ss
+		s.prev[svc.Name] = cur
+	}
+	if secs > 0 && !s.last.IsZero() {
+		out.RPS = float64(total-min(total, s.prevNodeRequests)) / secs
+	}
+	s.prevNodeRequests = total
+	s.last = now
+	s.latest = out
+	return out
+}
+
+// Latest is the most recent window's sample.
+func (s *Sampler) Latest() telemetry.NodeSample {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.latest
+}
+
+// Run cuts a sample every interval and hands it to each consumer (the mesh,
+// the shipper) until ctx is done.
+func (s *Sampler) Run(ctx context.Context, interval time.Duration, consumers ...func(telemetry.NodeSample)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			sample := s.Sample(now)
+			for _, c := range consumers {
+				c(sample)
+			}
+		}
+	}
+}

@@ -1,0 +1,101 @@
+package edge
+
+import (
+	"fmt"
+	"net/http"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"perigee/edge/config"
+	"perigee/edge/metrics"
+	"perigee/edge/route"
+	"perigee/edge/upstream"
+)
+
+// state is everything one config version builds: its routes and services.
+// Requests hold a reference while they run, so a reload retires a state
+// only after its last request is done.
+type state struct {
+	cfg      *config.Config
+	routes   *route.Table[*routeEntry]
+	services map[string]*upstream.Service
+	list     []*upstream.Service // the same, for scrapes and samples
+	refs     atomic.Int64
+}
+
+// routeEntry is what a matched request needs, resolved once per config.
+type routeEntry struct {
+	name    string
+	service *upstream.Service
+	stats   *metrics.ServiceStats
+	handler http.Handler
+}
+
+// buildState turns a validated config into live services and routes. prev
+// lends its backends so their health and latency carry over.
+func (n *Node) buildState(cfg *config.Config, prev *state) (*state, error) {
+	reuse := map[string]*upstream.Backend{}
+	if prev != nil {
+		for _, s := range prev.list {
+			for _, b := range s.Backends() {
+				reuse[b.URL.String()] = b
+			}
+		}
+	}
+	st := &state{cfg: cfg, services: map[string]*upstream.Service{}}
+	for name, sc := range cfg.Services {
+		svc, err := upstream.NewService(name, *sc, reuse, n.log)
+		if err != nil {
+			return nil, err
+		}
+		st.services[name] = svc
+		st.list = append(st.list, svc)
+	}
+	rules := make([]route.Rule[*routeEntry], 0, len(cfg.Routes))
+	for _, rc := range cfg.Routes {
+		svc := st.services[rc.Service]
+		if svc == nil {
+			return nil, fmt.Errorf("route %q: unknown service %q", rc.Name, rc.Service)
+		}
+		rules = append(rules, route.Rule[*routeEntry]{
+			Host: rc.Match.Host, PathPrefix: rc.Match.PathPrefix, Methods: rc.Match.Methods,
+			Target: &routeEntry{name: rc.Name, service: svc, stats: n.metrics.Service(rc.Service), handler: n.proxy.Handler(svc)},
+		})
+	}
+	st.routes = route.New(rules)
+	for _, svc := range st.list {
+		svc.Start(n.proxy.Client())
+	}
+	return st, nil
+}
+
+// acquire returns the current state with a reference held. The re-check
+// closes the race with a reload: a request that took a reference on a state
+// already swapped out lets it go and takes the new one, so a retired state
+// that has reached zero references is never used again.
+func (n *Node) acquire() *state {
+	for {
+		st := n.state.Load()
+		st.refs.Add(1)
+		if n.state.Load() == st {
+			return st
+		}
+		st.refs.Add(-1)
+	}
+}
+
+func (st *state) release() { st.refs.Add(-1) }
+
+// retire waits for the old state's requests to finish, then stops its
+// health checks. Nothing else of it needs closing: connections are pooled
+// node-wide.
+func (n *Node) retire(old *state) {
+	for old.refs.Load() > 0 {
+		time.Sleep(10 * time.Millisecond)
+		runtime.Gosched()
+	}
+	for _, svc := range old.list {
+		svc.Close()
+	}
+}

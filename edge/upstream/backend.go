@@ -1,0 +1,121 @@
+// Package upstream holds a service's backends and chooses among them: the
+// balancers, active health checks, passive outlier ejection and the retry
+// budget. Its request path reads atomics and immutable snapshots only.
+package upstream
+
+import (
+	"math"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Backend is one upstream server with its live state. The same Backend is
+// kept across config reloads while its URL stays, so health, latency and
+// ejection history survive a reload.
+type Backend struct {
+	URL  *url.URL
+	Addr string // host:port
+
+	configWeight int32
+	weight       atomic.Int32 // config weight, or what a policy set
+	inFlight     atomic.Int64
+	requests     atomic.Uint64
+	failures     atomic.Uint64
+
+	checkUp      atomic.Bool  // last verdict of active checks (true until proven down)
+	ejectedUntil atomic.Int64 // unix nanos; passive or policy ejection
+	consecFails  atomic.Int32
+
+	mu          sync.Mutex // guards the fields below, touched once per response
+	ewma        float64    // peak-EWMA latency, nanoseconds
+	ewmaAt      time.Time
+	ejections   int // consecutive ejections, for the growing ejection time
+	lastEjected time.Time
+	passes      int // active check streaks
+	fails       int
+}
+
+func newBackend(u *url.URL, weight int) *Backend {
+	b := &Backend{URL: u, Addr: u.Host, configWeight: int32(weight)}
+	b.weight.Store(int32(weight))
+	b.checkUp.Store(true)
+	return b
+}
+
+// Weight is the backend's current weight.
+func (b *Backend) Weight() int { return int(b.weight.Load()) }
+
+// InFlight is the number of requests being served by the backend now.
+func (b *Backend) InFlight() int64 { return b.inFlight.Load() }
+
+// Healthy reports whether the backend may take traffic at now.
+func (b *Backend) Healthy(now time.Time) bool {
+	return b.checkUp.Load() && now.UnixNano() >= b.ejectedUntil.Load()
+}
+
+// ewmaDecay is peak-EWMA's time constant: a latency spike is taken at once
+// and forgotten over about this long.
+const ewmaDecay = 10 * time.Second
+
+// observe folds one response time into the peak-EWMA.
+func (b *Backend) observe(d time.Duration, now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	v := float64(d)
+	if v > b.ewma || b.ewmaAt.IsZero() {
+		b.ewma = v // a peak counts at once
+	} else {
+		w := math.Exp(-float64(now.Sub(b.ewmaAt)) / float64(ewmaDecay))
+		b.ewma = b.ewma*w + v*(1-w)
+	}
+	b.ewmaAt = now
+}
+
+// Latency is the backend's peak-EWMA response time.
+func (b *Backend) Latency() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return time.Duration(b.ewma)
+}
+
+// cost is what the ewma balancer minimises: expected latency times the queue
+// it would join, per unit of weight. Unmeasured backends cost least, so a new
+// backend gets probed at once.
+func (b *Backend) cost() float64 {
+	return float64(b.Latency()) * float64(b.inFlight.Load()+1) / float64(b.weight.Load())
+}
+
+// Status is a backend's state as the admin API and the policies see it.
+type Status struct {
+	URL          string        `json:"url"`
+	Healthy      bool          `json:"healthy"`
+	CheckUp      bool          `json:"check_up"`
+	EjectedUntil time.Time     `json:"ejected_until,omitzero"`
+	Weight       int           `json:"weight"`
+	InFlight     int64         `json:"in_flight"`
+	Latency      time.Duration `json:"ewma_latency_ns"`
+	Requests     uint64        `json:"requests"`
+	Failures     uint64        `json:"failures"`
+}
+
+// Status reads the backend's state.
+func (b *Backend) Status(now time.Time) Status {
+	s := Status{
+		URL: b.URL.String(), Healthy: b.Healthy(now), CheckUp: b.checkUp.Load(),
+		Weight: b.Weight(), InFlight: b.inFlight.Load(), Latency: b.Latency(),
+		Requests: b.requests.Load(), Failures: b.failures.Load(),
+	}
+	if until := b.ejectedUntil.Load(); until > now.UnixNano() {
+		s.EjectedUntil = time.Unix(0, until)
+	}
+	return s
+}
+
+// Begin counts a request the backend starts serving; End counts it done,
+// when its response body is finished.
+func (b *Backend) Begin() { b.inFlight.Add(1) }
+
+// End is Begin's pair.
+func (b *Backend) End() { b.inFlight.Add(-1) }

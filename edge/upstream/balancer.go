@@ -1,0 +1,188 @@
+package upstream
+
+import (
+	"hash/maphash"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"perigee/edge/config"
+)
+
+// balancer picks a backend from the service's current set. rebuild runs
+// under the service's lock whenever membership, health or weights change;
+// pick runs lock-free on the request path.
+type balancer interface {
+	rebuild(all, healthy []*Backend)
+	pick(r *http.Request, healthy []*Backend) *Backend
+}
+
+func newBalancer(c *config.Service) balancer {
+	switch c.Balancer {
+	case config.LeastRequest:
+		return p2c{cost: func(b *Backend) float64 { return float64(b.inFlight.Load()+1) / float64(b.weight.Load()) }}
+	case config.EWMA:
+		return p2c{cost: (*Backend).cost}
+	case config.Hash:
+		return &ringHash{key: c.Hash}
+	default:
+		return &smoothRR{}
+	}
+}
+
+// smoothRR is smooth weighted round robin: weights 5,1,1 give a,a,b,a,c,a,a
+// rather than five a's in a row. The sequence is precomputed at rebuild, so a
+// pick is one atomic increment.
+type smoothRR struct {
+	seq  atomic.Pointer[[]*Backend]
+	next atomic.Uint64
+}
+
+func (s *smoothRR) rebuild(_, healthy []*Backend) {
+	seq := smoothSequence(healthy)
+	s.seq.Store(&seq)
+}
+
+func (s *smoothRR) pick(*http.Request, []*Backend) *Backend {
+	seq := s.seq.Load()
+	if seq == nil || len(*seq) == 0 {
+		return nil
+	}
+	return (*seq)[(s.next.Add(1)-1)%uint64(len(*seq))]
+}
+
+// smoothSequence runs one full cycle of the smooth weighted round robin.
+func smoothSequence(bs []*Backend) []*Backend {
+	if len(bs) == 0 {
+		return nil
+	}
+	g, total := 0, 0
+	for _, b := range bs {
+		g = gcd(g, b.Weight())
+	}
+	weights := make([]int, len(bs))
+	for i, b := range bs {
+		weights[i] = b.Weight() / g
+		total += weights[i]
+	}
+	current := make([]int, len(bs))
+	seq := make([]*Backend, 0, total)
+	for range total {
+		best := 0
+		for i := range bs {
+			current[i] += weights[i]
+			if current[i] > current[best] {
+				best = i
+			}
+		}
+		current[best] -= total
+		seq = append(seq, bs[best])
+	}
+	return seq
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// p2c is the power of two choices: two random healthy backends, the cheaper
+// wins. It avoids the herd that "always the least loaded" causes when many
+// requests decide on the same stale view.
+type p2c struct{ cost func(*Backend) float64 }
+
+func (p2c) rebuild(_, _ []*Backend) {}
+
+func (p p2c) pick(_ *http.Request, healthy []*Backend) *Backend {
+	switch n := len(healthy); n {
+	case 0:
+		return nil
+	case 1:
+		return healthy[0]
+	default:
+		i := rand.IntN(n)
+		j := rand.IntN(n - 1)
+		if j >= i {
+			j++
+		}
+		a, b := healthy[i], healthy[j]
+		if p.cost(b) < p.cost(a) {
+			return b
+		}
+		return a
+	}
+}
+
+// ringHash is consistent hashing over all backends (healthy or not), so a
+// backend going down moves only its own keys; a lookup walks past unhealthy
+// points to the next healthy one.
+type ringHash struct {
+	key  config.HashKey
+	ring atomic.Pointer[[]ringPoint]
+}
+
+type ringPoint struct {
+	hash uint64
+	b    *Backend
+}
+
+// pointsPerWeight sets the ring's resolution: 160 points per unit of weight
+// keeps each backend's share within a few percent of its weight.
+const pointsPerWeight = 160
+
+var ringSeed = maphash.MakeSeed()
+
+func (h *ringHash) rebuild(all, _ []*Backend) {
+	var ring []ringPoint
+	for _, b := range all {
+		for i := range b.Weight() * pointsPerWeight {
+			ring = append(ring, ringPoint{maphash.String(ringSeed, b.Addr+"#"+strconv.Itoa(i)), b})
+		}
+	}
+	sort.Slice(ring, func(i, j int) bool { return ring[i].hash < ring[j].hash })
+	h.ring.Store(&ring)
+}
+
+func (h *ringHash) pick(r *http.Request, healthy []*Backend) *Backend {
+	ringp := h.ring.Load()
+	key, ok := h.keyOf(r)
+	if !ok || ringp == nil || len(healthy) == 0 {
+		return p2c{cost: func(b *Backend) float64 { return float64(b.inFlight.Load()) }}.pick(r, healthy)
+	}
+	ring := *ringp
+	x := maphash.String(ringSeed, key)
+	i := sort.Search(len(ring), func(i int) bool { return ring[i].hash >= x })
+	now := time.Now()
+	for n := range len(ring) {
+		if b := ring[(i+n)%len(ring)].b; b.Healthy(now) {
+			return b
+		}
+	}
+	return nil
+}
+
+func (h *ringHash) keyOf(r *http.Request) (string, bool) {
+	switch {
+	case h.key.Header != "":
+		v := r.Header.Get(h.key.Header)
+		return v, v != ""
+	case h.key.Cookie != "":
+		c, err := r.Cookie(h.key.Cookie)
+		if err != nil || c.Value == "" {
+			return "", false
+		}
+		return c.Value, true
+	default:
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			return r.RemoteAddr, r.RemoteAddr != ""
+		}
+		return host, true
+	}
+}

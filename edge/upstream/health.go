@@ -1,0 +1,70 @@
+package upstream
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"time"
+)
+
+// checkLoop probes every backend each interval. A backend changes state
+// after `rise` passes or `fall` failures in a row; the very first probe
+// decides at once, so a dead backend is not served for fall×interval after
+// start.
+func (s *Service) checkLoop(ctx context.Context, client *http.Client) {
+	h := s.cfg.Health
+	first := map[*Backend]bool{}
+	t := time.NewTicker(h.Interval.D())
+	defer t.Stop()
+	for {
+		for _, b := range s.Backends() {
+			ok := probe(ctx, client, b.URL.String()+h.Path, h.Timeout.D())
+			if ctx.Err() != nil {
+				return
+			}
+			s.record(b, ok, !first[b])
+			first[b] = true
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func probe(ctx context.Context, client *http.Client, url string, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	req.Header.Set("User-Agent", "perigee-health")
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	return resp.StatusCode >= 200 && resp.StatusCode < 400
+}
+
+func (s *Service) record(b *Backend, ok, decisive bool) {
+	h := s.cfg.Health
+	b.mu.Lock()
+	if ok {
+		b.passes, b.fails = b.passes+1, 0
+	} else {
+		b.passes, b.fails = 0, b.fails+1
+	}
+	up := b.checkUp.Load()
+	flip := (up && !ok && (decisive || b.fails >= h.Fall)) || (!up && ok && (decisive || b.passes >= h.Rise))
+	b.mu.Unlock()
+	if !flip {
+		return
+	}
+	b.checkUp.Store(ok)
+	s.log.Info("backend health changed", "backend", b.Addr, "healthy", ok)
+	s.refresh()
+}

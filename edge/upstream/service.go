@@ -1,0 +1,272 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"perigee/edge/config"
+)
+
+// ErrNoHealthy means every backend of the service is down or ejected.
+var ErrNoHealthy = errors.New("no healthy backend")
+
+// Service is a pool of backends behind one balancer.
+type Service struct {
+	Name string
+	cfg  config.Service
+	log  *slog.Logger
+
+	mu       sync.Mutex // serialises membership and health changes
+	all      atomic.Pointer[[]*Backend]
+	healthy  atomic.Pointer[[]*Backend]
+	balancer balancer
+	budget   retryBudget
+
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// NewService builds a service from its config. Backends whose URL appears in
+// reuse keep their live state (health, latency, ejections).
+func NewService(name string, c config.Service, reuse map[string]*Backend, log *slog.Logger) (*Service, error) {
+	s := &Service{Name: name, cfg: c, log: log.With("service", name), balancer: newBalancer(&c)}
+	s.budget.init(c.Retry.Budget)
+	var all []*Backend
+	for _, bc := range c.Backends {
+		b, ok := reuse[bc.URL]
+		if ok && int(b.configWeight) == bc.Weight {
+			all = append(all, b)
+			continue
+		}
+		u, err := url.Parse(bc.URL)
+		if err != nil {
+			return nil, fmt.Errorf("service %s: backend %q: %w", name, bc.URL, err)
+		}
+		all = append(all, newBackend(u, bc.Weight))
+	}
+	s.all.Store(&all)
+	s.refresh()
+	return s, nil
+}
+
+// Backends returns every backend, healthy or not.
+func (s *Service) Backends() []*Backend { return *s.all.Load() }
+
+// Healthy returns the backends that may take traffic now.
+func (s *Service) Healthy() []*Backend { return *s.healthy.Load() }
+
+// refresh recomputes the healthy set and the balancer after any change.
+func (s *Service) refresh() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refreshLocked()
+}
+
+func (s *Service) refreshLocked() {
+	now := time.Now()
+	all := *s.all.Load()
+	healthy := make([]*Backend, 0, len(all))
+	for _, b := range all {
+		if b.Healthy(now) {
+			healthy = append(healthy, b)
+		}
+	}
+	s.healthy.Store(&healthy)
+	s.balancer.rebuild(all, healthy)
+}
+
+// Pick chooses a backend for r, avoiding skip when another is available.
+func (s *Service) Pick(r *http.Request, skip *Backend) (*Backend, error) {
+	healthy := *s.healthy.Load()
+	if skip != nil && len(healthy) > 1 {
+		for range 3 {
+			if b := s.balancer.pick(r, healthy); b != nil && b != skip {
+				return b, nil
+			}
+		}
+	}
+	if b := s.balancer.pick(r, healthy); b != nil {
+		return b, nil
+	}
+	return nil, ErrNoHealthy
+}
+
+// Start runs the active health checks until Close.
+func (s *Service) Start(client *http.Client) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop, s.done = cancel, make(chan struct{})
+	go func() {
+		defer close(s.done)
+		if s.cfg.Health.Path == "" {
+			return
+		}
+		s.checkLoop(ctx, client)
+	}()
+}
+
+// Close stops the health checks.
+func (s *Service) Close() {
+	if s.stop != nil {
+		s.stop()
+		<-s.done
+	}
+}
+
+// Done records the outcome of one proxied request: its time to response
+// headers, and whether it failed (a transport error or a 5xx). Failures in a
+// row eject the backend passively.
+func (s *Service) Done(b *Backend, took time.Duration, failed bool) {
+	now := time.Now()
+	b.requests.Add(1)
+	if !failed {
+		b.observe(took, now)
+		b.consecFails.Store(0)
+		return
+	}
+	b.failures.Add(1)
+	o := s.cfg.Outlier
+	if o.ConsecutiveFailures > 0 && int(b.consecFails.Add(1)) >= o.ConsecutiveFailures {
+		s.ejectForOutlier(b, now)
+	}
+}
+
+func (s *Service) ejectForOutlier(b *Backend, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !b.Healthy(now) || !s.mayEjectLocked(now) {
+		return
+	}
+	b.mu.Lock()
+	if now.Sub(b.lastEjected) > s.cfg.Outlier.MaxEjection.D() {
+		b.ejections = 0 // it behaved for a long while: start the back-off over
+	}
+	d := min(s.cfg.Outlier.BaseEjection.D()<<min(b.ejections, 16), s.cfg.Outlier.MaxEjection.D())
+	b.ejections++
+	b.lastEjected = now
+	b.mu.Unlock()
+	b.consecFails.Store(0)
+	s.log.Warn("backend ejected", "backend", b.Addr, "for", d, "reason", "consecutive failures")
+	s.ejectLocked(b, now, d)
+}
+
+// mayEjectLocked keeps ejection within max_ejected_percent of the service,
+// so a fault everywhere does not empty the pool.
+func (s *Service) mayEjectLocked(now time.Time) bool {
+	all := *s.all.Load()
+	ejected := 0
+	for _, b := range all {
+		if now.UnixNano() < b.ejectedUntil.Load() {
+			ejected++
+		}
+	}
+	return (ejected+1)*100 <= s.cfg.Outlier.MaxEjectedPercent*len(all)
+}
+
+func (s *Service) ejectLocked(b *Backend, now time.Time, d time.Duration) {
+	b.ejectedUntil.Store(now.Add(d).UnixNano())
+	s.refreshLocked()
+	time.AfterFunc(d, s.refresh)
+}
+
+// Eject takes a backend out of rotation for d, as a policy asks.
+func (s *Service) Eject(addr string, d time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.findLocked(addr)
+	if b == nil {
+		return fmt.Errorf("service %s has no backend %q", s.Name, addr)
+	}
+	s.ejectLocked(b, time.Now(), d)
+	return nil
+}
+
+// Restore ends an ejection early.
+func (s *Service) Restore(addr string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.findLocked(addr)
+	if b == nil {
+		return fmt.Errorf("service %s has no backend %q", s.Name, addr)
+	}
+	b.ejectedUntil.Store(0)
+	s.refreshLocked()
+	return nil
+}
+
+// SetWeight changes a backend's weight until the next config reload.
+func (s *Service) SetWeight(addr string, w int) error {
+	if w < 1 || w > 1000 {
+		return fmt.Errorf("weight %d out of range 1..1000", w)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.findLocked(addr)
+	if b == nil {
+		return fmt.Errorf("service %s has no backend %q", s.Name, addr)
+	}
+	b.weight.Store(int32(w))
+	s.refreshLocked()
+	return nil
+}
+
+// AddBackend adds a backend at runtime (the process actuator's children).
+func (s *Service) AddBackend(rawURL string, weight int) error {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("service %s: bad backend url %q", s.Name, rawURL)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.findLocked(u.Host) != nil {
+		return nil
+	}
+	all := append(append([]*Backend(nil), *s.all.Load()...), newBackend(u, weight))
+	s.all.Store(&all)
+	s.refreshLocked()
+	return nil
+}
+
+// RemoveBackend takes a backend out for good; requests in flight finish.
+func (s *Service) RemoveBackend(addr string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := *s.all.Load()
+	all := make([]*Backend, 0, len(old))
+	for _, b := range old {
+		if b.Addr != addr && b.URL.String() != addr {
+			all = append(all, b)
+		}
+	}
+	if len(all) == len(old) {
+		return fmt.Errorf("service %s has no backend %q", s.Name, addr)
+	}
+	s.all.Store(&all)
+	s.refreshLocked()
+	return nil
+}
+
+// findLocked accepts either host:port or the backend's URL.
+func (s *Service) findLocked(addr string) *Backend {
+	for _, b := range *s.all.Load() {
+		if b.Addr == addr || b.URL.String() == addr {
+			return b
+		}
+	}
+	return nil
+}
+
+// RetryAllowed spends one retry from the budget if there is one.
+func (s *Service) RetryAllowed() bool { return s.budget.spend() }
+
+// Attempt notes a first attempt, which earns the budget a fraction of a retry.
+func (s *Service) Attempt() { s.budget.earn() }
+
+// MaxRetries is how many extra tries a request may get.
+func (s *Service) MaxRetries() int { return s.cfg.Retry.Attempts }

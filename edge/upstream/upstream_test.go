@@ -1,0 +1,307 @@
+package upstream
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"perigee/edge/config"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func service(t *testing.T, balancer string, weights ...int) *Service {
+	t.Helper()
+	c := config.Service{Balancer: balancer}
+	for i, w := range weights {
+		c.Backends = append(c.Backends, config.Backend{URL: fmt.Sprintf("http://127.0.0.1:%d", 9001+i), Weight: w})
+	}
+	c.Outlier = config.Outlier{ConsecutiveFailures: 3, BaseEjection: config.Duration(time.Hour), MaxEjection: config.Duration(2 * time.Hour), MaxEjectedPercent: 50}
+	c.Hash.Header = "X-User"
+	s, err := NewService("svc", c, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func counts(t *testing.T, s *Service, n int, req func(i int) *http.Request) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for i := range n {
+		b, err := s.Pick(req(i), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[b.Addr]++
+	}
+	return got
+}
+
+func plain(int) *http.Request { return httptest.NewRequest("GET", "/", nil) }
+
+func TestSmoothRoundRobinFollowsWeightsAndInterleaves(t *testing.T) {
+	s := service(t, config.RoundRobin, 5, 1, 1)
+	var seq []string
+	for range 7 {
+		b, _ := s.Pick(plain(0), nil)
+		seq = append(seq, b.Addr[len(b.Addr)-1:])
+	}
+	// Smooth WRR never sends five in a row to the heavy backend.
+	if fmt.Sprint(seq) != "[1 1 2 1 3 1 1]" {
+		t.Fatalf("sequence %v, want the smooth interleaving [1 1 2 1 3 1 1]", seq)
+	}
+	got := counts(t, s, 700, plain)
+	if got["127.0.0.1:9001"] != 500 || got["127.0.0.1:9002"] != 100 {
+		t.Fatalf("distribution %v, want 500/100/100", got)
+	}
+}
+
+func TestLeastRequestPrefersIdleBackends(t *testing.T) {
+	s := service(t, config.LeastRequest, 1, 1, 1)
+	busy := s.Backends()[0]
+	busy.inFlight.Store(50)
+	got := counts(t, s, 3000, plain)
+	// With power of two choices the busy backend wins only when it is drawn
+	// against itself, which cannot happen: it gets nothing.
+	if got[busy.Addr] != 0 {
+		t.Fatalf("busy backend got %d of 3000 picks", got[busy.Addr])
+	}
+	if a, b := got["127.0.0.1:9002"], got["127.0.0.1:9003"]; a < 1000 || b < 1000 {
+		t.Fatalf("idle backends unevenly used: %v", got)
+	}
+}
+
+func TestEWMAAvoidsTheSlowBackend(t *testing.T) {
+	s := service(t, config.EWMA, 1, 1, 1)
+	now := time.Now()
+	for i, b := range s.Backends() {
+		b.observe(time.Duration(1+i*50)*time.Millisecond, now) // 1ms, 51ms, 101ms
+	}
+	got := counts(t, s, 3000, plain)
+	if got["127.0.0.1:9001"] < 1900 || got["127.0.0.1:9003"] != 0 {
+		t.Fatalf("ewma distribution %v: the fast backend should win most, the slowest never", got)
+	}
+}
+
+func TestPeakEWMATakesSpikesAtOnceAndDecays(t *testing.T) {
+	b := newBackend(mustURL("http://127.0.0.1:1"), 1)
+	t0 := time.Now()
+	b.observe(10*time.Millisecond, t0)
+	b.observe(200*time.Millisecond, t0.Add(time.Millisecond))
+	if b.Latency() != 200*time.Millisecond {
+		t.Fatalf("peak not taken at once: %v", b.Latency())
+	}
+	b.observe(10*time.Millisecond, t0.Add(30*time.Second))
+	if l := b.Latency(); l > 25*time.Millisecond {
+		t.Fatalf("peak not decayed after 3 time constants: %v", l)
+	}
+}
+
+func TestConsistentHashIsStickyAndMovesOnlyTheDeadBackendsKeys(t *testing.T) {
+	s := service(t, config.Hash, 1, 1, 1, 1)
+	user := func(i int) *http.Request {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header.Set("X-User", fmt.Sprint("user-", i))
+		return r
+	}
+	before := map[int]string{}
+	for i := range 2000 {
+		b, _ := s.Pick(user(i), nil)
+		before[i] = b.Addr
+		if b2, _ := s.Pick(user(i), nil); b2 != b {
+			t.Fatal("same key went to two backends")
+		}
+	}
+	share := counts(t, s, 2000, user)
+	for addr, n := range share {
+		if math.Abs(float64(n)-500) > 150 {
+			t.Fatalf("uneven ring share %s=%d: %v", addr, n, share)
+		}
+	}
+	dead := s.Backends()[1]
+	dead.checkUp.Store(false)
+	s.refresh()
+	moved := 0
+	for i := range 2000 {
+		b, _ := s.Pick(user(i), nil)
+		if b == dead {
+			t.Fatal("picked a dead backend")
+		}
+		if before[i] != dead.Addr && b.Addr != before[i] {
+			moved++
+		}
+	}
+	if moved != 0 {
+		t.Fatalf("%d keys of healthy backends moved", moved)
+	}
+}
+
+func TestPassiveEjectionRespectsMaxPercentAndRestore(t *testing.T) {
+	s := service(t, config.RoundRobin, 1, 1, 1, 1)
+	bs := s.Backends()
+	for _, b := range bs {
+		for range 3 {
+			s.Done(b, time.Millisecond, true)
+		}
+	}
+	if n := len(s.Healthy()); n != 2 {
+		t.Fatalf("%d healthy after all failed; max_ejected_percent 50 should keep 2", n)
+	}
+	var ejected *Backend
+	for _, b := range bs {
+		if !b.Healthy(time.Now()) {
+			ejected = b
+		}
+	}
+	if err := s.Restore(ejected.Addr); err != nil {
+		t.Fatal(err)
+	}
+	if !ejected.Healthy(time.Now()) || len(s.Healthy()) != 3 {
+		t.Fatal("restore did not bring the backend back")
+	}
+	if err := s.Restore("127.0.0.1:1"); err == nil {
+		t.Fatal("restore of an unknown backend succeeded")
+	}
+}
+
+func TestEjectionTimeGrows(t *testing.T) {
+	s := service(t, config.RoundRobin, 1, 1)
+	s.cfg.Outlier.BaseEjection = config.Duration(50 * time.Millisecond)
+	b := s.Backends()[0]
+	var lengths []time.Duration
+	for range 3 {
+		for range 3 {
+			s.Done(b, 0, true)
+		}
+		lengths = append(lengths, time.Until(time.Unix(0, b.ejectedUntil.Load())))
+		b.ejectedUntil.Store(0)
+	}
+	if !(lengths[0] < lengths[1] && lengths[1] < lengths[2]) {
+		t.Fatalf("ejection times did not grow: %v", lengths)
+	}
+}
+
+func TestNoHealthyBackend(t *testing.T) {
+	s := service(t, config.LeastRequest, 1)
+	s.Backends()[0].checkUp.Store(false)
+	s.refresh()
+	if _, err := s.Pick(plain(0), nil); err != ErrNoHealthy {
+		t.Fatalf("got %v, want ErrNoHealthy", err)
+	}
+}
+
+func TestActiveHealthChecksEjectAndRecover(t *testing.T) {
+	var up atomic.Bool
+	up.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" || !up.Load() {
+			w.WriteHeader(503)
+		}
+	}))
+	defer srv.Close()
+	c := config.Service{
+		Balancer: config.RoundRobin,
+		Backends: []config.Backend{{URL: srv.URL, Weight: 1}},
+		Health:   config.Health{Path: "/healthz", Interval: config.Duration(20 * time.Millisecond), Timeout: config.Duration(time.Second), Rise: 2, Fall: 2},
+	}
+	s, err := NewService("svc", c, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start(srv.Client())
+	defer s.Close()
+	waitFor(t, "healthy at start", func() bool { return len(s.Healthy()) == 1 })
+	up.Store(false)
+	waitFor(t, "ejected after failing checks", func() bool { return len(s.Healthy()) == 0 })
+	up.Store(true)
+	waitFor(t, "back after passing checks", func() bool { return len(s.Healthy()) == 1 })
+}
+
+func TestRuntimeBackendsAndWeights(t *testing.T) {
+	s := service(t, config.RoundRobin, 1)
+	if err := s.AddBackend("http://127.0.0.1:9100", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetWeight("127.0.0.1:9100", 3); err != nil {
+		t.Fatal(err)
+	}
+	got := counts(t, s, 400, plain)
+	if got["127.0.0.1:9100"] != 300 {
+		t.Fatalf("weight 3 of 4 not honoured: %v", got)
+	}
+	if err := s.SetWeight("127.0.0.1:9100", 0); err == nil {
+		t.Fatal("weight 0 accepted")
+	}
+	if err := s.RemoveBackend("http://127.0.0.1:9100"); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Backends()) != 1 {
+		t.Fatal("backend not removed")
+	}
+	if err := s.AddBackend("not a url", 1); err == nil {
+		t.Fatal("bad url accepted")
+	}
+}
+
+func TestRetryBudget(t *testing.T) {
+	var r retryBudget
+	r.init(0.1)
+	spent := 0
+	for r.spend() {
+		spent++
+	}
+	if spent != 10 {
+		t.Fatalf("floor allowed %d retries, want 10", spent)
+	}
+	for range 100 {
+		r.earn()
+	}
+	spent = 0
+	for r.spend() {
+		spent++
+	}
+	if spent != 10 {
+		t.Fatalf("100 requests at ratio 0.1 earned %d retries, want 10", spent)
+	}
+}
+
+func TestReloadKeepsBackendState(t *testing.T) {
+	s := service(t, config.RoundRobin, 1, 1)
+	b := s.Backends()[0]
+	b.observe(42*time.Millisecond, time.Now())
+	reuse := map[string]*Backend{b.URL.String(): b}
+	s2, err := NewService("svc", s.cfg, reuse, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.Backends()[0] != b || s2.Backends()[0].Latency() != 42*time.Millisecond {
+		t.Fatal("backend state lost across reload")
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func mustURL(s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return u
+}

@@ -1,0 +1,57 @@
+package telemetry
+
+import "time"
+
+// NodeSample is one node's figures over the last sampling window. The edge
+// node produces one per tick; the mesh gossips it, the policies read it and
+// the shipper sends it to the aggregator.
+type NodeSample struct {
+	Node     string                   `json:"node"`
+	Region   string                   `json:"region"`
+	Time     time.Time                `json:"time"`
+	Window   time.Duration            `json:"window"`
+	RPS      float64                  `json:"rps"`
+	InFlight int64                    `json:"in_flight"`
+	CPU      float64                  `json:"cpu"`       // cores busy, 1.0 = one core
+	MemBytes uint64                   `json:"mem_bytes"` // resident set
+	Services map[string]ServiceSample `json:"services,omitempty"`
+}
+
+// ServiceSample is one service's figures over the window.
+type ServiceSample struct {
+	RPS             float64           `json:"rps"`
+	ErrorRate       float64           `json:"error_rate"` // share of responses that were 5xx or failed
+	InFlight        int64             `json:"in_flight"`
+	Queued          int64             `json:"queued"`
+	Latency         HistogramSnapshot `json:"latency"` // observations in the window only
+	Backends        int               `json:"backends"`
+	HealthyBackends int               `json:"healthy_backends"`
+}
+
+// MergeServices sums per-service figures over several samples, as a region
+// view does: rates and counts add, histograms merge exactly, and the error
+// rate is re-weighted by each sample's request rate.
+func MergeServices(samples []NodeSample) map[string]ServiceSample {
+	out := map[string]ServiceSample{}
+	errs := map[string]float64{}
+	for _, n := range samples {
+		for name, s := range n.Services {
+			m := out[name]
+			m.RPS += s.RPS
+			m.InFlight += s.InFlight
+			m.Queued += s.Queued
+			m.Backends += s.Backends
+			m.HealthyBackends += s.HealthyBackends
+			m.Latency.Merge(s.Latency)
+			errs[name] += s.ErrorRate * s.RPS
+			out[name] = m
+		}
+	}
+	for name, m := range out {
+		if m.RPS > 0 {
+			m.ErrorRate = errs[name] / m.RPS
+			out[name] = m
+		}
+	}
+	return out
+}
