@@ -53,7 +53,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		stats = entry.stats
 	}
 	n.metrics.Done(stats, x.Route, svcName, r.Proto, x.Status, took)
-	n.access.Log(r, x, took)
+	st.access.Log(r, x, took)
 	rec.ResponseWriter, rec.x = nil, nil
 	recorders.Put(rec)
 	exchange.End(x)

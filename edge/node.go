@@ -42,7 +42,6 @@ type Node struct {
 	proxy   *proxy.Proxy
 	metrics *metrics.Metrics
 	sampler *metrics.Sampler
-	access  *accesslog.Logger
 	admin   *admin.API
 	started time.Time
 
@@ -74,7 +73,6 @@ func New(cfg *config.Config, load func() (*config.Config, error), log *slog.Logg
 	n := &Node{log: log, load: load, started: time.Now()}
 	n.metrics = metrics.New(n.services)
 	n.proxy = proxy.New(cfg.Timeouts, cfg.Node.ID, log)
-	n.access = accessLogger(cfg, log)
 	cert, err := certs.Load(cfg.TLS.Cert, cfg.TLS.Key, certHosts(cfg))
 	if err != nil {
 		return nil, err
@@ -303,7 +301,6 @@ func (n *Node) reload() error {
 	if err != nil {
 		return err
 	}
-	n.access = accessLogger(cfg, n.log)
 	n.state.Store(st)
 	go n.retire(old)
 	return nil
@@ -324,6 +321,16 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	var wg sync.WaitGroup
 	var errs []error
 	var mu sync.Mutex
+	if n.h3 != nil {
+		// HTTP/3 clients may keep a connection open after GOAWAY; once the
+		// last request is done there is nothing left to wait for.
+		go func() {
+			for n.metrics.InFlight() > 0 && ctx.Err() == nil {
+				time.Sleep(20 * time.Millisecond)
+			}
+			n.h3.Close()
+		}()
+	}
 	for _, s := range servers {
 		wg.Add(1)
 		go func() {

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"perigee/edge/accesslog"
 	"perigee/edge/config"
 	"perigee/edge/metrics"
 	"perigee/edge/route"
@@ -21,6 +22,7 @@ type state struct {
 	routes   *route.Table[*routeEntry]
 	services map[string]*upstream.Service
 	list     []*upstream.Service // the same, for scrapes and samples
+	access   *accesslog.Logger
 	refs     atomic.Int64
 }
 
@@ -43,7 +45,7 @@ func (n *Node) buildState(cfg *config.Config, prev *state) (*state, error) {
 			}
 		}
 	}
-	st := &state{cfg: cfg, services: map[string]*upstream.Service{}}
+	st := &state{cfg: cfg, services: map[string]*upstream.Service{}, access: accessLogger(cfg, n.log)}
 	for name, sc := range cfg.Services {
 		svc, err := upstream.NewService(name, *sc, reuse, n.log)
 		if err != nil {

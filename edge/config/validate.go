@@ -165,9 +165,13 @@ func (c *Config) validateListen(v *validator) {
 		if a.addr == "" {
 			continue
 		}
-		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+		_, port, err := net.SplitHostPort(a.addr)
+		if err != nil {
 			v.at(p("listen", a.key), "listen.%s %q is not host:port", a.key, a.addr)
 			continue
+		}
+		if port == "0" {
+			continue // the kernel picks a free port for each
 		}
 		if other, dup := used[a.addr]; dup {
 			v.at(p("listen", a.key), "listen.%s %q is already used by listen.%s", a.key, a.addr, other)

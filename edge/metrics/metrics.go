@@ -94,6 +94,9 @@ func (m *Metrics) Done(s *ServiceStats, route, service, proto string, status int
 	m.duration.WithLabelValues(route, service).Observe(took.Seconds())
 }
 
+// InFlight is the number of requests the node is serving now.
+func (m *Metrics) InFlight() int64 { return m.nodeIn.Load() }
+
 // backendCollector exports each backend's live state at scrape time, so the
 // request path does no work for it.
 type backendCollector struct{ services func() []*upstream.Service }

@@ -1,0 +1,168 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go/http3"
+
+	"perigee/edge/config"
+	"perigee/edge/samplebackend"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// backend starts a real sample backend on loopback and returns its URL.
+func backend(t *testing.T, name string) string {
+	t.Helper()
+	return serveBackend(t, samplebackend.Handler(samplebackend.Options{Name: name, Size: 64}))
+}
+
+func serveBackend(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+// deadAddr is a loopback address nothing listens on.
+func deadAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return "http://" + addr
+}
+
+// testNode writes yaml to a file and starts a node from it on free ports.
+type testNode struct {
+	*Node
+	path string
+	t    *testing.T
+}
+
+func startNode(t *testing.T, yaml string) *testNode {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "node.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(cfg, func() (*config.Config, error) { return config.Load(path) }, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		n.Shutdown(ctx)
+	})
+	return &testNode{Node: n, path: path, t: t}
+}
+
+// rewrite replaces the node's config file, for reload tests.
+func (n *testNode) rewrite(yaml string) {
+	if err := os.WriteFile(n.path, []byte(yaml), 0o600); err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+const listenAny = `listen: {https: "127.0.0.1:0", http: "127.0.0.1:0", admin: "127.0.0.1:0"}
+access_log: {enabled: false}
+`
+
+// nodeYAML is a node with one service "api" over the given backend URLs.
+func nodeYAML(balancer string, backends ...string) string {
+	var b strings.Builder
+	b.WriteString(listenAny)
+	fmt.Fprintf(&b, "services:\n  api:\n    balancer: %s\n    backends:\n", balancer)
+	for _, u := range backends {
+		fmt.Fprintf(&b, "      - {url: %q}\n", u)
+	}
+	b.WriteString("routes:\n  - {name: api, match: {path_prefix: /}, service: api}\n")
+	return b.String()
+}
+
+// insecure trusts the node's dev certificate. Each client needs its own
+// copy: HTTP/2 transports edit the NextProtos of the config they are given.
+func insecure() *tls.Config { return &tls.Config{InsecureSkipVerify: true} }
+
+// clients for each protocol the node speaks.
+func h1Client() *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: insecure(), TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}, Timeout: 30 * time.Second}
+}
+
+func h2Client() *http.Client {
+	tr := &http.Transport{TLSClientConfig: insecure(), ForceAttemptHTTP2: true}
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetHTTP2(true)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+func h3Client(t *testing.T) *http.Client {
+	tr := &http3.Transport{TLSClientConfig: insecure()}
+	t.Cleanup(func() { tr.Close() })
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+type protoClient struct {
+	name   string
+	client *http.Client
+	proto  int // expected ProtoMajor
+}
+
+func allClients(t *testing.T) []protoClient {
+	return []protoClient{{"HTTP/1.1", h1Client(), 1}, {"HTTP/2", h2Client(), 2}, {"HTTP/3", h3Client(t), 3}}
+}
+
+func get(t *testing.T, c *http.Client, url string, hdr ...string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading %s: %v", url, err)
+	}
+	return resp, string(b)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,420 @@
+package edge
+
+import (
+	"bufio"
+	"fmt"
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// echoHeaders answers with the request headers the backend received.
+var echoHeaders = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(r.Header)
+})
+
+func TestProxiesOverHTTP1HTTP2AndHTTP3(t *testing.T) {
+	n := startNode(t, nodeYAML("round_robin", serveBackend(t, echoHeaders)))
+	base := "https://" + n.Addrs().HTTPS
+	for _, pc := range allClients(t) {
+		t.Run(pc.name, func(t *testing.T) {
+			resp, body := get(t, pc.client, base+"/hello", "Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "X-Forwarded-For", "203.0.113.9")
+			if resp.StatusCode != 200 || resp.ProtoMajor != pc.proto {
+				t.Fatalf("status %d over HTTP/%d, want 200 over HTTP/%d", resp.StatusCode, resp.ProtoMajor, pc.proto)
+			}
+			var seen http.Header
+			if err := json.Unmarshal([]byte(body), &seen); err != nil {
+				t.Fatalf("backend answer %q: %v", body, err)
+			}
+			if xff := seen.Get("X-Forwarded-For"); xff != "203.0.113.9, 127.0.0.1" {
+				t.Errorf("X-Forwarded-For %q: want the client's chain with the peer appended", xff)
+			}
+			if seen.Get("X-Forwarded-Proto") != "https" || seen.Get("X-Forwarded-Host") != n.Addrs().HTTPS {
+				t.Errorf("X-Forwarded-Proto/Host: %q %q", seen.Get("X-Forwarded-Proto"), seen.Get("X-Forwarded-Host"))
+			}
+			tp := seen.Get("Traceparent")
+			if !strings.HasPrefix(tp, "00-4bf92f3577b34da6a3ce929d0e0e4736-") || strings.Contains(tp, "00f067aa0ba902b7") {
+				t.Errorf("traceparent %q: want the trace continued with a new parent", tp)
+			}
+			if id := resp.Header.Get("X-Request-Id"); id == "" || seen.Get("X-Request-Id") != id {
+				t.Errorf("request id %q not sent upstream (%q)", id, seen.Get("X-Request-Id"))
+			}
+			wantVia := map[int]string{1: "1.1 local", 2: "2 local", 3: "3 local"}[pc.proto]
+			if seen.Get("Via") != wantVia || resp.Header.Get("Via") != wantVia {
+				t.Errorf("Via upstream %q, downstream %q; want %q", seen.Get("Via"), resp.Header.Get("Via"), wantVia)
+			}
+			if alt := resp.Header.Get("Alt-Svc"); pc.proto < 3 && !strings.HasPrefix(alt, `h3=":`) {
+				t.Errorf("TCP response without an HTTP/3 Alt-Svc: %q", alt)
+			}
+		})
+	}
+}
+
+func TestErrorStatusesAreJSONWithTheRequestID(t *testing.T) {
+	slow := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(5 * time.Second):
+		case <-r.Context().Done():
+		}
+	}))
+	broken := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, _, _ := http.NewResponseController(w).Hijack()
+		conn.Close() // hang up without an answer
+	}))
+	yaml := listenAny + `limits: {max_header_bytes: 4KiB, max_body_bytes: 1KiB}
+timeouts: {response_header: 300ms}
+services:
+  slow: {backends: [{url: "` + slow + `"}]}
+  broken: {backends: [{url: "` + broken + `"}], outlier: {consecutive_failures: 1000}}
+  dead: {backends: [{url: "` + deadAddr(t) + `"}], health: {path: /healthz, interval: 50ms}}
+  ok: {backends: [{url: "` + backend(t, "ok") + `"}]}
+routes:
+  - {match: {path_prefix: /slow}, service: slow}
+  - {match: {path_prefix: /broken}, service: broken}
+  - {match: {path_prefix: /dead}, service: dead}
+  - {match: {path_prefix: /ok}, service: ok}
+`
+	n := startNode(t, yaml)
+	base := "https://" + n.Addrs().HTTPS
+	waitFor(t, "dead backend marked down", func() bool { return len(n.state.Load().services["dead"].Healthy()) == 0 })
+	for _, pc := range allClients(t) {
+		t.Run(pc.name, func(t *testing.T) {
+			check := func(want int, req *http.Request) {
+				t.Helper()
+				req.Header.Set("X-Request-Id", "rid-42")
+				resp, err := pc.client.Do(req)
+				if err != nil {
+					t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+				}
+				defer resp.Body.Close()
+				var body struct {
+					Status    int    `json:"status"`
+					Error     string `json:"error"`
+					RequestID string `json:"request_id"`
+				}
+				if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+					t.Fatalf("%s: body is not JSON: %v", req.URL.Path, err)
+				}
+				if resp.StatusCode != want || body.Status != want || body.RequestID != "rid-42" || body.Error == "" {
+					t.Fatalf("%s: got %d %+v, want %d with the request id", req.URL.Path, resp.StatusCode, body, want)
+				}
+			}
+			req := func(method, path string, body io.Reader) *http.Request {
+				r, _ := http.NewRequest(method, base+path, body)
+				return r
+			}
+			check(404, req("GET", "/nowhere", nil))
+			big := req("GET", "/ok", nil)
+			big.Header.Set("X-Big", strings.Repeat("x", 5000))
+			check(431, big)
+			check(413, req("POST", "/ok", strings.NewReader(strings.Repeat("x", 2000))))
+			chunked := req("POST", "/ok", io.MultiReader(strings.NewReader(strings.Repeat("y", 3000))))
+			chunked.ContentLength = -1
+			check(413, chunked)
+			check(503, req("GET", "/dead", nil))
+			check(502, req("GET", "/broken", nil))
+			check(504, req("GET", "/slow", nil))
+		})
+	}
+}
+
+func TestRetriesConnectFailuresOnAnotherBackend(t *testing.T) {
+	n := startNode(t, nodeYAML("round_robin", deadAddr(t), backend(t, "alive")))
+	c := h1Client()
+	for i := range 20 {
+		resp, _ := get(t, c, "https://"+n.Addrs().HTTPS+"/x")
+		if resp.StatusCode != 200 || resp.Header.Get("X-Backend") != "alive" {
+			t.Fatalf("request %d: %d from %q", i, resp.StatusCode, resp.Header.Get("X-Backend"))
+		}
+	}
+	// A POST is not replayable: its failure shows rather than being retried.
+	failed := 0
+	for range 10 {
+		resp, err := c.Post("https://"+n.Addrs().HTTPS+"/x", "text/plain", strings.NewReader("body"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == 502 {
+			failed++
+		}
+	}
+	if failed == 0 && len(n.state.Load().services["api"].Healthy()) == 2 {
+		t.Fatal("POSTs to a dead backend neither failed nor ejected it")
+	}
+}
+
+func TestBalancersThroughTheNode(t *testing.T) {
+	a, b := backend(t, "a"), backend(t, "b")
+	yaml := strings.Replace(nodeYAML("round_robin", a, b), `{url: "`+b+`"}`, `{url: "`+b+`", weight: 3}`, 1)
+	n := startNode(t, yaml)
+	got := map[string]int{}
+	c := h2Client()
+	for range 400 {
+		resp, _ := get(t, c, "https://"+n.Addrs().HTTPS+"/")
+		got[resp.Header.Get("X-Backend")]++
+	}
+	if got["a"] != 100 || got["b"] != 300 {
+		t.Fatalf("weights 1:3 gave %v", got)
+	}
+	hashed := startNode(t, strings.Replace(nodeYAML("hash", a, b), "balancer: hash", "balancer: hash\n    hash: {header: X-User}", 1))
+	for _, user := range []string{"ann", "bob", "cid", "dee"} {
+		first := ""
+		for range 10 {
+			resp, _ := get(t, c, "https://"+hashed.Addrs().HTTPS+"/", "X-User", user)
+			if first == "" {
+				first = resp.Header.Get("X-Backend")
+			} else if resp.Header.Get("X-Backend") != first {
+				t.Fatalf("user %s moved between backends", user)
+			}
+		}
+	}
+}
+
+func TestHealthEjectsAndRecoversThroughTheNode(t *testing.T) {
+	var down atomic.Bool
+	flaky := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			w.WriteHeader(503)
+			return
+		}
+		w.Header().Set("X-Backend", "flaky")
+	}))
+	yaml := strings.Replace(nodeYAML("round_robin", flaky, backend(t, "steady")), "routes:", "    health: {path: /healthz, interval: 30ms, rise: 2, fall: 2}\nroutes:", 1)
+	n := startNode(t, yaml)
+	svc := n.state.Load().services["api"]
+	down.Store(true)
+	waitFor(t, "flaky ejected by checks", func() bool { return len(svc.Healthy()) == 1 })
+	c := h1Client()
+	for range 10 {
+		if resp, _ := get(t, c, "https://"+n.Addrs().HTTPS+"/"); resp.StatusCode != 200 || resp.Header.Get("X-Backend") != "steady" {
+			t.Fatalf("request served by %q with %d while flaky is down", resp.Header.Get("X-Backend"), resp.StatusCode)
+		}
+	}
+	down.Store(false)
+	waitFor(t, "flaky back after passing checks", func() bool { return len(svc.Healthy()) == 2 })
+	var services []struct {
+		Backends []struct {
+			URL     string `json:"url"`
+			Healthy bool   `json:"healthy"`
+		} `json:"backends"`
+	}
+	resp, body := get(t, c, "http://"+n.Addrs().Admin+"/services")
+	if err := json.Unmarshal([]byte(body), &services); err != nil || resp.StatusCode != 200 || len(services[0].Backends) != 2 {
+		t.Fatalf("GET /services: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestLargeUploadIsStreamedNotHeld(t *testing.T) {
+	n := startNode(t, nodeYAML("round_robin", backend(t, "sink")))
+	const size = 1 << 30
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	resp, err := http.Post("http://"+n.Addrs().HTTP+"/upload", "application/octet-stream", io.LimitReader(zeros{}, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got struct{ Received int64 }
+	json.NewDecoder(resp.Body).Decode(&got)
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if resp.StatusCode != 200 || got.Received != size {
+		t.Fatalf("upload: %d, backend received %d of %d bytes", resp.StatusCode, got.Received, size)
+	}
+	// Holding the body would allocate at least its size; streaming through
+	// pooled buffers allocates a small fraction of it.
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > size/8 {
+		t.Fatalf("a 1 GiB upload allocated %d MiB in this process", alloc>>20)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+func TestWebSocketUpgradeOverHTTP1(t *testing.T) {
+	ws := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" {
+			w.WriteHeader(400)
+			return
+		}
+		conn, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		rw.Flush()
+		line, _ := rw.ReadString('\n') // echo one line, as a frame stand-in
+		rw.WriteString("echo: " + line)
+		rw.Flush()
+	}))
+	n := startNode(t, nodeYAML("round_robin", ws))
+	conn, err := tls.Dial("tcp", n.Addrs().HTTPS, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	io.WriteString(conn, "ping\n")
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if line, err := br.ReadString('\n'); err != nil || line != "echo: ping\n" {
+		t.Fatalf("after upgrade got %q, %v", line, err)
+	}
+}
+
+func TestReloadUnderLoadFailsNoRequestAndBadReloadKeepsServing(t *testing.T) {
+	a, b := backend(t, "a"), backend(t, "b")
+	n := startNode(t, nodeYAML("round_robin", a))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	for _, pc := range allClients(t) {
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					resp, err := pc.client.Get("https://" + n.Addrs().HTTPS + "/x")
+					if err == nil {
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+					if err != nil || resp.StatusCode != 200 {
+						failed.Add(1)
+						firstErr.CompareAndSwap(nil, pc.name+": "+errOrStatus(err, resp))
+					} else {
+						ok.Add(1)
+					}
+				}
+			}()
+		}
+	}
+	for i := range 6 {
+		time.Sleep(100 * time.Millisecond)
+		next := []string{a, b}[i%2]
+		n.rewrite(nodeYAML("least_request", next))
+		if err := n.Reload(); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+	}
+	bad := nodeYAML("round_robin", a) + "bogus_key: 1\n"
+	n.rewrite(bad)
+	err := n.Reload()
+	time.Sleep(100 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if want := fmt.Sprintf(`node.yaml:%d: unknown key "bogus_key"`, strings.Count(bad, "\n")); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("bad reload error %v should name file:line", err)
+	}
+	if failed.Load() > 0 || ok.Load() == 0 {
+		t.Fatalf("%d requests failed during reloads (first: %v), %d succeeded", failed.Load(), firstErr.Load(), ok.Load())
+	}
+	resp, body := get(t, h1Client(), "http://"+n.Addrs().Admin+"/status")
+	if resp.StatusCode != 200 || !strings.Contains(body, "unknown key") {
+		t.Fatalf("status does not report the refused reload: %s", body)
+	}
+	// The admin endpoint refuses it too, and says the old config serves on.
+	r, err := http.Post("http://"+n.Addrs().Admin+"/reload", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != 422 {
+		t.Fatalf("POST /reload of a bad config: %d", r.StatusCode)
+	}
+	if resp, _ := get(t, h1Client(), "https://"+n.Addrs().HTTPS+"/x"); resp.StatusCode != 200 {
+		t.Fatal("old config stopped serving after a bad reload")
+	}
+}
+
+func errOrStatus(err error, resp *http.Response) string {
+	if err != nil {
+		return err.Error()
+	}
+	return resp.Status
+}
+
+func TestGracefulShutdownDrainsRequestsInFlight(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 3)
+	slow := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-release
+		io.WriteString(w, "done")
+	}))
+	n := startNode(t, nodeYAML("round_robin", slow))
+	results := make(chan string, 3)
+	for _, pc := range allClients(t) {
+		go func() {
+			resp, err := pc.client.Get("https://" + n.Addrs().HTTPS + "/slow")
+			if err != nil {
+				results <- pc.name + ": " + err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			results <- pc.name + ": " + string(b)
+		}()
+	}
+	for range 3 {
+		<-started
+	}
+	shut := make(chan error, 1)
+	go func() { shut <- n.Shutdown(t.Context()) }()
+	time.Sleep(200 * time.Millisecond)
+	if _, err := h1Client().Get("https://" + n.Addrs().HTTPS + "/new"); err == nil {
+		t.Fatal("a new connection was accepted while draining")
+	}
+	close(release)
+	for range 3 {
+		if r := <-results; !strings.HasSuffix(r, ": done") {
+			t.Fatalf("request in flight was cut: %s", r)
+		}
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+}
+
+func TestAdminAPI(t *testing.T) {
+	n := startNode(t, nodeYAML("ewma", backend(t, "a")))
+	c := h1Client()
+	get(t, c, "https://"+n.Addrs().HTTPS+"/warm")
+	admin := "http://" + n.Addrs().Admin
+	for path, want := range map[string]string{
+		"/status":   `"spki_sha256"`,
+		"/routes":   `"service": "api"`,
+		"/services": `"ewma_latency_ns"`,
+		"/config":   `"balancer": "ewma"`,
+		"/metrics":  `perigee_requests_total{code="200",proto="HTTP/1.1",route="api",service="api"} 1`,
+	} {
+		resp, body := get(t, c, admin+path)
+		if resp.StatusCode != 200 || !strings.Contains(body, want) {
+			t.Errorf("GET %s: %d, missing %s in:\n%.600s", path, resp.StatusCode, want, body)
+		}
+	}
+	if resp, _ := get(t, c, admin+"/nope"); resp.StatusCode != 404 {
+		t.Errorf("unknown admin path: %d", resp.StatusCode)
+	}
+}
