@@ -2,9 +2,9 @@ package edge
 
 import (
 	"bufio"
-	"fmt"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"runtime"

@@ -20,7 +20,9 @@ import (
 )
 
 // Store serves the current certificate and lets a reload swap it.
-type Store struct{ cert atomic.Pointer[tls.Certificate] }
+type Store struct {
+	cert atomic.Pointer[tls.Certificate]
+}
 
 // Load reads a certificate and key, or generates a dev certificate for hosts
 // when both paths are empty.
