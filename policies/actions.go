@@ -1,0 +1,272 @@
+package policies
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"perigee/telemetry"
+)
+
+// Value limits that hold whatever the bounds say.
+const (
+	maxWeight    = 10000
+	maxEjectTime = time.Hour
+)
+
+// action is one call a script made to scale, weight, eject, restore, limit
+// or shed.
+type action struct {
+	kind    string
+	service string  // empty for limit and shed
+	target  string  // backend or route
+	value   float64 // replicas, weight, seconds, rps or fraction
+	burst   float64
+	reason  string
+}
+
+// parseAction checks a call's argument types. A wrong type is a bug in the
+// script and fails the evaluation; a bad value is a decision that gets
+// rejected and logged.
+func parseAction(kind string, args []any) (action, error) {
+	a := action{kind: kind}
+	var names, nums int // how many leading strings, then numbers
+	switch kind {
+	case "scale":
+		names, nums = 1, 1
+	case "weight", "eject":
+		names, nums = 2, 1
+	case "restore":
+		names = 2
+	case "limit":
+		names, nums = 1, 2
+	case "shed":
+		names, nums = 1, 1
+	}
+	if len(args) < names+nums {
+		return a, fmt.Errorf("needs %d arguments, got %d", names+nums, len(args))
+	}
+	strs := make([]string, names)
+	for i := range names {
+		s, ok := args[i].(string)
+		if !ok || s == "" {
+			return a, fmt.Errorf("argument %d must be a non-empty string, got %v", i+1, args[i])
+		}
+		strs[i] = s
+	}
+	vals := make([]float64, nums)
+	for i := range nums {
+		v, ok := args[names+i].(float64)
+		if !ok {
+			return a, fmt.Errorf("argument %d must be a number, got %v", names+i+1, args[names+i])
+		}
+		vals[i] = v
+	}
+	if len(args) > names+nums && args[names+nums] != nil {
+		a.reason = fmt.Sprint(args[names+nums])
+	}
+	switch kind {
+	case "limit", "shed":
+		a.target = strs[0]
+	case "scale":
+		a.service = strs[0]
+	default:
+		a.service, a.target = strs[0], strs[1]
+	}
+	if nums > 0 {
+		a.value = vals[0]
+	}
+	if nums > 1 {
+		a.burst = vals[1]
+	}
+	return a, nil
+}
+
+// key names what an action sets, so that a later action on the same thing
+// replaces an earlier one.
+func (a action) key() string {
+	kind := a.kind
+	if kind == "restore" {
+		kind = "eject"
+	}
+	return kind + "|" + a.service + "|" + a.target
+}
+
+// memo remembers a policy's last outcome for a key.
+func (a action) memo() string {
+	switch a.kind {
+	case "restore":
+		return "restore"
+	case "limit":
+		return strconv.FormatFloat(a.value, 'g', -1, 64) + "/" + strconv.FormatFloat(a.burst, 'g', -1, 64)
+	}
+	return strconv.FormatFloat(a.value, 'g', -1, 64)
+}
+
+func whole(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) && v == math.Trunc(v) }
+
+// apply validates, deduplicates, applies and records the pending actions;
+// it returns how many decisions it recorded.
+func (p *policy) apply(ctx context.Context, snap Snapshot) int {
+	lastIdx := map[string]int{}
+	for i, a := range p.pending {
+		lastIdx[a.key()] = i
+	}
+	recorded := 0
+	for i, a := range p.pending {
+		d := telemetry.Decision{
+			Time: snap.Time, Policy: p.spec.Name, Action: a.kind, Service: a.service,
+			Target: a.target, Value: a.value, Reason: a.reason, DryRun: p.spec.DryRun,
+		}
+		if lastIdx[a.key()] != i {
+			d.Rejected = "superseded by a later call in the same evaluation"
+			p.e.record(d)
+			recorded++
+			continue
+		}
+		a, note, why := p.check(a)
+		d.Value = a.value
+		if note != "" {
+			d.Reason += " (" + note + ")"
+		}
+		if why == "" && p.repeat(a, snap.Time) {
+			continue
+		}
+		d.Rejected = why
+		if why == "" && !p.spec.DryRun {
+			if err := p.act(ctx, a); err != nil {
+				d.Rejected = err.Error()
+			} else {
+				d.Applied = true
+			}
+		}
+		if d.Rejected == "" || why != "" {
+			p.remember(a, snap.Time)
+		}
+		p.e.record(d)
+		recorded++
+	}
+	p.pending = p.pending[:0]
+	return recorded
+}
+
+// check validates a against its bounds. It returns the action with its
+// value clamped into bounds and a note saying so, or why it is rejected.
+func (p *policy) check(a action) (action, string, string) {
+	if a.service != "" && p.allow != nil && !p.allow[a.service] {
+		return a, "", fmt.Sprintf("service %s is not assigned to this policy", a.service)
+	}
+	b := p.e.cfg.Bounds[a.service]
+	switch a.kind {
+	case "scale":
+		sc := p.e.scalers[a.service]
+		switch {
+		case sc == nil:
+			return a, "", fmt.Sprintf("service %s has no actuator", a.service)
+		case !whole(a.value) || a.value < 0:
+			return a, "", fmt.Sprintf("replicas must be a whole number ≥ 0, got %v", a.value)
+		case !p.e.isLeader():
+			return a, "", "not the region leader"
+		}
+		return clampReplicas(a, b, sc.desiredOr(sc.act.Replicas()))
+	case "weight":
+		if !whole(a.value) || a.value < 0 || a.value > maxWeight {
+			return a, "", fmt.Sprintf("weight must be a whole number in [0, %d], got %v", maxWeight, a.value)
+		}
+		if a.value < float64(b.MinWeight) {
+			note := fmt.Sprintf("raised from %v to the minimum weight %d", a.value, b.MinWeight)
+			a.value = float64(b.MinWeight)
+			return a, note, ""
+		}
+	case "eject":
+		if math.IsNaN(a.value) || a.value <= 0 || a.value > maxEjectTime.Seconds() {
+			return a, "", fmt.Sprintf("eject seconds must be in (0, %v], got %v", maxEjectTime.Seconds(), a.value)
+		}
+	case "limit":
+		if math.IsNaN(a.value) || math.IsInf(a.value, 0) || a.value < 0 {
+			return a, "", fmt.Sprintf("rps must be a finite number ≥ 0 (0 lifts the limit), got %v", a.value)
+		}
+		if a.value > 0 && (!whole(a.burst) || a.burst < 1) {
+			return a, "", fmt.Sprintf("burst must be a whole number ≥ 1, got %v", a.burst)
+		}
+	case "shed":
+		if math.IsNaN(a.value) || a.value < 0 || a.value > 1 {
+			return a, "", fmt.Sprintf("shed fraction must be in [0, 1], got %v", a.value)
+		}
+	}
+	if a.kind != "scale" && p.e.cfg.Target == nil {
+		return a, "", "this node has no target for node-local actions"
+	}
+	return a, "", ""
+}
+
+// clampReplicas keeps a scale within [min, max] and within max_step of
+// the replicas already asked for.
+func clampReplicas(a action, b ServiceBounds, current int) (action, string, string) {
+	want := int(a.value)
+	n := want
+	var note string
+	if b.MaxStep > 0 && current >= 0 {
+		if n > current+b.MaxStep {
+			n, note = current+b.MaxStep, fmt.Sprintf("step limited to +%d", b.MaxStep)
+		} else if n < current-b.MaxStep {
+			n, note = current-b.MaxStep, fmt.Sprintf("step limited to -%d", b.MaxStep)
+		}
+	}
+	if n < b.Min {
+		n, note = b.Min, fmt.Sprintf("%d below min %d", want, b.Min)
+	}
+	if b.Max > 0 && n > b.Max {
+		n, note = b.Max, fmt.Sprintf("%d above max %d", want, b.Max)
+	}
+	a.value = float64(n)
+	return a, note, ""
+}
+
+// repeat reports whether a only restates what this policy already has in
+// force, so that a policy setting the same value every tick does not flood
+// the log or the actuators.
+func (p *policy) repeat(a action, now time.Time) bool {
+	if a.kind == "scale" && !p.spec.DryRun {
+		return p.e.scalers[a.service].settled(int(a.value))
+	}
+	prev, ok := p.last[a.key()]
+	if !ok || prev.memo != a.memo() {
+		return false
+	}
+	return a.kind != "eject" || now.Before(prev.until)
+}
+
+func (p *policy) remember(a action, now time.Time) {
+	m := memo{memo: a.memo()}
+	if a.kind == "eject" {
+		m.until = now.Add(time.Duration(a.value * float64(time.Second)))
+	}
+	p.last[a.key()] = m
+}
+
+// act carries out a validated action.
+func (p *policy) act(ctx context.Context, a action) error {
+	t := p.e.cfg.Target
+	var err error
+	switch a.kind {
+	case "scale":
+		return p.e.scalers[a.service].request(ctx, int(a.value), a.reason, p.spec.Name)
+	case "weight":
+		err = t.SetWeight(a.service, a.target, int(a.value))
+	case "eject":
+		err = t.Eject(a.service, a.target, time.Duration(a.value*float64(time.Second)))
+	case "restore":
+		err = t.Restore(a.service, a.target)
+	case "limit":
+		err = t.SetLimit(a.target, a.value, int(a.burst))
+	case "shed":
+		err = t.SetShed(a.target, a.value)
+	}
+	if err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,67 @@
+package actuator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// ExecSpec describes a command run on every scale.
+type ExecSpec struct {
+	// Command runs with PERIGEE_SERVICE, PERIGEE_REPLICAS and
+	// PERIGEE_REASON in its environment; a non-zero exit fails the scale.
+	Command string
+	Timeout time.Duration // default 30s
+}
+
+// Exec runs a command to scale, for platforms with a CLI of their own.
+type Exec struct {
+	service  string
+	spec     ExecSpec
+	argv     []string
+	log      *slog.Logger
+	replicas atomic.Int64
+}
+
+// NewExec checks the command line.
+func NewExec(service string, spec ExecSpec, log *slog.Logger) (*Exec, error) {
+	argv, err := splitCommand(spec.Command)
+	if err != nil {
+		return nil, fmt.Errorf("exec actuator %s: %w", service, err)
+	}
+	if spec.Timeout == 0 {
+		spec.Timeout = 30 * time.Second
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Exec{service: service, spec: spec, argv: argv, log: log.With("service", service, "actuator", "exec")}, nil
+}
+
+// Scale runs the command and waits for it.
+func (x *Exec) Scale(ctx context.Context, replicas int, reason string) error {
+	ctx, cancel := context.WithTimeout(ctx, x.spec.Timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, x.argv[0], x.argv[1:]...)
+	cmd.Env = append(os.Environ(), "PERIGEE_SERVICE="+x.service,
+		"PERIGEE_REPLICAS="+strconv.Itoa(replicas), "PERIGEE_REASON="+reason)
+	out := &tail{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("exec actuator %s: %s: %w: %s", x.service, x.argv[0], err, out.String())
+	}
+	x.replicas.Store(int64(replicas))
+	x.log.Info("scaled", "replicas", replicas, "reason", reason)
+	return nil
+}
+
+// Replicas is the count the command last set successfully.
+func (x *Exec) Replicas() int { return int(x.replicas.Load()) }
+
+// Close has nothing to release.
+func (x *Exec) Close(context.Context) error { return nil }

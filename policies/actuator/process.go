@@ -1,0 +1,323 @@
+package actuator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ProcessSpec describes the local instances of a service.
+type ProcessSpec struct {
+	// Command is the instance's command line; {addr} and {port} are
+	// replaced by the address it must listen on. The instance also gets
+	// PORT, ADDR and PERIGEE_SERVICE in its environment.
+	Command string
+	Min     int
+	Max     int // 0 means no upper bound
+	// HealthPath is polled until the instance answers below 500; "/" when
+	// empty.
+	HealthPath   string
+	StartTimeout time.Duration // to become healthy; default 30s
+	StopTimeout  time.Duration // between SIGTERM and SIGKILL; default 10s
+}
+
+// Process supervises N local instances of a command: each gets its own
+// port, is health-checked before it is registered as a backend, is
+// restarted if it dies, and is deregistered before it is stopped.
+type Process struct {
+	service string
+	spec    ProcessSpec
+	argv    []string
+	reg     Registry
+	log     *slog.Logger
+	client  *http.Client
+	closing chan struct{}
+
+	scaleMu sync.Mutex // one Scale at a time
+	desired int
+
+	mu        sync.Mutex
+	instances []*instance // ready ones, oldest first
+	closed    bool
+	wg        sync.WaitGroup
+}
+
+type instance struct {
+	addr    string
+	url     string
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	stopped bool // set under Process.mu when we stop it on purpose
+}
+
+// NewProcess checks the spec; it starts nothing until Scale.
+func NewProcess(service string, spec ProcessSpec, reg Registry, log *slog.Logger) (*Process, error) {
+	argv, err := splitCommand(spec.Command)
+	if err != nil {
+		return nil, fmt.Errorf("process actuator %s: %w", service, err)
+	}
+	if !strings.Contains(spec.Command, "{addr}") && !strings.Contains(spec.Command, "{port}") {
+		return nil, fmt.Errorf("process actuator %s: command must contain {addr} or {port}", service)
+	}
+	if spec.Min < 0 || (spec.Max != 0 && spec.Max < spec.Min) {
+		return nil, fmt.Errorf("process actuator %s: bad bounds min %d max %d", service, spec.Min, spec.Max)
+	}
+	if reg == nil {
+		return nil, fmt.Errorf("process actuator %s: no backend registry", service)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if spec.HealthPath == "" {
+		spec.HealthPath = "/"
+	}
+	if spec.StartTimeout == 0 {
+		spec.StartTimeout = 30 * time.Second
+	}
+	if spec.StopTimeout == 0 {
+		spec.StopTimeout = 10 * time.Second
+	}
+	return &Process{
+		service: service, spec: spec, argv: argv, reg: reg,
+		log:     log.With("service", service, "actuator", "process"),
+		client:  &http.Client{Timeout: 2 * time.Second},
+		closing: make(chan struct{}),
+	}, nil
+}
+
+// Replicas is the number of healthy, registered instances.
+func (p *Process) Replicas() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.instances)
+}
+
+// Scale starts or stops instances until replicas are running and
+// registered.
+func (p *Process) Scale(ctx context.Context, replicas int, reason string) error {
+	if replicas < p.spec.Min || (p.spec.Max != 0 && replicas > p.spec.Max) {
+		return fmt.Errorf("process actuator %s: %d replicas outside [%d, %d]", p.service, replicas, p.spec.Min, p.spec.Max)
+	}
+	p.scaleMu.Lock()
+	defer p.scaleMu.Unlock()
+	p.desired = replicas
+	return p.converge(ctx, reason)
+}
+
+func (p *Process) converge(ctx context.Context, reason string) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return fmt.Errorf("process actuator %s: closed", p.service)
+	}
+	have := len(p.instances)
+	var victims []*instance
+	if have > p.desired {
+		victims = append(victims, p.instances[p.desired:]...)
+		p.instances = p.instances[:p.desired]
+		for _, in := range victims {
+			in.stopped = true
+		}
+	}
+	p.mu.Unlock()
+	if len(victims) > 0 {
+		p.log.Info("scaling down", "from", have, "to", p.desired, "reason", reason)
+		return p.stopAll(victims)
+	}
+	if have == p.desired {
+		return nil
+	}
+	p.log.Info("scaling up", "from", have, "to", p.desired, "reason", reason)
+	errs := make([]error, p.desired-have)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() { errs[i] = p.startOne(ctx) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// startOne starts an instance, waits for it to answer and registers it.
+func (p *Process) startOne(ctx context.Context) error {
+	port, err := freePort()
+	if err != nil {
+		return fmt.Errorf("process actuator %s: %w", p.service, err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	argv := make([]string, len(p.argv))
+	for i, a := range p.argv {
+		argv[i] = strings.NewReplacer("{addr}", addr, "{port}", strconv.Itoa(port)).Replace(a)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "ADDR="+addr, "PERIGEE_SERVICE="+p.service)
+	out := &lineLog{log: p.log.With("instance", addr)}
+	cmd.Stdout, cmd.Stderr = out, out
+	// Its own process group, so a terminal's Ctrl-C reaches the node,
+	// which then stops its children in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("process actuator %s: start %s: %w", p.service, argv[0], err)
+	}
+	in := &instance{addr: addr, url: "http://" + addr, cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(in.exited)
+	}()
+	if err := p.awaitHealthy(ctx, in); err != nil {
+		p.stop(in)
+		return fmt.Errorf("process actuator %s: instance %s: %w", p.service, addr, err)
+	}
+	if err := p.reg.AddBackend(p.service, in.url); err != nil {
+		p.stop(in)
+		return fmt.Errorf("process actuator %s: register %s: %w", p.service, in.url, err)
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		_ = p.reg.RemoveBackend(p.service, in.url)
+		p.stop(in)
+		return fmt.Errorf("process actuator %s: closed while starting", p.service)
+	}
+	p.instances = append(p.instances, in)
+	p.mu.Unlock()
+	p.wg.Go(func() { p.watch(in) })
+	p.log.Info("instance ready", "instance", addr, "pid", cmd.Process.Pid)
+	return nil
+}
+
+func (p *Process) awaitHealthy(ctx context.Context, in *instance) error {
+	ctx, cancel := context.WithTimeout(ctx, p.spec.StartTimeout)
+	defer cancel()
+	delay := 10 * time.Millisecond
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, in.url+p.spec.HealthPath, nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := p.client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode < 500 {
+				return nil
+			}
+		}
+		select {
+		case <-in.exited:
+			return fmt.Errorf("exited before becoming healthy: %v", in.cmd.ProcessState)
+		case <-ctx.Done():
+			return fmt.Errorf("not healthy after %v: %w", p.spec.StartTimeout, ctx.Err())
+		case <-time.After(delay):
+			delay = min(delay*2, 500*time.Millisecond)
+		}
+	}
+}
+
+// watch deregisters an instance that dies on its own and starts a
+// replacement.
+func (p *Process) watch(in *instance) {
+	<-in.exited
+	p.mu.Lock()
+	if in.stopped || p.closed {
+		p.mu.Unlock()
+		return
+	}
+	for i, x := range p.instances {
+		if x == in {
+			p.instances = append(p.instances[:i], p.instances[i+1:]...)
+			break
+		}
+	}
+	p.mu.Unlock()
+	p.log.Error("instance exited; replacing it", "instance", in.addr, "state", in.cmd.ProcessState.String())
+	if err := p.reg.RemoveBackend(p.service, in.url); err != nil {
+		p.log.Warn("deregister failed", "instance", in.addr, "err", err)
+	}
+	select {
+	case <-p.closing:
+		return
+	case <-time.After(time.Second): // do not spin on a command that dies at once
+	}
+	p.scaleMu.Lock()
+	defer p.scaleMu.Unlock()
+	if err := p.converge(context.Background(), "replace exited instance"); err != nil {
+		p.log.Error("replacing instance failed", "err", err)
+	}
+}
+
+func (p *Process) stopAll(list []*instance) error {
+	var errs []error
+	for _, in := range list {
+		if err := p.reg.RemoveBackend(p.service, in.url); err != nil {
+			errs = append(errs, fmt.Errorf("process actuator %s: deregister %s: %w", p.service, in.url, err))
+		}
+	}
+	var wg sync.WaitGroup
+	for _, in := range list {
+		wg.Go(func() { p.stop(in) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// stop asks an instance to finish with SIGTERM and kills it after the stop
+// timeout.
+func (p *Process) stop(in *instance) {
+	p.mu.Lock()
+	in.stopped = true
+	p.mu.Unlock()
+	_ = in.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-in.exited:
+	case <-time.After(p.spec.StopTimeout):
+		p.log.Warn("instance ignored SIGTERM; killing it", "instance", in.addr)
+		_ = in.cmd.Process.Kill()
+		<-in.exited
+	}
+}
+
+// Close stops every instance.
+func (p *Process) Close(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	close(p.closing)
+	victims := p.instances
+	p.instances = nil
+	for _, in := range victims {
+		in.stopped = true
+	}
+	p.mu.Unlock()
+	err := p.stopAll(victims)
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("process actuator %s: close: %w", p.service, ctx.Err())
+	}
+	return err
+}
+
+// freePort asks the kernel for a free port. Another program could take it
+// before the instance binds it; the health check then fails and the scale
+// reports it.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("allocate port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

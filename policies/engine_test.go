@@ -1,0 +1,451 @@
+package policies
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"perigee/policies/actuator"
+	"perigee/telemetry"
+)
+
+// fixedSource returns the snapshot it holds.
+type fixedSource struct {
+	mu   sync.Mutex
+	snap Snapshot
+}
+
+func (s *fixedSource) Snapshot() Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.snap
+}
+
+func (s *fixedSource) set(svc string, f ServiceFigures) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.snap.Services == nil {
+		s.snap.Services = map[string]ServiceFigures{}
+	}
+	s.snap.Services[svc] = f
+}
+
+// recordingTarget remembers node-local actions and can be told to fail.
+type recordingTarget struct {
+	mu    sync.Mutex
+	calls []string
+	fail  error
+}
+
+func (t *recordingTarget) note(format string, args ...any) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.calls = append(t.calls, fmt.Sprintf(format, args...))
+	return t.fail
+}
+func (t *recordingTarget) SetWeight(s, b string, w int) error {
+	return t.note("weight %s %s %d", s, b, w)
+}
+func (t *recordingTarget) Eject(s, b string, d time.Duration) error {
+	return t.note("eject %s %s %v", s, b, d)
+}
+func (t *recordingTarget) Restore(s, b string) error { return t.note("restore %s %s", s, b) }
+func (t *recordingTarget) SetLimit(r string, rps float64, burst int) error {
+	return t.note("limit %s %g %d", r, rps, burst)
+}
+func (t *recordingTarget) SetShed(r string, f float64) error { return t.note("shed %s %g", r, f) }
+func (t *recordingTarget) list() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]string(nil), t.calls...)
+}
+
+// countingActuator keeps the replica count it is asked for.
+type countingActuator struct {
+	mu    sync.Mutex
+	n     int
+	calls []int
+	fail  error
+}
+
+func (a *countingActuator) Scale(_ context.Context, n int, _ string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.calls = append(a.calls, n)
+	if a.fail != nil {
+		return a.fail
+	}
+	a.n = n
+	return nil
+}
+func (a *countingActuator) Replicas() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.n
+}
+func (a *countingActuator) Close(context.Context) error { return nil }
+func (a *countingActuator) history() []int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]int(nil), a.calls...)
+}
+
+type rig struct {
+	e   *Engine
+	src *fixedSource
+	tgt *recordingTarget
+	act *countingActuator
+}
+
+func newRig(t *testing.T, script string, mod func(*EngineConfig)) *rig {
+	t.Helper()
+	r := &rig{src: &fixedSource{}, tgt: &recordingTarget{}, act: &countingActuator{n: 2}}
+	r.src.set("api", ServiceFigures{RPS: 100, P99: 300 * time.Millisecond})
+	cfg := EngineConfig{
+		Node: "n1", Region: "eu",
+		Policies:  []PolicySpec{{Name: "p", Script: "p.lua", Source: script, Interval: 100 * time.Millisecond}},
+		Bounds:    map[string]ServiceBounds{"api": {Min: 1, Max: 8, MaxStep: 3, MinWeight: 5}},
+		Source:    r.src,
+		Target:    r.tgt,
+		Actuators: map[string]actuator.Actuator{"api": r.act},
+		SyncScale: true,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	e, err := NewEngine(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.e = e
+	return r
+}
+
+func (r *rig) eval(t *testing.T) error {
+	t.Helper()
+	return r.e.Evaluate(context.Background(), "p")
+}
+
+func TestSnapshotReachesScriptAndScaleIsApplied(t *testing.T) {
+	r := newRig(t, `
+function evaluate(m)
+  local s = m.services.api
+  assert(m.node.name == "n1" and m.node.region == "eu", "node")
+  assert(m.region.api.rps == 100, "region falls back to the node view")
+  assert(s.replicas.current == 2 and s.replicas.min == 1 and s.replicas.max == 8, "replicas")
+  if s.p99_ms > 200 then scale("api", s.replicas.current + 1, "p99 " .. s.p99_ms) end
+end`, nil)
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.act.Replicas(); got != 3 {
+		t.Fatalf("replicas = %d, want 3", got)
+	}
+	ds := r.e.Decisions(10)
+	if len(ds) != 1 || ds[0].Action != "scale" || ds[0].Value != 3 || !ds[0].Applied || ds[0].Reason != "p99 300" || ds[0].Node != "n1" {
+		t.Fatalf("decisions = %+v", ds)
+	}
+}
+
+func TestBoundsClampAndRejectionsAreLogged(t *testing.T) {
+	r := newRig(t, `
+function evaluate(m)
+  scale("api", 50, "way up")          -- step limit 3 from 2 gives 5
+  weight("api", "b1", 1, "low")       -- raised to min weight 5
+  weight("api", "b2", -1)             -- rejected
+  eject("api", "b3", 0)               -- rejected
+  shed("r", 1.5)                      -- rejected
+  limit("r", 100, 0.5)                -- rejected: burst
+  scale("other", 2)                   -- no actuator
+  limit("r2", 10, 20, "ok")
+end`, nil)
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	byKey := map[string]telemetry.Decision{}
+	for _, d := range r.e.Decisions(100) {
+		byKey[d.Action+" "+d.Service+d.Target] = d
+	}
+	if d := byKey["scale api"]; d.Value != 5 || !d.Applied || !strings.Contains(d.Reason, "step limited") {
+		t.Errorf("scale: %+v", d)
+	}
+	if d := byKey["weight apib1"]; d.Value != 5 || !d.Applied {
+		t.Errorf("weight raised: %+v", d)
+	}
+	for _, k := range []string{"weight apib2", "eject apib3", "shed r", "limit r", "scale other"} {
+		if d := byKey[k]; d.Applied || d.Rejected == "" {
+			t.Errorf("%s should be rejected: %+v", k, d)
+		}
+	}
+	want := []string{"weight api b1 5", "limit r2 10 20"}
+	if got := r.tgt.list(); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("target calls = %v, want %v", got, want)
+	}
+	// Max bound as well as step: from 5, asking 50 gives 8 (step allows 8).
+	r2 := newRig(t, `function evaluate(m) scale("api", 0) end`, nil)
+	if err := r2.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	if d := r2.e.Decisions(1)[0]; d.Value != 1 || !strings.Contains(d.Reason, "below min 1") {
+		t.Errorf("min clamp: %+v", d)
+	}
+}
+
+func TestRepeatedDecisionsAreNotReapplied(t *testing.T) {
+	r := newRig(t, `function evaluate(m) scale("api", 4) shed("r", 0.2) eject("api", "b", 60) end`, nil)
+	for range 3 {
+		if err := r.eval(t); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := r.act.history(); len(got) != 1 || got[0] != 4 {
+		t.Errorf("actuator calls = %v, want [4]", got)
+	}
+	if got := r.tgt.list(); len(got) != 2 {
+		t.Errorf("target calls = %v, want one shed and one eject", got)
+	}
+	if n := len(r.e.Decisions(100)); n != 3 {
+		t.Errorf("%d decisions logged, want 3", n)
+	}
+}
+
+func TestSupersededAndTypeErrors(t *testing.T) {
+	r := newRig(t, `function evaluate(m) scale("api", 3) scale("api", 4) end`, nil)
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	ds := r.e.Decisions(10)
+	if len(ds) != 2 || !strings.Contains(ds[0].Rejected, "superseded") || ds[1].Value != 4 || !ds[1].Applied {
+		t.Fatalf("decisions = %+v", ds)
+	}
+	bad := newRig(t, `function evaluate(m) scale("api", "many") end`, nil)
+	err := bad.eval(t)
+	if err == nil || !strings.Contains(err.Error(), "p.lua:1") || !strings.Contains(err.Error(), "must be a number") {
+		t.Fatalf("wrong argument type: %v", err)
+	}
+	if n := len(bad.e.Decisions(10)); n != 0 {
+		t.Errorf("failed evaluation recorded %d decisions", n)
+	}
+}
+
+func TestDryRunRecordsWithoutActing(t *testing.T) {
+	r := newRig(t, `function evaluate(m) scale("api", 5) weight("api", "b", 10) end`, func(c *EngineConfig) {
+		c.Policies[0].DryRun = true
+	})
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.act.history()) != 0 || len(r.tgt.list()) != 0 {
+		t.Fatalf("dry run acted: %v %v", r.act.history(), r.tgt.list())
+	}
+	ds := r.e.Decisions(10)
+	if len(ds) != 2 || !ds[0].DryRun || ds[0].Applied {
+		t.Fatalf("decisions = %+v", ds)
+	}
+}
+
+func TestOnlyLeaderScales(t *testing.T) {
+	r := newRig(t, `function evaluate(m) scale("api", 5) shed("r", 0.1) end`, func(c *EngineConfig) {
+		c.IsLeader = func() bool { return false }
+	})
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.act.history()) != 0 {
+		t.Fatal("a follower called the actuator")
+	}
+	if got := r.tgt.list(); len(got) != 1 {
+		t.Fatalf("node-local action not applied on a follower: %v", got)
+	}
+	if d := r.e.Decisions(10)[0]; d.Rejected != "not the region leader" {
+		t.Fatalf("decision = %+v", d)
+	}
+}
+
+func TestServicesOutsideThePolicyAreHiddenAndRefused(t *testing.T) {
+	r := newRig(t, `
+function evaluate(m)
+  assert(m.services.web == nil, "web visible")
+  assert(m.services.api ~= nil, "api hidden")
+  weight("web", "b", 10)
+end`, func(c *EngineConfig) { c.Policies[0].Services = []string{"api"} })
+	r.src.set("web", ServiceFigures{RPS: 1})
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	if d := r.e.Decisions(1)[0]; !strings.Contains(d.Rejected, "not assigned") {
+		t.Fatalf("decision = %+v", d)
+	}
+}
+
+func TestFailuresKeepPreviousDecisionsAndAreCounted(t *testing.T) {
+	r := newRig(t, `
+calls = 0
+function evaluate(m)
+  calls = calls + 1
+  if calls == 1 then scale("api", 4) return end
+  scale("api", 7)
+  while true do end
+end`, func(c *EngineConfig) { c.Policies[0].Timeout = 30 * time.Millisecond })
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	err := r.eval(t)
+	if err == nil || !strings.Contains(err.Error(), "p.lua:7") {
+		t.Fatalf("endless loop: %v", err)
+	}
+	if got := r.act.Replicas(); got != 4 {
+		t.Fatalf("replicas = %d after a failed evaluation, want 4", got)
+	}
+	st := r.e.Policies()[0]
+	if st.Runs != 2 || st.Errors != 1 || st.LimitStops != 1 || !strings.Contains(st.LastError, "deadline") {
+		t.Fatalf("status = %+v", st)
+	}
+}
+
+func TestActuatorAndTargetFailuresAreRecorded(t *testing.T) {
+	r := newRig(t, `function evaluate(m) scale("api", 3) shed("r", 0.5) end`, nil)
+	r.act.fail = errors.New("quota exceeded")
+	r.tgt.fail = errors.New("no such route")
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range r.e.Decisions(10) {
+		if d.Applied || d.Rejected == "" {
+			t.Errorf("failure not recorded: %+v", d)
+		}
+	}
+	// A failed scale is retried on the next evaluation.
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.act.history(); len(got) != 2 {
+		t.Fatalf("actuator calls = %v, want a retry", got)
+	}
+}
+
+func TestNewEngineRefusesBadScripts(t *testing.T) {
+	src := &fixedSource{}
+	cases := map[string]PolicySpec{
+		"syntax":      {Name: "a", Script: "a.lua", Source: "function evaluate(m)\n  if then\nend"},
+		"no evaluate": {Name: "b", Script: "b.lua", Source: "x = 1"},
+		"missing":     {Name: "c", Script: "/nonexistent/c.lua"},
+		"interval":    {Name: "d", Script: "d.lua", Source: "function evaluate() end", Interval: time.Millisecond},
+		"top loop":    {Name: "e", Script: "e.lua", Source: "while true do end", Timeout: 20 * time.Millisecond, Interval: time.Second},
+	}
+	for name, spec := range cases {
+		_, err := NewEngine(EngineConfig{Source: src, Policies: []PolicySpec{spec}})
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			continue
+		}
+		if name == "syntax" && !strings.Contains(err.Error(), "a.lua:2") {
+			t.Errorf("syntax error lacks file:line: %v", err)
+		}
+	}
+	if _, err := NewEngine(EngineConfig{Source: src, Bounds: map[string]ServiceBounds{"x": {Min: 5, Max: 2}}}); err == nil {
+		t.Error("inconsistent bounds accepted")
+	}
+}
+
+func TestReloadKeepsOldScriptOnErrorAndCarriesStateOnRequest(t *testing.T) {
+	v1 := `function evaluate(m) state.n = (state.n or 0) + 1; scale("api", 3) end`
+	r := newRig(t, v1, nil)
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	spec := r.e.cfg.Policies[0]
+	bad := spec
+	bad.Source = "function evaluate(m"
+	if err := r.e.Reload(bad); err == nil || !strings.Contains(err.Error(), "p.lua:") {
+		t.Fatalf("bad reload: %v", err)
+	}
+	if err := r.eval(t); err != nil {
+		t.Fatalf("old script stopped after a bad reload: %v", err)
+	}
+	persist := spec
+	persist.Source = `persist_state = true
+function evaluate(m) scale("api", 3 + state.n) end`
+	if err := r.e.Reload(persist); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.act.Replicas(); got != 5 {
+		t.Fatalf("replicas = %d, want 5 (state.n carried over as 2)", got)
+	}
+	fresh := spec
+	fresh.Source = `function evaluate(m) scale("api", 1 + (state.n or 0)) end`
+	if err := r.e.Reload(fresh); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.act.Replicas(); got != 2 {
+		t.Fatalf("replicas = %d, want 2 (state not carried without persist_state)", got)
+	}
+	if st := r.e.Policies()[0]; st.Runs != 4 || st.Reloaded.IsZero() {
+		t.Fatalf("status after reloads = %+v", st)
+	}
+	if err := r.e.Reload(); err != nil || len(r.e.Policies()) != 0 {
+		t.Fatalf("reload to nothing: %v %v", err, r.e.Policies())
+	}
+}
+
+func TestRunEvaluatesOnIntervalAndScalesAsynchronously(t *testing.T) {
+	var mu sync.Mutex
+	var seen []telemetry.Decision
+	r := newRig(t, `function evaluate(m) if m.services.api.p99_ms > 200 then scale("api", 6, "slow") end end`, func(c *EngineConfig) {
+		c.SyncScale = false
+		c.OnDecision = func(d telemetry.Decision) { mu.Lock(); seen = append(seen, d); mu.Unlock() }
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.e.Run(ctx); close(done) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for r.act.Replicas() != 5 { // step limit 3 from 2
+		if time.Now().After(deadline) {
+			t.Fatalf("no scale within 20s; replicas %d", r.act.Replicas())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A policy added by Reload while running starts too.
+	spec := r.e.cfg.Policies[0]
+	extra := PolicySpec{Name: "q", Script: "q.lua", Source: `function evaluate(m) shed("r", 0.3) end`, Interval: 100 * time.Millisecond}
+	if err := r.e.Reload(spec, extra); err != nil {
+		t.Fatal(err)
+	}
+	for len(r.tgt.list()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("reloaded policy never ran")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) == 0 || seen[0].Action != "scale" {
+		t.Fatalf("OnDecision saw %+v", seen)
+	}
+}
+
+func TestDecisionLogKeepsNewest(t *testing.T) {
+	l := newDecisionLog(3)
+	for i := range 5 {
+		l.add(telemetry.Decision{Value: float64(i)})
+	}
+	got := l.last(10)
+	if len(got) != 3 || got[0].Value != 2 || got[2].Value != 4 {
+		t.Fatalf("last = %+v", got)
+	}
+	if got := l.last(-1); len(got) != 0 {
+		t.Fatalf("last(-1) = %+v", got)
+	}
+}

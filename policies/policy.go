@@ -1,0 +1,150 @@
+package policies
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"perigee/runtime/lua"
+)
+
+// policy is one compiled script with its VM and counters.
+type policy struct {
+	e     *Engine
+	spec  PolicySpec
+	allow map[string]bool
+	stop  context.CancelFunc
+
+	mu      sync.Mutex // guards the VM and the fields below it
+	vm      *lua.VM
+	retired bool
+	pending []action
+	last    map[string]memo // what this policy last decided, to skip repeats
+
+	statusMu sync.Mutex
+	st       PolicyStatus
+	reloaded time.Time
+}
+
+func newPolicy(e *Engine, spec PolicySpec) *policy {
+	p := &policy{e: e, spec: spec, last: map[string]memo{}}
+	if len(spec.Services) > 0 {
+		p.allow = map[string]bool{}
+		for _, s := range spec.Services {
+			p.allow[s] = true
+		}
+	}
+	p.st = PolicyStatus{Name: spec.Name, Script: spec.Script, Interval: spec.Interval, Services: spec.Services, DryRun: spec.DryRun}
+	return p
+}
+
+type memo struct {
+	memo  string
+	until time.Time // when an ejection ends
+}
+
+// retire stops the policy's loop and frees its VM once any evaluation in
+// progress has finished.
+func (p *policy) retire() {
+	if p.stop != nil {
+		p.stop()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.retired = true
+	p.vm.Close()
+}
+
+func (p *policy) carryCounters(old *policy) {
+	prev := old.status()
+	p.statusMu.Lock()
+	defer p.statusMu.Unlock()
+	p.st.Runs, p.st.Errors, p.st.LimitStops, p.st.Decisions = prev.Runs, prev.Errors, prev.LimitStops, prev.Decisions
+}
+
+func (p *policy) status() PolicyStatus {
+	p.statusMu.Lock()
+	defer p.statusMu.Unlock()
+	st := p.st
+	st.Reloaded = p.reloaded
+	return st
+}
+
+// evaluate runs evaluate(m) once and applies what it decided. A failed
+// evaluation applies nothing, so the previous decisions stay in force.
+func (p *policy) evaluate(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.retired {
+		return nil
+	}
+	snap := p.e.snapshot()
+	m := map[string]any{
+		"time":     float64(snap.Time.UnixNano()) / 1e9,
+		"policy":   p.spec.Name,
+		"interval": p.spec.Interval.Seconds(),
+		"node": map[string]any{
+			"name": p.e.cfg.Node, "region": p.e.cfg.Region,
+			"cpu": snap.Node.CPU, "mem_bytes": snap.Node.MemBytes, "in_flight": snap.Node.InFlight,
+		},
+		"services": luaServices(snap.Services, p.allow),
+		"region":   luaServices(snap.Region, p.allow),
+	}
+	p.pending = p.pending[:0]
+	start := time.Now()
+	_, err := p.vm.Call(ctx, "evaluate", m)
+	took := time.Since(start)
+
+	p.statusMu.Lock()
+	p.st.Runs++
+	p.st.LastRun, p.st.LastDuration = snap.Time, took
+	if err != nil {
+		p.st.Errors++
+		if errors.Is(err, lua.ErrTimeout) || errors.Is(err, lua.ErrAllocation) {
+			p.st.LimitStops++
+		}
+		p.st.LastError, p.st.LastErrorAt = err.Error(), snap.Time
+	}
+	p.statusMu.Unlock()
+	if err != nil {
+		p.pending = p.pending[:0]
+		if ctx.Err() == nil {
+			p.e.log.Error("policy evaluation failed; previous decisions stay in force", "policy", p.spec.Name, "err", err)
+		}
+		return fmt.Errorf("policy %s: %w", p.spec.Name, err)
+	}
+	n := p.apply(ctx, snap)
+	p.statusMu.Lock()
+	p.st.Decisions += uint64(n)
+	p.statusMu.Unlock()
+	return nil
+}
+
+// registerActions installs the functions a script calls.
+func (p *policy) registerActions() {
+	add := func(kind string, args []any) ([]any, error) {
+		a, err := parseAction(kind, args)
+		if err != nil {
+			return nil, err
+		}
+		p.pending = append(p.pending, a)
+		return nil, nil
+	}
+	for _, kind := range []string{"scale", "weight", "eject", "restore", "limit", "shed"} {
+		p.vm.Register(kind, func(args []any) ([]any, error) { return add(kind, args) })
+	}
+	p.vm.Register("log", func(args []any) ([]any, error) {
+		parts := make([]string, len(args))
+		for i, a := range args {
+			parts[i] = fmt.Sprint(a)
+		}
+		p.e.cfg.ScriptLog.Info(strings.Join(parts, " "), "policy", p.spec.Name)
+		return nil, nil
+	})
+	p.vm.Register("now", func([]any) ([]any, error) {
+		return []any{float64(p.e.now().UnixNano()) / 1e9}, nil
+	})
+}

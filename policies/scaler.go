@@ -1,0 +1,93 @@
+package policies
+
+import (
+	"context"
+	"sync"
+
+	"perigee/policies/actuator"
+	"perigee/telemetry"
+)
+
+// scaler hands scale decisions for one service to its actuator. Under Run a
+// worker calls the actuator, so a slow scale-up never stalls a policy; a
+// newer request replaces one not yet started.
+type scaler struct {
+	e       *Engine
+	service string
+	act     actuator.Actuator
+	wake    chan struct{}
+
+	mu      sync.Mutex
+	desired int // -1 until the first request
+	failed  bool
+	reason  string
+	policy  string
+}
+
+func newScaler(e *Engine, service string, act actuator.Actuator) *scaler {
+	return &scaler{e: e, service: service, act: act, wake: make(chan struct{}, 1), desired: -1}
+}
+
+func (s *scaler) desiredOr(current int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.desired < 0 {
+		return current
+	}
+	return s.desired
+}
+
+// settled reports whether n is already asked for and did not fail.
+func (s *scaler) settled(n int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.desired == n && !s.failed
+}
+
+// request asks for n replicas: at once when the engine scales
+// synchronously, otherwise through the worker.
+func (s *scaler) request(ctx context.Context, n int, reason, policy string) error {
+	s.mu.Lock()
+	s.desired, s.failed, s.reason, s.policy = n, false, reason, policy
+	s.mu.Unlock()
+	if s.e.cfg.SyncScale {
+		err := s.act.Scale(ctx, n, reason)
+		if err != nil {
+			s.fail(n)
+		}
+		return err
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default: // a wake-up is already pending and will read the newest value
+	}
+	return nil
+}
+
+func (s *scaler) fail(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.desired == n {
+		s.failed = true
+	}
+}
+
+func (s *scaler) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		}
+		s.mu.Lock()
+		n, reason, policy := s.desired, s.reason, s.policy
+		s.mu.Unlock()
+		if err := s.act.Scale(ctx, n, reason); err != nil && ctx.Err() == nil {
+			s.fail(n)
+			s.e.record(telemetry.Decision{
+				Time: s.e.now(), Policy: policy, Action: "scale", Service: s.service,
+				Value: float64(n), Reason: reason, Rejected: "actuator: " + err.Error(),
+			})
+		}
+	}
+}

@@ -1,0 +1,131 @@
+package sim
+
+import (
+	"bytes"
+	"context"
+	"encoding/xml"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func shipped(t *testing.T, pattern string) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("..", pattern))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no files match %s: %v", pattern, err)
+	}
+	return files
+}
+
+// Every example policy replays every shipped trace without an evaluation
+// error, and each produces at least one decision on at least one trace.
+func TestEveryPolicyReplaysEveryTrace(t *testing.T) {
+	traces := shipped(t, "traces/*")
+	for _, pol := range shipped(t, "*.lua") {
+		decided := 0
+		for _, tr := range traces {
+			var out bytes.Buffer
+			res, err := Simulate(context.Background(), Options{Policy: pol, Trace: tr}, &out)
+			if err != nil {
+				t.Fatalf("%s on %s: %v", pol, tr, err)
+			}
+			if res.EvalErrors != 0 {
+				t.Errorf("%s on %s: %d evaluation errors:\n%s", pol, tr, res.EvalErrors, out.String())
+			}
+			decided += len(res.Decisions)
+		}
+		if decided == 0 {
+			t.Errorf("%s made no decision on any trace", pol)
+		}
+	}
+}
+
+// The flash sale must make a latency policy add replicas during the spike
+// and give them back after it.
+func TestFlashSaleScalesUpAndBackDown(t *testing.T) {
+	var out bytes.Buffer
+	res, err := Simulate(context.Background(), Options{Policy: "../target_latency.lua", Trace: "../traces/flash_sale.csv"}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts := res.Series["api"]
+	before, peak, after := pts[100].Ready, 0, pts[len(pts)-1].Ready
+	for _, p := range pts[120:300] {
+		peak = max(peak, p.Ready)
+	}
+	if peak < 3*before || after >= peak {
+		t.Fatalf("replicas before %d, peak %d, after %d:\n%s", before, peak, after, out.String())
+	}
+}
+
+func TestRunPrintsSummaryAndWritesSVG(t *testing.T) {
+	plot := filepath.Join(t.TempDir(), "out.svg")
+	var out bytes.Buffer
+	err := Run(context.Background(), Options{Policy: "../predictive.lua", Trace: "../traces/daily_cycle.jsonl", Plot: plot}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	for _, want := range []string{"scale", "summary: predictive.lua on daily_cycle.jsonl: 1440 ticks", "api: peak", "plot written"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+	b, err := os.ReadFile(plot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := xml.Unmarshal(b, new(struct{})); err != nil {
+		t.Fatalf("plot is not well-formed XML: %v", err)
+	}
+	if n := bytes.Count(b, []byte("<polyline")); n != 2 {
+		t.Fatalf("plot has %d lines, want 2", n)
+	}
+}
+
+func TestBadInputsAreReportedWithPosition(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("ok.lua", "function evaluate(m) end")
+	cases := map[string]struct{ policy, trace, want string }{
+		"bad number":  {good, write("a.csv", "t,service,rps\n0,api,10\n1,api,lots\n"), "a.csv:3"},
+		"no column":   {good, write("b.csv", "t,service\n0,api\n"), `lacks column "rps"`},
+		"time back":   {good, write("c.csv", "t,service,rps\n5,api,1\n4,api,1\n"), "goes back"},
+		"empty":       {good, write("d.csv", "t,service,rps\n"), "no samples"},
+		"json field":  {good, write("e.jsonl", `{"t":0,"service":"api","rps":1}`+"\n"+`{"t":1,"service":"api","rsp":1}`+"\n"), "e.jsonl:2"},
+		"json value":  {good, write("f.jsonl", `{"t":0,"service":"api","rps":-1}`+"\n"), "rps must be"},
+		"bad policy":  {write("bad.lua", "function evaluate(m)\n  scale(\nend"), write("g.csv", "t,service,rps\n0,api,1\n"), "bad.lua:3"},
+		"no trace":    {good, filepath.Join(dir, "missing.csv"), "no such file"},
+		"error range": {good, write("h.csv", "t,service,rps,error_rate\n0,api,1,2\n"), "error_rate"},
+	}
+	for name, c := range cases {
+		err := Run(context.Background(), Options{Policy: c.policy, Trace: c.trace}, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want it to mention %q", name, err, c.want)
+		}
+	}
+}
+
+func TestRuntimeErrorsAreCountedNotFatal(t *testing.T) {
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "flaky.lua")
+	os.WriteFile(pol, []byte("function evaluate(m)\n  if m.services.api.rps > 100 then error('too busy') end\nend"), 0o644)
+	tr := filepath.Join(dir, "t.csv")
+	os.WriteFile(tr, []byte("t,service,rps\n0,api,50\n1,api,150\n2,api,150\n3,api,50\n"), 0o644)
+	var out bytes.Buffer
+	res, err := Simulate(context.Background(), Options{Policy: pol, Trace: tr}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.EvalErrors != 2 || !strings.Contains(out.String(), "flaky.lua:2") {
+		t.Fatalf("eval errors %d, output:\n%s", res.EvalErrors, out.String())
+	}
+}

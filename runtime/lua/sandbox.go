@@ -1,0 +1,159 @@
+package lua
+
+import (
+	"strings"
+	"time"
+
+	glua "github.com/yuin/gopher-lua"
+)
+
+// removedBase are base functions a sandboxed script must not reach: file
+// access, the module system (replaced by a require over Options.Modules),
+// and the collector, which a script could use to stall the node.
+var removedBase = []string{"dofile", "loadfile", "module", "require", "collectgarbage", "_printregs", "print"}
+
+func (vm *VM) openSandbox(print func(string)) {
+	L := vm.L
+	for _, lib := range []struct {
+		name string
+		open glua.LGFunction
+	}{{glua.BaseLibName, glua.OpenBase}, {glua.TabLibName, glua.OpenTable}, {glua.StringLibName, glua.OpenString}, {glua.MathLibName, glua.OpenMath}} {
+		L.Push(L.NewFunction(lib.open))
+		L.Push(glua.LString(lib.name))
+		L.Call(1, 0)
+	}
+	for _, name := range removedBase {
+		L.SetGlobal(name, glua.LNil)
+	}
+	L.SetGlobal("print", L.NewFunction(func(L *glua.LState) int {
+		if print != nil {
+			print(joinArgs(L))
+		}
+		return 0
+	}))
+	L.SetGlobal("require", L.NewFunction(vm.require))
+	if str, ok := L.GetGlobal("string").(*glua.LTable); ok {
+		str.RawSetString("rep", L.NewFunction(vm.stringRep))
+	}
+	os := L.NewTable()
+	os.RawSetString("time", L.NewFunction(vm.osTime))
+	os.RawSetString("clock", L.NewFunction(vm.osClock))
+	os.RawSetString("date", L.NewFunction(vm.osDate))
+	L.SetGlobal("os", os)
+}
+
+// joinArgs renders the arguments of the calling function as print does.
+func joinArgs(L *glua.LState) string {
+	parts := make([]string, L.GetTop())
+	for i := range parts {
+		parts[i] = L.ToStringMeta(L.Get(i + 1)).String()
+	}
+	return strings.Join(parts, "\t")
+}
+
+// require loads one of Options.Modules once and caches its result.
+func (vm *VM) require(L *glua.LState) int {
+	name := L.CheckString(1)
+	if v, ok := vm.loaded[name]; ok {
+		L.Push(v)
+		return 1
+	}
+	src, ok := vm.modules[name]
+	if !ok {
+		L.RaiseError("module %q is not available", name)
+		return 0
+	}
+	proto, err := compile(name+".lua", src)
+	if err != nil {
+		L.RaiseError("%v", err)
+		return 0
+	}
+	L.Push(L.NewFunctionFromProto(proto))
+	L.Call(0, 1)
+	v := L.Get(-1)
+	if v == glua.LNil {
+		v = glua.LTrue
+	}
+	vm.loaded[name] = v
+	L.Push(v)
+	return 1
+}
+
+// stringRep is string.rep with the result size checked before it is built,
+// since one huge rep would allocate in a single step the watchdog cannot
+// interrupt.
+func (vm *VM) stringRep(L *glua.LState) int {
+	s := L.CheckString(1)
+	n := L.CheckInt(2)
+	sep := L.OptString(3, "")
+	if n <= 0 {
+		L.Push(glua.LString(""))
+		return 1
+	}
+	size := float64(len(s))*float64(n) + float64(len(sep))*float64(n-1)
+	if size > float64(vm.limits.StringBytes) {
+		L.RaiseError("string.rep: result of %.0f bytes exceeds the limit of %d", size, vm.limits.StringBytes)
+		return 0
+	}
+	var b strings.Builder
+	b.Grow(int(size))
+	for i := range n {
+		if i > 0 {
+			b.WriteString(sep)
+		}
+		b.WriteString(s)
+	}
+	L.Push(glua.LString(b.String()))
+	return 1
+}
+
+// osTime returns the VM clock in whole seconds, or converts a date table
+// (read as UTC) the way Lua's os.time does.
+func (vm *VM) osTime(L *glua.LState) int {
+	if L.GetTop() == 0 || L.Get(1) == glua.LNil {
+		L.Push(glua.LNumber(vm.now().Unix()))
+		return 1
+	}
+	t := L.CheckTable(1)
+	field := func(k string, def int) int {
+		if v, ok := t.RawGetString(k).(glua.LNumber); ok {
+			return int(v)
+		}
+		return def
+	}
+	d := time.Date(field("year", 1970), time.Month(field("month", 1)), field("day", 1),
+		field("hour", 12), field("min", 0), field("sec", 0), 0, time.UTC)
+	L.Push(glua.LNumber(d.Unix()))
+	return 1
+}
+
+// osClock is the seconds elapsed on the VM clock since the VM was made.
+func (vm *VM) osClock(L *glua.LState) int {
+	L.Push(glua.LNumber(vm.now().Sub(vm.born).Seconds()))
+	return 1
+}
+
+// osDate supports the table forms "*t" and "!*t" only, both in UTC, which
+// is what scheduled policies need; other formats would pull in locale and
+// time-zone files.
+func (vm *VM) osDate(L *glua.LState) int {
+	format := L.OptString(1, "*t")
+	var t time.Time
+	if L.GetTop() >= 2 {
+		t = time.Unix(int64(L.CheckNumber(2)), 0).UTC()
+	} else {
+		t = vm.now().UTC()
+	}
+	if format != "*t" && format != "!*t" {
+		L.RaiseError("os.date: only \"*t\" and \"!*t\" are supported, got %q", format)
+		return 0
+	}
+	tb := L.NewTable()
+	for k, v := range map[string]int{"year": t.Year(), "month": int(t.Month()), "day": t.Day(),
+		"hour": t.Hour(), "min": t.Minute(), "sec": t.Second(), "wday": int(t.Weekday()) + 1, "yday": t.YearDay()} {
+		tb.RawSetString(k, glua.LNumber(v))
+	}
+	tb.RawSetString("isdst", glua.LFalse)
+	L.Push(tb)
+	return 1
+}
