@@ -1,0 +1,77 @@
+//go:build wasip1
+
+// Command apikey lets a request through only when it carries a known API
+// key. Its config is JSON:
+//
+//	{"keys": "k1\nk2\n", "header": "x-api-key"}
+//
+// keys is one key a line (blank lines and # comments ignored), or a list.
+// A node config can name a file instead, keys_file: keys.txt, and the host
+// hands its contents over as keys. header defaults to x-api-key. The key
+// header is removed before the request goes upstream.
+package main
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"strings"
+
+	"perigee/modules/sdk"
+)
+
+type config struct {
+	Keys   json.RawMessage `json:"keys"`
+	Header string          `json:"header"`
+}
+
+func loadKeys(raw json.RawMessage) []string {
+	var list []string
+	if json.Unmarshal(raw, &list) == nil {
+		return list
+	}
+	var text string
+	if err := json.Unmarshal(raw, &text); err != nil {
+		sdk.Log(sdk.LevelError, "apikey: keys must be a string or a list")
+		return nil
+	}
+	for _, line := range strings.Split(text, "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			list = append(list, line)
+		}
+	}
+	return list
+}
+
+// known compares in constant time so response timing does not leak keys.
+func known(keys []string, key string) bool {
+	found := 0
+	for _, k := range keys {
+		found |= subtle.ConstantTimeCompare([]byte(k), []byte(key))
+	}
+	return found == 1
+}
+
+func init() {
+	var cfg config
+	if err := json.Unmarshal(sdk.Config(), &cfg); err != nil {
+		sdk.Log(sdk.LevelError, "apikey: config is not JSON: "+err.Error())
+	}
+	if cfg.Header == "" {
+		cfg.Header = "x-api-key"
+	}
+	keys := loadKeys(cfg.Keys)
+	sdk.HandleRequest(func(req sdk.Request, resp sdk.Response) sdk.Action {
+		key, ok := req.Headers().Get(cfg.Header)
+		if !ok || !known(keys, key) {
+			resp.SetStatusCode(401)
+			resp.Headers().Set("content-type", "text/plain; charset=utf-8")
+			resp.Headers().Set("www-authenticate", "ApiKey")
+			resp.Body().WriteString("missing or unknown API key\n")
+			return sdk.Stop
+		}
+		req.Headers().Del(cfg.Header)
+		return sdk.Continue
+	})
+}
+
+func main() {}

@@ -1,0 +1,239 @@
+//go:build !wasip1
+
+package modules_test
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"perigee/runtime/wasm"
+)
+
+// host keeps compiled examples on disk between runs: compiling a Go guest
+// under the race detector takes seconds.
+var host = func() *wasm.Host {
+	h, err := wasm.NewHost(wasm.Options{CacheDir: filepath.Join(os.TempDir(), "perigee-modules-test-cache")})
+	if err != nil {
+		panic(err)
+	}
+	return h
+}()
+
+var (
+	buildMu sync.Mutex
+	built   = map[string][]byte{}
+)
+
+// build compiles one example once per test binary.
+func build(t *testing.T, name string) []byte {
+	t.Helper()
+	buildMu.Lock()
+	bin, ok := built[name]
+	buildMu.Unlock()
+	if ok {
+		return bin
+	}
+	out := filepath.Join(t.TempDir(), name+".wasm")
+	if name == "wat" {
+		if _, err := exec.LookPath("wat2wasm"); err != nil {
+			t.Skip("wat2wasm not installed (Debian package wabt)")
+		}
+		if b, err := exec.Command("wat2wasm", "wat/poweredby.wat", "-o", out).CombinedOutput(); err != nil {
+			t.Fatalf("wat2wasm: %v\n%s", err, b)
+		}
+	} else if err := wasm.Build(context.Background(), name, out); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buildMu.Lock()
+	built[name] = bin
+	buildMu.Unlock()
+	return bin
+}
+
+// example loads one example with config and serves it in front of a
+// backend that echoes what reached it.
+func example(t *testing.T, name string, config any) string {
+	t.Helper()
+	bin := build(t, name)
+	cfg, err := wasm.EncodeConfig(config, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := host.Load(context.Background(), wasm.Spec{Name: name, Source: name, Wasm: bin, Config: cfg, PoolSize: 2, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tr.Release)
+	backend := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("x-upstream-uri", r.RequestURI)
+		for _, h := range []string{"x-edge", "x-api-key", "x-jwt-sub"} {
+			w.Header().Set("x-upstream-"+h, r.Header.Get(h))
+		}
+		w.Header().Set("server", "backend")
+		w.Header().Set("content-type", "application/json")
+		io.WriteString(w, `{"user":"ann","password":"hunter2","cards":[{"ssn":"123"}]}`)
+	})
+	srv := httptest.NewServer(wasm.NewChain(tr).Then(backend))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func do(t *testing.T, method, url string, header map[string]string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(b)
+}
+
+func TestAddHeader(t *testing.T) {
+	t.Parallel()
+	url := example(t, "addheader", "x-edge: fra-1\n-server")
+	resp, _ := do(t, "GET", url+"/", nil)
+	if got := resp.Header.Get("x-upstream-x-edge"); got != "fra-1" {
+		t.Errorf("upstream saw x-edge %q", got)
+	}
+	if got := resp.Header.Get("x-edge"); got != "fra-1" {
+		t.Errorf("response x-edge %q", got)
+	}
+	if resp.Header.Get("server") != "" {
+		t.Error("server header not removed from the response")
+	}
+}
+
+func TestRewrite(t *testing.T) {
+	t.Parallel()
+	url := example(t, "rewrite", []any{map[string]any{"from": "/api/v1/", "to": "/v1/"}})
+	resp, _ := do(t, "GET", url+"/api/v1/users?id=7", nil)
+	if got := resp.Header.Get("x-upstream-uri"); got != "/v1/users?id=7" {
+		t.Errorf("upstream URI %q, want /v1/users?id=7", got)
+	}
+	resp, _ = do(t, "GET", url+"/other", nil)
+	if got := resp.Header.Get("x-upstream-uri"); got != "/other" {
+		t.Errorf("unmatched URI became %q", got)
+	}
+}
+
+func TestAPIKey(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys.txt")
+	if err := os.WriteFile(keys, []byte("# staff\nk-123\nk-456\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url := example(t, "apikey", map[string]any{"keys_file": keys})
+	for key, want := range map[string]int{"": 401, "wrong": 401, "k-456": 200} {
+		resp, _ := do(t, "GET", url+"/", map[string]string{"x-api-key": key})
+		if resp.StatusCode != want {
+			t.Errorf("key %q: status %d, want %d", key, resp.StatusCode, want)
+		}
+		if want == 200 && resp.Header.Get("x-upstream-x-api-key") != "" {
+			t.Error("the key went upstream")
+		}
+	}
+}
+
+func hs256(t *testing.T, secret, claims string) string {
+	t.Helper()
+	enc := base64.RawURLEncoding
+	head := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString([]byte(claims))
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte(head))
+	return head + "." + enc.EncodeToString(mac.Sum(nil))
+}
+
+func TestJWT(t *testing.T) {
+	t.Parallel()
+	url := example(t, "jwt", map[string]any{"secret": "s3cret", "issuer": "perigee"})
+	future, past := time.Now().Add(time.Hour).Unix(), time.Now().Add(-time.Hour).Unix()
+	cases := map[string]struct {
+		token string
+		want  int
+	}{
+		"valid":        {hs256(t, "s3cret", fmt.Sprintf(`{"sub":"ann","iss":"perigee","exp":%d}`, future)), 200},
+		"expired":      {hs256(t, "s3cret", fmt.Sprintf(`{"sub":"ann","iss":"perigee","exp":%d}`, past)), 401},
+		"wrong secret": {hs256(t, "guess", fmt.Sprintf(`{"sub":"ann","iss":"perigee","exp":%d}`, future)), 401},
+		"wrong issuer": {hs256(t, "s3cret", fmt.Sprintf(`{"sub":"ann","iss":"evil","exp":%d}`, future)), 401},
+		"garbage":      {"a.b.c", 401},
+		"none":         {"", 401},
+	}
+	for name, c := range cases {
+		resp, _ := do(t, "GET", url+"/", map[string]string{"authorization": "Bearer " + c.token, "x-jwt-sub": "forged"})
+		if resp.StatusCode != c.want {
+			t.Errorf("%s: status %d, want %d", name, resp.StatusCode, c.want)
+		}
+		if c.want == 200 && resp.Header.Get("x-upstream-x-jwt-sub") != "ann" {
+			t.Errorf("%s: upstream subject %q", name, resp.Header.Get("x-upstream-x-jwt-sub"))
+		}
+	}
+}
+
+func TestRedact(t *testing.T) {
+	t.Parallel()
+	url := example(t, "redact", map[string]any{"fields": []any{"password", "SSN"}})
+	resp, body := do(t, "GET", url+"/", nil)
+	want := `{"cards":[{"ssn":"[redacted]"}],"password":"[redacted]","user":"ann"}`
+	if body != want {
+		t.Errorf("body %s, want %s", body, want)
+	}
+	if resp.ContentLength != int64(len(want)) {
+		t.Errorf("content-length %d for a %d-byte body", resp.ContentLength, len(want))
+	}
+}
+
+func TestDenyList(t *testing.T) {
+	t.Parallel()
+	url := example(t, "denylist", map[string]any{"countries": []any{"KP"}, "networks": []any{"10.9.0.0/16"}})
+	if resp, _ := do(t, "GET", url+"/", map[string]string{"x-perigee-country": "kp"}); resp.StatusCode != 403 {
+		t.Errorf("denied country: status %d", resp.StatusCode)
+	}
+	if resp, _ := do(t, "GET", url+"/", map[string]string{"x-perigee-country": "DE"}); resp.StatusCode != 200 {
+		t.Errorf("allowed country: status %d", resp.StatusCode)
+	}
+	loopback := example(t, "denylist", map[string]any{"networks": []any{"127.0.0.0/8"}})
+	if resp, _ := do(t, "GET", loopback+"/", nil); resp.StatusCode != 403 {
+		t.Errorf("denied network: status %d", resp.StatusCode)
+	}
+}
+
+func TestWAT(t *testing.T) {
+	t.Parallel()
+	url := example(t, "wat", nil)
+	if resp, _ := do(t, "GET", url+"/healthz", nil); resp.StatusCode != 204 {
+		t.Errorf("/healthz: status %d, want 204", resp.StatusCode)
+	}
+	resp, body := do(t, "GET", url+"/x", nil)
+	if resp.Header.Get("x-powered-by") != "perigee-wat" || !strings.Contains(body, "ann") {
+		t.Errorf("passthrough: %v %q", resp.Header, body)
+	}
+}

@@ -1,0 +1,385 @@
+package wasm
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// exchange is one request's passage through one transform: what the host
+// functions read and change while the guest runs.
+type exchange struct {
+	t        *Transform
+	inst     *instance
+	r        *http.Request
+	w        http.ResponseWriter // the response toward the client
+	features Features
+
+	afterNext bool
+
+	// Request body: origBody is what the client sends; kept holds what the
+	// guest read with buffer_request on, to be replayed downstream; newBody
+	// replaces the body once the guest writes one.
+	origBody io.ReadCloser
+	kept     bytes.Buffer
+	newBody  *bytes.Buffer
+	bodyEOF  bool
+
+	// The guest's own response, when it answers instead of calling next.
+	status  int
+	ownBody bytes.Buffer
+
+	// buf holds the downstream response when buffer_response is on.
+	buf         *bufferedWriter
+	respRead    int
+	respWritten bool
+
+	stack [2]uint64
+}
+
+type exchangeKey struct{}
+
+// callCtx carries the exchange to the host functions and the call's
+// deadline to wazero in one value.
+type callCtx struct {
+	context.Context
+	x *exchange
+}
+
+func (c *callCtx) Value(k any) any {
+	if k == (exchangeKey{}) {
+		return c.x
+	}
+	return c.Context.Value(k)
+}
+
+var exchanges = sync.Pool{New: func() any { return &exchange{} }}
+
+func newExchange(t *Transform, inst *instance, w http.ResponseWriter, r *http.Request) *exchange {
+	x := exchanges.Get().(*exchange)
+	x.t, x.inst, x.w, x.r = t, inst, w, r
+	x.features = inst.features
+	x.origBody = r.Body
+	return x
+}
+
+func (x *exchange) free() {
+	x.kept.Reset()
+	x.ownBody.Reset()
+	*x = exchange{kept: x.kept, ownBody: x.ownBody}
+	exchanges.Put(x)
+}
+
+// call runs one guest export under the transform's deadline.
+func (x *exchange) call(fn interface {
+	CallWithStack(context.Context, []uint64) error
+}, stack []uint64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), x.t.spec.Timeout)
+	defer cancel()
+	// Fresh each call: wazero's deadline watcher may still hold the last one.
+	return fn.CallWithStack(&callCtx{Context: ctx, x: x}, stack)
+}
+
+func (x *exchange) mustBeforeNext(what string) {
+	if x.afterNext {
+		fail("%s after the request went downstream", what)
+	}
+}
+
+// requestURI is the path and query as the client sent them, escaped.
+func requestURI(r *http.Request) string {
+	uri := r.URL.EscapedPath()
+	if uri == "" {
+		uri = "/"
+	}
+	if r.URL.ForceQuery || r.URL.RawQuery != "" {
+		uri += "?" + r.URL.RawQuery
+	}
+	return uri
+}
+
+func setRequestURI(r *http.Request, uri string) error {
+	if uri == "" {
+		uri = "/"
+	}
+	u, err := url.ParseRequestURI(uri)
+	if err != nil {
+		return err
+	}
+	r.RequestURI = uri
+	r.URL.Path, r.URL.RawPath = u.Path, u.RawPath
+	r.URL.RawQuery, r.URL.ForceQuery = u.RawQuery, u.ForceQuery
+	return nil
+}
+
+// header returns the map a header kind lives in. Response headers and
+// response trailers share the client writer's map, trailers under
+// http.TrailerPrefix, which is how net/http sends undeclared trailers.
+func (x *exchange) header(kind uint32) http.Header {
+	switch kind {
+	case kindRequest:
+		return x.r.Header
+	case kindResponse, kindResponseTrailers:
+		return x.w.Header()
+	case kindRequestTrailers:
+		if x.r.Trailer == nil {
+			x.r.Trailer = http.Header{}
+		}
+		return x.r.Trailer
+	}
+	fail("unknown header kind %d", kind)
+	return nil
+}
+
+func trailerKey(kind uint32, name string) string {
+	if kind == kindResponseTrailers {
+		return http.TrailerPrefix + textproto.CanonicalMIMEHeaderKey(name)
+	}
+	return name
+}
+
+// isHost tells whether a request header is Host, which net/http keeps in
+// Request.Host rather than in the map.
+func isHost(kind uint32, name string) bool {
+	return kind == kindRequest && strings.EqualFold(name, "Host")
+}
+
+// headerNames lists names in lower case, as HTTP/2 and HTTP/3 carry them
+// and as the ABI's conformance kit expects.
+func (x *exchange) headerNames(kind uint32) []string {
+	h := x.header(kind)
+	names := make([]string, 0, len(h)+1)
+	if kind == kindRequest && x.r.Host != "" {
+		names = append(names, "host")
+	}
+	for name := range h {
+		trailer := strings.HasPrefix(name, http.TrailerPrefix)
+		switch {
+		case kind == kindResponse && trailer:
+		case kind == kindResponseTrailers && trailer:
+			names = append(names, strings.ToLower(name[len(http.TrailerPrefix):]))
+		case kind != kindResponseTrailers:
+			names = append(names, strings.ToLower(name))
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+func (x *exchange) headerValues(kind uint32, name string) []string {
+	if isHost(kind, name) {
+		if x.r.Host == "" {
+			return nil
+		}
+		return []string{x.r.Host}
+	}
+	return x.header(kind).Values(trailerKey(kind, name))
+}
+
+func (x *exchange) setHeader(kind uint32, name, value string, add bool) {
+	if kind == kindRequest || kind == kindRequestTrailers {
+		x.mustBeforeNext("changing the request")
+	}
+	if isHost(kind, name) {
+		x.r.Host = value
+		return
+	}
+	h := x.header(kind)
+	if add {
+		h.Add(trailerKey(kind, name), value)
+	} else {
+		h.Set(trailerKey(kind, name), value)
+	}
+}
+
+func (x *exchange) removeHeader(kind uint32, name string) {
+	if kind == kindRequest || kind == kindRequestTrailers {
+		x.mustBeforeNext("changing the request")
+	}
+	if isHost(kind, name) {
+		x.r.Host = ""
+		return
+	}
+	x.header(kind).Del(trailerKey(kind, name))
+}
+
+func (x *exchange) readBody(kind uint32, dst []byte) (n int, eof bool) {
+	switch kind {
+	case kindRequest:
+		x.mustBeforeNext("reading the request body")
+		if x.bodyEOF || x.origBody == nil {
+			return 0, true
+		}
+		for n == 0 && !eof {
+			var err error
+			n, err = x.origBody.Read(dst)
+			// A client that aborts its upload ends the body; the request
+			// is lost anyway and the instance is fine.
+			eof = err != nil
+		}
+		if x.features&FeatureBufferRequest != 0 {
+			x.kept.Write(dst[:n])
+		}
+		x.bodyEOF = eof
+		return n, eof
+	case kindResponse:
+		if x.buf == nil {
+			fail("reading the response body needs buffer_response, enabled before next")
+		}
+		rest := x.buf.body.Bytes()[x.respRead:]
+		n = copy(dst, rest)
+		x.respRead += n
+		return n, n == len(rest)
+	}
+	fail("unknown body kind %d", kind)
+	return 0, false
+}
+
+func (x *exchange) writeBody(kind uint32, p []byte) {
+	switch kind {
+	case kindRequest:
+		x.mustBeforeNext("writing the request body")
+		if x.newBody == nil {
+			x.newBody = &bytes.Buffer{}
+		}
+		x.newBody.Write(p)
+	case kindResponse:
+		switch {
+		case !x.afterNext:
+			x.ownBody.Write(p)
+		case x.buf != nil:
+			if !x.respWritten { // the first write replaces the downstream body
+				x.buf.body.Reset()
+				x.respWritten = true
+			}
+			x.buf.body.Write(p)
+		default: // unbuffered: the response is already on its way
+			x.w.Write(p)
+		}
+	default:
+		fail("unknown body kind %d", kind)
+	}
+}
+
+func (x *exchange) statusCode() int {
+	switch {
+	case !x.afterNext:
+		if x.status == 0 {
+			return http.StatusOK
+		}
+		return x.status
+	case x.buf != nil:
+		if x.buf.status == 0 {
+			return http.StatusOK
+		}
+		return x.buf.status
+	}
+	fail("reading the status code after next needs buffer_response")
+	return 0
+}
+
+func (x *exchange) setStatusCode(code int) {
+	switch {
+	case !x.afterNext:
+		x.status = code
+	case x.buf != nil:
+		x.buf.status = code
+	}
+	// Unbuffered after next, the status has already been sent.
+}
+
+// prepareNext hands the request downstream: the rewritten or replayed body
+// and, with buffer_response, a writer that holds the response back.
+func (x *exchange) prepareNext() http.ResponseWriter {
+	x.afterNext = true
+	switch {
+	case x.newBody != nil:
+		n := x.newBody.Len()
+		x.r.Body = io.NopCloser(x.newBody)
+		x.r.ContentLength = int64(n)
+		x.r.Header.Set("Content-Length", strconv.Itoa(n))
+	case x.kept.Len() > 0:
+		replay := bytes.NewReader(bytes.Clone(x.kept.Bytes()))
+		if x.bodyEOF {
+			x.r.Body = io.NopCloser(replay)
+		} else {
+			x.r.Body = struct {
+				io.Reader
+				io.Closer
+			}{io.MultiReader(replay, x.origBody), x.origBody}
+		}
+	}
+	var w http.ResponseWriter = x.w
+	if x.features&FeatureBufferResponse != 0 {
+		x.buf = &bufferedWriter{header: x.w.Header()}
+		w = x.buf
+	}
+	// A status or body the guest set before calling next goes out first,
+	// as in the reference host.
+	if x.status != 0 {
+		w.WriteHeader(x.status)
+	}
+	if x.ownBody.Len() > 0 {
+		w.Write(x.ownBody.Bytes())
+	}
+	return w
+}
+
+// answer writes the guest's own response.
+func (x *exchange) answer() {
+	status := x.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	x.w.WriteHeader(status)
+	if x.ownBody.Len() > 0 {
+		x.w.Write(x.ownBody.Bytes())
+	}
+}
+
+// bufferedWriter holds a downstream response until the guest has seen it.
+// It shares the header map of the writer it will flush to.
+type bufferedWriter struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (b *bufferedWriter) Header() http.Header { return b.header }
+
+func (b *bufferedWriter) WriteHeader(code int) {
+	if b.status == 0 {
+		b.status = code
+	}
+}
+
+func (b *bufferedWriter) Write(p []byte) (int, error) {
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	return b.body.Write(p)
+}
+
+// Flush is a no-op: a held response is sent whole, after the guest.
+func (b *bufferedWriter) Flush() {}
+
+func (b *bufferedWriter) flushTo(w http.ResponseWriter, rewritten bool) {
+	status := b.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	if rewritten {
+		w.Header().Set("Content-Length", strconv.Itoa(b.body.Len()))
+	}
+	w.WriteHeader(status)
+	if b.body.Len() > 0 {
+		w.Write(b.body.Bytes())
+	}
+}

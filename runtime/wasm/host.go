@@ -1,0 +1,174 @@
+package wasm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+)
+
+// Host compiles and runs transforms. One Host serves a whole node; it owns
+// the compilation cache that every transform's runtime shares.
+type Host struct {
+	cache  wazero.CompilationCache
+	logger *slog.Logger
+}
+
+// Options configure a Host.
+type Options struct {
+	// CacheDir keeps compiled code on disk so a restart does not recompile.
+	// Empty keeps the cache in memory only.
+	CacheDir string
+	// Logger receives guest logs and pool events; nil discards them.
+	Logger *slog.Logger
+}
+
+// NewHost returns a Host using opts.
+func NewHost(opts Options) (*Host, error) {
+	cache := wazero.NewCompilationCache()
+	if opts.CacheDir != "" {
+		var err error
+		if cache, err = wazero.NewCompilationCacheWithDir(opts.CacheDir); err != nil {
+			return nil, fmt.Errorf("wasm compilation cache %s: %w", opts.CacheDir, err)
+		}
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Host{cache: cache, logger: logger}, nil
+}
+
+// Close releases the compilation cache. Close every transform first.
+func (h *Host) Close(ctx context.Context) error {
+	return h.cache.Close(ctx)
+}
+
+// Validate checks that wasm is a module this host can run: it compiles, it
+// exports handle_request, handle_response and memory with the ABI's
+// signatures, and it imports nothing the host does not offer.
+func (h *Host) Validate(ctx context.Context, wasm []byte) error {
+	rt := h.newRuntime(ctx, DefaultMemoryLimit)
+	defer rt.Close(ctx)
+	if err := instantiateHostModules(ctx, rt, nil); err != nil {
+		return err
+	}
+	compiled, err := compileGuest(ctx, rt, wasm)
+	if err != nil {
+		return err
+	}
+	return compiled.Close(ctx)
+}
+
+func (h *Host) newRuntime(ctx context.Context, memoryLimit uint64) wazero.Runtime {
+	cfg := wazero.NewRuntimeConfigCompiler().
+		WithCompilationCache(h.cache).
+		WithCloseOnContextDone(true).
+		WithMemoryLimitPages(uint32(memoryLimit / pageSize))
+	return wazero.NewRuntimeWithConfig(ctx, cfg)
+}
+
+// instantiateHostModules adds the two modules guests may import: WASI, whose
+// file system, network, arguments and environment are all empty here, and
+// http_handler. t is nil when only validating.
+func instantiateHostModules(ctx context.Context, rt wazero.Runtime, t *Transform) error {
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		return fmt.Errorf("instantiate wasi: %w", err)
+	}
+	if _, err := newABI(t).build(rt.NewHostModuleBuilder(abiModule)).Instantiate(ctx); err != nil {
+		return fmt.Errorf("instantiate %s: %w", abiModule, err)
+	}
+	return nil
+}
+
+var errNotWasm = errors.New("not a WebAssembly module")
+
+// compileGuest compiles wasm and checks its exports and imports against the
+// host modules already instantiated in rt.
+func compileGuest(ctx context.Context, rt wazero.Runtime, wasm []byte) (wazero.CompiledModule, error) {
+	if len(wasm) < 4 || string(wasm[:4]) != "\x00asm" {
+		return nil, errNotWasm
+	}
+	compiled, err := rt.CompileModule(ctx, wasm)
+	if err != nil {
+		return nil, fmt.Errorf("compile: %w", err)
+	}
+	if err := checkGuest(rt, compiled); err != nil {
+		compiled.Close(ctx)
+		return nil, err
+	}
+	return compiled, nil
+}
+
+func checkGuest(rt wazero.Runtime, compiled wazero.CompiledModule) error {
+	exports := compiled.ExportedFunctions()
+	if err := checkSignature(exports[exportHandleRequest], exportHandleRequest, nil, []api.ValueType{i64}); err != nil {
+		return err
+	}
+	if err := checkSignature(exports[exportHandleResponse], exportHandleResponse, []api.ValueType{i32, i32}, nil); err != nil {
+		return err
+	}
+	if _, ok := compiled.ExportedMemories()["memory"]; !ok {
+		return errors.New(`module does not export its memory as "memory"`)
+	}
+	if mems := compiled.ImportedMemories(); len(mems) > 0 {
+		mod, name, _ := mems[0].Import()
+		return fmt.Errorf("module imports memory %s.%s; guests must define their own", mod, name)
+	}
+	for _, imp := range compiled.ImportedFunctions() {
+		mod, name, _ := imp.Import()
+		offered := rt.Module(mod)
+		if offered == nil || (mod != abiModule && mod != wasi_snapshot_preview1.ModuleName) {
+			return fmt.Errorf("module imports %s.%s: the host offers only %s and %s", mod, name, abiModule, wasi_snapshot_preview1.ModuleName)
+		}
+		def, ok := offered.ExportedFunctionDefinitions()[name]
+		if !ok {
+			return fmt.Errorf("module imports %s.%s, which the host does not offer", mod, name)
+		}
+		if !sameTypes(def.ParamTypes(), imp.ParamTypes()) || !sameTypes(def.ResultTypes(), imp.ResultTypes()) {
+			return fmt.Errorf("module imports %s.%s with signature %s, the host's is %s", mod, name, signature(imp), signature(def))
+		}
+	}
+	return nil
+}
+
+func checkSignature(def api.FunctionDefinition, name string, params, results []api.ValueType) error {
+	if def == nil {
+		return fmt.Errorf("module does not export %s", name)
+	}
+	if !sameTypes(def.ParamTypes(), params) || !sameTypes(def.ResultTypes(), results) {
+		return fmt.Errorf("module exports %s with signature %s", name, signature(def))
+	}
+	return nil
+}
+
+func sameTypes(a, b []api.ValueType) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func signature(def api.FunctionDefinition) string {
+	names := func(ts []api.ValueType) string {
+		s := "("
+		for i, t := range ts {
+			if i > 0 {
+				s += ", "
+			}
+			s += api.ValueTypeName(t)
+		}
+		return s + ")"
+	}
+	return names(def.ParamTypes()) + " -> " + names(def.ResultTypes())
+}

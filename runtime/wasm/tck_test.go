@@ -1,0 +1,110 @@
+package wasm
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/http-wasm/http-wasm-host-go/tck"
+	"github.com/quic-go/quic-go/http3"
+)
+
+// The upstream conformance kit, run over real listeners: HTTP/1.1 on TCP
+// and HTTP/3 on QUIC, each with the TCK's guest loaded in our host.
+func TestTCK(t *testing.T) {
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "tck", Wasm: tck.GuestWASM, PoolSize: 2})
+	handler := NewChain(tr).Then(tck.BackendHandler())
+
+	t.Run("HTTP/1.1", func(t *testing.T) {
+		srv := httptest.NewServer(handler)
+		t.Cleanup(srv.Close)
+		tck.Run(t, srv.Client(), srv.URL)
+	})
+
+	t.Run("HTTP/3", func(t *testing.T) {
+		cert, pool := selfSigned(t)
+		conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http3.Server{Handler: handler, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
+		done := make(chan error, 1)
+		go func() { done <- srv.Serve(conn) }()
+		t.Cleanup(func() {
+			srv.Close()
+			if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				t.Errorf("http3 serve: %v", err)
+			}
+		})
+		transport := &http3.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+		t.Cleanup(func() { transport.Close() })
+		tck.Run(t, &http.Client{Transport: transport, Timeout: 30 * time.Second}, "https://"+conn.LocalAddr().String())
+	})
+}
+
+// selfSigned returns a certificate for 127.0.0.1 and a pool trusting it.
+func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "perigee test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:         true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+// sharedCache makes each module compile once per test binary.
+var sharedCache = must(NewHost(Options{}))
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func newTestHost(t *testing.T) *Host {
+	t.Helper()
+	return &Host{cache: sharedCache.cache, logger: sharedCache.logger}
+}
+
+func loadT(t *testing.T, h *Host, spec Spec) *Transform {
+	t.Helper()
+	tr, err := h.Load(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tr.Release)
+	return tr
+}

@@ -1,0 +1,268 @@
+package wasm
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/sys"
+
+	"perigee/telemetry"
+)
+
+// instantiateTimeout bounds a guest's start function, which runs at load
+// time and when a discarded instance is replaced.
+const instantiateTimeout = 10 * time.Second
+
+// Transform is one loaded module: its own runtime (so its memory cap holds),
+// its compiled code and a bounded pool of ready instances.
+//
+// A Transform counts its users. Load returns it with one reference, held by
+// the caller; each request through a Chain holds one more while it runs.
+// Release drops the caller's; the instances are closed once the last request
+// is done, which is how a reload lets old requests finish.
+type Transform struct {
+	spec     Spec
+	fp       [32]byte
+	logger   *slog.Logger
+	rt       wazero.Runtime
+	compiled wazero.CompiledModule
+	modCfg   wazero.ModuleConfig
+
+	// pool holds the idle instances; its capacity is the pool size. The
+	// channel keeps them reachable, so the garbage collector never drops one.
+	pool chan *instance
+
+	refs      atomic.Int64
+	closed    atomic.Bool
+	closeOnce sync.Once
+	refills   sync.WaitGroup
+
+	stats stats
+}
+
+// instance is one instantiated guest.
+type instance struct {
+	mod            api.Module
+	handleRequest  api.Function
+	handleResponse api.Function
+	// features the guest enabled in its start function: the starting set
+	// for each of its requests.
+	features Features
+}
+
+type instanceKey struct{}
+
+// Load compiles spec's module, checks it against the ABI and fills its pool.
+// On error nothing is left running.
+func (h *Host) Load(ctx context.Context, spec Spec) (*Transform, error) {
+	spec, err := spec.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	where := spec.Name
+	if spec.Source != "" {
+		where = fmt.Sprintf("%s (%s)", spec.Name, spec.Source)
+	}
+	t := &Transform{
+		spec:   spec,
+		fp:     spec.fingerprint(),
+		logger: h.logger.With("transform", spec.Name),
+		pool:   make(chan *instance, spec.PoolSize),
+	}
+	t.refs.Store(1)
+	t.rt = h.newRuntime(ctx, spec.MemoryLimit)
+	if err := t.init(ctx); err != nil {
+		t.rt.Close(ctx)
+		return nil, fmt.Errorf("transform %s: %w", where, err)
+	}
+	return t, nil
+}
+
+func (t *Transform) init(ctx context.Context) error {
+	if err := instantiateHostModules(ctx, t.rt, t); err != nil {
+		return err
+	}
+	compiled, err := compileGuest(ctx, t.rt, t.spec.Wasm)
+	if err != nil {
+		return err
+	}
+	t.compiled = compiled
+	// Clock and randomness only: no arguments, environment, files or
+	// sockets. Go reactors start with _initialize, TinyGo commands with
+	// _start.
+	t.modCfg = wazero.NewModuleConfig().
+		WithName("").
+		WithStartFunctions("_initialize", "_start").
+		WithSysWalltime().
+		WithSysNanotime().
+		WithRandSource(rand.Reader).
+		WithStdout(logWriter{t.logger, slog.LevelInfo}).
+		WithStderr(logWriter{t.logger, slog.LevelWarn})
+	for range t.spec.PoolSize {
+		inst, err := t.instantiate(ctx)
+		if err != nil {
+			return err
+		}
+		t.pool <- inst
+	}
+	return nil
+}
+
+func (t *Transform) instantiate(ctx context.Context) (*instance, error) {
+	inst := &instance{}
+	ctx, cancel := context.WithTimeout(context.WithValue(ctx, instanceKey{}, inst), instantiateTimeout)
+	defer cancel()
+	mod, err := t.rt.InstantiateModule(ctx, t.compiled, t.modCfg)
+	if err != nil {
+		return nil, fmt.Errorf("instantiate: %w", err)
+	}
+	inst.mod = mod
+	inst.handleRequest = mod.ExportedFunction(exportHandleRequest)
+	inst.handleResponse = mod.ExportedFunction(exportHandleResponse)
+	return inst, nil
+}
+
+// Name is the transform's name from its Spec.
+func (t *Transform) Name() string { return t.spec.Name }
+
+// Same reports whether spec would load into a transform identical to t:
+// same module, config and limits. A reload keeps such transforms.
+func (t *Transform) Same(spec Spec) bool {
+	spec, err := spec.withDefaults()
+	return err == nil && spec.Name == t.spec.Name && spec.fingerprint() == t.fp
+}
+
+// Retain adds a reference; it fails once the transform has been shut down.
+func (t *Transform) Retain() bool {
+	for {
+		n := t.refs.Load()
+		if n <= 0 {
+			return false
+		}
+		if t.refs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// Release drops a reference; the last one closes the transform's runtime
+// and every instance.
+func (t *Transform) Release() {
+	if t.refs.Add(-1) == 0 {
+		t.shutdown()
+	}
+}
+
+func (t *Transform) shutdown() {
+	t.closeOnce.Do(func() {
+		t.closed.Store(true)
+		t.refills.Wait()
+		if err := t.rt.Close(context.Background()); err != nil {
+			t.logger.Warn("close wasm runtime", "err", err)
+		}
+	})
+}
+
+var errBusy = errors.New("no free instance")
+
+// acquire takes an idle instance, waiting up to the transform's timeout.
+func (t *Transform) acquire(ctx context.Context) (*instance, error) {
+	select {
+	case inst := <-t.pool:
+		return inst, nil
+	default:
+	}
+	timer := time.NewTimer(t.spec.Timeout)
+	defer timer.Stop()
+	select {
+	case inst := <-t.pool:
+		return inst, nil
+	case <-timer.C:
+		return nil, errBusy
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (t *Transform) put(inst *instance) { t.pool <- inst }
+
+// discard closes a broken instance and replaces it in the background, so
+// the pool is back to full without a request paying for instantiation.
+func (t *Transform) discard(inst *instance) {
+	inst.mod.Close(context.Background())
+	t.refills.Add(1)
+	go t.refill()
+}
+
+func (t *Transform) refill() {
+	defer t.refills.Done()
+	for backoff := 10 * time.Millisecond; !t.closed.Load(); backoff = min(2*backoff, 5*time.Second) {
+		inst, err := t.instantiate(context.Background())
+		if err == nil {
+			t.stats.replaced.Add(1)
+			t.put(inst)
+			return
+		}
+		t.logger.Error("replace wasm instance", "err", err)
+		time.Sleep(backoff)
+	}
+}
+
+// callFailure classifies a failed guest call for the metrics.
+func (t *Transform) callFailure(err error, phase string) {
+	var exit *sys.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() == sys.ExitCodeDeadlineExceeded {
+		t.stats.timeouts.Add(1)
+		t.logger.Warn("wasm guest exceeded its deadline", "phase", phase, "timeout", t.spec.Timeout)
+		return
+	}
+	t.stats.traps.Add(1)
+	t.logger.Warn("wasm guest trapped", "phase", phase, "err", err)
+}
+
+// Stats are one transform's cumulative figures.
+type Stats struct {
+	Calls    uint64 // requests that entered the transform
+	Answered uint64 // requests the guest answered itself (deny, redirect)
+	Errors   uint64 // requests the transform failed with a 5xx
+	Traps    uint64 // guest calls that trapped or broke the ABI
+	Timeouts uint64 // guest calls stopped at their deadline
+	Busy     uint64 // requests that found no free instance in time
+	Replaced uint64 // instances replaced after a trap or timeout
+	// Time is spent inside the guest, per request (both calls).
+	Time telemetry.HistogramSnapshot
+}
+
+type stats struct {
+	calls, answered, errors, traps, timeouts, busy, replaced atomic.Uint64
+	time                                                     telemetry.Histogram
+}
+
+// Stats returns the transform's figures so far.
+func (t *Transform) Stats() Stats {
+	s := &t.stats
+	return Stats{
+		Calls: s.calls.Load(), Answered: s.answered.Load(), Errors: s.errors.Load(),
+		Traps: s.traps.Load(), Timeouts: s.timeouts.Load(), Busy: s.busy.Load(),
+		Replaced: s.replaced.Load(), Time: s.time.Snapshot(),
+	}
+}
+
+// logWriter sends a guest's stdout or stderr to the log, a write a line.
+type logWriter struct {
+	logger *slog.Logger
+	level  slog.Level
+}
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.logger.Log(context.Background(), w.level, "wasm guest output", "text", string(p))
+	return len(p), nil
+}
