@@ -1,0 +1,79 @@
+package geo_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"testing"
+
+	"perigee/geo"
+)
+
+func TestClientAddrBelievesOnlyTrustedProxies(t *testing.T) {
+	trusted, err := geo.ParsePrefixes([]string{"10.0.0.0/8", "2001:db8:1::/48", "192.0.2.7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, peer, xff, fwd, want string
+	}{
+		{"direct", "85.214.1.1:5000", "", "", "85.214.1.1"},
+		{"spoofed from untrusted peer", "85.214.1.1:5000", "1.0.16.5", "", "85.214.1.1"},
+		{"spoofed Forwarded from untrusted peer", "85.214.1.1:5000", "", "for=1.0.16.5", "85.214.1.1"},
+		{"trusted proxy", "10.1.1.1:80", "1.0.16.5", "", "1.0.16.5"},
+		{"client prepends a fake hop", "10.1.1.1:80", "6.6.6.6, 1.0.16.5", "", "1.0.16.5"},
+		{"chain of trusted proxies", "10.1.1.1:80", "1.0.16.5, 10.2.2.2, 192.0.2.7", "", "1.0.16.5"},
+		{"all hops trusted", "10.1.1.1:80", "10.3.3.3", "", "10.3.3.3"},
+		{"no header from trusted proxy", "10.1.1.1:80", "", "", "10.1.1.1"},
+		{"garbage hop stops the walk", "10.1.1.1:80", "1.0.16.5, bogus", "", "10.1.1.1"},
+		{"garbage left of a real client", "10.1.1.1:80", "bogus, 1.0.16.5", "", "1.0.16.5"},
+		{"hop with port", "10.1.1.1:80", "1.0.16.5:4711", "", "1.0.16.5"},
+		{"Forwarded preferred", "10.1.1.1:80", "9.9.9.9", `for="[2a01:4f8::9]:443";proto=https, for=10.4.4.4`, "2a01:4f8::9"},
+		{"Forwarded obfuscated", "10.1.1.1:80", "", "for=_hidden", "10.1.1.1"},
+		{"Forwarded unknown", "10.1.1.1:80", "", "for=unknown;by=10.1.1.1", "10.1.1.1"},
+		{"ipv6 trusted peer", "[2001:db8:1::5]:443", "85.214.3.3", "", "85.214.3.3"},
+		{"mapped peer", "[::ffff:10.1.1.1]:80", "85.214.3.3", "", "85.214.3.3"},
+		{"zone in hop refused", "10.1.1.1:80", "fe80::1%eth0", "", "10.1.1.1"},
+	}
+	for _, c := range cases {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = c.peer
+		if c.xff != "" {
+			r.Header.Set("X-Forwarded-For", c.xff)
+		}
+		if c.fwd != "" {
+			r.Header.Set("Forwarded", c.fwd)
+		}
+		if got := geo.ClientAddr(r, trusted); got != netip.MustParseAddr(c.want) {
+			t.Errorf("%s: got %s, want %s", c.name, got, c.want)
+		}
+	}
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.RemoteAddr = "not an address"
+	if got := geo.ClientAddr(r, trusted); got.IsValid() {
+		t.Errorf("unreadable RemoteAddr gave %s", got)
+	}
+	if _, err := geo.ParsePrefixes([]string{"10.0.0.0/33"}); err == nil {
+		t.Error("bad prefix accepted")
+	}
+}
+
+func FuzzClientAddr(f *testing.F) {
+	f.Add("10.1.1.1:80", "1.0.16.5, 10.2.2.2", "")
+	f.Add("10.1.1.1:80", "", `for="[2a01:4f8::9]:443";proto=https`)
+	f.Add("[::1]:1", ",,,", "for=;for")
+	trusted, _ := geo.ParsePrefixes([]string{"10.0.0.0/8", "::1"})
+	f.Fuzz(func(t *testing.T, peer, xff, fwd string) {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = peer
+		r.Header["X-Forwarded-For"] = []string{xff}
+		if fwd != "" {
+			r.Header["Forwarded"] = []string{fwd}
+		}
+		got := geo.ClientAddr(r, trusted)
+		// Whatever the headers say, an untrusted peer is its own client.
+		if p, err := netip.ParseAddrPort(peer); err == nil && !p.Addr().Unmap().IsLoopback() && !trusted[0].Contains(p.Addr().Unmap()) && got != p.Addr().Unmap() {
+			t.Fatalf("untrusted peer %s became %s (xff %q fwd %q)", peer, got, xff, fwd)
+		}
+	})
+}

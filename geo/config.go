@@ -1,0 +1,189 @@
+package geo
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Config is the `geo:` section of the node configuration.
+type Config struct {
+	Database       string    `yaml:"database"`
+	TrustedProxies []string  `yaml:"trusted_proxies"`
+	RedirectCode   int       `yaml:"redirect_code"` // 307 (default) or 308
+	DNS            DNSConfig `yaml:"dns"`
+}
+
+// DNSConfig is `geo.dns:`; an empty Listen turns GeoDNS off.
+type DNSConfig struct {
+	Listen string        `yaml:"listen"` // host:port, served on UDP and TCP
+	Names  []string      `yaml:"names"`  // fully qualified names answered, e.g. edge.example.net.
+	TTL    time.Duration `yaml:"ttl"`    // default 20s
+	// Answers is how many nodes go into one answer, best first (default 1).
+	Answers int `yaml:"answers"`
+}
+
+// Validate checks the section without touching the database file; OpenDB
+// reports a missing or corrupt file.
+func (c Config) Validate() error {
+	var errs []error
+	if _, err := ParsePrefixes(c.TrustedProxies); err != nil {
+		errs = append(errs, fmt.Errorf("trusted_proxies: %w", err))
+	}
+	if c.RedirectCode != 0 && c.RedirectCode != http.StatusTemporaryRedirect && c.RedirectCode != http.StatusPermanentRedirect {
+		errs = append(errs, fmt.Errorf("redirect_code: %d is neither 307 nor 308", c.RedirectCode))
+	}
+	if err := c.DNS.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("dns: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the DNS settings.
+func (c DNSConfig) Validate() error {
+	if c.Listen == "" {
+		return nil
+	}
+	var errs []error
+	if _, err := netip.ParseAddrPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen: %w", err))
+	}
+	if len(c.Names) == 0 {
+		errs = append(errs, errors.New("names: at least one name is needed"))
+	}
+	for _, n := range c.Names {
+		if !strings.HasSuffix(n, ".") || len(n) < 2 || len(n) > 254 {
+			errs = append(errs, fmt.Errorf("names: %q must be fully qualified (end in a dot)", n))
+		}
+	}
+	if c.TTL < 0 || c.TTL > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("ttl: %s is out of range", c.TTL))
+	}
+	if c.Answers < 0 || c.Answers > 8 {
+		errs = append(errs, fmt.Errorf("answers: %d is out of range 1-8", c.Answers))
+	}
+	return errors.Join(errs...)
+}
+
+// ParsePrefixes reads CIDR prefixes; a bare address counts as a single host.
+func ParsePrefixes(ss []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(ss))
+	for _, s := range ss {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither a prefix nor an address", s)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
+}
+
+// RouterConfig tunes the latency model and the steering. Zero fields take
+// the defaults documented in docs/geo.md.
+type RouterConfig struct {
+	Trusted      []netip.Prefix // peers whose X-Forwarded-For / Forwarded is believed
+	RedirectCode int            // 307 or 308
+
+	// The map's guess of a round trip: BaseRTT + distance / KmPerMs.
+	KmPerMs float64       // default 80 km per ms of RTT: light in fibre, doubled, over a detour
+	BaseRTT time.Duration // default 5ms: last mile and stack
+
+	// PriorSamples is how many measurements weigh as much as the map (default 3).
+	PriorSamples float64
+
+	// Load: penalty QueueUnit·u/(1-u) for utilisation u = in-flight/capacity;
+	// a node at MaxUtilization or above takes no new clients.
+	QueueUnit      time.Duration // default 10ms
+	MaxUtilization float64       // default 0.95
+
+	// Hysteresis: a client network keeps its node unless another is better
+	// by more than max(Margin·expected, MarginMin).
+	Margin    float64       // default 0.15
+	MarginMin time.Duration // default 5ms
+
+	// SpillMargin: proxy steering forwards when the detour through the mesh
+	// saves at least this much over queueing here (default 20ms).
+	SpillMargin time.Duration
+
+	// SampleEvery is how often one connection's RTT is sampled (default 10s).
+	SampleEvery time.Duration
+	// StickyEntries bounds the remembered answers per client network (default 65536).
+	StickyEntries int
+
+	Transport http.RoundTripper // for proxy steering; default http.DefaultTransport
+	Log       *slog.Logger
+}
+
+// RouterConfig derives the router settings from the config section.
+func (c Config) RouterConfig() (RouterConfig, error) {
+	trusted, err := ParsePrefixes(c.TrustedProxies)
+	if err != nil {
+		return RouterConfig{}, fmt.Errorf("geo trusted_proxies: %w", err)
+	}
+	return RouterConfig{Trusted: trusted, RedirectCode: c.RedirectCode}, nil
+}
+
+func (c RouterConfig) withDefaults() RouterConfig {
+	def := func(v *float64, d float64) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if c.RedirectCode != http.StatusPermanentRedirect {
+		c.RedirectCode = http.StatusTemporaryRedirect
+	}
+	def(&c.KmPerMs, 80)
+	defDur(&c.BaseRTT, 5*time.Millisecond)
+	def(&c.PriorSamples, 3)
+	defDur(&c.QueueUnit, 10*time.Millisecond)
+	def(&c.MaxUtilization, 0.95)
+	def(&c.Margin, 0.15)
+	defDur(&c.MarginMin, 5*time.Millisecond)
+	defDur(&c.SpillMargin, 20*time.Millisecond)
+	defDur(&c.SampleEvery, 10*time.Second)
+	if c.StickyEntries <= 0 {
+		c.StickyEntries = 1 << 16
+	}
+	if c.Transport == nil {
+		c.Transport = http.DefaultTransport
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	return c
+}
+
+// SteerMode is a route's `steer:` setting.
+type SteerMode string
+
+// Steering modes.
+const (
+	SteerOff      SteerMode = "off"
+	SteerRedirect SteerMode = "redirect"
+	SteerAltSvc   SteerMode = "alt-svc"
+	SteerProxy    SteerMode = "proxy"
+)
+
+// ParseSteerMode reads a `steer:` value; empty means off.
+func ParseSteerMode(s string) (SteerMode, error) {
+	switch m := SteerMode(s); m {
+	case "":
+		return SteerOff, nil
+	case SteerOff, SteerRedirect, SteerAltSvc, SteerProxy:
+		return m, nil
+	}
+	return "", fmt.Errorf("steer: %q is not one of redirect, alt-svc, proxy, off", s)
+}

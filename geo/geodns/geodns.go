@@ -1,0 +1,281 @@
+// Package geodns answers A and AAAA queries for the configured names with
+// the addresses of the best nodes for the asking resolver, or for the client
+// subnet the resolver passes on (EDNS Client Subnet, RFC 7871).
+package geodns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"perigee/geo"
+)
+
+// maxQuery bounds an accepted query: one question with EDNS fits in far
+// less, and larger ones are only good for making us work.
+const maxQuery = 512
+
+// Handler answers queries with the router's ranking.
+type Handler struct {
+	names   map[string]bool
+	ttl     uint32
+	answers int
+	router  *geo.Router
+	log     *slog.Logger
+}
+
+// NewHandler builds the DNS handler for cfg.
+func NewHandler(cfg geo.DNSConfig, router *geo.Router, log *slog.Logger) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("geodns: %w", err)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	h := &Handler{names: map[string]bool{}, ttl: 20, answers: max(cfg.Answers, 1), router: router, log: log}
+	if cfg.TTL > 0 {
+		h.ttl = uint32(max(cfg.TTL/time.Second, 1))
+	}
+	for _, n := range cfg.Names {
+		h.names[dns.CanonicalName(n)] = true
+	}
+	return h, nil
+}
+
+// ServeDNS listens on cfg.Listen over UDP and TCP and answers until ctx ends.
+func ServeDNS(ctx context.Context, cfg geo.DNSConfig, router *geo.Router, log *slog.Logger) error {
+	h, err := NewHandler(cfg, router, log)
+	if err != nil {
+		return err
+	}
+	pc, err := net.ListenPacket("udp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("geodns: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		pc.Close()
+		return fmt.Errorf("geodns: %w", err)
+	}
+	return Serve(ctx, pc, ln, h)
+}
+
+// Serve answers on already open sockets until ctx ends, then closes them.
+func Serve(ctx context.Context, pc net.PacketConn, ln net.Listener, h *Handler) error {
+	servers := []*dns.Server{
+		{PacketConn: pc, Handler: h, UDPSize: maxQuery},
+		{Listener: ln, Handler: h},
+	}
+	errc := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() { errc <- s.ActivateAndServe() }()
+	}
+	h.log.Info("geodns serving", "udp", pc.LocalAddr(), "tcp", ln.Addr())
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		err = fmt.Errorf("geodns: %w", err)
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		// A server that already stopped reports so; that is not news.
+		s.ShutdownContext(shutdown)
+	}
+	return err
+}
+
+// ServeDNS answers one query.
+func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	m := h.answer(w.RemoteAddr(), req)
+	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
+		size := dns.MinMsgSize
+		if opt := req.IsEdns0(); opt != nil {
+			size = int(min(max(opt.UDPSize(), dns.MinMsgSize), 4096))
+		}
+		m.Truncate(size)
+	}
+	if err := w.WriteMsg(m); err != nil {
+		h.log.Debug("geodns write failed", "peer", w.RemoteAddr(), "err", err)
+	}
+}
+
+func (h *Handler) answer(peer net.Addr, req *dns.Msg) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetReply(req)
+	m.Authoritative = true
+	m.RecursionAvailable = false
+	opt := req.IsEdns0()
+	fail := func(rcode int) *dns.Msg {
+		m.Authoritative = false
+		m.Answer, m.Ns = nil, nil
+		m.Rcode = rcode
+		if opt != nil {
+			m.SetEdns0(dns.DefaultMsgSize, false)
+		}
+		return m
+	}
+	switch {
+	case req.Opcode != dns.OpcodeQuery:
+		return fail(dns.RcodeNotImplemented)
+	case len(req.Question) != 1 || req.Len() > maxQuery:
+		return fail(dns.RcodeFormatError)
+	case opt != nil && opt.Version() != 0:
+		return fail(dns.RcodeBadVers)
+	}
+	q := req.Question[0]
+	if q.Qclass != dns.ClassINET || !h.names[dns.CanonicalName(q.Name)] {
+		return fail(dns.RcodeRefused)
+	}
+	client, err := clientOf(peer, opt)
+	if err != nil {
+		return fail(dns.RcodeFormatError)
+	}
+	if opt != nil {
+		m.SetEdns0(dns.DefaultMsgSize, false)
+		if ecs := subnetOption(opt); ecs != nil {
+			// Our answer holds for the client's /24 or /48 at most.
+			scope := min(ecs.SourceNetmask, map[uint16]uint8{1: 24, 2: 48}[ecs.Family])
+			reply := *ecs
+			reply.SourceScope = scope
+			m.IsEdns0().Option = append(m.IsEdns0().Option, &reply)
+		}
+	}
+	var want func(netip.Addr) bool
+	switch q.Qtype {
+	case dns.TypeA:
+		want = netip.Addr.Is4
+	case dns.TypeAAAA:
+		want = func(a netip.Addr) bool { return a.Is6() && !a.Is4In6() }
+	default:
+		m.Ns = []dns.RR{h.soa(q.Name)}
+		return m
+	}
+	d := h.router.Decide(client)
+	h.router.Count("dns", d.Reason)
+	m.Answer = h.records(q, d, want)
+	if len(m.Answer) == 0 {
+		m.Ns = []dns.RR{h.soa(q.Name)}
+	}
+	return m
+}
+
+// records lists the chosen node's addresses of the asked family, then the
+// next eligible nodes' up to the configured number of nodes.
+func (h *Handler) records(q dns.Question, d geo.Decision, want func(netip.Addr) bool) []dns.RR {
+	var rrs []dns.RR
+	nodes := 0
+	add := func(s geo.Score) {
+		found := false
+		for _, a := range s.Addrs {
+			if !want(a) {
+				continue
+			}
+			found = true
+			hdr := dns.RR_Header{Name: q.Name, Rrtype: q.Qtype, Class: dns.ClassINET, Ttl: h.ttl}
+			if a.Is4() {
+				rrs = append(rrs, &dns.A{Hdr: hdr, A: a.AsSlice()})
+			} else {
+				rrs = append(rrs, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+			}
+		}
+		if found {
+			nodes++
+		}
+	}
+	for _, s := range d.Candidates {
+		if s.Node == d.Best.ID {
+			add(s)
+		}
+	}
+	for _, s := range d.Candidates {
+		if nodes >= h.answers || s.Excluded != "" {
+			break
+		}
+		if s.Node != d.Best.ID {
+			add(s)
+		}
+	}
+	return rrs
+}
+
+// soa is the authority record of a negative answer; its minimum TTL is how
+// long resolvers may cache the absence.
+func (h *Handler) soa(name string) dns.RR {
+	return &dns.SOA{
+		Hdr:     dns.RR_Header{Name: name, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: h.ttl},
+		Ns:      name,
+		Mbox:    "hostmaster." + name,
+		Serial:  1,
+		Refresh: 3600, Retry: 600, Expire: 86400,
+		Minttl: h.ttl,
+	}
+}
+
+var errBadSubnet = errors.New("malformed client subnet option")
+
+// clientOf is the address to route for: the client subnet when the
+// resolver sent a valid one, else the resolver itself.
+func clientOf(peer net.Addr, opt *dns.OPT) (netip.Addr, error) {
+	if ecs := subnetOption(opt); ecs != nil {
+		var bits int
+		switch ecs.Family {
+		case 0:
+			// dig's way of saying "no subnet" (only valid with prefix 0).
+			bits = 0
+		case 1:
+			bits = 32
+		case 2:
+			bits = 128
+		default:
+			return netip.Addr{}, errBadSubnet
+		}
+		a, ok := netip.AddrFromSlice(ecs.Address)
+		if bits == 0 {
+			a, ok = netip.IPv4Unspecified(), true
+		}
+		if !ok || int(ecs.SourceNetmask) > bits || ecs.SourceScope != 0 || (bits == 128) == a.Unmap().Is4() {
+			return netip.Addr{}, errBadSubnet
+		}
+		p, err := a.Unmap().Prefix(int(ecs.SourceNetmask))
+		if err != nil || p.Addr() != a.Unmap() {
+			// RFC 7871: bits beyond the source prefix must be zero.
+			return netip.Addr{}, errBadSubnet
+		}
+		if ecs.SourceNetmask > 0 {
+			return p.Addr(), nil
+		}
+		// A zero source prefix asks us not to use the client's address.
+	}
+	ap, err := netip.ParseAddrPort(peerString(peer))
+	if err != nil {
+		return netip.Addr{}, nil
+	}
+	return ap.Addr().Unmap(), nil
+}
+
+func peerString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+func subnetOption(opt *dns.OPT) *dns.EDNS0_SUBNET {
+	if opt == nil {
+		return nil
+	}
+	for _, o := range opt.Option {
+		if s, ok := o.(*dns.EDNS0_SUBNET); ok {
+			return s
+		}
+	}
+	return nil
+}

@@ -1,0 +1,352 @@
+package geodns_test
+
+import (
+	"context"
+	"encoding/binary"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"perigee/geo"
+	"perigee/geo/demodb"
+	"perigee/geo/geodns"
+	"perigee/geo/geoip"
+)
+
+const name = "edge.example.net."
+
+func fleetNode(id string, c demodb.City, addrs ...string) geo.Node {
+	n := geo.Node{ID: id, Lat: c.Lat, Lon: c.Lon, PublicURL: "https://" + id + ".example.net", Alive: true}
+	for _, a := range addrs {
+		n.Addrs = append(n.Addrs, netip.MustParseAddr(a))
+	}
+	return n
+}
+
+type server struct {
+	udp, tcp string
+	fleet    *geo.StaticFleet
+}
+
+// start runs a real GeoDNS server on loopback UDP and TCP.
+func start(t *testing.T, answers int) server {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "city.mmdb")
+	if err := demodb.Write(path); err != nil {
+		t.Fatal(err)
+	}
+	db, err := geoip.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleet, err := geo.NewStaticFleet("fra", []geo.Node{
+		fleetNode("tyo", demodb.Tokyo, "198.51.100.1", "2001:db8:1::1"),
+		fleetNode("fra", demodb.Frankfurt, "198.51.100.2", "2001:db8:2::1"),
+		fleetNode("iad", demodb.Virginia, "198.51.100.3"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	router := geo.NewRouter(geo.RouterConfig{}, db, fleet, nil)
+	h, err := geodns.NewHandler(geo.DNSConfig{Listen: "127.0.0.1:0", Names: []string{name}, TTL: 20 * time.Second, Answers: answers}, router, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- geodns.Serve(ctx, pc, ln, h) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return server{udp: pc.LocalAddr().String(), tcp: ln.Addr().String(), fleet: fleet}
+}
+
+func query(qname string, qtype uint16, subnet netip.Prefix) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetQuestion(qname, qtype)
+	if subnet.IsValid() {
+		m.SetEdns0(1232, false)
+		family, addr := uint16(1), subnet.Addr().AsSlice()
+		if subnet.Addr().Is6() {
+			family = 2
+		}
+		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{
+			Code: dns.EDNS0SUBNET, Family: family, SourceNetmask: uint8(subnet.Bits()), Address: addr,
+		})
+	}
+	return m
+}
+
+func exchange(t *testing.T, net, addr string, m *dns.Msg) *dns.Msg {
+	t.Helper()
+	c := &dns.Client{Net: net, Timeout: 10 * time.Second}
+	r, _, err := c.Exchange(m, addr)
+	if err != nil {
+		t.Fatalf("%s exchange: %v", net, err)
+	}
+	if r.Id != m.Id {
+		t.Fatalf("id mismatch")
+	}
+	return r
+}
+
+func addrs(r *dns.Msg) []string {
+	var out []string
+	for _, rr := range r.Answer {
+		switch v := rr.(type) {
+		case *dns.A:
+			out = append(out, v.A.String())
+		case *dns.AAAA:
+			out = append(out, v.AAAA.String())
+		}
+	}
+	return out
+}
+
+func TestAnswersFollowClientSubnet(t *testing.T) {
+	s := start(t, 1)
+	cases := []struct {
+		subnet netip.Prefix
+		qtype  uint16
+		want   string
+		scope  uint8
+	}{
+		{netip.PrefixFrom(demodb.Tokyo.Networks[0].Addr(), 24), dns.TypeA, "198.51.100.1", 24},
+		{netip.PrefixFrom(demodb.Virginia.Networks[0].Addr(), 20), dns.TypeA, "198.51.100.3", 20},
+		{netip.PrefixFrom(demodb.Frankfurt.Networks[0].Addr(), 24), dns.TypeA, "198.51.100.2", 24},
+		{netip.PrefixFrom(demodb.Tokyo.Networks[1].Addr(), 56), dns.TypeAAAA, "2001:db8:1::1", 48},
+	}
+	for _, c := range cases {
+		for _, transport := range []string{"udp", "tcp"} {
+			addr := s.udp
+			if transport == "tcp" {
+				addr = s.tcp
+			}
+			r := exchange(t, transport, addr, query(name, c.qtype, c.subnet))
+			got := addrs(r)
+			if r.Rcode != dns.RcodeSuccess || !r.Authoritative || len(got) != 1 || got[0] != c.want {
+				t.Errorf("%s %s: rcode %d answer %v", transport, c.subnet, r.Rcode, got)
+				continue
+			}
+			if ttl := r.Answer[0].Header().Ttl; ttl != 20 {
+				t.Errorf("ttl %d", ttl)
+			}
+			var echoed *dns.EDNS0_SUBNET
+			for _, o := range r.IsEdns0().Option {
+				echoed, _ = o.(*dns.EDNS0_SUBNET)
+			}
+			if echoed == nil || echoed.SourceScope != c.scope || echoed.SourceNetmask != uint8(c.subnet.Bits()) {
+				t.Errorf("%s: ECS echo %v", c.subnet, echoed)
+			}
+		}
+	}
+	// Without a subnet the resolver's own address decides: loopback is
+	// unknown, so this node answers.
+	if got := addrs(exchange(t, "udp", s.udp, query("EDGE.Example.NET.", dns.TypeA, netip.Prefix{}))); len(got) != 1 || got[0] != "198.51.100.2" {
+		t.Errorf("no ECS: %v", got)
+	}
+	// iad has no IPv6 address: the next node that has one answers.
+	if got := addrs(exchange(t, "udp", s.udp, query(name, dns.TypeAAAA, netip.PrefixFrom(demodb.Virginia.Networks[1].Addr(), 48)))); len(got) != 1 || got[0] != "2001:db8:2::1" {
+		t.Errorf("AAAA fallback: %v", got)
+	}
+	// A dead node leaves the answers.
+	s.fleet.Update("tyo", func(n *geo.Node) { n.Alive = false })
+	if got := addrs(exchange(t, "udp", s.udp, query(name, dns.TypeA, netip.PrefixFrom(demodb.Tokyo.Networks[0].Addr(), 24)))); len(got) != 1 || got[0] == "198.51.100.1" {
+		t.Errorf("dead node answered: %v", got)
+	}
+}
+
+func TestSeveralNodesPerAnswer(t *testing.T) {
+	s := start(t, 2)
+	got := addrs(exchange(t, "udp", s.udp, query(name, dns.TypeA, netip.PrefixFrom(demodb.Tokyo.Networks[0].Addr(), 24))))
+	if len(got) != 2 || got[0] != "198.51.100.1" {
+		t.Fatalf("%v", got)
+	}
+}
+
+func TestErrorRcodes(t *testing.T) {
+	s := start(t, 1)
+	rcode := func(m *dns.Msg) int { return exchange(t, "udp", s.udp, m).Rcode }
+
+	if rc := rcode(query("other.example.net.", dns.TypeA, netip.Prefix{})); rc != dns.RcodeRefused {
+		t.Errorf("unknown name: %s", dns.RcodeToString[rc])
+	}
+	chaos := query(name, dns.TypeA, netip.Prefix{})
+	chaos.Question[0].Qclass = dns.ClassCHAOS
+	if rc := rcode(chaos); rc != dns.RcodeRefused {
+		t.Errorf("chaos class: %s", dns.RcodeToString[rc])
+	}
+	r := exchange(t, "udp", s.udp, query(name, dns.TypeMX, netip.Prefix{}))
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 || len(r.Ns) != 1 || r.Ns[0].Header().Rrtype != dns.TypeSOA {
+		t.Errorf("MX should be NODATA with SOA: %v", r)
+	}
+	notify := query(name, dns.TypeSOA, netip.Prefix{})
+	notify.Opcode = dns.OpcodeNotify
+	if rc := rcode(notify); rc != dns.RcodeNotImplemented {
+		t.Errorf("notify: %s", dns.RcodeToString[rc])
+	}
+	update := query(name, dns.TypeA, netip.Prefix{})
+	update.Opcode = dns.OpcodeUpdate
+	if rc := rcode(update); rc != dns.RcodeNotImplemented {
+		t.Errorf("update: %s", dns.RcodeToString[rc])
+	}
+	two := query(name, dns.TypeA, netip.Prefix{})
+	two.Question = append(two.Question, two.Question[0])
+	if rc := rcode(two); rc != dns.RcodeFormatError {
+		t.Errorf("two questions: %s", dns.RcodeToString[rc])
+	}
+	// Host bits set beyond the source prefix (RFC 7871 section 6): the
+	// library masks them when packing, so flip one in the wire form.
+	dirty, err := query(name, dns.TypeA, netip.MustParsePrefix("1.0.16.0/20")).Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirty[len(dirty)-1] |= 0x01
+	if rc := raw(t, "udp", s.udp, dirty); rc != dns.RcodeFormatError {
+		t.Errorf("dirty ECS: %s", dns.RcodeToString[rc])
+	}
+	badVers := query(name, dns.TypeA, netip.Prefix{})
+	badVers.SetEdns0(1232, false)
+	badVers.IsEdns0().SetVersion(1)
+	if r := exchange(t, "udp", s.udp, badVers); r.Rcode != dns.RcodeBadVers {
+		t.Errorf("EDNS version 1: %s", dns.RcodeToString[r.Rcode])
+	}
+}
+
+// raw sends bytes as they are and returns the reply's rcode.
+func raw(t *testing.T, transport, addr string, b []byte) int {
+	t.Helper()
+	c, err := net.Dial(transport, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if transport == "tcp" {
+		b = append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)
+	}
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 65535)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatalf("%s: no reply: %v", transport, err)
+	}
+	buf = buf[:n]
+	if transport == "tcp" {
+		buf = buf[2:]
+	}
+	m := new(dns.Msg)
+	if err := m.Unpack(buf); err != nil {
+		t.Fatalf("reply does not parse: %v", err)
+	}
+	return m.Rcode
+}
+
+func TestMalformedAndOversizedQueries(t *testing.T) {
+	s := start(t, 1)
+	good, err := query(name, dns.TypeA, netip.Prefix{}).Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A valid header announcing one question, followed by junk.
+	junk := append(append([]byte(nil), good[:12]...), 0xc0, 0xff, 0xff, 0xff)
+	for _, transport := range []string{"udp", "tcp"} {
+		addr := map[string]string{"udp": s.udp, "tcp": s.tcp}[transport]
+		if rc := raw(t, transport, addr, junk); rc != dns.RcodeFormatError {
+			t.Errorf("%s junk: %s", transport, dns.RcodeToString[rc])
+		}
+	}
+	// A well-formed query padded far beyond any real one.
+	big := query(name, dns.TypeA, netip.Prefix{})
+	big.SetEdns0(4096, false)
+	big.IsEdns0().Option = append(big.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, 1500)})
+	b, err := big.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, transport := range []string{"udp", "tcp"} {
+		addr := map[string]string{"udp": s.udp, "tcp": s.tcp}[transport]
+		if rc := raw(t, transport, addr, b); rc != dns.RcodeFormatError {
+			t.Errorf("%s oversized: %s", transport, dns.RcodeToString[rc])
+		}
+	}
+	// The server still answers afterwards.
+	if got := addrs(exchange(t, "udp", s.udp, query(name, dns.TypeA, netip.Prefix{}))); len(got) != 1 {
+		t.Errorf("after bad input: %v", got)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	if _, err := geodns.NewHandler(geo.DNSConfig{Listen: "127.0.0.1:53", Names: []string{"no-dot"}}, nil, nil); err == nil {
+		t.Error("unqualified name accepted")
+	}
+	err := geodns.ServeDNS(context.Background(), geo.DNSConfig{Listen: "203.0.113.1:53", Names: []string{name}}, nil, nil)
+	if err == nil {
+		t.Error("listening on a foreign address succeeded")
+	}
+}
+
+// recorder is a dns.ResponseWriter keeping the reply, for the fuzz target.
+type recorder struct {
+	dns.ResponseWriter
+	msg *dns.Msg
+}
+
+func (r *recorder) RemoteAddr() net.Addr      { return &net.UDPAddr{IP: net.IPv4(85, 214, 0, 9), Port: 53} }
+func (r *recorder) WriteMsg(m *dns.Msg) error { r.msg = m; return nil }
+
+func FuzzServeDNS(f *testing.F) {
+	for _, m := range []*dns.Msg{
+		query(name, dns.TypeA, netip.PrefixFrom(demodb.Tokyo.Networks[0].Addr(), 24)),
+		query(name, dns.TypeAAAA, netip.PrefixFrom(demodb.Tokyo.Networks[1].Addr(), 48)),
+		query("x.", dns.TypeMX, netip.Prefix{}),
+	} {
+		b, _ := m.Pack()
+		f.Add(b)
+	}
+	path := filepath.Join(f.TempDir(), "city.mmdb")
+	if err := demodb.Write(path); err != nil {
+		f.Fatal(err)
+	}
+	db, err := geoip.Open(path, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	fleet, _ := geo.NewStaticFleet("fra", []geo.Node{fleetNode("fra", demodb.Frankfurt, "198.51.100.2")})
+	h, err := geodns.NewHandler(geo.DNSConfig{Listen: "127.0.0.1:0", Names: []string{name}}, geo.NewRouter(geo.RouterConfig{}, db, fleet, nil), nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		req := new(dns.Msg)
+		if req.Unpack(b) != nil {
+			return // the server answers those itself, tested above
+		}
+		w := &recorder{}
+		h.ServeDNS(w, req)
+		if w.msg == nil || w.msg.Id != req.Id || !w.msg.Response {
+			t.Fatalf("bad reply %v to %v", w.msg, req)
+		}
+		if _, err := w.msg.Pack(); err != nil {
+			t.Fatalf("reply does not pack: %v", err)
+		}
+	})
+}

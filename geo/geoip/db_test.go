@@ -1,0 +1,167 @@
+package geoip_test
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"perigee/geo/demodb"
+	"perigee/geo/geoip"
+)
+
+func writeDemo(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "city.mmdb")
+	if err := demodb.Write(path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestLookupPlacesDemoCities(t *testing.T) {
+	db, err := geoip.Open(writeDemo(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range demodb.Cities {
+		for _, p := range c.Networks {
+			for range 2 { // second round is served from the cache
+				loc := db.Lookup(p.Addr().Next())
+				if !loc.Known || loc.Country != c.Country || loc.City != c.Name || loc.Lat != c.Lat || loc.Lon != c.Lon {
+					t.Errorf("%s: got %+v", p, loc)
+				}
+			}
+		}
+	}
+	if info := db.Info(); info.Type != "GeoLite2-City" {
+		t.Errorf("info = %+v", info)
+	}
+}
+
+func TestLookupUnknownAndPrivateNeverFail(t *testing.T) {
+	db, err := geoip.Open(writeDemo(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]string{
+		"10.1.2.3":     geoip.Private,
+		"192.168.0.1":  geoip.Private,
+		"127.0.0.1":    geoip.Private,
+		"::1":          geoip.Private,
+		"fe80::1":      geoip.Private,
+		"100.64.1.1":   geoip.Private,
+		"203.0.113.9":  geoip.Private,
+		"2001:db8::1":  geoip.Private,
+		"8.8.8.8":      geoip.NotInDB,
+		"2a00:1450::1": geoip.NotInDB,
+		demodb.CountryOnly.Addr().Next().String(): geoip.NoLocation,
+	}
+	for ip, want := range cases {
+		loc := db.Lookup(netip.MustParseAddr(ip))
+		if loc.Known || loc.Source != want {
+			t.Errorf("%s: got %+v, want source %s", ip, loc, want)
+		}
+	}
+	if loc := db.Lookup(netip.Addr{}); loc.Known {
+		t.Errorf("zero address located: %+v", loc)
+	}
+	var none *geoip.DB
+	if loc := none.Lookup(demodb.Tokyo.Client()); loc.Known || loc.Source != geoip.NoDatabase {
+		t.Errorf("nil db: %+v", loc)
+	}
+	// IPv4-mapped IPv6 is the same client as its IPv4 form.
+	mapped := netip.AddrFrom16(demodb.Tokyo.Client().As16())
+	if loc := db.Lookup(mapped); loc.City != "Tokyo" {
+		t.Errorf("mapped: %+v", loc)
+	}
+}
+
+func TestOpenRejectsMissingAndCorruptFiles(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := geoip.Open(filepath.Join(dir, "absent.mmdb"), nil); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("missing file: %v", err)
+	}
+	junk := filepath.Join(dir, "junk.mmdb")
+	os.WriteFile(junk, []byte("this is not a database"), 0o644)
+	if _, err := geoip.Open(junk, nil); err == nil || !strings.Contains(err.Error(), "not a MaxMind DB") {
+		t.Errorf("junk file: %v", err)
+	}
+	// Damage the search tree but keep the metadata: opens, fails to verify.
+	good, _ := os.ReadFile(writeDemo(t))
+	bad := append([]byte(nil), good...)
+	for i := 0; i < 600 && i < len(bad); i++ {
+		bad[i] = 0xff
+	}
+	damaged := filepath.Join(dir, "damaged.mmdb")
+	os.WriteFile(damaged, bad, 0o644)
+	if _, err := geoip.Open(damaged, nil); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Errorf("damaged file: %v", err)
+	}
+}
+
+func TestReloadKeepsOldDatabaseOnBadFile(t *testing.T) {
+	path := writeDemo(t)
+	db, err := geoip.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokyo := demodb.Tokyo.Client()
+	if changed, err := db.Reload(); changed || err != nil {
+		t.Fatalf("unchanged file: changed=%v err=%v", changed, err)
+	}
+	os.WriteFile(path, []byte("truncated garbage"), 0o644)
+	if changed, err := db.Reload(); changed || err == nil || !strings.Contains(err.Error(), "keeping the previous") {
+		t.Fatalf("bad file: changed=%v err=%v", changed, err)
+	}
+	if loc := db.Lookup(tokyo); loc.City != "Tokyo" {
+		t.Fatalf("old database not kept: %+v", loc)
+	}
+	if err := demodb.Write(path); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := db.Reload(); !changed || err != nil {
+		t.Fatalf("good file: changed=%v err=%v", changed, err)
+	}
+	if loc := db.Lookup(tokyo); loc.City != "Tokyo" {
+		t.Fatalf("after reload: %+v", loc)
+	}
+	os.Remove(path)
+	if _, err := db.Reload(); err == nil {
+		t.Fatal("removed file reloaded without error")
+	}
+	if loc := db.Lookup(tokyo); loc.City != "Tokyo" {
+		t.Fatalf("old database not kept after removal: %+v", loc)
+	}
+}
+
+func TestWatchPicksUpNewFile(t *testing.T) {
+	path := writeDemo(t)
+	db, err := geoip.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go db.Watch(ctx, 10*time.Millisecond)
+	if err := demodb.Write(path); err != nil {
+		t.Fatal(err)
+	}
+	future := time.Now().Add(time.Hour).Truncate(time.Second)
+	if err := os.Chtimes(path, future, future); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !db.Info().ModTime.Equal(future) {
+		if time.Now().After(deadline) {
+			t.Fatalf("file change never picked up: %+v", db.Info())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if loc := db.Lookup(demodb.Tokyo.Client()); loc.City != "Tokyo" {
+		t.Errorf("after watch reload: %+v", loc)
+	}
+}

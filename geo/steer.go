@@ -1,0 +1,154 @@
+package geo
+
+import (
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"perigee/geo/rtt"
+)
+
+// SteeredHeader marks a request another node forwarded here, so it is served
+// rather than steered again (two nodes with different views could otherwise
+// pass a request back and forth).
+const SteeredHeader = "Perigee-Steered"
+
+// altSvcMaxAge is how long clients may use an advertised alternative;
+// short, so a node that goes away stops being advertised soon.
+const altSvcMaxAge = 60
+
+// Steer wraps a route's handler with its steering mode. In every mode,
+// including off, it samples the RTT of directly connected clients for the
+// learner (see rtt.ConnContext).
+func (rt *Router) Steer(mode SteerMode, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		client := ClientAddr(r, rt.cfg.Trusted)
+		rt.observe(r, client)
+		if mode == SteerOff || mode == "" || r.Header.Get(SteeredHeader) != "" || !client.IsValid() {
+			next.ServeHTTP(w, r)
+			return
+		}
+		d := rt.Decide(client)
+		switch mode {
+		case SteerRedirect:
+			if !d.Self {
+				rt.Count("redirect", d.Reason)
+				http.Redirect(w, r, strings.TrimSuffix(d.Best.PublicURL, "/")+r.URL.RequestURI(), rt.cfg.RedirectCode)
+				return
+			}
+		case SteerAltSvc:
+			if v := altSvc(d); v != "" {
+				rt.Count("alt-svc", d.Reason)
+				w.Header().Add("Alt-Svc", v)
+				next.ServeHTTP(w, r)
+				return
+			}
+		case SteerProxy:
+			if target, ok := rt.spillTarget(d); ok {
+				if p := rt.proxyTo(target); p != nil {
+					rt.Count("proxy", d.Reason)
+					r.Header.Set(SteeredHeader, rt.fleet.Self().ID)
+					p.ServeHTTP(w, r)
+					return
+				}
+			}
+		}
+		rt.Count("serve", d.Reason)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// observe feeds the learner the connection's RTT when the peer is the client
+// itself: through a proxy the RTT would be the proxy's.
+func (rt *Router) observe(r *http.Request, client netip.Addr) {
+	if rt.learner == nil {
+		return
+	}
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil || peer.Addr().Unmap() != client {
+		return
+	}
+	if d, ok := rtt.Sample(r.Context(), time.Now(), rt.cfg.SampleEvery); ok {
+		rt.learner.Observe(client, d)
+	}
+}
+
+// altSvc advertises the best node as an HTTP/3 alternative. Its
+// certificate must also cover this origin's name, as Alt-Svc requires.
+func altSvc(d Decision) string {
+	if d.Self {
+		return ""
+	}
+	u, err := url.Parse(d.Best.PublicURL)
+	if err != nil || u.Scheme != "https" || u.Hostname() == "" {
+		return ""
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	return `h3="` + net.JoinHostPort(u.Hostname(), port) + `"; ma=` + strconv.Itoa(altSvcMaxAge)
+}
+
+// spillTarget picks where proxy steering forwards: to the client's best node
+// when this one cannot take the client, or when the detour through the
+// mesh to it (self→node RTT plus its queue) beats queueing here by
+// SpillMargin.
+func (rt *Router) spillTarget(d Decision) (Node, bool) {
+	if d.Self || d.Best.PublicURL == "" {
+		return Node{}, false
+	}
+	self := rt.fleet.Self()
+	i := byIDPos(d.Candidates, self.ID)
+	if i < 0 {
+		return Node{}, false
+	}
+	here := d.Candidates[i]
+	if here.Excluded != "" {
+		return d.Best, true
+	}
+	hop := d.Best.RTTFromSelf
+	if hop <= 0 {
+		hop = rt.cfg.mapRTT(distanceKm(self.Lat, self.Lon, d.Best.Lat, d.Best.Lon))
+	}
+	var there time.Duration
+	if j := byIDPos(d.Candidates, d.Best.ID); j >= 0 {
+		there = d.Candidates[j].LoadPenalty
+	}
+	return d.Best, hop+there+rt.cfg.SpillMargin < here.LoadPenalty
+}
+
+// proxyTo returns the reverse proxy for a node, built once per public URL.
+func (rt *Router) proxyTo(n Node) *httputil.ReverseProxy {
+	if p, ok := rt.proxies.Load(n.PublicURL); ok {
+		return p.(*httputil.ReverseProxy)
+	}
+	target, err := url.Parse(n.PublicURL)
+	if err != nil || target.Host == "" {
+		rt.cfg.Log.Warn("geo: node has an unusable public URL", "node", n.ID, "url", n.PublicURL)
+		return nil
+	}
+	p := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.SetXForwarded()
+			// The target should see the client, not this node nor the
+			// proxies in front of it; it must trust this node's address.
+			if c := ClientAddr(pr.In, rt.cfg.Trusted); c.IsValid() {
+				pr.Out.Header.Set("X-Forwarded-For", c.String())
+			}
+		},
+		Transport: rt.cfg.Transport,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			rt.cfg.Log.Warn("geo: proxy to node failed", "node", n.ID, "err", err)
+			http.Error(w, "upstream node unavailable", http.StatusBadGateway)
+		},
+	}
+	actual, _ := rt.proxies.LoadOrStore(n.PublicURL, p)
+	return actual.(*httputil.ReverseProxy)
+}

@@ -1,0 +1,224 @@
+package geo_test
+
+import (
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"perigee/geo"
+	"perigee/geo/demodb"
+	"perigee/geo/internal/clientnet"
+	"perigee/geo/rtt"
+)
+
+var netipZero netip.Addr
+
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+
+// served answers "here" so tests can tell local service from steering.
+var served = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "here") })
+
+type reply struct {
+	code   int
+	header http.Header
+	body   string
+}
+
+// get sends a request from loopback, claiming to be on behalf of client.
+func get(t *testing.T, url string, client netip.Addr, extra http.Header) reply {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if client.IsValid() {
+		req.Header.Set("X-Forwarded-For", client.String())
+	}
+	for k, v := range extra {
+		req.Header[k] = v
+	}
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return reply{resp.StatusCode, resp.Header, string(b)}
+}
+
+// decisions reads the router's counter for one action and reason.
+func decisions(t *testing.T, rt *geo.Router, action string, reason geo.Reason) float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(rt.Collector()); err != nil {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["action"] == action && labels["reason"] == string(reason) {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+func TestRedirectSendsClientToBestNode(t *testing.T) {
+	rt := geo.NewRouter(geo.RouterConfig{Trusted: loopback}, openDemo(t), threeNodes("fra"), nil)
+	srv := httptest.NewServer(rt.Steer(geo.SteerRedirect, served))
+	defer srv.Close()
+
+	r := get(t, srv.URL+"/api/items?page=2", demodb.Tokyo.Client(), nil)
+	if r.code != http.StatusTemporaryRedirect || r.header.Get("Location") != "https://tyo.example.net/api/items?page=2" {
+		t.Fatalf("tokyo: %d %q", r.code, r.header.Get("Location"))
+	}
+	if r := get(t, srv.URL+"/api/items", demodb.Frankfurt.Client(), nil); r.code != http.StatusOK || r.body != "here" {
+		t.Fatalf("frankfurt: %d %q", r.code, r.body)
+	}
+	// A request another node already steered is served, never bounced.
+	steered := http.Header{geo.SteeredHeader: {"iad"}}
+	if r := get(t, srv.URL+"/", demodb.Tokyo.Client(), steered); r.code != http.StatusOK {
+		t.Fatalf("steered request redirected again: %d", r.code)
+	}
+	if n := decisions(t, rt, "redirect", geo.ReasonLowestLatency); n != 1 {
+		t.Errorf("redirects counted %v, want 1", n)
+	}
+	if n := decisions(t, rt, "serve", geo.ReasonLowestLatency); n != 1 {
+		t.Errorf("served counted %v, want 1", n)
+	}
+
+	permanent := geo.NewRouter(geo.RouterConfig{Trusted: loopback, RedirectCode: 308}, openDemo(t), threeNodes("fra"), nil)
+	srv308 := httptest.NewServer(permanent.Steer(geo.SteerRedirect, served))
+	defer srv308.Close()
+	if r := get(t, srv308.URL+"/x", demodb.Virginia.Client(), nil); r.code != http.StatusPermanentRedirect || r.header.Get("Location") != "https://iad.example.net/x" {
+		t.Fatalf("308: %d %q", r.code, r.header.Get("Location"))
+	}
+}
+
+func TestSpoofedForwardingFromUntrustedPeerIsIgnored(t *testing.T) {
+	rt := geo.NewRouter(geo.RouterConfig{}, openDemo(t), threeNodes("fra"), nil)
+	srv := httptest.NewServer(rt.Steer(geo.SteerRedirect, served))
+	defer srv.Close()
+	spoof := http.Header{"Forwarded": {"for=" + demodb.Tokyo.Client().String()}}
+	r := get(t, srv.URL+"/", demodb.Tokyo.Client(), spoof)
+	if r.code != http.StatusOK || r.body != "here" {
+		t.Fatalf("spoofed header steered the client: %d %q", r.code, r.header.Get("Location"))
+	}
+	if n := decisions(t, rt, "serve", geo.ReasonUnknownClient); n != 1 {
+		t.Errorf("loopback client should count as unknown-location, got %v", n)
+	}
+}
+
+func TestAltSvcAdvertisesBestNode(t *testing.T) {
+	f := threeNodes("fra")
+	f.Update("tyo", func(n *geo.Node) { n.PublicURL = "https://tyo.example.net:8443" })
+	rt := geo.NewRouter(geo.RouterConfig{Trusted: loopback}, openDemo(t), f, nil)
+	srv := httptest.NewServer(rt.Steer(geo.SteerAltSvc, served))
+	defer srv.Close()
+	r := get(t, srv.URL+"/", demodb.Tokyo.Client(), nil)
+	if r.code != http.StatusOK || r.body != "here" || r.header.Get("Alt-Svc") != `h3="tyo.example.net:8443"; ma=60` {
+		t.Fatalf("tokyo: %d %q %q", r.code, r.body, r.header.Get("Alt-Svc"))
+	}
+	r = get(t, srv.URL+"/", demodb.Virginia.Client(), nil)
+	if r.header.Get("Alt-Svc") != `h3="iad.example.net:443"; ma=60` {
+		t.Fatalf("virginia: %q", r.header.Get("Alt-Svc"))
+	}
+	if r := get(t, srv.URL+"/", demodb.Frankfurt.Client(), nil); r.header.Get("Alt-Svc") != "" {
+		t.Fatalf("advertised itself: %q", r.header.Get("Alt-Svc"))
+	}
+	// Plain-HTTP nodes cannot be HTTP/3 alternatives.
+	f.Update("tyo", func(n *geo.Node) { n.PublicURL = "http://tyo.example.net" })
+	if r := get(t, srv.URL+"/", demodb.Tokyo.Client(), nil); r.header.Get("Alt-Svc") != "" || r.body != "here" {
+		t.Fatalf("http alternative: %q", r.header.Get("Alt-Svc"))
+	}
+}
+
+func TestProxySpillsOverWhenThisNodeIsFull(t *testing.T) {
+	// The Tokyo node is a real server reporting what it received.
+	tyo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]string{
+			"path": r.URL.RequestURI(), "xff": r.Header.Get("X-Forwarded-For"), "steered": r.Header.Get(geo.SteeredHeader),
+		})
+	}))
+	defer tyo.Close()
+	f := threeNodes("fra")
+	f.Update("tyo", func(n *geo.Node) { n.PublicURL = tyo.URL })
+	rt := geo.NewRouter(geo.RouterConfig{Trusted: loopback}, openDemo(t), f, nil)
+	srv := httptest.NewServer(rt.Steer(geo.SteerProxy, served))
+	defer srv.Close()
+
+	// Not full: even a far client is served here, as a detour costs more.
+	if r := get(t, srv.URL+"/a", demodb.Tokyo.Client(), nil); r.body != "here" {
+		t.Fatalf("proxied without need: %q", r.body)
+	}
+	f.Update("fra", func(n *geo.Node) { n.InFlight = 99 })
+	r := get(t, srv.URL+"/a?b=c", demodb.Tokyo.Client(), nil)
+	var seen map[string]string
+	if err := json.Unmarshal([]byte(r.body), &seen); err != nil || r.code != http.StatusOK {
+		t.Fatalf("proxy: %d %q", r.code, r.body)
+	}
+	if seen["path"] != "/a?b=c" || seen["xff"] != demodb.Tokyo.Client().String() || seen["steered"] != "fra" {
+		t.Fatalf("upstream saw %v", seen)
+	}
+	if n := decisions(t, rt, "proxy", geo.ReasonLowestLatency); n != 1 {
+		t.Errorf("proxy counted %v", n)
+	}
+	// Heavily loaded but not full: spill when the detour beats the queue.
+	f.Update("fra", func(n *geo.Node) { n.InFlight = 94 }) // ~156ms queue here
+	f.Update("tyo", func(n *geo.Node) { n.RTTFromSelf = 30 * time.Millisecond })
+	if r := get(t, srv.URL+"/", demodb.Tokyo.Client(), nil); !strings.Contains(r.body, `"steered":"fra"`) {
+		t.Fatalf("no spill under load: %q", r.body)
+	}
+	// The target going away gives a clean 502.
+	tyo.Close()
+	if r := get(t, srv.URL+"/", demodb.Tokyo.Client(), nil); r.code != http.StatusBadGateway {
+		t.Fatalf("dead target: %d %q", r.code, r.body)
+	}
+}
+
+func TestSteerFeedsConnectionRTTToLearner(t *testing.T) {
+	learner := rtt.NewLearner(rtt.Config{Self: "fra"})
+	rt := geo.NewRouter(geo.RouterConfig{}, openDemo(t), threeNodes("fra"), learner)
+	srv := &http.Server{Handler: rt.Steer(geo.SteerOff, served), ConnContext: rtt.ConnContext}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	if r := get(t, "http://"+ln.Addr().String()+"/", netip.Addr{}, nil); r.body != "here" {
+		t.Fatalf("off mode: %q", r.body)
+	}
+	e, ok := learner.Estimate(clientnet.Of(netip.MustParseAddr("127.0.0.1")), rtt.NoCell, "fra", time.Now())
+	if !ok || e.Samples != 1 || e.RTT <= 0 {
+		t.Fatalf("no RTT learnt: %+v %v", e, ok)
+	}
+}
+
+func TestParseSteerMode(t *testing.T) {
+	for in, want := range map[string]geo.SteerMode{"": geo.SteerOff, "off": geo.SteerOff, "redirect": geo.SteerRedirect, "alt-svc": geo.SteerAltSvc, "proxy": geo.SteerProxy} {
+		if got, err := geo.ParseSteerMode(in); err != nil || got != want {
+			t.Errorf("%q: %q %v", in, got, err)
+		}
+	}
+	if _, err := geo.ParseSteerMode("teleport"); err == nil {
+		t.Error("unknown mode accepted")
+	}
+}
