@@ -1,0 +1,112 @@
+package aggregator
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// The JSON query API, all GET:
+//
+//	/v1/fleet                                         nodes, regions, health
+//	/v1/series?scope=fleet|region|node&name=&window=&step=
+//	/v1/decisions?node=&region=&limit=                newest first
+//	/v1/events?node=&region=&limit=                   newest first
+func (s *server) routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/fleet", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.fleet.view(time.Now(), s.places))
+	})
+	mux.HandleFunc("GET /v1/series", s.handleSeries)
+	mux.HandleFunc("GET /v1/decisions", func(w http.ResponseWriter, r *http.Request) {
+		match, limit, err := filterAndLimit(r)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"decisions": s.fleet.recentDecisions(match, limit)})
+	})
+	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
+		match, limit, err := filterAndLimit(r)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"events": s.fleet.recentEvents(match, limit)})
+	})
+}
+
+func (s *server) handleSeries(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	scope, name := q.Get("scope"), q.Get("name")
+	var match func(node, region string) bool
+	switch scope {
+	case "", "fleet":
+		scope, match = "fleet", func(string, string) bool { return true }
+	case "region":
+		match = func(_, region string) bool { return region == name }
+	case "node":
+		match = func(node, _ string) bool { return node == name }
+	default:
+		writeError(w, fmt.Errorf("scope: want fleet, region or node, got %q", scope))
+		return
+	}
+	if scope != "fleet" && name == "" {
+		writeError(w, fmt.Errorf("name: required for scope %s", scope))
+		return
+	}
+	window, err := durationParam(q.Get("window"), 15*time.Minute)
+	if err != nil {
+		writeError(w, fmt.Errorf("window: %w", err))
+		return
+	}
+	step, err := durationParam(q.Get("step"), window/60)
+	if err != nil || step < time.Second || window/step > 10_000 {
+		writeError(w, fmt.Errorf("step: want at least 1s and at most 10000 steps per window"))
+		return
+	}
+	to := time.Now()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"scope": scope, "name": name, "step_seconds": step.Seconds(),
+		"points": s.fleet.series(match, to.Add(-window), to, step),
+	})
+}
+
+func durationParam(v string, def time.Duration) (time.Duration, error) {
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("want a positive duration like 15m, got %q", v)
+	}
+	return d, nil
+}
+
+func filterAndLimit(r *http.Request) (func(node, region string) bool, int, error) {
+	q := r.URL.Query()
+	node, region := q.Get("node"), q.Get("region")
+	limit := 100
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxDecisions {
+			return nil, 0, fmt.Errorf("limit: want 1..%d, got %q", maxDecisions, v)
+		}
+		limit = n
+	}
+	return func(n, rg string) bool {
+		return (node == "" || n == node) && (region == "" || rg == region)
+	}, limit, nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+}

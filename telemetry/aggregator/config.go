@@ -1,0 +1,261 @@
+// Package aggregator is the central telemetry service, `perigee aggregate`:
+// it authenticates nodes, accepts their compressed batches exactly once into
+// an embedded on-disk store, answers fleet queries as JSON and Prometheus
+// metrics, serves the fleet dashboard and can forward to Prometheus
+// remote-write.
+package aggregator
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the aggregator's YAML configuration.
+type Config struct {
+	Listen          string            `yaml:"listen"`
+	TLS             TLSConfig         `yaml:"tls"`
+	Tokens          map[string]string `yaml:"tokens"`      // node → token
+	TokensFile      string            `yaml:"tokens_file"` // YAML map node → token
+	DataDir         string            `yaml:"data_dir"`
+	Retention       time.Duration     `yaml:"retention"`
+	MaxDecompressed ByteSize          `yaml:"max_decompressed"`
+	MaxSkew         time.Duration     `yaml:"max_skew"` // how far in the future a batch may be stamped
+	RemoteWrite     *RemoteWrite      `yaml:"remote_write"`
+	Regions         map[string]Coord  `yaml:"regions"` // where to draw each region on the map
+
+	lines map[string]int // key path → line, for validation messages
+	file  string
+}
+
+// TLSConfig names the certificate; both empty means a self-signed
+// development certificate kept in the data directory.
+type TLSConfig struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// RemoteWrite forwards fleet figures to a Prometheus remote-write endpoint.
+type RemoteWrite struct {
+	URL      string        `yaml:"url"`
+	Interval time.Duration `yaml:"interval"`
+}
+
+// Coord is a latitude and longitude in degrees.
+type Coord struct {
+	Lat float64 `yaml:"lat" json:"lat"`
+	Lon float64 `yaml:"lon" json:"lon"`
+}
+
+// ByteSize is a size in bytes, written in YAML as 16MiB, 512KiB, 1GB or a
+// plain number.
+type ByteSize int64
+
+// UnmarshalYAML parses a size with an optional unit.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseByteSize(n.Value)
+	if err != nil {
+		return err
+	}
+	*b = ByteSize(v)
+	return nil
+}
+
+// ParseByteSize parses 16MiB, 512KiB, 1GB, 100 (bytes).
+func ParseByteSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || v < 0 || v > (1<<62)/mult {
+		return 0, fmt.Errorf("invalid size %q (want e.g. 16MiB)", s)
+	}
+	return v * mult, nil
+}
+
+// Defaults for zero fields.
+const (
+	DefaultRetention       = 7 * 24 * time.Hour
+	DefaultMaxDecompressed = 16 << 20
+	DefaultMaxSkew         = 2 * time.Minute
+	DefaultRemoteInterval  = 15 * time.Second
+)
+
+// LoadConfig reads and validates a YAML config. Unknown keys are errors;
+// every error names the file and line.
+func LoadConfig(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("aggregator config: %w", err)
+	}
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return Config{}, yamlError(path, err)
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return Config{}, yamlError(path, err)
+	}
+	cfg.file = path
+	cfg.lines = map[string]int{}
+	indexLines(&root, "", cfg.lines)
+	// Relative paths in the file are relative to the file.
+	dir := dirOf(path)
+	for _, p := range []*string{&cfg.TokensFile, &cfg.DataDir, &cfg.TLS.Cert, &cfg.TLS.Key} {
+		if *p != "" && !strings.HasPrefix(*p, "/") {
+			*p = dir + *p
+		}
+	}
+	return cfg, cfg.Validate()
+}
+
+func dirOf(path string) string {
+	if i := strings.LastIndexByte(path, '/'); i >= 0 {
+		return path[:i+1]
+	}
+	return ""
+}
+
+// yamlError turns "yaml: line 3: ..." into "file:3: ...".
+func yamlError(path string, err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		msgs := make([]string, len(te.Errors))
+		for i, m := range te.Errors {
+			msgs[i] = path + ":" + strings.TrimPrefix(m, "line ")
+		}
+		return errors.New(strings.Join(msgs, "\n"))
+	}
+	return fmt.Errorf("%s:%s", path, strings.TrimPrefix(strings.TrimPrefix(err.Error(), "yaml: "), "line "))
+}
+
+func indexLines(n *yaml.Node, prefix string, out map[string]int) {
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		indexLines(n.Content[0], prefix, out)
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		key := prefix + n.Content[i].Value
+		out[key] = n.Content[i].Line
+		indexLines(n.Content[i+1], key+".", out)
+	}
+}
+
+// Validate fills defaults and checks every field.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, a ...any) {
+		where := c.file
+		if line := c.lines[key]; line > 0 {
+			where = fmt.Sprintf("%s:%d", c.file, line)
+		}
+		if where == "" {
+			where = "config"
+		}
+		errs = append(errs, fmt.Errorf("%s: %s: %s", where, key, fmt.Sprintf(format, a...)))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen", "want host:port, got %q", c.Listen)
+	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		bad("tls", "give both cert and key, or neither for a development certificate")
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "required")
+	}
+	if len(c.Tokens) == 0 && c.TokensFile == "" {
+		bad("tokens", "give tokens or tokens_file: nodes must authenticate")
+	}
+	for node, tok := range c.Tokens {
+		if len(tok) < 16 {
+			bad("tokens."+node, "token shorter than 16 characters")
+		}
+	}
+	switch {
+	case c.Retention == 0:
+		c.Retention = DefaultRetention
+	case c.Retention < time.Minute:
+		bad("retention", "%v is shorter than a minute", c.Retention)
+	}
+	switch {
+	case c.MaxDecompressed == 0:
+		c.MaxDecompressed = DefaultMaxDecompressed
+	case c.MaxDecompressed < 1<<10:
+		bad("max_decompressed", "%d bytes is too small for a batch", c.MaxDecompressed)
+	}
+	if c.MaxSkew == 0 {
+		c.MaxSkew = DefaultMaxSkew
+	} else if c.MaxSkew < 0 {
+		bad("max_skew", "must be positive")
+	}
+	if rw := c.RemoteWrite; rw != nil {
+		if u, err := url.Parse(rw.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("remote_write.url", "want an http(s) URL, got %q", rw.URL)
+		}
+		if rw.Interval == 0 {
+			rw.Interval = DefaultRemoteInterval
+		} else if rw.Interval < time.Second {
+			bad("remote_write.interval", "%v is shorter than a second", rw.Interval)
+		}
+	}
+	for name, p := range c.Regions {
+		if p.Lat < -90 || p.Lat > 90 || p.Lon < -180 || p.Lon > 180 {
+			bad("regions."+name, "lat/lon out of range")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// loadTokens merges Tokens and TokensFile into token → node. A node named
+// "*" may send as any node: for development fleets only.
+func (c *Config) loadTokens() (map[string]string, error) {
+	all := map[string]string{}
+	for n, t := range c.Tokens {
+		all[n] = t
+	}
+	if c.TokensFile != "" {
+		b, err := os.ReadFile(c.TokensFile)
+		if err != nil {
+			return nil, fmt.Errorf("tokens_file: %w", err)
+		}
+		var m map[string]string
+		if err := yaml.Unmarshal(b, &m); err != nil {
+			return nil, yamlError(c.TokensFile, err)
+		}
+		for n, t := range m {
+			if len(t) < 16 {
+				return nil, fmt.Errorf("%s: token of node %q shorter than 16 characters", c.TokensFile, n)
+			}
+			all[n] = t
+		}
+	}
+	byToken := make(map[string]string, len(all))
+	for n, t := range all {
+		if other, dup := byToken[t]; dup {
+			return nil, fmt.Errorf("tokens: nodes %q and %q share a token", other, n)
+		}
+		byToken[t] = n
+	}
+	return byToken, nil
+}

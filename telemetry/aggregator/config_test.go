@@ -1,0 +1,42 @@
+package aggregator
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestExampleConfigLoads(t *testing.T) {
+	cfg, err := LoadConfig("agg.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:9443" || cfg.MaxDecompressed != 16<<20 || cfg.TokensFile != "tokens.example.yaml" {
+		t.Fatalf("%+v", cfg)
+	}
+	tokens, err := cfg.loadTokens()
+	if err != nil || tokens["dev-fleet-token-change-me"] != anyNode {
+		t.Fatalf("tokens %v, %v", tokens, err)
+	}
+}
+
+func TestLoadConfigErrorsNameFileAndLine(t *testing.T) {
+	cases := map[string]struct{ yaml, want string }{
+		"unknown key":  {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\nlisten_addr: x\n", "agg.yaml:4: field listen_addr not found"},
+		"bad size":     {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\nmax_decompressed: lots\n", `invalid size "lots"`},
+		"bad listen":   {"listen: nowhere\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\n", "agg.yaml:1: listen: want host:port"},
+		"short token":  {"listen: 127.0.0.1:1\ndata_dir: d\ntokens:\n  a: short\n", "agg.yaml:4: tokens.a: token shorter"},
+		"no tokens":    {"listen: 127.0.0.1:1\ndata_dir: d\n", "tokens: give tokens or tokens_file"},
+		"remote write": {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\nremote_write:\n  url: ftp://x\n", "agg.yaml:5: remote_write.url"},
+		"half tls":     {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\ntls: {cert: c.pem}\n", "agg.yaml:4: tls: give both"},
+	}
+	for name, c := range cases {
+		path := filepath.Join(t.TempDir(), "agg.yaml")
+		os.WriteFile(path, []byte(c.yaml), 0o600)
+		_, err := LoadConfig(path)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want %q", name, err, c.want)
+		}
+	}
+}

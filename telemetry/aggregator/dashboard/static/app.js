@@ -1,0 +1,125 @@
+"use strict";
+// The fleet dashboard: polls the aggregator's JSON API and redraws.
+const REFRESH_MS = 2000;
+const SVG = "http://www.w3.org/2000/svg";
+
+// Very coarse continent outlines (lon, lat), enough to place the dots.
+const LAND = [
+  [[-168,65],[-140,70],[-95,72],[-75,62],[-55,52],[-67,45],[-80,32],[-81,25],[-97,26],[-97,18],[-87,15],[-78,8],[-105,22],[-117,32],[-124,40],[-125,49],[-140,60],[-165,60]],
+  [[-78,8],[-60,10],[-50,0],[-35,-6],[-40,-22],[-58,-38],[-68,-55],[-74,-45],[-72,-20],[-81,-5]],
+  [[-10,36],[-9,43],[-2,48],[-5,54],[5,58],[10,63],[20,70],[30,70],[40,66],[60,69],[100,77],[140,72],[180,68],[160,60],[140,52],[130,42],[122,30],[108,20],[100,8],[95,16],[80,8],[72,20],[58,25],[50,30],[35,36],[28,41],[15,38],[5,43],[-5,36]],
+  [[-17,21],[-6,35],[10,37],[32,31],[43,12],[51,11],[40,-15],[35,-25],[20,-35],[12,-18],[9,4],[-8,4],[-17,14]],
+  [[114,-22],[122,-18],[131,-12],[137,-12],[145,-15],[153,-28],[150,-38],[140,-38],[131,-31],[115,-34]],
+];
+
+const project = (lon, lat) => [(lon + 180) * 2, (90 - lat) * 2];
+
+function el(tag, attrs, parent) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (parent) parent.appendChild(e);
+  return e;
+}
+
+function drawMap(regions) {
+  const map = document.getElementById("map");
+  map.replaceChildren();
+  for (let lon = -150; lon <= 150; lon += 30) el("line", {class: "grid", x1: project(lon, 0)[0], y1: 0, x2: project(lon, 0)[0], y2: 360}, map);
+  for (let lat = -60; lat <= 60; lat += 30) el("line", {class: "grid", x1: 0, y1: project(0, lat)[1], x2: 720, y2: project(0, lat)[1]}, map);
+  for (const poly of LAND) el("polygon", {class: "land", points: poly.map(p => project(p[0], p[1]).join(",")).join(" ")}, map);
+  const unplaced = document.getElementById("unplaced");
+  unplaced.replaceChildren();
+  for (const r of regions) {
+    if (!r.coord) {
+      const li = document.createElement("li");
+      li.textContent = `${r.name || "(no region)"}: ${r.up}/${r.nodes} up, ${r.rps.toFixed(0)} rps (location unknown)`;
+      unplaced.appendChild(li);
+      continue;
+    }
+    const [x, y] = project(r.coord.lon, r.coord.lat);
+    const health = r.up === r.nodes ? "up" : r.up > 0 ? "stale" : "down";
+    const color = {up: "#5fd17a", stale: "#e3b341", down: "#f0605d"}[health];
+    const g = el("g", {class: "region", "data-region": r.name}, map);
+    el("circle", {cx: x, cy: y, r: 4 + Math.min(14, Math.sqrt(r.rps) / 3), fill: color, "fill-opacity": .75}, g);
+    el("text", {x: x + 8, y: y - 6}, g).textContent = `${r.name} ${r.up}/${r.nodes} · ${r.rps.toFixed(0)} rps · p99 ${r.p99_ms.toFixed(0)} ms`;
+  }
+}
+
+function drawChart(id, points, lines) {
+  const svg = document.getElementById(id);
+  svg.replaceChildren();
+  el("line", {class: "axis", x1: 30, y1: 120, x2: 395, y2: 120}, svg);
+  if (points.length === 0) { el("text", {x: 150, y: 70}, svg).textContent = "no data yet"; return; }
+  const t0 = Date.parse(points[0].t), t1 = Math.max(Date.parse(points[points.length - 1].t), t0 + 1);
+  const top = Math.max(1e-9, ...points.flatMap(p => lines.map(l => p[l.key])));
+  el("text", {x: 0, y: 12}, svg).textContent = top.toFixed(top < 10 ? 1 : 0);
+  el("text", {x: 0, y: 122}, svg).textContent = "0";
+  for (const l of lines) {
+    const pts = points.map(p => `${30 + 365 * (Date.parse(p.t) - t0) / (t1 - t0)},${120 - 110 * p[l.key] / top}`);
+    el("polyline", {points: pts.join(" "), stroke: l.color}, svg);
+  }
+}
+
+function cell(tr, text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (cls) td.className = cls;
+  tr.appendChild(td);
+}
+
+function drawNodes(nodes) {
+  const body = document.getElementById("nodes");
+  body.replaceChildren();
+  for (const n of nodes) {
+    const tr = document.createElement("tr");
+    tr.dataset.node = n.node;
+    cell(tr, n.node); cell(tr, n.region); cell(tr, n.status, n.status);
+    cell(tr, n.rps.toFixed(1), "num"); cell(tr, n.p99_ms.toFixed(1), "num");
+    cell(tr, (100 * n.error_rate).toFixed(2) + "%", "num"); cell(tr, n.cpu.toFixed(2), "num");
+    cell(tr, `${n.healthy_backends}/${n.backends}`, "num");
+    cell(tr, n.telemetry_bytes_per_sec.toFixed(0), "num");
+    cell(tr, new Date(n.last_seen).toLocaleTimeString());
+    body.appendChild(tr);
+  }
+}
+
+function drawDecisions(decisions) {
+  const body = document.getElementById("decisions");
+  body.replaceChildren();
+  for (const d of decisions) {
+    const tr = document.createElement("tr");
+    cell(tr, new Date(d.time).toLocaleTimeString()); cell(tr, d.node); cell(tr, d.action);
+    cell(tr, [d.service, d.target].filter(Boolean).join(" ")); cell(tr, String(d.value), "num");
+    cell(tr, d.reason || ""); cell(tr, d.rejected ? "rejected: " + d.rejected : d.dry_run ? "dry run" : d.applied ? "applied" : "not applied");
+    body.appendChild(tr);
+  }
+}
+
+async function getJSON(path) {
+  const r = await fetch(path, {cache: "no-store"});
+  if (!r.ok) throw new Error(`${path}: ${r.status}`);
+  return r.json();
+}
+
+async function refresh() {
+  try {
+    const [fleet, series, decisions] = await Promise.all([
+      getJSON("/v1/fleet"), getJSON("/v1/series?scope=fleet&window=15m&step=10s"), getJSON("/v1/decisions?limit=20"),
+    ]);
+    const up = fleet.nodes.filter(n => n.status === "up").length;
+    document.getElementById("totals").textContent =
+      `${fleet.nodes.length} nodes (${up} up) in ${fleet.regions.length} regions · ${fleet.batches} batches, ${fleet.records} records`;
+    drawMap(fleet.regions);
+    drawNodes(fleet.nodes);
+    drawChart("chart-rps", series.points, [{key: "rps", color: "#58a6ff"}]);
+    drawChart("chart-lat", series.points, [{key: "p50_ms", color: "#5fd17a"}, {key: "p99_ms", color: "#f0605d"}]);
+    drawDecisions(decisions.decisions);
+    document.getElementById("status").textContent = "updated " + new Date().toLocaleTimeString();
+    document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes) + 1);
+  } catch (e) {
+    document.getElementById("status").textContent = "refresh failed: " + e.message;
+  }
+}
+
+refresh();
+setInterval(refresh, REFRESH_MS);

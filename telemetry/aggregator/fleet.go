@@ -1,0 +1,199 @@
+package aggregator
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"perigee/telemetry"
+	"perigee/telemetry/wire"
+)
+
+// fleet is the in-memory view rebuilt from the store at start: per-node
+// series, the batch ids seen (for deduplication), and the recent decisions
+// and events. The store is the truth; this is its index.
+type fleet struct {
+	mu        sync.RWMutex
+	nodes     map[string]*nodeState
+	decisions []telemetry.Decision // arrival order
+	events    []telemetry.Event
+	batches   uint64
+	records   uint64
+}
+
+// Memory bounds for the history kept for queries; the store keeps all.
+const (
+	maxDecisions = 10_000
+	maxEvents    = 10_000
+)
+
+type nodeState struct {
+	region   string
+	lastSeen time.Time // when its last batch arrived
+	last     point
+	points   []point              // time order
+	seqs     map[uint64]time.Time // stored batch ids → batch time
+	pending  map[uint64]bool      // being stored right now
+	cost     wire.Cost
+	costAt   time.Time
+	costRate float64 // telemetry bytes/s, from the last two batches
+	access   uint64  // sampled access records received
+}
+
+// point is one node sample reduced to what the queries read.
+type point struct {
+	T        time.Time
+	RPS      float64
+	CPU      float64
+	ErrRate  float64
+	InFlight int64
+	Mem      uint64
+	Healthy  int
+	Backends int
+	Latency  telemetry.HistogramSnapshot
+}
+
+func newFleet() *fleet { return &fleet{nodes: map[string]*nodeState{}} }
+
+func (f *fleet) node(name string) *nodeState {
+	n := f.nodes[name]
+	if n == nil {
+		n = &nodeState{seqs: map[uint64]time.Time{}, pending: map[uint64]bool{}}
+		f.nodes[name] = n
+	}
+	return n
+}
+
+// reservation is the outcome of claiming a batch id.
+type reservation int
+
+const (
+	claimed   reservation = iota // new: the caller stores it
+	duplicate                    // already stored
+	inFlight                     // another request is storing it now
+)
+
+func (f *fleet) reserve(node string, seq uint64) reservation {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := f.node(node)
+	if _, ok := n.seqs[seq]; ok {
+		return duplicate
+	}
+	if n.pending[seq] {
+		return inFlight
+	}
+	n.pending[seq] = true
+	return claimed
+}
+
+func (f *fleet) release(node string, seq uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.node(node).pending, seq)
+}
+
+// apply folds a stored batch into the view. Replay at start calls it too,
+// in store order, with the time each batch was received.
+func (f *fleet) apply(b *wire.Batch, received time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := f.node(b.Node)
+	delete(n.pending, b.Seq)
+	if _, dup := n.seqs[b.Seq]; dup {
+		return
+	}
+	n.seqs[b.Seq] = b.Created
+	f.batches++
+	f.records += uint64(b.Records())
+	if received.After(n.lastSeen) {
+		n.lastSeen = received
+	}
+	for i := range b.Samples {
+		s := &b.Samples[i]
+		if s.Region != "" {
+			n.region = s.Region
+		}
+		p := reduce(s)
+		i := len(n.points)
+		for i > 0 && n.points[i-1].T.After(p.T) {
+			i-- // late batches from a spool land in time order
+		}
+		n.points = slices.Insert(n.points, i, p)
+		if !p.T.Before(n.last.T) {
+			n.last = p
+		}
+	}
+	for i := range b.Decisions {
+		d := b.Decisions[i]
+		d.Node = b.Node // the authenticated sender, whatever the record says
+		f.decisions = append(f.decisions, d)
+	}
+	if over := len(f.decisions) - maxDecisions; over > 0 {
+		f.decisions = slices.Delete(f.decisions, 0, over)
+	}
+	for i := range b.Events {
+		e := b.Events[i]
+		e.Node = b.Node
+		f.events = append(f.events, e)
+	}
+	if over := len(f.events) - maxEvents; over > 0 {
+		f.events = slices.Delete(f.events, 0, over)
+	}
+	n.access += uint64(len(b.Access))
+	if c := b.Cost; c != nil {
+		if dt := b.Created.Sub(n.costAt).Seconds(); !n.costAt.IsZero() && dt > 0 && c.BytesSent >= n.cost.BytesSent {
+			n.costRate = float64(c.BytesSent-n.cost.BytesSent) / dt
+		}
+		n.cost, n.costAt = *c, b.Created
+	}
+}
+
+func reduce(s *telemetry.NodeSample) point {
+	p := point{T: s.Time, RPS: s.RPS, CPU: s.CPU, InFlight: s.InFlight, Mem: s.MemBytes}
+	var errs float64
+	var svcRPS float64
+	for _, v := range s.Services {
+		p.Latency.Merge(v.Latency)
+		errs += v.ErrorRate * v.RPS
+		svcRPS += v.RPS
+		p.Healthy += v.HealthyBackends
+		p.Backends += v.Backends
+	}
+	if svcRPS > 0 {
+		p.ErrRate = errs / svcRPS
+	}
+	return p
+}
+
+// prune forgets everything older than cutoff, batch ids included: a batch
+// that old is refused at ingest, so it cannot come back as a duplicate.
+func (f *fleet) prune(cutoff time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for name, n := range f.nodes {
+		i := 0
+		for i < len(n.points) && n.points[i].T.Before(cutoff) {
+			i++
+		}
+		n.points = slices.Delete(n.points, 0, i)
+		for seq, t := range n.seqs {
+			if t.Before(cutoff) {
+				delete(n.seqs, seq)
+			}
+		}
+		if n.lastSeen.Before(cutoff) && len(n.pending) == 0 {
+			delete(f.nodes, name)
+		}
+	}
+	cutDecisions := 0
+	for cutDecisions < len(f.decisions) && f.decisions[cutDecisions].Time.Before(cutoff) {
+		cutDecisions++
+	}
+	f.decisions = slices.Delete(f.decisions, 0, cutDecisions)
+	cutEvents := 0
+	for cutEvents < len(f.events) && f.events[cutEvents].Time.Before(cutoff) {
+		cutEvents++
+	}
+	f.events = slices.Delete(f.events, 0, cutEvents)
+}

@@ -1,0 +1,160 @@
+package aggregator_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"perigee/telemetry"
+	"perigee/telemetry/aggregator"
+	"perigee/telemetry/wire"
+)
+
+func seal(t testing.TB, b *wire.Batch) []byte {
+	s, err := wire.NewSealer(wire.CodecZstd, wire.DefaultLevel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Seal(b)
+}
+
+func post(t testing.TB, a *agg, token string, body []byte) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, a.url("/v1/ingest"), bytes.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := a.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(msg)
+}
+
+func TestIngestRefusesBadInputAndKeepsServing(t *testing.T) {
+	a := startAggregator(t, func(c *aggregator.Config) { c.MaxDecompressed = 1 << 20 })
+	now := time.Now()
+	good := seal(t, &wire.Batch{Node: "node-a", Seq: 1, Created: now, Samples: []telemetry.NodeSample{sample("node-a", 7)}})
+	corrupt := bytes.Clone(good)
+	corrupt[len(corrupt)/2] ^= 0xff
+	zw, _ := zstd.NewWriter(nil)
+	bomb := wire.AppendFrame(nil, wire.Frame{Node: "node-a", Seq: 2, Created: now, Codec: wire.CodecZstd, RawLen: 1000,
+		Body: zw.EncodeAll(make([]byte, 256<<20), nil)})
+	skewed := seal(t, &wire.Batch{Node: "node-a", Seq: 3, Created: now.Add(time.Hour), Samples: []telemetry.NodeSample{sample("node-a", 1)}})
+	skewedRecord := seal(t, &wire.Batch{Node: "node-a", Seq: 4, Created: now,
+		Decisions: []telemetry.Decision{{Time: now.Add(24 * time.Hour), Action: "scale"}}})
+	tooOld := seal(t, &wire.Batch{Node: "node-a", Seq: 5, Created: now.AddDate(0, -1, 0), Samples: []telemetry.NodeSample{sample("node-a", 1)}})
+
+	cases := []struct {
+		name, token string
+		body        []byte
+		status      int
+		result      string
+	}{
+		{"no token", "", good, 401, "unauthorized"},
+		{"wrong token", "not-a-token-of-anyone", good, 401, "unauthorized"},
+		{"other node's token", tokenB, good, 403, "node_mismatch"},
+		{"garbage", tokenA, []byte("hello"), 400, "malformed"},
+		{"corrupt frame", tokenA, corrupt, 400, "corrupt"},
+		{"oversized body", tokenA, make([]byte, 2<<20), 413, "too_large"},
+		{"zip bomb", tokenA, bomb, 413, "too_large"},
+		{"clock skew", tokenA, skewed, 422, "clock_skew"},
+		{"record clock skew", tokenA, skewedRecord, 422, "clock_skew"},
+		{"older than retention", tokenA, tooOld, 422, "too_old"},
+		{"good", tokenA, good, 200, "stored"},
+		{"replayed", tokenA, good, 200, "duplicate"},
+	}
+	for _, c := range cases {
+		status, msg := post(t, a, c.token, c.body)
+		if status != c.status || !strings.Contains(msg, c.result) {
+			t.Errorf("%s: got %d %q, want %d %s", c.name, status, msg, c.status, c.result)
+		}
+	}
+	m := a.metrics(t)
+	for result, want := range map[string]string{"unauthorized": "2", "node_mismatch": "1", "malformed": "1", "corrupt": "1",
+		"too_large": "2", "clock_skew": "2", "too_old": "1", "stored": "1", "duplicate": "1"} {
+		if got := metricValue(m, `perigee_aggregator_batches_total{result="`+result+`"}`); got != want {
+			t.Errorf("counter %s = %s, want %s", result, got, want)
+		}
+	}
+	// The replay did not count twice, and the bomb's node is not invented.
+	n, ok := fleetNode(t, a, "node-a")
+	if !ok || n.Batches != 1 || n.RPS != 7 {
+		t.Fatalf("node-a after replay: %+v (found %v)", n, ok)
+	}
+	if got := metricValue(m, "perigee_aggregator_records_total"); got != "1" {
+		t.Errorf("records_total = %s, want 1", got)
+	}
+}
+
+func TestShipperMovesToHTTP3AndFleetShowsIt(t *testing.T) {
+	a := startAggregator(t, nil)
+	s := newShipper(t, a, "node-a", tokenA, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	i := 0
+	eventually(t, "a batch acknowledged over HTTP/3", func() bool {
+		i++
+		s.AddSample(sample("node-a", i))
+		s.AddDecision(telemetry.Decision{Time: time.Now(), Region: "eu-west", Policy: "p", Action: "weight", Reason: "test"})
+		return s.Stats().LastProto == "HTTP/3.0"
+	})
+	eventually(t, "node-a in the fleet", func() bool {
+		n, ok := fleetNode(t, a, "node-a")
+		return ok && n.Status == "up" && n.Region == "eu-west" && n.P99MS > 0
+	})
+	var d struct{ Decisions []telemetry.Decision }
+	a.getJSON(t, "/v1/decisions?node=node-a&limit=5", &d)
+	if len(d.Decisions) == 0 || d.Decisions[0].Node != "node-a" || d.Decisions[0].Reason != "test" {
+		t.Fatalf("decisions: %+v", d.Decisions)
+	}
+	var series struct{ Points []aggregator.SeriesPoint }
+	a.getJSON(t, "/v1/series?scope=region&name=eu-west&window=5m&step=1s", &series)
+	if len(series.Points) == 0 || series.Points[len(series.Points)-1].RPS <= 0 {
+		t.Fatalf("region series: %+v", series.Points)
+	}
+	m := a.metrics(t)
+	if got := metricValue(m, `perigee_fleet_nodes{status="up"}`); got != "1" {
+		t.Errorf("fleet nodes up = %s", got)
+	}
+	for _, path := range []string{"/v1/series?scope=moon", "/v1/series?scope=node", "/v1/decisions?limit=-1", "/v1/series?step=1ms"} {
+		resp, err := a.client.Get(a.url(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("GET %s: %d, want 400", path, resp.StatusCode)
+		}
+	}
+}
+
+// A batch stored before a restart is still known after it: the dedup set
+// is rebuilt from the store, so a resend cannot count twice.
+func TestDedupSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	frame := seal(t, &wire.Batch{Node: "node-a", Seq: 99, Created: time.Now(), Samples: []telemetry.NodeSample{sample("node-a", 3)}})
+	a := startAggregator(t, func(c *aggregator.Config) { c.DataDir = dir })
+	if status, msg := post(t, a, tokenA, frame); status != 200 || !strings.Contains(msg, "stored") {
+		t.Fatalf("first post: %d %s", status, msg)
+	}
+	a.stop()
+	a = startAggregator(t, func(c *aggregator.Config) { c.DataDir = dir })
+	if status, msg := post(t, a, tokenA, frame); status != 200 || !strings.Contains(msg, "duplicate") {
+		t.Fatalf("post after restart: %d %s", status, msg)
+	}
+	if n, ok := fleetNode(t, a, "node-a"); !ok || n.Batches != 1 || n.RPS != 3 {
+		t.Fatalf("node-a after restart: %+v", n)
+	}
+}

@@ -1,0 +1,99 @@
+package aggregator
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	batches     *prometheus.CounterVec
+	records     prometheus.Counter
+	bytesIn     prometheus.Counter
+	rawBytes    prometheus.Counter
+	remoteWrite *prometheus.CounterVec
+}
+
+func newMetrics(reg *prometheus.Registry, s *server) *metrics {
+	m := &metrics{
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "perigee_aggregator_batches_total", Help: "Batches received, by result (stored, duplicate or why refused).",
+		}, []string{"result"}),
+		records: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "perigee_aggregator_records_total", Help: "Records in stored batches.",
+		}),
+		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "perigee_aggregator_received_bytes_total", Help: "Compressed batch bytes received.",
+		}),
+		rawBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "perigee_aggregator_decompressed_bytes_total", Help: "Decompressed bytes of stored batches.",
+		}),
+		remoteWrite: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "perigee_aggregator_remote_write_total", Help: "Remote-write pushes, by result.",
+		}, []string{"result"}),
+	}
+	reg.MustRegister(m.batches, m.records, m.bytesIn, m.rawBytes, m.remoteWrite, fleetCollector{s})
+	return m
+}
+
+// figure is one fleet-wide value, shared by /metrics and remote-write so
+// both say the same thing.
+type figure struct {
+	name, help string
+	labels     []string // name, value pairs
+	value      float64
+}
+
+func fleetFigures(v FleetView) []figure {
+	var out []figure
+	add := func(name, help string, value float64, labels ...string) {
+		out = append(out, figure{name: name, help: help, labels: labels, value: value})
+	}
+	byStatus := map[string]float64{"up": 0, "stale": 0, "down": 0}
+	var rps float64
+	for _, n := range v.Nodes {
+		byStatus[n.Status]++
+		up := 0.0
+		if n.Status == "up" {
+			up = 1
+			rps += n.RPS
+		}
+		add("perigee_node_up", "1 if the node's last batch is recent.", up, "node", n.Node, "region", n.Region)
+		add("perigee_node_rps", "Requests per second in the node's last sample.", n.RPS, "node", n.Node, "region", n.Region)
+		add("perigee_node_cpu_cores", "Cores busy in the node's last sample.", n.CPU, "node", n.Node, "region", n.Region)
+		add("perigee_node_telemetry_bytes_per_second", "What shipping telemetry costs the node, on the wire.", n.TelemetryBytesPerSec, "node", n.Node, "region", n.Region)
+		add("perigee_node_telemetry_encode_cpu_seconds", "CPU the node spent encoding telemetry, cumulative.", n.Telemetry.EncodeCPU.Seconds(), "node", n.Node, "region", n.Region)
+	}
+	for _, st := range []string{"up", "stale", "down"} {
+		add("perigee_fleet_nodes", "Nodes known to the aggregator, by health.", byStatus[st], "status", st)
+	}
+	add("perigee_fleet_rps", "Requests per second across nodes that are up.", rps)
+	for _, r := range v.Regions {
+		add("perigee_region_rps", "Requests per second across the region's nodes that are up.", r.RPS, "region", r.Name)
+		add("perigee_region_p99_seconds", "p99 latency over the region's merged histograms.", r.P99MS/1000, "region", r.Name)
+		add("perigee_region_error_ratio", "Share of failed responses in the region.", r.ErrPct/100, "region", r.Name)
+	}
+	return out
+}
+
+// fleetCollector computes the fleet figures at scrape time.
+type fleetCollector struct{ s *server }
+
+func (fleetCollector) Describe(chan<- *prometheus.Desc) {} // unchecked: the label sets vary
+
+func (c fleetCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, f := range fleetFigures(c.s.fleet.view(time.Now(), c.s.places)) {
+		var names, values []string
+		for i := 0; i+1 < len(f.labels); i += 2 {
+			names = append(names, f.labels[i])
+			values = append(values, f.labels[i+1])
+		}
+		m, err := prometheus.NewConstMetric(prometheus.NewDesc(f.name, f.help, names, nil), prometheus.GaugeValue, f.value, values...)
+		if err != nil {
+			// A label value a node sent that Prometheus cannot carry
+			// (not UTF-8): leave the series out rather than fail the scrape.
+			continue
+		}
+		ch <- m
+	}
+}

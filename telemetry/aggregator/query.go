@@ -1,0 +1,223 @@
+package aggregator
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"perigee/telemetry"
+	"perigee/telemetry/wire"
+)
+
+// Health thresholds: a node whose last batch is older than staleAfter is
+// "stale", older than downAfter "down".
+const (
+	staleAfter = 30 * time.Second
+	downAfter  = 2 * time.Minute
+)
+
+// NodeView is one node in the fleet answer.
+type NodeView struct {
+	Node      string    `json:"node"`
+	Region    string    `json:"region"`
+	Status    string    `json:"status"` // up, stale, down
+	LastSeen  time.Time `json:"last_seen"`
+	SampledAt time.Time `json:"sampled_at"`
+	RPS       float64   `json:"rps"`
+	CPU       float64   `json:"cpu"`
+	MemBytes  uint64    `json:"mem_bytes"`
+	InFlight  int64     `json:"in_flight"`
+	ErrorRate float64   `json:"error_rate"`
+	P50MS     float64   `json:"p50_ms"`
+	P99MS     float64   `json:"p99_ms"`
+	Healthy   int       `json:"healthy_backends"`
+	Backends  int       `json:"backends"`
+	Batches   int       `json:"batches"`
+	Access    uint64    `json:"access_records"`
+	// Telemetry is the node's own shipping cost.
+	Telemetry            wire.Cost `json:"telemetry"`
+	TelemetryBytesPerSec float64   `json:"telemetry_bytes_per_sec"`
+}
+
+// RegionView sums a region's nodes.
+type RegionView struct {
+	Name   string  `json:"name"`
+	Coord  *Coord  `json:"coord,omitempty"` // nil when the region's place is unknown
+	Nodes  int     `json:"nodes"`
+	Up     int     `json:"up"`
+	RPS    float64 `json:"rps"`
+	P99MS  float64 `json:"p99_ms"`
+	ErrPct float64 `json:"error_pct"`
+}
+
+// FleetView is the answer to /v1/fleet.
+type FleetView struct {
+	Time    time.Time    `json:"time"`
+	Nodes   []NodeView   `json:"nodes"`
+	Regions []RegionView `json:"regions"`
+	Batches uint64       `json:"batches"`
+	Records uint64       `json:"records"`
+}
+
+// SeriesPoint is one step of a series; rates and CPU add across nodes and
+// latency quantiles come from exactly merged histograms.
+type SeriesPoint struct {
+	T         time.Time `json:"t"`
+	RPS       float64   `json:"rps"`
+	CPU       float64   `json:"cpu"`
+	ErrorRate float64   `json:"error_rate"`
+	P50MS     float64   `json:"p50_ms"`
+	P99MS     float64   `json:"p99_ms"`
+	Nodes     int       `json:"nodes"`
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func status(lastSeen, now time.Time) string {
+	switch age := now.Sub(lastSeen); {
+	case age > downAfter:
+		return "down"
+	case age > staleAfter:
+		return "stale"
+	}
+	return "up"
+}
+
+func (f *fleet) view(now time.Time, places map[string]Coord) FleetView {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	v := FleetView{Time: now, Batches: f.batches, Records: f.records, Nodes: []NodeView{}, Regions: []RegionView{}}
+	regions := map[string]*RegionView{}
+	regionLat := map[string]*telemetry.HistogramSnapshot{}
+	for name, n := range f.nodes {
+		if len(n.seqs) == 0 {
+			continue // only ever reserved, never stored
+		}
+		p := n.last
+		nv := NodeView{
+			Node: name, Region: n.region, Status: status(n.lastSeen, now), LastSeen: n.lastSeen, SampledAt: p.T,
+			RPS: p.RPS, CPU: p.CPU, MemBytes: p.Mem, InFlight: p.InFlight, ErrorRate: p.ErrRate,
+			P50MS: ms(p.Latency.Quantile(0.5)), P99MS: ms(p.Latency.Quantile(0.99)),
+			Healthy: p.Healthy, Backends: p.Backends, Batches: len(n.seqs), Access: n.access,
+			Telemetry: n.cost, TelemetryBytesPerSec: n.costRate,
+		}
+		v.Nodes = append(v.Nodes, nv)
+		r := regions[n.region]
+		if r == nil {
+			r = &RegionView{Name: n.region}
+			if c, ok := places[n.region]; ok {
+				r.Coord = &c
+			}
+			regions[n.region] = r
+			regionLat[n.region] = &telemetry.HistogramSnapshot{}
+		}
+		r.Nodes++
+		if nv.Status == "up" {
+			r.Up++
+			r.RPS += p.RPS
+			r.ErrPct += 100 * p.ErrRate * p.RPS
+			regionLat[n.region].Merge(p.Latency)
+		}
+	}
+	for name, r := range regions {
+		r.P99MS = ms(regionLat[name].Quantile(0.99))
+		if r.RPS > 0 {
+			r.ErrPct /= r.RPS
+		}
+		v.Regions = append(v.Regions, *r)
+	}
+	slices.SortFunc(v.Nodes, func(a, b NodeView) int { return cmp.Or(cmp.Compare(a.Region, b.Region), cmp.Compare(a.Node, b.Node)) })
+	slices.SortFunc(v.Regions, func(a, b RegionView) int { return cmp.Compare(a.Name, b.Name) })
+	return v
+}
+
+// series buckets the samples of the nodes that match into steps: each
+// node's samples in a step are averaged, then nodes are summed.
+func (f *fleet) series(match func(node, region string) bool, from, to time.Time, step time.Duration) []SeriesPoint {
+	type acc struct {
+		rps, cpu, errW float64
+		lat            telemetry.HistogramSnapshot
+		nodes          int
+	}
+	total := map[int64]*acc{}
+	f.mu.RLock()
+	for name, n := range f.nodes {
+		if !match(name, n.region) {
+			continue
+		}
+		lo, _ := slices.BinarySearchFunc(n.points, from, func(p point, t time.Time) int { return p.T.Compare(t) })
+		own := map[int64]*acc{}
+		for _, p := range n.points[lo:] {
+			if p.T.After(to) {
+				break
+			}
+			k := p.T.UnixNano() / int64(step)
+			a := own[k]
+			if a == nil {
+				a = &acc{}
+				own[k] = a
+			}
+			a.rps += p.RPS
+			a.cpu += p.CPU
+			a.errW += p.ErrRate * p.RPS
+			a.lat.Merge(p.Latency)
+			a.nodes++ // here: samples of this node in the step
+		}
+		for k, a := range own {
+			t := total[k]
+			if t == nil {
+				t = &acc{}
+				total[k] = t
+			}
+			n := float64(a.nodes)
+			t.rps += a.rps / n
+			t.cpu += a.cpu / n
+			t.errW += a.errW / n
+			t.lat.Merge(a.lat)
+			t.nodes++
+		}
+	}
+	f.mu.RUnlock()
+	out := make([]SeriesPoint, 0, len(total))
+	for k, a := range total {
+		sp := SeriesPoint{T: time.Unix(0, k*int64(step)).UTC(), RPS: a.rps, CPU: a.cpu, Nodes: a.nodes,
+			P50MS: ms(a.lat.Quantile(0.5)), P99MS: ms(a.lat.Quantile(0.99))}
+		if a.rps > 0 {
+			sp.ErrorRate = a.errW / a.rps
+		}
+		out = append(out, sp)
+	}
+	slices.SortFunc(out, func(a, b SeriesPoint) int { return a.T.Compare(b.T) })
+	return out
+}
+
+// recentDecisions returns up to limit matching decisions, newest first.
+func (f *fleet) recentDecisions(match func(node, region string) bool, limit int) []telemetry.Decision {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := []telemetry.Decision{}
+	for i := len(f.decisions) - 1; i >= 0 && len(out) < limit; i-- {
+		if d := f.decisions[i]; match(d.Node, d.Region) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// recentEvents returns up to limit events, newest first.
+func (f *fleet) recentEvents(match func(node, region string) bool, limit int) []telemetry.Event {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := []telemetry.Event{}
+	for i := len(f.events) - 1; i >= 0 && len(out) < limit; i-- {
+		e := f.events[i]
+		region := ""
+		if n := f.nodes[e.Node]; n != nil {
+			region = n.region
+		}
+		if match(e.Node, region) {
+			out = append(out, e)
+		}
+	}
+	return out
+}

@@ -1,0 +1,43 @@
+package aggregator
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"perigee/telemetry/aggregator/remotewrite"
+)
+
+// remoteWriteLoop forwards the fleet figures, the same ones /metrics shows,
+// every interval. A failed push is logged and counted, not retried: the
+// next push carries fresh values, and the store keeps the full history.
+func (s *server) remoteWriteLoop(ctx context.Context, rw *RemoteWrite) {
+	client := &http.Client{Timeout: rw.Interval}
+	t := time.NewTicker(rw.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		figs := fleetFigures(s.fleet.view(now, s.places))
+		series := make([]remotewrite.Series, len(figs))
+		for i, f := range figs {
+			labels := []remotewrite.Label{{Name: "__name__", Value: f.name}}
+			for j := 0; j+1 < len(f.labels); j += 2 {
+				labels = append(labels, remotewrite.Label{Name: f.labels[j], Value: f.labels[j+1]})
+			}
+			series[i] = remotewrite.Series{Labels: labels, Samples: []remotewrite.Sample{{Value: f.value, Time: now}}}
+		}
+		if err := remotewrite.Push(ctx, client, rw.URL, remotewrite.Encode(series)); err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("remote write failed", "url", rw.URL, "series", len(series), "err", err)
+				s.metrics.remoteWrite.WithLabelValues("error").Inc()
+			}
+			continue
+		}
+		s.metrics.remoteWrite.WithLabelValues("ok").Inc()
+	}
+}

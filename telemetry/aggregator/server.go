@@ -1,0 +1,191 @@
+package aggregator
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/quic-go/quic-go/http3"
+
+	"perigee/telemetry/aggregator/dashboard"
+	"perigee/telemetry/aggregator/store"
+	"perigee/telemetry/wire"
+)
+
+// server holds what the handlers share.
+type server struct {
+	cfg     Config
+	log     *slog.Logger
+	fleet   *fleet
+	store   *store.Store
+	opener  *wire.Opener
+	tokens  map[[32]byte]string // sha256(token) → node
+	places  map[string]Coord
+	metrics *metrics
+}
+
+// Server is a running aggregator's listeners and state.
+type Server struct {
+	s     *server
+	tcp   net.Listener
+	udp   net.PacketConn
+	https *http.Server
+	h3    *http3.Server
+}
+
+// Run serves until ctx is done: see NewServer and Serve.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	srv, err := NewServer(cfg, log)
+	if err != nil {
+		return err
+	}
+	return srv.Serve(ctx)
+}
+
+// NewServer validates cfg, replays the store into memory and binds TCP and
+// UDP on the listen address (a port of 0 picks one, the same for both).
+func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log = log.With("component", "aggregator")
+	byToken, err := cfg.loadTokens()
+	if err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
+	}
+	s := &server{cfg: cfg, log: log, fleet: newFleet(), tokens: map[[32]byte]string{}, places: placesFor(cfg)}
+	for tok, node := range byToken {
+		s.tokens[sha256.Sum256([]byte(tok))] = node
+	}
+	if s.opener, err = wire.NewOpener(int64(cfg.MaxDecompressed)); err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
+	}
+	cert, err := loadCertificate(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
+	}
+	start := time.Now()
+	s.store, err = store.Open(filepath.Join(cfg.DataDir, "store"), store.Options{}, log, s.replay)
+	if err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
+	}
+	v := s.fleet.view(time.Now(), s.places)
+	log.Info("store replayed", "batches", v.Batches, "records", v.Records, "nodes", len(v.Nodes), "took", time.Since(start).Round(time.Millisecond))
+	s.fleet.prune(time.Now().Add(-cfg.Retention))
+
+	reg := prometheus.NewRegistry()
+	s.metrics = newMetrics(reg, s)
+	srv := &Server{s: s}
+	if srv.tcp, err = net.Listen("tcp", cfg.Listen); err != nil {
+		s.store.Close()
+		return nil, fmt.Errorf("aggregator: listen: %w", err)
+	}
+	if srv.udp, err = net.ListenPacket("udp", srv.tcp.Addr().String()); err != nil {
+		srv.tcp.Close()
+		s.store.Close()
+		return nil, fmt.Errorf("aggregator: listen udp: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/ingest", s.handleIngest)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	s.routes(mux)
+	mux.Handle("/", dashboard.Handler())
+	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	srv.h3 = &http3.Server{Handler: mux, TLSConfig: http3.ConfigureTLSConfig(tlsConf.Clone()), Logger: log}
+	srv.https = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// Advertise HTTP/3 on every TCP answer; shippers move to it.
+			_ = srv.h3.SetQUICHeaders(w.Header())
+			mux.ServeHTTP(w, r)
+		}),
+		TLSConfig:         tlsConf,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return srv, nil
+}
+
+// replay folds one stored batch back into memory at start. A record that
+// no longer opens (say the size limit was lowered) is skipped and logged.
+func (s *server) replay(at time.Time, rec []byte) error {
+	f, err := wire.ParseFrame(rec, -1)
+	if err == nil {
+		var b *wire.Batch
+		if b, err = s.opener.Open(f); err == nil {
+			s.fleet.apply(b, at)
+			return nil
+		}
+	}
+	s.log.Warn("stored batch skipped at replay", "err", err)
+	return nil
+}
+
+// Addr is the bound address, TCP and UDP alike.
+func (srv *Server) Addr() string { return srv.tcp.Addr().String() }
+
+// Serve runs HTTPS (HTTP/1.1 and HTTP/2) and HTTP/3 until ctx is done,
+// then shuts both down and closes the store.
+func (srv *Server) Serve(ctx context.Context) error {
+	s := srv.s
+	s.log.Info("aggregator serving", "addr", srv.Addr(), "data_dir", s.cfg.DataDir)
+	errc := make(chan error, 2)
+	go func() { errc <- srv.https.ServeTLS(srv.tcp, "", "") }()
+	go func() { errc <- srv.h3.Serve(srv.udp) }()
+	var wg sync.WaitGroup
+	bg, stop := context.WithCancel(ctx)
+	wg.Go(func() { s.retentionLoop(bg) })
+	if rw := s.cfg.RemoteWrite; rw != nil {
+		wg.Go(func() { s.remoteWriteLoop(bg, rw) })
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		err = fmt.Errorf("aggregator: serve: %w", err)
+	}
+	stop()
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.https.Shutdown(shutdown)
+	_ = srv.h3.Close()
+	_ = srv.udp.Close()
+	wg.Wait()
+	if cerr := s.store.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("aggregator: %w", cerr)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (s *server) retentionLoop(ctx context.Context) {
+	t := time.NewTicker(min(s.cfg.Retention/10, time.Minute))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cutoff := time.Now().Add(-s.cfg.Retention)
+		n, err := s.store.Prune(cutoff)
+		if err != nil {
+			s.log.Error("retention", "err", err)
+		} else if n > 0 {
+			s.log.Info("retention removed segments", "segments", n)
+		}
+		s.fleet.prune(cutoff)
+	}
+}

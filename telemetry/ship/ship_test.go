@@ -1,0 +1,154 @@
+package ship_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"perigee/telemetry"
+	"perigee/telemetry/aggregator"
+	"perigee/telemetry/ship"
+)
+
+const token = "node-token-0123456789abcdef"
+
+func writeToken(t *testing.T) string {
+	p := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(p, []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	tok := writeToken(t)
+	empty := filepath.Join(t.TempDir(), "empty")
+	os.WriteFile(empty, nil, 0o600)
+	cases := map[string]struct {
+		cfg  ship.Config
+		want string
+	}{
+		"plain http":    {ship.Config{Aggregator: "http://x:1", TokenFile: tok, SpoolDir: t.TempDir(), Node: "n"}, "https://"},
+		"no node":       {ship.Config{Aggregator: "https://x:1", TokenFile: tok, SpoolDir: t.TempDir()}, "node"},
+		"no spool":      {ship.Config{Aggregator: "https://x:1", TokenFile: tok, Node: "n"}, "spool.dir"},
+		"missing token": {ship.Config{Aggregator: "https://x:1", TokenFile: "/nonexistent", SpoolDir: t.TempDir(), Node: "n"}, "token_file"},
+		"empty token":   {ship.Config{Aggregator: "https://x:1", TokenFile: empty, SpoolDir: t.TempDir(), Node: "n"}, "empty"},
+		"tiny interval": {ship.Config{Aggregator: "https://x:1", TokenFile: tok, SpoolDir: t.TempDir(), Node: "n", Interval: time.Nanosecond}, "interval"},
+	}
+	for name, c := range cases {
+		if _, err := ship.New(c.cfg, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error about %s", name, err, c.want)
+		}
+	}
+}
+
+// Records beyond the in-memory bound are refused and counted, not queued
+// without limit and never blocking the caller.
+func TestAddDropsBeyondBoundAndCounts(t *testing.T) {
+	s, err := ship.New(ship.Config{Aggregator: "https://127.0.0.1:1", TokenFile: writeToken(t), SpoolDir: t.TempDir(),
+		Node: "n", MaxPending: 100}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 250 {
+		s.AddAccess(telemetry.AccessRecord{Time: time.Now(), Path: "/"})
+	}
+	if st := s.Stats(); st.PendingRecords != 100 || st.DroppedRecords != 150 {
+		t.Fatalf("pending %d dropped %d, want 100 and 150", st.PendingRecords, st.DroppedRecords)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// With the aggregator away, batches pile up in the spool up to its bound;
+// the oldest are dropped and counted. The node restarts with a full spool,
+// the aggregator appears, and every batch still spooled is delivered.
+func TestSpoolBoundsDropsOldestAndDeliversAfterRestart(t *testing.T) {
+	addr := freeAddr(t)
+	dataDir := t.TempDir()
+	caFile := filepath.Join(dataDir, aggregator.DevCertFile)
+	// The certificate is made before the aggregator runs, so the node can
+	// be configured to trust it while the aggregator is still absent.
+	cfg := aggregator.Config{Listen: addr, DataDir: dataDir, Tokens: map[string]string{"node-a": token}}
+	pre, err := aggregator.NewServer(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	preCtx, preStop := context.WithCancel(context.Background())
+	preStop()
+	if err := pre.Serve(preCtx); err != nil {
+		t.Fatal(err)
+	}
+
+	spoolDir := t.TempDir()
+	shipCfg := ship.Config{Aggregator: "https://" + addr, TokenFile: writeToken(t), SpoolDir: spoolDir, SpoolMax: 4 << 10,
+		Interval: 10 * time.Millisecond, Node: "node-a", Region: "eu-west", CAFile: caFile, RetryMax: 200 * time.Millisecond}
+	s, err := ship.New(shipCfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	i := 0
+	eventually(t, "the spool to overflow", func() bool {
+		i++
+		s.AddEvent(telemetry.Event{Time: time.Now(), Kind: "tick", Fields: map[string]string{"i": strings.Repeat("x", i%97)}})
+		return s.Stats().DroppedBatches >= 3
+	})
+	cancel()
+	<-done
+	st := s.Stats()
+	if st.SpoolBytes > shipCfg.SpoolMax+1024 || st.SpooledBatches == 0 || st.BatchesAcked != 0 {
+		t.Fatalf("after overflow: %+v", st)
+	}
+
+	a, err := aggregator.NewServer(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	aggCtx, aggStop := context.WithCancel(context.Background())
+	aggDone := make(chan error, 1)
+	go func() { aggDone <- a.Serve(aggCtx) }()
+	defer func() { aggStop(); <-aggDone }()
+
+	// A new shipper on the same spool: the restarted node.
+	s2, err := ship.New(shipCfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s2.Stats().SpooledBatches; got != st.SpooledBatches {
+		t.Fatalf("restarted shipper sees %d spooled batches, want %d", got, st.SpooledBatches)
+	}
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	done2 := make(chan struct{})
+	go func() { defer close(done2); s2.Run(ctx2) }()
+	defer func() { cancel2(); <-done2 }()
+	eventually(t, "the spool to drain", func() bool { return s2.Stats().SpooledBatches == 0 })
+	if got := s2.Stats().BatchesAcked; got != uint64(st.SpooledBatches) {
+		t.Fatalf("acknowledged %d, want the %d spooled", got, st.SpooledBatches)
+	}
+}

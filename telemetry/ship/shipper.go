@@ -1,0 +1,266 @@
+package ship
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"perigee/telemetry"
+	"perigee/telemetry/wire"
+)
+
+// Shipper sends a node's telemetry to the aggregator.
+type Shipper struct {
+	cfg    Config
+	log    *slog.Logger
+	spool  *spool
+	up     *uplink
+	sealer *wire.Sealer
+	seq    uint64 // next sequence number; used only by the Run goroutine
+
+	mu      sync.Mutex
+	pending wire.Batch
+
+	kick chan struct{} // a full batch is waiting
+	wake chan struct{} // the spool has something new
+
+	bytesSent      atomic.Uint64
+	batchesAcked   atomic.Uint64
+	batchesRefused atomic.Uint64
+	droppedRecords atomic.Uint64
+	encodeCPU      atomic.Int64
+}
+
+// Stats is the shipper's own cost and state; the node exports it as
+// metrics, and every batch carries it to the aggregator too.
+type Stats struct {
+	BytesSent      uint64        // frame bytes posted, retries included
+	BatchesAcked   uint64        // acknowledged by the aggregator
+	BatchesRefused uint64        // refused for good (bad batch), dropped
+	SpooledBatches int           // waiting on disk, in flight included
+	SpoolBytes     int64         //
+	DroppedBatches uint64        // evicted from a full spool, unreadable or refused
+	DroppedRecords uint64        // refused because the in-memory buffer was full
+	EncodeCPU      time.Duration // CPU time spent encoding and compressing
+	LastProto      string        // protocol of the last answer: HTTP/3.0, HTTP/2.0...
+	PendingRecords int           // recorded, not yet in a batch
+}
+
+// New validates cfg, reads the token and opens the spool; nothing is sent
+// until Run.
+func New(cfg Config, log *slog.Logger) (*Shipper, error) {
+	token, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	tlsConf, err := tlsConfig(cfg.CAFile, cfg.InsecureSkipVerify)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	sp, err := openSpool(cfg.SpoolDir, cfg.SpoolMax, log)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	sealer, err := wire.NewSealer(wire.CodecZstd, wire.DefaultLevel)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	// Sequence numbers start at the clock in microseconds, so they keep
+	// growing across restarts even if the spool directory was wiped; the
+	// spool's own counter covers a clock that stepped back.
+	seq := max(sp.nextSeq(), uint64(time.Now().UnixMicro()))
+	return &Shipper{
+		cfg: cfg, log: log.With("component", "telemetry"), spool: sp,
+		up: newUplink(cfg.Aggregator, token, tlsConf), sealer: sealer, seq: seq,
+		kick: make(chan struct{}, 1), wake: make(chan struct{}, 1),
+	}, nil
+}
+
+// add appends records under the lock unless the buffer is full; it never
+// blocks on anything but that short lock.
+func (s *Shipper) add(put func(b *wire.Batch)) {
+	s.mu.Lock()
+	n := s.pending.Records()
+	if n >= s.cfg.MaxPending {
+		s.mu.Unlock()
+		s.droppedRecords.Add(1)
+		return
+	}
+	put(&s.pending)
+	s.mu.Unlock()
+	if n+1 == batchRecords {
+		signal(s.kick)
+	}
+}
+
+// AddSample queues one node sample.
+func (s *Shipper) AddSample(v telemetry.NodeSample) {
+	s.add(func(b *wire.Batch) { b.Samples = append(b.Samples, v) })
+}
+
+// AddDecision queues one policy decision.
+func (s *Shipper) AddDecision(v telemetry.Decision) {
+	s.add(func(b *wire.Batch) { b.Decisions = append(b.Decisions, v) })
+}
+
+// AddEvent queues one membership or lifecycle event.
+func (s *Shipper) AddEvent(v telemetry.Event) {
+	s.add(func(b *wire.Batch) { b.Events = append(b.Events, v) })
+}
+
+// AddAccess queues one sampled access-log record.
+func (s *Shipper) AddAccess(v telemetry.AccessRecord) {
+	s.add(func(b *wire.Batch) { b.Access = append(b.Access, v) })
+}
+
+// Run batches every interval (or sooner when a batch fills), spools each
+// batch and sends the spool oldest first until ctx is done. It then cuts a
+// last batch and sends what it can within a short grace period; anything
+// left stays in the spool for the next start.
+func (s *Shipper) Run(ctx context.Context) {
+	sendCtx, stopSend := context.WithCancel(ctx)
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		s.sendLoop(sendCtx)
+	}()
+	tick := time.NewTicker(s.cfg.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			stopSend()
+			<-sent
+			s.cut()
+			grace, cancel := context.WithTimeout(context.Background(), min(s.cfg.Interval, 5*time.Second))
+			s.drain(grace)
+			cancel()
+			s.up.close()
+			return
+		case <-tick.C:
+			s.cut()
+		case <-s.kick:
+			s.cut()
+		}
+	}
+}
+
+// cut seals the pending records into a batch and spools it.
+func (s *Shipper) cut() {
+	s.mu.Lock()
+	b := s.pending
+	s.pending = wire.Batch{}
+	s.mu.Unlock()
+	if b.Records() == 0 {
+		return
+	}
+	b.Node, b.Seq, b.Created = s.cfg.Node, s.seq, time.Now()
+	st := s.Stats()
+	b.Cost = &wire.Cost{BytesSent: st.BytesSent, EncodeCPU: st.EncodeCPU, DroppedBatches: st.DroppedBatches,
+		DroppedRecords: st.DroppedRecords, SpoolBytes: uint64(st.SpoolBytes)}
+	var frame []byte
+	s.encodeCPU.Add(int64(threadCPU(func() { frame = s.sealer.Seal(&b) })))
+	if err := s.spool.put(b.Seq, frame); err != nil {
+		// The disk refused it; the batch is lost, and said so.
+		s.log.Error("telemetry batch lost", "seq", b.Seq, "records", b.Records(), "err", err)
+		s.droppedRecords.Add(uint64(b.Records()))
+		return
+	}
+	s.seq++
+	signal(s.wake)
+}
+
+// backoffMin starts the resend backoff, which doubles up to RetryMax with
+// full jitter, so a fleet coming back after an aggregator outage does not
+// resend in lockstep.
+const backoffMin = 250 * time.Millisecond
+
+func (s *Shipper) sendLoop(ctx context.Context) {
+	backoff := time.Duration(0)
+	for ctx.Err() == nil {
+		if !s.sendOldest(ctx) {
+			backoff = min(max(2*backoff, backoffMin), s.cfg.RetryMax)
+			wait(ctx, time.Duration(rand.Int64N(int64(backoff))+1), nil)
+			continue
+		}
+		backoff = 0
+		if n, _, _ := s.spool.usage(); n == 0 {
+			wait(ctx, 0, s.wake)
+		}
+	}
+}
+
+// sendOldest attempts the oldest spooled batch. It reports false when the
+// batch must be retried later.
+func (s *Shipper) sendOldest(ctx context.Context) bool {
+	seq, frame, ok := s.spool.oldest()
+	if !ok {
+		return true
+	}
+	out, err := s.up.send(ctx, frame)
+	s.bytesSent.Add(uint64(len(frame)))
+	switch out {
+	case acked:
+		s.spool.remove(seq)
+		s.batchesAcked.Add(1)
+		return true
+	case refused:
+		s.log.Error("telemetry batch refused, dropped", "seq", seq, "err", err)
+		s.spool.drop(seq)
+		s.batchesRefused.Add(1)
+		return true
+	}
+	if ctx.Err() == nil {
+		s.log.Warn("telemetry send failed, will retry", "seq", seq, "err", err)
+	}
+	return false
+}
+
+// drain sends spooled batches until one fails or the spool is empty.
+func (s *Shipper) drain(ctx context.Context) {
+	for ctx.Err() == nil {
+		if n, _, _ := s.spool.usage(); n == 0 || !s.sendOldest(ctx) {
+			return
+		}
+	}
+}
+
+// Stats reads the shipper's counters.
+func (s *Shipper) Stats() Stats {
+	n, b, dropped := s.spool.usage()
+	s.mu.Lock()
+	pending := s.pending.Records()
+	s.mu.Unlock()
+	return Stats{
+		BytesSent: s.bytesSent.Load(), BatchesAcked: s.batchesAcked.Load(), BatchesRefused: s.batchesRefused.Load(),
+		SpooledBatches: n, SpoolBytes: b, DroppedBatches: dropped, DroppedRecords: s.droppedRecords.Load(),
+		EncodeCPU: time.Duration(s.encodeCPU.Load()), LastProto: s.up.proto.Load().(string),
+		PendingRecords: pending,
+	}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// wait returns after d (if positive), when c fires, or when ctx is done.
+func wait(ctx context.Context, d time.Duration, c <-chan struct{}) {
+	var timer <-chan time.Time
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timer = t.C
+	}
+	select {
+	case <-ctx.Done():
+	case <-timer:
+	case <-c:
+	}
+}

@@ -1,0 +1,132 @@
+package ship
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+)
+
+// IngestPath is where the aggregator accepts batches.
+const IngestPath = "/v1/ingest"
+
+// ContentType marks a request body as one wire frame.
+const ContentType = "application/vnd.perigee.batch"
+
+// attemptTimeout bounds one post; a batch is at most a few MiB.
+const attemptTimeout = 15 * time.Second
+
+// outcome is what the shipper does with a batch after one attempt.
+type outcome int
+
+const (
+	acked     outcome = iota // stored or already stored: forget it
+	refused                  // the aggregator will never take it: drop and count
+	retryable                // try again later
+)
+
+// uplink posts frames to the aggregator over HTTPS, moving to HTTP/3 once
+// the aggregator advertises it with Alt-Svc and back to TCP if QUIC fails
+// (UDP is often filtered where TCP is not).
+type uplink struct {
+	url   string
+	token string
+	tcp   *http.Client
+	h3    *http.Client
+	useH3 atomic.Bool
+	proto atomic.Value // string: protocol of the last answered request
+}
+
+func newUplink(base, token string, tlsConf *tls.Config) *uplink {
+	tr := &http.Transport{TLSClientConfig: tlsConf.Clone(), ForceAttemptHTTP2: true, IdleConnTimeout: time.Minute}
+	// A vanished aggregator sends nothing back over UDP: short QUIC
+	// timeouts notice it in seconds, not at the 30s default.
+	quicConf := &quic.Config{HandshakeIdleTimeout: 3 * time.Second, MaxIdleTimeout: 10 * time.Second, KeepAlivePeriod: 3 * time.Second}
+	u := &uplink{
+		url:   strings.TrimRight(base, "/") + IngestPath,
+		token: token,
+		tcp:   &http.Client{Transport: tr, Timeout: attemptTimeout},
+		h3:    &http.Client{Transport: &http3.Transport{TLSClientConfig: tlsConf.Clone(), QUICConfig: quicConf}, Timeout: attemptTimeout},
+	}
+	u.proto.Store("")
+	return u
+}
+
+func tlsConfig(caFile string, insecure bool) (*tls.Config, error) {
+	conf := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure} //nolint:gosec // opt-in, for development only
+	if caFile == "" {
+		return conf, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("ca_file %s: no PEM certificate in it", caFile)
+	}
+	conf.RootCAs = pool
+	return conf, nil
+}
+
+// send makes one attempt. The error explains a refusal or a failure.
+func (u *uplink) send(ctx context.Context, frame []byte) (outcome, error) {
+	if u.useH3.Load() {
+		out, err := u.post(ctx, u.h3, frame)
+		if out != retryable || ctx.Err() != nil {
+			return out, err
+		}
+		// QUIC did not get through: TCP for now, until the next Alt-Svc.
+		u.useH3.Store(false)
+	}
+	return u.post(ctx, u.tcp, frame)
+}
+
+func (u *uplink) post(ctx context.Context, c *http.Client, frame []byte) (outcome, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.url, bytes.NewReader(frame))
+	if err != nil {
+		return refused, fmt.Errorf("build request: %w", err)
+	}
+	req.Header.Set("Content-Type", ContentType)
+	req.Header.Set("Authorization", "Bearer "+u.token)
+	resp, err := c.Do(req)
+	if err != nil {
+		return retryable, fmt.Errorf("post batch: %w", err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	u.proto.Store(resp.Proto)
+	if strings.Contains(resp.Header.Get("Alt-Svc"), "h3=") {
+		u.useH3.Store(true)
+	}
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		return acked, nil
+	case resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusForbidden,
+		resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode == http.StatusConflict:
+		// A credential can be fixed and a busy or in-progress batch can
+		// be retried: keep the batch.
+		return retryable, fmt.Errorf("aggregator: %s: %s", resp.Status, bytes.TrimSpace(msg))
+	case resp.StatusCode >= 400 && resp.StatusCode < 500:
+		return refused, fmt.Errorf("aggregator refused batch: %s: %s", resp.Status, bytes.TrimSpace(msg))
+	default:
+		return retryable, fmt.Errorf("aggregator: %s: %s", resp.Status, bytes.TrimSpace(msg))
+	}
+}
+
+func (u *uplink) close() {
+	u.tcp.CloseIdleConnections()
+	if t, ok := u.h3.Transport.(*http3.Transport); ok {
+		_ = t.Close()
+	}
+}

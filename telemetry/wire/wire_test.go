@@ -1,0 +1,176 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"perigee/telemetry"
+)
+
+func sampleBatch() *Batch {
+	now := time.Now()
+	var h telemetry.Histogram
+	for i := range 200 {
+		h.Observe(time.Duration(i) * 137 * time.Microsecond)
+	}
+	return &Batch{
+		Node: "ams-1", Seq: 42, Created: now,
+		Samples: []telemetry.NodeSample{{
+			Node: "ams-1", Region: "eu-west", Time: now.Add(-time.Second), Window: 5 * time.Second,
+			RPS: 812.5, InFlight: 12, CPU: 0.73, MemBytes: 91 << 20,
+			Services: map[string]telemetry.ServiceSample{
+				"api": {RPS: 800, ErrorRate: 0.01, InFlight: 11, Queued: 2, Latency: h.Snapshot(), Backends: 3, HealthyBackends: 2},
+				"img": {RPS: 12.5},
+			},
+		}},
+		Decisions: []telemetry.Decision{{Time: now, Node: "ams-1", Region: "eu-west", Policy: "p99", Action: "scale",
+			Service: "api", Value: 4, Reason: "p99 over 250ms", Applied: true}},
+		Events: []telemetry.Event{{Time: now.Add(-3 * time.Hour), Node: "ams-1", Kind: "member_join", Fields: map[string]string{"peer": "fra-2"}}},
+		Access: []telemetry.AccessRecord{{Time: now, Route: "r", Service: "api", Method: "GET", Path: "/v1/x",
+			Status: 200, Proto: "HTTP/3", Duration: 3 * time.Millisecond, Bytes: 1234, Client: "192.0.2.1"}},
+		Cost: &Cost{BytesSent: 1 << 20, EncodeCPU: time.Second, DroppedBatches: 1, SpoolBytes: 99},
+	}
+}
+
+func mustOpener(t testing.TB, limit int64) *Opener {
+	t.Helper()
+	o, err := NewOpener(limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+func TestRoundTripBothCodecs(t *testing.T) {
+	for _, codec := range []Codec{CodecNone, CodecZstd} {
+		s, err := NewSealer(codec, DefaultLevel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := sampleBatch()
+		frame := s.Seal(in)
+		f, err := ParseFrame(frame, 1<<20)
+		if err != nil {
+			t.Fatalf("codec %d: parse: %v", codec, err)
+		}
+		out, err := mustOpener(t, 1<<20).Open(f)
+		if err != nil {
+			t.Fatalf("codec %d: open: %v", codec, err)
+		}
+		normalize(in)
+		normalize(out)
+		if !reflect.DeepEqual(in, out) {
+			t.Fatalf("codec %d: round trip differs\n in: %+v\nout: %+v", codec, in, out)
+		}
+	}
+}
+
+// normalize strips monotonic readings and locations, which the wire does
+// not carry, so DeepEqual compares instants.
+func normalize(b *Batch) {
+	fix := func(t *time.Time) { *t = time.Unix(0, t.UnixNano()) }
+	fix(&b.Created)
+	for i := range b.Samples {
+		fix(&b.Samples[i].Time)
+	}
+	for i := range b.Decisions {
+		fix(&b.Decisions[i].Time)
+	}
+	for i := range b.Events {
+		fix(&b.Events[i].Time)
+	}
+	for i := range b.Access {
+		fix(&b.Access[i].Time)
+	}
+}
+
+func TestParseFrameRefusesDamage(t *testing.T) {
+	s, _ := NewSealer(CodecZstd, DefaultLevel)
+	good := s.Seal(sampleBatch())
+	flip := bytes.Clone(good)
+	flip[len(flip)/2] ^= 0x40
+	badMagic := bytes.Clone(good)
+	badMagic[0] = 'X'
+	cases := map[string]struct {
+		in   []byte
+		want error
+	}{
+		"empty":       {nil, ErrMalformed},
+		"bad magic":   {badMagic, ErrMalformed},
+		"bit flip":    {flip, ErrChecksum},
+		"truncated":   {good[:len(good)-7], ErrChecksum},
+		"only header": {good[:8], ErrMalformed},
+	}
+	for name, c := range cases {
+		if _, err := ParseFrame(c.in, 1<<20); !errors.Is(err, c.want) {
+			t.Errorf("%s: got %v, want %v", name, err, c.want)
+		}
+	}
+	if _, err := ParseFrame(good, 10); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("declared size over limit: got %v", err)
+	}
+}
+
+// A frame whose header is honest about nothing: it declares a tiny body but
+// the zstd stream inflates to far more than the limit.
+func TestOpenRefusesZipBomb(t *testing.T) {
+	zw, _ := zstd.NewWriter(nil)
+	bomb := zw.EncodeAll(make([]byte, 64<<20), nil)
+	if len(bomb) > 64<<10 {
+		t.Fatalf("bomb did not compress: %d bytes", len(bomb))
+	}
+	frame := AppendFrame(nil, Frame{Node: "x", Seq: 1, Created: time.Now(), Codec: CodecZstd, RawLen: 100, Body: bomb})
+	f, err := ParseFrame(frame, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mustOpener(t, 1<<20).Open(f); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("zip bomb: got %v, want ErrTooLarge", err)
+	}
+}
+
+func TestOpenRefusesLyingLength(t *testing.T) {
+	s, _ := NewSealer(CodecZstd, DefaultLevel)
+	f, err := ParseFrame(s.Seal(sampleBatch()), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.RawLen--
+	if _, err := mustOpener(t, 1<<20).Open(f); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("got %v, want ErrMalformed", err)
+	}
+}
+
+func TestDecodePayloadRefusesGarbage(t *testing.T) {
+	good := AppendPayload(nil, sampleBatch())
+	for _, p := range [][]byte{{99}, {tagSamples, 200}, good[:len(good)/2], append(bytes.Clone(good), tagAccess)} {
+		if err := DecodePayload(p, &Batch{}); !errors.Is(err, ErrMalformed) {
+			t.Errorf("payload % x...: got %v, want ErrMalformed", p[:min(len(p), 8)], err)
+		}
+	}
+}
+
+// FuzzFrame feeds arbitrary bytes through everything the aggregator runs on
+// a request body: it must refuse or accept, never panic or over-allocate.
+func FuzzFrame(f *testing.F) {
+	s, _ := NewSealer(CodecZstd, DefaultLevel)
+	n, _ := NewSealer(CodecNone, DefaultLevel)
+	f.Add(s.Seal(sampleBatch()))
+	f.Add(n.Seal(sampleBatch()))
+	f.Add([]byte("PGTB\x01\x01"))
+	o := mustOpener(f, 1<<20)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fr, err := ParseFrame(b, o.Limit())
+		if err != nil {
+			return
+		}
+		_, _ = o.Open(fr)
+		// Payload decoding must also survive bytes no checksum vouched for.
+		_ = DecodePayload(b, &Batch{Created: time.Now()})
+	})
+}
