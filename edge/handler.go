@@ -1,10 +1,13 @@
 package edge
 
 import (
+	"math"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
+	"perigee/edge/admission"
 	"perigee/edge/exchange"
 	"perigee/edge/metrics"
 )
@@ -37,6 +40,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		exchange.Error(rec, r, http.StatusNotFound, "no route for "+r.Host+r.URL.Path)
 	case st.cfg.Limits.MaxBodyBytes > 0 && r.ContentLength > int64(st.cfg.Limits.MaxBodyBytes):
 		exchange.Error(rec, r, http.StatusRequestEntityTooLarge, "request body too large")
+	case !admit(entry.gate, rec, r, start):
 	default:
 		if max := int64(st.cfg.Limits.MaxBodyBytes); max > 0 && r.Body != nil {
 			r.Body = http.MaxBytesReader(rec, r.Body, max)
@@ -102,3 +106,14 @@ func (w *recorder) Flush() {
 }
 
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// admit applies the route's rate limit and shedding, answering a refused
+// request itself.
+func admit(g *admission.Gate, w http.ResponseWriter, r *http.Request, now time.Time) bool {
+	v, ok := g.Admit(r, now)
+	if !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(v.RetryAfter.Seconds())))))
+		exchange.Error(w, r, v.Status, v.Reason)
+	}
+	return ok
+}

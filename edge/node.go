@@ -19,18 +19,22 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
 	"perigee/edge/accesslog"
 	"perigee/edge/admin"
+	"perigee/edge/admission"
 	"perigee/edge/certs"
 	"perigee/edge/config"
 	"perigee/edge/metrics"
 	"perigee/edge/proxy"
 	"perigee/edge/samplebackend"
 	"perigee/edge/upstream"
+	"perigee/policies"
+	"perigee/policies/actuator"
+	"perigee/runtime/wasm"
+	"perigee/telemetry/ship"
 )
 
 // Node is one running edge node.
@@ -52,7 +56,20 @@ type Node struct {
 
 	reloadMu   sync.Mutex
 	lastReload ReloadResult
-	stopSample context.CancelFunc
+	stop       context.CancelFunc // ends the background work
+
+	gates     admission.Gates
+	dynamicMu sync.Mutex          // held while backends are added or a state is built
+	dynamic   map[string][]string // backends actuators added, by service
+
+	hostOnce sync.Once
+	host     *wasm.Host
+	hostErr  error
+
+	engine        *policies.Engine
+	actuators     map[string]actuator.Actuator
+	policySampler *metrics.Sampler
+	shipper       *ship.Shipper
 }
 
 // Addrs are the addresses the node actually listens on (ports resolved).
@@ -67,10 +84,16 @@ type ReloadResult struct {
 	Error string    `json:"error,omitempty"`
 }
 
-// New builds a node from cfg and opens its listeners; load re-reads the
-// config on reload. Serving starts with Serve.
-func New(cfg *config.Config, load func() (*config.Config, error), log *slog.Logger) (*Node, error) {
-	n := &Node{log: log, load: load, started: time.Now()}
+// New builds a node from cfg, opens its listeners and starts serving; load
+// re-reads the config on reload. Shutdown stops it.
+func New(cfg *config.Config, load func() (*config.Config, error), log *slog.Logger) (n *Node, err error) {
+	ctx, stop := context.WithCancel(context.Background())
+	n = &Node{log: log, load: load, started: time.Now(), stop: stop, dynamic: map[string][]string{}}
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
 	n.metrics = metrics.New(n.services)
 	n.proxy = proxy.New(cfg.Timeouts, cfg.Node.ID, log)
 	cert, err := certs.Load(cfg.TLS.Cert, cfg.TLS.Key, certHosts(cfg))
@@ -78,17 +101,30 @@ func New(cfg *config.Config, load func() (*config.Config, error), log *slog.Logg
 		return nil, err
 	}
 	n.certs.Set(cert)
-	st, err := n.buildState(cfg, nil)
+	st, err := n.buildState(ctx, cfg, nil)
 	if err != nil {
 		return nil, err
 	}
 	n.state.Store(st)
 	n.sampler = n.metrics.NewSampler(cfg.Node.ID, cfg.Node.Region, n.services)
+	if err := n.startTelemetry(ctx, cfg); err != nil {
+		n.retire(st)
+		return nil, err
+	}
+	if err := n.startPolicies(ctx, cfg); err != nil {
+		n.retire(st)
+		return nil, err
+	}
+	if err := n.mountAdmin(cfg); err != nil {
+		n.retire(st)
+		return nil, err
+	}
 	if err := n.listen(cfg); err != nil {
 		n.closeListeners()
 		n.retire(st)
 		return nil, err
 	}
+	go n.sampler.Run(ctx, time.Second, n.sampleConsumers()...)
 	return n, nil
 }
 
@@ -165,12 +201,6 @@ func (n *Node) listen(cfg *config.Config) error {
 		return fmt.Errorf("listen.admin: %w", err)
 	}
 	n.addrs.Admin = ln.Addr().String()
-	token, err := readToken(cfg.Admin.TokenFile)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	n.admin = admin.New(n, promhttp.HandlerFor(n.metrics.Registry, promhttp.HandlerOpts{}), token)
 	n.adminSrv = &http.Server{Handler: n.admin, ReadHeaderTimeout: t.ReadHeader.D()}
 	go n.serve("admin", func() error { return n.adminSrv.Serve(ln) })
 	return nil
@@ -290,6 +320,9 @@ func (n *Node) reload() error {
 	if !reflect.DeepEqual(cfg.SampleBackends, old.cfg.SampleBackends) {
 		return errors.New("sample_backends changed: that needs a restart")
 	}
+	if !sameScale(cfg, old.cfg) || !reflect.DeepEqual(cfg.Telemetry, old.cfg.Telemetry) {
+		return errors.New("services' scale or telemetry changed: that needs a restart")
+	}
 	if cfg.TLS != old.cfg.TLS {
 		cert, err := certs.Load(cfg.TLS.Cert, cfg.TLS.Key, certHosts(cfg))
 		if err != nil {
@@ -297,13 +330,38 @@ func (n *Node) reload() error {
 		}
 		n.certs.Set(cert)
 	}
-	st, err := n.buildState(cfg, old)
+	specs, err := policySpecs(cfg)
 	if err != nil {
+		return err
+	}
+	n.dynamicMu.Lock()
+	defer n.dynamicMu.Unlock()
+	st, err := n.buildState(context.Background(), cfg, old)
+	if err != nil {
+		return err
+	}
+	if err := n.engine.Reload(specs...); err != nil {
+		n.retire(st)
 		return err
 	}
 	n.state.Store(st)
 	go n.retire(old)
 	return nil
+}
+
+// sameScale reports whether every service scales the same way in a and b:
+// actuators own running replicas, so changing them needs a restart.
+func sameScale(a, b *config.Config) bool {
+	if len(a.Services) != len(b.Services) {
+		return false
+	}
+	for name, s := range a.Services {
+		o, ok := b.Services[name]
+		if !ok || !reflect.DeepEqual(s.Scale, o.Scale) {
+			return false
+		}
+	}
+	return true
 }
 
 // Shutdown stops accepting, lets requests in flight finish until ctx ends
@@ -344,8 +402,17 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	n.closeListeners()
+	n.stop() // policies, sampler and shipper (which flushes what it can)
+	for name, a := range n.actuators {
+		if err := a.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stopping %s replicas: %w", name, err))
+		}
+	}
 	n.retire(n.state.Load())
 	n.proxy.Close()
+	if n.host != nil {
+		errs = append(errs, n.host.Close(ctx))
+	}
 	return errors.Join(errs...)
 }
 

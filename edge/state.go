@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"runtime"
@@ -8,22 +9,25 @@ import (
 	"time"
 
 	"perigee/edge/accesslog"
+	"perigee/edge/admission"
 	"perigee/edge/config"
 	"perigee/edge/metrics"
 	"perigee/edge/route"
 	"perigee/edge/upstream"
+	"perigee/runtime/wasm"
 )
 
 // state is everything one config version builds: its routes and services.
 // Requests hold a reference while they run, so a reload retires a state
 // only after its last request is done.
 type state struct {
-	cfg      *config.Config
-	routes   *route.Table[*routeEntry]
-	services map[string]*upstream.Service
-	list     []*upstream.Service // the same, for scrapes and samples
-	access   *accesslog.Logger
-	refs     atomic.Int64
+	cfg        *config.Config
+	routes     *route.Table[*routeEntry]
+	services   map[string]*upstream.Service
+	list       []*upstream.Service // the same, for scrapes and samples
+	access     *accesslog.Logger
+	transforms *wasm.Set // nil when the config has none
+	refs       atomic.Int64
 }
 
 // routeEntry is what a matched request needs, resolved once per config.
@@ -31,12 +35,13 @@ type routeEntry struct {
 	name    string
 	service *upstream.Service
 	stats   *metrics.ServiceStats
+	gate    *admission.Gate
 	handler http.Handler
 }
 
 // buildState turns a validated config into live services and routes. prev
 // lends its backends so their health and latency carry over.
-func (n *Node) buildState(cfg *config.Config, prev *state) (*state, error) {
+func (n *Node) buildState(ctx context.Context, cfg *config.Config, prev *state) (*state, error) {
 	reuse := map[string]*upstream.Backend{}
 	if prev != nil {
 		for _, s := range prev.list {
@@ -51,18 +56,41 @@ func (n *Node) buildState(cfg *config.Config, prev *state) (*state, error) {
 		if err != nil {
 			return nil, err
 		}
+		for _, u := range n.dynamic[name] {
+			if err := svc.AddBackend(u, 1); err != nil {
+				return nil, err
+			}
+		}
 		st.services[name] = svc
 		st.list = append(st.list, svc)
 	}
+	var prevSet *wasm.Set
+	if prev != nil {
+		prevSet = prev.transforms
+	}
+	set, err := n.loadTransforms(ctx, cfg, prevSet)
+	if err != nil {
+		return nil, err
+	}
+	st.transforms = set
 	rules := make([]route.Rule[*routeEntry], 0, len(cfg.Routes))
 	for _, rc := range cfg.Routes {
 		svc := st.services[rc.Service]
 		if svc == nil {
 			return nil, fmt.Errorf("route %q: unknown service %q", rc.Name, rc.Service)
 		}
+		h := n.proxy.Handler(svc)
+		if len(rc.Transforms) > 0 {
+			chain, err := set.Chain(rc.Transforms...)
+			if err != nil {
+				st.close()
+				return nil, fmt.Errorf("%s: route %q: %w", cfg.Pos("routes"), rc.Name, err)
+			}
+			h = chain.Then(h)
+		}
 		rules = append(rules, route.Rule[*routeEntry]{
 			Host: rc.Match.Host, PathPrefix: rc.Match.PathPrefix, Methods: rc.Match.Methods,
-			Target: &routeEntry{name: rc.Name, service: svc, stats: n.metrics.Service(rc.Service), handler: n.proxy.Handler(svc)},
+			Target: &routeEntry{name: rc.Name, service: svc, stats: n.metrics.Service(rc.Service), gate: n.gates.Get(rc.Name), handler: h},
 		})
 	}
 	st.routes = route.New(rules)
@@ -97,7 +125,15 @@ func (n *Node) retire(old *state) {
 		time.Sleep(10 * time.Millisecond)
 		runtime.Gosched()
 	}
-	for _, svc := range old.list {
+	old.close()
+}
+
+// close stops the state's health checks and releases its transforms.
+func (st *state) close() {
+	for _, svc := range st.list {
 		svc.Close()
+	}
+	if st.transforms != nil {
+		st.transforms.Release()
 	}
 }

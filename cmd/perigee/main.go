@@ -22,6 +22,9 @@ Usage:
   perigee serve [--config node.yaml]         run an edge node (no --config: the embedded dev config)
   perigee validate --config node.yaml        check a config and exit
   perigee sample-backend --listen ADDR       run the built-in demo backend
+  perigee aggregate --config agg.yaml        run the central telemetry aggregator
+  perigee policy test POLICY.lua --trace T   replay a metrics trace through a Lua policy
+  perigee wasm build DIR -o out.wasm         build a Go transform for wasip1
   perigee version                            print the version
 
 Run "perigee COMMAND -h" for a command's flags.
@@ -47,6 +50,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = validate(rest, stdout, stderr)
 	case "sample-backend":
 		err = sampleBackend(rest, stderr)
+	case "aggregate":
+		err = aggregate(rest, stderr)
+	case "policy":
+		err = policyCmd(rest, stdout, stderr)
+	case "wasm":
+		err = wasmCmd(rest, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":

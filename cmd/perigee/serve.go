@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"perigee/edge"
 	"perigee/edge/config"
@@ -45,7 +44,6 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	go node.Sampler().Run(ctx, time.Second)
 	printWelcome(stdout, cfg, node)
 
 	signals := make(chan os.Signal, 1)

@@ -42,7 +42,7 @@ func Parse(name string, b []byte) (*Config, error) {
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, positioned(name, err)
 	}
-	c.Path = name
+	c.Path, c.root = name, &root
 	c.setDefaults()
 	v := &validator{file: name, root: &root}
 	c.validate(v)

@@ -2,23 +2,35 @@
 // is strict (an unknown key is an error) and every error names file:line.
 package config
 
-import "time"
+import (
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"perigee/geo"
+	"perigee/policies/actuator"
+)
 
 // Config is one node's whole configuration.
 type Config struct {
-	Node           Node                `yaml:"node" json:"node"`
-	Listen         Listen              `yaml:"listen" json:"listen"`
-	TLS            TLS                 `yaml:"tls" json:"tls"`
-	Admin          Admin               `yaml:"admin" json:"admin"`
-	Timeouts       Timeouts            `yaml:"timeouts" json:"timeouts"`
-	Limits         Limits              `yaml:"limits" json:"limits"`
-	AccessLog      AccessLog           `yaml:"access_log" json:"access_log"`
-	Services       map[string]*Service `yaml:"services" json:"services"`
-	Routes         []*Route            `yaml:"routes" json:"routes"`
-	SampleBackends []SampleBackend     `yaml:"sample_backends" json:"sample_backends,omitempty"`
+	Node           Node                  `yaml:"node" json:"node"`
+	Listen         Listen                `yaml:"listen" json:"listen"`
+	TLS            TLS                   `yaml:"tls" json:"tls"`
+	Admin          Admin                 `yaml:"admin" json:"admin"`
+	Timeouts       Timeouts              `yaml:"timeouts" json:"timeouts"`
+	Limits         Limits                `yaml:"limits" json:"limits"`
+	AccessLog      AccessLog             `yaml:"access_log" json:"access_log"`
+	Services       map[string]*Service   `yaml:"services" json:"services"`
+	Routes         []*Route              `yaml:"routes" json:"routes"`
+	SampleBackends []SampleBackend       `yaml:"sample_backends" json:"sample_backends,omitempty"`
+	Transforms     map[string]*Transform `yaml:"transforms" json:"transforms,omitempty"`
+	Policies       map[string]*Policy    `yaml:"policies" json:"policies,omitempty"`
+	Telemetry      *Telemetry            `yaml:"telemetry" json:"telemetry,omitempty"`
+	Geo            *Geo                  `yaml:"geo" json:"geo,omitempty"`
 
 	// Path is the file the config was read from ("" for the embedded default).
-	Path string `yaml:"-" json:"path"`
+	Path string     `yaml:"-" json:"path"`
+	root *yaml.Node // the parsed document, for positions in later errors
 }
 
 // Node describes this node to clients and to the fleet.
@@ -84,6 +96,8 @@ type Service struct {
 	Health   Health    `yaml:"health" json:"health"`
 	Outlier  Outlier   `yaml:"outlier" json:"outlier"`
 	Retry    Retry     `yaml:"retry" json:"retry"`
+	// Scale lets policies set the service's replica count through an actuator.
+	Scale *actuator.Spec `yaml:"scale" json:"scale,omitempty"`
 }
 
 // Backend is one upstream server.
@@ -124,9 +138,11 @@ type Retry struct {
 
 // Route sends matching requests to a service.
 type Route struct {
-	Name    string `yaml:"name" json:"name"`
-	Match   Match  `yaml:"match" json:"match"`
-	Service string `yaml:"service" json:"service"`
+	Name       string   `yaml:"name" json:"name"`
+	Match      Match    `yaml:"match" json:"match"`
+	Service    string   `yaml:"service" json:"service"`
+	Transforms []string `yaml:"transforms" json:"transforms,omitempty"` // in order on the request, reversed on the response
+	Steer      string   `yaml:"steer" json:"steer,omitempty"`           // redirect, alt-svc, proxy or off (default)
 }
 
 // Match selects requests; empty fields match everything.
@@ -143,6 +159,57 @@ type SampleBackend struct {
 	Latency   Duration `yaml:"latency" json:"latency"`
 	ErrorRate float64  `yaml:"error_rate" json:"error_rate"`
 	Size      ByteSize `yaml:"size" json:"size"`
+}
+
+// Transform is a Wasm module with its guest config and limits.
+type Transform struct {
+	Module  string   `yaml:"module" json:"module"`
+	Config  any      `yaml:"config" json:"config,omitempty"` // a string is passed as bytes, a mapping as JSON
+	Pool    int      `yaml:"pool" json:"pool"`
+	Memory  ByteSize `yaml:"memory" json:"memory"`
+	Timeout Duration `yaml:"timeout" json:"timeout"`
+}
+
+// Policy is a Lua scaling policy.
+type Policy struct {
+	Script   string   `yaml:"script" json:"script"`
+	Interval Duration `yaml:"interval" json:"interval"`
+	Timeout  Duration `yaml:"timeout" json:"timeout,omitempty"`
+	Services []string `yaml:"services" json:"services"`
+	DryRun   bool     `yaml:"dry_run" json:"dry_run"`
+}
+
+// Telemetry ships the node's metrics and decisions to an aggregator.
+type Telemetry struct {
+	Aggregator         string   `yaml:"aggregator" json:"aggregator"`
+	TokenFile          string   `yaml:"token_file" json:"token_file"`
+	Spool              Spool    `yaml:"spool" json:"spool"`
+	Interval           Duration `yaml:"interval" json:"interval"`
+	CAFile             string   `yaml:"ca_file" json:"ca_file,omitempty"`
+	InsecureSkipVerify bool     `yaml:"insecure_skip_verify" json:"insecure_skip_verify,omitempty"`
+}
+
+// Spool bounds the on-disk queue of unacknowledged batches.
+type Spool struct {
+	Dir string   `yaml:"dir" json:"dir"`
+	Max ByteSize `yaml:"max" json:"max"`
+}
+
+// Geo configures the GeoIP router. Until the mesh knows the fleet, the
+// nodes listed here (this one included) are the candidates.
+type Geo struct {
+	geo.Config `yaml:",inline" json:",inline"`
+	Nodes      []GeoNode `yaml:"nodes" json:"nodes,omitempty"`
+}
+
+// GeoNode is one node of a static fleet.
+type GeoNode struct {
+	ID        string   `yaml:"id" json:"id"`
+	Region    string   `yaml:"region" json:"region"`
+	Location  Location `yaml:"location" json:"location"`
+	PublicURL string   `yaml:"public_url" json:"public_url"`
+	Addrs     []string `yaml:"addrs" json:"addrs,omitempty"` // for GeoDNS answers
+	Capacity  int      `yaml:"capacity" json:"capacity"`
 }
 
 // Duration is a time.Duration written as "250ms", "2s", "1m".

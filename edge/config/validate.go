@@ -2,9 +2,12 @@ package config
 
 import (
 	"fmt"
+
 	"net"
 	"net/netip"
 	"net/url"
+	"perigee/geo"
+	"perigee/policies/actuator"
 	"sort"
 	"strings"
 	"time"
@@ -130,6 +133,10 @@ func (c *Config) validate(v *validator) {
 		seen[r.Name] = i
 		c.validateRoute(v, i, r)
 	}
+	c.validateTransforms(v)
+	c.validatePolicies(v)
+	c.validateTelemetry(v)
+	c.validateGeo(v)
 	for i, sb := range c.SampleBackends {
 		if _, err := netip.ParseAddrPort(sb.Listen); err != nil {
 			v.at(p("sample_backends", i, "listen"), "sample backend listen %q is not host:port with an IP", sb.Listen)
@@ -212,8 +219,8 @@ func (c *Config) validateService(v *validator, name string, s *Service) {
 	default:
 		v.at(at("balancer"), "service %q: unknown balancer %q (round_robin, least_request, ewma, hash)", name, s.Balancer)
 	}
-	if len(s.Backends) == 0 {
-		v.at(at("backends"), "service %q has no backends", name)
+	if len(s.Backends) == 0 && (s.Scale == nil || s.Scale.Actuator != "process") {
+		v.at(at("backends"), "service %q has no backends (only a process-scaled service starts its own)", name)
 	}
 	seen := map[string]bool{}
 	for i, b := range s.Backends {
@@ -245,6 +252,27 @@ func (c *Config) validateService(v *validator, name string, s *Service) {
 	if s.Retry.Attempts < 0 || s.Retry.Budget < 0 || s.Retry.Budget > 1 {
 		v.at(at("retry"), "service %q: retry attempts must be ≥ 0 and budget 0..1", name)
 	}
+	if s.Scale != nil {
+		validateScale(v, at("scale"), name, s.Scale)
+	}
+}
+
+func validateScale(v *validator, at []any, name string, s *actuator.Spec) {
+	need := map[string]string{"process": s.Command, "exec": s.Command, "webhook": s.URL, "kubernetes": s.Deployment}
+	field := map[string]string{"process": "command", "exec": "command", "webhook": "url", "kubernetes": "deployment"}
+	have, known := need[s.Actuator]
+	switch {
+	case !known:
+		v.at(append(at, "actuator"), "service %q: unknown actuator %q (process, exec, webhook, kubernetes)", name, s.Actuator)
+	case have == "":
+		v.at(at, "service %q: the %s actuator needs scale.%s", name, s.Actuator, field[s.Actuator])
+	}
+	if s.Min < 0 || (s.Max != 0 && s.Max < s.Min) || s.MaxStep < 0 {
+		v.at(at, "service %q: scale needs 0 ≤ min ≤ max and max_step ≥ 0", name)
+	}
+	if s.Actuator == "process" && !strings.Contains(s.Command, "{addr}") && !strings.Contains(s.Command, "{port}") {
+		v.at(append(at, "command"), "service %q: the process command must take {addr} or {port}", name)
+	}
 }
 
 func (c *Config) validateRoute(v *validator, i int, r *Route) {
@@ -260,9 +288,112 @@ func (c *Config) validateRoute(v *validator, i int, r *Route) {
 	if strings.Count(m.Host, "*") > 1 || (strings.Contains(m.Host, "*") && m.Host != "*" && !strings.HasPrefix(m.Host, "*.")) {
 		v.at(p("routes", i, "match", "host"), "route %q: host %q: a wildcard is only allowed as \"*\" or a leading \"*.\"", r.Name, m.Host)
 	}
+	for j, t := range r.Transforms {
+		if _, ok := c.Transforms[t]; !ok {
+			v.at(p("routes", i, "transforms", j), "route %q: unknown transform %q", r.Name, t)
+		}
+	}
+	if r.Steer != "" {
+		if _, err := geo.ParseSteerMode(r.Steer); err != nil {
+			v.at(p("routes", i, "steer"), "route %q: %v", r.Name, err)
+		} else if c.Geo == nil && r.Steer != "off" {
+			v.at(p("routes", i, "steer"), "route %q: steer %q needs a geo section", r.Name, r.Steer)
+		}
+	}
 	for _, meth := range m.Methods {
 		if meth == "" || strings.ToUpper(meth) != meth || strings.ContainsAny(meth, " \t/") {
 			v.at(p("routes", i, "match", "methods"), "route %q: method %q must be an upper-case token like GET", r.Name, meth)
 		}
 	}
+}
+
+func sortedKeys[T any](m map[string]T) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func (c *Config) validateTransforms(v *validator) {
+	for _, name := range sortedKeys(c.Transforms) {
+		t := c.Transforms[name]
+		at := p("transforms", name)
+		switch {
+		case t == nil || t.Module == "":
+			v.at(at, "transform %q needs a module (a .wasm file)", name)
+		case t.Pool < 0 || t.Pool > 1024:
+			v.at(append(at, "pool"), "transform %q: pool must be 0..1024", name)
+		case t.Memory != 0 && (t.Memory < 64<<10 || t.Memory > 4<<30):
+			v.at(append(at, "memory"), "transform %q: memory must be 64KiB..4GiB", name)
+		}
+	}
+}
+
+func (c *Config) validatePolicies(v *validator) {
+	for _, name := range sortedKeys(c.Policies) {
+		pc := c.Policies[name]
+		at := p("policies", name)
+		if pc == nil || pc.Script == "" {
+			v.at(at, "policy %q needs a script (a .lua file)", name)
+			continue
+		}
+		if pc.Interval != 0 && pc.Interval.D() < 50*time.Millisecond {
+			v.at(append(at, "interval"), "policy %q: interval must be at least 50ms", name)
+		}
+		for j, s := range pc.Services {
+			if _, ok := c.Services[s]; !ok {
+				v.at(append(at, "services", j), "policy %q: unknown service %q", name, s)
+			}
+		}
+	}
+}
+
+func (c *Config) validateTelemetry(v *validator) {
+	t := c.Telemetry
+	if t == nil {
+		return
+	}
+	if u, err := url.Parse(t.Aggregator); err != nil || u.Scheme != "https" || u.Host == "" {
+		v.at(p("telemetry", "aggregator"), "telemetry.aggregator %q must be an https:// URL", t.Aggregator)
+	}
+	if t.TokenFile == "" {
+		v.at(p("telemetry"), "telemetry needs token_file: the node's credential")
+	}
+	if t.Spool.Dir == "" {
+		v.at(p("telemetry", "spool"), "telemetry needs spool.dir for batches the aggregator has not acknowledged")
+	}
+}
+
+func (c *Config) validateGeo(v *validator) {
+	g := c.Geo
+	if g == nil {
+		return
+	}
+	if err := g.Config.Validate(); err != nil {
+		v.at(p("geo"), "geo: %v", err)
+	}
+	self := false
+	for i, n := range g.Nodes {
+		self = self || n.ID == c.Node.ID
+		if n.ID == "" || n.PublicURL == "" {
+			v.at(p("geo", "nodes", i), "geo.nodes: each node needs id and public_url")
+		}
+		for _, a := range n.Addrs {
+			if _, err := netip.ParseAddr(a); err != nil {
+				v.at(p("geo", "nodes", i, "addrs"), "geo.nodes: %q is not an IP address", a)
+			}
+		}
+	}
+	if len(g.Nodes) > 0 && !self {
+		v.at(p("geo", "nodes"), "geo.nodes must include this node (%q)", c.Node.ID)
+	}
+}
+
+// Pos names the line of a key, as "file:line", for errors found after
+// decoding (a module that fails to load, a script that does not compile).
+func (c *Config) Pos(path ...any) string {
+	v := validator{file: c.Path, root: c.root}
+	return fmt.Sprintf("%s:%d", c.Path, v.line(path))
 }

@@ -119,3 +119,18 @@ func (b *Backend) Begin() { b.inFlight.Add(1) }
 
 // End is Begin's pair.
 func (b *Backend) End() { b.inFlight.Add(-1) }
+
+// MeanLatency is the service's latency as its backends see it: their
+// peak-EWMAs weighted by the requests each has served.
+func MeanLatency(bs []*Backend) time.Duration {
+	var sum, n float64
+	for _, b := range bs {
+		w := float64(b.requests.Load())
+		sum += w * float64(b.Latency())
+		n += w
+	}
+	if n == 0 {
+		return 0
+	}
+	return time.Duration(sum / n)
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"perigee/policies/sim"
+	"perigee/runtime/wasm"
+	"perigee/telemetry/aggregator"
+)
+
+// policyCmd is `perigee policy test POLICY.lua --trace TRACE [--plot out.svg]`.
+func policyCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "test" {
+		fmt.Fprintln(stderr, "usage: perigee policy test POLICY.lua --trace TRACE [--plot out.svg]")
+		return errUsage
+	}
+	fs := newFlags("policy test", stderr)
+	trace := fs.String("trace", "", "metrics trace to replay (CSV or JSON lines)")
+	plot := fs.String("plot", "", "write load against replicas as an SVG to this file")
+	minR := fs.Int("min", 1, "minimum replicas of every service")
+	maxR := fs.Int("max", 50, "maximum replicas of every service")
+	maxStep := fs.Int("max-step", 0, "largest change of replicas per decision (0: any)")
+	warmup := fs.Duration("warmup", 5*time.Second, "how long a new replica takes to serve")
+	interval := fs.Duration("interval", 0, "time between evaluations (default: the trace's step)")
+	policy, rest := splitPositional(args[1:])
+	if err := parse(fs, rest); err != nil {
+		return err
+	}
+	if policy == "" || *trace == "" {
+		fmt.Fprintln(stderr, "usage: perigee policy test POLICY.lua --trace TRACE [--plot out.svg]")
+		return errUsage
+	}
+	return sim.Run(context.Background(), sim.Options{
+		Policy: policy, Trace: *trace, Plot: *plot, Min: *minR, Max: *maxR, MaxStep: *maxStep,
+		Warmup: *warmup, Interval: *interval,
+	}, stdout)
+}
+
+// wasmCmd is `perigee wasm build DIR -o out.wasm`.
+func wasmCmd(args []string, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "build" {
+		fmt.Fprintln(stderr, "usage: perigee wasm build DIR -o out.wasm")
+		return errUsage
+	}
+	fs := newFlags("wasm build", stderr)
+	out := fs.String("o", "", "output .wasm file")
+	dir, rest := splitPositional(args[1:])
+	if err := parse(fs, rest); err != nil {
+		return err
+	}
+	if dir == "" || *out == "" {
+		fmt.Fprintln(stderr, "usage: perigee wasm build DIR -o out.wasm")
+		return errUsage
+	}
+	return wasm.Build(context.Background(), dir, *out)
+}
+
+// aggregate is `perigee aggregate --config agg.yaml`.
+func aggregate(args []string, stderr io.Writer) error {
+	fs := newFlags("aggregate", stderr)
+	path := fs.String("config", "", "aggregator config file")
+	logFormat := fs.String("log-format", "auto", "auto, json or text")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "perigee aggregate: --config is required (see telemetry/aggregator/agg.example.yaml)")
+		return errUsage
+	}
+	log, err := newLogger(*logFormat, stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := aggregator.LoadConfig(*path)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return aggregator.Run(ctx, cfg, log)
+}
+
+// splitPositional takes the file named before the flags, as the usage
+// lines show it.
+func splitPositional(args []string) (string, []string) {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return args[0], args[1:]
+	}
+	return "", args
+}

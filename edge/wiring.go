@@ -1,0 +1,88 @@
+package edge
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"perigee/edge/admin"
+	"perigee/edge/config"
+	"perigee/policies"
+	"perigee/telemetry"
+	"perigee/telemetry/ship"
+)
+
+// mountAdmin builds the admin API with every part's endpoints.
+func (n *Node) mountAdmin(cfg *config.Config) error {
+	token, err := readToken(cfg.Admin.TokenFile)
+	if err != nil {
+		return err
+	}
+	n.admin = admin.New(n, promhttp.HandlerFor(n.metrics.Registry, promhttp.HandlerOpts{}), token)
+	n.admin.HandleJSON("GET /policies", func() any { return n.engine.Policies() })
+	n.admin.Handle("GET /decisions", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		limit := 100
+		if _, err := fmt.Sscan(r.URL.Query().Get("n"), &limit); err != nil || limit < 1 {
+			limit = 100
+		}
+		admin.WriteJSON(w, http.StatusOK, n.engine.Decisions(limit))
+	}))
+	n.admin.HandleJSON("GET /transforms", n.transformStats)
+	n.admin.HandleJSON("GET /telemetry", func() any {
+		if n.shipper == nil {
+			return map[string]string{"shipping": "off"}
+		}
+		return n.shipper.Stats()
+	})
+	return nil
+}
+
+// startTelemetry ships samples, decisions and sampled access records to the
+// aggregator when the config names one.
+func (n *Node) startTelemetry(ctx context.Context, cfg *config.Config) error {
+	t := cfg.Telemetry
+	if t == nil {
+		return nil
+	}
+	s, err := ship.New(ship.Config{
+		Aggregator: t.Aggregator, TokenFile: t.TokenFile, SpoolDir: t.Spool.Dir, SpoolMax: int64(t.Spool.Max),
+		Interval: t.Interval.D(), Node: cfg.Node.ID, Region: cfg.Node.Region,
+		CAFile: t.CAFile, InsecureSkipVerify: t.InsecureSkipVerify,
+	}, n.log.With("component", "telemetry"))
+	if err != nil {
+		return fmt.Errorf("%s: %w", cfg.Pos("telemetry"), err)
+	}
+	n.shipper = s
+	go s.Run(ctx)
+	return nil
+}
+
+// sampleConsumers are fed the node's one-second samples.
+func (n *Node) sampleConsumers() []func(telemetry.NodeSample) {
+	var out []func(telemetry.NodeSample)
+	if n.shipper != nil {
+		out = append(out, n.shipper.AddSample)
+	}
+	return out
+}
+
+// isLeader says whether this node runs its region's scale decisions. A node
+// without a mesh is a region of one.
+func (n *Node) isLeader() bool { return true }
+
+// regionFigures are the region's merged figures; nil without a mesh means
+// this node alone.
+func (n *Node) regionFigures() map[string]policies.ServiceFigures { return nil }
+
+// transformStats is GET /transforms: calls, errors, traps and time per
+// transform of the config in force.
+func (n *Node) transformStats() any {
+	st := n.acquire()
+	defer st.release()
+	if st.transforms == nil {
+		return map[string]any{}
+	}
+	return st.transforms.Stats()
+}
