@@ -166,3 +166,5 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }

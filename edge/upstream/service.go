@@ -202,8 +202,8 @@ func (s *Service) Restore(addr string) error {
 
 // SetWeight changes a backend's weight until the next config reload.
 func (s *Service) SetWeight(addr string, w int) error {
-	if w < 1 || w > 1000 {
-		return fmt.Errorf("weight %d out of range 1..1000", w)
+	if w < 1 || w > 10000 {
+		return fmt.Errorf("weight %d out of range 1..10000", w)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -1,0 +1,125 @@
+package edge
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// A policy scales a process-actuated service with the load the node sees:
+// real children start, register as backends and serve, and go away after.
+func TestPolicyScalesRealBackendsUpAndDown(t *testing.T) {
+	script := filepath.Join(t.TempDir(), "busy.lua")
+	os.WriteFile(script, []byte(`
+function evaluate(m)
+  local s = m.services.api
+  if s.in_flight >= 4 then
+    scale("api", 3, "busy: " .. s.in_flight .. " in flight")
+  elseif s.in_flight == 0 then
+    scale("api", 1, "quiet")
+  end
+end
+`), 0o600)
+	yaml := listenAny + fmt.Sprintf(`services:
+  api:
+    balancer: least_request
+    scale: {actuator: process, command: "{self} sample-backend {addr}", min: 1, max: 4}
+policies:
+  busy: {script: %q, interval: 50ms, services: [api]}
+routes:
+  - {name: api, match: {path_prefix: /}, service: api}
+`, script)
+	n := startNode(t, yaml)
+	svc := func() int { return len(n.state.Load().services["api"].Healthy()) }
+	waitFor(t, "the first replica", func() bool { return svc() == 1 })
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	c := h1Client()
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := c.Get("https://" + n.Addrs().HTTPS + "/?latency=50ms")
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}()
+	}
+	waitFor(t, "scaled to 3 under load", func() bool { return svc() == 3 })
+	close(stop)
+	wg.Wait()
+	waitFor(t, "back to 1 after the load", func() bool { return svc() == 1 })
+
+	var decisions []struct {
+		Action, Reason string
+		Applied        bool
+		Value          float64
+	}
+	resp, err := http.Get("http://" + n.Addrs().Admin + "/decisions?n=50")
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&decisions)
+	resp.Body.Close()
+	ups := 0
+	for _, d := range decisions {
+		if d.Action == "scale" && d.Value == 3 && d.Applied {
+			ups++
+		}
+	}
+	if ups == 0 {
+		t.Fatalf("no applied scale-up in the decision log: %+v", decisions)
+	}
+}
+
+// A policy's limit and shed decisions take effect on the route at once.
+func TestPolicyLimitsAndShedsARoute(t *testing.T) {
+	script := filepath.Join(t.TempDir(), "guard.lua")
+	os.WriteFile(script, []byte(`
+function evaluate(m)
+  limit("api", 1, 1, "tight")
+  shed("other", 1, "all of it")
+end
+`), 0o600)
+	b := backend(t, "b")
+	yaml := listenAny + fmt.Sprintf(`services:
+  api: {backends: [{url: %q}]}
+policies:
+  guard: {script: %q, interval: 50ms}
+routes:
+  - {name: api, match: {path_prefix: /api}, service: api}
+  - {name: other, match: {path_prefix: /other}, service: api}
+`, b, script)
+	n := startNode(t, yaml)
+	c := h2Client()
+	waitFor(t, "shedding on /other", func() bool {
+		resp, _ := get(t, c, "https://"+n.Addrs().HTTPS+"/other")
+		return resp.StatusCode == 503 && resp.Header.Get("Retry-After") != ""
+	})
+	if resp, _ := get(t, c, "https://"+n.Addrs().HTTPS+"/other", "X-Perigee-Priority", "high"); resp.StatusCode != 200 {
+		t.Fatalf("high-priority request shed: %d", resp.StatusCode)
+	}
+	limited := 0
+	for range 10 {
+		if resp, _ := get(t, c, "https://"+n.Addrs().HTTPS+"/api"); resp.StatusCode == 429 {
+			limited++
+		}
+	}
+	if limited < 5 {
+		t.Fatalf("1 rps limit let %d of 10 quick requests through", 10-limited)
+	}
+}
