@@ -1,0 +1,143 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"perigee/mesh/faultnet"
+	"perigee/telemetry"
+)
+
+// fastTuning shrinks memberlist's timers so failures are detected in a
+// second or two, with slack for a loaded 2-core box under -race.
+func fastTuning(mc *memberlist.Config) {
+	mc.ProbeInterval = 300 * time.Millisecond
+	mc.ProbeTimeout = 250 * time.Millisecond
+	mc.GossipInterval = 50 * time.Millisecond
+	mc.PushPullInterval = 2 * time.Second
+	mc.SuspicionMult = 3
+	mc.GossipToTheDeadTime = 2 * time.Second
+	mc.DeadNodeReclaimTime = time.Second
+	mc.TCPTimeout = 2 * time.Second
+}
+
+var fastTiming = Timing{Sample: 50 * time.Millisecond, Refresh: 500 * time.Millisecond, StaleAfter: 4 * time.Second, Rejoin: 300 * time.Millisecond}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("MESH_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// node is one cluster member under test, with a load figure the test moves.
+type node struct {
+	*Cluster
+	meta NodeMeta
+	rps  atomic.Int64
+	addr string
+}
+
+func (n *node) sample() telemetry.NodeSample {
+	return telemetry.NodeSample{RPS: float64(n.rps.Load()), Services: map[string]telemetry.ServiceSample{
+		"api": {RPS: float64(n.rps.Load()), Backends: 2, HealthyBackends: 2},
+	}}
+}
+
+// startNode starts a member on the fault network at addr ("127.0.0.1:0"
+// for any port), joining the given seeds.
+func startNode(t *testing.T, nw *faultnet.Network, id, region, addr string, join []string, keyring string) *node {
+	t.Helper()
+	tr, err := nw.Transport(id, region, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{meta: NodeMeta{ID: id, Region: region, Capacity: 1, PublicURL: "https://" + id + ".example.net"}, addr: tr.Addr()}
+	cfg := Config{Join: join, KeyringFile: keyring, Transport: tr, Tuning: fastTuning, Timing: fastTiming}
+	c, err := Start(context.Background(), cfg, n.meta, n.sample, testLogger().With("test", t.Name()))
+	if err != nil {
+		tr.Shutdown()
+		t.Fatal(err)
+	}
+	n.Cluster = c
+	t.Cleanup(func() { c.Shutdown() })
+	return n
+}
+
+// startCluster starts count nodes named prefix-00.. in region, all
+// joining the first.
+func startCluster(t *testing.T, nw *faultnet.Network, prefix, region string, count int, seed []string) []*node {
+	t.Helper()
+	var nodes []*node
+	for i := range count {
+		n := startNode(t, nw, fmt.Sprintf("%s-%02d", prefix, i), region, "127.0.0.1:0", seed, "")
+		if seed == nil {
+			seed = []string{n.addr}
+		}
+		nodes = append(nodes, n)
+	}
+	return nodes
+}
+
+// eventually polls cond until it holds or a generous deadline passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(45 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func member(c *Cluster, id string) (Member, bool) {
+	for _, m := range c.Members() {
+		if m.Meta.ID == id {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+// allSee says whether every observer holds a fresh report of id with rps.
+func allSee(observers []*node, id string, rps float64) bool {
+	for _, o := range observers {
+		m, ok := member(o.Cluster, id)
+		if !ok || m.State != StateAlive || m.Stale || m.Report.RPS != rps {
+			return false
+		}
+	}
+	return true
+}
+
+func allState(observers []*node, id string, want State) bool {
+	for _, o := range observers {
+		m, ok := member(o.Cluster, id)
+		if want == StateDead && !ok {
+			continue // already forgotten counts as gone
+		}
+		if !ok || m.State != want {
+			return false
+		}
+	}
+	return true
+}
+
+func leaders(nodes []*node) []string {
+	var out []string
+	for _, n := range nodes {
+		if n.IsLeader() {
+			out = append(out, n.meta.ID)
+		}
+	}
+	return out
+}

@@ -1,0 +1,160 @@
+package mesh
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Config is the `mesh:` section of the node config, plus test hooks.
+type Config struct {
+	Bind        string   `yaml:"bind"`      // ip:port to listen on, UDP and TCP
+	Advertise   string   `yaml:"advertise"` // ip:port peers should use, if not Bind
+	Join        []string `yaml:"join"`      // seeds: host:port, names may resolve to several
+	Profile     string   `yaml:"profile"`   // lan (default) or wan
+	KeyringFile string   `yaml:"keyring"`   // optional; see ParseKeyring
+
+	// Timing overrides the profile's report timings where non-zero.
+	Timing Timing `yaml:"-"`
+	// Transport replaces the UDP/TCP sockets, e.g. with a faultnet one; Bind
+	// is then ignored.
+	Transport memberlist.Transport `yaml:"-"`
+	// Tuning edits memberlist's settings last, e.g. to speed tests up.
+	Tuning func(*memberlist.Config) `yaml:"-"`
+}
+
+// Timing is how often load reports are taken, sent and trusted.
+type Timing struct {
+	Sample     time.Duration // how often the report function is read
+	Refresh    time.Duration // an unchanged report is re-sent this often
+	StaleAfter time.Duration // a report older than this is shown as stale
+	Rejoin     time.Duration // how often a lone node retries its seeds and a dead peer
+	// RetransmitMult scales how many times each node relays a report:
+	// RetransmitMult * ceil(log10(N+1)), as memberlist does for its own.
+	RetransmitMult int
+}
+
+// profiles holds the defaults documented in docs/mesh.md.
+var profiles = map[string]Timing{
+	"lan": {Sample: 250 * time.Millisecond, Refresh: 5 * time.Second, StaleAfter: 15 * time.Second, Rejoin: 5 * time.Second, RetransmitMult: 4},
+	"wan": {Sample: 500 * time.Millisecond, Refresh: 10 * time.Second, StaleAfter: 30 * time.Second, Rejoin: 15 * time.Second, RetransmitMult: 4},
+}
+
+// Validate reports the first problem with c, naming the field.
+func (c Config) Validate() error {
+	if _, ok := profiles[c.profile()]; !ok {
+		return fmt.Errorf("mesh.profile: %q is not lan or wan", c.Profile)
+	}
+	if c.Transport == nil {
+		if _, _, err := splitIPPort(c.Bind); err != nil {
+			return fmt.Errorf("mesh.bind: %w", err)
+		}
+	}
+	if c.Advertise != "" {
+		if _, _, err := splitIPPort(c.Advertise); err != nil {
+			return fmt.Errorf("mesh.advertise: %w", err)
+		}
+	}
+	for i, j := range c.Join {
+		if _, port, err := net.SplitHostPort(j); err != nil {
+			return fmt.Errorf("mesh.join[%d]: %q: want host:port: %w", i, j, err)
+		} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return fmt.Errorf("mesh.join[%d]: %q: bad port", i, j)
+		}
+	}
+	t := c.Timing
+	if t.Sample < 0 || t.Refresh < 0 || t.StaleAfter < 0 || t.Rejoin < 0 || t.RetransmitMult < 0 {
+		return errors.New("mesh timing: durations and multipliers must not be negative")
+	}
+	return nil
+}
+
+func (c Config) profile() string {
+	if c.Profile == "" {
+		return "lan"
+	}
+	return c.Profile
+}
+
+// timing is the profile's timing with c's overrides applied.
+func (c Config) timing() Timing {
+	t := profiles[c.profile()]
+	o := c.Timing
+	if o.Sample > 0 {
+		t.Sample = o.Sample
+	}
+	if o.Refresh > 0 {
+		t.Refresh = o.Refresh
+	}
+	if o.StaleAfter > 0 {
+		t.StaleAfter = o.StaleAfter
+	}
+	if o.Rejoin > 0 {
+		t.Rejoin = o.Rejoin
+	}
+	if o.RetransmitMult > 0 {
+		t.RetransmitMult = o.RetransmitMult
+	}
+	return t
+}
+
+// splitIPPort accepts only a literal IP and a port: a listener cannot bind
+// a name that resolves to several addresses.
+func splitIPPort(s string) (net.IP, int, error) {
+	host, portStr, err := net.SplitHostPort(s)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%q: want ip:port: %w", s, err)
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return nil, 0, fmt.Errorf("%q: %q is not an IP address", s, host)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%q: bad port %q", s, portStr)
+	}
+	return ip, int(port), nil
+}
+
+// memberlistConfig builds memberlist's settings from the profile.
+func (c Config) memberlistConfig(name string) (*memberlist.Config, error) {
+	mc := memberlist.DefaultLANConfig()
+	if c.profile() == "wan" {
+		mc = memberlist.DefaultWANConfig()
+	}
+	mc.Name = name
+	// A restarted node may come back on a new address under the same id
+	// once its old self has been declared dead.
+	mc.DeadNodeReclaimTime = mc.GossipToTheDeadTime
+	if c.Transport != nil {
+		mc.Transport = c.Transport
+		mc.BindAddr, mc.BindPort = "", 0
+	} else {
+		ip, port, _ := splitIPPort(c.Bind)
+		mc.BindAddr, mc.BindPort = ip.String(), port
+		mc.AdvertisePort = port
+	}
+	if c.Advertise != "" {
+		ip, port, _ := splitIPPort(c.Advertise)
+		mc.AdvertiseAddr, mc.AdvertisePort = ip.String(), port
+	}
+	if c.KeyringFile != "" {
+		keys, err := ParseKeyring(c.KeyringFile)
+		if err != nil {
+			return nil, err
+		}
+		kr, err := memberlist.NewKeyring(keys, keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("mesh.keyring: %w", err)
+		}
+		mc.Keyring = kr
+	}
+	if c.Tuning != nil {
+		c.Tuning(mc)
+	}
+	return mc, nil
+}

@@ -1,0 +1,330 @@
+package mesh
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"time"
+
+	"github.com/hashicorp/serf/coordinate"
+
+	"perigee/telemetry"
+)
+
+// Wire messages start with a kind and a format version, so a node can drop
+// what a newer release sends instead of misreading it.
+const (
+	kindReport    = 1 // one report, gossiped
+	kindState     = 2 // every known report, on push/pull
+	formatVersion = 1
+
+	flagLeaving = 1 << 0
+)
+
+// Limits on what a report may carry. They keep one report inside a UDP
+// packet and bound what a malformed message can make us allocate.
+const (
+	maxReportSize = 1000
+	maxServices   = 64
+	maxNameLen    = 64
+	maxExtras     = 8
+	MaxExtraKey   = 32  // bytes in a SetExtra key
+	MaxExtraValue = 256 // bytes in one SetExtra value
+	MaxExtraTotal = 512 // bytes over all extras of a node
+	maxStateItems = 4096
+)
+
+// report is one node's versioned load summary. Newest wins per node: a
+// restarted node has a larger Gen, so it beats its former self.
+type report struct {
+	ID    string
+	Gen   uint64 // the sender's start time, unix ns
+	Seq   uint64 // increments with every change
+	Age   time.Duration
+	Epoch uint64 // the highest leader epoch the sender knows of in its region
+	// Leaving is set in the last report of a node shutting down on purpose:
+	// memberlist's callbacks do not tell a leave from a failure.
+	Leaving bool
+	Sample  telemetry.NodeSample
+	Coord   *coordinate.Coordinate
+	Extra   map[string][]byte
+}
+
+func (r *report) newerThan(o *report) bool {
+	if r.Gen != o.Gen {
+		return r.Gen > o.Gen
+	}
+	return r.Seq > o.Seq
+}
+
+var errTooBig = errors.New("report exceeds the gossip size limit")
+
+// appendReport encodes r. Floats are sent as float32: load figures do not
+// need more, and it halves their size.
+func appendReport(b []byte, r *report) ([]byte, error) {
+	start := len(b)
+	b = appendString(b, r.ID)
+	b = binary.AppendUvarint(b, r.Gen)
+	b = binary.AppendUvarint(b, r.Seq)
+	b = binary.BigEndian.AppendUint32(b, uint32(min(r.Age.Milliseconds(), math.MaxUint32)))
+	b = binary.AppendUvarint(b, r.Epoch)
+	flags := byte(0)
+	if r.Leaving {
+		flags |= flagLeaving
+	}
+	b = append(b, flags)
+	s := &r.Sample
+	b = binary.AppendUvarint(b, uint64(max(s.Window.Milliseconds(), 0)))
+	b = appendF32(b, s.RPS)
+	b = binary.AppendVarint(b, s.InFlight)
+	b = appendF32(b, s.CPU)
+	b = binary.AppendUvarint(b, s.MemBytes)
+	if r.Coord == nil {
+		b = append(b, 0)
+	} else {
+		b = append(b, encodeCoord(r.Coord)...)
+	}
+	if len(s.Services) > maxServices {
+		return nil, fmt.Errorf("report has %d services, at most %d fit", len(s.Services), maxServices)
+	}
+	b = binary.AppendUvarint(b, uint64(len(s.Services)))
+	for _, name := range sortedKeys(s.Services) {
+		v := s.Services[name]
+		b = appendString(b, name)
+		b = appendF32(b, v.RPS)
+		b = appendF32(b, v.ErrorRate)
+		b = binary.AppendVarint(b, v.InFlight)
+		b = binary.AppendVarint(b, v.Queued)
+		b = binary.AppendUvarint(b, uint64(max(v.Backends, 0)))
+		b = binary.AppendUvarint(b, uint64(max(v.HealthyBackends, 0)))
+		b = v.Latency.AppendBinary(b)
+	}
+	b = binary.AppendUvarint(b, uint64(len(r.Extra)))
+	for _, k := range sortedKeys(r.Extra) {
+		b = appendString(b, k)
+		b = appendBytes(b, r.Extra[k])
+	}
+	if len(b)-start > maxReportSize {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", errTooBig, len(b)-start, maxReportSize)
+	}
+	return b, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func appendF32(b []byte, f float64) []byte {
+	return binary.BigEndian.AppendUint32(b, math.Float32bits(float32(f)))
+}
+
+func appendBytes(b, v []byte) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(v))), v...)
+}
+
+func appendString(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+// errMalformed marks input that came from the network and does not parse.
+var errMalformed = errors.New("malformed mesh message")
+
+// reader decodes with a sticky error, so the decoder reads straight through
+// and checks once; every length is bounded before anything is allocated.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(what string) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: %s", errMalformed, what)
+	}
+	r.b = nil
+}
+
+func (r *reader) uvarint(what string) uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail(what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint(what string) int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail(what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) take(n int, what string) []byte {
+	if n < 0 || n > len(r.b) {
+		r.fail(what)
+		return nil
+	}
+	v := r.b[:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) f32(what string) float64 {
+	v := r.take(4, what)
+	if v == nil {
+		return 0
+	}
+	f := float64(math.Float32frombits(binary.BigEndian.Uint32(v)))
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		r.fail(what + " is not finite")
+		return 0
+	}
+	return f
+}
+
+func (r *reader) bytes(limit int, what string) []byte {
+	n := r.uvarint(what)
+	if n > uint64(limit) {
+		r.fail(what + " too long")
+		return nil
+	}
+	return r.take(int(n), what)
+}
+
+func (r *reader) count(limit int, what string) int {
+	n := r.uvarint(what)
+	if n > uint64(limit) {
+		r.fail(what + " count too large")
+		return 0
+	}
+	return int(n)
+}
+
+// decodeReport reads one report from the front of r.
+func decodeReport(r *reader) *report {
+	rep := &report{}
+	rep.ID = string(r.bytes(maxNameLen, "id"))
+	rep.Gen = r.uvarint("generation")
+	rep.Seq = r.uvarint("sequence")
+	if age := r.take(4, "age"); age != nil {
+		rep.Age = time.Duration(binary.BigEndian.Uint32(age)) * time.Millisecond
+	}
+	rep.Epoch = r.uvarint("epoch")
+	if f := r.take(1, "flags"); f != nil {
+		if f[0]&^flagLeaving != 0 {
+			r.fail("unknown flags")
+			return nil
+		}
+		rep.Leaving = f[0]&flagLeaving != 0
+	}
+	s := &rep.Sample
+	s.Window = time.Duration(min(r.uvarint("window"), math.MaxInt64/uint64(time.Millisecond))) * time.Millisecond
+	s.RPS = r.f32("rps")
+	s.InFlight = r.varint("in-flight")
+	s.CPU = r.f32("cpu")
+	s.MemBytes = r.uvarint("memory")
+	if c := readCoord(r); c != nil && c.IsValid() {
+		rep.Coord = c
+	}
+	if n := r.count(maxServices, "services"); n > 0 {
+		s.Services = make(map[string]telemetry.ServiceSample, n)
+		for range n {
+			name := string(r.bytes(maxNameLen, "service name"))
+			v := telemetry.ServiceSample{
+				RPS:       r.f32("service rps"),
+				ErrorRate: r.f32("service error rate"),
+				InFlight:  r.varint("service in-flight"),
+				Queued:    r.varint("service queued"),
+			}
+			v.Backends = int(r.count(math.MaxInt32, "backends"))
+			v.HealthyBackends = int(r.count(math.MaxInt32, "healthy backends"))
+			if r.err != nil {
+				return nil
+			}
+			h, rest, err := telemetry.DecodeHistogram(r.b)
+			if err != nil {
+				r.fail("latency histogram")
+				return nil
+			}
+			r.b = rest
+			v.Latency = h
+			s.Services[name] = v
+		}
+	}
+	if n := r.count(maxExtras, "extras"); n > 0 {
+		rep.Extra = make(map[string][]byte, n)
+		for range n {
+			k := string(r.bytes(MaxExtraKey, "extra key"))
+			rep.Extra[k] = append([]byte(nil), r.bytes(MaxExtraValue, "extra value")...)
+		}
+	}
+	if r.err != nil {
+		return nil
+	}
+	if err := checkName("id", rep.ID); err != nil {
+		r.fail("report id")
+		return nil
+	}
+	return rep
+}
+
+// encodeMessage frames reports as one gossip message or one push/pull state.
+func encodeMessage(kind byte, reps []*report) ([]byte, error) {
+	b := []byte{kind, formatVersion}
+	if kind == kindState {
+		b = binary.AppendUvarint(b, uint64(len(reps)))
+	}
+	for _, r := range reps {
+		var err error
+		if b, err = appendReport(b, r); err != nil {
+			return nil, fmt.Errorf("encode report of %s: %w", r.ID, err)
+		}
+	}
+	return b, nil
+}
+
+// decodeMessage parses a gossip message or a push/pull state. It never
+// panics on any input: fuzzed in FuzzDecodeMessage.
+func decodeMessage(b []byte) ([]*report, error) {
+	if len(b) < 2 {
+		return nil, fmt.Errorf("%w: short header", errMalformed)
+	}
+	if b[1] != formatVersion {
+		return nil, fmt.Errorf("%w: format version %d", errMalformed, b[1])
+	}
+	r := &reader{b: b[2:]}
+	n := 1
+	switch b[0] {
+	case kindReport:
+	case kindState:
+		n = r.count(maxStateItems, "state")
+	default:
+		return nil, fmt.Errorf("%w: kind %d", errMalformed, b[0])
+	}
+	reps := make([]*report, 0, n)
+	for range n {
+		rep := decodeReport(r)
+		if rep == nil {
+			break
+		}
+		reps = append(reps, rep)
+	}
+	if r.err == nil && len(r.b) != 0 {
+		r.fail("trailing bytes")
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return reps, nil
+}

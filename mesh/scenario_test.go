@@ -1,0 +1,321 @@
+package mesh
+
+import (
+	"context"
+	"encoding/base64"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"perigee/mesh/faultnet"
+)
+
+// Real UDP and TCP sockets, memberlist's own transport: three nodes join
+// through a seed, see each other's metadata and load, and estimate RTTs.
+func TestRealSocketsJoinConvergeAndEstimateRTT(t *testing.T) {
+	var nodes []*node
+	var seed []string
+	for i, id := range []string{"a", "b", "c"} {
+		n := &node{meta: NodeMeta{ID: id, Region: "eu", Zone: "z1", Lat: 48.8, Lon: 2.3, Capacity: 4, Version: "test"}}
+		n.rps.Store(int64(10 * (i + 1)))
+		cfg := Config{Bind: "127.0.0.1:0", Join: seed, Tuning: fastTuning, Timing: fastTiming}
+		c, err := Start(context.Background(), cfg, n.meta, n.sample, testLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Shutdown() })
+		n.Cluster = c
+		if seed == nil {
+			seed = []string{c.Addr()}
+		}
+		nodes = append(nodes, n)
+	}
+	for _, n := range nodes {
+		eventually(t, "everyone sees "+n.meta.ID, func() bool { return allSee(nodes, n.meta.ID, float64(n.rps.Load())) })
+	}
+	m, _ := member(nodes[0].Cluster, "c")
+	if m.Meta != nodes[2].meta {
+		t.Errorf("metadata of c seen by a = %+v, want %+v", m.Meta, nodes[2].meta)
+	}
+	v := nodes[1].Region("eu")
+	if v.Fresh != 3 || v.RPS != 60 || v.Capacity != 12 || v.Services["api"].HealthyBackends != 6 || v.Leader != "a" {
+		t.Errorf("region view = %+v, want 3 fresh nodes, 60 rps, capacity 12, 6 healthy api backends, leader a", v)
+	}
+	nodes[1].rps.Store(500)
+	eventually(t, "the load change of b reaches all", func() bool { return allSee(nodes, "b", 500) })
+	eventually(t, "a has an RTT estimate to c", func() bool {
+		d, ok := nodes[0].RTT("c")
+		return ok && d > 0 && d < time.Second
+	})
+	if _, ok := nodes[0].RTT("nobody"); ok {
+		t.Error("RTT to an unknown node should not be known")
+	}
+}
+
+// A node that starts before its seed keeps retrying until the seed is up.
+func TestJoinRetriesUntilSeedStarts(t *testing.T) {
+	nw := faultnet.New()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seedAddr := l.Addr().String()
+	l.Close()
+	late := startNode(t, nw, "late", "eu", "127.0.0.1:0", []string{seedAddr}, "")
+	time.Sleep(3 * fastTiming.Rejoin) // a few failed attempts
+	if len(late.Members()) != 1 {
+		t.Fatalf("alone node lists %d members", len(late.Members()))
+	}
+	seed := startNode(t, nw, "seed", "eu", seedAddr, nil, "")
+	nodes := []*node{late, seed}
+	eventually(t, "the late node joined its seed", func() bool { return allState(nodes, "late", StateAlive) && allState(nodes, "seed", StateAlive) })
+}
+
+// A load change spreads to every node of two regions despite inter-region
+// delay and packet loss; each region's view merges only its own nodes.
+func TestLoadChangeConvergesUnderDelayAndLoss(t *testing.T) {
+	nw := faultnet.New()
+	nw.SetDelay("eu", "us", 40*time.Millisecond)
+	nw.SetLoss(0.05)
+	eu := startCluster(t, nw, "eu", "eu", 6, nil)
+	us := startCluster(t, nw, "us", "us", 6, []string{eu[0].addr})
+	all := append(slices.Clone(eu), us...)
+	eventually(t, "12 members everywhere", func() bool {
+		for _, n := range all {
+			if len(n.Members()) != 12 {
+				return false
+			}
+		}
+		return true
+	})
+	us[3].rps.Store(777)
+	eventually(t, "us-03's change seen by all", func() bool { return allSee(all, "us-03", 777) })
+	v := eu[0].Region("us")
+	if len(v.Members) != 6 || v.RPS != 777 {
+		t.Errorf("eu-00's view of us = %d members, %v rps; want 6 and 777", len(v.Members), v.RPS)
+	}
+	if st := nw.Stats(); st.DroppedPackets == 0 {
+		t.Error("the 5% loss dropped nothing")
+	}
+}
+
+// Killing the leader (no leave message) makes the others declare it dead
+// and the next id take over with a higher epoch.
+func TestFailureDetectionAndLeaderFailover(t *testing.T) {
+	nw := faultnet.New()
+	nodes := startCluster(t, nw, "n", "eu", 4, nil)
+	eventually(t, "one leader, n-00", func() bool {
+		l := leaders(nodes)
+		return len(l) == 1 && l[0] == "n-00" && allSee(nodes, "n-03", 0)
+	})
+	rest := nodes[1:]
+	eventually(t, "the survivors share the leader's epoch", func() bool {
+		for _, n := range rest {
+			if n.Region("eu").Epoch == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	before := nodes[1].Region("eu").Epoch
+	nodes[0].Shutdown()
+	eventually(t, "n-00 declared dead", func() bool { return allState(rest, "n-00", StateDead) })
+	eventually(t, "n-01 leads", func() bool {
+		l := leaders(rest)
+		return len(l) == 1 && l[0] == "n-01"
+	})
+	eventually(t, "the epoch moved past the old leader's", func() bool {
+		for _, n := range rest {
+			if n.Region("eu").Epoch <= before {
+				return false
+			}
+		}
+		return true
+	})
+	var sawDead, sawLeader bool
+	for len(nodes[2].Events()) > 0 {
+		e := <-nodes[2].Events()
+		sawDead = sawDead || (e.Kind == EventDead && e.Fields["member"] == "n-00")
+		sawLeader = sawLeader || (e.Kind == EventLeader && e.Fields["leader"] == "n-01")
+	}
+	if !sawDead || !sawLeader {
+		t.Errorf("events: dead n-00 %v, leader n-01 %v; want both", sawDead, sawLeader)
+	}
+}
+
+// fleet is a scale actuator target: scale sets a count, it never adds.
+type fleet struct {
+	mu       sync.Mutex
+	replicas int
+}
+
+func (f *fleet) set(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.replicas = n
+}
+
+// desired is what a leader's policy asks for: one replica per 100 rps the
+// leader can see in its region.
+func desired(v RegionView) int { return int(v.RPS+99) / 100 }
+
+// A two-way partition splits a region: both sides keep serving, both elect
+// a leader, and because scale sets a count the two leaders cannot push the
+// fleet past what the whole region needs. After healing, one leader again.
+func TestPartitionHealAndTwoLeadersCannotRunScaleAway(t *testing.T) {
+	nw := faultnet.New()
+	nodes := startCluster(t, nw, "p", "eu", 6, nil)
+	for _, n := range nodes {
+		n.rps.Store(100)
+	}
+	eventually(t, "all see 600 rps and one leader", func() bool {
+		return len(leaders(nodes)) == 1 && allSee(nodes, "p-05", 100) && nodes[5].Region("eu").RPS == 600
+	})
+	whole := desired(nodes[0].Region("eu"))
+	left, right := nodes[:3], nodes[3:]
+	nw.Partition([]string{"p-00", "p-01", "p-02"}, []string{"p-03", "p-04", "p-05"})
+	eventually(t, "each side declares the other dead", func() bool {
+		return allState(left, "p-04", StateDead) && allState(right, "p-01", StateDead)
+	})
+	eventually(t, "two leaders, p-00 and p-03", func() bool { return slices.Equal(leaders(nodes), []string{"p-00", "p-03"}) })
+
+	f := &fleet{}
+	for range 5 { // both leaders act, interleaved, as their loops would
+		for _, n := range nodes {
+			if n.IsLeader() {
+				f.set(desired(n.Region("eu")))
+			}
+		}
+	}
+	if f.replicas > whole || f.replicas != 3 {
+		t.Errorf("fleet has %d replicas with two leaders; the whole region needs %d and each side 3", f.replicas, whole)
+	}
+	right[1].rps.Store(300)
+	eventually(t, "the right side still converges on its own", func() bool { return allSee(right, "p-04", 300) })
+
+	nw.Heal()
+	eventually(t, "healed: everyone alive and one leader", func() bool {
+		for _, n := range nodes {
+			if !allState(nodes, n.meta.ID, StateAlive) {
+				return false
+			}
+		}
+		return slices.Equal(leaders(nodes), []string{"p-00"})
+	})
+	eventually(t, "the left side sees the change made during the partition", func() bool { return allSee(left, "p-04", 300) })
+}
+
+// A one-way block (p-00 cannot send to p-01) still gets p-01 suspected by
+// p-00 at worst, never split-brains the report: the others relay it.
+func TestOneWayBlockReportsStillFlow(t *testing.T) {
+	nw := faultnet.New()
+	nodes := startCluster(t, nw, "o", "eu", 4, nil)
+	eventually(t, "converged", func() bool { return allSee(nodes, "o-03", 0) })
+	nw.Block([]string{"o-00"}, []string{"o-01"})
+	nodes[0].rps.Store(42)
+	eventually(t, "o-01 hears o-00's change through the others", func() bool { return allSee(nodes[1:2], "o-00", 42) })
+}
+
+// A node that crashes and restarts under the same id is seen with its new
+// figures, although its report sequence started over.
+func TestRejoinUnderSameID(t *testing.T) {
+	nw := faultnet.New()
+	nodes := startCluster(t, nw, "r", "eu", 3, nil)
+	nodes[2].rps.Store(5)
+	eventually(t, "converged", func() bool { return allSee(nodes, "r-02", 5) })
+	addr := nodes[2].addr
+	nodes[2].Shutdown()
+	eventually(t, "r-02 dead", func() bool { return allState(nodes[:2], "r-02", StateDead) })
+	back := startNode(t, nw, "r-02", "eu", addr, []string{nodes[0].addr}, "")
+	back.rps.Store(9)
+	eventually(t, "r-02 alive again with its new figures", func() bool { return allSee(nodes[:2], "r-02", 9) })
+}
+
+func writeKeyring(t *testing.T, keys ...string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "mesh.keys")
+	if err := os.WriteFile(p, []byte(strings.Join(keys, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Nodes holding the key form a cluster; one with a different key, or none,
+// is refused and learns nothing.
+func TestWrongKeyRefused(t *testing.T) {
+	good := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	bad := base64.StdEncoding.EncodeToString([]byte("fedcba9876543210"))
+	kr := writeKeyring(t, good)
+	nw := faultnet.New()
+	a := startNode(t, nw, "k-a", "eu", "127.0.0.1:0", nil, kr)
+	b := startNode(t, nw, "k-b", "eu", "127.0.0.1:0", []string{a.addr}, kr)
+	eventually(t, "keyed nodes joined", func() bool { return allState([]*node{a, b}, "k-b", StateAlive) })
+
+	wrong := startNode(t, nw, "k-wrong", "eu", "127.0.0.1:0", []string{a.addr}, writeKeyring(t, bad))
+	none := startNode(t, nw, "k-none", "eu", "127.0.0.1:0", []string{a.addr}, "")
+	time.Sleep(10 * fastTiming.Rejoin) // many join attempts
+	for _, intruder := range []*node{wrong, none} {
+		if len(intruder.Members()) != 1 {
+			t.Errorf("%s learnt of %d members", intruder.meta.ID, len(intruder.Members()))
+		}
+		for _, n := range []*node{a, b} {
+			if _, ok := member(n.Cluster, intruder.meta.ID); ok {
+				t.Errorf("%s admitted %s", n.meta.ID, intruder.meta.ID)
+			}
+		}
+	}
+	if len(a.Members()) != 2 {
+		t.Errorf("a lists %d members, want 2", len(a.Members()))
+	}
+}
+
+// Garbage sent as a user message by a peer holding no report format is
+// dropped and counted, and the cluster keeps working.
+func TestCorruptGossipDroppedAndCounted(t *testing.T) {
+	nw := faultnet.New()
+	nodes := startCluster(t, nw, "g", "eu", 2, nil)
+	eventually(t, "converged", func() bool { return allSee(nodes, "g-01", 0) })
+	target := nodes[0].ml.LocalNode()
+	valid, err := encodeMessage(kindReport, []*report{{ID: "g-x", Gen: 1, Seq: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, msg := range [][]byte{{0xff}, {kindReport, 9}, valid[:len(valid)-1], []byte("not a report at all")} {
+		if err := nodes[1].ml.SendReliable(target, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "four malformed messages counted", func() bool { return nodes[0].DroppedMessages() >= 4 })
+	nodes[1].rps.Store(11)
+	eventually(t, "gossip still flows", func() bool { return allSee(nodes[:1], "g-01", 11) })
+}
+
+// A graceful leave shows as left, not dead, and is not reconnected to.
+func TestLeaveShowsLeft(t *testing.T) {
+	nw := faultnet.New()
+	nodes := startCluster(t, nw, "l", "eu", 3, nil)
+	eventually(t, "converged", func() bool { return allSee(nodes, "l-02", 0) })
+	if err := nodes[2].Leave(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	nodes[2].Shutdown()
+	eventually(t, "l-02 left", func() bool { return allState(nodes[:2], "l-02", StateLeft) })
+}
+
+// Extras ride with the report.
+func TestExtraGossiped(t *testing.T) {
+	nw := faultnet.New()
+	nodes := startCluster(t, nw, "x", "eu", 2, nil)
+	if err := nodes[1].SetExtra("geo", []byte("rtt-summary")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "extra seen", func() bool {
+		m, ok := member(nodes[0].Cluster, "x-01")
+		return ok && string(m.Extra["geo"]) == "rtt-summary"
+	})
+}

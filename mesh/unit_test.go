@@ -1,0 +1,329 @@
+package mesh
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/serf/coordinate"
+
+	"perigee/telemetry"
+)
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Bind: "127.0.0.1:7946"}, ""},
+		{Config{Bind: "127.0.0.1:7946", Profile: "wan", Join: []string{"seeds.example.net:7946"}}, ""},
+		{Config{Bind: "127.0.0.1:7946", Profile: "metro"}, `mesh.profile: "metro" is not lan or wan`},
+		{Config{Bind: "localhost:7946"}, `mesh.bind: "localhost:7946": "localhost" is not an IP address`},
+		{Config{Bind: "127.0.0.1"}, "mesh.bind:"},
+		{Config{Bind: "127.0.0.1:99999"}, `bad port "99999"`},
+		{Config{Bind: "127.0.0.1:1", Advertise: "x"}, "mesh.advertise:"},
+		{Config{Bind: "127.0.0.1:1", Join: []string{"a:1", "b"}}, `mesh.join[1]: "b": want host:port`},
+		{Config{Bind: "127.0.0.1:1", Timing: Timing{Sample: -1}}, "must not be negative"},
+	} {
+		err := tc.cfg.Validate()
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("Validate(%+v) = %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+func TestProfiles(t *testing.T) {
+	lan, err := Config{Bind: "127.0.0.1:7946"}.memberlistConfig("n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wan, err := Config{Bind: "127.0.0.1:7946", Profile: "wan"}.memberlistConfig("n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lan.ProbeInterval != time.Second || wan.ProbeInterval != 5*time.Second || lan.BindPort != 7946 {
+		t.Errorf("probe intervals lan %v wan %v, port %d", lan.ProbeInterval, wan.ProbeInterval, lan.BindPort)
+	}
+	if got := (Config{Timing: Timing{Refresh: time.Minute}}).timing(); got.Refresh != time.Minute || got.Sample != profiles["lan"].Sample {
+		t.Errorf("timing overrides = %+v", got)
+	}
+}
+
+func TestParseKeyring(t *testing.T) {
+	k16 := "MDEyMzQ1Njc4OWFiY2RlZg=="
+	p := writeKeyring(t, "# rotated in 2026", k16, "", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+	keys, err := ParseKeyring(p)
+	if err != nil || len(keys) != 2 || string(keys[0]) != "0123456789abcdef" {
+		t.Fatalf("ParseKeyring = %q, %v", keys, err)
+	}
+	for _, tc := range []struct {
+		lines []string
+		want  string
+	}{
+		{[]string{k16, "not base64!"}, ":2: key is not valid base64"},
+		{[]string{k16, "", "c2hvcnQ="}, ":3: key is 5 bytes, want 16, 24 or 32"},
+		{[]string{"# only a comment"}, "no keys"},
+	} {
+		p := writeKeyring(t, tc.lines...)
+		_, err := ParseKeyring(p)
+		if err == nil || !strings.Contains(err.Error(), p+tc.want) && !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseKeyring(%q) = %v, want %q", tc.lines, err, tc.want)
+		}
+	}
+	if _, err := ParseKeyring("/nonexistent/mesh.keys"); err == nil {
+		t.Error("missing keyring file accepted")
+	}
+	_, err = Config{Bind: "127.0.0.1:1", KeyringFile: writeKeyring(t, "c2hvcnQ=")}.memberlistConfig("n")
+	if err == nil || !strings.Contains(err.Error(), "mesh.keys:1:") {
+		t.Errorf("config with a short key = %v, want file:line", err)
+	}
+}
+
+func TestNodeMeta(t *testing.T) {
+	good := NodeMeta{ID: "par-1", Region: "eu-west", Zone: "a", Lat: 48.85, Lon: 2.35, PublicURL: "https://par-1.example.net", Capacity: 8, Version: "1.0"}
+	b, err := good.encode()
+	if err != nil || good.Validate() != nil {
+		t.Fatal(err, good.Validate())
+	}
+	if got, err := decodeMeta(b); err != nil || got != good {
+		t.Errorf("decodeMeta = %+v, %v", got, err)
+	}
+	bad := []NodeMeta{
+		{Region: "eu"},
+		{ID: "a b", Region: "eu"},
+		{ID: "a", Region: ""},
+		{ID: "a", Region: "eu", Lat: 91},
+		{ID: "a", Region: "eu", PublicURL: "ftp://x"},
+		{ID: "a", Region: "eu", Capacity: -1},
+		{ID: "a", Region: "eu", Version: strings.Repeat("v", 500)},
+	}
+	for _, m := range bad {
+		if m.Validate() == nil {
+			t.Errorf("Validate(%+v) accepted", m)
+		}
+	}
+	for _, raw := range [][]byte{nil, {9, '{'}, {metaFormat, '{'}, append([]byte{metaFormat}, `{"id":"x y","region":"eu"}`...)} {
+		if _, err := decodeMeta(raw); err == nil {
+			t.Errorf("decodeMeta(%q) accepted", raw)
+		}
+	}
+}
+
+func sampleReport() *report {
+	var h telemetry.Histogram
+	for i := range 100 {
+		h.Observe(time.Duration(i) * time.Millisecond)
+	}
+	c := coordinate.NewCoordinate(coordinate.DefaultConfig())
+	c.Vec[0], c.Height = 0.25, 0.0001
+	return &report{
+		ID: "par-1", Gen: 1700000000000000000, Seq: 42, Age: 1500 * time.Millisecond, Epoch: 3, Leaving: true,
+		Sample: telemetry.NodeSample{Window: time.Second, RPS: 1250.5, InFlight: 17, CPU: 1.5, MemBytes: 1 << 30,
+			Services: map[string]telemetry.ServiceSample{
+				"api":    {RPS: 1000, ErrorRate: 0.25, InFlight: 12, Queued: 3, Latency: h.Snapshot(), Backends: 4, HealthyBackends: 3},
+				"static": {RPS: 250.5, Backends: 2, HealthyBackends: 2},
+			}},
+		Coord: c,
+		Extra: map[string][]byte{"geo": []byte("summary")},
+	}
+}
+
+func TestReportRoundTrip(t *testing.T) {
+	in := sampleReport()
+	b, err := encodeMessage(kindReport, []*report{in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := decodeMessage(b)
+	if err != nil || len(out) != 1 {
+		t.Fatalf("decode = %v, %v", out, err)
+	}
+	got := out[0]
+	if got.ID != in.ID || got.Gen != in.Gen || got.Seq != in.Seq || got.Age != in.Age || got.Epoch != in.Epoch || !got.Leaving {
+		t.Errorf("header = %+v", got)
+	}
+	api := got.Sample.Services["api"]
+	if got.Sample.RPS != 1250.5 || got.Sample.InFlight != 17 || api.HealthyBackends != 3 || api.Latency.Count() != 100 ||
+		api.Latency.Quantile(0.99) != in.Sample.Services["api"].Latency.Quantile(0.99) || string(got.Extra["geo"]) != "summary" {
+		t.Errorf("sample = %+v", got.Sample)
+	}
+	if got.Coord == nil || got.Coord.Vec[0] != 0.25 {
+		t.Errorf("coordinate = %+v", got.Coord)
+	}
+	st, err := encodeMessage(kindState, []*report{in, {ID: "b", Gen: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reps, err := decodeMessage(st); err != nil || len(reps) != 2 || reps[1].ID != "b" {
+		t.Errorf("state = %v, %v", reps, err)
+	}
+}
+
+func TestReportTooBigFallsBack(t *testing.T) {
+	r := sampleReport()
+	r.Sample.Services = map[string]telemetry.ServiceSample{}
+	for i := range 20 {
+		r.Sample.Services[strings.Repeat("s", 10)+string(rune('A'+i))] = sampleReport().Sample.Services["api"]
+	}
+	if _, err := newBroadcast(r, time.Now()); !errors.Is(err, errTooBig) {
+		t.Fatalf("20 services with histograms: %v, want errTooBig", err)
+	}
+	r.Sample.Services = withoutHistograms(r.Sample.Services)
+	if _, err := newBroadcast(r, time.Now()); err != nil {
+		t.Errorf("without histograms: %v", err)
+	}
+}
+
+// Every truncation and many corruptions of a valid message must be refused
+// or decoded, never panic; truncations must all be refused.
+func TestDecodeRejectsCorruptMessages(t *testing.T) {
+	b, _ := encodeMessage(kindReport, []*report{sampleReport()})
+	for i := range b {
+		if _, err := decodeMessage(b[:i]); err == nil {
+			t.Errorf("truncated at %d of %d accepted", i, len(b))
+		}
+	}
+	for i := range b {
+		c := bytes.Clone(b)
+		c[i] ^= 0xff
+		decodeMessage(c)
+	}
+	for _, bad := range [][]byte{append(bytes.Clone(b), 0), {kindReport, formatVersion + 1}, {7, formatVersion}, {kindState, formatVersion, 0xff, 0xff, 0xff, 0x7f}} {
+		if _, err := decodeMessage(bad); !errors.Is(err, errMalformed) {
+			t.Errorf("decodeMessage(%x...) = %v, want errMalformed", bad[:min(len(bad), 8)], err)
+		}
+	}
+	nan := sampleReport()
+	nan.Sample.CPU = math.NaN()
+	nb, _ := encodeMessage(kindReport, []*report{nan})
+	if _, err := decodeMessage(nb); err == nil {
+		t.Error("NaN cpu accepted")
+	}
+}
+
+func FuzzDecodeMessage(f *testing.F) {
+	b, _ := encodeMessage(kindReport, []*report{sampleReport()})
+	st, _ := encodeMessage(kindState, []*report{sampleReport(), {ID: "x"}})
+	f.Add(b)
+	f.Add(st)
+	f.Add([]byte{kindState, formatVersion, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		reps, err := decodeMessage(b)
+		if err != nil {
+			return
+		}
+		for _, r := range reps {
+			if checkName("id", r.ID) != nil {
+				t.Fatalf("decoded report with bad id %q", r.ID)
+			}
+		}
+		if _, err := encodeMessage(kindState, reps); err != nil {
+			t.Fatalf("a decoded report does not re-encode: %v", err)
+		}
+	})
+}
+
+func FuzzDecodeCoord(f *testing.F) {
+	f.Add(encodeCoord(coordinate.NewCoordinate(coordinate.DefaultConfig())))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if c, err := decodeCoord(b); err == nil && (len(c.Vec) != coordDims || !c.IsValid()) {
+			t.Fatalf("accepted bad coordinate %+v", c)
+		}
+	})
+}
+
+func TestBroadcastAgesAndInvalidates(t *testing.T) {
+	r := sampleReport()
+	at := time.Now().Add(-2 * time.Second)
+	b, err := newBroadcast(r, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reps, err := decodeMessage(b.Message())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if age := reps[0].Age; age < r.Age+2*time.Second {
+		t.Errorf("relayed age %v, want at least %v", age, r.Age+2*time.Second)
+	}
+	if len(b.Message()) != len(b.msg) {
+		t.Error("message length changed between transmissions")
+	}
+	other, _ := newBroadcast(&report{ID: "other"}, at)
+	newer, _ := newBroadcast(&report{ID: r.ID, Seq: 43}, at)
+	if !newer.Invalidates(b) || newer.Invalidates(other) {
+		t.Error("a report must replace only the queued report of the same node")
+	}
+}
+
+func TestSignificantChange(t *testing.T) {
+	base := telemetry.NodeSample{RPS: 100, CPU: 1, Services: map[string]telemetry.ServiceSample{"api": {RPS: 100, Backends: 2, HealthyBackends: 2}}}
+	same := base
+	same.RPS = 105
+	if significant(base, same) {
+		t.Error("5% jitter counted as a change")
+	}
+	for name, mod := range map[string]func(*telemetry.NodeSample){
+		"rps": func(s *telemetry.NodeSample) { s.RPS = 150 },
+		"cpu": func(s *telemetry.NodeSample) { s.CPU = 1.5 },
+		"health": func(s *telemetry.NodeSample) {
+			s.Services = map[string]telemetry.ServiceSample{"api": {RPS: 100, Backends: 2, HealthyBackends: 1}}
+		},
+		"service": func(s *telemetry.NodeSample) { s.Services = nil },
+	} {
+		s := base
+		mod(&s)
+		if !significant(base, s) {
+			t.Errorf("%s change not significant", name)
+		}
+	}
+}
+
+func TestSetExtraLimits(t *testing.T) {
+	c := &Cluster{}
+	if err := c.SetExtra("geo", make([]byte, MaxExtraValue+1)); err == nil || !strings.Contains(err.Error(), "limit is 256") {
+		t.Errorf("oversized value: %v", err)
+	}
+	if err := c.SetExtra(strings.Repeat("k", MaxExtraKey+1), nil); err == nil {
+		t.Error("oversized key accepted")
+	}
+	for i := range 2 {
+		if err := c.SetExtra(string(rune('a'+i)), make([]byte, 250)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.SetExtra("c", make([]byte, 100)); err == nil || !strings.Contains(err.Error(), "bytes of extras") {
+		t.Errorf("total over the limit: %v", err)
+	}
+	if err := c.SetExtra("a", nil); err != nil || len(c.extra) != 1 {
+		t.Errorf("removing a key: %v, %d left", err, len(c.extra))
+	}
+}
+
+func TestEventQueueDropsOldest(t *testing.T) {
+	q := newEventQueue("n", 2)
+	for _, k := range []string{"1", "2", "3"} {
+		q.push(k, nil)
+	}
+	if a, b := <-q.ch, <-q.ch; a.Kind != "2" || b.Kind != "3" {
+		t.Errorf("kept %s, %s; want the newest two", a.Kind, b.Kind)
+	}
+}
+
+func TestMemberlistLogRoutedToSlog(t *testing.T) {
+	var buf bytes.Buffer
+	l := memberlistLogger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	l.Printf("[DEBUG] memberlist: chatter")
+	l.Printf("[WARN] memberlist: Was able to connect to x but other probes failed")
+	out := buf.String()
+	if strings.Contains(out, "chatter") || !strings.Contains(out, "level=WARN") || !strings.Contains(out, `msg="Was able`) {
+		t.Errorf("log output %q", out)
+	}
+}
+
+var _ memberlist.NamedBroadcast = (*broadcast)(nil)
