@@ -10,6 +10,7 @@ import (
 	"perigee/edge/admission"
 	"perigee/edge/exchange"
 	"perigee/edge/metrics"
+	"perigee/geo"
 )
 
 // ServeHTTP is the request path of every listener: match a route, check the
@@ -24,19 +25,20 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec.ResponseWriter, rec.x = w, x
 	w.Header().Set("X-Request-Id", x.ID)
 
-	entry, ok := st.routes.Match(r.Host, r.Method, r.URL.Path)
-	var svcName string
-	if ok {
-		x.Route, svcName = entry.name, entry.service.Name
-		x.Service = svcName
-		n.metrics.Begin(entry.stats)
-	} else {
-		n.metrics.Begin(nil)
+	var entry *routeEntry
+	var stats *metrics.ServiceStats
+	if n.nodesAPI == nil || r.URL.Path != geo.NodesPath {
+		if entry, _ = st.routes.Match(r.Host, r.Method, r.URL.Path); entry != nil {
+			x.Route, x.Service, stats = entry.name, entry.service.Name, entry.stats
+		}
 	}
+	n.metrics.Begin(stats)
 	switch {
 	case headerBytes(r) > int(st.cfg.Limits.MaxHeaderBytes):
 		exchange.Error(rec, r, http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
-	case !ok:
+	case entry == nil && n.nodesAPI != nil && r.URL.Path == geo.NodesPath:
+		n.nodesAPI.ServeHTTP(rec, r)
+	case entry == nil:
 		exchange.Error(rec, r, http.StatusNotFound, "no route for "+r.Host+r.URL.Path)
 	case st.cfg.Limits.MaxBodyBytes > 0 && r.ContentLength > int64(st.cfg.Limits.MaxBodyBytes):
 		exchange.Error(rec, r, http.StatusRequestEntityTooLarge, "request body too large")
@@ -52,11 +54,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if x.Status == 0 {
 		x.Status = http.StatusOK // the handler wrote nothing
 	}
-	var stats *metrics.ServiceStats
-	if ok {
-		stats = entry.stats
-	}
-	n.metrics.Done(stats, x.Route, svcName, r.Proto, x.Status, took)
+	n.metrics.Done(stats, x.Route, x.Service, r.Proto, x.Status, took)
 	st.access.Log(r, x, took)
 	rec.ResponseWriter, rec.x = nil, nil
 	recorders.Put(rec)

@@ -31,6 +31,9 @@ import (
 	"perigee/edge/proxy"
 	"perigee/edge/samplebackend"
 	"perigee/edge/upstream"
+	"perigee/geo"
+	"perigee/geo/rtt"
+	"perigee/mesh"
 	"perigee/policies"
 	"perigee/policies/actuator"
 	"perigee/runtime/wasm"
@@ -70,11 +73,17 @@ type Node struct {
 	actuators     map[string]actuator.Actuator
 	policySampler *metrics.Sampler
 	shipper       *ship.Shipper
+
+	cluster  *mesh.Cluster    // nil without a mesh section
+	router   *geo.Router      // nil without a geo section
+	learner  *rtt.Learner     // client round trips, with geo
+	static   *geo.StaticFleet // the configured fleet, when there is no mesh
+	nodesAPI http.Handler     // GET /.well-known/perigee/nodes, with geo
 }
 
 // Addrs are the addresses the node actually listens on (ports resolved).
 type Addrs struct {
-	HTTPS, HTTP, Admin string
+	HTTPS, HTTP, Admin, DNS string
 }
 
 // ReloadResult is the outcome of the latest reload, for GET /status.
@@ -101,12 +110,20 @@ func New(cfg *config.Config, load func() (*config.Config, error), log *slog.Logg
 		return nil, err
 	}
 	n.certs.Set(cert)
+	n.sampler = n.metrics.NewSampler(cfg.Node.ID, cfg.Node.Region, n.services)
+	if err := n.startMesh(ctx, cfg); err != nil {
+		return nil, err
+	}
+	if err := n.startGeo(ctx, cfg); err != nil {
+		n.leaveMesh()
+		return nil, err
+	}
 	st, err := n.buildState(ctx, cfg, nil)
 	if err != nil {
+		n.leaveMesh()
 		return nil, err
 	}
 	n.state.Store(st)
-	n.sampler = n.metrics.NewSampler(cfg.Node.ID, cfg.Node.Region, n.services)
 	if err := n.startTelemetry(ctx, cfg); err != nil {
 		n.retire(st)
 		return nil, err
@@ -159,7 +176,13 @@ func (n *Node) Admin() *admin.API { return n.admin }
 // Sampler cuts the node's load samples.
 func (n *Node) Sampler() *metrics.Sampler { return n.sampler }
 
-func (n *Node) services() []*upstream.Service { return n.state.Load().list }
+// services lists the live services; none before the first state is built.
+func (n *Node) services() []*upstream.Service {
+	if st := n.state.Load(); st != nil {
+		return st.list
+	}
+	return nil
+}
 
 func (n *Node) listen(cfg *config.Config) error {
 	l, t := cfg.Listen, cfg.Timeouts
@@ -174,6 +197,7 @@ func (n *Node) listen(cfg *config.Config) error {
 		altSvc := `h3=":` + port + `"; ma=86400`
 		n.https = n.server(t, cfg.Limits, withAltSvc(altSvc, n))
 		n.https.TLSConfig = n.certs.TLSConfig("h2", "http/1.1")
+		n.https.ConnContext = rtt.ConnContext
 		go n.serve("https", func() error { return n.https.ServeTLS(tcp, "", "") })
 		n.h3 = &http3.Server{
 			Handler:        n,
@@ -181,6 +205,7 @@ func (n *Node) listen(cfg *config.Config) error {
 			QUICConfig:     &quic.Config{MaxIdleTimeout: t.Idle.D(), Allow0RTT: false},
 			MaxHeaderBytes: int(cfg.Limits.MaxHeaderBytes) + 4096,
 			IdleTimeout:    t.Idle.D(),
+			ConnContext:    rtt.QUICConnContext,
 		}
 		go n.serve("http3", func() error { return n.h3.Serve(udp) })
 	}
@@ -320,8 +345,9 @@ func (n *Node) reload() error {
 	if !reflect.DeepEqual(cfg.SampleBackends, old.cfg.SampleBackends) {
 		return errors.New("sample_backends changed: that needs a restart")
 	}
-	if !sameScale(cfg, old.cfg) || !reflect.DeepEqual(cfg.Telemetry, old.cfg.Telemetry) {
-		return errors.New("services' scale or telemetry changed: that needs a restart")
+	if !sameScale(cfg, old.cfg) || !reflect.DeepEqual(cfg.Telemetry, old.cfg.Telemetry) ||
+		!reflect.DeepEqual(cfg.Mesh, old.cfg.Mesh) || !reflect.DeepEqual(cfg.Geo, old.cfg.Geo) {
+		return errors.New("services' scale, telemetry, mesh or geo changed: that needs a restart")
 	}
 	if cfg.TLS != old.cfg.TLS {
 		cert, err := certs.Load(cfg.TLS.Cert, cfg.TLS.Key, certHosts(cfg))
@@ -402,6 +428,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	n.closeListeners()
+	n.leaveMesh()
 	n.stop() // policies, sampler and shipper (which flushes what it can)
 	for name, a := range n.actuators {
 		if err := a.Close(ctx); err != nil {
@@ -414,6 +441,18 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		errs = append(errs, n.host.Close(ctx))
 	}
 	return errors.Join(errs...)
+}
+
+// leaveMesh tells the fleet this node is going, so that peers show it as
+// left at once rather than dead after the failure-detection time.
+func (n *Node) leaveMesh() {
+	if n.cluster == nil {
+		return
+	}
+	if err := n.cluster.Leave(2 * time.Second); err != nil {
+		n.log.Warn("leaving the mesh", "err", err)
+	}
+	n.cluster.Shutdown()
 }
 
 func (n *Node) closeListeners() {

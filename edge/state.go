@@ -14,6 +14,7 @@ import (
 	"perigee/edge/metrics"
 	"perigee/edge/route"
 	"perigee/edge/upstream"
+	"perigee/geo"
 	"perigee/runtime/wasm"
 )
 
@@ -87,6 +88,12 @@ func (n *Node) buildState(ctx context.Context, cfg *config.Config, prev *state) 
 				return nil, fmt.Errorf("%s: route %q: %w", cfg.Pos("routes"), rc.Name, err)
 			}
 			h = chain.Then(h)
+		}
+		// Steering comes first: a client sent elsewhere costs nothing here.
+		// With steer off it still samples the client's round trip.
+		if n.router != nil {
+			mode, _ := geo.ParseSteerMode(rc.Steer)
+			h = n.router.Steer(mode, h)
 		}
 		rules = append(rules, route.Rule[*routeEntry]{
 			Host: rc.Match.Host, PathPrefix: rc.Match.PathPrefix, Methods: rc.Match.Methods,

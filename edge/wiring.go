@@ -9,7 +9,6 @@ import (
 
 	"perigee/edge/admin"
 	"perigee/edge/config"
-	"perigee/policies"
 	"perigee/telemetry"
 	"perigee/telemetry/ship"
 )
@@ -30,6 +29,13 @@ func (n *Node) mountAdmin(cfg *config.Config) error {
 		admin.WriteJSON(w, http.StatusOK, n.engine.Decisions(limit))
 	}))
 	n.admin.HandleJSON("GET /transforms", n.transformStats)
+	if n.cluster != nil {
+		n.admin.HandleJSON("GET /members", func() any { return n.cluster.Members() })
+		n.admin.HandleJSON("GET /regions", func() any { return n.cluster.Regions() })
+	}
+	if n.router != nil {
+		n.admin.Handle("GET /geo/decide", n.router.ExplainHandler())
+	}
 	n.admin.HandleJSON("GET /telemetry", func() any {
 		if n.shipper == nil {
 			return map[string]string{"shipping": "off"}
@@ -61,20 +67,12 @@ func (n *Node) startTelemetry(ctx context.Context, cfg *config.Config) error {
 
 // sampleConsumers are fed the node's one-second samples.
 func (n *Node) sampleConsumers() []func(telemetry.NodeSample) {
-	var out []func(telemetry.NodeSample)
+	out := []func(telemetry.NodeSample){n.shareLoad}
 	if n.shipper != nil {
 		out = append(out, n.shipper.AddSample)
 	}
 	return out
 }
-
-// isLeader says whether this node runs its region's scale decisions. A node
-// without a mesh is a region of one.
-func (n *Node) isLeader() bool { return true }
-
-// regionFigures are the region's merged figures; nil without a mesh means
-// this node alone.
-func (n *Node) regionFigures() map[string]policies.ServiceFigures { return nil }
 
 // transformStats is GET /transforms: calls, errors, traps and time per
 // transform of the config in force.

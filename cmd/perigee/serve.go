@@ -35,6 +35,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	edge.Version = version
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	if err := edge.StartSampleBackends(ctx, cfg, log); err != nil {

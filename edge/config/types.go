@@ -8,6 +8,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"perigee/geo"
+	"perigee/mesh"
 	"perigee/policies/actuator"
 )
 
@@ -27,6 +28,7 @@ type Config struct {
 	Policies       map[string]*Policy    `yaml:"policies" json:"policies,omitempty"`
 	Telemetry      *Telemetry            `yaml:"telemetry" json:"telemetry,omitempty"`
 	Geo            *Geo                  `yaml:"geo" json:"geo,omitempty"`
+	Mesh           *mesh.Config          `yaml:"mesh" json:"mesh,omitempty"`
 
 	// Path is the file the config was read from ("" for the embedded default).
 	Path string     `yaml:"-" json:"path"`

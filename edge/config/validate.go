@@ -137,6 +137,11 @@ func (c *Config) validate(v *validator) {
 	c.validatePolicies(v)
 	c.validateTelemetry(v)
 	c.validateGeo(v)
+	if c.Mesh != nil {
+		if err := c.Mesh.Validate(); err != nil {
+			v.at(p("mesh"), "%v", err)
+		}
+	}
 	for i, sb := range c.SampleBackends {
 		if _, err := netip.ParseAddrPort(sb.Listen); err != nil {
 			v.at(p("sample_backends", i, "listen"), "sample backend listen %q is not host:port with an IP", sb.Listen)
