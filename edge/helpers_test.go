@@ -61,14 +61,8 @@ type testNode struct {
 func startNode(t *testing.T, yaml string) *testNode {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "node.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := New(cfg, func() (*config.Config, error) { return config.Load(path) }, quiet)
+	writeFile(t, path, yaml)
+	n, err := newFromFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,3 +162,18 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newFromFile(path string) (*Node, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	return New(cfg, func() (*config.Config, error) { return config.Load(path) }, quiet)
+}

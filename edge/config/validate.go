@@ -379,9 +379,7 @@ func (c *Config) validateGeo(v *validator) {
 	if err := g.Config.Validate(); err != nil {
 		v.at(p("geo"), "geo: %v", err)
 	}
-	self := false
 	for i, n := range g.Nodes {
-		self = self || n.ID == c.Node.ID
 		if n.ID == "" || n.PublicURL == "" {
 			v.at(p("geo", "nodes", i), "geo.nodes: each node needs id and public_url")
 		}
@@ -390,9 +388,6 @@ func (c *Config) validateGeo(v *validator) {
 				v.at(p("geo", "nodes", i, "addrs"), "geo.nodes: %q is not an IP address", a)
 			}
 		}
-	}
-	if len(g.Nodes) > 0 && !self {
-		v.at(p("geo", "nodes"), "geo.nodes must include this node (%q)", c.Node.ID)
 	}
 }
 

@@ -1,0 +1,80 @@
+package edge
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"perigee/geo/demodb"
+)
+
+// A node in Frankfurt with peers in Tokyo and Virginia: clients are sent to
+// their nearest node, the caller's ranking is on the data plane, and the
+// admin API explains a choice.
+func TestGeoSteersClientsToTheirNearestNode(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "city.mmdb")
+	if err := demodb.Write(db); err != nil {
+		t.Fatal(err)
+	}
+	yaml := nodeYAML("round_robin", backend(t, "fra-app")) + fmt.Sprintf(`node:
+  id: fra-1
+  region: eu-central
+  location: {lat: 50.11, lon: 8.68}
+  public_url: https://fra-1.example.net
+geo:
+  database: %q
+  trusted_proxies: ["127.0.0.0/8"]
+  nodes:
+    - {id: tyo-1, region: ap-northeast, location: {lat: 35.68, lon: 139.69}, public_url: "https://tyo-1.example.net"}
+    - {id: iad-1, region: us-east, location: {lat: 39.04, lon: -77.49}, public_url: "https://iad-1.example.net"}
+`, db)
+	yaml = strings.Replace(yaml, "service: api}", "service: api, steer: redirect}", 1)
+	n := startNode(t, yaml)
+	c := h1Client()
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	base := "https://" + n.Addrs().HTTPS
+	for client, want := range map[string]string{
+		"1.0.16.1":     "https://tyo-1.example.net/app?x=1",
+		"3.80.0.1":     "https://iad-1.example.net/app?x=1",
+		"85.214.0.1":   "", // Frankfurt: served here
+		"192.168.1.20": "", // private: served here
+	} {
+		resp, _ := get(t, c, base+"/app?x=1", "X-Forwarded-For", client)
+		if want == "" {
+			if resp.StatusCode != 200 || resp.Header.Get("X-Backend") != "fra-app" {
+				t.Errorf("client %s: %d, want served here", client, resp.StatusCode)
+			}
+			continue
+		}
+		if resp.StatusCode != 307 || resp.Header.Get("Location") != want {
+			t.Errorf("client %s: %d to %q, want 307 to %q", client, resp.StatusCode, resp.Header.Get("Location"), want)
+		}
+	}
+
+	resp, body := get(t, c, base+"/.well-known/perigee/nodes", "X-Forwarded-For", "1.0.16.1")
+	if resp.StatusCode != 200 || !strings.Contains(body, "tyo-1") {
+		t.Fatalf("nodes API: %d %s", resp.StatusCode, body)
+	}
+	resp, body = get(t, c, "http://"+n.Addrs().Admin+"/geo/decide?ip=3.80.0.1")
+	var explain map[string]any
+	if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &explain) != nil || !strings.Contains(body, "iad-1") {
+		t.Fatalf("explain: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestGeoConfigErrorsNameTheFile(t *testing.T) {
+	yaml := nodeYAML("round_robin", backend(t, "a")) + "geo:\n  database: /nonexistent/city.mmdb\n"
+	path := filepath.Join(t.TempDir(), "node.yaml")
+	writeFile(t, path, yaml)
+	n, err := newFromFile(path)
+	if err == nil {
+		n.Shutdown(t.Context())
+		t.Fatal("a missing GeoIP database was accepted")
+	}
+	if !strings.Contains(err.Error(), "node.yaml:") || !strings.Contains(err.Error(), "city.mmdb") {
+		t.Fatalf("error %q should name the config line and the database", err)
+	}
+}
