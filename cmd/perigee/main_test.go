@@ -1,0 +1,319 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go/http3"
+)
+
+// bin is the perigee binary the tests run as real child processes.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "perigee-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "perigee")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building perigee: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// perigee runs the binary to completion and returns its exit code and output.
+func perigee(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), out.String()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0, out.String()
+}
+
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "node.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestValidate(t *testing.T) {
+	code, out := perigee(t, "validate", "--config", "../../edge/config/testdata/example.yaml")
+	if code != 0 || !strings.Contains(out, "ok (1 services, 1 routes)") {
+		t.Fatalf("valid config: exit %d: %s", code, out)
+	}
+	bad := writeConfig(t, "listen: {https: \"127.0.0.1:1\"}\nservices:\n  api: {balancer: fastest, backends: [{url: \"http://127.0.0.1:2\"}]}\n")
+	code, out = perigee(t, "validate", "--config", bad)
+	if code != 1 || !strings.Contains(out, bad+`:3: service "api": unknown balancer "fastest"`) {
+		t.Fatalf("bad config: exit %d: %s", code, out)
+	}
+	if code, out := perigee(t, "validate"); code != 2 || !strings.Contains(out, "--config is required") {
+		t.Fatalf("no --config: exit %d: %s", code, out)
+	}
+	if code, _ := perigee(t, "frobnicate"); code != 2 {
+		t.Fatalf("unknown command: exit %d", code)
+	}
+	if code, out := perigee(t, "version"); code != 0 || !strings.HasPrefix(out, "perigee ") {
+		t.Fatalf("version: %d %s", code, out)
+	}
+}
+
+func TestPolicyTestReplaysATrace(t *testing.T) {
+	svg := filepath.Join(t.TempDir(), "plot.svg")
+	code, out := perigee(t, "policy", "test", "../../policies/queue_depth.lua", "--trace", "../../policies/traces/flash_sale.csv", "--plot", svg)
+	if code != 0 || !strings.Contains(out, "summary:") {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	if b, err := os.ReadFile(svg); err != nil || !bytes.Contains(b, []byte("<svg")) {
+		t.Fatalf("no plot written: %v", err)
+	}
+	if code, out := perigee(t, "policy", "test", "../../policies/queue_depth.lua"); code != 2 || !strings.Contains(out, "usage") {
+		t.Fatalf("missing --trace: exit %d: %s", code, out)
+	}
+}
+
+// freePort returns a port free on TCP and UDP at host, for a child to bind.
+func freePort(t *testing.T, host string) string {
+	t.Helper()
+	for range 20 {
+		ln, err := net.Listen("tcp", host+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if pc, err := net.ListenPacket("udp", addr); err == nil {
+			pc.Close()
+			_, port, _ := net.SplitHostPort(addr)
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return ""
+}
+
+// child is a running `perigee serve`.
+type child struct {
+	cmd *exec.Cmd
+	out *lockedBuffer
+}
+
+// lockedBuffer collects a child's output while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func serveChild(t *testing.T, config string) *child {
+	t.Helper()
+	cmd := exec.Command(bin, "serve", "--config", config, "--log-format", "json")
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &child{cmd: cmd, out: out}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return c
+}
+
+func insecureClient(h3 bool) *http.Client {
+	tlsConf := &tls.Config{InsecureSkipVerify: true}
+	if h3 {
+		return &http.Client{Transport: &http3.Transport{TLSClientConfig: tlsConf}, Timeout: 10 * time.Second}
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf, ForceAttemptHTTP2: true}, Timeout: 10 * time.Second}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(45 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func status(c *http.Client, url string) int {
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// The real binary serves HTTP/2 and HTTP/3, reloads on SIGHUP, keeps its
+// config when a reload is bad, and drains and exits 0 on SIGTERM.
+func TestServeReloadAndTerminate(t *testing.T) {
+	https, admin, be := "127.0.0.1:"+freePort(t, "127.0.0.1"), "127.0.0.1:"+freePort(t, "127.0.0.1"), "127.0.0.1:"+freePort(t, "127.0.0.1")
+	yaml := func(prefix string) string {
+		return fmt.Sprintf(`listen: {https: %q, admin: %q}
+sample_backends: [{listen: %q, name: child-backend}]
+services:
+  api: {backends: [{url: "http://%s"}]}
+routes:
+  - {match: {path_prefix: %s}, service: api}
+`, https, admin, be, be, prefix)
+	}
+	path := writeConfig(t, yaml("/one"))
+	c := serveChild(t, path)
+	h2, h3 := insecureClient(false), insecureClient(true)
+	eventually(t, "serving over HTTP/2", func() bool { return status(h2, "https://"+https+"/one") == 200 })
+	if got := status(h3, "https://"+https+"/one"); got != 200 {
+		t.Fatalf("HTTP/3: %d", got)
+	}
+
+	os.WriteFile(path, []byte(yaml("/two")), 0o600)
+	c.cmd.Process.Signal(syscall.SIGHUP)
+	eventually(t, "the reloaded route", func() bool { return status(h2, "https://"+https+"/two") == 200 })
+	if got := status(h2, "https://"+https+"/one"); got != 404 {
+		t.Fatalf("old route after reload: %d", got)
+	}
+
+	os.WriteFile(path, []byte(yaml("/three")+"nonsense: [\n"), 0o600)
+	c.cmd.Process.Signal(syscall.SIGHUP)
+	eventually(t, "the refused reload in the log", func() bool { return strings.Contains(c.out.String(), "reload refused") })
+	if got := status(h2, "https://"+https+"/two"); got != 200 {
+		t.Fatalf("a bad reload broke the running config: %d", got)
+	}
+
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- c.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, c.out)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no exit 30s after SIGTERM")
+	}
+}
+
+// Three real nodes on distinct loopback addresses form a mesh; one is
+// killed with SIGKILL and the others see it dead and keep a leader.
+func TestMeshOfRealProcessesSurvivesSIGKILL(t *testing.T) {
+	type node struct{ id, host, https, admin, gossip string }
+	var nodes []node
+	for i := 1; i <= 3; i++ {
+		host := fmt.Sprintf("127.0.0.%d", 10+i)
+		nodes = append(nodes, node{fmt.Sprintf("n%d", i), host, freePort(t, host), freePort(t, host), freePort(t, host)})
+	}
+	be := backendAddr(t)
+	var children []*child
+	for _, n := range nodes {
+		yaml := fmt.Sprintf(`node: {id: %s, region: test, public_url: "https://%s:%s"}
+listen: {https: "%s:%s", admin: "%s:%s"}
+services:
+  api: {backends: [{url: "http://%s"}]}
+routes:
+  - {match: {path_prefix: /}, service: api}
+mesh:
+  bind: "%s:%s"
+  join: ["%s:%s"]
+`, n.id, n.host, n.https, n.host, n.https, n.host, n.admin, be, n.host, n.gossip, nodes[0].host, nodes[0].gossip)
+		children = append(children, serveChild(t, writeConfig(t, yaml)))
+	}
+	states := func(n node) map[string]string {
+		resp, err := http.Get(fmt.Sprintf("http://%s:%s/members", n.host, n.admin))
+		if err != nil {
+			return nil
+		}
+		defer resp.Body.Close()
+		var ms []struct {
+			Meta  struct{ ID string }
+			State string
+		}
+		json.NewDecoder(resp.Body).Decode(&ms)
+		out := map[string]string{}
+		for _, m := range ms {
+			out[m.Meta.ID] = m.State
+		}
+		return out
+	}
+	eventually(t, "all three see each other alive", func() bool {
+		for _, n := range nodes {
+			s := states(n)
+			if s["n1"] != "alive" || s["n2"] != "alive" || s["n3"] != "alive" {
+				return false
+			}
+		}
+		return true
+	})
+	children[0].cmd.Process.Kill()
+	children[0].cmd.Wait()
+	eventually(t, "n1's death seen by the others", func() bool {
+		return states(nodes[1])["n1"] == "dead" && states(nodes[2])["n1"] == "dead"
+	})
+	eventually(t, "a new leader among the living", func() bool {
+		resp, err := http.Get(fmt.Sprintf("http://%s:%s/regions", nodes[2].host, nodes[2].admin))
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var regions []struct{ Name, Leader string }
+		json.NewDecoder(resp.Body).Decode(&regions)
+		return len(regions) == 1 && regions[0].Leader == "n2"
+	})
+}
+
+// backendAddr starts a trivial backend in this process.
+func backendAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return ln.Addr().String()
+}
