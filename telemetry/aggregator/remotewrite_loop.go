@@ -9,8 +9,15 @@ import (
 )
 
 // remoteWriteLoop forwards the fleet figures, the same ones /metrics shows,
-// every interval. A failed push is logged and counted, not retried: the
-// next push carries fresh values, and the store keeps the full history.
+// every interval. A push that fails for a passing reason is retried a few
+// times within the interval; one that still fails is logged and counted:
+// the next push carries fresh values, and the store keeps the full history.
+// remoteWriteAttempts bounds the tries of one push; the backoff starts at
+// interval/16 and doubles. Pushes run one at a time and the ticker drops
+// the ticks a slow push misses, so a slow receiver delays pushes rather
+// than piling them up.
+const remoteWriteAttempts = 3
+
 func (s *server) remoteWriteLoop(ctx context.Context, rw *RemoteWrite) {
 	client := &http.Client{Timeout: rw.Interval}
 	t := time.NewTicker(rw.Interval)
@@ -31,7 +38,8 @@ func (s *server) remoteWriteLoop(ctx context.Context, rw *RemoteWrite) {
 			}
 			series[i] = remotewrite.Series{Labels: labels, Samples: []remotewrite.Sample{{Value: f.value, Time: now}}}
 		}
-		if err := remotewrite.Push(ctx, client, rw.URL, remotewrite.Encode(series)); err != nil {
+		err := remotewrite.PushRetry(ctx, client, rw.URL, remotewrite.Encode(series), remoteWriteAttempts, rw.Interval/16)
+		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("remote write failed", "url", rw.URL, "series", len(series), "err", err)
 				s.metrics.remoteWrite.WithLabelValues("error").Inc()

@@ -4,9 +4,12 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -150,5 +153,39 @@ func TestSpoolBoundsDropsOldestAndDeliversAfterRestart(t *testing.T) {
 	eventually(t, "the spool to drain", func() bool { return s2.Stats().SpooledBatches == 0 })
 	if got := s2.Stats().BatchesAcked; got != uint64(st.SpooledBatches) {
 		t.Fatalf("acknowledged %d, want the %d spooled", got, st.SpooledBatches)
+	}
+}
+
+// A batch the aggregator refuses for good (a 4xx other than 429) is dropped
+// and counted, not resent forever; a 429 keeps the batch for a retry.
+func TestRefusedBatchIsDroppedAndCounted(t *testing.T) {
+	var calls atomic.Int32
+	agg := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch calls.Add(1) {
+		case 1:
+			http.Error(w, "clock_skew: batch time ahead", http.StatusUnprocessableEntity)
+		case 2:
+			http.Error(w, "slow down", http.StatusTooManyRequests)
+		}
+	}))
+	defer agg.Close()
+	s, err := ship.New(ship.Config{Aggregator: agg.URL, TokenFile: writeToken(t), SpoolDir: t.TempDir(), Interval: 10 * time.Millisecond,
+		Node: "node-a", InsecureSkipVerify: true, RetryMax: 50 * time.Millisecond}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	s.AddEvent(telemetry.Event{Time: time.Now(), Kind: "first"})
+	eventually(t, "the first batch to be refused", func() bool { return s.Stats().BatchesRefused == 1 })
+	s.AddEvent(telemetry.Event{Time: time.Now(), Kind: "second"})
+	eventually(t, "the second batch to be acknowledged", func() bool { return s.Stats().BatchesAcked == 1 })
+	st := s.Stats()
+	if st.BatchesRefused != 1 || st.DroppedBatches != 1 || st.SpooledBatches != 0 || calls.Load() != 3 {
+		t.Fatalf("refused %d, dropped %d, spooled %d after %d posts; want 1, 1, 0 after 3 (422, 429, 200)",
+			st.BatchesRefused, st.DroppedBatches, st.SpooledBatches, calls.Load())
 	}
 }

@@ -39,123 +39,99 @@ func (b *Batch) Records() int {
 
 // Record sections, each written as tag, count, records. Unknown tags are
 // refused so a newer node cannot be half-read by an older aggregator.
+// Samples and access records were first written row by row (tagSamples,
+// tagAccess); nodes now write them in columns (see columns.go), and the
+// row sections are still read because the aggregator's store holds them.
 const (
-	tagSamples   = 1
-	tagDecisions = 2
-	tagEvents    = 3
-	tagAccess    = 4
-	tagCost      = 5
+	tagSamples    = 1
+	tagDecisions  = 2
+	tagEvents     = 3
+	tagAccess     = 4
+	tagCost       = 5
+	tagSampleCols = 6
+	tagAccessCols = 7
 )
 
 // AppendPayload encodes the batch's records (not its id, which lives in the
-// frame header) onto b. Timestamps are offsets from the batch's creation.
+// frame header) onto b. Timestamps are relative to the batch's creation.
 func AppendPayload(b []byte, bt *Batch) []byte {
 	base := bt.Created.UnixNano()
+	e := encoder{b: b, strs: map[string]uint64{}}
 	if len(bt.Samples) > 0 {
-		b = append(b, tagSamples)
-		b = binary.AppendUvarint(b, uint64(len(bt.Samples)))
-		for i := range bt.Samples {
-			b = appendSample(b, &bt.Samples[i], base)
-		}
+		e.b = append(e.b, tagSampleCols)
+		e.samples(bt.Samples, base)
 	}
 	if len(bt.Decisions) > 0 {
-		b = append(b, tagDecisions)
-		b = binary.AppendUvarint(b, uint64(len(bt.Decisions)))
+		e.b = append(e.b, tagDecisions)
+		e.b = binary.AppendUvarint(e.b, uint64(len(bt.Decisions)))
 		for i := range bt.Decisions {
-			b = appendDecision(b, &bt.Decisions[i], base)
+			e.b = appendDecision(e.b, &bt.Decisions[i], base)
 		}
 	}
 	if len(bt.Events) > 0 {
-		b = append(b, tagEvents)
-		b = binary.AppendUvarint(b, uint64(len(bt.Events)))
+		e.b = append(e.b, tagEvents)
+		e.b = binary.AppendUvarint(e.b, uint64(len(bt.Events)))
 		for i := range bt.Events {
-			b = appendEvent(b, &bt.Events[i], base)
+			e.b = appendEvent(e.b, &bt.Events[i], base)
 		}
 	}
 	if len(bt.Access) > 0 {
-		b = append(b, tagAccess)
-		b = binary.AppendUvarint(b, uint64(len(bt.Access)))
-		for i := range bt.Access {
-			b = appendAccess(b, &bt.Access[i], base)
-		}
+		e.b = append(e.b, tagAccessCols)
+		e.access(bt.Access, base)
 	}
 	if c := bt.Cost; c != nil {
-		b = append(b, tagCost)
-		b = binary.AppendUvarint(b, c.BytesSent)
-		b = binary.AppendUvarint(b, uint64(c.EncodeCPU))
-		b = binary.AppendUvarint(b, c.DroppedBatches)
-		b = binary.AppendUvarint(b, c.DroppedRecords)
-		b = binary.AppendUvarint(b, c.SpoolBytes)
+		e.b = append(e.b, tagCost)
+		for _, v := range [...]uint64{c.BytesSent, uint64(c.EncodeCPU), c.DroppedBatches, c.DroppedRecords, c.SpoolBytes} {
+			e.b = binary.AppendUvarint(e.b, v)
+		}
 	}
-	return b
+	return e.b
 }
 
 // DecodePayload reads what AppendPayload wrote into bt, whose Created must
 // already be set from the frame header.
 func DecodePayload(p []byte, bt *Batch) error {
 	base := bt.Created.UnixNano()
-	r := reader{b: p}
+	d := decoder{reader: reader{b: p}}
+	r := &d.reader
 	for len(r.b) > 0 && r.err == nil {
 		tag := r.b[0]
 		r.b = r.b[1:]
-		if tag == tagCost {
+		switch tag {
+		case tagCost:
 			bt.Cost = &Cost{
 				BytesSent: r.uvarint(), EncodeCPU: time.Duration(r.uvarint()),
 				DroppedBatches: r.uvarint(), DroppedRecords: r.uvarint(), SpoolBytes: r.uvarint(),
 			}
-			continue
-		}
-		n := r.count()
-		switch tag {
+		case tagSampleCols:
+			bt.Samples = d.samples(base)
+		case tagAccessCols:
+			bt.Access = d.access(base)
 		case tagSamples:
-			bt.Samples = make([]telemetry.NodeSample, n)
+			bt.Samples = make([]telemetry.NodeSample, r.count())
 			for i := range bt.Samples {
-				readSample(&r, &bt.Samples[i], base)
+				readSample(r, &bt.Samples[i], base)
 			}
 		case tagDecisions:
-			bt.Decisions = make([]telemetry.Decision, n)
+			bt.Decisions = make([]telemetry.Decision, r.count())
 			for i := range bt.Decisions {
-				readDecision(&r, &bt.Decisions[i], base)
+				readDecision(r, &bt.Decisions[i], base)
 			}
 		case tagEvents:
-			bt.Events = make([]telemetry.Event, n)
+			bt.Events = make([]telemetry.Event, r.count())
 			for i := range bt.Events {
-				readEvent(&r, &bt.Events[i], base)
+				readEvent(r, &bt.Events[i], base)
 			}
 		case tagAccess:
-			bt.Access = make([]telemetry.AccessRecord, n)
+			bt.Access = make([]telemetry.AccessRecord, r.count())
 			for i := range bt.Access {
-				readAccess(&r, &bt.Access[i], base)
+				readAccess(r, &bt.Access[i], base)
 			}
 		default:
 			return fmt.Errorf("%w: unknown section %d", ErrMalformed, tag)
 		}
 	}
 	return r.err
-}
-
-func appendSample(b []byte, s *telemetry.NodeSample, base int64) []byte {
-	b = appendString(b, s.Node)
-	b = appendString(b, s.Region)
-	b = appendTime(b, s.Time, base)
-	b = binary.AppendVarint(b, int64(s.Window))
-	b = appendFloat(b, s.RPS)
-	b = binary.AppendVarint(b, s.InFlight)
-	b = appendFloat(b, s.CPU)
-	b = binary.AppendUvarint(b, s.MemBytes)
-	b = binary.AppendUvarint(b, uint64(len(s.Services)))
-	for _, name := range sortedKeys(s.Services) {
-		v := s.Services[name]
-		b = appendString(b, name)
-		b = appendFloat(b, v.RPS)
-		b = appendFloat(b, v.ErrorRate)
-		b = binary.AppendVarint(b, v.InFlight)
-		b = binary.AppendVarint(b, v.Queued)
-		b = v.Latency.AppendBinary(b)
-		b = binary.AppendVarint(b, int64(v.Backends))
-		b = binary.AppendVarint(b, int64(v.HealthyBackends))
-	}
-	return b
 }
 
 func readSample(r *reader, s *telemetry.NodeSample, base int64) {
@@ -237,18 +213,6 @@ func readEvent(r *reader, e *telemetry.Event, base int64) {
 		k := r.string()
 		e.Fields[k] = r.string()
 	}
-}
-
-func appendAccess(b []byte, a *telemetry.AccessRecord, base int64) []byte {
-	b = appendTime(b, a.Time, base)
-	for _, s := range [...]string{a.Route, a.Service, a.Method, a.Path} {
-		b = appendString(b, s)
-	}
-	b = binary.AppendVarint(b, int64(a.Status))
-	b = appendString(b, a.Proto)
-	b = binary.AppendVarint(b, int64(a.Duration))
-	b = binary.AppendVarint(b, a.Bytes)
-	return appendString(b, a.Client)
 }
 
 func readAccess(r *reader, a *telemetry.AccessRecord, base int64) {

@@ -174,3 +174,43 @@ func FuzzFrame(f *testing.F) {
 		_ = DecodePayload(b, &Batch{Created: time.Now()})
 	})
 }
+
+// A batch of several samples and access records exercises the columns:
+// deltas of either sign, services that come and go between samples,
+// repeated and new strings, addresses in both families, a zero time.
+func TestColumnsRoundTrip(t *testing.T) {
+	now := time.Now()
+	var h telemetry.Histogram
+	h.Observe(3 * time.Millisecond)
+	h.Observe(40 * time.Second)
+	in := &Batch{Node: "ams-1", Seq: 7, Created: now}
+	for i, svcs := range [][]string{{"api", "img"}, {"api"}, {}, {"img", "auth"}} {
+		s := telemetry.NodeSample{Node: "ams-1", Region: "eu-west", Time: now.Add(time.Duration(i-3) * time.Second),
+			Window: time.Second, RPS: 100.25 * float64(i%2), InFlight: int64(5 - 3*i), CPU: 0.1 * float64(i), MemBytes: uint64(90-i) << 20}
+		if i == 2 {
+			s.Time = time.Time{}
+		}
+		for j, name := range svcs {
+			if s.Services == nil {
+				s.Services = map[string]telemetry.ServiceSample{}
+			}
+			s.Services[name] = telemetry.ServiceSample{RPS: float64(10 * j), ErrorRate: 0.5, InFlight: int64(i - j), Queued: 1,
+				Latency: h.Snapshot(), Backends: 3, HealthyBackends: 3 - i}
+		}
+		in.Samples = append(in.Samples, s)
+	}
+	for i, client := range []string{"198.51.100.7", "198.51.100.9", "2001:db8::1", "::ffff:192.0.2.1", "not-an-ip", "198.51.100.7", "10.0.0.1:80"} {
+		in.Access = append(in.Access, telemetry.AccessRecord{Time: now.Add(-time.Duration(i*i) * time.Millisecond), Route: "r", Service: "api",
+			Method: "GET", Path: []string{"/a", "/b"}[i%2], Status: []int{200, 404, 503}[i%3], Proto: "HTTP/2.0",
+			Duration: time.Duration(i) * time.Microsecond, Bytes: int64(1000 - i*300), Client: client})
+	}
+	out := &Batch{Node: in.Node, Seq: in.Seq, Created: in.Created}
+	if err := DecodePayload(AppendPayload(nil, in), out); err != nil {
+		t.Fatal(err)
+	}
+	normalize(in)
+	normalize(out)
+	if !reflect.DeepEqual(in, out) {
+		t.Fatalf("round trip differs\n in: %+v\nout: %+v", in, out)
+	}
+}

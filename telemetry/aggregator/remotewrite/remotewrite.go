@@ -6,6 +6,7 @@ package remotewrite
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -63,8 +64,9 @@ func Encode(series []Series) []byte {
 	return req
 }
 
-// Push posts an encoded WriteRequest. A 4xx answer means the samples will
-// never be accepted; the error says so, and the caller drops them.
+// Push posts an encoded WriteRequest. A 4xx answer other than 429 means the
+// samples will never be accepted: the error wraps ErrRejected, and the
+// caller drops them.
 func Push(ctx context.Context, c *http.Client, url string, writeRequest []byte) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(snappy.Encode(nil, writeRequest)))
 	if err != nil {
@@ -80,7 +82,36 @@ func Push(ctx context.Context, c *http.Client, url string, writeRequest []byte) 
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("remote write: %s: %s", resp.Status, bytes.TrimSpace(msg))
+		err := fmt.Errorf("remote write: %s: %s", resp.Status, bytes.TrimSpace(msg))
+		if resp.StatusCode/100 == 4 && resp.StatusCode != http.StatusTooManyRequests {
+			err = fmt.Errorf("%w: %w", ErrRejected, err)
+		}
+		return err
 	}
 	return nil
+}
+
+// ErrRejected marks an answer that retrying cannot change.
+var ErrRejected = errors.New("remote write rejected")
+
+// PushRetry is Push, retried after a network error, a 5xx or a 429 up to
+// attempts times in all, waiting backoff and then twice as long each time.
+// The bound keeps a slow receiver from piling pushes up: the caller pushes
+// fresh values every interval anyway.
+func PushRetry(ctx context.Context, c *http.Client, url string, writeRequest []byte, attempts int, backoff time.Duration) error {
+	var err error
+	for i := range attempts {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(backoff):
+			}
+			backoff *= 2
+		}
+		if err = Push(ctx, c, url, writeRequest); err == nil || errors.Is(err, ErrRejected) {
+			return err
+		}
+	}
+	return err
 }
