@@ -3,13 +3,23 @@ GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build run test vet fuzz-seeds bench clean
+# Example Wasm transforms: every Go example, plus the WAT one when wabt's
+# wat2wasm is installed.
+GO_MODULES := addheader apikey denylist jwt redact rewrite
+
+.PHONY: build run modules test vet bench clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/perigee ./cmd/perigee
 
-run: build
+run: build modules
 	./bin/perigee serve
+
+modules: build
+	@mkdir -p modules/build
+	@for m in $(GO_MODULES); do ./bin/perigee wasm build ./modules/$$m -o modules/build/$$m.wasm || exit 1; done
+	@if command -v wat2wasm >/dev/null; then wat2wasm modules/wat/poweredby.wat -o modules/build/poweredby.wasm; \
+	 else echo "modules: wat2wasm not found (apt-get install wabt): skipping the WAT example"; fi
 
 vet:
 	$(GO) vet ./...

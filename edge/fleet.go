@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"sync"
@@ -99,6 +100,7 @@ func (n *Node) startGeo(ctx context.Context, cfg *config.Config) error {
 		n.static = sf
 		fleet = sf
 	}
+	n.country = &countryTagger{db: db, trusted: rc.Trusted}
 	n.router = geo.NewRouter(rc, db, fleet, n.learner)
 	n.nodesAPI = n.router.NodesHandler()
 	n.metrics.Registry.MustRegister(n.router.Collector())
@@ -255,5 +257,22 @@ func (n *Node) shareLoad(s telemetry.NodeSample) {
 		if err := n.cluster.SetExtra(rttKey, n.learner.Summary()); err != nil {
 			n.log.Warn("gossiping client RTTs", "err", err)
 		}
+	}
+}
+
+// CountryHeader carries the client's ISO country to transforms (the deny-list
+// example reads it). The node always sets or removes it, so a client cannot
+// claim a country.
+const CountryHeader = "X-Perigee-Country"
+
+type countryTagger struct {
+	db      *geoip.DB
+	trusted []netip.Prefix
+}
+
+func (c *countryTagger) tag(r *http.Request) {
+	r.Header.Del(CountryHeader)
+	if loc := c.db.Lookup(geo.ClientAddr(r, c.trusted)); loc.Country != "" {
+		r.Header.Set(CountryHeader, loc.Country)
 	}
 }

@@ -19,7 +19,10 @@ func TestGeoSteersClientsToTheirNearestNode(t *testing.T) {
 	if err := demodb.Write(db); err != nil {
 		t.Fatal(err)
 	}
-	yaml := nodeYAML("round_robin", backend(t, "fra-app")) + fmt.Sprintf(`node:
+	yaml := nodeYAML("round_robin", serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Backend", "fra-app")
+		json.NewEncoder(w).Encode(r.Header)
+	}))) + fmt.Sprintf(`node:
   id: fra-1
   region: eu-central
   location: {lat: 50.11, lon: 8.68}
@@ -52,6 +55,13 @@ geo:
 		if resp.StatusCode != 307 || resp.Header.Get("Location") != want {
 			t.Errorf("client %s: %d to %q, want 307 to %q", client, resp.StatusCode, resp.Header.Get("Location"), want)
 		}
+	}
+
+	// The node tags the client's country for transforms and drops a forged one.
+	var seen http.Header
+	_, body := get(t, c, base+"/app", "X-Forwarded-For", "85.214.0.1", "X-Perigee-Country", "XX")
+	if json.Unmarshal([]byte(body), &seen); seen.Get("X-Perigee-Country") != "DE" {
+		t.Errorf("backend saw country %q, want DE", seen.Get("X-Perigee-Country"))
 	}
 
 	resp, body := get(t, c, base+"/.well-known/perigee/nodes", "X-Forwarded-For", "1.0.16.1")

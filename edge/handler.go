@@ -44,6 +44,9 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		exchange.Error(rec, r, http.StatusRequestEntityTooLarge, "request body too large")
 	case !admit(entry.gate, rec, r, start):
 	default:
+		if n.country != nil {
+			n.country.tag(r)
+		}
 		if max := int64(st.cfg.Limits.MaxBodyBytes); max > 0 && r.Body != nil {
 			r.Body = http.MaxBytesReader(rec, r.Body, max)
 		}

@@ -79,6 +79,7 @@ type Node struct {
 	learner  *rtt.Learner     // client round trips, with geo
 	static   *geo.StaticFleet // the configured fleet, when there is no mesh
 	nodesAPI http.Handler     // GET /.well-known/perigee/nodes, with geo
+	country  *countryTagger   // sets X-Perigee-Country, with geo
 }
 
 // Addrs are the addresses the node actually listens on (ports resolved).
