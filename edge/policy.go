@@ -27,7 +27,7 @@ func (n *Node) startPolicies(ctx context.Context, cfg *config.Config) error {
 		}
 		spec := *svc.Scale
 		spec.Command = expandSelf(spec.Command)
-		a, err := actuator.New(name, spec, n, n.log.With("service", name))
+		a, err := actuator.New(name, spec, n, n.log)
 		if err != nil {
 			return fmt.Errorf("%s: service %q: %w", cfg.Pos("services", name, "scale"), name, err)
 		}

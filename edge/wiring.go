@@ -9,6 +9,7 @@ import (
 
 	"perigee/edge/admin"
 	"perigee/edge/config"
+	"perigee/runtime/wasm"
 	"perigee/telemetry"
 	"perigee/telemetry/ship"
 )
@@ -74,13 +75,23 @@ func (n *Node) sampleConsumers() []func(telemetry.NodeSample) {
 	return out
 }
 
-// transformStats is GET /transforms: calls, errors, traps and time per
-// transform of the config in force.
+// transformStats is GET /transforms: per transform of the config in
+// force, its counters and the time spent in the guest.
 func (n *Node) transformStats() any {
 	st := n.acquire()
 	defer st.release()
-	if st.transforms == nil {
-		return map[string]any{}
+	type view struct {
+		wasm.Stats
+		Time  struct{} `json:"-"`
+		P50us int64    `json:"guest_p50_us"`
+		P99us int64    `json:"guest_p99_us"`
 	}
-	return st.transforms.Stats()
+	out := map[string]view{}
+	if st.transforms == nil {
+		return out
+	}
+	for name, s := range st.transforms.Stats() {
+		out[name] = view{Stats: s, P50us: s.Time.Quantile(0.5).Microseconds(), P99us: s.Time.Quantile(0.99).Microseconds()}
+	}
+	return out
 }
