@@ -350,7 +350,9 @@ func (n *Node) reload() error {
 		!reflect.DeepEqual(cfg.Mesh, old.cfg.Mesh) || !reflect.DeepEqual(cfg.Geo, old.cfg.Geo) {
 		return errors.New("services' scale, telemetry, mesh or geo changed: that needs a restart")
 	}
-	if cfg.TLS != old.cfg.TLS {
+	// Certificate files are read again on every reload, for rotation; a dev
+	// certificate is kept as long as the config asks for one.
+	if cfg.TLS.Cert != "" || old.cfg.TLS.Cert != "" {
 		cert, err := certs.Load(cfg.TLS.Cert, cfg.TLS.Key, certHosts(cfg))
 		if err != nil {
 			return err
