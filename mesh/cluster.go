@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -36,10 +37,12 @@ type Cluster struct {
 	report func() telemetry.NodeSample
 	gen    uint64
 
-	ml     *memberlist.Memberlist
-	queue  *memberlist.TransmitLimitedQueue
-	coords *coordinate.Client
-	events *eventQueue
+	ml      *memberlist.Memberlist
+	queue   *memberlist.TransmitLimitedQueue // reports
+	beats   *memberlist.TransmitLimitedQueue // beats, sent in what room reports leave
+	coords  *coordinate.Client
+	events  *eventQueue
+	repairs chan string // addresses of peers whose report we missed
 
 	dropped atomic.Uint64
 	alive   atomic.Int32
@@ -47,7 +50,7 @@ type Cluster struct {
 	mu       sync.Mutex
 	peers    map[string]*peer
 	seq      uint64
-	lastSent *report // our latest broadcast report
+	lastSent *report // our latest full report; beats since refer to it
 	extra    map[string][]byte
 	dirty    bool // extras, epoch or leaving changed since lastSent
 	leaving  bool
@@ -69,7 +72,7 @@ type peer struct {
 	recv     time.Time // when rep arrived, by our clock
 	coord    *coordinate.Coordinate
 	coordAt  time.Time
-	reported bool // rep came from the node itself or gossip, not just membership
+	repairAt time.Time // when we last asked this peer for the report we missed
 }
 
 // Start creates the node's memberlist, then joins the seeds in the
@@ -100,6 +103,7 @@ func Start(ctx context.Context, cfg Config, meta NodeMeta, report func() telemet
 		events:  newEventQueue(meta.ID, 256),
 		peers:   map[string]*peer{},
 		leaders: map[string]string{},
+		repairs: make(chan string, 1),
 		stop:    make(chan struct{}),
 	}
 	mc, err := cfg.memberlistConfig(meta.ID)
@@ -110,6 +114,7 @@ func Start(ctx context.Context, cfg Config, meta NodeMeta, report func() telemet
 	d := &delegate{c}
 	mc.Delegate, mc.Events, mc.Ping = d, d, d
 	c.queue = &memberlist.TransmitLimitedQueue{RetransmitMult: c.timing.RetransmitMult, NumNodes: c.numNodes}
+	c.beats = &memberlist.TransmitLimitedQueue{RetransmitMult: beatRetransmitMult, NumNodes: c.numNodes}
 	// Our first report must exist before memberlist can ask for state.
 	c.sample(time.Now())
 	ml, err := memberlist.Create(mc)
@@ -117,9 +122,10 @@ func Start(ctx context.Context, cfg Config, meta NodeMeta, report func() telemet
 		return nil, fmt.Errorf("mesh: start memberlist on %q: %w", cfg.Bind, err)
 	}
 	c.ml = ml
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go c.sampleLoop()
 	go c.rejoinLoop(ctx)
+	go c.repairLoop()
 	return c, nil
 }
 
@@ -237,26 +243,41 @@ func (c *Cluster) sampleLoop() {
 		select {
 		case <-c.stop:
 			return
-		case now := <-t.C:
-			c.sample(now)
+		case <-t.C:
+			c.sample(time.Now())
 			c.watchLeaders()
 		}
 	}
 }
 
-// sample reads the report function and broadcasts when the figures moved,
-// extras or the epoch changed, or the last broadcast is due a refresh.
+// beatRetransmitMult is the relay multiplier of beats. A lost beat costs
+// nothing until StaleAfter/Refresh of them are lost in a row, so they are
+// relayed half as often as reports.
+const beatRetransmitMult = 3
+
+// sample reads the report function and broadcasts a full report when the
+// figures, our coordinate, extras or the epoch changed; otherwise, once per
+// refresh interval, a beat.
 func (c *Cluster) sample(now time.Time) {
 	s := c.report()
+	coord := c.coords.GetCoordinate()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	last := c.lastSent
-	due := last == nil || c.dirty || now.Sub(c.peers[c.meta.ID].recv) >= c.timing.Refresh
-	if !due && !significant(last.Sample, s) {
+	changed := last == nil || c.dirty || significant(last.Sample, s) || coordMoved(last.Coord, coord)
+	if !changed && now.Sub(c.peers[c.meta.ID].recv) < c.timing.Refresh {
 		return
 	}
 	c.seq++
-	rep := &report{ID: c.meta.ID, Gen: c.gen, Seq: c.seq, Epoch: c.epoch, Leaving: c.leaving, Sample: s, Coord: c.coords.GetCoordinate(), Extra: c.extra}
+	if !changed {
+		self := c.peers[c.meta.ID]
+		rep := *self.rep
+		rep.Seq = c.seq
+		self.rep, self.recv = &rep, now
+		c.beats.QueueBroadcast(newBeatBroadcast(beat{ID: c.meta.ID, Gen: c.gen, Seq: c.seq, Base: last.Seq}, now))
+		return
+	}
+	rep := &report{ID: c.meta.ID, Gen: c.gen, Seq: c.seq, Epoch: c.epoch, Leaving: c.leaving, Sample: s, Coord: coord, Extra: c.extra}
 	b, err := newBroadcast(rep, now)
 	if errors.Is(err, errTooBig) {
 		// Histograms are the bulk; the totals still fit.
@@ -269,7 +290,7 @@ func (c *Cluster) sample(now time.Time) {
 	}
 	c.lastSent, c.dirty = rep, false
 	p := c.peerLocked(c.meta.ID)
-	p.meta, p.rep, p.recv, p.reported = c.meta, rep, now, true
+	p.meta, p.rep, p.recv = c.meta, rep, now
 	if p.state == "" {
 		p.state, p.since = StateAlive, now
 	}
@@ -315,7 +336,7 @@ func (c *Cluster) merge(rep *report, relay bool, now time.Time) {
 		p.state = StateLeft
 	}
 	rep.Sample.Node = rep.ID
-	p.rep, p.recv, p.reported = rep, now, true
+	p.rep, p.recv = rep, now
 	if rep.Coord != nil && now.Sub(p.coordAt) > c.timing.Sample {
 		p.coord = rep.Coord // a direct ping measured more recently is kept
 	}
@@ -329,7 +350,83 @@ func (c *Cluster) merge(rep *report, relay bool, now time.Time) {
 	}
 }
 
-// broadcast is one report in memberlist's queue. Its age is patched in at
+// mergeBeat moves the report we hold of a node to the beat's sequence and
+// age, and relays the beat. A beat whose base we do not hold shows that we
+// missed a report: we fetch it from its node rather than wait for the next
+// change or push/pull.
+func (c *Cluster) mergeBeat(bt beat, now time.Time) {
+	if bt.ID == c.meta.ID {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.peers[bt.ID]
+	if p == nil || p.state == "" {
+		return // membership and its push/pull will bring the node
+	}
+	held := p.rep
+	switch {
+	case held != nil && !(&report{Gen: bt.Gen, Seq: bt.Seq}).newerThan(held):
+		return // already seen
+	case held == nil || held.Gen != bt.Gen || held.Seq < bt.Base:
+		c.askRepairLocked(p, now)
+		return
+	}
+	rep := *held
+	rep.Seq, rep.Age = bt.Seq, bt.Age
+	p.rep, p.recv = &rep, now
+	c.beats.QueueBroadcast(newBeatBroadcast(bt, now))
+}
+
+// askRepairLocked queues a push/pull with p, at most once per refresh
+// interval per peer, and drops the request if one is already waiting.
+func (c *Cluster) askRepairLocked(p *peer, now time.Time) {
+	if p.addr == "" || now.Sub(p.repairAt) < c.timing.Refresh {
+		return
+	}
+	p.repairAt = now
+	select {
+	case c.repairs <- p.addr:
+	default:
+	}
+}
+
+// repairLoop runs the push/pulls that askRepairLocked queues; memberlist's
+// Join is a push/pull with the given address, state included.
+func (c *Cluster) repairLoop() {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case addr := <-c.repairs:
+			if _, err := c.ml.Join([]string{addr}); err != nil {
+				c.log.Debug("cannot fetch a missed report", "addr", addr, "err", err)
+			}
+		}
+	}
+}
+
+// coordMoved says whether our coordinate moved enough since the last full
+// report to send a new one; beats do not carry it. Heights are left out:
+// they add to every distance, even from a coordinate to itself.
+func coordMoved(old, cur *coordinate.Coordinate) bool {
+	if old == nil || len(old.Vec) != len(cur.Vec) {
+		return true
+	}
+	sum := 0.0
+	for i := range cur.Vec {
+		d := cur.Vec[i] - old.Vec[i]
+		sum += d * d
+	}
+	return math.Sqrt(sum) > coordMove.Seconds()
+}
+
+// coordMove is how far our coordinate may drift unreported: RTT estimates
+// to within a millisecond are as good as the geo router needs.
+const coordMove = time.Millisecond
+
+// broadcast is one report or beat in memberlist's queue. Its age is patched in at
 // each transmission, so a report relayed late still says how old it is.
 type broadcast struct {
 	id     string
@@ -362,10 +459,14 @@ func sameName(b *broadcast, o memberlist.Broadcast) bool {
 	return ok && nb.Name() == b.id
 }
 
+func newBeatBroadcast(bt beat, now time.Time) *broadcast {
+	msg := encodeBeat(bt)
+	return &broadcast{id: bt.ID, msg: msg, agePos: len(msg) - 4, age: bt.Age, at: now}
+}
+
 func (b *broadcast) Message() []byte {
 	out := append([]byte(nil), b.msg...)
-	age := b.age + time.Since(b.at)
-	binary.BigEndian.PutUint32(out[b.agePos:], uint32(min(age.Milliseconds(), 1<<32-1)))
+	binary.BigEndian.PutUint32(out[b.agePos:], ageMillis(b.age+time.Since(b.at)))
 	return out
 }
 

@@ -40,8 +40,8 @@ type Timing struct {
 
 // profiles holds the defaults documented in docs/mesh.md.
 var profiles = map[string]Timing{
-	"lan": {Sample: 250 * time.Millisecond, Refresh: 5 * time.Second, StaleAfter: 15 * time.Second, Rejoin: 5 * time.Second, RetransmitMult: 4},
-	"wan": {Sample: 500 * time.Millisecond, Refresh: 10 * time.Second, StaleAfter: 30 * time.Second, Rejoin: 15 * time.Second, RetransmitMult: 4},
+	"lan": {Sample: 250 * time.Millisecond, Refresh: 5 * time.Second, StaleAfter: 15 * time.Second, Rejoin: 5 * time.Second, RetransmitMult: 6},
+	"wan": {Sample: 500 * time.Millisecond, Refresh: 10 * time.Second, StaleAfter: 30 * time.Second, Rejoin: 15 * time.Second, RetransmitMult: 6},
 }
 
 // Validate reports the first problem with c, naming the field.

@@ -20,8 +20,18 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	return b
 }
 
-// NotifyMsg implements memberlist.Delegate: one gossiped report.
+// NotifyMsg implements memberlist.Delegate: one gossiped report or beat.
 func (d *delegate) NotifyMsg(b []byte) {
+	if len(b) > 0 && b[0] == kindBeat {
+		bt, err := decodeBeat(b)
+		if err != nil {
+			d.c.dropped.Add(1)
+			d.c.log.Debug("dropped gossip beat", "err", err, "bytes", len(b))
+			return
+		}
+		d.c.mergeBeat(bt, time.Now())
+		return
+	}
 	reps, err := decodeMessage(b)
 	if err != nil {
 		d.c.dropped.Add(1)
@@ -34,9 +44,14 @@ func (d *delegate) NotifyMsg(b []byte) {
 	}
 }
 
-// GetBroadcasts implements memberlist.Delegate.
+// GetBroadcasts implements memberlist.Delegate. Reports go first: a
+// missed change is what makes a node wrong, a missed beat costs little.
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
-	return d.c.queue.GetBroadcasts(overhead, limit)
+	out := d.c.queue.GetBroadcasts(overhead, limit)
+	for _, b := range out {
+		limit -= overhead + len(b)
+	}
+	return append(out, d.c.beats.GetBroadcasts(overhead, limit)...)
 }
 
 // LocalState implements memberlist.Delegate: every report we hold of a live

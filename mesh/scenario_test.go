@@ -94,7 +94,7 @@ func TestLoadChangeConvergesUnderDelayAndLoss(t *testing.T) {
 		return true
 	})
 	us[3].rps.Store(777)
-	eventually(t, "us-03's change seen by all", func() bool { return allSee(all, "us-03", 777) })
+	eventuallyEach(t, "us-03's change seen by all", all, func(o *node) bool { return allSee([]*node{o}, "us-03", 777) })
 	v := eu[0].Region("us")
 	if len(v.Members) != 6 || v.RPS != 777 {
 		t.Errorf("eu-00's view of us = %d members, %v rps; want 6 and 777", len(v.Members), v.RPS)

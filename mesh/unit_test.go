@@ -327,3 +327,98 @@ func TestMemberlistLogRoutedToSlog(t *testing.T) {
 }
 
 var _ memberlist.NamedBroadcast = (*broadcast)(nil)
+
+func TestBeatRoundTripAndRejects(t *testing.T) {
+	in := beat{ID: "par-1", Gen: 1700000000000000000, Seq: 90, Base: 42, Age: 1500 * time.Millisecond}
+	b := encodeBeat(in)
+	if got, err := decodeBeat(b); err != nil || got != in {
+		t.Fatalf("decodeBeat = %+v, %v; want %+v", got, err, in)
+	}
+	for i := range b {
+		if _, err := decodeBeat(b[:i]); err == nil {
+			t.Errorf("truncated at %d of %d accepted", i, len(b))
+		}
+	}
+	after := encodeBeat(beat{ID: "x", Seq: 1})
+	after[len(after)-5] = 2 // base two before sequence 1
+	for _, bad := range [][]byte{append(bytes.Clone(b), 0), after, encodeBeat(beat{ID: "a b"})} {
+		if _, err := decodeBeat(bad); !errors.Is(err, errMalformed) {
+			t.Errorf("decodeBeat(%x) = %v, want errMalformed", bad, err)
+		}
+	}
+}
+
+func FuzzDecodeBeat(f *testing.F) {
+	f.Add(encodeBeat(beat{ID: "n1", Gen: 1, Seq: 5, Base: 3, Age: time.Second}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if bt, err := decodeBeat(b); err == nil && (bt.Base > bt.Seq || checkName("id", bt.ID) != nil) {
+			t.Fatalf("accepted bad beat %+v", bt)
+		}
+	})
+}
+
+// A negative age, from a clock read just before another goroutine stored
+// a later one, goes out as zero rather than wrapping to 49 days.
+func TestNegativeAgeSentAsZero(t *testing.T) {
+	b, err := newBroadcast(&report{ID: "n1", Age: -time.Second}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reps, err := decodeMessage(b.Message())
+	if err != nil || reps[0].Age != 0 {
+		t.Errorf("age = %v, %v; want 0", reps[0].Age, err)
+	}
+}
+
+// beatCluster is a Cluster without memberlist, holding report 5 of n1.
+func beatCluster() *Cluster {
+	c := &Cluster{
+		meta: NodeMeta{ID: "self", Region: "eu"}, timing: fastTiming, log: slog.New(slog.DiscardHandler),
+		peers: map[string]*peer{}, repairs: make(chan string, 1),
+	}
+	c.beats = &memberlist.TransmitLimitedQueue{RetransmitMult: beatRetransmitMult, NumNodes: c.numNodes}
+	c.peers["n1"] = &peer{state: StateAlive, addr: "127.0.0.1:1", rep: &report{ID: "n1", Gen: 7, Seq: 5, Sample: telemetry.NodeSample{RPS: 10}}}
+	return c
+}
+
+func TestBeatRefreshesHeldReportAndRelays(t *testing.T) {
+	c := beatCluster()
+	now := time.Now()
+	c.mergeBeat(beat{ID: "n1", Gen: 7, Seq: 8, Base: 5, Age: time.Second}, now)
+	p := c.peers["n1"]
+	if p.rep.Seq != 8 || p.rep.Age != time.Second || p.rep.Sample.RPS != 10 || !p.recv.Equal(now) {
+		t.Errorf("after the beat: %+v received %v", p.rep, p.recv)
+	}
+	if c.beats.NumQueued() != 1 {
+		t.Errorf("beat queued for relay %d times, want 1", c.beats.NumQueued())
+	}
+	c.mergeBeat(beat{ID: "n1", Gen: 7, Seq: 8, Base: 5}, now)
+	if p.rep.Age != time.Second {
+		t.Error("a beat seen before was applied again")
+	}
+	if len(c.repairs) != 0 {
+		t.Error("repair asked although nothing was missed")
+	}
+}
+
+// A beat whose base we do not hold means we missed a report: we ask its
+// node, once per refresh interval, and do not show old figures as new.
+func TestBeatAfterMissedReportAsksForRepair(t *testing.T) {
+	c := beatCluster()
+	now := time.Now()
+	c.mergeBeat(beat{ID: "n1", Gen: 7, Seq: 9, Base: 6}, now)
+	if c.peers["n1"].rep.Seq != 5 {
+		t.Error("a beat for a report we missed was applied")
+	}
+	if len(c.repairs) != 1 || <-c.repairs != "127.0.0.1:1" {
+		t.Fatal("no repair asked of n1")
+	}
+	c.mergeBeat(beat{ID: "n1", Gen: 7, Seq: 10, Base: 6}, now.Add(fastTiming.Refresh/2))
+	if len(c.repairs) != 0 {
+		t.Error("repair asked again within the refresh interval")
+	}
+	c.mergeBeat(beat{ID: "n1", Gen: 8, Seq: 1, Base: 1}, now.Add(fastTiming.Refresh))
+	if len(c.repairs) != 1 {
+		t.Error("a restarted node's beat did not ask for its new report")
+	}
+}

@@ -127,7 +127,7 @@ func (c *Cluster) memberLocked(id string, p *peer, now time.Time) Member {
 	if m.Self {
 		m.Coordinate = c.coords.GetCoordinate()
 	}
-	age := now.Sub(p.recv)
+	age := max(now.Sub(p.recv), 0)
 	if p.rep != nil {
 		age += p.rep.Age
 		m.HasReport = true

@@ -38,7 +38,7 @@ var (
 )
 
 // build compiles one example once per test binary.
-func build(t *testing.T, name string) []byte {
+func build(t testing.TB, name string) []byte {
 	t.Helper()
 	buildMu.Lock()
 	bin, ok := built[name]

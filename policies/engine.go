@@ -147,6 +147,7 @@ func (e *Engine) compile(spec PolicySpec, old *policy) (*policy, error) {
 		Modules: Library(),
 		Print:   func(msg string) { e.cfg.ScriptLog.Info(msg, "policy", spec.Name) },
 	})
+	p.view = newLuaView(p.vm, spec, p.allow, e.cfg.Node, e.cfg.Region)
 	p.registerActions()
 	p.vm.SetGlobal("state", map[string]any{})
 	if err := p.vm.Load(context.Background(), spec.Script, src); err != nil {
@@ -278,9 +279,9 @@ func (e *Engine) Decisions(n int) []telemetry.Decision { return e.journal.last(n
 
 // snapshot takes the source's snapshot and fills in what the engine knows
 // better: replica counts from actuators and bounds, and the region view when
-// the source has none.
-func (e *Engine) snapshot() Snapshot {
-	s := e.cfg.Source.Snapshot()
+// the source has none, which it reports as localRegion.
+func (e *Engine) snapshot() (s Snapshot, localRegion bool) {
+	s = e.cfg.Source.Snapshot()
 	if s.Time.IsZero() {
 		s.Time = e.now()
 	}
@@ -291,14 +292,14 @@ func (e *Engine) snapshot() Snapshot {
 	s.Services = services
 	if s.Region == nil {
 		s.Region = services
-	} else {
-		region := make(map[string]ServiceFigures, len(s.Region))
-		for name, f := range s.Region {
-			region[name] = e.withReplicas(name, f)
-		}
-		s.Region = region
+		return s, true
 	}
-	return s
+	region := make(map[string]ServiceFigures, len(s.Region))
+	for name, f := range s.Region {
+		region[name] = e.withReplicas(name, f)
+	}
+	s.Region = region
+	return s, false
 }
 
 func (e *Engine) withReplicas(name string, f ServiceFigures) ServiceFigures {

@@ -20,6 +20,7 @@ type policy struct {
 
 	mu      sync.Mutex // guards the VM and the fields below it
 	vm      *lua.VM
+	view    *luaView // the table m, kept between evaluations
 	retired bool
 	pending []action
 	last    map[string]memo // what this policy last decided, to skip repeats
@@ -81,18 +82,8 @@ func (p *policy) evaluate(ctx context.Context) error {
 	if p.retired {
 		return nil
 	}
-	snap := p.e.snapshot()
-	m := map[string]any{
-		"time":     float64(snap.Time.UnixNano()) / 1e9,
-		"policy":   p.spec.Name,
-		"interval": p.spec.Interval.Seconds(),
-		"node": map[string]any{
-			"name": p.e.cfg.Node, "region": p.e.cfg.Region,
-			"cpu": snap.Node.CPU, "mem_bytes": snap.Node.MemBytes, "in_flight": snap.Node.InFlight,
-		},
-		"services": luaServices(snap.Services, p.allow),
-		"region":   luaServices(snap.Region, p.allow),
-	}
+	snap, localRegion := p.e.snapshot()
+	m := p.view.update(snap, localRegion)
 	p.pending = p.pending[:0]
 	start := time.Now()
 	_, err := p.vm.Call(ctx, "evaluate", m)

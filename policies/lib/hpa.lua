@@ -18,25 +18,35 @@
 --   up           change limits per period: {pods = 4, percent = 100, period = 15}
 --   down         {percent = 100, period = 15}
 --   min, max     replica bounds (1, none)
+local ring = require("ring")
 local hpa = {}
 
+local DEFAULT_UP = {pods = 4, percent = 100, period = 15}
+local DEFAULT_DOWN = {percent = 100, period = 15}
+
+-- A key's history: per stabilization window the recommendations that can
+-- still be its extreme, and the changes made within the change periods.
+-- Rings, so that a tick costs the same however long the windows are.
 local function history(key)
   state._hpa = state._hpa or {}
   local h = state._hpa[key]
   if h == nil then
-    h = {recs = {}, events = {}}
+    h = {low = ring.new(), high = ring.new(), events = ring.new()}
     state._hpa[key] = h
   end
   return h
 end
 
--- prune keeps entries of list newer than seconds.
-local function prune(list, t, seconds)
-  local kept = {}
-  for _, e in ipairs(list) do
-    if e.t >= t - seconds then kept[#kept + 1] = e end
-  end
-  return kept
+-- extreme adds recommendation r at time t to q and returns the lowest
+-- (sign 1) or highest (sign -1) recommendation of the last window seconds.
+-- q drops every entry that r beats, since it can never be the extreme
+-- again; so q stays sorted and its oldest entry is the answer. This runs
+-- for every service on every tick, hence the direct use of q's fields.
+local function extreme(q, t, r, window, sign)
+  while q.n > 0 and sign * q.v[(q.head + q.n - 2) % q.cap + 1] >= sign * r do q.n = q.n - 1 end
+  ring.push(q, t, r)
+  while q.t[q.head] < t - window do ring.shift(q) end
+  return q.v[q.head]
 end
 
 -- reach is the furthest count a change policy permits from start, moving
@@ -60,8 +70,9 @@ local function limit(h, t, current, desired, up, down)
   local sign, p = 1, up
   if desired < current then sign, p = -1, down end
   local moved = 0
-  for _, e in ipairs(h.events) do
-    if e.t >= t - p.period and e.d * sign > 0 then moved = moved + e.d end
+  for i = 1, h.events.n do
+    local et, d = ring.get(h.events, i)
+    if et >= t - p.period and d * sign > 0 then moved = moved + d end
   end
   local bound = reach(current - moved, p, sign)
   if sign > 0 then return math.max(current, math.min(desired, bound)) end
@@ -71,8 +82,8 @@ end
 function hpa.desired(current, metric, target, opts)
   opts = opts or {}
   local tolerance = opts.tolerance or 0.1
-  local up = opts.up or {pods = 4, percent = 100, period = 15}
-  local down = opts.down or {percent = 100, period = 15}
+  local up = opts.up or DEFAULT_UP
+  local down = opts.down or DEFAULT_DOWN
   local lo, hi = opts.min or 1, opts.max or math.huge
   local t = now()
   local h = history(opts.key or "hpa")
@@ -88,19 +99,16 @@ function hpa.desired(current, metric, target, opts)
 
   -- Stabilization: scale up only to the lowest, and down only to the
   -- highest, recommendation seen within the respective window.
-  h.recs[#h.recs + 1] = {t = t, r = raw}
-  h.recs = prune(h.recs, t, math.max(opts.up_window or 0, opts.down_window or 300))
-  local upTo, downTo = raw, raw
-  for _, e in ipairs(h.recs) do
-    if e.t >= t - (opts.up_window or 0) then upTo = math.min(upTo, e.r) end
-    if e.t >= t - (opts.down_window or 300) then downTo = math.max(downTo, e.r) end
-  end
+  local upTo, downTo = raw, extreme(h.high, t, raw, opts.down_window or 300, -1)
+  if (opts.up_window or 0) > 0 then upTo = extreme(h.low, t, raw, opts.up_window, 1) end
   local stable = current
   if upTo > current then stable = upTo elseif downTo < current then stable = downTo end
 
   local out = limit(h, t, current, stable, up, down)
-  h.events = prune(h.events, t, math.max(up.period, down.period))
-  if out ~= current then h.events[#h.events + 1] = {t = t, d = out - current} end
+  local keep = math.max(up.period, down.period)
+  local ev = h.events
+  while ev.n > 0 and ev.t[ev.head] < t - keep do ring.shift(ev) end
+  if out ~= current then ring.push(ev, t, out - current) end
   return out
 end
 

@@ -42,8 +42,8 @@ func TestEveryPolicyReplaysEveryTrace(t *testing.T) {
 	}
 }
 
-// The flash sale must make a latency policy add replicas during the spike
-// and give them back after it.
+// The flash sale must make a latency policy add replicas during the spike,
+// without overshooting, and give them back after it.
 func TestFlashSaleScalesUpAndBackDown(t *testing.T) {
 	var out bytes.Buffer
 	res, err := Simulate(context.Background(), Options{Policy: "../target_latency.lua", Trace: "../traces/flash_sale.csv"}, &out)
@@ -55,7 +55,8 @@ func TestFlashSaleScalesUpAndBackDown(t *testing.T) {
 	for _, p := range pts[120:300] {
 		peak = max(peak, p.Ready)
 	}
-	if peak < 3*before || after >= peak {
+	// Enough for the spike (about 34), not the 50 of an uncapped step.
+	if peak < 3*before || peak > 40 || after >= peak {
 		t.Fatalf("replicas before %d, peak %d, after %d:\n%s", before, peak, after, out.String())
 	}
 }

@@ -10,13 +10,47 @@ import (
 // maxDepth stops conversion of self-referencing tables.
 const maxDepth = 32
 
+// Table is a Lua table filled from Go field by field, which spares a caller
+// that converts many structs on every call the Go maps ToLua would need.
+// Make one with VM.NewTable; pass it to Call or set it into another Table.
+type Table struct{ t *glua.LTable }
+
+// NewTable returns an empty table sized for arr sequence elements and rec
+// named fields.
+func (vm *VM) NewTable(arr, rec int) Table { return Table{vm.L.CreateTable(arr, rec)} }
+
+// SetNumber sets t[key] to v.
+func (t Table) SetNumber(key string, v float64) { t.t.RawSetString(key, glua.LNumber(v)) }
+
+// SetString sets t[key] to v.
+func (t Table) SetString(key, v string) { t.t.RawSetString(key, glua.LString(v)) }
+
+// SetBool sets t[key] to v.
+func (t Table) SetBool(key string, v bool) { t.t.RawSetString(key, glua.LBool(v)) }
+
+// SetTable sets t[key] to v.
+func (t Table) SetTable(key string, v Table) { t.t.RawSetString(key, v.lvalue()) }
+
+// Append adds v at the end of t's sequence.
+func (t Table) Append(v Table) { t.t.Append(v.lvalue()) }
+
+func (t Table) lvalue() glua.LValue {
+	if t.t == nil {
+		return glua.LNil
+	}
+	return t.t
+}
+
 // ToLua converts a Go value to Lua. Supported: nil, bool, the integer and
 // float kinds, string, []any, []string, []float64, map[string]any,
-// map[string]float64 and map[string]string. Anything else becomes nil.
+// map[string]float64, map[string]string and Table. Anything else becomes
+// nil.
 func ToLua(L *glua.LState, v any) glua.LValue {
 	switch x := v.(type) {
 	case nil:
 		return glua.LNil
+	case Table:
+		return x.lvalue()
 	case bool:
 		return glua.LBool(x)
 	case string:

@@ -82,6 +82,7 @@ type VM struct {
 	born    time.Time
 	modules map[string]string
 	loaded  map[string]glua.LValue
+	dog     *watchdog // started by the first call
 }
 
 // New returns a VM with only the sandboxed libraries open.
@@ -108,7 +109,7 @@ func New(opt Options) *VM {
 		CallStackSize:       lim.CallDepth,
 		RegistrySize:        1024,
 		RegistryMaxSize:     lim.StackSlots,
-		MinimizeStackMemory: true,
+		MinimizeStackMemory: false,
 	})
 	vm := &VM{L: L, limits: lim, now: now, born: now(), modules: opt.Modules, loaded: map[string]glua.LValue{}}
 	vm.openSandbox(opt.Print)
@@ -116,7 +117,12 @@ func New(opt Options) *VM {
 }
 
 // Close releases the state.
-func (vm *VM) Close() { vm.L.Close() }
+func (vm *VM) Close() {
+	if vm.dog != nil {
+		vm.dog.close()
+	}
+	vm.L.Close()
+}
 
 // Check compiles src without running it and reports a syntax error as
 // name:line.

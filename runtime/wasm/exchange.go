@@ -2,7 +2,6 @@ package wasm
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"net/http"
 	"net/textproto"
@@ -11,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/tetratelabs/wazero/api"
 )
 
 // exchange is one request's passage through one transform: what the host
@@ -46,20 +47,6 @@ type exchange struct {
 
 type exchangeKey struct{}
 
-// callCtx carries the exchange to the host functions and the call's
-// deadline to wazero in one value.
-type callCtx struct {
-	context.Context
-	x *exchange
-}
-
-func (c *callCtx) Value(k any) any {
-	if k == (exchangeKey{}) {
-		return c.x
-	}
-	return c.Context.Value(k)
-}
-
 var exchanges = sync.Pool{New: func() any { return &exchange{} }}
 
 func newExchange(t *Transform, inst *instance, w http.ResponseWriter, r *http.Request) *exchange {
@@ -78,13 +65,8 @@ func (x *exchange) free() {
 }
 
 // call runs one guest export under the transform's deadline.
-func (x *exchange) call(fn interface {
-	CallWithStack(context.Context, []uint64) error
-}, stack []uint64) error {
-	ctx, cancel := context.WithTimeout(context.Background(), x.t.spec.Timeout)
-	defer cancel()
-	// Fresh each call: wazero's deadline watcher may still hold the last one.
-	return fn.CallWithStack(&callCtx{Context: ctx, x: x}, stack)
+func (x *exchange) call(fn api.Function, stack []uint64) error {
+	return x.inst.ctx.call(x, fn, stack, x.t.spec.Timeout)
 }
 
 func (x *exchange) mustBeforeNext(what string) {

@@ -20,7 +20,7 @@ import (
 
 // wat compiles WebAssembly text with wabt's wat2wasm, which .ci/run
 // installs; without it the test is skipped.
-func wat(t *testing.T, src string) []byte {
+func wat(t testing.TB, src string) []byte {
 	t.Helper()
 	if _, err := exec.LookPath("wat2wasm"); err != nil {
 		t.Skip("wat2wasm not installed (Debian package wabt)")

@@ -24,7 +24,9 @@ import (
 // and HTTP/3 on QUIC, each with the TCK's guest loaded in our host.
 func TestTCK(t *testing.T) {
 	h := newTestHost(t)
-	tr := loadT(t, h, Spec{Name: "tck", Wasm: tck.GuestWASM, PoolSize: 2})
+	// A generous deadline: the kit checks the ABI, and under -race on a
+	// busy machine its large-body cases can outlast the default.
+	tr := loadT(t, h, Spec{Name: "tck", Wasm: tck.GuestWASM, PoolSize: 2, Timeout: 10 * time.Second})
 	handler := NewChain(tr).Then(tck.BackendHandler())
 
 	t.Run("HTTP/1.1", func(t *testing.T) {
@@ -94,12 +96,12 @@ func must[T any](v T, err error) T {
 	return v
 }
 
-func newTestHost(t *testing.T) *Host {
+func newTestHost(t testing.TB) *Host {
 	t.Helper()
 	return &Host{cache: sharedCache.cache, logger: sharedCache.logger}
 }
 
-func loadT(t *testing.T, h *Host, spec Spec) *Transform {
+func loadT(t testing.TB, h *Host, spec Spec) *Transform {
 	t.Helper()
 	tr, err := h.Load(context.Background(), spec)
 	if err != nil {

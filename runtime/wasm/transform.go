@@ -53,6 +53,7 @@ type instance struct {
 	mod            api.Module
 	handleRequest  api.Function
 	handleResponse api.Function
+	ctx            *callCtx
 	// features the guest enabled in its start function: the starting set
 	// for each of its requests.
 	features Features
@@ -117,7 +118,7 @@ func (t *Transform) init(ctx context.Context) error {
 }
 
 func (t *Transform) instantiate(ctx context.Context) (*instance, error) {
-	inst := &instance{}
+	inst := &instance{ctx: newCallCtx()}
 	ctx, cancel := context.WithTimeout(context.WithValue(ctx, instanceKey{}, inst), instantiateTimeout)
 	defer cancel()
 	mod, err := t.rt.InstantiateModule(ctx, t.compiled, t.modCfg)
