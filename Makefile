@@ -12,8 +12,10 @@ GO_MODULES := addheader apikey denylist jwt redact rewrite
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/perigee ./cmd/perigee
 
+# make run FLEET=1 starts a local fleet instead: an aggregator and four
+# meshed nodes in two regions.
 run: build modules
-	./bin/perigee serve
+	./bin/perigee $(if $(FLEET),fleet,serve)
 
 modules: build
 	@mkdir -p modules/build

@@ -23,6 +23,7 @@ Usage:
   perigee validate --config node.yaml        check a config and exit
   perigee sample-backend --listen ADDR       run the built-in demo backend
   perigee aggregate --config agg.yaml        run the central telemetry aggregator
+  perigee fleet [--dir DIR]                  run a local fleet: an aggregator and four meshed nodes
   perigee policy test POLICY.lua --trace T   replay a metrics trace through a Lua policy
   perigee wasm build DIR -o out.wasm         build a Go transform for wasip1
   perigee version                            print the version
@@ -52,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = sampleBackend(rest, stderr)
 	case "aggregate":
 		err = aggregate(rest, stderr)
+	case "fleet":
+		err = fleet(rest, stdout, stderr)
 	case "policy":
 		err = policyCmd(rest, stdout, stderr)
 	case "wasm":

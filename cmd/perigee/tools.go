@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"perigee/devfleet"
 	"perigee/policies/sim"
 	"perigee/runtime/wasm"
 	"perigee/telemetry/aggregator"
@@ -93,4 +96,21 @@ func splitPositional(args []string) (string, []string) {
 		return args[0], args[1:]
 	}
 	return "", args
+}
+
+// fleet is `perigee fleet`: a local fleet for trying the mesh, the geo
+// router and the aggregator on one machine.
+func fleet(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("fleet", stderr)
+	dir := fs.String("dir", filepath.Join(os.TempDir(), "perigee-fleet"), "where the fleet's configs, data and logs go")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return devfleet.Run(ctx, self, *dir, stdout)
 }
