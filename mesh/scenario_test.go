@@ -95,10 +95,10 @@ func TestLoadChangeConvergesUnderDelayAndLoss(t *testing.T) {
 	})
 	us[3].rps.Store(777)
 	eventuallyEach(t, "us-03's change seen by all", all, func(o *node) bool { return allSee([]*node{o}, "us-03", 777) })
-	v := eu[0].Region("us")
-	if len(v.Members) != 6 || v.RPS != 777 {
-		t.Errorf("eu-00's view of us = %d members, %v rps; want 6 and 777", len(v.Members), v.RPS)
-	}
+	eventually(t, "eu-00's view of us merges its 6 nodes, 777 rps", func() bool {
+		v := eu[0].Region("us")
+		return len(v.Members) == 6 && v.RPS == 777
+	})
 	if st := nw.Stats(); st.DroppedPackets == 0 {
 		t.Error("the 5% loss dropped nothing")
 	}

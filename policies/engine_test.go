@@ -151,6 +151,53 @@ end`, nil)
 	}
 }
 
+// m is updated in place between evaluations: services and backends come
+// and go, a region from the source gets its own tables, and a script that
+// overwrote part of m sees it restored.
+func TestSnapshotTablesFollowTheSource(t *testing.T) {
+	r := newRig(t, `
+function evaluate(m)
+  local n = 0
+  for name in pairs(m.services) do n = n + 1 end
+  local api, web = m.services.api, m.services.web
+  state.seen = {n = n, api_rps = api and api.rps, api_backends = api and #api.backends,
+    web = web ~= nil, region_rps = m.region.api and m.region.api.rps, mem = m.node.mem_bytes}
+  m.services.api = nil -- scripts should not, but the next evaluation must not mind
+end`, nil)
+	seen := func() map[string]any {
+		t.Helper()
+		if err := r.eval(t); err != nil {
+			t.Fatal(err)
+		}
+		r.e.mu.Lock()
+		p := r.e.policies["p"]
+		r.e.mu.Unlock()
+		return p.vm.Global("state").(map[string]any)["seen"].(map[string]any)
+	}
+	backends := []BackendFigures{{Address: "a"}, {Address: "b"}}
+	r.src.set("api", ServiceFigures{RPS: 10, Backends: backends})
+	r.src.set("web", ServiceFigures{RPS: 5})
+	if got := seen(); got["n"] != 2.0 || got["api_rps"] != 10.0 || got["api_backends"] != 2.0 || got["region_rps"] != 10.0 {
+		t.Fatalf("first evaluation saw %v", got)
+	}
+	r.src.mu.Lock()
+	delete(r.src.snap.Services, "web")
+	r.src.snap.Node.MemBytes = 1 << 30
+	r.src.snap.Region = map[string]ServiceFigures{"api": {RPS: 70}}
+	r.src.mu.Unlock()
+	r.src.set("api", ServiceFigures{RPS: 20, Backends: backends[:1]})
+	if got := seen(); got["n"] != 1.0 || got["web"] != false || got["api_rps"] != 20.0 || got["api_backends"] != 1.0 ||
+		got["region_rps"] != 70.0 || got["mem"] != float64(1<<30) {
+		t.Fatalf("second evaluation saw %v", got)
+	}
+	r.src.mu.Lock()
+	r.src.snap.Region = nil
+	r.src.mu.Unlock()
+	if got := seen(); got["region_rps"] != 20.0 {
+		t.Fatalf("third evaluation saw %v", got)
+	}
+}
+
 func TestBoundsClampAndRejectionsAreLogged(t *testing.T) {
 	r := newRig(t, `
 function evaluate(m)

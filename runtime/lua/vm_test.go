@@ -154,6 +154,49 @@ end`)
 	}
 }
 
+// After a call stopped by the allocation budget, the next calls run with a
+// budget of their own and are not stopped by the one before.
+func TestAllocationStopDoesNotLeakIntoLaterCalls(t *testing.T) {
+	vm := load(t, Options{Limits: Limits{Timeout: time.Minute, AllocBytes: 8 << 20}}, "again.lua", `
+function hoard()
+  local t = {}
+  while true do t[#t + 1] = {} end
+end
+function small() local t = {} for i = 1, 100 do t[i] = i end return #t end`)
+	for range 3 {
+		if _, err := vm.Call(context.Background(), "hoard"); !errors.Is(err, ErrAllocation) {
+			t.Fatalf("hoard: err = %v, want ErrAllocation", err)
+		}
+		for range 20 {
+			if out, err := vm.Call(context.Background(), "small"); err != nil || out[0] != 100.0 {
+				t.Fatalf("small after a stopped call = %v, %v", out, err)
+			}
+		}
+	}
+}
+
+func TestTablesBuiltFromGo(t *testing.T) {
+	vm := load(t, Options{}, "tab.lua", `
+function read(m) return m.name, m.n, m.ok, #m.list, m.list[2].x, m.gone end`)
+	m := vm.NewTable(0, 5)
+	m.SetString("name", "api")
+	m.SetNumber("n", 2.5)
+	m.SetBool("ok", true)
+	m.SetNumber("gone", 1)
+	m.SetTable("gone", Table{}) // a zero Table removes the field
+	list := vm.NewTable(2, 0)
+	for i := range 2 {
+		e := vm.NewTable(0, 1)
+		e.SetNumber("x", float64(i*10))
+		list.Append(e)
+	}
+	m.SetTable("list", list)
+	out, err := vm.Call(context.Background(), "read", m)
+	if want := []any{"api", 2.5, true, 2.0, 10.0, nil}; err != nil || !reflect.DeepEqual(out, want) {
+		t.Fatalf("read = %v, %v; want %v", out, err, want)
+	}
+}
+
 func TestStringRepIsBounded(t *testing.T) {
 	vm := load(t, Options{Limits: Limits{StringBytes: 1000}}, "rep.lua", `
 function big() return string.rep("ab", 1e9) end
