@@ -4,8 +4,8 @@
 --   window.push("api.rps", s.rps, 180)         -- keep the last 3 minutes
 --   local trend = window.slope("api.rps")      -- change per second
 --
--- push, count, avg and slope cost the same however many samples the
--- window holds; max and min look at every sample.
+-- push (on average), count, avg and slope cost the same however many
+-- samples the window holds; max and min look at every sample.
 local ring = require("ring")
 local window = {}
 

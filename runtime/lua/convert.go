@@ -28,7 +28,7 @@ func (t Table) SetString(key, v string) { t.t.RawSetString(key, glua.LString(v))
 // SetBool sets t[key] to v.
 func (t Table) SetBool(key string, v bool) { t.t.RawSetString(key, glua.LBool(v)) }
 
-// SetTable sets t[key] to v.
+// SetTable sets t[key] to v; a zero Table removes the field.
 func (t Table) SetTable(key string, v Table) { t.t.RawSetString(key, v.lvalue()) }
 
 // Append adds v at the end of t's sequence.

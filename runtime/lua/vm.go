@@ -105,10 +105,12 @@ func New(opt Options) *VM {
 		now = time.Now
 	}
 	L := glua.NewState(glua.Options{
-		SkipOpenLibs:        true,
-		CallStackSize:       lim.CallDepth,
-		RegistrySize:        1024,
-		RegistryMaxSize:     lim.StackSlots,
+		SkipOpenLibs:    true,
+		CallStackSize:   lim.CallDepth,
+		RegistrySize:    1024,
+		RegistryMaxSize: lim.StackSlots,
+		// A fixed call stack of CallDepth frames: growing and shrinking it
+		// on calls cost more than the few kilobytes it saves.
 		MinimizeStackMemory: false,
 	})
 	vm := &VM{L: L, limits: lim, now: now, born: now(), modules: opt.Modules, loaded: map[string]glua.LValue{}}
