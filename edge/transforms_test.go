@@ -17,7 +17,7 @@ func TestTCKThroughANode(t *testing.T) {
 		t.Fatal(err)
 	}
 	yaml := listenAny + `transforms:
-  tck: {module: "` + module + `", pool: 2}
+  tck: {module: "` + module + `", pool: 2, timeout: 10s}   # the xlarge body case is slow under -race
 services:
   tck: {backends: [{url: "` + serveBackend(t, tck.BackendHandler()) + `"}]}
 routes:

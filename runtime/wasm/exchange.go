@@ -357,7 +357,10 @@ func (b *bufferedWriter) flushTo(w http.ResponseWriter, rewritten bool) {
 	if status == 0 {
 		status = http.StatusOK
 	}
-	if rewritten {
+	// The held body is whole, so its length is known: a guest may have
+	// replaced it, or written its own before next while a proxied upstream
+	// declared another length.
+	if rewritten || b.body.Len() > 0 {
 		w.Header().Set("Content-Length", strconv.Itoa(b.body.Len()))
 	}
 	w.WriteHeader(status)
