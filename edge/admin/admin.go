@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 )
 
 // Node is what the admin API reads and drives.
@@ -33,6 +34,10 @@ func New(n Node, metrics http.Handler, token string) *API {
 	a.HandleJSON("GET /services", n.Services)
 	a.HandleJSON("GET /config", n.Config)
 	a.mux.Handle("GET /metrics", metrics)
+	// Profiles of the running node, behind the same token as the rest.
+	a.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	a.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	a.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	a.mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
 		if err := n.Reload(); err != nil {
 			WriteJSON(w, http.StatusUnprocessableEntity, map[string]string{"result": "rejected, old config still serving", "error": err.Error()})
