@@ -280,35 +280,18 @@ func TestWebSocketUpgradeOverHTTP1(t *testing.T) {
 func TestReloadUnderLoadFailsNoRequestAndBadReloadKeepsServing(t *testing.T) {
 	a, b := backend(t, "a"), backend(t, "b")
 	n := startNode(t, nodeYAML("round_robin", a))
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
 	var ok, failed atomic.Int64
 	var firstErr atomic.Value
+	var stops []func()
 	for _, pc := range allClients(t) {
-		for range 2 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					resp, err := pc.client.Get("https://" + n.Addrs().HTTPS + "/x")
-					if err == nil {
-						io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-					}
-					if err != nil || resp.StatusCode != 200 {
-						failed.Add(1)
-						firstErr.CompareAndSwap(nil, pc.name+": "+errOrStatus(err, resp))
-					} else {
-						ok.Add(1)
-					}
-				}
-			}()
-		}
+		stops = append(stops, load(pc.client, "https://"+n.Addrs().HTTPS+"/x", 2, func(resp *http.Response, err error) {
+			if err != nil || resp.StatusCode != 200 {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, pc.name+": "+errOrStatus(err, resp))
+			} else {
+				ok.Add(1)
+			}
+		}))
 	}
 	for i := range 6 {
 		time.Sleep(100 * time.Millisecond)
@@ -322,8 +305,9 @@ func TestReloadUnderLoadFailsNoRequestAndBadReloadKeepsServing(t *testing.T) {
 	n.rewrite(bad)
 	err := n.Reload()
 	time.Sleep(100 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	for _, stop := range stops {
+		stop()
+	}
 	if want := fmt.Sprintf(`node.yaml:%d: unknown key "bogus_key"`, strings.Count(bad, "\n")); err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("bad reload error %v should name file:line", err)
 	}
@@ -346,6 +330,35 @@ func TestReloadUnderLoadFailsNoRequestAndBadReloadKeepsServing(t *testing.T) {
 	if resp, _ := get(t, h1Client(), "https://"+n.Addrs().HTTPS+"/x"); resp.StatusCode != 200 {
 		t.Fatal("old config stopped serving after a bad reload")
 	}
+}
+
+// load runs workers sending GETs to url until the returned stop is called;
+// each outcome goes to seen, when given.
+func load(c *http.Client, url string, workers int, seen func(*http.Response, error)) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				resp, err := c.Get(url)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				if seen != nil {
+					seen(resp, err)
+				}
+			}
+		}()
+	}
+	return func() { close(done); wg.Wait() }
 }
 
 func errOrStatus(err error, resp *http.Response) string {

@@ -3,11 +3,9 @@ package edge
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 )
 
@@ -38,30 +36,9 @@ routes:
 	svc := func() int { return len(n.state.Load().services["api"].Healthy()) }
 	waitFor(t, "the first replica", func() bool { return svc() == 1 })
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	c := h1Client()
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := c.Get("https://" + n.Addrs().HTTPS + "/?latency=50ms")
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-			}
-		}()
-	}
+	stop := load(h1Client(), "https://"+n.Addrs().HTTPS+"/?latency=50ms", 8, nil)
 	waitFor(t, "scaled to 3 under load", func() bool { return svc() == 3 })
-	close(stop)
-	wg.Wait()
+	stop()
 	waitFor(t, "back to 1 after the load", func() bool { return svc() == 1 })
 
 	var decisions []struct {
