@@ -31,8 +31,16 @@ vet:
 test: vet
 	$(GO) test -race -timeout 12m ./...
 
-bench: build
-	$(GO) run ./bench/edge
+# Benchmarks are not tests: each writes its figures to bench/results/.
+# bench/edge needs Debian's caddy, nginx, wrk and nghttp2-client.
+BENCH_ARGS ?=
+bench: build modules
+	$(GO) run ./bench/edge $(BENCH_ARGS)
+	$(GO) run ./bench/wasm
+	$(GO) run ./bench/policies
+	$(GO) run ./bench/geo
+	$(GO) run ./bench/mesh
+	$(GO) run ./bench/telemetry
 
 clean:
 	rm -rf bin modules/build
