@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -27,6 +28,8 @@ type Options struct {
 // Handler answers:
 //   - GET /healthz: 200 "ok", never slowed or failed;
 //   - POST/PUT with a body: reads it all and reports the byte count;
+//   - a path ending in .json: a small JSON account record, with the
+//     password and ssn fields the redact transform masks;
 //   - anything else: Size bytes after Latency, or a 500 at ErrorRate.
 //
 // Query parameters latency=, status= and size= override the options per
@@ -63,6 +66,11 @@ func Handler(o Options) http.Handler {
 			}
 			h.Set("Content-Type", "application/json")
 			_ = json.NewEncoder(w).Encode(map[string]any{"backend": o.Name, "received": n})
+			return
+		}
+		if strings.HasSuffix(r.URL.Path, ".json") {
+			h.Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]any{"backend": o.Name, "user": "demo", "password": "hunter2", "ssn": "078-05-1120"})
 			return
 		}
 		status := http.StatusOK
