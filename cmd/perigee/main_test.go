@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go/http3"
+
+	"perigee/geo/demodb"
 )
 
 // bin is the perigee binary the tests run as real child processes.
@@ -239,28 +241,38 @@ routes:
 	}
 }
 
-// Three real nodes on distinct loopback addresses form a mesh; one is
-// killed with SIGKILL and the others see it dead and keep a leader.
+// Three real nodes on distinct loopback addresses (in Frankfurt, Virginia
+// and Tokyo) form a mesh; one is killed with SIGKILL, the others see it
+// dead, keep a leader, and the geo router moves its clients away.
 func TestMeshOfRealProcessesSurvivesSIGKILL(t *testing.T) {
-	type node struct{ id, host, https, admin, gossip string }
+	type node struct {
+		id, host, https, admin, gossip string
+		lat, lon                       float64
+	}
+	places := [][2]float64{{50.11, 8.68}, {39.04, -77.49}, {35.68, 139.69}}
 	var nodes []node
 	for i := 1; i <= 3; i++ {
 		host := fmt.Sprintf("127.0.0.%d", 10+i)
-		nodes = append(nodes, node{fmt.Sprintf("n%d", i), host, freePort(t, host), freePort(t, host), freePort(t, host)})
+		nodes = append(nodes, node{fmt.Sprintf("n%d", i), host, freePort(t, host), freePort(t, host), freePort(t, host), places[i-1][0], places[i-1][1]})
+	}
+	db := filepath.Join(t.TempDir(), "city.mmdb")
+	if err := demodb.Write(db); err != nil {
+		t.Fatal(err)
 	}
 	be := backendAddr(t)
 	var children []*child
 	for _, n := range nodes {
-		yaml := fmt.Sprintf(`node: {id: %s, region: test, public_url: "https://%s:%s"}
+		yaml := fmt.Sprintf(`node: {id: %s, region: test, location: {lat: %v, lon: %v}, public_url: "https://%s:%s"}
 listen: {https: "%s:%s", admin: "%s:%s"}
 services:
   api: {backends: [{url: "http://%s"}]}
 routes:
-  - {match: {path_prefix: /}, service: api}
+  - {match: {path_prefix: /}, service: api, steer: redirect}
 mesh:
   bind: "%s:%s"
   join: ["%s:%s"]
-`, n.id, n.host, n.https, n.host, n.https, n.host, n.admin, be, n.host, n.gossip, nodes[0].host, nodes[0].gossip)
+geo: {database: %q}
+`, n.id, n.lat, n.lon, n.host, n.https, n.host, n.https, n.host, n.admin, be, n.host, n.gossip, nodes[0].host, nodes[0].gossip, db)
 		children = append(children, serveChild(t, writeConfig(t, yaml)))
 	}
 	states := func(n node) map[string]string {
@@ -289,6 +301,18 @@ mesh:
 		}
 		return true
 	})
+	best := func(n node, client string) string {
+		resp, err := http.Get(fmt.Sprintf("http://%s:%s/geo/decide?ip=%s", n.host, n.admin, client))
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		var d struct{ Best struct{ ID string } }
+		json.NewDecoder(resp.Body).Decode(&d)
+		return d.Best.ID
+	}
+	const frankfurtClient = "85.214.0.1"
+	eventually(t, "a Frankfurt client sent to n1", func() bool { return best(nodes[2], frankfurtClient) == "n1" })
 	children[0].cmd.Process.Kill()
 	children[0].cmd.Wait()
 	eventually(t, "n1's death seen by the others", func() bool {
@@ -304,6 +328,9 @@ mesh:
 		json.NewDecoder(resp.Body).Decode(&regions)
 		return len(regions) == 1 && regions[0].Leader == "n2"
 	})
+	if got := best(nodes[2], frankfurtClient); got != "n2" {
+		t.Fatalf("with n1 dead a Frankfurt client goes to %q, want n2 (Virginia is nearer than Tokyo)", got)
+	}
 }
 
 // backendAddr starts a trivial backend in this process.
