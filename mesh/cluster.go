@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -256,15 +255,15 @@ func (c *Cluster) sampleLoop() {
 const beatRetransmitMult = 3
 
 // sample reads the report function and broadcasts a full report when the
-// figures, our coordinate, extras or the epoch changed; otherwise, once per
-// refresh interval, a beat.
+// figures, extras or the epoch changed; otherwise, once per refresh
+// interval, a beat. Beats do not carry our coordinate: full reports do, and
+// every ping ack, so each peer gets it at least once per probe round.
 func (c *Cluster) sample(now time.Time) {
 	s := c.report()
-	coord := c.coords.GetCoordinate()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	last := c.lastSent
-	changed := last == nil || c.dirty || significant(last.Sample, s) || coordMoved(last.Coord, coord)
+	changed := last == nil || c.dirty || significant(last.Sample, s)
 	if !changed && now.Sub(c.peers[c.meta.ID].recv) < c.timing.Refresh {
 		return
 	}
@@ -277,7 +276,7 @@ func (c *Cluster) sample(now time.Time) {
 		c.beats.QueueBroadcast(newBeatBroadcast(beat{ID: c.meta.ID, Gen: c.gen, Seq: c.seq, Base: last.Seq}, now))
 		return
 	}
-	rep := &report{ID: c.meta.ID, Gen: c.gen, Seq: c.seq, Epoch: c.epoch, Leaving: c.leaving, Sample: s, Coord: coord, Extra: c.extra}
+	rep := &report{ID: c.meta.ID, Gen: c.gen, Seq: c.seq, Epoch: c.epoch, Leaving: c.leaving, Sample: s, Coord: c.coords.GetCoordinate(), Extra: c.extra}
 	b, err := newBroadcast(rep, now)
 	if errors.Is(err, errTooBig) {
 		// Histograms are the bulk; the totals still fit.
@@ -406,25 +405,6 @@ func (c *Cluster) repairLoop() {
 		}
 	}
 }
-
-// coordMoved says whether our coordinate moved enough since the last full
-// report to send a new one; beats do not carry it. Heights are left out:
-// they add to every distance, even from a coordinate to itself.
-func coordMoved(old, cur *coordinate.Coordinate) bool {
-	if old == nil || len(old.Vec) != len(cur.Vec) {
-		return true
-	}
-	sum := 0.0
-	for i := range cur.Vec {
-		d := cur.Vec[i] - old.Vec[i]
-		sum += d * d
-	}
-	return math.Sqrt(sum) > coordMove.Seconds()
-}
-
-// coordMove is how far our coordinate may drift unreported: RTT estimates
-// to within a millisecond are as good as the geo router needs.
-const coordMove = time.Millisecond
 
 // broadcast is one report or beat in memberlist's queue. Its age is patched in at
 // each transmission, so a report relayed late still says how old it is.
