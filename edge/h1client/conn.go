@@ -1,0 +1,277 @@
+package h1client
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+)
+
+// conn is one upstream connection. Only the goroutine that holds it (the
+// request in flight, or the pool) touches its fields.
+type conn struct {
+	nc     net.Conn
+	pool   *pool
+	reused bool // taken from the pool rather than dialled for this request
+
+	// br is set while a response is being read; idle connections hand it
+	// back to readers, so an idle pool holds no buffers.
+	br *bufio.Reader
+	// headLeft is what the response head may still read; -1 while a body is read.
+	headLeft int64
+	// werr is the first error writing to nc, told apart from a body read error.
+	werr error
+
+	idle *time.Timer // closes the connection after IdleTimeout in the pool
+}
+
+var errHeadTooLarge = errors.New("h1client: response head too large")
+
+// Read is what br reads from: nc, within the head's byte budget.
+func (c *conn) Read(p []byte) (int, error) {
+	if c.headLeft < 0 {
+		return c.nc.Read(p)
+	}
+	if c.headLeft == 0 {
+		return 0, errHeadTooLarge
+	}
+	if int64(len(p)) > c.headLeft {
+		p = p[:c.headLeft]
+	}
+	n, err := c.nc.Read(p)
+	c.headLeft -= int64(n)
+	return n, err
+}
+
+// Write is what the request's bufio.Writer writes to.
+func (c *conn) Write(p []byte) (int, error) {
+	n, err := c.nc.Write(p)
+	if err != nil && c.werr == nil {
+		c.werr = err
+	}
+	return n, err
+}
+
+// write sends req through a pooled bufio.Writer.
+func (c *conn) write(req *http.Request) error {
+	var rb *recordingBody
+	if hasBody(req) {
+		// req.Write hides a body read error behind an unexported type;
+		// recording it keeps errors.As working (*http.MaxBytesError).
+		rb = &recordingBody{ReadCloser: req.Body}
+		r2 := *req
+		r2.Body = rb
+		req = &r2
+	}
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(c)
+	err := req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	bw.Reset(nil)
+	writers.Put(bw)
+	switch {
+	case rb != nil && rb.err != nil:
+		return fmt.Errorf("h1client: reading request body: %w", rb.err)
+	case err != nil:
+		return fmt.Errorf("h1client: writing request: %w", err)
+	}
+	return nil
+}
+
+type recordingBody struct {
+	io.ReadCloser
+	err error
+}
+
+func (r *recordingBody) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
+}
+
+// release ends a response: c goes back to the pool if keep holds and the
+// context did not close it, and is closed otherwise.
+func (c *conn) release(keep bool, stop func() bool) {
+	if stop != nil && !stop() {
+		keep = false // the context fired and closed c
+	}
+	if !keep || c.br.Buffered() > 0 { // bytes nobody asked for: out of sync
+		c.nc.Close()
+		return
+	}
+	c.br.Reset(nil)
+	readers.Put(c.br)
+	c.br, c.werr = nil, nil
+	c.pool.put(c)
+}
+
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)
+
+func getReader(c *conn) *bufio.Reader {
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(c)
+	return br
+}
+
+// body streams a response body and releases its connection at EOF, or
+// closes it on error or an early Close.
+type body struct {
+	src  io.ReadCloser // http.ReadResponse's body over c.br
+	c    *conn
+	ctx  context.Context
+	t    *Transport
+	stop func() bool
+	keep bool
+
+	mu       sync.Mutex
+	closed   bool // Close was called
+	released bool // c was pooled or closed
+}
+
+var errBodyClosed = errors.New("h1client: read on closed response body")
+
+func (b *body) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
+		return 0, errBodyClosed
+	}
+	n, err := b.src.Read(p)
+	switch {
+	case err == io.EOF:
+		b.finish(b.keep)
+	case err != nil:
+		b.finish(false)
+		err = b.t.mapErr(b.ctx, err)
+	}
+	return n, err
+}
+
+// Close does not drain what is left: closing the connection costs less
+// than reading a body nobody wants.
+func (b *body) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	b.finish(false)
+	return nil
+}
+
+func (b *body) finish(keep bool) {
+	b.mu.Lock()
+	done := b.released
+	b.released = true
+	b.mu.Unlock()
+	if done {
+		return
+	}
+	if !keep {
+		// Not c.release: a Read may still be using c.br, so it is left
+		// to the garbage collector rather than pooled.
+		if b.stop != nil {
+			b.stop()
+		}
+		b.c.nc.Close()
+		return
+	}
+	b.c.release(true, b.stop)
+}
+
+// pool holds one backend's idle connections, most recently used last.
+type pool struct {
+	t    *Transport
+	addr string
+
+	mu   sync.Mutex
+	idle []*conn
+}
+
+func (t *Transport) pool(addr string) *pool {
+	if p := (*t.pools.Load())[addr]; p != nil {
+		return p
+	}
+	t.poolsMu.Lock()
+	defer t.poolsMu.Unlock()
+	old := *t.pools.Load()
+	if p := old[addr]; p != nil {
+		return p
+	}
+	m := make(map[string]*pool, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	p := &pool{t: t, addr: addr}
+	m[addr] = p
+	t.pools.Store(&m)
+	return p
+}
+
+// get pops the warmest idle connection, or returns nil.
+func (p *pool) get() *conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.idle)
+	if n == 0 {
+		return nil
+	}
+	c := p.idle[n-1]
+	p.idle[n-1] = nil
+	p.idle = p.idle[:n-1]
+	c.idle.Stop()
+	c.reused = true
+	return c
+}
+
+func (p *pool) put(c *conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.idle) >= p.t.opts.MaxIdlePerHost {
+		c.nc.Close()
+		return
+	}
+	p.idle = append(p.idle, c)
+	// Timers are armed under p.mu so that get's Stop cannot come first.
+	if c.idle == nil {
+		c.idle = time.AfterFunc(p.t.opts.IdleTimeout, func() { p.expire(c) })
+	} else {
+		c.idle.Reset(p.t.opts.IdleTimeout)
+	}
+}
+
+// expire closes c if it is still idle; a late timer finds it gone.
+func (p *pool) expire(c *conn) {
+	p.mu.Lock()
+	i := slices.Index(p.idle, c)
+	if i >= 0 {
+		p.idle = slices.Delete(p.idle, i, i+1)
+	}
+	p.mu.Unlock()
+	if i >= 0 {
+		c.nc.Close()
+	}
+}
+
+func (p *pool) closeIdle() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.idle.Stop()
+		c.nc.Close()
+	}
+}
