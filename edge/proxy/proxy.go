@@ -24,7 +24,7 @@ import (
 // Proxy owns the pooled upstream connections shared by every service.
 type Proxy struct {
 	transport *h1client.Transport // http:// backends; the rest go to std
-	std       *http.Transport   // https backends, upgrades, health checks
+	std       *http.Transport     // https backends, upgrades, health checks
 	via       string
 	log       *slog.Logger
 }
