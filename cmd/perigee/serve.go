@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"perigee/edge"
@@ -80,7 +81,9 @@ func printWelcome(w io.Writer, cfg *config.Config, node *edge.Node) {
 	}
 	fmt.Fprintf(w, "  admin:                     http://%s/status  /services  /routes  /metrics\n", a.Admin)
 	if a.HTTPS != "" {
-		fmt.Fprintf(w, "Try:\n  curl -k https://%s/hello\n  curl -k --http3-only https://%s/hello   # curl built with HTTP/3\n", a.HTTPS, a.HTTPS)
+		host, port, _ := strings.Cut(a.HTTPS, ":")
+		fmt.Fprintf(w, "Try:\n  curl -k https://%s/hello\n", a.HTTPS)
+		fmt.Fprintf(w, "  gtlsclient --no-quic-dump --exit-on-first-stream-close %s %s https://%s/hello   # HTTP/3 (ngtcp2-client)\n", host, port, a.HTTPS)
 		fmt.Fprintf(w, "  chromium --origin-to-force-quic-on=%s --ignore-certificate-errors-spki-list=%s https://%s/\n", a.HTTPS, node.SPKIHash(), a.HTTPS)
 	}
 }
