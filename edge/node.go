@@ -359,10 +359,7 @@ func (n *Node) reload() error {
 		}
 		n.certs.Set(cert)
 	}
-	specs, err := policySpecs(cfg)
-	if err != nil {
-		return err
-	}
+	specs := policySpecs(cfg)
 	n.dynamicMu.Lock()
 	defer n.dynamicMu.Unlock()
 	st, err := n.buildState(context.Background(), cfg, old)
@@ -371,7 +368,7 @@ func (n *Node) reload() error {
 	}
 	if err := n.engine.Reload(specs...); err != nil {
 		n.retire(st)
-		return err
+		return fmt.Errorf("%s: %w", cfg.Pos("policies"), err)
 	}
 	n.state.Store(st)
 	go n.retire(old)

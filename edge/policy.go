@@ -34,19 +34,17 @@ func (n *Node) startPolicies(ctx context.Context, cfg *config.Config) error {
 		n.actuators[name] = a
 		bounds[name] = policies.ServiceBounds{Min: spec.Min, Max: spec.Max, MaxStep: spec.MaxStep, MinWeight: 1}
 	}
-	specs, err := policySpecs(cfg)
-	if err != nil {
-		return err
-	}
+	specs := policySpecs(cfg)
 	n.policySampler = n.metrics.NewSampler(cfg.Node.ID, cfg.Node.Region, n.services)
-	n.engine, err = policies.NewEngine(policies.EngineConfig{
+	engine, err := policies.NewEngine(policies.EngineConfig{
 		Node: cfg.Node.ID, Region: cfg.Node.Region, Policies: specs, Bounds: bounds,
 		Source: policySource{n}, Target: policyTarget{n}, Actuators: n.actuators,
 		IsLeader: n.isLeader, Log: n.log.With("component", "policies"), OnDecision: n.onDecision,
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", cfg.Pos("policies"), err)
 	}
+	n.engine = engine
 	for name, a := range n.actuators {
 		go func() {
 			// Bring the service to its minimum; policies take it from there.
@@ -72,7 +70,7 @@ func expandSelf(cmd string) string {
 	return strings.ReplaceAll(cmd, "{self}", self)
 }
 
-func policySpecs(cfg *config.Config) ([]policies.PolicySpec, error) {
+func policySpecs(cfg *config.Config) []policies.PolicySpec {
 	names := make([]string, 0, len(cfg.Policies))
 	for name := range cfg.Policies {
 		names = append(names, name)
@@ -86,7 +84,7 @@ func policySpecs(cfg *config.Config) ([]policies.PolicySpec, error) {
 			Services: p.Services, DryRun: p.DryRun,
 		})
 	}
-	return specs, nil
+	return specs
 }
 
 func (n *Node) onDecision(d telemetry.Decision) {

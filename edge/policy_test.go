@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -98,5 +99,40 @@ routes:
 	}
 	if limited < 5 {
 		t.Fatalf("1 rps limit let %d of 10 quick requests through", 10-limited)
+	}
+}
+
+// A script that does not compile is refused with the config's line and the
+// script's; on reload the old script keeps running.
+func TestBadPolicyScriptIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	good, bad := filepath.Join(dir, "good.lua"), filepath.Join(dir, "bad.lua")
+	os.WriteFile(good, []byte("function evaluate(m) end\n"), 0o600)
+	os.WriteFile(bad, []byte("function evaluate(m)\n  if then\nend\n"), 0o600)
+	conf := func(script string) string {
+		return nodeYAML("round_robin", backend(t, "a")) + fmt.Sprintf("policies:\n  p: {script: %q}\n", script)
+	}
+	path := filepath.Join(dir, "node.yaml")
+	writeFile(t, path, conf(bad))
+	if n, err := newFromFile(path); err == nil {
+		n.Shutdown(t.Context())
+		t.Fatal("a script with a syntax error was accepted")
+	} else if !strings.Contains(err.Error(), "node.yaml:") || !strings.Contains(err.Error(), "bad.lua:2") {
+		t.Fatalf("error %q should name the config line and bad.lua:2", err)
+	}
+	n := startNode(t, conf(good))
+	n.rewrite(conf(bad))
+	if err := n.Reload(); err == nil || !strings.Contains(err.Error(), "bad.lua") {
+		t.Fatalf("reload with a bad script: %v", err)
+	}
+	resp, err := http.Get("http://" + n.Addrs().Admin + "/policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ps []struct{ Script string }
+	json.NewDecoder(resp.Body).Decode(&ps)
+	if len(ps) != 1 || !strings.HasSuffix(ps[0].Script, "good.lua") {
+		t.Fatalf("the old script should still run: %+v", ps)
 	}
 }
