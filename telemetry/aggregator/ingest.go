@@ -20,6 +20,7 @@ const (
 	resForbidden    = "node_mismatch"
 	resMalformed    = "malformed"
 	resCorrupt      = "corrupt"
+	resUnknownDict  = "unknown_dict"
 	resTooLarge     = "too_large"
 	resClockSkew    = "clock_skew"
 	resTooOld       = "too_old"
@@ -128,6 +129,8 @@ func frameError(err error) (string, int, bool) {
 		return resTooLarge, http.StatusRequestEntityTooLarge, false
 	case errors.Is(err, wire.ErrChecksum):
 		return resCorrupt, http.StatusBadRequest, false
+	case errors.Is(err, wire.ErrUnknownDict):
+		return resUnknownDict, http.StatusUnsupportedMediaType, false
 	default:
 		return resMalformed, http.StatusBadRequest, false
 	}

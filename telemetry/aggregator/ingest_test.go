@@ -48,6 +48,11 @@ func TestIngestRefusesBadInputAndKeepsServing(t *testing.T) {
 	zw, _ := zstd.NewWriter(nil)
 	bomb := wire.AppendFrame(nil, wire.Frame{Node: "node-a", Seq: 2, Created: now, Codec: wire.CodecZstd, RawLen: 1000,
 		Body: zw.EncodeAll(make([]byte, 256<<20), nil)})
+	unknownDict, err := wire.ParseFrame(good, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknownDict.Dict = wire.NewestDict + 1 // as from a newer node
 	skewed := seal(t, &wire.Batch{Node: "node-a", Seq: 3, Created: now.Add(time.Hour), Samples: []telemetry.NodeSample{sample("node-a", 1)}})
 	skewedRecord := seal(t, &wire.Batch{Node: "node-a", Seq: 4, Created: now,
 		Decisions: []telemetry.Decision{{Time: now.Add(24 * time.Hour), Action: "scale"}}})
@@ -66,6 +71,7 @@ func TestIngestRefusesBadInputAndKeepsServing(t *testing.T) {
 		{"corrupt frame", tokenA, corrupt, 400, "corrupt"},
 		{"oversized body", tokenA, make([]byte, 2<<20), 413, "too_large"},
 		{"zip bomb", tokenA, bomb, 413, "too_large"},
+		{"unknown dictionary", tokenA, wire.AppendFrame(nil, unknownDict), 415, "unknown_dict"},
 		{"clock skew", tokenA, skewed, 422, "clock_skew"},
 		{"record clock skew", tokenA, skewedRecord, 422, "clock_skew"},
 		{"older than retention", tokenA, tooOld, 422, "too_old"},
@@ -80,7 +86,7 @@ func TestIngestRefusesBadInputAndKeepsServing(t *testing.T) {
 	}
 	m := a.metrics(t)
 	for result, want := range map[string]string{"unauthorized": "2", "node_mismatch": "1", "malformed": "1", "corrupt": "1",
-		"too_large": "2", "clock_skew": "2", "too_old": "1", "stored": "1", "duplicate": "1"} {
+		"too_large": "2", "unknown_dict": "1", "clock_skew": "2", "too_old": "1", "stored": "1", "duplicate": "1"} {
 		if got := metricValue(m, `perigee_aggregator_batches_total{result="`+result+`"}`); got != want {
 			t.Errorf("counter %s = %s, want %s", result, got, want)
 		}

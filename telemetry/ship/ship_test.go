@@ -165,6 +165,8 @@ func TestRefusedBatchIsDroppedAndCounted(t *testing.T) {
 		case 1:
 			http.Error(w, "clock_skew: batch time ahead", http.StatusUnprocessableEntity)
 		case 2:
+			http.Error(w, "unknown_dict: upgrade the aggregator", http.StatusUnsupportedMediaType)
+		case 3:
 			http.Error(w, "slow down", http.StatusTooManyRequests)
 		}
 	}))
@@ -184,8 +186,8 @@ func TestRefusedBatchIsDroppedAndCounted(t *testing.T) {
 	s.AddEvent(telemetry.Event{Time: time.Now(), Kind: "second"})
 	eventually(t, "the second batch to be acknowledged", func() bool { return s.Stats().BatchesAcked == 1 })
 	st := s.Stats()
-	if st.BatchesRefused != 1 || st.DroppedBatches != 1 || st.SpooledBatches != 0 || calls.Load() != 3 {
-		t.Fatalf("refused %d, dropped %d, spooled %d after %d posts; want 1, 1, 0 after 3 (422, 429, 200)",
+	if st.BatchesRefused != 1 || st.DroppedBatches != 1 || st.SpooledBatches != 0 || calls.Load() != 4 {
+		t.Fatalf("refused %d, dropped %d, spooled %d after %d posts; want 1, 1, 0 after 4 (422, 415, 429, 200)",
 			st.BatchesRefused, st.DroppedBatches, st.SpooledBatches, calls.Load())
 	}
 }

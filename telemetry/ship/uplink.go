@@ -113,9 +113,11 @@ func (u *uplink) post(ctx context.Context, c *http.Client, frame []byte) (outcom
 	case resp.StatusCode == http.StatusOK:
 		return acked, nil
 	case resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusForbidden,
-		resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode == http.StatusConflict:
-		// A credential can be fixed and a busy or in-progress batch can
-		// be retried: keep the batch.
+		resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode == http.StatusConflict,
+		resp.StatusCode == http.StatusUnsupportedMediaType:
+		// A credential can be fixed, a busy or in-progress batch can be
+		// retried, and an aggregator older than this node (unknown
+		// dictionary) can be upgraded: keep the batch.
 		return retryable, fmt.Errorf("aggregator: %s: %s", resp.Status, bytes.TrimSpace(msg))
 	case resp.StatusCode >= 400 && resp.StatusCode < 500:
 		return refused, fmt.Errorf("aggregator refused batch: %s: %s", resp.Status, bytes.TrimSpace(msg))

@@ -17,16 +17,35 @@ const DefaultLevel = zstd.SpeedDefault
 // Sealer turns batches into frames. It is not safe for concurrent use.
 type Sealer struct {
 	codec Codec
+	dict  DictID
 	zw    *zstd.Encoder
 	buf   []byte
 }
 
-// NewSealer returns a sealer compressing with zstd at level, or storing
-// bodies uncompressed when codec is CodecNone.
+// NewSealer returns a sealer compressing with zstd at level and the newest
+// embedded dictionary, or storing bodies uncompressed when codec is
+// CodecNone.
 func NewSealer(codec Codec, level zstd.EncoderLevel) (*Sealer, error) {
-	s := &Sealer{codec: codec}
+	if codec != CodecZstd {
+		return NewSealerDict(codec, level, 0)
+	}
+	return NewSealerDict(codec, level, NewestDict)
+}
+
+// NewSealerDict is NewSealer with a chosen dictionary, 0 for none. Each
+// frame is compressed on its own, so any batch decodes without the others.
+func NewSealerDict(codec Codec, level zstd.EncoderLevel, dict DictID) (*Sealer, error) {
+	d, ok := dictionaries[dict]
+	if dict != 0 && (!ok || codec != CodecZstd) {
+		return nil, fmt.Errorf("wire: no dictionary %d for codec %d", dict, codec)
+	}
+	s := &Sealer{codec: codec, dict: dict}
 	if codec == CodecZstd {
-		zw, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1))
+		opts := []zstd.EOption{zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1)}
+		if dict != 0 {
+			opts = append(opts, zstd.WithEncoderDict(d))
+		}
+		zw, err := zstd.NewWriter(nil, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("wire: zstd encoder: %w", err)
 		}
@@ -40,7 +59,7 @@ func NewSealer(codec Codec, level zstd.EncoderLevel) (*Sealer, error) {
 func (s *Sealer) Seal(bt *Batch) []byte {
 	bt.Created = time.UnixMilli(bt.Created.UnixMilli())
 	s.buf = AppendPayload(s.buf[:0], bt)
-	f := Frame{Node: bt.Node, Seq: bt.Seq, Created: bt.Created, Codec: s.codec, RawLen: uint64(len(s.buf)), Body: s.buf}
+	f := Frame{Node: bt.Node, Seq: bt.Seq, Created: bt.Created, Codec: s.codec, Dict: s.dict, RawLen: uint64(len(s.buf)), Body: s.buf}
 	if s.codec == CodecZstd {
 		f.Body = s.zw.EncodeAll(s.buf, make([]byte, 0, len(s.buf)/4+64))
 	}
@@ -51,17 +70,34 @@ func (s *Sealer) Seal(bt *Batch) []byte {
 // safe for concurrent use.
 type Opener struct {
 	max int64
-	zr  *zstd.Decoder
+	zr  map[DictID]*zstd.Decoder // by dictionary, 0 = none
 }
 
 // NewOpener returns an opener that refuses any body that decompresses to
-// more than maxRaw bytes.
+// more than maxRaw bytes. It reads frames with every embedded dictionary.
 func NewOpener(maxRaw int64) (*Opener, error) {
-	zr, err := zstd.NewReader(nil, zstd.WithDecoderMaxMemory(uint64(maxRaw)), zstd.WithDecoderConcurrency(0))
-	if err != nil {
-		return nil, fmt.Errorf("wire: zstd decoder: %w", err)
+	o := &Opener{max: maxRaw, zr: map[DictID]*zstd.Decoder{}}
+	for id, d := range dictionaries {
+		if err := o.addDecoder(id, zstd.WithDecoderDicts(d)); err != nil {
+			return nil, err
+		}
 	}
-	return &Opener{max: maxRaw, zr: zr}, nil
+	if err := o.addDecoder(0); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// addDecoder gives each dictionary a decoder holding only it, so a body
+// can only be read with the dictionary its header names.
+func (o *Opener) addDecoder(id DictID, opts ...zstd.DOption) error {
+	opts = append(opts, zstd.WithDecoderMaxMemory(uint64(o.max)), zstd.WithDecoderConcurrency(0))
+	zr, err := zstd.NewReader(nil, opts...)
+	if err != nil {
+		return fmt.Errorf("wire: zstd decoder for dictionary %d: %w", id, err)
+	}
+	o.zr[id] = zr
+	return nil
 }
 
 // Limit is the decompressed size limit.
@@ -73,8 +109,12 @@ func (o *Opener) Limit() int64 { return o.max }
 func (o *Opener) Open(f Frame) (*Batch, error) {
 	raw := f.Body
 	if f.Codec == CodecZstd {
+		zr, ok := o.zr[f.Dict]
+		if !ok {
+			return nil, fmt.Errorf("%w: id %d", ErrUnknownDict, f.Dict)
+		}
 		var err error
-		raw, err = o.zr.DecodeAll(f.Body, make([]byte, 0, f.RawLen))
+		raw, err = zr.DecodeAll(f.Body, make([]byte, 0, f.RawLen))
 		if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
 			return nil, fmt.Errorf("%w: %v", ErrTooLarge, err)
 		}

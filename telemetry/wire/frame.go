@@ -13,15 +13,16 @@ import (
 
 // Frame layout, all integers as varints unless noted:
 //
-//	magic "PGTB" (4 bytes) | version (1 byte) | codec (1 byte)
+//	magic "PGTB" (4 bytes) | version (1 byte) | codec (1 byte) | dictionary (1 byte)
 //	node (len + bytes) | seq | created (unix ms, zigzag) | raw length | body length
 //	body | CRC-32C of everything before it (4 bytes, little endian)
 //
 // The header is readable without decompressing, so the aggregator can check
 // the credential, the declared size and duplicates before spending CPU.
+// Version 1 frames, still in the store, have no dictionary byte.
 const (
 	magic   = "PGTB"
-	version = 1
+	version = 2
 	// MaxNodeName bounds the node name so a header stays small.
 	MaxNodeName = 128
 )
@@ -39,6 +40,9 @@ var (
 	ErrMalformed = errors.New("wire: malformed frame")
 	ErrChecksum  = errors.New("wire: frame checksum mismatch")
 	ErrTooLarge  = errors.New("wire: decompressed size over the limit")
+	// ErrUnknownDict is a frame compressed with a dictionary this binary
+	// does not embed: a node newer than its aggregator.
+	ErrUnknownDict = errors.New("wire: unknown compression dictionary (upgrade the aggregator before its nodes)")
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -49,6 +53,7 @@ type Frame struct {
 	Seq     uint64
 	Created time.Time
 	Codec   Codec
+	Dict    DictID // zstd dictionary the body was compressed with, 0 = none
 	RawLen  uint64 // declared size of the decompressed body
 	Body    []byte
 }
@@ -57,7 +62,7 @@ type Frame struct {
 func AppendFrame(b []byte, f Frame) []byte {
 	start := len(b)
 	b = append(b, magic...)
-	b = append(b, version, byte(f.Codec))
+	b = append(b, version, byte(f.Codec), byte(f.Dict))
 	b = appendString(b, f.Node)
 	b = binary.AppendUvarint(b, f.Seq)
 	b = binary.AppendVarint(b, f.Created.UnixMilli())
@@ -75,18 +80,35 @@ func ParseFrame(b []byte, maxRaw int64) (Frame, error) {
 	if len(b) < len(magic)+2+4 || string(b[:len(magic)]) != magic {
 		return f, fmt.Errorf("%w: bad magic or too short", ErrMalformed)
 	}
-	if b[4] != version {
+	hdr := 6 // up to and including codec, or dictionary from version 2 on
+	switch b[4] {
+	case 1:
+	case version:
+		hdr = 7
+	default:
 		return f, fmt.Errorf("%w: unknown version %d", ErrMalformed, b[4])
 	}
 	end := len(b) - 4
 	if crc32.Checksum(b[:end], castagnoli) != binary.LittleEndian.Uint32(b[end:]) {
 		return f, ErrChecksum
 	}
+	if end < hdr {
+		return f, fmt.Errorf("%w: too short", ErrMalformed)
+	}
 	f.Codec = Codec(b[5])
 	if f.Codec != CodecNone && f.Codec != CodecZstd {
 		return f, fmt.Errorf("%w: unknown codec %d", ErrMalformed, f.Codec)
 	}
-	r := reader{b: b[6:end]}
+	if hdr == 7 {
+		f.Dict = DictID(b[6])
+	}
+	if f.Dict != 0 && f.Codec != CodecZstd {
+		return f, fmt.Errorf("%w: dictionary %d without zstd", ErrMalformed, f.Dict)
+	}
+	if _, ok := dictionaries[f.Dict]; !ok && f.Dict != 0 {
+		return f, fmt.Errorf("%w: id %d, this binary knows up to %d", ErrUnknownDict, f.Dict, NewestDict)
+	}
+	r := reader{b: b[hdr:end]}
 	f.Node = r.string()
 	f.Seq = r.uvarint()
 	f.Created = time.UnixMilli(r.varint())

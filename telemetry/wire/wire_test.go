@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"errors"
+	"os"
 	"reflect"
 	"testing"
 	"time"
@@ -12,8 +13,9 @@ import (
 	"perigee/telemetry"
 )
 
-func sampleBatch() *Batch {
-	now := time.Now()
+func sampleBatch() *Batch { return sampleBatchAt(time.Now()) }
+
+func sampleBatchAt(now time.Time) *Batch {
 	var h telemetry.Histogram
 	for i := range 200 {
 		h.Observe(time.Duration(i) * 137 * time.Microsecond)
@@ -46,27 +48,98 @@ func mustOpener(t testing.TB, limit int64) *Opener {
 	return o
 }
 
-func TestRoundTripBothCodecs(t *testing.T) {
-	for _, codec := range []Codec{CodecNone, CodecZstd} {
-		s, err := NewSealer(codec, DefaultLevel)
+func TestRoundTripCodecsAndDictionaries(t *testing.T) {
+	for _, c := range []struct {
+		codec Codec
+		dict  DictID
+	}{{CodecNone, 0}, {CodecZstd, 0}, {CodecZstd, NewestDict}} {
+		s, err := NewSealerDict(c.codec, DefaultLevel, c.dict)
 		if err != nil {
 			t.Fatal(err)
 		}
 		in := sampleBatch()
-		frame := s.Seal(in)
-		f, err := ParseFrame(frame, 1<<20)
+		f, err := ParseFrame(s.Seal(in), 1<<20)
 		if err != nil {
-			t.Fatalf("codec %d: parse: %v", codec, err)
+			t.Fatalf("%+v: parse: %v", c, err)
+		}
+		if f.Dict != c.dict {
+			t.Fatalf("%+v: header names dictionary %d", c, f.Dict)
 		}
 		out, err := mustOpener(t, 1<<20).Open(f)
 		if err != nil {
-			t.Fatalf("codec %d: open: %v", codec, err)
+			t.Fatalf("%+v: open: %v", c, err)
 		}
 		normalize(in)
 		normalize(out)
 		if !reflect.DeepEqual(in, out) {
-			t.Fatalf("codec %d: round trip differs\n in: %+v\nout: %+v", codec, in, out)
+			t.Fatalf("%+v: round trip differs\n in: %+v\nout: %+v", c, in, out)
 		}
+	}
+}
+
+func TestSealerUsesNewestDictionary(t *testing.T) {
+	s, err := NewSealer(CodecZstd, DefaultLevel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := ParseFrame(s.Seal(sampleBatch()), 1<<20)
+	if err != nil || f.Dict != NewestDict {
+		t.Fatalf("dictionary %d (%v), want %d", f.Dict, err, NewestDict)
+	}
+	if len(dictionaries[NewestDict]) == 0 || len(dictionaries[NewestDict]) > 32<<10 {
+		t.Fatalf("embedded dictionary is %d bytes", len(dictionaries[NewestDict]))
+	}
+}
+
+// A frame naming a dictionary this binary lacks (from a newer node) is
+// refused from its header, never decoded with another dictionary.
+func TestUnknownDictionaryRefused(t *testing.T) {
+	s, _ := NewSealerDict(CodecZstd, DefaultLevel, NewestDict)
+	f, err := ParseFrame(s.Seal(sampleBatch()), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Dict = NewestDict + 1
+	if _, err := ParseFrame(AppendFrame(nil, f), 1<<20); !errors.Is(err, ErrUnknownDict) {
+		t.Fatalf("parse: got %v, want ErrUnknownDict", err)
+	}
+	if _, err := mustOpener(t, 1<<20).Open(f); !errors.Is(err, ErrUnknownDict) {
+		t.Fatalf("open: got %v, want ErrUnknownDict", err)
+	}
+	// The same body under id 0 must not be read with the dictionary.
+	f.Dict = 0
+	if _, err := mustOpener(t, 1<<20).Open(f); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("dictionary body without its id: got %v, want ErrMalformed", err)
+	}
+	if _, err := NewSealerDict(CodecZstd, DefaultLevel, NewestDict+1); err == nil {
+		t.Fatal("sealer accepted an unknown dictionary")
+	}
+}
+
+// testdata/frame-v1.bin was written by the sealer before frames carried a
+// dictionary id (version 1), from sampleBatchAt(2025-06-01 12:00 UTC); the
+// store holds such frames.
+func TestVersion1FrameStillDecodes(t *testing.T) {
+	frame, err := os.ReadFile("testdata/frame-v1.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := ParseFrame(frame, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if frame[4] != 1 || f.Codec != CodecZstd || f.Dict != 0 {
+		t.Fatalf("version %d, codec %d, dictionary %d; want 1, zstd, 0", frame[4], f.Codec, f.Dict)
+	}
+	out, err := mustOpener(t, 1<<20).Open(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := sampleBatchAt(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
+	normalize(in)
+	normalize(out)
+	if !reflect.DeepEqual(in, out) {
+		t.Fatalf("version 1 frame differs\n in: %+v\nout: %+v", in, out)
 	}
 }
 
@@ -117,20 +190,30 @@ func TestParseFrameRefusesDamage(t *testing.T) {
 }
 
 // A frame whose header is honest about nothing: it declares a tiny body but
-// the zstd stream inflates to far more than the limit.
+// the zstd stream inflates to far more than the limit, with and without the
+// dictionary.
 func TestOpenRefusesZipBomb(t *testing.T) {
-	zw, _ := zstd.NewWriter(nil)
-	bomb := zw.EncodeAll(make([]byte, 64<<20), nil)
-	if len(bomb) > 64<<10 {
-		t.Fatalf("bomb did not compress: %d bytes", len(bomb))
-	}
-	frame := AppendFrame(nil, Frame{Node: "x", Seq: 1, Created: time.Now(), Codec: CodecZstd, RawLen: 100, Body: bomb})
-	f, err := ParseFrame(frame, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := mustOpener(t, 1<<20).Open(f); !errors.Is(err, ErrTooLarge) {
-		t.Fatalf("zip bomb: got %v, want ErrTooLarge", err)
+	for _, dict := range []DictID{0, NewestDict} {
+		opts := []zstd.EOption{}
+		if dict != 0 {
+			opts = append(opts, zstd.WithEncoderDict(dictionaries[dict]))
+		}
+		zw, err := zstd.NewWriter(nil, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bomb := zw.EncodeAll(make([]byte, 64<<20), nil)
+		if len(bomb) > 64<<10 {
+			t.Fatalf("bomb did not compress: %d bytes", len(bomb))
+		}
+		frame := AppendFrame(nil, Frame{Node: "x", Seq: 1, Created: time.Now(), Codec: CodecZstd, Dict: dict, RawLen: 100, Body: bomb})
+		f, err := ParseFrame(frame, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := mustOpener(t, 1<<20).Open(f); !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("zip bomb, dictionary %d: got %v, want ErrTooLarge", dict, err)
+		}
 	}
 }
 
