@@ -38,15 +38,26 @@ func (n *Node) startMesh(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("%s: %w", cfg.Pos("mesh"), err)
 	}
 	n.cluster = c
-	go func() {
-		for ev := range c.Events() {
+	return nil
+}
+
+// forwardMeshEvents logs the mesh's events and ships them; it starts once
+// the shipper exists and ends with ctx, as the mesh never closes the channel.
+func (n *Node) forwardMeshEvents(ctx context.Context) {
+	if n.cluster == nil {
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-n.cluster.Events():
 			n.log.Info("mesh event", "kind", ev.Kind, "fields", ev.Fields)
 			if n.shipper != nil {
 				n.shipper.AddEvent(ev)
 			}
 		}
-	}()
-	return nil
+	}
 }
 
 // Version is reported to the fleet; cmd/perigee sets it at start.

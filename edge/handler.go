@@ -33,6 +33,19 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	n.metrics.Begin(stats)
+	// Deferred, because a response cut mid-body (http.ErrAbortHandler)
+	// unwinds by panic and must still leave the in-flight counts.
+	defer func() {
+		took := time.Since(start)
+		if x.Status == 0 {
+			x.Status = http.StatusOK // the handler wrote nothing
+		}
+		n.metrics.Done(stats, x.Route, x.Service, r.Proto, x.Status, took)
+		st.access.Log(r, x, took)
+		rec.ResponseWriter, rec.x = nil, nil
+		recorders.Put(rec)
+		exchange.End(x)
+	}()
 	switch {
 	case headerBytes(r) > int(st.cfg.Limits.MaxHeaderBytes):
 		exchange.Error(rec, r, http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
@@ -53,15 +66,6 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		entry.handler.ServeHTTP(rec, r)
 	}
 
-	took := time.Since(start)
-	if x.Status == 0 {
-		x.Status = http.StatusOK // the handler wrote nothing
-	}
-	n.metrics.Done(stats, x.Route, x.Service, r.Proto, x.Status, took)
-	st.access.Log(r, x, took)
-	rec.ResponseWriter, rec.x = nil, nil
-	recorders.Put(rec)
-	exchange.End(x)
 }
 
 // headerBytes is the request's header size as the client sent it, near

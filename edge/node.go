@@ -73,6 +73,7 @@ type Node struct {
 	actuators     map[string]actuator.Actuator
 	policySampler *metrics.Sampler
 	shipper       *ship.Shipper
+	shipped       chan struct{} // closed when the shipper has flushed and stopped
 
 	cluster  *mesh.Cluster    // nil without a mesh section
 	router   *geo.Router      // nil without a geo section
@@ -99,8 +100,15 @@ type ReloadResult struct {
 func New(cfg *config.Config, load func() (*config.Config, error), log *slog.Logger) (n *Node, err error) {
 	ctx, stop := context.WithCancel(context.Background())
 	n = &Node{log: log, load: load, started: time.Now(), stop: stop, dynamic: map[string][]string{}}
+	started := n // the error returns below set n to nil
 	defer func() {
-		if err != nil {
+		if err != nil { // undo whatever started, in reverse
+			started.closeListeners()
+			started.closeActuators(context.Background())
+			if st := started.state.Load(); st != nil {
+				started.retire(st)
+			}
+			started.leaveMesh()
 			stop()
 		}
 	}()
@@ -116,32 +124,26 @@ func New(cfg *config.Config, load func() (*config.Config, error), log *slog.Logg
 		return nil, err
 	}
 	if err := n.startGeo(ctx, cfg); err != nil {
-		n.leaveMesh()
 		return nil, err
 	}
 	st, err := n.buildState(ctx, cfg, nil)
 	if err != nil {
-		n.leaveMesh()
 		return nil, err
 	}
 	n.state.Store(st)
 	if err := n.startTelemetry(ctx, cfg); err != nil {
-		n.retire(st)
-		return nil, err
-	}
-	if err := n.startPolicies(ctx, cfg); err != nil {
-		n.retire(st)
 		return nil, err
 	}
 	if err := n.mountAdmin(cfg); err != nil {
-		n.retire(st)
+		return nil, err
+	}
+	if err := n.startPolicies(ctx, cfg); err != nil {
 		return nil, err
 	}
 	if err := n.listen(cfg); err != nil {
-		n.closeListeners()
-		n.retire(st)
 		return nil, err
 	}
+	go n.forwardMeshEvents(ctx)
 	go n.sampler.Run(ctx, time.Second, n.sampleConsumers()...)
 	return n, nil
 }
@@ -340,8 +342,9 @@ func (n *Node) reload() error {
 	if cfg.Listen != old.cfg.Listen {
 		return fmt.Errorf("listen addresses changed (%+v → %+v): that needs a restart", old.cfg.Listen, cfg.Listen)
 	}
-	if cfg.Node != old.cfg.Node || cfg.Timeouts != old.cfg.Timeouts || cfg.Admin != old.cfg.Admin {
-		return errors.New("node, timeouts or admin changed: that needs a restart")
+	if cfg.Node != old.cfg.Node || cfg.Timeouts != old.cfg.Timeouts || cfg.Admin != old.cfg.Admin ||
+		cfg.Limits.MaxHeaderBytes != old.cfg.Limits.MaxHeaderBytes {
+		return errors.New("node, timeouts, admin or limits.max_header_bytes changed: that needs a restart")
 	}
 	if !reflect.DeepEqual(cfg.SampleBackends, old.cfg.SampleBackends) {
 		return errors.New("sample_backends changed: that needs a restart")
@@ -351,13 +354,13 @@ func (n *Node) reload() error {
 		return errors.New("services' scale, telemetry, mesh or geo changed: that needs a restart")
 	}
 	// Certificate files are read again on every reload, for rotation; a dev
-	// certificate is kept as long as the config asks for one.
+	// certificate is kept as long as the config asks for one. It is swapped
+	// in only once everything else has loaded.
+	var cert *tls.Certificate
 	if cfg.TLS.Cert != "" || old.cfg.TLS.Cert != "" {
-		cert, err := certs.Load(cfg.TLS.Cert, cfg.TLS.Key, certHosts(cfg))
-		if err != nil {
+		if cert, err = certs.Load(cfg.TLS.Cert, cfg.TLS.Key, certHosts(cfg)); err != nil {
 			return err
 		}
-		n.certs.Set(cert)
 	}
 	specs := policySpecs(cfg)
 	n.dynamicMu.Lock()
@@ -370,7 +373,15 @@ func (n *Node) reload() error {
 		n.retire(st)
 		return fmt.Errorf("%s: %w", cfg.Pos("policies"), err)
 	}
+	if cert != nil {
+		n.certs.Set(cert)
+	}
 	n.state.Store(st)
+	// The old health checks stop now: they share backends with the new
+	// state, and a flip they saw would refresh only the old balancer.
+	for _, svc := range old.list {
+		svc.Close()
+	}
 	go n.retire(old)
 	return nil
 }
@@ -429,16 +440,30 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	wg.Wait()
 	n.closeListeners()
 	n.leaveMesh()
-	n.stop() // policies, sampler and shipper (which flushes what it can)
-	for name, a := range n.actuators {
-		if err := a.Close(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("stopping %s replicas: %w", name, err))
+	n.stop() // policies, sampler and shipper
+	if n.shipped != nil {
+		select { // the shipper flushes what it can, within the drain deadline
+		case <-n.shipped:
+		case <-ctx.Done():
 		}
 	}
+	errs = append(errs, n.closeActuators(ctx))
 	n.retire(n.state.Load())
 	n.proxy.Close()
 	if n.host != nil {
 		errs = append(errs, n.host.Close(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// closeActuators stops the replicas actuators started (the process
+// actuator's children).
+func (n *Node) closeActuators(ctx context.Context) error {
+	var errs []error
+	for name, a := range n.actuators {
+		if err := a.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stopping %s replicas: %w", name, err))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -431,3 +431,45 @@ func TestAdminAPI(t *testing.T) {
 		t.Errorf("unknown admin path: %d", resp.StatusCode)
 	}
 }
+
+// Clients that send too much, or leave mid-request, must not get healthy
+// backends ejected, and an aborted response must not leave the in-flight
+// count raised.
+func TestClientFaultsDoNotHurtBackendsOrCounts(t *testing.T) {
+	a, b := backend(t, "a"), backend(t, "b")
+	yaml := strings.Replace(nodeYAML("round_robin", a, b), "routes:", "    outlier: {consecutive_failures: 2}\nlimits: {max_body_bytes: 100}\nroutes:", 1)
+	n := startNode(t, yaml)
+	for range 6 {
+		req, _ := http.NewRequest("POST", "http://"+n.Addrs().HTTP+"/up", io.MultiReader(strings.NewReader(strings.Repeat("x", 5000))))
+		req.ContentLength = -1 // chunked: only reading it finds it too large
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 413 {
+			t.Fatalf("got %d, want 413", resp.StatusCode)
+		}
+	}
+	if h := len(n.state.Load().services["api"].Healthy()); h != 2 {
+		t.Fatalf("%d of 2 backends healthy after clients sent oversized bodies", h)
+	}
+
+	// A backend that dies mid-body aborts the response by panic inside
+	// net/http; the node's records must still be closed.
+	dying := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100000")
+		w.WriteHeader(200)
+		w.Write([]byte("partial"))
+		conn, _, _ := http.NewResponseController(w).Hijack()
+		conn.Close()
+	}))
+	m := startNode(t, nodeYAML("round_robin", dying))
+	for range 3 {
+		if resp, err := http.Get("http://" + m.Addrs().HTTP + "/"); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	waitFor(t, "in-flight back to zero after aborted responses", func() bool { return m.metrics.InFlight() == 0 })
+}

@@ -43,16 +43,12 @@ type routeEntry struct {
 // buildState turns a validated config into live services and routes. prev
 // lends its backends so their health and latency carry over.
 func (n *Node) buildState(ctx context.Context, cfg *config.Config, prev *state) (*state, error) {
-	reuse := map[string]*upstream.Backend{}
-	if prev != nil {
-		for _, s := range prev.list {
-			for _, b := range s.Backends() {
-				reuse[b.URL.String()] = b
-			}
-		}
-	}
 	st := &state{cfg: cfg, services: map[string]*upstream.Service{}, access: accessLogger(cfg, n.log)}
 	for name, sc := range cfg.Services {
+		var reuse []*upstream.Backend
+		if prev != nil && prev.services[name] != nil {
+			reuse = prev.services[name].Backends()
+		}
 		svc, err := upstream.NewService(name, *sc, reuse, n.log)
 		if err != nil {
 			return nil, err

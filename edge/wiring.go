@@ -62,7 +62,11 @@ func (n *Node) startTelemetry(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("%s: %w", cfg.Pos("telemetry"), err)
 	}
 	n.shipper = s
-	go s.Run(ctx)
+	n.shipped = make(chan struct{})
+	go func() {
+		defer close(n.shipped)
+		s.Run(ctx)
+	}()
 	return nil
 }
 

@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"perigee/edge"
@@ -60,7 +60,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		err := node.Shutdown(drain)
 		cancel()
 		if err != nil {
-			log.Warn("drain deadline passed with requests still in flight", "err", err)
+			log.Warn("shutdown did not finish cleanly", "err", err)
 		}
 		return nil
 	}
@@ -81,7 +81,7 @@ func printWelcome(w io.Writer, cfg *config.Config, node *edge.Node) {
 	}
 	fmt.Fprintf(w, "  admin:                     http://%s/status  /services  /routes  /metrics\n", a.Admin)
 	if a.HTTPS != "" {
-		host, port, _ := strings.Cut(a.HTTPS, ":")
+		host, port, _ := net.SplitHostPort(a.HTTPS)
 		fmt.Fprintf(w, "Try:\n  curl -k https://%s/hello\n", a.HTTPS)
 		fmt.Fprintf(w, "  gtlsclient --no-quic-dump --exit-on-first-stream-close %s %s https://%s/hello   # HTTP/3 (ngtcp2-client)\n", host, port, a.HTTPS)
 		fmt.Fprintf(w, "  chromium --origin-to-force-quic-on=%s --ignore-certificate-errors-spki-list=%s https://%s/\n", a.HTTPS, node.SPKIHash(), a.HTTPS)

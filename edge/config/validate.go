@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"os"
 
 	"net"
 	"net/netip"
@@ -135,6 +136,7 @@ func (c *Config) validate(v *validator) {
 	}
 	c.validateTransforms(v)
 	c.validatePolicies(v)
+	c.validateFiles(v)
 	c.validateTelemetry(v)
 	c.validateGeo(v)
 	if c.Mesh != nil {
@@ -143,6 +145,9 @@ func (c *Config) validate(v *validator) {
 		}
 	}
 	for i, sb := range c.SampleBackends {
+		if sb.Listen == c.Listen.HTTPS || sb.Listen == c.Listen.HTTP || sb.Listen == c.Listen.Admin {
+			v.at(p("sample_backends", i, "listen"), "sample backend %q listens where the node does", sb.Listen)
+		}
 		if _, err := netip.ParseAddrPort(sb.Listen); err != nil {
 			v.at(p("sample_backends", i, "listen"), "sample backend listen %q is not host:port with an IP", sb.Listen)
 		}
@@ -396,4 +401,41 @@ func (c *Config) validateGeo(v *validator) {
 func (c *Config) Pos(path ...any) string {
 	v := validator{file: c.Path, root: c.root}
 	return fmt.Sprintf("%s:%d", c.Path, v.line(path))
+}
+
+// validateFiles checks that every file the config names can be read now, so
+// that validate catches what serve would trip on. Relative paths are taken
+// from the working directory, as serve takes them.
+func (c *Config) validateFiles(v *validator) {
+	check := func(path string, at []any, what string) {
+		if path == "" {
+			return
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			v.at(at, "%s: %v", what, err)
+			return
+		}
+		f.Close()
+	}
+	check(c.TLS.Cert, p("tls", "cert"), "tls.cert")
+	check(c.TLS.Key, p("tls", "key"), "tls.key")
+	check(c.Admin.TokenFile, p("admin", "token_file"), "admin.token_file")
+	for _, name := range sortedKeys(c.Transforms) {
+		if t := c.Transforms[name]; t != nil {
+			check(t.Module, p("transforms", name, "module"), fmt.Sprintf("transform %q module", name))
+		}
+	}
+	for _, name := range sortedKeys(c.Policies) {
+		if pc := c.Policies[name]; pc != nil {
+			check(pc.Script, p("policies", name, "script"), fmt.Sprintf("policy %q script", name))
+		}
+	}
+	if c.Telemetry != nil {
+		check(c.Telemetry.TokenFile, p("telemetry", "token_file"), "telemetry.token_file")
+		check(c.Telemetry.CAFile, p("telemetry", "ca_file"), "telemetry.ca_file")
+	}
+	if c.Geo != nil {
+		check(c.Geo.Database, p("geo", "database"), "geo.database")
+	}
 }

@@ -65,6 +65,7 @@ func (p *Proxy) Handler(svc *upstream.Service) http.Handler {
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.fail,
 		BufferPool:     buffers{},
+		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
 }
 
@@ -143,6 +144,13 @@ type balancing struct {
 func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 	x := exchange.From(req.Context())
 	t.svc.Attempt()
+	// A request body that fails to read is the client's fault (it left, or
+	// sent too much), not the backend's: watch for it.
+	var body *clientBody
+	if req.Body != nil && req.Body != http.NoBody {
+		body = &clientBody{ReadCloser: req.Body}
+		req.Body = body
+	}
 	var skip *upstream.Backend
 	for attempt := 0; ; attempt++ {
 		b, err := t.svc.Pick(req, skip)
@@ -155,7 +163,8 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp, err := t.base.RoundTrip(req)
 		if err != nil {
 			b.End()
-			t.svc.Done(b, time.Since(start), req.Context().Err() == nil)
+			clientsFault := req.Context().Err() != nil || (body != nil && body.failed)
+			t.svc.Done(b, time.Since(start), !clientsFault)
 			if isConnectFailure(err) && attempt < t.svc.MaxRetries() && replayable(req) && t.svc.RetryAllowed() {
 				skip = b
 				if x != nil {
@@ -172,6 +181,20 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body = releasing(resp.Body, b)
 		return resp, nil
 	}
+}
+
+// clientBody notes whether reading the client's request body failed.
+type clientBody struct {
+	io.ReadCloser
+	failed bool
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.failed = true
+	}
+	return n, err
 }
 
 // isConnectFailure is true when the request never reached the backend, so a

@@ -18,11 +18,10 @@ type Backend struct {
 	URL  *url.URL
 	Addr string // host:port
 
-	configWeight int32
-	weight       atomic.Int32 // config weight, or what a policy set
-	inFlight     atomic.Int64
-	requests     atomic.Uint64
-	failures     atomic.Uint64
+	weight   atomic.Int32 // config weight, or what a policy set
+	inFlight atomic.Int64
+	requests atomic.Uint64
+	failures atomic.Uint64
 
 	checkUp      atomic.Bool  // last verdict of active checks (true until proven down)
 	ejectedUntil atomic.Int64 // unix nanos; passive or policy ejection
@@ -38,7 +37,7 @@ type Backend struct {
 }
 
 func newBackend(u *url.URL, weight int) *Backend {
-	b := &Backend{URL: u, Addr: u.Host, configWeight: int32(weight)}
+	b := &Backend{URL: u, Addr: u.Host}
 	b.weight.Store(int32(weight))
 	b.checkUp.Store(true)
 	return b

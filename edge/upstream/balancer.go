@@ -138,10 +138,22 @@ const pointsPerWeight = 160
 
 var ringSeed = maphash.MakeSeed()
 
+// maxRingPoints bounds the ring when policies set large weights: shares stay
+// proportional, and a rebuild stays cheap.
+const maxRingPoints = 100_000
+
 func (h *ringHash) rebuild(all, _ []*Backend) {
+	total := 0
+	for _, b := range all {
+		total += b.Weight()
+	}
+	perWeight := float64(pointsPerWeight)
+	if total*pointsPerWeight > maxRingPoints {
+		perWeight = float64(maxRingPoints) / float64(total)
+	}
 	var ring []ringPoint
 	for _, b := range all {
-		for i := range b.Weight() * pointsPerWeight {
+		for i := range max(1, int(float64(b.Weight())*perWeight)) {
 			ring = append(ring, ringPoint{maphash.String(ringSeed, b.Addr+"#"+strconv.Itoa(i)), b})
 		}
 	}

@@ -33,15 +33,20 @@ type Service struct {
 	done chan struct{}
 }
 
-// NewService builds a service from its config. Backends whose URL appears in
-// reuse keep their live state (health, latency, ejections).
-func NewService(name string, c config.Service, reuse map[string]*Backend, log *slog.Logger) (*Service, error) {
+// NewService builds a service from its config. Backends of the service's
+// previous version (reuse) whose URL stays keep their live state (health,
+// latency, ejections); their weight is the config's again.
+func NewService(name string, c config.Service, reuse []*Backend, log *slog.Logger) (*Service, error) {
 	s := &Service{Name: name, cfg: c, log: log.With("service", name), balancer: newBalancer(&c)}
 	s.budget.init(c.Retry.Budget)
+	byURL := make(map[string]*Backend, len(reuse))
+	for _, b := range reuse {
+		byURL[b.URL.String()] = b
+	}
 	var all []*Backend
 	for _, bc := range c.Backends {
-		b, ok := reuse[bc.URL]
-		if ok && int(b.configWeight) == bc.Weight {
+		if b, ok := byURL[bc.URL]; ok {
+			b.weight.Store(int32(bc.Weight))
 			all = append(all, b)
 			continue
 		}

@@ -277,8 +277,7 @@ func TestReloadKeepsBackendState(t *testing.T) {
 	s := service(t, config.RoundRobin, 1, 1)
 	b := s.Backends()[0]
 	b.observe(42*time.Millisecond, time.Now())
-	reuse := map[string]*Backend{b.URL.String(): b}
-	s2, err := NewService("svc", s.cfg, reuse, quiet)
+	s2, err := NewService("svc", s.cfg, s.Backends(), quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
