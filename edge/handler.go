@@ -115,7 +115,7 @@ func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // admit applies the route's rate limit and shedding, answering a refused
 // request itself.
 func admit(g *admission.Gate, w http.ResponseWriter, r *http.Request, now time.Time) bool {
-	v, ok := g.Admit(r, now)
+	v, ok := g.Admit(now)
 	if !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(v.RetryAfter.Seconds())))))
 		exchange.Error(w, r, v.Status, v.Reason)

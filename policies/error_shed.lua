@@ -1,4 +1,4 @@
--- Shed low-priority traffic when a service fails: raise the shed share
+-- Shed a route's traffic when a service fails: raise the shed share
 -- while the smoothed error rate is high, lower it slowly once it is low,
 -- and eject single backends that fail most of their requests. Routes are
 -- assumed to be named after their service.

@@ -69,7 +69,7 @@ type Target interface {
 	Restore(service, backend string) error
 	// SetLimit installs a token bucket on the route; rps 0 removes it.
 	SetLimit(route string, rps float64, burst int) error
-	// SetShed rejects that share of the route's low-priority requests with
+	// SetShed rejects that share of the route's requests with
 	// 503 and Retry-After; 0 stops shedding.
 	SetShed(route string, fraction float64) error
 }

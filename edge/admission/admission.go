@@ -33,8 +33,9 @@ func (g *Gate) SetLimit(rps float64, burst int) {
 	g.limited.Store(rps > 0)
 }
 
-// SetShed refuses the given share (0..1) of requests not marked high
-// priority; 0 stops shedding.
+// SetShed refuses the given share (0..1) of the route's requests; 0 stops
+// shedding. Priority is a matter of routes: traffic that must not be shed
+// gets a route of its own. (A header would let any client claim it.)
 func (g *Gate) SetShed(fraction float64) {
 	g.shed.Store(math.Float64bits(math.Max(0, math.Min(1, fraction))))
 }
@@ -60,12 +61,9 @@ type Verdict struct {
 	RetryAfter time.Duration
 }
 
-// PriorityHeader marks requests that shedding spares: "high".
-const PriorityHeader = "X-Perigee-Priority"
-
-// Admit reports whether r may go on, and if not, what to answer.
-func (g *Gate) Admit(r *http.Request, now time.Time) (Verdict, bool) {
-	if share := g.Shed(); share > 0 && r.Header.Get(PriorityHeader) != "high" && rand.Float64() < share {
+// Admit reports whether a request may go on, and if not, what to answer.
+func (g *Gate) Admit(now time.Time) (Verdict, bool) {
+	if share := g.Shed(); share > 0 && rand.Float64() < share {
 		return Verdict{http.StatusServiceUnavailable, "shedding load", time.Second}, false
 	}
 	if !g.limited.Load() {

@@ -1,7 +1,6 @@
 package admission
 
 import (
-	"net/http/httptest"
 	"testing"
 	"time"
 )
@@ -9,7 +8,7 @@ import (
 func TestOpenGateAdmitsEverything(t *testing.T) {
 	var g Gate
 	for range 1000 {
-		if _, ok := g.Admit(httptest.NewRequest("GET", "/", nil), time.Now()); !ok {
+		if _, ok := g.Admit(time.Now()); !ok {
 			t.Fatal("open gate refused a request")
 		}
 	}
@@ -19,44 +18,38 @@ func TestTokenBucket(t *testing.T) {
 	var g Gate
 	g.SetLimit(10, 5)
 	t0 := time.Now()
-	r := httptest.NewRequest("GET", "/", nil)
 	admitted := 0
 	for range 20 {
-		if _, ok := g.Admit(r, t0); ok {
+		if _, ok := g.Admit(t0); ok {
 			admitted++
 		}
 	}
 	if admitted != 5 {
 		t.Fatalf("burst of 5 admitted %d", admitted)
 	}
-	v, ok := g.Admit(r, t0)
+	v, ok := g.Admit(t0)
 	if ok || v.Status != 429 || v.RetryAfter <= 0 || v.RetryAfter > 100*time.Millisecond {
 		t.Fatalf("over the limit: %+v %v", v, ok)
 	}
-	if _, ok := g.Admit(r, t0.Add(100*time.Millisecond)); !ok {
+	if _, ok := g.Admit(t0.Add(100 * time.Millisecond)); !ok {
 		t.Fatal("a token should have refilled after 100ms at 10/s")
 	}
 	g.SetLimit(0, 0)
-	if _, ok := g.Admit(r, t0); !ok {
+	if _, ok := g.Admit(t0); !ok {
 		t.Fatal("lifted limit still refuses")
 	}
 }
 
-func TestSheddingSparesHighPriority(t *testing.T) {
+func TestShedding(t *testing.T) {
 	var g Gate
 	g.SetShed(0.5)
-	low, high := httptest.NewRequest("GET", "/", nil), httptest.NewRequest("GET", "/", nil)
-	high.Header.Set(PriorityHeader, "high")
 	refused := 0
 	for range 4000 {
-		if v, ok := g.Admit(low, time.Now()); !ok {
+		if v, ok := g.Admit(time.Now()); !ok {
 			refused++
 			if v.Status != 503 || v.RetryAfter == 0 {
 				t.Fatalf("shed verdict %+v", v)
 			}
-		}
-		if _, ok := g.Admit(high, time.Now()); !ok {
-			t.Fatal("high-priority request shed")
 		}
 	}
 	if refused < 1700 || refused > 2300 {
@@ -65,6 +58,9 @@ func TestSheddingSparesHighPriority(t *testing.T) {
 	g.SetShed(7) // clamped to 1
 	if g.Shed() != 1 {
 		t.Fatalf("shed share %v, want clamped to 1", g.Shed())
+	}
+	if _, ok := g.Admit(time.Now()); ok {
+		t.Fatal("a request passed full shedding")
 	}
 }
 
