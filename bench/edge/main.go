@@ -148,7 +148,7 @@ func run(ctx context.Context, o options) (err error) {
 		}
 	}
 
-	host := machine(o)
+	host := header(o)
 	fmt.Print(host)
 	est := time.Duration(o.rounds*len(runs)) * (o.dur + pause)
 	fmt.Printf("%d runs of %s per round, %d rounds: about %s\n", len(runs), o.dur, o.rounds, est.Round(time.Second))

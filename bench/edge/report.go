@@ -11,39 +11,22 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"perigee/bench/machine"
 )
 
 var protoNames = map[string]string{"h1": "HTTP/1.1", "h2": "HTTP/2", "h3": "HTTP/3"}
 
-// machine describes the host and the tools, for the head of the report.
-func machine(o options) string {
+// header describes the host and the tools, for the head of the report.
+func header(o options) string {
 	var b strings.Builder
-	model := "unknown CPU"
-	if info, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for line := range strings.Lines(string(info)) {
-			if name, ok := strings.CutPrefix(line, "model name"); ok {
-				model = strings.TrimSpace(strings.TrimLeft(name, "\t :"))
-				break
-			}
-		}
-	}
 	fmt.Fprintf(&b, "perigee edge benchmark, %s, nproc %d, %s, load average at start %s\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), model, loadavg())
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), machine.CPUModel(), machine.LoadAvg())
 	fmt.Fprintf(&b, "versions: %s; caddy %s; %s; %s; %s\n",
 		version(o.perigeeBin, "version"), version("caddy", "version"), version("nginx", "-v"),
 		version("wrk", "-v"), version("h2load", "--version"))
 	fmt.Fprintf(&b, "backend: perigee sample-backend --size %d (plain HTTP/1.1); servers and load generators share the same cores, on loopback\n", o.size)
 	return b.String()
-}
-
-// loadavg returns the 1, 5 and 15 minute load averages: other work on the
-// machine shows up here before it shows up as noise in the figures.
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
-		return strings.Join(f[:3], " ")
-	}
-	return "unknown"
 }
 
 // version returns the first line a program prints about itself, or why not.
@@ -66,7 +49,7 @@ func report(o options, runs []runKey, results map[runKey][]result) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "load: HTTP/1.1 wrk %s; HTTP/2 h2load -c%d -m%d -D %s; HTTP/3 h3load (this harness, quic-go) %d conns x %d streams for %s\n",
 		strings.Join(wrkArgs(o, "URL", o.dur), " "), o.h2Conns, o.h2Streams, o.dur, o.h3Conns, o.h3Streams, o.dur)
-	fmt.Fprintf(&b, "median of %d rounds, targets alternated within each round; load average at end %s\n", o.rounds, loadavg())
+	fmt.Fprintf(&b, "median of %d rounds, targets alternated within each round; load average at end %s\n", o.rounds, machine.LoadAvg())
 	fmt.Fprintf(&b, "HTTP/2 and HTTP/3 quantiles are read from perigee/telemetry histograms (within 6.25%%)\n")
 	fmt.Fprintf(&b, "cores: CPU used by the target's own processes (not the backend's, not the load generator's); us/req: that CPU per request; errors: all rounds\n\n")
 	fmt.Fprintf(&b, "%-8s %-8s %9s %9s %9s %7s %6s %7s  %s\n", "target", "proto", "req/s", "p50", "p99", "errors", "cores", "us/req", "req/s per round")

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"perigee/bench/machine"
 	"perigee/geo"
 	"perigee/geo/demodb"
 	"perigee/geo/geodns"
@@ -52,10 +52,7 @@ func main() {
 
 func run(out string, dnsFor time.Duration, clients int) error {
 	// Other work on a shared box slows every figure; record how busy it was.
-	load := "unknown"
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		load = strings.Join(strings.Fields(string(b))[:3], " ")
-	}
+	load := machine.LoadAvg()
 	dir, err := os.MkdirTemp("", "perigee-bench-geo")
 	if err != nil {
 		return err

@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"perigee/bench/machine"
 	"perigee/edge/h1client"
 )
 
@@ -63,7 +64,7 @@ func main() {
 	}
 
 	start := time.Now()
-	loadStart := loadavg()
+	loadStart := machine.LoadAvg()
 	for _, t := range targets { // warm up pools and code paths
 		round(t.addr, *clients, time.Second)
 	}
@@ -81,7 +82,7 @@ func main() {
 	fmt.Fprintf(&b, "h1client benchmark, %s, nproc %d, GOMAXPROCS %d, %s\n",
 		start.UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
 	fmt.Fprintf(&b, "command: go run ./bench/h1client -c %d -d %v -rounds %d\n", *clients, *dur, *rounds)
-	fmt.Fprintf(&b, "load average at start %s, at end %s\n", loadStart, loadavg())
+	fmt.Fprintf(&b, "load average at start %s, at end %s\n", loadStart, machine.LoadAvg())
 	fmt.Fprintf(&b, "one process: backend (64-byte body), httputil.ReverseProxy over each transport, %d keep-alive HTTP/1.1 clients, loopback\n", *clients)
 	fmt.Fprintf(&b, "medians of %d alternating rounds; CPU is the whole process's (clients + proxy + backend), proxy = target - direct\n\n", *rounds)
 	fmt.Fprintf(&b, "%-9s %9s %12s %14s   %s\n", "target", "req/s", "CPU us/req", "proxy us/req", "req/s per round")
@@ -179,16 +180,6 @@ func cpuTime() time.Duration {
 		log.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// loadavg is the 1, 5 and 15 minute load average: other work on the
-// shared cores shows here.
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
 func median(xs []float64) float64 {

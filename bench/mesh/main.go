@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"perigee/bench/machine"
 	"perigee/mesh"
 	"perigee/mesh/faultnet"
 	"perigee/telemetry"
@@ -40,7 +42,7 @@ func main() {
 
 	var report strings.Builder
 	fmt.Fprintf(&report, "# mesh benchmark, %s, %d CPUs (load average at start: %s), LAN profile, in-process nodes over loopback UDP/TCP (faultnet, no faults)\n",
-		time.Now().UTC().Format("2006-01-02"), numCPU(), loadAverage())
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), machine.LoadAvg())
 	lan := memberlist.DefaultLANConfig()
 	fmt.Fprintf(&report, "# memberlist: gossip %v to %d nodes, probe %v (timeout %v), suspicion mult %d, retransmit mult %d\n",
 		lan.GossipInterval, lan.GossipNodes, lan.ProbeInterval, lan.ProbeTimeout, lan.SuspicionMult, lan.RetransmitMult)
@@ -69,24 +71,6 @@ func main() {
 func fatal(err error) {
 	fmt.Fprintln(os.Stderr, "bench/mesh:", err)
 	os.Exit(1)
-}
-
-// loadAverage is the 1-minute load average: figures taken on a busy
-// machine say so.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	return strings.Fields(string(b))[0]
-}
-
-func numCPU() int {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return 0
-	}
-	return strings.Count(string(b), "processor\t:")
 }
 
 type benchNode struct {

@@ -20,12 +20,12 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"perigee/bench/machine"
 	"perigee/policies"
 	"perigee/policies/actuator"
 )
@@ -47,12 +47,7 @@ func main() {
 	out = io.MultiWriter(os.Stdout, f)
 	// The load average says how much of the box other work took, which the
 	// wall-clock figures depend on.
-	load := "unknown"
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		if f := strings.Fields(string(b)); len(f) >= 3 {
-			load = strings.Join(f[:3], " ")
-		}
-	}
+	load := machine.LoadAvg()
 	fmt.Fprintf(out, "policy benchmarks, %s, %d CPUs (shared), load average at start %s\n\n",
 		time.Now().UTC().Format(time.DateOnly), runtime.NumCPU(), load)
 	if *cpuProfile != "" {

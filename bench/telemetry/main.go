@@ -31,6 +31,7 @@ import (
 	"github.com/klauspost/compress/dict"
 	"github.com/klauspost/compress/zstd"
 
+	"perigee/bench/machine"
 	"perigee/telemetry"
 	"perigee/telemetry/aggregator"
 	"perigee/telemetry/ship"
@@ -230,7 +231,7 @@ func ingest(w io.Writer, nodes int, dur time.Duration, cpuProfile string) error 
 	wg.Wait()
 	elapsed := time.Since(start)
 	cpu1, _ := telemetry.ReadProcessUsage()
-	load, _ := os.ReadFile("/proc/loadavg")
+	load := machine.LoadAvg()
 	fmt.Fprintf(w, "Ingest, %d simulated nodes over HTTP/2, %v, clients and aggregator on the same %d CPUs, every batch fsynced (group commit) before its 200\n",
 		nodes, elapsed.Round(time.Millisecond), runtime.NumCPU())
 	fmt.Fprintf(w, "  stored %d batches (%d failed): %.0f batches/s\n", stored.Load(), failed.Load(), float64(stored.Load())/elapsed.Seconds())

@@ -30,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"perigee/bench/machine"
 	"perigee/runtime/wasm"
 )
 
@@ -136,7 +137,7 @@ type figures struct {
 
 func run(out, modules string, rounds, requests int, load time.Duration, conns int) error {
 	ctx := context.Background()
-	loadStart := loadavg()
+	loadStart := machine.LoadAvg()
 	for _, m := range []string{"addheader", "rewrite", "denylist"} {
 		if err := wasm.Build(ctx, filepath.Join("modules", m), filepath.Join(modules, m+".wasm")); err != nil {
 			return err
@@ -164,7 +165,7 @@ func run(out, modules string, rounds, requests int, load time.Duration, conns in
 		fmt.Fprintf(os.Stderr, "round %d/%d done\n", r+1, rounds)
 	}
 
-	loadEnd := loadavg()
+	loadEnd := machine.LoadAvg()
 	report := format(results, rounds, requests, load, conns, loadStart, loadEnd) + "\ntransforms, as the server counted them:\n" + srv.stop() + "\n"
 	fmt.Print(report)
 	return os.WriteFile(out, []byte(report), 0o644)
@@ -372,7 +373,7 @@ func cpuTime(pid int) (time.Duration, error) {
 func format(results [][]figures, rounds, requests int, load time.Duration, conns int, loadStart, loadEnd string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "perigee wasm transforms benchmark\n")
-	fmt.Fprintf(&b, "machine: %d CPUs (nproc), %s, %s/%s, %s, %s\n", runtime.NumCPU(), cpuModel(), runtime.GOOS, runtime.GOARCH, runtime.Version(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&b, "machine: %d CPUs (nproc), %s, %s/%s, %s, %s\n", runtime.NumCPU(), machine.CPUModel(), runtime.GOOS, runtime.GOARCH, runtime.Version(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&b, "load average: %s at start, %s at end\n", loadStart, loadEnd)
 	fmt.Fprintf(&b, "method: HTTP/1.1 over loopback to a child process serving each variant on its own listener; backend answers 2 bytes in-process.\n")
 	fmt.Fprintf(&b, "  %d rounds. Latency: %d requests per variant and round, one at a time, the variants taking turns request by request.\n", rounds, requests)
@@ -425,26 +426,4 @@ func median(xs []float64) float64 {
 		return (xs[n/2-1] + xs[n/2]) / 2
 	}
 	return xs[len(xs)/2]
-}
-
-func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "unknown CPU"
-	}
-	for line := range strings.Lines(string(b)) {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
-}
-
-// loadavg is the 1, 5 and 15 minute load averages.
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
