@@ -25,7 +25,7 @@ import (
 	"perigee/edge/accesslog"
 	"perigee/edge/admin"
 	"perigee/edge/admission"
-	"perigee/edge/certs"
+	"perigee/certs"
 	"perigee/edge/config"
 	"perigee/edge/metrics"
 	"perigee/edge/proxy"

@@ -2,14 +2,8 @@ package rtt_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"testing"
@@ -17,6 +11,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"perigee/certs"
 	"perigee/geo/rtt"
 )
 
@@ -94,25 +89,11 @@ func TestSampleIsRateLimitedPerConnection(t *testing.T) {
 
 func selfSigned(t *testing.T) *tls.Config {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := certs.SelfSigned(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
-		NextProtos:   []string{"perigee-test"},
-	}
+	return &tls.Config{Certificates: []tls.Certificate{*c}, NextProtos: []string{"perigee-test"}}
 }
 
 func TestQUICRTTFromConnectionStats(t *testing.T) {

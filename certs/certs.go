@@ -1,6 +1,7 @@
-// Package certs provides the node's TLS certificate: loaded from files, or a
+// Package certs provides TLS certificates: loaded from files, or a
 // generated self-signed development certificate whose SPKI hash is printed so
-// that a browser can be told to trust it.
+// that a browser can be told to trust it. It imports nothing of ours, so the
+// node, the aggregator, the benchmarks and tests all use it.
 package certs
 
 import (
@@ -12,9 +13,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"math/big"
 	"net"
+	"os"
 	"sync/atomic"
 	"time"
 )
@@ -103,4 +106,21 @@ func SelfSigned(hosts []string) (*tls.Certificate, error) {
 func SPKIHash(c *tls.Certificate) string {
 	sum := sha256.Sum256(c.Leaf.RawSubjectPublicKeyInfo)
 	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// WritePEM writes c's certificate and private key as PEM files, for
+// programs that read certificates from disk (nginx, Caddy, a node's
+// ca_file).
+func WritePEM(c *tls.Certificate, certFile, keyFile string) error {
+	keyDER, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		return fmt.Errorf("tls: encoding key: %w", err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o644); err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	return nil
 }
