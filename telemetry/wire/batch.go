@@ -108,25 +108,13 @@ func DecodePayload(p []byte, bt *Batch) error {
 		case tagAccessCols:
 			bt.Access = d.access(base)
 		case tagSamples:
-			bt.Samples = make([]telemetry.NodeSample, r.count())
-			for i := range bt.Samples {
-				readSample(r, &bt.Samples[i], base)
-			}
+			bt.Samples = readRows(r, base, readSample)
 		case tagDecisions:
-			bt.Decisions = make([]telemetry.Decision, r.count())
-			for i := range bt.Decisions {
-				readDecision(r, &bt.Decisions[i], base)
-			}
+			bt.Decisions = readRows(r, base, readDecision)
 		case tagEvents:
-			bt.Events = make([]telemetry.Event, r.count())
-			for i := range bt.Events {
-				readEvent(r, &bt.Events[i], base)
-			}
+			bt.Events = readRows(r, base, readEvent)
 		case tagAccess:
-			bt.Access = make([]telemetry.AccessRecord, r.count())
-			for i := range bt.Access {
-				readAccess(r, &bt.Access[i], base)
-			}
+			bt.Access = readRows(r, base, readAccess)
 		default:
 			return fmt.Errorf("%w: unknown section %d", ErrMalformed, tag)
 		}
@@ -236,4 +224,13 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// readRows reads a counted section of row-by-row records.
+func readRows[T any](r *reader, base int64, read func(*reader, *T, int64)) []T {
+	rows := make([]T, r.count())
+	for i := range rows {
+		read(r, &rows[i], base)
+	}
+	return rows
 }
