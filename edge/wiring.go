@@ -9,7 +9,6 @@ import (
 
 	"perigee/edge/admin"
 	"perigee/edge/config"
-	"perigee/runtime/wasm"
 	"perigee/telemetry"
 	"perigee/telemetry/ship"
 )
@@ -85,17 +84,16 @@ func (n *Node) transformStats() any {
 	st := n.acquire()
 	defer st.release()
 	type view struct {
-		wasm.Stats
-		Time  struct{} `json:"-"`
-		P50us int64    `json:"guest_p50_us"`
-		P99us int64    `json:"guest_p99_us"`
+		Calls, Answered, Errors, Traps, Timeouts, Busy, Replaced uint64
+		GuestP50us, GuestP99us                                   int64
 	}
 	out := map[string]view{}
 	if st.transforms == nil {
 		return out
 	}
 	for name, s := range st.transforms.Stats() {
-		out[name] = view{Stats: s, P50us: s.Time.Quantile(0.5).Microseconds(), P99us: s.Time.Quantile(0.99).Microseconds()}
+		out[name] = view{s.Calls, s.Answered, s.Errors, s.Traps, s.Timeouts, s.Busy, s.Replaced,
+			s.Time.Quantile(0.5).Microseconds(), s.Time.Quantile(0.99).Microseconds()}
 	}
 	return out
 }

@@ -70,11 +70,12 @@ func (s *Sampler) Sample(now time.Time) telemetry.NodeSample {
 		if reqs > 0 {
 			ss.ErrorRate = float64(errs) / float64(reqs)
 		}
+		// Requests in the node but not yet at a backend are queued here.
+		var atBackends int64
 		for _, b := range svc.Backends() {
-			// Requests waiting beyond what the backends are serving are queued here.
-			ss.Queued -= b.InFlight()
+			atBackends += b.InFlight()
 		}
-		ss.Queued = max(0, ss.Queued+ss.InFlight)
+		ss.Queued = max(0, ss.InFlight-atBackends)
 		out.Services[svc.Name] = ss
 		s.prev[svc.Name] = cur
 	}
