@@ -22,10 +22,10 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"perigee/certs"
 	"perigee/edge/accesslog"
 	"perigee/edge/admin"
 	"perigee/edge/admission"
-	"perigee/certs"
 	"perigee/edge/config"
 	"perigee/edge/metrics"
 	"perigee/edge/proxy"
