@@ -87,20 +87,6 @@ func TestUnreadableFileIsAnError(t *testing.T) {
 	}
 }
 
-func TestByteSizes(t *testing.T) {
-	for in, want := range map[string]int64{"512": 512, "64KiB": 64 << 10, "16MiB": 16 << 20, "1GiB": 1 << 30, "2GB": 2e9, "10 B": 10} {
-		got, err := parseByteSize(in)
-		if err != nil || got != want {
-			t.Errorf("parseByteSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{"", "-1", "1TiB", "lots", "99999999999GiB"} {
-		if _, err := parseByteSize(bad); err == nil {
-			t.Errorf("parseByteSize(%q) accepted", bad)
-		}
-	}
-}
-
 func FuzzParse(f *testing.F) {
 	f.Add([]byte("listen: {https: \"127.0.0.1:1\"}\n"))
 	f.Add(defaultYAML)

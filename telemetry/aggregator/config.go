@@ -12,11 +12,12 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"perigee/units"
 )
 
 // Config is the aggregator's YAML configuration.
@@ -61,32 +62,12 @@ type ByteSize int64
 
 // UnmarshalYAML parses a size with an optional unit.
 func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
-	v, err := ParseByteSize(n.Value)
+	v, err := units.ParseBytes(n.Value)
 	if err != nil {
 		return err
 	}
 	*b = ByteSize(v)
 	return nil
-}
-
-// ParseByteSize parses 16MiB, 512KiB, 1GB, 100 (bytes).
-func ParseByteSize(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
-	num, mult := strings.TrimSpace(s), int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(num, u.suffix) {
-			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
-			break
-		}
-	}
-	v, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || v < 0 || v > (1<<62)/mult {
-		return 0, fmt.Errorf("invalid size %q (want e.g. 16MiB)", s)
-	}
-	return v * mult, nil
 }
 
 // Defaults for zero fields.
