@@ -33,7 +33,7 @@ import (
 
 	"perigee/bench/machine"
 	"perigee/telemetry"
-	"perigee/telemetry/aggregator"
+	"perigee/aggregator"
 	"perigee/telemetry/ship"
 	"perigee/telemetry/wire"
 	"perigee/telemetry/wire/workload"

@@ -14,7 +14,7 @@ import (
 	"perigee/devfleet"
 	"perigee/policies/sim"
 	"perigee/runtime/wasm"
-	"perigee/telemetry/aggregator"
+	"perigee/aggregator"
 )
 
 // policyCmd is `perigee policy test POLICY.lua --trace TRACE [--plot out.svg]`.

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"perigee/telemetry"
-	"perigee/telemetry/aggregator"
+	"perigee/aggregator"
 	"perigee/telemetry/ship"
 )
 

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"perigee/telemetry/aggregator"
+	"perigee/aggregator"
 )
 
 // TestRemoteWriteIntoRealPrometheus runs Debian's prometheus with its

@@ -12,7 +12,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"perigee/telemetry"
-	"perigee/telemetry/aggregator"
+	"perigee/aggregator"
 	"perigee/telemetry/wire"
 )
 

@@ -17,8 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/quic-go/quic-go/http3"
 
-	"perigee/telemetry/aggregator/dashboard"
-	"perigee/telemetry/aggregator/store"
+	"perigee/aggregator/dashboard"
+	"perigee/aggregator/store"
 	"perigee/telemetry/wire"
 )
 

@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"time"
 
-	"perigee/telemetry/aggregator/remotewrite"
+	"perigee/aggregator/remotewrite"
 )
 
 // remoteWriteLoop forwards the fleet figures, the same ones /metrics shows,

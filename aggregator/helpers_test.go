@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"perigee/telemetry"
-	"perigee/telemetry/aggregator"
+	"perigee/aggregator"
 	"perigee/telemetry/ship"
 )
 

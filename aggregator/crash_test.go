@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"perigee/telemetry"
-	"perigee/telemetry/aggregator"
+	"perigee/aggregator"
 )
 
 // childEnv makes the test binary run as a real aggregator process, so the
