@@ -113,7 +113,7 @@ func New(cfg *config.Config, load func() (*config.Config, error), log *slog.Logg
 		}
 	}()
 	n.metrics = metrics.New(n.services)
-	n.proxy = proxy.New(cfg.Timeouts, cfg.Node.ID, log)
+	n.proxy = proxy.New(cfg.Timeouts.Timeouts, cfg.Node.ID, log)
 	cert, err := certs.Load(cfg.TLS.Cert, cfg.TLS.Key, certHosts(cfg))
 	if err != nil {
 		return nil, err

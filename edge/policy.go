@@ -3,8 +3,9 @@ package edge
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -70,19 +71,11 @@ func expandSelf(cmd string) string {
 	return strings.ReplaceAll(cmd, "{self}", self)
 }
 
-func policySpecs(cfg *config.Config) []policies.PolicySpec {
-	names := make([]string, 0, len(cfg.Policies))
-	for name := range cfg.Policies {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	specs := make([]policies.PolicySpec, 0, len(names))
-	for _, name := range names {
-		p := cfg.Policies[name]
-		specs = append(specs, policies.PolicySpec{
-			Name: name, Script: p.Script, Interval: p.Interval.D(), Timeout: p.Timeout.D(),
-			Services: p.Services, DryRun: p.DryRun,
-		})
+// policySpecs are the config's policies in name order.
+func policySpecs(cfg *config.Config) []policies.Spec {
+	specs := make([]policies.Spec, 0, len(cfg.Policies))
+	for _, name := range slices.Sorted(maps.Keys(cfg.Policies)) {
+		specs = append(specs, *cfg.Policies[name])
 	}
 	return specs
 }

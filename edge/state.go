@@ -49,7 +49,7 @@ func (n *Node) buildState(ctx context.Context, cfg *config.Config, prev *state) 
 		if prev != nil && prev.services[name] != nil {
 			reuse = prev.services[name].Backends()
 		}
-		svc, err := upstream.NewService(name, *sc, reuse, n.log)
+		svc, err := upstream.NewService(name, sc.Config, reuse, n.log)
 		if err != nil {
 			return nil, err
 		}

@@ -52,11 +52,9 @@ func (n *Node) startTelemetry(ctx context.Context, cfg *config.Config) error {
 	if t == nil {
 		return nil
 	}
-	s, err := ship.New(ship.Config{
-		Aggregator: t.Aggregator, TokenFile: t.TokenFile, SpoolDir: t.Spool.Dir, SpoolMax: int64(t.Spool.Max),
-		Interval: t.Interval.D(), Node: cfg.Node.ID, Region: cfg.Node.Region,
-		CAFile: t.CAFile, InsecureSkipVerify: t.InsecureSkipVerify,
-	}, n.log.With("component", "telemetry"))
+	sc := *t
+	sc.Node, sc.Region = cfg.Node.ID, cfg.Node.Region
+	s, err := ship.New(sc, n.log.With("component", "telemetry"))
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.Pos("telemetry"), err)
 	}

@@ -17,7 +17,7 @@ import (
 // EngineConfig assembles an engine.
 type EngineConfig struct {
 	Node, Region string
-	Policies     []PolicySpec
+	Policies     []Spec
 	Bounds       map[string]ServiceBounds
 	Source       Source
 	Target       Target
@@ -127,7 +127,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 
 // compile loads spec into a fresh VM. When old is given and the new script
 // sets `persist_state = true`, it starts with old's state table.
-func (e *Engine) compile(spec PolicySpec, old *policy) (*policy, error) {
+func (e *Engine) compile(spec Spec, old *policy) (*policy, error) {
 	spec, err := spec.normalize()
 	if err != nil {
 		return nil, err
@@ -142,7 +142,7 @@ func (e *Engine) compile(spec PolicySpec, old *policy) (*policy, error) {
 	}
 	p := newPolicy(e, spec)
 	p.vm = lua.New(lua.Options{
-		Limits:  lua.Limits{Timeout: spec.Timeout, AllocBytes: e.cfg.AllocBytes},
+		Limits:  lua.Limits{Timeout: spec.Timeout.D(), AllocBytes: e.cfg.AllocBytes},
 		Now:     e.now,
 		Modules: Library(),
 		Print:   func(msg string) { e.cfg.ScriptLog.Info(msg, "policy", spec.Name) },
@@ -189,7 +189,7 @@ func (e *Engine) Run(ctx context.Context) {
 func (e *Engine) start(ctx context.Context, p *policy) {
 	ctx, p.stop = context.WithCancel(ctx)
 	e.wg.Go(func() {
-		t := time.NewTicker(p.spec.Interval)
+		t := time.NewTicker(p.spec.Interval.D())
 		defer t.Stop()
 		for {
 			select {
@@ -205,7 +205,7 @@ func (e *Engine) start(ctx context.Context, p *policy) {
 // Reload replaces the policy set. A spec whose script fails to load keeps
 // the running version of that policy (if any) and is reported; policies
 // missing from specs stop.
-func (e *Engine) Reload(specs ...PolicySpec) error {
+func (e *Engine) Reload(specs ...Spec) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var errs []error

@@ -11,6 +11,8 @@ import (
 
 	"perigee/policies/actuator"
 	"perigee/telemetry"
+
+	"perigee/units"
 )
 
 // fixedSource returns the snapshot it holds.
@@ -107,7 +109,7 @@ func newRig(t *testing.T, script string, mod func(*EngineConfig)) *rig {
 	r.src.set("api", ServiceFigures{RPS: 100, P99: 300 * time.Millisecond})
 	cfg := EngineConfig{
 		Node: "n1", Region: "eu",
-		Policies:  []PolicySpec{{Name: "p", Script: "p.lua", Source: script, Interval: 100 * time.Millisecond}},
+		Policies:  []Spec{{Name: "p", Script: "p.lua", Source: script, Interval: units.Duration(100 * time.Millisecond)}},
 		Bounds:    map[string]ServiceBounds{"api": {Min: 1, Max: 8, MaxStep: 3, MinWeight: 5}},
 		Source:    r.src,
 		Target:    r.tgt,
@@ -337,7 +339,7 @@ function evaluate(m)
   if calls == 1 then scale("api", 4) return end
   scale("api", 7)
   while true do end
-end`, func(c *EngineConfig) { c.Policies[0].Timeout = 30 * time.Millisecond })
+end`, func(c *EngineConfig) { c.Policies[0].Timeout = units.Duration(30 * time.Millisecond) })
 	if err := r.eval(t); err != nil {
 		t.Fatal(err)
 	}
@@ -377,15 +379,15 @@ func TestActuatorAndTargetFailuresAreRecorded(t *testing.T) {
 
 func TestNewEngineRefusesBadScripts(t *testing.T) {
 	src := &fixedSource{}
-	cases := map[string]PolicySpec{
+	cases := map[string]Spec{
 		"syntax":      {Name: "a", Script: "a.lua", Source: "function evaluate(m)\n  if then\nend"},
 		"no evaluate": {Name: "b", Script: "b.lua", Source: "x = 1"},
 		"missing":     {Name: "c", Script: "/nonexistent/c.lua"},
-		"interval":    {Name: "d", Script: "d.lua", Source: "function evaluate() end", Interval: time.Millisecond},
-		"top loop":    {Name: "e", Script: "e.lua", Source: "while true do end", Timeout: 20 * time.Millisecond, Interval: time.Second},
+		"interval":    {Name: "d", Script: "d.lua", Source: "function evaluate() end", Interval: units.Duration(time.Millisecond)},
+		"top loop":    {Name: "e", Script: "e.lua", Source: "while true do end", Timeout: units.Duration(20 * time.Millisecond), Interval: units.Duration(time.Second)},
 	}
 	for name, spec := range cases {
-		_, err := NewEngine(EngineConfig{Source: src, Policies: []PolicySpec{spec}})
+		_, err := NewEngine(EngineConfig{Source: src, Policies: []Spec{spec}})
 		if err == nil {
 			t.Errorf("%s: accepted", name)
 			continue
@@ -469,7 +471,7 @@ func TestRunEvaluatesOnIntervalAndScalesAsynchronously(t *testing.T) {
 	}
 	// A policy added by Reload while running starts too.
 	spec := r.e.cfg.Policies[0]
-	extra := PolicySpec{Name: "q", Script: "q.lua", Source: `function evaluate(m) shed("r", 0.3) end`, Interval: 100 * time.Millisecond}
+	extra := Spec{Name: "q", Script: "q.lua", Source: `function evaluate(m) shed("r", 0.3) end`, Interval: units.Duration(100 * time.Millisecond)}
 	if err := r.e.Reload(spec, extra); err != nil {
 		t.Fatal(err)
 	}

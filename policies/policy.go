@@ -14,7 +14,7 @@ import (
 // policy is one compiled script with its VM and counters.
 type policy struct {
 	e     *Engine
-	spec  PolicySpec
+	spec  Spec
 	allow map[string]bool
 	stop  context.CancelFunc
 
@@ -30,7 +30,7 @@ type policy struct {
 	reloaded time.Time
 }
 
-func newPolicy(e *Engine, spec PolicySpec) *policy {
+func newPolicy(e *Engine, spec Spec) *policy {
 	p := &policy{e: e, spec: spec, last: map[string]memo{}}
 	if len(spec.Services) > 0 {
 		p.allow = map[string]bool{}
@@ -38,7 +38,7 @@ func newPolicy(e *Engine, spec PolicySpec) *policy {
 			p.allow[s] = true
 		}
 	}
-	p.st = PolicyStatus{Name: spec.Name, Script: spec.Script, Interval: spec.Interval, Services: spec.Services, DryRun: spec.DryRun}
+	p.st = PolicyStatus{Name: spec.Name, Script: spec.Script, Interval: spec.Interval.D(), Services: spec.Services, DryRun: spec.DryRun}
 	return p
 }
 

@@ -102,7 +102,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 type luaView struct {
 	vm                      *lua.VM
 	allow                   map[string]bool
-	spec                    PolicySpec
+	spec                    Spec
 	nodeName, regionName    string
 	m, node                 lua.Table
 	services, region        lua.Table
@@ -117,7 +117,7 @@ type serviceTables struct {
 	seen                  bool
 }
 
-func newLuaView(vm *lua.VM, spec PolicySpec, allow map[string]bool, node, region string) *luaView {
+func newLuaView(vm *lua.VM, spec Spec, allow map[string]bool, node, region string) *luaView {
 	v := &luaView{vm: vm, allow: allow, spec: spec, nodeName: node, regionName: region,
 		m: vm.NewTable(0, 6), node: vm.NewTable(0, 5), services: vm.NewTable(0, 0),
 		svcTables: map[string]*serviceTables{}, localRegion: true}
@@ -129,7 +129,7 @@ func newLuaView(vm *lua.VM, spec PolicySpec, allow map[string]bool, node, region
 func (v *luaView) update(snap Snapshot, localRegion bool) lua.Table {
 	v.m.SetNumber("time", float64(snap.Time.UnixNano())/1e9)
 	v.m.SetString("policy", v.spec.Name)
-	v.m.SetNumber("interval", v.spec.Interval.Seconds())
+	v.m.SetNumber("interval", v.spec.Interval.D().Seconds())
 	v.m.SetTable("node", v.node)
 	v.m.SetTable("services", v.services)
 	v.node.SetString("name", v.nodeName)

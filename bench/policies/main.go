@@ -28,6 +28,8 @@ import (
 	"perigee/bench/machine"
 	"perigee/policies"
 	"perigee/policies/actuator"
+
+	"perigee/units"
 )
 
 func main() {
@@ -129,7 +131,7 @@ func evaluationCost(out io.Writer) error {
 		e, err := policies.NewEngine(policies.EngineConfig{
 			// The deadline is the interval, not the default 200 ms, so that
 			// a run descheduled on a busy machine is measured, not failed.
-			Policies: []policies.PolicySpec{{Name: "p", Script: s, Interval: interval, Timeout: interval}},
+			Policies: []policies.Spec{{Name: "p", Script: s, Interval: units.Duration(interval), Timeout: units.Duration(interval)}},
 			Source:   hundred{snap}, Target: noTarget{}, Actuators: acts, SyncScale: true,
 			Bounds: bounds,
 			Now:    func() time.Time { return clock },
@@ -236,7 +238,7 @@ func reaction(out io.Writer) error {
 		act := timedActuator{Actuator: proc, called: make(chan time.Time, 1)}
 		src := &stepSource{}
 		e, err := policies.NewEngine(policies.EngineConfig{
-			Policies: []policies.PolicySpec{{Name: "latency", Script: "bench.lua", Interval: 250 * time.Millisecond,
+			Policies: []policies.Spec{{Name: "latency", Script: "bench.lua", Interval: units.Duration(250 * time.Millisecond),
 				Source: `function evaluate(m) local s = m.services.api if s.p99_ms > 200 then scale("api", s.replicas.desired + 1, "slow") end end`}},
 			Bounds: map[string]policies.ServiceBounds{"api": {Min: 1, Max: 4}},
 			Source: src, Target: noTarget{}, Actuators: map[string]actuator.Actuator{"api": act},

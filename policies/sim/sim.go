@@ -17,6 +17,8 @@ import (
 
 	"perigee/policies"
 	"perigee/telemetry"
+
+	"perigee/units"
 )
 
 // Options of one simulation.
@@ -127,8 +129,8 @@ func Simulate(ctx context.Context, opt Options, out io.Writer) (Result, error) {
 	name := strings.TrimSuffix(filepath.Base(opt.Policy), filepath.Ext(opt.Policy))
 	eng, err := policies.NewEngine(policies.EngineConfig{
 		Node: "sim", Region: "sim",
-		Policies: []policies.PolicySpec{{Name: name, Script: opt.Policy, Interval: opt.Interval,
-			Timeout: min(opt.Interval, time.Second)}},
+		Policies: []policies.Spec{{Name: name, Script: opt.Policy, Interval: units.Duration(opt.Interval),
+			Timeout: units.Duration(min(opt.Interval, time.Second))}},
 		Bounds: bounds, Source: m, Target: target{m}, Actuators: acts,
 		Now: func() time.Time { return m.now }, SyncScale: true,
 		ScriptLog: slog.New(scriptLog{out: out, start: opt.Start, now: func() time.Time { return m.now }}),
