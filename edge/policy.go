@@ -40,7 +40,7 @@ func (n *Node) startPolicies(ctx context.Context, cfg *config.Config) error {
 	engine, err := policies.NewEngine(policies.EngineConfig{
 		Node: cfg.Node.ID, Region: cfg.Node.Region, Policies: specs, Bounds: bounds,
 		Source: policySource{n}, Target: policyTarget{n}, Actuators: n.actuators,
-		IsLeader: n.isLeader, Log: n.log.With("component", "policies"), OnDecision: n.onDecision,
+		Log: n.log.With("component", "policies"),
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.Pos("policies"), err)
@@ -80,9 +80,9 @@ func policySpecs(cfg *config.Config) []policies.Spec {
 	return specs
 }
 
-func (n *Node) onDecision(d telemetry.Decision) {
-	if n.shipper != nil {
-		n.shipper.AddDecision(d)
+func (t policyTarget) Decided(d telemetry.Decision) {
+	if t.n.shipper != nil {
+		t.n.shipper.AddDecision(d)
 	}
 }
 
@@ -90,6 +90,8 @@ func (n *Node) onDecision(d telemetry.Decision) {
 // each evaluation, with its own sampler so it does not steal the windows of
 // the mesh or the shipper.
 type policySource struct{ n *Node }
+
+func (s policySource) IsLeader() bool { return s.n.isLeader() }
 
 func (s policySource) Snapshot() policies.Snapshot {
 	now := time.Now()

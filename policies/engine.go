@@ -20,15 +20,11 @@ type EngineConfig struct {
 	Policies     []Spec
 	Bounds       map[string]ServiceBounds
 	Source       Source
-	Target       Target
+	Target       Target // nil refuses node-local actions
 	Actuators    map[string]actuator.Actuator
-	// IsLeader says whether this node is its region's leader; only the
-	// leader passes scale decisions to actuators. Nil means always.
-	IsLeader func() bool
-	Log      *slog.Logger
+	Log          *slog.Logger
 	// ScriptLog receives what scripts log() and print(); nil means Log.
-	ScriptLog  *slog.Logger
-	OnDecision func(telemetry.Decision)
+	ScriptLog *slog.Logger
 	// Now is the clock; nil means time.Now. The simulator passes its own.
 	Now func() time.Time
 	// SyncScale calls actuators inside the evaluation instead of on a
@@ -319,8 +315,8 @@ func (e *Engine) withReplicas(name string, f ServiceFigures) ServiceFigures {
 func (e *Engine) record(d telemetry.Decision) {
 	d.Node, d.Region = e.cfg.Node, e.cfg.Region
 	e.journal.add(d)
-	if e.cfg.OnDecision != nil {
-		e.cfg.OnDecision(d)
+	if e.cfg.Target != nil {
+		e.cfg.Target.Decided(d)
 	}
 	attrs := []any{"policy", d.Policy, "action", d.Action, "service", d.Service, "target", d.Target,
 		"value", d.Value, "reason", d.Reason, "applied", d.Applied, "dry_run", d.DryRun}
@@ -330,5 +326,3 @@ func (e *Engine) record(d telemetry.Decision) {
 	}
 	e.log.Info("policy decision", attrs...)
 }
-
-func (e *Engine) isLeader() bool { return e.cfg.IsLeader == nil || e.cfg.IsLeader() }

@@ -15,11 +15,14 @@ import (
 	"perigee/units"
 )
 
-// fixedSource returns the snapshot it holds.
+// fixedSource returns the snapshot it holds; it leads unless told not to.
 type fixedSource struct {
-	mu   sync.Mutex
-	snap Snapshot
+	mu       sync.Mutex
+	snap     Snapshot
+	follower bool
 }
+
+func (s *fixedSource) IsLeader() bool { return !s.follower }
 
 func (s *fixedSource) Snapshot() Snapshot {
 	s.mu.Lock()
@@ -36,11 +39,25 @@ func (s *fixedSource) set(svc string, f ServiceFigures) {
 	s.snap.Services[svc] = f
 }
 
-// recordingTarget remembers node-local actions and can be told to fail.
+// recordingTarget remembers node-local actions and decisions, and can be
+// told to fail.
 type recordingTarget struct {
-	mu    sync.Mutex
-	calls []string
-	fail  error
+	mu      sync.Mutex
+	calls   []string
+	decided []telemetry.Decision
+	fail    error
+}
+
+func (t *recordingTarget) Decided(d telemetry.Decision) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.decided = append(t.decided, d)
+}
+
+func (t *recordingTarget) decisions() []telemetry.Decision {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]telemetry.Decision(nil), t.decided...)
 }
 
 func (t *recordingTarget) note(format string, args ...any) error {
@@ -299,7 +316,7 @@ func TestDryRunRecordsWithoutActing(t *testing.T) {
 
 func TestOnlyLeaderScales(t *testing.T) {
 	r := newRig(t, `function evaluate(m) scale("api", 5) shed("r", 0.1) end`, func(c *EngineConfig) {
-		c.IsLeader = func() bool { return false }
+		c.Source.(*fixedSource).follower = true
 	})
 	if err := r.eval(t); err != nil {
 		t.Fatal(err)
@@ -448,11 +465,8 @@ function evaluate(m) scale("api", 3 + state.n) end`
 }
 
 func TestRunEvaluatesOnIntervalAndScalesAsynchronously(t *testing.T) {
-	var mu sync.Mutex
-	var seen []telemetry.Decision
 	r := newRig(t, `function evaluate(m) if m.services.api.p99_ms > 200 then scale("api", 6, "slow") end end`, func(c *EngineConfig) {
 		c.SyncScale = false
-		c.OnDecision = func(d telemetry.Decision) { mu.Lock(); seen = append(seen, d); mu.Unlock() }
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -483,10 +497,8 @@ func TestRunEvaluatesOnIntervalAndScalesAsynchronously(t *testing.T) {
 	}
 	cancel()
 	<-done
-	mu.Lock()
-	defer mu.Unlock()
-	if len(seen) == 0 || seen[0].Action != "scale" {
-		t.Fatalf("OnDecision saw %+v", seen)
+	if seen := r.tgt.decisions(); len(seen) == 0 || seen[0].Action != "scale" {
+		t.Fatalf("the target's Decided saw %+v", seen)
 	}
 }
 

@@ -116,7 +116,7 @@ func (p *policy) evaluate(ctx context.Context) error {
 
 // registerActions installs the functions a script calls.
 func (p *policy) registerActions() {
-	add := func(kind string, args []any) ([]any, error) {
+	add := func(kind ActionKind, args []any) ([]any, error) {
 		a, err := parseAction(kind, args)
 		if err != nil {
 			return nil, err
@@ -124,8 +124,8 @@ func (p *policy) registerActions() {
 		p.pending = append(p.pending, a)
 		return nil, nil
 	}
-	for _, kind := range []string{"scale", "weight", "eject", "restore", "limit", "shed"} {
-		p.vm.Register(kind, func(args []any) ([]any, error) { return add(kind, args) })
+	for kind := range arguments {
+		p.vm.Register(string(kind), func(args []any) ([]any, error) { return add(kind, args) })
 	}
 	p.vm.Register("log", func(args []any) ([]any, error) {
 		parts := make([]string, len(args))

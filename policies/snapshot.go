@@ -57,12 +57,20 @@ type BackendFigures struct {
 	ErrorRate float64
 }
 
-// Source produces snapshots; the edge node implements it.
+// Source and Target are the whole boundary between the engine and the node
+// it runs on: the node implements both.
+
+// Source is what the engine reads from the node.
 type Source interface {
+	// Snapshot is the node's figures now, and its region's from gossip;
+	// the engine adds the replica counts its actuators report.
 	Snapshot() Snapshot
+	// IsLeader says whether this node may pass scale decisions to
+	// actuators now: it leads its region under a term it still holds.
+	IsLeader() bool
 }
 
-// Target applies node-local actions; the edge node implements it.
+// Target is what the engine drives on the node.
 type Target interface {
 	SetWeight(service, backend string, w int) error
 	Eject(service, backend string, d time.Duration) error
@@ -72,6 +80,8 @@ type Target interface {
 	// SetShed rejects that share of the route's requests with
 	// 503 and Retry-After; 0 stops shedding.
 	SetShed(route string, fraction float64) error
+	// Decided hears every decision as the engine logs it, for shipping.
+	Decided(telemetry.Decision)
 }
 
 // FiguresFrom turns a telemetry sample into service figures, reading the

@@ -28,6 +28,7 @@ import (
 	"perigee/bench/machine"
 	"perigee/policies"
 	"perigee/policies/actuator"
+	"perigee/telemetry"
 
 	"perigee/units"
 )
@@ -86,6 +87,7 @@ func main() {
 type hundred struct{ snap policies.Snapshot }
 
 func (h hundred) Snapshot() policies.Snapshot { return h.snap }
+func (hundred) IsLeader() bool                { return true }
 
 type noTarget struct{}
 
@@ -94,6 +96,7 @@ func (noTarget) Eject(string, string, time.Duration) error        { return nil }
 func (noTarget) Restore(string, string) error                     { return nil }
 func (noTarget) SetLimit(string, float64, int) error              { return nil }
 func (noTarget) SetShed(string, float64) error                    { return nil }
+func (noTarget) Decided(telemetry.Decision)                       {}
 func (c *counter) Scale(_ context.Context, n int, _ string) error { c.n.Store(int64(n)); return nil }
 func (c *counter) Replicas() int                                  { return int(c.n.Load()) }
 func (c *counter) Close(context.Context) error                    { return nil }
@@ -188,6 +191,8 @@ func (s *stepSource) Snapshot() policies.Snapshot {
 	}
 	return policies.Snapshot{Services: map[string]policies.ServiceFigures{"api": {RPS: 500, P99: p99}}}
 }
+
+func (s *stepSource) IsLeader() bool { return true }
 
 type timedActuator struct {
 	actuator.Actuator

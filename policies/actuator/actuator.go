@@ -45,9 +45,9 @@ const (
 // Spec is a service's `scale` block in the config.
 type Spec struct {
 	Actuator Kind `yaml:"actuator"`
-	Min      int    `yaml:"min"`
-	Max      int    `yaml:"max"`
-	MaxStep  int    `yaml:"max_step"`
+	Min      int  `yaml:"min"`
+	Max      int  `yaml:"max"`
+	MaxStep  int  `yaml:"max_step"`
 	// process and exec
 	Command    string `yaml:"command"`
 	HealthPath string `yaml:"health_path"`

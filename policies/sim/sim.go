@@ -131,13 +131,13 @@ func Simulate(ctx context.Context, opt Options, out io.Writer) (Result, error) {
 		Node: "sim", Region: "sim",
 		Policies: []policies.Spec{{Name: name, Script: opt.Policy, Interval: units.Duration(opt.Interval),
 			Timeout: units.Duration(min(opt.Interval, time.Second))}},
-		Bounds: bounds, Source: m, Target: target{m}, Actuators: acts,
-		Now: func() time.Time { return m.now }, SyncScale: true,
-		ScriptLog: slog.New(scriptLog{out: out, start: opt.Start, now: func() time.Time { return m.now }}),
-		OnDecision: func(d telemetry.Decision) {
+		Bounds: bounds, Source: m, Actuators: acts,
+		Target: target{m: m, decided: func(d telemetry.Decision) {
 			res.Decisions = append(res.Decisions, d)
 			fmt.Fprintln(out, timelineLine(opt.Start, d))
-		},
+		}},
+		Now: func() time.Time { return m.now }, SyncScale: true,
+		ScriptLog: slog.New(scriptLog{out: out, start: opt.Start, now: func() time.Time { return m.now }}),
 	})
 	if err != nil {
 		return res, fmt.Errorf("sim: %w", err)
