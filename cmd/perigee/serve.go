@@ -36,14 +36,16 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	edge.Version = version
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	if err := edge.StartSampleBackends(ctx, cfg, log); err != nil {
 		return err
 	}
-	node, err := edge.New(cfg, func() (*config.Config, error) { return loadConfig(*path) }, log)
+	node, err := edge.New(cfg, edge.Options{Log: log, Version: version, Load: func() (*config.Config, error) { return loadConfig(*path) }})
 	if err != nil {
+		return err
+	}
+	if err := node.Start(); err != nil {
 		return err
 	}
 	printWelcome(stdout, cfg, node)
