@@ -90,6 +90,8 @@ type recorder struct {
 
 var recorders = sync.Pool{New: func() any { return new(recorder) }}
 
+var _ http.Flusher = (*recorder)(nil)
+
 func (w *recorder) WriteHeader(code int) {
 	if w.x.Status == 0 || code >= 200 && w.x.Status < 200 {
 		w.x.Status = code

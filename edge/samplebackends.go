@@ -17,9 +17,8 @@ func StartSampleBackends(ctx context.Context, cfg *config.Config, log *slog.Logg
 		if err != nil {
 			return fmt.Errorf("sample_backends %s: %w", sb.Name, err)
 		}
-		o := samplebackend.Options{Name: sb.Name, Latency: sb.Latency.D(), ErrorRate: sb.ErrorRate, Size: int(sb.Size)}
 		go func() {
-			if err := samplebackend.ServeListener(ctx, ln, o); err != nil {
+			if err := samplebackend.ServeListener(ctx, ln, sb.Options); err != nil {
 				log.Error("sample backend stopped", "name", sb.Name, "err", err)
 			}
 		}()

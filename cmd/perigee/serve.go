@@ -12,6 +12,7 @@ import (
 	"perigee/edge"
 	"perigee/edge/config"
 	"perigee/edge/samplebackend"
+	"perigee/units"
 )
 
 func loadConfig(path string) (*config.Config, error) {
@@ -127,5 +128,5 @@ func sampleBackend(args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	return samplebackend.Serve(ctx, *listen, samplebackend.Options{Name: *name, Latency: *latency, ErrorRate: *errorRate, Size: *size})
+	return samplebackend.Serve(ctx, *listen, samplebackend.Options{Name: *name, Latency: units.Duration(*latency), ErrorRate: *errorRate, Size: units.ByteSize(*size)})
 }

@@ -9,6 +9,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"perigee/edge/proxy"
+	"perigee/edge/samplebackend"
 	"perigee/edge/upstream"
 	"perigee/geo"
 	"perigee/mesh"
@@ -120,11 +121,8 @@ type Match struct {
 
 // SampleBackend is a built-in demo backend the node runs in-process.
 type SampleBackend struct {
-	Listen    string         `yaml:"listen" json:"listen"`
-	Name      string         `yaml:"name" json:"name"`
-	Latency   units.Duration `yaml:"latency" json:"latency"`
-	ErrorRate float64        `yaml:"error_rate" json:"error_rate"`
-	Size      units.ByteSize `yaml:"size" json:"size"`
+	Listen                string `yaml:"listen" json:"listen"`
+	samplebackend.Options `yaml:",inline" json:",inline"`
 }
 
 // Transform is a Wasm module with its guest config and limits.

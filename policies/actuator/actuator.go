@@ -24,6 +24,13 @@ type Actuator interface {
 	Close(ctx context.Context) error
 }
 
+var (
+	_ Actuator = (*Process)(nil)
+	_ Actuator = (*Exec)(nil)
+	_ Actuator = (*Webhook)(nil)
+	_ Actuator = (*Kubernetes)(nil)
+)
+
 // Registry learns about backends the process actuator starts and stops; the
 // edge node implements it.
 type Registry interface {

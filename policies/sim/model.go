@@ -8,7 +8,15 @@ import (
 	"time"
 
 	"perigee/policies"
+	pactuator "perigee/policies/actuator"
 	"perigee/telemetry"
+)
+
+// The model is the engine's whole world: its node and its actuators.
+var (
+	_ policies.Source    = (*model)(nil)
+	_ policies.Target    = target{}
+	_ pactuator.Actuator = actuator{}
 )
 
 // model is the simulated fleet: per service, replicas that take Warmup to
