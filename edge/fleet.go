@@ -90,7 +90,7 @@ func (f *fleet) forwardEvents(ctx context.Context, ship *shipping) {
 	}
 }
 
-// stop tells the fleet this node is going, so that peers show it as left
+// close tells the fleet this node is going, so that peers show it as left
 // at once rather than dead after the failure-detection time, then ends
 // the fleet's background work.
 func (f *fleet) close() {

@@ -119,7 +119,7 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 // Start opens the parts in order: shipping, so that nothing after it goes
 // unrecorded; the fleet, which the routes steer through; the first config
 // state; scaling, which acts on that state; and last the listeners. If a
-// part fails, those already open are stopped again.
+// part fails, those already open are stopped again. Start runs once.
 func (n *Node) Start() (err error) {
 	ctx, stop := context.WithCancel(context.Background())
 	n.stop = stop
