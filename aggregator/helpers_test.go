@@ -19,6 +19,7 @@ import (
 	"perigee/telemetry"
 	"perigee/aggregator"
 	"perigee/telemetry/ship"
+	"perigee/units"
 )
 
 const (
@@ -139,7 +140,7 @@ func newShipper(t *testing.T, a *agg, node, token string, mutate func(*ship.Conf
 	dir := t.TempDir()
 	cfg := ship.Config{
 		Aggregator: "https://" + a.addr, TokenFile: writeFile(t, dir, "token", token+"\n"),
-		SpoolDir: filepath.Join(dir, "spool"), Interval: 20 * time.Millisecond,
+		Spool: ship.Spool{Dir: filepath.Join(dir, "spool")}, Interval: units.Duration(20 * time.Millisecond),
 		Node: node, Region: "eu-west", CAFile: a.caFile, RetryMax: 300 * time.Millisecond,
 	}
 	if mutate != nil {

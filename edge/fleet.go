@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -12,7 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"perigee/edge/admin"
 	"perigee/edge/config"
+	"perigee/edge/metrics"
 	"perigee/geo"
 	"perigee/geo/geodns"
 	"perigee/geo/geoip"
@@ -22,58 +25,98 @@ import (
 	"perigee/telemetry"
 )
 
-// startMesh joins the fleet when the config has a mesh section. The mesh
-// gossips the node's one-second samples.
-func (n *Node) startMesh(ctx context.Context, cfg *config.Config) error {
+// fleet is the node's place among its peers: the mesh cluster, the geo
+// router with its GeoIP database and client-RTT learner, the nodes API,
+// GeoDNS and country tagging. Each is there only when the config has its
+// section; without them the node is a fleet and a region of one.
+type fleet struct {
+	log *slog.Logger
+
+	cluster  *mesh.Cluster    // with a mesh section
+	router   *geo.Router      // with a geo section
+	learner  *rtt.Learner     // client round trips, with geo
+	static   *geo.StaticFleet // the configured fleet, when there is no mesh
+	nodesAPI http.Handler     // GET /.well-known/perigee/nodes, with geo
+	country  *countryTagger   // sets X-Perigee-Country, with geo
+	dnsAddr  string           // where GeoDNS listens, with geo.dns
+
+	stop context.CancelFunc
+	done sync.WaitGroup
+}
+
+// start joins the mesh, opens the GeoIP database, builds the router and
+// serves GeoDNS, as the config asks. The mesh gossips the node's
+// one-second samples; its events go to ship.
+func (f *fleet) start(cfg *config.Config, version string, sampler *metrics.Sampler, m *metrics.Metrics, ship *shipping, a *admin.API) error {
+	ctx, stop := context.WithCancel(context.Background())
+	f.stop = stop
+	if err := f.startMesh(ctx, cfg, version, sampler, ship, a); err != nil {
+		return err
+	}
+	return f.startGeo(ctx, cfg, m, a)
+}
+
+func (f *fleet) startMesh(ctx context.Context, cfg *config.Config, version string, sampler *metrics.Sampler, ship *shipping, a *admin.API) error {
 	if cfg.Mesh == nil {
 		return nil
 	}
 	meta := mesh.NodeMeta{
 		ID: cfg.Node.ID, Region: cfg.Node.Region, Zone: cfg.Node.Zone,
 		Lat: cfg.Node.Location.Lat, Lon: cfg.Node.Location.Lon,
-		PublicURL: cfg.Node.PublicURL, Capacity: cfg.Node.Capacity, Version: Version,
+		PublicURL: cfg.Node.PublicURL, Capacity: cfg.Node.Capacity, Version: version,
 	}
-	c, err := mesh.Start(ctx, *cfg.Mesh, meta, n.sampler.Latest, n.log.With("component", "mesh"))
+	c, err := mesh.Start(ctx, *cfg.Mesh, meta, sampler.Latest, f.log.With("component", "mesh"))
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.Pos("mesh"), err)
 	}
-	n.cluster = c
+	f.cluster = c
+	f.done.Go(func() { f.forwardEvents(ctx, ship) })
+	a.HandleJSON("GET /members", func() any { return c.Members() })
+	a.HandleJSON("GET /regions", func() any { return c.Regions() })
 	return nil
 }
 
-// forwardMeshEvents logs the mesh's events and ships them; it starts once
-// the shipper exists and ends with ctx, as the mesh never closes the channel.
-func (n *Node) forwardMeshEvents(ctx context.Context) {
-	if n.cluster == nil {
-		return
-	}
+// forwardEvents logs the mesh's events and ships them until ctx ends; the
+// mesh never closes the channel.
+func (f *fleet) forwardEvents(ctx context.Context, ship *shipping) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case ev := <-n.cluster.Events():
-			n.log.Info("mesh event", "kind", ev.Kind, "fields", ev.Fields)
-			if n.shipper != nil {
-				n.shipper.AddEvent(ev)
-			}
+		case ev := <-f.cluster.Events():
+			f.log.Info("mesh event", "kind", ev.Kind, "fields", ev.Fields)
+			ship.event(ev)
 		}
 	}
 }
 
-// Version is reported to the fleet; cmd/perigee sets it at start.
-var Version = "dev"
+// close tells the fleet this node is going, so that peers show it as left
+// at once rather than dead after the failure-detection time, then ends
+// the fleet's background work.
+func (f *fleet) close() {
+	if f.cluster != nil {
+		if err := f.cluster.Leave(2 * time.Second); err != nil {
+			f.log.Warn("leaving the mesh", "err", err)
+		}
+		f.cluster.Shutdown()
+	}
+	if f.stop != nil {
+		f.stop()
+	}
+	f.done.Wait()
+}
 
 // isLeader says whether this node runs its region's scale decisions. A node
 // without a mesh is a region of one.
-func (n *Node) isLeader() bool { return n.cluster == nil || n.cluster.IsLeader() }
+func (f *fleet) isLeader() bool { return f.cluster == nil || f.cluster.IsLeader() }
 
 // regionFigures are the region's merged figures from gossip; nil without a
 // mesh, which the policies read as "this node alone".
-func (n *Node) regionFigures() map[string]policies.ServiceFigures {
-	if n.cluster == nil {
+func (f *fleet) regionFigures(region string) map[string]policies.ServiceFigures {
+	if f.cluster == nil {
 		return nil
 	}
-	view := n.cluster.Region(n.state.Load().cfg.Node.Region)
+	view := f.cluster.Region(region)
 	out := make(map[string]policies.ServiceFigures, len(view.Services))
 	for name, s := range view.Services {
 		out[name] = policies.FiguresFrom(s, s.Latency.Mean())
@@ -83,47 +126,48 @@ func (n *Node) regionFigures() map[string]policies.ServiceFigures {
 
 // startGeo opens the GeoIP database and builds the router over the mesh's
 // members, or over the static node list when there is no mesh.
-func (n *Node) startGeo(ctx context.Context, cfg *config.Config) error {
+func (f *fleet) startGeo(ctx context.Context, cfg *config.Config, m *metrics.Metrics, a *admin.API) error {
 	g := cfg.Geo
 	if g == nil {
 		return nil
 	}
-	log := n.log.With("component", "geo")
+	log := f.log.With("component", "geo")
 	db, err := geoip.Open(g.Database, log)
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.Pos("geo", "database"), err)
 	}
-	go db.Watch(ctx, 5*time.Second)
+	f.done.Go(func() { db.Watch(ctx, 5*time.Second) })
 	rc, err := g.RouterConfig()
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.Pos("geo"), err)
 	}
 	rc.Log = log
-	n.learner = rtt.NewLearner(rtt.Config{Self: cfg.Node.ID, Locate: db.LatLon, SummaryBytes: mesh.MaxExtraValue})
-	var fleet geo.Fleet
-	if n.cluster != nil {
-		fleet = &meshFleet{cluster: n.cluster, learner: n.learner, addrs: staticAddrs(g)}
+	f.learner = rtt.NewLearner(rtt.Config{Self: cfg.Node.ID, Locate: db.LatLon, SummaryBytes: mesh.MaxExtraValue})
+	var members geo.Fleet
+	if f.cluster != nil {
+		members = &meshFleet{cluster: f.cluster, learner: f.learner, addrs: staticAddrs(g)}
 	} else {
 		sf, err := geo.NewStaticFleet(cfg.Node.ID, staticNodes(cfg))
 		if err != nil {
 			return fmt.Errorf("%s: %w", cfg.Pos("geo", "nodes"), err)
 		}
-		n.static = sf
-		fleet = sf
+		f.static = sf
+		members = sf
 	}
-	n.country = &countryTagger{db: db, trusted: rc.Trusted}
-	n.router = geo.NewRouter(rc, db, fleet, n.learner)
-	n.nodesAPI = n.router.NodesHandler()
-	n.metrics.Registry.MustRegister(n.router.Collector())
+	f.country = &countryTagger{db: db, trusted: rc.Trusted}
+	f.router = geo.NewRouter(rc, db, members, f.learner)
+	f.nodesAPI = f.router.NodesHandler()
+	m.Registry.MustRegister(f.router.Collector())
+	a.Handle("GET /geo/decide", f.router.ExplainHandler())
 	if g.DNS.Listen != "" {
-		return n.startGeoDNS(ctx, cfg)
+		return f.startGeoDNS(ctx, cfg)
 	}
 	return nil
 }
 
-func (n *Node) startGeoDNS(ctx context.Context, cfg *config.Config) error {
+func (f *fleet) startGeoDNS(ctx context.Context, cfg *config.Config) error {
 	d := cfg.Geo.DNS
-	h, err := geodns.NewHandler(d, n.router, n.log.With("component", "geodns"))
+	h, err := geodns.NewHandler(d, f.router, f.log.With("component", "geodns"))
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.Pos("geo", "dns"), err)
 	}
@@ -136,13 +180,36 @@ func (n *Node) startGeoDNS(ctx context.Context, cfg *config.Config) error {
 		pc.Close()
 		return fmt.Errorf("%s: geo.dns.listen: %w", cfg.Pos("geo", "dns", "listen"), err)
 	}
-	n.addrs.DNS = pc.LocalAddr().String()
-	go func() {
+	f.dnsAddr = pc.LocalAddr().String()
+	f.done.Go(func() {
 		if err := geodns.Serve(ctx, pc, ln, h); err != nil && ctx.Err() == nil {
-			n.log.Error("GeoDNS stopped", "err", err)
+			f.log.Error("GeoDNS stopped", "err", err)
 		}
-	}()
+	})
 	return nil
+}
+
+// steer puts the route's geo steering in front of h. With steer off it
+// still samples the client's round trip.
+func (f *fleet) steer(mode string, h http.Handler) http.Handler {
+	if f.router == nil {
+		return h
+	}
+	m, _ := geo.ParseSteerMode(mode)
+	return f.router.Steer(m, h)
+}
+
+// shareLoad is fed each one-second sample: it keeps this node's load in the
+// static fleet, and gossips what this node learned of its clients' RTTs.
+func (f *fleet) shareLoad(s telemetry.NodeSample) {
+	if f.static != nil {
+		f.static.Update(s.Node, func(g *geo.Node) { g.InFlight = s.InFlight })
+	}
+	if f.cluster != nil && f.learner != nil {
+		if err := f.cluster.SetExtra(rttKey, f.learner.Summary()); err != nil {
+			f.log.Warn("gossiping client RTTs", "err", err)
+		}
+	}
 }
 
 // staticNodes is the configured fleet, with this node always in it.
@@ -206,6 +273,8 @@ type meshFleet struct {
 	summary map[string][]byte // last summary merged per peer
 }
 
+var _ geo.Fleet = (*meshFleet)(nil)
+
 type fleetView struct {
 	at    time.Time
 	self  geo.Node
@@ -257,19 +326,6 @@ func (f *meshFleet) Nodes() []geo.Node { return f.view().nodes }
 
 // rttKey names the learner's summary in the mesh's per-node payload.
 const rttKey = "rtt"
-
-// shareLoad is fed each one-second sample: it keeps this node's load in the
-// static fleet, and gossips what this node learned of its clients' RTTs.
-func (n *Node) shareLoad(s telemetry.NodeSample) {
-	if n.static != nil {
-		n.static.Update(s.Node, func(g *geo.Node) { g.InFlight = s.InFlight })
-	}
-	if n.cluster != nil && n.learner != nil {
-		if err := n.cluster.SetExtra(rttKey, n.learner.Summary()); err != nil {
-			n.log.Warn("gossiping client RTTs", "err", err)
-		}
-	}
-}
 
 // CountryHeader carries the client's ISO country to transforms (the deny-list
 // example reads it). The node always sets or removes it, so a client cannot

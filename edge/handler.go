@@ -27,7 +27,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	var entry *routeEntry
 	var stats *metrics.ServiceStats
-	if n.nodesAPI == nil || r.URL.Path != geo.NodesPath {
+	if n.fleet.nodesAPI == nil || r.URL.Path != geo.NodesPath {
 		if entry, _ = st.routes.Match(r.Host, r.Method, r.URL.Path); entry != nil {
 			x.Route, x.Service, stats = entry.name, entry.service.Name, entry.stats
 		}
@@ -49,16 +49,16 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case headerBytes(r) > int(st.cfg.Limits.MaxHeaderBytes):
 		exchange.Error(rec, r, http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
-	case entry == nil && n.nodesAPI != nil && r.URL.Path == geo.NodesPath:
-		n.nodesAPI.ServeHTTP(rec, r)
+	case entry == nil && n.fleet.nodesAPI != nil && r.URL.Path == geo.NodesPath:
+		n.fleet.nodesAPI.ServeHTTP(rec, r)
 	case entry == nil:
 		exchange.Error(rec, r, http.StatusNotFound, "no route for "+r.Host+r.URL.Path)
 	case st.cfg.Limits.MaxBodyBytes > 0 && r.ContentLength > int64(st.cfg.Limits.MaxBodyBytes):
 		exchange.Error(rec, r, http.StatusRequestEntityTooLarge, "request body too large")
 	case !admit(entry.gate, rec, r, start):
 	default:
-		if n.country != nil {
-			n.country.tag(r)
+		if n.fleet.country != nil {
+			n.fleet.country.tag(r)
 		}
 		if max := int64(st.cfg.Limits.MaxBodyBytes); max > 0 && r.Body != nil {
 			r.Body = http.MaxBytesReader(rec, r.Body, max)
@@ -89,6 +89,8 @@ type recorder struct {
 }
 
 var recorders = sync.Pool{New: func() any { return new(recorder) }}
+
+var _ http.Flusher = (*recorder)(nil)
 
 func (w *recorder) WriteHeader(code int) {
 	if w.x.Status == 0 || code >= 200 && w.x.Status < 200 {

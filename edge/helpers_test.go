@@ -175,5 +175,12 @@ func newFromFile(path string) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	return New(cfg, func() (*config.Config, error) { return config.Load(path) }, quiet)
+	n, err := New(cfg, Options{Log: quiet, Load: func() (*config.Config, error) { return config.Load(path) }})
+	if err != nil {
+		return nil, err
+	}
+	if err := n.Start(); err != nil {
+		return nil, err
+	}
+	return n, nil
 }

@@ -14,7 +14,6 @@ import (
 	"perigee/edge/metrics"
 	"perigee/edge/route"
 	"perigee/edge/upstream"
-	"perigee/geo"
 	"perigee/runtime/wasm"
 )
 
@@ -43,17 +42,17 @@ type routeEntry struct {
 // buildState turns a validated config into live services and routes. prev
 // lends its backends so their health and latency carry over.
 func (n *Node) buildState(ctx context.Context, cfg *config.Config, prev *state) (*state, error) {
-	st := &state{cfg: cfg, services: map[string]*upstream.Service{}, access: accessLogger(cfg, n.log)}
+	st := &state{cfg: cfg, services: map[string]*upstream.Service{}, access: accessLogger(cfg, n.opts.Log)}
 	for name, sc := range cfg.Services {
 		var reuse []*upstream.Backend
 		if prev != nil && prev.services[name] != nil {
 			reuse = prev.services[name].Backends()
 		}
-		svc, err := upstream.NewService(name, *sc, reuse, n.log)
+		svc, err := upstream.NewService(name, sc.Config, reuse, n.opts.Log)
 		if err != nil {
 			return nil, err
 		}
-		for _, u := range n.dynamic[name] {
+		for _, u := range n.scaling.added(name) {
 			if err := svc.AddBackend(u, 1); err != nil {
 				return nil, err
 			}
@@ -65,7 +64,7 @@ func (n *Node) buildState(ctx context.Context, cfg *config.Config, prev *state) 
 	if prev != nil {
 		prevSet = prev.transforms
 	}
-	set, err := n.loadTransforms(ctx, cfg, prevSet)
+	set, err := n.transforms.load(ctx, cfg, prevSet)
 	if err != nil {
 		return nil, err
 	}
@@ -86,11 +85,7 @@ func (n *Node) buildState(ctx context.Context, cfg *config.Config, prev *state) 
 			h = chain.Then(h)
 		}
 		// Steering comes first: a client sent elsewhere costs nothing here.
-		// With steer off it still samples the client's round trip.
-		if n.router != nil {
-			mode, _ := geo.ParseSteerMode(rc.Steer)
-			h = n.router.Steer(mode, h)
-		}
+		h = n.fleet.steer(rc.Steer, h)
 		rules = append(rules, route.Rule[*routeEntry]{
 			Host: rc.Match.Host, PathPrefix: rc.Match.PathPrefix, Methods: rc.Match.Methods,
 			Target: &routeEntry{name: rc.Name, service: svc, stats: n.metrics.Service(rc.Service), gate: n.gates.Get(rc.Name), handler: h},

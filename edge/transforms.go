@@ -3,55 +3,85 @@ package edge
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"perigee/edge/config"
 	"perigee/runtime/wasm"
 )
 
-// loadTransforms compiles the config's Wasm modules into a set, reusing
-// prev's unchanged transforms. On error prev keeps serving untouched.
-func (n *Node) loadTransforms(ctx context.Context, cfg *config.Config, prev *wasm.Set) (*wasm.Set, error) {
+// transforms is the Wasm runtime every config state compiles its modules
+// in. It starts on first use; its compilation cache lives under the user's
+// cache directory so a restart does not recompile.
+type transforms struct {
+	log  *slog.Logger
+	once sync.Once
+	host *wasm.Host
+	err  error
+}
+
+// load compiles the config's Wasm modules into a set, reusing prev's
+// unchanged transforms. On error prev keeps serving untouched.
+func (t *transforms) load(ctx context.Context, cfg *config.Config, prev *wasm.Set) (*wasm.Set, error) {
 	if len(cfg.Transforms) == 0 && prev == nil {
 		return nil, nil
 	}
 	specs := make([]wasm.Spec, 0, len(cfg.Transforms))
-	for name, t := range cfg.Transforms {
-		at := cfg.Pos("transforms", name, "module")
-		bin, err := os.ReadFile(t.Module)
+	for name, tc := range cfg.Transforms {
+		bin, err := os.ReadFile(tc.Module)
 		if err != nil {
-			return nil, fmt.Errorf("%s: transform %q: %w", at, name, err)
+			return nil, fmt.Errorf("%s: transform %q: %w", cfg.Pos("transforms", name, "module"), name, err)
 		}
-		guestCfg, err := wasm.EncodeConfig(t.Config, ".")
+		guestCfg, err := wasm.EncodeConfig(tc.Config, ".")
 		if err != nil {
 			return nil, fmt.Errorf("%s: transform %q config: %w", cfg.Pos("transforms", name, "config"), name, err)
 		}
 		specs = append(specs, wasm.Spec{
-			Name: name, Source: t.Module, Wasm: bin, Config: guestCfg,
-			PoolSize: t.Pool, MemoryLimit: uint64(t.Memory), Timeout: t.Timeout.D(),
+			Name: name, Source: tc.Module, Wasm: bin, Config: guestCfg,
+			PoolSize: tc.Pool, MemoryLimit: uint64(tc.Memory), Timeout: tc.Timeout.D(),
 		})
 	}
-	host, err := n.wasmHost()
-	if err != nil {
-		return nil, err
+	t.once.Do(func() {
+		dir := ""
+		if base, err := os.UserCacheDir(); err == nil {
+			dir = filepath.Join(base, "perigee", "wasm")
+		}
+		t.host, t.err = wasm.NewHost(wasm.Options{CacheDir: dir, Logger: t.log.With("component", "wasm")})
+	})
+	if t.err != nil {
+		return nil, t.err
 	}
-	set, err := host.LoadSet(ctx, specs, prev)
+	set, err := t.host.LoadSet(ctx, specs, prev)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.Pos("transforms"), err)
 	}
 	return set, nil
 }
 
-// wasmHost starts the Wasm runtime on first use; its compilation cache lives
-// under the user's cache directory so a restart does not recompile.
-func (n *Node) wasmHost() (*wasm.Host, error) {
-	n.hostOnce.Do(func() {
-		dir := ""
-		if base, err := os.UserCacheDir(); err == nil {
-			dir = filepath.Join(base, "perigee", "wasm")
-		}
-		n.host, n.hostErr = wasm.NewHost(wasm.Options{CacheDir: dir, Logger: n.log.With("component", "wasm")})
-	})
-	return n.host, n.hostErr
+// close stops the runtime, once every state's set is released.
+func (t *transforms) close(ctx context.Context) error {
+	if t.host == nil {
+		return nil
+	}
+	return t.host.Close(ctx)
+}
+
+// transformStats is GET /transforms: per transform of the state, its counters and
+// the time spent in the guest.
+func (st *state) transformStats() any {
+	type view struct {
+		Calls, Answered, Errors, Traps, Timeouts, Busy, Replaced uint64
+		GuestP50us, GuestP99us                                   int64
+	}
+	out := map[string]view{}
+	if st.transforms == nil {
+		return out
+	}
+	for name, s := range st.transforms.Stats() {
+		out[name] = view{s.Calls, s.Answered, s.Errors, s.Traps, s.Timeouts, s.Busy, s.Replaced,
+			s.Time.Quantile(0.5).Microseconds(), s.Time.Quantile(0.99).Microseconds()}
+	}
+	return out
 }

@@ -16,10 +16,32 @@ const (
 	maxEjectTime = time.Hour
 )
 
-// action is one call a script made to scale, weight, eject, restore, limit
-// or shed.
+// ActionKind names what a script asked for: each is a Lua function of the
+// same name, and the Action of the decision it leads to.
+type ActionKind string
+
+// The actions a script may call.
+const (
+	Scale   ActionKind = "scale"   // scale(service, replicas)
+	Weight  ActionKind = "weight"  // weight(service, backend, weight)
+	Eject   ActionKind = "eject"   // eject(service, backend, seconds)
+	Restore ActionKind = "restore" // restore(service, backend)
+	Limit   ActionKind = "limit"   // limit(route, rps, burst)
+	Shed    ActionKind = "shed"    // shed(route, fraction)
+)
+
+// arguments is each action's leading strings, then numbers, before an
+// optional reason.
+var arguments = map[ActionKind]struct{ names, nums int }{
+	Scale: {1, 1}, Weight: {2, 1}, Eject: {2, 1}, Restore: {2, 0}, Limit: {1, 2}, Shed: {1, 1},
+}
+
+// onRoute reports whether the action names a route rather than a service.
+func (k ActionKind) onRoute() bool { return k == Limit || k == Shed }
+
+// action is one call a script made.
 type action struct {
-	kind    string
+	kind    ActionKind
 	service string  // empty for limit and shed
 	target  string  // backend or route
 	value   float64 // replicas, weight, seconds, rps or fraction
@@ -30,21 +52,9 @@ type action struct {
 // parseAction checks a call's argument types. A wrong type is a bug in the
 // script and fails the evaluation; a bad value is a decision that gets
 // rejected and logged.
-func parseAction(kind string, args []any) (action, error) {
+func parseAction(kind ActionKind, args []any) (action, error) {
 	a := action{kind: kind}
-	var names, nums int // how many leading strings, then numbers
-	switch kind {
-	case "scale":
-		names, nums = 1, 1
-	case "weight", "eject":
-		names, nums = 2, 1
-	case "restore":
-		names = 2
-	case "limit":
-		names, nums = 1, 2
-	case "shed":
-		names, nums = 1, 1
-	}
+	names, nums := arguments[kind].names, arguments[kind].nums
 	if len(args) < names+nums {
 		return a, fmt.Errorf("needs %d arguments, got %d", names+nums, len(args))
 	}
@@ -67,10 +77,10 @@ func parseAction(kind string, args []any) (action, error) {
 	if len(args) > names+nums && args[names+nums] != nil {
 		a.reason = fmt.Sprint(args[names+nums])
 	}
-	switch kind {
-	case "limit", "shed":
+	switch {
+	case kind.onRoute():
 		a.target = strs[0]
-	case "scale":
+	case kind == Scale:
 		a.service = strs[0]
 	default:
 		a.service, a.target = strs[0], strs[1]
@@ -88,18 +98,18 @@ func parseAction(kind string, args []any) (action, error) {
 // replaces an earlier one.
 func (a action) key() string {
 	kind := a.kind
-	if kind == "restore" {
-		kind = "eject"
+	if kind == Restore {
+		kind = Eject
 	}
-	return kind + "|" + a.service + "|" + a.target
+	return string(kind) + "|" + a.service + "|" + a.target
 }
 
 // memo remembers a policy's last outcome for a key.
 func (a action) memo() string {
 	switch a.kind {
-	case "restore":
-		return "restore"
-	case "limit":
+	case Restore:
+		return string(Restore)
+	case Limit:
 		return strconv.FormatFloat(a.value, 'g', -1, 64) + "/" + strconv.FormatFloat(a.burst, 'g', -1, 64)
 	}
 	return strconv.FormatFloat(a.value, 'g', -1, 64)
@@ -117,7 +127,7 @@ func (p *policy) apply(ctx context.Context, snap Snapshot) int {
 	recorded := 0
 	for i, a := range p.pending {
 		d := telemetry.Decision{
-			Time: snap.Time, Policy: p.spec.Name, Action: a.kind, Service: a.service,
+			Time: snap.Time, Policy: p.spec.Name, Action: string(a.kind), Service: a.service,
 			Target: a.target, Value: a.value, Reason: a.reason, DryRun: p.spec.DryRun,
 		}
 		if lastIdx[a.key()] != i {
@@ -160,18 +170,18 @@ func (p *policy) check(a action) (action, string, string) {
 	}
 	b := p.e.cfg.Bounds[a.service]
 	switch a.kind {
-	case "scale":
+	case Scale:
 		sc := p.e.scalers[a.service]
 		switch {
 		case sc == nil:
 			return a, "", fmt.Sprintf("service %s has no actuator", a.service)
 		case !whole(a.value) || a.value < 0:
 			return a, "", fmt.Sprintf("replicas must be a whole number ≥ 0, got %v", a.value)
-		case !p.e.isLeader():
+		case !p.e.cfg.Source.IsLeader():
 			return a, "", "not the region leader"
 		}
 		return clampReplicas(a, b, sc.desiredOr(sc.act.Replicas()))
-	case "weight":
+	case Weight:
 		if !whole(a.value) || a.value < 0 || a.value > maxWeight {
 			return a, "", fmt.Sprintf("weight must be a whole number in [0, %d], got %v", maxWeight, a.value)
 		}
@@ -180,23 +190,23 @@ func (p *policy) check(a action) (action, string, string) {
 			a.value = float64(b.MinWeight)
 			return a, note, ""
 		}
-	case "eject":
+	case Eject:
 		if math.IsNaN(a.value) || a.value <= 0 || a.value > maxEjectTime.Seconds() {
 			return a, "", fmt.Sprintf("eject seconds must be in (0, %v], got %v", maxEjectTime.Seconds(), a.value)
 		}
-	case "limit":
+	case Limit:
 		if math.IsNaN(a.value) || math.IsInf(a.value, 0) || a.value < 0 {
 			return a, "", fmt.Sprintf("rps must be a finite number ≥ 0 (0 lifts the limit), got %v", a.value)
 		}
 		if a.value > 0 && (!whole(a.burst) || a.burst < 1) {
 			return a, "", fmt.Sprintf("burst must be a whole number ≥ 1, got %v", a.burst)
 		}
-	case "shed":
+	case Shed:
 		if math.IsNaN(a.value) || a.value < 0 || a.value > 1 {
 			return a, "", fmt.Sprintf("shed fraction must be in [0, 1], got %v", a.value)
 		}
 	}
-	if a.kind != "scale" && p.e.cfg.Target == nil {
+	if a.kind != Scale && p.e.cfg.Target == nil {
 		return a, "", "this node has no target for node-local actions"
 	}
 	return a, "", ""
@@ -229,19 +239,19 @@ func clampReplicas(a action, b ServiceBounds, current int) (action, string, stri
 // force, so that a policy setting the same value every tick does not flood
 // the log or the actuators.
 func (p *policy) repeat(a action, now time.Time) bool {
-	if a.kind == "scale" && !p.spec.DryRun {
+	if a.kind == Scale && !p.spec.DryRun {
 		return p.e.scalers[a.service].settled(int(a.value))
 	}
 	prev, ok := p.last[a.key()]
 	if !ok || prev.memo != a.memo() {
 		return false
 	}
-	return a.kind != "eject" || now.Before(prev.until)
+	return a.kind != Eject || now.Before(prev.until)
 }
 
 func (p *policy) remember(a action, now time.Time) {
 	m := memo{memo: a.memo()}
-	if a.kind == "eject" {
+	if a.kind == Eject {
 		m.until = now.Add(time.Duration(a.value * float64(time.Second)))
 	}
 	p.last[a.key()] = m
@@ -252,17 +262,17 @@ func (p *policy) act(ctx context.Context, a action) error {
 	t := p.e.cfg.Target
 	var err error
 	switch a.kind {
-	case "scale":
+	case Scale:
 		return p.e.scalers[a.service].request(ctx, int(a.value), a.reason, p.spec.Name)
-	case "weight":
+	case Weight:
 		err = t.SetWeight(a.service, a.target, int(a.value))
-	case "eject":
+	case Eject:
 		err = t.Eject(a.service, a.target, time.Duration(a.value*float64(time.Second)))
-	case "restore":
+	case Restore:
 		err = t.Restore(a.service, a.target)
-	case "limit":
+	case Limit:
 		err = t.SetLimit(a.target, a.value, int(a.burst))
-	case "shed":
+	case Shed:
 		err = t.SetShed(a.target, a.value)
 	}
 	if err != nil {

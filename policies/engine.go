@@ -17,18 +17,14 @@ import (
 // EngineConfig assembles an engine.
 type EngineConfig struct {
 	Node, Region string
-	Policies     []PolicySpec
+	Policies     []Spec
 	Bounds       map[string]ServiceBounds
 	Source       Source
-	Target       Target
+	Target       Target // nil refuses node-local actions
 	Actuators    map[string]actuator.Actuator
-	// IsLeader says whether this node is its region's leader; only the
-	// leader passes scale decisions to actuators. Nil means always.
-	IsLeader func() bool
-	Log      *slog.Logger
+	Log          *slog.Logger
 	// ScriptLog receives what scripts log() and print(); nil means Log.
-	ScriptLog  *slog.Logger
-	OnDecision func(telemetry.Decision)
+	ScriptLog *slog.Logger
 	// Now is the clock; nil means time.Now. The simulator passes its own.
 	Now func() time.Time
 	// SyncScale calls actuators inside the evaluation instead of on a
@@ -127,7 +123,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 
 // compile loads spec into a fresh VM. When old is given and the new script
 // sets `persist_state = true`, it starts with old's state table.
-func (e *Engine) compile(spec PolicySpec, old *policy) (*policy, error) {
+func (e *Engine) compile(spec Spec, old *policy) (*policy, error) {
 	spec, err := spec.normalize()
 	if err != nil {
 		return nil, err
@@ -142,7 +138,7 @@ func (e *Engine) compile(spec PolicySpec, old *policy) (*policy, error) {
 	}
 	p := newPolicy(e, spec)
 	p.vm = lua.New(lua.Options{
-		Limits:  lua.Limits{Timeout: spec.Timeout, AllocBytes: e.cfg.AllocBytes},
+		Limits:  lua.Limits{Timeout: spec.Timeout.D(), AllocBytes: e.cfg.AllocBytes},
 		Now:     e.now,
 		Modules: Library(),
 		Print:   func(msg string) { e.cfg.ScriptLog.Info(msg, "policy", spec.Name) },
@@ -189,7 +185,7 @@ func (e *Engine) Run(ctx context.Context) {
 func (e *Engine) start(ctx context.Context, p *policy) {
 	ctx, p.stop = context.WithCancel(ctx)
 	e.wg.Go(func() {
-		t := time.NewTicker(p.spec.Interval)
+		t := time.NewTicker(p.spec.Interval.D())
 		defer t.Stop()
 		for {
 			select {
@@ -205,7 +201,7 @@ func (e *Engine) start(ctx context.Context, p *policy) {
 // Reload replaces the policy set. A spec whose script fails to load keeps
 // the running version of that policy (if any) and is reported; policies
 // missing from specs stop.
-func (e *Engine) Reload(specs ...PolicySpec) error {
+func (e *Engine) Reload(specs ...Spec) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var errs []error
@@ -319,8 +315,8 @@ func (e *Engine) withReplicas(name string, f ServiceFigures) ServiceFigures {
 func (e *Engine) record(d telemetry.Decision) {
 	d.Node, d.Region = e.cfg.Node, e.cfg.Region
 	e.journal.add(d)
-	if e.cfg.OnDecision != nil {
-		e.cfg.OnDecision(d)
+	if e.cfg.Target != nil {
+		e.cfg.Target.Decided(d)
 	}
 	attrs := []any{"policy", d.Policy, "action", d.Action, "service", d.Service, "target", d.Target,
 		"value", d.Value, "reason", d.Reason, "applied", d.Applied, "dry_run", d.DryRun}
@@ -330,5 +326,3 @@ func (e *Engine) record(d telemetry.Decision) {
 	}
 	e.log.Info("policy decision", attrs...)
 }
-
-func (e *Engine) isLeader() bool { return e.cfg.IsLeader == nil || e.cfg.IsLeader() }

@@ -11,13 +11,18 @@ import (
 
 	"perigee/policies/actuator"
 	"perigee/telemetry"
+
+	"perigee/units"
 )
 
-// fixedSource returns the snapshot it holds.
+// fixedSource returns the snapshot it holds; it leads unless told not to.
 type fixedSource struct {
-	mu   sync.Mutex
-	snap Snapshot
+	mu       sync.Mutex
+	snap     Snapshot
+	follower bool
 }
+
+func (s *fixedSource) IsLeader() bool { return !s.follower }
 
 func (s *fixedSource) Snapshot() Snapshot {
 	s.mu.Lock()
@@ -34,11 +39,25 @@ func (s *fixedSource) set(svc string, f ServiceFigures) {
 	s.snap.Services[svc] = f
 }
 
-// recordingTarget remembers node-local actions and can be told to fail.
+// recordingTarget remembers node-local actions and decisions, and can be
+// told to fail.
 type recordingTarget struct {
-	mu    sync.Mutex
-	calls []string
-	fail  error
+	mu      sync.Mutex
+	calls   []string
+	decided []telemetry.Decision
+	fail    error
+}
+
+func (t *recordingTarget) Decided(d telemetry.Decision) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.decided = append(t.decided, d)
+}
+
+func (t *recordingTarget) decisions() []telemetry.Decision {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]telemetry.Decision(nil), t.decided...)
 }
 
 func (t *recordingTarget) note(format string, args ...any) error {
@@ -107,7 +126,7 @@ func newRig(t *testing.T, script string, mod func(*EngineConfig)) *rig {
 	r.src.set("api", ServiceFigures{RPS: 100, P99: 300 * time.Millisecond})
 	cfg := EngineConfig{
 		Node: "n1", Region: "eu",
-		Policies:  []PolicySpec{{Name: "p", Script: "p.lua", Source: script, Interval: 100 * time.Millisecond}},
+		Policies:  []Spec{{Name: "p", Script: "p.lua", Source: script, Interval: units.Duration(100 * time.Millisecond)}},
 		Bounds:    map[string]ServiceBounds{"api": {Min: 1, Max: 8, MaxStep: 3, MinWeight: 5}},
 		Source:    r.src,
 		Target:    r.tgt,
@@ -297,7 +316,7 @@ func TestDryRunRecordsWithoutActing(t *testing.T) {
 
 func TestOnlyLeaderScales(t *testing.T) {
 	r := newRig(t, `function evaluate(m) scale("api", 5) shed("r", 0.1) end`, func(c *EngineConfig) {
-		c.IsLeader = func() bool { return false }
+		c.Source.(*fixedSource).follower = true
 	})
 	if err := r.eval(t); err != nil {
 		t.Fatal(err)
@@ -337,7 +356,7 @@ function evaluate(m)
   if calls == 1 then scale("api", 4) return end
   scale("api", 7)
   while true do end
-end`, func(c *EngineConfig) { c.Policies[0].Timeout = 30 * time.Millisecond })
+end`, func(c *EngineConfig) { c.Policies[0].Timeout = units.Duration(30 * time.Millisecond) })
 	if err := r.eval(t); err != nil {
 		t.Fatal(err)
 	}
@@ -377,15 +396,15 @@ func TestActuatorAndTargetFailuresAreRecorded(t *testing.T) {
 
 func TestNewEngineRefusesBadScripts(t *testing.T) {
 	src := &fixedSource{}
-	cases := map[string]PolicySpec{
+	cases := map[string]Spec{
 		"syntax":      {Name: "a", Script: "a.lua", Source: "function evaluate(m)\n  if then\nend"},
 		"no evaluate": {Name: "b", Script: "b.lua", Source: "x = 1"},
 		"missing":     {Name: "c", Script: "/nonexistent/c.lua"},
-		"interval":    {Name: "d", Script: "d.lua", Source: "function evaluate() end", Interval: time.Millisecond},
-		"top loop":    {Name: "e", Script: "e.lua", Source: "while true do end", Timeout: 20 * time.Millisecond, Interval: time.Second},
+		"interval":    {Name: "d", Script: "d.lua", Source: "function evaluate() end", Interval: units.Duration(time.Millisecond)},
+		"top loop":    {Name: "e", Script: "e.lua", Source: "while true do end", Timeout: units.Duration(20 * time.Millisecond), Interval: units.Duration(time.Second)},
 	}
 	for name, spec := range cases {
-		_, err := NewEngine(EngineConfig{Source: src, Policies: []PolicySpec{spec}})
+		_, err := NewEngine(EngineConfig{Source: src, Policies: []Spec{spec}})
 		if err == nil {
 			t.Errorf("%s: accepted", name)
 			continue
@@ -446,11 +465,8 @@ function evaluate(m) scale("api", 3 + state.n) end`
 }
 
 func TestRunEvaluatesOnIntervalAndScalesAsynchronously(t *testing.T) {
-	var mu sync.Mutex
-	var seen []telemetry.Decision
 	r := newRig(t, `function evaluate(m) if m.services.api.p99_ms > 200 then scale("api", 6, "slow") end end`, func(c *EngineConfig) {
 		c.SyncScale = false
-		c.OnDecision = func(d telemetry.Decision) { mu.Lock(); seen = append(seen, d); mu.Unlock() }
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -469,7 +485,7 @@ func TestRunEvaluatesOnIntervalAndScalesAsynchronously(t *testing.T) {
 	}
 	// A policy added by Reload while running starts too.
 	spec := r.e.cfg.Policies[0]
-	extra := PolicySpec{Name: "q", Script: "q.lua", Source: `function evaluate(m) shed("r", 0.3) end`, Interval: 100 * time.Millisecond}
+	extra := Spec{Name: "q", Script: "q.lua", Source: `function evaluate(m) shed("r", 0.3) end`, Interval: units.Duration(100 * time.Millisecond)}
 	if err := r.e.Reload(spec, extra); err != nil {
 		t.Fatal(err)
 	}
@@ -481,10 +497,8 @@ func TestRunEvaluatesOnIntervalAndScalesAsynchronously(t *testing.T) {
 	}
 	cancel()
 	<-done
-	mu.Lock()
-	defer mu.Unlock()
-	if len(seen) == 0 || seen[0].Action != "scale" {
-		t.Fatalf("OnDecision saw %+v", seen)
+	if seen := r.tgt.decisions(); len(seen) == 0 || seen[0].Action != "scale" {
+		t.Fatalf("the target's Decided saw %+v", seen)
 	}
 }
 

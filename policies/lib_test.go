@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"perigee/units"
 )
 
 // libRig runs script once per step of a simulated clock that advances by
@@ -14,7 +16,7 @@ func libRig(t *testing.T, script string, steps int) {
 	e, err := NewEngine(EngineConfig{
 		// A long deadline: these scripts do much more than a policy, and
 		// run under the race detector on a shared machine.
-		Policies: []PolicySpec{{Name: "lib", Script: "lib.lua", Source: script, Interval: time.Minute, Timeout: time.Minute}},
+		Policies: []Spec{{Name: "lib", Script: "lib.lua", Source: script, Interval: units.Duration(time.Minute), Timeout: units.Duration(time.Minute)}},
 		Source:   &fixedSource{},
 		Now:      func() time.Time { return now },
 	})
@@ -224,8 +226,8 @@ function evaluate(m)
   state.check = {count = window.count("k"), slope = window.slope("k")}
 end`
 	now := time.Date(2025, 1, 6, 0, 0, 0, 0, time.UTC)
-	spec := PolicySpec{Name: "lib", Script: "lib.lua", Source: src, Interval: time.Minute, Timeout: time.Minute}
-	e, err := NewEngine(EngineConfig{Policies: []PolicySpec{spec}, Source: &fixedSource{}, Now: func() time.Time { return now }})
+	spec := Spec{Name: "lib", Script: "lib.lua", Source: src, Interval: units.Duration(time.Minute), Timeout: units.Duration(time.Minute)}
+	e, err := NewEngine(EngineConfig{Policies: []Spec{spec}, Source: &fixedSource{}, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}

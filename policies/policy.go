@@ -14,7 +14,7 @@ import (
 // policy is one compiled script with its VM and counters.
 type policy struct {
 	e     *Engine
-	spec  PolicySpec
+	spec  Spec
 	allow map[string]bool
 	stop  context.CancelFunc
 
@@ -30,7 +30,7 @@ type policy struct {
 	reloaded time.Time
 }
 
-func newPolicy(e *Engine, spec PolicySpec) *policy {
+func newPolicy(e *Engine, spec Spec) *policy {
 	p := &policy{e: e, spec: spec, last: map[string]memo{}}
 	if len(spec.Services) > 0 {
 		p.allow = map[string]bool{}
@@ -38,7 +38,7 @@ func newPolicy(e *Engine, spec PolicySpec) *policy {
 			p.allow[s] = true
 		}
 	}
-	p.st = PolicyStatus{Name: spec.Name, Script: spec.Script, Interval: spec.Interval, Services: spec.Services, DryRun: spec.DryRun}
+	p.st = PolicyStatus{Name: spec.Name, Script: spec.Script, Interval: spec.Interval.D(), Services: spec.Services, DryRun: spec.DryRun}
 	return p
 }
 
@@ -116,7 +116,7 @@ func (p *policy) evaluate(ctx context.Context) error {
 
 // registerActions installs the functions a script calls.
 func (p *policy) registerActions() {
-	add := func(kind string, args []any) ([]any, error) {
+	add := func(kind ActionKind, args []any) ([]any, error) {
 		a, err := parseAction(kind, args)
 		if err != nil {
 			return nil, err
@@ -124,8 +124,8 @@ func (p *policy) registerActions() {
 		p.pending = append(p.pending, a)
 		return nil, nil
 	}
-	for _, kind := range []string{"scale", "weight", "eject", "restore", "limit", "shed"} {
-		p.vm.Register(kind, func(args []any) ([]any, error) { return add(kind, args) })
+	for kind := range arguments {
+		p.vm.Register(string(kind), func(args []any) ([]any, error) { return add(kind, args) })
 	}
 	p.vm.Register("log", func(args []any) ([]any, error) {
 		parts := make([]string, len(args))

@@ -85,7 +85,7 @@ func (s *scaler) run(ctx context.Context) {
 		if err := s.act.Scale(ctx, n, reason); err != nil && ctx.Err() == nil {
 			s.fail(n)
 			s.e.record(telemetry.Decision{
-				Time: s.e.now(), Policy: policy, Action: "scale", Service: s.service,
+				Time: s.e.now(), Policy: policy, Action: string(Scale), Service: s.service,
 				Value: float64(n), Reason: reason, Rejected: "actuator: " + err.Error(),
 			})
 		}

@@ -57,12 +57,20 @@ type BackendFigures struct {
 	ErrorRate float64
 }
 
-// Source produces snapshots; the edge node implements it.
+// Source and Target are the whole boundary between the engine and the node
+// it runs on: the node implements both.
+
+// Source is what the engine reads from the node.
 type Source interface {
+	// Snapshot is the node's figures now, and its region's from gossip;
+	// the engine adds the replica counts its actuators report.
 	Snapshot() Snapshot
+	// IsLeader says whether this node may pass scale decisions to
+	// actuators now: it leads its region under a term it still holds.
+	IsLeader() bool
 }
 
-// Target applies node-local actions; the edge node implements it.
+// Target is what the engine drives on the node.
 type Target interface {
 	SetWeight(service, backend string, w int) error
 	Eject(service, backend string, d time.Duration) error
@@ -72,6 +80,8 @@ type Target interface {
 	// SetShed rejects that share of the route's requests with
 	// 503 and Retry-After; 0 stops shedding.
 	SetShed(route string, fraction float64) error
+	// Decided hears every decision as the engine logs it, for shipping.
+	Decided(telemetry.Decision)
 }
 
 // FiguresFrom turns a telemetry sample into service figures, reading the
@@ -102,7 +112,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 type luaView struct {
 	vm                      *lua.VM
 	allow                   map[string]bool
-	spec                    PolicySpec
+	spec                    Spec
 	nodeName, regionName    string
 	m, node                 lua.Table
 	services, region        lua.Table
@@ -117,7 +127,7 @@ type serviceTables struct {
 	seen                  bool
 }
 
-func newLuaView(vm *lua.VM, spec PolicySpec, allow map[string]bool, node, region string) *luaView {
+func newLuaView(vm *lua.VM, spec Spec, allow map[string]bool, node, region string) *luaView {
 	v := &luaView{vm: vm, allow: allow, spec: spec, nodeName: node, regionName: region,
 		m: vm.NewTable(0, 6), node: vm.NewTable(0, 5), services: vm.NewTable(0, 0),
 		svcTables: map[string]*serviceTables{}, localRegion: true}
@@ -129,7 +139,7 @@ func newLuaView(vm *lua.VM, spec PolicySpec, allow map[string]bool, node, region
 func (v *luaView) update(snap Snapshot, localRegion bool) lua.Table {
 	v.m.SetNumber("time", float64(snap.Time.UnixNano())/1e9)
 	v.m.SetString("policy", v.spec.Name)
-	v.m.SetNumber("interval", v.spec.Interval.Seconds())
+	v.m.SetNumber("interval", v.spec.Interval.D().Seconds())
 	v.m.SetTable("node", v.node)
 	v.m.SetTable("services", v.services)
 	v.node.SetString("name", v.nodeName)

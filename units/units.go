@@ -1,5 +1,6 @@
-// Package units reads the sizes configs are written in. It imports nothing
-// of ours, so the node's and the aggregator's configs share it.
+// Package units reads the sizes and durations configs are written in. It
+// imports nothing of ours, so every part's settings and the aggregator's
+// config share it.
 package units
 
 import (

@@ -28,6 +28,9 @@ import (
 	"perigee/bench/machine"
 	"perigee/policies"
 	"perigee/policies/actuator"
+	"perigee/telemetry"
+
+	"perigee/units"
 )
 
 func main() {
@@ -84,6 +87,7 @@ func main() {
 type hundred struct{ snap policies.Snapshot }
 
 func (h hundred) Snapshot() policies.Snapshot { return h.snap }
+func (hundred) IsLeader() bool                { return true }
 
 type noTarget struct{}
 
@@ -92,6 +96,7 @@ func (noTarget) Eject(string, string, time.Duration) error        { return nil }
 func (noTarget) Restore(string, string) error                     { return nil }
 func (noTarget) SetLimit(string, float64, int) error              { return nil }
 func (noTarget) SetShed(string, float64) error                    { return nil }
+func (noTarget) Decided(telemetry.Decision)                       {}
 func (c *counter) Scale(_ context.Context, n int, _ string) error { c.n.Store(int64(n)); return nil }
 func (c *counter) Replicas() int                                  { return int(c.n.Load()) }
 func (c *counter) Close(context.Context) error                    { return nil }
@@ -129,7 +134,7 @@ func evaluationCost(out io.Writer) error {
 		e, err := policies.NewEngine(policies.EngineConfig{
 			// The deadline is the interval, not the default 200 ms, so that
 			// a run descheduled on a busy machine is measured, not failed.
-			Policies: []policies.PolicySpec{{Name: "p", Script: s, Interval: interval, Timeout: interval}},
+			Policies: []policies.Spec{{Name: "p", Script: s, Interval: units.Duration(interval), Timeout: units.Duration(interval)}},
 			Source:   hundred{snap}, Target: noTarget{}, Actuators: acts, SyncScale: true,
 			Bounds: bounds,
 			Now:    func() time.Time { return clock },
@@ -187,6 +192,8 @@ func (s *stepSource) Snapshot() policies.Snapshot {
 	return policies.Snapshot{Services: map[string]policies.ServiceFigures{"api": {RPS: 500, P99: p99}}}
 }
 
+func (s *stepSource) IsLeader() bool { return true }
+
 type timedActuator struct {
 	actuator.Actuator
 	called chan time.Time
@@ -236,7 +243,7 @@ func reaction(out io.Writer) error {
 		act := timedActuator{Actuator: proc, called: make(chan time.Time, 1)}
 		src := &stepSource{}
 		e, err := policies.NewEngine(policies.EngineConfig{
-			Policies: []policies.PolicySpec{{Name: "latency", Script: "bench.lua", Interval: 250 * time.Millisecond,
+			Policies: []policies.Spec{{Name: "latency", Script: "bench.lua", Interval: units.Duration(250 * time.Millisecond),
 				Source: `function evaluate(m) local s = m.services.api if s.p99_ms > 200 then scale("api", s.replicas.desired + 1, "slow") end end`}},
 			Bounds: map[string]policies.ServiceBounds{"api": {Min: 1, Max: 4}},
 			Source: src, Target: noTarget{}, Actuators: map[string]actuator.Actuator{"api": act},

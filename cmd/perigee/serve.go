@@ -12,6 +12,7 @@ import (
 	"perigee/edge"
 	"perigee/edge/config"
 	"perigee/edge/samplebackend"
+	"perigee/units"
 )
 
 func loadConfig(path string) (*config.Config, error) {
@@ -36,14 +37,16 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	edge.Version = version
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	if err := edge.StartSampleBackends(ctx, cfg, log); err != nil {
 		return err
 	}
-	node, err := edge.New(cfg, func() (*config.Config, error) { return loadConfig(*path) }, log)
+	node, err := edge.New(cfg, edge.Options{Log: log, Version: version, Load: func() (*config.Config, error) { return loadConfig(*path) }})
 	if err != nil {
+		return err
+	}
+	if err := node.Start(); err != nil {
 		return err
 	}
 	printWelcome(stdout, cfg, node)
@@ -125,5 +128,5 @@ func sampleBackend(args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	return samplebackend.Serve(ctx, *listen, samplebackend.Options{Name: *name, Latency: *latency, ErrorRate: *errorRate, Size: *size})
+	return samplebackend.Serve(ctx, *listen, samplebackend.Options{Name: *name, Latency: units.Duration(*latency), ErrorRate: *errorRate, Size: units.ByteSize(*size)})
 }

@@ -11,10 +11,10 @@ import (
 	"syscall"
 	"time"
 
+	"perigee/aggregator"
 	"perigee/devfleet"
 	"perigee/policies/sim"
 	"perigee/runtime/wasm"
-	"perigee/aggregator"
 )
 
 // policyCmd is `perigee policy test POLICY.lua --trace TRACE [--plot out.svg]`.

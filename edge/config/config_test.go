@@ -1,6 +1,7 @@
 package config
 
 import (
+	"perigee/edge/upstream"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ func TestExampleFromTheIssueLoads(t *testing.T) {
 		t.Fatalf("node/listen not read: %+v %+v", c.Node, c.Listen)
 	}
 	api := c.Services["api"]
-	if api.Balancer != LeastRequest || len(api.Backends) != 2 || api.Backends[1].Weight != 2 {
+	if api.Balancer != upstream.LeastRequest || len(api.Backends) != 2 || api.Backends[1].Weight != 2 {
 		t.Fatalf("service not read: %+v", api)
 	}
 	if api.Health.Interval.D() != 2*time.Second || api.Health.Rise != 2 {
@@ -65,6 +66,11 @@ routes:
 		{"missing module", base + "transforms:\n  t: {module: /nonexistent/t.wasm}\n", `bad.yaml:9: transform "t" module: open /nonexistent/t.wasm: no such file or directory`},
 		{"missing token file", base + "admin: {token_file: /nonexistent/token}\n", `bad.yaml:8: admin.token_file: open /nonexistent/token`},
 		{"sample backend on the node's port", base + "sample_backends: [{listen: \"127.0.0.1:8443\"}]\n", `bad.yaml:8: sample backend "127.0.0.1:8443" listens where the node does`},
+		{"bad health path", strings.Replace(base, "  api:\n", "  api:\n    health:\n      path: healthz\n", 1), `bad.yaml:5: service "api": health path must start with /`},
+		{"second backend", strings.Replace(base, `[{url: "http://127.0.0.1:9001"}]`, "\n      - {url: \"http://127.0.0.1:9001\"}\n      - {url: \"http://127.0.0.1:9001/x\"}", 1), `bad.yaml:6: service "api": backend url "http://127.0.0.1:9001/x" must not have a path`},
+		{"unknown actuator", strings.Replace(base, "  api:\n", "  api:\n    scale:\n      actuator: magic\n", 1), `bad.yaml:5: service "api": unknown actuator "magic"`},
+		{"policy interval", base + "policies:\n  p:\n    script: p.lua\n    interval: 10ms\n", `bad.yaml:11: policy "p": the interval 10ms is below the minimum 50ms`},
+		{"telemetry over http", base + "telemetry:\n  token_file: t\n  spool: {dir: d}\n  aggregator: http://a:1\n", `bad.yaml:11: telemetry: the aggregator must be an https://host:port URL`},
 		{"hash without key", strings.Replace(base, "  api:\n", "  api:\n    balancer: hash\n", 1), `needs exactly one of hash.header`},
 	}
 	for _, tc := range cases {

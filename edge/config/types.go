@@ -1,34 +1,41 @@
 // Package config reads and validates a node's YAML configuration. Decoding
 // is strict (an unknown key is an error) and every error names file:line.
+// Each part owns its settings type, its defaults and its Validate; the
+// config composes them, turns the field a part's error names into a line,
+// and checks what spans sections.
 package config
 
 import (
-	"time"
-
 	"go.yaml.in/yaml/v3"
 
+	"perigee/edge/proxy"
+	"perigee/edge/samplebackend"
+	"perigee/edge/upstream"
 	"perigee/geo"
 	"perigee/mesh"
+	"perigee/policies"
 	"perigee/policies/actuator"
+	"perigee/telemetry/ship"
+	"perigee/units"
 )
 
 // Config is one node's whole configuration.
 type Config struct {
-	Node           Node                  `yaml:"node" json:"node"`
-	Listen         Listen                `yaml:"listen" json:"listen"`
-	TLS            TLS                   `yaml:"tls" json:"tls"`
-	Admin          Admin                 `yaml:"admin" json:"admin"`
-	Timeouts       Timeouts              `yaml:"timeouts" json:"timeouts"`
-	Limits         Limits                `yaml:"limits" json:"limits"`
-	AccessLog      AccessLog             `yaml:"access_log" json:"access_log"`
-	Services       map[string]*Service   `yaml:"services" json:"services"`
-	Routes         []*Route              `yaml:"routes" json:"routes"`
-	SampleBackends []SampleBackend       `yaml:"sample_backends" json:"sample_backends,omitempty"`
-	Transforms     map[string]*Transform `yaml:"transforms" json:"transforms,omitempty"`
-	Policies       map[string]*Policy    `yaml:"policies" json:"policies,omitempty"`
-	Telemetry      *Telemetry            `yaml:"telemetry" json:"telemetry,omitempty"`
-	Geo            *Geo                  `yaml:"geo" json:"geo,omitempty"`
-	Mesh           *mesh.Config          `yaml:"mesh" json:"mesh,omitempty"`
+	Node           Node                      `yaml:"node" json:"node"`
+	Listen         Listen                    `yaml:"listen" json:"listen"`
+	TLS            TLS                       `yaml:"tls" json:"tls"`
+	Admin          Admin                     `yaml:"admin" json:"admin"`
+	Timeouts       Timeouts                  `yaml:"timeouts" json:"timeouts"`
+	Limits         Limits                    `yaml:"limits" json:"limits"`
+	AccessLog      AccessLog                 `yaml:"access_log" json:"access_log"`
+	Services       map[string]*Service       `yaml:"services" json:"services"`
+	Routes         []*Route                  `yaml:"routes" json:"routes"`
+	SampleBackends []SampleBackend           `yaml:"sample_backends" json:"sample_backends,omitempty"`
+	Transforms     map[string]*Transform     `yaml:"transforms" json:"transforms,omitempty"`
+	Policies       map[string]*policies.Spec `yaml:"policies" json:"policies,omitempty"`
+	Telemetry      *ship.Config              `yaml:"telemetry" json:"telemetry,omitempty"`
+	Geo            *Geo                      `yaml:"geo" json:"geo,omitempty"`
+	Mesh           *mesh.Config              `yaml:"mesh" json:"mesh,omitempty"`
 
 	// Path is the file the config was read from ("" for the embedded default).
 	Path string     `yaml:"-" json:"path"`
@@ -69,19 +76,18 @@ type Admin struct {
 	TokenFile string `yaml:"token_file" json:"token_file,omitempty"`
 }
 
-// Timeouts bound every phase of a request.
+// Timeouts bound every phase of a request: the proxy's, and the listeners'
+// header read and shutdown drain.
 type Timeouts struct {
-	Connect        Duration `yaml:"connect" json:"connect"`
-	ResponseHeader Duration `yaml:"response_header" json:"response_header"`
-	Idle           Duration `yaml:"idle" json:"idle"`
-	ReadHeader     Duration `yaml:"read_header" json:"read_header"`
-	Drain          Duration `yaml:"drain" json:"drain"`
+	proxy.Timeouts `yaml:",inline" json:",inline"`
+	ReadHeader     units.Duration `yaml:"read_header" json:"read_header"`
+	Drain          units.Duration `yaml:"drain" json:"drain"`
 }
 
 // Limits protect the node from oversized requests.
 type Limits struct {
-	MaxHeaderBytes ByteSize `yaml:"max_header_bytes" json:"max_header_bytes"`
-	MaxBodyBytes   ByteSize `yaml:"max_body_bytes" json:"max_body_bytes"` // 0 = no limit
+	MaxHeaderBytes units.ByteSize `yaml:"max_header_bytes" json:"max_header_bytes"`
+	MaxBodyBytes   units.ByteSize `yaml:"max_body_bytes" json:"max_body_bytes"` // 0 = no limit
 }
 
 // AccessLog controls the structured access log.
@@ -92,50 +98,9 @@ type AccessLog struct {
 
 // Service is a pool of backends behind one balancer.
 type Service struct {
-	Balancer string    `yaml:"balancer" json:"balancer"`
-	Hash     HashKey   `yaml:"hash" json:"hash,omitzero"`
-	Backends []Backend `yaml:"backends" json:"backends"`
-	Health   Health    `yaml:"health" json:"health"`
-	Outlier  Outlier   `yaml:"outlier" json:"outlier"`
-	Retry    Retry     `yaml:"retry" json:"retry"`
+	upstream.Config `yaml:",inline" json:",inline"`
 	// Scale lets policies set the service's replica count through an actuator.
 	Scale *actuator.Spec `yaml:"scale" json:"scale,omitempty"`
-}
-
-// Backend is one upstream server.
-type Backend struct {
-	URL    string `yaml:"url" json:"url"`
-	Weight int    `yaml:"weight" json:"weight"`
-}
-
-// HashKey chooses what the hash balancer hashes: exactly one of the three.
-type HashKey struct {
-	Header   string `yaml:"header" json:"header,omitempty"`
-	Cookie   string `yaml:"cookie" json:"cookie,omitempty"`
-	ClientIP bool   `yaml:"client_ip" json:"client_ip,omitempty"`
-}
-
-// Health configures active checks; an empty path turns them off.
-type Health struct {
-	Path     string   `yaml:"path" json:"path,omitempty"`
-	Interval Duration `yaml:"interval" json:"interval"`
-	Timeout  Duration `yaml:"timeout" json:"timeout"`
-	Rise     int      `yaml:"rise" json:"rise"`
-	Fall     int      `yaml:"fall" json:"fall"`
-}
-
-// Outlier configures passive ejection of failing backends.
-type Outlier struct {
-	ConsecutiveFailures int      `yaml:"consecutive_failures" json:"consecutive_failures"`
-	BaseEjection        Duration `yaml:"base_ejection" json:"base_ejection"`
-	MaxEjection         Duration `yaml:"max_ejection" json:"max_ejection"`
-	MaxEjectedPercent   int      `yaml:"max_ejected_percent" json:"max_ejected_percent"`
-}
-
-// Retry configures retries of idempotent requests that failed to connect.
-type Retry struct {
-	Attempts int     `yaml:"attempts" json:"attempts"` // extra tries after the first
-	Budget   float64 `yaml:"budget" json:"budget"`     // retries allowed per request, on average
 }
 
 // Route sends matching requests to a service.
@@ -156,45 +121,17 @@ type Match struct {
 
 // SampleBackend is a built-in demo backend the node runs in-process.
 type SampleBackend struct {
-	Listen    string   `yaml:"listen" json:"listen"`
-	Name      string   `yaml:"name" json:"name"`
-	Latency   Duration `yaml:"latency" json:"latency"`
-	ErrorRate float64  `yaml:"error_rate" json:"error_rate"`
-	Size      ByteSize `yaml:"size" json:"size"`
+	Listen                string `yaml:"listen" json:"listen"`
+	samplebackend.Options `yaml:",inline" json:",inline"`
 }
 
 // Transform is a Wasm module with its guest config and limits.
 type Transform struct {
-	Module  string   `yaml:"module" json:"module"`
-	Config  any      `yaml:"config" json:"config,omitempty"` // a string is passed as bytes, a mapping as JSON
-	Pool    int      `yaml:"pool" json:"pool"`
-	Memory  ByteSize `yaml:"memory" json:"memory"`
-	Timeout Duration `yaml:"timeout" json:"timeout"`
-}
-
-// Policy is a Lua scaling policy.
-type Policy struct {
-	Script   string   `yaml:"script" json:"script"`
-	Interval Duration `yaml:"interval" json:"interval"`
-	Timeout  Duration `yaml:"timeout" json:"timeout,omitempty"`
-	Services []string `yaml:"services" json:"services"`
-	DryRun   bool     `yaml:"dry_run" json:"dry_run"`
-}
-
-// Telemetry ships the node's metrics and decisions to an aggregator.
-type Telemetry struct {
-	Aggregator         string   `yaml:"aggregator" json:"aggregator"`
-	TokenFile          string   `yaml:"token_file" json:"token_file"`
-	Spool              Spool    `yaml:"spool" json:"spool"`
-	Interval           Duration `yaml:"interval" json:"interval"`
-	CAFile             string   `yaml:"ca_file" json:"ca_file,omitempty"`
-	InsecureSkipVerify bool     `yaml:"insecure_skip_verify" json:"insecure_skip_verify,omitempty"`
-}
-
-// Spool bounds the on-disk queue of unacknowledged batches.
-type Spool struct {
-	Dir string   `yaml:"dir" json:"dir"`
-	Max ByteSize `yaml:"max" json:"max"`
+	Module  string         `yaml:"module" json:"module"`
+	Config  any            `yaml:"config" json:"config,omitempty"` // a string is passed as bytes, a mapping as JSON
+	Pool    int            `yaml:"pool" json:"pool"`
+	Memory  units.ByteSize `yaml:"memory" json:"memory"`
+	Timeout units.Duration `yaml:"timeout" json:"timeout"`
 }
 
 // Geo configures the GeoIP router. Until the mesh knows the fleet, the
@@ -213,12 +150,3 @@ type GeoNode struct {
 	Addrs     []string `yaml:"addrs" json:"addrs,omitempty"` // for GeoDNS answers
 	Capacity  int      `yaml:"capacity" json:"capacity"`
 }
-
-// Duration is a time.Duration written as "250ms", "2s", "1m".
-type Duration time.Duration
-
-// D returns the value as a time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
-
-// ByteSize is a size written as 512, "64KiB", "16MiB", "1GiB" or "1GB".
-type ByteSize int64

@@ -2,108 +2,19 @@ package config
 
 import (
 	"fmt"
-	"os"
-
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
 	"perigee/geo"
 	"perigee/policies/actuator"
-	"sort"
-	"strings"
-	"time"
 )
-
-// Balancer names.
-const (
-	RoundRobin   = "round_robin"
-	LeastRequest = "least_request"
-	EWMA         = "ewma"
-	Hash         = "hash"
-)
-
-func (c *Config) setDefaults() {
-	if c.Node.ID == "" {
-		c.Node.ID = "local"
-	}
-	if c.Node.Region == "" {
-		c.Node.Region = "local"
-	}
-	if c.Node.Capacity == 0 {
-		c.Node.Capacity = 1000
-	}
-	if c.Listen.Admin == "" {
-		c.Listen.Admin = "127.0.0.1:9901"
-	}
-	t := &c.Timeouts
-	setDur(&t.Connect, 2*time.Second)
-	setDur(&t.ResponseHeader, 30*time.Second)
-	setDur(&t.Idle, 90*time.Second)
-	setDur(&t.ReadHeader, 10*time.Second)
-	setDur(&t.Drain, 30*time.Second)
-	if c.Limits.MaxHeaderBytes == 0 {
-		c.Limits.MaxHeaderBytes = 64 << 10
-	}
-	if c.AccessLog.Enabled == nil {
-		on := true
-		c.AccessLog.Enabled = &on
-	}
-	if c.AccessLog.Sample == nil {
-		all := 1.0
-		c.AccessLog.Sample = &all
-	}
-	for _, s := range c.Services {
-		if s == nil {
-			continue
-		}
-		if s.Balancer == "" {
-			s.Balancer = RoundRobin
-		}
-		for i := range s.Backends {
-			if s.Backends[i].Weight == 0 {
-				s.Backends[i].Weight = 1
-			}
-		}
-		h := &s.Health
-		setDur(&h.Interval, 2*time.Second)
-		setDur(&h.Timeout, time.Second)
-		setInt(&h.Rise, 2)
-		setInt(&h.Fall, 3)
-		o := &s.Outlier
-		setInt(&o.ConsecutiveFailures, 5)
-		setDur(&o.BaseEjection, 5*time.Second)
-		setDur(&o.MaxEjection, 5*time.Minute)
-		setInt(&o.MaxEjectedPercent, 50)
-		if s.Retry.Attempts == 0 {
-			s.Retry.Attempts = 2
-		}
-		if s.Retry.Budget == 0 {
-			s.Retry.Budget = 0.2
-		}
-	}
-	for i, r := range c.Routes {
-		if r != nil && r.Name == "" {
-			r.Name = fmt.Sprintf("route-%d", i)
-		}
-	}
-	for i := range c.SampleBackends {
-		if c.SampleBackends[i].Name == "" {
-			c.SampleBackends[i].Name = c.SampleBackends[i].Listen
-		}
-	}
-}
-
-func setDur(d *Duration, def time.Duration) {
-	if *d == 0 {
-		*d = Duration(def)
-	}
-}
-
-func setInt(i *int, def int) {
-	if *i == 0 {
-		*i = def
-	}
-}
 
 func (c *Config) validate(v *validator) {
 	c.validateNode(v)
@@ -114,12 +25,7 @@ func (c *Config) validate(v *validator) {
 	if s := *c.AccessLog.Sample; s < 0 || s > 1 {
 		v.at(p("access_log", "sample"), "access_log.sample must be between 0 and 1, got %v", s)
 	}
-	names := make([]string, 0, len(c.Services))
-	for name := range c.Services {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(c.Services)) {
 		c.validateService(v, name, c.Services[name])
 	}
 	seen := map[string]int{}
@@ -137,7 +43,9 @@ func (c *Config) validate(v *validator) {
 	c.validateTransforms(v)
 	c.validatePolicies(v)
 	c.validateFiles(v)
-	c.validateTelemetry(v)
+	if c.Telemetry != nil {
+		v.part(p("telemetry"), "telemetry: ", c.Telemetry.Validate())
+	}
 	c.validateGeo(v)
 	if c.Mesh != nil {
 		if err := c.Mesh.Validate(); err != nil {
@@ -209,79 +117,18 @@ func isLoopback(host string) bool {
 }
 
 func (c *Config) validateService(v *validator, name string, s *Service) {
-	at := func(rest ...any) []any { return append(p("services", name), rest...) }
+	at := p("services", name)
 	if s == nil {
-		v.at(at(), "service %q is empty", name)
+		v.at(at, "service %q is empty", name)
 		return
 	}
-	switch s.Balancer {
-	case RoundRobin, LeastRequest, EWMA:
-	case Hash:
-		n := 0
-		for _, set := range []bool{s.Hash.Header != "", s.Hash.Cookie != "", s.Hash.ClientIP} {
-			if set {
-				n++
-			}
-		}
-		if n != 1 {
-			v.at(at("hash"), "service %q: the hash balancer needs exactly one of hash.header, hash.cookie, hash.client_ip", name)
-		}
-	default:
-		v.at(at("balancer"), "service %q: unknown balancer %q (round_robin, least_request, ewma, hash)", name, s.Balancer)
-	}
-	if len(s.Backends) == 0 && (s.Scale == nil || s.Scale.Actuator != "process") {
-		v.at(at("backends"), "service %q has no backends (only a process-scaled service starts its own)", name)
-	}
-	seen := map[string]bool{}
-	for i, b := range s.Backends {
-		u, err := url.Parse(b.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			v.at(at("backends", i), "service %q: backend url %q must be http(s)://host:port", name, b.URL)
-		} else if u.Path != "" && u.Path != "/" {
-			v.at(at("backends", i), "service %q: backend url %q must not have a path", name, b.URL)
-		}
-		if seen[b.URL] {
-			v.at(at("backends", i), "service %q: backend %q is listed twice", name, b.URL)
-		}
-		seen[b.URL] = true
-		if b.Weight < 1 || b.Weight > 1000 {
-			v.at(at("backends", i), "service %q: backend weight must be 1..1000, got %d", name, b.Weight)
-		}
-	}
-	h := s.Health
-	if h.Path != "" && !strings.HasPrefix(h.Path, "/") {
-		v.at(at("health", "path"), "service %q: health path must start with /", name)
-	}
-	if h.Rise < 1 || h.Fall < 1 {
-		v.at(at("health"), "service %q: health rise and fall must be at least 1", name)
-	}
-	o := s.Outlier
-	if o.ConsecutiveFailures < 0 || o.MaxEjectedPercent < 0 || o.MaxEjectedPercent > 100 {
-		v.at(at("outlier"), "service %q: outlier consecutive_failures must be ≥ 0 and max_ejected_percent 0..100", name)
-	}
-	if s.Retry.Attempts < 0 || s.Retry.Budget < 0 || s.Retry.Budget > 1 {
-		v.at(at("retry"), "service %q: retry attempts must be ≥ 0 and budget 0..1", name)
+	label := fmt.Sprintf("service %q: ", name)
+	v.part(at, label, s.Config.Validate())
+	if len(s.Backends) == 0 && (s.Scale == nil || s.Scale.Actuator != actuator.KindProcess) {
+		v.at(append(at, "backends"), "service %q has no backends (only a process-scaled service starts its own)", name)
 	}
 	if s.Scale != nil {
-		validateScale(v, at("scale"), name, s.Scale)
-	}
-}
-
-func validateScale(v *validator, at []any, name string, s *actuator.Spec) {
-	need := map[string]string{"process": s.Command, "exec": s.Command, "webhook": s.URL, "kubernetes": s.Deployment}
-	field := map[string]string{"process": "command", "exec": "command", "webhook": "url", "kubernetes": "deployment"}
-	have, known := need[s.Actuator]
-	switch {
-	case !known:
-		v.at(append(at, "actuator"), "service %q: unknown actuator %q (process, exec, webhook, kubernetes)", name, s.Actuator)
-	case have == "":
-		v.at(at, "service %q: the %s actuator needs scale.%s", name, s.Actuator, field[s.Actuator])
-	}
-	if s.Min < 0 || (s.Max != 0 && s.Max < s.Min) || s.MaxStep < 0 {
-		v.at(at, "service %q: scale needs 0 ≤ min ≤ max and max_step ≥ 0", name)
-	}
-	if s.Actuator == "process" && !strings.Contains(s.Command, "{addr}") && !strings.Contains(s.Command, "{port}") {
-		v.at(append(at, "command"), "service %q: the process command must take {addr} or {port}", name)
+		v.part(append(at, "scale"), label, s.Scale.Validate())
 	}
 }
 
@@ -317,17 +164,8 @@ func (c *Config) validateRoute(v *validator, i int, r *Route) {
 	}
 }
 
-func sortedKeys[T any](m map[string]T) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 func (c *Config) validateTransforms(v *validator) {
-	for _, name := range sortedKeys(c.Transforms) {
+	for _, name := range slices.Sorted(maps.Keys(c.Transforms)) {
 		t := c.Transforms[name]
 		at := p("transforms", name)
 		switch {
@@ -342,37 +180,19 @@ func (c *Config) validateTransforms(v *validator) {
 }
 
 func (c *Config) validatePolicies(v *validator) {
-	for _, name := range sortedKeys(c.Policies) {
+	for _, name := range slices.Sorted(maps.Keys(c.Policies)) {
 		pc := c.Policies[name]
 		at := p("policies", name)
-		if pc == nil || pc.Script == "" {
+		if pc == nil {
 			v.at(at, "policy %q needs a script (a .lua file)", name)
 			continue
 		}
-		if pc.Interval != 0 && pc.Interval.D() < 50*time.Millisecond {
-			v.at(append(at, "interval"), "policy %q: interval must be at least 50ms", name)
-		}
+		v.part(at, fmt.Sprintf("policy %q: ", name), pc.Validate())
 		for j, s := range pc.Services {
 			if _, ok := c.Services[s]; !ok {
 				v.at(append(at, "services", j), "policy %q: unknown service %q", name, s)
 			}
 		}
-	}
-}
-
-func (c *Config) validateTelemetry(v *validator) {
-	t := c.Telemetry
-	if t == nil {
-		return
-	}
-	if u, err := url.Parse(t.Aggregator); err != nil || u.Scheme != "https" || u.Host == "" {
-		v.at(p("telemetry", "aggregator"), "telemetry.aggregator %q must be an https:// URL", t.Aggregator)
-	}
-	if t.TokenFile == "" {
-		v.at(p("telemetry"), "telemetry needs token_file: the node's credential")
-	}
-	if t.Spool.Dir == "" {
-		v.at(p("telemetry", "spool"), "telemetry needs spool.dir for batches the aggregator has not acknowledged")
 	}
 }
 
@@ -421,12 +241,12 @@ func (c *Config) validateFiles(v *validator) {
 	check(c.TLS.Cert, p("tls", "cert"), "tls.cert")
 	check(c.TLS.Key, p("tls", "key"), "tls.key")
 	check(c.Admin.TokenFile, p("admin", "token_file"), "admin.token_file")
-	for _, name := range sortedKeys(c.Transforms) {
+	for _, name := range slices.Sorted(maps.Keys(c.Transforms)) {
 		if t := c.Transforms[name]; t != nil {
 			check(t.Module, p("transforms", name, "module"), fmt.Sprintf("transform %q module", name))
 		}
 	}
-	for _, name := range sortedKeys(c.Policies) {
+	for _, name := range slices.Sorted(maps.Keys(c.Policies)) {
 		if pc := c.Policies[name]; pc != nil {
 			check(pc.Script, p("policies", name, "script"), fmt.Sprintf("policy %q script", name))
 		}
@@ -438,4 +258,34 @@ func (c *Config) validateFiles(v *validator) {
 	if c.Geo != nil {
 		check(c.Geo.Database, p("geo", "database"), "geo.database")
 	}
+}
+
+// field is the path a part's error starts with: "backends[2]: ...",
+// "health.path: ...".
+var field = regexp.MustCompile(`^([a-z_]+(?:\.[a-z_]+|\[\d+\])*): (.*)$`)
+
+// part reports each error a part's Validate returned at the key its leading
+// field names under base (the part's section), with label before the rest.
+func (v *validator) part(base []any, label string, err error) {
+	if err == nil {
+		return
+	}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range joined.Unwrap() {
+			v.part(base, label, e)
+		}
+		return
+	}
+	path, msg := slices.Clone(base), err.Error()
+	if m := field.FindStringSubmatch(msg); m != nil {
+		msg = m[2]
+		for _, step := range strings.FieldsFunc(m[1], func(r rune) bool { return r == '.' || r == '[' || r == ']' }) {
+			if i, err := strconv.Atoi(step); err == nil {
+				path = append(path, i)
+			} else {
+				path = append(path, step)
+			}
+		}
+	}
+	v.at(path, "%s%s", label, msg)
 }

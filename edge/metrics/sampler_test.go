@@ -6,12 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"perigee/edge/config"
 	"perigee/edge/upstream"
 )
 
 func TestSamplerCutsWindows(t *testing.T) {
-	svc, err := upstream.NewService("api", config.Service{Backends: []config.Backend{{URL: "http://127.0.0.1:1", Weight: 1}}},
+	svc, err := upstream.NewService("api", upstream.Config{Backends: []upstream.BackendConfig{{URL: "http://127.0.0.1:1", Weight: 1}}},
 		nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -15,10 +15,10 @@ import (
 	"sync"
 	"time"
 
-	"perigee/edge/config"
 	"perigee/edge/exchange"
 	"perigee/edge/h1client"
 	"perigee/edge/upstream"
+	"perigee/units"
 )
 
 // Proxy owns the pooled upstream connections shared by every service.
@@ -29,10 +29,29 @@ type Proxy struct {
 	log       *slog.Logger
 }
 
+// Timeouts bound the proxy's side of a request.
+type Timeouts struct {
+	Connect        units.Duration `yaml:"connect" json:"connect"`
+	ResponseHeader units.Duration `yaml:"response_header" json:"response_header"`
+	Idle           units.Duration `yaml:"idle" json:"idle"` // pooled upstream connections, and the listeners' keep-alive
+}
+
+// SetDefaults fills what the config leaves out.
+func (t *Timeouts) SetDefaults() {
+	for _, d := range []struct {
+		v   *units.Duration
+		def time.Duration
+	}{{&t.Connect, 2 * time.Second}, {&t.ResponseHeader, 30 * time.Second}, {&t.Idle, 90 * time.Second}} {
+		if *d.v == 0 {
+			*d.v = units.Duration(d.def)
+		}
+	}
+}
+
 // New builds a proxy with the node's timeouts. Plain-HTTP backends get a
 // synchronous HTTP/1.1 client (no goroutines per connection, about a tenth
 // less CPU per request); the standard transport serves the rest.
-func New(t config.Timeouts, nodeID string, log *slog.Logger) *Proxy {
+func New(t Timeouts, nodeID string, log *slog.Logger) *Proxy {
 	dialer := &net.Dialer{Timeout: t.Connect.D(), KeepAlive: 30 * time.Second}
 	std := &http.Transport{
 		DialContext:           dialer.DialContext,

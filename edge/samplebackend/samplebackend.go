@@ -15,14 +15,16 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"perigee/units"
 )
 
 // Options shape the backend's answers.
 type Options struct {
-	Name      string
-	Latency   time.Duration // added before every answer
-	ErrorRate float64       // share of requests answered 500
-	Size      int           // response body bytes
+	Name      string         `yaml:"name" json:"name"`
+	Latency   units.Duration `yaml:"latency" json:"latency"`       // added before every answer
+	ErrorRate float64        `yaml:"error_rate" json:"error_rate"` // share of requests answered 500
+	Size      units.ByteSize `yaml:"size" json:"size"`             // response body bytes
 }
 
 // Handler answers:
@@ -45,7 +47,7 @@ func Handler(o Options) http.Handler {
 			return
 		}
 		q := r.URL.Query()
-		delay := o.Latency
+		delay := o.Latency.D()
 		if d, err := time.ParseDuration(q.Get("latency")); err == nil {
 			delay = d
 		}

@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
-
-	"perigee/edge/config"
 )
 
 // balancer picks a backend from the service's current set. rebuild runs
@@ -21,13 +19,13 @@ type balancer interface {
 	pick(r *http.Request, healthy []*Backend) *Backend
 }
 
-func newBalancer(c *config.Service) balancer {
+func newBalancer(c *Config) balancer {
 	switch c.Balancer {
-	case config.LeastRequest:
+	case LeastRequest:
 		return p2c{cost: func(b *Backend) float64 { return float64(b.inFlight.Load()+1) / float64(b.weight.Load()) }}
-	case config.EWMA:
+	case EWMA:
 		return p2c{cost: (*Backend).cost}
-	case config.Hash:
+	case Hash:
 		return &ringHash{key: c.Hash}
 	default:
 		return &smoothRR{}
@@ -123,7 +121,7 @@ func (p p2c) pick(_ *http.Request, healthy []*Backend) *Backend {
 // backend going down moves only its own keys; a lookup walks past unhealthy
 // points to the next healthy one.
 type ringHash struct {
-	key  config.HashKey
+	key  HashKey
 	ring atomic.Pointer[[]ringPoint]
 }
 

@@ -10,8 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"perigee/edge/config"
 )
 
 // ErrNoHealthy means every backend of the service is down or ejected.
@@ -20,7 +18,7 @@ var ErrNoHealthy = errors.New("no healthy backend")
 // Service is a pool of backends behind one balancer.
 type Service struct {
 	Name string
-	cfg  config.Service
+	cfg  Config
 	log  *slog.Logger
 
 	mu       sync.Mutex // serialises membership and health changes
@@ -36,7 +34,7 @@ type Service struct {
 // NewService builds a service from its config. Backends of the service's
 // previous version (reuse) whose URL stays keep their live state (health,
 // latency, ejections); their weight is the config's again.
-func NewService(name string, c config.Service, reuse []*Backend, log *slog.Logger) (*Service, error) {
+func NewService(name string, c Config, reuse []*Backend, log *slog.Logger) (*Service, error) {
 	s := &Service{Name: name, cfg: c, log: log.With("service", name), balancer: newBalancer(&c)}
 	s.budget.init(c.Retry.Budget)
 	byURL := make(map[string]*Backend, len(reuse))

@@ -12,18 +12,18 @@ import (
 	"testing"
 	"time"
 
-	"perigee/edge/config"
+	"perigee/units"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func service(t *testing.T, balancer string, weights ...int) *Service {
 	t.Helper()
-	c := config.Service{Balancer: balancer}
+	c := Config{Balancer: balancer}
 	for i, w := range weights {
-		c.Backends = append(c.Backends, config.Backend{URL: fmt.Sprintf("http://127.0.0.1:%d", 9001+i), Weight: w})
+		c.Backends = append(c.Backends, BackendConfig{URL: fmt.Sprintf("http://127.0.0.1:%d", 9001+i), Weight: w})
 	}
-	c.Outlier = config.Outlier{ConsecutiveFailures: 3, BaseEjection: config.Duration(time.Hour), MaxEjection: config.Duration(2 * time.Hour), MaxEjectedPercent: 50}
+	c.Outlier = Outlier{ConsecutiveFailures: 3, BaseEjection: units.Duration(time.Hour), MaxEjection: units.Duration(2 * time.Hour), MaxEjectedPercent: 50}
 	c.Hash.Header = "X-User"
 	s, err := NewService("svc", c, nil, quiet)
 	if err != nil {
@@ -48,7 +48,7 @@ func counts(t *testing.T, s *Service, n int, req func(i int) *http.Request) map[
 func plain(int) *http.Request { return httptest.NewRequest("GET", "/", nil) }
 
 func TestSmoothRoundRobinFollowsWeightsAndInterleaves(t *testing.T) {
-	s := service(t, config.RoundRobin, 5, 1, 1)
+	s := service(t, RoundRobin, 5, 1, 1)
 	var seq []string
 	for range 7 {
 		b, _ := s.Pick(plain(0), nil)
@@ -65,7 +65,7 @@ func TestSmoothRoundRobinFollowsWeightsAndInterleaves(t *testing.T) {
 }
 
 func TestLeastRequestPrefersIdleBackends(t *testing.T) {
-	s := service(t, config.LeastRequest, 1, 1, 1)
+	s := service(t, LeastRequest, 1, 1, 1)
 	busy := s.Backends()[0]
 	busy.inFlight.Store(50)
 	got := counts(t, s, 3000, plain)
@@ -80,7 +80,7 @@ func TestLeastRequestPrefersIdleBackends(t *testing.T) {
 }
 
 func TestEWMAAvoidsTheSlowBackend(t *testing.T) {
-	s := service(t, config.EWMA, 1, 1, 1)
+	s := service(t, EWMA, 1, 1, 1)
 	now := time.Now()
 	for i, b := range s.Backends() {
 		b.observe(time.Duration(1+i*50)*time.Millisecond, now) // 1ms, 51ms, 101ms
@@ -106,7 +106,7 @@ func TestPeakEWMATakesSpikesAtOnceAndDecays(t *testing.T) {
 }
 
 func TestConsistentHashIsStickyAndMovesOnlyTheDeadBackendsKeys(t *testing.T) {
-	s := service(t, config.Hash, 1, 1, 1, 1)
+	s := service(t, Hash, 1, 1, 1, 1)
 	user := func(i int) *http.Request {
 		r := httptest.NewRequest("GET", "/", nil)
 		r.Header.Set("X-User", fmt.Sprint("user-", i))
@@ -145,7 +145,7 @@ func TestConsistentHashIsStickyAndMovesOnlyTheDeadBackendsKeys(t *testing.T) {
 }
 
 func TestPassiveEjectionRespectsMaxPercentAndRestore(t *testing.T) {
-	s := service(t, config.RoundRobin, 1, 1, 1, 1)
+	s := service(t, RoundRobin, 1, 1, 1, 1)
 	bs := s.Backends()
 	for _, b := range bs {
 		for range 3 {
@@ -173,8 +173,8 @@ func TestPassiveEjectionRespectsMaxPercentAndRestore(t *testing.T) {
 }
 
 func TestEjectionTimeGrows(t *testing.T) {
-	s := service(t, config.RoundRobin, 1, 1)
-	s.cfg.Outlier.BaseEjection = config.Duration(50 * time.Millisecond)
+	s := service(t, RoundRobin, 1, 1)
+	s.cfg.Outlier.BaseEjection = units.Duration(50 * time.Millisecond)
 	b := s.Backends()[0]
 	var lengths []time.Duration
 	for range 3 {
@@ -190,7 +190,7 @@ func TestEjectionTimeGrows(t *testing.T) {
 }
 
 func TestNoHealthyBackend(t *testing.T) {
-	s := service(t, config.LeastRequest, 1)
+	s := service(t, LeastRequest, 1)
 	s.Backends()[0].checkUp.Store(false)
 	s.refresh()
 	if _, err := s.Pick(plain(0), nil); err != ErrNoHealthy {
@@ -207,10 +207,10 @@ func TestActiveHealthChecksEjectAndRecover(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	c := config.Service{
-		Balancer: config.RoundRobin,
-		Backends: []config.Backend{{URL: srv.URL, Weight: 1}},
-		Health:   config.Health{Path: "/healthz", Interval: config.Duration(20 * time.Millisecond), Timeout: config.Duration(time.Second), Rise: 2, Fall: 2},
+	c := Config{
+		Balancer: RoundRobin,
+		Backends: []BackendConfig{{URL: srv.URL, Weight: 1}},
+		Health:   Health{Path: "/healthz", Interval: units.Duration(20 * time.Millisecond), Timeout: units.Duration(time.Second), Rise: 2, Fall: 2},
 	}
 	s, err := NewService("svc", c, nil, quiet)
 	if err != nil {
@@ -226,7 +226,7 @@ func TestActiveHealthChecksEjectAndRecover(t *testing.T) {
 }
 
 func TestRuntimeBackendsAndWeights(t *testing.T) {
-	s := service(t, config.RoundRobin, 1)
+	s := service(t, RoundRobin, 1)
 	if err := s.AddBackend("http://127.0.0.1:9100", 1); err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +274,7 @@ func TestRetryBudget(t *testing.T) {
 }
 
 func TestReloadKeepsBackendState(t *testing.T) {
-	s := service(t, config.RoundRobin, 1, 1)
+	s := service(t, RoundRobin, 1, 1)
 	b := s.Backends()[0]
 	b.observe(42*time.Millisecond, time.Now())
 	s2, err := NewService("svc", s.cfg, s.Backends(), quiet)

@@ -5,8 +5,10 @@ package actuator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 )
 
@@ -22,6 +24,13 @@ type Actuator interface {
 	Close(ctx context.Context) error
 }
 
+var (
+	_ Actuator = (*Process)(nil)
+	_ Actuator = (*Exec)(nil)
+	_ Actuator = (*Webhook)(nil)
+	_ Actuator = (*Kubernetes)(nil)
+)
+
 // Registry learns about backends the process actuator starts and stops; the
 // edge node implements it.
 type Registry interface {
@@ -29,12 +38,23 @@ type Registry interface {
 	RemoveBackend(service, url string) error
 }
 
+// Kind names an actuator in a Spec.
+type Kind string
+
+// The actuators.
+const (
+	KindProcess    Kind = "process"
+	KindExec       Kind = "exec"
+	KindWebhook    Kind = "webhook"
+	KindKubernetes Kind = "kubernetes"
+)
+
 // Spec is a service's `scale` block in the config.
 type Spec struct {
-	Actuator string `yaml:"actuator"` // process, exec, webhook or kubernetes
-	Min      int    `yaml:"min"`
-	Max      int    `yaml:"max"`
-	MaxStep  int    `yaml:"max_step"`
+	Actuator Kind `yaml:"actuator"`
+	Min      int  `yaml:"min"`
+	Max      int  `yaml:"max"`
+	MaxStep  int  `yaml:"max_step"`
 	// process and exec
 	Command    string `yaml:"command"`
 	HealthPath string `yaml:"health_path"`
@@ -49,17 +69,43 @@ type Spec struct {
 	Timeout time.Duration `yaml:"timeout"`
 }
 
+// Validate reports every problem, each as "field: what" so that the config
+// can name the line.
+func (s Spec) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	need := map[Kind]struct{ field, value string }{
+		KindProcess: {"command", s.Command}, KindExec: {"command", s.Command},
+		KindWebhook: {"url", s.URL}, KindKubernetes: {"deployment", s.Deployment},
+	}
+	switch n, known := need[s.Actuator]; {
+	case !known:
+		bad("actuator", "unknown actuator %q (%s, %s, %s, %s)", s.Actuator, KindProcess, KindExec, KindWebhook, KindKubernetes)
+	case n.value == "":
+		bad(n.field, "the %s actuator needs scale.%s", s.Actuator, n.field)
+	}
+	if s.Min < 0 || (s.Max != 0 && s.Max < s.Min) || s.MaxStep < 0 {
+		errs = append(errs, errors.New("scale needs 0 ≤ min ≤ max and max_step ≥ 0"))
+	}
+	if s.Actuator == KindProcess && !strings.Contains(s.Command, "{addr}") && !strings.Contains(s.Command, "{port}") {
+		bad("command", "the process command must take {addr} or {port}")
+	}
+	return errors.Join(errs...)
+}
+
 // New builds the actuator a Spec names.
 func New(service string, s Spec, reg Registry, log *slog.Logger) (Actuator, error) {
 	switch s.Actuator {
-	case "process":
+	case KindProcess:
 		return NewProcess(service, ProcessSpec{Command: s.Command, Min: s.Min, Max: s.Max, HealthPath: s.HealthPath}, reg, log)
-	case "exec":
+	case KindExec:
 		return NewExec(service, ExecSpec{Command: s.Command, Timeout: s.Timeout}, log)
-	case "webhook":
+	case KindWebhook:
 		return NewWebhook(service, WebhookSpec{URL: s.URL, Secret: s.Secret, Timeout: s.Timeout}, log)
-	case "kubernetes":
+	case KindKubernetes:
 		return NewKubernetes(service, KubernetesSpec{Namespace: s.Namespace, Deployment: s.Deployment, Kubeconfig: s.Kubeconfig, Timeout: s.Timeout}, log)
 	}
-	return nil, fmt.Errorf("service %s: unknown actuator %q (want process, exec, webhook or kubernetes)", service, s.Actuator)
+	return nil, fmt.Errorf("service %s: unknown actuator %q (want %s, %s, %s or %s)", service, s.Actuator, KindProcess, KindExec, KindWebhook, KindKubernetes)
 }

@@ -229,3 +229,19 @@ func TestNewDispatchesOnActuatorName(t *testing.T) {
 		t.Fatal("unknown actuator accepted")
 	}
 }
+
+func TestSpecValidateNamesTheField(t *testing.T) {
+	for spec, want := range map[Spec]string{
+		{Actuator: "magic"}:                                   `actuator: unknown actuator "magic"`,
+		{Actuator: KindWebhook}:                               "url: the webhook actuator needs scale.url",
+		{Actuator: KindProcess, Command: "run"}:               "command: the process command must take {addr} or {port}",
+		{Actuator: KindExec, Command: "true", Min: 3, Max: 1}: "0 ≤ min ≤ max",
+	} {
+		if err := spec.Validate(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%+v: got %v, want %q", spec, err, want)
+		}
+	}
+	if err := (Spec{Actuator: KindProcess, Command: "run {addr}", Min: 1, Max: 3}).Validate(); err != nil {
+		t.Errorf("good spec refused: %v", err)
+	}
+}

@@ -8,6 +8,15 @@ import (
 	"time"
 
 	"perigee/policies"
+	pactuator "perigee/policies/actuator"
+	"perigee/telemetry"
+)
+
+// The model is the engine's whole world: its node and its actuators.
+var (
+	_ policies.Source    = (*model)(nil)
+	_ policies.Target    = target{}
+	_ pactuator.Actuator = actuator{}
 )
 
 // model is the simulated fleet: per service, replicas that take Warmup to
@@ -125,6 +134,9 @@ func (m *model) Snapshot() policies.Snapshot {
 	return out
 }
 
+// IsLeader is true: the simulated node is a region of one.
+func (m *model) IsLeader() bool { return true }
+
 // actuator scales one simulated service.
 type actuator struct {
 	m   *model
@@ -161,9 +173,14 @@ func (m *model) known(svc string) (*service, error) {
 	return s, nil
 }
 
-// target applies node-local actions to the model; routes are named after
-// their services.
-type target struct{ m *model }
+// target applies node-local actions to the model, and hands each decision
+// to decided; routes are named after their services.
+type target struct {
+	m       *model
+	decided func(telemetry.Decision)
+}
+
+func (t target) Decided(d telemetry.Decision) { t.decided(d) }
 
 func (t target) SetWeight(svc, backend string, w int) error {
 	_, err := t.m.known(svc)

@@ -17,6 +17,8 @@ import (
 
 	"perigee/policies"
 	"perigee/telemetry"
+
+	"perigee/units"
 )
 
 // Options of one simulation.
@@ -127,15 +129,15 @@ func Simulate(ctx context.Context, opt Options, out io.Writer) (Result, error) {
 	name := strings.TrimSuffix(filepath.Base(opt.Policy), filepath.Ext(opt.Policy))
 	eng, err := policies.NewEngine(policies.EngineConfig{
 		Node: "sim", Region: "sim",
-		Policies: []policies.PolicySpec{{Name: name, Script: opt.Policy, Interval: opt.Interval,
-			Timeout: min(opt.Interval, time.Second)}},
-		Bounds: bounds, Source: m, Target: target{m}, Actuators: acts,
-		Now: func() time.Time { return m.now }, SyncScale: true,
-		ScriptLog: slog.New(scriptLog{out: out, start: opt.Start, now: func() time.Time { return m.now }}),
-		OnDecision: func(d telemetry.Decision) {
+		Policies: []policies.Spec{{Name: name, Script: opt.Policy, Interval: units.Duration(opt.Interval),
+			Timeout: units.Duration(min(opt.Interval, time.Second))}},
+		Bounds: bounds, Source: m, Actuators: acts,
+		Target: target{m: m, decided: func(d telemetry.Decision) {
 			res.Decisions = append(res.Decisions, d)
 			fmt.Fprintln(out, timelineLine(opt.Start, d))
-		},
+		}},
+		Now: func() time.Time { return m.now }, SyncScale: true,
+		ScriptLog: slog.New(scriptLog{out: out, start: opt.Start, now: func() time.Time { return m.now }}),
 	})
 	if err != nil {
 		return res, fmt.Errorf("sim: %w", err)

@@ -13,23 +13,30 @@ import (
 	"time"
 
 	"perigee/telemetry/wire"
+	"perigee/units"
 )
 
-// Config is the node's telemetry section.
+// Config is the node's `telemetry` section; Node and Region come from the
+// node's own settings.
 type Config struct {
-	Aggregator         string        // https://host:port of the aggregator
-	TokenFile          string        // file holding this node's bearer token
-	SpoolDir           string        // on-disk queue of unacknowledged batches
-	SpoolMax           int64         // bytes; the oldest batches are dropped beyond it
-	Interval           time.Duration // batching period
-	Node, Region       string
-	CAFile             string // PEM CA for the aggregator's certificate; empty = system roots
-	InsecureSkipVerify bool   // development only
+	Aggregator         string         `yaml:"aggregator" json:"aggregator"` // https://host:port of the aggregator
+	TokenFile          string         `yaml:"token_file" json:"token_file"` // file holding this node's bearer token
+	Spool              Spool          `yaml:"spool" json:"spool"`
+	Interval           units.Duration `yaml:"interval" json:"interval"`                                   // batching period
+	CAFile             string         `yaml:"ca_file" json:"ca_file,omitempty"`                           // PEM CA for the aggregator's certificate; empty = system roots
+	InsecureSkipVerify bool           `yaml:"insecure_skip_verify" json:"insecure_skip_verify,omitempty"` // development only
+	Node, Region       string         `yaml:"-" json:"-"`
 	// MaxPending bounds the records held in memory between batches; more
 	// are dropped and counted. Zero means DefaultMaxPending.
-	MaxPending int
+	MaxPending int `yaml:"-" json:"-"`
 	// RetryMax caps the resend backoff. Zero means DefaultRetryMax.
-	RetryMax time.Duration
+	RetryMax time.Duration `yaml:"-" json:"-"`
+}
+
+// Spool bounds the on-disk queue of unacknowledged batches.
+type Spool struct {
+	Dir string         `yaml:"dir" json:"dir"`
+	Max units.ByteSize `yaml:"max" json:"max"` // the oldest batches are dropped beyond it
 }
 
 // Defaults used when a field is zero.
@@ -43,28 +50,41 @@ const (
 	batchRecords = 4096
 )
 
-// validate fills defaults and reads the token; every problem is reported.
-func (c *Config) validate() (token string, err error) {
+// Validate checks the settings as written, each problem as "field: what";
+// New also needs the node's name and a readable token.
+func (c Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if u, err := url.Parse(c.Aggregator); c.Aggregator == "" || err != nil || u.Scheme != "https" || u.Host == "" {
-		bad("aggregator: want an https://host:port URL, got %q", c.Aggregator)
+		bad("aggregator: the aggregator must be an https://host:port URL, got %q", c.Aggregator)
 	}
+	if c.Spool.Dir == "" {
+		bad("spool.dir: a spool directory is required, for batches the aggregator has not acknowledged")
+	}
+	if c.Spool.Max < 0 {
+		bad("spool.max: the spool size must be positive, got %d", c.Spool.Max)
+	}
+	if c.Interval != 0 && c.Interval.D() < 10*time.Millisecond {
+		bad("interval: the interval %v is too short (minimum 10ms)", c.Interval.D())
+	}
+	if c.TokenFile == "" {
+		bad("token_file: a token file is required, the node's credential")
+	}
+	return errors.Join(errs...)
+}
+
+// validate fills defaults and reads the token; every problem is reported.
+func (c *Config) validate() (token string, err error) {
+	errs := []error{c.Validate()}
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if c.Node == "" || len(c.Node) > wire.MaxNodeName {
 		bad("node: name required, at most %d bytes", wire.MaxNodeName)
 	}
-	if c.SpoolDir == "" {
-		bad("spool.dir: required")
-	}
-	if c.SpoolMax == 0 {
-		c.SpoolMax = DefaultSpoolMax
-	} else if c.SpoolMax < 0 {
-		bad("spool.max: must be positive, got %d", c.SpoolMax)
+	if c.Spool.Max == 0 {
+		c.Spool.Max = DefaultSpoolMax
 	}
 	if c.Interval == 0 {
-		c.Interval = DefaultInterval
-	} else if c.Interval < 10*time.Millisecond {
-		bad("interval: %v is too short (minimum 10ms)", c.Interval)
+		c.Interval = units.Duration(DefaultInterval)
 	}
 	if c.RetryMax <= 0 {
 		c.RetryMax = DefaultRetryMax
@@ -72,12 +92,12 @@ func (c *Config) validate() (token string, err error) {
 	if c.MaxPending <= 0 {
 		c.MaxPending = DefaultMaxPending
 	}
-	if c.TokenFile == "" {
-		bad("token_file: required")
-	} else if b, err := os.ReadFile(c.TokenFile); err != nil {
-		bad("token_file: %w", err)
-	} else if token = strings.TrimSpace(string(b)); token == "" {
-		bad("token_file %s: empty", c.TokenFile)
+	if c.TokenFile != "" {
+		if b, err := os.ReadFile(c.TokenFile); err != nil {
+			bad("token_file: %w", err)
+		} else if token = strings.TrimSpace(string(b)); token == "" {
+			bad("token_file %s: empty", c.TokenFile)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return "", fmt.Errorf("telemetry: %w", err)

@@ -13,9 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"perigee/telemetry"
 	"perigee/aggregator"
+	"perigee/telemetry"
 	"perigee/telemetry/ship"
+
+	"perigee/units"
 )
 
 const token = "node-token-0123456789abcdef"
@@ -36,12 +38,12 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		cfg  ship.Config
 		want string
 	}{
-		"plain http":    {ship.Config{Aggregator: "http://x:1", TokenFile: tok, SpoolDir: t.TempDir(), Node: "n"}, "https://"},
-		"no node":       {ship.Config{Aggregator: "https://x:1", TokenFile: tok, SpoolDir: t.TempDir()}, "node"},
+		"plain http":    {ship.Config{Aggregator: "http://x:1", TokenFile: tok, Spool: ship.Spool{Dir: t.TempDir()}, Node: "n"}, "https://"},
+		"no node":       {ship.Config{Aggregator: "https://x:1", TokenFile: tok, Spool: ship.Spool{Dir: t.TempDir()}}, "node"},
 		"no spool":      {ship.Config{Aggregator: "https://x:1", TokenFile: tok, Node: "n"}, "spool.dir"},
-		"missing token": {ship.Config{Aggregator: "https://x:1", TokenFile: "/nonexistent", SpoolDir: t.TempDir(), Node: "n"}, "token_file"},
-		"empty token":   {ship.Config{Aggregator: "https://x:1", TokenFile: empty, SpoolDir: t.TempDir(), Node: "n"}, "empty"},
-		"tiny interval": {ship.Config{Aggregator: "https://x:1", TokenFile: tok, SpoolDir: t.TempDir(), Node: "n", Interval: time.Nanosecond}, "interval"},
+		"missing token": {ship.Config{Aggregator: "https://x:1", TokenFile: "/nonexistent", Spool: ship.Spool{Dir: t.TempDir()}, Node: "n"}, "token_file"},
+		"empty token":   {ship.Config{Aggregator: "https://x:1", TokenFile: empty, Spool: ship.Spool{Dir: t.TempDir()}, Node: "n"}, "empty"},
+		"tiny interval": {ship.Config{Aggregator: "https://x:1", TokenFile: tok, Spool: ship.Spool{Dir: t.TempDir()}, Node: "n", Interval: units.Duration(time.Nanosecond)}, "interval"},
 	}
 	for name, c := range cases {
 		if _, err := ship.New(c.cfg, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -53,7 +55,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 // Records beyond the in-memory bound are refused and counted, not queued
 // without limit and never blocking the caller.
 func TestAddDropsBeyondBoundAndCounts(t *testing.T) {
-	s, err := ship.New(ship.Config{Aggregator: "https://127.0.0.1:1", TokenFile: writeToken(t), SpoolDir: t.TempDir(),
+	s, err := ship.New(ship.Config{Aggregator: "https://127.0.0.1:1", TokenFile: writeToken(t), Spool: ship.Spool{Dir: t.TempDir()},
 		Node: "n", MaxPending: 100}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -107,8 +109,8 @@ func TestSpoolBoundsDropsOldestAndDeliversAfterRestart(t *testing.T) {
 	}
 
 	spoolDir := t.TempDir()
-	shipCfg := ship.Config{Aggregator: "https://" + addr, TokenFile: writeToken(t), SpoolDir: spoolDir, SpoolMax: 4 << 10,
-		Interval: 10 * time.Millisecond, Node: "node-a", Region: "eu-west", CAFile: caFile, RetryMax: 200 * time.Millisecond}
+	shipCfg := ship.Config{Aggregator: "https://" + addr, TokenFile: writeToken(t), Spool: ship.Spool{Dir: spoolDir, Max: 4 << 10},
+		Interval: units.Duration(10 * time.Millisecond), Node: "node-a", Region: "eu-west", CAFile: caFile, RetryMax: 200 * time.Millisecond}
 	s, err := ship.New(shipCfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +127,7 @@ func TestSpoolBoundsDropsOldestAndDeliversAfterRestart(t *testing.T) {
 	cancel()
 	<-done
 	st := s.Stats()
-	if st.SpoolBytes > shipCfg.SpoolMax+1024 || st.SpooledBatches == 0 || st.BatchesAcked != 0 {
+	if st.SpoolBytes > int64(shipCfg.Spool.Max)+1024 || st.SpooledBatches == 0 || st.BatchesAcked != 0 {
 		t.Fatalf("after overflow: %+v", st)
 	}
 
@@ -171,7 +173,7 @@ func TestRefusedBatchIsDroppedAndCounted(t *testing.T) {
 		}
 	}))
 	defer agg.Close()
-	s, err := ship.New(ship.Config{Aggregator: agg.URL, TokenFile: writeToken(t), SpoolDir: t.TempDir(), Interval: 10 * time.Millisecond,
+	s, err := ship.New(ship.Config{Aggregator: agg.URL, TokenFile: writeToken(t), Spool: ship.Spool{Dir: t.TempDir()}, Interval: units.Duration(10 * time.Millisecond),
 		Node: "node-a", InsecureSkipVerify: true, RetryMax: 50 * time.Millisecond}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

@@ -61,7 +61,7 @@ func New(cfg Config, log *slog.Logger) (*Shipper, error) {
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
-	sp, err := openSpool(cfg.SpoolDir, cfg.SpoolMax, log)
+	sp, err := openSpool(cfg.Spool.Dir, int64(cfg.Spool.Max), log)
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
@@ -128,7 +128,7 @@ func (s *Shipper) Run(ctx context.Context) {
 		defer close(sent)
 		s.sendLoop(sendCtx)
 	}()
-	tick := time.NewTicker(s.cfg.Interval)
+	tick := time.NewTicker(s.cfg.Interval.D())
 	defer tick.Stop()
 	for {
 		select {
@@ -136,7 +136,7 @@ func (s *Shipper) Run(ctx context.Context) {
 			stopSend()
 			<-sent
 			s.cut()
-			grace, cancel := context.WithTimeout(context.Background(), min(s.cfg.Interval, 5*time.Second))
+			grace, cancel := context.WithTimeout(context.Background(), min(s.cfg.Interval.D(), 5*time.Second))
 			s.drain(grace)
 			cancel()
 			s.up.close()

@@ -4,24 +4,26 @@ import (
 	"runtime"
 	"time"
 
+	"perigee/edge/admin"
 	"perigee/edge/upstream"
 )
+
+// The node answers the admin API's own endpoints; each part mounts its
+// own beside them.
+var _ admin.Node = (*Node)(nil)
 
 // Status is GET /status.
 func (n *Node) Status() any {
 	st := n.state.Load()
-	n.reloadMu.Lock()
-	last := n.lastReload
-	n.reloadMu.Unlock()
 	return map[string]any{
 		"node":        st.cfg.Node,
 		"config":      st.cfg.Path,
 		"started":     n.started,
 		"uptime":      time.Since(n.started).Round(time.Second).String(),
-		"listen":      n.addrs,
+		"listen":      n.Addrs(),
 		"spki_sha256": n.SPKIHash(),
 		"goroutines":  runtime.NumGoroutine(),
-		"last_reload": last,
+		"last_reload": n.reloads.latest(),
 		"load":        n.sampler.Latest(),
 	}
 }

@@ -1,0 +1,180 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"perigee/certs"
+	"perigee/edge/config"
+	"perigee/geo/rtt"
+)
+
+// listeners are the node's sockets: HTTPS (TCP for HTTP/1.1 and HTTP/2,
+// UDP on the same port for HTTP/3), optional plain HTTP, and admin.
+type listeners struct {
+	log                    *slog.Logger
+	https, plain, adminSrv *http.Server
+	h3                     *http3.Server
+	udp                    net.PacketConn
+	addrs                  Addrs
+}
+
+// start binds every configured address and serves h on the traffic
+// listeners and adminH on the admin one.
+func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *certs.Store) error {
+	ls, t := cfg.Listen, cfg.Timeouts
+	if ls.HTTPS != "" {
+		tcp, udp, err := listenSamePort(ls.HTTPS)
+		if err != nil {
+			return err
+		}
+		l.udp = udp
+		l.addrs.HTTPS = tcp.Addr().String()
+		_, port, _ := net.SplitHostPort(l.addrs.HTTPS)
+		altSvc := `h3=":` + port + `"; ma=86400`
+		l.https = l.server(t, cfg.Limits, withAltSvc(altSvc, h))
+		l.https.TLSConfig = store.TLSConfig("h2", "http/1.1")
+		l.https.ConnContext = rtt.ConnContext
+		go l.serve("https", func() error { return l.https.ServeTLS(tcp, "", "") })
+		l.h3 = &http3.Server{
+			Handler:        h,
+			TLSConfig:      http3.ConfigureTLSConfig(store.TLSConfig()),
+			QUICConfig:     &quic.Config{MaxIdleTimeout: t.Idle.D(), Allow0RTT: false},
+			MaxHeaderBytes: int(cfg.Limits.MaxHeaderBytes) + 4096,
+			IdleTimeout:    t.Idle.D(),
+			ConnContext:    rtt.QUICConnContext,
+		}
+		go l.serve("http3", func() error { return l.h3.Serve(udp) })
+	}
+	if ls.HTTP != "" {
+		ln, err := net.Listen("tcp", ls.HTTP)
+		if err != nil {
+			return fmt.Errorf("listen.http: %w", err)
+		}
+		l.addrs.HTTP = ln.Addr().String()
+		l.plain = l.server(t, cfg.Limits, h)
+		l.plain.Protocols = new(http.Protocols)
+		l.plain.Protocols.SetHTTP1(true)
+		l.plain.Protocols.SetUnencryptedHTTP2(true)
+		go l.serve("http", func() error { return l.plain.Serve(ln) })
+	}
+	ln, err := net.Listen("tcp", ls.Admin)
+	if err != nil {
+		return fmt.Errorf("listen.admin: %w", err)
+	}
+	l.addrs.Admin = ln.Addr().String()
+	l.adminSrv = &http.Server{Handler: adminH, ReadHeaderTimeout: t.ReadHeader.D()}
+	go l.serve("admin", func() error { return l.adminSrv.Serve(ln) })
+	return nil
+}
+
+func (l *listeners) server(t config.Timeouts, lim config.Limits, h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: t.ReadHeader.D(),
+		IdleTimeout:       t.Idle.D(),
+		// The handler answers oversized headers with a JSON 431; this hard
+		// cap, a little above, protects the parser itself.
+		MaxHeaderBytes: int(lim.MaxHeaderBytes) + 4096,
+		ErrorLog:       slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
+	}
+}
+
+func (l *listeners) serve(name string, run func() error) {
+	if err := run(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, quic.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+		l.log.Error("listener stopped", "listener", name, "err", err)
+	}
+}
+
+// drain stops accepting and lets requests in flight finish until ctx
+// ends; HTTP/3 clients get GOAWAY. inFlight counts what is still running.
+func (l *listeners) drain(ctx context.Context, inFlight func() int64) error {
+	var servers []interface{ Shutdown(context.Context) error }
+	for _, s := range []*http.Server{l.https, l.plain} {
+		if s != nil {
+			servers = append(servers, s)
+		}
+	}
+	if l.h3 != nil {
+		servers = append(servers, l.h3)
+		// HTTP/3 clients may keep a connection open after GOAWAY; once the
+		// last request is done there is nothing left to wait for.
+		go func() {
+			for inFlight() > 0 && ctx.Err() == nil {
+				time.Sleep(20 * time.Millisecond)
+			}
+			l.h3.Close()
+		}()
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for _, s := range servers {
+		wg.Go(func() {
+			if err := s.Shutdown(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	l.close()
+	return errors.Join(errs...)
+}
+
+// close drops every listener and connection at once.
+func (l *listeners) close() {
+	if l.h3 != nil {
+		l.h3.Close()
+	}
+	if l.udp != nil {
+		l.udp.Close()
+	}
+	for _, s := range []*http.Server{l.https, l.plain, l.adminSrv} {
+		if s != nil {
+			s.Close()
+		}
+	}
+}
+
+// listenSamePort binds TCP and UDP on one port. With port 0 the kernel picks
+// the TCP port, which may be taken on UDP: then try another.
+func listenSamePort(addr string) (net.Listener, net.PacketConn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen.https: %w", err)
+	}
+	for attempt := 0; ; attempt++ {
+		tcp, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("listen.https (TCP): %w", err)
+		}
+		_, got, _ := net.SplitHostPort(tcp.Addr().String())
+		udp, err := net.ListenPacket("udp", net.JoinHostPort(host, got))
+		if err == nil {
+			return tcp, udp, nil
+		}
+		tcp.Close()
+		if port != "0" || attempt == 10 {
+			return nil, nil, fmt.Errorf("listen.https (UDP for HTTP/3): %w", err)
+		}
+	}
+}
+
+// withAltSvc advertises HTTP/3 on every TCP response.
+func withAltSvc(value string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Alt-Svc", value)
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,114 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"time"
+
+	"perigee/certs"
+	"perigee/edge/config"
+)
+
+// reloads serialises reloads and keeps the latest outcome.
+type reloads struct {
+	mu   sync.Mutex
+	last ReloadResult
+}
+
+// ReloadResult is the outcome of the latest reload, for GET /status.
+type ReloadResult struct {
+	At    time.Time `json:"at,omitzero"`
+	OK    bool      `json:"ok"`
+	Error string    `json:"error,omitempty"`
+}
+
+func (r *reloads) latest() ReloadResult {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last
+}
+
+// Reload re-reads the config and swaps it in. A config that does not load
+// or validate, or changes what only a restart can change, is refused and the
+// old one keeps serving.
+func (n *Node) Reload() error {
+	n.reloads.mu.Lock()
+	defer n.reloads.mu.Unlock()
+	err := n.reload()
+	n.reloads.last = ReloadResult{At: time.Now(), OK: err == nil}
+	if err != nil {
+		n.reloads.last.Error = err.Error()
+		n.opts.Log.Error("reload refused; the old config keeps serving", "err", err)
+		return err
+	}
+	n.opts.Log.Info("config reloaded")
+	return nil
+}
+
+func (n *Node) reload() error {
+	cfg, err := n.opts.Load()
+	if err != nil {
+		return err
+	}
+	old := n.state.Load()
+	if cfg.Listen != old.cfg.Listen {
+		return fmt.Errorf("listen addresses changed (%+v → %+v): that needs a restart", old.cfg.Listen, cfg.Listen)
+	}
+	if cfg.Node != old.cfg.Node || cfg.Timeouts != old.cfg.Timeouts || cfg.Admin != old.cfg.Admin ||
+		cfg.Limits.MaxHeaderBytes != old.cfg.Limits.MaxHeaderBytes {
+		return errors.New("node, timeouts, admin or limits.max_header_bytes changed: that needs a restart")
+	}
+	if !reflect.DeepEqual(cfg.SampleBackends, old.cfg.SampleBackends) {
+		return errors.New("sample_backends changed: that needs a restart")
+	}
+	if !sameScale(cfg, old.cfg) || !reflect.DeepEqual(cfg.Telemetry, old.cfg.Telemetry) ||
+		!reflect.DeepEqual(cfg.Mesh, old.cfg.Mesh) || !reflect.DeepEqual(cfg.Geo, old.cfg.Geo) {
+		return errors.New("services' scale, telemetry, mesh or geo changed: that needs a restart")
+	}
+	// Certificate files are read again on every reload, for rotation; a dev
+	// certificate is kept as long as the config asks for one. It is swapped
+	// in only once everything else has loaded.
+	var cert *tls.Certificate
+	if cfg.TLS.Cert != "" || old.cfg.TLS.Cert != "" {
+		if cert, err = certs.Load(cfg.TLS.Cert, cfg.TLS.Key, certHosts(cfg)); err != nil {
+			return err
+		}
+	}
+	st, err := n.scaling.reload(cfg, func() (*state, error) { return n.buildState(context.Background(), cfg, old) })
+	if err != nil {
+		if st != nil {
+			n.retire(st)
+		}
+		return err
+	}
+	if cert != nil {
+		n.certs.Set(cert)
+	}
+	n.state.Store(st)
+	// The old health checks stop now: they share backends with the new
+	// state, and a flip they saw would refresh only the old balancer.
+	for _, svc := range old.list {
+		svc.Close()
+	}
+	go n.retire(old)
+	return nil
+}
+
+// sameScale reports whether every service scales the same way in a and b:
+// actuators own running replicas, so changing them needs a restart.
+func sameScale(a, b *config.Config) bool {
+	if len(a.Services) != len(b.Services) {
+		return false
+	}
+	for name, s := range a.Services {
+		o, ok := b.Services[name]
+		if !ok || !reflect.DeepEqual(s.Scale, o.Scale) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,160 @@
+package upstream
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"perigee/units"
+)
+
+// Balancer names.
+const (
+	RoundRobin   = "round_robin"
+	LeastRequest = "least_request"
+	EWMA         = "ewma"
+	Hash         = "hash"
+)
+
+// Config is one service's settings: its backends, balancer, health checks,
+// outlier ejection and retries.
+type Config struct {
+	Balancer string          `yaml:"balancer" json:"balancer"`
+	Hash     HashKey         `yaml:"hash" json:"hash,omitzero"`
+	Backends []BackendConfig `yaml:"backends" json:"backends"`
+	Health   Health          `yaml:"health" json:"health"`
+	Outlier  Outlier         `yaml:"outlier" json:"outlier"`
+	Retry    Retry           `yaml:"retry" json:"retry"`
+}
+
+// BackendConfig is one upstream server.
+type BackendConfig struct {
+	URL    string `yaml:"url" json:"url"`
+	Weight int    `yaml:"weight" json:"weight"`
+}
+
+// HashKey chooses what the hash balancer hashes: exactly one of the three.
+type HashKey struct {
+	Header   string `yaml:"header" json:"header,omitempty"`
+	Cookie   string `yaml:"cookie" json:"cookie,omitempty"`
+	ClientIP bool   `yaml:"client_ip" json:"client_ip,omitempty"`
+}
+
+// Health configures active checks; an empty path turns them off.
+type Health struct {
+	Path     string         `yaml:"path" json:"path,omitempty"`
+	Interval units.Duration `yaml:"interval" json:"interval"`
+	Timeout  units.Duration `yaml:"timeout" json:"timeout"`
+	Rise     int            `yaml:"rise" json:"rise"`
+	Fall     int            `yaml:"fall" json:"fall"`
+}
+
+// Outlier configures passive ejection of failing backends.
+type Outlier struct {
+	ConsecutiveFailures int            `yaml:"consecutive_failures" json:"consecutive_failures"`
+	BaseEjection        units.Duration `yaml:"base_ejection" json:"base_ejection"`
+	MaxEjection         units.Duration `yaml:"max_ejection" json:"max_ejection"`
+	MaxEjectedPercent   int            `yaml:"max_ejected_percent" json:"max_ejected_percent"`
+}
+
+// Retry configures retries of idempotent requests that failed to connect.
+type Retry struct {
+	Attempts int     `yaml:"attempts" json:"attempts"` // extra tries after the first
+	Budget   float64 `yaml:"budget" json:"budget"`     // retries allowed per request, on average
+}
+
+// SetDefaults fills what the config leaves out.
+func (c *Config) SetDefaults() {
+	if c.Balancer == "" {
+		c.Balancer = RoundRobin
+	}
+	for i := range c.Backends {
+		if c.Backends[i].Weight == 0 {
+			c.Backends[i].Weight = 1
+		}
+	}
+	h := &c.Health
+	setDur(&h.Interval, 2*time.Second)
+	setDur(&h.Timeout, time.Second)
+	setInt(&h.Rise, 2)
+	setInt(&h.Fall, 3)
+	o := &c.Outlier
+	setInt(&o.ConsecutiveFailures, 5)
+	setDur(&o.BaseEjection, 5*time.Second)
+	setDur(&o.MaxEjection, 5*time.Minute)
+	setInt(&o.MaxEjectedPercent, 50)
+	setInt(&c.Retry.Attempts, 2)
+	if c.Retry.Budget == 0 {
+		c.Retry.Budget = 0.2
+	}
+}
+
+func setDur(d *units.Duration, def time.Duration) {
+	if *d == 0 {
+		*d = units.Duration(def)
+	}
+}
+
+func setInt(i *int, def int) {
+	if *i == 0 {
+		*i = def
+	}
+}
+
+// Validate reports every problem, each as "field: what" so that the config
+// can name the line.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	switch c.Balancer {
+	case RoundRobin, LeastRequest, EWMA:
+	case Hash:
+		n := 0
+		for _, set := range []bool{c.Hash.Header != "", c.Hash.Cookie != "", c.Hash.ClientIP} {
+			if set {
+				n++
+			}
+		}
+		if n != 1 {
+			bad("hash", "the hash balancer needs exactly one of hash.header, hash.cookie, hash.client_ip")
+		}
+	default:
+		bad("balancer", "unknown balancer %q (%s, %s, %s, %s)", c.Balancer, RoundRobin, LeastRequest, EWMA, Hash)
+	}
+	seen := map[string]bool{}
+	for i, b := range c.Backends {
+		at := fmt.Sprintf("backends[%d]", i)
+		u, err := url.Parse(b.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad(at, "backend url %q must be http(s)://host:port", b.URL)
+		} else if u.Path != "" && u.Path != "/" {
+			bad(at, "backend url %q must not have a path", b.URL)
+		}
+		if seen[b.URL] {
+			bad(at, "backend %q is listed twice", b.URL)
+		}
+		seen[b.URL] = true
+		if b.Weight < 1 || b.Weight > 1000 {
+			bad(at, "backend weight must be 1..1000, got %d", b.Weight)
+		}
+	}
+	h := c.Health
+	if h.Path != "" && !strings.HasPrefix(h.Path, "/") {
+		bad("health.path", "health path must start with /")
+	}
+	if h.Rise < 1 || h.Fall < 1 {
+		bad("health", "health rise and fall must be at least 1")
+	}
+	o := c.Outlier
+	if o.ConsecutiveFailures < 0 || o.MaxEjectedPercent < 0 || o.MaxEjectedPercent > 100 {
+		bad("outlier", "outlier consecutive_failures must be ≥ 0 and max_ejected_percent 0..100")
+	}
+	if c.Retry.Attempts < 0 || c.Retry.Budget < 0 || c.Retry.Budget > 1 {
+		bad("retry", "retry attempts must be ≥ 0 and budget 0..1")
+	}
+	return errors.Join(errs...)
+}
