@@ -17,7 +17,7 @@ type corpusCase struct {
 	target, want string // want is the normal path and "?query", or "reject:<code>"
 }
 
-func readCorpus(t *testing.T) []corpusCase {
+func readCorpus(t testing.TB) []corpusCase {
 	t.Helper()
 	f, err := os.Open("testdata/corpus.txt")
 	if err != nil {
@@ -99,7 +99,7 @@ func TestCorpus(t *testing.T) {
 // Normalize leaves it alone), free of every ambiguity the rules remove, the
 // same resource path.Clean finds in the input, and forwarded byte for byte by
 // net/url once set as RawPath.
-func checkNormal(t *testing.T, target, p string) {
+func checkNormal(t testing.TB, target, p string) {
 	t.Helper()
 	if again, q, err := Normalize(p); err != nil || again != p || q != "" {
 		t.Errorf("Normalize(%q) = %q; Normalize of that = %q, %q, %v: not idempotent", target, p, again, q, err)
