@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -174,6 +175,30 @@ func TestNormalPathsDoNotAllocate(t *testing.T) {
 	} {
 		if n := testing.AllocsPerRun(100, func() { _, _, _ = Normalize(target) }); n != 0 {
 			t.Errorf("Normalize(%q): %v allocations, want 0", target, n)
+		}
+	}
+}
+
+// TestLongTargetsCostLinearMemory: a hostile target within the header
+// limit costs a bounded multiple of its size, however it is spelled.
+func TestLongTargetsCostLinearMemory(t *testing.T) {
+	const size = 1 << 20
+	for _, c := range []struct{ unit, want string }{
+		{"/a/..", "/"},
+		{"/%2e%2E", "/"},
+		{"//", "/"},
+		{"/%C3%A9\xc3\xa9", ""}, // every byte encoded: the output is 3/2 the input
+	} {
+		target := strings.Repeat(c.unit, size/len(c.unit))
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		p, _, err := Normalize(target)
+		runtime.ReadMemStats(&after)
+		if err != nil || c.want != "" && p != c.want {
+			t.Errorf("%d × %q: %.20q…, %v; want %q", size/len(c.unit), c.unit, p, err, c.want)
+		}
+		if got := after.TotalAlloc - before.TotalAlloc; got > 8*size {
+			t.Errorf("%d × %q: allocated %d bytes for a %d-byte target", size/len(c.unit), c.unit, got, len(target))
 		}
 	}
 }
