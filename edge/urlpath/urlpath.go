@@ -132,7 +132,7 @@ func absolutePath(target string) (string, error) {
 // What a byte is in a path, raw or decoded.
 const (
 	unreserved = iota + 1 // ALPHA DIGIT - . _ ~
-	pchar                 // other bytes a segment carries raw: sub-delims but ';', ':', '@'
+	pchar                 // the other bytes a segment may carry raw: sub-delims save ';', and ':' '@'
 	encode                // printable bytes a path may not carry raw, and non-ASCII
 	slash
 	percent
