@@ -266,3 +266,31 @@ func TestAliveIsCheap(t *testing.T) {
 		t.Fatalf("alive allocates %v times a call", n)
 	}
 }
+
+// TestResetMidBody: a backend that resets the connection halfway through a
+// body fails that body, and the next request gets a new connection.
+func TestResetMidBody(t *testing.T) {
+	b := newRawBackend(t, func(n int32, c net.Conn, br *bufio.Reader) {
+		if n > 1 {
+			answer(n, c, br)
+			return
+		}
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+		c.(*net.TCPConn).SetLinger(0) // the deferred Close sends a RST
+	})
+	tr := newTransport(t, Options{}, nil)
+	resp, err := tr.RoundTrip(get(t, b.url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatal("a body cut by a reset read without error")
+	}
+	resp.Body.Close()
+	if _, body := do(t, tr, get(t, b.url)); body != "conn 2: " {
+		t.Fatalf("next request got %q", body)
+	}
+}
