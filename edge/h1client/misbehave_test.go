@@ -1,3 +1,5 @@
+//go:build unix
+
 package h1client
 
 import (
@@ -12,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // rawBackend is a loopback backend written against the socket, so that it
@@ -120,7 +124,8 @@ func TestUnsolicitedBytes(t *testing.T) {
 			req, _ := http.NewRequest(tc.method, b.url, nil)
 			do(t, tr, req)
 			close(got1)
-			<-sent // on loopback the bytes are in our socket once the write returns
+			<-sent
+			landed(t, tr, b.url)
 			if _, body := do(t, tr, get(t, b.url)); body != "conn 2: " {
 				t.Fatalf("second request got %q, want the answer of a new connection", body)
 			}
@@ -152,6 +157,30 @@ func closeWhenIdle(d time.Duration, reset bool, closed chan<- struct{}) func(int
 	}
 }
 
+// landed waits until what the backend sent on the pooled connection to
+// url (bytes, FIN or RST) has reached our socket: loopback delivers it as
+// the backend's write returns, but a loaded machine may lag. Without a
+// pooled connection there is nothing to wait for.
+func landed(t *testing.T, tr *Transport, url string) {
+	t.Helper()
+	p := tr.pool(strings.TrimPrefix(url, "http://"))
+	c := p.pop()
+	if c == nil {
+		return
+	}
+	defer p.put(c)
+	var n int
+	var err error
+	c.raw.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		for n, err = unix.Poll(fds, 10_000); err == unix.EINTR; n, err = unix.Poll(fds, 10_000) {
+		}
+	})
+	if n != 1 {
+		t.Fatalf("nothing the backend sent arrived (%v)", err)
+	}
+}
+
 // TestBackendClosedIdle: a POST after the backend closed the pooled
 // connection goes on a new one, since nothing of it was sent.
 func TestBackendClosedIdle(t *testing.T) {
@@ -165,6 +194,7 @@ func TestBackendClosedIdle(t *testing.T) {
 					t.Fatalf("POST %d: got %q", i+1, body)
 				}
 				<-closed // the backend gave up on the pooled connection
+				landed(t, tr, b.url)
 			}
 		})
 	}
