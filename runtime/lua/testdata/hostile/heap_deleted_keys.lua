@@ -1,0 +1,8 @@
+-- expect: alloc
+-- calls: 2000
+-- Keys set and deleted: gopher-lua keeps every key a table has ever had.
+t = {}
+n = 0
+function evaluate()
+  for i = 1, 5000 do n = n + 1; t["k" .. n] = true; t["k" .. n] = nil end
+end
