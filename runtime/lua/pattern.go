@@ -309,7 +309,7 @@ func (m *matcher) endCapture(s, p int) int {
 // balance matches %bxy at src[s:], pat[p:p+2] holding x and y.
 func (m *matcher) balance(s, p int) int {
 	if p+1 >= len(m.pat) {
-		m.fail("missing arguments to '%b'")
+		m.fail("malformed pattern (missing arguments to '%b')")
 	}
 	if s >= len(m.src) || m.src[s] != m.pat[p] {
 		return -1
