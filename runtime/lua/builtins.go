@@ -130,15 +130,13 @@ func (vm *VM) stringRep(L *glua.LState) int {
 		size += float64(len(sep)) * (n - 1)
 	}
 	vm.checkSize(L, "string.rep", size)
-	var b strings.Builder
-	b.Grow(len(s)*int(n) + len(sep)*(int(n)-1))
-	for i := range int(n) {
-		if i > 0 {
-			b.WriteString(sep)
-		}
-		b.WriteString(s)
+	var out string
+	if sep == "" {
+		out = strings.Repeat(s, int(n))
+	} else {
+		out = s + strings.Repeat(sep+s, int(n)-1)
 	}
-	L.Push(glua.LString(b.String()))
+	L.Push(glua.LString(out))
 	return 1
 }
 

@@ -27,9 +27,9 @@ import (
 // within the budget plus rssMargin, and the VM must answer a call after.
 // The deadline is longer than a policy's usual 100 ms so that the bound
 // holds on a loaded machine, where a goroutine can wait tens of
-// milliseconds to run.
+// milliseconds to run (and four times longer under the race detector).
 const (
-	hostileTimeout = 250 * time.Millisecond
+	hostileTimeout = 250 * time.Millisecond * raceSlowdown
 	hostileBudget  = 64 << 20
 	rssMargin      = 48 << 20
 )

@@ -2,4 +2,7 @@
 
 package lua
 
-const raceEnabled = false
+const (
+	raceEnabled  = false
+	raceSlowdown = 1
+)

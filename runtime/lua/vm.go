@@ -299,9 +299,9 @@ func (vm *VM) call(ctx context.Context, fn *glua.LFunction, what string, args []
 	if err := L.PCall(len(args), glua.MultRet, nil); err != nil {
 		return nil, classify(ctx, err, source(fn))
 	}
-	if ctx.Err() != nil {
+	if limit := limitOf(ctx); limit != nil {
 		// The script caught the limit's error with pcall and returned.
-		return nil, classify(ctx, errors.New(what+": context"), source(fn))
+		return nil, &Error{Msg: fmt.Sprintf("%s: %s: %v (caught by the script)", source(fn), what, limit), Limit: limit}
 	}
 	c := vm.newConversion()
 	out := make([]any, 0, L.GetTop()-top)
@@ -360,21 +360,27 @@ func classify(ctx context.Context, err error, src string) error {
 	if !hasPosition(msg) {
 		msg = src + ": " + msg
 	}
-	e := &Error{Msg: msg}
-	if ctx.Err() != nil {
-		cause := context.Cause(ctx)
-		switch {
-		case errors.Is(cause, ErrAllocation):
-			e.Limit = ErrAllocation
-		case errors.Is(cause, context.DeadlineExceeded):
-			e.Limit = ErrTimeout
-		default:
-			e.Limit = cause
-		}
+	e := &Error{Msg: msg, Limit: limitOf(ctx)}
+	if e.Limit != nil {
 		// gopher-lua appends ctx.Err() to the position; name the real cause.
 		pos, _, _ := strings.Cut(msg, " context ")
 		e.Msg = strings.TrimSpace(pos) + " " + e.Limit.Error()
 	}
 	e.Msg = truncate(e.Msg)
 	return e
+}
+
+// limitOf is the limit that ended the call's context, or nil.
+func limitOf(ctx context.Context) error {
+	if ctx.Err() == nil {
+		return nil
+	}
+	cause := context.Cause(ctx)
+	switch {
+	case errors.Is(cause, ErrAllocation):
+		return ErrAllocation
+	case errors.Is(cause, context.DeadlineExceeded):
+		return ErrTimeout
+	}
+	return cause
 }

@@ -4,5 +4,5 @@
 t = {}
 n = 0
 function evaluate()
-  for i = 1, 5000 do n = n + 1; t["k" .. n] = true; t["k" .. n] = nil end
+  for i = 1, 5000 do n = n + 1; t[n + 0.5] = true; t[n + 0.5] = nil end
 end
