@@ -446,18 +446,20 @@ func (vm *VM) concat(L *glua.LState) int {
 			for j > 1 && stringish(L.Get(j-1)) {
 				j--
 			}
-			size := len(rhs.String())
-			for k := j; k <= i; k++ {
-				size += len(L.Get(k).String())
+			// Each operand rendered once: a number's String formats it.
+			var buf [8]string
+			parts := buf[:0]
+			size := 0
+			for k := j; k <= i+1; k++ {
+				v := rhs
+				if k <= i {
+					v = L.Get(k)
+				}
+				parts = append(parts, v.String())
+				size += len(parts[len(parts)-1])
 			}
 			vm.checkSize(L, "concatenation", float64(size))
-			var b strings.Builder
-			b.Grow(size)
-			for k := j; k <= i; k++ {
-				b.WriteString(L.Get(k).String())
-			}
-			b.WriteString(rhs.String())
-			rhs, i = glua.LString(b.String()), j
+			rhs, i = glua.LString(strings.Join(parts, "")), j
 			continue
 		}
 		mm := L.GetMetaField(lhs, "__concat")
