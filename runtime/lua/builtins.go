@@ -141,7 +141,7 @@ func (vm *VM) stringRep(L *glua.LState) int {
 }
 
 // strIndex converts a Lua string position (1-based, negative from the end)
-// to an offset clamped to [0, len].
+// to an offset clamped to [0, n], as Lua 5.1 does for find's init.
 func strIndex(pos, n int) int {
 	if pos < 0 {
 		pos += n + 1
@@ -195,15 +195,7 @@ func (vm *VM) stringMatch(L *glua.LState) int { return vm.find(L, false) }
 func (vm *VM) find(L *glua.LState, positions bool) int {
 	src := L.CheckString(1)
 	pat := L.CheckString(2)
-	init := L.OptInt(3, 1)
-	if init < 0 {
-		init += len(src) + 1
-	}
-	init = max(init-1, 0)
-	if init > len(src) {
-		L.Push(glua.LNil)
-		return 1
-	}
+	init := strIndex(L.OptInt(3, 1), len(src))
 	if positions && (glua.LVAsBool(L.Get(4)) || !hasSpecials(pat)) {
 		k := strings.Index(src[init:], pat)
 		if k < 0 {

@@ -39,7 +39,8 @@ func TestBuiltinsKeepLuaSemantics(t *testing.T) {
 		// find and match positions, init and plain.
 		{`string.find("a.b.c", ".", 3, true)`, []any{4.0, 4.0}},
 		{`string.find("abcabc", "b", -3)`, []any{5.0, 5.0}},
-		{`string.find("abc", "", 10)`, []any{nil}},
+		{`string.find("abc", "", 10)`, []any{4.0, 3.0}},
+		{`string.find("abc", "c", 10)`, []any{nil}},
 		{`string.find("key=val", "(%w+)=(%w+)")`, []any{1.0, 7.0, "key", "val"}},
 		{`string.match("  trim  ", "^%s*(.-)%s*$")`, []any{"trim"}},
 		{`string.match("f(a(b)c)", "%b()")`, []any{"(a(b)c)"}},
