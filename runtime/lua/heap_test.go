@@ -65,3 +65,28 @@ for i = 1, 20000 do t.next = {} t = t.next end`)
 		t.Errorf("a walk limited to 64 KiB went on to %d bytes", n)
 	}
 }
+
+// A script whose top level keeps more than the budget is refused, and the
+// VM goes on without it.
+func TestLoadOverBudgetIsRefused(t *testing.T) {
+	vm := New(Options{Limits: Limits{Timeout: 5 * time.Second, AllocBytes: 8 << 20}})
+	defer vm.Close()
+	if err := vm.Load(context.Background(), "small.lua", "function ok() return 1 end"); err != nil {
+		t.Fatal(err)
+	}
+	err := vm.Load(context.Background(), "big.lua", `
+kept = {}
+for i = 1, 10 do kept[i] = string.rep("x", 2^20) end
+function big() return #kept end`)
+	if !errors.Is(err, ErrAllocation) {
+		t.Fatalf("load: %v, want ErrAllocation", err)
+	}
+	if vm.HasFunc("big") {
+		t.Error("the refused script's function is defined")
+	}
+	for range 3 {
+		if out, err := vm.Call(context.Background(), "ok"); err != nil || out[0] != 1.0 {
+			t.Fatalf("ok = %v, %v", out, err)
+		}
+	}
+}

@@ -161,10 +161,15 @@ func (vm *VM) rebuild() error {
 	return nil
 }
 
-// record runs step and keeps it for a rebuild.
+// record runs step and, if it succeeds, keeps it for a rebuild: a script
+// that fails to load (or leaves the state over budget, which rebuilds it
+// without the script) is not part of the VM.
 func (vm *VM) record(step func() error) error {
+	if err := step(); err != nil {
+		return err
+	}
 	vm.recipe = append(vm.recipe, step)
-	return step()
+	return nil
 }
 
 // Close releases the state.
@@ -184,9 +189,6 @@ func Check(name, src string) error {
 
 // Load compiles src and runs its top level under the VM's limits.
 func (vm *VM) Load(ctx context.Context, name, src string) error {
-	if _, err := vm.compile(name, src); err != nil {
-		return err // not worth recording
-	}
 	return vm.record(func() error {
 		proto, err := vm.compile(name, src)
 		if err != nil {
