@@ -14,14 +14,17 @@ import (
 	glua "github.com/yuin/gopher-lua"
 )
 
-// Limits bound what one call into the VM may consume.
+// Limits bound what one call into the VM may consume, and what the VM
+// keeps between calls. Go code inside the builtins is held to the same
+// deadline and budget as the script's own instructions.
 type Limits struct {
 	// Timeout is the deadline of one Load or Call; zero means only the
 	// caller's context bounds it.
 	Timeout time.Duration
-	// AllocBytes is the allocation budget of one Load or Call. It is
-	// measured over the whole process while the call runs, so it errs on
-	// the side of stopping a script; zero means DefaultAllocBytes.
+	// AllocBytes is the allocation budget of one Load or Call, measured
+	// over the whole process while the call runs, so it errs on the side
+	// of stopping a script. It also bounds what the state holds after a
+	// call (see VM). Zero means DefaultAllocBytes.
 	AllocBytes uint64
 	// CallDepth bounds recursion; zero means DefaultCallDepth.
 	CallDepth int
