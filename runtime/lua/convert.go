@@ -1,6 +1,8 @@
 package lua
 
 import (
+	"errors"
+	"fmt"
 	"math"
 	"strconv"
 
@@ -109,30 +111,73 @@ func ToLua(L *glua.LState, v any) glua.LValue {
 	return glua.LNil
 }
 
-// FromLua converts a Lua value to Go: numbers to float64, strings, booleans,
-// nil, and tables to []any when they are sequences or map[string]any
-// otherwise (number keys written in decimal). Functions and other values
-// become nil, and tables nested deeper than 32 levels are cut off.
-func FromLua(v glua.LValue) any { return fromLua(v, 0) }
+// conversion converts a Lua value to Go within Limits.ConvertNodes values
+// and Limits.ConvertBytes bytes. It counts every value it produces, so a
+// table shared by many others costs as often as it appears in the result:
+// the Go value is a tree, and it is the tree that a caller prints or
+// stores.
+type conversion struct {
+	nodes, bytes       int
+	maxNodes, maxBytes int
+}
 
-func fromLua(v glua.LValue, depth int) any {
-	switch x := v.(type) {
-	case glua.LBool:
-		return bool(x)
-	case glua.LNumber:
-		return float64(x)
-	case glua.LString:
-		return string(x)
-	case *glua.LTable:
-		if depth >= maxDepth {
-			return nil
-		}
-		return tableFromLua(x, depth+1)
+// ErrConversion is a value too large to convert to Go.
+var ErrConversion = errors.New("value exceeds the conversion limit")
+
+func (vm *VM) newConversion() *conversion {
+	return &conversion{maxNodes: vm.limits.ConvertNodes, maxBytes: vm.limits.ConvertBytes}
+}
+
+// fromLua converts v to Go: numbers to float64, strings, booleans, nil,
+// and tables to []any when they are sequences or map[string]any otherwise
+// (number keys written in decimal). Functions and other values become nil,
+// and tables nested deeper than 32 levels are cut off.
+func (vm *VM) fromLua(v glua.LValue) (any, error) {
+	c := vm.newConversion()
+	out := c.value(v, 0)
+	return out, c.err()
+}
+
+// err says which limit the conversion met, if any.
+func (c *conversion) err() error {
+	if c.nodes > c.maxNodes {
+		return fmt.Errorf("%w of %d values", ErrConversion, c.maxNodes)
+	}
+	if c.bytes > c.maxBytes {
+		return fmt.Errorf("%w of %d bytes", ErrConversion, c.maxBytes)
 	}
 	return nil
 }
 
-func tableFromLua(t *glua.LTable, depth int) any {
+// over reports whether the conversion has met a limit, charging n bytes.
+func (c *conversion) over(n int) bool {
+	c.nodes++
+	c.bytes += n
+	return c.nodes > c.maxNodes || c.bytes > c.maxBytes
+}
+
+func (c *conversion) value(v glua.LValue, depth int) any {
+	switch x := v.(type) {
+	case glua.LBool:
+		c.over(1)
+		return bool(x)
+	case glua.LNumber:
+		c.over(8)
+		return float64(x)
+	case glua.LString:
+		c.over(len(x))
+		return string(x)
+	case *glua.LTable:
+		if c.over(16) || depth >= maxDepth {
+			return nil
+		}
+		return c.table(x, depth+1)
+	}
+	c.over(0)
+	return nil
+}
+
+func (c *conversion) table(t *glua.LTable, depth int) any {
 	n := t.Len()
 	seq := true
 	count := 0
@@ -143,14 +188,17 @@ func tableFromLua(t *glua.LTable, depth int) any {
 		}
 	})
 	if seq && count == n && n > 0 {
-		out := make([]any, n)
-		for i := range n {
-			out[i] = fromLua(t.RawGetInt(i+1), depth)
+		out := make([]any, 0, min(n, c.maxNodes))
+		for i := 1; i <= n && !c.full(); i++ {
+			out = append(out, c.value(t.RawGetInt(i), depth))
 		}
 		return out
 	}
-	out := make(map[string]any, count)
+	out := make(map[string]any, min(count, c.maxNodes))
 	t.ForEach(func(k, e glua.LValue) {
+		if c.full() {
+			return
+		}
 		var key string
 		switch kk := k.(type) {
 		case glua.LString:
@@ -160,7 +208,10 @@ func tableFromLua(t *glua.LTable, depth int) any {
 		default:
 			return
 		}
-		out[key] = fromLua(e, depth)
+		c.bytes += len(key)
+		out[key] = c.value(e, depth)
 	})
 	return out
 }
+
+func (c *conversion) full() bool { return c.nodes > c.maxNodes || c.bytes > c.maxBytes }

@@ -35,14 +35,17 @@ func newWatchdog(budget uint64) *watchdog {
 	return w
 }
 
-func allocated(s []metrics.Sample) uint64 {
+func readAllocated(s []metrics.Sample) uint64 {
 	metrics.Read(s)
 	return s[0].Value.Uint64()
 }
 
+// allocated is the process's allocation counter.
+func allocated() uint64 { return readAllocated([]metrics.Sample{{Name: allocMetric}}) }
+
 // watch starts watching a call that cancel stops.
 func (w *watchdog) watch(cancel context.CancelCauseFunc) {
-	start := allocated([]metrics.Sample{{Name: allocMetric}})
+	start := allocated()
 	w.mu.Lock()
 	w.cancel, w.start = cancel, start
 	w.mu.Unlock()
@@ -91,7 +94,7 @@ func (w *watchdog) check(sample []metrics.Sample) bool {
 	if w.cancel == nil {
 		return false
 	}
-	if allocated(sample)-w.start > w.budget {
+	if readAllocated(sample)-w.start > w.budget {
 		w.cancel(ErrAllocation)
 		w.cancel = nil
 		return false

@@ -1,7 +1,6 @@
 package lua
 
 import (
-	"strings"
 	"time"
 
 	glua "github.com/yuin/gopher-lua"
@@ -9,8 +8,9 @@ import (
 
 // removedBase are base functions a sandboxed script must not reach: file
 // access, the module system (replaced by a require over Options.Modules),
-// and the collector, which a script could use to stall the node.
-var removedBase = []string{"dofile", "loadfile", "module", "require", "collectgarbage", "_printregs", "print"}
+// the collector, which a script could use to stall the node, and function
+// environments, which would hide the bounded `..` (see concatFunc).
+var removedBase = []string{"dofile", "loadfile", "module", "require", "collectgarbage", "_printregs", "print", "getfenv", "setfenv"}
 
 func (vm *VM) openSandbox(print func(string)) {
 	L := vm.L
@@ -27,14 +27,12 @@ func (vm *VM) openSandbox(print func(string)) {
 	}
 	L.SetGlobal("print", L.NewFunction(func(L *glua.LState) int {
 		if print != nil {
-			print(joinArgs(L))
+			print(vm.joinArgs(L))
 		}
 		return 0
 	}))
 	L.SetGlobal("require", L.NewFunction(vm.require))
-	if str, ok := L.GetGlobal("string").(*glua.LTable); ok {
-		str.RawSetString("rep", L.NewFunction(vm.stringRep))
-	}
+	vm.openBuiltins()
 	os := L.NewTable()
 	os.RawSetString("time", L.NewFunction(vm.osTime))
 	os.RawSetString("clock", L.NewFunction(vm.osClock))
@@ -42,13 +40,17 @@ func (vm *VM) openSandbox(print func(string)) {
 	L.SetGlobal("os", os)
 }
 
-// joinArgs renders the arguments of the calling function as print does.
-func joinArgs(L *glua.LState) string {
-	parts := make([]string, L.GetTop())
-	for i := range parts {
-		parts[i] = L.ToStringMeta(L.Get(i + 1)).String()
+// joinArgs renders the arguments of the calling function as print does,
+// within the string limit.
+func (vm *VM) joinArgs(L *glua.LState) string {
+	b := vm.newBuilder(L, "print")
+	for i := 1; i <= L.GetTop(); i++ {
+		if i > 1 {
+			b.addByte('\t')
+		}
+		b.add(L.ToStringMeta(L.Get(i)).String())
 	}
-	return strings.Join(parts, "\t")
+	return b.String()
 }
 
 // require loads one of Options.Modules once and caches its result.
@@ -63,7 +65,7 @@ func (vm *VM) require(L *glua.LState) int {
 		L.RaiseError("module %q is not available", name)
 		return 0
 	}
-	proto, err := compile(name+".lua", src)
+	proto, err := vm.compile(name+".lua", src)
 	if err != nil {
 		L.RaiseError("%v", err)
 		return 0
@@ -76,34 +78,6 @@ func (vm *VM) require(L *glua.LState) int {
 	}
 	vm.loaded[name] = v
 	L.Push(v)
-	return 1
-}
-
-// stringRep is string.rep with the result size checked before it is built,
-// since one huge rep would allocate in a single step the watchdog cannot
-// interrupt.
-func (vm *VM) stringRep(L *glua.LState) int {
-	s := L.CheckString(1)
-	n := L.CheckInt(2)
-	sep := L.OptString(3, "")
-	if n <= 0 {
-		L.Push(glua.LString(""))
-		return 1
-	}
-	size := float64(len(s))*float64(n) + float64(len(sep))*float64(n-1)
-	if size > float64(vm.limits.StringBytes) {
-		L.RaiseError("string.rep: result of %.0f bytes exceeds the limit of %d", size, vm.limits.StringBytes)
-		return 0
-	}
-	var b strings.Builder
-	b.Grow(int(size))
-	for i := range n {
-		if i > 0 {
-			b.WriteString(sep)
-		}
-		b.WriteString(s)
-	}
-	L.Push(glua.LString(b.String()))
 	return 1
 }
 

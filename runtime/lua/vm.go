@@ -12,33 +12,47 @@ import (
 	"time"
 
 	glua "github.com/yuin/gopher-lua"
-	"github.com/yuin/gopher-lua/parse"
 )
 
-// Limits bound what one call into the VM may consume.
+// Limits bound what one call into the VM may consume, and what the VM
+// keeps between calls. Go code inside the builtins is held to the same
+// deadline and budget as the script's own instructions.
 type Limits struct {
 	// Timeout is the deadline of one Load or Call; zero means only the
 	// caller's context bounds it.
 	Timeout time.Duration
-	// AllocBytes is the allocation budget of one Load or Call. It is
-	// measured over the whole process while the call runs, so it errs on
-	// the side of stopping a script; zero means DefaultAllocBytes.
+	// AllocBytes is the allocation budget of one Load or Call, measured
+	// over the whole process while the call runs, so it errs on the side
+	// of stopping a script. It also bounds what the state holds after a
+	// call (see VM). Zero means DefaultAllocBytes.
 	AllocBytes uint64
 	// CallDepth bounds recursion; zero means DefaultCallDepth.
 	CallDepth int
 	// StackSlots bounds the value stack; zero means DefaultStackSlots.
 	StackSlots int
-	// StringBytes bounds a string built by string.rep in one step; zero
+	// StringBytes bounds every string a script builds: with `..`,
+	// string.rep, string.format, string.gsub, table.concat or print; zero
 	// means DefaultStringBytes.
 	StringBytes int
+	// SourceBytes bounds a script, a module and a chunk given to
+	// loadstring or load; zero means DefaultSourceBytes.
+	SourceBytes int
+	// ConvertNodes and ConvertBytes bound a value converted to Go (the
+	// arguments of a registered function, the results of a call, a
+	// global); zero means DefaultConvertNodes and DefaultConvertBytes.
+	ConvertNodes int
+	ConvertBytes int
 }
 
 // Defaults for the zero values of Limits.
 const (
-	DefaultAllocBytes  = 64 << 20
-	DefaultCallDepth   = 200
-	DefaultStackSlots  = 256 << 10
-	DefaultStringBytes = 1 << 20
+	DefaultAllocBytes   = 64 << 20
+	DefaultCallDepth    = 200
+	DefaultStackSlots   = 256 << 10
+	DefaultStringBytes  = 1 << 20
+	DefaultSourceBytes  = 256 << 10
+	DefaultConvertNodes = 100_000
+	DefaultConvertBytes = 4 << 20
 )
 
 // Options configure a VM.
@@ -53,9 +67,10 @@ type Options struct {
 	Print func(msg string)
 }
 
-// Func is a Go function callable from Lua. Its arguments and results are
-// converted with FromLua and ToLua; a returned error becomes a Lua error at
-// the calling line.
+// Func is a Go function callable from Lua. Its arguments are converted to
+// Go within the conversion limits and its results with ToLua; a returned
+// error, or arguments over the limits, become a Lua error at the calling
+// line.
 type Func func(args []any) ([]any, error)
 
 // Limit errors, matched with errors.Is.
@@ -75,47 +90,89 @@ func (e *Error) Error() string { return e.Msg }
 func (e *Error) Unwrap() error { return e.Limit }
 
 // VM is one Lua state. It is not safe for concurrent use.
+//
+// When its state holds more than the allocation budget after a call, the
+// VM replaces it with a fresh one rebuilt from what made it — the
+// registered functions, the globals set from Go and the scripts loaded, in
+// order — and that call fails with ErrAllocation.
 type VM struct {
 	L       *glua.LState
 	limits  Limits
 	now     func() time.Time
 	born    time.Time
+	print   func(string)
 	modules map[string]string
 	loaded  map[string]glua.LValue
 	dog     *watchdog // started by the first call
+	heap    heapMark
+	// recipe rebuilds the state; rebuilding is set while it runs.
+	recipe     []func() error
+	rebuilding bool
 }
 
 // New returns a VM with only the sandboxed libraries open.
 func New(opt Options) *VM {
 	lim := opt.Limits
+	for _, d := range []struct {
+		v   *int
+		def int
+	}{{&lim.CallDepth, DefaultCallDepth}, {&lim.StackSlots, DefaultStackSlots}, {&lim.StringBytes, DefaultStringBytes},
+		{&lim.SourceBytes, DefaultSourceBytes}, {&lim.ConvertNodes, DefaultConvertNodes}, {&lim.ConvertBytes, DefaultConvertBytes}} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
 	if lim.AllocBytes == 0 {
 		lim.AllocBytes = DefaultAllocBytes
-	}
-	if lim.CallDepth == 0 {
-		lim.CallDepth = DefaultCallDepth
-	}
-	if lim.StackSlots == 0 {
-		lim.StackSlots = DefaultStackSlots
-	}
-	if lim.StringBytes == 0 {
-		lim.StringBytes = DefaultStringBytes
 	}
 	now := opt.Now
 	if now == nil {
 		now = time.Now
 	}
-	L := glua.NewState(glua.Options{
+	vm := &VM{limits: lim, now: now, born: now(), print: opt.Print, modules: opt.Modules}
+	vm.fresh()
+	return vm
+}
+
+// fresh gives the VM a new state with the sandboxed libraries open.
+func (vm *VM) fresh() {
+	vm.L = glua.NewState(glua.Options{
 		SkipOpenLibs:    true,
-		CallStackSize:   lim.CallDepth,
+		CallStackSize:   vm.limits.CallDepth,
 		RegistrySize:    1024,
-		RegistryMaxSize: lim.StackSlots,
+		RegistryMaxSize: vm.limits.StackSlots,
 		// A fixed call stack of CallDepth frames: growing and shrinking it
 		// on calls cost more than the few kilobytes it saves.
 		MinimizeStackMemory: false,
 	})
-	vm := &VM{L: L, limits: lim, now: now, born: now(), modules: opt.Modules, loaded: map[string]glua.LValue{}}
-	vm.openSandbox(opt.Print)
-	return vm
+	vm.loaded = map[string]glua.LValue{}
+	vm.openSandbox(vm.print)
+	vm.heap = heapMark{allocs: allocated()}
+}
+
+// rebuild replaces the state with a fresh one made by the recipe.
+func (vm *VM) rebuild() error {
+	vm.L.Close()
+	vm.fresh()
+	vm.rebuilding = true
+	defer func() { vm.rebuilding = false }()
+	for _, step := range vm.recipe {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// record runs step and, if it succeeds, keeps it for a rebuild: a script
+// that fails to load (or leaves the state over budget, which rebuilds it
+// without the script) is not part of the VM.
+func (vm *VM) record(step func() error) error {
+	if err := step(); err != nil {
+		return err
+	}
+	vm.recipe = append(vm.recipe, step)
+	return nil
 }
 
 // Close releases the state.
@@ -126,40 +183,23 @@ func (vm *VM) Close() {
 	vm.L.Close()
 }
 
-// Check compiles src without running it and reports a syntax error as
-// name:line.
+// Check compiles src without running it, within the default source
+// limits, and reports a syntax error as name:line.
 func Check(name, src string) error {
-	_, err := compile(name, src)
+	_, err := compile(name, src, DefaultSourceBytes)
 	return err
-}
-
-func compile(name, src string) (*glua.FunctionProto, error) {
-	chunk, err := parse.Parse(strings.NewReader(src), name)
-	if err != nil {
-		var pe *parse.Error
-		if errors.As(err, &pe) {
-			if pe.Pos.Line == parse.EOF {
-				return nil, &Error{Msg: fmt.Sprintf("%s: at end of file: %s", name, pe.Message)}
-			}
-			return nil, &Error{Msg: fmt.Sprintf("%s:%d: %s near '%s'", name, pe.Pos.Line, pe.Message, pe.Token)}
-		}
-		return nil, &Error{Msg: fmt.Sprintf("%s: %v", name, err)}
-	}
-	proto, err := glua.Compile(chunk, name)
-	if err != nil {
-		return nil, &Error{Msg: fmt.Sprintf("%s: %v", name, err)}
-	}
-	return proto, nil
 }
 
 // Load compiles src and runs its top level under the VM's limits.
 func (vm *VM) Load(ctx context.Context, name, src string) error {
-	proto, err := compile(name, src)
-	if err != nil {
+	return vm.record(func() error {
+		proto, err := vm.compile(name, src)
+		if err != nil {
+			return err
+		}
+		_, err = vm.run(ctx, vm.L.NewFunctionFromProto(proto), "main chunk", nil)
 		return err
-	}
-	_, err = vm.run(ctx, vm.L.NewFunctionFromProto(proto), nil)
-	return err
+	})
 }
 
 // Call calls the global function name with args and returns its results.
@@ -168,7 +208,7 @@ func (vm *VM) Call(ctx context.Context, name string, args ...any) ([]any, error)
 	if !ok {
 		return nil, fmt.Errorf("lua: no function %q", name)
 	}
-	return vm.run(ctx, fn, args)
+	return vm.run(ctx, fn, name, args)
 }
 
 // HasFunc reports whether the global name is a function.
@@ -177,33 +217,79 @@ func (vm *VM) HasFunc(name string) bool {
 	return ok
 }
 
-// Global returns the global name converted with FromLua.
-func (vm *VM) Global(name string) any { return FromLua(vm.L.GetGlobal(name)) }
+// GlobalValue returns the global name converted to Go, or an error naming
+// it when it exceeds the conversion limits.
+func (vm *VM) GlobalValue(name string) (any, error) {
+	v, err := vm.fromLua(vm.L.GetGlobal(name))
+	if err != nil {
+		return nil, fmt.Errorf("lua: global %s: %w", name, err)
+	}
+	return v, nil
+}
+
+// Global is GlobalValue without the error: a value over the conversion
+// limits is nil.
+func (vm *VM) Global(name string) any {
+	v, _ := vm.GlobalValue(name)
+	return v
+}
 
 // SetGlobal sets the global name to v converted with ToLua.
-func (vm *VM) SetGlobal(name string, v any) { vm.L.SetGlobal(name, ToLua(vm.L, v)) }
+func (vm *VM) SetGlobal(name string, v any) {
+	_ = vm.record(func() error {
+		vm.L.SetGlobal(name, ToLua(vm.L, v))
+		return nil
+	})
+}
 
 // Register makes fn callable from Lua as the global name.
 func (vm *VM) Register(name string, fn Func) {
-	vm.L.SetGlobal(name, vm.L.NewFunction(func(L *glua.LState) int {
-		n := L.GetTop()
-		args := make([]any, n)
-		for i := range n {
-			args[i] = FromLua(L.Get(i + 1))
-		}
-		res, err := fn(args)
-		if err != nil {
-			L.RaiseError("%s: %v", name, err)
-			return 0
-		}
-		for _, r := range res {
-			L.Push(ToLua(L, r))
-		}
-		return len(res)
-	}))
+	_ = vm.record(func() error {
+		vm.L.SetGlobal(name, vm.L.NewFunction(func(L *glua.LState) int {
+			// One conversion for all the arguments: the limits bound them
+			// together.
+			c := vm.newConversion()
+			args := make([]any, L.GetTop())
+			for i := range args {
+				args[i] = c.value(L.Get(i+1), 0)
+			}
+			if err := c.err(); err != nil {
+				L.RaiseError("%s: %v", name, err)
+				return 0
+			}
+			res, err := fn(args)
+			if err != nil {
+				L.RaiseError("%s: %v", name, err)
+				return 0
+			}
+			for _, r := range res {
+				L.Push(ToLua(L, r))
+			}
+			return len(res)
+		}))
+		return nil
+	})
 }
 
-func (vm *VM) run(ctx context.Context, fn *glua.LFunction, args []any) ([]any, error) {
+// run calls fn, then checks what the state holds (see VM).
+func (vm *VM) run(ctx context.Context, fn *glua.LFunction, what string, args []any) ([]any, error) {
+	out, err := vm.call(ctx, fn, what, args)
+	if vm.rebuilding {
+		return out, err
+	}
+	if live, over := vm.heapOver(); over {
+		rerr := vm.rebuild()
+		msg := fmt.Sprintf("%s: after %s the state holds over %d MiB, beyond the budget of %d MiB; it was rebuilt from its scripts",
+			source(fn), what, live>>20, vm.limits.AllocBytes>>20)
+		if rerr != nil {
+			msg += ", which failed: " + rerr.Error()
+		}
+		return nil, &Error{Msg: truncate(msg), Limit: ErrAllocation}
+	}
+	return out, err
+}
+
+func (vm *VM) call(ctx context.Context, fn *glua.LFunction, what string, args []any) ([]any, error) {
 	ctx, stop := vm.guard(ctx)
 	defer stop()
 	L := vm.L
@@ -216,39 +302,90 @@ func (vm *VM) run(ctx context.Context, fn *glua.LFunction, args []any) ([]any, e
 		L.Push(ToLua(L, a))
 	}
 	if err := L.PCall(len(args), glua.MultRet, nil); err != nil {
-		return nil, classify(ctx, err)
+		return nil, classify(ctx, err, source(fn))
 	}
+	if limit := limitOf(ctx); limit != nil {
+		// The script caught the limit's error with pcall and returned.
+		return nil, &Error{Msg: fmt.Sprintf("%s: %s: %v (caught by the script)", source(fn), what, limit), Limit: limit}
+	}
+	c := vm.newConversion()
 	out := make([]any, 0, L.GetTop()-top)
 	for i := top + 1; i <= L.GetTop(); i++ {
-		out = append(out, FromLua(L.Get(i)))
+		out = append(out, c.value(L.Get(i), 0))
+	}
+	if err := c.err(); err != nil {
+		return nil, &Error{Msg: fmt.Sprintf("%s:%d: result of %s: %v", source(fn), fn.Proto.LineDefined, what, err)}
 	}
 	return out, nil
 }
 
+// source is the name of the script fn is in.
+func source(fn *glua.LFunction) string {
+	if fn.Proto == nil {
+		return "?"
+	}
+	return fn.Proto.SourceName
+}
+
+// maxMessageBytes bounds an error message: a script can raise a megabyte.
+const maxMessageBytes = 1024
+
+func truncate(msg string) string {
+	if len(msg) <= maxMessageBytes {
+		return msg
+	}
+	return strings.ToValidUTF8(msg[:maxMessageBytes-32], "") + fmt.Sprintf("... (%d bytes)", len(msg))
+}
+
+// hasPosition reports whether msg starts with "name:line:".
+func hasPosition(msg string) bool {
+	_, rest, ok := strings.Cut(msg, ":")
+	digits := 0
+	for digits < len(rest) && rest[digits] >= '0' && rest[digits] <= '9' {
+		digits++
+	}
+	return ok && digits > 0 && digits < len(rest) && rest[digits] == ':'
+}
+
 // classify turns a gopher-lua error into an Error, naming the limit that
 // stopped the script when one did.
-func classify(ctx context.Context, err error) error {
+// A message without a position (an error object that is not a string, an
+// error raised at level 0) is given the script's name.
+func classify(ctx context.Context, err error, src string) error {
 	msg := err.Error()
 	var ae *glua.ApiError
 	if errors.As(err, &ae) {
-		if s, ok := ae.Object.(glua.LString); ok {
-			msg = string(s)
+		switch o := ae.Object.(type) {
+		case glua.LString:
+			msg = string(o)
+		default:
+			msg = fmt.Sprintf("error object is a %s value", o.Type())
 		}
 	}
-	e := &Error{Msg: msg}
-	if ctx.Err() != nil {
-		cause := context.Cause(ctx)
-		switch {
-		case errors.Is(cause, ErrAllocation):
-			e.Limit = ErrAllocation
-		case errors.Is(cause, context.DeadlineExceeded):
-			e.Limit = ErrTimeout
-		default:
-			e.Limit = cause
-		}
+	if !hasPosition(msg) {
+		msg = src + ": " + msg
+	}
+	e := &Error{Msg: msg, Limit: limitOf(ctx)}
+	if e.Limit != nil {
 		// gopher-lua appends ctx.Err() to the position; name the real cause.
 		pos, _, _ := strings.Cut(msg, " context ")
 		e.Msg = strings.TrimSpace(pos) + " " + e.Limit.Error()
 	}
+	e.Msg = truncate(e.Msg)
 	return e
+}
+
+// limitOf is the limit that ended the call's context, or nil.
+func limitOf(ctx context.Context) error {
+	if ctx.Err() == nil {
+		return nil
+	}
+	cause := context.Cause(ctx)
+	switch {
+	case errors.Is(cause, ErrAllocation):
+		return ErrAllocation
+	case errors.Is(cause, context.DeadlineExceeded):
+		return ErrTimeout
+	}
+	return cause
 }

@@ -138,19 +138,38 @@ function hoard()
   while true do
     t[#t + 1] = s .. #t
   end
-end
+end`)
+	_, err := vm.Call(context.Background(), "hoard")
+	if !errors.Is(err, ErrAllocation) {
+		t.Fatalf("hoard: err = %v, want ErrAllocation", err)
+	}
+	if !strings.HasPrefix(err.Error(), "alloc.lua:") {
+		t.Errorf("hoard: message %q lacks the line", err)
+	}
+}
+
+// A string doubled in a loop meets the string limit before the budget: the
+// `..` operator refuses a result over StringBytes before building it.
+func TestConcatenationIsBounded(t *testing.T) {
+	vm := load(t, Options{Limits: Limits{StringBytes: 1000}}, "cat.lua", `
 function double()
   local s = "x"
   while true do s = s .. s end
-end`)
-	for _, fn := range []string{"hoard", "double"} {
-		_, err := vm.Call(context.Background(), fn)
-		if !errors.Is(err, ErrAllocation) {
-			t.Fatalf("%s: err = %v, want ErrAllocation", fn, err)
-		}
-		if !strings.HasPrefix(err.Error(), "alloc.lua:") {
-			t.Errorf("%s: message %q lacks the line", fn, err)
-		}
+end
+function chain(a, b) return a .. 1 .. b .. 2.5, (a .. b):len() end
+local mt = {__concat = function(l, r) return "<" .. tostring(type(l)) .. "," .. tostring(type(r)) .. ">" end}
+function meta() local t = setmetatable({}, mt) return "a" .. t .. "b", t .. "x" .. "y" end`)
+	if _, err := vm.Call(context.Background(), "double"); err == nil || !strings.Contains(err.Error(), "cat.lua:4: concatenation: result of 1024 bytes exceeds the limit of 1000") {
+		t.Fatalf("double: %v", err)
+	}
+	out, err := vm.Call(context.Background(), "chain", "a", "b")
+	if want := []any{"a1b2.5", 2.0}; err != nil || !reflect.DeepEqual(out, want) {
+		t.Fatalf("chain = %v, %v; want %v", out, err, want)
+	}
+	// Right to left, as Lua: t joins "b" first, then "a" joins the result.
+	out, err = vm.Call(context.Background(), "meta")
+	if want := []any{"a<table,string>", "<table,string>"}; err != nil || !reflect.DeepEqual(out, want) {
+		t.Fatalf("meta = %v, %v; want %v", out, err, want)
 	}
 }
 

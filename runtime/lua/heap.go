@@ -1,0 +1,167 @@
+package lua
+
+import (
+	"reflect"
+	"unsafe"
+
+	glua "github.com/yuin/gopher-lua"
+)
+
+// The allocation budget bounds what a call allocates, and the VM's live
+// heap: what its state still holds between calls. The live heap is
+// estimated by walking everything the state can reach. The walk is skipped
+// while the last estimate plus everything the process has allocated since
+// stays within the budget, since the state cannot have grown by more, so a
+// script that allocates little is never walked.
+
+// heapMark is the state of the last walk.
+type heapMark struct {
+	allocs uint64 // the process's allocation counter then
+	live   uint64 // what the state held then
+}
+
+// heapOver reports what the state holds and whether that is over the
+// budget, walking it only when it may be.
+func (vm *VM) heapOver() (uint64, bool) {
+	now := allocated()
+	if vm.heap.live+(now-vm.heap.allocs) <= vm.limits.AllocBytes {
+		return vm.heap.live, false
+	}
+	live := vm.liveBytes(vm.limits.AllocBytes)
+	vm.heap = heapMark{allocs: now, live: live}
+	return live, live > vm.limits.AllocBytes
+}
+
+// Approximate sizes of gopher-lua's objects, from its types; an estimate
+// need only be within a small factor of the truth.
+const (
+	valueBytes = 16 // an LValue interface
+	boxBytes   = 16 // what boxing a number or string header allocates
+	tableBytes = 128
+	entryBytes = 48 // one map entry, key, value and overhead
+	// gopher-lua's key index of a table: a boxed key in keys and an entry
+	// in k2i for every key the table has ever had (measured).
+	keyIndexBytes = 120
+	functionBytes = 96
+	protoBytes    = 256
+	dedupStrings  = 64 // strings at least this long are counted once
+)
+
+// Indices of the LTable fields that hold its storage, read with reflect:
+// gopher-lua keeps every key a table has ever had in keys and k2i, which
+// iteration does not show.
+var tableFields = func() (f struct{ array, dict, strdict, keys, k2i int }) {
+	t := reflect.TypeFor[glua.LTable]()
+	idx := func(name string) int {
+		sf, ok := t.FieldByName(name)
+		if !ok {
+			panic("lua: gopher-lua's LTable has no field " + name)
+		}
+		return sf.Index[0]
+	}
+	f.array, f.dict, f.strdict, f.keys, f.k2i = idx("array"), idx("dict"), idx("strdict"), idx("keys"), idx("k2i")
+	return f
+}()
+
+func tableStorage(t *glua.LTable) uint64 {
+	v := reflect.ValueOf(t).Elem()
+	n := uint64(tableBytes)
+	n += uint64(v.Field(tableFields.array).Cap()) * valueBytes
+	n += uint64(v.Field(tableFields.dict).Len()+v.Field(tableFields.strdict).Len()) * entryBytes
+	n += uint64(max(v.Field(tableFields.keys).Cap(), v.Field(tableFields.k2i).Len())) * keyIndexBytes
+	return n
+}
+
+// liveBytes estimates what the state can reach, stopping once over limit.
+// It keeps its own stack, of containers only: a script can nest tables a
+// million deep, or put a million numbers in one.
+func (vm *VM) liveBytes(limit uint64) uint64 {
+	L := vm.L
+	w := heapWalk{seen: map[unsafe.Pointer]bool{}}
+	for _, v := range []glua.LValue{L.G.Global, L.G.Registry, L.Env, L.GetMetatable(glua.LString(""))} {
+		w.add(v)
+	}
+	for _, v := range vm.loaded {
+		w.add(v)
+	}
+	for len(w.stack) > 0 && w.n <= limit {
+		v := w.stack[len(w.stack)-1]
+		w.stack = w.stack[:len(w.stack)-1]
+		switch x := v.(type) {
+		case *glua.LTable:
+			if w.n += tableStorage(x); w.n > limit {
+				break
+			}
+			w.add(x.Metatable)
+			x.ForEach(func(k, e glua.LValue) {
+				w.add(k)
+				w.add(e)
+			})
+		case *glua.LFunction:
+			w.n += functionBytes + uint64(len(x.Upvalues))*valueBytes
+			w.add(x.Env)
+			for _, uv := range x.Upvalues {
+				w.add(uv.Value())
+			}
+			w.proto(x.Proto)
+		case *glua.LUserData:
+			w.n += tableBytes
+			w.add(x.Metatable)
+			w.add(x.Env)
+		}
+	}
+	return w.n
+}
+
+type heapWalk struct {
+	n     uint64
+	seen  map[unsafe.Pointer]bool
+	stack []glua.LValue // containers still to walk
+}
+
+// first reports whether p is met for the first time.
+func (w *heapWalk) first(p unsafe.Pointer) bool {
+	if w.seen[p] {
+		return false
+	}
+	w.seen[p] = true
+	return true
+}
+
+// add counts a scalar, or stacks a container not yet seen.
+func (w *heapWalk) add(v glua.LValue) {
+	switch x := v.(type) {
+	case glua.LString:
+		if len(x) < dedupStrings || w.first(unsafe.Pointer(unsafe.StringData(string(x)))) {
+			w.n += boxBytes + uint64(len(x))
+		}
+	case glua.LNumber:
+		w.n += boxBytes
+	case *glua.LTable:
+		if x != nil && w.first(unsafe.Pointer(x)) {
+			w.stack = append(w.stack, x)
+		}
+	case *glua.LFunction:
+		if x != nil && w.first(unsafe.Pointer(x)) {
+			w.stack = append(w.stack, x)
+		}
+	case *glua.LUserData:
+		if x != nil && w.first(unsafe.Pointer(x)) {
+			w.stack = append(w.stack, x)
+		}
+	}
+}
+
+// proto counts a compiled function and those nested in it.
+func (w *heapWalk) proto(p *glua.FunctionProto) {
+	if p == nil || !w.first(unsafe.Pointer(p)) {
+		return
+	}
+	w.n += protoBytes + uint64(len(p.Code))*4 + uint64(len(p.DbgSourcePositions))*8 + uint64(len(p.Constants))*valueBytes
+	for _, c := range p.Constants {
+		w.add(c)
+	}
+	for _, q := range p.FunctionPrototypes {
+		w.proto(q) // nesting is bounded by the compiler's input checks
+	}
+}

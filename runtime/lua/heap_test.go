@@ -1,0 +1,92 @@
+package lua
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestStateOverBudgetIsRebuilt(t *testing.T) {
+	vm := New(Options{Limits: Limits{Timeout: 5 * time.Second, AllocBytes: 8 << 20}})
+	defer vm.Close()
+	vm.Register("twice", func(args []any) ([]any, error) { return []any{2 * args[0].(float64)}, nil })
+	vm.SetGlobal("state", map[string]any{"n": 1})
+	if err := vm.Load(context.Background(), "keep.lua", `
+kept = {}
+loads = (loads or 0) + 1
+function keep() kept[#kept + 1] = string.rep("x", 2^20) return #kept end
+function churn() local s for i = 1, 4 do s = string.rep("y", 2^19) .. i end return #s end
+function info() return loads, state.n, twice(21), #kept end`); err != nil {
+		t.Fatal(err)
+	}
+	// Garbage is not kept: a call that allocates much and keeps little
+	// never trips the check, however often it runs.
+	for range 50 {
+		if _, err := vm.Call(context.Background(), "churn"); err != nil {
+			t.Fatalf("churn: %v", err)
+		}
+	}
+	var err error
+	calls := 0
+	for ; err == nil && calls < 20; calls++ {
+		_, err = vm.Call(context.Background(), "keep")
+	}
+	if !errors.Is(err, ErrAllocation) || !strings.HasPrefix(err.Error(), "keep.lua: after keep the state holds over 8 MiB") {
+		t.Fatalf("after %d calls: err = %v, want the state over budget", calls, err)
+	}
+	if calls < 7 || calls > 10 {
+		t.Errorf("stopped after %d calls of 1 MiB each, want about 8", calls)
+	}
+	// The rebuilt state ran the script once more, with the functions and
+	// globals set from Go, and without what the old one kept.
+	out, err := vm.Call(context.Background(), "info")
+	if want := []any{1.0, 1.0, 42.0, 0.0}; err != nil || !reflect.DeepEqual(out, want) {
+		t.Fatalf("info after rebuild = %v, %v; want %v", out, err, want)
+	}
+}
+
+// The walk stops at the budget, whatever the state holds, and counts a
+// string held in many places once.
+func TestLiveBytesStopsAtLimit(t *testing.T) {
+	vm := load(t, Options{}, "walk.lua", `
+s = string.rep("z", 2^20)
+many = {}
+for i = 1, 1000 do many[i] = s end
+nested = {}
+local t = nested
+for i = 1, 20000 do t.next = {} t = t.next end`)
+	if n := vm.liveBytes(1 << 40); n < 1<<20 || n > 40<<20 {
+		t.Errorf("live estimate %d bytes, want about 1 MiB of string and 20000 tables", n)
+	}
+	if n := vm.liveBytes(64 << 10); n > 64<<10+1<<20+tableBytes {
+		t.Errorf("a walk limited to 64 KiB went on to %d bytes", n)
+	}
+}
+
+// A script whose top level keeps more than the budget is refused, and the
+// VM goes on without it.
+func TestLoadOverBudgetIsRefused(t *testing.T) {
+	vm := New(Options{Limits: Limits{Timeout: 5 * time.Second, AllocBytes: 8 << 20}})
+	defer vm.Close()
+	if err := vm.Load(context.Background(), "small.lua", "function ok() return 1 end"); err != nil {
+		t.Fatal(err)
+	}
+	err := vm.Load(context.Background(), "big.lua", `
+kept = {}
+for i = 1, 10 do kept[i] = string.rep("x", 2^20) end
+function big() return #kept end`)
+	if !errors.Is(err, ErrAllocation) {
+		t.Fatalf("load: %v, want ErrAllocation", err)
+	}
+	if vm.HasFunc("big") {
+		t.Error("the refused script's function is defined")
+	}
+	for range 3 {
+		if out, err := vm.Call(context.Background(), "ok"); err != nil || out[0] != 1.0 {
+			t.Fatalf("ok = %v, %v", out, err)
+		}
+	}
+}

@@ -1,0 +1,8 @@
+//go:build !race
+
+package lua
+
+const (
+	raceEnabled  = false
+	raceSlowdown = 1
+)

@@ -1,0 +1,3 @@
+-- expect: ok
+-- Coroutines are not opened: a thread would need limits of its own.
+function evaluate() assert(coroutine == nil) end

@@ -1,0 +1,8 @@
+-- expect: timeout
+-- calls: 20
+-- table.sort of a growing array, without a Lua comparator to check the deadline.
+t = {}
+function evaluate()
+  for i = 1, 1e5 do t[#t + 1] = (#t * 7919) % 1000003 end
+  table.sort(t)
+end
