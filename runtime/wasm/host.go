@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -16,12 +17,15 @@ import (
 // the compilation cache that every transform's runtime shares.
 type Host struct {
 	cache  wazero.CompilationCache
+	guard  *cacheGuard // nil when the cache is in memory only
 	logger *slog.Logger
 }
 
 // Options configure a Host.
 type Options struct {
 	// CacheDir keeps compiled code on disk so a restart does not recompile.
+	// Entries are sealed with a key kept there (cache.key, mode 0600); one
+	// that fails its check is removed and the module compiled again.
 	// Empty keeps the cache in memory only.
 	CacheDir string
 	// Logger receives guest logs and pool events; nil discards them.
@@ -30,18 +34,21 @@ type Options struct {
 
 // NewHost returns a Host using opts.
 func NewHost(opts Options) (*Host, error) {
-	cache := wazero.NewCompilationCache()
-	if opts.CacheDir != "" {
-		var err error
-		if cache, err = wazero.NewCompilationCacheWithDir(opts.CacheDir); err != nil {
-			return nil, fmt.Errorf("wasm compilation cache %s: %w", opts.CacheDir, err)
-		}
-	}
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Host{cache: cache, logger: logger}, nil
+	h := &Host{cache: wazero.NewCompilationCache(), logger: logger}
+	if opts.CacheDir != "" {
+		var err error
+		if h.cache, err = wazero.NewCompilationCacheWithDir(opts.CacheDir); err != nil {
+			return nil, fmt.Errorf("wasm compilation cache %s: %w", opts.CacheDir, err)
+		}
+		if h.guard, err = openCacheGuard(opts.CacheDir, logger); err != nil {
+			return nil, fmt.Errorf("wasm compilation cache %s: %w", opts.CacheDir, err)
+		}
+	}
+	return h, nil
 }
 
 // Close releases the compilation cache. Close every transform first.
@@ -58,7 +65,7 @@ func (h *Host) Validate(ctx context.Context, wasm []byte) error {
 	if err := instantiateHostModules(ctx, rt, nil); err != nil {
 		return err
 	}
-	compiled, err := compileGuest(ctx, rt, wasm)
+	compiled, err := h.compileGuest(ctx, rt, wasm)
 	if err != nil {
 		return err
 	}
@@ -90,11 +97,21 @@ var errNotWasm = errors.New("not a WebAssembly module")
 
 // compileGuest compiles wasm and checks its exports and imports against the
 // host modules already instantiated in rt.
-func compileGuest(ctx context.Context, rt wazero.Runtime, wasm []byte) (wazero.CompiledModule, error) {
+func (h *Host) compileGuest(ctx context.Context, rt wazero.Runtime, wasm []byte) (wazero.CompiledModule, error) {
 	if len(wasm) < 4 || string(wasm[:4]) != "\x00asm" {
 		return nil, errNotWasm
 	}
-	compiled, err := rt.CompileModule(ctx, wasm)
+	var compiled wazero.CompiledModule
+	compile := func() (err error) {
+		compiled, err = rt.CompileModule(ctx, wasm)
+		return err
+	}
+	var err error
+	if h.guard != nil {
+		err = h.guard.compile(sha256.Sum256(wasm), compile)
+	} else {
+		err = compile()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("compile: %w", err)
 	}

@@ -80,18 +80,18 @@ func (h *Host) Load(ctx context.Context, spec Spec) (*Transform, error) {
 	}
 	t.refs.Store(1)
 	t.rt = h.newRuntime(ctx, spec.MemoryLimit)
-	if err := t.init(ctx); err != nil {
+	if err := t.init(ctx, h); err != nil {
 		t.rt.Close(ctx)
 		return nil, fmt.Errorf("transform %s: %w", where, err)
 	}
 	return t, nil
 }
 
-func (t *Transform) init(ctx context.Context) error {
+func (t *Transform) init(ctx context.Context, h *Host) error {
 	if err := instantiateHostModules(ctx, t.rt, t); err != nil {
 		return err
 	}
-	compiled, err := compileGuest(ctx, t.rt, t.spec.Wasm)
+	compiled, err := h.compileGuest(ctx, t.rt, t.spec.Wasm)
 	if err != nil {
 		return err
 	}
