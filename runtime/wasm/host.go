@@ -11,6 +11,8 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"perigee/runtime/wasm/meter"
 )
 
 // Host compiles and runs transforms. One Host serves a whole node; it owns
@@ -73,19 +75,26 @@ func (h *Host) Validate(ctx context.Context, wasm []byte) error {
 }
 
 func (h *Host) newRuntime(ctx context.Context, memoryLimit uint64) wazero.Runtime {
+	// No WithCloseOnContextDone: guests are metered (see compileGuest),
+	// which bounds them more cheaply and in more cases.
 	cfg := wazero.NewRuntimeConfigCompiler().
 		WithCompilationCache(h.cache).
-		WithCloseOnContextDone(true).
 		WithMemoryLimitPages(uint32(memoryLimit / pageSize))
 	return wazero.NewRuntimeWithConfig(ctx, cfg)
 }
 
 // instantiateHostModules adds the two modules guests may import: WASI, whose
 // file system, network, arguments and environment are all empty here, and
-// http_handler. t is nil when only validating.
+// http_handler; and the meter's, which only the rewritten module imports.
+// t is nil when only validating.
 func instantiateHostModules(ctx context.Context, rt wazero.Runtime, t *Transform) error {
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		return fmt.Errorf("instantiate wasi: %w", err)
+	}
+	if _, err := rt.NewHostModuleBuilder(meter.ImportModule).NewFunctionBuilder().
+		WithGoFunction(api.GoFunc(refuel), nil, []api.ValueType{i64}).
+		Export(meter.ImportRefuel).Instantiate(ctx); err != nil {
+		return fmt.Errorf("instantiate %s: %w", meter.ImportModule, err)
 	}
 	if _, err := newABI(t).build(rt.NewHostModuleBuilder(abiModule)).Instantiate(ctx); err != nil {
 		return fmt.Errorf("instantiate %s: %w", abiModule, err)
@@ -95,18 +104,21 @@ func instantiateHostModules(ctx context.Context, rt wazero.Runtime, t *Transform
 
 var errNotWasm = errors.New("not a WebAssembly module")
 
-// compileGuest compiles wasm and checks its exports and imports against the
-// host modules already instantiated in rt.
+// compileGuest meters wasm, compiles it and checks its exports and imports
+// against the host modules already instantiated in rt.
 func (h *Host) compileGuest(ctx context.Context, rt wazero.Runtime, wasm []byte) (wazero.CompiledModule, error) {
 	if len(wasm) < 4 || string(wasm[:4]) != "\x00asm" {
 		return nil, errNotWasm
+	}
+	wasm, err := meter.Instrument(wasm)
+	if err != nil {
+		return nil, fmt.Errorf("meter: %w", err)
 	}
 	var compiled wazero.CompiledModule
 	compile := func() (err error) {
 		compiled, err = rt.CompileModule(ctx, wasm)
 		return err
 	}
-	var err error
 	if h.guard != nil {
 		err = h.guard.compile(sha256.Sum256(wasm), compile)
 	} else {
@@ -139,6 +151,9 @@ func checkGuest(rt wazero.Runtime, compiled wazero.CompiledModule) error {
 	}
 	for _, imp := range compiled.ImportedFunctions() {
 		mod, name, _ := imp.Import()
+		if mod == meter.ImportModule {
+			continue // added by the meter, which refuses guests importing it
+		}
 		offered := rt.Module(mod)
 		if offered == nil || (mod != abiModule && mod != wasi_snapshot_preview1.ModuleName) {
 			return fmt.Errorf("module imports %s.%s: the host offers only %s and %s", mod, name, abiModule, wasi_snapshot_preview1.ModuleName)
@@ -188,4 +203,19 @@ func signature(def api.FunctionDefinition) string {
 		return s + ")"
 	}
 	return names(def.ParamTypes()) + " -> " + names(def.ResultTypes())
+}
+
+// fuelSlice is the fuel a metered guest gets each time it runs out: about
+// a millisecond of work on a 2020s x86 core, so a guest comes back to the
+// host (where the Go scheduler and garbage collector can reach it, and its
+// deadline is checked) that often, at a cost of one host call.
+const fuelSlice = 1 << 21
+
+// refuel is the meter's import: it stops a guest whose call is past its
+// deadline, and otherwise hands it the next slice.
+func refuel(ctx context.Context, stack []uint64) {
+	if ctx.Err() != nil {
+		panic(errDeadline)
+	}
+	stack[0] = fuelSlice
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 
 	"perigee/telemetry"
@@ -119,7 +120,8 @@ func (t *Transform) init(ctx context.Context, h *Host) error {
 
 func (t *Transform) instantiate(ctx context.Context) (*instance, error) {
 	inst := &instance{ctx: newCallCtx()}
-	ctx, cancel := context.WithTimeout(context.WithValue(ctx, instanceKey{}, inst), instantiateTimeout)
+	ctx = experimental.WithMemoryAllocator(context.WithValue(ctx, instanceKey{}, inst), memoryAllocator)
+	ctx, cancel := context.WithTimeout(ctx, instantiateTimeout)
 	defer cancel()
 	mod, err := t.rt.InstantiateModule(ctx, t.compiled, t.modCfg)
 	if err != nil {
