@@ -205,10 +205,11 @@ func signature(def api.FunctionDefinition) string {
 	return names(def.ParamTypes()) + " -> " + names(def.ResultTypes())
 }
 
-// fuelSlice is the fuel a metered guest gets each time it runs out: about
-// a millisecond of work on a 2020s x86 core, so a guest comes back to the
-// host (where the Go scheduler and garbage collector can reach it, and its
-// deadline is checked) that often, at a cost of one host call.
+// fuelSlice is the fuel a metered guest gets each time it runs out: 0.1 to
+// 1 ms of work on the benchmark machine (docs/benchmarks.md), so a guest
+// comes back to the host (where the Go scheduler and garbage collector can
+// reach it, and its deadline is checked) that often, at the cost of one
+// host call.
 const fuelSlice = 1 << 21
 
 // refuel is the meter's import: it stops a guest whose call is past its

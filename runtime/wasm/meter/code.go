@@ -45,6 +45,10 @@ const costWidth = 5
 // pageShift is log2 of the WebAssembly page size.
 const pageShift = 16
 
+// chargeCost is what a charge itself runs, in instructions: a tight loop
+// pays for its metering too.
+const chargeCost = 8
+
 // region is code paid for by one charge: a function body or a loop body,
 // less the loops nested in it. Control only moves forward inside a
 // region, so each of its instructions runs at most once per charge.
@@ -110,7 +114,7 @@ func (m *module) rewriteBody(t funcType, body []byte) ([]byte, error) {
 	out = append(out, opI32Const)
 	out = appendS64(out, MaxStack)
 	out = append(out, opI32GtU, opIf, blockVoid, opUnreachable, opEnd)
-	regions := []region{{}}
+	regions := []region{{cost: chargeCost}}
 	out = m.appendCharge(out, &regions[0])
 	out = append(out, opBlock)
 	out = m.appendBlockType(out, t.results)
@@ -148,7 +152,7 @@ func (m *module) rewriteBody(t funcType, body []byte) ([]byte, error) {
 			depth++
 			loops = append(loops, op == opLoop)
 			if op == opLoop {
-				regions = append(regions, region{})
+				regions = append(regions, region{cost: chargeCost})
 				out = m.appendCharge(out, &regions[len(regions)-1])
 			}
 		case opReturn:
