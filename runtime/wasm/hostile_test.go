@@ -3,6 +3,7 @@ package wasm
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -216,4 +217,31 @@ func settledRSS(t *testing.T) uint64 {
 		t.Fatal(err)
 	}
 	return u.RSSBytes
+}
+
+// The same over HTTP/2, where the deadline that ends the wait is the
+// stream's, not the connection's.
+func TestBlockedHostCallMeetsDeadlineHTTP2(t *testing.T) {
+	guest := wat(t, "hostile/readbody.wat")
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "readbody", Wasm: guest, PoolSize: 1, Timeout: hostileDeadline})
+	srv := httptest.NewUnstartedServer(NewChain(tr).Then(echoBackend))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+
+	body, stall := io.Pipe()
+	defer stall.Close()
+	go stall.Write([]byte("the first bytes and no more"))
+	client := srv.Client()
+	client.Timeout = 10 * hostileDeadline
+	start := time.Now()
+	resp, err := client.Post(srv.URL, "text/plain", body)
+	if err != nil {
+		t.Fatalf("no answer while the client stalls: %v", err)
+	}
+	resp.Body.Close()
+	if elapsed := time.Since(start); resp.ProtoMajor != 2 || resp.StatusCode != 500 || elapsed > 2*hostileDeadline {
+		t.Errorf("%s %d after %v, want HTTP/2 500 within %v", resp.Proto, resp.StatusCode, elapsed, 2*hostileDeadline)
+	}
 }
