@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -136,4 +137,61 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// A sealed entry put in another entry's place, seal and all, fails its
+// check: the seal binds the file name.
+func TestSwappedCacheEntriesRejected(t *testing.T) {
+	probe := wat(t, "probe.wat")
+	other := wat(t, `(module (memory (export "memory") 1)
+		(func (export "handle_request") (result i64) (i64.const 1))
+		(func (export "handle_response") (param i32 i32)))`)
+	dir := t.TempDir()
+	loadAndServe(t, dir, probe)
+	before := cacheEntries(t, dir)
+	loadAndServe(t, dir, other)
+	var probeEntry, otherEntry string
+	for _, e := range cacheEntries(t, dir) {
+		if slices.Contains(before, e) {
+			probeEntry = e
+		} else {
+			otherEntry = e
+		}
+	}
+	if probeEntry == "" || otherEntry == "" {
+		t.Fatalf("entries %v, want one per module", cacheEntries(t, dir))
+	}
+	for _, suffix := range []string{"", sealSuffix} {
+		if err := os.Rename(otherEntry+suffix, probeEntry+suffix); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if logs := loadAndServe(t, dir, probe); !strings.Contains(logs, "seal does not match") {
+		t.Errorf("no log line about the moved entry; log:\n%s", logs)
+	}
+}
+
+// The key is made readable by the node's user only, and a key others can
+// read is refused.
+func TestCacheKeyPermissions(t *testing.T) {
+	dir := t.TempDir()
+	h, err := NewHost(Options{CacheDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close(context.Background())
+	key := filepath.Join(dir, keyFile)
+	st, err := os.Stat(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 || st.Size() != keySize {
+		t.Fatalf("key %v, %d bytes; want 0600, %d bytes", st.Mode(), st.Size(), keySize)
+	}
+	if err := os.Chmod(key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewHost(Options{CacheDir: dir}); err == nil || !strings.Contains(err.Error(), "readable by others") {
+		t.Errorf("NewHost with a world-readable key: %v", err)
+	}
 }
