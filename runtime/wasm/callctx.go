@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"context"
+	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -10,17 +11,17 @@ import (
 )
 
 // callCtx is the context of one instance's guest calls, reused from call to
-// call. It carries the running exchange to the host functions and stops a
-// call that overruns its deadline.
+// call. It carries the running exchange to the host functions and keeps the
+// call's deadline.
 //
-// wazero, with WithCloseOnContextDone, watches the context of every call
-// and closes the module when it is done; the guest's loops check that flag,
-// and wazero frees the module's resources on the calling goroutine, which
-// makes this the safe way to interrupt a running guest (Module.Close from
-// another goroutine would race with the guest's own WASI calls). So the
-// deadline is kept as the channel Done returns, closed by a timer the
-// instance keeps: a context.WithTimeout per call cost a timer, a channel
-// and six allocations, twice per request.
+// A metered guest (package meter) comes back to the host each slice of fuel
+// and is stopped there once Err reports the deadline passed; a guest inside
+// a host function that blocks on the client (reading the request body,
+// writing an unbuffered response) is reached through blocked, whose
+// connection deadline the timer moves to now. The deadline is kept as the
+// channel Done returns, closed by a timer the instance keeps: a
+// context.WithTimeout per call cost a timer, a channel and six allocations,
+// twice per request.
 type callCtx struct {
 	x *exchange // the request being handled; nil between calls
 
@@ -29,6 +30,13 @@ type callCtx struct {
 	deadline atomic.Int64
 	expired  chan struct{} // closed when a call overran: the instance is done for
 	timer    *time.Timer   // runs expire at the deadline; stopped between calls
+	blocked  atomic.Pointer[blockedIO]
+}
+
+// blockedIO is a host function waiting on the client's connection.
+type blockedIO struct {
+	rc    *http.ResponseController
+	write bool
 }
 
 func newCallCtx() *callCtx { return &callCtx{expired: make(chan struct{})} }
@@ -55,7 +63,7 @@ func (c *callCtx) call(x *exchange, fn api.Function, stack []uint64, timeout tim
 	c.timer.Stop()
 	c.x = nil
 	if !c.deadline.CompareAndSwap(deadline, 0) && err == nil {
-		err = sys.NewExitError(sys.ExitCodeDeadlineExceeded)
+		err = errDeadline
 	}
 	return err
 }
@@ -66,6 +74,33 @@ func (c *callCtx) expire() {
 	d := c.deadline.Load()
 	if d != 0 && monotonic() >= d && c.deadline.CompareAndSwap(d, 0) {
 		close(c.expired)
+		if b := c.blocked.Load(); b != nil {
+			if b.write {
+				b.rc.SetWriteDeadline(time.Now())
+			} else {
+				b.rc.SetReadDeadline(time.Now())
+			}
+		}
+	}
+}
+
+// errDeadline is what a host function panics with to stop a guest whose
+// call is past its deadline.
+var errDeadline = sys.NewExitError(sys.ExitCodeDeadlineExceeded)
+
+// blockingIO runs io, which may wait on the client for as long as the
+// client likes, within the call's deadline: past it, the connection's
+// deadline is moved to now, which ends the wait, and the guest is stopped.
+// (Where the connection has no deadlines to set, the server's own
+// timeouts are the bound.)
+func (c *callCtx) blockingIO(w http.ResponseWriter, write bool, io func()) {
+	c.blocked.Store(&blockedIO{rc: http.NewResponseController(w), write: write})
+	if c.Err() == nil {
+		io()
+	}
+	c.blocked.Store(nil)
+	if c.Err() != nil {
+		panic(errDeadline)
 	}
 }
 

@@ -21,6 +21,7 @@ type exchange struct {
 	inst     *instance
 	r        *http.Request
 	w        http.ResponseWriter // the response toward the client
+	root     http.ResponseWriter // the server's own, whose connection deadlines bound blocking I/O
 	features Features
 
 	afterNext bool
@@ -52,6 +53,10 @@ var exchanges = sync.Pool{New: func() any { return &exchange{} }}
 func newExchange(t *Transform, inst *instance, w http.ResponseWriter, r *http.Request) *exchange {
 	x := exchanges.Get().(*exchange)
 	x.t, x.inst, x.w, x.r = t, inst, w, r
+	x.root = w
+	if b, ok := w.(*bufferedWriter); ok {
+		x.root = b.root
+	}
 	x.features = inst.features
 	x.origBody = r.Body
 	return x
@@ -199,13 +204,15 @@ func (x *exchange) readBody(kind uint32, dst []byte) (n int, eof bool) {
 		if x.bodyEOF || x.origBody == nil {
 			return 0, true
 		}
-		for n == 0 && !eof {
-			var err error
-			n, err = x.origBody.Read(dst)
-			// A client that aborts its upload ends the body; the request
-			// is lost anyway and the instance is fine.
-			eof = err != nil
-		}
+		x.inst.ctx.blockingIO(x.root, false, func() {
+			for n == 0 && !eof {
+				var err error
+				n, err = x.origBody.Read(dst)
+				// A client that aborts its upload ends the body; the
+				// request is lost anyway and the instance is fine.
+				eof = err != nil
+			}
+		})
 		if x.features&FeatureBufferRequest != 0 {
 			x.kept.Write(dst[:n])
 		}
@@ -243,7 +250,7 @@ func (x *exchange) writeBody(kind uint32, p []byte) {
 			}
 			x.buf.body.Write(p)
 		default: // unbuffered: the response is already on its way
-			x.w.Write(p)
+			x.inst.ctx.blockingIO(x.root, true, func() { x.w.Write(p) })
 		}
 	default:
 		fail("unknown body kind %d", kind)
@@ -300,7 +307,7 @@ func (x *exchange) prepareNext() http.ResponseWriter {
 	}
 	var w http.ResponseWriter = x.w
 	if x.features&FeatureBufferResponse != 0 {
-		x.buf = &bufferedWriter{header: x.w.Header()}
+		x.buf = &bufferedWriter{header: x.w.Header(), root: x.root}
 		w = x.buf
 	}
 	// A status or body the guest set before calling next goes out first,
@@ -330,6 +337,7 @@ func (x *exchange) answer() {
 // It shares the header map of the writer it will flush to.
 type bufferedWriter struct {
 	header http.Header
+	root   http.ResponseWriter // the server's, for blockingIO downstream
 	status int
 	body   bytes.Buffer
 }

@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -10,18 +11,23 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"perigee/runtime/wasm/meter"
 )
 
 // Host compiles and runs transforms. One Host serves a whole node; it owns
 // the compilation cache that every transform's runtime shares.
 type Host struct {
 	cache  wazero.CompilationCache
+	guard  *cacheGuard // nil when the cache is in memory only
 	logger *slog.Logger
 }
 
 // Options configure a Host.
 type Options struct {
 	// CacheDir keeps compiled code on disk so a restart does not recompile.
+	// Entries are sealed with a key kept there (cache.key, mode 0600); one
+	// that fails its check is removed and the module compiled again.
 	// Empty keeps the cache in memory only.
 	CacheDir string
 	// Logger receives guest logs and pool events; nil discards them.
@@ -30,18 +36,21 @@ type Options struct {
 
 // NewHost returns a Host using opts.
 func NewHost(opts Options) (*Host, error) {
-	cache := wazero.NewCompilationCache()
-	if opts.CacheDir != "" {
-		var err error
-		if cache, err = wazero.NewCompilationCacheWithDir(opts.CacheDir); err != nil {
-			return nil, fmt.Errorf("wasm compilation cache %s: %w", opts.CacheDir, err)
-		}
-	}
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Host{cache: cache, logger: logger}, nil
+	h := &Host{cache: wazero.NewCompilationCache(), logger: logger}
+	if opts.CacheDir != "" {
+		var err error
+		if h.cache, err = wazero.NewCompilationCacheWithDir(opts.CacheDir); err != nil {
+			return nil, fmt.Errorf("wasm compilation cache %s: %w", opts.CacheDir, err)
+		}
+		if h.guard, err = openCacheGuard(opts.CacheDir, logger); err != nil {
+			return nil, fmt.Errorf("wasm compilation cache %s: %w", opts.CacheDir, err)
+		}
+	}
+	return h, nil
 }
 
 // Close releases the compilation cache. Close every transform first.
@@ -58,7 +67,7 @@ func (h *Host) Validate(ctx context.Context, wasm []byte) error {
 	if err := instantiateHostModules(ctx, rt, nil); err != nil {
 		return err
 	}
-	compiled, err := compileGuest(ctx, rt, wasm)
+	compiled, err := h.compileGuest(ctx, rt, wasm)
 	if err != nil {
 		return err
 	}
@@ -66,19 +75,26 @@ func (h *Host) Validate(ctx context.Context, wasm []byte) error {
 }
 
 func (h *Host) newRuntime(ctx context.Context, memoryLimit uint64) wazero.Runtime {
+	// No WithCloseOnContextDone: guests are metered (see compileGuest),
+	// which bounds them more cheaply and in more cases.
 	cfg := wazero.NewRuntimeConfigCompiler().
 		WithCompilationCache(h.cache).
-		WithCloseOnContextDone(true).
 		WithMemoryLimitPages(uint32(memoryLimit / pageSize))
 	return wazero.NewRuntimeWithConfig(ctx, cfg)
 }
 
 // instantiateHostModules adds the two modules guests may import: WASI, whose
 // file system, network, arguments and environment are all empty here, and
-// http_handler. t is nil when only validating.
+// http_handler; and the meter's, which only the rewritten module imports.
+// t is nil when only validating.
 func instantiateHostModules(ctx context.Context, rt wazero.Runtime, t *Transform) error {
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		return fmt.Errorf("instantiate wasi: %w", err)
+	}
+	if _, err := rt.NewHostModuleBuilder(meter.ImportModule).NewFunctionBuilder().
+		WithGoFunction(api.GoFunc(refuel), nil, []api.ValueType{i64}).
+		Export(meter.ImportRefuel).Instantiate(ctx); err != nil {
+		return fmt.Errorf("instantiate %s: %w", meter.ImportModule, err)
 	}
 	if _, err := newABI(t).build(rt.NewHostModuleBuilder(abiModule)).Instantiate(ctx); err != nil {
 		return fmt.Errorf("instantiate %s: %w", abiModule, err)
@@ -88,13 +104,26 @@ func instantiateHostModules(ctx context.Context, rt wazero.Runtime, t *Transform
 
 var errNotWasm = errors.New("not a WebAssembly module")
 
-// compileGuest compiles wasm and checks its exports and imports against the
-// host modules already instantiated in rt.
-func compileGuest(ctx context.Context, rt wazero.Runtime, wasm []byte) (wazero.CompiledModule, error) {
+// compileGuest meters wasm, compiles it and checks its exports and imports
+// against the host modules already instantiated in rt.
+func (h *Host) compileGuest(ctx context.Context, rt wazero.Runtime, wasm []byte) (wazero.CompiledModule, error) {
 	if len(wasm) < 4 || string(wasm[:4]) != "\x00asm" {
 		return nil, errNotWasm
 	}
-	compiled, err := rt.CompileModule(ctx, wasm)
+	wasm, err := meter.Instrument(wasm)
+	if err != nil {
+		return nil, fmt.Errorf("meter: %w", err)
+	}
+	var compiled wazero.CompiledModule
+	compile := func() (err error) {
+		compiled, err = rt.CompileModule(ctx, wasm)
+		return err
+	}
+	if h.guard != nil {
+		err = h.guard.compile(sha256.Sum256(wasm), compile)
+	} else {
+		err = compile()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("compile: %w", err)
 	}
@@ -122,6 +151,9 @@ func checkGuest(rt wazero.Runtime, compiled wazero.CompiledModule) error {
 	}
 	for _, imp := range compiled.ImportedFunctions() {
 		mod, name, _ := imp.Import()
+		if mod == meter.ImportModule {
+			continue // added by the meter, which refuses guests importing it
+		}
 		offered := rt.Module(mod)
 		if offered == nil || (mod != abiModule && mod != wasi_snapshot_preview1.ModuleName) {
 			return fmt.Errorf("module imports %s.%s: the host offers only %s and %s", mod, name, abiModule, wasi_snapshot_preview1.ModuleName)
@@ -171,4 +203,20 @@ func signature(def api.FunctionDefinition) string {
 		return s + ")"
 	}
 	return names(def.ParamTypes()) + " -> " + names(def.ResultTypes())
+}
+
+// fuelSlice is the fuel a metered guest gets each time it runs out: 0.1 to
+// 1 ms of work on the benchmark machine (docs/benchmarks.md), so a guest
+// comes back to the host (where the Go scheduler and garbage collector can
+// reach it, and its deadline is checked) that often, at the cost of one
+// host call.
+const fuelSlice = 1 << 21
+
+// refuel is the meter's import: it stops a guest whose call is past its
+// deadline, and otherwise hands it the next slice.
+func refuel(ctx context.Context, stack []uint64) {
+	if ctx.Err() != nil {
+		panic(errDeadline)
+	}
+	stack[0] = fuelSlice
 }

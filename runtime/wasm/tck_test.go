@@ -17,8 +17,9 @@ import (
 	"perigee/certs"
 )
 
-// The upstream conformance kit, run over real listeners: HTTP/1.1 on TCP
-// and HTTP/3 on QUIC, each with the TCK's guest loaded in our host.
+// The upstream conformance kit, run over real listeners: HTTP/1.1 on TCP,
+// HTTP/2 over TLS and HTTP/3 on QUIC, each with the TCK's guest loaded in
+// our host.
 func TestTCK(t *testing.T) {
 	h := newTestHost(t)
 	// A generous deadline: the kit checks the ABI, and under -race on a
@@ -30,6 +31,23 @@ func TestTCK(t *testing.T) {
 		srv := httptest.NewServer(handler)
 		t.Cleanup(srv.Close)
 		tck.Run(t, srv.Client(), srv.URL)
+	})
+
+	t.Run("HTTP/2", func(t *testing.T) {
+		srv := httptest.NewUnstartedServer(handler)
+		srv.EnableHTTP2 = true
+		srv.StartTLS()
+		t.Cleanup(srv.Close)
+		client := srv.Client()
+		resp, err := client.Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 {
+			t.Fatalf("served over %s, want HTTP/2", resp.Proto)
+		}
+		tck.Run(t, client, srv.URL)
 	})
 
 	t.Run("HTTP/3", func(t *testing.T) {

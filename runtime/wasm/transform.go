@@ -12,6 +12,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 
 	"perigee/telemetry"
@@ -80,18 +81,18 @@ func (h *Host) Load(ctx context.Context, spec Spec) (*Transform, error) {
 	}
 	t.refs.Store(1)
 	t.rt = h.newRuntime(ctx, spec.MemoryLimit)
-	if err := t.init(ctx); err != nil {
+	if err := t.init(ctx, h); err != nil {
 		t.rt.Close(ctx)
 		return nil, fmt.Errorf("transform %s: %w", where, err)
 	}
 	return t, nil
 }
 
-func (t *Transform) init(ctx context.Context) error {
+func (t *Transform) init(ctx context.Context, h *Host) error {
 	if err := instantiateHostModules(ctx, t.rt, t); err != nil {
 		return err
 	}
-	compiled, err := compileGuest(ctx, t.rt, t.spec.Wasm)
+	compiled, err := h.compileGuest(ctx, t.rt, t.spec.Wasm)
 	if err != nil {
 		return err
 	}
@@ -119,7 +120,8 @@ func (t *Transform) init(ctx context.Context) error {
 
 func (t *Transform) instantiate(ctx context.Context) (*instance, error) {
 	inst := &instance{ctx: newCallCtx()}
-	ctx, cancel := context.WithTimeout(context.WithValue(ctx, instanceKey{}, inst), instantiateTimeout)
+	ctx = experimental.WithMemoryAllocator(context.WithValue(ctx, instanceKey{}, inst), memoryAllocator)
+	ctx, cancel := context.WithTimeout(ctx, instantiateTimeout)
 	defer cancel()
 	mod, err := t.rt.InstantiateModule(ctx, t.compiled, t.modCfg)
 	if err != nil {

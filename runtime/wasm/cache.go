@@ -1,0 +1,202 @@
+package wasm
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// cacheGuard authenticates the compiled modules wazero keeps in a cache
+// directory. wazero trusts those files: one flipped byte makes every later
+// compile of the module fail, and a forged length makes it allocate without
+// bound. So beside each entry the guard keeps a seal, written by this node
+// with a key only it reads, and before each compile it removes every entry
+// it cannot vouch for; wazero then compiles again and the guard seals the
+// new entry.
+//
+// A seal names the module the entry was compiled from (the SHA-256 of the
+// module's bytes) and the entry's own SHA-256, under an HMAC that also
+// binds the entry's file name, so an entry copied under another name fails
+// too. Before compiling a module every seal is checked, and the entries
+// sealed for that module are hashed in full: those are the ones wazero may
+// read next.
+type cacheGuard struct {
+	dir    string
+	key    []byte
+	logger *slog.Logger
+	// mu serialises compiles, so the entries that appear during one belong
+	// to its module.
+	mu sync.Mutex
+}
+
+const (
+	keyFile    = "cache.key"
+	keySize    = 32
+	sealSuffix = ".mac"
+	sealSize   = 3 * sha256.Size // module digest, entry digest, HMAC
+)
+
+// openCacheGuard reads the node's cache key in dir, creating it on first
+// use, readable by the node's user only.
+func openCacheGuard(dir string, logger *slog.Logger) (*cacheGuard, error) {
+	path := filepath.Join(dir, keyFile)
+	key, err := readKey(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		key = make([]byte, keySize)
+		rand.Read(key)
+		err = writeKey(path, key)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &cacheGuard{dir: dir, key: key, logger: logger}, nil
+}
+
+func readKey(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("wasm cache key %s is readable by others (mode %v); make it 0600", path, st.Mode().Perm())
+	}
+	key, err := io.ReadAll(io.LimitReader(f, keySize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(key) != keySize {
+		return nil, fmt.Errorf("wasm cache key %s: %d bytes, want %d; remove it to make a new one", path, len(key), keySize)
+	}
+	return key, nil
+}
+
+func writeKey(path string, key []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("create wasm cache key: %w", err)
+	}
+	if _, err := f.Write(key); err != nil {
+		f.Close()
+		return fmt.Errorf("write wasm cache key: %w", err)
+	}
+	return f.Close()
+}
+
+// compile runs fn, which compiles the module whose bytes hash to module,
+// with only vouched-for entries in the cache, and seals what it adds.
+func (g *cacheGuard) compile(module [sha256.Size]byte, fn func() error) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.check(module)
+	err := fn()
+	g.sealNew(module)
+	return err
+}
+
+// entries lists wazero's cache files: 64 hex digits, in a directory per
+// wazero version.
+func (g *cacheGuard) entries() []string {
+	paths, _ := filepath.Glob(filepath.Join(g.dir, "wazero-*", strings.Repeat("[0-9a-f]", 2*sha256.Size)))
+	return paths
+}
+
+// check removes every entry whose seal is missing or wrong, and every
+// entry sealed for module whose contents no longer match.
+func (g *cacheGuard) check(module [sha256.Size]byte) {
+	for _, path := range g.entries() {
+		seal, err := readSeal(path + sealSuffix)
+		switch {
+		case err != nil:
+			g.reject(path, fmt.Sprintf("no valid seal: %v", err))
+		case !hmac.Equal(seal[2*sha256.Size:], g.mac(path, seal[:2*sha256.Size])):
+			g.reject(path, "seal does not match (written elsewhere, or moved)")
+		case bytes.Equal(seal[:sha256.Size], module[:]):
+			sum, err := fileDigest(path)
+			if err != nil {
+				g.reject(path, err.Error())
+			} else if !bytes.Equal(sum[:], seal[sha256.Size:2*sha256.Size]) {
+				g.reject(path, "contents changed since it was written")
+			}
+		}
+	}
+}
+
+// sealNew seals the entries that have none: those the compile just wrote.
+func (g *cacheGuard) sealNew(module [sha256.Size]byte) {
+	for _, path := range g.entries() {
+		if _, err := os.Stat(path + sealSuffix); !errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		sum, err := fileDigest(path)
+		if err != nil {
+			g.logger.Warn("seal wasm cache entry", "entry", path, "err", err)
+			continue
+		}
+		seal := append(module[:], sum[:]...)
+		seal = append(seal, g.mac(path, seal)...)
+		if err := os.WriteFile(path+sealSuffix, seal, 0o600); err != nil {
+			g.logger.Warn("seal wasm cache entry", "entry", path, "err", err)
+		}
+	}
+}
+
+func (g *cacheGuard) mac(path string, digests []byte) []byte {
+	m := hmac.New(sha256.New, g.key)
+	io.WriteString(m, filepath.Base(path))
+	m.Write(digests)
+	return m.Sum(nil)
+}
+
+func (g *cacheGuard) reject(path, why string) {
+	g.logger.Warn("wasm compilation cache entry failed its check; removing it and recompiling", "entry", path, "why", why)
+	for _, p := range []string{path, path + sealSuffix} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			g.logger.Error("remove wasm cache entry", "entry", p, "err", err)
+		}
+	}
+}
+
+func readSeal(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	seal, err := io.ReadAll(io.LimitReader(f, sealSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(seal) != sealSize {
+		return nil, fmt.Errorf("%d bytes, want %d", len(seal), sealSize)
+	}
+	return seal, nil
+}
+
+func fileDigest(path string) (sum [sha256.Size]byte, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return sum, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return sum, err
+	}
+	h.Sum(sum[:0])
+	return sum, nil
+}

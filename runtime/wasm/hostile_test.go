@@ -1,0 +1,252 @@
+package wasm
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"perigee/telemetry"
+)
+
+// hostileDeadline is the corpus's per-call deadline: long enough that on a
+// loaded machine (and under -race) a runtime.GC() started while the guest
+// runs has time to finish before the deadline, if the guest lets it.
+const hostileDeadline = time.Second
+
+// TestHostileGuests runs the corpus in testdata/hostile. Each guest is
+// stopped within twice its deadline, whatever the shape of its code; while
+// it runs the Go garbage collector is not held up waiting for it (a
+// runtime.GC() started meanwhile returns while the guest still runs: Go
+// cannot stop a goroutine inside compiled guest code, so a guest that never
+// came back to Go would hold the collection until its end); and the memory
+// it took is given back once its instance is discarded.
+func TestHostileGuests(t *testing.T) {
+	for _, c := range []struct {
+		file string
+		trap bool // stopped by a trap of its own, not at its deadline
+	}{
+		{file: "calltree.wat"},
+		{file: "indirect.wat"},
+		{file: "loop.wat"},
+		{file: "hostloop.wat"},
+		{file: "grow.wat"},
+		{file: "fill.wat"},
+		{file: "copy.wat"},
+		{file: "recursion.wat", trap: true},
+	} {
+		t.Run(strings.TrimSuffix(c.file, ".wat"), func(t *testing.T) {
+			guest := wat(t, "hostile/"+c.file)
+			h := newTestHost(t)
+			tr := loadT(t, h, Spec{Name: c.file, Wasm: guest, PoolSize: 1, Timeout: hostileDeadline})
+			srv := httptest.NewServer(NewChain(tr).Then(echoBackend))
+			defer srv.Close()
+			rss0 := settledRSS(t)
+
+			type result struct {
+				status  int
+				elapsed time.Duration
+				err     error
+			}
+			done := make(chan result, 1)
+			sent := time.Now()
+			go func() {
+				start := time.Now()
+				resp, err := http.Get(srv.URL + "/")
+				r := result{elapsed: time.Since(start), err: err}
+				if err == nil {
+					r.status = resp.StatusCode
+					resp.Body.Close()
+				}
+				done <- r
+			}()
+			// The guest runs once its instance has left the pool. One that
+			// traps by itself may be done before a collection could start.
+			for len(tr.pool) > 0 {
+				time.Sleep(time.Millisecond)
+			}
+			var gc time.Duration
+			var gcDone bool // before the guest's deadline, so before it was stopped
+			if !c.trap {
+				time.Sleep(hostileDeadline / 10)
+				gcStart := time.Now()
+				runtime.GC()
+				gc = time.Since(gcStart)
+				gcDone = time.Now().Before(sent.Add(hostileDeadline))
+			}
+			r := <-done
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if r.status != http.StatusInternalServerError {
+				t.Errorf("status %d, want 500", r.status)
+			}
+			if r.elapsed > 2*hostileDeadline {
+				t.Errorf("guest stopped after %v, deadline %v", r.elapsed, hostileDeadline)
+			}
+			if !c.trap && !gcDone {
+				t.Errorf("runtime.GC() took %v, until the guest was stopped: the guest held up the Go runtime", gc)
+			}
+			s := tr.Stats()
+			if c.trap && s.Traps != 1 || !c.trap && s.Timeouts != 1 {
+				t.Errorf("stats %+v, want one %s", s, map[bool]string{true: "trap", false: "timeout"}[c.trap])
+			}
+			waitReplaced(t, tr, 1)
+			rss1 := settledRSS(t)
+			if rss1 > rss0+rssSlack {
+				t.Errorf("rss %d -> %d bytes after the guest was discarded", rss0, rss1)
+			}
+			t.Logf("stopped after %v, runtime.GC() meanwhile %v, rss %d -> %d MiB", r.elapsed.Round(time.Millisecond), gc.Round(time.Microsecond), rss0>>20, rss1>>20)
+		})
+	}
+}
+
+// A storm of trapping requests: each answered 500 or, while the pool is
+// being refilled, 503; none waits past its deadline; afterwards the pool is
+// full again and neither memory nor goroutines have piled up.
+func TestTrapStorm(t *testing.T) {
+	guest := wat(t, "hostile/trap.wat")
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "trap", Wasm: guest, PoolSize: 2, Timeout: hostileDeadline})
+	srv := httptest.NewServer(NewChain(tr).Then(echoBackend))
+	defer srv.Close()
+	rss0, goroutines0 := settledRSS(t), runtime.NumGoroutine()
+
+	const requests, workers = 300, 4
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for range requests / workers {
+				start := time.Now()
+				resp, err := http.Get(srv.URL + "/")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp.Body.Close()
+				if d := time.Since(start); d > 2*hostileDeadline {
+					t.Errorf("worker %d: a request took %v", w, d)
+				}
+				mu.Lock()
+				statuses[resp.StatusCode]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if statuses[500]+statuses[503] != requests || statuses[500] == 0 {
+		t.Errorf("statuses %v, want %d answered 500 or 503", statuses, requests)
+	}
+	s := tr.Stats()
+	waitReplaced(t, tr, s.Traps)
+	if len(tr.pool) != 2 {
+		t.Errorf("%d idle instances after the storm, want 2", len(tr.pool))
+	}
+	rss1 := settledRSS(t)
+	if rss1 > rss0+rssSlack {
+		t.Errorf("rss %d -> %d bytes after %d traps", rss0, rss1, s.Traps)
+	}
+	srv.CloseClientConnections()
+	time.Sleep(50 * time.Millisecond)
+	if n := runtime.NumGoroutine(); n > goroutines0+8 {
+		t.Errorf("%d goroutines after the storm, %d before", n, goroutines0)
+	}
+	t.Logf("statuses %v, %d traps, rss %d -> %d MiB", statuses, s.Traps, rss0>>20, rss1>>20)
+}
+
+// A guest that reads the request body from a client that stopped sending
+// sits in a host call, where fuel is not spent: the call's deadline still
+// reaches it.
+func TestBlockedHostCallMeetsDeadline(t *testing.T) {
+	guest := wat(t, "hostile/readbody.wat")
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "readbody", Wasm: guest, PoolSize: 1, Timeout: hostileDeadline})
+	srv := httptest.NewServer(NewChain(tr).Then(echoBackend))
+	defer srv.Close()
+
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nthe first bytes and no more")
+	conn.SetReadDeadline(time.Now().Add(10 * hostileDeadline))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer while the client stalls: %v", err)
+	}
+	resp.Body.Close()
+	if elapsed := time.Since(start); resp.StatusCode != 500 || elapsed > 2*hostileDeadline {
+		t.Errorf("status %d after %v, want 500 within %v", resp.StatusCode, elapsed, 2*hostileDeadline)
+	}
+	if s := tr.Stats(); s.Timeouts != 1 {
+		t.Errorf("stats %+v, want one timeout", s)
+	}
+}
+
+// rssSlack is what RSS may grow by across a hostile case: far below the
+// 64 MiB a guest's memory may reach or the hundreds of megabytes wazero's
+// stack would reach unmetered, above what -race's shadow memory adds (the
+// recursion case's stack, about 17 MiB).
+const rssSlack = 32 << 20
+
+// waitReplaced waits for the pool to have replaced n discarded instances.
+func waitReplaced(t *testing.T, tr *Transform, n uint64) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); tr.Stats().Replaced < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d instances replaced", tr.Stats().Replaced, n)
+		}
+	}
+}
+
+// settledRSS is the process's resident size once garbage is collected and
+// returned to the system.
+func settledRSS(t *testing.T) uint64 {
+	t.Helper()
+	runtime.GC()
+	debug.FreeOSMemory()
+	u, err := telemetry.ReadProcessUsage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.RSSBytes
+}
+
+// The same over HTTP/2, where the deadline that ends the wait is the
+// stream's, not the connection's.
+func TestBlockedHostCallMeetsDeadlineHTTP2(t *testing.T) {
+	guest := wat(t, "hostile/readbody.wat")
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "readbody", Wasm: guest, PoolSize: 1, Timeout: hostileDeadline})
+	srv := httptest.NewUnstartedServer(NewChain(tr).Then(echoBackend))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+
+	body, stall := io.Pipe()
+	defer stall.Close()
+	go stall.Write([]byte("the first bytes and no more"))
+	client := srv.Client()
+	client.Timeout = 10 * hostileDeadline
+	start := time.Now()
+	resp, err := client.Post(srv.URL, "text/plain", body)
+	if err != nil {
+		t.Fatalf("no answer while the client stalls: %v", err)
+	}
+	resp.Body.Close()
+	if elapsed := time.Since(start); resp.ProtoMajor != 2 || resp.StatusCode != 500 || elapsed > 2*hostileDeadline {
+		t.Errorf("%s %d after %v, want HTTP/2 500 within %v", resp.Proto, resp.StatusCode, elapsed, 2*hostileDeadline)
+	}
+}
