@@ -37,6 +37,7 @@ type Cluster struct {
 	gen    uint64
 
 	ml      *memberlist.Memberlist
+	keyring *memberlist.Keyring              // nil when gossip is not encrypted
 	queue   *memberlist.TransmitLimitedQueue // reports
 	beats   *memberlist.TransmitLimitedQueue // beats, sent in what room reports leave
 	coords  *coordinate.Client
@@ -110,6 +111,7 @@ func Start(ctx context.Context, cfg Config, meta NodeMeta, report func() telemet
 		return nil, err
 	}
 	mc.Logger = memberlistLogger(log)
+	c.keyring = mc.Keyring
 	d := &delegate{c}
 	mc.Delegate, mc.Events, mc.Ping = d, d, d
 	c.queue = &memberlist.TransmitLimitedQueue{RetransmitMult: c.timing.RetransmitMult, NumNodes: c.numNodes}

@@ -16,7 +16,7 @@ type Config struct {
 	Advertise   string   `yaml:"advertise"` // ip:port peers should use, if not Bind
 	Join        []string `yaml:"join"`      // seeds: host:port, names may resolve to several
 	Profile     string   `yaml:"profile"`   // lan (default) or wan
-	KeyringFile string   `yaml:"keyring"`   // optional; see ParseKeyring
+	KeyringFile string   `yaml:"keyring"`   // required unless bind and advertise are loopback; see ParseKeyring
 
 	// Timing overrides the profile's report timings where non-zero.
 	Timing Timing `yaml:"-"`
@@ -49,14 +49,29 @@ func (c Config) Validate() error {
 	if _, ok := profiles[c.profile()]; !ok {
 		return fmt.Errorf("mesh.profile: %q is not lan or wan", c.Profile)
 	}
+	exposed := false // reachable from beyond this host
 	if c.Transport == nil {
-		if _, _, err := splitIPPort(c.Bind); err != nil {
+		ip, _, err := splitIPPort(c.Bind)
+		if err != nil {
 			return fmt.Errorf("mesh.bind: %w", err)
 		}
+		exposed = !ip.IsLoopback()
 	}
 	if c.Advertise != "" {
-		if _, _, err := splitIPPort(c.Advertise); err != nil {
+		ip, _, err := splitIPPort(c.Advertise)
+		if err != nil {
 			return fmt.Errorf("mesh.advertise: %w", err)
+		}
+		exposed = exposed || !ip.IsLoopback()
+	}
+	// Gossip decides membership, leaders and where clients are steered: an
+	// unkeyed mesh lets anyone who can send a packet join and lead.
+	if c.KeyringFile == "" && exposed {
+		return errors.New("mesh.keyring: required when mesh.bind or mesh.advertise is not a loopback address (an unkeyed mesh admits any process that can reach it; see docs/mesh.md)")
+	}
+	if c.KeyringFile != "" {
+		if _, err := ParseKeyring(c.KeyringFile); err != nil {
+			return err
 		}
 	}
 	for i, j := range c.Join {

@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -318,4 +319,53 @@ func TestExtraGossiped(t *testing.T) {
 		m, ok := member(nodes[0].Cluster, "x-01")
 		return ok && string(m.Extra["geo"]) == "rtt-summary"
 	})
+}
+
+// A key is rotated in three reloads, as docs/mesh.md says, without a
+// restart and without the cluster ever splitting: install the new key,
+// use it, remove the old. Then a node holding only the new key joins and
+// one holding only the old key is refused.
+func TestKeyRotationByReload(t *testing.T) {
+	oldKey := base64.StdEncoding.EncodeToString([]byte("old-key-0123456789abcdef"))
+	newKey := base64.StdEncoding.EncodeToString([]byte("new-key-0123456789abcdef0123456789"[:32]))
+	nw := faultnet.New()
+	var nodes []*node
+	var files []string
+	for i := range 3 {
+		f := writeKeyring(t, oldKey)
+		var seed []string
+		if i > 0 {
+			seed = []string{nodes[0].addr}
+		}
+		nodes = append(nodes, startNode(t, nw, fmt.Sprintf("kr-%d", i), "eu", "127.0.0.1:0", seed, f))
+		files = append(files, f)
+	}
+	eventually(t, "converged on the old key", func() bool { return allSee(nodes, "kr-2", 0) })
+	for step, lines := range [][]string{{oldKey, newKey}, {newKey, oldKey}, {newKey}} {
+		for i, n := range nodes {
+			if err := os.WriteFile(files[i], []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.ReloadKeyring(); err != nil {
+				t.Fatalf("step %d, %s: %v", step+1, n.meta.ID, err)
+			}
+		}
+		rps := int64(10 * (step + 1))
+		nodes[2].rps.Store(rps)
+		eventually(t, fmt.Sprintf("after step %d gossip still flows", step+1), func() bool { return allSee(nodes, "kr-2", float64(rps)) })
+	}
+	late := startNode(t, nw, "kr-new", "eu", "127.0.0.1:0", []string{nodes[0].addr}, writeKeyring(t, newKey))
+	eventually(t, "a node with the new key joins", func() bool { return allState(append(nodes, late), "kr-new", StateAlive) })
+	stale := startNode(t, nw, "kr-old", "eu", "127.0.0.1:0", []string{nodes[0].addr}, writeKeyring(t, oldKey))
+	time.Sleep(10 * fastTiming.Rejoin)
+	if _, ok := member(nodes[0].Cluster, "kr-old"); ok || len(stale.Members()) != 1 {
+		t.Error("a node holding only the removed key was admitted")
+	}
+	if err := os.WriteFile(files[0], []byte("not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[0].ReloadKeyring(); err == nil || !strings.Contains(err.Error(), ":1:") {
+		t.Errorf("reload of a bad keyring = %v, want file:line", err)
+	}
+	eventually(t, "a failed reload keeps the keys", func() bool { nodes[2].rps.Store(99); return allSee(nodes[:1], "kr-2", 99) })
 }

@@ -16,6 +16,7 @@ import (
 )
 
 func TestConfigValidate(t *testing.T) {
+	keys := writeKeyring(t, "MDEyMzQ1Njc4OWFiY2RlZg==")
 	for _, tc := range []struct {
 		cfg  Config
 		want string
@@ -29,11 +30,34 @@ func TestConfigValidate(t *testing.T) {
 		{Config{Bind: "127.0.0.1:1", Advertise: "x"}, "mesh.advertise:"},
 		{Config{Bind: "127.0.0.1:1", Join: []string{"a:1", "b"}}, `mesh.join[1]: "b": want host:port`},
 		{Config{Bind: "127.0.0.1:1", Timing: Timing{Sample: -1}}, "must not be negative"},
+		{Config{Bind: "[::1]:7946"}, ""},
+		// Reachable from outside the host: gossip must be keyed.
+		{Config{Bind: "0.0.0.0:7946"}, "mesh.keyring: required"},
+		{Config{Bind: "[::]:7946"}, "mesh.keyring: required"},
+		{Config{Bind: "10.1.2.3:7946"}, "mesh.keyring: required"},
+		{Config{Bind: "127.0.0.1:7946", Advertise: "203.0.113.7:7946"}, "mesh.keyring: required"},
+		{Config{Bind: "0.0.0.0:7946", KeyringFile: keys}, ""},
+		{Config{Bind: "0.0.0.0:7946", KeyringFile: "/nonexistent/mesh.keys"}, "mesh.keyring:"},
+		{Config{Bind: "127.0.0.1:7946", KeyringFile: writeKeyring(t, "c2hvcnQ=")}, "key is 5 bytes"},
 	} {
 		err := tc.cfg.Validate()
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("Validate(%+v) = %v, want %q", tc.cfg, err, tc.want)
 		}
+	}
+}
+
+// Start refuses what Validate refuses: no unkeyed mesh on a public bind.
+func TestStartRefusesUnkeyedPublicBind(t *testing.T) {
+	meta := NodeMeta{ID: "n", Region: "eu"}
+	sample := func() telemetry.NodeSample { return telemetry.NodeSample{} }
+	c, err := Start(t.Context(), Config{Bind: "0.0.0.0:0"}, meta, sample, slog.New(slog.DiscardHandler))
+	if err == nil {
+		c.Shutdown()
+		t.Fatal("an unkeyed mesh bound to 0.0.0.0 started")
+	}
+	if !strings.Contains(err.Error(), "mesh.keyring: required") {
+		t.Errorf("err = %v, want it to name mesh.keyring", err)
 	}
 }
 
