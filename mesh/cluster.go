@@ -66,7 +66,8 @@ type Cluster struct {
 type peer struct {
 	meta     NodeMeta
 	addr     string
-	state    State // alive, dead or left as memberlist told us
+	state    State  // alive, dead or left as memberlist told us
+	gen      uint64 // report generation in its metadata; 0 if not told
 	since    time.Time
 	rep      *report
 	recv     time.Time // when rep arrived, by our clock
@@ -98,7 +99,7 @@ func Start(ctx context.Context, cfg Config, meta NodeMeta, report func() telemet
 	}
 	c := &Cluster{
 		cfg: cfg, timing: cfg.timing(), meta: meta, log: log, report: report,
-		gen:     uint64(time.Now().UnixNano()),
+		gen:     uint64(cfg.now().UnixNano()),
 		coords:  coords,
 		events:  newEventQueue(meta.ID, 256),
 		peers:   map[string]*peer{},
@@ -307,6 +308,16 @@ func withoutHistograms(in map[string]telemetry.ServiceSample) map[string]telemet
 	return out
 }
 
+// accepts says whether a report of generation gen may replace what we hold
+// of p: one of the generation its metadata names, or, for a node that names
+// none, the newest generation.
+func (p *peer) accepts(gen uint64) bool {
+	if p.gen != 0 {
+		return gen == p.gen
+	}
+	return p.rep == nil || gen >= p.rep.Gen
+}
+
 func (c *Cluster) peerLocked(id string) *peer {
 	p := c.peers[id]
 	if p == nil {
@@ -329,7 +340,7 @@ func (c *Cluster) merge(rep *report, relay bool, now time.Time) {
 		c.dropped.Add(1)
 		return
 	}
-	if p != nil && p.rep != nil && !rep.newerThan(p.rep) {
+	if p != nil && (!p.accepts(rep.Gen) || p.rep != nil && !rep.newerThan(p.rep)) {
 		return
 	}
 	p = c.peerLocked(rep.ID)
@@ -367,6 +378,8 @@ func (c *Cluster) mergeBeat(bt beat, now time.Time) {
 	}
 	held := p.rep
 	switch {
+	case !p.accepts(bt.Gen):
+		return // its former self's
 	case held != nil && !(&report{Gen: bt.Gen, Seq: bt.Seq}).newerThan(held):
 		return // already seen
 	case held == nil || held.Gen != bt.Gen || held.Seq < bt.Base:

@@ -25,6 +25,9 @@ type Config struct {
 	Transport memberlist.Transport `yaml:"-"`
 	// Tuning edits memberlist's settings last, e.g. to speed tests up.
 	Tuning func(*memberlist.Config) `yaml:"-"`
+	// Clock is the wall clock the node's report generation is read from;
+	// time.Now when nil. Tests step it back.
+	Clock func() time.Time `yaml:"-"`
 }
 
 // Timing is how often load reports are taken, sent and trusted.
@@ -86,6 +89,13 @@ func (c Config) Validate() error {
 		return errors.New("mesh timing: durations and multipliers must not be negative")
 	}
 	return nil
+}
+
+func (c Config) now() time.Time {
+	if c.Clock != nil {
+		return c.Clock()
+	}
+	return time.Now()
 }
 
 func (c Config) profile() string {

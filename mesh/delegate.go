@@ -12,7 +12,7 @@ type delegate struct{ c *Cluster }
 
 // NodeMeta implements memberlist.Delegate; Start validated that it fits.
 func (d *delegate) NodeMeta(limit int) []byte {
-	b, err := d.c.meta.encode()
+	b, err := d.c.meta.encode(d.c.gen)
 	if err != nil || len(b) > limit {
 		d.c.log.Error("node metadata does not fit", "limit", limit, "err", err)
 		return nil

@@ -41,7 +41,7 @@ type Member struct {
 // membership records what memberlist told us about a node. It runs under
 // memberlist's node lock, so it must not call back into memberlist.
 func (c *Cluster) membership(n *memberlist.Node, kind string) {
-	meta, err := decodeMeta(n.Meta)
+	meta, gen, err := decodeMeta(n.Meta)
 	if err != nil {
 		c.dropped.Add(1)
 		c.log.Warn("ignoring member with bad metadata", "member", n.Name, "err", err)
@@ -71,6 +71,13 @@ func (c *Cluster) membership(n *memberlist.Node, kind string) {
 		p.since = now
 	}
 	p.meta, p.addr, p.state = meta, n.Address(), state
+	if gen != p.gen {
+		// A new process under this id: what we hold is its former self's.
+		p.gen = gen
+		if p.rep != nil && gen != 0 && p.rep.Gen != gen {
+			p.rep, p.recv = nil, now
+		}
+	}
 	alive := 0
 	for _, q := range c.peers {
 		if q.state == StateAlive {

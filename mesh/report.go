@@ -39,11 +39,12 @@ const (
 	maxStateItems = 4096
 )
 
-// report is one node's versioned load summary. Newest wins per node: a
-// restarted node has a larger Gen, so it beats its former self.
+// report is one node's versioned load summary. Within a generation the
+// higher sequence wins; which generation is current, the node's metadata
+// says (wireMeta), so a restart with the clock stepped back is not hidden.
 type report struct {
 	ID    string
-	Gen   uint64 // the sender's start time, unix ns
+	Gen   uint64 // the sender's start time, unix ns: unique per process, not ordered
 	Seq   uint64 // increments with every change
 	Age   time.Duration
 	Epoch uint64 // the highest leader epoch the sender knows of in its region

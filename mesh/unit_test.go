@@ -110,12 +110,16 @@ func TestParseKeyring(t *testing.T) {
 
 func TestNodeMeta(t *testing.T) {
 	good := NodeMeta{ID: "par-1", Region: "eu-west", Zone: "a", Lat: 48.85, Lon: 2.35, PublicURL: "https://par-1.example.net", Capacity: 8, Version: "1.0"}
-	b, err := good.encode()
+	b, err := good.encode(1700000000000000000)
 	if err != nil || good.Validate() != nil {
 		t.Fatal(err, good.Validate())
 	}
-	if got, err := decodeMeta(b); err != nil || got != good {
-		t.Errorf("decodeMeta = %+v, %v", got, err)
+	if got, gen, err := decodeMeta(b); err != nil || got != good || gen != 1700000000000000000 {
+		t.Errorf("decodeMeta = %+v, %d, %v", got, gen, err)
+	}
+	// A node of a release that sends no generation still decodes.
+	if _, gen, err := decodeMeta(append([]byte{metaFormat}, `{"id":"a","region":"eu"}`...)); err != nil || gen != 0 {
+		t.Errorf("metadata without a generation: %d, %v", gen, err)
 	}
 	bad := []NodeMeta{
 		{Region: "eu"},
@@ -132,7 +136,7 @@ func TestNodeMeta(t *testing.T) {
 		}
 	}
 	for _, raw := range [][]byte{nil, {9, '{'}, {metaFormat, '{'}, append([]byte{metaFormat}, `{"id":"x y","region":"eu"}`...)} {
-		if _, err := decodeMeta(raw); err == nil {
+		if _, _, err := decodeMeta(raw); err == nil {
 			t.Errorf("decodeMeta(%q) accepted", raw)
 		}
 	}
