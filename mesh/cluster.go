@@ -52,10 +52,12 @@ type Cluster struct {
 	seq      uint64
 	lastSent *report // our latest full report; beats since refer to it
 	extra    map[string][]byte
-	dirty    bool // extras, epoch or leaving changed since lastSent
+	dirty    bool // extras, term, lead or leaving changed since lastSent
 	leaving  bool
-	epoch    uint64 // highest leader epoch known in our region
-	leaders  map[string]string
+	term     uint64                // highest leader term known in our region
+	lead     uint64                // the term we lead our region under; 0 when not leading
+	roster   map[string]time.Time  // our region's members, when last eligible (leader.go)
+	leaders  map[string]leaderTerm // per region, as last reported in events
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -103,7 +105,8 @@ func Start(ctx context.Context, cfg Config, meta NodeMeta, report func() telemet
 		coords:  coords,
 		events:  newEventQueue(meta.ID, 256),
 		peers:   map[string]*peer{},
-		leaders: map[string]string{},
+		leaders: map[string]leaderTerm{},
+		roster:  map[string]time.Time{},
 		repairs: make(chan string, 1),
 		stop:    make(chan struct{}),
 	}
@@ -247,7 +250,7 @@ func (c *Cluster) sampleLoop() {
 			return
 		case <-t.C:
 			c.sample(time.Now())
-			c.watchLeaders()
+			c.tendLeadership(time.Now())
 		}
 	}
 }
@@ -258,7 +261,7 @@ func (c *Cluster) sampleLoop() {
 const beatRetransmitMult = 3
 
 // sample reads the report function and broadcasts a full report when the
-// figures, extras or the epoch changed; otherwise, once per refresh
+// figures, extras, the term or our lead changed; otherwise, once per refresh
 // interval, a beat. Beats do not carry our coordinate: full reports do, and
 // every ping ack, so each peer gets it at least once per probe round.
 func (c *Cluster) sample(now time.Time) {
@@ -279,7 +282,7 @@ func (c *Cluster) sample(now time.Time) {
 		c.beats.QueueBroadcast(newBeatBroadcast(beat{ID: c.meta.ID, Gen: c.gen, Seq: c.seq, Base: last.Seq}, now))
 		return
 	}
-	rep := &report{ID: c.meta.ID, Gen: c.gen, Seq: c.seq, Epoch: c.epoch, Leaving: c.leaving, Sample: s, Coord: c.coords.GetCoordinate(), Extra: c.extra}
+	rep := &report{ID: c.meta.ID, Gen: c.gen, Seq: c.seq, Term: c.term, Leads: c.lead != 0, Leaving: c.leaving, Sample: s, Coord: c.coords.GetCoordinate(), Extra: c.extra}
 	b, err := newBroadcast(rep, now)
 	if errors.Is(err, errTooBig) {
 		// Histograms are the bulk; the totals still fit.
@@ -352,8 +355,10 @@ func (c *Cluster) merge(rep *report, relay bool, now time.Time) {
 	if rep.Coord != nil && now.Sub(p.coordAt) > c.timing.Sample {
 		p.coord = rep.Coord // a direct ping measured more recently is kept
 	}
-	if p.meta.Region == c.meta.Region && rep.Epoch > c.epoch {
-		c.epoch = rep.Epoch
+	if p.meta.Region == c.meta.Region && rep.Term > c.term {
+		// Tell the region at once: a leader under a lower term learns it
+		// was deposed, and beats must not refresh a report with the old one.
+		c.term, c.dirty = rep.Term, true
 	}
 	if relay {
 		if b, err := newBroadcast(rep, now); err == nil {

@@ -36,6 +36,9 @@ type Timing struct {
 	Refresh    time.Duration // an unchanged report is re-sent this often
 	StaleAfter time.Duration // a report older than this is shown as stale
 	Rejoin     time.Duration // how often a lone node retries its seeds and a dead peer
+	// Remember is how long a region member that failed still counts
+	// towards the majority a leader must see (docs/mesh.md).
+	Remember time.Duration
 	// RetransmitMult scales how many times each node relays a report:
 	// RetransmitMult * ceil(log10(N+1)), as memberlist does for its own.
 	RetransmitMult int
@@ -43,8 +46,8 @@ type Timing struct {
 
 // profiles holds the defaults documented in docs/mesh.md.
 var profiles = map[string]Timing{
-	"lan": {Sample: 250 * time.Millisecond, Refresh: 5 * time.Second, StaleAfter: 15 * time.Second, Rejoin: 5 * time.Second, RetransmitMult: 6},
-	"wan": {Sample: 500 * time.Millisecond, Refresh: 10 * time.Second, StaleAfter: 30 * time.Second, Rejoin: 15 * time.Second, RetransmitMult: 6},
+	"lan": {Sample: 250 * time.Millisecond, Refresh: 5 * time.Second, StaleAfter: 15 * time.Second, Rejoin: 5 * time.Second, Remember: 5 * time.Minute, RetransmitMult: 6},
+	"wan": {Sample: 500 * time.Millisecond, Refresh: 10 * time.Second, StaleAfter: 30 * time.Second, Rejoin: 15 * time.Second, Remember: 10 * time.Minute, RetransmitMult: 6},
 }
 
 // Validate reports the first problem with c, naming the field.
@@ -85,7 +88,7 @@ func (c Config) Validate() error {
 		}
 	}
 	t := c.Timing
-	if t.Sample < 0 || t.Refresh < 0 || t.StaleAfter < 0 || t.Rejoin < 0 || t.RetransmitMult < 0 {
+	if t.Sample < 0 || t.Refresh < 0 || t.StaleAfter < 0 || t.Rejoin < 0 || t.Remember < 0 || t.RetransmitMult < 0 {
 		return errors.New("mesh timing: durations and multipliers must not be negative")
 	}
 	return nil
@@ -120,6 +123,9 @@ func (c Config) timing() Timing {
 	}
 	if o.Rejoin > 0 {
 		t.Rejoin = o.Rejoin
+	}
+	if o.Remember > 0 {
+		t.Remember = o.Remember
 	}
 	if o.RetransmitMult > 0 {
 		t.RetransmitMult = o.RetransmitMult

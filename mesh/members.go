@@ -92,6 +92,16 @@ func (c *Cluster) membership(n *memberlist.Node, kind string) {
 	c.events.push(kind, map[string]string{"member": n.Name, "region": meta.Region, "addr": n.Address()})
 }
 
+// reportAge is how old p's report is: its age when it arrived plus the
+// time since. Without a report, the time since the node joined.
+func (p *peer) reportAge(now time.Time) time.Duration {
+	age := max(now.Sub(p.recv), 0)
+	if p.rep != nil {
+		age += p.rep.Age
+	}
+	return age
+}
+
 // numNodes is the count of members alive to memberlist, for the relay
 // limit. The queue calls it under its own lock, hence the atomic.
 func (c *Cluster) numNodes() int { return max(int(c.alive.Load()), 1) }
@@ -117,9 +127,8 @@ func (c *Cluster) memberLocked(id string, p *peer, now time.Time) Member {
 	if m.Self {
 		m.Coordinate = c.coords.GetCoordinate()
 	}
-	age := max(now.Sub(p.recv), 0)
+	age := p.reportAge(now)
 	if p.rep != nil {
-		age += p.rep.Age
 		m.HasReport = true
 		m.Report = p.rep.Sample
 		m.Report.Node, m.Report.Region = id, p.meta.Region

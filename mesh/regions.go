@@ -3,6 +3,7 @@ package mesh
 import (
 	"maps"
 	"slices"
+	"time"
 
 	"perigee/telemetry"
 )
@@ -11,8 +12,8 @@ import (
 // reports, for GET /regions and the policies' snapshot.
 type RegionView struct {
 	Name     string                             `json:"name"`
-	Leader   string                             `json:"leader"`
-	Epoch    uint64                             `json:"epoch"`
+	Leader   string                             `json:"leader"`  // "" while no eligible member claims a term
+	Term     uint64                             `json:"term"`    // the leader's term
 	Members  []string                           `json:"members"` // live ids, sorted
 	Fresh    int                                `json:"fresh"`   // members whose report is merged
 	Stale    int                                `json:"stale"`   // live members left out for a stale report
@@ -47,9 +48,6 @@ func (c *Cluster) Region(name string) RegionView {
 			continue
 		}
 		v.Members = append(v.Members, m.Meta.ID)
-		if m.State == StateAlive && v.Leader == "" {
-			v.Leader = m.Meta.ID // Members is sorted: the lowest eligible id
-		}
 		if !m.HasReport || m.Stale {
 			v.Stale++
 			continue
@@ -61,24 +59,9 @@ func (c *Cluster) Region(name string) RegionView {
 		v.CPU += m.Report.CPU
 		samples = append(samples, m.Report)
 	}
-	v.Epoch = c.regionEpoch(name)
+	c.mu.Lock()
+	v.Leader, v.Term = c.shownLeaderLocked(name, time.Now())
+	c.mu.Unlock()
 	v.Services = telemetry.MergeServices(samples)
 	return v
-}
-
-// regionEpoch is the highest epoch live members of the region report; for
-// our own region it includes what we learnt from members since gone.
-func (c *Cluster) regionEpoch(name string) uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e := uint64(0)
-	if name == c.meta.Region {
-		e = c.epoch
-	}
-	for _, p := range c.peers {
-		if p.meta.Region == name && p.rep != nil && p.state == StateAlive {
-			e = max(e, p.rep.Epoch)
-		}
-	}
-	return e
 }

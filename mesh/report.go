@@ -24,6 +24,7 @@ const (
 	formatVersion = 1
 
 	flagLeaving = 1 << 0
+	flagLeads   = 1 << 1 // the sender leads its region under Term
 )
 
 // Limits on what a report may carry. They keep one report inside a UDP
@@ -47,7 +48,8 @@ type report struct {
 	Gen   uint64 // the sender's start time, unix ns: unique per process, not ordered
 	Seq   uint64 // increments with every change
 	Age   time.Duration
-	Epoch uint64 // the highest leader epoch the sender knows of in its region
+	Term  uint64 // the highest leader term the sender knows of in its region
+	Leads bool   // the sender leads its region under Term
 	// Leaving is set in the last report of a node shutting down on purpose:
 	// memberlist's callbacks do not tell a leave from a failure.
 	Leaving bool
@@ -79,10 +81,13 @@ func appendReport(b []byte, r *report) ([]byte, error) {
 	b = binary.AppendUvarint(b, r.Gen)
 	b = binary.AppendUvarint(b, r.Seq)
 	b = binary.BigEndian.AppendUint32(b, ageMillis(r.Age))
-	b = binary.AppendUvarint(b, r.Epoch)
+	b = binary.AppendUvarint(b, r.Term)
 	flags := byte(0)
 	if r.Leaving {
 		flags |= flagLeaving
+	}
+	if r.Leads {
+		flags |= flagLeads
 	}
 	b = append(b, flags)
 	s := &r.Sample
@@ -155,11 +160,11 @@ func decodeReport(b []byte) (*report, []byte, error) {
 	if age := r.Take(4, "age"); age != nil {
 		rep.Age = time.Duration(binary.BigEndian.Uint32(age)) * time.Millisecond
 	}
-	rep.Epoch = r.Uvarint("epoch")
-	if f := r.Byte("flags"); f&^flagLeaving != 0 {
+	rep.Term = r.Uvarint("term")
+	if f := r.Byte("flags"); f&^(flagLeaving|flagLeads) != 0 {
 		r.Fail("unknown flags")
 	} else {
-		rep.Leaving = f&flagLeaving != 0
+		rep.Leaving, rep.Leads = f&flagLeaving != 0, f&flagLeads != 0
 	}
 	s := &rep.Sample
 	s.Window = time.Duration(min(r.Uvarint("window"), math.MaxInt64/uint64(time.Millisecond))) * time.Millisecond

@@ -150,7 +150,7 @@ func sampleReport() *report {
 	c := coordinate.NewCoordinate(coordinate.DefaultConfig())
 	c.Vec[0], c.Height = 0.25, 0.0001
 	return &report{
-		ID: "par-1", Gen: 1700000000000000000, Seq: 42, Age: 1500 * time.Millisecond, Epoch: 3, Leaving: true,
+		ID: "par-1", Gen: 1700000000000000000, Seq: 42, Age: 1500 * time.Millisecond, Term: 3, Leads: true, Leaving: true,
 		Sample: telemetry.NodeSample{Window: time.Second, RPS: 1250.5, InFlight: 17, CPU: 1.5, MemBytes: 1 << 30,
 			Services: map[string]telemetry.ServiceSample{
 				"api":    {RPS: 1000, ErrorRate: 0.25, InFlight: 12, Queued: 3, Latency: h.Snapshot(), Backends: 4, HealthyBackends: 3},
@@ -172,7 +172,7 @@ func TestReportRoundTrip(t *testing.T) {
 		t.Fatalf("decode = %v, %v", out, err)
 	}
 	got := out[0]
-	if got.ID != in.ID || got.Gen != in.Gen || got.Seq != in.Seq || got.Age != in.Age || got.Epoch != in.Epoch || !got.Leaving {
+	if got.ID != in.ID || got.Gen != in.Gen || got.Seq != in.Seq || got.Age != in.Age || got.Term != in.Term || !got.Leads || !got.Leaving {
 		t.Errorf("header = %+v", got)
 	}
 	api := got.Sample.Services["api"]
