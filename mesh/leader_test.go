@@ -31,22 +31,25 @@ func watchClaims(nodes []*node) *claims {
 			case <-time.After(10 * time.Millisecond):
 			}
 			for _, n := range nodes {
-				term, ok := n.Leadership()
-				if !ok {
-					continue
+				if term, ok := n.Leadership(); ok {
+					c.record(n.meta.ID, term)
 				}
-				c.mu.Lock()
-				if _, seen := c.holders[term]; !seen {
-					c.order = append(c.order, term)
-				}
-				if !slices.Contains(c.holders[term], n.meta.ID) {
-					c.holders[term] = append(c.holders[term], n.meta.ID)
-				}
-				c.mu.Unlock()
 			}
 		}
 	}()
 	return c
+}
+
+// record notes that id claimed term.
+func (c *claims) record(id string, term uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, seen := c.holders[term]; !seen {
+		c.order = append(c.order, term)
+	}
+	if !slices.Contains(c.holders[term], id) {
+		c.holders[term] = append(c.holders[term], id)
+	}
 }
 
 // check stops the sampler and fails on a term claimed by two nodes, or a
