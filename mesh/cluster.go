@@ -282,7 +282,7 @@ func (c *Cluster) sample(now time.Time) {
 		c.beats.QueueBroadcast(newBeatBroadcast(beat{ID: c.meta.ID, Gen: c.gen, Seq: c.seq, Base: last.Seq}, now))
 		return
 	}
-	rep := &report{ID: c.meta.ID, Gen: c.gen, Seq: c.seq, Term: c.term, Leads: c.lead != 0, Leaving: c.leaving, Sample: s, Coord: c.coords.GetCoordinate(), Extra: c.extra}
+	rep := &report{ID: c.meta.ID, Gen: c.gen, Seq: c.seq, Term: c.term, Leads: c.lead != 0 && !c.leaving, Leaving: c.leaving, Sample: s, Coord: c.coords.GetCoordinate(), Extra: c.extra}
 	b, err := newBroadcast(rep, now)
 	if errors.Is(err, errTooBig) {
 		// Histograms are the bulk; the totals still fit.

@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+
 	"perigee/mesh/faultnet"
+	"perigee/telemetry"
 )
 
 // claims samples every node's Leadership until stopped, recording who
@@ -327,6 +330,21 @@ func TestLeadershipRules(t *testing.T) {
 	c.tendLeadership(later)
 	if c.lead <= t3 {
 		t.Errorf("after c was forgotten b leads under %d; want a new term above %d", c.lead, t3)
+	}
+
+	// Leaving: no lead, and the last report says so, so the next node
+	// need not wait for this one to be declared gone.
+	c.mu.Lock()
+	c.leaving, c.dirty = true, true
+	c.mu.Unlock()
+	if _, ok := c.Leadership(); ok {
+		t.Error("a leaving node leads")
+	}
+	c.report = func() telemetry.NodeSample { return telemetry.NodeSample{} }
+	c.queue = &memberlist.TransmitLimitedQueue{RetransmitMult: 1, NumNodes: c.numNodes}
+	c.sample(later)
+	if c.lastSent.Leads || !c.lastSent.Leaving {
+		t.Errorf("the leaving report: leads %v, leaving %v; want false, true", c.lastSent.Leads, c.lastSent.Leaving)
 	}
 
 	// Alone with seeds to reach: no lead at all.
