@@ -42,7 +42,7 @@ type Cluster struct {
 	beats   *memberlist.TransmitLimitedQueue // beats, sent in what room reports leave
 	coords  *coordinate.Client
 	events  *eventQueue
-	repairs chan string // addresses of peers whose report we missed
+	repairs chan repair // messages for repairLoop to send
 
 	dropped atomic.Uint64
 	alive   atomic.Int32
@@ -76,6 +76,7 @@ type peer struct {
 	coord    *coordinate.Coordinate
 	coordAt  time.Time
 	repairAt time.Time // when we last asked this peer for the report we missed
+	answerAt time.Time // when we last sent this peer our report on request
 }
 
 // Start creates the node's memberlist, then joins the seeds in the
@@ -107,7 +108,7 @@ func Start(ctx context.Context, cfg Config, meta NodeMeta, report func() telemet
 		peers:   map[string]*peer{},
 		leaders: map[string]leaderTerm{},
 		roster:  map[string]time.Time{},
-		repairs: make(chan string, 1),
+		repairs: make(chan repair, repairQueue),
 		stop:    make(chan struct{}),
 	}
 	mc, err := cfg.memberlistConfig(meta.ID)
@@ -208,10 +209,8 @@ func (c *Cluster) sendLastReport() {
 		if id == c.meta.ID || p.state != StateAlive {
 			continue
 		}
-		host, port, err := net.SplitHostPort(p.addr)
-		n, _ := strconv.ParseUint(port, 10, 16)
-		if err == nil {
-			targets = append(targets, &memberlist.Node{Name: id, Addr: net.ParseIP(host), Port: uint16(n)})
+		if n, ok := nodeAt(id, p.addr); ok {
+			targets = append(targets, n)
 		}
 	}
 	c.mu.Unlock()
@@ -225,6 +224,17 @@ func (c *Cluster) sendLastReport() {
 			c.log.Debug("leaving report not delivered", "peer", n.Name, "err", err)
 		}
 	}
+}
+
+// nodeAt names a peer for memberlist's direct sends.
+func nodeAt(id, addr string) (*memberlist.Node, bool) {
+	host, port, err := net.SplitHostPort(addr)
+	n, perr := strconv.ParseUint(port, 10, 16)
+	ip := net.ParseIP(host)
+	if err != nil || perr != nil || ip == nil {
+		return nil, false
+	}
+	return &memberlist.Node{Name: id, Addr: ip, Port: uint16(n)}, true
 }
 
 // Shutdown stops gossip and closes the sockets. It is safe to call twice.
@@ -388,42 +398,13 @@ func (c *Cluster) mergeBeat(bt beat, now time.Time) {
 	case held != nil && !(&report{Gen: bt.Gen, Seq: bt.Seq}).newerThan(held):
 		return // already seen
 	case held == nil || held.Gen != bt.Gen || held.Seq < bt.Base:
-		c.askRepairLocked(p, now)
+		c.askRepairLocked(bt.ID, p, now)
 		return
 	}
 	rep := *held
 	rep.Seq, rep.Age = bt.Seq, bt.Age
 	p.rep, p.recv = &rep, now
 	c.beats.QueueBroadcast(newBeatBroadcast(bt, now))
-}
-
-// askRepairLocked queues a push/pull with p, at most once per refresh
-// interval per peer, and drops the request if one is already waiting.
-func (c *Cluster) askRepairLocked(p *peer, now time.Time) {
-	if p.addr == "" || now.Sub(p.repairAt) < c.timing.Refresh {
-		return
-	}
-	p.repairAt = now
-	select {
-	case c.repairs <- p.addr:
-	default:
-	}
-}
-
-// repairLoop runs the push/pulls that askRepairLocked queues; memberlist's
-// Join is a push/pull with the given address, state included.
-func (c *Cluster) repairLoop() {
-	defer c.wg.Done()
-	for {
-		select {
-		case <-c.stop:
-			return
-		case addr := <-c.repairs:
-			if _, err := c.ml.Join([]string{addr}); err != nil {
-				c.log.Debug("cannot fetch a missed report", "addr", addr, "err", err)
-			}
-		}
-	}
 }
 
 // broadcast is one report or beat in memberlist's queue. Its age is patched in at

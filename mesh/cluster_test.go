@@ -70,7 +70,10 @@ func startNodeWith(t *testing.T, nw *faultnet.Network, id, region, addr string, 
 		t.Fatal(err)
 	}
 	n := &node{meta: NodeMeta{ID: id, Region: region, Capacity: 1, PublicURL: "https://" + id + ".example.net"}, addr: tr.Addr()}
-	cfg.Transport, cfg.Tuning = tr, fastTuning
+	cfg.Transport = tr
+	if cfg.Tuning == nil {
+		cfg.Tuning = fastTuning
+	}
 	if cfg.Timing == (Timing{}) {
 		cfg.Timing = fastTiming
 	}

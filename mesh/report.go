@@ -21,6 +21,7 @@ const (
 	kindReport    = 1 // one report, gossiped
 	kindState     = 2 // every known report, on push/pull
 	kindBeat      = 3 // an unchanged node's refresh, gossiped
+	kindWant      = 4 // "send me your report", sent to one node (repair.go)
 	formatVersion = 1
 
 	flagLeaving = 1 << 0
@@ -329,4 +330,24 @@ func decodeBeat(b []byte) (beat, error) {
 		r.Fail("beat id")
 	}
 	return bt, r.Err()
+}
+
+// encodeWant asks a node for its report, naming the asker.
+func encodeWant(from string) []byte {
+	return appendString([]byte{kindWant, formatVersion}, from)
+}
+
+// decodeWant parses a want. It never panics on any input: fuzzed in
+// FuzzDecodeWant.
+func decodeWant(b []byte) (string, error) {
+	if len(b) < 2 || b[0] != kindWant || b[1] != formatVersion {
+		return "", fmt.Errorf("%w: not a want", errMalformed)
+	}
+	r := binread.New(b[2:], errMalformed)
+	from := string(r.Bytes(maxNameLen, "asker"))
+	r.End()
+	if r.Err() == nil && checkName("id", from) != nil {
+		r.Fail("asker id")
+	}
+	return from, r.Err()
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+
 	"perigee/mesh/faultnet"
 )
 
@@ -199,6 +201,56 @@ func TestRestartWithClockSteppedBackIsSeen(t *testing.T) {
 	nodes[0].merge(old, false, time.Now())
 	if m, _ := member(nodes[0].Cluster, "c-02"); m.Report.RPS != 9 {
 		t.Errorf("a report of the former instance replaced the live one: rps %v", m.Report.RPS)
+	}
+}
+
+// A node that missed a report asks that node for it alone: the repair
+// costs a report's bytes, not a push/pull of every report and member.
+func TestMissedReportRepairedWithoutPushPull(t *testing.T) {
+	nw := faultnet.New()
+	noPushPull := func(mc *memberlist.Config) {
+		fastTuning(mc)
+		mc.PushPullInterval = 0 // only the repair may open a stream
+	}
+	var nodes []*node
+	for i := range 10 {
+		cfg := Config{Tuning: noPushPull}
+		if i > 0 {
+			cfg.Join = []string{nodes[0].addr}
+		}
+		nodes = append(nodes, startNodeWith(t, nw, fmt.Sprintf("m-%02d", i), "eu", "127.0.0.1:0", cfg))
+	}
+	nodes[0].rps.Store(40)
+	eventually(t, "converged", func() bool {
+		for _, n := range nodes {
+			if !allSee(nodes, n.meta.ID, float64(n.rps.Load())) {
+				return false
+			}
+		}
+		return true
+	})
+	eventually(t, "no report still being relayed", func() bool {
+		for _, n := range nodes {
+			if n.queue.NumQueued() > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	obs := nodes[1]
+	state := (&delegate{obs.Cluster}).LocalState(false) // what one side of a push/pull sends
+	// obs "missed" m-00's latest report: it holds an older one.
+	obs.mu.Lock()
+	p := obs.peers["m-00"]
+	old := *p.rep
+	old.Seq, old.Sample.RPS = 0, 1
+	p.rep = &old
+	obs.mu.Unlock()
+	before := nw.Stats().StreamBytes
+	eventually(t, "obs repaired m-00's report", func() bool { return allSee([]*node{obs}, "m-00", 40) })
+	t.Logf("spent %d, state %d", nw.Stats().StreamBytes-before, len(state))
+	if spent := nw.Stats().StreamBytes - before; spent >= int64(len(state)) {
+		t.Errorf("the repair moved %d stream bytes; one side of a push/pull is %d", spent, len(state))
 	}
 }
 

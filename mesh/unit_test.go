@@ -402,7 +402,7 @@ func TestNegativeAgeSentAsZero(t *testing.T) {
 func beatCluster() *Cluster {
 	c := &Cluster{
 		meta: NodeMeta{ID: "self", Region: "eu"}, timing: fastTiming, log: slog.New(slog.DiscardHandler),
-		peers: map[string]*peer{}, repairs: make(chan string, 1),
+		peers: map[string]*peer{}, repairs: make(chan repair, repairQueue),
 	}
 	c.beats = &memberlist.TransmitLimitedQueue{RetransmitMult: beatRetransmitMult, NumNodes: c.numNodes}
 	c.peers["n1"] = &peer{state: StateAlive, addr: "127.0.0.1:1", rep: &report{ID: "n1", Gen: 7, Seq: 5, Sample: telemetry.NodeSample{RPS: 10}}}
@@ -438,8 +438,13 @@ func TestBeatAfterMissedReportAsksForRepair(t *testing.T) {
 	if c.peers["n1"].rep.Seq != 5 {
 		t.Error("a beat for a report we missed was applied")
 	}
-	if len(c.repairs) != 1 || <-c.repairs != "127.0.0.1:1" {
+	if len(c.repairs) != 1 {
 		t.Fatal("no repair asked of n1")
+	}
+	if r := <-c.repairs; r.to.Name != "n1" || r.to.Address() != "127.0.0.1:1" {
+		t.Fatalf("repair asked of %s at %s, want n1 at 127.0.0.1:1", r.to.Name, r.to.Address())
+	} else if from, err := decodeWant(r.msg); err != nil || from != "self" {
+		t.Errorf("repair message: want from %q, %v; want from self", from, err)
 	}
 	c.mergeBeat(beat{ID: "n1", Gen: 7, Seq: 10, Base: 6}, now.Add(fastTiming.Refresh/2))
 	if len(c.repairs) != 0 {
@@ -448,5 +453,60 @@ func TestBeatAfterMissedReportAsksForRepair(t *testing.T) {
 	c.mergeBeat(beat{ID: "n1", Gen: 8, Seq: 1, Base: 1}, now.Add(fastTiming.Refresh))
 	if len(c.repairs) != 1 {
 		t.Error("a restarted node's beat did not ask for its new report")
+	}
+}
+
+func TestWantRoundTripAndRejects(t *testing.T) {
+	if from, err := decodeWant(encodeWant("par-1")); err != nil || from != "par-1" {
+		t.Fatalf("decodeWant = %q, %v", from, err)
+	}
+	b := encodeWant("par-1")
+	for i := range b {
+		if _, err := decodeWant(b[:i]); err == nil {
+			t.Errorf("truncated at %d of %d accepted", i, len(b))
+		}
+	}
+	for _, bad := range [][]byte{append(bytes.Clone(b), 0), encodeWant("a b"), encodeWant(""), {kindWant, formatVersion + 1, 1, 'a'}} {
+		if _, err := decodeWant(bad); !errors.Is(err, errMalformed) {
+			t.Errorf("decodeWant(%x) = %v, want errMalformed", bad, err)
+		}
+	}
+}
+
+func FuzzDecodeWant(f *testing.F) {
+	f.Add(encodeWant("n1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if from, err := decodeWant(b); err == nil && checkName("id", from) != nil {
+			t.Fatalf("accepted bad asker %q", from)
+		}
+	})
+}
+
+// A want is answered only to a live member, at its own address, and at
+// most twice per refresh interval: a flood of wants costs one answer.
+func TestWantAnsweredOnlyToLiveMembersAndRateLimited(t *testing.T) {
+	c := beatCluster()
+	c.lastSent = &report{ID: "self", Gen: 1, Seq: 3}
+	now := time.Now()
+	c.answerWant("stranger", now)
+	c.peers["gone"] = &peer{state: StateDead, addr: "127.0.0.1:2"}
+	c.answerWant("gone", now)
+	if len(c.repairs) != 0 {
+		t.Fatal("answered a member that is not alive")
+	}
+	for range 100 {
+		c.answerWant("n1", now)
+	}
+	if len(c.repairs) != 1 {
+		t.Fatalf("%d answers queued for 100 wants, want 1", len(c.repairs))
+	}
+	r := <-c.repairs
+	reps, err := decodeMessage(r.msg)
+	if r.to.Address() != "127.0.0.1:1" || err != nil || len(reps) != 1 || reps[0].Seq != 3 || r.msg[0] != kindState {
+		t.Errorf("answer to %s: %v, %v", r.to.Address(), reps, err)
+	}
+	c.answerWant("n1", now.Add(fastTiming.Refresh))
+	if len(c.repairs) != 1 {
+		t.Error("no answer a refresh interval later")
 	}
 }
