@@ -24,22 +24,28 @@ type Service struct {
 	mu       sync.Mutex // serialises membership and health changes
 	all      atomic.Pointer[[]*Backend]
 	healthy  atomic.Pointer[[]*Backend]
+	pool     atomic.Pointer[[]*Backend] // what Pick balances over: healthy, or all in panic mode
 	balancer balancer
 	budget   retryBudget
+	panicked atomic.Bool // balancing across all backends: too few healthy
+	wake     *time.Timer // fires when the next ejection ends; guarded by mu
+	closed   bool        // guarded by mu: no more wake-ups
 
 	stop context.CancelFunc
 	done chan struct{}
 }
 
 // NewService builds a service from its config. Backends of the service's
-// previous version (reuse) whose URL stays keep their live state (health,
-// latency, ejections); their weight is the config's again.
-func NewService(name string, c Config, reuse []*Backend, log *slog.Logger) (*Service, error) {
+// previous version (prev, nil at first) whose URL stays keep their live
+// state (health, latency, ejections); their weight is the config's again.
+func NewService(name string, c Config, prev *Service, log *slog.Logger) (*Service, error) {
 	s := &Service{Name: name, cfg: c, log: log.With("service", name), balancer: newBalancer(&c)}
 	s.budget.init(c.Retry.Budget)
-	byURL := make(map[string]*Backend, len(reuse))
-	for _, b := range reuse {
-		byURL[b.URL.String()] = b
+	byURL := map[string]*Backend{}
+	if prev != nil {
+		for _, b := range prev.Backends() {
+			byURL[b.URL.String()] = b
+		}
 	}
 	var all []*Backend
 	for _, bc := range c.Backends {
@@ -65,6 +71,10 @@ func (s *Service) Backends() []*Backend { return *s.all.Load() }
 // Healthy returns the backends that may take traffic now.
 func (s *Service) Healthy() []*Backend { return *s.healthy.Load() }
 
+// Panic reports whether too few backends are healthy, so every backend
+// takes traffic.
+func (s *Service) Panic() bool { return s.panicked.Load() }
+
 // refresh recomputes the healthy set and the balancer after any change.
 func (s *Service) refresh() {
 	s.mu.Lock()
@@ -72,30 +82,73 @@ func (s *Service) refresh() {
 	s.refreshLocked()
 }
 
+// refreshLocked also arms this service's wake-up for the earliest ejection
+// to end: ejection state lives on the backend, which a reload hands to the
+// next service, so each service must schedule its own return to health.
 func (s *Service) refreshLocked() {
 	now := time.Now()
 	all := *s.all.Load()
 	healthy := make([]*Backend, 0, len(all))
+	var next int64
 	for _, b := range all {
 		if b.Healthy(now) {
 			healthy = append(healthy, b)
 		}
+		if until := b.ejectedUntil.Load(); until > now.UnixNano() && (next == 0 || until < next) {
+			next = until
+		}
+	}
+	candidates := healthy
+	panicked := s.panicLocked(len(healthy), len(all))
+	if panicked {
+		candidates = all
+	}
+	if panicked != s.panicked.Swap(panicked) {
+		s.log.Warn("panic mode", "on", panicked, "healthy", len(healthy), "of", len(all))
 	}
 	s.healthy.Store(&healthy)
-	s.balancer.rebuild(all, healthy)
+	s.pool.Store(&candidates)
+	s.balancer.rebuild(all, candidates)
+	s.armLocked(next, now)
+}
+
+// panicLocked is Envoy's healthy panic threshold: with fewer than that
+// share of backends healthy, the few left would take the whole load, so
+// the service spreads it over every backend instead.
+func (s *Service) panicLocked(healthy, all int) bool {
+	p := s.panicThreshold()
+	return p > 0 && all > 0 && healthy*100 < p*all
+}
+
+func (s *Service) panicThreshold() int {
+	if s.cfg.PanicThreshold == nil {
+		return DefaultPanicThreshold
+	}
+	return *s.cfg.PanicThreshold
+}
+
+func (s *Service) armLocked(next int64, now time.Time) {
+	if s.wake != nil {
+		s.wake.Stop()
+		s.wake = nil
+	}
+	if next == 0 || s.closed {
+		return
+	}
+	s.wake = time.AfterFunc(time.Duration(next-now.UnixNano()), s.refresh)
 }
 
 // Pick chooses a backend for r, avoiding skip when another is available.
 func (s *Service) Pick(r *http.Request, skip *Backend) (*Backend, error) {
-	healthy := *s.healthy.Load()
-	if skip != nil && len(healthy) > 1 {
+	pool := *s.pool.Load()
+	if skip != nil && len(pool) > 1 {
 		for range 3 {
-			if b := s.balancer.pick(r, healthy); b != nil && b != skip {
+			if b := s.balancer.pick(r, pool); b != nil && b != skip {
 				return b, nil
 			}
 		}
 	}
-	if b := s.balancer.pick(r, healthy); b != nil {
+	if b := s.balancer.pick(r, pool); b != nil {
 		return b, nil
 	}
 	return nil, ErrNoHealthy
@@ -114,13 +167,21 @@ func (s *Service) Start(client *http.Client) {
 	}()
 }
 
-// Close stops the health checks.
+// Close stops the health checks and the ejection wake-ups.
 func (s *Service) Close() {
 	if s.stop != nil {
 		s.stop()
 		<-s.done
 	}
+	s.mu.Lock()
+	s.closed = true
+	s.armLocked(0, time.Time{})
+	s.mu.Unlock()
 }
+
+// failurePenalty is the latency a failed request counts as at least: peak
+// EWMA takes it at once and forgets it over ewmaDecay.
+const failurePenalty = time.Second
 
 // Done records the outcome of one proxied request: its time to response
 // headers, and whether it failed (a transport error or a 5xx). Failures in a
@@ -133,6 +194,9 @@ func (s *Service) Done(b *Backend, took time.Duration, failed bool) {
 		b.consecFails.Store(0)
 		return
 	}
+	// A failure counts as a slow answer, so a backend that fails fast does
+	// not look cheap to the ewma balancer.
+	b.observe(max(took, failurePenalty), now)
 	b.failures.Add(1)
 	o := s.cfg.Outlier
 	if o.ConsecutiveFailures > 0 && int(b.consecFails.Add(1)) >= o.ConsecutiveFailures {
@@ -159,23 +223,23 @@ func (s *Service) ejectForOutlier(b *Backend, now time.Time) {
 	s.ejectLocked(b, now, d)
 }
 
-// mayEjectLocked keeps ejection within max_ejected_percent of the service,
-// so a fault everywhere does not empty the pool.
+// mayEjectLocked keeps the backends out of rotation, for whatever reason
+// (ejected, or marked down by active checks), within max_ejected_percent of
+// the service, so a fault everywhere does not empty the pool.
 func (s *Service) mayEjectLocked(now time.Time) bool {
 	all := *s.all.Load()
-	ejected := 0
+	out := 0
 	for _, b := range all {
-		if now.UnixNano() < b.ejectedUntil.Load() {
-			ejected++
+		if !b.Healthy(now) {
+			out++
 		}
 	}
-	return (ejected+1)*100 <= s.cfg.Outlier.MaxEjectedPercent*len(all)
+	return (out+1)*100 <= s.cfg.Outlier.MaxEjectedPercent*len(all)
 }
 
 func (s *Service) ejectLocked(b *Backend, now time.Time, d time.Duration) {
 	b.ejectedUntil.Store(now.Add(d).UnixNano())
 	s.refreshLocked()
-	time.AfterFunc(d, s.refresh)
 }
 
 // Eject takes a backend out of rotation for d, as a policy asks.
@@ -273,3 +337,21 @@ func (s *Service) Attempt() { s.budget.earn() }
 
 // MaxRetries is how many extra tries a request may get.
 func (s *Service) MaxRetries() int { return s.cfg.Retry.Attempts }
+
+// ServiceStatus is a service's state as the admin API shows it.
+type ServiceStatus struct {
+	Name     string   `json:"name"`
+	Balancer string   `json:"balancer"`
+	Healthy  int      `json:"healthy"`
+	Panic    bool     `json:"panic"`
+	Backends []Status `json:"backends"`
+}
+
+// Status reads the service's state.
+func (s *Service) Status(now time.Time) ServiceStatus {
+	v := ServiceStatus{Name: s.Name, Balancer: s.cfg.Balancer, Healthy: len(s.Healthy()), Panic: s.Panic()}
+	for _, b := range s.Backends() {
+		v.Backends = append(v.Backends, b.Status(now))
+	}
+	return v
+}
