@@ -27,6 +27,7 @@ type Config struct {
 	Health   Health          `yaml:"health" json:"health"`
 	Outlier  Outlier         `yaml:"outlier" json:"outlier"`
 	Retry    Retry           `yaml:"retry" json:"retry"`
+	Circuit  Circuit         `yaml:"circuit" json:"circuit"`
 	// PanicThreshold is the healthy share (percent) below which the service
 	// balances across all its backends rather than the few left; 0 turns
 	// panic mode off. Nil means Envoy's default, 50.
@@ -102,6 +103,7 @@ func (c *Config) SetDefaults() {
 	if c.Retry.Budget == 0 {
 		c.Retry.Budget = 0.2
 	}
+	c.Circuit.SetDefaults()
 	if c.PanicThreshold == nil {
 		p := DefaultPanicThreshold
 		c.PanicThreshold = &p
@@ -179,5 +181,22 @@ func (c Config) Validate() error {
 	if c.Retry.Attempts < 0 || c.Retry.Budget < 0 || c.Retry.Budget > 1 {
 		bad("retry", "retry attempts must be ≥ 0 and budget 0..1")
 	}
+	errs = append(errs, within("circuit", c.Circuit.Validate())...)
 	return errors.Join(errs...)
+}
+
+// within names a nested settings type's problems by their full field.
+func within(field string, err error) []error {
+	if err == nil {
+		return nil
+	}
+	inner := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		inner = j.Unwrap()
+	}
+	out := make([]error, len(inner))
+	for i, e := range inner {
+		out[i] = fmt.Errorf("%s.%w", field, e)
+	}
+	return out
 }

@@ -27,6 +27,7 @@ type Service struct {
 	pool     atomic.Pointer[[]*Backend] // what Pick balances over: healthy, or all in panic mode
 	balancer balancer
 	budget   retryBudget
+	breaker  *breaker
 	panicked atomic.Bool // balancing across all backends: too few healthy
 	wake     *time.Timer // fires when the next ejection ends; guarded by mu
 	closed   bool        // guarded by mu: no more wake-ups
@@ -42,11 +43,16 @@ func NewService(name string, c Config, prev *Service, log *slog.Logger) (*Servic
 	s := &Service{Name: name, cfg: c, log: log.With("service", name), balancer: newBalancer(&c)}
 	s.budget.init(c.Retry.Budget)
 	byURL := map[string]*Backend{}
+	s.breaker = newBreaker()
 	if prev != nil {
 		for _, b := range prev.Backends() {
 			byURL[b.URL.String()] = b
 		}
+		s.breaker = prev.breaker
 	}
+	limits := c.Circuit
+	limits.SetDefaults()
+	s.breaker.limits.Store(&limits)
 	var all []*Backend
 	for _, bc := range c.Backends {
 		if b, ok := byURL[bc.URL]; ok {
@@ -329,8 +335,18 @@ func (s *Service) findLocked(addr string) *Backend {
 	return nil
 }
 
-// RetryAllowed spends one retry from the budget if there is one.
-func (s *Service) RetryAllowed() bool { return s.budget.spend() }
+// RetryAllowed claims a retry under the max_retries breaker and spends one
+// from the budget; the caller passes the claim on to Acquire.
+func (s *Service) RetryAllowed() bool {
+	if !s.breaker.retryAllowed(s.Name) {
+		return false
+	}
+	if !s.budget.spend() {
+		s.breaker.retries.Add(-1)
+		return false
+	}
+	return true
+}
 
 // Attempt notes a first attempt, which earns the budget a fraction of a retry.
 func (s *Service) Attempt() { s.budget.earn() }
@@ -340,16 +356,17 @@ func (s *Service) MaxRetries() int { return s.cfg.Retry.Attempts }
 
 // ServiceStatus is a service's state as the admin API shows it.
 type ServiceStatus struct {
-	Name     string   `json:"name"`
-	Balancer string   `json:"balancer"`
-	Healthy  int      `json:"healthy"`
-	Panic    bool     `json:"panic"`
-	Backends []Status `json:"backends"`
+	Name     string        `json:"name"`
+	Balancer string        `json:"balancer"`
+	Healthy  int           `json:"healthy"`
+	Panic    bool          `json:"panic"`
+	Circuit  CircuitStatus `json:"circuit"`
+	Backends []Status      `json:"backends"`
 }
 
 // Status reads the service's state.
 func (s *Service) Status(now time.Time) ServiceStatus {
-	v := ServiceStatus{Name: s.Name, Balancer: s.cfg.Balancer, Healthy: len(s.Healthy()), Panic: s.Panic()}
+	v := ServiceStatus{Name: s.Name, Balancer: s.cfg.Balancer, Healthy: len(s.Healthy()), Panic: s.Panic(), Circuit: s.CircuitStatus()}
 	for _, b := range s.Backends() {
 		v.Backends = append(v.Backends, b.Status(now))
 	}
