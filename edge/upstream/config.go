@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"perigee/edge/discovery"
 	"perigee/units"
 )
 
@@ -28,6 +29,8 @@ type Config struct {
 	Outlier  Outlier         `yaml:"outlier" json:"outlier"`
 	Retry    Retry           `yaml:"retry" json:"retry"`
 	Circuit  Circuit         `yaml:"circuit" json:"circuit"`
+	// Discovery finds more backends in DNS, beside the static ones.
+	Discovery discovery.Config `yaml:"discovery" json:"discovery,omitzero"`
 	// PanicThreshold is the healthy share (percent) below which the service
 	// balances across all its backends rather than the few left; 0 turns
 	// panic mode off. Nil means Envoy's default, 50.
@@ -104,6 +107,7 @@ func (c *Config) SetDefaults() {
 		c.Retry.Budget = 0.2
 	}
 	c.Circuit.SetDefaults()
+	c.Discovery.SetDefaults()
 	if c.PanicThreshold == nil {
 		p := DefaultPanicThreshold
 		c.PanicThreshold = &p
@@ -182,6 +186,7 @@ func (c Config) Validate() error {
 		bad("retry", "retry attempts must be ≥ 0 and budget 0..1")
 	}
 	errs = append(errs, within("circuit", c.Circuit.Validate())...)
+	errs = append(errs, within("discovery", c.Discovery.Validate())...)
 	return errors.Join(errs...)
 }
 

@@ -7,9 +7,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"perigee/edge/discovery"
 )
 
 // ErrNoHealthy means every backend of the service is down or ejected.
@@ -32,30 +35,43 @@ type Service struct {
 	wake     *time.Timer // fires when the next ejection ends; guarded by mu
 	closed   bool        // guarded by mu: no more wake-ups
 
+	carried   map[string]*Backend // guarded by mu: the previous version's backends, by URL
+	draining  []*Backend          // guarded by mu: gone from discovery, requests still in flight
+	changedAt atomic.Int64        // unix nanos: the backend set last changed
+	watcher   *discovery.Watcher  // nil without discovery
+
 	stop context.CancelFunc
-	done chan struct{}
+	done sync.WaitGroup
 }
 
 // NewService builds a service from its config. Backends of the service's
 // previous version (prev, nil at first) whose URL stays keep their live
 // state (health, latency, ejections); their weight is the config's again.
+// Those an actuator or discovery added carry over too: AddBackend takes
+// them back, and a service with the same discovery starts from the
+// previous set until its first answer.
 func NewService(name string, c Config, prev *Service, log *slog.Logger) (*Service, error) {
 	s := &Service{Name: name, cfg: c, log: log.With("service", name), balancer: newBalancer(&c)}
 	s.budget.init(c.Retry.Budget)
-	byURL := map[string]*Backend{}
+	s.carried = map[string]*Backend{}
 	s.breaker = newBreaker()
+	var found []*Backend
 	if prev != nil {
 		for _, b := range prev.Backends() {
-			byURL[b.URL.String()] = b
+			s.carried[b.URL.String()] = b
+			if b.Source == SourceDiscovery && prev.cfg.Discovery == c.Discovery {
+				found = append(found, b)
+			}
 		}
 		s.breaker = prev.breaker
 	}
+	byURL := s.carried
 	limits := c.Circuit
 	limits.SetDefaults()
 	s.breaker.limits.Store(&limits)
 	var all []*Backend
 	for _, bc := range c.Backends {
-		if b, ok := byURL[bc.URL]; ok {
+		if b, ok := byURL[bc.URL]; ok && b.Source == SourceStatic {
 			b.weight.Store(int32(bc.Weight))
 			all = append(all, b)
 			continue
@@ -64,9 +80,24 @@ func NewService(name string, c Config, prev *Service, log *slog.Logger) (*Servic
 		if err != nil {
 			return nil, fmt.Errorf("service %s: backend %q: %w", name, bc.URL, err)
 		}
-		all = append(all, newBackend(u, bc.Weight))
+		all = append(all, newBackend(u, bc.Weight, SourceStatic))
+	}
+	if c.Discovery.Enabled() {
+		var last []discovery.Endpoint
+		for _, b := range found {
+			if !slices.Contains(all, b) {
+				all = append(all, b)
+				last = append(last, discovery.Endpoint{URL: b.URL.String(), Weight: b.found})
+			}
+		}
+		w, err := discovery.NewWatcher(c.Discovery, last, s.SetDiscovered, s.log)
+		if err != nil {
+			return nil, fmt.Errorf("service %s: discovery: %w", name, err)
+		}
+		s.watcher = w
 	}
 	s.all.Store(&all)
+	s.changedAt.Store(time.Now().UnixNano())
 	s.refresh()
 	return s, nil
 }
@@ -161,23 +192,28 @@ func (s *Service) Pick(r *http.Request, skip *Backend) (*Backend, error) {
 }
 
 // Start runs the active health checks until Close.
+// Start runs the active health checks and discovery until Close.
 func (s *Service) Start(client *http.Client) {
 	ctx, cancel := context.WithCancel(context.Background())
-	s.stop, s.done = cancel, make(chan struct{})
-	go func() {
-		defer close(s.done)
-		if s.cfg.Health.Path == "" {
-			return
-		}
-		s.checkLoop(ctx, client)
-	}()
+	s.stop = cancel
+	s.mu.Lock()
+	s.carried = nil // what the reload needed of the previous version is taken
+	s.mu.Unlock()
+	if s.cfg.Health.Path != "" {
+		s.done.Add(1)
+		go func() { defer s.done.Done(); s.checkLoop(ctx, client) }()
+	}
+	if s.watcher != nil {
+		s.done.Add(1)
+		go func() { defer s.done.Done(); s.watcher.Run(ctx) }()
+	}
 }
 
-// Close stops the health checks and the ejection wake-ups.
+// Close stops the health checks, discovery and the ejection wake-ups.
 func (s *Service) Close() {
 	if s.stop != nil {
 		s.stop()
-		<-s.done
+		s.done.Wait()
 	}
 	s.mu.Lock()
 	s.closed = true
@@ -300,8 +336,13 @@ func (s *Service) AddBackend(rawURL string, weight int) error {
 	if s.findLocked(u.Host) != nil {
 		return nil
 	}
-	all := append(append([]*Backend(nil), *s.all.Load()...), newBackend(u, weight))
+	b := s.carried[u.String()]
+	if b == nil || b.Source != SourceActuator {
+		b = newBackend(u, weight, SourceActuator)
+	}
+	all := append(append([]*Backend(nil), *s.all.Load()...), b)
 	s.all.Store(&all)
+	s.changedAt.Store(time.Now().UnixNano())
 	s.refreshLocked()
 	return nil
 }
@@ -321,6 +362,7 @@ func (s *Service) RemoveBackend(addr string) error {
 		return fmt.Errorf("service %s has no backend %q", s.Name, addr)
 	}
 	s.all.Store(&all)
+	s.changedAt.Store(time.Now().UnixNano())
 	s.refreshLocked()
 	return nil
 }
@@ -356,19 +398,35 @@ func (s *Service) MaxRetries() int { return s.cfg.Retry.Attempts }
 
 // ServiceStatus is a service's state as the admin API shows it.
 type ServiceStatus struct {
-	Name     string        `json:"name"`
-	Balancer string        `json:"balancer"`
-	Healthy  int           `json:"healthy"`
-	Panic    bool          `json:"panic"`
-	Circuit  CircuitStatus `json:"circuit"`
-	Backends []Status      `json:"backends"`
+	Name      string            `json:"name"`
+	Balancer  string            `json:"balancer"`
+	Healthy   int               `json:"healthy"`
+	Panic     bool              `json:"panic"`
+	Circuit   CircuitStatus     `json:"circuit"`
+	Discovery *discovery.Status `json:"discovery,omitempty"`
+	Changed   time.Time         `json:"backends_changed"` // when the backend set last changed
+	Backends  []Status          `json:"backends"`
 }
 
 // Status reads the service's state.
 func (s *Service) Status(now time.Time) ServiceStatus {
 	v := ServiceStatus{Name: s.Name, Balancer: s.cfg.Balancer, Healthy: len(s.Healthy()), Panic: s.Panic(), Circuit: s.CircuitStatus()}
+	v.Changed = time.Unix(0, s.changedAt.Load())
+	if s.watcher != nil {
+		d := s.watcher.Status()
+		v.Discovery = &d
+	}
 	for _, b := range s.Backends() {
 		v.Backends = append(v.Backends, b.Status(now))
 	}
+	s.mu.Lock()
+	for _, b := range s.draining {
+		if b.InFlight() > 0 {
+			st := b.Status(now)
+			st.Draining = true
+			v.Backends = append(v.Backends, st)
+		}
+	}
+	s.mu.Unlock()
 	return v
 }

@@ -93,7 +93,7 @@ func TestEWMAAvoidsTheSlowBackend(t *testing.T) {
 }
 
 func TestPeakEWMATakesSpikesAtOnceAndDecays(t *testing.T) {
-	b := newBackend(mustURL("http://127.0.0.1:1"), 1)
+	b := newBackend(mustURL("http://127.0.0.1:1"), 1, SourceStatic)
 	t0 := time.Now()
 	b.observe(10*time.Millisecond, t0)
 	b.observe(200*time.Millisecond, t0.Add(time.Millisecond))
