@@ -89,18 +89,18 @@ func (c Config) Validate() error {
 		bad("port", "an A/AAAA name needs port 1..65535 (or use an SRV name, _service._proto.domain)")
 	}
 	if c.Scheme != "http" && c.Scheme != "https" {
-		bad("scheme", "scheme must be http or https, got %q", c.Scheme)
+		bad("scheme", "discovery scheme must be http or https, got %q", c.Scheme)
 	}
 	if c.Resolver != "" {
 		if _, port, err := net.SplitHostPort(c.Resolver); err != nil || port == "" {
-			bad("resolver", "resolver must be host:port, got %q", c.Resolver)
+			bad("resolver", "discovery resolver must be host:port, got %q", c.Resolver)
 		}
 	}
 	if c.Interval.D() < MinInterval || c.Interval.D() > time.Hour {
-		bad("interval", "interval must be %s..1h, got %s", MinInterval, c.Interval.D())
+		bad("interval", "discovery interval must be %s..1h, got %s", MinInterval, c.Interval.D())
 	}
 	if c.Timeout.D() <= 0 || c.Timeout.D() > 30*time.Second {
-		bad("timeout", "timeout must be over 0 and at most 30s, got %s", c.Timeout.D())
+		bad("timeout", "discovery timeout must be over 0 and at most 30s, got %s", c.Timeout.D())
 	}
 	if c.EmptyGrace.D() < 0 || c.EmptyGrace.D() > 24*time.Hour {
 		bad("empty_grace", "empty_grace must be 0..24h, got %s", c.EmptyGrace.D())

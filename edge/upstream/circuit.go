@@ -49,11 +49,11 @@ func (c Circuit) Validate() error {
 		{"max_retries", c.MaxRetries, 0}, {"max_requests_per_backend", c.MaxRequestsPerBackend, 0},
 	} {
 		if f.v < f.least || f.v > maxThreshold {
-			errs = append(errs, fmt.Errorf("%s: must be %d..%d, got %d", f.name, f.least, maxThreshold, f.v))
+			errs = append(errs, fmt.Errorf("%s: circuit %s must be %d..%d, got %d", f.name, f.name, f.least, maxThreshold, f.v))
 		}
 	}
 	if d := c.PendingTimeout.D(); d <= 0 || d > time.Minute {
-		errs = append(errs, fmt.Errorf("pending_timeout: must be over 0 and at most 1m, got %s", d))
+		errs = append(errs, fmt.Errorf("pending_timeout: circuit pending_timeout must be over 0 and at most 1m, got %s", d))
 	}
 	return errors.Join(errs...)
 }
