@@ -123,12 +123,9 @@ func (b *Backend) Status(now time.Time) Status {
 	return s
 }
 
-// Begin counts a request the backend starts serving; End counts it done,
-// when its response body is finished.
-func (b *Backend) Begin() { b.inFlight.Add(1) }
-
-// End is Begin's pair.
-func (b *Backend) End() { b.inFlight.Add(-1) }
+// end counts a request done, when its response body is finished; Acquire
+// counted it in.
+func (b *Backend) end() { b.inFlight.Add(-1) }
 
 // MeanLatency is the service's latency as its backends see it: their
 // peak-EWMAs weighted by the requests each has served.

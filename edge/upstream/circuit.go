@@ -159,7 +159,7 @@ type Lease struct {
 
 // End is the lease's release; call it exactly once.
 func (l Lease) End() {
-	l.Backend.End()
+	l.Backend.end()
 	if l.retry {
 		l.br.retries.Add(-1)
 	}

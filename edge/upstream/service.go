@@ -87,7 +87,9 @@ func NewService(name string, c Config, prev *Service, log *slog.Logger) (*Servic
 		for _, b := range found {
 			if !slices.Contains(all, b) {
 				all = append(all, b)
+				b.mu.Lock()
 				last = append(last, discovery.Endpoint{URL: b.URL.String(), Weight: b.found})
+				b.mu.Unlock()
 			}
 		}
 		w, err := discovery.NewWatcher(c.Discovery, last, s.SetDiscovered, s.log)

@@ -333,14 +333,13 @@ func TestEjectionEndsOnTimeAfterReload(t *testing.T) {
 func TestWeightedLeastRequestSplitsByWeightAtLowLoad(t *testing.T) {
 	s := service(t, LeastRequest, 1, 2)
 	got := map[string]int{}
-	for range 60 {
-		b, err := s.Pick(plain(0), nil)
+	for range 60 { // sequential: each request ends before the next
+		l, err := s.Acquire(plain(0), nil, false)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b.Begin() // sequential: each request ends before the next
-		b.End()
-		got[b.Addr]++
+		l.End()
+		got[l.Backend.Addr]++
 	}
 	if got["127.0.0.1:9001"] != 20 || got["127.0.0.1:9002"] != 40 {
 		t.Fatalf("weights 1:2 over 60 sequential picks gave %v, want 20/40", got)
