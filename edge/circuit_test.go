@@ -16,11 +16,11 @@ import (
 // held; once they finish, the breaker lets requests through again.
 func TestCircuitBreakerRefusesPastMaxRequests(t *testing.T) {
 	var arrived atomic.Int32
-	release := make(chan struct{})
+	var release atomic.Pointer[chan struct{}] // a new one per protocol
 	slow := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			arrived.Add(1)
-			<-release
+			<-*release.Load()
 		}
 		fmt.Fprint(w, "ok")
 	}))
@@ -30,7 +30,8 @@ func TestCircuitBreakerRefusesPastMaxRequests(t *testing.T) {
 	for _, pc := range allClients(t) {
 		t.Run(pc.name, func(t *testing.T) {
 			arrived.Store(0)
-			release = make(chan struct{})
+			gate := make(chan struct{})
+			release.Store(&gate)
 			var wg sync.WaitGroup
 			statuses := make(chan int, 10)
 			slowGet := func() {
@@ -62,7 +63,7 @@ func TestCircuitBreakerRefusesPastMaxRequests(t *testing.T) {
 			if got := arrived.Load(); got != 2 {
 				t.Fatalf("%d requests reached the backend past max_requests 2", got)
 			}
-			close(release)
+			close(gate)
 			wg.Wait()
 			close(statuses)
 			for s := range statuses {
