@@ -148,10 +148,20 @@ func NewResolver(server string, timeout time.Duration) (*Resolver, error) {
 	return r, nil
 }
 
+// resolveQueries bounds one resolution's time to this many query
+// timeouts, however many SRV targets an answer names.
+const resolveQueries = 4
+
 // Resolve looks the config's name up once.
 func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
+	ctx, cancel := context.WithTimeout(ctx, resolveQueries*r.timeout)
+	defer cancel()
 	if !c.SRV() {
-		return r.hosts(ctx, c.DNS, c.Port, c.Scheme, nil)
+		ips, ttl, err := r.addrs(ctx, c.DNS, nil)
+		if err != nil {
+			return Answer{}, err
+		}
+		return sorted(Answer{Endpoints: endpoints(ips, c.Port, 1, c.Scheme, nil, map[string]bool{}), TTL: ttl}), nil
 	}
 	msg, err := r.query(ctx, c.DNS, dns.TypeSRV)
 	if err != nil {
@@ -172,33 +182,50 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 	best := slices.MinFunc(srvs, func(a, b *dns.SRV) int { return int(a.Priority) - int(b.Priority) }).Priority
 	var a Answer
 	seen := map[string]bool{}
+	targets := map[string][]net.IP{} // one lookup per target, whatever its ports
 	for _, s := range srvs {
 		if s.Priority != best {
 			continue
 		}
-		hosts, err := r.hosts(ctx, s.Target, int(s.Port), c.Scheme, msg.Extra)
-		if err != nil {
-			return Answer{}, fmt.Errorf("SRV target %s: %w", s.Target, err)
-		}
-		ttl = minTTL(ttl, uint32(hosts.TTL/time.Second))
-		for _, e := range hosts.Endpoints {
-			if seen[e.URL] || len(a.Endpoints) >= maxEndpoints {
-				continue
+		ips, ok := targets[s.Target]
+		if !ok {
+			var hostTTL time.Duration
+			if ips, hostTTL, err = r.addrs(ctx, s.Target, msg.Extra); err != nil {
+				return Answer{}, fmt.Errorf("SRV target %s: %w", s.Target, err)
 			}
-			seen[e.URL] = true
-			e.Weight = min(max(int(s.Weight), 1), 1000)
-			a.Endpoints = append(a.Endpoints, e)
+			targets[s.Target] = ips
+			ttl = min(ttl, hostTTL)
 		}
+		weight := min(max(int(s.Weight), 1), 1000)
+		a.Endpoints = endpoints(ips, int(s.Port), weight, c.Scheme, a.Endpoints, seen)
 	}
 	a.TTL = max(ttl, 0)
-	// Sorted, so that an answer in another order is the same set.
-	slices.SortFunc(a.Endpoints, func(x, y Endpoint) int { return strings.Compare(x.URL, y.URL) })
-	return a, nil
+	return sorted(a), nil
 }
 
-// hosts resolves name to its A and AAAA records, from extra (an SRV
-// answer's additional section) when it has them.
-func (r *Resolver) hosts(ctx context.Context, name string, port int, scheme string, extra []dns.RR) (Answer, error) {
+// endpoints appends one endpoint per address, up to maxEndpoints in all,
+// skipping those seen.
+func endpoints(ips []net.IP, port, weight int, scheme string, to []Endpoint, seen map[string]bool) []Endpoint {
+	for _, ip := range ips {
+		u := scheme + "://" + net.JoinHostPort(ip.String(), strconv.Itoa(port))
+		if len(to) >= maxEndpoints || seen[u] {
+			continue
+		}
+		seen[u] = true
+		to = append(to, Endpoint{URL: u, Weight: weight})
+	}
+	return to
+}
+
+// sorted orders the endpoints, so an answer in another order is the same set.
+func sorted(a Answer) Answer {
+	slices.SortFunc(a.Endpoints, func(x, y Endpoint) int { return strings.Compare(x.URL, y.URL) })
+	return a
+}
+
+// addrs resolves name to its A and AAAA records, from extra (an SRV
+// answer's additional section) when it has them, and their smallest TTL.
+func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR) ([]net.IP, time.Duration, error) {
 	ttl := time.Duration(-1)
 	var ips []net.IP
 	collect := func(rrs []dns.RR, onlyName bool) {
@@ -222,21 +249,15 @@ func (r *Resolver) hosts(ctx context.Context, name string, port int, scheme stri
 				continue // a name may have only one family
 			}
 			if err != nil {
-				return Answer{}, err
+				return nil, 0, err
 			}
 			collect(msg.Answer, false) // after any CNAME chain
 		}
 	}
 	if len(ips) == 0 {
-		return Answer{}, ErrEmpty
+		return nil, 0, ErrEmpty
 	}
-	var a Answer
-	for _, ip := range ips[:min(len(ips), maxEndpoints)] {
-		a.Endpoints = append(a.Endpoints, Endpoint{URL: scheme + "://" + net.JoinHostPort(ip.String(), strconv.Itoa(port)), Weight: 1})
-	}
-	a.TTL = max(ttl, 0)
-	slices.SortFunc(a.Endpoints, func(x, y Endpoint) int { return strings.Compare(x.URL, y.URL) })
-	return a, nil
+	return ips[:min(len(ips), maxEndpoints)], max(ttl, 0), nil
 }
 
 func minTTL(cur time.Duration, ttl uint32) time.Duration {

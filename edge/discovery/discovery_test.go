@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -158,5 +159,26 @@ func TestValidate(t *testing.T) {
 	good.SetDefaults()
 	if err := good.Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A server that swallows queries holds one resolution no longer than its
+// bound, however the lookup would fan out.
+func TestSilentResolverIsBoundedInTime(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	c := Config{DNS: "b.example.internal", Port: 80, Resolver: pc.LocalAddr().String(), Timeout: units.Duration(100 * time.Millisecond)}
+	c.SetDefaults()
+	start := time.Now()
+	_, err = resolve(t, c)
+	took := time.Since(start)
+	if err == nil || errors.Is(err, ErrEmpty) {
+		t.Fatalf("a silent server answered: %v", err)
+	}
+	if limit := 2 * resolveQueries * c.Timeout.D(); took > limit {
+		t.Fatalf("a silent server held the resolution %v, past twice its bound", took)
 	}
 }
