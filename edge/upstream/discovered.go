@@ -2,23 +2,41 @@ package upstream
 
 import (
 	"net/url"
-	"slices"
 	"time"
 
 	"perigee/edge/discovery"
 )
 
+// A backend discovery stops finding is remembered for this long (and at
+// most maxGone of them), so one that comes back after a flap in DNS keeps
+// its state.
+const (
+	rememberGone = 5 * time.Minute
+	maxGone      = 1000
+)
+
+// goneBackend is a discovered backend no longer found, since at.
+type goneBackend struct {
+	b  *Backend
+	at time.Time
+}
+
 // SetDiscovered makes eps the service's discovered backends. One found
-// before keeps its state (health, ejection, latency, in-flight) by URL;
-// its weight follows discovery only when discovery changes it, so a weight
-// a policy set holds until then. One no longer found drains: it takes no
-// new requests, and those in flight finish.
+// before keeps its state (health, ejection, latency, in-flight) by URL,
+// also after a short absence; its weight follows discovery only when
+// discovery changes it, so a weight a policy set holds until then. One no
+// longer found drains: it takes no new requests, and those in flight
+// finish.
 func (s *Service) SetDiscovered(eps []discovery.Endpoint) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := time.Now()
 	old := *s.all.Load()
 	known := map[string]*Backend{}
-	for _, b := range append(slices.Clone(s.draining), old...) {
+	for _, g := range s.gone {
+		known[g.b.URL.String()] = g.b
+	}
+	for _, b := range old {
 		known[b.URL.String()] = b
 	}
 	var all []*Backend
@@ -49,15 +67,35 @@ func (s *Service) SetDiscovered(eps []discovery.Endpoint) {
 		kept[b] = true
 		all = append(all, b)
 	}
-	var draining []*Backend
-	for _, b := range append(s.draining, old...) {
-		if b.Source == SourceDiscovery && !kept[b] && b.InFlight() > 0 && !slices.Contains(draining, b) {
-			draining = append(draining, b)
+	var gone []goneBackend
+	for _, g := range s.gone {
+		if !kept[g.b] && (now.Sub(g.at) < rememberGone || g.b.InFlight() > 0) {
+			gone = append(gone, g)
 		}
 	}
-	s.draining = draining
+	for _, b := range old {
+		if b.Source == SourceDiscovery && !kept[b] {
+			gone = append(gone, goneBackend{b, now})
+		}
+	}
+	if len(gone) > maxGone { // the oldest are forgotten first
+		gone = gone[len(gone)-maxGone:]
+	}
+	s.gone = gone
 	s.all.Store(&all)
-	s.changedAt.Store(time.Now().UnixNano())
-	s.log.Info("discovered backends changed", "backends", len(eps), "draining", len(draining))
+	s.changedAt.Store(now.UnixNano())
+	s.log.Info("discovered backends changed", "backends", len(eps))
 	s.refreshLocked()
+}
+
+// drainingLocked lists the backends gone from discovery that still serve
+// requests.
+func (s *Service) drainingLocked() []*Backend {
+	var out []*Backend
+	for _, g := range s.gone {
+		if g.b.InFlight() > 0 {
+			out = append(out, g.b)
+		}
+	}
+	return out
 }

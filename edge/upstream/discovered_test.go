@@ -52,6 +52,11 @@ func TestDiscoveredBackendsKeepStateAndDrain(t *testing.T) {
 	if kept.Weight() != 4 {
 		t.Fatal("a weight discovery changed did not follow")
 	}
+	gone.observe(77*time.Millisecond, time.Now())
+	s.SetDiscovered([]discovery.Endpoint{{URL: "http://127.0.0.1:9100", Weight: 4}, {URL: "http://127.0.0.1:9101", Weight: 1}})
+	if b := s.Backends()[2]; b != gone || b.Latency() != 77*time.Millisecond {
+		t.Fatal("a backend back after a flap in DNS lost its state")
+	}
 }
 
 func TestDiscoveredSetCarriesOverAReload(t *testing.T) {

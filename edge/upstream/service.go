@@ -36,7 +36,7 @@ type Service struct {
 	closed   bool        // guarded by mu: no more wake-ups
 
 	carried   map[string]*Backend // guarded by mu: the previous version's backends, by URL
-	draining  []*Backend          // guarded by mu: gone from discovery, requests still in flight
+	gone      []goneBackend       // guarded by mu: discovered once, not any more
 	changedAt atomic.Int64        // unix nanos: the backend set last changed
 	watcher   *discovery.Watcher  // nil without discovery
 
@@ -422,7 +422,7 @@ func (s *Service) Status(now time.Time) ServiceStatus {
 		v.Backends = append(v.Backends, b.Status(now))
 	}
 	s.mu.Lock()
-	for _, b := range s.draining {
+	for _, b := range s.drainingLocked() {
 		if b.InFlight() > 0 {
 			st := b.Status(now)
 			st.Draining = true
