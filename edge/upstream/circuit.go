@@ -112,6 +112,11 @@ func (br *breaker) take(ctx context.Context, service string) error {
 		return br.refuse(service, overPending) // the queue is full
 	}
 	defer br.pending.Add(-1)
+	// Once more, now that we count as pending: a slot freed since the first
+	// try saw no one pending and woke no one.
+	if br.tryTake(lim) {
+		return nil
+	}
 	t := time.NewTimer(lim.PendingTimeout.D())
 	defer t.Stop()
 	for {
@@ -137,9 +142,13 @@ func (br *breaker) tryTake(lim *Circuit) bool {
 	return false
 }
 
+// give frees a slot, and wakes a pending request only when there is one,
+// so the common path touches no channel.
 func (br *breaker) give() {
 	br.active.Add(-1)
-	br.wake()
+	if br.pending.Load() > 0 {
+		br.wake()
+	}
 }
 
 func (br *breaker) wake() {

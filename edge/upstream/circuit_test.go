@@ -2,7 +2,10 @@ package upstream
 
 import (
 	"errors"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -179,5 +182,41 @@ func TestCircuitValidate(t *testing.T) {
 	s := service(t, RoundRobin, 1)
 	if err := s.SetCircuit(Circuit{MaxRequests: 0}); err == nil {
 		t.Fatal("SetCircuit accepted max_requests 0")
+	}
+}
+
+// Many requests through 2 slots and a queue big enough for all: none is
+// refused (no wake-up is lost) and never more than 2 are admitted at once.
+func TestCircuitPendingLosesNoWakeUp(t *testing.T) {
+	s := breakerService(t, Circuit{MaxRequests: 2, MaxPending: 64, PendingTimeout: units.Duration(20 * time.Second)}, 1)
+	var peak, now atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				l, err := s.Acquire(plain(0), nil, false)
+				if err != nil {
+					errs <- err
+					return
+				}
+				n := now.Add(1)
+				for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+				}
+				runtime.Gosched()
+				now.Add(-1)
+				l.End()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("refused with room in the queue: %v", err)
+	}
+	if peak.Load() > 2 {
+		t.Fatalf("%d admitted at once past max_requests 2", peak.Load())
 	}
 }
