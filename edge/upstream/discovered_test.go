@@ -75,4 +75,7 @@ func TestDiscoveredSetCarriesOverAReload(t *testing.T) {
 	if len(s2.Backends()) != 1 || s2.Backends()[0] != b {
 		t.Fatal("the discovered set did not carry over a reload")
 	}
+	if s2.Status(time.Now()).Changed != s.Status(time.Now()).Changed {
+		t.Fatal("a reload that changed no backend moved backends_changed")
+	}
 }

@@ -100,6 +100,9 @@ func NewService(name string, c Config, prev *Service, log *slog.Logger) (*Servic
 	}
 	s.all.Store(&all)
 	s.changedAt.Store(time.Now().UnixNano())
+	if prev != nil && slices.Equal(all, prev.Backends()) {
+		s.changedAt.Store(prev.changedAt.Load()) // a reload that changed no backend
+	}
 	s.refresh()
 	return s, nil
 }
