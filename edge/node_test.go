@@ -74,7 +74,7 @@ timeouts: {response_header: 300ms}
 services:
   slow: {backends: [{url: "` + slow + `"}]}
   broken: {backends: [{url: "` + broken + `"}], outlier: {consecutive_failures: 1000}}
-  dead: {backends: [{url: "` + deadAddr(t) + `"}], health: {path: /healthz, interval: 50ms}}
+  dead: {backends: [{url: "` + deadAddr(t) + `"}], health: {path: /healthz, interval: 50ms}, panic_threshold: 0}
   ok: {backends: [{url: "` + backend(t, "ok") + `"}]}
 routes:
   - {match: {path_prefix: /slow}, service: slow}

@@ -44,11 +44,11 @@ type routeEntry struct {
 func (n *Node) buildState(ctx context.Context, cfg *config.Config, prev *state) (*state, error) {
 	st := &state{cfg: cfg, services: map[string]*upstream.Service{}, access: accessLogger(cfg, n.opts.Log)}
 	for name, sc := range cfg.Services {
-		var reuse []*upstream.Backend
-		if prev != nil && prev.services[name] != nil {
-			reuse = prev.services[name].Backends()
+		var was *upstream.Service
+		if prev != nil {
+			was = prev.services[name]
 		}
-		svc, err := upstream.NewService(name, sc.Config, reuse, n.opts.Log)
+		svc, err := upstream.NewService(name, sc.Config, was, n.opts.Log)
 		if err != nil {
 			return nil, err
 		}

@@ -35,23 +35,13 @@ func (n *Node) Routes() any { return n.state.Load().cfg.Routes }
 func (n *Node) Config() any { return n.state.Load().cfg }
 
 // Services is GET /services: every backend's health, weight, in-flight and
-// latency.
+// latency, and whether the service is in panic mode.
 func (n *Node) Services() any {
 	now := time.Now()
-	type service struct {
-		Name     string            `json:"name"`
-		Balancer string            `json:"balancer"`
-		Healthy  int               `json:"healthy"`
-		Backends []upstream.Status `json:"backends"`
-	}
 	st := n.state.Load()
-	out := make([]service, 0, len(st.list))
+	out := make([]upstream.ServiceStatus, 0, len(st.list))
 	for _, s := range st.list {
-		v := service{Name: s.Name, Balancer: st.cfg.Services[s.Name].Balancer, Healthy: len(s.Healthy())}
-		for _, b := range s.Backends() {
-			v.Backends = append(v.Backends, b.Status(now))
-		}
-		out = append(out, v)
+		out = append(out, s.Status(now))
 	}
 	return out
 }

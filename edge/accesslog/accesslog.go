@@ -41,6 +41,7 @@ func (l *Logger) Log(r *http.Request, x *exchange.Exchange, took time.Duration) 
 		slog.Int("retries", x.Retries),
 		slog.Int("status", x.Status),
 		slog.Int64("bytes", x.Bytes),
+		slog.String("error", x.Error),
 		slog.Float64("duration_ms", float64(took.Microseconds())/1000),
 	)
 }

@@ -124,8 +124,8 @@ func (c *Config) validateService(v *validator, name string, s *Service) {
 	}
 	label := fmt.Sprintf("service %q: ", name)
 	v.part(at, label, s.Config.Validate())
-	if len(s.Backends) == 0 && (s.Scale == nil || s.Scale.Actuator != actuator.KindProcess) {
-		v.at(append(at, "backends"), "service %q has no backends (only a process-scaled service starts its own)", name)
+	if len(s.Backends) == 0 && !s.Discovery.Enabled() && (s.Scale == nil || s.Scale.Actuator != actuator.KindProcess) {
+		v.at(append(at, "backends"), "service %q has no backends (only a discovered or process-scaled service finds its own)", name)
 	}
 	if s.Scale != nil {
 		v.part(append(at, "scale"), label, s.Scale.Validate())

@@ -23,8 +23,9 @@ type Exchange struct {
 	Service string
 	Backend string
 	Retries int
-	Status  int   // what the client was sent
-	Bytes   int64 // response body bytes written
+	Status  int    // what the client was sent
+	Error   string // why the node answered an error itself (upstream failure, breaker)
+	Bytes   int64  // response body bytes written
 }
 
 type ctxKey struct{}

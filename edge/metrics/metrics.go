@@ -106,10 +106,11 @@ var (
 	descInFlight = prometheus.NewDesc("perigee_upstream_in_flight", "Requests being served by the backend.", []string{"service", "backend"}, nil)
 	descLatency  = prometheus.NewDesc("perigee_upstream_ewma_seconds", "Peak-EWMA response time of the backend.", []string{"service", "backend"}, nil)
 	descWeight   = prometheus.NewDesc("perigee_upstream_weight", "Current balancing weight of the backend.", []string{"service", "backend"}, nil)
+	descOverflow = prometheus.NewDesc("perigee_node_upstream_overflow_total", "Requests a circuit breaker refused, by the threshold that refused them.", []string{"service", "reason"}, nil)
 )
 
 func (backendCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descHealthy, descInFlight, descLatency, descWeight} {
+	for _, d := range []*prometheus.Desc{descHealthy, descInFlight, descLatency, descWeight, descOverflow} {
 		ch <- d
 	}
 }
@@ -117,6 +118,9 @@ func (backendCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c backendCollector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
 	for _, s := range c.services() {
+		for reason, n := range s.CircuitStatus().Overflow {
+			ch <- prometheus.MustNewConstMetric(descOverflow, prometheus.CounterValue, float64(n), s.Name, reason)
+		}
 		for _, b := range s.Backends() {
 			healthy := 0.0
 			if b.Healthy(now) {

@@ -125,12 +125,15 @@ func protoVersion(r *http.Request) string {
 func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, err error) {
 	status, msg := classify(r, err)
 	if x := exchange.From(r.Context()); x != nil {
-		x.Status = status
+		x.Status, x.Error = status, err.Error()
 	}
 	if status == statusClientGone {
 		return // nobody is listening
 	}
 	p.log.Debug("proxy error", "status", status, "path", r.URL.Path, "err", err)
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
 	exchange.Error(w, r, status, msg)
 }
 
@@ -143,6 +146,8 @@ func classify(r *http.Request, err error) (int, string) {
 	switch {
 	case errors.Is(err, upstream.ErrNoHealthy):
 		return http.StatusServiceUnavailable, "no healthy backend"
+	case errors.As(err, new(*upstream.OverflowError)):
+		return http.StatusServiceUnavailable, "service overloaded"
 	case errors.As(err, &tooBig):
 		return http.StatusRequestEntityTooLarge, "request body too large"
 	case r.Context().Err() == context.Canceled:
@@ -172,16 +177,16 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	var skip *upstream.Backend
 	for attempt := 0; ; attempt++ {
-		b, err := t.svc.Pick(req, skip)
+		lease, err := t.svc.Acquire(req, skip, attempt > 0)
 		if err != nil {
 			return nil, err
 		}
+		b := lease.Backend
 		req.URL.Scheme, req.URL.Host = b.URL.Scheme, b.Addr
-		b.Begin()
 		start := time.Now()
 		resp, err := t.base.RoundTrip(req)
 		if err != nil {
-			b.End()
+			lease.End()
 			clientsFault := req.Context().Err() != nil || (body != nil && body.failed)
 			t.svc.Done(b, time.Since(start), !clientsFault)
 			if isConnectFailure(err) && attempt < t.svc.MaxRetries() && replayable(req) && t.svc.RetryAllowed() {
@@ -197,7 +202,7 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 		if x != nil {
 			x.Backend = b.Addr
 		}
-		resp.Body = releasing(resp.Body, b)
+		resp.Body = releasing(resp.Body, lease)
 		return resp, nil
 	}
 }
@@ -232,23 +237,24 @@ func replayable(r *http.Request) bool {
 	return false
 }
 
-// releasing ends the backend's in-flight count when the body is closed. A
-// 101 Switching Protocols body is read-write (a WebSocket), and keeps being.
-func releasing(body io.ReadCloser, b *upstream.Backend) io.ReadCloser {
+// releasing ends the attempt's lease (in-flight counts, breaker slots) when
+// the body is closed. A 101 Switching Protocols body is read-write (a
+// WebSocket), and keeps being.
+func releasing(body io.ReadCloser, l upstream.Lease) io.ReadCloser {
 	if rw, ok := body.(io.ReadWriteCloser); ok {
-		return &releaseRW{releaseBody: releaseBody{ReadCloser: body, b: b}, w: rw}
+		return &releaseRW{releaseBody: releaseBody{ReadCloser: body, lease: l}, w: rw}
 	}
-	return &releaseBody{ReadCloser: body, b: b}
+	return &releaseBody{ReadCloser: body, lease: l}
 }
 
 type releaseBody struct {
 	io.ReadCloser
-	b    *upstream.Backend
-	once sync.Once
+	lease upstream.Lease
+	once  sync.Once
 }
 
 func (r *releaseBody) Close() error {
-	r.once.Do(r.b.End)
+	r.once.Do(r.lease.End)
 	return r.ReadCloser.Close()
 }
 

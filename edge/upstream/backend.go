@@ -15,8 +15,9 @@ import (
 // kept across config reloads while its URL stays, so health, latency and
 // ejection history survive a reload.
 type Backend struct {
-	URL  *url.URL
-	Addr string // host:port
+	URL    *url.URL
+	Addr   string // host:port
+	Source string // where it came from: SourceStatic, SourceDiscovery, SourceActuator
 
 	weight   atomic.Int32 // config weight, or what a policy set
 	inFlight atomic.Int64
@@ -30,14 +31,22 @@ type Backend struct {
 	mu          sync.Mutex // guards the fields below, touched once per response
 	ewma        float64    // peak-EWMA latency, nanoseconds
 	ewmaAt      time.Time
+	found       int // the weight discovery last gave it
 	ejections   int // consecutive ejections, for the growing ejection time
 	lastEjected time.Time
 	passes      int // active check streaks
 	fails       int
 }
 
-func newBackend(u *url.URL, weight int) *Backend {
-	b := &Backend{URL: u, Addr: u.Host}
+// Where a backend came from.
+const (
+	SourceStatic    = "static"
+	SourceDiscovery = "discovery"
+	SourceActuator  = "actuator"
+)
+
+func newBackend(u *url.URL, weight int, source string) *Backend {
+	b := &Backend{URL: u, Addr: u.Host, Source: source}
 	b.weight.Store(int32(weight))
 	b.checkUp.Store(true)
 	return b
@@ -89,6 +98,8 @@ func (b *Backend) cost() float64 {
 // Status is a backend's state as the admin API and the policies see it.
 type Status struct {
 	URL          string        `json:"url"`
+	Source       string        `json:"source"`
+	Draining     bool          `json:"draining,omitempty"` // gone from discovery; its requests in flight finish
 	Healthy      bool          `json:"healthy"`
 	CheckUp      bool          `json:"check_up"`
 	EjectedUntil time.Time     `json:"ejected_until,omitzero"`
@@ -102,7 +113,7 @@ type Status struct {
 // Status reads the backend's state.
 func (b *Backend) Status(now time.Time) Status {
 	s := Status{
-		URL: b.URL.String(), Healthy: b.Healthy(now), CheckUp: b.checkUp.Load(),
+		URL: b.URL.String(), Source: b.Source, Healthy: b.Healthy(now), CheckUp: b.checkUp.Load(),
 		Weight: b.Weight(), InFlight: b.inFlight.Load(), Latency: b.Latency(),
 		Requests: b.requests.Load(), Failures: b.failures.Load(),
 	}
@@ -112,12 +123,9 @@ func (b *Backend) Status(now time.Time) Status {
 	return s
 }
 
-// Begin counts a request the backend starts serving; End counts it done,
-// when its response body is finished.
-func (b *Backend) Begin() { b.inFlight.Add(1) }
-
-// End is Begin's pair.
-func (b *Backend) End() { b.inFlight.Add(-1) }
+// end counts a request done, when its response body is finished; Acquire
+// counted it in.
+func (b *Backend) end() { b.inFlight.Add(-1) }
 
 // MeanLatency is the service's latency as its backends see it: their
 // peak-EWMAs weighted by the requests each has served.

@@ -2,27 +2,34 @@ package upstream
 
 import (
 	"hash/maphash"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"sort"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// balancer picks a backend from the service's current set. rebuild runs
-// under the service's lock whenever membership, health or weights change;
-// pick runs lock-free on the request path.
+// balancer picks a backend from the service's pool: its healthy backends,
+// or all of them in panic mode. rebuild runs under the service's lock
+// whenever membership, health or weights change; pick runs on the request
+// path, lock-free except for weighted least request.
 type balancer interface {
-	rebuild(all, healthy []*Backend)
-	pick(r *http.Request, healthy []*Backend) *Backend
+	rebuild(all, pool []*Backend)
+	pick(r *http.Request, pool []*Backend) *Backend
 }
 
 func newBalancer(c *Config) balancer {
 	switch c.Balancer {
 	case LeastRequest:
-		return p2c{cost: func(b *Backend) float64 { return float64(b.inFlight.Load()+1) / float64(b.weight.Load()) }}
+		bias := DefaultActiveRequestBias
+		if c.ActiveRequestBias != nil {
+			bias = *c.ActiveRequestBias
+		}
+		return &leastRequest{bias: bias}
 	case EWMA:
 		return p2c{cost: (*Backend).cost}
 	case Hash:
@@ -40,8 +47,8 @@ type smoothRR struct {
 	next atomic.Uint64
 }
 
-func (s *smoothRR) rebuild(_, healthy []*Backend) {
-	seq := smoothSequence(healthy)
+func (s *smoothRR) rebuild(_, pool []*Backend) {
+	seq := smoothSequence(pool)
 	s.seq.Store(&seq)
 }
 
@@ -97,19 +104,19 @@ type p2c struct{ cost func(*Backend) float64 }
 
 func (p2c) rebuild(_, _ []*Backend) {}
 
-func (p p2c) pick(_ *http.Request, healthy []*Backend) *Backend {
-	switch n := len(healthy); n {
+func (p p2c) pick(_ *http.Request, pool []*Backend) *Backend {
+	switch n := len(pool); n {
 	case 0:
 		return nil
 	case 1:
-		return healthy[0]
+		return pool[0]
 	default:
 		i := rand.IntN(n)
 		j := rand.IntN(n - 1)
 		if j >= i {
 			j++
 		}
-		a, b := healthy[i], healthy[j]
+		a, b := pool[i], pool[j]
 		if p.cost(b) < p.cost(a) {
 			return b
 		}
@@ -117,12 +124,73 @@ func (p p2c) pick(_ *http.Request, healthy []*Backend) *Backend {
 	}
 }
 
+// leastRequest is Envoy's least request. With equal weights it is the power
+// of two choices on requests in flight. With unequal weights it is
+// earliest-deadline-first scheduling on an effective weight of
+// weight/(active+1)^bias, taken at each pick: idle backends share by
+// weight, and a loaded one loses share as its queue grows.
+type leastRequest struct {
+	bias float64
+
+	equal atomic.Bool // every weight in the pool is the same: p2c
+	mu    sync.Mutex  // guards the schedule; held for one pass over the pool
+	now   float64     // the schedule's clock: the deadline last served
+	due   map[*Backend]float64
+}
+
+func (l *leastRequest) rebuild(_, pool []*Backend) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	equal := true
+	due := make(map[*Backend]float64, len(pool))
+	for _, b := range pool {
+		equal = equal && b.Weight() == pool[0].Weight()
+		d, ok := l.due[b]
+		if !ok {
+			d = l.now + 1/l.effective(b) // a newcomer joins the schedule now
+		}
+		due[b] = d
+	}
+	l.due = due
+	l.equal.Store(equal)
+}
+
+func (l *leastRequest) effective(b *Backend) float64 {
+	w := float64(b.Weight())
+	if l.bias == 0 {
+		return w
+	}
+	return w / math.Pow(float64(b.inFlight.Load()+1), l.bias)
+}
+
+func (l *leastRequest) pick(r *http.Request, pool []*Backend) *Backend {
+	if l.equal.Load() {
+		return p2c{cost: func(b *Backend) float64 { return float64(b.inFlight.Load()) }}.pick(r, pool)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var best *Backend
+	bestDue := math.Inf(1)
+	for _, b := range pool { // in pool order, so ties go the same way each time
+		if d, ok := l.due[b]; ok && d < bestDue {
+			best, bestDue = b, d
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	l.now = bestDue
+	l.due[best] = bestDue + 1/l.effective(best)
+	return best
+}
+
 // ringHash is consistent hashing over all backends (healthy or not), so a
-// backend going down moves only its own keys; a lookup walks past unhealthy
-// points to the next healthy one.
+// backend going down moves only its own keys; a lookup walks past points
+// outside the pool to the next one in it.
 type ringHash struct {
 	key  HashKey
 	ring atomic.Pointer[[]ringPoint]
+	any  atomic.Bool // the pool is every backend (all healthy, or panic)
 }
 
 type ringPoint struct {
@@ -140,7 +208,8 @@ var ringSeed = maphash.MakeSeed()
 // proportional, and a rebuild stays cheap.
 const maxRingPoints = 100_000
 
-func (h *ringHash) rebuild(all, _ []*Backend) {
+func (h *ringHash) rebuild(all, pool []*Backend) {
+	h.any.Store(len(pool) == len(all))
 	total := 0
 	for _, b := range all {
 		total += b.Weight()
@@ -159,18 +228,18 @@ func (h *ringHash) rebuild(all, _ []*Backend) {
 	h.ring.Store(&ring)
 }
 
-func (h *ringHash) pick(r *http.Request, healthy []*Backend) *Backend {
+func (h *ringHash) pick(r *http.Request, pool []*Backend) *Backend {
 	ringp := h.ring.Load()
 	key, ok := h.keyOf(r)
-	if !ok || ringp == nil || len(healthy) == 0 {
-		return p2c{cost: func(b *Backend) float64 { return float64(b.inFlight.Load()) }}.pick(r, healthy)
+	if !ok || ringp == nil || len(pool) == 0 {
+		return p2c{cost: func(b *Backend) float64 { return float64(b.inFlight.Load()) }}.pick(r, pool)
 	}
 	ring := *ringp
 	x := maphash.String(ringSeed, key)
 	i := sort.Search(len(ring), func(i int) bool { return ring[i].hash >= x })
-	now := time.Now()
+	now, any := time.Now(), h.any.Load()
 	for n := range len(ring) {
-		if b := ring[(i+n)%len(ring)].b; b.Healthy(now) {
+		if b := ring[(i+n)%len(ring)].b; any || b.Healthy(now) {
 			return b
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"perigee/edge/discovery"
 	"perigee/units"
 )
 
@@ -27,6 +28,16 @@ type Config struct {
 	Health   Health          `yaml:"health" json:"health"`
 	Outlier  Outlier         `yaml:"outlier" json:"outlier"`
 	Retry    Retry           `yaml:"retry" json:"retry"`
+	Circuit  Circuit         `yaml:"circuit" json:"circuit"`
+	// Discovery finds more backends in DNS, beside the static ones.
+	Discovery discovery.Config `yaml:"discovery" json:"discovery,omitzero"`
+	// PanicThreshold is the healthy share (percent) below which the service
+	// balances across all its backends rather than the few left; 0 turns
+	// panic mode off. Nil means Envoy's default, 50.
+	PanicThreshold *int `yaml:"panic_threshold" json:"panic_threshold"`
+	// ActiveRequestBias is how strongly least_request with unequal weights
+	// avoids loaded backends: 0 is weighted round robin. Nil means 1.
+	ActiveRequestBias *float64 `yaml:"active_request_bias" json:"active_request_bias,omitempty"`
 }
 
 // BackendConfig is one upstream server.
@@ -65,6 +76,12 @@ type Retry struct {
 	Budget   float64 `yaml:"budget" json:"budget"`     // retries allowed per request, on average
 }
 
+// DefaultActiveRequestBias is Envoy's least request active_request_bias.
+const DefaultActiveRequestBias = 1.0
+
+// DefaultPanicThreshold is Envoy's healthy panic threshold, in percent.
+const DefaultPanicThreshold = 50
+
 // SetDefaults fills what the config leaves out.
 func (c *Config) SetDefaults() {
 	if c.Balancer == "" {
@@ -88,6 +105,12 @@ func (c *Config) SetDefaults() {
 	setInt(&c.Retry.Attempts, 2)
 	if c.Retry.Budget == 0 {
 		c.Retry.Budget = 0.2
+	}
+	c.Circuit.SetDefaults()
+	c.Discovery.SetDefaults()
+	if c.PanicThreshold == nil {
+		p := DefaultPanicThreshold
+		c.PanicThreshold = &p
 	}
 }
 
@@ -153,8 +176,32 @@ func (c Config) Validate() error {
 	if o.ConsecutiveFailures < 0 || o.MaxEjectedPercent < 0 || o.MaxEjectedPercent > 100 {
 		bad("outlier", "outlier consecutive_failures must be ≥ 0 and max_ejected_percent 0..100")
 	}
+	if b := c.ActiveRequestBias; b != nil && !(*b >= 0 && *b <= 10) {
+		bad("active_request_bias", "active_request_bias must be 0..10, got %v", *b)
+	}
+	if p := c.PanicThreshold; p != nil && (*p < 0 || *p > 100) {
+		bad("panic_threshold", "panic_threshold must be 0..100 (percent; 0 turns panic mode off), got %d", *p)
+	}
 	if c.Retry.Attempts < 0 || c.Retry.Budget < 0 || c.Retry.Budget > 1 {
 		bad("retry", "retry attempts must be ≥ 0 and budget 0..1")
 	}
+	errs = append(errs, within("circuit", c.Circuit.Validate())...)
+	errs = append(errs, within("discovery", c.Discovery.Validate())...)
 	return errors.Join(errs...)
+}
+
+// within names a nested settings type's problems by their full field.
+func within(field string, err error) []error {
+	if err == nil {
+		return nil
+	}
+	inner := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		inner = j.Unwrap()
+	}
+	out := make([]error, len(inner))
+	for i, e := range inner {
+		out[i] = fmt.Errorf("%s.%w", field, e)
+	}
+	return out
 }

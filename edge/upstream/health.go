@@ -17,14 +17,16 @@ func (s *Service) checkLoop(ctx context.Context, client *http.Client) {
 	t := time.NewTicker(h.Interval.D())
 	defer t.Stop()
 	for {
+		probed := make(map[*Backend]bool, len(first))
 		for _, b := range s.Backends() {
 			ok := probe(ctx, client, b.URL.String()+h.Path, h.Timeout.D())
 			if ctx.Err() != nil {
 				return
 			}
 			s.record(b, ok, !first[b])
-			first[b] = true
+			probed[b] = true
 		}
+		first = probed // backends discovery took away are forgotten
 		select {
 		case <-ctx.Done():
 			return

@@ -7,9 +7,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"perigee/edge/discovery"
 )
 
 // ErrNoHealthy means every backend of the service is down or ejected.
@@ -24,26 +27,51 @@ type Service struct {
 	mu       sync.Mutex // serialises membership and health changes
 	all      atomic.Pointer[[]*Backend]
 	healthy  atomic.Pointer[[]*Backend]
+	pool     atomic.Pointer[[]*Backend] // what Pick balances over: healthy, or all in panic mode
 	balancer balancer
 	budget   retryBudget
+	breaker  *breaker
+	panicked atomic.Bool // balancing across all backends: too few healthy
+	wake     *time.Timer // fires when the next ejection ends; guarded by mu
+	closed   bool        // guarded by mu: no more wake-ups
+
+	carried   map[string]*Backend // guarded by mu: the previous version's backends, by URL
+	gone      []goneBackend       // guarded by mu: discovered once, not any more
+	changedAt atomic.Int64        // unix nanos: the backend set last changed
+	watcher   *discovery.Watcher  // nil without discovery
 
 	stop context.CancelFunc
-	done chan struct{}
+	done sync.WaitGroup
 }
 
 // NewService builds a service from its config. Backends of the service's
-// previous version (reuse) whose URL stays keep their live state (health,
-// latency, ejections); their weight is the config's again.
-func NewService(name string, c Config, reuse []*Backend, log *slog.Logger) (*Service, error) {
+// previous version (prev, nil at first) whose URL stays keep their live
+// state (health, latency, ejections); their weight is the config's again.
+// Those an actuator or discovery added carry over too: AddBackend takes
+// them back, and a service with the same discovery starts from the
+// previous set until its first answer.
+func NewService(name string, c Config, prev *Service, log *slog.Logger) (*Service, error) {
 	s := &Service{Name: name, cfg: c, log: log.With("service", name), balancer: newBalancer(&c)}
 	s.budget.init(c.Retry.Budget)
-	byURL := make(map[string]*Backend, len(reuse))
-	for _, b := range reuse {
-		byURL[b.URL.String()] = b
+	s.carried = map[string]*Backend{}
+	s.breaker = newBreaker()
+	var found []*Backend
+	if prev != nil {
+		for _, b := range prev.Backends() {
+			s.carried[b.URL.String()] = b
+			if b.Source == SourceDiscovery && prev.cfg.Discovery == c.Discovery {
+				found = append(found, b)
+			}
+		}
+		s.breaker = prev.breaker
 	}
+	byURL := s.carried
+	limits := c.Circuit
+	limits.SetDefaults()
+	s.breaker.limits.Store(&limits)
 	var all []*Backend
 	for _, bc := range c.Backends {
-		if b, ok := byURL[bc.URL]; ok {
+		if b, ok := byURL[bc.URL]; ok && b.Source == SourceStatic {
 			b.weight.Store(int32(bc.Weight))
 			all = append(all, b)
 			continue
@@ -52,9 +80,29 @@ func NewService(name string, c Config, reuse []*Backend, log *slog.Logger) (*Ser
 		if err != nil {
 			return nil, fmt.Errorf("service %s: backend %q: %w", name, bc.URL, err)
 		}
-		all = append(all, newBackend(u, bc.Weight))
+		all = append(all, newBackend(u, bc.Weight, SourceStatic))
+	}
+	if c.Discovery.Enabled() {
+		var last []discovery.Endpoint
+		for _, b := range found {
+			if !slices.Contains(all, b) {
+				all = append(all, b)
+				b.mu.Lock()
+				last = append(last, discovery.Endpoint{URL: b.URL.String(), Weight: b.found})
+				b.mu.Unlock()
+			}
+		}
+		w, err := discovery.NewWatcher(c.Discovery, last, s.SetDiscovered, s.log)
+		if err != nil {
+			return nil, fmt.Errorf("service %s: discovery: %w", name, err)
+		}
+		s.watcher = w
 	}
 	s.all.Store(&all)
+	s.changedAt.Store(time.Now().UnixNano())
+	if prev != nil && slices.Equal(all, prev.Backends()) {
+		s.changedAt.Store(prev.changedAt.Load()) // a reload that changed no backend
+	}
 	s.refresh()
 	return s, nil
 }
@@ -65,6 +113,10 @@ func (s *Service) Backends() []*Backend { return *s.all.Load() }
 // Healthy returns the backends that may take traffic now.
 func (s *Service) Healthy() []*Backend { return *s.healthy.Load() }
 
+// Panic reports whether too few backends are healthy, so every backend
+// takes traffic.
+func (s *Service) Panic() bool { return s.panicked.Load() }
+
 // refresh recomputes the healthy set and the balancer after any change.
 func (s *Service) refresh() {
 	s.mu.Lock()
@@ -72,55 +124,111 @@ func (s *Service) refresh() {
 	s.refreshLocked()
 }
 
+// refreshLocked also arms this service's wake-up for the earliest ejection
+// to end: ejection state lives on the backend, which a reload hands to the
+// next service, so each service must schedule its own return to health.
 func (s *Service) refreshLocked() {
 	now := time.Now()
 	all := *s.all.Load()
 	healthy := make([]*Backend, 0, len(all))
+	var next int64
 	for _, b := range all {
 		if b.Healthy(now) {
 			healthy = append(healthy, b)
 		}
+		if until := b.ejectedUntil.Load(); until > now.UnixNano() && (next == 0 || until < next) {
+			next = until
+		}
+	}
+	candidates := healthy
+	panicked := s.panicLocked(len(healthy), len(all))
+	if panicked {
+		candidates = all
+	}
+	if panicked != s.panicked.Swap(panicked) {
+		s.log.Warn("panic mode", "on", panicked, "healthy", len(healthy), "of", len(all))
 	}
 	s.healthy.Store(&healthy)
-	s.balancer.rebuild(all, healthy)
+	s.pool.Store(&candidates)
+	s.balancer.rebuild(all, candidates)
+	s.armLocked(next, now)
+}
+
+// panicLocked is Envoy's healthy panic threshold: with fewer than that
+// share of backends healthy, the few left would take the whole load, so
+// the service spreads it over every backend instead.
+func (s *Service) panicLocked(healthy, all int) bool {
+	p := s.panicThreshold()
+	return p > 0 && all > 0 && healthy*100 < p*all
+}
+
+func (s *Service) panicThreshold() int {
+	if s.cfg.PanicThreshold == nil {
+		return DefaultPanicThreshold
+	}
+	return *s.cfg.PanicThreshold
+}
+
+func (s *Service) armLocked(next int64, now time.Time) {
+	if s.wake != nil {
+		s.wake.Stop()
+		s.wake = nil
+	}
+	if next == 0 || s.closed {
+		return
+	}
+	s.wake = time.AfterFunc(time.Duration(next-now.UnixNano()), s.refresh)
 }
 
 // Pick chooses a backend for r, avoiding skip when another is available.
 func (s *Service) Pick(r *http.Request, skip *Backend) (*Backend, error) {
-	healthy := *s.healthy.Load()
-	if skip != nil && len(healthy) > 1 {
+	pool := *s.pool.Load()
+	if skip != nil && len(pool) > 1 {
 		for range 3 {
-			if b := s.balancer.pick(r, healthy); b != nil && b != skip {
+			if b := s.balancer.pick(r, pool); b != nil && b != skip {
 				return b, nil
 			}
 		}
 	}
-	if b := s.balancer.pick(r, healthy); b != nil {
+	if b := s.balancer.pick(r, pool); b != nil {
 		return b, nil
 	}
 	return nil, ErrNoHealthy
 }
 
 // Start runs the active health checks until Close.
+// Start runs the active health checks and discovery until Close.
 func (s *Service) Start(client *http.Client) {
 	ctx, cancel := context.WithCancel(context.Background())
-	s.stop, s.done = cancel, make(chan struct{})
-	go func() {
-		defer close(s.done)
-		if s.cfg.Health.Path == "" {
-			return
-		}
-		s.checkLoop(ctx, client)
-	}()
+	s.stop = cancel
+	s.mu.Lock()
+	s.carried = nil // what the reload needed of the previous version is taken
+	s.mu.Unlock()
+	if s.cfg.Health.Path != "" {
+		s.done.Add(1)
+		go func() { defer s.done.Done(); s.checkLoop(ctx, client) }()
+	}
+	if s.watcher != nil {
+		s.done.Add(1)
+		go func() { defer s.done.Done(); s.watcher.Run(ctx) }()
+	}
 }
 
-// Close stops the health checks.
+// Close stops the health checks, discovery and the ejection wake-ups.
 func (s *Service) Close() {
 	if s.stop != nil {
 		s.stop()
-		<-s.done
+		s.done.Wait()
 	}
+	s.mu.Lock()
+	s.closed = true
+	s.armLocked(0, time.Time{})
+	s.mu.Unlock()
 }
+
+// failurePenalty is the latency a failed request counts as at least: peak
+// EWMA takes it at once and forgets it over ewmaDecay.
+const failurePenalty = time.Second
 
 // Done records the outcome of one proxied request: its time to response
 // headers, and whether it failed (a transport error or a 5xx). Failures in a
@@ -133,6 +241,9 @@ func (s *Service) Done(b *Backend, took time.Duration, failed bool) {
 		b.consecFails.Store(0)
 		return
 	}
+	// A failure counts as a slow answer, so a backend that fails fast does
+	// not look cheap to the ewma balancer.
+	b.observe(max(took, failurePenalty), now)
 	b.failures.Add(1)
 	o := s.cfg.Outlier
 	if o.ConsecutiveFailures > 0 && int(b.consecFails.Add(1)) >= o.ConsecutiveFailures {
@@ -159,23 +270,23 @@ func (s *Service) ejectForOutlier(b *Backend, now time.Time) {
 	s.ejectLocked(b, now, d)
 }
 
-// mayEjectLocked keeps ejection within max_ejected_percent of the service,
-// so a fault everywhere does not empty the pool.
+// mayEjectLocked keeps the backends out of rotation, for whatever reason
+// (ejected, or marked down by active checks), within max_ejected_percent of
+// the service, so a fault everywhere does not empty the pool.
 func (s *Service) mayEjectLocked(now time.Time) bool {
 	all := *s.all.Load()
-	ejected := 0
+	out := 0
 	for _, b := range all {
-		if now.UnixNano() < b.ejectedUntil.Load() {
-			ejected++
+		if !b.Healthy(now) {
+			out++
 		}
 	}
-	return (ejected+1)*100 <= s.cfg.Outlier.MaxEjectedPercent*len(all)
+	return (out+1)*100 <= s.cfg.Outlier.MaxEjectedPercent*len(all)
 }
 
 func (s *Service) ejectLocked(b *Backend, now time.Time, d time.Duration) {
 	b.ejectedUntil.Store(now.Add(d).UnixNano())
 	s.refreshLocked()
-	time.AfterFunc(d, s.refresh)
 }
 
 // Eject takes a backend out of rotation for d, as a policy asks.
@@ -230,8 +341,13 @@ func (s *Service) AddBackend(rawURL string, weight int) error {
 	if s.findLocked(u.Host) != nil {
 		return nil
 	}
-	all := append(append([]*Backend(nil), *s.all.Load()...), newBackend(u, weight))
+	b := s.carried[u.String()]
+	if b == nil || b.Source != SourceActuator {
+		b = newBackend(u, weight, SourceActuator)
+	}
+	all := append(append([]*Backend(nil), *s.all.Load()...), b)
 	s.all.Store(&all)
+	s.changedAt.Store(time.Now().UnixNano())
 	s.refreshLocked()
 	return nil
 }
@@ -251,6 +367,7 @@ func (s *Service) RemoveBackend(addr string) error {
 		return fmt.Errorf("service %s has no backend %q", s.Name, addr)
 	}
 	s.all.Store(&all)
+	s.changedAt.Store(time.Now().UnixNano())
 	s.refreshLocked()
 	return nil
 }
@@ -265,11 +382,56 @@ func (s *Service) findLocked(addr string) *Backend {
 	return nil
 }
 
-// RetryAllowed spends one retry from the budget if there is one.
-func (s *Service) RetryAllowed() bool { return s.budget.spend() }
+// RetryAllowed claims a retry under the max_retries breaker and spends one
+// from the budget; the caller passes the claim on to Acquire.
+func (s *Service) RetryAllowed() bool {
+	if !s.breaker.retryAllowed(s.Name) {
+		return false
+	}
+	if !s.budget.spend() {
+		s.breaker.retries.Add(-1)
+		return false
+	}
+	return true
+}
 
 // Attempt notes a first attempt, which earns the budget a fraction of a retry.
 func (s *Service) Attempt() { s.budget.earn() }
 
 // MaxRetries is how many extra tries a request may get.
 func (s *Service) MaxRetries() int { return s.cfg.Retry.Attempts }
+
+// ServiceStatus is a service's state as the admin API shows it.
+type ServiceStatus struct {
+	Name      string            `json:"name"`
+	Balancer  string            `json:"balancer"`
+	Healthy   int               `json:"healthy"`
+	Panic     bool              `json:"panic"`
+	Circuit   CircuitStatus     `json:"circuit"`
+	Discovery *discovery.Status `json:"discovery,omitempty"`
+	Changed   time.Time         `json:"backends_changed"` // when the backend set last changed
+	Backends  []Status          `json:"backends"`
+}
+
+// Status reads the service's state.
+func (s *Service) Status(now time.Time) ServiceStatus {
+	v := ServiceStatus{Name: s.Name, Balancer: s.cfg.Balancer, Healthy: len(s.Healthy()), Panic: s.Panic(), Circuit: s.CircuitStatus()}
+	v.Changed = time.Unix(0, s.changedAt.Load())
+	if s.watcher != nil {
+		d := s.watcher.Status()
+		v.Discovery = &d
+	}
+	for _, b := range s.Backends() {
+		v.Backends = append(v.Backends, b.Status(now))
+	}
+	s.mu.Lock()
+	for _, b := range s.drainingLocked() {
+		if b.InFlight() > 0 {
+			st := b.Status(now)
+			st.Draining = true
+			v.Backends = append(v.Backends, st)
+		}
+	}
+	s.mu.Unlock()
+	return v
+}

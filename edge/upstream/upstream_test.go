@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -92,7 +93,7 @@ func TestEWMAAvoidsTheSlowBackend(t *testing.T) {
 }
 
 func TestPeakEWMATakesSpikesAtOnceAndDecays(t *testing.T) {
-	b := newBackend(mustURL("http://127.0.0.1:1"), 1)
+	b := newBackend(mustURL("http://127.0.0.1:1"), 1, SourceStatic)
 	t0 := time.Now()
 	b.observe(10*time.Millisecond, t0)
 	b.observe(200*time.Millisecond, t0.Add(time.Millisecond))
@@ -191,6 +192,8 @@ func TestEjectionTimeGrows(t *testing.T) {
 
 func TestNoHealthyBackend(t *testing.T) {
 	s := service(t, LeastRequest, 1)
+	off := 0
+	s.cfg.PanicThreshold = &off // with panic mode on, the pool would still be used
 	s.Backends()[0].checkUp.Store(false)
 	s.refresh()
 	if _, err := s.Pick(plain(0), nil); err != ErrNoHealthy {
@@ -277,7 +280,7 @@ func TestReloadKeepsBackendState(t *testing.T) {
 	s := service(t, RoundRobin, 1, 1)
 	b := s.Backends()[0]
 	b.observe(42*time.Millisecond, time.Now())
-	s2, err := NewService("svc", s.cfg, s.Backends(), quiet)
+	s2, err := NewService("svc", s.cfg, s, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,4 +306,117 @@ func mustURL(s string) *url.URL {
 		panic(err)
 	}
 	return u
+}
+
+// Defect 6: the ejection timer of the old service refreshed only the old
+// service, so after a reload an ejected backend never came back.
+func TestEjectionEndsOnTimeAfterReload(t *testing.T) {
+	s := service(t, RoundRobin, 1, 1)
+	b := s.Backends()[0]
+	if err := s.Eject(b.Addr, 200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := NewService("svc", s.cfg, s, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	defer s2.Close()
+	if len(s2.Healthy()) != 1 {
+		t.Fatalf("the reload forgot the ejection: %d healthy", len(s2.Healthy()))
+	}
+	waitFor(t, "ejected backend back in the new service", func() bool { return len(s2.Healthy()) == 2 })
+}
+
+// Defect 7: least_request with weights 1:2 at low load split nothing by
+// weight; it must split 1:2 like Envoy's weighted least request.
+func TestWeightedLeastRequestSplitsByWeightAtLowLoad(t *testing.T) {
+	s := service(t, LeastRequest, 1, 2)
+	got := map[string]int{}
+	for range 60 { // sequential: each request ends before the next
+		l, err := s.Acquire(plain(0), nil, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.End()
+		got[l.Backend.Addr]++
+	}
+	if got["127.0.0.1:9001"] != 20 || got["127.0.0.1:9002"] != 40 {
+		t.Fatalf("weights 1:2 over 60 sequential picks gave %v, want 20/40", got)
+	}
+}
+
+func TestWeightedLeastRequestPrefersTheLessLoadedUnderLoad(t *testing.T) {
+	s := service(t, LeastRequest, 1, 2)
+	heavy := s.Backends()[1]
+	heavy.inFlight.Store(20) // effective weight 2/21 against 1/1
+	got := counts(t, s, 1000, plain)
+	if got[heavy.Addr] > 150 {
+		t.Fatalf("the loaded heavy backend got %d of 1000 picks: %v", got[heavy.Addr], got)
+	}
+}
+
+func TestEWMACountsFailures(t *testing.T) {
+	s := service(t, EWMA, 1, 1)
+	fast, slow := s.Backends()[0], s.Backends()[1]
+	now := time.Now()
+	slow.observe(50*time.Millisecond, now)
+	fast.observe(time.Millisecond, now)
+	s.Done(fast, time.Millisecond, true) // it fails, fast
+	if fast.cost() <= slow.cost() {
+		t.Fatalf("a backend failing in 1ms costs %v, less than a healthy 50ms one (%v)", fast.cost(), slow.cost())
+	}
+}
+
+// Defect 8: backends active checks marked down did not count toward the
+// max-ejected share, so ejection could empty the pool.
+func TestOutlierEjectionCountsBackendsMarkedDown(t *testing.T) {
+	s := service(t, RoundRobin, 1, 1, 1, 1)
+	bs := s.Backends()
+	bs[0].checkUp.Store(false)
+	bs[1].checkUp.Store(false)
+	s.refresh()
+	for range 3 {
+		s.Done(bs[2], time.Millisecond, true)
+	}
+	if !bs[2].Healthy(time.Now()) {
+		t.Fatal("ejected a third of four backends while two were down: max_ejected_percent 50 exceeded")
+	}
+}
+
+func TestPanicThresholdBalancesAcrossAll(t *testing.T) {
+	s := service(t, RoundRobin, 1, 1, 1, 1)
+	bs := s.Backends()
+	for _, b := range bs[:3] {
+		b.checkUp.Store(false)
+	}
+	s.refresh()
+	if st := s.Status(time.Now()); !st.Panic {
+		t.Fatal("one healthy of four (25% < 50%) is not reported as panic")
+	}
+	got := counts(t, s, 400, plain)
+	for _, b := range bs {
+		if got[b.Addr] != 100 {
+			t.Fatalf("panic mode must balance across all backends: %v", got)
+		}
+	}
+	bs[0].checkUp.Store(true)
+	s.refresh()
+	if st := s.Status(time.Now()); st.Panic {
+		t.Fatal("two healthy of four (50%) is still panic")
+	}
+	got = counts(t, s, 400, plain)
+	if got[bs[1].Addr]+got[bs[2].Addr] != 0 {
+		t.Fatalf("out of panic, down backends still get traffic: %v", got)
+	}
+}
+
+func TestPanicThresholdValidated(t *testing.T) {
+	for _, p := range []int{-1, 101} {
+		c := Config{Backends: []BackendConfig{{URL: "http://127.0.0.1:1"}}, PanicThreshold: &p}
+		c.SetDefaults()
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "panic_threshold") {
+			t.Fatalf("panic_threshold %d: got %v", p, err)
+		}
+	}
 }

@@ -1,0 +1,184 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"perigee/edge/discovery/dnstest"
+	"perigee/units"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+const api = "_api._tcp." + dnstest.Domain
+
+var host = []dnstest.Host{{Name: "b." + dnstest.Domain, IP: "127.0.0.1"}, {Name: "v6." + dnstest.Domain, IP: "::1"}}
+
+func cfg(server *dnstest.Server, name string, port int) Config {
+	c := Config{DNS: name, Port: port, Resolver: server.Addr, Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour)}
+	c.SetDefaults()
+	return c
+}
+
+func resolve(t *testing.T, c Config) (Answer, error) {
+	t.Helper()
+	r, err := NewResolver(c.Resolver, c.Timeout.D())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Resolve(context.Background(), c)
+}
+
+func TestSRVLowestPriorityWithWeights(t *testing.T) {
+	srv := dnstest.Start(t, []dnstest.SRV{
+		{Name: api, Target: "b." + dnstest.Domain, Port: 9001, Priority: 0, Weight: 10},
+		{Name: api, Target: "b." + dnstest.Domain, Port: 9002, Priority: 0, Weight: 30},
+		{Name: api, Target: "b." + dnstest.Domain, Port: 9003, Priority: 1, Weight: 10}, // a standby
+	}, host)
+	a, err := resolve(t, cfg(srv, api, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(a.Endpoints); got != "[{http://127.0.0.1:9001 10} {http://127.0.0.1:9002 30}]" {
+		t.Fatalf("endpoints %s", got)
+	}
+	if a.TTL != time.Second {
+		t.Fatalf("ttl %v, want dnsmasq's local-ttl 1s", a.TTL)
+	}
+}
+
+func TestAAndAAAAWithPort(t *testing.T) {
+	srv := dnstest.Start(t, nil, host)
+	a, err := resolve(t, cfg(srv, "b."+dnstest.Domain, 8080))
+	if err != nil || fmt.Sprint(a.Endpoints) != "[{http://127.0.0.1:8080 1}]" {
+		t.Fatalf("A: %v %v", a.Endpoints, err)
+	}
+	a, err = resolve(t, cfg(srv, "v6."+dnstest.Domain, 8080))
+	if err != nil || fmt.Sprint(a.Endpoints) != "[{http://[::1]:8080 1}]" {
+		t.Fatalf("AAAA: %v %v", a.Endpoints, err)
+	}
+}
+
+func TestFailuresAreErrorsAndNoDataIsEmpty(t *testing.T) {
+	srv := dnstest.Start(t, nil, host)
+	if _, err := resolve(t, cfg(srv, "_nope._tcp."+dnstest.Domain, 0)); err == nil || !strings.Contains(err.Error(), "NXDOMAIN") {
+		t.Fatalf("NXDOMAIN: %v", err)
+	}
+	srv.Restart([]dnstest.SRV{{Name: api}}, host)
+	if _, err := resolve(t, cfg(srv, api, 0)); !errors.Is(err, ErrEmpty) {
+		t.Fatalf("SRV with target \".\" (service not available): %v, want ErrEmpty", err)
+	}
+	c := cfg(srv, "b."+dnstest.Domain, 80)
+	srv.Stop()
+	c.Timeout = units.Duration(200 * time.Millisecond)
+	start := time.Now()
+	if _, err := resolve(t, c); err == nil || errors.Is(err, ErrEmpty) {
+		t.Fatalf("a stopped resolver answered: %v", err)
+	}
+	if took := time.Since(start); took > 20*c.Timeout.D() {
+		t.Fatalf("a stopped resolver held the lookup for %v (timeout %v)", took, c.Timeout.D())
+	}
+}
+
+// recorder is a watcher's apply: the sets it was handed.
+type recorder struct {
+	mu   sync.Mutex
+	sets [][]Endpoint
+}
+
+func (r *recorder) apply(eps []Endpoint) { r.mu.Lock(); r.sets = append(r.sets, eps); r.mu.Unlock() }
+func (r *recorder) last() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.sets) == 0 {
+		return "none"
+	}
+	return fmt.Sprint(r.sets[len(r.sets)-1])
+}
+
+func TestWatcherKeepsTheLastGoodSet(t *testing.T) {
+	b := "b." + dnstest.Domain
+	srv := dnstest.Start(t, []dnstest.SRV{{Name: api, Target: b, Port: 9001, Weight: 1}}, host)
+	var rec recorder
+	c := cfg(srv, api, 0)
+	c.Timeout = units.Duration(200 * time.Millisecond)
+	w, err := NewWatcher(c, nil, rec.apply, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if wait := w.step(context.Background(), now); wait != time.Second || rec.last() != "[{http://127.0.0.1:9001 1}]" {
+		t.Fatalf("first answer: wait %v, set %s", wait, rec.last())
+	}
+	srv.Restart([]dnstest.SRV{{Name: api, Target: b, Port: 9002, Weight: 5}}, host)
+	w.step(context.Background(), now)
+	if rec.last() != "[{http://127.0.0.1:9002 5}]" {
+		t.Fatalf("changed set not applied: %s", rec.last())
+	}
+	srv.Stop()
+	w.step(context.Background(), now)
+	st := w.Status()
+	if rec.last() != "[{http://127.0.0.1:9002 5}]" || st.Failures != 1 || st.Error == "" || st.StaleSince.IsZero() {
+		t.Fatalf("a stopped resolver changed the set: %s, status %+v", rec.last(), st)
+	}
+	// An empty answer after a good one is kept for empty_grace, then not.
+	srv.Restart([]dnstest.SRV{{Name: api}}, host)
+	w.step(context.Background(), now)
+	if st := w.Status(); rec.last() != "[{http://127.0.0.1:9002 5}]" || !st.KeptEmpty {
+		t.Fatalf("an empty answer emptied the set at once: %s %+v", rec.last(), st)
+	}
+	w.step(context.Background(), now.Add(2*time.Hour))
+	if rec.last() != "[]" {
+		t.Fatalf("empty past empty_grace still kept: %s", rec.last())
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, c := range []Config{
+		{DNS: "b.example", Port: 0},
+		{DNS: "_a._tcp.example", Port: 80},
+		{DNS: "b.example", Port: 80, Resolver: "nohost"},
+		{DNS: "b.example", Port: 80, Interval: units.Duration(time.Millisecond)},
+		{DNS: "b.example", Port: 80, Scheme: "ftp"},
+		{Port: 80},
+	} {
+		c.SetDefaults()
+		if err := c.Validate(); err == nil {
+			t.Fatalf("%+v accepted", c)
+		}
+	}
+	good := Config{DNS: api}
+	good.SetDefaults()
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A server that swallows queries holds one resolution no longer than its
+// bound, however the lookup would fan out.
+func TestSilentResolverIsBoundedInTime(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	c := Config{DNS: "b.example.internal", Port: 80, Resolver: pc.LocalAddr().String(), Timeout: units.Duration(100 * time.Millisecond)}
+	c.SetDefaults()
+	start := time.Now()
+	_, err = resolve(t, c)
+	took := time.Since(start)
+	if err == nil || errors.Is(err, ErrEmpty) {
+		t.Fatalf("a silent server answered: %v", err)
+	}
+	if limit := 2 * resolveQueries * c.Timeout.D(); took > limit {
+		t.Fatalf("a silent server held the resolution %v, past twice its bound", took)
+	}
+}
