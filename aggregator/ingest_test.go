@@ -11,8 +11,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
-	"perigee/telemetry"
 	"perigee/aggregator"
+	"perigee/telemetry"
 	"perigee/telemetry/wire"
 )
 

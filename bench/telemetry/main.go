@@ -31,9 +31,9 @@ import (
 	"github.com/klauspost/compress/dict"
 	"github.com/klauspost/compress/zstd"
 
+	"perigee/aggregator"
 	"perigee/bench/machine"
 	"perigee/telemetry"
-	"perigee/aggregator"
 	"perigee/telemetry/ship"
 	"perigee/telemetry/wire"
 	"perigee/telemetry/wire/workload"

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"perigee/telemetry"
 	"perigee/aggregator"
+	"perigee/telemetry"
 	"perigee/telemetry/ship"
 )
 

@@ -3,9 +3,12 @@ package wire
 import (
 	"encoding/binary"
 	"fmt"
-	"sort"
+	"maps"
+	"math"
+	"slices"
 	"time"
 
+	"perigee/binread"
 	"perigee/telemetry"
 )
 
@@ -92,16 +95,15 @@ func AppendPayload(b []byte, bt *Batch) []byte {
 // already be set from the frame header.
 func DecodePayload(p []byte, bt *Batch) error {
 	base := bt.Created.UnixNano()
-	d := decoder{reader: reader{b: p}}
-	r := &d.reader
-	for len(r.b) > 0 && r.err == nil {
-		tag := r.b[0]
-		r.b = r.b[1:]
-		switch tag {
+	d := decoder{r: newReader(p)}
+	r := d.r
+	for r.Len() > 0 && r.Err() == nil {
+		switch tag := r.Byte("section"); tag {
 		case tagCost:
 			bt.Cost = &Cost{
-				BytesSent: r.uvarint(), EncodeCPU: time.Duration(r.uvarint()),
-				DroppedBatches: r.uvarint(), DroppedRecords: r.uvarint(), SpoolBytes: r.uvarint(),
+				BytesSent: r.Uvarint("bytes sent"), EncodeCPU: time.Duration(r.Uvarint("encode cpu")),
+				DroppedBatches: r.Uvarint("dropped batches"), DroppedRecords: r.Uvarint("dropped records"),
+				SpoolBytes: r.Uvarint("spool bytes"),
 			}
 		case tagSampleCols:
 			bt.Samples = d.samples(base)
@@ -119,39 +121,33 @@ func DecodePayload(p []byte, bt *Batch) error {
 			return fmt.Errorf("%w: unknown section %d", ErrMalformed, tag)
 		}
 	}
-	return r.err
+	return r.Err()
 }
 
-func readSample(r *reader, s *telemetry.NodeSample, base int64) {
-	s.Node = r.string()
-	s.Region = r.string()
-	s.Time = r.time(base)
-	s.Window = time.Duration(r.varint())
-	s.RPS = r.float()
-	s.InFlight = r.varint()
-	s.CPU = r.float()
-	s.MemBytes = r.uvarint()
-	n := r.count()
+func readSample(r *binread.Reader, s *telemetry.NodeSample, base int64) {
+	s.Node = readString(r, "node")
+	s.Region = readString(r, "region")
+	s.Time = readTime(r, base, "sample time")
+	s.Window = time.Duration(r.Varint("window"))
+	s.RPS = r.Float64("rps")
+	s.InFlight = r.Varint("in flight")
+	s.CPU = r.Float64("cpu")
+	s.MemBytes = r.Uvarint("memory")
+	n := r.Count(1, math.MaxInt, "services")
 	if n == 0 {
 		return
 	}
 	s.Services = make(map[string]telemetry.ServiceSample, n)
 	for range n {
-		name := r.string()
+		name := readString(r, "service")
 		var v telemetry.ServiceSample
-		v.RPS = r.float()
-		v.ErrorRate = r.float()
-		v.InFlight = r.varint()
-		v.Queued = r.varint()
-		if r.err == nil {
-			h, rest, err := telemetry.DecodeHistogram(r.b)
-			if err != nil {
-				r.fail("histogram: " + err.Error())
-			}
-			v.Latency, r.b = h, rest
-		}
-		v.Backends = int(r.varint())
-		v.HealthyBackends = int(r.varint())
+		v.RPS = r.Float64("service rps")
+		v.ErrorRate = r.Float64("error rate")
+		v.InFlight = r.Varint("service in flight")
+		v.Queued = r.Varint("queued")
+		v.Latency = telemetry.ReadHistogram(r)
+		v.Backends = int(r.Varint("backends"))
+		v.HealthyBackends = int(r.Varint("healthy backends"))
 		s.Services[name] = v
 	}
 }
@@ -166,14 +162,14 @@ func appendDecision(b []byte, d *telemetry.Decision, base int64) []byte {
 	return appendBool(b, d.DryRun)
 }
 
-func readDecision(r *reader, d *telemetry.Decision, base int64) {
-	d.Time = r.time(base)
+func readDecision(r *binread.Reader, d *telemetry.Decision, base int64) {
+	d.Time = readTime(r, base, "decision time")
 	for _, p := range [...]*string{&d.Node, &d.Region, &d.Policy, &d.Action, &d.Service, &d.Target, &d.Reason, &d.Rejected} {
-		*p = r.string()
+		*p = readString(r, "decision field")
 	}
-	d.Value = r.float()
-	d.Applied = r.bool()
-	d.DryRun = r.bool()
+	d.Value = r.Float64("decision value")
+	d.Applied = readBool(r, "applied")
+	d.DryRun = readBool(r, "dry run")
 }
 
 func appendEvent(b []byte, e *telemetry.Event, base int64) []byte {
@@ -181,54 +177,43 @@ func appendEvent(b []byte, e *telemetry.Event, base int64) []byte {
 	b = appendString(b, e.Node)
 	b = appendString(b, e.Kind)
 	b = binary.AppendUvarint(b, uint64(len(e.Fields)))
-	for _, k := range sortedKeys(e.Fields) {
+	for _, k := range slices.Sorted(maps.Keys(e.Fields)) {
 		b = appendString(b, k)
 		b = appendString(b, e.Fields[k])
 	}
 	return b
 }
 
-func readEvent(r *reader, e *telemetry.Event, base int64) {
-	e.Time = r.time(base)
-	e.Node = r.string()
-	e.Kind = r.string()
-	n := r.count()
+func readEvent(r *binread.Reader, e *telemetry.Event, base int64) {
+	e.Time = readTime(r, base, "event time")
+	e.Node = readString(r, "event node")
+	e.Kind = readString(r, "event kind")
+	n := r.Count(1, math.MaxInt, "event fields")
 	if n == 0 {
 		return
 	}
 	e.Fields = make(map[string]string, n)
 	for range n {
-		k := r.string()
-		e.Fields[k] = r.string()
+		k := readString(r, "event field")
+		e.Fields[k] = readString(r, "event value")
 	}
 }
 
-func readAccess(r *reader, a *telemetry.AccessRecord, base int64) {
-	a.Time = r.time(base)
+func readAccess(r *binread.Reader, a *telemetry.AccessRecord, base int64) {
+	a.Time = readTime(r, base, "access time")
 	for _, p := range [...]*string{&a.Route, &a.Service, &a.Method, &a.Path} {
-		*p = r.string()
+		*p = readString(r, "access field")
 	}
-	a.Status = int(r.varint())
-	a.Proto = r.string()
-	a.Duration = time.Duration(r.varint())
-	a.Bytes = r.varint()
-	a.Client = r.string()
-}
-
-// sortedKeys gives maps a stable order, so equal batches encode to equal
-// bytes and compress alike.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
+	a.Status = int(r.Varint("status"))
+	a.Proto = readString(r, "proto")
+	a.Duration = time.Duration(r.Varint("duration"))
+	a.Bytes = r.Varint("bytes")
+	a.Client = readString(r, "client")
 }
 
 // readRows reads a counted section of row-by-row records.
-func readRows[T any](r *reader, base int64, read func(*reader, *T, int64)) []T {
-	rows := make([]T, r.count())
+func readRows[T any](r *binread.Reader, base int64, read func(*binread.Reader, *T, int64)) []T {
+	rows := make([]T, r.Count(1, math.MaxInt, "rows"))
 	for i := range rows {
 		read(r, &rows[i], base)
 	}

@@ -2,10 +2,13 @@ package wire
 
 import (
 	"encoding/binary"
+	"maps"
 	"math"
 	"net/netip"
+	"slices"
 	"time"
 
+	"perigee/binread"
 	"perigee/telemetry"
 )
 
@@ -114,7 +117,7 @@ func flatten(ss []telemetry.NodeSample) []flatService {
 		if i > 0 {
 			prev = ss[i-1].Services
 		}
-		for _, name := range sortedKeys(ss[i].Services) {
+		for _, name := range slices.Sorted(maps.Keys(ss[i].Services)) {
 			out = append(out, flatService{name, ss[i].Services[name], prev[name]})
 		}
 	}
@@ -219,59 +222,63 @@ func fromUnixNano(v int64) time.Time {
 	return time.Unix(0, v)
 }
 
-// decoder mirrors encoder on top of reader.
+// decoder mirrors encoder on top of a binread.Reader.
 type decoder struct {
-	reader
+	r        *binread.Reader
 	strs     []string
 	lastIPv4 uint32
 }
 
 func (d *decoder) str() string {
-	ref := d.uvarint()
+	r := d.r
+	ref := r.Uvarint("string reference")
 	var s string
 	switch ref {
 	case refText:
-		s = d.string()
+		s = readString(r, "string")
 	case refIPv4:
-		x := d.uvarint()
+		x := r.Uvarint("IPv4 address")
 		if x > math.MaxUint32 {
-			d.fail("bad IPv4 address")
+			r.Fail("bad IPv4 address")
 			return ""
 		}
 		d.lastIPv4 ^= uint32(x)
 		s = netip.AddrFrom4([4]byte(binary.BigEndian.AppendUint32(nil, d.lastIPv4))).String()
 	case refIPv6:
-		if len(d.b) < 16 {
-			d.fail("short IPv6 address")
+		a := r.Take(16, "IPv6 address")
+		if a == nil {
 			return ""
 		}
-		s, d.b = netip.AddrFrom16([16]byte(d.b[:16])).String(), d.b[16:]
+		s = netip.AddrFrom16([16]byte(a)).String()
 	default:
 		if ref-refFirst >= uint64(len(d.strs)) {
-			d.fail("string reference past the table")
+			r.Fail("string reference past the table")
 			return ""
 		}
 		return d.strs[ref-refFirst]
+	}
+	if r.Err() != nil {
+		return ""
 	}
 	d.strs = append(d.strs, s)
 	return s
 }
 
-func (d *decoder) delta(prev int64) int64 { return prev + d.varint() }
+func (d *decoder) delta(prev int64) int64 { return prev + d.r.Varint("delta") }
 
 // floats reads n XORed values as floats wrote them; set receives each
 // value with its predecessor's bits undone.
 func (d *decoder) floats(n int, set func(i int, x uint64)) {
-	if len(d.b) < 8*n {
-		d.fail("short float column")
+	b := d.r.Take(8*n, "float column")
+	if b == nil {
 		return
 	}
 	xs := make([]uint64, n)
 	for shift := 56; shift >= 0; shift -= 8 {
 		for i := range xs {
-			xs[i] |= uint64(d.b[i]) << shift
+			xs[i] |= uint64(b[i]) << shift
 		}
-		d.b = d.b[n:]
+		b = b[n:]
 	}
 	for i, x := range xs {
 		set(i, x)
@@ -283,24 +290,26 @@ func xorFloat(prev float64, x uint64) float64 {
 }
 
 func (d *decoder) hist() telemetry.HistogramSnapshot {
-	h := telemetry.HistogramSnapshot{SumUS: d.uvarint()}
-	lo, n := d.uvarint(), d.uvarint()
-	if lo > telemetry.NumBuckets || n > telemetry.NumBuckets-lo || n > uint64(len(d.b)) {
-		d.fail("histogram buckets out of range")
+	r := d.r
+	h := telemetry.HistogramSnapshot{SumUS: r.Uvarint("histogram sum")}
+	lo := r.Uvarint("histogram first bucket")
+	if lo > telemetry.NumBuckets {
+		r.Fail("histogram buckets out of range")
 		return h
 	}
+	n := r.Count(1, telemetry.NumBuckets-int(lo), "histogram buckets")
 	if n == 0 {
 		return h
 	}
-	h.Counts = make([]uint64, lo+n)
+	h.Counts = make([]uint64, int(lo)+n)
 	for i := range n {
-		h.Counts[lo+i] = d.uvarint()
+		h.Counts[int(lo)+i] = r.Uvarint("histogram count")
 	}
 	return h
 }
 
 func (d *decoder) samples(base int64) []telemetry.NodeSample {
-	ss := make([]telemetry.NodeSample, d.count())
+	ss := make([]telemetry.NodeSample, d.r.Count(1, math.MaxInt, "samples"))
 	col := func(set func(s *telemetry.NodeSample, v int64), first int64) {
 		prev := first
 		for i := range ss {
@@ -323,11 +332,11 @@ func (d *decoder) samples(base int64) []telemetry.NodeSample {
 	counts := make([]int, len(ss))
 	total := 0
 	for i := range counts {
-		counts[i] = d.count()
+		counts[i] = d.r.Count(1, math.MaxInt, "services")
 		total += counts[i]
 	}
-	if total > len(d.b) {
-		d.fail("service count past end")
+	if total > d.r.Len() {
+		d.r.Fail("service count past end")
 		return nil
 	}
 	// Names first, so each service finds its predecessor by name.
@@ -380,7 +389,7 @@ func (d *decoder) samples(base int64) []telemetry.NodeSample {
 }
 
 func (d *decoder) access(base int64) []telemetry.AccessRecord {
-	as := make([]telemetry.AccessRecord, d.count())
+	as := make([]telemetry.AccessRecord, d.r.Count(1, math.MaxInt, "access records"))
 	prevT := base
 	for i := range as {
 		prevT = d.delta(prevT)
@@ -404,10 +413,10 @@ func (d *decoder) access(base int64) []telemetry.AccessRecord {
 		as[i].Status = int(prevStatus)
 	}
 	for i := range as {
-		as[i].Duration = time.Duration(d.varint())
+		as[i].Duration = time.Duration(d.r.Varint("duration"))
 	}
 	for i := range as {
-		as[i].Bytes = d.varint()
+		as[i].Bytes = d.r.Varint("bytes")
 	}
 	return as
 }

@@ -2,7 +2,9 @@ package wire
 
 import (
 	"encoding/binary"
+	"maps"
 	"reflect"
+	"slices"
 	"testing"
 
 	"perigee/telemetry"
@@ -21,7 +23,7 @@ func appendSample(b []byte, s *telemetry.NodeSample, base int64) []byte {
 	b = appendFloat(b, s.CPU)
 	b = binary.AppendUvarint(b, s.MemBytes)
 	b = binary.AppendUvarint(b, uint64(len(s.Services)))
-	for _, name := range sortedKeys(s.Services) {
+	for _, name := range slices.Sorted(maps.Keys(s.Services)) {
 		v := s.Services[name]
 		b = appendString(b, name)
 		b = appendFloat(b, v.RPS)
