@@ -29,9 +29,13 @@ type Config struct {
 	DataDir         string            `yaml:"data_dir"`
 	Retention       time.Duration     `yaml:"retention"`
 	MaxDecompressed ByteSize          `yaml:"max_decompressed"`
-	MaxSkew         time.Duration     `yaml:"max_skew"` // how far in the future a batch may be stamped
-	RemoteWrite     *RemoteWrite      `yaml:"remote_write"`
-	Regions         map[string]Coord  `yaml:"regions"` // where to draw each region on the map
+	// MaxConcurrentIngests bounds the batches read and decoded at once;
+	// each holds at most 3 × MaxDecompressed, so together they bound
+	// ingest memory. More wait briefly, then get 429 and retry.
+	MaxConcurrentIngests int              `yaml:"max_concurrent_ingests"`
+	MaxSkew              time.Duration    `yaml:"max_skew"` // how far in the future a batch may be stamped
+	RemoteWrite          *RemoteWrite     `yaml:"remote_write"`
+	Regions              map[string]Coord `yaml:"regions"` // where to draw each region on the map
 
 	lines map[string]int // key path → line, for validation messages
 	file  string
@@ -74,6 +78,7 @@ func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 const (
 	DefaultRetention       = 7 * 24 * time.Hour
 	DefaultMaxDecompressed = 16 << 20
+	DefaultMaxIngests      = 4
 	DefaultMaxSkew         = 2 * time.Minute
 	DefaultRemoteInterval  = 15 * time.Second
 )
@@ -184,6 +189,12 @@ func (c *Config) Validate() error {
 		c.MaxDecompressed = DefaultMaxDecompressed
 	case c.MaxDecompressed < 1<<10:
 		bad("max_decompressed", "%d bytes is too small for a batch", c.MaxDecompressed)
+	}
+	switch {
+	case c.MaxConcurrentIngests == 0:
+		c.MaxConcurrentIngests = DefaultMaxIngests
+	case c.MaxConcurrentIngests < 0:
+		bad("max_concurrent_ingests", "must be positive")
 	}
 	if c.MaxSkew == 0 {
 		c.MaxSkew = DefaultMaxSkew

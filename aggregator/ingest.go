@@ -25,6 +25,7 @@ const (
 	resClockSkew    = "clock_skew"
 	resTooOld       = "too_old"
 	resBusy         = "in_flight"
+	resOverloaded   = "overloaded"
 	resStoreError   = "store_error"
 )
 
@@ -67,6 +68,12 @@ func (s *server) ingest(r *http.Request) (result string, status int, msg string)
 	if !ok {
 		return resUnauthorized, http.StatusUnauthorized, "missing or unknown bearer token"
 	}
+	// Each ingest in flight may hold its body, the decompressed payload and
+	// the decoded records: slots bound how many do at once.
+	if !s.acquireSlot(r) {
+		return resOverloaded, http.StatusTooManyRequests, fmt.Sprintf("%d batches already being read; retry", cap(s.slots))
+	}
+	defer func() { <-s.slots }()
 	// The compressed body can be a little larger than what it inflates
 	// to, never by much.
 	limit := s.opener.Limit() + 64<<10
@@ -118,6 +125,27 @@ func (s *server) ingest(r *http.Request) (result string, status int, msg string)
 	s.metrics.records.Add(float64(b.Records()))
 	s.metrics.rawBytes.Add(float64(f.RawLen))
 	return resStored, http.StatusOK, ""
+}
+
+// slotWait is how long a batch waits for an ingest slot before it is
+// told to come back later.
+const slotWait = time.Second
+
+func (s *server) acquireSlot(r *http.Request) bool {
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(slotWait)
+	defer t.Stop()
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	case <-t.C:
+	case <-r.Context().Done():
+	}
+	return false
 }
 
 // frameError maps a wire error to a result and status.

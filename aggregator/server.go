@@ -32,6 +32,7 @@ type server struct {
 	tokens  map[[32]byte]string // sha256(token) → node
 	places  map[string]Coord
 	metrics *metrics
+	slots   chan struct{} // one per ingest being read or decoded
 }
 
 // Server is a running aggregator's listeners and state.
@@ -63,7 +64,8 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
-	s := &server{cfg: cfg, log: log, fleet: newFleet(), tokens: map[[32]byte]string{}, places: placesFor(cfg)}
+	s := &server{cfg: cfg, log: log, fleet: newFleet(), tokens: map[[32]byte]string{}, places: placesFor(cfg),
+		slots: make(chan struct{}, cfg.MaxConcurrentIngests)}
 	for tok, node := range byToken {
 		s.tokens[sha256.Sum256([]byte(tok))] = node
 	}

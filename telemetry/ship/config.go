@@ -71,6 +71,10 @@ func (c *Config) validate() (token string, err error) {
 	}
 	if c.MaxPending <= 0 {
 		c.MaxPending = DefaultMaxPending
+	} else if c.MaxPending > wire.MaxRecords {
+		// A batch holds what is pending; the aggregator refuses more
+		// than MaxRecords of a kind.
+		bad("max_pending: %d is over the %d records a batch may carry", c.MaxPending, wire.MaxRecords)
 	}
 	if c.TokenFile == "" {
 		bad("token_file: required")

@@ -2,13 +2,10 @@ package wire
 
 import (
 	"encoding/binary"
-	"fmt"
 	"maps"
-	"math"
 	"slices"
 	"time"
 
-	"perigee/binread"
 	"perigee/telemetry"
 )
 
@@ -91,67 +88,6 @@ func AppendPayload(b []byte, bt *Batch) []byte {
 	return e.b
 }
 
-// DecodePayload reads what AppendPayload wrote into bt, whose Created must
-// already be set from the frame header.
-func DecodePayload(p []byte, bt *Batch) error {
-	base := bt.Created.UnixNano()
-	d := decoder{r: newReader(p)}
-	r := d.r
-	for r.Len() > 0 && r.Err() == nil {
-		switch tag := r.Byte("section"); tag {
-		case tagCost:
-			bt.Cost = &Cost{
-				BytesSent: r.Uvarint("bytes sent"), EncodeCPU: time.Duration(r.Uvarint("encode cpu")),
-				DroppedBatches: r.Uvarint("dropped batches"), DroppedRecords: r.Uvarint("dropped records"),
-				SpoolBytes: r.Uvarint("spool bytes"),
-			}
-		case tagSampleCols:
-			bt.Samples = d.samples(base)
-		case tagAccessCols:
-			bt.Access = d.access(base)
-		case tagSamples:
-			bt.Samples = readRows(r, base, readSample)
-		case tagDecisions:
-			bt.Decisions = readRows(r, base, readDecision)
-		case tagEvents:
-			bt.Events = readRows(r, base, readEvent)
-		case tagAccess:
-			bt.Access = readRows(r, base, readAccess)
-		default:
-			return fmt.Errorf("%w: unknown section %d", ErrMalformed, tag)
-		}
-	}
-	return r.Err()
-}
-
-func readSample(r *binread.Reader, s *telemetry.NodeSample, base int64) {
-	s.Node = readString(r, "node")
-	s.Region = readString(r, "region")
-	s.Time = readTime(r, base, "sample time")
-	s.Window = time.Duration(r.Varint("window"))
-	s.RPS = r.Float64("rps")
-	s.InFlight = r.Varint("in flight")
-	s.CPU = r.Float64("cpu")
-	s.MemBytes = r.Uvarint("memory")
-	n := r.Count(1, math.MaxInt, "services")
-	if n == 0 {
-		return
-	}
-	s.Services = make(map[string]telemetry.ServiceSample, n)
-	for range n {
-		name := readString(r, "service")
-		var v telemetry.ServiceSample
-		v.RPS = r.Float64("service rps")
-		v.ErrorRate = r.Float64("error rate")
-		v.InFlight = r.Varint("service in flight")
-		v.Queued = r.Varint("queued")
-		v.Latency = telemetry.ReadHistogram(r)
-		v.Backends = int(r.Varint("backends"))
-		v.HealthyBackends = int(r.Varint("healthy backends"))
-		s.Services[name] = v
-	}
-}
-
 func appendDecision(b []byte, d *telemetry.Decision, base int64) []byte {
 	b = appendTime(b, d.Time, base)
 	for _, s := range [...]string{d.Node, d.Region, d.Policy, d.Action, d.Service, d.Target, d.Reason, d.Rejected} {
@@ -160,16 +96,6 @@ func appendDecision(b []byte, d *telemetry.Decision, base int64) []byte {
 	b = appendFloat(b, d.Value)
 	b = appendBool(b, d.Applied)
 	return appendBool(b, d.DryRun)
-}
-
-func readDecision(r *binread.Reader, d *telemetry.Decision, base int64) {
-	d.Time = readTime(r, base, "decision time")
-	for _, p := range [...]*string{&d.Node, &d.Region, &d.Policy, &d.Action, &d.Service, &d.Target, &d.Reason, &d.Rejected} {
-		*p = readString(r, "decision field")
-	}
-	d.Value = r.Float64("decision value")
-	d.Applied = readBool(r, "applied")
-	d.DryRun = readBool(r, "dry run")
 }
 
 func appendEvent(b []byte, e *telemetry.Event, base int64) []byte {
@@ -182,40 +108,4 @@ func appendEvent(b []byte, e *telemetry.Event, base int64) []byte {
 		b = appendString(b, e.Fields[k])
 	}
 	return b
-}
-
-func readEvent(r *binread.Reader, e *telemetry.Event, base int64) {
-	e.Time = readTime(r, base, "event time")
-	e.Node = readString(r, "event node")
-	e.Kind = readString(r, "event kind")
-	n := r.Count(1, math.MaxInt, "event fields")
-	if n == 0 {
-		return
-	}
-	e.Fields = make(map[string]string, n)
-	for range n {
-		k := readString(r, "event field")
-		e.Fields[k] = readString(r, "event value")
-	}
-}
-
-func readAccess(r *binread.Reader, a *telemetry.AccessRecord, base int64) {
-	a.Time = readTime(r, base, "access time")
-	for _, p := range [...]*string{&a.Route, &a.Service, &a.Method, &a.Path} {
-		*p = readString(r, "access field")
-	}
-	a.Status = int(r.Varint("status"))
-	a.Proto = readString(r, "proto")
-	a.Duration = time.Duration(r.Varint("duration"))
-	a.Bytes = r.Varint("bytes")
-	a.Client = readString(r, "client")
-}
-
-// readRows reads a counted section of row-by-row records.
-func readRows[T any](r *binread.Reader, base int64, read func(*binread.Reader, *T, int64)) []T {
-	rows := make([]T, r.Count(1, math.MaxInt, "rows"))
-	for i := range rows {
-		read(r, &rows[i], base)
-	}
-	return rows
 }

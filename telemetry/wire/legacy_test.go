@@ -64,7 +64,7 @@ func TestRowPayloadStillDecodes(t *testing.T) {
 		p = appendAccess(p, &in.Access[i], base)
 	}
 	out := &Batch{Node: in.Node, Seq: in.Seq, Created: in.Created}
-	if err := DecodePayload(p, out); err != nil {
+	if err := DecodePayload(p, out, 1<<20); err != nil {
 		t.Fatal(err)
 	}
 	in.Decisions, in.Events, in.Cost = nil, nil, nil

@@ -14,8 +14,6 @@ const maxString = 1 << 20
 
 func newReader(b []byte) *binread.Reader { return binread.New(b, ErrMalformed) }
 
-func readString(r *binread.Reader, what string) string { return string(r.Bytes(maxString, what)) }
-
 func readBool(r *binread.Reader, what string) bool { return r.Uvarint(what) != 0 }
 
 // readTime reads what appendTime wrote relative to base.
