@@ -32,7 +32,11 @@ func newMetrics(reg *prometheus.Registry, s *server) *metrics {
 			Name: "perigee_aggregator_remote_write_total", Help: "Remote-write pushes, by result.",
 		}, []string{"result"}),
 	}
-	reg.MustRegister(m.batches, m.records, m.bytesIn, m.rawBytes, m.remoteWrite, fleetCollector{s})
+	damage := s.store.Damage()
+	damaged := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "perigee_aggregator_store_damaged_bytes", Help: "Damaged bytes the last replay skipped (files are kept as found).",
+	}, func() float64 { return float64(damage.Bytes) })
+	reg.MustRegister(m.batches, m.records, m.bytesIn, m.rawBytes, m.remoteWrite, damaged, fleetCollector{s})
 	return m
 }
 

@@ -83,6 +83,9 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	v := s.fleet.view(time.Now(), s.places)
 	log.Info("store replayed", "batches", v.Batches, "records", v.Records, "nodes", len(v.Nodes), "took", time.Since(start).Round(time.Millisecond))
+	if d := s.store.Damage(); d.Regions > 0 {
+		log.Error("store replay skipped damaged bytes; every intact record was kept", "regions", d.Regions, "bytes", d.Bytes)
+	}
 	s.fleet.prune(time.Now().Add(-cfg.Retention))
 
 	reg := prometheus.NewRegistry()

@@ -6,6 +6,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -21,9 +22,20 @@ import (
 	"time"
 )
 
-// Record layout: length of payload (u32) | CRC-32C of time+payload (u32) |
-// time in unix ns (i64) | payload. All little endian.
-const headerLen = 16
+// Record layout, all little endian:
+//
+//	magic "PGR2" | payload length (u32) | CRC-32C of length+time+payload (u32) |
+//	time in unix ns (i64) | payload
+//
+// The magic lets replay find the next record after damaged bytes; the CRC,
+// which covers the length too, tells a real record from a payload that
+// happens to hold the magic. Segments written before the magic existed
+// (version 1: length | CRC of time+payload | time | payload) are still read.
+const (
+	recMagic    = "PGR2"
+	headerLen   = 20
+	v1HeaderLen = 16
+)
 
 // MaxRecord bounds one record; a larger length field means a damaged file.
 const MaxRecord = 1 << 30
@@ -54,13 +66,14 @@ type Store struct {
 	segs     []segment // ascending id; the last is cur
 	gen      uint64    // records written
 	broken   error     // a write could not be undone: refuse further appends
+	damage   Damage    // found by replay
 
 	syncMu  sync.Mutex
 	durable atomic.Uint64 // records known to be on stable storage
 }
 
 // Open reads every segment in dir, handing each intact record to replay in
-// order, cuts off a torn tail left by a crash, and starts a new segment for
+// order (see replaySegment for damage), and starts a new segment for
 // appends.
 func Open(dir string, opts Options, log *slog.Logger, replay func(at time.Time, rec []byte) error) (*Store, error) {
 	if opts.SegmentBytes <= 0 {
@@ -77,8 +90,8 @@ func Open(dir string, opts Options, log *slog.Logger, replay func(at time.Time, 
 		return nil, err
 	}
 	s := &Store{dir: dir, opts: opts, log: log}
-	for _, id := range ids {
-		newest, err := s.replaySegment(id, replay)
+	for i, id := range ids {
+		newest, err := s.replaySegment(id, i == len(ids)-1, replay)
 		if err != nil {
 			return nil, err
 		}
@@ -113,25 +126,40 @@ func (s *Store) path(id uint64) string {
 	return filepath.Join(s.dir, fmt.Sprintf("seg-%010d.log", id))
 }
 
-// replaySegment reads one segment. A damaged record ends it: everything
-// before it was acknowledged intact, and what follows a torn write was
-// never acknowledged, so the file is cut there.
-func (s *Store) replaySegment(id uint64, replay func(time.Time, []byte) error) (time.Time, error) {
+// replaySegment reads one segment. Damaged bytes cost only the records
+// they hit: replay skips to the next record whose magic and checksum hold,
+// and counts and logs what it skipped. The one thing it cuts is a record
+// left incomplete at the very end of the last segment by a crash during
+// its write, which was therefore never acknowledged.
+func (s *Store) replaySegment(id uint64, last bool, replay func(time.Time, []byte) error) (time.Time, error) {
 	path := s.path(id)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("store: %w", err)
 	}
+	v1 := len(b) > 0 && !bytes.HasPrefix(b, []byte(recMagic))
+	decode := decodeRecord
+	if v1 {
+		decode = decodeV1Record
+	}
 	var newest time.Time
 	off := 0
 	for off < len(b) {
-		at, rec, n, ok := decodeRecord(b[off:])
+		at, rec, n, ok := decode(b[off:])
 		if !ok {
-			s.log.Warn("store: damaged record, truncating segment", "segment", path, "offset", off, "dropped_bytes", len(b)-off)
-			if err := os.Truncate(path, int64(off)); err != nil {
-				return time.Time{}, fmt.Errorf("store: truncate %s: %w", path, err)
+			next := resync(b, off, v1)
+			if next == len(b) && last && !v1 && incomplete(b[off:]) {
+				s.log.Warn("store: cutting a record torn by a crash", "segment", path, "offset", off, "bytes", len(b)-off)
+				if err := os.Truncate(path, int64(off)); err != nil {
+					return time.Time{}, fmt.Errorf("store: truncate %s: %w", path, err)
+				}
+				break
 			}
-			break
+			s.damage.Regions++
+			s.damage.Bytes += int64(next - off)
+			s.log.Error("store: damaged bytes skipped, file kept", "segment", path, "offset", off, "bytes", next-off)
+			off = next
+			continue
 		}
 		if err := replay(at, rec); err != nil {
 			return time.Time{}, fmt.Errorf("store: replay %s at %d: %w", path, off, err)
@@ -144,28 +172,74 @@ func (s *Store) replaySegment(id uint64, replay func(time.Time, []byte) error) (
 	return newest, nil
 }
 
-func decodeRecord(b []byte) (at time.Time, rec []byte, n int, ok bool) {
+// resync finds the first intact record after the damage at off, or the end
+// of b. Version 1 records have no magic to look for: the rest of such a
+// segment is skipped.
+func resync(b []byte, off int, v1 bool) int {
+	if v1 {
+		return len(b)
+	}
+	for i := off + 1; i < len(b); {
+		j := bytes.Index(b[i:], []byte(recMagic))
+		if j < 0 {
+			break
+		}
+		if _, _, _, ok := decodeRecord(b[i+j:]); ok {
+			return i + j
+		}
+		i += j + 1
+	}
+	return len(b)
+}
+
+// incomplete reports whether b starts with a record that runs past its
+// end: what a write cut short by a crash leaves.
+func incomplete(b []byte) bool {
 	if len(b) < headerLen {
+		return true
+	}
+	return int64(binary.LittleEndian.Uint32(b[4:])) > int64(len(b)-headerLen)
+}
+
+func decodeRecord(b []byte) (at time.Time, rec []byte, n int, ok bool) {
+	if len(b) < headerLen || string(b[:4]) != recMagic {
 		return time.Time{}, nil, 0, false
 	}
-	size := binary.LittleEndian.Uint32(b)
+	size := binary.LittleEndian.Uint32(b[4:])
 	if size > MaxRecord || int(size) > len(b)-headerLen {
 		return time.Time{}, nil, 0, false
 	}
-	body := b[8 : headerLen+int(size)]
+	sum := crc32.Update(crc32.Checksum(b[4:8], castagnoli), castagnoli, b[12:headerLen+int(size)])
+	if sum != binary.LittleEndian.Uint32(b[8:]) {
+		return time.Time{}, nil, 0, false
+	}
+	return time.Unix(0, int64(binary.LittleEndian.Uint64(b[12:]))), b[headerLen : headerLen+int(size)], headerLen + int(size), true
+}
+
+func decodeV1Record(b []byte) (at time.Time, rec []byte, n int, ok bool) {
+	if len(b) < v1HeaderLen {
+		return time.Time{}, nil, 0, false
+	}
+	size := binary.LittleEndian.Uint32(b)
+	if size > MaxRecord || int(size) > len(b)-v1HeaderLen {
+		return time.Time{}, nil, 0, false
+	}
+	body := b[8 : v1HeaderLen+int(size)]
 	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(b[4:]) {
 		return time.Time{}, nil, 0, false
 	}
-	return time.Unix(0, int64(binary.LittleEndian.Uint64(b[8:]))), b[headerLen : headerLen+int(size)], headerLen + int(size), true
+	return time.Unix(0, int64(binary.LittleEndian.Uint64(b[8:]))), b[v1HeaderLen : v1HeaderLen+int(size)], v1HeaderLen + int(size), true
 }
 
 func appendRecord(dst []byte, at time.Time, rec []byte) []byte {
 	start := len(dst)
+	dst = append(dst, recMagic...)
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(rec)))
 	dst = binary.LittleEndian.AppendUint32(dst, 0)
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(at.UnixNano()))
 	dst = append(dst, rec...)
-	binary.LittleEndian.PutUint32(dst[start+4:], crc32.Checksum(dst[start+8:], castagnoli))
+	sum := crc32.Update(crc32.Checksum(dst[start+4:start+8], castagnoli), castagnoli, dst[start+12:])
+	binary.LittleEndian.PutUint32(dst[start+8:], sum)
 	return dst
 }
 
@@ -310,3 +384,12 @@ func (s *Store) Close() error {
 	}
 	return nil
 }
+
+// Damage is what replay could not read: regions of damaged bytes skipped.
+type Damage struct {
+	Regions int
+	Bytes   int64
+}
+
+// Damage reports what Open skipped.
+func (s *Store) Damage() Damage { return s.damage }
