@@ -36,8 +36,9 @@ type nodeState struct {
 	pending  map[uint64]bool      // being stored right now
 	cost     wire.Cost
 	costAt   time.Time
-	costRate float64 // telemetry bytes/s, from the last two batches
-	access   uint64  // sampled access records received
+	costRate float64       // telemetry bytes/s, from the last two batches
+	access   uint64        // sampled access records received
+	skew     time.Duration // node clock minus arrival, at its last batch
 }
 
 // point is one node sample reduced to what the queries read.
@@ -94,8 +95,9 @@ func (f *fleet) release(node string, seq uint64) {
 }
 
 // apply folds a stored batch into the view. Replay at start calls it too,
-// in store order, with the time each batch was received.
-func (f *fleet) apply(b *wire.Batch, received time.Time) {
+// in store order, with the time each batch was received. skew is how far
+// ahead the node's clock was (see restamp).
+func (f *fleet) apply(b *wire.Batch, received time.Time, skew time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := f.node(b.Node)
@@ -106,8 +108,9 @@ func (f *fleet) apply(b *wire.Batch, received time.Time) {
 	n.seqs[b.Seq] = b.Created
 	f.batches++
 	f.records += uint64(b.Records())
-	if received.After(n.lastSeen) {
+	if !received.Before(n.lastSeen) {
 		n.lastSeen = received
+		n.skew = skew
 	}
 	for i := range b.Samples {
 		s := &b.Samples[i]

@@ -66,6 +66,7 @@ func fleetFigures(v FleetView) []figure {
 		add("perigee_node_rps", "Requests per second in the node's last sample.", n.RPS, "node", n.Node, "region", n.Region)
 		add("perigee_node_cpu_cores", "Cores busy in the node's last sample.", n.CPU, "node", n.Node, "region", n.Region)
 		add("perigee_node_telemetry_bytes_per_second", "What shipping telemetry costs the node, on the wire.", n.TelemetryBytesPerSec, "node", n.Node, "region", n.Region)
+		add("perigee_node_clock_skew_seconds", "How far ahead of the aggregator the node's clock was at its last batch; beyond max_skew its batches are re-stamped.", n.ClockSkewSeconds, "node", n.Node, "region", n.Region)
 		add("perigee_node_telemetry_encode_cpu_seconds", "CPU the node spent encoding telemetry, cumulative.", n.Telemetry.EncodeCPU.Seconds(), "node", n.Node, "region", n.Region)
 	}
 	for _, st := range []string{"up", "stale", "down"} {

@@ -34,6 +34,10 @@ type NodeView struct {
 	Backends  int       `json:"backends"`
 	Batches   int       `json:"batches"`
 	Access    uint64    `json:"access_records"`
+	// ClockSkewSeconds is how far ahead of the aggregator the node's clock
+	// was at its last batch (negative: behind). Batches more than max_skew
+	// ahead are re-stamped by it.
+	ClockSkewSeconds float64 `json:"clock_skew_seconds"`
 	// Telemetry is the node's own shipping cost.
 	Telemetry            wire.Cost `json:"telemetry"`
 	TelemetryBytesPerSec float64   `json:"telemetry_bytes_per_sec"`
@@ -99,7 +103,7 @@ func (f *fleet) view(now time.Time, places map[string]Coord) FleetView {
 			RPS: p.RPS, CPU: p.CPU, MemBytes: p.Mem, InFlight: p.InFlight, ErrorRate: p.ErrRate,
 			P50MS: ms(p.Latency.Quantile(0.5)), P99MS: ms(p.Latency.Quantile(0.99)),
 			Healthy: p.Healthy, Backends: p.Backends, Batches: len(n.seqs), Access: n.access,
-			Telemetry: n.cost, TelemetryBytesPerSec: n.costRate,
+			Telemetry: n.cost, TelemetryBytesPerSec: n.costRate, ClockSkewSeconds: n.skew.Seconds(),
 		}
 		v.Nodes = append(v.Nodes, nv)
 		r := regions[n.region]

@@ -128,7 +128,7 @@ func (s *server) replay(at time.Time, rec []byte) error {
 	if err == nil {
 		var b *wire.Batch
 		if b, err = s.opener.Open(f); err == nil {
-			s.fleet.apply(b, at)
+			s.fleet.apply(b, at, restamp(b, at, s.cfg.MaxSkew))
 			return nil
 		}
 	}

@@ -156,17 +156,20 @@ func TestSpoolBoundsDropsOldestAndDeliversAfterRestart(t *testing.T) {
 	}
 }
 
-// A batch the aggregator refuses for good (a 4xx other than 429) is dropped
-// and counted, not resent forever; a 429 keeps the batch for a retry.
+// A batch the aggregator can never accept (400, 413, 422) is dropped and
+// counted, not resent forever; any other answer keeps it for a retry: a
+// 404 from a proxy in the way, a 415 from an older aggregator, a 429.
 func TestRefusedBatchIsDroppedAndCounted(t *testing.T) {
 	var calls atomic.Int32
 	agg := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch calls.Add(1) {
 		case 1:
-			http.Error(w, "clock_skew: batch time ahead", http.StatusUnprocessableEntity)
+			http.Error(w, "too_old: batch older than retention", http.StatusUnprocessableEntity)
 		case 2:
-			http.Error(w, "unknown_dict: upgrade the aggregator", http.StatusUnsupportedMediaType)
+			http.Error(w, "no such path", http.StatusNotFound)
 		case 3:
+			http.Error(w, "unknown_dict: upgrade the aggregator", http.StatusUnsupportedMediaType)
+		case 4:
 			http.Error(w, "slow down", http.StatusTooManyRequests)
 		}
 	}))
@@ -186,8 +189,8 @@ func TestRefusedBatchIsDroppedAndCounted(t *testing.T) {
 	s.AddEvent(telemetry.Event{Time: time.Now(), Kind: "second"})
 	eventually(t, "the second batch to be acknowledged", func() bool { return s.Stats().BatchesAcked == 1 })
 	st := s.Stats()
-	if st.BatchesRefused != 1 || st.DroppedBatches != 1 || st.SpooledBatches != 0 || calls.Load() != 4 {
-		t.Fatalf("refused %d, dropped %d, spooled %d after %d posts; want 1, 1, 0 after 4 (422, 415, 429, 200)",
+	if st.BatchesRefused != 1 || st.DroppedBatches != 1 || st.SpooledBatches != 0 || calls.Load() != 5 {
+		t.Fatalf("refused %d, dropped %d, spooled %d after %d posts; want 1, 1, 0 after 5 (422, 404, 415, 429, 200)",
 			st.BatchesRefused, st.DroppedBatches, st.SpooledBatches, calls.Load())
 	}
 }

@@ -31,7 +31,7 @@ type outcome int
 
 const (
 	acked     outcome = iota // stored or already stored: forget it
-	refused                  // the aggregator will never take it: drop and count
+	refused                  // the aggregator will never take it: drop, count and log
 	retryable                // try again later
 )
 
@@ -109,19 +109,18 @@ func (u *uplink) post(ctx context.Context, c *http.Client, frame []byte) (outcom
 	if strings.Contains(resp.Header.Get("Alt-Svc"), "h3=") {
 		u.useH3.Store(true)
 	}
-	switch {
-	case resp.StatusCode == http.StatusOK:
+	switch resp.StatusCode {
+	case http.StatusOK:
 		return acked, nil
-	case resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusForbidden,
-		resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode == http.StatusConflict,
-		resp.StatusCode == http.StatusUnsupportedMediaType:
-		// A credential can be fixed, a busy or in-progress batch can be
-		// retried, and an aggregator older than this node (unknown
-		// dictionary) can be upgraded: keep the batch.
-		return retryable, fmt.Errorf("aggregator: %s: %s", resp.Status, bytes.TrimSpace(msg))
-	case resp.StatusCode >= 400 && resp.StatusCode < 500:
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
+		// The aggregator answers these about the batch itself (malformed,
+		// corrupt, too large, older than retention): it will never take
+		// these bytes, and resending them would hold up every later batch.
 		return refused, fmt.Errorf("aggregator refused batch: %s: %s", resp.Status, bytes.TrimSpace(msg))
 	default:
+		// Anything else can change: a credential fixed, an aggregator
+		// upgraded (unknown dictionary), a proxy or a busy aggregator out
+		// of the way. Keep the batch.
 		return retryable, fmt.Errorf("aggregator: %s: %s", resp.Status, bytes.TrimSpace(msg))
 	}
 }

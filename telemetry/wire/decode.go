@@ -32,11 +32,11 @@ const (
 // The smallest encoding of each record: one byte per varint and string
 // reference or length, eight per float.
 const (
-	minSampleCols  = 1 + 1 + 4 + 16 + 1           // node, region, 4 deltas, rps+cpu, service count
-	minServiceCols = 1 + 16 + 4 + 3               // name, rps+error rate, 4 deltas, histogram
-	minAccessCols  = 1 + 6 + 3                    // time, 6 strings, status, duration, bytes
+	minSampleCols  = 1 + 1 + 4 + 16 + 1            // node, region, 4 deltas, rps+cpu, service count
+	minServiceCols = 1 + 16 + 4 + 3                // name, rps+error rate, 4 deltas, histogram
+	minAccessCols  = 1 + 6 + 3                     // time, 6 strings, status, duration, bytes
 	minSampleRow   = 2 + 1 + 1 + 8 + 1 + 8 + 1 + 1 // strings, time, window, rps, in flight, cpu, mem, count
-	minServiceRow  = 1 + 16 + 2 + 2 + 2           // name, floats, 2 varints, histogram, 2 varints
+	minServiceRow  = 1 + 16 + 2 + 2 + 2            // name, floats, 2 varints, histogram, 2 varints
 	minDecision    = 1 + 8 + 8 + 2
 	minEvent       = 1 + 2 + 1 // time, node and kind, field count
 	minEventField  = 2
