@@ -20,7 +20,7 @@ type Config struct {
 	Aggregator         string        // https://host:port of the aggregator
 	TokenFile          string        // file holding this node's bearer token
 	SpoolDir           string        // on-disk queue of unacknowledged batches
-	SpoolMax           int64         // bytes; the oldest batches are dropped beyond it
+	SpoolMax           int64         // bytes on disk (allocated blocks); the oldest batches are dropped beyond it
 	Interval           time.Duration // batching period
 	Node, Region       string
 	CAFile             string // PEM CA for the aggregator's certificate; empty = system roots

@@ -42,7 +42,7 @@ type Stats struct {
 	BatchesAcked   uint64        // acknowledged by the aggregator
 	BatchesRefused uint64        // refused for good (bad batch), dropped
 	SpooledBatches int           // waiting on disk, in flight included
-	SpoolBytes     int64         //
+	SpoolBytes     int64         // disk usage of the spool directory
 	DroppedBatches uint64        // evicted from a full spool, unreadable or refused
 	DroppedRecords uint64        // refused because the in-memory buffer was full
 	EncodeCPU      time.Duration // CPU time spent encoding and compressing
