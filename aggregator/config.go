@@ -22,13 +22,17 @@ import (
 
 // Config is the aggregator's YAML configuration.
 type Config struct {
-	Listen          string            `yaml:"listen"`
-	TLS             TLSConfig         `yaml:"tls"`
-	Tokens          map[string]string `yaml:"tokens"`      // node → token
-	TokensFile      string            `yaml:"tokens_file"` // YAML map node → token
-	DataDir         string            `yaml:"data_dir"`
-	Retention       time.Duration     `yaml:"retention"`
-	MaxDecompressed ByteSize          `yaml:"max_decompressed"`
+	Listen     string            `yaml:"listen"`
+	TLS        TLSConfig         `yaml:"tls"`
+	Tokens     map[string]string `yaml:"tokens"`      // node → token
+	TokensFile string            `yaml:"tokens_file"` // YAML map node → token
+	DataDir    string            `yaml:"data_dir"`
+	Retention  time.Duration     `yaml:"retention"`
+	// MemoryWindow is how much recent history the aggregator keeps in
+	// memory for the fleet view and short queries; older queries read
+	// the store.
+	MemoryWindow    time.Duration `yaml:"memory_window"`
+	MaxDecompressed ByteSize      `yaml:"max_decompressed"`
 	// MaxConcurrentIngests bounds the batches read and decoded at once;
 	// each holds at most 3 × MaxDecompressed, so together they bound
 	// ingest memory. More wait briefly, then get 429 and retry.
@@ -79,6 +83,7 @@ const (
 	DefaultRetention       = 7 * 24 * time.Hour
 	DefaultMaxDecompressed = 16 << 20
 	DefaultMaxIngests      = 4
+	DefaultMemoryWindow    = time.Hour
 	DefaultMaxSkew         = 2 * time.Minute
 	DefaultRemoteInterval  = 15 * time.Second
 )
@@ -183,6 +188,12 @@ func (c *Config) Validate() error {
 		c.Retention = DefaultRetention
 	case c.Retention < time.Minute:
 		bad("retention", "%v is shorter than a minute", c.Retention)
+	}
+	switch {
+	case c.MemoryWindow == 0:
+		c.MemoryWindow = min(DefaultMemoryWindow, c.Retention)
+	case c.MemoryWindow < time.Minute || c.MemoryWindow > c.Retention:
+		bad("memory_window", "%v: want at least a minute and at most the retention", c.MemoryWindow)
 	}
 	switch {
 	case c.MaxDecompressed == 0:

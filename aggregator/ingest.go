@@ -98,7 +98,7 @@ func (s *server) ingest(r *http.Request) (result string, status int, msg string)
 		return resTooOld, http.StatusUnprocessableEntity, fmt.Sprintf("batch time %s is older than retention %v",
 			f.Created.UTC().Format(time.RFC3339), s.cfg.Retention)
 	}
-	switch s.fleet.reserve(f.Node, f.Seq) {
+	switch s.dedup.reserve(f.Node, f.Seq, s.store.End()) {
 	case duplicate:
 		return resDuplicate, http.StatusOK, ""
 	case inFlight:
@@ -107,7 +107,7 @@ func (s *server) ingest(r *http.Request) (result string, status int, msg string)
 	stored := false
 	defer func() {
 		if !stored {
-			s.fleet.release(f.Node, f.Seq)
+			s.dedup.release(f.Node, f.Seq)
 		}
 	}()
 	b, err := s.opener.Open(f)
@@ -119,6 +119,7 @@ func (s *server) ingest(r *http.Request) (result string, status int, msg string)
 		return resStoreError, http.StatusServiceUnavailable, "could not store the batch"
 	}
 	stored = true
+	s.dedup.commit(f.Node, f.Seq, b.Records())
 	skew := restamp(b, now, s.cfg.MaxSkew)
 	if skew > s.cfg.MaxSkew {
 		s.log.Warn("node clock ahead, batch re-stamped", "node", f.Node, "seq", f.Seq, "skew", skew.Round(time.Second))

@@ -3,8 +3,11 @@ package aggregator_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -198,4 +201,67 @@ func TestFastClockIsAcceptedAndRestamped(t *testing.T) {
 	a.stop()
 	a = startAggregator(t, func(c *aggregator.Config) { c.DataDir = dir })
 	check("after restart")
+}
+
+// The aggregator keeps only the memory window in memory; a longer query
+// reads the store and still sees every sample, and a short one does not
+// see what fell out of the window.
+func TestQueriesOlderThanMemoryWindowReadTheStore(t *testing.T) {
+	a := startAggregator(t, func(c *aggregator.Config) { c.MemoryWindow = time.Minute })
+	now := time.Now()
+	for i, age := range []time.Duration{40 * time.Minute, 30 * time.Minute, 20 * time.Minute, 0} {
+		s := sample("node-a", 10*(i+1))
+		s.Time = now.Add(-age)
+		frame := seal(t, &wire.Batch{Node: "node-a", Seq: uint64(i + 1), Created: now, Samples: []telemetry.NodeSample{s}})
+		if status, msg := post(t, a, tokenA, frame); status != 200 {
+			t.Fatalf("post: %d %s", status, msg)
+		}
+	}
+	var long, short struct {
+		Source string
+		Points []aggregator.SeriesPoint
+	}
+	a.getJSON(t, "/v1/series?scope=node&name=node-a&window=1h&step=1m", &long)
+	a.getJSON(t, "/v1/series?scope=node&name=node-a&window=1m&step=10s", &short)
+	var rps []float64
+	for _, p := range long.Points {
+		rps = append(rps, p.RPS)
+	}
+	if long.Source != "store" || fmt.Sprint(rps) != "[10 20 30 40]" {
+		t.Fatalf("1h series from %s: rps %v, want [10 20 30 40] from the store", long.Source, rps)
+	}
+	if short.Source != "memory" || len(short.Points) != 1 || short.Points[0].RPS != 40 {
+		t.Fatalf("1m series from %s: %+v, want the one recent sample from memory", short.Source, short.Points)
+	}
+}
+
+// Dedup state comes from its checkpoint, not from reading the store: with
+// the segments gone after a clean stop, a resend is still a duplicate.
+func TestDedupStateComesFromCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	a := startAggregator(t, func(c *aggregator.Config) { c.DataDir = dir })
+	var frames [][]byte
+	for i := range 20 {
+		f := seal(t, &wire.Batch{Node: "node-a", Seq: uint64(1000 + i), Created: time.Now(), Samples: []telemetry.NodeSample{sample("node-a", i)}})
+		if status, _ := post(t, a, tokenA, f); status != 200 {
+			t.Fatal(status)
+		}
+		frames = append(frames, f)
+	}
+	a.stop()
+	segs, _ := filepath.Glob(filepath.Join(dir, "store", "seg-*.log"))
+	for _, p := range segs {
+		os.Remove(p)
+	}
+	a = startAggregator(t, func(c *aggregator.Config) { c.DataDir = dir })
+	for _, f := range frames {
+		if status, msg := post(t, a, tokenA, f); status != 200 || !strings.Contains(msg, "duplicate") {
+			t.Fatalf("resend after restart: %d %s", status, msg)
+		}
+	}
+	var v aggregator.FleetView
+	a.getJSON(t, "/v1/fleet", &v)
+	if v.Batches != 20 || v.Records != 20 {
+		t.Fatalf("fleet counts %d batches, %d records; want 20, 20", v.Batches, v.Records)
+	}
 }

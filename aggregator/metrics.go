@@ -32,10 +32,9 @@ func newMetrics(reg *prometheus.Registry, s *server) *metrics {
 			Name: "perigee_aggregator_remote_write_total", Help: "Remote-write pushes, by result.",
 		}, []string{"result"}),
 	}
-	damage := s.store.Damage()
 	damaged := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "perigee_aggregator_store_damaged_bytes", Help: "Damaged bytes the last replay skipped (files are kept as found).",
-	}, func() float64 { return float64(damage.Bytes) })
+		Name: "perigee_aggregator_store_damaged_bytes", Help: "Damaged bytes store scans have skipped since start (files are kept as found).",
+	}, func() float64 { return float64(s.store.Damage().Bytes) })
 	reg.MustRegister(m.batches, m.records, m.bytesIn, m.rawBytes, m.remoteWrite, damaged, fleetCollector{s})
 	return m
 }
@@ -87,7 +86,7 @@ type fleetCollector struct{ s *server }
 func (fleetCollector) Describe(chan<- *prometheus.Desc) {} // unchecked: the label sets vary
 
 func (c fleetCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, f := range fleetFigures(c.s.fleet.view(time.Now(), c.s.places)) {
+	for _, f := range fleetFigures(c.s.fleet.view(time.Now(), c.s.places, c.s.dedup)) {
 		var names, values []string
 		for i := 0; i+1 < len(f.labels); i += 2 {
 			names = append(names, f.labels[i])

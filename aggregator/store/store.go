@@ -2,7 +2,9 @@
 // log of accepted batches in time-bounded segment files. A record is
 // durable (fsynced) before Append returns, which is what lets the
 // aggregator acknowledge a batch; concurrent appends share one fsync.
-// Retention deletes whole segments.
+// Retention deletes whole segments. Opening reads only the last segment
+// (to cut a torn tail); readers scan from a position or a time, one
+// segment in memory at a time.
 package store
 
 import (
@@ -50,7 +52,13 @@ type Options struct {
 
 type segment struct {
 	id     uint64
-	newest time.Time // latest record time, for retention
+	newest time.Time // latest record time, for retention and time scans
+}
+
+// Pos is a place in the log: a segment and a byte offset in it.
+type Pos struct {
+	Seg uint64
+	Off int64
 }
 
 // Store is safe for concurrent use.
@@ -63,19 +71,20 @@ type Store struct {
 	cur      *os.File
 	curSize  int64
 	curStart time.Time
-	segs     []segment // ascending id; the last is cur
-	gen      uint64    // records written
-	broken   error     // a write could not be undone: refuse further appends
-	damage   Damage    // found by replay
+	segs     []segment     // ascending id; the last is cur
+	gen      uint64        // records written
+	broken   error         // a write could not be undone: refuse further appends
+	damaged  map[Pos]int64 // damaged regions scans found, by start
 
 	syncMu  sync.Mutex
 	durable atomic.Uint64 // records known to be on stable storage
 }
 
-// Open reads every segment in dir, handing each intact record to replay in
-// order (see replaySegment for damage), and starts a new segment for
-// appends.
-func Open(dir string, opts Options, log *slog.Logger, replay func(at time.Time, rec []byte) error) (*Store, error) {
+// Open lists the segments in dir, checks the last one (the only one a
+// crash can have torn), and starts a new segment for appends. Sealed
+// segments are not read: their newest record time is their modification
+// time, the time of their last append.
+func Open(dir string, opts Options, log *slog.Logger) (*Store, error) {
 	if opts.SegmentBytes <= 0 {
 		opts.SegmentBytes = 64 << 20
 	}
@@ -89,18 +98,75 @@ func Open(dir string, opts Options, log *slog.Logger, replay func(at time.Time, 
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: dir, opts: opts, log: log}
+	s := &Store{dir: dir, opts: opts, log: log, damaged: map[Pos]int64{}}
 	for i, id := range ids {
-		newest, err := s.replaySegment(id, i == len(ids)-1, replay)
+		info, err := os.Stat(s.path(id))
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("store: %w", err)
 		}
-		s.segs = append(s.segs, segment{id: id, newest: newest})
+		seg := segment{id: id, newest: info.ModTime()}
+		if i == len(ids)-1 {
+			if seg.newest, err = s.scanSegment(id, 0, -1, true, nil); err != nil {
+				return nil, err
+			}
+		}
+		s.segs = append(s.segs, seg)
 	}
 	if err := s.rotate(time.Now()); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// ScanFunc receives one intact record and the position after it.
+type ScanFunc func(at time.Time, rec []byte, next Pos) error
+
+// Scan hands fn every intact record from pos to the end of what has been
+// written when it starts, in order. A position in a segment since pruned
+// starts at the oldest segment left.
+func (s *Store) Scan(from Pos, fn ScanFunc) error {
+	segs, curSize := s.snapshot()
+	for i, seg := range segs {
+		if seg.id < from.Seg {
+			continue
+		}
+		off, limit := int64(0), int64(-1)
+		if seg.id == from.Seg {
+			off = from.Off
+		}
+		if i == len(segs)-1 {
+			limit = curSize
+		}
+		if _, err := s.scanSegment(seg.id, off, limit, false, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ScanSince is Scan from the oldest segment that may hold a record at or
+// after t.
+func (s *Store) ScanSince(t time.Time, fn ScanFunc) error {
+	segs, _ := s.snapshot()
+	for _, seg := range segs {
+		if !seg.newest.Before(t) {
+			return s.Scan(Pos{Seg: seg.id}, fn)
+		}
+	}
+	return nil
+}
+
+// End is the position after the last record written.
+func (s *Store) End() Pos {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Pos{Seg: s.segs[len(s.segs)-1].id, Off: s.curSize}
+}
+
+func (s *Store) snapshot() ([]segment, int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.segs), s.curSize
 }
 
 func segmentIDs(dir string) ([]uint64, error) {
@@ -126,16 +192,25 @@ func (s *Store) path(id uint64) string {
 	return filepath.Join(s.dir, fmt.Sprintf("seg-%010d.log", id))
 }
 
-// replaySegment reads one segment. Damaged bytes cost only the records
-// they hit: replay skips to the next record whose magic and checksum hold,
-// and counts and logs what it skipped. The one thing it cuts is a record
-// left incomplete at the very end of the last segment by a crash during
-// its write, which was therefore never acknowledged.
-func (s *Store) replaySegment(id uint64, last bool, replay func(time.Time, []byte) error) (time.Time, error) {
+// scanSegment reads one segment from off (up to limit bytes of it when
+// limit ≥ 0), handing each intact record to fn, and returns the newest
+// record time. Damaged bytes cost only the records they hit: the scan skips
+// to the next record whose magic and checksum hold, and counts and logs
+// what it skipped, once per region. The one thing ever cut (when last is
+// set, at Open) is a record left incomplete at the very end of the last
+// segment by a crash during its write, which was therefore never
+// acknowledged. A segment pruned under the scan is skipped.
+func (s *Store) scanSegment(id uint64, off, limit int64, last bool, fn ScanFunc) (time.Time, error) {
 	path := s.path(id)
 	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && !last {
+		return time.Time{}, nil
+	}
 	if err != nil {
 		return time.Time{}, fmt.Errorf("store: %w", err)
+	}
+	if limit >= 0 && limit < int64(len(b)) {
+		b = b[:limit]
 	}
 	v1 := len(b) > 0 && !bytes.HasPrefix(b, []byte(recMagic))
 	decode := decodeRecord
@@ -143,33 +218,42 @@ func (s *Store) replaySegment(id uint64, last bool, replay func(time.Time, []byt
 		decode = decodeV1Record
 	}
 	var newest time.Time
-	off := 0
-	for off < len(b) {
+	for int(off) < len(b) {
 		at, rec, n, ok := decode(b[off:])
 		if !ok {
-			next := resync(b, off, v1)
-			if next == len(b) && last && !v1 && incomplete(b[off:]) {
-				s.log.Warn("store: cutting a record torn by a crash", "segment", path, "offset", off, "bytes", len(b)-off)
-				if err := os.Truncate(path, int64(off)); err != nil {
+			next := int64(resync(b, int(off), v1))
+			if next == int64(len(b)) && last && !v1 && incomplete(b[off:]) {
+				s.log.Warn("store: cutting a record torn by a crash", "segment", path, "offset", off, "bytes", int64(len(b))-off)
+				if err := os.Truncate(path, off); err != nil {
 					return time.Time{}, fmt.Errorf("store: truncate %s: %w", path, err)
 				}
 				break
 			}
-			s.damage.Regions++
-			s.damage.Bytes += int64(next - off)
-			s.log.Error("store: damaged bytes skipped, file kept", "segment", path, "offset", off, "bytes", next-off)
+			s.noteDamage(Pos{Seg: id, Off: off}, next-off)
 			off = next
 			continue
 		}
-		if err := replay(at, rec); err != nil {
-			return time.Time{}, fmt.Errorf("store: replay %s at %d: %w", path, off, err)
+		off += int64(n)
+		if fn != nil {
+			if err := fn(at, rec, Pos{Seg: id, Off: off}); err != nil {
+				return time.Time{}, err
+			}
 		}
 		if at.After(newest) {
 			newest = at
 		}
-		off += n
 	}
 	return newest, nil
+}
+
+func (s *Store) noteDamage(at Pos, n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, seen := s.damaged[at]; seen {
+		return
+	}
+	s.damaged[at] = n
+	s.log.Error("store: damaged bytes skipped, file kept", "segment", s.path(at.Seg), "offset", at.Off, "bytes", n)
 }
 
 // resync finds the first intact record after the damage at off, or the end
@@ -385,11 +469,19 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Damage is what replay could not read: regions of damaged bytes skipped.
+// Damage is what scans could not read: regions of damaged bytes skipped.
 type Damage struct {
 	Regions int
 	Bytes   int64
 }
 
-// Damage reports what Open skipped.
-func (s *Store) Damage() Damage { return s.damage }
+// Damage reports the damaged regions scans have skipped so far.
+func (s *Store) Damage() Damage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := Damage{Regions: len(s.damaged)}
+	for _, n := range s.damaged {
+		d.Bytes += n
+	}
+	return d
+}

@@ -15,11 +15,14 @@ import (
 func collect(t *testing.T, dir string, opts Options) (*Store, []string) {
 	t.Helper()
 	var got []string
-	s, err := Open(dir, opts, slog.New(slog.DiscardHandler), func(_ time.Time, rec []byte) error {
+	s, err := Open(dir, opts, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Scan(Pos{}, func(_ time.Time, rec []byte, _ Pos) error {
 		got = append(got, string(rec))
 		return nil
-	})
-	if err != nil {
+	}); err != nil {
 		t.Fatal(err)
 	}
 	return s, got
@@ -221,4 +224,39 @@ func TestVersion1SegmentStillReplays(t *testing.T) {
 	if info, _ := os.Stat(path); info.Size() != int64(len(b)) {
 		t.Fatalf("version 1 segment cut to %d bytes", info.Size())
 	}
+}
+
+// A scan from a position another scan handed out resumes exactly after
+// that record, across segments; ScanSince starts at the segment that may
+// hold the time.
+func TestScanResumesFromPosition(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := collect(t, dir, Options{SegmentBytes: 1 << 10})
+	for i := range 200 {
+		if err := s.Append(time.Now(), fmt.Appendf(nil, "r%03d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mid Pos
+	n := 0
+	s.Scan(Pos{}, func(_ time.Time, _ []byte, next Pos) error {
+		if n++; n == 120 {
+			mid = next
+		}
+		return nil
+	})
+	var rest []string
+	s.Scan(mid, func(_ time.Time, rec []byte, _ Pos) error {
+		rest = append(rest, string(rec))
+		return nil
+	})
+	if len(rest) != 80 || rest[0] != "r120" || rest[79] != "r199" {
+		t.Fatalf("resumed scan: %d records, %v...", len(rest), rest[:min(3, len(rest))])
+	}
+	var since int
+	s.ScanSince(time.Now().Add(time.Hour), func(time.Time, []byte, Pos) error { since++; return nil })
+	if since != 0 {
+		t.Fatalf("scan since the future found %d records", since)
+	}
+	s.Close()
 }
