@@ -17,7 +17,10 @@ import (
 
 // Config is the node's telemetry section.
 type Config struct {
-	Aggregator         string        // https://host:port of the aggregator
+	Aggregator string // https://host:port of the aggregator
+	// Failover lists more aggregators, tried in turn after Aggregator
+	// when the one in use fails.
+	Failover           []string
 	TokenFile          string        // file holding this node's bearer token
 	SpoolDir           string        // on-disk queue of unacknowledged batches
 	SpoolMax           int64         // bytes on disk (allocated blocks); the oldest batches are dropped beyond it
@@ -47,8 +50,14 @@ const (
 func (c *Config) validate() (token string, err error) {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if u, err := url.Parse(c.Aggregator); c.Aggregator == "" || err != nil || u.Scheme != "https" || u.Host == "" {
-		bad("aggregator: want an https://host:port URL, got %q", c.Aggregator)
+	for i, a := range append([]string{c.Aggregator}, c.Failover...) {
+		if u, err := url.Parse(a); a == "" || err != nil || u.Scheme != "https" || u.Host == "" {
+			key := "aggregator"
+			if i > 0 {
+				key = fmt.Sprintf("failover[%d]", i-1)
+			}
+			bad("%s: want an https://host:port URL, got %q", key, a)
+		}
 	}
 	if c.Node == "" || len(c.Node) > wire.MaxNodeName {
 		bad("node: name required, at most %d bytes", wire.MaxNodeName)

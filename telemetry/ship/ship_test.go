@@ -37,12 +37,13 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		cfg  ship.Config
 		want string
 	}{
-		"plain http":    {ship.Config{Aggregator: "http://x:1", TokenFile: tok, SpoolDir: t.TempDir(), Node: "n"}, "https://"},
-		"no node":       {ship.Config{Aggregator: "https://x:1", TokenFile: tok, SpoolDir: t.TempDir()}, "node"},
-		"no spool":      {ship.Config{Aggregator: "https://x:1", TokenFile: tok, Node: "n"}, "spool.dir"},
-		"missing token": {ship.Config{Aggregator: "https://x:1", TokenFile: "/nonexistent", SpoolDir: t.TempDir(), Node: "n"}, "token_file"},
-		"empty token":   {ship.Config{Aggregator: "https://x:1", TokenFile: empty, SpoolDir: t.TempDir(), Node: "n"}, "empty"},
-		"tiny interval": {ship.Config{Aggregator: "https://x:1", TokenFile: tok, SpoolDir: t.TempDir(), Node: "n", Interval: time.Nanosecond}, "interval"},
+		"plain http":          {ship.Config{Aggregator: "http://x:1", TokenFile: tok, SpoolDir: t.TempDir(), Node: "n"}, "https://"},
+		"no node":             {ship.Config{Aggregator: "https://x:1", TokenFile: tok, SpoolDir: t.TempDir()}, "node"},
+		"no spool":            {ship.Config{Aggregator: "https://x:1", TokenFile: tok, Node: "n"}, "spool.dir"},
+		"missing token":       {ship.Config{Aggregator: "https://x:1", TokenFile: "/nonexistent", SpoolDir: t.TempDir(), Node: "n"}, "token_file"},
+		"empty token":         {ship.Config{Aggregator: "https://x:1", TokenFile: empty, SpoolDir: t.TempDir(), Node: "n"}, "empty"},
+		"plain http failover": {ship.Config{Aggregator: "https://x:1", Failover: []string{"http://y:1"}, TokenFile: tok, SpoolDir: t.TempDir(), Node: "n"}, "failover[0]"},
+		"tiny interval":       {ship.Config{Aggregator: "https://x:1", TokenFile: tok, SpoolDir: t.TempDir(), Node: "n", Interval: time.Nanosecond}, "interval"},
 	}
 	for name, c := range cases {
 		if _, err := ship.New(c.cfg, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), c.want) {

@@ -75,7 +75,7 @@ func New(cfg Config, log *slog.Logger) (*Shipper, error) {
 	seq := max(sp.nextSeq(), uint64(time.Now().UnixMicro()))
 	return &Shipper{
 		cfg: cfg, log: log.With("component", "telemetry"), spool: sp,
-		up: newUplink(cfg.Aggregator, token, tlsConf), sealer: sealer, seq: seq,
+		up: newUplink(append([]string{cfg.Aggregator}, cfg.Failover...), token, tlsConf), sealer: sealer, seq: seq,
 		kick: make(chan struct{}, 1), wake: make(chan struct{}, 1),
 	}, nil
 }
