@@ -10,6 +10,7 @@ import (
 
 	"perigee/aggregator/store"
 	"perigee/binread"
+	"perigee/telemetry/wire"
 )
 
 // dedupWindow is how many sequence numbers below a node's highest stored
@@ -243,7 +244,7 @@ func (d *dedup) load(dir string) (store.Pos, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for range n {
-		name := string(r.Bytes(1<<10, "node"))
+		name := string(r.Bytes(wire.MaxNodeName, "node"))
 		w := d.node(name)
 		w.high, w.batches, w.records = r.Uvarint("high"), r.Uvarint("batches"), r.Uvarint("records")
 		for i := range w.bits {
