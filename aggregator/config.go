@@ -39,6 +39,7 @@ type Config struct {
 	MaxConcurrentIngests int              `yaml:"max_concurrent_ingests"`
 	MaxSkew              time.Duration    `yaml:"max_skew"` // how far in the future a batch may be stamped
 	RemoteWrite          *RemoteWrite     `yaml:"remote_write"`
+	Export               *Export          `yaml:"export"`  // every stored batch, as series, to VictoriaMetrics or Mimir
 	Regions              map[string]Coord `yaml:"regions"` // where to draw each region on the map
 
 	lines map[string]int // key path → line, for validation messages
@@ -220,6 +221,11 @@ func (c *Config) Validate() error {
 			rw.Interval = DefaultRemoteInterval
 		} else if rw.Interval < time.Second {
 			bad("remote_write.interval", "%v is shorter than a second", rw.Interval)
+		}
+	}
+	if ex := c.Export; ex != nil {
+		if u, err := url.Parse(ex.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("export.url", "want an http(s) remote-write URL, got %q", ex.URL)
 		}
 	}
 	for name, p := range c.Regions {

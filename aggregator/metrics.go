@@ -12,6 +12,7 @@ type metrics struct {
 	bytesIn     prometheus.Counter
 	rawBytes    prometheus.Counter
 	remoteWrite *prometheus.CounterVec
+	export      *prometheus.CounterVec
 }
 
 func newMetrics(reg *prometheus.Registry, s *server) *metrics {
@@ -32,10 +33,13 @@ func newMetrics(reg *prometheus.Registry, s *server) *metrics {
 			Name: "perigee_aggregator_remote_write_total", Help: "Remote-write pushes, by result.",
 		}, []string{"result"}),
 	}
+	m.export = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "perigee_aggregator_export_total", Help: "Batches exported to the storage engine (ok), and failed pushes (error).",
+	}, []string{"result"})
 	damaged := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "perigee_aggregator_store_damaged_bytes", Help: "Damaged bytes store scans have skipped since start (files are kept as found).",
 	}, func() float64 { return float64(s.store.Damage().Bytes) })
-	reg.MustRegister(m.batches, m.records, m.bytesIn, m.rawBytes, m.remoteWrite, damaged, fleetCollector{s})
+	reg.MustRegister(m.batches, m.records, m.bytesIn, m.rawBytes, m.remoteWrite, m.export, damaged, fleetCollector{s})
 	return m
 }
 

@@ -215,6 +215,9 @@ func (srv *Server) Serve(ctx context.Context) error {
 	wg.Go(func() { s.warm(bg, srv.warmTo) })
 	wg.Go(func() { s.retentionLoop(bg) })
 	wg.Go(func() { s.checkpointLoop(bg) })
+	if ex := s.cfg.Export; ex != nil {
+		wg.Go(func() { s.exportLoop(bg, ex) })
+	}
 	if rw := s.cfg.RemoteWrite; rw != nil {
 		wg.Go(func() { s.remoteWriteLoop(bg, rw) })
 	}

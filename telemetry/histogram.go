@@ -50,6 +50,13 @@ func bucketBounds(i int) (lo, hi uint64) {
 	return (subBuckets + sub) << shift, (subBuckets + sub + 1) << shift
 }
 
+// BucketUpper is the exclusive upper bound of bucket i: what a Prometheus
+// histogram calls its le.
+func BucketUpper(i int) time.Duration {
+	_, hi := bucketBounds(i)
+	return time.Duration(hi) * time.Microsecond
+}
+
 // Histogram records durations without locks; it is safe for concurrent use.
 type Histogram struct {
 	counts [NumBuckets]atomic.Uint64
