@@ -16,7 +16,7 @@ import (
 //	/v1/events?node=&region=&limit=                   newest first
 func (s *server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/fleet", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.fleet.view(time.Now(), s.places))
+		writeJSON(w, http.StatusOK, s.fleet.view(time.Now(), s.places, s.dedup))
 	})
 	mux.HandleFunc("GET /v1/series", s.handleSeries)
 	mux.HandleFunc("GET /v1/decisions", func(w http.ResponseWriter, r *http.Request) {
@@ -67,9 +67,19 @@ func (s *server) handleSeries(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	to := time.Now()
+	from := to.Add(-window)
+	points := s.fleet.series(match, from, to, step)
+	source := "memory"
+	if window > s.cfg.MemoryWindow {
+		source = "store"
+		if points, err = s.seriesFromStore(r.Context(), match, from, to, step); err != nil {
+			s.log.Error("series from the store", "err", err)
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "reading the store failed"})
+			return
+		}
+	}
 	writeJSON(w, http.StatusOK, map[string]any{
-		"scope": scope, "name": name, "step_seconds": step.Seconds(),
-		"points": s.fleet.series(match, to.Add(-window), to, step),
+		"scope": scope, "name": name, "step_seconds": step.Seconds(), "source": source, "points": points,
 	})
 }
 

@@ -22,16 +22,25 @@ import (
 
 // Config is the aggregator's YAML configuration.
 type Config struct {
-	Listen          string            `yaml:"listen"`
-	TLS             TLSConfig         `yaml:"tls"`
-	Tokens          map[string]string `yaml:"tokens"`      // node → token
-	TokensFile      string            `yaml:"tokens_file"` // YAML map node → token
-	DataDir         string            `yaml:"data_dir"`
-	Retention       time.Duration     `yaml:"retention"`
-	MaxDecompressed ByteSize          `yaml:"max_decompressed"`
-	MaxSkew         time.Duration     `yaml:"max_skew"` // how far in the future a batch may be stamped
-	RemoteWrite     *RemoteWrite      `yaml:"remote_write"`
-	Regions         map[string]Coord  `yaml:"regions"` // where to draw each region on the map
+	Listen     string            `yaml:"listen"`
+	TLS        TLSConfig         `yaml:"tls"`
+	Tokens     map[string]string `yaml:"tokens"`      // node → token
+	TokensFile string            `yaml:"tokens_file"` // YAML map node → token
+	DataDir    string            `yaml:"data_dir"`
+	Retention  time.Duration     `yaml:"retention"`
+	// MemoryWindow is how much recent history the aggregator keeps in
+	// memory for the fleet view and short queries; older queries read
+	// the store.
+	MemoryWindow    time.Duration `yaml:"memory_window"`
+	MaxDecompressed ByteSize      `yaml:"max_decompressed"`
+	// MaxConcurrentIngests bounds the batches read and decoded at once;
+	// each holds at most 3 × MaxDecompressed, so together they bound
+	// ingest memory. More wait briefly, then get 429 and retry.
+	MaxConcurrentIngests int              `yaml:"max_concurrent_ingests"`
+	MaxSkew              time.Duration    `yaml:"max_skew"` // how far in the future a batch may be stamped
+	RemoteWrite          *RemoteWrite     `yaml:"remote_write"`
+	Export               *Export          `yaml:"export"`  // every stored batch, as series, to VictoriaMetrics or Mimir
+	Regions              map[string]Coord `yaml:"regions"` // where to draw each region on the map
 
 	lines map[string]int // key path → line, for validation messages
 	file  string
@@ -74,6 +83,8 @@ func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 const (
 	DefaultRetention       = 7 * 24 * time.Hour
 	DefaultMaxDecompressed = 16 << 20
+	DefaultMaxIngests      = 4
+	DefaultMemoryWindow    = time.Hour
 	DefaultMaxSkew         = 2 * time.Minute
 	DefaultRemoteInterval  = 15 * time.Second
 )
@@ -180,10 +191,22 @@ func (c *Config) Validate() error {
 		bad("retention", "%v is shorter than a minute", c.Retention)
 	}
 	switch {
+	case c.MemoryWindow == 0:
+		c.MemoryWindow = min(DefaultMemoryWindow, c.Retention)
+	case c.MemoryWindow < time.Minute || c.MemoryWindow > c.Retention:
+		bad("memory_window", "%v: want at least a minute and at most the retention", c.MemoryWindow)
+	}
+	switch {
 	case c.MaxDecompressed == 0:
 		c.MaxDecompressed = DefaultMaxDecompressed
 	case c.MaxDecompressed < 1<<10:
 		bad("max_decompressed", "%d bytes is too small for a batch", c.MaxDecompressed)
+	}
+	switch {
+	case c.MaxConcurrentIngests == 0:
+		c.MaxConcurrentIngests = DefaultMaxIngests
+	case c.MaxConcurrentIngests < 0:
+		bad("max_concurrent_ingests", "must be positive")
 	}
 	if c.MaxSkew == 0 {
 		c.MaxSkew = DefaultMaxSkew
@@ -198,6 +221,11 @@ func (c *Config) Validate() error {
 			rw.Interval = DefaultRemoteInterval
 		} else if rw.Interval < time.Second {
 			bad("remote_write.interval", "%v is shorter than a second", rw.Interval)
+		}
+	}
+	if ex := c.Export; ex != nil {
+		if u, err := url.Parse(ex.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("export.url", "want an http(s) remote-write URL, got %q", ex.URL)
 		}
 	}
 	for name, p := range c.Regions {

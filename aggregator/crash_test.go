@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"perigee/telemetry"
 	"perigee/aggregator"
+	"perigee/telemetry"
 )
 
 // childEnv makes the test binary run as a real aggregator process, so the

@@ -9,16 +9,16 @@ import (
 	"perigee/telemetry/wire"
 )
 
-// fleet is the in-memory view rebuilt from the store at start: per-node
-// series, the batch ids seen (for deduplication), and the recent decisions
-// and events. The store is the truth; this is its index.
+// fleet is the in-memory view of the recent past: per-node samples of the
+// last window, and the latest decisions and events. It is rebuilt from the
+// store at start by reading that window only; older queries read the store
+// (see history.go). The store is the truth; this is a cache of its tail.
 type fleet struct {
+	window    time.Duration // samples older than this before a node's newest are dropped
 	mu        sync.RWMutex
 	nodes     map[string]*nodeState
 	decisions []telemetry.Decision // arrival order
 	events    []telemetry.Event
-	batches   uint64
-	records   uint64
 }
 
 // Memory bounds for the history kept for queries; the store keeps all.
@@ -31,13 +31,12 @@ type nodeState struct {
 	region   string
 	lastSeen time.Time // when its last batch arrived
 	last     point
-	points   []point              // time order
-	seqs     map[uint64]time.Time // stored batch ids → batch time
-	pending  map[uint64]bool      // being stored right now
+	points   []point // time order, the last window
 	cost     wire.Cost
 	costAt   time.Time
-	costRate float64 // telemetry bytes/s, from the last two batches
-	access   uint64  // sampled access records received
+	costRate float64       // telemetry bytes/s, from the last two batches
+	access   uint64        // sampled access records received
+	skew     time.Duration // node clock minus arrival, at its last batch
 }
 
 // point is one node sample reduced to what the queries read.
@@ -53,61 +52,29 @@ type point struct {
 	Latency  telemetry.HistogramSnapshot
 }
 
-func newFleet() *fleet { return &fleet{nodes: map[string]*nodeState{}} }
+func newFleet(window time.Duration) *fleet {
+	return &fleet{window: window, nodes: map[string]*nodeState{}}
+}
 
 func (f *fleet) node(name string) *nodeState {
 	n := f.nodes[name]
 	if n == nil {
-		n = &nodeState{seqs: map[uint64]time.Time{}, pending: map[uint64]bool{}}
+		n = &nodeState{}
 		f.nodes[name] = n
 	}
 	return n
 }
 
-// reservation is the outcome of claiming a batch id.
-type reservation int
-
-const (
-	claimed   reservation = iota // new: the caller stores it
-	duplicate                    // already stored
-	inFlight                     // another request is storing it now
-)
-
-func (f *fleet) reserve(node string, seq uint64) reservation {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := f.node(node)
-	if _, ok := n.seqs[seq]; ok {
-		return duplicate
-	}
-	if n.pending[seq] {
-		return inFlight
-	}
-	n.pending[seq] = true
-	return claimed
-}
-
-func (f *fleet) release(node string, seq uint64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.node(node).pending, seq)
-}
-
 // apply folds a stored batch into the view. Replay at start calls it too,
-// in store order, with the time each batch was received.
-func (f *fleet) apply(b *wire.Batch, received time.Time) {
+// in store order, with the time each batch was received. skew is how far
+// ahead the node's clock was (see restamp).
+func (f *fleet) apply(b *wire.Batch, received time.Time, skew time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := f.node(b.Node)
-	delete(n.pending, b.Seq)
-	if _, dup := n.seqs[b.Seq]; dup {
-		return
-	}
-	n.seqs[b.Seq] = b.Created
-	f.batches++
-	f.records += uint64(b.Records())
-	if received.After(n.lastSeen) {
+	if !received.Before(n.lastSeen) {
 		n.lastSeen = received
+		n.skew = skew
 	}
 	for i := range b.Samples {
 		s := &b.Samples[i]
@@ -123,6 +90,10 @@ func (f *fleet) apply(b *wire.Batch, received time.Time) {
 		if !p.T.Before(n.last.T) {
 			n.last = p
 		}
+	}
+	if cut := n.last.T.Add(-f.window); len(n.points) > 0 && n.points[0].T.Before(cut) {
+		i, _ := slices.BinarySearchFunc(n.points, cut, func(p point, t time.Time) int { return p.T.Compare(t) })
+		n.points = slices.Delete(n.points, 0, i)
 	}
 	for i := range b.Decisions {
 		d := b.Decisions[i]
@@ -166,23 +137,16 @@ func reduce(s *telemetry.NodeSample) point {
 	return p
 }
 
-// prune forgets everything older than cutoff, batch ids included: a batch
-// that old is refused at ingest, so it cannot come back as a duplicate.
-func (f *fleet) prune(cutoff time.Time) {
+// prune forgets samples older than the window, and nodes, decisions and
+// events older than retention.
+func (f *fleet) prune(now time.Time, retention time.Duration) {
+	cutoff := now.Add(-retention)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for name, n := range f.nodes {
-		i := 0
-		for i < len(n.points) && n.points[i].T.Before(cutoff) {
-			i++
-		}
+		i, _ := slices.BinarySearchFunc(n.points, now.Add(-f.window), func(p point, t time.Time) int { return p.T.Compare(t) })
 		n.points = slices.Delete(n.points, 0, i)
-		for seq, t := range n.seqs {
-			if t.Before(cutoff) {
-				delete(n.seqs, seq)
-			}
-		}
-		if n.lastSeen.Before(cutoff) && len(n.pending) == 0 {
+		if n.lastSeen.Before(cutoff) {
 			delete(f.nodes, name)
 		}
 	}

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"perigee/telemetry"
 	"perigee/aggregator"
+	"perigee/telemetry"
 	"perigee/telemetry/ship"
 	"perigee/units"
 )

@@ -22,9 +22,9 @@ const (
 	resCorrupt      = "corrupt"
 	resUnknownDict  = "unknown_dict"
 	resTooLarge     = "too_large"
-	resClockSkew    = "clock_skew"
 	resTooOld       = "too_old"
 	resBusy         = "in_flight"
+	resOverloaded   = "overloaded"
 	resStoreError   = "store_error"
 )
 
@@ -67,6 +67,12 @@ func (s *server) ingest(r *http.Request) (result string, status int, msg string)
 	if !ok {
 		return resUnauthorized, http.StatusUnauthorized, "missing or unknown bearer token"
 	}
+	// Each ingest in flight may hold its body, the decompressed payload and
+	// the decoded records: slots bound how many do at once.
+	if !s.acquireSlot(r) {
+		return resOverloaded, http.StatusTooManyRequests, fmt.Sprintf("%d batches already being read; retry", cap(s.slots))
+	}
+	defer func() { <-s.slots }()
 	// The compressed body can be a little larger than what it inflates
 	// to, never by much.
 	limit := s.opener.Limit() + 64<<10
@@ -87,10 +93,12 @@ func (s *server) ingest(r *http.Request) (result string, status int, msg string)
 		return resForbidden, http.StatusForbidden, fmt.Sprintf("token belongs to %q, batch claims %q", owner, f.Node)
 	}
 	now := time.Now()
-	if res, msg := s.checkTime(f.Created, now); res != "" {
-		return res, http.StatusUnprocessableEntity, "batch " + msg
+	if f.Created.Before(now.Add(-s.cfg.Retention)) {
+		// It would be pruned at once, and its id forgotten with it.
+		return resTooOld, http.StatusUnprocessableEntity, fmt.Sprintf("batch time %s is older than retention %v",
+			f.Created.UTC().Format(time.RFC3339), s.cfg.Retention)
 	}
-	switch s.fleet.reserve(f.Node, f.Seq) {
+	switch s.dedup.reserve(f.Node, f.Seq, s.store.End()) {
 	case duplicate:
 		return resDuplicate, http.StatusOK, ""
 	case inFlight:
@@ -99,25 +107,48 @@ func (s *server) ingest(r *http.Request) (result string, status int, msg string)
 	stored := false
 	defer func() {
 		if !stored {
-			s.fleet.release(f.Node, f.Seq)
+			s.dedup.release(f.Node, f.Seq)
 		}
 	}()
 	b, err := s.opener.Open(f)
 	if res, status, ok := frameError(err); !ok {
 		return res, status, err.Error()
 	}
-	if res, msg := s.checkRecordTimes(b, now); res != "" {
-		return res, http.StatusUnprocessableEntity, msg
-	}
 	if err := s.store.Append(now, body); err != nil {
 		s.log.Error("store append failed", "node", f.Node, "seq", f.Seq, "err", err)
 		return resStoreError, http.StatusServiceUnavailable, "could not store the batch"
 	}
 	stored = true
-	s.fleet.apply(b, now)
+	s.dedup.commit(f.Node, f.Seq, b.Records())
+	skew := restamp(b, now, s.cfg.MaxSkew)
+	if skew > s.cfg.MaxSkew {
+		s.log.Warn("node clock ahead, batch re-stamped", "node", f.Node, "seq", f.Seq, "skew", skew.Round(time.Second))
+	}
+	s.fleet.apply(b, now, skew)
 	s.metrics.records.Add(float64(b.Records()))
 	s.metrics.rawBytes.Add(float64(f.RawLen))
 	return resStored, http.StatusOK, ""
+}
+
+// slotWait is how long a batch waits for an ingest slot before it is
+// told to come back later.
+const slotWait = time.Second
+
+func (s *server) acquireSlot(r *http.Request) bool {
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(slotWait)
+	defer t.Stop()
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	case <-t.C:
+	case <-r.Context().Done():
+	}
+	return false
 }
 
 // frameError maps a wire error to a result and status.
@@ -136,34 +167,41 @@ func frameError(err error) (string, int, bool) {
 	}
 }
 
-// checkTime refuses a time from too far in the future (a skewed clock would
-// put the data in the wrong place) or older than retention (it would be
-// pruned, and its id forgotten, at once).
-func (s *server) checkTime(t, now time.Time) (result, msg string) {
-	switch {
-	case t.After(now.Add(s.cfg.MaxSkew)):
-		return resClockSkew, fmt.Sprintf("time %s is %v ahead of the aggregator (max %v)", t.UTC().Format(time.RFC3339), t.Sub(now).Round(time.Second), s.cfg.MaxSkew)
-	case t.Before(now.Add(-s.cfg.Retention)):
-		return resTooOld, fmt.Sprintf("time %s is older than retention %v", t.UTC().Format(time.RFC3339), s.cfg.Retention)
+// restamp keeps the telemetry of a node whose clock runs fast: a batch
+// stamped more than maxSkew after it arrived has every time in it moved back
+// by the difference (the node's offset), and a record still ahead of the
+// arrival by more than maxSkew is clamped to it, so nothing lands in the
+// future. It returns the offset it measured, which the fleet view shows.
+// Replay calls it with the stored arrival time, so a restart re-stamps the
+// same way.
+func restamp(b *wire.Batch, received time.Time, maxSkew time.Duration) time.Duration {
+	skew := b.Created.Sub(received)
+	var shift time.Duration
+	if skew > maxSkew {
+		shift = skew
 	}
-	return "", ""
-}
-
-func (s *server) checkRecordTimes(b *wire.Batch, now time.Time) (result, msg string) {
-	times := make([]time.Time, 0, len(b.Samples)+len(b.Decisions)+len(b.Events))
-	for _, v := range b.Samples {
-		times = append(times, v.Time)
-	}
-	for _, v := range b.Decisions {
-		times = append(times, v.Time)
-	}
-	for _, v := range b.Events {
-		times = append(times, v.Time)
-	}
-	for _, t := range times {
-		if res, msg := s.checkTime(t, now); res != "" {
-			return res, "record " + msg
+	limit := received.Add(maxSkew)
+	fix := func(t *time.Time) {
+		if t.IsZero() {
+			return
+		}
+		*t = t.Add(-shift)
+		if t.After(limit) {
+			*t = received
 		}
 	}
-	return "", ""
+	fix(&b.Created)
+	for i := range b.Samples {
+		fix(&b.Samples[i].Time)
+	}
+	for i := range b.Decisions {
+		fix(&b.Decisions[i].Time)
+	}
+	for i := range b.Events {
+		fix(&b.Events[i].Time)
+	}
+	for i := range b.Access {
+		fix(&b.Access[i].Time)
+	}
+	return skew
 }

@@ -12,6 +12,7 @@ type metrics struct {
 	bytesIn     prometheus.Counter
 	rawBytes    prometheus.Counter
 	remoteWrite *prometheus.CounterVec
+	export      *prometheus.CounterVec
 }
 
 func newMetrics(reg *prometheus.Registry, s *server) *metrics {
@@ -32,7 +33,13 @@ func newMetrics(reg *prometheus.Registry, s *server) *metrics {
 			Name: "perigee_aggregator_remote_write_total", Help: "Remote-write pushes, by result.",
 		}, []string{"result"}),
 	}
-	reg.MustRegister(m.batches, m.records, m.bytesIn, m.rawBytes, m.remoteWrite, fleetCollector{s})
+	m.export = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "perigee_aggregator_export_total", Help: "Batches exported to the storage engine (ok), and failed pushes (error).",
+	}, []string{"result"})
+	damaged := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "perigee_aggregator_store_damaged_bytes", Help: "Damaged bytes store scans have skipped since start (files are kept as found).",
+	}, func() float64 { return float64(s.store.Damage().Bytes) })
+	reg.MustRegister(m.batches, m.records, m.bytesIn, m.rawBytes, m.remoteWrite, m.export, damaged, fleetCollector{s})
 	return m
 }
 
@@ -62,6 +69,7 @@ func fleetFigures(v FleetView) []figure {
 		add("perigee_node_rps", "Requests per second in the node's last sample.", n.RPS, "node", n.Node, "region", n.Region)
 		add("perigee_node_cpu_cores", "Cores busy in the node's last sample.", n.CPU, "node", n.Node, "region", n.Region)
 		add("perigee_node_telemetry_bytes_per_second", "What shipping telemetry costs the node, on the wire.", n.TelemetryBytesPerSec, "node", n.Node, "region", n.Region)
+		add("perigee_node_clock_skew_seconds", "How far ahead of the aggregator the node's clock was at its last batch; beyond max_skew its batches are re-stamped.", n.ClockSkewSeconds, "node", n.Node, "region", n.Region)
 		add("perigee_node_telemetry_encode_cpu_seconds", "CPU the node spent encoding telemetry, cumulative.", n.Telemetry.EncodeCPU.Seconds(), "node", n.Node, "region", n.Region)
 	}
 	for _, st := range []string{"up", "stale", "down"} {
@@ -82,7 +90,7 @@ type fleetCollector struct{ s *server }
 func (fleetCollector) Describe(chan<- *prometheus.Desc) {} // unchecked: the label sets vary
 
 func (c fleetCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, f := range fleetFigures(c.s.fleet.view(time.Now(), c.s.places)) {
+	for _, f := range fleetFigures(c.s.fleet.view(time.Now(), c.s.places, c.s.dedup)) {
 		var names, values []string
 		for i := 0; i+1 < len(f.labels); i += 2 {
 			names = append(names, f.labels[i])

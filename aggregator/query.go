@@ -34,6 +34,10 @@ type NodeView struct {
 	Backends  int       `json:"backends"`
 	Batches   int       `json:"batches"`
 	Access    uint64    `json:"access_records"`
+	// ClockSkewSeconds is how far ahead of the aggregator the node's clock
+	// was at its last batch (negative: behind). Batches more than max_skew
+	// ahead are re-stamped by it.
+	ClockSkewSeconds float64 `json:"clock_skew_seconds"`
 	// Telemetry is the node's own shipping cost.
 	Telemetry            wire.Cost `json:"telemetry"`
 	TelemetryBytesPerSec float64   `json:"telemetry_bytes_per_sec"`
@@ -83,14 +87,16 @@ func status(lastSeen, now time.Time) string {
 	return "up"
 }
 
-func (f *fleet) view(now time.Time, places map[string]Coord) FleetView {
+func (f *fleet) view(now time.Time, places map[string]Coord, d *dedup) FleetView {
+	v := FleetView{Time: now, Nodes: []NodeView{}, Regions: []RegionView{}}
+	v.Batches, v.Records = d.totals()
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	v := FleetView{Time: now, Batches: f.batches, Records: f.records, Nodes: []NodeView{}, Regions: []RegionView{}}
 	regions := map[string]*RegionView{}
 	regionLat := map[string]*telemetry.HistogramSnapshot{}
 	for name, n := range f.nodes {
-		if len(n.seqs) == 0 {
+		batches, _, ok := d.counts(name)
+		if !ok {
 			continue // only ever reserved, never stored
 		}
 		p := n.last
@@ -98,8 +104,8 @@ func (f *fleet) view(now time.Time, places map[string]Coord) FleetView {
 			Node: name, Region: n.region, Status: status(n.lastSeen, now), LastSeen: n.lastSeen, SampledAt: p.T,
 			RPS: p.RPS, CPU: p.CPU, MemBytes: p.Mem, InFlight: p.InFlight, ErrorRate: p.ErrRate,
 			P50MS: ms(p.Latency.Quantile(0.5)), P99MS: ms(p.Latency.Quantile(0.99)),
-			Healthy: p.Healthy, Backends: p.Backends, Batches: len(n.seqs), Access: n.access,
-			Telemetry: n.cost, TelemetryBytesPerSec: n.costRate,
+			Healthy: p.Healthy, Backends: p.Backends, Batches: int(batches), Access: n.access,
+			Telemetry: n.cost, TelemetryBytesPerSec: n.costRate, ClockSkewSeconds: n.skew.Seconds(),
 		}
 		v.Nodes = append(v.Nodes, nv)
 		r := regions[n.region]
@@ -131,59 +137,96 @@ func (f *fleet) view(now time.Time, places map[string]Coord) FleetView {
 	return v
 }
 
-// series buckets the samples of the nodes that match into steps: each
-// node's samples in a step are averaged, then nodes are summed.
+// series buckets the in-memory samples of the nodes that match into steps
+// (see seriesAcc).
 func (f *fleet) series(match func(node, region string) bool, from, to time.Time, step time.Duration) []SeriesPoint {
-	type acc struct {
-		rps, cpu, errW float64
-		lat            telemetry.HistogramSnapshot
-		nodes          int
-	}
-	total := map[int64]*acc{}
+	acc := newSeriesAcc(from, to, step)
 	f.mu.RLock()
+	defer f.mu.RUnlock()
 	for name, n := range f.nodes {
 		if !match(name, n.region) {
 			continue
 		}
 		lo, _ := slices.BinarySearchFunc(n.points, from, func(p point, t time.Time) int { return p.T.Compare(t) })
-		own := map[int64]*acc{}
 		for _, p := range n.points[lo:] {
-			if p.T.After(to) {
-				break
-			}
-			k := p.T.UnixNano() / int64(step)
-			a := own[k]
-			if a == nil {
-				a = &acc{}
-				own[k] = a
-			}
-			a.rps += p.RPS
-			a.cpu += p.CPU
-			a.errW += p.ErrRate * p.RPS
-			a.lat.Merge(p.Latency)
-			a.nodes++ // here: samples of this node in the step
-		}
-		for k, a := range own {
-			t := total[k]
-			if t == nil {
-				t = &acc{}
-				total[k] = t
-			}
-			n := float64(a.nodes)
-			t.rps += a.rps / n
-			t.cpu += a.cpu / n
-			t.errW += a.errW / n
-			t.lat.Merge(a.lat)
-			t.nodes++
+			acc.add(name, p)
 		}
 	}
-	f.mu.RUnlock()
-	out := make([]SeriesPoint, 0, len(total))
-	for k, a := range total {
-		sp := SeriesPoint{T: time.Unix(0, k*int64(step)).UTC(), RPS: a.rps, CPU: a.cpu, Nodes: a.nodes,
-			P50MS: ms(a.lat.Quantile(0.5)), P99MS: ms(a.lat.Quantile(0.99))}
-		if a.rps > 0 {
-			sp.ErrorRate = a.errW / a.rps
+	return acc.points()
+}
+
+// seriesAcc buckets samples into steps: each node's samples in a step are
+// averaged, then nodes are summed; latency histograms merge exactly. Its
+// memory is bounded by steps × nodes of a few numbers, plus one histogram
+// per step, whatever the number of samples fed.
+type seriesAcc struct {
+	from, to time.Time
+	step     time.Duration
+	perNode  map[nodeStep]*nodeAcc
+	lat      map[int64]*telemetry.HistogramSnapshot
+}
+
+type nodeStep struct {
+	node string
+	step int64
+}
+
+type nodeAcc struct {
+	rps, cpu, errW float64
+	n              int
+}
+
+func newSeriesAcc(from, to time.Time, step time.Duration) *seriesAcc {
+	return &seriesAcc{from: from, to: to, step: step, perNode: map[nodeStep]*nodeAcc{}, lat: map[int64]*telemetry.HistogramSnapshot{}}
+}
+
+func (a *seriesAcc) add(node string, p point) {
+	if p.T.Before(a.from) || p.T.After(a.to) {
+		return
+	}
+	k := p.T.UnixNano() / int64(a.step)
+	na := a.perNode[nodeStep{node, k}]
+	if na == nil {
+		na = &nodeAcc{}
+		a.perNode[nodeStep{node, k}] = na
+	}
+	na.rps += p.RPS
+	na.cpu += p.CPU
+	na.errW += p.ErrRate * p.RPS
+	na.n++
+	h := a.lat[k]
+	if h == nil {
+		h = &telemetry.HistogramSnapshot{}
+		a.lat[k] = h
+	}
+	h.Merge(p.Latency)
+}
+
+func (a *seriesAcc) points() []SeriesPoint {
+	type total struct {
+		rps, cpu, errW float64
+		nodes          int
+	}
+	totals := map[int64]*total{}
+	for key, na := range a.perNode {
+		t := totals[key.step]
+		if t == nil {
+			t = &total{}
+			totals[key.step] = t
+		}
+		n := float64(na.n)
+		t.rps += na.rps / n
+		t.cpu += na.cpu / n
+		t.errW += na.errW / n
+		t.nodes++
+	}
+	out := make([]SeriesPoint, 0, len(totals))
+	for k, t := range totals {
+		lat := a.lat[k]
+		sp := SeriesPoint{T: time.Unix(0, k*int64(a.step)).UTC(), RPS: t.rps, CPU: t.cpu, Nodes: t.nodes,
+			P50MS: ms(lat.Quantile(0.5)), P99MS: ms(lat.Quantile(0.99))}
+		if t.rps > 0 {
+			sp.ErrorRate = t.errW / t.rps
 		}
 		out = append(out, sp)
 	}

@@ -29,7 +29,7 @@ func (s *server) remoteWriteLoop(ctx context.Context, rw *RemoteWrite) {
 		case <-t.C:
 		}
 		now := time.Now()
-		figs := fleetFigures(s.fleet.view(now, s.places))
+		figs := fleetFigures(s.fleet.view(now, s.places, s.dedup))
 		series := make([]remotewrite.Series, len(figs))
 		for i, f := range figs {
 			labels := []remotewrite.Label{{Name: "__name__", Value: f.name}}

@@ -27,20 +27,23 @@ type server struct {
 	cfg     Config
 	log     *slog.Logger
 	fleet   *fleet
+	dedup   *dedup
 	store   *store.Store
 	opener  *wire.Opener
 	tokens  map[[32]byte]string // sha256(token) → node
 	places  map[string]Coord
 	metrics *metrics
+	slots   chan struct{} // one per ingest being read or decoded
 }
 
 // Server is a running aggregator's listeners and state.
 type Server struct {
-	s     *server
-	tcp   net.Listener
-	udp   net.PacketConn
-	https *http.Server
-	h3    *http3.Server
+	s      *server
+	warmTo store.Pos // where the store ended at start
+	tcp    net.Listener
+	udp    net.PacketConn
+	https  *http.Server
+	h3     *http3.Server
 }
 
 // Run serves until ctx is done: see NewServer and Serve.
@@ -63,7 +66,8 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
-	s := &server{cfg: cfg, log: log, fleet: newFleet(), tokens: map[[32]byte]string{}, places: placesFor(cfg)}
+	s := &server{cfg: cfg, log: log, fleet: newFleet(cfg.MemoryWindow), dedup: newDedup(), tokens: map[[32]byte]string{}, places: placesFor(cfg),
+		slots: make(chan struct{}, cfg.MaxConcurrentIngests)}
 	for tok, node := range byToken {
 		s.tokens[sha256.Sum256([]byte(tok))] = node
 	}
@@ -75,17 +79,20 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
 	start := time.Now()
-	s.store, err = store.Open(filepath.Join(cfg.DataDir, "store"), store.Options{}, log, s.replay)
+	s.store, err = store.Open(filepath.Join(cfg.DataDir, "store"), store.Options{}, log)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
-	v := s.fleet.view(time.Now(), s.places)
-	log.Info("store replayed", "batches", v.Batches, "records", v.Records, "nodes", len(v.Nodes), "took", time.Since(start).Round(time.Millisecond))
-	s.fleet.prune(time.Now().Add(-cfg.Retention))
-
+	tail, err := s.loadDedup()
+	if err != nil {
+		s.store.Close()
+		return nil, fmt.Errorf("aggregator: %w", err)
+	}
+	batches, records := s.dedup.totals()
+	log.Info("store opened", "batches", batches, "records", records, "read_since_checkpoint", tail, "took", time.Since(start).Round(time.Millisecond))
+	srv := &Server{s: s, warmTo: s.store.End()}
 	reg := prometheus.NewRegistry()
 	s.metrics = newMetrics(reg, s)
-	srv := &Server{s: s}
 	if srv.tcp, err = net.Listen("tcp", cfg.Listen); err != nil {
 		s.store.Close()
 		return nil, fmt.Errorf("aggregator: listen: %w", err)
@@ -116,19 +123,80 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	return srv, nil
 }
 
-// replay folds one stored batch back into memory at start. A record that
-// no longer opens (say the size limit was lowered) is skipped and logged.
-func (s *server) replay(at time.Time, rec []byte) error {
+// loadDedup reads the dedup checkpoint and then the records stored after
+// it, so that start costs what was written since the last checkpoint, not
+// the whole retention. It returns how many records it read.
+func (s *server) loadDedup() (int, error) {
+	from, err := s.dedup.load(s.cfg.DataDir)
+	if err != nil {
+		s.log.Error("dedup checkpoint unreadable, reading the whole store", "err", err)
+	}
+	n := 0
+	err = s.store.Scan(from, func(at time.Time, rec []byte, _ store.Pos) error {
+		n++
+		if b, ok := s.openStored(rec); ok {
+			s.dedup.commit(b.Node, b.Seq, b.Records())
+		}
+		return nil
+	})
+	return n, err
+}
+
+// openStored decodes one stored batch. A record that no longer opens (say
+// the size limit was lowered) is skipped and logged.
+func (s *server) openStored(rec []byte) (*wire.Batch, bool) {
 	f, err := wire.ParseFrame(rec, -1)
 	if err == nil {
 		var b *wire.Batch
 		if b, err = s.opener.Open(f); err == nil {
-			s.fleet.apply(b, at)
-			return nil
+			return b, true
 		}
 	}
-	s.log.Warn("stored batch skipped at replay", "err", err)
-	return nil
+	s.log.Warn("stored batch skipped", "err", err)
+	return nil, false
+}
+
+// warm fills the in-memory view with the last memory window of the store,
+// up to where the store ended at start (later batches arrived live). It
+// runs after the listeners open, so a restart answers at once; until it is
+// done the fleet view shows less history.
+func (s *server) warm(ctx context.Context, to store.Pos) {
+	start := time.Now()
+	n := 0
+	errStop := errors.New("stop")
+	err := s.store.ScanSince(start.Add(-s.cfg.MemoryWindow), func(at time.Time, rec []byte, next store.Pos) error {
+		if ctx.Err() != nil || next.Seg > to.Seg || (next.Seg == to.Seg && next.Off > to.Off) {
+			return errStop
+		}
+		if b, ok := s.openStored(rec); ok {
+			s.fleet.apply(b, at, restamp(b, at, s.cfg.MaxSkew))
+			n++
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		s.log.Error("warming the fleet view", "err", err)
+	}
+	s.log.Info("fleet view warmed", "batches", n, "took", time.Since(start).Round(time.Millisecond))
+}
+
+// checkpointLoop saves the dedup state every checkpointEvery and at the
+// end, which bounds what a restart reads.
+const checkpointEvery = 10 * time.Second
+
+func (s *server) checkpointLoop(ctx context.Context) {
+	t := time.NewTicker(checkpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := s.dedup.save(s.cfg.DataDir, s.store.End()); err != nil {
+			s.log.Error("dedup checkpoint", "err", err)
+		}
+	}
 }
 
 // Addr is the bound address, TCP and UDP alike.
@@ -144,7 +212,12 @@ func (srv *Server) Serve(ctx context.Context) error {
 	go func() { errc <- srv.h3.Serve(srv.udp) }()
 	var wg sync.WaitGroup
 	bg, stop := context.WithCancel(ctx)
+	wg.Go(func() { s.warm(bg, srv.warmTo) })
 	wg.Go(func() { s.retentionLoop(bg) })
+	wg.Go(func() { s.checkpointLoop(bg) })
+	if ex := s.cfg.Export; ex != nil {
+		wg.Go(func() { s.exportLoop(bg, ex) })
+	}
 	if rw := s.cfg.RemoteWrite; rw != nil {
 		wg.Go(func() { s.remoteWriteLoop(bg, rw) })
 	}
@@ -161,6 +234,9 @@ func (srv *Server) Serve(ctx context.Context) error {
 	_ = srv.h3.Close()
 	_ = srv.udp.Close()
 	wg.Wait()
+	if cerr := s.dedup.save(s.cfg.DataDir, s.store.End()); err == nil && cerr != nil {
+		err = fmt.Errorf("aggregator: %w", cerr)
+	}
 	if cerr := s.store.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("aggregator: %w", cerr)
 	}
@@ -186,6 +262,6 @@ func (s *server) retentionLoop(ctx context.Context) {
 		} else if n > 0 {
 			s.log.Info("retention removed segments", "segments", n)
 		}
-		s.fleet.prune(cutoff)
+		s.fleet.prune(time.Now(), s.cfg.Retention)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"math/bits"
 	"sync/atomic"
 	"time"
+
+	"perigee/binread"
 )
 
 // Buckets are log-linear over microseconds: values below 8µs get a bucket
@@ -46,6 +48,13 @@ func bucketBounds(i int) (lo, hi uint64) {
 	sub := uint64((i - subBuckets) % subBuckets)
 	shift := e - subBits
 	return (subBuckets + sub) << shift, (subBuckets + sub + 1) << shift
+}
+
+// BucketUpper is the exclusive upper bound of bucket i: what a Prometheus
+// histogram calls its le.
+func BucketUpper(i int) time.Duration {
+	_, hi := bucketBounds(i)
+	return time.Duration(hi) * time.Microsecond
 }
 
 // Histogram records durations without locks; it is safe for concurrent use.
@@ -192,39 +201,34 @@ var errHistogram = errors.New("telemetry: malformed histogram encoding")
 // DecodeHistogram reads what AppendBinary wrote from the front of b and
 // returns the rest of b.
 func DecodeHistogram(b []byte) (HistogramSnapshot, []byte, error) {
+	r := binread.New(b, errHistogram)
+	s := ReadHistogram(r)
+	if err := r.Err(); err != nil {
+		return HistogramSnapshot{}, nil, err
+	}
+	return s, r.Rest(), nil
+}
+
+// ReadHistogram reads what AppendBinary wrote from r; a failure is r's
+// error.
+func ReadHistogram(r *binread.Reader) HistogramSnapshot {
 	var s HistogramSnapshot
-	sum, b, err := uvarint(b)
-	if err != nil {
-		return s, nil, err
-	}
-	s.SumUS = sum
-	n, b, err := uvarint(b)
-	if err != nil || n > NumBuckets {
-		return s, nil, errHistogram
-	}
+	s.SumUS = r.Uvarint("histogram sum")
+	n := r.Count(2, NumBuckets, "histogram buckets") // a (gap, count) pair each
 	idx := -1
 	for range n {
-		var gap, c uint64
-		if gap, b, err = uvarint(b); err != nil {
-			return s, nil, err
-		}
-		if c, b, err = uvarint(b); err != nil {
-			return s, nil, err
+		gap := r.Uvarint("histogram gap")
+		c := r.Uvarint("histogram count")
+		if r.Err() != nil {
+			return HistogramSnapshot{}
 		}
 		if gap >= NumBuckets || idx+1+int(gap) >= NumBuckets {
-			return s, nil, errHistogram
+			r.Fail("histogram bucket out of range")
+			return HistogramSnapshot{}
 		}
 		idx += 1 + int(gap)
 		s.grow(idx)
 		s.Counts[idx] = c
 	}
-	return s, b, nil
-}
-
-func uvarint(b []byte) (uint64, []byte, error) {
-	v, n := binary.Uvarint(b)
-	if n <= 0 {
-		return 0, nil, errHistogram
-	}
-	return v, b[n:], nil
+	return s
 }

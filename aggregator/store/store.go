@@ -2,10 +2,13 @@
 // log of accepted batches in time-bounded segment files. A record is
 // durable (fsynced) before Append returns, which is what lets the
 // aggregator acknowledge a batch; concurrent appends share one fsync.
-// Retention deletes whole segments.
+// Retention deletes whole segments. Opening reads only the last segment
+// (to cut a torn tail); readers scan from a position or a time, one
+// segment in memory at a time.
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -21,9 +24,20 @@ import (
 	"time"
 )
 
-// Record layout: length of payload (u32) | CRC-32C of time+payload (u32) |
-// time in unix ns (i64) | payload. All little endian.
-const headerLen = 16
+// Record layout, all little endian:
+//
+//	magic "PGR2" | payload length (u32) | CRC-32C of length+time+payload (u32) |
+//	time in unix ns (i64) | payload
+//
+// The magic lets replay find the next record after damaged bytes; the CRC,
+// which covers the length too, tells a real record from a payload that
+// happens to hold the magic. Segments written before the magic existed
+// (version 1: length | CRC of time+payload | time | payload) are still read.
+const (
+	recMagic    = "PGR2"
+	headerLen   = 20
+	v1HeaderLen = 16
+)
 
 // MaxRecord bounds one record; a larger length field means a damaged file.
 const MaxRecord = 1 << 30
@@ -38,7 +52,13 @@ type Options struct {
 
 type segment struct {
 	id     uint64
-	newest time.Time // latest record time, for retention
+	newest time.Time // latest record time, for retention and time scans
+}
+
+// Pos is a place in the log: a segment and a byte offset in it.
+type Pos struct {
+	Seg uint64
+	Off int64
 }
 
 // Store is safe for concurrent use.
@@ -51,18 +71,20 @@ type Store struct {
 	cur      *os.File
 	curSize  int64
 	curStart time.Time
-	segs     []segment // ascending id; the last is cur
-	gen      uint64    // records written
-	broken   error     // a write could not be undone: refuse further appends
+	segs     []segment     // ascending id; the last is cur
+	gen      uint64        // records written
+	broken   error         // a write could not be undone: refuse further appends
+	damaged  map[Pos]int64 // damaged regions scans found, by start
 
 	syncMu  sync.Mutex
 	durable atomic.Uint64 // records known to be on stable storage
 }
 
-// Open reads every segment in dir, handing each intact record to replay in
-// order, cuts off a torn tail left by a crash, and starts a new segment for
-// appends.
-func Open(dir string, opts Options, log *slog.Logger, replay func(at time.Time, rec []byte) error) (*Store, error) {
+// Open lists the segments in dir, checks the last one (the only one a
+// crash can have torn), and starts a new segment for appends. Sealed
+// segments are not read: their newest record time is their modification
+// time, the time of their last append.
+func Open(dir string, opts Options, log *slog.Logger) (*Store, error) {
 	if opts.SegmentBytes <= 0 {
 		opts.SegmentBytes = 64 << 20
 	}
@@ -76,18 +98,75 @@ func Open(dir string, opts Options, log *slog.Logger, replay func(at time.Time, 
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: dir, opts: opts, log: log}
-	for _, id := range ids {
-		newest, err := s.replaySegment(id, replay)
+	s := &Store{dir: dir, opts: opts, log: log, damaged: map[Pos]int64{}}
+	for i, id := range ids {
+		info, err := os.Stat(s.path(id))
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("store: %w", err)
 		}
-		s.segs = append(s.segs, segment{id: id, newest: newest})
+		seg := segment{id: id, newest: info.ModTime()}
+		if i == len(ids)-1 {
+			if seg.newest, err = s.scanSegment(id, 0, -1, true, nil); err != nil {
+				return nil, err
+			}
+		}
+		s.segs = append(s.segs, seg)
 	}
 	if err := s.rotate(time.Now()); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// ScanFunc receives one intact record and the position after it.
+type ScanFunc func(at time.Time, rec []byte, next Pos) error
+
+// Scan hands fn every intact record from pos to the end of what has been
+// written when it starts, in order. A position in a segment since pruned
+// starts at the oldest segment left.
+func (s *Store) Scan(from Pos, fn ScanFunc) error {
+	segs, curSize := s.snapshot()
+	for i, seg := range segs {
+		if seg.id < from.Seg {
+			continue
+		}
+		off, limit := int64(0), int64(-1)
+		if seg.id == from.Seg {
+			off = from.Off
+		}
+		if i == len(segs)-1 {
+			limit = curSize
+		}
+		if _, err := s.scanSegment(seg.id, off, limit, false, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ScanSince is Scan from the oldest segment that may hold a record at or
+// after t.
+func (s *Store) ScanSince(t time.Time, fn ScanFunc) error {
+	segs, _ := s.snapshot()
+	for _, seg := range segs {
+		if !seg.newest.Before(t) {
+			return s.Scan(Pos{Seg: seg.id}, fn)
+		}
+	}
+	return nil
+}
+
+// End is the position after the last record written.
+func (s *Store) End() Pos {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Pos{Seg: s.segs[len(s.segs)-1].id, Off: s.curSize}
+}
+
+func (s *Store) snapshot() ([]segment, int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.segs), s.curSize
 }
 
 func segmentIDs(dir string) ([]uint64, error) {
@@ -113,59 +192,138 @@ func (s *Store) path(id uint64) string {
 	return filepath.Join(s.dir, fmt.Sprintf("seg-%010d.log", id))
 }
 
-// replaySegment reads one segment. A damaged record ends it: everything
-// before it was acknowledged intact, and what follows a torn write was
-// never acknowledged, so the file is cut there.
-func (s *Store) replaySegment(id uint64, replay func(time.Time, []byte) error) (time.Time, error) {
+// scanSegment reads one segment from off (up to limit bytes of it when
+// limit ≥ 0), handing each intact record to fn, and returns the newest
+// record time. Damaged bytes cost only the records they hit: the scan skips
+// to the next record whose magic and checksum hold, and counts and logs
+// what it skipped, once per region. The one thing ever cut (when last is
+// set, at Open) is a record left incomplete at the very end of the last
+// segment by a crash during its write, which was therefore never
+// acknowledged. A segment pruned under the scan is skipped.
+func (s *Store) scanSegment(id uint64, off, limit int64, last bool, fn ScanFunc) (time.Time, error) {
 	path := s.path(id)
 	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && !last {
+		return time.Time{}, nil
+	}
 	if err != nil {
 		return time.Time{}, fmt.Errorf("store: %w", err)
 	}
+	if limit >= 0 && limit < int64(len(b)) {
+		b = b[:limit]
+	}
+	v1 := len(b) > 0 && !bytes.HasPrefix(b, []byte(recMagic))
+	decode := decodeRecord
+	if v1 {
+		decode = decodeV1Record
+	}
 	var newest time.Time
-	off := 0
-	for off < len(b) {
-		at, rec, n, ok := decodeRecord(b[off:])
+	for int(off) < len(b) {
+		at, rec, n, ok := decode(b[off:])
 		if !ok {
-			s.log.Warn("store: damaged record, truncating segment", "segment", path, "offset", off, "dropped_bytes", len(b)-off)
-			if err := os.Truncate(path, int64(off)); err != nil {
-				return time.Time{}, fmt.Errorf("store: truncate %s: %w", path, err)
+			next := int64(resync(b, int(off), v1))
+			if next == int64(len(b)) && last && !v1 && incomplete(b[off:]) {
+				s.log.Warn("store: cutting a record torn by a crash", "segment", path, "offset", off, "bytes", int64(len(b))-off)
+				if err := os.Truncate(path, off); err != nil {
+					return time.Time{}, fmt.Errorf("store: truncate %s: %w", path, err)
+				}
+				break
 			}
-			break
+			s.noteDamage(Pos{Seg: id, Off: off}, next-off)
+			off = next
+			continue
 		}
-		if err := replay(at, rec); err != nil {
-			return time.Time{}, fmt.Errorf("store: replay %s at %d: %w", path, off, err)
+		off += int64(n)
+		if fn != nil {
+			if err := fn(at, rec, Pos{Seg: id, Off: off}); err != nil {
+				return time.Time{}, err
+			}
 		}
 		if at.After(newest) {
 			newest = at
 		}
-		off += n
 	}
 	return newest, nil
 }
 
-func decodeRecord(b []byte) (at time.Time, rec []byte, n int, ok bool) {
+func (s *Store) noteDamage(at Pos, n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, seen := s.damaged[at]; seen {
+		return
+	}
+	s.damaged[at] = n
+	s.log.Error("store: damaged bytes skipped, file kept", "segment", s.path(at.Seg), "offset", at.Off, "bytes", n)
+}
+
+// resync finds the first intact record after the damage at off, or the end
+// of b. Version 1 records have no magic to look for: the rest of such a
+// segment is skipped.
+func resync(b []byte, off int, v1 bool) int {
+	if v1 {
+		return len(b)
+	}
+	for i := off + 1; i < len(b); {
+		j := bytes.Index(b[i:], []byte(recMagic))
+		if j < 0 {
+			break
+		}
+		if _, _, _, ok := decodeRecord(b[i+j:]); ok {
+			return i + j
+		}
+		i += j + 1
+	}
+	return len(b)
+}
+
+// incomplete reports whether b starts with a record that runs past its
+// end: what a write cut short by a crash leaves.
+func incomplete(b []byte) bool {
 	if len(b) < headerLen {
+		return true
+	}
+	return int64(binary.LittleEndian.Uint32(b[4:])) > int64(len(b)-headerLen)
+}
+
+func decodeRecord(b []byte) (at time.Time, rec []byte, n int, ok bool) {
+	if len(b) < headerLen || string(b[:4]) != recMagic {
 		return time.Time{}, nil, 0, false
 	}
-	size := binary.LittleEndian.Uint32(b)
+	size := binary.LittleEndian.Uint32(b[4:])
 	if size > MaxRecord || int(size) > len(b)-headerLen {
 		return time.Time{}, nil, 0, false
 	}
-	body := b[8 : headerLen+int(size)]
+	sum := crc32.Update(crc32.Checksum(b[4:8], castagnoli), castagnoli, b[12:headerLen+int(size)])
+	if sum != binary.LittleEndian.Uint32(b[8:]) {
+		return time.Time{}, nil, 0, false
+	}
+	return time.Unix(0, int64(binary.LittleEndian.Uint64(b[12:]))), b[headerLen : headerLen+int(size)], headerLen + int(size), true
+}
+
+func decodeV1Record(b []byte) (at time.Time, rec []byte, n int, ok bool) {
+	if len(b) < v1HeaderLen {
+		return time.Time{}, nil, 0, false
+	}
+	size := binary.LittleEndian.Uint32(b)
+	if size > MaxRecord || int(size) > len(b)-v1HeaderLen {
+		return time.Time{}, nil, 0, false
+	}
+	body := b[8 : v1HeaderLen+int(size)]
 	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(b[4:]) {
 		return time.Time{}, nil, 0, false
 	}
-	return time.Unix(0, int64(binary.LittleEndian.Uint64(b[8:]))), b[headerLen : headerLen+int(size)], headerLen + int(size), true
+	return time.Unix(0, int64(binary.LittleEndian.Uint64(b[8:]))), b[v1HeaderLen : v1HeaderLen+int(size)], v1HeaderLen + int(size), true
 }
 
 func appendRecord(dst []byte, at time.Time, rec []byte) []byte {
 	start := len(dst)
+	dst = append(dst, recMagic...)
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(rec)))
 	dst = binary.LittleEndian.AppendUint32(dst, 0)
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(at.UnixNano()))
 	dst = append(dst, rec...)
-	binary.LittleEndian.PutUint32(dst[start+4:], crc32.Checksum(dst[start+8:], castagnoli))
+	sum := crc32.Update(crc32.Checksum(dst[start+4:start+8], castagnoli), castagnoli, dst[start+12:])
+	binary.LittleEndian.PutUint32(dst[start+8:], sum)
 	return dst
 }
 
@@ -309,4 +467,21 @@ func (s *Store) Close() error {
 		return fmt.Errorf("store: close: %w", err)
 	}
 	return nil
+}
+
+// Damage is what scans could not read: regions of damaged bytes skipped.
+type Damage struct {
+	Regions int
+	Bytes   int64
+}
+
+// Damage reports the damaged regions scans have skipped so far.
+func (s *Store) Damage() Damage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := Damage{Regions: len(s.damaged)}
+	for _, n := range s.damaged {
+		d.Bytes += n
+	}
+	return d
 }

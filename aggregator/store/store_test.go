@@ -1,7 +1,9 @@
 package store
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,11 +15,14 @@ import (
 func collect(t *testing.T, dir string, opts Options) (*Store, []string) {
 	t.Helper()
 	var got []string
-	s, err := Open(dir, opts, slog.New(slog.DiscardHandler), func(_ time.Time, rec []byte) error {
+	s, err := Open(dir, opts, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Scan(Pos{}, func(_ time.Time, rec []byte, _ Pos) error {
 		got = append(got, string(rec))
 		return nil
-	})
-	if err != nil {
+	}); err != nil {
 		t.Fatal(err)
 	}
 	return s, got
@@ -94,7 +99,59 @@ func TestTornTailIsCutAndAppendsContinue(t *testing.T) {
 	}
 }
 
-func TestFlippedBitEndsSegment(t *testing.T) {
+// One damaged byte inside a sealed segment, and one inside the last, cost
+// the two records they hit and nothing else: replay resynchronises on the
+// next intact record, counts what it skipped, and leaves the files as they
+// were (issue 14: 4,035 batches became 2,206).
+func TestDamageSkipsOnlyTheDamagedRecords(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := collect(t, dir, Options{SegmentBytes: 4 << 10})
+	const n = 600
+	for i := range n {
+		if err := s.Append(time.Now(), fmt.Appendf(nil, "record-%04d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	ids, _ := segmentIDs(dir)
+	if len(ids) < 4 {
+		t.Fatalf("want several segments, got %d", len(ids))
+	}
+	sizes := map[string]int64{}
+	for _, id := range []uint64{ids[1], ids[len(ids)-1]} {
+		path := filepath.Join(dir, fmt.Sprintf("seg-%010d.log", id))
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)/2] ^= 0x40
+		if err := os.WriteFile(path, b, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		sizes[path] = int64(len(b))
+	}
+	s, got := collect(t, dir, Options{})
+	if len(got) != n-2 {
+		t.Fatalf("replayed %d records of %d, want all but the 2 damaged", len(got), n)
+	}
+	if d := s.Damage(); d.Regions != 2 || d.Bytes == 0 {
+		t.Fatalf("damage reported %+v, want 2 regions", d)
+	}
+	s.Close()
+	for path, size := range sizes {
+		if info, err := os.Stat(path); err != nil || info.Size() != size {
+			t.Fatalf("%s: size %d, want %d untouched (%v)", path, info.Size(), size, err)
+		}
+	}
+	// A second start finds the same, and loses nothing more.
+	if _, again := collect(t, dir, Options{}); len(again) != n-2 {
+		t.Fatalf("second replay: %d records", len(again))
+	}
+}
+
+// A flipped bit in the last, complete record of the last segment loses that
+// record only; the bytes stay, since the record was written whole.
+func TestFlippedBitLosesOneRecord(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := collect(t, dir, Options{})
 	s.Append(time.Now(), []byte("good"))
@@ -107,6 +164,9 @@ func TestFlippedBitEndsSegment(t *testing.T) {
 	os.WriteFile(path, b, 0o640)
 	if _, got := collect(t, dir, Options{}); fmt.Sprint(got) != "[good]" {
 		t.Fatalf("got %v", got)
+	}
+	if info, _ := os.Stat(path); info.Size() != int64(len(b)) {
+		t.Fatalf("segment cut to %d bytes", info.Size())
 	}
 }
 
@@ -129,4 +189,74 @@ func TestPruneDropsOldSegmentsOnly(t *testing.T) {
 	if _, got := collect(t, dir, Options{}); fmt.Sprint(got) != "[new]" {
 		t.Fatalf("after prune got %v", got)
 	}
+}
+
+// Segments written before records had a magic still replay; damage in one
+// skips the rest of it (there is nothing to resynchronise on) and never
+// cuts it.
+func TestVersion1SegmentStillReplays(t *testing.T) {
+	dir := t.TempDir()
+	var b []byte
+	for _, r := range []string{"a", "b", "c"} {
+		start := len(b)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(r)))
+		b = binary.LittleEndian.AppendUint32(b, 0)
+		b = binary.LittleEndian.AppendUint64(b, uint64(time.Now().UnixNano()))
+		b = append(b, r...)
+		binary.LittleEndian.PutUint32(b[start+4:], crc32.Checksum(b[start+8:], castagnoli))
+	}
+	path := filepath.Join(dir, fmt.Sprintf("seg-%010d.log", 1))
+	if err := os.WriteFile(path, b, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	s, got := collect(t, dir, Options{})
+	s.Close()
+	if fmt.Sprint(got) != "[a b c]" {
+		t.Fatalf("version 1 segment replayed %v", got)
+	}
+	b[len(b)-len("c")-v1HeaderLen-1] ^= 1 // inside "b"
+	os.WriteFile(path, b, 0o640)
+	s, got = collect(t, dir, Options{})
+	s.Close()
+	if fmt.Sprint(got) != "[a]" || s.Damage().Regions != 1 {
+		t.Fatalf("damaged version 1 segment replayed %v, damage %+v", got, s.Damage())
+	}
+	if info, _ := os.Stat(path); info.Size() != int64(len(b)) {
+		t.Fatalf("version 1 segment cut to %d bytes", info.Size())
+	}
+}
+
+// A scan from a position another scan handed out resumes exactly after
+// that record, across segments; ScanSince starts at the segment that may
+// hold the time.
+func TestScanResumesFromPosition(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := collect(t, dir, Options{SegmentBytes: 1 << 10})
+	for i := range 200 {
+		if err := s.Append(time.Now(), fmt.Appendf(nil, "r%03d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mid Pos
+	n := 0
+	s.Scan(Pos{}, func(_ time.Time, _ []byte, next Pos) error {
+		if n++; n == 120 {
+			mid = next
+		}
+		return nil
+	})
+	var rest []string
+	s.Scan(mid, func(_ time.Time, rec []byte, _ Pos) error {
+		rest = append(rest, string(rec))
+		return nil
+	})
+	if len(rest) != 80 || rest[0] != "r120" || rest[79] != "r199" {
+		t.Fatalf("resumed scan: %d records, %v...", len(rest), rest[:min(3, len(rest))])
+	}
+	var since int
+	s.ScanSince(time.Now().Add(time.Hour), func(time.Time, []byte, Pos) error { since++; return nil })
+	if since != 0 {
+		t.Fatalf("scan since the future found %d records", since)
+	}
+	s.Close()
 }

@@ -2,10 +2,11 @@
 // small a batch gets (zstd at each level, with and without a trained
 // dictionary, against gzip and no compression), what that costs a node in
 // bytes per minute, and how many batches per second one aggregator ingests
-// from 100 simulated nodes on this machine. It writes
-// bench/results/telemetry.txt.
+// from 100 simulated nodes on this machine, and what a restart costs the
+// aggregator (time to listen, memory held) over a store of a million
+// samples. It writes bench/results/telemetry.txt.
 //
-//	go run ./bench/telemetry [-out bench/results/telemetry.txt] [-ingest 10s]
+//	go run ./bench/telemetry [-out bench/results/telemetry.txt] [-ingest 10s] [-stored 1000000] [-only restart]
 package main
 
 import (
@@ -21,6 +22,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"strings"
@@ -31,9 +33,10 @@ import (
 	"github.com/klauspost/compress/dict"
 	"github.com/klauspost/compress/zstd"
 
+	"perigee/aggregator"
+	"perigee/aggregator/store"
 	"perigee/bench/machine"
 	"perigee/telemetry"
-	"perigee/aggregator"
 	"perigee/telemetry/ship"
 	"perigee/telemetry/wire"
 	"perigee/telemetry/wire/workload"
@@ -44,14 +47,26 @@ func main() {
 	ingestFor := flag.Duration("ingest", 10*time.Second, "how long to run the ingest benchmark")
 	nodes := flag.Int("nodes", 100, "simulated nodes for the ingest benchmark")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the ingest run (aggregator and clients) to this file")
+	stored := flag.Int("stored", 1_000_000, "samples in the store for the restart figures")
+	only := flag.String("only", "", "run one section: compression, ingest or restart")
 	flag.Parse()
 	var report strings.Builder
 	fmt.Fprintf(&report, "perigee telemetry benchmark, %s, %d CPUs, %s\n\n", time.Now().UTC().Format(time.DateOnly), runtime.NumCPU(), runtime.Version())
-	if err := compression(&report); err != nil {
-		fail(err)
+	sections := []struct {
+		name string
+		run  func() error
+	}{
+		{"compression", func() error { return compression(&report) }},
+		{"ingest", func() error { return ingest(&report, *nodes, *ingestFor, *cpuProfile) }},
+		{"restart", func() error { return restart(&report, *stored) }},
 	}
-	if err := ingest(&report, *nodes, *ingestFor, *cpuProfile); err != nil {
-		fail(err)
+	for _, sec := range sections {
+		if *only != "" && *only != sec.name {
+			continue
+		}
+		if err := sec.run(); err != nil {
+			fail(err)
+		}
 	}
 	fmt.Print(report.String())
 	if err := os.WriteFile(*out, []byte(report.String()), 0o644); err != nil {
@@ -241,4 +256,107 @@ func ingest(w io.Writer, nodes int, dur time.Duration, cpuProfile string) error 
 	fmt.Fprintf(w, "  process CPU %.0f us/batch, clients included (all %d CPUs at that cost: %.0f batches/s); load average at the end: %s",
 		float64(perBatch.Microseconds()), runtime.NumCPU(), float64(runtime.NumCPU())*float64(time.Second)/float64(perBatch), load)
 	return nil
+}
+
+// restart fills a store with stored samples (100 nodes, 5 samples a batch,
+// spread over the last 6 hours, segments aged as time would age them), then
+// starts an aggregator on it twice: without a dedup checkpoint (the first
+// start after an upgrade reads the whole store) and with one. It reports
+// the time until the aggregator listens, and the heap it holds once the
+// fleet view is warmed, per million stored samples.
+func restart(w io.Writer, stored int) error {
+	dir, err := os.MkdirTemp("", "perigee-bench-restart-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	const nodes, perBatch = 100, 5
+	batches := max(stored/perBatch/nodes, 1)
+	log := slog.New(slog.DiscardHandler)
+	st, err := store.Open(dir+"/store", store.Options{SegmentBytes: 4 << 20}, log)
+	if err != nil {
+		return err
+	}
+	sealer, err := wire.NewSealer(wire.CodecZstd, wire.DefaultLevel)
+	if err != nil {
+		return err
+	}
+	var h telemetry.Histogram
+	for i := range 100 {
+		h.Observe(time.Duration(i) * 200 * time.Microsecond)
+	}
+	span := 6 * time.Hour
+	start := time.Now().Add(-span)
+	type rec struct {
+		at    time.Time
+		frame []byte
+	}
+	recs := make(chan rec, 64)
+	var wg sync.WaitGroup
+	var appendErr atomic.Value
+	for range 32 { // concurrent appends share fsyncs
+		wg.Go(func() {
+			for r := range recs {
+				if err := st.Append(r.at, r.frame); err != nil {
+					appendErr.Store(err)
+				}
+			}
+		})
+	}
+	for k := range batches {
+		at := start.Add(time.Duration(k) * span / time.Duration(batches))
+		for n := range nodes {
+			b := &wire.Batch{Node: fmt.Sprintf("node-%03d", n), Seq: uint64(k + 1), Created: at}
+			for j := range perBatch {
+				b.Samples = append(b.Samples, telemetry.NodeSample{Node: b.Node, Region: "eu-west", Time: at.Add(time.Duration(j) * time.Second),
+					RPS: 100, CPU: 0.5, Services: map[string]telemetry.ServiceSample{"api": {RPS: 50, Latency: h.Snapshot()}, "img": {RPS: 50, Latency: h.Snapshot()}}})
+			}
+			recs <- rec{at, sealer.Seal(b)}
+		}
+	}
+	close(recs)
+	wg.Wait()
+	if err, _ := appendErr.Load().(error); err != nil {
+		return err
+	}
+	if err := st.Close(); err != nil {
+		return err
+	}
+	segs, _ := filepath.Glob(dir + "/store/seg-*.log")
+	for i, p := range segs {
+		t := start.Add(time.Duration(i+1) * span / time.Duration(len(segs)))
+		if err := os.Chtimes(p, t, t); err != nil {
+			return err
+		}
+	}
+	samples := float64(batches * nodes * perBatch)
+	fmt.Fprintf(w, "Restart over %.0f stored samples (%d batches from %d nodes over %v, %d segments), memory_window 1h\n", samples, batches*nodes, nodes, span, len(segs))
+	for _, run := range []string{"first start, no dedup checkpoint", "second start, with the checkpoint"} {
+		base := heapBytes()
+		t0 := time.Now()
+		srv, err := aggregator.NewServer(aggregator.Config{Listen: "127.0.0.1:0", DataDir: dir, Tokens: map[string]string{"*": "token-of-everyone-0123456789"}}, log)
+		if err != nil {
+			return err
+		}
+		listening := time.Since(t0)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- srv.Serve(ctx) }()
+		time.Sleep(5 * time.Second) // the fleet view warms in the background
+		held := heapBytes() - base
+		cancel()
+		if err := <-done; err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "  %-36s listening after %8v, heap held %6.1f MiB (%.1f MiB per million stored samples; it is the window's, not the store's)\n",
+			run, listening.Round(time.Millisecond), float64(held)/(1<<20), float64(held)/(1<<20)/(samples/1e6))
+	}
+	return nil
+}
+
+func heapBytes() int64 {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
 }

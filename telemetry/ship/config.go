@@ -19,7 +19,10 @@ import (
 // Config is the node's `telemetry` section; Node and Region come from the
 // node's own settings.
 type Config struct {
-	Aggregator         string         `yaml:"aggregator" json:"aggregator"` // https://host:port of the aggregator
+	Aggregator string `yaml:"aggregator" json:"aggregator"` // https://host:port of the aggregator
+	// Failover lists more aggregators, tried in turn after Aggregator
+	// when the one in use fails.
+	Failover           []string       `yaml:"failover" json:"failover,omitempty"`
 	TokenFile          string         `yaml:"token_file" json:"token_file"` // file holding this node's bearer token
 	Spool              Spool          `yaml:"spool" json:"spool"`
 	Interval           units.Duration `yaml:"interval" json:"interval"`                                   // batching period
@@ -55,8 +58,14 @@ const (
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if u, err := url.Parse(c.Aggregator); c.Aggregator == "" || err != nil || u.Scheme != "https" || u.Host == "" {
-		bad("aggregator: the aggregator must be an https://host:port URL, got %q", c.Aggregator)
+	for i, a := range append([]string{c.Aggregator}, c.Failover...) {
+		if u, err := url.Parse(a); a == "" || err != nil || u.Scheme != "https" || u.Host == "" {
+			key := "aggregator"
+			if i > 0 {
+				key = fmt.Sprintf("failover[%d]", i-1)
+			}
+			bad("%s: the aggregator must be an https://host:port URL, got %q", key, a)
+		}
 	}
 	if c.Spool.Dir == "" {
 		bad("spool.dir: a spool directory is required, for batches the aggregator has not acknowledged")
@@ -91,6 +100,10 @@ func (c *Config) validate() (token string, err error) {
 	}
 	if c.MaxPending <= 0 {
 		c.MaxPending = DefaultMaxPending
+	} else if c.MaxPending > wire.MaxRecords {
+		// A batch holds what is pending; the aggregator refuses more
+		// than MaxRecords of a kind.
+		bad("max_pending: %d is over the %d records a batch may carry", c.MaxPending, wire.MaxRecords)
 	}
 	if c.TokenFile != "" {
 		if b, err := os.ReadFile(c.TokenFile); err != nil {

@@ -42,7 +42,7 @@ type Stats struct {
 	BatchesAcked   uint64        // acknowledged by the aggregator
 	BatchesRefused uint64        // refused for good (bad batch), dropped
 	SpooledBatches int           // waiting on disk, in flight included
-	SpoolBytes     int64         //
+	SpoolBytes     int64         // disk usage of the spool directory
 	DroppedBatches uint64        // evicted from a full spool, unreadable or refused
 	DroppedRecords uint64        // refused because the in-memory buffer was full
 	EncodeCPU      time.Duration // CPU time spent encoding and compressing
@@ -75,7 +75,7 @@ func New(cfg Config, log *slog.Logger) (*Shipper, error) {
 	seq := max(sp.nextSeq(), uint64(time.Now().UnixMicro()))
 	return &Shipper{
 		cfg: cfg, log: log.With("component", "telemetry"), spool: sp,
-		up: newUplink(cfg.Aggregator, token, tlsConf), sealer: sealer, seq: seq,
+		up: newUplink(append([]string{cfg.Aggregator}, cfg.Failover...), token, tlsConf), sealer: sealer, seq: seq,
 		kick: make(chan struct{}, 1), wake: make(chan struct{}, 1),
 	}, nil
 }

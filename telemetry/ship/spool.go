@@ -11,23 +11,29 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // spool is the bounded on-disk queue of batches not yet acknowledged. Every
 // batch goes through it, so a batch survives both an unreachable aggregator
 // and a restart of the node. One file per batch, named by its sequence
-// number, written to a temporary name and renamed so a crash never leaves a
-// half-written batch under a real name.
+// number, written to a temporary name, fsynced, renamed and the directory
+// fsynced, so a crash or a power cut never leaves a half-written batch
+// under a real name nor loses one that counted as spooled.
+//
+// The bound is on disk usage (allocated blocks, as du counts them), the
+// sequence file included: a batch of 150 bytes takes a whole block.
 type spool struct {
 	dir string
 	max int64
 	log *slog.Logger
 
-	mu      sync.Mutex
-	seqs    []uint64 // ascending
-	sizes   map[uint64]int64
-	total   int64
-	dropped uint64
+	mu        sync.Mutex
+	seqs      []uint64         // ascending
+	fileUsage map[uint64]int64 // disk usage of each batch file
+	seqUsage  int64            // disk usage of the sequence file
+	total     int64            // of all of them
+	dropped   uint64
 }
 
 const (
@@ -43,24 +49,29 @@ func openSpool(dir string, max int64, log *slog.Logger) (*spool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	s := &spool{dir: dir, max: max, log: log, sizes: map[uint64]int64{}}
+	s := &spool{dir: dir, max: max, log: log, fileUsage: map[uint64]int64{}}
 	for _, e := range entries {
 		name := e.Name()
 		if strings.HasSuffix(name, ".tmp") {
 			_ = os.Remove(filepath.Join(dir, name)) // a write the node crashed in
 			continue
 		}
-		seq, err := strconv.ParseUint(strings.TrimSuffix(name, batchExt), 10, 64)
-		if !strings.HasSuffix(name, batchExt) || err != nil {
-			continue
-		}
 		info, err := e.Info()
 		if err != nil {
 			return nil, fmt.Errorf("spool: %w", err)
 		}
+		if name == seqFile {
+			s.seqUsage = diskUsage(info)
+			s.total += s.seqUsage
+			continue
+		}
+		seq, err := strconv.ParseUint(strings.TrimSuffix(name, batchExt), 10, 64)
+		if !strings.HasSuffix(name, batchExt) || err != nil {
+			continue
+		}
 		s.seqs = append(s.seqs, seq)
-		s.sizes[seq] = info.Size()
-		s.total += info.Size()
+		s.fileUsage[seq] = diskUsage(info)
+		s.total += s.fileUsage[seq]
 	}
 	slices.Sort(s.seqs)
 	return s, nil
@@ -70,22 +81,25 @@ func (s *spool) path(seq uint64) string {
 	return filepath.Join(s.dir, fmt.Sprintf("%020d%s", seq, batchExt))
 }
 
-// put stores a batch, then drops the oldest batches while the spool is over
-// its bound. The newest batch is always kept.
+// put stores a batch durably, then drops the oldest batches while the
+// spool is over its bound. The newest batch is always kept.
 func (s *spool) put(seq uint64, frame []byte) error {
-	if err := writeAtomic(s.path(seq), frame); err != nil {
+	used, err := writeAtomic(s.path(seq), frame)
+	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	// The sequence file lets numbering continue after a restart even when
 	// the clock has stepped back.
-	if err := writeAtomic(filepath.Join(s.dir, seqFile), strconv.AppendUint(nil, seq+1, 10)); err != nil {
+	seqUsed, err := writeAtomic(filepath.Join(s.dir, seqFile), strconv.AppendUint(nil, seq+1, 10))
+	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.seqs = append(s.seqs, seq)
-	s.sizes[seq] = int64(len(frame))
-	s.total += int64(len(frame))
+	s.fileUsage[seq] = used
+	s.total += used + seqUsed - s.seqUsage
+	s.seqUsage = seqUsed
 	for s.total > s.max && len(s.seqs) > 1 {
 		old := s.seqs[0]
 		s.log.Warn("telemetry spool full, dropping oldest batch", "seq", old, "spool_bytes", s.total, "max", s.max)
@@ -152,8 +166,8 @@ func (s *spool) removeLocked(seq uint64) {
 		return
 	}
 	s.seqs = slices.Delete(s.seqs, i, i+1)
-	s.total -= s.sizes[seq]
-	delete(s.sizes, seq)
+	s.total -= s.fileUsage[seq]
+	delete(s.fileUsage, seq)
 	if err := os.Remove(s.path(seq)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.log.Error("telemetry spool: remove", "seq", seq, "err", err)
 	}
@@ -165,10 +179,57 @@ func (s *spool) usage() (batches int, bytes int64, dropped uint64) {
 	return len(s.seqs), s.total, s.dropped
 }
 
-func writeAtomic(path string, b []byte) error {
+// writeAtomic writes b to path through a temporary file, and returns once
+// file and directory are on stable storage, with the disk usage of the
+// file.
+func writeAtomic(path string, b []byte) (int64, error) {
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o640); err != nil {
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
+	if err != nil {
+		return 0, err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	var info os.FileInfo
+	if err == nil {
+		info, err = f.Stat()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return 0, err
+	}
+	return diskUsage(info), nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// diskUsage is the space a file takes: its allocated blocks, or its size
+// rounded up to a 4 KiB block where the platform does not say.
+func diskUsage(info os.FileInfo) int64 {
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		return st.Blocks * 512
+	}
+	const block = 4 << 10
+	return (info.Size() + block - 1) / block * block
 }

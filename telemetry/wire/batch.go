@@ -2,8 +2,8 @@ package wire
 
 import (
 	"encoding/binary"
-	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"time"
 
 	"perigee/telemetry"
@@ -88,74 +88,6 @@ func AppendPayload(b []byte, bt *Batch) []byte {
 	return e.b
 }
 
-// DecodePayload reads what AppendPayload wrote into bt, whose Created must
-// already be set from the frame header.
-func DecodePayload(p []byte, bt *Batch) error {
-	base := bt.Created.UnixNano()
-	d := decoder{reader: reader{b: p}}
-	r := &d.reader
-	for len(r.b) > 0 && r.err == nil {
-		tag := r.b[0]
-		r.b = r.b[1:]
-		switch tag {
-		case tagCost:
-			bt.Cost = &Cost{
-				BytesSent: r.uvarint(), EncodeCPU: time.Duration(r.uvarint()),
-				DroppedBatches: r.uvarint(), DroppedRecords: r.uvarint(), SpoolBytes: r.uvarint(),
-			}
-		case tagSampleCols:
-			bt.Samples = d.samples(base)
-		case tagAccessCols:
-			bt.Access = d.access(base)
-		case tagSamples:
-			bt.Samples = readRows(r, base, readSample)
-		case tagDecisions:
-			bt.Decisions = readRows(r, base, readDecision)
-		case tagEvents:
-			bt.Events = readRows(r, base, readEvent)
-		case tagAccess:
-			bt.Access = readRows(r, base, readAccess)
-		default:
-			return fmt.Errorf("%w: unknown section %d", ErrMalformed, tag)
-		}
-	}
-	return r.err
-}
-
-func readSample(r *reader, s *telemetry.NodeSample, base int64) {
-	s.Node = r.string()
-	s.Region = r.string()
-	s.Time = r.time(base)
-	s.Window = time.Duration(r.varint())
-	s.RPS = r.float()
-	s.InFlight = r.varint()
-	s.CPU = r.float()
-	s.MemBytes = r.uvarint()
-	n := r.count()
-	if n == 0 {
-		return
-	}
-	s.Services = make(map[string]telemetry.ServiceSample, n)
-	for range n {
-		name := r.string()
-		var v telemetry.ServiceSample
-		v.RPS = r.float()
-		v.ErrorRate = r.float()
-		v.InFlight = r.varint()
-		v.Queued = r.varint()
-		if r.err == nil {
-			h, rest, err := telemetry.DecodeHistogram(r.b)
-			if err != nil {
-				r.fail("histogram: " + err.Error())
-			}
-			v.Latency, r.b = h, rest
-		}
-		v.Backends = int(r.varint())
-		v.HealthyBackends = int(r.varint())
-		s.Services[name] = v
-	}
-}
-
 func appendDecision(b []byte, d *telemetry.Decision, base int64) []byte {
 	b = appendTime(b, d.Time, base)
 	for _, s := range [...]string{d.Node, d.Region, d.Policy, d.Action, d.Service, d.Target, d.Reason, d.Rejected} {
@@ -166,71 +98,14 @@ func appendDecision(b []byte, d *telemetry.Decision, base int64) []byte {
 	return appendBool(b, d.DryRun)
 }
 
-func readDecision(r *reader, d *telemetry.Decision, base int64) {
-	d.Time = r.time(base)
-	for _, p := range [...]*string{&d.Node, &d.Region, &d.Policy, &d.Action, &d.Service, &d.Target, &d.Reason, &d.Rejected} {
-		*p = r.string()
-	}
-	d.Value = r.float()
-	d.Applied = r.bool()
-	d.DryRun = r.bool()
-}
-
 func appendEvent(b []byte, e *telemetry.Event, base int64) []byte {
 	b = appendTime(b, e.Time, base)
 	b = appendString(b, e.Node)
 	b = appendString(b, e.Kind)
 	b = binary.AppendUvarint(b, uint64(len(e.Fields)))
-	for _, k := range sortedKeys(e.Fields) {
+	for _, k := range slices.Sorted(maps.Keys(e.Fields)) {
 		b = appendString(b, k)
 		b = appendString(b, e.Fields[k])
 	}
 	return b
-}
-
-func readEvent(r *reader, e *telemetry.Event, base int64) {
-	e.Time = r.time(base)
-	e.Node = r.string()
-	e.Kind = r.string()
-	n := r.count()
-	if n == 0 {
-		return
-	}
-	e.Fields = make(map[string]string, n)
-	for range n {
-		k := r.string()
-		e.Fields[k] = r.string()
-	}
-}
-
-func readAccess(r *reader, a *telemetry.AccessRecord, base int64) {
-	a.Time = r.time(base)
-	for _, p := range [...]*string{&a.Route, &a.Service, &a.Method, &a.Path} {
-		*p = r.string()
-	}
-	a.Status = int(r.varint())
-	a.Proto = r.string()
-	a.Duration = time.Duration(r.varint())
-	a.Bytes = r.varint()
-	a.Client = r.string()
-}
-
-// sortedKeys gives maps a stable order, so equal batches encode to equal
-// bytes and compress alike.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-// readRows reads a counted section of row-by-row records.
-func readRows[T any](r *reader, base int64, read func(*reader, *T, int64)) []T {
-	rows := make([]T, r.count())
-	for i := range rows {
-		read(r, &rows[i], base)
-	}
-	return rows
 }

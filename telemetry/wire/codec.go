@@ -105,8 +105,12 @@ func (o *Opener) Limit() int64 { return o.max }
 
 // Open decompresses f's body and decodes its records. The body must
 // decompress to exactly the size the header declared: a frame that lies
-// about it is refused rather than trusted.
+// about it is refused rather than trusted. One Open holds at most twice the
+// limit: the decompressed body, and as much again for its decoded records.
 func (o *Opener) Open(f Frame) (*Batch, error) {
+	if f.RawLen > uint64(o.max) {
+		return nil, fmt.Errorf("%w: declares %d bytes, limit %d", ErrTooLarge, f.RawLen, o.max)
+	}
 	raw := f.Body
 	if f.Codec == CodecZstd {
 		zr, ok := o.zr[f.Dict]
@@ -126,7 +130,7 @@ func (o *Opener) Open(f Frame) (*Batch, error) {
 		return nil, fmt.Errorf("%w: body is %d bytes, header says %d", ErrMalformed, len(raw), f.RawLen)
 	}
 	bt := &Batch{Node: f.Node, Seq: f.Seq, Created: f.Created}
-	if err := DecodePayload(raw, bt); err != nil {
+	if err := DecodePayload(raw, bt, o.max); err != nil {
 		return nil, err
 	}
 	return bt, nil

@@ -2,8 +2,10 @@ package wire
 
 import (
 	"encoding/binary"
+	"maps"
 	"math"
 	"net/netip"
+	"slices"
 	"time"
 
 	"perigee/telemetry"
@@ -114,7 +116,7 @@ func flatten(ss []telemetry.NodeSample) []flatService {
 		if i > 0 {
 			prev = ss[i-1].Services
 		}
-		for _, name := range sortedKeys(ss[i].Services) {
+		for _, name := range slices.Sorted(maps.Keys(ss[i].Services)) {
 			out = append(out, flatService{name, ss[i].Services[name], prev[name]})
 		}
 	}
@@ -217,197 +219,4 @@ func fromUnixNano(v int64) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, v)
-}
-
-// decoder mirrors encoder on top of reader.
-type decoder struct {
-	reader
-	strs     []string
-	lastIPv4 uint32
-}
-
-func (d *decoder) str() string {
-	ref := d.uvarint()
-	var s string
-	switch ref {
-	case refText:
-		s = d.string()
-	case refIPv4:
-		x := d.uvarint()
-		if x > math.MaxUint32 {
-			d.fail("bad IPv4 address")
-			return ""
-		}
-		d.lastIPv4 ^= uint32(x)
-		s = netip.AddrFrom4([4]byte(binary.BigEndian.AppendUint32(nil, d.lastIPv4))).String()
-	case refIPv6:
-		if len(d.b) < 16 {
-			d.fail("short IPv6 address")
-			return ""
-		}
-		s, d.b = netip.AddrFrom16([16]byte(d.b[:16])).String(), d.b[16:]
-	default:
-		if ref-refFirst >= uint64(len(d.strs)) {
-			d.fail("string reference past the table")
-			return ""
-		}
-		return d.strs[ref-refFirst]
-	}
-	d.strs = append(d.strs, s)
-	return s
-}
-
-func (d *decoder) delta(prev int64) int64 { return prev + d.varint() }
-
-// floats reads n XORed values as floats wrote them; set receives each
-// value with its predecessor's bits undone.
-func (d *decoder) floats(n int, set func(i int, x uint64)) {
-	if len(d.b) < 8*n {
-		d.fail("short float column")
-		return
-	}
-	xs := make([]uint64, n)
-	for shift := 56; shift >= 0; shift -= 8 {
-		for i := range xs {
-			xs[i] |= uint64(d.b[i]) << shift
-		}
-		d.b = d.b[n:]
-	}
-	for i, x := range xs {
-		set(i, x)
-	}
-}
-
-func xorFloat(prev float64, x uint64) float64 {
-	return math.Float64frombits(math.Float64bits(prev) ^ x)
-}
-
-func (d *decoder) hist() telemetry.HistogramSnapshot {
-	h := telemetry.HistogramSnapshot{SumUS: d.uvarint()}
-	lo, n := d.uvarint(), d.uvarint()
-	if lo > telemetry.NumBuckets || n > telemetry.NumBuckets-lo || n > uint64(len(d.b)) {
-		d.fail("histogram buckets out of range")
-		return h
-	}
-	if n == 0 {
-		return h
-	}
-	h.Counts = make([]uint64, lo+n)
-	for i := range n {
-		h.Counts[lo+i] = d.uvarint()
-	}
-	return h
-}
-
-func (d *decoder) samples(base int64) []telemetry.NodeSample {
-	ss := make([]telemetry.NodeSample, d.count())
-	col := func(set func(s *telemetry.NodeSample, v int64), first int64) {
-		prev := first
-		for i := range ss {
-			prev = d.delta(prev)
-			set(&ss[i], prev)
-		}
-	}
-	for i := range ss {
-		ss[i].Node = d.str()
-	}
-	for i := range ss {
-		ss[i].Region = d.str()
-	}
-	col(func(s *telemetry.NodeSample, v int64) { s.Time = fromUnixNano(v) }, base)
-	col(func(s *telemetry.NodeSample, v int64) { s.Window = time.Duration(v) }, 0)
-	col(func(s *telemetry.NodeSample, v int64) { s.InFlight = v }, 0)
-	col(func(s *telemetry.NodeSample, v int64) { s.MemBytes = uint64(v) }, 0)
-	d.floats(len(ss), func(i int, x uint64) { ss[i].RPS = xorFloat(prevOf(ss, i).RPS, x) })
-	d.floats(len(ss), func(i int, x uint64) { ss[i].CPU = xorFloat(prevOf(ss, i).CPU, x) })
-	counts := make([]int, len(ss))
-	total := 0
-	for i := range counts {
-		counts[i] = d.count()
-		total += counts[i]
-	}
-	if total > len(d.b) {
-		d.fail("service count past end")
-		return nil
-	}
-	// Names first, so each service finds its predecessor by name.
-	fs := make([]flatService, 0, total)
-	prevAt := make([]int, 0, total) // index in fs of the predecessor, or -1
-	var prevIdx map[string]int
-	for _, n := range counts {
-		idx := make(map[string]int, n)
-		for range n {
-			name := d.str()
-			j, ok := prevIdx[name]
-			if !ok {
-				j = -1
-			}
-			idx[name] = len(fs)
-			fs = append(fs, flatService{name: name})
-			prevAt = append(prevAt, j)
-		}
-		prevIdx = idx
-	}
-	prev := func(i int) *telemetry.ServiceSample {
-		if j := prevAt[i]; j >= 0 {
-			return &fs[j].v
-		}
-		return &telemetry.ServiceSample{}
-	}
-	d.floats(len(fs), func(i int, x uint64) { fs[i].v.RPS = xorFloat(prev(i).RPS, x) })
-	d.floats(len(fs), func(i int, x uint64) { fs[i].v.ErrorRate = xorFloat(prev(i).ErrorRate, x) })
-	for i := range fs {
-		v, p := &fs[i].v, prev(i)
-		v.InFlight = d.delta(p.InFlight)
-		v.Queued = d.delta(p.Queued)
-		v.Backends = int(d.delta(int64(p.Backends)))
-		v.HealthyBackends = int(d.delta(int64(p.HealthyBackends)))
-	}
-	for i := range fs {
-		fs[i].v.Latency = d.hist()
-	}
-	k := 0
-	for i, n := range counts {
-		if n > 0 {
-			ss[i].Services = make(map[string]telemetry.ServiceSample, n)
-		}
-		for range n {
-			ss[i].Services[fs[k].name] = fs[k].v
-			k++
-		}
-	}
-	return ss
-}
-
-func (d *decoder) access(base int64) []telemetry.AccessRecord {
-	as := make([]telemetry.AccessRecord, d.count())
-	prevT := base
-	for i := range as {
-		prevT = d.delta(prevT)
-		as[i].Time = fromUnixNano(prevT)
-	}
-	for _, field := range [...]func(a *telemetry.AccessRecord) *string{
-		func(a *telemetry.AccessRecord) *string { return &a.Route },
-		func(a *telemetry.AccessRecord) *string { return &a.Service },
-		func(a *telemetry.AccessRecord) *string { return &a.Method },
-		func(a *telemetry.AccessRecord) *string { return &a.Path },
-		func(a *telemetry.AccessRecord) *string { return &a.Proto },
-		func(a *telemetry.AccessRecord) *string { return &a.Client },
-	} {
-		for i := range as {
-			*field(&as[i]) = d.str()
-		}
-	}
-	prevStatus := int64(0)
-	for i := range as {
-		prevStatus = d.delta(prevStatus)
-		as[i].Status = int(prevStatus)
-	}
-	for i := range as {
-		as[i].Duration = time.Duration(d.varint())
-	}
-	for i := range as {
-		as[i].Bytes = d.varint()
-	}
-	return as
 }

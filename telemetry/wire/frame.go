@@ -108,24 +108,24 @@ func ParseFrame(b []byte, maxRaw int64) (Frame, error) {
 	if _, ok := dictionaries[f.Dict]; !ok && f.Dict != 0 {
 		return f, fmt.Errorf("%w: id %d, this binary knows up to %d", ErrUnknownDict, f.Dict, NewestDict)
 	}
-	r := reader{b: b[hdr:end]}
-	f.Node = r.string()
-	f.Seq = r.uvarint()
-	f.Created = time.UnixMilli(r.varint())
-	f.RawLen = r.uvarint()
-	bodyLen := r.uvarint()
-	if r.err != nil {
-		return f, r.err
+	r := newReader(b[hdr:end])
+	f.Node = string(r.Bytes(MaxNodeName, "node"))
+	f.Seq = r.Uvarint("seq")
+	f.Created = time.UnixMilli(r.Varint("created"))
+	f.RawLen = r.Uvarint("raw length")
+	bodyLen := r.Uvarint("body length")
+	if err := r.Err(); err != nil {
+		return f, err
 	}
-	if f.Node == "" || len(f.Node) > MaxNodeName {
-		return f, fmt.Errorf("%w: node name empty or longer than %d", ErrMalformed, MaxNodeName)
+	if f.Node == "" {
+		return f, fmt.Errorf("%w: empty node name", ErrMalformed)
 	}
-	if bodyLen != uint64(len(r.b)) {
-		return f, fmt.Errorf("%w: body length %d, have %d", ErrMalformed, bodyLen, len(r.b))
+	if bodyLen != uint64(r.Len()) {
+		return f, fmt.Errorf("%w: body length %d, have %d", ErrMalformed, bodyLen, r.Len())
 	}
 	if maxRaw >= 0 && f.RawLen > uint64(maxRaw) {
 		return f, fmt.Errorf("%w: declares %d bytes, limit %d", ErrTooLarge, f.RawLen, maxRaw)
 	}
-	f.Body = r.b
+	f.Body = r.Rest()
 	return f, nil
 }

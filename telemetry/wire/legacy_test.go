@@ -2,7 +2,9 @@ package wire
 
 import (
 	"encoding/binary"
+	"maps"
 	"reflect"
+	"slices"
 	"testing"
 
 	"perigee/telemetry"
@@ -21,7 +23,7 @@ func appendSample(b []byte, s *telemetry.NodeSample, base int64) []byte {
 	b = appendFloat(b, s.CPU)
 	b = binary.AppendUvarint(b, s.MemBytes)
 	b = binary.AppendUvarint(b, uint64(len(s.Services)))
-	for _, name := range sortedKeys(s.Services) {
+	for _, name := range slices.Sorted(maps.Keys(s.Services)) {
 		v := s.Services[name]
 		b = appendString(b, name)
 		b = appendFloat(b, v.RPS)
@@ -62,7 +64,7 @@ func TestRowPayloadStillDecodes(t *testing.T) {
 		p = appendAccess(p, &in.Access[i], base)
 	}
 	out := &Batch{Node: in.Node, Seq: in.Seq, Created: in.Created}
-	if err := DecodePayload(p, out); err != nil {
+	if err := DecodePayload(p, out, 1<<20); err != nil {
 		t.Fatal(err)
 	}
 	in.Decisions, in.Events, in.Cost = nil, nil, nil

@@ -2,90 +2,27 @@ package wire
 
 import (
 	"encoding/binary"
-	"fmt"
 	"math"
 	"time"
+
+	"perigee/binread"
 )
 
-// reader consumes the varint encoding. The first error sticks and every
-// later read returns zero, so decoders check once at the end and never
-// index past the input.
-type reader struct {
-	b   []byte
-	err error
-}
+// maxString bounds one string field; real ones are names, paths and
+// addresses.
+const maxString = 1 << 20
 
-func (r *reader) fail(what string) {
-	if r.err == nil {
-		r.err = fmt.Errorf("%w: %s", ErrMalformed, what)
-	}
-	r.b = nil
-}
+func newReader(b []byte) *binread.Reader { return binread.New(b, ErrMalformed) }
 
-func (r *reader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail("bad varint")
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
+func readBool(r *binread.Reader, what string) bool { return r.Uvarint(what) != 0 }
 
-func (r *reader) varint() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail("bad varint")
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) bytes() []byte {
-	n := r.uvarint()
-	if n > uint64(len(r.b)) {
-		r.fail("length past end")
-		return nil
-	}
-	v := r.b[:n]
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) string() string { return string(r.bytes()) }
-
-func (r *reader) float() float64 {
-	if len(r.b) < 8 {
-		r.fail("short float")
-		return 0
-	}
-	v := math.Float64frombits(binary.LittleEndian.Uint64(r.b))
-	r.b = r.b[8:]
-	return v
-}
-
-func (r *reader) bool() bool { return r.uvarint() != 0 }
-
-// time reads what appendTime wrote relative to base.
-func (r *reader) time(base int64) time.Time {
-	u := r.uvarint()
+// readTime reads what appendTime wrote relative to base.
+func readTime(r *binread.Reader, base int64, what string) time.Time {
+	u := r.Uvarint(what)
 	if u == 0 {
 		return time.Time{}
 	}
 	return time.Unix(0, base+unzigzag(u-1))
-}
-
-// count reads a collection length and refuses one that could not fit in
-// what is left, since every element takes at least one byte: this bounds
-// allocations by the input size.
-func (r *reader) count() int {
-	n := r.uvarint()
-	if n > uint64(len(r.b)) {
-		r.fail("count past end")
-		return 0
-	}
-	return int(n)
 }
 
 func appendString(b []byte, s string) []byte {

@@ -232,7 +232,7 @@ func TestOpenRefusesLyingLength(t *testing.T) {
 func TestDecodePayloadRefusesGarbage(t *testing.T) {
 	good := AppendPayload(nil, sampleBatch())
 	for _, p := range [][]byte{{99}, {tagSamples, 200}, good[:len(good)/2], append(bytes.Clone(good), tagAccess)} {
-		if err := DecodePayload(p, &Batch{}); !errors.Is(err, ErrMalformed) {
+		if err := DecodePayload(p, &Batch{}, 1<<20); !errors.Is(err, ErrMalformed) {
 			t.Errorf("payload % x...: got %v, want ErrMalformed", p[:min(len(p), 8)], err)
 		}
 	}
@@ -254,7 +254,7 @@ func FuzzFrame(f *testing.F) {
 		}
 		_, _ = o.Open(fr)
 		// Payload decoding must also survive bytes no checksum vouched for.
-		_ = DecodePayload(b, &Batch{Created: time.Now()})
+		_ = DecodePayload(b, &Batch{Created: time.Now()}, 1<<20)
 	})
 }
 
@@ -288,7 +288,7 @@ func TestColumnsRoundTrip(t *testing.T) {
 			Duration: time.Duration(i) * time.Microsecond, Bytes: int64(1000 - i*300), Client: client})
 	}
 	out := &Batch{Node: in.Node, Seq: in.Seq, Created: in.Created}
-	if err := DecodePayload(AppendPayload(nil, in), out); err != nil {
+	if err := DecodePayload(AppendPayload(nil, in), out, 1<<20); err != nil {
 		t.Fatal(err)
 	}
 	normalize(in)

@@ -79,6 +79,10 @@ function drawNodes(nodes) {
     cell(tr, `${n.healthy_backends}/${n.backends}`, "num");
     cell(tr, n.telemetry_bytes_per_sec.toFixed(0), "num");
     cell(tr, new Date(n.last_seen).toLocaleTimeString());
+    // A clock more than a few seconds off is worth seeing: such batches
+    // are re-stamped by the aggregator.
+    const skew = Math.abs(n.clock_skew_seconds) >= 5 ? `${n.clock_skew_seconds.toFixed(0)} s` : "";
+    cell(tr, skew, "num");
     body.appendChild(tr);
   }
 }

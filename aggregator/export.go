@@ -1,0 +1,176 @@
+package aggregator
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"perigee/aggregator/remotewrite"
+	"perigee/aggregator/store"
+	"perigee/telemetry"
+	"perigee/telemetry/wire"
+)
+
+// Export sends every stored batch, as full series, to an engine that
+// speaks Prometheus remote-write (VictoriaMetrics, its cluster version,
+// Mimir), for fleets that outgrow the embedded store.
+type Export struct {
+	URL string `yaml:"url"`
+}
+
+// The exporter follows the store with a cursor it persists after each
+// acknowledged push, so every stored batch is sent at least once, whatever
+// crashes. Its series are a pure function of the batch (labels from the
+// batch, timestamps from its records), so a batch sent twice, by a restart
+// or by two aggregators that both received it, writes the same samples at
+// the same times, which the engine keeps once when it deduplicates
+// (VictoriaMetrics: -dedup.minScrapeInterval=1ms). That is the
+// exactly-once argument end to end: at least once here, idempotent there.
+const (
+	exportCursorFile = "export.cursor"
+	exportEvery      = time.Second
+	exportMaxBatches = 500 // per push
+)
+
+func (s *server) exportLoop(ctx context.Context, ex *Export) {
+	client := &http.Client{Timeout: 30 * time.Second}
+	cursor := s.loadCursor()
+	t := time.NewTicker(exportEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for ctx.Err() == nil {
+			next, n, err := s.exportOnce(ctx, client, ex.URL, cursor)
+			if err != nil {
+				s.log.Warn("export failed, will retry", "url", ex.URL, "err", err)
+				s.metrics.export.WithLabelValues("error").Inc()
+				break
+			}
+			if n == 0 {
+				break
+			}
+			cursor = next
+			s.metrics.export.WithLabelValues("ok").Add(float64(n))
+			if err := s.saveCursor(cursor); err != nil {
+				s.log.Error("export cursor", "err", err)
+			}
+		}
+	}
+}
+
+var errFull = errors.New("push full")
+
+// exportOnce pushes up to exportMaxBatches batches after cursor and returns
+// the position after the last one pushed.
+func (s *server) exportOnce(ctx context.Context, c *http.Client, url string, cursor store.Pos) (store.Pos, int, error) {
+	var series []remotewrite.Series
+	next, n := cursor, 0
+	err := s.store.Scan(cursor, func(at time.Time, rec []byte, end store.Pos) error {
+		if n == exportMaxBatches {
+			return errFull
+		}
+		if b, ok := s.openStored(rec); ok {
+			restamp(b, at, s.cfg.MaxSkew)
+			series = append(series, batchSeries(b)...)
+		}
+		next, n = end, n+1
+		return nil
+	})
+	if err != nil && !errors.Is(err, errFull) {
+		return cursor, 0, err
+	}
+	if len(series) > 0 {
+		err := remotewrite.Push(ctx, c, url, remotewrite.Encode(series))
+		switch {
+		case errors.Is(err, remotewrite.ErrRejected):
+			// Retrying cannot change it; holding the cursor would stop
+			// every later batch.
+			s.log.Error("export rejected, batches skipped", "batches", n, "err", err)
+		case err != nil:
+			return cursor, 0, err
+		}
+	}
+	return next, n, nil
+}
+
+// batchSeries is a batch as Prometheus series, labelled with node, region,
+// service and route, each sample at its own time: node gauges, service
+// gauges and the window's latency histogram as _bucket/_sum/_count, and
+// access records counted per route, service and status at the batch's time.
+func batchSeries(b *wire.Batch) []remotewrite.Series {
+	var out []remotewrite.Series
+	add := func(name string, v float64, t time.Time, labels ...string) {
+		ls := []remotewrite.Label{{Name: "__name__", Value: name}}
+		for i := 0; i+1 < len(labels); i += 2 {
+			ls = append(ls, remotewrite.Label{Name: labels[i], Value: labels[i+1]})
+		}
+		out = append(out, remotewrite.Series{Labels: ls, Samples: []remotewrite.Sample{{Value: v, Time: t}}})
+	}
+	region := ""
+	for i := range b.Samples {
+		smp := &b.Samples[i]
+		region = smp.Region
+		node := []string{"node", b.Node, "region", smp.Region}
+		add("perigee_node_rps", smp.RPS, smp.Time, node...)
+		add("perigee_node_cpu_cores", smp.CPU, smp.Time, node...)
+		add("perigee_node_in_flight", float64(smp.InFlight), smp.Time, node...)
+		add("perigee_node_memory_bytes", float64(smp.MemBytes), smp.Time, node...)
+		for _, name := range slices.Sorted(maps.Keys(smp.Services)) {
+			v := smp.Services[name]
+			svc := append(slices.Clone(node), "service", name)
+			add("perigee_service_rps", v.RPS, smp.Time, svc...)
+			add("perigee_service_error_ratio", v.ErrorRate, smp.Time, svc...)
+			add("perigee_service_healthy_backends", float64(v.HealthyBackends), smp.Time, svc...)
+			var cum uint64
+			for i, c := range v.Latency.Counts {
+				cum += c
+				if c == 0 && i != len(v.Latency.Counts)-1 {
+					continue
+				}
+				add("perigee_service_window_latency_seconds_bucket", float64(cum), smp.Time, append(slices.Clone(svc), "le", strconv.FormatFloat(telemetry.BucketUpper(i).Seconds(), 'g', -1, 64))...)
+			}
+			add("perigee_service_window_latency_seconds_bucket", float64(cum), smp.Time, append(slices.Clone(svc), "le", "+Inf")...)
+			add("perigee_service_window_latency_seconds_sum", float64(v.Latency.SumUS)/1e6, smp.Time, svc...)
+			add("perigee_service_window_latency_seconds_count", float64(cum), smp.Time, svc...)
+		}
+	}
+	type key struct{ route, service, status string }
+	access := map[key]int{}
+	for _, a := range b.Access {
+		access[key{a.Route, a.Service, strconv.Itoa(a.Status)}]++
+	}
+	for k, n := range access {
+		add("perigee_access_records", float64(n), b.Created, "node", b.Node, "region", region, "service", k.service, "route", k.route, "status", k.status)
+	}
+	return out
+}
+
+func (s *server) loadCursor() store.Pos {
+	b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, exportCursorFile))
+	if err != nil || len(b) != 16 {
+		return store.Pos{}
+	}
+	return store.Pos{Seg: binary.LittleEndian.Uint64(b), Off: int64(binary.LittleEndian.Uint64(b[8:]))}
+}
+
+func (s *server) saveCursor(p store.Pos) error {
+	b := binary.LittleEndian.AppendUint64(nil, p.Seg)
+	b = binary.LittleEndian.AppendUint64(b, uint64(p.Off))
+	path := filepath.Join(s.cfg.DataDir, exportCursorFile)
+	if err := writeSynced(path+".tmp", b); err != nil {
+		return fmt.Errorf("export cursor: %w", err)
+	}
+	return os.Rename(path+".tmp", path)
+}
