@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +35,7 @@ type Manager struct {
 	magic  *certmagic.Config
 	issuer *certmagic.ACMEIssuer
 	stop   context.CancelFunc
+	once   sync.Once
 
 	obtained, failed atomic.Int64
 }
@@ -90,6 +92,10 @@ func New(c Config, log *slog.Logger) (*Manager, error) {
 // the node's own listeners answer the challenges, so Start must come after
 // they are open, or certmagic would bind the ports itself.
 func (m *Manager) Start(httpsAddr, httpAddr string) error {
+	// Without our listener for a challenge, certmagic would bind :443 or
+	// :80 itself: leave that challenge to the other.
+	m.issuer.DisableTLSALPNChallenge = m.issuer.DisableTLSALPNChallenge || httpsAddr == ""
+	m.issuer.DisableHTTPChallenge = m.issuer.DisableHTTPChallenge || httpAddr == ""
 	if err := m.solveAt(httpsAddr, &m.issuer.AltTLSALPNPort); err != nil {
 		return err
 	}
@@ -124,10 +130,12 @@ func (m *Manager) solveAt(addr string, port *int) error {
 
 // Stop ends renewals and OCSP refreshes; an issuance under way is abandoned.
 func (m *Manager) Stop() {
-	if m.stop != nil {
-		m.stop()
-	}
-	m.cache.Stop()
+	m.once.Do(func() {
+		if m.stop != nil {
+			m.stop()
+		}
+		m.cache.Stop()
+	})
 }
 
 // GetCertificate serves the host's certificate, or the TLS-ALPN-01
