@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go/http3"
+	"golang.org/x/crypto/ocsp"
 
 	"perigee/certs/acme/acmetest"
 )
@@ -184,5 +185,27 @@ func TestACMERenewsAShortLivedCertificate(t *testing.T) {
 	renewed := waitServed(t, c, url, first)
 	if st := n.acme.manager.Stats(); st.Obtained < 2 || st.Hosts[0].Serial != renewed {
 		t.Fatalf("after renewal: %+v", st)
+	}
+}
+
+// With an OCSP responder named in the certificate, every protocol's
+// handshake carries a staple that says "good" for the served certificate.
+func TestACMEStaplesOCSPOnEveryProtocol(t *testing.T) {
+	https := acmetest.FreeAddr(t)
+	pb := acmetest.Start(t, acmetest.Options{HTTPAddr: acmetest.FreeAddr(t), TLSAddr: https, OCSP: true})
+	n := startNode(t, acmeYAML(t, pb, https, t.TempDir(), "  challenges: [tls-alpn-01]\n"))
+	roots := pb.Roots(t)
+	url := "https://" + https + "/"
+	waitServed(t, fresh(roots), url, "")
+	if st := n.acme.manager.Stats(); !st.Hosts[0].Stapled {
+		t.Fatalf("no staple held: %+v", st)
+	}
+	for _, pc := range pebbleClients(t, roots) {
+		resp, _ := get(t, pc.client, url)
+		chain := resp.TLS.VerifiedChains[0]
+		staple, err := ocsp.ParseResponseForCert(resp.TLS.OCSPResponse, chain[0], chain[1])
+		if err != nil || staple.Status != ocsp.Good {
+			t.Fatalf("%s: staple %v, %v", pc.name, staple, err)
+		}
 	}
 }

@@ -5,9 +5,11 @@ package acmetest
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -20,6 +22,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/crypto/ocsp"
 
 	"perigee/certs"
 )
@@ -31,6 +34,9 @@ type Options struct {
 	HTTPAddr, TLSAddr string
 	// Validity of the certificates pebble issues; zero is its default.
 	Validity time.Duration
+	// OCSP names a responder in what pebble issues and runs it, answering
+	// "good" signed by pebble's intermediate.
+	OCSP bool
 }
 
 // Pebble is a running CA.
@@ -79,6 +85,9 @@ func Start(t testing.TB, o Options) *Pebble {
 		"ocspResponderURL":               "",
 		"externalAccountBindingRequired": false,
 	}
+	if o.OCSP {
+		conf["ocspResponderURL"] = p.ocspResponder(t)
+	}
 	if o.Validity > 0 {
 		conf["certificateValidityPeriod"] = int(o.Validity / time.Second)
 	}
@@ -124,20 +133,85 @@ func Start(t testing.TB, o Options) *Pebble {
 // run), from its management endpoint.
 func (p *Pebble) Roots(t testing.TB) *x509.CertPool {
 	t.Helper()
-	resp, err := p.client.Get(p.mgmt + "/roots/0")
+	b, err := p.get("/roots/0")
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("pebble /roots/0: %v %s", err, resp.Status)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(b) {
 		t.Fatalf("pebble /roots/0 is not PEM: %q", b)
 	}
 	return pool
+}
+
+// get reads a management endpoint.
+func (p *Pebble) get(path string) ([]byte, error) {
+	resp, err := p.client.Get(p.mgmt + path)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("pebble %s: %s", path, resp.Status)
+	}
+	return b, err
+}
+
+// ocspResponder serves OCSP on loopback until the test ends and returns
+// its URL. It signs with pebble's intermediate, fetched at the first
+// request (pebble makes its keys when it starts).
+func (p *Pebble) ocspResponder(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		der, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		resp, err := p.ocspGood(der)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/ocsp-response")
+		w.Write(resp)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String() + "/"
+}
+
+func (p *Pebble) ocspGood(reqDER []byte) ([]byte, error) {
+	req, err := ocsp.ParseRequest(reqDER)
+	if err != nil {
+		return nil, err
+	}
+	certPEM, err := p.get("/intermediates/0")
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := p.get("/intermediate-keys/0")
+	if err != nil {
+		return nil, err
+	}
+	ca, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("pebble's intermediate: %w", err)
+	}
+	issuer, err := x509.ParseCertificate(ca.Certificate[0])
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	return ocsp.CreateResponse(issuer, issuer, ocsp.Response{
+		Status: ocsp.Good, SerialNumber: req.SerialNumber,
+		ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(time.Hour),
+	}, ca.PrivateKey.(crypto.Signer))
 }
 
 // loopbackDNS serves A 127.0.0.1 for every name, and no other records,
