@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -29,120 +30,134 @@ import (
 
 // Manager keeps a certificate for each configured host.
 type Manager struct {
-	conf   Config
-	log    *slog.Logger
-	cache  *certmagic.Cache
-	magic  *certmagic.Config
-	issuer *certmagic.ACMEIssuer
-	stop   context.CancelFunc
-	once   sync.Once
+	conf  Config
+	roots *x509.CertPool // for the CA's API; nil trusts the system's
+	log   *slog.Logger
+	run   atomic.Pointer[running] // set by Start
+	stop  sync.Once
 
 	obtained, failed atomic.Int64
 }
 
+// running is certmagic at work: its cache keeps a maintenance goroutine.
+type running struct {
+	cache  *certmagic.Cache
+	magic  *certmagic.Config
+	issuer *certmagic.ACMEIssuer
+	cancel context.CancelFunc
+}
+
 // New builds a manager from validated settings. It reads CARoots and
-// creates the storage directory, but talks to no CA until Start.
+// creates the storage directory, but starts nothing and talks to no CA
+// until Start.
 func New(c Config, log *slog.Logger) (*Manager, error) {
-	var roots *x509.CertPool
+	m := &Manager{conf: c, log: log}
 	if c.CARoots != "" {
 		pem, err := os.ReadFile(c.CARoots)
 		if err != nil {
 			return nil, fmt.Errorf("acme.ca_roots: %w", err)
 		}
-		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(pem) {
+		m.roots = x509.NewCertPool()
+		if !m.roots.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("acme.ca_roots: %s holds no PEM certificate", c.CARoots)
 		}
 	}
 	if err := os.MkdirAll(c.Storage, 0o700); err != nil {
 		return nil, fmt.Errorf("acme.storage: %w", err)
 	}
-	m := &Manager{conf: c, log: log}
-	// certmagic logs through zap; what an operator needs it reports as
-	// events, which go to our log instead.
-	quiet := zap.NewNop()
-	m.cache = certmagic.NewCache(certmagic.CacheOptions{
-		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return m.magic, nil },
-		RenewCheckInterval: c.RenewCheck.D(),
-		OCSPCheckInterval:  c.RenewCheck.D(),
-		Logger:             quiet,
-	})
-	m.magic = certmagic.New(m.cache, certmagic.Config{
-		Storage:        &certmagic.FileStorage{Path: c.Storage},
-		OnEvent:        m.event,
-		ShouldEmitFunc: func(name string) bool { return strings.HasPrefix(name, "cert_") },
-		Logger:         quiet,
-	})
-	m.issuer = certmagic.NewACMEIssuer(m.magic, certmagic.ACMEIssuer{
-		CA:                      c.CA,
-		Email:                   c.Email,
-		Agreed:                  true,
-		TrustedRoots:            roots,
-		DisableHTTPChallenge:    !c.Uses(HTTP01),
-		DisableTLSALPNChallenge: !c.Uses(TLSALPN01),
-		Logger:                  quiet,
-	})
-	m.magic.Issuers = []certmagic.Issuer{m.issuer}
 	return m, nil
 }
 
 // Start loads what the storage holds and obtains or renews the rest in the
 // background, then keeps them renewed until Stop. httpsAddr and httpAddr
-// are where the node listens (after binding) for TLS-ALPN-01 and HTTP-01:
-// the node's own listeners answer the challenges, so Start must come after
-// they are open, or certmagic would bind the ports itself.
+// are where the node listens (after binding) for TLS-ALPN-01 and HTTP-01;
+// empty leaves that challenge out. The node's own listeners answer the
+// challenges: certmagic, pointed at their ports, finds them taken and
+// leaves the answers to GetCertificate and HTTPHandler. So Start must come
+// after they are open, or certmagic would bind the ports itself.
 func (m *Manager) Start(httpsAddr, httpAddr string) error {
-	// Without our listener for a challenge, certmagic would bind :443 or
-	// :80 itself: leave that challenge to the other.
-	m.issuer.DisableTLSALPNChallenge = m.issuer.DisableTLSALPNChallenge || httpsAddr == ""
-	m.issuer.DisableHTTPChallenge = m.issuer.DisableHTTPChallenge || httpAddr == ""
-	if err := m.solveAt(httpsAddr, &m.issuer.AltTLSALPNPort); err != nil {
+	c := m.conf
+	iss := certmagic.ACMEIssuer{
+		CA:                      c.CA,
+		Email:                   c.Email,
+		Agreed:                  true,
+		TrustedRoots:            m.roots,
+		DisableHTTPChallenge:    !c.Uses(HTTP01) || httpAddr == "",
+		DisableTLSALPNChallenge: !c.Uses(TLSALPN01) || httpsAddr == "",
+	}
+	if err := solveAt(httpsAddr, &iss.ListenHost, &iss.AltTLSALPNPort); err != nil {
 		return err
 	}
-	if err := m.solveAt(httpAddr, &m.issuer.AltHTTPPort); err != nil {
+	if err := solveAt(httpAddr, &iss.ListenHost, &iss.AltHTTPPort); err != nil {
 		return err
 	}
-	ctx, stop := context.WithCancel(context.Background())
-	m.stop = stop
-	if err := m.magic.ManageAsync(ctx, m.conf.Hosts); err != nil {
-		stop()
+	// certmagic logs through zap; what an operator needs it reports as
+	// events, which go to our log instead.
+	quiet := zap.NewNop()
+	iss.Logger = quiet
+	r := &running{}
+	r.cache = certmagic.NewCache(certmagic.CacheOptions{
+		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return r.magic, nil },
+		RenewCheckInterval: c.RenewCheck.D(),
+		OCSPCheckInterval:  c.RenewCheck.D(),
+		Logger:             quiet,
+	})
+	r.magic = certmagic.New(r.cache, certmagic.Config{
+		Storage:        &certmagic.FileStorage{Path: c.Storage},
+		OnEvent:        m.event,
+		ShouldEmitFunc: func(name string) bool { return strings.HasPrefix(name, "cert_") },
+		Logger:         quiet,
+	})
+	r.issuer = certmagic.NewACMEIssuer(r.magic, iss)
+	r.magic.Issuers = []certmagic.Issuer{r.issuer}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	m.run.Store(r)
+	if err := r.magic.ManageAsync(ctx, c.Hosts); err != nil {
 		return fmt.Errorf("acme: %w", err)
 	}
 	return nil
 }
 
-// solveAt points certmagic's challenge solver at a listener of ours: it
-// finds the port taken and leaves the answer to our handlers.
-func (m *Manager) solveAt(addr string, port *int) error {
+// solveAt points a challenge solver at a listener of ours.
+func solveAt(addr string, host *string, port *int) error {
 	if addr == "" {
 		return nil
 	}
-	host, p, err := net.SplitHostPort(addr)
+	h, p, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("acme: %w", err)
 	}
 	if *port, err = strconv.Atoi(p); err != nil {
 		return fmt.Errorf("acme: port %q: %w", p, err)
 	}
-	m.issuer.ListenHost = host
+	*host = h
 	return nil
 }
 
 // Stop ends renewals and OCSP refreshes; an issuance under way is abandoned.
 func (m *Manager) Stop() {
-	m.once.Do(func() {
-		if m.stop != nil {
-			m.stop()
-		}
-		m.cache.Stop()
+	r := m.run.Load()
+	if r == nil {
+		return
+	}
+	m.stop.Do(func() {
+		r.cancel()
+		r.cache.Stop()
 	})
 }
 
 // GetCertificate serves the host's certificate, or the TLS-ALPN-01
 // challenge certificate when the CA asks for one.
 func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return m.magic.GetCertificate(hello)
+	r := m.run.Load()
+	if r == nil {
+		return nil, errNotStarted
+	}
+	return r.magic.GetCertificate(hello)
 }
+
+var errNotStarted = errors.New("acme: no certificates yet")
 
 // NextProtos are the ALPN protocols the HTTPS listener must offer besides
 // its own for the TLS-ALPN-01 challenge.
@@ -171,7 +186,12 @@ func (m *Manager) HTTPHandler(httpsPort string) http.Handler {
 		}
 		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
 	})
-	return m.issuer.HTTPChallengeHandler(redirect)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if run := m.run.Load(); run != nil && run.issuer.HandleHTTPChallenge(w, r) {
+			return
+		}
+		redirect(w, r)
+	})
 }
 
 // Status is one managed host's certificate, for the admin API.
@@ -193,9 +213,14 @@ type Stats struct {
 // Stats reports each host's certificate as served now.
 func (m *Manager) Stats() Stats {
 	s := Stats{Obtained: m.obtained.Load(), Failed: m.failed.Load()}
+	r := m.run.Load()
 	for _, h := range m.conf.Hosts {
 		st := Status{Host: h}
-		if certs := m.cache.AllMatchingCertificates(h); len(certs) > 0 && certs[0].Leaf != nil {
+		var certs []certmagic.Certificate
+		if r != nil {
+			certs = r.cache.AllMatchingCertificates(h)
+		}
+		if len(certs) > 0 && certs[0].Leaf != nil {
 			c := certs[0]
 			st.Serial = c.Leaf.SerialNumber.Text(16)
 			st.Issuer = c.Leaf.Issuer.CommonName
