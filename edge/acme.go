@@ -58,10 +58,13 @@ func (a *autocert) start(cfg *config.Config, httpsAddr string, adm *admin.API) e
 		a.plain = &http.Server{
 			Handler:           a.manager.HTTPHandler(httpsPort),
 			ReadHeaderTimeout: t.ReadHeader.D(),
-			ReadTimeout:       t.ReadHeader.D(), // challenges and redirects have no body worth waiting for
-			IdleTimeout:       t.Idle.D(),
-			MaxHeaderBytes:    int(cfg.Limits.MaxHeaderBytes),
-			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+			// Challenges and redirects have no body worth waiting for,
+			// and their answers are a few hundred bytes.
+			ReadTimeout:    t.ReadHeader.D(),
+			WriteTimeout:   t.ReadHeader.D(),
+			IdleTimeout:    t.Idle.D(),
+			MaxHeaderBytes: int(cfg.Limits.MaxHeaderBytes),
+			ErrorLog:       slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 		}
 		go func() {
 			if err := a.plain.Serve(ln); err != nil && err != http.ErrServerClosed {

@@ -125,8 +125,19 @@ func (c *Config) validateACME(v *validator) {
 	if c.Listen.HTTPS == "" {
 		v.at(p("acme"), "acme needs listen.https to serve its certificates on")
 	}
-	if !(a.Uses(acme.TLSALPN01) && c.Listen.HTTPS != "") && !(a.Uses(acme.HTTP01) && a.HTTPListen != "") {
-		v.at(p("acme", "challenges"), "acme: no challenge can be answered: %s needs listen.https, %s needs acme.http_listen", acme.TLSALPN01, acme.HTTP01)
+	need := map[string]string{acme.TLSALPN01: "listen.https", acme.HTTP01: "acme.http_listen"}
+	have := map[string]bool{acme.TLSALPN01: c.Listen.HTTPS != "", acme.HTTP01: a.HTTPListen != ""}
+	answerable, missing := false, []string(nil)
+	for _, ch := range a.Challenges {
+		switch {
+		case have[ch]:
+			answerable = true
+		case need[ch] != "":
+			missing = append(missing, ch+" needs "+need[ch])
+		}
+	}
+	if !answerable && len(missing) > 0 {
+		v.at(p("acme", "challenges"), "acme: no challenge can be answered: %s", strings.Join(missing, ", "))
 	}
 	if a.HTTPListen == "" {
 		return
