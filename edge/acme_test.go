@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 	"golang.org/x/crypto/ocsp"
 
+	"perigee/certs/acme"
 	"perigee/certs/acme/acmetest"
 )
 
@@ -145,8 +147,13 @@ func TestACMEHTTP01CertificateServedOnEveryProtocolAndKeptAcrossRestart(t *testi
 			t.Fatalf("Host %s: %s, want 404", host, resp.Status)
 		}
 	}
-	if st := n.acme.manager.Stats(); st.Obtained != 1 || st.Hosts[0].Serial != serial {
-		t.Fatalf("first node's stats: %+v", st)
+	resp, body := get(t, http.DefaultClient, "http://"+n.Addrs().Admin+"/certificates")
+	var st acme.Stats
+	if err := json.Unmarshal([]byte(body), &st); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /certificates: %s %q %v", resp.Status, body, err)
+	}
+	if st.Obtained != 1 || len(st.Hosts) != 1 || st.Hosts[0].Host != acmeHost || st.Hosts[0].Serial != serial || !strings.HasPrefix(st.Hosts[0].Issuer, "Pebble") {
+		t.Fatalf("GET /certificates: %s", body)
 	}
 	stopNode(t, n)
 
@@ -170,6 +177,13 @@ func TestACMETLSALPN01OnTheHTTPSListener(t *testing.T) {
 	serial := waitServed(t, fresh(roots), "https://"+https+"/", "")
 	if got, err := served(clients[2].client, "https://"+https+"/"); err != nil || got != serial {
 		t.Fatalf("HTTP/3 serves %s (%v), TCP %s", got, err, serial)
+	}
+	// There is no default certificate for names the section does not list.
+	for _, name := range []string{"", "other.perigee.test"} {
+		if c, err := tls.Dial("tcp", https, &tls.Config{ServerName: name, InsecureSkipVerify: true}); err == nil {
+			c.Close()
+			t.Fatalf("SNI %q: a certificate was served", name)
+		}
 	}
 }
 
