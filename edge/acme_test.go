@@ -171,12 +171,25 @@ func TestACMEHTTP01CertificateServedOnEveryProtocolAndKeptAcrossRestart(t *testi
 func TestACMETLSALPN01OnTheHTTPSListener(t *testing.T) {
 	https := acmetest.FreeAddr(t)
 	pb := acmetest.Start(t, acmetest.Options{HTTPAddr: acmetest.FreeAddr(t), TLSAddr: https})
-	startNode(t, acmeYAML(t, pb, https, t.TempDir(), "  challenges: [tls-alpn-01]\n"))
+	yaml := acmeYAML(t, pb, https, t.TempDir(), "  challenges: [tls-alpn-01]\n")
+	n := startNode(t, yaml)
 	roots := pb.Roots(t)
 	clients := pebbleClients(t, roots)
 	serial := waitServed(t, fresh(roots), "https://"+https+"/", "")
 	if got, err := served(clients[2].client, "https://"+https+"/"); err != nil || got != serial {
 		t.Fatalf("HTTP/3 serves %s (%v), TCP %s", got, err, serial)
+	}
+	// A reload keeps the certificate; one that changes acme is refused.
+	n.rewrite(yaml)
+	if err := n.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	n.rewrite(strings.Replace(yaml, "renew_check: 1s", "renew_check: 2s", 1))
+	if err := n.Reload(); err == nil || !strings.Contains(err.Error(), "acme changed: that needs a restart") {
+		t.Fatalf("reload that changes acme: %v", err)
+	}
+	if got, err := served(fresh(roots), "https://"+https+"/"); err != nil || got != serial {
+		t.Fatalf("after reloads the node serves %s (%v), not %s", got, err, serial)
 	}
 	// There is no default certificate for names the section does not list.
 	for _, name := range []string{"", "other.perigee.test"} {
