@@ -18,14 +18,28 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"slices"
 	"sync/atomic"
 	"time"
 )
 
-// Store serves the current certificate and lets a reload swap it.
+// Store serves the current certificate and lets a reload swap it, or hands
+// every handshake to a Source.
 type Store struct {
 	cert atomic.Pointer[tls.Certificate]
+	src  Source
 }
+
+// Source picks the certificate for each handshake, as an ACME manager does.
+type Source interface {
+	GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// NextProtos are ALPN protocols its challenges need (acme-tls/1).
+	NextProtos() []string
+}
+
+// Use makes src answer every handshake instead of the stored certificate.
+// It must come before the first TLSConfig.
+func (s *Store) Use(src Source) { s.src = src }
 
 // Load reads a certificate and key, or generates a dev certificate for hosts
 // when both paths are empty.
@@ -51,8 +65,17 @@ func (s *Store) Set(c *tls.Certificate) { s.cert.Store(c) }
 // Current is the certificate being served.
 func (s *Store) Current() *tls.Certificate { return s.cert.Load() }
 
-// TLSConfig serves the store's certificate with the given ALPN protocols.
+// TLSConfig serves the store's certificate with the given ALPN protocols,
+// or its source's with the source's protocols added. Every listener's config
+// comes from here, so HTTP/1.1, HTTP/2 and HTTP/3 serve the same one.
 func (s *Store) TLSConfig(protos ...string) *tls.Config {
+	if s.src != nil {
+		return &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			NextProtos:     append(slices.Clip(protos), s.src.NextProtos()...),
+			GetCertificate: s.src.GetCertificate,
+		}
+	}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: protos,
@@ -102,8 +125,12 @@ func SelfSigned(hosts []string) (*tls.Certificate, error) {
 }
 
 // SPKIHash is the base64 SHA-256 of the certificate's public key, the value
-// Chromium's --ignore-certificate-errors-spki-list takes.
+// Chromium's --ignore-certificate-errors-spki-list takes; "" for none (a
+// store whose source picks certificates per handshake).
 func SPKIHash(c *tls.Certificate) string {
+	if c == nil || c.Leaf == nil {
+		return ""
+	}
 	sum := sha256.Sum256(c.Leaf.RawSubjectPublicKeyInfo)
 	return base64.StdEncoding.EncodeToString(sum[:])
 }

@@ -44,6 +44,7 @@ type Node struct {
 	fleet     *fleet
 	scaling   *scaling
 	shipping  *shipping
+	acme      *autocert // nil without an acme section
 	admin     *admin.API
 }
 
@@ -87,11 +88,19 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 	}
 	n := &Node{opts: o, cfg: cfg, started: time.Now()}
 	log := o.Log
-	cert, err := certs.Load(cfg.TLS.Cert, cfg.TLS.Key, certHosts(cfg))
-	if err != nil {
+	var err error
+	if n.acme, err = newAutocert(cfg, log); err != nil {
 		return nil, err
 	}
-	n.certs.Set(cert)
+	if n.acme != nil {
+		n.certs.Use(n.acme.manager)
+	} else {
+		cert, err := certs.Load(cfg.TLS.Cert, cfg.TLS.Key, certHosts(cfg))
+		if err != nil {
+			return nil, err
+		}
+		n.certs.Set(cert)
+	}
 	token, err := readToken(cfg.Admin.TokenFile)
 	if err != nil {
 		return nil, err
@@ -118,7 +127,8 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 
 // Start opens the parts in order: shipping, so that nothing after it goes
 // unrecorded; the fleet, which the routes steer through; the first config
-// state; scaling, which acts on that state; and last the listeners. If a
+// state; scaling, which acts on that state; the listeners; and last ACME,
+// whose TLS-ALPN-01 challenges the HTTPS listener answers. If a
 // part fails, those already open are stopped again. Start runs once.
 func (n *Node) Start() (err error) {
 	ctx, stop := context.WithCancel(context.Background())
@@ -144,7 +154,11 @@ func (n *Node) Start() (err error) {
 		return err
 	}
 	go n.sampler.Run(ctx, time.Second, n.fleet.shareLoad, n.shipping.sample)
-	return n.listeners.start(cfg, n, n.admin, &n.certs)
+	if err := n.listeners.start(cfg, n, n.admin, &n.certs); err != nil {
+		return err
+	}
+	// The HTTPS listener answers TLS-ALPN-01, so ACME starts after it.
+	return n.acme.start(cfg, n.listeners.addrs.HTTPS, n.admin)
 }
 
 // Shutdown stops accepting, lets requests in flight finish until ctx ends
@@ -158,6 +172,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 // stopParts stops every part but the listeners, latest started first.
 func (n *Node) stopParts(ctx context.Context) error {
 	n.listeners.close()
+	n.acme.close()
 	if n.stop != nil {
 		n.stop() // the sampler
 	}

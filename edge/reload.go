@@ -69,6 +69,9 @@ func (n *Node) reload() error {
 		!reflect.DeepEqual(cfg.Mesh, old.cfg.Mesh) || !reflect.DeepEqual(cfg.Geo, old.cfg.Geo) {
 		return errors.New("services' scale, telemetry, mesh or geo changed: that needs a restart")
 	}
+	if !reflect.DeepEqual(cfg.ACME, old.cfg.ACME) {
+		return errors.New("acme changed: that needs a restart")
+	}
 	// Certificate files are read again on every reload, for rotation; a dev
 	// certificate is kept as long as the config asks for one. It is swapped
 	// in only once everything else has loaded.

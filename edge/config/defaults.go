@@ -23,6 +23,9 @@ func (c *Config) setDefaults() {
 		c.Listen.Admin = "127.0.0.1:9901"
 	}
 	c.Timeouts.SetDefaults()
+	if c.ACME != nil {
+		c.ACME.SetDefaults()
+	}
 	setDur(&c.Timeouts.ReadHeader, 10*time.Second)
 	setDur(&c.Timeouts.Drain, 30*time.Second)
 	if c.Limits.MaxHeaderBytes == 0 {

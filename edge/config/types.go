@@ -8,6 +8,7 @@ package config
 import (
 	"go.yaml.in/yaml/v3"
 
+	"perigee/certs/acme"
 	"perigee/edge/proxy"
 	"perigee/edge/samplebackend"
 	"perigee/edge/upstream"
@@ -24,6 +25,7 @@ type Config struct {
 	Node           Node                      `yaml:"node" json:"node"`
 	Listen         Listen                    `yaml:"listen" json:"listen"`
 	TLS            TLS                       `yaml:"tls" json:"tls"`
+	ACME           *acme.Config              `yaml:"acme" json:"acme,omitempty"`
 	Admin          Admin                     `yaml:"admin" json:"admin"`
 	Timeouts       Timeouts                  `yaml:"timeouts" json:"timeouts"`
 	Limits         Limits                    `yaml:"limits" json:"limits"`
@@ -65,7 +67,8 @@ type Listen struct {
 	Admin string `yaml:"admin" json:"admin"`
 }
 
-// TLS names the certificate files; both empty means a generated dev cert.
+// TLS names the certificate files; both empty means a generated dev cert,
+// unless the acme section gets certificates from a CA.
 type TLS struct {
 	Cert string `yaml:"cert" json:"cert,omitempty"`
 	Key  string `yaml:"key" json:"key,omitempty"`

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"perigee/certs/acme"
 	"perigee/geo"
 	"perigee/policies/actuator"
 )
@@ -22,6 +23,7 @@ func (c *Config) validate(v *validator) {
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		v.at(p("tls"), "tls needs both cert and key, or neither for a generated dev certificate")
 	}
+	c.validateACME(v)
 	if s := *c.AccessLog.Sample; s < 0 || s > 1 {
 		v.at(p("access_log", "sample"), "access_log.sample must be between 0 and 1, got %v", s)
 	}
@@ -105,6 +107,52 @@ func (c *Config) validateListen(v *validator) {
 	}
 	if host, _, err := net.SplitHostPort(l.Admin); err == nil && !isLoopback(host) && c.Admin.TokenFile == "" {
 		v.at(p("listen", "admin"), "admin listener %q is not on loopback: set admin.token_file", l.Admin)
+	}
+}
+
+// validateACME checks the acme section and what it needs of the others: an
+// HTTPS listener to serve its certificates, a listener for a challenge, and
+// an http_listen address no other listener takes.
+func (c *Config) validateACME(v *validator) {
+	a := c.ACME
+	if a == nil {
+		return
+	}
+	v.part(p("acme"), "acme: ", a.Validate())
+	if c.TLS.Cert != "" || c.TLS.Key != "" {
+		v.at(p("tls"), "tls.cert and tls.key cannot be used with acme: the CA's certificates are served")
+	}
+	if c.Listen.HTTPS == "" {
+		v.at(p("acme"), "acme needs listen.https to serve its certificates on")
+	}
+	need := map[string]string{acme.TLSALPN01: "listen.https", acme.HTTP01: "acme.http_listen"}
+	have := map[string]bool{acme.TLSALPN01: c.Listen.HTTPS != "", acme.HTTP01: a.HTTPListen != ""}
+	answerable, missing := false, []string(nil)
+	for _, ch := range a.Challenges {
+		switch {
+		case have[ch]:
+			answerable = true
+		case need[ch] != "":
+			missing = append(missing, ch+" needs "+need[ch])
+		}
+	}
+	if !answerable && len(missing) > 0 {
+		v.at(p("acme", "challenges"), "acme: no challenge can be answered: %s", strings.Join(missing, ", "))
+	}
+	if a.HTTPListen == "" {
+		return
+	}
+	if _, port, err := net.SplitHostPort(a.HTTPListen); err == nil && port != "0" {
+		for _, l := range []struct{ key, addr string }{{"https", c.Listen.HTTPS}, {"http", c.Listen.HTTP}, {"admin", c.Listen.Admin}} {
+			if l.addr == a.HTTPListen {
+				v.at(p("acme", "http_listen"), "acme.http_listen %q is already used by listen.%s", a.HTTPListen, l.key)
+			}
+		}
+		for i, sb := range c.SampleBackends {
+			if sb.Listen == a.HTTPListen {
+				v.at(p("acme", "http_listen"), "acme.http_listen %q is already used by sample_backends[%d]", a.HTTPListen, i)
+			}
+		}
 	}
 }
 
@@ -241,6 +289,9 @@ func (c *Config) validateFiles(v *validator) {
 	check(c.TLS.Cert, p("tls", "cert"), "tls.cert")
 	check(c.TLS.Key, p("tls", "key"), "tls.key")
 	check(c.Admin.TokenFile, p("admin", "token_file"), "admin.token_file")
+	if c.ACME != nil {
+		check(c.ACME.CARoots, p("acme", "ca_roots"), "acme.ca_roots")
+	}
 	for _, name := range slices.Sorted(maps.Keys(c.Transforms)) {
 		if t := c.Transforms[name]; t != nil {
 			check(t.Module, p("transforms", name, "module"), fmt.Sprintf("transform %q module", name))
