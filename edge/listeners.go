@@ -25,6 +25,7 @@ type listeners struct {
 	https, plain, adminSrv *http.Server
 	h3                     *http3.Server
 	udp                    net.PacketConn
+	tcp                    []net.Listener // closed by close too: a server closed before its Serve ran would leave its listener open
 	addrs                  Addrs
 }
 
@@ -38,6 +39,7 @@ func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *cer
 			return err
 		}
 		l.udp = udp
+		l.tcp = append(l.tcp, tcp)
 		l.addrs.HTTPS = tcp.Addr().String()
 		_, port, _ := net.SplitHostPort(l.addrs.HTTPS)
 		altSvc := `h3=":` + port + `"; ma=86400`
@@ -60,6 +62,7 @@ func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *cer
 		if err != nil {
 			return fmt.Errorf("listen.http: %w", err)
 		}
+		l.tcp = append(l.tcp, ln)
 		l.addrs.HTTP = ln.Addr().String()
 		l.plain = l.server(t, cfg.Limits, h)
 		l.plain.Protocols = new(http.Protocols)
@@ -71,6 +74,7 @@ func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *cer
 	if err != nil {
 		return fmt.Errorf("listen.admin: %w", err)
 	}
+	l.tcp = append(l.tcp, ln)
 	l.addrs.Admin = ln.Addr().String()
 	l.adminSrv = &http.Server{Handler: adminH, ReadHeaderTimeout: t.ReadHeader.D()}
 	go l.serve("admin", func() error { return l.adminSrv.Serve(ln) })
@@ -144,6 +148,9 @@ func (l *listeners) close() {
 		if s != nil {
 			s.Close()
 		}
+	}
+	for _, ln := range l.tcp {
+		ln.Close()
 	}
 }
 
