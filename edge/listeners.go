@@ -99,6 +99,10 @@ func (l *listeners) serve(name string, run func() error) {
 	}
 }
 
+// h3Linger bounds how long a drain waits, after the last request, for
+// HTTP/3 clients to take their responses and close.
+const h3Linger = 500 * time.Millisecond
+
 // drain stops accepting and lets requests in flight finish until ctx
 // ends; HTTP/3 clients get GOAWAY. inFlight counts what is still running.
 func (l *listeners) drain(ctx context.Context, inFlight func() int64) error {
@@ -110,11 +114,17 @@ func (l *listeners) drain(ctx context.Context, inFlight func() int64) error {
 	}
 	if l.h3 != nil {
 		servers = append(servers, l.h3)
-		// HTTP/3 clients may keep a connection open after GOAWAY; once the
-		// last request is done there is nothing left to wait for.
+		// HTTP/3 clients may keep a connection open after GOAWAY. Once the
+		// last handler is done, its response may still sit in QUIC's send
+		// buffers: give clients h3Linger to read it and close on their own
+		// before the close cuts what is left.
 		go func() {
 			for inFlight() > 0 && ctx.Err() == nil {
 				time.Sleep(20 * time.Millisecond)
+			}
+			select {
+			case <-time.After(h3Linger):
+			case <-ctx.Done():
 			}
 			l.h3.Close()
 		}()
