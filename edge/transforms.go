@@ -41,6 +41,7 @@ func (t *transforms) load(ctx context.Context, cfg *config.Config, prev *wasm.Se
 		specs = append(specs, wasm.Spec{
 			Name: name, Source: tc.Module, Wasm: bin, Config: guestCfg,
 			PoolSize: tc.Pool, MemoryLimit: uint64(tc.Memory), Timeout: tc.Timeout.D(),
+			MaxBuffer: uint64(tc.MaxBuffer),
 		})
 	}
 	t.once.Do(func() {

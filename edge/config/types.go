@@ -132,6 +132,8 @@ type Transform struct {
 	Pool    int            `yaml:"pool" json:"pool"`
 	Memory  units.ByteSize `yaml:"memory" json:"memory"`
 	Timeout units.Duration `yaml:"timeout" json:"timeout"`
+	// MaxBuffer caps what the host holds per request (a buffered body, a held response).
+	MaxBuffer units.ByteSize `yaml:"max_buffer" json:"max_buffer"`
 }
 
 // Geo configures the GeoIP router. Until the mesh knows the fleet, the

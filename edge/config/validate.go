@@ -175,6 +175,8 @@ func (c *Config) validateTransforms(v *validator) {
 			v.at(append(at, "pool"), "transform %q: pool must be 0..1024", name)
 		case t.Memory != 0 && (t.Memory < 64<<10 || t.Memory > 4<<30):
 			v.at(append(at, "memory"), "transform %q: memory must be 64KiB..4GiB", name)
+		case t.MaxBuffer != 0 && (t.MaxBuffer < 1<<10 || t.MaxBuffer > 1<<30):
+			v.at(append(at, "max_buffer"), "transform %q: max_buffer must be 1KiB..1GiB", name)
 		}
 	}
 }

@@ -24,8 +24,13 @@ const (
 	DefaultPoolSize    = 4
 	DefaultMemoryLimit = 64 << 20
 	DefaultTimeout     = 100 * time.Millisecond
+	DefaultMaxBuffer   = 4 << 20
 	// maxPoolSize keeps a typo from instantiating thousands of guests.
 	maxPoolSize = 1024
+	// minBuffer and maxBuffer bound MaxBuffer: below a kilobyte hardly any
+	// body fits; past a gigabyte a few requests take the node's memory.
+	minBuffer = 1 << 10
+	maxBuffer = 1 << 30
 )
 
 // Spec describes one transform: the module, the bytes get_config returns and
@@ -45,6 +50,9 @@ type Spec struct {
 	MemoryLimit uint64
 	// Timeout bounds each guest call and the wait for a free instance.
 	Timeout time.Duration
+	// MaxBuffer caps what the host holds per request for the guest: a
+	// buffered request body, a held response, a body the guest writes.
+	MaxBuffer uint64
 }
 
 // withDefaults fills the zero limits and checks the rest.
@@ -73,6 +81,12 @@ func (s Spec) withDefaults() (Spec, error) {
 	if s.Timeout < 0 {
 		return s, fmt.Errorf("transform %q: negative timeout %s", s.Name, s.Timeout)
 	}
+	if s.MaxBuffer == 0 {
+		s.MaxBuffer = DefaultMaxBuffer
+	}
+	if s.MaxBuffer < minBuffer || s.MaxBuffer > maxBuffer {
+		return s, fmt.Errorf("transform %q: max buffer %d bytes out of range %d..%d", s.Name, s.MaxBuffer, minBuffer, maxBuffer)
+	}
 	return s, nil
 }
 
@@ -85,7 +99,7 @@ const (
 func (s Spec) fingerprint() [32]byte {
 	h := sha256.New()
 	h.Write(s.Wasm)
-	fmt.Fprintf(h, "\x00%d\x00%d\x00%d\x00%d\x00", len(s.Config), s.PoolSize, s.MemoryLimit, s.Timeout)
+	fmt.Fprintf(h, "\x00%d\x00%d\x00%d\x00%d\x00%d\x00", len(s.Config), s.PoolSize, s.MemoryLimit, s.Timeout, s.MaxBuffer)
 	h.Write(s.Config)
 	var out [32]byte
 	h.Sum(out[:0])
