@@ -38,10 +38,13 @@ func (t *transforms) load(ctx context.Context, cfg *config.Config, prev *wasm.Se
 		if err != nil {
 			return nil, fmt.Errorf("%s: transform %q config: %w", cfg.Pos("transforms", name, "config"), name, err)
 		}
+		if tc.Configuration != "" {
+			guestCfg = []byte(tc.Configuration)
+		}
 		specs = append(specs, wasm.Spec{
 			Name: name, Source: tc.Module, Wasm: bin, Config: guestCfg,
 			PoolSize: tc.Pool, MemoryLimit: uint64(tc.Memory), Timeout: tc.Timeout.D(),
-			MaxBuffer: uint64(tc.MaxBuffer),
+			MaxBuffer: uint64(tc.MaxBuffer), ABI: tc.ABI, RootID: tc.RootID,
 		})
 	}
 	t.once.Do(func() {
@@ -49,7 +52,10 @@ func (t *transforms) load(ctx context.Context, cfg *config.Config, prev *wasm.Se
 		if base, err := os.UserCacheDir(); err == nil {
 			dir = filepath.Join(base, "perigee", "wasm")
 		}
-		t.host, t.err = wasm.NewHost(wasm.Options{CacheDir: dir, Logger: t.log.With("component", "wasm")})
+		t.host, t.err = wasm.NewHost(wasm.Options{
+			CacheDir: dir, Logger: t.log.With("component", "wasm"),
+			Node: wasm.Node{ID: cfg.Node.ID, Region: cfg.Node.Region},
+		})
 	})
 	if t.err != nil {
 		return nil, t.err

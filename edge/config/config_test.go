@@ -65,6 +65,8 @@ routes:
 		{"not yaml", "listen: [\n", `bad.yaml:1: did not find expected node content`},
 		{"missing module", base + "transforms:\n  t: {module: /nonexistent/t.wasm}\n", `bad.yaml:9: transform "t" module: open /nonexistent/t.wasm: no such file or directory`},
 		{"max_buffer too small", base + "transforms:\n  t: {module: /nonexistent/t.wasm, max_buffer: 100B}\n", `bad.yaml:9: transform "t": max_buffer must be 1KiB..1GiB`},
+		{"unknown abi", base + "transforms:\n  t: {module: /nonexistent/t.wasm, abi: wasi}\n", `bad.yaml:9: transform "t": abi must be http-wasm or proxy-wasm`},
+		{"config and configuration", base + "transforms:\n  t: {module: /nonexistent/t.wasm, config: a, configuration: b}\n", `transform "t": set config (http-wasm) or configuration (proxy-wasm), not both`},
 		{"missing token file", base + "admin: {token_file: /nonexistent/token}\n", `bad.yaml:8: admin.token_file: open /nonexistent/token`},
 		{"sample backend on the node's port", base + "sample_backends: [{listen: \"127.0.0.1:8443\"}]\n", `bad.yaml:8: sample backend "127.0.0.1:8443" listens where the node does`},
 		{"bad health path", strings.Replace(base, "  api:\n", "  api:\n    health:\n      path: healthz\n", 1), `bad.yaml:5: service "api": health path must start with /`},

@@ -26,7 +26,11 @@ func (c *Chain) Then(next http.Handler) http.Handler {
 	}
 	h := next
 	for i := len(c.transforms) - 1; i >= 0; i-- {
-		h = &layer{t: c.transforms[i], next: h}
+		if t := c.transforms[i]; t.abi == ABIProxyWasm {
+			h = &proxyLayer{t: t, next: h}
+		} else {
+			h = &layer{t: t, next: h}
+		}
 	}
 	return &guard{transforms: c.transforms, first: h}
 }

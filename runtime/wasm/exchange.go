@@ -44,7 +44,10 @@ type exchange struct {
 	respRead    int
 	respWritten bool
 
-	stack [2]uint64
+	// pw is the proxy-wasm side of the request; nil for http-wasm.
+	pw *proxyState
+
+	stack [3]uint64
 }
 
 type exchangeKey struct{}

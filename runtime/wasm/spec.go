@@ -53,6 +53,12 @@ type Spec struct {
 	// MaxBuffer caps what the host holds per request for the guest: a
 	// buffered request body, a held response, a body the guest writes.
 	MaxBuffer uint64
+	// ABI is ABIHTTPWasm or ABIProxyWasm; empty detects it from the
+	// module's exports.
+	ABI string
+	// RootID is a proxy-wasm plugin's root_id, as in Envoy's plugin config.
+	// Config is its plugin configuration (proxy_on_configure).
+	RootID string
 }
 
 // withDefaults fills the zero limits and checks the rest.
@@ -81,6 +87,9 @@ func (s Spec) withDefaults() (Spec, error) {
 	if s.Timeout < 0 {
 		return s, fmt.Errorf("transform %q: negative timeout %s", s.Name, s.Timeout)
 	}
+	if s.ABI != "" && s.ABI != ABIHTTPWasm && s.ABI != ABIProxyWasm {
+		return s, fmt.Errorf("transform %q: unknown abi %q (want %s or %s)", s.Name, s.ABI, ABIHTTPWasm, ABIProxyWasm)
+	}
 	if s.MaxBuffer == 0 {
 		s.MaxBuffer = DefaultMaxBuffer
 	}
@@ -101,6 +110,7 @@ func (s Spec) fingerprint() [32]byte {
 	h.Write(s.Wasm)
 	fmt.Fprintf(h, "\x00%d\x00%d\x00%d\x00%d\x00%d\x00", len(s.Config), s.PoolSize, s.MemoryLimit, s.Timeout, s.MaxBuffer)
 	h.Write(s.Config)
+	fmt.Fprintf(h, "\x00%s\x00%s", s.ABI, s.RootID)
 	var out [32]byte
 	h.Sum(out[:0])
 	return out

@@ -31,6 +31,8 @@ const instantiateTimeout = 10 * time.Second
 // is done, which is how a reload lets old requests finish.
 type Transform struct {
 	spec     Spec
+	abi      string // ABIHTTPWasm or ABIProxyWasm
+	host     *Host
 	fp       [32]byte
 	logger   *slog.Logger
 	rt       wazero.Runtime
@@ -58,6 +60,8 @@ type instance struct {
 	// features the guest enabled in its start function: the starting set
 	// for each of its requests.
 	features Features
+	// proxy is set for proxy-wasm guests.
+	proxy *proxyGuest
 }
 
 type instanceKey struct{}
@@ -76,6 +80,7 @@ func (h *Host) Load(ctx context.Context, spec Spec) (*Transform, error) {
 	t := &Transform{
 		spec:   spec,
 		fp:     spec.fingerprint(),
+		host:   h,
 		logger: h.logger.With("transform", spec.Name),
 		pool:   make(chan *instance, spec.PoolSize),
 	}
@@ -92,11 +97,11 @@ func (t *Transform) init(ctx context.Context, h *Host) error {
 	if err := instantiateHostModules(ctx, t.rt, t); err != nil {
 		return err
 	}
-	compiled, err := h.compileGuest(ctx, t.rt, t.spec.Wasm)
+	compiled, abi, err := h.compileGuest(ctx, t.rt, t.spec.Wasm, t.spec.ABI)
 	if err != nil {
 		return err
 	}
-	t.compiled = compiled
+	t.compiled, t.abi = compiled, abi
 	// Clock and randomness only: no arguments, environment, files or
 	// sockets. Go reactors start with _initialize, TinyGo commands with
 	// _start.
@@ -128,6 +133,15 @@ func (t *Transform) instantiate(ctx context.Context) (*instance, error) {
 		return nil, fmt.Errorf("instantiate: %w", err)
 	}
 	inst.mod = mod
+	if t.abi == ABIProxyWasm {
+		inst.proxy = newProxyGuest(mod)
+		inst.ctx.guest = inst.proxy
+		if err := t.startProxyGuest(inst); err != nil {
+			mod.Close(ctx)
+			return nil, err
+		}
+		return inst, nil
+	}
 	inst.handleRequest = mod.ExportedFunction(exportHandleRequest)
 	inst.handleResponse = mod.ExportedFunction(exportHandleResponse)
 	return inst, nil

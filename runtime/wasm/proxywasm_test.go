@@ -1,0 +1,181 @@
+package wasm
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	proxyGuestOnce sync.Once
+	proxyGuestWasm []byte
+	proxyGuestErr  error
+)
+
+// proxyTestGuest builds modules/proxytest, the raw-import proxy-wasm filter,
+// once per test binary.
+func proxyTestGuest(t testing.TB) []byte {
+	t.Helper()
+	proxyGuestOnce.Do(func() {
+		out := filepath.Join(os.TempDir(), "perigee-proxytest.wasm")
+		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-trimpath", "-o", out, "../../modules/proxytest")
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			proxyGuestErr = err
+			t.Logf("%s", b)
+			return
+		}
+		proxyGuestWasm, proxyGuestErr = os.ReadFile(out)
+	})
+	if proxyGuestErr != nil {
+		t.Fatalf("build modules/proxytest: %v", proxyGuestErr)
+	}
+	return proxyGuestWasm
+}
+
+// headerEcho answers with the request headers and body it received.
+var headerEcho = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	for _, k := range []string{"X-Pw-Config", "X-Pw-Pairs", "X-Pw-Props", "X-Replace", "X-Remove", "X-Chain"} {
+		w.Header()["Seen-"+k] = r.Header.Values(k)
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	w.Write(body)
+})
+
+func loadProxyTest(t *testing.T, h *Host, abi string) *Transform {
+	return loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), ABI: abi, Config: []byte("edge-config"), PoolSize: 2, Timeout: 5 * time.Second})
+}
+
+func TestProxyWasmHeadersPropertiesAndDetection(t *testing.T) {
+	h := newTestHost(t)
+	h.node = Node{ID: "fra-1", Region: "eu"}
+	tr := loadProxyTest(t, h, "") // detected from proxy_abi_version_0_2_1
+	if tr.abi != ABIProxyWasm {
+		t.Fatalf("abi %q, want detected proxy-wasm", tr.abi)
+	}
+	url := serve(t, NewChain(tr).Then(headerEcho))
+	req, _ := http.NewRequest("GET", url+"/x?q=1", nil)
+	req.Header.Set("X-Replace", "original")
+	req.Header.Set("X-Remove", "gone")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	want := map[string]string{
+		"Seen-X-Pw-Config": "edge-config",
+		"Seen-X-Pw-Props":  "pw|GET|HTTP/1.1|fra-1|eu",
+		"Seen-X-Replace":   "replaced",
+		"Seen-X-Remove":    "",
+		"X-Pw-Status":      "200",
+	}
+	for k, v := range want {
+		if got := resp.Header.Get(k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+	if p := resp.Header.Get("Seen-X-Pw-Pairs"); !strings.HasPrefix(p, ":authority;:method;:path;:scheme;") || !strings.Contains(p, "x-remove;") {
+		t.Errorf("pairs %q, want the pseudo-headers first, then the headers", p)
+	}
+}
+
+func TestProxyWasmLocalResponse(t *testing.T) {
+	h := newTestHost(t)
+	tr := loadProxyTest(t, h, ABIProxyWasm)
+	reached := false
+	url := serve(t, NewChain(tr).Then(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached = true })))
+	resp, body := get(t, url+"/deny")
+	if resp.StatusCode != 403 || body != "denied by proxytest\n" || resp.Header.Get("X-Denied") != "yes" || reached {
+		t.Errorf("got %d %q %v, upstream reached %v; want 403 from the filter", resp.StatusCode, body, resp.Header, reached)
+	}
+	if s := tr.Stats(); s.Answered != 1 {
+		t.Errorf("stats %+v, want one answered", s)
+	}
+}
+
+// The filter pauses the headers and every chunk of a body sent in pieces,
+// then continues at the end of the stream with the whole body rewritten.
+func TestProxyWasmPausedThenContinuedBody(t *testing.T) {
+	h := newTestHost(t)
+	tr := loadProxyTest(t, h, ABIProxyWasm)
+	url := serve(t, NewChain(tr).Then(headerEcho))
+	body, send := io.Pipe()
+	go func() {
+		for _, part := range []string{"one ", "two ", "three"} {
+			send.Write([]byte(part))
+			time.Sleep(10 * time.Millisecond)
+		}
+		send.Close()
+	}()
+	resp, err := http.Post(url+"/pause-body", "text/plain", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(got) != "BODY(13):one two three" {
+		t.Errorf("upstream got %q, want the whole body behind the filter's prefix", got)
+	}
+}
+
+// A chain of an http-wasm guest and a proxy-wasm filter: both run, in
+// order.
+func TestMixedChain(t *testing.T) {
+	h := newTestHost(t)
+	pw := loadProxyTest(t, h, "")
+	hw := loadT(t, h, Spec{Name: "hw", Wasm: wat(t, "probe.wat"), Config: []byte("hw"), PoolSize: 1})
+	url := serve(t, NewChain(hw, pw).Then(headerEcho))
+	resp, _ := get(t, url+"/mixed")
+	if resp.Header.Get("Seen-X-Chain") != "hw" || resp.Header.Get("Seen-X-Pw-Config") != "edge-config" {
+		t.Errorf("headers %v, want both transforms' marks", resp.Header)
+	}
+}
+
+func TestProxyWasmLoadErrors(t *testing.T) {
+	h := newTestHost(t)
+	cases := map[string]struct {
+		spec Spec
+		want string
+	}{
+		"unsupported import": {Spec{Name: "x", ABI: ABIProxyWasm, Wasm: wat(t, `(module
+			(import "env" "proxy_grpc_call" (func (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+			(memory (export "memory") 1)
+			(func (export "proxy_abi_version_0_2_1"))
+			(func (export "malloc") (param i32) (result i32) (i32.const 0))
+			(func (export "proxy_on_context_create") (param i32 i32)))`)}, "env.proxy_grpc_call, which the host does not offer"},
+		"http-wasm guest as proxy-wasm": {Spec{Name: "x", ABI: ABIProxyWasm, Wasm: wat(t, "probe.wat")}, "not a proxy-wasm 0.2 module"},
+		"unknown abi":                   {Spec{Name: "x", ABI: "wasi-http", Wasm: []byte("\x00asm")}, `unknown abi "wasi-http"`},
+	}
+	for name, c := range cases {
+		_, err := h.Load(context.Background(), c.spec)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", name, err, c.want)
+		}
+	}
+}
+
+func TestPairsRoundTripAndMalformed(t *testing.T) {
+	in := [][2]string{{"a", "1"}, {"b", "22"}, {"", ""}}
+	out, err := decodePairs(encodePairs(in))
+	if err != nil || len(out) != 3 || out[1] != in[1] {
+		t.Fatalf("round trip: %v, %v", out, err)
+	}
+	// The spec's example, byte for byte.
+	spec := []byte{2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 'a', 0, '1', 0, 'b', 0, '2', '2', 0}
+	if got := encodePairs([][2]string{{"a", "1"}, {"b", "22"}}); string(got) != string(spec) {
+		t.Errorf("encode %v, want %v", got, spec)
+	}
+	for _, bad := range [][]byte{{1, 0}, {0xff, 0xff, 0xff, 0xff}, {1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 'a', 0}, spec[:len(spec)-1]} {
+		if _, err := decodePairs(bad); err == nil {
+			t.Errorf("decodePairs(%v) accepted", bad)
+		}
+	}
+}
