@@ -7,6 +7,9 @@
 //	/deny       answers 403 with proxy_send_local_response
 //	/pause-body pauses the request headers and every body chunk until the
 //	            end of the stream, then prefixes the whole body with "BODY:"
+//	/auth       asks the "authz" cluster (GET /check) and pauses; a 200
+//	            resumes the request with x-auth set to the answer's body,
+//	            anything else answers 401
 //	anything    stamps request and response headers (see onRequestHeaders)
 package main
 
@@ -42,6 +45,15 @@ func proxyGetHeaderMapPairs(kind uint32, data unsafe.Pointer, size *uint32) uint
 
 //go:wasmimport env proxy_send_local_response
 func proxySendLocalResponse(status uint32, details *byte, detailsSize uint32, body *byte, bodySize uint32, headers *byte, headersSize uint32, grpc int32) uint32
+
+//go:wasmimport env proxy_http_call
+func proxyHTTPCall(cluster *byte, clusterSize uint32, headers *byte, headersSize uint32, body *byte, bodySize uint32, trailers *byte, trailersSize uint32, timeout uint32, id *uint32) uint32
+
+//go:wasmimport env proxy_continue_stream
+func proxyContinueStream(stream uint32) uint32
+
+//go:wasmimport env proxy_set_effective_context
+func proxySetEffectiveContext(id uint32) uint32
 
 //go:wasmimport env proxy_get_property
 func proxyGetProperty(path *byte, pathSize uint32, data unsafe.Pointer, size *uint32) uint32
@@ -176,6 +188,16 @@ func onRequestHeaders(id, n, eos uint32) uint32 {
 		return pauseAction
 	case "/pause-body":
 		return pauseAction
+	case "/auth":
+		cluster := "authz"
+		hdr := serialize([][2]string{{":method", "GET"}, {":path", "/check"}, {":authority", "authz"}, {"x-asked-by", "proxytest"}})
+		var callID uint32
+		if proxyHTTPCall(ptr(cluster), uint32(len(cluster)), &hdr[0], uint32(len(hdr)), nil, 0, nil, 0, 5000, &callID) != 0 {
+			logInfo("proxytest: dispatch refused")
+			return continueAction
+		}
+		httpContext = id
+		return pauseAction
 	}
 	names := ""
 	for _, kv := range pairs(requestHeaders) {
@@ -214,6 +236,21 @@ func onResponseHeaders(id, n, eos uint32) uint32 {
 
 //go:wasmexport proxy_on_response_body
 func onResponseBody(id, size, eos uint32) uint32 { return continueAction }
+
+var httpContext uint32
+
+//go:wasmexport proxy_on_http_call_response
+func onHTTPCallResponse(root, callID, headers, bodySize, trailers uint32) {
+	proxySetEffectiveContext(httpContext)
+	status, _ := header(6, ":status")
+	if status != "200" {
+		body := "no entry: authz said " + status + "\n"
+		proxySendLocalResponse(401, nil, 0, ptr(body), uint32(len(body)), nil, 0, -1)
+		return
+	}
+	addHeader(requestHeaders, "x-auth", string(buffer(4, bodySize)))
+	proxyContinueStream(0)
+}
 
 //go:wasmexport proxy_on_done
 func onDone(id uint32) uint32 { return 1 }

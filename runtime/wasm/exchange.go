@@ -47,7 +47,7 @@ type exchange struct {
 	// pw is the proxy-wasm side of the request; nil for http-wasm.
 	pw *proxyState
 
-	stack [3]uint64
+	stack [5]uint64
 }
 
 type exchangeKey struct{}

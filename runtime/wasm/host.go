@@ -18,10 +18,11 @@ import (
 // Host compiles and runs transforms. One Host serves a whole node; it owns
 // the compilation cache that every transform's runtime shares.
 type Host struct {
-	node   Node
-	cache  wazero.CompilationCache
-	guard  *cacheGuard // nil when the cache is in memory only
-	logger *slog.Logger
+	node       Node
+	dispatcher Dispatcher
+	cache      wazero.CompilationCache
+	guard      *cacheGuard // nil when the cache is in memory only
+	logger     *slog.Logger
 }
 
 // Options configure a Host.
@@ -36,6 +37,9 @@ type Options struct {
 	// Node is what proxy-wasm guests read as the node.id and
 	// node.locality.region properties.
 	Node Node
+	// Dispatcher sends proxy-wasm filters' dispatched HTTP calls; nil
+	// refuses them (BAD_ARGUMENT).
+	Dispatcher Dispatcher
 }
 
 // Node describes the node guests run on.
@@ -47,7 +51,7 @@ func NewHost(opts Options) (*Host, error) {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	h := &Host{cache: wazero.NewCompilationCache(), logger: logger, node: opts.Node}
+	h := &Host{cache: wazero.NewCompilationCache(), logger: logger, node: opts.Node, dispatcher: opts.Dispatcher}
 	if opts.CacheDir != "" {
 		var err error
 		if h.cache, err = wazero.NewCompilationCacheWithDir(opts.CacheDir); err != nil {

@@ -23,6 +23,11 @@ type proxyState struct {
 	// body is the body bytes the running body callback sees, of bodyKind.
 	body     *[]byte
 	bodyKind uint32
+	// Dispatched calls: outstanding, and the one whose callback runs.
+	calls    []*httpCall
+	call     *httpCall
+	nextCall uint32
+	resumed  bool // proxy_continue_stream since the last pause
 }
 
 // errStopped is what the body reader and writer return once a callback
@@ -63,7 +68,12 @@ func (l *proxyLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.fail(x, err, "proxy_on_context_create")
 		return
 	}
-	if err := l.serve(x, g); err != nil {
+	err = l.serve(x, g)
+	if err == nil {
+		// Calls still outstanding are answered before the context ends.
+		err = x.deliverCalls(g, false)
+	}
+	if err != nil {
 		l.fail(x, err, "http stream")
 		return
 	}
@@ -89,6 +99,20 @@ func (l *proxyLayer) serve(x *exchange, g *proxyGuest) error {
 	if x.pw.local != nil {
 		l.answerLocal(x)
 		return nil
+	}
+	if action == actionPause && len(x.pw.calls) > 0 {
+		// Paused for a dispatched call (an auth check): its callback
+		// resumes the request or answers it.
+		if err := x.deliverCalls(g, true); err != nil {
+			return err
+		}
+		if x.pw.local != nil {
+			l.answerLocal(x)
+			return nil
+		}
+		if x.pw.resumed {
+			action = actionContinue
+		}
 	}
 	body := &proxyBody{x: x, g: g, src: r.Body}
 	if action == actionPause {

@@ -122,20 +122,21 @@ var (
 
 // proxyCallbacks are the exports the host calls, with their signatures.
 var proxyCallbacks = map[string]sig{
-	"proxy_on_memory_allocate":   {i32x1, i32x1},
-	"malloc":                     {i32x1, i32x1},
-	"proxy_on_context_create":    {i32x2, nil},
-	"proxy_on_vm_start":          {i32x2, i32x1},
-	"proxy_on_configure":         {i32x2, i32x1},
-	"proxy_on_request_headers":   {i32x3, i32x1},
-	"proxy_on_request_body":      {i32x3, i32x1},
-	"proxy_on_request_trailers":  {i32x2, i32x1},
-	"proxy_on_response_headers":  {i32x3, i32x1},
-	"proxy_on_response_body":     {i32x3, i32x1},
-	"proxy_on_response_trailers": {i32x2, i32x1},
-	"proxy_on_done":              {i32x1, i32x1},
-	"proxy_on_log":               {i32x1, nil},
-	"proxy_on_delete":            {i32x1, nil},
+	"proxy_on_memory_allocate":    {i32x1, i32x1},
+	"malloc":                      {i32x1, i32x1},
+	"proxy_on_context_create":     {i32x2, nil},
+	"proxy_on_vm_start":           {i32x2, i32x1},
+	"proxy_on_configure":          {i32x2, i32x1},
+	"proxy_on_request_headers":    {i32x3, i32x1},
+	"proxy_on_request_body":       {i32x3, i32x1},
+	"proxy_on_request_trailers":   {i32x2, i32x1},
+	"proxy_on_response_headers":   {i32x3, i32x1},
+	"proxy_on_response_body":      {i32x3, i32x1},
+	"proxy_on_response_trailers":  {i32x2, i32x1},
+	"proxy_on_done":               {i32x1, i32x1},
+	"proxy_on_log":                {i32x1, nil},
+	"proxy_on_delete":             {i32x1, nil},
+	"proxy_on_http_call_response": {[]api.ValueType{i32, i32, i32, i32, i32}, nil},
 }
 
 // proxyGuest is one proxy-wasm instance's callbacks and contexts.
@@ -147,6 +148,7 @@ type proxyGuest struct {
 	responseHeaders, responseBody api.Function
 	responseTrailers              api.Function
 	done, log, delete             api.Function
+	callResponse                  api.Function
 	// rootID is the instance's root (plugin) context; each request gets the
 	// next id, as Envoy numbers contexts per VM.
 	rootID, nextID uint32
@@ -166,6 +168,7 @@ func newProxyGuest(mod api.Module) *proxyGuest {
 		done:             fn("proxy_on_done"),
 		log:              fn("proxy_on_log"),
 		delete:           fn("proxy_on_delete"),
+		callResponse:     fn("proxy_on_http_call_response"),
 		rootID:           1,
 		nextID:           1,
 	}
@@ -227,6 +230,8 @@ func (p proxyABI) build(b wazero.HostModuleBuilder) wazero.HostModuleBuilder {
 	fn("proxy_continue_stream", p.continueStream, i32)
 	fn("proxy_get_property", p.getProperty, i32, i32, i32, i32)
 	fn("proxy_done", p.proxyDone)
+	fn("proxy_set_effective_context", p.setEffectiveContext, i32)
+	fn("proxy_http_call", p.dispatch, i32, i32, i32, i32, i32, i32, i32, i32, i32, i32)
 	return b
 }
 
@@ -328,6 +333,12 @@ func (p proxyABI) buffer(ctx context.Context, kind uint32) (*[]byte, bool) {
 	case bufferVMConfig:
 		var empty []byte
 		return &empty, true
+	case bufferCallResponseBody:
+		x := proxyExchange(ctx)
+		if x == nil || x.pw.call == nil {
+			return nil, false
+		}
+		return &x.pw.call.body, true
 	case bufferRequestBody, bufferResponseBody:
 		x := proxyExchange(ctx)
 		if x == nil || x.pw == nil || x.pw.body == nil || x.pw.bodyKind != kind {
@@ -434,17 +445,24 @@ func readString(mod api.Module, ptr, n uint64) (string, bool) {
 
 func (p proxyABI) getHeaderMapValue(ctx context.Context, mod api.Module, stack []uint64) {
 	x := proxyExchange(ctx)
-	kind, ok := headerKind(x, uint32(stack[0]))
-	if !ok {
-		stack[0] = statusNotFound
-		return
-	}
 	name, ok := readString(mod, stack[1], stack[2])
 	if !ok {
 		stack[0] = statusInvalidMemory
 		return
 	}
-	values := x.pwHeaderValues(kind, name)
+	if pairs, ok := callMap(x, uint32(stack[0])); ok {
+		p.giveValue(ctx, mod, stack, pairsValues(pairs, name))
+		return
+	}
+	kind, ok := headerKind(x, uint32(stack[0]))
+	if !ok {
+		stack[0] = statusNotFound
+		return
+	}
+	p.giveValue(ctx, mod, stack, x.pwHeaderValues(kind, name))
+}
+
+func (p proxyABI) giveValue(ctx context.Context, mod api.Module, stack []uint64, values []string) {
 	if values == nil {
 		stack[0] = statusNotFound
 		return
@@ -641,25 +659,57 @@ func decodePairs(b []byte) ([][2]string, error) {
 	return out, nil
 }
 
+// mapPairs lists any map the guest may read.
+func mapPairs(x *exchange, mapType uint32) ([][2]string, bool) {
+	if pairs, ok := callMap(x, mapType); ok {
+		return pairs, true
+	}
+	kind, ok := headerKind(x, mapType)
+	if !ok {
+		return nil, false
+	}
+	return x.pairs(kind), true
+}
+
+// callMap is a dispatched call's response headers or (none) trailers,
+// inside its callback.
+func callMap(x *exchange, mapType uint32) ([][2]string, bool) {
+	if mapType != mapCallHeaders && mapType != mapCallTrailers {
+		return nil, false
+	}
+	if x == nil || x.pw.call == nil || mapType == mapCallTrailers {
+		return nil, true
+	}
+	return x.pw.call.headers, true
+}
+
+func pairsValues(pairs [][2]string, name string) []string {
+	var out []string
+	for _, kv := range pairs {
+		if strings.EqualFold(kv[0], name) {
+			out = append(out, kv[1])
+		}
+	}
+	return out
+}
+
 func (p proxyABI) getHeaderMapPairs(ctx context.Context, mod api.Module, stack []uint64) {
-	x := proxyExchange(ctx)
-	kind, ok := headerKind(x, uint32(stack[0]))
+	pairs, ok := mapPairs(proxyExchange(ctx), uint32(stack[0]))
 	if !ok {
 		stack[0] = statusNotFound
 		return
 	}
-	stack[0] = give(ctx, mod, encodePairs(x.pairs(kind)), uint32(stack[1]), uint32(stack[2]))
+	stack[0] = give(ctx, mod, encodePairs(pairs), uint32(stack[1]), uint32(stack[2]))
 }
 
 func (p proxyABI) getHeaderMapSize(ctx context.Context, mod api.Module, stack []uint64) {
-	x := proxyExchange(ctx)
-	kind, ok := headerKind(x, uint32(stack[0]))
+	pairs, ok := mapPairs(proxyExchange(ctx), uint32(stack[0]))
 	if !ok {
 		stack[0] = statusNotFound
 		return
 	}
 	stack[0] = statusOK
-	if !mod.Memory().WriteUint32Le(uint32(stack[1]), uint32(len(encodePairs(x.pairs(kind))))) {
+	if !mod.Memory().WriteUint32Le(uint32(stack[1]), uint32(len(encodePairs(pairs)))) {
 		stack[0] = statusInvalidMemory
 	}
 }
@@ -731,15 +781,29 @@ func (p proxyABI) sendLocalResponse(ctx context.Context, mod api.Module, stack [
 	stack[0] = statusOK
 }
 
-// continueStream resumes a paused stream. Callbacks run one at a time
-// here, so a stream is never paused while the guest runs: there is nothing
-// to resume, which Envoy also answers with OK.
+// continueStream resumes a paused stream, from a dispatched call's
+// callback. From a stream callback it has nothing to resume, which Envoy
+// also answers with OK.
 func (p proxyABI) continueStream(ctx context.Context, _ api.Module, stack []uint64) {
-	if uint32(stack[0]) > 1 {
+	x := proxyExchange(ctx)
+	if uint32(stack[0]) > 1 || x == nil {
 		stack[0] = statusBadArgument
 		return
 	}
+	x.pw.resumed = true
 	stack[0] = statusOK
+}
+
+// setEffectiveContext accepts the request's own context and the root: a
+// filter may not reach into another request.
+func (p proxyABI) setEffectiveContext(ctx context.Context, _ api.Module, stack []uint64) {
+	id := uint32(stack[0])
+	x := proxyExchange(ctx)
+	g, _ := ctx.Value(proxyGuestKey{}).(*proxyGuest)
+	stack[0] = statusBadArgument
+	if (x != nil && x.pw.id == id) || (g != nil && g.rootID == id) {
+		stack[0] = statusOK
+	}
 }
 
 func (p proxyABI) proxyDone(context.Context, api.Module, []uint64) {}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -177,5 +178,49 @@ func TestPairsRoundTripAndMalformed(t *testing.T) {
 		if _, err := decodePairs(bad); err == nil {
 			t.Errorf("decodePairs(%v) accepted", bad)
 		}
+	}
+}
+
+// testDispatcher sends calls to one server per service.
+type testDispatcher map[string]string
+
+func (d testDispatcher) Dispatch(ctx context.Context, service string, req *http.Request) (*http.Response, error) {
+	u, err := url.Parse(d[service] + req.URL.RequestURI())
+	if err != nil {
+		return nil, err
+	}
+	req.URL = u
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+// The filter pauses the request for a dispatched call to the authz
+// cluster; the call's callback resumes it with what authz answered, or
+// answers 401 itself.
+func TestProxyWasmDispatchedCallPausesAndResumes(t *testing.T) {
+	allow := true
+	authz := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/check" || r.Header.Get("X-Asked-By") != "proxytest" || !allow {
+			http.Error(w, "no", http.StatusForbidden)
+			return
+		}
+		io.WriteString(w, "user-7")
+	}))
+	h := newTestHost(t)
+	h.dispatcher = testDispatcher{"auth-svc": authz}
+	tr := loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), Clusters: map[string]string{"authz": "auth-svc"}, PoolSize: 1, Timeout: 5 * time.Second})
+	var seen string
+	url := serve(t, NewChain(tr).Then(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r.Header.Get("X-Auth") })))
+	if resp, _ := get(t, url+"/auth"); resp.StatusCode != 200 || seen != "user-7" {
+		t.Errorf("allowed: %d, upstream saw x-auth %q; want 200 and user-7", resp.StatusCode, seen)
+	}
+	allow, seen = false, ""
+	if resp, body := get(t, url+"/auth"); resp.StatusCode != 401 || body != "no entry: authz said 403\n" || seen != "" {
+		t.Errorf("refused: %d %q, upstream saw %q; want the filter's 401", resp.StatusCode, body, seen)
+	}
+	// A cluster the transform does not map is refused: the filter goes on.
+	tr2 := loadT(t, h, Spec{Name: "pw2", Wasm: proxyTestGuest(t), PoolSize: 1, Timeout: 5 * time.Second})
+	url2 := serve(t, NewChain(tr2).Then(echoBackend))
+	if resp, _ := get(t, url2+"/auth"); resp.StatusCode != 200 {
+		t.Errorf("unmapped cluster: %d, want the request to go on", resp.StatusCode)
 	}
 }

@@ -13,8 +13,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -59,6 +61,9 @@ type Spec struct {
 	// RootID is a proxy-wasm plugin's root_id, as in Envoy's plugin config.
 	// Config is its plugin configuration (proxy_on_configure).
 	RootID string
+	// Clusters maps the cluster names a proxy-wasm filter may call with
+	// proxy_http_call to the node's services.
+	Clusters map[string]string
 }
 
 // withDefaults fills the zero limits and checks the rest.
@@ -111,6 +116,9 @@ func (s Spec) fingerprint() [32]byte {
 	fmt.Fprintf(h, "\x00%d\x00%d\x00%d\x00%d\x00%d\x00", len(s.Config), s.PoolSize, s.MemoryLimit, s.Timeout, s.MaxBuffer)
 	h.Write(s.Config)
 	fmt.Fprintf(h, "\x00%s\x00%s", s.ABI, s.RootID)
+	for _, name := range slices.Sorted(maps.Keys(s.Clusters)) {
+		fmt.Fprintf(h, "\x00%q=%q", name, s.Clusters[name])
+	}
 	var out [32]byte
 	h.Sum(out[:0])
 	return out
