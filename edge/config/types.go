@@ -140,6 +140,9 @@ type Transform struct {
 	// plugin config; Configuration goes to proxy_on_configure.
 	RootID        string `yaml:"root_id" json:"root_id,omitempty"`
 	Configuration string `yaml:"configuration" json:"configuration,omitempty"`
+	// Clusters maps the names a proxy-wasm filter dispatches calls to
+	// (proxy_http_call) to services.
+	Clusters map[string]string `yaml:"clusters" json:"clusters,omitempty"`
 }
 
 // Geo configures the GeoIP router. Until the mesh knows the fleet, the

@@ -182,6 +182,14 @@ func (c *Config) validateTransforms(v *validator) {
 		case t.Configuration != "" && t.Config != nil:
 			v.at(append(at, "configuration"), "transform %q: set config (http-wasm) or configuration (proxy-wasm), not both", name)
 		}
+		if t == nil {
+			continue
+		}
+		for _, cluster := range slices.Sorted(maps.Keys(t.Clusters)) {
+			if _, ok := c.Services[t.Clusters[cluster]]; !ok {
+				v.at(append(at, "clusters", cluster), "transform %q: cluster %q names unknown service %q", name, cluster, t.Clusters[cluster])
+			}
+		}
 	}
 }
 
