@@ -60,7 +60,7 @@ func (t *transforms) load(ctx context.Context, cfg *config.Config, prev *wasm.Se
 		t.host, t.err = wasm.NewHost(wasm.Options{
 			CacheDir: dir, Logger: t.log.With("component", "wasm"),
 			Node:       wasm.Node{ID: cfg.Node.ID, Region: cfg.Node.Region},
-			Dispatcher: dispatcher{t.node},
+			Dispatcher: dispatcher{t.node}, Registerer: t.node.metrics.Registry,
 		})
 	})
 	if t.err != nil {

@@ -10,6 +10,8 @@
 //	/auth       asks the "authz" cluster (GET /check) and pauses; a 200
 //	            resumes the request with x-auth set to the answer's body,
 //	            anything else answers 401
+//	/shared     exercises shared data (CAS), a shared queue and metrics,
+//	            answering with what each returned
 //	anything    stamps request and response headers (see onRequestHeaders)
 package main
 
@@ -55,6 +57,39 @@ func proxyContinueStream(stream uint32) uint32
 //go:wasmimport env proxy_set_effective_context
 func proxySetEffectiveContext(id uint32) uint32
 
+//go:wasmimport env proxy_get_shared_data
+func proxyGetSharedData(key *byte, keySize uint32, data unsafe.Pointer, size *uint32, cas *uint32) uint32
+
+//go:wasmimport env proxy_set_shared_data
+func proxySetSharedData(key *byte, keySize uint32, value *byte, valueSize uint32, cas uint32) uint32
+
+//go:wasmimport env proxy_register_shared_queue
+func proxyRegisterSharedQueue(name *byte, nameSize uint32, id *uint32) uint32
+
+//go:wasmimport env proxy_resolve_shared_queue
+func proxyResolveSharedQueue(vm *byte, vmSize uint32, name *byte, nameSize uint32, id *uint32) uint32
+
+//go:wasmimport env proxy_enqueue_shared_queue
+func proxyEnqueueSharedQueue(id uint32, value *byte, size uint32) uint32
+
+//go:wasmimport env proxy_dequeue_shared_queue
+func proxyDequeueSharedQueue(id uint32, data unsafe.Pointer, size *uint32) uint32
+
+//go:wasmimport env proxy_define_metric
+func proxyDefineMetric(kind uint32, name *byte, nameSize uint32, id *uint32) uint32
+
+//go:wasmimport env proxy_increment_metric
+func proxyIncrementMetric(id uint32, delta int64) uint32
+
+//go:wasmimport env proxy_record_metric
+func proxyRecordMetric(id uint32, value uint64) uint32
+
+//go:wasmimport env proxy_get_metric
+func proxyGetMetric(id uint32, value *uint64) uint32
+
+//go:wasmimport env proxy_set_tick_period_milliseconds
+func proxySetTickPeriodMilliseconds(period uint32) uint32
+
 //go:wasmimport env proxy_get_property
 func proxyGetProperty(path *byte, pathSize uint32, data unsafe.Pointer, size *uint32) uint32
 
@@ -89,7 +124,92 @@ func onVMStart(id, size uint32) uint32 { return 1 }
 //go:wasmexport proxy_on_configure
 func onConfigure(id, size uint32) uint32 {
 	config = string(buffer(7, size))
+	if config == "tick" {
+		// Tick every 10 ms; each tick enqueues, each queue_ready dequeues.
+		ticks, queueReady = metric(0, "ticks"), metric(0, "queue_ready")
+		tickQueue = register("ticks")
+		proxySetTickPeriodMilliseconds(10)
+	}
 	return 1
+}
+
+var ticks, queueReady, tickQueue uint32
+
+func metric(kind uint32, name string) uint32 {
+	var id uint32
+	proxyDefineMetric(kind, ptr(name), uint32(len(name)), &id)
+	return id
+}
+
+func register(name string) uint32 {
+	var id uint32
+	proxyRegisterSharedQueue(ptr(name), uint32(len(name)), &id)
+	return id
+}
+
+//go:wasmexport proxy_on_tick
+func onTick(root uint32) {
+	proxyIncrementMetric(ticks, 1)
+	item := "tick"
+	proxyEnqueueSharedQueue(tickQueue, ptr(item), uint32(len(item)))
+}
+
+//go:wasmexport proxy_on_queue_ready
+func onQueueReady(root, queue uint32) {
+	var data *byte
+	var n uint32
+	for proxyDequeueSharedQueue(queue, unsafe.Pointer(&data), &n) == 0 {
+		proxyIncrementMetric(queueReady, 1)
+	}
+}
+
+// sharedReport runs each shared-state call and reports what it returned.
+func sharedReport() string {
+	key := "k"
+	get := func() (string, uint32, uint32) {
+		var data *byte
+		var n, cas uint32
+		s := proxyGetSharedData(ptr(key), 1, unsafe.Pointer(&data), &n, &cas)
+		return string(fromHost(data, n)), cas, s
+	}
+	set := func(v string, cas uint32) uint32 {
+		return proxySetSharedData(ptr(key), 1, ptr(v), uint32(len(v)), cas)
+	}
+	u := func(v uint32) string { return strconv.Itoa(int(v)) }
+	_, _, missing := get()
+	set("v1", 0)
+	_, cas, _ := get()
+	mismatch := set("v2", cas+1)
+	ok := set("v2", cas)
+	v, _, _ := get()
+	report := "missing=" + u(missing) + " mismatch=" + u(mismatch) + " set=" + u(ok) + " value=" + v
+
+	q := register("q")
+	var resolved uint32
+	vm, name := "", "q"
+	proxyResolveSharedQueue(ptr(vm), 0, ptr(name), 1, &resolved)
+	item := "item"
+	proxyEnqueueSharedQueue(q, ptr(item), uint32(len(item)))
+	var data *byte
+	var n uint32
+	proxyDequeueSharedQueue(q, unsafe.Pointer(&data), &n)
+	got := string(fromHost(data, n))
+	empty := proxyDequeueSharedQueue(q, unsafe.Pointer(&data), &n)
+	report += " resolved=" + strconv.FormatBool(resolved == q) + " item=" + got + " empty=" + u(empty)
+
+	c, g, h := metric(0, "shared_calls"), metric(1, "level"), metric(2, "sizes")
+	proxyIncrementMetric(c, 2)
+	proxyRecordMetric(c, 3)
+	negative := proxyIncrementMetric(c, -1)
+	proxyRecordMetric(g, 7)
+	proxyIncrementMetric(g, -2)
+	proxyRecordMetric(h, 10)
+	var cv, gv, hv uint64
+	proxyGetMetric(c, &cv)
+	proxyGetMetric(g, &gv)
+	hs := proxyGetMetric(h, &hv)
+	report += " counter=" + strconv.FormatUint(cv, 10) + " negative=" + u(negative) + " gauge=" + strconv.FormatUint(gv, 10) + " histogram_get=" + u(hs)
+	return report
 }
 
 func ptr(s string) *byte {
@@ -187,6 +307,10 @@ func onRequestHeaders(id, n, eos uint32) uint32 {
 		proxySendLocalResponse(403, nil, 0, ptr(body), uint32(len(body)), &hdr[0], uint32(len(hdr)), -1)
 		return pauseAction
 	case "/pause-body":
+		return pauseAction
+	case "/shared":
+		body := sharedReport()
+		proxySendLocalResponse(200, nil, 0, ptr(body), uint32(len(body)), nil, 0, -1)
 		return pauseAction
 	case "/auth":
 		cluster := "authz"

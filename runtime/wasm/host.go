@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
@@ -20,6 +21,8 @@ import (
 type Host struct {
 	node       Node
 	dispatcher Dispatcher
+	shared     *shared
+	metrics    *guestMetrics
 	cache      wazero.CompilationCache
 	guard      *cacheGuard // nil when the cache is in memory only
 	logger     *slog.Logger
@@ -40,6 +43,9 @@ type Options struct {
 	// Dispatcher sends proxy-wasm filters' dispatched HTTP calls; nil
 	// refuses them (BAD_ARGUMENT).
 	Dispatcher Dispatcher
+	// Registerer gets the metrics proxy-wasm filters define; nil keeps
+	// them unexported (filters can still read them).
+	Registerer prometheus.Registerer
 }
 
 // Node describes the node guests run on.
@@ -51,7 +57,13 @@ func NewHost(opts Options) (*Host, error) {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	h := &Host{cache: wazero.NewCompilationCache(), logger: logger, node: opts.Node, dispatcher: opts.Dispatcher}
+	h := &Host{cache: wazero.NewCompilationCache(), logger: logger, node: opts.Node, dispatcher: opts.Dispatcher,
+		shared: newShared(), metrics: newGuestMetrics()}
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(h.metrics); err != nil {
+			return nil, fmt.Errorf("register wasm guest metrics: %w", err)
+		}
+	}
 	if opts.CacheDir != "" {
 		var err error
 		if h.cache, err = wazero.NewCompilationCacheWithDir(opts.CacheDir); err != nil {

@@ -137,6 +137,8 @@ var proxyCallbacks = map[string]sig{
 	"proxy_on_log":                {i32x1, nil},
 	"proxy_on_delete":             {i32x1, nil},
 	"proxy_on_http_call_response": {[]api.ValueType{i32, i32, i32, i32, i32}, nil},
+	"proxy_on_tick":               {i32x1, nil},
+	"proxy_on_queue_ready":        {i32x2, nil},
 }
 
 // proxyGuest is one proxy-wasm instance's callbacks and contexts.
@@ -149,6 +151,7 @@ type proxyGuest struct {
 	responseTrailers              api.Function
 	done, log, delete             api.Function
 	callResponse                  api.Function
+	tick, queueReady              api.Function
 	// rootID is the instance's root (plugin) context; each request gets the
 	// next id, as Envoy numbers contexts per VM.
 	rootID, nextID uint32
@@ -169,6 +172,8 @@ func newProxyGuest(mod api.Module) *proxyGuest {
 		log:              fn("proxy_on_log"),
 		delete:           fn("proxy_on_delete"),
 		callResponse:     fn("proxy_on_http_call_response"),
+		tick:             fn("proxy_on_tick"),
+		queueReady:       fn("proxy_on_queue_ready"),
 		rootID:           1,
 		nextID:           1,
 	}
@@ -232,6 +237,17 @@ func (p proxyABI) build(b wazero.HostModuleBuilder) wazero.HostModuleBuilder {
 	fn("proxy_done", p.proxyDone)
 	fn("proxy_set_effective_context", p.setEffectiveContext, i32)
 	fn("proxy_http_call", p.dispatch, i32, i32, i32, i32, i32, i32, i32, i32, i32, i32)
+	fn("proxy_set_tick_period_milliseconds", p.setTickPeriod, i32)
+	fn("proxy_get_shared_data", p.getSharedData, i32, i32, i32, i32, i32)
+	fn("proxy_set_shared_data", p.setSharedData, i32, i32, i32, i32, i32)
+	fn("proxy_register_shared_queue", p.registerQueue, i32, i32, i32)
+	fn("proxy_resolve_shared_queue", p.resolveQueue, i32, i32, i32, i32, i32)
+	fn("proxy_enqueue_shared_queue", p.enqueue, i32, i32, i32)
+	fn("proxy_dequeue_shared_queue", p.dequeue, i32, i32, i32)
+	fn("proxy_define_metric", p.defineMetric, i32, i32, i32, i32)
+	fn("proxy_increment_metric", p.incrementMetric, i32, i64)
+	fn("proxy_record_metric", p.recordMetric, i32, i64)
+	fn("proxy_get_metric", p.getMetric, i32, i32)
 	return b
 }
 
@@ -413,7 +429,7 @@ func (p proxyABI) getBufferStatus(ctx context.Context, mod api.Module, stack []u
 // false for maps with no headers now (response headers before upstream
 // answered, the gRPC and call maps).
 func headerKind(x *exchange, mapType uint32) (uint32, bool) {
-	if x == nil {
+	if x == nil || x.r == nil {
 		return 0, false
 	}
 	switch mapType {
@@ -843,7 +859,7 @@ func (p proxyABI) property(x *exchange, path []string) ([]byte, bool) {
 	case "node.locality.region":
 		return []byte(p.t.host.node.Region), p.t.host.node.Region != ""
 	}
-	if x == nil {
+	if x == nil || x.r == nil {
 		return nil, false
 	}
 	r := x.r

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 var (
@@ -223,4 +225,70 @@ func TestProxyWasmDispatchedCallPausesAndResumes(t *testing.T) {
 	if resp, _ := get(t, url2+"/auth"); resp.StatusCode != 200 {
 		t.Errorf("unmapped cluster: %d, want the request to go on", resp.StatusCode)
 	}
+}
+
+// Shared data with CAS, a shared queue and the three metric types, as the
+// filter sees them; and the metrics as Prometheus series.
+func TestProxyWasmSharedDataQueuesAndMetrics(t *testing.T) {
+	h := newTestHost(t)
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(h.metrics); err != nil {
+		t.Fatal(err)
+	}
+	tr := loadProxyTest(t, h, "")
+	_, body := get(t, serve(t, NewChain(tr).Then(echoBackend))+"/shared")
+	want := "missing=1 mismatch=8 set=0 value=v2 resolved=true item=item empty=7 counter=5 negative=2 gauge=5 histogram_get=2"
+	if body != want {
+		t.Errorf("filter saw\n %s\nwant\n %s", body, want)
+	}
+	if v := gathered(t, reg, "perigee_wasm_shared_calls", "pw"); v != 5 {
+		t.Errorf("perigee_wasm_shared_calls{transform=pw} = %v, want 5", v)
+	}
+}
+
+// A filter that sets a tick period in proxy_on_configure ticks; its ticks
+// enqueue, and proxy_on_queue_ready drains the queue.
+func TestProxyWasmTicksAndQueueReady(t *testing.T) {
+	h := newTestHost(t)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(h.metrics)
+	tr, err := h.Load(context.Background(), Spec{Name: "ticker", Wasm: proxyTestGuest(t), Config: []byte("tick"), PoolSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for gathered(t, reg, "perigee_wasm_ticks", "ticker") < 3 || gathered(t, reg, "perigee_wasm_queue_ready", "ticker") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("ticks %v, queue_ready %v after 20s", gathered(t, reg, "perigee_wasm_ticks", "ticker"), gathered(t, reg, "perigee_wasm_queue_ready", "ticker"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Releasing the transform stops its ticker.
+	tr.Release()
+	n := gathered(t, reg, "perigee_wasm_ticks", "ticker")
+	time.Sleep(100 * time.Millisecond)
+	if m := gathered(t, reg, "perigee_wasm_ticks", "ticker"); m != n {
+		t.Errorf("ticked %v times after release", m-n)
+	}
+}
+
+func gathered(t *testing.T, reg *prometheus.Registry, name, transform string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "transform" && l.GetValue() == transform {
+					return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }

@@ -43,6 +43,13 @@ type Transform struct {
 	// channel keeps them reachable, so the garbage collector never drops one.
 	pool chan *instance
 
+	// Background root callbacks of proxy-wasm filters: ticks and queue
+	// notifications (pending bounds those in flight); stop ends them.
+	tickPeriod atomic.Int64
+	tickOnce   sync.Once
+	pending    chan struct{}
+	stop       chan struct{}
+
 	refs      atomic.Int64
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -78,15 +85,20 @@ func (h *Host) Load(ctx context.Context, spec Spec) (*Transform, error) {
 		where = fmt.Sprintf("%s (%s)", spec.Name, spec.Source)
 	}
 	t := &Transform{
-		spec:   spec,
-		fp:     spec.fingerprint(),
-		host:   h,
-		logger: h.logger.With("transform", spec.Name),
-		pool:   make(chan *instance, spec.PoolSize),
+		spec:    spec,
+		fp:      spec.fingerprint(),
+		host:    h,
+		logger:  h.logger.With("transform", spec.Name),
+		pool:    make(chan *instance, spec.PoolSize),
+		pending: make(chan struct{}, spec.PoolSize),
+		stop:    make(chan struct{}),
 	}
 	t.refs.Store(1)
 	t.rt = h.newRuntime(ctx, spec.MemoryLimit)
 	if err := t.init(ctx, h); err != nil {
+		t.closed.Store(true)
+		close(t.stop)
+		t.refills.Wait()
 		t.rt.Close(ctx)
 		return nil, fmt.Errorf("transform %s: %w", where, err)
 	}
@@ -181,6 +193,7 @@ func (t *Transform) Release() {
 func (t *Transform) shutdown() {
 	t.closeOnce.Do(func() {
 		t.closed.Store(true)
+		close(t.stop)
 		t.refills.Wait()
 		if err := t.rt.Close(context.Background()); err != nil {
 			t.logger.Warn("close wasm runtime", "err", err)
