@@ -358,6 +358,24 @@ func onResponseHeaders(id, n, eos uint32) uint32 {
 	return continueAction
 }
 
+var requestTrailer string
+
+//go:wasmexport proxy_on_request_trailers
+func onRequestTrailers(id, n uint32) uint32 {
+	requestTrailer, _ = header(1, "x-req-trailer")
+	return continueAction
+}
+
+// onResponseTrailers passes the request's trailer x-req-trailer, and the
+// upstream's x-up-trailer, back as the response trailer x-pw-trailer.
+//
+//go:wasmexport proxy_on_response_trailers
+func onResponseTrailers(id, n uint32) uint32 {
+	up, _ := header(3, "x-up-trailer")
+	replaceHeader(3, "x-pw-trailer", requestTrailer+"+"+up)
+	return continueAction
+}
+
 //go:wasmexport proxy_on_response_body
 func onResponseBody(id, size, eos uint32) uint32 { return continueAction }
 

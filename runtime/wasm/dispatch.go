@@ -23,7 +23,7 @@ type Dispatcher interface {
 const (
 	// maxCallsPerRequest is how many calls one request's filter may have
 	// dispatched; Envoy has no such bound, a gateway needs one.
-	maxCallsPerRequest = 8
+	maxCallsPerRequest = 16
 	// maxCallTimeout caps the timeout a filter asks for; 0 gets it too.
 	maxCallTimeout = 30 * time.Second
 )

@@ -308,6 +308,12 @@ func (b *proxyBody) step() (uint64, error) {
 		b.out = append(b.out, b.held...)
 		b.held = b.held[:0]
 	}
+	if n := len(x.headerNames(kindRequestTrailers)); b.eof && n > 0 {
+		if _, err := x.callback(b.g.requestTrailers, uint64(x.pw.id), uint64(n)); err != nil {
+			x.pw.err = err
+			return 0, err
+		}
+	}
 	return action, nil
 }
 
@@ -344,6 +350,15 @@ func (pw *proxyWriter) WriteHeader(code int) {
 	if err != nil {
 		x.pw.err = err
 		return
+	}
+	if action == actionPause && len(x.pw.calls) > 0 {
+		// Paused for dispatched calls: their callbacks may change the
+		// headers, then resume (or not: nothing else would).
+		if err := x.deliverCalls(pw.g, true); err != nil {
+			x.pw.err = err
+			return
+		}
+		action = actionContinue
 	}
 	if pw.broken() {
 		return
@@ -440,9 +455,25 @@ func (pw *proxyWriter) finish() {
 		pw.sendHead()
 	}
 	if pw.g.responseTrailers != nil {
+		declaredTrailers(pw.w.Header())
 		if n := len(pw.x.headerNames(kindResponseTrailers)); n > 0 {
 			if _, err := pw.x.callback(pw.g.responseTrailers, uint64(pw.x.pw.id), uint64(n)); err != nil {
 				pw.x.pw.err = err
+			}
+		}
+	}
+}
+
+// declaredTrailers moves the values of trailers announced in the Trailer
+// header under http.TrailerPrefix, where the host keeps the trailers it
+// shows and changes; net/http sends both kinds the same way.
+func declaredTrailers(h http.Header) {
+	for _, line := range h.Values("Trailer") {
+		for _, name := range strings.Split(line, ",") {
+			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
+			if vs, ok := h[name]; ok && name != "" {
+				h[http.TrailerPrefix+name] = vs
+				delete(h, name)
 			}
 		}
 	}

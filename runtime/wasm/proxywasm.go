@@ -446,10 +446,14 @@ func headerKind(x *exchange, mapType uint32) (uint32, bool) {
 }
 
 // mutable tells whether a map may still change: the request's only until
-// it went upstream, the response's only until it went to the client.
+// it went upstream, the response's headers only until they went to the
+// client; its trailers go out last.
 func mutable(x *exchange, kind uint32) bool {
-	if kind == kindRequest || kind == kindRequestTrailers {
+	switch kind {
+	case kindRequest, kindRequestTrailers:
 		return !x.afterNext
+	case kindResponseTrailers:
+		return true
 	}
 	return !x.pw.sent
 }

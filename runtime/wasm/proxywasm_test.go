@@ -292,3 +292,27 @@ func gathered(t *testing.T, reg *prometheus.Registry, name, transform string) fl
 	}
 	return 0
 }
+
+// Request and response trailers reach the filter; it answers with a
+// response trailer made of both.
+func TestProxyWasmTrailers(t *testing.T) {
+	h := newTestHost(t)
+	tr := loadProxyTest(t, h, "")
+	url := serve(t, NewChain(tr).Then(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Trailer", "X-Up-Trailer")
+		io.WriteString(w, "body")
+		w.Header().Set("X-Up-Trailer", "t-up")
+	})))
+	req, _ := http.NewRequest("POST", url+"/trailers", io.MultiReader(strings.NewReader("chunked")))
+	req.Trailer = http.Header{"X-Req-Trailer": {"t-req"}}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if got := resp.Trailer.Get("X-Pw-Trailer"); got != "t-req+t-up" {
+		t.Errorf("x-pw-trailer %q, want t-req+t-up (trailers %v)", got, resp.Trailer)
+	}
+}
