@@ -1,8 +1,9 @@
-// Package wasm is Perigee's host for http-wasm transforms: it compiles guest
+// Package wasm is Perigee's host for Wasm transforms: it compiles guest
 // modules once, keeps a bounded pool of ready instances per module, bounds
 // each guest's memory and time, and runs an ordered chain of guests around an
 // http.Handler. It implements the http_handler ABI that Traefik and Dapr
-// guests are built against, so their modules run unmodified.
+// guests are built against and the proxy-wasm ABI of Envoy's filters, so
+// modules built for either run unmodified, side by side in one chain.
 //
 // It knows nothing of routes or services: the caller names the modules, puts
 // them in chains and swaps whole sets on reload.
