@@ -155,6 +155,7 @@ type proxyGuest struct {
 	// rootID is the instance's root (plugin) context; each request gets the
 	// next id, as Envoy numbers contexts per VM.
 	rootID, nextID uint32
+	allocating     bool // inside proxy_on_memory_allocate
 }
 
 func newProxyGuest(mod api.Module) *proxyGuest {
@@ -266,7 +267,14 @@ func give(ctx context.Context, mod api.Module, data []byte, ptrOut, sizeOut uint
 		if g == nil {
 			fail("proxy-wasm call outside a guest")
 		}
+		// An allocator that calls back into the host would recurse
+		// through Go's stack, unmetered.
+		if g.allocating {
+			fail("proxy_on_memory_allocate called a host function that returns memory")
+		}
+		g.allocating = true
 		res, err := g.alloc.Call(ctx, uint64(len(data)))
+		g.allocating = false
 		if err != nil {
 			panic(err) // a trap or the deadline, inside the allocator
 		}

@@ -316,3 +316,85 @@ func TestProxyWasmTrailers(t *testing.T) {
 		t.Errorf("x-pw-trailer %q, want t-req+t-up (trailers %v)", got, resp.Trailer)
 	}
 }
+
+// proxyWAT wraps a proxy-wasm module body with the exports every filter
+// needs; alloc is the body of proxy_on_memory_allocate.
+func proxyWAT(t *testing.T, alloc, body string) []byte {
+	return wat(t, `(module
+		(import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+		(memory (export "memory") 1)
+		(data (i32.const 0) ":path")
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) `+alloc+`)
+		(func (export "proxy_on_context_create") (param i32 i32))
+		`+body+`)`)
+}
+
+// Hostile filters are bounded as http-wasm guests are: a callback that
+// never returns is stopped at its deadline; an allocator that hands out
+// memory the guest does not have gets INVALID_MEMORY_ACCESS, not a crash.
+func TestHostileProxyWasmFilters(t *testing.T) {
+	h := newTestHost(t)
+	loop := loadT(t, h, Spec{Name: "loop", Wasm: proxyWAT(t, "(i32.const 1024)",
+		`(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (loop $l (br $l)) (i32.const 0))`),
+		PoolSize: 1, Timeout: hostileDeadline})
+	start := time.Now()
+	resp, _ := get(t, serve(t, NewChain(loop).Then(echoBackend)))
+	if elapsed := time.Since(start); resp.StatusCode != 500 || elapsed > 2*hostileDeadline {
+		t.Errorf("endless callback: %d after %v, want 500 within %v", resp.StatusCode, elapsed, 2*hostileDeadline)
+	}
+	if s := loop.Stats(); s.Timeouts != 1 {
+		t.Errorf("stats %+v, want one timeout", s)
+	}
+	waitReplaced(t, loop, 1)
+
+	// The allocator returns an address past the end of memory; the filter
+	// traps unless the host answered INVALID_MEMORY_ACCESS (6).
+	badAlloc := loadT(t, h, Spec{Name: "badalloc", Wasm: proxyWAT(t, "(i32.const 0x7ffffff0)",
+		`(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+			(if (i32.ne (call $get (i32.const 0) (i32.const 0) (i32.const 5) (i32.const 64) (i32.const 68)) (i32.const 6))
+				(then unreachable))
+			(i32.const 0))`),
+		PoolSize: 1})
+	if resp, body := get(t, serve(t, NewChain(badAlloc).Then(echoBackend))); resp.StatusCode != 200 || body != "backend" {
+		t.Errorf("bad allocator: %d %q, want the request through", resp.StatusCode, body)
+	}
+}
+
+func FuzzDecodePairs(f *testing.F) {
+	f.Add([]byte{2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 'a', 0, '1', 0, 'b', 0, '2', '2', 0})
+	f.Add([]byte{0})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		pairs, err := decodePairs(b)
+		if err != nil {
+			return
+		}
+		if again, err := decodePairs(encodePairs(pairs)); err != nil || len(again) != len(pairs) {
+			t.Fatalf("re-encoding %v: %v, %v", pairs, again, err)
+		}
+	})
+}
+
+// An allocator that asks the host for memory again would recurse through
+// Go's stack: the host refuses (the call traps) instead.
+func TestProxyWasmAllocatorMayNotReenter(t *testing.T) {
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "reenter", Wasm: proxyWAT(t,
+		"(drop (call $get (i32.const 0) (i32.const 0) (i32.const 5) (i32.const 64) (i32.const 68))) (i32.const 1024)",
+		`(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+			(drop (call $get (i32.const 0) (i32.const 0) (i32.const 5) (i32.const 64) (i32.const 68)))
+			(i32.const 0))`),
+		PoolSize: 1, Timeout: hostileDeadline})
+	rss0 := settledRSS(t)
+	resp, _ := get(t, serve(t, NewChain(tr).Then(echoBackend)))
+	if resp.StatusCode != 500 {
+		t.Errorf("status %d, want 500", resp.StatusCode)
+	}
+	if s := tr.Stats(); s.Traps != 1 {
+		t.Errorf("stats %+v, want one trap", s)
+	}
+	if rss1 := settledRSS(t); rss1 > rss0+rssSlack {
+		t.Errorf("rss %d -> %d MiB", rss0>>20, rss1>>20)
+	}
+}
