@@ -398,3 +398,24 @@ func TestProxyWasmAllocatorMayNotReenter(t *testing.T) {
 		t.Errorf("rss %d -> %d MiB", rss0>>20, rss1>>20)
 	}
 }
+
+// What a filter holds by pausing is bounded by max_buffer: a paused request
+// body past it gets 413, and the node's heap does not grow by the body.
+func TestProxyWasmHeldBodyIsBounded(t *testing.T) {
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), PoolSize: 1, MaxBuffer: 1 << 20, Timeout: 5 * time.Second})
+	url := serve(t, NewChain(tr).Then(headerEcho))
+	alloc0 := allocated()
+	resp, err := http.Post(url+"/pause-body", "text/plain", io.LimitReader(zeros{}, 64<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if alloc := allocated() - alloc0; resp.StatusCode != http.StatusRequestEntityTooLarge || alloc > heapSlack {
+		t.Errorf("status %d, %d MiB allocated; want 413 and under %d MiB", resp.StatusCode, alloc>>20, heapSlack>>20)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
