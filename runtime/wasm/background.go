@@ -56,14 +56,21 @@ func (t *Transform) ticker() {
 // with as many notifications pending as the pool has instances, further
 // ones are dropped: the items wait in the queue for the next.
 func (t *Transform) notifyQueue(id uint32) {
+	// The reference keeps the transform from shutting down (and waiting
+	// for its goroutines) while this one starts.
+	if !t.Retain() {
+		return
+	}
 	select {
 	case t.pending <- struct{}{}:
 	default:
+		t.Release()
 		return
 	}
 	t.refills.Add(1)
 	go func() {
 		defer t.refills.Done()
+		defer t.Release()
 		defer func() { <-t.pending }()
 		t.rootCall(func(g *proxyGuest) api.Function { return g.queueReady }, uint64(id))
 	}()

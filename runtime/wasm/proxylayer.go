@@ -429,6 +429,10 @@ func (pw *proxyWriter) body(p []byte, eos bool) error {
 	return nil
 }
 
+// Unwrap lets http.ResponseController reach the connection (its read and
+// write deadlines, which bound the rest of the chain).
+func (pw *proxyWriter) Unwrap() http.ResponseWriter { return pw.w }
+
 // Flush passes through once nothing is held.
 func (pw *proxyWriter) Flush() {
 	if pw.x.pw.sent && len(pw.held) == 0 {
