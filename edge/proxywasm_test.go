@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -94,5 +95,32 @@ routes:
 				t.Errorf("/pause-body: %d, %d bytes %.30q..., want the whole body behind the prefix", post.StatusCode, len(body), body)
 			}
 		})
+	}
+}
+
+// A filter importing what the host does not offer is refused at load time,
+// naming the import and the transform's line.
+func TestUnsupportedImportNamesImportAndLine(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "grpc.wat")
+	writeFile(t, src, `(module
+  (import "env" "proxy_grpc_call" (func (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "malloc") (param i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_context_create") (param i32 i32)))`)
+	mod := watModule(t, src, dir)
+	path := filepath.Join(dir, "node.yaml")
+	yaml := nodeYAML("round_robin", "http://127.0.0.1:9") + "transforms:\n"
+	line := strings.Count(yaml, "\n") + 1
+	writeFile(t, path, yaml+"  grpc: {module: \""+mod+"\"}\n")
+	_, err := newFromFile(path)
+	if err == nil {
+		t.Fatal("a filter importing proxy_grpc_call loaded")
+	}
+	for _, want := range []string{fmt.Sprintf("node.yaml:%d:", line), "env.proxy_grpc_call, which the host does not offer"} {
+		if !contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
 	}
 }

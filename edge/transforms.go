@@ -68,7 +68,11 @@ func (t *transforms) load(ctx context.Context, cfg *config.Config, prev *wasm.Se
 	}
 	set, err := t.host.LoadSet(ctx, specs, prev)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", cfg.Pos("transforms"), err)
+		at := []any{"transforms"}
+		if le := (*wasm.LoadError)(nil); errors.As(err, &le) {
+			at = append(at, le.Transform)
+		}
+		return nil, fmt.Errorf("%s: %w", cfg.Pos(at...), err)
 	}
 	return set, nil
 }

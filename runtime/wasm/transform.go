@@ -100,7 +100,7 @@ func (h *Host) Load(ctx context.Context, spec Spec) (*Transform, error) {
 		close(t.stop)
 		t.refills.Wait()
 		t.rt.Close(ctx)
-		return nil, fmt.Errorf("transform %s: %w", where, err)
+		return nil, &LoadError{Transform: spec.Name, Err: fmt.Errorf("transform %s: %w", where, err)}
 	}
 	return t, nil
 }
@@ -158,6 +158,16 @@ func (t *Transform) instantiate(ctx context.Context) (*instance, error) {
 	inst.handleResponse = mod.ExportedFunction(exportHandleResponse)
 	return inst, nil
 }
+
+// LoadError is a transform that failed to load, so that the caller can
+// point at its place in the config.
+type LoadError struct {
+	Transform string
+	Err       error
+}
+
+func (e *LoadError) Error() string { return e.Err.Error() }
+func (e *LoadError) Unwrap() error { return e.Err }
 
 // Name is the transform's name from its Spec.
 func (t *Transform) Name() string { return t.spec.Name }
