@@ -3,6 +3,7 @@ package wasm
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -152,7 +153,9 @@ func (x *exchange) deliverCalls(g *proxyGuest, untilResumed bool) error {
 	x.pw.resumed = false
 	for len(x.pw.calls) > 0 && !(untilResumed && x.pw.resumed) && x.pw.local == nil {
 		c := x.pw.calls[0]
-		<-c.done
+		if err := x.waitCall(c); err != nil {
+			return err
+		}
 		x.pw.calls = x.pw.calls[1:]
 		x.pw.call = c
 		if c.err != nil {
@@ -165,4 +168,21 @@ func (x *exchange) deliverCalls(g *proxyGuest, untilResumed bool) error {
 		}
 	}
 	return nil
+}
+
+var errClientGone = errors.New("the client went away while a dispatched call was outstanding")
+
+// waitCall waits for a call within its own timeout, and no longer than the
+// client waits for its request.
+func (x *exchange) waitCall(c *httpCall) error {
+	if x.r == nil {
+		<-c.done
+		return nil
+	}
+	select {
+	case <-c.done:
+		return nil
+	case <-x.r.Context().Done():
+		return errClientGone
+	}
 }

@@ -419,3 +419,32 @@ func TestProxyWasmHeldBodyIsBounded(t *testing.T) {
 type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// A client that leaves while its request waits on a dispatched call frees
+// the instance at once, not when the call times out.
+func TestProxyWasmCallWaitEndsWithTheClient(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	authz := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	h := newTestHost(t)
+	h.dispatcher = testDispatcher{"auth-svc": authz}
+	tr := loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), Clusters: map[string]string{"authz": "auth-svc"}, PoolSize: 1, Timeout: 5 * time.Second})
+	url := serve(t, NewChain(tr).Then(echoBackend))
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", url+"/auth", nil)
+	if _, err := http.DefaultClient.Do(req); err == nil {
+		t.Fatal("the call was answered")
+	}
+	// The only instance is free again well before the call's 5 s timeout.
+	start := time.Now()
+	resp, _ := get(t, url+"/x")
+	if elapsed := time.Since(start); resp.StatusCode != 200 || elapsed > 2*time.Second {
+		t.Errorf("next request: %d after %v, want 200 at once", resp.StatusCode, elapsed)
+	}
+}
