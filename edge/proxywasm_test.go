@@ -124,3 +124,34 @@ func TestUnsupportedImportNamesImportAndLine(t *testing.T) {
 		}
 	}
 }
+
+// A response past max_buffer through a transform that holds responses is
+// 502 through the node's real proxy too (which aborts the copy when the
+// held writer refuses a write).
+func TestHeldResponsePastMaxBufferThroughANode(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "hold.wat")
+	writeFile(t, src, `(module
+  (import "http_handler" "enable_features" (func $enable (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "handle_request") (result i64) (drop (call $enable (i32.const 2))) (i64.const 1))
+  (func (export "handle_response") (param i32 i32)))`)
+	mod := watModule(t, src, dir)
+	chunk := make([]byte, 32<<10)
+	api := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for range 256 { // 8 MiB
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	n := startNode(t, listenAny+"services:\n  api: {backends: [{url: \""+api+"\"}]}\n"+
+		"transforms:\n  hold: {module: \""+mod+"\", max_buffer: 1MiB}\n"+
+		"routes:\n  - {match: {path_prefix: /}, service: api, transforms: [hold]}\n")
+	for _, c := range allClients(t) {
+		resp, body := get(t, c.client, "https://"+n.Addrs().HTTPS+"/held")
+		if resp.StatusCode != http.StatusBadGateway || !contains(body, "max_buffer") {
+			t.Errorf("%s: %d %.80q, want 502 naming max_buffer", c.name, resp.StatusCode, body)
+		}
+	}
+}
