@@ -108,7 +108,7 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 	n.metrics = metrics.New(n.services)
 	n.sampler = n.metrics.NewSampler(cfg.Node.ID, cfg.Node.Region, n.services)
 	n.proxy = proxy.New(cfg.Timeouts.Timeouts, cfg.Node.ID, log)
-	n.transforms = &transforms{log: log}
+	n.transforms = &transforms{log: log, node: n}
 	n.admin = admin.New(n, promhttp.HandlerFor(n.metrics.Registry, promhttp.HandlerOpts{}), token)
 	n.admin.HandleJSON("GET /transforms", func() any {
 		st := n.acquire()

@@ -1,9 +1,13 @@
 package edge
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -17,6 +21,7 @@ import (
 // cache directory so a restart does not recompile.
 type transforms struct {
 	log  *slog.Logger
+	node *Node // whose services proxy-wasm filters' dispatched calls go to
 	once sync.Once
 	host *wasm.Host
 	err  error
@@ -38,9 +43,13 @@ func (t *transforms) load(ctx context.Context, cfg *config.Config, prev *wasm.Se
 		if err != nil {
 			return nil, fmt.Errorf("%s: transform %q config: %w", cfg.Pos("transforms", name, "config"), name, err)
 		}
+		if tc.Configuration != "" {
+			guestCfg = []byte(tc.Configuration)
+		}
 		specs = append(specs, wasm.Spec{
 			Name: name, Source: tc.Module, Wasm: bin, Config: guestCfg,
 			PoolSize: tc.Pool, MemoryLimit: uint64(tc.Memory), Timeout: tc.Timeout.D(),
+			MaxBuffer: uint64(tc.MaxBuffer), ABI: tc.ABI, RootID: tc.RootID, Clusters: tc.Clusters,
 		})
 	}
 	t.once.Do(func() {
@@ -48,14 +57,22 @@ func (t *transforms) load(ctx context.Context, cfg *config.Config, prev *wasm.Se
 		if base, err := os.UserCacheDir(); err == nil {
 			dir = filepath.Join(base, "perigee", "wasm")
 		}
-		t.host, t.err = wasm.NewHost(wasm.Options{CacheDir: dir, Logger: t.log.With("component", "wasm")})
+		t.host, t.err = wasm.NewHost(wasm.Options{
+			CacheDir: dir, Logger: t.log.With("component", "wasm"),
+			Node:       wasm.Node{ID: cfg.Node.ID, Region: cfg.Node.Region},
+			Dispatcher: dispatcher{t.node}, Registerer: t.node.metrics.Registry,
+		})
 	})
 	if t.err != nil {
 		return nil, t.err
 	}
 	set, err := t.host.LoadSet(ctx, specs, prev)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", cfg.Pos("transforms"), err)
+		at := []any{"transforms"}
+		if le := (*wasm.LoadError)(nil); errors.As(err, &le) {
+			at = append(at, le.Transform)
+		}
+		return nil, fmt.Errorf("%s: %w", cfg.Pos(at...), err)
 	}
 	return set, nil
 }
@@ -84,4 +101,63 @@ func (st *state) transformStats() any {
 			s.Time.Quantile(0.5).Microseconds(), s.Time.Quantile(0.99).Microseconds()}
 	}
 	return out
+}
+
+// dispatcher sends proxy-wasm filters' dispatched calls to a service of the
+// current config, through the node's proxy and upstream pools, like any
+// request of a route to that service.
+type dispatcher struct{ n *Node }
+
+var _ wasm.Dispatcher = dispatcher{}
+
+// maxCallResponse bounds what a dispatched call's response may hold; the
+// transform's max_buffer bounds it again.
+const maxCallResponse = 16 << 20
+
+func (d dispatcher) Dispatch(ctx context.Context, service string, req *http.Request) (*http.Response, error) {
+	st := d.n.acquire()
+	defer st.release()
+	svc := st.services[service]
+	if svc == nil {
+		return nil, fmt.Errorf("dispatched call to unknown service %q", service)
+	}
+	req = req.WithContext(ctx)
+	req.RemoteAddr = "127.0.0.1:0" // the node itself
+	rec := &callRecorder{header: http.Header{}}
+	d.n.proxy.Handler(svc).ServeHTTP(rec, req)
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	if rec.tooLarge {
+		return nil, fmt.Errorf("dispatched call to %q: response larger than %d bytes", service, maxCallResponse)
+	}
+	return &http.Response{
+		StatusCode: rec.status, Header: rec.header, Body: io.NopCloser(&rec.body),
+		ContentLength: int64(rec.body.Len()), Request: req,
+	}, nil
+}
+
+// callRecorder keeps a dispatched call's response, up to maxCallResponse.
+type callRecorder struct {
+	header   http.Header
+	status   int
+	body     bytes.Buffer
+	tooLarge bool
+}
+
+func (r *callRecorder) Header() http.Header { return r.header }
+
+func (r *callRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+}
+
+func (r *callRecorder) Write(p []byte) (int, error) {
+	r.WriteHeader(http.StatusOK)
+	if r.body.Len()+len(p) > maxCallResponse {
+		r.tooLarge = true
+		return 0, errors.New("dispatched call response too large")
+	}
+	return r.body.Write(p)
 }

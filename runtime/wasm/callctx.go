@@ -24,6 +24,9 @@ import (
 // twice per request.
 type callCtx struct {
 	x *exchange // the request being handled; nil between calls
+	// guest is a proxy-wasm instance's callbacks, which host functions
+	// need to allocate in guest memory.
+	guest *proxyGuest
 
 	// deadline is the running call's, in nanoseconds on the monotonic
 	// clock; 0 between calls and once expired.
@@ -120,6 +123,9 @@ func (c *callCtx) Err() error {
 func (c *callCtx) Value(k any) any {
 	if k == (exchangeKey{}) && c.x != nil {
 		return c.x
+	}
+	if k == (proxyGuestKey{}) && c.guest != nil {
+		return c.guest
 	}
 	return nil
 }

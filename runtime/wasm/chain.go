@@ -1,6 +1,7 @@
 package wasm
 
 import (
+	"errors"
 	"net/http"
 	"time"
 )
@@ -25,7 +26,11 @@ func (c *Chain) Then(next http.Handler) http.Handler {
 	}
 	h := next
 	for i := len(c.transforms) - 1; i >= 0; i-- {
-		h = &layer{t: c.transforms[i], next: h}
+		if t := c.transforms[i]; t.abi == ABIProxyWasm {
+			h = &proxyLayer{t: t, next: h}
+		} else {
+			h = &layer{t: t, next: h}
+		}
 	}
 	return &guard{transforms: c.transforms, first: h}
 }
@@ -94,9 +99,16 @@ func (l *layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	spent := time.Since(start)
 
 	l.serveNext(x)
+	// A held response past max_buffer is dropped: the guest hears of it as
+	// an error (is_error 1), and the client gets 502.
+	overflowed := x.buf != nil && x.buf.overflowed
+	isError := uint64(0)
+	if overflowed {
+		isError = 1
+	}
 
 	start = time.Now()
-	x.stack[0], x.stack[1] = ctxNext>>32, 0
+	x.stack[0], x.stack[1] = ctxNext>>32, isError
 	err = x.call(inst.handleResponse, x.stack[:])
 	t.stats.time.Observe(spent + time.Since(start))
 	if err != nil {
@@ -105,17 +117,25 @@ func (l *layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t.put(inst)
-	if x.buf != nil {
+	switch {
+	case overflowed:
+		l.tooLarge(x, &overflow{"upstream response", http.StatusBadGateway})
+	case x.buf != nil:
 		x.buf.flushTo(w, x.respWritten)
 	}
 }
 
 // serveNext runs the rest of the chain. Should it panic (net/http's way of
 // aborting a response), the instance goes back to the pool: the guest is
-// between two calls and sound.
+// between two calls and sound. A panic because the held response ran past
+// max_buffer (httputil.ReverseProxy aborts when a write fails) is not
+// passed on: the layer answers 502 instead.
 func (l *layer) serveNext(x *exchange) {
 	defer func() {
 		if p := recover(); p != nil {
+			if x.buf != nil && x.buf.overflowed {
+				return
+			}
 			l.t.put(x.inst)
 			panic(p)
 		}
@@ -126,10 +146,24 @@ func (l *layer) serveNext(x *exchange) {
 // fail discards the instance after a trap or timeout and, when the response
 // has not been sent, answers 500.
 func (l *layer) fail(x *exchange, err error, phase string, respond bool) {
+	l.t.discard(x.inst)
+	if ov := (*overflow)(nil); errors.As(err, &ov) {
+		l.tooLarge(x, ov)
+		return
+	}
 	l.t.callFailure(err, phase)
 	l.t.stats.errors.Add(1)
-	l.t.discard(x.inst)
 	if respond {
 		http.Error(x.w, "transform "+l.t.spec.Name+" failed", http.StatusInternalServerError)
 	}
+}
+
+// tooLarge answers a request whose body or response passed max_buffer,
+// with none of the response headers gathered so far.
+func (l *layer) tooLarge(x *exchange, ov *overflow) {
+	l.t.stats.errors.Add(1)
+	l.t.logger.Warn("wasm transform buffer limit exceeded", "what", ov.what,
+		"max_buffer", l.t.spec.MaxBuffer, "status", ov.status, "path", x.r.URL.Path)
+	clear(x.w.Header())
+	http.Error(x.w, "transform "+l.t.spec.Name+": "+ov.Error(), ov.status)
 }

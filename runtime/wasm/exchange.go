@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net/http"
 	"net/textproto"
@@ -43,7 +44,10 @@ type exchange struct {
 	respRead    int
 	respWritten bool
 
-	stack [2]uint64
+	// pw is the proxy-wasm side of the request; nil for http-wasm.
+	pw *proxyState
+
+	stack [5]uint64
 }
 
 type exchangeKey struct{}
@@ -63,10 +67,39 @@ func newExchange(t *Transform, inst *instance, w http.ResponseWriter, r *http.Re
 }
 
 func (x *exchange) free() {
-	x.kept.Reset()
-	x.ownBody.Reset()
-	*x = exchange{kept: x.kept, ownBody: x.ownBody}
+	kept, own := x.kept, x.ownBody
+	*x = exchange{kept: reuse(kept), ownBody: reuse(own)}
 	exchanges.Put(x)
+}
+
+// pooledBuffer is the largest buffer an idle exchange keeps: one request
+// with a large body must not pin max_buffer per pooled exchange.
+const pooledBuffer = 64 << 10
+
+func reuse(b bytes.Buffer) bytes.Buffer {
+	if b.Cap() > pooledBuffer {
+		return bytes.Buffer{}
+	}
+	b.Reset()
+	return b
+}
+
+// overflow is what a host function panics with when a body the host would
+// hold passes the transform's max_buffer; the request is answered status.
+type overflow struct {
+	what   string
+	status int
+}
+
+func (e *overflow) Error() string { return e.what + " is larger than max_buffer" }
+
+// hold appends p to b, a body the host keeps for the request, within
+// max_buffer.
+func (x *exchange) hold(b *bytes.Buffer, p []byte, what string, status int) {
+	if uint64(b.Len())+uint64(len(p)) > x.t.spec.MaxBuffer {
+		panic(&overflow{what, status})
+	}
+	b.Write(p)
 }
 
 // call runs one guest export under the transform's deadline.
@@ -214,7 +247,7 @@ func (x *exchange) readBody(kind uint32, dst []byte) (n int, eof bool) {
 			}
 		})
 		if x.features&FeatureBufferRequest != 0 {
-			x.kept.Write(dst[:n])
+			x.hold(&x.kept, dst[:n], "buffered request body", http.StatusRequestEntityTooLarge)
 		}
 		x.bodyEOF = eof
 		return n, eof
@@ -238,17 +271,17 @@ func (x *exchange) writeBody(kind uint32, p []byte) {
 		if x.newBody == nil {
 			x.newBody = &bytes.Buffer{}
 		}
-		x.newBody.Write(p)
+		x.hold(x.newBody, p, "request body written by the guest", http.StatusRequestEntityTooLarge)
 	case kindResponse:
 		switch {
 		case !x.afterNext:
-			x.ownBody.Write(p)
+			x.hold(&x.ownBody, p, "response written by the guest", http.StatusBadGateway)
 		case x.buf != nil:
 			if !x.respWritten { // the first write replaces the downstream body
 				x.buf.body.Reset()
 				x.respWritten = true
 			}
-			x.buf.body.Write(p)
+			x.hold(&x.buf.body, p, "response body written by the guest", http.StatusBadGateway)
 		default: // unbuffered: the response is already on its way
 			x.inst.ctx.blockingIO(x.root, true, func() { x.w.Write(p) })
 		}
@@ -307,7 +340,7 @@ func (x *exchange) prepareNext() http.ResponseWriter {
 	}
 	var w http.ResponseWriter = x.w
 	if x.features&FeatureBufferResponse != 0 {
-		x.buf = &bufferedWriter{header: x.w.Header(), root: x.root}
+		x.buf = &bufferedWriter{header: x.w.Header(), root: x.root, limit: x.t.spec.MaxBuffer}
 		w = x.buf
 	}
 	// A status or body the guest set before calling next goes out first,
@@ -333,14 +366,21 @@ func (x *exchange) answer() {
 	}
 }
 
-// bufferedWriter holds a downstream response until the guest has seen it.
-// It shares the header map of the writer it will flush to.
+// bufferedWriter holds a downstream response until the guest has seen it,
+// up to limit bytes. It shares the header map of the writer it will flush
+// to.
 type bufferedWriter struct {
 	header http.Header
 	root   http.ResponseWriter // the server's, for blockingIO downstream
 	status int
 	body   bytes.Buffer
+	limit  uint64
+	// overflowed is set once downstream wrote past limit; the body is
+	// dropped and every later write fails.
+	overflowed bool
 }
+
+var errResponseTooLarge = errors.New("response is larger than the transform's max_buffer")
 
 func (b *bufferedWriter) Header() http.Header { return b.header }
 
@@ -353,6 +393,11 @@ func (b *bufferedWriter) WriteHeader(code int) {
 func (b *bufferedWriter) Write(p []byte) (int, error) {
 	if b.status == 0 {
 		b.status = http.StatusOK
+	}
+	if b.overflowed || uint64(b.body.Len())+uint64(len(p)) > b.limit {
+		b.overflowed = true
+		b.body = bytes.Buffer{}
+		return 0, errResponseTooLarge
 	}
 	return b.body.Write(p)
 }

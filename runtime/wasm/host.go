@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
@@ -18,9 +19,13 @@ import (
 // Host compiles and runs transforms. One Host serves a whole node; it owns
 // the compilation cache that every transform's runtime shares.
 type Host struct {
-	cache  wazero.CompilationCache
-	guard  *cacheGuard // nil when the cache is in memory only
-	logger *slog.Logger
+	node       Node
+	dispatcher Dispatcher
+	shared     *shared
+	metrics    *guestMetrics
+	cache      wazero.CompilationCache
+	guard      *cacheGuard // nil when the cache is in memory only
+	logger     *slog.Logger
 }
 
 // Options configure a Host.
@@ -32,7 +37,19 @@ type Options struct {
 	CacheDir string
 	// Logger receives guest logs and pool events; nil discards them.
 	Logger *slog.Logger
+	// Node is what proxy-wasm guests read as the node.id and
+	// node.locality.region properties.
+	Node Node
+	// Dispatcher sends proxy-wasm filters' dispatched HTTP calls; nil
+	// refuses them (BAD_ARGUMENT).
+	Dispatcher Dispatcher
+	// Registerer gets the metrics proxy-wasm filters define; nil keeps
+	// them unexported (filters can still read them).
+	Registerer prometheus.Registerer
 }
+
+// Node describes the node guests run on.
+type Node struct{ ID, Region string }
 
 // NewHost returns a Host using opts.
 func NewHost(opts Options) (*Host, error) {
@@ -40,7 +57,13 @@ func NewHost(opts Options) (*Host, error) {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	h := &Host{cache: wazero.NewCompilationCache(), logger: logger}
+	h := &Host{cache: wazero.NewCompilationCache(), logger: logger, node: opts.Node, dispatcher: opts.Dispatcher,
+		shared: newShared(), metrics: newGuestMetrics()}
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(h.metrics); err != nil {
+			return nil, fmt.Errorf("register wasm guest metrics: %w", err)
+		}
+	}
 	if opts.CacheDir != "" {
 		var err error
 		if h.cache, err = wazero.NewCompilationCacheWithDir(opts.CacheDir); err != nil {
@@ -67,7 +90,7 @@ func (h *Host) Validate(ctx context.Context, wasm []byte) error {
 	if err := instantiateHostModules(ctx, rt, nil); err != nil {
 		return err
 	}
-	compiled, err := h.compileGuest(ctx, rt, wasm)
+	compiled, _, err := h.compileGuest(ctx, rt, wasm, "")
 	if err != nil {
 		return err
 	}
@@ -99,20 +122,24 @@ func instantiateHostModules(ctx context.Context, rt wazero.Runtime, t *Transform
 	if _, err := newABI(t).build(rt.NewHostModuleBuilder(abiModule)).Instantiate(ctx); err != nil {
 		return fmt.Errorf("instantiate %s: %w", abiModule, err)
 	}
+	if _, err := (proxyABI{t}).build(rt.NewHostModuleBuilder(proxyModule)).Instantiate(ctx); err != nil {
+		return fmt.Errorf("instantiate %s: %w", proxyModule, err)
+	}
 	return nil
 }
 
 var errNotWasm = errors.New("not a WebAssembly module")
 
 // compileGuest meters wasm, compiles it and checks its exports and imports
-// against the host modules already instantiated in rt.
-func (h *Host) compileGuest(ctx context.Context, rt wazero.Runtime, wasm []byte) (wazero.CompiledModule, error) {
+// against the host modules already instantiated in rt, for the ABI asked
+// for or, when abi is empty, the one the exports show. It returns the ABI.
+func (h *Host) compileGuest(ctx context.Context, rt wazero.Runtime, wasm []byte, abi string) (wazero.CompiledModule, string, error) {
 	if len(wasm) < 4 || string(wasm[:4]) != "\x00asm" {
-		return nil, errNotWasm
+		return nil, "", errNotWasm
 	}
 	wasm, err := meter.Instrument(wasm)
 	if err != nil {
-		return nil, fmt.Errorf("meter: %w", err)
+		return nil, "", fmt.Errorf("meter: %w", err)
 	}
 	var compiled wazero.CompiledModule
 	compile := func() (err error) {
@@ -125,25 +152,27 @@ func (h *Host) compileGuest(ctx context.Context, rt wazero.Runtime, wasm []byte)
 		err = compile()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("compile: %w", err)
+		return nil, "", fmt.Errorf("compile: %w", err)
 	}
-	if err := checkGuest(rt, compiled); err != nil {
+	if abi, err = detectABI(abi, compiled); err == nil {
+		err = checkGuest(rt, compiled, abi)
+	}
+	if err != nil {
 		compiled.Close(ctx)
-		return nil, err
+		return nil, "", err
 	}
-	return compiled, nil
+	return compiled, abi, nil
 }
 
-func checkGuest(rt wazero.Runtime, compiled wazero.CompiledModule) error {
-	exports := compiled.ExportedFunctions()
-	if err := checkSignature(exports[exportHandleRequest], exportHandleRequest, nil, []api.ValueType{i64}); err != nil {
+func checkGuest(rt wazero.Runtime, compiled wazero.CompiledModule, abi string) error {
+	module := abiModule
+	if abi == ABIProxyWasm {
+		if err := checkProxyGuest(compiled); err != nil {
+			return err
+		}
+		module = proxyModule
+	} else if err := checkHTTPGuest(compiled); err != nil {
 		return err
-	}
-	if err := checkSignature(exports[exportHandleResponse], exportHandleResponse, []api.ValueType{i32, i32}, nil); err != nil {
-		return err
-	}
-	if _, ok := compiled.ExportedMemories()["memory"]; !ok {
-		return errors.New(`module does not export its memory as "memory"`)
 	}
 	if mems := compiled.ImportedMemories(); len(mems) > 0 {
 		mod, name, _ := mems[0].Import()
@@ -155,8 +184,8 @@ func checkGuest(rt wazero.Runtime, compiled wazero.CompiledModule) error {
 			continue // added by the meter, which refuses guests importing it
 		}
 		offered := rt.Module(mod)
-		if offered == nil || (mod != abiModule && mod != wasi_snapshot_preview1.ModuleName) {
-			return fmt.Errorf("module imports %s.%s: the host offers only %s and %s", mod, name, abiModule, wasi_snapshot_preview1.ModuleName)
+		if offered == nil || (mod != module && mod != wasi_snapshot_preview1.ModuleName) {
+			return fmt.Errorf("module imports %s.%s: the host offers %s guests only %s and %s", mod, name, abi, module, wasi_snapshot_preview1.ModuleName)
 		}
 		def, ok := offered.ExportedFunctionDefinitions()[name]
 		if !ok {
@@ -165,6 +194,20 @@ func checkGuest(rt wazero.Runtime, compiled wazero.CompiledModule) error {
 		if !sameTypes(def.ParamTypes(), imp.ParamTypes()) || !sameTypes(def.ResultTypes(), imp.ResultTypes()) {
 			return fmt.Errorf("module imports %s.%s with signature %s, the host's is %s", mod, name, signature(imp), signature(def))
 		}
+	}
+	return nil
+}
+
+func checkHTTPGuest(compiled wazero.CompiledModule) error {
+	exports := compiled.ExportedFunctions()
+	if err := checkSignature(exports[exportHandleRequest], exportHandleRequest, nil, []api.ValueType{i64}); err != nil {
+		return err
+	}
+	if err := checkSignature(exports[exportHandleResponse], exportHandleResponse, []api.ValueType{i32, i32}, nil); err != nil {
+		return err
+	}
+	if _, ok := compiled.ExportedMemories()["memory"]; !ok {
+		return errors.New(`module does not export its memory as "memory"`)
 	}
 	return nil
 }

@@ -250,3 +250,50 @@ func TestBlockedHostCallMeetsDeadlineHTTP2(t *testing.T) {
 		t.Errorf("%s %d after %v, want HTTP/2 500 within %v", resp.Proto, resp.StatusCode, elapsed, 2*hostileDeadline)
 	}
 }
+
+// A guest that leaves the body to upstream holds its instance while
+// upstream reads it from a slow client: between its two calls, for as long
+// as the rest of the chain runs. So the route's body timeout, which ends
+// that read, is what bounds the hold (here a read deadline the handler
+// sets, as the proxy does), over HTTP/1.1.
+func TestSlowBodyHoldsInstanceOnlyUntilBodyTimeout(t *testing.T) {
+	const bodyTimeout = 300 * time.Millisecond
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "pass", Wasm: bufferGuest(t, 0, false), PoolSize: 1, Timeout: 20 * bodyTimeout})
+	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyTimeout))
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			http.Error(w, "body too slow", http.StatusRequestTimeout)
+			return
+		}
+		io.WriteString(w, "backend")
+	})
+	srv := httptest.NewServer(NewChain(tr).Then(upstream))
+	defer srv.Close()
+
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx")
+	for tr.Stats().Calls == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	// The only instance is held by the slow request; this one waits for it.
+	resp, body := get(t, srv.URL)
+	elapsed := time.Since(start)
+	if resp.StatusCode != 200 || body != "backend" || elapsed > 2*bodyTimeout+time.Second {
+		t.Errorf("second request: %d %q after %v, want 200 soon after the %v body timeout", resp.StatusCode, body, elapsed, bodyTimeout)
+	}
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	slow, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow.Body.Close()
+	if slow.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("slow client got %d, want 408", slow.StatusCode)
+	}
+}

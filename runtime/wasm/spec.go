@@ -1,8 +1,9 @@
-// Package wasm is Perigee's host for http-wasm transforms: it compiles guest
+// Package wasm is Perigee's host for Wasm transforms: it compiles guest
 // modules once, keeps a bounded pool of ready instances per module, bounds
 // each guest's memory and time, and runs an ordered chain of guests around an
 // http.Handler. It implements the http_handler ABI that Traefik and Dapr
-// guests are built against, so their modules run unmodified.
+// guests are built against and the proxy-wasm ABI of Envoy's filters, so
+// modules built for either run unmodified, side by side in one chain.
 //
 // It knows nothing of routes or services: the caller names the modules, puts
 // them in chains and swaps whole sets on reload.
@@ -13,8 +14,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -24,8 +27,13 @@ const (
 	DefaultPoolSize    = 4
 	DefaultMemoryLimit = 64 << 20
 	DefaultTimeout     = 100 * time.Millisecond
+	DefaultMaxBuffer   = 4 << 20
 	// maxPoolSize keeps a typo from instantiating thousands of guests.
 	maxPoolSize = 1024
+	// minBuffer and maxBuffer bound MaxBuffer: below a kilobyte hardly any
+	// body fits; past a gigabyte a few requests take the node's memory.
+	minBuffer = 1 << 10
+	maxBuffer = 1 << 30
 )
 
 // Spec describes one transform: the module, the bytes get_config returns and
@@ -45,6 +53,18 @@ type Spec struct {
 	MemoryLimit uint64
 	// Timeout bounds each guest call and the wait for a free instance.
 	Timeout time.Duration
+	// MaxBuffer caps what the host holds per request for the guest: a
+	// buffered request body, a held response, a body the guest writes.
+	MaxBuffer uint64
+	// ABI is ABIHTTPWasm or ABIProxyWasm; empty detects it from the
+	// module's exports.
+	ABI string
+	// RootID is a proxy-wasm plugin's root_id, as in Envoy's plugin config.
+	// Config is its plugin configuration (proxy_on_configure).
+	RootID string
+	// Clusters maps the cluster names a proxy-wasm filter may call with
+	// proxy_http_call to the node's services.
+	Clusters map[string]string
 }
 
 // withDefaults fills the zero limits and checks the rest.
@@ -73,6 +93,15 @@ func (s Spec) withDefaults() (Spec, error) {
 	if s.Timeout < 0 {
 		return s, fmt.Errorf("transform %q: negative timeout %s", s.Name, s.Timeout)
 	}
+	if s.ABI != "" && s.ABI != ABIHTTPWasm && s.ABI != ABIProxyWasm {
+		return s, fmt.Errorf("transform %q: unknown abi %q (want %s or %s)", s.Name, s.ABI, ABIHTTPWasm, ABIProxyWasm)
+	}
+	if s.MaxBuffer == 0 {
+		s.MaxBuffer = DefaultMaxBuffer
+	}
+	if s.MaxBuffer < minBuffer || s.MaxBuffer > maxBuffer {
+		return s, fmt.Errorf("transform %q: max buffer %d bytes out of range %d..%d", s.Name, s.MaxBuffer, minBuffer, maxBuffer)
+	}
 	return s, nil
 }
 
@@ -85,8 +114,12 @@ const (
 func (s Spec) fingerprint() [32]byte {
 	h := sha256.New()
 	h.Write(s.Wasm)
-	fmt.Fprintf(h, "\x00%d\x00%d\x00%d\x00%d\x00", len(s.Config), s.PoolSize, s.MemoryLimit, s.Timeout)
+	fmt.Fprintf(h, "\x00%d\x00%d\x00%d\x00%d\x00%d\x00", len(s.Config), s.PoolSize, s.MemoryLimit, s.Timeout, s.MaxBuffer)
 	h.Write(s.Config)
+	fmt.Fprintf(h, "\x00%s\x00%s", s.ABI, s.RootID)
+	for _, name := range slices.Sorted(maps.Keys(s.Clusters)) {
+		fmt.Fprintf(h, "\x00%q=%q", name, s.Clusters[name])
+	}
 	var out [32]byte
 	h.Sum(out[:0])
 	return out

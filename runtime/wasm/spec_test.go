@@ -40,6 +40,8 @@ func TestSpecLimits(t *testing.T) {
 		{Name: "x", Wasm: []byte{0}, PoolSize: -1},
 		{Name: "x", Wasm: []byte{0}, MemoryLimit: 10},
 		{Name: "x", Wasm: []byte{0}, Timeout: -1},
+		{Name: "x", Wasm: []byte{0}, MaxBuffer: 100},
+		{Name: "x", Wasm: []byte{0}, MaxBuffer: 2 << 30},
 	}
 	for _, s := range bad {
 		if _, err := s.withDefaults(); err == nil {
@@ -47,7 +49,7 @@ func TestSpecLimits(t *testing.T) {
 		}
 	}
 	s, err := Spec{Name: "x", Wasm: []byte{0}}.withDefaults()
-	if err != nil || s.PoolSize != DefaultPoolSize || s.MemoryLimit != DefaultMemoryLimit || s.Timeout != DefaultTimeout {
+	if err != nil || s.PoolSize != DefaultPoolSize || s.MemoryLimit != DefaultMemoryLimit || s.Timeout != DefaultTimeout || s.MaxBuffer != DefaultMaxBuffer {
 		t.Errorf("defaults: %+v, %v", s, err)
 	}
 }

@@ -95,7 +95,7 @@ func must[T any](v T, err error) T {
 
 func newTestHost(t testing.TB) *Host {
 	t.Helper()
-	return &Host{cache: sharedCache.cache, logger: sharedCache.logger}
+	return &Host{cache: sharedCache.cache, logger: sharedCache.logger, shared: newShared(), metrics: newGuestMetrics()}
 }
 
 func loadT(t testing.TB, h *Host, spec Spec) *Transform {

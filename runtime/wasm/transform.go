@@ -31,6 +31,8 @@ const instantiateTimeout = 10 * time.Second
 // is done, which is how a reload lets old requests finish.
 type Transform struct {
 	spec     Spec
+	abi      string // ABIHTTPWasm or ABIProxyWasm
+	host     *Host
 	fp       [32]byte
 	logger   *slog.Logger
 	rt       wazero.Runtime
@@ -40,6 +42,13 @@ type Transform struct {
 	// pool holds the idle instances; its capacity is the pool size. The
 	// channel keeps them reachable, so the garbage collector never drops one.
 	pool chan *instance
+
+	// Background root callbacks of proxy-wasm filters: ticks and queue
+	// notifications (pending bounds those in flight); stop ends them.
+	tickPeriod atomic.Int64
+	tickOnce   sync.Once
+	pending    chan struct{}
+	stop       chan struct{}
 
 	refs      atomic.Int64
 	closed    atomic.Bool
@@ -58,6 +67,8 @@ type instance struct {
 	// features the guest enabled in its start function: the starting set
 	// for each of its requests.
 	features Features
+	// proxy is set for proxy-wasm guests.
+	proxy *proxyGuest
 }
 
 type instanceKey struct{}
@@ -74,16 +85,22 @@ func (h *Host) Load(ctx context.Context, spec Spec) (*Transform, error) {
 		where = fmt.Sprintf("%s (%s)", spec.Name, spec.Source)
 	}
 	t := &Transform{
-		spec:   spec,
-		fp:     spec.fingerprint(),
-		logger: h.logger.With("transform", spec.Name),
-		pool:   make(chan *instance, spec.PoolSize),
+		spec:    spec,
+		fp:      spec.fingerprint(),
+		host:    h,
+		logger:  h.logger.With("transform", spec.Name),
+		pool:    make(chan *instance, spec.PoolSize),
+		pending: make(chan struct{}, spec.PoolSize),
+		stop:    make(chan struct{}),
 	}
 	t.refs.Store(1)
 	t.rt = h.newRuntime(ctx, spec.MemoryLimit)
 	if err := t.init(ctx, h); err != nil {
+		t.closed.Store(true)
+		close(t.stop)
+		t.refills.Wait()
 		t.rt.Close(ctx)
-		return nil, fmt.Errorf("transform %s: %w", where, err)
+		return nil, &LoadError{Transform: spec.Name, Err: fmt.Errorf("transform %s: %w", where, err)}
 	}
 	return t, nil
 }
@@ -92,11 +109,11 @@ func (t *Transform) init(ctx context.Context, h *Host) error {
 	if err := instantiateHostModules(ctx, t.rt, t); err != nil {
 		return err
 	}
-	compiled, err := h.compileGuest(ctx, t.rt, t.spec.Wasm)
+	compiled, abi, err := h.compileGuest(ctx, t.rt, t.spec.Wasm, t.spec.ABI)
 	if err != nil {
 		return err
 	}
-	t.compiled = compiled
+	t.compiled, t.abi = compiled, abi
 	// Clock and randomness only: no arguments, environment, files or
 	// sockets. Go reactors start with _initialize, TinyGo commands with
 	// _start.
@@ -128,10 +145,29 @@ func (t *Transform) instantiate(ctx context.Context) (*instance, error) {
 		return nil, fmt.Errorf("instantiate: %w", err)
 	}
 	inst.mod = mod
+	if t.abi == ABIProxyWasm {
+		inst.proxy = newProxyGuest(mod)
+		inst.ctx.guest = inst.proxy
+		if err := t.startProxyGuest(inst); err != nil {
+			mod.Close(ctx)
+			return nil, err
+		}
+		return inst, nil
+	}
 	inst.handleRequest = mod.ExportedFunction(exportHandleRequest)
 	inst.handleResponse = mod.ExportedFunction(exportHandleResponse)
 	return inst, nil
 }
+
+// LoadError is a transform that failed to load, so that the caller can
+// point at its place in the config.
+type LoadError struct {
+	Transform string
+	Err       error
+}
+
+func (e *LoadError) Error() string { return e.Err.Error() }
+func (e *LoadError) Unwrap() error { return e.Err }
 
 // Name is the transform's name from its Spec.
 func (t *Transform) Name() string { return t.spec.Name }
@@ -167,6 +203,7 @@ func (t *Transform) Release() {
 func (t *Transform) shutdown() {
 	t.closeOnce.Do(func() {
 		t.closed.Store(true)
+		close(t.stop)
 		t.refills.Wait()
 		if err := t.rt.Close(context.Background()); err != nil {
 			t.logger.Warn("close wasm runtime", "err", err)

@@ -1,0 +1,173 @@
+package wasm
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// streamed is what the buffering cases push through a transform.
+const streamed = 256 << 20
+
+// bufferGuest enables features (1 buffer request, 2 buffer response) and,
+// with readBody, reads the request body to its end.
+func bufferGuest(t *testing.T, features int, readBody bool) []byte {
+	read := ""
+	if readBody {
+		read = `(block $eof (loop $more
+			(br_if $eof (i64.ne (i64.const 0) (i64.and
+				(call $read_body (i32.const 0) (i32.const 0) (i32.const 65536)) (i64.const 0x100000000))))
+			(br $more)))`
+	}
+	return wat(t, fmt.Sprintf(`(module
+		(import "http_handler" "enable_features" (func $enable (param i32) (result i32)))
+		(import "http_handler" "read_body" (func $read_body (param i32 i32 i32) (result i64)))
+		(memory (export "memory") 1)
+		(func (export "handle_request") (result i64)
+			(drop (call $enable (i32.const %d)))
+			%s
+			(i64.const 1))
+		(func (export "handle_response") (param i32 i32)))`, features, read))
+}
+
+// writeGuest writes 1 MiB eight times to the body of kind and then answers
+// (next 0) or continues (next 1).
+func writeGuest(t *testing.T, kind, next int) []byte {
+	return wat(t, fmt.Sprintf(`(module
+		(import "http_handler" "write_body" (func $write_body (param i32 i32 i32)))
+		(memory (export "memory") 16)
+		(func (export "handle_request") (result i64) (local $i i32)
+			(loop $more
+				(call $write_body (i32.const %d) (i32.const 0) (i32.const 0x100000))
+				(local.set $i (i32.add (local.get $i) (i32.const 1)))
+				(br_if $more (i32.lt_u (local.get $i) (i32.const 8))))
+			(i64.const %d))
+		(func (export "handle_response") (param i32 i32)))`, kind, next))
+}
+
+// allocated is the heap allocated so far by the whole process.
+func allocated() uint64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.TotalAlloc
+}
+
+// heapSlack is what the heap may take across a bounded case: the 4 MiB
+// buffer (twice over while it grows) and the copy buffers, far below the
+// 256 MiB streamed.
+const heapSlack = 48 << 20
+
+// A 256 MiB upstream response through a transform that holds responses back
+// stops at max_buffer with 502, instead of growing the heap by the body.
+func TestResponseBufferIsBounded(t *testing.T) {
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "hold", Wasm: bufferGuest(t, 2, false), PoolSize: 1, Timeout: 5 * time.Second})
+	chunk := make([]byte, 32<<10)
+	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for sent := 0; sent < streamed; sent += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	url := serve(t, NewChain(tr).Then(upstream))
+
+	rss0, alloc0 := settledRSS(t), allocated()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	alloc := allocated() - alloc0
+	rss1 := settledRSS(t)
+	t.Logf("status %d, %d body bytes; heap allocated %d MiB; rss %d -> %d MiB", resp.StatusCode, n, alloc>>20, rss0>>20, rss1>>20)
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("status %d, want 502", resp.StatusCode)
+	}
+	if alloc > heapSlack {
+		t.Errorf("heap allocated %d MiB streaming %d MiB, want under %d MiB", alloc>>20, streamed>>20, heapSlack>>20)
+	}
+	if s := tr.Stats(); s.Errors != 1 || s.Traps != 0 {
+		t.Errorf("stats %+v, want one error and no trap", s)
+	}
+	// The instance was not broken by it: the next small response goes through.
+	upstreamOK := serve(t, NewChain(tr).Then(echoBackend))
+	if resp, body := get(t, upstreamOK); resp.StatusCode != 200 || body != "backend" {
+		t.Errorf("after the overflow: %d %q", resp.StatusCode, body)
+	}
+}
+
+// A 256 MiB request body through a transform that buffers requests (and
+// reads them) stops at max_buffer with 413.
+func TestRequestBufferIsBounded(t *testing.T) {
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "keep", Wasm: bufferGuest(t, 1, true), PoolSize: 1, Timeout: 5 * time.Second})
+	srv := httptest.NewServer(NewChain(tr).Then(echoBackend))
+	defer srv.Close()
+
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rss0, alloc0 := settledRSS(t), allocated()
+	go func() {
+		fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", streamed)
+		chunk := make([]byte, 32<<10)
+		for sent := 0; sent < streamed; sent += len(chunk) {
+			if _, err := conn.Write(chunk); err != nil {
+				return // the server has answered and stopped reading
+			}
+		}
+	}()
+	conn.SetReadDeadline(time.Now().Add(time.Minute))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	alloc := allocated() - alloc0
+	t.Logf("status %d; heap allocated %d MiB; rss %d -> %d MiB", resp.StatusCode, alloc>>20, rss0>>20, settledRSS(t)>>20)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("status %d, want 413", resp.StatusCode)
+	}
+	if alloc > heapSlack {
+		t.Errorf("heap allocated %d MiB receiving %d MiB, want under %d MiB", alloc>>20, streamed>>20, heapSlack>>20)
+	}
+}
+
+// What a guest writes itself is bounded too: a request body past
+// max_buffer is 413, its own response past it 502, a held response it
+// rewrites past it 502.
+func TestWrittenBodiesAreBounded(t *testing.T) {
+	h := newTestHost(t)
+	cases := []struct {
+		name       string
+		kind, next int
+		want       int
+	}{
+		{"request body", 0, 1, http.StatusRequestEntityTooLarge},
+		{"own response", 1, 0, http.StatusBadGateway},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tr := loadT(t, h, Spec{Name: "write", Wasm: writeGuest(t, c.kind, c.next), PoolSize: 1, MaxBuffer: 4 << 20, Timeout: 5 * time.Second})
+			resp, _ := get(t, serve(t, NewChain(tr).Then(echoBackend)))
+			if resp.StatusCode != c.want {
+				t.Errorf("status %d, want %d", resp.StatusCode, c.want)
+			}
+			// Under the limit, the same guest's write goes through.
+			tr = loadT(t, h, Spec{Name: "write", Wasm: writeGuest(t, c.kind, c.next), PoolSize: 1, MaxBuffer: 8 << 20, Timeout: 5 * time.Second})
+			if resp, _ := get(t, serve(t, NewChain(tr).Then(echoBackend))); resp.StatusCode != 200 {
+				t.Errorf("at the limit: status %d, want 200", resp.StatusCode)
+			}
+		})
+	}
+}

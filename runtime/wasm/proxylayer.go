@@ -1,0 +1,484 @@
+package wasm
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tetratelabs/wazero/api"
+)
+
+// proxyState is one request's proxy-wasm side: its context and what the
+// callbacks have decided.
+type proxyState struct {
+	id     uint32
+	status int  // the response status, as the guest sees and sets it
+	sent   bool // the response headers went to the client
+	local  *localResponse
+	err    error // the first failed callback run from inside the chain
+	spent  time.Duration
+	// body is the body bytes the running body callback sees, of bodyKind.
+	body     *[]byte
+	bodyKind uint32
+	// Dispatched calls: outstanding, and the one whose callback runs.
+	calls    []*httpCall
+	call     *httpCall
+	nextCall uint32
+	resumed  bool // proxy_continue_stream since the last pause
+}
+
+// errStopped is what the body reader and writer return once a callback
+// answered locally or failed: the rest of the chain stops there.
+var errStopped = errors.New("proxy-wasm filter stopped the stream")
+
+// proxyLayer runs one proxy-wasm filter around the rest of the chain, with
+// Envoy's order of callbacks: proxy_on_context_create, request headers,
+// request body (chunk by chunk), request trailers; response headers,
+// response body, response trailers; then proxy_on_done, proxy_on_log and
+// proxy_on_delete.
+type proxyLayer struct {
+	t    *Transform
+	next http.Handler
+}
+
+func (l *proxyLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	t := l.t
+	t.stats.calls.Add(1)
+	inst, err := t.acquire(r.Context())
+	if err != nil {
+		t.stats.busy.Add(1)
+		t.stats.errors.Add(1)
+		http.Error(w, "transform "+t.spec.Name+" is busy", http.StatusServiceUnavailable)
+		return
+	}
+	x := newExchange(t, inst, w, r)
+	defer x.free()
+	g := inst.proxy
+	g.nextID++
+	if g.nextID == g.rootID {
+		g.nextID++
+	}
+	x.pw = &proxyState{id: g.nextID}
+	id := uint64(x.pw.id)
+
+	if _, err := x.callback(g.contextCreate, id, uint64(g.rootID)); err != nil {
+		l.fail(x, err, "proxy_on_context_create")
+		return
+	}
+	err = l.serve(x, g)
+	if err == nil {
+		// Calls still outstanding are answered before the context ends.
+		err = x.deliverCalls(g, false)
+	}
+	if err != nil {
+		l.fail(x, err, "http stream")
+		return
+	}
+	for _, fn := range []api.Function{g.done, g.log, g.delete} {
+		if _, err := x.callback(fn, id); err != nil {
+			l.fail(x, err, "context end")
+			return
+		}
+	}
+	t.stats.time.Observe(x.pw.spent)
+	t.put(inst)
+}
+
+// serve runs the stream's callbacks and the rest of the chain; an error is
+// a callback that failed.
+func (l *proxyLayer) serve(x *exchange, g *proxyGuest) error {
+	r, id := x.r, uint64(x.pw.id)
+	eos := r.Body == nil || r.Body == http.NoBody
+	action, err := x.callback(g.requestHeaders, id, uint64(len(x.pairs(kindRequest))), boolArg(eos))
+	if err != nil {
+		return err
+	}
+	if x.pw.local != nil {
+		l.answerLocal(x)
+		return nil
+	}
+	if action == actionPause && len(x.pw.calls) > 0 {
+		// Paused for a dispatched call (an auth check): its callback
+		// resumes the request or answers it.
+		if err := x.deliverCalls(g, true); err != nil {
+			return err
+		}
+		if x.pw.local != nil {
+			l.answerLocal(x)
+			return nil
+		}
+		if x.pw.resumed {
+			action = actionContinue
+		}
+	}
+	body := &proxyBody{x: x, g: g, src: r.Body}
+	if action == actionPause {
+		// Envoy holds paused headers until a body callback continues; here
+		// the body is read (within max_buffer) until one does.
+		if eos || g.requestBody == nil {
+			x.pw.err = errors.New("proxy_on_request_headers paused with no body to resume it")
+			return x.pw.err
+		}
+		if err := body.readUntilContinue(); err != nil {
+			return x.stopped(err)
+		}
+		if x.pw.local != nil {
+			l.answerLocal(x)
+			return nil
+		}
+	}
+	if !eos && g.requestBody != nil {
+		r.Body = body
+		r.ContentLength = -1
+		r.Header.Del("Content-Length")
+	}
+	x.afterNext = true
+	pw := &proxyWriter{x: x, g: g, w: x.w}
+	l.serveNext(x, pw)
+	if x.pw.err == nil && x.pw.local == nil {
+		pw.finish()
+	}
+	if x.pw.err != nil {
+		return x.stopped(x.pw.err)
+	}
+	if x.pw.local != nil {
+		if x.pw.sent {
+			return errors.New("proxy_send_local_response after the response went out")
+		}
+		l.answerLocal(x)
+	}
+	return nil
+}
+
+// stopped passes on a callback's failure, unless it was only the stream
+// stopping for a local response.
+func (x *exchange) stopped(err error) error {
+	if x.pw.local != nil && errors.Is(err, errStopped) {
+		return nil
+	}
+	return err
+}
+
+// serveNext runs the rest of the chain. A panic (net/http's way of aborting
+// a response) leaves the instance sound between callbacks, unless the
+// filter had stopped the stream, which is what made the chain abort.
+func (l *proxyLayer) serveNext(x *exchange, w http.ResponseWriter) {
+	defer func() {
+		if p := recover(); p != nil {
+			if x.pw.err != nil || x.pw.local != nil {
+				return
+			}
+			l.t.put(x.inst)
+			panic(p)
+		}
+	}()
+	l.next.ServeHTTP(w, x.r)
+}
+
+func (l *proxyLayer) answerLocal(x *exchange) {
+	l.t.stats.answered.Add(1)
+	lr := x.pw.local
+	h := x.w.Header()
+	clear(h)
+	for _, kv := range lr.headers {
+		if !strings.HasPrefix(kv[0], ":") && validHeader(strings.ToLower(kv[0]), kv[1]) {
+			h.Add(kv[0], kv[1])
+		}
+	}
+	h.Set("Content-Length", strconv.Itoa(len(lr.body)))
+	x.w.WriteHeader(lr.status)
+	x.w.Write(lr.body)
+}
+
+// fail discards the instance after a failed callback and answers 500 (or
+// 413/502 past max_buffer) when the response has not gone out.
+func (l *proxyLayer) fail(x *exchange, err error, phase string) {
+	l.t.discard(x.inst)
+	if x.pw.sent {
+		l.t.callFailure(err, phase)
+		l.t.stats.errors.Add(1)
+		return
+	}
+	if ov := (*overflow)(nil); errors.As(err, &ov) {
+		(&layer{t: l.t}).tooLarge(x, ov)
+		return
+	}
+	l.t.callFailure(err, phase)
+	l.t.stats.errors.Add(1)
+	clear(x.w.Header())
+	http.Error(x.w, "transform "+l.t.spec.Name+" failed", http.StatusInternalServerError)
+}
+
+func boolArg(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// callback runs one guest callback under the transform's deadline; a
+// callback the guest does not export continues.
+func (x *exchange) callback(fn api.Function, args ...uint64) (uint64, error) {
+	if fn == nil {
+		return actionContinue, nil
+	}
+	n := copy(x.stack[:], args)
+	start := time.Now()
+	err := x.call(fn, x.stack[:max(n, 1)])
+	x.pw.spent += time.Since(start)
+	return x.stack[0], err
+}
+
+// proxyBody streams the request body through proxy_on_request_body: each
+// chunk read joins what the filter holds; Continue releases it upstream,
+// Pause keeps it (within max_buffer) for the next call. At the end of the
+// stream the held bytes go on either way: nothing is left to resume them.
+type proxyBody struct {
+	x       *exchange
+	g       *proxyGuest
+	src     io.ReadCloser
+	held    []byte
+	out     []byte
+	chunk   []byte
+	eof     bool
+	stopped error
+}
+
+const bodyChunk = 32 << 10
+
+func (b *proxyBody) Read(p []byte) (int, error) {
+	for len(b.out) == 0 {
+		if b.stopped != nil {
+			return 0, b.stopped
+		}
+		if b.eof {
+			return 0, io.EOF
+		}
+		if _, err := b.step(); err != nil {
+			b.stopped = err
+			return 0, err
+		}
+	}
+	n := copy(p, b.out)
+	b.out = b.out[n:]
+	return n, nil
+}
+
+// readUntilContinue runs the body callback before the request goes
+// upstream, for headers that paused; what was read is replayed.
+func (b *proxyBody) readUntilContinue() error {
+	for !b.eof {
+		action, err := b.step()
+		if err != nil || action == actionContinue || b.x.pw.local != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// step reads one chunk and runs the callback over everything held.
+func (b *proxyBody) step() (uint64, error) {
+	x := b.x
+	if b.chunk == nil {
+		b.chunk = make([]byte, bodyChunk)
+	}
+	n, err := b.src.Read(b.chunk)
+	if err != nil && err != io.EOF {
+		return 0, err // the client went away
+	}
+	b.eof = err == io.EOF
+	if uint64(len(b.held))+uint64(n) > x.t.spec.MaxBuffer {
+		x.pw.err = &overflow{"request body held by the filter", http.StatusRequestEntityTooLarge}
+		return 0, x.pw.err
+	}
+	b.held = append(b.held, b.chunk[:n]...)
+	x.pw.body, x.pw.bodyKind = &b.held, bufferRequestBody
+	action, cerr := x.callback(b.g.requestBody, uint64(x.pw.id), uint64(len(b.held)), boolArg(b.eof))
+	x.pw.body = nil
+	switch {
+	case cerr != nil:
+		x.pw.err = cerr
+		return 0, cerr
+	case x.pw.local != nil:
+		return 0, errStopped
+	case action == actionContinue || b.eof:
+		b.out = append(b.out, b.held...)
+		b.held = b.held[:0]
+	}
+	if n := len(x.headerNames(kindRequestTrailers)); b.eof && n > 0 {
+		if _, err := x.callback(b.g.requestTrailers, uint64(x.pw.id), uint64(n)); err != nil {
+			x.pw.err = err
+			return 0, err
+		}
+	}
+	return action, nil
+}
+
+func (b *proxyBody) Close() error { return b.src.Close() }
+
+// proxyWriter runs the response callbacks as the rest of the chain writes
+// the response: proxy_on_response_headers before the headers go out, and
+// proxy_on_response_body per write, with the same hold-until-Continue as
+// the request body.
+type proxyWriter struct {
+	x        *exchange
+	g        *proxyGuest
+	w        http.ResponseWriter
+	started  bool // WriteHeader ran the headers callback
+	holdHead bool // the headers callback paused: headers wait for the body
+	held     []byte
+}
+
+func (pw *proxyWriter) Header() http.Header { return pw.w.Header() }
+
+func (pw *proxyWriter) broken() bool { return pw.x.pw.err != nil || pw.x.pw.local != nil }
+
+func (pw *proxyWriter) WriteHeader(code int) {
+	x := pw.x
+	if pw.started || pw.broken() {
+		return
+	}
+	pw.started = true
+	x.pw.status = code
+	r := x.r
+	eos := r.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified ||
+		pw.w.Header().Get("Content-Length") == "0"
+	action, err := x.callback(pw.g.responseHeaders, uint64(x.pw.id), uint64(len(x.pairs(kindResponse))), boolArg(eos))
+	if err != nil {
+		x.pw.err = err
+		return
+	}
+	if action == actionPause && len(x.pw.calls) > 0 {
+		// Paused for dispatched calls: their callbacks may change the
+		// headers, then resume (or not: nothing else would).
+		if err := x.deliverCalls(pw.g, true); err != nil {
+			x.pw.err = err
+			return
+		}
+		action = actionContinue
+	}
+	if pw.broken() {
+		return
+	}
+	if action == actionPause && pw.g.responseBody != nil && !eos {
+		pw.holdHead = true
+		return
+	}
+	pw.sendHead()
+}
+
+func (pw *proxyWriter) sendHead() {
+	pw.holdHead = false
+	pw.x.pw.sent = true
+	if pw.g.responseBody != nil {
+		// The filter may change the body's length.
+		pw.w.Header().Del("Content-Length")
+	}
+	pw.w.WriteHeader(pw.x.pw.status)
+}
+
+func (pw *proxyWriter) Write(p []byte) (int, error) {
+	if !pw.started {
+		pw.WriteHeader(http.StatusOK)
+	}
+	if pw.broken() {
+		return 0, errStopped
+	}
+	if pw.g.responseBody == nil {
+		return pw.w.Write(p)
+	}
+	if err := pw.body(p, false); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// body runs the body callback over the held bytes and p, and sends them
+// on Continue or at the end of the stream.
+func (pw *proxyWriter) body(p []byte, eos bool) error {
+	x := pw.x
+	if uint64(len(pw.held))+uint64(len(p)) > x.t.spec.MaxBuffer {
+		x.pw.err = &overflow{"response body held by the filter", http.StatusBadGateway}
+		return x.pw.err
+	}
+	pw.held = append(pw.held, p...)
+	x.pw.body, x.pw.bodyKind = &pw.held, bufferResponseBody
+	action, err := x.callback(pw.g.responseBody, uint64(x.pw.id), uint64(len(pw.held)), boolArg(eos))
+	x.pw.body = nil
+	if err != nil {
+		x.pw.err = err
+		return err
+	}
+	if pw.broken() {
+		return errStopped
+	}
+	if action == actionContinue || eos {
+		if pw.holdHead {
+			pw.sendHead()
+		}
+		if len(pw.held) > 0 {
+			if _, err := pw.w.Write(pw.held); err != nil {
+				return err
+			}
+		}
+		pw.held = pw.held[:0]
+	}
+	return nil
+}
+
+// Unwrap lets http.ResponseController reach the connection (its read and
+// write deadlines, which bound the rest of the chain).
+func (pw *proxyWriter) Unwrap() http.ResponseWriter { return pw.w }
+
+// Flush passes through once nothing is held.
+func (pw *proxyWriter) Flush() {
+	if pw.x.pw.sent && len(pw.held) == 0 {
+		if f, ok := pw.w.(http.Flusher); ok {
+			f.Flush()
+		}
+	}
+}
+
+// finish ends the response stream: the last body callback, with
+// end_of_stream, and the trailers callback.
+func (pw *proxyWriter) finish() {
+	if !pw.started {
+		pw.WriteHeader(http.StatusOK)
+	}
+	if pw.broken() {
+		return
+	}
+	if pw.g.responseBody != nil {
+		if pw.body(nil, true) != nil {
+			return
+		}
+	} else if pw.holdHead {
+		pw.sendHead()
+	}
+	if pw.g.responseTrailers != nil {
+		declaredTrailers(pw.w.Header())
+		if n := len(pw.x.headerNames(kindResponseTrailers)); n > 0 {
+			if _, err := pw.x.callback(pw.g.responseTrailers, uint64(pw.x.pw.id), uint64(n)); err != nil {
+				pw.x.pw.err = err
+			}
+		}
+	}
+}
+
+// declaredTrailers moves the values of trailers announced in the Trailer
+// header under http.TrailerPrefix, where the host keeps the trailers it
+// shows and changes; net/http sends both kinds the same way.
+func declaredTrailers(h http.Header) {
+	for _, line := range h.Values("Trailer") {
+		for _, name := range strings.Split(line, ",") {
+			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
+			if vs, ok := h[name]; ok && name != "" {
+				h[http.TrailerPrefix+name] = vs
+				delete(h, name)
+			}
+		}
+	}
+}

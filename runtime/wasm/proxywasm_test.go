@@ -1,0 +1,450 @@
+package wasm
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+var (
+	proxyGuestOnce sync.Once
+	proxyGuestWasm []byte
+	proxyGuestErr  error
+)
+
+// proxyTestGuest builds modules/proxytest, the raw-import proxy-wasm filter,
+// once per test binary.
+func proxyTestGuest(t testing.TB) []byte {
+	t.Helper()
+	proxyGuestOnce.Do(func() {
+		out := filepath.Join(os.TempDir(), "perigee-proxytest.wasm")
+		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-trimpath", "-o", out, "../../modules/proxytest")
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			proxyGuestErr = err
+			t.Logf("%s", b)
+			return
+		}
+		proxyGuestWasm, proxyGuestErr = os.ReadFile(out)
+	})
+	if proxyGuestErr != nil {
+		t.Fatalf("build modules/proxytest: %v", proxyGuestErr)
+	}
+	return proxyGuestWasm
+}
+
+// headerEcho answers with the request headers and body it received.
+var headerEcho = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	for _, k := range []string{"X-Pw-Config", "X-Pw-Pairs", "X-Pw-Props", "X-Replace", "X-Remove", "X-Chain"} {
+		w.Header()["Seen-"+k] = r.Header.Values(k)
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	w.Write(body)
+})
+
+func loadProxyTest(t *testing.T, h *Host, abi string) *Transform {
+	return loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), ABI: abi, Config: []byte("edge-config"), PoolSize: 2, Timeout: 5 * time.Second})
+}
+
+func TestProxyWasmHeadersPropertiesAndDetection(t *testing.T) {
+	h := newTestHost(t)
+	h.node = Node{ID: "fra-1", Region: "eu"}
+	tr := loadProxyTest(t, h, "") // detected from proxy_abi_version_0_2_1
+	if tr.abi != ABIProxyWasm {
+		t.Fatalf("abi %q, want detected proxy-wasm", tr.abi)
+	}
+	url := serve(t, NewChain(tr).Then(headerEcho))
+	req, _ := http.NewRequest("GET", url+"/x?q=1", nil)
+	req.Header.Set("X-Replace", "original")
+	req.Header.Set("X-Remove", "gone")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	want := map[string]string{
+		"Seen-X-Pw-Config": "edge-config",
+		"Seen-X-Pw-Props":  "pw|GET|HTTP/1.1|fra-1|eu",
+		"Seen-X-Replace":   "replaced",
+		"Seen-X-Remove":    "",
+		"X-Pw-Status":      "200",
+	}
+	for k, v := range want {
+		if got := resp.Header.Get(k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+	if p := resp.Header.Get("Seen-X-Pw-Pairs"); !strings.HasPrefix(p, ":authority;:method;:path;:scheme;") || !strings.Contains(p, "x-remove;") {
+		t.Errorf("pairs %q, want the pseudo-headers first, then the headers", p)
+	}
+}
+
+func TestProxyWasmLocalResponse(t *testing.T) {
+	h := newTestHost(t)
+	tr := loadProxyTest(t, h, ABIProxyWasm)
+	reached := false
+	url := serve(t, NewChain(tr).Then(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached = true })))
+	resp, body := get(t, url+"/deny")
+	if resp.StatusCode != 403 || body != "denied by proxytest\n" || resp.Header.Get("X-Denied") != "yes" || reached {
+		t.Errorf("got %d %q %v, upstream reached %v; want 403 from the filter", resp.StatusCode, body, resp.Header, reached)
+	}
+	if s := tr.Stats(); s.Answered != 1 {
+		t.Errorf("stats %+v, want one answered", s)
+	}
+}
+
+// The filter pauses the headers and every chunk of a body sent in pieces,
+// then continues at the end of the stream with the whole body rewritten.
+func TestProxyWasmPausedThenContinuedBody(t *testing.T) {
+	h := newTestHost(t)
+	tr := loadProxyTest(t, h, ABIProxyWasm)
+	url := serve(t, NewChain(tr).Then(headerEcho))
+	body, send := io.Pipe()
+	go func() {
+		for _, part := range []string{"one ", "two ", "three"} {
+			send.Write([]byte(part))
+			time.Sleep(10 * time.Millisecond)
+		}
+		send.Close()
+	}()
+	resp, err := http.Post(url+"/pause-body", "text/plain", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(got) != "BODY(13):one two three" {
+		t.Errorf("upstream got %q, want the whole body behind the filter's prefix", got)
+	}
+}
+
+// A chain of an http-wasm guest and a proxy-wasm filter: both run, in
+// order.
+func TestMixedChain(t *testing.T) {
+	h := newTestHost(t)
+	pw := loadProxyTest(t, h, "")
+	hw := loadT(t, h, Spec{Name: "hw", Wasm: wat(t, "probe.wat"), Config: []byte("hw"), PoolSize: 1})
+	url := serve(t, NewChain(hw, pw).Then(headerEcho))
+	resp, _ := get(t, url+"/mixed")
+	if resp.Header.Get("Seen-X-Chain") != "hw" || resp.Header.Get("Seen-X-Pw-Config") != "edge-config" {
+		t.Errorf("headers %v, want both transforms' marks", resp.Header)
+	}
+}
+
+func TestProxyWasmLoadErrors(t *testing.T) {
+	h := newTestHost(t)
+	cases := map[string]struct {
+		spec Spec
+		want string
+	}{
+		"unsupported import": {Spec{Name: "x", ABI: ABIProxyWasm, Wasm: wat(t, `(module
+			(import "env" "proxy_grpc_call" (func (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+			(memory (export "memory") 1)
+			(func (export "proxy_abi_version_0_2_1"))
+			(func (export "malloc") (param i32) (result i32) (i32.const 0))
+			(func (export "proxy_on_context_create") (param i32 i32)))`)}, "env.proxy_grpc_call, which the host does not offer"},
+		"http-wasm guest as proxy-wasm": {Spec{Name: "x", ABI: ABIProxyWasm, Wasm: wat(t, "probe.wat")}, "not a proxy-wasm 0.2 module"},
+		"unknown abi":                   {Spec{Name: "x", ABI: "wasi-http", Wasm: []byte("\x00asm")}, `unknown abi "wasi-http"`},
+	}
+	for name, c := range cases {
+		_, err := h.Load(context.Background(), c.spec)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", name, err, c.want)
+		}
+	}
+}
+
+func TestPairsRoundTripAndMalformed(t *testing.T) {
+	in := [][2]string{{"a", "1"}, {"b", "22"}, {"", ""}}
+	out, err := decodePairs(encodePairs(in))
+	if err != nil || len(out) != 3 || out[1] != in[1] {
+		t.Fatalf("round trip: %v, %v", out, err)
+	}
+	// The spec's example, byte for byte.
+	spec := []byte{2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 'a', 0, '1', 0, 'b', 0, '2', '2', 0}
+	if got := encodePairs([][2]string{{"a", "1"}, {"b", "22"}}); string(got) != string(spec) {
+		t.Errorf("encode %v, want %v", got, spec)
+	}
+	for _, bad := range [][]byte{{1, 0}, {0xff, 0xff, 0xff, 0xff}, {1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 'a', 0}, spec[:len(spec)-1]} {
+		if _, err := decodePairs(bad); err == nil {
+			t.Errorf("decodePairs(%v) accepted", bad)
+		}
+	}
+}
+
+// testDispatcher sends calls to one server per service.
+type testDispatcher map[string]string
+
+func (d testDispatcher) Dispatch(ctx context.Context, service string, req *http.Request) (*http.Response, error) {
+	u, err := url.Parse(d[service] + req.URL.RequestURI())
+	if err != nil {
+		return nil, err
+	}
+	req.URL = u
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+// The filter pauses the request for a dispatched call to the authz
+// cluster; the call's callback resumes it with what authz answered, or
+// answers 401 itself.
+func TestProxyWasmDispatchedCallPausesAndResumes(t *testing.T) {
+	allow := true
+	authz := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/check" || r.Header.Get("X-Asked-By") != "proxytest" || !allow {
+			http.Error(w, "no", http.StatusForbidden)
+			return
+		}
+		io.WriteString(w, "user-7")
+	}))
+	h := newTestHost(t)
+	h.dispatcher = testDispatcher{"auth-svc": authz}
+	tr := loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), Clusters: map[string]string{"authz": "auth-svc"}, PoolSize: 1, Timeout: 5 * time.Second})
+	var seen string
+	url := serve(t, NewChain(tr).Then(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r.Header.Get("X-Auth") })))
+	if resp, _ := get(t, url+"/auth"); resp.StatusCode != 200 || seen != "user-7" {
+		t.Errorf("allowed: %d, upstream saw x-auth %q; want 200 and user-7", resp.StatusCode, seen)
+	}
+	allow, seen = false, ""
+	if resp, body := get(t, url+"/auth"); resp.StatusCode != 401 || body != "no entry: authz said 403\n" || seen != "" {
+		t.Errorf("refused: %d %q, upstream saw %q; want the filter's 401", resp.StatusCode, body, seen)
+	}
+	// A cluster the transform does not map is refused: the filter goes on.
+	tr2 := loadT(t, h, Spec{Name: "pw2", Wasm: proxyTestGuest(t), PoolSize: 1, Timeout: 5 * time.Second})
+	url2 := serve(t, NewChain(tr2).Then(echoBackend))
+	if resp, _ := get(t, url2+"/auth"); resp.StatusCode != 200 {
+		t.Errorf("unmapped cluster: %d, want the request to go on", resp.StatusCode)
+	}
+}
+
+// Shared data with CAS, a shared queue and the three metric types, as the
+// filter sees them; and the metrics as Prometheus series.
+func TestProxyWasmSharedDataQueuesAndMetrics(t *testing.T) {
+	h := newTestHost(t)
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(h.metrics); err != nil {
+		t.Fatal(err)
+	}
+	tr := loadProxyTest(t, h, "")
+	_, body := get(t, serve(t, NewChain(tr).Then(echoBackend))+"/shared")
+	want := "missing=1 mismatch=8 set=0 value=v2 resolved=true item=item empty=7 counter=5 negative=2 gauge=5 histogram_get=2"
+	if body != want {
+		t.Errorf("filter saw\n %s\nwant\n %s", body, want)
+	}
+	if v := gathered(t, reg, "perigee_wasm_shared_calls", "pw"); v != 5 {
+		t.Errorf("perigee_wasm_shared_calls{transform=pw} = %v, want 5", v)
+	}
+}
+
+// A filter that sets a tick period in proxy_on_configure ticks; its ticks
+// enqueue, and proxy_on_queue_ready drains the queue.
+func TestProxyWasmTicksAndQueueReady(t *testing.T) {
+	h := newTestHost(t)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(h.metrics)
+	tr, err := h.Load(context.Background(), Spec{Name: "ticker", Wasm: proxyTestGuest(t), Config: []byte("tick"), PoolSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for gathered(t, reg, "perigee_wasm_ticks", "ticker") < 3 || gathered(t, reg, "perigee_wasm_queue_ready", "ticker") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("ticks %v, queue_ready %v after 20s", gathered(t, reg, "perigee_wasm_ticks", "ticker"), gathered(t, reg, "perigee_wasm_queue_ready", "ticker"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Releasing the transform stops its ticker.
+	tr.Release()
+	n := gathered(t, reg, "perigee_wasm_ticks", "ticker")
+	time.Sleep(100 * time.Millisecond)
+	if m := gathered(t, reg, "perigee_wasm_ticks", "ticker"); m != n {
+		t.Errorf("ticked %v times after release", m-n)
+	}
+}
+
+func gathered(t *testing.T, reg *prometheus.Registry, name, transform string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "transform" && l.GetValue() == transform {
+					return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// Request and response trailers reach the filter; it answers with a
+// response trailer made of both.
+func TestProxyWasmTrailers(t *testing.T) {
+	h := newTestHost(t)
+	tr := loadProxyTest(t, h, "")
+	url := serve(t, NewChain(tr).Then(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Trailer", "X-Up-Trailer")
+		io.WriteString(w, "body")
+		w.Header().Set("X-Up-Trailer", "t-up")
+	})))
+	req, _ := http.NewRequest("POST", url+"/trailers", io.MultiReader(strings.NewReader("chunked")))
+	req.Trailer = http.Header{"X-Req-Trailer": {"t-req"}}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if got := resp.Trailer.Get("X-Pw-Trailer"); got != "t-req+t-up" {
+		t.Errorf("x-pw-trailer %q, want t-req+t-up (trailers %v)", got, resp.Trailer)
+	}
+}
+
+// proxyWAT wraps a proxy-wasm module body with the exports every filter
+// needs; alloc is the body of proxy_on_memory_allocate.
+func proxyWAT(t *testing.T, alloc, body string) []byte {
+	return wat(t, `(module
+		(import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+		(memory (export "memory") 1)
+		(data (i32.const 0) ":path")
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) `+alloc+`)
+		(func (export "proxy_on_context_create") (param i32 i32))
+		`+body+`)`)
+}
+
+// Hostile filters are bounded as http-wasm guests are: a callback that
+// never returns is stopped at its deadline; an allocator that hands out
+// memory the guest does not have gets INVALID_MEMORY_ACCESS, not a crash.
+func TestHostileProxyWasmFilters(t *testing.T) {
+	h := newTestHost(t)
+	loop := loadT(t, h, Spec{Name: "loop", Wasm: proxyWAT(t, "(i32.const 1024)",
+		`(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (loop $l (br $l)) (i32.const 0))`),
+		PoolSize: 1, Timeout: hostileDeadline})
+	start := time.Now()
+	resp, _ := get(t, serve(t, NewChain(loop).Then(echoBackend)))
+	if elapsed := time.Since(start); resp.StatusCode != 500 || elapsed > 2*hostileDeadline {
+		t.Errorf("endless callback: %d after %v, want 500 within %v", resp.StatusCode, elapsed, 2*hostileDeadline)
+	}
+	if s := loop.Stats(); s.Timeouts != 1 {
+		t.Errorf("stats %+v, want one timeout", s)
+	}
+	waitReplaced(t, loop, 1)
+
+	// The allocator returns an address past the end of memory; the filter
+	// traps unless the host answered INVALID_MEMORY_ACCESS (6).
+	badAlloc := loadT(t, h, Spec{Name: "badalloc", Wasm: proxyWAT(t, "(i32.const 0x7ffffff0)",
+		`(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+			(if (i32.ne (call $get (i32.const 0) (i32.const 0) (i32.const 5) (i32.const 64) (i32.const 68)) (i32.const 6))
+				(then unreachable))
+			(i32.const 0))`),
+		PoolSize: 1})
+	if resp, body := get(t, serve(t, NewChain(badAlloc).Then(echoBackend))); resp.StatusCode != 200 || body != "backend" {
+		t.Errorf("bad allocator: %d %q, want the request through", resp.StatusCode, body)
+	}
+}
+
+func FuzzDecodePairs(f *testing.F) {
+	f.Add([]byte{2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 'a', 0, '1', 0, 'b', 0, '2', '2', 0})
+	f.Add([]byte{0})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		pairs, err := decodePairs(b)
+		if err != nil {
+			return
+		}
+		if again, err := decodePairs(encodePairs(pairs)); err != nil || len(again) != len(pairs) {
+			t.Fatalf("re-encoding %v: %v, %v", pairs, again, err)
+		}
+	})
+}
+
+// An allocator that asks the host for memory again would recurse through
+// Go's stack: the host refuses (the call traps) instead.
+func TestProxyWasmAllocatorMayNotReenter(t *testing.T) {
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "reenter", Wasm: proxyWAT(t,
+		"(drop (call $get (i32.const 0) (i32.const 0) (i32.const 5) (i32.const 64) (i32.const 68))) (i32.const 1024)",
+		`(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+			(drop (call $get (i32.const 0) (i32.const 0) (i32.const 5) (i32.const 64) (i32.const 68)))
+			(i32.const 0))`),
+		PoolSize: 1, Timeout: hostileDeadline})
+	rss0 := settledRSS(t)
+	resp, _ := get(t, serve(t, NewChain(tr).Then(echoBackend)))
+	if resp.StatusCode != 500 {
+		t.Errorf("status %d, want 500", resp.StatusCode)
+	}
+	if s := tr.Stats(); s.Traps != 1 {
+		t.Errorf("stats %+v, want one trap", s)
+	}
+	if rss1 := settledRSS(t); rss1 > rss0+rssSlack {
+		t.Errorf("rss %d -> %d MiB", rss0>>20, rss1>>20)
+	}
+}
+
+// What a filter holds by pausing is bounded by max_buffer: a paused request
+// body past it gets 413, and the node's heap does not grow by the body.
+func TestProxyWasmHeldBodyIsBounded(t *testing.T) {
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), PoolSize: 1, MaxBuffer: 1 << 20, Timeout: 5 * time.Second})
+	url := serve(t, NewChain(tr).Then(headerEcho))
+	alloc0 := allocated()
+	resp, err := http.Post(url+"/pause-body", "text/plain", io.LimitReader(zeros{}, 64<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if alloc := allocated() - alloc0; resp.StatusCode != http.StatusRequestEntityTooLarge || alloc > heapSlack {
+		t.Errorf("status %d, %d MiB allocated; want 413 and under %d MiB", resp.StatusCode, alloc>>20, heapSlack>>20)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// A client that leaves while its request waits on a dispatched call frees
+// the instance at once, not when the call times out.
+func TestProxyWasmCallWaitEndsWithTheClient(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	authz := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	h := newTestHost(t)
+	h.dispatcher = testDispatcher{"auth-svc": authz}
+	tr := loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), Clusters: map[string]string{"authz": "auth-svc"}, PoolSize: 1, Timeout: 5 * time.Second})
+	url := serve(t, NewChain(tr).Then(echoBackend))
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", url+"/auth", nil)
+	if _, err := http.DefaultClient.Do(req); err == nil {
+		t.Fatal("the call was answered")
+	}
+	// The only instance is free again well before the call's 5 s timeout.
+	start := time.Now()
+	resp, _ := get(t, url+"/x")
+	if elapsed := time.Since(start); resp.StatusCode != 200 || elapsed > 2*time.Second {
+		t.Errorf("next request: %d after %v, want 200 at once", resp.StatusCode, elapsed)
+	}
+}

@@ -1,0 +1,210 @@
+package wasm
+
+import (
+	"context"
+	"sync"
+
+	"github.com/tetratelabs/wazero/api"
+)
+
+// Bounds on what proxy-wasm filters share on a node. Envoy has none; a
+// filter storing per-client keys would otherwise grow the node without end.
+const (
+	maxSharedBytes = 64 << 20 // keys and values, all filters together
+	maxSharedKeys  = 1 << 16
+	maxQueues      = 1024
+	maxQueueItems  = 1024
+	maxQueueBytes  = 4 << 20 // per queue
+)
+
+// shared is the node's shared data and queues for proxy-wasm filters, one
+// namespace for all (every filter here has the empty vm_id), as Envoy
+// shares them between the VMs of one vm_id.
+type shared struct {
+	mu     sync.Mutex
+	data   map[string]sharedValue
+	bytes  int
+	cas    uint32
+	queues map[string]uint32 // by vm_id NUL name
+	byID   map[uint32]*queue
+}
+
+type sharedValue struct {
+	value []byte
+	cas   uint32
+}
+
+type queue struct {
+	items [][]byte
+	bytes int
+	owner *Transform // whose proxy_on_queue_ready hears of new items
+}
+
+func newShared() *shared {
+	return &shared{data: map[string]sharedValue{}, queues: map[string]uint32{}, byID: map[uint32]*queue{}}
+}
+
+func (p proxyABI) getSharedData(ctx context.Context, mod api.Module, stack []uint64) {
+	key, ok := readString(mod, stack[0], stack[1])
+	if !ok || p.t == nil {
+		stack[0] = statusInvalidMemory
+		return
+	}
+	s := p.t.host.shared
+	s.mu.Lock()
+	v, found := s.data[key]
+	s.mu.Unlock()
+	if !found {
+		stack[0] = statusNotFound
+		return
+	}
+	if !mod.Memory().WriteUint32Le(uint32(stack[4]), v.cas) {
+		stack[0] = statusInvalidMemory
+		return
+	}
+	stack[0] = give(ctx, mod, v.value, uint32(stack[2]), uint32(stack[3]))
+}
+
+// setSharedData stores a value; a non-zero cas must match the stored one,
+// as in Envoy. Past the node's bounds it fails with INTERNAL_FAILURE.
+func (p proxyABI) setSharedData(_ context.Context, mod api.Module, stack []uint64) {
+	key, ok1 := readString(mod, stack[0], stack[1])
+	value, ok2 := mod.Memory().Read(uint32(stack[2]), uint32(stack[3]))
+	if !ok1 || !ok2 || p.t == nil {
+		stack[0] = statusInvalidMemory
+		return
+	}
+	cas := uint32(stack[4])
+	s := p.t.host.shared
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, found := s.data[key]
+	if found && cas != 0 && cas != old.cas {
+		stack[0] = statusCASMismatch
+		return
+	}
+	grow := len(value) - len(old.value)
+	if !found {
+		grow += len(key)
+	}
+	if s.bytes+grow > maxSharedBytes || (!found && len(s.data) >= maxSharedKeys) {
+		stack[0] = statusInternalFailure
+		return
+	}
+	s.cas++
+	if s.cas == 0 {
+		s.cas = 1
+	}
+	s.data[key] = sharedValue{value: append([]byte(nil), value...), cas: s.cas}
+	s.bytes += grow
+	stack[0] = statusOK
+}
+
+func (p proxyABI) registerQueue(_ context.Context, mod api.Module, stack []uint64) {
+	name, ok := readString(mod, stack[0], stack[1])
+	if !ok || p.t == nil {
+		stack[0] = statusInvalidMemory
+		return
+	}
+	s := p.t.host.shared
+	s.mu.Lock()
+	id, found := s.queues["\x00"+name]
+	if !found && len(s.byID) < maxQueues {
+		id = uint32(len(s.byID) + 1)
+		s.queues["\x00"+name] = id
+		s.byID[id] = &queue{}
+		found = true
+	}
+	if found {
+		s.byID[id].owner = p.t // Envoy moves delivery to the last to register
+	}
+	s.mu.Unlock()
+	if !found {
+		stack[0] = statusInternalFailure
+		return
+	}
+	stack[0] = statusOK
+	if !mod.Memory().WriteUint32Le(uint32(stack[2]), id) {
+		stack[0] = statusInvalidMemory
+	}
+}
+
+func (p proxyABI) resolveQueue(_ context.Context, mod api.Module, stack []uint64) {
+	vm, ok1 := readString(mod, stack[0], stack[1])
+	name, ok2 := readString(mod, stack[2], stack[3])
+	if !ok1 || !ok2 || p.t == nil {
+		stack[0] = statusInvalidMemory
+		return
+	}
+	s := p.t.host.shared
+	s.mu.Lock()
+	id, found := s.queues[vm+"\x00"+name]
+	s.mu.Unlock()
+	if !found {
+		stack[0] = statusNotFound
+		return
+	}
+	stack[0] = statusOK
+	if !mod.Memory().WriteUint32Le(uint32(stack[4]), id) {
+		stack[0] = statusInvalidMemory
+	}
+}
+
+func (p proxyABI) enqueue(_ context.Context, mod api.Module, stack []uint64) {
+	value, ok := mod.Memory().Read(uint32(stack[1]), uint32(stack[2]))
+	if !ok || p.t == nil {
+		stack[0] = statusInvalidMemory
+		return
+	}
+	id := uint32(stack[0])
+	s := p.t.host.shared
+	s.mu.Lock()
+	q := s.byID[id]
+	switch {
+	case q == nil:
+		stack[0] = statusNotFound
+	case len(q.items) >= maxQueueItems || q.bytes+len(value) > maxQueueBytes:
+		stack[0] = statusInternalFailure
+	default:
+		q.items = append(q.items, append([]byte(nil), value...))
+		q.bytes += len(value)
+		stack[0] = statusOK
+	}
+	var owner *Transform
+	if q != nil {
+		owner = q.owner
+	}
+	s.mu.Unlock()
+	if stack[0] == statusOK && owner != nil {
+		owner.notifyQueue(id)
+	}
+}
+
+func (p proxyABI) dequeue(ctx context.Context, mod api.Module, stack []uint64) {
+	if p.t == nil {
+		stack[0] = statusNotFound
+		return
+	}
+	s := p.t.host.shared
+	s.mu.Lock()
+	q := s.byID[uint32(stack[0])]
+	var item []byte
+	status := uint64(statusOK)
+	switch {
+	case q == nil:
+		status = statusNotFound
+	case len(q.items) == 0:
+		status = statusEmpty
+	default:
+		item = q.items[0]
+		q.items[0] = nil
+		q.items = q.items[1:]
+		q.bytes -= len(item)
+	}
+	s.mu.Unlock()
+	if status != statusOK {
+		stack[0] = status
+		return
+	}
+	stack[0] = give(ctx, mod, item, uint32(stack[1]), uint32(stack[2]))
+}
