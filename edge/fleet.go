@@ -33,6 +33,7 @@ type fleet struct {
 	log *slog.Logger
 
 	cluster  *mesh.Cluster    // with a mesh section
+	keyed    bool             // the mesh has a keyring, which a reload rereads
 	router   *geo.Router      // with a geo section
 	learner  *rtt.Learner     // client round trips, with geo
 	static   *geo.StaticFleet // the configured fleet, when there is no mesh
@@ -69,7 +70,7 @@ func (f *fleet) startMesh(ctx context.Context, cfg *config.Config, version strin
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.Pos("mesh"), err)
 	}
-	f.cluster = c
+	f.cluster, f.keyed = c, cfg.Mesh.KeyringFile != ""
 	f.done.Go(func() { f.forwardEvents(ctx, ship) })
 	a.HandleJSON("GET /members", func() any { return c.Members() })
 	a.HandleJSON("GET /regions", func() any { return c.Regions() })
@@ -108,6 +109,14 @@ func (f *fleet) close() {
 
 // isLeader says whether this node runs its region's scale decisions. A node
 // without a mesh is a region of one.
+// reloadKeyring applies the mesh's keyring file to the running cluster.
+func (f *fleet) reloadKeyring() error {
+	if f.cluster == nil || !f.keyed {
+		return nil
+	}
+	return f.cluster.ReloadKeyring()
+}
+
 func (f *fleet) isLeader() bool { return f.cluster == nil || f.cluster.IsLeader() }
 
 // regionFigures are the region's merged figures from gossip; nil without a

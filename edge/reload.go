@@ -81,6 +81,11 @@ func (n *Node) reload() error {
 			return err
 		}
 	}
+	// The mesh's keys rotate with a reload (docs/mesh.md): the keyring
+	// file is read again, and a bad one refuses the reload.
+	if err := n.fleet.reloadKeyring(); err != nil {
+		return err
+	}
 	st, err := n.scaling.reload(cfg, func() (*state, error) { return n.buildState(context.Background(), cfg, old) })
 	if err != nil {
 		if st != nil {
