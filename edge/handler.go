@@ -3,6 +3,7 @@ package edge
 import (
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"perigee/edge/admission"
 	"perigee/edge/exchange"
 	"perigee/edge/metrics"
+	"perigee/edge/urlpath"
 	"perigee/geo"
 )
 
@@ -27,7 +29,8 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	var entry *routeEntry
 	var stats *metrics.ServiceStats
-	if n.fleet.nodesAPI == nil || r.URL.Path != geo.NodesPath {
+	pathErr := normalizeTarget(r)
+	if pathErr == nil && (n.fleet.nodesAPI == nil || r.URL.Path != geo.NodesPath) {
 		if entry, _ = st.routes.Match(r.Host, r.Method, r.URL.Path); entry != nil {
 			x.Route, x.Service, stats = entry.name, entry.service.Name, entry.stats
 		}
@@ -47,6 +50,8 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		exchange.End(x)
 	}()
 	switch {
+	case pathErr != nil:
+		exchange.Error(rec, r, http.StatusBadRequest, pathErr.Error())
 	case headerBytes(r) > int(st.cfg.Limits.MaxHeaderBytes):
 		exchange.Error(rec, r, http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
 	case entry == nil && n.fleet.nodesAPI != nil && r.URL.Path == geo.NodesPath:
@@ -66,6 +71,23 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		entry.handler.ServeHTTP(rec, r)
 	}
 
+}
+
+// normalizeTarget puts the normal form of the request target (edge/urlpath)
+// in every place that reads it: the router, the transforms and the proxy
+// see, and the backend receives, the one path the route matched.
+func normalizeTarget(r *http.Request) error {
+	p, q, err := urlpath.Normalize(r.RequestURI)
+	if err != nil {
+		return err
+	}
+	decoded, err := url.PathUnescape(p)
+	if err != nil {
+		return err // cannot happen: a normal path's escapes are well formed
+	}
+	r.URL.Path, r.URL.RawPath, r.URL.RawQuery, r.URL.ForceQuery = decoded, p, q, false
+	r.RequestURI = r.URL.RequestURI()
+	return nil
 }
 
 // headerBytes is the request's header size as the client sent it, near

@@ -97,6 +97,9 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.SetXForwarded()
 	out.Header.Add("Via", protoVersion(in)+" "+p.via)
+	// The query goes as the client sent it (the node checked its bytes):
+	// ReverseProxy's re-encoding would drop what it cannot parse.
+	out.URL.RawQuery = in.URL.RawQuery
 	out.URL.Scheme = "http" // the balancer sets the real scheme and host per attempt
 	if x := exchange.From(in.Context()); x != nil {
 		out.Header.Set("X-Request-Id", x.ID)
