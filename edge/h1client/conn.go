@@ -8,8 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -25,18 +27,47 @@ type conn struct {
 	br *bufio.Reader
 	// headLeft is what the response head may still read; -1 while a body is read.
 	headLeft int64
+	// head records what is read while headLeft >= 0, for checkFraming.
+	head *[]byte
 	// werr is the first error writing to nc, told apart from a body read error.
 	werr error
+	// sent counts the bytes of this request that nc accepted.
+	sent int64
+
+	// The exchange's timeouts, and the deadlines set on nc (zero: none).
+	tm        Timeouts
+	headBy    time.Time // the response head is due
+	rdl, wdl  time.Time
+	rdlIsHead bool // rdl is headBy
 
 	idle *time.Timer // closes the connection after IdleTimeout in the pool
+
+	// alive's non-blocking read of an idle socket.
+	raw      syscall.RawConn // nil when nc is not a socket
+	probeFn  func(uintptr) bool
+	probeBuf [1]byte
+	probeErr error
+}
+
+func newConn(nc net.Conn, p *pool) *conn {
+	c := &conn{nc: nc, pool: p}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw, c.probeFn = raw, c.probe
+		}
+	}
+	return c
 }
 
 var errHeadTooLarge = errors.New("h1client: response head too large")
 
-// Read is what br reads from: nc, within the head's byte budget.
+// Read is what br reads from: nc, within the head's byte budget and the
+// exchange's deadlines.
 func (c *conn) Read(p []byte) (int, error) {
+	c.armRead()
 	if c.headLeft < 0 {
-		return c.nc.Read(p)
+		n, err := c.nc.Read(p)
+		return n, c.timeout(err)
 	}
 	if c.headLeft == 0 {
 		return 0, errHeadTooLarge
@@ -46,12 +77,53 @@ func (c *conn) Read(p []byte) (int, error) {
 	}
 	n, err := c.nc.Read(p)
 	c.headLeft -= int64(n)
-	return n, err
+	*c.head = append(*c.head, p[:n]...)
+	return n, c.timeout(err)
+}
+
+// armRead sets the deadline of the next read: Read from now, and no later
+// than headBy while the head is read.
+func (c *conn) armRead() {
+	var d time.Time
+	if c.tm.Read > 0 {
+		d = time.Now().Add(c.tm.Read)
+	}
+	head := c.headLeft >= 0 && !c.headBy.IsZero() && (d.IsZero() || c.headBy.Before(d))
+	if head {
+		d = c.headBy
+	}
+	c.rdlIsHead = head
+	if !d.Equal(c.rdl) {
+		c.nc.SetReadDeadline(d)
+		c.rdl = d
+	}
+}
+
+// timeout names the deadline that err, if it is one, expired.
+func (c *conn) timeout(err error) error {
+	if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	if c.rdlIsHead {
+		return &timeoutError{"no response head within", c.tm.ResponseHeader}
+	}
+	return &timeoutError{"backend sent nothing for", c.tm.Read}
 }
 
 // Write is what the request's bufio.Writer writes to.
 func (c *conn) Write(p []byte) (int, error) {
+	if c.tm.Write > 0 {
+		c.wdl = time.Now().Add(c.tm.Write)
+		c.nc.SetWriteDeadline(c.wdl)
+	} else if !c.wdl.IsZero() {
+		c.wdl = time.Time{}
+		c.nc.SetWriteDeadline(c.wdl)
+	}
 	n, err := c.nc.Write(p)
+	c.sent += int64(n)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = &timeoutError{"backend took nothing for", c.tm.Write}
+	}
 	if err != nil && c.werr == nil {
 		c.werr = err
 	}
@@ -80,6 +152,9 @@ func (c *conn) write(req *http.Request) error {
 	switch {
 	case rb != nil && rb.err != nil:
 		return fmt.Errorf("h1client: reading request body: %w", rb.err)
+	case c.werr != nil:
+		// req.Write may hide it as it hides a body's error.
+		return fmt.Errorf("h1client: writing request: %w", c.werr)
 	case err != nil:
 		return fmt.Errorf("h1client: writing request: %w", err)
 	}
@@ -109,6 +184,10 @@ func (c *conn) release(keep bool, stop func() bool) {
 		c.nc.Close()
 		return
 	}
+	if !c.rdl.IsZero() {
+		c.rdl = time.Time{}
+		c.nc.SetReadDeadline(c.rdl) // alive reads with none
+	}
 	c.br.Reset(nil)
 	readers.Put(c.br)
 	c.br, c.werr = nil, nil
@@ -118,7 +197,11 @@ func (c *conn) release(keep bool, stop func() bool) {
 var (
 	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
 	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+	heads   = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 )
+
+// maxPooledHead is the largest head record kept for reuse.
+const maxPooledHead = 64 << 10
 
 func getReader(c *conn) *bufio.Reader {
 	br := readers.Get().(*bufio.Reader)
@@ -220,8 +303,19 @@ func (t *Transport) pool(addr string) *pool {
 	return p
 }
 
-// get pops the warmest idle connection, or returns nil.
+// get returns the warmest idle connection that is still alive, or nil.
+// Those that are not go: the peer closed them, or sent what nobody asked.
 func (p *pool) get() *conn {
+	for {
+		c := p.pop()
+		if c == nil || c.alive() {
+			return c
+		}
+		c.nc.Close()
+	}
+}
+
+func (p *pool) pop() *conn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := len(p.idle)

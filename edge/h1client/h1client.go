@@ -7,6 +7,18 @@
 // goroutine writes the request and reads the response itself, on keep-alive
 // connections pooled per backend address.
 //
+// Before a pooled connection carries a request, one non-blocking read
+// checks that nothing arrived on it while idle: a byte nobody asked for
+// (a body after a HEAD, 204 or 304, a stray answer) would be taken for the
+// next request's response, and a FIN or RST means the backend closed it.
+// Either way it is dropped and the request, of which nothing was sent,
+// goes on another. A request whose write failed before any byte left goes
+// again too, whatever its method; one that may have reached the backend
+// goes again only if it is idempotent.
+//
+// Options and, per request, WithTimeouts bound the wait for the head, any
+// silence of the backend mid-response, and any write it leaves unread.
+//
 // Requests it does not handle go to a fallback RoundTripper (normally an
 // *http.Transport): other schemes than http, protocol upgrades (WebSocket)
 // and requests with a body that expect 100-continue.
@@ -14,6 +26,8 @@ package h1client
 
 import (
 	"bufio"
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -36,13 +50,46 @@ type Options struct {
 	// ResponseHeaderTimeout bounds the wait for the response head once the
 	// request is written; 0 means no limit but the context.
 	ResponseHeaderTimeout time.Duration
-	// IdleTimeout closes a pooled connection left unused this long; 0 means 90s.
+	// ReadTimeout bounds each wait for response bytes, head and body: the
+	// longest a backend may fall silent mid-response; 0 means no limit.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds each write of the request: the longest a backend
+	// may leave the request unread; 0 means no limit.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a pooled connection left unused this long; 0 means
+	// 4s, below the keep-alive of common backends (Node.js and Apache
+	// close at 5s), so that we rather than they end an idle connection.
 	IdleTimeout time.Duration
 	// MaxIdlePerHost bounds each backend's idle pool; 0 means 64.
 	MaxIdlePerHost int
 	// MaxResponseHeaderBytes bounds the response head, interim 1xx heads
 	// included; 0 means 1 MiB.
 	MaxResponseHeaderBytes int64
+}
+
+// Timeouts bound one exchange; see Options for each. A request's context
+// may carry its own (WithTimeouts); zero fields take the Transport's.
+type Timeouts struct {
+	ResponseHeader, Read, Write time.Duration
+}
+
+type timeoutsKey struct{}
+
+// WithTimeouts returns ctx carrying timeouts for the requests made with it,
+// such as a route's.
+func WithTimeouts(ctx context.Context, tm Timeouts) context.Context {
+	return context.WithValue(ctx, timeoutsKey{}, tm)
+}
+
+// timeouts are the Transport's, overridden by the context's.
+func (t *Transport) timeouts(ctx context.Context) Timeouts {
+	tm := Timeouts{t.opts.ResponseHeaderTimeout, t.opts.ReadTimeout, t.opts.WriteTimeout}
+	if o, ok := ctx.Value(timeoutsKey{}).(Timeouts); ok {
+		tm.ResponseHeader = cmp.Or(o.ResponseHeader, tm.ResponseHeader)
+		tm.Read = cmp.Or(o.Read, tm.Read)
+		tm.Write = cmp.Or(o.Write, tm.Write)
+	}
+	return tm
 }
 
 // Transport is the RoundTripper. It is safe for concurrent use.
@@ -61,7 +108,7 @@ type Transport struct {
 // (see the package comment); it may be nil, and those requests then fail.
 func New(opts Options, fallback http.RoundTripper) *Transport {
 	if opts.IdleTimeout <= 0 {
-		opts.IdleTimeout = 90 * time.Second
+		opts.IdleTimeout = 4 * time.Second
 	}
 	if opts.MaxIdlePerHost <= 0 {
 		opts.MaxIdlePerHost = 64
@@ -97,6 +144,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, errors.New("h1client: no Host in request URL")
 	}
 	ctx := req.Context()
+	tm := t.timeouts(ctx)
 	p := t.pool(hostPort(req.URL))
 	c := p.get()
 	for retried := false; ; retried = true {
@@ -106,15 +154,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 				closeBody(req)
 				return nil, err // a *net.OpError with Op "dial": the request never left
 			}
-			c = &conn{nc: nc, pool: p}
+			c = newConn(nc, p)
 		}
-		resp, stale, err := t.exchange(ctx, c, req)
+		resp, again, err := t.exchange(ctx, c, req, tm)
 		if err == nil {
 			return resp, nil
 		}
-		// A pooled connection the server had already closed fails before
-		// any byte of the answer; the request may go again on a new one.
-		if !stale || retried || !replayable(req) {
+		if again == never || retried || again == ifIdempotent && !replayable(req) {
 			return nil, err
 		}
 		if req, err = rewind(req); err != nil {
@@ -123,6 +169,19 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		c = nil
 	}
 }
+
+// resend says whether a failed exchange may go again on a new connection.
+type resend int
+
+const (
+	never resend = iota
+	// ifIdempotent: a pooled connection failed before any byte of the
+	// answer, most likely closed by the server as the request went out;
+	// but the server may have read the request and died.
+	ifIdempotent
+	// always: not a byte of the request reached the backend.
+	always
+)
 
 // CloseIdleConnections closes the pooled connections, and the fallback's.
 func (t *Transport) CloseIdleConnections() {
@@ -134,59 +193,124 @@ func (t *Transport) CloseIdleConnections() {
 	}
 }
 
-// exchange writes req on c and reads the response head. stale reports that
-// c was a pooled connection that failed before the server sent a byte.
-func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (resp *http.Response, stale bool, err error) {
+// exchange writes req on c and reads the response head; again says
+// whether a failed exchange may be resent.
+func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, tm Timeouts) (resp *http.Response, again resend, err error) {
 	var stop func() bool
 	if ctx.Done() != nil {
 		// Closing the connection is what interrupts a blocked read or write.
 		stop = context.AfterFunc(ctx, func() { c.nc.Close() })
 	}
-	fail := func(err error) (*http.Response, bool, error) {
+	fail := func(err error) (*http.Response, resend, error) {
 		if stop != nil {
 			stop()
 		}
 		c.nc.Close()
-		return nil, false, t.mapErr(ctx, err)
+		if c.head != nil {
+			putHead(c)
+		}
+		return nil, never, t.mapErr(ctx, err)
 	}
 
+	c.tm, c.sent, c.headBy = tm, 0, time.Time{}
 	werr := c.write(req)
-	if werr != nil && c.werr == nil {
+	var stalled *timeoutError
+	switch {
+	case werr != nil && c.werr == nil:
 		return fail(werr) // the request or its body failed, not the connection
+	case errors.As(werr, &stalled):
+		return fail(werr) // a backend that reads nothing will hardly answer
+	case werr != nil && c.sent == 0 && ctx.Err() == nil:
+		_, _, err := fail(werr)
+		if hasBody(req) && req.GetBody == nil {
+			return nil, never, err // what was read of the body is gone
+		}
+		return nil, always, err
 	}
 	// Read the answer even after a failed write: a server may answer (413,
 	// 401) before it read the whole body, then close.
-	if t.opts.ResponseHeaderTimeout > 0 {
-		c.nc.SetReadDeadline(time.Now().Add(t.opts.ResponseHeaderTimeout))
+	if tm.ResponseHeader > 0 {
+		c.headBy = time.Now().Add(tm.ResponseHeader)
 	}
 	c.br = getReader(c)
+	c.head = heads.Get().(*[]byte)
 	c.headLeft = t.opts.MaxResponseHeaderBytes
 	if _, err := c.br.Peek(1); err != nil {
 		if werr != nil {
 			err = werr
 		}
 		_, _, err = fail(err)
-		_, timeout := err.(*timeoutError)
-		return nil, c.reused && ctx.Err() == nil && !timeout, err
+		var timeout *timeoutError
+		if c.reused && ctx.Err() == nil && !errors.As(err, &timeout) {
+			return nil, ifIdempotent, err
+		}
+		return nil, never, err
 	}
 	resp, err = readResponse(c.br, req)
 	if err != nil {
 		return fail(err)
 	}
 	c.headLeft = -1
-	if t.opts.ResponseHeaderTimeout > 0 {
-		c.nc.SetReadDeadline(time.Time{})
+	framed := true
+	if resp.TransferEncoding != nil || !resp.ProtoAtLeast(1, 1) {
+		framed, err = checkFraming((*c.head)[:len(*c.head)-c.br.Buffered()], resp)
+		if err != nil {
+			return fail(err)
+		}
 	}
+	putHead(c)
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return fail(errors.New("h1client: 101 Switching Protocols to a request that asked for no upgrade"))
 	}
-	keep := werr == nil && !resp.Close && !req.Close
+	keep := werr == nil && framed && !resp.Close && !req.Close
 	if resp.Body == http.NoBody {
 		c.release(keep, stop)
-		return resp, false, nil
+		return resp, never, nil
 	}
 	resp.Body = &body{src: resp.Body, c: c, ctx: ctx, t: t, stop: stop, keep: keep}
-	return resp, false, nil
+	return resp, never, nil
+}
+
+func putHead(c *conn) {
+	if cap(*c.head) <= maxPooledHead {
+		*c.head = (*c.head)[:0]
+		heads.Put(c.head)
+	}
+	c.head = nil
+}
+
+// checkFraming looks at the final head as received (head holds the heads
+// read, interim 1xx ones first) for what net/http forgives: it reads a
+// response with both Transfer-Encoding and Content-Length as chunked, and
+// ignores Transfer-Encoding on HTTP/1.0. The first is refused, as nginx
+// does (RFC 9112 6.3: it "ought to be handled as an error"); after the
+// second the connection closes (RFC 9112 6.1: the framing is faulty).
+func checkFraming(head []byte, resp *http.Response) (keep bool, err error) {
+	var cl, te bool
+	for len(head) > 0 {
+		line, rest, _ := bytes.Cut(head, []byte("\n"))
+		head = rest
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if len(line) == 0 { // the end of a head: only the last one counts
+			if len(head) > 0 {
+				cl, te = false, false
+			}
+			continue
+		}
+		name, _, ok := bytes.Cut(line, []byte(":"))
+		if !ok || line[0] == ' ' || line[0] == '\t' {
+			continue // a status line, or a folded continuation
+		}
+		cl = cl || bytes.EqualFold(name, []byte("Content-Length"))
+		te = te || bytes.EqualFold(name, []byte("Transfer-Encoding"))
+	}
+	switch {
+	case te && cl:
+		return false, errors.New("h1client: response has both Transfer-Encoding and Content-Length")
+	case te && resp.TransferEncoding == nil:
+		return false, nil
+	}
+	return true, nil
 }
 
 // readResponse reads the final response head, passing interim 1xx ones
@@ -210,25 +334,24 @@ func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
 	}
 }
 
-// mapErr turns what a closed or timed-out connection reports into its cause.
+// mapErr turns what a connection the context closed reports into its cause.
 func (t *Transport) mapErr(ctx context.Context, err error) error {
-	switch {
-	case ctx.Err() != nil:
+	if ctx.Err() != nil {
 		return ctx.Err()
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return &timeoutError{t.opts.ResponseHeaderTimeout}
 	}
 	return err
 }
 
-// timeoutError is the net.Error of an expired ResponseHeaderTimeout.
-type timeoutError struct{ d time.Duration }
-
-func (e *timeoutError) Error() string {
-	return fmt.Sprintf("h1client: no response head within %v", e.d)
+// timeoutError is the net.Error of an expired Timeouts field.
+type timeoutError struct {
+	what string
+	d    time.Duration
 }
+
+func (e *timeoutError) Error() string   { return fmt.Sprintf("h1client: %s %v", e.what, e.d) }
 func (e *timeoutError) Timeout() bool   { return true }
 func (e *timeoutError) Temporary() bool { return true }
+func (e *timeoutError) Unwrap() error   { return os.ErrDeadlineExceeded }
 
 var _ net.Error = (*timeoutError)(nil)
 
