@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"io"
 	"math"
 	"net/http"
 	"net/url"
@@ -65,8 +66,11 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if n.fleet.country != nil {
 			n.fleet.country.tag(r)
 		}
-		if max := int64(st.cfg.Limits.MaxBodyBytes); max > 0 && r.Body != nil {
-			r.Body = http.MaxBytesReader(rec, r.Body, max)
+		if r.Body != nil && r.Body != http.NoBody {
+			if max := int64(st.cfg.Limits.MaxBodyBytes); max > 0 {
+				r.Body = http.MaxBytesReader(rec, r.Body, max)
+			}
+			r.Body = &slowBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: entry.clientBody}
 		}
 		entry.handler.ServeHTTP(rec, r)
 	}
@@ -88,6 +92,32 @@ func normalizeTarget(r *http.Request) error {
 	r.URL.Path, r.URL.RawPath, r.URL.RawQuery, r.URL.ForceQuery = decoded, p, q, false
 	r.RequestURI = r.URL.RequestURI()
 	return nil
+}
+
+// slowBody bounds each wait for the client's request body: a client that
+// stops sending fails the read (the proxy answers 408) rather than holding
+// the request, its upstream connection and its transform instance. The
+// deadline is the listener's, through ResponseController: HTTP/1.1 and
+// HTTP/2 streams and HTTP/3 streams all support it.
+type slowBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+	set  bool // a deadline is set and must be lifted at EOF
+}
+
+func (b *slowBody) Read(p []byte) (int, error) {
+	if b.idle > 0 {
+		b.set = b.rc.SetReadDeadline(time.Now().Add(b.idle)) == nil
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF && b.set {
+		// A WebSocket or the next keep-alive request is not the body's.
+		// After a failure the deadline stays: nothing more is read.
+		b.rc.SetReadDeadline(time.Time{})
+		b.set = false
+	}
+	return n, err
 }
 
 // headerBytes is the request's header size as the client sent it, near

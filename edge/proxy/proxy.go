@@ -5,8 +5,10 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -29,11 +31,22 @@ type Proxy struct {
 	log       *slog.Logger
 }
 
-// Timeouts bound the proxy's side of a request.
+// Timeouts bound the proxy's side of a request. The Stream ones a route
+// may set for itself (a route's zero fields take the node's).
 type Timeouts struct {
-	Connect        units.Duration `yaml:"connect" json:"connect"`
-	ResponseHeader units.Duration `yaml:"response_header" json:"response_header"`
-	Idle           units.Duration `yaml:"idle" json:"idle"` // pooled upstream connections, and the listeners' keep-alive
+	Connect units.Duration `yaml:"connect" json:"connect"`
+	Idle    units.Duration `yaml:"idle" json:"idle"` // pooled upstream connections, and the listeners' keep-alive
+	Stream  `yaml:",inline" json:",inline"`
+}
+
+// Stream bounds each wait of one request once it is routed: for the
+// response head, and between two reads or writes of a body. None bounds the
+// whole exchange, so a long stream that keeps moving is never cut.
+type Stream struct {
+	ResponseHeader units.Duration `yaml:"response_header" json:"response_header,omitempty"`
+	ClientBody     units.Duration `yaml:"client_body" json:"client_body,omitempty"`       // between reads of the client's request body: 408
+	UpstreamRead   units.Duration `yaml:"upstream_read" json:"upstream_read,omitempty"`   // between reads of the backend's response: 504, or a cut stream
+	UpstreamWrite  units.Duration `yaml:"upstream_write" json:"upstream_write,omitempty"` // between writes of the request to the backend: 504
 }
 
 // SetDefaults fills what the config leaves out.
@@ -41,10 +54,49 @@ func (t *Timeouts) SetDefaults() {
 	for _, d := range []struct {
 		v   *units.Duration
 		def time.Duration
-	}{{&t.Connect, 2 * time.Second}, {&t.ResponseHeader, 30 * time.Second}, {&t.Idle, 90 * time.Second}} {
+	}{
+		{&t.Connect, 2 * time.Second}, {&t.Idle, 90 * time.Second}, {&t.ResponseHeader, 30 * time.Second},
+		{&t.ClientBody, 30 * time.Second}, {&t.UpstreamRead, 60 * time.Second}, {&t.UpstreamWrite, 60 * time.Second},
+	} {
 		if *d.v == 0 {
 			*d.v = units.Duration(d.def)
 		}
+	}
+}
+
+// Validate reports a negative duration.
+func (t Timeouts) Validate() error {
+	var errs []error
+	if t.Connect < 0 {
+		errs = append(errs, errors.New("connect: must not be negative"))
+	}
+	if t.Idle < 0 {
+		errs = append(errs, errors.New("idle: must not be negative"))
+	}
+	return errors.Join(append(errs, t.Stream.Validate())...)
+}
+
+// Validate reports a negative duration.
+func (s Stream) Validate() error {
+	var errs []error
+	for _, d := range []struct {
+		name string
+		v    units.Duration
+	}{{"response_header", s.ResponseHeader}, {"client_body", s.ClientBody}, {"upstream_read", s.UpstreamRead}, {"upstream_write", s.UpstreamWrite}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %v", d.name, d.v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Over is s with its zero fields taken from node.
+func (s Stream) Over(node Stream) Stream {
+	return Stream{
+		ResponseHeader: cmp.Or(s.ResponseHeader, node.ResponseHeader),
+		ClientBody:     cmp.Or(s.ClientBody, node.ClientBody),
+		UpstreamRead:   cmp.Or(s.UpstreamRead, node.UpstreamRead),
+		UpstreamWrite:  cmp.Or(s.UpstreamWrite, node.UpstreamWrite),
 	}
 }
 
@@ -65,6 +117,7 @@ func New(t Timeouts, nodeID string, log *slog.Logger) *Proxy {
 	}
 	h1 := h1client.New(h1client.Options{
 		ConnectTimeout: t.Connect.D(), ResponseHeaderTimeout: t.ResponseHeader.D(),
+		ReadTimeout: t.UpstreamRead.D(), WriteTimeout: t.UpstreamWrite.D(),
 		IdleTimeout: t.Idle.D(), MaxIdlePerHost: 512,
 	}, std)
 	return &Proxy{transport: h1, std: std, via: nodeID, log: log}
@@ -76,11 +129,15 @@ func (p *Proxy) Client() *http.Client { return &http.Client{Transport: p.std} }
 // Close drops idle upstream connections.
 func (p *Proxy) Close() { p.transport.CloseIdleConnections() }
 
-// Handler serves requests from svc's backends.
-func (p *Proxy) Handler(svc *upstream.Service) http.Handler {
+// Handler serves requests from svc's backends within a route's timeouts
+// (tm, with the node's filled in). Plain-HTTP backends keep each of them;
+// the standard transport of https ones keeps only the response head's.
+func (p *Proxy) Handler(svc *upstream.Service, tm Stream) http.Handler {
 	return &httputil.ReverseProxy{
-		Rewrite:        p.rewrite,
-		Transport:      &balancing{svc: svc, base: p.transport},
+		Rewrite: p.rewrite,
+		Transport: &balancing{svc: svc, base: p.transport, tm: h1client.Timeouts{
+			ResponseHeader: tm.ResponseHeader.D(), Read: tm.UpstreamRead.D(), Write: tm.UpstreamWrite.D(),
+		}},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.fail,
 		BufferPool:     buffers{},
@@ -143,11 +200,17 @@ const statusClientGone = 499
 func classify(r *http.Request, err error) (int, string) {
 	var tooBig *http.MaxBytesError
 	var netErr net.Error
+	var body *ClientBodyError
 	switch {
 	case errors.Is(err, upstream.ErrNoHealthy):
 		return http.StatusServiceUnavailable, "no healthy backend"
 	case errors.As(err, &tooBig):
 		return http.StatusRequestEntityTooLarge, "request body too large"
+	// Before the context: net/http cancels it when a body read fails.
+	case errors.As(err, &body) && errors.As(body.Err, &netErr) && netErr.Timeout():
+		return http.StatusRequestTimeout, "request body too slow"
+	case errors.As(err, &body) && body.Err != io.ErrUnexpectedEOF:
+		return http.StatusBadRequest, "malformed request body"
 	case r.Context().Err() == context.Canceled:
 		return statusClientGone, "client closed request"
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
@@ -161,16 +224,23 @@ func classify(r *http.Request, err error) (int, string) {
 type balancing struct {
 	svc  *upstream.Service
 	base http.RoundTripper
+	tm   h1client.Timeouts // the route's
 }
 
 func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.WithContext(h1client.WithTimeouts(req.Context(), t.tm))
 	x := exchange.From(req.Context())
 	t.svc.Attempt()
 	// A request body that fails to read is the client's fault (it left, or
 	// sent too much), not the backend's: watch for it.
 	var body *clientBody
 	if req.Body != nil && req.Body != http.NoBody {
-		body = &clientBody{ReadCloser: req.Body}
+		// A body that fails to read ends the attempt at once: the backend
+		// would wait for the rest, holding the connection.
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		req = req.WithContext(ctx)
+		body = &clientBody{ReadCloser: req.Body, fail: cancel}
 		req.Body = body
 	}
 	var skip *upstream.Backend
@@ -185,8 +255,11 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp, err := t.base.RoundTrip(req)
 		if err != nil {
 			b.End()
-			clientsFault := req.Context().Err() != nil || (body != nil && body.failed)
+			clientsFault := req.Context().Err() != nil || (body != nil && body.failed() != nil)
 			t.svc.Done(b, time.Since(start), !clientsFault)
+			if body != nil && body.failed() != nil {
+				return nil, &ClientBodyError{body.failed()}
+			}
 			if isConnectFailure(err) && attempt < t.svc.MaxRetries() && replayable(req) && t.svc.RetryAllowed() {
 				skip = b
 				if x != nil {
@@ -195,6 +268,13 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 				continue
 			}
 			return nil, err
+		}
+		if body != nil && body.failed() != nil {
+			// An answer to a request cut short is not the client's answer.
+			resp.Body.Close()
+			b.End()
+			t.svc.Done(b, time.Since(start), false)
+			return nil, &ClientBodyError{body.failed()}
 		}
 		t.svc.Done(b, time.Since(start), resp.StatusCode >= 500)
 		if x != nil {
@@ -205,19 +285,41 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// clientBody notes whether reading the client's request body failed.
+// clientBody notes why reading the client's request body failed, and
+// then calls fail. The transport may read it on its own goroutine.
 type clientBody struct {
 	io.ReadCloser
-	failed bool
+	fail func()
+	mu   sync.Mutex
+	err  error
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if err != nil && err != io.EOF {
-		b.failed = true
+		b.mu.Lock()
+		if b.err == nil {
+			b.err = err
+		}
+		b.mu.Unlock()
+		b.fail()
 	}
 	return n, err
 }
+
+func (b *clientBody) failed() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
+// ClientBodyError is a request that failed because its body could not be
+// read: malformed (400), too slow (408) or too large (413), never the
+// backend's fault.
+type ClientBodyError struct{ Err error }
+
+func (e *ClientBodyError) Error() string { return "reading the request body: " + e.Err.Error() }
+func (e *ClientBodyError) Unwrap() error { return e.Err }
 
 // isConnectFailure is true when the request never reached the backend, so a
 // retry cannot run it twice.

@@ -1,0 +1,127 @@
+package edge
+
+import (
+	"bufio"
+	"crypto/tls"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A client that promises a body and stops sending gets 408 within its
+// route's client_body timeout, over every protocol, and the backend is
+// freed; the node's own (longer) default does not apply to that route.
+func TestSlowClientBodyGets408(t *testing.T) {
+	reached := make(chan struct{}, 8)
+	n := startNode(t, listenAny+`timeouts: {client_body: 1m}
+services:
+  api: {backends: [{url: "`+serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached <- struct{}{}
+		io.Copy(io.Discard, r.Body)
+	}))+`"}]}
+routes:
+  - {name: api, match: {path_prefix: /}, service: api, timeouts: {client_body: 500ms}}
+`)
+	const bound = 10 * time.Second // 500ms, with room for a loaded machine
+	t.Run("HTTP/1.1", func(t *testing.T) {
+		conn, err := tls.Dial("tcp", n.Addrs().HTTPS, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		start := time.Now()
+		io.WriteString(conn, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx")
+		conn.SetReadDeadline(time.Now().Add(bound))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("no answer within %v: %v", bound, err)
+		}
+		if resp.StatusCode != http.StatusRequestTimeout {
+			t.Fatalf("status %d, want 408", resp.StatusCode)
+		}
+		t.Logf("408 after %v", time.Since(start))
+	})
+	for _, pc := range allClients(t)[1:] {
+		t.Run(pc.name, func(t *testing.T) {
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			go pw.Write([]byte("x"))
+			req, _ := http.NewRequest("POST", "https://"+n.Addrs().HTTPS+"/up", pr)
+			req.ContentLength = 100
+			pc.client.Timeout = bound
+			resp, err := pc.client.Do(req)
+			if err != nil {
+				t.Fatalf("no answer within %v: %v", bound, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusRequestTimeout {
+				t.Fatalf("status %d, want 408", resp.StatusCode)
+			}
+		})
+	}
+	waitFor(t, "in-flight back to zero", func() bool { return n.metrics.InFlight() == 0 })
+	if h := len(n.state.Load().services["api"].Healthy()); h != 1 {
+		t.Fatal("a slow client counted against the backend")
+	}
+}
+
+// A backend that stalls is cut at its route's timeouts: before the head
+// the client gets 504; mid-body the stream is cut, and the backend's
+// connection is closed at once.
+func TestStalledBackendIsCut(t *testing.T) {
+	gone := make(chan struct{}, 8)
+	stall := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/mid" {
+			w.Header().Set("Content-Length", "1000")
+			io.WriteString(w, "partial")
+			w.(http.Flusher).Flush()
+		}
+		<-r.Context().Done() // the node closed the connection
+		gone <- struct{}{}
+	}))
+	n := startNode(t, listenAny+`timeouts: {response_header: 1m, upstream_read: 1m}
+services:
+  api: {backends: [{url: "`+stall+`"}]}
+routes:
+  - {name: api, match: {path_prefix: /}, service: api, timeouts: {response_header: 500ms, upstream_read: 500ms}}
+`)
+	const bound = 10 * time.Second
+	for _, pc := range allClients(t) {
+		t.Run(pc.name, func(t *testing.T) {
+			pc.client.Timeout = bound
+			resp, err := pc.client.Get("https://" + n.Addrs().HTTPS + "/head")
+			if err != nil {
+				t.Fatalf("no answer within %v: %v", bound, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(string(b), "timed out") {
+				t.Fatalf("stall before the head: %d %s, want 504", resp.StatusCode, b)
+			}
+			waitForChan(t, gone, "the backend's connection closed after the 504")
+
+			// The head may still sit in the node's write buffer: the cut
+			// comes before it, or mid-body; never a whole answer.
+			resp, err = pc.client.Get("https://" + n.Addrs().HTTPS + "/mid")
+			if err == nil {
+				b, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err == nil {
+					t.Fatalf("stall mid-body: read %q and no error; want the stream cut", b)
+				}
+			}
+			waitForChan(t, gone, "the backend's connection closed after the cut")
+		})
+	}
+}
+
+func waitForChan(t *testing.T, c chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-c:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("timed out waiting: %s", what)
+	}
+}
