@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -63,6 +64,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		exchange.Error(rec, r, http.StatusRequestEntityTooLarge, "request body too large")
 	case !admit(entry.gate, rec, r, start):
 	default:
+		stripOwnHeaders(r.Header)
 		if n.fleet.country != nil {
 			n.fleet.country.tag(r)
 		}
@@ -93,6 +95,18 @@ func normalizeTarget(r *http.Request) error {
 	r.RequestURI = r.URL.RequestURI()
 	return nil
 }
+
+// stripOwnHeaders drops the client's X-Perigee-* headers: the node sets
+// its own, and a backend must be able to trust them.
+func stripOwnHeaders(h http.Header) {
+	for k := range h {
+		if len(k) >= len(ownPrefix) && strings.EqualFold(k[:len(ownPrefix)], ownPrefix) {
+			delete(h, k)
+		}
+	}
+}
+
+const ownPrefix = "X-Perigee-"
 
 // slowBody bounds each wait for the client's request body: a client that
 // stops sending fails the read (the proxy answers 408) rather than holding

@@ -262,3 +262,15 @@ routes:
 		}
 	}
 }
+
+// Headers the node sets for its backends (X-Perigee-*) are never the
+// client's to send, with or without the geo section that sets them.
+func TestClientCannotSendPerigeeHeaders(t *testing.T) {
+	n := startNode(t, nodeYAML("round_robin", serveBackend(t, echoHeaders)))
+	for _, pc := range allClients(t) {
+		_, body := get(t, pc.client, "https://"+n.Addrs().HTTPS+"/", "X-Perigee-Country", "NZ", "x-perigee-anything", "1")
+		if strings.Contains(strings.ToLower(body), "x-perigee") {
+			t.Errorf("%s: a client's X-Perigee-* header reached the backend: %s", pc.name, body)
+		}
+	}
+}
