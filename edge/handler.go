@@ -1,8 +1,10 @@
 package edge
 
 import (
+	"bufio"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -26,7 +28,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x, ctx := exchange.Begin(r, start)
 	r = r.WithContext(ctx)
 	rec := recorders.Get().(*recorder)
-	rec.ResponseWriter, rec.x = w, x
+	rec.ResponseWriter, rec.x, rec.hijacks = w, x, &n.listeners.hijacked
 	w.Header().Set("X-Request-Id", x.ID)
 
 	var entry *routeEntry
@@ -47,7 +49,10 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		n.metrics.Done(stats, x.Route, x.Service, r.Proto, x.Status, took)
 		st.access.Log(r, x, took)
-		rec.ResponseWriter, rec.x = nil, nil
+		if rec.conn != nil {
+			rec.hijacks.remove(rec.conn)
+		}
+		*rec = recorder{}
 		recorders.Put(rec)
 		exchange.End(x)
 	}()
@@ -151,12 +156,17 @@ func headerBytes(r *http.Request) int {
 // flushing streams and hijacking WebSocket upgrades.
 type recorder struct {
 	http.ResponseWriter
-	x *exchange.Exchange
+	x       *exchange.Exchange
+	hijacks *hijacks
+	conn    net.Conn // hijacked, tracked until the handler returns
 }
 
 var recorders = sync.Pool{New: func() any { return new(recorder) }}
 
-var _ http.Flusher = (*recorder)(nil)
+var (
+	_ http.Flusher  = (*recorder)(nil)
+	_ http.Hijacker = (*recorder)(nil)
+)
 
 func (w *recorder) WriteHeader(code int) {
 	if w.x.Status == 0 || code >= 200 && w.x.Status < 200 {
@@ -179,6 +189,17 @@ func (w *recorder) Flush() {
 }
 
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Hijack hands the connection to the handler (a WebSocket upgrade) and
+// tells the listeners, which close it when a drain ends.
+func (w *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.conn = c
+		w.hijacks.add(c)
+	}
+	return c, rw, err
+}
 
 // admit applies the route's rate limit and shedding, answering a refused
 // request itself.

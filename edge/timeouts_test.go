@@ -2,9 +2,12 @@ package edge
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -123,5 +126,45 @@ func waitForChan(t *testing.T, c chan struct{}, what string) {
 	case <-c:
 	case <-time.After(30 * time.Second):
 		t.Fatalf("timed out waiting: %s", what)
+	}
+}
+
+// SIGTERM's drain ends at timeouts.drain even while a WebSocket is open:
+// the upgraded connection is closed then, and the node stops.
+func TestDrainClosesWebSocketsAtItsDeadline(t *testing.T) {
+	ws := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		rw.Flush()
+		io.Copy(io.Discard, rw) // a client that never leaves
+	}))
+	n := startNode(t, nodeYAML("round_robin", ws))
+	conn, err := tls.Dial("tcp", n.Addrs().HTTPS, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	br := bufio.NewReader(conn)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	const drain, bound = 500 * time.Millisecond, 20 * time.Second
+	ctx, cancel := context.WithTimeout(t.Context(), drain)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- n.Shutdown(ctx) }()
+	select {
+	case <-done:
+	case <-time.After(bound):
+		t.Fatalf("shutdown with a WebSocket open still running %v after a drain of %v", bound, drain)
+	}
+	conn.SetReadDeadline(time.Now().Add(bound))
+	if _, err := br.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the WebSocket is still open after shutdown: %v", err)
 	}
 }
