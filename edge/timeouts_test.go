@@ -4,13 +4,19 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"perigee/edge/config"
 )
 
 // A client that promises a body and stops sending gets 408 within its
@@ -166,5 +172,88 @@ func TestDrainClosesWebSocketsAtItsDeadline(t *testing.T) {
 	conn.SetReadDeadline(time.Now().Add(bound))
 	if _, err := br.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("the WebSocket is still open after shutdown: %v", err)
+	}
+}
+
+// lockedBuffer is a log sink the node may write from many goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A 502 or 504 says in the access log why the backend failed, and how long
+// it took, as nginx's error log does.
+func TestAccessLogSaysWhyTheUpstreamFailed(t *testing.T) {
+	closing := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, _, _ := http.NewResponseController(w).Hijack()
+		conn.Close() // no answer at all
+	}))
+	stalling := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	yaml := listenAny + `services:
+  dead: {backends: [{url: "` + deadAddr(t) + `"}]}
+  closing: {backends: [{url: "` + closing + `"}]}
+  stalling: {backends: [{url: "` + stalling + `"}]}
+routes:
+  - {match: {path_prefix: /dead}, service: dead}
+  - {match: {path_prefix: /closing}, service: closing}
+  - {match: {path_prefix: /stalling}, service: stalling, timeouts: {response_header: 300ms}}
+`
+	yaml = strings.Replace(yaml, "access_log: {enabled: false}", "access_log: {enabled: true}", 1)
+	path := filepath.Join(t.TempDir(), "node.yaml")
+	writeFile(t, path, yaml)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	n, err := New(cfg, Options{Log: slog.New(slog.NewJSONHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown(context.Background())
+	for path, want := range map[string]struct {
+		status int
+		class  string
+	}{"/dead": {502, "connect_refused"}, "/closing": {502, "eof"}, "/stalling": {504, "timeout"}} {
+		resp, _ := get(t, h1Client(), "https://"+n.Addrs().HTTPS+path)
+		if resp.StatusCode != want.status {
+			t.Errorf("%s: %d, want %d", path, resp.StatusCode, want.status)
+		}
+		id := resp.Header.Get("X-Request-Id")
+		var rec struct {
+			Path          string  `json:"path"`
+			Status        int     `json:"status"`
+			UpstreamError string  `json:"upstream_error"`
+			UpstreamMS    float64 `json:"upstream_ms"`
+		}
+		waitFor(t, "the access log line of "+path, func() bool {
+			for line := range strings.SplitSeq(logs.String(), "\n") {
+				if strings.Contains(line, `"request_id":"`+id+`"`) {
+					return json.Unmarshal([]byte(line), &rec) == nil
+				}
+			}
+			return false
+		})
+		if rec.UpstreamError != want.class || rec.Status != want.status {
+			t.Errorf("%s: logged status %d upstream_error %q, want %d %q", path, rec.Status, rec.UpstreamError, want.status, want.class)
+		}
+		if path == "/stalling" && rec.UpstreamMS < 300 {
+			t.Errorf("%s: upstream_ms %v, want the 300ms it waited at least", path, rec.UpstreamMS)
+		}
 	}
 }

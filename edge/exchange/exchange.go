@@ -25,6 +25,12 @@ type Exchange struct {
 	Retries int
 	Status  int   // what the client was sent
 	Bytes   int64 // response body bytes written
+	// UpstreamTime is how long the backends took to send a response head,
+	// or to fail, over every attempt.
+	UpstreamTime time.Duration
+	// UpstreamError is why the last attempt failed, as a class: see
+	// proxy.ErrorClass. Empty when the backend answered.
+	UpstreamError string
 }
 
 type ctxKey struct{}

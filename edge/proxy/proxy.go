@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sync"
+	"syscall"
 	"time"
 
 	"perigee/edge/exchange"
@@ -253,11 +254,21 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 		b.Begin()
 		start := time.Now()
 		resp, err := t.base.RoundTrip(req)
+		if x != nil {
+			x.UpstreamTime += time.Since(start)
+			x.Backend = b.Addr
+		}
 		if err != nil {
 			b.End()
+			if x != nil {
+				x.UpstreamError = ErrorClass(err)
+			}
 			clientsFault := req.Context().Err() != nil || (body != nil && body.failed() != nil)
 			t.svc.Done(b, time.Since(start), !clientsFault)
 			if body != nil && body.failed() != nil {
+				if x != nil {
+					x.UpstreamError = "" // the client's fault, not the backend's
+				}
 				return nil, &ClientBodyError{body.failed()}
 			}
 			if isConnectFailure(err) && attempt < t.svc.MaxRetries() && replayable(req) && t.svc.RetryAllowed() {
@@ -278,9 +289,9 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		t.svc.Done(b, time.Since(start), resp.StatusCode >= 500)
 		if x != nil {
-			x.Backend = b.Addr
+			x.UpstreamError = ""
 		}
-		resp.Body = releasing(resp.Body, b)
+		resp.Body = releasing(resp.Body, b, x)
 		return resp, nil
 	}
 }
@@ -321,6 +332,36 @@ type ClientBodyError struct{ Err error }
 func (e *ClientBodyError) Error() string { return "reading the request body: " + e.Err.Error() }
 func (e *ClientBodyError) Unwrap() error { return e.Err }
 
+// ErrorClass names why talking to a backend failed, for the access log:
+// connect_refused, connect_timeout, connect (another dial failure), reset
+// (the backend dropped the connection), timeout (it fell silent past a
+// timeout), eof (it closed mid-response), no_healthy, canceled (the client
+// left), or protocol (it sent what is not HTTP).
+func ErrorClass(err error) string {
+	var op *net.OpError
+	var netErr net.Error
+	dial := errors.As(err, &op) && op.Op == "dial"
+	switch {
+	case errors.Is(err, upstream.ErrNoHealthy):
+		return "no_healthy"
+	case dial && errors.Is(err, syscall.ECONNREFUSED):
+		return "connect_refused"
+	case dial && errors.As(err, &netErr) && netErr.Timeout():
+		return "connect_timeout"
+	case dial:
+		return "connect"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return "timeout"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
+		return "reset"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "eof"
+	}
+	return "protocol"
+}
+
 // isConnectFailure is true when the request never reached the backend, so a
 // retry cannot run it twice.
 func isConnectFailure(err error) bool {
@@ -337,19 +378,29 @@ func replayable(r *http.Request) bool {
 	return false
 }
 
-// releasing ends the backend's in-flight count when the body is closed. A
-// 101 Switching Protocols body is read-write (a WebSocket), and keeps being.
-func releasing(body io.ReadCloser, b *upstream.Backend) io.ReadCloser {
+// releasing ends the backend's in-flight count when the body is closed,
+// and notes in x why reading it failed. A 101 Switching Protocols body is
+// read-write (a WebSocket), and keeps being.
+func releasing(body io.ReadCloser, b *upstream.Backend, x *exchange.Exchange) io.ReadCloser {
 	if rw, ok := body.(io.ReadWriteCloser); ok {
-		return &releaseRW{releaseBody: releaseBody{ReadCloser: body, b: b}, w: rw}
+		return &releaseRW{releaseBody: releaseBody{ReadCloser: body, b: b, x: x}, w: rw}
 	}
-	return &releaseBody{ReadCloser: body, b: b}
+	return &releaseBody{ReadCloser: body, b: b, x: x}
 }
 
 type releaseBody struct {
 	io.ReadCloser
 	b    *upstream.Backend
+	x    *exchange.Exchange
 	once sync.Once
+}
+
+func (r *releaseBody) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && r.x != nil {
+		r.x.UpstreamError = ErrorClass(err)
+	}
+	return n, err
 }
 
 func (r *releaseBody) Close() error {
