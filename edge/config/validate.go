@@ -15,20 +15,10 @@ import (
 	"perigee/edge/urlpath"
 	"perigee/geo"
 	"perigee/policies/actuator"
-	"perigee/units"
 )
 
 func (c *Config) validate(v *validator) {
 	c.validateNode(v)
-	v.part(p("timeouts"), "timeouts.", c.Timeouts.Timeouts.Validate())
-	for _, d := range []struct {
-		key string
-		v   units.Duration
-	}{{"read_header", c.Timeouts.ReadHeader}, {"drain", c.Timeouts.Drain}} {
-		if d.v < 0 {
-			v.at(p("timeouts", d.key), "timeouts.%s must not be negative", d.key)
-		}
-	}
 	c.validateListen(v)
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		v.at(p("tls"), "tls needs both cert and key, or neither for a generated dev certificate")
@@ -156,7 +146,6 @@ func (c *Config) validateRoute(v *validator, i int, r *Route) {
 		// Requests are routed on their normal path: any other prefix never matches.
 		v.at(p("routes", i, "match", "path_prefix"), "route %q: path_prefix %q is not a normal path (see Paths in docs/config.md)", r.Name, m.PathPrefix)
 	}
-	v.part(p("routes", i, "timeouts"), fmt.Sprintf("route %q: timeouts.", r.Name), r.Timeouts.Validate())
 	if strings.Count(m.Host, "*") > 1 || (strings.Contains(m.Host, "*") && m.Host != "*" && !strings.HasPrefix(m.Host, "*.")) {
 		v.at(p("routes", i, "match", "host"), "route %q: host %q: a wildcard is only allowed as \"*\" or a leading \"*.\"", r.Name, m.Host)
 	}

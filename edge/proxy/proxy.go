@@ -8,7 +8,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -63,32 +62,6 @@ func (t *Timeouts) SetDefaults() {
 			*d.v = units.Duration(d.def)
 		}
 	}
-}
-
-// Validate reports a negative duration.
-func (t Timeouts) Validate() error {
-	var errs []error
-	if t.Connect < 0 {
-		errs = append(errs, errors.New("connect: must not be negative"))
-	}
-	if t.Idle < 0 {
-		errs = append(errs, errors.New("idle: must not be negative"))
-	}
-	return errors.Join(append(errs, t.Stream.Validate())...)
-}
-
-// Validate reports a negative duration.
-func (s Stream) Validate() error {
-	var errs []error
-	for _, d := range []struct {
-		name string
-		v    units.Duration
-	}{{"response_header", s.ResponseHeader}, {"client_body", s.ClientBody}, {"upstream_read", s.UpstreamRead}, {"upstream_write", s.UpstreamWrite}} {
-		if d.v < 0 {
-			errs = append(errs, fmt.Errorf("%s: must not be negative, got %v", d.name, d.v))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // Over is s with its zero fields taken from node.
