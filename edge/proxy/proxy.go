@@ -356,7 +356,9 @@ func replayable(r *http.Request) bool {
 // read-write (a WebSocket), and keeps being.
 func releasing(body io.ReadCloser, b *upstream.Backend, x *exchange.Exchange) io.ReadCloser {
 	if rw, ok := body.(io.ReadWriteCloser); ok {
-		return &releaseRW{releaseBody: releaseBody{ReadCloser: body, b: b, x: x}, w: rw}
+		// An upgraded stream is copied on goroutines that may outlive the
+		// request and its pooled record: it notes nothing there.
+		return &releaseRW{releaseBody: releaseBody{ReadCloser: body, b: b}, w: rw}
 	}
 	return &releaseBody{ReadCloser: body, b: b, x: x}
 }
