@@ -1,15 +1,21 @@
 package edge
 
 import (
+	"bufio"
+	"io"
 	"math"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"perigee/edge/admission"
 	"perigee/edge/exchange"
 	"perigee/edge/metrics"
+	"perigee/edge/urlpath"
 	"perigee/geo"
 )
 
@@ -22,12 +28,13 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x, ctx := exchange.Begin(r, start)
 	r = r.WithContext(ctx)
 	rec := recorders.Get().(*recorder)
-	rec.ResponseWriter, rec.x = w, x
+	rec.ResponseWriter, rec.x, rec.hijacks = w, x, &n.listeners.hijacked
 	w.Header().Set("X-Request-Id", x.ID)
 
 	var entry *routeEntry
 	var stats *metrics.ServiceStats
-	if n.fleet.nodesAPI == nil || r.URL.Path != geo.NodesPath {
+	pathErr := normalizeTarget(r)
+	if pathErr == nil && (n.fleet.nodesAPI == nil || r.URL.Path != geo.NodesPath) {
 		if entry, _ = st.routes.Match(r.Host, r.Method, r.URL.Path); entry != nil {
 			x.Route, x.Service, stats = entry.name, entry.service.Name, entry.stats
 		}
@@ -42,11 +49,16 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		n.metrics.Done(stats, x.Route, x.Service, r.Proto, x.Status, took)
 		st.access.Log(r, x, took)
-		rec.ResponseWriter, rec.x = nil, nil
+		if rec.conn != nil {
+			rec.hijacks.remove(rec.conn)
+		}
+		*rec = recorder{}
 		recorders.Put(rec)
 		exchange.End(x)
 	}()
 	switch {
+	case pathErr != nil:
+		exchange.Error(rec, r, http.StatusBadRequest, pathErr.Error())
 	case headerBytes(r) > int(st.cfg.Limits.MaxHeaderBytes):
 		exchange.Error(rec, r, http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
 	case entry == nil && n.fleet.nodesAPI != nil && r.URL.Path == geo.NodesPath:
@@ -57,15 +69,74 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		exchange.Error(rec, r, http.StatusRequestEntityTooLarge, "request body too large")
 	case !admit(entry.gate, rec, r, start):
 	default:
+		stripOwnHeaders(r.Header)
 		if n.fleet.country != nil {
 			n.fleet.country.tag(r)
 		}
-		if max := int64(st.cfg.Limits.MaxBodyBytes); max > 0 && r.Body != nil {
-			r.Body = http.MaxBytesReader(rec, r.Body, max)
+		if r.Body != nil && r.Body != http.NoBody {
+			if max := int64(st.cfg.Limits.MaxBodyBytes); max > 0 {
+				r.Body = http.MaxBytesReader(rec, r.Body, max)
+			}
+			r.Body = &slowBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: entry.clientBody}
 		}
 		entry.handler.ServeHTTP(rec, r)
 	}
 
+}
+
+// normalizeTarget puts the normal form of the request target (edge/urlpath)
+// in every place that reads it: the router, the transforms and the proxy
+// see, and the backend receives, the one path the route matched.
+func normalizeTarget(r *http.Request) error {
+	p, q, err := urlpath.Normalize(r.RequestURI)
+	if err != nil {
+		return err
+	}
+	decoded, err := url.PathUnescape(p)
+	if err != nil {
+		return err // cannot happen: a normal path's escapes are well formed
+	}
+	r.URL.Path, r.URL.RawPath, r.URL.RawQuery, r.URL.ForceQuery = decoded, p, q, false
+	r.RequestURI = r.URL.RequestURI()
+	return nil
+}
+
+// stripOwnHeaders drops the client's X-Perigee-* headers: the node sets
+// its own, and a backend must be able to trust them.
+func stripOwnHeaders(h http.Header) {
+	for k := range h {
+		if len(k) >= len(ownPrefix) && strings.EqualFold(k[:len(ownPrefix)], ownPrefix) {
+			delete(h, k)
+		}
+	}
+}
+
+const ownPrefix = "X-Perigee-"
+
+// slowBody bounds each wait for the client's request body: a client that
+// stops sending fails the read (the proxy answers 408) rather than holding
+// the request, its upstream connection and its transform instance. The
+// deadline is the listener's, through ResponseController: HTTP/1.1 and
+// HTTP/2 streams and HTTP/3 streams all support it.
+type slowBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+	set  bool // a deadline is set and must be lifted at EOF
+}
+
+func (b *slowBody) Read(p []byte) (int, error) {
+	if b.idle > 0 {
+		b.set = b.rc.SetReadDeadline(time.Now().Add(b.idle)) == nil
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF && b.set {
+		// A WebSocket or the next keep-alive request is not the body's.
+		// After a failure the deadline stays: nothing more is read.
+		b.rc.SetReadDeadline(time.Time{})
+		b.set = false
+	}
+	return n, err
 }
 
 // headerBytes is the request's header size as the client sent it, near
@@ -85,12 +156,17 @@ func headerBytes(r *http.Request) int {
 // flushing streams and hijacking WebSocket upgrades.
 type recorder struct {
 	http.ResponseWriter
-	x *exchange.Exchange
+	x       *exchange.Exchange
+	hijacks *hijacks
+	conn    net.Conn // hijacked, tracked until the handler returns
 }
 
 var recorders = sync.Pool{New: func() any { return new(recorder) }}
 
-var _ http.Flusher = (*recorder)(nil)
+var (
+	_ http.Flusher  = (*recorder)(nil)
+	_ http.Hijacker = (*recorder)(nil)
+)
 
 func (w *recorder) WriteHeader(code int) {
 	if w.x.Status == 0 || code >= 200 && w.x.Status < 200 {
@@ -113,6 +189,17 @@ func (w *recorder) Flush() {
 }
 
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Hijack hands the connection to the handler (a WebSocket upgrade) and
+// tells the listeners, which close it when a drain ends.
+func (w *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.conn = c
+		w.hijacks.add(c)
+	}
+	return c, rw, err
+}
 
 // admit applies the route's rate limit and shedding, answering a refused
 // request itself.

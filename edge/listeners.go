@@ -27,6 +27,38 @@ type listeners struct {
 	udp                    net.PacketConn
 	tcp                    []net.Listener // closed by close too: a server closed before its Serve ran would leave its listener open
 	addrs                  Addrs
+	hijacked               hijacks
+}
+
+// hijacks are the connections handlers took over (WebSockets) while they
+// run. http.Server.Shutdown forgets them, so drain closes them at its
+// deadline.
+type hijacks struct {
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func (h *hijacks) add(c net.Conn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.conns == nil {
+		h.conns = map[net.Conn]struct{}{}
+	}
+	h.conns[c] = struct{}{}
+}
+
+func (h *hijacks) remove(c net.Conn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.conns, c)
+}
+
+func (h *hijacks) closeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.conns {
+		c.Close()
+	}
 }
 
 // start binds every configured address and serves h on the traffic
@@ -104,7 +136,8 @@ func (l *listeners) serve(name string, run func() error) {
 const h3Linger = 500 * time.Millisecond
 
 // drain stops accepting and lets requests in flight finish until ctx
-// ends; HTTP/3 clients get GOAWAY. inFlight counts what is still running.
+// ends, then closes upgraded connections; HTTP/3 clients get GOAWAY.
+// inFlight counts what is still running.
 func (l *listeners) drain(ctx context.Context, inFlight func() int64) error {
 	var servers []interface{ Shutdown(context.Context) error }
 	for _, s := range []*http.Server{l.https, l.plain} {
@@ -142,6 +175,11 @@ func (l *listeners) drain(ctx context.Context, inFlight func() int64) error {
 		})
 	}
 	wg.Wait()
+	// Upgraded connections may run on until the deadline, then are cut.
+	for inFlight() > 0 && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	l.hijacked.closeAll()
 	l.close()
 	return errors.Join(errs...)
 }

@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/http-wasm/http-wasm-host-go/tck"
 )
 
 // echoHeaders answers with the request headers the backend received.
@@ -472,4 +475,52 @@ func TestClientFaultsDoNotHurtBackendsOrCounts(t *testing.T) {
 		}
 	}
 	waitFor(t, "in-flight back to zero after aborted responses", func() bool { return m.metrics.InFlight() == 0 })
+}
+
+// GET /config shows no secret: not a transform's guest config, not a
+// webhook's HMAC secret. Without a token the API answers only loopback Host
+// names (DNS rebinding) and refuses cross-origin state changes.
+func TestAdminRedactsSecretsAndRefusesRebinding(t *testing.T) {
+	module := filepath.Join(t.TempDir(), "tck.wasm")
+	writeFile(t, module, string(tck.GuestWASM))
+	yaml := strings.Replace(nodeYAML("round_robin", backend(t, "a")), "    backends:",
+		"    scale: {actuator: webhook, url: \"http://127.0.0.1:1/scale\", secret: hook-s3cret, min: 1, max: 2}\n    backends:", 1) +
+		"transforms:\n  t: {module: \"" + module + "\", config: {keys: \"demo-k3y\", secret: jwt-s3cret}}\n"
+	n := startNode(t, yaml)
+	admin := "http://" + n.Addrs().Admin
+	resp, body := get(t, http.DefaultClient, admin+"/config")
+	for _, secret := range []string{"hook-s3cret", "demo-k3y", "jwt-s3cret"} {
+		if resp.StatusCode != 200 || strings.Contains(body, secret) {
+			t.Errorf("GET /config: %d, shows %q:\n%.2000s", resp.StatusCode, secret, body)
+		}
+	}
+	if !strings.Contains(body, `"<redacted>"`) || !strings.Contains(body, `"round_robin"`) {
+		t.Errorf("GET /config lost what it should show:\n%.2000s", body)
+	}
+	_, port, _ := strings.Cut(n.Addrs().Admin, ":")
+	for host, want := range map[string]int{"127.0.0.1:" + port: 200, "localhost:" + port: 200, "[::1]:" + port: 200, "localhost": 200,
+		"evil.example:" + port: 403, "127.0.0.1.evil.example": 403} {
+		req, _ := http.NewRequest("GET", admin+"/status", nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET /status with Host %q: %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+	for origin, want := range map[string]int{"http://evil.example": 403, "null": 403, "http://" + n.Addrs().Admin: 200} {
+		req, _ := http.NewRequest("POST", admin+"/reload", nil)
+		req.Header.Set("Origin", origin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("POST /reload from Origin %q: %d, want %d", origin, resp.StatusCode, want)
+		}
+	}
 }

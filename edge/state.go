@@ -37,6 +37,8 @@ type routeEntry struct {
 	stats   *metrics.ServiceStats
 	gate    *admission.Gate
 	handler http.Handler
+	// clientBody bounds each wait for the client's request body.
+	clientBody time.Duration
 }
 
 // buildState turns a validated config into live services and routes. prev
@@ -75,7 +77,8 @@ func (n *Node) buildState(ctx context.Context, cfg *config.Config, prev *state) 
 		if svc == nil {
 			return nil, fmt.Errorf("route %q: unknown service %q", rc.Name, rc.Service)
 		}
-		h := n.proxy.Handler(svc)
+		tm := rc.Timeouts.Over(cfg.Timeouts.Stream)
+		h := n.proxy.Handler(svc, tm)
 		if len(rc.Transforms) > 0 {
 			chain, err := set.Chain(rc.Transforms...)
 			if err != nil {
@@ -88,7 +91,7 @@ func (n *Node) buildState(ctx context.Context, cfg *config.Config, prev *state) 
 		h = n.fleet.steer(rc.Steer, h)
 		rules = append(rules, route.Rule[*routeEntry]{
 			Host: rc.Match.Host, PathPrefix: rc.Match.PathPrefix, Methods: rc.Match.Methods,
-			Target: &routeEntry{name: rc.Name, service: svc, stats: n.metrics.Service(rc.Service), gate: n.gates.Get(rc.Name), handler: h},
+			Target: &routeEntry{name: rc.Name, service: svc, stats: n.metrics.Service(rc.Service), gate: n.gates.Get(rc.Name), handler: h, clientBody: tm.ClientBody.D()},
 		})
 	}
 	st.routes = route.New(rules)

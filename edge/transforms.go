@@ -124,7 +124,7 @@ func (d dispatcher) Dispatch(ctx context.Context, service string, req *http.Requ
 	req = req.WithContext(ctx)
 	req.RemoteAddr = "127.0.0.1:0" // the node itself
 	rec := &callRecorder{header: http.Header{}}
-	d.n.proxy.Handler(svc).ServeHTTP(rec, req)
+	d.n.proxy.Handler(svc, st.cfg.Timeouts.Stream).ServeHTTP(rec, req)
 	if rec.status == 0 {
 		rec.status = http.StatusOK
 	}

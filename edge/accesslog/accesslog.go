@@ -43,5 +43,7 @@ func (l *Logger) Log(r *http.Request, x *exchange.Exchange, took time.Duration) 
 		slog.Int64("bytes", x.Bytes),
 		slog.String("error", x.Error),
 		slog.Float64("duration_ms", float64(took.Microseconds())/1000),
+		slog.Float64("upstream_ms", float64(x.UpstreamTime.Microseconds())/1000),
+		slog.String("upstream_error", x.UpstreamError),
 	)
 }

@@ -1,13 +1,17 @@
 // Package admin serves the node's operator API: status, routes, services,
-// config, reload and Prometheus metrics, behind a bearer token when the
-// listener is not on loopback.
+// config (secrets redacted), reload and Prometheus metrics, behind a bearer
+// token when the listener is not on loopback, and without one only to
+// loopback Host names and same-origin state changes.
 package admin
 
 import (
 	"crypto/subtle"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
+	"strings"
 )
 
 // Node is what the admin API reads and drives.
@@ -32,7 +36,7 @@ func New(n Node, metrics http.Handler, token string) *API {
 	a.HandleJSON("GET /status", n.Status)
 	a.HandleJSON("GET /routes", n.Routes)
 	a.HandleJSON("GET /services", n.Services)
-	a.HandleJSON("GET /config", n.Config)
+	a.HandleJSON("GET /config", func() any { return Redact(n.Config()) })
 	a.mux.Handle("GET /metrics", metrics)
 	// Profiles of the running node, behind the same token as the rest.
 	a.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -57,6 +61,19 @@ func (a *API) HandleJSON(pattern string, get func() any) {
 }
 
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Without a token only loopback clients reach the API; a web page they
+	// open could still, through DNS rebinding (its own name resolving to
+	// 127.0.0.1) or a cross-origin form. Both show in the request: the Host
+	// is the page's name, the Origin the page's.
+	if a.token == "" && !loopbackHost(r.Host) {
+		WriteJSON(w, http.StatusForbidden, map[string]string{"error": "admin API without a token answers only Host 127.0.0.1, [::1] or localhost"})
+		return
+	}
+	if o := r.Header.Get("Origin"); o != "" && r.Method != http.MethodGet && r.Method != http.MethodHead &&
+		o != "http://"+r.Host && o != "https://"+r.Host {
+		WriteJSON(w, http.StatusForbidden, map[string]string{"error": "cross-origin request refused"})
+		return
+	}
 	if a.token != "" {
 		got := r.Header.Get("Authorization")
 		want := "Bearer " + a.token
@@ -69,11 +86,26 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mux.ServeHTTP(w, r)
 }
 
+// loopbackHost is true for a Host of 127.0.0.0/8, ::1 or localhost, with
+// any port or none.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
 // WriteJSON writes v as indented JSON with status.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v)
 }

@@ -113,6 +113,8 @@ type Route struct {
 	Service    string   `yaml:"service" json:"service"`
 	Transforms []string `yaml:"transforms" json:"transforms,omitempty"` // in order on the request, reversed on the response
 	Steer      string   `yaml:"steer" json:"steer,omitempty"`           // redirect, alt-svc, proxy or off (default)
+	// Timeouts override the node's stream timeouts for this route.
+	Timeouts proxy.Stream `yaml:"timeouts" json:"timeouts,omitempty"`
 }
 
 // Match selects requests; empty fields match everything.

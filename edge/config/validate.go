@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"perigee/certs/acme"
+	"perigee/edge/urlpath"
 	"perigee/geo"
 	"perigee/policies/actuator"
 )
@@ -189,6 +190,9 @@ func (c *Config) validateRoute(v *validator, i int, r *Route) {
 	m := r.Match
 	if m.PathPrefix != "" && !strings.HasPrefix(m.PathPrefix, "/") {
 		v.at(p("routes", i, "match", "path_prefix"), "route %q: path_prefix must start with /", r.Name)
+	} else if norm, q, err := urlpath.Normalize(m.PathPrefix); m.PathPrefix != "" && (err != nil || q != "" || norm != m.PathPrefix) {
+		// Requests are routed on their normal path: any other prefix never matches.
+		v.at(p("routes", i, "match", "path_prefix"), "route %q: path_prefix %q is not a normal path (see Paths in docs/config.md)", r.Name, m.PathPrefix)
 	}
 	if strings.Count(m.Host, "*") > 1 || (strings.Contains(m.Host, "*") && m.Host != "*" && !strings.HasPrefix(m.Host, "*.")) {
 		v.at(p("routes", i, "match", "host"), "route %q: host %q: a wildcard is only allowed as \"*\" or a leading \"*.\"", r.Name, m.Host)

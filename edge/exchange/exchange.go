@@ -24,8 +24,14 @@ type Exchange struct {
 	Backend string
 	Retries int
 	Status  int    // what the client was sent
-	Error   string // why the node answered an error itself (upstream failure, breaker)
+	Error   string // why the node answered an error itself, in words (upstream failure, breaker)
 	Bytes   int64  // response body bytes written
+	// UpstreamTime is how long the backends took to send a response head,
+	// or to fail, over every attempt.
+	UpstreamTime time.Duration
+	// UpstreamError is why the last attempt failed, as a class: see
+	// proxy.ErrorClass. Empty when the backend answered.
+	UpstreamError string
 }
 
 type ctxKey struct{}

@@ -5,6 +5,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sync"
+	"syscall"
 	"time"
 
 	"perigee/edge/exchange"
@@ -29,11 +31,27 @@ type Proxy struct {
 	log       *slog.Logger
 }
 
-// Timeouts bound the proxy's side of a request.
+// Timeouts bound the proxy's side of a request. The Stream ones a route
+// may set for itself (a route's zero fields take the node's).
 type Timeouts struct {
-	Connect        units.Duration `yaml:"connect" json:"connect"`
-	ResponseHeader units.Duration `yaml:"response_header" json:"response_header"`
-	Idle           units.Duration `yaml:"idle" json:"idle"` // pooled upstream connections, and the listeners' keep-alive
+	Connect units.Duration `yaml:"connect" json:"connect"`
+	Idle    units.Duration `yaml:"idle" json:"idle"` // the listeners' keep-alive
+	// UpstreamIdle is how long a pooled backend connection may sit unused.
+	// It stays under the usual backend keep-alive (Node.js and Apache close
+	// at 5 s), so the node closes first and seldom finds a connection the
+	// backend has just closed.
+	UpstreamIdle units.Duration `yaml:"upstream_idle" json:"upstream_idle"`
+	Stream       `yaml:",inline" json:",inline"`
+}
+
+// Stream bounds each wait of one request once it is routed: for the
+// response head, and between two reads or writes of a body. None bounds the
+// whole exchange, so a long stream that keeps moving is never cut.
+type Stream struct {
+	ResponseHeader units.Duration `yaml:"response_header" json:"response_header,omitempty"`
+	ClientBody     units.Duration `yaml:"client_body" json:"client_body,omitempty"`       // between reads of the client's request body: 408
+	UpstreamRead   units.Duration `yaml:"upstream_read" json:"upstream_read,omitempty"`   // between reads of the backend's response: 504, or a cut stream
+	UpstreamWrite  units.Duration `yaml:"upstream_write" json:"upstream_write,omitempty"` // between writes of the request to the backend: 504
 }
 
 // SetDefaults fills what the config leaves out.
@@ -41,10 +59,23 @@ func (t *Timeouts) SetDefaults() {
 	for _, d := range []struct {
 		v   *units.Duration
 		def time.Duration
-	}{{&t.Connect, 2 * time.Second}, {&t.ResponseHeader, 30 * time.Second}, {&t.Idle, 90 * time.Second}} {
+	}{
+		{&t.Connect, 2 * time.Second}, {&t.Idle, 90 * time.Second}, {&t.UpstreamIdle, 4 * time.Second}, {&t.ResponseHeader, 30 * time.Second},
+		{&t.ClientBody, 30 * time.Second}, {&t.UpstreamRead, 60 * time.Second}, {&t.UpstreamWrite, 60 * time.Second},
+	} {
 		if *d.v == 0 {
 			*d.v = units.Duration(d.def)
 		}
+	}
+}
+
+// Over is s with its zero fields taken from node.
+func (s Stream) Over(node Stream) Stream {
+	return Stream{
+		ResponseHeader: cmp.Or(s.ResponseHeader, node.ResponseHeader),
+		ClientBody:     cmp.Or(s.ClientBody, node.ClientBody),
+		UpstreamRead:   cmp.Or(s.UpstreamRead, node.UpstreamRead),
+		UpstreamWrite:  cmp.Or(s.UpstreamWrite, node.UpstreamWrite),
 	}
 }
 
@@ -57,7 +88,7 @@ func New(t Timeouts, nodeID string, log *slog.Logger) *Proxy {
 		DialContext:           dialer.DialContext,
 		MaxIdleConns:          4096,
 		MaxIdleConnsPerHost:   512,
-		IdleConnTimeout:       t.Idle.D(),
+		IdleConnTimeout:       t.UpstreamIdle.D(),
 		ResponseHeaderTimeout: t.ResponseHeader.D(),
 		ExpectContinueTimeout: time.Second,
 		// Compression is the client's business: pass bodies through as they are.
@@ -65,7 +96,8 @@ func New(t Timeouts, nodeID string, log *slog.Logger) *Proxy {
 	}
 	h1 := h1client.New(h1client.Options{
 		ConnectTimeout: t.Connect.D(), ResponseHeaderTimeout: t.ResponseHeader.D(),
-		IdleTimeout: t.Idle.D(), MaxIdlePerHost: 512,
+		ReadTimeout: t.UpstreamRead.D(), WriteTimeout: t.UpstreamWrite.D(),
+		IdleTimeout: t.UpstreamIdle.D(), MaxIdlePerHost: 512,
 	}, std)
 	return &Proxy{transport: h1, std: std, via: nodeID, log: log}
 }
@@ -76,11 +108,15 @@ func (p *Proxy) Client() *http.Client { return &http.Client{Transport: p.std} }
 // Close drops idle upstream connections.
 func (p *Proxy) Close() { p.transport.CloseIdleConnections() }
 
-// Handler serves requests from svc's backends.
-func (p *Proxy) Handler(svc *upstream.Service) http.Handler {
+// Handler serves requests from svc's backends within a route's timeouts
+// (tm, with the node's filled in). Plain-HTTP backends keep each of them;
+// the standard transport of https ones keeps only the response head's.
+func (p *Proxy) Handler(svc *upstream.Service, tm Stream) http.Handler {
 	return &httputil.ReverseProxy{
-		Rewrite:        p.rewrite,
-		Transport:      &balancing{svc: svc, base: p.transport},
+		Rewrite: p.rewrite,
+		Transport: &balancing{svc: svc, base: p.transport, tm: h1client.Timeouts{
+			ResponseHeader: tm.ResponseHeader.D(), Read: tm.UpstreamRead.D(), Write: tm.UpstreamWrite.D(),
+		}},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.fail,
 		BufferPool:     buffers{},
@@ -97,6 +133,9 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.SetXForwarded()
 	out.Header.Add("Via", protoVersion(in)+" "+p.via)
+	// The query goes as the client sent it (the node checked its bytes):
+	// ReverseProxy's re-encoding would drop what it cannot parse.
+	out.URL.RawQuery = in.URL.RawQuery
 	out.URL.Scheme = "http" // the balancer sets the real scheme and host per attempt
 	if x := exchange.From(in.Context()); x != nil {
 		out.Header.Set("X-Request-Id", x.ID)
@@ -143,6 +182,7 @@ const statusClientGone = 499
 func classify(r *http.Request, err error) (int, string) {
 	var tooBig *http.MaxBytesError
 	var netErr net.Error
+	var body *ClientBodyError
 	switch {
 	case errors.Is(err, upstream.ErrNoHealthy):
 		return http.StatusServiceUnavailable, "no healthy backend"
@@ -150,6 +190,11 @@ func classify(r *http.Request, err error) (int, string) {
 		return http.StatusServiceUnavailable, "service overloaded"
 	case errors.As(err, &tooBig):
 		return http.StatusRequestEntityTooLarge, "request body too large"
+	// Before the context: net/http cancels it when a body read fails.
+	case errors.As(err, &body) && errors.As(body.Err, &netErr) && netErr.Timeout():
+		return http.StatusRequestTimeout, "request body too slow"
+	case errors.As(err, &body) && body.Err != io.ErrUnexpectedEOF:
+		return http.StatusBadRequest, "malformed request body"
 	case r.Context().Err() == context.Canceled:
 		return statusClientGone, "client closed request"
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
@@ -163,16 +208,23 @@ func classify(r *http.Request, err error) (int, string) {
 type balancing struct {
 	svc  *upstream.Service
 	base http.RoundTripper
+	tm   h1client.Timeouts // the route's
 }
 
 func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.WithContext(h1client.WithTimeouts(req.Context(), t.tm))
 	x := exchange.From(req.Context())
 	t.svc.Attempt()
 	// A request body that fails to read is the client's fault (it left, or
 	// sent too much), not the backend's: watch for it.
 	var body *clientBody
 	if req.Body != nil && req.Body != http.NoBody {
-		body = &clientBody{ReadCloser: req.Body}
+		// A body that fails to read ends the attempt at once: the backend
+		// would wait for the rest, holding the connection.
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		req = req.WithContext(ctx)
+		body = &clientBody{ReadCloser: req.Body, fail: cancel}
 		req.Body = body
 	}
 	var skip *upstream.Backend
@@ -185,10 +237,23 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 		req.URL.Scheme, req.URL.Host = b.URL.Scheme, b.Addr
 		start := time.Now()
 		resp, err := t.base.RoundTrip(req)
+		if x != nil {
+			x.UpstreamTime += time.Since(start)
+			x.Backend = b.Addr
+		}
 		if err != nil {
 			lease.End()
-			clientsFault := req.Context().Err() != nil || (body != nil && body.failed)
+			if x != nil {
+				x.UpstreamError = ErrorClass(err)
+			}
+			clientsFault := req.Context().Err() != nil || (body != nil && body.failed() != nil)
 			t.svc.Done(b, time.Since(start), !clientsFault)
+			if body != nil && body.failed() != nil {
+				if x != nil {
+					x.UpstreamError = "" // the client's fault, not the backend's
+				}
+				return nil, &ClientBodyError{body.failed()}
+			}
 			if isConnectFailure(err) && attempt < t.svc.MaxRetries() && replayable(req) && t.svc.RetryAllowed() {
 				skip = b
 				if x != nil {
@@ -198,27 +263,86 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return nil, err
 		}
+		if body != nil && body.failed() != nil {
+			// An answer to a request cut short is not the client's answer.
+			resp.Body.Close()
+			lease.End()
+			t.svc.Done(b, time.Since(start), false)
+			return nil, &ClientBodyError{body.failed()}
+		}
 		t.svc.Done(b, time.Since(start), resp.StatusCode >= 500)
 		if x != nil {
-			x.Backend = b.Addr
+			x.UpstreamError = ""
 		}
-		resp.Body = releasing(resp.Body, lease)
+		resp.Body = releasing(resp.Body, lease, x)
 		return resp, nil
 	}
 }
 
-// clientBody notes whether reading the client's request body failed.
+// clientBody notes why reading the client's request body failed, and
+// then calls fail. The transport may read it on its own goroutine.
 type clientBody struct {
 	io.ReadCloser
-	failed bool
+	fail func()
+	mu   sync.Mutex
+	err  error
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if err != nil && err != io.EOF {
-		b.failed = true
+		b.mu.Lock()
+		if b.err == nil {
+			b.err = err
+		}
+		b.mu.Unlock()
+		b.fail()
 	}
 	return n, err
+}
+
+func (b *clientBody) failed() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
+// ClientBodyError is a request that failed because its body could not be
+// read: malformed (400), too slow (408) or too large (413), never the
+// backend's fault.
+type ClientBodyError struct{ Err error }
+
+func (e *ClientBodyError) Error() string { return "reading the request body: " + e.Err.Error() }
+func (e *ClientBodyError) Unwrap() error { return e.Err }
+
+// ErrorClass names why talking to a backend failed, for the access log:
+// connect_refused, connect_timeout, connect (another dial failure), reset
+// (the backend dropped the connection), timeout (it fell silent past a
+// timeout), eof (it closed mid-response), no_healthy, canceled (the client
+// left), or protocol (it sent what is not HTTP).
+func ErrorClass(err error) string {
+	var op *net.OpError
+	var netErr net.Error
+	dial := errors.As(err, &op) && op.Op == "dial"
+	switch {
+	case errors.Is(err, upstream.ErrNoHealthy):
+		return "no_healthy"
+	case dial && errors.Is(err, syscall.ECONNREFUSED):
+		return "connect_refused"
+	case dial && errors.As(err, &netErr) && netErr.Timeout():
+		return "connect_timeout"
+	case dial:
+		return "connect"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return "timeout"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
+		return "reset"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "eof"
+	}
+	return "protocol"
 }
 
 // isConnectFailure is true when the request never reached the backend, so a
@@ -238,19 +362,30 @@ func replayable(r *http.Request) bool {
 }
 
 // releasing ends the attempt's lease (in-flight counts, breaker slots) when
-// the body is closed. A 101 Switching Protocols body is read-write (a
-// WebSocket), and keeps being.
-func releasing(body io.ReadCloser, l upstream.Lease) io.ReadCloser {
+// the body is closed, and notes in x why reading it failed. A 101 Switching
+// Protocols body is read-write (a WebSocket), and keeps being.
+func releasing(body io.ReadCloser, l upstream.Lease, x *exchange.Exchange) io.ReadCloser {
 	if rw, ok := body.(io.ReadWriteCloser); ok {
+		// An upgraded stream is copied on goroutines that may outlive the
+		// request and its pooled record: it notes nothing there.
 		return &releaseRW{releaseBody: releaseBody{ReadCloser: body, lease: l}, w: rw}
 	}
-	return &releaseBody{ReadCloser: body, lease: l}
+	return &releaseBody{ReadCloser: body, lease: l, x: x}
 }
 
 type releaseBody struct {
 	io.ReadCloser
 	lease upstream.Lease
+	x     *exchange.Exchange
 	once  sync.Once
+}
+
+func (r *releaseBody) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && r.x != nil {
+		r.x.UpstreamError = ErrorClass(err)
+	}
+	return n, err
 }
 
 func (r *releaseBody) Close() error {
