@@ -69,13 +69,31 @@ func writeConfig(t *testing.T, yaml string) string {
 
 func TestValidate(t *testing.T) {
 	code, out := perigee(t, "validate", "--config", "../../edge/config/testdata/example.yaml")
-	if code != 0 || !strings.Contains(out, "ok (1 services, 1 routes)") {
+	if code != 0 || !strings.Contains(out, "ok (1 service, 1 route)") {
 		t.Fatalf("valid config: exit %d: %s", code, out)
 	}
 	bad := writeConfig(t, "listen: {https: \"127.0.0.1:1\"}\nservices:\n  api: {balancer: fastest, backends: [{url: \"http://127.0.0.1:2\"}]}\n")
 	code, out = perigee(t, "validate", "--config", bad)
 	if code != 1 || !strings.Contains(out, bad+`:3: service "api": unknown balancer "fastest"`) {
 		t.Fatalf("bad config: exit %d: %s", code, out)
+	}
+	dir := t.TempDir()
+	lua := filepath.Join(dir, "p.lua")
+	mod := filepath.Join(dir, "t.wasm")
+	os.WriteFile(lua, []byte("function evaluate(m)\n  return {\nend\n"), 0o600)
+	os.WriteFile(mod, []byte("text\n"), 0o600)
+	many := writeConfig(t, `listen: {https: "127.0.0.1:1"}
+services:
+  api: {backends: [{url: "http://127.0.0.1:2"}], colour: red}
+routes: [{service: apx}]
+transforms: {t: {module: `+mod+`}}
+policies: {p: {script: `+lua+`}}
+`)
+	code, out = perigee(t, "validate", "--config", many)
+	for _, want := range []string{many + `:3: unknown key "colour"`, many + `:4: route "route-0": unknown service "apx"`, many + `:5: transform "t"`, many + `:6: policy "p": ` + lua + `:3: syntax error`} {
+		if code != 1 || !strings.Contains(out, want) {
+			t.Errorf("several errors: exit %d, want %q in:\n%s", code, want, out)
+		}
 	}
 	if code, out := perigee(t, "validate"); code != 2 || !strings.Contains(out, "--config is required") {
 		t.Fatalf("no --config: exit %d: %s", code, out)

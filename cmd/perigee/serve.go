@@ -101,11 +101,11 @@ func validate(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "perigee validate: --config is required")
 		return errUsage
 	}
-	cfg, err := config.Load(*path)
+	cfg, err := config.Check(context.Background(), *path)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d services, %d routes)\n", cfg.Path, len(cfg.Services), len(cfg.Routes))
+	fmt.Fprintf(stdout, "%s: ok (%s, %s)\n", cfg.Path, count(len(cfg.Services), "service"), count(len(cfg.Routes), "route"))
 	return nil
 }
 
@@ -129,4 +129,12 @@ func sampleBackend(args []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return samplebackend.Serve(ctx, *listen, samplebackend.Options{Name: *name, Latency: units.Duration(*latency), ErrorRate: *errorRate, Size: units.ByteSize(*size)})
+}
+
+// count writes n things in English: "1 service", "2 services".
+func count(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }
