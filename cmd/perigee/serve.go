@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -37,12 +38,18 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	return runNode(cfg, log, stdout, func() (*config.Config, error) { return loadConfig(*path) })
+}
+
+// runNode serves cfg until SIGTERM or SIGINT, reloading on SIGHUP with
+// load (nil refuses reloads), and drains on the way out.
+func runNode(cfg *config.Config, log *slog.Logger, stdout io.Writer, load func() (*config.Config, error)) error {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	if err := edge.StartSampleBackends(ctx, cfg, log); err != nil {
 		return err
 	}
-	node, err := edge.New(cfg, edge.Options{Log: log, Version: version, Load: func() (*config.Config, error) { return loadConfig(*path) }})
+	node, err := edge.New(cfg, edge.Options{Log: log, Version: version, Load: load})
 	if err != nil {
 		return err
 	}
@@ -83,10 +90,12 @@ func printWelcome(w io.Writer, cfg *config.Config, node *edge.Node) {
 		fmt.Fprintf(w, "  plain HTTP:                http://%s/\n", a.HTTP)
 	}
 	fmt.Fprintf(w, "  admin:                     http://%s/status  /services  /routes  /metrics\n", a.Admin)
-	if a.HTTPS != "" {
+	// The hints trust the generated dev certificate blindly: they are for
+	// trying a node out, not for one with a real certificate.
+	if a.HTTPS != "" && cfg.TLS.Cert == "" {
 		host, port, _ := net.SplitHostPort(a.HTTPS)
-		fmt.Fprintf(w, "Try:\n  curl -k https://%s/hello\n", a.HTTPS)
-		fmt.Fprintf(w, "  gtlsclient --no-quic-dump --exit-on-first-stream-close %s %s https://%s/hello   # HTTP/3 (ngtcp2-client)\n", host, port, a.HTTPS)
+		fmt.Fprintf(w, "Try (the dev certificate is self-signed):\n  curl -k https://%s/\n", a.HTTPS)
+		fmt.Fprintf(w, "  gtlsclient --no-quic-dump --exit-on-first-stream-close %s %s https://%s/   # HTTP/3 (ngtcp2-client)\n", host, port, a.HTTPS)
 		fmt.Fprintf(w, "  chromium --origin-to-force-quic-on=%s --ignore-certificate-errors-spki-list=%s https://%s/\n", a.HTTPS, node.SPKIHash(), a.HTTPS)
 	}
 }
