@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"perigee/edge/admin"
-	"perigee/edge/upstream"
+	"perigee/telemetry"
 )
 
 // The node answers the admin API's own endpoints; each part mounts its
@@ -15,17 +15,20 @@ var _ admin.Node = (*Node)(nil)
 // Status is GET /status.
 func (n *Node) Status() any {
 	st := n.state.Load()
-	return map[string]any{
+	out := map[string]any{
 		"node":        st.cfg.Node,
 		"config":      st.cfg.Path,
 		"started":     n.started,
 		"uptime":      time.Since(n.started).Round(time.Second).String(),
-		"listen":      n.Addrs(),
+		"listen":      listenView(n.Addrs()),
 		"spki_sha256": n.SPKIHash(),
 		"goroutines":  runtime.NumGoroutine(),
-		"last_reload": n.reloads.latest(),
-		"load":        n.sampler.Latest(),
+		"load":        loadView(n.sampler.Latest()),
 	}
+	if r := n.reloads.latest(); !r.At.IsZero() {
+		out["last_reload"] = r // absent until the first reload
+	}
+	return out
 }
 
 // Routes is GET /routes.
@@ -38,20 +41,51 @@ func (n *Node) Config() any { return n.state.Load().cfg }
 // latency.
 func (n *Node) Services() any {
 	now := time.Now()
+	type backend struct {
+		URL            string    `json:"url"`
+		Healthy        bool      `json:"healthy"`
+		CheckUp        bool      `json:"check_up"`
+		EjectedUntil   time.Time `json:"ejected_until,omitzero"`
+		Weight         int       `json:"weight"`
+		InFlight       int64     `json:"in_flight"`
+		LatencySeconds float64   `json:"ewma_latency_seconds"`
+		Requests       uint64    `json:"requests"`
+		Failures       uint64    `json:"failures"`
+	}
 	type service struct {
-		Name     string            `json:"name"`
-		Balancer string            `json:"balancer"`
-		Healthy  int               `json:"healthy"`
-		Backends []upstream.Status `json:"backends"`
+		Name     string    `json:"name"`
+		Balancer string    `json:"balancer"`
+		Healthy  int       `json:"healthy"`
+		Backends []backend `json:"backends"`
 	}
 	st := n.state.Load()
 	out := make([]service, 0, len(st.list))
 	for _, s := range st.list {
 		v := service{Name: s.Name, Balancer: st.cfg.Services[s.Name].Balancer, Healthy: len(s.Healthy())}
 		for _, b := range s.Backends() {
-			v.Backends = append(v.Backends, b.Status(now))
+			bs := b.Status(now)
+			v.Backends = append(v.Backends, backend{bs.URL, bs.Healthy, bs.CheckUp, bs.EjectedUntil, bs.Weight, bs.InFlight, bs.Latency.Seconds(), bs.Requests, bs.Failures})
 		}
 		out = append(out, v)
 	}
 	return out
+}
+
+func listenView(a Addrs) map[string]string {
+	out := map[string]string{"admin": a.Admin}
+	for k, v := range map[string]string{"https": a.HTTPS, "http": a.HTTP, "dns": a.DNS} {
+		if v != "" {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// loadView is the node's latest one-second sample, its services' detail
+// left to GET /services.
+func loadView(s telemetry.NodeSample) map[string]any {
+	return map[string]any{
+		"time": s.Time, "window_seconds": s.Window.Seconds(), "rps": s.RPS,
+		"in_flight": s.InFlight, "cpu_cores": s.CPU, "mem_bytes": s.MemBytes,
+	}
 }

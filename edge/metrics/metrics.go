@@ -44,7 +44,7 @@ type ServiceStats struct {
 func New(services func() []*upstream.Service) *Metrics {
 	m := &Metrics{Registry: prometheus.NewRegistry(), services: map[string]*ServiceStats{}}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "perigee_requests_total", Help: "Requests served, by route, service, status code and protocol.",
+		Name: "perigee_requests_total", Help: "Requests served, by route, service, status code and protocol (h1, h2, h3).",
 	}, []string{"route", "service", "code", "proto"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "perigee_request_duration_seconds", Help: "Time from request to the end of the response, by route.",
@@ -81,7 +81,7 @@ func (m *Metrics) Begin(s *ServiceStats) {
 func (m *Metrics) Done(s *ServiceStats, route, service, proto string, status int, took time.Duration) {
 	m.nodeIn.Add(-1)
 	m.inFlight.Dec()
-	m.requests.WithLabelValues(route, service, strconv.Itoa(status), proto).Inc()
+	m.requests.WithLabelValues(route, service, strconv.Itoa(status), protoLabel(proto)).Inc()
 	if s == nil {
 		return
 	}
@@ -92,6 +92,19 @@ func (m *Metrics) Done(s *ServiceStats, route, service, proto string, status int
 	}
 	s.latency.Observe(took)
 	m.duration.WithLabelValues(route, service).Observe(took.Seconds())
+}
+
+// protoLabel is the short name of an HTTP version, as the series label it.
+func protoLabel(proto string) string {
+	switch proto {
+	case "HTTP/1.1", "HTTP/1.0":
+		return "h1"
+	case "HTTP/2.0":
+		return "h2"
+	case "HTTP/3.0":
+		return "h3"
+	}
+	return "other"
 }
 
 // InFlight is the number of requests the node is serving now.
