@@ -106,11 +106,16 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 		defer st.release()
 		return st.transformStats()
 	})
+	n.metrics.Transforms(func() []metrics.TransformFigures {
+		st := n.acquire()
+		defer st.release()
+		return st.transformFigures()
+	})
 	n.listeners = &listeners{log: log}
 	n.shipping = &shipping{log: log}
 	n.fleet = &fleet{log: log}
 	n.scaling = &scaling{
-		log: log, region: cfg.Node.Region, current: n.state.Load, gates: &n.gates, fleet: n.fleet, ship: n.shipping,
+		log: log, region: cfg.Node.Region, current: n.state.Load, gates: &n.gates, fleet: n.fleet, ship: n.shipping, metrics: n.metrics,
 		sampler: n.metrics.NewSampler(cfg.Node.ID, cfg.Node.Region, n.services), dynamic: map[string][]string{},
 	}
 	return n, nil

@@ -34,6 +34,7 @@ type scaling struct {
 	gates   *admission.Gates
 	fleet   *fleet
 	ship    *shipping
+	metrics *metrics.Metrics
 
 	sampler   *metrics.Sampler // its own, so it does not steal the windows of the mesh or the shipper
 	engine    *policies.Engine
@@ -69,6 +70,12 @@ func (s *scaling) start(cfg *config.Config, a *admin.API) error {
 		s.actuators[name] = act
 		bounds[name] = policies.ServiceBounds{Min: spec.Min, Max: spec.Max, MaxStep: spec.MaxStep, MinWeight: 1}
 	}
+	actuators := s.actuators
+	s.metrics.Gauges("perigee_service_replicas", "Replicas of a scaled service in effect, as its actuator reports them.", []string{"service"}, func(emit metrics.Emit) {
+		for name, act := range actuators {
+			emit(float64(act.Replicas()), name)
+		}
+	})
 	engine, err := policies.NewEngine(policies.EngineConfig{
 		Node: cfg.Node.ID, Region: cfg.Node.Region, Policies: policySpecs(cfg), Bounds: bounds,
 		Source: s, Target: s, Actuators: s.actuators, Log: s.log.With("component", "policies"),
@@ -196,7 +203,10 @@ func serviceFigures(svc *upstream.Service, sample telemetry.ServiceSample, now t
 func (s *scaling) IsLeader() bool { return s.fleet.isLeader() }
 
 // Decided ships every decision.
-func (s *scaling) Decided(d telemetry.Decision) { s.ship.decision(d) }
+func (s *scaling) Decided(d telemetry.Decision) {
+	s.metrics.Decided(d.Policy, d.Action, d.Applied, d.DryRun, d.Rejected)
+	s.ship.decision(d)
+}
 
 func (s *scaling) service(name string) (*upstream.Service, error) {
 	svc := s.current().services[name]

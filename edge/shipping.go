@@ -33,7 +33,7 @@ func (s *shipping) start(cfg *config.Config, a *admin.API) error {
 	}
 	sc := *cfg.Telemetry
 	sc.Node, sc.Region = cfg.Node.ID, cfg.Node.Region
-	shipper, err := ship.New(sc, s.log.With("component", "telemetry"))
+	shipper, err := ship.New(sc, s.log) // the shipper names itself in its logs
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.Pos("telemetry"), err)
 	}

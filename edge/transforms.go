@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"perigee/edge/config"
+	"perigee/edge/metrics"
 	"perigee/runtime/wasm"
 )
 
@@ -89,6 +90,18 @@ func (st *state) transformStats() any {
 	for name, s := range st.transforms.Stats() {
 		out[name] = view{s.Calls, s.Answered, s.Errors, s.Traps, s.Timeouts, s.Busy, s.Replaced,
 			s.Time.Quantile(0.5).Seconds(), s.Time.Quantile(0.99).Seconds()}
+	}
+	return out
+}
+
+// transformFigures are the state's transforms' counters for the metrics.
+func (st *state) transformFigures() []metrics.TransformFigures {
+	if st.transforms == nil {
+		return nil
+	}
+	var out []metrics.TransformFigures
+	for name, s := range st.transforms.Stats() {
+		out = append(out, metrics.TransformFigures{Name: name, Calls: s.Calls, Errors: s.Errors, Traps: s.Traps, Timeouts: s.Timeouts, Busy: s.Busy, Time: s.Time})
 	}
 	return out
 }

@@ -25,6 +25,8 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inFlight prometheus.Gauge
+	// decisions are the policies' decisions by action and outcome.
+	decisions *prometheus.CounterVec
 
 	mu       sync.Mutex
 	services map[string]*ServiceStats
@@ -51,7 +53,10 @@ func New(services func() []*upstream.Service) *Metrics {
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{"route", "service"})
 	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "perigee_in_flight_requests", Help: "Requests being served now."})
-	m.Registry.MustRegister(m.requests, m.duration, m.inFlight, backendCollector{services},
+	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "perigee_policy_decisions_total", Help: "Policy decisions, by policy, action (scale, weight, eject, restore, limit, shed) and outcome (applied, rejected, dry_run, not_applied).",
+	}, []string{"policy", "action", "outcome"})
+	m.Registry.MustRegister(m.requests, m.duration, m.inFlight, m.decisions, backendCollector{services},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
