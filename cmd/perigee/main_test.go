@@ -299,14 +299,11 @@ geo: {database: %q}
 			return nil
 		}
 		defer resp.Body.Close()
-		var ms []struct {
-			Meta  struct{ ID string }
-			State string
-		}
+		var ms []struct{ ID, State string }
 		json.NewDecoder(resp.Body).Decode(&ms)
 		out := map[string]string{}
 		for _, m := range ms {
-			out[m.Meta.ID] = m.State
+			out[m.ID] = m.State
 		}
 		return out
 	}

@@ -108,3 +108,14 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// A sample backend in a config answers as `perigee sample-backend` does.
+func TestSampleBackendSizeDefault(t *testing.T) {
+	c, err := Parse("n.yaml", []byte("listen: {https: \"127.0.0.1:8443\"}\nsample_backends: [{listen: \"127.0.0.1:9001\"}]\nservices: {api: {backends: [{url: \"http://127.0.0.1:9001\"}]}}\nroutes: [{service: api}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SampleBackends[0].Size != 512 {
+		t.Fatalf("size %d, want 512", c.SampleBackends[0].Size)
+	}
+}
