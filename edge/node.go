@@ -40,6 +40,8 @@ type Node struct {
 	state   atomic.Pointer[state] // the config in force; a reload swaps it
 	reloads reloads
 
+	accessFile *accesslog.File // access_log.file, shared by every state; nil without
+
 	listeners *listeners
 	fleet     *fleet
 	scaling   *scaling
@@ -95,6 +97,11 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 	token, err := readToken(cfg.Admin.TokenFile)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.AccessLog.File != "" {
+		if n.accessFile, err = accesslog.OpenFile(cfg.AccessLog.File); err != nil {
+			return nil, fmt.Errorf("%s: %w", cfg.Pos("access_log", "file"), err)
+		}
 	}
 	n.metrics = metrics.New(n.services)
 	n.sampler = n.metrics.NewSampler(cfg.Node.ID, cfg.Node.Region, n.services)
@@ -173,14 +180,32 @@ func (n *Node) stopParts(ctx context.Context) error {
 	n.fleet.close()
 	n.shipping.close(ctx)
 	n.proxy.Close()
-	return errors.Join(append(errs, n.transforms.close(ctx))...)
+	errs = append(errs, n.transforms.close(ctx))
+	if n.accessFile != nil {
+		errs = append(errs, n.accessFile.Close()) // the last state has retired
+	}
+	return errors.Join(errs...)
 }
 
-func accessLogger(cfg *config.Config, log *slog.Logger) *accesslog.Logger {
+// accessLogger writes a state's access records to the node's access log
+// file, or with the node's log when the config names none.
+func (n *Node) accessLogger(cfg *config.Config) *accesslog.Logger {
 	if !*cfg.AccessLog.Enabled {
 		return nil
 	}
-	return accesslog.New(log, *cfg.AccessLog.Sample)
+	if n.accessFile != nil {
+		return accesslog.New(slog.New(slog.NewJSONHandler(n.accessFile, nil)), *cfg.AccessLog.Sample)
+	}
+	return accesslog.New(n.opts.Log, *cfg.AccessLog.Sample)
+}
+
+// ReopenLogs reopens the access log file at its path, for logrotate
+// (serve does it on SIGUSR1).
+func (n *Node) ReopenLogs() error {
+	if n.accessFile == nil {
+		return nil
+	}
+	return n.accessFile.Reopen()
 }
 
 // certHosts are the names a generated dev certificate covers.

@@ -102,6 +102,7 @@ func needsRestart(cfg, old *config.Config) error {
 		{cfg.Node != old.Node, []any{"node"}},
 		{cfg.Timeouts != old.Timeouts, []any{"timeouts"}},
 		{cfg.Admin != old.Admin, []any{"admin"}},
+		{cfg.AccessLog.File != old.AccessLog.File, []any{"access_log", "file"}},
 		{cfg.Limits.MaxHeaderBytes != old.Limits.MaxHeaderBytes, []any{"limits", "max_header_bytes"}},
 		{!reflect.DeepEqual(cfg.SampleBackends, old.SampleBackends), []any{"sample_backends"}},
 		{!sameScale(cfg, old), []any{"services"}},

@@ -42,7 +42,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 }
 
 // runNode serves cfg until SIGTERM or SIGINT, reloading on SIGHUP with
-// load (nil refuses reloads), and drains on the way out.
+// load (nil refuses reloads) and reopening the access log file on SIGUSR1,
+// and drains on the way out.
 func runNode(cfg *config.Config, log *slog.Logger, stdout io.Writer, load func() (*config.Config, error)) error {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -59,10 +60,16 @@ func runNode(cfg *config.Config, log *slog.Logger, stdout io.Writer, load func()
 	printWelcome(stdout, cfg, node)
 
 	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)
 	for sig := range signals {
-		if sig == syscall.SIGHUP {
+		switch sig {
+		case syscall.SIGHUP:
 			_ = node.Reload() // a refused reload is logged; the old config serves on
+			continue
+		case syscall.SIGUSR1:
+			if err := node.ReopenLogs(); err != nil {
+				log.Error("reopening the access log; it keeps going to the old file", "err", err)
+			}
 			continue
 		}
 		log.Info("shutting down: draining requests in flight", "signal", sig.String(), "deadline", cfg.Timeouts.Drain.D())

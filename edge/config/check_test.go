@@ -77,3 +77,12 @@ func TestSyntaxErrorNamesTheBlocksLine(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// A key defined twice is the only error reported: the decoder skipped the
+// mapping it is in, so anything else would be a false alarm.
+func TestKeyTwiceIsTheOnlyError(t *testing.T) {
+	_, err := Parse("bad.yaml", []byte("listen: {https: \"127.0.0.1:8443\"}\nservices: {api: {backends: [{url: \"http://127.0.0.1:1\"}]}}\nroutes: [{service: api}]\nlisten: {http: \"127.0.0.1:8080\"}\n"))
+	if err == nil || strings.Count(err.Error(), "\n") != 0 || !strings.Contains(err.Error(), "already defined") {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -62,6 +62,7 @@ routes:
 		{"half tls", base + "tls: {cert: a.pem}\n", `bad.yaml:8: tls needs both cert and key`},
 		{"public admin without token", strings.Replace(base, `{https: "127.0.0.1:8443"}`, `{https: "127.0.0.1:8443", admin: "0.0.0.0:9901"}`, 1), `bad.yaml:1: admin listener "0.0.0.0:9901" is not on loopback`},
 		{"bad wildcard", strings.Replace(base, "{path_prefix: /}", "{host: \"a.*.com\", path_prefix: /}", 1), `bad.yaml:6: route "route-0": host "a.*.com"`},
+		{"key twice", base + "listen: {http: \"127.0.0.1:8080\"}\n", `bad.yaml:8: mapping key "listen" already defined at line 1`},
 		{"not yaml", "listen: [\n", `bad.yaml:2: did not find expected node content`},
 		{"missing module", base + "transforms:\n  t: {module: /nonexistent/t.wasm}\n", `bad.yaml:9: transform "t" module: open /nonexistent/t.wasm: no such file or directory`},
 		{"missing token file", base + "admin: {token_file: /nonexistent/token}\n", `bad.yaml:8: admin.token_file: open /nonexistent/token`},

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -55,8 +56,10 @@ func decode(name string, b []byte) (*Config, *validator, error) {
 	dec.KnownFields(true)
 	c := &Config{}
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		// A key defined twice stops the decoder before the mapping it is
+		// in, so the checks of the rest would only report what is missing.
 		var te *yaml.TypeError
-		if !errors.As(err, &te) {
+		if !errors.As(err, &te) || slices.ContainsFunc(te.Errors, func(m string) bool { return strings.Contains(m, "already defined") }) {
 			return nil, nil, positioned(name, err)
 		}
 		v.errs = append(v.errs, positioned(name, err).(*Error).Lines...)
