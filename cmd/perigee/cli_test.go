@@ -180,3 +180,27 @@ func TestWasmBuildWithoutModuleSaysWhatToDo(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, out)
 	}
 }
+
+// The systemd unit docs/deploy.md gives passes systemd's own check, run
+// against this binary.
+func TestDeployUnitVerifies(t *testing.T) {
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("no systemd-analyze")
+	}
+	doc, err := os.ReadFile("../../docs/deploy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```ini\n")
+	unit, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("docs/deploy.md has no ini block")
+	}
+	path := filepath.Join(t.TempDir(), "perigee.service")
+	os.WriteFile(path, []byte(strings.ReplaceAll(unit, "/usr/local/bin/perigee", bin)), 0o644)
+	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
