@@ -118,7 +118,7 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 		defer st.release()
 		return st.transformFigures()
 	})
-	n.listeners = &listeners{log: log}
+	n.listeners = &listeners{log: log, metrics: n.metrics}
 	n.shipping = &shipping{log: log}
 	n.fleet = &fleet{log: log}
 	n.scaling = &scaling{

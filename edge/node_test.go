@@ -429,6 +429,12 @@ func TestAdminAPI(t *testing.T) {
 			t.Errorf("GET %s: %d, missing %s in:\n%.600s", path, resp.StatusCode, want, body)
 		}
 	}
+	_, metrics := get(t, c, admin+"/metrics")
+	for _, want := range []string{`perigee_tls_handshakes_total{proto="h1"} 1`, `perigee_upstream_check_up{backend=`, `perigee_upstream_ejected{backend=`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("GET /metrics lacks %s", want)
+		}
+	}
 	// One convention for every key an operator reads.
 	for _, path := range []string{"/status", "/services", "/routes", "/transforms", "/policies", "/decisions"} {
 		_, body := get(t, c, admin+path)

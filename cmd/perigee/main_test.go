@@ -316,6 +316,31 @@ geo: {database: %q}
 		}
 		return true
 	})
+	// Operators alert on the same view: members by state, and one leader
+	// once the region agrees.
+	scrape := func(n node) string {
+		resp, err := http.Get(fmt.Sprintf("http://%s:%s/metrics", n.host, n.admin))
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	for _, n := range nodes {
+		if !strings.Contains(scrape(n), `perigee_mesh_members{state="alive"} 3`) {
+			t.Errorf("%s: /metrics lacks three alive members", n.id)
+		}
+	}
+	eventually(t, "one leader in /metrics", func() bool {
+		leaders := 0
+		for _, n := range nodes {
+			if strings.Contains(scrape(n), "\nperigee_mesh_leader 1\n") {
+				leaders++
+			}
+		}
+		return leaders == 1
+	})
 	best := func(n node, client string) string {
 		resp, err := http.Get(fmt.Sprintf("http://%s:%s/geo/decide?ip=%s", n.host, n.admin, client))
 		if err != nil {
