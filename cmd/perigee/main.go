@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"time"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -175,11 +176,29 @@ func newLogger(format string, w io.Writer) (*slog.Logger, error) {
 			}
 		}
 	}
+	opts := &slog.HandlerOptions{ReplaceAttr: readable}
 	switch format {
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, nil)), nil
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	case "text":
-		return slog.New(slog.NewTextHandler(w, nil)), nil
+		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want auto, json or text: %w", format, errUsage)
+}
+
+// readable writes durations as "1.5s" rather than nanoseconds, and errors
+// that gather others the way go-multierror does (memberlist's) as their
+// parts, without its "1 error occurred:\n\t* " framing.
+func readable(_ []string, a slog.Attr) slog.Attr {
+	switch v := a.Value.Any().(type) {
+	case time.Duration:
+		a.Value = slog.StringValue(v.String())
+	case interface{ WrappedErrors() []error }:
+		parts := make([]string, 0, len(v.WrappedErrors()))
+		for _, e := range v.WrappedErrors() {
+			parts = append(parts, e.Error())
+		}
+		a.Value = slog.StringValue(strings.Join(parts, "; "))
+	}
+	return a
 }
