@@ -13,13 +13,14 @@ import (
 	"perigee/certs"
 	"perigee/geo/geoip"
 	"perigee/policies"
+	"perigee/policies/actuator"
 	"perigee/runtime/wasm"
 )
 
 // Check reads, decodes and validates the file at path and then does what a
-// node does with it short of opening sockets: it loads the certificate,
-// compiles every policy and every Wasm module, and opens the GeoIP
-// database. It reports every problem it finds in one error, one
+// node does with it short of opening sockets: it loads the certificate
+// and the admin token, builds each actuator, compiles every policy and
+// every Wasm module, and opens the GeoIP database. It reports every problem it finds in one error, one
 // "file:line: what" a line, in the order of the file.
 func Check(ctx context.Context, path string) (*Config, error) {
 	b, err := os.ReadFile(path)
@@ -44,6 +45,22 @@ func (c *Config) check(ctx context.Context, v *validator) {
 	if c.TLS.Cert != "" && c.TLS.Key != "" && readable(c.TLS.Cert) && readable(c.TLS.Key) {
 		if _, err := certs.Load(c.TLS.Cert, c.TLS.Key, nil); err != nil {
 			v.at(p("tls"), "%v", err)
+		}
+	}
+	if c.Admin.TokenFile != "" {
+		if b, err := os.ReadFile(c.Admin.TokenFile); err == nil && strings.TrimSpace(string(b)) == "" {
+			v.at(p("admin", "token_file"), "admin.token_file %s is empty", c.Admin.TokenFile)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Services)) {
+		svc := c.Services[name]
+		if svc == nil || svc.Scale == nil || svc.Scale.Validate() != nil {
+			continue
+		}
+		// Building an actuator starts nothing: it parses its command,
+		// reads its kubeconfig or checks its URL.
+		if _, err := actuator.New(name, *svc.Scale, noBackends{}, slog.New(slog.DiscardHandler)); err != nil {
+			v.at(p("services", name, "scale"), "service %q: %v", name, err)
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.Policies)) {
@@ -111,6 +128,14 @@ func (noFigures) Snapshot() policies.Snapshot { return policies.Snapshot{} }
 func (noFigures) IsLeader() bool              { return false }
 
 var _ policies.Source = noFigures{}
+
+// noBackends lets an actuator be built only to check its settings.
+type noBackends struct{}
+
+func (noBackends) AddBackend(string, string) error    { return nil }
+func (noBackends) RemoveBackend(string, string) error { return nil }
+
+var _ actuator.Registry = noBackends{}
 
 // sortByLine orders the errors as the file does, so a reader can walk it
 // from the top; errors on one line keep the order they were found in.

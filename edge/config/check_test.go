@@ -86,3 +86,38 @@ func TestKeyTwiceIsTheOnlyError(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// The parts' own loading runs on files that exist: a certificate that is
+// not one, an empty admin token, a GeoIP database that is text, an actuator
+// whose kubeconfig is not one.
+func TestCheckLoadsWhatTheFileNames(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	cert, key, token, db, kube := write("c.pem", "x\n"), write("k.pem", "x\n"), write("token", "\n"), write("city.mmdb", "text\n"), write("kubeconfig", "not: [yaml\n")
+	cfg := write("node.yaml", `listen: {https: "127.0.0.1:8443"}
+tls: {cert: `+cert+`, key: `+key+`}
+admin: {token_file: `+token+`}
+services:
+  api:
+    backends: [{url: "http://127.0.0.1:9001"}]
+    scale: {actuator: kubernetes, deployment: api, kubeconfig: `+kube+`, min: 1, max: 3}
+routes: [{service: api}]
+geo: {database: `+db+`}
+`)
+	_, err := Check(context.Background(), cfg)
+	if err == nil {
+		t.Fatal("passed")
+	}
+	got := err.Error()
+	for _, want := range []string{cfg + ":2: tls: loading", cfg + ":3: admin.token_file " + token + " is empty", cfg + `:7: service "api": kubernetes actuator api:`, cfg + ":9: geo.database: "} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in:\n%s", want, got)
+		}
+	}
+}
