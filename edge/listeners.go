@@ -28,6 +28,7 @@ type listeners struct {
 	https, plain, adminSrv *http.Server
 	h3                     *http3.Server
 	udp                    net.PacketConn
+	tcp                    []net.Listener // closed by close() too: a server closed before its Serve began would leave them open
 	addrs                  Addrs
 }
 
@@ -50,6 +51,7 @@ func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *cer
 			return err
 		}
 		l.udp = udp
+		l.tcp = append(l.tcp, tcp)
 		l.addrs.HTTPS = tcp.Addr().String()
 		_, port, _ := net.SplitHostPort(l.addrs.HTTPS)
 		altSvc := `h3=":` + port + `"; ma=86400`
@@ -75,6 +77,7 @@ func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *cer
 		if err != nil {
 			return fmt.Errorf("listen.http: %w", err)
 		}
+		l.tcp = append(l.tcp, ln)
 		l.addrs.HTTP = ln.Addr().String()
 		l.plain = l.server(t, cfg.Limits, h)
 		l.plain.Protocols = new(http.Protocols)
@@ -86,6 +89,7 @@ func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *cer
 	if err != nil {
 		return fmt.Errorf("listen.admin: %w", err)
 	}
+	l.tcp = append(l.tcp, ln)
 	l.addrs.Admin = ln.Addr().String()
 	l.adminSrv = &http.Server{Handler: adminH, ReadHeaderTimeout: t.ReadHeader.D()}
 	go l.serve("admin", func() error { return l.adminSrv.Serve(ln) })
@@ -159,6 +163,9 @@ func (l *listeners) close() {
 		if s != nil {
 			s.Close()
 		}
+	}
+	for _, ln := range l.tcp {
+		ln.Close() // an error means Serve closed it already
 	}
 }
 
