@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -202,5 +203,42 @@ func TestDeployUnitVerifies(t *testing.T) {
 	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
 	if err != nil || len(bytes.TrimSpace(out)) > 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// logrotate's way: move the access log away, send SIGUSR1, and the node
+// writes a new file at the path while the moved one keeps what it had.
+func TestServeReopensAccessLogOnSIGUSR1(t *testing.T) {
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "access.log")
+	https := "127.0.0.1:" + freePort(t, "127.0.0.1")
+	c := serveChild(t, writeConfig(t, fmt.Sprintf(`listen: {https: %q, admin: "127.0.0.1:0"}
+access_log: {file: %q}
+services:
+  api: {backends: [{url: "http://%s"}]}
+routes: [{service: api}]
+`, https, logPath, backendAddr(t))))
+	h2 := insecureClient(false)
+	eventually(t, "serving", func() bool { return status(h2, "https://"+https+"/first") == 200 })
+	eventually(t, "the first record", func() bool { b, _ := os.ReadFile(logPath); return strings.Contains(string(b), "/first") })
+	if err := os.Rename(logPath, logPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd.Process.Signal(syscall.SIGUSR1)
+	eventually(t, "a new file after SIGUSR1", func() bool {
+		status(h2, "https://"+https+"/second")
+		b, _ := os.ReadFile(logPath)
+		return strings.Contains(string(b), "/second")
+	})
+	// Requests sent before the signal was handled went to the moved file,
+	// rightly; once the new file is in use, nothing more does.
+	before, _ := os.ReadFile(logPath + ".1")
+	eventually(t, "the third record", func() bool {
+		status(h2, "https://"+https+"/third")
+		b, _ := os.ReadFile(logPath)
+		return strings.Contains(string(b), "/third")
+	})
+	if after, _ := os.ReadFile(logPath + ".1"); !bytes.Equal(before, after) {
+		t.Fatalf("the moved file still gets records:\n%s", after)
 	}
 }
