@@ -227,10 +227,10 @@ func printGuide(w io.Writer, dir string) {
 	a, v := Nodes[0], Nodes[2]
 	fmt.Fprintf(w, `Try:
   curl -s http://%s/regions                          # merged load per region, and its leader
-  curl -s http://%s/members                          # every node: state, coordinates, report age
+  curl -s http://%s/members                          # every node: state, load, report age
   curl -sk -i -H 'X-Forwarded-For: 3.80.0.1' https://%s/   # a Virginia client at Frankfurt: 307 to us-east
   curl -s 'http://%s/geo/decide?ip=3.80.0.1'         # why: each candidate's score
-  open https://%s/                                   # the fleet dashboard (self-signed certificate)
+  xdg-open https://%s/                               # the fleet dashboard (self-signed certificate; macOS: open)
 Stop with Ctrl-C.
 `, a.Admin(), v.Admin(), a.HTTPS(), a.Admin(), AggregatorAddr)
 }

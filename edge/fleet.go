@@ -51,13 +51,13 @@ type fleet struct {
 func (f *fleet) start(cfg *config.Config, version string, sampler *metrics.Sampler, m *metrics.Metrics, ship *shipping, a *admin.API) error {
 	ctx, stop := context.WithCancel(context.Background())
 	f.stop = stop
-	if err := f.startMesh(ctx, cfg, version, sampler, ship, a); err != nil {
+	if err := f.startMesh(ctx, cfg, version, sampler, m, ship, a); err != nil {
 		return err
 	}
 	return f.startGeo(ctx, cfg, m, a)
 }
 
-func (f *fleet) startMesh(ctx context.Context, cfg *config.Config, version string, sampler *metrics.Sampler, ship *shipping, a *admin.API) error {
+func (f *fleet) startMesh(ctx context.Context, cfg *config.Config, version string, sampler *metrics.Sampler, m *metrics.Metrics, ship *shipping, a *admin.API) error {
 	if cfg.Mesh == nil {
 		return nil
 	}
@@ -66,15 +66,68 @@ func (f *fleet) startMesh(ctx context.Context, cfg *config.Config, version strin
 		Lat: cfg.Node.Location.Lat, Lon: cfg.Node.Location.Lon,
 		PublicURL: cfg.Node.PublicURL, Capacity: cfg.Node.Capacity, Version: version,
 	}
-	c, err := mesh.Start(ctx, *cfg.Mesh, meta, sampler.Latest, f.log.With("component", "mesh"))
+	c, err := mesh.Start(ctx, *cfg.Mesh, meta, sampler.Latest, f.log) // the mesh names itself in its logs
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.Pos("mesh"), err)
 	}
 	f.cluster, f.keyed = c, cfg.Mesh.KeyringFile != ""
 	f.done.Go(func() { f.forwardEvents(ctx, ship) })
-	a.HandleJSON("GET /members", func() any { return c.Members() })
+	a.HandleJSON("GET /members", func() any { return memberViews(c.Members()) })
+	m.Gauges("perigee_mesh_members", "Members of the mesh this node knows, by state (alive, suspect, dead, left).", []string{"state"}, func(emit metrics.Emit) {
+		count := map[mesh.State]int{mesh.StateAlive: 0, mesh.StateSuspect: 0, mesh.StateDead: 0, mesh.StateLeft: 0}
+		for _, mb := range c.Members() {
+			count[mb.State]++
+		}
+		for st, n := range count {
+			emit(float64(n), string(st))
+		}
+	})
+	m.Gauges("perigee_mesh_leader", "1 while this node leads its region (runs its scale decisions).", nil, func(emit metrics.Emit) {
+		v := 0.0
+		if c.IsLeader() {
+			v = 1
+		}
+		emit(v)
+	})
 	a.HandleJSON("GET /regions", func() any { return c.Regions() })
 	return nil
+}
+
+// memberView is what GET /members shows of a member: who, where, how it is
+// and how fresh its load report is; not the mesh's internals (coordinates,
+// encoded extras).
+type memberView struct {
+	ID               string    `json:"id"`
+	Region           string    `json:"region"`
+	Zone             string    `json:"zone,omitempty"`
+	PublicURL        string    `json:"public_url,omitempty"`
+	Addr             string    `json:"addr"`
+	State            string    `json:"state"`
+	Self             bool      `json:"self,omitempty"`
+	Version          string    `json:"version,omitempty"`
+	Stale            bool      `json:"stale"`
+	ReportAgeSeconds *float64  `json:"report_age_seconds,omitempty"` // absent before its first report
+	RPS              float64   `json:"rps"`
+	InFlight         int64     `json:"in_flight"`
+	CPUCores         float64   `json:"cpu_cores"`
+	ReportTime       time.Time `json:"report_time,omitzero"`
+}
+
+func memberViews(ms []mesh.Member) []memberView {
+	out := make([]memberView, 0, len(ms))
+	for _, mb := range ms {
+		v := memberView{
+			ID: mb.Meta.ID, Region: mb.Meta.Region, Zone: mb.Meta.Zone, PublicURL: mb.Meta.PublicURL,
+			Addr: mb.Addr, State: string(mb.State), Self: mb.Self, Version: mb.Meta.Version, Stale: mb.Stale,
+		}
+		if mb.HasReport {
+			age := mb.ReportAge.Seconds()
+			v.ReportAgeSeconds = &age
+			v.RPS, v.InFlight, v.CPUCores, v.ReportTime = mb.Report.RPS, mb.Report.InFlight, mb.Report.CPU, mb.Report.Time
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 // forwardEvents logs the mesh's events and ships them until ctx ends; the

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 
 	"perigee/certs"
 	"perigee/edge/config"
+	"perigee/edge/metrics"
 	"perigee/geo/rtt"
 )
 
@@ -22,6 +24,7 @@ import (
 // UDP on the same port for HTTP/3), optional plain HTTP, and admin.
 type listeners struct {
 	log                    *slog.Logger
+	metrics                *metrics.Metrics
 	https, plain, adminSrv *http.Server
 	h3                     *http3.Server
 	udp                    net.PacketConn
@@ -61,6 +64,15 @@ func (h *hijacks) closeAll() {
 	}
 }
 
+// counted makes c count each handshake it completes, by protocol.
+func (l *listeners) counted(c *tls.Config) *tls.Config {
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		l.metrics.Handshake(cs.NegotiatedProtocol)
+		return nil
+	}
+	return c
+}
+
 // start binds every configured address and serves h on the traffic
 // listeners and adminH on the admin one.
 func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *certs.Store) error {
@@ -76,16 +88,19 @@ func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *cer
 		_, port, _ := net.SplitHostPort(l.addrs.HTTPS)
 		altSvc := `h3=":` + port + `"; ma=86400`
 		l.https = l.server(t, cfg.Limits, withAltSvc(altSvc, h))
-		l.https.TLSConfig = store.TLSConfig("h2", "http/1.1")
+		l.https.TLSConfig = l.counted(store.TLSConfig("h2", "http/1.1"))
 		l.https.ConnContext = rtt.ConnContext
 		go l.serve("https", func() error { return l.https.ServeTLS(tcp, "", "") })
 		l.h3 = &http3.Server{
 			Handler:        h,
-			TLSConfig:      http3.ConfigureTLSConfig(store.TLSConfig()),
+			TLSConfig:      http3.ConfigureTLSConfig(l.counted(store.TLSConfig())),
 			QUICConfig:     &quic.Config{MaxIdleTimeout: t.Idle.D(), Allow0RTT: false},
 			MaxHeaderBytes: int(cfg.Limits.MaxHeaderBytes) + 4096,
 			IdleTimeout:    t.Idle.D(),
-			ConnContext:    rtt.QUICConnContext,
+			ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+				l.metrics.HTTP3Conn()
+				return rtt.QUICConnContext(ctx, c)
+			},
 		}
 		go l.serve("http3", func() error { return l.h3.Serve(udp) })
 	}

@@ -40,6 +40,8 @@ type Node struct {
 	state   atomic.Pointer[state] // the config in force; a reload swaps it
 	reloads reloads
 
+	accessFile *accesslog.File // access_log.file, shared by every state; nil without
+
 	listeners *listeners
 	fleet     *fleet
 	scaling   *scaling
@@ -105,6 +107,11 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.AccessLog.File != "" {
+		if n.accessFile, err = accesslog.OpenFile(cfg.AccessLog.File); err != nil {
+			return nil, fmt.Errorf("%s: %w", cfg.Pos("access_log", "file"), err)
+		}
+	}
 	n.metrics = metrics.New(n.services)
 	n.sampler = n.metrics.NewSampler(cfg.Node.ID, cfg.Node.Region, n.services)
 	n.proxy = proxy.New(cfg.Timeouts.Timeouts, cfg.Node.ID, log)
@@ -115,11 +122,16 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 		defer st.release()
 		return st.transformStats()
 	})
-	n.listeners = &listeners{log: log}
+	n.metrics.Transforms(func() []metrics.TransformFigures {
+		st := n.acquire()
+		defer st.release()
+		return st.transformFigures()
+	})
+	n.listeners = &listeners{log: log, metrics: n.metrics}
 	n.shipping = &shipping{log: log}
 	n.fleet = &fleet{log: log}
 	n.scaling = &scaling{
-		log: log, region: cfg.Node.Region, current: n.state.Load, gates: &n.gates, fleet: n.fleet, ship: n.shipping,
+		log: log, region: cfg.Node.Region, current: n.state.Load, gates: &n.gates, fleet: n.fleet, ship: n.shipping, metrics: n.metrics,
 		sampler: n.metrics.NewSampler(cfg.Node.ID, cfg.Node.Region, n.services), dynamic: map[string][]string{},
 	}
 	return n, nil
@@ -183,14 +195,32 @@ func (n *Node) stopParts(ctx context.Context) error {
 	n.fleet.close()
 	n.shipping.close(ctx)
 	n.proxy.Close()
-	return errors.Join(append(errs, n.transforms.close(ctx))...)
+	errs = append(errs, n.transforms.close(ctx))
+	if n.accessFile != nil {
+		errs = append(errs, n.accessFile.Close()) // the last state has retired
+	}
+	return errors.Join(errs...)
 }
 
-func accessLogger(cfg *config.Config, log *slog.Logger) *accesslog.Logger {
+// accessLogger writes a state's access records to the node's access log
+// file, or with the node's log when the config names none.
+func (n *Node) accessLogger(cfg *config.Config) *accesslog.Logger {
 	if !*cfg.AccessLog.Enabled {
 		return nil
 	}
-	return accesslog.New(log, *cfg.AccessLog.Sample)
+	if n.accessFile != nil {
+		return accesslog.New(slog.New(slog.NewJSONHandler(n.accessFile, nil)), *cfg.AccessLog.Sample)
+	}
+	return accesslog.New(n.opts.Log, *cfg.AccessLog.Sample)
+}
+
+// ReopenLogs reopens the access log file at its path, for logrotate
+// (serve does it on SIGUSR1).
+func (n *Node) ReopenLogs() error {
+	if n.accessFile == nil {
+		return nil
+	}
+	return n.accessFile.Reopen()
 }
 
 // certHosts are the names a generated dev certificate covers.

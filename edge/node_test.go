@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -421,13 +422,34 @@ func TestAdminAPI(t *testing.T) {
 	for path, want := range map[string]string{
 		"/status":   `"spki_sha256"`,
 		"/routes":   `"service": "api"`,
-		"/services": `"ewma_latency_ns"`,
+		"/services": `"ewma_latency_seconds"`,
 		"/config":   `"balancer": "ewma"`,
-		"/metrics":  `perigee_requests_total{code="200",proto="HTTP/1.1",route="api",service="api"} 1`,
+		"/metrics":  `perigee_requests_total{code="200",proto="h1",route="api",service="api"} 1`,
+		"/":         `<title>perigee`,
 	} {
 		resp, body := get(t, c, admin+path)
 		if resp.StatusCode != 200 || !strings.Contains(body, want) {
 			t.Errorf("GET %s: %d, missing %s in:\n%.600s", path, resp.StatusCode, want, body)
+		}
+	}
+	_, metrics := get(t, c, admin+"/metrics")
+	for _, want := range []string{`perigee_tls_handshakes_total{proto="h1"} 1`, `perigee_upstream_check_up{backend=`, `perigee_upstream_ejected{backend=`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("GET /metrics lacks %s", want)
+		}
+	}
+	// One convention for every key an operator reads.
+	for _, path := range []string{"/status", "/services", "/routes", "/transforms", "/policies", "/decisions"} {
+		_, body := get(t, c, admin+path)
+		var v any
+		if err := json.Unmarshal([]byte(body), &v); err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		if bad := unconventionalKeys(v); len(bad) > 0 {
+			t.Errorf("GET %s: keys not snake_case or durations in raw nanoseconds: %v", path, bad)
+		}
+		if path == "/status" && strings.Contains(body, "last_reload") {
+			t.Errorf("GET /status shows a last_reload before any reload:\n%s", body)
 		}
 	}
 	if resp, _ := get(t, c, admin+"/nope"); resp.StatusCode != 404 {
@@ -523,4 +545,28 @@ func TestAdminRedactsSecretsAndRefusesRebinding(t *testing.T) {
 			t.Errorf("POST /reload from Origin %q: %d, want %d", origin, resp.StatusCode, want)
 		}
 	}
+}
+
+var snakeCase = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
+
+// unconventionalKeys lists the JSON object keys in v that are not
+// snake_case or that carry raw nanoseconds. Map keys that are names (a
+// transform's, a service's) are values, so only struct-like keys are
+// checked: a key is struct-like when it is made of lower-case words.
+func unconventionalKeys(v any) []string {
+	var bad []string
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			if !snakeCase.MatchString(k) && !strings.ContainsAny(k, "-.:/") || strings.HasSuffix(k, "_ns") {
+				bad = append(bad, k)
+			}
+			bad = append(bad, unconventionalKeys(e)...)
+		}
+	case []any:
+		for _, e := range v {
+			bad = append(bad, unconventionalKeys(e)...)
+		}
+	}
+	return bad
 }

@@ -130,9 +130,13 @@ func TestBadPolicyScriptIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var ps []struct{ Script string }
+	var ps []map[string]any
 	json.NewDecoder(resp.Body).Decode(&ps)
-	if len(ps) != 1 || !strings.HasSuffix(ps[0].Script, "good.lua") {
+	if len(ps) != 1 || !strings.HasSuffix(ps[0]["script"].(string), "good.lua") {
 		t.Fatalf("the old script should still run: %+v", ps)
+	}
+	// Durations read as the config writes them, or in seconds named so.
+	if _, ok := ps[0]["interval"].(string); !ok || ps[0]["last_duration_seconds"] == nil || len(unconventionalKeys(ps[0])) > 0 {
+		t.Fatalf("GET /policies: %v", ps[0])
 	}
 }

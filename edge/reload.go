@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,19 +56,8 @@ func (n *Node) reload() error {
 		return err
 	}
 	old := n.state.Load()
-	if cfg.Listen != old.cfg.Listen {
-		return fmt.Errorf("listen addresses changed (%+v → %+v): that needs a restart", old.cfg.Listen, cfg.Listen)
-	}
-	if cfg.Node != old.cfg.Node || cfg.Timeouts != old.cfg.Timeouts || cfg.Admin != old.cfg.Admin ||
-		cfg.Limits.MaxHeaderBytes != old.cfg.Limits.MaxHeaderBytes {
-		return errors.New("node, timeouts, admin or limits.max_header_bytes changed: that needs a restart")
-	}
-	if !reflect.DeepEqual(cfg.SampleBackends, old.cfg.SampleBackends) {
-		return errors.New("sample_backends changed: that needs a restart")
-	}
-	if !sameScale(cfg, old.cfg) || !reflect.DeepEqual(cfg.Telemetry, old.cfg.Telemetry) ||
-		!reflect.DeepEqual(cfg.Mesh, old.cfg.Mesh) || !reflect.DeepEqual(cfg.Geo, old.cfg.Geo) {
-		return errors.New("services' scale, telemetry, mesh or geo changed: that needs a restart")
+	if err := needsRestart(cfg, old.cfg); err != nil {
+		return err
 	}
 	if !reflect.DeepEqual(cfg.ACME, old.cfg.ACME) {
 		return errors.New("acme changed: that needs a restart")
@@ -108,6 +98,44 @@ func (n *Node) reload() error {
 
 // sameScale reports whether every service scales the same way in a and b:
 // actuators own running replicas, so changing them needs a restart.
+// needsRestart names, at its line in the new file, each setting that
+// differs from the running config's and that only a restart can change.
+func needsRestart(cfg, old *config.Config) error {
+	var changed []string
+	for _, c := range []struct {
+		differs bool
+		key     []any
+	}{
+		{cfg.Listen != old.Listen, []any{"listen"}},
+		{cfg.Node != old.Node, []any{"node"}},
+		{cfg.Timeouts != old.Timeouts, []any{"timeouts"}},
+		{cfg.Admin != old.Admin, []any{"admin"}},
+		{cfg.AccessLog.File != old.AccessLog.File, []any{"access_log", "file"}},
+		{cfg.Limits.MaxHeaderBytes != old.Limits.MaxHeaderBytes, []any{"limits", "max_header_bytes"}},
+		{!reflect.DeepEqual(cfg.SampleBackends, old.SampleBackends), []any{"sample_backends"}},
+		{!sameScale(cfg, old), []any{"services"}},
+		{!reflect.DeepEqual(cfg.Telemetry, old.Telemetry), []any{"telemetry"}},
+		{!reflect.DeepEqual(cfg.Mesh, old.Mesh), []any{"mesh"}},
+		{!reflect.DeepEqual(cfg.Geo, old.Geo), []any{"geo"}},
+	} {
+		if c.differs {
+			name := fmt.Sprint(c.key...)
+			if len(c.key) == 2 {
+				name = fmt.Sprintf("%s.%s", c.key...)
+			}
+			what := name
+			if name == "services" {
+				what = "a service's scale"
+			}
+			changed = append(changed, fmt.Sprintf("%s: %s changed: that needs a restart", cfg.Pos(c.key...), what))
+		}
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(changed, "\n"))
+}
+
 func sameScale(a, b *config.Config) bool {
 	if len(a.Services) != len(b.Services) {
 		return false

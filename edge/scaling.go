@@ -34,6 +34,7 @@ type scaling struct {
 	gates   *admission.Gates
 	fleet   *fleet
 	ship    *shipping
+	metrics *metrics.Metrics
 
 	sampler   *metrics.Sampler // its own, so it does not steal the windows of the mesh or the shipper
 	engine    *policies.Engine
@@ -69,6 +70,12 @@ func (s *scaling) start(cfg *config.Config, a *admin.API) error {
 		s.actuators[name] = act
 		bounds[name] = policies.ServiceBounds{Min: spec.Min, Max: spec.Max, MaxStep: spec.MaxStep, MinWeight: 1}
 	}
+	actuators := s.actuators
+	s.metrics.Gauges("perigee_service_replicas", "Replicas of a scaled service in effect, as its actuator reports them.", []string{"service"}, func(emit metrics.Emit) {
+		for name, act := range actuators {
+			emit(float64(act.Replicas()), name)
+		}
+	})
 	engine, err := policies.NewEngine(policies.EngineConfig{
 		Node: cfg.Node.ID, Region: cfg.Node.Region, Policies: policySpecs(cfg), Bounds: bounds,
 		Source: s, Target: s, Actuators: s.actuators, Log: s.log.With("component", "policies"),
@@ -88,7 +95,7 @@ func (s *scaling) start(cfg *config.Config, a *admin.API) error {
 		})
 	}
 	s.done.Go(func() { engine.Run(ctx) })
-	a.HandleJSON("GET /policies", func() any { return engine.Policies() })
+	a.HandleJSON("GET /policies", func() any { return policyViews(engine.Policies()) })
 	a.Handle("GET /decisions", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		limit := 100
 		if _, err := fmt.Sscan(r.URL.Query().Get("n"), &limit); err != nil || limit < 1 {
@@ -97,6 +104,34 @@ func (s *scaling) start(cfg *config.Config, a *admin.API) error {
 		admin.WriteJSON(w, http.StatusOK, engine.Decisions(limit))
 	}))
 	return nil
+}
+
+// policyView is what GET /policies shows of a policy: durations as
+// strings ("250ms") or seconds named so, as every admin endpoint does.
+type policyView struct {
+	Name                string    `json:"name"`
+	Script              string    `json:"script"`
+	Interval            string    `json:"interval"`
+	Services            []string  `json:"services,omitempty"`
+	DryRun              bool      `json:"dry_run"`
+	Runs                uint64    `json:"runs"`
+	Errors              uint64    `json:"errors"`
+	LimitStops          uint64    `json:"limit_stops"` // evaluations stopped by the deadline or allocation budget
+	Decisions           uint64    `json:"decisions"`
+	LastRun             time.Time `json:"last_run,omitzero"`
+	LastDurationSeconds float64   `json:"last_duration_seconds"`
+	LastError           string    `json:"last_error,omitempty"`
+	LastErrorAt         time.Time `json:"last_error_at,omitzero"`
+	Reloaded            time.Time `json:"reloaded,omitzero"`
+}
+
+func policyViews(ps []policies.PolicyStatus) []policyView {
+	out := make([]policyView, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, policyView{p.Name, p.Script, p.Interval.String(), p.Services, p.DryRun, p.Runs, p.Errors,
+			p.LimitStops, p.Decisions, p.LastRun, p.LastDuration.Seconds(), p.LastError, p.LastErrorAt, p.Reloaded})
+	}
+	return out
 }
 
 // close stops the policies, then the replicas actuators started (the
@@ -196,7 +231,10 @@ func serviceFigures(svc *upstream.Service, sample telemetry.ServiceSample, now t
 func (s *scaling) IsLeader() bool { return s.fleet.isLeader() }
 
 // Decided ships every decision.
-func (s *scaling) Decided(d telemetry.Decision) { s.ship.decision(d) }
+func (s *scaling) Decided(d telemetry.Decision) {
+	s.metrics.Decided(d.Policy, d.Action, d.Applied, d.DryRun, d.Rejected)
+	s.ship.decision(d)
+}
 
 func (s *scaling) service(name string) (*upstream.Service, error) {
 	svc := s.current().services[name]

@@ -26,14 +26,20 @@ func (s *shipping) start(cfg *config.Config, a *admin.API) error {
 		if s.shipper == nil {
 			return map[string]string{"shipping": "off"}
 		}
-		return s.shipper.Stats()
+		st := s.shipper.Stats()
+		return map[string]any{
+			"bytes_sent": st.BytesSent, "batches_acked": st.BatchesAcked, "batches_refused": st.BatchesRefused,
+			"spooled_batches": st.SpooledBatches, "spool_bytes": st.SpoolBytes, "dropped_batches": st.DroppedBatches,
+			"dropped_records": st.DroppedRecords, "pending_records": st.PendingRecords,
+			"encode_cpu_seconds": st.EncodeCPU.Seconds(), "last_proto": st.LastProto,
+		}
 	})
 	if cfg.Telemetry == nil {
 		return nil
 	}
 	sc := *cfg.Telemetry
 	sc.Node, sc.Region = cfg.Node.ID, cfg.Node.Region
-	shipper, err := ship.New(sc, s.log.With("component", "telemetry"))
+	shipper, err := ship.New(sc, s.log) // the shipper names itself in its logs
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.Pos("telemetry"), err)
 	}

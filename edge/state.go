@@ -44,7 +44,7 @@ type routeEntry struct {
 // buildState turns a validated config into live services and routes. prev
 // lends its backends so their health and latency carry over.
 func (n *Node) buildState(ctx context.Context, cfg *config.Config, prev *state) (*state, error) {
-	st := &state{cfg: cfg, services: map[string]*upstream.Service{}, access: accessLogger(cfg, n.opts.Log)}
+	st := &state{cfg: cfg, services: map[string]*upstream.Service{}, access: n.accessLogger(cfg)}
 	for name, sc := range cfg.Services {
 		var was *upstream.Service
 		if prev != nil {

@@ -6,6 +6,7 @@ import (
 
 	"perigee/edge/admin"
 	"perigee/edge/upstream"
+	"perigee/telemetry"
 )
 
 // The node answers the admin API's own endpoints; each part mounts its
@@ -15,17 +16,20 @@ var _ admin.Node = (*Node)(nil)
 // Status is GET /status.
 func (n *Node) Status() any {
 	st := n.state.Load()
-	return map[string]any{
+	out := map[string]any{
 		"node":        st.cfg.Node,
 		"config":      st.cfg.Path,
 		"started":     n.started,
 		"uptime":      time.Since(n.started).Round(time.Second).String(),
-		"listen":      n.Addrs(),
+		"listen":      listenView(n.Addrs()),
 		"spki_sha256": n.SPKIHash(),
 		"goroutines":  runtime.NumGoroutine(),
-		"last_reload": n.reloads.latest(),
-		"load":        n.sampler.Latest(),
+		"load":        loadView(n.sampler.Latest()),
 	}
+	if r := n.reloads.latest(); !r.At.IsZero() {
+		out["last_reload"] = r // absent until the first reload
+	}
+	return out
 }
 
 // Routes is GET /routes.
@@ -44,4 +48,23 @@ func (n *Node) Services() any {
 		out = append(out, s.Status(now))
 	}
 	return out
+}
+
+func listenView(a Addrs) map[string]string {
+	out := map[string]string{"admin": a.Admin}
+	for k, v := range map[string]string{"https": a.HTTPS, "http": a.HTTP, "dns": a.DNS} {
+		if v != "" {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// loadView is the node's latest one-second sample, its services' detail
+// left to GET /services.
+func loadView(s telemetry.NodeSample) map[string]any {
+	return map[string]any{
+		"time": s.Time, "window_seconds": s.Window.Seconds(), "rps": s.RPS,
+		"in_flight": s.InFlight, "cpu_cores": s.CPU, "mem_bytes": s.MemBytes,
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"perigee/edge/config"
+	"perigee/edge/metrics"
 	"perigee/runtime/wasm"
 )
 
@@ -89,8 +90,15 @@ func (t *transforms) close(ctx context.Context) error {
 // the time spent in the guest.
 func (st *state) transformStats() any {
 	type view struct {
-		Calls, Answered, Errors, Traps, Timeouts, Busy, Replaced uint64
-		GuestP50us, GuestP99us                                   int64
+		Calls       uint64  `json:"calls"`
+		Answered    uint64  `json:"answered"`
+		Errors      uint64  `json:"errors"`
+		Traps       uint64  `json:"traps"`
+		Timeouts    uint64  `json:"timeouts"`
+		Busy        uint64  `json:"busy"`
+		Replaced    uint64  `json:"replaced"`
+		GuestP50Sec float64 `json:"guest_p50_seconds"`
+		GuestP99Sec float64 `json:"guest_p99_seconds"`
 	}
 	out := map[string]view{}
 	if st.transforms == nil {
@@ -98,7 +106,19 @@ func (st *state) transformStats() any {
 	}
 	for name, s := range st.transforms.Stats() {
 		out[name] = view{s.Calls, s.Answered, s.Errors, s.Traps, s.Timeouts, s.Busy, s.Replaced,
-			s.Time.Quantile(0.5).Microseconds(), s.Time.Quantile(0.99).Microseconds()}
+			s.Time.Quantile(0.5).Seconds(), s.Time.Quantile(0.99).Seconds()}
+	}
+	return out
+}
+
+// transformFigures are the state's transforms' counters for the metrics.
+func (st *state) transformFigures() []metrics.TransformFigures {
+	if st.transforms == nil {
+		return nil
+	}
+	var out []metrics.TransformFigures
+	for name, s := range st.transforms.Stats() {
+		out = append(out, metrics.TransformFigures{Name: name, Calls: s.Calls, Errors: s.Errors, Traps: s.Traps, Timeouts: s.Timeouts, Busy: s.Busy, Time: s.Time})
 	}
 	return out
 }

@@ -27,6 +27,19 @@ routes:
 	base := "https://" + n.Addrs().HTTPS
 	t.Run("HTTP/1.1", func(t *testing.T) { tck.Run(t, h1Client(), base) })
 	t.Run("HTTP/3", func(t *testing.T) { tck.Run(t, h3Client(t), base) })
+	// The kit's cases run in parallel, after this function returns.
+	t.Cleanup(func() { transformSeries(t, n) })
+}
+
+func transformSeries(t *testing.T, n *testNode) {
+	_, body := get(t, h1Client(), "http://"+n.Addrs().Admin+"/metrics")
+	for _, want := range []string{`perigee_transform_calls_total{transform="tck"}`, `perigee_transform_errors_total{kind="trap",transform="tck"} 0`,
+		`perigee_transform_guest_seconds_count{transform="tck"}`, `perigee_transform_guest_seconds{transform="tck",quantile="0.99"}`, `proto="h3"`,
+		`perigee_http3_connections_total `, `perigee_tls_handshakes_total{proto="h3"}`} {
+		if !contains(body, want) {
+			t.Errorf("GET /metrics lacks %s", want)
+		}
+	}
 }
 
 func TestBadTransformIsRefusedAndReloadKeepsTheOldChain(t *testing.T) {

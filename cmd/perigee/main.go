@@ -11,25 +11,47 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strings"
+	"time"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
 
-const usage = `perigee: a WebAssembly-and-Lua edge gateway for geo-distributed PoPs.
+// command is one subcommand: how it is called, what it does, and its code.
+type command struct {
+	name, args, summary string
+	run                 func(args []string, stdout, stderr io.Writer) error
+}
 
-Usage:
-  perigee serve [--config node.yaml]         run an edge node (no --config: the embedded dev config)
-  perigee validate --config node.yaml        check a config and exit
-  perigee sample-backend --listen ADDR       run the built-in demo backend
-  perigee aggregate --config agg.yaml        run the central telemetry aggregator
-  perigee fleet [--dir DIR]                  run a local fleet: an aggregator and four meshed nodes
-  perigee policy test POLICY.lua --trace T   replay a metrics trace through a Lua policy
-  perigee wasm build DIR -o out.wasm         build a Go transform for wasip1
-  perigee version                            print the version
+// commands are the subcommands in the order the usage lists them; the
+// usage text and the shell completions are made from this table.
+var commands []command
 
-Run "perigee COMMAND -h" for a command's flags.
-`
+func init() {
+	commands = []command{
+		{"serve", "[--config node.yaml]", "run an edge node (no --config: the embedded dev config)", serve},
+		{"proxy", "--from :8443 --to 127.0.0.1:3000", "proxy one address to a backend over HTTP/1.1, HTTP/2 and HTTP/3", proxyCmd},
+		{"validate", "--config node.yaml", "check a config as serve would, and exit", validate},
+		{"sample-backend", "--listen ADDR", "run the built-in demo backend", func(a []string, _, e io.Writer) error { return sampleBackend(a, e) }},
+		{"aggregate", "--config agg.yaml", "run the central telemetry aggregator", func(a []string, _, e io.Writer) error { return aggregate(a, e) }},
+		{"fleet", "[--dir DIR]", "run a local fleet: an aggregator and four meshed nodes", fleet},
+		{"policy", "test POLICY.lua --trace T", "replay a metrics trace through a Lua policy", policyCmd},
+		{"wasm", "init DIR | build DIR -o out.wasm", "start a Go transform; build one for wasip1", wasmCmd},
+		{"completion", "bash|zsh|fish", "print a shell completion script", completion},
+		{"version", "", "print the version", func(_ []string, o, _ io.Writer) error { fmt.Fprintln(o, versionString()); return nil }},
+	}
+}
+
+func usage() string {
+	var b strings.Builder
+	b.WriteString("perigee: a WebAssembly-and-Lua edge gateway for geo-distributed PoPs.\n\nUsage:\n")
+	for _, c := range commands {
+		fmt.Fprintf(&b, "  %-48s %s\n", strings.TrimSpace("perigee "+c.name+" "+c.args), c.summary)
+	}
+	b.WriteString("\nFlags may come before or after other arguments.\nRun \"perigee COMMAND -h\" for a command's flags.\n")
+	return b.String()
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -40,42 +62,43 @@ var errUsage = errors.New("usage")
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usage())
 		return 2
 	}
 	var err error
-	switch cmd, rest := args[0], args[1:]; cmd {
-	case "serve":
-		err = serve(rest, stdout, stderr)
-	case "validate":
-		err = validate(rest, stdout, stderr)
-	case "sample-backend":
-		err = sampleBackend(rest, stderr)
-	case "aggregate":
-		err = aggregate(rest, stderr)
-	case "fleet":
-		err = fleet(rest, stdout, stderr)
-	case "policy":
-		err = policyCmd(rest, stdout, stderr)
-	case "wasm":
-		err = wasmCmd(rest, stderr)
-	case "version", "--version":
+	switch name, rest := args[0], args[1:]; name {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage())
+		return 0
+	case "--version":
 		fmt.Fprintln(stdout, versionString())
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		return 0
 	default:
-		fmt.Fprintf(stderr, "perigee: unknown command %q\n\n%s", cmd, usage)
-		return 2
+		c := lookup(name)
+		if c == nil {
+			fmt.Fprintf(stderr, "perigee: unknown command %q\n\n%s", name, usage())
+			return 2
+		}
+		err = c.run(rest, stdout, stderr)
 	}
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
-	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage):
 		return 2
 	default:
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+}
+
+func lookup(name string) *command {
+	for i := range commands {
+		if commands[i].name == name {
+			return &commands[i]
+		}
+	}
+	return nil
 }
 
 func versionString() string {
@@ -93,16 +116,54 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// parseArgs reads flags wherever they stand among the arguments, as most
+// tools do, and returns the other arguments in order; after "--" every
+// argument is taken as it is.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if i := len(args) - len(rest); i > 0 && args[i-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}
+
 // parse reads flags and refuses stray arguments.
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return err
+	_, err := parseN(fs, args, 0)
+	return err
+}
+
+// parseFile reads flags and the one file argument a command takes, which
+// is "" when it is missing.
+func parseFile(fs *flag.FlagSet, args []string) (string, error) {
+	pos, err := parseN(fs, args, 1)
+	if err != nil || len(pos) == 0 {
+		return "", err
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
-		return errUsage
+	return pos[0], nil
+}
+
+// parseN reads flags and at most n other arguments.
+func parseN(fs *flag.FlagSet, args []string, n int) ([]string, error) {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	if len(pos) > n {
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), pos[n])
+		return nil, errUsage
+	}
+	return pos, nil
 }
 
 // newLogger logs JSON in production and text on a terminal.
@@ -115,11 +176,29 @@ func newLogger(format string, w io.Writer) (*slog.Logger, error) {
 			}
 		}
 	}
+	opts := &slog.HandlerOptions{ReplaceAttr: readable}
 	switch format {
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, nil)), nil
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	case "text":
-		return slog.New(slog.NewTextHandler(w, nil)), nil
+		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want auto, json or text: %w", format, errUsage)
+}
+
+// readable writes durations as "1.5s" rather than nanoseconds, and errors
+// that gather others the way go-multierror does (memberlist's) as their
+// parts, without its "1 error occurred:\n\t* " framing.
+func readable(_ []string, a slog.Attr) slog.Attr {
+	switch v := a.Value.Any().(type) {
+	case time.Duration:
+		a.Value = slog.StringValue(v.String())
+	case interface{ WrappedErrors() []error }:
+		parts := make([]string, 0, len(v.WrappedErrors()))
+		for _, e := range v.WrappedErrors() {
+			parts = append(parts, e.Error())
+		}
+		a.Value = slog.StringValue(strings.Join(parts, "; "))
+	}
+	return a
 }

@@ -69,13 +69,31 @@ func writeConfig(t *testing.T, yaml string) string {
 
 func TestValidate(t *testing.T) {
 	code, out := perigee(t, "validate", "--config", "../../edge/config/testdata/example.yaml")
-	if code != 0 || !strings.Contains(out, "ok (1 services, 1 routes)") {
+	if code != 0 || !strings.Contains(out, "ok (1 service, 1 route)") {
 		t.Fatalf("valid config: exit %d: %s", code, out)
 	}
 	bad := writeConfig(t, "listen: {https: \"127.0.0.1:1\"}\nservices:\n  api: {balancer: fastest, backends: [{url: \"http://127.0.0.1:2\"}]}\n")
 	code, out = perigee(t, "validate", "--config", bad)
 	if code != 1 || !strings.Contains(out, bad+`:3: service "api": unknown balancer "fastest"`) {
 		t.Fatalf("bad config: exit %d: %s", code, out)
+	}
+	dir := t.TempDir()
+	lua := filepath.Join(dir, "p.lua")
+	mod := filepath.Join(dir, "t.wasm")
+	os.WriteFile(lua, []byte("function evaluate(m)\n  return {\nend\n"), 0o600)
+	os.WriteFile(mod, []byte("text\n"), 0o600)
+	many := writeConfig(t, `listen: {https: "127.0.0.1:1"}
+services:
+  api: {backends: [{url: "http://127.0.0.1:2"}], colour: red}
+routes: [{service: apx}]
+transforms: {t: {module: `+mod+`}}
+policies: {p: {script: `+lua+`}}
+`)
+	code, out = perigee(t, "validate", "--config", many)
+	for _, want := range []string{many + `:3: unknown key "colour"`, many + `:4: route "route-0": unknown service "apx"`, many + `:5: transform "t"`, many + `:6: policy "p": ` + lua + `:3: syntax error`} {
+		if code != 1 || !strings.Contains(out, want) {
+			t.Errorf("several errors: exit %d, want %q in:\n%s", code, want, out)
+		}
 	}
 	if code, out := perigee(t, "validate"); code != 2 || !strings.Contains(out, "--config is required") {
 		t.Fatalf("no --config: exit %d: %s", code, out)
@@ -281,14 +299,11 @@ geo: {database: %q}
 			return nil
 		}
 		defer resp.Body.Close()
-		var ms []struct {
-			Meta  struct{ ID string }
-			State string
-		}
+		var ms []struct{ ID, State string }
 		json.NewDecoder(resp.Body).Decode(&ms)
 		out := map[string]string{}
 		for _, m := range ms {
-			out[m.Meta.ID] = m.State
+			out[m.ID] = m.State
 		}
 		return out
 	}
@@ -300,6 +315,31 @@ geo: {database: %q}
 			}
 		}
 		return true
+	})
+	// Operators alert on the same view: members by state, and one leader
+	// once the region agrees.
+	scrape := func(n node) string {
+		resp, err := http.Get(fmt.Sprintf("http://%s:%s/metrics", n.host, n.admin))
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	for _, n := range nodes {
+		if !strings.Contains(scrape(n), `perigee_mesh_members{state="alive"} 3`) {
+			t.Errorf("%s: /metrics lacks three alive members", n.id)
+		}
+	}
+	eventually(t, "one leader in /metrics", func() bool {
+		leaders := 0
+		for _, n := range nodes {
+			if strings.Contains(scrape(n), "\nperigee_mesh_leader 1\n") {
+				leaders++
+			}
+		}
+		return leaders == 1
 	})
 	best := func(n node, client string) string {
 		resp, err := http.Get(fmt.Sprintf("http://%s:%s/geo/decide?ip=%s", n.host, n.admin, client))

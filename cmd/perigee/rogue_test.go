@@ -78,14 +78,11 @@ mesh:
 		return resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(v) == nil
 	}
 	members := func(n node) map[string]string {
-		var ms []struct {
-			Meta  struct{ ID string }
-			State string
-		}
+		var ms []struct{ ID, State string }
 		out := map[string]string{}
 		if getJSON(n, "/members", &ms) {
 			for _, m := range ms {
-				out[m.Meta.ID] = m.State
+				out[m.ID] = m.State
 			}
 		}
 		return out

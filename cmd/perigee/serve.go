@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -37,12 +38,19 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	return runNode(cfg, log, stdout, func() (*config.Config, error) { return loadConfig(*path) })
+}
+
+// runNode serves cfg until SIGTERM or SIGINT, reloading on SIGHUP with
+// load (nil refuses reloads) and reopening the access log file on SIGUSR1,
+// and drains on the way out.
+func runNode(cfg *config.Config, log *slog.Logger, stdout io.Writer, load func() (*config.Config, error)) error {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	if err := edge.StartSampleBackends(ctx, cfg, log); err != nil {
 		return err
 	}
-	node, err := edge.New(cfg, edge.Options{Log: log, Version: version, Load: func() (*config.Config, error) { return loadConfig(*path) }})
+	node, err := edge.New(cfg, edge.Options{Log: log, Version: version, Load: load})
 	if err != nil {
 		return err
 	}
@@ -52,10 +60,16 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	printWelcome(stdout, cfg, node)
 
 	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)
 	for sig := range signals {
-		if sig == syscall.SIGHUP {
+		switch sig {
+		case syscall.SIGHUP:
 			_ = node.Reload() // a refused reload is logged; the old config serves on
+			continue
+		case syscall.SIGUSR1:
+			if err := node.ReopenLogs(); err != nil {
+				log.Error("reopening the access log; it keeps going to the old file", "err", err)
+			}
 			continue
 		}
 		log.Info("shutting down: draining requests in flight", "signal", sig.String(), "deadline", cfg.Timeouts.Drain.D())
@@ -83,10 +97,12 @@ func printWelcome(w io.Writer, cfg *config.Config, node *edge.Node) {
 		fmt.Fprintf(w, "  plain HTTP:                http://%s/\n", a.HTTP)
 	}
 	fmt.Fprintf(w, "  admin:                     http://%s/status  /services  /routes  /metrics\n", a.Admin)
-	if a.HTTPS != "" {
+	// The hints trust the generated dev certificate blindly: they are for
+	// trying a node out, not for one with a real certificate.
+	if a.HTTPS != "" && cfg.TLS.Cert == "" {
 		host, port, _ := net.SplitHostPort(a.HTTPS)
-		fmt.Fprintf(w, "Try:\n  curl -k https://%s/hello\n", a.HTTPS)
-		fmt.Fprintf(w, "  gtlsclient --no-quic-dump --exit-on-first-stream-close %s %s https://%s/hello   # HTTP/3 (ngtcp2-client)\n", host, port, a.HTTPS)
+		fmt.Fprintf(w, "Try (the dev certificate is self-signed):\n  curl -k https://%s/\n", a.HTTPS)
+		fmt.Fprintf(w, "  gtlsclient --no-quic-dump --exit-on-first-stream-close %s %s https://%s/   # HTTP/3 (ngtcp2-client)\n", host, port, a.HTTPS)
 		fmt.Fprintf(w, "  chromium --origin-to-force-quic-on=%s --ignore-certificate-errors-spki-list=%s https://%s/\n", a.HTTPS, node.SPKIHash(), a.HTTPS)
 	}
 }
@@ -101,11 +117,11 @@ func validate(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "perigee validate: --config is required")
 		return errUsage
 	}
-	cfg, err := config.Load(*path)
+	cfg, err := config.Check(context.Background(), *path)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d services, %d routes)\n", cfg.Path, len(cfg.Services), len(cfg.Routes))
+	fmt.Fprintf(stdout, "%s: ok (%s, %s)\n", cfg.Path, count(len(cfg.Services), "service"), count(len(cfg.Routes), "route"))
 	return nil
 }
 
@@ -129,4 +145,12 @@ func sampleBackend(args []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return samplebackend.Serve(ctx, *listen, samplebackend.Options{Name: *name, Latency: units.Duration(*latency), ErrorRate: *errorRate, Size: units.ByteSize(*size)})
+}
+
+// count writes n things in English: "1 service", "2 services".
+func count(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }

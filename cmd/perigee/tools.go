@@ -7,18 +7,20 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"perigee/aggregator"
 	"perigee/devfleet"
 	"perigee/policies/sim"
-	"perigee/runtime/wasm"
 )
 
 // policyCmd is `perigee policy test POLICY.lua --trace TRACE [--plot out.svg]`.
 func policyCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprintln(stdout, "usage: perigee policy test POLICY.lua --trace TRACE [--plot out.svg]")
+		return nil
+	}
 	if len(args) == 0 || args[0] != "test" {
 		fmt.Fprintln(stderr, "usage: perigee policy test POLICY.lua --trace TRACE [--plot out.svg]")
 		return errUsage
@@ -31,8 +33,8 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 	maxStep := fs.Int("max-step", 0, "largest change of replicas per decision (0: any)")
 	warmup := fs.Duration("warmup", 5*time.Second, "how long a new replica takes to serve")
 	interval := fs.Duration("interval", 0, "time between evaluations (default: the trace's step)")
-	policy, rest := splitPositional(args[1:])
-	if err := parse(fs, rest); err != nil {
+	policy, err := parseFile(fs, args[1:])
+	if err != nil {
 		return err
 	}
 	if policy == "" || *trace == "" {
@@ -43,25 +45,6 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 		Policy: policy, Trace: *trace, Plot: *plot, Min: *minR, Max: *maxR, MaxStep: *maxStep,
 		Warmup: *warmup, Interval: *interval,
 	}, stdout)
-}
-
-// wasmCmd is `perigee wasm build DIR -o out.wasm`.
-func wasmCmd(args []string, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "build" {
-		fmt.Fprintln(stderr, "usage: perigee wasm build DIR -o out.wasm")
-		return errUsage
-	}
-	fs := newFlags("wasm build", stderr)
-	out := fs.String("o", "", "output .wasm file")
-	dir, rest := splitPositional(args[1:])
-	if err := parse(fs, rest); err != nil {
-		return err
-	}
-	if dir == "" || *out == "" {
-		fmt.Fprintln(stderr, "usage: perigee wasm build DIR -o out.wasm")
-		return errUsage
-	}
-	return wasm.Build(context.Background(), dir, *out)
 }
 
 // aggregate is `perigee aggregate --config agg.yaml`.
@@ -87,15 +70,6 @@ func aggregate(args []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return aggregator.Run(ctx, cfg, log)
-}
-
-// splitPositional takes the file named before the flags, as the usage
-// lines show it.
-func splitPositional(args []string) (string, []string) {
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		return args[0], args[1:]
-	}
-	return "", args
 }
 
 // fleet is `perigee fleet`: a local fleet for trying the mesh, the geo

@@ -33,6 +33,7 @@ func (l *Logger) Log(r *http.Request, x *exchange.Exchange, took time.Duration) 
 		slog.String("client", r.RemoteAddr),
 		slog.String("proto", r.Proto),
 		slog.String("method", r.Method),
+		slog.String("user_agent", r.UserAgent()),
 		slog.String("host", r.Host),
 		slog.String("path", r.URL.Path),
 		slog.String("route", x.Route),
@@ -40,6 +41,7 @@ func (l *Logger) Log(r *http.Request, x *exchange.Exchange, took time.Duration) 
 		slog.String("backend", x.Backend),
 		slog.Int("retries", x.Retries),
 		slog.Int("status", x.Status),
+		slog.Int64("request_bytes", max(r.ContentLength, 0)), // as declared; 0 for none or chunked
 		slog.Int64("bytes", x.Bytes),
 		slog.String("error", x.Error),
 		slog.Float64("duration_ms", float64(took.Microseconds())/1000),

@@ -1,11 +1,13 @@
-// Package admin serves the node's operator API: status, routes, services,
-// config (secrets redacted), reload and Prometheus metrics, behind a bearer
-// token when the listener is not on loopback, and without one only to
-// loopback Host names and same-origin state changes.
+// Package admin serves the node's operator API: a read-only page at /,
+// status, routes, services, config (secrets redacted), reload and
+// Prometheus metrics, behind a bearer token when the listener is not on
+// loopback, and without one only to loopback Host names and same-origin
+// state changes.
 package admin
 
 import (
 	"crypto/subtle"
+	_ "embed"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -13,6 +15,12 @@ import (
 	"net/netip"
 	"strings"
 )
+
+// indexHTML is the read-only page at /: status, services, routes and the
+// latest decisions, read from the JSON endpoints beside it.
+//
+//go:embed index.html
+var indexHTML []byte
 
 // Node is what the admin API reads and drives.
 type Node interface {
@@ -33,6 +41,11 @@ type API struct {
 // which config validation enforces).
 func New(n Node, metrics http.Handler, token string) *API {
 	a := &API{mux: http.NewServeMux(), token: token}
+	a.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'")
+		w.Write(indexHTML)
+	})
 	a.HandleJSON("GET /status", n.Status)
 	a.HandleJSON("GET /routes", n.Routes)
 	a.HandleJSON("GET /services", n.Services)

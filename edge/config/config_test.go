@@ -66,7 +66,8 @@ routes:
 		{"half tls", base + "tls: {cert: a.pem}\n", `bad.yaml:8: tls needs both cert and key`},
 		{"public admin without token", strings.Replace(base, `{https: "127.0.0.1:8443"}`, `{https: "127.0.0.1:8443", admin: "0.0.0.0:9901"}`, 1), `bad.yaml:1: admin listener "0.0.0.0:9901" is not on loopback`},
 		{"bad wildcard", strings.Replace(base, "{path_prefix: /}", "{host: \"a.*.com\", path_prefix: /}", 1), `bad.yaml:6: route "route-0": host "a.*.com"`},
-		{"not yaml", "listen: [\n", `bad.yaml:1: did not find expected node content`},
+		{"key twice", base + "listen: {http: \"127.0.0.1:8080\"}\n", `bad.yaml:8: mapping key "listen" already defined at line 1`},
+		{"not yaml", "listen: [\n", `bad.yaml:2: did not find expected node content`},
 		{"missing module", base + "transforms:\n  t: {module: /nonexistent/t.wasm}\n", `bad.yaml:9: transform "t" module: open /nonexistent/t.wasm: no such file or directory`},
 		{"max_buffer too small", base + "transforms:\n  t: {module: /nonexistent/t.wasm, max_buffer: 100B}\n", `bad.yaml:9: transform "t": max_buffer must be 1KiB..1GiB`},
 		{"unknown abi", base + "transforms:\n  t: {module: /nonexistent/t.wasm, abi: wasi}\n", `bad.yaml:9: transform "t": abi must be http-wasm or proxy-wasm`},
@@ -114,4 +115,15 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("error does not name the file: %v", err)
 		}
 	})
+}
+
+// A sample backend in a config answers as `perigee sample-backend` does.
+func TestSampleBackendSizeDefault(t *testing.T) {
+	c, err := Parse("n.yaml", []byte("listen: {https: \"127.0.0.1:8443\"}\nsample_backends: [{listen: \"127.0.0.1:9001\"}]\nservices: {api: {backends: [{url: \"http://127.0.0.1:9001\"}]}}\nroutes: [{service: api}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SampleBackends[0].Size != 512 {
+		t.Fatalf("size %d, want 512", c.SampleBackends[0].Size)
+	}
 }

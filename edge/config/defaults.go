@@ -59,6 +59,9 @@ func (c *Config) setDefaults() {
 		if c.SampleBackends[i].Name == "" {
 			c.SampleBackends[i].Name = c.SampleBackends[i].Listen
 		}
+		if c.SampleBackends[i].Size == 0 {
+			c.SampleBackends[i].Size = 512 // as `perigee sample-backend` answers
+		}
 	}
 }
 

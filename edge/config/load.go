@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -32,24 +33,41 @@ func Load(path string) (*Config, error) {
 // Parse decodes and validates a config; name labels errors. Every error it
 // returns reads "name:line: what is wrong", one per line.
 func Parse(name string, b []byte) (*Config, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(b, &root); err != nil {
-		return nil, positioned(name, err)
+	c, v, err := decode(name, b)
+	if err != nil {
+		return nil, err
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	c := &Config{}
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, positioned(name, err)
-	}
-	c.Path, c.root = name, &root
-	c.setDefaults()
-	v := &validator{file: name, root: &root}
-	c.validate(v)
 	if err := v.err(); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// decode reads what it can of b and validates it: a key of the wrong type
+// or an unknown one does not stop the checks of the rest, so one run shows
+// every problem. Only a document that is not YAML at all stops it.
+func decode(name string, b []byte) (*Config, *validator, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, nil, positioned(name, err)
+	}
+	v := &validator{file: name, root: &root}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	c := &Config{}
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		// A key defined twice stops the decoder before the mapping it is
+		// in, so the checks of the rest would only report what is missing.
+		var te *yaml.TypeError
+		if !errors.As(err, &te) || slices.ContainsFunc(te.Errors, func(m string) bool { return strings.Contains(m, "already defined") }) {
+			return nil, nil, positioned(name, err)
+		}
+		v.errs = append(v.errs, positioned(name, err).(*Error).Lines...)
+	}
+	c.Path, c.root = name, &root
+	c.setDefaults()
+	c.validate(v)
+	return c, v, nil
 }
 
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
@@ -67,12 +85,31 @@ func positioned(file string, err error) error {
 	for _, m := range msgs {
 		m = strings.TrimSpace(m)
 		if g := yamlLine.FindStringSubmatch(m); g != nil {
-			out = append(out, fmt.Sprintf("%s:%s: %s", file, g[1], tidy(g[2])))
+			line, _ := strconv.Atoi(g[1])
+			if parserProblems[g[2]] {
+				line++
+			}
+			out = append(out, fmt.Sprintf("%s:%d: %s", file, line, tidy(g[2])))
 			continue
 		}
 		out = append(out, fmt.Sprintf("%s: %s", file, strings.TrimPrefix(m, "yaml: ")))
 	}
 	return &Error{Lines: out}
+}
+
+// parserProblems are yaml.v3's parser (not scanner) errors, whose line it
+// reports counting from 0: that of the block the problem is in.
+var parserProblems = map[string]bool{
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected <document start>": true,
+	"did not find expected key":              true,
+	"did not find expected node content":     true,
+	"found duplicate %TAG directive":         true,
+	"found duplicate %YAML directive":        true,
+	"found incompatible YAML document":       true,
+	"found undefined tag handle":             true,
 }
 
 // tidy makes the decoder's Go-flavoured messages read in the config's terms.

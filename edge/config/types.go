@@ -97,6 +97,9 @@ type Limits struct {
 type AccessLog struct {
 	Enabled *bool    `yaml:"enabled" json:"enabled"`
 	Sample  *float64 `yaml:"sample" json:"sample"` // share of successful requests logged; errors always are
+	// File takes the access log out of the node's log into its own file,
+	// which SIGUSR1 reopens (for logrotate). Empty: the node's log.
+	File string `yaml:"file" json:"file,omitempty"`
 }
 
 // Service is a pool of backends behind one balancer.

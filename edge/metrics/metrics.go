@@ -25,6 +25,11 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inFlight prometheus.Gauge
+	// decisions are the policies' decisions by action and outcome.
+	decisions  *prometheus.CounterVec
+	retries    *prometheus.CounterVec
+	handshakes *prometheus.CounterVec
+	h3Conns    prometheus.Counter
 
 	mu       sync.Mutex
 	services map[string]*ServiceStats
@@ -44,14 +49,24 @@ type ServiceStats struct {
 func New(services func() []*upstream.Service) *Metrics {
 	m := &Metrics{Registry: prometheus.NewRegistry(), services: map[string]*ServiceStats{}}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "perigee_requests_total", Help: "Requests served, by route, service, status code and protocol.",
+		Name: "perigee_requests_total", Help: "Requests served, by route, service, status code and protocol (h1, h2, h3).",
 	}, []string{"route", "service", "code", "proto"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "perigee_request_duration_seconds", Help: "Time from request to the end of the response, by route.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{"route", "service"})
 	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "perigee_in_flight_requests", Help: "Requests being served now."})
-	m.Registry.MustRegister(m.requests, m.duration, m.inFlight, backendCollector{services},
+	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "perigee_policy_decisions_total", Help: "Policy decisions, by policy, action (scale, weight, eject, restore, limit, shed) and outcome (applied, rejected, dry_run, not_applied).",
+	}, []string{"policy", "action", "outcome"})
+	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "perigee_upstream_retries_total", Help: "Requests sent again to another backend after a connect failure, by service.",
+	}, []string{"service"})
+	m.handshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "perigee_tls_handshakes_total", Help: "TLS handshakes completed, by the protocol negotiated (h1, h2, h3).",
+	}, []string{"proto"})
+	m.h3Conns = prometheus.NewCounter(prometheus.CounterOpts{Name: "perigee_http3_connections_total", Help: "QUIC connections accepted for HTTP/3."})
+	m.Registry.MustRegister(m.requests, m.duration, m.inFlight, m.decisions, m.retries, m.handshakes, m.h3Conns, backendCollector{services},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -81,7 +96,7 @@ func (m *Metrics) Begin(s *ServiceStats) {
 func (m *Metrics) Done(s *ServiceStats, route, service, proto string, status int, took time.Duration) {
 	m.nodeIn.Add(-1)
 	m.inFlight.Dec()
-	m.requests.WithLabelValues(route, service, strconv.Itoa(status), proto).Inc()
+	m.requests.WithLabelValues(route, service, strconv.Itoa(status), protoLabel(proto)).Inc()
 	if s == nil {
 		return
 	}
@@ -92,6 +107,41 @@ func (m *Metrics) Done(s *ServiceStats, route, service, proto string, status int
 	}
 	s.latency.Observe(took)
 	m.duration.WithLabelValues(route, service).Observe(took.Seconds())
+}
+
+// Retried counts the retries one request took.
+func (m *Metrics) Retried(service string, n int) {
+	if n > 0 {
+		m.retries.WithLabelValues(service).Add(float64(n))
+	}
+}
+
+// Handshake counts a completed TLS handshake by its ALPN protocol.
+func (m *Metrics) Handshake(alpn string) {
+	label := "other"
+	switch alpn {
+	case "http/1.1", "":
+		label = "h1"
+	case "h2", "h3":
+		label = alpn
+	}
+	m.handshakes.WithLabelValues(label).Inc()
+}
+
+// HTTP3Conn counts a QUIC connection accepted.
+func (m *Metrics) HTTP3Conn() { m.h3Conns.Inc() }
+
+// protoLabel is the short name of an HTTP version, as the series label it.
+func protoLabel(proto string) string {
+	switch proto {
+	case "HTTP/1.1", "HTTP/1.0":
+		return "h1"
+	case "HTTP/2.0":
+		return "h2"
+	case "HTTP/3.0":
+		return "h3"
+	}
+	return "other"
 }
 
 // InFlight is the number of requests the node is serving now.
@@ -106,11 +156,14 @@ var (
 	descInFlight = prometheus.NewDesc("perigee_upstream_in_flight", "Requests being served by the backend.", []string{"service", "backend"}, nil)
 	descLatency  = prometheus.NewDesc("perigee_upstream_ewma_seconds", "Peak-EWMA response time of the backend.", []string{"service", "backend"}, nil)
 	descWeight   = prometheus.NewDesc("perigee_upstream_weight", "Current balancing weight of the backend.", []string{"service", "backend"}, nil)
+	descCheckUp  = prometheus.NewDesc("perigee_upstream_check_up", "1 when the backend's last active health checks passed (or it has none).", []string{"service", "backend"}, nil)
+	descEjected  = prometheus.NewDesc("perigee_upstream_ejected", "1 while passive outlier detection keeps the backend out.", []string{"service", "backend"}, nil)
+	descFailures = prometheus.NewDesc("perigee_upstream_failures_total", "Requests to the backend that failed.", []string{"service", "backend"}, nil)
 	descOverflow = prometheus.NewDesc("perigee_node_upstream_overflow_total", "Requests a circuit breaker refused, by the threshold that refused them.", []string{"service", "reason"}, nil)
 )
 
 func (backendCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descHealthy, descInFlight, descLatency, descWeight, descOverflow} {
+	for _, d := range []*prometheus.Desc{descHealthy, descInFlight, descLatency, descWeight, descCheckUp, descEjected, descFailures, descOverflow} {
 		ch <- d
 	}
 }
@@ -130,6 +183,17 @@ func (c backendCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(b.InFlight()), s.Name, b.Addr)
 			ch <- prometheus.MustNewConstMetric(descLatency, prometheus.GaugeValue, b.Latency().Seconds(), s.Name, b.Addr)
 			ch <- prometheus.MustNewConstMetric(descWeight, prometheus.GaugeValue, float64(b.Weight()), s.Name, b.Addr)
+			st := b.Status(now)
+			ch <- prometheus.MustNewConstMetric(descCheckUp, prometheus.GaugeValue, one(st.CheckUp), s.Name, b.Addr)
+			ch <- prometheus.MustNewConstMetric(descEjected, prometheus.GaugeValue, one(st.EjectedUntil.After(now)), s.Name, b.Addr)
+			ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(st.Failures), s.Name, b.Addr)
 		}
 	}
+}
+
+func one(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

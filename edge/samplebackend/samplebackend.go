@@ -32,15 +32,13 @@ type Options struct {
 //   - POST/PUT with a body: reads it all and reports the byte count;
 //   - a path ending in .json: a small JSON account record, with the
 //     password and ssn fields the redact transform masks;
-//   - anything else: Size bytes after Latency, or a 500 at ErrorRate.
+//   - anything else: Size bytes (the alphabet, in lines) after Latency, or
+//     a 500 at ErrorRate.
 //
 // Query parameters latency=, status= and size= override the options per
 // request, which lets tests drive timeouts and errors.
 func Handler(o Options) http.Handler {
-	body := make([]byte, o.Size)
-	for i := range body {
-		body[i] = 'a' + byte(i%26)
-	}
+	body := filler(int(o.Size))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" {
 			_, _ = io.WriteString(w, "ok\n")
@@ -83,13 +81,26 @@ func Handler(o Options) http.Handler {
 		}
 		out := body
 		if s, err := strconv.Atoi(q.Get("size")); err == nil && s >= 0 && s <= 64<<20 {
-			out = make([]byte, s)
+			out = filler(s)
 		}
 		h.Set("Content-Type", "text/plain")
 		h.Set("Content-Length", strconv.Itoa(len(out)))
 		w.WriteHeader(status)
 		_, _ = w.Write(out)
 	})
+}
+
+// filler is n bytes of the alphabet in lines of 64, ending in a newline
+// (when n > 0) so that a terminal shows the prompt on its own line.
+func filler(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = 'a' + byte(i%26)
+		if i%65 == 64 || i == n-1 {
+			b[i] = '\n'
+		}
+	}
+	return b
 }
 
 // Serve runs the backend on addr until ctx is done.

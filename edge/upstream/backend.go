@@ -105,7 +105,8 @@ type Status struct {
 	EjectedUntil time.Time     `json:"ejected_until,omitzero"`
 	Weight       int           `json:"weight"`
 	InFlight     int64         `json:"in_flight"`
-	Latency      time.Duration `json:"ewma_latency_ns"`
+	Latency      time.Duration `json:"-"`
+	LatencySec   float64       `json:"ewma_latency_seconds"`
 	Requests     uint64        `json:"requests"`
 	Failures     uint64        `json:"failures"`
 }
@@ -114,7 +115,7 @@ type Status struct {
 func (b *Backend) Status(now time.Time) Status {
 	s := Status{
 		URL: b.URL.String(), Source: b.Source, Healthy: b.Healthy(now), CheckUp: b.checkUp.Load(),
-		Weight: b.Weight(), InFlight: b.inFlight.Load(), Latency: b.Latency(),
+		Weight: b.Weight(), InFlight: b.inFlight.Load(), Latency: b.Latency(), LatencySec: b.Latency().Seconds(),
 		Requests: b.requests.Load(), Failures: b.failures.Load(),
 	}
 	if until := b.ejectedUntil.Load(); until > now.UnixNano() {

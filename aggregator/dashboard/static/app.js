@@ -45,19 +45,57 @@ function drawMap(regions) {
   }
 }
 
-function drawChart(id, points, lines) {
+// niceStep is a round step (1, 2 or 5 times a power of ten) that cuts
+// span into about n parts.
+function niceStep(span, n) {
+  const raw = span / n, mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  return [1, 2, 5, 10].map(m => m * mag).find(s => s >= raw);
+}
+
+// drawChart plots the series' lines against time, with round ticks on
+// both axes, the unit on the value axis and a legend.
+function drawChart(id, points, lines, unit) {
   const svg = document.getElementById(id);
   svg.replaceChildren();
-  el("line", {class: "axis", x1: 30, y1: 120, x2: 395, y2: 120}, svg);
-  if (points.length === 0) { el("text", {x: 150, y: 70}, svg).textContent = "no data yet"; return; }
-  const t0 = Date.parse(points[0].t), t1 = Math.max(Date.parse(points[points.length - 1].t), t0 + 1);
-  const top = Math.max(1e-9, ...points.flatMap(p => lines.map(l => p[l.key])));
-  el("text", {x: 0, y: 12}, svg).textContent = top.toFixed(top < 10 ? 1 : 0);
-  el("text", {x: 0, y: 122}, svg).textContent = "0";
-  for (const l of lines) {
-    const pts = points.map(p => `${30 + 365 * (Date.parse(p.t) - t0) / (t1 - t0)},${120 - 110 * p[l.key] / top}`);
-    el("polyline", {points: pts.join(" "), stroke: l.color}, svg);
+  const L = 40, R = 395, T = 18, B = 118;
+  el("line", {class: "axis", x1: L, y1: B, x2: R, y2: B}, svg);
+  el("line", {class: "axis", x1: L, y1: T, x2: L, y2: B}, svg);
+  el("text", {x: 2, y: 10}, svg).textContent = unit;
+  lines.forEach((l, i) => {
+    const x = 130 + i * 90;
+    el("line", {x1: x, y1: 7, x2: x + 14, y2: 7, stroke: l.color, "stroke-width": 2}, svg);
+    el("text", {x: x + 18, y: 10}, svg).textContent = l.label;
+  });
+  if (points.length === 0) { el("text", {x: 170, y: 70}, svg).textContent = "no data yet"; return; }
+  const t0 = Date.parse(points[0].t), t1 = Math.max(Date.parse(points[points.length - 1].t), t0 + 1000);
+  const max = Math.max(1e-9, ...points.flatMap(p => lines.map(l => p[l.key])));
+  const step = niceStep(max, 3), top = Math.ceil(max / step) * step;
+  const y = v => B - (B - T) * v / top, x = t => L + (R - L) * (t - t0) / (t1 - t0);
+  for (let v = 0; v <= top + step / 2; v += step) {
+    el("line", {class: "tick", x1: L, y1: y(v), x2: R, y2: y(v)}, svg);
+    el("text", {x: L - 4, y: y(v) + 3, "text-anchor": "end"}, svg).textContent = +v.toFixed(6);
   }
+  // Round times: the smallest step in seconds that leaves at most 5 ticks.
+  const secs = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600].find(s => (t1 - t0) / (s * 1000) <= 5) || 3600;
+  const tick = secs * 1000, fmt = secs < 60 ? {hour: "2-digit", minute: "2-digit", second: "2-digit"} : {hour: "2-digit", minute: "2-digit"};
+  for (let t = Math.ceil(t0 / tick) * tick; t <= t1; t += tick) {
+    el("line", {class: "axis", x1: x(t), y1: B, x2: x(t), y2: B + 3}, svg);
+    el("text", {x: x(t), y: B + 13, "text-anchor": "middle"}, svg).textContent = new Date(t).toLocaleTimeString([], fmt);
+  }
+  for (const l of lines) {
+    el("polyline", {points: points.map(p => `${x(Date.parse(p.t))},${y(p[l.key])}`).join(" "), stroke: l.color}, svg);
+  }
+}
+
+// emptyState says so, in the table's footer, when its body is empty.
+function emptyState(body, text) {
+  const foot = body.parentElement.createTFoot();
+  foot.replaceChildren();
+  if (body.rows.length > 0) return;
+  const tr = foot.insertRow(), td = tr.insertCell();
+  td.colSpan = body.parentElement.tHead.rows[0].cells.length;
+  td.className = "empty";
+  td.textContent = text;
 }
 
 function cell(tr, text, cls) {
@@ -85,6 +123,7 @@ function drawNodes(nodes) {
     cell(tr, skew, "num");
     body.appendChild(tr);
   }
+  emptyState(body, "no node has reported yet");
 }
 
 function drawDecisions(decisions) {
@@ -97,7 +136,11 @@ function drawDecisions(decisions) {
     cell(tr, d.reason || ""); cell(tr, d.rejected ? "rejected: " + d.rejected : d.dry_run ? "dry run" : d.applied ? "applied" : "not applied");
     body.appendChild(tr);
   }
+  emptyState(body, "no scaling decisions yet");
 }
+
+// count writes n things in English: "1 node", "2 nodes".
+const count = (n, one, many = one + "s") => `${n} ${n === 1 ? one : many}`;
 
 async function getJSON(path) {
   const r = await fetch(path, {cache: "no-store"});
@@ -112,11 +155,11 @@ async function refresh() {
     ]);
     const up = fleet.nodes.filter(n => n.status === "up").length;
     document.getElementById("totals").textContent =
-      `${fleet.nodes.length} nodes (${up} up) in ${fleet.regions.length} regions · ${fleet.batches} batches, ${fleet.records} records`;
+      `${count(fleet.nodes.length, "node")} (${up} up) in ${count(fleet.regions.length, "region")} · ${count(fleet.batches, "batch", "batches")}, ${count(fleet.records, "record")}`;
     drawMap(fleet.regions);
     drawNodes(fleet.nodes);
-    drawChart("chart-rps", series.points, [{key: "rps", color: "#58a6ff"}]);
-    drawChart("chart-lat", series.points, [{key: "p50_ms", color: "#5fd17a"}, {key: "p99_ms", color: "#f0605d"}]);
+    drawChart("chart-rps", series.points, [{key: "rps", color: "#58a6ff", label: "requests/s"}], "req/s");
+    drawChart("chart-lat", series.points, [{key: "p50_ms", color: "#5fd17a", label: "p50"}, {key: "p99_ms", color: "#f0605d", label: "p99"}], "ms");
     drawDecisions(decisions.decisions);
     document.getElementById("status").textContent = "updated " + new Date().toLocaleTimeString();
     document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes) + 1);

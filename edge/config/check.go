@@ -1,0 +1,153 @@
+package config
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"perigee/certs"
+	"perigee/geo/geoip"
+	"perigee/policies"
+	"perigee/policies/actuator"
+	"perigee/runtime/wasm"
+)
+
+// Check reads, decodes and validates the file at path and then does what a
+// node does with it short of opening sockets: it loads the certificate
+// and the admin token, builds each actuator, compiles every policy and
+// every Wasm module, and opens the GeoIP database. It reports every problem it finds in one error, one
+// "file:line: what" a line, in the order of the file.
+func Check(ctx context.Context, path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, v, err := decode(path, b)
+	if err != nil {
+		return nil, err
+	}
+	c.check(ctx, v)
+	v.sortByLine()
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// check runs the parts' own loading on what the file names. A file that
+// cannot be read was reported by validateFiles already, so it is skipped.
+func (c *Config) check(ctx context.Context, v *validator) {
+	if c.TLS.Cert != "" && c.TLS.Key != "" && readable(c.TLS.Cert) && readable(c.TLS.Key) {
+		if _, err := certs.Load(c.TLS.Cert, c.TLS.Key, nil); err != nil {
+			v.at(p("tls"), "%v", err)
+		}
+	}
+	if c.Admin.TokenFile != "" {
+		if b, err := os.ReadFile(c.Admin.TokenFile); err == nil && strings.TrimSpace(string(b)) == "" {
+			v.at(p("admin", "token_file"), "admin.token_file %s is empty", c.Admin.TokenFile)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Services)) {
+		svc := c.Services[name]
+		if svc == nil || svc.Scale == nil || svc.Scale.Validate() != nil {
+			continue
+		}
+		// Building an actuator starts nothing: it parses its command,
+		// reads its kubeconfig or checks its URL.
+		if _, err := actuator.New(name, *svc.Scale, noBackends{}, slog.New(slog.DiscardHandler)); err != nil {
+			v.at(p("services", name, "scale"), "service %q: %v", name, err)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Policies)) {
+		spec := c.Policies[name]
+		if spec == nil || spec.Validate() != nil || !readable(spec.Script) {
+			continue
+		}
+		_, err := policies.NewEngine(policies.EngineConfig{Source: noFigures{}, Policies: []policies.Spec{*spec}})
+		if err != nil {
+			msg := strings.TrimPrefix(err.Error(), "policies: policy "+name+": ")
+			v.at(p("policies", name, "script"), "policy %q: %s", name, msg)
+		}
+	}
+	c.checkModules(ctx, v)
+	if c.Geo != nil && c.Geo.Database != "" && readable(c.Geo.Database) {
+		if _, err := geoip.Open(c.Geo.Database, slog.New(slog.DiscardHandler)); err != nil {
+			v.at(p("geo", "database"), "geo.database: %v", err)
+		}
+	}
+}
+
+// checkModules compiles each module and checks its exports and imports, as
+// loading a transform does, without instantiating its pool.
+func (c *Config) checkModules(ctx context.Context, v *validator) {
+	if len(c.Transforms) == 0 {
+		return
+	}
+	host, err := wasm.NewHost(wasm.Options{})
+	if err != nil {
+		v.at(p("transforms"), "wasm runtime: %v", err)
+		return
+	}
+	defer host.Close(ctx)
+	for _, name := range slices.Sorted(maps.Keys(c.Transforms)) {
+		t := c.Transforms[name]
+		if t == nil || t.Module == "" {
+			continue
+		}
+		if _, err := wasm.EncodeConfig(t.Config, "."); err != nil {
+			v.at(p("transforms", name, "config"), "transform %q config: %v", name, err)
+		}
+		bin, err := os.ReadFile(t.Module)
+		if err != nil {
+			continue
+		}
+		if err := host.Validate(ctx, bin); err != nil {
+			v.at(p("transforms", name, "module"), "transform %q: %s: %v", name, t.Module, err)
+		}
+	}
+}
+
+func readable(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// noFigures lets an engine be built only to compile its policies.
+type noFigures struct{}
+
+func (noFigures) Snapshot() policies.Snapshot { return policies.Snapshot{} }
+func (noFigures) IsLeader() bool              { return false }
+
+var _ policies.Source = noFigures{}
+
+// noBackends lets an actuator be built only to check its settings.
+type noBackends struct{}
+
+func (noBackends) AddBackend(string, string) error    { return nil }
+func (noBackends) RemoveBackend(string, string) error { return nil }
+
+var _ actuator.Registry = noBackends{}
+
+// sortByLine orders the errors as the file does, so a reader can walk it
+// from the top; errors on one line keep the order they were found in.
+func (v *validator) sortByLine() {
+	slices.SortStableFunc(v.errs, func(a, b string) int { return lineOf(a, v.file) - lineOf(b, v.file) })
+}
+
+func lineOf(msg, file string) int {
+	rest, ok := strings.CutPrefix(msg, file+":")
+	if !ok {
+		return 0
+	}
+	n, _ := strconv.Atoi(rest[:max(strings.IndexByte(rest, ':'), 0)])
+	return n
+}

@@ -1,0 +1,49 @@
+package metrics
+
+import (
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"perigee/edge/upstream"
+	"perigee/telemetry"
+)
+
+func scrape(t *testing.T, m *Metrics) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	return rec.Body.String()
+}
+
+func TestPartsSeries(t *testing.T) {
+	m := New(func() []*upstream.Service { return nil })
+	var h telemetry.Histogram
+	h.Observe(3 * time.Millisecond)
+	m.Transforms(func() []TransformFigures {
+		return []TransformFigures{{Name: "auth", Calls: 7, Traps: 1, Time: h.Snapshot()}}
+	})
+	m.Gauges("perigee_service_replicas", "r", []string{"service"}, func(emit Emit) { emit(3, "api") })
+	m.Decided("p", "scale", true, false, "")
+	m.Decided("p", "scale", false, false, "above max")
+	m.Decided("p", "weight", false, true, "")
+	m.Done(nil, "r", "s", "HTTP/2.0", 200, time.Millisecond)
+	body := scrape(t, m)
+	for _, want := range []string{
+		`perigee_transform_calls_total{transform="auth"} 7`,
+		`perigee_transform_errors_total{kind="trap",transform="auth"} 1`,
+		`perigee_transform_guest_seconds_count{transform="auth"} 1`,
+		`perigee_service_replicas{service="api"} 3`,
+		`perigee_policy_decisions_total{action="scale",outcome="applied",policy="p"} 1`,
+		`perigee_policy_decisions_total{action="scale",outcome="rejected",policy="p"} 1`,
+		`perigee_policy_decisions_total{action="weight",outcome="dry_run",policy="p"} 1`,
+		`perigee_requests_total{code="200",proto="h2",route="r",service="s"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("missing %s", want)
+		}
+	}
+}
