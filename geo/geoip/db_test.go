@@ -1,6 +1,7 @@
 package geoip_test
 
 import (
+	"bytes"
 	"context"
 	"net/netip"
 	"os"
@@ -100,6 +101,41 @@ func TestOpenRejectsMissingAndCorruptFiles(t *testing.T) {
 	os.WriteFile(damaged, bad, 0o644)
 	if _, err := geoip.Open(damaged, nil); err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Errorf("damaged file: %v", err)
+	}
+	if err := geoip.Check(damaged); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Errorf("check of damaged file: %v", err)
+	}
+	// Cut short: the metadata at the end is gone.
+	short := filepath.Join(dir, "short.mmdb")
+	os.WriteFile(short, good[:len(good)/2], 0o644)
+	if err := geoip.Check(short); err == nil || !strings.Contains(err.Error(), "not a MaxMind DB") {
+		t.Errorf("check of truncated file: %v", err)
+	}
+	if err := geoip.Check(writeDemo(t)); err != nil {
+		t.Errorf("check of good file: %v", err)
+	}
+}
+
+// Open checks what a start can afford (metadata, type, sample lookups) and
+// leaves the full walk of every record to Check, which validate runs: a
+// record no lookup reaches yet is damaged here, and only Check notices.
+func TestOpenLeavesFullVerificationToCheck(t *testing.T) {
+	good, _ := os.ReadFile(writeDemo(t))
+	// The data section sits between the search tree and the metadata; damage
+	// the name in Sydney's record, which no probe reaches.
+	at := bytes.LastIndex(good, []byte("Sydney"))
+	if at < 0 {
+		t.Fatal("demo database has no Sydney record")
+	}
+	bad := append([]byte(nil), good...)
+	bad[at-1] = 0xff // the string's control byte
+	path := filepath.Join(t.TempDir(), "city.mmdb")
+	os.WriteFile(path, bad, 0o644)
+	if _, err := geoip.Open(path, nil); err != nil {
+		t.Fatalf("open ran the full verification: %v", err)
+	}
+	if err := geoip.Check(path); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Errorf("check missed the damaged record: %v", err)
 	}
 }
 
