@@ -77,7 +77,7 @@ func TestExplainShowsEveryCandidate(t *testing.T) {
 	if last["node"] != "tyo" || last["excluded"] != geo.ExcludedDraining {
 		t.Fatalf("excluded candidate not last: %v", last)
 	}
-	for _, k := range []string{"distance_km", "map_rtt_ms", "rtt_ms", "load_penalty_ms", "expected_ms"} {
+	for _, k := range []string{"distance_km", "model_rtt_ms", "rtt_ms", "load_penalty_ms", "expected_ms"} {
 		if _, ok := body.Candidates[0][k]; !ok {
 			t.Errorf("candidate lacks %s: %v", k, body.Candidates[0])
 		}

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"perigee/geo/latency"
 )
 
 // Config is the `geo:` section of the node configuration.
@@ -92,9 +94,12 @@ type RouterConfig struct {
 	Trusted      []netip.Prefix // peers whose X-Forwarded-For / Forwarded is believed
 	RedirectCode int            // 307 or 308
 
-	// The map's guess of a round trip: BaseRTT + distance / KmPerMs.
-	KmPerMs float64       // default 80 km per ms of RTT: light in fibre, doubled, over a detour
-	BaseRTT time.Duration // default 5ms: last mile and stack
+	// The model's guess of a round trip (docs/geo.md): the measured median
+	// between the metros nearest each end, plus the distance from each end
+	// to its metros at KmPerMs, plus BaseRTT.
+	Matrix  *latency.Matrix // default latency.Measured
+	KmPerMs float64         // default 80 km per ms of RTT: light in fibre, doubled, over a detour
+	BaseRTT time.Duration   // default 5ms: access network and stack
 
 	// PriorSamples is how many measurements weigh as much as the map (default 3).
 	PriorSamples float64
@@ -144,6 +149,9 @@ func (c RouterConfig) withDefaults() RouterConfig {
 	}
 	if c.RedirectCode != http.StatusPermanentRedirect {
 		c.RedirectCode = http.StatusTemporaryRedirect
+	}
+	if c.Matrix == nil {
+		c.Matrix = latency.Measured
 	}
 	def(&c.KmPerMs, 80)
 	defDur(&c.BaseRTT, 5*time.Millisecond)
