@@ -294,6 +294,43 @@ func (l *Learner) Merge(node string, summary []byte) error {
 	return nil
 }
 
+// Peers lists the nodes whose summaries are held, sorted.
+func (l *Learner) Peers() []string {
+	m := *l.remote.Load()
+	out := make([]string, 0, len(m))
+	for id := range m {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Retain forgets every peer that is not among members, and every peer whose
+// latest summary is older than MaxAge (it has nothing left to say): the
+// mesh forgets departed nodes, and the learner must not keep their
+// summaries forever. It returns how many peers were forgotten.
+func (l *Learner) Retain(members []string) int {
+	keep := make(map[string]bool, len(members))
+	for _, m := range members {
+		keep[m] = true
+	}
+	cutoff := l.cfg.Now().Add(-l.cfg.MaxAge)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := *l.remote.Load()
+	next := make(map[string]*peer, min(len(old), len(members)))
+	for id, p := range old {
+		if keep[id] && !p.received.Before(cutoff) {
+			next[id] = p
+		}
+	}
+	if len(next) == len(old) {
+		return 0
+	}
+	l.remote.Store(&next)
+	return len(old) - len(next)
+}
+
 // maxSummary refuses summaries far beyond any sane size before decoding.
 const maxSummary = 64 << 10
 
