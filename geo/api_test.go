@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -11,6 +13,7 @@ import (
 
 	"perigee/geo"
 	"perigee/geo/demodb"
+	"perigee/geo/geoip"
 )
 
 func TestNodesAPIRanksForCaller(t *testing.T) {
@@ -122,5 +125,27 @@ dns: {listen: "127.0.0.1:5353", names: ["edge.example.net."], ttl: 20s}
 	}
 	if err := (geo.Config{DNS: geo.DNSConfig{Listen: "127.0.0.1:53"}}).Validate(); err == nil || !strings.Contains(err.Error(), "at least one name") {
 		t.Errorf("dns without names: %v", err)
+	}
+}
+
+func TestCheckDatabaseCatchesWhatServeWouldRefuse(t *testing.T) {
+	if err := (geo.Config{}).CheckDatabase(); err != nil {
+		t.Errorf("no database configured: %v", err)
+	}
+	good := filepath.Join(t.TempDir(), "city.mmdb")
+	if err := demodb.Write(good); err != nil {
+		t.Fatal(err)
+	}
+	if err := (geo.Config{Database: good}).CheckDatabase(); err != nil {
+		t.Errorf("good database: %v", err)
+	}
+	b, _ := os.ReadFile(good)
+	short := filepath.Join(t.TempDir(), "short.mmdb")
+	os.WriteFile(short, b[:len(b)*2/3], 0o644)
+	if _, err := geoip.Open(short, nil); err == nil {
+		t.Fatal("test premise: serve opens the truncated file")
+	}
+	if err := (geo.Config{Database: short}).CheckDatabase(); err == nil {
+		t.Error("truncated database passed the check")
 	}
 }
