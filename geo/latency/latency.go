@@ -174,7 +174,17 @@ const spreadKm = 50
 // of uncertainty rather than from its centre, so a country-centre record
 // with a radius of hundreds of kilometres is spread over the metros it may
 // be near instead of pinned to whichever is closest to the centroid.
+//
+// Coordinates come from database files and gossip, so nonsense is tamed
+// rather than trusted: latitude is clamped, longitude taken modulo 360°,
+// anything not finite read as 0 and a radius that is not a positive number
+// as exact.
 func (m *Matrix) Place(lat, lon, radiusKm float64) Place {
+	lat = min(max(finite(lat), -90), 90)
+	lon = math.Mod(finite(lon), 360)
+	if !(radiusKm > 0) {
+		radiusKm = 0
+	}
 	u := unitVector(lat, lon)
 	var p Place
 	var best [K]float64 // squared chord lengths of p.idx, ascending
@@ -193,7 +203,6 @@ func (m *Matrix) Place(lat, lon, radiusKm float64) Place {
 		best[j], p.idx[j] = c, uint8(i)
 		p.n = uint8(min(int(p.n)+1, K))
 	}
-	radiusKm = max(radiusKm, 0)
 	var total float64
 	var w [K]float64
 	for j := range int(p.n) {
@@ -247,6 +256,13 @@ func (m *Matrix) Shares(p Place) []Share {
 }
 
 const earthRadiusKm = 6371.0
+
+func finite(v float64) float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0
+	}
+	return v
+}
 
 func unitVector(lat, lon float64) [3]float64 {
 	const rad = math.Pi / 180

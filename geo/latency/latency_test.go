@@ -97,3 +97,17 @@ func TestLoadRejectsBadTables(t *testing.T) {
 		t.Errorf("both directions: %v, want their mean", v)
 	}
 }
+
+// Coordinates come from database files and gossip: nonsense must still give
+// a usable place.
+func TestPlaceOfNonsenseCoordinates(t *testing.T) {
+	m := latency.Measured
+	fra := place(50.11, 8.68, 0)
+	for _, c := range [][3]float64{{math.NaN(), 0, 0}, {0, math.Inf(1), 0}, {1e9, -1e9, math.NaN()}, {0, 0, math.Inf(1)}, {0, 0, -5}} {
+		p := place(c[0], c[1], c[2])
+		ms := m.BetweenMs(p, fra)
+		if math.IsNaN(ms) || math.IsInf(ms, 0) || ms < 0 || math.IsNaN(p.AccessKm) || math.IsInf(p.AccessKm, 0) {
+			t.Errorf("%v: %v ms, access %v km", c, ms, p.AccessKm)
+		}
+	}
+}

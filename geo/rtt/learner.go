@@ -29,8 +29,12 @@ type Cell uint16
 // NoCell stands for an unknown location.
 const NoCell Cell = math.MaxUint16
 
-// CellOf returns the cell holding a coordinate.
+// CellOf returns the cell holding a coordinate, or NoCell for one that is
+// not a number (coordinates come from database files).
 func CellOf(lat, lon float64) Cell {
+	if math.IsNaN(lat) || math.IsNaN(lon) {
+		return NoCell
+	}
 	row := int(math.Floor((min(max(lat, -90), 89.999) + 90) / 2))
 	col := int(math.Floor((min(max(lon, -180), 179.999) + 180) / 2))
 	return Cell(row*180 + col)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"path/filepath"
 	"runtime"
@@ -262,4 +263,15 @@ func heapInUse() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse
+}
+
+func TestCellOfNonsenseCoordinates(t *testing.T) {
+	if c := rtt.CellOf(math.NaN(), 10); c != rtt.NoCell {
+		t.Errorf("NaN latitude: cell %d", c)
+	}
+	for _, c := range []rtt.Cell{rtt.CellOf(1e9, -1e9), rtt.CellOf(math.Inf(-1), math.Inf(1)), rtt.CellOf(90, 180)} {
+		if c >= rtt.NoCell {
+			t.Errorf("out-of-range coordinates gave cell %d", c)
+		}
+	}
 }
