@@ -69,12 +69,25 @@ func TestExplainShowsEveryCandidate(t *testing.T) {
 		}
 		Candidates []map[string]any
 		Database   struct{ Type string }
+		Placement  struct {
+			Metros []struct {
+				City   string
+				Weight float64
+			}
+		}
+		Why string
 	}
 	if err := json.Unmarshal([]byte(r.body), &body); err != nil || r.code != http.StatusOK {
 		t.Fatalf("%d %q %v", r.code, r.body, err)
 	}
 	if body.Location.City != "Sydney" || body.Database.Type != "GeoLite2-City" || len(body.Candidates) != 3 {
 		t.Fatalf("%s", r.body)
+	}
+	if len(body.Placement.Metros) == 0 || body.Placement.Metros[0].City != "Sydney" || body.Placement.Metros[0].Weight < 0.9 {
+		t.Errorf("placement: %+v", body.Placement)
+	}
+	if !strings.Contains(body.Why, body.Best.ID+": ") || !strings.Contains(body.Why, "tyo draining") {
+		t.Errorf("why: %q", body.Why)
 	}
 	last := body.Candidates[2]
 	if last["node"] != "tyo" || last["excluded"] != geo.ExcludedDraining {
