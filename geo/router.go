@@ -151,34 +151,24 @@ func (rt *Router) Decide(client netip.Addr) Decision { return rt.decide(client, 
 // distance, and why the winner won.
 func (rt *Router) Explain(client netip.Addr) Decision {
 	d := rt.decide(client, false)
-	if d.Location.Known {
-		p := rt.cfg.Matrix.Place(d.Location.Lat, d.Location.Lon, float64(d.Location.AccuracyKm))
-		d.Placement = &Placement{AccuracyKm: d.Location.AccuracyKm, Metros: rt.cfg.Matrix.Shares(p), LastMileKm: math.Round(p.AccessKm)}
-	}
-	lat, lon := rt.fleet.Self().Lat, rt.fleet.Self().Lon
+	self := rt.fleet.Self()
+	lat, lon := self.Lat, self.Lon
 	if d.Location.Known {
 		lat, lon = d.Location.Lat, d.Location.Lon
+		p := rt.cfg.Matrix.Place(lat, lon, float64(d.Location.AccuracyKm))
+		d.Placement = &Placement{AccuracyKm: d.Location.AccuracyKm, Metros: rt.cfg.Matrix.Shares(p), LastMileKm: math.Round(p.AccessKm)}
+	}
+	at := map[string]Node{self.ID: self}
+	for _, n := range rt.fleet.Nodes() {
+		at[n.ID] = n
 	}
 	for i := range d.Candidates {
-		c := &d.Candidates[i]
-		if n, ok := rt.node(c.Node); ok {
-			c.DistanceKm = distanceKm(lat, lon, n.Lat, n.Lon)
+		if n, ok := at[d.Candidates[i].Node]; ok {
+			d.Candidates[i].DistanceKm = distanceKm(lat, lon, n.Lat, n.Lon)
 		}
 	}
 	d.Why = why(d)
 	return d
-}
-
-func (rt *Router) node(id string) (Node, bool) {
-	if self := rt.fleet.Self(); self.ID == id {
-		return self, true
-	}
-	for _, n := range rt.fleet.Nodes() {
-		if n.ID == id {
-			return n, true
-		}
-	}
-	return Node{}, false
 }
 
 func (rt *Router) decide(client netip.Addr, commit bool) Decision {
