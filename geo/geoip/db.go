@@ -140,6 +140,9 @@ func load(path string) (*generation, *maxminddb.Reader, error) {
 		}
 	}
 	for _, a := range probes {
+		if a.Is6() && r.Metadata().IPVersion == 4 {
+			continue // an IPv4-only tree has no IPv6 half to probe
+		}
 		if _, err := r.City(a); err != nil {
 			return nil, nil, fmt.Errorf("geoip database %s: corrupt: looking up %s: %w", path, a, err)
 		}

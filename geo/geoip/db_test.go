@@ -3,12 +3,16 @@ package geoip_test
 import (
 	"bytes"
 	"context"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/maxmind/mmdbwriter"
+	"github.com/maxmind/mmdbwriter/mmdbtype"
 
 	"perigee/geo/demodb"
 	"perigee/geo/geoip"
@@ -199,5 +203,36 @@ func TestWatchPicksUpNewFile(t *testing.T) {
 	}
 	if loc := db.Lookup(demodb.Tokyo.Client()); loc.City != "Tokyo" {
 		t.Errorf("after watch reload: %+v", loc)
+	}
+}
+
+func TestOpenTakesIPv4OnlyDatabases(t *testing.T) {
+	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoLite2-City", IPVersion: 4, RecordSize: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, network, _ := net.ParseCIDR("81.2.69.0/24")
+	rec := mmdbtype.Map{"location": mmdbtype.Map{"latitude": mmdbtype.Float64(51.5), "longitude": mmdbtype.Float64(-0.13)}}
+	if err := tree.Insert(network, rec); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "v4.mmdb")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tree.WriteTo(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	db, err := geoip.Open(path, nil)
+	if err != nil {
+		t.Fatalf("IPv4-only database refused: %v", err)
+	}
+	if loc := db.Lookup(netip.MustParseAddr("81.2.69.1")); !loc.Known {
+		t.Errorf("%+v", loc)
+	}
+	if loc := db.Lookup(netip.MustParseAddr("2a00:1450::1")); loc.Known {
+		t.Errorf("IPv6 placed by an IPv4 database: %+v", loc)
 	}
 }
