@@ -113,7 +113,7 @@ type RouterConfig struct {
 	KmPerMs float64         // default 80 km per ms of RTT: light in fibre, doubled, over a detour
 	BaseRTT time.Duration   // default 5ms: access network and stack
 
-	// PriorSamples is how many measurements weigh as much as the map (default 3).
+	// PriorSamples is how many measurements weigh as much as the model (default 3).
 	PriorSamples float64
 
 	// Load: penalty QueueUnit·u/(1-u) for utilisation u = in-flight/capacity;
