@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -11,6 +13,7 @@ import (
 
 	"perigee/geo"
 	"perigee/geo/demodb"
+	"perigee/geo/geoip"
 )
 
 func TestNodesAPIRanksForCaller(t *testing.T) {
@@ -66,6 +69,13 @@ func TestExplainShowsEveryCandidate(t *testing.T) {
 		}
 		Candidates []map[string]any
 		Database   struct{ Type string }
+		Placement  struct {
+			Metros []struct {
+				City   string
+				Weight float64
+			}
+		}
+		Why string
 	}
 	if err := json.Unmarshal([]byte(r.body), &body); err != nil || r.code != http.StatusOK {
 		t.Fatalf("%d %q %v", r.code, r.body, err)
@@ -73,11 +83,17 @@ func TestExplainShowsEveryCandidate(t *testing.T) {
 	if body.Location.City != "Sydney" || body.Database.Type != "GeoLite2-City" || len(body.Candidates) != 3 {
 		t.Fatalf("%s", r.body)
 	}
+	if len(body.Placement.Metros) == 0 || body.Placement.Metros[0].City != "Sydney" || body.Placement.Metros[0].Weight < 0.9 {
+		t.Errorf("placement: %+v", body.Placement)
+	}
+	if !strings.Contains(body.Why, body.Best.ID+": ") || !strings.Contains(body.Why, "tyo draining") {
+		t.Errorf("why: %q", body.Why)
+	}
 	last := body.Candidates[2]
 	if last["node"] != "tyo" || last["excluded"] != geo.ExcludedDraining {
 		t.Fatalf("excluded candidate not last: %v", last)
 	}
-	for _, k := range []string{"distance_km", "map_rtt_ms", "rtt_ms", "load_penalty_ms", "expected_ms"} {
+	for _, k := range []string{"distance_km", "model_rtt_ms", "rtt_ms", "load_penalty_ms", "expected_ms"} {
 		if _, ok := body.Candidates[0][k]; !ok {
 			t.Errorf("candidate lacks %s: %v", k, body.Candidates[0])
 		}
@@ -122,5 +138,27 @@ dns: {listen: "127.0.0.1:5353", names: ["edge.example.net."], ttl: 20s}
 	}
 	if err := (geo.Config{DNS: geo.DNSConfig{Listen: "127.0.0.1:53"}}).Validate(); err == nil || !strings.Contains(err.Error(), "at least one name") {
 		t.Errorf("dns without names: %v", err)
+	}
+}
+
+func TestCheckDatabaseCatchesWhatServeWouldRefuse(t *testing.T) {
+	if err := (geo.Config{}).CheckDatabase(); err != nil {
+		t.Errorf("no database configured: %v", err)
+	}
+	good := filepath.Join(t.TempDir(), "city.mmdb")
+	if err := demodb.Write(good); err != nil {
+		t.Fatal(err)
+	}
+	if err := (geo.Config{Database: good}).CheckDatabase(); err != nil {
+		t.Errorf("good database: %v", err)
+	}
+	b, _ := os.ReadFile(good)
+	short := filepath.Join(t.TempDir(), "short.mmdb")
+	os.WriteFile(short, b[:len(b)*2/3], 0o644)
+	if _, err := geoip.Open(short, nil); err == nil {
+		t.Fatal("test premise: serve opens the truncated file")
+	}
+	if err := (geo.Config{Database: short}).CheckDatabase(); err == nil {
+		t.Error("truncated database passed the check")
 	}
 }

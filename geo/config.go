@@ -8,6 +8,9 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"perigee/geo/geoip"
+	"perigee/geo/latency"
 )
 
 // Config is the `geo:` section of the node configuration.
@@ -27,8 +30,8 @@ type DNSConfig struct {
 	Answers int `yaml:"answers"`
 }
 
-// Validate checks the section without touching the database file; OpenDB
-// reports a missing or corrupt file.
+// Validate checks the section without touching the database file;
+// CheckDatabase checks the file.
 func (c Config) Validate() error {
 	var errs []error
 	if _, err := ParsePrefixes(c.TrustedProxies); err != nil {
@@ -41,6 +44,17 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("dns: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// CheckDatabase opens the configured database and verifies every record in
+// it (geoip.Check), so a truncated or damaged file fails `perigee validate`
+// as it would fail serve. It takes seconds of CPU on a full GeoLite2-City
+// file, which is why serve itself does not run it.
+func (c Config) CheckDatabase() error {
+	if c.Database == "" {
+		return nil
+	}
+	return geoip.Check(c.Database)
 }
 
 // Validate checks the DNS settings.
@@ -92,11 +106,14 @@ type RouterConfig struct {
 	Trusted      []netip.Prefix // peers whose X-Forwarded-For / Forwarded is believed
 	RedirectCode int            // 307 or 308
 
-	// The map's guess of a round trip: BaseRTT + distance / KmPerMs.
-	KmPerMs float64       // default 80 km per ms of RTT: light in fibre, doubled, over a detour
-	BaseRTT time.Duration // default 5ms: last mile and stack
+	// The model's guess of a round trip (docs/geo.md): the measured median
+	// between the metros nearest each end, plus the distance from each end
+	// to its metros at KmPerMs, plus BaseRTT.
+	Matrix  *latency.Matrix // default latency.Measured
+	KmPerMs float64         // default 80 km per ms of RTT: light in fibre, doubled, over a detour
+	BaseRTT time.Duration   // default 5ms: access network and stack
 
-	// PriorSamples is how many measurements weigh as much as the map (default 3).
+	// PriorSamples is how many measurements weigh as much as the model (default 3).
 	PriorSamples float64
 
 	// Load: penalty QueueUnit·u/(1-u) for utilisation u = in-flight/capacity;
@@ -144,6 +161,9 @@ func (c RouterConfig) withDefaults() RouterConfig {
 	}
 	if c.RedirectCode != http.StatusPermanentRedirect {
 		c.RedirectCode = http.StatusTemporaryRedirect
+	}
+	if c.Matrix == nil {
+		c.Matrix = latency.Measured
 	}
 	def(&c.KmPerMs, 80)
 	defDur(&c.BaseRTT, 5*time.Millisecond)

@@ -3,6 +3,8 @@ package geo
 import (
 	"math"
 	"time"
+
+	"perigee/geo/latency"
 )
 
 const earthRadiusKm = 6371.0
@@ -17,12 +19,27 @@ func distanceKm(lat1, lon1, lat2, lon2 float64) float64 {
 	return 2 * earthRadiusKm * math.Asin(math.Sqrt(min(1, a)))
 }
 
-// mapRTT is the round trip the map predicts over a distance.
-func (c *RouterConfig) mapRTT(km float64) time.Duration {
-	return c.BaseRTT + time.Duration(km/c.KmPerMs*float64(time.Millisecond))
+// modelRTT is the round trip the latency model predicts between two places:
+// the measured median between their metros, plus each one's last mile at
+// KmPerMs, plus BaseRTT for access networks and stacks.
+func (rt *Router) modelRTT(a, b latency.Place) time.Duration {
+	ms := rt.cfg.Matrix.BetweenMs(a, b) + (a.AccessKm+b.AccessKm)/rt.cfg.KmPerMs
+	return rt.cfg.BaseRTT + time.Duration(ms*float64(time.Millisecond))
 }
 
-// blend weighs a measured RTT against the map's guess by how many samples
+// nodePlace is where the model puts a node, cached by its coordinates: a
+// node is a data centre, so its position is taken as exact.
+func (rt *Router) nodePlace(n Node) latency.Place {
+	key := [2]float64{n.Lat, n.Lon}
+	if p, ok := rt.places.Get(key); ok {
+		return p
+	}
+	p := rt.cfg.Matrix.Place(n.Lat, n.Lon, 0)
+	rt.places.Put(key, p)
+	return p
+}
+
+// blend weighs a measured RTT against the model's guess by how many samples
 // back it: with PriorSamples samples the two count equally.
 func (c *RouterConfig) blend(model, measured time.Duration, samples int) time.Duration {
 	w := float64(samples) / (float64(samples) + c.PriorSamples)

@@ -1,7 +1,8 @@
 // Package geo sends each client to the node with the lowest expected
-// latency: it estimates round trips from the map and corrects them with
-// measured ones, adds a penalty for load, ranks the fleet, and steers HTTP
-// clients by redirect, Alt-Svc or proxy. Package geodns answers DNS with the
+// latency: it estimates round trips from those measured between metros
+// (package latency) and corrects them with the ones measured to the client,
+// adds a penalty for load, ranks the fleet, and steers HTTP clients by
+// redirect, Alt-Svc or proxy. Package geodns answers DNS with the
 // same ranking.
 package geo
 

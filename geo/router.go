@@ -14,6 +14,7 @@ import (
 	"perigee/geo/geoip"
 	"perigee/geo/internal/clientnet"
 	"perigee/geo/internal/shardcache"
+	"perigee/geo/latency"
 	"perigee/geo/rtt"
 )
 
@@ -22,8 +23,8 @@ type Reason string
 
 // Reasons.
 const (
-	ReasonLowestLatency Reason = "lowest-latency"   // the map and the load agree on the best node
-	ReasonMeasured      Reason = "measured"         // measured round trips overruled the map
+	ReasonLowestLatency Reason = "lowest-latency"   // the latency model and the load agree on the best node
+	ReasonMeasured      Reason = "measured"         // round trips measured to this client overruled the model
 	ReasonSticky        Reason = "sticky"           // the previous answer is within the margin of the best
 	ReasonUnknownClient Reason = "unknown-location" // private or unlisted address: treated as next to this node
 	ReasonNoEligible    Reason = "no-eligible-node" // every node excluded: this node serves
@@ -43,12 +44,12 @@ type Score struct {
 	Region      string
 	URL         string
 	Addrs       []netip.Addr
-	DistanceKm  float64
-	MapRTT      time.Duration // from distance alone
+	DistanceKm  float64       // great-circle, client to node; filled by Explain only
+	ModelRTT    time.Duration // from the measured metro matrix and the last mile
 	MeasuredRTT time.Duration // smoothed, from this node's or the candidate's measurements
 	Samples     int
 	Scope       string        // network or cell
-	RTT         time.Duration // the map corrected by measurement
+	RTT         time.Duration // the model corrected by measurement
 	LoadPenalty time.Duration
 	Expected    time.Duration // RTT + LoadPenalty; lower is better
 	Excluded    string        // why the node cannot take the client; empty if it can
@@ -63,7 +64,7 @@ func (s Score) MarshalJSON() ([]byte, error) {
 		URL         string       `json:"url,omitempty"`
 		Addrs       []netip.Addr `json:"addrs,omitempty"`
 		DistanceKm  float64      `json:"distance_km"`
-		MapRTT      float64      `json:"map_rtt_ms"`
+		ModelRTT    float64      `json:"model_rtt_ms"`
 		MeasuredRTT float64      `json:"measured_rtt_ms,omitempty"`
 		Samples     int          `json:"samples,omitempty"`
 		Scope       string       `json:"scope,omitempty"`
@@ -71,7 +72,7 @@ func (s Score) MarshalJSON() ([]byte, error) {
 		LoadPenalty float64      `json:"load_penalty_ms"`
 		Expected    float64      `json:"expected_ms"`
 		Excluded    string       `json:"excluded,omitempty"`
-	}{s.Node, s.Region, s.URL, s.Addrs, math.Round(s.DistanceKm), ms(s.MapRTT), ms(s.MeasuredRTT), s.Samples, s.Scope,
+	}{s.Node, s.Region, s.URL, s.Addrs, math.Round(s.DistanceKm), ms(s.ModelRTT), ms(s.MeasuredRTT), s.Samples, s.Scope,
 		ms(s.RTT), ms(s.LoadPenalty), ms(s.Expected), s.Excluded})
 }
 
@@ -84,6 +85,18 @@ type Decision struct {
 	Self       bool           `json:"self"`
 	Reason     Reason         `json:"reason"`
 	Candidates []Score        `json:"candidates"` // eligible by Expected, then the excluded
+	// Filled by Explain only, for people: where the model placed the
+	// client, and the decision in a sentence.
+	Placement *Placement `json:"placement,omitempty"`
+	Why       string     `json:"why,omitempty"`
+}
+
+// Placement is how the latency model sees a client: spread over its nearest
+// measured metros, widened by the database's accuracy radius.
+type Placement struct {
+	AccuracyKm int             `json:"accuracy_km"`
+	Metros     []latency.Share `json:"metros"`
+	LastMileKm float64         `json:"last_mile_km"`
 }
 
 // Router ranks the fleet for clients.
@@ -93,6 +106,7 @@ type Router struct {
 	fleet     Fleet
 	learner   *rtt.Learner
 	sticky    *shardcache.Cache[netip.Prefix, string]
+	places    *shardcache.Cache[[2]float64, latency.Place] // node coordinates → place
 	decisions *prometheus.CounterVec
 	proxies   sync.Map // public URL -> *httputil.ReverseProxy, built on first use
 }
@@ -107,6 +121,7 @@ func NewRouter(cfg RouterConfig, db *geoip.DB, fleet Fleet, learner *rtt.Learner
 		fleet:   fleet,
 		learner: learner,
 		sticky:  shardcache.New[netip.Prefix, string](cfg.StickyEntries),
+		places:  shardcache.New[[2]float64, latency.Place](nodePlaces),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "perigee_geo_decisions_total",
 			Help: "Steering decisions by how the client was answered and why.",
@@ -123,12 +138,38 @@ func (rt *Router) Count(action string, reason Reason) {
 	rt.decisions.WithLabelValues(action, string(reason)).Inc()
 }
 
+// nodePlaces bounds the cache of node places; a fleet has far fewer
+// distinct locations.
+const nodePlaces = 4096
+
 // Decide ranks the fleet for client and remembers the answer for its
 // network, so the next decision only moves it for a clear gain.
 func (rt *Router) Decide(client netip.Addr) Decision { return rt.decide(client, true) }
 
-// Explain is Decide without remembering the answer, for the admin API.
-func (rt *Router) Explain(client netip.Addr) Decision { return rt.decide(client, false) }
+// Explain is Decide without remembering the answer, for the admin API, and
+// with the reasons spelt out: where the client was placed, each candidate's
+// distance, and why the winner won.
+func (rt *Router) Explain(client netip.Addr) Decision {
+	d := rt.decide(client, false)
+	self := rt.fleet.Self()
+	lat, lon := self.Lat, self.Lon
+	if d.Location.Known {
+		lat, lon = d.Location.Lat, d.Location.Lon
+		p := rt.cfg.Matrix.Place(lat, lon, float64(d.Location.AccuracyKm))
+		d.Placement = &Placement{AccuracyKm: d.Location.AccuracyKm, Metros: rt.cfg.Matrix.Shares(p), LastMileKm: math.Round(p.AccessKm)}
+	}
+	at := map[string]Node{self.ID: self}
+	for _, n := range rt.fleet.Nodes() {
+		at[n.ID] = n
+	}
+	for i := range d.Candidates {
+		if n, ok := at[d.Candidates[i].Node]; ok {
+			d.Candidates[i].DistanceKm = distanceKm(lat, lon, n.Lat, n.Lon)
+		}
+	}
+	d.Why = why(d)
+	return d
+}
 
 func (rt *Router) decide(client netip.Addr, commit bool) Decision {
 	client = client.Unmap()
@@ -139,16 +180,20 @@ func (rt *Router) decide(client netip.Addr, commit bool) Decision {
 
 	// An unplaced client reached us, so it is put next to us: other nodes
 	// then cost what the path to them from here costs.
-	lat, lon, cell := self.Lat, self.Lon, rtt.NoCell
+	var place latency.Place
+	cell := rtt.NoCell
 	if d.Location.Known {
-		lat, lon, cell = d.Location.Lat, d.Location.Lon, rtt.CellOf(d.Location.Lat, d.Location.Lon)
+		place = rt.cfg.Matrix.Place(d.Location.Lat, d.Location.Lon, float64(d.Location.AccuracyKm))
+		cell = rtt.CellOf(d.Location.Lat, d.Location.Lon)
+	} else {
+		place = rt.nodePlace(self)
 	}
 	d.Candidates = make([]Score, 0, len(nodes)+1)
 	add := func(n Node) {
 		if byIDPos(d.Candidates, n.ID) >= 0 {
 			return
 		}
-		d.Candidates = append(d.Candidates, rt.score(n, self, d.Network, cell, lat, lon, d.Location.Known, now))
+		d.Candidates = append(d.Candidates, rt.score(n, self, d.Network, cell, place, d.Location.Known, now))
 	}
 	add(self)
 	for _, n := range nodes {
@@ -163,7 +208,7 @@ func (rt *Router) decide(client netip.Addr, commit bool) Decision {
 		d.Reason = ReasonNoEligible
 	case !d.Location.Known:
 		d.Reason = ReasonUnknownClient
-	case best.Node != mapBest(d.Candidates):
+	case best.Node != modelBest(d.Candidates):
 		d.Reason = ReasonMeasured
 	default:
 		d.Reason = ReasonLowestLatency
@@ -194,18 +239,24 @@ func (rt *Router) decide(client netip.Addr, commit bool) Decision {
 	return d
 }
 
-func (rt *Router) score(n, self Node, network netip.Prefix, cell rtt.Cell, lat, lon float64, located bool, now time.Time) Score {
-	s := Score{Node: n.ID, Region: n.Region, URL: n.PublicURL, Addrs: n.Addrs, DistanceKm: distanceKm(lat, lon, n.Lat, n.Lon)}
-	s.MapRTT = rt.cfg.mapRTT(s.DistanceKm)
-	if !located && n.ID != self.ID && n.RTTFromSelf > 0 {
-		// The mesh's coordinates know the path from here better than the map.
-		s.MapRTT = rt.cfg.BaseRTT + n.RTTFromSelf
+func (rt *Router) score(n, self Node, network netip.Prefix, cell rtt.Cell, client latency.Place, located bool, now time.Time) Score {
+	s := Score{Node: n.ID, Region: n.Region, URL: n.PublicURL, Addrs: n.Addrs}
+	switch {
+	case located:
+		s.ModelRTT = rt.modelRTT(client, rt.nodePlace(n))
+	case n.ID == self.ID:
+		s.ModelRTT = rt.cfg.BaseRTT // the client is here
+	case n.RTTFromSelf > 0:
+		// The mesh's coordinates know the path from here better than the model.
+		s.ModelRTT = rt.cfg.BaseRTT + n.RTTFromSelf
+	default:
+		s.ModelRTT = rt.modelRTT(client, rt.nodePlace(n))
 	}
-	s.RTT = s.MapRTT
+	s.RTT = s.ModelRTT
 	if rt.learner != nil {
 		if e, ok := rt.learner.Estimate(network, cell, n.ID, now); ok {
 			s.MeasuredRTT, s.Samples, s.Scope = e.RTT, e.Samples, e.Scope
-			s.RTT = rt.cfg.blend(s.MapRTT, e.RTT, e.Samples)
+			s.RTT = rt.cfg.blend(s.ModelRTT, e.RTT, e.Samples)
 		}
 	}
 	penalty, full := rt.cfg.loadPenalty(n)
@@ -264,14 +315,14 @@ func rank(cands []Score) {
 	}
 }
 
-// mapBest is the eligible node the map and load alone would pick.
-func mapBest(cands []Score) string {
+// modelBest is the eligible node the model and load alone would pick.
+func modelBest(cands []Score) string {
 	best, bestCost := "", time.Duration(0)
 	for _, c := range cands {
 		if c.Excluded != "" {
 			continue
 		}
-		cost := c.MapRTT + c.LoadPenalty
+		cost := c.ModelRTT + c.LoadPenalty
 		if best == "" || cost < bestCost || (cost == bestCost && c.Node < best) {
 			best, bestCost = c.Node, cost
 		}

@@ -3,6 +3,7 @@ package geo_test
 import (
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,6 +83,40 @@ func TestClientsLandOnNearestNode(t *testing.T) {
 	other := geo.NewRouter(geo.RouterConfig{}, openDemo(t), threeNodes("tyo"), nil)
 	if d := other.Decide(demodb.Virginia.Client()); d.Best.ID != "iad" || d.Best.PublicURL != "https://iad.example.net" {
 		t.Errorf("from tyo: %+v", d.Best)
+	}
+}
+
+// The fleet of issue 18: by distance alone Johannesburg goes to São Paulo;
+// measured round trips send it to Frankfurt, and the explanation says how.
+func TestModelFollowsMeasuredPathsNotDistance(t *testing.T) {
+	f := mustFleet("gru",
+		node("fra", demodb.Frankfurt, "https://fra.example.net"),
+		node("iad", demodb.Virginia, "https://iad.example.net"),
+		node("tyo", demodb.Tokyo, "https://tyo.example.net"),
+		node("gru", demodb.SaoPaulo, "https://gru.example.net"))
+	rt := geo.NewRouter(geo.RouterConfig{}, openDemo(t), f, nil)
+	d := rt.Explain(demodb.Johannesburg.Client())
+	if d.Best.ID != "fra" || d.Reason != geo.ReasonLowestLatency {
+		t.Fatalf("Johannesburg: %s (%s) %+v", d.Best.ID, d.Reason, d.Candidates)
+	}
+	var fra, gru geo.Score
+	for _, c := range d.Candidates {
+		switch c.Node {
+		case "fra":
+			fra = c
+		case "gru":
+			gru = c
+		}
+	}
+	if gru.DistanceKm >= fra.DistanceKm {
+		t.Fatalf("test premise: São Paulo %0.f km, Frankfurt %.0f km", gru.DistanceKm, fra.DistanceKm)
+	}
+	if d.Placement == nil || d.Placement.Metros[0].City != "Johannesburg" || !strings.Contains(d.Why, "Johannesburg") ||
+		!strings.Contains(d.Why, "fra: ") || !strings.Contains(d.Why, "lowest expected latency") {
+		t.Errorf("explanation: %+v %q", d.Placement, d.Why)
+	}
+	if plain := rt.Decide(demodb.Johannesburg.Client()); plain.Why != "" || plain.Placement != nil || plain.Candidates[0].DistanceKm != 0 {
+		t.Errorf("Decide did the explaining work: %+v", plain)
 	}
 }
 
@@ -193,7 +228,7 @@ func TestBadMeasuredRTTsMoveClientsAway(t *testing.T) {
 			fra = c
 		}
 	}
-	if fra.Scope != rtt.ScopeNetwork || fra.Samples != 20 || fra.MeasuredRTT != 250*time.Millisecond || fra.RTT <= fra.MapRTT {
+	if fra.Scope != rtt.ScopeNetwork || fra.Samples != 20 || fra.MeasuredRTT != 250*time.Millisecond || fra.RTT <= fra.ModelRTT {
 		t.Errorf("fra score: %+v", fra)
 	}
 	// A neighbouring network nobody measured moves too: same cell.

@@ -114,7 +114,7 @@ func (rt *Router) spillTarget(d Decision) (Node, bool) {
 	}
 	hop := d.Best.RTTFromSelf
 	if hop <= 0 {
-		hop = rt.cfg.mapRTT(distanceKm(self.Lat, self.Lon, d.Best.Lat, d.Best.Lon))
+		hop = rt.modelRTT(rt.nodePlace(self), rt.nodePlace(d.Best))
 	}
 	var there time.Duration
 	if j := byIDPos(d.Candidates, d.Best.ID); j >= 0 {

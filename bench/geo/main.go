@@ -1,10 +1,12 @@
 // Command geo measures the geo router: one routing decision with a warm
-// cache, and GeoDNS queries per second over loopback UDP. It writes the
-// figures to bench/results/geo.txt (or -out).
+// cache, GeoDNS queries per second over loopback UDP, and how long a node
+// takes to open the real GeoLite2-City database and decide (and to reload
+// it). It writes the figures to bench/results/geo.txt (or -out).
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -26,6 +28,7 @@ import (
 	"perigee/geo/demodb"
 	"perigee/geo/geodns"
 	"perigee/geo/geoip"
+	"perigee/geo/geolitedb"
 	"perigee/geo/rtt"
 )
 
@@ -34,6 +37,7 @@ func main() {
 	dnsFor := flag.Duration("dns-duration", 5*time.Second, "how long to send DNS queries")
 	clients := flag.Int("dns-clients", 8, "concurrent DNS clients")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the decision benchmark here")
+	check := flag.Bool("check", false, "also time geoip.Check (validate's full verification) on the real database: seconds of CPU")
 	flag.Parse()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -44,13 +48,13 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	if err := run(*out, *dnsFor, *clients); err != nil {
+	if err := run(*out, *dnsFor, *clients, *check); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/geo:", err)
 		os.Exit(1)
 	}
 }
 
-func run(out string, dnsFor time.Duration, clients int) error {
+func run(out string, dnsFor time.Duration, clients int, check bool) error {
 	// Other work on a shared box slows every figure; record how busy it was.
 	load := machine.LoadAvg()
 	dir, err := os.MkdirTemp("", "perigee-bench-geo")
@@ -101,6 +105,10 @@ func run(out string, dnsFor time.Duration, clients int) error {
 	if err != nil {
 		return err
 	}
+	realDB, err := realStartup(check)
+	if err != nil {
+		return err
+	}
 	report := fmt.Sprintf(`# perigee geo benchmarks
 date: %s
 machine: %s/%s, %d CPUs (GOMAXPROCS %d), %s, load average at start %s
@@ -108,8 +116,8 @@ fleet: %d nodes, learner with measurements, demo database
 
 decide (warm cache): %d ns/op, %d B/op, %d allocs/op (target < 2000 ns)
 geodns A queries over loopback UDP, %d clients for %s: %.0f queries/s
-`, time.Now().UTC().Format(time.RFC3339), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), load,
-		len(nodes), decide.NsPerOp(), decide.AllocedBytesPerOp(), decide.AllocsPerOp(), clients, dnsFor, qps)
+%s`, time.Now().UTC().Format(time.RFC3339), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), load,
+		len(nodes), decide.NsPerOp(), decide.AllocedBytesPerOp(), decide.AllocsPerOp(), clients, dnsFor, qps, realDB)
 	fmt.Print(report)
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
@@ -176,4 +184,101 @@ func dnsRate(router *geo.Router, d time.Duration, clients int) (float64, error) 
 		return 0, fmt.Errorf("geodns: %d of %d queries failed", f, f+answered.Load())
 	}
 	return float64(answered.Load()) / d.Seconds(), nil
+}
+
+// realClients are a few addresses of the held-out list (geo/heldout_test.go),
+// one or two per continent.
+var realClients = []string{"146.141.1.1", "197.210.1.1", "143.107.1.1", "157.253.1.1", "171.64.1.1", "131.111.1.1", "132.66.1.1", "133.11.1.1", "49.36.1.1", "129.78.1.1", "2001:610::1"}
+
+// realStartup times what a node does with the real database before its
+// first answer — open it, build the router, decide once — then a warm
+// decision over it, and a reload of a changed copy. It reports, rather than
+// fails, when the database is not installed.
+func realStartup(check bool) (string, error) {
+	path, err := geolitedb.Path()
+	if errors.Is(err, geolitedb.ErrMissing) {
+		return fmt.Sprintf("real database: not measured (%v)\n", err), nil
+	}
+	if err != nil {
+		return "", err
+	}
+	start := time.Now()
+	db, err := geoip.Open(path, nil)
+	if err != nil {
+		return "", err
+	}
+	opened := time.Since(start)
+	fleet, err := geo.NewStaticFleet("fra", []geo.Node{
+		{ID: "fra", Lat: 50.11, Lon: 8.68, Alive: true, PublicURL: "https://fra.example.net"},
+		{ID: "iad", Lat: 39.04, Lon: -77.49, Alive: true, PublicURL: "https://iad.example.net"},
+		{ID: "tyo", Lat: 35.68, Lon: 139.69, Alive: true, PublicURL: "https://tyo.example.net"},
+		{ID: "gru", Lat: -23.55, Lon: -46.63, Alive: true, PublicURL: "https://gru.example.net"},
+	})
+	if err != nil {
+		return "", err
+	}
+	router := geo.NewRouter(geo.RouterConfig{}, db, fleet, nil)
+	addrs := make([]netip.Addr, len(realClients))
+	for i, a := range realClients {
+		addrs[i] = netip.MustParseAddr(a)
+	}
+	router.Decide(addrs[0])
+	ready := time.Since(start)
+	for _, a := range addrs {
+		router.Decide(a)
+	}
+	decide := testing.Benchmark(func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			router.Decide(addrs[i%len(addrs)])
+			i++
+		}
+	})
+
+	// A reload reads and checks a changed file while the old one serves.
+	dir, err := os.MkdirTemp("", "perigee-bench-geolite")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	cp := filepath.Join(dir, "GeoLite2-City.mmdb")
+	if err := copyFile(path, cp); err != nil {
+		return "", err
+	}
+	live, err := geoip.Open(cp, nil)
+	if err != nil {
+		return "", err
+	}
+	later := time.Now().Add(time.Minute)
+	if err := os.Chtimes(cp, later, later); err != nil {
+		return "", err
+	}
+	start = time.Now()
+	if changed, err := live.Reload(); err != nil || !changed {
+		return "", fmt.Errorf("reload of the real database: changed=%v err=%v", changed, err)
+	}
+	reload := time.Since(start)
+
+	report := fmt.Sprintf(`real GeoLite2-City (%s, built %s), 4-node fleet (fra, iad, tyo, gru):
+  open: %s; ready (open + router + first decision): %s
+  decide (warm cache): %d ns/op
+  reload of a changed file (old one serving meanwhile): %s
+`, db.Info().Type, db.Info().Built.Format(time.DateOnly), opened.Round(time.Millisecond), ready.Round(time.Millisecond),
+		decide.NsPerOp(), reload.Round(time.Millisecond))
+	if check {
+		start = time.Now()
+		if err := geoip.Check(path); err != nil {
+			return "", err
+		}
+		report += fmt.Sprintf("  geoip.Check (validate's full verification): %s\n", time.Since(start).Round(time.Millisecond))
+	}
+	return report, nil
+}
+
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, 0o644)
 }

@@ -39,6 +39,10 @@ var (
 	Cities    = []City{Tokyo, Frankfurt, Virginia, SaoPaulo, Sydney, London, Singapore}
 )
 
+// Johannesburg has clients but no node in the demo fleets: the city the map
+// sends to São Paulo and measured paths send to Frankfurt.
+var Johannesburg = City{"Johannesburg", "ZA", -26.2041, 28.0473, prefixes("102.65.0.0/16")}
+
 // CountryOnly is a network with a country but no coordinates, as in a
 // Country database or a country-level City entry.
 var CountryOnly = netip.MustParsePrefix("5.44.0.0/16")
@@ -63,7 +67,7 @@ func Write(path string) error {
 	if err != nil {
 		return fmt.Errorf("demodb: %w", err)
 	}
-	for _, c := range Cities {
+	for _, c := range append([]City{Johannesburg}, Cities...) {
 		rec := mmdbtype.Map{
 			"city":     mmdbtype.Map{"names": mmdbtype.Map{"en": mmdbtype.String(c.Name)}},
 			"country":  mmdbtype.Map{"iso_code": mmdbtype.String(c.Country)},

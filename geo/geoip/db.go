@@ -32,12 +32,16 @@ const (
 
 // Location is where an address is, as far as the database knows.
 type Location struct {
-	Known   bool    `json:"known"`
-	Source  string  `json:"source"`
-	Lat     float64 `json:"lat,omitempty"`
-	Lon     float64 `json:"lon,omitempty"`
-	Country string  `json:"country,omitempty"`
-	City    string  `json:"city,omitempty"`
+	Known  bool    `json:"known"`
+	Source string  `json:"source"`
+	Lat    float64 `json:"lat,omitempty"`
+	Lon    float64 `json:"lon,omitempty"`
+	// AccuracyKm is the database's radius around the point within which
+	// the client is likely (67%) to be; a country-centre record has a
+	// radius of hundreds of kilometres. 0 when the database gives none.
+	AccuracyKm int    `json:"accuracy_km,omitempty"`
+	Country    string `json:"country,omitempty"`
+	City       string `json:"city,omitempty"`
 }
 
 // cacheEntries bounds the lookup cache; one entry per client network.
@@ -63,12 +67,17 @@ type generation struct {
 	cache   *shardcache.Cache[netip.Prefix, Location]
 }
 
-// Open loads and verifies the database at path.
+// Open loads the database at path and checks what a start can afford: the
+// metadata, the database type, and lookups of a few addresses across the
+// search tree. The walk over every record (Check) takes seconds of CPU on a
+// full GeoLite2-City file, so it is left to `perigee validate`; a record
+// damaged past what the probes reach only fails the lookups that land on it
+// (they come back not-in-db).
 func Open(path string, log *slog.Logger) (*DB, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	g, err := load(path)
+	g, _, err := load(path)
 	if err != nil {
 		return nil, err
 	}
@@ -77,35 +86,65 @@ func Open(path string, log *slog.Logger) (*DB, error) {
 	return db, nil
 }
 
+// Check loads the database at path as Open does and then verifies its whole
+// search tree and data section, so a truncated or damaged file is caught
+// before a node serves it. `perigee validate` runs it.
+func Check(path string) error {
+	_, raw, err := load(path)
+	if err != nil {
+		return err
+	}
+	if err := raw.Verify(); err != nil {
+		return fmt.Errorf("geoip database %s: corrupt: %w", path, err)
+	}
+	return nil
+}
+
+// probes are looked up on every load: public addresses spread over the
+// IPv4 and IPv6 halves of the tree, so a file damaged near its root fails
+// at once.
+var probes = []netip.Addr{
+	netip.MustParseAddr("1.1.1.1"),
+	netip.MustParseAddr("8.8.8.8"),
+	netip.MustParseAddr("81.2.69.160"),
+	netip.MustParseAddr("133.11.0.1"),
+	netip.MustParseAddr("200.1.1.1"),
+	netip.MustParseAddr("2001:4860:4860::8888"),
+	netip.MustParseAddr("2a00:1450:4001::1"),
+}
+
 // load reads the whole file rather than mapping it: a database rewritten in
 // place under a memory map faults the process, and a copy lets an old
 // generation live on safely until its last lookup is done.
-func load(path string) (*generation, error) {
+func load(path string) (*generation, *maxminddb.Reader, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("geoip database: %w", err)
+		return nil, nil, fmt.Errorf("geoip database: %w", err)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("geoip database: %w", err)
+		return nil, nil, fmt.Errorf("geoip database: %w", err)
 	}
 	raw, err := maxminddb.OpenBytes(b)
 	if err != nil {
-		return nil, fmt.Errorf("geoip database %s: not a MaxMind DB file: %w", path, err)
-	}
-	// Opening only checks the metadata; a truncated or damaged file is
-	// caught here instead of on some client's lookup.
-	if err := raw.Verify(); err != nil {
-		return nil, fmt.Errorf("geoip database %s: corrupt: %w", path, err)
+		return nil, nil, fmt.Errorf("geoip database %s: not a MaxMind DB file: %w", path, err)
 	}
 	r, err := geoip2.OpenBytes(b)
 	if err != nil {
-		return nil, fmt.Errorf("geoip database %s: %w", path, err)
+		return nil, nil, fmt.Errorf("geoip database %s: %w", path, err)
 	}
 	if _, err := r.City(netip.IPv4Unspecified()); err != nil {
 		var wrong geoip2.InvalidMethodError
 		if errors.As(err, &wrong) {
-			return nil, fmt.Errorf("geoip database %s: type %q has no locations; use a City or Country database", path, r.Metadata().DatabaseType)
+			return nil, nil, fmt.Errorf("geoip database %s: type %q has no locations; use a City or Country database", path, r.Metadata().DatabaseType)
+		}
+	}
+	for _, a := range probes {
+		if a.Is6() && r.Metadata().IPVersion == 4 {
+			continue // an IPv4-only tree has no IPv6 half to probe
+		}
+		if _, err := r.City(a); err != nil {
+			return nil, nil, fmt.Errorf("geoip database %s: corrupt: looking up %s: %w", path, a, err)
 		}
 	}
 	md := r.Metadata()
@@ -116,7 +155,7 @@ func load(path string) (*generation, error) {
 		modTime: st.ModTime(),
 		size:    st.Size(),
 		cache:   shardcache.New[netip.Prefix, Location](cacheEntries),
-	}, nil
+	}, raw, nil
 }
 
 // Info describes the database being served.
@@ -149,7 +188,7 @@ func (db *DB) Reload() (changed bool, err error) {
 	if st.Size() == old.size && st.ModTime().Equal(old.modTime) {
 		return false, nil
 	}
-	g, err := load(db.path)
+	g, _, err := load(db.path)
 	if err != nil {
 		return false, fmt.Errorf("geoip reload (keeping the previous database): %w", err)
 	}
@@ -219,6 +258,7 @@ func (g *generation) lookup(addr netip.Addr) Location {
 	if rec.Location.Latitude != nil && rec.Location.Longitude != nil {
 		loc.Known, loc.Source = true, FoundInDB
 		loc.Lat, loc.Lon = *rec.Location.Latitude, *rec.Location.Longitude
+		loc.AccuracyKm = int(rec.Location.AccuracyRadius)
 	}
 	return loc
 }

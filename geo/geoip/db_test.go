@@ -1,13 +1,18 @@
 package geoip_test
 
 import (
+	"bytes"
 	"context"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/maxmind/mmdbwriter"
+	"github.com/maxmind/mmdbwriter/mmdbtype"
 
 	"perigee/geo/demodb"
 	"perigee/geo/geoip"
@@ -101,6 +106,41 @@ func TestOpenRejectsMissingAndCorruptFiles(t *testing.T) {
 	if _, err := geoip.Open(damaged, nil); err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Errorf("damaged file: %v", err)
 	}
+	if err := geoip.Check(damaged); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Errorf("check of damaged file: %v", err)
+	}
+	// Cut short: the metadata at the end is gone.
+	short := filepath.Join(dir, "short.mmdb")
+	os.WriteFile(short, good[:len(good)/2], 0o644)
+	if err := geoip.Check(short); err == nil || !strings.Contains(err.Error(), "not a MaxMind DB") {
+		t.Errorf("check of truncated file: %v", err)
+	}
+	if err := geoip.Check(writeDemo(t)); err != nil {
+		t.Errorf("check of good file: %v", err)
+	}
+}
+
+// Open checks what a start can afford (metadata, type, sample lookups) and
+// leaves the full walk of every record to Check, which validate runs: a
+// record no lookup reaches yet is damaged here, and only Check notices.
+func TestOpenLeavesFullVerificationToCheck(t *testing.T) {
+	good, _ := os.ReadFile(writeDemo(t))
+	// The data section sits between the search tree and the metadata; damage
+	// the name in Sydney's record, which no probe reaches.
+	at := bytes.LastIndex(good, []byte("Sydney"))
+	if at < 0 {
+		t.Fatal("demo database has no Sydney record")
+	}
+	bad := append([]byte(nil), good...)
+	bad[at-1] = 0xff // the string's control byte
+	path := filepath.Join(t.TempDir(), "city.mmdb")
+	os.WriteFile(path, bad, 0o644)
+	if _, err := geoip.Open(path, nil); err != nil {
+		t.Fatalf("open ran the full verification: %v", err)
+	}
+	if err := geoip.Check(path); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Errorf("check missed the damaged record: %v", err)
+	}
 }
 
 func TestReloadKeepsOldDatabaseOnBadFile(t *testing.T) {
@@ -163,5 +203,36 @@ func TestWatchPicksUpNewFile(t *testing.T) {
 	}
 	if loc := db.Lookup(demodb.Tokyo.Client()); loc.City != "Tokyo" {
 		t.Errorf("after watch reload: %+v", loc)
+	}
+}
+
+func TestOpenTakesIPv4OnlyDatabases(t *testing.T) {
+	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoLite2-City", IPVersion: 4, RecordSize: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, network, _ := net.ParseCIDR("81.2.69.0/24")
+	rec := mmdbtype.Map{"location": mmdbtype.Map{"latitude": mmdbtype.Float64(51.5), "longitude": mmdbtype.Float64(-0.13)}}
+	if err := tree.Insert(network, rec); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "v4.mmdb")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tree.WriteTo(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	db, err := geoip.Open(path, nil)
+	if err != nil {
+		t.Fatalf("IPv4-only database refused: %v", err)
+	}
+	if loc := db.Lookup(netip.MustParseAddr("81.2.69.1")); !loc.Known {
+		t.Errorf("%+v", loc)
+	}
+	if loc := db.Lookup(netip.MustParseAddr("2a00:1450::1")); loc.Known {
+		t.Errorf("IPv6 placed by an IPv4 database: %+v", loc)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"perigee/binread"
 	"perigee/geo/internal/clientnet"
 	"perigee/geo/internal/shardcache"
 )
@@ -28,8 +29,12 @@ type Cell uint16
 // NoCell stands for an unknown location.
 const NoCell Cell = math.MaxUint16
 
-// CellOf returns the cell holding a coordinate.
+// CellOf returns the cell holding a coordinate, or NoCell for one that is
+// not a number (coordinates come from database files).
 func CellOf(lat, lon float64) Cell {
+	if math.IsNaN(lat) || math.IsNaN(lon) {
+		return NoCell
+	}
 	row := int(math.Floor((min(max(lat, -90), 89.999) + 90) / 2))
 	col := int(math.Floor((min(max(lon, -180), 179.999) + 180) / 2))
 	return Cell(row*180 + col)
@@ -263,8 +268,6 @@ func appendStat(b []byte, s stat) []byte {
 	return binary.AppendUvarint(b, uint64(s.n))
 }
 
-var errShort = errors.New("truncated")
-
 // Merge replaces what is known of node's measurements by its summary. An
 // empty summary forgets the node. The learner's own summaries are ignored.
 func (l *Learner) Merge(node string, summary []byte) error {
@@ -295,120 +298,106 @@ func (l *Learner) Merge(node string, summary []byte) error {
 	return nil
 }
 
+// Peers lists the nodes whose summaries are held, sorted.
+func (l *Learner) Peers() []string {
+	m := *l.remote.Load()
+	out := make([]string, 0, len(m))
+	for id := range m {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Retain forgets every peer that is not among members, and every peer whose
+// latest summary is older than MaxAge (it has nothing left to say): the
+// mesh forgets departed nodes, and the learner must not keep their
+// summaries forever. It returns how many peers were forgotten.
+func (l *Learner) Retain(members []string) int {
+	keep := make(map[string]bool, len(members))
+	for _, m := range members {
+		keep[m] = true
+	}
+	cutoff := l.cfg.Now().Add(-l.cfg.MaxAge)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := *l.remote.Load()
+	next := make(map[string]*peer, min(len(old), len(members)))
+	for id, p := range old {
+		if keep[id] && !p.received.Before(cutoff) {
+			next[id] = p
+		}
+	}
+	if len(next) == len(old) {
+		return 0
+	}
+	l.remote.Store(&next)
+	return len(old) - len(next)
+}
+
 // maxSummary refuses summaries far beyond any sane size before decoding.
 const maxSummary = 64 << 10
 
+// ErrMalformed is wrapped by every error a summary that cannot be decoded
+// gives.
+var ErrMalformed = errors.New("malformed rtt summary")
+
 func decodeSummary(b []byte) (*peer, error) {
 	if len(b) > maxSummary {
-		return nil, fmt.Errorf("%d bytes is over the %d byte limit", len(b), maxSummary)
+		return nil, fmt.Errorf("%w: %d bytes is over the %d byte limit", ErrMalformed, len(b), maxSummary)
 	}
 	if len(b) < 2 || b[0] != summaryMagic {
-		return nil, errors.New("not a summary")
+		return nil, fmt.Errorf("%w: not a summary", ErrMalformed)
 	}
 	if b[1] != summaryVersion {
-		return nil, fmt.Errorf("unknown version %d", b[1])
+		return nil, fmt.Errorf("%w: unknown version %d", ErrMalformed, b[1])
 	}
-	r := reader{b: b[2:]}
-	n := r.count()
-	p := &peer{nets: make(map[netip.Prefix]stat, min(n, 1024))}
+	r := binread.New(b[2:], ErrMalformed)
+	n := r.Count(6, maxSummary, "networks")
+	p := &peer{nets: make(map[netip.Prefix]stat, n)}
 	for range n {
 		var pfx netip.Prefix
-		switch r.byte() {
+		switch r.Byte("address family") {
 		case 4:
 			var a [4]byte
-			copy(a[:3], r.bytes(3))
+			copy(a[:3], r.Take(3, "IPv4 network"))
 			pfx = netip.PrefixFrom(netip.AddrFrom4(a), 24)
 		case 6:
 			var a [16]byte
-			copy(a[:6], r.bytes(6))
+			copy(a[:6], r.Take(6, "IPv6 network"))
 			pfx = netip.PrefixFrom(netip.AddrFrom16(a), 48)
 		default:
-			r.fail(errors.New("bad address family"))
+			r.Fail("bad address family")
 		}
-		s := r.stat()
-		if r.err != nil {
-			return nil, r.err
+		s := readStat(r)
+		if r.Err() != nil {
+			return nil, r.Err()
 		}
 		p.nets[pfx] = s
 	}
-	n = r.count()
-	p.cells = make(map[Cell]stat, min(n, 1024))
+	n = r.Count(3, maxSummary, "cells")
+	p.cells = make(map[Cell]stat, n)
 	for range n {
-		c := r.uvarint()
-		s := r.stat()
-		if r.err == nil && c >= uint64(NoCell) {
-			r.fail(fmt.Errorf("cell %d out of range", c))
+		c := r.Uvarint("cell")
+		s := readStat(r)
+		if r.Err() == nil && c >= uint64(NoCell) {
+			r.Failf("cell %d out of range", c)
 		}
-		if r.err != nil {
-			return nil, r.err
+		if r.Err() != nil {
+			return nil, r.Err()
 		}
 		p.cells[Cell(c)] = s
 	}
-	if r.err == nil && len(r.b) > 0 {
-		r.fail(fmt.Errorf("%d trailing bytes", len(r.b)))
-	}
-	return p, r.err
+	r.End()
+	return p, r.Err()
 }
 
-// reader decodes with a sticky error, so the loops above stay readable.
-type reader struct {
-	b   []byte
-	err error
-}
-
-func (r *reader) fail(err error) {
-	if r.err == nil {
-		r.err = err
-	}
-	r.b = nil
-}
-
-func (r *reader) byte() byte {
-	if len(r.b) < 1 {
-		r.fail(errShort)
-		return 0
-	}
-	c := r.b[0]
-	r.b = r.b[1:]
-	return c
-}
-
-func (r *reader) bytes(n int) []byte {
-	if len(r.b) < n {
-		r.fail(errShort)
-		return nil
-	}
-	v := r.b[:n]
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail(errShort)
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-// count reads an entry count, refusing one the remaining bytes cannot hold
-// (every entry takes at least three bytes).
-func (r *reader) count() int {
-	n := r.uvarint()
-	if n > uint64(len(r.b)/3) {
-		r.fail(fmt.Errorf("count %d exceeds the data", n))
-		return 0
-	}
-	return int(n)
-}
-
-func (r *reader) stat() stat {
-	rtt := r.uvarint()
-	n := r.uvarint()
-	if r.err == nil && (rtt == 0 || rtt > uint64(time.Minute/rttUnit) || n == 0 || n > math.MaxUint16) {
-		r.fail(fmt.Errorf("implausible measurement: %d×100µs over %d samples", rtt, n))
+// readStat reads one measurement and refuses an implausible one.
+func readStat(r *binread.Reader) stat {
+	rtt := r.Uvarint("RTT")
+	n := r.Uvarint("samples")
+	if r.Err() == nil && (rtt == 0 || rtt > uint64(time.Minute/rttUnit) || n == 0 || n > math.MaxUint16) {
+		r.Failf("implausible measurement: %d×100µs over %d samples", rtt, n)
 	}
 	return stat{us: float64(rtt) * float64(rttUnit/time.Microsecond), n: uint32(n)}
 }

@@ -2,8 +2,12 @@ package rtt_test
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"math"
 	"net/netip"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -169,8 +173,8 @@ func TestMergeRejectsMalformedSummaries(t *testing.T) {
 		t.Fatalf("good summary: %v", err)
 	}
 	for name, b := range bad {
-		if err := l.Merge("a", b); err == nil {
-			t.Errorf("%s: accepted", name)
+		if err := l.Merge("a", b); !errors.Is(err, rtt.ErrMalformed) {
+			t.Errorf("%s: got %v, want ErrMalformed", name, err)
 		}
 	}
 	// The last good summary survives the bad ones.
@@ -194,4 +198,80 @@ func FuzzMerge(f *testing.F) {
 		// Whatever was accepted must be usable.
 		peer.Estimate(clientnet.Of(netip.MustParseAddr("85.214.1.1")), 0, "a", time.Now())
 	})
+}
+
+// Issue 13, defect 8: 30 churned nodes stayed in the learner after the mesh
+// showed one member. Retain drops every peer the mesh no longer lists, and
+// the memory they held goes with them.
+func TestRetainForgetsNodesTheMeshForgot(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	self := rtt.NewLearner(rtt.Config{Self: "self", Now: clk.now})
+	// Each churned peer gossips a full summary of distinct networks.
+	summaryOf := func(id string, base byte) []byte {
+		l := rtt.NewLearner(rtt.Config{Self: id, Now: clk.now, SummaryBytes: 4096})
+		for i := range 200 {
+			l.Observe(netip.AddrFrom4([4]byte{base, byte(i), 1, 1}), 40*time.Millisecond)
+		}
+		return l.Summary()
+	}
+	var ids []string
+	sums := map[string][]byte{"stays": summaryOf("stays", 200)}
+	for i := range 30 {
+		id := fmt.Sprintf("churned-%d", i)
+		ids = append(ids, id)
+		sums[id] = summaryOf(id, byte(i+1))
+	}
+	empty := heapInUse()
+	for id, s := range sums {
+		if err := self.Merge(id, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := self.Peers(); len(got) != 31 {
+		t.Fatalf("%d peers before churn", len(got))
+	}
+	full := heapInUse()
+	if n := self.Retain([]string{"self", "stays"}); n != 30 {
+		t.Fatalf("retain forgot %d, want 30", n)
+	}
+	if got := self.Peers(); len(got) != 1 || got[0] != "stays" {
+		t.Fatalf("peers after churn: %v", got)
+	}
+	for _, id := range ids {
+		if _, ok := self.Estimate(clientnet.Of(netip.AddrFrom4([4]byte{1, 0, 1, 1})), rtt.NoCell, id, clk.now()); ok {
+			t.Fatalf("%s still answers", id)
+		}
+	}
+	if _, ok := self.Estimate(clientnet.Of(netip.AddrFrom4([4]byte{200, 0, 1, 1})), rtt.NoCell, "stays", clk.now()); !ok {
+		t.Fatal("a current member was forgotten")
+	}
+	after := heapInUse()
+	held, left := int64(full)-int64(empty), int64(after)-int64(empty)
+	if held < 100<<10 || left > held/4 {
+		t.Errorf("31 peers held %d bytes; after forgetting 30, %d bytes remain", held, left)
+	}
+	// A member whose summary has aged out is dropped too: it has nothing
+	// left to say, and keeping it only holds memory.
+	clk.add(11 * time.Minute)
+	if n := self.Retain([]string{"stays"}); n != 1 || len(self.Peers()) != 0 {
+		t.Fatalf("stale member kept: forgot %d, peers %v", n, self.Peers())
+	}
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
+
+func TestCellOfNonsenseCoordinates(t *testing.T) {
+	if c := rtt.CellOf(math.NaN(), 10); c != rtt.NoCell {
+		t.Errorf("NaN latitude: cell %d", c)
+	}
+	for _, c := range []rtt.Cell{rtt.CellOf(1e9, -1e9), rtt.CellOf(math.Inf(-1), math.Inf(1)), rtt.CellOf(90, 180)} {
+		if c >= rtt.NoCell {
+			t.Errorf("out-of-range coordinates gave cell %d", c)
+		}
+	}
 }
