@@ -358,7 +358,21 @@ func (f *meshFleet) view() *fleetView {
 		f.summary = map[string][]byte{}
 	}
 	v := &fleetView{at: time.Now()}
-	for _, m := range f.cluster.Members() {
+	members := f.cluster.Members()
+	ids := make([]string, 0, len(members))
+	known := make(map[string]bool, len(members))
+	for _, m := range members {
+		ids = append(ids, m.Meta.ID)
+		known[m.Meta.ID] = true
+	}
+	// Forget what the mesh has forgotten: departed nodes' RTT summaries.
+	f.learner.Retain(ids)
+	for id := range f.summary {
+		if !known[id] {
+			delete(f.summary, id)
+		}
+	}
+	for _, m := range members {
 		node := geo.Node{
 			ID: m.Meta.ID, Region: m.Meta.Region, Lat: m.Meta.Lat, Lon: m.Meta.Lon, PublicURL: m.Meta.PublicURL,
 			Alive: m.State == mesh.StateAlive && !m.Stale, Draining: m.State == mesh.StateLeft,

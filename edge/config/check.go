@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"perigee/certs"
-	"perigee/geo/geoip"
 	"perigee/policies"
 	"perigee/policies/actuator"
 	"perigee/runtime/wasm"
@@ -76,7 +75,9 @@ func (c *Config) check(ctx context.Context, v *validator) {
 	}
 	c.checkModules(ctx, v)
 	if c.Geo != nil && c.Geo.Database != "" && readable(c.Geo.Database) {
-		if _, err := geoip.Open(c.Geo.Database, slog.New(slog.DiscardHandler)); err != nil {
+		// The full check serve leaves out to start fast: a damaged or
+		// truncated database is caught here, before it is deployed.
+		if err := c.Geo.CheckDatabase(); err != nil {
 			v.at(p("geo", "database"), "geo.database: %v", err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"perigee/geo/demodb"
 	"strings"
 	"testing"
 )
@@ -119,5 +120,32 @@ geo: {database: `+db+`}
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in:\n%s", want, got)
 		}
+	}
+}
+
+// serve opens a GeoIP database with a quick look (a full check takes seconds
+// on a real one); validate runs the full check, so a database cut short
+// where the quick look does not reach is refused before it is deployed.
+func TestCheckVerifiesATruncatedDatabase(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "city.mmdb")
+	if err := demodb.Write(db); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keep the metadata at the end, lose a slice of the search tree.
+	cut := append(append([]byte{}, b[:len(b)/4]...), b[len(b)/2:]...)
+	if err := os.WriteFile(db, cut, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "node.yaml")
+	if err := os.WriteFile(cfg, []byte("listen: {https: \"127.0.0.1:8443\"}\nservices:\n  api: {backends: [{url: \"http://127.0.0.1:9001\"}]}\nroutes: [{service: api}]\ngeo: {database: "+db+"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Check(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), cfg+":5: geo.database") {
+		t.Fatalf("a truncated database passed validate: %v", err)
 	}
 }
