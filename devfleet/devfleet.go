@@ -5,6 +5,8 @@ package devfleet
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -46,26 +48,9 @@ const devToken = "dev-fleet-token-not-a-secret"
 // Run writes the fleet's configs under dir, starts the aggregator and the
 // nodes with binary, and stops them all when ctx ends.
 func Run(ctx context.Context, binary, dir string, out io.Writer) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("fleet dir: %w", err)
+	if err := writeFiles(dir); err != nil {
+		return err
 	}
-	if err := demodb.Write(filepath.Join(dir, "city.mmdb")); err != nil {
-		return fmt.Errorf("demo GeoIP database: %w", err)
-	}
-	files := map[string]string{
-		"node.token":      devToken + "\n",
-		"agg-tokens.yaml": fmt.Sprintf("%q: %s\n", "*", devToken),
-		"agg.yaml":        aggregatorConfig(dir),
-	}
-	for _, n := range Nodes {
-		files[n.ID+".yaml"] = nodeConfig(dir, n)
-	}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
-			return fmt.Errorf("writing %s: %w", name, err)
-		}
-	}
-
 	var children []*child
 	defer func() { stopAll(children) }()
 	agg, err := start(binary, dir, "aggregator", "aggregate", "--config", filepath.Join(dir, "agg.yaml"))
@@ -97,6 +82,38 @@ func Run(ctx context.Context, binary, dir string, out io.Writer) error {
 	case c := <-died:
 		return fmt.Errorf("%s stopped: see %s", c.name, filepath.Join(dir, c.name+".log"))
 	}
+}
+
+// keyringFile holds the fleet's gossip key, made afresh on every run.
+const keyringFile = "mesh.keys"
+
+// writeFiles writes the configs, tokens, GeoIP database and gossip keyring.
+func writeFiles(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("fleet dir: %w", err)
+	}
+	if err := demodb.Write(filepath.Join(dir, "city.mmdb")); err != nil {
+		return fmt.Errorf("demo GeoIP database: %w", err)
+	}
+	key := make([]byte, 32) // AES-256
+	if _, err := rand.Read(key); err != nil {
+		return fmt.Errorf("gossip key: %w", err)
+	}
+	files := map[string]string{
+		"node.token":      devToken + "\n",
+		"agg-tokens.yaml": fmt.Sprintf("%q: %s\n", "*", devToken),
+		"agg.yaml":        aggregatorConfig(dir),
+		keyringFile:       "# the local fleet's gossip key; see docs/mesh.md for rotation\n" + base64.StdEncoding.EncodeToString(key) + "\n",
+	}
+	for _, n := range Nodes {
+		files[n.ID+".yaml"] = nodeConfig(dir, n)
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			return fmt.Errorf("writing %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // child is a fleet process; done closes when it has exited.
@@ -187,6 +204,7 @@ routes:
   - {name: app, match: {path_prefix: /}, service: app, steer: redirect}
 mesh:
   bind: %q%s
+  keyring: %s
 geo:
   database: %s
   trusted_proxies: ["127.0.0.0/8"]
@@ -197,7 +215,7 @@ telemetry:
   interval: 5s
   ca_file: %s
 `, n.ID, n.Region, n.Lat, n.Lon, n.HTTPS(), n.HTTPS(), n.Admin(), n.Backend(), n.ID, n.Backend(),
-		n.Gossip(), join, filepath.Join(dir, "city.mmdb"), AggregatorAddr, filepath.Join(dir, "node.token"),
+		n.Gossip(), join, filepath.Join(dir, keyringFile), filepath.Join(dir, "city.mmdb"), AggregatorAddr, filepath.Join(dir, "node.token"),
 		filepath.Join(dir, "spool-"+n.ID), filepath.Join(dir, "agg", "dev-tls", "cert.pem"))
 }
 

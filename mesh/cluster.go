@@ -37,11 +37,12 @@ type Cluster struct {
 	gen    uint64
 
 	ml      *memberlist.Memberlist
+	keyring *memberlist.Keyring              // nil when gossip is not encrypted
 	queue   *memberlist.TransmitLimitedQueue // reports
 	beats   *memberlist.TransmitLimitedQueue // beats, sent in what room reports leave
 	coords  *coordinate.Client
 	events  *eventQueue
-	repairs chan string // addresses of peers whose report we missed
+	repairs chan repair // messages for repairLoop to send
 
 	dropped atomic.Uint64
 	alive   atomic.Int32
@@ -51,10 +52,12 @@ type Cluster struct {
 	seq      uint64
 	lastSent *report // our latest full report; beats since refer to it
 	extra    map[string][]byte
-	dirty    bool // extras, epoch or leaving changed since lastSent
+	dirty    bool // extras, term, lead or leaving changed since lastSent
 	leaving  bool
-	epoch    uint64 // highest leader epoch known in our region
-	leaders  map[string]string
+	term     uint64                // highest leader term known in our region
+	lead     uint64                // the term we lead our region under; 0 when not leading
+	roster   map[string]time.Time  // our region's members, when last eligible (leader.go)
+	leaders  map[string]leaderTerm // per region, as last reported in events
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -65,13 +68,15 @@ type Cluster struct {
 type peer struct {
 	meta     NodeMeta
 	addr     string
-	state    State // alive, dead or left as memberlist told us
+	state    State  // alive, dead or left as memberlist told us
+	gen      uint64 // report generation in its metadata; 0 if not told
 	since    time.Time
 	rep      *report
 	recv     time.Time // when rep arrived, by our clock
 	coord    *coordinate.Coordinate
 	coordAt  time.Time
 	repairAt time.Time // when we last asked this peer for the report we missed
+	answerAt time.Time // when we last sent this peer our report on request
 }
 
 // Start creates the node's memberlist, then joins the seeds in the
@@ -97,12 +102,13 @@ func Start(ctx context.Context, cfg Config, meta NodeMeta, report func() telemet
 	}
 	c := &Cluster{
 		cfg: cfg, timing: cfg.timing(), meta: meta, log: log, report: report,
-		gen:     uint64(time.Now().UnixNano()),
+		gen:     uint64(cfg.now().UnixNano()),
 		coords:  coords,
 		events:  newEventQueue(meta.ID, 256),
 		peers:   map[string]*peer{},
-		leaders: map[string]string{},
-		repairs: make(chan string, 1),
+		leaders: map[string]leaderTerm{},
+		roster:  map[string]time.Time{},
+		repairs: make(chan repair, repairQueue),
 		stop:    make(chan struct{}),
 	}
 	mc, err := cfg.memberlistConfig(meta.ID)
@@ -110,6 +116,7 @@ func Start(ctx context.Context, cfg Config, meta NodeMeta, report func() telemet
 		return nil, err
 	}
 	mc.Logger = memberlistLogger(log)
+	c.keyring = mc.Keyring
 	d := &delegate{c}
 	mc.Delegate, mc.Events, mc.Ping = d, d, d
 	c.queue = &memberlist.TransmitLimitedQueue{RetransmitMult: c.timing.RetransmitMult, NumNodes: c.numNodes}
@@ -202,10 +209,8 @@ func (c *Cluster) sendLastReport() {
 		if id == c.meta.ID || p.state != StateAlive {
 			continue
 		}
-		host, port, err := net.SplitHostPort(p.addr)
-		n, _ := strconv.ParseUint(port, 10, 16)
-		if err == nil {
-			targets = append(targets, &memberlist.Node{Name: id, Addr: net.ParseIP(host), Port: uint16(n)})
+		if n, ok := nodeAt(id, p.addr); ok {
+			targets = append(targets, n)
 		}
 	}
 	c.mu.Unlock()
@@ -219,6 +224,17 @@ func (c *Cluster) sendLastReport() {
 			c.log.Debug("leaving report not delivered", "peer", n.Name, "err", err)
 		}
 	}
+}
+
+// nodeAt names a peer for memberlist's direct sends.
+func nodeAt(id, addr string) (*memberlist.Node, bool) {
+	host, port, err := net.SplitHostPort(addr)
+	n, perr := strconv.ParseUint(port, 10, 16)
+	ip := net.ParseIP(host)
+	if err != nil || perr != nil || ip == nil {
+		return nil, false
+	}
+	return &memberlist.Node{Name: id, Addr: ip, Port: uint16(n)}, true
 }
 
 // Shutdown stops gossip and closes the sockets. It is safe to call twice.
@@ -244,7 +260,7 @@ func (c *Cluster) sampleLoop() {
 			return
 		case <-t.C:
 			c.sample(time.Now())
-			c.watchLeaders()
+			c.tendLeadership(time.Now())
 		}
 	}
 }
@@ -255,7 +271,7 @@ func (c *Cluster) sampleLoop() {
 const beatRetransmitMult = 3
 
 // sample reads the report function and broadcasts a full report when the
-// figures, extras or the epoch changed; otherwise, once per refresh
+// figures, extras, the term or our lead changed; otherwise, once per refresh
 // interval, a beat. Beats do not carry our coordinate: full reports do, and
 // every ping ack, so each peer gets it at least once per probe round.
 func (c *Cluster) sample(now time.Time) {
@@ -276,7 +292,7 @@ func (c *Cluster) sample(now time.Time) {
 		c.beats.QueueBroadcast(newBeatBroadcast(beat{ID: c.meta.ID, Gen: c.gen, Seq: c.seq, Base: last.Seq}, now))
 		return
 	}
-	rep := &report{ID: c.meta.ID, Gen: c.gen, Seq: c.seq, Epoch: c.epoch, Leaving: c.leaving, Sample: s, Coord: c.coords.GetCoordinate(), Extra: c.extra}
+	rep := &report{ID: c.meta.ID, Gen: c.gen, Seq: c.seq, Term: c.term, Leads: c.lead != 0 && !c.leaving, Leaving: c.leaving, Sample: s, Coord: c.coords.GetCoordinate(), Extra: c.extra}
 	b, err := newBroadcast(rep, now)
 	if errors.Is(err, errTooBig) {
 		// Histograms are the bulk; the totals still fit.
@@ -305,6 +321,16 @@ func withoutHistograms(in map[string]telemetry.ServiceSample) map[string]telemet
 	return out
 }
 
+// accepts says whether a report of generation gen may replace what we hold
+// of p: one of the generation its metadata names, or, for a node that names
+// none, the newest generation.
+func (p *peer) accepts(gen uint64) bool {
+	if p.gen != 0 {
+		return gen == p.gen
+	}
+	return p.rep == nil || gen >= p.rep.Gen
+}
+
 func (c *Cluster) peerLocked(id string) *peer {
 	p := c.peers[id]
 	if p == nil {
@@ -327,7 +353,7 @@ func (c *Cluster) merge(rep *report, relay bool, now time.Time) {
 		c.dropped.Add(1)
 		return
 	}
-	if p != nil && p.rep != nil && !rep.newerThan(p.rep) {
+	if p != nil && (!p.accepts(rep.Gen) || p.rep != nil && !rep.newerThan(p.rep)) {
 		return
 	}
 	p = c.peerLocked(rep.ID)
@@ -339,8 +365,10 @@ func (c *Cluster) merge(rep *report, relay bool, now time.Time) {
 	if rep.Coord != nil && now.Sub(p.coordAt) > c.timing.Sample {
 		p.coord = rep.Coord // a direct ping measured more recently is kept
 	}
-	if p.meta.Region == c.meta.Region && rep.Epoch > c.epoch {
-		c.epoch = rep.Epoch
+	if p.meta.Region == c.meta.Region && rep.Term > c.term {
+		// Tell the region at once: a leader under a lower term learns it
+		// was deposed, and beats must not refresh a report with the old one.
+		c.term, c.dirty = rep.Term, true
 	}
 	if relay {
 		if b, err := newBroadcast(rep, now); err == nil {
@@ -365,45 +393,18 @@ func (c *Cluster) mergeBeat(bt beat, now time.Time) {
 	}
 	held := p.rep
 	switch {
+	case !p.accepts(bt.Gen):
+		return // its former self's
 	case held != nil && !(&report{Gen: bt.Gen, Seq: bt.Seq}).newerThan(held):
 		return // already seen
 	case held == nil || held.Gen != bt.Gen || held.Seq < bt.Base:
-		c.askRepairLocked(p, now)
+		c.askRepairLocked(bt.ID, p, now)
 		return
 	}
 	rep := *held
 	rep.Seq, rep.Age = bt.Seq, bt.Age
 	p.rep, p.recv = &rep, now
 	c.beats.QueueBroadcast(newBeatBroadcast(bt, now))
-}
-
-// askRepairLocked queues a push/pull with p, at most once per refresh
-// interval per peer, and drops the request if one is already waiting.
-func (c *Cluster) askRepairLocked(p *peer, now time.Time) {
-	if p.addr == "" || now.Sub(p.repairAt) < c.timing.Refresh {
-		return
-	}
-	p.repairAt = now
-	select {
-	case c.repairs <- p.addr:
-	default:
-	}
-}
-
-// repairLoop runs the push/pulls that askRepairLocked queues; memberlist's
-// Join is a push/pull with the given address, state included.
-func (c *Cluster) repairLoop() {
-	defer c.wg.Done()
-	for {
-		select {
-		case <-c.stop:
-			return
-		case addr := <-c.repairs:
-			if _, err := c.ml.Join([]string{addr}); err != nil {
-				c.log.Debug("cannot fetch a missed report", "addr", addr, "err", err)
-			}
-		}
-	}
 }
 
 // broadcast is one report or beat in memberlist's queue. Its age is patched in at

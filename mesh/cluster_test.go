@@ -59,12 +59,24 @@ func (n *node) sample() telemetry.NodeSample {
 // for any port), joining the given seeds.
 func startNode(t *testing.T, nw *faultnet.Network, id, region, addr string, join []string, keyring string) *node {
 	t.Helper()
+	return startNodeWith(t, nw, id, region, addr, Config{Join: join, KeyringFile: keyring})
+}
+
+// startNodeWith is startNode with more of the config set by the test.
+func startNodeWith(t *testing.T, nw *faultnet.Network, id, region, addr string, cfg Config) *node {
+	t.Helper()
 	tr, err := nw.Transport(id, region, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := &node{meta: NodeMeta{ID: id, Region: region, Capacity: 1, PublicURL: "https://" + id + ".example.net"}, addr: tr.Addr()}
-	cfg := Config{Join: join, KeyringFile: keyring, Transport: tr, Tuning: fastTuning, Timing: fastTiming}
+	cfg.Transport = tr
+	if cfg.Tuning == nil {
+		cfg.Tuning = fastTuning
+	}
+	if cfg.Timing == (Timing{}) {
+		cfg.Timing = fastTiming
+	}
 	c, err := Start(context.Background(), cfg, n.meta, n.sample, testLogger().With("test", t.Name()))
 	if err != nil {
 		tr.Shutdown()

@@ -16,7 +16,7 @@ type Config struct {
 	Advertise   string   `yaml:"advertise"` // ip:port peers should use, if not Bind
 	Join        []string `yaml:"join"`      // seeds: host:port, names may resolve to several
 	Profile     string   `yaml:"profile"`   // lan (default) or wan
-	KeyringFile string   `yaml:"keyring"`   // optional; see ParseKeyring
+	KeyringFile string   `yaml:"keyring"`   // required unless bind and advertise are loopback; see ParseKeyring
 
 	// Timing overrides the profile's report timings where non-zero.
 	Timing Timing `yaml:"-"`
@@ -25,6 +25,9 @@ type Config struct {
 	Transport memberlist.Transport `yaml:"-"`
 	// Tuning edits memberlist's settings last, e.g. to speed tests up.
 	Tuning func(*memberlist.Config) `yaml:"-"`
+	// Clock is the wall clock the node's report generation is read from;
+	// time.Now when nil. Tests step it back.
+	Clock func() time.Time `yaml:"-"`
 }
 
 // Timing is how often load reports are taken, sent and trusted.
@@ -33,6 +36,9 @@ type Timing struct {
 	Refresh    time.Duration // an unchanged report is re-sent this often
 	StaleAfter time.Duration // a report older than this is shown as stale
 	Rejoin     time.Duration // how often a lone node retries its seeds and a dead peer
+	// Remember is how long a region member that failed still counts
+	// towards the majority a leader must see (docs/mesh.md).
+	Remember time.Duration
 	// RetransmitMult scales how many times each node relays a report:
 	// RetransmitMult * ceil(log10(N+1)), as memberlist does for its own.
 	RetransmitMult int
@@ -40,8 +46,8 @@ type Timing struct {
 
 // profiles holds the defaults documented in docs/mesh.md.
 var profiles = map[string]Timing{
-	"lan": {Sample: 250 * time.Millisecond, Refresh: 5 * time.Second, StaleAfter: 15 * time.Second, Rejoin: 5 * time.Second, RetransmitMult: 6},
-	"wan": {Sample: 500 * time.Millisecond, Refresh: 10 * time.Second, StaleAfter: 30 * time.Second, Rejoin: 15 * time.Second, RetransmitMult: 6},
+	"lan": {Sample: 250 * time.Millisecond, Refresh: 5 * time.Second, StaleAfter: 15 * time.Second, Rejoin: 5 * time.Second, Remember: 5 * time.Minute, RetransmitMult: 6},
+	"wan": {Sample: 500 * time.Millisecond, Refresh: 10 * time.Second, StaleAfter: 30 * time.Second, Rejoin: 15 * time.Second, Remember: 10 * time.Minute, RetransmitMult: 6},
 }
 
 // Validate reports the first problem with c, naming the field.
@@ -49,14 +55,29 @@ func (c Config) Validate() error {
 	if _, ok := profiles[c.profile()]; !ok {
 		return fmt.Errorf("mesh.profile: %q is not lan or wan", c.Profile)
 	}
+	exposed := false // reachable from beyond this host
 	if c.Transport == nil {
-		if _, _, err := splitIPPort(c.Bind); err != nil {
+		ip, _, err := splitIPPort(c.Bind)
+		if err != nil {
 			return fmt.Errorf("mesh.bind: %w", err)
 		}
+		exposed = !ip.IsLoopback()
 	}
 	if c.Advertise != "" {
-		if _, _, err := splitIPPort(c.Advertise); err != nil {
+		ip, _, err := splitIPPort(c.Advertise)
+		if err != nil {
 			return fmt.Errorf("mesh.advertise: %w", err)
+		}
+		exposed = exposed || !ip.IsLoopback()
+	}
+	// Gossip decides membership, leaders and where clients are steered: an
+	// unkeyed mesh lets anyone who can send a packet join and lead.
+	if c.KeyringFile == "" && exposed {
+		return errors.New("mesh.keyring: required when mesh.bind or mesh.advertise is not a loopback address (an unkeyed mesh admits any process that can reach it; see docs/mesh.md)")
+	}
+	if c.KeyringFile != "" {
+		if _, err := ParseKeyring(c.KeyringFile); err != nil {
+			return err
 		}
 	}
 	for i, j := range c.Join {
@@ -67,10 +88,17 @@ func (c Config) Validate() error {
 		}
 	}
 	t := c.Timing
-	if t.Sample < 0 || t.Refresh < 0 || t.StaleAfter < 0 || t.Rejoin < 0 || t.RetransmitMult < 0 {
+	if t.Sample < 0 || t.Refresh < 0 || t.StaleAfter < 0 || t.Rejoin < 0 || t.Remember < 0 || t.RetransmitMult < 0 {
 		return errors.New("mesh timing: durations and multipliers must not be negative")
 	}
 	return nil
+}
+
+func (c Config) now() time.Time {
+	if c.Clock != nil {
+		return c.Clock()
+	}
+	return time.Now()
 }
 
 func (c Config) profile() string {
@@ -95,6 +123,9 @@ func (c Config) timing() Timing {
 	}
 	if o.Rejoin > 0 {
 		t.Rejoin = o.Rejoin
+	}
+	if o.Remember > 0 {
+		t.Remember = o.Remember
 	}
 	if o.RetransmitMult > 0 {
 		t.RetransmitMult = o.RetransmitMult

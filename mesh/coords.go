@@ -2,8 +2,12 @@ package mesh
 
 import (
 	"fmt"
+	"math"
+	"time"
 
 	"github.com/hashicorp/serf/coordinate"
+
+	"perigee/binread"
 )
 
 // coordDims is the Vivaldi dimensionality every node must use: coordinates
@@ -32,13 +36,11 @@ func encodeCoord(c *coordinate.Coordinate) []byte {
 }
 
 func decodeCoord(b []byte) (*coordinate.Coordinate, error) {
-	r := &reader{b: b}
+	r := binread.New(b, errMalformed)
 	c := readCoord(r)
-	if r.err == nil && len(r.b) != 0 {
-		r.fail("trailing bytes after coordinate")
-	}
-	if r.err != nil {
-		return nil, r.err
+	r.End()
+	if r.Err() != nil {
+		return nil, r.Err()
 	}
 	if c == nil || !c.IsValid() {
 		return nil, fmt.Errorf("%w: invalid coordinate", errMalformed)
@@ -47,21 +49,46 @@ func decodeCoord(b []byte) (*coordinate.Coordinate, error) {
 }
 
 // readCoord reads an optional coordinate: a zero dimension count means none.
-func readCoord(r *reader) *coordinate.Coordinate {
-	dims := r.count(coordDims, "coordinate")
+func readCoord(r *binread.Reader) *coordinate.Coordinate {
+	dims := r.Count(4, coordDims, "coordinate")
 	if dims == 0 {
 		return nil
 	}
 	if dims != coordDims {
-		r.fail("coordinate dimensionality")
+		r.Fail("coordinate dimensionality")
 		return nil
 	}
 	c := &coordinate.Coordinate{Vec: make([]float64, dims)}
 	for i := range c.Vec {
-		c.Vec[i] = r.f32("coordinate")
+		c.Vec[i] = finite32(r, "coordinate")
 	}
-	c.Error = r.f32("coordinate error")
-	c.Adjustment = r.f32("coordinate adjustment")
-	c.Height = r.f32("coordinate height")
+	c.Error = finite32(r, "coordinate error")
+	c.Adjustment = finite32(r, "coordinate adjustment")
+	c.Height = finite32(r, "coordinate height")
+	if r.Err() != nil {
+		return nil
+	}
 	return c
+}
+
+// RTT estimates the round trip to a node from Vivaldi coordinates.
+func (c *Cluster) RTT(nodeID string) (time.Duration, bool) {
+	if nodeID == c.meta.ID {
+		return 0, true
+	}
+	c.mu.Lock()
+	p := c.peers[nodeID]
+	var other *coordinate.Coordinate
+	if p != nil {
+		other = p.coord
+	}
+	c.mu.Unlock()
+	if other == nil || len(other.Vec) != coordDims {
+		return 0, false
+	}
+	d := c.coords.GetCoordinate().DistanceTo(other)
+	if d < 0 || math.IsNaN(float64(d)) {
+		return 0, false
+	}
+	return d, true
 }

@@ -12,7 +12,7 @@ type delegate struct{ c *Cluster }
 
 // NodeMeta implements memberlist.Delegate; Start validated that it fits.
 func (d *delegate) NodeMeta(limit int) []byte {
-	b, err := d.c.meta.encode()
+	b, err := d.c.meta.encode(d.c.gen)
 	if err != nil || len(b) > limit {
 		d.c.log.Error("node metadata does not fit", "limit", limit, "err", err)
 		return nil
@@ -20,8 +20,19 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	return b
 }
 
-// NotifyMsg implements memberlist.Delegate: one gossiped report or beat.
+// NotifyMsg implements memberlist.Delegate: one gossiped report or beat,
+// or a repair's want or answer.
 func (d *delegate) NotifyMsg(b []byte) {
+	if len(b) > 0 && b[0] == kindWant {
+		from, err := decodeWant(b)
+		if err != nil {
+			d.c.dropped.Add(1)
+			d.c.log.Debug("dropped report request", "err", err, "bytes", len(b))
+			return
+		}
+		d.c.answerWant(from, time.Now())
+		return
+	}
 	if len(b) > 0 && b[0] == kindBeat {
 		bt, err := decodeBeat(b)
 		if err != nil {
@@ -39,8 +50,9 @@ func (d *delegate) NotifyMsg(b []byte) {
 		return
 	}
 	now := time.Now()
+	relay := b[0] == kindReport // a state here is a repair's answer
 	for _, r := range reps {
-		d.c.merge(r, true, now)
+		d.c.merge(r, relay, now)
 	}
 }
 

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"os"
+	"slices"
 )
 
 // ParseKeyring reads gossip keys, base64 one a line; blank lines and lines
@@ -42,4 +44,36 @@ func ParseKeyring(path string) ([][]byte, error) {
 		return nil, fmt.Errorf("%s: no keys", path)
 	}
 	return keys, nil
+}
+
+// ReloadKeyring rereads the keyring file and brings the running node's keys
+// to it: new keys are installed, the file's first key becomes the one that
+// encrypts, and keys no longer listed are removed. Rotation is then three
+// edits of the file, each followed by a reload on every node (docs/mesh.md).
+// On any error the keys in use are left as they were.
+func (c *Cluster) ReloadKeyring() error {
+	if c.keyring == nil {
+		return errors.New("mesh.keyring: this node started without a keyring; encryption cannot be turned on without a restart")
+	}
+	keys, err := ParseKeyring(c.cfg.KeyringFile)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := c.keyring.AddKey(k); err != nil {
+			return fmt.Errorf("mesh.keyring: %w", err)
+		}
+	}
+	if err := c.keyring.UseKey(keys[0]); err != nil {
+		return fmt.Errorf("mesh.keyring: %w", err)
+	}
+	for _, old := range c.keyring.GetKeys() {
+		if !slices.ContainsFunc(keys, func(k []byte) bool { return bytes.Equal(k, old) }) {
+			if err := c.keyring.RemoveKey(old); err != nil {
+				return fmt.Errorf("mesh.keyring: %w", err)
+			}
+		}
+	}
+	c.log.Info("gossip keyring reloaded", "keys", len(keys))
+	return nil
 }

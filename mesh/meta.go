@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 
 	"github.com/hashicorp/memberlist"
@@ -50,7 +51,7 @@ func (m NodeMeta) Validate() error {
 	if m.Capacity < 0 {
 		return fmt.Errorf("node capacity %d is negative", m.Capacity)
 	}
-	b, err := m.encode()
+	b, err := m.encode(math.MaxUint64) // the longest generation
 	if err != nil {
 		return err
 	}
@@ -74,8 +75,19 @@ func checkName(field, s string) error {
 	return nil
 }
 
-func (m NodeMeta) encode() ([]byte, error) {
-	b, err := json.Marshal(m)
+// wireMeta is NodeMeta as gossiped, with the generation of the node's
+// reports. Memberlist orders alive messages by an incarnation number that a
+// restarted node raises past its former self's (it refutes its own death),
+// so the generation in the latest metadata is that of the running process,
+// whatever its clock says; reports of any other generation are its former
+// self's. Nodes that send no generation (0) are ordered by the reports'.
+type wireMeta struct {
+	NodeMeta
+	Gen uint64 `json:"gen,omitempty"`
+}
+
+func (m NodeMeta) encode(gen uint64) ([]byte, error) {
+	b, err := json.Marshal(wireMeta{m, gen})
 	if err != nil {
 		return nil, fmt.Errorf("encode node metadata: %w", err)
 	}
@@ -84,18 +96,18 @@ func (m NodeMeta) encode() ([]byte, error) {
 
 var errMetaFormat = errors.New("unknown node metadata format")
 
-// decodeMeta reads another node's metadata; it comes from the network, so
-// it is validated like our own.
-func decodeMeta(b []byte) (NodeMeta, error) {
-	var m NodeMeta
+// decodeMeta reads another node's metadata and report generation; it comes
+// from the network, so it is validated like our own.
+func decodeMeta(b []byte) (NodeMeta, uint64, error) {
+	var m wireMeta
 	if len(b) == 0 || b[0] != metaFormat {
-		return m, errMetaFormat
+		return m.NodeMeta, 0, errMetaFormat
 	}
 	if err := json.Unmarshal(b[1:], &m); err != nil {
-		return m, fmt.Errorf("decode node metadata: %w", err)
+		return m.NodeMeta, 0, fmt.Errorf("decode node metadata: %w", err)
 	}
 	if err := m.Validate(); err != nil {
-		return m, err
+		return m.NodeMeta, 0, err
 	}
-	return m, nil
+	return m.NodeMeta, m.Gen, nil
 }

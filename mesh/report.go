@@ -4,12 +4,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/serf/coordinate"
 
+	"perigee/binread"
 	"perigee/telemetry"
 )
 
@@ -19,9 +21,11 @@ const (
 	kindReport    = 1 // one report, gossiped
 	kindState     = 2 // every known report, on push/pull
 	kindBeat      = 3 // an unchanged node's refresh, gossiped
+	kindWant      = 4 // "send me your report", sent to one node (repair.go)
 	formatVersion = 1
 
 	flagLeaving = 1 << 0
+	flagLeads   = 1 << 1 // the sender leads its region under Term
 )
 
 // Limits on what a report may carry. They keep one report inside a UDP
@@ -37,14 +41,16 @@ const (
 	maxStateItems = 4096
 )
 
-// report is one node's versioned load summary. Newest wins per node: a
-// restarted node has a larger Gen, so it beats its former self.
+// report is one node's versioned load summary. Within a generation the
+// higher sequence wins; which generation is current, the node's metadata
+// says (wireMeta), so a restart with the clock stepped back is not hidden.
 type report struct {
 	ID    string
-	Gen   uint64 // the sender's start time, unix ns
+	Gen   uint64 // the sender's start time, unix ns: unique per process, not ordered
 	Seq   uint64 // increments with every change
 	Age   time.Duration
-	Epoch uint64 // the highest leader epoch the sender knows of in its region
+	Term  uint64 // the highest leader term the sender knows of in its region
+	Leads bool   // the sender leads its region under Term
 	// Leaving is set in the last report of a node shutting down on purpose:
 	// memberlist's callbacks do not tell a leave from a failure.
 	Leaving bool
@@ -76,10 +82,13 @@ func appendReport(b []byte, r *report) ([]byte, error) {
 	b = binary.AppendUvarint(b, r.Gen)
 	b = binary.AppendUvarint(b, r.Seq)
 	b = binary.BigEndian.AppendUint32(b, ageMillis(r.Age))
-	b = binary.AppendUvarint(b, r.Epoch)
+	b = binary.AppendUvarint(b, r.Term)
 	flags := byte(0)
 	if r.Leaving {
 		flags |= flagLeaving
+	}
+	if r.Leads {
+		flags |= flagLeads
 	}
 	b = append(b, flags)
 	s := &r.Sample
@@ -97,7 +106,7 @@ func appendReport(b []byte, r *report) ([]byte, error) {
 		return nil, fmt.Errorf("report has %d services, at most %d fit", len(s.Services), maxServices)
 	}
 	b = binary.AppendUvarint(b, uint64(len(s.Services)))
-	for _, name := range sortedKeys(s.Services) {
+	for _, name := range slices.Sorted(maps.Keys(s.Services)) {
 		v := s.Services[name]
 		b = appendString(b, name)
 		b = appendF32(b, v.RPS)
@@ -109,7 +118,7 @@ func appendReport(b []byte, r *report) ([]byte, error) {
 		b = v.Latency.AppendBinary(b)
 	}
 	b = binary.AppendUvarint(b, uint64(len(r.Extra)))
-	for _, k := range sortedKeys(r.Extra) {
+	for _, k := range slices.Sorted(maps.Keys(r.Extra)) {
 		b = appendString(b, k)
 		b = appendBytes(b, r.Extra[k])
 	}
@@ -117,15 +126,6 @@ func appendReport(b []byte, r *report) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", errTooBig, len(b)-start, maxReportSize)
 	}
 	return b, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func appendF32(b []byte, f float64) []byte {
@@ -143,147 +143,97 @@ func appendString(b []byte, s string) []byte {
 // errMalformed marks input that came from the network and does not parse.
 var errMalformed = errors.New("malformed mesh message")
 
-// reader decodes with a sticky error, so the decoder reads straight through
-// and checks once; every length is bounded before anything is allocated.
-type reader struct {
-	b   []byte
-	err error
+// Smallest encodings, which bound a declared count by the bytes that
+// follow it (binread.Reader.Count).
+const (
+	minReportBytes  = 24 // a one-letter id and every field at its smallest
+	minServiceBytes = 14 // a one-letter name, the figures, an empty histogram
+	minExtraBytes   = 3  // a one-letter key and an empty value
+)
+
+// decodeReport reads one report from the front of b and returns what follows.
+func decodeReport(b []byte) (*report, []byte, error) {
+	r := binread.New(b, errMalformed)
+	rep := &report{}
+	rep.ID = string(r.Bytes(maxNameLen, "id"))
+	rep.Gen = r.Uvarint("generation")
+	rep.Seq = r.Uvarint("sequence")
+	if age := r.Take(4, "age"); age != nil {
+		rep.Age = time.Duration(binary.BigEndian.Uint32(age)) * time.Millisecond
+	}
+	rep.Term = r.Uvarint("term")
+	if f := r.Byte("flags"); f&^(flagLeaving|flagLeads) != 0 {
+		r.Fail("unknown flags")
+	} else {
+		rep.Leaving, rep.Leads = f&flagLeaving != 0, f&flagLeads != 0
+	}
+	s := &rep.Sample
+	s.Window = time.Duration(min(r.Uvarint("window"), math.MaxInt64/uint64(time.Millisecond))) * time.Millisecond
+	s.RPS = finite32(r, "rps")
+	s.InFlight = r.Varint("in-flight")
+	s.CPU = finite32(r, "cpu")
+	s.MemBytes = r.Uvarint("memory")
+	if c := readCoord(r); c != nil && c.IsValid() {
+		rep.Coord = c
+	}
+	if n := r.Count(minServiceBytes, maxServices, "services"); n > 0 {
+		s.Services = make(map[string]telemetry.ServiceSample, n)
+		for range n {
+			name := string(r.Bytes(maxNameLen, "service name"))
+			v := telemetry.ServiceSample{
+				RPS:       finite32(r, "service rps"),
+				ErrorRate: finite32(r, "service error rate"),
+				InFlight:  r.Varint("service in-flight"),
+				Queued:    r.Varint("service queued"),
+			}
+			v.Backends = atMost(r, math.MaxInt32, "backends")
+			v.HealthyBackends = atMost(r, math.MaxInt32, "healthy backends")
+			if r.Err() != nil {
+				return nil, nil, r.Err()
+			}
+			h, rest, err := telemetry.DecodeHistogram(r.Rest())
+			if err != nil {
+				return nil, nil, fmt.Errorf("%w: latency histogram: %w", errMalformed, err)
+			}
+			r = binread.New(rest, errMalformed)
+			v.Latency = h
+			s.Services[name] = v
+		}
+	}
+	if n := r.Count(minExtraBytes, maxExtras, "extras"); n > 0 {
+		rep.Extra = make(map[string][]byte, n)
+		for range n {
+			k := string(r.Bytes(MaxExtraKey, "extra key"))
+			rep.Extra[k] = append([]byte(nil), r.Bytes(MaxExtraValue, "extra value")...)
+		}
+	}
+	if r.Err() == nil && checkName("id", rep.ID) != nil {
+		r.Fail("report id")
+	}
+	if r.Err() != nil {
+		return nil, nil, r.Err()
+	}
+	return rep, r.Rest(), nil
 }
 
-func (r *reader) fail(what string) {
-	if r.err == nil {
-		r.err = fmt.Errorf("%w: %s", errMalformed, what)
-	}
-	r.b = nil
-}
-
-func (r *reader) uvarint(what string) uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail(what)
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) varint(what string) int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail(what)
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) take(n int, what string) []byte {
-	if n < 0 || n > len(r.b) {
-		r.fail(what)
-		return nil
-	}
-	v := r.b[:n]
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) f32(what string) float64 {
-	v := r.take(4, what)
-	if v == nil {
-		return 0
-	}
-	f := float64(math.Float32frombits(binary.BigEndian.Uint32(v)))
+// finite32 reads a load figure, which must be a number.
+func finite32(r *binread.Reader, what string) float64 {
+	f := r.Float32BE(what)
 	if math.IsNaN(f) || math.IsInf(f, 0) {
-		r.fail(what + " is not finite")
+		r.Fail(what + " is not finite")
 		return 0
 	}
 	return f
 }
 
-func (r *reader) bytes(limit int, what string) []byte {
-	n := r.uvarint(what)
+// atMost reads a uvarint no larger than limit.
+func atMost(r *binread.Reader, limit int, what string) int {
+	n := r.Uvarint(what)
 	if n > uint64(limit) {
-		r.fail(what + " too long")
-		return nil
-	}
-	return r.take(int(n), what)
-}
-
-func (r *reader) count(limit int, what string) int {
-	n := r.uvarint(what)
-	if n > uint64(limit) {
-		r.fail(what + " count too large")
+		r.Failf("%s: %d over %d", what, n, limit)
 		return 0
 	}
 	return int(n)
-}
-
-// decodeReport reads one report from the front of r.
-func decodeReport(r *reader) *report {
-	rep := &report{}
-	rep.ID = string(r.bytes(maxNameLen, "id"))
-	rep.Gen = r.uvarint("generation")
-	rep.Seq = r.uvarint("sequence")
-	if age := r.take(4, "age"); age != nil {
-		rep.Age = time.Duration(binary.BigEndian.Uint32(age)) * time.Millisecond
-	}
-	rep.Epoch = r.uvarint("epoch")
-	if f := r.take(1, "flags"); f != nil {
-		if f[0]&^flagLeaving != 0 {
-			r.fail("unknown flags")
-			return nil
-		}
-		rep.Leaving = f[0]&flagLeaving != 0
-	}
-	s := &rep.Sample
-	s.Window = time.Duration(min(r.uvarint("window"), math.MaxInt64/uint64(time.Millisecond))) * time.Millisecond
-	s.RPS = r.f32("rps")
-	s.InFlight = r.varint("in-flight")
-	s.CPU = r.f32("cpu")
-	s.MemBytes = r.uvarint("memory")
-	if c := readCoord(r); c != nil && c.IsValid() {
-		rep.Coord = c
-	}
-	if n := r.count(maxServices, "services"); n > 0 {
-		s.Services = make(map[string]telemetry.ServiceSample, n)
-		for range n {
-			name := string(r.bytes(maxNameLen, "service name"))
-			v := telemetry.ServiceSample{
-				RPS:       r.f32("service rps"),
-				ErrorRate: r.f32("service error rate"),
-				InFlight:  r.varint("service in-flight"),
-				Queued:    r.varint("service queued"),
-			}
-			v.Backends = int(r.count(math.MaxInt32, "backends"))
-			v.HealthyBackends = int(r.count(math.MaxInt32, "healthy backends"))
-			if r.err != nil {
-				return nil
-			}
-			h, rest, err := telemetry.DecodeHistogram(r.b)
-			if err != nil {
-				r.fail("latency histogram")
-				return nil
-			}
-			r.b = rest
-			v.Latency = h
-			s.Services[name] = v
-		}
-	}
-	if n := r.count(maxExtras, "extras"); n > 0 {
-		rep.Extra = make(map[string][]byte, n)
-		for range n {
-			k := string(r.bytes(MaxExtraKey, "extra key"))
-			rep.Extra[k] = append([]byte(nil), r.bytes(MaxExtraValue, "extra value")...)
-		}
-	}
-	if r.err != nil {
-		return nil
-	}
-	if err := checkName("id", rep.ID); err != nil {
-		r.fail("report id")
-		return nil
-	}
-	return rep
 }
 
 // encodeMessage frames reports as one gossip message or one push/pull state.
@@ -310,28 +260,29 @@ func decodeMessage(b []byte) ([]*report, error) {
 	if b[1] != formatVersion {
 		return nil, fmt.Errorf("%w: format version %d", errMalformed, b[1])
 	}
-	r := &reader{b: b[2:]}
+	r := binread.New(b[2:], errMalformed)
 	n := 1
 	switch b[0] {
 	case kindReport:
 	case kindState:
-		n = r.count(maxStateItems, "state")
+		n = r.Count(minReportBytes, maxStateItems, "state")
 	default:
 		return nil, fmt.Errorf("%w: kind %d", errMalformed, b[0])
 	}
+	if r.Err() != nil {
+		return nil, r.Err()
+	}
+	rest := r.Rest()
 	reps := make([]*report, 0, n)
 	for range n {
-		rep := decodeReport(r)
-		if rep == nil {
-			break
+		rep, more, err := decodeReport(rest)
+		if err != nil {
+			return nil, err
 		}
-		reps = append(reps, rep)
+		reps, rest = append(reps, rep), more
 	}
-	if r.err == nil && len(r.b) != 0 {
-		r.fail("trailing bytes")
-	}
-	if r.err != nil {
-		return nil, r.err
+	if len(rest) != 0 {
+		return nil, fmt.Errorf("%w: %d trailing bytes", errMalformed, len(rest))
 	}
 	return reps, nil
 }
@@ -362,23 +313,41 @@ func decodeBeat(b []byte) (beat, error) {
 	if len(b) < 2 || b[0] != kindBeat || b[1] != formatVersion {
 		return beat{}, fmt.Errorf("%w: not a beat", errMalformed)
 	}
-	r := &reader{b: b[2:]}
-	bt := beat{ID: string(r.bytes(maxNameLen, "id"))}
-	bt.Gen = r.uvarint("generation")
-	bt.Seq = r.uvarint("sequence")
-	if back := r.uvarint("base"); back <= bt.Seq {
+	r := binread.New(b[2:], errMalformed)
+	bt := beat{ID: string(r.Bytes(maxNameLen, "id"))}
+	bt.Gen = r.Uvarint("generation")
+	bt.Seq = r.Uvarint("sequence")
+	if back := r.Uvarint("base"); back <= bt.Seq {
 		bt.Base = bt.Seq - back
 	} else {
-		r.fail("base after sequence")
+		r.Fail("base after sequence")
 	}
-	if age := r.take(4, "age"); age != nil {
+	if age := r.Take(4, "age"); age != nil {
 		bt.Age = time.Duration(binary.BigEndian.Uint32(age)) * time.Millisecond
 	}
-	if r.err == nil && len(r.b) != 0 {
-		r.fail("trailing bytes")
+	r.End()
+	if r.Err() == nil && checkName("id", bt.ID) != nil {
+		r.Fail("beat id")
 	}
-	if r.err == nil && checkName("id", bt.ID) != nil {
-		r.fail("beat id")
+	return bt, r.Err()
+}
+
+// encodeWant asks a node for its report, naming the asker.
+func encodeWant(from string) []byte {
+	return appendString([]byte{kindWant, formatVersion}, from)
+}
+
+// decodeWant parses a want. It never panics on any input: fuzzed in
+// FuzzDecodeWant.
+func decodeWant(b []byte) (string, error) {
+	if len(b) < 2 || b[0] != kindWant || b[1] != formatVersion {
+		return "", fmt.Errorf("%w: not a want", errMalformed)
 	}
-	return bt, r.err
+	r := binread.New(b[2:], errMalformed)
+	from := string(r.Bytes(maxNameLen, "asker"))
+	r.End()
+	if r.Err() == nil && checkName("id", from) != nil {
+		r.Fail("asker id")
+	}
+	return from, r.Err()
 }

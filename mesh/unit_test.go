@@ -16,6 +16,7 @@ import (
 )
 
 func TestConfigValidate(t *testing.T) {
+	keys := writeKeyring(t, "MDEyMzQ1Njc4OWFiY2RlZg==")
 	for _, tc := range []struct {
 		cfg  Config
 		want string
@@ -29,11 +30,34 @@ func TestConfigValidate(t *testing.T) {
 		{Config{Bind: "127.0.0.1:1", Advertise: "x"}, "mesh.advertise:"},
 		{Config{Bind: "127.0.0.1:1", Join: []string{"a:1", "b"}}, `mesh.join[1]: "b": want host:port`},
 		{Config{Bind: "127.0.0.1:1", Timing: Timing{Sample: -1}}, "must not be negative"},
+		{Config{Bind: "[::1]:7946"}, ""},
+		// Reachable from outside the host: gossip must be keyed.
+		{Config{Bind: "0.0.0.0:7946"}, "mesh.keyring: required"},
+		{Config{Bind: "[::]:7946"}, "mesh.keyring: required"},
+		{Config{Bind: "10.1.2.3:7946"}, "mesh.keyring: required"},
+		{Config{Bind: "127.0.0.1:7946", Advertise: "203.0.113.7:7946"}, "mesh.keyring: required"},
+		{Config{Bind: "0.0.0.0:7946", KeyringFile: keys}, ""},
+		{Config{Bind: "0.0.0.0:7946", KeyringFile: "/nonexistent/mesh.keys"}, "mesh.keyring:"},
+		{Config{Bind: "127.0.0.1:7946", KeyringFile: writeKeyring(t, "c2hvcnQ=")}, "key is 5 bytes"},
 	} {
 		err := tc.cfg.Validate()
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("Validate(%+v) = %v, want %q", tc.cfg, err, tc.want)
 		}
+	}
+}
+
+// Start refuses what Validate refuses: no unkeyed mesh on a public bind.
+func TestStartRefusesUnkeyedPublicBind(t *testing.T) {
+	meta := NodeMeta{ID: "n", Region: "eu"}
+	sample := func() telemetry.NodeSample { return telemetry.NodeSample{} }
+	c, err := Start(t.Context(), Config{Bind: "0.0.0.0:0"}, meta, sample, slog.New(slog.DiscardHandler))
+	if err == nil {
+		c.Shutdown()
+		t.Fatal("an unkeyed mesh bound to 0.0.0.0 started")
+	}
+	if !strings.Contains(err.Error(), "mesh.keyring: required") {
+		t.Errorf("err = %v, want it to name mesh.keyring", err)
 	}
 }
 
@@ -86,12 +110,16 @@ func TestParseKeyring(t *testing.T) {
 
 func TestNodeMeta(t *testing.T) {
 	good := NodeMeta{ID: "par-1", Region: "eu-west", Zone: "a", Lat: 48.85, Lon: 2.35, PublicURL: "https://par-1.example.net", Capacity: 8, Version: "1.0"}
-	b, err := good.encode()
+	b, err := good.encode(1700000000000000000)
 	if err != nil || good.Validate() != nil {
 		t.Fatal(err, good.Validate())
 	}
-	if got, err := decodeMeta(b); err != nil || got != good {
-		t.Errorf("decodeMeta = %+v, %v", got, err)
+	if got, gen, err := decodeMeta(b); err != nil || got != good || gen != 1700000000000000000 {
+		t.Errorf("decodeMeta = %+v, %d, %v", got, gen, err)
+	}
+	// A node of a release that sends no generation still decodes.
+	if _, gen, err := decodeMeta(append([]byte{metaFormat}, `{"id":"a","region":"eu"}`...)); err != nil || gen != 0 {
+		t.Errorf("metadata without a generation: %d, %v", gen, err)
 	}
 	bad := []NodeMeta{
 		{Region: "eu"},
@@ -108,7 +136,7 @@ func TestNodeMeta(t *testing.T) {
 		}
 	}
 	for _, raw := range [][]byte{nil, {9, '{'}, {metaFormat, '{'}, append([]byte{metaFormat}, `{"id":"x y","region":"eu"}`...)} {
-		if _, err := decodeMeta(raw); err == nil {
+		if _, _, err := decodeMeta(raw); err == nil {
 			t.Errorf("decodeMeta(%q) accepted", raw)
 		}
 	}
@@ -122,7 +150,7 @@ func sampleReport() *report {
 	c := coordinate.NewCoordinate(coordinate.DefaultConfig())
 	c.Vec[0], c.Height = 0.25, 0.0001
 	return &report{
-		ID: "par-1", Gen: 1700000000000000000, Seq: 42, Age: 1500 * time.Millisecond, Epoch: 3, Leaving: true,
+		ID: "par-1", Gen: 1700000000000000000, Seq: 42, Age: 1500 * time.Millisecond, Term: 3, Leads: true, Leaving: true,
 		Sample: telemetry.NodeSample{Window: time.Second, RPS: 1250.5, InFlight: 17, CPU: 1.5, MemBytes: 1 << 30,
 			Services: map[string]telemetry.ServiceSample{
 				"api":    {RPS: 1000, ErrorRate: 0.25, InFlight: 12, Queued: 3, Latency: h.Snapshot(), Backends: 4, HealthyBackends: 3},
@@ -144,7 +172,7 @@ func TestReportRoundTrip(t *testing.T) {
 		t.Fatalf("decode = %v, %v", out, err)
 	}
 	got := out[0]
-	if got.ID != in.ID || got.Gen != in.Gen || got.Seq != in.Seq || got.Age != in.Age || got.Epoch != in.Epoch || !got.Leaving {
+	if got.ID != in.ID || got.Gen != in.Gen || got.Seq != in.Seq || got.Age != in.Age || got.Term != in.Term || !got.Leads || !got.Leaving {
 		t.Errorf("header = %+v", got)
 	}
 	api := got.Sample.Services["api"]
@@ -374,7 +402,7 @@ func TestNegativeAgeSentAsZero(t *testing.T) {
 func beatCluster() *Cluster {
 	c := &Cluster{
 		meta: NodeMeta{ID: "self", Region: "eu"}, timing: fastTiming, log: slog.New(slog.DiscardHandler),
-		peers: map[string]*peer{}, repairs: make(chan string, 1),
+		peers: map[string]*peer{}, repairs: make(chan repair, repairQueue),
 	}
 	c.beats = &memberlist.TransmitLimitedQueue{RetransmitMult: beatRetransmitMult, NumNodes: c.numNodes}
 	c.peers["n1"] = &peer{state: StateAlive, addr: "127.0.0.1:1", rep: &report{ID: "n1", Gen: 7, Seq: 5, Sample: telemetry.NodeSample{RPS: 10}}}
@@ -410,8 +438,13 @@ func TestBeatAfterMissedReportAsksForRepair(t *testing.T) {
 	if c.peers["n1"].rep.Seq != 5 {
 		t.Error("a beat for a report we missed was applied")
 	}
-	if len(c.repairs) != 1 || <-c.repairs != "127.0.0.1:1" {
+	if len(c.repairs) != 1 {
 		t.Fatal("no repair asked of n1")
+	}
+	if r := <-c.repairs; r.to.Name != "n1" || r.to.Address() != "127.0.0.1:1" {
+		t.Fatalf("repair asked of %s at %s, want n1 at 127.0.0.1:1", r.to.Name, r.to.Address())
+	} else if from, err := decodeWant(r.msg); err != nil || from != "self" {
+		t.Errorf("repair message: want from %q, %v; want from self", from, err)
 	}
 	c.mergeBeat(beat{ID: "n1", Gen: 7, Seq: 10, Base: 6}, now.Add(fastTiming.Refresh/2))
 	if len(c.repairs) != 0 {
@@ -420,5 +453,60 @@ func TestBeatAfterMissedReportAsksForRepair(t *testing.T) {
 	c.mergeBeat(beat{ID: "n1", Gen: 8, Seq: 1, Base: 1}, now.Add(fastTiming.Refresh))
 	if len(c.repairs) != 1 {
 		t.Error("a restarted node's beat did not ask for its new report")
+	}
+}
+
+func TestWantRoundTripAndRejects(t *testing.T) {
+	if from, err := decodeWant(encodeWant("par-1")); err != nil || from != "par-1" {
+		t.Fatalf("decodeWant = %q, %v", from, err)
+	}
+	b := encodeWant("par-1")
+	for i := range b {
+		if _, err := decodeWant(b[:i]); err == nil {
+			t.Errorf("truncated at %d of %d accepted", i, len(b))
+		}
+	}
+	for _, bad := range [][]byte{append(bytes.Clone(b), 0), encodeWant("a b"), encodeWant(""), {kindWant, formatVersion + 1, 1, 'a'}} {
+		if _, err := decodeWant(bad); !errors.Is(err, errMalformed) {
+			t.Errorf("decodeWant(%x) = %v, want errMalformed", bad, err)
+		}
+	}
+}
+
+func FuzzDecodeWant(f *testing.F) {
+	f.Add(encodeWant("n1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if from, err := decodeWant(b); err == nil && checkName("id", from) != nil {
+			t.Fatalf("accepted bad asker %q", from)
+		}
+	})
+}
+
+// A want is answered only to a live member, at its own address, and at
+// most twice per refresh interval: a flood of wants costs one answer.
+func TestWantAnsweredOnlyToLiveMembersAndRateLimited(t *testing.T) {
+	c := beatCluster()
+	c.lastSent = &report{ID: "self", Gen: 1, Seq: 3}
+	now := time.Now()
+	c.answerWant("stranger", now)
+	c.peers["gone"] = &peer{state: StateDead, addr: "127.0.0.1:2"}
+	c.answerWant("gone", now)
+	if len(c.repairs) != 0 {
+		t.Fatal("answered a member that is not alive")
+	}
+	for range 100 {
+		c.answerWant("n1", now)
+	}
+	if len(c.repairs) != 1 {
+		t.Fatalf("%d answers queued for 100 wants, want 1", len(c.repairs))
+	}
+	r := <-c.repairs
+	reps, err := decodeMessage(r.msg)
+	if r.to.Address() != "127.0.0.1:1" || err != nil || len(reps) != 1 || reps[0].Seq != 3 || r.msg[0] != kindState {
+		t.Errorf("answer to %s: %v, %v", r.to.Address(), reps, err)
+	}
+	c.answerWant("n1", now.Add(fastTiming.Refresh))
+	if len(c.repairs) != 1 {
+		t.Error("no answer a refresh interval later")
 	}
 }

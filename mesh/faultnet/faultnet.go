@@ -96,6 +96,12 @@ func (n *Network) Partition(a, b []string) {
 	n.Block(b, a)
 }
 
+// Isolate cuts every packet and stream to and from label, the way a
+// SIGSTOPped process looks to the rest of the network. Heal ends it.
+func (n *Network) Isolate(label string) {
+	n.Partition([]string{label}, []string{Any})
+}
+
 // Heal lifts every block, keeping delays and loss.
 func (n *Network) Heal() {
 	n.mu.Lock()

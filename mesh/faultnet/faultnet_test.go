@@ -116,3 +116,25 @@ func TestPartitionRefusesDial(t *testing.T) {
 		t.Error("bad bind address accepted")
 	}
 }
+
+func TestIsolateCutsBothWays(t *testing.T) {
+	nw := New()
+	a, b := pair(t, nw)
+	nw.Isolate("a")
+	a.WriteTo([]byte("out"), b.Addr())
+	b.WriteTo([]byte("in"), a.Addr())
+	if _, ok := receive(b, 300*time.Millisecond); ok {
+		t.Error("an isolated node's packet got out")
+	}
+	if _, ok := receive(a, 300*time.Millisecond); ok {
+		t.Error("a packet reached an isolated node")
+	}
+	if _, err := b.DialTimeout(a.Addr(), time.Second); !errors.Is(err, ErrPartitioned) {
+		t.Errorf("dial to an isolated node: %v", err)
+	}
+	nw.Heal()
+	a.WriteTo([]byte("back"), b.Addr())
+	if _, ok := receive(b, 10*time.Second); !ok {
+		t.Error("healed node's packet never arrived")
+	}
+}

@@ -1,0 +1,356 @@
+package mesh
+
+import (
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"perigee/mesh/faultnet"
+	"perigee/telemetry"
+)
+
+// claims samples every node's Leadership until stopped, recording who
+// claimed each term and the order terms were first claimed in.
+type claims struct {
+	mu      sync.Mutex
+	holders map[uint64][]string
+	order   []uint64
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func watchClaims(nodes []*node) *claims {
+	c := &claims{holders: map[uint64][]string{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		for {
+			select {
+			case <-c.stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			for _, n := range nodes {
+				if term, ok := n.Leadership(); ok {
+					c.record(n.meta.ID, term)
+				}
+			}
+		}
+	}()
+	return c
+}
+
+// record notes that id claimed term.
+func (c *claims) record(id string, term uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, seen := c.holders[term]; !seen {
+		c.order = append(c.order, term)
+	}
+	if !slices.Contains(c.holders[term], id) {
+		c.holders[term] = append(c.holders[term], id)
+	}
+}
+
+// check stops the sampler and fails on a term claimed by two nodes, or a
+// term first claimed after a higher one.
+func (c *claims) check(t *testing.T) {
+	t.Helper()
+	close(c.stop)
+	<-c.done
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for term, ids := range c.holders {
+		if len(ids) > 1 {
+			t.Errorf("term %d claimed by %v", term, ids)
+		}
+	}
+	for i := 1; i < len(c.order); i++ {
+		if c.order[i] <= c.order[i-1] {
+			t.Errorf("terms claimed in the order %v: not strictly increasing", c.order)
+			break
+		}
+	}
+	t.Logf("terms claimed, in order: %v, by %v", c.order, c.holders)
+}
+
+// leading lists the nodes whose Leadership holds now, with their terms.
+func leading(nodes []*node) map[string]uint64 {
+	out := map[string]uint64{}
+	for _, n := range nodes {
+		if term, ok := n.Leadership(); ok {
+			out[n.meta.ID] = term
+		}
+	}
+	return out
+}
+
+// oneLeader waits until exactly one of nodes leads, and returns it and
+// its term.
+func oneLeader(t *testing.T, what string, nodes []*node) (string, uint64) {
+	t.Helper()
+	var id string
+	var term uint64
+	eventually(t, what, func() bool {
+		l := leading(nodes)
+		if len(l) != 1 {
+			return false
+		}
+		for id, term = range l {
+		}
+		return true
+	})
+	return id, term
+}
+
+// A region of five split 3/2 with its leader on the small side: the
+// leader stops leading, the large side elects one under a higher term,
+// and the small side never leads while it sees only a minority. After
+// healing, one leader remains and no term was ever claimed twice.
+func TestPartitionOnlyMajorityLeads(t *testing.T) {
+	nw := faultnet.New()
+	nodes := startCluster(t, nw, "q", "eu", 5, nil)
+	eventually(t, "converged", func() bool { return allSee(nodes, "q-04", 0) && allSee(nodes, "q-00", 0) })
+	first, before := oneLeader(t, "one leader", nodes)
+	if first != "q-00" {
+		t.Fatalf("leader %s, want q-00, the first node", first)
+	}
+	cl := watchClaims(nodes)
+	small, large := nodes[:2], nodes[2:]
+	nw.Partition([]string{"q-00", "q-01"}, []string{"q-02", "q-03", "q-04"})
+	var id string
+	var term uint64
+	eventually(t, "the large side leads alone", func() bool {
+		l := leading(nodes)
+		for id, term = range l {
+		}
+		return len(l) == 1 && slices.Contains([]string{"q-02", "q-03", "q-04"}, id)
+	})
+	if term <= before {
+		t.Fatalf("after the split %s leads under term %d, not above q-00's %d", id, term, before)
+	}
+	// Held for a while: the small side still knows it is the smaller part.
+	for range 30 {
+		if l := leading(small); len(l) > 0 {
+			t.Fatalf("the minority side leads: %v", l)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if l := leading(large); len(l) != 1 {
+		t.Errorf("the majority side's leaders: %v, want one", l)
+	}
+	nw.Heal()
+	eventually(t, "healed: everyone alive", func() bool {
+		for _, n := range nodes {
+			if !allState(nodes, n.meta.ID, StateAlive) || !allSee(nodes, n.meta.ID, 0) {
+				return false
+			}
+		}
+		return true
+	})
+	_, after := oneLeader(t, "one leader after healing", nodes)
+	if after < term {
+		t.Errorf("after healing the leader holds term %d, below the large side's %d", after, term)
+	}
+	cl.check(t)
+}
+
+// The leader stops for 20 s (all its traffic dropped, as a SIGSTOPped
+// process looks) and resumes. Another node leads meanwhile; terms only
+// ever increase and no term has two holders, before, during or after.
+func TestPausedLeaderResumesWithoutReusingATerm(t *testing.T) {
+	nw := faultnet.New()
+	nodes := startCluster(t, nw, "s", "eu", 5, nil)
+	eventually(t, "converged", func() bool { return allSee(nodes, "s-04", 0) && allSee(nodes, "s-00", 0) })
+	first, before := oneLeader(t, "one leader", nodes)
+	cl := watchClaims(nodes)
+	var paused *node
+	for _, n := range nodes {
+		if n.meta.ID == first {
+			paused = n
+		}
+	}
+	others := slices.DeleteFunc(slices.Clone(nodes), func(n *node) bool { return n == paused })
+	nw.Isolate(first)
+	start := time.Now()
+	next, during := oneLeader(t, "another node leads during the pause", others)
+	if during <= before {
+		t.Errorf("%s leads under term %d during the pause, not above %s's %d", next, during, first, before)
+	}
+	time.Sleep(time.Until(start.Add(20 * time.Second)))
+	nw.Heal()
+	eventually(t, "resumed: the paused node alive again everywhere", func() bool {
+		return allState(nodes, first, StateAlive) && allSee(others, first, 0)
+	})
+	_, after := oneLeader(t, "one leader after the pause", nodes)
+	if after < during {
+		t.Errorf("after the pause the leader holds term %d, below %d", after, during)
+	}
+	// The paused node learnt it lost the lead: the term it knows moved on.
+	if v := paused.Region("eu"); v.Term < during {
+		t.Errorf("%s's view after resuming: term %d, want at least %d", first, v.Term, during)
+	}
+	cl.check(t)
+}
+
+// A node that cannot reach its seeds does not lead its region, and a
+// node that joins later with a lower id does not take the lead from a
+// leader that is alive.
+func TestLoneNodeDoesNotLeadAndLeadIsSticky(t *testing.T) {
+	nw := faultnet.New()
+	nodes := startCluster(t, nw, "t-1", "eu", 2, nil) // t-1-00, t-1-01
+	_, term := oneLeader(t, "one leader", nodes)
+	lone := startNode(t, nw, "t-0-lone", "eu", "127.0.0.1:0", []string{"127.0.0.1:1"}, "")
+	time.Sleep(10 * fastTiming.Sample)
+	if term, ok := lone.Leadership(); ok {
+		t.Errorf("a node alone, its seed unreachable, leads under term %d", term)
+	}
+	low := startNode(t, nw, "t-0", "eu", "127.0.0.1:0", []string{nodes[0].addr}, "")
+	all := append(slices.Clone(nodes), low)
+	eventually(t, "t-0 joined", func() bool { return allSee(all, "t-0", 0) })
+	for range 20 {
+		if l := leading(all); len(l) != 1 || l["t-1-00"] != term {
+			t.Fatalf("leaders %v; want t-1-00 still, under term %d", l, term)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if v := low.Region("eu"); v.Leader != "t-1-00" || v.Term != term {
+		t.Errorf("t-0 sees leader %s under term %d, want t-1-00 under %d", v.Leader, v.Term, term)
+	}
+}
+
+// leaderCluster is a Cluster without memberlist: b of region eu, with
+// peers a and c alive and fresh, none leading yet.
+func leaderCluster(now time.Time) *Cluster {
+	c := &Cluster{
+		meta: NodeMeta{ID: "b", Region: "eu"}, timing: fastTiming, log: slog.New(slog.DiscardHandler),
+		peers: map[string]*peer{}, roster: map[string]time.Time{}, leaders: map[string]leaderTerm{},
+		events: newEventQueue("b", 16),
+	}
+	c.coords, _ = newCoordClient()
+	c.timing.Remember = time.Minute
+	for _, id := range []string{"a", "b", "c"} {
+		c.peers[id] = &peer{meta: NodeMeta{ID: id, Region: "eu"}, state: StateAlive, recv: now, rep: &report{ID: id, Gen: 1, Seq: 1}}
+	}
+	c.alive.Store(3)
+	return c
+}
+
+func (c *Cluster) setClaim(id string, term uint64, leads bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.peers[id]
+	rep := *p.rep
+	rep.Seq++
+	rep.Term, rep.Leads = term, leads
+	p.rep = &rep
+	if rep.Term > c.term {
+		c.term = rep.Term
+	}
+}
+
+func (c *Cluster) setState(id string, s State) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.peers[id].state = s
+}
+
+// The rules of leader.go, one step at a time.
+func TestLeadershipRules(t *testing.T) {
+	now := time.Now()
+	c := leaderCluster(now)
+	c.tendLeadership(now)
+	if _, ok := c.Leadership(); ok {
+		t.Fatal("b leads although a, the lowest id, is eligible")
+	}
+	c.setClaim("a", 5, true)
+	c.setState("a", StateDead)
+	c.tendLeadership(now)
+	t1, ok := c.Leadership()
+	if !ok || t1 <= 5 {
+		t.Fatalf("with a dead, b leads = %v under term %d; want a term above a's 5", ok, t1)
+	}
+	if v := c.Region("eu"); v.Leader != "b" || v.Term != t1 {
+		t.Errorf("region view %s/%d, want b/%d", v.Leader, v.Term, t1)
+	}
+
+	// a returns, still claiming its old term: b keeps the lead.
+	c.setState("a", StateAlive)
+	c.tendLeadership(now)
+	if term, ok := c.Leadership(); !ok || term != t1 {
+		t.Errorf("a back under an old term: b leads = %v, term %d; want still %d", ok, term, t1)
+	}
+
+	// c took a higher term (b was cut off, say): b is deposed at once.
+	c.setClaim("c", t1+1, true)
+	if _, ok := c.Leadership(); ok {
+		t.Error("b still leads after c claimed a higher term")
+	}
+	c.tendLeadership(now)
+	if v := c.Region("eu"); v.Leader != "c" || c.lead != 0 {
+		t.Errorf("leader %s, b's lead %d; want c, 0", v.Leader, c.lead)
+	}
+
+	// c gives the lead up: b, picked again, takes a new term above all.
+	c.setClaim("c", t1+1, false)
+	c.setState("a", StateLeft)
+	c.tendLeadership(now)
+	t2, ok := c.Leadership()
+	if !ok || t2 <= t1+1 {
+		t.Fatalf("b leads again = %v under term %d; want a new term above %d", ok, t2, t1+1)
+	}
+
+	// Another node claiming our very term: nobody should act under it.
+	c.setClaim("c", t2, true)
+	if _, ok := c.Leadership(); ok {
+		t.Error("b leads while c claims the same term")
+	}
+	c.setClaim("c", t2, false)
+	c.tendLeadership(now)
+
+	// A majority of the remembered members is needed: a left (does not
+	// count), c failing leaves b with one of two.
+	t3, ok := c.Leadership()
+	if !ok {
+		t.Fatal("b does not lead b and c")
+	}
+	c.setState("c", StateDead)
+	if _, ok := c.Leadership(); ok {
+		t.Error("b leads seeing one of two members")
+	}
+	c.tendLeadership(now)
+	// Once c is no longer remembered, b is the region, under a new term.
+	later := now.Add(2 * time.Minute)
+	c.mu.Lock()
+	c.peers["b"].recv = later
+	c.mu.Unlock()
+	c.tendLeadership(later)
+	if c.lead <= t3 {
+		t.Errorf("after c was forgotten b leads under %d; want a new term above %d", c.lead, t3)
+	}
+
+	// Leaving: no lead, and the last report says so, so the next node
+	// need not wait for this one to be declared gone.
+	c.mu.Lock()
+	c.leaving, c.dirty = true, true
+	c.mu.Unlock()
+	if _, ok := c.Leadership(); ok {
+		t.Error("a leaving node leads")
+	}
+	c.report = func() telemetry.NodeSample { return telemetry.NodeSample{} }
+	c.queue = &memberlist.TransmitLimitedQueue{RetransmitMult: 1, NumNodes: c.numNodes}
+	c.sample(later)
+	if c.lastSent.Leads || !c.lastSent.Leaving {
+		t.Errorf("the leaving report: leads %v, leaving %v; want false, true", c.lastSent.Leads, c.lastSent.Leaving)
+	}
+
+	// Alone with seeds to reach: no lead at all.
+	c.cfg.Join = []string{"127.0.0.1:1"}
+	c.alive.Store(1)
+	if _, ok := c.Leadership(); ok {
+		t.Error("a node alone, with seeds it cannot reach, leads")
+	}
+}
