@@ -14,6 +14,10 @@ import (
 const (
 	maxWeight    = 10000
 	maxEjectTime = time.Hour
+	// maxNumber bounds every number an action takes, so that each converts
+	// to an int exactly: a replica count, weight, burst or rate beyond it is
+	// a bug in the script, not a decision.
+	maxNumber = 1e9
 )
 
 // ActionKind names what a script asked for: each is a Lua function of the
@@ -49,9 +53,10 @@ type action struct {
 	reason  string
 }
 
-// parseAction checks a call's argument types. A wrong type is a bug in the
-// script and fails the evaluation; a bad value is a decision that gets
-// rejected and logged.
+// parseAction checks a call's argument types. A wrong type, or a number
+// that is not finite or beyond maxNumber, is a bug in the script and fails
+// the evaluation at its line; a bad value within range is a decision that
+// gets rejected and logged.
 func parseAction(kind ActionKind, args []any) (action, error) {
 	a := action{kind: kind}
 	names, nums := arguments[kind].names, arguments[kind].nums
@@ -71,6 +76,9 @@ func parseAction(kind ActionKind, args []any) (action, error) {
 		v, ok := args[names+i].(float64)
 		if !ok {
 			return a, fmt.Errorf("argument %d must be a number, got %v", names+i+1, args[names+i])
+		}
+		if math.IsNaN(v) || math.IsInf(v, 0) || math.Abs(v) > maxNumber {
+			return a, fmt.Errorf("argument %d must be a finite number within ±%g, got %v", names+i+1, float64(maxNumber), v)
 		}
 		vals[i] = v
 	}

@@ -515,3 +515,27 @@ func TestDecisionLogKeepsNewest(t *testing.T) {
 		t.Fatalf("last(-1) = %+v", got)
 	}
 }
+
+// A number no replica count or burst can be fails the evaluation at the
+// script's line; it is never converted into some other count.
+func TestHugeAndNonFiniteNumbersAreRefusedWithTheLine(t *testing.T) {
+	for _, call := range []string{
+		`scale("api", 1e19)`, `scale("api", -1e19)`, `scale("api", 1/0)`, `scale("api", 0/0)`,
+		`limit("r", 10, 1e19)`, `limit("r", 1/0, 5)`, `weight("api", "b", 1e300)`, `eject("api", "b", 1/0)`,
+		`shed("r", 0/0)`,
+	} {
+		r := newRig(t, "function evaluate(m)\n  "+call+"\nend", func(c *EngineConfig) {
+			c.Bounds = map[string]ServiceBounds{"api": {}} // no max, no step: nothing clamps
+		})
+		err := r.eval(t)
+		if err == nil || !strings.Contains(err.Error(), "p.lua:2") {
+			t.Errorf("%s: err = %v, want a failure naming p.lua:2", call, err)
+		}
+		if h := r.act.history(); len(h) != 0 {
+			t.Errorf("%s: actuator called with %v", call, h)
+		}
+		if got := r.tgt.list(); len(got) != 0 {
+			t.Errorf("%s: target called: %v", call, got)
+		}
+	}
+}
