@@ -106,9 +106,15 @@ func (f *fleet) close() {
 	f.done.Wait()
 }
 
-// isLeader says whether this node runs its region's scale decisions. A node
-// without a mesh is a region of one.
-func (f *fleet) isLeader() bool { return f.cluster == nil || f.cluster.IsLeader() }
+// leadership says whether this node runs its region's scale decisions,
+// and under which term. A node without a mesh is a region of one and leads
+// under term 0.
+func (f *fleet) leadership() (uint64, bool) {
+	if f.cluster == nil {
+		return 0, true
+	}
+	return f.cluster.Leadership()
+}
 
 // regionFigures are the region's merged figures from gossip; nil without a
 // mesh, which the policies read as "this node alone".

@@ -80,9 +80,12 @@ func (s *scaling) start(cfg *config.Config, a *admin.API) error {
 	ctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	for name, act := range s.actuators {
+		if cfg.Services[name].Scale.Actuator != actuator.KindProcess {
+			continue // a remote scale is the region leader's to set, not every node's at start
+		}
 		s.done.Go(func() {
-			// Bring the service to its minimum; policies take it from there.
-			if err := act.Scale(ctx, bounds[name].Min, "start at min"); err != nil && ctx.Err() == nil {
+			// Bring the local replicas to their minimum; policies take it from there.
+			if err := act.Scale(ctx, actuator.Request{Replicas: bounds[name].Min, Reason: "start at min"}); err != nil && ctx.Err() == nil {
 				s.log.Error("starting replicas", "service", name, "err", err)
 			}
 		})
@@ -192,8 +195,8 @@ func serviceFigures(svc *upstream.Service, sample telemetry.ServiceSample, now t
 	return figs
 }
 
-// IsLeader says whether this node runs its region's scale decisions.
-func (s *scaling) IsLeader() bool { return s.fleet.isLeader() }
+// Leadership is the fleet's: the engine asks it before every scale.
+func (s *scaling) Leadership() (uint64, bool) { return s.fleet.leadership() }
 
 // Decided ships every decision.
 func (s *scaling) Decided(d telemetry.Decision) { s.ship.decision(d) }

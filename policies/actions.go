@@ -51,6 +51,7 @@ type action struct {
 	value   float64 // replicas, weight, seconds, rps or fraction
 	burst   float64
 	reason  string
+	term    uint64 // the leadership term a scale was checked under
 }
 
 // parseAction checks a call's argument types. A wrong type, or a number
@@ -185,9 +186,12 @@ func (p *policy) check(a action) (action, string, string) {
 			return a, "", fmt.Sprintf("service %s has no actuator", a.service)
 		case !whole(a.value) || a.value < 0:
 			return a, "", fmt.Sprintf("replicas must be a whole number ≥ 0, got %v", a.value)
-		case !p.e.cfg.Source.IsLeader():
+		}
+		term, leads := p.e.cfg.Source.Leadership()
+		if !leads {
 			return a, "", "not the region leader"
 		}
+		a.term = term
 		return clampReplicas(a, b, sc.desiredOr(sc.act.Replicas()))
 	case Weight:
 		if !whole(a.value) || a.value < 0 || a.value > maxWeight {
@@ -271,7 +275,7 @@ func (p *policy) act(ctx context.Context, a action) error {
 	var err error
 	switch a.kind {
 	case Scale:
-		return p.e.scalers[a.service].request(ctx, int(a.value), a.reason, p.spec.Name)
+		return p.e.scalers[a.service].request(ctx, int(a.value), a.reason, p.spec.Name, a.term)
 	case Weight:
 		err = t.SetWeight(a.service, a.target, int(a.value))
 	case Eject:

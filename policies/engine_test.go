@@ -15,14 +15,20 @@ import (
 	"perigee/units"
 )
 
-// fixedSource returns the snapshot it holds; it leads unless told not to.
+// fixedSource returns the snapshot it holds; it leads under term unless
+// told not to.
 type fixedSource struct {
 	mu       sync.Mutex
 	snap     Snapshot
 	follower bool
+	term     uint64
 }
 
-func (s *fixedSource) IsLeader() bool { return !s.follower }
+func (s *fixedSource) Leadership() (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.term, !s.follower
+}
 
 func (s *fixedSource) Snapshot() Snapshot {
 	s.mu.Lock()
@@ -91,7 +97,8 @@ type countingActuator struct {
 	fail  error
 }
 
-func (a *countingActuator) Scale(_ context.Context, n int, _ string) error {
+func (a *countingActuator) Scale(_ context.Context, r actuator.Request) error {
+	n := r.Replicas
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.calls = append(a.calls, n)

@@ -103,8 +103,13 @@ func (p *Process) Replicas() int {
 }
 
 // Scale starts or stops instances until replicas are running and
-// registered.
-func (p *Process) Scale(ctx context.Context, replicas int, reason string) error {
+// registered. Its instances are this node's own, so the term is only
+// logged.
+func (p *Process) Scale(ctx context.Context, r Request) error {
+	replicas, reason := r.Replicas, r.Reason
+	if r.Term != 0 {
+		reason = fmt.Sprintf("%s (term %d)", reason, r.Term)
+	}
 	if replicas < p.spec.Min || (p.spec.Max != 0 && replicas > p.spec.Max) {
 		return fmt.Errorf("process actuator %s: %d replicas outside [%d, %d]", p.service, replicas, p.spec.Min, p.spec.Max)
 	}

@@ -91,7 +91,7 @@ func TestProcessScalesRealChildrenUpAndDown(t *testing.T) {
 	}
 	ctx := context.Background()
 	defer p.Close(ctx)
-	if err := p.Scale(ctx, 3, "burst"); err != nil {
+	if err := p.Scale(ctx, Request{Replicas: 3, Reason: "burst"}); err != nil {
 		t.Fatal(err)
 	}
 	urls := reg.list()
@@ -103,7 +103,7 @@ func TestProcessScalesRealChildrenUpAndDown(t *testing.T) {
 			t.Fatalf("registered backend %s does not answer: %v", u, err)
 		}
 	}
-	if err := p.Scale(ctx, 1, "quiet"); err != nil {
+	if err := p.Scale(ctx, Request{Replicas: 1, Reason: "quiet"}); err != nil {
 		t.Fatal(err)
 	}
 	left := reg.list()
@@ -115,7 +115,7 @@ func TestProcessScalesRealChildrenUpAndDown(t *testing.T) {
 			t.Errorf("stopped backend %s still answers", u)
 		}
 	}
-	if err := p.Scale(ctx, 5, "too many"); err == nil {
+	if err := p.Scale(ctx, Request{Replicas: 5, Reason: "too many"}); err == nil {
 		t.Error("scale above max accepted")
 	}
 	if err := p.Close(ctx); err != nil {
@@ -124,7 +124,7 @@ func TestProcessScalesRealChildrenUpAndDown(t *testing.T) {
 	if get(urls[0]) == nil || len(reg.list()) != 0 {
 		t.Fatalf("Close left children running or registered: %v", reg.list())
 	}
-	if err := p.Scale(ctx, 1, "after close"); err == nil {
+	if err := p.Scale(ctx, Request{Replicas: 1, Reason: "after close"}); err == nil {
 		t.Error("scale after Close accepted")
 	}
 }
@@ -138,7 +138,7 @@ func TestProcessReplacesAChildThatDies(t *testing.T) {
 	}
 	ctx := context.Background()
 	defer p.Close(ctx)
-	if err := p.Scale(ctx, 1, "start"); err != nil {
+	if err := p.Scale(ctx, Request{Replicas: 1, Reason: "start"}); err != nil {
 		t.Fatal(err)
 	}
 	first := reg.list()[0]
@@ -168,7 +168,7 @@ func TestProcessReportsChildThatNeverBecomesHealthy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close(context.Background())
-	err = p.Scale(context.Background(), 1, "start")
+	err = p.Scale(context.Background(), Request{Replicas: 1, Reason: "start"})
 	if err == nil || p.Replicas() != 0 || len(reg.list()) != 0 {
 		t.Fatalf("err %v, replicas %d, registered %v", err, p.Replicas(), reg.list())
 	}

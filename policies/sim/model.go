@@ -134,8 +134,8 @@ func (m *model) Snapshot() policies.Snapshot {
 	return out
 }
 
-// IsLeader is true: the simulated node is a region of one.
-func (m *model) IsLeader() bool { return true }
+// Leadership is held, under term 0: the simulated node is a region of one.
+func (m *model) Leadership() (uint64, bool) { return 0, true }
 
 // actuator scales one simulated service.
 type actuator struct {
@@ -143,7 +143,8 @@ type actuator struct {
 	svc string
 }
 
-func (a actuator) Scale(_ context.Context, n int, _ string) error {
+func (a actuator) Scale(_ context.Context, r pactuator.Request) error {
+	n := r.Replicas
 	s := a.m.service(a.svc)
 	if n < 0 {
 		return fmt.Errorf("sim: negative replicas %d", n)
