@@ -16,6 +16,7 @@ import (
 	pactuator "perigee/policies/actuator"
 
 	"perigee/policies"
+	"perigee/runtime/lua"
 	"perigee/telemetry"
 
 	"perigee/units"
@@ -35,7 +36,15 @@ type Options struct {
 	Interval time.Duration
 	// Start is the wall-clock time of t=0; default Monday 2025-01-06 00:00 UTC.
 	Start time.Time
+	// AllowErrors makes Run succeed despite evaluation errors and rejected
+	// decisions; a replay stopped by limit hits fails regardless.
+	AllowErrors bool
 }
+
+// LimitStops is how many evaluations in a row may be stopped by the
+// deadline or the allocation budget before a replay gives up: a script
+// that loops forever would otherwise cost a deadline per tick.
+const LimitStops = 3
 
 // Point is one tick of one service, as the summary and the plot read it.
 type Point struct {
@@ -56,6 +65,20 @@ type Result struct {
 	Series     map[string][]Point
 	Decisions  []telemetry.Decision
 	EvalErrors int
+	FirstError error // the first evaluation error, with the script's line
+}
+
+// rejected counts the decisions that were not applied.
+func (r Result) rejected() (n int, first string) {
+	for _, d := range r.Decisions {
+		if d.Rejected != "" {
+			if n == 0 {
+				first = fmt.Sprintf("%s %s: %s", d.Action, strings.TrimSpace(d.Service+" "+d.Target), d.Rejected)
+			}
+			n++
+		}
+	}
+	return n, first
 }
 
 // Run replays the trace through the policy, writes the decision timeline
@@ -66,6 +89,20 @@ func Run(ctx context.Context, opt Options, out io.Writer) error {
 		return err
 	}
 	summarize(out, opt, res)
+	if err := writePlot(opt, res, out); err != nil || opt.AllowErrors {
+		return err
+	}
+	n, first := res.rejected()
+	switch {
+	case res.EvalErrors > 0:
+		return fmt.Errorf("sim: %d evaluation errors, the first: %w", res.EvalErrors, res.FirstError)
+	case n > 0:
+		return fmt.Errorf("sim: %d decisions rejected, the first: %s", n, first)
+	}
+	return nil
+}
+
+func writePlot(opt Options, res Result, out io.Writer) error {
 	if opt.Plot != "" {
 		f, err := os.Create(opt.Plot)
 		if err != nil {
@@ -145,6 +182,7 @@ func Simulate(ctx context.Context, opt Options, out io.Writer) (Result, error) {
 	defer func() { _ = eng.Reload() }()
 	prev := ticks[0].T - step
 	var lastEval time.Time
+	stops := 0 // consecutive evaluations stopped by a limit
 	for i, tk := range ticks {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -161,7 +199,20 @@ func Simulate(ctx context.Context, opt Options, out io.Writer) (Result, error) {
 					return res, err
 				}
 				res.EvalErrors++
+				if res.FirstError == nil {
+					res.FirstError = err
+				}
 				fmt.Fprintf(out, "%s  error     %v\n", offset(opt.Start, m.now), err)
+				if errors.Is(err, lua.ErrTimeout) || errors.Is(err, lua.ErrAllocation) {
+					if stops++; stops == LimitStops {
+						return res, fmt.Errorf("sim: stopped after %d consecutive evaluations hit a limit, at %s; the first error: %w",
+							LimitStops, offset(opt.Start, m.now), res.FirstError)
+					}
+				} else {
+					stops = 0
+				}
+			} else {
+				stops = 0
 			}
 		}
 		for svc, s := range m.services {
