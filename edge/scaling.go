@@ -67,7 +67,7 @@ func (s *scaling) start(cfg *config.Config, a *admin.API) error {
 			return fmt.Errorf("%s: service %q: %w", cfg.Pos("services", name, "scale"), name, err)
 		}
 		s.actuators[name] = act
-		bounds[name] = policies.ServiceBounds{Min: spec.Min, Max: spec.Max, MaxStep: spec.MaxStep, MinWeight: 1}
+		bounds[name] = policies.ServiceBounds{Min: spec.Min, Max: spec.Max, MaxStep: spec.MaxStep, MinWeight: 1, Behavior: spec.Behavior}
 	}
 	engine, err := policies.NewEngine(policies.EngineConfig{
 		Node: cfg.Node.ID, Region: cfg.Node.Region, Policies: policySpecs(cfg), Bounds: bounds,

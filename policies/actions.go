@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"perigee/telemetry"
@@ -145,7 +146,7 @@ func (p *policy) apply(ctx context.Context, snap Snapshot) int {
 			recorded++
 			continue
 		}
-		a, note, why := p.check(a)
+		a, note, why := p.check(a, snap.Time)
 		d.Value = a.value
 		if note != "" {
 			d.Reason += " (" + note + ")"
@@ -167,13 +168,21 @@ func (p *policy) apply(ctx context.Context, snap Snapshot) int {
 		p.e.record(d)
 		recorded++
 	}
+	// A policy that says nothing of a service still wants what it last
+	// asked for: that is its recommendation this time, so that a quiet
+	// spell keeps the scale-down window filled, as HPA records one per sync.
+	for svc, n := range p.asked {
+		if _, called := lastIdx[string(Scale)+"|"+svc+"|"]; !called {
+			p.e.scalers[svc].stabilize(snap.Time, n)
+		}
+	}
 	p.pending = p.pending[:0]
 	return recorded
 }
 
 // check validates a against its bounds. It returns the action with its
 // value clamped into bounds and a note saying so, or why it is rejected.
-func (p *policy) check(a action) (action, string, string) {
+func (p *policy) check(a action, now time.Time) (action, string, string) {
 	if a.service != "" && p.allow != nil && !p.allow[a.service] {
 		return a, "", fmt.Sprintf("service %s is not assigned to this policy", a.service)
 	}
@@ -192,7 +201,14 @@ func (p *policy) check(a action) (action, string, string) {
 			return a, "", "not the region leader"
 		}
 		a.term = term
-		return clampReplicas(a, b, sc.desiredOr(sc.act.Replicas()))
+		a, note, _ := clampReplicas(a, b, sc.desiredOr(sc.act.Replicas()))
+		p.asked[a.service] = int(a.value)
+		n, why := sc.stabilize(now, int(a.value))
+		if why != "" {
+			a.value = float64(n)
+			note = strings.TrimPrefix(note+"; "+why, "; ")
+		}
+		return a, note, ""
 	case Weight:
 		if !whole(a.value) || a.value < 0 || a.value > maxWeight {
 			return a, "", fmt.Sprintf("weight must be a whole number in [0, %d], got %v", maxWeight, a.value)

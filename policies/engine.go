@@ -99,7 +99,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		policies: map[string]*policy{},
 	}
 	for svc, act := range cfg.Actuators {
-		e.scalers[svc] = newScaler(e, svc, act)
+		e.scalers[svc] = newScaler(e, svc, act, cfg.Bounds[svc].Behavior)
 	}
 	var errs []error
 	for _, spec := range cfg.Policies {
@@ -121,8 +121,10 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	return e, nil
 }
 
-// compile loads spec into a fresh VM. When old is given and the new script
-// sets `persist_state = true`, it starts with old's state table.
+// compile loads spec into a fresh VM. When old is given it starts with
+// old's state table, unless the new script sets `persist_state = false`,
+// and with old's last recommendations, which it goes on feeding to the
+// services' stabilisers.
 func (e *Engine) compile(spec Spec, old *policy) (*policy, error) {
 	spec, err := spec.normalize()
 	if err != nil {
@@ -154,9 +156,14 @@ func (e *Engine) compile(spec Spec, old *policy) (*policy, error) {
 		p.vm.Close()
 		return nil, fmt.Errorf("policy %s: %s defines no evaluate(m) function", spec.Name, spec.Script)
 	}
-	if old != nil && p.vm.Global("persist_state") == true {
+	if old != nil {
 		old.mu.Lock()
-		p.vm.SetGlobal("state", old.vm.Global("state"))
+		if p.vm.Global("persist_state") != false {
+			p.vm.SetGlobal("state", old.vm.Global("state"))
+		}
+		for svc, n := range old.asked {
+			p.asked[svc] = n
+		}
 		old.mu.Unlock()
 	}
 	return p, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"perigee/policies/actuator"
 	"perigee/telemetry"
@@ -21,6 +22,7 @@ type scaler struct {
 	wake    chan struct{}
 
 	mu      sync.Mutex
+	stable  *stabilizer
 	desired int // -1 until the first request
 	failed  bool
 	reason  string
@@ -28,9 +30,20 @@ type scaler struct {
 	term    uint64
 }
 
-func newScaler(e *Engine, service string, act actuator.Actuator) *scaler {
-	return &scaler{e: e, service: service, act: act, wake: make(chan struct{}, 1), desired: -1}
+func newScaler(e *Engine, service string, act actuator.Actuator, b actuator.Behavior) *scaler {
+	return &scaler{e: e, service: service, act: act, wake: make(chan struct{}, 1), desired: -1, stable: newStabilizer(b)}
 }
+
+// stabilize records rec as a recommendation at now and returns what to ask
+// for instead, from the replicas asked for so far, with a note when that
+// differs.
+func (s *scaler) stabilize(now time.Time, rec int) (int, string) {
+	current := s.desiredOr(s.act.Replicas())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stable.recommend(now, current, rec)
+}
+
 
 func (s *scaler) desiredOr(current int) int {
 	s.mu.Lock()
@@ -51,7 +64,9 @@ func (s *scaler) settled(n int) bool {
 // request asks for n replicas: at once when the engine scales
 // synchronously, otherwise through the worker.
 func (s *scaler) request(ctx context.Context, n int, reason, policy string, term uint64) error {
+	from := s.desiredOr(s.act.Replicas())
 	s.mu.Lock()
+	s.stable.changed(s.e.now(), from, n)
 	s.desired, s.failed, s.reason, s.policy, s.term = n, false, reason, policy, term
 	s.mu.Unlock()
 	if s.e.cfg.SyncScale {

@@ -88,6 +88,9 @@ type Spec struct {
 	Kubeconfig string `yaml:"kubeconfig"` // empty means the in-cluster service account
 	// Timeout bounds one Scale call of exec, webhook and kubernetes.
 	Timeout time.Duration `yaml:"timeout"`
+	// Behavior stabilises what policies decide before it reaches the
+	// actuator.
+	Behavior Behavior `yaml:"behavior"`
 }
 
 // Validate reports every problem, each as "field: what" so that the config
@@ -109,6 +112,9 @@ func (s Spec) Validate() error {
 	}
 	if s.Min < 0 || (s.Max != 0 && s.Max < s.Min) || s.MaxStep < 0 {
 		errs = append(errs, errors.New("scale needs 0 ≤ min ≤ max and max_step ≥ 0"))
+	}
+	if err := s.Behavior.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if s.Actuator == KindProcess && !strings.Contains(s.Command, "{addr}") && !strings.Contains(s.Command, "{port}") {
 		bad("command", "the process command must take {addr} or {port}")

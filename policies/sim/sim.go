@@ -36,6 +36,8 @@ type Options struct {
 	Interval time.Duration
 	// Start is the wall-clock time of t=0; default Monday 2025-01-06 00:00 UTC.
 	Start time.Time
+	// Behavior stabilises every service's decisions; zero is the defaults.
+	Behavior pactuator.Behavior
 	// AllowErrors makes Run succeed despite evaluation errors and rejected
 	// decisions; a replay stopped by limit hits fails regardless.
 	AllowErrors bool
@@ -155,7 +157,7 @@ func Simulate(ctx context.Context, opt Options, out io.Writer) (Result, error) {
 		for _, r := range tk.Rows {
 			if _, ok := acts[r.Service]; !ok {
 				acts[r.Service] = actuator{m: m, svc: r.Service}
-				bounds[r.Service] = policies.ServiceBounds{Min: opt.Min, Max: opt.Max, MaxStep: opt.MaxStep}
+				bounds[r.Service] = policies.ServiceBounds{Min: opt.Min, Max: opt.Max, MaxStep: opt.MaxStep, Behavior: opt.Behavior}
 				// Start right-sized for the first demand seen.
 				s := m.service(r.Service)
 				s.ready = min(max(opt.Min, int(math.Ceil(r.RPS/r.Capacity/0.7))), opt.Max)

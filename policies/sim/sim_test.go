@@ -8,6 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	pactuator "perigee/policies/actuator"
+	"perigee/units"
 )
 
 func shipped(t *testing.T, pattern string) []string {
@@ -43,10 +47,14 @@ func TestEveryPolicyReplaysEveryTrace(t *testing.T) {
 }
 
 // The flash sale must make a latency policy add replicas during the spike,
-// without overshooting, and give them back after it.
+// without overshooting, and give them back after it. The policy caps its
+// own steps, so the engine's up rate is lifted here, and its scale-down
+// window is a minute, as the trace ends five minutes after the spike.
 func TestFlashSaleScalesUpAndBackDown(t *testing.T) {
 	var out bytes.Buffer
-	res, err := Simulate(context.Background(), Options{Policy: "../target_latency.lua", Trace: "../traces/flash_sale.csv"}, &out)
+	minute := units.Duration(time.Minute)
+	res, err := Simulate(context.Background(), Options{Policy: "../target_latency.lua", Trace: "../traces/flash_sale.csv",
+		Behavior: pactuator.Behavior{DownWindow: &minute, Up: pactuator.Rate{Percent: 100000}}}, &out)
 	if err != nil {
 		t.Fatal(err)
 	}
