@@ -24,7 +24,7 @@ type policy struct {
 	retired bool
 	pending []action
 	last    map[string]memo // what this policy last decided, to skip repeats
-	asked   map[string]int // per service, the replicas this policy last recommended
+	asked   map[string]int  // per service, the replicas this policy last recommended
 
 	statusMu sync.Mutex
 	st       PolicyStatus

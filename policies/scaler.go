@@ -44,7 +44,6 @@ func (s *scaler) stabilize(now time.Time, rec int) (int, string) {
 	return s.stable.recommend(now, current, rec)
 }
 
-
 func (s *scaler) desiredOr(current int) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
