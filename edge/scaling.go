@@ -103,18 +103,26 @@ func (s *scaling) start(cfg *config.Config, a *admin.API) error {
 }
 
 // close stops the policies, then the replicas actuators started (the
-// process actuator's children).
+// process actuator's children), every actuator at once, so that together
+// they take no longer than ctx allows.
 func (s *scaling) close(ctx context.Context) error {
 	if s.stop != nil {
 		s.stop()
 	}
 	s.done.Wait()
+	var mu sync.Mutex
 	var errs []error
+	var wg sync.WaitGroup
 	for name, act := range s.actuators {
-		if err := act.Close(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("stopping %s replicas: %w", name, err))
-		}
+		wg.Go(func() {
+			if err := act.Close(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("stopping %s replicas: %w", name, err))
+				mu.Unlock()
+			}
+		})
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -49,13 +48,13 @@ func NewExec(service string, spec ExecSpec, log *slog.Logger) (*Exec, error) {
 func (x *Exec) Scale(ctx context.Context, r Request) error {
 	ctx, cancel := context.WithTimeout(ctx, x.spec.Timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, x.argv[0], x.argv[1:]...)
+	cmd := command(x.argv)
 	cmd.Env = append(os.Environ(), "PERIGEE_SERVICE="+x.service,
 		"PERIGEE_REPLICAS="+strconv.Itoa(r.Replicas), "PERIGEE_REASON="+r.Reason,
 		"PERIGEE_TERM="+strconv.FormatUint(r.Term, 10))
 	out := &tail{}
 	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Run(); err != nil {
+	if err := run(ctx, cmd); err != nil {
 		return fmt.Errorf("exec actuator %s: %s: %w: %s", x.service, x.argv[0], err, out.String())
 	}
 	x.replicas.Store(int64(r.Replicas))
