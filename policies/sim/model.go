@@ -38,6 +38,7 @@ type service struct {
 	row     Row
 	figures policies.ServiceFigures
 	failed  float64 // requests/s that failed this tick
+	faulty  float64 // of which the backend's own errors, whatever its capacity
 	shedRPS float64
 	over    bool // demand above capacity this tick
 }
@@ -84,6 +85,7 @@ func (s *service) advance(now time.Time, dt float64, r Row) {
 	s.over = admitted > capacity
 	s.queue = math.Max(0, s.queue+(admitted-capacity)*dt)
 	s.failed = r.ErrorRate * admitted
+	s.faulty = s.failed
 	if limit := queueSeconds * capacity; s.queue > limit {
 		s.failed += (s.queue - limit) / dt
 		s.queue = limit

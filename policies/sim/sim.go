@@ -55,7 +55,8 @@ type Point struct {
 	Ready    int
 	Desired  int
 	P99      time.Duration
-	Failed   float64
+	Failed   float64 // requests/s
+	Faulty   float64 // of Failed, the backend's own errors, which no replica count prevents
 	Shed     float64
 	Overload bool
 }
@@ -220,7 +221,7 @@ func Simulate(ctx context.Context, opt Options, out io.Writer) (Result, error) {
 		for svc, s := range m.services {
 			res.Series[svc] = append(res.Series[svc], Point{
 				T: tk.T, RPS: s.row.RPS, Ready: s.ready, Desired: s.ready + len(s.pending),
-				P99: s.figures.P99, Failed: s.failed, Shed: s.shedRPS, Overload: s.over,
+				P99: s.figures.P99, Failed: s.failed, Faulty: s.faulty, Shed: s.shedRPS, Overload: s.over,
 			})
 		}
 	}
@@ -247,6 +248,55 @@ func timelineLine(start time.Time, d telemetry.Decision) string {
 	return fmt.Sprintf("%s  %-8s  %-16s %8g  %-9s %s", offset(start, d.Time), d.Action, what, d.Value, outcome, d.Reason)
 }
 
+// Figures sum up one service's replay.
+type Figures struct {
+	PeakRPS          float64
+	Low, High, Final int // ready replicas
+	ReplicaHours     float64
+	P99Max           time.Duration
+	OverTicks        int     // ticks with demand above capacity
+	Failed           float64 // share of offered requests, percent
+	Faulty           float64 // of Failed, the backend's own errors, percent of offered
+	Shed             float64 // percent of offered
+}
+
+// Figures sums up service's series.
+func (r Result) Figures(service string) Figures {
+	pts := r.Series[service]
+	f := Figures{Low: math.MaxInt}
+	var offered, failed, faulty, shed, replicaSec float64
+	for _, p := range pts {
+		f.PeakRPS = math.Max(f.PeakRPS, p.RPS)
+		offered += p.RPS * r.Step
+		failed += p.Failed * r.Step
+		faulty += p.Faulty * r.Step
+		shed += p.Shed * r.Step
+		replicaSec += float64(p.Ready) * r.Step
+		f.P99Max = max(f.P99Max, p.P99)
+		f.Low, f.High = min(f.Low, p.Ready), max(f.High, p.Ready)
+		if p.Overload {
+			f.OverTicks++
+		}
+	}
+	if len(pts) > 0 {
+		f.Final = pts[len(pts)-1].Ready
+	}
+	if offered > 0 {
+		f.Failed, f.Faulty, f.Shed = 100*failed/offered, 100*faulty/offered, 100*shed/offered
+	}
+	f.ReplicaHours = replicaSec / 3600
+	return f
+}
+
+// DecisionsPerMinute is the decisions recorded per minute of trace.
+func (r Result) DecisionsPerMinute() float64 {
+	minutes := float64(r.Ticks) * r.Step / 60
+	if minutes == 0 {
+		return 0
+	}
+	return float64(len(r.Decisions)) / minutes
+}
+
 func summarize(out io.Writer, opt Options, res Result) {
 	applied, rejected := 0, 0
 	for _, d := range res.Decisions {
@@ -256,38 +306,19 @@ func summarize(out io.Writer, opt Options, res Result) {
 			rejected++
 		}
 	}
-	fmt.Fprintf(out, "\nsummary: %s on %s: %d ticks of %gs, %d decisions (%d applied, %d rejected), %d evaluation errors\n",
-		filepath.Base(opt.Policy), filepath.Base(opt.Trace), res.Ticks, res.Step, len(res.Decisions), applied, rejected, res.EvalErrors)
+	fmt.Fprintf(out, "\nsummary: %s on %s: %d ticks of %gs, %d decisions (%d applied, %d rejected; %.2f a minute), %d evaluation errors\n",
+		filepath.Base(opt.Policy), filepath.Base(opt.Trace), res.Ticks, res.Step, len(res.Decisions), applied, rejected,
+		res.DecisionsPerMinute(), res.EvalErrors)
 	names := make([]string, 0, len(res.Series))
 	for n := range res.Series {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		pts := res.Series[n]
-		var peak, offered, failed, shed, replicaSec float64
-		var p99max time.Duration
-		lo, hi, over := math.MaxInt, 0, 0
-		for _, p := range pts {
-			peak = math.Max(peak, p.RPS)
-			offered += p.RPS * res.Step
-			failed += p.Failed * res.Step
-			shed += p.Shed * res.Step
-			replicaSec += float64(p.Ready) * res.Step
-			p99max = max(p99max, p.P99)
-			lo, hi = min(lo, p.Ready), max(hi, p.Ready)
-			if p.Overload {
-				over++
-			}
-		}
-		share := func(x float64) float64 {
-			if offered == 0 {
-				return 0
-			}
-			return 100 * x / offered
-		}
-		fmt.Fprintf(out, "  %s: peak %.0f rps; replicas %d..%d (final %d), %.1f replica-hours; p99 max %v; over capacity %d/%d ticks; failed %.2f%%, shed %.2f%%\n",
-			n, peak, lo, hi, pts[len(pts)-1].Ready, replicaSec/3600, p99max.Round(time.Millisecond), over, len(pts), share(failed), share(shed))
+		f := res.Figures(n)
+		fmt.Fprintf(out, "  %s: peak %.0f rps; replicas %d..%d (final %d), %.1f replica-hours; p99 max %v; over capacity %d/%d ticks; failed %.2f%% (%.2f%% for want of capacity, %.2f%% the backend's own errors), shed %.2f%%\n",
+			n, f.PeakRPS, f.Low, f.High, f.Final, f.ReplicaHours, f.P99Max.Round(time.Millisecond), f.OverTicks, len(res.Series[n]),
+			f.Failed, f.Failed-f.Faulty, f.Faulty, f.Shed)
 	}
 }
 
