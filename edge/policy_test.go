@@ -27,7 +27,7 @@ end
 	yaml := listenAny + fmt.Sprintf(`services:
   api:
     balancer: least_request
-    scale: {actuator: process, command: "{self} sample-backend {addr}", min: 1, max: 4}
+    scale: {actuator: process, command: "{self} sample-backend {addr}", min: 1, max: 4, behavior: {scale_down_window: 500ms}}
 policies:
   busy: {script: %q, interval: 50ms, services: [api]}
 routes:

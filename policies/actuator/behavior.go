@@ -76,17 +76,20 @@ func (r Rate) withDefaults(d Rate) Rate {
 func (b Behavior) Validate() error {
 	b = b.WithDefaults()
 	var errs []error
-	span := func(field string, d time.Duration, zeroOK bool) {
+	span := func(field, what string, d time.Duration, zeroOK bool) {
 		if d < 0 || d > maxBehaviorSpan || (d == 0 && !zeroOK) {
-			errs = append(errs, fmt.Errorf("%s: %v must be within (0, %v]", field, d, maxBehaviorSpan))
+			errs = append(errs, fmt.Errorf("%s: the %s %v must be within [0, %v] (a period above 0)", field, what, d, maxBehaviorSpan))
 		}
 	}
-	span("behavior.scale_down_window", b.DownWindow.D(), true)
-	span("behavior.scale_up_window", b.UpWindow.D(), true)
-	for field, r := range map[string]Rate{"behavior.scale_up": b.Up, "behavior.scale_down": b.Down} {
-		span(field+".period", r.Period.D(), false)
-		if r.Pods < 0 || r.Percent < 0 {
-			errs = append(errs, fmt.Errorf("%s: pods and percent must not be negative", field))
+	span("behavior.scale_down_window", "scale-down window", b.DownWindow.D(), true)
+	span("behavior.scale_up_window", "scale-up window", b.UpWindow.D(), true)
+	for _, dir := range []struct {
+		field, name string
+		r           Rate
+	}{{"behavior.scale_up", "scale-up", b.Up}, {"behavior.scale_down", "scale-down", b.Down}} {
+		span(dir.field+".period", dir.name+" period", dir.r.Period.D(), false)
+		if dir.r.Pods < 0 || dir.r.Percent < 0 {
+			errs = append(errs, fmt.Errorf("%s: the %s pods and percent must not be negative", dir.field, dir.name))
 		}
 	}
 	return errors.Join(errs...)

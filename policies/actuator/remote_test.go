@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"perigee/units"
 )
 
 func TestExecRunsCommandWithEnvironment(t *testing.T) {
@@ -372,5 +374,25 @@ contexts: [{name: edge, context: {cluster: c, user: u, namespace: shop}}]
 	api.bump.Store(&deposeOnRead)
 	if err := k.Scale(context.Background(), Request{Replicas: 1, Term: 3, Held: held.Load}); !errors.Is(err, ErrDeposed) || api.patches.Load() != 1 {
 		t.Fatalf("deposed: %v after %d patches", err, api.patches.Load())
+	}
+}
+
+func TestBehaviorDefaultsAndValidate(t *testing.T) {
+	b := Behavior{}.WithDefaults()
+	if b.DownWindow.D() != DefaultDownWindow || b.UpWindow.D() != 0 || b.Up != DefaultUp || b.Down != DefaultDown {
+		t.Fatalf("defaults: %+v", b)
+	}
+	if err := (Behavior{}).Validate(); err != nil {
+		t.Fatalf("defaults refused: %v", err)
+	}
+	long := units.Duration(2 * time.Hour)
+	for b, want := range map[*Behavior]string{
+		{DownWindow: &long}:                     "behavior.scale_down_window: the scale-down window 2h0m0s",
+		{Up: Rate{Pods: -1}}:                    "behavior.scale_up: the scale-up pods",
+		{Down: Rate{Percent: 50, Period: long}}: "behavior.scale_down.period",
+	} {
+		if err := b.Validate(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%+v: %v, want %q", *b, err, want)
+		}
 	}
 }
