@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -120,5 +121,77 @@ function evaluate(m) scale("api", 4, m.node.name) end`}); err != nil {
 	}
 	if !deposed {
 		t.Errorf("a's write under the lost term is not logged as rejected: %+v", a.Decisions(10))
+	}
+}
+
+// gatedActuator blocks each Scale until the test lets it through.
+type gatedActuator struct {
+	countingActuator
+	entered chan int
+	release chan struct{}
+}
+
+func (g *gatedActuator) Scale(ctx context.Context, r actuator.Request) error {
+	g.entered <- r.Replicas
+	<-g.release
+	return g.countingActuator.Scale(ctx, r)
+}
+
+// The scale worker asks for leadership again right before each call: a
+// request queued under a term that has ended by then never reaches the
+// actuator, and is logged as not applied.
+func TestQueuedScaleUnderAnEndedTermIsDropped(t *testing.T) {
+	src := &fixedSource{term: 1}
+	src.set("api", ServiceFigures{RPS: 1})
+	act := &gatedActuator{countingActuator: countingActuator{n: 2}, entered: make(chan int, 4), release: make(chan struct{})}
+	e, err := NewEngine(EngineConfig{
+		Policies: []Spec{{Name: "p", Script: "p.lua", Interval: units.Duration(time.Hour), Source: `
+function evaluate(m) state.n = (state.n or 2) + 1; scale("api", state.n) end`}},
+		Bounds:    map[string]ServiceBounds{"api": {Min: 1, Max: 10, Behavior: unstable}},
+		Source:    src,
+		Actuators: map[string]actuator.Actuator{"api": act},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	if err := e.Evaluate(ctx, "p"); err != nil { // asks 3 under term 1
+		t.Fatal(err)
+	}
+	if n := <-act.entered; n != 3 {
+		t.Fatalf("first call for %d", n)
+	}
+	if err := e.Evaluate(ctx, "p"); err != nil { // asks 4 under term 1, queued
+		t.Fatal(err)
+	}
+	src.mu.Lock()
+	src.term = 2 // still leading, under a new term
+	src.mu.Unlock()
+	act.release <- struct{}{}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var dropped bool
+		for _, d := range e.Decisions(10) {
+			dropped = dropped || (d.Value == 4 && strings.Contains(d.Rejected, "no longer held"))
+		}
+		if dropped {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the queued call was not dropped: %+v", e.Decisions(10))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case n := <-act.entered:
+		t.Fatalf("the actuator was called for %d under an ended term", n)
+	default:
+	}
+	if h := act.history(); len(h) != 1 || h[0] != 3 {
+		t.Fatalf("actuator history %v, want [3]", h)
 	}
 }
