@@ -157,7 +157,7 @@ function evaluate(m) state.n = (state.n or 2) + 1; scale("api", state.n) end`}},
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { e.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	defer func() { close(act.release); cancel(); <-done }() // a failing test must not leave the worker blocked
 
 	if err := e.Evaluate(ctx, "p"); err != nil { // asks 3 under term 1
 		t.Fatal(err)
