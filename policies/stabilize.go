@@ -79,7 +79,8 @@ func (s *stabilizer) limit(now time.Time, current, n int) int {
 		}
 	}
 	start := current - moved
-	step := max(r.Pods, start*r.Percent/100)
+	step := max(r.Pods, start*r.Percent/100, 1) // a percent of none is none: one may always move
+
 	if sign > 0 {
 		return min(n, max(current, start+step))
 	}
