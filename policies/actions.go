@@ -196,11 +196,8 @@ func (p *policy) check(a action, now time.Time) (action, string, string) {
 		case !whole(a.value) || a.value < 0:
 			return a, "", fmt.Sprintf("replicas must be a whole number ≥ 0, got %v", a.value)
 		}
-		term, leads := p.e.cfg.Source.Leadership()
-		if !leads {
-			return a, "", "not the region leader"
-		}
-		a.term = term
+		// Followers feed the stabiliser too, so that a node taking over
+		// the lead has the region's windows, not empty ones.
 		a, note, _ := clampReplicas(a, b, sc.desiredOr(sc.act.Replicas()))
 		p.asked[a.service] = int(a.value)
 		n, why := sc.stabilize(now, int(a.value))
@@ -208,6 +205,11 @@ func (p *policy) check(a action, now time.Time) (action, string, string) {
 			a.value = float64(n)
 			note = strings.TrimPrefix(note+"; "+why, "; ")
 		}
+		term, leads := p.e.cfg.Source.Leadership()
+		if !leads {
+			return a, "", "not the region leader"
+		}
+		a.term = term
 		return a, note, ""
 	case Weight:
 		if !whole(a.value) || a.value < 0 || a.value > maxWeight {

@@ -639,3 +639,31 @@ func TestReloadKeepsTheScaleDownWindow(t *testing.T) {
 		t.Fatalf("replicas %d after the window, want 1", got)
 	}
 }
+
+// A follower's recommendations fill the service's windows too, so a node
+// that takes over the lead does not scale down at once on an empty window.
+func TestNewLeaderInheritsItsOwnScaleDownWindow(t *testing.T) {
+	r, c := stableRig(t, `function evaluate(m) scale("api", state.n or 5) end`, actuator.Behavior{})
+	r.src.follower = true
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	c.add(time.Minute)
+	r.src.mu.Lock()
+	r.src.follower, r.src.term = false, 7
+	r.src.mu.Unlock()
+	r.e.mu.Lock()
+	p := r.e.policies["p"]
+	r.e.mu.Unlock()
+	p.mu.Lock()
+	p.vm.SetGlobal("state", map[string]any{"n": 1.0})
+	p.mu.Unlock()
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range r.act.history() {
+		if n < 2 {
+			t.Fatalf("the new leader scaled down to %d a minute into the window", n)
+		}
+	}
+}
