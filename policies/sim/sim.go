@@ -306,7 +306,7 @@ func summarize(out io.Writer, opt Options, res Result) {
 			rejected++
 		}
 	}
-	fmt.Fprintf(out, "\nsummary: %s on %s: %d ticks of %gs, %d decisions (%d applied, %d rejected; %.2f a minute), %d evaluation errors\n",
+	fmt.Fprintf(out, "\nsummary: %s on %s: %d ticks of %gs, %d decisions (%d applied, %d rejected; %.3f a minute), %d evaluation errors\n",
 		filepath.Base(opt.Policy), filepath.Base(opt.Trace), res.Ticks, res.Step, len(res.Decisions), applied, rejected,
 		res.DecisionsPerMinute(), res.EvalErrors)
 	names := make([]string, 0, len(res.Series))
