@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sync"
@@ -362,4 +363,38 @@ func runParent() {
 	fmt.Printf("replica %d\n", p.instances[0].cmd.Process.Pid)
 	p.mu.Unlock()
 	select {}
+}
+
+// An exec command that forks and outlives its timeout: the scale fails
+// within the bound and nothing of its group lives on.
+func TestExecTimeoutKillsTheCommandsGroup(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pgid")
+	x, err := NewExec("api", ExecSpec{Command: fmt.Sprintf(`sh -c 'echo $$ > %s; sleep 1000 & wait'`, pidFile), Timeout: 300 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- x.Scale(context.Background(), Request{Replicas: 2}) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a command past its timeout succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Scale still waiting 10s after a 300ms timeout")
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pgid int
+	fmt.Sscan(string(b), &pgid)
+	deadline := time.Now().Add(5 * time.Second)
+	for pgid > 1 && groupAlive(pgid) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if pgid <= 1 || groupAlive(pgid) {
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		t.Fatalf("the command's group %d survived its timeout", pgid)
+	}
 }
