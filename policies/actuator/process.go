@@ -273,24 +273,42 @@ func (p *Process) stopAll(ctx context.Context, list []*instance) error {
 	return errors.Join(errs...)
 }
 
-// stop asks an instance's process group to finish with SIGTERM and kills
-// the group after the stop timeout or when ctx ends, and in any case once
-// the instance has exited, so that nothing it forked lives on. It returns
+// stop asks an instance's process group to finish with SIGTERM, waits for
+// every process of it (a wrapper script's children too) until the stop
+// timeout or ctx ends, then kills what is left of the group. It returns
 // within the stop timeout plus waitDelay.
 func (p *Process) stop(ctx context.Context, in *instance) {
 	p.mu.Lock()
 	in.stopped = true
 	p.mu.Unlock()
 	_ = signalGroup(in.cmd, syscall.SIGTERM)
-	select {
-	case <-in.exited:
-	case <-time.After(p.spec.StopTimeout):
-		p.log.Warn("instance ignored SIGTERM; killing its process group", "instance", in.addr)
-	case <-ctx.Done():
-		p.log.Warn("no time left to stop gracefully; killing its process group", "instance", in.addr)
+	timeout := time.NewTimer(p.spec.StopTimeout)
+	defer timeout.Stop()
+	// until waits for done, and says false if time ran out first.
+	until := func(done <-chan struct{}) bool {
+		select {
+		case <-done:
+			return true
+		case <-timeout.C:
+			p.log.Warn("instance ignored SIGTERM; killing its process group", "instance", in.addr)
+		case <-ctx.Done():
+			p.log.Warn("no time left to stop gracefully; killing its process group", "instance", in.addr)
+		}
+		return false
+	}
+	if until(in.exited) {
+		for groupLeft(in.cmd) && until(pause(50*time.Millisecond)) {
+		}
 	}
 	_ = signalGroup(in.cmd, syscall.SIGKILL)
 	<-in.exited // bounded: the group is dead, and Wait gives up on pipes after waitDelay
+}
+
+// pause is a channel closed after d.
+func pause(d time.Duration) <-chan struct{} {
+	c := make(chan struct{})
+	time.AfterFunc(d, func() { close(c) })
+	return c
 }
 
 // Close stops every instance.

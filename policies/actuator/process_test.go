@@ -398,3 +398,41 @@ func TestExecTimeoutKillsTheCommandsGroup(t *testing.T) {
 		t.Fatalf("the command's group %d survived its timeout", pgid)
 	}
 }
+
+// A wrapper that exits at once on SIGTERM while a child of it finishes in
+// its own time: the child gets that time (up to the stop timeout) rather
+// than being killed as soon as the wrapper is gone.
+func TestWrapperChildFinishesGracefully(t *testing.T) {
+	t.Setenv("PERIGEE_TEST_CHILD", "serve")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	finished := filepath.Join(t.TempDir(), "finished")
+	cmd := fmt.Sprintf(`sh -c "sh -c 'trap \"sleep 1; touch %s; exit 0\" TERM; while :; do sleep 0.05; done' & '%s' -test.run=^$ \$1 & wait" sh {addr}`, finished, exe)
+	reg := &registry{}
+	p, err := NewProcess("api", ProcessSpec{Command: cmd, Max: 1, HealthPath: "/health", StopTimeout: 5 * time.Second}, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Scale(context.Background(), Request{Replicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	pgid := p.instances[0].cmd.Process.Pid
+	p.mu.Unlock()
+	defer syscall.Kill(-pgid, syscall.SIGKILL)
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(finished); err != nil {
+		t.Fatalf("the wrapper's child was not let finish: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for groupAlive(pgid) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if groupAlive(pgid) {
+		t.Fatal("the group outlived Close")
+	}
+}

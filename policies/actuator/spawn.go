@@ -50,3 +50,8 @@ func run(ctx context.Context, cmd *exec.Cmd) error {
 	}
 	return err
 }
+
+// groupLeft says whether any process of cmd's group is still there.
+func groupLeft(cmd *exec.Cmd) bool {
+	return cmd.Process != nil && syscall.Kill(-cmd.Process.Pid, 0) == nil
+}
