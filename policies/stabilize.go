@@ -102,26 +102,38 @@ func (s *stabilizer) changed(now time.Time, current, n int) {
 
 // extreme is the maximum (sign 1) or minimum (sign -1) of the values added
 // within a sliding window. It keeps only the values that can still be the
-// extreme, in order, so the oldest it keeps is the answer.
+// extreme, in order, so the oldest it keeps is the answer; and at most one
+// per extremeSlots-th of the window, so it stays small however often it is
+// fed.
 type extreme struct {
 	sign int
-	at   []time.Time
+	at   []time.Time // when a value leaves the window, less the window
+	from []time.Time // when it was first added
 	v    []int
 }
 
+const extremeSlots = 512
+
 func (q *extreme) add(now time.Time, v int, window time.Duration) int {
 	if window <= 0 {
-		q.at, q.v = q.at[:0], q.v[:0]
+		q.at, q.from, q.v = q.at[:0], q.from[:0], q.v[:0]
 		return v
 	}
-	for len(q.v) > 0 && q.sign*q.v[len(q.v)-1] <= q.sign*v {
-		q.at, q.v = q.at[:len(q.at)-1], q.v[:len(q.v)-1]
+	for n := len(q.v); n > 0 && q.sign*q.v[n-1] <= q.sign*v; n-- {
+		q.at, q.from, q.v = q.at[:n-1], q.from[:n-1], q.v[:n-1]
 	}
-	q.at, q.v = append(q.at, now), append(q.v, v)
+	if n := len(q.v); n > 0 && now.Sub(q.from[n-1]) < window/extremeSlots {
+		// The newest kept value beats v and came within the same slot: it
+		// stands for both, held until v would leave, which errs towards
+		// holding by at most a slot.
+		q.at[n-1] = now
+	} else {
+		q.at, q.from, q.v = append(q.at, now), append(q.from, now), append(q.v, v)
+	}
 	i := 0
 	for q.at[i].Before(now.Add(-window)) {
 		i++
 	}
-	q.at, q.v = q.at[i:], q.v[i:]
+	q.at, q.from, q.v = q.at[i:], q.from[i:], q.v[i:]
 	return q.v[0]
 }
