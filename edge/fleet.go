@@ -160,8 +160,6 @@ func (f *fleet) close() {
 	f.done.Wait()
 }
 
-// isLeader says whether this node runs its region's scale decisions. A node
-// without a mesh is a region of one.
 // reloadKeyring applies the mesh's keyring file to the running cluster.
 func (f *fleet) reloadKeyring() error {
 	if f.cluster == nil || !f.keyed {
@@ -170,7 +168,15 @@ func (f *fleet) reloadKeyring() error {
 	return f.cluster.ReloadKeyring()
 }
 
-func (f *fleet) isLeader() bool { return f.cluster == nil || f.cluster.IsLeader() }
+// leadership says whether this node runs its region's scale decisions,
+// and under which term. A node without a mesh is a region of one and leads
+// under term 0.
+func (f *fleet) leadership() (uint64, bool) {
+	if f.cluster == nil {
+		return 0, true
+	}
+	return f.cluster.Leadership()
+}
 
 // regionFigures are the region's merged figures from gossip; nil without a
 // mesh, which the policies read as "this node alone".

@@ -27,7 +27,7 @@ end
 	yaml := listenAny + fmt.Sprintf(`services:
   api:
     balancer: least_request
-    scale: {actuator: process, command: "{self} sample-backend {addr}", min: 1, max: 4}
+    scale: {actuator: process, command: "{self} sample-backend {addr}", min: 1, max: 4, behavior: {scale_down_window: 500ms}}
 policies:
   busy: {script: %q, interval: 50ms, services: [api]}
 routes:
@@ -138,5 +138,45 @@ func TestBadPolicyScriptIsRefused(t *testing.T) {
 	// Durations read as the config writes them, or in seconds named so.
 	if _, ok := ps[0]["interval"].(string); !ok || ps[0]["last_duration_seconds"] == nil || len(unconventionalKeys(ps[0])) > 0 {
 		t.Fatalf("GET /policies: %v", ps[0])
+	}
+}
+
+// A reload just after a burst keeps the service's scale-down window: the
+// policy asks for 1 as soon as the load stops, and the engine holds 3
+// until the window from the service's behavior has passed, reload or not.
+func TestReloadAfterABurstKeepsTheScaleDownWindow(t *testing.T) {
+	script := filepath.Join(t.TempDir(), "busy.lua")
+	os.WriteFile(script, []byte(`
+function evaluate(m)
+  local s = m.services.api
+  if s.in_flight >= 4 then scale("api", 3, "busy") elseif s.in_flight == 0 then scale("api", 1, "quiet") end
+end
+`), 0o600)
+	yaml := listenAny + fmt.Sprintf(`services:
+  api:
+    balancer: least_request
+    scale: {actuator: process, command: "{self} sample-backend {addr}", min: 1, max: 4, behavior: {scale_down_window: 1h}}
+policies:
+  busy: {script: %q, interval: 50ms, services: [api]}
+routes:
+  - {name: api, match: {path_prefix: /}, service: api}
+`, script)
+	n := startNode(t, yaml)
+	svc := func() int { return len(n.state.Load().services["api"].Healthy()) }
+	waitFor(t, "the first replica", func() bool { return svc() == 1 })
+	stop := load(h1Client(), "https://"+n.Addrs().HTTPS+"/?latency=50ms", 8, nil)
+	waitFor(t, "scaled to 3 under load", func() bool { return svc() == 3 })
+	stop()
+	if err := n.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	// The policy says "quiet" every 50 ms from here on (a held scale-down
+	// restates what is in force, so it is not logged): give it a few dozen
+	// evaluations to act on it.
+	runs := func() uint64 { return n.scaling.engine.Policies()[0].Runs }
+	after := runs()
+	waitFor(t, "40 evaluations after the reload", func() bool { return runs() >= after+40 })
+	if got := svc(); got != 3 {
+		t.Fatalf("%d replicas after a reload right after the burst, want 3 held by the window", got)
 	}
 }

@@ -68,7 +68,7 @@ func (s *scaling) start(cfg *config.Config, a *admin.API) error {
 			return fmt.Errorf("%s: service %q: %w", cfg.Pos("services", name, "scale"), name, err)
 		}
 		s.actuators[name] = act
-		bounds[name] = policies.ServiceBounds{Min: spec.Min, Max: spec.Max, MaxStep: spec.MaxStep, MinWeight: 1}
+		bounds[name] = policies.ServiceBounds{Min: spec.Min, Max: spec.Max, MaxStep: spec.MaxStep, MinWeight: 1, Behavior: spec.Behavior}
 	}
 	actuators := s.actuators
 	s.metrics.Gauges("perigee_service_replicas", "Replicas of a scaled service in effect, as its actuator reports them.", []string{"service"}, func(emit metrics.Emit) {
@@ -87,9 +87,12 @@ func (s *scaling) start(cfg *config.Config, a *admin.API) error {
 	ctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	for name, act := range s.actuators {
+		if cfg.Services[name].Scale.Actuator != actuator.KindProcess {
+			continue // a remote scale is the region leader's to set, not every node's at start
+		}
 		s.done.Go(func() {
-			// Bring the service to its minimum; policies take it from there.
-			if err := act.Scale(ctx, bounds[name].Min, "start at min"); err != nil && ctx.Err() == nil {
+			// Bring the local replicas to their minimum; policies take it from there.
+			if err := act.Scale(ctx, actuator.Request{Replicas: bounds[name].Min, Reason: "start at min"}); err != nil && ctx.Err() == nil {
 				s.log.Error("starting replicas", "service", name, "err", err)
 			}
 		})
@@ -135,18 +138,26 @@ func policyViews(ps []policies.PolicyStatus) []policyView {
 }
 
 // close stops the policies, then the replicas actuators started (the
-// process actuator's children).
+// process actuator's children), every actuator at once, so that together
+// they take no longer than ctx allows.
 func (s *scaling) close(ctx context.Context) error {
 	if s.stop != nil {
 		s.stop()
 	}
 	s.done.Wait()
+	var mu sync.Mutex
 	var errs []error
+	var wg sync.WaitGroup
 	for name, act := range s.actuators {
-		if err := act.Close(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("stopping %s replicas: %w", name, err))
-		}
+		wg.Go(func() {
+			if err := act.Close(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("stopping %s replicas: %w", name, err))
+				mu.Unlock()
+			}
+		})
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
@@ -227,8 +238,8 @@ func serviceFigures(svc *upstream.Service, sample telemetry.ServiceSample, now t
 	return figs
 }
 
-// IsLeader says whether this node runs its region's scale decisions.
-func (s *scaling) IsLeader() bool { return s.fleet.isLeader() }
+// Leadership is the fleet's: the engine asks it before every scale.
+func (s *scaling) Leadership() (uint64, bool) { return s.fleet.leadership() }
 
 // Decided ships every decision.
 func (s *scaling) Decided(d telemetry.Decision) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"perigee/telemetry"
@@ -14,6 +15,10 @@ import (
 const (
 	maxWeight    = 10000
 	maxEjectTime = time.Hour
+	// maxNumber bounds every number an action takes, so that each converts
+	// to an int exactly: a replica count, weight, burst or rate beyond it is
+	// a bug in the script, not a decision.
+	maxNumber = 1e9
 )
 
 // ActionKind names what a script asked for: each is a Lua function of the
@@ -47,11 +52,13 @@ type action struct {
 	value   float64 // replicas, weight, seconds, rps or fraction
 	burst   float64
 	reason  string
+	term    uint64 // the leadership term a scale was checked under
 }
 
-// parseAction checks a call's argument types. A wrong type is a bug in the
-// script and fails the evaluation; a bad value is a decision that gets
-// rejected and logged.
+// parseAction checks a call's argument types. A wrong type, or a number
+// that is not finite or beyond maxNumber, is a bug in the script and fails
+// the evaluation at its line; a bad value within range is a decision that
+// gets rejected and logged.
 func parseAction(kind ActionKind, args []any) (action, error) {
 	a := action{kind: kind}
 	names, nums := arguments[kind].names, arguments[kind].nums
@@ -71,6 +78,9 @@ func parseAction(kind ActionKind, args []any) (action, error) {
 		v, ok := args[names+i].(float64)
 		if !ok {
 			return a, fmt.Errorf("argument %d must be a number, got %v", names+i+1, args[names+i])
+		}
+		if math.IsNaN(v) || math.IsInf(v, 0) || math.Abs(v) > maxNumber {
+			return a, fmt.Errorf("argument %d must be a finite number within ±%g, got %v", names+i+1, float64(maxNumber), v)
 		}
 		vals[i] = v
 	}
@@ -136,7 +146,7 @@ func (p *policy) apply(ctx context.Context, snap Snapshot) int {
 			recorded++
 			continue
 		}
-		a, note, why := p.check(a)
+		a, note, why := p.check(a, snap.Time)
 		d.Value = a.value
 		if note != "" {
 			d.Reason += " (" + note + ")"
@@ -158,13 +168,21 @@ func (p *policy) apply(ctx context.Context, snap Snapshot) int {
 		p.e.record(d)
 		recorded++
 	}
+	// A policy that says nothing of a service still wants what it last
+	// asked for: that is its recommendation this time, so that a quiet
+	// spell keeps the scale-down window filled, as HPA records one per sync.
+	for svc, n := range p.asked {
+		if _, called := lastIdx[string(Scale)+"|"+svc+"|"]; !called {
+			p.e.scalers[svc].stabilize(snap.Time, n)
+		}
+	}
 	p.pending = p.pending[:0]
 	return recorded
 }
 
 // check validates a against its bounds. It returns the action with its
 // value clamped into bounds and a note saying so, or why it is rejected.
-func (p *policy) check(a action) (action, string, string) {
+func (p *policy) check(a action, now time.Time) (action, string, string) {
 	if a.service != "" && p.allow != nil && !p.allow[a.service] {
 		return a, "", fmt.Sprintf("service %s is not assigned to this policy", a.service)
 	}
@@ -177,10 +195,22 @@ func (p *policy) check(a action) (action, string, string) {
 			return a, "", fmt.Sprintf("service %s has no actuator", a.service)
 		case !whole(a.value) || a.value < 0:
 			return a, "", fmt.Sprintf("replicas must be a whole number ≥ 0, got %v", a.value)
-		case !p.e.cfg.Source.IsLeader():
+		}
+		// Followers feed the stabiliser too, so that a node taking over
+		// the lead has the region's windows, not empty ones.
+		a, note, _ := clampReplicas(a, b, sc.desiredOr(sc.act.Replicas()))
+		p.asked[a.service] = int(a.value)
+		n, why := sc.stabilize(now, int(a.value))
+		if why != "" {
+			a.value = float64(n)
+			note = strings.TrimPrefix(note+"; "+why, "; ")
+		}
+		term, leads := p.e.cfg.Source.Leadership()
+		if !leads {
 			return a, "", "not the region leader"
 		}
-		return clampReplicas(a, b, sc.desiredOr(sc.act.Replicas()))
+		a.term = term
+		return a, note, ""
 	case Weight:
 		if !whole(a.value) || a.value < 0 || a.value > maxWeight {
 			return a, "", fmt.Sprintf("weight must be a whole number in [0, %d], got %v", maxWeight, a.value)
@@ -263,7 +293,7 @@ func (p *policy) act(ctx context.Context, a action) error {
 	var err error
 	switch a.kind {
 	case Scale:
-		return p.e.scalers[a.service].request(ctx, int(a.value), a.reason, p.spec.Name)
+		return p.e.scalers[a.service].request(ctx, int(a.value), a.reason, p.spec.Name, a.term)
 	case Weight:
 		err = t.SetWeight(a.service, a.target, int(a.value))
 	case Eject:

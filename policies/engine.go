@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -99,7 +100,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		policies: map[string]*policy{},
 	}
 	for svc, act := range cfg.Actuators {
-		e.scalers[svc] = newScaler(e, svc, act)
+		e.scalers[svc] = newScaler(e, svc, act, cfg.Bounds[svc].Behavior)
 	}
 	var errs []error
 	for _, spec := range cfg.Policies {
@@ -121,8 +122,10 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	return e, nil
 }
 
-// compile loads spec into a fresh VM. When old is given and the new script
-// sets `persist_state = true`, it starts with old's state table.
+// compile loads spec into a fresh VM. When old is given it starts with
+// old's state table, unless the new script sets `persist_state = false`,
+// and with old's last recommendations, which it goes on feeding to the
+// services' stabilisers.
 func (e *Engine) compile(spec Spec, old *policy) (*policy, error) {
 	spec, err := spec.normalize()
 	if err != nil {
@@ -130,7 +133,7 @@ func (e *Engine) compile(spec Spec, old *policy) (*policy, error) {
 	}
 	src := spec.Source
 	if src == "" {
-		b, err := os.ReadFile(spec.Script)
+		b, err := readScript(spec.Script)
 		if err != nil {
 			return nil, fmt.Errorf("policy %s: %w", spec.Name, err)
 		}
@@ -154,9 +157,21 @@ func (e *Engine) compile(spec Spec, old *policy) (*policy, error) {
 		p.vm.Close()
 		return nil, fmt.Errorf("policy %s: %s defines no evaluate(m) function", spec.Name, spec.Script)
 	}
-	if old != nil && p.vm.Global("persist_state") == true {
+	if old != nil {
 		old.mu.Lock()
-		p.vm.SetGlobal("state", old.vm.Global("state"))
+		if p.vm.Global("persist_state") != false {
+			st, err := old.vm.GlobalValue("state")
+			if err != nil {
+				// Carrying nil over would reset the policy's state without a word.
+				old.mu.Unlock()
+				p.vm.Close()
+				return nil, fmt.Errorf("policy %s: its state cannot be carried over the reload: %w", spec.Name, err)
+			}
+			p.vm.SetGlobal("state", st)
+		}
+		for svc, n := range old.asked {
+			p.asked[svc] = n
+		}
 		old.mu.Unlock()
 	}
 	return p, nil
@@ -325,4 +340,15 @@ func (e *Engine) record(d telemetry.Decision) {
 		return
 	}
 	e.log.Info("policy decision", attrs...)
+}
+
+// readScript reads a policy file, at most one byte past what the sandbox
+// compiles, so a huge file costs no more than the limit to refuse.
+func readScript(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, lua.DefaultSourceBytes+1))
 }

@@ -15,14 +15,20 @@ import (
 	"perigee/units"
 )
 
-// fixedSource returns the snapshot it holds; it leads unless told not to.
+// fixedSource returns the snapshot it holds; it leads under term unless
+// told not to.
 type fixedSource struct {
 	mu       sync.Mutex
 	snap     Snapshot
 	follower bool
+	term     uint64
 }
 
-func (s *fixedSource) IsLeader() bool { return !s.follower }
+func (s *fixedSource) Leadership() (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.term, !s.follower
+}
 
 func (s *fixedSource) Snapshot() Snapshot {
 	s.mu.Lock()
@@ -91,7 +97,8 @@ type countingActuator struct {
 	fail  error
 }
 
-func (a *countingActuator) Scale(_ context.Context, n int, _ string) error {
+func (a *countingActuator) Scale(_ context.Context, r actuator.Request) error {
+	n := r.Replicas
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.calls = append(a.calls, n)
@@ -113,6 +120,13 @@ func (a *countingActuator) history() []int {
 	return append([]int(nil), a.calls...)
 }
 
+// unstable turns stabilisation off, for tests of what comes before it.
+var unstable = func() actuator.Behavior {
+	var zero units.Duration
+	free := actuator.Rate{Percent: 1000000, Period: units.Duration(time.Second)}
+	return actuator.Behavior{DownWindow: &zero, UpWindow: &zero, Up: free, Down: free}
+}()
+
 type rig struct {
 	e   *Engine
 	src *fixedSource
@@ -127,7 +141,7 @@ func newRig(t *testing.T, script string, mod func(*EngineConfig)) *rig {
 	cfg := EngineConfig{
 		Node: "n1", Region: "eu",
 		Policies:  []Spec{{Name: "p", Script: "p.lua", Source: script, Interval: units.Duration(100 * time.Millisecond)}},
-		Bounds:    map[string]ServiceBounds{"api": {Min: 1, Max: 8, MaxStep: 3, MinWeight: 5}},
+		Bounds:    map[string]ServiceBounds{"api": {Min: 1, Max: 8, MaxStep: 3, MinWeight: 5, Behavior: unstable}},
 		Source:    r.src,
 		Target:    r.tgt,
 		Actuators: map[string]actuator.Actuator{"api": r.act},
@@ -418,7 +432,7 @@ func TestNewEngineRefusesBadScripts(t *testing.T) {
 	}
 }
 
-func TestReloadKeepsOldScriptOnErrorAndCarriesStateOnRequest(t *testing.T) {
+func TestReloadKeepsOldScriptOnErrorAndCarriesStateUnlessRefused(t *testing.T) {
 	v1 := `function evaluate(m) state.n = (state.n or 0) + 1; scale("api", 3) end`
 	r := newRig(t, v1, nil)
 	if err := r.eval(t); err != nil {
@@ -434,8 +448,7 @@ func TestReloadKeepsOldScriptOnErrorAndCarriesStateOnRequest(t *testing.T) {
 		t.Fatalf("old script stopped after a bad reload: %v", err)
 	}
 	persist := spec
-	persist.Source = `persist_state = true
-function evaluate(m) scale("api", 3 + state.n) end`
+	persist.Source = `function evaluate(m) scale("api", 3 + state.n) end`
 	if err := r.e.Reload(persist); err != nil {
 		t.Fatal(err)
 	}
@@ -446,7 +459,8 @@ function evaluate(m) scale("api", 3 + state.n) end`
 		t.Fatalf("replicas = %d, want 5 (state.n carried over as 2)", got)
 	}
 	fresh := spec
-	fresh.Source = `function evaluate(m) scale("api", 1 + (state.n or 0)) end`
+	fresh.Source = `persist_state = false
+function evaluate(m) scale("api", 1 + (state.n or 0)) end`
 	if err := r.e.Reload(fresh); err != nil {
 		t.Fatal(err)
 	}
@@ -454,7 +468,7 @@ function evaluate(m) scale("api", 3 + state.n) end`
 		t.Fatal(err)
 	}
 	if got := r.act.Replicas(); got != 2 {
-		t.Fatalf("replicas = %d, want 2 (state not carried without persist_state)", got)
+		t.Fatalf("replicas = %d, want 2 (state not carried with persist_state = false)", got)
 	}
 	if st := r.e.Policies()[0]; st.Runs != 4 || st.Reloaded.IsZero() {
 		t.Fatalf("status after reloads = %+v", st)
@@ -513,5 +527,171 @@ func TestDecisionLogKeepsNewest(t *testing.T) {
 	}
 	if got := l.last(-1); len(got) != 0 {
 		t.Fatalf("last(-1) = %+v", got)
+	}
+}
+
+// A number no replica count or burst can be fails the evaluation at the
+// script's line; it is never converted into some other count.
+func TestHugeAndNonFiniteNumbersAreRefusedWithTheLine(t *testing.T) {
+	for _, call := range []string{
+		`scale("api", 1e19)`, `scale("api", -1e19)`, `scale("api", 1/0)`, `scale("api", 0/0)`,
+		`limit("r", 10, 1e19)`, `limit("r", 1/0, 5)`, `weight("api", "b", 1e300)`, `eject("api", "b", 1/0)`,
+		`shed("r", 0/0)`,
+	} {
+		r := newRig(t, "function evaluate(m)\n  "+call+"\nend", func(c *EngineConfig) {
+			c.Bounds = map[string]ServiceBounds{"api": {}} // no max, no step: nothing clamps
+		})
+		err := r.eval(t)
+		if err == nil || !strings.Contains(err.Error(), "p.lua:2") {
+			t.Errorf("%s: err = %v, want a failure naming p.lua:2", call, err)
+		}
+		if h := r.act.history(); len(h) != 0 {
+			t.Errorf("%s: actuator called with %v", call, h)
+		}
+		if got := r.tgt.list(); len(got) != 0 {
+			t.Errorf("%s: target called: %v", call, got)
+		}
+	}
+}
+
+// clock is a settable engine clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func stableRig(t *testing.T, script string, b actuator.Behavior) (*rig, *clock) {
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	r := newRig(t, script, func(cfg *EngineConfig) {
+		cfg.Now = c.now
+		cfg.Bounds = map[string]ServiceBounds{"api": {Min: 1, Max: 50, Behavior: b}}
+	})
+	return r, c
+}
+
+// A policy that alternates 50 and 1 every second: the engine goes up at
+// the allowed rate and never back down within the scale-down window.
+func TestAlternatingDecisionsAreStabilised(t *testing.T) {
+	script := `function evaluate(m)
+  state.up = not state.up
+  scale("api", state.up and 50 or 1)
+end`
+	count := func(b actuator.Behavior) (applied, down int) {
+		r, c := stableRig(t, script, b)
+		prev := r.act.Replicas()
+		for range 20 {
+			if err := r.eval(t); err != nil {
+				t.Fatal(err)
+			}
+			c.add(time.Second)
+		}
+		for _, n := range r.act.history() {
+			if n < prev {
+				down++
+			}
+			prev = n
+		}
+		return len(r.act.history()), down
+	}
+	if applied, _ := count(unstable); applied != 20 {
+		t.Fatalf("without stabilisation %d of 20 decisions applied; the test needs the flap", applied)
+	}
+	applied, down := count(actuator.Behavior{})
+	if down != 0 || applied > 4 {
+		t.Fatalf("with the default behaviour: %d applied, %d of them down", applied, down)
+	}
+}
+
+// A reload 3 s after a burst does not reset the scale-down window: the
+// new script asking for 1 is held until the window has passed.
+func TestReloadKeepsTheScaleDownWindow(t *testing.T) {
+	r, c := stableRig(t, `function evaluate(m) scale("api", 3) end`, actuator.Behavior{})
+	if err := r.eval(t); err != nil || r.act.Replicas() != 3 {
+		t.Fatalf("burst: %v, replicas %d", err, r.act.Replicas())
+	}
+	c.add(3 * time.Second)
+	spec := r.e.cfg.Policies[0]
+	spec.Source = `function evaluate(m) scale("api", 1) end`
+	if err := r.e.Reload(spec); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		c.add(250 * time.Millisecond)
+		if err := r.eval(t); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := r.act.Replicas(); got != 3 {
+		t.Fatalf("replicas %d one second after the reload, want 3 held", got)
+	}
+	c.add(actuator.DefaultDownWindow)
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.act.Replicas(); got != 1 {
+		t.Fatalf("replicas %d after the window, want 1", got)
+	}
+}
+
+// A follower's recommendations fill the service's windows too, so a node
+// that takes over the lead does not scale down at once on an empty window.
+func TestNewLeaderInheritsItsOwnScaleDownWindow(t *testing.T) {
+	r, c := stableRig(t, `function evaluate(m) scale("api", state.n or 5) end`, actuator.Behavior{})
+	r.src.follower = true
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	c.add(time.Minute)
+	r.src.mu.Lock()
+	r.src.follower, r.src.term = false, 7
+	r.src.mu.Unlock()
+	r.e.mu.Lock()
+	p := r.e.policies["p"]
+	r.e.mu.Unlock()
+	p.mu.Lock()
+	p.vm.SetGlobal("state", map[string]any{"n": 1.0})
+	p.mu.Unlock()
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range r.act.history() {
+		if n < 2 {
+			t.Fatalf("the new leader scaled down to %d a minute into the window", n)
+		}
+	}
+}
+
+// A state the sandbox will not convert (a shared subtable counts each time
+// it appears, past the conversion limit) refuses the reload, rather than
+// reaching the new script as nil; the old script keeps running.
+func TestReloadRefusesAStateTooLargeToCarry(t *testing.T) {
+	v1 := `function evaluate(m)
+  local leaf = {}
+  for i = 1, 2000 do leaf[i] = i end
+  state.wide = {}
+  for i = 1, 100 do state.wide[i] = leaf end
+  scale("api", 2)
+end`
+	r := newRig(t, v1, nil)
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	next := r.e.cfg.Policies[0]
+	next.Source = `function evaluate(m) scale("api", state.wide and 3 or 1) end`
+	if err := r.e.Reload(next); err == nil || !strings.Contains(err.Error(), "state") {
+		t.Fatalf("a state past the conversion limit was carried (or dropped) silently: %v", err)
+	}
+	if err := r.eval(t); err != nil {
+		t.Fatalf("old script stopped after the refused reload: %v", err)
+	}
+	if got := r.act.Replicas(); got != 2 {
+		t.Fatalf("replicas = %d, want the old script's 2", got)
 	}
 }

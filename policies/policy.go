@@ -24,6 +24,7 @@ type policy struct {
 	retired bool
 	pending []action
 	last    map[string]memo // what this policy last decided, to skip repeats
+	asked   map[string]int  // per service, the replicas this policy last recommended
 
 	statusMu sync.Mutex
 	st       PolicyStatus
@@ -31,7 +32,7 @@ type policy struct {
 }
 
 func newPolicy(e *Engine, spec Spec) *policy {
-	p := &policy{e: e, spec: spec, last: map[string]memo{}}
+	p := &policy{e: e, spec: spec, last: map[string]memo{}, asked: map[string]int{}}
 	if len(spec.Services) > 0 {
 		p.allow = map[string]bool{}
 		for _, s := range spec.Services {

@@ -2,7 +2,9 @@ package policies
 
 import (
 	"context"
+	"fmt"
 	"sync"
+	"time"
 
 	"perigee/policies/actuator"
 	"perigee/telemetry"
@@ -10,7 +12,9 @@ import (
 
 // scaler hands scale decisions for one service to its actuator. Under Run a
 // worker calls the actuator, so a slow scale-up never stalls a policy; a
-// newer request replaces one not yet started.
+// newer request replaces one not yet started. Right before each call it
+// asks the source for leadership again and drops the call when the term
+// it was decided under is no longer held.
 type scaler struct {
 	e       *Engine
 	service string
@@ -18,14 +22,26 @@ type scaler struct {
 	wake    chan struct{}
 
 	mu      sync.Mutex
+	stable  *stabilizer
 	desired int // -1 until the first request
 	failed  bool
 	reason  string
 	policy  string
+	term    uint64
 }
 
-func newScaler(e *Engine, service string, act actuator.Actuator) *scaler {
-	return &scaler{e: e, service: service, act: act, wake: make(chan struct{}, 1), desired: -1}
+func newScaler(e *Engine, service string, act actuator.Actuator, b actuator.Behavior) *scaler {
+	return &scaler{e: e, service: service, act: act, wake: make(chan struct{}, 1), desired: -1, stable: newStabilizer(b)}
+}
+
+// stabilize records rec as a recommendation at now and returns what to ask
+// for instead, from the replicas asked for so far, with a note when that
+// differs.
+func (s *scaler) stabilize(now time.Time, rec int) (int, string) {
+	current := s.desiredOr(s.act.Replicas())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stable.recommend(now, current, rec)
 }
 
 func (s *scaler) desiredOr(current int) int {
@@ -46,12 +62,14 @@ func (s *scaler) settled(n int) bool {
 
 // request asks for n replicas: at once when the engine scales
 // synchronously, otherwise through the worker.
-func (s *scaler) request(ctx context.Context, n int, reason, policy string) error {
+func (s *scaler) request(ctx context.Context, n int, reason, policy string, term uint64) error {
+	from := s.desiredOr(s.act.Replicas())
 	s.mu.Lock()
-	s.desired, s.failed, s.reason, s.policy = n, false, reason, policy
+	s.stable.changed(s.e.now(), from, n)
+	s.desired, s.failed, s.reason, s.policy, s.term = n, false, reason, policy, term
 	s.mu.Unlock()
 	if s.e.cfg.SyncScale {
-		err := s.act.Scale(ctx, n, reason)
+		err := s.call(ctx, n, reason, term)
 		if err != nil {
 			s.fail(n)
 		}
@@ -80,9 +98,9 @@ func (s *scaler) run(ctx context.Context) {
 		case <-s.wake:
 		}
 		s.mu.Lock()
-		n, reason, policy := s.desired, s.reason, s.policy
+		n, reason, policy, term := s.desired, s.reason, s.policy, s.term
 		s.mu.Unlock()
-		if err := s.act.Scale(ctx, n, reason); err != nil && ctx.Err() == nil {
+		if err := s.call(ctx, n, reason, term); err != nil && ctx.Err() == nil {
 			s.fail(n)
 			s.e.record(telemetry.Decision{
 				Time: s.e.now(), Policy: policy, Action: string(Scale), Service: s.service,
@@ -90,4 +108,22 @@ func (s *scaler) run(ctx context.Context) {
 			})
 		}
 	}
+}
+
+// held says whether the source still leads under term.
+func (s *scaler) held(term uint64) bool {
+	now, ok := s.e.cfg.Source.Leadership()
+	return ok && now == term
+}
+
+// call passes one request to the actuator if term is still held, with a
+// Held that lets the actuator stop retrying once it is not.
+func (s *scaler) call(ctx context.Context, n int, reason string, term uint64) error {
+	if !s.held(term) {
+		return fmt.Errorf("dropped before the actuator: term %d: %w", term, actuator.ErrDeposed)
+	}
+	return s.act.Scale(ctx, actuator.Request{
+		Replicas: n, Reason: reason, Term: term,
+		Held: func() bool { return s.held(term) },
+	})
 }

@@ -65,9 +65,12 @@ type Source interface {
 	// Snapshot is the node's figures now, and its region's from gossip;
 	// the engine adds the replica counts its actuators report.
 	Snapshot() Snapshot
-	// IsLeader says whether this node may pass scale decisions to
-	// actuators now: it leads its region under a term it still holds.
-	IsLeader() bool
+	// Leadership says whether this node may pass scale decisions to
+	// actuators now: it leads its region under a term it still holds and
+	// sees a majority of the region. The term is never reused; the engine
+	// asks again right before each actuator call and drops the call if the
+	// term has changed. A node without a mesh leads under term 0.
+	Leadership() (term uint64, ok bool)
 }
 
 // Target is what the engine drives on the node.

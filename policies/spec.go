@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"perigee/policies/actuator"
 	"perigee/units"
 )
 
@@ -25,6 +26,8 @@ type ServiceBounds struct {
 	Min, Max  int // replicas; Max 0 means no upper bound
 	MaxStep   int // largest change of replicas in one decision; 0 means any
 	MinWeight int // lowest backend weight a policy may set
+	// Behavior stabilises scale decisions; its zero value is the defaults.
+	Behavior actuator.Behavior
 }
 
 // Interval limits.
@@ -85,5 +88,5 @@ func (b ServiceBounds) Validate() error {
 	case b.Max != 0 && b.Max < b.Min:
 		return fmt.Errorf("max %d is below min %d", b.Max, b.Min)
 	}
-	return nil
+	return b.Behavior.Validate()
 }

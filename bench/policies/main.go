@@ -87,19 +87,22 @@ func main() {
 type hundred struct{ snap policies.Snapshot }
 
 func (h hundred) Snapshot() policies.Snapshot { return h.snap }
-func (hundred) IsLeader() bool                { return true }
+func (hundred) Leadership() (uint64, bool)    { return 0, true }
 
 type noTarget struct{}
 
-func (noTarget) SetWeight(string, string, int) error              { return nil }
-func (noTarget) Eject(string, string, time.Duration) error        { return nil }
-func (noTarget) Restore(string, string) error                     { return nil }
-func (noTarget) SetLimit(string, float64, int) error              { return nil }
-func (noTarget) SetShed(string, float64) error                    { return nil }
-func (noTarget) Decided(telemetry.Decision)                       {}
-func (c *counter) Scale(_ context.Context, n int, _ string) error { c.n.Store(int64(n)); return nil }
-func (c *counter) Replicas() int                                  { return int(c.n.Load()) }
-func (c *counter) Close(context.Context) error                    { return nil }
+func (noTarget) SetWeight(string, string, int) error       { return nil }
+func (noTarget) Eject(string, string, time.Duration) error { return nil }
+func (noTarget) Restore(string, string) error              { return nil }
+func (noTarget) SetLimit(string, float64, int) error       { return nil }
+func (noTarget) SetShed(string, float64) error             { return nil }
+func (noTarget) Decided(telemetry.Decision)                {}
+func (c *counter) Scale(_ context.Context, r actuator.Request) error {
+	c.n.Store(int64(r.Replicas))
+	return nil
+}
+func (c *counter) Replicas() int               { return int(c.n.Load()) }
+func (c *counter) Close(context.Context) error { return nil }
 
 type counter struct{ n atomic.Int64 }
 
@@ -192,19 +195,19 @@ func (s *stepSource) Snapshot() policies.Snapshot {
 	return policies.Snapshot{Services: map[string]policies.ServiceFigures{"api": {RPS: 500, P99: p99}}}
 }
 
-func (s *stepSource) IsLeader() bool { return true }
+func (s *stepSource) Leadership() (uint64, bool) { return 0, true }
 
 type timedActuator struct {
 	actuator.Actuator
 	called chan time.Time
 }
 
-func (t timedActuator) Scale(ctx context.Context, n int, reason string) error {
+func (t timedActuator) Scale(ctx context.Context, r actuator.Request) error {
 	select {
 	case t.called <- time.Now():
 	default:
 	}
-	return t.Actuator.Scale(ctx, n, reason)
+	return t.Actuator.Scale(ctx, r)
 }
 
 type timedRegistry struct {
@@ -235,7 +238,7 @@ func reaction(out io.Writer) error {
 			return err
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		if err := proc.Scale(ctx, 1, "start"); err != nil {
+		if err := proc.Scale(ctx, actuator.Request{Replicas: 1, Reason: "start"}); err != nil {
 			cancel()
 			return err
 		}

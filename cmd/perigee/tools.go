@@ -33,6 +33,7 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 	maxStep := fs.Int("max-step", 0, "largest change of replicas per decision (0: any)")
 	warmup := fs.Duration("warmup", 5*time.Second, "how long a new replica takes to serve")
 	interval := fs.Duration("interval", 0, "time between evaluations (default: the trace's step)")
+	allowErrors := fs.Bool("allow-errors", false, "exit 0 despite evaluation errors and rejected decisions")
 	policy, err := parseFile(fs, args[1:])
 	if err != nil {
 		return err
@@ -43,7 +44,7 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	return sim.Run(context.Background(), sim.Options{
 		Policy: policy, Trace: *trace, Plot: *plot, Min: *minR, Max: *maxR, MaxStep: *maxStep,
-		Warmup: *warmup, Interval: *interval,
+		Warmup: *warmup, Interval: *interval, AllowErrors: *allowErrors,
 	}, stdout)
 }
 

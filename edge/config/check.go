@@ -126,7 +126,7 @@ func readable(path string) bool {
 type noFigures struct{}
 
 func (noFigures) Snapshot() policies.Snapshot { return policies.Snapshot{} }
-func (noFigures) IsLeader() bool              { return false }
+func (noFigures) Leadership() (uint64, bool)  { return 0, false }
 
 var _ policies.Source = noFigures{}
 

@@ -16,13 +16,34 @@ import (
 type Actuator interface {
 	// Scale sets the desired replica count and returns when it is in
 	// effect or has failed.
-	Scale(ctx context.Context, replicas int, reason string) error
+	Scale(ctx context.Context, r Request) error
 	// Replicas is the count currently in effect.
 	Replicas() int
 	// Close releases what the actuator holds; the process actuator stops
 	// its children.
 	Close(ctx context.Context) error
 }
+
+// Request is one scale call: the count, why, and the leadership term it
+// was decided under, which remote actuators pass on so that the receiver
+// can refuse a write under a term older than one it has seen.
+type Request struct {
+	Replicas int
+	Reason   string
+	// Term is the region leadership term; 0 on a node without a mesh,
+	// which is a region of one.
+	Term uint64
+	// Held says whether Term is still held. An actuator asks it before
+	// every attempt after the first and gives up with ErrDeposed once it is
+	// not, so a deposed leader's retry cannot land after its successor's
+	// write. Nil means always.
+	Held func() bool
+}
+
+func (r Request) held() bool { return r.Held == nil || r.Held() }
+
+// ErrDeposed is the failure of a scale whose term ended before it landed.
+var ErrDeposed = errors.New("leadership term no longer held")
 
 var (
 	_ Actuator = (*Process)(nil)
@@ -67,6 +88,9 @@ type Spec struct {
 	Kubeconfig string `yaml:"kubeconfig"` // empty means the in-cluster service account
 	// Timeout bounds one Scale call of exec, webhook and kubernetes.
 	Timeout time.Duration `yaml:"timeout"`
+	// Behavior stabilises what policies decide before it reaches the
+	// actuator.
+	Behavior Behavior `yaml:"behavior"`
 }
 
 // Validate reports every problem, each as "field: what" so that the config
@@ -88,6 +112,9 @@ func (s Spec) Validate() error {
 	}
 	if s.Min < 0 || (s.Max != 0 && s.Max < s.Min) || s.MaxStep < 0 {
 		errs = append(errs, errors.New("scale needs 0 ≤ min ≤ max and max_step ≥ 0"))
+	}
+	if err := s.Behavior.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if s.Actuator == KindProcess && !strings.Contains(s.Command, "{addr}") && !strings.Contains(s.Command, "{port}") {
 		bad("command", "the process command must take {addr} or {port}")

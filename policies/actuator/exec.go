@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -13,8 +12,10 @@ import (
 
 // ExecSpec describes a command run on every scale.
 type ExecSpec struct {
-	// Command runs with PERIGEE_SERVICE, PERIGEE_REPLICAS and
-	// PERIGEE_REASON in its environment; a non-zero exit fails the scale.
+	// Command runs with PERIGEE_SERVICE, PERIGEE_REPLICAS, PERIGEE_REASON
+	// and PERIGEE_TERM (the leadership term, never lower than one a
+	// previous call carried from the same leader) in its environment; a
+	// non-zero exit fails the scale.
 	Command string
 	Timeout time.Duration // default 30s
 }
@@ -44,19 +45,20 @@ func NewExec(service string, spec ExecSpec, log *slog.Logger) (*Exec, error) {
 }
 
 // Scale runs the command and waits for it.
-func (x *Exec) Scale(ctx context.Context, replicas int, reason string) error {
+func (x *Exec) Scale(ctx context.Context, r Request) error {
 	ctx, cancel := context.WithTimeout(ctx, x.spec.Timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, x.argv[0], x.argv[1:]...)
+	cmd := command(x.argv)
 	cmd.Env = append(os.Environ(), "PERIGEE_SERVICE="+x.service,
-		"PERIGEE_REPLICAS="+strconv.Itoa(replicas), "PERIGEE_REASON="+reason)
+		"PERIGEE_REPLICAS="+strconv.Itoa(r.Replicas), "PERIGEE_REASON="+r.Reason,
+		"PERIGEE_TERM="+strconv.FormatUint(r.Term, 10))
 	out := &tail{}
 	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Run(); err != nil {
+	if err := run(ctx, cmd); err != nil {
 		return fmt.Errorf("exec actuator %s: %s: %w: %s", x.service, x.argv[0], err, out.String())
 	}
-	x.replicas.Store(int64(replicas))
-	x.log.Info("scaled", "replicas", replicas, "reason", reason)
+	x.replicas.Store(int64(r.Replicas))
+	x.log.Info("scaled", "replicas", r.Replicas, "reason", r.Reason, "term", r.Term)
 	return nil
 }
 

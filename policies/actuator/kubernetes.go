@@ -39,7 +39,7 @@ type KubernetesSpec struct {
 const defaultServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 // Kubernetes sets spec.replicas through the Deployment's scale
-// subresource with a JSON merge patch.
+// subresource with a JSON merge patch conditional on resourceVersion.
 type Kubernetes struct {
 	service  string
 	endpoint string        // .../deployments/NAME/scale
@@ -251,6 +251,9 @@ func fromKubeconfig(path string) (conn, error) {
 
 // scaleObject is the autoscaling/v1 Scale the API server answers with.
 type scaleObject struct {
+	Metadata struct {
+		ResourceVersion string `json:"resourceVersion"`
+	} `json:"metadata"`
 	Spec struct {
 		Replicas int `json:"replicas"`
 	} `json:"spec"`
@@ -259,21 +262,63 @@ type scaleObject struct {
 	} `json:"status"`
 }
 
-// Scale patches spec.replicas.
-func (k *Kubernetes) Scale(ctx context.Context, replicas int, reason string) error {
+// conflictAttempts bounds the read-then-patch rounds of one Scale when
+// someone else keeps changing the Deployment's scale.
+const conflictAttempts = 3
+
+// errConflict is the API server's 409: the resourceVersion read has been
+// superseded.
+var errConflict = errors.New("conflict")
+
+// Scale reads the scale subresource and patches spec.replicas on
+// condition that its resourceVersion is still the one read, so that a
+// write never lands on a state its leader did not see. On a conflict it
+// reads again, gives up if the term is no longer held, and retries up to
+// conflictAttempts times.
+func (k *Kubernetes) Scale(ctx context.Context, r Request) error {
 	ctx, cancel := context.WithTimeout(ctx, k.timeout)
 	defer cancel()
-	body := fmt.Appendf(nil, `{"spec":{"replicas":%d}}`, replicas)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, k.endpoint, bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("kubernetes actuator %s: %w", k.service, err)
+	for attempt := 1; ; attempt++ {
+		cur, err := k.call(ctx, http.MethodGet, nil)
+		if err != nil {
+			return err
+		}
+		if attempt > 1 && !r.held() {
+			return fmt.Errorf("kubernetes actuator %s: term %d: %w", k.service, r.Term, ErrDeposed)
+		}
+		patch, _ := json.Marshal(map[string]any{
+			"metadata": map[string]any{"resourceVersion": cur.Metadata.ResourceVersion},
+			"spec":     map[string]any{"replicas": r.Replicas},
+		})
+		s, err := k.call(ctx, http.MethodPatch, patch)
+		if errors.Is(err, errConflict) && attempt < conflictAttempts {
+			k.log.Info("scale changed under us; reading it again", "attempt", attempt)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		k.replicas.Store(int64(s.Spec.Replicas))
+		k.log.Info("scaled", "replicas", s.Spec.Replicas, "ready", s.Status.Replicas, "reason", r.Reason, "term", r.Term)
+		return nil
 	}
-	req.Header.Set("Content-Type", "application/merge-patch+json")
+}
+
+// call sends one request to the scale subresource and decodes the answer.
+func (k *Kubernetes) call(ctx context.Context, method string, body []byte) (scaleObject, error) {
+	var s scaleObject
+	req, err := http.NewRequestWithContext(ctx, method, k.endpoint, bytes.NewReader(body))
+	if err != nil {
+		return s, fmt.Errorf("kubernetes actuator %s: %w", k.service, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/merge-patch+json")
+	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("Authorization", "Bearer "+k.token())
 	resp, err := k.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("kubernetes actuator %s: %w", k.service, err)
+		return s, fmt.Errorf("kubernetes actuator %s: %w", k.service, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -282,15 +327,16 @@ func (k *Kubernetes) Scale(ctx context.Context, replicas int, reason string) err
 			Message string `json:"message"`
 		}
 		_ = json.Unmarshal(b, &st)
-		return fmt.Errorf("kubernetes actuator %s: PATCH %s: %s: %s", k.service, k.endpoint, resp.Status, st.Message)
+		err := fmt.Errorf("kubernetes actuator %s: %s %s: %s: %s", k.service, method, k.endpoint, resp.Status, st.Message)
+		if resp.StatusCode == http.StatusConflict {
+			err = fmt.Errorf("%w: %w", errConflict, err)
+		}
+		return s, err
 	}
-	var s scaleObject
 	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("kubernetes actuator %s: decode scale: %w", k.service, err)
+		return s, fmt.Errorf("kubernetes actuator %s: decode scale: %w", k.service, err)
 	}
-	k.replicas.Store(int64(s.Spec.Replicas))
-	k.log.Info("scaled", "replicas", s.Spec.Replicas, "ready", s.Status.Replicas, "reason", reason)
-	return nil
+	return s, nil
 }
 
 // Replicas is spec.replicas as the API server last confirmed it, or -1

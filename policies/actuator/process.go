@@ -103,8 +103,13 @@ func (p *Process) Replicas() int {
 }
 
 // Scale starts or stops instances until replicas are running and
-// registered.
-func (p *Process) Scale(ctx context.Context, replicas int, reason string) error {
+// registered. Its instances are this node's own, so the term is only
+// logged.
+func (p *Process) Scale(ctx context.Context, r Request) error {
+	replicas, reason := r.Replicas, r.Reason
+	if r.Term != 0 {
+		reason = fmt.Sprintf("%s (term %d)", reason, r.Term)
+	}
 	if replicas < p.spec.Min || (p.spec.Max != 0 && replicas > p.spec.Max) {
 		return fmt.Errorf("process actuator %s: %d replicas outside [%d, %d]", p.service, replicas, p.spec.Min, p.spec.Max)
 	}
@@ -132,7 +137,7 @@ func (p *Process) converge(ctx context.Context, reason string) error {
 	p.mu.Unlock()
 	if len(victims) > 0 {
 		p.log.Info("scaling down", "from", have, "to", p.desired, "reason", reason)
-		return p.stopAll(victims)
+		return p.stopAll(ctx, victims)
 	}
 	if have == p.desired {
 		return nil
@@ -158,14 +163,14 @@ func (p *Process) startOne(ctx context.Context) error {
 	for i, a := range p.argv {
 		argv[i] = strings.NewReplacer("{addr}", addr, "{port}", strconv.Itoa(port)).Replace(a)
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
+	// Its own process group, so a terminal's Ctrl-C reaches the node,
+	// which then stops its children in order, and a stop reaches whatever
+	// the command forked.
+	cmd := command(argv)
 	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "ADDR="+addr, "PERIGEE_SERVICE="+p.service)
 	out := &lineLog{log: p.log.With("instance", addr)}
 	cmd.Stdout, cmd.Stderr = out, out
-	// Its own process group, so a terminal's Ctrl-C reaches the node,
-	// which then stops its children in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	if err := start(cmd); err != nil {
 		return fmt.Errorf("process actuator %s: start %s: %w", p.service, argv[0], err)
 	}
 	in := &instance{addr: addr, url: "http://" + addr, cmd: cmd, exited: make(chan struct{})}
@@ -174,18 +179,18 @@ func (p *Process) startOne(ctx context.Context) error {
 		close(in.exited)
 	}()
 	if err := p.awaitHealthy(ctx, in); err != nil {
-		p.stop(in)
+		p.stop(context.Background(), in)
 		return fmt.Errorf("process actuator %s: instance %s: %w", p.service, addr, err)
 	}
 	if err := p.reg.AddBackend(p.service, in.url); err != nil {
-		p.stop(in)
+		p.stop(context.Background(), in)
 		return fmt.Errorf("process actuator %s: register %s: %w", p.service, in.url, err)
 	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		_ = p.reg.RemoveBackend(p.service, in.url)
-		p.stop(in)
+		p.stop(context.Background(), in)
 		return fmt.Errorf("process actuator %s: closed while starting", p.service)
 	}
 	p.instances = append(p.instances, in)
@@ -253,7 +258,7 @@ func (p *Process) watch(in *instance) {
 	}
 }
 
-func (p *Process) stopAll(list []*instance) error {
+func (p *Process) stopAll(ctx context.Context, list []*instance) error {
 	var errs []error
 	for _, in := range list {
 		if err := p.reg.RemoveBackend(p.service, in.url); err != nil {
@@ -262,26 +267,48 @@ func (p *Process) stopAll(list []*instance) error {
 	}
 	var wg sync.WaitGroup
 	for _, in := range list {
-		wg.Go(func() { p.stop(in) })
+		wg.Go(func() { p.stop(ctx, in) })
 	}
 	wg.Wait()
 	return errors.Join(errs...)
 }
 
-// stop asks an instance to finish with SIGTERM and kills it after the stop
-// timeout.
-func (p *Process) stop(in *instance) {
+// stop asks an instance's process group to finish with SIGTERM, waits for
+// every process of it (a wrapper script's children too) until the stop
+// timeout or ctx ends, then kills what is left of the group. It returns
+// within the stop timeout plus waitDelay.
+func (p *Process) stop(ctx context.Context, in *instance) {
 	p.mu.Lock()
 	in.stopped = true
 	p.mu.Unlock()
-	_ = in.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-in.exited:
-	case <-time.After(p.spec.StopTimeout):
-		p.log.Warn("instance ignored SIGTERM; killing it", "instance", in.addr)
-		_ = in.cmd.Process.Kill()
-		<-in.exited
+	_ = signalGroup(in.cmd, syscall.SIGTERM)
+	timeout := time.NewTimer(p.spec.StopTimeout)
+	defer timeout.Stop()
+	// until waits for done, and says false if time ran out first.
+	until := func(done <-chan struct{}) bool {
+		select {
+		case <-done:
+			return true
+		case <-timeout.C:
+			p.log.Warn("instance ignored SIGTERM; killing its process group", "instance", in.addr)
+		case <-ctx.Done():
+			p.log.Warn("no time left to stop gracefully; killing its process group", "instance", in.addr)
+		}
+		return false
 	}
+	if until(in.exited) {
+		for groupLeft(in.cmd) && until(pause(50*time.Millisecond)) {
+		}
+	}
+	_ = signalGroup(in.cmd, syscall.SIGKILL)
+	<-in.exited // bounded: the group is dead, and Wait gives up on pipes after waitDelay
+}
+
+// pause is a channel closed after d.
+func pause(d time.Duration) <-chan struct{} {
+	c := make(chan struct{})
+	time.AfterFunc(d, func() { close(c) })
+	return c
 }
 
 // Close stops every instance.
@@ -299,13 +326,16 @@ func (p *Process) Close(ctx context.Context) error {
 		in.stopped = true
 	}
 	p.mu.Unlock()
-	err := p.stopAll(victims)
+	err := p.stopAll(ctx, victims)
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
 		return fmt.Errorf("process actuator %s: close: %w", p.service, ctx.Err())
+	}
+	if err == nil && ctx.Err() != nil {
+		return fmt.Errorf("process actuator %s: close: instances killed: %w", p.service, ctx.Err())
 	}
 	return err
 }

@@ -6,8 +6,13 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -16,6 +21,9 @@ import (
 // process actuator starts it as a child.
 func TestMain(m *testing.M) {
 	switch os.Getenv("PERIGEE_TEST_CHILD") {
+	case "stubborn": // a backend that ignores SIGTERM
+		signal.Ignore(syscall.SIGTERM)
+		fallthrough
 	case "serve":
 		addr := os.Args[len(os.Args)-1]
 		http.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
@@ -26,6 +34,8 @@ func TestMain(m *testing.M) {
 		}
 	case "exit":
 		os.Exit(3)
+	case "parent":
+		runParent()
 	}
 	os.Exit(m.Run())
 }
@@ -91,7 +101,7 @@ func TestProcessScalesRealChildrenUpAndDown(t *testing.T) {
 	}
 	ctx := context.Background()
 	defer p.Close(ctx)
-	if err := p.Scale(ctx, 3, "burst"); err != nil {
+	if err := p.Scale(ctx, Request{Replicas: 3, Reason: "burst"}); err != nil {
 		t.Fatal(err)
 	}
 	urls := reg.list()
@@ -103,7 +113,7 @@ func TestProcessScalesRealChildrenUpAndDown(t *testing.T) {
 			t.Fatalf("registered backend %s does not answer: %v", u, err)
 		}
 	}
-	if err := p.Scale(ctx, 1, "quiet"); err != nil {
+	if err := p.Scale(ctx, Request{Replicas: 1, Reason: "quiet"}); err != nil {
 		t.Fatal(err)
 	}
 	left := reg.list()
@@ -115,7 +125,7 @@ func TestProcessScalesRealChildrenUpAndDown(t *testing.T) {
 			t.Errorf("stopped backend %s still answers", u)
 		}
 	}
-	if err := p.Scale(ctx, 5, "too many"); err == nil {
+	if err := p.Scale(ctx, Request{Replicas: 5, Reason: "too many"}); err == nil {
 		t.Error("scale above max accepted")
 	}
 	if err := p.Close(ctx); err != nil {
@@ -124,7 +134,7 @@ func TestProcessScalesRealChildrenUpAndDown(t *testing.T) {
 	if get(urls[0]) == nil || len(reg.list()) != 0 {
 		t.Fatalf("Close left children running or registered: %v", reg.list())
 	}
-	if err := p.Scale(ctx, 1, "after close"); err == nil {
+	if err := p.Scale(ctx, Request{Replicas: 1, Reason: "after close"}); err == nil {
 		t.Error("scale after Close accepted")
 	}
 }
@@ -138,7 +148,7 @@ func TestProcessReplacesAChildThatDies(t *testing.T) {
 	}
 	ctx := context.Background()
 	defer p.Close(ctx)
-	if err := p.Scale(ctx, 1, "start"); err != nil {
+	if err := p.Scale(ctx, Request{Replicas: 1, Reason: "start"}); err != nil {
 		t.Fatal(err)
 	}
 	first := reg.list()[0]
@@ -168,7 +178,7 @@ func TestProcessReportsChildThatNeverBecomesHealthy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close(context.Background())
-	err = p.Scale(context.Background(), 1, "start")
+	err = p.Scale(context.Background(), Request{Replicas: 1, Reason: "start"})
 	if err == nil || p.Replicas() != 0 || len(reg.list()) != 0 {
 		t.Fatalf("err %v, replicas %d, registered %v", err, p.Replicas(), reg.list())
 	}
@@ -200,5 +210,229 @@ func TestSplitCommand(t *testing.T) {
 		if _, err := splitCommand(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// alive says whether any process of the group pgid is left.
+func groupAlive(pgid int) bool { return syscall.Kill(-pgid, 0) == nil }
+
+// An instance whose command is a wrapper script that forks: the server and
+// a sleeper are grandchildren holding the output pipe. Closing stops the
+// whole group within its bound, and nothing of it keeps serving.
+func TestWrapperScriptInstanceStopsWithItsGroup(t *testing.T) {
+	t.Setenv("PERIGEE_TEST_CHILD", "serve")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := fmt.Sprintf(`sh -c "sleep 1000 & '%s' -test.run=^$ \$1 & wait" sh {addr}`, exe)
+	reg := &registry{}
+	p, err := NewProcess("api", ProcessSpec{Command: cmd, Max: 1, HealthPath: "/health", StopTimeout: time.Second}, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Scale(context.Background(), Request{Replicas: 1, Reason: "start"}); err != nil {
+		t.Fatal(err)
+	}
+	url := reg.list()[0]
+	p.mu.Lock()
+	pgid := p.instances[0].cmd.Process.Pid
+	p.mu.Unlock()
+	if err := get(url); err != nil {
+		t.Fatal(err)
+	}
+	const bound = 5 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close(ctx) }()
+	select {
+	case <-closed:
+	case <-time.After(2 * bound):
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		t.Fatalf("Close still running after %v", 2*bound)
+	}
+	deadline := time.Now().Add(bound)
+	for groupAlive(pgid) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if groupAlive(pgid) {
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		t.Fatal("a process of the instance's group survived Close")
+	}
+	if err := get(url); err == nil {
+		t.Fatal("the grandchild still serves after Close")
+	}
+}
+
+// Close gives up when its context ends, killing what is left rather than
+// waiting for an instance that ignores SIGTERM.
+func TestProcessCloseHonoursItsContext(t *testing.T) {
+	t.Setenv("PERIGEE_TEST_CHILD", "stubborn")
+	reg := &registry{}
+	p, err := NewProcess("api", ProcessSpec{Command: selfCommand(t), Max: 1, HealthPath: "/health", StopTimeout: time.Hour}, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Scale(context.Background(), Request{Replicas: 1, Reason: "start"}); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	pgid := p.instances[0].cmd.Process.Pid
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close(ctx) }()
+	select {
+	case err := <-closed:
+		if err == nil {
+			t.Error("Close reported success though it had to kill")
+		}
+	case <-time.After(10 * time.Second):
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		t.Fatal("Close ignored its context")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for groupAlive(pgid) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if groupAlive(pgid) {
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		t.Fatal("the group survived a Close whose context ended")
+	}
+}
+
+// The node killed with SIGKILL takes its replicas with it: a parent
+// process (this test binary again) starts a replica, the test kills the
+// parent, and the replica must die too.
+func TestReplicaDiesWithItsKilledParent(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the parent-death signal is Linux's")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := exec.Command(exe, "-test.run=^$")
+	parent.Env = append(os.Environ(), "PERIGEE_TEST_CHILD=parent")
+	out, err := parent.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent.Stderr = os.Stderr
+	if err := parent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer parent.Process.Kill()
+	var pid int
+	if _, err := fmt.Fscanf(out, "replica %d\n", &pid); err != nil {
+		t.Fatalf("parent did not report its replica: %v", err)
+	}
+	defer syscall.Kill(-pid, syscall.SIGKILL)
+	if err := parent.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = parent.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if syscall.Kill(pid, 0) == nil {
+		t.Fatalf("replica %d outlived its SIGKILLed parent", pid)
+	}
+}
+
+// runParent is the parent process of TestReplicaDiesWithItsKilledParent:
+// it starts one replica, says its pid and waits to be killed.
+func runParent() {
+	os.Setenv("PERIGEE_TEST_CHILD", "serve")
+	exe, _ := os.Executable()
+	p, err := NewProcess("api", ProcessSpec{Command: fmt.Sprintf("'%s' -test.run=^$ {addr}", exe), Max: 1, HealthPath: "/health"}, &registry{}, nil)
+	if err == nil {
+		// Start from a goroutine that then ends, as a scale worker would.
+		done := make(chan error)
+		go func() { done <- p.Scale(context.Background(), Request{Replicas: 1}) }()
+		err = <-done
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	p.mu.Lock()
+	fmt.Printf("replica %d\n", p.instances[0].cmd.Process.Pid)
+	p.mu.Unlock()
+	select {}
+}
+
+// An exec command that forks and outlives its timeout: the scale fails
+// within the bound and nothing of its group lives on.
+func TestExecTimeoutKillsTheCommandsGroup(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pgid")
+	x, err := NewExec("api", ExecSpec{Command: fmt.Sprintf(`sh -c 'echo $$ > %s; sleep 1000 & wait'`, pidFile), Timeout: 300 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- x.Scale(context.Background(), Request{Replicas: 2}) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a command past its timeout succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Scale still waiting 10s after a 300ms timeout")
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pgid int
+	fmt.Sscan(string(b), &pgid)
+	deadline := time.Now().Add(5 * time.Second)
+	for pgid > 1 && groupAlive(pgid) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if pgid <= 1 || groupAlive(pgid) {
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		t.Fatalf("the command's group %d survived its timeout", pgid)
+	}
+}
+
+// A wrapper that exits at once on SIGTERM while a child of it finishes in
+// its own time: the child gets that time (up to the stop timeout) rather
+// than being killed as soon as the wrapper is gone.
+func TestWrapperChildFinishesGracefully(t *testing.T) {
+	t.Setenv("PERIGEE_TEST_CHILD", "serve")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	finished := filepath.Join(t.TempDir(), "finished")
+	cmd := fmt.Sprintf(`sh -c "sh -c 'trap \"sleep 1; touch %s; exit 0\" TERM; while :; do sleep 0.05; done' & '%s' -test.run=^$ \$1 & wait" sh {addr}`, finished, exe)
+	reg := &registry{}
+	p, err := NewProcess("api", ProcessSpec{Command: cmd, Max: 1, HealthPath: "/health", StopTimeout: 5 * time.Second}, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Scale(context.Background(), Request{Replicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	pgid := p.instances[0].cmd.Process.Pid
+	p.mu.Unlock()
+	defer syscall.Kill(-pgid, syscall.SIGKILL)
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(finished); err != nil {
+		t.Fatalf("the wrapper's child was not let finish: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for groupAlive(pgid) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if groupAlive(pgid) {
+		t.Fatal("the group outlived Close")
 	}
 }

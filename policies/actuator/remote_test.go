@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,23 +17,25 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"perigee/units"
 )
 
 func TestExecRunsCommandWithEnvironment(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
-	x, err := NewExec("api", ExecSpec{Command: fmt.Sprintf(`sh -c 'echo "$PERIGEE_SERVICE $PERIGEE_REPLICAS $PERIGEE_REASON" > %s'`, out)}, nil)
+	x, err := NewExec("api", ExecSpec{Command: fmt.Sprintf(`sh -c 'echo "$PERIGEE_SERVICE $PERIGEE_REPLICAS $PERIGEE_REASON $PERIGEE_TERM" > %s'`, out)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := x.Scale(context.Background(), 4, "load"); err != nil {
+	if err := x.Scale(context.Background(), Request{Replicas: 4, Reason: "load", Term: 9}); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(out)
-	if strings.TrimSpace(string(b)) != "api 4 load" || x.Replicas() != 4 {
+	if strings.TrimSpace(string(b)) != "api 4 load 9" || x.Replicas() != 4 {
 		t.Fatalf("command saw %q, replicas %d", b, x.Replicas())
 	}
 	fail, _ := NewExec("api", ExecSpec{Command: `sh -c 'echo quota exceeded >&2; exit 2'`}, nil)
-	if err := fail.Scale(context.Background(), 5, ""); err == nil || !strings.Contains(err.Error(), "quota exceeded") || fail.Replicas() != 0 {
+	if err := fail.Scale(context.Background(), Request{Replicas: 5, Reason: ""}); err == nil || !strings.Contains(err.Error(), "quota exceeded") || fail.Replicas() != 0 {
 		t.Fatalf("failing command: %v", err)
 	}
 	if _, err := NewExec("api", ExecSpec{Command: `"open`}, nil); err == nil {
@@ -66,7 +69,7 @@ func TestWebhookSignsAndRetries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Scale(context.Background(), 6, "spike"); err != nil {
+	if err := w.Scale(context.Background(), Request{Replicas: 6, Reason: "spike"}); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
@@ -78,7 +81,7 @@ func TestWebhookSignsAndRetries(t *testing.T) {
 	// A wrong secret gets 401, which is not retried.
 	calls.Store(0)
 	bad, _ := NewWebhook("api", WebhookSpec{URL: srv.URL, Secret: "wrong", Backoff: time.Millisecond}, nil)
-	if err := bad.Scale(context.Background(), 2, ""); err == nil || !strings.Contains(err.Error(), "401") || calls.Load() != 0 {
+	if err := bad.Scale(context.Background(), Request{Replicas: 2, Reason: ""}); err == nil || !strings.Contains(err.Error(), "401") || calls.Load() != 0 {
 		t.Fatalf("wrong secret: %v (calls %d)", err, calls.Load())
 	}
 	// An endpoint that keeps failing gives up after the attempts.
@@ -89,7 +92,7 @@ func TestWebhookSignsAndRetries(t *testing.T) {
 	defer down.Close()
 	calls.Store(0)
 	flaky, _ := NewWebhook("api", WebhookSpec{URL: down.URL, Secret: secret, Attempts: 3, Backoff: time.Millisecond}, nil)
-	if err := flaky.Scale(context.Background(), 2, ""); err == nil || calls.Load() != 3 {
+	if err := flaky.Scale(context.Background(), Request{Replicas: 2, Reason: ""}); err == nil || calls.Load() != 3 {
 		t.Fatalf("persistent 502: %v after %d calls", err, calls.Load())
 	}
 	for _, spec := range []WebhookSpec{{URL: "ftp://x", Secret: "s"}, {URL: srv.URL}, {URL: "http://"}} {
@@ -99,10 +102,29 @@ func TestWebhookSignsAndRetries(t *testing.T) {
 	}
 }
 
-// fakeAPIServer speaks the Deployment scale subresource over TLS.
+// fakeAPIServer speaks the Deployment scale subresource over TLS: GET, and
+// a merge patch that must carry the current resourceVersion (409 if not).
+// bump, when set, runs between a GET and the next patch, as another writer.
+type fakeAPI struct {
+	replicas atomic.Int64
+	version  atomic.Int64
+	patches  atomic.Int32
+	bump     atomic.Pointer[func()]
+}
+
 func fakeAPIServer(t *testing.T, token string) (*httptest.Server, *atomic.Int64) {
-	var replicas atomic.Int64
-	replicas.Store(2)
+	srv, api := newFakeAPI(t, token)
+	return srv, &api.replicas
+}
+
+func newFakeAPI(t *testing.T, token string) (*httptest.Server, *fakeAPI) {
+	api := &fakeAPI{}
+	api.replicas.Store(2)
+	api.version.Store(100)
+	replicas := &api.replicas
+	scale := func(w http.ResponseWriter) {
+		fmt.Fprintf(w, `{"kind":"Scale","apiVersion":"autoscaling/v1","metadata":{"name":"api","namespace":"shop","resourceVersion":"%d"},"spec":{"replicas":%d},"status":{"replicas":2}}`, api.version.Load(), replicas.Load())
+	}
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		status := func(code int, msg string) {
 			w.Header().Set("Content-Type", "application/json")
@@ -117,11 +139,21 @@ func fakeAPIServer(t *testing.T, token string) (*httptest.Server, *atomic.Int64)
 			status(http.StatusNotFound, `deployments.apps "x" not found`)
 			return
 		}
+		if r.Method == http.MethodGet {
+			scale(w)
+			if f := api.bump.Load(); f != nil {
+				(*f)()
+			}
+			return
+		}
 		if r.Method != http.MethodPatch || r.Header.Get("Content-Type") != "application/merge-patch+json" {
 			status(http.StatusUnsupportedMediaType, "want a merge patch")
 			return
 		}
 		var patch struct {
+			Metadata struct {
+				ResourceVersion string `json:"resourceVersion"`
+			} `json:"metadata"`
 			Spec struct {
 				Replicas *int64 `json:"replicas"`
 			} `json:"spec"`
@@ -130,11 +162,17 @@ func fakeAPIServer(t *testing.T, token string) (*httptest.Server, *atomic.Int64)
 			status(http.StatusUnprocessableEntity, "invalid replicas")
 			return
 		}
+		api.patches.Add(1)
+		if patch.Metadata.ResourceVersion != fmt.Sprint(api.version.Load()) {
+			status(http.StatusConflict, "the object has been modified; please apply your changes to the latest version and try again")
+			return
+		}
 		replicas.Store(*patch.Spec.Replicas)
-		fmt.Fprintf(w, `{"kind":"Scale","apiVersion":"autoscaling/v1","metadata":{"name":"api","namespace":"shop"},"spec":{"replicas":%d},"status":{"replicas":2}}`, *patch.Spec.Replicas)
+		api.version.Add(1)
+		scale(w)
 	}))
 	t.Cleanup(srv.Close)
-	return srv, &replicas
+	return srv, api
 }
 
 func caPEM(srv *httptest.Server) []byte {
@@ -175,19 +213,19 @@ contexts:
 	if k.Replicas() != -1 {
 		t.Fatalf("replicas before any scale = %d", k.Replicas())
 	}
-	if err := k.Scale(context.Background(), 7, "burst"); err != nil {
+	if err := k.Scale(context.Background(), Request{Replicas: 7, Reason: "burst"}); err != nil {
 		t.Fatal(err)
 	}
 	if replicas.Load() != 7 || k.Replicas() != 7 {
 		t.Fatalf("server has %d, actuator reports %d", replicas.Load(), k.Replicas())
 	}
 	other, _ := NewKubernetes("api", KubernetesSpec{Deployment: "other", Kubeconfig: kc}, nil)
-	if err := other.Scale(context.Background(), 1, ""); err == nil || !strings.Contains(err.Error(), "not found") {
+	if err := other.Scale(context.Background(), Request{Replicas: 1, Reason: ""}); err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("unknown deployment: %v", err)
 	}
 	write("wrong")
 	denied, _ := NewKubernetes("api", KubernetesSpec{Deployment: "api", Kubeconfig: kc}, nil)
-	if err := denied.Scale(context.Background(), 1, ""); err == nil || !strings.Contains(err.Error(), "401") {
+	if err := denied.Scale(context.Background(), Request{Replicas: 1, Reason: ""}); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("bad token: %v", err)
 	}
 }
@@ -207,7 +245,7 @@ func TestKubernetesInClusterServiceAccount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := k.Scale(context.Background(), 3, ""); err != nil || replicas.Load() != 3 {
+	if err := k.Scale(context.Background(), Request{Replicas: 3, Reason: ""}); err != nil || replicas.Load() != 3 {
 		t.Fatalf("scale: %v, server has %d", err, replicas.Load())
 	}
 	// An untrusted CA is refused.
@@ -243,5 +281,118 @@ func TestSpecValidateNamesTheField(t *testing.T) {
 	}
 	if err := (Spec{Actuator: KindProcess, Command: "run {addr}", Min: 1, Max: 3}).Validate(); err != nil {
 		t.Errorf("good spec refused: %v", err)
+	}
+}
+
+// The webhook carries the term in a header and the body, and stops
+// retrying once the term is no longer held: a deposed leader's retry
+// cannot land after its successor's write.
+func TestWebhookCarriesTermAndStopsRetryingWhenDeposed(t *testing.T) {
+	var calls atomic.Int32
+	var mu sync.Mutex
+	var headers []string
+	var bodies []WebhookBody
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b WebhookBody
+		_ = json.NewDecoder(r.Body).Decode(&b)
+		mu.Lock()
+		headers, bodies = append(headers, r.Header.Get(TermHeader)), append(bodies, b)
+		mu.Unlock()
+		if calls.Add(1) == 1 {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	w, err := NewWebhook("api", WebhookSpec{URL: srv.URL, Secret: "s", Backoff: time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Scale(context.Background(), Request{Replicas: 3, Term: 7}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if len(headers) != 2 || headers[1] != "7" || bodies[1].Term != 7 || bodies[1].Replicas != 3 {
+		t.Fatalf("headers %v, bodies %+v", headers, bodies)
+	}
+	mu.Unlock()
+
+	calls.Store(0)
+	held := atomic.Bool{}
+	held.Store(true)
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		held.Store(false) // deposed while the first attempt was out
+		http.Error(w, "busy", http.StatusServiceUnavailable)
+	})
+	err = w.Scale(context.Background(), Request{Replicas: 5, Term: 8, Held: held.Load})
+	if !errors.Is(err, ErrDeposed) || calls.Load() != 1 || w.Replicas() != 3 {
+		t.Fatalf("deposed: err %v after %d calls, replicas %d", err, calls.Load(), w.Replicas())
+	}
+}
+
+// The Kubernetes update is conditional on the resourceVersion read: a
+// change in between is a 409, after which it reads again, and gives up if
+// the term has gone.
+func TestKubernetesPatchIsConditionalOnResourceVersion(t *testing.T) {
+	srv, api := newFakeAPI(t, "tok")
+	dir := t.TempDir()
+	kc := filepath.Join(dir, "config")
+	os.WriteFile(kc, fmt.Appendf(nil, `apiVersion: v1
+kind: Config
+current-context: edge
+clusters: [{name: c, cluster: {server: %s, certificate-authority-data: %s}}]
+users: [{name: u, user: {token: tok}}]
+contexts: [{name: edge, context: {cluster: c, user: u, namespace: shop}}]
+`, srv.URL, base64.StdEncoding.EncodeToString(caPEM(srv))), 0o600)
+	k, err := NewKubernetes("api", KubernetesSpec{Deployment: "api", Kubeconfig: kc}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close(context.Background())
+	// Another writer changes the scale right after our first read.
+	var once sync.Once
+	bump := func() { once.Do(func() { api.replicas.Store(9); api.version.Add(1) }) }
+	api.bump.Store(&bump)
+	if err := k.Scale(context.Background(), Request{Replicas: 4, Term: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if api.replicas.Load() != 4 || api.patches.Load() != 2 {
+		t.Fatalf("replicas %d after %d patches, want 4 after a 409 and a retry", api.replicas.Load(), api.patches.Load())
+	}
+	// Someone keeps writing: bounded attempts, then the conflict is reported.
+	always := func() { api.version.Add(1) }
+	api.bump.Store(&always)
+	api.patches.Store(0)
+	if err := k.Scale(context.Background(), Request{Replicas: 6}); err == nil || !strings.Contains(err.Error(), "409") || api.patches.Load() != conflictAttempts {
+		t.Fatalf("endless conflicts: %v after %d patches", err, api.patches.Load())
+	}
+	// Deposed between the conflict and the retry: no second patch.
+	api.patches.Store(0)
+	held := atomic.Bool{}
+	held.Store(true)
+	deposeOnRead := func() { api.version.Add(1); held.Store(false) }
+	api.bump.Store(&deposeOnRead)
+	if err := k.Scale(context.Background(), Request{Replicas: 1, Term: 3, Held: held.Load}); !errors.Is(err, ErrDeposed) || api.patches.Load() != 1 {
+		t.Fatalf("deposed: %v after %d patches", err, api.patches.Load())
+	}
+}
+
+func TestBehaviorDefaultsAndValidate(t *testing.T) {
+	b := Behavior{}.WithDefaults()
+	if b.DownWindow.D() != DefaultDownWindow || b.UpWindow.D() != 0 || b.Up != DefaultUp || b.Down != DefaultDown {
+		t.Fatalf("defaults: %+v", b)
+	}
+	if err := (Behavior{}).Validate(); err != nil {
+		t.Fatalf("defaults refused: %v", err)
+	}
+	long := units.Duration(2 * time.Hour)
+	for b, want := range map[*Behavior]string{
+		{DownWindow: &long}:                     "behavior.scale_down_window: the scale-down window 2h0m0s",
+		{Up: Rate{Pods: -1}}:                    "behavior.scale_up: the scale-up pods",
+		{Down: Rate{Percent: 50, Period: long}}: "behavior.scale_down.period",
+	} {
+		if err := b.Validate(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%+v: %v, want %q", *b, err, want)
+		}
 	}
 }

@@ -33,11 +33,18 @@ type WebhookBody struct {
 	Service  string    `json:"service"`
 	Replicas int       `json:"replicas"`
 	Reason   string    `json:"reason"`
+	Term     uint64    `json:"term"` // the leadership term; also in TermHeader
 	Time     time.Time `json:"time"`
 }
 
-// SignatureHeader carries "sha256=" and the hex HMAC-SHA256 of the body.
-const SignatureHeader = "X-Perigee-Signature"
+// SignatureHeader carries "sha256=" and the hex HMAC-SHA256 of the body;
+// TermHeader the leadership term of the decision, which a receiver should
+// never see decrease: it may refuse a write under a lower term than one it
+// has accepted.
+const (
+	SignatureHeader = "X-Perigee-Signature"
+	TermHeader      = "X-Perigee-Term"
+)
 
 // Sign returns the signature header value for body.
 func Sign(secret, body []byte) string {
@@ -81,11 +88,11 @@ func NewWebhook(service string, spec WebhookSpec, log *slog.Logger) (*Webhook, e
 		log: log.With("service", service, "actuator", "webhook")}, nil
 }
 
-// Scale sends the request, retrying with backoff.
-func (w *Webhook) Scale(ctx context.Context, replicas int, reason string) error {
+// Scale sends the request, retrying with backoff while the term is held.
+func (w *Webhook) Scale(ctx context.Context, r Request) error {
 	ctx, cancel := context.WithTimeout(ctx, w.spec.Timeout)
 	defer cancel()
-	body, err := json.Marshal(WebhookBody{Service: w.service, Replicas: replicas, Reason: reason, Time: time.Now().UTC()})
+	body, err := json.Marshal(WebhookBody{Service: w.service, Replicas: r.Replicas, Reason: r.Reason, Term: r.Term, Time: time.Now().UTC()})
 	if err != nil {
 		return fmt.Errorf("webhook actuator %s: %w", w.service, err)
 	}
@@ -93,10 +100,13 @@ func (w *Webhook) Scale(ctx context.Context, replicas int, reason string) error 
 	wait := w.spec.Backoff
 	var last error
 	for attempt := 1; attempt <= w.spec.Attempts; attempt++ {
-		retry, err := w.post(ctx, body, sig)
+		if attempt > 1 && !r.held() {
+			return fmt.Errorf("webhook actuator %s: term %d: %w (last: %v)", w.service, r.Term, ErrDeposed, last)
+		}
+		retry, err := w.post(ctx, body, sig, r.Term)
 		if err == nil {
-			w.replicas.Store(int64(replicas))
-			w.log.Info("scaled", "replicas", replicas, "reason", reason, "attempt", attempt)
+			w.replicas.Store(int64(r.Replicas))
+			w.log.Info("scaled", "replicas", r.Replicas, "reason", r.Reason, "term", r.Term, "attempt", attempt)
 			return nil
 		}
 		last = err
@@ -115,13 +125,14 @@ func (w *Webhook) Scale(ctx context.Context, replicas int, reason string) error 
 }
 
 // post sends once and says whether a failure is worth retrying.
-func (w *Webhook) post(ctx context.Context, body []byte, sig string) (bool, error) {
+func (w *Webhook) post(ctx context.Context, body []byte, sig string, term uint64) (bool, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.spec.URL, bytes.NewReader(body))
 	if err != nil {
 		return false, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(SignatureHeader, sig)
+	req.Header.Set(TermHeader, strconv.FormatUint(term, 10))
 	resp, err := w.client.Do(req)
 	if err != nil {
 		return ctx.Err() == nil, err

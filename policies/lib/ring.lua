@@ -1,7 +1,7 @@
 -- ring: a growable ring buffer of (t, v) pairs in two flat arrays, for
 -- histories that grow at one end and are trimmed at either without a table
 -- per entry or a copy per trim. A ring is plain data, so it can live in
--- `state` (and survive a reload with persist_state).
+-- `state` (and survive a reload).
 --
 --   local ring = require("ring")
 --   local r = ring.new()

@@ -38,6 +38,7 @@ type service struct {
 	row     Row
 	figures policies.ServiceFigures
 	failed  float64 // requests/s that failed this tick
+	faulty  float64 // of which the backend's own errors, whatever its capacity
 	shedRPS float64
 	over    bool // demand above capacity this tick
 }
@@ -84,6 +85,7 @@ func (s *service) advance(now time.Time, dt float64, r Row) {
 	s.over = admitted > capacity
 	s.queue = math.Max(0, s.queue+(admitted-capacity)*dt)
 	s.failed = r.ErrorRate * admitted
+	s.faulty = s.failed
 	if limit := queueSeconds * capacity; s.queue > limit {
 		s.failed += (s.queue - limit) / dt
 		s.queue = limit
@@ -134,8 +136,8 @@ func (m *model) Snapshot() policies.Snapshot {
 	return out
 }
 
-// IsLeader is true: the simulated node is a region of one.
-func (m *model) IsLeader() bool { return true }
+// Leadership is held, under term 0: the simulated node is a region of one.
+func (m *model) Leadership() (uint64, bool) { return 0, true }
 
 // actuator scales one simulated service.
 type actuator struct {
@@ -143,7 +145,8 @@ type actuator struct {
 	svc string
 }
 
-func (a actuator) Scale(_ context.Context, n int, _ string) error {
+func (a actuator) Scale(_ context.Context, r pactuator.Request) error {
+	n := r.Replicas
 	s := a.m.service(a.svc)
 	if n < 0 {
 		return fmt.Errorf("sim: negative replicas %d", n)

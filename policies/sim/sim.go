@@ -16,6 +16,7 @@ import (
 	pactuator "perigee/policies/actuator"
 
 	"perigee/policies"
+	"perigee/runtime/lua"
 	"perigee/telemetry"
 
 	"perigee/units"
@@ -35,7 +36,17 @@ type Options struct {
 	Interval time.Duration
 	// Start is the wall-clock time of t=0; default Monday 2025-01-06 00:00 UTC.
 	Start time.Time
+	// Behavior stabilises every service's decisions; zero is the defaults.
+	Behavior pactuator.Behavior
+	// AllowErrors makes Run succeed despite evaluation errors and rejected
+	// decisions; a replay stopped by limit hits fails regardless.
+	AllowErrors bool
 }
+
+// LimitStops is how many evaluations in a row may be stopped by the
+// deadline or the allocation budget before a replay gives up: a script
+// that loops forever would otherwise cost a deadline per tick.
+const LimitStops = 3
 
 // Point is one tick of one service, as the summary and the plot read it.
 type Point struct {
@@ -44,7 +55,8 @@ type Point struct {
 	Ready    int
 	Desired  int
 	P99      time.Duration
-	Failed   float64
+	Failed   float64 // requests/s
+	Faulty   float64 // of Failed, the backend's own errors, which no replica count prevents
 	Shed     float64
 	Overload bool
 }
@@ -56,6 +68,20 @@ type Result struct {
 	Series     map[string][]Point
 	Decisions  []telemetry.Decision
 	EvalErrors int
+	FirstError error // the first evaluation error, with the script's line
+}
+
+// rejected counts the decisions that were not applied.
+func (r Result) rejected() (n int, first string) {
+	for _, d := range r.Decisions {
+		if d.Rejected != "" {
+			if n == 0 {
+				first = fmt.Sprintf("%s %s: %s", d.Action, strings.TrimSpace(d.Service+" "+d.Target), d.Rejected)
+			}
+			n++
+		}
+	}
+	return n, first
 }
 
 // Run replays the trace through the policy, writes the decision timeline
@@ -66,6 +92,20 @@ func Run(ctx context.Context, opt Options, out io.Writer) error {
 		return err
 	}
 	summarize(out, opt, res)
+	if err := writePlot(opt, res, out); err != nil || opt.AllowErrors {
+		return err
+	}
+	n, first := res.rejected()
+	switch {
+	case res.EvalErrors > 0:
+		return fmt.Errorf("sim: %d evaluation errors, the first: %w", res.EvalErrors, res.FirstError)
+	case n > 0:
+		return fmt.Errorf("sim: %d decisions rejected, the first: %s", n, first)
+	}
+	return nil
+}
+
+func writePlot(opt Options, res Result, out io.Writer) error {
 	if opt.Plot != "" {
 		f, err := os.Create(opt.Plot)
 		if err != nil {
@@ -118,7 +158,7 @@ func Simulate(ctx context.Context, opt Options, out io.Writer) (Result, error) {
 		for _, r := range tk.Rows {
 			if _, ok := acts[r.Service]; !ok {
 				acts[r.Service] = actuator{m: m, svc: r.Service}
-				bounds[r.Service] = policies.ServiceBounds{Min: opt.Min, Max: opt.Max, MaxStep: opt.MaxStep}
+				bounds[r.Service] = policies.ServiceBounds{Min: opt.Min, Max: opt.Max, MaxStep: opt.MaxStep, Behavior: opt.Behavior}
 				// Start right-sized for the first demand seen.
 				s := m.service(r.Service)
 				s.ready = min(max(opt.Min, int(math.Ceil(r.RPS/r.Capacity/0.7))), opt.Max)
@@ -145,6 +185,7 @@ func Simulate(ctx context.Context, opt Options, out io.Writer) (Result, error) {
 	defer func() { _ = eng.Reload() }()
 	prev := ticks[0].T - step
 	var lastEval time.Time
+	stops := 0 // consecutive evaluations stopped by a limit
 	for i, tk := range ticks {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -161,13 +202,26 @@ func Simulate(ctx context.Context, opt Options, out io.Writer) (Result, error) {
 					return res, err
 				}
 				res.EvalErrors++
+				if res.FirstError == nil {
+					res.FirstError = err
+				}
 				fmt.Fprintf(out, "%s  error     %v\n", offset(opt.Start, m.now), err)
+				if errors.Is(err, lua.ErrTimeout) || errors.Is(err, lua.ErrAllocation) {
+					if stops++; stops == LimitStops {
+						return res, fmt.Errorf("sim: stopped after %d consecutive evaluations hit a limit, at %s; the first error: %w",
+							LimitStops, offset(opt.Start, m.now), res.FirstError)
+					}
+				} else {
+					stops = 0
+				}
+			} else {
+				stops = 0
 			}
 		}
 		for svc, s := range m.services {
 			res.Series[svc] = append(res.Series[svc], Point{
 				T: tk.T, RPS: s.row.RPS, Ready: s.ready, Desired: s.ready + len(s.pending),
-				P99: s.figures.P99, Failed: s.failed, Shed: s.shedRPS, Overload: s.over,
+				P99: s.figures.P99, Failed: s.failed, Faulty: s.faulty, Shed: s.shedRPS, Overload: s.over,
 			})
 		}
 	}
@@ -194,6 +248,55 @@ func timelineLine(start time.Time, d telemetry.Decision) string {
 	return fmt.Sprintf("%s  %-8s  %-16s %8g  %-9s %s", offset(start, d.Time), d.Action, what, d.Value, outcome, d.Reason)
 }
 
+// Figures sum up one service's replay.
+type Figures struct {
+	PeakRPS          float64
+	Low, High, Final int // ready replicas
+	ReplicaHours     float64
+	P99Max           time.Duration
+	OverTicks        int     // ticks with demand above capacity
+	Failed           float64 // share of offered requests, percent
+	Faulty           float64 // of Failed, the backend's own errors, percent of offered
+	Shed             float64 // percent of offered
+}
+
+// Figures sums up service's series.
+func (r Result) Figures(service string) Figures {
+	pts := r.Series[service]
+	f := Figures{Low: math.MaxInt}
+	var offered, failed, faulty, shed, replicaSec float64
+	for _, p := range pts {
+		f.PeakRPS = math.Max(f.PeakRPS, p.RPS)
+		offered += p.RPS * r.Step
+		failed += p.Failed * r.Step
+		faulty += p.Faulty * r.Step
+		shed += p.Shed * r.Step
+		replicaSec += float64(p.Ready) * r.Step
+		f.P99Max = max(f.P99Max, p.P99)
+		f.Low, f.High = min(f.Low, p.Ready), max(f.High, p.Ready)
+		if p.Overload {
+			f.OverTicks++
+		}
+	}
+	if len(pts) > 0 {
+		f.Final = pts[len(pts)-1].Ready
+	}
+	if offered > 0 {
+		f.Failed, f.Faulty, f.Shed = 100*failed/offered, 100*faulty/offered, 100*shed/offered
+	}
+	f.ReplicaHours = replicaSec / 3600
+	return f
+}
+
+// DecisionsPerMinute is the decisions recorded per minute of trace.
+func (r Result) DecisionsPerMinute() float64 {
+	minutes := float64(r.Ticks) * r.Step / 60
+	if minutes == 0 {
+		return 0
+	}
+	return float64(len(r.Decisions)) / minutes
+}
+
 func summarize(out io.Writer, opt Options, res Result) {
 	applied, rejected := 0, 0
 	for _, d := range res.Decisions {
@@ -203,38 +306,19 @@ func summarize(out io.Writer, opt Options, res Result) {
 			rejected++
 		}
 	}
-	fmt.Fprintf(out, "\nsummary: %s on %s: %d ticks of %gs, %d decisions (%d applied, %d rejected), %d evaluation errors\n",
-		filepath.Base(opt.Policy), filepath.Base(opt.Trace), res.Ticks, res.Step, len(res.Decisions), applied, rejected, res.EvalErrors)
+	fmt.Fprintf(out, "\nsummary: %s on %s: %d ticks of %gs, %d decisions (%d applied, %d rejected; %.3f a minute), %d evaluation errors\n",
+		filepath.Base(opt.Policy), filepath.Base(opt.Trace), res.Ticks, res.Step, len(res.Decisions), applied, rejected,
+		res.DecisionsPerMinute(), res.EvalErrors)
 	names := make([]string, 0, len(res.Series))
 	for n := range res.Series {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		pts := res.Series[n]
-		var peak, offered, failed, shed, replicaSec float64
-		var p99max time.Duration
-		lo, hi, over := math.MaxInt, 0, 0
-		for _, p := range pts {
-			peak = math.Max(peak, p.RPS)
-			offered += p.RPS * res.Step
-			failed += p.Failed * res.Step
-			shed += p.Shed * res.Step
-			replicaSec += float64(p.Ready) * res.Step
-			p99max = max(p99max, p.P99)
-			lo, hi = min(lo, p.Ready), max(hi, p.Ready)
-			if p.Overload {
-				over++
-			}
-		}
-		share := func(x float64) float64 {
-			if offered == 0 {
-				return 0
-			}
-			return 100 * x / offered
-		}
-		fmt.Fprintf(out, "  %s: peak %.0f rps; replicas %d..%d (final %d), %.1f replica-hours; p99 max %v; over capacity %d/%d ticks; failed %.2f%%, shed %.2f%%\n",
-			n, peak, lo, hi, pts[len(pts)-1].Ready, replicaSec/3600, p99max.Round(time.Millisecond), over, len(pts), share(failed), share(shed))
+		f := res.Figures(n)
+		fmt.Fprintf(out, "  %s: peak %.0f rps; replicas %d..%d (final %d), %.1f replica-hours; p99 max %v; over capacity %d/%d ticks; failed %.2f%% (%.2f%% for want of capacity, %.2f%% the backend's own errors), shed %.2f%%\n",
+			n, f.PeakRPS, f.Low, f.High, f.Final, f.ReplicaHours, f.P99Max.Round(time.Millisecond), f.OverTicks, len(res.Series[n]),
+			f.Failed, f.Failed-f.Faulty, f.Faulty, f.Shed)
 	}
 }
 
