@@ -218,11 +218,13 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 	// A request body that fails to read is the client's fault (it left, or
 	// sent too much), not the backend's: watch for it.
 	var body *clientBody
+	cancel := func() {}
 	if req.Body != nil && req.Body != http.NoBody {
 		// A body that fails to read ends the attempt at once: the backend
-		// would wait for the rest, holding the connection.
-		ctx, cancel := context.WithCancel(req.Context())
-		defer cancel()
+		// would wait for the rest, holding the connection. The context
+		// lives until the response body is closed, which it also reads.
+		var ctx context.Context
+		ctx, cancel = context.WithCancel(req.Context())
 		req = req.WithContext(ctx)
 		body = &clientBody{ReadCloser: req.Body, fail: cancel}
 		req.Body = body
@@ -231,6 +233,7 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		lease, err := t.svc.Acquire(req, skip, attempt > 0)
 		if err != nil {
+			cancel()
 			return nil, err
 		}
 		b := lease.Backend
@@ -249,6 +252,7 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 			clientsFault := req.Context().Err() != nil || (body != nil && body.failed() != nil)
 			t.svc.Done(b, time.Since(start), !clientsFault)
 			if body != nil && body.failed() != nil {
+				cancel()
 				if x != nil {
 					x.UpstreamError = "" // the client's fault, not the backend's
 				}
@@ -261,12 +265,14 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 				}
 				continue
 			}
+			cancel()
 			return nil, err
 		}
 		if body != nil && body.failed() != nil {
 			// An answer to a request cut short is not the client's answer.
 			resp.Body.Close()
 			lease.End()
+			cancel()
 			t.svc.Done(b, time.Since(start), false)
 			return nil, &ClientBodyError{body.failed()}
 		}
@@ -274,7 +280,7 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 		if x != nil {
 			x.UpstreamError = ""
 		}
-		resp.Body = releasing(resp.Body, lease, x)
+		resp.Body = releasing(resp.Body, func() { lease.End(); cancel() }, x)
 		return resp, nil
 	}
 }
@@ -361,23 +367,23 @@ func replayable(r *http.Request) bool {
 	return false
 }
 
-// releasing ends the attempt's lease (in-flight counts, breaker slots) when
-// the body is closed, and notes in x why reading it failed. A 101 Switching
+// releasing ends the attempt (its lease on in-flight counts and breaker
+// slots, and its context) when the body is closed, and notes in x why reading it failed. A 101 Switching
 // Protocols body is read-write (a WebSocket), and keeps being.
-func releasing(body io.ReadCloser, l upstream.Lease, x *exchange.Exchange) io.ReadCloser {
+func releasing(body io.ReadCloser, end func(), x *exchange.Exchange) io.ReadCloser {
 	if rw, ok := body.(io.ReadWriteCloser); ok {
 		// An upgraded stream is copied on goroutines that may outlive the
 		// request and its pooled record: it notes nothing there.
-		return &releaseRW{releaseBody: releaseBody{ReadCloser: body, lease: l}, w: rw}
+		return &releaseRW{releaseBody: releaseBody{ReadCloser: body, end: end}, w: rw}
 	}
-	return &releaseBody{ReadCloser: body, lease: l, x: x}
+	return &releaseBody{ReadCloser: body, end: end, x: x}
 }
 
 type releaseBody struct {
 	io.ReadCloser
-	lease upstream.Lease
-	x     *exchange.Exchange
-	once  sync.Once
+	end  func() // the attempt's lease and context
+	x    *exchange.Exchange
+	once sync.Once
 }
 
 func (r *releaseBody) Read(p []byte) (int, error) {
@@ -389,7 +395,7 @@ func (r *releaseBody) Read(p []byte) (int, error) {
 }
 
 func (r *releaseBody) Close() error {
-	r.once.Do(r.lease.End)
+	r.once.Do(r.end)
 	return r.ReadCloser.Close()
 }
 
