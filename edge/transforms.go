@@ -47,11 +47,7 @@ func (t *transforms) load(ctx context.Context, cfg *config.Config, prev *wasm.Se
 		if tc.Configuration != "" {
 			guestCfg = []byte(tc.Configuration)
 		}
-		specs = append(specs, wasm.Spec{
-			Name: name, Source: tc.Module, Wasm: bin, Config: guestCfg,
-			PoolSize: tc.Pool, MemoryLimit: uint64(tc.Memory), Timeout: tc.Timeout.D(),
-			MaxBuffer: uint64(tc.MaxBuffer), ABI: tc.ABI, RootID: tc.RootID, Clusters: tc.Clusters,
-		})
+		specs = append(specs, wasm.Spec{Name: name, Source: tc.Module, Wasm: bin, Config: guestCfg, Settings: *tc})
 	}
 	t.once.Do(func() {
 		dir := ""

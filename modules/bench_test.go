@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"perigee/runtime/wasm"
+
+	"perigee/units"
 )
 
 // BenchmarkChain measures what Go guests cost a request in-process, without
@@ -21,7 +23,7 @@ func BenchmarkChain(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		tr, err := host.Load(context.Background(), wasm.Spec{Name: name, Wasm: build(b, name), Config: cfg, PoolSize: 2, Timeout: 10 * time.Second})
+		tr, err := host.Load(context.Background(), wasm.Spec{Name: name, Wasm: build(b, name), Config: cfg, Settings: wasm.Settings{Pool: 2, Timeout: units.Duration(10 * time.Second)}})
 		if err != nil {
 			b.Fatal(err)
 		}

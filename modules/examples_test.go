@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"perigee/runtime/wasm"
+
+	"perigee/units"
 )
 
 // host keeps compiled examples on disk between runs: compiling a Go guest
@@ -76,7 +78,7 @@ func example(t *testing.T, name string, config any) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, err := host.Load(context.Background(), wasm.Spec{Name: name, Source: name, Wasm: bin, Config: cfg, PoolSize: 2, Timeout: 10 * time.Second})
+	tr, err := host.Load(context.Background(), wasm.Spec{Name: name, Source: name, Wasm: bin, Config: cfg, Settings: wasm.Settings{Pool: 2, Timeout: units.Duration(10 * time.Second)}})
 	if err != nil {
 		t.Fatal(err)
 	}

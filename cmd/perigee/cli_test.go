@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"perigee/runtime/wasm"
+
+	"perigee/units"
 )
 
 // Every command answers -h with its help and exit 0, before or after its
@@ -159,7 +161,7 @@ func TestWasmInitBuildsOutsideTheRepo(t *testing.T) {
 	}
 	ctx := context.Background()
 	defer host.Close(ctx)
-	tr, err := host.Load(ctx, wasm.Spec{Name: "mytransform", Source: out, Wasm: bin, PoolSize: 1, Timeout: 10 * time.Second})
+	tr, err := host.Load(ctx, wasm.Spec{Name: "mytransform", Source: out, Wasm: bin, Settings: wasm.Settings{Pool: 1, Timeout: units.Duration(10 * time.Second)}})
 	if err != nil {
 		t.Fatal(err)
 	}

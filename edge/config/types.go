@@ -16,6 +16,7 @@ import (
 	"perigee/mesh"
 	"perigee/policies"
 	"perigee/policies/actuator"
+	"perigee/runtime/wasm"
 	"perigee/telemetry/ship"
 	"perigee/units"
 )
@@ -133,25 +134,9 @@ type SampleBackend struct {
 	samplebackend.Options `yaml:",inline" json:",inline"`
 }
 
-// Transform is a Wasm module with its guest config and limits.
-type Transform struct {
-	Module  string         `yaml:"module" json:"module"`
-	Config  any            `yaml:"config" json:"config,omitempty"` // a string is passed as bytes, a mapping as JSON
-	Pool    int            `yaml:"pool" json:"pool"`
-	Memory  units.ByteSize `yaml:"memory" json:"memory"`
-	Timeout units.Duration `yaml:"timeout" json:"timeout"`
-	// MaxBuffer caps what the host holds per request (a buffered body, a held response).
-	MaxBuffer units.ByteSize `yaml:"max_buffer" json:"max_buffer"`
-	// ABI is http-wasm or proxy-wasm; empty detects it from the module.
-	ABI string `yaml:"abi" json:"abi,omitempty"`
-	// RootID and Configuration are a proxy-wasm plugin's, as in Envoy's
-	// plugin config; Configuration goes to proxy_on_configure.
-	RootID        string `yaml:"root_id" json:"root_id,omitempty"`
-	Configuration string `yaml:"configuration" json:"configuration,omitempty"`
-	// Clusters maps the names a proxy-wasm filter dispatches calls to
-	// (proxy_http_call) to services.
-	Clusters map[string]string `yaml:"clusters" json:"clusters,omitempty"`
-}
+// Transform is a Wasm module with its guest config and limits; the Wasm
+// host owns the settings, their defaults and their checks.
+type Transform = wasm.Settings
 
 // Geo configures the GeoIP router. Until the mesh knows the fleet, the
 // nodes listed here (this one included) are the candidates.

@@ -220,23 +220,13 @@ func (c *Config) validateTransforms(v *validator) {
 	for _, name := range slices.Sorted(maps.Keys(c.Transforms)) {
 		t := c.Transforms[name]
 		at := p("transforms", name)
-		switch {
-		case t == nil || t.Module == "":
+		if t == nil || t.Module == "" {
 			v.at(at, "transform %q needs a module (a .wasm file)", name)
-		case t.Pool < 0 || t.Pool > 1024:
-			v.at(append(at, "pool"), "transform %q: pool must be 0..1024", name)
-		case t.Memory != 0 && (t.Memory < 64<<10 || t.Memory > 4<<30):
-			v.at(append(at, "memory"), "transform %q: memory must be 64KiB..4GiB", name)
-		case t.MaxBuffer != 0 && (t.MaxBuffer < 1<<10 || t.MaxBuffer > 1<<30):
-			v.at(append(at, "max_buffer"), "transform %q: max_buffer must be 1KiB..1GiB", name)
-		case t.ABI != "" && t.ABI != "http-wasm" && t.ABI != "proxy-wasm":
-			v.at(append(at, "abi"), "transform %q: abi must be http-wasm or proxy-wasm", name)
-		case t.Configuration != "" && t.Config != nil:
-			v.at(append(at, "configuration"), "transform %q: set config (http-wasm) or configuration (proxy-wasm), not both", name)
 		}
 		if t == nil {
 			continue
 		}
+		v.part(at, fmt.Sprintf("transform %q: ", name), t.Validate())
 		for _, cluster := range slices.Sorted(maps.Keys(t.Clusters)) {
 			if _, ok := c.Services[t.Clusters[cluster]]; !ok {
 				v.at(append(at, "clusters", cluster), "transform %q: cluster %q names unknown service %q", name, cluster, t.Clusters[cluster])

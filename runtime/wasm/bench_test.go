@@ -13,7 +13,7 @@ func BenchmarkChain(b *testing.B) {
 	probe := wat(b, "probe.wat")
 	h := newTestHost(b)
 	load := func(name string) *Transform {
-		return loadT(b, h, Spec{Name: name, Wasm: probe, Config: []byte(name), PoolSize: 2})
+		return loadT(b, h, Spec{Name: name, Wasm: probe, Config: []byte(name), Settings: Settings{Pool: 2}})
 	}
 	a, b2, c3 := load("a"), load("b"), load("c")
 	backend := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })

@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"perigee/units"
 )
 
 // streamed is what the buffering cases push through a transform.
@@ -67,7 +69,7 @@ const heapSlack = 48 << 20
 // stops at max_buffer with 502, instead of growing the heap by the body.
 func TestResponseBufferIsBounded(t *testing.T) {
 	h := newTestHost(t)
-	tr := loadT(t, h, Spec{Name: "hold", Wasm: bufferGuest(t, 2, false), PoolSize: 1, Timeout: 5 * time.Second})
+	tr := loadT(t, h, Spec{Name: "hold", Wasm: bufferGuest(t, 2, false), Settings: Settings{Pool: 1, Timeout: units.Duration(5 * time.Second)}})
 	chunk := make([]byte, 32<<10)
 	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		for sent := 0; sent < streamed; sent += len(chunk) {
@@ -108,7 +110,7 @@ func TestResponseBufferIsBounded(t *testing.T) {
 // reads them) stops at max_buffer with 413.
 func TestRequestBufferIsBounded(t *testing.T) {
 	h := newTestHost(t)
-	tr := loadT(t, h, Spec{Name: "keep", Wasm: bufferGuest(t, 1, true), PoolSize: 1, Timeout: 5 * time.Second})
+	tr := loadT(t, h, Spec{Name: "keep", Wasm: bufferGuest(t, 1, true), Settings: Settings{Pool: 1, Timeout: units.Duration(5 * time.Second)}})
 	srv := httptest.NewServer(NewChain(tr).Then(echoBackend))
 	defer srv.Close()
 
@@ -158,13 +160,13 @@ func TestWrittenBodiesAreBounded(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			tr := loadT(t, h, Spec{Name: "write", Wasm: writeGuest(t, c.kind, c.next), PoolSize: 1, MaxBuffer: 4 << 20, Timeout: 5 * time.Second})
+			tr := loadT(t, h, Spec{Name: "write", Wasm: writeGuest(t, c.kind, c.next), Settings: Settings{Pool: 1, MaxBuffer: 4 << 20, Timeout: units.Duration(5 * time.Second)}})
 			resp, _ := get(t, serve(t, NewChain(tr).Then(echoBackend)))
 			if resp.StatusCode != c.want {
 				t.Errorf("status %d, want %d", resp.StatusCode, c.want)
 			}
 			// Under the limit, the same guest's write goes through.
-			tr = loadT(t, h, Spec{Name: "write", Wasm: writeGuest(t, c.kind, c.next), PoolSize: 1, MaxBuffer: 8 << 20, Timeout: 5 * time.Second})
+			tr = loadT(t, h, Spec{Name: "write", Wasm: writeGuest(t, c.kind, c.next), Settings: Settings{Pool: 1, MaxBuffer: 8 << 20, Timeout: units.Duration(5 * time.Second)}})
 			if resp, _ := get(t, serve(t, NewChain(tr).Then(echoBackend))); resp.StatusCode != 200 {
 				t.Errorf("at the limit: status %d, want 200", resp.StatusCode)
 			}

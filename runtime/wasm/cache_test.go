@@ -100,7 +100,7 @@ func loadAndServe(t *testing.T, dir string, wasm []byte) string {
 		t.Fatal(err)
 	}
 	defer h.Close(context.Background())
-	tr, err := h.Load(context.Background(), Spec{Name: "p", Wasm: wasm, PoolSize: 1})
+	tr, err := h.Load(context.Background(), Spec{Name: "p", Wasm: wasm, Settings: Settings{Pool: 1}})
 	if err != nil {
 		t.Fatalf("load on cache %s: %v\nlog:\n%s", dir, err, logs.String())
 	}

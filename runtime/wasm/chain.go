@@ -163,7 +163,7 @@ func (l *layer) fail(x *exchange, err error, phase string, respond bool) {
 func (l *layer) tooLarge(x *exchange, ov *overflow) {
 	l.t.stats.errors.Add(1)
 	l.t.logger.Warn("wasm transform buffer limit exceeded", "what", ov.what,
-		"max_buffer", l.t.spec.MaxBuffer, "status", ov.status, "path", x.r.URL.Path)
+		"max_buffer", uint64(l.t.spec.MaxBuffer), "status", ov.status, "path", x.r.URL.Path)
 	clear(x.w.Header())
 	http.Error(x.w, "transform "+l.t.spec.Name+": "+ov.Error(), ov.status)
 }

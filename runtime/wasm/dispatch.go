@@ -69,7 +69,7 @@ func (p proxyABI) dispatch(ctx context.Context, mod api.Module, stack []uint64) 
 		stack[0] = statusInternalFailure
 		return
 	}
-	if uint64(len(body)) > p.t.spec.MaxBuffer {
+	if uint64(len(body)) > uint64(p.t.spec.MaxBuffer) {
 		stack[0] = statusBadArgument
 		return
 	}
@@ -89,7 +89,7 @@ func (p proxyABI) dispatch(ctx context.Context, mod api.Module, stack []uint64) 
 		return
 	}
 	x.pw.calls = append(x.pw.calls, c)
-	go c.run(p.t.host.dispatcher, service, req, timeout, p.t.spec.MaxBuffer)
+	go c.run(p.t.host.dispatcher, service, req, timeout, uint64(p.t.spec.MaxBuffer))
 	stack[0] = statusOK
 }
 

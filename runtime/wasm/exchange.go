@@ -96,7 +96,7 @@ func (e *overflow) Error() string { return e.what + " is larger than max_buffer"
 // hold appends p to b, a body the host keeps for the request, within
 // max_buffer.
 func (x *exchange) hold(b *bytes.Buffer, p []byte, what string, status int) {
-	if uint64(b.Len())+uint64(len(p)) > x.t.spec.MaxBuffer {
+	if uint64(b.Len())+uint64(len(p)) > uint64(x.t.spec.MaxBuffer) {
 		panic(&overflow{what, status})
 	}
 	b.Write(p)
@@ -104,7 +104,7 @@ func (x *exchange) hold(b *bytes.Buffer, p []byte, what string, status int) {
 
 // call runs one guest export under the transform's deadline.
 func (x *exchange) call(fn api.Function, stack []uint64) error {
-	return x.inst.ctx.call(x, fn, stack, x.t.spec.Timeout)
+	return x.inst.ctx.call(x, fn, stack, x.t.spec.Timeout.D())
 }
 
 func (x *exchange) mustBeforeNext(what string) {
@@ -340,7 +340,7 @@ func (x *exchange) prepareNext() http.ResponseWriter {
 	}
 	var w http.ResponseWriter = x.w
 	if x.features&FeatureBufferResponse != 0 {
-		x.buf = &bufferedWriter{header: x.w.Header(), root: x.root, limit: x.t.spec.MaxBuffer}
+		x.buf = &bufferedWriter{header: x.w.Header(), root: x.root, limit: uint64(x.t.spec.MaxBuffer)}
 		w = x.buf
 	}
 	// A status or body the guest set before calling next goes out first,

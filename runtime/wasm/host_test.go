@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"perigee/telemetry"
+
+	"perigee/units"
 )
 
 // wat compiles WebAssembly text with wabt's wat2wasm, which .ci/run
@@ -73,8 +75,8 @@ func serve(t *testing.T, h http.Handler) string {
 func TestChainOrderAndConfig(t *testing.T) {
 	probe := wat(t, "probe.wat")
 	h := newTestHost(t)
-	a := loadT(t, h, Spec{Name: "a", Wasm: probe, Config: []byte("a"), PoolSize: 1})
-	b := loadT(t, h, Spec{Name: "b", Wasm: probe, Config: []byte("b"), PoolSize: 1})
+	a := loadT(t, h, Spec{Name: "a", Wasm: probe, Config: []byte("a"), Settings: Settings{Pool: 1}})
+	b := loadT(t, h, Spec{Name: "b", Wasm: probe, Config: []byte("b"), Settings: Settings{Pool: 1}})
 	url := serve(t, NewChain(a, b).Then(echoBackend))
 
 	resp, body := get(t, url+"/pass")
@@ -95,8 +97,8 @@ func TestChainOrderAndConfig(t *testing.T) {
 func TestGuestAnswersAndStopsChain(t *testing.T) {
 	probe := wat(t, "probe.wat")
 	h := newTestHost(t)
-	a := loadT(t, h, Spec{Name: "a", Wasm: probe, Config: []byte("a"), PoolSize: 1})
-	b := loadT(t, h, Spec{Name: "b", Wasm: probe, Config: []byte("b"), PoolSize: 1})
+	a := loadT(t, h, Spec{Name: "a", Wasm: probe, Config: []byte("a"), Settings: Settings{Pool: 1}})
+	b := loadT(t, h, Spec{Name: "b", Wasm: probe, Config: []byte("b"), Settings: Settings{Pool: 1}})
 	backendCalled := false
 	url := serve(t, NewChain(a, b).Then(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { backendCalled = true })))
 
@@ -117,7 +119,7 @@ func TestGuestAnswersAndStopsChain(t *testing.T) {
 func TestTimeoutStopsGuestAndNodeKeepsServing(t *testing.T) {
 	probe := wat(t, "probe.wat")
 	h := newTestHost(t)
-	tr := loadT(t, h, Spec{Name: "p", Wasm: probe, PoolSize: 1, Timeout: 200 * time.Millisecond})
+	tr := loadT(t, h, Spec{Name: "p", Wasm: probe, Settings: Settings{Pool: 1, Timeout: units.Duration(200 * time.Millisecond)}})
 	url := serve(t, NewChain(tr).Then(echoBackend))
 
 	resp, _ := get(t, url+"/loop")
@@ -138,7 +140,7 @@ func TestTimeoutStopsGuestAndNodeKeepsServing(t *testing.T) {
 func TestTrapDiscardsInstance(t *testing.T) {
 	probe := wat(t, "probe.wat")
 	h := newTestHost(t)
-	tr := loadT(t, h, Spec{Name: "p", Wasm: probe, PoolSize: 1})
+	tr := loadT(t, h, Spec{Name: "p", Wasm: probe, Settings: Settings{Pool: 1}})
 	url := serve(t, NewChain(tr).Then(echoBackend))
 	for i := range 3 {
 		if resp, _ := get(t, url+"/trap"); resp.StatusCode != 500 {
@@ -156,7 +158,7 @@ func TestTrapDiscardsInstance(t *testing.T) {
 func TestMemoryCap(t *testing.T) {
 	probe := wat(t, "probe.wat")
 	h := newTestHost(t)
-	tr := loadT(t, h, Spec{Name: "p", Wasm: probe, PoolSize: 1, MemoryLimit: 1 << 20})
+	tr := loadT(t, h, Spec{Name: "p", Wasm: probe, Settings: Settings{Pool: 1, Memory: 1 << 20}})
 	url := serve(t, NewChain(tr).Then(echoBackend))
 	if _, body := get(t, url+"/grow"); body != "grow-failed" {
 		t.Errorf("memory.grow past the cap: body %q, want grow-failed", body)
@@ -164,7 +166,7 @@ func TestMemoryCap(t *testing.T) {
 	big := wat(t, `(module (memory (export "memory") 32)
 		(func (export "handle_request") (result i64) (i64.const 1))
 		(func (export "handle_response") (param i32 i32)))`)
-	if _, err := h.Load(context.Background(), Spec{Name: "big", Wasm: big, MemoryLimit: 1 << 20}); err == nil {
+	if _, err := h.Load(context.Background(), Spec{Name: "big", Wasm: big, Settings: Settings{Memory: 1 << 20}}); err == nil {
 		t.Error("a module needing 2 MiB loaded under a 1 MiB cap")
 	}
 }
@@ -174,7 +176,7 @@ func TestMemoryCap(t *testing.T) {
 func TestPoolBoundsConcurrency(t *testing.T) {
 	probe := wat(t, "probe.wat")
 	h := newTestHost(t)
-	tr := loadT(t, h, Spec{Name: "p", Wasm: probe, PoolSize: 2, Timeout: 10 * time.Second})
+	tr := loadT(t, h, Spec{Name: "p", Wasm: probe, Settings: Settings{Pool: 2, Timeout: units.Duration(10 * time.Second)}})
 	var mu sync.Mutex
 	inBackend, maxInBackend := 0, 0
 	url := serve(t, NewChain(tr).Then(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -305,7 +307,7 @@ func TestReloadsDoNotLeak(t *testing.T) {
 	h := newTestHost(t)
 	ctx := context.Background()
 	reload := func(prev *Set, i int) *Set {
-		s, err := h.LoadSet(ctx, []Spec{{Name: "a", Wasm: probe, Config: fmt.Appendf(nil, "v%d", i), PoolSize: 8}}, prev)
+		s, err := h.LoadSet(ctx, []Spec{{Name: "a", Wasm: probe, Config: fmt.Appendf(nil, "v%d", i), Settings: Settings{Pool: 8}}}, prev)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"perigee/telemetry"
+
+	"perigee/units"
 )
 
 // hostileDeadline is the corpus's per-call deadline: long enough that on a
@@ -46,7 +48,7 @@ func TestHostileGuests(t *testing.T) {
 		t.Run(strings.TrimSuffix(c.file, ".wat"), func(t *testing.T) {
 			guest := wat(t, "hostile/"+c.file)
 			h := newTestHost(t)
-			tr := loadT(t, h, Spec{Name: c.file, Wasm: guest, PoolSize: 1, Timeout: hostileDeadline})
+			tr := loadT(t, h, Spec{Name: c.file, Wasm: guest, Settings: Settings{Pool: 1, Timeout: units.Duration(hostileDeadline)}})
 			srv := httptest.NewServer(NewChain(tr).Then(echoBackend))
 			defer srv.Close()
 			rss0 := settledRSS(t)
@@ -115,7 +117,7 @@ func TestHostileGuests(t *testing.T) {
 func TestTrapStorm(t *testing.T) {
 	guest := wat(t, "hostile/trap.wat")
 	h := newTestHost(t)
-	tr := loadT(t, h, Spec{Name: "trap", Wasm: guest, PoolSize: 2, Timeout: hostileDeadline})
+	tr := loadT(t, h, Spec{Name: "trap", Wasm: guest, Settings: Settings{Pool: 2, Timeout: units.Duration(hostileDeadline)}})
 	srv := httptest.NewServer(NewChain(tr).Then(echoBackend))
 	defer srv.Close()
 	rss0, goroutines0 := settledRSS(t), runtime.NumGoroutine()
@@ -170,7 +172,7 @@ func TestTrapStorm(t *testing.T) {
 func TestBlockedHostCallMeetsDeadline(t *testing.T) {
 	guest := wat(t, "hostile/readbody.wat")
 	h := newTestHost(t)
-	tr := loadT(t, h, Spec{Name: "readbody", Wasm: guest, PoolSize: 1, Timeout: hostileDeadline})
+	tr := loadT(t, h, Spec{Name: "readbody", Wasm: guest, Settings: Settings{Pool: 1, Timeout: units.Duration(hostileDeadline)}})
 	srv := httptest.NewServer(NewChain(tr).Then(echoBackend))
 	defer srv.Close()
 
@@ -229,7 +231,7 @@ func settledRSS(t *testing.T) uint64 {
 func TestBlockedHostCallMeetsDeadlineHTTP2(t *testing.T) {
 	guest := wat(t, "hostile/readbody.wat")
 	h := newTestHost(t)
-	tr := loadT(t, h, Spec{Name: "readbody", Wasm: guest, PoolSize: 1, Timeout: hostileDeadline})
+	tr := loadT(t, h, Spec{Name: "readbody", Wasm: guest, Settings: Settings{Pool: 1, Timeout: units.Duration(hostileDeadline)}})
 	srv := httptest.NewUnstartedServer(NewChain(tr).Then(echoBackend))
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
@@ -259,7 +261,7 @@ func TestBlockedHostCallMeetsDeadlineHTTP2(t *testing.T) {
 func TestSlowBodyHoldsInstanceOnlyUntilBodyTimeout(t *testing.T) {
 	const bodyTimeout = 300 * time.Millisecond
 	h := newTestHost(t)
-	tr := loadT(t, h, Spec{Name: "pass", Wasm: bufferGuest(t, 0, false), PoolSize: 1, Timeout: 20 * bodyTimeout})
+	tr := loadT(t, h, Spec{Name: "pass", Wasm: bufferGuest(t, 0, false), Settings: Settings{Pool: 1, Timeout: units.Duration(20 * bodyTimeout)}})
 	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyTimeout))
 		if _, err := io.Copy(io.Discard, r.Body); err != nil {

@@ -290,7 +290,7 @@ func (b *proxyBody) step() (uint64, error) {
 		return 0, err // the client went away
 	}
 	b.eof = err == io.EOF
-	if uint64(len(b.held))+uint64(n) > x.t.spec.MaxBuffer {
+	if uint64(len(b.held))+uint64(n) > uint64(x.t.spec.MaxBuffer) {
 		x.pw.err = &overflow{"request body held by the filter", http.StatusRequestEntityTooLarge}
 		return 0, x.pw.err
 	}
@@ -400,7 +400,7 @@ func (pw *proxyWriter) Write(p []byte) (int, error) {
 // on Continue or at the end of the stream.
 func (pw *proxyWriter) body(p []byte, eos bool) error {
 	x := pw.x
-	if uint64(len(pw.held))+uint64(len(p)) > x.t.spec.MaxBuffer {
+	if uint64(len(pw.held))+uint64(len(p)) > uint64(x.t.spec.MaxBuffer) {
 		x.pw.err = &overflow{"response body held by the filter", http.StatusBadGateway}
 		return x.pw.err
 	}

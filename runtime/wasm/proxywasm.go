@@ -406,7 +406,7 @@ func (p proxyABI) setBufferBytes(ctx context.Context, mod api.Module, stack []ui
 	cur := *b
 	start = min(start, uint64(len(cur)))
 	end := min(start+size, uint64(len(cur)))
-	if uint64(len(cur))-(end-start)+uint64(len(value)) > x.t.spec.MaxBuffer {
+	if uint64(len(cur))-(end-start)+uint64(len(value)) > uint64(x.t.spec.MaxBuffer) {
 		status := http.StatusRequestEntityTooLarge
 		if kind == bufferResponseBody {
 			status = http.StatusBadGateway
@@ -802,7 +802,7 @@ func (p proxyABI) sendLocalResponse(ctx context.Context, mod api.Module, stack [
 		stack[0] = statusBadArgument
 		return
 	}
-	if uint64(len(body)) > x.t.spec.MaxBuffer {
+	if uint64(len(body)) > uint64(x.t.spec.MaxBuffer) {
 		panic(&overflow{"local response", http.StatusBadGateway})
 	}
 	x.pw.local = &localResponse{status: status, body: append([]byte(nil), body...), headers: pairs}

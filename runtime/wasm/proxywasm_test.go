@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"perigee/units"
 )
 
 var (
@@ -54,7 +56,7 @@ var headerEcho = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 })
 
 func loadProxyTest(t *testing.T, h *Host, abi string) *Transform {
-	return loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), ABI: abi, Config: []byte("edge-config"), PoolSize: 2, Timeout: 5 * time.Second})
+	return loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), Config: []byte("edge-config"), Settings: Settings{ABI: abi, Pool: 2, Timeout: units.Duration(5 * time.Second)}})
 }
 
 func TestProxyWasmHeadersPropertiesAndDetection(t *testing.T) {
@@ -134,7 +136,7 @@ func TestProxyWasmPausedThenContinuedBody(t *testing.T) {
 func TestMixedChain(t *testing.T) {
 	h := newTestHost(t)
 	pw := loadProxyTest(t, h, "")
-	hw := loadT(t, h, Spec{Name: "hw", Wasm: wat(t, "probe.wat"), Config: []byte("hw"), PoolSize: 1})
+	hw := loadT(t, h, Spec{Name: "hw", Wasm: wat(t, "probe.wat"), Config: []byte("hw"), Settings: Settings{Pool: 1}})
 	url := serve(t, NewChain(hw, pw).Then(headerEcho))
 	resp, _ := get(t, url+"/mixed")
 	if resp.Header.Get("Seen-X-Chain") != "hw" || resp.Header.Get("Seen-X-Pw-Config") != "edge-config" {
@@ -148,14 +150,14 @@ func TestProxyWasmLoadErrors(t *testing.T) {
 		spec Spec
 		want string
 	}{
-		"unsupported import": {Spec{Name: "x", ABI: ABIProxyWasm, Wasm: wat(t, `(module
+		"unsupported import": {Spec{Name: "x", Wasm: wat(t, `(module
 			(import "env" "proxy_grpc_call" (func (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
 			(memory (export "memory") 1)
 			(func (export "proxy_abi_version_0_2_1"))
 			(func (export "malloc") (param i32) (result i32) (i32.const 0))
-			(func (export "proxy_on_context_create") (param i32 i32)))`)}, "env.proxy_grpc_call, which the host does not offer"},
-		"http-wasm guest as proxy-wasm": {Spec{Name: "x", ABI: ABIProxyWasm, Wasm: wat(t, "probe.wat")}, "not a proxy-wasm 0.2 module"},
-		"unknown abi":                   {Spec{Name: "x", ABI: "wasi-http", Wasm: []byte("\x00asm")}, `unknown abi "wasi-http"`},
+			(func (export "proxy_on_context_create") (param i32 i32)))`), Settings: Settings{ABI: ABIProxyWasm}}, "env.proxy_grpc_call, which the host does not offer"},
+		"http-wasm guest as proxy-wasm": {Spec{Name: "x", Wasm: wat(t, "probe.wat"), Settings: Settings{ABI: ABIProxyWasm}}, "not a proxy-wasm 0.2 module"},
+		"unknown abi":                   {Spec{Name: "x", Wasm: []byte("\x00asm"), Settings: Settings{ABI: "wasi-http"}}, `unknown abi "wasi-http"`},
 	}
 	for name, c := range cases {
 		_, err := h.Load(context.Background(), c.spec)
@@ -209,7 +211,7 @@ func TestProxyWasmDispatchedCallPausesAndResumes(t *testing.T) {
 	}))
 	h := newTestHost(t)
 	h.dispatcher = testDispatcher{"auth-svc": authz}
-	tr := loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), Clusters: map[string]string{"authz": "auth-svc"}, PoolSize: 1, Timeout: 5 * time.Second})
+	tr := loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), Settings: Settings{Clusters: map[string]string{"authz": "auth-svc"}, Pool: 1, Timeout: units.Duration(5 * time.Second)}})
 	var seen string
 	url := serve(t, NewChain(tr).Then(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r.Header.Get("X-Auth") })))
 	if resp, _ := get(t, url+"/auth"); resp.StatusCode != 200 || seen != "user-7" {
@@ -220,7 +222,7 @@ func TestProxyWasmDispatchedCallPausesAndResumes(t *testing.T) {
 		t.Errorf("refused: %d %q, upstream saw %q; want the filter's 401", resp.StatusCode, body, seen)
 	}
 	// A cluster the transform does not map is refused: the filter goes on.
-	tr2 := loadT(t, h, Spec{Name: "pw2", Wasm: proxyTestGuest(t), PoolSize: 1, Timeout: 5 * time.Second})
+	tr2 := loadT(t, h, Spec{Name: "pw2", Wasm: proxyTestGuest(t), Settings: Settings{Pool: 1, Timeout: units.Duration(5 * time.Second)}})
 	url2 := serve(t, NewChain(tr2).Then(echoBackend))
 	if resp, _ := get(t, url2+"/auth"); resp.StatusCode != 200 {
 		t.Errorf("unmapped cluster: %d, want the request to go on", resp.StatusCode)
@@ -252,7 +254,7 @@ func TestProxyWasmTicksAndQueueReady(t *testing.T) {
 	h := newTestHost(t)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(h.metrics)
-	tr, err := h.Load(context.Background(), Spec{Name: "ticker", Wasm: proxyTestGuest(t), Config: []byte("tick"), PoolSize: 1})
+	tr, err := h.Load(context.Background(), Spec{Name: "ticker", Wasm: proxyTestGuest(t), Config: []byte("tick"), Settings: Settings{Pool: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,8 +338,7 @@ func proxyWAT(t *testing.T, alloc, body string) []byte {
 func TestHostileProxyWasmFilters(t *testing.T) {
 	h := newTestHost(t)
 	loop := loadT(t, h, Spec{Name: "loop", Wasm: proxyWAT(t, "(i32.const 1024)",
-		`(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (loop $l (br $l)) (i32.const 0))`),
-		PoolSize: 1, Timeout: hostileDeadline})
+		`(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (loop $l (br $l)) (i32.const 0))`), Settings: Settings{Pool: 1, Timeout: units.Duration(hostileDeadline)}})
 	start := time.Now()
 	resp, _ := get(t, serve(t, NewChain(loop).Then(echoBackend)))
 	if elapsed := time.Since(start); resp.StatusCode != 500 || elapsed > 2*hostileDeadline {
@@ -354,8 +355,7 @@ func TestHostileProxyWasmFilters(t *testing.T) {
 		`(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
 			(if (i32.ne (call $get (i32.const 0) (i32.const 0) (i32.const 5) (i32.const 64) (i32.const 68)) (i32.const 6))
 				(then unreachable))
-			(i32.const 0))`),
-		PoolSize: 1})
+			(i32.const 0))`), Settings: Settings{Pool: 1}})
 	if resp, body := get(t, serve(t, NewChain(badAlloc).Then(echoBackend))); resp.StatusCode != 200 || body != "backend" {
 		t.Errorf("bad allocator: %d %q, want the request through", resp.StatusCode, body)
 	}
@@ -384,8 +384,7 @@ func TestProxyWasmAllocatorMayNotReenter(t *testing.T) {
 		"(drop (call $get (i32.const 0) (i32.const 0) (i32.const 5) (i32.const 64) (i32.const 68))) (i32.const 1024)",
 		`(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
 			(drop (call $get (i32.const 0) (i32.const 0) (i32.const 5) (i32.const 64) (i32.const 68)))
-			(i32.const 0))`),
-		PoolSize: 1, Timeout: hostileDeadline})
+			(i32.const 0))`), Settings: Settings{Pool: 1, Timeout: units.Duration(hostileDeadline)}})
 	rss0 := settledRSS(t)
 	resp, _ := get(t, serve(t, NewChain(tr).Then(echoBackend)))
 	if resp.StatusCode != 500 {
@@ -403,7 +402,7 @@ func TestProxyWasmAllocatorMayNotReenter(t *testing.T) {
 // body past it gets 413, and the node's heap does not grow by the body.
 func TestProxyWasmHeldBodyIsBounded(t *testing.T) {
 	h := newTestHost(t)
-	tr := loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), PoolSize: 1, MaxBuffer: 1 << 20, Timeout: 5 * time.Second})
+	tr := loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), Settings: Settings{Pool: 1, MaxBuffer: 1 << 20, Timeout: units.Duration(5 * time.Second)}})
 	url := serve(t, NewChain(tr).Then(headerEcho))
 	alloc0 := allocated()
 	resp, err := http.Post(url+"/pause-body", "text/plain", io.LimitReader(zeros{}, 64<<20))
@@ -433,7 +432,7 @@ func TestProxyWasmCallWaitEndsWithTheClient(t *testing.T) {
 	}))
 	h := newTestHost(t)
 	h.dispatcher = testDispatcher{"auth-svc": authz}
-	tr := loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), Clusters: map[string]string{"authz": "auth-svc"}, PoolSize: 1, Timeout: 5 * time.Second})
+	tr := loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), Settings: Settings{Clusters: map[string]string{"authz": "auth-svc"}, Pool: 1, Timeout: units.Duration(5 * time.Second)}})
 	url := serve(t, NewChain(tr).Then(echoBackend))
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"perigee/units"
 )
 
 func TestEncodeConfig(t *testing.T) {
@@ -37,11 +39,11 @@ func TestSpecLimits(t *testing.T) {
 	bad := []Spec{
 		{Wasm: []byte{0}},
 		{Name: "x"},
-		{Name: "x", Wasm: []byte{0}, PoolSize: -1},
-		{Name: "x", Wasm: []byte{0}, MemoryLimit: 10},
-		{Name: "x", Wasm: []byte{0}, Timeout: -1},
-		{Name: "x", Wasm: []byte{0}, MaxBuffer: 100},
-		{Name: "x", Wasm: []byte{0}, MaxBuffer: 2 << 30},
+		{Name: "x", Wasm: []byte{0}, Settings: Settings{Pool: -1}},
+		{Name: "x", Wasm: []byte{0}, Settings: Settings{Memory: 10}},
+		{Name: "x", Wasm: []byte{0}, Settings: Settings{Timeout: units.Duration(-1)}},
+		{Name: "x", Wasm: []byte{0}, Settings: Settings{MaxBuffer: 100}},
+		{Name: "x", Wasm: []byte{0}, Settings: Settings{MaxBuffer: 2 << 30}},
 	}
 	for _, s := range bad {
 		if _, err := s.withDefaults(); err == nil {
@@ -49,7 +51,7 @@ func TestSpecLimits(t *testing.T) {
 		}
 	}
 	s, err := Spec{Name: "x", Wasm: []byte{0}}.withDefaults()
-	if err != nil || s.PoolSize != DefaultPoolSize || s.MemoryLimit != DefaultMemoryLimit || s.Timeout != DefaultTimeout || s.MaxBuffer != DefaultMaxBuffer {
+	if err != nil || s.Pool != DefaultPoolSize || s.Memory != DefaultMemoryLimit || s.Timeout.D() != DefaultTimeout || s.MaxBuffer != DefaultMaxBuffer {
 		t.Errorf("defaults: %+v, %v", s, err)
 	}
 }

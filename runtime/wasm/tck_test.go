@@ -15,6 +15,8 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"perigee/certs"
+
+	"perigee/units"
 )
 
 // The upstream conformance kit, run over real listeners: HTTP/1.1 on TCP,
@@ -24,7 +26,7 @@ func TestTCK(t *testing.T) {
 	h := newTestHost(t)
 	// A generous deadline: the kit checks the ABI, and under -race on a
 	// busy machine its large-body cases can outlast the default.
-	tr := loadT(t, h, Spec{Name: "tck", Wasm: tck.GuestWASM, PoolSize: 2, Timeout: 10 * time.Second})
+	tr := loadT(t, h, Spec{Name: "tck", Wasm: tck.GuestWASM, Settings: Settings{Pool: 2, Timeout: units.Duration(10 * time.Second)}})
 	handler := NewChain(tr).Then(tck.BackendHandler())
 
 	t.Run("HTTP/1.1", func(t *testing.T) {

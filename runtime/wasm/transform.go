@@ -89,12 +89,12 @@ func (h *Host) Load(ctx context.Context, spec Spec) (*Transform, error) {
 		fp:      spec.fingerprint(),
 		host:    h,
 		logger:  h.logger.With("transform", spec.Name),
-		pool:    make(chan *instance, spec.PoolSize),
-		pending: make(chan struct{}, spec.PoolSize),
+		pool:    make(chan *instance, spec.Pool),
+		pending: make(chan struct{}, spec.Pool),
 		stop:    make(chan struct{}),
 	}
 	t.refs.Store(1)
-	t.rt = h.newRuntime(ctx, spec.MemoryLimit)
+	t.rt = h.newRuntime(ctx, uint64(spec.Memory))
 	if err := t.init(ctx, h); err != nil {
 		t.closed.Store(true)
 		close(t.stop)
@@ -125,7 +125,7 @@ func (t *Transform) init(ctx context.Context, h *Host) error {
 		WithRandSource(rand.Reader).
 		WithStdout(logWriter{t.logger, slog.LevelInfo}).
 		WithStderr(logWriter{t.logger, slog.LevelWarn})
-	for range t.spec.PoolSize {
+	for range t.spec.Pool {
 		inst, err := t.instantiate(ctx)
 		if err != nil {
 			return err
@@ -220,7 +220,7 @@ func (t *Transform) acquire(ctx context.Context) (*instance, error) {
 		return inst, nil
 	default:
 	}
-	timer := time.NewTimer(t.spec.Timeout)
+	timer := time.NewTimer(t.spec.Timeout.D())
 	defer timer.Stop()
 	select {
 	case inst := <-t.pool:
@@ -261,7 +261,7 @@ func (t *Transform) callFailure(err error, phase string) {
 	var exit *sys.ExitError
 	if errors.As(err, &exit) && exit.ExitCode() == sys.ExitCodeDeadlineExceeded {
 		t.stats.timeouts.Add(1)
-		t.logger.Warn("wasm guest exceeded its deadline", "phase", phase, "timeout", t.spec.Timeout)
+		t.logger.Warn("wasm guest exceeded its deadline", "phase", phase, "timeout", t.spec.Timeout.D())
 		return
 	}
 	t.stats.traps.Add(1)

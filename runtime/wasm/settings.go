@@ -1,0 +1,102 @@
+package wasm
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"perigee/units"
+)
+
+// Defaults for the limits Settings leave at zero.
+const (
+	DefaultPoolSize    = 4
+	DefaultMemoryLimit = 64 << 20
+	DefaultTimeout     = 100 * time.Millisecond
+	DefaultMaxBuffer   = 4 << 20
+	// maxPoolSize keeps a typo from instantiating thousands of guests.
+	maxPoolSize = 1024
+	// minBuffer and maxBuffer bound MaxBuffer: below a kilobyte hardly any
+	// body fits; past a gigabyte a few requests take the node's memory.
+	minBuffer = 1 << 10
+	maxBuffer = 1 << 30
+)
+
+const (
+	pageSize  = 65536
+	maxMemory = 65536 * pageSize // 4 GiB, the wasm32 address space
+)
+
+// Settings are one transform's settings as a config file gives them: the
+// module, its guest config and the limits its instances run under.
+type Settings struct {
+	// Module is the path of the .wasm file.
+	Module string `yaml:"module" json:"module"`
+	// Config is the guest config as decoded from YAML; EncodeConfig turns
+	// it into what get_config returns.
+	Config any `yaml:"config" json:"config,omitempty"`
+	// Pool is the number of ready instances; it bounds concurrency.
+	Pool int `yaml:"pool" json:"pool"`
+	// Memory caps each instance's linear memory.
+	Memory units.ByteSize `yaml:"memory" json:"memory"`
+	// Timeout bounds each guest call and the wait for a free instance.
+	Timeout units.Duration `yaml:"timeout" json:"timeout"`
+	// MaxBuffer caps what the host holds per request for the guest: a
+	// buffered request body, a held response, a body the guest writes.
+	MaxBuffer units.ByteSize `yaml:"max_buffer" json:"max_buffer"`
+	// ABI is ABIHTTPWasm or ABIProxyWasm; empty detects it from the
+	// module's exports.
+	ABI string `yaml:"abi" json:"abi,omitempty"`
+	// RootID and Configuration are a proxy-wasm plugin's, as in Envoy's
+	// plugin config; Configuration goes to proxy_on_configure.
+	RootID        string `yaml:"root_id" json:"root_id,omitempty"`
+	Configuration string `yaml:"configuration" json:"configuration,omitempty"`
+	// Clusters maps the cluster names a proxy-wasm filter may call with
+	// proxy_http_call to the node's services.
+	Clusters map[string]string `yaml:"clusters" json:"clusters,omitempty"`
+}
+
+// Validate reports every problem, each as "field: what" so that the config
+// can name the line. Zero limits are valid: withDefaults fills them.
+func (s Settings) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if s.Pool < 0 || s.Pool > maxPoolSize {
+		bad("pool", "pool must be 0..%d, got %d", maxPoolSize, s.Pool)
+	}
+	if s.Memory != 0 && (s.Memory < pageSize || s.Memory > maxMemory) {
+		bad("memory", "memory must be 64KiB..4GiB, got %d bytes", s.Memory)
+	}
+	if s.Timeout < 0 {
+		bad("timeout", "negative timeout %s", s.Timeout.D())
+	}
+	if s.MaxBuffer != 0 && (s.MaxBuffer < minBuffer || s.MaxBuffer > maxBuffer) {
+		bad("max_buffer", "max_buffer must be 1KiB..1GiB, got %d bytes", s.MaxBuffer)
+	}
+	if s.ABI != "" && s.ABI != ABIHTTPWasm && s.ABI != ABIProxyWasm {
+		bad("abi", "abi must be %s or %s (unknown abi %q)", ABIHTTPWasm, ABIProxyWasm, s.ABI)
+	}
+	if s.Configuration != "" && s.Config != nil {
+		bad("configuration", "set config (http-wasm) or configuration (proxy-wasm), not both")
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults fills the limits s leaves at zero.
+func (s Settings) withDefaults() Settings {
+	if s.Pool == 0 {
+		s.Pool = DefaultPoolSize
+	}
+	if s.Memory == 0 {
+		s.Memory = DefaultMemoryLimit
+	}
+	if s.Timeout == 0 {
+		s.Timeout = units.Duration(DefaultTimeout)
+	}
+	if s.MaxBuffer == 0 {
+		s.MaxBuffer = DefaultMaxBuffer
+	}
+	return s
+}
