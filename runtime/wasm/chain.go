@@ -62,6 +62,20 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.first.ServeHTTP(w, r)
 }
 
+// begin takes an instance for one request, of either ABI; when the pool
+// stays busy it answers 503 itself and returns nil.
+func (t *Transform) begin(w http.ResponseWriter, r *http.Request) *exchange {
+	t.stats.calls.Add(1)
+	inst, err := t.acquire(r.Context())
+	if err != nil {
+		t.stats.busy.Add(1)
+		t.stats.errors.Add(1)
+		http.Error(w, "transform "+t.spec.Name+" is busy", http.StatusServiceUnavailable)
+		return nil
+	}
+	return newExchange(t, inst, w, r)
+}
+
 // layer runs one transform around the rest of the chain.
 type layer struct {
 	t    *Transform
@@ -70,16 +84,12 @@ type layer struct {
 
 func (l *layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := l.t
-	t.stats.calls.Add(1)
-	inst, err := t.acquire(r.Context())
-	if err != nil {
-		t.stats.busy.Add(1)
-		t.stats.errors.Add(1)
-		http.Error(w, "transform "+t.spec.Name+" is busy", http.StatusServiceUnavailable)
+	x := t.begin(w, r)
+	if x == nil {
 		return
 	}
-	x := newExchange(t, inst, w, r)
 	defer x.free()
+	inst := x.inst
 
 	start := time.Now()
 	x.stack[0] = 0
@@ -109,7 +119,7 @@ func (l *layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	start = time.Now()
 	x.stack[0], x.stack[1] = ctxNext>>32, isError
-	err = x.call(inst.handleResponse, x.stack[:])
+	err := x.call(inst.handleResponse, x.stack[:])
 	t.stats.time.Observe(spent + time.Since(start))
 	if err != nil {
 		// Unbuffered, the response has gone out already: nothing to undo.

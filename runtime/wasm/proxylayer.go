@@ -46,16 +46,12 @@ type proxyLayer struct {
 
 func (l *proxyLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := l.t
-	t.stats.calls.Add(1)
-	inst, err := t.acquire(r.Context())
-	if err != nil {
-		t.stats.busy.Add(1)
-		t.stats.errors.Add(1)
-		http.Error(w, "transform "+t.spec.Name+" is busy", http.StatusServiceUnavailable)
+	x := t.begin(w, r)
+	if x == nil {
 		return
 	}
-	x := newExchange(t, inst, w, r)
 	defer x.free()
+	inst := x.inst
 	g := inst.proxy
 	g.nextID++
 	if g.nextID == g.rootID {
@@ -68,7 +64,7 @@ func (l *proxyLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.fail(x, err, "proxy_on_context_create")
 		return
 	}
-	err = l.serve(x, g)
+	err := l.serve(x, g)
 	if err == nil {
 		// Calls still outstanding are answered before the context ends.
 		err = x.deliverCalls(g, false)
