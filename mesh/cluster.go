@@ -5,6 +5,7 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -159,6 +160,9 @@ func (c *Cluster) SetExtra(key string, b []byte) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if old, ok := c.extra[key]; ok == (len(b) > 0) && bytes.Equal(old, b) {
+		return nil // unchanged: a report would cost every node bandwidth for nothing
+	}
 	next := make(map[string][]byte, len(c.extra)+1)
 	total := 0
 	for k, v := range c.extra {

@@ -105,6 +105,38 @@ func (c *Cluster) shownLeaderLocked(region string, now time.Time) (string, uint6
 	return id, term
 }
 
+// shownLeadersLocked is shownLeaderLocked for every region that has a
+// member, in one pass over the members, where asking region by region
+// would take a pass each: at 500 nodes in 50 regions, 50 passes every
+// sample interval.
+func (c *Cluster) shownLeadersLocked(now time.Time) map[string]leaderTerm {
+	best := map[string]leaderTerm{}
+	for id, p := range c.peers {
+		region := p.meta.Region
+		if region == "" {
+			continue
+		}
+		cur := best[region]
+		best[region] = cur // listed even with nobody eligible
+		if !c.eligibleLocked(id, p, now) {
+			continue
+		}
+		claim := p.claim()
+		if id == c.meta.ID {
+			claim = c.lead
+		}
+		if cur.id == "" || claim > cur.term || claim == cur.term && id < cur.id {
+			best[region] = leaderTerm{id, claim}
+		}
+	}
+	for region, l := range best {
+		if l.term == 0 {
+			best[region] = leaderTerm{} // no claim yet: shown as none
+		}
+	}
+	return best
+}
+
 // majorityLocked says whether this node sees more than half of the members
 // its region had within the last Remember interval, itself included. A
 // member that left on purpose no longer counts; one that failed does until
@@ -170,21 +202,15 @@ func (c *Cluster) tendLeadership(now time.Time) {
 		c.term = max(c.term+1, uint64(max(c.cfg.now().Unix(), 0)))
 		c.lead, c.dirty = c.term, true
 	}
-	regions := map[string]bool{}
-	for _, p := range c.peers {
-		if p.meta.Region != "" {
-			regions[p.meta.Region] = true
-		}
-	}
-	for region := range regions {
-		leader, term := c.shownLeaderLocked(region, now)
-		if prev := c.leaders[region]; prev.id != leader || prev.term != term {
-			c.leaders[region] = leaderTerm{leader, term}
-			changes = append(changes, change{region, leader, prev.id, term})
+	shown := c.shownLeadersLocked(now)
+	for region, l := range shown {
+		if prev := c.leaders[region]; prev != l {
+			c.leaders[region] = l
+			changes = append(changes, change{region, l.id, prev.id, l.term})
 		}
 	}
 	for region := range c.leaders {
-		if !regions[region] {
+		if _, ok := shown[region]; !ok {
 			delete(c.leaders, region)
 		}
 	}

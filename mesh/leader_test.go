@@ -3,6 +3,7 @@ package mesh
 import (
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
@@ -354,5 +355,41 @@ func TestLeadershipRules(t *testing.T) {
 	c.alive.Store(1)
 	if _, ok := c.Leadership(); ok {
 		t.Error("a node alone, with seeds it cannot reach, leads")
+	}
+}
+
+// Every region's leader is picked in one pass over the members; it must
+// be the pick the rule makes region by region.
+func TestShownLeadersMatchThePerRegionRule(t *testing.T) {
+	now := time.Now()
+	c := leaderCluster(now)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 300 {
+		id := fmt.Sprintf("n%03d", i)
+		p := &peer{meta: NodeMeta{ID: id, Region: fmt.Sprintf("r%d", rng.IntN(12))}, state: StateAlive, recv: now,
+			rep: &report{ID: id, Gen: 1, Seq: 1, Term: uint64(rng.IntN(4)), Leads: rng.IntN(3) == 0}}
+		switch rng.IntN(5) {
+		case 0:
+			p.state = StateDead
+		case 1:
+			p.recv = now.Add(-2 * fastTiming.StaleAfter) // stale
+		}
+		c.peers[id] = p
+	}
+	c.lead = 2
+	shown := c.shownLeadersLocked(now)
+	regions := 0
+	for _, p := range c.peers {
+		want := leaderTerm{}
+		want.id, want.term = c.shownLeaderLocked(p.meta.Region, now)
+		if got, ok := shown[p.meta.Region]; !ok || got != want {
+			t.Fatalf("region %s: one pass picks %+v (listed %v), the rule %+v", p.meta.Region, got, ok, want)
+		}
+	}
+	for range shown {
+		regions++
+	}
+	if regions != 13 {
+		t.Errorf("%d regions listed, want 13 (eu and r0..r11)", regions)
 	}
 }

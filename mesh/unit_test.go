@@ -510,3 +510,23 @@ func TestWantAnsweredOnlyToLiveMembersAndRateLimited(t *testing.T) {
 		t.Error("no answer a refresh interval later")
 	}
 }
+
+// The geo router sets its client-RTT summary every second: the same bytes
+// again must not make the next sample gossip a full report, which every
+// node then relays (docs/benchmarks.md: 500 nodes doing so every second).
+func TestSetExtraUnchangedIsNotAChange(t *testing.T) {
+	c := &Cluster{}
+	if err := c.SetExtra("rtt", []byte("summary")); err != nil || !c.dirty {
+		t.Fatalf("a new extra: %v, dirty %v", err, c.dirty)
+	}
+	c.dirty = false
+	if err := c.SetExtra("rtt", []byte("summary")); err != nil || c.dirty {
+		t.Errorf("the same extra again: %v, dirty %v", err, c.dirty)
+	}
+	if err := c.SetExtra("none", nil); err != nil || c.dirty {
+		t.Errorf("removing an extra that is not set: %v, dirty %v", err, c.dirty)
+	}
+	if err := c.SetExtra("rtt", []byte("summary2")); err != nil || !c.dirty {
+		t.Errorf("a changed extra: %v, dirty %v", err, c.dirty)
+	}
+}
