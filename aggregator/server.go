@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +35,9 @@ type server struct {
 	places  map[string]Coord
 	metrics *metrics
 	slots   chan struct{} // one per ingest being read or decoded
+	// exportCaughtUp is when the exporter last found nothing left to
+	// send, unix milliseconds.
+	exportCaughtUp atomic.Int64
 }
 
 // Server is a running aggregator's listeners and state.
