@@ -61,6 +61,10 @@ func (s *server) handleSeries(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("window: %w", err))
 		return
 	}
+	if window > s.cfg.Retention {
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"error": s.beyondRetention(window)})
+		return
+	}
 	step, err := durationParam(q.Get("step"), window/60)
 	if err != nil || step < time.Second || window/step > 10_000 {
 		writeError(w, fmt.Errorf("step: want at least 1s and at most 10000 steps per window"))
@@ -81,6 +85,16 @@ func (s *server) handleSeries(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
 		"scope": scope, "name": name, "step_seconds": step.Seconds(), "source": source, "points": points,
 	})
+}
+
+// beyondRetention says why a window longer than the retention cannot be
+// answered here, and where its data is, if anywhere.
+func (s *server) beyondRetention(window time.Duration) string {
+	msg := fmt.Sprintf("window %v reaches past the retention %v: this aggregator's embedded store no longer holds that data", window, s.cfg.Retention)
+	if ex := s.cfg.Export; ex != nil {
+		return msg + fmt.Sprintf("; every exported sample is in the engine export writes to (%s): query it there with PromQL, e.g. sum(perigee_node_rps)", ex.URL)
+	}
+	return msg
 }
 
 func durationParam(v string, def time.Duration) (time.Duration, error) {

@@ -101,7 +101,11 @@ function drawDecisions(decisions) {
 
 async function getJSON(path) {
   const r = await fetch(path, {cache: "no-store"});
-  if (!r.ok) throw new Error(`${path}: ${r.status}`);
+  if (!r.ok) {
+    // The API says why in {"error": ...}: show that, not just the status.
+    const why = await r.json().then(b => b.error, () => "");
+    throw new Error(`${path}: ${r.status} ${why}`);
+  }
   return r.json();
 }
 
