@@ -20,7 +20,8 @@ type Shipper struct {
 	spool  *spool
 	up     *uplink
 	sealer *wire.Sealer
-	seq    uint64 // next sequence number; used only by the Run goroutine
+	seq    uint64    // next sequence number; used only by the Run goroutine
+	last   time.Time // the previous batch's time; Run goroutine only
 
 	mu      sync.Mutex
 	pending wire.Batch
@@ -177,7 +178,8 @@ func (s *Shipper) cut() {
 	if b.Records() == 0 {
 		return
 	}
-	b.Node, b.Seq, b.Created = s.cfg.Node, s.seq, time.Now()
+	b.Node, b.Seq, b.Created = s.cfg.Node, s.seq, batchTime(s.last, time.Now())
+	s.last = b.Created
 	st := s.Stats()
 	b.Cost = &wire.Cost{BytesSent: st.BytesSent, EncodeCPU: st.EncodeCPU, DroppedBatches: st.DroppedBatches,
 		DroppedRecords: st.DroppedRecords, SpoolBytes: uint64(st.SpoolBytes)}
@@ -191,6 +193,18 @@ func (s *Shipper) cut() {
 	}
 	s.seq++
 	signal(s.wake)
+}
+
+// batchTime is a batch's creation time: now, but at least a millisecond
+// (the wire's resolution) after the previous batch's. Exported series are
+// stamped with it, and the engine keeps one sample per series per
+// millisecond, so two batches cut in the same millisecond would have one
+// of their counts merged away.
+func batchTime(prev, now time.Time) time.Time {
+	if next := prev.Truncate(time.Millisecond).Add(time.Millisecond); now.Before(next) {
+		return next
+	}
+	return now
 }
 
 // backoffMin starts the resend backoff, which doubles up to RetryMax with
