@@ -122,7 +122,8 @@ async function refresh() {
     drawChart("chart-rps", series.points, [{key: "rps", color: "#58a6ff"}]);
     drawChart("chart-lat", series.points, [{key: "p50_ms", color: "#5fd17a"}, {key: "p99_ms", color: "#f0605d"}]);
     drawDecisions(decisions.decisions);
-    document.getElementById("status").textContent = "updated " + new Date().toLocaleTimeString();
+    document.getElementById("status").textContent = "updated " + new Date().toLocaleTimeString() +
+      (fleet.warming ? " (restarted: still reading recent history from the store)" : "");
     document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes) + 1);
   } catch (e) {
     document.getElementById("status").textContent = "refresh failed: " + e.message;
