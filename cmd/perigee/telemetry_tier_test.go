@@ -165,7 +165,7 @@ telemetry:
 		})
 	}
 	progress("every node shipping", 3)
-	stop(aggs[0], syscall.SIGKILL) // mid-ingest: nodes post every 200ms
+	stop(aggs[0], syscall.SIGKILL) // mid-ingest: each node posts a batch a second, its one sample
 	progress("every node shipping through the other aggregator", 5)
 	start(aggs[0])
 	progress("every node shipping after the restart", 5)
@@ -216,9 +216,10 @@ telemetry:
 		stored += fleet.Batches
 	}
 
-	var ackedBatches uint64
+	var ackedBatches, ackedSamples uint64
 	for _, n := range nodes {
 		ackedBatches += acked[n].BatchesAcked
+		ackedSamples += acked[n].RecordsAcked.Samples
 		want := fmt.Sprint(acked[n].RecordsAcked.Samples)
 		for _, q := range []string{
 			fmt.Sprintf(`sum(count_over_time(perigee_node_rps{node=%q,region="tier"}[1h]))`, n),
@@ -229,7 +230,7 @@ telemetry:
 			}
 		}
 	}
-	t.Logf("nodes acknowledged %d batches; the two aggregators stored %d (a difference is batches both stored, which victoria-metrics kept once)", ackedBatches, stored)
+	t.Logf("nodes acknowledged %d batches of %d samples; the two aggregators stored %d batches (a difference is batches both stored, which victoria-metrics kept once)", ackedBatches, ackedSamples, stored)
 	if stored < ackedBatches {
 		t.Errorf("the aggregators stored %d batches, fewer than the %d the nodes had acknowledged", stored, ackedBatches)
 	}
