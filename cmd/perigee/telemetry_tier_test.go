@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -22,10 +24,12 @@ import (
 
 // The aggregator tier end to end, all real processes: four `perigee serve`
 // nodes ship to two `perigee aggregate` processes (each node lists both,
-// in turn), both export into one Debian victoria-metrics; one aggregator
-// is SIGKILLed mid-run and restarted. At the end victoria-metrics holds
-// every sample the nodes had acknowledged exactly once, though a batch
-// may have been stored by both aggregators.
+// in turn), both export into one Debian victoria-metrics. Half the nodes
+// reach the second aggregator through a proxy that loses the answers of
+// its first connections, so their first batches are stored by both
+// aggregators; then the first aggregator is SIGKILLed mid-run and
+// restarted. At the end victoria-metrics holds every sample the nodes had
+// acknowledged exactly once.
 func TestTelemetryTierExactlyOnceIntoVictoriaMetrics(t *testing.T) {
 	vmBin, err := exec.LookPath("victoria-metrics")
 	if err != nil {
@@ -106,12 +110,16 @@ func TestTelemetryTierExactlyOnceIntoVictoriaMetrics(t *testing.T) {
 		start(a)
 	}
 
+	lossy := answerLosingProxy(t, aggs[1].addr, 2)
 	be := backendAddr(t)
 	admins := map[string]string{}
 	var children []*child
 	for i, n := range nodes {
 		// Half the nodes prefer the first aggregator, half the second.
-		first, second := aggs[i%2], aggs[(i+1)%2]
+		first, second := aggs[0].addr, aggs[1].addr
+		if i%2 == 1 {
+			first, second = lossy, aggs[0].addr
+		}
 		tokenFile := filepath.Join(dir, n+".token")
 		if err := os.WriteFile(tokenFile, []byte("tier-token-"+n+"-0123456789\n"), 0o600); err != nil {
 			t.Fatal(err)
@@ -130,7 +138,7 @@ telemetry:
   ca_file: %q
   spool: {dir: %q}
   interval: 200ms
-`, n, freePort(t, "127.0.0.1"), admins[n], be, first.addr, second.addr, tokenFile, certFile, filepath.Join(dir, n+"-spool"))
+`, n, freePort(t, "127.0.0.1"), admins[n], be, first, second, tokenFile, certFile, filepath.Join(dir, n+"-spool"))
 		children = append(children, serveChild(t, writeConfig(t, yaml)))
 	}
 	type shipStats struct {
@@ -231,9 +239,53 @@ telemetry:
 		}
 	}
 	t.Logf("nodes acknowledged %d batches of %d samples; the two aggregators stored %d batches (a difference is batches both stored, which victoria-metrics kept once)", ackedBatches, ackedSamples, stored)
+	if stored <= ackedBatches {
+		t.Errorf("the aggregators stored %d batches, the nodes acknowledged %d: the proxy should have made some be stored twice", stored, ackedBatches)
+	}
 	if stored < ackedBatches {
 		t.Errorf("the aggregators stored %d batches, fewer than the %d the nodes had acknowledged", stored, ackedBatches)
 	}
+}
+
+// answerLosingProxy forwards TCP to target. Its first lossy connections
+// pass the server's first flight (the TLS handshake) and then lose every
+// byte the server sends, and are closed after three seconds: the server
+// receives and stores the batch, the node never hears so and fails over.
+func answerLosingProxy(t *testing.T, target string, lossy int) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for n := 0; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn, lose bool) {
+				defer c.Close()
+				up, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go io.Copy(up, c)
+				if !lose {
+					io.Copy(c, up)
+					return
+				}
+				time.AfterFunc(3*time.Second, func() { c.Close(); up.Close() })
+				buf := make([]byte, 64<<10)
+				if n, err := up.Read(buf); err == nil {
+					c.Write(buf[:n])
+				}
+				io.Copy(io.Discard, up)
+			}(c, n < lossy)
+		}
+	}()
+	return ln.Addr().String()
 }
 
 // exportCaughtUp reads when an aggregator's export last had nothing left
