@@ -16,7 +16,9 @@ import (
 //	/v1/events?node=&region=&limit=                   newest first
 func (s *server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/fleet", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.fleet.view(time.Now(), s.places, s.dedup))
+		v := s.fleet.view(time.Now(), s.places, s.dedup)
+		v.Warming = !s.warm.Load()
+		writeJSON(w, http.StatusOK, v)
 	})
 	mux.HandleFunc("GET /v1/series", s.handleSeries)
 	mux.HandleFunc("GET /v1/decisions", func(w http.ResponseWriter, r *http.Request) {
@@ -25,7 +27,7 @@ func (s *server) routes(mux *http.ServeMux) {
 			writeError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"decisions": s.fleet.recentDecisions(match, limit)})
+		writeJSON(w, http.StatusOK, s.withWarming(map[string]any{"decisions": s.fleet.recentDecisions(match, limit)}))
 	})
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
 		match, limit, err := filterAndLimit(r)
@@ -33,7 +35,7 @@ func (s *server) routes(mux *http.ServeMux) {
 			writeError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"events": s.fleet.recentEvents(match, limit)})
+		writeJSON(w, http.StatusOK, s.withWarming(map[string]any{"events": s.fleet.recentEvents(match, limit)}))
 	})
 }
 
@@ -61,6 +63,10 @@ func (s *server) handleSeries(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("window: %w", err))
 		return
 	}
+	if window > s.cfg.Retention {
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"error": s.beyondRetention(window)})
+		return
+	}
 	step, err := durationParam(q.Get("step"), window/60)
 	if err != nil || step < time.Second || window/step > 10_000 {
 		writeError(w, fmt.Errorf("step: want at least 1s and at most 10000 steps per window"))
@@ -78,9 +84,30 @@ func (s *server) handleSeries(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"scope": scope, "name": name, "step_seconds": step.Seconds(), "source": source, "points": points,
-	})
+	answer := map[string]any{"scope": scope, "name": name, "step_seconds": step.Seconds(), "source": source, "points": points}
+	if source == "memory" {
+		s.withWarming(answer)
+	}
+	writeJSON(w, http.StatusOK, answer)
+}
+
+// withWarming marks an answer from the in-memory view while that view is
+// still being filled from the store after a start.
+func (s *server) withWarming(answer map[string]any) map[string]any {
+	if !s.warm.Load() {
+		answer["warming"] = true
+	}
+	return answer
+}
+
+// beyondRetention says why a window longer than the retention cannot be
+// answered here, and where its data is, if anywhere.
+func (s *server) beyondRetention(window time.Duration) string {
+	msg := fmt.Sprintf("window %v reaches past the retention %v: this aggregator's embedded store no longer holds that data", window, s.cfg.Retention)
+	if ex := s.cfg.Export; ex != nil {
+		return msg + fmt.Sprintf("; every exported sample is in the engine export writes to (%s): query it there with PromQL, e.g. sum(perigee_node_rps)", ex.URL)
+	}
+	return msg
 }
 
 func durationParam(v string, def time.Duration) (time.Duration, error) {

@@ -1,8 +1,9 @@
 // Package aggregator is the central telemetry service, `perigee aggregate`:
 // it authenticates nodes, accepts their compressed batches exactly once into
 // an embedded on-disk store, answers fleet queries as JSON and Prometheus
-// metrics, serves the fleet dashboard and can forward to Prometheus
-// remote-write.
+// metrics, serves the fleet dashboard, can forward to Prometheus
+// remote-write and export every stored batch to VictoriaMetrics. Any
+// number run side by side, sharing nothing (docs/telemetry.md).
 package aggregator
 
 import (

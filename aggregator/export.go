@@ -59,6 +59,7 @@ func (s *server) exportLoop(ctx context.Context, ex *Export) {
 				break
 			}
 			if n == 0 {
+				s.exportCaughtUp.Store(time.Now().UnixMilli())
 				break
 			}
 			cursor = next

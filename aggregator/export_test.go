@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -60,6 +61,11 @@ func TestExportIntoVictoriaMetricsExactlyOnce(t *testing.T) {
 	for _, a := range aggs {
 		eventually(t, "the export of every batch", func() bool {
 			return metricValue(a.metrics(t), `perigee_aggregator_export_total{result="ok"}`) == fmt.Sprint(batches)
+		})
+		posted := now.Unix()
+		eventually(t, "the exporter to say it caught up", func() bool {
+			v, _ := strconv.ParseFloat(metricValue(a.metrics(t), "perigee_aggregator_export_caught_up_timestamp_seconds"), 64)
+			return v >= float64(posted)
 		})
 	}
 	query := func(q string) string {

@@ -64,6 +64,13 @@ func TestShipperFailsOverToTheNextAggregator(t *testing.T) {
 	<-done
 
 	a = startAggregator(t, func(c *aggregator.Config) { c.DataDir = dirA })
+	// The restarted aggregator fills its view from the store after it
+	// listens; until then it holds part of its decisions, and says so.
+	eventually(t, "the restarted aggregator's view to be warm", func() bool {
+		var v aggregator.FleetView
+		a.getJSON(t, "/v1/fleet", &v)
+		return !v.Warming
+	})
 	seen := map[float64]int{}
 	for _, g := range []*agg{a, b} {
 		var d struct{ Decisions []telemetry.Decision }

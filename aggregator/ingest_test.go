@@ -3,6 +3,7 @@ package aggregator_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -264,4 +265,28 @@ func TestDedupStateComesFromCheckpoint(t *testing.T) {
 	if v.Batches != 20 || v.Records != 20 {
 		t.Fatalf("fleet counts %d batches, %d records; want 20, 20", v.Batches, v.Records)
 	}
+}
+
+// A series window longer than the retention asks for data the embedded
+// store no longer holds: the answer says so, and where it is, rather than
+// a series that silently starts late.
+func TestSeriesBeyondRetentionSaysWhereTheDataIs(t *testing.T) {
+	a := startAggregator(t, func(c *aggregator.Config) {
+		c.Retention = 24 * time.Hour
+		c.Export = &aggregator.Export{URL: "http://127.0.0.1:1/api/v1/write"}
+	})
+	resp, err := a.client.Get(a.url("/v1/series?window=48h&step=1h"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct{ Error string }
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(body.Error, "retention") || !strings.Contains(body.Error, "http://127.0.0.1:1/api/v1/write") {
+		t.Fatalf("48h series with 24h retention: %s %q, want 422 naming the retention and the export engine", resp.Status, body.Error)
+	}
+	var ok struct{ Points []aggregator.SeriesPoint }
+	a.getJSON(t, "/v1/series?window=24h&step=1h", &ok)
 }

@@ -39,7 +39,10 @@ func newMetrics(reg *prometheus.Registry, s *server) *metrics {
 	damaged := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "perigee_aggregator_store_damaged_bytes", Help: "Damaged bytes store scans have skipped since start (files are kept as found).",
 	}, func() float64 { return float64(s.store.Damage().Bytes) })
-	reg.MustRegister(m.batches, m.records, m.bytesIn, m.rawBytes, m.remoteWrite, m.export, damaged, fleetCollector{s})
+	caughtUp := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "perigee_aggregator_export_caught_up_timestamp_seconds", Help: "When the export last had every stored batch pushed (0: not yet since start).",
+	}, func() float64 { return float64(s.exportCaughtUp.Load()) / 1000 })
+	reg.MustRegister(m.batches, m.records, m.bytesIn, m.rawBytes, m.remoteWrite, m.export, damaged, caughtUp, fleetCollector{s})
 	return m
 }
 

@@ -61,6 +61,9 @@ type FleetView struct {
 	Regions []RegionView `json:"regions"`
 	Batches uint64       `json:"batches"`
 	Records uint64       `json:"records"`
+	// Warming is true after a start until the view holds the store's last
+	// memory_window: until then nodes, series and decisions show less.
+	Warming bool `json:"warming,omitempty"`
 }
 
 // SeriesPoint is one step of a series; rates and CPU add across nodes and

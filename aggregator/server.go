@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +35,10 @@ type server struct {
 	places  map[string]Coord
 	metrics *metrics
 	slots   chan struct{} // one per ingest being read or decoded
+	// exportCaughtUp is when the exporter last found nothing left to
+	// send, unix milliseconds.
+	exportCaughtUp atomic.Int64
+	warm           atomic.Bool // the fleet view holds the store's last memory_window
 }
 
 // Server is a running aggregator's listeners and state.
@@ -156,11 +161,11 @@ func (s *server) openStored(rec []byte) (*wire.Batch, bool) {
 	return nil, false
 }
 
-// warm fills the in-memory view with the last memory window of the store,
+// warmView fills the in-memory view with the last memory window of the store,
 // up to where the store ended at start (later batches arrived live). It
 // runs after the listeners open, so a restart answers at once; until it is
 // done the fleet view shows less history.
-func (s *server) warm(ctx context.Context, to store.Pos) {
+func (s *server) warmView(ctx context.Context, to store.Pos) {
 	start := time.Now()
 	n := 0
 	errStop := errors.New("stop")
@@ -177,6 +182,7 @@ func (s *server) warm(ctx context.Context, to store.Pos) {
 	if err != nil && !errors.Is(err, errStop) {
 		s.log.Error("warming the fleet view", "err", err)
 	}
+	s.warm.Store(true)
 	s.log.Info("fleet view warmed", "batches", n, "took", time.Since(start).Round(time.Millisecond))
 }
 
@@ -212,7 +218,7 @@ func (srv *Server) Serve(ctx context.Context) error {
 	go func() { errc <- srv.h3.Serve(srv.udp) }()
 	var wg sync.WaitGroup
 	bg, stop := context.WithCancel(ctx)
-	wg.Go(func() { s.warm(bg, srv.warmTo) })
+	wg.Go(func() { s.warmView(bg, srv.warmTo) })
 	wg.Go(func() { s.retentionLoop(bg) })
 	wg.Go(func() { s.checkpointLoop(bg) })
 	if ex := s.cfg.Export; ex != nil {

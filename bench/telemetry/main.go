@@ -4,7 +4,9 @@
 // bytes per minute, and how many batches per second one aggregator ingests
 // from 100 simulated nodes on this machine, and what a restart costs the
 // aggregator (time to listen, memory held) over a store of a million
-// samples. It writes bench/results/telemetry.txt.
+// samples. Ingest runs one aggregator and then two side by side, and
+// says what each holds in memory per million stored samples. It writes
+// bench/results/telemetry.txt.
 //
 //	go run ./bench/telemetry [-out bench/results/telemetry.txt] [-ingest 10s] [-stored 1000000] [-only restart]
 package main
@@ -166,41 +168,32 @@ func compression(w io.Writer) error {
 	return nil
 }
 
-// ingest runs an aggregator in this process and 100 node clients posting
-// pre-sealed batches as fast as it acknowledges them. Clients and server
-// share the same cores, so this understates a dedicated aggregator.
+// ingest measures one aggregator, then two side by side, each run fed by
+// the same simulated nodes posting pre-sealed batches as fast as they are
+// acknowledged (with two, each node posts to one of them, half the nodes
+// to each). Aggregators and clients share this process and its cores, so
+// this understates dedicated aggregators, and two on one machine measure
+// how the tier shares a machine, not how it scales across machines.
 func ingest(w io.Writer, nodes int, dur time.Duration, cpuProfile string) error {
-	dir, err := os.MkdirTemp("", "perigee-bench-agg")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
 	tokens := map[string]string{}
 	for i := range nodes {
 		tokens[fmt.Sprintf("node-%03d", i)] = fmt.Sprintf("bench-token-%03d-0123456789", i)
 	}
-	srv, err := aggregator.NewServer(aggregator.Config{Listen: "127.0.0.1:0", DataDir: dir, Tokens: tokens}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
-
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true, MaxConnsPerHost: 8}}
 	sealer, err := wire.NewSealer(wire.CodecZstd, wire.DefaultLevel)
 	if err != nil {
 		return err
 	}
-	// Pre-seal so the figure is the aggregator's rate, not the clients'.
+	// Pre-seal so the figure is the aggregators' rate, not the clients'.
 	const perNode = 400
 	frames := make([][][]byte, nodes)
 	rng := rand.New(rand.NewPCG(3, 4))
 	now := time.Now()
+	samplesPerBatch := 0
 	for n := range nodes {
 		for s := range perNode {
-			frames[n] = append(frames[n], sealer.Seal(workload.Batch(rng, fmt.Sprintf("node-%03d", n), uint64(s+1), now)))
+			b := workload.Batch(rng, fmt.Sprintf("node-%03d", n), uint64(s+1), now)
+			samplesPerBatch = len(b.Samples)
+			frames[n] = append(frames[n], sealer.Seal(b))
 		}
 	}
 	if cpuProfile != "" {
@@ -214,21 +207,97 @@ func ingest(w io.Writer, nodes int, dur time.Duration, cpuProfile string) error 
 		}
 		defer pprof.StopCPUProfile()
 	}
-	var stored, failed atomic.Int64
+	fmt.Fprintf(w, "Ingest, %d simulated nodes over HTTP/2 (8 connections per aggregator), %v per run, clients and aggregators in one process on the same %d CPUs, every batch fsynced (group commit) before its 200; %d samples a batch\n",
+		nodes, dur, runtime.NumCPU(), samplesPerBatch)
+	for _, aggs := range []int{1, 2} {
+		r, err := ingestRun(aggs, tokens, frames, dur)
+		if err != nil {
+			return err
+		}
+		var total int64
+		per := make([]string, aggs)
+		for i, n := range r.stored {
+			total += n
+			per[i] = fmt.Sprintf("%.0f", float64(n)/r.elapsed.Seconds())
+		}
+		samples := float64(total) * float64(samplesPerBatch)
+		cpu := r.cpu / time.Duration(max(total, 1))
+		fmt.Fprintf(w, "  %d aggregator(s): stored %d batches (%d failed) in %v: %.0f batches/s in all, per aggregator %s batches/s\n",
+			aggs, total, r.failed, r.elapsed.Round(time.Millisecond), float64(total)/r.elapsed.Seconds(), strings.Join(per, " and "))
+		// Other work on a shared machine takes cores from the run: CPU per
+		// batch (clients included) is the figure that does not move with it.
+		fmt.Fprintf(w, "    process CPU %.0f us/batch, clients included (all %d CPUs at that cost: %.0f batches/s); load average at the end: %s\n",
+			float64(cpu.Microseconds()), runtime.NumCPU(), float64(runtime.NumCPU())*float64(time.Second)/float64(cpu), strings.TrimSpace(r.load))
+		// Every sample of the run is within memory_window, so this is the
+		// in-memory view at its fullest: the cost of the window, per
+		// million samples it holds.
+		fmt.Fprintf(w, "    heap held by the aggregator(s) after the run %.1f MiB for %.0f stored samples: %.1f MiB per million stored samples\n",
+			float64(r.heap)/(1<<20), samples, float64(r.heap)/(1<<20)/max(samples/1e6, 1e-9))
+	}
+	return nil
+}
+
+type ingestResult struct {
+	stored  []int64 // batches acknowledged, per aggregator
+	failed  int64
+	elapsed time.Duration
+	cpu     time.Duration // process CPU, clients included
+	heap    int64         // live heap the aggregators added
+	load    string
+}
+
+// ingestRun starts aggs aggregators, each with its own data directory,
+// and has node n post its frames to aggregator n%aggs for dur.
+func ingestRun(aggs int, tokens map[string]string, frames [][][]byte, dur time.Duration) (ingestResult, error) {
+	var r ingestResult
+	base := heapBytes()
+	var addrs, dirs []string
+	var stops []func()
+	defer func() {
+		for _, stop := range stops {
+			stop()
+		}
+		for _, dir := range dirs {
+			os.RemoveAll(dir)
+		}
+	}()
+	for range aggs {
+		dir, err := os.MkdirTemp("", "perigee-bench-agg")
+		if err != nil {
+			return r, err
+		}
+		dirs = append(dirs, dir)
+		srv, err := aggregator.NewServer(aggregator.Config{Listen: "127.0.0.1:0", DataDir: dir, Tokens: tokens}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			return r, err
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- srv.Serve(ctx) }()
+		stops = append(stops, func() { cancel(); <-done })
+		addrs = append(addrs, srv.Addr())
+	}
+	clients := make([]*http.Client, aggs)
+	for i := range clients {
+		clients[i] = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true, MaxConnsPerHost: 8}}
+	}
+	stored := make([]atomic.Int64, aggs)
+	var failed atomic.Int64
 	cpu0, _ := telemetry.ReadProcessUsage()
 	deadline := time.Now().Add(dur)
 	var wg sync.WaitGroup
 	start := time.Now()
-	for n := range nodes {
+	for n := range frames {
 		wg.Go(func() {
+			a := n % aggs
 			tok := tokens[fmt.Sprintf("node-%03d", n)]
 			for _, f := range frames[n] {
 				if time.Now().After(deadline) {
 					return
 				}
-				req, _ := http.NewRequest(http.MethodPost, "https://"+srv.Addr()+ship.IngestPath, bytes.NewReader(f))
+				req, _ := http.NewRequest(http.MethodPost, "https://"+addrs[a]+ship.IngestPath, bytes.NewReader(f))
 				req.Header.Set("Authorization", "Bearer "+tok)
-				resp, err := client.Do(req)
+				resp, err := clients[a].Do(req)
 				if err != nil {
 					failed.Add(1)
 					continue
@@ -236,7 +305,7 @@ func ingest(w io.Writer, nodes int, dur time.Duration, cpuProfile string) error 
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode == http.StatusOK {
-					stored.Add(1)
+					stored[a].Add(1)
 				} else {
 					failed.Add(1)
 				}
@@ -244,18 +313,19 @@ func ingest(w io.Writer, nodes int, dur time.Duration, cpuProfile string) error 
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	r.elapsed = time.Since(start)
 	cpu1, _ := telemetry.ReadProcessUsage()
-	load := machine.LoadAvg()
-	fmt.Fprintf(w, "Ingest, %d simulated nodes over HTTP/2, %v, clients and aggregator on the same %d CPUs, every batch fsynced (group commit) before its 200\n",
-		nodes, elapsed.Round(time.Millisecond), runtime.NumCPU())
-	fmt.Fprintf(w, "  stored %d batches (%d failed): %.0f batches/s\n", stored.Load(), failed.Load(), float64(stored.Load())/elapsed.Seconds())
-	// Other work on a shared machine takes cores from the run: CPU per
-	// batch (clients included) is the figure that does not move with it.
-	perBatch := (cpu1.CPU - cpu0.CPU) / time.Duration(max(stored.Load(), 1))
-	fmt.Fprintf(w, "  process CPU %.0f us/batch, clients included (all %d CPUs at that cost: %.0f batches/s); load average at the end: %s",
-		float64(perBatch.Microseconds()), runtime.NumCPU(), float64(runtime.NumCPU())*float64(time.Second)/float64(perBatch), load)
-	return nil
+	r.cpu = cpu1.CPU - cpu0.CPU
+	r.load = machine.LoadAvg()
+	for _, c := range clients {
+		c.CloseIdleConnections()
+	}
+	r.heap = heapBytes() - base
+	for i := range stored {
+		r.stored = append(r.stored, stored[i].Load())
+	}
+	r.failed = failed.Load()
+	return r, nil
 }
 
 // restart fills a store with stored samples (100 nodes, 5 samples a batch,

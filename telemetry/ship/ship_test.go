@@ -197,6 +197,9 @@ func TestRefusedBatchIsDroppedAndCounted(t *testing.T) {
 		t.Fatalf("refused %d, dropped %d, spooled %d after %d posts; want 1, 1, 0 after 5 (422, 404, 415, 429, 200)",
 			st.BatchesRefused, st.DroppedBatches, st.SpooledBatches, calls.Load())
 	}
+	if st.RecordsAcked != (ship.Records{Events: 1}) {
+		t.Fatalf("records acknowledged %+v, want the one event of the second batch", st.RecordsAcked)
+	}
 }
 
 // diskUsage is what the files in dir take on disk, as du counts it.

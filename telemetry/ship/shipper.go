@@ -20,10 +20,12 @@ type Shipper struct {
 	spool  *spool
 	up     *uplink
 	sealer *wire.Sealer
-	seq    uint64 // next sequence number; used only by the Run goroutine
+	seq    uint64    // next sequence number; used only by the Run goroutine
+	last   time.Time // the previous batch's time; Run goroutine only
 
 	mu      sync.Mutex
 	pending wire.Batch
+	acked   Records
 
 	kick chan struct{} // a full batch is waiting
 	wake chan struct{} // the spool has something new
@@ -38,8 +40,12 @@ type Shipper struct {
 // Stats is the shipper's own cost and state; the node exports it as
 // metrics, and every batch carries it to the aggregator too.
 type Stats struct {
-	BytesSent      uint64        // frame bytes posted, retries included
-	BatchesAcked   uint64        // acknowledged by the aggregator
+	BytesSent    uint64 // frame bytes posted, retries included
+	BatchesAcked uint64 // acknowledged by the aggregator
+	// RecordsAcked counts the records of acknowledged batches that this
+	// process cut; batches left spooled by an earlier run count in
+	// BatchesAcked only.
+	RecordsAcked   Records
 	BatchesRefused uint64        // refused for good (bad batch), dropped
 	SpooledBatches int           // waiting on disk, in flight included
 	SpoolBytes     int64         // disk usage of the spool directory
@@ -48,6 +54,20 @@ type Stats struct {
 	EncodeCPU      time.Duration // CPU time spent encoding and compressing
 	LastProto      string        // protocol of the last answer: HTTP/3.0, HTTP/2.0...
 	PendingRecords int           // recorded, not yet in a batch
+}
+
+// Records counts records by kind.
+type Records struct{ Samples, Decisions, Events, Access uint64 }
+
+func (r *Records) add(o Records) {
+	r.Samples += o.Samples
+	r.Decisions += o.Decisions
+	r.Events += o.Events
+	r.Access += o.Access
+}
+
+func recordsOf(b *wire.Batch) Records {
+	return Records{Samples: uint64(len(b.Samples)), Decisions: uint64(len(b.Decisions)), Events: uint64(len(b.Events)), Access: uint64(len(b.Access))}
 }
 
 // New validates cfg, reads the token and opens the spool; nothing is sent
@@ -158,13 +178,14 @@ func (s *Shipper) cut() {
 	if b.Records() == 0 {
 		return
 	}
-	b.Node, b.Seq, b.Created = s.cfg.Node, s.seq, time.Now()
+	b.Node, b.Seq, b.Created = s.cfg.Node, s.seq, batchTime(s.last, time.Now())
+	s.last = b.Created
 	st := s.Stats()
 	b.Cost = &wire.Cost{BytesSent: st.BytesSent, EncodeCPU: st.EncodeCPU, DroppedBatches: st.DroppedBatches,
 		DroppedRecords: st.DroppedRecords, SpoolBytes: uint64(st.SpoolBytes)}
 	var frame []byte
 	s.encodeCPU.Add(int64(threadCPU(func() { frame = s.sealer.Seal(&b) })))
-	if err := s.spool.put(b.Seq, frame); err != nil {
+	if err := s.spool.put(b.Seq, frame, recordsOf(&b)); err != nil {
 		// The disk refused it; the batch is lost, and said so.
 		s.log.Error("telemetry batch lost", "seq", b.Seq, "records", b.Records(), "err", err)
 		s.droppedRecords.Add(uint64(b.Records()))
@@ -172,6 +193,18 @@ func (s *Shipper) cut() {
 	}
 	s.seq++
 	signal(s.wake)
+}
+
+// batchTime is a batch's creation time: now, but at least a millisecond
+// (the wire's resolution) after the previous batch's. Exported series are
+// stamped with it, and the engine keeps one sample per series per
+// millisecond, so two batches cut in the same millisecond would have one
+// of their counts merged away.
+func batchTime(prev, now time.Time) time.Time {
+	if next := prev.Truncate(time.Millisecond).Add(time.Millisecond); now.Before(next) {
+		return next
+	}
+	return now
 }
 
 // backoffMin starts the resend backoff, which doubles up to RetryMax with
@@ -205,7 +238,10 @@ func (s *Shipper) sendOldest(ctx context.Context) bool {
 	s.bytesSent.Add(uint64(len(frame)))
 	switch out {
 	case acked:
-		s.spool.remove(seq)
+		r := s.spool.remove(seq)
+		s.mu.Lock()
+		s.acked.add(r)
+		s.mu.Unlock()
 		s.batchesAcked.Add(1)
 		return true
 	case refused:
@@ -233,10 +269,10 @@ func (s *Shipper) drain(ctx context.Context) {
 func (s *Shipper) Stats() Stats {
 	n, b, dropped := s.spool.usage()
 	s.mu.Lock()
-	pending := s.pending.Records()
+	pending, acked := s.pending.Records(), s.acked
 	s.mu.Unlock()
 	return Stats{
-		BytesSent: s.bytesSent.Load(), BatchesAcked: s.batchesAcked.Load(), BatchesRefused: s.batchesRefused.Load(),
+		BytesSent: s.bytesSent.Load(), BatchesAcked: s.batchesAcked.Load(), RecordsAcked: acked, BatchesRefused: s.batchesRefused.Load(),
 		SpooledBatches: n, SpoolBytes: b, DroppedBatches: dropped, DroppedRecords: s.droppedRecords.Load(),
 		EncodeCPU: time.Duration(s.encodeCPU.Load()), LastProto: s.up.proto.Load().(string),
 		PendingRecords: pending,

@@ -29,10 +29,11 @@ type spool struct {
 	log *slog.Logger
 
 	mu        sync.Mutex
-	seqs      []uint64         // ascending
-	fileUsage map[uint64]int64 // disk usage of each batch file
-	seqUsage  int64            // disk usage of the sequence file
-	total     int64            // of all of them
+	seqs      []uint64           // ascending
+	fileUsage map[uint64]int64   // disk usage of each batch file
+	records   map[uint64]Records // what each batch cut by this process holds
+	seqUsage  int64              // disk usage of the sequence file
+	total     int64              // of all of them
 	dropped   uint64
 }
 
@@ -49,7 +50,7 @@ func openSpool(dir string, max int64, log *slog.Logger) (*spool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	s := &spool{dir: dir, max: max, log: log, fileUsage: map[uint64]int64{}}
+	s := &spool{dir: dir, max: max, log: log, fileUsage: map[uint64]int64{}, records: map[uint64]Records{}}
 	for _, e := range entries {
 		name := e.Name()
 		if strings.HasSuffix(name, ".tmp") {
@@ -83,7 +84,7 @@ func (s *spool) path(seq uint64) string {
 
 // put stores a batch durably, then drops the oldest batches while the
 // spool is over its bound. The newest batch is always kept.
-func (s *spool) put(seq uint64, frame []byte) error {
+func (s *spool) put(seq uint64, frame []byte, r Records) error {
 	used, err := writeAtomic(s.path(seq), frame)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
@@ -98,6 +99,7 @@ func (s *spool) put(seq uint64, frame []byte) error {
 	defer s.mu.Unlock()
 	s.seqs = append(s.seqs, seq)
 	s.fileUsage[seq] = used
+	s.records[seq] = r
 	s.total += used + seqUsed - s.seqUsage
 	s.seqUsage = seqUsed
 	for s.total > s.max && len(s.seqs) > 1 {
@@ -153,11 +155,14 @@ func (s *spool) drop(seq uint64) {
 	s.dropped++
 }
 
-// remove deletes an acknowledged batch.
-func (s *spool) remove(seq uint64) {
+// remove deletes an acknowledged batch and returns what it held (zero for
+// a batch spooled by an earlier run).
+func (s *spool) remove(seq uint64) Records {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	r := s.records[seq]
 	s.removeLocked(seq)
+	return r
 }
 
 func (s *spool) removeLocked(seq uint64) {
@@ -168,6 +173,7 @@ func (s *spool) removeLocked(seq uint64) {
 	s.seqs = slices.Delete(s.seqs, i, i+1)
 	s.total -= s.fileUsage[seq]
 	delete(s.fileUsage, seq)
+	delete(s.records, seq)
 	if err := os.Remove(s.path(seq)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.log.Error("telemetry spool: remove", "seq", seq, "err", err)
 	}

@@ -144,7 +144,11 @@ const count = (n, one, many = one + "s") => `${n} ${n === 1 ? one : many}`;
 
 async function getJSON(path) {
   const r = await fetch(path, {cache: "no-store"});
-  if (!r.ok) throw new Error(`${path}: ${r.status}`);
+  if (!r.ok) {
+    // The API says why in {"error": ...}: show that, not just the status.
+    const why = await r.json().then(b => b.error, () => "");
+    throw new Error(`${path}: ${r.status} ${why}`);
+  }
   return r.json();
 }
 
@@ -161,7 +165,8 @@ async function refresh() {
     drawChart("chart-rps", series.points, [{key: "rps", color: "#58a6ff", label: "requests/s"}], "req/s");
     drawChart("chart-lat", series.points, [{key: "p50_ms", color: "#5fd17a", label: "p50"}, {key: "p99_ms", color: "#f0605d", label: "p99"}], "ms");
     drawDecisions(decisions.decisions);
-    document.getElementById("status").textContent = "updated " + new Date().toLocaleTimeString();
+    document.getElementById("status").textContent = "updated " + new Date().toLocaleTimeString() +
+      (fleet.warming ? " (restarted: still reading recent history from the store)" : "");
     document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes) + 1);
   } catch (e) {
     document.getElementById("status").textContent = "refresh failed: " + e.message;
