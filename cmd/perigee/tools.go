@@ -57,7 +57,7 @@ func aggregate(args []string, stderr io.Writer) error {
 		return err
 	}
 	if *path == "" {
-		fmt.Fprintln(stderr, "perigee aggregate: --config is required (see telemetry/aggregator/agg.example.yaml)")
+		fmt.Fprintln(stderr, "perigee aggregate: --config is required (see aggregator/agg.example.yaml)")
 		return errUsage
 	}
 	log, err := newLogger(*logFormat, stderr)
