@@ -28,7 +28,7 @@ func (s *shipping) start(cfg *config.Config, a *admin.API) error {
 		}
 		st := s.shipper.Stats()
 		return map[string]any{
-			"bytes_sent": st.BytesSent, "batches_acked": st.BatchesAcked, "batches_refused": st.BatchesRefused,
+			"bytes_sent": st.BytesSent, "batches_acked": st.BatchesAcked, "records_acked": st.RecordsAcked, "batches_refused": st.BatchesRefused,
 			"spooled_batches": st.SpooledBatches, "spool_bytes": st.SpoolBytes, "dropped_batches": st.DroppedBatches,
 			"dropped_records": st.DroppedRecords, "pending_records": st.PendingRecords,
 			"encode_cpu_seconds": st.EncodeCPU.Seconds(), "last_proto": st.LastProto,

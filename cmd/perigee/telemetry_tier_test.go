@@ -142,9 +142,11 @@ telemetry:
 		children = append(children, serveChild(t, writeConfig(t, yaml)))
 	}
 	type shipStats struct {
-		BatchesAcked   uint64
-		RecordsAcked   struct{ Samples uint64 }
-		SpooledBatches int
+		BatchesAcked uint64 `json:"batches_acked"`
+		RecordsAcked struct {
+			Samples uint64 `json:"samples"`
+		} `json:"records_acked"`
+		SpooledBatches int `json:"spooled_batches"`
 	}
 	stats := func(n string) shipStats {
 		var st shipStats

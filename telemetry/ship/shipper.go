@@ -57,7 +57,12 @@ type Stats struct {
 }
 
 // Records counts records by kind.
-type Records struct{ Samples, Decisions, Events, Access uint64 }
+type Records struct {
+	Samples   uint64 `json:"samples"`
+	Decisions uint64 `json:"decisions"`
+	Events    uint64 `json:"events"`
+	Access    uint64 `json:"access"`
+}
 
 func (r *Records) add(o Records) {
 	r.Samples += o.Samples
