@@ -1,18 +1,13 @@
 package aggregator_test
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
 	"perigee/aggregator"
+	"perigee/aggregator/vmtest"
 	"perigee/telemetry"
 	"perigee/telemetry/wire"
 )
@@ -23,21 +18,7 @@ import (
 // exactly once: the series are a function of the batch, and the engine
 // deduplicates.
 func TestExportIntoVictoriaMetricsExactlyOnce(t *testing.T) {
-	bin, err := exec.LookPath("victoria-metrics")
-	if err != nil {
-		t.Skip("victoria-metrics not installed (Debian package victoria-metrics); .ci/run installs it")
-	}
-	dir := t.TempDir()
-	vmAddr := freePort(t)
-	vm := exec.Command(bin, "-storageDataPath="+filepath.Join(dir, "vm"), "-httpListenAddr="+vmAddr,
-		"-dedup.minScrapeInterval=1ms", "-search.latencyOffset=0s")
-	if testing.Verbose() {
-		vm.Stderr = os.Stderr
-	}
-	if err := vm.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = vm.Process.Kill(); _ = vm.Wait() })
+	vmAddr := vmtest.Start(t)
 	export := func(c *aggregator.Config) { c.Export = &aggregator.Export{URL: "http://" + vmAddr + "/api/v1/write"} }
 	aggs := []*agg{startAggregator(t, export), startAggregator(t, export)}
 
@@ -68,27 +49,7 @@ func TestExportIntoVictoriaMetricsExactlyOnce(t *testing.T) {
 			return v >= float64(posted)
 		})
 	}
-	query := func(q string) string {
-		if resp, err := http.Get("http://" + vmAddr + "/internal/force_flush"); err == nil {
-			resp.Body.Close()
-		}
-		resp, err := http.Get("http://" + vmAddr + "/api/v1/query?query=" + url.QueryEscape(q))
-		if err != nil {
-			return err.Error()
-		}
-		defer resp.Body.Close()
-		var r struct {
-			Data struct {
-				Result []struct {
-					Value [2]any `json:"value"`
-				} `json:"result"`
-			} `json:"data"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || len(r.Data.Result) != 1 {
-			return fmt.Sprintf("no single result (%v)", err)
-		}
-		return fmt.Sprint(r.Data.Result[0].Value[1])
-	}
+	query := func(q string) string { return vmtest.Query(vmAddr, q) }
 	for q, want := range map[string]string{
 		`sum(count_over_time(perigee_node_rps{node="node-a",region="eu-west"}[1h]))`:                          "20",
 		`sum(sum_over_time(perigee_node_rps{node="node-a"}[1h]))`:                                             "210",

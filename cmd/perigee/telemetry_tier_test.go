@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"perigee/aggregator/vmtest"
 	"perigee/certs"
 )
 
@@ -31,21 +31,8 @@ import (
 // restarted. At the end victoria-metrics holds every sample the nodes had
 // acknowledged exactly once.
 func TestTelemetryTierExactlyOnceIntoVictoriaMetrics(t *testing.T) {
-	vmBin, err := exec.LookPath("victoria-metrics")
-	if err != nil {
-		t.Skip("victoria-metrics not installed (Debian package victoria-metrics; .ci/run installs it)")
-	}
 	dir := t.TempDir()
-	vmAddr := "127.0.0.1:" + freePort(t, "127.0.0.1")
-	vm := exec.Command(vmBin, "-storageDataPath="+filepath.Join(dir, "vm"), "-httpListenAddr="+vmAddr,
-		"-dedup.minScrapeInterval=1ms", "-search.latencyOffset=0s", "-loggerLevel=ERROR")
-	vmOut := &lockedBuffer{}
-	vm.Stdout, vm.Stderr = vmOut, vmOut
-	if err := vm.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = vm.Process.Kill(); _ = vm.Wait() })
-	eventually(t, "victoria-metrics healthy", func() bool { return status(http.DefaultClient, "http://"+vmAddr+"/health") == 200 })
+	vmAddr := vmtest.Start(t)
 
 	// One certificate for both aggregators, which every node trusts.
 	cert, err := certs.SelfSigned(nil)
@@ -235,7 +222,7 @@ telemetry:
 			fmt.Sprintf(`sum(count_over_time(perigee_node_rps{node=%q,region="tier"}[1h]))`, n),
 			fmt.Sprintf(`sum(count_over_time(perigee_node_memory_bytes{node=%q}[1h]))`, n),
 		} {
-			if got := vmQuery(t, vmAddr, q); got != want {
+			if got := vmtest.Query(vmAddr, q); got != want {
 				t.Errorf("%s = %s, want %s (the samples %s acknowledged)", q, got, want, n)
 			}
 		}
@@ -306,29 +293,4 @@ func exportCaughtUp(c *http.Client, metricsURL string) time.Time {
 		}
 	}
 	return time.Time{}
-}
-
-// vmQuery runs an instant query after a flush and returns its single
-// value, or what went wrong.
-func vmQuery(t *testing.T, addr, q string) string {
-	t.Helper()
-	if resp, err := http.Get("http://" + addr + "/internal/force_flush"); err == nil {
-		resp.Body.Close()
-	}
-	resp, err := http.Get("http://" + addr + "/api/v1/query?query=" + url.QueryEscape(q))
-	if err != nil {
-		return err.Error()
-	}
-	defer resp.Body.Close()
-	var r struct {
-		Data struct {
-			Result []struct {
-				Value [2]any `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || len(r.Data.Result) != 1 {
-		return fmt.Sprintf("no single result (%v)", err)
-	}
-	return fmt.Sprint(r.Data.Result[0].Value[1])
 }

@@ -1,0 +1,77 @@
+// Package vmtest starts Debian's victoria-metrics on loopback for tests
+// that export into it, and queries it.
+package vmtest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// Start runs victoria-metrics with a scratch store, deduplicating samples of
+// one series and millisecond (as the export relies on), and returns its
+// address once it is healthy. It skips the test when the binary is missing.
+func Start(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("victoria-metrics")
+	if err != nil {
+		t.Skip("victoria-metrics not installed (Debian package victoria-metrics; .ci/run installs it)")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	vm := exec.Command(bin, "-storageDataPath="+filepath.Join(t.TempDir(), "vm"), "-httpListenAddr="+addr,
+		"-dedup.minScrapeInterval=1ms", "-search.latencyOffset=0s", "-loggerLevel=ERROR")
+	if testing.Verbose() {
+		vm.Stdout, vm.Stderr = os.Stderr, os.Stderr
+	}
+	if err := vm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = vm.Process.Kill(); _ = vm.Wait() })
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if resp, err := http.Get("http://" + addr + "/health"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return addr
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("victoria-metrics did not become healthy")
+		}
+	}
+}
+
+// Query runs an instant query after a flush and returns its single value,
+// or what went wrong.
+func Query(addr, q string) string {
+	if resp, err := http.Get("http://" + addr + "/internal/force_flush"); err == nil {
+		resp.Body.Close()
+	}
+	resp, err := http.Get("http://" + addr + "/api/v1/query?query=" + url.QueryEscape(q))
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Data struct {
+			Result []struct {
+				Value [2]any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || len(r.Data.Result) != 1 {
+		return fmt.Sprintf("no single result (%v)", err)
+	}
+	return fmt.Sprint(r.Data.Result[0].Value[1])
+}
