@@ -13,33 +13,7 @@ import (
 // A policy scales a process-actuated service with the load the node sees:
 // real children start, register as backends and serve, and go away after.
 func TestPolicyScalesRealBackendsUpAndDown(t *testing.T) {
-	script := filepath.Join(t.TempDir(), "busy.lua")
-	os.WriteFile(script, []byte(`
-function evaluate(m)
-  local s = m.services.api
-  if s.in_flight >= 4 then
-    scale("api", 3, "busy: " .. s.in_flight .. " in flight")
-  elseif s.in_flight == 0 then
-    scale("api", 1, "quiet")
-  end
-end
-`), 0o600)
-	yaml := listenAny + fmt.Sprintf(`services:
-  api:
-    balancer: least_request
-    scale: {actuator: process, command: "{self} sample-backend {addr}", min: 1, max: 4, behavior: {scale_down_window: 500ms}}
-policies:
-  busy: {script: %q, interval: 50ms, services: [api]}
-routes:
-  - {name: api, match: {path_prefix: /}, service: api}
-`, script)
-	n := startNode(t, yaml)
-	svc := func() int { return len(n.state.Load().services["api"].Healthy()) }
-	waitFor(t, "the first replica", func() bool { return svc() == 1 })
-
-	stop := load(h1Client(), "https://"+n.Addrs().HTTPS+"/?latency=50ms", 8, nil)
-	waitFor(t, "scaled to 3 under load", func() bool { return svc() == 3 })
-	stop()
+	n, svc := burstNode(t, "500ms")
 	waitFor(t, "back to 1 after the load", func() bool { return svc() == 1 })
 
 	var decisions []struct {
@@ -145,28 +119,7 @@ func TestBadPolicyScriptIsRefused(t *testing.T) {
 // policy asks for 1 as soon as the load stops, and the engine holds 3
 // until the window from the service's behavior has passed, reload or not.
 func TestReloadAfterABurstKeepsTheScaleDownWindow(t *testing.T) {
-	script := filepath.Join(t.TempDir(), "busy.lua")
-	os.WriteFile(script, []byte(`
-function evaluate(m)
-  local s = m.services.api
-  if s.in_flight >= 4 then scale("api", 3, "busy") elseif s.in_flight == 0 then scale("api", 1, "quiet") end
-end
-`), 0o600)
-	yaml := listenAny + fmt.Sprintf(`services:
-  api:
-    balancer: least_request
-    scale: {actuator: process, command: "{self} sample-backend {addr}", min: 1, max: 4, behavior: {scale_down_window: 1h}}
-policies:
-  busy: {script: %q, interval: 50ms, services: [api]}
-routes:
-  - {name: api, match: {path_prefix: /}, service: api}
-`, script)
-	n := startNode(t, yaml)
-	svc := func() int { return len(n.state.Load().services["api"].Healthy()) }
-	waitFor(t, "the first replica", func() bool { return svc() == 1 })
-	stop := load(h1Client(), "https://"+n.Addrs().HTTPS+"/?latency=50ms", 8, nil)
-	waitFor(t, "scaled to 3 under load", func() bool { return svc() == 3 })
-	stop()
+	n, svc := burstNode(t, "1h")
 	if err := n.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -179,4 +132,39 @@ routes:
 	if got := svc(); got != 3 {
 		t.Fatalf("%d replicas after a reload right after the burst, want 3 held by the window", got)
 	}
+}
+
+// burstNode starts a node whose policy scales a process-actuated service to
+// 3 while requests are in flight and asks for 1 when none are, with the
+// given scale-down window; it returns once a burst of load has scaled it
+// to 3 and the load has stopped.
+func burstNode(t *testing.T, window string) (*testNode, func() int) {
+	t.Helper()
+	script := filepath.Join(t.TempDir(), "busy.lua")
+	os.WriteFile(script, []byte(`
+function evaluate(m)
+  local s = m.services.api
+  if s.in_flight >= 4 then
+    scale("api", 3, "busy: " .. s.in_flight .. " in flight")
+  elseif s.in_flight == 0 then
+    scale("api", 1, "quiet")
+  end
+end
+`), 0o600)
+	yaml := listenAny + fmt.Sprintf(`services:
+  api:
+    balancer: least_request
+    scale: {actuator: process, command: "{self} sample-backend {addr}", min: 1, max: 4, behavior: {scale_down_window: %s}}
+policies:
+  busy: {script: %q, interval: 50ms, services: [api]}
+routes:
+  - {name: api, match: {path_prefix: /}, service: api}
+`, window, script)
+	n := startNode(t, yaml)
+	svc := func() int { return len(n.state.Load().services["api"].Healthy()) }
+	waitFor(t, "the first replica", func() bool { return svc() == 1 })
+	stop := load(h1Client(), "https://"+n.Addrs().HTTPS+"/?latency=50ms", 8, nil)
+	waitFor(t, "scaled to 3 under load", func() bool { return svc() == 3 })
+	stop()
+	return n, svc
 }
