@@ -6,6 +6,10 @@
 //
 //	make build && go run ./bench/edge [-d 10s] [-rounds 3] [-targets perigee,caddy] [-protos h1,h2] [-perf]
 //
+// With -base BIN it also runs a second perigee binary (for example one built
+// from main before a change) as target "base", with the same config, and
+// reports perigee/base beside the other ratios.
+//
 // With -perf it then counts each proxy's syscalls per request under wrk and
 // records perigee's CPU profile with perf, into bench/results/edge-perf.txt.
 //
@@ -40,6 +44,7 @@ type options struct {
 	targets     []string
 	protos      []string
 	perigeeBin  string
+	baseBin     string
 	out         string
 	perf        bool
 	perfOut     string
@@ -47,7 +52,7 @@ type options struct {
 }
 
 var (
-	allTargets = []string{"backend", "perigee", "caddy", "nginx"}
+	allTargets = []string{"backend", "perigee", "base", "caddy", "nginx"}
 	allProtos  = []string{"h1", "h2", "h3"}
 )
 
@@ -63,9 +68,10 @@ func main() {
 	flag.IntVar(&o.h3Conns, "h3c", 8, "HTTP/3 connections")
 	flag.IntVar(&o.h3Streams, "h3m", 8, "HTTP/3 concurrent streams per connection")
 	flag.IntVar(&o.size, "size", 64, "backend response body bytes")
-	flag.StringVar(&targets, "targets", strings.Join(allTargets, ","), "targets to run")
+	flag.StringVar(&targets, "targets", "backend,perigee,caddy,nginx", "targets to run (base is added by -base)")
 	flag.StringVar(&protos, "protos", strings.Join(allProtos, ","), "protocols to run: h1, h2, h3")
 	flag.StringVar(&o.perigeeBin, "perigee", "bin/perigee", "perigee binary (make build)")
+	flag.StringVar(&o.baseBin, "base", "", "a second perigee binary to compare with, run as target base")
 	flag.StringVar(&o.out, "out", "bench/results/edge.txt", "where to write the table")
 	flag.BoolVar(&o.perf, "perf", false, "after the rounds, CPU-profile perigee with perf under HTTP/1.1 load")
 	flag.StringVar(&o.perfOut, "perf-out", "bench/results/edge-perf.txt", "where -perf writes the top of the profile")
@@ -73,6 +79,9 @@ func main() {
 	flag.Parse()
 	if o.rounds < 1 || o.dur < time.Second || o.perfSeconds < time.Second {
 		fail(errors.New("-rounds must be at least 1, and -d and -perf-d at least 1s (wrk counts whole seconds)"))
+	}
+	if o.baseBin != "" && !slices.Contains(strings.Split(targets, ","), "base") {
+		targets += ",base"
 	}
 	var err error
 	if o.targets, err = pick(targets, allTargets); err != nil {

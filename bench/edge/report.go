@@ -72,7 +72,7 @@ func report(o options, runs []runKey, results map[runKey][]result) string {
 		if !ok {
 			continue
 		}
-		for _, other := range []string{"caddy", "nginx"} {
+		for _, other := range []string{"base", "caddy", "nginx"} {
 			if m, ok := med[[2]string{other, p}]; ok && m.rps > 0 && m.p99 > 0 && m.usPerReq > 0 {
 				ratios = append(ratios, fmt.Sprintf("%-8s %-8s %7.2fx %7.2fx %7.2fx", protoNames[p], other,
 					pg.rps/m.rps, float64(pg.p99)/float64(m.p99), pg.usPerReq/m.usPerReq))

@@ -69,6 +69,11 @@ func checkTools(o options) error {
 	if _, err := os.Stat(o.perigeeBin); err != nil {
 		errs = append(errs, fmt.Errorf("perigee binary: %w (run make build)", err))
 	}
+	if slices.Contains(o.targets, "base") {
+		if _, err := os.Stat(o.baseBin); err != nil {
+			errs = append(errs, fmt.Errorf("base binary (-base): %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -139,10 +144,15 @@ func configure(o options, dir, name, addr, backend, cert, key string) (argv, env
 		"Backend": backend, "Cert": cert, "Key": key,
 	}
 	var tmpl *template.Template
+	var file string // defaults to the template's name
 	switch name {
-	case "perigee":
-		tmpl = perigeeConf
-		argv = []string{o.perigeeBin, "serve", "--config", filepath.Join(dir, "perigee.yaml"), "--log-format", "text"}
+	case "perigee", "base":
+		bin := o.perigeeBin
+		if name == "base" {
+			bin = o.baseBin
+		}
+		tmpl, file = perigeeConf, name+".yaml"
+		argv = []string{bin, "serve", "--config", filepath.Join(dir, file), "--log-format", "text"}
 	case "caddy":
 		tmpl = caddyConf
 		argv = []string{"caddy", "run", "--config", filepath.Join(dir, "Caddyfile"), "--adapter", "caddyfile"}
@@ -157,7 +167,10 @@ func configure(o options, dir, name, addr, backend, cert, key string) (argv, env
 	if err := tmpl.Execute(&b, data); err != nil {
 		return nil, nil, fmt.Errorf("%s config: %w", name, err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, tmpl.Name()), b.Bytes(), 0o644); err != nil {
+	if file == "" {
+		file = tmpl.Name()
+	}
+	if err := os.WriteFile(filepath.Join(dir, file), b.Bytes(), 0o644); err != nil {
 		return nil, nil, fmt.Errorf("%s config: %w", name, err)
 	}
 	return argv, env, nil
