@@ -12,6 +12,9 @@
 //	            anything else answers 401
 //	/shared     exercises shared data (CAS), a shared queue and metrics,
 //	            answering with what each returned
+//	/postpone   pauses the request headers; the next tick (config "tick")
+//	            stamps x-resumed and resumes it from the root context
+//	/stall      pauses the request headers and never resumes them
 //	anything    stamps request and response headers (see onRequestHeaders)
 package main
 
@@ -124,16 +127,24 @@ func onVMStart(id, size uint32) uint32 { return 1 }
 //go:wasmexport proxy_on_configure
 func onConfigure(id, size uint32) uint32 {
 	config = string(buffer(7, size))
-	if config == "tick" {
+	switch config {
+	case "tick":
 		// Tick every 10 ms; each tick enqueues, each queue_ready dequeues.
 		ticks, queueReady = metric(0, "ticks"), metric(0, "queue_ready")
 		tickQueue = register("ticks")
+		proxySetTickPeriodMilliseconds(10)
+	case "tick-call":
+		// Every tick asks the "authz" cluster, outside any request.
+		tickCalls = metric(0, "tick_calls")
 		proxySetTickPeriodMilliseconds(10)
 	}
 	return 1
 }
 
-var ticks, queueReady, tickQueue uint32
+var ticks, queueReady, tickQueue, tickCalls uint32
+
+// postponed are the request contexts /postpone paused, for the next tick.
+var postponed []uint32
 
 func metric(kind uint32, name string) uint32 {
 	var id uint32
@@ -149,6 +160,20 @@ func register(name string) uint32 {
 
 //go:wasmexport proxy_on_tick
 func onTick(root uint32) {
+	if config == "tick-call" {
+		cluster := "authz"
+		hdr := serialize([][2]string{{":method", "GET"}, {":path", "/tick"}, {":authority", "authz"}})
+		var callID uint32
+		proxyHTTPCall(ptr(cluster), uint32(len(cluster)), &hdr[0], uint32(len(hdr)), nil, 0, nil, 0, 5000, &callID)
+		return
+	}
+	for _, id := range postponed {
+		if proxySetEffectiveContext(id) == 0 {
+			addHeader(requestHeaders, "x-resumed", "tick")
+			proxyContinueStream(0)
+		}
+	}
+	postponed = postponed[:0]
 	proxyIncrementMetric(ticks, 1)
 	item := "tick"
 	proxyEnqueueSharedQueue(tickQueue, ptr(item), uint32(len(item)))
@@ -306,7 +331,10 @@ func onRequestHeaders(id, n, eos uint32) uint32 {
 		body, hdr := "denied by proxytest\n", serialize([][2]string{{"x-denied", "yes"}})
 		proxySendLocalResponse(403, nil, 0, ptr(body), uint32(len(body)), &hdr[0], uint32(len(hdr)), -1)
 		return pauseAction
-	case "/pause-body":
+	case "/pause-body", "/stall":
+		return pauseAction
+	case "/postpone":
+		postponed = append(postponed, id)
 		return pauseAction
 	case "/shared":
 		body := sharedReport()
@@ -383,6 +411,12 @@ var httpContext uint32
 
 //go:wasmexport proxy_on_http_call_response
 func onHTTPCallResponse(root, callID, headers, bodySize, trailers uint32) {
+	if config == "tick-call" {
+		if status, _ := header(6, ":status"); status == "200" {
+			proxyIncrementMetric(tickCalls, 1)
+		}
+		return
+	}
 	proxySetEffectiveContext(httpContext)
 	status, _ := header(6, ":status")
 	if status != "200" {

@@ -437,7 +437,7 @@ func (p proxyABI) getBufferStatus(ctx context.Context, mod api.Module, stack []u
 // false for maps with no headers now (response headers before upstream
 // answered, the gRPC and call maps).
 func headerKind(x *exchange, mapType uint32) (uint32, bool) {
-	if x == nil || x.r == nil {
+	if x == nil || x.r == nil || x.pw.effective != x.pw.id {
 		return 0, false
 	}
 	switch mapType {
@@ -809,27 +809,35 @@ func (p proxyABI) sendLocalResponse(ctx context.Context, mod api.Module, stack [
 	stack[0] = statusOK
 }
 
-// continueStream resumes a paused stream, from a dispatched call's
-// callback. From a stream callback it has nothing to resume, which Envoy
-// also answers with OK.
+// continueStream resumes the effective context's paused stream: from a
+// dispatched call's callback, or from the root context's proxy_on_tick
+// after proxy_set_effective_context. With nothing to resume (the root, or
+// a stream callback) it does nothing, which Envoy also answers with OK.
 func (p proxyABI) continueStream(ctx context.Context, _ api.Module, stack []uint64) {
 	x := proxyExchange(ctx)
 	if uint32(stack[0]) > 1 || x == nil {
 		stack[0] = statusBadArgument
 		return
 	}
-	x.pw.resumed = true
+	if x.pw.effective == x.pw.id {
+		x.pw.resumed = true
+	}
 	stack[0] = statusOK
 }
 
-// setEffectiveContext accepts the request's own context and the root: a
-// filter may not reach into another request.
+// setEffectiveContext accepts the root and the context of the request the
+// callback runs for (a paused one, when the root ticks): a filter may not
+// reach into other requests, which here run on other instances anyway.
+// Other ids get BAD_ARGUMENT, as in Envoy for a context that is gone.
 func (p proxyABI) setEffectiveContext(ctx context.Context, _ api.Module, stack []uint64) {
 	id := uint32(stack[0])
 	x := proxyExchange(ctx)
 	g, _ := ctx.Value(proxyGuestKey{}).(*proxyGuest)
 	stack[0] = statusBadArgument
 	if (x != nil && x.pw.id == id) || (g != nil && g.rootID == id) {
+		if x != nil {
+			x.pw.effective = id
+		}
 		stack[0] = statusOK
 	}
 }

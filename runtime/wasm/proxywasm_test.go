@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -445,5 +446,102 @@ func TestProxyWasmCallWaitEndsWithTheClient(t *testing.T) {
 	resp, _ := get(t, url+"/x")
 	if elapsed := time.Since(start); resp.StatusCode != 200 || elapsed > 2*time.Second {
 		t.Errorf("next request: %d after %v, want 200 at once", resp.StatusCode, elapsed)
+	}
+}
+
+// The SDK's postpone_requests: a request whose headers paused is resumed
+// from the root context's tick, which stamps it first through
+// proxy_set_effective_context.
+func TestProxyWasmPostponedRequestResumesOnTick(t *testing.T) {
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), Config: []byte("tick"), Settings: Settings{Pool: 1, Timeout: units.Duration(5 * time.Second)}})
+	var seen string
+	url := serve(t, NewChain(tr).Then(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r.Header.Get("X-Resumed") })))
+	for range 2 {
+		seen = ""
+		if resp, _ := get(t, url+"/postpone"); resp.StatusCode != 200 || seen != "tick" {
+			t.Errorf("postponed: %d, upstream saw x-resumed %q; want 200 and tick", resp.StatusCode, seen)
+		}
+	}
+}
+
+// A request paused for good ends at its deadline with 504, and its
+// instance serves the next request; with no tick to resume it, at once
+// with 500.
+func TestProxyWasmPostponeIsBounded(t *testing.T) {
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), Config: []byte("tick"), Settings: Settings{Pool: 1, Timeout: units.Duration(5 * time.Second)}})
+	const bound = 300 * time.Millisecond
+	chain := NewChain(tr).Then(echoBackend)
+	url := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), bound)
+		defer cancel()
+		chain.ServeHTTP(w, r.WithContext(ctx))
+	}))
+	start := time.Now()
+	resp, _ := get(t, url+"/stall")
+	if elapsed := time.Since(start); resp.StatusCode != http.StatusGatewayTimeout || elapsed > 2*bound+time.Second {
+		t.Errorf("stalled: %d after %v, want 504 within about %v", resp.StatusCode, elapsed, bound)
+	}
+	if resp, body := get(t, url+"/x"); resp.StatusCode != 200 || body != "backend" {
+		t.Errorf("next request: %d %q, want the backend's answer", resp.StatusCode, body)
+	}
+	if s := tr.Stats(); s.Replaced != 0 || s.Traps != 0 {
+		t.Errorf("stats %+v: the instance should have been kept", s)
+	}
+
+	noTick := loadProxyTest(t, h, "")
+	start = time.Now()
+	resp, _ = get(t, serve(t, NewChain(noTick).Then(echoBackend))+"/stall")
+	if elapsed := time.Since(start); resp.StatusCode != 500 || elapsed > bound {
+		t.Errorf("stalled without ticks: %d after %v, want 500 at once", resp.StatusCode, elapsed)
+	}
+}
+
+// The SDK's dispatch_call_on_tick: the root context dispatches a call from
+// every tick, outside any request; a call outstanding at shutdown does not
+// hold the transform up for its timeout.
+func TestProxyWasmTickDispatchesCalls(t *testing.T) {
+	var hang atomic.Bool
+	release := make(chan struct{})
+	authz := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/tick" {
+			http.Error(w, "no", http.StatusNotFound)
+			return
+		}
+		if hang.Load() {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+	}))
+	defer close(release)
+	h := newTestHost(t)
+	h.dispatcher = testDispatcher{"auth-svc": authz}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(h.metrics)
+	tr, err := h.Load(context.Background(), Spec{Name: "ticker", Wasm: proxyTestGuest(t), Config: []byte("tick-call"), Settings: Settings{Pool: 1, Clusters: map[string]string{"authz": "auth-svc"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for gathered(t, reg, "perigee_wasm_tick_calls", "ticker") < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("tick calls answered: %v after 20s", gathered(t, reg, "perigee_wasm_tick_calls", "ticker"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	hang.Store(true)
+	time.Sleep(100 * time.Millisecond) // a tick's call now hangs, for up to its 5 s
+	// Release drops the last reference but the tick in flight holds one;
+	// the transform shuts down once the tick gives up its call.
+	start := time.Now()
+	tr.Release()
+	for !tr.closed.Load() && time.Since(start) < 10*time.Second {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if elapsed := time.Since(start); elapsed > 2*time.Second {
+		t.Errorf("shut down after %v with a call outstanding, want at once", elapsed)
 	}
 }
