@@ -211,8 +211,8 @@ func sharedReport() string {
 
 	q := register("q")
 	var resolved uint32
-	vm, name := "", "q"
-	proxyResolveSharedQueue(ptr(vm), 0, ptr(name), 1, &resolved)
+	vm, name := property("plugin_vm_id"), "q" // registered under its vm_id
+	proxyResolveSharedQueue(ptr(vm), uint32(len(vm)), ptr(name), 1, &resolved)
 	item := "item"
 	proxyEnqueueSharedQueue(q, ptr(item), uint32(len(item)))
 	var data *byte

@@ -873,7 +873,7 @@ func (p proxyABI) property(x *exchange, path []string) ([]byte, bool) {
 	case "plugin_root_id":
 		return []byte(p.t.spec.RootID), true
 	case "plugin_vm_id":
-		return []byte(""), true
+		return []byte(p.t.spec.VMID), true
 	case "node.id":
 		return []byte(p.t.host.node.ID), p.t.host.node.ID != ""
 	case "node.locality.region":

@@ -247,6 +247,17 @@ func TestProxyWasmSharedDataQueuesAndMetrics(t *testing.T) {
 	if v := gathered(t, reg, "perigee_wasm_shared_calls", "pw"); v != 5 {
 		t.Errorf("perigee_wasm_shared_calls{transform=pw} = %v, want 5", v)
 	}
+	// Queues are named within the filter's vm_id, which it resolves them by.
+	recv := loadT(t, h, Spec{Name: "recv", Wasm: proxyTestGuest(t), Settings: Settings{VMID: "receiver", Pool: 1}})
+	if _, body := get(t, serve(t, NewChain(recv).Then(echoBackend))+"/shared"); !strings.Contains(body, "resolved=true") {
+		t.Errorf("vm_id receiver: filter saw %s, want its queue resolved as receiver's", body)
+	}
+	h.shared.mu.Lock()
+	_, ok := h.shared.queues["receiver\x00q"]
+	h.shared.mu.Unlock()
+	if !ok {
+		t.Errorf("queues %v, want q registered under receiver", h.shared.queues)
+	}
 }
 
 // A filter that sets a tick period in proxy_on_configure ticks; its ticks
