@@ -97,7 +97,8 @@ func (t *Transform) rootCall(pick func(*proxyGuest) api.Function, arg uint64) {
 		t.put(inst)
 		return
 	}
-	x := &exchange{t: t, inst: inst, pw: &proxyState{id: g.rootID, effective: g.rootID}}
+	x := &exchange{t: t, inst: inst, pwState: proxyState{id: g.rootID, effective: g.rootID}}
+	x.pw = &x.pwState
 	args := []uint64{uint64(g.rootID), arg}
 	if fn == g.tick {
 		args = args[:1]

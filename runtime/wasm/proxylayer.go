@@ -31,6 +31,8 @@ type proxyState struct {
 	call     *httpCall
 	nextCall uint32
 	resumed  bool // proxy_continue_stream since the last pause
+	// writer runs the response callbacks; here to spare an allocation.
+	writer proxyWriter
 }
 
 // errStopped is what the body reader and writer return once a callback
@@ -60,7 +62,8 @@ func (l *proxyLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.nextID == g.rootID {
 		g.nextID++
 	}
-	x.pw = &proxyState{id: g.nextID, effective: g.nextID}
+	x.pwState = proxyState{id: g.nextID, effective: g.nextID}
+	x.pw = &x.pwState
 	id := uint64(x.pw.id)
 
 	if _, err := x.callback(g.contextCreate, id, uint64(g.rootID)); err != nil {
@@ -89,11 +92,11 @@ func (l *proxyLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serve runs the stream's callbacks and the rest of the chain; an error is
 // a callback that failed.
 func (l *proxyLayer) serve(x *exchange, g *proxyGuest) error {
-	r, id := x.r, uint64(x.pw.id)
+	r := x.r
 	// HTTP/2 and HTTP/3 servers give a request that ended with its
 	// headers a body to read nonetheless, of length 0.
 	eos := r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
-	action, err := x.callback(g.requestHeaders, id, uint64(len(x.pairs(kindRequest))), boolArg(eos))
+	action, err := x.headersCallback(g.requestHeaders, kindRequest, eos)
 	if err != nil {
 		return err
 	}
@@ -115,8 +118,11 @@ func (l *proxyLayer) serve(x *exchange, g *proxyGuest) error {
 			action = actionContinue
 		}
 	}
-	body := &proxyBody{x: x, g: g, src: r.Body}
-	if action == actionPause && !eos && g.requestBody != nil {
+	var body *proxyBody
+	if !eos && g.requestBody != nil {
+		body = &proxyBody{x: x, g: g, src: r.Body}
+	}
+	if action == actionPause && body != nil {
 		// Envoy holds paused headers until a body callback continues; here
 		// the body is read (within max_buffer) until one does.
 		if err := body.readUntilContinue(); err != nil {
@@ -148,13 +154,14 @@ func (l *proxyLayer) serve(x *exchange, g *proxyGuest) error {
 			return nil
 		}
 	}
-	if !eos && g.requestBody != nil {
+	if body != nil {
 		r.Body = body
 		r.ContentLength = -1
 		r.Header.Del("Content-Length")
 	}
 	x.afterNext = true
-	pw := &proxyWriter{x: x, g: g, w: x.w}
+	pw := &x.pw.writer
+	*pw = proxyWriter{x: x, g: g, w: x.w}
 	l.serveNext(x, pw)
 	if x.pw.err == nil && x.pw.local == nil {
 		pw.finish()
@@ -241,6 +248,15 @@ func boolArg(b bool) uint64 {
 // transform's deadline; a callback the guest does not export continues.
 func (x *exchange) callback(fn api.Function, args ...uint64) (uint64, error) {
 	return x.callbackAs(x.pw.id, fn, args...)
+}
+
+// headersCallback runs proxy_on_request_headers or
+// proxy_on_response_headers, with the count of the map's pairs.
+func (x *exchange) headersCallback(fn api.Function, kind uint32, eos bool) (uint64, error) {
+	if fn == nil {
+		return actionContinue, nil
+	}
+	return x.callback(fn, uint64(x.pw.id), uint64(x.pairCount(kind)), boolArg(eos))
 }
 
 // callbackAs runs a callback with the effective context id.
@@ -379,7 +395,7 @@ func (pw *proxyWriter) WriteHeader(code int) {
 	r := x.r
 	eos := r.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified ||
 		pw.w.Header().Get("Content-Length") == "0"
-	action, err := x.callback(pw.g.responseHeaders, uint64(x.pw.id), uint64(len(x.pairs(kindResponse))), boolArg(eos))
+	action, err := x.headersCallback(pw.g.responseHeaders, kindResponse, eos)
 	if err != nil {
 		x.pw.err = err
 		return

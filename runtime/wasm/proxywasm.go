@@ -639,6 +639,34 @@ func (x *exchange) pairs(kind uint32) [][2]string {
 	return out
 }
 
+// pairCount is len(x.pairs(kind)), without building them.
+func (x *exchange) pairCount(kind uint32) int {
+	n := 0
+	switch kind {
+	case kindRequest:
+		n = 4 // :authority, :method, :path, :scheme; Host is :authority
+	case kindResponse:
+		n = 1 // :status
+	}
+	var h http.Header
+	switch kind {
+	case kindRequest:
+		h = x.r.Header
+	case kindRequestTrailers:
+		h = x.r.Trailer
+	default:
+		h = x.w.Header()
+	}
+	for name, values := range h {
+		trailer := strings.HasPrefix(name, http.TrailerPrefix)
+		if (kind == kindResponse && trailer) || (kind == kindResponseTrailers && !trailer) || isHost(kind, name) {
+			continue
+		}
+		n += len(values)
+	}
+	return n
+}
+
 // encodePairs serializes a map as the spec says: a count, the lengths of
 // each key and value, then each key and value followed by NUL.
 func encodePairs(pairs [][2]string) []byte {

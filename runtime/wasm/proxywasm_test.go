@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -554,5 +555,22 @@ func TestProxyWasmTickDispatchesCalls(t *testing.T) {
 	}
 	if elapsed := time.Since(start); elapsed > 2*time.Second {
 		t.Errorf("shut down after %v with a call outstanding, want at once", elapsed)
+	}
+}
+
+// The count the headers callbacks get is the number of pairs the map lists.
+func TestPairCountMatchesPairs(t *testing.T) {
+	r := httptest.NewRequest("POST", "/p?q=1", nil)
+	r.Header = http.Header{"A": {"1", "2"}, "B": {"3"}}
+	r.Trailer = http.Header{"T": {"4"}}
+	w := httptest.NewRecorder()
+	w.Header().Set("C", "5")
+	w.Header().Set(http.TrailerPrefix+"D", "6")
+	x := &exchange{r: r, w: w, pwState: proxyState{status: 200}}
+	x.pw = &x.pwState
+	for _, kind := range []uint32{kindRequest, kindRequestTrailers, kindResponse, kindResponseTrailers} {
+		if n, pairs := x.pairCount(kind), x.pairs(kind); n != len(pairs) {
+			t.Errorf("kind %d: count %d, pairs %v", kind, n, pairs)
+		}
 	}
 }
