@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,8 +14,8 @@ import (
 	"perigee/runtime/wasm"
 )
 
-// The same header set on the request by an http-wasm transform (addheader)
-// and by a proxy-wasm filter (pwaddheader), in process, without the
+// The same header set on the request and the response by an http-wasm
+// transform (addheader) and by a proxy-wasm filter (pwaddheader), in process, without the
 // network: what each ABI costs for the same work. The ratio is of the cost
 // each adds over the bare handler.
 //
@@ -60,8 +61,8 @@ func serveOnce(b *testing.B, h http.Handler) {
 	r := httptest.NewRequest(http.MethodGet, "/pass", nil)
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, r)
-	if w.Code != http.StatusOK || w.Header().Get("x-seen") != "fra-1" {
-		b.Fatalf("got %d, x-edge %q upstream", w.Code, w.Header().Get("x-seen"))
+	if w.Code != http.StatusOK || w.Header().Get("x-seen") != "fra-1" || w.Header().Get("x-edge") != "fra-1" {
+		b.Fatalf("got %d, x-edge %q upstream and %q back", w.Code, w.Header().Get("x-seen"), w.Header().Get("x-edge"))
 	}
 }
 
@@ -94,9 +95,11 @@ func headerFilters(b *testing.B) map[string]http.Handler {
 	}
 	backend := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("x-seen", r.Header.Get("x-edge"))
+		io.WriteString(w, "ok")
 	})
 	handlers := map[string]http.Handler{"none": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Header.Set("x-edge", "fra-1")
+		w.Header().Set("x-edge", "fra-1")
 		backend.ServeHTTP(w, r)
 	})}
 	for _, abi := range []string{"http-wasm", "proxy-wasm"} {

@@ -2,8 +2,8 @@
 
 // Command pwaddheader is addheader's set rule as a proxy-wasm filter, to
 // compare what the two ABIs cost for the same work: proxy_on_configure reads
-// one "name: value" line, proxy_on_request_headers sets that header on the
-// request.
+// one "name: value" line; the header is set on the request going upstream
+// and on the response going back.
 package main
 
 import (
@@ -20,6 +20,7 @@ func proxyReplaceHeaderMapValue(kind uint32, key *byte, keySize uint32, value *b
 const (
 	bufferPluginConfig = 7
 	mapRequestHeaders  = 0
+	mapResponseHeaders = 2
 )
 
 var name, value string
@@ -52,9 +53,14 @@ func onConfigure(id, size uint32) uint32 {
 }
 
 //go:wasmexport proxy_on_request_headers
-func onRequestHeaders(id, n, eos uint32) uint32 {
-	proxyReplaceHeaderMapValue(mapRequestHeaders, unsafe.StringData(name), uint32(len(name)), unsafe.StringData(value), uint32(len(value)))
-	return 0
+func onRequestHeaders(id, n, eos uint32) uint32 { return set(mapRequestHeaders) }
+
+//go:wasmexport proxy_on_response_headers
+func onResponseHeaders(id, n, eos uint32) uint32 { return set(mapResponseHeaders) }
+
+func set(kind uint32) uint32 {
+	proxyReplaceHeaderMapValue(kind, unsafe.StringData(name), uint32(len(name)), unsafe.StringData(value), uint32(len(value)))
+	return 0 // Continue
 }
 
 func main() {}
