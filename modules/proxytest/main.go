@@ -424,7 +424,14 @@ func onHTTPCallResponse(root, callID, headers, bodySize, trailers uint32) {
 		proxySendLocalResponse(401, nil, 0, ptr(body), uint32(len(body)), nil, 0, -1)
 		return
 	}
-	addHeader(requestHeaders, "x-auth", string(buffer(4, bodySize)))
+	var data *byte
+	var n uint32
+	got := proxyGetBufferBytes(4, 0, bodySize, unsafe.Pointer(&data), &n)
+	auth := string(fromHost(data, n))
+	if auth == "" {
+		auth = "<empty:" + strconv.Itoa(int(got)) + ">" // Envoy: OK, no bytes
+	}
+	addHeader(requestHeaders, "x-auth", auth)
 	proxyContinueStream(0)
 }
 

@@ -359,8 +359,8 @@ func (p proxyABI) buffer(ctx context.Context, kind uint32) (*[]byte, bool) {
 		return &empty, true
 	case bufferCallResponseBody:
 		x := proxyExchange(ctx)
-		if x == nil || x.pw.call == nil {
-			return nil, false
+		if x == nil || x.pw.call == nil || x.pw.call.err != nil {
+			return nil, false // no call answered: Envoy has no response
 		}
 		return &x.pw.call.body, true
 	case bufferRequestBody, bufferResponseBody:
@@ -373,17 +373,18 @@ func (p proxyABI) buffer(ctx context.Context, kind uint32) (*[]byte, bool) {
 	return nil, false
 }
 
+// getBufferBytes returns up to size bytes from start. As in Envoy
+// (proxy-wasm-cpp-host's get_buffer_bytes), a buffer that exists but has
+// nothing there, being empty or shorter than start, is OK with no bytes; only
+// a buffer the context does not have is NOT_FOUND.
 func (p proxyABI) getBufferBytes(ctx context.Context, mod api.Module, stack []uint64) {
 	kind, start, size := uint32(stack[0]), uint64(uint32(stack[1])), uint64(uint32(stack[2]))
 	b, ok := p.buffer(ctx, kind)
-	switch {
-	case !ok:
-		stack[0] = statusNotFound
-		return
-	case len(*b) == 0 || start >= uint64(len(*b)):
+	if !ok {
 		stack[0] = statusNotFound
 		return
 	}
+	start = min(start, uint64(len(*b)))
 	end := min(start+size, uint64(len(*b)))
 	stack[0] = give(ctx, mod, (*b)[start:end], uint32(stack[3]), uint32(stack[4]))
 }

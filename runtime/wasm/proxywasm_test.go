@@ -203,13 +203,15 @@ func (d testDispatcher) Dispatch(ctx context.Context, service string, req *http.
 // cluster; the call's callback resumes it with what authz answered, or
 // answers 401 itself.
 func TestProxyWasmDispatchedCallPausesAndResumes(t *testing.T) {
-	allow := true
+	allow, empty := true, false
 	authz := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/check" || r.Header.Get("X-Asked-By") != "proxytest" || !allow {
 			http.Error(w, "no", http.StatusForbidden)
 			return
 		}
-		io.WriteString(w, "user-7")
+		if !empty {
+			io.WriteString(w, "user-7")
+		}
 	}))
 	h := newTestHost(t)
 	h.dispatcher = testDispatcher{"auth-svc": authz}
@@ -219,7 +221,12 @@ func TestProxyWasmDispatchedCallPausesAndResumes(t *testing.T) {
 	if resp, _ := get(t, url+"/auth"); resp.StatusCode != 200 || seen != "user-7" {
 		t.Errorf("allowed: %d, upstream saw x-auth %q; want 200 and user-7", resp.StatusCode, seen)
 	}
-	allow, seen = false, ""
+	// An empty body is there, of no bytes: OK, as in Envoy.
+	empty, seen = true, ""
+	if resp, _ := get(t, url+"/auth"); resp.StatusCode != 200 || seen != "<empty:0>" {
+		t.Errorf("empty answer: %d, upstream saw x-auth %q; want 200 and <empty:0>", resp.StatusCode, seen)
+	}
+	empty, allow, seen = false, false, ""
 	if resp, body := get(t, url+"/auth"); resp.StatusCode != 401 || body != "no entry: authz said 403\n" || seen != "" {
 		t.Errorf("refused: %d %q, upstream saw %q; want the filter's 401", resp.StatusCode, body, seen)
 	}
