@@ -181,6 +181,9 @@ func onTick(root uint32) {
 
 //go:wasmexport proxy_on_queue_ready
 func onQueueReady(root, queue uint32) {
+	if queue != tickQueue {
+		return // /shared dequeues its own item
+	}
 	var data *byte
 	var n uint32
 	for proxyDequeueSharedQueue(queue, unsafe.Pointer(&data), &n) == 0 {
