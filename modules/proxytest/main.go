@@ -12,7 +12,7 @@
 //	            anything else answers 401
 //	/shared     exercises shared data (CAS), a shared queue and metrics,
 //	            answering with what each returned
-//	/postpone   pauses the request headers; the next tick (config "tick")
+//	/postpone   pauses the request headers; a later tick (config "tick")
 //	            stamps x-resumed and resumes it from the root context
 //	/stall      pauses the request headers and never resumes them
 //	anything    stamps request and response headers (see onRequestHeaders)
@@ -143,8 +143,9 @@ func onConfigure(id, size uint32) uint32 {
 
 var ticks, queueReady, tickQueue, tickCalls uint32
 
-// postponed are the request contexts /postpone paused, for the next tick.
-var postponed []uint32
+// postponed are the request contexts /postpone paused; ready those to
+// resume on the next tick.
+var postponed, ready []uint32
 
 func metric(kind uint32, name string) uint32 {
 	var id uint32
@@ -167,13 +168,21 @@ func onTick(root uint32) {
 		proxyHTTPCall(ptr(cluster), uint32(len(cluster)), &hdr[0], uint32(len(hdr)), nil, 0, nil, 0, 5000, &callID)
 		return
 	}
-	for _, id := range postponed {
+	// A postponed request sits out one tick, whose changes act for the
+	// root and must not reach it, and is resumed on the next.
+	for _, id := range ready {
 		if proxySetEffectiveContext(id) == 0 {
 			addHeader(requestHeaders, "x-resumed", "tick")
 			proxyContinueStream(0)
 		}
 	}
+	ready = append(ready[:0], postponed...)
 	postponed = postponed[:0]
+	if len(ready) > 0 {
+		proxySetEffectiveContext(root)
+		addHeader(requestHeaders, "x-resumed", "root")
+		proxyContinueStream(0)
+	}
 	proxyIncrementMetric(ticks, 1)
 	item := "tick"
 	proxyEnqueueSharedQueue(tickQueue, ptr(item), uint32(len(item)))
