@@ -8,7 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // buildProxyTest builds modules/proxytest, the raw-import proxy-wasm filter.
@@ -153,5 +155,45 @@ func TestHeldResponsePastMaxBufferThroughANode(t *testing.T) {
 		if resp.StatusCode != http.StatusBadGateway || !contains(body, "max_buffer") {
 			t.Errorf("%s: %d %.80q, want 502 naming max_buffer", c.name, resp.StatusCode, body)
 		}
+	}
+}
+
+// The root context through a node: a filter's ticks dispatch calls through
+// the node's pools from the moment it loads (before the node serves), and
+// another's tick resumes a postponed request over HTTP/1.1, HTTP/2 and
+// HTTP/3.
+func TestProxyWasmRootContextThroughANode(t *testing.T) {
+	dir := t.TempDir()
+	pw := buildProxyTest(t, dir)
+	var ticked atomic.Int64
+	authz := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/tick" {
+			ticked.Add(1)
+		}
+	}))
+	api := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Seen-X-Resumed", r.Header.Get("X-Resumed"))
+	}))
+	n := startNode(t, listenAny+`transforms:
+  caller: {module: "`+pw+`", abi: proxy-wasm, configuration: tick-call, clusters: {authz: auth}, pool: 1}
+  postpone: {module: "`+pw+`", abi: proxy-wasm, configuration: tick, timeout: 5s}
+services:
+  api: {backends: [{url: "`+api+`"}]}
+  auth: {backends: [{url: "`+authz+`"}]}
+routes:
+  - {match: {path_prefix: /}, service: api, transforms: [postpone]}
+`)
+	for _, c := range allClients(t) {
+		resp, _ := get(t, c.client, "https://"+n.Addrs().HTTPS+"/postpone")
+		if resp.StatusCode != 200 || resp.Header.Get("Seen-X-Resumed") != "tick" {
+			t.Errorf("%s /postpone: %d, upstream saw x-resumed %q; want 200 and tick", c.name, resp.StatusCode, resp.Header.Get("Seen-X-Resumed"))
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for ticked.Load() < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ticked.Load() < 3 {
+		t.Errorf("authz got %d calls from the ticks in 20s, want some", ticked.Load())
 	}
 }

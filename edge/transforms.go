@@ -131,6 +131,11 @@ var _ wasm.Dispatcher = dispatcher{}
 const maxCallResponse = 16 << 20
 
 func (d dispatcher) Dispatch(ctx context.Context, service string, req *http.Request) (*http.Response, error) {
+	// A filter's root context may call from its first tick, while the
+	// node's first state is still being built.
+	if d.n.state.Load() == nil {
+		return nil, fmt.Errorf("dispatched call to %q before the node has its services", service)
+	}
 	st := d.n.acquire()
 	defer st.release()
 	svc := st.services[service]

@@ -1,7 +1,7 @@
 // Command wasm measures what Wasm transforms add to a request, side by side
 // in one run: the same route with no transform, with addheader (one header
-// set on the way in), and with a chain of three (denylist, rewrite,
-// addheader). A child process, this program again, serves each variant on
+// set on the way in), with pwaddheader (the same header set by a proxy-wasm
+// filter), and with a chain of three (denylist, rewrite, addheader). A child process, this program again, serves each variant on
 // its own loopback listener, the way a node would; this process is the
 // client. The variants take turns, request by request for latency and in
 // 100ms slices for throughput, so that drifting machine load hits all of
@@ -41,17 +41,21 @@ var variants = []struct {
 }{
 	{"none", nil},
 	{"addheader", []string{"tag"}},
+	{"pw-addhdr", []string{"pwtag"}},
 	{"chain3", []string{"deny", "rewrite", "tag"}},
 }
 
-// specs are the transforms the variants use, by module and config.
+// specs are the transforms the variants use, by module, config and ABI
+// (empty detects it).
 var specs = []struct {
 	name, module string
 	config       any
+	abi          string
 }{
-	{"tag", "addheader", "x-edge: fra-1"},
-	{"rewrite", "rewrite", []any{map[string]any{"from": "/api/v1/", "to": "/v1/"}}},
-	{"deny", "denylist", map[string]any{"countries": []any{"KP"}, "networks": []any{"203.0.113.0/24"}}},
+	{"tag", "addheader", "x-edge: fra-1", ""},
+	{"pwtag", "pwaddheader", "x-edge: fra-1", wasm.ABIProxyWasm},
+	{"rewrite", "rewrite", []any{map[string]any{"from": "/api/v1/", "to": "/v1/"}}, ""},
+	{"deny", "denylist", map[string]any{"countries": []any{"KP"}, "networks": []any{"203.0.113.0/24"}}, ""},
 }
 
 func main() {
@@ -98,7 +102,7 @@ func serve(dir string) error {
 		if err != nil {
 			return err
 		}
-		loaded = append(loaded, wasm.Spec{Name: s.name, Wasm: bin, Config: cfg})
+		loaded = append(loaded, wasm.Spec{Name: s.name, Wasm: bin, Config: cfg, Settings: wasm.Settings{ABI: s.abi}})
 	}
 	set, err := host.LoadSet(ctx, loaded, nil)
 	if err != nil {
@@ -138,8 +142,8 @@ type figures struct {
 func run(out, modules string, rounds, requests int, load time.Duration, conns int) error {
 	ctx := context.Background()
 	loadStart := machine.LoadAvg()
-	for _, m := range []string{"addheader", "rewrite", "denylist"} {
-		if err := wasm.Build(ctx, filepath.Join("modules", m), filepath.Join(modules, m+".wasm")); err != nil {
+	for _, src := range []string{"modules/addheader", "modules/rewrite", "modules/denylist", "bench/wasm/pwaddheader"} {
+		if err := wasm.Build(ctx, src, filepath.Join(modules, filepath.Base(src)+".wasm")); err != nil {
 			return err
 		}
 	}
@@ -406,6 +410,20 @@ func format(results [][]figures, rounds, requests int, load time.Duration, conns
 			col(func(r int) float64 { return us(rs[r].cpu - none[r].cpu) }),
 			failed)
 	}
+	// The ABI cost target: what the proxy-wasm filter adds over what the
+	// http-wasm transform doing the same adds, each the median over the
+	// rounds as in the table.
+	added := func(v int, f func(figures) time.Duration) float64 {
+		xs := make([]float64, rounds)
+		for r := range rounds {
+			xs[r] = us(f(results[v][r]) - f(none[r]))
+		}
+		return median(xs)
+	}
+	p50 := func(f figures) time.Duration { return f.p50 }
+	cpu := func(f figures) time.Duration { return f.cpu }
+	fmt.Fprintf(&b, "\n%s/%s, of what each adds: p50 %.2fx, cpu %.2fx\n", variants[2].name, variants[1].name,
+		added(2, p50)/added(1, p50), added(2, cpu)/added(1, cpu))
 	fmt.Fprintf(&b, "\nper round (p50 us / p99 us / req/s / cpu us):\n")
 	for r := range rounds {
 		fmt.Fprintf(&b, "  round %d:", r+1)

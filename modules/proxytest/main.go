@@ -12,6 +12,9 @@
 //	            anything else answers 401
 //	/shared     exercises shared data (CAS), a shared queue and metrics,
 //	            answering with what each returned
+//	/postpone   pauses the request headers; a later tick (config "tick")
+//	            stamps x-resumed and resumes it from the root context
+//	/stall      pauses the request headers and never resumes them
 //	anything    stamps request and response headers (see onRequestHeaders)
 package main
 
@@ -124,16 +127,25 @@ func onVMStart(id, size uint32) uint32 { return 1 }
 //go:wasmexport proxy_on_configure
 func onConfigure(id, size uint32) uint32 {
 	config = string(buffer(7, size))
-	if config == "tick" {
+	switch config {
+	case "tick":
 		// Tick every 10 ms; each tick enqueues, each queue_ready dequeues.
 		ticks, queueReady = metric(0, "ticks"), metric(0, "queue_ready")
 		tickQueue = register("ticks")
+		proxySetTickPeriodMilliseconds(10)
+	case "tick-call":
+		// Every tick asks the "authz" cluster, outside any request.
+		tickCalls = metric(0, "tick_calls")
 		proxySetTickPeriodMilliseconds(10)
 	}
 	return 1
 }
 
-var ticks, queueReady, tickQueue uint32
+var ticks, queueReady, tickQueue, tickCalls uint32
+
+// postponed are the request contexts /postpone paused; ready those to
+// resume on the next tick.
+var postponed, ready []uint32
 
 func metric(kind uint32, name string) uint32 {
 	var id uint32
@@ -149,6 +161,28 @@ func register(name string) uint32 {
 
 //go:wasmexport proxy_on_tick
 func onTick(root uint32) {
+	if config == "tick-call" {
+		cluster := "authz"
+		hdr := serialize([][2]string{{":method", "GET"}, {":path", "/tick"}, {":authority", "authz"}})
+		var callID uint32
+		proxyHTTPCall(ptr(cluster), uint32(len(cluster)), &hdr[0], uint32(len(hdr)), nil, 0, nil, 0, 5000, &callID)
+		return
+	}
+	// A postponed request sits out one tick, whose changes act for the
+	// root and must not reach it, and is resumed on the next.
+	for _, id := range ready {
+		if proxySetEffectiveContext(id) == 0 {
+			addHeader(requestHeaders, "x-resumed", "tick")
+			proxyContinueStream(0)
+		}
+	}
+	ready = append(ready[:0], postponed...)
+	postponed = postponed[:0]
+	if len(ready) > 0 {
+		proxySetEffectiveContext(root)
+		addHeader(requestHeaders, "x-resumed", "root")
+		proxyContinueStream(0)
+	}
 	proxyIncrementMetric(ticks, 1)
 	item := "tick"
 	proxyEnqueueSharedQueue(tickQueue, ptr(item), uint32(len(item)))
@@ -156,6 +190,9 @@ func onTick(root uint32) {
 
 //go:wasmexport proxy_on_queue_ready
 func onQueueReady(root, queue uint32) {
+	if queue != tickQueue {
+		return // /shared dequeues its own item
+	}
 	var data *byte
 	var n uint32
 	for proxyDequeueSharedQueue(queue, unsafe.Pointer(&data), &n) == 0 {
@@ -186,8 +223,8 @@ func sharedReport() string {
 
 	q := register("q")
 	var resolved uint32
-	vm, name := "", "q"
-	proxyResolveSharedQueue(ptr(vm), 0, ptr(name), 1, &resolved)
+	vm, name := property("plugin_vm_id"), "q" // registered under its vm_id
+	proxyResolveSharedQueue(ptr(vm), uint32(len(vm)), ptr(name), 1, &resolved)
 	item := "item"
 	proxyEnqueueSharedQueue(q, ptr(item), uint32(len(item)))
 	var data *byte
@@ -306,7 +343,10 @@ func onRequestHeaders(id, n, eos uint32) uint32 {
 		body, hdr := "denied by proxytest\n", serialize([][2]string{{"x-denied", "yes"}})
 		proxySendLocalResponse(403, nil, 0, ptr(body), uint32(len(body)), &hdr[0], uint32(len(hdr)), -1)
 		return pauseAction
-	case "/pause-body":
+	case "/pause-body", "/stall":
+		return pauseAction
+	case "/postpone":
+		postponed = append(postponed, id)
 		return pauseAction
 	case "/shared":
 		body := sharedReport()
@@ -383,6 +423,12 @@ var httpContext uint32
 
 //go:wasmexport proxy_on_http_call_response
 func onHTTPCallResponse(root, callID, headers, bodySize, trailers uint32) {
+	if config == "tick-call" {
+		if status, _ := header(6, ":status"); status == "200" {
+			proxyIncrementMetric(tickCalls, 1)
+		}
+		return
+	}
 	proxySetEffectiveContext(httpContext)
 	status, _ := header(6, ":status")
 	if status != "200" {
@@ -390,7 +436,14 @@ func onHTTPCallResponse(root, callID, headers, bodySize, trailers uint32) {
 		proxySendLocalResponse(401, nil, 0, ptr(body), uint32(len(body)), nil, 0, -1)
 		return
 	}
-	addHeader(requestHeaders, "x-auth", string(buffer(4, bodySize)))
+	var data *byte
+	var n uint32
+	got := proxyGetBufferBytes(4, 0, bodySize, unsafe.Pointer(&data), &n)
+	auth := string(fromHost(data, n))
+	if auth == "" {
+		auth = "<empty:" + strconv.Itoa(int(got)) + ">" // Envoy: OK, no bytes
+	}
+	addHeader(requestHeaders, "x-auth", auth)
 	proxyContinueStream(0)
 }
 

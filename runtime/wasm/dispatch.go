@@ -172,17 +172,21 @@ func (x *exchange) deliverCalls(g *proxyGuest, untilResumed bool) error {
 
 var errClientGone = errors.New("the client went away while a dispatched call was outstanding")
 
+var errShutDown = errors.New("the transform shut down while a root context's call was outstanding")
+
 // waitCall waits for a call within its own timeout, and no longer than the
-// client waits for its request.
+// client waits for its request; a root context's call (from a tick, outside
+// any request) no longer than the transform runs.
 func (x *exchange) waitCall(c *httpCall) error {
-	if x.r == nil {
-		<-c.done
-		return nil
+	var gone <-chan struct{} = x.t.stop
+	err := errShutDown
+	if x.r != nil {
+		gone, err = x.r.Context().Done(), errClientGone
 	}
 	select {
 	case <-c.done:
 		return nil
-	case <-x.r.Context().Done():
-		return errClientGone
+	case <-gone:
+		return err
 	}
 }

@@ -44,8 +44,10 @@ type exchange struct {
 	respRead    int
 	respWritten bool
 
-	// pw is the proxy-wasm side of the request; nil for http-wasm.
-	pw *proxyState
+	// pw is the proxy-wasm side of the request, in pwState; nil for
+	// http-wasm.
+	pw      *proxyState
+	pwState proxyState
 
 	stack [5]uint64
 }

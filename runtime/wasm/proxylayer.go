@@ -14,12 +14,15 @@ import (
 // proxyState is one request's proxy-wasm side: its context and what the
 // callbacks have decided.
 type proxyState struct {
-	id     uint32
-	status int  // the response status, as the guest sees and sets it
-	sent   bool // the response headers went to the client
-	local  *localResponse
-	err    error // the first failed callback run from inside the chain
-	spent  time.Duration
+	id uint32
+	// effective is the context host functions act for: the callback's own,
+	// or another the guest chose with proxy_set_effective_context.
+	effective uint32
+	status    int  // the response status, as the guest sees and sets it
+	sent      bool // the response headers went to the client
+	local     *localResponse
+	err       error // the first failed callback run from inside the chain
+	spent     time.Duration
 	// body is the body bytes the running body callback sees, of bodyKind.
 	body     *[]byte
 	bodyKind uint32
@@ -28,6 +31,8 @@ type proxyState struct {
 	call     *httpCall
 	nextCall uint32
 	resumed  bool // proxy_continue_stream since the last pause
+	// writer runs the response callbacks; here to spare an allocation.
+	writer proxyWriter
 }
 
 // errStopped is what the body reader and writer return once a callback
@@ -57,7 +62,8 @@ func (l *proxyLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.nextID == g.rootID {
 		g.nextID++
 	}
-	x.pw = &proxyState{id: g.nextID}
+	x.pwState = proxyState{id: g.nextID, effective: g.nextID}
+	x.pw = &x.pwState
 	id := uint64(x.pw.id)
 
 	if _, err := x.callback(g.contextCreate, id, uint64(g.rootID)); err != nil {
@@ -86,9 +92,11 @@ func (l *proxyLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serve runs the stream's callbacks and the rest of the chain; an error is
 // a callback that failed.
 func (l *proxyLayer) serve(x *exchange, g *proxyGuest) error {
-	r, id := x.r, uint64(x.pw.id)
-	eos := r.Body == nil || r.Body == http.NoBody
-	action, err := x.callback(g.requestHeaders, id, uint64(len(x.pairs(kindRequest))), boolArg(eos))
+	r := x.r
+	// HTTP/2 and HTTP/3 servers give a request that ended with its
+	// headers a body to read nonetheless, of length 0.
+	eos := r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
+	action, err := x.headersCallback(g.requestHeaders, kindRequest, eos)
 	if err != nil {
 		return err
 	}
@@ -110,14 +118,13 @@ func (l *proxyLayer) serve(x *exchange, g *proxyGuest) error {
 			action = actionContinue
 		}
 	}
-	body := &proxyBody{x: x, g: g, src: r.Body}
-	if action == actionPause {
+	var body *proxyBody
+	if !eos && g.requestBody != nil {
+		body = &proxyBody{x: x, g: g, src: r.Body}
+	}
+	if action == actionPause && body != nil {
 		// Envoy holds paused headers until a body callback continues; here
 		// the body is read (within max_buffer) until one does.
-		if eos || g.requestBody == nil {
-			x.pw.err = errors.New("proxy_on_request_headers paused with no body to resume it")
-			return x.pw.err
-		}
 		if err := body.readUntilContinue(); err != nil {
 			return x.stopped(err)
 		}
@@ -125,14 +132,36 @@ func (l *proxyLayer) serve(x *exchange, g *proxyGuest) error {
 			l.answerLocal(x)
 			return nil
 		}
+		// An HTTP/3 request that ended with its headers shows it only now.
+		eos = body.none
+		if !eos {
+			action = actionContinue
+		}
 	}
-	if !eos && g.requestBody != nil {
+	if action == actionPause {
+		// Nothing of the stream can resume it; the root context may.
+		resumed, err := x.postpone(g)
+		switch {
+		case err != nil:
+			x.pw.err = err
+			return err
+		case x.pw.local != nil:
+			l.answerLocal(x)
+			return nil
+		case !resumed:
+			l.t.stats.errors.Add(1)
+			http.Error(x.w, "request postponed by transform "+l.t.spec.Name+" past its bound", http.StatusGatewayTimeout)
+			return nil
+		}
+	}
+	if body != nil {
 		r.Body = body
 		r.ContentLength = -1
 		r.Header.Del("Content-Length")
 	}
 	x.afterNext = true
-	pw := &proxyWriter{x: x, g: g, w: x.w}
+	pw := &x.pw.writer
+	*pw = proxyWriter{x: x, g: g, w: x.w}
 	l.serveNext(x, pw)
 	if x.pw.err == nil && x.pw.local == nil {
 		pw.finish()
@@ -215,12 +244,27 @@ func boolArg(b bool) uint64 {
 	return 0
 }
 
-// callback runs one guest callback under the transform's deadline; a
-// callback the guest does not export continues.
+// callback runs one guest callback of the exchange's own context under the
+// transform's deadline; a callback the guest does not export continues.
 func (x *exchange) callback(fn api.Function, args ...uint64) (uint64, error) {
+	return x.callbackAs(x.pw.id, fn, args...)
+}
+
+// headersCallback runs proxy_on_request_headers or
+// proxy_on_response_headers, with the count of the map's pairs.
+func (x *exchange) headersCallback(fn api.Function, kind uint32, eos bool) (uint64, error) {
 	if fn == nil {
 		return actionContinue, nil
 	}
+	return x.callback(fn, uint64(x.pw.id), uint64(x.pairCount(kind)), boolArg(eos))
+}
+
+// callbackAs runs a callback with the effective context id.
+func (x *exchange) callbackAs(id uint32, fn api.Function, args ...uint64) (uint64, error) {
+	if fn == nil {
+		return actionContinue, nil
+	}
+	x.pw.effective = id
 	n := copy(x.stack[:], args)
 	start := time.Now()
 	err := x.call(fn, x.stack[:max(n, 1)])
@@ -241,6 +285,10 @@ type proxyBody struct {
 	chunk   []byte
 	eof     bool
 	stopped error
+	// none is set when the stream turned out to have no body at all: no
+	// body callback runs for it, as in Envoy.
+	none bool
+	seen bool
 }
 
 const bodyChunk = 32 << 10
@@ -286,6 +334,11 @@ func (b *proxyBody) step() (uint64, error) {
 		return 0, err // the client went away
 	}
 	b.eof = err == io.EOF
+	if n == 0 && b.eof && !b.seen {
+		b.none = true
+		return actionPause, nil
+	}
+	b.seen = true
 	if uint64(len(b.held))+uint64(n) > uint64(x.t.spec.MaxBuffer) {
 		x.pw.err = &overflow{"request body held by the filter", http.StatusRequestEntityTooLarge}
 		return 0, x.pw.err
@@ -342,7 +395,7 @@ func (pw *proxyWriter) WriteHeader(code int) {
 	r := x.r
 	eos := r.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified ||
 		pw.w.Header().Get("Content-Length") == "0"
-	action, err := x.callback(pw.g.responseHeaders, uint64(x.pw.id), uint64(len(x.pairs(kindResponse))), boolArg(eos))
+	action, err := x.headersCallback(pw.g.responseHeaders, kindResponse, eos)
 	if err != nil {
 		x.pw.err = err
 		return

@@ -359,8 +359,8 @@ func (p proxyABI) buffer(ctx context.Context, kind uint32) (*[]byte, bool) {
 		return &empty, true
 	case bufferCallResponseBody:
 		x := proxyExchange(ctx)
-		if x == nil || x.pw.call == nil {
-			return nil, false
+		if x == nil || x.pw.call == nil || x.pw.call.err != nil {
+			return nil, false // no call answered: Envoy has no response
 		}
 		return &x.pw.call.body, true
 	case bufferRequestBody, bufferResponseBody:
@@ -373,17 +373,18 @@ func (p proxyABI) buffer(ctx context.Context, kind uint32) (*[]byte, bool) {
 	return nil, false
 }
 
+// getBufferBytes returns up to size bytes from start. As in Envoy
+// (proxy-wasm-cpp-host's get_buffer_bytes), a buffer that exists but has
+// nothing there, being empty or shorter than start, is OK with no bytes; only
+// a buffer the context does not have is NOT_FOUND.
 func (p proxyABI) getBufferBytes(ctx context.Context, mod api.Module, stack []uint64) {
 	kind, start, size := uint32(stack[0]), uint64(uint32(stack[1])), uint64(uint32(stack[2]))
 	b, ok := p.buffer(ctx, kind)
-	switch {
-	case !ok:
-		stack[0] = statusNotFound
-		return
-	case len(*b) == 0 || start >= uint64(len(*b)):
+	if !ok {
 		stack[0] = statusNotFound
 		return
 	}
+	start = min(start, uint64(len(*b)))
 	end := min(start+size, uint64(len(*b)))
 	stack[0] = give(ctx, mod, (*b)[start:end], uint32(stack[3]), uint32(stack[4]))
 }
@@ -437,7 +438,7 @@ func (p proxyABI) getBufferStatus(ctx context.Context, mod api.Module, stack []u
 // false for maps with no headers now (response headers before upstream
 // answered, the gRPC and call maps).
 func headerKind(x *exchange, mapType uint32) (uint32, bool) {
-	if x == nil || x.r == nil {
+	if x == nil || x.r == nil || x.pw.effective != x.pw.id {
 		return 0, false
 	}
 	switch mapType {
@@ -639,6 +640,34 @@ func (x *exchange) pairs(kind uint32) [][2]string {
 	return out
 }
 
+// pairCount is len(x.pairs(kind)), without building them.
+func (x *exchange) pairCount(kind uint32) int {
+	n := 0
+	switch kind {
+	case kindRequest:
+		n = 4 // :authority, :method, :path, :scheme; Host is :authority
+	case kindResponse:
+		n = 1 // :status
+	}
+	var h http.Header
+	switch kind {
+	case kindRequest:
+		h = x.r.Header
+	case kindRequestTrailers:
+		h = x.r.Trailer
+	default:
+		h = x.w.Header()
+	}
+	for name, values := range h {
+		trailer := strings.HasPrefix(name, http.TrailerPrefix)
+		if (kind == kindResponse && trailer) || (kind == kindResponseTrailers && !trailer) || isHost(kind, name) {
+			continue
+		}
+		n += len(values)
+	}
+	return n
+}
+
 // encodePairs serializes a map as the spec says: a count, the lengths of
 // each key and value, then each key and value followed by NUL.
 func encodePairs(pairs [][2]string) []byte {
@@ -809,27 +838,35 @@ func (p proxyABI) sendLocalResponse(ctx context.Context, mod api.Module, stack [
 	stack[0] = statusOK
 }
 
-// continueStream resumes a paused stream, from a dispatched call's
-// callback. From a stream callback it has nothing to resume, which Envoy
-// also answers with OK.
+// continueStream resumes the effective context's paused stream: from a
+// dispatched call's callback, or from the root context's proxy_on_tick
+// after proxy_set_effective_context. With nothing to resume (the root, or
+// a stream callback) it does nothing, which Envoy also answers with OK.
 func (p proxyABI) continueStream(ctx context.Context, _ api.Module, stack []uint64) {
 	x := proxyExchange(ctx)
 	if uint32(stack[0]) > 1 || x == nil {
 		stack[0] = statusBadArgument
 		return
 	}
-	x.pw.resumed = true
+	if x.pw.effective == x.pw.id {
+		x.pw.resumed = true
+	}
 	stack[0] = statusOK
 }
 
-// setEffectiveContext accepts the request's own context and the root: a
-// filter may not reach into another request.
+// setEffectiveContext accepts the root and the context of the request the
+// callback runs for (a paused one, when the root ticks): a filter may not
+// reach into other requests, which here run on other instances anyway.
+// Other ids get BAD_ARGUMENT, as in Envoy for a context that is gone.
 func (p proxyABI) setEffectiveContext(ctx context.Context, _ api.Module, stack []uint64) {
 	id := uint32(stack[0])
 	x := proxyExchange(ctx)
 	g, _ := ctx.Value(proxyGuestKey{}).(*proxyGuest)
 	stack[0] = statusBadArgument
 	if (x != nil && x.pw.id == id) || (g != nil && g.rootID == id) {
+		if x != nil {
+			x.pw.effective = id
+		}
 		stack[0] = statusOK
 	}
 }
@@ -865,7 +902,7 @@ func (p proxyABI) property(x *exchange, path []string) ([]byte, bool) {
 	case "plugin_root_id":
 		return []byte(p.t.spec.RootID), true
 	case "plugin_vm_id":
-		return []byte(""), true
+		return []byte(p.t.spec.VMID), true
 	case "node.id":
 		return []byte(p.t.host.node.ID), p.t.host.node.ID != ""
 	case "node.locality.region":

@@ -4,12 +4,14 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -201,13 +203,15 @@ func (d testDispatcher) Dispatch(ctx context.Context, service string, req *http.
 // cluster; the call's callback resumes it with what authz answered, or
 // answers 401 itself.
 func TestProxyWasmDispatchedCallPausesAndResumes(t *testing.T) {
-	allow := true
+	allow, empty := true, false
 	authz := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/check" || r.Header.Get("X-Asked-By") != "proxytest" || !allow {
 			http.Error(w, "no", http.StatusForbidden)
 			return
 		}
-		io.WriteString(w, "user-7")
+		if !empty {
+			io.WriteString(w, "user-7")
+		}
 	}))
 	h := newTestHost(t)
 	h.dispatcher = testDispatcher{"auth-svc": authz}
@@ -217,7 +221,12 @@ func TestProxyWasmDispatchedCallPausesAndResumes(t *testing.T) {
 	if resp, _ := get(t, url+"/auth"); resp.StatusCode != 200 || seen != "user-7" {
 		t.Errorf("allowed: %d, upstream saw x-auth %q; want 200 and user-7", resp.StatusCode, seen)
 	}
-	allow, seen = false, ""
+	// An empty body is there, of no bytes: OK, as in Envoy.
+	empty, seen = true, ""
+	if resp, _ := get(t, url+"/auth"); resp.StatusCode != 200 || seen != "<empty:0>" {
+		t.Errorf("empty answer: %d, upstream saw x-auth %q; want 200 and <empty:0>", resp.StatusCode, seen)
+	}
+	empty, allow, seen = false, false, ""
 	if resp, body := get(t, url+"/auth"); resp.StatusCode != 401 || body != "no entry: authz said 403\n" || seen != "" {
 		t.Errorf("refused: %d %q, upstream saw %q; want the filter's 401", resp.StatusCode, body, seen)
 	}
@@ -245,6 +254,17 @@ func TestProxyWasmSharedDataQueuesAndMetrics(t *testing.T) {
 	}
 	if v := gathered(t, reg, "perigee_wasm_shared_calls", "pw"); v != 5 {
 		t.Errorf("perigee_wasm_shared_calls{transform=pw} = %v, want 5", v)
+	}
+	// Queues are named within the filter's vm_id, which it resolves them by.
+	recv := loadT(t, h, Spec{Name: "recv", Wasm: proxyTestGuest(t), Settings: Settings{VMID: "receiver", Pool: 1}})
+	if _, body := get(t, serve(t, NewChain(recv).Then(echoBackend))+"/shared"); !strings.Contains(body, "resolved=true") {
+		t.Errorf("vm_id receiver: filter saw %s, want its queue resolved as receiver's", body)
+	}
+	h.shared.mu.Lock()
+	_, ok := h.shared.queues["receiver\x00q"]
+	h.shared.mu.Unlock()
+	if !ok {
+		t.Errorf("queues %v, want q registered under receiver", h.shared.queues)
 	}
 }
 
@@ -445,5 +465,122 @@ func TestProxyWasmCallWaitEndsWithTheClient(t *testing.T) {
 	resp, _ := get(t, url+"/x")
 	if elapsed := time.Since(start); resp.StatusCode != 200 || elapsed > 2*time.Second {
 		t.Errorf("next request: %d after %v, want 200 at once", resp.StatusCode, elapsed)
+	}
+}
+
+// The SDK's postpone_requests: a request whose headers paused is resumed
+// from the root context's tick, which stamps it first through
+// proxy_set_effective_context; before it does, the tick acts for the root
+// and neither its header change nor its continue reaches the request.
+func TestProxyWasmPostponedRequestResumesOnTick(t *testing.T) {
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), Config: []byte("tick"), Settings: Settings{Pool: 1, Timeout: units.Duration(5 * time.Second)}})
+	var seen string
+	url := serve(t, NewChain(tr).Then(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = strings.Join(r.Header.Values("X-Resumed"), ",")
+	})))
+	for range 2 {
+		seen = ""
+		if resp, _ := get(t, url+"/postpone"); resp.StatusCode != 200 || seen != "tick" {
+			t.Errorf("postponed: %d, upstream saw x-resumed %q; want 200 and tick", resp.StatusCode, seen)
+		}
+	}
+}
+
+// A request paused for good ends at its deadline with 504, and its
+// instance serves the next request; with no tick to resume it, at once
+// with 500.
+func TestProxyWasmPostponeIsBounded(t *testing.T) {
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), Config: []byte("tick"), Settings: Settings{Pool: 1, Timeout: units.Duration(5 * time.Second)}})
+	const bound = 300 * time.Millisecond
+	chain := NewChain(tr).Then(echoBackend)
+	url := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), bound)
+		defer cancel()
+		chain.ServeHTTP(w, r.WithContext(ctx))
+	}))
+	start := time.Now()
+	resp, _ := get(t, url+"/stall")
+	if elapsed := time.Since(start); resp.StatusCode != http.StatusGatewayTimeout || elapsed > 2*bound+time.Second {
+		t.Errorf("stalled: %d after %v, want 504 within about %v", resp.StatusCode, elapsed, bound)
+	}
+	if resp, body := get(t, url+"/x"); resp.StatusCode != 200 || body != "backend" {
+		t.Errorf("next request: %d %q, want the backend's answer", resp.StatusCode, body)
+	}
+	if s := tr.Stats(); s.Replaced != 0 || s.Traps != 0 {
+		t.Errorf("stats %+v: the instance should have been kept", s)
+	}
+
+	noTick := loadProxyTest(t, h, "")
+	start = time.Now()
+	resp, _ = get(t, serve(t, NewChain(noTick).Then(echoBackend))+"/stall")
+	if elapsed := time.Since(start); resp.StatusCode != 500 || elapsed > bound {
+		t.Errorf("stalled without ticks: %d after %v, want 500 at once", resp.StatusCode, elapsed)
+	}
+}
+
+// The SDK's dispatch_call_on_tick: the root context dispatches a call from
+// every tick, outside any request; a call outstanding at shutdown does not
+// hold the transform up for its timeout.
+func TestProxyWasmTickDispatchesCalls(t *testing.T) {
+	var hang atomic.Bool
+	release := make(chan struct{})
+	authz := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/tick" {
+			http.Error(w, "no", http.StatusNotFound)
+			return
+		}
+		if hang.Load() {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+	}))
+	defer close(release)
+	h := newTestHost(t)
+	h.dispatcher = testDispatcher{"auth-svc": authz}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(h.metrics)
+	tr, err := h.Load(context.Background(), Spec{Name: "ticker", Wasm: proxyTestGuest(t), Config: []byte("tick-call"), Settings: Settings{Pool: 1, Clusters: map[string]string{"authz": "auth-svc"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for gathered(t, reg, "perigee_wasm_tick_calls", "ticker") < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("tick calls answered: %v after 20s", gathered(t, reg, "perigee_wasm_tick_calls", "ticker"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	hang.Store(true)
+	time.Sleep(100 * time.Millisecond) // a tick's call now hangs, for up to its 5 s
+	// Release drops the last reference but the tick in flight holds one;
+	// the transform shuts down once the tick gives up its call.
+	start := time.Now()
+	tr.Release()
+	for !tr.closed.Load() && time.Since(start) < 10*time.Second {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if elapsed := time.Since(start); elapsed > 2*time.Second {
+		t.Errorf("shut down after %v with a call outstanding, want at once", elapsed)
+	}
+}
+
+// The count the headers callbacks get is the number of pairs the map lists.
+func TestPairCountMatchesPairs(t *testing.T) {
+	r := httptest.NewRequest("POST", "/p?q=1", nil)
+	r.Header = http.Header{"A": {"1", "2"}, "B": {"3"}}
+	r.Trailer = http.Header{"T": {"4"}}
+	w := httptest.NewRecorder()
+	w.Header().Set("C", "5")
+	w.Header().Set(http.TrailerPrefix+"D", "6")
+	x := &exchange{r: r, w: w, pwState: proxyState{status: 200}}
+	x.pw = &x.pwState
+	for _, kind := range []uint32{kindRequest, kindRequestTrailers, kindResponse, kindResponseTrailers} {
+		if n, pairs := x.pairCount(kind), x.pairs(kind); n != len(pairs) {
+			t.Errorf("kind %d: count %d, pairs %v", kind, n, pairs)
+		}
 	}
 }

@@ -49,7 +49,10 @@ type Settings struct {
 	ABI string `yaml:"abi" json:"abi,omitempty"`
 	// RootID and Configuration are a proxy-wasm plugin's, as in Envoy's
 	// plugin config; Configuration goes to proxy_on_configure.
-	RootID        string `yaml:"root_id" json:"root_id,omitempty"`
+	RootID string `yaml:"root_id" json:"root_id,omitempty"`
+	// VMID is Envoy's vm_config.vm_id: the namespace of the shared queues
+	// the filter registers, which filters of other vm_ids resolve by it.
+	VMID          string `yaml:"vm_id" json:"vm_id,omitempty"`
 	Configuration string `yaml:"configuration" json:"configuration,omitempty"`
 	// Clusters maps the cluster names a proxy-wasm filter may call with
 	// proxy_http_call to the node's services.

@@ -17,9 +17,9 @@ const (
 	maxQueueBytes  = 4 << 20 // per queue
 )
 
-// shared is the node's shared data and queues for proxy-wasm filters, one
-// namespace for all (every filter here has the empty vm_id), as Envoy
-// shares them between the VMs of one vm_id.
+// shared is the node's shared data and queues for proxy-wasm filters. The
+// data is one namespace for all; queues are named within their filter's
+// vm_id, as in Envoy, so that a filter resolves another's by vm_id and name.
 type shared struct {
 	mu     sync.Mutex
 	data   map[string]sharedValue
@@ -108,10 +108,11 @@ func (p proxyABI) registerQueue(_ context.Context, mod api.Module, stack []uint6
 	}
 	s := p.t.host.shared
 	s.mu.Lock()
-	id, found := s.queues["\x00"+name]
+	key := p.t.spec.VMID + "\x00" + name
+	id, found := s.queues[key]
 	if !found && len(s.byID) < maxQueues {
 		id = uint32(len(s.byID) + 1)
-		s.queues["\x00"+name] = id
+		s.queues[key] = id
 		s.byID[id] = &queue{}
 		found = true
 	}
