@@ -42,8 +42,9 @@ type scaling struct {
 	stop      context.CancelFunc
 	done      sync.WaitGroup
 
-	dynamicMu sync.Mutex          // held while backends are added or a state is built
-	dynamic   map[string][]string // backends actuators added, by service
+	dynamicMu sync.Mutex                        // held while backends are added, circuits set or a state is built
+	dynamic   map[string][]string               // backends actuators added, by service
+	circuits  map[string]policies.CircuitLimits // what circuit actions set, by service
 }
 
 var (
@@ -171,10 +172,27 @@ func (s *scaling) reload(cfg *config.Config, build func() (*state, error)) (*sta
 	if err != nil {
 		return nil, err
 	}
+	s.keepCircuits(st)
 	if err := s.engine.Reload(policySpecs(cfg)...); err != nil {
 		return st, fmt.Errorf("%s: %w", cfg.Pos("policies"), err)
 	}
 	return st, nil
+}
+
+// keepCircuits lays the thresholds policies set over those of st's config,
+// as a route's limit outlives a reload; a service st no longer has forgets
+// them. The caller holds dynamicMu.
+func (s *scaling) keepCircuits(st *state) {
+	for name, set := range s.circuits {
+		svc := st.services[name]
+		if svc == nil {
+			delete(s.circuits, name)
+			continue
+		}
+		if err := svc.SetCircuit(withLimits(svc.CircuitStatus().Circuit, set)); err != nil {
+			s.log.Error("keeping a policy's circuit over the reload", "service", name, "err", err)
+		}
+	}
 }
 
 // added lists the backends actuators started for service; the caller holds
@@ -293,6 +311,36 @@ func (s *scaling) SetShed(route string, fraction float64) error {
 	}
 	s.gates.Get(route).SetShed(fraction)
 	return nil
+}
+
+// SetCircuit lays the thresholds a policy names over those in force, and
+// remembers them for the next reload (keepCircuits).
+func (s *scaling) SetCircuit(service string, c policies.CircuitLimits) error {
+	s.dynamicMu.Lock()
+	defer s.dynamicMu.Unlock()
+	svc, err := s.service(service)
+	if err != nil {
+		return err
+	}
+	if err := svc.SetCircuit(withLimits(svc.CircuitStatus().Circuit, c)); err != nil {
+		return err
+	}
+	set, ok := s.circuits[service]
+	if !ok {
+		set = policies.KeepAll
+	}
+	if s.circuits == nil {
+		s.circuits = map[string]policies.CircuitLimits{}
+	}
+	s.circuits[service] = c.On(set)
+	return nil
+}
+
+// withLimits is u with the thresholds c names.
+func withLimits(u upstream.Circuit, c policies.CircuitLimits) upstream.Circuit {
+	l := c.On(policies.CircuitLimits{MaxRequests: u.MaxRequests, MaxPending: u.MaxPending, MaxRetries: u.MaxRetries, MaxRequestsPerBackend: u.MaxRequestsPerBackend})
+	u.MaxRequests, u.MaxPending, u.MaxRetries, u.MaxRequestsPerBackend = l.MaxRequests, l.MaxPending, l.MaxRetries, l.MaxRequestsPerBackend
+	return u
 }
 
 func (s *scaling) hasRoute(name string) bool {
