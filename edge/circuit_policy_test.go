@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"perigee/telemetry"
 )
@@ -86,6 +87,8 @@ func TestCircuitPolicyRaisesMaxRequestsLive(t *testing.T) {
 		t.Fatalf("circuit decisions: %+v", ds)
 	}
 	base := "https://" + n.Addrs().HTTPS
+	// A sampler of its own, so that the node's do not take the window.
+	sampler := n.metrics.NewSampler("n", "r", n.services)
 	for _, pc := range allClients(t) {
 		t.Run(pc.name, func(t *testing.T) {
 			arrived.Store(0)
@@ -119,6 +122,13 @@ func TestCircuitPolicyRaisesMaxRequestsLive(t *testing.T) {
 	}
 	if st := circuitOf(t, n, "api"); st.Overflow["max_requests"] != 3 {
 		t.Fatalf("overflows %v, want 3 of max_requests", st.Overflow)
+	}
+	// The telemetry sample, which the shipper sends, counts them in its window.
+	if of := sampler.Sample(time.Now()).Services["api"].Overflow; len(of) != 1 || of["max_requests"] != 3 {
+		t.Fatalf("the sample's overflows: %v, want max_requests 3", of)
+	}
+	if of := sampler.Sample(time.Now()).Services["api"].Overflow; of != nil {
+		t.Fatalf("the next window repeats them: %v", of)
 	}
 
 	n.rewrite(conf("{max_requests: 3, max_retries: 1}"))

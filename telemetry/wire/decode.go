@@ -41,6 +41,7 @@ const (
 	minEvent       = 1 + 2 + 1 // time, node and kind, field count
 	minEventField  = 2
 	minAccessRow   = 1 + 4 + 1 + 1 + 1 + 1 + 1
+	minOverflow    = 4 // sample index, service, reason, count
 )
 
 // DecodePayload reads what AppendPayload wrote into bt, whose Created must
@@ -50,7 +51,7 @@ func DecodePayload(p []byte, bt *Batch, budget int64) error {
 	base := bt.Created.UnixNano()
 	d := decoder{r: newReader(p), budget: budget}
 	r := d.r
-	var seen [tagAccessCols + 1]bool
+	var seen [tagOverflow + 1]bool
 	for r.Len() > 0 && r.Err() == nil {
 		tag := r.Byte("section")
 		if tag == 0 || int(tag) >= len(seen) {
@@ -79,6 +80,12 @@ func DecodePayload(p []byte, bt *Batch, budget int64) error {
 			bt.Events = readRows(&d, minEvent, "events", base, (*decoder).event)
 		case tagAccess:
 			bt.Access = readRows(&d, minAccessRow, "access records", base, (*decoder).accessRow)
+		case tagOverflow:
+			if !seen[tagSampleCols] && !seen[tagSamples] {
+				r.Fail("overflows before any samples")
+				break
+			}
+			d.overflow(bt.Samples)
 		}
 	}
 	if (seen[tagSamples] && seen[tagSampleCols]) || (seen[tagAccess] && seen[tagAccessCols]) {
@@ -307,6 +314,46 @@ func (d *decoder) samples(base int64) []telemetry.NodeSample {
 		}
 	}
 	return ss
+}
+
+// overflow reads the circuit overflows into the services of ss. Each must
+// name a sample and a service the batch holds, a reason, a count above
+// zero, and no entry twice.
+func (d *decoder) overflow(ss []telemetry.NodeSample) {
+	r := d.r
+	n := r.Count(minOverflow, MaxRecords, "overflows")
+	if !d.charge(n*mapCost[string, uint64](), "overflows") {
+		return
+	}
+	d.each(n, func(int) {
+		i := r.Uvarint("overflow sample")
+		svc, reason := d.str(), d.str()
+		c := r.Uvarint("overflow count")
+		switch {
+		case r.Err() != nil:
+			return
+		case i >= uint64(len(ss)):
+			r.Failf("overflow for sample %d of %d", i, len(ss))
+			return
+		case reason == "" || c == 0:
+			r.Fail("overflow without a reason or a count")
+			return
+		}
+		v, ok := ss[i].Services[svc]
+		if !ok {
+			r.Failf("overflow for service %q, which its sample does not hold", svc)
+			return
+		}
+		if _, dup := v.Overflow[reason]; dup {
+			r.Failf("overflow %s %s twice", svc, reason)
+			return
+		}
+		if v.Overflow == nil {
+			v.Overflow = map[string]uint64{}
+			ss[i].Services[svc] = v
+		}
+		v.Overflow[reason] = c
+	})
 }
 
 func (d *decoder) access(base int64) []telemetry.AccessRecord {
