@@ -349,6 +349,10 @@ func (d *decoder) overflow(ss []telemetry.NodeSample) {
 			return
 		}
 		if v.Overflow == nil {
+			// A map takes a group of eight slots and its header at once.
+			if !d.charge(64+8*mapCost[string, uint64](), "overflow maps") {
+				return
+			}
 			v.Overflow = map[string]uint64{}
 			ss[i].Services[svc] = v
 		}

@@ -3,6 +3,7 @@ package wire
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"runtime"
 	"testing"
 	"time"
@@ -37,18 +38,41 @@ func forgedPayloads(size int) map[string][]byte {
 		hist = append(hist, 1, 1) // one bucket, count 1
 	}
 	return map[string][]byte{
-		"access columns of zeros":   zeros(tagAccessCols, uint64(size)*99/100),
-		"sample columns of zeros":   zeros(tagSampleCols, uint64(size)*99/100),
-		"access rows of zeros":      zeros(tagAccess, uint64(size)*99/100),
-		"decision rows of zeros":    zeros(tagDecisions, uint64(size)*99/100),
-		"event rows of zeros":       zeros(tagEvents, uint64(size)*99/100),
-		"access columns at the cap": zeros(tagAccessCols, MaxRecords),
-		"sample columns at the cap": zeros(tagSampleCols, MaxRecords),
-		"access rows at the cap":    zeros(tagAccess, MaxRecords),
-		"decision rows at the cap":  zeros(tagDecisions, MaxRecords),
-		"event rows at the cap":     zeros(tagEvents, MaxRecords),
-		"histograms at the top":     hist,
+		"an overflow map per service": overflowMaps(size),
+		"access columns of zeros":     zeros(tagAccessCols, uint64(size)*99/100),
+		"sample columns of zeros":     zeros(tagSampleCols, uint64(size)*99/100),
+		"access rows of zeros":        zeros(tagAccess, uint64(size)*99/100),
+		"decision rows of zeros":      zeros(tagDecisions, uint64(size)*99/100),
+		"event rows of zeros":         zeros(tagEvents, uint64(size)*99/100),
+		"access columns at the cap":   zeros(tagAccessCols, MaxRecords),
+		"sample columns at the cap":   zeros(tagSampleCols, MaxRecords),
+		"access rows at the cap":      zeros(tagAccess, MaxRecords),
+		"decision rows at the cap":    zeros(tagDecisions, MaxRecords),
+		"event rows at the cap":       zeros(tagEvents, MaxRecords),
+		"histograms at the top":       hist,
 	}
+}
+
+// overflowMaps is a well-formed payload of one sample with as many
+// services as the budget size decodes with room for their overflow
+// entries, each service with one, so that each entry of a few bytes makes
+// the decoder build a map: a map costs far more than its entry.
+func overflowMaps(size int) []byte {
+	for n := maxServices; n > 0; n -= 64 {
+		s := telemetry.NodeSample{Node: "n", Region: "r", Services: map[string]telemetry.ServiceSample{}}
+		for i := range n {
+			s.Services[fmt.Sprint(i)] = telemetry.ServiceSample{}
+		}
+		bare := AppendPayload(nil, &Batch{Samples: []telemetry.NodeSample{s}})
+		if DecodePayload(bare, &Batch{}, int64(size-64*n)) != nil {
+			continue
+		}
+		for name := range s.Services {
+			s.Services[name] = telemetry.ServiceSample{Overflow: map[string]uint64{"max_requests": 1}}
+		}
+		return AppendPayload(nil, &Batch{Samples: []telemetry.NodeSample{s}})
+	}
+	panic("no service fits the budget")
 }
 
 // allocated reports the bytes f allocates.
