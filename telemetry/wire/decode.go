@@ -27,6 +27,9 @@ const MaxRecords = 1 << 16
 const (
 	maxServices    = 4096 // per sample
 	maxEventFields = 256
+	// maxOverflowReasons bounds the thresholds one service's overflows
+	// name; a node names four.
+	maxOverflowReasons = 7
 )
 
 // The smallest encoding of each record: one byte per varint and string
@@ -134,11 +137,17 @@ func (d *decoder) each(n int, f func(i int)) {
 	}
 }
 
-// mapCost is what one map entry is charged: key, value and bucket overhead.
-func mapCost[K comparable, V any]() int {
+// mapBytes is what a map made for n entries allocates: its header and
+// groups of eight slots, each group filled to at most seven, in a power of
+// two. A map of one entry costs a whole group.
+func mapBytes[K comparable, V any](n int) int {
 	var k K
 	var v V
-	return int(unsafe.Sizeof(k)+unsafe.Sizeof(v)) + 8
+	groups := 1
+	for groups*7 < n {
+		groups *= 2
+	}
+	return 64 + groups*(8+8*int(unsafe.Sizeof(k)+unsafe.Sizeof(v)))
 }
 
 func (d *decoder) string(what string) string {
@@ -259,8 +268,15 @@ func (d *decoder) samples(base int64) []telemetry.NodeSample {
 	if total > MaxRecords || total > d.r.Len()/minServiceCols {
 		d.r.Failf("%d services in one batch, more than %d or than the bytes left hold", total, MaxRecords)
 	}
-	perService := int(unsafe.Sizeof(flatService{})) + 8 + 2*mapCost[string, telemetry.ServiceSample]()
-	if !d.charge(total*perService, "services") {
+	// Each sample's services, its map of them and the index by name the
+	// next sample finds its predecessors in.
+	need := total * (int(unsafe.Sizeof(flatService{})) + 8)
+	for _, n := range counts {
+		if n > 0 {
+			need += mapBytes[string, telemetry.ServiceSample](n) + mapBytes[string, int](n)
+		}
+	}
+	if !d.charge(need, "services") {
 		return nil
 	}
 	// Names first, so each service finds its predecessor by name.
@@ -284,11 +300,14 @@ func (d *decoder) samples(base int64) []telemetry.NodeSample {
 	if d.r.Err() != nil {
 		return nil
 	}
+	// A service new in its sample is encoded against zero, which is read
+	// only: one for all, not one allocated per read.
+	var none telemetry.ServiceSample
 	prev := func(i int) *telemetry.ServiceSample {
 		if j := prevAt[i]; j >= 0 {
 			return &fs[j].v
 		}
-		return &telemetry.ServiceSample{}
+		return &none
 	}
 	d.floats(len(fs), func(i int, x uint64) { fs[i].v.RPS = xorFloat(prev(i).RPS, x) })
 	d.floats(len(fs), func(i int, x uint64) { fs[i].v.ErrorRate = xorFloat(prev(i).ErrorRate, x) })
@@ -321,10 +340,8 @@ func (d *decoder) samples(base int64) []telemetry.NodeSample {
 // zero, and no entry twice.
 func (d *decoder) overflow(ss []telemetry.NodeSample) {
 	r := d.r
+	// An entry allocates nothing but its service's map, charged below.
 	n := r.Count(minOverflow, MaxRecords, "overflows")
-	if !d.charge(n*mapCost[string, uint64](), "overflows") {
-		return
-	}
 	d.each(n, func(int) {
 		i := r.Uvarint("overflow sample")
 		svc, reason := d.str(), d.str()
@@ -348,12 +365,15 @@ func (d *decoder) overflow(ss []telemetry.NodeSample) {
 			r.Failf("overflow %s %s twice", svc, reason)
 			return
 		}
+		if len(v.Overflow) == maxOverflowReasons {
+			r.Failf("overflow of %s: more than %d reasons", svc, maxOverflowReasons)
+			return
+		}
 		if v.Overflow == nil {
-			// A map takes a group of eight slots and its header at once.
-			if !d.charge(64+8*mapCost[string, uint64](), "overflow maps") {
+			if !d.charge(mapBytes[string, uint64](maxOverflowReasons), "overflow maps") {
 				return
 			}
-			v.Overflow = map[string]uint64{}
+			v.Overflow = make(map[string]uint64, maxOverflowReasons)
 			ss[i].Services[svc] = v
 		}
 		v.Overflow[reason] = c
@@ -406,7 +426,7 @@ func (d *decoder) sampleRow(s *telemetry.NodeSample, base int64) {
 	s.CPU = r.Float64("cpu")
 	s.MemBytes = r.Uvarint("memory")
 	n := r.Count(minServiceRow, maxServices, "services")
-	if n == 0 || !d.charge(n*mapCost[string, telemetry.ServiceSample](), "services") {
+	if n == 0 || !d.charge(mapBytes[string, telemetry.ServiceSample](n), "services") {
 		return
 	}
 	s.Services = make(map[string]telemetry.ServiceSample, n)
@@ -440,7 +460,7 @@ func (d *decoder) event(e *telemetry.Event, base int64) {
 	e.Node = d.string("event node")
 	e.Kind = d.string("event kind")
 	n := d.r.Count(minEventField, maxEventFields, "event fields")
-	if n == 0 || !d.charge(n*mapCost[string, string](), "event fields") {
+	if n == 0 || !d.charge(mapBytes[string, string](n), "event fields") {
 		return
 	}
 	e.Fields = make(map[string]string, n)

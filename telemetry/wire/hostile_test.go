@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -38,41 +39,18 @@ func forgedPayloads(size int) map[string][]byte {
 		hist = append(hist, 1, 1) // one bucket, count 1
 	}
 	return map[string][]byte{
-		"an overflow map per service": overflowMaps(size),
-		"access columns of zeros":     zeros(tagAccessCols, uint64(size)*99/100),
-		"sample columns of zeros":     zeros(tagSampleCols, uint64(size)*99/100),
-		"access rows of zeros":        zeros(tagAccess, uint64(size)*99/100),
-		"decision rows of zeros":      zeros(tagDecisions, uint64(size)*99/100),
-		"event rows of zeros":         zeros(tagEvents, uint64(size)*99/100),
-		"access columns at the cap":   zeros(tagAccessCols, MaxRecords),
-		"sample columns at the cap":   zeros(tagSampleCols, MaxRecords),
-		"access rows at the cap":      zeros(tagAccess, MaxRecords),
-		"decision rows at the cap":    zeros(tagDecisions, MaxRecords),
-		"event rows at the cap":       zeros(tagEvents, MaxRecords),
-		"histograms at the top":       hist,
+		"access columns of zeros":   zeros(tagAccessCols, uint64(size)*99/100),
+		"sample columns of zeros":   zeros(tagSampleCols, uint64(size)*99/100),
+		"access rows of zeros":      zeros(tagAccess, uint64(size)*99/100),
+		"decision rows of zeros":    zeros(tagDecisions, uint64(size)*99/100),
+		"event rows of zeros":       zeros(tagEvents, uint64(size)*99/100),
+		"access columns at the cap": zeros(tagAccessCols, MaxRecords),
+		"sample columns at the cap": zeros(tagSampleCols, MaxRecords),
+		"access rows at the cap":    zeros(tagAccess, MaxRecords),
+		"decision rows at the cap":  zeros(tagDecisions, MaxRecords),
+		"event rows at the cap":     zeros(tagEvents, MaxRecords),
+		"histograms at the top":     hist,
 	}
-}
-
-// overflowMaps is a well-formed payload of one sample with as many
-// services as the budget size decodes with room for their overflow
-// entries, each service with one, so that each entry of a few bytes makes
-// the decoder build a map: a map costs far more than its entry.
-func overflowMaps(size int) []byte {
-	for n := maxServices; n > 0; n -= 64 {
-		s := telemetry.NodeSample{Node: "n", Region: "r", Services: map[string]telemetry.ServiceSample{}}
-		for i := range n {
-			s.Services[fmt.Sprint(i)] = telemetry.ServiceSample{}
-		}
-		bare := AppendPayload(nil, &Batch{Samples: []telemetry.NodeSample{s}})
-		if DecodePayload(bare, &Batch{}, int64(size-64*n)) != nil {
-			continue
-		}
-		for name := range s.Services {
-			s.Services[name] = telemetry.ServiceSample{Overflow: map[string]uint64{"max_requests": 1}}
-		}
-		return AppendPayload(nil, &Batch{Samples: []telemetry.NodeSample{s}})
-	}
-	panic("no service fits the budget")
 }
 
 // allocated reports the bytes f allocates.
@@ -111,6 +89,50 @@ func TestOpenBoundsMemoryOfForgedCounts(t *testing.T) {
 		t.Logf("%s: %v, %d KiB allocated", name, oerr, used>>10)
 		if used > 3*limit {
 			t.Errorf("%s: decoding allocated %d KiB, bound %d KiB", name, used>>10, 3*limit>>10)
+		}
+	}
+}
+
+// Records that each hold a map of one entry cost a map's group of slots,
+// several times what the entry does: the decoder charges them so, and the
+// largest batch of such records the budget lets through allocates no more
+// than about the budget.
+func TestSmallMapsAreChargedTheirSize(t *testing.T) {
+	const budget = 1 << 20
+	for name, batch := range map[string]func(n int) *Batch{
+		"a one-service map per sample": func(n int) *Batch {
+			return &Batch{Samples: slices.Repeat([]telemetry.NodeSample{{Services: map[string]telemetry.ServiceSample{"a": {}}}}, n)}
+		},
+		"a one-field map per event": func(n int) *Batch {
+			return &Batch{Events: slices.Repeat([]telemetry.Event{{Fields: map[string]string{"a": ""}}}, n)}
+		},
+		"an overflow map per service": func(n int) *Batch {
+			s := telemetry.NodeSample{Services: map[string]telemetry.ServiceSample{}}
+			for i := range n {
+				s.Services[fmt.Sprint(i)] = telemetry.ServiceSample{Overflow: map[string]uint64{"max_requests": 1}}
+			}
+			return &Batch{Samples: []telemetry.NodeSample{s}}
+		},
+	} {
+		// The most records the budget decodes.
+		lo, hi := 1, MaxRecords
+		if name == "an overflow map per service" {
+			hi = maxServices
+		}
+		for lo < hi {
+			mid := (lo + hi + 1) / 2
+			if DecodePayload(AppendPayload(nil, batch(mid)), &Batch{}, budget) == nil {
+				lo = mid
+			} else {
+				hi = mid - 1
+			}
+		}
+		p := AppendPayload(nil, batch(lo))
+		var err error
+		used := allocated(func() { err = DecodePayload(p, &Batch{}, budget) })
+		t.Logf("%s: %d records in %d bytes decode to %d KiB (err %v)", name, lo, len(p), used>>10, err)
+		if used > budget*5/4 {
+			t.Errorf("%s: %d records allocated %d KiB, budget %d KiB", name, lo, used>>10, budget>>10)
 		}
 	}
 }
