@@ -173,3 +173,44 @@ func TestShippedCircuitPolicyRaisesTheLimitAsReplicasComeUp(t *testing.T) {
 		t.Fatalf("the last circuit decision: %+v", last)
 	}
 }
+
+// A policy that sets the breaker on every evaluation while the config
+// reloads again and again: neither waits for the other for good. Each
+// evaluation runs 40ms before it acts and a reload comes 120ms after the
+// last, while the restarted policy's first tick, at 100ms, is still
+// running: a reload compiles the policies while one is about to set a
+// circuit.
+func TestCircuitPolicyAndReloadsDoNotDeadlock(t *testing.T) {
+	script := filepath.Join(t.TempDir(), "busy.lua")
+	writeFile(t, script, `function evaluate(m)
+  local t = os.clock()
+  while os.clock() - t < 0.04 do end
+  state.n = ((state.n or 0) % 50) + 1
+  circuit("api", {max_requests = state.n})
+end
+`)
+	yaml := nodeYAML("round_robin", backend(t, "a")) + fmt.Sprintf("policies:\n  busy: {script: %q, interval: 100ms}\n", script)
+	n := startNode(t, yaml)
+	done := make(chan error, 1)
+	go func() {
+		for range 15 {
+			time.Sleep(120 * time.Millisecond)
+			if err := n.Reload(); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("reloads stuck behind the policy's circuit action")
+	}
+	if ds := decisionsOf(t, n, "circuit"); len(ds) == 0 {
+		t.Fatal("the policy set no circuit")
+	}
+}

@@ -42,9 +42,13 @@ type scaling struct {
 	stop      context.CancelFunc
 	done      sync.WaitGroup
 
-	dynamicMu sync.Mutex                        // held while backends are added, circuits set or a state is built
-	dynamic   map[string][]string               // backends actuators added, by service
-	circuits  map[string]policies.CircuitLimits // what circuit actions set, by service
+	dynamicMu sync.Mutex          // held while backends are added or a state is built
+	dynamic   map[string][]string // backends actuators added, by service
+
+	// circuitsMu is its own: a policy sets a circuit while the engine holds
+	// it, and a reload holds dynamicMu while it waits for the engine.
+	circuitsMu sync.Mutex
+	circuits   map[string]policies.CircuitLimits // what circuit actions set, by service
 }
 
 var (
@@ -181,15 +185,19 @@ func (s *scaling) reload(cfg *config.Config, build func() (*state, error)) (*sta
 
 // keepCircuits lays the thresholds policies set over those of st's config,
 // as a route's limit outlives a reload; a service st no longer has forgets
-// them. The caller holds dynamicMu.
+// them.
 func (s *scaling) keepCircuits(st *state) {
+	s.circuitsMu.Lock()
+	defer s.circuitsMu.Unlock()
 	for name, set := range s.circuits {
-		svc := st.services[name]
-		if svc == nil {
+		svc, conf := st.services[name], st.cfg.Services[name]
+		if svc == nil || conf == nil {
 			delete(s.circuits, name)
 			continue
 		}
-		if err := svc.SetCircuit(withLimits(svc.CircuitStatus().Circuit, set)); err != nil {
+		// Over the config's thresholds, not the breaker's: a circuit set
+		// while st was built started from the old config's.
+		if err := svc.SetCircuit(withLimits(conf.Circuit, set)); err != nil {
 			s.log.Error("keeping a policy's circuit over the reload", "service", name, "err", err)
 		}
 	}
@@ -316,8 +324,8 @@ func (s *scaling) SetShed(route string, fraction float64) error {
 // SetCircuit lays the thresholds a policy names over those in force, and
 // remembers them for the next reload (keepCircuits).
 func (s *scaling) SetCircuit(service string, c policies.CircuitLimits) error {
-	s.dynamicMu.Lock()
-	defer s.dynamicMu.Unlock()
+	s.circuitsMu.Lock()
+	defer s.circuitsMu.Unlock()
 	svc, err := s.service(service)
 	if err != nil {
 		return err
