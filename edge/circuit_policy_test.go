@@ -158,7 +158,7 @@ func TestShippedCircuitPolicyRaisesTheLimitAsReplicasComeUp(t *testing.T) {
 		}
 	}))
 	yaml := strings.Replace(nodeYAML("round_robin", backend(t, "a"), backend(t, "b"), late), "routes:",
-		"    health: {path: /healthz, interval: 30ms, rise: 1, fall: 1}\nroutes:", 1) +
+		"    health: {path: /healthz, interval: 30ms, rise: 1, fall: 3}\nroutes:", 1) +
 		fmt.Sprintf("policies:\n  breaker: {script: %q, interval: 50ms}\n", script)
 	n := startNode(t, yaml)
 	waitFor(t, "max_requests 8 for two ready replicas", func() bool {
