@@ -23,26 +23,9 @@ import (
 // and reads the page through the DevTools protocol: it must show the fleet
 // of this run, then, without a reload, a node that starts reporting later.
 func TestDashboardInHeadlessChromium(t *testing.T) {
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium not installed (Debian package chromium); .ci/run installs it")
-	}
 	a := startAggregator(t, nil)
 	runShipper(t, a, "node-a", tokenA, "eu-west")
-
-	profile := t.TempDir()
-	browser := exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--user-data-dir="+profile, "--ignore-certificate-errors", "--remote-debugging-port=0",
-		"--remote-allow-origins=*", a.url("/"))
-	if testing.Verbose() {
-		browser.Stderr = os.Stderr
-	}
-	if err := browser.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = browser.Process.Kill(); _ = browser.Wait() })
-	page := devtoolsPage(t, profile)
+	page := openInChromium(t, a.url("/"))
 
 	type view struct {
 		Nodes, Regions []string
@@ -75,6 +58,28 @@ func TestDashboardInHeadlessChromium(t *testing.T) {
 	if last := read(); last.Refreshes == first.Refreshes || !strings.Contains(last.Totals, "2 nodes") {
 		t.Fatalf("page did not refresh: first %+v, last %+v", first, last)
 	}
+}
+
+// openInChromium opens url in Debian's headless chromium, which the test
+// stops at its end, and returns its page.
+func openInChromium(t *testing.T, url string) *cdpPage {
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("chromium not installed (Debian package chromium); .ci/run installs it")
+	}
+	profile := t.TempDir()
+	browser := exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--user-data-dir="+profile, "--ignore-certificate-errors", "--remote-debugging-port=0",
+		"--remote-allow-origins=*", url)
+	if testing.Verbose() {
+		browser.Stderr = os.Stderr
+	}
+	if err := browser.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = browser.Process.Kill(); _ = browser.Wait() })
+	return devtoolsPage(t, profile)
 }
 
 func runShipper(t *testing.T, a *agg, node, token, region string) {

@@ -108,7 +108,8 @@ func (s *server) exportOnce(ctx context.Context, c *http.Client, url string, cur
 
 // batchSeries is a batch as Prometheus series, labelled with node, region,
 // service and route, each sample at its own time: node gauges, service
-// gauges and the window's latency histogram as _bucket/_sum/_count, and
+// gauges, the window's circuit overflows by reason and its latency
+// histogram as _bucket/_sum/_count, and
 // access records counted per route, service and status at the batch's time.
 func batchSeries(b *wire.Batch) []remotewrite.Series {
 	var out []remotewrite.Series
@@ -134,6 +135,9 @@ func batchSeries(b *wire.Batch) []remotewrite.Series {
 			add("perigee_service_rps", v.RPS, smp.Time, svc...)
 			add("perigee_service_error_ratio", v.ErrorRate, smp.Time, svc...)
 			add("perigee_service_healthy_backends", float64(v.HealthyBackends), smp.Time, svc...)
+			for _, reason := range slices.Sorted(maps.Keys(v.Overflow)) {
+				add("perigee_service_window_circuit_overflows", float64(v.Overflow[reason]), smp.Time, append(slices.Clone(svc), "reason", reason)...)
+			}
 			var cum uint64
 			for i, c := range v.Latency.Counts {
 				cum += c

@@ -1,6 +1,8 @@
 package aggregator
 
 import (
+	"cmp"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -50,6 +52,27 @@ type point struct {
 	Healthy  int
 	Backends int
 	Latency  telemetry.HistogramSnapshot
+	Overflow []Overflow // nil when the sample has none
+}
+
+// overflow sums the circuit overflows of the samples held, by service
+// and reason, in that order.
+func (n *nodeState) overflow() []Overflow {
+	type key struct{ service, reason string }
+	sum := map[key]uint64{}
+	for _, p := range n.points {
+		for _, o := range p.Overflow {
+			sum[key{o.Service, o.Reason}] += o.Count
+		}
+	}
+	out := make([]Overflow, 0, len(sum))
+	for k, c := range sum {
+		out = append(out, Overflow{Service: k.service, Reason: k.reason, Count: c})
+	}
+	slices.SortFunc(out, func(a, b Overflow) int {
+		return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Reason, b.Reason))
+	})
+	return out
 }
 
 func newFleet(window time.Duration) *fleet {
@@ -130,6 +153,12 @@ func reduce(s *telemetry.NodeSample) point {
 		svcRPS += v.RPS
 		p.Healthy += v.HealthyBackends
 		p.Backends += v.Backends
+	}
+	for _, name := range slices.Sorted(maps.Keys(s.Services)) {
+		of := s.Services[name].Overflow
+		for _, reason := range slices.Sorted(maps.Keys(of)) {
+			p.Overflow = append(p.Overflow, Overflow{Service: name, Reason: reason, Count: of[reason]})
+		}
 	}
 	if svcRPS > 0 {
 		p.ErrRate = errs / svcRPS

@@ -41,6 +41,19 @@ type NodeView struct {
 	// Telemetry is the node's own shipping cost.
 	Telemetry            wire.Cost `json:"telemetry"`
 	TelemetryBytesPerSec float64   `json:"telemetry_bytes_per_sec"`
+	// CircuitOverflow is what the node's circuit breakers refused over the
+	// samples the view holds (the last memory_window), by service and
+	// reason; empty when they refused nothing.
+	CircuitOverflow []Overflow `json:"circuit_overflow,omitempty"`
+}
+
+// Overflow is a count of requests one service's circuit breaker refused
+// past one threshold (max_requests, max_pending, max_retries,
+// max_requests_per_backend).
+type Overflow struct {
+	Service string `json:"service"`
+	Reason  string `json:"reason"`
+	Count   uint64 `json:"count"`
 }
 
 // RegionView sums a region's nodes.
@@ -109,6 +122,7 @@ func (f *fleet) view(now time.Time, places map[string]Coord, d *dedup) FleetView
 			P50MS: ms(p.Latency.Quantile(0.5)), P99MS: ms(p.Latency.Quantile(0.99)),
 			Healthy: p.Healthy, Backends: p.Backends, Batches: int(batches), Access: n.access,
 			Telemetry: n.cost, TelemetryBytesPerSec: n.costRate, ClockSkewSeconds: n.skew.Seconds(),
+			CircuitOverflow: n.overflow(),
 		}
 		v.Nodes = append(v.Nodes, nv)
 		r := regions[n.region]

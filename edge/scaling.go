@@ -44,6 +44,11 @@ type scaling struct {
 
 	dynamicMu sync.Mutex          // held while backends are added or a state is built
 	dynamic   map[string][]string // backends actuators added, by service
+
+	// circuitsMu is its own: a policy sets a circuit while the engine holds
+	// it, and a reload holds dynamicMu while it waits for the engine.
+	circuitsMu sync.Mutex
+	circuits   map[string]policies.CircuitLimits // what circuit actions set, by service
 }
 
 var (
@@ -171,10 +176,31 @@ func (s *scaling) reload(cfg *config.Config, build func() (*state, error)) (*sta
 	if err != nil {
 		return nil, err
 	}
+	s.keepCircuits(st)
 	if err := s.engine.Reload(policySpecs(cfg)...); err != nil {
 		return st, fmt.Errorf("%s: %w", cfg.Pos("policies"), err)
 	}
 	return st, nil
+}
+
+// keepCircuits lays the thresholds policies set over those of st's config,
+// as a route's limit outlives a reload; a service st no longer has forgets
+// them.
+func (s *scaling) keepCircuits(st *state) {
+	s.circuitsMu.Lock()
+	defer s.circuitsMu.Unlock()
+	for name, set := range s.circuits {
+		svc, conf := st.services[name], st.cfg.Services[name]
+		if svc == nil || conf == nil {
+			delete(s.circuits, name)
+			continue
+		}
+		// Over the config's thresholds, not the breaker's: a circuit set
+		// while st was built started from the old config's.
+		if err := svc.SetCircuit(withLimits(conf.Circuit, set)); err != nil {
+			s.log.Error("keeping a policy's circuit over the reload", "service", name, "err", err)
+		}
+	}
 }
 
 // added lists the backends actuators started for service; the caller holds
@@ -293,6 +319,36 @@ func (s *scaling) SetShed(route string, fraction float64) error {
 	}
 	s.gates.Get(route).SetShed(fraction)
 	return nil
+}
+
+// SetCircuit lays the thresholds a policy names over those in force, and
+// remembers them for the next reload (keepCircuits).
+func (s *scaling) SetCircuit(service string, c policies.CircuitLimits) error {
+	s.circuitsMu.Lock()
+	defer s.circuitsMu.Unlock()
+	svc, err := s.service(service)
+	if err != nil {
+		return err
+	}
+	if err := svc.SetCircuit(withLimits(svc.CircuitStatus().Circuit, c)); err != nil {
+		return err
+	}
+	set, ok := s.circuits[service]
+	if !ok {
+		set = policies.KeepAll
+	}
+	if s.circuits == nil {
+		s.circuits = map[string]policies.CircuitLimits{}
+	}
+	s.circuits[service] = c.On(set)
+	return nil
+}
+
+// withLimits is u with the thresholds c names.
+func withLimits(u upstream.Circuit, c policies.CircuitLimits) upstream.Circuit {
+	l := c.On(policies.CircuitLimits{MaxRequests: u.MaxRequests, MaxPending: u.MaxPending, MaxRetries: u.MaxRetries, MaxRequestsPerBackend: u.MaxRequestsPerBackend})
+	u.MaxRequests, u.MaxPending, u.MaxRetries, u.MaxRequestsPerBackend = l.MaxRequests, l.MaxPending, l.MaxRetries, l.MaxRequestsPerBackend
+	return u
 }
 
 func (s *scaling) hasRoute(name string) bool {

@@ -33,10 +33,11 @@ const (
 	Restore ActionKind = "restore" // restore(service, backend)
 	Limit   ActionKind = "limit"   // limit(route, rps, burst)
 	Shed    ActionKind = "shed"    // shed(route, fraction)
+	Circuit ActionKind = "circuit" // circuit(service, {max_requests = n, ...})
 )
 
 // arguments is each action's leading strings, then numbers, before an
-// optional reason.
+// optional reason. circuit takes a table instead (parseCircuit).
 var arguments = map[ActionKind]struct{ names, nums int }{
 	Scale: {1, 1}, Weight: {2, 1}, Eject: {2, 1}, Restore: {2, 0}, Limit: {1, 2}, Shed: {1, 1},
 }
@@ -48,9 +49,10 @@ func (k ActionKind) onRoute() bool { return k == Limit || k == Shed }
 type action struct {
 	kind    ActionKind
 	service string  // empty for limit and shed
-	target  string  // backend or route
-	value   float64 // replicas, weight, seconds, rps or fraction
+	target  string  // backend or route; for circuit, the thresholds it names
+	value   float64 // replicas, weight, seconds, rps or fraction; for circuit, max_requests if named
 	burst   float64
+	circuit circuitArgs
 	reason  string
 	term    uint64 // the leadership term a scale was checked under
 }
@@ -60,6 +62,9 @@ type action struct {
 // the evaluation at its line; a bad value within range is a decision that
 // gets rejected and logged.
 func parseAction(kind ActionKind, args []any) (action, error) {
+	if kind == Circuit {
+		return parseCircuit(args)
+	}
 	a := action{kind: kind}
 	names, nums := arguments[kind].names, arguments[kind].nums
 	if len(args) < names+nums {
@@ -107,11 +112,13 @@ func parseAction(kind ActionKind, args []any) (action, error) {
 // key names what an action sets, so that a later action on the same thing
 // replaces an earlier one.
 func (a action) key() string {
-	kind := a.kind
-	if kind == Restore {
-		kind = Eject
+	switch a.kind {
+	case Restore:
+		return string(Eject) + "|" + a.service + "|" + a.target
+	case Circuit:
+		return string(Circuit) + "|" + a.service + "|"
 	}
-	return string(kind) + "|" + a.service + "|" + a.target
+	return string(a.kind) + "|" + a.service + "|" + a.target
 }
 
 // memo remembers a policy's last outcome for a key.
@@ -121,6 +128,8 @@ func (a action) memo() string {
 		return string(Restore)
 	case Limit:
 		return strconv.FormatFloat(a.value, 'g', -1, 64) + "/" + strconv.FormatFloat(a.burst, 'g', -1, 64)
+	case Circuit:
+		return a.target
 	}
 	return strconv.FormatFloat(a.value, 'g', -1, 64)
 }
@@ -235,6 +244,10 @@ func (p *policy) check(a action, now time.Time) (action, string, string) {
 		if math.IsNaN(a.value) || a.value < 0 || a.value > 1 {
 			return a, "", fmt.Sprintf("shed fraction must be in [0, 1], got %v", a.value)
 		}
+	case Circuit:
+		if why := a.circuit.check(); why != "" {
+			return a, "", why
+		}
 	}
 	if a.kind != Scale && p.e.cfg.Target == nil {
 		return a, "", "this node has no target for node-local actions"
@@ -304,6 +317,8 @@ func (p *policy) act(ctx context.Context, a action) error {
 		err = t.SetLimit(a.target, a.value, int(a.burst))
 	case Shed:
 		err = t.SetShed(a.target, a.value)
+	case Circuit:
+		err = t.SetCircuit(a.service, a.circuit.limits())
 	}
 	if err != nil {
 		return fmt.Errorf("target: %w", err)

@@ -83,6 +83,9 @@ func (t *recordingTarget) SetLimit(r string, rps float64, burst int) error {
 	return t.note("limit %s %g %d", r, rps, burst)
 }
 func (t *recordingTarget) SetShed(r string, f float64) error { return t.note("shed %s %g", r, f) }
+func (t *recordingTarget) SetCircuit(s string, c CircuitLimits) error {
+	return t.note("circuit %s %d %d %d %d", s, c.MaxRequests, c.MaxPending, c.MaxRetries, c.MaxRequestsPerBackend)
+}
 func (t *recordingTarget) list() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -536,7 +539,8 @@ func TestHugeAndNonFiniteNumbersAreRefusedWithTheLine(t *testing.T) {
 	for _, call := range []string{
 		`scale("api", 1e19)`, `scale("api", -1e19)`, `scale("api", 1/0)`, `scale("api", 0/0)`,
 		`limit("r", 10, 1e19)`, `limit("r", 1/0, 5)`, `weight("api", "b", 1e300)`, `eject("api", "b", 1/0)`,
-		`shed("r", 0/0)`,
+		`shed("r", 0/0)`, `circuit("api", {max_requests = 1/0})`, `circuit("api", {max_pending = -1e19})`,
+		`circuit("api", {max_retries = 0/0})`,
 	} {
 		r := newRig(t, "function evaluate(m)\n  "+call+"\nend", func(c *EngineConfig) {
 			c.Bounds = map[string]ServiceBounds{"api": {}} // no max, no step: nothing clamps

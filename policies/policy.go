@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -125,7 +127,7 @@ func (p *policy) registerActions() {
 		p.pending = append(p.pending, a)
 		return nil, nil
 	}
-	for kind := range arguments {
+	for _, kind := range append(slices.Collect(maps.Keys(arguments)), Circuit) {
 		p.vm.Register(string(kind), func(args []any) ([]any, error) { return add(kind, args) })
 	}
 	p.vm.Register("log", func(args []any) ([]any, error) {

@@ -83,8 +83,36 @@ type Target interface {
 	// SetShed rejects that share of the route's requests with
 	// 503 and Retry-After; 0 stops shedding.
 	SetShed(route string, fraction float64) error
+	// SetCircuit changes the service's circuit breaker thresholds that c
+	// names; the others stay as they are.
+	SetCircuit(service string, c CircuitLimits) error
 	// Decided hears every decision as the engine logs it, for shipping.
 	Decided(telemetry.Decision)
+}
+
+// CircuitLimits is what a circuit action sets: Envoy's thresholds, each Keep
+// unless the script named it.
+type CircuitLimits struct {
+	MaxRequests, MaxPending, MaxRetries, MaxRequestsPerBackend int
+}
+
+// Keep marks a threshold a circuit action leaves as it is.
+const Keep = -1
+
+// KeepAll names no threshold.
+var KeepAll = CircuitLimits{Keep, Keep, Keep, Keep}
+
+// On is base with the thresholds c names.
+func (c CircuitLimits) On(base CircuitLimits) CircuitLimits {
+	for _, f := range [...]struct{ to, from *int }{
+		{&base.MaxRequests, &c.MaxRequests}, {&base.MaxPending, &c.MaxPending},
+		{&base.MaxRetries, &c.MaxRetries}, {&base.MaxRequestsPerBackend, &c.MaxRequestsPerBackend},
+	} {
+		if *f.from != Keep {
+			*f.to = *f.from
+		}
+	}
+	return base
 }
 
 // FiguresFrom turns a telemetry sample into service figures, reading the

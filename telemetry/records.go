@@ -9,7 +9,7 @@ type Decision struct {
 	Node     string    `json:"node"`
 	Region   string    `json:"region"`
 	Policy   string    `json:"policy"`
-	Action   string    `json:"action"` // scale, weight, eject, restore, limit, shed
+	Action   string    `json:"action"` // scale, weight, eject, restore, limit, shed, circuit
 	Service  string    `json:"service,omitempty"`
 	Target   string    `json:"target,omitempty"` // backend or route
 	Value    float64   `json:"value"`

@@ -26,6 +26,10 @@ type ServiceSample struct {
 	Latency         HistogramSnapshot `json:"latency"` // observations in the window only
 	Backends        int               `json:"backends"`
 	HealthyBackends int               `json:"healthy_backends"`
+	// Overflow counts the requests the service's circuit breakers refused
+	// in the window, by the threshold that refused them (max_requests,
+	// max_pending, max_retries, max_requests_per_backend); nil when none.
+	Overflow map[string]uint64 `json:"overflow,omitempty"`
 }
 
 // MergeServices sums per-service figures over several samples, as a region
@@ -43,6 +47,12 @@ func MergeServices(samples []NodeSample) map[string]ServiceSample {
 			m.Backends += s.Backends
 			m.HealthyBackends += s.HealthyBackends
 			m.Latency.Merge(s.Latency)
+			for reason, c := range s.Overflow {
+				if m.Overflow == nil {
+					m.Overflow = map[string]uint64{}
+				}
+				m.Overflow[reason] += c
+			}
 			errs[name] += s.ErrorRate * s.RPS
 			out[name] = m
 		}

@@ -91,12 +91,13 @@ func (hundred) Leadership() (uint64, bool)    { return 0, true }
 
 type noTarget struct{}
 
-func (noTarget) SetWeight(string, string, int) error       { return nil }
-func (noTarget) Eject(string, string, time.Duration) error { return nil }
-func (noTarget) Restore(string, string) error              { return nil }
-func (noTarget) SetLimit(string, float64, int) error       { return nil }
-func (noTarget) SetShed(string, float64) error             { return nil }
-func (noTarget) Decided(telemetry.Decision)                {}
+func (noTarget) SetWeight(string, string, int) error             { return nil }
+func (noTarget) Eject(string, string, time.Duration) error       { return nil }
+func (noTarget) Restore(string, string) error                    { return nil }
+func (noTarget) SetLimit(string, float64, int) error             { return nil }
+func (noTarget) SetShed(string, float64) error                   { return nil }
+func (noTarget) SetCircuit(string, policies.CircuitLimits) error { return nil }
+func (noTarget) Decided(telemetry.Decision)                      {}
 func (c *counter) Scale(_ context.Context, r actuator.Request) error {
 	c.n.Store(int64(r.Replicas))
 	return nil

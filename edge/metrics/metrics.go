@@ -57,7 +57,7 @@ func New(services func() []*upstream.Service) *Metrics {
 	}, []string{"route", "service"})
 	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "perigee_in_flight_requests", Help: "Requests being served now."})
 	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "perigee_policy_decisions_total", Help: "Policy decisions, by policy, action (scale, weight, eject, restore, limit, shed) and outcome (applied, rejected, dry_run, not_applied).",
+		Name: "perigee_policy_decisions_total", Help: "Policy decisions, by policy, action (scale, weight, eject, restore, limit, shed, circuit) and outcome (applied, rejected, dry_run, not_applied).",
 	}, []string{"policy", "action", "outcome"})
 	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "perigee_upstream_retries_total", Help: "Requests sent again to another backend after a connect failure, by service.",

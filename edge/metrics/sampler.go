@@ -26,6 +26,7 @@ type Sampler struct {
 type serviceTotals struct {
 	requests, errors uint64
 	latency          telemetry.HistogramSnapshot
+	overflow         map[string]uint64 // the breakers' refusals by reason, since they were made
 }
 
 // NewSampler starts the first window now.
@@ -55,7 +56,8 @@ func (s *Sampler) Sample(now time.Time) telemetry.NodeSample {
 	var total uint64
 	for _, svc := range s.services() {
 		st := s.m.Service(svc.Name)
-		cur := serviceTotals{requests: st.requests.Load(), errors: st.errors.Load(), latency: st.latency.Snapshot()}
+		cur := serviceTotals{requests: st.requests.Load(), errors: st.errors.Load(), latency: st.latency.Snapshot(),
+			overflow: svc.CircuitStatus().Overflow}
 		prev := s.prev[svc.Name]
 		reqs, errs := cur.requests-prev.requests, cur.errors-prev.errors
 		total += cur.requests
@@ -63,6 +65,7 @@ func (s *Sampler) Sample(now time.Time) telemetry.NodeSample {
 			InFlight: st.inFlight.Load(),
 			Latency:  cur.latency.Sub(prev.latency),
 			Backends: len(svc.Backends()), HealthyBackends: len(svc.Healthy()),
+			Overflow: windowOverflow(cur.overflow, prev.overflow),
 		}
 		if secs > 0 && !s.last.IsZero() {
 			ss.RPS = float64(reqs) / secs
@@ -85,6 +88,25 @@ func (s *Sampler) Sample(now time.Time) telemetry.NodeSample {
 	s.prevNodeRequests = total
 	s.last = now
 	s.latest = out
+	return out
+}
+
+// windowOverflow is what the breakers refused since prev, by reason, or nil
+// for nothing. A count below prev's is a new breaker (the service was
+// dropped and added again), counting from zero.
+func windowOverflow(cur, prev map[string]uint64) map[string]uint64 {
+	var out map[string]uint64
+	for reason, c := range cur {
+		if p := prev[reason]; p <= c {
+			c -= p
+		}
+		if c > 0 {
+			if out == nil {
+				out = map[string]uint64{}
+			}
+			out[reason] = c
+		}
+	}
 	return out
 }
 

@@ -34,13 +34,15 @@ type service struct {
 	queue   float64     // requests waiting
 	shed    float64
 	limit   float64
+	circuit policies.CircuitLimits // what circuit actions set; 0 means no breaker
 	ejected map[string]time.Time
 	row     Row
 	figures policies.ServiceFigures
 	failed  float64 // requests/s that failed this tick
 	faulty  float64 // of which the backend's own errors, whatever its capacity
 	shedRPS float64
-	over    bool // demand above capacity this tick
+	refused float64 // of failed, requests/s a breaker refused this tick
+	over    bool    // demand above capacity this tick
 }
 
 // queueSeconds is how much work the queue holds before requests fail.
@@ -80,12 +82,27 @@ func (s *service) advance(now time.Time, dt float64, r Row) {
 		admitted = math.Min(admitted, s.limit)
 	}
 	s.shedRPS = r.RPS - admitted
+	// A breaker admits max_requests at a time: by Little's law, at most
+	// max_requests over the last tick's mean response time per second.
+	// The rest are refused at once, before they can queue.
+	s.refused = 0
+	if c := float64(s.circuit.MaxRequests); c > 0 {
+		resp := s.figures.EWMA.Seconds()
+		if resp <= 0 {
+			resp = r.LatencyMS / 1000
+		}
+		if resp > 0 && admitted > c/resp {
+			s.refused = admitted - c/resp
+			admitted = c / resp
+		}
+	}
 	capacity := float64(serving) * r.Capacity
 	base := r.LatencyMS / 1000
 	s.over = admitted > capacity
 	s.queue = math.Max(0, s.queue+(admitted-capacity)*dt)
 	s.failed = r.ErrorRate * admitted
 	s.faulty = s.failed
+	s.failed += s.refused
 	if limit := queueSeconds * capacity; s.queue > limit {
 		s.failed += (s.queue - limit) / dt
 		s.queue = limit
@@ -210,6 +227,16 @@ func (t target) SetLimit(route string, rps float64, burst int) error {
 	s, err := t.m.known(route)
 	if err == nil {
 		s.limit = rps
+	}
+	return err
+}
+
+// SetCircuit keeps the thresholds the call names; only max_requests
+// changes what the model serves.
+func (t target) SetCircuit(svc string, c policies.CircuitLimits) error {
+	s, err := t.m.known(svc)
+	if err == nil {
+		s.circuit = c.On(s.circuit)
 	}
 	return err
 }

@@ -58,6 +58,7 @@ type Point struct {
 	Failed   float64 // requests/s
 	Faulty   float64 // of Failed, the backend's own errors, which no replica count prevents
 	Shed     float64
+	Refused  float64 // of Failed, what a circuit breaker refused
 	Overload bool
 }
 
@@ -221,7 +222,7 @@ func Simulate(ctx context.Context, opt Options, out io.Writer) (Result, error) {
 		for svc, s := range m.services {
 			res.Series[svc] = append(res.Series[svc], Point{
 				T: tk.T, RPS: s.row.RPS, Ready: s.ready, Desired: s.ready + len(s.pending),
-				P99: s.figures.P99, Failed: s.failed, Faulty: s.faulty, Shed: s.shedRPS, Overload: s.over,
+				P99: s.figures.P99, Failed: s.failed, Faulty: s.faulty, Shed: s.shedRPS, Refused: s.refused, Overload: s.over,
 			})
 		}
 	}
@@ -258,19 +259,21 @@ type Figures struct {
 	Failed           float64 // share of offered requests, percent
 	Faulty           float64 // of Failed, the backend's own errors, percent of offered
 	Shed             float64 // percent of offered
+	Refused          float64 // of Failed, by a circuit breaker, percent of offered
 }
 
 // Figures sums up service's series.
 func (r Result) Figures(service string) Figures {
 	pts := r.Series[service]
 	f := Figures{Low: math.MaxInt}
-	var offered, failed, faulty, shed, replicaSec float64
+	var offered, failed, faulty, shed, refused, replicaSec float64
 	for _, p := range pts {
 		f.PeakRPS = math.Max(f.PeakRPS, p.RPS)
 		offered += p.RPS * r.Step
 		failed += p.Failed * r.Step
 		faulty += p.Faulty * r.Step
 		shed += p.Shed * r.Step
+		refused += p.Refused * r.Step
 		replicaSec += float64(p.Ready) * r.Step
 		f.P99Max = max(f.P99Max, p.P99)
 		f.Low, f.High = min(f.Low, p.Ready), max(f.High, p.Ready)
@@ -282,7 +285,7 @@ func (r Result) Figures(service string) Figures {
 		f.Final = pts[len(pts)-1].Ready
 	}
 	if offered > 0 {
-		f.Failed, f.Faulty, f.Shed = 100*failed/offered, 100*faulty/offered, 100*shed/offered
+		f.Failed, f.Faulty, f.Shed, f.Refused = 100*failed/offered, 100*faulty/offered, 100*shed/offered, 100*refused/offered
 	}
 	f.ReplicaHours = replicaSec / 3600
 	return f
@@ -316,9 +319,9 @@ func summarize(out io.Writer, opt Options, res Result) {
 	sort.Strings(names)
 	for _, n := range names {
 		f := res.Figures(n)
-		fmt.Fprintf(out, "  %s: peak %.0f rps; replicas %d..%d (final %d), %.1f replica-hours; p99 max %v; over capacity %d/%d ticks; failed %.2f%% (%.2f%% for want of capacity, %.2f%% the backend's own errors), shed %.2f%%\n",
+		fmt.Fprintf(out, "  %s: peak %.0f rps; replicas %d..%d (final %d), %.1f replica-hours; p99 max %v; over capacity %d/%d ticks; failed %.2f%% (%.2f%% for want of capacity, %.2f%% the backend's own errors, %.2f%% refused by the circuit breaker), shed %.2f%%\n",
 			n, f.PeakRPS, f.Low, f.High, f.Final, f.ReplicaHours, f.P99Max.Round(time.Millisecond), f.OverTicks, len(res.Series[n]),
-			f.Failed, f.Failed-f.Faulty, f.Faulty, f.Shed)
+			f.Failed, f.Failed-f.Faulty-f.Refused, f.Faulty, f.Refused, f.Shed)
 	}
 }
 

@@ -158,3 +158,24 @@ func TestRuntimeErrorsAreCountedNotFatal(t *testing.T) {
 		t.Fatalf("eval errors %d, output:\n%s", res.EvalErrors, out.String())
 	}
 }
+
+// The simulator takes circuit decisions: the shipped circuit_per_replica.lua
+// sets 4 requests per ready replica, the timeline shows the thresholds, and
+// on a ramp past the replicas' capacity the breaker refuses requests
+// instead of queueing them.
+func TestCircuitDecisionsShowAndRefuse(t *testing.T) {
+	var out bytes.Buffer
+	res, err := Simulate(context.Background(), Options{Policy: "../circuit_per_replica.lua", Trace: "../traces/ramp.csv"}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Decisions) != 1 || !res.Decisions[0].Applied || res.Decisions[0].Target != "max_requests=8 max_requests_per_backend=4" {
+		t.Fatalf("decisions: %+v", res.Decisions)
+	}
+	if !strings.Contains(out.String(), "circuit   api max_requests=8 max_requests_per_backend=4") {
+		t.Fatalf("timeline:\n%s", out.String())
+	}
+	if f := res.Figures("api"); f.Refused <= 0 || f.Refused > f.Failed {
+		t.Fatalf("refused %.2f%% of %.2f%% failed: the breaker should refuse part of the ramp", f.Refused, f.Failed)
+	}
+}

@@ -50,6 +50,7 @@ const (
 	tagCost       = 5
 	tagSampleCols = 6
 	tagAccessCols = 7
+	tagOverflow   = 8 // circuit overflows of the samples' services; only when there are some
 )
 
 // AppendPayload encodes the batch's records (not its id, which lives in the
@@ -60,6 +61,7 @@ func AppendPayload(b []byte, bt *Batch) []byte {
 	if len(bt.Samples) > 0 {
 		e.b = append(e.b, tagSampleCols)
 		e.samples(bt.Samples, base)
+		e.overflow(bt.Samples)
 	}
 	if len(bt.Decisions) > 0 {
 		e.b = append(e.b, tagDecisions)
@@ -86,6 +88,41 @@ func AppendPayload(b []byte, bt *Batch) []byte {
 		}
 	}
 	return e.b
+}
+
+// overflow writes the samples' circuit overflows as a section of its own
+// after theirs, each as sample index, service, reason and count, so that a
+// batch without any is what it was before overflows were shipped.
+func (e *encoder) overflow(ss []telemetry.NodeSample) {
+	n := 0
+	for i := range ss {
+		for _, v := range ss[i].Services {
+			for _, c := range v.Overflow {
+				if c > 0 {
+					n++
+				}
+			}
+		}
+	}
+	if n == 0 {
+		return
+	}
+	e.b = append(e.b, tagOverflow)
+	e.b = binary.AppendUvarint(e.b, uint64(n))
+	for i := range ss {
+		for _, name := range slices.Sorted(maps.Keys(ss[i].Services)) {
+			of := ss[i].Services[name].Overflow
+			for _, reason := range slices.Sorted(maps.Keys(of)) {
+				if of[reason] == 0 {
+					continue
+				}
+				e.b = binary.AppendUvarint(e.b, uint64(i))
+				e.str(name)
+				e.str(reason)
+				e.b = binary.AppendUvarint(e.b, of[reason])
+			}
+		}
+	}
 }
 
 func appendDecision(b []byte, d *telemetry.Decision, base int64) []byte {

@@ -27,6 +27,9 @@ const MaxRecords = 1 << 16
 const (
 	maxServices    = 4096 // per sample
 	maxEventFields = 256
+	// maxOverflowReasons bounds the thresholds one service's overflows
+	// name; a node names four.
+	maxOverflowReasons = 7
 )
 
 // The smallest encoding of each record: one byte per varint and string
@@ -41,6 +44,7 @@ const (
 	minEvent       = 1 + 2 + 1 // time, node and kind, field count
 	minEventField  = 2
 	minAccessRow   = 1 + 4 + 1 + 1 + 1 + 1 + 1
+	minOverflow    = 4 // sample index, service, reason, count
 )
 
 // DecodePayload reads what AppendPayload wrote into bt, whose Created must
@@ -50,7 +54,7 @@ func DecodePayload(p []byte, bt *Batch, budget int64) error {
 	base := bt.Created.UnixNano()
 	d := decoder{r: newReader(p), budget: budget}
 	r := d.r
-	var seen [tagAccessCols + 1]bool
+	var seen [tagOverflow + 1]bool
 	for r.Len() > 0 && r.Err() == nil {
 		tag := r.Byte("section")
 		if tag == 0 || int(tag) >= len(seen) {
@@ -79,6 +83,12 @@ func DecodePayload(p []byte, bt *Batch, budget int64) error {
 			bt.Events = readRows(&d, minEvent, "events", base, (*decoder).event)
 		case tagAccess:
 			bt.Access = readRows(&d, minAccessRow, "access records", base, (*decoder).accessRow)
+		case tagOverflow:
+			if !seen[tagSampleCols] && !seen[tagSamples] {
+				r.Fail("overflows before any samples")
+				break
+			}
+			d.overflow(bt.Samples)
 		}
 	}
 	if (seen[tagSamples] && seen[tagSampleCols]) || (seen[tagAccess] && seen[tagAccessCols]) {
@@ -127,11 +137,17 @@ func (d *decoder) each(n int, f func(i int)) {
 	}
 }
 
-// mapCost is what one map entry is charged: key, value and bucket overhead.
-func mapCost[K comparable, V any]() int {
+// mapBytes is what a map made for n entries allocates: its header and
+// groups of eight slots, each group filled to at most seven, in a power of
+// two. A map of one entry costs a whole group.
+func mapBytes[K comparable, V any](n int) int {
 	var k K
 	var v V
-	return int(unsafe.Sizeof(k)+unsafe.Sizeof(v)) + 8
+	groups := 1
+	for groups*7 < n {
+		groups *= 2
+	}
+	return 64 + groups*(8+8*int(unsafe.Sizeof(k)+unsafe.Sizeof(v)))
 }
 
 func (d *decoder) string(what string) string {
@@ -252,8 +268,15 @@ func (d *decoder) samples(base int64) []telemetry.NodeSample {
 	if total > MaxRecords || total > d.r.Len()/minServiceCols {
 		d.r.Failf("%d services in one batch, more than %d or than the bytes left hold", total, MaxRecords)
 	}
-	perService := int(unsafe.Sizeof(flatService{})) + 8 + 2*mapCost[string, telemetry.ServiceSample]()
-	if !d.charge(total*perService, "services") {
+	// Each sample's services, its map of them and the index by name the
+	// next sample finds its predecessors in.
+	need := total * (int(unsafe.Sizeof(flatService{})) + 8)
+	for _, n := range counts {
+		if n > 0 {
+			need += mapBytes[string, telemetry.ServiceSample](n) + mapBytes[string, int](n)
+		}
+	}
+	if !d.charge(need, "services") {
 		return nil
 	}
 	// Names first, so each service finds its predecessor by name.
@@ -277,11 +300,14 @@ func (d *decoder) samples(base int64) []telemetry.NodeSample {
 	if d.r.Err() != nil {
 		return nil
 	}
+	// A service new in its sample is encoded against zero, which is read
+	// only: one for all, not one allocated per read.
+	var none telemetry.ServiceSample
 	prev := func(i int) *telemetry.ServiceSample {
 		if j := prevAt[i]; j >= 0 {
 			return &fs[j].v
 		}
-		return &telemetry.ServiceSample{}
+		return &none
 	}
 	d.floats(len(fs), func(i int, x uint64) { fs[i].v.RPS = xorFloat(prev(i).RPS, x) })
 	d.floats(len(fs), func(i int, x uint64) { fs[i].v.ErrorRate = xorFloat(prev(i).ErrorRate, x) })
@@ -307,6 +333,51 @@ func (d *decoder) samples(base int64) []telemetry.NodeSample {
 		}
 	}
 	return ss
+}
+
+// overflow reads the circuit overflows into the services of ss. Each must
+// name a sample and a service the batch holds, a reason, a count above
+// zero, and no entry twice.
+func (d *decoder) overflow(ss []telemetry.NodeSample) {
+	r := d.r
+	// An entry allocates nothing but its service's map, charged below.
+	n := r.Count(minOverflow, MaxRecords, "overflows")
+	d.each(n, func(int) {
+		i := r.Uvarint("overflow sample")
+		svc, reason := d.str(), d.str()
+		c := r.Uvarint("overflow count")
+		switch {
+		case r.Err() != nil:
+			return
+		case i >= uint64(len(ss)):
+			r.Failf("overflow for sample %d of %d", i, len(ss))
+			return
+		case reason == "" || c == 0:
+			r.Fail("overflow without a reason or a count")
+			return
+		}
+		v, ok := ss[i].Services[svc]
+		if !ok {
+			r.Failf("overflow for service %q, which its sample does not hold", svc)
+			return
+		}
+		if _, dup := v.Overflow[reason]; dup {
+			r.Failf("overflow %s %s twice", svc, reason)
+			return
+		}
+		if len(v.Overflow) == maxOverflowReasons {
+			r.Failf("overflow of %s: more than %d reasons", svc, maxOverflowReasons)
+			return
+		}
+		if v.Overflow == nil {
+			if !d.charge(mapBytes[string, uint64](maxOverflowReasons), "overflow maps") {
+				return
+			}
+			v.Overflow = make(map[string]uint64, maxOverflowReasons)
+			ss[i].Services[svc] = v
+		}
+		v.Overflow[reason] = c
+	})
 }
 
 func (d *decoder) access(base int64) []telemetry.AccessRecord {
@@ -355,7 +426,7 @@ func (d *decoder) sampleRow(s *telemetry.NodeSample, base int64) {
 	s.CPU = r.Float64("cpu")
 	s.MemBytes = r.Uvarint("memory")
 	n := r.Count(minServiceRow, maxServices, "services")
-	if n == 0 || !d.charge(n*mapCost[string, telemetry.ServiceSample](), "services") {
+	if n == 0 || !d.charge(mapBytes[string, telemetry.ServiceSample](n), "services") {
 		return
 	}
 	s.Services = make(map[string]telemetry.ServiceSample, n)
@@ -389,7 +460,7 @@ func (d *decoder) event(e *telemetry.Event, base int64) {
 	e.Node = d.string("event node")
 	e.Kind = d.string("event kind")
 	n := d.r.Count(minEventField, maxEventFields, "event fields")
-	if n == 0 || !d.charge(n*mapCost[string, string](), "event fields") {
+	if n == 0 || !d.charge(mapBytes[string, string](n), "event fields") {
 		return
 	}
 	e.Fields = make(map[string]string, n)

@@ -3,7 +3,9 @@ package wire
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -87,6 +89,50 @@ func TestOpenBoundsMemoryOfForgedCounts(t *testing.T) {
 		t.Logf("%s: %v, %d KiB allocated", name, oerr, used>>10)
 		if used > 3*limit {
 			t.Errorf("%s: decoding allocated %d KiB, bound %d KiB", name, used>>10, 3*limit>>10)
+		}
+	}
+}
+
+// Records that each hold a map of one entry cost a map's group of slots,
+// several times what the entry does: the decoder charges them so, and the
+// largest batch of such records the budget lets through allocates no more
+// than about the budget.
+func TestSmallMapsAreChargedTheirSize(t *testing.T) {
+	const budget = 1 << 20
+	for name, batch := range map[string]func(n int) *Batch{
+		"a one-service map per sample": func(n int) *Batch {
+			return &Batch{Samples: slices.Repeat([]telemetry.NodeSample{{Services: map[string]telemetry.ServiceSample{"a": {}}}}, n)}
+		},
+		"a one-field map per event": func(n int) *Batch {
+			return &Batch{Events: slices.Repeat([]telemetry.Event{{Fields: map[string]string{"a": ""}}}, n)}
+		},
+		"an overflow map per service": func(n int) *Batch {
+			s := telemetry.NodeSample{Services: map[string]telemetry.ServiceSample{}}
+			for i := range n {
+				s.Services[fmt.Sprint(i)] = telemetry.ServiceSample{Overflow: map[string]uint64{"max_requests": 1}}
+			}
+			return &Batch{Samples: []telemetry.NodeSample{s}}
+		},
+	} {
+		// The most records the budget decodes.
+		lo, hi := 1, MaxRecords
+		if name == "an overflow map per service" {
+			hi = maxServices
+		}
+		for lo < hi {
+			mid := (lo + hi + 1) / 2
+			if DecodePayload(AppendPayload(nil, batch(mid)), &Batch{}, budget) == nil {
+				lo = mid
+			} else {
+				hi = mid - 1
+			}
+		}
+		p := AppendPayload(nil, batch(lo))
+		var err error
+		used := allocated(func() { err = DecodePayload(p, &Batch{}, budget) })
+		t.Logf("%s: %d records in %d bytes decode to %d KiB (err %v)", name, lo, len(p), used>>10, err)
+		if used > budget*5/4 {
+			t.Errorf("%s: %d records allocated %d KiB, budget %d KiB", name, lo, used>>10, budget>>10)
 		}
 	}
 }

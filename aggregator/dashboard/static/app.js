@@ -115,6 +115,11 @@ function drawNodes(nodes) {
     cell(tr, n.rps.toFixed(1), "num"); cell(tr, n.p99_ms.toFixed(1), "num");
     cell(tr, (100 * n.error_rate).toFixed(2) + "%", "num"); cell(tr, n.cpu.toFixed(2), "num");
     cell(tr, `${n.healthy_backends}/${n.backends}`, "num");
+    // Circuit breaker refusals over the aggregator's memory window, each
+    // service and threshold in the cell's title.
+    const over = n.circuit_overflow || [];
+    cell(tr, over.length ? String(over.reduce((sum, o) => sum + o.count, 0)) : "", "num");
+    tr.lastChild.title = over.map(o => `${o.service} ${o.reason}: ${o.count}`).join("\n");
     cell(tr, n.telemetry_bytes_per_sec.toFixed(0), "num");
     cell(tr, new Date(n.last_seen).toLocaleTimeString());
     // A clock more than a few seconds off is worth seeing: such batches
