@@ -194,11 +194,10 @@ func (a abi) logEnabled(ctx context.Context, _ api.Module, stack []uint64) {
 
 func (a abi) log(ctx context.Context, mod api.Module, stack []uint64) {
 	lvl, ok := slogLevel(int32(stack[0]))
-	if !ok || a.t == nil || !a.t.logger.Enabled(ctx, lvl) {
+	if !ok || a.t == nil {
 		return
 	}
-	msg := string(read(mod, uint32(stack[1]), uint32(stack[2])))
-	a.t.logger.Log(context.Background(), lvl, msg)
+	a.t.guestLog.log(ctx, lvl, "wasm guest log", read(mod, uint32(stack[1]), uint32(stack[2])))
 }
 
 func (a abi) getMethod(ctx context.Context, mod api.Module, stack []uint64) {

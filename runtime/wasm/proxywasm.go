@@ -312,8 +312,8 @@ func (p proxyABI) log(ctx context.Context, mod api.Module, stack []uint64) {
 		stack[0] = statusInvalidMemory
 		return
 	}
-	if p.t != nil && p.t.logger.Enabled(ctx, lvl) {
-		p.t.logger.Log(ctx, lvl, "wasm guest log", "text", string(msg))
+	if p.t != nil {
+		p.t.guestLog.log(ctx, lvl, "wasm guest log", msg)
 	}
 	stack[0] = statusOK
 }

@@ -35,6 +35,7 @@ type Transform struct {
 	host     *Host
 	fp       [32]byte
 	logger   *slog.Logger
+	guestLog *guestLog
 	rt       wazero.Runtime
 	compiled wazero.CompiledModule
 	modCfg   wazero.ModuleConfig
@@ -93,6 +94,7 @@ func (h *Host) Load(ctx context.Context, spec Spec) (*Transform, error) {
 		pending: make(chan struct{}, spec.Pool),
 		stop:    make(chan struct{}),
 	}
+	t.guestLog = &guestLog{logger: t.logger}
 	t.refs.Store(1)
 	t.rt = h.newRuntime(ctx, uint64(spec.Memory))
 	if err := t.init(ctx, h); err != nil {
@@ -123,8 +125,8 @@ func (t *Transform) init(ctx context.Context, h *Host) error {
 		WithSysWalltime().
 		WithSysNanotime().
 		WithRandSource(rand.Reader).
-		WithStdout(logWriter{t.logger, slog.LevelInfo}).
-		WithStderr(logWriter{t.logger, slog.LevelWarn})
+		WithStdout(output{t.guestLog, slog.LevelInfo}).
+		WithStderr(output{t.guestLog, slog.LevelWarn})
 	for range t.spec.Pool {
 		inst, err := t.instantiate(ctx)
 		if err != nil {
@@ -294,15 +296,4 @@ func (t *Transform) Stats() Stats {
 		Traps: s.traps.Load(), Timeouts: s.timeouts.Load(), Busy: s.busy.Load(),
 		Replaced: s.replaced.Load(), Time: s.time.Snapshot(),
 	}
-}
-
-// logWriter sends a guest's stdout or stderr to the log, a write a line.
-type logWriter struct {
-	logger *slog.Logger
-	level  slog.Level
-}
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.logger.Log(context.Background(), w.level, "wasm guest output", "text", string(p))
-	return len(p), nil
 }

@@ -1,0 +1,70 @@
+package wasm
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// A guest's log lines are outside input: within one call's deadline a guest
+// can write gigabytes. Every way a guest logs (http-wasm's log, proxy-wasm's
+// proxy_log, WASI stdout and stderr) goes through one guestLog per
+// transform, which cuts each record's text and lets through at most
+// guestLogBurst records a second; the next record that gets through says
+// how many were dropped.
+const (
+	guestLogBurst   = 100
+	maxGuestLogText = 4 << 10
+)
+
+type guestLog struct {
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	window  time.Time // start of the current second
+	n       int       // records let through in it
+	dropped int64     // since the last record let through
+}
+
+func (g *guestLog) log(ctx context.Context, lvl slog.Level, msg string, text []byte) {
+	if !g.logger.Enabled(ctx, lvl) {
+		return
+	}
+	now := time.Now()
+	g.mu.Lock()
+	if now.Sub(g.window) >= time.Second {
+		g.window, g.n = now, 0
+	}
+	if g.n >= guestLogBurst {
+		g.dropped++
+		g.mu.Unlock()
+		return
+	}
+	g.n++
+	dropped := g.dropped
+	g.dropped = 0
+	g.mu.Unlock()
+
+	attrs := make([]any, 0, 6)
+	if len(text) > maxGuestLogText {
+		attrs = append(attrs, "text", string(text[:maxGuestLogText]), "cut_bytes", len(text)-maxGuestLogText)
+	} else {
+		attrs = append(attrs, "text", string(text))
+	}
+	if dropped > 0 {
+		attrs = append(attrs, "dropped_before", dropped)
+	}
+	g.logger.Log(ctx, lvl, msg, attrs...)
+}
+
+// output is a guest's stdout or stderr: a write a record.
+type output struct {
+	g     *guestLog
+	level slog.Level
+}
+
+func (o output) Write(p []byte) (int, error) {
+	o.g.log(context.Background(), o.level, "wasm guest output", p)
+	return len(p), nil
+}
