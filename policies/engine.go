@@ -144,7 +144,7 @@ func (e *Engine) compile(spec Spec, old *policy) (*policy, error) {
 		Limits:  lua.Limits{Timeout: spec.Timeout.D(), AllocBytes: e.cfg.AllocBytes},
 		Now:     e.now,
 		Modules: Library(),
-		Print:   func(msg string) { e.cfg.ScriptLog.Info(msg, "policy", spec.Name) },
+		Print:   p.scriptLog,
 	})
 	p.view = newLuaView(p.vm, spec, p.allow, e.cfg.Node, e.cfg.Region)
 	p.registerActions()

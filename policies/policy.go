@@ -25,6 +25,7 @@ type policy struct {
 	view    *luaView // the table m, kept between evaluations
 	retired bool
 	pending []action
+	logged  int // script log records this evaluation
 	last    map[string]memo // what this policy last decided, to skip repeats
 	asked   map[string]int  // per service, the replicas this policy last recommended
 
@@ -91,6 +92,7 @@ func (p *policy) evaluate(ctx context.Context) error {
 	start := time.Now()
 	_, err := p.vm.Call(ctx, "evaluate", m)
 	took := time.Since(start)
+	p.endScriptLog()
 
 	p.statusMu.Lock()
 	p.st.Runs++
@@ -124,6 +126,9 @@ func (p *policy) registerActions() {
 		if err != nil {
 			return nil, err
 		}
+		if len(p.pending) == maxActions {
+			return nil, errTooManyActions
+		}
 		p.pending = append(p.pending, a)
 		return nil, nil
 	}
@@ -135,7 +140,7 @@ func (p *policy) registerActions() {
 		for i, a := range args {
 			parts[i] = fmt.Sprint(a)
 		}
-		p.e.cfg.ScriptLog.Info(strings.Join(parts, " "), "policy", p.spec.Name)
+		p.scriptLog(strings.Join(parts, " "))
 		return nil, nil
 	})
 	p.vm.Register("now", func([]any) ([]any, error) {

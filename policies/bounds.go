@@ -1,0 +1,34 @@
+package policies
+
+import "fmt"
+
+// What one evaluation may produce. Actions and log records live in Go
+// memory, outside the script's heap budget, until the evaluation ends, so
+// each has a count of its own: far above what any fleet's policy needs,
+// far below what a loop can make within a deadline.
+const (
+	maxActions    = 1024
+	maxScriptLogs = 100
+)
+
+// errTooManyActions stops an evaluation at the call that went past
+// maxActions; the VM adds the script's line.
+var errTooManyActions = fmt.Errorf("more than %d actions in one evaluation", maxActions)
+
+// scriptLog writes what a script log()s or print()s, up to maxScriptLogs
+// records an evaluation; the rest are counted and said once at its end.
+func (p *policy) scriptLog(msg string) {
+	if p.logged++; p.logged > maxScriptLogs {
+		return
+	}
+	p.e.cfg.ScriptLog.Info(msg, "policy", p.spec.Name)
+}
+
+// endScriptLog says how many records the evaluation dropped, if any.
+func (p *policy) endScriptLog() {
+	if p.logged > maxScriptLogs {
+		p.e.cfg.ScriptLog.Warn("policy logged more than its limit in one evaluation; the rest were dropped",
+			"policy", p.spec.Name, "limit", maxScriptLogs, "dropped", p.logged-maxScriptLogs)
+	}
+	p.logged = 0
+}

@@ -1,0 +1,73 @@
+package policies
+
+import (
+	"context"
+	"log/slog"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"perigee/units"
+)
+
+// Actions are held in Go memory, outside the script's heap budget, until
+// the evaluation ends: a script that calls scale in a loop for its whole
+// deadline must be stopped at a bounded count, with its line, not grow the
+// node's heap by what it can call in that time.
+func TestActionsPerEvaluationAreBounded(t *testing.T) {
+	r := newRig(t, `
+function evaluate(m)
+  for i = 1, 3000000 do
+    scale("api", 2, "again")
+  end
+end`, func(c *EngineConfig) {
+		c.Policies[0].Timeout, c.Policies[0].Interval = units.Duration(20*time.Second), units.Duration(20*time.Second)
+	})
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	err := r.eval(t)
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if err == nil || !strings.Contains(err.Error(), "p.lua:4") || !strings.Contains(err.Error(), "actions") {
+		t.Fatalf("3M actions in one evaluation: err = %v, want the action limit with the line", err)
+	}
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 64<<20 {
+		t.Errorf("heap grew %d MiB during the evaluation", grew>>20)
+	}
+	if got := r.act.Replicas(); got != 2 {
+		t.Errorf("replicas = %d after a refused evaluation, want 2 (nothing applied)", got)
+	}
+}
+
+// countLog counts the records a logger gets.
+type countLog struct{ n atomic.Int64 }
+
+func (c *countLog) Enabled(context.Context, slog.Level) bool  { return true }
+func (c *countLog) Handle(context.Context, slog.Record) error { c.n.Add(1); return nil }
+func (c *countLog) WithAttrs([]slog.Attr) slog.Handler        { return c }
+func (c *countLog) WithGroup(string) slog.Handler             { return c }
+
+// A script's log() and print() are bounded per evaluation: a loop of them
+// leaves a bounded number of records and one that says how many went.
+func TestScriptLogsPerEvaluationAreBounded(t *testing.T) {
+	logs := &countLog{}
+	r := newRig(t, `
+function evaluate(m)
+  for i = 1, 100000 do
+    log("tick", i)
+    print("tock", i)
+  end
+end`, func(c *EngineConfig) {
+		c.ScriptLog = slog.New(logs)
+		c.Policies[0].Timeout, c.Policies[0].Interval = units.Duration(20*time.Second), units.Duration(20*time.Second)
+	})
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	if n := logs.n.Load(); n > maxScriptLogs+1 || n == 0 {
+		t.Fatalf("%d records from 200,000 log and print calls; want at most %d", n, maxScriptLogs+1)
+	}
+}
