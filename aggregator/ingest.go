@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,12 +48,14 @@ func (s *server) authenticate(r *http.Request) (string, bool) {
 // which is what the shipper waits for before forgetting it.
 func (s *server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
+		stampTime(w)
 		w.Header().Set("Allow", http.MethodPost)
 		http.Error(w, "POST a batch", http.StatusMethodNotAllowed)
 		return
 	}
 	res, status, msg := s.ingest(r)
 	s.metrics.batches.WithLabelValues(res).Inc()
+	stampTime(w)
 	if status != http.StatusOK {
 		s.log.Warn("batch refused", "result", res, "status", status, "reason", msg, "remote", r.RemoteAddr)
 		http.Error(w, res+": "+msg, status)
@@ -60,6 +63,15 @@ func (s *server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	fmt.Fprintf(w, "{\"status\":%q}\n", res)
+}
+
+// timeHeader is ship.TimeHeader: every answer to an ingest carries this
+// aggregator's clock, from which a node corrects its own before it seals
+// a batch (see restamp for what is left to the aggregator).
+const timeHeader = "Perigee-Time"
+
+func stampTime(w http.ResponseWriter) {
+	w.Header().Set(timeHeader, strconv.FormatInt(time.Now().UnixMilli(), 10))
 }
 
 func (s *server) ingest(r *http.Request) (result string, status int, msg string) {
@@ -167,7 +179,10 @@ func frameError(err error) (string, int, bool) {
 	}
 }
 
-// restamp keeps the telemetry of a node whose clock runs fast: a batch
+// restamp keeps the telemetry of a node whose clock runs fast, the last
+// resort behind the node's own correction (ship corrects by the offset it
+// learns from timeHeader before it seals a batch, so this applies only to
+// a batch sealed before the node heard from any aggregator): a batch
 // stamped more than maxSkew after it arrived has every time in it moved back
 // by the difference (the node's offset), and a record still ahead of the
 // arrival by more than maxSkew is clamped to it, so nothing lands in the
