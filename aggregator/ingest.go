@@ -126,20 +126,34 @@ func (s *server) ingest(r *http.Request) (result string, status int, msg string)
 	if res, status, ok := frameError(err); !ok {
 		return res, status, err.Error()
 	}
-	if err := s.store.Append(now, body); err != nil {
+	if err := s.keep(now, body, b); err != nil {
 		s.log.Error("store append failed", "node", f.Node, "seq", f.Seq, "err", err)
 		return resStoreError, http.StatusServiceUnavailable, "could not store the batch"
 	}
 	stored = true
-	s.dedup.commit(f.Node, f.Seq, b.Records())
-	skew := restamp(b, now, s.cfg.MaxSkew)
-	if skew > s.cfg.MaxSkew {
-		s.log.Warn("node clock ahead, batch re-stamped", "node", f.Node, "seq", f.Seq, "skew", skew.Round(time.Second))
-	}
-	s.fleet.apply(b, now, skew)
 	s.metrics.records.Add(float64(b.Records()))
 	s.metrics.rawBytes.Add(float64(f.RawLen))
 	return resStored, http.StatusOK, ""
+}
+
+// keep stores the frame of batch b, which arrived at now, and once it is
+// durable folds b into the dedup state, the rollups and the fleet view.
+func (s *server) keep(now time.Time, frame []byte, b *wire.Batch) error {
+	s.rollups.gate.RLock()
+	seg, err := s.store.Append(now, frame)
+	if err != nil {
+		s.rollups.gate.RUnlock()
+		return err
+	}
+	s.dedup.commit(b.Node, b.Seq, b.Records())
+	skew := restamp(b, now, s.cfg.MaxSkew)
+	s.rollups.add(seg, b)
+	s.rollups.gate.RUnlock()
+	if skew > s.cfg.MaxSkew {
+		s.log.Warn("node clock ahead, batch re-stamped", "node", b.Node, "seq", b.Seq, "skew", skew.Round(time.Second))
+	}
+	s.fleet.apply(b, now, skew)
+	return nil
 }
 
 // slotWait is how long a batch waits for an ingest slot before it is

@@ -184,25 +184,31 @@ func newSeriesAcc(from, to time.Time, step time.Duration) *seriesAcc {
 }
 
 func (a *seriesAcc) add(node string, p point) {
-	if p.T.Before(a.from) || p.T.After(a.to) {
+	a.addSums(node, p.T, 1, p.RPS, p.CPU, p.ErrRate*p.RPS, p.Latency)
+}
+
+// addSums adds n samples at t, by their sums (errW: error rate times rps):
+// one raw sample, or a rollup bucket starting at t.
+func (a *seriesAcc) addSums(node string, t time.Time, n int, rps, cpu, errW float64, lat telemetry.HistogramSnapshot) {
+	if t.Before(a.from) || t.After(a.to) {
 		return
 	}
-	k := p.T.UnixNano() / int64(a.step)
+	k := t.UnixNano() / int64(a.step)
 	na := a.perNode[nodeStep{node, k}]
 	if na == nil {
 		na = &nodeAcc{}
 		a.perNode[nodeStep{node, k}] = na
 	}
-	na.rps += p.RPS
-	na.cpu += p.CPU
-	na.errW += p.ErrRate * p.RPS
-	na.n++
+	na.rps += rps
+	na.cpu += cpu
+	na.errW += errW
+	na.n += n
 	h := a.lat[k]
 	if h == nil {
 		h = &telemetry.HistogramSnapshot{}
 		a.lat[k] = h
 	}
-	h.Merge(p.Latency)
+	h.Merge(lat)
 }
 
 func (a *seriesAcc) points() []SeriesPoint {

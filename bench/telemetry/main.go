@@ -367,7 +367,7 @@ func restart(w io.Writer, stored int) error {
 	for range 32 { // concurrent appends share fsyncs
 		wg.Go(func() {
 			for r := range recs {
-				if err := st.Append(r.at, r.frame); err != nil {
+				if _, err := st.Append(r.at, r.frame); err != nil {
 					appendErr.Store(err)
 				}
 			}

@@ -1,0 +1,82 @@
+package aggregator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"testing"
+	"time"
+
+	"perigee/telemetry"
+	"perigee/telemetry/wire"
+)
+
+func liveHeap() int64 {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
+}
+
+// The aggregator's heap is bounded by its nodes and tiers, not by what it
+// has stored (issue 14: "500 nodes × 7 days ≈ 300 M points" must not be
+// held): storing twice the samples (the same nodes for twice as long)
+// leaves the heap where it was. Time is simulated through the arrival
+// times, so the store rotates its segments and they are rolled up as in
+// a real run.
+func TestHeapDoesNotGrowWithStoredSamples(t *testing.T) {
+	srv, err := NewServer(Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Tokens: map[string]string{"*": "token-of-everyone-0123456789"},
+		MemoryWindow: 15 * time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.tcp.Close()
+	defer srv.udp.Close()
+	defer srv.s.store.Close()
+	s := srv.s
+	sealer, err := wire.NewSealer(wire.CodecZstd, wire.DefaultLevel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h telemetry.Histogram
+	for i := range 100 {
+		h.Observe(time.Duration(i) * 300 * time.Microsecond)
+	}
+	const nodes, perBatch = 20, 600 // a batch every 10 minutes, a sample a second
+	at := time.Now()                // and on, simulated: segments rotate by their records' times
+	seq := uint64(0)
+	stored := 0
+	feed := func(hours int) {
+		for range hours * 6 {
+			seq++
+			for n := range nodes {
+				b := &wire.Batch{Node: fmt.Sprintf("node-%02d", n), Seq: seq, Created: at}
+				for j := range perBatch {
+					b.Samples = append(b.Samples, telemetry.NodeSample{Node: b.Node, Region: "eu-west", Time: at.Add(time.Duration(j-perBatch) * time.Second),
+						RPS: float64(j), CPU: 0.5, Services: map[string]telemetry.ServiceSample{"api": {RPS: float64(j), Latency: h.Snapshot()}}})
+				}
+				frame := sealer.Seal(b)
+				if err := s.keep(at, frame, b); err != nil {
+					t.Fatal(err)
+				}
+				stored += perBatch
+			}
+			at = at.Add(10 * time.Minute)
+			s.writeRollups(context.Background(), false)
+		}
+	}
+	feed(6)
+	n1, h1 := stored, liveHeap()
+	feed(6)
+	n2, h2 := stored, liveHeap()
+	t.Logf("heap %.1f MiB after %d stored samples, %.1f MiB after %d", float64(h1)/(1<<20), n1, float64(h2)/(1<<20), n2)
+	// Holding even 5 bytes per added sample would grow it by 2 MiB.
+	if grew := h2 - h1; grew > 2<<20 {
+		t.Fatalf("heap grew %.1f MiB for %d more stored samples", float64(grew)/(1<<20), n2-n1)
+	}
+	if segs := len(s.store.Segments()); segs < 12 {
+		t.Fatalf("%d segments: the simulated hours did not rotate the store", segs)
+	}
+}
