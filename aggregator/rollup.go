@@ -248,9 +248,10 @@ func (s *server) rollupLoop(ctx context.Context) {
 }
 
 // writeRollups writes the rollup files of every sealed segment that has
-// none (all segments when the store is closed), from memory for those this
-// process wrote, else from the segment's records; and deletes the files
-// of segments retention removed.
+// none, from memory for those this process wrote, else from the segment's
+// records; and deletes the files of segments retention removed. Once the
+// store is closed (at shutdown) every segment is sealed, and only what is
+// in memory is written, so that stopping stays quick.
 func (s *server) writeRollups(ctx context.Context, closed bool) {
 	segs := s.store.Segments()
 	if !closed {
@@ -270,6 +271,9 @@ func (s *server) writeRollups(ctx context.Context, closed bool) {
 		sr := r.open[seg.ID]
 		r.mu.Unlock()
 		from := "memory"
+		if sr == nil && closed {
+			continue
+		}
 		if sr == nil {
 			from = "records"
 			sr = newSegRollup()
