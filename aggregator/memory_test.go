@@ -80,3 +80,28 @@ func TestHeapDoesNotGrowWithStoredSamples(t *testing.T) {
 		t.Fatalf("%d segments: the simulated hours did not rotate the store", segs)
 	}
 }
+
+// The fleet view's compact histogram gives back exactly the snapshot it
+// was made from, leading and trailing empty buckets aside.
+func TestCompactHistogramIsExact(t *testing.T) {
+	var h telemetry.Histogram
+	for i := range 500 {
+		h.Observe(time.Millisecond + time.Duration(i*i)*time.Microsecond)
+	}
+	snap := h.Snapshot()
+	snap.Counts = append(snap.Counts, 0, 0)
+	var back telemetry.HistogramSnapshot
+	compact(snap).addTo(&back)
+	compact(snap).addTo(&back) // and twice is twice
+	for i, c := range back.Counts { // the counts agree, and add up to all of them below
+		if c != 2*snap.Counts[i] {
+			t.Fatalf("bucket %d: %d, want %d", i, c, 2*snap.Counts[i])
+		}
+	}
+	if back.Count() != 2*snap.Count() || back.SumUS != 2*snap.SumUS || back.Quantile(0.99) != snap.Quantile(0.99) {
+		t.Fatalf("count %d sum %d p99 %v, want %d %d %v", back.Count(), back.SumUS, back.Quantile(0.99), 2*snap.Count(), 2*snap.SumUS, snap.Quantile(0.99))
+	}
+	if empty := compact(telemetry.HistogramSnapshot{}); empty.counts != nil {
+		t.Fatalf("an empty histogram holds %d counts", len(empty.counts))
+	}
+}

@@ -74,7 +74,7 @@ func (r segRollup) add(node string, b *wire.Batch) {
 			bk.rps += p.RPS
 			bk.cpu += p.CPU
 			bk.errW += p.ErrRate * p.RPS
-			bk.lat.Merge(p.Latency)
+			p.Latency.addTo(&bk.lat)
 		}
 	}
 }
@@ -359,7 +359,9 @@ func (s *server) seriesFromTier(ctx context.Context, tier int, match func(node, 
 		}
 		ok, err := s.rollups.each(seg.ID, tier, func(k bucketKey, b *bucket) {
 			if match(k.node, k.region) {
-				acc.addSums(k.node, time.Unix(k.start, 0), int(b.n), b.rps, b.cpu, b.errW, b.lat)
+				if h := acc.addSums(k.node, time.Unix(k.start, 0), int(b.n), b.rps, b.cpu, b.errW); h != nil {
+					h.Merge(b.lat)
+				}
 			}
 		})
 		if err != nil {
