@@ -93,6 +93,13 @@ func (h hist) addTo(s *telemetry.HistogramSnapshot) {
 	s.SumUS += h.sumUS
 }
 
+// maxPoints bounds the samples kept per node: four a second over the
+// window (a node samples once a second), at least 10,000. A node sending
+// more, which no real one does, keeps its newest.
+func (f *fleet) maxPoints() int {
+	return max(10_000, int(4*f.window/time.Second))
+}
+
 func newFleet(window time.Duration) *fleet {
 	return &fleet{window: window, nodes: map[string]*nodeState{}}
 }
@@ -135,6 +142,9 @@ func (f *fleet) apply(b *wire.Batch, received time.Time, skew time.Duration) {
 	if cut := n.last.T.Add(-f.window); len(n.points) > 0 && n.points[0].T.Before(cut) {
 		i, _ := slices.BinarySearchFunc(n.points, cut, func(p point, t time.Time) int { return p.T.Compare(t) })
 		n.points = slices.Delete(n.points, 0, i)
+	}
+	if over := len(n.points) - f.maxPoints(); over > 0 {
+		n.points = slices.Delete(n.points, 0, over)
 	}
 	for i := range b.Decisions {
 		d := b.Decisions[i]

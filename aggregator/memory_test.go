@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -104,4 +105,71 @@ func TestCompactHistogramIsExact(t *testing.T) {
 	if empty := compact(telemetry.HistogramSnapshot{}); empty.counts != nil {
 		t.Fatalf("an empty histogram holds %d counts", len(empty.counts))
 	}
+}
+
+// A node with a valid token can still send what no real node does: a
+// batch of 65,536 samples, each in a region of its own. The rollup of a
+// segment that diverse gives up (its queries read its records) and the
+// fleet view keeps a bounded number of samples per node, so four such
+// batches cost the heap little, and a long query still counts them all.
+func TestDiverseSamplesCostBoundedMemory(t *testing.T) {
+	srv, err := NewServer(Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Tokens: map[string]string{"*": "token-of-everyone-0123456789"},
+		MemoryWindow: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.tcp.Close()
+	defer srv.udp.Close()
+	defer srv.s.store.Close()
+	s := srv.s
+	sealer, err := wire.NewSealer(wire.CodecZstd, wire.DefaultLevel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	at := now.Add(-30 * time.Minute)
+	var frames [][]byte
+	for k := range 4 {
+		b := &wire.Batch{Node: "hostile", Seq: uint64(k + 1), Created: now}
+		for j := range wire.MaxRecords {
+			b.Samples = append(b.Samples, telemetry.NodeSample{Node: "hostile", Region: fmt.Sprintf("r-%d-%d", k, j), Time: at, RPS: 1})
+		}
+		frames = append(frames, sealer.Seal(b))
+	}
+	before := liveHeap()
+	for _, f := range frames {
+		fr, err := wire.ParseFrame(f, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := s.opener.Open(fr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.keep(now, f, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	grew := liveHeap() - before
+	t.Logf("heap grew %.1f MiB for %d samples in as many regions", float64(grew)/(1<<20), 4*wire.MaxRecords)
+	if grew > 32<<20 { // without the bounds: 130 MiB
+		t.Fatalf("heap grew %.1f MiB", float64(grew)/(1<<20))
+	}
+	check := func(when string) {
+		points, err := s.seriesFromTier(context.Background(), 0, func(string, string) bool { return true }, now.Add(-time.Hour), now, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(points) != 1 || points[0].RPS != 1 || points[0].Nodes != 1 {
+			t.Fatalf("%s: series %+v, want one point of rps 1 from the one node", when, points)
+		}
+	}
+	check("segment being written")
+	// Written out, the rollup says it gave up, and queries still read the
+	// records.
+	s.writeRollups(context.Background(), true)
+	if _, err := os.Stat(s.rollups.path(s.store.Segments()[0].ID, 0)); err != nil {
+		t.Fatal(err)
+	}
+	check("rollup written")
 }

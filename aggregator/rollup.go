@@ -48,27 +48,46 @@ type bucket struct {
 	lat            telemetry.HistogramSnapshot
 }
 
-// segRollup is one segment's buckets, one map per tier.
-type segRollup []map[bucketKey]*bucket
+// maxSegBuckets bounds the buckets of one segment's rollup, all tiers
+// together: live data from 500 nodes takes 33,000 an hour. Samples no real
+// fleet sends (each in a region of its own, or scattered over years) could
+// otherwise make one segment's rollup any size; past the bound the rollup
+// gives up and that segment's queries read its records.
+const maxSegBuckets = 200_000
 
-func newSegRollup() segRollup {
-	r := make(segRollup, len(tiers))
-	for i := range r {
-		r[i] = map[bucketKey]*bucket{}
+// segRollup is one segment's buckets, one map per tier; nil maps once it
+// gave up (full).
+type segRollup struct {
+	tiers []map[bucketKey]*bucket
+	n     int
+	full  bool
+}
+
+func newSegRollup() *segRollup {
+	r := &segRollup{tiers: make([]map[bucketKey]*bucket, len(tiers))}
+	for i := range r.tiers {
+		r.tiers[i] = map[bucketKey]*bucket{}
 	}
 	return r
 }
 
-func (r segRollup) add(node string, b *wire.Batch) {
+func (r *segRollup) add(b *wire.Batch) {
 	for i := range b.Samples {
+		if r.full {
+			return
+		}
 		s := &b.Samples[i]
 		p := reduce(s)
 		for ti, tier := range tiers {
-			k := bucketKey{node, s.Region, bucketStart(p.T, tier.res)}
-			bk := r[ti][k]
+			k := bucketKey{b.Node, s.Region, bucketStart(p.T, tier.res)}
+			bk := r.tiers[ti][k]
 			if bk == nil {
+				if r.n++; r.n > maxSegBuckets {
+					r.full, r.tiers = true, nil
+					return
+				}
 				bk = &bucket{}
-				r[ti][k] = bk
+				r.tiers[ti][k] = bk
 			}
 			bk.n++
 			bk.rps += p.RPS
@@ -92,11 +111,11 @@ type rollups struct {
 	// batch can still be added to a sealed segment.
 	gate sync.RWMutex
 	mu   sync.Mutex
-	open map[uint64]segRollup
+	open map[uint64]*segRollup
 }
 
 func newRollups(dir string) *rollups {
-	return &rollups{dir: dir, open: map[uint64]segRollup{}}
+	return &rollups{dir: dir, open: map[uint64]*segRollup{}}
 }
 
 func (r *rollups) add(seg uint64, b *wire.Batch) {
@@ -107,7 +126,7 @@ func (r *rollups) add(seg uint64, b *wire.Batch) {
 		sr = newSegRollup()
 		r.open[seg] = sr
 	}
-	sr.add(b.Node, b)
+	sr.add(b)
 }
 
 func (r *rollups) path(seg uint64, tier int) string {
@@ -120,7 +139,10 @@ func (r *rollups) each(seg uint64, tier int, fn func(bucketKey, *bucket)) (bool,
 	r.mu.Lock()
 	if sr := r.open[seg]; sr != nil {
 		defer r.mu.Unlock()
-		for k, b := range sr[tier] {
+		if sr.full {
+			return false, nil
+		}
+		for k, b := range sr.tiers[tier] {
 			fn(k, b)
 		}
 		return true, nil
@@ -133,23 +155,37 @@ func (r *rollups) each(seg uint64, tier int, fn func(bucketKey, *bucket)) (bool,
 	if err != nil {
 		return false, err
 	}
-	if err := decodeRollup(data, fn); err != nil {
+	err = decodeRollup(data, fn)
+	if errors.Is(err, errGaveUp) {
+		return false, nil
+	}
+	if err != nil {
 		return false, fmt.Errorf("%s: %w", r.path(seg, tier), err)
 	}
 	return true, nil
 }
 
-// Rollup file: "PGRU" | entries | CRC-32C of what precedes it (u32 LE).
+// Rollup file: "PGRU" | flag byte | entries | CRC-32C of what precedes it
+// (u32 LE). The flag is 0, or 1 for a segment whose rollup gave up (no
+// entries follow: read its records).
 // An entry: node, region (uvarint length + bytes), bucket start (varint
 // unix seconds), sample count (uvarint), sums of rps, cpu and errW
 // (float64 LE each), latency histogram (telemetry.AppendBinary).
 const rollupMagic = "PGRU"
 
-var errRollup = errors.New("malformed rollup file")
+var (
+	errRollup = errors.New("malformed rollup file")
+	errGaveUp = errors.New("rollup gave up: too many buckets")
+)
 
-func encodeRollup(m map[bucketKey]*bucket) []byte {
+func encodeRollup(r *segRollup, tier int) []byte {
 	b := []byte(rollupMagic)
-	for k, v := range m {
+	if r.full {
+		b = append(b, 1)
+		return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	}
+	b = append(b, 0)
+	for k, v := range r.tiers[tier] {
 		b = binary.AppendUvarint(b, uint64(len(k.node)))
 		b = append(b, k.node...)
 		b = binary.AppendUvarint(b, uint64(len(k.region)))
@@ -177,10 +213,16 @@ func decodeRollup(data []byte, fn func(bucketKey, *bucket)) error {
 	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(data[len(data)-4:]) {
 		return fmt.Errorf("%w: checksum", errRollup)
 	}
-	if err := readRollup(body[len(rollupMagic):], func(bucketKey, *bucket) {}); err != nil {
+	switch body = body[len(rollupMagic):]; {
+	case len(body) == 1 && body[0] == 1:
+		return errGaveUp
+	case len(body) == 0 || body[0] != 0:
+		return fmt.Errorf("%w: flag", errRollup)
+	}
+	if err := readRollup(body[1:], func(bucketKey, *bucket) {}); err != nil {
 		return err
 	}
-	return readRollup(body[len(rollupMagic):], fn)
+	return readRollup(body[1:], fn)
 }
 
 func readRollup(entries []byte, fn func(bucketKey, *bucket)) error {
@@ -280,7 +322,7 @@ func (s *server) writeRollups(ctx context.Context, closed bool) {
 			err := s.store.ScanSegment(seg.ID, func(at time.Time, rec []byte, _ store.Pos) error {
 				if b, ok := s.openStored(rec); ok {
 					restamp(b, at, s.cfg.MaxSkew)
-					sr.add(b.Node, b)
+					sr.add(b)
 				}
 				return ctx.Err()
 			})
@@ -294,7 +336,7 @@ func (s *server) writeRollups(ctx context.Context, closed bool) {
 		// The coarsest tier last: its file says the segment is done.
 		var err error
 		for i := range tiers {
-			if err = writeFileDurably(r.path(seg.ID, i), encodeRollup(sr[i])); err != nil {
+			if err = writeFileDurably(r.path(seg.ID, i), encodeRollup(sr, i)); err != nil {
 				break
 			}
 		}
