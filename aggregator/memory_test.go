@@ -94,7 +94,8 @@ func TestCompactHistogramIsExact(t *testing.T) {
 	var back telemetry.HistogramSnapshot
 	compact(snap).addTo(&back)
 	compact(snap).addTo(&back) // and twice is twice
-	for i, c := range back.Counts { // the counts agree, and add up to all of them below
+	// The counts agree, and below they add up to all of them.
+	for i, c := range back.Counts {
 		if c != 2*snap.Counts[i] {
 			t.Fatalf("bucket %d: %d, want %d", i, c, 2*snap.Counts[i])
 		}

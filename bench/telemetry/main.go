@@ -387,7 +387,8 @@ func restartOver(w io.Writer, stored int) (float64, error) {
 	var appendErr atomic.Value
 	var mu sync.Mutex
 	newest := map[uint64]time.Time{} // per segment, what its modification time must say
-	for range 32 { // concurrent appends share fsyncs
+	// Concurrent appends share fsyncs.
+	for range 32 {
 		wg.Go(func() {
 			for r := range recs {
 				seg, err := st.Append(r.at, r.frame)
