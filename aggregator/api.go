@@ -74,15 +74,26 @@ func (s *server) handleSeries(w http.ResponseWriter, r *http.Request) {
 	}
 	to := time.Now()
 	from := to.Add(-window)
-	points := s.fleet.series(match, from, to, step)
+	// Which resolution answers: docs/telemetry.md, "Rollup tiers".
+	var points []SeriesPoint
 	source := "memory"
-	if window > s.cfg.MemoryWindow {
+	tier := tierFor(step)
+	switch {
+	case window <= s.cfg.MemoryWindow:
+		points = s.fleet.series(match, from, to, step)
+	case tier >= 0:
+		// Every point covers whole steps, the first included.
+		from = time.Unix(0, from.UnixNano()/int64(step)*int64(step))
+		source = tiers[tier].name
+		points, err = s.seriesFromTier(r.Context(), tier, match, from, to, step)
+	default:
 		source = "store"
-		if points, err = s.seriesFromStore(r.Context(), match, from, to, step); err != nil {
-			s.log.Error("series from the store", "err", err)
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "reading the store failed"})
-			return
-		}
+		points, err = s.seriesFromStore(r.Context(), match, from, to, step)
+	}
+	if err != nil {
+		s.log.Error("series from the store", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "reading the store failed"})
+		return
 	}
 	answer := map[string]any{"scope": scope, "name": name, "step_seconds": step.Seconds(), "source": source, "points": points}
 	if source == "memory" {

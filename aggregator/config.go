@@ -30,8 +30,8 @@ type Config struct {
 	DataDir    string            `yaml:"data_dir"`
 	Retention  time.Duration     `yaml:"retention"`
 	// MemoryWindow is how much recent history the aggregator keeps in
-	// memory for the fleet view and short queries; older queries read
-	// the store.
+	// memory, every sample, for the fleet view and short queries; longer
+	// queries read the rollup tiers, or the store.
 	MemoryWindow    time.Duration `yaml:"memory_window"`
 	MaxDecompressed ByteSize      `yaml:"max_decompressed"`
 	// MaxConcurrentIngests bounds the batches read and decoded at once;
@@ -85,7 +85,7 @@ const (
 	DefaultRetention       = 7 * 24 * time.Hour
 	DefaultMaxDecompressed = 16 << 20
 	DefaultMaxIngests      = 4
-	DefaultMemoryWindow    = time.Hour
+	DefaultMemoryWindow    = 15 * time.Minute
 	DefaultMaxSkew         = 2 * time.Minute
 	DefaultRemoteInterval  = 15 * time.Second
 )

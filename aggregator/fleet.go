@@ -3,6 +3,7 @@ package aggregator
 import (
 	"cmp"
 	"maps"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -51,7 +52,7 @@ type point struct {
 	Mem      uint64
 	Healthy  int
 	Backends int
-	Latency  telemetry.HistogramSnapshot
+	Latency  hist
 	Overflow []Overflow // nil when the sample has none
 }
 
@@ -73,6 +74,53 @@ func (n *nodeState) overflow() []Overflow {
 		return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Reason, b.Reason))
 	})
 	return out
+}
+
+// hist is a latency histogram as the fleet view holds it, every sample of
+// the memory window: the counts from the first non-zero bucket to the last,
+// in 32 bits, which takes a half to a quarter of a snapshot's memory. (A
+// bucket of one sample's window would need 4 billion requests to
+// saturate.)
+type hist struct {
+	first  uint16
+	counts []uint32
+	sumUS  uint64
+}
+
+func compact(s telemetry.HistogramSnapshot) hist {
+	lo, hi := 0, len(s.Counts)
+	for lo < hi && s.Counts[lo] == 0 {
+		lo++
+	}
+	for hi > lo && s.Counts[hi-1] == 0 {
+		hi--
+	}
+	h := hist{first: uint16(lo), sumUS: s.SumUS}
+	if hi > lo {
+		h.counts = make([]uint32, hi-lo)
+		for i, c := range s.Counts[lo:hi] {
+			h.counts[i] = uint32(min(c, math.MaxUint32))
+		}
+	}
+	return h
+}
+
+// addTo adds h's counts into s.
+func (h hist) addTo(s *telemetry.HistogramSnapshot) {
+	if need := int(h.first) + len(h.counts); len(s.Counts) < need {
+		s.Counts = append(s.Counts, make([]uint64, need-len(s.Counts))...)
+	}
+	for i, c := range h.counts {
+		s.Counts[int(h.first)+i] += uint64(c)
+	}
+	s.SumUS += h.sumUS
+}
+
+// maxPoints bounds the samples kept per node: four a second over the
+// window (a node samples once a second), at least 10,000. A node sending
+// more, which no real one does, keeps its newest.
+func (f *fleet) maxPoints() int {
+	return max(10_000, int(4*f.window/time.Second))
 }
 
 func newFleet(window time.Duration) *fleet {
@@ -118,6 +166,9 @@ func (f *fleet) apply(b *wire.Batch, received time.Time, skew time.Duration) {
 		i, _ := slices.BinarySearchFunc(n.points, cut, func(p point, t time.Time) int { return p.T.Compare(t) })
 		n.points = slices.Delete(n.points, 0, i)
 	}
+	if over := len(n.points) - f.maxPoints(); over > 0 {
+		n.points = slices.Delete(n.points, 0, over)
+	}
 	for i := range b.Decisions {
 		d := b.Decisions[i]
 		d.Node = b.Node // the authenticated sender, whatever the record says
@@ -147,8 +198,9 @@ func reduce(s *telemetry.NodeSample) point {
 	p := point{T: s.Time, RPS: s.RPS, CPU: s.CPU, InFlight: s.InFlight, Mem: s.MemBytes}
 	var errs float64
 	var svcRPS float64
+	var lat telemetry.HistogramSnapshot
 	for _, v := range s.Services {
-		p.Latency.Merge(v.Latency)
+		lat.Merge(v.Latency)
 		errs += v.ErrorRate * v.RPS
 		svcRPS += v.RPS
 		p.Healthy += v.HealthyBackends
@@ -163,6 +215,7 @@ func reduce(s *telemetry.NodeSample) point {
 	if svcRPS > 0 {
 		p.ErrRate = errs / svcRPS
 	}
+	p.Latency = compact(lat)
 	return p
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,12 +48,14 @@ func (s *server) authenticate(r *http.Request) (string, bool) {
 // which is what the shipper waits for before forgetting it.
 func (s *server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
+		stampTime(w)
 		w.Header().Set("Allow", http.MethodPost)
 		http.Error(w, "POST a batch", http.StatusMethodNotAllowed)
 		return
 	}
 	res, status, msg := s.ingest(r)
 	s.metrics.batches.WithLabelValues(res).Inc()
+	stampTime(w)
 	if status != http.StatusOK {
 		s.log.Warn("batch refused", "result", res, "status", status, "reason", msg, "remote", r.RemoteAddr)
 		http.Error(w, res+": "+msg, status)
@@ -60,6 +63,15 @@ func (s *server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	fmt.Fprintf(w, "{\"status\":%q}\n", res)
+}
+
+// timeHeader is ship.TimeHeader: every answer to an ingest carries this
+// aggregator's clock, from which a node corrects its own before it seals
+// a batch (see restamp for what is left to the aggregator).
+const timeHeader = "Perigee-Time"
+
+func stampTime(w http.ResponseWriter) {
+	w.Header().Set(timeHeader, strconv.FormatInt(time.Now().UnixMilli(), 10))
 }
 
 func (s *server) ingest(r *http.Request) (result string, status int, msg string) {
@@ -114,20 +126,34 @@ func (s *server) ingest(r *http.Request) (result string, status int, msg string)
 	if res, status, ok := frameError(err); !ok {
 		return res, status, err.Error()
 	}
-	if err := s.store.Append(now, body); err != nil {
+	if err := s.keep(now, body, b); err != nil {
 		s.log.Error("store append failed", "node", f.Node, "seq", f.Seq, "err", err)
 		return resStoreError, http.StatusServiceUnavailable, "could not store the batch"
 	}
 	stored = true
-	s.dedup.commit(f.Node, f.Seq, b.Records())
-	skew := restamp(b, now, s.cfg.MaxSkew)
-	if skew > s.cfg.MaxSkew {
-		s.log.Warn("node clock ahead, batch re-stamped", "node", f.Node, "seq", f.Seq, "skew", skew.Round(time.Second))
-	}
-	s.fleet.apply(b, now, skew)
 	s.metrics.records.Add(float64(b.Records()))
 	s.metrics.rawBytes.Add(float64(f.RawLen))
 	return resStored, http.StatusOK, ""
+}
+
+// keep stores the frame of batch b, which arrived at now, and once it is
+// durable folds b into the dedup state, the rollups and the fleet view.
+func (s *server) keep(now time.Time, frame []byte, b *wire.Batch) error {
+	s.rollups.gate.RLock()
+	seg, err := s.store.Append(now, frame)
+	if err != nil {
+		s.rollups.gate.RUnlock()
+		return err
+	}
+	s.dedup.commit(b.Node, b.Seq, b.Records())
+	skew := restamp(b, now, s.cfg.MaxSkew)
+	s.rollups.add(seg, b)
+	s.rollups.gate.RUnlock()
+	if skew > s.cfg.MaxSkew {
+		s.log.Warn("node clock ahead, batch re-stamped", "node", b.Node, "seq", b.Seq, "skew", skew.Round(time.Second))
+	}
+	s.fleet.apply(b, now, skew)
+	return nil
 }
 
 // slotWait is how long a batch waits for an ingest slot before it is
@@ -167,7 +193,10 @@ func frameError(err error) (string, int, bool) {
 	}
 }
 
-// restamp keeps the telemetry of a node whose clock runs fast: a batch
+// restamp keeps the telemetry of a node whose clock runs fast, the last
+// resort behind the node's own correction (ship corrects by the offset it
+// learns from timeHeader before it seals a batch, so this applies only to
+// a batch sealed before the node heard from any aggregator): a batch
 // stamped more than maxSkew after it arrived has every time in it moved back
 // by the difference (the node's offset), and a record still ahead of the
 // arrival by more than maxSkew is clamped to it, so nothing lands in the

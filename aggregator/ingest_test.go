@@ -205,8 +205,9 @@ func TestFastClockIsAcceptedAndRestamped(t *testing.T) {
 }
 
 // The aggregator keeps only the memory window in memory; a longer query
-// reads the store and still sees every sample, and a short one does not
-// see what fell out of the window.
+// at a step no rollup tier serves (not whole minutes) reads the store and
+// still sees every sample, and a short one does not see what fell out of
+// the window.
 func TestQueriesOlderThanMemoryWindowReadTheStore(t *testing.T) {
 	a := startAggregator(t, func(c *aggregator.Config) { c.MemoryWindow = time.Minute })
 	now := time.Now()
@@ -222,7 +223,7 @@ func TestQueriesOlderThanMemoryWindowReadTheStore(t *testing.T) {
 		Source string
 		Points []aggregator.SeriesPoint
 	}
-	a.getJSON(t, "/v1/series?scope=node&name=node-a&window=1h&step=1m", &long)
+	a.getJSON(t, "/v1/series?scope=node&name=node-a&window=1h&step=30s", &long)
 	a.getJSON(t, "/v1/series?scope=node&name=node-a&window=1m&step=10s", &short)
 	var rps []float64
 	for _, p := range long.Points {

@@ -116,10 +116,12 @@ func (f *fleet) view(now time.Time, places map[string]Coord, d *dedup) FleetView
 			continue // only ever reserved, never stored
 		}
 		p := n.last
+		var lat telemetry.HistogramSnapshot
+		p.Latency.addTo(&lat)
 		nv := NodeView{
 			Node: name, Region: n.region, Status: status(n.lastSeen, now), LastSeen: n.lastSeen, SampledAt: p.T,
 			RPS: p.RPS, CPU: p.CPU, MemBytes: p.Mem, InFlight: p.InFlight, ErrorRate: p.ErrRate,
-			P50MS: ms(p.Latency.Quantile(0.5)), P99MS: ms(p.Latency.Quantile(0.99)),
+			P50MS: ms(lat.Quantile(0.5)), P99MS: ms(lat.Quantile(0.99)),
 			Healthy: p.Healthy, Backends: p.Backends, Batches: int(batches), Access: n.access,
 			Telemetry: n.cost, TelemetryBytesPerSec: n.costRate, ClockSkewSeconds: n.skew.Seconds(),
 			CircuitOverflow: n.overflow(),
@@ -139,7 +141,7 @@ func (f *fleet) view(now time.Time, places map[string]Coord, d *dedup) FleetView
 			r.Up++
 			r.RPS += p.RPS
 			r.ErrPct += 100 * p.ErrRate * p.RPS
-			regionLat[n.region].Merge(p.Latency)
+			regionLat[n.region].Merge(lat)
 		}
 	}
 	for name, r := range regions {
@@ -198,25 +200,34 @@ func newSeriesAcc(from, to time.Time, step time.Duration) *seriesAcc {
 }
 
 func (a *seriesAcc) add(node string, p point) {
-	if p.T.Before(a.from) || p.T.After(a.to) {
-		return
+	if h := a.addSums(node, p.T, 1, p.RPS, p.CPU, p.ErrRate*p.RPS); h != nil {
+		p.Latency.addTo(h)
 	}
-	k := p.T.UnixNano() / int64(a.step)
+}
+
+// addSums adds n samples at t, by their sums (errW: error rate times rps):
+// one raw sample, or a rollup bucket starting at t. It returns the step's
+// histogram for their latencies, or nil when t is outside the range.
+func (a *seriesAcc) addSums(node string, t time.Time, n int, rps, cpu, errW float64) *telemetry.HistogramSnapshot {
+	if t.Before(a.from) || t.After(a.to) {
+		return nil
+	}
+	k := t.UnixNano() / int64(a.step)
 	na := a.perNode[nodeStep{node, k}]
 	if na == nil {
 		na = &nodeAcc{}
 		a.perNode[nodeStep{node, k}] = na
 	}
-	na.rps += p.RPS
-	na.cpu += p.CPU
-	na.errW += p.ErrRate * p.RPS
-	na.n++
+	na.rps += rps
+	na.cpu += cpu
+	na.errW += errW
+	na.n += n
 	h := a.lat[k]
 	if h == nil {
 		h = &telemetry.HistogramSnapshot{}
 		a.lat[k] = h
 	}
-	h.Merge(p.Latency)
+	return h
 }
 
 func (a *seriesAcc) points() []SeriesPoint {

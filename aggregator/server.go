@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,7 @@ type server struct {
 	fleet   *fleet
 	dedup   *dedup
 	store   *store.Store
+	rollups *rollups
 	opener  *wire.Opener
 	tokens  map[[32]byte]string // sha256(token) → node
 	places  map[string]Coord
@@ -86,6 +88,11 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	start := time.Now()
 	s.store, err = store.Open(filepath.Join(cfg.DataDir, "store"), store.Options{}, log)
 	if err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
+	}
+	s.rollups = newRollups(filepath.Join(cfg.DataDir, "rollup"))
+	if err := os.MkdirAll(s.rollups.dir, 0o750); err != nil {
+		s.store.Close()
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
 	tail, err := s.loadDedup()
@@ -221,6 +228,7 @@ func (srv *Server) Serve(ctx context.Context) error {
 	wg.Go(func() { s.warmView(bg, srv.warmTo) })
 	wg.Go(func() { s.retentionLoop(bg) })
 	wg.Go(func() { s.checkpointLoop(bg) })
+	wg.Go(func() { s.rollupLoop(bg) })
 	if ex := s.cfg.Export; ex != nil {
 		wg.Go(func() { s.exportLoop(bg, ex) })
 	}
@@ -246,6 +254,9 @@ func (srv *Server) Serve(ctx context.Context) error {
 	if cerr := s.store.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("aggregator: %w", cerr)
 	}
+	// The segment being written is complete now: its rollups go to disk,
+	// so a restart need not read it again.
+	s.writeRollups(context.Background(), true)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

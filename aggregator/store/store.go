@@ -156,6 +156,40 @@ func (s *Store) ScanSince(t time.Time, fn ScanFunc) error {
 	return nil
 }
 
+// SegmentInfo is one segment: its id and the time of its newest record.
+type SegmentInfo struct {
+	ID     uint64
+	Newest time.Time
+}
+
+// Segments lists the segments, oldest first; the last is the one being
+// written.
+func (s *Store) Segments() []SegmentInfo {
+	segs, _ := s.snapshot()
+	out := make([]SegmentInfo, len(segs))
+	for i, seg := range segs {
+		out[i] = SegmentInfo{ID: seg.id, Newest: seg.newest}
+	}
+	return out
+}
+
+// ScanSegment hands fn every intact record of segment id, up to what has
+// been written when it starts. A segment that is gone holds nothing.
+func (s *Store) ScanSegment(id uint64, fn ScanFunc) error {
+	segs, curSize := s.snapshot()
+	for i, seg := range segs {
+		if seg.id == id {
+			limit := int64(-1)
+			if i == len(segs)-1 {
+				limit = curSize
+			}
+			_, err := s.scanSegment(id, 0, limit, false, fn)
+			return err
+		}
+	}
+	return nil
+}
+
 // End is the position after the last record written.
 func (s *Store) End() Pos {
 	s.mu.Lock()
@@ -368,22 +402,23 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// Append stores rec with its time and returns once it is on stable storage.
-func (s *Store) Append(at time.Time, rec []byte) error {
+// Append stores rec with its time and returns once it is on stable storage,
+// with the id of the segment it went to.
+func (s *Store) Append(at time.Time, rec []byte) (uint64, error) {
 	if len(rec) > MaxRecord {
-		return fmt.Errorf("store: record of %d bytes over the %d limit", len(rec), MaxRecord)
+		return 0, fmt.Errorf("store: record of %d bytes over the %d limit", len(rec), MaxRecord)
 	}
 	buf := appendRecord(make([]byte, 0, headerLen+len(rec)), at, rec)
 	s.mu.Lock()
 	if s.broken != nil {
 		s.mu.Unlock()
-		return s.broken
+		return 0, s.broken
 	}
 	if s.curSize >= s.opts.SegmentBytes || at.Sub(s.curStart) >= s.opts.SegmentAge {
 		if err := s.rotate(at); err != nil {
 			s.broken = err
 			s.mu.Unlock()
-			return err
+			return 0, err
 		}
 	}
 	if _, err := s.cur.Write(buf); err != nil {
@@ -393,7 +428,7 @@ func (s *Store) Append(at time.Time, rec []byte) error {
 			s.broken = fmt.Errorf("store: write failed and could not be undone: %w", errors.Join(err, terr))
 		}
 		s.mu.Unlock()
-		return fmt.Errorf("store: write: %w", err)
+		return 0, fmt.Errorf("store: write: %w", err)
 	}
 	s.curSize += int64(len(buf))
 	s.gen++
@@ -402,8 +437,9 @@ func (s *Store) Append(at time.Time, rec []byte) error {
 	if at.After(seg.newest) {
 		seg.newest = at
 	}
+	id := seg.id
 	s.mu.Unlock()
-	return s.syncTo(gen)
+	return id, s.syncTo(gen)
 }
 
 // syncTo returns once record gen is durable. Whoever holds syncMu syncs

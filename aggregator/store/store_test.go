@@ -38,7 +38,7 @@ func TestConcurrentAppendsSurviveReopen(t *testing.T) {
 	for w := range 8 {
 		wg.Go(func() {
 			for i := range 100 {
-				if err := s.Append(time.Now(), fmt.Appendf(nil, "w%d-%d", w, i)); err != nil {
+				if _, err := s.Append(time.Now(), fmt.Appendf(nil, "w%d-%d", w, i)); err != nil {
 					t.Error(err)
 				}
 			}
@@ -71,7 +71,7 @@ func TestTornTailIsCutAndAppendsContinue(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := collect(t, dir, Options{})
 	for i := range 3 {
-		if err := s.Append(time.Now(), fmt.Appendf(nil, "r%d", i)); err != nil {
+		if _, err := s.Append(time.Now(), fmt.Appendf(nil, "r%d", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -90,7 +90,7 @@ func TestTornTailIsCutAndAppendsContinue(t *testing.T) {
 	if fmt.Sprint(got) != "[r0 r1 r2]" {
 		t.Fatalf("after torn write got %v", got)
 	}
-	if err := s.Append(time.Now(), []byte("r3")); err != nil {
+	if _, err := s.Append(time.Now(), []byte("r3")); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -108,7 +108,7 @@ func TestDamageSkipsOnlyTheDamagedRecords(t *testing.T) {
 	s, _ := collect(t, dir, Options{SegmentBytes: 4 << 10})
 	const n = 600
 	for i := range n {
-		if err := s.Append(time.Now(), fmt.Appendf(nil, "record-%04d", i)); err != nil {
+		if _, err := s.Append(time.Now(), fmt.Appendf(nil, "record-%04d", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -233,7 +233,7 @@ func TestScanResumesFromPosition(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := collect(t, dir, Options{SegmentBytes: 1 << 10})
 	for i := range 200 {
-		if err := s.Append(time.Now(), fmt.Appendf(nil, "r%03d", i)); err != nil {
+		if _, err := s.Append(time.Now(), fmt.Appendf(nil, "r%03d", i)); err != nil {
 			t.Fatal(err)
 		}
 	}

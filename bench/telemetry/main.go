@@ -3,10 +3,10 @@
 // dictionary, against gzip and no compression), what that costs a node in
 // bytes per minute, and how many batches per second one aggregator ingests
 // from 100 simulated nodes on this machine, and what a restart costs the
-// aggregator (time to listen, memory held) over a store of a million
-// samples. Ingest runs one aggregator and then two side by side, and
-// says what each holds in memory per million stored samples. It writes
-// bench/results/telemetry.txt.
+// aggregator (time to listen, memory held) over a store of half of -stored
+// samples and of all of them. Ingest runs one aggregator and then two side
+// by side; both sections say what the aggregator holds in memory per
+// million stored samples. It writes bench/results/telemetry.txt.
 //
 //	go run ./bench/telemetry [-out bench/results/telemetry.txt] [-ingest 10s] [-stored 1000000] [-only restart]
 package main
@@ -49,7 +49,7 @@ func main() {
 	ingestFor := flag.Duration("ingest", 10*time.Second, "how long to run the ingest benchmark")
 	nodes := flag.Int("nodes", 100, "simulated nodes for the ingest benchmark")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the ingest run (aggregator and clients) to this file")
-	stored := flag.Int("stored", 1_000_000, "samples in the store for the restart figures")
+	stored := flag.Int("stored", 1_000_000, "samples in the larger store of the restart figures (the other holds half)")
 	only := flag.String("only", "", "run one section: compression, ingest or restart")
 	flag.Parse()
 	var report strings.Builder
@@ -328,16 +328,37 @@ func ingestRun(aggs int, tokens map[string]string, frames [][][]byte, dur time.D
 	return r, nil
 }
 
-// restart fills a store with stored samples (100 nodes, 5 samples a batch,
-// spread over the last 6 hours, segments aged as time would age them), then
-// starts an aggregator on it twice: without a dedup checkpoint (the first
-// start after an upgrade reads the whole store) and with one. It reports
-// the time until the aggregator listens, and the heap it holds once the
-// fleet view is warmed, per million stored samples.
+// restart fills a store with half the stored samples and then with all of
+// them (100 nodes, 5 samples a batch, a batch every 10.8 s per node: 6
+// hours per million samples, segments aged as time would age them), and
+// starts an aggregator on each twice: without a dedup checkpoint or rollup
+// files (the first start after an upgrade) and with them. It reports the
+// time until the aggregator listens, how long the background work after it
+// took (warming the fleet view, rolling up every segment on the first
+// start), and the heap then held: per million stored samples, and what the
+// second million added.
 func restart(w io.Writer, stored int) error {
+	fmt.Fprintf(w, "Restart and memory, 100 nodes, 5 samples a batch, memory_window %v\n", aggregator.DefaultMemoryWindow)
+	var heaps []float64
+	sizes := []int{stored / 2, stored}
+	for _, size := range sizes {
+		held, err := restartOver(w, size)
+		if err != nil {
+			return err
+		}
+		heaps = append(heaps, held)
+	}
+	fmt.Fprintf(w, "  heap per million stored samples: %.1f MiB at %d, %.1f MiB at %d; the second %d samples added %.1f MiB\n\n",
+		heaps[0]/(float64(sizes[0])/1e6), sizes[0], heaps[1]/(float64(sizes[1])/1e6), sizes[1], sizes[1]-sizes[0], heaps[1]-heaps[0])
+	return nil
+}
+
+// restartOver runs the two starts over a store of stored samples and
+// returns the heap (MiB) the second start held.
+func restartOver(w io.Writer, stored int) (float64, error) {
 	dir, err := os.MkdirTemp("", "perigee-bench-restart-")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer os.RemoveAll(dir)
 	const nodes, perBatch = 100, 5
@@ -345,17 +366,17 @@ func restart(w io.Writer, stored int) error {
 	log := slog.New(slog.DiscardHandler)
 	st, err := store.Open(dir+"/store", store.Options{SegmentBytes: 4 << 20}, log)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	sealer, err := wire.NewSealer(wire.CodecZstd, wire.DefaultLevel)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var h telemetry.Histogram
 	for i := range 100 {
 		h.Observe(time.Duration(i) * 200 * time.Microsecond)
 	}
-	span := 6 * time.Hour
+	span := time.Duration(float64(6*time.Hour) * float64(stored) / 1e6)
 	start := time.Now().Add(-span)
 	type rec struct {
 		at    time.Time
@@ -364,12 +385,21 @@ func restart(w io.Writer, stored int) error {
 	recs := make(chan rec, 64)
 	var wg sync.WaitGroup
 	var appendErr atomic.Value
-	for range 32 { // concurrent appends share fsyncs
+	var mu sync.Mutex
+	newest := map[uint64]time.Time{} // per segment, what its modification time must say
+	// Concurrent appends share fsyncs.
+	for range 32 {
 		wg.Go(func() {
 			for r := range recs {
-				if err := st.Append(r.at, r.frame); err != nil {
+				seg, err := st.Append(r.at, r.frame)
+				if err != nil {
 					appendErr.Store(err)
 				}
+				mu.Lock()
+				if r.at.After(newest[seg]) {
+					newest[seg] = r.at
+				}
+				mu.Unlock()
 			}
 		})
 	}
@@ -387,41 +417,71 @@ func restart(w io.Writer, stored int) error {
 	close(recs)
 	wg.Wait()
 	if err, _ := appendErr.Load().(error); err != nil {
-		return err
+		return 0, err
 	}
 	if err := st.Close(); err != nil {
-		return err
+		return 0, err
 	}
-	segs, _ := filepath.Glob(dir + "/store/seg-*.log")
-	for i, p := range segs {
-		t := start.Add(time.Duration(i+1) * span / time.Duration(len(segs)))
-		if err := os.Chtimes(p, t, t); err != nil {
-			return err
+	for _, seg := range st.Segments() {
+		t := newest[seg.ID]
+		if err := os.Chtimes(fmt.Sprintf("%s/store/seg-%010d.log", dir, seg.ID), t, t); err != nil {
+			return 0, err
 		}
 	}
+	segs, _ := filepath.Glob(dir + "/store/seg-*.log")
 	samples := float64(batches * nodes * perBatch)
-	fmt.Fprintf(w, "Restart over %.0f stored samples (%d batches from %d nodes over %v, %d segments), memory_window 1h\n", samples, batches*nodes, nodes, span, len(segs))
-	for _, run := range []string{"first start, no dedup checkpoint", "second start, with the checkpoint"} {
+	fmt.Fprintf(w, "  %.0f stored samples (%d batches over %v, %d segments):\n", samples, batches*nodes, span.Round(time.Minute), len(segs))
+	const token = "token-of-everyone-0123456789"
+	var held float64
+	for _, run := range []string{"first start, no checkpoint or rollups", "second start, with both"} {
 		base := heapBytes()
 		t0 := time.Now()
-		srv, err := aggregator.NewServer(aggregator.Config{Listen: "127.0.0.1:0", DataDir: dir, Tokens: map[string]string{"*": "token-of-everyone-0123456789"}}, log)
+		srv, err := aggregator.NewServer(aggregator.Config{Listen: "127.0.0.1:0", DataDir: dir, Tokens: map[string]string{"*": token}}, log)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		listening := time.Since(t0)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- srv.Serve(ctx) }()
-		time.Sleep(5 * time.Second) // the fleet view warms in the background
-		held := heapBytes() - base
+		settled, err := settle(srv.Addr(), dir, len(segs))
+		if err != nil {
+			cancel()
+			<-done
+			return 0, err
+		}
+		held = float64(heapBytes()-base) / (1 << 20)
 		cancel()
 		if err := <-done; err != nil {
-			return err
+			return 0, err
 		}
-		fmt.Fprintf(w, "  %-36s listening after %8v, heap held %6.1f MiB (%.1f MiB per million stored samples; it is the window's, not the store's)\n",
-			run, listening.Round(time.Millisecond), float64(held)/(1<<20), float64(held)/(1<<20)/(samples/1e6))
+		fmt.Fprintf(w, "    %-38s listening after %8v, background work done %8v later, heap held %6.1f MiB (%.1f MiB per million stored samples)\n",
+			run, listening.Round(time.Millisecond), settled.Round(time.Millisecond), held, held/(samples/1e6))
 	}
-	return nil
+	return held, nil
+}
+
+// settle waits until the aggregator at addr has warmed its fleet view and
+// every one of the store's segments has its rollup files, and says how
+// long that took.
+func settle(addr, dir string, segments int) (time.Duration, error) {
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	defer c.CloseIdleConnections()
+	t0 := time.Now()
+	for time.Since(t0) < 10*time.Minute {
+		var v struct{ Warming bool }
+		resp, err := c.Get("https://" + addr + "/v1/fleet")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&v)
+			resp.Body.Close()
+		}
+		rolled, _ := filepath.Glob(dir + "/rollup/seg-*.10m")
+		if err == nil && !v.Warming && len(rolled) >= segments {
+			return time.Since(t0), nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("the aggregator did not settle within 10 minutes")
 }
 
 func heapBytes() int64 {

@@ -97,7 +97,9 @@ func TestTelemetryTierExactlyOnceIntoVictoriaMetrics(t *testing.T) {
 		start(a)
 	}
 
-	lossy := answerLosingProxy(t, aggs[1].addr, 2)
+	// Two nodes behind it: each one's clock probe at start, then each
+	// one's first batch.
+	lossy := answerLosingProxy(t, aggs[1].addr, 4)
 	be := backendAddr(t)
 	admins := map[string]string{}
 	var children []*child

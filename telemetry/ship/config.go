@@ -34,6 +34,9 @@ type Config struct {
 	MaxPending int `yaml:"-" json:"-"`
 	// RetryMax caps the resend backoff. Zero means DefaultRetryMax.
 	RetryMax time.Duration `yaml:"-" json:"-"`
+	// Clock is the node's clock, which stamps batches; nil means
+	// time.Now. Tests give it one that runs fast.
+	Clock func() time.Time `yaml:"-" json:"-"`
 }
 
 // Spool bounds the on-disk queue of unacknowledged batches.
@@ -94,6 +97,9 @@ func (c *Config) validate() (token string, err error) {
 	}
 	if c.Interval == 0 {
 		c.Interval = units.Duration(DefaultInterval)
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
 	}
 	if c.RetryMax <= 0 {
 		c.RetryMax = DefaultRetryMax

@@ -2,12 +2,14 @@ package ship_test
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -17,6 +19,7 @@ import (
 	"perigee/aggregator"
 	"perigee/telemetry"
 	"perigee/telemetry/ship"
+	"perigee/telemetry/wire"
 
 	"perigee/units"
 )
@@ -166,6 +169,9 @@ func TestSpoolBoundsDropsOldestAndDeliversAfterRestart(t *testing.T) {
 func TestRefusedBatchIsDroppedAndCounted(t *testing.T) {
 	var calls atomic.Int32
 	agg := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			return // the shipper asking for the time at start
+		}
 		switch calls.Add(1) {
 		case 1:
 			http.Error(w, "too_old: batch older than retention", http.StatusUnprocessableEntity)
@@ -242,5 +248,52 @@ func TestSpoolBoundIsDiskUsage(t *testing.T) {
 	st := s.Stats()
 	if du := diskUsage(t, spoolDir); du > max || st.SpoolBytes != du {
 		t.Fatalf("spool takes %d bytes on disk and reports %d, bound %d", du, st.SpoolBytes, max)
+	}
+}
+
+// A node whose clock runs an hour slow learns the offset from the
+// aggregator's Perigee-Time and seals its batches with corrected times,
+// the batch's and its records' alike.
+func TestSlowClockIsCorrectedBeforeSealing(t *testing.T) {
+	opener, err := wire.NewOpener(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *wire.Batch, 16)
+	agg := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(ship.TimeHeader, strconv.FormatInt(time.Now().UnixMilli(), 10))
+		if r.Method != http.MethodPost {
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		f, err := wire.ParseFrame(body, 1<<20)
+		if err == nil {
+			var b *wire.Batch
+			if b, err = opener.Open(f); err == nil {
+				got <- b
+			}
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+		}
+	}))
+	defer agg.Close()
+	slow := func() time.Time { return time.Now().Add(-time.Hour) }
+	s, err := ship.New(ship.Config{Aggregator: agg.URL, TokenFile: writeToken(t), Spool: ship.Spool{Dir: t.TempDir()}, Interval: units.Duration(10 * time.Millisecond),
+		Node: "node-a", InsecureSkipVerify: true, Clock: slow}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, "the offset to be learned", func() bool { return s.Stats().ClockOffset < -59*time.Minute })
+	s.AddEvent(telemetry.Event{Time: slow(), Kind: "tick"})
+	b := <-got
+	for what, at := range map[string]time.Time{"batch": b.Created, "event": b.Events[0].Time} {
+		if d := time.Since(at); d.Abs() > time.Minute {
+			t.Errorf("%s stamped %v from now, want corrected to about now", what, d.Round(time.Second))
+		}
 	}
 }

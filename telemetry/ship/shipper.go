@@ -20,8 +20,9 @@ type Shipper struct {
 	spool  *spool
 	up     *uplink
 	sealer *wire.Sealer
-	seq    uint64    // next sequence number; used only by the Run goroutine
-	last   time.Time // the previous batch's time; Run goroutine only
+	seq    uint64        // next sequence number; used only by the Run goroutine
+	last   time.Time     // the previous batch's time; Run goroutine only
+	offset time.Duration // the clock offset batch times were last corrected by; Run goroutine only
 
 	mu      sync.Mutex
 	pending wire.Batch
@@ -54,6 +55,10 @@ type Stats struct {
 	EncodeCPU      time.Duration // CPU time spent encoding and compressing
 	LastProto      string        // protocol of the last answer: HTTP/3.0, HTTP/2.0...
 	PendingRecords int           // recorded, not yet in a batch
+	// ClockOffset is how far ahead of the aggregator this node's clock
+	// runs (negative: behind), as learned from its answers; batch times
+	// are corrected by it before they are sealed.
+	ClockOffset time.Duration
 }
 
 // Records counts records by kind.
@@ -100,7 +105,7 @@ func New(cfg Config, log *slog.Logger) (*Shipper, error) {
 	seq := max(sp.nextSeq(), uint64(time.Now().UnixMicro()))
 	return &Shipper{
 		cfg: cfg, log: log.With("component", "telemetry"), spool: sp,
-		up: newUplink(append([]string{cfg.Aggregator}, cfg.Failover...), token, tlsConf), sealer: sealer, seq: seq,
+		up: newUplink(append([]string{cfg.Aggregator}, cfg.Failover...), token, tlsConf, cfg.Clock), sealer: sealer, seq: seq,
 		kick: make(chan struct{}, 1), wake: make(chan struct{}, 1),
 	}, nil
 }
@@ -151,6 +156,7 @@ func (s *Shipper) Run(ctx context.Context) {
 	sent := make(chan struct{})
 	go func() {
 		defer close(sent)
+		s.up.probe(sendCtx)
 		s.sendLoop(sendCtx)
 	}()
 	tick := time.NewTicker(s.cfg.Interval.D())
@@ -183,7 +189,8 @@ func (s *Shipper) cut() {
 	if b.Records() == 0 {
 		return
 	}
-	b.Node, b.Seq, b.Created = s.cfg.Node, s.seq, batchTime(s.last, time.Now())
+	s.correctClock(&b)
+	b.Node, b.Seq, b.Created = s.cfg.Node, s.seq, batchTime(s.last, s.cfg.Clock().Add(-s.offset))
 	s.last = b.Created
 	st := s.Stats()
 	b.Cost = &wire.Cost{BytesSent: st.BytesSent, EncodeCPU: st.EncodeCPU, DroppedBatches: st.DroppedBatches,
@@ -198,6 +205,41 @@ func (s *Shipper) cut() {
 	}
 	s.seq++
 	signal(s.wake)
+}
+
+// correctClock moves every time in b back by the node clock's offset from
+// the aggregator, as last learned. Doing it here, before the batch is
+// sealed, fixes its content: every aggregator that receives it stores the
+// same times, which is what makes a doubly delivered batch a no-op in the
+// engine. (An aggregator re-stamps a batch still too far ahead, but by its
+// own arrival time, so two would differ.)
+func (s *Shipper) correctClock(b *wire.Batch) {
+	off := s.up.clockOffset()
+	if off != s.offset {
+		s.log.Info("node clock offset from the aggregator, correcting batch times", "offset", off, "was", s.offset)
+		s.last = s.last.Add(s.offset - off) // the previous batch's time, on the new scale
+		s.offset = off
+	}
+	if off == 0 {
+		return
+	}
+	fix := func(t *time.Time) {
+		if !t.IsZero() {
+			*t = t.Add(-off)
+		}
+	}
+	for i := range b.Samples {
+		fix(&b.Samples[i].Time)
+	}
+	for i := range b.Decisions {
+		fix(&b.Decisions[i].Time)
+	}
+	for i := range b.Events {
+		fix(&b.Events[i].Time)
+	}
+	for i := range b.Access {
+		fix(&b.Access[i].Time)
+	}
 }
 
 // batchTime is a batch's creation time: now, but at least a millisecond
@@ -280,7 +322,7 @@ func (s *Shipper) Stats() Stats {
 		BytesSent: s.bytesSent.Load(), BatchesAcked: s.batchesAcked.Load(), RecordsAcked: acked, BatchesRefused: s.batchesRefused.Load(),
 		SpooledBatches: n, SpoolBytes: b, DroppedBatches: dropped, DroppedRecords: s.droppedRecords.Load(),
 		EncodeCPU: time.Duration(s.encodeCPU.Load()), LastProto: s.up.proto.Load().(string),
-		PendingRecords: pending,
+		PendingRecords: pending, ClockOffset: s.up.clockOffset(),
 	}
 }
 

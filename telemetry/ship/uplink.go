@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,18 @@ const ContentType = "application/vnd.perigee.batch"
 
 // attemptTimeout bounds one post; a batch is at most a few MiB.
 const attemptTimeout = 15 * time.Second
+
+// TimeHeader carries the aggregator's clock on every answer to IngestPath,
+// in unix milliseconds: a node learns its own clock's offset from it.
+const TimeHeader = "Perigee-Time"
+
+// offsetTolerance is how far a measured offset may move from the one in
+// use before it replaces it: below it is the noise of the round trip, and
+// a steady offset keeps batch times from jittering with it.
+const offsetTolerance = time.Second
+
+// probeTimeout bounds the request that learns the offset at start.
+const probeTimeout = 3 * time.Second
 
 // outcome is what the shipper does with a batch after one attempt.
 type outcome int
@@ -48,17 +61,22 @@ type uplink struct {
 	h3    *http.Client
 	useH3 atomic.Bool
 	proto atomic.Value // string: protocol of the last answered request
+	clock func() time.Time
+	// offset is the node clock minus the aggregator's, in nanoseconds,
+	// once an answer has carried TimeHeader (offsetKnown).
+	offset      atomic.Int64
+	offsetKnown atomic.Bool
 }
 
-func newUplink(bases []string, token string, tlsConf *tls.Config) *uplink {
+func newUplink(bases []string, token string, tlsConf *tls.Config, clock func() time.Time) *uplink {
 	tr := &http.Transport{TLSClientConfig: tlsConf.Clone(), ForceAttemptHTTP2: true, IdleConnTimeout: time.Minute}
 	// A vanished aggregator sends nothing back over UDP: short QUIC
 	// timeouts notice it in seconds, not at the 30s default.
 	quicConf := &quic.Config{HandshakeIdleTimeout: 3 * time.Second, MaxIdleTimeout: 10 * time.Second, KeepAlivePeriod: 3 * time.Second}
 	u := &uplink{
-		token: token,
-		tcp:   &http.Client{Transport: tr, Timeout: attemptTimeout},
-		h3:    &http.Client{Transport: &http3.Transport{TLSClientConfig: tlsConf.Clone(), QUICConfig: quicConf}, Timeout: attemptTimeout},
+		token: token, clock: clock,
+		tcp: &http.Client{Transport: tr, Timeout: attemptTimeout},
+		h3:  &http.Client{Transport: &http3.Transport{TLSClientConfig: tlsConf.Clone(), QUICConfig: quicConf}, Timeout: attemptTimeout},
 	}
 	for _, b := range bases {
 		u.urls = append(u.urls, strings.TrimRight(b, "/")+IngestPath)
@@ -118,7 +136,7 @@ func (u *uplink) post(ctx context.Context, c *http.Client, url string, frame []b
 	}
 	req.Header.Set("Content-Type", ContentType)
 	req.Header.Set("Authorization", "Bearer "+u.token)
-	resp, err := c.Do(req)
+	resp, err := u.do(c, req)
 	if err != nil {
 		return retryable, fmt.Errorf("post batch: %w", err)
 	}
@@ -141,6 +159,46 @@ func (u *uplink) post(ctx context.Context, c *http.Client, url string, frame []b
 		// upgraded (unknown dictionary), a proxy or a busy aggregator out
 		// of the way. Keep the batch.
 		return retryable, fmt.Errorf("aggregator: %s: %s", resp.Status, bytes.TrimSpace(msg))
+	}
+}
+
+// do sends req and learns the clock offset from the answer: the
+// aggregator's time against the middle of the round trip on the node's
+// clock.
+func (u *uplink) do(c *http.Client, req *http.Request) (*http.Response, error) {
+	sent := u.clock()
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	ms, perr := strconv.ParseInt(resp.Header.Get(TimeHeader), 10, 64)
+	if perr != nil || ms <= 0 {
+		return resp, nil // an older aggregator, or a proxy's answer
+	}
+	received := u.clock()
+	measured := sent.Add(received.Sub(sent) / 2).Sub(time.UnixMilli(ms))
+	if cur := time.Duration(u.offset.Load()); !u.offsetKnown.Load() || (measured-cur).Abs() > offsetTolerance {
+		u.offset.Store(int64(measured.Round(time.Millisecond)))
+		u.offsetKnown.Store(true)
+	}
+	return resp, nil
+}
+
+// clockOffset is how far the node's clock is ahead of the aggregator's,
+// zero until an answer has said.
+func (u *uplink) clockOffset() time.Duration { return time.Duration(u.offset.Load()) }
+
+// probe asks the aggregator in use for its time, so that the first batch
+// of a run is already corrected; any answer carries it.
+func (u *uplink) probe(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u.urls[u.cur.Load()], nil)
+	if err != nil {
+		return
+	}
+	if resp, err := u.do(u.tcp, req); err == nil {
+		resp.Body.Close()
 	}
 }
 
