@@ -26,6 +26,7 @@ const (
 	ReasonLowestLatency Reason = "lowest-latency"   // the latency model and the load agree on the best node
 	ReasonMeasured      Reason = "measured"         // round trips measured to this client overruled the model
 	ReasonSticky        Reason = "sticky"           // the previous answer is within the margin of the best
+	ReasonWithinMargin  Reason = "within-margin"    // this node is within the margin of the best: a move would not pay
 	ReasonUnknownClient Reason = "unknown-location" // private or unlisted address: treated as next to this node
 	ReasonNoEligible    Reason = "no-eligible-node" // every node excluded: this node serves
 )
@@ -213,11 +214,19 @@ func (rt *Router) decide(client netip.Addr, commit bool) Decision {
 	default:
 		d.Reason = ReasonLowestLatency
 	}
-	if prev, ok := rt.sticky.Get(d.Network); ok && prev != best.Node && best.Excluded == "" {
-		if i := byIDPos(d.Candidates, prev); i >= 0 && d.Candidates[i].Excluded == "" &&
-			d.Candidates[i].Expected <= best.Expected+rt.cfg.margin(best.Expected) {
-			best = d.Candidates[i]
-			d.Reason = ReasonSticky
+	if best.Excluded == "" && best.Node != self.ID {
+		// Sending the client on costs it a round trip and a new connection,
+		// so this node serves while it is within the margin of the best; a
+		// remembered answer only chooses among the others. Otherwise nodes
+		// that each score themselves best pass a client along their
+		// remembered answers in a chain.
+		margin := best.Expected + rt.cfg.margin(best.Expected)
+		if here := d.Candidates[byIDPos(d.Candidates, self.ID)]; here.Excluded == "" && here.Expected <= margin {
+			best, d.Reason = here, ReasonWithinMargin
+		} else if prev, ok := rt.sticky.Get(d.Network); ok && prev != best.Node {
+			if i := byIDPos(d.Candidates, prev); i >= 0 && d.Candidates[i].Excluded == "" && d.Candidates[i].Expected <= margin {
+				best, d.Reason = d.Candidates[i], ReasonSticky
+			}
 		}
 	}
 	if commit && best.Excluded == "" {
