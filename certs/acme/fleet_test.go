@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"testing"
@@ -19,6 +21,8 @@ import (
 // listener, as the edge node has it.
 type node struct {
 	Host, CA, CARoots, Storage, Listen string
+	Challenge                          string
+	HTTPListen                         string // for HTTP-01
 }
 
 const childEnv = "PERIGEE_ACME_TEST_NODE"
@@ -43,7 +47,7 @@ func runNode(spec string) error {
 	if err := json.Unmarshal([]byte(spec), &n); err != nil {
 		return err
 	}
-	c := Config{Hosts: []string{n.Host}, CA: n.CA, CARoots: n.CARoots, Storage: n.Storage, Challenges: []string{TLSALPN01}}
+	c := Config{Hosts: []string{n.Host}, CA: n.CA, CARoots: n.CARoots, Storage: n.Storage, Challenges: []string{n.Challenge}}
 	c.SetDefaults()
 	m, err := New(c, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err != nil {
@@ -70,7 +74,16 @@ func runNode(spec string) error {
 			}()
 		}
 	}()
-	if err := m.Start(n.Listen, ""); err != nil {
+	if n.HTTPListen != "" {
+		hl, err := net.Listen("tcp", n.HTTPListen)
+		if err != nil {
+			return err
+		}
+		srv := &http.Server{Handler: m.HTTPHandler("443"), ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(hl)
+		defer srv.Close()
+	}
+	if err := m.Start(n.Listen, n.HTTPListen); err != nil {
 		return err
 	}
 	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
@@ -82,15 +95,25 @@ func runNode(spec string) error {
 	return fmt.Errorf("no certificate: %+v", m.Stats())
 }
 
-// Three PoPs in three processes, sharing a storage directory, start at
-// once for the same host: one issues (the CA's validation reaches only one
-// of them, whichever issues — the others answer from the shared storage),
-// the others wait on its lock and load what it stored; all serve the same
-// certificate, and the CA issued one.
+// PoPs in separate processes share a storage directory. The CA's
+// validation reaches only the first, as a load balancer may send it to any
+// node; that node manages another name, so the order for the shared name
+// is always started by a node the CA cannot reach. The two nodes that
+// manage the shared name start at once: one issues, the other waits on its
+// lock and loads what it stored, and both serve the same certificate. The
+// reachable node answers the challenge it did not start from the shared
+// storage — on its HTTPS listener for TLS-ALPN-01, on its plain HTTP
+// listener for HTTP-01.
 func TestNodesSharingStorageIssueOnce(t *testing.T) {
-	reachable := acmetest.FreeAddr(t)
-	pb := acmetest.Start(t, acmetest.Options{HTTPAddr: acmetest.FreeAddr(t), TLSAddr: reachable})
-	spec := node{Host: "shared.perigee.test", CA: pb.Directory, CARoots: pb.ServerCA, Storage: t.TempDir()}
+	for _, challenge := range []string{TLSALPN01, HTTP01} {
+		t.Run(challenge, func(t *testing.T) { issueOnce(t, challenge) })
+	}
+}
+
+func issueOnce(t *testing.T, challenge string) {
+	reachable := map[string]string{TLSALPN01: acmetest.FreeAddr(t), HTTP01: acmetest.FreeAddr(t)}
+	pb := acmetest.Start(t, acmetest.Options{HTTPAddr: reachable[HTTP01], TLSAddr: reachable[TLSALPN01]})
+	spec := node{CA: pb.Directory, CARoots: pb.ServerCA, Storage: t.TempDir(), Challenge: challenge}
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -101,11 +124,16 @@ func TestNodesSharingStorageIssueOnce(t *testing.T) {
 	}
 	var nodes []*result
 	for i := range 3 {
-		addr := reachable
-		if i > 0 {
-			addr = acmetest.FreeAddr(t)
+		spec.Host, spec.Listen, spec.HTTPListen = "other.perigee.test", reachable[TLSALPN01], ""
+		if challenge == HTTP01 {
+			spec.HTTPListen = reachable[HTTP01]
 		}
-		spec.Listen = addr
+		if i > 0 {
+			spec.Host, spec.Listen = "shared.perigee.test", acmetest.FreeAddr(t)
+			if challenge == HTTP01 {
+				spec.HTTPListen = acmetest.FreeAddr(t)
+			}
+		}
 		js, _ := json.Marshal(spec)
 		r := &result{cmd: exec.Command(self, "-test.run=^$")}
 		r.cmd.Env = append(os.Environ(), childEnv+"="+string(js))
@@ -125,11 +153,17 @@ func TestNodesSharingStorageIssueOnce(t *testing.T) {
 		if _, err := fmt.Fscan(&r.out, &serial, &n); err != nil {
 			t.Fatalf("node %d printed %q: %v", i, r.out.String(), err)
 		}
+		t.Logf("node %d (reachable by the CA: %v) obtained %d", i, i == 0, n)
+		if i == 0 {
+			if n != 1 {
+				t.Errorf("the reachable node obtained %d certificates for its own name, want 1", n)
+			}
+			continue
+		}
 		serials[serial] = true
 		obtained += n
-		t.Logf("node %d (reachable by the CA: %v) obtained %d", i, i == 0, n)
 	}
 	if len(serials) != 1 || obtained != 1 {
-		t.Fatalf("nodes serve %d certificates and obtained %d in all; want one of each", len(serials), obtained)
+		t.Fatalf("the shared name's nodes serve %d certificates and obtained %d in all; want one of each", len(serials), obtained)
 	}
 }
