@@ -28,19 +28,20 @@ type model struct {
 }
 
 type service struct {
-	name    string
-	ready   int
-	pending []time.Time // when each starting replica becomes ready
-	queue   float64     // requests waiting
-	shed    float64
-	limit   float64
-	ejected map[string]time.Time
-	row     Row
-	figures policies.ServiceFigures
-	failed  float64 // requests/s that failed this tick
-	faulty  float64 // of which the backend's own errors, whatever its capacity
-	shedRPS float64
-	over    bool // demand above capacity this tick
+	name     string
+	ready    int
+	pending  []time.Time // when each starting replica becomes ready
+	queue    float64     // requests waiting
+	shed     float64
+	limit    float64
+	ejected  map[string]time.Time
+	row      Row
+	figures  policies.ServiceFigures
+	failed   float64 // requests/s that failed this tick
+	faulty   float64 // of which the backend's own errors, whatever its capacity
+	shedRPS  float64
+	over     bool    // demand above capacity this tick
+	capacity float64 // requests/s the serving replicas take this tick
 }
 
 // queueSeconds is how much work the queue holds before requests fail.
@@ -81,6 +82,7 @@ func (s *service) advance(now time.Time, dt float64, r Row) {
 	}
 	s.shedRPS = r.RPS - admitted
 	capacity := float64(serving) * r.Capacity
+	s.capacity = capacity
 	base := r.LatencyMS / 1000
 	s.over = admitted > capacity
 	s.queue = math.Max(0, s.queue+(admitted-capacity)*dt)
