@@ -5,11 +5,14 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -23,6 +26,7 @@ type node struct {
 	Host, CA, CARoots, Storage, Listen string
 	Challenge                          string
 	HTTPListen                         string // for HTTP-01
+	Linger                             bool   // keep answering challenges until stdin closes
 }
 
 const childEnv = "PERIGEE_ACME_TEST_NODE"
@@ -89,6 +93,9 @@ func runNode(spec string) error {
 	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if st := m.Stats(); st.Hosts[0].Serial != "" {
 			fmt.Printf("%s %d\n", st.Hosts[0].Serial, st.Obtained)
+			if n.Linger {
+				_, _ = io.Copy(io.Discard, os.Stdin)
+			}
 			return nil
 		}
 	}
@@ -121,49 +128,75 @@ func issueOnce(t *testing.T, challenge string) {
 	type result struct {
 		out, errs bytes.Buffer
 		cmd       *exec.Cmd
+		stdin     io.WriteCloser
 	}
-	var nodes []*result
-	for i := range 3 {
-		spec.Host, spec.Listen, spec.HTTPListen = "other.perigee.test", reachable[TLSALPN01], ""
-		if challenge == HTTP01 {
-			spec.HTTPListen = reachable[HTTP01]
-		}
-		if i > 0 {
-			spec.Host, spec.Listen = "shared.perigee.test", acmetest.FreeAddr(t)
-			if challenge == HTTP01 {
-				spec.HTTPListen = acmetest.FreeAddr(t)
-			}
-		}
+	start := func(spec node) *result {
 		js, _ := json.Marshal(spec)
 		r := &result{cmd: exec.Command(self, "-test.run=^$")}
 		r.cmd.Env = append(os.Environ(), childEnv+"="+string(js))
 		r.cmd.Stdout, r.cmd.Stderr = &r.out, &r.errs
+		if r.stdin, err = r.cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
 		if err := r.cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		nodes = append(nodes, r)
+		return r
 	}
-	serials, obtained := map[string]bool{}, 0
-	for i, r := range nodes {
+	wait := func(i int, r *result) (serial string, obtained int) {
 		if err := r.cmd.Wait(); err != nil {
 			t.Fatalf("node %d: %v\n%s", i, err, r.errs.String())
 		}
-		var serial string
-		var n int
-		if _, err := fmt.Fscan(&r.out, &serial, &n); err != nil {
+		if _, err := fmt.Fscan(&r.out, &serial, &obtained); err != nil {
 			t.Fatalf("node %d printed %q: %v", i, r.out.String(), err)
 		}
-		t.Logf("node %d (reachable by the CA: %v) obtained %d", i, i == 0, n)
-		if i == 0 {
-			if n != 1 {
-				t.Errorf("the reachable node obtained %d certificates for its own name, want 1", n)
-			}
-			continue
+		t.Logf("node %d (reachable by the CA: %v) obtained %d", i, i == 0, obtained)
+		return serial, obtained
+	}
+	// The reachable node first: once it holds its own certificate, it is
+	// surely answering, and it goes on until the others are done.
+	spec.Host, spec.Listen, spec.Linger = "other.perigee.test", reachable[TLSALPN01], true
+	if challenge == HTTP01 {
+		spec.HTTPListen = reachable[HTTP01]
+	}
+	first := start(spec)
+	defer func() { first.stdin.Close(); first.cmd.Wait() }()
+	for deadline := time.Now().Add(90 * time.Second); !storedCert(spec.Storage, "other.perigee.test"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the reachable node holds no certificate of its own")
 		}
+	}
+	var nodes []*result
+	for range 2 {
+		spec.Host, spec.Listen, spec.Linger = "shared.perigee.test", acmetest.FreeAddr(t), false
+		if challenge == HTTP01 {
+			spec.HTTPListen = acmetest.FreeAddr(t)
+		}
+		nodes = append(nodes, start(spec))
+	}
+	serials, obtained := map[string]bool{}, 0
+	for i, r := range nodes {
+		serial, n := wait(i+1, r)
 		serials[serial] = true
 		obtained += n
+	}
+	first.stdin.Close()
+	if _, n := wait(0, first); n != 1 {
+		t.Errorf("the reachable node obtained %d certificates for its own name, want 1", n)
 	}
 	if len(serials) != 1 || obtained != 1 {
 		t.Fatalf("the shared name's nodes serve %d certificates and obtained %d in all; want one of each", len(serials), obtained)
 	}
+}
+
+// storedCert reports whether storage holds a certificate for host.
+func storedCert(storage, host string) bool {
+	found := false
+	_ = filepath.WalkDir(storage, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Name() == host+".crt" {
+			found = true
+		}
+		return nil
+	})
+	return found
 }
