@@ -348,7 +348,7 @@ func TestBestNodeServesDespiteStickyAnswerElsewhere(t *testing.T) {
 	// Follow the redirects from iad-2.
 	at, hops := "iad-2", []string{"iad-2"}
 	for range len(ids) {
-		d := routers[at].Decide(client)
+		d := routers[at].DecideHere(client)
 		if d.Self {
 			break
 		}
@@ -361,7 +361,12 @@ func TestBestNodeServesDespiteStickyAnswerElsewhere(t *testing.T) {
 	// Within the margin of the best, this node serves too: a redirect costs
 	// the client a round trip and a new connection, more than it gains.
 	fleets["iad-2"].Update("iad-2", func(n *geo.Node) { n.InFlight = 10 }) // 1.1ms penalty
-	if d := routers["iad-2"].Decide(client); !d.Self {
+	if d := routers["iad-2"].DecideHere(client); !d.Self || d.Reason != geo.ReasonWithinMargin {
 		t.Fatalf("sent away for %v: %+v", d.Reason, d.Candidates)
+	}
+	// A DNS answer costs no redirect: it names the best node, the same
+	// from every node with the same view.
+	if d := routers["iad-2"].Decide(netip.MustParseAddr("10.9.9.9")); d.Self { // a network with no history
+		t.Fatalf("Decide favoured the deciding node: %+v", d.Candidates)
 	}
 }
