@@ -23,7 +23,9 @@ modules: build
 	@if command -v wat2wasm >/dev/null; then wat2wasm modules/wat/poweredby.wat -o modules/build/poweredby.wasm; \
 	 else echo "modules: wat2wasm not found (apt-get install wabt): skipping the WAT example"; fi
 
+# go mod tidy -diff fails when go.mod or go.sum has drifted from the imports.
 vet:
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 
 # go test runs every fuzz target's seed corpus (f.Add and testdata/fuzz) as

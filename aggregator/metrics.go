@@ -52,12 +52,16 @@ type figure struct {
 	name, help string
 	labels     []string // name, value pairs
 	value      float64
+	counter    bool // cumulative since the node started; otherwise a gauge
 }
 
 func fleetFigures(v FleetView) []figure {
 	var out []figure
 	add := func(name, help string, value float64, labels ...string) {
 		out = append(out, figure{name: name, help: help, labels: labels, value: value})
+	}
+	addCounter := func(name, help string, value float64, labels ...string) {
+		out = append(out, figure{name: name, help: help, labels: labels, value: value, counter: true})
 	}
 	byStatus := map[string]float64{"up": 0, "stale": 0, "down": 0}
 	var rps float64
@@ -73,7 +77,7 @@ func fleetFigures(v FleetView) []figure {
 		add("perigee_node_cpu_cores", "Cores busy in the node's last sample.", n.CPU, "node", n.Node, "region", n.Region)
 		add("perigee_node_telemetry_bytes_per_second", "What shipping telemetry costs the node, on the wire.", n.TelemetryBytesPerSec, "node", n.Node, "region", n.Region)
 		add("perigee_node_clock_skew_seconds", "How far ahead of the aggregator the node's clock was at its last batch; beyond max_skew its batches are re-stamped.", n.ClockSkewSeconds, "node", n.Node, "region", n.Region)
-		add("perigee_node_telemetry_encode_cpu_seconds", "CPU the node spent encoding telemetry, cumulative.", n.Telemetry.EncodeCPU.Seconds(), "node", n.Node, "region", n.Region)
+		addCounter("perigee_node_telemetry_encode_cpu_seconds_total", "CPU the node spent encoding telemetry since it started.", n.Telemetry.EncodeCPU.Seconds(), "node", n.Node, "region", n.Region)
 	}
 	for _, st := range []string{"up", "stale", "down"} {
 		add("perigee_fleet_nodes", "Nodes known to the aggregator, by health.", byStatus[st], "status", st)
@@ -99,7 +103,11 @@ func (c fleetCollector) Collect(ch chan<- prometheus.Metric) {
 			names = append(names, f.labels[i])
 			values = append(values, f.labels[i+1])
 		}
-		m, err := prometheus.NewConstMetric(prometheus.NewDesc(f.name, f.help, names, nil), prometheus.GaugeValue, f.value, values...)
+		kind := prometheus.GaugeValue
+		if f.counter {
+			kind = prometheus.CounterValue
+		}
+		m, err := prometheus.NewConstMetric(prometheus.NewDesc(f.name, f.help, names, nil), kind, f.value, values...)
 		if err != nil {
 			// A label value a node sent that Prometheus cannot carry
 			// (not UTF-8): leave the series out rather than fail the scrape.

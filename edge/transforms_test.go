@@ -34,7 +34,7 @@ routes:
 func transformSeries(t *testing.T, n *testNode) {
 	_, body := get(t, h1Client(), "http://"+n.Addrs().Admin+"/metrics")
 	for _, want := range []string{`perigee_transform_calls_total{transform="tck"}`, `perigee_transform_errors_total{kind="trap",transform="tck"} 0`,
-		`perigee_transform_guest_seconds_count{transform="tck"}`, `perigee_transform_guest_seconds{transform="tck",quantile="0.99"}`, `proto="h3"`,
+		`perigee_transform_guest_seconds_count{transform="tck"}`, `perigee_transform_guest_seconds_bucket{transform="tck",le="0.001024"}`, `proto="h3"`,
 		`perigee_http3_connections_total `, `perigee_tls_handshakes_total{proto="h3"}`} {
 		if !contains(body, want) {
 			t.Errorf("GET /metrics lacks %s", want)

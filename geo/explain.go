@@ -62,6 +62,8 @@ func why(d Decision) string {
 		fmt.Fprintf(&b, "Chosen: measured round trips overrule the model, which alone would pick %s.", modelBest(d.Candidates))
 	case ReasonSticky:
 		fmt.Fprintf(&b, "Kept: this network's previous answer is within the margin of the fastest, %s.", d.Candidates[0].Node)
+	case ReasonWithinMargin:
+		fmt.Fprintf(&b, "Served here: this node is within the margin of the fastest, %s, less than a redirect would cost.", d.Candidates[0].Node)
 	case ReasonUnknownClient:
 		b.WriteString("Chosen: the lowest expected latency from here.")
 	case ReasonNoEligible:

@@ -26,6 +26,7 @@ const (
 	ReasonLowestLatency Reason = "lowest-latency"   // the latency model and the load agree on the best node
 	ReasonMeasured      Reason = "measured"         // round trips measured to this client overruled the model
 	ReasonSticky        Reason = "sticky"           // the previous answer is within the margin of the best
+	ReasonWithinMargin  Reason = "within-margin"    // this node is within the margin of the best: a move would not pay
 	ReasonUnknownClient Reason = "unknown-location" // private or unlisted address: treated as next to this node
 	ReasonNoEligible    Reason = "no-eligible-node" // every node excluded: this node serves
 )
@@ -143,14 +144,23 @@ func (rt *Router) Count(action string, reason Reason) {
 const nodePlaces = 4096
 
 // Decide ranks the fleet for client and remembers the answer for its
-// network, so the next decision only moves it for a clear gain.
-func (rt *Router) Decide(client netip.Addr) Decision { return rt.decide(client, true) }
+// network, so the next decision only moves it for a clear gain. Every node
+// with the same view gives the same answer, as GeoDNS and the nodes API
+// need.
+func (rt *Router) Decide(client netip.Addr) Decision { return rt.decide(client, true, false) }
 
-// Explain is Decide without remembering the answer, for the admin API, and
-// with the reasons spelt out: where the client was placed, each candidate's
-// distance, and why the winner won.
+// DecideHere is Decide for a request that has reached this node: sending
+// it on costs the client a round trip and a new connection, so this node
+// serves while it is within the margin of the best, and a remembered
+// answer only chooses among the others. Otherwise nodes that each score
+// themselves best pass a client along their remembered answers in a chain.
+func (rt *Router) DecideHere(client netip.Addr) Decision { return rt.decide(client, true, true) }
+
+// Explain is DecideHere without remembering the answer, for the admin API,
+// and with the reasons spelt out: where the client was placed, each
+// candidate's distance, and why the winner won.
 func (rt *Router) Explain(client netip.Addr) Decision {
-	d := rt.decide(client, false)
+	d := rt.decide(client, false, true)
 	self := rt.fleet.Self()
 	lat, lon := self.Lat, self.Lon
 	if d.Location.Known {
@@ -171,7 +181,7 @@ func (rt *Router) Explain(client netip.Addr) Decision {
 	return d
 }
 
-func (rt *Router) decide(client netip.Addr, commit bool) Decision {
+func (rt *Router) decide(client netip.Addr, commit, here bool) Decision {
 	client = client.Unmap()
 	now := time.Now()
 	self := rt.fleet.Self()
@@ -213,11 +223,16 @@ func (rt *Router) decide(client netip.Addr, commit bool) Decision {
 	default:
 		d.Reason = ReasonLowestLatency
 	}
-	if prev, ok := rt.sticky.Get(d.Network); ok && prev != best.Node && best.Excluded == "" {
-		if i := byIDPos(d.Candidates, prev); i >= 0 && d.Candidates[i].Excluded == "" &&
-			d.Candidates[i].Expected <= best.Expected+rt.cfg.margin(best.Expected) {
-			best = d.Candidates[i]
-			d.Reason = ReasonSticky
+	// Within the margin of the best, a request here stays here (see
+	// DecideHere); otherwise the network's remembered answer is kept.
+	if best.Excluded == "" && (!here || best.Node != self.ID) {
+		margin := best.Expected + rt.cfg.margin(best.Expected)
+		if s := d.Candidates[byIDPos(d.Candidates, self.ID)]; here && s.Excluded == "" && s.Expected <= margin {
+			best, d.Reason = s, ReasonWithinMargin
+		} else if prev, ok := rt.sticky.Get(d.Network); ok && prev != best.Node {
+			if i := byIDPos(d.Candidates, prev); i >= 0 && d.Candidates[i].Excluded == "" && d.Candidates[i].Expected <= margin {
+				best, d.Reason = d.Candidates[i], ReasonSticky
+			}
 		}
 	}
 	if commit && best.Excluded == "" {

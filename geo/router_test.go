@@ -251,8 +251,9 @@ func TestBadMeasuredRTTsMoveClientsAway(t *testing.T) {
 }
 
 func TestHysteresisKeepsClientOnNearlyEqualNode(t *testing.T) {
-	// Two nodes a few km apart in Frankfurt.
-	f := mustFleet("a",
+	// Two nodes a few km apart in Frankfurt, seen from Tokyo.
+	f := mustFleet("tyo",
+		node("tyo", demodb.Tokyo, "https://tyo.example.net"),
 		node("a", demodb.Frankfurt, "https://a.example.net"),
 		node("b", demodb.City{Lat: 50.05, Lon: 8.57}, "https://b.example.net"))
 	rt := geo.NewRouter(geo.RouterConfig{}, openDemo(t), f, nil)
@@ -303,5 +304,69 @@ func TestStaticFleetNeedsSelf(t *testing.T) {
 	}
 	if f.Self().ID != "iad" || len(f.Nodes()) != 3 {
 		t.Fatalf("%+v", f.Self())
+	}
+}
+
+// The local fleet: three nodes on one machine, so the mesh measures every
+// path as a fraction of a millisecond and a local client is unplaced. Each
+// node once sent the client's network on while it was busy; the load is
+// gone, and every node now scores itself best for the client. A remembered
+// answer must not send the client on from a node that scores best: that
+// made a chain iad-2 → iad-1 → fra-1, each hop a redirect counted as load.
+func TestBestNodeServesDespiteStickyAnswerElsewhere(t *testing.T) {
+	ids := []string{"iad-2", "iad-1", "fra-1"}
+	next := map[string]string{"iad-2": "iad-1", "iad-1": "fra-1", "fra-1": "iad-2"}
+	fleets := map[string]*geo.StaticFleet{}
+	routers := map[string]*geo.Router{}
+	for _, self := range ids {
+		var nodes []geo.Node
+		for _, id := range ids {
+			n := node(id, demodb.Virginia, "https://"+id+".example.net")
+			if id != self {
+				n.RTTFromSelf = 200 * time.Microsecond
+			}
+			nodes = append(nodes, n)
+		}
+		fleets[self] = mustFleet(self, nodes...)
+		routers[self] = geo.NewRouter(geo.RouterConfig{}, nil, fleets[self], nil)
+	}
+	client := netip.MustParseAddr("127.0.0.1")
+	for _, self := range ids {
+		// Busy: everyone else but next is busy too, so next takes the client.
+		for _, id := range ids {
+			if id != next[self] {
+				fleets[self].Update(id, func(n *geo.Node) { n.InFlight = 90 })
+			}
+		}
+		if d := routers[self].Decide(client); d.Best.ID != next[self] {
+			t.Fatalf("%s busy: sent the client to %s, want %s", self, d.Best.ID, next[self])
+		}
+		for _, id := range ids {
+			fleets[self].Update(id, func(n *geo.Node) { n.InFlight = 0 })
+		}
+	}
+	// Follow the redirects from iad-2.
+	at, hops := "iad-2", []string{"iad-2"}
+	for range len(ids) {
+		d := routers[at].DecideHere(client)
+		if d.Self {
+			break
+		}
+		at = d.Best.ID
+		hops = append(hops, at)
+	}
+	if len(hops) != 1 {
+		t.Fatalf("client redirected along %v; the first node scores best and should serve", hops)
+	}
+	// Within the margin of the best, this node serves too: a redirect costs
+	// the client a round trip and a new connection, more than it gains.
+	fleets["iad-2"].Update("iad-2", func(n *geo.Node) { n.InFlight = 10 }) // 1.1ms penalty
+	if d := routers["iad-2"].DecideHere(client); !d.Self || d.Reason != geo.ReasonWithinMargin {
+		t.Fatalf("sent away for %v: %+v", d.Reason, d.Candidates)
+	}
+	// A DNS answer costs no redirect: it names the best node, the same
+	// from every node with the same view.
+	if d := routers["iad-2"].Decide(netip.MustParseAddr("10.9.9.9")); d.Self { // a network with no history
+		t.Fatalf("Decide favoured the deciding node: %+v", d.Candidates)
 	}
 }

@@ -33,7 +33,7 @@ func (rt *Router) Steer(mode SteerMode, next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		d := rt.Decide(client)
+		d := rt.DecideHere(client)
 		switch mode {
 		case SteerRedirect:
 			if !d.Self {

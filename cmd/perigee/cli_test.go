@@ -244,3 +244,34 @@ routes: [{service: api}]
 		t.Fatalf("the moved file still gets records:\n%s", after)
 	}
 }
+
+// A node whose certificates come from ACME says so at start: the names and
+// the CA, where to see the certificates, and neither an empty SPKI nor the
+// dev certificate's hints (there is no dev certificate to trust blindly).
+func TestACMEBannerSaysWhatIsTrue(t *testing.T) {
+	https, admin := "127.0.0.1:"+freePort(t, "127.0.0.1"), "127.0.0.1:"+freePort(t, "127.0.0.1")
+	path := writeConfig(t, fmt.Sprintf(`listen: {https: %q, admin: %q}
+acme:
+  hosts: [www.perigee.test, api.perigee.test]
+  ca: https://127.0.0.1:1/directory
+  storage: %s
+  challenges: [tls-alpn-01]
+services:
+  api: {backends: [{url: "http://127.0.0.1:9"}]}
+routes:
+  - {match: {path_prefix: /}, service: api}
+`, https, admin, t.TempDir()))
+	c := serveChild(t, path)
+	eventually(t, "the start banner", func() bool { return strings.Contains(c.out.String(), "admin:") })
+	out := c.out.String()
+	for _, want := range []string{"www.perigee.test, api.perigee.test", "https://127.0.0.1:1/directory", "/certificates"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("banner lacks %q:\n%s", want, out)
+		}
+	}
+	for _, bad := range []string{"SPKI", "curl -k", "ignore-certificate-errors"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("banner of an ACME node shows %q:\n%s", bad, out)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"perigee/edge"
@@ -91,7 +92,12 @@ func printWelcome(w io.Writer, cfg *config.Config, node *edge.Node) {
 	if a.HTTPS != "" {
 		fmt.Fprintf(w, "  HTTPS (HTTP/1.1, HTTP/2):  https://%s/\n", a.HTTPS)
 		fmt.Fprintf(w, "  HTTP/3 (QUIC, same port):  https://%s/\n", a.HTTPS)
-		fmt.Fprintf(w, "  certificate SPKI sha256:   %s\n", node.SPKIHash())
+		if cfg.ACME != nil {
+			// Obtained in the background: there is no key to hash yet.
+			fmt.Fprintf(w, "  certificates (ACME):       %s from %s; state at admin /certificates\n", strings.Join(cfg.ACME.Hosts, ", "), cfg.ACME.CA)
+		} else {
+			fmt.Fprintf(w, "  certificate SPKI sha256:   %s\n", node.SPKIHash())
+		}
 	}
 	if a.HTTP != "" {
 		fmt.Fprintf(w, "  plain HTTP:                http://%s/\n", a.HTTP)
@@ -99,7 +105,7 @@ func printWelcome(w io.Writer, cfg *config.Config, node *edge.Node) {
 	fmt.Fprintf(w, "  admin:                     http://%s/status  /services  /routes  /metrics\n", a.Admin)
 	// The hints trust the generated dev certificate blindly: they are for
 	// trying a node out, not for one with a real certificate.
-	if a.HTTPS != "" && cfg.TLS.Cert == "" {
+	if a.HTTPS != "" && cfg.TLS.Cert == "" && cfg.ACME == nil {
 		host, port, _ := net.SplitHostPort(a.HTTPS)
 		fmt.Fprintf(w, "Try (the dev certificate is self-signed):\n  curl -k https://%s/\n", a.HTTPS)
 		fmt.Fprintf(w, "  gtlsclient --no-quic-dump --exit-on-first-stream-close %s %s https://%s/   # HTTP/3 (ngtcp2-client)\n", host, port, a.HTTPS)

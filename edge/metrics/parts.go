@@ -51,9 +51,7 @@ var (
 )
 
 // Transforms exports each transform's calls, errors and guest time, read
-// at scrape time from read. The time is a summary (p50, p90, p99): the
-// node's histograms have their own buckets, exact for merging, and a
-// scrape reads their quantiles.
+// at scrape time from read.
 func (m *Metrics) Transforms(read func() []TransformFigures) {
 	m.Registry.MustRegister(transformCollector(read))
 }
@@ -72,13 +70,39 @@ func (read transformCollector) Collect(ch chan<- prometheus.Metric) {
 		for kind, n := range map[string]uint64{"error": t.Errors, "trap": t.Traps, "timeout": t.Timeouts, "busy": t.Busy} {
 			ch <- prometheus.MustNewConstMetric(descTransformErrors, prometheus.CounterValue, float64(n), t.Name, kind)
 		}
-		q := map[float64]float64{}
-		for _, p := range []float64{0.5, 0.9, 0.99} {
-			q[p] = t.Time.Quantile(p).Seconds()
-		}
 		sum := (time.Duration(t.Time.SumUS) * time.Microsecond).Seconds()
-		ch <- prometheus.MustNewConstSummary(descTransformTime, t.Time.Count(), sum, q, t.Name)
+		ch <- prometheus.MustNewConstHistogram(descTransformTime, t.Time.Count(), sum, guestBuckets(t.Time), t.Name)
 	}
+}
+
+// guestBounds are the le of the guest-time histogram: powers of two from
+// 16µs to about 1s. Each is a bound of the node's own log-linear buckets,
+// so every count is exact rather than split from a bucket that straddles
+// it, and 17 of them keep a transform's series few.
+var guestBounds = func() []time.Duration {
+	var out []time.Duration
+	for us := 16; us <= 1<<20; us *= 2 {
+		out = append(out, time.Duration(us)*time.Microsecond)
+	}
+	return out
+}()
+
+// guestBuckets folds a snapshot into guestBounds' cumulative counts: le
+// counts the buckets whose upper bound is at most le.
+func guestBuckets(s telemetry.HistogramSnapshot) map[float64]uint64 {
+	out := make(map[float64]uint64, len(guestBounds))
+	var cum uint64
+	j := 0
+	for i, c := range s.Counts {
+		for up := telemetry.BucketUpper(i); j < len(guestBounds) && up > guestBounds[j]; j++ {
+			out[guestBounds[j].Seconds()] = cum
+		}
+		cum += c
+	}
+	for ; j < len(guestBounds); j++ {
+		out[guestBounds[j].Seconds()] = cum
+	}
+	return out
 }
 
 // Decided counts a policy decision by its action and what became of it:

@@ -47,3 +47,34 @@ func TestPartsSeries(t *testing.T) {
 		}
 	}
 }
+
+// Guest time is a Prometheus histogram, so a fleet's scrapes aggregate
+// (histogram_quantile over sum by le) where quantiles of a summary cannot.
+// Its le bounds are bounds of the node's own buckets, so each count is
+// exact, not an estimate.
+func TestTransformGuestTimeIsAHistogram(t *testing.T) {
+	m := New(func() []*upstream.Service { return nil })
+	var h telemetry.Histogram
+	h.Observe(100 * time.Microsecond)
+	h.Observe(3 * time.Millisecond)
+	h.Observe(4095 * time.Microsecond)
+	m.Transforms(func() []TransformFigures { return []TransformFigures{{Name: "auth", Calls: 3, Time: h.Snapshot()}} })
+	body := scrape(t, m)
+	for _, want := range []string{
+		"# TYPE perigee_transform_guest_seconds histogram\n",
+		`perigee_transform_guest_seconds_bucket{transform="auth",le="6.4e-05"} 0` + "\n",
+		`perigee_transform_guest_seconds_bucket{transform="auth",le="0.000128"} 1` + "\n",
+		`perigee_transform_guest_seconds_bucket{transform="auth",le="0.002048"} 1` + "\n",
+		`perigee_transform_guest_seconds_bucket{transform="auth",le="0.004096"} 3` + "\n",
+		`perigee_transform_guest_seconds_bucket{transform="auth",le="+Inf"} 3` + "\n",
+		`perigee_transform_guest_seconds_sum{transform="auth"} 0.007195` + "\n",
+		`perigee_transform_guest_seconds_count{transform="auth"} 3` + "\n",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("missing %q", want)
+		}
+	}
+	if n := strings.Count(body, "perigee_transform_guest_seconds_bucket{"); n > 20 {
+		t.Errorf("%d buckets per transform; keep the series few", n)
+	}
+}

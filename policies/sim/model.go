@@ -28,21 +28,22 @@ type model struct {
 }
 
 type service struct {
-	name    string
-	ready   int
-	pending []time.Time // when each starting replica becomes ready
-	queue   float64     // requests waiting
-	shed    float64
-	limit   float64
-	circuit policies.CircuitLimits // what circuit actions set; 0 means no breaker
-	ejected map[string]time.Time
-	row     Row
-	figures policies.ServiceFigures
-	failed  float64 // requests/s that failed this tick
-	faulty  float64 // of which the backend's own errors, whatever its capacity
-	shedRPS float64
-	refused float64 // of failed, requests/s a breaker refused this tick
-	over    bool    // demand above capacity this tick
+	name     string
+	ready    int
+	pending  []time.Time // when each starting replica becomes ready
+	queue    float64     // requests waiting
+	shed     float64
+	limit    float64
+	circuit  policies.CircuitLimits // what circuit actions set; 0 means no breaker
+	ejected  map[string]time.Time
+	row      Row
+	figures  policies.ServiceFigures
+	failed   float64 // requests/s that failed this tick
+	faulty   float64 // of which the backend's own errors, whatever its capacity
+	shedRPS  float64
+	refused  float64 // of failed, requests/s a breaker refused this tick
+	over     bool    // demand above capacity this tick
+	capacity float64 // requests/s the serving replicas take this tick
 }
 
 // queueSeconds is how much work the queue holds before requests fail.
@@ -97,6 +98,7 @@ func (s *service) advance(now time.Time, dt float64, r Row) {
 		}
 	}
 	capacity := float64(serving) * r.Capacity
+	s.capacity = capacity
 	base := r.LatencyMS / 1000
 	s.over = admitted > capacity
 	s.queue = math.Max(0, s.queue+(admitted-capacity)*dt)

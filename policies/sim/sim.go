@@ -52,6 +52,7 @@ const LimitStops = 3
 type Point struct {
 	T        float64
 	RPS      float64 // offered
+	Capacity float64 // requests/s the serving replicas can take
 	Ready    int
 	Desired  int
 	P99      time.Duration
@@ -64,6 +65,7 @@ type Point struct {
 
 // Result is what a simulation produced.
 type Result struct {
+	Start      time.Time // the wall-clock time of t=0
 	Ticks      int
 	Step       float64
 	Series     map[string][]Point
@@ -166,7 +168,7 @@ func Simulate(ctx context.Context, opt Options, out io.Writer) (Result, error) {
 			}
 		}
 	}
-	res := Result{Ticks: len(ticks), Step: step, Series: map[string][]Point{}}
+	res := Result{Start: opt.Start, Ticks: len(ticks), Step: step, Series: map[string][]Point{}}
 	name := strings.TrimSuffix(filepath.Base(opt.Policy), filepath.Ext(opt.Policy))
 	eng, err := policies.NewEngine(policies.EngineConfig{
 		Node: "sim", Region: "sim",
@@ -221,7 +223,7 @@ func Simulate(ctx context.Context, opt Options, out io.Writer) (Result, error) {
 		}
 		for svc, s := range m.services {
 			res.Series[svc] = append(res.Series[svc], Point{
-				T: tk.T, RPS: s.row.RPS, Ready: s.ready, Desired: s.ready + len(s.pending),
+				T: tk.T, RPS: s.row.RPS, Capacity: s.capacity, Ready: s.ready, Desired: s.ready + len(s.pending),
 				P99: s.figures.P99, Failed: s.failed, Faulty: s.faulty, Shed: s.shedRPS, Refused: s.refused, Overload: s.over,
 			})
 		}

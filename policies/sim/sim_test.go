@@ -109,8 +109,8 @@ func TestRunPrintsSummaryAndWritesSVG(t *testing.T) {
 	if err := xml.Unmarshal(b, new(struct{})); err != nil {
 		t.Fatalf("plot is not well-formed XML: %v", err)
 	}
-	if n := bytes.Count(b, []byte("<polyline")); n != 2 {
-		t.Fatalf("plot has %d lines, want 2", n)
+	if n := bytes.Count(b, []byte("<polyline")); n != 3 {
+		t.Fatalf("plot has %d lines, want 3 (load, failed, replicas)", n)
 	}
 }
 

@@ -2,6 +2,8 @@
 // The fleet dashboard: polls the aggregator's JSON API and redraws.
 const REFRESH_MS = 2000;
 const SVG = "http://www.w3.org/2000/svg";
+// ?node=NAME is that node's page: its charts, its row and its decisions.
+const NODE = new URLSearchParams(location.search).get("node");
 
 // Very coarse continent outlines (lon, lat), enough to place the dots.
 const LAND = [
@@ -52,9 +54,12 @@ function niceStep(span, n) {
   return [1, 2, 5, 10].map(m => m * mag).find(s => s >= raw);
 }
 
-// drawChart plots the series' lines against time, with round ticks on
-// both axes, the unit on the value axis and a legend.
-function drawChart(id, points, lines, unit) {
+const WINDOW_MS = 15 * 60 * 1000;
+
+// drawChart plots the series' lines over the last WINDOW_MS, with round
+// ticks on both axes, the unit on the value axis and a legend. The value
+// axis reaches at least minTop, so a flat zero still has readable ticks.
+function drawChart(id, points, lines, unit, minTop) {
   const svg = document.getElementById(id);
   svg.replaceChildren();
   const L = 40, R = 395, T = 18, B = 118;
@@ -66,24 +71,28 @@ function drawChart(id, points, lines, unit) {
     el("line", {x1: x, y1: 7, x2: x + 14, y2: 7, stroke: l.color, "stroke-width": 2}, svg);
     el("text", {x: x + 18, y: 10}, svg).textContent = l.label;
   });
-  if (points.length === 0) { el("text", {x: 170, y: 70}, svg).textContent = "no data yet"; return; }
-  const t0 = Date.parse(points[0].t), t1 = Math.max(Date.parse(points[points.length - 1].t), t0 + 1000);
-  const max = Math.max(1e-9, ...points.flatMap(p => lines.map(l => p[l.key])));
-  const step = niceStep(max, 3), top = Math.ceil(max / step) * step;
+  const t1 = Date.now(), t0 = t1 - WINDOW_MS;
+  const max = Math.max(minTop, ...points.flatMap(p => lines.map(l => p[l.key])));
+  const step = niceStep(max, 3), top = Math.ceil(max / step - 1e-9) * step;
   const y = v => B - (B - T) * v / top, x = t => L + (R - L) * (t - t0) / (t1 - t0);
-  for (let v = 0; v <= top + step / 2; v += step) {
+  for (let i = 0; i * step <= top + step / 2; i++) {
+    const v = i * step;
     el("line", {class: "tick", x1: L, y1: y(v), x2: R, y2: y(v)}, svg);
-    el("text", {x: L - 4, y: y(v) + 3, "text-anchor": "end"}, svg).textContent = +v.toFixed(6);
+    el("text", {class: "value", x: L - 4, y: y(v) + 3, "text-anchor": "end"}, svg).textContent = +v.toFixed(6);
   }
-  // Round times: the smallest step in seconds that leaves at most 5 ticks.
-  const secs = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600].find(s => (t1 - t0) / (s * 1000) <= 5) || 3600;
-  const tick = secs * 1000, fmt = secs < 60 ? {hour: "2-digit", minute: "2-digit", second: "2-digit"} : {hour: "2-digit", minute: "2-digit"};
+  // Round times, five minutes apart over the quarter hour, in 24-hour time.
+  const tick = 5 * 60 * 1000;
   for (let t = Math.ceil(t0 / tick) * tick; t <= t1; t += tick) {
     el("line", {class: "axis", x1: x(t), y1: B, x2: x(t), y2: B + 3}, svg);
-    el("text", {x: x(t), y: B + 13, "text-anchor": "middle"}, svg).textContent = new Date(t).toLocaleTimeString([], fmt);
+    el("text", {class: "time", x: x(t), y: B + 13, "text-anchor": "middle"}, svg).textContent =
+      new Date(t).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", hourCycle: "h23"});
   }
+  if (points.length === 0) { el("text", {x: 170, y: 70}, svg).textContent = "no data yet"; return; }
   for (const l of lines) {
-    el("polyline", {points: points.map(p => `${x(Date.parse(p.t))},${y(p[l.key])}`).join(" "), stroke: l.color}, svg);
+    const xy = points.map(p => [x(Date.parse(p.t)), y(p[l.key])]);
+    el("polyline", {points: xy.map(p => p.join(",")).join(" "), stroke: l.color}, svg);
+    // A dot per step, so a lone sample or a gap still shows.
+    for (const [cx, cy] of xy) el("circle", {cx, cy, r: 1.2, fill: l.color}, svg);
   }
 }
 
@@ -111,7 +120,12 @@ function drawNodes(nodes) {
   for (const n of nodes) {
     const tr = document.createElement("tr");
     tr.dataset.node = n.node;
-    cell(tr, n.node); cell(tr, n.region); cell(tr, n.status, n.status);
+    const name = document.createElement("td"), link = document.createElement("a");
+    link.href = "?node=" + encodeURIComponent(n.node);
+    link.textContent = n.node;
+    name.appendChild(link);
+    tr.appendChild(name);
+    cell(tr, n.region); cell(tr, n.status, n.status);
     cell(tr, n.rps.toFixed(1), "num"); cell(tr, n.p99_ms.toFixed(1), "num");
     cell(tr, (100 * n.error_rate).toFixed(2) + "%", "num"); cell(tr, n.cpu.toFixed(2), "num");
     cell(tr, `${n.healthy_backends}/${n.backends}`, "num");
@@ -128,7 +142,7 @@ function drawNodes(nodes) {
     cell(tr, skew, "num");
     body.appendChild(tr);
   }
-  emptyState(body, "no node has reported yet");
+  emptyState(body, NODE ? `node ${NODE} has not reported to this aggregator` : "no node has reported yet");
 }
 
 function drawDecisions(decisions) {
@@ -157,18 +171,36 @@ async function getJSON(path) {
   return r.json();
 }
 
+// setupPage turns the page into a node's page when ?node= names one.
+function setupPage() {
+  if (!NODE) return;
+  document.title = `Perigee node ${NODE}`;
+  document.getElementById("title").textContent = `Perigee node ${NODE}`;
+  document.getElementById("back").hidden = false;
+  document.getElementById("regions").hidden = true;
+  document.getElementById("nodes-title").textContent = "Node";
+  for (const s of document.querySelectorAll(".scope")) s.textContent = `(${NODE}, last 15 min)`;
+}
+
 async function refresh() {
+  const scope = NODE ? `scope=node&name=${encodeURIComponent(NODE)}` : "scope=fleet";
+  const only = NODE ? `&node=${encodeURIComponent(NODE)}` : "";
   try {
     const [fleet, series, decisions] = await Promise.all([
-      getJSON("/v1/fleet"), getJSON("/v1/series?scope=fleet&window=15m&step=10s"), getJSON("/v1/decisions?limit=20"),
+      getJSON("/v1/fleet"), getJSON(`/v1/series?${scope}&window=15m&step=10s`), getJSON(`/v1/decisions?limit=20${only}`),
     ]);
+    const nodes = NODE ? fleet.nodes.filter(n => n.node === NODE) : fleet.nodes;
     const up = fleet.nodes.filter(n => n.status === "up").length;
-    document.getElementById("totals").textContent =
-      `${count(fleet.nodes.length, "node")} (${up} up) in ${count(fleet.regions.length, "region")} · ${count(fleet.batches, "batch", "batches")}, ${count(fleet.records, "record")}`;
-    drawMap(fleet.regions);
-    drawNodes(fleet.nodes);
-    drawChart("chart-rps", series.points, [{key: "rps", color: "#58a6ff", label: "requests/s"}], "req/s");
-    drawChart("chart-lat", series.points, [{key: "p50_ms", color: "#5fd17a", label: "p50"}, {key: "p99_ms", color: "#f0605d", label: "p99"}], "ms");
+    document.getElementById("totals").textContent = NODE
+      ? nodes.map(n => `${n.region} · ${n.status} · ${count(n.batches, "batch", "batches")}`).join("") || "not known here"
+      : `${count(fleet.nodes.length, "node")} (${up} up) in ${count(fleet.regions.length, "region")} · ${count(fleet.batches, "batch", "batches")}, ${count(fleet.records, "record")}`;
+    if (!NODE) drawMap(fleet.regions);
+    drawNodes(nodes);
+    const points = series.points.map(p => ({...p, error_pct: 100 * p.error_rate}));
+    drawChart("chart-rps", points, [{key: "rps", color: "#58a6ff", label: "requests/s"}], "req/s", 1);
+    drawChart("chart-lat", points, [{key: "p50_ms", color: "#5fd17a", label: "p50"}, {key: "p99_ms", color: "#f0605d", label: "p99"}], "ms", 1);
+    drawChart("chart-err", points, [{key: "error_pct", color: "#f0605d", label: "5xx or failed"}], "% of resp.", 1);
+    drawChart("chart-cpu", points, [{key: "cpu", color: "#e3b341", label: "cores busy"}], "cores", 1);
     drawDecisions(decisions.decisions);
     document.getElementById("status").textContent = "updated " + new Date().toLocaleTimeString() +
       (fleet.warming ? " (restarted: still reading recent history from the store)" : "");
@@ -178,5 +210,6 @@ async function refresh() {
   }
 }
 
+setupPage();
 refresh();
 setInterval(refresh, REFRESH_MS);
