@@ -25,7 +25,7 @@ type policy struct {
 	view    *luaView // the table m, kept between evaluations
 	retired bool
 	pending []action
-	logged  int // script log records this evaluation
+	logged  int             // script log records this evaluation
 	last    map[string]memo // what this policy last decided, to skip repeats
 	asked   map[string]int  // per service, the replicas this policy last recommended
 
