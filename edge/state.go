@@ -96,7 +96,7 @@ func (n *Node) buildState(ctx context.Context, cfg *config.Config, prev *state) 
 	}
 	st.routes = route.New(rules)
 	for _, svc := range st.list {
-		svc.Start(n.proxy.Client())
+		svc.Start(n.proxy.Client(svc.Protocol()))
 	}
 	return st, nil
 }

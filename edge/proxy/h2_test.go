@@ -1,0 +1,149 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"perigee/edge/upstream"
+	"perigee/units"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// h2Front is a proxy to one backend speaking protocol, behind an HTTP/2
+// listener; the proxy trusts backend's certificate.
+func h2Front(t *testing.T, protocol string, backend *httptest.Server, route Stream) (*http.Client, string) {
+	t.Helper()
+	var tm Timeouts
+	tm.SetDefaults()
+	p := New(tm, "test-node", quiet)
+	t.Cleanup(p.Close)
+	if backend.TLS != nil {
+		p.h2.tls.TLSClientConfig = &tls.Config{RootCAs: backend.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
+	}
+	cfg := upstream.Config{Protocol: protocol, Backends: []upstream.BackendConfig{{URL: backend.URL}}}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := upstream.NewService("s", cfg, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := httptest.NewUnstartedServer(p.Handler(svc, route.Over(tm.Stream)))
+	front.EnableHTTP2 = true
+	front.StartTLS()
+	t.Cleanup(front.Close)
+	return front.Client(), front.URL
+}
+
+func tlsBackend(t *testing.T, h2 bool, h http.HandlerFunc) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	srv.EnableHTTP2 = h2
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// Over h2 (TLS, ALPN), trailers go both ways: the client's request
+// trailers reach the backend, and the backend's undeclared response
+// trailers reach the client.
+func TestH2UpstreamForwardsTrailersBothWays(t *testing.T) {
+	backend := tlsBackend(t, true, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Proto", r.Proto)
+		w.Write(body)
+		w.Header().Set(http.TrailerPrefix+"X-Echoed", r.Trailer.Get("X-Checksum"))
+		w.Header().Set(http.TrailerPrefix+"X-Status", "done")
+	})
+	c, front := h2Front(t, upstream.H2, backend, Stream{})
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest(http.MethodPost, front+"/x", pr)
+	req.Trailer = http.Header{"X-Checksum": nil}
+	go func() {
+		pw.Write([]byte("hello"))
+		req.Trailer.Set("X-Checksum", "abc123") // set before the body ends, as net/http asks
+		pw.Close()
+	}()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(body) != "hello" || resp.Header.Get("X-Proto") != "HTTP/2.0" {
+		t.Fatalf("%d %q via %q", resp.StatusCode, body, resp.Header.Get("X-Proto"))
+	}
+	if got := resp.Trailer.Get("X-Echoed"); got != "abc123" {
+		t.Errorf("request trailer reached the backend as %q, want abc123", got)
+	}
+	if got := resp.Trailer.Get("X-Status"); got != "done" {
+		t.Errorf("response trailers %v", resp.Trailer)
+	}
+}
+
+// A backend that does not offer h2 by ALPN is not spoken to in HTTP/1.1
+// behind the operator's back: 502.
+func TestH2UpstreamNeedsALPN(t *testing.T) {
+	backend := tlsBackend(t, false, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) })
+	c, front := h2Front(t, upstream.H2, backend, Stream{})
+	resp, err := c.Get(front + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("%d %q, want 502", resp.StatusCode, body)
+	}
+}
+
+// A backend that sends its head and then stalls is cut at upstream_read;
+// one that never sends its head gets 504 at response_header.
+func TestH2UpstreamStallsAreBounded(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	backend := tlsBackend(t, true, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stall-body" {
+			w.Write([]byte("first"))
+			w.(http.Flusher).Flush()
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	short := units.Duration(500 * time.Millisecond)
+	c, front := h2Front(t, upstream.H2, backend, Stream{ResponseHeader: short, UpstreamRead: short})
+	start := time.Now()
+	resp, err := c.Get(front + "/stall-head")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("stalled head: %d, want 504", resp.StatusCode)
+	}
+	resp, err = c.Get(front + "/stall-body")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil || !strings.HasPrefix(string(body), "first") {
+		t.Fatalf("stalled body: %q, %v; want the first bytes, then a cut", body, err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("two stalls of 500ms took %v", took)
+	}
+}
