@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"math"
 	"net"
@@ -33,8 +34,11 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	var entry *routeEntry
 	var stats *metrics.ServiceStats
-	pathErr := normalizeTarget(r)
-	if pathErr == nil && (n.fleet.nodesAPI == nil || r.URL.Path != geo.NodesPath) {
+	badErr := checkMethod(r.Method)
+	if badErr == nil {
+		badErr = normalizeTarget(r)
+	}
+	if badErr == nil && (n.fleet.nodesAPI == nil || r.URL.Path != geo.NodesPath) {
 		if entry, _ = st.routes.Match(r.Host, r.Method, r.URL.Path); entry != nil {
 			x.Route, x.Service, stats = entry.name, entry.service.Name, entry.stats
 		}
@@ -58,8 +62,8 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		exchange.End(x)
 	}()
 	switch {
-	case pathErr != nil:
-		exchange.Error(rec, r, http.StatusBadRequest, pathErr.Error())
+	case badErr != nil:
+		exchange.Error(rec, r, http.StatusBadRequest, badErr.Error())
 	case headerBytes(r) > int(st.cfg.Limits.MaxHeaderBytes):
 		exchange.Error(rec, r, http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
 	case entry == nil && n.fleet.nodesAPI != nil && r.URL.Path == geo.NodesPath:
@@ -83,6 +87,22 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		entry.handler.ServeHTTP(rec, r)
 	}
 
+}
+
+// errMethodCase is a method not spelled in upper case. Methods are
+// case-sensitive (RFC 9110 9.1): "get" matches no GET route, and a backend
+// that folds case would serve it as GET past that route's transforms. As
+// nginx does, the node takes only A-Z, '-' and '_' (and digits, which have
+// no case).
+var errMethodCase = errors.New("method must be upper case (A-Z, 0-9, - and _)")
+
+func checkMethod(m string) error {
+	for i := 0; i < len(m); i++ {
+		if c := m[i]; (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '-' && c != '_' {
+			return errMethodCase
+		}
+	}
+	return nil
 }
 
 // normalizeTarget puts the normal form of the request target (edge/urlpath)
