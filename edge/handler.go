@@ -3,6 +3,7 @@ package edge
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -120,6 +121,44 @@ func normalizeTarget(r *http.Request) error {
 	r.URL.Path, r.URL.RawPath, r.URL.RawQuery, r.URL.ForceQuery = decoded, p, q, false
 	r.RequestURI = r.URL.RequestURI()
 	return nil
+}
+
+// rewritten puts what a route's transforms may have rewritten (http-wasm
+// set_uri, proxy-wasm :path and :method) through the checks the client's
+// request went through, before next forwards it: a backend receives the
+// normal path whoever wrote it. A rewrite the node refuses is a bug in the
+// operator's transform, not the client's: 500, naming the transforms. The
+// rewrite is not routed again; it goes to the route's service.
+type rewritten struct {
+	route, transforms string
+	next              http.Handler
+}
+
+func (h *rewritten) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	err := checkMethod(r.Method)
+	if err == nil && !isNormalTarget(r.RequestURI) {
+		err = normalizeTarget(r)
+	}
+	if err != nil {
+		msg := fmt.Sprintf("route %q: transforms [%s] rewrote the request to one the node refuses: %v", h.route, h.transforms, err)
+		if x := exchange.From(r.Context()); x != nil {
+			x.Error = msg
+		}
+		exchange.Error(w, r, http.StatusInternalServerError, msg)
+		return
+	}
+	h.next.ServeHTTP(w, r)
+}
+
+// isNormalTarget reports, without allocating, whether target is already in
+// the form normalizeTarget gives.
+func isNormalTarget(target string) bool {
+	p, q, err := urlpath.Normalize(target)
+	if err != nil {
+		return false
+	}
+	rest, ok := strings.CutPrefix(target, p)
+	return ok && (rest == "" && q == "" || q != "" && len(rest) == len(q)+1 && rest[0] == '?' && rest[1:] == q)
 }
 
 // stripOwnHeaders drops the client's X-Perigee-* headers: the node sets
