@@ -86,6 +86,12 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			r.Body = &slowBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: entry.clientBody}
 		}
 		entry.handler.ServeHTTP(rec, r)
+		if !rec.wrote && rec.conn == nil && r.Context().Err() != nil {
+			// The client left (over HTTP/1.1 a half-close looks the same)
+			// before any answer: send none, rather than the empty 200
+			// net/http writes for a handler that wrote nothing.
+			panic(http.ErrAbortHandler)
+		}
 	}
 
 }
@@ -219,6 +225,7 @@ type recorder struct {
 	x       *exchange.Exchange
 	hijacks *hijacks
 	conn    net.Conn // hijacked, tracked until the handler returns
+	wrote   bool     // a status or body went to the client
 }
 
 var recorders = sync.Pool{New: func() any { return new(recorder) }}
@@ -229,6 +236,7 @@ var (
 )
 
 func (w *recorder) WriteHeader(code int) {
+	w.wrote = true
 	if w.x.Status == 0 || code >= 200 && w.x.Status < 200 {
 		w.x.Status = code
 	}
@@ -236,6 +244,7 @@ func (w *recorder) WriteHeader(code int) {
 }
 
 func (w *recorder) Write(b []byte) (int, error) {
+	w.wrote = true
 	if w.x.Status == 0 {
 		w.x.Status = http.StatusOK
 	}
