@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -145,5 +146,56 @@ func TestH2UpstreamStallsAreBounded(t *testing.T) {
 	}
 	if took := time.Since(start); took > 10*time.Second {
 		t.Fatalf("two stalls of 500ms took %v", took)
+	}
+}
+
+// h2cBackend serves h over HTTP/2 with prior knowledge only, as gRPC
+// servers do: an HTTP/1.1 request would fail.
+func h2cBackend(t *testing.T, h http.HandlerFunc) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, Protocols: new(http.Protocols)}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+// An h2c service's connect failures are retried on another backend, as
+// HTTP/1.1 ones are, and its health checks speak h2c.
+func TestH2CRetriesConnectFailuresAndChecksHealthInH2C(t *testing.T) {
+	live := h2cBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) })
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	var tm Timeouts
+	tm.SetDefaults()
+	p := New(tm, "test-node", quiet)
+	t.Cleanup(p.Close)
+	cfg := upstream.Config{Protocol: upstream.H2C, Backends: []upstream.BackendConfig{{URL: dead}, {URL: live}}}
+	cfg.SetDefaults()
+	svc, err := upstream.NewService("s", cfg, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := p.Handler(svc, tm.Stream)
+	for i := range 4 {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+		if rec.Code != http.StatusOK || rec.Body.String() != "HTTP/2.0" {
+			t.Fatalf("request %d: %d %q", i, rec.Code, rec.Body)
+		}
+	}
+	resp, err := p.Client(upstream.H2C).Get(live + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "HTTP/2.0" {
+		t.Fatalf("health check: %d %q", resp.StatusCode, body)
 	}
 }
