@@ -17,18 +17,18 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// h2Front is a proxy to one backend speaking protocol, behind an HTTP/2
-// listener; the proxy trusts backend's certificate.
-func h2Front(t *testing.T, protocol string, backend *httptest.Server, route Stream) (*http.Client, string) {
+// h2Front is a proxy to one backend at url speaking protocol, behind an
+// HTTP/2 listener; the proxy trusts backend's certificate, if it has one.
+func h2Front(t *testing.T, protocol string, backend *httptest.Server, url string, route Stream) (*http.Client, string) {
 	t.Helper()
 	var tm Timeouts
 	tm.SetDefaults()
 	p := New(tm, "test-node", quiet)
 	t.Cleanup(p.Close)
-	if backend.TLS != nil {
+	if backend != nil && backend.TLS != nil {
 		p.h2.tls.TLSClientConfig = &tls.Config{RootCAs: backend.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
 	}
-	cfg := upstream.Config{Protocol: protocol, Backends: []upstream.BackendConfig{{URL: backend.URL}}}
+	cfg := upstream.Config{Protocol: protocol, Backends: []upstream.BackendConfig{{URL: url}}}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -53,43 +53,61 @@ func tlsBackend(t *testing.T, h2 bool, h http.HandlerFunc) *httptest.Server {
 	return srv
 }
 
-// Over h2 (TLS, ALPN), trailers go both ways: the client's request
-// trailers reach the backend, and the backend's undeclared response
-// trailers reach the client.
-func TestH2UpstreamForwardsTrailersBothWays(t *testing.T) {
-	backend := tlsBackend(t, true, func(w http.ResponseWriter, r *http.Request) {
+// Trailers go both ways over every upstream protocol: the client's
+// request trailers reach the backend, and the backend's undeclared
+// response trailers reach the client.
+func TestUpstreamsForwardTrailersBothWays(t *testing.T) {
+	echo := func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("X-Proto", r.Proto)
 		w.Write(body)
+		w.(http.Flusher).Flush() // else an HTTP/1.1 server sends Content-Length, and no trailers
 		w.Header().Set(http.TrailerPrefix+"X-Echoed", r.Trailer.Get("X-Checksum"))
 		w.Header().Set(http.TrailerPrefix+"X-Status", "done")
-	})
-	c, front := h2Front(t, upstream.H2, backend, Stream{})
-	pr, pw := io.Pipe()
-	req, _ := http.NewRequest(http.MethodPost, front+"/x", pr)
-	req.Trailer = http.Header{"X-Checksum": nil}
-	go func() {
-		pw.Write([]byte("hello"))
-		req.Trailer.Set("X-Checksum", "abc123") // set before the body ends, as net/http asks
-		pw.Close()
-	}()
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(body) != "hello" || resp.Header.Get("X-Proto") != "HTTP/2.0" {
-		t.Fatalf("%d %q via %q", resp.StatusCode, body, resp.Header.Get("X-Proto"))
-	}
-	if got := resp.Trailer.Get("X-Echoed"); got != "abc123" {
-		t.Errorf("request trailer reached the backend as %q, want abc123", got)
-	}
-	if got := resp.Trailer.Get("X-Status"); got != "done" {
-		t.Errorf("response trailers %v", resp.Trailer)
+	plain := httptest.NewServer(http.HandlerFunc(echo))
+	t.Cleanup(plain.Close)
+	for _, tc := range []struct {
+		protocol, proto string
+		backend         *httptest.Server
+		url             string
+	}{
+		{upstream.HTTP1, "HTTP/1.1", plain, plain.URL},
+		{upstream.H2C, "HTTP/2.0", nil, h2cBackend(t, echo)},
+		{upstream.H2, "HTTP/2.0", tlsBackend(t, true, echo), ""},
+	} {
+		t.Run(tc.protocol, func(t *testing.T) {
+			if tc.url == "" {
+				tc.url = tc.backend.URL
+			}
+			c, front := h2Front(t, tc.protocol, tc.backend, tc.url, Stream{})
+			pr, pw := io.Pipe()
+			req, _ := http.NewRequest(http.MethodPost, front+"/x", pr)
+			req.Trailer = http.Header{"X-Checksum": nil}
+			go func() {
+				pw.Write([]byte("hello"))
+				req.Trailer.Set("X-Checksum", "abc123") // set before the body ends, as net/http asks
+				pw.Close()
+			}()
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(body) != "hello" || resp.Header.Get("X-Proto") != tc.proto {
+				t.Fatalf("%d %q via %q", resp.StatusCode, body, resp.Header.Get("X-Proto"))
+			}
+			if got := resp.Trailer.Get("X-Echoed"); got != "abc123" {
+				t.Errorf("request trailer reached the backend as %q, want abc123", got)
+			}
+			if got := resp.Trailer.Get("X-Status"); got != "done" {
+				t.Errorf("response trailers %v", resp.Trailer)
+			}
+		})
 	}
 }
 
@@ -97,7 +115,7 @@ func TestH2UpstreamForwardsTrailersBothWays(t *testing.T) {
 // behind the operator's back: 502.
 func TestH2UpstreamNeedsALPN(t *testing.T) {
 	backend := tlsBackend(t, false, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) })
-	c, front := h2Front(t, upstream.H2, backend, Stream{})
+	c, front := h2Front(t, upstream.H2, backend, backend.URL, Stream{})
 	resp, err := c.Get(front + "/")
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +143,7 @@ func TestH2UpstreamStallsAreBounded(t *testing.T) {
 		}
 	})
 	short := units.Duration(500 * time.Millisecond)
-	c, front := h2Front(t, upstream.H2, backend, Stream{ResponseHeader: short, UpstreamRead: short})
+	c, front := h2Front(t, upstream.H2, backend, backend.URL, Stream{ResponseHeader: short, UpstreamRead: short})
 	start := time.Now()
 	resp, err := c.Get(front + "/stall-head")
 	if err != nil {
