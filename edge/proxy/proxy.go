@@ -119,8 +119,9 @@ func (p *Proxy) Close() {
 }
 
 // Handler serves requests from svc's backends within a route's timeouts
-// (tm, with the node's filled in). Plain-HTTP backends keep each of them;
-// the standard transport of https ones keeps only the response head's.
+// (tm, with the node's filled in). Plain-HTTP backends and HTTP/2 services
+// (h2.go) keep each of them; the standard transport of https ones over
+// HTTP/1.1 keeps only the response head's.
 func (p *Proxy) Handler(svc *upstream.Service, tm Stream) http.Handler {
 	route := h1client.Timeouts{ResponseHeader: tm.ResponseHeader.D(), Read: tm.UpstreamRead.D(), Write: tm.UpstreamWrite.D()}
 	var base http.RoundTripper = p.transport
