@@ -2,6 +2,8 @@ package edge
 
 import (
 	"bufio"
+	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -33,8 +35,11 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	var entry *routeEntry
 	var stats *metrics.ServiceStats
-	pathErr := normalizeTarget(r)
-	if pathErr == nil && (n.fleet.nodesAPI == nil || r.URL.Path != geo.NodesPath) {
+	badErr := checkMethod(r.Method)
+	if badErr == nil {
+		badErr = normalizeTarget(r)
+	}
+	if badErr == nil && (n.fleet.nodesAPI == nil || r.URL.Path != geo.NodesPath) {
 		if entry, _ = st.routes.Match(r.Host, r.Method, r.URL.Path); entry != nil {
 			x.Route, x.Service, stats = entry.name, entry.service.Name, entry.stats
 		}
@@ -58,8 +63,8 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		exchange.End(x)
 	}()
 	switch {
-	case pathErr != nil:
-		exchange.Error(rec, r, http.StatusBadRequest, pathErr.Error())
+	case badErr != nil:
+		exchange.Error(rec, r, http.StatusBadRequest, badErr.Error())
 	case headerBytes(r) > int(st.cfg.Limits.MaxHeaderBytes):
 		exchange.Error(rec, r, http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
 	case entry == nil && n.fleet.nodesAPI != nil && r.URL.Path == geo.NodesPath:
@@ -81,8 +86,30 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			r.Body = &slowBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: entry.clientBody}
 		}
 		entry.handler.ServeHTTP(rec, r)
+		if !rec.wrote && rec.conn == nil && r.Context().Err() != nil {
+			// The client left (over HTTP/1.1 a half-close looks the same)
+			// before any answer: send none, rather than the empty 200
+			// net/http writes for a handler that wrote nothing.
+			panic(http.ErrAbortHandler)
+		}
 	}
 
+}
+
+// errMethodCase is a method not spelled in upper case. Methods are
+// case-sensitive (RFC 9110 9.1): "get" matches no GET route, and a backend
+// that folds case would serve it as GET past that route's transforms. As
+// nginx does, the node takes only A-Z, '-' and '_' (and digits, which have
+// no case).
+var errMethodCase = errors.New("method must be upper case (A-Z, 0-9, - and _)")
+
+func checkMethod(m string) error {
+	for i := 0; i < len(m); i++ {
+		if c := m[i]; (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '-' && c != '_' {
+			return errMethodCase
+		}
+	}
+	return nil
 }
 
 // normalizeTarget puts the normal form of the request target (edge/urlpath)
@@ -100,6 +127,44 @@ func normalizeTarget(r *http.Request) error {
 	r.URL.Path, r.URL.RawPath, r.URL.RawQuery, r.URL.ForceQuery = decoded, p, q, false
 	r.RequestURI = r.URL.RequestURI()
 	return nil
+}
+
+// rewritten puts what a route's transforms may have rewritten (http-wasm
+// set_uri, proxy-wasm :path and :method) through the checks the client's
+// request went through, before next forwards it: a backend receives the
+// normal path whoever wrote it. A rewrite the node refuses is a bug in the
+// operator's transform, not the client's: 500, naming the transforms. The
+// rewrite is not routed again; it goes to the route's service.
+type rewritten struct {
+	route, transforms string
+	next              http.Handler
+}
+
+func (h *rewritten) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	err := checkMethod(r.Method)
+	if err == nil && !isNormalTarget(r.RequestURI) {
+		err = normalizeTarget(r)
+	}
+	if err != nil {
+		msg := fmt.Sprintf("route %q: transforms [%s] rewrote the request to one the node refuses: %v", h.route, h.transforms, err)
+		if x := exchange.From(r.Context()); x != nil {
+			x.Error = msg
+		}
+		exchange.Error(w, r, http.StatusInternalServerError, msg)
+		return
+	}
+	h.next.ServeHTTP(w, r)
+}
+
+// isNormalTarget reports, without allocating, whether target is already in
+// the form normalizeTarget gives.
+func isNormalTarget(target string) bool {
+	p, q, err := urlpath.Normalize(target)
+	if err != nil {
+		return false
+	}
+	rest, ok := strings.CutPrefix(target, p)
+	return ok && (rest == "" && q == "" || q != "" && len(rest) == len(q)+1 && rest[0] == '?' && rest[1:] == q)
 }
 
 // stripOwnHeaders drops the client's X-Perigee-* headers: the node sets
@@ -160,6 +225,7 @@ type recorder struct {
 	x       *exchange.Exchange
 	hijacks *hijacks
 	conn    net.Conn // hijacked, tracked until the handler returns
+	wrote   bool     // a status or body went to the client
 }
 
 var recorders = sync.Pool{New: func() any { return new(recorder) }}
@@ -170,6 +236,7 @@ var (
 )
 
 func (w *recorder) WriteHeader(code int) {
+	w.wrote = true
 	if w.x.Status == 0 || code >= 200 && w.x.Status < 200 {
 		w.x.Status = code
 	}
@@ -177,6 +244,7 @@ func (w *recorder) WriteHeader(code int) {
 }
 
 func (w *recorder) Write(b []byte) (int, error) {
+	w.wrote = true
 	if w.x.Status == 0 {
 		w.x.Status = http.StatusOK
 	}

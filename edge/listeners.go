@@ -26,7 +26,7 @@ type listeners struct {
 	log                    *slog.Logger
 	metrics                *metrics.Metrics
 	https, plain, adminSrv *http.Server
-	h3                     *http3.Server
+	h3                     *h3Server
 	udp                    net.PacketConn
 	tcp                    []net.Listener // closed by close too: a server closed before its Serve ran would leave its listener open
 	addrs                  Addrs
@@ -91,9 +91,8 @@ func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *cer
 		l.https.TLSConfig = l.counted(store.TLSConfig("h2", "http/1.1"))
 		l.https.ConnContext = rtt.ConnContext
 		go l.serve("https", func() error { return l.https.ServeTLS(tcp, "", "") })
-		l.h3 = &http3.Server{
+		l.h3 = newH3Server(&http3.Server{
 			Handler:        h,
-			TLSConfig:      http3.ConfigureTLSConfig(l.counted(store.TLSConfig())),
 			QUICConfig:     &quic.Config{MaxIdleTimeout: t.Idle.D(), Allow0RTT: false},
 			MaxHeaderBytes: int(cfg.Limits.MaxHeaderBytes) + 4096,
 			IdleTimeout:    t.Idle.D(),
@@ -101,7 +100,7 @@ func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *cer
 				l.metrics.HTTP3Conn()
 				return rtt.QUICConnContext(ctx, c)
 			},
-		}
+		}, http3.ConfigureTLSConfig(l.counted(store.TLSConfig())), t.ReadHeader.D())
 		go l.serve("http3", func() error { return l.h3.Serve(udp) })
 	}
 	if ls.HTTP != "" {
@@ -151,7 +150,8 @@ func (l *listeners) serve(name string, run func() error) {
 const h3Linger = 500 * time.Millisecond
 
 // drain stops accepting and lets requests in flight finish until ctx
-// ends, then closes upgraded connections; HTTP/3 clients get GOAWAY.
+// ends, then closes upgraded connections; HTTP/3 streams opened meanwhile
+// are refused (h3Server).
 // inFlight counts what is still running.
 func (l *listeners) drain(ctx context.Context, inFlight func() int64) error {
 	var servers []interface{ Shutdown(context.Context) error }
@@ -162,10 +162,9 @@ func (l *listeners) drain(ctx context.Context, inFlight func() int64) error {
 	}
 	if l.h3 != nil {
 		servers = append(servers, l.h3)
-		// HTTP/3 clients may keep a connection open after GOAWAY. Once the
-		// last handler is done, its response may still sit in QUIC's send
-		// buffers: give clients h3Linger to read it and close on their own
-		// before the close cuts what is left.
+		// HTTP/3 connections stay open until closed. Once the last handler
+		// is done, its response may still sit in QUIC's send buffers: give
+		// clients h3Linger to read it before the close cuts what is left.
 		go func() {
 			for inFlight() > 0 && ctx.Err() == nil {
 				time.Sleep(20 * time.Millisecond)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -85,7 +86,7 @@ func (n *Node) buildState(ctx context.Context, cfg *config.Config, prev *state) 
 				st.close()
 				return nil, fmt.Errorf("%s: route %q: %w", cfg.Pos("routes"), rc.Name, err)
 			}
-			h = chain.Then(h)
+			h = chain.Then(&rewritten{route: rc.Name, transforms: strings.Join(rc.Transforms, ", "), next: h})
 		}
 		// Steering comes first: a client sent elsewhere costs nothing here.
 		h = n.fleet.steer(rc.Steer, h)
@@ -96,7 +97,7 @@ func (n *Node) buildState(ctx context.Context, cfg *config.Config, prev *state) 
 	}
 	st.routes = route.New(rules)
 	for _, svc := range st.list {
-		svc.Start(n.proxy.Client())
+		svc.Start(n.proxy.Client(svc.Protocol()))
 	}
 	return st, nil
 }

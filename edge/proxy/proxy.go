@@ -27,6 +27,7 @@ import (
 type Proxy struct {
 	transport *h1client.Transport // http:// backends; the rest go to std
 	std       *http.Transport     // https backends, upgrades, health checks
+	h2        h2Transports        // services whose protocol is h2c or h2
 	via       string
 	log       *slog.Logger
 }
@@ -99,24 +100,37 @@ func New(t Timeouts, nodeID string, log *slog.Logger) *Proxy {
 		ReadTimeout: t.UpstreamRead.D(), WriteTimeout: t.UpstreamWrite.D(),
 		IdleTimeout: t.UpstreamIdle.D(), MaxIdlePerHost: 512,
 	}, std)
-	return &Proxy{transport: h1, std: std, via: nodeID, log: log}
+	return &Proxy{transport: h1, std: std, h2: newH2Transports(t, dialer), via: nodeID, log: log}
 }
 
-// Client is an HTTP client over the proxy's pool, for health checks.
-func (p *Proxy) Client() *http.Client { return &http.Client{Transport: p.std} }
+// Client is an HTTP client over the proxy's pool for a service's protocol
+// (upstream.HTTP1, H2C or H2), for health checks.
+func (p *Proxy) Client(protocol string) *http.Client {
+	if rt := p.h2.of(protocol); rt != nil {
+		return &http.Client{Transport: rt}
+	}
+	return &http.Client{Transport: p.std}
+}
 
 // Close drops idle upstream connections.
-func (p *Proxy) Close() { p.transport.CloseIdleConnections() }
+func (p *Proxy) Close() {
+	p.transport.CloseIdleConnections()
+	p.h2.closeIdle()
+}
 
 // Handler serves requests from svc's backends within a route's timeouts
-// (tm, with the node's filled in). Plain-HTTP backends keep each of them;
-// the standard transport of https ones keeps only the response head's.
+// (tm, with the node's filled in). Plain-HTTP backends and HTTP/2 services
+// (h2.go) keep each of them; the standard transport of https ones over
+// HTTP/1.1 keeps only the response head's.
 func (p *Proxy) Handler(svc *upstream.Service, tm Stream) http.Handler {
+	route := h1client.Timeouts{ResponseHeader: tm.ResponseHeader.D(), Read: tm.UpstreamRead.D(), Write: tm.UpstreamWrite.D()}
+	var base http.RoundTripper = p.transport
+	if rt := p.h2.of(svc.Protocol()); rt != nil {
+		base = &h2Stream{rt: rt, tm: route}
+	}
 	return &httputil.ReverseProxy{
-		Rewrite: p.rewrite,
-		Transport: &balancing{svc: svc, base: p.transport, tm: h1client.Timeouts{
-			ResponseHeader: tm.ResponseHeader.D(), Read: tm.UpstreamRead.D(), Write: tm.UpstreamWrite.D(),
-		}},
+		Rewrite:        p.rewrite,
+		Transport:      &balancing{svc: svc, base: base, tm: route},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.fail,
 		BufferPool:     buffers{},
@@ -137,6 +151,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	// ReverseProxy's re-encoding would drop what it cannot parse.
 	out.URL.RawQuery = in.URL.RawQuery
 	out.URL.Scheme = "http" // the balancer sets the real scheme and host per attempt
+	forwardTrailers(in, out)
 	if x := exchange.From(in.Context()); x != nil {
 		out.Header.Set("X-Request-Id", x.ID)
 		out.Header.Set("Traceparent", x.Trace.Header())

@@ -70,7 +70,8 @@ func TestCircuitRefusesPastMaxRequestsAndCloses(t *testing.T) {
 }
 
 func TestCircuitPendingIsBoundedInNumberAndTime(t *testing.T) {
-	s := breakerService(t, Circuit{MaxRequests: 1, MaxPending: 1, PendingTimeout: units.Duration(50 * time.Millisecond)}, 1)
+	// Long enough for waitFor to see the request pending on a loaded machine.
+	s := breakerService(t, Circuit{MaxRequests: 1, MaxPending: 1, PendingTimeout: units.Duration(time.Minute)}, 1)
 	first, err := s.Acquire(plain(0), nil, false)
 	if err != nil {
 		t.Fatal(err)
@@ -92,6 +93,7 @@ func TestCircuitPendingIsBoundedInNumberAndTime(t *testing.T) {
 		t.Fatalf("the pending request did not get the freed slot: %v", err)
 	}
 	// Nobody frees the slot now: a pending request gives up at its timeout.
+	s = breakerService(t, Circuit{MaxRequests: 1, MaxPending: 1, PendingTimeout: units.Duration(50 * time.Millisecond)}, 1)
 	hold, _ := s.Acquire(plain(0), nil, false)
 	defer hold.End()
 	if _, err := s.Acquire(plain(0), nil, false); overflowReason(t, err) != "max_pending" {

@@ -19,9 +19,18 @@ const (
 	Hash         = "hash"
 )
 
+// Upstream protocols: how the node speaks to a service's backends.
+const (
+	HTTP1 = "http1" // HTTP/1.1, over TLS for https:// backends
+	H2C   = "h2c"   // HTTP/2 over cleartext TCP with prior knowledge (gRPC servers)
+	H2    = "h2"    // HTTP/2 over TLS, negotiated by ALPN
+)
+
 // Config is one service's settings: its backends, balancer, health checks,
 // outlier ejection and retries.
 type Config struct {
+	// Protocol is what the node speaks to the backends: HTTP1, H2C or H2.
+	Protocol string          `yaml:"protocol" json:"protocol"`
 	Balancer string          `yaml:"balancer" json:"balancer"`
 	Hash     HashKey         `yaml:"hash" json:"hash,omitzero"`
 	Backends []BackendConfig `yaml:"backends" json:"backends"`
@@ -84,6 +93,9 @@ const DefaultPanicThreshold = 50
 
 // SetDefaults fills what the config leaves out.
 func (c *Config) SetDefaults() {
+	if c.Protocol == "" {
+		c.Protocol = HTTP1
+	}
 	if c.Balancer == "" {
 		c.Balancer = RoundRobin
 	}
@@ -148,14 +160,27 @@ func (c Config) Validate() error {
 	default:
 		bad("balancer", "unknown balancer %q (%s, %s, %s, %s)", c.Balancer, RoundRobin, LeastRequest, EWMA, Hash)
 	}
+	// h2c has no TLS to negotiate with and h2 needs it: each takes one scheme.
+	scheme := map[string]string{H2C: "http", H2: "https"}[c.Protocol]
+	switch c.Protocol {
+	case HTTP1, H2C, H2:
+	default:
+		bad("protocol", "unknown protocol %q (%s, %s, %s)", c.Protocol, HTTP1, H2C, H2)
+	}
+	if scheme != "" && c.Discovery.Enabled() && c.Discovery.Scheme != scheme {
+		bad("discovery.scheme", "protocol %s needs discovery scheme %s", c.Protocol, scheme)
+	}
 	seen := map[string]bool{}
 	for i, b := range c.Backends {
 		at := fmt.Sprintf("backends[%d]", i)
 		u, err := url.Parse(b.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 			bad(at, "backend url %q must be http(s)://host:port", b.URL)
-		} else if u.Path != "" && u.Path != "/" {
+		case u.Path != "" && u.Path != "/":
 			bad(at, "backend url %q must not have a path", b.URL)
+		case scheme != "" && u.Scheme != scheme:
+			bad(at, "backend url %q: protocol %s needs %s:// backends", b.URL, c.Protocol, scheme)
 		}
 		if seen[b.URL] {
 			bad(at, "backend %q is listed twice", b.URL)

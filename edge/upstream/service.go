@@ -398,6 +398,9 @@ func (s *Service) RetryAllowed() bool {
 // Attempt notes a first attempt, which earns the budget a fraction of a retry.
 func (s *Service) Attempt() { s.budget.earn() }
 
+// Protocol is what the node speaks to the backends: HTTP1, H2C or H2.
+func (s *Service) Protocol() string { return s.cfg.Protocol }
+
 // MaxRetries is how many extra tries a request may get.
 func (s *Service) MaxRetries() int { return s.cfg.Retry.Attempts }
 

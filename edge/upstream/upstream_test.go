@@ -420,3 +420,26 @@ func TestPanicThresholdValidated(t *testing.T) {
 		}
 	}
 }
+
+func TestProtocolNeedsItsScheme(t *testing.T) {
+	for _, tc := range []struct{ protocol, url, want string }{
+		{H2C, "http://127.0.0.1:1", ""},
+		{H2, "https://127.0.0.1:1", ""},
+		{HTTP1, "https://127.0.0.1:1", ""},
+		{H2C, "https://127.0.0.1:1", "protocol h2c needs http:// backends"},
+		{H2, "http://127.0.0.1:1", "protocol h2 needs https:// backends"},
+		{"h3", "http://127.0.0.1:1", `unknown protocol "h3"`},
+	} {
+		c := Config{Protocol: tc.protocol, Backends: []BackendConfig{{URL: tc.url}}}
+		c.SetDefaults()
+		err := c.Validate()
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s with %s: got %v, want %q", tc.protocol, tc.url, err, tc.want)
+		}
+	}
+	var c Config
+	c.SetDefaults()
+	if c.Protocol != HTTP1 {
+		t.Fatalf("default protocol %q", c.Protocol)
+	}
+}

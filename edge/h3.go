@@ -1,0 +1,180 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+)
+
+// h3Server serves HTTP/3 through quic-go's http3, but accepts each
+// connection's request streams itself, so that it can put a deadline on a
+// stream's header read: http3.Server reads a request's HEADERS frame with
+// none and has no hook for one, so a stream that never finishes its
+// headers would be held as long as the client keeps the connection alive.
+// Past readHeader such a stream is reset with H3_REQUEST_INCOMPLETE; the
+// connection and its other streams go on.
+//
+// The price of the raw connections: quic-go sends GOAWAY only from its own
+// accept loop. A drain here refuses new streams with H3_REQUEST_REJECTED,
+// which tells the client the request was not processed and may be retried,
+// lets the requests in flight finish, and then closes each connection with
+// H3_NO_ERROR.
+type h3Server struct {
+	srv        *http3.Server // the settings and the handler; never serves itself
+	tls        *tls.Config   // ALPN h3, from http3.ConfigureTLSConfig
+	readHeader time.Duration
+
+	mu       sync.Mutex
+	ln       *quic.EarlyListener
+	conns    map[*http3.RawServerConn]struct{}
+	draining bool
+	closed   bool
+	served   sync.WaitGroup // one per connection being served
+}
+
+func newH3Server(srv *http3.Server, tlsConf *tls.Config, readHeader time.Duration) *h3Server {
+	s := &h3Server{srv: srv, tls: tlsConf, readHeader: readHeader, conns: map[*http3.RawServerConn]struct{}{}}
+	if next := srv.Handler; readHeader > 0 {
+		// The headers are in: the body's reads are the handler's to bound.
+		srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if d, ok := w.(interface{ SetReadDeadline(time.Time) error }); ok {
+				_ = d.SetReadDeadline(time.Time{})
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	return s
+}
+
+// Serve accepts QUIC connections on udp until Close.
+func (s *h3Server) Serve(udp net.PacketConn) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	ln, err := quic.ListenEarly(udp, s.tls, s.srv.QUICConfig)
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	s.ln = ln
+	s.mu.Unlock()
+	for {
+		conn, err := ln.Accept(context.Background())
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed || s.draining
+			s.mu.Unlock()
+			if closed {
+				return http.ErrServerClosed
+			}
+			return err
+		}
+		s.mu.Lock()
+		if s.closed || s.draining {
+			s.mu.Unlock()
+			conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
+			return http.ErrServerClosed
+		}
+		s.served.Add(1) // under mu: Shutdown's Wait comes after any Add
+		s.mu.Unlock()
+		go s.serveConn(conn)
+	}
+}
+
+func (s *h3Server) serveConn(conn *quic.Conn) {
+	defer s.served.Done()
+	hc, err := s.srv.NewRawServerConn(conn)
+	if err != nil {
+		conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeInternalError), "")
+		return
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		hc.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
+		return
+	}
+	s.conns[hc] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, hc)
+		s.mu.Unlock()
+	}()
+	go func() {
+		for {
+			str, err := conn.AcceptUniStream(context.Background())
+			if err != nil {
+				return
+			}
+			go hc.HandleUnidirectionalStream(str)
+		}
+	}()
+	var requests sync.WaitGroup
+	defer requests.Wait()
+	for {
+		str, err := conn.AcceptStream(context.Background())
+		if err != nil {
+			return // the connection is closed, by either side
+		}
+		s.mu.Lock()
+		draining := s.draining
+		s.mu.Unlock()
+		if draining {
+			str.ReleaseStreamCredit()
+			str.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestRejected))
+			str.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestRejected))
+			continue
+		}
+		if s.readHeader > 0 {
+			_ = str.SetReadDeadline(time.Now().Add(s.readHeader))
+		}
+		requests.Go(func() { hc.HandleRequestStream(str) })
+	}
+}
+
+// Shutdown stops accepting connections and new streams, and waits for the
+// connections to close (Close closes them) or for ctx, when it closes
+// them itself.
+func (s *h3Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.served.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		return ctx.Err()
+	}
+}
+
+// Close closes the listener and every connection at once.
+func (s *h3Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	for hc := range s.conns {
+		hc.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
+	}
+	return nil
+}
