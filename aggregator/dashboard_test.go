@@ -46,6 +46,7 @@ func TestDashboardInHeadlessChromium(t *testing.T) {
 		Totals         string
 		Empty          []string
 		Charts         map[string]chart
+		Redirects      []string // the nodes' 3xx/s cells
 		MapShown       bool
 	}
 	// Until the page has loaded, the expression throws: that reads as an
@@ -57,6 +58,8 @@ func TestDashboardInHeadlessChromium(t *testing.T) {
 			nodes: [...document.querySelectorAll("#nodes tr")].map(r => r.dataset.node),
 			regions: [...document.querySelectorAll("#map .region")].map(g => g.dataset.region),
 			links: [...document.querySelectorAll("#nodes tr a")].map(a => a.getAttribute("href")),
+			redirects: (i => [...document.querySelectorAll("#nodes tr")].map(r => r.cells[i].textContent))(
+				[...document.querySelectorAll("thead th")].findIndex(th => th.textContent === "3xx/s")),
 			decisions: document.querySelectorAll("#decisions tr").length,
 			decisionNodes: [...document.querySelectorAll("#decisions tr")].map(r => r.cells[1].textContent),
 			refreshes: document.body.dataset.refreshes,
@@ -96,10 +99,11 @@ func TestDashboardInHeadlessChromium(t *testing.T) {
 		t.Fatalf("page did not refresh: first %+v, last %+v", first, last)
 	}
 	want := map[string]chart{
-		"chart-rps": {Unit: "req/s", Legend: "requests/s"},
-		"chart-lat": {Unit: "ms", Legend: "p50 p99"},
-		"chart-err": {Unit: "% of resp.", Legend: "5xx or failed"},
-		"chart-cpu": {Unit: "cores", Legend: "cores busy"},
+		"chart-rps":    {Unit: "req/s", Legend: "served (non-3xx) redirects (3xx)"},
+		"chart-status": {Unit: "resp/s", Legend: "1xx 2xx"},
+		"chart-lat":    {Unit: "ms", Legend: "p50 p99"},
+		"chart-err":    {Unit: "% of resp.", Legend: "5xx or failed"},
+		"chart-cpu":    {Unit: "cores", Legend: "cores busy"},
 	}
 	for id, w := range want {
 		c := last.Charts[id]
@@ -115,6 +119,9 @@ func TestDashboardInHeadlessChromium(t *testing.T) {
 	}
 	if len(last.Empty) != 0 {
 		t.Errorf("full tables still say they are empty: %v", last.Empty)
+	}
+	if len(last.Redirects) == 0 || slices.Contains(last.Redirects, "") {
+		t.Errorf("the nodes' 3xx/s: %q, want a rate for each", last.Redirects)
 	}
 	if !slices.Contains(last.Links, "?node=node-a") {
 		t.Fatalf("nodes are not links to their page: %v", last.Links)
@@ -205,6 +212,10 @@ func runShipper(t *testing.T, a *agg, node, token, region string) {
 		for i := 1; ctx.Err() == nil; i++ {
 			smp := sample(node, i)
 			smp.Region = region
+			// Of its i answers in the second, a tenth are geo steering's
+			// redirects, a twentieth 4xx and a fiftieth 5xx.
+			r3, r4, r5 := uint64(i/10), uint64(i/20), uint64(i/50)
+			smp.Status = telemetry.StatusClasses{0, uint64(i) - r3 - r4 - r5, r3, r4, r5}
 			s.AddSample(smp)
 			s.AddDecision(telemetry.Decision{Time: time.Now(), Region: region, Policy: "demo", Action: "scale",
 				Service: "api", Value: float64(i%5 + 1), Reason: "p99 above target", Applied: true})

@@ -108,7 +108,8 @@ func (s *server) exportOnce(ctx context.Context, c *http.Client, url string, cur
 
 // batchSeries is a batch as Prometheus series, labelled with node, region,
 // service and route, each sample at its own time: node gauges, service
-// gauges, the window's circuit overflows by reason and its latency
+// gauges, the window's responses by status class, its circuit overflows by
+// reason and its latency
 // histogram as _bucket/_sum/_count, and
 // access records counted per route, service and status at the batch's time.
 func batchSeries(b *wire.Batch) []remotewrite.Series {
@@ -129,12 +130,21 @@ func batchSeries(b *wire.Batch) []remotewrite.Series {
 		add("perigee_node_cpu_cores", smp.CPU, smp.Time, node...)
 		add("perigee_node_in_flight", float64(smp.InFlight), smp.Time, node...)
 		add("perigee_node_memory_bytes", float64(smp.MemBytes), smp.Time, node...)
+		windowClasses := func(name string, c telemetry.StatusClasses, labels []string) {
+			for i, n := range c {
+				if n > 0 {
+					add(name, float64(n), smp.Time, append(slices.Clone(labels), "class", className(i))...)
+				}
+			}
+		}
+		windowClasses("perigee_node_window_responses", smp.Status, node)
 		for _, name := range slices.Sorted(maps.Keys(smp.Services)) {
 			v := smp.Services[name]
 			svc := append(slices.Clone(node), "service", name)
 			add("perigee_service_rps", v.RPS, smp.Time, svc...)
 			add("perigee_service_error_ratio", v.ErrorRate, smp.Time, svc...)
 			add("perigee_service_healthy_backends", float64(v.HealthyBackends), smp.Time, svc...)
+			windowClasses("perigee_service_window_responses", v.Status, svc)
 			for _, reason := range slices.Sorted(maps.Keys(v.Overflow)) {
 				add("perigee_service_window_circuit_overflows", float64(v.Overflow[reason]), smp.Time, append(slices.Clone(svc), "reason", reason)...)
 			}

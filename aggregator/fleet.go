@@ -54,6 +54,10 @@ type point struct {
 	Backends int
 	Latency  hist
 	Overflow []Overflow // nil when the sample has none
+	// Status is the node's responses per second by class, when the sample
+	// carries them (nodes from before they did send none).
+	Status    ClassRates
+	HasStatus bool
 }
 
 // overflow sums the circuit overflows of the samples held, by service
@@ -214,6 +218,12 @@ func reduce(s *telemetry.NodeSample) point {
 	}
 	if svcRPS > 0 {
 		p.ErrRate = errs / svcRPS
+	}
+	if secs := s.Window.Seconds(); secs > 0 && s.Status != (telemetry.StatusClasses{}) {
+		for i, n := range s.Status {
+			p.Status[i] = float64(n) / secs
+		}
+		p.HasStatus = true
 	}
 	p.Latency = compact(lat)
 	return p

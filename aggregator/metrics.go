@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,12 +66,24 @@ func fleetFigures(v FleetView) []figure {
 	}
 	byStatus := map[string]float64{"up": 0, "stale": 0, "down": 0}
 	var rps float64
+	var classes *ClassRates // of the nodes up whose samples carry them
 	for _, n := range v.Nodes {
 		byStatus[n.Status]++
 		up := 0.0
 		if n.Status == "up" {
 			up = 1
 			rps += n.RPS
+			if n.StatusRPS != nil {
+				if classes == nil {
+					classes = &ClassRates{}
+				}
+				for i, r := range n.StatusRPS {
+					classes[i] += r
+				}
+			}
+		}
+		for i, r := range n.StatusRPS.orNone() {
+			add("perigee_node_responses_per_second", "Responses per second in the node's last sample, by status class (3xx: redirects, not load).", r, "node", n.Node, "region", n.Region, "class", className(i))
 		}
 		add("perigee_node_up", "1 if the node's last batch is recent.", up, "node", n.Node, "region", n.Region)
 		add("perigee_node_rps", "Requests per second in the node's last sample.", n.RPS, "node", n.Node, "region", n.Region)
@@ -83,6 +96,9 @@ func fleetFigures(v FleetView) []figure {
 		add("perigee_fleet_nodes", "Nodes known to the aggregator, by health.", byStatus[st], "status", st)
 	}
 	add("perigee_fleet_rps", "Requests per second across nodes that are up.", rps)
+	for i, r := range classes.orNone() {
+		add("perigee_fleet_responses_per_second", "Responses per second across nodes that are up, by status class.", r, "class", className(i))
+	}
 	for _, r := range v.Regions {
 		add("perigee_region_rps", "Requests per second across the region's nodes that are up.", r.RPS, "region", r.Name)
 		add("perigee_region_p99_seconds", "p99 latency over the region's merged histograms.", r.P99MS/1000, "region", r.Name)
@@ -116,3 +132,14 @@ func (c fleetCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- m
 	}
 }
+
+// orNone is the rates, or none to range over when there are none.
+func (c *ClassRates) orNone() []float64 {
+	if c == nil {
+		return nil
+	}
+	return c[:]
+}
+
+// className is the label of class index i: "1xx" to "5xx".
+func className(i int) string { return strconv.Itoa(i+1) + "xx" }

@@ -2,6 +2,7 @@ package aggregator
 
 import (
 	"cmp"
+	"encoding/json"
 	"slices"
 	"time"
 
@@ -45,6 +46,44 @@ type NodeView struct {
 	// samples the view holds (the last memory_window), by service and
 	// reason; empty when they refused nothing.
 	CircuitOverflow []Overflow `json:"circuit_overflow,omitempty"`
+	// StatusRPS is the node's responses per second by status class in its
+	// last sample, every response counted (redirects, and those that
+	// reached no service); absent when the sample carries no classes.
+	StatusRPS *ClassRates `json:"status_rps,omitempty"`
+}
+
+// ClassRates are responses per second by status class, [0] the 1xx to [4]
+// the 5xx; in JSON an object {"1xx": ..., "5xx": ...}.
+type ClassRates [len(telemetry.StatusClasses{})]float64
+
+// classRatesJSON is ClassRates as JSON spells it.
+type classRatesJSON struct {
+	C1 float64 `json:"1xx"`
+	C2 float64 `json:"2xx"`
+	C3 float64 `json:"3xx"`
+	C4 float64 `json:"4xx"`
+	C5 float64 `json:"5xx"`
+}
+
+func (c ClassRates) MarshalJSON() ([]byte, error) {
+	return json.Marshal(classRatesJSON{c[0], c[1], c[2], c[3], c[4]})
+}
+
+func (c *ClassRates) UnmarshalJSON(b []byte) error {
+	var j classRatesJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*c = ClassRates{j.C1, j.C2, j.C3, j.C4, j.C5}
+	return nil
+}
+
+// statusOf is p's rates, or nil when its sample carried none.
+func statusOf(p point) *ClassRates {
+	if !p.HasStatus {
+		return nil
+	}
+	return &p.Status
 }
 
 // Overflow is a count of requests one service's circuit breaker refused
@@ -89,6 +128,10 @@ type SeriesPoint struct {
 	P50MS     float64   `json:"p50_ms"`
 	P99MS     float64   `json:"p99_ms"`
 	Nodes     int       `json:"nodes"`
+	// StatusRPS sums the nodes' responses per second by status class, of
+	// the nodes whose samples carry them; absent when none did (and from
+	// the rollup tiers, which keep no classes).
+	StatusRPS *ClassRates `json:"status_rps,omitempty"`
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -124,7 +167,7 @@ func (f *fleet) view(now time.Time, places map[string]Coord, d *dedup) FleetView
 			P50MS: ms(lat.Quantile(0.5)), P99MS: ms(lat.Quantile(0.99)),
 			Healthy: p.Healthy, Backends: p.Backends, Batches: int(batches), Access: n.access,
 			Telemetry: n.cost, TelemetryBytesPerSec: n.costRate, ClockSkewSeconds: n.skew.Seconds(),
-			CircuitOverflow: n.overflow(),
+			CircuitOverflow: n.overflow(), StatusRPS: statusOf(p),
 		}
 		v.Nodes = append(v.Nodes, nv)
 		r := regions[n.region]
@@ -193,6 +236,8 @@ type nodeStep struct {
 type nodeAcc struct {
 	rps, cpu, errW float64
 	n              int
+	status         ClassRates // summed over the statusN samples that carry classes
+	statusN        int
 }
 
 func newSeriesAcc(from, to time.Time, step time.Duration) *seriesAcc {
@@ -200,8 +245,17 @@ func newSeriesAcc(from, to time.Time, step time.Duration) *seriesAcc {
 }
 
 func (a *seriesAcc) add(node string, p point) {
-	if h := a.addSums(node, p.T, 1, p.RPS, p.CPU, p.ErrRate*p.RPS); h != nil {
-		p.Latency.addTo(h)
+	h := a.addSums(node, p.T, 1, p.RPS, p.CPU, p.ErrRate*p.RPS)
+	if h == nil {
+		return
+	}
+	p.Latency.addTo(h)
+	if p.HasStatus {
+		na := a.perNode[nodeStep{node, p.T.UnixNano() / int64(a.step)}]
+		for i, r := range p.Status {
+			na.status[i] += r
+		}
+		na.statusN++
 	}
 }
 
@@ -234,6 +288,7 @@ func (a *seriesAcc) points() []SeriesPoint {
 	type total struct {
 		rps, cpu, errW float64
 		nodes          int
+		status         *ClassRates
 	}
 	totals := map[int64]*total{}
 	for key, na := range a.perNode {
@@ -247,12 +302,20 @@ func (a *seriesAcc) points() []SeriesPoint {
 		t.cpu += na.cpu / n
 		t.errW += na.errW / n
 		t.nodes++
+		if na.statusN > 0 {
+			if t.status == nil {
+				t.status = &ClassRates{}
+			}
+			for i, r := range na.status {
+				t.status[i] += r / float64(na.statusN)
+			}
+		}
 	}
 	out := make([]SeriesPoint, 0, len(totals))
 	for k, t := range totals {
 		lat := a.lat[k]
 		sp := SeriesPoint{T: time.Unix(0, k*int64(a.step)).UTC(), RPS: t.rps, CPU: t.cpu, Nodes: t.nodes,
-			P50MS: ms(lat.Quantile(0.5)), P99MS: ms(lat.Quantile(0.99))}
+			P50MS: ms(lat.Quantile(0.5)), P99MS: ms(lat.Quantile(0.99)), StatusRPS: t.status}
 		if t.rps > 0 {
 			sp.ErrorRate = t.errW / t.rps
 		}

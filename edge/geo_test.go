@@ -7,8 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"perigee/geo/demodb"
+	"perigee/telemetry"
 )
 
 // A node in Frankfurt with peers in Tokyo and Virginia: clients are sent to
@@ -36,6 +38,7 @@ geo:
 `, db)
 	yaml = strings.Replace(yaml, "service: api}", "service: api, steer: redirect}", 1)
 	n := startNode(t, yaml)
+	sampler := n.metrics.NewSampler("n", "r", n.services)
 	c := h1Client()
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	base := "https://" + n.Addrs().HTTPS
@@ -55,6 +58,20 @@ geo:
 		if resp.StatusCode != 307 || resp.Header.Get("Location") != want {
 			t.Errorf("client %s: %d to %q, want 307 to %q", client, resp.StatusCode, resp.Header.Get("Location"), want)
 		}
+	}
+	// The telemetry sample tells the redirects from the load: the two 307s
+	// are 3xx of the service and of the node, and a request refused before
+	// any route (a 400 for its path) is the node's 4xx, in no service.
+	if resp, _ := get(t, c, base+"/a;b"); resp.StatusCode != 400 {
+		t.Fatalf("a target with a parameter: %d, want 400", resp.StatusCode)
+	}
+	waitFor(t, "the node to finish its requests", func() bool { return n.metrics.InFlight() == 0 })
+	smp := sampler.Sample(time.Now())
+	if got, want := smp.Services["api"].Status, (telemetry.StatusClasses{0, 2, 2, 0, 0}); got != want {
+		t.Errorf("the service's responses by class: %v, want %v", got, want)
+	}
+	if got, want := smp.Status, (telemetry.StatusClasses{0, 2, 2, 1, 0}); got != want {
+		t.Errorf("the node's responses by class: %v, want %v", got, want)
 	}
 
 	// The node tags the client's country for transforms and drops a forged one.

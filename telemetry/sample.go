@@ -15,7 +15,34 @@ type NodeSample struct {
 	CPU      float64                  `json:"cpu"`       // cores busy, 1.0 = one core
 	MemBytes uint64                   `json:"mem_bytes"` // resident set
 	Services map[string]ServiceSample `json:"services,omitempty"`
+	// Status counts every response the node gave in the window by class,
+	// those that reached no service too (no route, a malformed request).
+	Status StatusClasses `json:"status,omitzero"`
 }
+
+// StatusClasses counts responses by status class: [0] holds the 1xx, [2]
+// the 3xx (the redirects, geo steering's among them), [4] the 5xx.
+type StatusClasses [5]uint64
+
+// ClassOf is the index of status's class in StatusClasses, or -1 for a
+// status outside 100..599.
+func ClassOf(status int) int {
+	if status < 100 || status > 599 {
+		return -1
+	}
+	return status/100 - 1
+}
+
+// Add sums o into c.
+func (c *StatusClasses) Add(o StatusClasses) {
+	for i, n := range o {
+		c[i] += n
+	}
+}
+
+// Served is the responses that were not redirects: the work a node did
+// rather than sent elsewhere.
+func (c StatusClasses) Served() uint64 { return c[0] + c[1] + c[3] + c[4] }
 
 // ServiceSample is one service's figures over the window.
 type ServiceSample struct {
@@ -30,6 +57,8 @@ type ServiceSample struct {
 	// in the window, by the threshold that refused them (max_requests,
 	// max_pending, max_retries, max_requests_per_backend); nil when none.
 	Overflow map[string]uint64 `json:"overflow,omitempty"`
+	// Status counts the service's responses in the window by class.
+	Status StatusClasses `json:"status,omitzero"`
 }
 
 // MergeServices sums per-service figures over several samples, as a region
@@ -53,6 +82,7 @@ func MergeServices(samples []NodeSample) map[string]ServiceSample {
 				}
 				m.Overflow[reason] += c
 			}
+			m.Status.Add(s.Status)
 			errs[name] += s.ErrorRate * s.RPS
 			out[name] = m
 		}

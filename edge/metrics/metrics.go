@@ -34,6 +34,7 @@ type Metrics struct {
 	mu       sync.Mutex
 	services map[string]*ServiceStats
 	nodeIn   atomic.Int64
+	classes  classCounter // every response, those of no service too
 }
 
 // ServiceStats is one service's counters in the telemetry model.
@@ -42,6 +43,7 @@ type ServiceStats struct {
 	errors   atomic.Uint64
 	inFlight atomic.Int64
 	latency  telemetry.Histogram
+	classes  classCounter
 }
 
 // New registers the node's series; services lists the live services for the
@@ -94,6 +96,12 @@ func (m *Metrics) Begin(s *ServiceStats) {
 
 // Done records a finished request.
 func (m *Metrics) Done(s *ServiceStats, route, service, proto string, status int, took time.Duration) {
+	// Counted before the request leaves the in-flight gauge, so a sample
+	// cut when nothing is in flight holds every class.
+	m.classes.count(status)
+	if s != nil {
+		s.classes.count(status)
+	}
 	m.nodeIn.Add(-1)
 	m.inFlight.Dec()
 	m.requests.WithLabelValues(route, service, strconv.Itoa(status), protoLabel(proto)).Inc()

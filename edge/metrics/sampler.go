@@ -3,6 +3,7 @@ package metrics
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"perigee/edge/upstream"
@@ -20,6 +21,7 @@ type Sampler struct {
 	lastCPU          time.Duration
 	prev             map[string]serviceTotals
 	prevNodeRequests uint64
+	prevNodeClasses  telemetry.StatusClasses
 	latest           telemetry.NodeSample
 }
 
@@ -27,6 +29,33 @@ type serviceTotals struct {
 	requests, errors uint64
 	latency          telemetry.HistogramSnapshot
 	overflow         map[string]uint64 // the breakers' refusals by reason, since they were made
+	classes          telemetry.StatusClasses
+}
+
+// classCounter counts responses by status class since the process started.
+type classCounter [len(telemetry.StatusClasses{})]atomic.Uint64
+
+func (c *classCounter) count(status int) {
+	if i := telemetry.ClassOf(status); i >= 0 {
+		c[i].Add(1)
+	}
+}
+
+func (c *classCounter) load() telemetry.StatusClasses {
+	var out telemetry.StatusClasses
+	for i := range c {
+		out[i] = c[i].Load()
+	}
+	return out
+}
+
+// windowClasses is what was counted since prev. The counters live as long
+// as the process, so they only grow.
+func windowClasses(cur, prev telemetry.StatusClasses) telemetry.StatusClasses {
+	for i := range cur {
+		cur[i] -= min(cur[i], prev[i])
+	}
+	return cur
 }
 
 // NewSampler starts the first window now.
@@ -57,7 +86,7 @@ func (s *Sampler) Sample(now time.Time) telemetry.NodeSample {
 	for _, svc := range s.services() {
 		st := s.m.Service(svc.Name)
 		cur := serviceTotals{requests: st.requests.Load(), errors: st.errors.Load(), latency: st.latency.Snapshot(),
-			overflow: svc.CircuitStatus().Overflow}
+			overflow: svc.CircuitStatus().Overflow, classes: st.classes.load()}
 		prev := s.prev[svc.Name]
 		reqs, errs := cur.requests-prev.requests, cur.errors-prev.errors
 		total += cur.requests
@@ -66,6 +95,7 @@ func (s *Sampler) Sample(now time.Time) telemetry.NodeSample {
 			Latency:  cur.latency.Sub(prev.latency),
 			Backends: len(svc.Backends()), HealthyBackends: len(svc.Healthy()),
 			Overflow: windowOverflow(cur.overflow, prev.overflow),
+			Status:   windowClasses(cur.classes, prev.classes),
 		}
 		if secs > 0 && !s.last.IsZero() {
 			ss.RPS = float64(reqs) / secs
@@ -86,6 +116,9 @@ func (s *Sampler) Sample(now time.Time) telemetry.NodeSample {
 		out.RPS = float64(total-min(total, s.prevNodeRequests)) / secs
 	}
 	s.prevNodeRequests = total
+	classes := s.m.classes.load()
+	out.Status = windowClasses(classes, s.prevNodeClasses)
+	s.prevNodeClasses = classes
 	s.last = now
 	s.latest = out
 	return out

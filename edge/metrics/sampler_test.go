@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"perigee/edge/upstream"
+	"perigee/telemetry"
 )
 
 func TestSamplerCutsWindows(t *testing.T) {
@@ -34,6 +35,9 @@ func TestSamplerCutsWindows(t *testing.T) {
 	if api.Latency.Count() != 10 || api.ErrorRate != 0.2 || api.InFlight != 1 || api.Queued != 1 || got.InFlight != 1 {
 		t.Fatalf("first window: %+v (node in flight %d)", api, got.InFlight)
 	}
+	if want := (telemetry.StatusClasses{0, 8, 0, 0, 2}); api.Status != want || got.Status != want {
+		t.Fatalf("first window by class: service %v, node %v, want %v", api.Status, got.Status, want)
+	}
 	if api.RPS <= 0 || api.HealthyBackends != 1 || api.Backends != 1 {
 		t.Fatalf("first window rates and backends: %+v", api)
 	}
@@ -43,6 +47,9 @@ func TestSamplerCutsWindows(t *testing.T) {
 	next := s.Sample(t0.Add(3 * time.Second)).Services["api"]
 	if next.Latency.Count() != 1 || next.ErrorRate != 0 || next.InFlight != 0 || next.Queued != 0 {
 		t.Fatalf("second window: %+v", next)
+	}
+	if next.Status != (telemetry.StatusClasses{0, 1, 0, 0, 0}) {
+		t.Fatalf("second window by class: %v", next.Status)
 	}
 	if next.RPS != 1 {
 		t.Fatalf("1 request in a 1 s window gave %v rps", next.RPS)

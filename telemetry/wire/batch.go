@@ -51,6 +51,7 @@ const (
 	tagSampleCols = 6
 	tagAccessCols = 7
 	tagOverflow   = 8 // circuit overflows of the samples' services; only when there are some
+	tagStatus     = 9 // responses by status class of the samples and their services; likewise
 )
 
 // AppendPayload encodes the batch's records (not its id, which lives in the
@@ -62,6 +63,7 @@ func AppendPayload(b []byte, bt *Batch) []byte {
 		e.b = append(e.b, tagSampleCols)
 		e.samples(bt.Samples, base)
 		e.overflow(bt.Samples)
+		e.status(bt.Samples)
 	}
 	if len(bt.Decisions) > 0 {
 		e.b = append(e.b, tagDecisions)
@@ -123,6 +125,60 @@ func (e *encoder) overflow(ss []telemetry.NodeSample) {
 			}
 		}
 	}
+}
+
+// status writes the samples' responses by status class as a section of its
+// own after theirs, so that a batch without any is what it was before they
+// were shipped: first the nodes' counts, each as sample index, class (1 for
+// 1xx ... 5 for 5xx) and count, then the services', each as sample index,
+// service, class and count. Zero counts are not written.
+func (e *encoder) status(ss []telemetry.NodeSample) {
+	var nodes, services int
+	for i := range ss {
+		nodes += nonZero(ss[i].Status)
+		for _, v := range ss[i].Services {
+			services += nonZero(v.Status)
+		}
+	}
+	if nodes+services == 0 {
+		return
+	}
+	e.b = append(e.b, tagStatus)
+	e.b = binary.AppendUvarint(e.b, uint64(nodes))
+	for i := range ss {
+		e.classes(i, ss[i].Status, nil)
+	}
+	e.b = binary.AppendUvarint(e.b, uint64(services))
+	for i := range ss {
+		for _, name := range slices.Sorted(maps.Keys(ss[i].Services)) {
+			e.classes(i, ss[i].Services[name].Status, func() { e.str(name) })
+		}
+	}
+}
+
+// classes writes c's non-zero counts of sample i, each after name if any.
+func (e *encoder) classes(i int, c telemetry.StatusClasses, name func()) {
+	for class, n := range c {
+		if n == 0 {
+			continue
+		}
+		e.b = binary.AppendUvarint(e.b, uint64(i))
+		if name != nil {
+			name()
+		}
+		e.b = binary.AppendUvarint(e.b, uint64(class+1))
+		e.b = binary.AppendUvarint(e.b, n)
+	}
+}
+
+func nonZero(c telemetry.StatusClasses) int {
+	n := 0
+	for _, v := range c {
+		if v != 0 {
+			n++
+		}
+	}
+	return n
 }
 
 func appendDecision(b []byte, d *telemetry.Decision, base int64) []byte {

@@ -45,6 +45,8 @@ const (
 	minEventField  = 2
 	minAccessRow   = 1 + 4 + 1 + 1 + 1 + 1 + 1
 	minOverflow    = 4 // sample index, service, reason, count
+	minNodeStatus  = 3 // sample index, class, count
+	minSvcStatus   = 4 // sample index, service, class, count
 )
 
 // DecodePayload reads what AppendPayload wrote into bt, whose Created must
@@ -54,7 +56,7 @@ func DecodePayload(p []byte, bt *Batch, budget int64) error {
 	base := bt.Created.UnixNano()
 	d := decoder{r: newReader(p), budget: budget}
 	r := d.r
-	var seen [tagOverflow + 1]bool
+	var seen [tagStatus + 1]bool
 	for r.Len() > 0 && r.Err() == nil {
 		tag := r.Byte("section")
 		if tag == 0 || int(tag) >= len(seen) {
@@ -89,6 +91,12 @@ func DecodePayload(p []byte, bt *Batch, budget int64) error {
 				break
 			}
 			d.overflow(bt.Samples)
+		case tagStatus:
+			if !seen[tagSampleCols] && !seen[tagSamples] {
+				r.Fail("status classes before any samples")
+				break
+			}
+			d.status(bt.Samples)
 		}
 	}
 	if (seen[tagSamples] && seen[tagSampleCols]) || (seen[tagAccess] && seen[tagAccessCols]) {
@@ -378,6 +386,71 @@ func (d *decoder) overflow(ss []telemetry.NodeSample) {
 		}
 		v.Overflow[reason] = c
 	})
+}
+
+// status reads the responses by class into ss and their services. Each
+// entry must name a sample (and a service) the batch holds, a class 1..5
+// and a count above zero, and no class twice. The counts land in arrays
+// the samples already hold: an entry allocates nothing.
+func (d *decoder) status(ss []telemetry.NodeSample) {
+	r := d.r
+	nodes := r.Count(minNodeStatus, MaxRecords, "node status classes")
+	d.each(nodes, func(int) {
+		i := r.Uvarint("status sample")
+		if d.sampleIndex(i, len(ss)) {
+			d.class(&ss[i].Status, nil)
+		}
+	})
+	services := r.Count(minSvcStatus, MaxRecords, "service status classes")
+	d.each(services, func(int) {
+		i := r.Uvarint("status sample")
+		svc := d.str()
+		if !d.sampleIndex(i, len(ss)) {
+			return
+		}
+		v, ok := ss[i].Services[svc]
+		if !ok {
+			r.Failf("status classes for service %q, which its sample does not hold", svc)
+			return
+		}
+		if d.class(&v.Status, &svc) {
+			ss[i].Services[svc] = v
+		}
+	})
+}
+
+func (d *decoder) sampleIndex(i uint64, n int) bool {
+	if d.r.Err() == nil && i >= uint64(n) {
+		d.r.Failf("status classes for sample %d of %d", i, n)
+	}
+	return d.r.Err() == nil
+}
+
+// class reads one class and its count into c, the node's or service
+// svc's. (Only a refusal names them: formatting on every entry would
+// allocate.)
+func (d *decoder) class(c *telemetry.StatusClasses, svc *string) bool {
+	r := d.r
+	class, n := r.Uvarint("status class"), r.Uvarint("status count")
+	of := func() string {
+		if svc == nil {
+			return "the node"
+		}
+		return fmt.Sprintf("service %q", *svc)
+	}
+	switch {
+	case r.Err() != nil:
+	case class < 1 || class > uint64(len(c)):
+		r.Failf("status class %dxx of %s", class, of())
+	case n == 0:
+		r.Failf("status class %dxx of %s without a count", class, of())
+	case c[class-1] != 0:
+		r.Failf("status class %dxx of %s twice", class, of())
+	default:
+		c[class-1] = n
+		return true
+	}
+	return false
 }
 
 func (d *decoder) access(base int64) []telemetry.AccessRecord {

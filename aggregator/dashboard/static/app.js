@@ -66,13 +66,18 @@ function drawChart(id, points, lines, unit, minTop) {
   el("line", {class: "axis", x1: L, y1: B, x2: R, y2: B}, svg);
   el("line", {class: "axis", x1: L, y1: T, x2: L, y2: B}, svg);
   el("text", {x: 2, y: 10}, svg).textContent = unit;
-  lines.forEach((l, i) => {
-    const x = 130 + i * 90;
-    el("line", {x1: x, y1: 7, x2: x + 14, y2: 7, stroke: l.color, "stroke-width": 2}, svg);
-    el("text", {x: x + 18, y: 10}, svg).textContent = l.label;
-  });
+  // Each legend entry is as wide as its label.
+  let lx = 100;
+  for (const l of lines) {
+    el("line", {x1: lx, y1: 7, x2: lx + 14, y2: 7, stroke: l.color, "stroke-width": 2}, svg);
+    el("text", {x: lx + 18, y: 10}, svg).textContent = l.label;
+    lx += 30 + 5 * l.label.length;
+  }
   const t1 = Date.now(), t0 = t1 - WINDOW_MS;
-  const max = Math.max(minTop, ...points.flatMap(p => lines.map(l => p[l.key])));
+  // A point without a line's value (a step of nodes that send no status
+  // classes) is left out of that line.
+  const has = (p, l) => Number.isFinite(p[l.key]);
+  const max = Math.max(minTop, ...points.flatMap(p => lines.filter(l => has(p, l)).map(l => p[l.key])));
   const step = niceStep(max, 3), top = Math.ceil(max / step - 1e-9) * step;
   const y = v => B - (B - T) * v / top, x = t => L + (R - L) * (t - t0) / (t1 - t0);
   for (let i = 0; i * step <= top + step / 2; i++) {
@@ -89,7 +94,7 @@ function drawChart(id, points, lines, unit, minTop) {
   }
   if (points.length === 0) { el("text", {x: 170, y: 70}, svg).textContent = "no data yet"; return; }
   for (const l of lines) {
-    const xy = points.map(p => [x(Date.parse(p.t)), y(p[l.key])]);
+    const xy = points.filter(p => has(p, l)).map(p => [x(Date.parse(p.t)), y(p[l.key])]);
     el("polyline", {points: xy.map(p => p.join(",")).join(" "), stroke: l.color}, svg);
     // A dot per step, so a lone sample or a gap still shows.
     for (const [cx, cy] of xy) el("circle", {cx, cy, r: 1.2, fill: l.color}, svg);
@@ -126,7 +131,9 @@ function drawNodes(nodes) {
     name.appendChild(link);
     tr.appendChild(name);
     cell(tr, n.region); cell(tr, n.status, n.status);
-    cell(tr, n.rps.toFixed(1), "num"); cell(tr, n.p99_ms.toFixed(1), "num");
+    cell(tr, n.rps.toFixed(1), "num");
+    cell(tr, n.status_rps ? n.status_rps["3xx"].toFixed(1) : "", "num");
+    cell(tr, n.p99_ms.toFixed(1), "num");
     cell(tr, (100 * n.error_rate).toFixed(2) + "%", "num"); cell(tr, n.cpu.toFixed(2), "num");
     cell(tr, `${n.healthy_backends}/${n.backends}`, "num");
     // Circuit breaker refusals over the aggregator's memory window, each
@@ -196,8 +203,19 @@ async function refresh() {
       : `${count(fleet.nodes.length, "node")} (${up} up) in ${count(fleet.regions.length, "region")} · ${count(fleet.batches, "batch", "batches")}, ${count(fleet.records, "record")}`;
     if (!NODE) drawMap(fleet.regions);
     drawNodes(nodes);
-    const points = series.points.map(p => ({...p, error_pct: 100 * p.error_rate}));
-    drawChart("chart-rps", points, [{key: "rps", color: "#58a6ff", label: "requests/s"}], "req/s", 1);
+    // Status classes flattened for the charts; served is what is load:
+    // every response but the redirects.
+    const points = series.points.map(p => ({...p, error_pct: 100 * p.error_rate,
+      ...(p.status_rps && Object.fromEntries(Object.entries(p.status_rps).map(([c, v]) => ["s" + c, v]))),
+      served: p.status_rps && Object.entries(p.status_rps).reduce((sum, [c, v]) => c === "3xx" ? sum : sum + v, 0)}));
+    const classes = points.some(p => p.status_rps);
+    drawChart("chart-rps", points, classes
+      ? [{key: "served", color: "#58a6ff", label: "served (non-3xx)"}, {key: "s3xx", color: "#b083f0", label: "redirects (3xx)"}]
+      : [{key: "rps", color: "#58a6ff", label: "requests/s, redirects included"}], "req/s", 1);
+    drawChart("chart-status", points.filter(p => p.status_rps), [
+      {key: "s1xx", color: "#7d8791", label: "1xx"}, {key: "s2xx", color: "#5fd17a", label: "2xx"},
+      {key: "s3xx", color: "#b083f0", label: "3xx"}, {key: "s4xx", color: "#e3b341", label: "4xx"},
+      {key: "s5xx", color: "#f0605d", label: "5xx"}], "resp/s", 1);
     drawChart("chart-lat", points, [{key: "p50_ms", color: "#5fd17a", label: "p50"}, {key: "p99_ms", color: "#f0605d", label: "p99"}], "ms", 1);
     drawChart("chart-err", points, [{key: "error_pct", color: "#f0605d", label: "5xx or failed"}], "% of resp.", 1);
     drawChart("chart-cpu", points, [{key: "cpu", color: "#e3b341", label: "cores busy"}], "cores", 1);
