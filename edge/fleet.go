@@ -15,6 +15,7 @@ import (
 
 	"perigee/edge/admin"
 	"perigee/edge/config"
+	"perigee/edge/exchange"
 	"perigee/edge/metrics"
 	"perigee/geo"
 	"perigee/geo/geodns"
@@ -264,7 +265,21 @@ func (f *fleet) steer(mode string, h http.Handler) http.Handler {
 		return h
 	}
 	m, _ := geo.ParseSteerMode(mode)
-	return f.router.Steer(m, h)
+	here := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if x := exchange.From(r.Context()); x != nil {
+			x.Steered = false
+		}
+		h.ServeHTTP(w, r)
+	})
+	steer := f.router.Steer(m, here)
+	// Steered until the router hands the request to the route: the load
+	// policies scale on is what the service itself served.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if x := exchange.From(r.Context()); x != nil {
+			x.Steered = true
+		}
+		steer.ServeHTTP(w, r)
+	})
 }
 
 // shareLoad is fed each one-second sample: it keeps this node's load in the

@@ -73,6 +73,12 @@ geo:
 	if got, want := smp.Status, (telemetry.StatusClasses{0, 2, 2, 1, 0}); got != want {
 		t.Errorf("the node's responses by class: %v, want %v", got, want)
 	}
+	// What policies scale on is the service's own load: the redirects
+	// never reached its backends, so they are not in its requests or its
+	// latency (a redirect's microseconds would pull its p99 down).
+	if api := smp.Services["api"]; api.Latency.Count() != 2 {
+		t.Errorf("the service's latency holds %d requests, want the 2 it served", api.Latency.Count())
+	}
 
 	// The node tags the client's country for transforms and drops a forged one.
 	var seen http.Header

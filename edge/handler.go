@@ -52,7 +52,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if x.Status == 0 {
 			x.Status = http.StatusOK // the handler wrote nothing
 		}
-		n.metrics.Done(stats, x.Route, x.Service, r.Proto, x.Status, took)
+		n.metrics.Done(stats, x.Route, x.Service, r.Proto, x.Status, took, x.Steered)
 		n.metrics.Retried(x.Service, x.Retries)
 		st.access.Log(r, x, took)
 		if rec.conn != nil {

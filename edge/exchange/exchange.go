@@ -32,6 +32,9 @@ type Exchange struct {
 	// UpstreamError is why the last attempt failed, as a class: see
 	// proxy.ErrorClass. Empty when the backend answered.
 	UpstreamError string
+	// Steered is set when geo steering answered (a redirect, or a proxy to
+	// another node): the route's service never saw the request.
+	Steered bool
 }
 
 type ctxKey struct{}

@@ -95,7 +95,11 @@ func (m *Metrics) Begin(s *ServiceStats) {
 }
 
 // Done records a finished request.
-func (m *Metrics) Done(s *ServiceStats, route, service, proto string, status int, took time.Duration) {
+//
+// A steered request (answered by geo steering, see exchange.Steered) counts
+// in the status classes and leaves the in-flight counts, but is not the
+// service's load: not in its requests, errors or latency.
+func (m *Metrics) Done(s *ServiceStats, route, service, proto string, status int, took time.Duration, steered bool) {
 	// Counted before the request leaves the in-flight gauge, so a sample
 	// cut when nothing is in flight holds every class.
 	m.classes.count(status)
@@ -109,6 +113,9 @@ func (m *Metrics) Done(s *ServiceStats, route, service, proto string, status int
 		return
 	}
 	s.inFlight.Add(-1)
+	if steered {
+		return
+	}
 	s.requests.Add(1)
 	if status >= 500 {
 		s.errors.Add(1)

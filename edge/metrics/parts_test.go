@@ -30,7 +30,7 @@ func TestPartsSeries(t *testing.T) {
 	m.Decided("p", "scale", true, false, "")
 	m.Decided("p", "scale", false, false, "above max")
 	m.Decided("p", "weight", false, true, "")
-	m.Done(nil, "r", "s", "HTTP/2.0", 200, time.Millisecond)
+	m.Done(nil, "r", "s", "HTTP/2.0", 200, time.Millisecond, false)
 	body := scrape(t, m)
 	for _, want := range []string{
 		`perigee_transform_calls_total{transform="auth"} 7`,
