@@ -41,7 +41,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if badErr == nil && (n.fleet.nodesAPI == nil || r.URL.Path != geo.NodesPath) {
 		if entry, _ = st.routes.Match(r.Host, r.Method, r.URL.Path); entry != nil {
-			x.Route, x.Service, stats = entry.name, entry.service.Name, entry.stats
+			x.Route, x.Service, stats = entry.name, entry.service.Name, entry.series.Stats
 		}
 	}
 	n.metrics.Begin(stats)
@@ -52,7 +52,11 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if x.Status == 0 {
 			x.Status = http.StatusOK // the handler wrote nothing
 		}
-		n.metrics.Done(stats, x.Route, x.Service, r.Proto, x.Status, took, x.Steered)
+		if entry != nil {
+			n.metrics.DoneRoute(entry.series, r.Proto, x.Status, took, x.Steered)
+		} else {
+			n.metrics.Done(nil, "", "", r.Proto, x.Status, took)
+		}
 		n.metrics.Retried(x.Service, x.Retries)
 		st.access.Log(r, x, took)
 		if rec.conn != nil {

@@ -35,7 +35,7 @@ type state struct {
 type routeEntry struct {
 	name    string
 	service *upstream.Service
-	stats   *metrics.ServiceStats
+	series  *metrics.RouteSeries
 	gate    *admission.Gate
 	handler http.Handler
 	// clientBody bounds each wait for the client's request body.
@@ -92,7 +92,7 @@ func (n *Node) buildState(ctx context.Context, cfg *config.Config, prev *state) 
 		h = n.fleet.steer(rc.Steer, h)
 		rules = append(rules, route.Rule[*routeEntry]{
 			Host: rc.Match.Host, PathPrefix: rc.Match.PathPrefix, Methods: rc.Match.Methods,
-			Target: &routeEntry{name: rc.Name, service: svc, stats: n.metrics.Service(rc.Service), gate: n.gates.Get(rc.Name), handler: h, clientBody: tm.ClientBody.D()},
+			Target: &routeEntry{name: rc.Name, service: svc, series: n.metrics.Route(rc.Name, rc.Service), gate: n.gates.Get(rc.Name), handler: h, clientBody: tm.ClientBody.D()},
 		})
 	}
 	st.routes = route.New(rules)

@@ -94,12 +94,25 @@ func (m *Metrics) Begin(s *ServiceStats) {
 	}
 }
 
-// Done records a finished request.
+// Done records a finished request that matched no route (s may be nil).
+func (m *Metrics) Done(s *ServiceStats, route, service, proto string, status int, took time.Duration) {
+	var duration prometheus.Observer
+	if s != nil {
+		duration = m.duration.WithLabelValues(route, service)
+	}
+	m.done(s, m.requests.WithLabelValues(route, service, strconv.Itoa(status), protoLabel(proto)), duration, status, took, false)
+}
+
+// DoneRoute records a finished request of a route.
 //
 // A steered request (answered by geo steering, see exchange.Steered) counts
 // in the status classes and leaves the in-flight counts, but is not the
 // service's load: not in its requests, errors or latency.
-func (m *Metrics) Done(s *ServiceStats, route, service, proto string, status int, took time.Duration, steered bool) {
+func (m *Metrics) DoneRoute(rs *RouteSeries, proto string, status int, took time.Duration, steered bool) {
+	m.done(rs.Stats, rs.counter(status, protoLabel(proto)), rs.duration, status, took, steered)
+}
+
+func (m *Metrics) done(s *ServiceStats, requests prometheus.Counter, duration prometheus.Observer, status int, took time.Duration, steered bool) {
 	// Counted before the request leaves the in-flight gauge, so a sample
 	// cut when nothing is in flight holds every class.
 	m.classes.count(status)
@@ -108,7 +121,7 @@ func (m *Metrics) Done(s *ServiceStats, route, service, proto string, status int
 	}
 	m.nodeIn.Add(-1)
 	m.inFlight.Dec()
-	m.requests.WithLabelValues(route, service, strconv.Itoa(status), protoLabel(proto)).Inc()
+	requests.Inc()
 	if s == nil {
 		return
 	}
@@ -121,7 +134,60 @@ func (m *Metrics) Done(s *ServiceStats, route, service, proto string, status int
 		s.errors.Add(1)
 	}
 	s.latency.Observe(took)
-	m.duration.WithLabelValues(route, service).Observe(took.Seconds())
+	duration.Observe(took.Seconds())
+}
+
+// RouteSeries are one route's series, resolved once per config rather than
+// looked up by their labels on every request.
+type RouteSeries struct {
+	Stats          *ServiceStats // the route's service's
+	m              *Metrics
+	route, service string
+	duration       prometheus.Observer
+	// codes caches the requests counter's children by status and protocol:
+	// a copy-on-write list, read without a lock, of the few a route sees.
+	codes atomic.Pointer[[]codeCounter]
+	mu    sync.Mutex // adding to codes
+}
+
+type codeCounter struct {
+	status  int
+	proto   string
+	counter prometheus.Counter
+}
+
+// Route returns the series of a route to service.
+func (m *Metrics) Route(route, service string) *RouteSeries {
+	return &RouteSeries{Stats: m.Service(service), m: m, route: route, service: service, duration: m.duration.WithLabelValues(route, service)}
+}
+
+func (rs *RouteSeries) counter(status int, proto string) prometheus.Counter {
+	find := func() prometheus.Counter {
+		if list := rs.codes.Load(); list != nil {
+			for _, c := range *list {
+				if c.status == status && c.proto == proto {
+					return c.counter
+				}
+			}
+		}
+		return nil
+	}
+	if c := find(); c != nil {
+		return c
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if c := find(); c != nil {
+		return c
+	}
+	c := rs.m.requests.WithLabelValues(rs.route, rs.service, strconv.Itoa(status), proto)
+	var list []codeCounter
+	if old := rs.codes.Load(); old != nil {
+		list = append(list, *old...)
+	}
+	list = append(list, codeCounter{status, proto, c})
+	rs.codes.Store(&list)
+	return c
 }
 
 // Retried counts the retries one request took.

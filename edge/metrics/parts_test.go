@@ -30,7 +30,7 @@ func TestPartsSeries(t *testing.T) {
 	m.Decided("p", "scale", true, false, "")
 	m.Decided("p", "scale", false, false, "above max")
 	m.Decided("p", "weight", false, true, "")
-	m.Done(nil, "r", "s", "HTTP/2.0", 200, time.Millisecond, false)
+	m.Done(nil, "r", "s", "HTTP/2.0", 200, time.Millisecond)
 	body := scrape(t, m)
 	for _, want := range []string{
 		`perigee_transform_calls_total{transform="auth"} 7`,
@@ -77,4 +77,56 @@ func TestTransformGuestTimeIsAHistogram(t *testing.T) {
 	if n := strings.Count(body, "perigee_transform_guest_seconds_bucket{"); n > 20 {
 		t.Errorf("%d buckets per transform; keep the series few", n)
 	}
+}
+
+// A route's cached series count what the label lookups counted.
+func TestRouteSeriesCountLikeTheLabels(t *testing.T) {
+	m := New(func() []*upstream.Service { return nil })
+	rs := m.Route("r", "s")
+	for range 3 {
+		m.Begin(rs.Stats)
+		m.DoneRoute(rs, "HTTP/1.1", 200, time.Millisecond, false)
+	}
+	m.Begin(rs.Stats)
+	m.DoneRoute(rs, "HTTP/3.0", 503, time.Millisecond, false)
+	m.Begin(rs.Stats)
+	m.Done(rs.Stats, "r", "s", "HTTP/1.1", 200, time.Millisecond)
+	body := scrape(t, m)
+	for _, want := range []string{
+		`perigee_requests_total{code="200",proto="h1",route="r",service="s"} 4`,
+		`perigee_requests_total{code="503",proto="h3",route="r",service="s"} 1`,
+		`perigee_request_duration_seconds_count{route="r",service="s"} 5`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("scrape lacks %s", want)
+		}
+	}
+	if m.InFlight() != 0 {
+		t.Errorf("in flight %d", m.InFlight())
+	}
+}
+
+// BenchmarkDone compares recording a request by label lookups with a
+// route's cached series.
+func BenchmarkDone(b *testing.B) {
+	m := New(func() []*upstream.Service { return nil })
+	rs := m.Route("route", "service")
+	b.Run("labels", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				m.Begin(rs.Stats)
+				m.Done(rs.Stats, "route", "service", "HTTP/1.1", 200, time.Millisecond)
+			}
+		})
+	})
+	b.Run("cached", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				m.Begin(rs.Stats)
+				m.DoneRoute(rs, "HTTP/1.1", 200, time.Millisecond, false)
+			}
+		})
+	})
 }

@@ -27,7 +27,7 @@ func TestSamplerCutsWindows(t *testing.T) {
 		if i < 2 {
 			status = 503
 		}
-		m.Done(st, "route", "api", "HTTP/1.1", status, 10*time.Millisecond, false)
+		m.Done(st, "route", "api", "HTTP/1.1", status, 10*time.Millisecond)
 	}
 	m.Begin(st) // one still in the node, not at any backend: queued
 	got := s.Sample(t0.Add(2 * time.Second))
@@ -43,7 +43,7 @@ func TestSamplerCutsWindows(t *testing.T) {
 	}
 
 	// The next window holds only what happened since.
-	m.Done(st, "route", "api", "HTTP/1.1", 200, 30*time.Millisecond, false)
+	m.Done(st, "route", "api", "HTTP/1.1", 200, 30*time.Millisecond)
 	next := s.Sample(t0.Add(3 * time.Second)).Services["api"]
 	if next.Latency.Count() != 1 || next.ErrorRate != 0 || next.InFlight != 0 || next.Queued != 0 {
 		t.Fatalf("second window: %+v", next)
