@@ -1,0 +1,282 @@
+// Command h1server weighs fasthttp against net/http as the node's inbound
+// HTTP/1.1 server, by CPU time per request, which holds up on shared cores
+// where req/s does not.
+//
+// One process serves five targets over TLS on loopback, all in front of
+// one sample backend in a child process (so its CPU is not counted):
+//
+//	node           the perigee node itself (net/http server, its handler)
+//	node-adaptor   the same node handler behind fasthttp, via fasthttpadaptor
+//	std-min        net/http server + a minimal proxy handler over edge/h1client
+//	fast-adaptor   fasthttp + fasthttpadaptor + that same minimal handler
+//	fast-native    fasthttp server + fasthttp.HostClient: the ceiling
+//
+// wrk (a separate process) drives each in turn for -d, for -rounds rounds;
+// the report gives medians of req/s and of this process's CPU per request
+// (getrusage), which is the server's alone.
+//
+// It is its own module so that fasthttp stays out of perigee's go.mod:
+//
+//	cd bench/h1server && go run . [-c 32] [-d 3s] [-rounds 3]
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"perigee/bench/machine"
+	"perigee/certs"
+	"perigee/edge"
+	"perigee/edge/config"
+	"perigee/edge/h1client"
+	"perigee/edge/samplebackend"
+)
+
+func main() {
+	if len(os.Args) == 3 && os.Args[1] == "backend" {
+		log.Fatal(samplebackend.Serve(context.Background(), os.Args[2], samplebackend.Options{Name: "bench", Size: 64}))
+	}
+	conns := flag.Int("c", 32, "wrk connections")
+	dur := flag.Duration("d", 3*time.Second, "length of a round")
+	rounds := flag.Int("rounds", 3, "rounds per target")
+	out := flag.String("out", "../results/h1server.txt", "report file")
+	flag.Parse()
+
+	backend := freeAddr()
+	child := exec.Command(os.Args[0], "backend", backend)
+	child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // dies with us
+	if err := child.Start(); err != nil {
+		log.Fatal(err)
+	}
+	defer child.Process.Kill()
+	waitTCP(backend)
+
+	cert, err := certs.SelfSigned(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	tlsCfg := &tls.Config{Certificates: []tls.Certificate{*cert}, NextProtos: []string{"http/1.1"}}
+	node := startNode(backend, cert)
+	h1 := h1client.New(h1client.Options{ConnectTimeout: time.Second, ResponseHeaderTimeout: 30 * time.Second, MaxIdlePerHost: 512}, nil)
+	minimal := minimalProxy(backend, h1)
+	host := &fasthttp.HostClient{Addr: backend, MaxConns: 512}
+
+	targets := []struct{ name, addr string }{
+		{"node", node.Addrs().HTTPS},
+		{"node-adaptor", serveFast(tlsCfg, fasthttpadaptor.NewFastHTTPHandler(node))},
+		{"std-min", serveStd(tlsCfg, minimal)},
+		{"fast-adaptor", serveFast(tlsCfg, fasthttpadaptor.NewFastHTTPHandler(minimal))},
+		{"fast-native", serveFast(tlsCfg, func(ctx *fasthttp.RequestCtx) {
+			req := &ctx.Request
+			req.Header.Del("Connection")
+			req.URI().SetScheme("http") // HostClient refuses an https URI on a plain connection
+			if err := host.Do(req, &ctx.Response); err != nil {
+				ctx.Error("upstream failed", fasthttp.StatusBadGateway)
+			}
+		})},
+	}
+
+	start, loadStart := time.Now(), machine.LoadAvg()
+	for _, t := range targets { // warm up pools and code paths
+		round(t.addr, *conns, time.Second)
+	}
+	reqs, cpu := map[string][]float64{}, map[string][]float64{}
+	for range *rounds {
+		for _, t := range targets {
+			n, rps, used := round(t.addr, *conns, *dur)
+			reqs[t.name] = append(reqs[t.name], rps)
+			cpu[t.name] = append(cpu[t.name], float64(used.Nanoseconds())/1e3/float64(n))
+		}
+	}
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "h1server benchmark, %s, %s, nproc %d, GOMAXPROCS %d, %s\n", start.UTC().Format("2006-01-02 15:04 MST"),
+		machine.CPUModel(), runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
+	fmt.Fprintf(&b, "command: cd bench/h1server && go run . -c %d -d %v -rounds %d\n", *conns, *dur, *rounds)
+	fmt.Fprintf(&b, "load average at start %s, at end %s (the cores are shared: req/s is noise, CPU per request is the figure)\n", loadStart, machine.LoadAvg())
+	fmt.Fprintf(&b, "wrk -t1 -c%d over TLS keep-alive HTTP/1.1; backend (64-byte body) in a child process; CPU is this process's: the server's alone\n\n", *conns)
+	fmt.Fprintf(&b, "%-13s %9s %12s %10s   %s\n", "target", "req/s", "CPU us/req", "vs node", "CPU us/req per round")
+	base := median(cpu["node"])
+	for _, t := range targets {
+		c := median(cpu[t.name])
+		fmt.Fprintf(&b, "%-13s %9.0f %12.1f %9.2fx   %s\n", t.name, median(reqs[t.name]), c, c/base, join(cpu[t.name]))
+	}
+	fmt.Print(b.String())
+	if err := os.WriteFile(*out, []byte(b.String()), 0o644); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// startNode starts a perigee node with one route to backend.
+func startNode(backend string, cert *tls.Certificate) *edge.Node {
+	dir, err := os.MkdirTemp("", "h1server")
+	if err != nil {
+		log.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := certs.WritePEM(cert, certFile, keyFile); err != nil {
+		log.Fatal(err)
+	}
+	path := filepath.Join(dir, "node.yaml")
+	yaml := fmt.Sprintf(`node: {id: bench, region: local}
+listen: {https: "127.0.0.1:0", admin: "127.0.0.1:0"}
+tls: {cert: %q, key: %q}
+access_log: {enabled: false}
+services:
+  backend: {backends: [{url: "http://%s"}]}
+routes:
+  - {match: {path_prefix: /}, service: backend}
+`, certFile, keyFile, backend)
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		log.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	n, err := edge.New(cfg, edge.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		log.Fatal(err)
+	}
+	return n
+}
+
+// minimalProxy forwards to backend with no more than a proxy must do.
+func minimalProxy(backend string, rt http.RoundTripper) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		out := r.WithContext(r.Context())
+		out.URL.Scheme, out.URL.Host, out.RequestURI = "http", backend, ""
+		res, err := rt.RoundTrip(out)
+		if err != nil {
+			http.Error(w, "upstream failed", http.StatusBadGateway)
+			return
+		}
+		defer res.Body.Close()
+		h := w.Header()
+		for k, vv := range res.Header {
+			h[k] = vv
+		}
+		w.WriteHeader(res.StatusCode)
+		io.Copy(w, res.Body)
+	})
+}
+
+func serveStd(cfg *tls.Config, h http.Handler) string {
+	ln := listen()
+	srv := &http.Server{Handler: h, TLSConfig: cfg.Clone(), ReadHeaderTimeout: 10 * time.Second}
+	go srv.ServeTLS(ln, "", "")
+	return ln.Addr().String()
+}
+
+func serveFast(cfg *tls.Config, h fasthttp.RequestHandler) string {
+	ln := listen()
+	srv := &fasthttp.Server{Handler: h, ReadTimeout: 90 * time.Second}
+	go srv.Serve(tls.NewListener(ln, cfg.Clone()))
+	return ln.Addr().String()
+}
+
+func listen() net.Listener {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	return ln
+}
+
+func freeAddr() string {
+	ln := listen()
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitTCP(addr string) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+	}
+	log.Fatalf("backend on %s never came up", addr)
+}
+
+var (
+	wrkRPS   = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	wrkTotal = regexp.MustCompile(`(\d+) requests in`)
+	wrkErrs  = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+)
+
+// round runs wrk against addr for d and returns the requests it made,
+// their rate and the CPU this process used meanwhile.
+func round(addr string, conns int, d time.Duration) (int64, float64, time.Duration) {
+	cpu0 := cpuTime()
+	out, err := exec.Command("wrk", "-t1", "-c"+strconv.Itoa(conns), "-d"+d.String(), "https://"+addr+"/").CombinedOutput()
+	used := cpuTime() - cpu0
+	if err != nil {
+		log.Fatalf("wrk: %v\n%s", err, out)
+	}
+	if m := wrkErrs.FindSubmatch(out); m != nil {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+		status, body := "", []byte(nil)
+		if resp, err := c.Get("https://" + addr + "/"); err == nil {
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			status = resp.Status
+		}
+		log.Fatalf("wrk against %s: %s failed responses; one answer: %s %s", addr, m[1], status, body)
+	}
+	rps, total := wrkRPS.FindSubmatch(out), wrkTotal.FindSubmatch(out)
+	if rps == nil || total == nil {
+		log.Fatalf("wrk: no figures in\n%s", out)
+	}
+	r, _ := strconv.ParseFloat(string(rps[1]), 64)
+	n, _ := strconv.ParseInt(string(total[1]), 10, 64)
+	return n, r, used
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		log.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func join(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.1f", x)
+	}
+	return strings.Join(parts, " ")
+}
