@@ -3,6 +3,7 @@ package mesh
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -425,12 +426,46 @@ func TestShownLeadersMatchThePerRegionRule(t *testing.T) {
 // returned and the latest one began: the leader may have acted within.
 type spans struct {
 	mu    sync.Mutex
-	first map[uint64]time.Time // the earliest return of a call that said it leads
-	last  map[uint64]time.Time // the latest start of one
+	first map[uint64]time.Time
+	last  map[uint64]time.Time
+}
+
+func newSpans() *spans { return &spans{first: map[uint64]time.Time{}, last: map[uint64]time.Time{}} }
+
+// record notes a call that began at before, returned at after, and said
+// the caller leads under term.
+func (s *spans) record(term uint64, before, after time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f, seen := s.first[term]; !seen || after.Before(f) {
+		s.first[term] = after
+	}
+	if before.After(s.last[term]) {
+		s.last[term] = before
+	}
+}
+
+// check fails when some claim of a term began after the first claim of a
+// later term returned: two leaders acting at once.
+func (s *spans) check(t *testing.T) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	terms := slices.Sorted(maps.Keys(s.first))
+	for i, early := range terms {
+		for _, later := range terms[i+1:] {
+			if gap := s.first[later].Sub(s.last[early]); gap <= 0 {
+				t.Errorf("term %d was still claimed %v after term %d began", early, -gap, later)
+			}
+		}
+	}
+	for i := 1; i < len(terms); i++ {
+		t.Logf("term %d ended %v before term %d began", terms[i-1], s.first[terms[i]].Sub(s.last[terms[i-1]]), terms[i])
+	}
 }
 
 func watchSpans(nodes []*node, stop <-chan struct{}) *spans {
-	s := &spans{first: map[uint64]time.Time{}, last: map[uint64]time.Time{}}
+	s := newSpans()
 	go func() {
 		for {
 			select {
@@ -440,19 +475,9 @@ func watchSpans(nodes []*node, stop <-chan struct{}) *spans {
 			}
 			for _, n := range nodes {
 				before := time.Now()
-				term, ok := n.Leadership()
-				after := time.Now()
-				if !ok {
-					continue
+				if term, ok := n.Leadership(); ok {
+					s.record(term, before, time.Now())
 				}
-				s.mu.Lock()
-				if f, seen := s.first[term]; !seen || after.Before(f) {
-					s.first[term] = after
-				}
-				if before.After(s.last[term]) {
-					s.last[term] = before
-				}
-				s.mu.Unlock()
 			}
 		}
 	}()
@@ -483,13 +508,9 @@ func TestCutOffLeaderStopsBeforeTheNextActs(t *testing.T) {
 	close(stop)
 	nw.Heal()
 	sp.mu.Lock()
-	defer sp.mu.Unlock()
 	if sp.first[before].IsZero() || sp.first[next].IsZero() {
 		t.Fatalf("terms seen: %v; want %d and %d", sp.first, before, next)
 	}
-	if gap := sp.first[next].Sub(sp.last[before]); gap <= 0 {
-		t.Errorf("%s still said it leads under term %d %v after term %d began", first, before, -gap, next)
-	} else {
-		t.Logf("term %d ended %v before term %d began", before, gap, next)
-	}
+	sp.mu.Unlock()
+	sp.check(t)
 }
