@@ -186,10 +186,13 @@ func (c *Cluster) buildSummaryLocked(now time.Time) *summary {
 }
 
 // summaryMoved says whether a region changed enough since the summary
-// last sent to send a new one: by the rules reports follow (change.go),
-// or in who is in it, fresh, leading or leaving.
+// last sent to send a new one: its sums by 5% (one member of ten doubling
+// its load moves them 10%; a member's jitter is not in them, reports are
+// sent on a 10% move), a member's in-flight count as reports' is
+// (change.go), or who is in it, fresh, leading or leaving.
 func summaryMoved(old, cur *summary) bool {
-	if moved(old.RPS, cur.RPS, 1) || moved(float64(old.InFlight), float64(cur.InFlight), 2) || moved(old.CPU, cur.CPU, 0.05) ||
+	const share = 0.05
+	if movedBy(old.RPS, cur.RPS, 1, share) || movedBy(float64(old.InFlight), float64(cur.InFlight), 2, share) || movedBy(old.CPU, cur.CPU, 0.05, share) ||
 		old.Capacity != cur.Capacity || old.Term != cur.Term || len(old.Members) != len(cur.Members) {
 		return true
 	}

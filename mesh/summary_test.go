@@ -256,3 +256,19 @@ func TestRegionSummaryReachesOtherRegions(t *testing.T) {
 		t.Errorf("%d messages dropped or skipped", d)
 	}
 }
+
+// One member of ten doubling its load moves the region's sums by 10%:
+// that must send a new summary, while jitter below what reports send
+// cannot reach the sums at all.
+func TestSummaryMovesWithOneMemberOfTen(t *testing.T) {
+	old := &summary{RPS: 10000, InFlight: 100, CPU: 5}
+	cur := *old
+	cur.RPS = 10990 // ten members at 1000, one at 2000, jittered down 1%
+	if !summaryMoved(old, &cur) {
+		t.Error("a region's sums up 9.9% did not move its summary")
+	}
+	cur.RPS = 10300
+	if summaryMoved(old, &cur) {
+		t.Error("a region's sums up 3% moved its summary")
+	}
+}
