@@ -180,10 +180,15 @@ func run(size, trials, kills int, window time.Duration) (string, error) {
 			seed = []string{c.Addr()}
 		}
 	}
-	if !waitAll(nodes, time.Duration(size)*time.Second+30*time.Second, func(o *benchNode) bool {
+	converged := func(o *benchNode) bool {
 		return len(o.c.Members()) == size && len(o.c.Regions()) == regions && o.c.Region(o.region).Leader != ""
-	}) {
-		return "", fmt.Errorf("%d nodes did not converge on membership and leaders", size)
+	}
+	if !waitAll(nodes, 2*time.Duration(size)*time.Second+60*time.Second, converged) {
+		for _, o := range nodes {
+			if !converged(o) {
+				return "", fmt.Errorf("%d nodes did not converge: %s sees %d members, %d regions, leader %q", size, o.id, len(o.c.Members()), len(o.c.Regions()), o.c.Region(o.region).Leader)
+			}
+		}
 	}
 	time.Sleep(6 * time.Second) // let join-time push/pull and first refreshes settle
 

@@ -549,15 +549,17 @@ func (s *sim) deliver(from *node, to int, msgs []*msg, bytes int, ping bool) {
 	s.at(s.delay(from, s.nodes[to]), e)
 }
 
-// send is memberlist's sendMsg: a message of its own (base), or a user
-// message, with broadcasts piggybacked in the room left.
-func (s *sim) send(from *node, to int, base []byte, user ...*msg) {
-	if len(user) > 0 {
-		base = append([]byte{userMsgType}, user[0].bytes...)
-	}
+// send is memberlist's sendMsg: a message of its own (an ack), with
+// broadcasts piggybacked in the room left.
+func (s *sim) send(from *node, to int, base []byte) {
 	extra := s.broadcasts(from, compoundEntry, s.udpRoom()-len(base))
-	size := s.packetSize(base, extra, false)
-	s.deliver(from, to, append(user, extra...), size, false)
+	s.deliver(from, to, extra, s.packetSize(base, extra, false), false)
+}
+
+// direct is memberlist's SendBestEffort: one user message in a packet of
+// its own, nothing piggybacked.
+func (s *sim) direct(from *node, to int, m *msg) {
+	s.deliver(from, to, []*msg{m}, s.packetSize(append([]byte{userMsgType}, m.bytes...), nil, false), false)
 }
 
 func (s *sim) other(nd *node) int {
@@ -630,7 +632,7 @@ func (s *sim) askLease(nd *node) {
 	m := s.newMsg(&msg{kind: kLeaseAsk, subject: nd.idx}, nd.wire.LeaseAsk)
 	for _, to := range s.members[nd.region] {
 		if to != nd.idx {
-			s.send(nd, to, nil, m)
+			s.direct(nd, to, m)
 		}
 	}
 }
@@ -644,7 +646,7 @@ func (s *sim) publish(nd *node, m *msg, q int) {
 	}
 	for _, to := range s.members[nd.region] {
 		if to != nd.idx {
-			s.send(nd, to, nil, m)
+			s.direct(nd, to, m)
 		}
 	}
 }
@@ -689,7 +691,7 @@ func (s *sim) receive(nd *node, from int, msgs []*msg, gossiped bool) {
 		case kSummary:
 			s.takeSummary(nd, m, gossiped)
 		case kLeaseAsk:
-			s.send(nd, from, nil, s.newMsg(&msg{kind: kLeaseGrant, subject: nd.idx}, nd.wire.LeaseGrant))
+			s.direct(nd, from, s.newMsg(&msg{kind: kLeaseGrant, subject: nd.idx}, nd.wire.LeaseGrant))
 		case kSumBeat:
 			s.takeSummaryBeat(nd, m)
 		}
