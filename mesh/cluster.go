@@ -137,8 +137,8 @@ func Start(ctx context.Context, cfg Config, meta NodeMeta, report func() telemet
 	c.keyring = mc.Keyring
 	d := &delegate{c}
 	mc.Delegate, mc.Events, mc.Ping = d, d, d
-	c.queue = &memberlist.TransmitLimitedQueue{RetransmitMult: c.timing.RetransmitMult, NumNodes: c.numNodes}
-	c.beats = &memberlist.TransmitLimitedQueue{RetransmitMult: c.timing.RetransmitMult, NumNodes: c.numNodes}
+	c.queue = newBroadcastQueue(c.timing.RetransmitMult, c.numNodes)
+	c.beats = newBroadcastQueue(c.timing.RetransmitMult, c.numNodes)
 	// Our first report must exist before memberlist can ask for state.
 	c.sample(time.Now())
 	ml, err := memberlist.Create(mc)

@@ -286,7 +286,11 @@ func (s *sim) build() error {
 			nd.sums = make([]view, s.cfg.Regions)
 		}
 		for _, m := range mult {
-			nd.queues = append(nd.queues, &memberlist.TransmitLimitedQueue{RetransmitMult: m, NumNodes: numNodes})
+			q := &memberlist.TransmitLimitedQueue{RetransmitMult: m, NumNodes: numNodes}
+			if s.cfg.Protocol == Proposed {
+				q = mesh.NewBroadcastQueue(m, numNodes) // with mesh's guard against memberlist#263
+			}
+			nd.queues = append(nd.queues, q)
 		}
 		for j := range nd.held {
 			nd.held[j] = view{seq: 1, full: 1, wantAt: -time.Hour, answerAt: -time.Hour}
