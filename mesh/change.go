@@ -34,6 +34,9 @@ func significant(old, cur telemetry.NodeSample) bool {
 }
 
 // moved is true when v changed by more than 10% of old and more than floor.
-func moved(old, cur, floor float64) bool {
-	return math.Abs(cur-old) > max(floor, 0.1*math.Abs(old))
+func moved(old, cur, floor float64) bool { return movedBy(old, cur, floor, 0.1) }
+
+// movedBy is moved with share instead of 10%.
+func movedBy(old, cur, floor, share float64) bool {
+	return math.Abs(cur-old) > max(floor, share*math.Abs(old))
 }

@@ -1,7 +1,8 @@
-// Package mesh joins edge nodes into one memberlist cluster, gossips each
-// node's load report, merges the reports of a region into a region view,
-// elects one leader per region, and estimates RTTs between nodes with Vivaldi
-// coordinates. docs/mesh.md explains the model and the settings.
+// Package mesh joins edge nodes into one memberlist cluster, sends each
+// node's load report to its region, merges a region's reports into its
+// region view, elects one leader per region under a lease, gossips one
+// compact summary per region fleet-wide, and estimates RTTs between nodes
+// with Vivaldi coordinates. docs/mesh.md explains the model and the settings.
 package mesh
 
 import (
@@ -39,19 +40,23 @@ type Cluster struct {
 
 	ml      *memberlist.Memberlist
 	keyring *memberlist.Keyring              // nil when gossip is not encrypted
-	queue   *memberlist.TransmitLimitedQueue // reports
-	beats   *memberlist.TransmitLimitedQueue // beats, sent in what room reports leave
+	queue   *memberlist.TransmitLimitedQueue // region summaries
+	beats   *memberlist.TransmitLimitedQueue // summary beats, sent in what room summaries leave
 	coords  *coordinate.Client
 	events  *eventQueue
-	repairs chan repair // messages for repairLoop to send
+	outbox  chan direct // UDP messages to one node, for sendLoop
+	streams chan direct // TCP ones
 
-	dropped atomic.Uint64
+	dropped atomic.Uint64 // malformed
+	unknown atomic.Uint64 // of a kind or version this release does not know
 	alive   atomic.Int32
 
 	mu       sync.Mutex
 	peers    map[string]*peer
+	regions  map[string]map[string]*peer // peers by region, so a region costs its members only
 	seq      uint64
 	lastSent *report // our latest full report; beats since refer to it
+	resend   []byte  // our latest report, sent once more a sample later against loss
 	extra    map[string][]byte
 	dirty    bool // extras, term, lead or leaving changed since lastSent
 	leaving  bool
@@ -59,6 +64,14 @@ type Cluster struct {
 	lead     uint64                // the term we lead our region under; 0 when not leading
 	roster   map[string]time.Time  // our region's members, when last eligible (leader.go)
 	leaders  map[string]leaderTerm // per region, as last reported in events
+	lease    leaseState            // lease.go
+
+	summaries   map[string]*heldSummary // per region, the latest summary
+	mySum       *summary                // the latest summary we sent, while we summarise
+	sumSeq      uint64
+	sumAt       time.Time // when mySum was sent
+	sumBeatAt   time.Time // when mySum or a beat of it was last sent
+	summarising bool
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -107,10 +120,14 @@ func Start(ctx context.Context, cfg Config, meta NodeMeta, report func() telemet
 		coords:  coords,
 		events:  newEventQueue(meta.ID, 256),
 		peers:   map[string]*peer{},
+		regions: map[string]map[string]*peer{},
 		leaders: map[string]leaderTerm{},
 		roster:  map[string]time.Time{},
-		repairs: make(chan repair, repairQueue),
+		outbox:  make(chan direct, outboxSize),
+		streams: make(chan direct, streamsSize),
 		stop:    make(chan struct{}),
+
+		summaries: map[string]*heldSummary{},
 	}
 	mc, err := cfg.memberlistConfig(meta.ID)
 	if err != nil {
@@ -120,8 +137,8 @@ func Start(ctx context.Context, cfg Config, meta NodeMeta, report func() telemet
 	c.keyring = mc.Keyring
 	d := &delegate{c}
 	mc.Delegate, mc.Events, mc.Ping = d, d, d
-	c.queue = &memberlist.TransmitLimitedQueue{RetransmitMult: c.timing.RetransmitMult, NumNodes: c.numNodes}
-	c.beats = &memberlist.TransmitLimitedQueue{RetransmitMult: beatRetransmitMult, NumNodes: c.numNodes}
+	c.queue = newBroadcastQueue(c.timing.RetransmitMult, c.numNodes)
+	c.beats = newBroadcastQueue(c.timing.RetransmitMult, c.numNodes)
 	// Our first report must exist before memberlist can ask for state.
 	c.sample(time.Now())
 	ml, err := memberlist.Create(mc)
@@ -129,10 +146,11 @@ func Start(ctx context.Context, cfg Config, meta NodeMeta, report func() telemet
 		return nil, fmt.Errorf("mesh: start memberlist on %q: %w", cfg.Bind, err)
 	}
 	c.ml = ml
-	c.wg.Add(3)
+	c.wg.Add(4)
 	go c.sampleLoop()
 	go c.rejoinLoop(ctx)
-	go c.repairLoop()
+	go c.sendLoop(c.outbox)
+	go c.sendLoop(c.streams)
 	return c, nil
 }
 
@@ -148,6 +166,10 @@ func (c *Cluster) Events() <-chan telemetry.Event { return c.events.ch }
 
 // DroppedMessages counts gossip that did not parse or failed validation.
 func (c *Cluster) DroppedMessages() uint64 { return c.dropped.Load() }
+
+// UnknownMessages counts messages skipped for a kind or format version
+// this release does not know, as a newer node may send during an upgrade.
+func (c *Cluster) UnknownMessages() uint64 { return c.unknown.Load() }
 
 // SetExtra attaches a small opaque payload to this node's reports, e.g. the
 // geo router's client-RTT summary. An empty value removes the key.
@@ -203,30 +225,46 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 	return nil
 }
 
-// sendLastReport sends our report over TCP to up to 8 live peers; they
-// relay it on like any other.
+// sendLastReport sends our report over TCP to our region's live members
+// (at most 16), the only nodes that hold our reports; the rest of the
+// fleet learns of the leave from our region's next summary.
 func (c *Cluster) sendLastReport() {
 	c.mu.Lock()
 	msg, err := encodeMessage(kindReport, []*report{c.lastSent})
-	var targets []*memberlist.Node
-	for id, p := range c.peers {
-		if id == c.meta.ID || p.state != StateAlive {
-			continue
-		}
-		if n, ok := nodeAt(id, p.addr); ok {
-			targets = append(targets, n)
-		}
-	}
+	targets := c.regionTargetsLocked()
 	c.mu.Unlock()
 	if err != nil {
 		c.log.Error("cannot encode the leaving report", "err", err)
 		return
 	}
 	rand.Shuffle(len(targets), func(i, j int) { targets[i], targets[j] = targets[j], targets[i] })
-	for _, n := range targets[:min(len(targets), 8)] {
+	for _, n := range targets[:min(len(targets), 16)] {
 		if err := c.ml.SendReliable(n, msg); err != nil {
 			c.log.Debug("leaving report not delivered", "peer", n.Name, "err", err)
 		}
+	}
+}
+
+// regionTargetsLocked lists the other members of our region that
+// memberlist shows alive.
+func (c *Cluster) regionTargetsLocked() []*memberlist.Node {
+	var out []*memberlist.Node
+	for id, p := range c.regions[c.meta.Region] {
+		if id == c.meta.ID || p.state != StateAlive {
+			continue
+		}
+		if n, ok := nodeAt(id, p.addr); ok {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// toRegionLocked sends msg to every other live member of our region, one
+// UDP packet each (which memberlist fills up with gossip).
+func (c *Cluster) toRegionLocked(msg []byte) {
+	for _, n := range c.regionTargetsLocked() {
+		c.send(direct{to: n, msg: msg})
 	}
 }
 
@@ -265,19 +303,15 @@ func (c *Cluster) sampleLoop() {
 		case <-t.C:
 			c.sample(time.Now())
 			c.tendLeadership(time.Now())
+			c.summarise(time.Now())
 		}
 	}
 }
 
-// beatRetransmitMult is the relay multiplier of beats. A lost beat costs
-// nothing until StaleAfter/Refresh of them are lost in a row, so they are
-// relayed half as often as reports.
-const beatRetransmitMult = 3
-
-// sample reads the report function and broadcasts a full report when the
-// figures, extras, the term or our lead changed; otherwise, once per refresh
-// interval, a beat. Beats do not carry our coordinate: full reports do, and
-// every ping ack, so each peer gets it at least once per probe round.
+// sample reads the report function and sends a full report to our region
+// when the figures, extras, the term or our lead changed, and once more a
+// sample later against loss; otherwise, once per refresh interval, a beat.
+// Beats do not carry our coordinate: full reports do, and every ping ack.
 func (c *Cluster) sample(now time.Time) {
 	s := c.report()
 	c.mu.Lock()
@@ -285,6 +319,10 @@ func (c *Cluster) sample(now time.Time) {
 	last := c.lastSent
 	changed := last == nil || c.dirty || significant(last.Sample, s)
 	if !changed && now.Sub(c.peers[c.meta.ID].recv) < c.timing.Refresh {
+		if c.resend != nil {
+			c.toRegionLocked(c.resend)
+			c.resend = nil
+		}
 		return
 	}
 	c.seq++
@@ -293,27 +331,29 @@ func (c *Cluster) sample(now time.Time) {
 		rep := *self.rep
 		rep.Seq = c.seq
 		self.rep, self.recv = &rep, now
-		c.beats.QueueBroadcast(newBeatBroadcast(beat{ID: c.meta.ID, Gen: c.gen, Seq: c.seq, Base: last.Seq}, now))
+		c.resend = nil
+		c.toRegionLocked(encodeBeat(beat{ID: c.meta.ID, Gen: c.gen, Seq: c.seq, Base: last.Seq}))
 		return
 	}
 	rep := &report{ID: c.meta.ID, Gen: c.gen, Seq: c.seq, Term: c.term, Leads: c.lead != 0 && !c.leaving, Leaving: c.leaving, Sample: s, Coord: c.coords.GetCoordinate(), Extra: c.extra}
-	b, err := newBroadcast(rep, now)
+	msg, err := encodeMessage(kindReport, []*report{rep})
 	if errors.Is(err, errTooBig) {
 		// Histograms are the bulk; the totals still fit.
 		rep.Sample.Services = withoutHistograms(s.Services)
-		b, err = newBroadcast(rep, now)
+		msg, err = encodeMessage(kindReport, []*report{rep})
 	}
 	if err != nil {
-		c.log.Error("cannot gossip load report", "err", err)
+		c.log.Error("cannot send load report", "err", err)
 		return
 	}
-	c.lastSent, c.dirty = rep, false
+	c.lastSent, c.dirty, c.resend = rep, false, msg
 	p := c.peerLocked(c.meta.ID)
-	p.meta, p.rep, p.recv = c.meta, rep, now
+	c.setMetaLocked(c.meta.ID, p, c.meta)
+	p.rep, p.recv = rep, now
 	if p.state == "" {
 		p.state, p.since = StateAlive, now
 	}
-	c.queue.QueueBroadcast(b)
+	c.toRegionLocked(msg)
 }
 
 func withoutHistograms(in map[string]telemetry.ServiceSample) map[string]telemetry.ServiceSample {
@@ -340,13 +380,44 @@ func (c *Cluster) peerLocked(id string) *peer {
 	if p == nil {
 		p = &peer{}
 		c.peers[id] = p
+		c.setMetaLocked(id, p, NodeMeta{})
 	}
 	return p
 }
 
-// merge keeps rep if it is newer than what we hold for its node, and
-// relays it when it came by gossip, so it spreads epidemically.
-func (c *Cluster) merge(rep *report, relay bool, now time.Time) {
+// setMetaLocked sets p's metadata, keeping the region index right.
+func (c *Cluster) setMetaLocked(id string, p *peer, meta NodeMeta) {
+	if in := c.regions[p.meta.Region]; in[id] == p && p.meta.Region != meta.Region {
+		delete(in, id)
+		if len(in) == 0 {
+			delete(c.regions, p.meta.Region)
+		}
+	}
+	p.meta = meta
+	in := c.regions[meta.Region]
+	if in == nil {
+		in = map[string]*peer{}
+		c.regions[meta.Region] = in
+	}
+	in[id] = p
+}
+
+// forgetLocked drops a peer from the table and the region index.
+func (c *Cluster) forgetLocked(id string) {
+	if p := c.peers[id]; p != nil {
+		if in := c.regions[p.meta.Region]; in != nil {
+			delete(in, id)
+			if len(in) == 0 {
+				delete(c.regions, p.meta.Region)
+			}
+		}
+	}
+	delete(c.peers, id)
+}
+
+// merge keeps rep if it is newer than what we hold for its node. Reports
+// are not relayed: each node sends its own to its region.
+func (c *Cluster) merge(rep *report, now time.Time) {
 	if rep.ID == c.meta.ID {
 		return // nobody knows our figures better than we do
 	}
@@ -374,17 +445,11 @@ func (c *Cluster) merge(rep *report, relay bool, now time.Time) {
 		// was deposed, and beats must not refresh a report with the old one.
 		c.term, c.dirty = rep.Term, true
 	}
-	if relay {
-		if b, err := newBroadcast(rep, now); err == nil {
-			c.queue.QueueBroadcast(b)
-		}
-	}
 }
 
 // mergeBeat moves the report we hold of a node to the beat's sequence and
-// age, and relays the beat. A beat whose base we do not hold shows that we
-// missed a report: we fetch it from its node rather than wait for the next
-// change or push/pull.
+// age. A beat whose base we do not hold shows that we missed a report: we
+// fetch it from its node rather than wait for the next change or push/pull.
 func (c *Cluster) mergeBeat(bt beat, now time.Time) {
 	if bt.ID == c.meta.ID {
 		return
@@ -408,26 +473,26 @@ func (c *Cluster) mergeBeat(bt beat, now time.Time) {
 	rep := *held
 	rep.Seq, rep.Age = bt.Seq, bt.Age
 	p.rep, p.recv = &rep, now
-	c.beats.QueueBroadcast(newBeatBroadcast(bt, now))
 }
 
-// broadcast is one report or beat in memberlist's queue. Its age is patched in at
-// each transmission, so a report relayed late still says how old it is.
+// broadcast is one summary or summary beat in memberlist's queue. Its age
+// is patched in at each transmission, so a summary relayed late still says
+// how old it is.
 type broadcast struct {
-	id     string
+	name   string
 	msg    []byte
 	agePos int
 	age    time.Duration // at queue time
 	at     time.Time
 }
 
-func newBroadcast(rep *report, now time.Time) (*broadcast, error) {
-	msg, err := encodeMessage(kindReport, []*report{rep})
-	if err != nil {
-		return nil, err
-	}
-	pos := 2 + uvarintLen(uint64(len(rep.ID))) + len(rep.ID) + uvarintLen(rep.Gen) + uvarintLen(rep.Seq)
-	return &broadcast{id: rep.ID, msg: msg, agePos: pos, age: rep.Age, at: now}, nil
+func newSummaryBroadcast(s *summary, now time.Time) *broadcast {
+	return &broadcast{name: s.Region, msg: encodeSummary(s), agePos: s.agePos(), age: s.Age, at: now}
+}
+
+func newSumBeatBroadcast(bt sumBeat, now time.Time) *broadcast {
+	msg := encodeSumBeat(bt)
+	return &broadcast{name: bt.Region, msg: msg, agePos: len(msg) - 4, age: bt.Age, at: now}
 }
 
 func uvarintLen(v uint64) int {
@@ -435,19 +500,12 @@ func uvarintLen(v uint64) int {
 	return binary.PutUvarint(buf[:], v)
 }
 
-func (b *broadcast) Name() string                            { return b.id }
-func (b *broadcast) Invalidates(o memberlist.Broadcast) bool { return sameName(b, o) }
-func (b *broadcast) Finished()                               {}
-
-func sameName(b *broadcast, o memberlist.Broadcast) bool {
+func (b *broadcast) Name() string { return b.name }
+func (b *broadcast) Invalidates(o memberlist.Broadcast) bool {
 	nb, ok := o.(memberlist.NamedBroadcast)
-	return ok && nb.Name() == b.id
+	return ok && nb.Name() == b.name
 }
-
-func newBeatBroadcast(bt beat, now time.Time) *broadcast {
-	msg := encodeBeat(bt)
-	return &broadcast{id: bt.ID, msg: msg, agePos: len(msg) - 4, age: bt.Age, at: now}
-}
+func (b *broadcast) Finished() {}
 
 func (b *broadcast) Message() []byte {
 	out := append([]byte(nil), b.msg...)
@@ -514,8 +572,13 @@ func (c *Cluster) forgetOldDead(now time.Time) {
 		// A report of a node that never joined, say one relayed after it died.
 		orphan := p.state == "" && now.Sub(p.recv) > keep
 		if gone || orphan {
-			delete(c.peers, id)
+			c.forgetLocked(id)
 			c.coords.ForgetNode(id)
+		}
+	}
+	for region, h := range c.summaries {
+		if now.Sub(h.recv) > keep+c.timing.SummaryStale && len(c.regions[region]) == 0 {
+			delete(c.summaries, region)
 		}
 	}
 }

@@ -32,7 +32,10 @@ func fastTuning(mc *memberlist.Config) {
 	mc.TCPTimeout = 2 * time.Second
 }
 
-var fastTiming = Timing{Sample: 100 * time.Millisecond, Refresh: 500 * time.Millisecond, StaleAfter: 10 * time.Second, Rejoin: 300 * time.Millisecond}
+// fastTiming's lease is shorter than fastTuning's shortest suspicion
+// timeout (3 x 500 ms), as the profiles' are.
+var fastTiming = Timing{Sample: 100 * time.Millisecond, Refresh: 500 * time.Millisecond, StaleAfter: 10 * time.Second, Rejoin: 300 * time.Millisecond,
+	SummaryGap: 500 * time.Millisecond, SummaryRefresh: 500 * time.Millisecond, SummaryStale: 5 * time.Second, Lease: time.Second}
 
 func testLogger() *slog.Logger {
 	if os.Getenv("MESH_TEST_LOG") != "" {

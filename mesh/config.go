@@ -39,15 +39,26 @@ type Timing struct {
 	// Remember is how long a region member that failed still counts
 	// towards the majority a leader must see (docs/mesh.md).
 	Remember time.Duration
-	// RetransmitMult scales how many times each node relays a report:
-	// RetransmitMult * ceil(log10(N+1)), as memberlist does for its own.
+	// RetransmitMult scales how many times each node relays a region
+	// summary or summary beat: RetransmitMult * ceil(log10(N+1)), as
+	// memberlist does for its own.
 	RetransmitMult int
+	// SummaryGap is how often at most a region's summary is sent on a
+	// change; SummaryRefresh, how often an unchanged one sends a beat;
+	// SummaryStale, when a summary no longer counts (summary.go).
+	SummaryGap, SummaryRefresh, SummaryStale time.Duration
+	// Lease is how long a majority's confirmation lets a leader act
+	// (lease.go). It must be shorter than the time the others take to
+	// declare a leader dead, memberlist's shortest suspicion timeout.
+	Lease time.Duration
 }
 
 // profiles holds the defaults documented in docs/mesh.md.
 var profiles = map[string]Timing{
-	"lan": {Sample: 250 * time.Millisecond, Refresh: 5 * time.Second, StaleAfter: 15 * time.Second, Rejoin: 5 * time.Second, Remember: 5 * time.Minute, RetransmitMult: 6},
-	"wan": {Sample: 500 * time.Millisecond, Refresh: 10 * time.Second, StaleAfter: 30 * time.Second, Rejoin: 15 * time.Second, Remember: 10 * time.Minute, RetransmitMult: 6},
+	"lan": {Sample: 250 * time.Millisecond, Refresh: 5 * time.Second, StaleAfter: 15 * time.Second, Rejoin: 5 * time.Second, Remember: 5 * time.Minute, RetransmitMult: 3,
+		SummaryGap: 4 * time.Second, SummaryRefresh: 5 * time.Second, SummaryStale: 20 * time.Second, Lease: 2 * time.Second},
+	"wan": {Sample: 500 * time.Millisecond, Refresh: 10 * time.Second, StaleAfter: 30 * time.Second, Rejoin: 15 * time.Second, Remember: 10 * time.Minute, RetransmitMult: 3,
+		SummaryGap: 8 * time.Second, SummaryRefresh: 10 * time.Second, SummaryStale: 40 * time.Second, Lease: 10 * time.Second},
 }
 
 // Validate reports the first problem with c, naming the field.
@@ -88,7 +99,8 @@ func (c Config) Validate() error {
 		}
 	}
 	t := c.Timing
-	if t.Sample < 0 || t.Refresh < 0 || t.StaleAfter < 0 || t.Rejoin < 0 || t.Remember < 0 || t.RetransmitMult < 0 {
+	if t.Sample < 0 || t.Refresh < 0 || t.StaleAfter < 0 || t.Rejoin < 0 || t.Remember < 0 || t.RetransmitMult < 0 ||
+		t.SummaryGap < 0 || t.SummaryRefresh < 0 || t.SummaryStale < 0 || t.Lease < 0 {
 		return errors.New("mesh timing: durations and multipliers must not be negative")
 	}
 	return nil
@@ -130,6 +142,18 @@ func (c Config) timing() Timing {
 	if o.RetransmitMult > 0 {
 		t.RetransmitMult = o.RetransmitMult
 	}
+	if o.SummaryGap > 0 {
+		t.SummaryGap = o.SummaryGap
+	}
+	if o.SummaryRefresh > 0 {
+		t.SummaryRefresh = o.SummaryRefresh
+	}
+	if o.SummaryStale > 0 {
+		t.SummaryStale = o.SummaryStale
+	}
+	if o.Lease > 0 {
+		t.Lease = o.Lease
+	}
 	return t
 }
 
@@ -158,6 +182,10 @@ func (c Config) memberlistConfig(name string) (*memberlist.Config, error) {
 		mc = memberlist.DefaultWANConfig()
 	}
 	mc.Name = name
+	// Push/pull repairs what gossip and direct sends missed; with beats
+	// and repairs doing most of that, once a minute is enough, and halves
+	// what it costs at 500 nodes (a push/pull carries every member).
+	mc.PushPullInterval = max(mc.PushPullInterval, time.Minute)
 	// A restarted node may come back on a new address under the same id
 	// once its old self has been declared dead.
 	mc.DeadNodeReclaimTime = mc.GossipToTheDeadTime

@@ -20,43 +20,97 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	return b
 }
 
-// NotifyMsg implements memberlist.Delegate: one gossiped report or beat,
-// or a repair's want or answer.
-func (d *delegate) NotifyMsg(b []byte) {
-	if len(b) > 0 && b[0] == kindWant {
-		from, err := decodeWant(b)
-		if err != nil {
-			d.c.dropped.Add(1)
-			d.c.log.Debug("dropped report request", "err", err, "bytes", len(b))
-			return
-		}
-		d.c.answerWant(from, time.Now())
+// NotifyMsg implements memberlist.Delegate: a report, beat, want or lease
+// message sent to us, or a gossiped summary or summary beat.
+func (d *delegate) NotifyMsg(b []byte) { d.c.handle(b, true, time.Now()) }
+
+// handle takes one message. Items of a bundle (relay false) are merged
+// but not relayed: push/pull and repairs bring what others hold already.
+func (c *Cluster) handle(b []byte, relay bool, now time.Time) {
+	if len(b) < 2 {
+		c.drop("short message", nil, b)
 		return
 	}
-	if len(b) > 0 && b[0] == kindBeat {
+	if b[1] != formatVersion {
+		c.unknown.Add(1)
+		c.log.Debug("skipped message of an unknown format version", "kind", b[0], "version", b[1])
+		return
+	}
+	switch kind := b[0]; {
+	case kind == kindReport || kind == kindState:
+		reps, err := decodeMessage(b)
+		if err != nil {
+			c.drop("report", err, b)
+			return
+		}
+		for _, r := range reps {
+			c.merge(r, now)
+		}
+	case kind == kindBeat && relay:
 		bt, err := decodeBeat(b)
 		if err != nil {
-			d.c.dropped.Add(1)
-			d.c.log.Debug("dropped gossip beat", "err", err, "bytes", len(b))
+			c.drop("beat", err, b)
 			return
 		}
-		d.c.mergeBeat(bt, time.Now())
-		return
-	}
-	reps, err := decodeMessage(b)
-	if err != nil {
-		d.c.dropped.Add(1)
-		d.c.log.Debug("dropped gossip message", "err", err, "bytes", len(b))
-		return
-	}
-	now := time.Now()
-	relay := b[0] == kindReport // a state here is a repair's answer
-	for _, r := range reps {
-		d.c.merge(r, relay, now)
+		c.mergeBeat(bt, now)
+	case kind == kindSummary:
+		s, err := decodeSummary(b)
+		if err != nil {
+			c.drop("summary", err, b)
+			return
+		}
+		c.mergeSummary(s, relay, now)
+	case kind == kindSumBeat && relay:
+		bt, err := decodeSumBeat(b)
+		if err != nil {
+			c.drop("summary beat", err, b)
+			return
+		}
+		c.mergeSumBeat(bt, now)
+	case kind == kindWant && relay:
+		from, err := decodeWant(b)
+		if err != nil {
+			c.drop("want", err, b)
+			return
+		}
+		c.answerWant(from, now)
+	case kind == kindLeaseAsk && relay:
+		m, err := decodeLease(kindLeaseAsk, b)
+		if err != nil {
+			c.drop("lease ask", err, b)
+			return
+		}
+		c.grantLease(m, now)
+	case kind == kindLeaseGrant && relay:
+		m, err := decodeLease(kindLeaseGrant, b)
+		if err != nil {
+			c.drop("lease grant", err, b)
+			return
+		}
+		c.takeGrant(m, now)
+	case kind == kindBundle && relay:
+		items, err := decodeBundle(b)
+		if err != nil {
+			c.drop("bundle", err, b)
+			return
+		}
+		for _, it := range items {
+			c.handle(it, false, now)
+		}
+	case kind >= kindReport && kind <= kindLeaseGrant:
+		c.drop("message out of place", nil, b) // e.g. a want inside a bundle
+	default:
+		c.unknown.Add(1)
+		c.log.Debug("skipped message of an unknown kind", "kind", kind)
 	}
 }
 
-// GetBroadcasts implements memberlist.Delegate. Reports go first: a
+func (c *Cluster) drop(what string, err error, b []byte) {
+	c.dropped.Add(1)
+	c.log.Debug("dropped mesh message", "what", what, "err", err, "bytes", len(b))
+}
+
+// GetBroadcasts implements memberlist.Delegate. Summaries go first: a
 // missed change is what makes a node wrong, a missed beat costs little.
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	out := d.c.queue.GetBroadcasts(overhead, limit)
@@ -66,28 +120,32 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	return append(out, d.c.beats.GetBroadcasts(overhead, limit)...)
 }
 
-// LocalState implements memberlist.Delegate: every report we hold of a live
-// node, for push/pull.
+// LocalState implements memberlist.Delegate, for push/pull: the reports we
+// hold of our region's live members, and every region's summary.
 func (d *delegate) LocalState(bool) []byte {
 	c := d.c
 	now := time.Now()
 	c.mu.Lock()
-	reps := make([]*report, 0, len(c.peers))
-	for _, p := range c.peers {
+	var items [][]byte
+	for _, p := range c.regions[c.meta.Region] {
 		if p.rep == nil || p.state == StateDead || p.state == StateLeft {
 			continue
 		}
 		aged := *p.rep
 		aged.Age = p.rep.Age + now.Sub(p.recv)
-		reps = append(reps, &aged)
+		b, err := encodeMessage(kindReport, []*report{&aged})
+		if err != nil {
+			continue // it fitted when it came; a bad one stays out
+		}
+		items = append(items, b)
+	}
+	for _, h := range c.summaries {
+		s := *h.s
+		s.Age = h.age(now)
+		items = append(items, encodeSummary(&s))
 	}
 	c.mu.Unlock()
-	b, err := encodeMessage(kindState, reps)
-	if err != nil {
-		c.log.Error("cannot encode state for push/pull", "err", err)
-		return nil
-	}
-	return b
+	return encodeBundle(items)
 }
 
 // MergeRemoteState implements memberlist.Delegate.
@@ -95,16 +153,11 @@ func (d *delegate) MergeRemoteState(b []byte, _ bool) {
 	if len(b) == 0 {
 		return // a peer with nothing to tell yet
 	}
-	reps, err := decodeMessage(b)
-	if err != nil {
-		d.c.dropped.Add(1)
-		d.c.log.Debug("dropped push/pull state", "err", err, "bytes", len(b))
+	if b[0] == kindBundle {
+		d.c.handle(b, true, time.Now()) // its items are not relayed
 		return
 	}
-	now := time.Now()
-	for _, r := range reps {
-		d.c.merge(r, false, now)
-	}
+	d.c.handle(b, false, time.Now())
 }
 
 // NotifyJoin implements memberlist.EventDelegate.

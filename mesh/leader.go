@@ -23,15 +23,16 @@ import (
 
 // Leadership says whether this node leads its region now, and under which
 // term. It is true only while the rule above picks this node, its term is
-// the highest it knows of, no other member claims that term, and it sees a
-// majority of the region. Ask it right before acting, and pass the term to
-// the actuator, which can then refuse a write under a lower term than one
-// it has seen.
+// the highest it knows of, no other member claims that term, it sees a
+// majority of the region, and it holds its lease (lease.go), so no other
+// node's Leadership is true at the same time. Ask it right before acting,
+// and pass the term to the actuator, which can then refuse a write under
+// a lower term than one it has seen.
 func (c *Cluster) Leadership() (term uint64, ok bool) {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.leadsLocked(now) {
+	if !c.leadsLocked(now) || !c.leaseValidLocked(now) {
 		return 0, false
 	}
 	return c.lead, true
@@ -51,8 +52,8 @@ func (c *Cluster) leadsLocked(now time.Time) bool {
 	if id != c.meta.ID {
 		return false
 	}
-	for pid, p := range c.peers {
-		if pid != c.meta.ID && p.meta.Region == c.meta.Region && p.claim() >= c.lead {
+	for pid, p := range c.regions[c.meta.Region] {
+		if pid != c.meta.ID && p.claim() >= c.lead {
 			return false // someone else holds our term, or a later one
 		}
 	}
@@ -80,8 +81,8 @@ func (c *Cluster) eligibleLocked(id string, p *peer, now time.Time) bool {
 func (c *Cluster) leaderLocked(region string, now time.Time) (string, uint64) {
 	var leader string
 	var term uint64
-	for id, p := range c.peers {
-		if p.meta.Region != region || !c.eligibleLocked(id, p, now) {
+	for id, p := range c.regions[region] {
+		if !c.eligibleLocked(id, p, now) {
 			continue
 		}
 		claim := p.claim()
@@ -96,8 +97,12 @@ func (c *Cluster) leaderLocked(region string, now time.Time) (string, uint64) {
 }
 
 // shownLeaderLocked is the leader of region for views and events: the
-// rule's pick once it claims a term, else none.
+// rule's pick once it claims a term, else none. Of another region, the
+// one its fresh summary shows.
 func (c *Cluster) shownLeaderLocked(region string, now time.Time) (string, uint64) {
+	if h := c.summaries[region]; region != c.meta.Region && h != nil && h.age(now) <= c.timing.SummaryStale {
+		return h.s.leader()
+	}
 	id, term := c.leaderLocked(region, now)
 	if term == 0 {
 		return "", 0
@@ -106,32 +111,15 @@ func (c *Cluster) shownLeaderLocked(region string, now time.Time) (string, uint6
 }
 
 // shownLeadersLocked is shownLeaderLocked for every region that has a
-// member, in one pass over the members, where asking region by region
-// would take a pass each: at 500 nodes in 50 regions, 50 passes every
-// sample interval.
+// member: at 500 nodes in 50 regions, a pass over each region's members
+// or its summary, every sample interval.
 func (c *Cluster) shownLeadersLocked(now time.Time) map[string]leaderTerm {
-	best := map[string]leaderTerm{}
-	for id, p := range c.peers {
-		region := p.meta.Region
-		if region == "" {
-			continue
-		}
-		cur := best[region]
-		best[region] = cur // listed even with nobody eligible
-		if !c.eligibleLocked(id, p, now) {
-			continue
-		}
-		claim := p.claim()
-		if id == c.meta.ID {
-			claim = c.lead
-		}
-		if cur.id == "" || claim > cur.term || claim == cur.term && id < cur.id {
-			best[region] = leaderTerm{id, claim}
-		}
-	}
-	for region, l := range best {
-		if l.term == 0 {
-			best[region] = leaderTerm{} // no claim yet: shown as none
+	best := make(map[string]leaderTerm, len(c.regions))
+	for region := range c.regions {
+		if region != "" {
+			var l leaderTerm
+			l.id, l.term = c.shownLeaderLocked(region, now)
+			best[region] = l
 		}
 	}
 	return best
@@ -145,11 +133,14 @@ func (c *Cluster) majorityLocked(now time.Time) bool {
 	if len(c.cfg.Join) > 0 && c.alive.Load() <= 1 {
 		return false
 	}
-	seen, known := 0, 0
-	for id, p := range c.peers {
-		if p.meta.Region != c.meta.Region {
-			continue
-		}
+	seen, known := c.countLocked(now)
+	return 2*seen > known
+}
+
+// countLocked is how many members of our region we see (eligible, us
+// included), and how many it has had recently (majorityLocked).
+func (c *Cluster) countLocked(now time.Time) (seen, known int) {
+	for id, p := range c.regions[c.meta.Region] {
 		switch {
 		case c.eligibleLocked(id, p, now):
 			seen++
@@ -163,7 +154,7 @@ func (c *Cluster) majorityLocked(now time.Time) bool {
 			known++ // forgotten by the member table, not yet by the majority
 		}
 	}
-	return 2*seen > known
+	return seen, known
 }
 
 // tendLeadership runs every sample interval: it records who of our region
@@ -177,10 +168,7 @@ func (c *Cluster) tendLeadership(now time.Time) {
 	}
 	var changes []change
 	c.mu.Lock()
-	for id, p := range c.peers {
-		if p.meta.Region != c.meta.Region {
-			continue
-		}
+	for id, p := range c.regions[c.meta.Region] {
 		switch {
 		case c.eligibleLocked(id, p, now):
 			c.roster[id] = now
@@ -195,13 +183,16 @@ func (c *Cluster) tendLeadership(now time.Time) {
 	}
 	if c.lead != 0 && !c.leadsLocked(now) {
 		c.lead, c.dirty = 0, true
+		c.restartLeaseLocked()
 	}
 	if id, _ := c.leaderLocked(c.meta.Region, now); c.lead == 0 && id == c.meta.ID && !c.leaving && c.majorityLocked(now) {
 		// Above every term seen, and above the wall clock's seconds, so
 		// terms keep rising even across a restart of the whole region.
-		c.term = max(c.term+1, uint64(max(c.cfg.now().Unix(), 0)))
+		c.term = max(c.term+1, c.lease.promisedTerm+1, uint64(max(c.cfg.now().Unix(), 0)))
 		c.lead, c.dirty = c.term, true
+		c.restartLeaseLocked()
 	}
+	c.askLeaseLocked(now)
 	shown := c.shownLeadersLocked(now)
 	for region, l := range shown {
 		if prev := c.leaders[region]; prev != l {

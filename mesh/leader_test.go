@@ -3,6 +3,7 @@ package mesh
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -231,15 +232,21 @@ func leaderCluster(now time.Time) *Cluster {
 	c := &Cluster{
 		meta: NodeMeta{ID: "b", Region: "eu"}, timing: fastTiming, log: slog.New(slog.DiscardHandler),
 		peers: map[string]*peer{}, roster: map[string]time.Time{}, leaders: map[string]leaderTerm{},
-		events: newEventQueue("b", 16),
+		regions: map[string]map[string]*peer{}, summaries: map[string]*heldSummary{},
+		events: newEventQueue("b", 16), outbox: make(chan direct, outboxSize), streams: make(chan direct, streamsSize),
 	}
 	c.coords, _ = newCoordClient()
 	c.timing.Remember = time.Minute
 	for _, id := range []string{"a", "b", "c"} {
-		c.peers[id] = &peer{meta: NodeMeta{ID: id, Region: "eu"}, state: StateAlive, recv: now, rep: &report{ID: id, Gen: 1, Seq: 1}}
+		c.addPeer(id, &peer{state: StateAlive, recv: now, rep: &report{ID: id, Gen: 1, Seq: 1}}, "eu")
 	}
 	c.alive.Store(3)
 	return c
+}
+
+func (c *Cluster) addPeer(id string, p *peer, region string) {
+	c.peers[id] = p
+	c.setMetaLocked(id, p, NodeMeta{ID: id, Region: region})
 }
 
 func (c *Cluster) setClaim(id string, term uint64, leads bool) {
@@ -255,6 +262,20 @@ func (c *Cluster) setClaim(id string, term uint64, leads bool) {
 	}
 }
 
+// confirmLease has every member of b's region grant its lease, long
+// enough ago that it may act: what the lease rounds do over the network.
+func (c *Cluster) confirmLease(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lease.granted == nil {
+		c.restartLeaseLocked()
+	}
+	for id := range c.regions[c.meta.Region] {
+		c.lease.granted[id] = now
+	}
+	c.lease.since = now.Add(-c.leaseWait())
+}
+
 func (c *Cluster) setState(id string, s State) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -266,12 +287,14 @@ func TestLeadershipRules(t *testing.T) {
 	now := time.Now()
 	c := leaderCluster(now)
 	c.tendLeadership(now)
+	c.confirmLease(now)
 	if _, ok := c.Leadership(); ok {
 		t.Fatal("b leads although a, the lowest id, is eligible")
 	}
 	c.setClaim("a", 5, true)
 	c.setState("a", StateDead)
 	c.tendLeadership(now)
+	c.confirmLease(now)
 	t1, ok := c.Leadership()
 	if !ok || t1 <= 5 {
 		t.Fatalf("with a dead, b leads = %v under term %d; want a term above a's 5", ok, t1)
@@ -283,6 +306,7 @@ func TestLeadershipRules(t *testing.T) {
 	// a returns, still claiming its old term: b keeps the lead.
 	c.setState("a", StateAlive)
 	c.tendLeadership(now)
+	c.confirmLease(now)
 	if term, ok := c.Leadership(); !ok || term != t1 {
 		t.Errorf("a back under an old term: b leads = %v, term %d; want still %d", ok, term, t1)
 	}
@@ -293,6 +317,7 @@ func TestLeadershipRules(t *testing.T) {
 		t.Error("b still leads after c claimed a higher term")
 	}
 	c.tendLeadership(now)
+	c.confirmLease(now)
 	if v := c.Region("eu"); v.Leader != "c" || c.lead != 0 {
 		t.Errorf("leader %s, b's lead %d; want c, 0", v.Leader, c.lead)
 	}
@@ -301,6 +326,7 @@ func TestLeadershipRules(t *testing.T) {
 	c.setClaim("c", t1+1, false)
 	c.setState("a", StateLeft)
 	c.tendLeadership(now)
+	c.confirmLease(now)
 	t2, ok := c.Leadership()
 	if !ok || t2 <= t1+1 {
 		t.Fatalf("b leads again = %v under term %d; want a new term above %d", ok, t2, t1+1)
@@ -313,6 +339,7 @@ func TestLeadershipRules(t *testing.T) {
 	}
 	c.setClaim("c", t2, false)
 	c.tendLeadership(now)
+	c.confirmLease(now)
 
 	// A majority of the remembered members is needed: a left (does not
 	// count), c failing leaves b with one of two.
@@ -325,6 +352,7 @@ func TestLeadershipRules(t *testing.T) {
 		t.Error("b leads seeing one of two members")
 	}
 	c.tendLeadership(now)
+	c.confirmLease(now)
 	// Once c is no longer remembered, b is the region, under a new term.
 	later := now.Add(2 * time.Minute)
 	c.mu.Lock()
@@ -366,7 +394,7 @@ func TestShownLeadersMatchThePerRegionRule(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range 300 {
 		id := fmt.Sprintf("n%03d", i)
-		p := &peer{meta: NodeMeta{ID: id, Region: fmt.Sprintf("r%d", rng.IntN(12))}, state: StateAlive, recv: now,
+		p := &peer{state: StateAlive, recv: now,
 			rep: &report{ID: id, Gen: 1, Seq: 1, Term: uint64(rng.IntN(4)), Leads: rng.IntN(3) == 0}}
 		switch rng.IntN(5) {
 		case 0:
@@ -374,7 +402,7 @@ func TestShownLeadersMatchThePerRegionRule(t *testing.T) {
 		case 1:
 			p.recv = now.Add(-2 * fastTiming.StaleAfter) // stale
 		}
-		c.peers[id] = p
+		c.addPeer(id, p, fmt.Sprintf("r%d", rng.IntN(12)))
 	}
 	c.lead = 2
 	shown := c.shownLeadersLocked(now)
@@ -392,4 +420,97 @@ func TestShownLeadersMatchThePerRegionRule(t *testing.T) {
 	if regions != 13 {
 		t.Errorf("%d regions listed, want 13 (eu and r0..r11)", regions)
 	}
+}
+
+// spans records, per term, the earliest a Leadership call that held it
+// returned and the latest one began: the leader may have acted within.
+type spans struct {
+	mu    sync.Mutex
+	first map[uint64]time.Time
+	last  map[uint64]time.Time
+}
+
+func newSpans() *spans { return &spans{first: map[uint64]time.Time{}, last: map[uint64]time.Time{}} }
+
+// record notes a call that began at before, returned at after, and said
+// the caller leads under term.
+func (s *spans) record(term uint64, before, after time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f, seen := s.first[term]; !seen || after.Before(f) {
+		s.first[term] = after
+	}
+	if before.After(s.last[term]) {
+		s.last[term] = before
+	}
+}
+
+// check fails when some claim of a term began after the first claim of a
+// later term returned: two leaders acting at once.
+func (s *spans) check(t *testing.T) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	terms := slices.Sorted(maps.Keys(s.first))
+	for i, early := range terms {
+		for _, later := range terms[i+1:] {
+			if gap := s.first[later].Sub(s.last[early]); gap <= 0 {
+				t.Errorf("term %d was still claimed %v after term %d began", early, -gap, later)
+			}
+		}
+	}
+	for i := 1; i < len(terms); i++ {
+		t.Logf("term %d ended %v before term %d began", terms[i-1], s.first[terms[i]].Sub(s.last[terms[i-1]]), terms[i])
+	}
+}
+
+func watchSpans(nodes []*node, stop <-chan struct{}) *spans {
+	s := newSpans()
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			for _, n := range nodes {
+				before := time.Now()
+				if term, ok := n.Leadership(); ok {
+					s.record(term, before, time.Now())
+				}
+			}
+		}
+	}()
+	return s
+}
+
+// The leader is cut off from its region (as a paused process or a broken
+// link looks). It must stop acting before the next leader starts: every
+// Leadership call that said "term T" ended before any call that said a
+// later term began, even while the cut-off node had not yet noticed.
+func TestCutOffLeaderStopsBeforeTheNextActs(t *testing.T) {
+	nw := faultnet.New()
+	nodes := startCluster(t, nw, "w", "eu", 5, nil)
+	eventually(t, "converged", func() bool { return allSee(nodes, "w-04", 0) && allSee(nodes, "w-00", 0) })
+	first, before := oneLeader(t, "one leader", nodes)
+	stop := make(chan struct{})
+	sp := watchSpans(nodes, stop)
+	time.Sleep(time.Second)
+	nw.Isolate(first)
+	var others []*node
+	for _, n := range nodes {
+		if n.meta.ID != first {
+			others = append(others, n)
+		}
+	}
+	_, next := oneLeader(t, "another node leads", others)
+	time.Sleep(3 * time.Second) // the cut-off node may still think it leads
+	close(stop)
+	nw.Heal()
+	sp.mu.Lock()
+	if sp.first[before].IsZero() || sp.first[next].IsZero() {
+		t.Fatalf("terms seen: %v; want %d and %d", sp.first, before, next)
+	}
+	sp.mu.Unlock()
+	sp.check(t)
 }

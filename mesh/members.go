@@ -63,14 +63,15 @@ func (c *Cluster) membership(n *memberlist.Node, kind string) {
 	p := c.peerLocked(n.Name)
 	if kind == EventDead {
 		state = StateDead
-		if p.rep != nil && p.rep.Leaving {
+		if p.rep != nil && p.rep.Leaving || c.summaryOfLocked(n.Name, meta.Region).Leaving {
 			state, kind = StateLeft, EventLeft
 		}
 	}
 	if p.state != state {
 		p.since = now
 	}
-	p.meta, p.addr, p.state = meta, n.Address(), state
+	c.setMetaLocked(n.Name, p, meta)
+	p.addr, p.state = n.Address(), state
 	if gen != p.gen {
 		// A new process under this id: what we hold is its former self's.
 		p.gen = gen
@@ -122,12 +123,37 @@ func (c *Cluster) Members() []Member {
 	return out
 }
 
+// summaryOfLocked is what the summary we hold of region says of id; the
+// zero summaryMember when it does not list it.
+func (c *Cluster) summaryOfLocked(id, region string) summaryMember {
+	if h := c.summaries[region]; h != nil {
+		if i, ok := h.idx[id]; ok {
+			return h.s.Members[i]
+		}
+	}
+	return summaryMember{}
+}
+
 func (c *Cluster) memberLocked(id string, p *peer, now time.Time) Member {
 	m := Member{Meta: p.meta, Addr: p.addr, State: p.state, Self: id == c.meta.ID, Coordinate: p.coord}
 	if m.Self {
 		m.Coordinate = c.coords.GetCoordinate()
 	}
 	age := p.reportAge(now)
+	if h := c.summaries[p.meta.Region]; p.meta.Region != c.meta.Region && h != nil {
+		// Of another region, what its summary says: a report of the member
+		// that came with a push/pull would show it now fresher, now older.
+		if i, ok := h.idx[id]; ok {
+			sm, age := h.s.Members[i], h.age(now)
+			m.HasReport, m.ReportAge = true, age
+			m.Report = telemetry.NodeSample{Node: id, Region: p.meta.Region, Time: now.Add(-age), InFlight: sm.InFlight}
+			m.Stale = !sm.Fresh || age > c.timing.SummaryStale
+			if m.State == StateAlive && m.Stale {
+				m.State = StateSuspect
+			}
+			return m
+		}
+	}
 	if p.rep != nil {
 		m.HasReport = true
 		m.Report = p.rep.Sample

@@ -29,8 +29,11 @@ func TestMain(m *testing.M) {
 }
 
 // runChild starts a node on real loopback sockets, prints "addr <addr>",
-// then a line "lead <term> <ok>" whenever its Leadership changes and at
-// least every 100 ms, and leaves when its stdin closes.
+// then a line "lead <term> <ok> <before> <after>" whenever its Leadership
+// changes and at least every 100 ms, with the wall clock (Unix ns) read
+// just before and after the call: the processes share the host's clock,
+// so the parent can order their claims in time. It leaves when its stdin
+// closes.
 func runChild(id string) int {
 	var join []string
 	if j := os.Getenv("MESH_CHILD_JOIN"); j != "" {
@@ -58,9 +61,11 @@ func runChild(id string) int {
 			return 0
 		case <-time.After(10 * time.Millisecond):
 		}
+		before := time.Now().UnixNano()
 		term, ok := c.Leadership()
-		if line := fmt.Sprintf("lead %d %v", term, ok); line != last || time.Since(at) > 100*time.Millisecond {
-			fmt.Println(line)
+		after := time.Now().UnixNano()
+		if line := fmt.Sprintf("lead %d %v", term, ok); line != last || time.Since(at) > 100*time.Millisecond || ok {
+			fmt.Println(line, before, after)
 			last, at = line, time.Now()
 		}
 	}
@@ -90,8 +95,9 @@ func (p *proc) leadershipAt() (uint64, bool, time.Time) {
 	return p.term, p.ok, p.at
 }
 
-// startProc runs a child node; every claim it prints goes to cl.
-func startProc(t *testing.T, id, join, keyring string, cl *claims) *proc {
+// startProc runs a child node; every claim it prints goes to cl, and its
+// time to sp.
+func startProc(t *testing.T, id, join, keyring string, cl *claims, sp *spans) *proc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "MESH_CHILD_ID="+id, "MESH_CHILD_JOIN="+join, "MESH_CHILD_KEYRING="+keyring)
@@ -128,14 +134,17 @@ func startProc(t *testing.T, id, join, keyring string, cl *claims) *proc {
 			switch {
 			case len(f) == 2 && f[0] == "addr":
 				addr <- f[1]
-			case len(f) == 3 && f[0] == "lead":
+			case len(f) == 5 && f[0] == "lead":
 				term, _ := strconv.ParseUint(f[1], 10, 64)
 				ok := f[2] == "true"
+				before, _ := strconv.ParseInt(f[3], 10, 64)
+				after, _ := strconv.ParseInt(f[4], 10, 64)
 				p.mu.Lock()
 				p.term, p.ok, p.at = term, ok, time.Now()
 				p.mu.Unlock()
 				if ok {
 					cl.record(id, term)
+					sp.record(term, time.Unix(0, before), time.Unix(0, after))
 				}
 			}
 		}
@@ -162,17 +171,19 @@ func procsLeading(procs []*proc) map[string]uint64 {
 // The leader process is SIGSTOPped for 20 s and continued, as in the
 // issue. Another process leads meanwhile under a higher term; the resumed
 // one does not lead under its old term, nor under the new leader's; no
-// term is ever claimed by two processes and terms only rise.
+// term is ever claimed by two processes, terms only rise, and every
+// claim of a term ended before the first claim of a later one began.
 func TestSIGSTOPLeaderProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs real processes for about 40 s")
 	}
 	keyring := writeKeyring(t, base64.StdEncoding.EncodeToString([]byte("sigstop-test-key")))
 	cl := &claims{holders: map[uint64][]string{}}
-	first := startProc(t, "proc-a", "", keyring, cl)
+	sp := newSpans()
+	first := startProc(t, "proc-a", "", keyring, cl, sp)
 	procs := []*proc{first}
 	for _, id := range []string{"proc-b", "proc-c"} {
-		procs = append(procs, startProc(t, id, first.addr, keyring, cl))
+		procs = append(procs, startProc(t, id, first.addr, keyring, cl, sp))
 	}
 	eventually(t, "proc-a leads, alone", func() bool {
 		l := procsLeading(procs)
@@ -224,4 +235,5 @@ func TestSIGSTOPLeaderProcess(t *testing.T) {
 		}
 	}
 	t.Logf("terms claimed, in order: %v, by %v", cl.order, cl.holders)
+	sp.check(t)
 }

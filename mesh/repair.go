@@ -6,23 +6,29 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// A node that gets a beat whose base report it does not hold has missed a
-// report. It asks that node for its report alone (a "want"), and the node
-// answers with it directly: a few hundred bytes, where a push/pull carries
-// every report and member, ~100 KB at 500 nodes.
+// A node that gets a beat whose base report (or summary) it does not hold
+// has missed it. It asks that node for it alone (a "want"), and the node
+// answers directly with a bundle of its report, to askers of its region,
+// and its region's summary, if it sends one: a few hundred bytes, where a
+// push/pull carries every member and more.
 
-// repair is one direct message for repairLoop: a want, or an answer.
-type repair struct {
-	to  *memberlist.Node
-	msg []byte
+// direct is one message to one node, for sendLoop.
+type direct struct {
+	to       *memberlist.Node
+	msg      []byte
+	reliable bool // over TCP, else one UDP packet
 }
 
-// repairQueue bounds the direct messages waiting; more are dropped, and
-// the next beat or push/pull makes up for them.
-const repairQueue = 16
+// outboxSize and streamsSize bound the direct messages waiting; more are
+// dropped, and the next report, beat, lease round or push/pull makes up
+// for them.
+const (
+	outboxSize  = 1024
+	streamsSize = 16
+)
 
-// askRepairLocked queues a want for id's report, at most once per refresh
-// interval per peer.
+// askRepairLocked queues a want of id, at most once per refresh interval
+// per peer.
 func (c *Cluster) askRepairLocked(id string, p *peer, now time.Time) {
 	if now.Sub(p.repairAt) < c.timing.Refresh {
 		return
@@ -32,13 +38,14 @@ func (c *Cluster) askRepairLocked(id string, p *peer, now time.Time) {
 		return
 	}
 	p.repairAt = now
-	c.queueRepair(repair{n, encodeWant(c.meta.ID)})
+	c.send(direct{to: n, msg: encodeWant(c.meta.ID), reliable: true})
 }
 
-// answerWant sends our report to the member that asked for it, at most
-// twice per refresh interval per member, and only to a member memberlist
-// shows alive: a want names its sender, and we answer that member's
-// address, never one the message gives.
+// answerWant sends the member that asked our report (if it is of our
+// region) and our region's summary (if we send it), at most twice per
+// refresh interval per member, and only to a member memberlist shows
+// alive: a want names its sender, and we answer that member's address,
+// never one the message gives.
 func (c *Cluster) answerWant(from string, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -50,34 +57,57 @@ func (c *Cluster) answerWant(from string, now time.Time) {
 	if !ok {
 		return
 	}
-	// Sent as a state of one report, which the asker merges without
-	// relaying: the others hold it already.
-	msg, err := encodeMessage(kindState, []*report{c.lastSent})
-	if err != nil {
-		c.log.Error("cannot encode our report for a repair", "err", err)
+	var items [][]byte
+	if p.meta.Region == c.meta.Region {
+		msg, err := encodeMessage(kindReport, []*report{c.lastSent})
+		if err != nil {
+			c.log.Error("cannot encode our report for a repair", "err", err)
+			return
+		}
+		items = append(items, msg)
+	}
+	if c.summarising && c.mySum != nil {
+		s := *c.mySum
+		s.Seq, s.Age = c.sumSeq, now.Sub(c.sumBeatAt)
+		items = append(items, encodeSummary(&s))
+	}
+	if len(items) == 0 {
 		return
 	}
+	// A bundle's items are merged without relaying.
 	p.answerAt = now
-	c.queueRepair(repair{n, msg})
+	c.send(direct{to: n, msg: encodeBundle(items), reliable: true})
 }
 
-func (c *Cluster) queueRepair(r repair) {
+// send queues d. TCP has a queue of its own, so that a slow connection
+// holds up no report.
+func (c *Cluster) send(d direct) {
+	q := c.outbox
+	if d.reliable {
+		q = c.streams
+	}
 	select {
-	case c.repairs <- r:
+	case q <- d:
 	default:
 	}
 }
 
-// repairLoop sends what askRepairLocked and answerWant queue, over TCP.
-func (c *Cluster) repairLoop() {
+// sendLoop sends what q holds.
+func (c *Cluster) sendLoop(q chan direct) {
 	defer c.wg.Done()
 	for {
 		select {
 		case <-c.stop:
 			return
-		case r := <-c.repairs:
-			if err := c.ml.SendReliable(r.to, r.msg); err != nil {
-				c.log.Debug("repair message not delivered", "peer", r.to.Name, "err", err)
+		case d := <-q:
+			var err error
+			if d.reliable {
+				err = c.ml.SendReliable(d.to, d.msg)
+			} else {
+				err = c.ml.SendBestEffort(d.to, d.msg)
+			}
+			if err != nil {
+				c.log.Debug("direct message not delivered", "peer", d.to.Name, "err", err)
 			}
 		}
 	}

@@ -15,14 +15,20 @@ import (
 	"perigee/telemetry"
 )
 
-// Wire messages start with a kind and a format version, so a node can drop
-// what a newer release sends instead of misreading it.
+// Wire messages start with a kind and a format version. A node skips a
+// kind or version it does not know, and counts it (UnknownMessages),
+// instead of misreading it: a fleet upgrades node by node.
 const (
-	kindReport    = 1 // one report, gossiped
-	kindState     = 2 // every known report, on push/pull
-	kindBeat      = 3 // an unchanged node's refresh, gossiped
-	kindWant      = 4 // "send me your report", sent to one node (repair.go)
-	formatVersion = 1
+	kindReport     = 1 // one node's report, sent to its region
+	kindState      = 2 // reports, as releases before bundles sent push/pull state
+	kindBeat       = 3 // an unchanged node's refresh, sent to its region
+	kindWant       = 4 // "send me your report or summary", to one node (repair.go)
+	kindSummary    = 5 // a region's summary, gossiped fleet-wide (summary.go)
+	kindSumBeat    = 6 // an unchanged region's refresh, gossiped
+	kindBundle     = 7 // whole messages: push/pull state, repair answers
+	kindLeaseAsk   = 8 // a leader asks its region to confirm it (lease.go)
+	kindLeaseGrant = 9 // a member confirms its leader
+	formatVersion  = 1
 
 	flagLeaving = 1 << 0
 	flagLeads   = 1 << 1 // the sender leads its region under Term

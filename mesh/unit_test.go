@@ -198,11 +198,11 @@ func TestReportTooBigFallsBack(t *testing.T) {
 	for i := range 20 {
 		r.Sample.Services[strings.Repeat("s", 10)+string(rune('A'+i))] = sampleReport().Sample.Services["api"]
 	}
-	if _, err := newBroadcast(r, time.Now()); !errors.Is(err, errTooBig) {
+	if _, err := encodeMessage(kindReport, []*report{r}); !errors.Is(err, errTooBig) {
 		t.Fatalf("20 services with histograms: %v, want errTooBig", err)
 	}
 	r.Sample.Services = withoutHistograms(r.Sample.Services)
-	if _, err := newBroadcast(r, time.Now()); err != nil {
+	if _, err := encodeMessage(kindReport, []*report{r}); err != nil {
 		t.Errorf("without histograms: %v", err)
 	}
 }
@@ -266,26 +266,27 @@ func FuzzDecodeCoord(f *testing.F) {
 }
 
 func TestBroadcastAgesAndInvalidates(t *testing.T) {
-	r := sampleReport()
+	sum := &summary{Region: "eu", Sender: "n1", Gen: 7, Seq: 42, Age: time.Second, Members: []summaryMember{{ID: "n1", Fresh: true}}}
 	at := time.Now().Add(-2 * time.Second)
-	b, err := newBroadcast(r, at)
+	b := newSummaryBroadcast(sum, at)
+	got, err := decodeSummary(b.Message())
 	if err != nil {
 		t.Fatal(err)
 	}
-	reps, err := decodeMessage(b.Message())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if age := reps[0].Age; age < r.Age+2*time.Second {
-		t.Errorf("relayed age %v, want at least %v", age, r.Age+2*time.Second)
+	if got.Age < sum.Age+2*time.Second || got.Seq != 42 || got.Region != "eu" {
+		t.Errorf("relayed summary %+v, want seq 42 and an age of at least %v", got, sum.Age+2*time.Second)
 	}
 	if len(b.Message()) != len(b.msg) {
 		t.Error("message length changed between transmissions")
 	}
-	other, _ := newBroadcast(&report{ID: "other"}, at)
-	newer, _ := newBroadcast(&report{ID: r.ID, Seq: 43}, at)
+	bt, err := decodeSumBeat(newSumBeatBroadcast(sumBeat{Region: "eu", Sender: "n1", Gen: 7, Seq: 43, Base: 42}, at).Message())
+	if err != nil || bt.Age < 2*time.Second || bt.Base != 42 {
+		t.Errorf("relayed summary beat %+v, %v", bt, err)
+	}
+	other := newSummaryBroadcast(&summary{Region: "us", Sender: "n2"}, at)
+	newer := newSummaryBroadcast(&summary{Region: "eu", Sender: "n1", Seq: 43}, at)
 	if !newer.Invalidates(b) || newer.Invalidates(other) {
-		t.Error("a report must replace only the queued report of the same node")
+		t.Error("a summary must replace only the queued summary of the same region")
 	}
 }
 
@@ -388,13 +389,10 @@ func FuzzDecodeBeat(f *testing.F) {
 // A negative age, from a clock read just before another goroutine stored
 // a later one, goes out as zero rather than wrapping to 49 days.
 func TestNegativeAgeSentAsZero(t *testing.T) {
-	b, err := newBroadcast(&report{ID: "n1", Age: -time.Second}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	reps, err := decodeMessage(b.Message())
-	if err != nil || reps[0].Age != 0 {
-		t.Errorf("age = %v, %v; want 0", reps[0].Age, err)
+	b := newSummaryBroadcast(&summary{Region: "eu", Sender: "n1", Age: -time.Second}, time.Now())
+	s, err := decodeSummary(b.Message())
+	if err != nil || s.Age != 0 {
+		t.Errorf("age = %v, %v; want 0", s, err)
 	}
 }
 
@@ -402,14 +400,20 @@ func TestNegativeAgeSentAsZero(t *testing.T) {
 func beatCluster() *Cluster {
 	c := &Cluster{
 		meta: NodeMeta{ID: "self", Region: "eu"}, timing: fastTiming, log: slog.New(slog.DiscardHandler),
-		peers: map[string]*peer{}, repairs: make(chan repair, repairQueue),
+		peers: map[string]*peer{}, regions: map[string]map[string]*peer{}, summaries: map[string]*heldSummary{},
+		outbox: make(chan direct, outboxSize), streams: make(chan direct, streamsSize),
 	}
-	c.beats = &memberlist.TransmitLimitedQueue{RetransmitMult: beatRetransmitMult, NumNodes: c.numNodes}
-	c.peers["n1"] = &peer{state: StateAlive, addr: "127.0.0.1:1", rep: &report{ID: "n1", Gen: 7, Seq: 5, Sample: telemetry.NodeSample{RPS: 10}}}
+	c.beats = &memberlist.TransmitLimitedQueue{RetransmitMult: 3, NumNodes: c.numNodes}
+	c.queue = &memberlist.TransmitLimitedQueue{RetransmitMult: 3, NumNodes: c.numNodes}
+	p := &peer{state: StateAlive, addr: "127.0.0.1:1", rep: &report{ID: "n1", Gen: 7, Seq: 5, Sample: telemetry.NodeSample{RPS: 10}}}
+	c.peers["n1"] = p
+	c.setMetaLocked("n1", p, NodeMeta{ID: "n1", Region: "eu"})
 	return c
 }
 
-func TestBeatRefreshesHeldReportAndRelays(t *testing.T) {
+// A beat comes straight from its node to each member of its region, so it
+// is not relayed.
+func TestBeatRefreshesHeldReport(t *testing.T) {
 	c := beatCluster()
 	now := time.Now()
 	c.mergeBeat(beat{ID: "n1", Gen: 7, Seq: 8, Base: 5, Age: time.Second}, now)
@@ -417,14 +421,14 @@ func TestBeatRefreshesHeldReportAndRelays(t *testing.T) {
 	if p.rep.Seq != 8 || p.rep.Age != time.Second || p.rep.Sample.RPS != 10 || !p.recv.Equal(now) {
 		t.Errorf("after the beat: %+v received %v", p.rep, p.recv)
 	}
-	if c.beats.NumQueued() != 1 {
-		t.Errorf("beat queued for relay %d times, want 1", c.beats.NumQueued())
+	if c.beats.NumQueued() != 0 || len(c.outbox) != 0 {
+		t.Errorf("a beat was relayed")
 	}
 	c.mergeBeat(beat{ID: "n1", Gen: 7, Seq: 8, Base: 5}, now)
 	if p.rep.Age != time.Second {
 		t.Error("a beat seen before was applied again")
 	}
-	if len(c.repairs) != 0 {
+	if len(c.streams) != 0 {
 		t.Error("repair asked although nothing was missed")
 	}
 }
@@ -438,20 +442,20 @@ func TestBeatAfterMissedReportAsksForRepair(t *testing.T) {
 	if c.peers["n1"].rep.Seq != 5 {
 		t.Error("a beat for a report we missed was applied")
 	}
-	if len(c.repairs) != 1 {
+	if len(c.streams) != 1 {
 		t.Fatal("no repair asked of n1")
 	}
-	if r := <-c.repairs; r.to.Name != "n1" || r.to.Address() != "127.0.0.1:1" {
+	if r := <-c.streams; r.to.Name != "n1" || r.to.Address() != "127.0.0.1:1" {
 		t.Fatalf("repair asked of %s at %s, want n1 at 127.0.0.1:1", r.to.Name, r.to.Address())
 	} else if from, err := decodeWant(r.msg); err != nil || from != "self" {
 		t.Errorf("repair message: want from %q, %v; want from self", from, err)
 	}
 	c.mergeBeat(beat{ID: "n1", Gen: 7, Seq: 10, Base: 6}, now.Add(fastTiming.Refresh/2))
-	if len(c.repairs) != 0 {
+	if len(c.streams) != 0 {
 		t.Error("repair asked again within the refresh interval")
 	}
 	c.mergeBeat(beat{ID: "n1", Gen: 8, Seq: 1, Base: 1}, now.Add(fastTiming.Refresh))
-	if len(c.repairs) != 1 {
+	if len(c.streams) != 1 {
 		t.Error("a restarted node's beat did not ask for its new report")
 	}
 }
@@ -491,22 +495,26 @@ func TestWantAnsweredOnlyToLiveMembersAndRateLimited(t *testing.T) {
 	c.answerWant("stranger", now)
 	c.peers["gone"] = &peer{state: StateDead, addr: "127.0.0.1:2"}
 	c.answerWant("gone", now)
-	if len(c.repairs) != 0 {
+	if len(c.streams) != 0 {
 		t.Fatal("answered a member that is not alive")
 	}
 	for range 100 {
 		c.answerWant("n1", now)
 	}
-	if len(c.repairs) != 1 {
-		t.Fatalf("%d answers queued for 100 wants, want 1", len(c.repairs))
+	if len(c.streams) != 1 {
+		t.Fatalf("%d answers queued for 100 wants, want 1", len(c.streams))
 	}
-	r := <-c.repairs
-	reps, err := decodeMessage(r.msg)
-	if r.to.Address() != "127.0.0.1:1" || err != nil || len(reps) != 1 || reps[0].Seq != 3 || r.msg[0] != kindState {
+	r := <-c.streams
+	items, err := decodeBundle(r.msg)
+	if err != nil || len(items) != 1 {
+		t.Fatalf("answer %x: %d items, %v; want a bundle of our report", r.msg, len(items), err)
+	}
+	reps, err := decodeMessage(items[0])
+	if r.to.Address() != "127.0.0.1:1" || err != nil || len(reps) != 1 || reps[0].Seq != 3 || items[0][0] != kindReport {
 		t.Errorf("answer to %s: %v, %v", r.to.Address(), reps, err)
 	}
 	c.answerWant("n1", now.Add(fastTiming.Refresh))
-	if len(c.repairs) != 1 {
+	if len(c.streams) != 1 {
 		t.Error("no answer a refresh interval later")
 	}
 }

@@ -11,11 +11,13 @@ import (
 // model of the protocol (bench/mesh/model) sends what the node sends, in
 // size and, for memberlist's compression, in content.
 type WireMessages struct {
-	Report []byte // a gossiped report of the sample, with a coordinate
-	Beat   []byte // an unchanged node's refresh
-	Want   []byte // a repair's request
-	Answer []byte // a repair's answer: the report as a state of one
-	Meta   []byte // the metadata memberlist carries in alive messages and push/pull
+	Report     []byte // a report of the sample, with a coordinate, as sent to the region
+	Beat       []byte // an unchanged node's refresh
+	Want       []byte // a repair's request
+	Answer     []byte // a repair's answer: a bundle of the report
+	Meta       []byte // the metadata memberlist carries in alive messages and push/pull
+	LeaseAsk   []byte // a leader's lease round
+	LeaseGrant []byte // a member's answer to it
 }
 
 // SampleMessages encodes the messages of meta's node, generation gen (its
@@ -32,13 +34,25 @@ func SampleMessages(meta NodeMeta, gen uint64, s telemetry.NodeSample, extra map
 	if w.Report, err = encodeMessage(kindReport, []*report{rep}); err != nil {
 		return WireMessages{}, err
 	}
-	if w.Answer, err = encodeMessage(kindState, []*report{rep}); err != nil {
-		return WireMessages{}, err
-	}
+	w.Answer = encodeBundle([][]byte{w.Report})
 	if w.Meta, err = meta.encode(gen); err != nil {
 		return WireMessages{}, err
 	}
 	w.Beat = encodeBeat(beat{ID: meta.ID, Gen: gen, Seq: rep.Seq, Base: rep.Seq - 20, Age: time.Second})
 	w.Want = encodeWant(meta.ID)
+	w.LeaseAsk = encodeLease(kindLeaseAsk, leaseMsg{From: meta.ID, Term: rep.Term, Round: 5000})
+	w.LeaseGrant = encodeLease(kindLeaseGrant, leaseMsg{From: meta.ID, Term: rep.Term, Round: 5000})
 	return w, nil
+}
+
+// SampleSummary encodes the summary of region as sender (generation gen)
+// sends it, a while after start, listing members (the sender first, as
+// leader) each with inFlight requests, and a summary beat of it.
+func SampleSummary(region, sender string, gen uint64, members []string, inFlight int64) (sum, beat []byte) {
+	s := &summary{Region: region, Sender: sender, Gen: gen, Seq: 3000, Age: time.Second, Term: gen / uint64(time.Second),
+		Capacity: 8 * len(members), RPS: 1000 * float64(len(members)), InFlight: inFlight * int64(len(members)), CPU: 0.5 * float64(len(members))}
+	for i, id := range members {
+		s.Members = append(s.Members, summaryMember{ID: id, Fresh: true, Leads: i == 0, InFlight: inFlight})
+	}
+	return encodeSummary(s), encodeSumBeat(sumBeat{Region: region, Sender: sender, Gen: gen, Seq: s.Seq + 1, Base: s.Seq, Age: time.Second})
 }

@@ -1,13 +1,16 @@
 // Command mesh measures the mesh at several cluster sizes, in-process over
-// loopback sockets with LAN settings: how long a load change takes to reach
-// every node (p50/p99), how long a crashed node takes to be declared dead
-// everywhere, and gossip bytes per node per second, next to what
-// memberlist's formulas predict. It writes bench/results/mesh.txt.
-// With -model it simulates the protocol instead (bench/mesh/model), at the
-// sizes given and at 500 nodes in 50 regions, for the current protocol and
-// a proposed one, and writes bench/results/mesh-model.txt.
+// loopback sockets through faultnet (regions of ten, 1 ms one way within a
+// region and 40 ms between), LAN settings: how long a load change takes to
+// reach every node of its region, and every other node in its region's
+// summary (p50/p99), gossip bytes per node per second with nothing
+// changing, leader changes while nothing fails, and how long a crashed
+// node takes to be declared dead everywhere. It writes
+// bench/results/mesh.txt. With -model it simulates the protocol instead
+// (bench/mesh/model), at the sizes given and at 500 nodes in 50 regions,
+// as built and as it was before issue 13, and writes
+// bench/results/mesh-model.txt.
 //
-//	go run ./bench/mesh -sizes 10,50,200
+//	go run ./bench/mesh -sizes 10,50,100 -trials 10
 //	go run ./bench/mesh -model -sizes 10,50,100 -trials 40
 package main
 
@@ -63,12 +66,12 @@ func main() {
 	}
 
 	var report strings.Builder
-	fmt.Fprintf(&report, "# mesh benchmark, %s, %d CPUs (load average at start: %s), LAN profile, in-process nodes over loopback UDP/TCP (faultnet, no faults)\n",
-		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), machine.LoadAvg())
+	fmt.Fprintf(&report, "# mesh benchmark, %s, %d CPUs shared with other work (load average at start: %s), LAN profile, in-process nodes over loopback UDP/TCP (faultnet: regions of %d, %v one way within, %v between)\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), machine.LoadAvg(), benchRegionSize, benchDelayIn, benchDelayOut)
 	lan := memberlist.DefaultLANConfig()
 	fmt.Fprintf(&report, "# memberlist: gossip %v to %d nodes, probe %v (timeout %v), suspicion mult %d, retransmit mult %d\n",
 		lan.GossipInterval, lan.GossipNodes, lan.ProbeInterval, lan.ProbeTimeout, lan.SuspicionMult, lan.RetransmitMult)
-	fmt.Fprintf(&report, "# reports: sampled every 250ms, relay mult 6 on change; beats (unchanged node) every 5s, relay mult 3\n# command: go run ./bench/mesh %s\n\n",
+	fmt.Fprintf(&report, "# reports: sampled every 250ms, sent to the region on change (twice), beats every 5s; summaries gossiped (mult 3) on change at most every 4s, beats every 5s; push/pull 1m\n# command: go run ./bench/mesh %s\n\n",
 		strings.Join(os.Args[1:], " "))
 	for _, s := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -82,8 +85,17 @@ func main() {
 		report.WriteString(res)
 		fmt.Print(res)
 	}
+	fmt.Fprintf(&report, "# load average at the end: %s\n", machine.LoadAvg())
 	write(*out, "bench/results/mesh.txt", report.String())
 }
+
+// The benchmark's fleet shape: regions of ten, and faultnet's one-way
+// delays within a region and between regions.
+const (
+	benchRegionSize = 10
+	benchDelayIn    = time.Millisecond
+	benchDelayOut   = 40 * time.Millisecond
+)
 
 func write(path, fallback, s string) {
 	if path == "" {
@@ -103,9 +115,10 @@ func fatal(err error) {
 }
 
 type benchNode struct {
-	c   *mesh.Cluster
-	id  string
-	rps atomic.Int64 // the figure the bench moves; jitter is added below the change threshold
+	c      *mesh.Cluster
+	id     string
+	region string
+	rps    atomic.Int64 // the figure the bench moves; jitter is added below the change threshold
 }
 
 func (n *benchNode) sample() telemetry.NodeSample {
@@ -132,6 +145,16 @@ var latency = func() func() telemetry.HistogramSnapshot {
 
 func run(size, trials, kills int, window time.Duration) (string, error) {
 	nw := faultnet.New()
+	regions := max(size/benchRegionSize, 1)
+	for a := range regions {
+		for b := range regions {
+			d := benchDelayOut
+			if a == b {
+				d = benchDelayIn
+			}
+			nw.SetLink(regionName(a), regionName(b), faultnet.Link{Delay: d})
+		}
+	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	nodes := make([]*benchNode, 0, size)
 	defer func() {
@@ -141,13 +164,13 @@ func run(size, trials, kills int, window time.Duration) (string, error) {
 	}()
 	var seed []string
 	for i := range size {
-		n := &benchNode{id: fmt.Sprintf("n%03d", i)}
+		n := &benchNode{id: fmt.Sprintf("n%03d", i), region: regionName(i % regions)}
 		n.rps.Store(1000)
-		tr, err := nw.Transport(n.id, "eu", "127.0.0.1:0")
+		tr, err := nw.Transport(n.id, n.region, "127.0.0.1:0")
 		if err != nil {
 			return "", err
 		}
-		c, err := mesh.Start(context.Background(), mesh.Config{Join: seed, Transport: tr}, mesh.NodeMeta{ID: n.id, Region: "eu"}, n.sample, log)
+		c, err := mesh.Start(context.Background(), mesh.Config{Join: seed, Transport: tr}, mesh.NodeMeta{ID: n.id, Region: n.region}, n.sample, log)
 		if err != nil {
 			return "", err
 		}
@@ -157,27 +180,55 @@ func run(size, trials, kills int, window time.Duration) (string, error) {
 			seed = []string{c.Addr()}
 		}
 	}
-	if !waitAll(nodes, time.Duration(size)*time.Second+30*time.Second, func(o *benchNode) bool { return len(o.c.Members()) == size }) {
-		return "", fmt.Errorf("%d nodes did not converge on membership", size)
+	converged := func(o *benchNode) bool {
+		return len(o.c.Members()) == size && len(o.c.Regions()) == regions && o.c.Region(o.region).Leader != ""
+	}
+	if !waitAll(nodes, 2*time.Duration(size)*time.Second+60*time.Second, converged) {
+		for _, o := range nodes {
+			if !converged(o) {
+				return "", fmt.Errorf("%d nodes did not converge: %s sees %d members, %d regions, leader %q", size, o.id, len(o.c.Members()), len(o.c.Regions()), o.c.Region(o.region).Leader)
+			}
+		}
 	}
 	time.Sleep(6 * time.Second) // let join-time push/pull and first refreshes settle
 
+	flaps := watchLeaders(nodes)
 	steady := bandwidth(nw, size, window)
 
-	var conv []time.Duration
+	var region, fleet []time.Duration
 	for t := range trials {
 		n := nodes[rand.IntN(len(nodes))]
 		v := int64(2000 + t*1000)
 		start := time.Now()
 		n.rps.Store(v)
-		ok := waitAll(nodes, 30*time.Second, func(o *benchNode) bool { return sees(o.c, n.id, float64(v)) })
-		if !ok {
-			return "", fmt.Errorf("size %d: load change %d not seen everywhere in 30s", size, t)
+		want := regionRPS(nodes, n.region)
+		var inRegion, elsewhere []*benchNode
+		for _, o := range nodes {
+			if o == n {
+				continue
+			}
+			if o.region == n.region {
+				inRegion = append(inRegion, o)
+			} else {
+				elsewhere = append(elsewhere, o)
+			}
 		}
-		conv = append(conv, time.Since(start))
+		if !waitAll(inRegion, 30*time.Second, func(o *benchNode) bool { return sees(o.c, n.id, float64(v)) }) {
+			return "", fmt.Errorf("size %d: load change %d not seen by its region in 30s", size, t)
+		}
+		region = append(region, time.Since(start))
+		if len(elsewhere) > 0 {
+			if !waitAll(elsewhere, 60*time.Second, func(o *benchNode) bool { return near(o.c.Region(n.region).RPS, want) }) {
+				return "", fmt.Errorf("size %d: load change %d not in its region's summary everywhere in 60s", size, t)
+			}
+			fleet = append(fleet, time.Since(start))
+		}
 		n.rps.Store(1000)
-		time.Sleep(300 * time.Millisecond)
+		// Until the region's summary is back, so the next change is timed alone.
+		back := regionRPS(nodes, n.region)
+		waitAll(elsewhere, 60*time.Second, func(o *benchNode) bool { return near(o.c.Region(n.region).RPS, back) })
 	}
+	changes := flaps.stop()
 
 	var detect []time.Duration
 	for k := range kills {
@@ -192,7 +243,61 @@ func run(size, trials, kills int, window time.Duration) (string, error) {
 		detect = append(detect, time.Since(start))
 	}
 
-	return format(size, conv, detect, steady), nil
+	return format(size, regions, region, fleet, detect, steady, changes), nil
+}
+
+func regionName(i int) string { return fmt.Sprintf("region-%02d", i) }
+
+// regionRPS is what a region's summary should show: the sum of its
+// members' figures (their jitter stays below what is sent).
+func regionRPS(nodes []*benchNode, region string) float64 {
+	sum := 0.0
+	for _, n := range nodes {
+		if n.region == region {
+			sum += float64(n.rps.Load())
+		}
+	}
+	return sum
+}
+
+func near(got, want float64) bool { return math.Abs(got-want) <= 0.03*want }
+
+// leaderWatch counts, over all nodes, how often the leader a node shows
+// for its own region changes.
+type leaderWatch struct {
+	done    chan struct{}
+	changes chan int
+}
+
+func watchLeaders(nodes []*benchNode) *leaderWatch {
+	w := &leaderWatch{done: make(chan struct{}), changes: make(chan int, 1)}
+	go func() {
+		last := map[string]string{}
+		for _, n := range nodes {
+			last[n.id] = n.c.Region(n.region).Leader
+		}
+		changes := 0
+		for {
+			select {
+			case <-w.done:
+				w.changes <- changes
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+			for _, n := range nodes {
+				if l := n.c.Region(n.region).Leader; l != last[n.id] {
+					last[n.id] = l
+					changes++
+				}
+			}
+		}
+	}()
+	return w
+}
+
+func (w *leaderWatch) stop() int {
+	close(w.done)
+	return <-w.changes
 }
 
 // waitAll polls until cond holds for every node; a node that satisfied it
@@ -247,28 +352,28 @@ func quantile(d []time.Duration, q float64) time.Duration {
 	return s[max(i, 0)]
 }
 
-func format(size int, conv, detect []time.Duration, bw rates) string {
+func format(size, regions int, region, fleet, detect []time.Duration, bw rates, leaderChanges int) string {
+	q := func(d []time.Duration, p float64) string {
+		if len(d) == 0 {
+			return "-"
+		}
+		return quantile(d, p).Round(time.Millisecond).String()
+	}
 	lan := memberlist.DefaultLANConfig()
-	// Epidemic spread: each informed node tells GossipNodes others per
-	// gossip interval, so about log(N)/log(1+GossipNodes) rounds, after up
-	// to one sample interval for the change to be read.
-	rounds := math.Ceil(math.Log(float64(size)) / math.Log(float64(1+lan.GossipNodes)))
-	predConv := time.Duration(rounds)*lan.GossipInterval + 125*time.Millisecond
 	// Suspicion timeout: SuspicionMult * log10(N) * ProbeInterval when peers
 	// confirm, plus about one probe interval and timeout to notice.
 	scale := math.Max(1, math.Log10(float64(size)))
 	minSusp := time.Duration(float64(lan.SuspicionMult) * scale * float64(lan.ProbeInterval))
 	predDetect := minSusp + lan.ProbeInterval + lan.ProbeTimeout
-	// Steady state is beats only: every node's beat every 5s, each node
-	// relaying each 3*ceil(log10(N+1)) times, about 26 bytes framed.
-	predBeats := float64(size) / 5 * 3 * math.Ceil(math.Log10(float64(size+1))) * 26
-	return fmt.Sprintf(`nodes=%d
-  load change seen by all: p50=%v p99=%v max=%v (n=%d)   formula: ~%v (%.0f gossip rounds + half a sample)
-  crash declared dead by all: p50=%v max=%v (n=%d)   formula: >= %v (suspicion %v + probe)
-  gossip bytes/node/s (steady, beats only): udp=%.0f tcp=%.0f total=%.0f   formula: beats ~%.0f + probes; target < 10240
+	return fmt.Sprintf(`nodes=%d regions=%d
+  change seen by its whole region: p50=%s p99=%s max=%s (n=%d)   formula: <= a sample (250ms) + %v
+  change seen by the whole fleet, in its region's summary: p50=%s p99=%s max=%s (n=%d)
+  leader changes while nothing failed (all nodes, during the window and the changes): %d
+  crash declared dead by all: p50=%s max=%s (n=%d)   formula: >= %v (suspicion %v + probe)
+  gossip bytes/node/s (steady, nothing changing): udp=%.0f tcp=%.0f total=%.0f   target < 10240
 
-`, size, quantile(conv, 0.5).Round(time.Millisecond), quantile(conv, 0.99).Round(time.Millisecond), quantile(conv, 1).Round(time.Millisecond), len(conv),
-		predConv, rounds,
-		quantile(detect, 0.5).Round(time.Millisecond), quantile(detect, 1).Round(time.Millisecond), len(detect), predDetect, minSusp,
-		bw.packet, bw.stream, bw.packet+bw.stream, predBeats)
+`, size, regions, q(region, .5), q(region, .99), q(region, 1), len(region), benchDelayIn,
+		q(fleet, .5), q(fleet, .99), q(fleet, 1), len(fleet), leaderChanges,
+		q(detect, .5), q(detect, 1), len(detect), predDetect, minSusp,
+		bw.packet, bw.stream, bw.packet+bw.stream)
 }

@@ -21,76 +21,72 @@ type scenario struct {
 	steady bool
 }
 
-// runModel simulates the current and the proposed protocol: first the
-// fleets the real benchmark runs (one region over loopback, no keyring),
-// to check the model against it, then 500 PoPs in 50 regions.
+// runModel simulates the mesh as built (model.Proposed) and as it was
+// before issue 13 (model.Current): first the fleets the real benchmark
+// runs (regions of ten over loopback, no keyring), to check the model
+// against it, then 500 PoPs in 50 regions.
 func runModel(sizes []int, trials int, seed uint64) (string, error) {
 	// The benchmark's nodes: its ids and figures, started seconds apart.
 	bench := func(id, region string, gen uint64) (mesh.WireMessages, error) {
-		return mesh.SampleMessages(mesh.NodeMeta{ID: "n" + id[len(id)-3:], Region: "eu"}, gen, benchSample(1000), nil)
+		return mesh.SampleMessages(mesh.NodeMeta{ID: "n" + id[len(id)-3:], Region: region}, gen, benchSample(1000), nil)
 	}
 	// A fleet's: public URLs, locations, versions, started over a month.
 	fleet := func(id, region string, gen uint64) (mesh.WireMessages, error) {
 		return mesh.SampleMessages(mesh.NodeMeta{ID: id, Region: region, PublicURL: "https://" + id + ".example.net", Lat: 50.1, Lon: 8.7, Capacity: 8, Version: "1.0.0"},
 			gen, benchSample(1000), nil)
 	}
+	summarise := func(region, sender string, gen uint64, members []string) ([]byte, []byte) {
+		return mesh.SampleSummary(region, sender, gen, members, 10)
+	}
 	sample, err := fleet("pop-0000", "region-00", uint64(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC).UnixNano()))
 	if err != nil {
 		return "", err
 	}
 	base := func(nodes, regions int, p model.Protocol) model.Config {
+		ml := memberlist.DefaultLANConfig()
+		if p == model.Proposed {
+			ml.PushPullInterval = time.Minute // mesh's setting since issue 13
+		}
 		return model.Config{Nodes: nodes, Regions: regions, Protocol: p, Warmup: 20 * time.Second, Duration: 120 * time.Second,
-			Trials: trials, Seed: seed, Memberlist: memberlist.DefaultLANConfig(), Mesh: model.LAN(), Encode: fleet, GenSpread: 30 * 24 * time.Hour,
-			Proposal: model.DefaultProposal()}
+			Trials: trials, Seed: seed, Memberlist: ml, Mesh: model.LAN(), Encode: fleet, Summarise: summarise,
+			GenSpread: 30 * 24 * time.Hour, Proposal: model.DefaultProposal()}
 	}
 	var list []scenario
 	for _, n := range sizes {
-		c := base(n, 1, model.Current)
-		c.DelayIn, c.Encode, c.GenSpread = 50*time.Microsecond, bench, 10*time.Second
-		list = append(list, scenario{fmt.Sprintf("check: %d nodes, 1 region, loopback, no keyring (as the real run)", n), c, true})
+		c := base(n, max(n/benchRegionSize, 1), model.Proposed)
+		c.DelayIn, c.DelayOut, c.Encode, c.GenSpread = benchDelayIn, benchDelayOut, bench, 10*time.Second
+		list = append(list, scenario{fmt.Sprintf("check: %d nodes, %d regions, loopback with %v/%v delays, no keyring (as the real run)", n, c.Regions, benchDelayIn, benchDelayOut), c, true})
 	}
-	// The proposal as first set, and with summaries relayed more and sent
-	// more often, which buys the fleet-wide tail with bytes.
-	wider := model.DefaultProposal()
-	wider.SummaryMult, wider.SummaryMinGap = 3, 4*time.Second
-	variants := []struct {
-		p    model.Protocol
-		prop model.Proposal
-		name string
-	}{
-		{model.Current, model.DefaultProposal(), "current"},
-		{model.Proposed, model.DefaultProposal(), "proposed (summaries mult 2, at most every 5s)"},
-		{model.Proposed, wider, "proposed (summaries mult 3, at most every 4s)"},
-	}
-	for _, v := range variants {
+	for _, p := range []model.Protocol{model.Current, model.Proposed} {
 		for _, churn := range []time.Duration{0, 20 * time.Second} {
 			for _, loss := range []float64{0, 0.01} {
-				if v.p == model.Current && loss > 0 {
+				if p == model.Current && loss > 0 {
 					continue // loss changes little where relays are many
 				}
-				c := base(500, 50, v.p)
-				c.Proposal = v.prop
-				if v.p == model.Proposed {
-					c.Memberlist.PushPullInterval = time.Minute // the proposal's setting
-				}
+				c := base(500, 50, p)
 				c.DelayIn, c.DelayOut, c.Encrypted, c.Churn, c.Loss = time.Millisecond, 40*time.Millisecond, true, churn, loss
 				busy := fmt.Sprintf("steady (only the %d timed changes)", trials)
 				if churn > 0 {
 					busy = fmt.Sprintf("busy (each node's load moves every %v on average)", churn)
 				}
-				list = append(list, scenario{fmt.Sprintf("fleet: 500 nodes, 50 regions, %s, keyring, %.0f%% loss, %s", v.name, loss*100, busy), c, false})
+				what := "as built (issue 13)"
+				if p == model.Current {
+					what = "before issue 13"
+				}
+				list = append(list, scenario{fmt.Sprintf("fleet: 500 nodes, 50 regions, %s, keyring, %.0f%% loss, %s", what, loss*100, busy), c, false})
 			}
 		}
 	}
 	var out strings.Builder
 	lan := memberlist.DefaultLANConfig()
 	p := model.DefaultProposal()
-	fmt.Fprintf(&out, "# mesh model (bench/mesh/model): discrete-event simulation, memberlist %v gossip to %d, probe %v, UDP %d B, push/pull %v (scaled with N), its TransmitLimitedQueue\n",
+	sum, beat := summarise("region-00", "pop-0000", 1<<60, []string{"pop-0000", "pop-0050", "pop-0100", "pop-0150", "pop-0200", "pop-0250", "pop-0300", "pop-0350", "pop-0400", "pop-0450"})
+	fmt.Fprintf(&out, "# mesh model (bench/mesh/model): discrete-event simulation, memberlist %v gossip to %d, probe %v, UDP %d B, push/pull %v (built: 1m; scaled with N), its TransmitLimitedQueue\n",
 		lan.GossipInterval, lan.GossipNodes, lan.ProbeInterval, lan.UDPBufferSize, lan.PushPullInterval)
-	fmt.Fprintf(&out, "# messages from mesh's encoders (a fleet node's: report %d B, beat %d B, want %d B, answer %d B, metadata %d B), LZW-compressed per packet as memberlist does\n",
-		len(sample.Report), len(sample.Beat), len(sample.Want), len(sample.Answer), len(sample.Meta))
-	fmt.Fprintf(&out, "# current: reports relay mult %d, beats %d, every %v; proposed: direct to the region (changed reports twice), summaries mult %d, on change at most every %v, summary beats every %v, roster and coordinates every %v, push/pull 60 s (scaled)\n",
-		model.LAN().RelayMult, model.LAN().BeatMult, model.LAN().Refresh, p.SummaryMult, p.SummaryMinGap, p.SummaryRefresh, p.CoordRefresh)
+	fmt.Fprintf(&out, "# messages from mesh's encoders (a fleet node's: report %d B, beat %d B, want %d B, answer %d B, metadata %d B, lease ask %d B, grant %d B; a region of 10: summary %d B, summary beat %d B), LZW-compressed per packet as memberlist does\n",
+		len(sample.Report), len(sample.Beat), len(sample.Want), len(sample.Answer), len(sample.Meta), len(sample.LeaseAsk), len(sample.LeaseGrant), len(sum), len(beat))
+	fmt.Fprintf(&out, "# before issue 13: reports relay mult %d, beats %d, every %v; as built: direct to the region (changed reports twice), summaries mult %d, on change at most every %v, summary beats every %v, lease rounds every %v\n",
+		model.LAN().RelayMult, model.LAN().BeatMult, model.LAN().Refresh, p.SummaryMult, p.SummaryMinGap, p.SummaryRefresh, p.Lease/4)
 	fmt.Fprintf(&out, "# 20 s warm-up, 120 s measured, %d timed load changes, seed %d; delays 1 ms within a region, 40 ms between (fleet)\n", trials, seed)
 	fmt.Fprintf(&out, "# check runs: bytes from a second run without load changes, as the real benchmark measures them\n# command: go run ./bench/mesh %s\n\n", strings.Join(os.Args[1:], " "))
 	for _, sc := range list {

@@ -10,10 +10,11 @@
 // broadcasts (none while nothing fails), and the content of memberlist's
 // own messages (random bytes of their size, which do not compress).
 //
-// Two protocols are modelled: Current, the mesh as it is (every report and
-// beat gossiped fleet-wide), and Proposed (reports and beats sent directly
-// to the members of the sender's region, and one compact summary per region
-// gossiped fleet-wide); docs/benchmarks.md compares them.
+// Two protocols are modelled: Current, the mesh before issue 13 (every
+// report and beat gossiped fleet-wide), and Proposed, the mesh as built
+// since (reports and beats sent directly to the members of the sender's
+// region, one compact summary per region gossiped fleet-wide, the
+// leader's lease rounds); docs/benchmarks.md compares them.
 package model
 
 import (
@@ -40,9 +41,9 @@ type Protocol int
 const (
 	// Current gossips every node's reports and beats to every node.
 	Current Protocol = iota
-	// Proposed sends reports and beats straight to the sender's region, and
+	// Proposed sends reports and beats straight to the sender's region,
 	// gossips per region a summary (merged load, and per member its health
-	// and in-flight count) and, rarely, the members' coordinates.
+	// and in-flight count), and runs the leader's lease rounds.
 	Proposed
 )
 
@@ -75,6 +76,9 @@ type Config struct {
 	// how far apart the nodes' generations (start times) lie.
 	Encode    func(id, region string, gen uint64) (mesh.WireMessages, error)
 	GenSpread time.Duration
+	// Summarise gives a region's summary and summary beat as its sender
+	// (generation gen) encodes them (mesh.SampleSummary).
+	Summarise func(region, sender string, gen uint64, members []string) (sum, beat []byte)
 	Proposal  Proposal
 }
 
@@ -90,7 +94,7 @@ type Proposal struct {
 	SummaryMinGap  time.Duration // a region's summary is sent at most this often on change
 	SummaryRefresh time.Duration // an unchanged region's summary beat is sent this often
 	SummaryStale   time.Duration // a summary older than this is stale
-	CoordRefresh   time.Duration // how often a region's roster and coordinates are gossiped
+	Lease          time.Duration // the leader asks its region to confirm it every Lease/4
 	Resend         bool          // a changed report goes out twice, one sample apart
 }
 
@@ -99,10 +103,10 @@ func LAN() Timing {
 	return Timing{Sample: 250 * time.Millisecond, Refresh: 5 * time.Second, StaleAfter: 15 * time.Second, RelayMult: 6, BeatMult: 3}
 }
 
-// DefaultProposal is the setting docs/benchmarks.md reports.
+// DefaultProposal is the lan profile of the mesh as built (mesh.Timing).
 func DefaultProposal() Proposal {
-	return Proposal{SummaryMult: 2, SummaryMinGap: 5 * time.Second, SummaryRefresh: 5 * time.Second,
-		SummaryStale: 20 * time.Second, CoordRefresh: 2 * time.Minute, Resend: true}
+	return Proposal{SummaryMult: 3, SummaryMinGap: 4 * time.Second, SummaryRefresh: 5 * time.Second,
+		SummaryStale: 20 * time.Second, Lease: 2 * time.Second, Resend: true}
 }
 
 // Result is what one run measured.
@@ -147,7 +151,8 @@ const (
 	kBeat
 	kSummary
 	kSumBeat
-	kCoords
+	kLeaseAsk
+	kLeaseGrant
 )
 
 // msg is one message: its meaning for the model, and its bytes for the
@@ -194,32 +199,32 @@ type node struct {
 	gen               uint64
 	queues            []*memberlist.TransmitLimitedQueue // in GetBroadcasts order
 
-	seq, fullSeq     uint64
-	ver, fullVer     int
-	changed, resend  bool
-	lastSend         time.Duration
-	held             []view // per node
-	sums, coordsHeld []view // per region
+	seq, fullSeq    uint64
+	ver, fullVer    int
+	changed, resend bool
+	lastSend        time.Duration
+	held            []view // per node
+	sums            []view // per region
 
-	sumSeq, sumFull, coordSeq           uint64
-	lastSummary, lastSumSend, lastCoord time.Duration
+	sumSeq, sumFull                     uint64
+	lastSummary, lastSumSend, lastLease time.Duration
 	summaryVers                         []int
 	leader                              int
 }
 
 type sim struct {
-	cfg                      Config
-	rng                      *rand.Rand
-	now                      time.Duration
-	q                        eventQueue
-	nodes                    []*node
-	members                  [][]int // per region, node indices in id order
-	byBytes                  map[*byte]*msg
-	ping                     []byte
-	ack                      []byte
-	summary, sumBeat, coords [][]byte // per region, the proposal's encodings
-	lzw                      bytes.Buffer
-	nodeState                int // bytes per member in memberlist's push/pull
+	cfg              Config
+	rng              *rand.Rand
+	now              time.Duration
+	q                eventQueue
+	nodes            []*node
+	members          [][]int // per region, node indices in id order
+	byBytes          map[*byte]*msg
+	ping             []byte
+	ack              []byte
+	summary, sumBeat [][]byte // per region, the proposal's encodings
+	lzw              bytes.Buffer
+	nodeState        int // bytes per member in memberlist's push/pull
 
 	udp, tcp                  int64
 	checksRegion, staleRegion int64
@@ -277,11 +282,15 @@ func (s *sim) build() error {
 		s.members[r] = append(s.members[r], i)
 		mult := []int{s.cfg.Mesh.RelayMult, s.cfg.Mesh.BeatMult}
 		if s.cfg.Protocol == Proposed {
-			mult = []int{s.cfg.Proposal.SummaryMult, s.cfg.Proposal.SummaryMult, s.cfg.Proposal.SummaryMult}
-			nd.sums, nd.coordsHeld = make([]view, s.cfg.Regions), make([]view, s.cfg.Regions)
+			mult = []int{s.cfg.Proposal.SummaryMult, s.cfg.Proposal.SummaryMult}
+			nd.sums = make([]view, s.cfg.Regions)
 		}
 		for _, m := range mult {
-			nd.queues = append(nd.queues, &memberlist.TransmitLimitedQueue{RetransmitMult: m, NumNodes: numNodes})
+			q := &memberlist.TransmitLimitedQueue{RetransmitMult: m, NumNodes: numNodes}
+			if s.cfg.Protocol == Proposed {
+				q = mesh.NewBroadcastQueue(m, numNodes) // with mesh's guard against memberlist#263
+			}
+			nd.queues = append(nd.queues, q)
 		}
 		for j := range nd.held {
 			nd.held[j] = view{seq: 1, full: 1, wantAt: -time.Hour, answerAt: -time.Hour}
@@ -295,10 +304,19 @@ func (s *sim) build() error {
 	s.ping, s.ack = s.random(pingSize(name)), s.random(ackSize())
 	s.nodeState = nodeStateSize(name, len(s.nodes[0].wire.Meta))
 	for r := range s.cfg.Regions {
+		if s.cfg.Protocol != Proposed {
+			continue
+		}
+		if s.cfg.Summarise == nil {
+			return fmt.Errorf("model: the proposed protocol needs Summarise")
+		}
+		var names []string
+		for _, j := range s.members[r] {
+			names = append(names, s.nodes[j].name)
+		}
 		sender := s.nodes[s.members[r][0]]
-		s.summary = append(s.summary, encodeSummary(regionName(r), sender.name, sender.gen, len(s.members[r])))
-		s.sumBeat = append(s.sumBeat, encodeSummaryBeat(regionName(r), sender.name, sender.gen))
-		s.coords = append(s.coords, encodeCoords(regionName(r), sender.name, sender.gen, len(s.members[r])))
+		sum, beat := s.cfg.Summarise(regionName(r), sender.name, sender.gen, names)
+		s.summary, s.sumBeat = append(s.summary, sum), append(s.sumBeat, beat)
 	}
 	return nil
 }
@@ -535,15 +553,17 @@ func (s *sim) deliver(from *node, to int, msgs []*msg, bytes int, ping bool) {
 	s.at(s.delay(from, s.nodes[to]), e)
 }
 
-// send is memberlist's sendMsg: a message of its own (base), or a user
-// message, with broadcasts piggybacked in the room left.
-func (s *sim) send(from *node, to int, base []byte, user ...*msg) {
-	if len(user) > 0 {
-		base = append([]byte{userMsgType}, user[0].bytes...)
-	}
+// send is memberlist's sendMsg: a message of its own (an ack), with
+// broadcasts piggybacked in the room left.
+func (s *sim) send(from *node, to int, base []byte) {
 	extra := s.broadcasts(from, compoundEntry, s.udpRoom()-len(base))
-	size := s.packetSize(base, extra, false)
-	s.deliver(from, to, append(user, extra...), size, false)
+	s.deliver(from, to, extra, s.packetSize(base, extra, false), false)
+}
+
+// direct is memberlist's SendBestEffort: one user message in a packet of
+// its own, nothing piggybacked.
+func (s *sim) direct(from *node, to int, m *msg) {
+	s.deliver(from, to, []*msg{m}, s.packetSize(append([]byte{userMsgType}, m.bytes...), nil, false), false)
 }
 
 func (s *sim) other(nd *node) int {
@@ -602,6 +622,22 @@ func (s *sim) sample(nd *node) {
 	}
 	if s.cfg.Protocol == Proposed && nd.rank == 0 {
 		s.summarise(nd)
+		s.askLease(nd)
+	}
+}
+
+// askLease is the leader's lease round, every Lease/4: an ask to each
+// member, which answers with a grant.
+func (s *sim) askLease(nd *node) {
+	if s.now-nd.lastLease < s.cfg.Proposal.Lease/4 {
+		return
+	}
+	nd.lastLease = s.now
+	m := s.newMsg(&msg{kind: kLeaseAsk, subject: nd.idx}, nd.wire.LeaseAsk)
+	for _, to := range s.members[nd.region] {
+		if to != nd.idx {
+			s.direct(nd, to, m)
+		}
 	}
 }
 
@@ -614,14 +650,13 @@ func (s *sim) publish(nd *node, m *msg, q int) {
 	}
 	for _, to := range s.members[nd.region] {
 		if to != nd.idx {
-			s.send(nd, to, nil, m)
+			s.direct(nd, to, m)
 		}
 	}
 }
 
 // summarise is the proposed region summary: on change at most every
-// SummaryMinGap; unchanged, a summary beat every SummaryRefresh; the
-// roster and coordinates every CoordRefresh.
+// SummaryMinGap; unchanged, a summary beat every SummaryRefresh.
 func (s *sim) summarise(nd *node) {
 	p := s.cfg.Proposal
 	vers := s.regionVersions(nd)
@@ -640,13 +675,6 @@ func (s *sim) summarise(nd *node) {
 		v.seq, v.origin = m.seq, s.now
 		s.enqueue(nd, 1, "s"+strconv.Itoa(nd.region), m)
 	}
-	if s.now-nd.lastCoord >= p.CoordRefresh || nd.coordSeq == 0 {
-		nd.coordSeq++
-		nd.lastCoord = s.now
-		m := s.newMsg(&msg{kind: kCoords, subject: nd.region, seq: nd.coordSeq, origin: s.now}, s.coords[nd.region])
-		nd.coordsHeld[nd.region] = view{seq: m.seq, origin: s.now}
-		s.enqueue(nd, 2, "c"+strconv.Itoa(nd.region), m)
-	}
 }
 
 func (s *sim) regionVersions(nd *node) []int {
@@ -664,8 +692,10 @@ func (s *sim) receive(nd *node, from int, msgs []*msg, gossiped bool) {
 			s.takeReport(nd, m, gossiped && s.cfg.Protocol == Current)
 		case kBeat:
 			s.takeBeat(nd, m)
-		case kSummary, kCoords:
+		case kSummary:
 			s.takeSummary(nd, m, gossiped)
+		case kLeaseAsk:
+			s.direct(nd, from, s.newMsg(&msg{kind: kLeaseGrant, subject: nd.idx}, nd.wire.LeaseGrant))
 		case kSumBeat:
 			s.takeSummaryBeat(nd, m)
 		}
@@ -724,28 +754,28 @@ func (s *sim) stream(bytes int) {
 }
 
 func (s *sim) takeSummary(nd *node, m *msg, relay bool) {
-	held, q, prefix := nd.sums, 0, "s"
-	if m.kind == kCoords {
-		held, q, prefix = nd.coordsHeld, 2, "c"
-	}
-	v := &held[m.subject]
+	v := &nd.sums[m.subject]
 	if m.seq <= v.seq {
 		return
 	}
 	v.seq, v.full, v.origin, v.reflect = m.seq, m.seq, m.origin, m.reflect
-	if m.kind == kSummary && nd.region != m.subject {
+	if nd.region != m.subject {
 		s.summarySeen(nd, m)
 	}
 	if relay {
-		s.enqueue(nd, q, prefix+strconv.Itoa(m.subject), m)
+		s.enqueue(nd, 0, "s"+strconv.Itoa(m.subject), m)
 	}
 }
 
 // takeSummaryBeat is takeBeat for a region summary: a beat whose base we
-// do not hold makes us ask the region's summariser for its summary.
+// do not hold makes us ask the region's summariser for its summary,
+// unless it is our own region's, whose reports we hold.
 func (s *sim) takeSummaryBeat(nd *node, m *msg) {
 	v := &nd.sums[m.subject]
-	if m.seq <= v.seq || nd.region == m.subject {
+	if m.seq <= v.seq {
+		return
+	}
+	if v.full < m.base && nd.region == m.subject {
 		return
 	}
 	if v.full < m.base {
@@ -784,8 +814,6 @@ func (s *sim) pushPull(nd *node) {
 			for r := range s.cfg.Regions {
 				v := from.sums[r]
 				msgs = append(msgs, &msg{kind: kSummary, subject: r, seq: v.seq, origin: v.origin, reflect: v.reflect})
-				v = from.coordsHeld[r]
-				msgs = append(msgs, &msg{kind: kCoords, subject: r, seq: v.seq, origin: v.origin})
 			}
 		}
 		s.at(4*s.delay(to, from), &event{kind: evStream, node: to.idx, from: from.idx, msgs: msgs})
@@ -793,17 +821,17 @@ func (s *sim) pushPull(nd *node) {
 }
 
 // stateSize is one side of a push/pull: memberlist's header and member
-// states, then our state of every report (Current), or of our region's
-// reports and every region's summary and coordinates (Proposed).
+// states, then our state of every report (Current), or a bundle of our
+// region's reports and every region's summary (Proposed).
 func (s *sim) stateSize(nd *node) int {
 	size := 40 + len(s.nodes)*s.nodeState
 	report := len(nd.wire.Report) - 2 // without the message header
 	if s.cfg.Protocol == Current {
 		return size + len(s.nodes)*report
 	}
-	size += len(s.members[nd.region]) * report
+	size += len(s.members[nd.region]) * (report + 4) // as a bundle item: length, kind, version
 	for r := range s.cfg.Regions {
-		size += len(s.summary[r]) + len(s.coords[r])
+		size += len(s.summary[r]) + 2
 	}
 	return size
 }

@@ -1,0 +1,206 @@
+package mesh
+
+import (
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// maxSummaries bounds the summaries held, one per region, so a peer that
+// holds the key cannot grow the table without limit with made-up regions.
+const maxSummaries = 1024
+
+// heldSummary is the latest summary we hold of a region.
+type heldSummary struct {
+	s    *summary
+	recv time.Time      // by our clock
+	idx  map[string]int // member id -> index in s.Members
+}
+
+func holdSummary(s *summary, now time.Time) *heldSummary {
+	h := &heldSummary{s: s, recv: now, idx: make(map[string]int, len(s.Members))}
+	for i, m := range s.Members {
+		h.idx[m.ID] = i
+	}
+	return h
+}
+
+// age is the summary's age when it came plus the time since.
+func (h *heldSummary) age(now time.Time) time.Duration { return h.s.Age + max(now.Sub(h.recv), 0) }
+
+// senderLeads says whether the summary's sender says it leads its region.
+func (s *summary) senderLeads() bool {
+	for _, m := range s.Members {
+		if m.ID == s.Sender {
+			return m.Leads
+		}
+	}
+	return false
+}
+
+// leader is the member the summary shows leading, and its term.
+func (s *summary) leader() (string, uint64) {
+	for _, m := range s.Members {
+		if m.Leads {
+			return m.ID, s.Term
+		}
+	}
+	return "", 0
+}
+
+// replacedByLocked says whether s should replace the summary h holds: a
+// later one of the same sender; or, from another sender, when ours is
+// stale or its sender gone, else by leading sender, higher term, lower id.
+func (c *Cluster) replacedByLocked(h *heldSummary, s *summary, now time.Time) bool {
+	o := h.s
+	if o.Sender == s.Sender && o.Gen == s.Gen {
+		return s.Seq > o.Seq
+	}
+	if p := c.peers[o.Sender]; h.age(now) > c.timing.SummaryStale || p == nil || p.state != StateAlive {
+		return true
+	}
+	if a, b := s.senderLeads(), o.senderLeads(); a != b {
+		return a
+	}
+	if s.Term != o.Term {
+		return s.Term > o.Term
+	}
+	return s.Sender < o.Sender
+}
+
+// mergeSummary keeps s if it replaces what we hold of its region, and
+// relays it when it came by gossip, so it spreads epidemically.
+func (c *Cluster) mergeSummary(s *summary, relay bool, now time.Time) {
+	if s.Sender == c.meta.ID {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := c.summaries[s.Region]
+	if h == nil && len(c.summaries) >= maxSummaries {
+		c.dropped.Add(1)
+		return
+	}
+	if h != nil && !c.replacedByLocked(h, s, now) {
+		return
+	}
+	c.summaries[s.Region] = holdSummary(s, now)
+	if relay {
+		c.queue.QueueBroadcast(newSummaryBroadcast(s, now))
+	}
+}
+
+// mergeSumBeat moves the summary we hold of a region to the beat's
+// sequence and age, and relays the beat; a beat of a summary we do not
+// hold makes us ask its sender for it.
+func (c *Cluster) mergeSumBeat(bt sumBeat, now time.Time) {
+	if bt.Sender == c.meta.ID {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := c.summaries[bt.Region]
+	if h != nil && h.s.Sender == bt.Sender && h.s.Gen == bt.Gen {
+		if bt.Seq <= h.s.Seq {
+			return // already seen
+		}
+		if h.s.Seq >= bt.Base {
+			s := *h.s
+			s.Seq, s.Age = bt.Seq, bt.Age
+			h.s, h.recv = &s, now
+			c.beats.QueueBroadcast(newSumBeatBroadcast(bt, now))
+			return
+		}
+	}
+	// Our own region's summary we only relay: we hold its reports.
+	if p := c.peers[bt.Sender]; bt.Region != c.meta.Region && p != nil && p.state == StateAlive {
+		c.askRepairLocked(bt.Sender, p, now)
+	}
+}
+
+// summarise runs every sample interval. The member the leader rule picks
+// in our region (its leader, or the lowest eligible id while none claims
+// a term) sends the region's summary: at once when it starts summarising,
+// on a change at most every SummaryGap, and a beat every SummaryRefresh.
+func (c *Cluster) summarise(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id, _ := c.leaderLocked(c.meta.Region, now)
+	if id != c.meta.ID || c.leaving {
+		c.summarising = false
+		return
+	}
+	s := c.buildSummaryLocked(now)
+	switch last := c.mySum; {
+	case !c.summarising || last == nil || summaryMoved(last, s) && now.Sub(c.sumAt) >= c.timing.SummaryGap:
+		c.sumSeq++
+		s.Seq = c.sumSeq
+		c.mySum, c.sumAt, c.sumBeatAt, c.summarising = s, now, now, true
+		c.summaries[s.Region] = holdSummary(s, now)
+		c.queue.QueueBroadcast(newSummaryBroadcast(s, now))
+	case now.Sub(c.sumBeatAt) >= c.timing.SummaryRefresh:
+		c.sumSeq++
+		c.sumBeatAt = now
+		held := *last
+		held.Seq = c.sumSeq
+		c.summaries[s.Region] = holdSummary(&held, now)
+		c.beats.QueueBroadcast(newSumBeatBroadcast(sumBeat{Region: s.Region, Sender: s.Sender, Gen: s.Gen, Seq: c.sumSeq, Base: last.Seq}, now))
+	}
+}
+
+// buildSummaryLocked is our region as we see it: its live members (as
+// many, by id, as fit maxSummaryBytes), their flags and in-flight counts,
+// and the merged figures of all the fresh ones.
+func (c *Cluster) buildSummaryLocked(now time.Time) *summary {
+	s := &summary{Region: c.meta.Region, Sender: c.meta.ID, Gen: c.gen, Term: c.term}
+	for id, p := range c.regions[c.meta.Region] {
+		if id != c.meta.ID && p.state != StateAlive {
+			continue
+		}
+		m := summaryMember{ID: id, Fresh: c.eligibleLocked(id, p, now), Leads: p.claim() > 0}
+		if id == c.meta.ID {
+			m.Leads = c.lead != 0
+		}
+		if p.rep != nil {
+			m.Leaving = p.rep.Leaving
+			m.InFlight = p.rep.Sample.InFlight
+			if m.Fresh {
+				s.Capacity += p.meta.Capacity
+				s.RPS += p.rep.Sample.RPS
+				s.InFlight += p.rep.Sample.InFlight
+				s.CPU += p.rep.Sample.CPU
+			}
+		}
+		s.Members = append(s.Members, m)
+	}
+	slices.SortFunc(s.Members, func(a, b summaryMember) int { return strings.Compare(a.ID, b.ID) })
+	size := len(encodeSummary(&summary{Region: s.Region, Sender: s.Sender, Gen: s.Gen, Seq: math.MaxUint64, Term: s.Term, Capacity: s.Capacity, InFlight: s.InFlight})) + 2
+	for i, m := range s.Members {
+		if size += 1 + len(m.ID) + 1 + uvarintLen(uint64(m.InFlight)<<1); size > maxSummaryBytes || i == maxSummaryRegn {
+			s.Members = s.Members[:i]
+			break
+		}
+	}
+	return s
+}
+
+// summaryMoved says whether a region changed enough since the summary
+// last sent to send a new one: its sums by 5% (one member of ten doubling
+// its load moves them 10%; a member's jitter is not in them, reports are
+// sent on a 10% move), a member's in-flight count as reports' is
+// (change.go), or who is in it, fresh, leading or leaving.
+func summaryMoved(old, cur *summary) bool {
+	const share = 0.05
+	if movedBy(old.RPS, cur.RPS, 1, share) || movedBy(float64(old.InFlight), float64(cur.InFlight), 2, share) || movedBy(old.CPU, cur.CPU, 0.05, share) ||
+		old.Capacity != cur.Capacity || old.Term != cur.Term || len(old.Members) != len(cur.Members) {
+		return true
+	}
+	for i, o := range old.Members {
+		n := cur.Members[i]
+		if o.ID != n.ID || o.Fresh != n.Fresh || o.Leads != n.Leads || o.Leaving != n.Leaving || moved(float64(o.InFlight), float64(n.InFlight), 2) {
+			return true
+		}
+	}
+	return false
+}
