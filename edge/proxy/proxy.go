@@ -152,6 +152,11 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.RawQuery = in.URL.RawQuery
 	out.URL.Scheme = "http" // the balancer sets the real scheme and host per attempt
 	forwardTrailers(in, out)
+	// The node's server answers Expect: 100-continue itself when the body
+	// is first read (net/http refuses any other expectation with 417).
+	// Passed on, the backend's 100 was relayed too: two to the client
+	// whenever it came after the transport's wait.
+	out.Header.Del("Expect")
 	if x := exchange.From(in.Context()); x != nil {
 		out.Header.Set("X-Request-Id", x.ID)
 		out.Header.Set("Traceparent", x.Trace.Header())
