@@ -220,17 +220,6 @@ func restamp(b *wire.Batch, received time.Time, maxSkew time.Duration) time.Dura
 		}
 	}
 	fix(&b.Created)
-	for i := range b.Samples {
-		fix(&b.Samples[i].Time)
-	}
-	for i := range b.Decisions {
-		fix(&b.Decisions[i].Time)
-	}
-	for i := range b.Events {
-		fix(&b.Events[i].Time)
-	}
-	for i := range b.Access {
-		fix(&b.Access[i].Time)
-	}
+	b.RecordTimes(fix)
 	return skew
 }

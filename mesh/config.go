@@ -124,35 +124,17 @@ func (c Config) profile() string {
 func (c Config) timing() Timing {
 	t := profiles[c.profile()]
 	o := c.Timing
-	if o.Sample > 0 {
-		t.Sample = o.Sample
-	}
-	if o.Refresh > 0 {
-		t.Refresh = o.Refresh
-	}
-	if o.StaleAfter > 0 {
-		t.StaleAfter = o.StaleAfter
-	}
-	if o.Rejoin > 0 {
-		t.Rejoin = o.Rejoin
-	}
-	if o.Remember > 0 {
-		t.Remember = o.Remember
+	for _, d := range []struct{ to, from *time.Duration }{
+		{&t.Sample, &o.Sample}, {&t.Refresh, &o.Refresh}, {&t.StaleAfter, &o.StaleAfter},
+		{&t.Rejoin, &o.Rejoin}, {&t.Remember, &o.Remember}, {&t.SummaryGap, &o.SummaryGap},
+		{&t.SummaryRefresh, &o.SummaryRefresh}, {&t.SummaryStale, &o.SummaryStale}, {&t.Lease, &o.Lease},
+	} {
+		if *d.from > 0 {
+			*d.to = *d.from
+		}
 	}
 	if o.RetransmitMult > 0 {
 		t.RetransmitMult = o.RetransmitMult
-	}
-	if o.SummaryGap > 0 {
-		t.SummaryGap = o.SummaryGap
-	}
-	if o.SummaryRefresh > 0 {
-		t.SummaryRefresh = o.SummaryRefresh
-	}
-	if o.SummaryStale > 0 {
-		t.SummaryStale = o.SummaryStale
-	}
-	if o.Lease > 0 {
-		t.Lease = o.Lease
 	}
 	return t
 }

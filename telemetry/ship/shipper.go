@@ -228,18 +228,7 @@ func (s *Shipper) correctClock(b *wire.Batch) {
 			*t = t.Add(-off)
 		}
 	}
-	for i := range b.Samples {
-		fix(&b.Samples[i].Time)
-	}
-	for i := range b.Decisions {
-		fix(&b.Decisions[i].Time)
-	}
-	for i := range b.Events {
-		fix(&b.Events[i].Time)
-	}
-	for i := range b.Access {
-		fix(&b.Access[i].Time)
-	}
+	b.RecordTimes(fix)
 }
 
 // batchTime is a batch's creation time: now, but at least a millisecond

@@ -22,6 +22,23 @@ type Batch struct {
 	Cost      *Cost
 }
 
+// RecordTimes calls f with the time of every record in b (not b.Created),
+// for the node and the aggregator to correct a clock the same way.
+func (b *Batch) RecordTimes(f func(*time.Time)) {
+	for i := range b.Samples {
+		f(&b.Samples[i].Time)
+	}
+	for i := range b.Decisions {
+		f(&b.Decisions[i].Time)
+	}
+	for i := range b.Events {
+		f(&b.Events[i].Time)
+	}
+	for i := range b.Access {
+		f(&b.Access[i].Time)
+	}
+}
+
 // Cost is the shipper's cumulative cost, sent along so the node's telemetry
 // overhead is itself a metric the aggregator can show.
 type Cost struct {
