@@ -307,10 +307,31 @@ type beat struct {
 func encodeBeat(bt beat) []byte {
 	b := []byte{kindBeat, formatVersion}
 	b = appendString(b, bt.ID)
-	b = binary.AppendUvarint(b, bt.Gen)
-	b = binary.AppendUvarint(b, bt.Seq)
-	b = binary.AppendUvarint(b, bt.Seq-bt.Base)
-	return binary.BigEndian.AppendUint32(b, ageMillis(bt.Age))
+	return appendBeatTail(b, bt.Gen, bt.Seq, bt.Base, bt.Age)
+}
+
+// appendBeatTail writes what every beat ends with: generation, sequence,
+// how far back its base is, and the age last, where broadcast patches it.
+func appendBeatTail(b []byte, gen, seq, base uint64, age time.Duration) []byte {
+	b = binary.AppendUvarint(b, gen)
+	b = binary.AppendUvarint(b, seq)
+	b = binary.AppendUvarint(b, seq-base)
+	return binary.BigEndian.AppendUint32(b, ageMillis(age))
+}
+
+// readBeatTail reads what appendBeatTail wrote.
+func readBeatTail(r *binread.Reader) (gen, seq, base uint64, age time.Duration) {
+	gen = r.Uvarint("generation")
+	seq = r.Uvarint("sequence")
+	if back := r.Uvarint("base"); back <= seq {
+		base = seq - back
+	} else {
+		r.Fail("base after sequence")
+	}
+	if a := r.Take(4, "age"); a != nil {
+		age = time.Duration(binary.BigEndian.Uint32(a)) * time.Millisecond
+	}
+	return gen, seq, base, age
 }
 
 // decodeBeat parses a beat. It never panics on any input: fuzzed in
@@ -321,16 +342,7 @@ func decodeBeat(b []byte) (beat, error) {
 	}
 	r := binread.New(b[2:], errMalformed)
 	bt := beat{ID: string(r.Bytes(maxNameLen, "id"))}
-	bt.Gen = r.Uvarint("generation")
-	bt.Seq = r.Uvarint("sequence")
-	if back := r.Uvarint("base"); back <= bt.Seq {
-		bt.Base = bt.Seq - back
-	} else {
-		r.Fail("base after sequence")
-	}
-	if age := r.Take(4, "age"); age != nil {
-		bt.Age = time.Duration(binary.BigEndian.Uint32(age)) * time.Millisecond
-	}
+	bt.Gen, bt.Seq, bt.Base, bt.Age = readBeatTail(r)
 	r.End()
 	if r.Err() == nil && checkName("id", bt.ID) != nil {
 		r.Fail("beat id")

@@ -136,10 +136,7 @@ func encodeSumBeat(bt sumBeat) []byte {
 	b := []byte{kindSumBeat, formatVersion}
 	b = appendString(b, bt.Region)
 	b = appendString(b, bt.Sender)
-	b = binary.AppendUvarint(b, bt.Gen)
-	b = binary.AppendUvarint(b, bt.Seq)
-	b = binary.AppendUvarint(b, bt.Seq-bt.Base)
-	return binary.BigEndian.AppendUint32(b, ageMillis(bt.Age))
+	return appendBeatTail(b, bt.Gen, bt.Seq, bt.Base, bt.Age)
 }
 
 // decodeSumBeat parses a summary beat. It never panics on any input:
@@ -150,16 +147,7 @@ func decodeSumBeat(b []byte) (sumBeat, error) {
 	}
 	r := binread.New(b[2:], errMalformed)
 	bt := sumBeat{Region: string(r.Bytes(maxNameLen, "region")), Sender: string(r.Bytes(maxNameLen, "sender"))}
-	bt.Gen = r.Uvarint("generation")
-	bt.Seq = r.Uvarint("sequence")
-	if back := r.Uvarint("base"); back <= bt.Seq {
-		bt.Base = bt.Seq - back
-	} else {
-		r.Fail("base after sequence")
-	}
-	if age := r.Take(4, "age"); age != nil {
-		bt.Age = time.Duration(binary.BigEndian.Uint32(age)) * time.Millisecond
-	}
+	bt.Gen, bt.Seq, bt.Base, bt.Age = readBeatTail(r)
 	r.End()
 	if r.Err() == nil && (checkName("region", bt.Region) != nil || checkName("id", bt.Sender) != nil) {
 		r.Fail("summary beat names")
