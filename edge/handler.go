@@ -17,6 +17,7 @@ import (
 	"perigee/edge/admission"
 	"perigee/edge/exchange"
 	"perigee/edge/metrics"
+	"perigee/edge/route"
 	"perigee/edge/urlpath"
 	"perigee/geo"
 )
@@ -100,18 +101,12 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 }
 
-// errMethodCase is a method not spelled in upper case. Methods are
-// case-sensitive (RFC 9110 9.1): "get" matches no GET route, and a backend
-// that folds case would serve it as GET past that route's transforms. As
-// nginx does, the node takes only A-Z, '-' and '_' (and digits, which have
-// no case).
+// errMethodCase is a method route.ValidMethod refuses.
 var errMethodCase = errors.New("method must be upper case (A-Z, 0-9, - and _)")
 
 func checkMethod(m string) error {
-	for i := 0; i < len(m); i++ {
-		if c := m[i]; (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '-' && c != '_' {
-			return errMethodCase
-		}
+	if !route.ValidMethod(m) {
+		return errMethodCase
 	}
 	return nil
 }

@@ -81,6 +81,7 @@ routes:
 		{"telemetry over http", base + "telemetry:\n  token_file: t\n  spool: {dir: d}\n  aggregator: http://a:1\n", `bad.yaml:11: telemetry: the aggregator must be an https://host:port URL`},
 		{"hash without key", strings.Replace(base, "  api:\n", "  api:\n    balancer: hash\n", 1), `needs exactly one of hash.header`},
 		{"unknown protocol", strings.Replace(base, "  api:\n", "  api:\n    protocol: spdy\n", 1), `bad.yaml:4: service "api": unknown protocol "spdy" (http1, h2c, h2)`},
+		{"method the node refuses", strings.Replace(base, "{path_prefix: /}", "{path_prefix: /, methods: [GET, PURGE!]}", 1), `bad.yaml:6: route "route-0": method "PURGE!" can never match: the node takes only methods of A-Z, 0-9, - and _`},
 		{"h2 over http", strings.Replace(base, "  api:\n", "  api:\n    protocol: h2\n", 1), `bad.yaml:5: service "api": backend url "http://127.0.0.1:9001": protocol h2 needs https:// backends`},
 	}
 	for _, tc := range cases {

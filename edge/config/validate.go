@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"perigee/certs/acme"
+	"perigee/edge/route"
 	"perigee/edge/urlpath"
 	"perigee/geo"
 	"perigee/policies/actuator"
@@ -210,8 +211,8 @@ func (c *Config) validateRoute(v *validator, i int, r *Route) {
 		}
 	}
 	for _, meth := range m.Methods {
-		if meth == "" || strings.ToUpper(meth) != meth || strings.ContainsAny(meth, " \t/") {
-			v.at(p("routes", i, "match", "methods"), "route %q: method %q must be an upper-case token like GET", r.Name, meth)
+		if !route.ValidMethod(meth) {
+			v.at(p("routes", i, "match", "methods"), "route %q: method %q can never match: the node takes only methods of A-Z, 0-9, - and _", r.Name, meth)
 		}
 	}
 }

@@ -17,6 +17,19 @@ type Rule[T any] struct {
 	Target     T
 }
 
+// ValidMethod reports whether m is a method the node takes: methods are
+// case-sensitive (RFC 9110 9.1), so "get" is not GET, and a backend that
+// folds case would serve it as GET past that route's transforms. As nginx
+// does, the node takes only A-Z, digits, '-' and '_'.
+func ValidMethod(m string) bool {
+	for i := 0; i < len(m); i++ {
+		if c := m[i]; (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '-' && c != '_' {
+			return false
+		}
+	}
+	return m != ""
+}
+
 // Table is an immutable, lock-free lookup structure built once per config.
 type Table[T any] struct {
 	exact    map[string][]Rule[T]
