@@ -225,7 +225,14 @@ type recorder struct {
 	hijacks *hijacks
 	conn    net.Conn // hijacked, tracked until the handler returns
 	wrote   bool     // a status or body went to the client
+	// own holds the node's headers while a 1xx is relayed: the proxy
+	// clears the header map after one, and the final response needs them.
+	own [len(ownHeaders)]string
 }
+
+// ownHeaders are the headers the node sets on every response before the
+// route's handler runs.
+var ownHeaders = [...]string{"X-Request-Id", "Alt-Svc"}
 
 var recorders = sync.Pool{New: func() any { return new(recorder) }}
 
@@ -236,6 +243,21 @@ var (
 
 func (w *recorder) WriteHeader(code int) {
 	w.wrote = true
+	h := w.ResponseWriter.Header()
+	switch {
+	case code < 200 && code != http.StatusSwitchingProtocols:
+		if w.x.Status == 0 {
+			for i, k := range ownHeaders {
+				w.own[i] = h.Get(k)
+			}
+		}
+	case w.x.Status != 0 && w.x.Status < 200:
+		for i, k := range ownHeaders {
+			if w.own[i] != "" && h.Get(k) == "" {
+				h.Set(k, w.own[i])
+			}
+		}
+	}
 	if w.x.Status == 0 || code >= 200 && w.x.Status < 200 {
 		w.x.Status = code
 	}
