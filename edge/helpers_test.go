@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 
 	"perigee/edge/config"
 	"perigee/edge/samplebackend"
+	"perigee/runtime/wasm"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -183,4 +185,32 @@ func newFromFile(path string) (*Node, error) {
 		return nil, err
 	}
 	return n, nil
+}
+
+var examples = struct {
+	sync.Mutex
+	built map[string]string // name -> .wasm path
+}{built: map[string]string{}}
+
+// exampleModule builds modules/<name>, one of the example transforms, once
+// per test binary and returns its .wasm path.
+func exampleModule(t *testing.T, name string) string {
+	t.Helper()
+	examples.Lock()
+	defer examples.Unlock()
+	if path, ok := examples.built[name]; ok {
+		return path
+	}
+	dir, err := os.MkdirTemp("", "perigee-edge-"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name+".wasm")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := wasm.Build(ctx, "../modules/"+name, path); err != nil {
+		t.Fatal(err)
+	}
+	examples.built[name] = path
+	return path
 }

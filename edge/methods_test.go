@@ -16,7 +16,7 @@ func TestMethodCaseCannotSkipARoute(t *testing.T) {
 		io.WriteString(w, "backend "+r.Method+" "+r.URL.Path)
 	}))
 	n := startNode(t, listenAny+`transforms:
-  apikey: {module: "`+apikeyModule(t)+`", config: {keys: "demo-key\n"}, pool: 2, timeout: 10s}
+  apikey: {module: "`+exampleModule(t, "apikey")+`", config: {keys: "demo-key\n"}, pool: 2, timeout: 10s}
 services:
   sample: {backends: [{url: "`+backend+`"}]}
 routes:

@@ -8,15 +8,11 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"perigee/runtime/wasm"
 )
 
 // targetEcho answers with its name and the request-target it received,
@@ -201,37 +197,11 @@ func TestPathCorpusRoutesAndForwardsTheNormalPath(t *testing.T) {
 	}
 }
 
-var (
-	apikeyOnce sync.Once
-	apikeyWasm string
-	apikeyErr  error
-)
-
-// apikeyModule builds the example apikey transform once per test binary.
-func apikeyModule(t *testing.T) string {
-	t.Helper()
-	apikeyOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "perigee-edge-apikey")
-		if err != nil {
-			apikeyErr = err
-			return
-		}
-		apikeyWasm = filepath.Join(dir, "apikey.wasm")
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		apikeyErr = wasm.Build(ctx, "../modules/apikey", apikeyWasm)
-	})
-	if apikeyErr != nil {
-		t.Fatal(apikeyErr)
-	}
-	return apikeyWasm
-}
-
 // The dev config's /private/ route, guarded by the apikey transform, cannot
 // be reached around the transform by spelling the path another way.
 func TestAPIKeyRouteCannotBeBypassed(t *testing.T) {
 	n := startNode(t, listenAny+`transforms:
-  apikey: {module: "`+apikeyModule(t)+`", config: {keys: "demo-key\n"}, pool: 2, timeout: 10s}
+  apikey: {module: "`+exampleModule(t, "apikey")+`", config: {keys: "demo-key\n"}, pool: 2, timeout: 10s}
 services:
   sample: {backends: [{url: "`+serveBackend(t, targetEcho("sample"))+`"}]}
 routes:

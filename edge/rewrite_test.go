@@ -1,44 +1,11 @@
 package edge
 
 import (
-	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
-
-	"perigee/runtime/wasm"
 )
-
-var (
-	rewriteOnce sync.Once
-	rewriteWasm string
-	rewriteErr  error
-)
-
-// rewriteModule builds the example rewrite transform once per test binary.
-func rewriteModule(t *testing.T) string {
-	t.Helper()
-	rewriteOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "perigee-edge-rewrite")
-		if err != nil {
-			rewriteErr = err
-			return
-		}
-		rewriteWasm = filepath.Join(dir, "rewrite.wasm")
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		rewriteErr = wasm.Build(ctx, "../modules/rewrite", rewriteWasm)
-	})
-	if rewriteErr != nil {
-		t.Fatal(rewriteErr)
-	}
-	return rewriteWasm
-}
 
 // A path a transform rewrote (http-wasm set_uri) goes through the same
 // normaliser as the client's before it is forwarded: dot segments and
@@ -48,7 +15,7 @@ func rewriteModule(t *testing.T) string {
 func TestRewrittenPathIsNormalisedBeforeItIsForwarded(t *testing.T) {
 	n := startNode(t, listenAny+`transforms:
   rewrite:
-    module: "`+rewriteModule(t)+`"
+    module: "`+exampleModule(t, "rewrite")+`"
     config: [{from: /a/, to: /x/../private/}, {from: /b/, to: "/p%2Fq/"}, {from: /c/, to: "/p//q/./"}, {from: /d/, to: "/%7Euser/%e2%82%ac/"}]
 services:
   echo: {backends: [{url: "`+serveBackend(t, targetEcho("echo"))+`"}]}
