@@ -25,6 +25,9 @@ func header(o options) string {
 	fmt.Fprintf(&b, "versions: %s; caddy %s; %s; %s; %s\n",
 		version(o.perigeeBin, "version"), version("caddy", "version"), version("nginx", "-v"),
 		version("wrk", "-v"), version("h2load", "--version"))
+	if o.baseBin != "" {
+		fmt.Fprintf(&b, "base: %s (%s)\n", o.baseBin, version(o.baseBin, "version"))
+	}
 	fmt.Fprintf(&b, "backend: perigee sample-backend --size %d (plain HTTP/1.1); servers and load generators share the same cores, on loopback\n", o.size)
 	return b.String()
 }
