@@ -78,36 +78,53 @@ func requestID(in string) string {
 // randomHex returns n hex digits (n ≤ 32, even) from a fast, non-blocking
 // source: ids need to be unique, not secret.
 func randomHex(n int) string {
-	var b [16]byte
+	var b [32]byte
+	fillHex(b[:n])
+	return string(b[:n])
+}
+
+// fillHex fills b (at most 32 bytes, even) with random hex digits.
+func fillHex(b []byte) {
+	var raw [16]byte
 	lo, hi := rand.Uint64(), rand.Uint64()
 	for i := range 8 {
-		b[i], b[8+i] = byte(lo>>(8*i)), byte(hi>>(8*i))
+		raw[i], raw[8+i] = byte(lo>>(8*i)), byte(hi>>(8*i))
 	}
-	return hex.EncodeToString(b[:n/2])
+	hex.Encode(b, raw[:len(b)/2])
 }
 
 // Trace is a W3C trace context: the incoming trace continued, with this
-// node's hop as the new parent.
+// node's hop as the new parent. Begin makes it; its fields are substrings
+// of its header, so that a request's trace costs one allocation.
 type Trace struct {
 	TraceID string // 32 hex
 	SpanID  string // 16 hex: this hop
 	Flags   string // 2 hex
+	header  string // "00-TraceID-SpanID-Flags"
 }
 
-// Header renders the traceparent sent upstream.
-func (t Trace) Header() string { return "00-" + t.TraceID + "-" + t.SpanID + "-" + t.Flags }
+// Header is the traceparent sent upstream.
+func (t Trace) Header() string { return t.header }
+
+// traceparent is version-traceid-parentid-flags: 2+1+32+1+16+1+2 bytes.
+const traceparentLen = 55
 
 func continueTrace(in string) Trace {
-	t := Trace{SpanID: randomHex(16), Flags: "01"}
-	// version-traceid-parentid-flags: 2+1+32+1+16+1+2 = 55 characters.
-	if len(in) == 55 && in[2] == '-' && in[35] == '-' && in[52] == '-' && in[:2] != "ff" &&
+	var b [traceparentLen]byte
+	copy(b[:], "00-")
+	b[35], b[52] = '-', '-'
+	if len(in) == traceparentLen && in[2] == '-' && in[35] == '-' && in[52] == '-' && in[:2] != "ff" &&
 		isHex(in[:2]) && isHex(in[3:35]) && isHex(in[36:52]) && isHex(in[53:]) &&
 		in[3:35] != "00000000000000000000000000000000" && in[36:52] != "0000000000000000" {
-		t.TraceID, t.Flags = in[3:35], in[53:]
-		return t
+		copy(b[3:35], in[3:35])
+		copy(b[53:], in[53:])
+	} else {
+		fillHex(b[3:35])
+		copy(b[53:], "01")
 	}
-	t.TraceID = randomHex(32)
-	return t
+	fillHex(b[36:52])
+	h := string(b[:])
+	return Trace{TraceID: h[3:35], SpanID: h[36:52], Flags: h[53:], header: h}
 }
 
 func isHex(s string) bool {

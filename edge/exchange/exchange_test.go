@@ -25,6 +25,18 @@ func TestTraceparentIsContinuedOrCreated(t *testing.T) {
 	}
 }
 
+func TestTraceparentIsItsFields(t *testing.T) {
+	for _, in := range []string{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "garbage"} {
+		tr := continueTrace(in)
+		if want := "00-" + tr.TraceID + "-" + tr.SpanID + "-" + tr.Flags; tr.Header() != want || !isHex(tr.SpanID) || !isHex(tr.Flags) {
+			t.Fatalf("from %q: header %q, fields %+v", in, tr.Header(), tr)
+		}
+	}
+	if a, b := continueTrace(""), continueTrace(""); a.TraceID == b.TraceID || a.SpanID == b.SpanID {
+		t.Fatalf("two new traces share ids: %+v %+v", a, b)
+	}
+}
+
 func TestRequestIDKeptOrMade(t *testing.T) {
 	if id := requestID("abc-123"); id != "abc-123" {
 		t.Fatalf("sane id replaced: %q", id)
