@@ -88,7 +88,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if max := int64(st.cfg.Limits.MaxBodyBytes); max > 0 {
 				r.Body = http.MaxBytesReader(rec, r.Body, max)
 			}
-			r.Body = &slowBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: entry.clientBody}
+			r.Body = &slowBody{ReadCloser: r.Body, rc: *http.NewResponseController(w), idle: entry.clientBody}
 		}
 		entry.handler.ServeHTTP(rec, r)
 		if !rec.wrote && rec.conn == nil && r.Context().Err() != nil {
@@ -124,7 +124,9 @@ func normalizeTarget(r *http.Request) error {
 		return err // cannot happen: a normal path's escapes are well formed
 	}
 	r.URL.Path, r.URL.RawPath, r.URL.RawQuery, r.URL.ForceQuery = decoded, p, q, false
-	r.RequestURI = r.URL.RequestURI()
+	if !isTarget(r.RequestURI, p, q) {
+		r.RequestURI = r.URL.RequestURI()
+	}
 	return nil
 }
 
@@ -159,9 +161,13 @@ func (h *rewritten) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // the form normalizeTarget gives.
 func isNormalTarget(target string) bool {
 	p, q, err := urlpath.Normalize(target)
-	if err != nil {
-		return false
-	}
+	return err == nil && isTarget(target, p, q)
+}
+
+// isTarget reports whether target is spelled p?q (p when q is empty): what
+// r.URL.RequestURI() gives for a normal path p, which needs no escaping,
+// and the query q. A normal target keeps its string rather than a copy.
+func isTarget(target, p, q string) bool {
 	rest, ok := strings.CutPrefix(target, p)
 	return ok && (rest == "" && q == "" || q != "" && len(rest) == len(q)+1 && rest[0] == '?' && rest[1:] == q)
 }
@@ -182,10 +188,11 @@ const ownPrefix = "X-Perigee-"
 // stops sending fails the read (the proxy answers 408) rather than holding
 // the request, its upstream connection and its transform instance. The
 // deadline is the listener's, through ResponseController: HTTP/1.1 and
-// HTTP/2 streams and HTTP/3 streams all support it.
+// HTTP/2 streams and HTTP/3 streams all support it. The controller is held
+// by value: one allocation per request body rather than two.
 type slowBody struct {
 	io.ReadCloser
-	rc   *http.ResponseController
+	rc   http.ResponseController
 	idle time.Duration
 	set  bool // a deadline is set and must be lifted at EOF
 }

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bufio"
 	"fmt"
 	"net/http"
 	"strings"
@@ -53,6 +54,33 @@ func TestIsNormalTargetAgreesWithNormalizeTarget(t *testing.T) {
 	} {
 		if got := isNormalTarget(target); got != want {
 			t.Errorf("isNormalTarget(%q) = %v, want %v", target, got, want)
+		}
+	}
+}
+
+// normalizeTarget keeps a normal target's string rather than rebuilding
+// it from r.URL: for every target of the path corpus, with and without a
+// query, the request's target is what r.URL spells and the corpus answers.
+func TestNormalizeTargetSpellsWhatURLSpells(t *testing.T) {
+	for _, c := range readPathCorpus(t) {
+		for _, query := range []string{"", "?k=v"} {
+			target, answer := c.target, c.answer
+			if !strings.HasPrefix(answer, "reject:") && !strings.Contains(target, "?") && !strings.Contains(target, "#") {
+				target, answer = target+query, answer+query
+			}
+			r, err := http.ReadRequest(bufio.NewReader(strings.NewReader("GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n")))
+			if err != nil {
+				continue // net/http refuses it before the node sees it
+			}
+			if err := normalizeTarget(r); err != nil {
+				if !strings.HasPrefix(answer, "reject:") {
+					t.Errorf("%q: %v, want %q", target, err, answer)
+				}
+				continue
+			}
+			if r.RequestURI != answer || r.RequestURI != r.URL.RequestURI() {
+				t.Errorf("%q: target %q, URL %q, want %q", target, r.RequestURI, r.URL.RequestURI(), answer)
+			}
 		}
 	}
 }
