@@ -137,7 +137,12 @@ func (s *h3Server) serveConn(conn *quic.Conn) {
 		if s.readHeader > 0 {
 			_ = str.SetReadDeadline(time.Now().Add(s.readHeader))
 		}
-		requests.Go(func() { hc.HandleRequestStream(str) })
+		// Not requests.Go: its wrapper would be a second allocation per stream.
+		requests.Add(1)
+		go func() {
+			defer requests.Done()
+			hc.HandleRequestStream(str)
+		}()
 	}
 }
 
