@@ -32,7 +32,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(ctx)
 	rec := recorders.Get().(*recorder)
 	rec.ResponseWriter, rec.x, rec.hijacks = w, x, &n.listeners.hijacked
-	w.Header().Set("X-Request-Id", x.ID)
+	n.setOwnHeaders(w.Header(), r, x.ID)
 
 	var entry *routeEntry
 	var stats *metrics.ServiceStats
@@ -238,8 +238,20 @@ type recorder struct {
 }
 
 // ownHeaders are the headers the node sets on every response before the
-// route's handler runs.
+// route's handler runs (setOwnHeaders).
 var ownHeaders = [...]string{"X-Request-Id", "Alt-Svc"}
+
+// setOwnHeaders sets the request id, and on HTTPS over TCP the Alt-Svc
+// that advertises HTTP/3, in one allocation: the keys are canonical, and
+// each value slice is full so that an Add cannot write into the other.
+func (n *Node) setOwnHeaders(h http.Header, r *http.Request, id string) {
+	if alt := n.listeners.altSvc; alt != "" && r.TLS != nil && r.ProtoMajor < 3 {
+		v := []string{id, alt}
+		h["X-Request-Id"], h["Alt-Svc"] = v[:1:1], v[1:]
+		return
+	}
+	h["X-Request-Id"] = []string{id}
+}
 
 var recorders = sync.Pool{New: func() any { return new(recorder) }}
 

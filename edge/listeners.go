@@ -31,6 +31,9 @@ type listeners struct {
 	tcp                    []net.Listener // closed by close too: a server closed before its Serve ran would leave its listener open
 	addrs                  Addrs
 	hijacked               hijacks
+	// altSvc advertises HTTP/3 on the HTTPS listener's TCP responses; the
+	// node's handler sets it with its own headers.
+	altSvc string
 }
 
 // hijacks are the connections handlers took over (WebSockets) while they
@@ -86,8 +89,8 @@ func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *cer
 		l.tcp = append(l.tcp, tcp)
 		l.addrs.HTTPS = tcp.Addr().String()
 		_, port, _ := net.SplitHostPort(l.addrs.HTTPS)
-		altSvc := `h3=":` + port + `"; ma=86400`
-		l.https = l.server(t, cfg.Limits, withAltSvc(altSvc, h))
+		l.altSvc = `h3=":` + port + `"; ma=86400`
+		l.https = l.server(t, cfg.Limits, h)
 		l.https.TLSConfig = l.counted(store.TLSConfig("h2", "http/1.1"))
 		l.https.ConnContext = rtt.ConnContext
 		go l.serve("https", func() error { return l.https.ServeTLS(tcp, "", "") })
@@ -238,12 +241,4 @@ func listenSamePort(addr string) (net.Listener, net.PacketConn, error) {
 			return nil, nil, fmt.Errorf("listen.https (UDP for HTTP/3): %w", err)
 		}
 	}
-}
-
-// withAltSvc advertises HTTP/3 on every TCP response.
-func withAltSvc(value string, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Alt-Svc", value)
-		next.ServeHTTP(w, r)
-	})
 }
