@@ -25,16 +25,12 @@
 package h1client
 
 import (
-	"bufio"
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptrace"
-	"net/textproto"
 	"net/url"
 	"os"
 	"strings"
@@ -214,13 +210,13 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, tm
 
 	c.tm, c.sent, c.headBy = tm, 0, time.Time{}
 	werr := c.write(req)
-	var stalled *timeoutError
 	switch {
-	case werr != nil && c.werr == nil:
+	case werr == nil:
+	case c.werr == nil:
 		return fail(werr) // the request or its body failed, not the connection
-	case errors.As(werr, &stalled):
+	case errors.As(werr, new(*timeoutError)):
 		return fail(werr) // a backend that reads nothing will hardly answer
-	case werr != nil && c.sent == 0 && ctx.Err() == nil:
+	case c.sent == 0 && ctx.Err() == nil:
 		_, _, err := fail(werr)
 		if hasBody(req) && req.GetBody == nil {
 			return nil, never, err // what was read of the body is gone
@@ -234,7 +230,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, tm
 	}
 	c.br = getReader(c)
 	c.head = heads.Get().(*[]byte)
-	c.headLeft = t.opts.MaxResponseHeaderBytes
+	c.inHead = true
 	if _, err := c.br.Peek(1); err != nil {
 		if werr != nil {
 			err = werr
@@ -246,91 +242,39 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, tm
 		}
 		return nil, never, err
 	}
-	resp, err = readResponse(c.br, req)
+	h, err := c.readResponse(req, t.opts.MaxResponseHeaderBytes)
 	if err != nil {
 		return fail(err)
 	}
-	c.headLeft = -1
-	framed := true
-	if resp.TransferEncoding != nil || !resp.ProtoAtLeast(1, 1) {
-		framed, err = checkFraming((*c.head)[:len(*c.head)-c.br.Buffered()], resp)
-		if err != nil {
-			return fail(err)
-		}
-	}
+	c.inHead = false
 	putHead(c)
+	resp = h.resp
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return fail(errors.New("h1client: 101 Switching Protocols to a request that asked for no upgrade"))
 	}
-	keep := werr == nil && framed && !resp.Close && !req.Close
-	if resp.Body == http.NoBody {
-		c.release(keep, stop)
-		return resp, never, nil
+	b := &h.body
+	*b = body{c: c, ctx: ctx, t: t, stop: stop, resp: resp}
+	if err := b.frame(h, req); err != nil {
+		return fail(err)
 	}
-	resp.Body = &body{src: resp.Body, c: c, ctx: ctx, t: t, stop: stop, keep: keep}
+	// After Transfer-Encoding on HTTP/1.0 the framing is faulty (RFC 9112
+	// 6.1): the connection closes.
+	b.keep = werr == nil && !(h.te && resp.ProtoMinor == 0) && !resp.Close && !req.Close
+	if resp.Body == http.NoBody {
+		c.release(b.keep, stop)
+	}
 	return resp, never, nil
 }
 
 func putHead(c *conn) {
-	if cap(*c.head) <= maxPooledHead {
-		*c.head = (*c.head)[:0]
-		heads.Put(c.head)
-	}
+	putHeadBuf(c.head)
 	c.head = nil
 }
 
-// checkFraming looks at the final head as received (head holds the heads
-// read, interim 1xx ones first) for what net/http forgives: it reads a
-// response with both Transfer-Encoding and Content-Length as chunked, and
-// ignores Transfer-Encoding on HTTP/1.0. The first is refused, as nginx
-// does (RFC 9112 6.3: it "ought to be handled as an error"); after the
-// second the connection closes (RFC 9112 6.1: the framing is faulty).
-func checkFraming(head []byte, resp *http.Response) (keep bool, err error) {
-	var cl, te bool
-	for len(head) > 0 {
-		line, rest, _ := bytes.Cut(head, []byte("\n"))
-		head = rest
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(line) == 0 { // the end of a head: only the last one counts
-			if len(head) > 0 {
-				cl, te = false, false
-			}
-			continue
-		}
-		name, _, ok := bytes.Cut(line, []byte(":"))
-		if !ok || line[0] == ' ' || line[0] == '\t' {
-			continue // a status line, or a folded continuation
-		}
-		cl = cl || bytes.EqualFold(name, []byte("Content-Length"))
-		te = te || bytes.EqualFold(name, []byte("Transfer-Encoding"))
-	}
-	switch {
-	case te && cl:
-		return false, errors.New("h1client: response has both Transfer-Encoding and Content-Length")
-	case te && resp.TransferEncoding == nil:
-		return false, nil
-	}
-	return true, nil
-}
-
-// readResponse reads the final response head, passing interim 1xx ones
-// (100 Continue, 103 Early Hints) to the request's httptrace, as
-// net/http does: httputil.ReverseProxy forwards them to its client.
-func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
-	for {
-		resp, err := http.ReadResponse(br, req)
-		if err != nil {
-			return nil, err
-		}
-		code := resp.StatusCode
-		if code < 100 || code > 199 || code == http.StatusSwitchingProtocols {
-			return resp, nil
-		}
-		if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
-			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
-				return nil, err
-			}
-		}
+func putHeadBuf(b *[]byte) {
+	if cap(*b) <= maxPooledHead {
+		*b = (*b)[:0]
+		heads.Put(b)
 	}
 }
 
