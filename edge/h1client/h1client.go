@@ -19,6 +19,12 @@
 // Options and, per request, WithTimeouts bound the wait for the head, any
 // silence of the backend mid-response, and any write it leaves unread.
 //
+// It reads response heads and writes request heads itself (head.go,
+// request.go), with a handful of allocations where net/http takes a dozen
+// more, and refuses every head net/http refuses and those it reads in a
+// way another parser might not (white space before a colon, a status
+// under 100).
+//
 // Requests it does not handle go to a fallback RoundTripper (normally an
 // *http.Transport): other schemes than http, protocol upgrades (WebSocket)
 // and requests with a body that expect 100-continue.
@@ -248,7 +254,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, tm
 	}
 	c.inHead = false
 	putHead(c)
-	resp = h.resp
+	resp = &h.r
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return fail(errors.New("h1client: 101 Switching Protocols to a request that asked for no upgrade"))
 	}

@@ -58,8 +58,8 @@ func cutLine(s string) (line, rest string) {
 }
 
 // head is one parsed response head and what its framing says.
+// One allocation holds it, its response and the response's body.
 type head struct {
-	resp    *http.Response // &r: one allocation for the head, its response and body
 	r       http.Response
 	body    body
 	cl      int64 // the Content-Length, or -1
@@ -91,7 +91,6 @@ func parseHead(s string) (*head, error) {
 		Status: status, StatusCode: int(code[0]-'0')*100 + int(code[1]-'0')*10 + int(code[2]-'0'),
 		Proto: proto, ProtoMajor: 1, ProtoMinor: int(proto[7] - '0'),
 	}}
-	h.resp = &h.r
 
 	// One backing array for the values: most fields have one.
 	fields := min(strings.Count(s, "\n"), 1000)
@@ -133,7 +132,7 @@ func parseHead(s string) (*head, error) {
 			hdr[key] = vv
 		}
 	}
-	h.resp.Header = hdr
+	h.r.Header = hdr
 	if err := h.framing(hdr["Content-Length"], tev); err != nil {
 		return nil, err
 	}
@@ -157,14 +156,14 @@ func (h *head) framing(clv, tev []string) error {
 		}
 		h.cl = n
 		if len(clv) > 1 {
-			h.resp.Header["Content-Length"] = clv[:1]
+			h.r.Header["Content-Length"] = clv[:1]
 		}
 	}
 	h.te = tev != nil
 	switch {
 	case h.te && h.cl >= 0:
 		return errors.New("h1client: response has both Transfer-Encoding and Content-Length")
-	case !h.te || h.resp.ProtoMinor == 0:
+	case !h.te || h.r.ProtoMinor == 0:
 	case len(tev) != 1:
 		return fmt.Errorf("h1client: too many transfer encodings %q", tev)
 	case !strings.EqualFold(tev[0], "chunked"):
@@ -205,20 +204,20 @@ func (c *conn) readResponse(req *http.Request, limit int64) (*head, error) {
 		if err != nil {
 			return nil, err
 		}
-		code := h.resp.StatusCode
+		code := h.r.StatusCode
 		if code > 199 || code == http.StatusSwitchingProtocols {
-			h.resp.Request = req
+			h.r.Request = req
 			return h, nil
 		}
 		if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
-			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(h.resp.Header)); err != nil {
+			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(h.r.Header)); err != nil {
 				return nil, err
 			}
 		}
 	}
 }
 
-// trailer reads the trailer section after a chunked body's last chunk
+// readTrailer reads the trailer section after a chunked body's last chunk
 // into resp.Trailer, within the head's byte limit.
 func readTrailer(br *bufio.Reader, resp *http.Response, limit int64) error {
 	if b, err := br.Peek(2); err == nil && b[0] == '\r' && b[1] == '\n' {
@@ -246,12 +245,12 @@ func readTrailer(br *bufio.Reader, resp *http.Response, limit int64) error {
 	if h.te {
 		return errors.New("h1client: Transfer-Encoding in a trailer")
 	}
-	delete(h.resp.Header, "Content-Length") // framing is the head's alone
+	delete(h.r.Header, "Content-Length") // framing is the head's alone
 	if resp.Trailer == nil {
-		resp.Trailer = h.resp.Header
+		resp.Trailer = h.r.Header
 		return nil
 	}
-	for k, v := range h.resp.Header {
+	for k, v := range h.r.Header {
 		resp.Trailer[k] = v
 	}
 	return nil

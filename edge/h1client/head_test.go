@@ -231,7 +231,7 @@ func TestLongLines(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		heads = append(heads, h.resp.Status+" "+h.resp.Header.Get("Link")+h.resp.Header.Get("X-Long"))
+		heads = append(heads, h.r.Status+" "+h.r.Header.Get("Link")+h.r.Header.Get("X-Long"))
 	}
 	if want := []string{"103 Early Hints " + long, "200 OK " + long}; !slices.Equal(heads, want) {
 		t.Fatalf("heads %q, want %q", heads, want)
