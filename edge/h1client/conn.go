@@ -43,6 +43,9 @@ type conn struct {
 	rdlIsHead bool // rdl is headBy
 
 	idle *time.Timer // closes the connection after IdleTimeout in the pool
+	// abort closes nc, for a context that ends an exchange: made once, so
+	// that an exchange's context.AfterFunc costs no closure.
+	abort func()
 
 	// alive's non-blocking read of an idle socket.
 	raw      syscall.RawConn // nil when nc is not a socket
@@ -52,7 +55,7 @@ type conn struct {
 }
 
 func newConn(nc net.Conn, p *pool) *conn {
-	c := &conn{nc: nc, pool: p}
+	c := &conn{nc: nc, pool: p, abort: func() { nc.Close() }}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			c.raw, c.probeFn = raw, c.probe

@@ -69,29 +69,48 @@ type Options struct {
 	MaxResponseHeaderBytes int64
 }
 
-// Timeouts bound one exchange; see Options for each. A request's context
-// may carry its own (WithTimeouts); zero fields take the Transport's.
+// Timeouts bound one exchange; see Options for each. A Route and a
+// request's context (WithTimeouts) may carry their own; zero fields take
+// the Transport's.
 type Timeouts struct {
 	ResponseHeader, Read, Write time.Duration
 }
 
 type timeoutsKey struct{}
 
-// WithTimeouts returns ctx carrying timeouts for the requests made with it,
-// such as a route's.
+// WithTimeouts returns ctx carrying timeouts for the requests made with
+// it; they take precedence over the Transport's and a Route's.
 func WithTimeouts(ctx context.Context, tm Timeouts) context.Context {
 	return context.WithValue(ctx, timeoutsKey{}, tm)
 }
 
-// timeouts are the Transport's, overridden by the context's.
-func (t *Transport) timeouts(ctx context.Context) Timeouts {
-	tm := Timeouts{t.opts.ResponseHeaderTimeout, t.opts.ReadTimeout, t.opts.WriteTimeout}
+// timeouts are the Transport's, overridden by route's, then by the
+// context's.
+func (t *Transport) timeouts(ctx context.Context, route Timeouts) Timeouts {
+	tm := route.over(Timeouts{t.opts.ResponseHeaderTimeout, t.opts.ReadTimeout, t.opts.WriteTimeout})
 	if o, ok := ctx.Value(timeoutsKey{}).(Timeouts); ok {
-		tm.ResponseHeader = cmp.Or(o.ResponseHeader, tm.ResponseHeader)
-		tm.Read = cmp.Or(o.Read, tm.Read)
-		tm.Write = cmp.Or(o.Write, tm.Write)
+		tm = o.over(tm)
 	}
 	return tm
+}
+
+// over is tm with its zero fields taken from base.
+func (tm Timeouts) over(base Timeouts) Timeouts {
+	return Timeouts{cmp.Or(tm.ResponseHeader, base.ResponseHeader), cmp.Or(tm.Read, base.Read), cmp.Or(tm.Write, base.Write)}
+}
+
+// Route returns a RoundTripper over t whose requests take tm's non-zero
+// fields before the Transport's, such as a route's: set once, where
+// WithTimeouts costs a context and a request copy per request.
+func (t *Transport) Route(tm Timeouts) http.RoundTripper { return &routed{t, tm} }
+
+type routed struct {
+	t  *Transport
+	tm Timeouts
+}
+
+func (r *routed) RoundTrip(req *http.Request) (*http.Response, error) {
+	return r.t.roundTrip(req, r.tm)
 }
 
 // Transport is the RoundTripper. It is safe for concurrent use.
@@ -130,6 +149,10 @@ func New(opts Options, fallback http.RoundTripper) *Transport {
 // RoundTrip sends req and returns the response head; the body streams from
 // the connection, which goes back to the pool when the body was read to EOF.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.roundTrip(req, Timeouts{})
+}
+
+func (t *Transport) roundTrip(req *http.Request, route Timeouts) (*http.Response, error) {
 	if req.URL == nil {
 		closeBody(req)
 		return nil, errors.New("h1client: nil Request.URL")
@@ -146,7 +169,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, errors.New("h1client: no Host in request URL")
 	}
 	ctx := req.Context()
-	tm := t.timeouts(ctx)
+	tm := t.timeouts(ctx, route)
 	p := t.pool(hostPort(req.URL))
 	c := p.get()
 	for retried := false; ; retried = true {
@@ -201,7 +224,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, tm
 	var stop func() bool
 	if ctx.Done() != nil {
 		// Closing the connection is what interrupts a blocked read or write.
-		stop = context.AfterFunc(ctx, func() { c.nc.Close() })
+		stop = context.AfterFunc(ctx, c.abort)
 	}
 	fail := func(err error) (*http.Response, resend, error) {
 		if stop != nil {
