@@ -97,7 +97,7 @@ func parseHead(s string) (*head, error) {
 	values := make([]string, fields)
 	hdr := make(http.Header, fields)
 	var tev []string
-	if len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+	if folded(s) {
 		return nil, fmt.Errorf("h1client: malformed header: folded first line %q", clip(s))
 	}
 	for {
@@ -105,10 +105,16 @@ func parseHead(s string) (*head, error) {
 		if line == "" {
 			break
 		}
-		for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') { // obs-fold
-			var more string
-			more, s = cutLine(s)
-			line = trimOWS(line) + " " + trimOWS(more)
+		if folded(s) { // obs-fold: one space for each line break
+			var b strings.Builder
+			b.WriteString(trimOWS(line))
+			for folded(s) {
+				var more string
+				more, s = cutLine(s)
+				b.WriteByte(' ')
+				b.WriteString(trimOWS(more))
+			}
+			line = b.String()
 		}
 		name, value, ok := strings.Cut(line, ":")
 		if !ok || !validName(name) {
@@ -282,6 +288,9 @@ func declaredTrailer(resp *http.Response) error {
 	}
 	return nil
 }
+
+// folded says whether the line s starts with continues the one before.
+func folded(s string) bool { return len(s) > 0 && (s[0] == ' ' || s[0] == '\t') }
 
 func isDigit(b byte) bool { return '0' <= b && b <= '9' }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -260,5 +261,24 @@ func TestHeadAllocs(t *testing.T) {
 	// response: net/http.ReadResponse takes 11 and its body two more.
 	if n > 5 {
 		t.Fatalf("parseHead: %v allocations, want at most 5", n)
+	}
+}
+
+// TestFoldedHeadMemory: a head of many folded lines costs memory in
+// proportion to its size, not to its square (hostile backends).
+func TestFoldedHeadMemory(t *testing.T) {
+	head := "HTTP/1.1 200 OK\r\nX-Fold: a\r\n" + strings.Repeat(" b\r\n", 16<<10) + "Content-Length: 0\r\n\r\n"
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	h, err := parseHead(head)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(h.r.Header.Get("X-Fold")); got != 1+2*(16<<10) {
+		t.Fatalf("folded value of %d bytes", got)
+	}
+	if used := after.TotalAlloc - before.TotalAlloc; used > 16*uint64(len(head)) {
+		t.Fatalf("parsing a %d-byte head allocated %d bytes", len(head), used)
 	}
 }
