@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"os"
 	"slices"
 	"sync"
@@ -25,10 +26,11 @@ type conn struct {
 	// br is set while a response is being read; idle connections hand it
 	// back to readers, so an idle pool holds no buffers.
 	br *bufio.Reader
-	// headLeft is what the response head may still read; -1 while a body is read.
-	headLeft int64
-	// head records what is read while headLeft >= 0, for checkFraming.
-	head *[]byte
+	// inHead is set while the response head is read; head holds it.
+	inHead bool
+	head   *[]byte
+	// keys is writeRequest's list of the request's field names, reused.
+	keys []string
 	// werr is the first error writing to nc, told apart from a body read error.
 	werr error
 	// sent counts the bytes of this request that nc accepted.
@@ -41,6 +43,9 @@ type conn struct {
 	rdlIsHead bool // rdl is headBy
 
 	idle *time.Timer // closes the connection after IdleTimeout in the pool
+	// abort closes nc, for a context that ends an exchange: made once, so
+	// that an exchange's context.AfterFunc costs no closure.
+	abort func()
 
 	// alive's non-blocking read of an idle socket.
 	raw      syscall.RawConn // nil when nc is not a socket
@@ -50,7 +55,7 @@ type conn struct {
 }
 
 func newConn(nc net.Conn, p *pool) *conn {
-	c := &conn{nc: nc, pool: p}
+	c := &conn{nc: nc, pool: p, abort: func() { nc.Close() }}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			c.raw, c.probeFn = raw, c.probe
@@ -59,25 +64,10 @@ func newConn(nc net.Conn, p *pool) *conn {
 	return c
 }
 
-var errHeadTooLarge = errors.New("h1client: response head too large")
-
-// Read is what br reads from: nc, within the head's byte budget and the
-// exchange's deadlines.
+// Read is what br reads from: nc, within the exchange's deadlines.
 func (c *conn) Read(p []byte) (int, error) {
 	c.armRead()
-	if c.headLeft < 0 {
-		n, err := c.nc.Read(p)
-		return n, c.timeout(err)
-	}
-	if c.headLeft == 0 {
-		return 0, errHeadTooLarge
-	}
-	if int64(len(p)) > c.headLeft {
-		p = p[:c.headLeft]
-	}
 	n, err := c.nc.Read(p)
-	c.headLeft -= int64(n)
-	*c.head = append(*c.head, p[:n]...)
 	return n, c.timeout(err)
 }
 
@@ -88,7 +78,7 @@ func (c *conn) armRead() {
 	if c.tm.Read > 0 {
 		d = time.Now().Add(c.tm.Read)
 	}
-	head := c.headLeft >= 0 && !c.headBy.IsZero() && (d.IsZero() || c.headBy.Before(d))
+	head := c.inHead && !c.headBy.IsZero() && (d.IsZero() || c.headBy.Before(d))
 	if head {
 		d = c.headBy
 	}
@@ -132,6 +122,34 @@ func (c *conn) Write(p []byte) (int, error) {
 
 // write sends req through a pooled bufio.Writer.
 func (c *conn) write(req *http.Request) error {
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(c)
+	var err error
+	if writable(req) {
+		err = c.writeRequest(bw, req)
+	} else {
+		err = writeStd(bw, req)
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	bw.Reset(nil)
+	writers.Put(bw)
+	body, isBody := err.(errBodyRead)
+	switch {
+	case isBody:
+		return fmt.Errorf("h1client: reading request body: %w", body.err)
+	case c.werr != nil:
+		// Request.Write may hide it as it hides a body's error.
+		return fmt.Errorf("h1client: writing request: %w", c.werr)
+	case err != nil:
+		return fmt.Errorf("h1client: writing request: %w", err)
+	}
+	return nil
+}
+
+// writeStd writes what writeRequest does not with Request.Write.
+func writeStd(bw *bufio.Writer, req *http.Request) error {
 	var rb *recordingBody
 	if hasBody(req) {
 		// req.Write hides a body read error behind an unexported type;
@@ -141,24 +159,11 @@ func (c *conn) write(req *http.Request) error {
 		r2.Body = rb
 		req = &r2
 	}
-	bw := writers.Get().(*bufio.Writer)
-	bw.Reset(c)
 	err := req.Write(bw)
-	if err == nil {
-		err = bw.Flush()
+	if rb != nil && rb.err != nil {
+		return errBodyRead{rb.err}
 	}
-	bw.Reset(nil)
-	writers.Put(bw)
-	switch {
-	case rb != nil && rb.err != nil:
-		return fmt.Errorf("h1client: reading request body: %w", rb.err)
-	case c.werr != nil:
-		// req.Write may hide it as it hides a body's error.
-		return fmt.Errorf("h1client: writing request: %w", c.werr)
-	case err != nil:
-		return fmt.Errorf("h1client: writing request: %w", err)
-	}
-	return nil
+	return err
 }
 
 type recordingBody struct {
@@ -209,19 +214,69 @@ func getReader(c *conn) *bufio.Reader {
 	return br
 }
 
-// body streams a response body and releases its connection at EOF, or
-// closes it on error or an early Close.
+// body streams a response body, framed as its head says, and releases
+// its connection at EOF, or closes it on error or an early Close.
 type body struct {
-	src  io.ReadCloser // http.ReadResponse's body over c.br
 	c    *conn
 	ctx  context.Context
 	t    *Transport
 	stop func() bool
 	keep bool
+	resp *http.Response // whose Trailer a chunked body's trailer section fills
+
+	src     io.Reader // c.br, &lr, or a chunked reader over c.br
+	lr      io.LimitedReader
+	chunked bool
+	end     error // io.EOF once read to the end, or the error that ended it
 
 	mu       sync.Mutex
 	closed   bool // Close was called
 	released bool // c was pooled or closed
+}
+
+// frame sets resp's body and the fields that describe it from h, as
+// net/http.ReadResponse does (RFC 9112 6.3).
+func (b *body) frame(h *head, req *http.Request) error {
+	resp := b.resp
+	code := resp.StatusCode
+	noBody := req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
+	conn := resp.Header["Connection"]
+	if resp.ProtoMinor == 0 {
+		resp.Close = hasToken(conn, "close") || !hasToken(conn, "keep-alive")
+	} else {
+		resp.Close = hasToken(conn, "close")
+	}
+	if h.chunked {
+		resp.TransferEncoding = []string{"chunked"}
+		if err := declaredTrailer(resp); err != nil {
+			return err
+		}
+	}
+	switch {
+	case req.Method == http.MethodHead:
+		resp.ContentLength = h.cl
+	case noBody:
+		resp.ContentLength = 0
+	case h.chunked:
+		resp.ContentLength = -1
+	default:
+		resp.ContentLength = h.cl
+	}
+	switch {
+	case noBody || resp.ContentLength == 0:
+		resp.Body = http.NoBody
+		return nil
+	case h.chunked:
+		b.src, b.chunked = httputil.NewChunkedReader(b.c.br), true
+	case h.cl > 0:
+		b.lr = io.LimitedReader{R: b.c.br, N: h.cl}
+		b.src = &b.lr
+	default: // until the backend closes
+		resp.Close = true
+		b.src = b.c.br
+	}
+	resp.Body = b
+	return nil
 }
 
 var errBodyClosed = errors.New("h1client: read on closed response body")
@@ -233,13 +288,30 @@ func (b *body) Read(p []byte) (int, error) {
 	if closed {
 		return 0, errBodyClosed
 	}
+	if b.end != nil {
+		return 0, b.end
+	}
 	n, err := b.src.Read(p)
 	switch {
+	case b.src != &b.lr:
+	case err == nil && b.lr.N == 0:
+		err = io.EOF // with the last bytes: the connection goes back sooner
+	case err == io.EOF && b.lr.N > 0:
+		err = io.ErrUnexpectedEOF
+	}
+	if err == io.EOF && b.chunked {
+		if terr := readTrailer(b.c.br, b.resp, b.t.opts.MaxResponseHeaderBytes); terr != nil {
+			err = terr
+		}
+	}
+	switch {
 	case err == io.EOF:
+		b.end = err
 		b.finish(b.keep)
 	case err != nil:
 		b.finish(false)
 		err = b.t.mapErr(b.ctx, err)
+		b.end = err
 	}
 	return n, err
 }

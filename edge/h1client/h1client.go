@@ -19,22 +19,24 @@
 // Options and, per request, WithTimeouts bound the wait for the head, any
 // silence of the backend mid-response, and any write it leaves unread.
 //
+// It reads response heads and writes request heads itself (head.go,
+// request.go), with a handful of allocations where net/http takes a dozen
+// more, and refuses every head net/http refuses and those it reads in a
+// way another parser might not (white space before a colon, a status
+// under 100).
+//
 // Requests it does not handle go to a fallback RoundTripper (normally an
 // *http.Transport): other schemes than http, protocol upgrades (WebSocket)
 // and requests with a body that expect 100-continue.
 package h1client
 
 import (
-	"bufio"
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptrace"
-	"net/textproto"
 	"net/url"
 	"os"
 	"strings"
@@ -67,29 +69,48 @@ type Options struct {
 	MaxResponseHeaderBytes int64
 }
 
-// Timeouts bound one exchange; see Options for each. A request's context
-// may carry its own (WithTimeouts); zero fields take the Transport's.
+// Timeouts bound one exchange; see Options for each. A Route and a
+// request's context (WithTimeouts) may carry their own; zero fields take
+// the Transport's.
 type Timeouts struct {
 	ResponseHeader, Read, Write time.Duration
 }
 
 type timeoutsKey struct{}
 
-// WithTimeouts returns ctx carrying timeouts for the requests made with it,
-// such as a route's.
+// WithTimeouts returns ctx carrying timeouts for the requests made with
+// it; they take precedence over the Transport's and a Route's.
 func WithTimeouts(ctx context.Context, tm Timeouts) context.Context {
 	return context.WithValue(ctx, timeoutsKey{}, tm)
 }
 
-// timeouts are the Transport's, overridden by the context's.
-func (t *Transport) timeouts(ctx context.Context) Timeouts {
-	tm := Timeouts{t.opts.ResponseHeaderTimeout, t.opts.ReadTimeout, t.opts.WriteTimeout}
+// timeouts are the Transport's, overridden by route's, then by the
+// context's.
+func (t *Transport) timeouts(ctx context.Context, route Timeouts) Timeouts {
+	tm := route.over(Timeouts{t.opts.ResponseHeaderTimeout, t.opts.ReadTimeout, t.opts.WriteTimeout})
 	if o, ok := ctx.Value(timeoutsKey{}).(Timeouts); ok {
-		tm.ResponseHeader = cmp.Or(o.ResponseHeader, tm.ResponseHeader)
-		tm.Read = cmp.Or(o.Read, tm.Read)
-		tm.Write = cmp.Or(o.Write, tm.Write)
+		tm = o.over(tm)
 	}
 	return tm
+}
+
+// over is tm with its zero fields taken from base.
+func (tm Timeouts) over(base Timeouts) Timeouts {
+	return Timeouts{cmp.Or(tm.ResponseHeader, base.ResponseHeader), cmp.Or(tm.Read, base.Read), cmp.Or(tm.Write, base.Write)}
+}
+
+// Route returns a RoundTripper over t whose requests take tm's non-zero
+// fields before the Transport's, such as a route's: set once, where
+// WithTimeouts costs a context and a request copy per request.
+func (t *Transport) Route(tm Timeouts) http.RoundTripper { return &routed{t, tm} }
+
+type routed struct {
+	t  *Transport
+	tm Timeouts
+}
+
+func (r *routed) RoundTrip(req *http.Request) (*http.Response, error) {
+	return r.t.roundTrip(req, r.tm)
 }
 
 // Transport is the RoundTripper. It is safe for concurrent use.
@@ -128,6 +149,10 @@ func New(opts Options, fallback http.RoundTripper) *Transport {
 // RoundTrip sends req and returns the response head; the body streams from
 // the connection, which goes back to the pool when the body was read to EOF.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.roundTrip(req, Timeouts{})
+}
+
+func (t *Transport) roundTrip(req *http.Request, route Timeouts) (*http.Response, error) {
 	if req.URL == nil {
 		closeBody(req)
 		return nil, errors.New("h1client: nil Request.URL")
@@ -144,7 +169,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, errors.New("h1client: no Host in request URL")
 	}
 	ctx := req.Context()
-	tm := t.timeouts(ctx)
+	tm := t.timeouts(ctx, route)
 	p := t.pool(hostPort(req.URL))
 	c := p.get()
 	for retried := false; ; retried = true {
@@ -199,7 +224,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, tm
 	var stop func() bool
 	if ctx.Done() != nil {
 		// Closing the connection is what interrupts a blocked read or write.
-		stop = context.AfterFunc(ctx, func() { c.nc.Close() })
+		stop = context.AfterFunc(ctx, c.abort)
 	}
 	fail := func(err error) (*http.Response, resend, error) {
 		if stop != nil {
@@ -214,13 +239,13 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, tm
 
 	c.tm, c.sent, c.headBy = tm, 0, time.Time{}
 	werr := c.write(req)
-	var stalled *timeoutError
 	switch {
-	case werr != nil && c.werr == nil:
+	case werr == nil:
+	case c.werr == nil:
 		return fail(werr) // the request or its body failed, not the connection
-	case errors.As(werr, &stalled):
+	case errors.As(werr, new(*timeoutError)):
 		return fail(werr) // a backend that reads nothing will hardly answer
-	case werr != nil && c.sent == 0 && ctx.Err() == nil:
+	case c.sent == 0 && ctx.Err() == nil:
 		_, _, err := fail(werr)
 		if hasBody(req) && req.GetBody == nil {
 			return nil, never, err // what was read of the body is gone
@@ -234,7 +259,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, tm
 	}
 	c.br = getReader(c)
 	c.head = heads.Get().(*[]byte)
-	c.headLeft = t.opts.MaxResponseHeaderBytes
+	c.inHead = true
 	if _, err := c.br.Peek(1); err != nil {
 		if werr != nil {
 			err = werr
@@ -246,91 +271,39 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, tm
 		}
 		return nil, never, err
 	}
-	resp, err = readResponse(c.br, req)
+	h, err := c.readResponse(req, t.opts.MaxResponseHeaderBytes)
 	if err != nil {
 		return fail(err)
 	}
-	c.headLeft = -1
-	framed := true
-	if resp.TransferEncoding != nil || !resp.ProtoAtLeast(1, 1) {
-		framed, err = checkFraming((*c.head)[:len(*c.head)-c.br.Buffered()], resp)
-		if err != nil {
-			return fail(err)
-		}
-	}
+	c.inHead = false
 	putHead(c)
+	resp = &h.r
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return fail(errors.New("h1client: 101 Switching Protocols to a request that asked for no upgrade"))
 	}
-	keep := werr == nil && framed && !resp.Close && !req.Close
-	if resp.Body == http.NoBody {
-		c.release(keep, stop)
-		return resp, never, nil
+	b := &h.body
+	*b = body{c: c, ctx: ctx, t: t, stop: stop, resp: resp}
+	if err := b.frame(h, req); err != nil {
+		return fail(err)
 	}
-	resp.Body = &body{src: resp.Body, c: c, ctx: ctx, t: t, stop: stop, keep: keep}
+	// After Transfer-Encoding on HTTP/1.0 the framing is faulty (RFC 9112
+	// 6.1): the connection closes.
+	b.keep = werr == nil && !(h.te && resp.ProtoMinor == 0) && !resp.Close && !req.Close
+	if resp.Body == http.NoBody {
+		c.release(b.keep, stop)
+	}
 	return resp, never, nil
 }
 
 func putHead(c *conn) {
-	if cap(*c.head) <= maxPooledHead {
-		*c.head = (*c.head)[:0]
-		heads.Put(c.head)
-	}
+	putHeadBuf(c.head)
 	c.head = nil
 }
 
-// checkFraming looks at the final head as received (head holds the heads
-// read, interim 1xx ones first) for what net/http forgives: it reads a
-// response with both Transfer-Encoding and Content-Length as chunked, and
-// ignores Transfer-Encoding on HTTP/1.0. The first is refused, as nginx
-// does (RFC 9112 6.3: it "ought to be handled as an error"); after the
-// second the connection closes (RFC 9112 6.1: the framing is faulty).
-func checkFraming(head []byte, resp *http.Response) (keep bool, err error) {
-	var cl, te bool
-	for len(head) > 0 {
-		line, rest, _ := bytes.Cut(head, []byte("\n"))
-		head = rest
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(line) == 0 { // the end of a head: only the last one counts
-			if len(head) > 0 {
-				cl, te = false, false
-			}
-			continue
-		}
-		name, _, ok := bytes.Cut(line, []byte(":"))
-		if !ok || line[0] == ' ' || line[0] == '\t' {
-			continue // a status line, or a folded continuation
-		}
-		cl = cl || bytes.EqualFold(name, []byte("Content-Length"))
-		te = te || bytes.EqualFold(name, []byte("Transfer-Encoding"))
-	}
-	switch {
-	case te && cl:
-		return false, errors.New("h1client: response has both Transfer-Encoding and Content-Length")
-	case te && resp.TransferEncoding == nil:
-		return false, nil
-	}
-	return true, nil
-}
-
-// readResponse reads the final response head, passing interim 1xx ones
-// (100 Continue, 103 Early Hints) to the request's httptrace, as
-// net/http does: httputil.ReverseProxy forwards them to its client.
-func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
-	for {
-		resp, err := http.ReadResponse(br, req)
-		if err != nil {
-			return nil, err
-		}
-		code := resp.StatusCode
-		if code < 100 || code > 199 || code == http.StatusSwitchingProtocols {
-			return resp, nil
-		}
-		if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
-			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
-				return nil, err
-			}
-		}
+func putHeadBuf(b *[]byte) {
+	if cap(*b) <= maxPooledHead {
+		*b = (*b)[:0]
+		heads.Put(b)
 	}
 }
 

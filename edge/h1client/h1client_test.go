@@ -620,3 +620,27 @@ func TestBehindReverseProxy(t *testing.T) {
 		t.Fatalf("backend saw %d connections, want 1", n)
 	}
 }
+
+// TestRouteTimeouts: a Route's timeouts take the place of the Transport's,
+// and a context's take the place of both.
+func TestRouteTimeouts(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		select { // answers late rather than never, should a timeout not fire
+		case <-release:
+		case <-time.After(5 * time.Second):
+		}
+	})
+	tr := newTransport(t, Options{ResponseHeaderTimeout: time.Hour}, nil)
+	route := tr.Route(Timeouts{ResponseHeader: 20 * time.Millisecond})
+	var ne net.Error
+	if _, err := route.RoundTrip(get(t, s.URL)); !errors.As(err, &ne) || !ne.Timeout() || !strings.Contains(err.Error(), "20ms") {
+		t.Fatalf("route: err = %v, want its 20ms head timeout", err)
+	}
+	req := get(t, s.URL)
+	req = req.WithContext(WithTimeouts(req.Context(), Timeouts{ResponseHeader: 30 * time.Millisecond}))
+	if _, err := route.RoundTrip(req); !errors.As(err, &ne) || !strings.Contains(err.Error(), "30ms") {
+		t.Fatalf("context over route: err = %v, want its 30ms head timeout", err)
+	}
+}

@@ -124,13 +124,13 @@ func (p *Proxy) Close() {
 // HTTP/1.1 keeps only the response head's.
 func (p *Proxy) Handler(svc *upstream.Service, tm Stream) http.Handler {
 	route := h1client.Timeouts{ResponseHeader: tm.ResponseHeader.D(), Read: tm.UpstreamRead.D(), Write: tm.UpstreamWrite.D()}
-	var base http.RoundTripper = p.transport
+	base := p.transport.Route(route)
 	if rt := p.h2.of(svc.Protocol()); rt != nil {
 		base = &h2Stream{rt: rt, tm: route}
 	}
 	return &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
-		Transport:      &balancing{svc: svc, base: base, tm: route},
+		Transport:      &balancing{svc: svc, base: base},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.fail,
 		BufferPool:     buffers{},
@@ -227,12 +227,10 @@ func classify(r *http.Request, err error) (int, string) {
 // balancing is the RoundTripper that chooses a backend for each attempt.
 type balancing struct {
 	svc  *upstream.Service
-	base http.RoundTripper
-	tm   h1client.Timeouts // the route's
+	base http.RoundTripper // with the route's timeouts
 }
 
 func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
-	req = req.WithContext(h1client.WithTimeouts(req.Context(), t.tm))
 	x := exchange.From(req.Context())
 	t.svc.Attempt()
 	// A request body that fails to read is the client's fault (it left, or
