@@ -33,6 +33,7 @@ func newH2Transports(t Timeouts, dialer *net.Dialer) h2Transports {
 			ReadIdleTimeout:    15 * time.Second,
 			PingTimeout:        5 * time.Second,
 			WriteByteTimeout:   t.UpstreamWrite.D(),
+			MaxHeaderListSize:  maxUpstreamHead,
 		}
 	}
 	clear := base()

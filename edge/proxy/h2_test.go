@@ -26,7 +26,9 @@ func h2Front(t *testing.T, protocol string, backend *httptest.Server, url string
 	p := New(tm, "test-node", quiet)
 	t.Cleanup(p.Close)
 	if backend != nil && backend.TLS != nil {
-		p.h2.tls.TLSClientConfig = &tls.Config{RootCAs: backend.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
+		roots := backend.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+		p.h2.tls.TLSClientConfig = &tls.Config{RootCAs: roots}
+		p.std.TLSClientConfig = &tls.Config{RootCAs: roots}
 	}
 	cfg := upstream.Config{Protocol: protocol, Backends: []upstream.BackendConfig{{URL: url}}}
 	cfg.SetDefaults()
