@@ -6,6 +6,12 @@
 //
 //	make build && go run ./bench/edge [-d 10s] [-rounds 3] [-targets perigee,caddy] [-protos h1,h2] [-perf]
 //
+// Target gostack is the ceiling: this binary run again as a child process
+// (gostack.go) serving the backend's handler itself over TLS, through
+// net/http's server for HTTP/1.1 and HTTP/2 and quic-go's http3.Server for
+// HTTP/3, the stack perigee's listeners are built on. perigee/gostack is
+// the share of that ceiling perigee reaches.
+//
 // With -base BIN it also runs a second perigee binary (for example one built
 // from main before a change) as target "base", with the same config, and
 // reports perigee/base beside the other ratios.
@@ -52,11 +58,14 @@ type options struct {
 }
 
 var (
-	allTargets = []string{"backend", "perigee", "base", "caddy", "nginx"}
+	allTargets = []string{"backend", "gostack", "perigee", "base", "caddy", "nginx"}
 	allProtos  = []string{"h1", "h2", "h3"}
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == gostackCmd {
+		fail(serveGostack(os.Args[2:])) // returns only on error
+	}
 	var o options
 	var targets, protos string
 	flag.DurationVar(&o.dur, "d", 10*time.Second, "load duration per target and protocol")
@@ -68,7 +77,7 @@ func main() {
 	flag.IntVar(&o.h3Conns, "h3c", 8, "HTTP/3 connections")
 	flag.IntVar(&o.h3Streams, "h3m", 8, "HTTP/3 concurrent streams per connection")
 	flag.IntVar(&o.size, "size", 64, "backend response body bytes")
-	flag.StringVar(&targets, "targets", "backend,perigee,caddy,nginx", "targets to run (base is added by -base)")
+	flag.StringVar(&targets, "targets", "backend,gostack,perigee,caddy,nginx", "targets to run (base is added by -base)")
 	flag.StringVar(&protos, "protos", strings.Join(allProtos, ","), "protocols to run: h1, h2, h3")
 	flag.StringVar(&o.perigeeBin, "perigee", "bin/perigee", "perigee binary (make build)")
 	flag.StringVar(&o.baseBin, "base", "", "a second perigee binary to compare with, run as target base")

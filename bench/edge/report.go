@@ -29,6 +29,9 @@ func header(o options) string {
 		fmt.Fprintf(&b, "base: %s (%s)\n", o.baseBin, version(o.baseBin, "version"))
 	}
 	fmt.Fprintf(&b, "backend: perigee sample-backend --size %d (plain HTTP/1.1); servers and load generators share the same cores, on loopback\n", o.size)
+	if slices.Contains(o.targets, "gostack") {
+		fmt.Fprintf(&b, "gostack: %s with the sample backend's handler, answering itself over TLS (no proxy): the Go stack's ceiling for perigee\n", gostackVersion())
+	}
 	return b.String()
 }
 
@@ -75,7 +78,7 @@ func report(o options, runs []runKey, results map[runKey][]result) string {
 		if !ok {
 			continue
 		}
-		for _, other := range []string{"base", "caddy", "nginx"} {
+		for _, other := range []string{"gostack", "base", "caddy", "nginx"} {
 			if m, ok := med[[2]string{other, p}]; ok && m.rps > 0 && m.p99 > 0 && m.usPerReq > 0 {
 				ratios = append(ratios, fmt.Sprintf("%-8s %-8s %7.2fx %7.2fx %7.2fx", protoNames[p], other,
 					pg.rps/m.rps, float64(pg.p99)/float64(m.p99), pg.usPerReq/m.usPerReq))
@@ -85,7 +88,7 @@ func report(o options, runs []runKey, results map[runKey][]result) string {
 	if len(ratios) > 0 {
 		// On a shared machine us/req moves least: it does not count the time
 		// the proxy waited for a core.
-		fmt.Fprintf(&b, "\nperigee / other (req/s: higher is better; p99 and CPU us/req: lower is better)\n%-8s %-8s %8s %8s %8s\n%s\n",
+		fmt.Fprintf(&b, "\nperigee / other (req/s: higher is better; p99 and CPU us/req: lower is better; vs gostack: the share of Go's own ceiling)\n%-8s %-8s %8s %8s %8s\n%s\n",
 			"proto", "vs", "req/s", "p99", "us/req", strings.Join(ratios, "\n"))
 	}
 	return b.String()

@@ -77,8 +77,8 @@ func checkTools(o options) error {
 	return errors.Join(errs...)
 }
 
-// startTargets starts the backend and, in front of it, every chosen proxy,
-// and waits until each answers.
+// startTargets starts the backend, every chosen proxy in front of it and,
+// if chosen, gostack beside it, and waits until each answers.
 func startTargets(ctx context.Context, o options, dir string, kids *children) ([]*target, error) {
 	backendAddr, err := freePort()
 	if err != nil {
@@ -131,8 +131,13 @@ func startTargets(ctx context.Context, o options, dir string, kids *children) ([
 
 // configure writes a proxy's config into dir and returns its command line
 // and extra environment. All three proxies get the same certificate, the
-// same backend, pooled upstream connections and no access log.
+// same backend, pooled upstream connections and no access log. gostack
+// needs no file: its flags are its whole config.
 func configure(o options, dir, name, addr, backend, cert, key string) (argv, env []string, err error) {
+	if name == "gostack" {
+		argv, err = gostackArgv(o, addr, cert, key)
+		return argv, nil, err
+	}
 	host, port, _ := net.SplitHostPort(addr)
 	spare, err := freePort() // for the listeners we do not use but must not be 80 or 9901
 	if err != nil {
