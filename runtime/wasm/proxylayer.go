@@ -438,6 +438,11 @@ func (pw *proxyWriter) Header() http.Header { return pw.w.Header() }
 func (pw *proxyWriter) broken() bool { return pw.x.pw.err != nil || pw.x.pw.local != nil }
 
 func (pw *proxyWriter) WriteHeader(code int) {
+	if interim(code) {
+		// proxy-wasm has no callback for them: they pass.
+		pw.w.WriteHeader(code)
+		return
+	}
 	pw.body.lock()
 	status := pw.head(code)
 	pw.body.unlock()
