@@ -393,7 +393,7 @@ func TestConcurrentClientsSeeOnlyTheirOwnRequest(t *testing.T) {
 	}
 	noise.Go(func() { rawAborter(ctx, n.Addrs().HTTPS, 2000) })
 
-	const workersPerClient, perWorker = 3, 50
+	const workersPerClient, perWorker = 3, 30
 	var (
 		mu       sync.Mutex
 		bad      []string
