@@ -32,7 +32,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(ctx)
 	rec := recorders.Get().(*recorder)
 	rec.ResponseWriter, rec.x, rec.hijacks = w, x, &n.listeners.hijacked
-	n.setOwnHeaders(w.Header(), r, x.ID)
+	rec.own = n.setOwnHeaders(w.Header(), r, x.ID)
 
 	var entry *routeEntry
 	var stats *metrics.ServiceStats
@@ -232,8 +232,10 @@ type recorder struct {
 	hijacks *hijacks
 	conn    net.Conn // hijacked, tracked until the handler returns
 	wrote   bool     // a status or body went to the client
-	// own holds the node's headers while a 1xx is relayed: the proxy
-	// clears the header map after one, and the final response needs them.
+	final   bool     // the response's own head (not a 1xx) went out
+	// own holds the node's headers, for the final head to carry even
+	// when the map lost them: the proxy clears it after relaying a 1xx,
+	// and a transform's own answer may start from an empty one.
 	own [len(ownHeaders)]string
 }
 
@@ -243,14 +245,16 @@ var ownHeaders = [...]string{"X-Request-Id", "Alt-Svc"}
 
 // setOwnHeaders sets the request id, and on HTTPS over TCP the Alt-Svc
 // that advertises HTTP/3, in one allocation: the keys are canonical, and
-// each value slice is full so that an Add cannot write into the other.
-func (n *Node) setOwnHeaders(h http.Header, r *http.Request, id string) {
+// each value slice is full so that an Add cannot write into the other. It
+// returns their values, in the order of ownHeaders.
+func (n *Node) setOwnHeaders(h http.Header, r *http.Request, id string) [len(ownHeaders)]string {
 	if alt := n.listeners.altSvc; alt != "" && r.TLS != nil && r.ProtoMajor < 3 {
 		v := []string{id, alt}
 		h["X-Request-Id"], h["Alt-Svc"] = v[:1:1], v[1:]
-		return
+		return [...]string{id, alt}
 	}
 	h["X-Request-Id"] = []string{id}
+	return [...]string{id, ""}
 }
 
 var recorders = sync.Pool{New: func() any { return new(recorder) }}
@@ -262,31 +266,34 @@ var (
 
 func (w *recorder) WriteHeader(code int) {
 	w.wrote = true
-	h := w.ResponseWriter.Header()
 	switch {
-	case code < 200 && code != http.StatusSwitchingProtocols:
-		if w.x.Status == 0 {
-			for i, k := range ownHeaders {
-				w.own[i] = h.Get(k)
-			}
+	case code >= 200 || code == http.StatusSwitchingProtocols:
+		if !w.final {
+			w.finalHead(code)
 		}
-	case w.x.Status != 0 && w.x.Status < 200:
-		for i, k := range ownHeaders {
-			if w.own[i] != "" && h.Get(k) == "" {
-				h.Set(k, w.own[i])
-			}
-		}
-	}
-	if w.x.Status == 0 || code >= 200 && w.x.Status < 200 {
+	case w.x.Status == 0:
 		w.x.Status = code
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// finalHead notes the response's status and puts back what the header map
+// lost of the node's own headers.
+func (w *recorder) finalHead(code int) {
+	w.final = true
+	w.x.Status = code
+	h := w.ResponseWriter.Header()
+	for i, k := range ownHeaders {
+		if _, ok := h[k]; !ok && w.own[i] != "" {
+			h[k] = []string{w.own[i]}
+		}
+	}
+}
+
 func (w *recorder) Write(b []byte) (int, error) {
 	w.wrote = true
-	if w.x.Status == 0 {
-		w.x.Status = http.StatusOK
+	if !w.final {
+		w.finalHead(http.StatusOK) // what the writer sends before a body
 	}
 	n, err := w.ResponseWriter.Write(b)
 	w.x.Bytes += int64(n)

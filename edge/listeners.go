@@ -101,6 +101,11 @@ func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *cer
 			IdleTimeout:    t.Idle.D(),
 			ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
 				l.metrics.HTTP3Conn()
+				// ReverseProxy aborts a response whose backend failed
+				// mid-body (a panic the server turns into a stream reset)
+				// only under a net/http server, which it finds by this key;
+				// without it, the client got the body cut short as if whole.
+				ctx = context.WithValue(ctx, http.ServerContextKey, l.https)
 				return rtt.QUICConnContext(ctx, c)
 			},
 		}, http3.ConfigureTLSConfig(l.counted(store.TLSConfig())), t.ReadHeader.D())

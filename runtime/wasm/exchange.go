@@ -342,7 +342,7 @@ func (x *exchange) prepareNext() http.ResponseWriter {
 	}
 	var w http.ResponseWriter = x.w
 	if x.features&FeatureBufferResponse != 0 {
-		x.buf = &bufferedWriter{header: x.w.Header(), root: x.root, limit: uint64(x.t.spec.MaxBuffer)}
+		x.buf = &bufferedWriter{header: x.w.Header(), out: x.w, root: x.root, limit: uint64(x.t.spec.MaxBuffer)}
 		w = x.buf
 	}
 	// A status or body the guest set before calling next goes out first,
@@ -369,10 +369,11 @@ func (x *exchange) answer() {
 }
 
 // bufferedWriter holds a downstream response until the guest has seen it,
-// up to limit bytes. It shares the header map of the writer it will flush
-// to.
+// up to limit bytes. It shares the header map of out, the writer it will
+// flush to; interim 1xx heads go to out at once.
 type bufferedWriter struct {
 	header http.Header
+	out    http.ResponseWriter
 	root   http.ResponseWriter // the server's, for blockingIO downstream
 	status int
 	body   bytes.Buffer
@@ -382,11 +383,21 @@ type bufferedWriter struct {
 	overflowed bool
 }
 
+// interim tells a 1xx head (103 Early Hints, 100 Continue), which a
+// response may have several of before its own, from the response's head.
+func interim(code int) bool {
+	return code >= 100 && code < 200 && code != http.StatusSwitchingProtocols
+}
+
 var errResponseTooLarge = errors.New("response is larger than the transform's max_buffer")
 
 func (b *bufferedWriter) Header() http.Header { return b.header }
 
 func (b *bufferedWriter) WriteHeader(code int) {
+	if interim(code) {
+		b.out.WriteHeader(code)
+		return
+	}
 	if b.status == 0 {
 		b.status = code
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tetratelabs/wazero/api"
@@ -31,6 +32,9 @@ type proxyState struct {
 	call     *httpCall
 	nextCall uint32
 	resumed  bool // proxy_continue_stream since the last pause
+	// offStream is set while a request body callback runs on the
+	// transport's goroutine: the response's maps are off limits then.
+	offStream bool
 	// writer runs the response callbacks; here to spare an allocation.
 	writer proxyWriter
 }
@@ -158,11 +162,12 @@ func (l *proxyLayer) serve(x *exchange, g *proxyGuest) error {
 		r.Body = body
 		r.ContentLength = -1
 		r.Header.Del("Content-Length")
+		body.downstream = true
 	}
 	x.afterNext = true
 	pw := &x.pw.writer
-	*pw = proxyWriter{x: x, g: g, w: x.w}
-	l.serveNext(x, pw)
+	*pw = proxyWriter{x: x, g: g, w: x.w, body: body}
+	l.serveNext(x, pw, body)
 	if x.pw.err == nil && x.pw.local == nil {
 		pw.finish()
 	}
@@ -189,9 +194,11 @@ func (x *exchange) stopped(err error) error {
 
 // serveNext runs the rest of the chain. A panic (net/http's way of aborting
 // a response) leaves the instance sound between callbacks, unless the
-// filter had stopped the stream, which is what made the chain abort.
-func (l *proxyLayer) serveNext(x *exchange, w http.ResponseWriter) {
+// filter had stopped the stream, which is what made the chain abort. The
+// request body, which the transport may still be reading, is ended first.
+func (l *proxyLayer) serveNext(x *exchange, w http.ResponseWriter, body *proxyBody) {
 	defer func() {
+		body.end()
 		if p := recover(); p != nil {
 			if x.pw.err != nil || x.pw.local != nil {
 				return
@@ -276,7 +283,19 @@ func (x *exchange) callbackAs(id uint32, fn api.Function, args ...uint64) (uint6
 // chunk read joins what the filter holds; Continue releases it upstream,
 // Pause keeps it (within max_buffer) for the next call. At the end of the
 // stream the held bytes go on either way: nothing is left to resume them.
+//
+// Once downstream, the body may be read on the transport's goroutine
+// (HTTP/2, net/http's), beside the response callbacks, and even after
+// the layer returned: ReverseProxy's Close does not stop a Read already
+// under way. mu orders its callbacks with the stream's; ended, set when
+// the rest of the chain returned, stops them, since x and its instance
+// go to other requests then. A callback run there sees no response maps,
+// which the chain writes unguarded.
 type proxyBody struct {
+	mu         sync.Mutex
+	ended      bool
+	downstream bool
+
 	x       *exchange
 	g       *proxyGuest
 	src     io.ReadCloser
@@ -325,7 +344,6 @@ func (b *proxyBody) readUntilContinue() error {
 
 // step reads one chunk and runs the callback over everything held.
 func (b *proxyBody) step() (uint64, error) {
-	x := b.x
 	if b.chunk == nil {
 		b.chunk = make([]byte, bodyChunk)
 	}
@@ -333,6 +351,14 @@ func (b *proxyBody) step() (uint64, error) {
 	if err != nil && err != io.EOF {
 		return 0, err // the client went away
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ended {
+		return 0, errStopped
+	}
+	x := b.x
+	x.pw.offStream = b.downstream
+	defer func() { x.pw.offStream = false }()
 	b.eof = err == io.EOF
 	if n == 0 && b.eof && !b.seen {
 		b.none = true
@@ -368,16 +394,42 @@ func (b *proxyBody) step() (uint64, error) {
 
 func (b *proxyBody) Close() error { return b.src.Close() }
 
+// lock and unlock bracket what the stream's goroutine does with x while
+// the body is downstream; a nil body has nothing to order.
+func (b *proxyBody) lock() {
+	if b != nil {
+		b.mu.Lock()
+	}
+}
+
+func (b *proxyBody) unlock() {
+	if b != nil {
+		b.mu.Unlock()
+	}
+}
+
+// end stops the body's callbacks, waiting for one under way.
+func (b *proxyBody) end() {
+	if b != nil {
+		b.mu.Lock()
+		b.ended = true
+		b.mu.Unlock()
+	}
+}
+
 // proxyWriter runs the response callbacks as the rest of the chain writes
 // the response: proxy_on_response_headers before the headers go out, and
 // proxy_on_response_body per write, with the same hold-until-Continue as
-// the request body.
+// the request body. Its callbacks run under the request body's lock; what
+// goes to the client goes outside it, so that a client that reads its
+// response only once its upload is done still gets its upload read.
 type proxyWriter struct {
 	x        *exchange
 	g        *proxyGuest
 	w        http.ResponseWriter
-	started  bool // WriteHeader ran the headers callback
-	holdHead bool // the headers callback paused: headers wait for the body
+	body     *proxyBody // the request body downstream, or nil
+	started  bool       // WriteHeader ran the headers callback
+	holdHead bool       // the headers callback paused: headers wait for the body
 	held     []byte
 }
 
@@ -386,9 +438,24 @@ func (pw *proxyWriter) Header() http.Header { return pw.w.Header() }
 func (pw *proxyWriter) broken() bool { return pw.x.pw.err != nil || pw.x.pw.local != nil }
 
 func (pw *proxyWriter) WriteHeader(code int) {
+	if interim(code) {
+		// proxy-wasm has no callback for them: they pass.
+		pw.w.WriteHeader(code)
+		return
+	}
+	pw.body.lock()
+	status := pw.head(code)
+	pw.body.unlock()
+	if status != 0 {
+		pw.w.WriteHeader(status)
+	}
+}
+
+// head runs the headers callback; it returns the status to send now, or 0.
+func (pw *proxyWriter) head(code int) int {
 	x := pw.x
 	if pw.started || pw.broken() {
-		return
+		return 0
 	}
 	pw.started = true
 	x.pw.status = code
@@ -398,60 +465,74 @@ func (pw *proxyWriter) WriteHeader(code int) {
 	action, err := x.headersCallback(pw.g.responseHeaders, kindResponse, eos)
 	if err != nil {
 		x.pw.err = err
-		return
+		return 0
 	}
 	if action == actionPause && len(x.pw.calls) > 0 {
 		// Paused for dispatched calls: their callbacks may change the
 		// headers, then resume (or not: nothing else would).
 		if err := x.deliverCalls(pw.g, true); err != nil {
 			x.pw.err = err
-			return
+			return 0
 		}
 		action = actionContinue
 	}
 	if pw.broken() {
-		return
+		return 0
 	}
 	if action == actionPause && pw.g.responseBody != nil && !eos {
 		pw.holdHead = true
-		return
+		return 0
 	}
-	pw.sendHead()
+	return pw.headOut()
 }
 
-func (pw *proxyWriter) sendHead() {
+// headOut marks the head sent and returns its status, for the caller to
+// write.
+func (pw *proxyWriter) headOut() int {
 	pw.holdHead = false
 	pw.x.pw.sent = true
 	if pw.g.responseBody != nil {
 		// The filter may change the body's length.
 		pw.w.Header().Del("Content-Length")
 	}
-	pw.w.WriteHeader(pw.x.pw.status)
+	return pw.x.pw.status
 }
 
 func (pw *proxyWriter) Write(p []byte) (int, error) {
 	if !pw.started {
 		pw.WriteHeader(http.StatusOK)
 	}
-	if pw.broken() {
+	pw.body.lock()
+	broken, through := pw.broken(), pw.g.responseBody == nil
+	var status int
+	var out []byte
+	var err error
+	if !broken && !through {
+		status, out, err = pw.bodyCallback(p, false)
+	}
+	pw.body.unlock()
+	switch {
+	case broken:
 		return 0, errStopped
-	}
-	if pw.g.responseBody == nil {
+	case through:
 		return pw.w.Write(p)
+	case err != nil:
+		return 0, err
 	}
-	if err := pw.body(p, false); err != nil {
+	if err := pw.send(status, out); err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
 
-// body runs the body callback over the held bytes and p, and sends them
-// on Continue or at the end of the stream.
-func (pw *proxyWriter) body(p []byte, eos bool) error {
+// bodyCallback runs the body callback over the held bytes and p. On
+// Continue or at the end of the stream it returns what to send: the head's
+// status if the head was held, and the bytes.
+func (pw *proxyWriter) bodyCallback(p []byte, eos bool) (status int, out []byte, err error) {
 	x := pw.x
 	if uint64(len(pw.held))+uint64(len(p)) > uint64(x.t.spec.MaxBuffer) {
 		x.pw.err = &overflow{"response body held by the filter", http.StatusBadGateway}
-		return x.pw.err
+		return 0, nil, x.pw.err
 	}
 	pw.held = append(pw.held, p...)
 	x.pw.body, x.pw.bodyKind = &pw.held, bufferResponseBody
@@ -459,21 +540,31 @@ func (pw *proxyWriter) body(p []byte, eos bool) error {
 	x.pw.body = nil
 	if err != nil {
 		x.pw.err = err
-		return err
+		return 0, nil, err
 	}
 	if pw.broken() {
-		return errStopped
+		return 0, nil, errStopped
 	}
 	if action == actionContinue || eos {
 		if pw.holdHead {
-			pw.sendHead()
+			status = pw.headOut()
 		}
-		if len(pw.held) > 0 {
-			if _, err := pw.w.Write(pw.held); err != nil {
-				return err
-			}
+		// held is written before the next append reuses it: both happen
+		// on the stream's goroutine.
+		out, pw.held = pw.held, pw.held[:0]
+	}
+	return status, out, nil
+}
+
+// send writes what bodyCallback released.
+func (pw *proxyWriter) send(status int, out []byte) error {
+	if status != 0 {
+		pw.w.WriteHeader(status)
+	}
+	if len(out) > 0 {
+		if _, err := pw.w.Write(out); err != nil {
+			return err
 		}
-		pw.held = pw.held[:0]
 	}
 	return nil
 }
@@ -501,11 +592,12 @@ func (pw *proxyWriter) finish() {
 		return
 	}
 	if pw.g.responseBody != nil {
-		if pw.body(nil, true) != nil {
+		status, out, err := pw.bodyCallback(nil, true)
+		if err != nil || pw.send(status, out) != nil {
 			return
 		}
 	} else if pw.holdHead {
-		pw.sendHead()
+		pw.w.WriteHeader(pw.headOut())
 	}
 	if pw.g.responseTrailers != nil {
 		declaredTrailers(pw.w.Header())

@@ -447,9 +447,9 @@ func headerKind(x *exchange, mapType uint32) (uint32, bool) {
 	case mapRequestTrailers:
 		return kindRequestTrailers, true
 	case mapResponseHeaders:
-		return kindResponse, x.afterNext
+		return kindResponse, x.afterNext && !x.pw.offStream
 	case mapResponseTrailers:
-		return kindResponseTrailers, x.afterNext
+		return kindResponseTrailers, x.afterNext && !x.pw.offStream
 	}
 	return 0, false
 }
@@ -962,7 +962,7 @@ func (p proxyABI) property(x *exchange, path []string) ([]byte, bool) {
 		v := x.headerValues(kindRequest, path[2])
 		return []byte(strings.Join(v, ",")), v != nil
 	}
-	if len(path) == 3 && path[0] == "response" && path[1] == "headers" && x.afterNext {
+	if len(path) == 3 && path[0] == "response" && path[1] == "headers" && x.afterNext && !x.pw.offStream {
 		v := x.headerValues(kindResponse, path[2])
 		return []byte(strings.Join(v, ",")), v != nil
 	}
