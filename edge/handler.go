@@ -88,7 +88,9 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if max := int64(st.cfg.Limits.MaxBodyBytes); max > 0 {
 				r.Body = http.MaxBytesReader(rec, r.Body, max)
 			}
-			r.Body = &slowBody{ReadCloser: r.Body, rc: *http.NewResponseController(w), idle: entry.clientBody}
+			body := &slowBody{ReadCloser: r.Body, rc: *http.NewResponseController(w), idle: entry.clientBody}
+			defer body.finish()
+			r.Body = body
 		}
 		entry.handler.ServeHTTP(rec, r)
 		if !rec.wrote && rec.conn == nil && r.Context().Err() != nil {
@@ -194,21 +196,47 @@ type slowBody struct {
 	io.ReadCloser
 	rc   http.ResponseController
 	idle time.Duration
+	// mu orders Reads with finish: a transport may still read the body on
+	// its own goroutine after the handler returned, when over HTTP/1.1 the
+	// connection may already serve the next request.
+	mu   sync.Mutex
+	done bool // the handler returned: set no deadline, read nothing
 	set  bool // a deadline is set and must be lifted at EOF
 }
 
+var errBodyAfterHandler = errors.New("request body read after the request ended")
+
 func (b *slowBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	if b.done {
+		b.mu.Unlock()
+		return 0, errBodyAfterHandler
+	}
 	if b.idle > 0 {
 		b.set = b.rc.SetReadDeadline(time.Now().Add(b.idle)) == nil
 	}
+	b.mu.Unlock()
 	n, err := b.ReadCloser.Read(p)
-	if err == io.EOF && b.set {
-		// A WebSocket or the next keep-alive request is not the body's.
-		// After a failure the deadline stays: nothing more is read.
-		b.rc.SetReadDeadline(time.Time{})
-		b.set = false
+	if err == io.EOF {
+		b.mu.Lock()
+		if b.set && !b.done {
+			// A WebSocket or the next keep-alive request is not the body's.
+			// After a failure the deadline stays: nothing more is read.
+			b.rc.SetReadDeadline(time.Time{})
+			b.set = false
+		}
+		b.mu.Unlock()
 	}
 	return n, err
+}
+
+// finish ends the body's use of the connection when the handler returns.
+// A deadline left set bounds net/http's drain of an unread body; the next
+// request's header read replaces it.
+func (b *slowBody) finish() {
+	b.mu.Lock()
+	b.done = true
+	b.mu.Unlock()
 }
 
 // headerBytes is the request's header size as the client sent it, near

@@ -2,8 +2,12 @@ package edge
 
 import (
 	"crypto/tls"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 )
 
 // The node's own response headers share one allocation; adding to one
@@ -26,5 +30,36 @@ func TestOwnHeadersDoNotShareAValue(t *testing.T) {
 		if h.Get("Alt-Svc") != "" || h.Get("X-Request-Id") != "id-3" {
 			t.Errorf("proto %d, TLS %v: %v", r.ProtoMajor, r.TLS != nil, h)
 		}
+	}
+}
+
+// deadlineWriter records the read deadlines a handler sets on its
+// connection.
+type deadlineWriter struct {
+	http.ResponseWriter
+	deadlines []time.Time
+}
+
+func (w *deadlineWriter) SetReadDeadline(t time.Time) error {
+	w.deadlines = append(w.deadlines, t)
+	return nil
+}
+
+// A transport may still be reading the request body on its own goroutine
+// when the handler returns. By then the connection may serve the next
+// request (HTTP/1.1), so a late read must not set its deadline.
+func TestSlowBodySetsNoDeadlineAfterTheHandlerReturned(t *testing.T) {
+	w := &deadlineWriter{ResponseWriter: httptest.NewRecorder()}
+	b := &slowBody{ReadCloser: io.NopCloser(strings.NewReader("abc")), rc: *http.NewResponseController(w), idle: time.Second}
+	var p [1]byte
+	if _, err := b.Read(p[:]); err != nil || len(w.deadlines) != 1 {
+		t.Fatalf("read while serving: %v, deadlines %v", err, w.deadlines)
+	}
+	b.finish()
+	if n, err := b.Read(p[:]); n != 0 || err == nil {
+		t.Errorf("read after the handler returned: %d, %v", n, err)
+	}
+	if len(w.deadlines) != 1 {
+		t.Errorf("deadlines set after the handler returned: %v", w.deadlines[1:])
 	}
 }
