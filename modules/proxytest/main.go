@@ -337,6 +337,9 @@ var path string
 
 //go:wasmexport proxy_on_request_headers
 func onRequestHeaders(id, n, eos uint32) uint32 {
+	// An instance serves one request at a time: what the last one left
+	// must not reach this one.
+	requestTrailer = ""
 	path, _ = header(requestHeaders, ":path")
 	switch path {
 	case "/deny":

@@ -319,7 +319,8 @@ func gathered(t *testing.T, reg *prometheus.Registry, name, transform string) fl
 // response trailer made of both.
 func TestProxyWasmTrailers(t *testing.T) {
 	h := newTestHost(t)
-	tr := loadProxyTest(t, h, "")
+	// One instance, so that the second request below meets the first's.
+	tr := loadT(t, h, Spec{Name: "pw", Wasm: proxyTestGuest(t), Settings: Settings{Pool: 1, Timeout: units.Duration(5 * time.Second)}})
 	url := serve(t, NewChain(tr).Then(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.Header().Set("Trailer", "X-Up-Trailer")
@@ -336,6 +337,17 @@ func TestProxyWasmTrailers(t *testing.T) {
 	resp.Body.Close()
 	if got := resp.Trailer.Get("X-Pw-Trailer"); got != "t-req+t-up" {
 		t.Errorf("x-pw-trailer %q, want t-req+t-up (trailers %v)", got, resp.Trailer)
+	}
+	// The next request, on the same instance, sends none: nothing of the
+	// last one's may reach it.
+	req, _ = http.NewRequest("POST", url+"/trailers", io.MultiReader(strings.NewReader("chunked")))
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if got := resp.Trailer.Get("X-Pw-Trailer"); got != "+t-up" {
+		t.Errorf("second request: x-pw-trailer %q, want +t-up", got)
 	}
 }
 
