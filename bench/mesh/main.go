@@ -47,6 +47,7 @@ func main() {
 	out := flag.String("out", "", "results file (default bench/results/mesh.txt, or mesh-model.txt with -model)")
 	modelled := flag.Bool("model", false, "simulate the protocol (bench/mesh/model) instead of running real nodes")
 	seed := flag.Uint64("seed", 1, "the model's random seed")
+	match := flag.String("match", "", "with -model, run only the scenarios whose description holds this text")
 	flag.Parse()
 	if *modelled {
 		var ns []int
@@ -57,7 +58,7 @@ func main() {
 			}
 			ns = append(ns, n)
 		}
-		res, err := runModel(ns, *trials, *seed)
+		res, err := runModel(ns, *trials, *seed, *match)
 		if err != nil {
 			fatal(err)
 		}
