@@ -279,6 +279,9 @@ func TestBroadcastAgesAndInvalidates(t *testing.T) {
 	if len(b.Message()) != len(b.msg) {
 		t.Error("message length changed between transmissions")
 	}
+	if c, _, err := decodeCompactSummary(newSummaryBroadcast(sum, true, at).Message()); err != nil || c.Age < sum.Age+2*time.Second || c.Seq != 42 {
+		t.Errorf("relayed compact summary %+v, %v; want seq 42 and an age of at least %v", c, err, sum.Age+2*time.Second)
+	}
 	bt, err := decodeSumBeat(newSumBeatBroadcast(sumBeat{Region: "eu", Sender: "n1", Gen: 7, Seq: 43, Base: 42}, at).Message())
 	if err != nil || bt.Age < 2*time.Second || bt.Base != 42 {
 		t.Errorf("relayed summary beat %+v, %v", bt, err)
