@@ -72,6 +72,8 @@ type Cluster struct {
 	sumAt       time.Time // when mySum was sent
 	sumBeatAt   time.Time // when mySum or a beat of it was last sent
 	summarising bool
+	sumWants    int       // wants of our summary from other regions since we last sent it
+	regossipAt  time.Time // when we last gossiped our summary again for them
 
 	stop     chan struct{}
 	wg       sync.WaitGroup

@@ -173,7 +173,7 @@ func (c *Cluster) summarise(now time.Time) {
 		compact := c.summarising && last != nil && memberList(last.Members) == memberList(s.Members)
 		c.sumSeq++
 		s.Seq = c.sumSeq
-		c.mySum, c.sumAt, c.sumBeatAt, c.summarising = s, now, now, true
+		c.mySum, c.sumAt, c.sumBeatAt, c.summarising, c.sumWants = s, now, now, true, 0
 		c.summaries[s.Region] = holdSummary(s, now)
 		c.queue.QueueBroadcast(newSummaryBroadcast(s, compact, now))
 	case now.Sub(c.sumBeatAt) >= c.timing.SummaryRefresh:

@@ -465,3 +465,30 @@ func TestMemberMissedByGossipFoundThroughSummaries(t *testing.T) {
 	nw.Heal()
 	eventually(t, "rb-00 sees ra-01", func() bool { m, ok := member(b.Cluster, "ra-01"); return ok && m.State != StateDead })
 }
+
+// Many nodes of other regions asking for our summary at once (they all
+// missed it) are served by gossiping it again in full: a TCP answer to
+// each would overflow the stream queue, and the rest would wait for
+// beat after beat.
+func TestManyWantsOfASummaryRegossipIt(t *testing.T) {
+	now := time.Now()
+	c := summariser(now)
+	c.summarise(now)
+	queued(t, c) // the first summary, sent
+	c.lastSent = c.peers["b"].rep
+	for i := range summaryWantsToRegossip {
+		id := fmt.Sprintf("u%d", i)
+		c.addPeer(id, &peer{state: StateAlive, addr: fmt.Sprintf("127.0.0.1:%d", 10+i)}, "us")
+		c.answerWant(id, now)
+		if i < summaryWantsToRegossip-1 && c.queue.NumQueued() > 1 {
+			t.Fatalf("summary gossiped again after %d wants", i+1)
+		}
+	}
+	b := queued(t, c)
+	if s, err := decodeSummary(b); err != nil || s.Seq != c.sumSeq || len(s.Members) != 2 {
+		t.Fatalf("gossiped again: %+v, %v; want the full summary at seq %d", s, err, c.sumSeq)
+	}
+	if len(c.streams) != summaryWantsToRegossip {
+		t.Errorf("%d direct answers, want one to each asker as well", len(c.streams))
+	}
+}
