@@ -243,7 +243,8 @@ func summaryMoved(old, cur *summary) bool {
 }
 
 // syncAddr is the address of a live sender of a summary that lists a
-// member memberlist has not shown us, for a push/pull with it. An alive
+// member memberlist has not shown us (or, when the sender is the one we
+// missed, of a member it lists that we know alive), for a push/pull. An alive
 // message can miss a node: each node relays it only so many times, which
 // at 50 nodes leaves a few in ten thousand without it, and push/pull may
 // be minutes apart. A list must have been held a rejoin interval, so that
@@ -253,16 +254,27 @@ func summaryMoved(old, cur *summary) bool {
 func (c *Cluster) syncAddr(now time.Time) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	reachable := func(id string) string {
+		if p := c.peers[id]; id != c.meta.ID && p != nil && p.state == StateAlive {
+			return p.addr
+		}
+		return ""
+	}
 	for _, h := range c.summaries {
-		p := c.peers[h.s.Sender]
-		if h.synced || now.Sub(h.listSince) < c.timing.Rejoin || p == nil || p.state != StateAlive || p.addr == "" {
+		if h.synced || now.Sub(h.listSince) < c.timing.Rejoin {
 			continue
 		}
+		missing, addr := false, reachable(h.s.Sender)
 		for _, m := range h.s.Members {
 			if q := c.peers[m.ID]; q == nil || q.state == "" {
-				h.synced = true
-				return p.addr
+				missing = true
+			} else if addr == "" {
+				addr = reachable(m.ID)
 			}
+		}
+		if missing && addr != "" {
+			h.synced = true
+			return addr
 		}
 	}
 	return ""

@@ -443,6 +443,12 @@ func TestSummaryListingAnUnknownMemberSyncsWithItsSender(t *testing.T) {
 	if addr := c.syncAddr(later.Add(time.Hour)); addr != "" {
 		t.Errorf("synced again (%s) over the same member list", addr)
 	}
+	// The sender itself is the member we missed: a listed member we know
+	// serves as well.
+	c.mergeSummary(&summary{Region: "as", Sender: "a9", Gen: 1, Seq: 1, Members: []summaryMember{{ID: "a9", Leads: true}, {ID: "u1"}}}, false, now)
+	if addr := c.syncAddr(later); addr != "127.0.0.1:2" {
+		t.Errorf("sync address %q for a summary from a sender we do not know, want u1's", addr)
+	}
 }
 
 // End to end: rb-00 misses ra-01's alive message, with push/pull an hour
