@@ -72,6 +72,8 @@ type Cluster struct {
 	sumAt       time.Time // when mySum was sent
 	sumBeatAt   time.Time // when mySum or a beat of it was last sent
 	summarising bool
+	sumWants    int       // wants of our summary from other regions since we last sent it
+	regossipAt  time.Time // when we last gossiped our summary again for them
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -486,8 +488,14 @@ type broadcast struct {
 	at     time.Time
 }
 
-func newSummaryBroadcast(s *summary, now time.Time) *broadcast {
-	return &broadcast{name: s.Region, msg: encodeSummary(s), agePos: s.agePos(), age: s.Age, at: now}
+// newSummaryBroadcast queues s in full, or compact. Either replaces a
+// summary of its region still queued.
+func newSummaryBroadcast(s *summary, compact bool, now time.Time) *broadcast {
+	msg := encodeSummary(s)
+	if compact {
+		msg = encodeCompactSummary(s)
+	}
+	return &broadcast{name: s.Region, msg: msg, agePos: s.agePos(), age: s.Age, at: now}
 }
 
 func newSumBeatBroadcast(bt sumBeat, now time.Time) *broadcast {
@@ -515,7 +523,8 @@ func (b *broadcast) Message() []byte {
 
 // rejoinLoop joins the seeds while this node is alone, and reconnects to a
 // peer declared dead, which is how two sides find each other again after a
-// partition: memberlist itself stops talking to the dead.
+// partition: memberlist itself stops talking to the dead. It also
+// pushes/pulls with a summary's sender that knows a member we do not.
 func (c *Cluster) rejoinLoop(ctx context.Context) {
 	defer c.wg.Done()
 	t := time.NewTimer(0)
@@ -538,6 +547,11 @@ func (c *Cluster) rejoinLoop(ctx context.Context) {
 		if addr := c.deadPeerAddr(); addr != "" {
 			if _, err := c.ml.Join([]string{addr}); err == nil {
 				c.log.Info("reconnected to a peer thought dead", "addr", addr)
+			}
+		}
+		if addr := c.syncAddr(time.Now()); addr != "" {
+			if _, err := c.ml.Join([]string{addr}); err == nil {
+				c.log.Info("pushed/pulled with a summary's sender, which lists a member we had not heard of", "addr", addr)
 			}
 		}
 		c.forgetOldDead(time.Now())

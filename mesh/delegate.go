@@ -21,7 +21,8 @@ func (d *delegate) NodeMeta(limit int) []byte {
 }
 
 // NotifyMsg implements memberlist.Delegate: a report, beat, want or lease
-// message sent to us, or a gossiped summary or summary beat.
+// message sent to us, or a gossiped summary (full or compact) or summary
+// beat.
 func (d *delegate) NotifyMsg(b []byte) { d.c.handle(b, true, time.Now()) }
 
 // handle takes one message. Items of a bundle (relay false) are merged
@@ -60,6 +61,13 @@ func (c *Cluster) handle(b []byte, relay bool, now time.Time) {
 			return
 		}
 		c.mergeSummary(s, relay, now)
+	case kind == kindSumCompact && relay:
+		s, list, err := decodeCompactSummary(b)
+		if err != nil {
+			c.drop("compact summary", err, b)
+			return
+		}
+		c.mergeCompact(s, list, now)
 	case kind == kindSumBeat && relay:
 		bt, err := decodeSumBeat(b)
 		if err != nil {
@@ -97,7 +105,7 @@ func (c *Cluster) handle(b []byte, relay bool, now time.Time) {
 		for _, it := range items {
 			c.handle(it, false, now)
 		}
-	case kind >= kindReport && kind <= kindLeaseGrant:
+	case kind >= kindReport && kind <= kindSumCompact:
 		c.drop("message out of place", nil, b) // e.g. a want inside a bundle
 	default:
 		c.unknown.Add(1)

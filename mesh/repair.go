@@ -70,6 +70,7 @@ func (c *Cluster) answerWant(from string, now time.Time) {
 		s := *c.mySum
 		s.Seq, s.Age = c.sumSeq, now.Sub(c.sumBeatAt)
 		items = append(items, encodeSummary(&s))
+		c.regossipLocked(&s, p, now)
 	}
 	if len(items) == 0 {
 		return
@@ -77,6 +78,26 @@ func (c *Cluster) answerWant(from string, now time.Time) {
 	// A bundle's items are merged without relaying.
 	p.answerAt = now
 	c.send(direct{to: n, msg: encodeBundle(items), reliable: true})
+}
+
+// summaryWantsToRegossip is how many wants of our summary from other
+// regions make us gossip it again in full.
+const summaryWantsToRegossip = 3
+
+// regossipLocked counts a want of our summary s from p, and when several
+// nodes of other regions ask (a summary, or a change of summariser, that
+// many missed), gossips s again in full, at most once per summary
+// refresh: one broadcast reaches them all, where a TCP answer each
+// overflows the stream queue and the rest wait for beat after beat (in a
+// real 100-node run, 66 nodes took 20 s so).
+func (c *Cluster) regossipLocked(s *summary, p *peer, now time.Time) {
+	if p.meta.Region == c.meta.Region {
+		return
+	}
+	if c.sumWants++; c.sumWants >= summaryWantsToRegossip && now.Sub(c.regossipAt) >= c.timing.SummaryRefresh {
+		c.sumWants, c.regossipAt = 0, now
+		c.queue.QueueBroadcast(newSummaryBroadcast(s, false, now))
+	}
 }
 
 // send queues d. TCP has a queue of its own, so that a slow connection

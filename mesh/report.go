@@ -19,15 +19,16 @@ import (
 // kind or version it does not know, and counts it (UnknownMessages),
 // instead of misreading it: a fleet upgrades node by node.
 const (
-	kindReport     = 1 // one node's report, sent to its region
-	kindState      = 2 // reports, as releases before bundles sent push/pull state
-	kindBeat       = 3 // an unchanged node's refresh, sent to its region
-	kindWant       = 4 // "send me your report or summary", to one node (repair.go)
-	kindSummary    = 5 // a region's summary, gossiped fleet-wide (summary.go)
-	kindSumBeat    = 6 // an unchanged region's refresh, gossiped
-	kindBundle     = 7 // whole messages: push/pull state, repair answers
-	kindLeaseAsk   = 8 // a leader asks its region to confirm it (lease.go)
-	kindLeaseGrant = 9 // a member confirms its leader
+	kindReport     = 1  // one node's report, sent to its region
+	kindState      = 2  // reports, as releases before bundles sent push/pull state
+	kindBeat       = 3  // an unchanged node's refresh, sent to its region
+	kindWant       = 4  // "send me your report or summary", to one node (repair.go)
+	kindSummary    = 5  // a region's summary, gossiped fleet-wide (summary.go)
+	kindSumBeat    = 6  // an unchanged region's refresh, gossiped
+	kindBundle     = 7  // whole messages: push/pull state, repair answers
+	kindLeaseAsk   = 8  // a leader asks its region to confirm it (lease.go)
+	kindLeaseGrant = 9  // a member confirms its leader
+	kindSumCompact = 10 // a region's summary without its member ids (summary.go)
 	formatVersion  = 1
 
 	flagLeaving = 1 << 0

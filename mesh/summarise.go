@@ -16,10 +16,16 @@ type heldSummary struct {
 	s    *summary
 	recv time.Time      // by our clock
 	idx  map[string]int // member id -> index in s.Members
+	list uint32         // memberList of s.Members, which compact summaries name
+	// listSince is when we first held this member list; synced, that we
+	// pushed/pulled with a sender of it, which named a member we did not
+	// know (syncAddr).
+	listSince time.Time
+	synced    bool
 }
 
 func holdSummary(s *summary, now time.Time) *heldSummary {
-	h := &heldSummary{s: s, recv: now, idx: make(map[string]int, len(s.Members))}
+	h := &heldSummary{s: s, recv: now, idx: make(map[string]int, len(s.Members)), list: memberList(s.Members), listSince: now}
 	for i, m := range s.Members {
 		h.idx[m.ID] = i
 	}
@@ -72,11 +78,36 @@ func (c *Cluster) replacedByLocked(h *heldSummary, s *summary, now time.Time) bo
 // mergeSummary keeps s if it replaces what we hold of its region, and
 // relays it when it came by gossip, so it spreads epidemically.
 func (c *Cluster) mergeSummary(s *summary, relay bool, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.keepSummaryLocked(s, relay, false, now)
+}
+
+// mergeCompact takes a compact summary over the member list we hold of
+// its region, and relays it compact. Over another list it is not taken
+// nor relayed (we cannot tell what it says), and we ask its sender for
+// its summary, unless it is of our own region, whose reports we hold.
+func (c *Cluster) mergeCompact(s *summary, list uint32, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := c.summaries[s.Region]
+	if h == nil || h.list != list || len(h.s.Members) != len(s.Members) {
+		seen := h != nil && h.s.Sender == s.Sender && h.s.Gen == s.Gen && h.s.Seq >= s.Seq
+		if p := c.peers[s.Sender]; !seen && s.Region != c.meta.Region && p != nil && p.state == StateAlive {
+			c.askRepairLocked(s.Sender, p, now)
+		}
+		return
+	}
+	for i := range s.Members {
+		s.Members[i].ID = h.s.Members[i].ID
+	}
+	c.keepSummaryLocked(s, true, true, now)
+}
+
+func (c *Cluster) keepSummaryLocked(s *summary, relay, compact bool, now time.Time) {
 	if s.Sender == c.meta.ID {
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	h := c.summaries[s.Region]
 	if h == nil && len(c.summaries) >= maxSummaries {
 		c.dropped.Add(1)
@@ -85,9 +116,13 @@ func (c *Cluster) mergeSummary(s *summary, relay bool, now time.Time) {
 	if h != nil && !c.replacedByLocked(h, s, now) {
 		return
 	}
-	c.summaries[s.Region] = holdSummary(s, now)
+	held := holdSummary(s, now)
+	if h != nil && h.list == held.list {
+		held.listSince, held.synced = h.listSince, h.synced
+	}
+	c.summaries[s.Region] = held
 	if relay {
-		c.queue.QueueBroadcast(newSummaryBroadcast(s, now))
+		c.queue.QueueBroadcast(newSummaryBroadcast(s, compact, now))
 	}
 }
 
@@ -123,6 +158,7 @@ func (c *Cluster) mergeSumBeat(bt sumBeat, now time.Time) {
 // in our region (its leader, or the lowest eligible id while none claims
 // a term) sends the region's summary: at once when it starts summarising,
 // on a change at most every SummaryGap, and a beat every SummaryRefresh.
+// A summary over the members of the one before goes compact.
 func (c *Cluster) summarise(now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -134,11 +170,12 @@ func (c *Cluster) summarise(now time.Time) {
 	s := c.buildSummaryLocked(now)
 	switch last := c.mySum; {
 	case !c.summarising || last == nil || summaryMoved(last, s) && now.Sub(c.sumAt) >= c.timing.SummaryGap:
+		compact := c.summarising && last != nil && memberList(last.Members) == memberList(s.Members)
 		c.sumSeq++
 		s.Seq = c.sumSeq
-		c.mySum, c.sumAt, c.sumBeatAt, c.summarising = s, now, now, true
+		c.mySum, c.sumAt, c.sumBeatAt, c.summarising, c.sumWants = s, now, now, true, 0
 		c.summaries[s.Region] = holdSummary(s, now)
-		c.queue.QueueBroadcast(newSummaryBroadcast(s, now))
+		c.queue.QueueBroadcast(newSummaryBroadcast(s, compact, now))
 	case now.Sub(c.sumBeatAt) >= c.timing.SummaryRefresh:
 		c.sumSeq++
 		c.sumBeatAt = now
@@ -203,4 +240,42 @@ func summaryMoved(old, cur *summary) bool {
 		}
 	}
 	return false
+}
+
+// syncAddr is the address of a live sender of a summary that lists a
+// member memberlist has not shown us (or, when the sender is the one we
+// missed, of a member it lists that we know alive), for a push/pull. An alive
+// message can miss a node: each node relays it only so many times, which
+// at 50 nodes leaves a few in ten thousand without it, and push/pull may
+// be minutes apart. A list must have been held a rejoin interval, so that
+// a summary that outran a join's alive message costs nothing, and each
+// list costs at most one push/pull, so a summary that names a member long
+// gone cannot make us push/pull again and again.
+func (c *Cluster) syncAddr(now time.Time) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	reachable := func(id string) string {
+		if p := c.peers[id]; id != c.meta.ID && p != nil && p.state == StateAlive {
+			return p.addr
+		}
+		return ""
+	}
+	for _, h := range c.summaries {
+		if h.synced || now.Sub(h.listSince) < c.timing.Rejoin {
+			continue
+		}
+		missing, addr := false, reachable(h.s.Sender)
+		for _, m := range h.s.Members {
+			if q := c.peers[m.ID]; q == nil || q.state == "" {
+				missing = true
+			} else if addr == "" {
+				addr = reachable(m.ID)
+			}
+		}
+		if missing && addr != "" {
+			h.synced = true
+			return addr
+		}
+	}
+	return ""
 }

@@ -3,6 +3,7 @@ package mesh
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"time"
 
 	"perigee/binread"
@@ -43,14 +44,52 @@ const (
 	minMemberBytes  = 3      // a one-letter id, flags, a one-byte in-flight count
 )
 
-// agePos is where the age sits in an encoded summary, for broadcast.
+// agePos is where the age sits in an encoded summary, full or compact,
+// for broadcast.
 func (s *summary) agePos() int {
 	return 2 + uvarintLen(uint64(len(s.Region))) + len(s.Region) + uvarintLen(uint64(len(s.Sender))) + len(s.Sender) +
 		uvarintLen(s.Gen) + uvarintLen(s.Seq)
 }
 
 func encodeSummary(s *summary) []byte {
-	b := []byte{kindSummary, formatVersion}
+	b := appendSummaryHead([]byte{kindSummary, formatVersion}, s)
+	b = binary.AppendUvarint(b, uint64(len(s.Members)))
+	for _, m := range s.Members {
+		b = appendString(b, m.ID)
+		b = appendMemberState(b, m)
+	}
+	return b
+}
+
+// A compact summary is a summary without its member ids: each member's
+// flags and in-flight count by its position in the member list of a full
+// summary the receiver holds, which it names by a digest of that list
+// (memberList). A region's membership changes seldom and its load often,
+// so most summaries go compact, at half the size for ten members; a
+// receiver without the list asks the sender for its summary (a want).
+func encodeCompactSummary(s *summary) []byte {
+	b := appendSummaryHead([]byte{kindSumCompact, formatVersion}, s)
+	b = binary.BigEndian.AppendUint32(b, memberList(s.Members))
+	b = binary.AppendUvarint(b, uint64(len(s.Members)))
+	for _, m := range s.Members {
+		b = appendMemberState(b, m)
+	}
+	return b
+}
+
+// memberList is the digest of a summary's member ids in their order
+// (FNV-1a), by which a compact summary names the list it refers to.
+func memberList(ms []summaryMember) uint32 {
+	h := fnv.New32a()
+	for _, m := range ms {
+		h.Write(append([]byte(m.ID), 0)) // ids hold no NUL (checkName)
+	}
+	return h.Sum32()
+}
+
+// appendSummaryHead is what full and compact summaries share: who sends
+// which summary, its age (at agePos) and the region's sums.
+func appendSummaryHead(b []byte, s *summary) []byte {
 	b = appendString(b, s.Region)
 	b = appendString(b, s.Sender)
 	b = binary.AppendUvarint(b, s.Gen)
@@ -60,24 +99,22 @@ func encodeSummary(s *summary) []byte {
 	b = binary.AppendUvarint(b, uint64(max(s.Capacity, 0)))
 	b = appendF32(b, s.RPS)
 	b = binary.AppendVarint(b, s.InFlight)
-	b = appendF32(b, s.CPU)
-	b = binary.AppendUvarint(b, uint64(len(s.Members)))
-	for _, m := range s.Members {
-		b = appendString(b, m.ID)
-		flags := byte(0)
-		if m.Fresh {
-			flags |= flagFresh
-		}
-		if m.Leads {
-			flags |= flagLeads
-		}
-		if m.Leaving {
-			flags |= flagLeaving
-		}
-		b = append(b, flags)
-		b = binary.AppendVarint(b, m.InFlight)
+	return appendF32(b, s.CPU)
+}
+
+func appendMemberState(b []byte, m summaryMember) []byte {
+	flags := byte(0)
+	if m.Fresh {
+		flags |= flagFresh
 	}
-	return b
+	if m.Leads {
+		flags |= flagLeads
+	}
+	if m.Leaving {
+		flags |= flagLeaving
+	}
+	b = append(b, flags)
+	return binary.AppendVarint(b, m.InFlight)
 }
 
 // decodeSummary parses a summary. It never panics on any input: fuzzed in
@@ -87,6 +124,43 @@ func decodeSummary(b []byte) (*summary, error) {
 		return nil, fmt.Errorf("%w: not a summary", errMalformed)
 	}
 	r := binread.New(b[2:], errMalformed)
+	s := readSummaryHead(r)
+	n := r.Count(minMemberBytes, maxSummaryRegn, "members")
+	s.Members = make([]summaryMember, 0, n)
+	for range n {
+		id := string(r.Bytes(maxNameLen, "member id"))
+		m := readMemberState(r)
+		m.ID = id
+		if r.Err() == nil && checkName("id", m.ID) != nil {
+			r.Fail("member id")
+		}
+		s.Members = append(s.Members, m)
+	}
+	return endSummary(r, s)
+}
+
+// decodeCompactSummary parses a compact summary: its members have no ids
+// yet, and list is the digest of the member list they follow. It never
+// panics on any input: fuzzed in FuzzDecodeSummary.
+func decodeCompactSummary(b []byte) (s *summary, list uint32, err error) {
+	if len(b) < 2 || b[0] != kindSumCompact || b[1] != formatVersion {
+		return nil, 0, fmt.Errorf("%w: not a compact summary", errMalformed)
+	}
+	r := binread.New(b[2:], errMalformed)
+	s = readSummaryHead(r)
+	if l := r.Take(4, "member list"); l != nil {
+		list = binary.BigEndian.Uint32(l)
+	}
+	n := r.Count(2, maxSummaryRegn, "members")
+	s.Members = make([]summaryMember, 0, n)
+	for range n {
+		s.Members = append(s.Members, readMemberState(r))
+	}
+	s, err = endSummary(r, s)
+	return s, list, err
+}
+
+func readSummaryHead(r *binread.Reader) *summary {
 	s := &summary{Region: string(r.Bytes(maxNameLen, "region")), Sender: string(r.Bytes(maxNameLen, "sender"))}
 	s.Gen = r.Uvarint("generation")
 	s.Seq = r.Uvarint("sequence")
@@ -98,21 +172,21 @@ func decodeSummary(b []byte) (*summary, error) {
 	s.RPS = finite32(r, "rps")
 	s.InFlight = r.Varint("in-flight")
 	s.CPU = finite32(r, "cpu")
-	n := r.Count(minMemberBytes, maxSummaryRegn, "members")
-	s.Members = make([]summaryMember, 0, n)
-	for range n {
-		m := summaryMember{ID: string(r.Bytes(maxNameLen, "member id"))}
-		f := r.Byte("member flags")
-		if f&^(flagFresh|flagLeads|flagLeaving) != 0 {
-			r.Fail("unknown member flags")
-		}
-		m.Fresh, m.Leads, m.Leaving = f&flagFresh != 0, f&flagLeads != 0, f&flagLeaving != 0
-		m.InFlight = r.Varint("member in-flight")
-		if r.Err() == nil && checkName("id", m.ID) != nil {
-			r.Fail("member id")
-		}
-		s.Members = append(s.Members, m)
+	return s
+}
+
+func readMemberState(r *binread.Reader) summaryMember {
+	var m summaryMember
+	f := r.Byte("member flags")
+	if f&^(flagFresh|flagLeads|flagLeaving) != 0 {
+		r.Fail("unknown member flags")
 	}
+	m.Fresh, m.Leads, m.Leaving = f&flagFresh != 0, f&flagLeads != 0, f&flagLeaving != 0
+	m.InFlight = r.Varint("member in-flight")
+	return m
+}
+
+func endSummary(r *binread.Reader, s *summary) (*summary, error) {
 	r.End()
 	if r.Err() == nil && (checkName("region", s.Region) != nil || checkName("id", s.Sender) != nil) {
 		r.Fail("summary names")

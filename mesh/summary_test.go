@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+
 	"perigee/mesh/faultnet"
 	"perigee/telemetry"
 )
@@ -74,9 +76,13 @@ func TestSummaryOfALargeRegionFitsAPacket(t *testing.T) {
 func FuzzDecodeSummary(f *testing.F) {
 	f.Add(encodeSummary(sampleSummary()))
 	f.Add(encodeSumBeat(sumBeat{Region: "eu", Sender: "n1", Gen: 3, Seq: 9, Base: 7}))
+	f.Add(encodeCompactSummary(sampleSummary()))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if s, err := decodeSummary(b); err == nil && (checkName("region", s.Region) != nil || len(s.Members) > maxSummaryRegn) {
 			t.Fatalf("accepted bad summary %+v", s)
+		}
+		if s, _, err := decodeCompactSummary(b); err == nil && (checkName("id", s.Sender) != nil || len(s.Members) > maxSummaryRegn || len(s.Members) > len(b)) {
+			t.Fatalf("accepted bad compact summary %+v", s)
 		}
 		if bt, err := decodeSumBeat(b); err == nil && bt.Base > bt.Seq {
 			t.Fatalf("accepted bad summary beat %+v", bt)
@@ -270,5 +276,225 @@ func TestSummaryMovesWithOneMemberOfTen(t *testing.T) {
 	cur.RPS = 10300
 	if summaryMoved(old, &cur) {
 		t.Error("a region's sums up 3% moved its summary")
+	}
+}
+
+func TestCompactSummaryRoundTripAndRejects(t *testing.T) {
+	s := sampleSummary()
+	list := memberList(s.Members)
+	b := encodeCompactSummary(s)
+	if full := encodeSummary(s); len(b) >= len(full) {
+		t.Errorf("compact summary %d bytes, the full one %d", len(b), len(full))
+	}
+	got, gotList, err := decodeCompactSummary(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotList != list || got.Region != s.Region || got.Sender != s.Sender || got.Gen != s.Gen || got.Seq != s.Seq || got.Age != s.Age ||
+		got.Term != s.Term || got.Capacity != 24 || got.RPS != 1234.5 || got.InFlight != 321 || got.CPU != 2.5 || len(got.Members) != 3 {
+		t.Fatalf("round trip: %+v, list %x want %x", got, gotList, list)
+	}
+	for i, m := range got.Members {
+		want := s.Members[i]
+		want.ID = ""
+		if m != want {
+			t.Errorf("member %d: %+v, want %+v", i, m, want)
+		}
+	}
+	for i := range b {
+		if _, _, err := decodeCompactSummary(b[:i]); err == nil {
+			t.Errorf("truncated at %d of %d accepted", i, len(b))
+		}
+	}
+	bad := bytes.Clone(b)
+	bad[len(bad)-2] = 0x80 // the last member's flags
+	for _, m := range [][]byte{append(bytes.Clone(b), 0), bad, encodeSummary(s)} {
+		if _, _, err := decodeCompactSummary(m); !errors.Is(err, errMalformed) {
+			t.Errorf("decodeCompactSummary(%x) = %v, want errMalformed", m, err)
+		}
+	}
+	if other := memberList([]summaryMember{{ID: "pop-0001"}, {ID: "pop-0003"}, {ID: "pop-0002"}}); other == list {
+		t.Error("two orders of one member set share a list digest")
+	}
+}
+
+// summariser is b of leaderCluster summarising its region: a is dead,
+// so b is the lowest eligible id.
+func summariser(now time.Time) *Cluster {
+	c := leaderCluster(now)
+	c.peers["a"].state = StateDead
+	c.queue = newBroadcastQueue(1, c.numNodes)
+	c.beats = newBroadcastQueue(1, c.numNodes)
+	return c
+}
+
+func queued(t *testing.T, c *Cluster) []byte {
+	t.Helper()
+	out := c.queue.GetBroadcasts(0, 1400)
+	if len(out) != 1 {
+		t.Fatalf("%d summaries queued, want 1", len(out))
+	}
+	return out[0]
+}
+
+// A region whose members are those of its last summary sends the next
+// one compact: flags and in-flight counts by position, not the ids again.
+func TestUnchangedMembersSentCompact(t *testing.T) {
+	now := time.Now()
+	c := summariser(now)
+	c.summarise(now)
+	if b := queued(t, c); b[0] != kindSummary {
+		t.Fatalf("first summary of kind %d, want a full one", b[0])
+	}
+	move := func(id string, rps float64) {
+		rep := *c.peers[id].rep
+		rep.Seq++
+		rep.Sample.RPS = rps
+		c.peers[id].rep, c.peers[id].recv = &rep, now
+	}
+	move("c", 500)
+	now = now.Add(c.timing.SummaryGap)
+	c.summarise(now)
+	b := queued(t, c)
+	s, list, err := decodeCompactSummary(b)
+	if err != nil || s.RPS != 500 || len(s.Members) != 2 || list != memberList(c.mySum.Members) {
+		t.Fatalf("second summary %x: %+v, %v; want a compact one of 2 members, rps 500", b, s, err)
+	}
+	c.addPeer("d", &peer{state: StateAlive, recv: now, rep: &report{ID: "d", Gen: 1, Seq: 1}}, "eu")
+	move("c", 900)
+	now = now.Add(c.timing.SummaryGap)
+	c.summarise(now)
+	if b := queued(t, c); b[0] != kindSummary {
+		t.Fatalf("a summary after a member joined of kind %d, want a full one", b[0])
+	}
+}
+
+// A compact summary counts only over the member list it was made from;
+// a node that does not hold that list asks the sender for its summary.
+func TestCompactSummaryNeedsItsList(t *testing.T) {
+	now := time.Now()
+	c := beatCluster() // self and n1 of eu
+	p := &peer{state: StateAlive, addr: "127.0.0.1:2"}
+	c.peers["u1"] = p
+	c.setMetaLocked("u1", p, NodeMeta{ID: "u1", Region: "us"})
+	full := &summary{Region: "us", Sender: "u1", Gen: 4, Seq: 10, Term: 2, RPS: 100, Members: []summaryMember{{ID: "u1", Fresh: true, Leads: true, InFlight: 3}, {ID: "u2", Fresh: true}}}
+	c.mergeSummary(full, false, now)
+	next := *full
+	next.Seq, next.RPS = 11, 250
+	next.Members = []summaryMember{{ID: "u1", Fresh: true, Leads: true, InFlight: 40}, {ID: "u2", Fresh: false}}
+	c.handle(encodeCompactSummary(&next), true, now)
+	h := c.summaries["us"]
+	if h.s.Seq != 11 || h.s.RPS != 250 || h.s.Members[0].ID != "u1" || h.s.Members[0].InFlight != 40 || h.s.Members[1].ID != "u2" || h.s.Members[1].Fresh {
+		t.Fatalf("after a compact summary over the held list: %+v", h.s)
+	}
+	if out := c.queue.GetBroadcasts(0, 1400); len(out) != 1 || out[0][0] != kindSumCompact {
+		t.Fatalf("relayed %d messages, want the compact summary as it came", len(out))
+	}
+	c.queue.Reset()
+	other := next
+	other.Seq = 12
+	other.Members = []summaryMember{{ID: "u1", Leads: true}, {ID: "u3"}}
+	c.handle(encodeCompactSummary(&other), true, now)
+	if h := c.summaries["us"]; h.s.Seq != 11 {
+		t.Errorf("a compact summary over another list was taken: %+v", h.s)
+	}
+	if n := c.queue.NumQueued(); n != 0 {
+		t.Errorf("a compact summary we cannot read was relayed (%d queued)", n)
+	}
+	if len(c.streams) != 1 {
+		t.Fatalf("%d repairs asked, want 1", len(c.streams))
+	}
+	if from, err := decodeWant((<-c.streams).msg); err != nil || from != "self" {
+		t.Errorf("repair %q, %v", from, err)
+	}
+	if c.DroppedMessages()+c.UnknownMessages() != 0 {
+		t.Errorf("%d dropped, %d unknown", c.DroppedMessages(), c.UnknownMessages())
+	}
+}
+
+// A summary that lists a member memberlist never showed us (its alive
+// message missed us, and push/pull is minutes apart) makes us push/pull
+// with the summary's sender, once per member list it has held for a
+// rejoin interval.
+func TestSummaryListingAnUnknownMemberSyncsWithItsSender(t *testing.T) {
+	now := time.Now()
+	c := beatCluster() // self and n1 of eu
+	p := &peer{state: StateAlive, addr: "127.0.0.1:2"}
+	c.peers["u1"] = p
+	c.setMetaLocked("u1", p, NodeMeta{ID: "u1", Region: "us"})
+	known := &summary{Region: "us", Sender: "u1", Gen: 4, Seq: 10, Members: []summaryMember{{ID: "u1", Leads: true}}}
+	c.mergeSummary(known, false, now)
+	later := now.Add(c.timing.Rejoin)
+	if addr := c.syncAddr(later); addr != "" {
+		t.Fatalf("synced with %s although every listed member is known", addr)
+	}
+	more := *known
+	more.Seq, more.Members = 11, []summaryMember{{ID: "u1", Leads: true}, {ID: "u2"}}
+	c.mergeSummary(&more, false, now)
+	if addr := c.syncAddr(now); addr != "" {
+		t.Fatalf("synced with %s at once: the member's alive message may still be on its way", addr)
+	}
+	if addr := c.syncAddr(later); addr != "127.0.0.1:2" {
+		t.Fatalf("sync address %q a rejoin interval later, want the sender's", addr)
+	}
+	next := more
+	next.Seq = 12
+	c.mergeSummary(&next, false, later)
+	if addr := c.syncAddr(later.Add(time.Hour)); addr != "" {
+		t.Errorf("synced again (%s) over the same member list", addr)
+	}
+	// The sender itself is the member we missed: a listed member we know
+	// serves as well.
+	c.mergeSummary(&summary{Region: "as", Sender: "a9", Gen: 1, Seq: 1, Members: []summaryMember{{ID: "a9", Leads: true}, {ID: "u1"}}}, false, now)
+	if addr := c.syncAddr(later); addr != "127.0.0.1:2" {
+		t.Errorf("sync address %q for a summary from a sender we do not know, want u1's", addr)
+	}
+}
+
+// End to end: rb-00 misses ra-01's alive message, with push/pull an hour
+// apart, and still comes to know ra-01 from ra's summary.
+func TestMemberMissedByGossipFoundThroughSummaries(t *testing.T) {
+	nw := faultnet.New()
+	cfg := func(join []string) Config {
+		return Config{Join: join, Tuning: func(mc *memberlist.Config) {
+			fastTuning(mc)
+			mc.PushPullInterval = time.Hour
+		}}
+	}
+	a := startNodeWith(t, nw, "ra-00", "ra", "127.0.0.1:0", cfg(nil))
+	b := startNodeWith(t, nw, "rb-00", "rb", "127.0.0.1:0", cfg([]string{a.addr}))
+	eventually(t, "rb-00 holds ra's summary", func() bool { return b.Region("ra").Summary })
+	nw.Block([]string{faultnet.Any}, []string{"rb-00"})
+	startNodeWith(t, nw, "ra-01", "ra", "127.0.0.1:0", cfg([]string{a.addr}))
+	eventually(t, "ra-00 sees ra-01", func() bool { _, ok := member(a.Cluster, "ra-01"); return ok })
+	time.Sleep(time.Second) // ra-01's alive message has been sent its times
+	nw.Heal()
+	eventually(t, "rb-00 sees ra-01", func() bool { m, ok := member(b.Cluster, "ra-01"); return ok && m.State != StateDead })
+}
+
+// Many nodes of other regions asking for our summary at once (they all
+// missed it) are served by gossiping it again in full: a TCP answer to
+// each would overflow the stream queue, and the rest would wait for
+// beat after beat.
+func TestManyWantsOfASummaryRegossipIt(t *testing.T) {
+	now := time.Now()
+	c := summariser(now)
+	c.summarise(now)
+	queued(t, c) // the first summary, sent
+	c.lastSent = c.peers["b"].rep
+	for i := range summaryWantsToRegossip {
+		id := fmt.Sprintf("u%d", i)
+		c.addPeer(id, &peer{state: StateAlive, addr: fmt.Sprintf("127.0.0.1:%d", 10+i)}, "us")
+		c.answerWant(id, now)
+		if i < summaryWantsToRegossip-1 && c.queue.NumQueued() > 1 {
+			t.Fatalf("summary gossiped again after %d wants", i+1)
+		}
+	}
+	b := queued(t, c)
+	if s, err := decodeSummary(b); err != nil || s.Seq != c.sumSeq || len(s.Members) != 2 {
+		t.Fatalf("gossiped again: %+v, %v; want the full summary at seq %d", s, err, c.sumSeq)
+	}
+	if len(c.streams) != summaryWantsToRegossip {
+		t.Errorf("%d direct answers, want one to each asker as well", len(c.streams))
 	}
 }

@@ -268,7 +268,7 @@ func FuzzDecodeCoord(f *testing.F) {
 func TestBroadcastAgesAndInvalidates(t *testing.T) {
 	sum := &summary{Region: "eu", Sender: "n1", Gen: 7, Seq: 42, Age: time.Second, Members: []summaryMember{{ID: "n1", Fresh: true}}}
 	at := time.Now().Add(-2 * time.Second)
-	b := newSummaryBroadcast(sum, at)
+	b := newSummaryBroadcast(sum, false, at)
 	got, err := decodeSummary(b.Message())
 	if err != nil {
 		t.Fatal(err)
@@ -279,12 +279,15 @@ func TestBroadcastAgesAndInvalidates(t *testing.T) {
 	if len(b.Message()) != len(b.msg) {
 		t.Error("message length changed between transmissions")
 	}
+	if c, _, err := decodeCompactSummary(newSummaryBroadcast(sum, true, at).Message()); err != nil || c.Age < sum.Age+2*time.Second || c.Seq != 42 {
+		t.Errorf("relayed compact summary %+v, %v; want seq 42 and an age of at least %v", c, err, sum.Age+2*time.Second)
+	}
 	bt, err := decodeSumBeat(newSumBeatBroadcast(sumBeat{Region: "eu", Sender: "n1", Gen: 7, Seq: 43, Base: 42}, at).Message())
 	if err != nil || bt.Age < 2*time.Second || bt.Base != 42 {
 		t.Errorf("relayed summary beat %+v, %v", bt, err)
 	}
-	other := newSummaryBroadcast(&summary{Region: "us", Sender: "n2"}, at)
-	newer := newSummaryBroadcast(&summary{Region: "eu", Sender: "n1", Seq: 43}, at)
+	other := newSummaryBroadcast(&summary{Region: "us", Sender: "n2"}, false, at)
+	newer := newSummaryBroadcast(&summary{Region: "eu", Sender: "n1", Seq: 43}, true, at)
 	if !newer.Invalidates(b) || newer.Invalidates(other) {
 		t.Error("a summary must replace only the queued summary of the same region")
 	}
@@ -389,7 +392,7 @@ func FuzzDecodeBeat(f *testing.F) {
 // A negative age, from a clock read just before another goroutine stored
 // a later one, goes out as zero rather than wrapping to 49 days.
 func TestNegativeAgeSentAsZero(t *testing.T) {
-	b := newSummaryBroadcast(&summary{Region: "eu", Sender: "n1", Age: -time.Second}, time.Now())
+	b := newSummaryBroadcast(&summary{Region: "eu", Sender: "n1", Age: -time.Second}, false, time.Now())
 	s, err := decodeSummary(b.Message())
 	if err != nil || s.Age != 0 {
 		t.Errorf("age = %v, %v; want 0", s, err)

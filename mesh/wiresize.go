@@ -47,12 +47,13 @@ func SampleMessages(meta NodeMeta, gen uint64, s telemetry.NodeSample, extra map
 
 // SampleSummary encodes the summary of region as sender (generation gen)
 // sends it, a while after start, listing members (the sender first, as
-// leader) each with inFlight requests, and a summary beat of it.
-func SampleSummary(region, sender string, gen uint64, members []string, inFlight int64) (sum, beat []byte) {
+// leader) each with inFlight requests: in full, compact (as it goes when
+// the members are those of the summary before), and a summary beat of it.
+func SampleSummary(region, sender string, gen uint64, members []string, inFlight int64) (sum, compact, beat []byte) {
 	s := &summary{Region: region, Sender: sender, Gen: gen, Seq: 3000, Age: time.Second, Term: gen / uint64(time.Second),
 		Capacity: 8 * len(members), RPS: 1000 * float64(len(members)), InFlight: inFlight * int64(len(members)), CPU: 0.5 * float64(len(members))}
 	for i, id := range members {
 		s.Members = append(s.Members, summaryMember{ID: id, Fresh: true, Leads: i == 0, InFlight: inFlight})
 	}
-	return encodeSummary(s), encodeSumBeat(sumBeat{Region: region, Sender: sender, Gen: gen, Seq: s.Seq + 1, Base: s.Seq, Age: time.Second})
+	return encodeSummary(s), encodeCompactSummary(s), encodeSumBeat(sumBeat{Region: region, Sender: sender, Gen: gen, Seq: s.Seq + 1, Base: s.Seq, Age: time.Second})
 }

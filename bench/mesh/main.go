@@ -47,6 +47,7 @@ func main() {
 	out := flag.String("out", "", "results file (default bench/results/mesh.txt, or mesh-model.txt with -model)")
 	modelled := flag.Bool("model", false, "simulate the protocol (bench/mesh/model) instead of running real nodes")
 	seed := flag.Uint64("seed", 1, "the model's random seed")
+	match := flag.String("match", "", "with -model, run only the scenarios whose description holds this text")
 	flag.Parse()
 	if *modelled {
 		var ns []int
@@ -57,7 +58,7 @@ func main() {
 			}
 			ns = append(ns, n)
 		}
-		res, err := runModel(ns, *trials, *seed)
+		res, err := runModel(ns, *trials, *seed, *match)
 		if err != nil {
 			fatal(err)
 		}
@@ -183,13 +184,17 @@ func run(size, trials, kills int, window time.Duration) (string, error) {
 	converged := func(o *benchNode) bool {
 		return len(o.c.Members()) == size && len(o.c.Regions()) == regions && o.c.Region(o.region).Leader != ""
 	}
+	joined := time.Now()
 	if !waitAll(nodes, 2*time.Duration(size)*time.Second+60*time.Second, converged) {
+		var behind []string
 		for _, o := range nodes {
 			if !converged(o) {
-				return "", fmt.Errorf("%d nodes did not converge: %s sees %d members, %d regions, leader %q", size, o.id, len(o.c.Members()), len(o.c.Regions()), o.c.Region(o.region).Leader)
+				behind = append(behind, fmt.Sprintf("%s sees %d members, %d regions, leader %q", o.id, len(o.c.Members()), len(o.c.Regions()), o.c.Region(o.region).Leader))
 			}
 		}
+		return "", fmt.Errorf("%d nodes did not converge in %v; %d behind: %s", size, time.Since(joined).Round(time.Second), len(behind), strings.Join(behind, "; "))
 	}
+	convergence := time.Since(joined)
 	time.Sleep(6 * time.Second) // let join-time push/pull and first refreshes settle
 
 	flaps := watchLeaders(nodes)
@@ -243,7 +248,7 @@ func run(size, trials, kills int, window time.Duration) (string, error) {
 		detect = append(detect, time.Since(start))
 	}
 
-	return format(size, regions, region, fleet, detect, steady, changes), nil
+	return format(size, regions, convergence, region, fleet, detect, steady, changes), nil
 }
 
 func regionName(i int) string { return fmt.Sprintf("region-%02d", i) }
@@ -352,7 +357,7 @@ func quantile(d []time.Duration, q float64) time.Duration {
 	return s[max(i, 0)]
 }
 
-func format(size, regions int, region, fleet, detect []time.Duration, bw rates, leaderChanges int) string {
+func format(size, regions int, convergence time.Duration, region, fleet, detect []time.Duration, bw rates, leaderChanges int) string {
 	q := func(d []time.Duration, p float64) string {
 		if len(d) == 0 {
 			return "-"
@@ -366,13 +371,14 @@ func format(size, regions int, region, fleet, detect []time.Duration, bw rates, 
 	minSusp := time.Duration(float64(lan.SuspicionMult) * scale * float64(lan.ProbeInterval))
 	predDetect := minSusp + lan.ProbeInterval + lan.ProbeTimeout
 	return fmt.Sprintf(`nodes=%d regions=%d
+  converged (every node sees every member, every region and its region's leader) %s after the last node started
   change seen by its whole region: p50=%s p99=%s max=%s (n=%d)   formula: <= a sample (250ms) + %v
   change seen by the whole fleet, in its region's summary: p50=%s p99=%s max=%s (n=%d)
   leader changes while nothing failed (all nodes, during the window and the changes): %d
   crash declared dead by all: p50=%s max=%s (n=%d)   formula: >= %v (suspicion %v + probe)
   gossip bytes/node/s (steady, nothing changing): udp=%.0f tcp=%.0f total=%.0f   target < 10240
 
-`, size, regions, q(region, .5), q(region, .99), q(region, 1), len(region), benchDelayIn,
+`, size, regions, convergence.Round(time.Millisecond), q(region, .5), q(region, .99), q(region, 1), len(region), benchDelayIn,
 		q(fleet, .5), q(fleet, .99), q(fleet, 1), len(fleet), leaderChanges,
 		q(detect, .5), q(detect, 1), len(detect), predDetect, minSusp,
 		bw.packet, bw.stream, bw.packet+bw.stream)

@@ -25,7 +25,7 @@ type scenario struct {
 // before issue 13 (model.Current): first the fleets the real benchmark
 // runs (regions of ten over loopback, no keyring), to check the model
 // against it, then 500 PoPs in 50 regions.
-func runModel(sizes []int, trials int, seed uint64) (string, error) {
+func runModel(sizes []int, trials int, seed uint64, match string) (string, error) {
 	// The benchmark's nodes: its ids and figures, started seconds apart.
 	bench := func(id, region string, gen uint64) (mesh.WireMessages, error) {
 		return mesh.SampleMessages(mesh.NodeMeta{ID: "n" + id[len(id)-3:], Region: region}, gen, benchSample(1000), nil)
@@ -35,7 +35,7 @@ func runModel(sizes []int, trials int, seed uint64) (string, error) {
 		return mesh.SampleMessages(mesh.NodeMeta{ID: id, Region: region, PublicURL: "https://" + id + ".example.net", Lat: 50.1, Lon: 8.7, Capacity: 8, Version: "1.0.0"},
 			gen, benchSample(1000), nil)
 	}
-	summarise := func(region, sender string, gen uint64, members []string) ([]byte, []byte) {
+	summarise := func(region, sender string, gen uint64, members []string) ([]byte, []byte, []byte) {
 		return mesh.SampleSummary(region, sender, gen, members, 10)
 	}
 	sample, err := fleet("pop-0000", "region-00", uint64(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC).UnixNano()))
@@ -80,16 +80,19 @@ func runModel(sizes []int, trials int, seed uint64) (string, error) {
 	var out strings.Builder
 	lan := memberlist.DefaultLANConfig()
 	p := model.DefaultProposal()
-	sum, beat := summarise("region-00", "pop-0000", 1<<60, []string{"pop-0000", "pop-0050", "pop-0100", "pop-0150", "pop-0200", "pop-0250", "pop-0300", "pop-0350", "pop-0400", "pop-0450"})
+	sum, compact, beat := summarise("region-00", "pop-0000", 1<<60, []string{"pop-0000", "pop-0050", "pop-0100", "pop-0150", "pop-0200", "pop-0250", "pop-0300", "pop-0350", "pop-0400", "pop-0450"})
 	fmt.Fprintf(&out, "# mesh model (bench/mesh/model): discrete-event simulation, memberlist %v gossip to %d, probe %v, UDP %d B, push/pull %v (built: 1m; scaled with N), its TransmitLimitedQueue\n",
 		lan.GossipInterval, lan.GossipNodes, lan.ProbeInterval, lan.UDPBufferSize, lan.PushPullInterval)
-	fmt.Fprintf(&out, "# messages from mesh's encoders (a fleet node's: report %d B, beat %d B, want %d B, answer %d B, metadata %d B, lease ask %d B, grant %d B; a region of 10: summary %d B, summary beat %d B), LZW-compressed per packet as memberlist does\n",
-		len(sample.Report), len(sample.Beat), len(sample.Want), len(sample.Answer), len(sample.Meta), len(sample.LeaseAsk), len(sample.LeaseGrant), len(sum), len(beat))
+	fmt.Fprintf(&out, "# messages from mesh's encoders (a fleet node's: report %d B, beat %d B, want %d B, answer %d B, metadata %d B, lease ask %d B, grant %d B; a region of 10: summary %d B, compact %d B, summary beat %d B), LZW-compressed per packet as memberlist does\n",
+		len(sample.Report), len(sample.Beat), len(sample.Want), len(sample.Answer), len(sample.Meta), len(sample.LeaseAsk), len(sample.LeaseGrant), len(sum), len(compact), len(beat))
 	fmt.Fprintf(&out, "# before issue 13: reports relay mult %d, beats %d, every %v; as built: direct to the region (changed reports twice), summaries mult %d, on change at most every %v, summary beats every %v, lease rounds every %v\n",
 		model.LAN().RelayMult, model.LAN().BeatMult, model.LAN().Refresh, p.SummaryMult, p.SummaryMinGap, p.SummaryRefresh, p.Lease/4)
 	fmt.Fprintf(&out, "# 20 s warm-up, 120 s measured, %d timed load changes, seed %d; delays 1 ms within a region, 40 ms between (fleet)\n", trials, seed)
 	fmt.Fprintf(&out, "# check runs: bytes from a second run without load changes, as the real benchmark measures them\n# command: go run ./bench/mesh %s\n\n", strings.Join(os.Args[1:], " "))
 	for _, sc := range list {
+		if !strings.Contains(sc.what, match) {
+			continue
+		}
 		start := time.Now()
 		res, err := model.Run(sc.cfg)
 		if err != nil {
@@ -117,11 +120,16 @@ func formatModel(r model.Result) string {
 		}
 		return quantile(d, p).Round(time.Millisecond).String()
 	}
+	var by []string
+	for _, class := range []string{model.ClassSummary, model.ClassSumBeat, model.ClassReport, model.ClassBeat, model.ClassLease, model.ClassMemberlist, model.ClassFraming, model.ClassRepair, model.ClassPushPull} {
+		by = append(by, fmt.Sprintf("%s %.0f", class, r.ByClass[class]))
+	}
 	return fmt.Sprintf(`  change seen by its whole region: p50=%s p99=%s max=%s (n=%d, never=%d)
   change seen by the whole fleet:  p50=%s p99=%s max=%s (n=%d, never=%d); per node p99=%s
   bytes/node/s: udp=%.0f tcp=%.0f total=%.0f
+    by class: %s
   stale checks: region %.4f%%, fleet %.4f%%; leader changes %d; longest broadcast queue %d
 `, q(r.RegionSeen, .5), q(r.RegionSeen, .99), q(r.RegionSeen, 1), len(r.RegionSeen), r.RegionMissed,
 		q(r.FleetSeen, .5), q(r.FleetSeen, .99), q(r.FleetSeen, 1), len(r.FleetSeen), r.FleetMissed, q(r.FleetEach, .99),
-		r.UDP, r.TCP, r.UDP+r.TCP, 100*r.StaleRegion, 100*r.StaleFleet, r.LeaderChanges, r.MaxQueue)
+		r.UDP, r.TCP, r.UDP+r.TCP, strings.Join(by, ", "), 100*r.StaleRegion, 100*r.StaleFleet, r.LeaderChanges, r.MaxQueue)
 }

@@ -76,9 +76,10 @@ type Config struct {
 	// how far apart the nodes' generations (start times) lie.
 	Encode    func(id, region string, gen uint64) (mesh.WireMessages, error)
 	GenSpread time.Duration
-	// Summarise gives a region's summary and summary beat as its sender
-	// (generation gen) encodes them (mesh.SampleSummary).
-	Summarise func(region, sender string, gen uint64, members []string) (sum, beat []byte)
+	// Summarise gives a region's summary, in full and compact, and its
+	// summary beat as its sender (generation gen) encodes them
+	// (mesh.SampleSummary).
+	Summarise func(region, sender string, gen uint64, members []string) (sum, compact, beat []byte)
 	Proposal  Proposal
 }
 
@@ -130,7 +131,26 @@ type Result struct {
 	LeaderChanges int
 	// MaxQueue is the longest broadcast queue seen.
 	MaxQueue int
+	// ByClass splits the bytes sent per node per second by what carried
+	// them (a packet's size shared among its parts by their uncompressed
+	// length): see the class constants.
+	ByClass map[string]float64
 }
+
+// Classes of bytes in Result.ByClass.
+const (
+	ClassMemberlist = "memberlist ping/ack"
+	ClassReport     = "reports"
+	ClassBeat       = "beats"
+	ClassSummary    = "summaries"
+	ClassSumBeat    = "summary beats"
+	ClassLease      = "lease rounds"
+	ClassFraming    = "framing, CRC, encryption"
+	ClassRepair     = "repairs (tcp)"
+	ClassPushPull   = "push/pull (tcp)"
+)
+
+var kindClass = [...]string{kReport: ClassReport, kBeat: ClassBeat, kSummary: ClassSummary, kSumBeat: ClassSumBeat, kLeaseAsk: ClassLease, kLeaseGrant: ClassLease, kSumCompact: ClassSummary}
 
 // memberlist's framing, from its net.go, util.go and security.go.
 const (
@@ -153,6 +173,7 @@ const (
 	kSumBeat
 	kLeaseAsk
 	kLeaseGrant
+	kSumCompact
 )
 
 // msg is one message: its meaning for the model, and its bytes for the
@@ -190,6 +211,7 @@ type view struct {
 	wantAt    time.Duration // last repair asked of this member
 	answerAt  time.Duration // last repair answered to this member
 	reflect   []int         // a summary's member versions
+	listed    bool          // a region's member list is held, for compact summaries
 }
 
 type node struct {
@@ -213,24 +235,25 @@ type node struct {
 }
 
 type sim struct {
-	cfg              Config
-	rng              *rand.Rand
-	now              time.Duration
-	q                eventQueue
-	nodes            []*node
-	members          [][]int // per region, node indices in id order
-	byBytes          map[*byte]*msg
-	ping             []byte
-	ack              []byte
-	summary, sumBeat [][]byte // per region, the proposal's encodings
-	lzw              bytes.Buffer
-	nodeState        int // bytes per member in memberlist's push/pull
+	cfg                       Config
+	rng                       *rand.Rand
+	now                       time.Duration
+	q                         eventQueue
+	nodes                     []*node
+	members                   [][]int // per region, node indices in id order
+	byBytes                   map[*byte]*msg
+	ping                      []byte
+	ack                       []byte
+	summary, compact, sumBeat [][]byte // per region, the proposal's encodings
+	lzw                       bytes.Buffer
+	nodeState                 int // bytes per member in memberlist's push/pull
 
 	udp, tcp                  int64
 	checksRegion, staleRegion int64
 	checksFleet, staleFleet   int64
 	leaderChanges             int
 	maxQueue                  int
+	byClass                   map[string]float64
 	trials                    []*trial
 }
 
@@ -251,7 +274,7 @@ func Run(cfg Config) (Result, error) {
 	if cfg.Memberlist == nil || cfg.Mesh.Sample <= 0 || cfg.Mesh.Refresh <= 0 || cfg.Encode == nil {
 		return Result{}, fmt.Errorf("model: memberlist config, mesh timing and encoder are required")
 	}
-	s := &sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x6d657368)), byBytes: map[*byte]*msg{}}
+	s := &sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x6d657368)), byBytes: map[*byte]*msg{}, byClass: map[string]float64{}}
 	if err := s.build(); err != nil {
 		return Result{}, err
 	}
@@ -315,8 +338,8 @@ func (s *sim) build() error {
 			names = append(names, s.nodes[j].name)
 		}
 		sender := s.nodes[s.members[r][0]]
-		sum, beat := s.cfg.Summarise(regionName(r), sender.name, sender.gen, names)
-		s.summary, s.sumBeat = append(s.summary, sum), append(s.sumBeat, beat)
+		sum, compact, beat := s.cfg.Summarise(regionName(r), sender.name, sender.gen, names)
+		s.summary, s.compact, s.sumBeat = append(s.summary, sum), append(s.compact, compact), append(s.sumBeat, beat)
 	}
 	return nil
 }
@@ -539,9 +562,11 @@ func (s *sim) delay(a, b *node) time.Duration {
 	return s.cfg.DelayOut
 }
 
-func (s *sim) deliver(from *node, to int, msgs []*msg, bytes int, ping bool) {
+func (s *sim) deliver(from *node, to int, base []byte, msgs []*msg, crc, ping bool) {
+	bytes := s.packetSize(base, msgs, crc)
 	if s.measuring() {
 		s.udp += int64(bytes)
+		s.account(base, msgs, crc, bytes)
 	}
 	if s.rng.Float64() < s.cfg.Loss {
 		return
@@ -553,17 +578,55 @@ func (s *sim) deliver(from *node, to int, msgs []*msg, bytes int, ping bool) {
 	s.at(s.delay(from, s.nodes[to]), e)
 }
 
+// account shares a packet's bytes among memberlist's own message, the
+// mesh messages in it and the rest (framing, CRC, encryption), by their
+// uncompressed length; compression shrinks each share in proportion.
+func (s *sim) account(base []byte, msgs []*msg, crc bool, bytes int) {
+	parts := map[string]int{ClassMemberlist: len(base)}
+	sum := len(base)
+	for _, m := range msgs {
+		parts[kindClass[m.kind]] += len(m.bytes)
+		sum += len(m.bytes)
+	}
+	content := float64(bytes)
+	if over := s.overhead(base, msgs, crc); over < bytes && sum > 0 {
+		s.byClass[ClassFraming] += float64(over)
+		content -= float64(over)
+	}
+	for class, n := range parts {
+		if n > 0 {
+			s.byClass[class] += content * float64(n) / float64(sum)
+		}
+	}
+}
+
+// overhead is what a packet adds to its messages before compression:
+// compound framing, user message types, the CRC and the encryption.
+func (s *sim) overhead(base []byte, msgs []*msg, crc bool) int {
+	over := len(msgs) * userMsgHeader
+	if len(msgs)+min(len(base), 1) > 1 {
+		over += compoundHeader + compoundEntry*(len(msgs)+min(len(base), 1))
+	}
+	if crc {
+		over += gossipCRC
+	}
+	if s.cfg.Encrypted {
+		over += encryptOverhead
+	}
+	return over
+}
+
 // send is memberlist's sendMsg: a message of its own (an ack), with
 // broadcasts piggybacked in the room left.
 func (s *sim) send(from *node, to int, base []byte) {
 	extra := s.broadcasts(from, compoundEntry, s.udpRoom()-len(base))
-	s.deliver(from, to, extra, s.packetSize(base, extra, false), false)
+	s.deliver(from, to, base, extra, false, false)
 }
 
 // direct is memberlist's SendBestEffort: one user message in a packet of
 // its own, nothing piggybacked.
 func (s *sim) direct(from *node, to int, m *msg) {
-	s.deliver(from, to, []*msg{m}, s.packetSize(append([]byte{userMsgType}, m.bytes...), nil, false), false)
+	s.deliver(from, to, nil, []*msg{m}, false, false)
 }
 
 func (s *sim) other(nd *node) int {
@@ -586,14 +649,14 @@ func (s *sim) gossip(nd *node) {
 		if len(msgs) == 0 {
 			return
 		}
-		s.deliver(nd, to, msgs, s.packetSize(nil, msgs, true), false)
+		s.deliver(nd, to, nil, msgs, true, false)
 	}
 }
 
 func (s *sim) probe(nd *node) {
 	to := s.other(nd)
 	extra := s.broadcasts(nd, compoundEntry, s.udpRoom()-len(s.ping))
-	s.deliver(nd, to, extra, s.packetSize(s.ping, extra, false), true)
+	s.deliver(nd, to, s.ping, extra, false, true)
 }
 
 // sample is mesh's sample tick: a report on change, a beat once per
@@ -656,16 +719,22 @@ func (s *sim) publish(nd *node, m *msg, q int) {
 }
 
 // summarise is the proposed region summary: on change at most every
-// SummaryMinGap; unchanged, a summary beat every SummaryRefresh.
+// SummaryMinGap, the first in full and the rest compact (membership does
+// not change in the model); unchanged, a summary beat every
+// SummaryRefresh.
 func (s *sim) summarise(nd *node) {
 	p := s.cfg.Proposal
 	vers := s.regionVersions(nd)
 	switch {
 	case nd.sumSeq == 0 || !slices.Equal(vers, nd.summaryVers) && s.now-nd.lastSummary >= p.SummaryMinGap:
+		kind, wire := kSummary, s.summary[nd.region]
+		if nd.sumSeq > 0 {
+			kind, wire = kSumCompact, s.compact[nd.region]
+		}
 		nd.sumSeq++
 		nd.sumFull, nd.lastSummary, nd.lastSumSend, nd.summaryVers = nd.sumSeq, s.now, s.now, vers
-		m := s.newMsg(&msg{kind: kSummary, subject: nd.region, seq: nd.sumSeq, origin: s.now, reflect: vers}, s.summary[nd.region])
-		nd.sums[nd.region] = view{seq: m.seq, full: m.seq, origin: s.now, reflect: vers}
+		m := s.newMsg(&msg{kind: kind, subject: nd.region, seq: nd.sumSeq, origin: s.now, reflect: vers}, wire)
+		nd.sums[nd.region] = view{seq: m.seq, full: m.seq, origin: s.now, reflect: vers, listed: true}
 		s.enqueue(nd, 0, "s"+strconv.Itoa(nd.region), m)
 	case s.now-nd.lastSumSend >= p.SummaryRefresh:
 		nd.sumSeq++
@@ -692,7 +761,7 @@ func (s *sim) receive(nd *node, from int, msgs []*msg, gossiped bool) {
 			s.takeReport(nd, m, gossiped && s.cfg.Protocol == Current)
 		case kBeat:
 			s.takeBeat(nd, m)
-		case kSummary:
+		case kSummary, kSumCompact:
 			s.takeSummary(nd, m, gossiped)
 		case kLeaseAsk:
 			s.direct(nd, from, s.newMsg(&msg{kind: kLeaseGrant, subject: nd.idx}, nd.wire.LeaseGrant))
@@ -736,26 +805,39 @@ func (s *sim) repair(asker, owner *node) {
 		return
 	}
 	v.wantAt = s.now
-	s.stream(len(asker.wire.Want))
+	s.stream(ClassRepair, len(asker.wire.Want))
 	a := &owner.held[asker.idx]
 	if s.now-a.answerAt < s.cfg.Mesh.Refresh/2 {
 		return
 	}
 	a.answerAt = s.now
-	s.stream(len(owner.wire.Answer))
+	s.stream(ClassRepair, len(owner.wire.Answer))
 	m := &msg{kind: kReport, subject: owner.idx, seq: owner.fullSeq, ver: owner.fullVer, origin: s.now}
 	s.at(4*s.delay(asker, owner), &event{kind: evStream, node: asker.idx, from: owner.idx, msgs: []*msg{m}})
 }
 
-func (s *sim) stream(bytes int) {
+func (s *sim) stream(class string, bytes int) {
 	if s.measuring() {
 		s.tcp += int64(bytes)
+		s.byClass[class] += float64(bytes)
 	}
 }
 
+// takeSummary takes a full summary, or a compact one over the member list
+// held; without the list, it asks the summariser for its summary, as for
+// a summary beat whose base was missed.
 func (s *sim) takeSummary(nd *node, m *msg, relay bool) {
 	v := &nd.sums[m.subject]
+	if m.kind == kSummary && m.seq > 0 { // a push/pull's seq 0: the peer holds none
+		v.listed = true
+	}
 	if m.seq <= v.seq {
+		return
+	}
+	if !v.listed {
+		if nd.region != m.subject {
+			s.fetchSummary(nd, m.subject)
+		}
 		return
 	}
 	v.seq, v.full, v.origin, v.reflect = m.seq, m.seq, m.origin, m.reflect
@@ -779,16 +861,7 @@ func (s *sim) takeSummaryBeat(nd *node, m *msg) {
 		return
 	}
 	if v.full < m.base {
-		owner := s.nodes[s.members[m.subject][0]]
-		if s.now-v.wantAt < s.cfg.Proposal.SummaryRefresh {
-			return
-		}
-		v.wantAt = s.now
-		s.stream(len(nd.wire.Want))
-		s.stream(len(s.summary[m.subject]))
-		held := owner.sums[m.subject]
-		a := &msg{kind: kSummary, subject: m.subject, seq: owner.sumFull, origin: s.now, reflect: held.reflect}
-		s.at(4*s.delay(nd, owner), &event{kind: evStream, node: nd.idx, from: owner.idx, msgs: []*msg{a}})
+		s.fetchSummary(nd, m.subject)
 		return
 	}
 	v.seq, v.origin = m.seq, m.origin
@@ -799,7 +872,7 @@ func (s *sim) takeSummaryBeat(nd *node, m *msg) {
 // state and our LocalState, and merge the other's without relaying.
 func (s *sim) pushPull(nd *node) {
 	peer := s.nodes[s.other(nd)]
-	s.stream(s.stateSize(nd) + s.stateSize(peer))
+	s.stream(ClassPushPull, s.stateSize(nd)+s.stateSize(peer))
 	for _, pair := range [][2]*node{{nd, peer}, {peer, nd}} {
 		var msgs []*msg
 		to, from := pair[0], pair[1]
@@ -834,6 +907,22 @@ func (s *sim) stateSize(nd *node) int {
 		size += len(s.summary[r]) + 2
 	}
 	return size
+}
+
+// fetchSummary is a want of a region's summary and its answer, in full,
+// rate-limited as mesh's repairs are.
+func (s *sim) fetchSummary(nd *node, region int) {
+	v := &nd.sums[region]
+	owner := s.nodes[s.members[region][0]]
+	if s.now-v.wantAt < s.cfg.Proposal.SummaryRefresh {
+		return
+	}
+	v.wantAt = s.now
+	s.stream(ClassRepair, len(nd.wire.Want))
+	s.stream(ClassRepair, len(s.summary[region]))
+	held := owner.sums[region]
+	a := &msg{kind: kSummary, subject: region, seq: owner.sumFull, origin: s.now, reflect: held.reflect}
+	s.at(4*s.delay(nd, owner), &event{kind: evStream, node: nd.idx, from: owner.idx, msgs: []*msg{a}})
 }
 
 func (s *sim) startTrial(nd *node) {
@@ -923,7 +1012,10 @@ func (s *sim) measure() {
 
 func (s *sim) result() Result {
 	secs := s.cfg.Duration.Seconds() * float64(len(s.nodes))
-	res := Result{UDP: float64(s.udp) / secs, TCP: float64(s.tcp) / secs, LeaderChanges: s.leaderChanges, MaxQueue: s.maxQueue}
+	res := Result{UDP: float64(s.udp) / secs, TCP: float64(s.tcp) / secs, LeaderChanges: s.leaderChanges, MaxQueue: s.maxQueue, ByClass: map[string]float64{}}
+	for class, b := range s.byClass {
+		res.ByClass[class] = b / secs
+	}
 	if s.checksRegion > 0 {
 		res.StaleRegion = float64(s.staleRegion) / float64(s.checksRegion)
 	}

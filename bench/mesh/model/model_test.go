@@ -16,7 +16,7 @@ func testConfig(t *testing.T, nodes, regions int, p Protocol) Config {
 	encode := func(id, region string, gen uint64) (mesh.WireMessages, error) {
 		return mesh.SampleMessages(mesh.NodeMeta{ID: id, Region: region}, gen, telemetry.NodeSample{RPS: 1000, InFlight: 10, CPU: 0.5}, nil)
 	}
-	summarise := func(region, sender string, gen uint64, members []string) ([]byte, []byte) {
+	summarise := func(region, sender string, gen uint64, members []string) ([]byte, []byte, []byte) {
 		return mesh.SampleSummary(region, sender, gen, members, 10)
 	}
 	return Config{Nodes: nodes, Regions: regions, Protocol: p, Warmup: 10 * time.Second, Duration: 40 * time.Second,
