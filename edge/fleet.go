@@ -90,6 +90,11 @@ func (f *fleet) startMesh(ctx context.Context, cfg *config.Config, version strin
 		}
 		emit(v)
 	})
+	m.Counters("perigee_mesh_messages_dropped_total", "Mesh messages dropped: received malformed, of a kind or version this release does not know, or not sent because the send queue was full.", []string{"reason"}, func(emit metrics.Emit) {
+		emit(float64(c.DroppedMessages()), "malformed")
+		emit(float64(c.UnknownMessages()), "unknown")
+		emit(float64(c.UnsentMessages()), "queue_full")
+	})
 	a.HandleJSON("GET /regions", func() any { return c.Regions() })
 	return nil
 }

@@ -49,6 +49,7 @@ type Cluster struct {
 
 	dropped atomic.Uint64 // malformed
 	unknown atomic.Uint64 // of a kind or version this release does not know
+	unsent  atomic.Uint64 // direct sends dropped at a full queue
 	alive   atomic.Int32
 
 	mu       sync.Mutex
@@ -172,6 +173,11 @@ func (c *Cluster) DroppedMessages() uint64 { return c.dropped.Load() }
 // UnknownMessages counts messages skipped for a kind or format version
 // this release does not know, as a newer node may send during an upgrade.
 func (c *Cluster) UnknownMessages() uint64 { return c.unknown.Load() }
+
+// UnsentMessages counts direct sends (reports, wants, answers) dropped
+// because their queue was full: the mesh repairs them, but a count that
+// keeps growing says the node sends more than its links carry.
+func (c *Cluster) UnsentMessages() uint64 { return c.unsent.Load() }
 
 // SetExtra attaches a small opaque payload to this node's reports, e.g. the
 // geo router's client-RTT summary. An empty value removes the key.

@@ -110,6 +110,7 @@ func (c *Cluster) send(d direct) {
 	select {
 	case q <- d:
 	default:
+		c.unsent.Add(1)
 	}
 }
 

@@ -541,3 +541,17 @@ func TestSetExtraUnchangedIsNotAChange(t *testing.T) {
 		t.Errorf("a changed extra: %v, dirty %v", err, c.dirty)
 	}
 }
+
+// A direct send that finds its queue full is dropped, and counted: a
+// receiver's want or a region's report lost there would otherwise leave no
+// trace.
+func TestFullSendQueueDropsAreCounted(t *testing.T) {
+	c := &Cluster{outbox: make(chan direct, 1), streams: make(chan direct, 1)}
+	for range 3 {
+		c.send(direct{msg: []byte("x")})
+	}
+	c.send(direct{msg: []byte("y"), reliable: true})
+	if got := c.UnsentMessages(); got != 2 {
+		t.Fatalf("%d counted, want 2 (two UDP sends past a one-slot queue)", got)
+	}
+}

@@ -328,8 +328,12 @@ geo: {database: %q}
 		return string(body)
 	}
 	for _, n := range nodes {
-		if !strings.Contains(scrape(n), `perigee_mesh_members{state="alive"} 3`) {
+		m := scrape(n)
+		if !strings.Contains(m, `perigee_mesh_members{state="alive"} 3`) {
 			t.Errorf("%s: /metrics lacks three alive members", n.id)
+		}
+		if !strings.Contains(m, `perigee_mesh_messages_dropped_total{reason="queue_full"} `) {
+			t.Errorf("%s: /metrics lacks the mesh's dropped sends", n.id)
 		}
 	}
 	eventually(t, "one leader in /metrics", func() bool {
