@@ -28,15 +28,7 @@ func liveHeap() int64 {
 // times, so the store rotates its segments and they are rolled up as in
 // a real run.
 func TestHeapDoesNotGrowWithStoredSamples(t *testing.T) {
-	srv, err := NewServer(Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Tokens: map[string]string{"*": "token-of-everyone-0123456789"},
-		MemoryWindow: 15 * time.Minute}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.tcp.Close()
-	defer srv.udp.Close()
-	defer srv.s.store.Close()
-	s := srv.s
+	s := memoryServer(t, 15 * time.Minute)
 	sealer, err := wire.NewSealer(wire.CodecZstd, wire.DefaultLevel)
 	if err != nil {
 		t.Fatal(err)
@@ -114,15 +106,7 @@ func TestCompactHistogramIsExact(t *testing.T) {
 // fleet view keeps a bounded number of samples per node, so four such
 // batches cost the heap little, and a long query still counts them all.
 func TestDiverseSamplesCostBoundedMemory(t *testing.T) {
-	srv, err := NewServer(Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Tokens: map[string]string{"*": "token-of-everyone-0123456789"},
-		MemoryWindow: time.Minute}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.tcp.Close()
-	defer srv.udp.Close()
-	defer srv.s.store.Close()
-	s := srv.s
+	s := memoryServer(t, time.Minute)
 	sealer, err := wire.NewSealer(wire.CodecZstd, wire.DefaultLevel)
 	if err != nil {
 		t.Fatal(err)
@@ -173,4 +157,21 @@ func TestDiverseSamplesCostBoundedMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("rollup written")
+}
+
+// memoryServer is a server whose listeners are bound but not serving: the
+// memory tests feed its ingest directly.
+func memoryServer(t *testing.T, window time.Duration) *server {
+	t.Helper()
+	srv, err := NewServer(Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Tokens: map[string]string{"*": "token-of-everyone-0123456789"},
+		MemoryWindow: window}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		srv.tcp.Close()
+		srv.udp.Close()
+		srv.s.store.Close()
+	})
+	return srv.s
 }
