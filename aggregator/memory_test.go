@@ -28,7 +28,7 @@ func liveHeap() int64 {
 // times, so the store rotates its segments and they are rolled up as in
 // a real run.
 func TestHeapDoesNotGrowWithStoredSamples(t *testing.T) {
-	s := memoryServer(t, 15 * time.Minute)
+	s := memoryServer(t, 15*time.Minute)
 	sealer, err := wire.NewSealer(wire.CodecZstd, wire.DefaultLevel)
 	if err != nil {
 		t.Fatal(err)

@@ -75,3 +75,19 @@ func Query(addr, q string) string {
 	}
 	return fmt.Sprint(r.Data.Result[0].Value[1])
 }
+
+// Expect waits up to 30 s for each query to give its value (the remote
+// write lands asynchronously) and reports every one that does not.
+func Expect(t *testing.T, addr string, want map[string]string) {
+	t.Helper()
+	for q, w := range want {
+		var got string
+		deadline := time.Now().Add(30 * time.Second)
+		for got = Query(addr, q); got != w && time.Now().Before(deadline); got = Query(addr, q) {
+			time.Sleep(200 * time.Millisecond)
+		}
+		if got != w {
+			t.Errorf("%s = %q, want %q", q, got, w)
+		}
+	}
+}
