@@ -57,10 +57,10 @@ func deadAddr(t *testing.T) string {
 type testNode struct {
 	*Node
 	path string
-	t    *testing.T
+	t    testing.TB
 }
 
-func startNode(t *testing.T, yaml string) *testNode {
+func startNode(t testing.TB, yaml string) *testNode {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "node.yaml")
 	writeFile(t, path, yaml)
@@ -165,7 +165,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
-func writeFile(t *testing.T, path, content string) {
+func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)

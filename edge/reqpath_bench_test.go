@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -130,9 +129,7 @@ func benchNode(b *testing.B) *testNode {
 		b.Fatalf("wat2wasm: %v\n%s", err, out)
 	}
 	script := filepath.Join(dir, "roomy.lua")
-	if err := os.WriteFile(script, []byte(`function evaluate(m) limit("lua", 1000000000, 1000000000, "roomy") end`), 0o600); err != nil {
-		b.Fatal(err)
-	}
+	writeFile(b, script, `function evaluate(m) limit("lua", 1000000000, 1000000000, "roomy") end`)
 	yaml := fmt.Sprintf(`listen: {https: "127.0.0.1:0", admin: "127.0.0.1:0"}
 access_log: {enabled: false}
 transforms:
@@ -146,19 +143,7 @@ routes:
   - {name: wasm, match: {path_prefix: /wasm}, service: api, transforms: [poweredby]}
   - {name: lua, match: {path_prefix: /lua}, service: api}
 `, module, childBackend(b), script)
-	path := filepath.Join(dir, "node.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	n, err := newFromFile(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		n.Shutdown(ctx)
-	})
+	n := startNode(b, yaml)
 	deadline := time.Now().Add(30 * time.Second)
 	for rps, _ := n.gates.Get("lua").Limit(); rps == 0; rps, _ = n.gates.Get("lua").Limit() {
 		if time.Now().After(deadline) {
@@ -166,7 +151,7 @@ routes:
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return &testNode{Node: n, path: path}
+	return n
 }
 
 // childBackend starts the test binary as a sample backend (see TestMain).
