@@ -3,7 +3,6 @@ package wire
 import (
 	"bytes"
 	"encoding/binary"
-	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -33,15 +32,7 @@ func TestStatusRoundTripAndOldPayloadsUnchanged(t *testing.T) {
 	second.Status = telemetry.StatusClasses{7}
 	second.Services = map[string]telemetry.ServiceSample{"img": {RPS: 1, Status: telemetry.StatusClasses{0, 0, 0, 0, 2}}, "api": {RPS: 2}}
 	in.Samples = append(in.Samples, second)
-	out := &Batch{Node: in.Node, Seq: in.Seq, Created: in.Created}
-	if err := DecodePayload(AppendPayload(nil, in), out, 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	normalize(in)
-	normalize(out)
-	if !reflect.DeepEqual(in, out) {
-		t.Fatalf("round trip differs\n in: %+v\nout: %+v", in.Samples, out.Samples)
-	}
+	roundTrip(t, in)
 
 	plain, classes := sampleBatchAt(now), withStatus(now)
 	onlySamples := func(b *Batch) *Batch {
