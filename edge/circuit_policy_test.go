@@ -65,15 +65,8 @@ func decisionsOf(t *testing.T, n *testNode, action string) []telemetry.Decision 
 // a route's limit, while the thresholds the policy did not name follow the
 // new config.
 func TestCircuitPolicyRaisesMaxRequestsLive(t *testing.T) {
-	var arrived atomic.Int32
-	var release atomic.Pointer[chan struct{}] // a new one per protocol
-	slow := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			arrived.Add(1)
-			<-*release.Load()
-		}
-		fmt.Fprint(w, "ok")
-	}))
+	held := newHeldBackend(t)
+	slow := held.url
 	script := filepath.Join(t.TempDir(), "room.lua")
 	writeFile(t, script, `function evaluate(m) circuit("api", {max_requests = 5}, "more room") end`+"\n")
 	conf := func(circuit string) string {
@@ -91,9 +84,7 @@ func TestCircuitPolicyRaisesMaxRequestsLive(t *testing.T) {
 	sampler := n.metrics.NewSampler("n", "r", n.services)
 	for _, pc := range allClients(t) {
 		t.Run(pc.name, func(t *testing.T) {
-			arrived.Store(0)
-			gate := make(chan struct{})
-			release.Store(&gate)
+			gate := held.hold()
 			var wg sync.WaitGroup
 			statuses := make(chan int, 5)
 			for range 5 {
@@ -102,12 +93,12 @@ func TestCircuitPolicyRaisesMaxRequestsLive(t *testing.T) {
 					statuses <- resp.StatusCode
 				})
 			}
-			waitFor(t, "five requests at the backend", func() bool { return arrived.Load() == 5 })
+			waitFor(t, "five requests at the backend", func() bool { return held.arrived.Load() == 5 })
 			resp, body := get(t, pc.client, base+"/slow")
 			if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || resp.ProtoMajor != pc.proto {
 				t.Fatalf("the sixth request: HTTP/%d %d %q Retry-After %q", resp.ProtoMajor, resp.StatusCode, body, resp.Header.Get("Retry-After"))
 			}
-			if got := arrived.Load(); got != 5 {
+			if got := held.arrived.Load(); got != 5 {
 				t.Fatalf("%d requests reached the backend past max_requests 5", got)
 			}
 			close(gate)

@@ -15,23 +15,14 @@ import (
 // it and 8 are refused with a JSON 503 and Retry-After while the 2 are still
 // held; once they finish, the breaker lets requests through again.
 func TestCircuitBreakerRefusesPastMaxRequests(t *testing.T) {
-	var arrived atomic.Int32
-	var release atomic.Pointer[chan struct{}] // a new one per protocol
-	slow := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			arrived.Add(1)
-			<-*release.Load()
-		}
-		fmt.Fprint(w, "ok")
-	}))
+	held := newHeldBackend(t)
+	slow := held.url
 	yaml := strings.Replace(nodeYAML("round_robin", slow), "    backends:", "    circuit: {max_requests: 2}\n    backends:", 1)
 	n := startNode(t, yaml)
 	base := "https://" + n.Addrs().HTTPS
 	for _, pc := range allClients(t) {
 		t.Run(pc.name, func(t *testing.T) {
-			arrived.Store(0)
-			gate := make(chan struct{})
-			release.Store(&gate)
+			gate := held.hold()
 			var wg sync.WaitGroup
 			statuses := make(chan int, 10)
 			slowGet := func() {
@@ -42,7 +33,7 @@ func TestCircuitBreakerRefusesPastMaxRequests(t *testing.T) {
 			wg.Add(2)
 			go slowGet()
 			go slowGet()
-			waitFor(t, "two requests at the backend", func() bool { return arrived.Load() == 2 })
+			waitFor(t, "two requests at the backend", func() bool { return held.arrived.Load() == 2 })
 			var slowest time.Duration
 			for range 8 {
 				start := time.Now()
@@ -60,7 +51,7 @@ func TestCircuitBreakerRefusesPastMaxRequests(t *testing.T) {
 				}
 			}
 			t.Logf("slowest refusal took %v", slowest)
-			if got := arrived.Load(); got != 2 {
+			if got := held.arrived.Load(); got != 2 {
 				t.Fatalf("%d requests reached the backend past max_requests 2", got)
 			}
 			close(gate)
@@ -85,4 +76,34 @@ func TestCircuitBreakerRefusesPastMaxRequests(t *testing.T) {
 	if !strings.Contains(metrics, `perigee_node_upstream_overflow_total{reason="max_requests",service="api"} 24`) {
 		t.Fatal("overflow counter missing from /metrics")
 	}
+}
+
+// heldBackend holds each request for /slow until its round is released,
+// counting those it holds; other paths it answers at once.
+type heldBackend struct {
+	url     string
+	arrived atomic.Int32
+	release atomic.Pointer[chan struct{}]
+}
+
+func newHeldBackend(t *testing.T) *heldBackend {
+	h := &heldBackend{}
+	h.hold()
+	h.url = serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			h.arrived.Add(1)
+			<-*h.release.Load()
+		}
+		fmt.Fprint(w, "ok")
+	}))
+	return h
+}
+
+// hold starts a round: nobody has arrived, and /slow waits until the
+// returned channel is closed.
+func (h *heldBackend) hold() chan struct{} {
+	h.arrived.Store(0)
+	gate := make(chan struct{})
+	h.release.Store(&gate)
+	return gate
 }
