@@ -50,6 +50,7 @@ type node struct {
 	meta NodeMeta
 	rps  atomic.Int64
 	addr string
+	tr   *faultnet.Transport
 }
 
 func (n *node) sample() telemetry.NodeSample {
@@ -72,7 +73,7 @@ func startNodeWith(t *testing.T, nw *faultnet.Network, id, region, addr string, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{meta: NodeMeta{ID: id, Region: region, Capacity: 1, PublicURL: "https://" + id + ".example.net"}, addr: tr.Addr()}
+	n := &node{meta: NodeMeta{ID: id, Region: region, Capacity: 1, PublicURL: "https://" + id + ".example.net"}, addr: tr.Addr(), tr: tr}
 	cfg.Transport = tr
 	if cfg.Tuning == nil {
 		cfg.Tuning = fastTuning

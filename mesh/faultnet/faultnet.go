@@ -183,7 +183,7 @@ func (t *Transport) countAccepted() {
 		select {
 		case c := <-t.inner.StreamCh():
 			select {
-			case t.streams <- &countingConn{Conn: c, n: &t.net.streamBytes}:
+			case t.streams <- &countingConn{Conn: c, n: &t.net.streamBytes, own: &t.streamBytes}:
 			case <-t.done:
 				c.Close()
 			}
@@ -201,10 +201,11 @@ type Transport struct {
 	self  [2]string
 	addr  string
 
-	streams  chan net.Conn
-	done     chan struct{} // shutting down: stop handing streams over
-	closed   chan struct{} // sockets closed: stop draining
-	shutdown sync.Once
+	streams     chan net.Conn
+	streamBytes atomic.Int64  // both ways, on this endpoint's streams
+	done        chan struct{} // shutting down: stop handing streams over
+	closed      chan struct{} // sockets closed: stop draining
+	shutdown    sync.Once
 }
 
 var _ memberlist.NodeAwareTransport = (*Transport)(nil)
@@ -280,8 +281,11 @@ func (t *Transport) DialAddressTimeout(a memberlist.Address, timeout time.Durati
 	if err != nil {
 		return nil, err
 	}
-	return &countingConn{Conn: c, n: &t.net.streamBytes}, nil
+	return &countingConn{Conn: c, n: &t.net.streamBytes, own: &t.streamBytes}, nil
 }
+
+// StreamBytes counts the bytes this endpoint's streams carried, both ways.
+func (t *Transport) StreamBytes() int64 { return t.streamBytes.Load() }
 
 // StreamCh implements memberlist.Transport.
 func (t *Transport) StreamCh() <-chan net.Conn { return t.streams }
@@ -301,14 +305,22 @@ func (t *Transport) Shutdown() error {
 	return err
 }
 
-// countingConn counts the bytes written on a dialled stream.
+// countingConn counts a stream's bytes: those this end writes for the
+// network (the other end counts its own), and both ways for this endpoint.
 type countingConn struct {
 	net.Conn
-	n *atomic.Int64
+	n, own *atomic.Int64
 }
 
 func (c *countingConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
 	c.n.Add(int64(n))
+	c.own.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.own.Add(int64(n))
 	return n, err
 }
