@@ -73,7 +73,8 @@ func Start(t testing.TB, o Options) *Pebble {
 	p.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	t.Cleanup(p.client.CloseIdleConnections)
 
-	api, mgmt := freeAddr(t), freeAddr(t)
+	free := freeAddrs(t, 2)
+	api, mgmt := free[0], free[1]
 	p.Directory, p.mgmt = "https://"+api+"/dir", "https://"+mgmt
 	conf := map[string]any{
 		"listenAddress":                  api,
@@ -240,15 +241,22 @@ func loopbackDNS(t testing.TB) string {
 	return pc.LocalAddr().String()
 }
 
-// freeAddr is a loopback TCP address nothing listens on now.
-func freeAddr(t testing.TB) string {
+// freeAddrs are n distinct loopback TCP addresses nothing listens on now.
+// They are held open together while picked: one closed before the next is
+// picked may be picked again (both of pebble's listeners once got the same
+// port, and it failed to start).
+func freeAddrs(t testing.TB, n int) []string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addrs[i] = ln.Addr().String()
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addrs
 }
 
 // FreeAddr is a loopback address free on both TCP and UDP now, for a
@@ -256,7 +264,7 @@ func freeAddr(t testing.TB) string {
 func FreeAddr(t testing.TB) string {
 	t.Helper()
 	for range 20 {
-		addr := freeAddr(t)
+		addr := freeAddrs(t, 1)[0]
 		if pc, err := net.ListenPacket("udp", addr); err == nil {
 			pc.Close()
 			return addr
