@@ -2,14 +2,25 @@
 // HTTP/1.1 server, by CPU time per request, which holds up on shared cores
 // where req/s does not.
 //
-// One process serves five targets over TLS on loopback, all in front of
-// one sample backend in a child process (so its CPU is not counted):
+// One process serves these targets over TLS on loopback, the proxies all
+// in front of one sample backend in a child process (so its CPU is not
+// counted):
 //
 //	node           the perigee node itself (net/http server, its handler)
 //	node-adaptor   the same node handler behind fasthttp, via fasthttpadaptor
 //	std-min        net/http server + a minimal proxy handler over edge/h1client
 //	fast-adaptor   fasthttp + fasthttpadaptor + that same minimal handler
+//	own-watch      a server loop of http.ReadRequest + that minimal handler,
+//	               one goroutine per request watching for the client leaving
+//	own-nowatch    the same loop, not watching (fasthttp's model)
+//	std-self       net/http answering 64 bytes itself: its server's cost
+//	fast-self      fasthttp answering 64 bytes itself
+//	std-host       net/http server + fasthttp.HostClient (headers converted)
+//	fast-h1client  fasthttp server + edge/h1client (request converted)
 //	fast-native    fasthttp server + fasthttp.HostClient: the ceiling
+//
+// The four in the middle split the gap between std-min and fast-native
+// into the server's part and the client's.
 //
 // wrk (a separate process) drives each in turn for -d, for -rounds rounds;
 // the report gives medians of req/s and of this process's CPU per request
@@ -30,6 +41,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,6 +63,9 @@ import (
 	"perigee/edge/h1client"
 	"perigee/edge/samplebackend"
 )
+
+// body64 is what the self-answering targets send: the backend's size.
+var body64 = []byte(strings.Repeat("x", 64))
 
 func main() {
 	if len(os.Args) == 3 && os.Args[1] == "backend" {
@@ -86,6 +101,12 @@ func main() {
 		{"node-adaptor", serveFast(tlsCfg, fasthttpadaptor.NewFastHTTPHandler(node))},
 		{"std-min", serveStd(tlsCfg, minimal)},
 		{"fast-adaptor", serveFast(tlsCfg, fasthttpadaptor.NewFastHTTPHandler(minimal))},
+		{"own-watch", serveOwn(tlsCfg, minimal, true)},
+		{"own-nowatch", serveOwn(tlsCfg, minimal, false)},
+		{"std-self", serveStd(tlsCfg, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(body64) }))},
+		{"fast-self", serveFast(tlsCfg, func(ctx *fasthttp.RequestCtx) { ctx.Write(body64) })},
+		{"std-host", serveStd(tlsCfg, stdOverHostClient(backend, host))},
+		{"fast-h1client", serveFast(tlsCfg, fastOverH1client(backend, h1))},
 		{"fast-native", serveFast(tlsCfg, func(ctx *fasthttp.RequestCtx) {
 			req := &ctx.Request
 			req.Header.Del("Connection")
@@ -182,6 +203,59 @@ func minimalProxy(backend string, rt http.RoundTripper) http.Handler {
 		w.WriteHeader(res.StatusCode)
 		io.Copy(w, res.Body)
 	})
+}
+
+// stdOverHostClient is the minimal proxy with net/http's server in front
+// of fasthttp's client: the headers are copied into its types and back.
+func stdOverHostClient(backend string, host *fasthttp.HostClient) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, res := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(res)
+		req.Header.SetMethod(r.Method)
+		req.SetRequestURI("http://" + backend + r.RequestURI)
+		for k, vv := range r.Header {
+			for _, v := range vv {
+				req.Header.Add(k, v)
+			}
+		}
+		if err := host.Do(req, res); err != nil {
+			http.Error(w, "upstream failed", http.StatusBadGateway)
+			return
+		}
+		h := w.Header()
+		res.Header.VisitAll(func(k, v []byte) { h.Add(string(k), string(v)) })
+		w.WriteHeader(res.StatusCode())
+		w.Write(res.Body())
+	})
+}
+
+// fastOverH1client is the minimal proxy with fasthttp's server in front of
+// edge/h1client: the request becomes an http.Request, the response's
+// headers go back into fasthttp's. Its context is a plain cancelable one:
+// a RequestCtx would cost h1client's context.AfterFunc a goroutine.
+func fastOverH1client(backend string, rt http.RoundTripper) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		out := &http.Request{Method: string(ctx.Method()), URL: &url.URL{Scheme: "http", Host: backend, Path: string(ctx.Path())},
+			Header: make(http.Header), Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Host: string(ctx.Host())}
+		ctx.Request.Header.VisitAll(func(k, v []byte) { out.Header.Add(string(k), string(v)) })
+		c, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		res, err := rt.RoundTrip(out.WithContext(c))
+		if err != nil {
+			ctx.Error("upstream failed", fasthttp.StatusBadGateway)
+			return
+		}
+		defer res.Body.Close()
+		for k, vv := range res.Header {
+			for _, v := range vv {
+				ctx.Response.Header.Add(k, v)
+			}
+		}
+		ctx.SetStatusCode(res.StatusCode)
+		var buf [4 << 10]byte
+		io.CopyBuffer(struct{ io.Writer }{ctx}, res.Body, buf[:]) // no ReaderFrom: one stack buffer, not io.Copy's 32 KiB
+	}
 }
 
 func serveStd(cfg *tls.Config, h http.Handler) string {
