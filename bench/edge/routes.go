@@ -112,7 +112,7 @@ func policyRuns(ctx context.Context, pg *target) (policyStatus, error) {
 // policyNote says how often the policy ran during the rounds, for the
 // report: proof that perigee/lua was measured with the policy evaluating.
 func policyNote(before, after policyStatus) string {
-	return fmt.Sprintf("perigee/lua: policy %s ran %d times during the rounds (%d failed), each setting the route's limit to 1e9 req/s, burst 1e9\n",
+	return fmt.Sprintf("perigee/lua: policy %s ran %d times during the rounds (%d failed), each calling limit(\"lua\", 1e9, 1e9) on the limit it applied before them\n",
 		policyName, after.Runs-before.Runs, after.Errors-before.Errors)
 }
 
