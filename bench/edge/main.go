@@ -181,7 +181,7 @@ func run(ctx context.Context, o options) (err error) {
 		}
 	}
 
-	// The lua route's policy must keep evaluating through the rounds.
+	// The report says how often the lua route's policy ran during the rounds.
 	lua := slices.IndexFunc(started, func(t *target) bool { return t.route == "lua" })
 	var policyBefore policyStatus
 	if lua >= 0 {
