@@ -4,7 +4,12 @@
 // the ratios to bench/results/edge.txt. Targets are run alternately, round
 // after round, and the table reports the median of the rounds.
 //
-//	make build && go run ./bench/edge [-d 10s] [-rounds 3] [-targets perigee,caddy] [-protos h1,h2] [-perf]
+//	make build modules && go run ./bench/edge [-d 10s] [-rounds 3] [-targets perigee,caddy] [-protos h1,h2] [-routes plain,wasm] [-perf]
+//
+// perigee is loaded on up to three routes (routes.go), as targets perigee,
+// perigee/wasm and perigee/lua: plain, one trivial Wasm transform, and a
+// gate a Lua policy limits; perigee/wasm and perigee/lua are reported
+// against perigee.
 //
 // Target gostack is the ceiling: this binary run again as a child process
 // (gostack.go) serving the backend's handler itself over TLS, through
@@ -49,6 +54,8 @@ type options struct {
 	size        int
 	targets     []string
 	protos      []string
+	routes      []string
+	modules     string
 	perigeeBin  string
 	baseBin     string
 	out         string
@@ -67,7 +74,7 @@ func main() {
 		fail(serveGostack(os.Args[2:])) // returns only on error
 	}
 	var o options
-	var targets, protos string
+	var targets, protos, routes string
 	flag.DurationVar(&o.dur, "d", 10*time.Second, "load duration per target and protocol")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds over all targets; the table reports medians")
 	flag.IntVar(&o.wrkThreads, "t", 2, "wrk threads (HTTP/1.1)")
@@ -79,6 +86,8 @@ func main() {
 	flag.IntVar(&o.size, "size", 64, "backend response body bytes")
 	flag.StringVar(&targets, "targets", "backend,gostack,perigee,caddy,nginx", "targets to run (base is added by -base)")
 	flag.StringVar(&protos, "protos", strings.Join(allProtos, ","), "protocols to run: h1, h2, h3")
+	flag.StringVar(&routes, "routes", strings.Join(allRoutes, ","), "perigee's routes to load: plain, wasm (one trivial Wasm transform), lua (a gate a Lua policy limits); other targets serve plain only")
+	flag.StringVar(&o.modules, "modules", "modules/build", "where make modules builds the example transforms (wasm needs poweredby.wasm)")
 	flag.StringVar(&o.perigeeBin, "perigee", "bin/perigee", "perigee binary (make build)")
 	flag.StringVar(&o.baseBin, "base", "", "a second perigee binary to compare with, run as target base")
 	flag.StringVar(&o.out, "out", "bench/results/edge.txt", "where to write the table")
@@ -98,6 +107,12 @@ func main() {
 	}
 	if o.protos, err = pick(protos, allProtos); err != nil {
 		fail(err)
+	}
+	if o.routes, err = pick(routes, allRoutes); err != nil {
+		fail(err)
+	}
+	if !slices.Contains(o.routes, "plain") {
+		fail(errors.New("-routes must keep plain: the other routes are measured against it"))
 	}
 
 	// Ctrl-C or SIGTERM cancels the run; run's deferred cleanup then stops
@@ -166,6 +181,15 @@ func run(ctx context.Context, o options) (err error) {
 		}
 	}
 
+	// The report says how often the lua route's policy ran during the rounds.
+	lua := slices.IndexFunc(started, func(t *target) bool { return t.route == "lua" })
+	var policyBefore policyStatus
+	if lua >= 0 {
+		if policyBefore, err = policyRuns(ctx, started[lua]); err != nil {
+			return err
+		}
+	}
+
 	host := header(o)
 	fmt.Print(host)
 	est := time.Duration(o.rounds*len(runs)) * (o.dur + pause)
@@ -183,12 +207,19 @@ func run(ctx context.Context, o options) (err error) {
 			if err != nil {
 				return fmt.Errorf("round %d, %s over %s: %w", round, r.target.name, r.proto, err)
 			}
-			fmt.Printf("round %d  %-8s %s  %s\n", round, r.target.name, r.proto, res)
+			fmt.Printf("round %d  %-12s %s  %s\n", round, r.target.name, r.proto, res)
 			results[r] = append(results[r], res)
 		}
 	}
 
 	table := host + "\n" + report(o, runs, results)
+	if lua >= 0 {
+		after, err := policyRuns(ctx, started[lua])
+		if err != nil {
+			return err
+		}
+		table += policyNote(policyBefore, after)
+	}
 	fmt.Print("\n" + table)
 	if err := os.WriteFile(o.out, []byte(table), 0o644); err != nil {
 		return fmt.Errorf("write results: %w", err)

@@ -29,6 +29,9 @@ func header(o options) string {
 		fmt.Fprintf(&b, "base: %s (%s)\n", o.baseBin, version(o.baseBin, "version"))
 	}
 	fmt.Fprintf(&b, "backend: perigee sample-backend --size %d (plain HTTP/1.1); servers and load generators share the same cores, on loopback\n", o.size)
+	if slices.Contains(o.targets, "perigee") && len(o.routes) > 1 {
+		fmt.Fprintf(&b, "perigee's routes: plain /; wasm /wasm/ with one trivial transform (modules/wat's poweredby, which sets x-powered-by); lua /lua/, whose gate a Lua policy limits every 50ms to 1e9 req/s (a refusal would be a 429, counted in errors)\n")
+	}
 	if slices.Contains(o.targets, "gostack") {
 		fmt.Fprintf(&b, "gostack: %s with the sample backend's handler, answering itself over TLS (no proxy): the Go stack's ceiling for perigee\n", gostackVersion())
 	}
@@ -50,7 +53,7 @@ func version(prog string, args ...string) string {
 }
 
 // report lays out the medians of the rounds, then perigee's ratios to the
-// other proxies.
+// other proxies and its other routes' to its plain one.
 func report(o options, runs []runKey, results map[runKey][]result) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "load: HTTP/1.1 wrk %s; HTTP/2 h2load -c%d -m%d -D %s; HTTP/3 h3load (this harness, quic-go) %d conns x %d streams for %s\n",
@@ -58,7 +61,7 @@ func report(o options, runs []runKey, results map[runKey][]result) string {
 	fmt.Fprintf(&b, "median of %d rounds, targets alternated within each round; load average at end %s\n", o.rounds, machine.LoadAvg())
 	fmt.Fprintf(&b, "HTTP/2 and HTTP/3 quantiles are read from perigee/telemetry histograms (within 6.25%%)\n")
 	fmt.Fprintf(&b, "cores: CPU used by the target's own processes (not the backend's, not the load generator's); us/req: that CPU per request; errors: all rounds\n\n")
-	fmt.Fprintf(&b, "%-8s %-8s %9s %9s %9s %7s %6s %7s  %s\n", "target", "proto", "req/s", "p50", "p99", "errors", "cores", "us/req", "req/s per round")
+	fmt.Fprintf(&b, "%-12s %-8s %9s %9s %9s %7s %6s %7s  %s\n", "target", "proto", "req/s", "p50", "p99", "errors", "cores", "us/req", "req/s per round")
 	med := map[[2]string]result{} // target name, proto
 	for _, r := range runs {
 		rs := results[r]
@@ -68,28 +71,33 @@ func report(o options, runs []runKey, results map[runKey][]result) string {
 		for _, x := range rs {
 			per = append(per, fmt.Sprintf("%.0f", x.rps))
 		}
-		fmt.Fprintf(&b, "%-8s %-8s %9.0f %9s %9s %7d %6.2f %7.0f  %s\n",
+		fmt.Fprintf(&b, "%-12s %-8s %9.0f %9s %9s %7d %6.2f %7.0f  %s\n",
 			r.target.name, protoNames[r.proto], m.rps, ms(m.p50), ms(m.p99), m.errors, m.cores, m.usPerReq, strings.Join(per, " "))
 	}
 
+	var pairs [][2]string // {a, b}: a / b
+	for _, other := range []string{"gostack", "base", "caddy", "nginx"} {
+		pairs = append(pairs, [2]string{"perigee", other})
+	}
+	for _, r := range o.routes[1:] { // after plain
+		pairs = append(pairs, [2]string{"perigee/" + r, "perigee"})
+	}
 	var ratios []string
 	for _, p := range o.protos {
-		pg, ok := med[[2]string{"perigee", p}]
-		if !ok {
-			continue
-		}
-		for _, other := range []string{"gostack", "base", "caddy", "nginx"} {
-			if m, ok := med[[2]string{other, p}]; ok && m.rps > 0 && m.p99 > 0 && m.usPerReq > 0 {
-				ratios = append(ratios, fmt.Sprintf("%-8s %-8s %7.2fx %7.2fx %7.2fx", protoNames[p], other,
-					pg.rps/m.rps, float64(pg.p99)/float64(m.p99), pg.usPerReq/m.usPerReq))
+		for _, pair := range pairs {
+			a, okA := med[[2]string{pair[0], p}]
+			m, okB := med[[2]string{pair[1], p}]
+			if okA && okB && m.rps > 0 && m.p99 > 0 && m.usPerReq > 0 {
+				ratios = append(ratios, fmt.Sprintf("%-8s %-24s %7.2fx %7.2fx %7.2fx", protoNames[p], pair[0]+" vs "+pair[1],
+					a.rps/m.rps, float64(a.p99)/float64(m.p99), a.usPerReq/m.usPerReq))
 			}
 		}
 	}
 	if len(ratios) > 0 {
 		// On a shared machine us/req moves least: it does not count the time
 		// the proxy waited for a core.
-		fmt.Fprintf(&b, "\nperigee / other (req/s: higher is better; p99 and CPU us/req: lower is better; vs gostack: the share of Go's own ceiling)\n%-8s %-8s %8s %8s %8s\n%s\n",
-			"proto", "vs", "req/s", "p99", "us/req", strings.Join(ratios, "\n"))
+		fmt.Fprintf(&b, "\nratios (req/s: higher is better; p99 and CPU us/req: lower is better; vs gostack: the share of Go's own ceiling; perigee/wasm and perigee/lua vs perigee: what a route's transform or policy costs)\n%-8s %-24s %8s %8s %8s\n%s\n",
+			"proto", "a vs b", "req/s", "p99", "us/req", strings.Join(ratios, "\n"))
 	}
 	return b.String()
 }
@@ -136,8 +144,8 @@ func profile(ctx context.Context, o options, dir string, started []*target) erro
 
 	fmt.Fprintf(&b, "== syscalls per request (perf stat -e raw_syscalls:sys_enter on the proxy's processes)\n")
 	for _, t := range started {
-		if t.name == "backend" {
-			continue
+		if t.name == "backend" || t.route != "" {
+			continue // perigee's other routes share its process; -perf loads plain only
 		}
 		var out []byte
 		rps, err := underLoad(ctx, o, t, wrkDur, func() (err error) {

@@ -31,13 +31,20 @@ type target struct {
 	tls    bool     // false only for the bare backend
 	protos []string // what it serves: h1, h2, h3
 	proc   *child
+	route  string // perigee's route other than plain (routes.go), else empty
+	path   string // what the load asks for; empty is /
+	admin  string // perigee's admin API
 }
 
 func (t *target) url() string {
-	if t.tls {
-		return "https://" + t.addr + "/"
+	path := t.path
+	if path == "" {
+		path = "/"
 	}
-	return "http://" + t.addr + "/"
+	if t.tls {
+		return "https://" + t.addr + path
+	}
+	return "http://" + t.addr + path
 }
 
 // checkTools fails early, naming the Debian package, when a program that
@@ -74,11 +81,17 @@ func checkTools(o options) error {
 			errs = append(errs, fmt.Errorf("base binary (-base): %w", err))
 		}
 	}
+	if slices.Contains(o.routes, "wasm") && (slices.Contains(o.targets, "perigee") || slices.Contains(o.targets, "base")) {
+		if _, err := os.Stat(filepath.Join(o.modules, wasmModule)); err != nil {
+			errs = append(errs, fmt.Errorf("route wasm: %w (run make modules; it needs wat2wasm, apt-get install wabt; or leave wasm out of -routes)", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
 // startTargets starts the backend, every chosen proxy in front of it and,
-// if chosen, gostack beside it, and waits until each answers.
+// if chosen, gostack beside it, and waits until each answers. perigee's
+// routes other than plain follow it as targets of their own.
 func startTargets(ctx context.Context, o options, dir string, kids *children) ([]*target, error) {
 	backendAddr, err := freePort()
 	if err != nil {
@@ -114,9 +127,16 @@ func startTargets(ctx context.Context, o options, dir string, kids *children) ([
 		if name == "nginx" {
 			t.protos = []string{"h1", "h2"} // Debian's nginx 1.22 has no HTTP/3
 		}
-		argv, env, err := configure(o, dir, name, addr, backendAddr, cert, key)
+		spare, err := freePort() // for the listeners we do not use but must not be 80 or 9901
 		if err != nil {
 			return nil, err
+		}
+		argv, env, err := configure(o, dir, name, addr, spare, backendAddr, cert, key)
+		if err != nil {
+			return nil, err
+		}
+		if name == "perigee" || name == "base" {
+			t.admin = spare
 		}
 		if t.proc, err = kids.start(dir, name, env, argv[0], argv[1:]...); err != nil {
 			return nil, err
@@ -125,28 +145,33 @@ func startTargets(ctx context.Context, o options, dir string, kids *children) ([
 			return nil, err
 		}
 		started = append(started, t)
+		if name == "perigee" {
+			routes, err := routeTargets(ctx, o, t)
+			if err != nil {
+				return nil, err
+			}
+			started = append(started, routes...)
+		}
 	}
 	return started, nil
 }
 
 // configure writes a proxy's config into dir and returns its command line
 // and extra environment. All three proxies get the same certificate, the
-// same backend, pooled upstream connections and no access log. gostack
-// needs no file: its flags are its whole config.
-func configure(o options, dir, name, addr, backend, cert, key string) (argv, env []string, err error) {
+// same backend, pooled upstream connections and no access log; perigee
+// (and base) also the chosen routes beside plain. gostack needs no file:
+// its flags are its whole config. spare is for the listeners the run does
+// not load (perigee's admin API, Caddy's HTTP port).
+func configure(o options, dir, name, addr, spare, backend, cert, key string) (argv, env []string, err error) {
 	if name == "gostack" {
 		argv, err = gostackArgv(o, addr, cert, key)
 		return argv, nil, err
 	}
 	host, port, _ := net.SplitHostPort(addr)
-	spare, err := freePort() // for the listeners we do not use but must not be 80 or 9901
-	if err != nil {
-		return nil, nil, err
-	}
 	_, sparePort, _ := net.SplitHostPort(spare)
 	data := map[string]string{
 		"Dir": dir, "Addr": addr, "Host": host, "Port": port, "Spare": spare, "SparePort": sparePort,
-		"Backend": backend, "Cert": cert, "Key": key,
+		"Backend": backend, "Cert": cert, "Key": key, "Policy": policyName,
 	}
 	var tmpl *template.Template
 	var file string // defaults to the template's name
@@ -157,6 +182,9 @@ func configure(o options, dir, name, addr, backend, cert, key string) (argv, env
 			bin = o.baseBin
 		}
 		tmpl, file = perigeeConf, name+".yaml"
+		if data["Module"], data["Script"], err = routeFiles(o, dir); err != nil {
+			return nil, nil, err
+		}
 		argv = []string{bin, "serve", "--config", filepath.Join(dir, file), "--log-format", "text"}
 	case "caddy":
 		tmpl = caddyConf
@@ -189,9 +217,22 @@ services:
   backend:
     balancer: round_robin
     backends: [{url: "http://{{.Backend}}"}]
+{{- if .Module}}
+transforms:
+  poweredby: {module: "{{.Module}}"}
+{{- end}}
+{{- if .Script}}
+policies:
+  {{.Policy}}: {script: "{{.Script}}", interval: 50ms}
+{{- end}}
 routes:
-  - match: {path_prefix: /}
-    service: backend
+  - {name: plain, match: {path_prefix: /}, service: backend}
+{{- if .Module}}
+  - {name: wasm, match: {path_prefix: /wasm}, service: backend, transforms: [poweredby]}
+{{- end}}
+{{- if .Script}}
+  - {name: lua, match: {path_prefix: /lua}, service: backend}
+{{- end}}
 `))
 
 // Caddy 2.6 serves h1, h2 and h3 by default; protocols says so anyway.
@@ -348,6 +389,9 @@ func probe(ctx context.Context, r runKey, size int) error {
 	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != want || resp.Header.Get("X-Backend") != "bench" || len(body) != size {
 		return fmt.Errorf("probe %s over %s: got %s %s, X-Backend %q, %d bytes",
 			r.target.name, r.proto, resp.Proto, resp.Status, resp.Header.Get("X-Backend"), len(body))
+	}
+	if got := resp.Header.Get("X-Powered-By"); r.target.route == "wasm" && got != poweredBy {
+		return fmt.Errorf("probe %s over %s: x-powered-by %q, want %q: the Wasm transform did not run", r.target.name, r.proto, got, poweredBy)
 	}
 	return nil
 }
