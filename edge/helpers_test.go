@@ -189,8 +189,19 @@ func newFromFile(path string) (*Node, error) {
 
 var examples = struct {
 	sync.Mutex
+	dir   string            // made on the first build, removed by TestMain
 	built map[string]string // name -> .wasm path
 }{built: map[string]string{}}
+
+// removeExamples deletes what exampleModule built: a few MB per module,
+// which would otherwise stay in the temp dir after every run.
+func removeExamples() {
+	examples.Lock()
+	defer examples.Unlock()
+	if examples.dir != "" {
+		os.RemoveAll(examples.dir)
+	}
+}
 
 // exampleModule builds modules/<name>, one of the example transforms, once
 // per test binary and returns its .wasm path.
@@ -201,11 +212,14 @@ func exampleModule(t *testing.T, name string) string {
 	if path, ok := examples.built[name]; ok {
 		return path
 	}
-	dir, err := os.MkdirTemp("", "perigee-edge-"+name)
-	if err != nil {
-		t.Fatal(err)
+	if examples.dir == "" {
+		dir, err := os.MkdirTemp("", "perigee-edge-modules")
+		if err != nil {
+			t.Fatal(err)
+		}
+		examples.dir = dir
 	}
-	path := filepath.Join(dir, name+".wasm")
+	path := filepath.Join(examples.dir, name+".wasm")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if err := wasm.Build(ctx, "../modules/"+name, path); err != nil {

@@ -19,5 +19,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	flag.Parse()
-	os.Exit(m.Run())
+	code := m.Run()
+	removeExamples()
+	os.Exit(code)
 }
