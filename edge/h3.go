@@ -158,11 +158,12 @@ func (s *h3Server) serveConn(conn *quic.Conn) {
 }
 
 // handle serves a request stream on an idle worker, or on a new one. A
-// goroutine starts with a 2 KiB stack, and a request's handler chain
-// (quic-go's stream handling, the proxy, the upstream client) grows it
-// by copying several times over; a worker kept between requests has
-// grown it already (until a GC shrinks an idle one). Over HTTP/1.1 the
-// connection's goroutine is kept the same way.
+// new goroutine starts with a small stack (the average the last GC
+// scanned), and a request's handler chain (quic-go's stream handling,
+// the proxy, the upstream client) grows it by copying, several times
+// over; a worker kept between requests has grown it already (until a GC
+// shrinks an idle one). Over HTTP/1.1 the connection's goroutine is kept
+// the same way.
 func (s *h3Server) handle(j streamJob) {
 	select {
 	case s.work <- j:
