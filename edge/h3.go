@@ -36,10 +36,25 @@ type h3Server struct {
 	draining bool
 	closed   bool
 	served   sync.WaitGroup // one per connection being served
+
+	work chan streamJob // to an idle worker; unbuffered
+	quit chan struct{}  // closed by Close: idle workers exit
 }
 
+// A streamJob is one request stream for a worker to serve.
+type streamJob struct {
+	hc   *http3.RawServerConn
+	str  *quic.Stream
+	done *sync.WaitGroup // the connection's requests in flight
+}
+
+// h3WorkerIdle is how long a request stream's goroutine waits for the
+// next stream before it exits.
+const h3WorkerIdle = 2 * time.Second
+
 func newH3Server(srv *http3.Server, tlsConf *tls.Config, readHeader time.Duration) *h3Server {
-	s := &h3Server{srv: srv, tls: tlsConf, readHeader: readHeader, conns: map[*http3.RawServerConn]struct{}{}}
+	s := &h3Server{srv: srv, tls: tlsConf, readHeader: readHeader, conns: map[*http3.RawServerConn]struct{}{},
+		work: make(chan streamJob), quit: make(chan struct{})}
 	if next := srv.Handler; readHeader > 0 {
 		// The headers are in: the body's reads are the handler's to bound.
 		srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -137,12 +152,42 @@ func (s *h3Server) serveConn(conn *quic.Conn) {
 		if s.readHeader > 0 {
 			_ = str.SetReadDeadline(time.Now().Add(s.readHeader))
 		}
-		// Not requests.Go: its wrapper would be a second allocation per stream.
 		requests.Add(1)
-		go func() {
-			defer requests.Done()
-			hc.HandleRequestStream(str)
-		}()
+		s.handle(streamJob{hc, str, &requests})
+	}
+}
+
+// handle serves a request stream on an idle worker, or on a new one. A
+// new goroutine starts with a small stack (the average the last GC
+// scanned), and a request's handler chain (quic-go's stream handling,
+// the proxy, the upstream client) grows it by copying, several times
+// over; a worker kept between requests has grown it already (until a GC
+// shrinks an idle one). Over HTTP/1.1 the connection's goroutine is kept
+// the same way.
+func (s *h3Server) handle(j streamJob) {
+	select {
+	case s.work <- j:
+	default:
+		go s.worker(j)
+	}
+}
+
+// worker serves j, then the streams handle gives it, until it has waited
+// h3WorkerIdle for one or the server is closed.
+func (s *h3Server) worker(j streamJob) {
+	idle := time.NewTimer(h3WorkerIdle)
+	defer idle.Stop()
+	for {
+		j.hc.HandleRequestStream(j.str)
+		j.done.Done()
+		idle.Reset(h3WorkerIdle)
+		select {
+		case j = <-s.work:
+		case <-idle.C:
+			return
+		case <-s.quit:
+			return
+		}
 	}
 }
 
@@ -174,6 +219,9 @@ func (s *h3Server) Shutdown(ctx context.Context) error {
 func (s *h3Server) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.closed {
+		close(s.quit)
+	}
 	s.closed = true
 	if s.ln != nil {
 		s.ln.Close()
