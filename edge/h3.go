@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+
+	"perigee/edge/h1client"
 )
 
 // h3Server serves HTTP/3 through quic-go's http3, but accepts each
@@ -36,6 +39,7 @@ type h3Server struct {
 	draining bool
 	closed   bool
 	served   sync.WaitGroup // one per connection being served
+	streams  sync.Map       // *quic.Conn → *connStreams, while it is served
 
 	work chan streamJob // to an idle worker; unbuffered
 	quit chan struct{}  // closed by Close: idle workers exit
@@ -43,9 +47,61 @@ type h3Server struct {
 
 // A streamJob is one request stream for a worker to serve.
 type streamJob struct {
-	hc   *http3.RawServerConn
-	str  *quic.Stream
-	done *sync.WaitGroup // the connection's requests in flight
+	hc      *http3.RawServerConn
+	str     *quic.Stream
+	streams *connStreams
+	done    *sync.WaitGroup // the connection's requests in flight
+}
+
+// connStreams are one connection's request streams being served, by id:
+// quic-go's request body names its stream only by id, and the handler
+// looks at its own (endedWithHeaders).
+type connStreams struct {
+	mu sync.Mutex
+	m  map[quic.StreamID]*quic.Stream
+}
+
+type connStreamsKey struct{}
+
+func (s *h3Server) streamsOf(c *quic.Conn) *connStreams {
+	cs, _ := s.streams.LoadOrStore(c, &connStreams{m: map[quic.StreamID]*quic.Stream{}})
+	return cs.(*connStreams)
+}
+
+func (cs *connStreams) add(str *quic.Stream) {
+	cs.mu.Lock()
+	cs.m[str.StreamID()] = str
+	cs.mu.Unlock()
+}
+
+func (cs *connStreams) remove(str *quic.Stream) {
+	cs.mu.Lock()
+	delete(cs.m, str.StreamID())
+	cs.mu.Unlock()
+}
+
+// endedWithHeaders reports whether r's stream had ended, with nothing
+// after its HEADERS frame, by the time the handler runs. quic-go gives
+// every request a body, since a stream's end is known only by reading
+// it; Peek, with a deadline already past, looks without consuming
+// anything or waiting.
+func endedWithHeaders(r *http.Request) bool {
+	cs, _ := r.Context().Value(connStreamsKey{}).(*connStreams)
+	b, _ := r.Body.(interface{ StreamID() quic.StreamID })
+	if cs == nil || b == nil {
+		return false
+	}
+	cs.mu.Lock()
+	str := cs.m[b.StreamID()]
+	cs.mu.Unlock()
+	if str == nil {
+		return false
+	}
+	var one [1]byte
+	_ = str.SetReadDeadline(time.Now())
+	_, err := str.Peek(one[:])
+	_ = str.SetReadDeadline(time.Time{})
+	return err == io.EOF
 }
 
 // h3WorkerIdle is how long a request stream's goroutine waits for the
@@ -55,15 +111,34 @@ const h3WorkerIdle = 2 * time.Second
 func newH3Server(srv *http3.Server, tlsConf *tls.Config, readHeader time.Duration) *h3Server {
 	s := &h3Server{srv: srv, tls: tlsConf, readHeader: readHeader, conns: map[*http3.RawServerConn]struct{}{},
 		work: make(chan streamJob), quit: make(chan struct{})}
-	if next := srv.Handler; readHeader > 0 {
-		// The headers are in: the body's reads are the handler's to bound.
-		srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	connContext := srv.ConnContext
+	srv.ConnContext = func(ctx context.Context, c *quic.Conn) context.Context {
+		ctx = context.WithValue(ctx, connStreamsKey{}, s.streamsOf(c))
+		if connContext != nil {
+			ctx = connContext(ctx, c)
+		}
+		return ctx
+	}
+	next := srv.Handler
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if readHeader > 0 {
+			// The headers are in: the body's reads are the handler's to bound.
 			if d, ok := w.(interface{ SetReadDeadline(time.Time) error }); ok {
 				_ = d.SetReadDeadline(time.Time{})
 			}
-			next.ServeHTTP(w, r)
-		})
-	}
+		}
+		if r.ContentLength < 0 && h1client.BodilessMethod(r.Method) && endedWithHeaders(r) {
+			// What HTTP/2's END_STREAM on HEADERS gives: no body. Only for
+			// the methods whose empty body an HTTP/1.1 backend receives
+			// as no body at all, so that what it receives does not depend
+			// on when the client's FIN arrived. The EOF is read, so that
+			// quic-go has no receive side left to cancel.
+			var eof [1]byte
+			_, _ = r.Body.Read(eof[:])
+			r.Body, r.ContentLength = http.NoBody, 0
+		}
+		next.ServeHTTP(w, r)
+	})
 	return s
 }
 
@@ -133,6 +208,8 @@ func (s *h3Server) serveConn(conn *quic.Conn) {
 			go hc.HandleUnidirectionalStream(str)
 		}
 	}()
+	streams := s.streamsOf(conn)
+	defer s.streams.Delete(conn)
 	var requests sync.WaitGroup
 	defer requests.Wait()
 	for {
@@ -153,7 +230,7 @@ func (s *h3Server) serveConn(conn *quic.Conn) {
 			_ = str.SetReadDeadline(time.Now().Add(s.readHeader))
 		}
 		requests.Add(1)
-		s.handle(streamJob{hc, str, &requests})
+		s.handle(streamJob{hc, str, streams, &requests})
 	}
 }
 
@@ -178,7 +255,9 @@ func (s *h3Server) worker(j streamJob) {
 	idle := time.NewTimer(h3WorkerIdle)
 	defer idle.Stop()
 	for {
+		j.streams.add(j.str)
 		j.hc.HandleRequestStream(j.str)
+		j.streams.remove(j.str)
 		j.done.Done()
 		idle.Reset(h3WorkerIdle)
 		select {

@@ -30,7 +30,7 @@ func writable(req *http.Request) bool {
 		len(te) > 1, len(te) == 1 && te[0] != "chunked",
 		req.ContentLength != 0 && req.Body == nil:
 		return false
-	case hasBody(req) && req.ContentLength <= 0 && len(te) == 0 && usuallyBodiless(req.Method):
+	case hasBody(req) && req.ContentLength <= 0 && len(te) == 0 && BodilessMethod(req.Method):
 		return false // Request.Write reads a byte first to see if it is empty
 	}
 	host := cmpOr(req.Host, req.URL.Host)
@@ -42,7 +42,10 @@ func writable(req *http.Request) bool {
 	return true
 }
 
-func usuallyBodiless(method string) bool {
+// BodilessMethod reports whether a request of this method with a body of
+// unknown length goes out with no body framing at all when the body turns
+// out empty: Request.Write reads a byte first to see, for these methods.
+func BodilessMethod(method string) bool {
 	switch method {
 	case "", "GET", "HEAD", "DELETE", "OPTIONS", "PROPFIND", "SEARCH":
 		return true
