@@ -42,7 +42,7 @@ type conn struct {
 	rdl, wdl  time.Time
 	rdlIsHead bool // rdl is headBy
 
-	idle *time.Timer // closes the connection after IdleTimeout in the pool
+	idleSince time.Time // when it was last pooled
 	// abort closes nc, for a context that ends an exchange: made once, so
 	// that an exchange's context.AfterFunc costs no closure.
 	abort func()
@@ -347,12 +347,18 @@ func (b *body) finish(keep bool) {
 }
 
 // pool holds one backend's idle connections, most recently used last.
+// One timer per pool closes those unused for IdleTimeout, armed for the
+// oldest's expiry while any is idle, rather than a timer per connection:
+// resetting and stopping one on every exchange woke an idle thread of the
+// scheduler about once an exchange (docs/benchmarks.md).
 type pool struct {
 	t    *Transport
 	addr string
 
-	mu   sync.Mutex
-	idle []*conn
+	mu    sync.Mutex
+	idle  []*conn // by idleSince, so the expired ones lead
+	sweep *time.Timer
+	armed bool // sweep will run
 }
 
 func (t *Transport) pool(addr string) *pool {
@@ -397,7 +403,6 @@ func (p *pool) pop() *conn {
 	c := p.idle[n-1]
 	p.idle[n-1] = nil
 	p.idle = p.idle[:n-1]
-	c.idle.Stop()
 	c.reused = true
 	return c
 }
@@ -409,24 +414,39 @@ func (p *pool) put(c *conn) {
 		c.nc.Close()
 		return
 	}
+	c.idleSince = time.Now() // under p.mu, so that idle stays in order
 	p.idle = append(p.idle, c)
-	// Timers are armed under p.mu so that get's Stop cannot come first.
-	if c.idle == nil {
-		c.idle = time.AfterFunc(p.t.opts.IdleTimeout, func() { p.expire(c) })
-	} else {
-		c.idle.Reset(p.t.opts.IdleTimeout)
+	if !p.armed {
+		p.arm(p.t.opts.IdleTimeout)
 	}
 }
 
-// expire closes c if it is still idle; a late timer finds it gone.
-func (p *pool) expire(c *conn) {
+func (p *pool) arm(d time.Duration) {
+	p.armed = true
+	if p.sweep == nil {
+		p.sweep = time.AfterFunc(d, p.expire)
+	} else {
+		p.sweep.Reset(d)
+	}
+}
+
+// expire closes the connections unused for IdleTimeout, and arms the
+// sweep again for the oldest of the rest.
+func (p *pool) expire() {
 	p.mu.Lock()
-	i := slices.Index(p.idle, c)
-	if i >= 0 {
-		p.idle = slices.Delete(p.idle, i, i+1)
+	now := time.Now()
+	n := 0
+	for n < len(p.idle) && now.Sub(p.idle[n].idleSince) >= p.t.opts.IdleTimeout {
+		n++
+	}
+	expired := slices.Clone(p.idle[:n])
+	p.idle = slices.Delete(p.idle, 0, n)
+	p.armed = false
+	if len(p.idle) > 0 {
+		p.arm(p.idle[0].idleSince.Add(p.t.opts.IdleTimeout).Sub(now))
 	}
 	p.mu.Unlock()
-	if i >= 0 {
+	for _, c := range expired {
 		c.nc.Close()
 	}
 }
@@ -435,9 +455,11 @@ func (p *pool) closeIdle() {
 	p.mu.Lock()
 	idle := p.idle
 	p.idle = nil
+	if p.armed && p.sweep.Stop() {
+		p.armed = false
+	}
 	p.mu.Unlock()
 	for _, c := range idle {
-		c.idle.Stop()
 		c.nc.Close()
 	}
 }
