@@ -37,10 +37,9 @@ type conn struct {
 	sent int64
 
 	// The exchange's timeouts, and the deadlines set on nc (zero: none).
-	tm        Timeouts
-	headBy    time.Time // the response head is due
-	rdl, wdl  time.Time
-	rdlIsHead bool // rdl is headBy
+	tm       Timeouts
+	headBy   time.Time // the response head is due
+	rdl, wdl time.Time
 
 	idleSince time.Time // when it was last pooled
 	// abort closes nc, for a context that ends an exchange: made once, so
@@ -64,60 +63,94 @@ func newConn(nc net.Conn, p *pool) *conn {
 	return c
 }
 
-// Read is what br reads from: nc, within the exchange's deadlines.
+// Read is what br reads from: nc, within the exchange's deadlines. Each
+// read may wait Read from its start, and no longer than headBy while the
+// head is read.
+//
+// Moving a socket's deadline is a runtime timer operation, so the one set
+// stays while it comes no later than this read's (an earlier read's, or
+// an earlier exchange's) and has not passed; if it expires first, it is
+// moved to this read's and the read goes on. A read that times out
+// returns no bytes, so nothing is lost.
 func (c *conn) Read(p []byte) (int, error) {
-	c.armRead()
-	n, err := c.nc.Read(p)
-	return n, c.timeout(err)
+	now := time.Now()
+	due, head := c.readDue(now)
+	if moves(c.rdl, due, now) {
+		c.setRead(due)
+	}
+	for {
+		n, err := c.nc.Read(p)
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		if !due.IsZero() && !time.Now().Before(due) {
+			if head {
+				return n, &timeoutError{"no response head within", c.tm.ResponseHeader}
+			}
+			return n, &timeoutError{"backend sent nothing for", c.tm.Read}
+		}
+		c.setRead(due) // an earlier deadline than this read's expired
+	}
 }
 
-// armRead sets the deadline of the next read: Read from now, and no later
-// than headBy while the head is read.
-func (c *conn) armRead() {
-	var d time.Time
+// readDue is the deadline of a read starting at now (zero: none), and
+// whether it is the head's.
+func (c *conn) readDue(now time.Time) (due time.Time, head bool) {
 	if c.tm.Read > 0 {
-		d = time.Now().Add(c.tm.Read)
+		due = now.Add(c.tm.Read)
 	}
-	head := c.inHead && !c.headBy.IsZero() && (d.IsZero() || c.headBy.Before(d))
-	if head {
-		d = c.headBy
+	if c.inHead && !c.headBy.IsZero() && (due.IsZero() || c.headBy.Before(due)) {
+		return c.headBy, true
 	}
-	c.rdlIsHead = head
-	if !d.Equal(c.rdl) {
-		c.nc.SetReadDeadline(d)
-		c.rdl = d
-	}
+	return due, false
 }
 
-// timeout names the deadline that err, if it is one, expired.
-func (c *conn) timeout(err error) error {
-	if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
-		return err
-	}
-	if c.rdlIsHead {
-		return &timeoutError{"no response head within", c.tm.ResponseHeader}
-	}
-	return &timeoutError{"backend sent nothing for", c.tm.Read}
+// moves reports whether a deadline set on the socket must move to due
+// before an operation starting at now: it would come later, or it has
+// passed. With no due, one left from before is cleared when it expires.
+func moves(set, due, now time.Time) bool {
+	return !due.IsZero() && (set.IsZero() || set.After(due) || !set.After(now))
 }
 
-// Write is what the request's bufio.Writer writes to.
+func (c *conn) setRead(d time.Time) {
+	c.nc.SetReadDeadline(d)
+	c.rdl = d
+}
+
+func (c *conn) setWrite(d time.Time) {
+	c.nc.SetWriteDeadline(d)
+	c.wdl = d
+}
+
+// Write is what the request's bufio.Writer writes to. Each write may wait
+// Write from its start; its deadline moves as a read's does (see Read),
+// and a write cut by an earlier deadline goes on with what it had left.
 func (c *conn) Write(p []byte) (int, error) {
+	now := time.Now()
+	var due time.Time
 	if c.tm.Write > 0 {
-		c.wdl = time.Now().Add(c.tm.Write)
-		c.nc.SetWriteDeadline(c.wdl)
-	} else if !c.wdl.IsZero() {
-		c.wdl = time.Time{}
-		c.nc.SetWriteDeadline(c.wdl)
+		due = now.Add(c.tm.Write)
 	}
-	n, err := c.nc.Write(p)
-	c.sent += int64(n)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		err = &timeoutError{"backend took nothing for", c.tm.Write}
+	if moves(c.wdl, due, now) {
+		c.setWrite(due)
 	}
-	if err != nil && c.werr == nil {
-		c.werr = err
+	written := 0
+	for {
+		n, err := c.nc.Write(p[written:])
+		written += n
+		c.sent += int64(n)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if due.IsZero() || time.Now().Before(due) {
+				c.setWrite(due) // an earlier deadline than this write's expired
+				continue
+			}
+			err = &timeoutError{"backend took nothing for", c.tm.Write}
+		}
+		if err != nil && c.werr == nil {
+			c.werr = err
+		}
+		return written, err
 	}
-	return n, err
 }
 
 // write sends req through a pooled bufio.Writer.
@@ -188,10 +221,6 @@ func (c *conn) release(keep bool, stop func() bool) {
 	if !keep || c.br.Buffered() > 0 { // bytes nobody asked for: out of sync
 		c.nc.Close()
 		return
-	}
-	if !c.rdl.IsZero() {
-		c.rdl = time.Time{}
-		c.nc.SetReadDeadline(c.rdl) // alive reads with none
 	}
 	c.br.Reset(nil)
 	readers.Put(c.br)
