@@ -29,8 +29,8 @@ type conn struct {
 	// inHead is set while the response head is read; head holds it.
 	inHead bool
 	head   *[]byte
-	// keys is writeRequest's list of the request's field names, reused.
-	keys []string
+	// fields is writeRequest's list of the request's header fields, reused.
+	fields []field
 	// werr is the first error writing to nc, told apart from a body read error.
 	werr error
 	// sent counts the bytes of this request that nc accepted.
