@@ -180,3 +180,33 @@ func cpuTime() time.Duration {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkAlive is the idle probe before each reuse: one non-blocking
+// read of a silent socket.
+func BenchmarkAlive(b *testing.B) {
+	addr := cannedBackend(b)
+	tr := New(Options{}, nil)
+	b.Cleanup(tr.CloseIdleConnections)
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	p := tr.pool(addr)
+	c := p.pop()
+	if c == nil {
+		b.Fatal("no pooled connection")
+	}
+	defer p.put(c)
+	b.ReportAllocs()
+	for b.Loop() {
+		if !c.alive() {
+			b.Fatal("a silent connection reported dead")
+		}
+	}
+}
