@@ -331,7 +331,9 @@ func TestResetMidBody(t *testing.T) {
 // lengthen it, and one that expired while the connection sat idle
 // neither fails the next exchange nor costs the connection.
 func TestDeadlinesAcrossExchanges(t *testing.T) {
-	const short, pause = 60 * time.Millisecond, 300 * time.Millisecond
+	// short is long enough for an exchange to finish on a loaded machine;
+	// pause is longer, so that a short deadline left set would cut it.
+	const short, pause = 200 * time.Millisecond, 600 * time.Millisecond
 	release := make(chan struct{})
 	b := newRawBackend(t, func(n int32, c net.Conn, br *bufio.Reader) {
 		for {
