@@ -378,8 +378,9 @@ func (b *body) finish(keep bool) {
 // pool holds one backend's idle connections, most recently used last.
 // One timer per pool closes those unused for IdleTimeout, armed for the
 // oldest's expiry while any is idle, rather than a timer per connection:
-// resetting and stopping one on every exchange woke an idle thread of the
-// scheduler about once an exchange (docs/benchmarks.md).
+// resetting and stopping one on every exchange woke the runtime's poller,
+// and with it an idle thread, on about one exchange in three
+// (docs/benchmarks.md).
 type pool struct {
 	t    *Transport
 	addr string
