@@ -29,20 +29,19 @@ type conn struct {
 	// inHead is set while the response head is read; head holds it.
 	inHead bool
 	head   *[]byte
-	// keys is writeRequest's list of the request's field names, reused.
-	keys []string
+	// fields is writeRequest's list of the request's header fields, reused.
+	fields []field
 	// werr is the first error writing to nc, told apart from a body read error.
 	werr error
 	// sent counts the bytes of this request that nc accepted.
 	sent int64
 
 	// The exchange's timeouts, and the deadlines set on nc (zero: none).
-	tm        Timeouts
-	headBy    time.Time // the response head is due
-	rdl, wdl  time.Time
-	rdlIsHead bool // rdl is headBy
+	tm       Timeouts
+	headBy   time.Time // the response head is due
+	rdl, wdl time.Time
 
-	idle *time.Timer // closes the connection after IdleTimeout in the pool
+	idleSince time.Time // when it was last pooled
 	// abort closes nc, for a context that ends an exchange: made once, so
 	// that an exchange's context.AfterFunc costs no closure.
 	abort func()
@@ -64,60 +63,94 @@ func newConn(nc net.Conn, p *pool) *conn {
 	return c
 }
 
-// Read is what br reads from: nc, within the exchange's deadlines.
+// Read is what br reads from: nc, within the exchange's deadlines. Each
+// read may wait Read from its start, and no longer than headBy while the
+// head is read.
+//
+// Moving a socket's deadline is a runtime timer operation, so the one set
+// stays while it comes no later than this read's (an earlier read's, or
+// an earlier exchange's) and has not passed; if it expires first, it is
+// moved to this read's and the read goes on. A read that times out
+// returns no bytes, so nothing is lost.
 func (c *conn) Read(p []byte) (int, error) {
-	c.armRead()
-	n, err := c.nc.Read(p)
-	return n, c.timeout(err)
+	now := time.Now()
+	due, head := c.readDue(now)
+	if moves(c.rdl, due, now) {
+		c.setRead(due)
+	}
+	for {
+		n, err := c.nc.Read(p)
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		if !due.IsZero() && !time.Now().Before(due) {
+			if head {
+				return n, &timeoutError{"no response head within", c.tm.ResponseHeader}
+			}
+			return n, &timeoutError{"backend sent nothing for", c.tm.Read}
+		}
+		c.setRead(due) // an earlier deadline than this read's expired
+	}
 }
 
-// armRead sets the deadline of the next read: Read from now, and no later
-// than headBy while the head is read.
-func (c *conn) armRead() {
-	var d time.Time
+// readDue is the deadline of a read starting at now (zero: none), and
+// whether it is the head's.
+func (c *conn) readDue(now time.Time) (due time.Time, head bool) {
 	if c.tm.Read > 0 {
-		d = time.Now().Add(c.tm.Read)
+		due = now.Add(c.tm.Read)
 	}
-	head := c.inHead && !c.headBy.IsZero() && (d.IsZero() || c.headBy.Before(d))
-	if head {
-		d = c.headBy
+	if c.inHead && !c.headBy.IsZero() && (due.IsZero() || c.headBy.Before(due)) {
+		return c.headBy, true
 	}
-	c.rdlIsHead = head
-	if !d.Equal(c.rdl) {
-		c.nc.SetReadDeadline(d)
-		c.rdl = d
-	}
+	return due, false
 }
 
-// timeout names the deadline that err, if it is one, expired.
-func (c *conn) timeout(err error) error {
-	if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
-		return err
-	}
-	if c.rdlIsHead {
-		return &timeoutError{"no response head within", c.tm.ResponseHeader}
-	}
-	return &timeoutError{"backend sent nothing for", c.tm.Read}
+// moves reports whether a deadline set on the socket must move to due
+// before an operation starting at now: it would come later, or it has
+// passed. With no due, one left from before is cleared when it expires.
+func moves(set, due, now time.Time) bool {
+	return !due.IsZero() && (set.IsZero() || set.After(due) || !set.After(now))
 }
 
-// Write is what the request's bufio.Writer writes to.
+func (c *conn) setRead(d time.Time) {
+	c.nc.SetReadDeadline(d)
+	c.rdl = d
+}
+
+func (c *conn) setWrite(d time.Time) {
+	c.nc.SetWriteDeadline(d)
+	c.wdl = d
+}
+
+// Write is what the request's bufio.Writer writes to. Each write may wait
+// Write from its start; its deadline moves as a read's does (see Read),
+// and a write cut by an earlier deadline goes on with what it had left.
 func (c *conn) Write(p []byte) (int, error) {
+	now := time.Now()
+	var due time.Time
 	if c.tm.Write > 0 {
-		c.wdl = time.Now().Add(c.tm.Write)
-		c.nc.SetWriteDeadline(c.wdl)
-	} else if !c.wdl.IsZero() {
-		c.wdl = time.Time{}
-		c.nc.SetWriteDeadline(c.wdl)
+		due = now.Add(c.tm.Write)
 	}
-	n, err := c.nc.Write(p)
-	c.sent += int64(n)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		err = &timeoutError{"backend took nothing for", c.tm.Write}
+	if moves(c.wdl, due, now) {
+		c.setWrite(due)
 	}
-	if err != nil && c.werr == nil {
-		c.werr = err
+	written := 0
+	for {
+		n, err := c.nc.Write(p[written:])
+		written += n
+		c.sent += int64(n)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if due.IsZero() || time.Now().Before(due) {
+				c.setWrite(due) // an earlier deadline than this write's expired
+				continue
+			}
+			err = &timeoutError{"backend took nothing for", c.tm.Write}
+		}
+		if err != nil && c.werr == nil {
+			c.werr = err
+		}
+		return written, err
 	}
-	return n, err
 }
 
 // write sends req through a pooled bufio.Writer.
@@ -188,10 +221,6 @@ func (c *conn) release(keep bool, stop func() bool) {
 	if !keep || c.br.Buffered() > 0 { // bytes nobody asked for: out of sync
 		c.nc.Close()
 		return
-	}
-	if !c.rdl.IsZero() {
-		c.rdl = time.Time{}
-		c.nc.SetReadDeadline(c.rdl) // alive reads with none
 	}
 	c.br.Reset(nil)
 	readers.Put(c.br)
@@ -347,12 +376,19 @@ func (b *body) finish(keep bool) {
 }
 
 // pool holds one backend's idle connections, most recently used last.
+// One timer per pool closes those unused for IdleTimeout, armed for the
+// oldest's expiry while any is idle, rather than a timer per connection:
+// resetting and stopping one on every exchange woke the runtime's poller,
+// and with it an idle thread, on about one exchange in three
+// (docs/benchmarks.md).
 type pool struct {
 	t    *Transport
 	addr string
 
-	mu   sync.Mutex
-	idle []*conn
+	mu    sync.Mutex
+	idle  []*conn // by idleSince, so the expired ones lead
+	sweep *time.Timer
+	armed bool // sweep will run
 }
 
 func (t *Transport) pool(addr string) *pool {
@@ -397,7 +433,6 @@ func (p *pool) pop() *conn {
 	c := p.idle[n-1]
 	p.idle[n-1] = nil
 	p.idle = p.idle[:n-1]
-	c.idle.Stop()
 	c.reused = true
 	return c
 }
@@ -409,24 +444,39 @@ func (p *pool) put(c *conn) {
 		c.nc.Close()
 		return
 	}
+	c.idleSince = time.Now() // under p.mu, so that idle stays in order
 	p.idle = append(p.idle, c)
-	// Timers are armed under p.mu so that get's Stop cannot come first.
-	if c.idle == nil {
-		c.idle = time.AfterFunc(p.t.opts.IdleTimeout, func() { p.expire(c) })
-	} else {
-		c.idle.Reset(p.t.opts.IdleTimeout)
+	if !p.armed {
+		p.arm(p.t.opts.IdleTimeout)
 	}
 }
 
-// expire closes c if it is still idle; a late timer finds it gone.
-func (p *pool) expire(c *conn) {
+func (p *pool) arm(d time.Duration) {
+	p.armed = true
+	if p.sweep == nil {
+		p.sweep = time.AfterFunc(d, p.expire)
+	} else {
+		p.sweep.Reset(d)
+	}
+}
+
+// expire closes the connections unused for IdleTimeout, and arms the
+// sweep again for the oldest of the rest.
+func (p *pool) expire() {
 	p.mu.Lock()
-	i := slices.Index(p.idle, c)
-	if i >= 0 {
-		p.idle = slices.Delete(p.idle, i, i+1)
+	now := time.Now()
+	n := 0
+	for n < len(p.idle) && now.Sub(p.idle[n].idleSince) >= p.t.opts.IdleTimeout {
+		n++
+	}
+	expired := slices.Clone(p.idle[:n])
+	p.idle = slices.Delete(p.idle, 0, n)
+	p.armed = false
+	if len(p.idle) > 0 {
+		p.arm(p.idle[0].idleSince.Add(p.t.opts.IdleTimeout).Sub(now))
 	}
 	p.mu.Unlock()
-	if i >= 0 {
+	for _, c := range expired {
 		c.nc.Close()
 	}
 }
@@ -435,9 +485,11 @@ func (p *pool) closeIdle() {
 	p.mu.Lock()
 	idle := p.idle
 	p.idle = nil
+	if p.armed && p.sweep.Stop() {
+		p.armed = false
+	}
 	p.mu.Unlock()
 	for _, c := range idle {
-		c.idle.Stop()
 		c.nc.Close()
 	}
 }

@@ -504,6 +504,66 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
+// TestIdleTimeoutCountsFromLastUse: each pooled connection closes once it
+// has been unused for IdleTimeout since its own last response, not with
+// an older one, nor from the first time it was pooled. Load can only make
+// a close later, never earlier.
+func TestIdleTimeoutCountsFromLastUse(t *testing.T) {
+	const idle = 400 * time.Millisecond
+	type closed struct {
+		addr string
+		at   time.Time
+	}
+	closes := make(chan closed, 8)
+	var arrived sync.WaitGroup
+	arrived.Add(2)
+	var n atomic.Int32
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) <= 2 {
+			arrived.Done()
+			arrived.Wait() // two requests in flight at once, on two connections
+		}
+		io.WriteString(w, r.RemoteAddr)
+	}))
+	s.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		if st == http.StateClosed {
+			closes <- closed{c.RemoteAddr().String(), time.Now()}
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	tr := newTransport(t, Options{IdleTimeout: idle}, nil)
+
+	first := time.Now() // before either connection was pooled
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() { do(t, tr, get(t, s.URL)) })
+	}
+	wg.Wait()
+	time.Sleep(idle / 2)
+	again := time.Now() // before the reused connection was pooled again
+	_, reused := do(t, tr, get(t, s.URL))
+
+	for range 2 {
+		var c closed
+		select {
+		case c = <-closes:
+		case <-time.After(10 * time.Second):
+			t.Fatal("an idle connection was never closed")
+		}
+		since := first
+		if c.addr == reused {
+			since = again
+		}
+		if d := c.at.Sub(since); d < idle {
+			t.Errorf("connection %s (reused: %v) closed after %v idle, want at least %v", c.addr, c.addr == reused, d, idle)
+		}
+	}
+	if n := n.Load(); n != 3 {
+		t.Fatalf("served %d requests, want 3", n)
+	}
+}
+
 func TestMaxIdlePerHost(t *testing.T) {
 	var arrived sync.WaitGroup
 	var n atomic.Int32

@@ -4,7 +4,9 @@ package h1client
 
 import (
 	"errors"
+	"os"
 	"syscall"
+	"time"
 )
 
 // alive reports whether an idle connection may carry a request: nothing
@@ -15,7 +17,14 @@ func (c *conn) alive() bool {
 	if c.raw == nil {
 		return true // not a socket: nothing to look into
 	}
-	if err := c.raw.Read(c.probeFn); err != nil {
+	err := c.raw.Read(c.probeFn)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// The last exchange's read deadline, left set (see conn.Read),
+		// has passed: a probe must not wait, so it needs none.
+		c.setRead(time.Time{})
+		err = c.raw.Read(c.probeFn)
+	}
+	if err != nil {
 		return false
 	}
 	// Only a read that would block means silence: a byte read (no error),

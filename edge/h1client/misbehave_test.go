@@ -324,3 +324,79 @@ func TestResetMidBody(t *testing.T) {
 		t.Fatalf("next request got %q", body)
 	}
 }
+
+// TestDeadlinesAcrossExchanges: each exchange on a pooled connection is
+// held to its own timeouts, whatever an earlier exchange on it had: a
+// shorter one before does not cut it, a longer one before does not
+// lengthen it, and one that expired while the connection sat idle
+// neither fails the next exchange nor costs the connection.
+func TestDeadlinesAcrossExchanges(t *testing.T) {
+	// short is long enough for an exchange to finish on a loaded machine;
+	// pause is longer, so that a short deadline left set would cut it.
+	const short, pause = 200 * time.Millisecond, 600 * time.Millisecond
+	release := make(chan struct{})
+	b := newRawBackend(t, func(n int32, c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			switch req.URL.Path {
+			case "/late": // the head after a pause
+				time.Sleep(pause)
+			case "/slowbody": // part of the body, a pause, the rest
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+				time.Sleep(pause)
+				io.WriteString(c, "cd")
+				continue
+			case "/upload": // reads the body only after a pause
+				time.Sleep(pause)
+			case "/never":
+				<-release
+				return
+			}
+			n, _ := io.Copy(io.Discard, req.Body)
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n%4d", n%10000)
+		}
+	})
+	t.Cleanup(func() { close(release) })
+	tr := newTransport(t, Options{}, nil)
+	shortRoute := tr.Route(Timeouts{ResponseHeader: short, Read: short, Write: short})
+	longRoute := tr.Route(Timeouts{ResponseHeader: 20 * time.Second, Read: 20 * time.Second, Write: 20 * time.Second})
+	sameConn := func(t *testing.T) {
+		t.Helper()
+		if n := b.opened.Load(); n != 1 {
+			t.Fatalf("backend saw %d connections, want the one reused", n)
+		}
+	}
+
+	t.Run("shorter before", func(t *testing.T) {
+		do(t, shortRoute, get(t, b.url+"/now"))
+		do(t, longRoute, get(t, b.url+"/late"))
+		do(t, shortRoute, get(t, b.url+"/now"))
+		do(t, longRoute, get(t, b.url+"/slowbody"))
+		do(t, shortRoute, get(t, b.url+"/now"))
+		req, _ := http.NewRequest(http.MethodPost, b.url+"/upload", io.LimitReader(&pattern{}, 32<<20))
+		do(t, longRoute, req)
+		sameConn(t)
+	})
+	t.Run("expired while idle", func(t *testing.T) {
+		do(t, shortRoute, get(t, b.url+"/now"))
+		time.Sleep(3 * short)
+		req, _ := http.NewRequest(http.MethodPost, b.url+"/now", strings.NewReader("body"))
+		do(t, shortRoute, req)
+		sameConn(t)
+	})
+	t.Run("longer before", func(t *testing.T) {
+		do(t, longRoute, get(t, b.url+"/now"))
+		start := time.Now()
+		_, err := shortRoute.RoundTrip(get(t, b.url+"/never"))
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() || !strings.Contains(err.Error(), "no response head within "+short.String()) {
+			t.Fatalf("err = %v, want the head timeout of %v", err, short)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("a head timeout of %v took %v, as if an earlier exchange's held", short, took)
+		}
+	})
+}

@@ -124,23 +124,25 @@ func (c *conn) writeRequest(bw *bufio.Writer, req *http.Request) error {
 		bw.WriteString("\r\n")
 	}
 
-	c.keys = c.keys[:0]
-	for k := range req.Header {
+	fields := c.fields[:0]
+	for k, vv := range req.Header {
 		switch k {
 		case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
 			continue
 		}
-		c.keys = append(c.keys, k)
+		fields = append(fields, field{k, vv})
 	}
-	slices.Sort(c.keys)
-	for _, k := range c.keys {
-		if !httpguts.ValidHeaderFieldName(k) {
+	slices.SortFunc(fields, func(a, b field) int { return strings.Compare(a.key, b.key) })
+	for _, f := range fields {
+		if !httpguts.ValidHeaderFieldName(f.key) {
 			continue // dropped, as Request.Write does
 		}
-		for _, v := range req.Header[k] {
-			writeField(bw, k, v)
+		for _, v := range f.values {
+			writeField(bw, f.key, v)
 		}
 	}
+	clear(fields) // a pooled connection holds no request's header
+	c.fields = fields
 	bw.WriteString("\r\n")
 	if length == 0 {
 		return nil
@@ -152,17 +154,27 @@ func (c *conn) writeRequest(bw *bufio.Writer, req *http.Request) error {
 	return writeBody(bw, req.Body, length)
 }
 
+// field is one of the request's header fields, as writeRequest orders them.
+type field struct {
+	key    string
+	values []string
+}
+
 // writeField writes one field line, its value with CR and LF made spaces
 // and trimmed, as Request.Write does.
 func writeField(bw *bufio.Writer, k, v string) {
-	v = strings.Trim(v, " \t\r\n")
+	for len(v) > 0 && isFieldSpace(v[0]) {
+		v = v[1:]
+	}
+	for len(v) > 0 && isFieldSpace(v[len(v)-1]) {
+		v = v[:len(v)-1]
+	}
 	bw.WriteString(k)
 	bw.WriteString(": ")
-	for {
+	// Two byte searches rather than strings.IndexAny, which builds a set
+	// for each call: this runs for every field of every request.
+	for strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
 		i := strings.IndexAny(v, "\r\n")
-		if i < 0 {
-			break
-		}
 		bw.WriteString(v[:i])
 		bw.WriteByte(' ')
 		v = v[i+1:]
@@ -170,6 +182,9 @@ func writeField(bw *bufio.Writer, k, v string) {
 	bw.WriteString(v)
 	bw.WriteString("\r\n")
 }
+
+// isFieldSpace is what Request.Write trims off a field value.
+func isFieldSpace(b byte) bool { return b == ' ' || b == '\t' || b == '\r' || b == '\n' }
 
 func hasCTL(s string) bool {
 	for i := 0; i < len(s); i++ {

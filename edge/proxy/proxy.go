@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -305,7 +306,7 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 		if x != nil {
 			x.UpstreamError = ""
 		}
-		resp.Body = releasing(resp.Body, func() { lease.End(); cancel() }, x)
+		resp.Body = releasing(resp.Body, lease, cancel, x)
 		return resp, nil
 	}
 }
@@ -393,22 +394,25 @@ func replayable(r *http.Request) bool {
 }
 
 // releasing ends the attempt (its lease on in-flight counts and breaker
-// slots, and its context) when the body is closed, and notes in x why reading it failed. A 101 Switching
-// Protocols body is read-write (a WebSocket), and keeps being.
-func releasing(body io.ReadCloser, end func(), x *exchange.Exchange) io.ReadCloser {
+// slots, and its context) when the body is closed, and notes in x why
+// reading it failed. A 101 Switching Protocols body is read-write (a
+// WebSocket), and keeps being. The attempt is held in the body's wrapper
+// itself rather than in a closure: one allocation an attempt, not three.
+func releasing(body io.ReadCloser, lease upstream.Lease, cancel context.CancelFunc, x *exchange.Exchange) io.ReadCloser {
 	if rw, ok := body.(io.ReadWriteCloser); ok {
 		// An upgraded stream is copied on goroutines that may outlive the
 		// request and its pooled record: it notes nothing there.
-		return &releaseRW{releaseBody: releaseBody{ReadCloser: body, end: end}, w: rw}
+		return &releaseRW{releaseBody: releaseBody{ReadCloser: body, lease: lease, cancel: cancel}, w: rw}
 	}
-	return &releaseBody{ReadCloser: body, end: end, x: x}
+	return &releaseBody{ReadCloser: body, lease: lease, cancel: cancel, x: x}
 }
 
 type releaseBody struct {
 	io.ReadCloser
-	end  func() // the attempt's lease and context
-	x    *exchange.Exchange
-	once sync.Once
+	lease  upstream.Lease
+	cancel context.CancelFunc // the attempt's context
+	x      *exchange.Exchange
+	ended  atomic.Bool
 }
 
 func (r *releaseBody) Read(p []byte) (int, error) {
@@ -420,7 +424,10 @@ func (r *releaseBody) Read(p []byte) (int, error) {
 }
 
 func (r *releaseBody) Close() error {
-	r.once.Do(r.end)
+	if r.ended.CompareAndSwap(false, true) {
+		r.lease.End()
+		r.cancel()
+	}
 	return r.ReadCloser.Close()
 }
 
