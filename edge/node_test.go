@@ -144,6 +144,40 @@ func TestRetriesConnectFailuresOnAnotherBackend(t *testing.T) {
 			}
 		}
 	}
+	// A request whose body the dead backend never took is retried too, with
+	// the whole body: a PUT, and a GET whose empty body was still to come
+	// after its headers (over HTTP/2 and HTTP/3 a client may send it so).
+	echo := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %q", r.Method, b)
+	}))
+	for _, pc := range allClients(t) {
+		n := startNode(t, nodeYAML("round_robin", deadAddr(t), echo))
+		for i := range 10 {
+			for _, c := range []struct {
+				method string
+				body   io.Reader
+				want   string
+			}{
+				{"PUT", strings.NewReader("payload"), `PUT "payload"`},
+				{"GET", io.MultiReader(), `GET ""`},
+			} {
+				req, err := http.NewRequest(c.method, "https://"+n.Addrs().HTTPS+"/x", c.body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp, err := pc.client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(b) != c.want {
+					t.Fatalf("%s %s %d: %d %q, want 200 %q", pc.name, c.method, i, resp.StatusCode, b, c.want)
+				}
+			}
+		}
+	}
 	n := startNode(t, nodeYAML("round_robin", deadAddr(t), alive))
 	c := h1Client()
 	// A POST is not replayable: its failure shows rather than being retried.

@@ -284,7 +284,7 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 				}
 				return nil, &ClientBodyError{body.failed()}
 			}
-			if isConnectFailure(err) && attempt < t.svc.MaxRetries() && replayable(req) && t.svc.RetryAllowed() {
+			if isConnectFailure(err) && attempt < t.svc.MaxRetries() && replayable(req, body) && t.svc.RetryAllowed() {
 				skip = b
 				if x != nil {
 					x.Retries++
@@ -315,12 +315,23 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 // then calls fail. The transport may read it on its own goroutine.
 type clientBody struct {
 	io.ReadCloser
-	fail func()
-	mu   sync.Mutex
-	err  error
+	fail   func()
+	mu     sync.Mutex
+	err    error
+	read   bool // a Read began: the body cannot be offered again
+	closed bool // Close was called since the body was last offered
 }
 
+var errBodyClosed = errors.New("proxy: read on closed request body")
+
 func (b *clientBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return 0, errBodyClosed
+	}
+	b.read = true
+	b.mu.Unlock()
 	n, err := b.ReadCloser.Read(p)
 	if err != nil && err != io.EOF {
 		b.mu.Lock()
@@ -331,6 +342,33 @@ func (b *clientBody) Read(p []byte) (int, error) {
 		b.fail()
 	}
 	return n, err
+}
+
+// Close closes the client's body once an attempt has read from it. One
+// that none has read stays open, so that an attempt that never reached a
+// backend (a failed dial closes the body it did not send) can hand it
+// whole to the next; the server closes it when the request ends.
+func (b *clientBody) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	read := b.read
+	b.mu.Unlock()
+	if read {
+		return b.ReadCloser.Close()
+	}
+	return nil
+}
+
+// reopen readies a body no attempt has read for the next, and reports
+// whether it could.
+func (b *clientBody) reopen() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.read {
+		return false
+	}
+	b.closed = false
+	return true
 }
 
 func (b *clientBody) failed() error {
@@ -384,11 +422,13 @@ func isConnectFailure(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-// replayable requests are idempotent and carry no body to re-send.
-func replayable(r *http.Request) bool {
+// replayable requests are idempotent and have no body to re-send: none,
+// or one no attempt has read (a failed dial reads nothing), which it
+// readies for the next.
+func replayable(r *http.Request, body *clientBody) bool {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete, http.MethodTrace:
-		return r.Body == nil || r.Body == http.NoBody
+		return body == nil || body.reopen()
 	}
 	return false
 }
