@@ -228,3 +228,24 @@ func FuzzInstrument(f *testing.F) {
 		}
 	})
 }
+
+func TestEmptyExport(t *testing.T) {
+	for src, want := range map[string]bool{
+		`(module (func (export "f") (param i32 i32)))`:                         true,
+		`(module (func (export "f") (local i64 f32)))`:                         true,
+		`(module (func) (func (export "f")) (func (export "g") (nop)))`:        true,
+		`(module (func (export "f") (nop)))`:                                   false,
+		`(module (func (export "f") (param i32) (drop (local.get 0))))`:        false,
+		`(module (func (export "g")))`:                                         false,
+		`(module (import "env" "f" (func)) (export "f" (func 0)))`:             false,
+		`(module (global (export "f") i32 (i32.const 0)) (func (export "g")))`: false,
+		`(module (func $e) (func (export "f") (call $e)))`:                     false,
+	} {
+		if got := EmptyExport(wat(t, src), "f"); got != want {
+			t.Errorf("EmptyExport(%s) = %v, want %v", src, got, want)
+		}
+	}
+	if EmptyExport([]byte("\x00asm\x01\x00\x00\x00\x0a\xff"), "f") {
+		t.Error("a truncated module has an empty export")
+	}
+}
