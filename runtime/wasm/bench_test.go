@@ -9,8 +9,8 @@ import (
 )
 
 // BenchmarkChain measures what the host adds to a request, without the
-// network: the probe guest (two calls, a few host functions each) against
-// the bare handler. The figures that count are bench/wasm's.
+// network: stamp (one call, one host function) and the probe guest (two
+// calls, a few host functions each) against the bare handler. The figures that count are bench/wasm's.
 func BenchmarkChain(b *testing.B) {
 	probe := wat(b, "probe.wat")
 	h := newTestHost(b)
@@ -18,12 +18,14 @@ func BenchmarkChain(b *testing.B) {
 		return loadT(b, h, Spec{Name: name, Wasm: probe, Config: []byte(name), Settings: Settings{Pool: 2}})
 	}
 	a, b2, c3 := load("a"), load("b"), load("c")
+	stamp := loadT(b, h, Spec{Name: "stamp", Wasm: wat(b, stampWat)})
 	backend := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	for _, c := range []struct {
 		name    string
 		handler http.Handler
 	}{
 		{"none", backend},
+		{"stamp", NewChain(stamp).Then(backend)},
 		{"probe", NewChain(a).Then(backend)},
 		{"probe3", NewChain(a, b2, c3).Then(backend)},
 	} {
