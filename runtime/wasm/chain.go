@@ -145,9 +145,9 @@ func (l *layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // serveNext runs the rest of the chain. Should it panic (net/http's way of
 // aborting a response), the instance the request holds goes back to the
-// pool: the guest is between two calls and sound. A panic because the held response ran past
-// max_buffer (httputil.ReverseProxy aborts when a write fails) is not
-// passed on: the layer answers 502 instead.
+// pool: the guest is between two calls and sound. A panic because the held
+// response ran past max_buffer (httputil.ReverseProxy aborts when a write
+// fails) is not passed on: the layer answers 502 instead.
 func (l *layer) serveNext(x *exchange) {
 	defer func() {
 		if p := recover(); p != nil {

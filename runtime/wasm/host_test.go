@@ -274,6 +274,37 @@ func TestInstanceHeldDownstreamOnlyForHandleResponse(t *testing.T) {
 	}
 }
 
+// A response the rest of the chain aborts (net/http's panic) gives the
+// instance back once, whether the request still held it or had given it
+// back after handle_request.
+func TestAbortedResponseGivesInstanceBackOnce(t *testing.T) {
+	h := newTestHost(t)
+	for name, guest := range map[string][]byte{"empty handle_response": wat(t, stampWat), "probe": wat(t, "probe.wat")} {
+		t.Run(name, func(t *testing.T) {
+			tr := loadT(t, h, Spec{Name: "t", Wasm: guest, Settings: Settings{Pool: 1, Timeout: units.Duration(100 * time.Millisecond)}})
+			aborting := NewChain(tr).Then(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic(http.ErrAbortHandler) }))
+			done := make(chan any)
+			go func() {
+				defer func() { done <- recover() }()
+				aborting.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/pass", nil))
+			}()
+			select {
+			case p := <-done:
+				if p != http.ErrAbortHandler {
+					t.Errorf("the chain ended with %v, want the abort passed on", p)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the aborted request never returned")
+			}
+			rec := httptest.NewRecorder()
+			NewChain(tr).Then(echoBackend).ServeHTTP(rec, httptest.NewRequest("GET", "/pass", nil))
+			if rec.Code != 200 || len(tr.pool) != 1 || tr.Stats().Replaced != 0 {
+				t.Errorf("next request %d, idle %d, stats %+v; want 200 and the one instance back", rec.Code, len(tr.pool), tr.Stats())
+			}
+		})
+	}
+}
+
 func TestBadModules(t *testing.T) {
 	h := newTestHost(t)
 	cases := map[string]struct {
