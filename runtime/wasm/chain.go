@@ -107,26 +107,34 @@ func (l *layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	spent := time.Since(start)
+	if t.emptyResponse {
+		// handle_response would do nothing: the request is done with the
+		// instance, which need not wait for upstream.
+		t.stats.time.Observe(spent)
+		t.put(inst)
+		x.inst = nil
+	}
 
 	l.serveNext(x)
 	// A held response past max_buffer is dropped: the guest hears of it as
 	// an error (is_error 1), and the client gets 502.
 	overflowed := x.buf != nil && x.buf.overflowed
-	isError := uint64(0)
-	if overflowed {
-		isError = 1
+	if x.inst != nil {
+		isError := uint64(0)
+		if overflowed {
+			isError = 1
+		}
+		start = time.Now()
+		x.stack[0], x.stack[1] = ctxNext>>32, isError
+		err := x.call(inst.handleResponse, x.stack[:])
+		t.stats.time.Observe(spent + time.Since(start))
+		if err != nil {
+			// Unbuffered, the response has gone out already: nothing to undo.
+			l.fail(x, err, "handle_response", x.buf != nil)
+			return
+		}
+		t.put(inst)
 	}
-
-	start = time.Now()
-	x.stack[0], x.stack[1] = ctxNext>>32, isError
-	err := x.call(inst.handleResponse, x.stack[:])
-	t.stats.time.Observe(spent + time.Since(start))
-	if err != nil {
-		// Unbuffered, the response has gone out already: nothing to undo.
-		l.fail(x, err, "handle_response", x.buf != nil)
-		return
-	}
-	t.put(inst)
 	switch {
 	case overflowed:
 		l.tooLarge(x, &overflow{"upstream response", http.StatusBadGateway})
@@ -136,17 +144,19 @@ func (l *layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveNext runs the rest of the chain. Should it panic (net/http's way of
-// aborting a response), the instance goes back to the pool: the guest is
-// between two calls and sound. A panic because the held response ran past
-// max_buffer (httputil.ReverseProxy aborts when a write fails) is not
-// passed on: the layer answers 502 instead.
+// aborting a response), the instance the request holds goes back to the
+// pool: the guest is between two calls and sound. A panic because the held
+// response ran past max_buffer (httputil.ReverseProxy aborts when a write
+// fails) is not passed on: the layer answers 502 instead.
 func (l *layer) serveNext(x *exchange) {
 	defer func() {
 		if p := recover(); p != nil {
 			if x.buf != nil && x.buf.overflowed {
 				return
 			}
-			l.t.put(x.inst)
+			if x.inst != nil {
+				l.t.put(x.inst)
+			}
 			panic(p)
 		}
 	}()

@@ -206,6 +206,105 @@ func TestPoolBoundsConcurrency(t *testing.T) {
 	}
 }
 
+// A request keeps its instance while it is downstream only for the guest's
+// handle_response, which must run on the same instance: a guest whose
+// handle_response is empty (it acts on the request alone) gives its
+// instance back after handle_request, so a request waiting on upstream
+// does not hold up the next one.
+func TestInstanceHeldDownstreamOnlyForHandleResponse(t *testing.T) {
+	h := newTestHost(t)
+	for _, c := range []struct {
+		name, handleResponse string
+		held                 bool
+	}{
+		{"empty handle_response", "", false},
+		{"handle_response with code", "(drop (local.get 1))", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			guest := wat(t, fmt.Sprintf(`(module
+  (import "http_handler" "set_header_value" (func $set (param i32 i32 i32 i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "x-seen")
+  (func (export "handle_request") (result i64)
+    (call $set (i32.const 1) (i32.const 0) (i32.const 6) (i32.const 0) (i32.const 6))
+    (i64.const 1))
+  (func (export "handle_response") (param i32 i32) %s))`, c.handleResponse))
+			tr := loadT(t, h, Spec{Name: "t", Wasm: guest, Settings: Settings{Pool: 1, Timeout: units.Duration(100 * time.Millisecond)}})
+			entered, release := make(chan struct{}), make(chan struct{})
+			url := serve(t, NewChain(tr).Then(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/slow" {
+					close(entered)
+					<-release
+				}
+				io.WriteString(w, "backend")
+			})))
+			slow := make(chan *http.Response, 1)
+			go func() {
+				resp, err := http.Get(url + "/slow")
+				if err != nil {
+					t.Error(err)
+				} else {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				slow <- resp
+			}()
+			<-entered
+			// The slow request is downstream; the only instance is free
+			// unless handle_response is still to run on it.
+			resp, body := get(t, url+"/fast")
+			close(release)
+			want := http.StatusOK
+			if c.held {
+				want = http.StatusServiceUnavailable
+			}
+			if resp.StatusCode != want {
+				t.Errorf("while another request is downstream: %d %q, want %d", resp.StatusCode, body, want)
+			}
+			if want == http.StatusOK && (body != "backend" || resp.Header.Get("x-seen") != "x-seen") {
+				t.Errorf("second request: %q, x-seen %q; want the transform's header on the backend's answer", body, resp.Header.Get("x-seen"))
+			}
+			if r := <-slow; r == nil || r.StatusCode != 200 || r.Header.Get("x-seen") != "x-seen" {
+				t.Errorf("slow request: %+v, want 200 with x-seen", r)
+			}
+			if s := tr.Stats(); s.Calls != 2 || s.Replaced != 0 || len(tr.pool) != 1 {
+				t.Errorf("stats = %+v, idle %d; want 2 calls, none replaced, the instance back", s, len(tr.pool))
+			}
+		})
+	}
+}
+
+// A response the rest of the chain aborts (net/http's panic) gives the
+// instance back once, whether the request still held it or had given it
+// back after handle_request.
+func TestAbortedResponseGivesInstanceBackOnce(t *testing.T) {
+	h := newTestHost(t)
+	for name, guest := range map[string][]byte{"empty handle_response": wat(t, stampWat), "probe": wat(t, "probe.wat")} {
+		t.Run(name, func(t *testing.T) {
+			tr := loadT(t, h, Spec{Name: "t", Wasm: guest, Settings: Settings{Pool: 1, Timeout: units.Duration(100 * time.Millisecond)}})
+			aborting := NewChain(tr).Then(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic(http.ErrAbortHandler) }))
+			done := make(chan any)
+			go func() {
+				defer func() { done <- recover() }()
+				aborting.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/pass", nil))
+			}()
+			select {
+			case p := <-done:
+				if p != http.ErrAbortHandler {
+					t.Errorf("the chain ended with %v, want the abort passed on", p)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the aborted request never returned")
+			}
+			rec := httptest.NewRecorder()
+			NewChain(tr).Then(echoBackend).ServeHTTP(rec, httptest.NewRequest("GET", "/pass", nil))
+			if rec.Code != 200 || len(tr.pool) != 1 || tr.Stats().Replaced != 0 {
+				t.Errorf("next request %d, idle %d, stats %+v; want 200 and the one instance back", rec.Code, len(tr.pool), tr.Stats())
+			}
+		})
+	}
+}
+
 func TestBadModules(t *testing.T) {
 	h := newTestHost(t)
 	cases := map[string]struct {

@@ -15,6 +15,7 @@ import (
 	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 
+	"perigee/runtime/wasm/meter"
 	"perigee/telemetry"
 )
 
@@ -39,6 +40,10 @@ type Transform struct {
 	rt       wazero.Runtime
 	compiled wazero.CompiledModule
 	modCfg   wazero.ModuleConfig
+	// emptyResponse is set when the guest's handle_response has no
+	// instructions: the call is left out, and a request gives its instance
+	// back once handle_request has returned.
+	emptyResponse bool
 
 	// pool holds the idle instances; its capacity is the pool size. The
 	// channel keeps them reachable, so the garbage collector never drops one.
@@ -116,6 +121,7 @@ func (t *Transform) init(ctx context.Context, h *Host) error {
 		return err
 	}
 	t.compiled, t.abi = compiled, abi
+	t.emptyResponse = abi == ABIHTTPWasm && meter.EmptyExport(t.spec.Wasm, exportHandleResponse)
 	// Clock and randomness only: no arguments, environment, files or
 	// sockets. Go reactors start with _initialize, TinyGo commands with
 	// _start.

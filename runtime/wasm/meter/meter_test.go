@@ -215,16 +215,39 @@ func TestRefusals(t *testing.T) {
 	}
 }
 
-// No input makes Instrument panic or allocate beyond its input's size.
+// No input makes Instrument or EmptyExport panic, or Instrument allocate
+// beyond its input's size.
 func FuzzInstrument(f *testing.F) {
 	for _, src := range []string{"features.wat"} {
 		f.Add(wat(f, src))
 	}
 	f.Add([]byte("\x00asm\x01\x00\x00\x00\x0a\xff\xff\xff\xff\x0f"))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		EmptyExport(b, "handle_response")
 		out, err := Instrument(b)
 		if err == nil && len(out) > 64*len(b)+1024 {
 			t.Errorf("%d bytes out of %d in", len(out), len(b))
 		}
 	})
+}
+
+func TestEmptyExport(t *testing.T) {
+	for src, want := range map[string]bool{
+		`(module (func (export "f") (param i32 i32)))`:                         true,
+		`(module (func (export "f") (local i64 f32)))`:                         true,
+		`(module (func) (func (export "f")) (func (export "g") (nop)))`:        true,
+		`(module (func (export "f") (nop)))`:                                   false,
+		`(module (func (export "f") (param i32) (drop (local.get 0))))`:        false,
+		`(module (func (export "g")))`:                                         false,
+		`(module (import "env" "f" (func)) (export "f" (func 0)))`:             false,
+		`(module (global (export "f") i32 (i32.const 0)) (func (export "g")))`: false,
+		`(module (func $e) (func (export "f") (call $e)))`:                     false,
+	} {
+		if got := EmptyExport(wat(t, src), "f"); got != want {
+			t.Errorf("EmptyExport(%s) = %v, want %v", src, got, want)
+		}
+	}
+	if EmptyExport([]byte("\x00asm\x01\x00\x00\x00\x0a\xff"), "f") {
+		t.Error("a truncated module has an empty export")
+	}
 }
