@@ -27,15 +27,7 @@ func (c *canned) RoundTrip(req *http.Request) (*http.Response, error) {
 // slot until the response body is closed, and costs one allocation (the
 // body's wrapper, which ends it).
 func TestAttemptEndsWithItsBody(t *testing.T) {
-	cfg := upstream.Config{Backends: []upstream.BackendConfig{{URL: "http://127.0.0.1:1"}}}
-	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	svc, err := upstream.NewService("s", cfg, nil, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := newService(t, upstream.Config{Backends: []upstream.BackendConfig{{URL: "http://127.0.0.1:1"}}})
 	base := &canned{resp: &http.Response{StatusCode: 200, Header: http.Header{}}}
 	base.resp.Body = io.NopCloser(&base.body)
 	rt := &balancing{svc: svc, base: base}

@@ -17,6 +17,20 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
+// newService is the service cfg describes, with its defaults set and checked.
+func newService(t *testing.T, cfg upstream.Config) *upstream.Service {
+	t.Helper()
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := upstream.NewService("s", cfg, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
 // h2Front is a proxy to one backend at url speaking protocol, behind an
 // HTTP/2 listener; the proxy trusts backend's certificate, if it has one.
 func h2Front(t *testing.T, protocol string, backend *httptest.Server, url string, route Stream) (*http.Client, string) {
@@ -30,15 +44,7 @@ func h2Front(t *testing.T, protocol string, backend *httptest.Server, url string
 		p.h2.tls.TLSClientConfig = &tls.Config{RootCAs: roots}
 		p.std.TLSClientConfig = &tls.Config{RootCAs: roots}
 	}
-	cfg := upstream.Config{Protocol: protocol, Backends: []upstream.BackendConfig{{URL: url}}}
-	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	svc, err := upstream.NewService("s", cfg, nil, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := newService(t, upstream.Config{Protocol: protocol, Backends: []upstream.BackendConfig{{URL: url}}})
 	front := httptest.NewUnstartedServer(p.Handler(svc, route.Over(tm.Stream)))
 	front.EnableHTTP2 = true
 	front.StartTLS()
@@ -195,12 +201,7 @@ func TestH2CRetriesConnectFailuresAndChecksHealthInH2C(t *testing.T) {
 	tm.SetDefaults()
 	p := New(tm, "test-node", quiet)
 	t.Cleanup(p.Close)
-	cfg := upstream.Config{Protocol: upstream.H2C, Backends: []upstream.BackendConfig{{URL: dead}, {URL: live}}}
-	cfg.SetDefaults()
-	svc, err := upstream.NewService("s", cfg, nil, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := newService(t, upstream.Config{Protocol: upstream.H2C, Backends: []upstream.BackendConfig{{URL: dead}, {URL: live}}})
 	h := p.Handler(svc, tm.Stream)
 	for i := range 4 {
 		rec := httptest.NewRecorder()

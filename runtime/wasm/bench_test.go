@@ -1,6 +1,7 @@
 package wasm
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -42,14 +43,21 @@ func BenchmarkChain(b *testing.B) {
 
 // stampWat sets a response header on the way in and has nothing to do on
 // the way out, like modules/wat's poweredby.
-const stampWat = `(module
+var stampWat = stampGuest("")
+
+// stampGuest is a guest that sets the response header x-stamp: x-stamp in
+// handle_request, and runs handleResponse (WAT instructions) in
+// handle_response.
+func stampGuest(handleResponse string) string {
+	return fmt.Sprintf(`(module
   (import "http_handler" "set_header_value" (func $set (param i32 i32 i32 i32 i32)))
   (memory (export "memory") 1)
   (data (i32.const 0) "x-stamp")
   (func (export "handle_request") (result i64)
     (call $set (i32.const 1) (i32.const 0) (i32.const 7) (i32.const 0) (i32.const 7))
     (i64.const 1))
-  (func (export "handle_response") (param i32 i32)))`
+  (func (export "handle_response") (param i32 i32) %s))`, handleResponse)
+}
 
 // BenchmarkChainUpstreamWait runs 64 requests at once through one
 // transform of the default pool (4) in front of an upstream that takes

@@ -221,14 +221,7 @@ func TestInstanceHeldDownstreamOnlyForHandleResponse(t *testing.T) {
 		{"handle_response with code", "(drop (local.get 1))", true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			guest := wat(t, fmt.Sprintf(`(module
-  (import "http_handler" "set_header_value" (func $set (param i32 i32 i32 i32 i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 0) "x-seen")
-  (func (export "handle_request") (result i64)
-    (call $set (i32.const 1) (i32.const 0) (i32.const 6) (i32.const 0) (i32.const 6))
-    (i64.const 1))
-  (func (export "handle_response") (param i32 i32) %s))`, c.handleResponse))
+			guest := wat(t, stampGuest(c.handleResponse))
 			tr := loadT(t, h, Spec{Name: "t", Wasm: guest, Settings: Settings{Pool: 1, Timeout: units.Duration(100 * time.Millisecond)}})
 			entered, release := make(chan struct{}), make(chan struct{})
 			url := serve(t, NewChain(tr).Then(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -261,11 +254,11 @@ func TestInstanceHeldDownstreamOnlyForHandleResponse(t *testing.T) {
 			if resp.StatusCode != want {
 				t.Errorf("while another request is downstream: %d %q, want %d", resp.StatusCode, body, want)
 			}
-			if want == http.StatusOK && (body != "backend" || resp.Header.Get("x-seen") != "x-seen") {
-				t.Errorf("second request: %q, x-seen %q; want the transform's header on the backend's answer", body, resp.Header.Get("x-seen"))
+			if want == http.StatusOK && (body != "backend" || resp.Header.Get("x-stamp") != "x-stamp") {
+				t.Errorf("second request: %q, x-stamp %q; want the transform's header on the backend's answer", body, resp.Header.Get("x-stamp"))
 			}
-			if r := <-slow; r == nil || r.StatusCode != 200 || r.Header.Get("x-seen") != "x-seen" {
-				t.Errorf("slow request: %+v, want 200 with x-seen", r)
+			if r := <-slow; r == nil || r.StatusCode != 200 || r.Header.Get("x-stamp") != "x-stamp" {
+				t.Errorf("slow request: %+v, want 200 with x-stamp", r)
 			}
 			if s := tr.Stats(); s.Calls != 2 || s.Replaced != 0 || len(tr.pool) != 1 {
 				t.Errorf("stats = %+v, idle %d; want 2 calls, none replaced, the instance back", s, len(tr.pool))
