@@ -12,8 +12,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 // cacheGuard authenticates the compiled modules wazero keeps in a cache
@@ -30,14 +32,25 @@ import (
 // too. Before compiling a module every seal is checked, and the entries
 // sealed for that module are hashed in full: those are the ones wazero may
 // read next.
+//
+// The guard also bounds the directory (trim): each compile marks its
+// module's entries used, by their seals' modification time, and while the
+// directory holds more than max bytes the entries of the modules used
+// longest ago are removed. A node that takes new versions of its
+// transforms on every deploy would otherwise fill its disk.
 type cacheGuard struct {
 	dir    string
 	key    []byte
+	max    int64
 	logger *slog.Logger
 	// mu serialises compiles, so the entries that appear during one belong
 	// to its module.
 	mu sync.Mutex
 }
+
+// DefaultCacheMaxBytes bounds a compilation cache directory by default:
+// room for a few hundred compiled Go guests.
+const DefaultCacheMaxBytes = 1 << 30
 
 const (
 	keyFile    = "cache.key"
@@ -48,7 +61,7 @@ const (
 
 // openCacheGuard reads the node's cache key in dir, creating it on first
 // use, readable by the node's user only.
-func openCacheGuard(dir string, logger *slog.Logger) (*cacheGuard, error) {
+func openCacheGuard(dir string, max int64, logger *slog.Logger) (*cacheGuard, error) {
 	path := filepath.Join(dir, keyFile)
 	key, err := readKey(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -59,7 +72,7 @@ func openCacheGuard(dir string, logger *slog.Logger) (*cacheGuard, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &cacheGuard{dir: dir, key: key, logger: logger}, nil
+	return &cacheGuard{dir: dir, key: key, max: max, logger: logger}, nil
 }
 
 func readKey(path string) ([]byte, error) {
@@ -105,7 +118,50 @@ func (g *cacheGuard) compile(module [sha256.Size]byte, fn func() error) error {
 	g.check(module)
 	err := fn()
 	g.sealNew(module)
+	g.trim(module)
 	return err
+}
+
+// trim marks module's entries used now and, while the directory holds
+// more than g.max bytes, removes the entries of the modules used longest
+// ago; module's own stay. An entry without a readable seal is left to
+// check.
+func (g *cacheGuard) trim(module [sha256.Size]byte) {
+	type entry struct {
+		path string
+		size int64
+		used time.Time
+	}
+	var old []entry
+	var total int64
+	now := time.Now()
+	for _, path := range g.entries() {
+		seal, err := readSeal(path + sealSuffix)
+		info, ierr := os.Stat(path)
+		sinfo, serr := os.Stat(path + sealSuffix)
+		if err != nil || ierr != nil || serr != nil {
+			continue
+		}
+		size := info.Size() + sinfo.Size()
+		total += size
+		if bytes.Equal(seal[:sha256.Size], module[:]) {
+			if err := os.Chtimes(path+sealSuffix, now, now); err != nil {
+				g.logger.Warn("mark wasm cache entry used", "entry", path, "err", err)
+			}
+			continue
+		}
+		old = append(old, entry{path, size, sinfo.ModTime()})
+	}
+	slices.SortFunc(old, func(a, b entry) int { return a.used.Compare(b.used) })
+	for _, e := range old {
+		if total <= g.max {
+			return
+		}
+		g.logger.Info("wasm compilation cache over its bound; removing the entry used longest ago",
+			"entry", e.path, "last_used", e.used, "max_bytes", g.max)
+		g.remove(e.path)
+		total -= e.size
+	}
 }
 
 // entries lists wazero's cache files: 64 hex digits, in a directory per
@@ -164,6 +220,11 @@ func (g *cacheGuard) mac(path string, digests []byte) []byte {
 
 func (g *cacheGuard) reject(path, why string) {
 	g.logger.Warn("wasm compilation cache entry failed its check; removing it and recompiling", "entry", path, "why", why)
+	g.remove(path)
+}
+
+// remove deletes an entry and its seal.
+func (g *cacheGuard) remove(path string) {
 	for _, p := range []string{path, path + sealSuffix} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			g.logger.Error("remove wasm cache entry", "entry", p, "err", err)

@@ -3,6 +3,7 @@ package wasm
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // A cache entry that was damaged on disk (one flipped byte, or cut short)
@@ -193,5 +195,78 @@ func TestCacheKeyPermissions(t *testing.T) {
 	}
 	if _, err := NewHost(Options{CacheDir: dir}); err == nil || !strings.Contains(err.Error(), "readable by others") {
 		t.Errorf("NewHost with a world-readable key: %v", err)
+	}
+}
+
+// The cache directory stays under its bound: past it, the entries of the
+// modules used longest ago go, never the one just loaded, and a module
+// loaded again counts as used again. A node that takes a new version of
+// its transforms on every deploy would otherwise fill its disk.
+func TestCacheKeepsTheRecentlyUsedUnderItsBound(t *testing.T) {
+	a, b, c := wat(t, stampGuest("")), wat(t, stampGuest("(drop (local.get 0))")), wat(t, stampGuest("(drop (local.get 1))"))
+	dir := t.TempDir()
+	var max int64 // 2.5 entries, once one is measured
+	load := func(guest []byte) {
+		t.Helper()
+		h, err := NewHost(Options{CacheDir: dir, CacheMaxBytes: max})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close(context.Background())
+		tr, err := h.Load(context.Background(), Spec{Name: "g", Wasm: guest, Settings: Settings{Pool: 1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.Release()
+	}
+	cached := func() (modules [][sha256.Size]byte, bytes int64) {
+		t.Helper()
+		for _, e := range cacheEntries(t, dir) {
+			seal, err := readSeal(e + sealSuffix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := os.Stat(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			modules = append(modules, [sha256.Size]byte(seal[:sha256.Size]))
+			bytes += st.Size() + sealSize
+		}
+		return modules, bytes
+	}
+	// The seals name the module as compiled (metered), so each module's
+	// digest is the one its first load added.
+	added := func(before [][sha256.Size]byte) [sha256.Size]byte {
+		t.Helper()
+		after, _ := cached()
+		for _, m := range after {
+			if !slices.Contains(before, m) {
+				return m
+			}
+		}
+		t.Fatal("the load added no cache entry")
+		return [sha256.Size]byte{}
+	}
+	load(a)
+	da := added(nil)
+	_, one := cached()
+	max = one * 5 / 2
+	before, _ := cached()
+	load(b)
+	db := added(before)
+	time.Sleep(20 * time.Millisecond) // file times tell the loads apart
+	load(a)
+	time.Sleep(20 * time.Millisecond)
+	before, _ = cached()
+	load(c)
+	dc := added(before)
+	modules, total := cached()
+	if total > max {
+		t.Errorf("cache holds %d bytes, bound %d", total, max)
+	}
+	has := func(m [sha256.Size]byte) bool { return slices.Contains(modules, m) }
+	if !has(da) || !has(dc) || has(db) {
+		t.Errorf("cache holds a %v, b %v, c %v; want a (used again) and c (just loaded), not b", has(da), has(db), has(dc))
 	}
 }

@@ -1,6 +1,7 @@
 package wasm
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -35,6 +36,10 @@ type Options struct {
 	// that fails its check is removed and the module compiled again.
 	// Empty keeps the cache in memory only.
 	CacheDir string
+	// CacheMaxBytes bounds CacheDir: past it, the entries of the modules
+	// loaded longest ago are removed, never the one being loaded. 0 is
+	// DefaultCacheMaxBytes.
+	CacheMaxBytes int64
 	// Logger receives guest logs and pool events; nil discards them.
 	Logger *slog.Logger
 	// Node is what proxy-wasm guests read as the node.id and
@@ -69,7 +74,7 @@ func NewHost(opts Options) (*Host, error) {
 		if h.cache, err = wazero.NewCompilationCacheWithDir(opts.CacheDir); err != nil {
 			return nil, fmt.Errorf("wasm compilation cache %s: %w", opts.CacheDir, err)
 		}
-		if h.guard, err = openCacheGuard(opts.CacheDir, logger); err != nil {
+		if h.guard, err = openCacheGuard(opts.CacheDir, cmp.Or(opts.CacheMaxBytes, DefaultCacheMaxBytes), logger); err != nil {
 			return nil, fmt.Errorf("wasm compilation cache %s: %w", opts.CacheDir, err)
 		}
 	}
