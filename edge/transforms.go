@@ -93,6 +93,7 @@ func (st *state) transformStats() any {
 		Timeouts    uint64  `json:"timeouts"`
 		Busy        uint64  `json:"busy"`
 		Replaced    uint64  `json:"replaced"`
+		Grown       uint64  `json:"grown"`
 		GuestP50Sec float64 `json:"guest_p50_seconds"`
 		GuestP99Sec float64 `json:"guest_p99_seconds"`
 	}
@@ -101,7 +102,7 @@ func (st *state) transformStats() any {
 		return out
 	}
 	for name, s := range st.transforms.Stats() {
-		out[name] = view{s.Calls, s.Answered, s.Errors, s.Traps, s.Timeouts, s.Busy, s.Replaced,
+		out[name] = view{s.Calls, s.Answered, s.Errors, s.Traps, s.Timeouts, s.Busy, s.Replaced, s.Grown,
 			s.Time.Quantile(0.5).Seconds(), s.Time.Quantile(0.99).Seconds()}
 	}
 	return out

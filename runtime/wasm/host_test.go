@@ -434,3 +434,81 @@ func TestReloadsDoNotLeak(t *testing.T) {
 	}
 	t.Logf("heap %d -> %d, rss %d -> %d", heap0, heap1, rss0, rss1)
 }
+
+// With max_pool above pool, a transform makes instances while every one is
+// busy, up to max_pool, and keeps them: what bounds the requests inside it
+// at once is max_pool. Past it, a request waits for a free one as before.
+func TestPoolGrowsToMaxPoolUnderLoad(t *testing.T) {
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "t", Wasm: wat(t, stampGuest("(drop (local.get 1))")),
+		Settings: Settings{Pool: 1, MaxPool: 3, Timeout: units.Duration(100 * time.Millisecond)}})
+	entered, release := make(chan struct{}, 8), make(chan struct{})
+	url := serve(t, NewChain(tr).Then(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			entered <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "backend")
+	})))
+	codes := make(chan int, 3)
+	for range 3 {
+		go func() {
+			resp, err := http.Get(url + "/slow")
+			if err != nil {
+				t.Error(err)
+				codes <- 0
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	for i := range 3 {
+		select {
+		case <-entered:
+		case <-time.After(20 * time.Second):
+			close(release)
+			t.Fatalf("%d of 3 requests got past the transform at once; pool 1, max_pool 3", i)
+		}
+	}
+	// Three instances are busy and max_pool allows no fourth.
+	resp, body := get(t, url+"/fast")
+	close(release)
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("with max_pool instances busy: %d %q, want 503", resp.StatusCode, body)
+	}
+	for range 3 {
+		if code := <-codes; code != http.StatusOK {
+			t.Errorf("a request the grown pool served: %d", code)
+		}
+	}
+	if s := tr.Stats(); s.Grown != 2 || s.Busy != 1 || len(tr.pool) != 3 {
+		t.Errorf("stats = %+v, idle %d; want 2 grown, 1 busy, 3 idle", s, len(tr.pool))
+	}
+}
+
+// max_pool is checked with the other settings, and a proxy-wasm filter,
+// whose instances are plugins started at load, refuses one that grows.
+func TestMaxPoolSettings(t *testing.T) {
+	for _, c := range []struct {
+		s    Settings
+		want string
+	}{
+		{Settings{Pool: 8, MaxPool: 4}, "max_pool: max_pool 4 is below pool 8"},
+		{Settings{MaxPool: 2}, "max_pool: max_pool 2 is below pool 4"},
+		{Settings{MaxPool: 5000}, "max_pool: max_pool must be 0..1024, got 5000"},
+	} {
+		if err := c.s.Validate(); err == nil || err.Error() != c.want {
+			t.Errorf("%+v: %v, want %q", c.s, err, c.want)
+		}
+	}
+	if err := (Settings{Pool: 2, MaxPool: 8}).Validate(); err != nil {
+		t.Errorf("pool 2, max_pool 8: %v", err)
+	}
+	h := newTestHost(t)
+	_, err := h.Load(context.Background(), Spec{Name: "pw", Wasm: proxyWAT(t, "(i32.const 1024)", ""), Settings: Settings{Pool: 1, MaxPool: 2}})
+	if err == nil || !strings.Contains(err.Error(), "max_pool: a proxy-wasm filter's pool does not grow") {
+		t.Errorf("a proxy-wasm filter with max_pool 2 over pool 1 loaded: %v", err)
+	}
+}

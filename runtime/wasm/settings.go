@@ -1,6 +1,7 @@
 package wasm
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"time"
@@ -35,8 +36,13 @@ type Settings struct {
 	// Config is the guest config as decoded from YAML; EncodeConfig turns
 	// it into what get_config returns.
 	Config any `yaml:"config" json:"config,omitempty"`
-	// Pool is the number of ready instances; it bounds concurrency.
+	// Pool is the number of instances made at load and kept ready.
 	Pool int `yaml:"pool" json:"pool"`
+	// MaxPool is the most instances the pool grows to while every one is
+	// busy (an http-wasm request holds one until handle_response); it
+	// bounds the requests inside the transform at once, and with Memory
+	// its memory. 0 is Pool: no growth.
+	MaxPool int `yaml:"max_pool" json:"max_pool,omitempty"`
 	// Memory caps each instance's linear memory.
 	Memory units.ByteSize `yaml:"memory" json:"memory"`
 	// Timeout bounds each guest call and the wait for a free instance.
@@ -69,6 +75,11 @@ func (s Settings) Validate() error {
 	if s.Pool < 0 || s.Pool > maxPoolSize {
 		bad("pool", "pool must be 0..%d, got %d", maxPoolSize, s.Pool)
 	}
+	if s.MaxPool < 0 || s.MaxPool > maxPoolSize {
+		bad("max_pool", "max_pool must be 0..%d, got %d", maxPoolSize, s.MaxPool)
+	} else if s.MaxPool != 0 && s.MaxPool < cmp.Or(s.Pool, DefaultPoolSize) {
+		bad("max_pool", "max_pool %d is below pool %d", s.MaxPool, cmp.Or(s.Pool, DefaultPoolSize))
+	}
 	if s.Memory != 0 && (s.Memory < pageSize || s.Memory > maxMemory) {
 		bad("memory", "memory must be 64KiB..4GiB, got %d bytes", s.Memory)
 	}
@@ -92,6 +103,7 @@ func (s Settings) withDefaults() Settings {
 	if s.Pool == 0 {
 		s.Pool = DefaultPoolSize
 	}
+	s.MaxPool = max(s.MaxPool, s.Pool)
 	if s.Memory == 0 {
 		s.Memory = DefaultMemoryLimit
 	}

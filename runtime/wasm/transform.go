@@ -45,9 +45,12 @@ type Transform struct {
 	// back once handle_request has returned.
 	emptyResponse bool
 
-	// pool holds the idle instances; its capacity is the pool size. The
+	// pool holds the idle instances; its capacity is max_pool. The
 	// channel keeps them reachable, so the garbage collector never drops one.
 	pool chan *instance
+	// made counts the instances alive (idle, in use or being replaced):
+	// pool at load, up to max_pool as acquire grows it.
+	made atomic.Int64
 
 	// Background root callbacks of proxy-wasm filters: ticks and queue
 	// notifications (pending bounds those in flight); stop ends them.
@@ -95,7 +98,7 @@ func (h *Host) Load(ctx context.Context, spec Spec) (*Transform, error) {
 		fp:      spec.fingerprint(),
 		host:    h,
 		logger:  h.logger.With("transform", spec.Name),
-		pool:    make(chan *instance, spec.Pool),
+		pool:    make(chan *instance, spec.MaxPool),
 		pending: make(chan struct{}, spec.Pool),
 		stop:    make(chan struct{}),
 	}
@@ -121,6 +124,11 @@ func (t *Transform) init(ctx context.Context, h *Host) error {
 		return err
 	}
 	t.compiled, t.abi = compiled, abi
+	if abi == ABIProxyWasm && t.spec.MaxPool > t.spec.Pool {
+		// Each instance is a plugin with its own root context, started at
+		// load; one made under load would start mid-traffic.
+		return errors.New("max_pool: a proxy-wasm filter's pool does not grow; set pool")
+	}
 	t.emptyResponse = abi == ABIHTTPWasm && meter.EmptyExport(t.spec.Wasm, exportHandleResponse)
 	// Clock and randomness only: no arguments, environment, files or
 	// sockets. Go reactors start with _initialize, TinyGo commands with
@@ -140,6 +148,7 @@ func (t *Transform) init(ctx context.Context, h *Host) error {
 		}
 		t.pool <- inst
 	}
+	t.made.Store(int64(t.spec.Pool))
 	return nil
 }
 
@@ -221,12 +230,17 @@ func (t *Transform) shutdown() {
 
 var errBusy = errors.New("no free instance")
 
-// acquire takes an idle instance, waiting up to the transform's timeout.
+// acquire takes an idle instance; with none idle it makes one while fewer
+// than max_pool are alive, and otherwise waits up to the transform's
+// timeout for one to come back.
 func (t *Transform) acquire(ctx context.Context) (*instance, error) {
 	select {
 	case inst := <-t.pool:
 		return inst, nil
 	default:
+	}
+	if inst := t.grow(ctx); inst != nil {
+		return inst, nil
 	}
 	timer := time.NewTimer(t.spec.Timeout.D())
 	defer timer.Stop()
@@ -241,6 +255,23 @@ func (t *Transform) acquire(ctx context.Context) (*instance, error) {
 }
 
 func (t *Transform) put(inst *instance) { t.pool <- inst }
+
+// grow makes one more instance if max_pool allows; the request that asked
+// pays for instantiating it, and the pool keeps it.
+func (t *Transform) grow(ctx context.Context) *instance {
+	if t.made.Add(1) > int64(t.spec.MaxPool) {
+		t.made.Add(-1)
+		return nil
+	}
+	inst, err := t.instantiate(ctx)
+	if err != nil {
+		t.made.Add(-1)
+		t.logger.Warn("grow wasm pool", "err", err)
+		return nil
+	}
+	t.stats.grown.Add(1)
+	return inst
+}
 
 // discard closes a broken instance and replaces it in the background, so
 // the pool is back to full without a request paying for instantiation.
@@ -285,13 +316,14 @@ type Stats struct {
 	Timeouts uint64 // guest calls stopped at their deadline
 	Busy     uint64 // requests that found no free instance in time
 	Replaced uint64 // instances replaced after a trap or timeout
+	Grown    uint64 // instances made past pool, under load (max_pool)
 	// Time is spent inside the guest, per request (both calls).
 	Time telemetry.HistogramSnapshot
 }
 
 type stats struct {
-	calls, answered, errors, traps, timeouts, busy, replaced atomic.Uint64
-	time                                                     telemetry.Histogram
+	calls, answered, errors, traps, timeouts, busy, replaced, grown atomic.Uint64
+	time                                                            telemetry.Histogram
 }
 
 // Stats returns the transform's figures so far.
@@ -300,6 +332,6 @@ func (t *Transform) Stats() Stats {
 	return Stats{
 		Calls: s.calls.Load(), Answered: s.answered.Load(), Errors: s.errors.Load(),
 		Traps: s.traps.Load(), Timeouts: s.timeouts.Load(), Busy: s.busy.Load(),
-		Replaced: s.replaced.Load(), Time: s.time.Snapshot(),
+		Replaced: s.replaced.Load(), Grown: s.grown.Load(), Time: s.time.Snapshot(),
 	}
 }
