@@ -239,7 +239,7 @@ func (t *Transform) acquire(ctx context.Context) (*instance, error) {
 		return inst, nil
 	default:
 	}
-	if inst := t.grow(ctx); inst != nil {
+	if inst := t.grow(); inst != nil {
 		return inst, nil
 	}
 	timer := time.NewTimer(t.spec.Timeout.D())
@@ -257,13 +257,14 @@ func (t *Transform) acquire(ctx context.Context) (*instance, error) {
 func (t *Transform) put(inst *instance) { t.pool <- inst }
 
 // grow makes one more instance if max_pool allows; the request that asked
-// pays for instantiating it, and the pool keeps it.
-func (t *Transform) grow(ctx context.Context) *instance {
+// pays for instantiating it, and the pool keeps it, so a client that
+// leaves meanwhile does not cut it short.
+func (t *Transform) grow() *instance {
 	if t.made.Add(1) > int64(t.spec.MaxPool) {
 		t.made.Add(-1)
 		return nil
 	}
-	inst, err := t.instantiate(ctx)
+	inst, err := t.instantiate(context.Background())
 	if err != nil {
 		t.made.Add(-1)
 		t.logger.Warn("grow wasm pool", "err", err)
