@@ -171,16 +171,25 @@ func writeField(bw *bufio.Writer, k, v string) {
 	}
 	bw.WriteString(k)
 	bw.WriteString(": ")
-	// Two byte searches rather than strings.IndexAny, which builds a set
-	// for each call: this runs for every field of every request.
-	for strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
-		i := strings.IndexAny(v, "\r\n")
+	for i := indexCRLF(v); i >= 0; i = indexCRLF(v) {
 		bw.WriteString(v[:i])
 		bw.WriteByte(' ')
 		v = v[i+1:]
 	}
 	bw.WriteString(v)
 	bw.WriteString("\r\n")
+}
+
+// indexCRLF is the index of v's first CR or LF, or -1: one pass, where
+// strings.IndexAny builds a set on each call, for every field of every
+// request.
+func indexCRLF(v string) int {
+	for i := 0; i < len(v); i++ {
+		if v[i] == '\r' || v[i] == '\n' {
+			return i
+		}
+	}
+	return -1
 }
 
 // isFieldSpace is what Request.Write trims off a field value.
