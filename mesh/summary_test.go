@@ -135,9 +135,7 @@ func FuzzDecodeLease(f *testing.F) {
 func TestSummaryReplacement(t *testing.T) {
 	now := time.Now()
 	c := beatCluster() // n1 alive
-	p := &peer{state: StateAlive}
-	c.peers["n0"] = p
-	c.setMetaLocked("n0", p, NodeMeta{ID: "n0", Region: "us"})
+	addPeer(c, "n0", "us", "")
 	held := &summary{Region: "us", Sender: "n1", Gen: 7, Seq: 5, Term: 10, Members: []summaryMember{{ID: "n1", Leads: true}}}
 	h := holdSummary(held, now)
 	for _, tc := range []struct {
@@ -374,9 +372,7 @@ func TestUnchangedMembersSentCompact(t *testing.T) {
 func TestCompactSummaryNeedsItsList(t *testing.T) {
 	now := time.Now()
 	c := beatCluster() // self and n1 of eu
-	p := &peer{state: StateAlive, addr: "127.0.0.1:2"}
-	c.peers["u1"] = p
-	c.setMetaLocked("u1", p, NodeMeta{ID: "u1", Region: "us"})
+	addPeer(c, "u1", "us", "127.0.0.1:2")
 	full := &summary{Region: "us", Sender: "u1", Gen: 4, Seq: 10, Term: 2, RPS: 100, Members: []summaryMember{{ID: "u1", Fresh: true, Leads: true, InFlight: 3}, {ID: "u2", Fresh: true}}}
 	c.mergeSummary(full, false, now)
 	next := *full
@@ -419,9 +415,7 @@ func TestCompactSummaryNeedsItsList(t *testing.T) {
 func TestSummaryListingAnUnknownMemberSyncsWithItsSender(t *testing.T) {
 	now := time.Now()
 	c := beatCluster() // self and n1 of eu
-	p := &peer{state: StateAlive, addr: "127.0.0.1:2"}
-	c.peers["u1"] = p
-	c.setMetaLocked("u1", p, NodeMeta{ID: "u1", Region: "us"})
+	addPeer(c, "u1", "us", "127.0.0.1:2")
 	known := &summary{Region: "us", Sender: "u1", Gen: 4, Seq: 10, Members: []summaryMember{{ID: "u1", Leads: true}}}
 	c.mergeSummary(known, false, now)
 	later := now.Add(c.timing.Rejoin)

@@ -408,10 +408,16 @@ func beatCluster() *Cluster {
 	}
 	c.beats = &memberlist.TransmitLimitedQueue{RetransmitMult: 3, NumNodes: c.numNodes}
 	c.queue = &memberlist.TransmitLimitedQueue{RetransmitMult: 3, NumNodes: c.numNodes}
-	p := &peer{state: StateAlive, addr: "127.0.0.1:1", rep: &report{ID: "n1", Gen: 7, Seq: 5, Sample: telemetry.NodeSample{RPS: 10}}}
-	c.peers["n1"] = p
-	c.setMetaLocked("n1", p, NodeMeta{ID: "n1", Region: "eu"})
+	addPeer(c, "n1", "eu", "127.0.0.1:1").rep = &report{ID: "n1", Gen: 7, Seq: 5, Sample: telemetry.NodeSample{RPS: 10}}
 	return c
+}
+
+// addPeer makes id, of region, a live member of c at addr.
+func addPeer(c *Cluster, id, region, addr string) *peer {
+	p := &peer{state: StateAlive, addr: addr}
+	c.peers[id] = p
+	c.setMetaLocked(id, p, NodeMeta{ID: id, Region: region})
+	return p
 }
 
 // A beat comes straight from its node to each member of its region, so it
