@@ -63,10 +63,6 @@ type connStreams struct {
 
 type connStreamsKey struct{}
 
-func (s *h3Server) streamsOf(c *quic.Conn) *connStreams {
-	cs, _ := s.streams.LoadOrStore(c, &connStreams{m: map[quic.StreamID]*quic.Stream{}})
-	return cs.(*connStreams)
-}
 
 func (cs *connStreams) add(str *quic.Stream) {
 	cs.mu.Lock()
@@ -113,7 +109,9 @@ func newH3Server(srv *http3.Server, tlsConf *tls.Config, readHeader time.Duratio
 		work: make(chan streamJob), quit: make(chan struct{})}
 	connContext := srv.ConnContext
 	srv.ConnContext = func(ctx context.Context, c *quic.Conn) context.Context {
-		ctx = context.WithValue(ctx, connStreamsKey{}, s.streamsOf(c))
+		if cs, ok := s.streams.Load(c); ok { // stored by serveConn
+			ctx = context.WithValue(ctx, connStreamsKey{}, cs)
+		}
 		if connContext != nil {
 			ctx = connContext(ctx, c)
 		}
@@ -181,6 +179,11 @@ func (s *h3Server) Serve(udp net.PacketConn) error {
 
 func (s *h3Server) serveConn(conn *quic.Conn) {
 	defer s.served.Done()
+	// Stored before NewRawServerConn, whose ConnContext puts it in the
+	// connection's context, and gone with the connection however it ends.
+	streams := &connStreams{m: map[quic.StreamID]*quic.Stream{}}
+	s.streams.Store(conn, streams)
+	defer s.streams.Delete(conn)
 	hc, err := s.srv.NewRawServerConn(conn)
 	if err != nil {
 		conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeInternalError), "")
@@ -208,8 +211,6 @@ func (s *h3Server) serveConn(conn *quic.Conn) {
 			go hc.HandleUnidirectionalStream(str)
 		}
 	}()
-	streams := s.streamsOf(conn)
-	defer s.streams.Delete(conn)
 	var requests sync.WaitGroup
 	defer requests.Wait()
 	for {
