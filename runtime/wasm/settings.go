@@ -75,10 +75,10 @@ func (s Settings) Validate() error {
 	if s.Pool < 0 || s.Pool > maxPoolSize {
 		bad("pool", "pool must be 0..%d, got %d", maxPoolSize, s.Pool)
 	}
-	if s.MaxPool < 0 || s.MaxPool > maxPoolSize {
+	if pool := cmp.Or(s.Pool, DefaultPoolSize); s.MaxPool < 0 || s.MaxPool > maxPoolSize {
 		bad("max_pool", "max_pool must be 0..%d, got %d", maxPoolSize, s.MaxPool)
-	} else if s.MaxPool != 0 && s.MaxPool < cmp.Or(s.Pool, DefaultPoolSize) {
-		bad("max_pool", "max_pool %d is below pool %d", s.MaxPool, cmp.Or(s.Pool, DefaultPoolSize))
+	} else if s.MaxPool != 0 && s.MaxPool < pool {
+		bad("max_pool", "max_pool %d is below pool %d", s.MaxPool, pool)
 	}
 	if s.Memory != 0 && (s.Memory < pageSize || s.Memory > maxMemory) {
 		bad("memory", "memory must be 64KiB..4GiB, got %d bytes", s.Memory)
