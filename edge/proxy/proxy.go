@@ -284,7 +284,7 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 				}
 				return nil, &ClientBodyError{body.failed()}
 			}
-			if isConnectFailure(err) && attempt < t.svc.MaxRetries() && replayable(req, body) && t.svc.RetryAllowed() {
+			if isConnectFailure(err) && attempt < t.svc.MaxRetries() && idempotent(req.Method) && (body == nil || body.reopen()) && t.svc.RetryAllowed() {
 				skip = b
 				if x != nil {
 					x.Retries++
@@ -422,13 +422,12 @@ func isConnectFailure(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-// replayable requests are idempotent and have no body to re-send: none,
-// or one no attempt has read (a failed dial reads nothing), which it
-// readies for the next.
-func replayable(r *http.Request, body *clientBody) bool {
-	switch r.Method {
+// idempotent methods may be sent again after a connect failure, with
+// their body if no attempt read it (a failed dial reads nothing).
+func idempotent(method string) bool {
+	switch method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete, http.MethodTrace:
-		return body == nil || body.reopen()
+		return true
 	}
 	return false
 }
