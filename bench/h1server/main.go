@@ -47,6 +47,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,6 +76,8 @@ func main() {
 	dur := flag.Duration("d", 3*time.Second, "length of a round")
 	rounds := flag.Int("rounds", 3, "rounds per target")
 	out := flag.String("out", "../results/h1server.txt", "report file")
+	only := flag.String("only", "", "comma-separated targets to run (default all)")
+	profile := flag.String("cpuprofile", "", "write a CPU profile of the rounds to this file (use with -only one target)")
 	flag.Parse()
 
 	backend := freeAddr()
@@ -117,9 +120,27 @@ func main() {
 		})},
 	}
 
+	if *only != "" {
+		keep := strings.Split(*only, ",")
+		targets = slices.DeleteFunc(targets, func(t struct{ name, addr string }) bool { return !slices.Contains(keep, t.name) })
+		if len(targets) == 0 {
+			log.Fatalf("-only %s: no such target", *only)
+		}
+	}
+
 	start, loadStart := time.Now(), machine.LoadAvg()
 	for _, t := range targets { // warm up pools and code paths
 		round(t.addr, *conns, time.Second)
+	}
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	reqs, cpu := map[string][]float64{}, map[string][]float64{}
 	for range *rounds {
@@ -136,8 +157,8 @@ func main() {
 	fmt.Fprintf(&b, "command: cd bench/h1server && go run . -c %d -d %v -rounds %d\n", *conns, *dur, *rounds)
 	fmt.Fprintf(&b, "load average at start %s, at end %s (the cores are shared: req/s is noise, CPU per request is the figure)\n", loadStart, machine.LoadAvg())
 	fmt.Fprintf(&b, "wrk -t1 -c%d over TLS keep-alive HTTP/1.1; backend (64-byte body) in a child process; CPU is this process's: the server's alone\n\n", *conns)
-	fmt.Fprintf(&b, "%-13s %9s %12s %10s   %s\n", "target", "req/s", "CPU us/req", "vs node", "CPU us/req per round")
-	base := median(cpu["node"])
+	fmt.Fprintf(&b, "%-13s %9s %12s %10s   %s\n", "target", "req/s", "CPU us/req", "vs first", "CPU us/req per round")
+	base := median(cpu[targets[0].name])
 	for _, t := range targets {
 		c := median(cpu[t.name])
 		fmt.Fprintf(&b, "%-13s %9.0f %12.1f %9.2fx   %s\n", t.name, median(reqs[t.name]), c, c/base, join(cpu[t.name]))
