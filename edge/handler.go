@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -81,6 +82,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case !admit(entry.gate, rec, r, start):
 	default:
 		stripOwnHeaders(r.Header)
+		dropHopByHop(r.Header)
 		if n.fleet.country != nil {
 			n.fleet.country.tag(r)
 		}
@@ -185,6 +187,34 @@ func stripOwnHeaders(h http.Header) {
 }
 
 const ownPrefix = "X-Perigee-"
+
+// dropHopByHop removes the fields the client's Connection header names,
+// which were meant for this hop alone, and leaves Connection naming at most
+// an upgrade. Left to the proxy, the names would also strip what the node
+// and the route's transforms set on the request (X-Perigee-Country, a
+// verified token's subject) from what the backend receives.
+func dropHopByHop(h http.Header) {
+	conn, ok := h["Connection"]
+	if !ok {
+		return
+	}
+	upgrade := false
+	for _, v := range conn {
+		for name := range strings.SplitSeq(v, ",") {
+			switch name = textproto.TrimString(name); {
+			case strings.EqualFold(name, "upgrade"):
+				upgrade = true
+			case name != "" && !strings.EqualFold(name, "close") && !strings.EqualFold(name, "keep-alive"):
+				h.Del(name)
+			}
+		}
+	}
+	if upgrade {
+		h["Connection"] = []string{"Upgrade"}
+	} else {
+		delete(h, "Connection")
+	}
+}
 
 // slowBody bounds each wait for the client's request body: a client that
 // stops sending fails the read (the proxy answers 408) rather than holding

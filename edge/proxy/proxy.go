@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -136,14 +137,30 @@ func (p *Proxy) Handler(svc *upstream.Service, tm Stream) http.Handler {
 	if rt := p.h2.of(svc.Protocol()); rt != nil {
 		base = &h2Stream{rt: rt, tm: route}
 	}
-	return &httputil.ReverseProxy{
+	return websocketOnly{&httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		Transport:      &balancing{svc: svc, base: base},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.fail,
 		BufferPool:     buffers{},
 		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}}
+}
+
+// websocketOnly lets WebSocket be the one protocol a client may switch
+// to. Any other upgrade leaves the backend's end of the tunnel in the
+// client's hands: after a switch to h2c, say, the client's next requests
+// go to the backend past the node's routes and transforms. The request
+// goes on without its Upgrade, as an ordinary one, and a backend that
+// switches unasked gets a 502 (ReverseProxy refuses a switch nobody asked
+// for).
+type websocketOnly struct{ next http.Handler }
+
+func (h websocketOnly) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if up, ok := r.Header["Upgrade"]; ok && (len(up) != 1 || !strings.EqualFold(strings.TrimSpace(up[0]), "websocket")) {
+		delete(r.Header, "Upgrade")
 	}
+	h.next.ServeHTTP(w, r)
 }
 
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
