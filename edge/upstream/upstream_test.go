@@ -8,11 +8,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"perigee/edge/discovery"
 	"perigee/units"
 )
 
@@ -441,5 +443,45 @@ func TestProtocolNeedsItsScheme(t *testing.T) {
 	c.SetDefaults()
 	if c.Protocol != HTTP1 {
 		t.Fatalf("default protocol %q", c.Protocol)
+	}
+}
+
+// A discovery answer may give every backend its own weight; the round
+// robin's cycle is then the sum of all weights long, and computing it took
+// a second (500,500 steps over 1,000 backends) under the service's lock at
+// every health change or ejection. The sequence is bounded; shares still
+// follow the weights.
+func TestRoundRobinRebuildIsBoundedWithManyWeights(t *testing.T) {
+	s, err := NewService("svc", Config{Balancer: RoundRobin}, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var eps []discovery.Endpoint
+	total := 0
+	for i := range 1000 {
+		eps = append(eps, discovery.Endpoint{URL: fmt.Sprintf("http://127.0.%d.%d:80", i/250, i%250+1), Weight: 1000 - i})
+		total += 1000 - i
+	}
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	s.SetDiscovered(eps)
+	runtime.ReadMemStats(&m1)
+	seq := *s.balancer.(*smoothRR).seq.Load()
+	alloc := m1.TotalAlloc - m0.TotalAlloc
+	t.Logf("sequence of %d picks, rebuild allocated %d KiB", len(seq), alloc>>10)
+	if len(seq) > maxSequence || alloc > 1<<20 {
+		t.Fatalf("sequence of %d picks (at most %d), %d KiB allocated for one rebuild", len(seq), maxSequence, alloc>>10)
+	}
+	got := map[string]int{}
+	for _, b := range seq {
+		got[b.Addr]++
+	}
+	for _, i := range []int{0, 100, 500} {
+		addr := fmt.Sprintf("127.0.%d.%d:80", i/250, i%250+1)
+		want := float64(len(seq)) * float64(1000-i) / float64(total)
+		if math.Abs(float64(got[addr])-want) > 1 {
+			t.Errorf("backend of weight %d: %d picks of %d, want %.1f", 1000-i, got[addr], len(seq), want)
+		}
 	}
 }
