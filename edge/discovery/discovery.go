@@ -118,10 +118,16 @@ type Endpoint struct {
 type Answer struct {
 	Endpoints []Endpoint
 	TTL       time.Duration
+	// Unresolved are SRV targets skipped because DNS says they have no
+	// address (NXDOMAIN, or no A/AAAA record).
+	Unresolved []string
 }
 
 // ErrEmpty is an answer with no records in it.
 var ErrEmpty = errors.New("empty answer")
+
+// errNoSuchName is an NXDOMAIN answer: the name does not exist.
+var errNoSuchName = errors.New("NXDOMAIN")
 
 // Resolver asks one DNS server, or the system's in turn.
 type Resolver struct {
@@ -190,14 +196,25 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 		ips, ok := targets[s.Target]
 		if !ok {
 			var hostTTL time.Duration
-			if ips, hostTTL, err = r.addrs(ctx, s.Target, msg.Extra); err != nil {
+			ips, hostTTL, err = r.addrs(ctx, s.Target, msg.Extra)
+			switch {
+			case errors.Is(err, ErrEmpty) || errors.Is(err, errNoSuchName):
+				// DNS says it has no address: one such target must not
+				// hold back or empty the others. A failed lookup is
+				// another matter: the answer would be short of a backend.
+				a.Unresolved = append(a.Unresolved, s.Target)
+			case err != nil:
 				return Answer{}, fmt.Errorf("SRV target %s: %w", s.Target, err)
+			default:
+				ttl = min(ttl, hostTTL)
 			}
 			targets[s.Target] = ips
-			ttl = min(ttl, hostTTL)
 		}
 		weight := min(max(int(s.Weight), 1), 1000)
 		a.Endpoints = endpoints(ips, int(s.Port), weight, c.Scheme, a.Endpoints, seen)
+	}
+	if len(a.Endpoints) == 0 {
+		return Answer{}, fmt.Errorf("no SRV target has an address (%s): %w", strings.Join(a.Unresolved, ", "), ErrEmpty)
 	}
 	a.TTL = max(ttl, 0)
 	return sorted(a), nil
@@ -268,8 +285,9 @@ func minTTL(cur time.Duration, ttl uint32) time.Duration {
 	return cur
 }
 
-// query asks each server in turn; over TCP when the UDP answer was cut.
-// NXDOMAIN and SERVFAIL are errors; NOERROR with nothing is ErrEmpty.
+// query asks each server in turn, until one answers; over TCP when the
+// UDP answer was cut. NXDOMAIN (errNoSuchName) and SERVFAIL are errors;
+// NOERROR with nothing is ErrEmpty.
 func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
 	m := new(dns.Msg)
 	m.SetQuestion(dns.Fqdn(name), qtype)
@@ -290,6 +308,8 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*dns.M
 				return nil, ErrEmpty
 			}
 			return in, nil
+		case dns.RcodeNameError: // an answer like NOERROR's, not a failure to try elsewhere
+			return nil, fmt.Errorf("%s: %s %w", server, name, errNoSuchName)
 		default:
 			errs = append(errs, fmt.Errorf("%s: %s %s", server, name, dns.RcodeToString[in.Rcode]))
 		}
@@ -313,6 +333,7 @@ type Status struct {
 	Failures    uint64    `json:"failures"`               // resolutions that failed, since start
 	StaleSince  time.Time `json:"stale_since,omitzero"`   // failing or empty since then, keeping the last good set
 	KeptEmpty   bool      `json:"kept_empty,omitempty"`   // the answer is empty; the last good set is kept
+	Unresolved  []string  `json:"unresolved,omitempty"`   // SRV targets of the last answer with no address
 	Endpoints   int       `json:"endpoints"`
 	NextResolve time.Time `json:"next_resolve,omitzero"`
 }
@@ -372,6 +393,10 @@ func (w *Watcher) step(ctx context.Context, now time.Time) time.Duration {
 	case err == nil:
 		wait = min(max(a.TTL, MinInterval), wait)
 		st.Resolved, st.Error, st.StaleSince, st.KeptEmpty = now, "", time.Time{}, false
+		if !slices.Equal(a.Unresolved, st.Unresolved) && len(a.Unresolved) > 0 {
+			w.log.Warn("discovery skipped SRV targets without an address", "targets", a.Unresolved)
+		}
+		st.Unresolved = a.Unresolved
 		w.set(a.Endpoints)
 	case errors.Is(err, ErrEmpty) && len(w.last) > 0:
 		st.KeptEmpty = true

@@ -182,3 +182,34 @@ func TestSilentResolverIsBoundedInTime(t *testing.T) {
 		t.Fatalf("a silent server held the resolution %v, past twice its bound", took)
 	}
 }
+
+// One SRV target that has no addresses (a pod whose A record went first,
+// a typo in the zone) is skipped: it neither fails the whole answer, which
+// kept the last set forever so no backend could join, nor empties it,
+// which after empty_grace took every good target away with it.
+func TestSRVTargetWithoutAddressesIsSkipped(t *testing.T) {
+	b, gone, bare := "b."+dnstest.Domain, "gone."+dnstest.Domain, "bare."+dnstest.Domain
+	srv := dnstest.Start(t, []dnstest.SRV{
+		{Name: api, Target: b, Port: 9001, Weight: 1},
+		{Name: api, Target: gone, Port: 9002, Weight: 1}, // NXDOMAIN
+	}, host)
+	want := "[{http://127.0.0.1:9001 1}]"
+	a, err := resolve(t, cfg(srv, api, 0))
+	if err != nil || fmt.Sprint(a.Endpoints) != want || fmt.Sprint(a.Unresolved) != "["+gone+".]" {
+		t.Fatalf("NXDOMAIN target: %v unresolved %v, %v; want %s", a.Endpoints, a.Unresolved, err, want)
+	}
+	// A name that exists with no A or AAAA record (here only a TXT one).
+	srv.Restart([]dnstest.SRV{
+		{Name: api, Target: b, Port: 9001, Weight: 1},
+		{Name: api, Target: bare, Port: 9003, Weight: 1},
+	}, append(host, dnstest.Host{Name: bare, TXT: "no address"}))
+	a, err = resolve(t, cfg(srv, api, 0))
+	if err != nil || fmt.Sprint(a.Endpoints) != want {
+		t.Fatalf("target without addresses: %v, %v; want %s", a.Endpoints, err, want)
+	}
+	// With no target left the answer is empty, which empty_grace guards.
+	srv.Restart([]dnstest.SRV{{Name: api, Target: gone, Port: 9002, Weight: 1}}, host)
+	if _, err := resolve(t, cfg(srv, api, 0)); !errors.Is(err, ErrEmpty) {
+		t.Fatalf("no target resolves: %v, want ErrEmpty", err)
+	}
+}
