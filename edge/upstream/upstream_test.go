@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -483,5 +484,83 @@ func TestRoundRobinRebuildIsBoundedWithManyWeights(t *testing.T) {
 		if math.Abs(float64(got[addr])-want) > 1 {
 			t.Errorf("backend of weight %d: %d picks of %d, want %.1f", 1000-i, got[addr], len(seq), want)
 		}
+	}
+}
+
+// silentBackend accepts connections and reads what comes, answering
+// nothing: each probe to it runs to its timeout.
+func silentBackend(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }() // until the prober gives up
+		}
+	}()
+	return "http://" + l.Addr().String()
+}
+
+// Health checks ran one backend after another, each up to its timeout, so
+// a backend that never answers (or a thousand discovered ones) held back
+// every other backend's verdict: here a failing backend stayed in rotation
+// for the silent one's whole 30 s timeout, once per check it needed.
+func TestSilentBackendDoesNotHoldOthersHealthChecks(t *testing.T) {
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) }))
+	defer failing.Close()
+	timeout := 30 * time.Second
+	c := Config{
+		Balancer: RoundRobin,
+		Backends: []BackendConfig{{URL: silentBackend(t), Weight: 1}, {URL: failing.URL, Weight: 1}},
+		Health:   Health{Path: "/healthz", Interval: units.Duration(20 * time.Millisecond), Timeout: units.Duration(timeout), Rise: 2, Fall: 2},
+	}
+	s, err := NewService("svc", c, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start(failing.Client())
+	defer s.Close()
+	down := func() bool { return !s.Backends()[1].checkUp.Load() }
+	// A third of the silent backend's timeout: the verdict must not wait for it.
+	for deadline := time.Now().Add(timeout / 3); !down(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the failing backend is still up after %v: the silent one's checks held it", timeout/3)
+		}
+	}
+}
+
+// A health check answered with a redirect is judged by that answer (3xx
+// passes); following it sent the node's checker wherever a backend said,
+// such as the admin API or a metadata service.
+func TestHealthChecksDoNotFollowRedirects(t *testing.T) {
+	var trapped, probed atomic.Int32
+	trap := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { trapped.Add(1) }))
+	defer trap.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		probed.Add(1)
+		http.Redirect(w, r, trap.URL+"/latest/meta-data/", http.StatusFound)
+	}))
+	defer srv.Close()
+	c := Config{
+		Balancer: RoundRobin,
+		Backends: []BackendConfig{{URL: srv.URL, Weight: 1}},
+		Health:   Health{Path: "/healthz", Interval: units.Duration(20 * time.Millisecond), Timeout: units.Duration(time.Second), Rise: 1, Fall: 1},
+	}
+	s, err := NewService("svc", c, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start(srv.Client())
+	defer s.Close()
+	waitFor(t, "two probes", func() bool { return probed.Load() >= 2 })
+	if n := trapped.Load(); n > 0 || len(s.Healthy()) != 1 {
+		t.Fatalf("the checker followed the redirect %d times; healthy %d, want 1 (a 3xx passes)", n, len(s.Healthy()))
 	}
 }
