@@ -245,6 +245,16 @@ func sorted(a Answer) Answer {
 func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR) ([]net.IP, time.Duration, error) {
 	ttl := time.Duration(-1)
 	var ips []net.IP
+	var refused []string
+	add := func(ip net.IP, hdr *dns.RR_Header) {
+		// The unspecified address dials this host, the node's own
+		// listeners among them: a proxy loop. No backend is multicast.
+		if ip.IsUnspecified() || ip.IsMulticast() || ip.Equal(net.IPv4bcast) {
+			refused = append(refused, ip.String())
+			return
+		}
+		ips, ttl = append(ips, ip), minTTL(ttl, hdr.Ttl)
+	}
 	collect := func(rrs []dns.RR, onlyName bool) {
 		for _, rr := range rrs {
 			if onlyName && !strings.EqualFold(rr.Header().Name, dns.Fqdn(name)) {
@@ -252,14 +262,14 @@ func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR) ([]ne
 			}
 			switch v := rr.(type) {
 			case *dns.A:
-				ips, ttl = append(ips, v.A), minTTL(ttl, v.Hdr.Ttl)
+				add(v.A, &v.Hdr)
 			case *dns.AAAA:
-				ips, ttl = append(ips, v.AAAA), minTTL(ttl, v.Hdr.Ttl)
+				add(v.AAAA, &v.Hdr)
 			}
 		}
 	}
 	collect(extra, true)
-	if len(ips) == 0 {
+	if len(ips) == 0 && len(refused) == 0 {
 		for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
 			msg, err := r.query(ctx, name, t)
 			if errors.Is(err, ErrEmpty) {
@@ -270,6 +280,9 @@ func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR) ([]ne
 			}
 			collect(msg.Answer, false) // after any CNAME chain
 		}
+	}
+	if len(ips) == 0 && len(refused) > 0 {
+		return nil, 0, fmt.Errorf("%s has only addresses no backend can have (%s): %w", name, strings.Join(refused, ", "), ErrEmpty)
 	}
 	if len(ips) == 0 {
 		return nil, 0, ErrEmpty
@@ -402,7 +415,7 @@ func (w *Watcher) step(ctx context.Context, now time.Time) time.Duration {
 		st.KeptEmpty = true
 		if st.StaleSince.IsZero() {
 			st.StaleSince = now
-			w.log.Warn("discovery answered empty; keeping the last good set", "kept", len(w.last), "for", w.cfg.EmptyGrace.D())
+			w.log.Warn("discovery answered empty; keeping the last good set", "err", err, "kept", len(w.last), "for", w.cfg.EmptyGrace.D())
 		}
 		if now.Sub(st.StaleSince) >= w.cfg.EmptyGrace.D() {
 			w.log.Warn("discovery still empty past empty_grace; the set is now empty")

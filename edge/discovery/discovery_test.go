@@ -213,3 +213,23 @@ func TestSRVTargetWithoutAddressesIsSkipped(t *testing.T) {
 		t.Fatalf("no target resolves: %v, want ErrEmpty", err)
 	}
 }
+
+// An address no backend can have is left out of the set: the unspecified
+// address, which a dial takes to mean this host (and so the node's own
+// listeners, a proxy loop), and multicast or broadcast ones.
+func TestAddressesNoBackendCanHaveAreSkipped(t *testing.T) {
+	name := "mixed." + dnstest.Domain
+	srv := dnstest.Start(t, nil, []dnstest.Host{
+		{Name: name, IP: "127.0.0.1"}, {Name: name, IP: "0.0.0.0"}, {Name: name, IP: "::"},
+		{Name: name, IP: "224.0.0.1"}, {Name: name, IP: "ff02::1"}, {Name: name, IP: "255.255.255.255"},
+	})
+	a, err := resolve(t, cfg(srv, name, 8080))
+	if err != nil || fmt.Sprint(a.Endpoints) != "[{http://127.0.0.1:8080 1}]" {
+		t.Fatalf("endpoints %v, %v; want only 127.0.0.1", a.Endpoints, err)
+	}
+	// Only such addresses: an empty answer, which empty_grace guards.
+	srv.Restart(nil, []dnstest.Host{{Name: name, IP: "0.0.0.0"}})
+	if a, err := resolve(t, cfg(srv, name, 8080)); !errors.Is(err, ErrEmpty) {
+		t.Fatalf("only 0.0.0.0: %v, %v; want ErrEmpty", a.Endpoints, err)
+	}
+}
