@@ -246,8 +246,23 @@ func (s *Service) Done(b *Backend, took time.Duration, failed bool) {
 	b.observe(max(took, failurePenalty), now)
 	b.failures.Add(1)
 	o := s.cfg.Outlier
-	if o.ConsecutiveFailures > 0 && int(b.consecFails.Add(1)) >= o.ConsecutiveFailures {
+	if o.ConsecutiveFailures > 0 && b.failedInARow(int32(o.ConsecutiveFailures)) {
 		s.ejectForOutlier(b, now)
+	}
+}
+
+// failedInARow counts one more failure in a row and reports whether there
+// are now at least n. The count stops at n: a backend that may not be
+// ejected (max_ejected_percent) fails on, and an int32 would overflow.
+func (b *Backend) failedInARow(n int32) bool {
+	for {
+		c := b.consecFails.Load()
+		if c >= n {
+			return true
+		}
+		if b.consecFails.CompareAndSwap(c, c+1) {
+			return c+1 >= n
+		}
 	}
 }
 

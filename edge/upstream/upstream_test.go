@@ -564,3 +564,31 @@ func TestHealthChecksDoNotFollowRedirects(t *testing.T) {
 		t.Fatalf("the checker followed the redirect %d times; healthy %d, want 1 (a 3xx passes)", n, len(s.Healthy()))
 	}
 }
+
+// While max_ejected_percent keeps a failing backend in (here its peer is
+// ejected), its failures in a row went on counting in an int32: past 2^31
+// the count went negative, and the backend could not be ejected again for
+// as many failures more. The count stops at the threshold.
+func TestFailuresInARowDoNotOverflow(t *testing.T) {
+	s := service(t, RoundRobin, 1, 1)
+	a, b := s.Backends()[0], s.Backends()[1]
+	for range 3 {
+		s.Done(a, 0, true)
+	}
+	if a.Healthy(time.Now()) {
+		t.Fatal("a is not ejected")
+	}
+	// b fails while a's ejection holds it in; 2^31 failures are too many
+	// for a test, so the count starts near where they would have left it.
+	b.consecFails.Store(math.MaxInt32 - 10)
+	for range 20 {
+		s.Done(b, 0, true)
+	}
+	if err := s.Restore(a.Addr); err != nil {
+		t.Fatal(err)
+	}
+	s.Done(b, 0, true)
+	if b.Healthy(time.Now()) {
+		t.Fatalf("b, failing in a row, is not ejected once it may be (count %d)", b.consecFails.Load())
+	}
+}
