@@ -184,6 +184,9 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 	if len(srvs) == 0 {
 		return Answer{}, ErrEmpty
 	}
+	// Heaviest first, so that of two records for one target and port the
+	// larger weight counts, whatever order a server rotates them in.
+	slices.SortStableFunc(srvs, func(a, b *dns.SRV) int { return int(b.Weight) - int(a.Weight) })
 	// RFC 2782: the lowest priority is the one in use; weights share it.
 	best := slices.MinFunc(srvs, func(a, b *dns.SRV) int { return int(a.Priority) - int(b.Priority) }).Priority
 	var a Answer

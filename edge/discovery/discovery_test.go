@@ -233,3 +233,22 @@ func TestAddressesNoBackendCanHaveAreSkipped(t *testing.T) {
 		t.Fatalf("only 0.0.0.0: %v, %v; want ErrEmpty", a.Endpoints, err)
 	}
 }
+
+// Two SRV records for one target and port with different weights gave
+// the endpoint the weight of whichever came first, and dnsmasq rotates
+// its records: the weight flapped between answers, each flap a changed
+// set (a rebuild, and a policy's weight overwritten). The largest wins.
+func TestDuplicateSRVRecordsGiveOneStableWeight(t *testing.T) {
+	b := "b." + dnstest.Domain
+	srv := dnstest.Start(t, []dnstest.SRV{
+		{Name: api, Target: b, Port: 9001, Weight: 10},
+		{Name: api, Target: b, Port: 9001, Weight: 30},
+		{Name: api, Target: b, Port: 9002, Weight: 20},
+	}, host)
+	for range 8 {
+		a, err := resolve(t, cfg(srv, api, 0))
+		if got := fmt.Sprint(a.Endpoints); err != nil || got != "[{http://127.0.0.1:9001 30} {http://127.0.0.1:9002 20}]" {
+			t.Fatalf("endpoints %s, %v; want the larger weight, 30, for 9001 every time", got, err)
+		}
+	}
+}
