@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -202,6 +203,15 @@ type ringHash struct {
 	key  HashKey
 	ring atomic.Pointer[[]ringPoint]
 	any  atomic.Bool // the pool is every backend (all healthy, or panic)
+	// over is what the ring was built from, each backend with its weight:
+	// a change of health alone leaves the ring as it is. Only rebuild,
+	// under the service's lock, touches it.
+	over []ringMember
+}
+
+type ringMember struct {
+	b      *Backend
+	weight int
 }
 
 type ringPoint struct {
@@ -221,6 +231,14 @@ const maxRingPoints = 100_000
 
 func (h *ringHash) rebuild(all, pool []*Backend) {
 	h.any.Store(len(pool) == len(all))
+	over := make([]ringMember, len(all))
+	for i, b := range all {
+		over[i] = ringMember{b, b.Weight()}
+	}
+	if h.ring.Load() != nil && slices.Equal(over, h.over) {
+		return // the same backends and weights: the same ring
+	}
+	h.over = over
 	total := 0
 	for _, b := range all {
 		total += b.Weight()

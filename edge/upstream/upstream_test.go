@@ -592,3 +592,31 @@ func TestFailuresInARowDoNotOverflow(t *testing.T) {
 		t.Fatalf("b, failing in a row, is not ejected once it may be (count %d)", b.consecFails.Load())
 	}
 }
+
+// The hash ring is built over every backend by weight, healthy or not,
+// yet each health change or ejection rebuilt it: 100,000 points hashed
+// and sorted (1.6 MiB, tens of milliseconds) under the service's lock,
+// as often as backends flap. A change of health alone keeps the ring.
+func TestHealthChangeKeepsTheHashRing(t *testing.T) {
+	s := service(t, Hash, 1000, 1000, 1000, 1000)
+	ring := s.balancer.(*ringHash).ring.Load()
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	for i := range 10 {
+		s.Backends()[i%4].checkUp.Store(i%2 == 1)
+		s.refresh()
+	}
+	runtime.ReadMemStats(&m1)
+	alloc := m1.TotalAlloc - m0.TotalAlloc
+	t.Logf("10 health changes over a ring of %d points allocated %d KiB", len(*ring), alloc>>10)
+	if s.balancer.(*ringHash).ring.Load() != ring || alloc > 64<<10 {
+		t.Fatalf("health changes rebuilt the ring: %d KiB allocated", alloc>>10)
+	}
+	if err := s.SetWeight(s.Backends()[0].Addr, 10); err != nil {
+		t.Fatal(err)
+	}
+	if s.balancer.(*ringHash).ring.Load() == ring {
+		t.Fatal("a weight change kept the old ring")
+	}
+}
