@@ -620,3 +620,34 @@ func TestHealthChangeKeepsTheHashRing(t *testing.T) {
 		t.Fatal("a weight change kept the old ring")
 	}
 }
+
+// Backends are told apart by address (host:port) everywhere but where
+// they were made: policies, the actuator and the metrics name them by
+// it. Two with one address (a URL with and without its trailing slash,
+// http and https, or a discovery answer naming a static backend's
+// address) became two series with the same labels, and the node's whole
+// /metrics answered 500; a policy could reach only the first.
+func TestBackendsHaveOneAddressEach(t *testing.T) {
+	for _, urls := range [][]string{
+		{"http://127.0.0.1:9001", "http://127.0.0.1:9001/"},
+		{"http://127.0.0.1:9001", "https://127.0.0.1:9001"},
+	} {
+		c := Config{Backends: []BackendConfig{{URL: urls[0]}, {URL: urls[1]}}}
+		c.SetDefaults()
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "backends[1]") {
+			t.Errorf("%q: %v, want backends[1] refused for its address", urls, err)
+		}
+	}
+	s, err := NewService("svc", Config{Backends: []BackendConfig{{URL: "http://127.0.0.1:9001/", Weight: 1}}}, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetDiscovered([]discovery.Endpoint{{URL: "http://127.0.0.1:9001", Weight: 1}, {URL: "http://127.0.0.1:9002", Weight: 1}})
+	var addrs []string
+	for _, b := range s.Backends() {
+		addrs = append(addrs, b.Addr+" "+b.Source)
+	}
+	if fmt.Sprint(addrs) != "[127.0.0.1:9001 static 127.0.0.1:9002 discovery]" {
+		t.Fatalf("backends %q, want the static one and the new address", addrs)
+	}
+}
