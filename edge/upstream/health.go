@@ -40,7 +40,7 @@ func (s *Service) checkLoop(ctx context.Context, client *http.Client) {
 			running.Add(1)
 			go func() {
 				defer running.Done()
-				ok := probe(ctx, &c, b.URL.String()+h.Path, h.Timeout.D())
+				ok := probe(ctx, &c, b.URL.Scheme+"://"+b.Addr+h.Path, h.Timeout.D())
 				if ctx.Err() != nil {
 					return
 				}

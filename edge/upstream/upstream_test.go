@@ -651,3 +651,34 @@ func TestBackendsHaveOneAddressEach(t *testing.T) {
 		t.Fatalf("backends %q, want the static one and the new address", addrs)
 	}
 }
+
+// A backend URL may end in a slash; its checks went to "//healthz", which
+// a backend that does not merge slashes answers 404: a healthy backend
+// marked down.
+func TestHealthPathOfABackendURLWithASlash(t *testing.T) {
+	paths := make(chan string, 100)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case paths <- r.URL.Path:
+		default:
+		}
+		if r.URL.Path != "/healthz" {
+			w.WriteHeader(404)
+		}
+	}))
+	defer srv.Close()
+	c := Config{
+		Balancer: RoundRobin,
+		Backends: []BackendConfig{{URL: srv.URL + "/", Weight: 1}},
+		Health:   Health{Path: "/healthz", Interval: units.Duration(20 * time.Millisecond), Timeout: units.Duration(time.Second), Rise: 1, Fall: 1},
+	}
+	s, err := NewService("svc", c, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start(srv.Client())
+	defer s.Close()
+	if p := <-paths; p != "/healthz" {
+		t.Fatalf("checked %q, want /healthz", p)
+	}
+}
