@@ -92,8 +92,9 @@ func (c Config) Validate() error {
 		bad("scheme", "discovery scheme must be http or https, got %q", c.Scheme)
 	}
 	if c.Resolver != "" {
-		if _, port, err := net.SplitHostPort(c.Resolver); err != nil || port == "" {
-			bad("resolver", "discovery resolver must be host:port, got %q", c.Resolver)
+		_, port, err := net.SplitHostPort(c.Resolver)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
+			bad("resolver", "discovery resolver must be host:port, port 1..65535, got %q", c.Resolver)
 		}
 	}
 	if c.Interval.D() < MinInterval || c.Interval.D() > time.Hour {

@@ -146,6 +146,8 @@ func TestValidate(t *testing.T) {
 		{DNS: "b.example", Port: 0},
 		{DNS: "_a._tcp.example", Port: 80},
 		{DNS: "b.example", Port: 80, Resolver: "nohost"},
+		{DNS: "b.example", Port: 80, Resolver: "127.0.0.1:dns"},
+		{DNS: "b.example", Port: 80, Resolver: "127.0.0.1:0"},
 		{DNS: "b.example", Port: 80, Interval: units.Duration(time.Millisecond)},
 		{DNS: "b.example", Port: 80, Scheme: "ftp"},
 		{Port: 80},
