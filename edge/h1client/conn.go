@@ -388,8 +388,9 @@ type pool struct {
 	mu      sync.Mutex
 	idle    []*conn // by idleSince, so the expired ones lead
 	sweep   *time.Timer
-	armed   bool // sweep will run
-	dropped bool // no longer the Transport's pool for addr
+	armed   bool      // sweep will run
+	used    time.Time // when a connection was last pooled
+	dropped bool      // no longer the Transport's pool for addr
 }
 
 func (t *Transport) pool(addr string) *pool {
@@ -402,11 +403,13 @@ func (t *Transport) pool(addr string) *pool {
 	if p := old[addr]; p != nil {
 		return p
 	}
-	// A pool with nothing idle goes rather than stay for every address
-	// ever used: discovery may name new ones at each answer.
+	// A pool unused for IdleTimeout, with nothing idle, goes rather than
+	// stay for every address ever used: discovery may name new ones at
+	// each answer.
+	now := time.Now()
 	m := make(map[string]*pool, len(old)+1)
 	for k, v := range old {
-		if v.keep() {
+		if v.keep(now) {
 			m[k] = v
 		}
 	}
@@ -442,12 +445,12 @@ func (p *pool) pop() *conn {
 	return c
 }
 
-// keep reports whether p holds idle connections, and marks it dropped
-// if not.
-func (p *pool) keep() bool {
+// keep reports whether p holds idle connections or pooled one within
+// IdleTimeout, and marks it dropped if not.
+func (p *pool) keep(now time.Time) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.dropped = len(p.idle) == 0
+	p.dropped = len(p.idle) == 0 && now.Sub(p.used) >= p.t.opts.IdleTimeout
 	return !p.dropped
 }
 
@@ -475,6 +478,7 @@ func (p *pool) add(c *conn) bool {
 		return true
 	}
 	c.idleSince = time.Now() // under p.mu, so that idle stays in order
+	p.used = c.idleSince
 	p.idle = append(p.idle, c)
 	if !p.armed {
 		p.arm(p.t.opts.IdleTimeout)

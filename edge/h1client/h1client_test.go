@@ -743,17 +743,22 @@ func TestPoolsOfAddressesGoneAreDropped(t *testing.T) {
 	if n := live.opened.Load(); n != 1 {
 		t.Fatalf("the live backend's idle connection was lost with the other pools: %d connections", n)
 	}
-	// A connection in use when its pool was dropped goes to the new one.
-	resp, err := tr.RoundTrip(get(t, live.URL))
+	// A connection in use when its pool was dropped (it never held an
+	// idle one yet) goes to the new one.
+	fresh := newTransport(t, Options{ConnectTimeout: time.Second}, nil)
+	resp, err := fresh.RoundTrip(get(t, live.URL))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tr.RoundTrip(get(t, "http://127.1.255.1:1/")); err == nil {
+	if _, err := fresh.RoundTrip(get(t, "http://127.1.255.1:1/")); err == nil {
 		t.Fatal("a refused address answered")
+	}
+	if _, ok := (*fresh.pools.Load())[hostPort(resp.Request.URL)]; ok {
+		t.Fatal("the pool in use, which never held an idle connection, was kept")
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	if _, body := do(t, tr, get(t, live.URL)); body != "ok" || live.opened.Load() != 1 {
-		t.Fatalf("body %q over %d connections, want 1", body, live.opened.Load())
+	if _, body := do(t, fresh, get(t, live.URL)); body != "ok" || live.opened.Load() != 2 {
+		t.Fatalf("body %q over %d connections in all, want 2", body, live.opened.Load())
 	}
 }
