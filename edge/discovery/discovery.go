@@ -346,7 +346,7 @@ func (r *Resolver) exchange(ctx context.Context, m *dns.Msg, server, network str
 type Status struct {
 	Name        string    `json:"name"`
 	Resolved    time.Time `json:"last_resolved,omitzero"` // the last good answer
-	Error       string    `json:"last_error,omitempty"`   // the last failure, cleared by a good answer
+	Error       string    `json:"last_error,omitempty"`   // the last failure, or why the answer is empty; cleared by a good answer
 	Failures    uint64    `json:"failures"`               // resolutions that failed, since start
 	StaleSince  time.Time `json:"stale_since,omitzero"`   // failing or empty since then, keeping the last good set
 	KeptEmpty   bool      `json:"kept_empty,omitempty"`   // the answer is empty; the last good set is kept
@@ -416,7 +416,7 @@ func (w *Watcher) step(ctx context.Context, now time.Time) time.Duration {
 		st.Unresolved = a.Unresolved
 		w.set(a.Endpoints)
 	case errors.Is(err, ErrEmpty) && len(w.last) > 0:
-		st.KeptEmpty = true
+		st.KeptEmpty, st.Error = true, emptyWhy(err)
 		if st.StaleSince.IsZero() {
 			st.StaleSince = now
 			w.log.Warn("discovery answered empty; keeping the last good set", "err", err, "kept", len(w.last), "for", w.cfg.EmptyGrace.D())
@@ -428,7 +428,7 @@ func (w *Watcher) step(ctx context.Context, now time.Time) time.Duration {
 		}
 		wait = min(wait, max(w.cfg.EmptyGrace.D()-now.Sub(st.StaleSince), MinInterval))
 	case errors.Is(err, ErrEmpty):
-		st.Resolved, st.Error = now, ""
+		st.Resolved, st.Error = now, emptyWhy(err)
 		w.set(nil)
 	default:
 		st.Failures++
@@ -440,6 +440,15 @@ func (w *Watcher) step(ctx context.Context, now time.Time) time.Duration {
 	}
 	st.NextResolve = now.Add(wait)
 	return wait
+}
+
+// emptyWhy is what an empty answer says of why it is empty, if more
+// than that it is: every address refused, or every SRV target without one.
+func emptyWhy(err error) string {
+	if err == ErrEmpty {
+		return ""
+	}
+	return err.Error()
 }
 
 func (w *Watcher) set(eps []Endpoint) {

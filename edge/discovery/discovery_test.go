@@ -254,3 +254,19 @@ func TestDuplicateSRVRecordsGiveOneStableWeight(t *testing.T) {
 		}
 	}
 }
+
+// An answer that is empty for a reason (every address refused, every SRV
+// target without one) says so in the status, not as a bare empty set.
+func TestEmptyForAReasonSaysWhy(t *testing.T) {
+	name := "zero." + dnstest.Domain
+	srv := dnstest.Start(t, nil, []dnstest.Host{{Name: name, IP: "0.0.0.0"}})
+	var rec recorder
+	w, err := NewWatcher(cfg(srv, name, 8080), nil, rec.apply, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.step(context.Background(), time.Now())
+	if st := w.Status(); !strings.Contains(st.Error, "0.0.0.0") {
+		t.Fatalf("status %+v does not say why the set is empty", st)
+	}
+}
