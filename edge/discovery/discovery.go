@@ -49,6 +49,13 @@ func (c Config) Enabled() bool { return c.DNS != "" }
 // SRV reports whether the name is looked up as SRV records.
 func (c Config) SRV() bool { return strings.HasPrefix(c.DNS, "_") }
 
+// SameEndpoints reports whether o names the same endpoints as c: the
+// same records, port and scheme, however either is tuned (interval,
+// timeout, grace, resolver).
+func (c Config) SameEndpoints(o Config) bool {
+	return strings.EqualFold(dns.Fqdn(c.DNS), dns.Fqdn(o.DNS)) && c.Port == o.Port && c.Scheme == o.Scheme
+}
+
 // SetDefaults fills what the config leaves out.
 func (c *Config) SetDefaults() {
 	if !c.Enabled() {
