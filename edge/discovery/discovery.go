@@ -49,6 +49,13 @@ func (c Config) Enabled() bool { return c.DNS != "" }
 // SRV reports whether the name is looked up as SRV records.
 func (c Config) SRV() bool { return strings.HasPrefix(c.DNS, "_") }
 
+// SameEndpoints reports whether o names the same endpoints as c: the
+// same records, port and scheme, however either is tuned (interval,
+// timeout, grace, resolver).
+func (c Config) SameEndpoints(o Config) bool {
+	return strings.EqualFold(dns.Fqdn(c.DNS), dns.Fqdn(o.DNS)) && c.Port == o.Port && c.Scheme == o.Scheme
+}
+
 // SetDefaults fills what the config leaves out.
 func (c *Config) SetDefaults() {
 	if !c.Enabled() {
@@ -92,8 +99,9 @@ func (c Config) Validate() error {
 		bad("scheme", "discovery scheme must be http or https, got %q", c.Scheme)
 	}
 	if c.Resolver != "" {
-		if _, port, err := net.SplitHostPort(c.Resolver); err != nil || port == "" {
-			bad("resolver", "discovery resolver must be host:port, got %q", c.Resolver)
+		_, port, err := net.SplitHostPort(c.Resolver)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
+			bad("resolver", "discovery resolver must be host:port, port 1..65535, got %q", c.Resolver)
 		}
 	}
 	if c.Interval.D() < MinInterval || c.Interval.D() > time.Hour {
@@ -118,10 +126,16 @@ type Endpoint struct {
 type Answer struct {
 	Endpoints []Endpoint
 	TTL       time.Duration
+	// Unresolved are SRV targets skipped because DNS says they have no
+	// address (NXDOMAIN, or no A/AAAA record).
+	Unresolved []string
 }
 
 // ErrEmpty is an answer with no records in it.
 var ErrEmpty = errors.New("empty answer")
+
+// errNoSuchName is an NXDOMAIN answer: the name does not exist.
+var errNoSuchName = errors.New("NXDOMAIN")
 
 // Resolver asks one DNS server, or the system's in turn.
 type Resolver struct {
@@ -178,6 +192,9 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 	if len(srvs) == 0 {
 		return Answer{}, ErrEmpty
 	}
+	// Heaviest first, so that of two records for one target and port the
+	// larger weight counts, whatever order a server rotates them in.
+	slices.SortStableFunc(srvs, func(a, b *dns.SRV) int { return int(b.Weight) - int(a.Weight) })
 	// RFC 2782: the lowest priority is the one in use; weights share it.
 	best := slices.MinFunc(srvs, func(a, b *dns.SRV) int { return int(a.Priority) - int(b.Priority) }).Priority
 	var a Answer
@@ -190,14 +207,25 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 		ips, ok := targets[s.Target]
 		if !ok {
 			var hostTTL time.Duration
-			if ips, hostTTL, err = r.addrs(ctx, s.Target, msg.Extra); err != nil {
+			ips, hostTTL, err = r.addrs(ctx, s.Target, msg.Extra)
+			switch {
+			case errors.Is(err, ErrEmpty) || errors.Is(err, errNoSuchName):
+				// DNS says it has no address: one such target must not
+				// hold back or empty the others. A failed lookup is
+				// another matter: the answer would be short of a backend.
+				a.Unresolved = append(a.Unresolved, s.Target)
+			case err != nil:
 				return Answer{}, fmt.Errorf("SRV target %s: %w", s.Target, err)
+			default:
+				ttl = min(ttl, hostTTL)
 			}
 			targets[s.Target] = ips
-			ttl = min(ttl, hostTTL)
 		}
 		weight := min(max(int(s.Weight), 1), 1000)
 		a.Endpoints = endpoints(ips, int(s.Port), weight, c.Scheme, a.Endpoints, seen)
+	}
+	if len(a.Endpoints) == 0 {
+		return Answer{}, fmt.Errorf("no SRV target has an address (%s): %w", strings.Join(a.Unresolved, ", "), ErrEmpty)
 	}
 	a.TTL = max(ttl, 0)
 	return sorted(a), nil
@@ -228,6 +256,16 @@ func sorted(a Answer) Answer {
 func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR) ([]net.IP, time.Duration, error) {
 	ttl := time.Duration(-1)
 	var ips []net.IP
+	var refused []string
+	add := func(ip net.IP, hdr *dns.RR_Header) {
+		// The unspecified address dials this host, the node's own
+		// listeners among them: a proxy loop. No backend is multicast.
+		if ip.IsUnspecified() || ip.IsMulticast() || ip.Equal(net.IPv4bcast) {
+			refused = append(refused, ip.String())
+			return
+		}
+		ips, ttl = append(ips, ip), minTTL(ttl, hdr.Ttl)
+	}
 	collect := func(rrs []dns.RR, onlyName bool) {
 		for _, rr := range rrs {
 			if onlyName && !strings.EqualFold(rr.Header().Name, dns.Fqdn(name)) {
@@ -235,14 +273,14 @@ func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR) ([]ne
 			}
 			switch v := rr.(type) {
 			case *dns.A:
-				ips, ttl = append(ips, v.A), minTTL(ttl, v.Hdr.Ttl)
+				add(v.A, &v.Hdr)
 			case *dns.AAAA:
-				ips, ttl = append(ips, v.AAAA), minTTL(ttl, v.Hdr.Ttl)
+				add(v.AAAA, &v.Hdr)
 			}
 		}
 	}
 	collect(extra, true)
-	if len(ips) == 0 {
+	if len(ips) == 0 && len(refused) == 0 {
 		for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
 			msg, err := r.query(ctx, name, t)
 			if errors.Is(err, ErrEmpty) {
@@ -253,6 +291,9 @@ func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR) ([]ne
 			}
 			collect(msg.Answer, false) // after any CNAME chain
 		}
+	}
+	if len(ips) == 0 && len(refused) > 0 {
+		return nil, 0, fmt.Errorf("%s has only addresses no backend can have (%s): %w", name, strings.Join(refused, ", "), ErrEmpty)
 	}
 	if len(ips) == 0 {
 		return nil, 0, ErrEmpty
@@ -268,8 +309,9 @@ func minTTL(cur time.Duration, ttl uint32) time.Duration {
 	return cur
 }
 
-// query asks each server in turn; over TCP when the UDP answer was cut.
-// NXDOMAIN and SERVFAIL are errors; NOERROR with nothing is ErrEmpty.
+// query asks each server in turn, until one answers; over TCP when the
+// UDP answer was cut. NXDOMAIN (errNoSuchName) and SERVFAIL are errors;
+// NOERROR with nothing is ErrEmpty.
 func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
 	m := new(dns.Msg)
 	m.SetQuestion(dns.Fqdn(name), qtype)
@@ -290,6 +332,8 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*dns.M
 				return nil, ErrEmpty
 			}
 			return in, nil
+		case dns.RcodeNameError: // an answer like NOERROR's, not a failure to try elsewhere
+			return nil, fmt.Errorf("%s: %s %w", server, name, errNoSuchName)
 		default:
 			errs = append(errs, fmt.Errorf("%s: %s %s", server, name, dns.RcodeToString[in.Rcode]))
 		}
@@ -309,10 +353,11 @@ func (r *Resolver) exchange(ctx context.Context, m *dns.Msg, server, network str
 type Status struct {
 	Name        string    `json:"name"`
 	Resolved    time.Time `json:"last_resolved,omitzero"` // the last good answer
-	Error       string    `json:"last_error,omitempty"`   // the last failure, cleared by a good answer
+	Error       string    `json:"last_error,omitempty"`   // the last failure, or why the answer is empty; cleared by a good answer
 	Failures    uint64    `json:"failures"`               // resolutions that failed, since start
 	StaleSince  time.Time `json:"stale_since,omitzero"`   // failing or empty since then, keeping the last good set
 	KeptEmpty   bool      `json:"kept_empty,omitempty"`   // the answer is empty; the last good set is kept
+	Unresolved  []string  `json:"unresolved,omitempty"`   // SRV targets of the last answer with no address
 	Endpoints   int       `json:"endpoints"`
 	NextResolve time.Time `json:"next_resolve,omitzero"`
 }
@@ -372,12 +417,16 @@ func (w *Watcher) step(ctx context.Context, now time.Time) time.Duration {
 	case err == nil:
 		wait = min(max(a.TTL, MinInterval), wait)
 		st.Resolved, st.Error, st.StaleSince, st.KeptEmpty = now, "", time.Time{}, false
+		if !slices.Equal(a.Unresolved, st.Unresolved) && len(a.Unresolved) > 0 {
+			w.log.Warn("discovery skipped SRV targets without an address", "targets", a.Unresolved)
+		}
+		st.Unresolved = a.Unresolved
 		w.set(a.Endpoints)
 	case errors.Is(err, ErrEmpty) && len(w.last) > 0:
-		st.KeptEmpty = true
+		st.KeptEmpty, st.Error = true, emptyWhy(err)
 		if st.StaleSince.IsZero() {
 			st.StaleSince = now
-			w.log.Warn("discovery answered empty; keeping the last good set", "kept", len(w.last), "for", w.cfg.EmptyGrace.D())
+			w.log.Warn("discovery answered empty; keeping the last good set", "err", err, "kept", len(w.last), "for", w.cfg.EmptyGrace.D())
 		}
 		if now.Sub(st.StaleSince) >= w.cfg.EmptyGrace.D() {
 			w.log.Warn("discovery still empty past empty_grace; the set is now empty")
@@ -386,7 +435,7 @@ func (w *Watcher) step(ctx context.Context, now time.Time) time.Duration {
 		}
 		wait = min(wait, max(w.cfg.EmptyGrace.D()-now.Sub(st.StaleSince), MinInterval))
 	case errors.Is(err, ErrEmpty):
-		st.Resolved, st.Error = now, ""
+		st.Resolved, st.Error = now, emptyWhy(err)
 		w.set(nil)
 	default:
 		st.Failures++
@@ -398,6 +447,15 @@ func (w *Watcher) step(ctx context.Context, now time.Time) time.Duration {
 	}
 	st.NextResolve = now.Add(wait)
 	return wait
+}
+
+// emptyWhy is what an empty answer says of why it is empty, if more
+// than that it is: every address refused, or every SRV target without one.
+func emptyWhy(err error) string {
+	if err == ErrEmpty {
+		return ""
+	}
+	return err.Error()
 }
 
 func (w *Watcher) set(eps []Endpoint) {

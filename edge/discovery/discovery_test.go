@@ -146,6 +146,8 @@ func TestValidate(t *testing.T) {
 		{DNS: "b.example", Port: 0},
 		{DNS: "_a._tcp.example", Port: 80},
 		{DNS: "b.example", Port: 80, Resolver: "nohost"},
+		{DNS: "b.example", Port: 80, Resolver: "127.0.0.1:dns"},
+		{DNS: "b.example", Port: 80, Resolver: "127.0.0.1:0"},
 		{DNS: "b.example", Port: 80, Interval: units.Duration(time.Millisecond)},
 		{DNS: "b.example", Port: 80, Scheme: "ftp"},
 		{Port: 80},
@@ -180,5 +182,91 @@ func TestSilentResolverIsBoundedInTime(t *testing.T) {
 	}
 	if limit := 2 * resolveQueries * c.Timeout.D(); took > limit {
 		t.Fatalf("a silent server held the resolution %v, past twice its bound", took)
+	}
+}
+
+// One SRV target that has no addresses (a pod whose A record went first,
+// a typo in the zone) is skipped: it neither fails the whole answer, which
+// kept the last set forever so no backend could join, nor empties it,
+// which after empty_grace took every good target away with it.
+func TestSRVTargetWithoutAddressesIsSkipped(t *testing.T) {
+	b, gone, bare := "b."+dnstest.Domain, "gone."+dnstest.Domain, "bare."+dnstest.Domain
+	srv := dnstest.Start(t, []dnstest.SRV{
+		{Name: api, Target: b, Port: 9001, Weight: 1},
+		{Name: api, Target: gone, Port: 9002, Weight: 1}, // NXDOMAIN
+	}, host)
+	want := "[{http://127.0.0.1:9001 1}]"
+	a, err := resolve(t, cfg(srv, api, 0))
+	if err != nil || fmt.Sprint(a.Endpoints) != want || fmt.Sprint(a.Unresolved) != "["+gone+".]" {
+		t.Fatalf("NXDOMAIN target: %v unresolved %v, %v; want %s", a.Endpoints, a.Unresolved, err, want)
+	}
+	// A name that exists with no A or AAAA record (here only a TXT one).
+	srv.Restart([]dnstest.SRV{
+		{Name: api, Target: b, Port: 9001, Weight: 1},
+		{Name: api, Target: bare, Port: 9003, Weight: 1},
+	}, append(host, dnstest.Host{Name: bare, TXT: "no address"}))
+	a, err = resolve(t, cfg(srv, api, 0))
+	if err != nil || fmt.Sprint(a.Endpoints) != want {
+		t.Fatalf("target without addresses: %v, %v; want %s", a.Endpoints, err, want)
+	}
+	// With no target left the answer is empty, which empty_grace guards.
+	srv.Restart([]dnstest.SRV{{Name: api, Target: gone, Port: 9002, Weight: 1}}, host)
+	if _, err := resolve(t, cfg(srv, api, 0)); !errors.Is(err, ErrEmpty) {
+		t.Fatalf("no target resolves: %v, want ErrEmpty", err)
+	}
+}
+
+// An address no backend can have is left out of the set: the unspecified
+// address, which a dial takes to mean this host (and so the node's own
+// listeners, a proxy loop), and multicast or broadcast ones.
+func TestAddressesNoBackendCanHaveAreSkipped(t *testing.T) {
+	name := "mixed." + dnstest.Domain
+	srv := dnstest.Start(t, nil, []dnstest.Host{
+		{Name: name, IP: "127.0.0.1"}, {Name: name, IP: "0.0.0.0"}, {Name: name, IP: "::"},
+		{Name: name, IP: "224.0.0.1"}, {Name: name, IP: "ff02::1"}, {Name: name, IP: "255.255.255.255"},
+	})
+	a, err := resolve(t, cfg(srv, name, 8080))
+	if err != nil || fmt.Sprint(a.Endpoints) != "[{http://127.0.0.1:8080 1}]" {
+		t.Fatalf("endpoints %v, %v; want only 127.0.0.1", a.Endpoints, err)
+	}
+	// Only such addresses: an empty answer, which empty_grace guards.
+	srv.Restart(nil, []dnstest.Host{{Name: name, IP: "0.0.0.0"}})
+	if a, err := resolve(t, cfg(srv, name, 8080)); !errors.Is(err, ErrEmpty) {
+		t.Fatalf("only 0.0.0.0: %v, %v; want ErrEmpty", a.Endpoints, err)
+	}
+}
+
+// Two SRV records for one target and port with different weights gave
+// the endpoint the weight of whichever came first, and dnsmasq rotates
+// its records: the weight flapped between answers, each flap a changed
+// set (a rebuild, and a policy's weight overwritten). The largest wins.
+func TestDuplicateSRVRecordsGiveOneStableWeight(t *testing.T) {
+	b := "b." + dnstest.Domain
+	srv := dnstest.Start(t, []dnstest.SRV{
+		{Name: api, Target: b, Port: 9001, Weight: 10},
+		{Name: api, Target: b, Port: 9001, Weight: 30},
+		{Name: api, Target: b, Port: 9002, Weight: 20},
+	}, host)
+	for range 8 {
+		a, err := resolve(t, cfg(srv, api, 0))
+		if got := fmt.Sprint(a.Endpoints); err != nil || got != "[{http://127.0.0.1:9001 30} {http://127.0.0.1:9002 20}]" {
+			t.Fatalf("endpoints %s, %v; want the larger weight, 30, for 9001 every time", got, err)
+		}
+	}
+}
+
+// An answer that is empty for a reason (every address refused, every SRV
+// target without one) says so in the status, not as a bare empty set.
+func TestEmptyForAReasonSaysWhy(t *testing.T) {
+	name := "zero." + dnstest.Domain
+	srv := dnstest.Start(t, nil, []dnstest.Host{{Name: name, IP: "0.0.0.0"}})
+	var rec recorder
+	w, err := NewWatcher(cfg(srv, name, 8080), nil, rec.apply, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.step(context.Background(), time.Now())
+	if st := w.Status(); !strings.Contains(st.Error, "0.0.0.0") {
+		t.Fatalf("status %+v does not say why the set is empty", st)
 	}
 }

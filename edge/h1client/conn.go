@@ -385,10 +385,12 @@ type pool struct {
 	t    *Transport
 	addr string
 
-	mu    sync.Mutex
-	idle  []*conn // by idleSince, so the expired ones lead
-	sweep *time.Timer
-	armed bool // sweep will run
+	mu      sync.Mutex
+	idle    []*conn // by idleSince, so the expired ones lead
+	sweep   *time.Timer
+	armed   bool      // sweep will run
+	used    time.Time // when a connection was last pooled
+	dropped bool      // no longer the Transport's pool for addr
 }
 
 func (t *Transport) pool(addr string) *pool {
@@ -401,9 +403,15 @@ func (t *Transport) pool(addr string) *pool {
 	if p := old[addr]; p != nil {
 		return p
 	}
+	// A pool unused for IdleTimeout, with nothing idle, goes rather than
+	// stay for every address ever used: discovery may name new ones at
+	// each answer.
+	now := time.Now()
 	m := make(map[string]*pool, len(old)+1)
 	for k, v := range old {
-		m[k] = v
+		if v.keep(now) {
+			m[k] = v
+		}
 	}
 	p := &pool{t: t, addr: addr}
 	m[addr] = p
@@ -437,18 +445,45 @@ func (p *pool) pop() *conn {
 	return c
 }
 
-func (p *pool) put(c *conn) {
+// keep reports whether p holds idle connections or pooled one within
+// IdleTimeout, and marks it dropped if not.
+func (p *pool) keep(now time.Time) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.idle) >= p.t.opts.MaxIdlePerHost {
-		c.nc.Close()
+	p.dropped = len(p.idle) == 0 && now.Sub(p.used) >= p.t.opts.IdleTimeout
+	return !p.dropped
+}
+
+// put pools c, in its address's current pool if p was dropped while c
+// was in use.
+func (p *pool) put(c *conn) {
+	if p.add(c) {
 		return
 	}
+	c.pool = p.t.pool(p.addr)
+	if !c.pool.add(c) {
+		c.nc.Close() // dropped again at once: addresses churn
+	}
+}
+
+// add pools c, or closes it when the pool is full; false if p was dropped.
+func (p *pool) add(c *conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.dropped {
+		return false
+	}
+	if len(p.idle) >= p.t.opts.MaxIdlePerHost {
+		c.nc.Close()
+		return true
+	}
 	c.idleSince = time.Now() // under p.mu, so that idle stays in order
+	p.used = c.idleSince
 	p.idle = append(p.idle, c)
 	if !p.armed {
 		p.arm(p.t.opts.IdleTimeout)
 	}
+	return true
 }
 
 func (p *pool) arm(d time.Duration) {

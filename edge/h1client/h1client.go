@@ -43,6 +43,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Options tune a Transport. Zero values take the defaults noted.
@@ -167,6 +169,12 @@ func (t *Transport) roundTrip(req *http.Request, route Timeouts) (*http.Response
 	if req.URL.Host == "" {
 		closeBody(req)
 		return nil, errors.New("h1client: no Host in request URL")
+	}
+	// A token, as net/http.Transport requires: it is written into the
+	// request line as it is.
+	if req.Method != "" && !httpguts.ValidHeaderFieldName(req.Method) {
+		closeBody(req)
+		return nil, fmt.Errorf("h1client: invalid method %q", clip(req.Method))
 	}
 	ctx := req.Context()
 	tm := t.timeouts(ctx, route)

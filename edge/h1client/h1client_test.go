@@ -15,6 +15,7 @@ import (
 	"net/http/httputil"
 	"net/textproto"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -702,5 +703,62 @@ func TestRouteTimeouts(t *testing.T) {
 	req = req.WithContext(WithTimeouts(req.Context(), Timeouts{ResponseHeader: 30 * time.Millisecond}))
 	if _, err := route.RoundTrip(req); !errors.As(err, &ne) || !strings.Contains(err.Error(), "30ms") {
 		t.Fatalf("context over route: err = %v, want its 30ms head timeout", err)
+	}
+}
+
+// A discovery source that names new addresses at each answer (or a policy
+// that adds and removes replicas) left one pool per address ever used in
+// the Transport for good, each new one copying the whole map: memory and
+// the cost of a first request grew without bound. A pool without idle
+// connections is dropped when another is made.
+func TestPoolsOfAddressesGoneAreDropped(t *testing.T) {
+	tr := newTransport(t, Options{ConnectTimeout: time.Second}, nil)
+	live := newServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	if _, body := do(t, tr, get(t, live.URL)); body != "ok" {
+		t.Fatalf("body %q", body)
+	}
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	const addrs = 10000
+	for i := range addrs {
+		// Nothing listens on port 1 of 127.1.0.0/16: each dial is refused.
+		req := get(t, fmt.Sprintf("http://127.1.%d.%d:1/", i/250, i%250+1))
+		if resp, err := tr.RoundTrip(req); err == nil {
+			resp.Body.Close()
+			t.Fatalf("%s answered", req.URL)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	pools := len(*tr.pools.Load())
+	grew := int64(m1.HeapAlloc) - int64(m0.HeapAlloc)
+	t.Logf("after %d addresses: %d pools, heap %+d KiB", addrs, pools, grew>>10)
+	if pools > 2 || grew > 512<<10 {
+		t.Fatalf("%d pools kept after %d refused addresses (heap %+d KiB); want only the live one and the last", pools, addrs, grew>>10)
+	}
+	if _, body := do(t, tr, get(t, live.URL)); body != "ok" {
+		t.Fatalf("body %q", body)
+	}
+	if n := live.opened.Load(); n != 1 {
+		t.Fatalf("the live backend's idle connection was lost with the other pools: %d connections", n)
+	}
+	// A connection in use when its pool was dropped (it never held an
+	// idle one yet) goes to the new one.
+	fresh := newTransport(t, Options{ConnectTimeout: time.Second}, nil)
+	resp, err := fresh.RoundTrip(get(t, live.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fresh.RoundTrip(get(t, "http://127.1.255.1:1/")); err == nil {
+		t.Fatal("a refused address answered")
+	}
+	if _, ok := (*fresh.pools.Load())[hostPort(resp.Request.URL)]; ok {
+		t.Fatal("the pool in use, which never held an idle connection, was kept")
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if _, body := do(t, fresh, get(t, live.URL)); body != "ok" || live.opened.Load() != 2 {
+		t.Fatalf("body %q over %d connections in all, want 2", body, live.opened.Load())
 	}
 }

@@ -24,16 +24,26 @@ import (
 
 var errHeadTooLarge = errors.New("h1client: response head too large")
 
+// lineOverhead is what each line of a head costs beyond its bytes, as
+// HTTP/2 charges a field 32 bytes (RFC 9113 6.5.2): a field is a map
+// entry and a value once parsed, so the byte limit bounds their count too.
+const lineOverhead = 32
+
 // readHead appends one head, from the status line to its blank line, to
-// buf; *left is what the exchange's heads may still take, 1xx included.
+// buf; *left is what the exchange's heads may still take, 1xx included,
+// each line charged lineOverhead more than its length.
 func readHead(br *bufio.Reader, buf []byte, left *int64) ([]byte, error) {
 	line := len(buf)
 	for {
 		frag, err := br.ReadSlice('\n')
-		if int64(len(frag)) > *left {
+		cost := int64(len(frag))
+		if len(buf) == line {
+			cost += lineOverhead // the line's first fragment
+		}
+		if cost > *left {
 			return buf, errHeadTooLarge
 		}
-		*left -= int64(len(frag))
+		*left -= cost
 		buf = append(buf, frag...)
 		switch {
 		case err == bufio.ErrBufferFull:

@@ -400,3 +400,24 @@ func TestDeadlinesAcrossExchanges(t *testing.T) {
 		}
 	})
 }
+
+// A method is a token, as net/http.Transport requires: one with a space
+// or a line break (a transform may set any) was written into the request
+// line as it came, a second request smuggled onto the backend connection
+// whose answer the next client on it would have read.
+func TestInvalidMethodIsRefused(t *testing.T) {
+	b := newRawBackend(t, answer)
+	tr := newTransport(t, Options{}, nil)
+	for _, m := range []string{"GET /admin HTTP/1.1\r\nHost: internal\r\n\r\nGET", "GE T", "GET\x00", "(GET)"} {
+		req := get(t, b.url+"/x")
+		req.Method = m
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+			t.Errorf("method %q was sent", m)
+		}
+	}
+	if n := b.opened.Load(); n != 0 {
+		t.Fatalf("the backend saw %d connections, want none", n)
+	}
+}

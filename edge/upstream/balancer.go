@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -60,7 +61,17 @@ func (s *smoothRR) pick(*http.Request, []*Backend) *Backend {
 	return (*seq)[(s.next.Add(1)-1)%uint64(len(*seq))]
 }
 
-// smoothSequence runs one full cycle of the smooth weighted round robin.
+// maxSequence bounds the precomputed sequence, which a full cycle would
+// make as long as the sum of the weights: 1,000 discovered backends of
+// distinct weights sum to half a million, a second's work per rebuild.
+// Each backend's count in a prefix of the smooth sequence is within one
+// of its exact share, so the prefix, repeated, keeps the weights to 1 in
+// maxSequence of the traffic.
+const maxSequence = 8192
+
+// smoothSequence runs the smooth weighted round robin for one full cycle,
+// or for maxSequence picks (or one per backend, if more) when that is
+// shorter.
 func smoothSequence(bs []*Backend) []*Backend {
 	if len(bs) == 0 {
 		return nil
@@ -74,9 +85,10 @@ func smoothSequence(bs []*Backend) []*Backend {
 		weights[i] = b.Weight() / g
 		total += weights[i]
 	}
+	n := min(total, max(maxSequence, len(bs)))
 	current := make([]int, len(bs))
-	seq := make([]*Backend, 0, total)
-	for range total {
+	seq := make([]*Backend, 0, n)
+	for range n {
 		best := 0
 		for i := range bs {
 			current[i] += weights[i]
@@ -191,6 +203,15 @@ type ringHash struct {
 	key  HashKey
 	ring atomic.Pointer[[]ringPoint]
 	any  atomic.Bool // the pool is every backend (all healthy, or panic)
+	// over is what the ring was built from, each backend with its weight:
+	// a change of health alone leaves the ring as it is. Only rebuild,
+	// under the service's lock, touches it.
+	over []ringMember
+}
+
+type ringMember struct {
+	b      *Backend
+	weight int
 }
 
 type ringPoint struct {
@@ -210,6 +231,14 @@ const maxRingPoints = 100_000
 
 func (h *ringHash) rebuild(all, pool []*Backend) {
 	h.any.Store(len(pool) == len(all))
+	over := make([]ringMember, len(all))
+	for i, b := range all {
+		over[i] = ringMember{b, b.Weight()}
+	}
+	if h.ring.Load() != nil && slices.Equal(over, h.over) {
+		return // the same backends and weights: the same ring
+	}
+	h.over = over
 	total := 0
 	for _, b := range all {
 		total += b.Weight()

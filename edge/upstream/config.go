@@ -170,7 +170,9 @@ func (c Config) Validate() error {
 	if scheme != "" && c.Discovery.Enabled() && c.Discovery.Scheme != scheme {
 		bad("discovery.scheme", "protocol %s needs discovery scheme %s", c.Protocol, scheme)
 	}
-	seen := map[string]bool{}
+	// A backend is known by its address (policies, the actuator and the
+	// metrics name it so): two URLs for one would be one backend twice.
+	seen := map[string]int{}
 	for i, b := range c.Backends {
 		at := fmt.Sprintf("backends[%d]", i)
 		u, err := url.Parse(b.URL)
@@ -182,10 +184,13 @@ func (c Config) Validate() error {
 		case scheme != "" && u.Scheme != scheme:
 			bad(at, "backend url %q: protocol %s needs %s:// backends", b.URL, c.Protocol, scheme)
 		}
-		if seen[b.URL] {
-			bad(at, "backend %q is listed twice", b.URL)
+		if err == nil && u.Host != "" {
+			if j, ok := seen[u.Host]; ok {
+				bad(at, "backend %q has the address of backends[%d], %q", b.URL, j, c.Backends[j].URL)
+			} else {
+				seen[u.Host] = i
+			}
 		}
-		seen[b.URL] = true
 		if b.Weight < 1 || b.Weight > 1000 {
 			bad(at, "backend weight must be 1..1000, got %d", b.Weight)
 		}

@@ -40,22 +40,23 @@ func (s *Service) SetDiscovered(eps []discovery.Endpoint) {
 		known[b.URL.String()] = b
 	}
 	var all []*Backend
+	taken := map[string]bool{} // the addresses of static and actuator backends
 	for _, b := range old {
 		if b.Source != SourceDiscovery {
 			all = append(all, b)
+			taken[b.Addr] = true
 		}
 	}
 	kept := map[*Backend]bool{}
 	for _, e := range eps {
-		b := known[e.URL]
-		if b != nil && b.Source != SourceDiscovery {
-			continue // a static or actuator backend is already there
+		u, err := url.Parse(e.URL)
+		if err != nil || taken[u.Host] {
+			// The resolver builds these URLs; and a static or actuator
+			// backend at the address, under this URL or another, is there.
+			continue
 		}
+		b := known[e.URL]
 		if b == nil {
-			u, err := url.Parse(e.URL)
-			if err != nil {
-				continue // the resolver builds these URLs; nothing to serve
-			}
 			b = newBackend(u, e.Weight, SourceDiscovery)
 		}
 		b.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"perigee/edge/discovery"
+	"perigee/units"
 )
 
 func TestDiscoveredBackendsKeepStateAndDrain(t *testing.T) {
@@ -77,5 +78,41 @@ func TestDiscoveredSetCarriesOverAReload(t *testing.T) {
 	}
 	if s2.Status(time.Now()).Changed != s.Status(time.Now()).Changed {
 		t.Fatal("a reload that changed no backend moved backends_changed")
+	}
+}
+
+// A reload that retunes discovery (its interval, timeout, grace or
+// resolver) but names the same records dropped the discovered set: the
+// new service started empty until its first answer, and with the
+// resolver down, never got one. Only another name, port or scheme, which
+// makes other endpoints, starts afresh.
+func TestDiscoveredSetCarriesOverARetuningReload(t *testing.T) {
+	c := Config{Balancer: RoundRobin, Discovery: discovery.Config{DNS: "_api._tcp.example.internal", Resolver: "127.0.0.1:1"}}
+	c.SetDefaults()
+	s, err := NewService("svc", c, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetDiscovered([]discovery.Endpoint{{URL: "http://127.0.0.1:9100", Weight: 3}})
+	retuned := c
+	retuned.Discovery.Interval = units.Duration(time.Minute)
+	retuned.Discovery.Timeout = units.Duration(time.Second)
+	retuned.Discovery.EmptyGrace = units.Duration(time.Hour)
+	retuned.Discovery.Resolver = "127.0.0.1:2"
+	s2, err := NewService("svc", retuned, s, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s2.Backends()) != 1 {
+		t.Fatalf("a retuned discovery dropped the set: %d backends", len(s2.Backends()))
+	}
+	renamed := c
+	renamed.Discovery.DNS = "_other._tcp.example.internal"
+	s3, err := NewService("svc", renamed, s2, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s3.Backends()) != 0 {
+		t.Fatalf("another name kept the old set: %d backends", len(s3.Backends()))
 	}
 }

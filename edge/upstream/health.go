@@ -4,29 +4,60 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 )
 
 // checkLoop probes every backend each interval. A backend changes state
 // after `rise` passes or `fall` failures in a row; the very first probe
 // decides at once, so a dead backend is not served for fall×interval after
-// start.
+// start. Each backend's probe runs on its own, and one still running skips
+// its turn: a backend that never answers holds no other's verdict.
 func (s *Service) checkLoop(ctx context.Context, client *http.Client) {
 	h := s.cfg.Health
-	first := map[*Backend]bool{}
+	// A check is judged by its own answer (a 3xx passes): a redirect
+	// followed would send the checker wherever a backend names.
+	c := *client
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	var (
+		mu      sync.Mutex
+		probing = map[*Backend]bool{}
+		judged  = map[*Backend]bool{} // probed before: the first probe decides at once
+		running sync.WaitGroup
+	)
+	defer running.Wait()
 	t := time.NewTicker(h.Interval.D())
 	defer t.Stop()
 	for {
-		probed := make(map[*Backend]bool, len(first))
+		mu.Lock()
+		current := make(map[*Backend]bool, len(judged))
 		for _, b := range s.Backends() {
-			ok := probe(ctx, client, b.URL.String()+h.Path, h.Timeout.D())
-			if ctx.Err() != nil {
-				return
+			current[b] = true
+			if probing[b] {
+				continue
 			}
-			s.record(b, ok, !first[b])
-			probed[b] = true
+			probing[b] = true
+			running.Add(1)
+			go func() {
+				defer running.Done()
+				ok := probe(ctx, &c, b.URL.Scheme+"://"+b.Addr+h.Path, h.Timeout.D())
+				if ctx.Err() != nil {
+					return
+				}
+				mu.Lock()
+				decisive := !judged[b]
+				judged[b] = true
+				delete(probing, b)
+				mu.Unlock()
+				s.record(b, ok, decisive)
+			}()
 		}
-		first = probed // backends discovery took away are forgotten
+		for b := range judged {
+			if !current[b] {
+				delete(judged, b) // backends discovery took away are forgotten
+			}
+		}
+		mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return

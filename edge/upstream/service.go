@@ -48,8 +48,8 @@ type Service struct {
 // previous version (prev, nil at first) whose URL stays keep their live
 // state (health, latency, ejections); their weight is the config's again.
 // Those an actuator or discovery added carry over too: AddBackend takes
-// them back, and a service with the same discovery starts from the
-// previous set until its first answer.
+// them back, and a service whose discovery names the same endpoints
+// (however retuned) starts from the previous set until its first answer.
 func NewService(name string, c Config, prev *Service, log *slog.Logger) (*Service, error) {
 	s := &Service{Name: name, cfg: c, log: log.With("service", name), balancer: newBalancer(&c)}
 	s.budget.init(c.Retry.Budget)
@@ -59,7 +59,7 @@ func NewService(name string, c Config, prev *Service, log *slog.Logger) (*Servic
 	if prev != nil {
 		for _, b := range prev.Backends() {
 			s.carried[b.URL.String()] = b
-			if b.Source == SourceDiscovery && prev.cfg.Discovery == c.Discovery {
+			if b.Source == SourceDiscovery && c.Discovery.Enabled() && prev.cfg.Discovery.SameEndpoints(c.Discovery) {
 				found = append(found, b)
 			}
 		}
@@ -246,8 +246,23 @@ func (s *Service) Done(b *Backend, took time.Duration, failed bool) {
 	b.observe(max(took, failurePenalty), now)
 	b.failures.Add(1)
 	o := s.cfg.Outlier
-	if o.ConsecutiveFailures > 0 && int(b.consecFails.Add(1)) >= o.ConsecutiveFailures {
+	if o.ConsecutiveFailures > 0 && b.failedInARow(int32(o.ConsecutiveFailures)) {
 		s.ejectForOutlier(b, now)
+	}
+}
+
+// failedInARow counts one more failure in a row and reports whether there
+// are now at least n. The count stops at n: a backend that may not be
+// ejected (max_ejected_percent) fails on, and an int32 would overflow.
+func (b *Backend) failedInARow(n int32) bool {
+	for {
+		c := b.consecFails.Load()
+		if c >= n {
+			return true
+		}
+		if b.consecFails.CompareAndSwap(c, c+1) {
+			return c+1 >= n
+		}
 	}
 }
 

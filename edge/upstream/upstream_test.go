@@ -5,14 +5,17 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"perigee/edge/discovery"
 	"perigee/units"
 )
 
@@ -441,5 +444,241 @@ func TestProtocolNeedsItsScheme(t *testing.T) {
 	c.SetDefaults()
 	if c.Protocol != HTTP1 {
 		t.Fatalf("default protocol %q", c.Protocol)
+	}
+}
+
+// A discovery answer may give every backend its own weight; the round
+// robin's cycle is then the sum of all weights long, and computing it took
+// a second (500,500 steps over 1,000 backends) under the service's lock at
+// every health change or ejection. The sequence is bounded; shares still
+// follow the weights.
+func TestRoundRobinRebuildIsBoundedWithManyWeights(t *testing.T) {
+	s, err := NewService("svc", Config{Balancer: RoundRobin}, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var eps []discovery.Endpoint
+	total := 0
+	for i := range 1000 {
+		eps = append(eps, discovery.Endpoint{URL: fmt.Sprintf("http://127.0.%d.%d:80", i/250, i%250+1), Weight: 1000 - i})
+		total += 1000 - i
+	}
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	s.SetDiscovered(eps)
+	runtime.ReadMemStats(&m1)
+	seq := *s.balancer.(*smoothRR).seq.Load()
+	alloc := m1.TotalAlloc - m0.TotalAlloc
+	t.Logf("sequence of %d picks, rebuild allocated %d KiB", len(seq), alloc>>10)
+	if len(seq) > maxSequence || alloc > 1<<20 {
+		t.Fatalf("sequence of %d picks (at most %d), %d KiB allocated for one rebuild", len(seq), maxSequence, alloc>>10)
+	}
+	got := map[string]int{}
+	for _, b := range seq {
+		got[b.Addr]++
+	}
+	for _, i := range []int{0, 100, 500} {
+		addr := fmt.Sprintf("127.0.%d.%d:80", i/250, i%250+1)
+		want := float64(len(seq)) * float64(1000-i) / float64(total)
+		if math.Abs(float64(got[addr])-want) > 1 {
+			t.Errorf("backend of weight %d: %d picks of %d, want %.1f", 1000-i, got[addr], len(seq), want)
+		}
+	}
+}
+
+// silentBackend accepts connections and reads what comes, answering
+// nothing: each probe to it runs to its timeout.
+func silentBackend(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }() // until the prober gives up
+		}
+	}()
+	return "http://" + l.Addr().String()
+}
+
+// Health checks ran one backend after another, each up to its timeout, so
+// a backend that never answers (or a thousand discovered ones) held back
+// every other backend's verdict: here a failing backend stayed in rotation
+// for the silent one's whole 30 s timeout, once per check it needed.
+func TestSilentBackendDoesNotHoldOthersHealthChecks(t *testing.T) {
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) }))
+	defer failing.Close()
+	timeout := 30 * time.Second
+	c := Config{
+		Balancer: RoundRobin,
+		Backends: []BackendConfig{{URL: silentBackend(t), Weight: 1}, {URL: failing.URL, Weight: 1}},
+		Health:   Health{Path: "/healthz", Interval: units.Duration(20 * time.Millisecond), Timeout: units.Duration(timeout), Rise: 2, Fall: 2},
+	}
+	s, err := NewService("svc", c, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start(failing.Client())
+	defer s.Close()
+	down := func() bool { return !s.Backends()[1].checkUp.Load() }
+	// A third of the silent backend's timeout: the verdict must not wait for it.
+	for deadline := time.Now().Add(timeout / 3); !down(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the failing backend is still up after %v: the silent one's checks held it", timeout/3)
+		}
+	}
+}
+
+// A health check answered with a redirect is judged by that answer (3xx
+// passes); following it sent the node's checker wherever a backend said,
+// such as the admin API or a metadata service.
+func TestHealthChecksDoNotFollowRedirects(t *testing.T) {
+	var trapped, probed atomic.Int32
+	trap := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { trapped.Add(1) }))
+	defer trap.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		probed.Add(1)
+		http.Redirect(w, r, trap.URL+"/latest/meta-data/", http.StatusFound)
+	}))
+	defer srv.Close()
+	c := Config{
+		Balancer: RoundRobin,
+		Backends: []BackendConfig{{URL: srv.URL, Weight: 1}},
+		Health:   Health{Path: "/healthz", Interval: units.Duration(20 * time.Millisecond), Timeout: units.Duration(time.Second), Rise: 1, Fall: 1},
+	}
+	s, err := NewService("svc", c, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start(srv.Client())
+	defer s.Close()
+	waitFor(t, "two probes", func() bool { return probed.Load() >= 2 })
+	if n := trapped.Load(); n > 0 || len(s.Healthy()) != 1 {
+		t.Fatalf("the checker followed the redirect %d times; healthy %d, want 1 (a 3xx passes)", n, len(s.Healthy()))
+	}
+}
+
+// While max_ejected_percent keeps a failing backend in (here its peer is
+// ejected), its failures in a row went on counting in an int32: past 2^31
+// the count went negative, and the backend could not be ejected again for
+// as many failures more. The count stops at the threshold.
+func TestFailuresInARowDoNotOverflow(t *testing.T) {
+	s := service(t, RoundRobin, 1, 1)
+	a, b := s.Backends()[0], s.Backends()[1]
+	for range 3 {
+		s.Done(a, 0, true)
+	}
+	if a.Healthy(time.Now()) {
+		t.Fatal("a is not ejected")
+	}
+	// b fails while a's ejection holds it in; 2^31 failures are too many
+	// for a test, so the count starts near where they would have left it.
+	b.consecFails.Store(math.MaxInt32 - 10)
+	for range 20 {
+		s.Done(b, 0, true)
+	}
+	if err := s.Restore(a.Addr); err != nil {
+		t.Fatal(err)
+	}
+	s.Done(b, 0, true)
+	if b.Healthy(time.Now()) {
+		t.Fatalf("b, failing in a row, is not ejected once it may be (count %d)", b.consecFails.Load())
+	}
+}
+
+// The hash ring is built over every backend by weight, healthy or not,
+// yet each health change or ejection rebuilt it: 100,000 points hashed
+// and sorted (1.6 MiB, tens of milliseconds) under the service's lock,
+// as often as backends flap. A change of health alone keeps the ring.
+func TestHealthChangeKeepsTheHashRing(t *testing.T) {
+	s := service(t, Hash, 1000, 1000, 1000, 1000)
+	ring := s.balancer.(*ringHash).ring.Load()
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	for i := range 10 {
+		s.Backends()[i%4].checkUp.Store(i%2 == 1)
+		s.refresh()
+	}
+	runtime.ReadMemStats(&m1)
+	alloc := m1.TotalAlloc - m0.TotalAlloc
+	t.Logf("10 health changes over a ring of %d points allocated %d KiB", len(*ring), alloc>>10)
+	if s.balancer.(*ringHash).ring.Load() != ring || alloc > 64<<10 {
+		t.Fatalf("health changes rebuilt the ring: %d KiB allocated", alloc>>10)
+	}
+	if err := s.SetWeight(s.Backends()[0].Addr, 10); err != nil {
+		t.Fatal(err)
+	}
+	if s.balancer.(*ringHash).ring.Load() == ring {
+		t.Fatal("a weight change kept the old ring")
+	}
+}
+
+// Backends are told apart by address (host:port) everywhere but where
+// they were made: policies, the actuator and the metrics name them by
+// it. Two with one address (a URL with and without its trailing slash,
+// http and https, or a discovery answer naming a static backend's
+// address) became two series with the same labels, and the node's whole
+// /metrics answered 500; a policy could reach only the first.
+func TestBackendsHaveOneAddressEach(t *testing.T) {
+	for _, urls := range [][]string{
+		{"http://127.0.0.1:9001", "http://127.0.0.1:9001/"},
+		{"http://127.0.0.1:9001", "https://127.0.0.1:9001"},
+	} {
+		c := Config{Backends: []BackendConfig{{URL: urls[0]}, {URL: urls[1]}}}
+		c.SetDefaults()
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "backends[1]") {
+			t.Errorf("%q: %v, want backends[1] refused for its address", urls, err)
+		}
+	}
+	s, err := NewService("svc", Config{Backends: []BackendConfig{{URL: "http://127.0.0.1:9001/", Weight: 1}}}, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetDiscovered([]discovery.Endpoint{{URL: "http://127.0.0.1:9001", Weight: 1}, {URL: "http://127.0.0.1:9002", Weight: 1}})
+	var addrs []string
+	for _, b := range s.Backends() {
+		addrs = append(addrs, b.Addr+" "+b.Source)
+	}
+	if fmt.Sprint(addrs) != "[127.0.0.1:9001 static 127.0.0.1:9002 discovery]" {
+		t.Fatalf("backends %q, want the static one and the new address", addrs)
+	}
+}
+
+// A backend URL may end in a slash; its checks went to "//healthz", which
+// a backend that does not merge slashes answers 404: a healthy backend
+// marked down.
+func TestHealthPathOfABackendURLWithASlash(t *testing.T) {
+	paths := make(chan string, 100)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case paths <- r.URL.Path:
+		default:
+		}
+		if r.URL.Path != "/healthz" {
+			w.WriteHeader(404)
+		}
+	}))
+	defer srv.Close()
+	c := Config{
+		Balancer: RoundRobin,
+		Backends: []BackendConfig{{URL: srv.URL + "/", Weight: 1}},
+		Health:   Health{Path: "/healthz", Interval: units.Duration(20 * time.Millisecond), Timeout: units.Duration(time.Second), Rise: 1, Fall: 1},
+	}
+	s, err := NewService("svc", c, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start(srv.Client())
+	defer s.Close()
+	if p := <-paths; p != "/healthz" {
+		t.Fatalf("checked %q, want /healthz", p)
 	}
 }

@@ -34,8 +34,9 @@ type SRV struct {
 	Weight   int
 }
 
-// Host is one A or AAAA record.
-type Host struct{ Name, IP string }
+// Host is one A or AAAA record, or with TXT set and no IP, a name that
+// exists with a TXT record alone.
+type Host struct{ Name, IP, TXT string }
 
 // Start runs dnsmasq with the records on a free loopback port; the test
 // skips when dnsmasq is not installed (.ci/run installs dnsmasq-base).
@@ -69,7 +70,12 @@ func (s *Server) Restart(srvs []SRV, hosts []Host) {
 		args = append(args, fmt.Sprintf("--srv-host=%s,%s,%d,%d,%d", r.Name, r.Target, r.Port, r.Priority, r.Weight))
 	}
 	for _, h := range hosts {
-		args = append(args, fmt.Sprintf("--host-record=%s,%s", h.Name, h.IP))
+		if h.TXT != "" {
+			args = append(args, fmt.Sprintf("--txt-record=%s,%s", h.Name, h.TXT))
+		}
+		if h.IP != "" {
+			args = append(args, fmt.Sprintf("--host-record=%s,%s", h.Name, h.IP))
+		}
 	}
 	s.cmd = exec.Command(Path, args...)
 	if err := s.cmd.Start(); err != nil {
