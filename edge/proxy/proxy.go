@@ -137,7 +137,7 @@ func (p *Proxy) Handler(svc *upstream.Service, tm Stream) http.Handler {
 	if rt := p.h2.of(svc.Protocol()); rt != nil {
 		base = &h2Stream{rt: rt, tm: route}
 	}
-	return websocketOnly{&httputil.ReverseProxy{
+	return guard{via: p.via, next: &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		Transport:      &balancing{svc: svc, base: base},
 		ModifyResponse: p.modifyResponse,
@@ -147,6 +147,40 @@ func (p *Proxy) Handler(svc *upstream.Service, tm Stream) http.Handler {
 	}}
 }
 
+// guard refuses what must not reach ReverseProxy.
+type guard struct {
+	via  string // this node's received-by in Via
+	next http.Handler
+}
+
+func (g guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// A backend that is the node itself (a config slip, a discovery answer
+	// naming one of its addresses, two nodes steering to each other) would
+	// turn one request into hops through the node until the service's
+	// max_requests ran out, for everyone.
+	if vias, ok := r.Header["Via"]; ok && passedThrough(vias, g.via) {
+		exchange.Error(w, r, http.StatusLoopDetected, "request loop: the request has passed through this node already")
+		return
+	}
+	websocketOnly(r.Header)
+	g.next.ServeHTTP(w, r)
+}
+
+// passedThrough reports whether one of the Via values' hops was received
+// by node ("1.1 node", "2 node (comment)").
+func passedThrough(vias []string, node string) bool {
+	for _, v := range vias {
+		for hop := range strings.SplitSeq(v, ",") {
+			_, by, _ := strings.Cut(strings.TrimSpace(hop), " ")
+			by, _, _ = strings.Cut(strings.TrimSpace(by), " ")
+			if by == node {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // websocketOnly lets WebSocket be the one protocol a client may switch
 // to. Any other upgrade leaves the backend's end of the tunnel in the
 // client's hands: after a switch to h2c, say, the client's next requests
@@ -154,13 +188,10 @@ func (p *Proxy) Handler(svc *upstream.Service, tm Stream) http.Handler {
 // goes on without its Upgrade, as an ordinary one, and a backend that
 // switches unasked gets a 502 (ReverseProxy refuses a switch nobody asked
 // for).
-type websocketOnly struct{ next http.Handler }
-
-func (h websocketOnly) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if up, ok := r.Header["Upgrade"]; ok && (len(up) != 1 || !strings.EqualFold(strings.TrimSpace(up[0]), "websocket")) {
-		delete(r.Header, "Upgrade")
+func websocketOnly(h http.Header) {
+	if up, ok := h["Upgrade"]; ok && (len(up) != 1 || !strings.EqualFold(strings.TrimSpace(up[0]), "websocket")) {
+		delete(h, "Upgrade")
 	}
-	h.next.ServeHTTP(w, r)
 }
 
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
