@@ -9,7 +9,20 @@ import "fmt"
 const (
 	maxActions    = 1024
 	maxScriptLogs = 100
+	// maxActionString bounds each string an action keeps (a service,
+	// backend or route name, a reason): the decision log holds
+	// LogSize of them, long after the evaluation's budget is spent.
+	maxActionString = 256
 )
+
+// checkLength refuses a string an action would keep beyond
+// maxActionString; the VM adds the script's line.
+func checkLength(what, s string) error {
+	if len(s) > maxActionString {
+		return fmt.Errorf("%s is %d bytes, at most %d", what, len(s), maxActionString)
+	}
+	return nil
+}
 
 // errTooManyActions stops an evaluation at the call that went past
 // maxActions; the VM adds the script's line.

@@ -71,3 +71,44 @@ end`, func(c *EngineConfig) {
 		t.Fatalf("%d records from 200,000 log and print calls; want at most %d", n, maxScriptLogs+1)
 	}
 }
+
+// The strings of an action (its service, target and reason) are copied into
+// Go memory and kept in the decision log, outside the script's heap
+// budget: scripts that pass long strings to their calls must be refused at
+// the line, not leave the log holding a copy per call, evaluation after
+// evaluation, far past the budget of any one of them.
+func TestActionStringsAreBounded(t *testing.T) {
+	r := newRig(t, `
+function evaluate(m)
+  local long = string.rep("x", 64 * 1024)
+  for i = 1, 200 do
+    scale("api", 2, long)
+  end
+end`, func(c *EngineConfig) {
+		c.Policies[0].Timeout, c.Policies[0].Interval = units.Duration(20*time.Second), units.Duration(20*time.Second)
+	})
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var err error
+	for range 6 {
+		err = r.eval(t)
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("heap grew %d MiB", grew>>20)
+	if grew > 16<<20 {
+		t.Errorf("heap held %d MiB more after 6 evaluations", grew>>20)
+	}
+	if err == nil || !strings.Contains(err.Error(), "p.lua:5") || !strings.Contains(err.Error(), "reason") {
+		t.Fatalf("a 64 KiB reason: err = %v, want the reason's limit with the line", err)
+	}
+	for _, call := range []string{`scale(string.rep("s", 100000), 2)`, `eject("api", string.rep("b", 100000), 5)`, `circuit(string.rep("c", 1000), {max_requests = 5})`} {
+		r := newRig(t, "function evaluate(m)\n  "+call+"\nend", nil)
+		if err := r.eval(t); err == nil || !strings.Contains(err.Error(), "p.lua:2") {
+			t.Errorf("%s: err = %v, want a refusal with the line", call[:12], err)
+		}
+	}
+}
