@@ -88,7 +88,7 @@ func NewKubernetes(service string, spec KubernetesSpec, log *slog.Logger) (*Kube
 		endpoint: strings.TrimSuffix(c.server, "/") + "/apis/apps/v1/namespaces/" + url.PathEscape(ns) +
 			"/deployments/" + url.PathEscape(spec.Deployment) + "/scale",
 		token:   c.token,
-		client:  &http.Client{Transport: tr},
+		client:  &http.Client{Transport: tr, CheckRedirect: noRedirects},
 		log:     log.With("service", service, "actuator", "kubernetes", "deployment", ns+"/"+spec.Deployment),
 		timeout: spec.Timeout,
 	}

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -394,5 +395,61 @@ func TestBehaviorDefaultsAndValidate(t *testing.T) {
 		if err := b.Validate(); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%+v: %v, want %q", *b, err, want)
 		}
+	}
+}
+
+// A scale write is for the endpoint configured, nowhere else: an answer
+// that redirects (a moved endpoint, or one taken over) must fail the scale,
+// not be followed to whatever then says 200 (a 302 even turns the POST into
+// a GET that changes nothing), and the signed body must not be re-sent.
+func TestWebhookDoesNotFollowRedirects(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { elsewhere.Add(1) }))
+	defer other.Close()
+	for _, code := range []int{http.StatusFound, http.StatusTemporaryRedirect} {
+		hook := httptest.NewServer(http.RedirectHandler(other.URL+"/taken", code))
+		w, err := NewWebhook("api", WebhookSpec{URL: hook.URL, Secret: "s", Backoff: time.Millisecond}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = w.Scale(context.Background(), Request{Replicas: 4, Reason: "load", Term: 3})
+		hook.Close()
+		if err == nil || !strings.Contains(err.Error(), strconv.Itoa(code)) || w.Replicas() != 0 {
+			t.Errorf("%d from the webhook: err = %v, replicas %d; want a failure naming the status", code, err, w.Replicas())
+		}
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("the redirect target got %d requests", n)
+	}
+}
+
+// The same holds for the Kubernetes API server: its answer is the scale,
+// or a failure.
+func TestKubernetesDoesNotFollowRedirects(t *testing.T) {
+	var elsewhere atomic.Int32
+	other, _ := fakeAPIServer(t, "tok")
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer srv.Close()
+	kc := filepath.Join(t.TempDir(), "config")
+	body := fmt.Sprintf("current-context: edge\nclusters:\n- name: c\n  cluster:\n    server: %s\n    certificate-authority-data: %s\n"+
+		"users:\n- name: u\n  user:\n    token: tok\ncontexts:\n- name: edge\n  context: {cluster: c, user: u, namespace: shop}\n",
+		srv.URL, base64.StdEncoding.EncodeToString(caPEM(srv)))
+	if err := os.WriteFile(kc, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k, err := NewKubernetes("api", KubernetesSpec{Deployment: "api", Kubeconfig: kc}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close(context.Background())
+	err = k.Scale(context.Background(), Request{Replicas: 7, Reason: "burst"})
+	if err == nil || !strings.Contains(err.Error(), "307") || k.Replicas() != -1 {
+		t.Fatalf("redirecting API server: err = %v, replicas %d; want a failure naming the status", err, k.Replicas())
+	}
+	if n := elsewhere.Load(); n != 1 {
+		t.Errorf("the API server got %d requests, want the 1 that failed", n)
 	}
 }
