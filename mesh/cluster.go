@@ -429,6 +429,10 @@ func (c *Cluster) merge(rep *report, now time.Time) {
 	if rep.ID == c.meta.ID {
 		return // nobody knows our figures better than we do
 	}
+	if !c.plausibleTerm(rep.Term) {
+		c.drop("report", fmt.Errorf("term %d is implausible", rep.Term), nil)
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p := c.peers[rep.ID]
