@@ -321,7 +321,7 @@ func (c *Cluster) sampleLoop() {
 // sample later against loss; otherwise, once per refresh interval, a beat.
 // Beats do not carry our coordinate: full reports do, and every ping ack.
 func (c *Cluster) sample(now time.Time) {
-	s := c.report()
+	s := clampFigures(c.report())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	last := c.lastSent

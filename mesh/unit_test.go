@@ -561,3 +561,81 @@ func TestFullSendQueueDropsAreCounted(t *testing.T) {
 		t.Fatalf("%d counted, want 2 (two UDP sends past a one-slot queue)", got)
 	}
 }
+
+// Load figures count or rate things: a report or summary with a negative
+// one, an error rate outside 0..1, or a count so large that a region's sum
+// wraps, is refused. A member that holds the key could otherwise cancel
+// the region's real load (a negative rate makes the region's sum as low as
+// it likes: the leader's policy scales down to the minimum), which a member
+// that merely under-reports cannot. The sender clamps its own figures, so
+// an honest glitch never gets its report refused.
+func TestOutOfDomainFiguresAreRefused(t *testing.T) {
+	bad := map[string]func(*report){
+		"negative rps":           func(r *report) { r.Sample.RPS = -1e30 },
+		"negative cpu":           func(r *report) { r.Sample.CPU = -4 },
+		"negative in-flight":     func(r *report) { r.Sample.InFlight = -5 },
+		"wrapping in-flight":     func(r *report) { r.Sample.InFlight = math.MaxInt64 },
+		"negative service rps":   func(r *report) { s := r.Sample.Services["api"]; s.RPS = -1e30; r.Sample.Services["api"] = s },
+		"error rate above one":   func(r *report) { s := r.Sample.Services["api"]; s.ErrorRate = 3e38; r.Sample.Services["api"] = s },
+		"negative error rate":    func(r *report) { s := r.Sample.Services["api"]; s.ErrorRate = -1; r.Sample.Services["api"] = s },
+		"negative queue":         func(r *report) { s := r.Sample.Services["api"]; s.Queued = -100; r.Sample.Services["api"] = s },
+		"wrapping service queue": func(r *report) { s := r.Sample.Services["api"]; s.Queued = math.MaxInt64; r.Sample.Services["api"] = s },
+		"negative service inflight": func(r *report) {
+			s := r.Sample.Services["api"]
+			s.InFlight = math.MinInt64
+			r.Sample.Services["api"] = s
+		},
+	}
+	for name, spoil := range bad {
+		rep := sampleReport()
+		spoil(rep)
+		b, err := encodeMessage(kindReport, []*report{rep})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := decodeMessage(b); !errors.Is(err, errMalformed) {
+			t.Errorf("%s: decoded without error (%v)", name, err)
+		}
+		// Our own sample is clamped before it is sent, so it stays readable.
+		rep.Sample = clampFigures(rep.Sample)
+		if b, err = encodeMessage(kindReport, []*report{rep}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := decodeMessage(b); err != nil {
+			t.Errorf("%s: our own clamped report is refused: %v", name, err)
+		}
+	}
+
+	// Through the region view: one peer's negative rate does not cancel
+	// another's load.
+	c := beatCluster()
+	now := time.Now()
+	honest := &report{ID: "n1", Gen: 7, Seq: 6, Sample: telemetry.NodeSample{RPS: 500,
+		Services: map[string]telemetry.ServiceSample{"api": {RPS: 500, InFlight: 40}}}}
+	c.merge(honest, now)
+	addPeer(c, "n2", "eu", "127.0.0.1:2")
+	liar := &report{ID: "n2", Gen: 1, Seq: 1, Sample: telemetry.NodeSample{RPS: -1e30,
+		Services: map[string]telemetry.ServiceSample{"api": {RPS: -1e30, InFlight: -1 << 40}}}}
+	b, err := encodeMessage(kindReport, []*report{liar})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.handle(b, true, now)
+	if v := c.Region("eu"); v.RPS < 500 || v.Services["api"].RPS < 500 || v.Services["api"].InFlight < 40 {
+		t.Errorf("region view rps %g, api rps %g, api in-flight %d: a peer's negative figures cancelled n1's", v.RPS, v.Services["api"].RPS, v.Services["api"].InFlight)
+	}
+
+	for name, spoil := range map[string]func(*summary){
+		"negative rps":              func(s *summary) { s.RPS = -1 },
+		"negative cpu":              func(s *summary) { s.CPU = -1 },
+		"negative in-flight":        func(s *summary) { s.InFlight = -1 },
+		"wrapping in-flight":        func(s *summary) { s.InFlight = math.MaxInt64 },
+		"negative member in-flight": func(s *summary) { s.Members[0].InFlight = -1 },
+	} {
+		s := &summary{Region: "us", Sender: "x", Gen: 1, Seq: 1, Term: 2, RPS: 10, InFlight: 3, Members: []summaryMember{{ID: "x", Fresh: true, InFlight: 3}}}
+		spoil(s)
+		if _, err := decodeSummary(encodeSummary(s)); !errors.Is(err, errMalformed) {
+			t.Errorf("summary with %s: decoded without error (%v)", name, err)
+		}
+	}
+}
