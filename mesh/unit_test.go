@@ -639,3 +639,53 @@ func TestOutOfDomainFiguresAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// Vivaldi coordinates are in seconds, and a peer's reach ours through
+// every ping ack and report. One coordinate 3e38 s out (finite, so
+// "valid") moved ours 1e13 s away at once, where honest updates could not
+// bring it back; and ours then travels in our own acks and reports, so it
+// would spread to every node. A coordinate no round trip could give is
+// refused like a malformed one.
+func TestOutlandishCoordinateIsRefused(t *testing.T) {
+	cfg := coordinate.DefaultConfig()
+	cfg.Dimensionality = coordDims
+	honest := coordinate.NewCoordinate(cfg)
+	honest.Vec[0] = 0.005
+	spoil := map[string]func(*coordinate.Coordinate){
+		"far vector":      func(c *coordinate.Coordinate) { c.Vec[0] = 3e38 },
+		"far height":      func(c *coordinate.Coordinate) { c.Height = 1e20 },
+		"negative height": func(c *coordinate.Coordinate) { c.Height = -1 },
+		"huge error":      func(c *coordinate.Coordinate) { c.Error = 1e30 },
+		"huge adjustment": func(c *coordinate.Coordinate) { c.Adjustment = -1e30 },
+	}
+	for name, f := range spoil {
+		evil := honest.Clone()
+		f(evil)
+		if _, err := decodeCoord(encodeCoord(evil)); !errors.Is(err, errMalformed) {
+			t.Errorf("%s: decoded (%v)", name, err)
+		}
+		rep := sampleReport()
+		rep.Coord = evil
+		b, _ := encodeMessage(kindReport, []*report{rep})
+		if got, err := decodeMessage(b); err == nil && got[0].Coord != nil {
+			t.Errorf("%s: a report kept it", name)
+		}
+	}
+
+	c := beatCluster()
+	c.coords, _ = newCoordClient()
+	d := &delegate{c}
+	n1 := &memberlist.Node{Name: "n1"}
+	for range 20 {
+		d.NotifyPingComplete(n1, 10*time.Millisecond, encodeCoord(honest))
+	}
+	evil := honest.Clone()
+	evil.Vec[0] = 3e38
+	d.NotifyPingComplete(&memberlist.Node{Name: "n2"}, 10*time.Millisecond, encodeCoord(evil))
+	for range 5 {
+		d.NotifyPingComplete(n1, 10*time.Millisecond, encodeCoord(honest))
+	}
+	if rtt := c.coords.GetCoordinate().DistanceTo(honest); rtt <= 0 || rtt > time.Second {
+		t.Errorf("after one outlandish ack our coordinate is %v from an honest peer 10 ms away", rtt)
+	}
+}
