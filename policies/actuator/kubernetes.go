@@ -304,6 +304,10 @@ func (k *Kubernetes) Scale(ctx context.Context, r Request) error {
 	}
 }
 
+// maxAnswer bounds what is read of an API server's answer; a Scale is a
+// few hundred bytes.
+const maxAnswer = 1 << 20
+
 // call sends one request to the scale subresource and decodes the answer.
 func (k *Kubernetes) call(ctx context.Context, method string, body []byte) (scaleObject, error) {
 	var s scaleObject
@@ -321,7 +325,13 @@ func (k *Kubernetes) call(ctx context.Context, method string, body []byte) (scal
 		return s, fmt.Errorf("kubernetes actuator %s: %w", k.service, err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
+	if err != nil {
+		return s, fmt.Errorf("kubernetes actuator %s: %s %s: %s: reading the answer: %w", k.service, method, k.endpoint, resp.Status, err)
+	}
+	if len(b) > maxAnswer {
+		return s, fmt.Errorf("kubernetes actuator %s: %s %s: %s: the answer is over 1 MiB", k.service, method, k.endpoint, resp.Status)
+	}
 	if resp.StatusCode != http.StatusOK {
 		var st struct {
 			Message string `json:"message"`

@@ -433,14 +433,7 @@ func TestKubernetesDoesNotFollowRedirects(t *testing.T) {
 		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
 	}))
 	defer srv.Close()
-	kc := filepath.Join(t.TempDir(), "config")
-	body := fmt.Sprintf("current-context: edge\nclusters:\n- name: c\n  cluster:\n    server: %s\n    certificate-authority-data: %s\n"+
-		"users:\n- name: u\n  user:\n    token: tok\ncontexts:\n- name: edge\n  context: {cluster: c, user: u, namespace: shop}\n",
-		srv.URL, base64.StdEncoding.EncodeToString(caPEM(srv)))
-	if err := os.WriteFile(kc, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	k, err := NewKubernetes("api", KubernetesSpec{Deployment: "api", Kubeconfig: kc}, nil)
+	k, err := NewKubernetes("api", KubernetesSpec{Deployment: "api", Kubeconfig: kubeconfigFor(t, srv, "shop")}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,4 +445,36 @@ func TestKubernetesDoesNotFollowRedirects(t *testing.T) {
 	if n := elsewhere.Load(); n != 1 {
 		t.Errorf("the API server got %d requests, want the 1 that failed", n)
 	}
+}
+
+// An API server's answer is read up to 1 MiB; a longer one is cut, and the
+// failure must say so rather than leave a JSON syntax error to puzzle over.
+func TestKubernetesOversizedAnswerIsNamed(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"metadata":{"resourceVersion":"7"},"spec":{"replicas":2},"pad":"%s"}`, strings.Repeat("x", 2<<20))
+	}))
+	defer srv.Close()
+	k, err := NewKubernetes("api", KubernetesSpec{Deployment: "api", Kubeconfig: kubeconfigFor(t, srv, "default")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close(context.Background())
+	err = k.Scale(context.Background(), Request{Replicas: 3})
+	if err == nil || !strings.Contains(err.Error(), "1 MiB") {
+		t.Fatalf("a 2 MiB answer: %v; want a failure that names the limit", err)
+	}
+}
+
+// kubeconfigFor writes a kubeconfig whose current context reaches srv with
+// the token "tok" in namespace ns.
+func kubeconfigFor(t *testing.T, srv *httptest.Server, ns string) string {
+	t.Helper()
+	kc := filepath.Join(t.TempDir(), "config")
+	body := fmt.Sprintf("current-context: edge\nclusters:\n- name: c\n  cluster:\n    server: %s\n    certificate-authority-data: %s\n"+
+		"users:\n- name: u\n  user:\n    token: tok\ncontexts:\n- name: edge\n  context: {cluster: c, user: u, namespace: %s}\n",
+		srv.URL, base64.StdEncoding.EncodeToString(caPEM(srv)), ns)
+	if err := os.WriteFile(kc, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return kc
 }
