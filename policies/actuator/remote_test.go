@@ -478,3 +478,21 @@ func kubeconfigFor(t *testing.T, srv *httptest.Server, ns string) string {
 	}
 	return kc
 }
+
+// The exec actuator's contract is the command's exit status. A command
+// that starts something in the background and exits 0 has scaled, even
+// though what it started still holds its output: that is no failure (and
+// one that made the scaler run the command again).
+func TestExecSucceedsWhenItsBackgroundChildHoldsTheOutput(t *testing.T) {
+	x, err := NewExec("api", ExecSpec{Command: `sh -c 'sleep 3 & echo scaled; exit 0'`}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Scale(context.Background(), Request{Replicas: 4, Reason: "load", Term: 1}); err != nil || x.Replicas() != 4 {
+		t.Fatalf("exit 0 with a background child: err = %v, replicas %d", err, x.Replicas())
+	}
+	fail, _ := NewExec("api", ExecSpec{Command: `sh -c 'sleep 3 & exit 3'`}, nil)
+	if err := fail.Scale(context.Background(), Request{Replicas: 5}); err == nil || fail.Replicas() != 0 {
+		t.Fatalf("exit 3 with a background child: err = %v, replicas %d", err, fail.Replicas())
+	}
+}
