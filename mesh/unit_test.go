@@ -5,6 +5,9 @@ import (
 	"errors"
 	"log/slog"
 	"math"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -687,5 +690,38 @@ func TestOutlandishCoordinateIsRefused(t *testing.T) {
 	}
 	if rtt := c.coords.GetCoordinate().DistanceTo(honest); rtt <= 0 || rtt > time.Second {
 		t.Errorf("after one outlandish ack our coordinate is %v from an honest peer 10 ms away", rtt)
+	}
+}
+
+// A keyring is a few lines. A path that names something else (a huge file
+// written there by mistake, a device) must be refused after a bounded read
+// with a clear error: validate, start and every reload read it.
+func TestKeyringFileIsReadBounded(t *testing.T) {
+	huge := filepath.Join(t.TempDir(), "mesh.keys")
+	if err := os.WriteFile(huge, []byte("MDEyMzQ1Njc4OWFiY2RlZg==\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(huge, 256<<20); err != nil { // sparse: no disk used
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := ParseKeyring(huge)
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+		t.Fatalf("reading a 256 MiB keyring allocated %d MiB (err %v)", grew>>20, err)
+	}
+	if err == nil || !strings.Contains(err.Error(), "KiB") {
+		t.Errorf("a 256 MiB keyring: %v, want the size limit named", err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := ParseKeyring("/dev/zero"); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("/dev/zero accepted as a keyring")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("reading /dev/zero as a keyring did not stop")
 	}
 }
