@@ -112,3 +112,38 @@ end`, func(c *EngineConfig) {
 		}
 	}
 }
+
+// byteLog adds up the message bytes a logger gets.
+type byteLog struct{ n atomic.Int64 }
+
+func (c *byteLog) Enabled(context.Context, slog.Level) bool { return true }
+func (c *byteLog) Handle(_ context.Context, r slog.Record) error {
+	c.n.Add(int64(len(r.Message)))
+	r.Attrs(func(a slog.Attr) bool { c.n.Add(int64(len(a.Value.String()))); return true })
+	return nil
+}
+func (c *byteLog) WithAttrs([]slog.Attr) slog.Handler { return c }
+func (c *byteLog) WithGroup(string) slog.Handler      { return c }
+
+// What a script writes to the node's log is bounded in size as well as in
+// count: 100 log records of 128 KiB each, an evaluation every 50 ms, would
+// write 250 MB a second.
+func TestScriptLogsAreBoundedInSize(t *testing.T) {
+	logs := &byteLog{}
+	r := newRig(t, `
+function evaluate(m)
+  local big = string.rep("y", 128 * 1024)
+  for i = 1, 100 do
+    log("tick", big)
+  end
+end`, func(c *EngineConfig) {
+		c.ScriptLog = slog.New(logs)
+		c.Policies[0].Timeout, c.Policies[0].Interval = units.Duration(20*time.Second), units.Duration(20*time.Second)
+	})
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	if n := logs.n.Load(); n > 1<<20 {
+		t.Errorf("100 log calls of 128 KiB wrote %d KiB to the log", n>>10)
+	}
+}
