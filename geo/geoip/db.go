@@ -121,6 +121,10 @@ func load(path string) (*generation, *maxminddb.Reader, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("geoip database: %w", err)
 	}
+	if !st.Mode().IsRegular() {
+		// A FIFO would block the read, a device such as /dev/zero never end it.
+		return nil, nil, fmt.Errorf("geoip database %s: not a regular file (%s)", path, st.Mode().Type())
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("geoip database: %w", err)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -286,6 +287,33 @@ func TestNonsenseCoordinatesPlaceNobody(t *testing.T) {
 		}
 		if loc.Known || loc.Source != geoip.NoLocation || loc.Country != "ZZ" {
 			t.Errorf("%s: %+v; want a record without a location", cidr, loc)
+		}
+	}
+}
+
+// The database path may name something that is not a file: a FIFO (which
+// blocks the read until someone writes) or a device such as /dev/zero
+// (which never ends). Open, Check and every reload read it whole, so such
+// a path must be refused at once, not hang the start or grow the heap
+// until the node is killed.
+func TestOpenRefusesWhatIsNotAFile(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "city.mmdb")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip("no FIFOs here:", err)
+	}
+	for _, path := range []string{fifo, "/dev/zero"} {
+		done := make(chan error, 1)
+		go func() { _, err := geoip.Open(path, nil); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+				t.Errorf("%s: %v, want a refusal that says why", path, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Open(%s) did not return", path)
+		}
+		if err := geoip.Check(path); err == nil {
+			t.Errorf("Check(%s) accepted it", path)
 		}
 	}
 }
