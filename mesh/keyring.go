@@ -20,6 +20,14 @@ const maxKeyringBytes = 64 << 10
 // which is what lets a key be rotated in without a flag day (docs/mesh.md).
 // Keys must be 16, 24 or 32 bytes (AES-128, -192, -256).
 func ParseKeyring(path string) ([][]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("mesh.keyring: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		// A FIFO would block the open, a device never end the read.
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, st.Mode().Type())
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("mesh.keyring: %w", err)

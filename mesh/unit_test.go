@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -714,14 +715,20 @@ func TestKeyringFileIsReadBounded(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "KiB") {
 		t.Errorf("a 256 MiB keyring: %v, want the size limit named", err)
 	}
-	done := make(chan error, 1)
-	go func() { _, err := ParseKeyring("/dev/zero"); done <- err }()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Error("/dev/zero accepted as a keyring")
+	fifo := filepath.Join(t.TempDir(), "fifo.keys")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/dev/zero", fifo} {
+		done := make(chan error, 1)
+		go func() { _, err := ParseKeyring(path); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+				t.Errorf("%s as a keyring: %v, want a refusal that says why", path, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("reading %s as a keyring did not stop", path)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("reading /dev/zero as a keyring did not stop")
 	}
 }
