@@ -3,9 +3,11 @@ package policies
 import (
 	"context"
 	"log/slog"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,5 +147,27 @@ end`, func(c *EngineConfig) {
 	}
 	if n := logs.n.Load(); n > 1<<20 {
 		t.Errorf("100 log calls of 128 KiB wrote %d KiB to the log", n>>10)
+	}
+}
+
+// A policy path that names a FIFO blocked the load (and so a reload) in
+// open(2) for good; it is refused as what it is.
+func TestPolicyPathThatIsNoFileIsRefused(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "p.lua")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := NewEngine(EngineConfig{Source: &fixedSource{}, Policies: []Spec{{Name: "p", Script: fifo}}})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("a FIFO as the policy: %v, want a refusal that says why", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("loading a policy from a FIFO did not return")
 	}
 }
