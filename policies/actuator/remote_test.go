@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -495,4 +496,42 @@ func TestExecSucceedsWhenItsBackgroundChildHoldsTheOutput(t *testing.T) {
 	if err := fail.Scale(context.Background(), Request{Replicas: 5}); err == nil || fail.Replicas() != 0 {
 		t.Fatalf("exit 3 with a background child: err = %v, replicas %d", err, fail.Replicas())
 	}
+}
+
+// The kubeconfig, its CA and token files, and the service account's, are
+// read with os.ReadFile, the token on every call: a FIFO at one of those
+// paths blocked NewKubernetes, or every Scale, in open(2) for good, where
+// no context reaches. Such a path is refused.
+func TestKubernetesFilesThatAreNoFilesAreRefused(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	within := func(what string, f func() error) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- f() }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+				t.Errorf("%s: %v, want a refusal that says why", what, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s did not return", what)
+		}
+	}
+	within("a FIFO as the kubeconfig", func() error {
+		_, err := NewKubernetes("api", KubernetesSpec{Deployment: "api", Kubeconfig: fifo}, nil)
+		return err
+	})
+	srv, _ := fakeAPIServer(t, "tok")
+	kc := kubeconfigFor(t, srv, "shop")
+	b, _ := os.ReadFile(kc)
+	os.WriteFile(kc, []byte(strings.Replace(string(b), "token: tok", "tokenFile: "+fifo, 1)), 0o600)
+	k, err := NewKubernetes("api", KubernetesSpec{Deployment: "api", Kubeconfig: kc}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close(context.Background())
+	within("a FIFO as the token file", func() error { return k.Scale(context.Background(), Request{Replicas: 3}) })
 }
