@@ -170,7 +170,7 @@ func readSummaryHead(r *binread.Reader) *summary {
 	s.Term = r.Uvarint("term")
 	s.Capacity = atMost(r, 1<<31-1, "capacity")
 	s.RPS = figure32(r, "rps")
-	s.InFlight = count(r, maxCount*maxSummaryRegn, "in-flight")
+	s.InFlight = count(r, maxCount*maxPeers, "in-flight")
 	s.CPU = figure32(r, "cpu")
 	return s
 }
