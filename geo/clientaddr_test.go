@@ -28,7 +28,13 @@ func TestClientAddrBelievesOnlyTrustedProxies(t *testing.T) {
 		{"garbage hop stops the walk", "10.1.1.1:80", "1.0.16.5, bogus", "", "10.1.1.1"},
 		{"garbage left of a real client", "10.1.1.1:80", "bogus, 1.0.16.5", "", "1.0.16.5"},
 		{"hop with port", "10.1.1.1:80", "1.0.16.5:4711", "", "1.0.16.5"},
-		{"Forwarded preferred", "10.1.1.1:80", "9.9.9.9", `for="[2a01:4f8::9]:443";proto=https, for=10.4.4.4`, "2a01:4f8::9"},
+		{"Forwarded alone", "10.1.1.1:80", "", `for="[2a01:4f8::9]:443";proto=https, for=10.4.4.4`, "2a01:4f8::9"},
+		{"Forwarded and X-Forwarded-For agree", "10.1.1.1:80", "2a01:4f8::9, 10.4.4.4", `for="[2a01:4f8::9]:443";proto=https, for=10.4.4.4`, "2a01:4f8::9"},
+		// Most proxies append to X-Forwarded-For and pass a client's own
+		// Forwarded on as it came (and the other way round): when the two
+		// disagree, which one the proxy wrote is unknown.
+		{"client's Forwarded behind an X-Forwarded-For proxy", "10.1.1.1:80", "85.214.3.3", "for=1.0.16.5", "10.1.1.1"},
+		{"client's X-Forwarded-For behind a Forwarded proxy", "10.1.1.1:80", "1.0.16.5", "for=85.214.3.3", "10.1.1.1"},
 		{"Forwarded obfuscated", "10.1.1.1:80", "", "for=_hidden", "10.1.1.1"},
 		{"Forwarded unknown", "10.1.1.1:80", "", "for=unknown;by=10.1.1.1", "10.1.1.1"},
 		{"ipv6 trusted peer", "[2001:db8:1::5]:443", "85.214.3.3", "", "85.214.3.3"},

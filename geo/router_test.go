@@ -205,10 +205,13 @@ func TestUnknownClientsAreServedHere(t *testing.T) {
 
 func TestBadMeasuredRTTsMoveClientsAway(t *testing.T) {
 	db := openDemo(t)
-	// fra measured its Frankfurt clients over a terrible path and gossips it.
-	fraLearner := rtt.NewLearner(rtt.Config{Self: "fra", Locate: db.LatLon})
+	// fra measured its Frankfurt clients over a terrible path for a few
+	// minutes (a network weighs in its cell once per 10 s) and gossips it.
+	now := time.Now()
+	fraLearner := rtt.NewLearner(rtt.Config{Self: "fra", Locate: db.LatLon, Now: func() time.Time { return now }})
 	for range 20 {
 		fraLearner.Observe(demodb.Frankfurt.Client(), 250*time.Millisecond)
+		now = now.Add(10 * time.Second)
 	}
 	iadLearner := rtt.NewLearner(rtt.Config{Self: "iad", Locate: db.LatLon})
 	rt := geo.NewRouter(geo.RouterConfig{}, db, threeNodes("iad"), iadLearner)

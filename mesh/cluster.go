@@ -321,7 +321,7 @@ func (c *Cluster) sampleLoop() {
 // sample later against loss; otherwise, once per refresh interval, a beat.
 // Beats do not carry our coordinate: full reports do, and every ping ack.
 func (c *Cluster) sample(now time.Time) {
-	s := c.report()
+	s := clampFigures(c.report())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	last := c.lastSent
@@ -428,6 +428,10 @@ func (c *Cluster) forgetLocked(id string) {
 func (c *Cluster) merge(rep *report, now time.Time) {
 	if rep.ID == c.meta.ID {
 		return // nobody knows our figures better than we do
+	}
+	if !c.plausibleTerm(rep.Term) {
+		c.drop("report", fmt.Errorf("term %d is implausible", rep.Term), nil)
+		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

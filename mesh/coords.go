@@ -24,6 +24,12 @@ func newCoordClient() (*coordinate.Client, error) {
 	return c, nil
 }
 
+// maxCoordSeconds bounds every part of a coordinate from the network.
+// Coordinates are in seconds and serf refuses round trips over 10 s, so no
+// honest one strays further; one that does would pull ours out with it
+// (Vivaldi moves us by the error it sees), and ours travels on.
+const maxCoordSeconds = 10
+
 // encodeCoord is the ping ack payload: our coordinate, as in a report.
 func encodeCoord(c *coordinate.Coordinate) []byte {
 	b := []byte{byte(len(c.Vec))}
@@ -66,6 +72,14 @@ func readCoord(r *binread.Reader) *coordinate.Coordinate {
 	c.Adjustment = finite32(r, "coordinate adjustment")
 	c.Height = finite32(r, "coordinate height")
 	if r.Err() != nil {
+		return nil
+	}
+	plausible := c.Error >= 0 && c.Height >= 0 && max(c.Error, math.Abs(c.Adjustment), c.Height) <= maxCoordSeconds
+	for _, v := range c.Vec {
+		plausible = plausible && math.Abs(v) <= maxCoordSeconds
+	}
+	if !plausible {
+		r.Failf("coordinate out of range: %v", c)
 		return nil
 	}
 	return c

@@ -6,18 +6,39 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 )
+
+// maxKeyringBytes bounds what is read of a keyring file: a thousand keys
+// with comments fit, and a path naming a huge file or a device is refused.
+const maxKeyringBytes = 64 << 10
 
 // ParseKeyring reads gossip keys, base64 one a line; blank lines and lines
 // starting with # are skipped. The first key encrypts, all of them decrypt,
 // which is what lets a key be rotated in without a flag day (docs/mesh.md).
 // Keys must be 16, 24 or 32 bytes (AES-128, -192, -256).
 func ParseKeyring(path string) ([][]byte, error) {
-	b, err := os.ReadFile(path)
+	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("mesh.keyring: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		// A FIFO would block the open, a device never end the read.
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, st.Mode().Type())
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("mesh.keyring: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyringBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("mesh.keyring: %w", err)
+	}
+	if len(b) > maxKeyringBytes {
+		return nil, fmt.Errorf("%s: over %d KiB; a keyring is a few lines of base64 keys", path, maxKeyringBytes>>10)
 	}
 	var keys [][]byte
 	sc := bufio.NewScanner(bytes.NewReader(b))

@@ -211,6 +211,18 @@ func (c *Cluster) tendLeadership(now time.Time) {
 	}
 }
 
+// maxTermAhead is how far past this node's wall clock, in seconds, a term
+// from the network may be: a term is taken above the clock's seconds and
+// rises by one per change of leader, so a term more than a century ahead
+// came from no honest node. Taken in, it would be carried in every
+// member's reports and grants, and the next term would wrap to zero.
+const maxTermAhead = 1 << 32
+
+// plausibleTerm says whether a term from the network could have been taken.
+func (c *Cluster) plausibleTerm(term uint64) bool {
+	return term <= uint64(max(c.cfg.now().Unix(), 0))+maxTermAhead
+}
+
 // leaderTerm is a region's leader and its term, as last reported in events.
 type leaderTerm struct {
 	id   string

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -513,4 +514,36 @@ func TestCutOffLeaderStopsBeforeTheNextActs(t *testing.T) {
 	}
 	sp.mu.Unlock()
 	sp.check(t)
+}
+
+// A term no node could have taken (honest terms follow the wall clock's
+// seconds and rise by one per change of leader) must not enter the region:
+// from one report of a member that holds the key, every node would carry
+// it in its own reports and lease grants, the next term would wrap past
+// the largest integer, and the region would have no leader again, even
+// after that member was removed from the keyring.
+func TestAbsurdTermIsRefused(t *testing.T) {
+	now := time.Now()
+	c := leaderCluster(now)
+	c.setState("a", StateDead)
+	c.peers["c"].addr = "127.0.0.1:1"
+	c.grantLease(leaseMsg{From: "c", Term: math.MaxUint64 - 1, Round: 1}, now)
+	for seq := uint64(2); seq <= 4; seq++ {
+		c.tendLeadership(now)
+		c.confirmLease(now)
+		// c, and every member that took the term from it, keeps sending it.
+		c.merge(&report{ID: "c", Gen: 1, Seq: seq, Term: math.MaxUint64}, now)
+	}
+	term, ok := c.Leadership()
+	if !ok || term > uint64(now.Unix())+1000 {
+		t.Fatalf("after reports and a lease ask of term 2^64-1: b leads = %v under term %d; want a term near the clock's %d", ok, term, now.Unix())
+	}
+	if c.DroppedMessages() == 0 {
+		t.Error("the absurd reports were not counted as dropped")
+	}
+	// Nor may it win the summary held of another region.
+	c.mergeSummary(&summary{Region: "us", Sender: "x", Gen: 1, Seq: 1, Term: math.MaxUint64}, false, now)
+	if h := c.summaries["us"]; h != nil {
+		t.Errorf("a summary under term 2^64-1 was kept")
+	}
 }

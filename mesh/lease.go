@@ -1,6 +1,9 @@
 package mesh
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // The leader lease. Terms fence a deposed leader's writes at an actuator
 // that remembers terms; the lease keeps them from overlapping in time at
@@ -82,6 +85,10 @@ func (c *Cluster) askLeaseLocked(now time.Time) {
 // grantLease answers a leader's ask from a live member of our region, if
 // we still follow it.
 func (c *Cluster) grantLease(m leaseMsg, now time.Time) {
+	if !c.plausibleTerm(m.Term) {
+		c.drop("lease ask", fmt.Errorf("term %d is implausible", m.Term), nil)
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p := c.peers[m.From]

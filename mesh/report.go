@@ -176,9 +176,9 @@ func decodeReport(b []byte) (*report, []byte, error) {
 	}
 	s := &rep.Sample
 	s.Window = time.Duration(min(r.Uvarint("window"), math.MaxInt64/uint64(time.Millisecond))) * time.Millisecond
-	s.RPS = finite32(r, "rps")
-	s.InFlight = r.Varint("in-flight")
-	s.CPU = finite32(r, "cpu")
+	s.RPS = figure32(r, "rps")
+	s.InFlight = count(r, maxCount, "in-flight")
+	s.CPU = figure32(r, "cpu")
 	s.MemBytes = r.Uvarint("memory")
 	if c := readCoord(r); c != nil && c.IsValid() {
 		rep.Coord = c
@@ -188,10 +188,13 @@ func decodeReport(b []byte) (*report, []byte, error) {
 		for range n {
 			name := string(r.Bytes(maxNameLen, "service name"))
 			v := telemetry.ServiceSample{
-				RPS:       finite32(r, "service rps"),
-				ErrorRate: finite32(r, "service error rate"),
-				InFlight:  r.Varint("service in-flight"),
-				Queued:    r.Varint("service queued"),
+				RPS:       figure32(r, "service rps"),
+				ErrorRate: figure32(r, "service error rate"),
+				InFlight:  count(r, maxCount, "service in-flight"),
+				Queued:    count(r, maxCount, "service queued"),
+			}
+			if v.ErrorRate > 1 {
+				r.Fail("service error rate above 1")
 			}
 			v.Backends = atMost(r, math.MaxInt32, "backends")
 			v.HealthyBackends = atMost(r, math.MaxInt32, "healthy backends")
@@ -223,6 +226,27 @@ func decodeReport(b []byte) (*report, []byte, error) {
 	return rep, r.Rest(), nil
 }
 
+// maxCount bounds a count in a report (requests in flight, queued), so
+// that a region's sum over every member the table holds (maxPeers) stays
+// far from wrapping; a million times what any node holds.
+const maxCount = 1 << 40
+
+// clampFigures puts our own figures in the range peers accept, so that a
+// glitch in a gauge (in-flight read as -1) never gets our report refused.
+func clampFigures(s telemetry.NodeSample) telemetry.NodeSample {
+	s.RPS, s.CPU, s.InFlight = max(s.RPS, 0), max(s.CPU, 0), min(max(s.InFlight, 0), maxCount)
+	if len(s.Services) > 0 {
+		out := make(map[string]telemetry.ServiceSample, len(s.Services))
+		for name, v := range s.Services {
+			v.RPS, v.ErrorRate = max(v.RPS, 0), min(max(v.ErrorRate, 0), 1)
+			v.InFlight, v.Queued = min(max(v.InFlight, 0), maxCount), min(max(v.Queued, 0), maxCount)
+			out[name] = v
+		}
+		s.Services = out
+	}
+	return s
+}
+
 // finite32 reads a load figure, which must be a number.
 func finite32(r *binread.Reader, what string) float64 {
 	f := r.Float32BE(what)
@@ -231,6 +255,26 @@ func finite32(r *binread.Reader, what string) float64 {
 		return 0
 	}
 	return f
+}
+
+// figure32 reads a rate or an amount of load: a number, not below zero.
+func figure32(r *binread.Reader, what string) float64 {
+	f := finite32(r, what)
+	if f < 0 {
+		r.Failf("%s: %g is negative", what, f)
+		return 0
+	}
+	return f
+}
+
+// count reads a count of things, from zero to limit.
+func count(r *binread.Reader, limit int64, what string) int64 {
+	n := r.Varint(what)
+	if n < 0 || n > limit {
+		r.Failf("%s: %d is not a count up to %d", what, n, limit)
+		return 0
+	}
+	return n
 }
 
 // atMost reads a uvarint no larger than limit.

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -106,6 +107,10 @@ func (c *Cluster) mergeCompact(s *summary, list uint32, now time.Time) {
 
 func (c *Cluster) keepSummaryLocked(s *summary, relay, compact bool, now time.Time) {
 	if s.Sender == c.meta.ID {
+		return
+	}
+	if !c.plausibleTerm(s.Term) {
+		c.drop("summary", fmt.Errorf("term %d is implausible", s.Term), nil)
 		return
 	}
 	h := c.summaries[s.Region]

@@ -169,9 +169,9 @@ func readSummaryHead(r *binread.Reader) *summary {
 	}
 	s.Term = r.Uvarint("term")
 	s.Capacity = atMost(r, 1<<31-1, "capacity")
-	s.RPS = finite32(r, "rps")
-	s.InFlight = r.Varint("in-flight")
-	s.CPU = finite32(r, "cpu")
+	s.RPS = figure32(r, "rps")
+	s.InFlight = count(r, maxCount*maxPeers, "in-flight")
+	s.CPU = figure32(r, "cpu")
 	return s
 }
 
@@ -182,7 +182,7 @@ func readMemberState(r *binread.Reader) summaryMember {
 		r.Fail("unknown member flags")
 	}
 	m.Fresh, m.Leads, m.Leaving = f&flagFresh != 0, f&flagLeads != 0, f&flagLeaving != 0
-	m.InFlight = r.Varint("member in-flight")
+	m.InFlight = count(r, maxCount, "member in-flight")
 	return m
 }
 

@@ -18,7 +18,7 @@ func sampleSummary() *summary {
 	return &summary{Region: "eu-west", Sender: "pop-0001", Gen: 1 << 60, Seq: 77, Age: 1500 * time.Millisecond, Term: 1796000000,
 		Capacity: 24, RPS: 1234.5, InFlight: 321, CPU: 2.5, Members: []summaryMember{
 			{ID: "pop-0001", Fresh: true, Leads: true, InFlight: 300},
-			{ID: "pop-0002", Fresh: false, Leaving: true, InFlight: -1},
+			{ID: "pop-0002", Fresh: false, Leaving: true, InFlight: 4},
 			{ID: "pop-0003", Fresh: true, InFlight: 21},
 		}}
 }

@@ -5,7 +5,11 @@ import (
 	"errors"
 	"log/slog"
 	"math"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -559,5 +563,172 @@ func TestFullSendQueueDropsAreCounted(t *testing.T) {
 	c.send(direct{msg: []byte("y"), reliable: true})
 	if got := c.UnsentMessages(); got != 2 {
 		t.Fatalf("%d counted, want 2 (two UDP sends past a one-slot queue)", got)
+	}
+}
+
+// Load figures count or rate things: a report or summary with a negative
+// one, an error rate outside 0..1, or a count so large that a region's sum
+// wraps, is refused. A member that holds the key could otherwise cancel
+// the region's real load (a negative rate makes the region's sum as low as
+// it likes: the leader's policy scales down to the minimum), which a member
+// that merely under-reports cannot. The sender clamps its own figures, so
+// an honest glitch never gets its report refused.
+func TestOutOfDomainFiguresAreRefused(t *testing.T) {
+	bad := map[string]func(*report){
+		"negative rps":           func(r *report) { r.Sample.RPS = -1e30 },
+		"negative cpu":           func(r *report) { r.Sample.CPU = -4 },
+		"negative in-flight":     func(r *report) { r.Sample.InFlight = -5 },
+		"wrapping in-flight":     func(r *report) { r.Sample.InFlight = math.MaxInt64 },
+		"negative service rps":   func(r *report) { s := r.Sample.Services["api"]; s.RPS = -1e30; r.Sample.Services["api"] = s },
+		"error rate above one":   func(r *report) { s := r.Sample.Services["api"]; s.ErrorRate = 3e38; r.Sample.Services["api"] = s },
+		"negative error rate":    func(r *report) { s := r.Sample.Services["api"]; s.ErrorRate = -1; r.Sample.Services["api"] = s },
+		"negative queue":         func(r *report) { s := r.Sample.Services["api"]; s.Queued = -100; r.Sample.Services["api"] = s },
+		"wrapping service queue": func(r *report) { s := r.Sample.Services["api"]; s.Queued = math.MaxInt64; r.Sample.Services["api"] = s },
+		"negative service inflight": func(r *report) {
+			s := r.Sample.Services["api"]
+			s.InFlight = math.MinInt64
+			r.Sample.Services["api"] = s
+		},
+	}
+	for name, spoil := range bad {
+		rep := sampleReport()
+		spoil(rep)
+		b, err := encodeMessage(kindReport, []*report{rep})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := decodeMessage(b); !errors.Is(err, errMalformed) {
+			t.Errorf("%s: decoded without error (%v)", name, err)
+		}
+		// Our own sample is clamped before it is sent, so it stays readable.
+		rep.Sample = clampFigures(rep.Sample)
+		if b, err = encodeMessage(kindReport, []*report{rep}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := decodeMessage(b); err != nil {
+			t.Errorf("%s: our own clamped report is refused: %v", name, err)
+		}
+	}
+
+	// Through the region view: one peer's negative rate does not cancel
+	// another's load.
+	c := beatCluster()
+	now := time.Now()
+	honest := &report{ID: "n1", Gen: 7, Seq: 6, Sample: telemetry.NodeSample{RPS: 500,
+		Services: map[string]telemetry.ServiceSample{"api": {RPS: 500, InFlight: 40}}}}
+	c.merge(honest, now)
+	addPeer(c, "n2", "eu", "127.0.0.1:2")
+	liar := &report{ID: "n2", Gen: 1, Seq: 1, Sample: telemetry.NodeSample{RPS: -1e30,
+		Services: map[string]telemetry.ServiceSample{"api": {RPS: -1e30, InFlight: -1 << 40}}}}
+	b, err := encodeMessage(kindReport, []*report{liar})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.handle(b, true, now)
+	if v := c.Region("eu"); v.RPS < 500 || v.Services["api"].RPS < 500 || v.Services["api"].InFlight < 40 {
+		t.Errorf("region view rps %g, api rps %g, api in-flight %d: a peer's negative figures cancelled n1's", v.RPS, v.Services["api"].RPS, v.Services["api"].InFlight)
+	}
+
+	for name, spoil := range map[string]func(*summary){
+		"negative rps":              func(s *summary) { s.RPS = -1 },
+		"negative cpu":              func(s *summary) { s.CPU = -1 },
+		"negative in-flight":        func(s *summary) { s.InFlight = -1 },
+		"wrapping in-flight":        func(s *summary) { s.InFlight = math.MaxInt64 },
+		"negative member in-flight": func(s *summary) { s.Members[0].InFlight = -1 },
+	} {
+		s := &summary{Region: "us", Sender: "x", Gen: 1, Seq: 1, Term: 2, RPS: 10, InFlight: 3, Members: []summaryMember{{ID: "x", Fresh: true, InFlight: 3}}}
+		spoil(s)
+		if _, err := decodeSummary(encodeSummary(s)); !errors.Is(err, errMalformed) {
+			t.Errorf("summary with %s: decoded without error (%v)", name, err)
+		}
+	}
+}
+
+// Vivaldi coordinates are in seconds, and a peer's reach ours through
+// every ping ack and report. One coordinate 3e38 s out (finite, so
+// "valid") moved ours 1e13 s away at once, where honest updates could not
+// bring it back; and ours then travels in our own acks and reports, so it
+// would spread to every node. A coordinate no round trip could give is
+// refused like a malformed one.
+func TestOutlandishCoordinateIsRefused(t *testing.T) {
+	cfg := coordinate.DefaultConfig()
+	cfg.Dimensionality = coordDims
+	honest := coordinate.NewCoordinate(cfg)
+	honest.Vec[0] = 0.005
+	spoil := map[string]func(*coordinate.Coordinate){
+		"far vector":      func(c *coordinate.Coordinate) { c.Vec[0] = 3e38 },
+		"far height":      func(c *coordinate.Coordinate) { c.Height = 1e20 },
+		"negative height": func(c *coordinate.Coordinate) { c.Height = -1 },
+		"huge error":      func(c *coordinate.Coordinate) { c.Error = 1e30 },
+		"huge adjustment": func(c *coordinate.Coordinate) { c.Adjustment = -1e30 },
+	}
+	for name, f := range spoil {
+		evil := honest.Clone()
+		f(evil)
+		if _, err := decodeCoord(encodeCoord(evil)); !errors.Is(err, errMalformed) {
+			t.Errorf("%s: decoded (%v)", name, err)
+		}
+		rep := sampleReport()
+		rep.Coord = evil
+		b, _ := encodeMessage(kindReport, []*report{rep})
+		if got, err := decodeMessage(b); err == nil && got[0].Coord != nil {
+			t.Errorf("%s: a report kept it", name)
+		}
+	}
+
+	c := beatCluster()
+	c.coords, _ = newCoordClient()
+	d := &delegate{c}
+	n1 := &memberlist.Node{Name: "n1"}
+	for range 20 {
+		d.NotifyPingComplete(n1, 10*time.Millisecond, encodeCoord(honest))
+	}
+	evil := honest.Clone()
+	evil.Vec[0] = 3e38
+	d.NotifyPingComplete(&memberlist.Node{Name: "n2"}, 10*time.Millisecond, encodeCoord(evil))
+	for range 5 {
+		d.NotifyPingComplete(n1, 10*time.Millisecond, encodeCoord(honest))
+	}
+	if rtt := c.coords.GetCoordinate().DistanceTo(honest); rtt <= 0 || rtt > time.Second {
+		t.Errorf("after one outlandish ack our coordinate is %v from an honest peer 10 ms away", rtt)
+	}
+}
+
+// A keyring is a few lines. A path that names something else (a huge file
+// written there by mistake, a device) must be refused after a bounded read
+// with a clear error: validate, start and every reload read it.
+func TestKeyringFileIsReadBounded(t *testing.T) {
+	huge := filepath.Join(t.TempDir(), "mesh.keys")
+	if err := os.WriteFile(huge, []byte("MDEyMzQ1Njc4OWFiY2RlZg==\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(huge, 256<<20); err != nil { // sparse: no disk used
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := ParseKeyring(huge)
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+		t.Fatalf("reading a 256 MiB keyring allocated %d MiB (err %v)", grew>>20, err)
+	}
+	if err == nil || !strings.Contains(err.Error(), "KiB") {
+		t.Errorf("a 256 MiB keyring: %v, want the size limit named", err)
+	}
+	fifo := filepath.Join(t.TempDir(), "fifo.keys")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/dev/zero", fifo} {
+		done := make(chan error, 1)
+		go func() { _, err := ParseKeyring(path); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+				t.Errorf("%s as a keyring: %v, want a refusal that says why", path, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("reading %s as a keyring did not stop", path)
+		}
 	}
 }

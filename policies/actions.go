@@ -76,6 +76,9 @@ func parseAction(kind ActionKind, args []any) (action, error) {
 		if !ok || s == "" {
 			return a, fmt.Errorf("argument %d must be a non-empty string, got %v", i+1, args[i])
 		}
+		if err := checkLength(fmt.Sprintf("argument %d", i+1), s); err != nil {
+			return a, err
+		}
 		strs[i] = s
 	}
 	vals := make([]float64, nums)
@@ -91,6 +94,9 @@ func parseAction(kind ActionKind, args []any) (action, error) {
 	}
 	if len(args) > names+nums && args[names+nums] != nil {
 		a.reason = fmt.Sprint(args[names+nums])
+		if err := checkLength("the reason", a.reason); err != nil {
+			return a, err
+		}
 	}
 	switch {
 	case kind.onRoute():

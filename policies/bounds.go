@@ -1,6 +1,9 @@
 package policies
 
-import "fmt"
+import (
+	"fmt"
+	"unicode/utf8"
+)
 
 // What one evaluation may produce. Actions and log records live in Go
 // memory, outside the script's heap budget, until the evaluation ends, so
@@ -9,7 +12,23 @@ import "fmt"
 const (
 	maxActions    = 1024
 	maxScriptLogs = 100
+	// maxActionString bounds each string an action keeps (a service,
+	// backend or route name, a reason): the decision log holds
+	// LogSize of them, long after the evaluation's budget is spent.
+	maxActionString = 256
+	// maxScriptLogBytes bounds one record a script logs: with
+	// maxScriptLogs of them an evaluation writes at most 100 KiB.
+	maxScriptLogBytes = 1024
 )
+
+// checkLength refuses a string an action would keep beyond
+// maxActionString; the VM adds the script's line.
+func checkLength(what, s string) error {
+	if len(s) > maxActionString {
+		return fmt.Errorf("%s is %d bytes, at most %d", what, len(s), maxActionString)
+	}
+	return nil
+}
 
 // errTooManyActions stops an evaluation at the call that went past
 // maxActions; the VM adds the script's line.
@@ -20,6 +39,13 @@ var errTooManyActions = fmt.Errorf("more than %d actions in one evaluation", max
 func (p *policy) scriptLog(msg string) {
 	if p.logged++; p.logged > maxScriptLogs {
 		return
+	}
+	if len(msg) > maxScriptLogBytes {
+		cut := maxScriptLogBytes
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = fmt.Sprintf("%s… (%d more bytes cut)", msg[:cut], len(msg)-cut)
 	}
 	p.e.cfg.ScriptLog.Info(msg, "policy", p.spec.Name)
 }

@@ -3,9 +3,11 @@ package policies
 import (
 	"context"
 	"log/slog"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,5 +71,103 @@ end`, func(c *EngineConfig) {
 	}
 	if n := logs.n.Load(); n > maxScriptLogs+1 || n == 0 {
 		t.Fatalf("%d records from 200,000 log and print calls; want at most %d", n, maxScriptLogs+1)
+	}
+}
+
+// The strings of an action (its service, target and reason) are copied into
+// Go memory and kept in the decision log, outside the script's heap
+// budget: scripts that pass long strings to their calls must be refused at
+// the line, not leave the log holding a copy per call, evaluation after
+// evaluation, far past the budget of any one of them.
+func TestActionStringsAreBounded(t *testing.T) {
+	r := newRig(t, `
+function evaluate(m)
+  local long = string.rep("x", 64 * 1024)
+  for i = 1, 200 do
+    scale("api", 2, long)
+  end
+end`, func(c *EngineConfig) {
+		c.Policies[0].Timeout, c.Policies[0].Interval = units.Duration(20*time.Second), units.Duration(20*time.Second)
+	})
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var err error
+	for range 6 {
+		err = r.eval(t)
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("heap grew %d MiB", grew>>20)
+	if grew > 16<<20 {
+		t.Errorf("heap held %d MiB more after 6 evaluations", grew>>20)
+	}
+	if err == nil || !strings.Contains(err.Error(), "p.lua:5") || !strings.Contains(err.Error(), "reason") {
+		t.Fatalf("a 64 KiB reason: err = %v, want the reason's limit with the line", err)
+	}
+	for _, call := range []string{`scale(string.rep("s", 100000), 2)`, `eject("api", string.rep("b", 100000), 5)`, `circuit(string.rep("c", 1000), {max_requests = 5})`} {
+		r := newRig(t, "function evaluate(m)\n  "+call+"\nend", nil)
+		if err := r.eval(t); err == nil || !strings.Contains(err.Error(), "p.lua:2") {
+			t.Errorf("%s: err = %v, want a refusal with the line", call[:12], err)
+		}
+	}
+}
+
+// byteLog adds up the message bytes a logger gets.
+type byteLog struct{ n atomic.Int64 }
+
+func (c *byteLog) Enabled(context.Context, slog.Level) bool { return true }
+func (c *byteLog) Handle(_ context.Context, r slog.Record) error {
+	c.n.Add(int64(len(r.Message)))
+	r.Attrs(func(a slog.Attr) bool { c.n.Add(int64(len(a.Value.String()))); return true })
+	return nil
+}
+func (c *byteLog) WithAttrs([]slog.Attr) slog.Handler { return c }
+func (c *byteLog) WithGroup(string) slog.Handler      { return c }
+
+// What a script writes to the node's log is bounded in size as well as in
+// count: 100 log records of 128 KiB each, an evaluation every 50 ms, would
+// write 250 MB a second.
+func TestScriptLogsAreBoundedInSize(t *testing.T) {
+	logs := &byteLog{}
+	r := newRig(t, `
+function evaluate(m)
+  local big = string.rep("y", 128 * 1024)
+  for i = 1, 100 do
+    log("tick", big)
+  end
+end`, func(c *EngineConfig) {
+		c.ScriptLog = slog.New(logs)
+		c.Policies[0].Timeout, c.Policies[0].Interval = units.Duration(20*time.Second), units.Duration(20*time.Second)
+	})
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	if n := logs.n.Load(); n > 1<<20 {
+		t.Errorf("100 log calls of 128 KiB wrote %d KiB to the log", n>>10)
+	}
+}
+
+// A policy path that names a FIFO blocked the load (and so a reload) in
+// open(2) for good; it is refused as what it is.
+func TestPolicyPathThatIsNoFileIsRefused(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "p.lua")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := NewEngine(EngineConfig{Source: &fixedSource{}, Policies: []Spec{{Name: "p", Script: fifo}}})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("a FIFO as the policy: %v, want a refusal that says why", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("loading a policy from a FIFO did not return")
 	}
 }

@@ -47,6 +47,9 @@ func parseCircuit(args []any) (action, error) {
 	if !ok || svc == "" {
 		return a, fmt.Errorf("argument 1 must be a non-empty string, got %v", args[0])
 	}
+	if err := checkLength("argument 1", svc); err != nil {
+		return a, err
+	}
 	a.service = svc
 	table, ok := args[1].(map[string]any)
 	if !ok || len(table) == 0 {
@@ -68,6 +71,9 @@ func parseCircuit(args []any) (action, error) {
 	}
 	if len(args) > 2 && args[2] != nil {
 		a.reason = fmt.Sprint(args[2])
+		if err := checkLength("the reason", a.reason); err != nil {
+			return a, err
+		}
 	}
 	a.target = a.circuit.String()
 	if a.circuit.set[0] {

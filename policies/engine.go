@@ -343,8 +343,16 @@ func (e *Engine) record(d telemetry.Decision) {
 }
 
 // readScript reads a policy file, at most one byte past what the sandbox
-// compiles, so a huge file costs no more than the limit to refuse.
+// compiles, so a huge file costs no more than the limit to refuse. A path
+// that names no regular file is refused first: a FIFO would block the open.
 func readScript(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, st.Mode().Type())
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err

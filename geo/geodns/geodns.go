@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/net/netutil"
 
 	"perigee/geo"
 )
@@ -20,6 +21,12 @@ import (
 // maxQuery bounds an accepted query: one question with EDNS fits in far
 // less, and larger ones are only good for making us work.
 const maxQuery = 512
+
+// maxTCPClients bounds the TCP connections served at once (BIND's
+// tcp-clients is 150). Each holds a descriptor, a goroutine and, while a
+// query is read, a buffer of the length it announces, up to 64 KiB;
+// connections past it wait in the kernel's backlog.
+const maxTCPClients = 128
 
 // Handler answers queries with the router's ranking.
 type Handler struct {
@@ -70,7 +77,7 @@ func ServeDNS(ctx context.Context, cfg geo.DNSConfig, router *geo.Router, log *s
 func Serve(ctx context.Context, pc net.PacketConn, ln net.Listener, h *Handler) error {
 	servers := []*dns.Server{
 		{PacketConn: pc, Handler: h, UDPSize: maxQuery},
-		{Listener: ln, Handler: h},
+		{Listener: netutil.LimitListener(ln, maxTCPClients), Handler: h},
 	}
 	errc := make(chan error, len(servers))
 	for _, s := range servers {

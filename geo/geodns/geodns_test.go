@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -349,4 +351,61 @@ func FuzzServeDNS(f *testing.F) {
 			t.Fatalf("reply does not pack: %v", err)
 		}
 	})
+}
+
+// Each TCP connection costs a goroutine, a descriptor and, while a query
+// is being read, a buffer of the length its first two bytes announce (up
+// to 64 KiB). Clients that open many connections and leave a long query
+// unfinished must not grow the node's heap, or use up the descriptors its
+// HTTP listeners need, in proportion to how many they open.
+func TestTCPConnectionsAreBounded(t *testing.T) {
+	s := start(t, 1)
+	q, err := query(name, dns.TypeA, netip.Prefix{}).Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q = append(binary.BigEndian.AppendUint16(nil, uint16(len(q))), q...)
+	const conns = 2000
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	held := make(chan net.Conn, conns)
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", s.tcp)
+			if err != nil {
+				return
+			}
+			held <- c
+			// One query answered makes the server wait its idle timeout
+			// (8 s) for the next, then a length of 65535 and one byte.
+			c.SetDeadline(time.Now().Add(time.Second))
+			c.Write(q)
+			c.Read(make([]byte, 512))
+			c.SetDeadline(time.Time{})
+			c.Write([]byte{0xff, 0xff, 0})
+		}()
+	}
+	wg.Wait()
+	time.Sleep(200 * time.Millisecond) // for the last reads to start
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	close(held)
+	opened := 0
+	for c := range held {
+		c.Close()
+		opened++
+	}
+	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("%d connections left reading a 64 KiB query: heap grew %d MiB", opened, grew>>20)
+	if grew > 32<<20 {
+		t.Errorf("heap grew %d MiB with %d connections held open", grew>>20, opened)
+	}
+	if got := addrs(exchange(t, "tcp", s.tcp, query(name, dns.TypeA, netip.Prefix{}))); len(got) != 1 {
+		t.Errorf("TCP after the connections closed: %v", got)
+	}
 }

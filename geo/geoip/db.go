@@ -121,6 +121,10 @@ func load(path string) (*generation, *maxminddb.Reader, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("geoip database: %w", err)
 	}
+	if !st.Mode().IsRegular() {
+		// A FIFO would block the read, a device such as /dev/zero never end it.
+		return nil, nil, fmt.Errorf("geoip database %s: not a regular file (%s)", path, st.Mode().Type())
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("geoip database: %w", err)
@@ -255,12 +259,18 @@ func (g *generation) lookup(addr netip.Addr) Location {
 		return Location{Source: NotInDB}
 	}
 	loc := Location{Source: NoLocation, Country: rec.Country.ISOCode, City: rec.City.Names.English}
-	if rec.Location.Latitude != nil && rec.Location.Longitude != nil {
+	if lat, lon := rec.Location.Latitude, rec.Location.Longitude; lat != nil && lon != nil && onEarth(*lat, *lon) {
 		loc.Known, loc.Source = true, FoundInDB
-		loc.Lat, loc.Lon = *rec.Location.Latitude, *rec.Location.Longitude
+		loc.Lat, loc.Lon = *lat, *lon
 		loc.AccuracyKm = int(rec.Location.AccuracyRadius)
 	}
 	return loc
+}
+
+// onEarth says whether a damaged or crafted record's coordinates are a
+// latitude and longitude at all; written so that NaN fails.
+func onEarth(lat, lon float64) bool {
+	return lat >= -90 && lat <= 90 && lon >= -180 && lon <= 180
 }
 
 // special holds ranges that are routable in form but never a real client's

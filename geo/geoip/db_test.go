@@ -3,11 +3,13 @@ package geoip_test
 import (
 	"bytes"
 	"context"
+	"math"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -234,5 +236,84 @@ func TestOpenTakesIPv4OnlyDatabases(t *testing.T) {
 	}
 	if loc := db.Lookup(netip.MustParseAddr("2a00:1450::1")); loc.Known {
 		t.Errorf("IPv6 placed by an IPv4 database: %+v", loc)
+	}
+}
+
+// A record's coordinates come from the file: a damaged or crafted one may
+// hold NaN, infinities or a latitude of 500. Such a record places nobody;
+// it is a record without a location, not a point nowhere on Earth (NaN
+// also cannot be written as JSON, so /geo/decide would answer 200 with
+// no body).
+func TestNonsenseCoordinatesPlaceNobody(t *testing.T) {
+	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoLite2-City", IPVersion: 4, RecordSize: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	records := map[string][2]float64{
+		"81.2.69.0/24":  {math.NaN(), -0.13},
+		"85.214.0.0/16": {500, 8.68},
+		"1.0.16.0/20":   {35.7, math.Inf(1)},
+		"177.10.0.0/16": {-23.5, -400},
+		"102.65.0.0/16": {-26.2, 28.0}, // a good one beside them
+	}
+	for cidr, ll := range records {
+		_, network, _ := net.ParseCIDR(cidr)
+		rec := mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String("ZZ")},
+			"location": mmdbtype.Map{"latitude": mmdbtype.Float64(ll[0]), "longitude": mmdbtype.Float64(ll[1])}}
+		if err := tree.Insert(network, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "odd.mmdb")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tree.WriteTo(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	db, err := geoip.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for cidr := range records {
+		loc := db.Lookup(netip.MustParsePrefix(cidr).Addr().Next())
+		if cidr == "102.65.0.0/16" {
+			if !loc.Known {
+				t.Errorf("%s: the good record is not placed: %+v", cidr, loc)
+			}
+			continue
+		}
+		if loc.Known || loc.Source != geoip.NoLocation || loc.Country != "ZZ" {
+			t.Errorf("%s: %+v; want a record without a location", cidr, loc)
+		}
+	}
+}
+
+// The database path may name something that is not a file: a FIFO (which
+// blocks the read until someone writes) or a device such as /dev/zero
+// (which never ends). Open, Check and every reload read it whole, so such
+// a path must be refused at once, not hang the start or grow the heap
+// until the node is killed.
+func TestOpenRefusesWhatIsNotAFile(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "city.mmdb")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip("no FIFOs here:", err)
+	}
+	for _, path := range []string{fifo, "/dev/zero"} {
+		done := make(chan error, 1)
+		go func() { _, err := geoip.Open(path, nil); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+				t.Errorf("%s: %v, want a refusal that says why", path, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Open(%s) did not return", path)
+		}
+		if err := geoip.Check(path); err == nil {
+			t.Errorf("Check(%s) accepted it", path)
+		}
 	}
 }

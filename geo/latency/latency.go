@@ -78,7 +78,8 @@ func Load(metros, rtts io.Reader) (*Matrix, error) {
 	for i, r := range rows {
 		lat, err1 := strconv.ParseFloat(r[3], 64)
 		lon, err2 := strconv.ParseFloat(r[4], 64)
-		if err := errors.Join(err1, err2); err != nil || math.Abs(lat) > 90 || math.Abs(lon) > 180 {
+		// Written so that NaN, which ParseFloat accepts, fails too.
+		if err := errors.Join(err1, err2); err != nil || !(math.Abs(lat) <= 90 && math.Abs(lon) <= 180) {
 			return nil, fmt.Errorf("metros: %s: bad coordinates %q,%q", r[0], r[3], r[4])
 		}
 		if _, dup := index[r[0]]; dup || r[0] == "" {
@@ -101,7 +102,7 @@ func Load(metros, rtts io.Reader) (*Matrix, error) {
 		switch {
 		case !okA || !okB:
 			return nil, fmt.Errorf("round trips: %s→%s: unknown metro", r[0], r[1])
-		case err != nil || v <= 0 || v > 1000:
+		case err != nil || !(v > 0 && v <= 1000):
 			return nil, fmt.Errorf("round trips: %s→%s: %q is not a round trip in ms", r[0], r[1], r[2])
 		case a == b:
 			return nil, fmt.Errorf("round trips: %s to itself", r[0])

@@ -83,7 +83,14 @@ type stat struct {
 	us   float64
 	n    uint32
 	last int64 // unix nanoseconds of the latest sample
+	fed  int64 // of a network: when it last fed its cell
 }
+
+// cellEvery is how often one network's samples may feed its cell: as one
+// connection is sampled at most every 10 s, so a client opening
+// connections by the hundred (whose RTTs it controls) weighs in its cell
+// as one network, not as hundreds.
+const cellEvery = 10 * time.Second
 
 // peer is one other node's latest summary, read without locks.
 type peer struct {
@@ -137,8 +144,15 @@ func (l *Learner) Observe(client netip.Addr, d time.Duration) {
 		w := max(1/float64(n), smoothing)
 		return stat{us: old.us + w*(us-old.us), n: min(n, math.MaxUint16), last: now}
 	}
-	l.nets.Update(clientnet.Of(client), add)
-	if l.cfg.Locate != nil {
+	feed := false
+	l.nets.Update(clientnet.Of(client), func(old stat, found bool) stat {
+		s := add(old, found)
+		if s.fed = old.fed; !found || now-old.fed >= int64(cellEvery) {
+			s.fed, feed = now, true
+		}
+		return s
+	})
+	if feed && l.cfg.Locate != nil {
 		if lat, lon, ok := l.cfg.Locate(client); ok {
 			l.cells.Update(CellOf(lat, lon), add)
 		}

@@ -275,3 +275,36 @@ func TestCellOfNonsenseCoordinates(t *testing.T) {
 		}
 	}
 }
+
+// A client controls the RTT its connections show (it can hold back its
+// ACKs), and a new connection is sampled on its first request. A cell
+// stands for every network in it that has no measurement of its own, so
+// one network opening connections by the hundred must not outweigh the
+// other networks of its cell: each network counts in its cell at most
+// once per sampling interval, as one connection does.
+func TestOneNetworkCannotCaptureItsCell(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	here := func(netip.Addr) (float64, float64, bool) { return 50.1, 8.7, true } // one cell for all
+	l := rtt.NewLearner(rtt.Config{Self: "fra", Locate: here, Now: clk.now})
+	attacker := netip.MustParseAddr("85.214.1.9")
+	for s := range 60 {
+		for range 100 { // a hundred fresh connections a second, each ACKing 2 s late
+			l.Observe(attacker, 2*time.Second)
+		}
+		if s%10 == 0 { // twenty honest networks, each sampled every 10 s
+			for n := range 20 {
+				l.Observe(netip.AddrFrom4([4]byte{85, 215, byte(n), 1}), 20*time.Millisecond)
+			}
+		}
+		clk.add(time.Second)
+	}
+	newcomer := netip.MustParseAddr("85.216.0.1")
+	e, ok := l.Estimate(clientnet.Of(newcomer), rtt.CellOf(50.1, 8.7), "fra", clk.now())
+	if !ok || e.Scope != rtt.ScopeCell {
+		t.Fatalf("no cell estimate: %+v", e)
+	}
+	t.Logf("cell estimate %v over %d samples", e.RTT, e.Samples)
+	if e.RTT > 500*time.Millisecond {
+		t.Errorf("an unmeasured network of the cell is estimated at %v (over %d samples): one network's 6,000 samples of 2 s outweighed twenty networks at 20 ms", e.RTT, e.Samples)
+	}
+}

@@ -2,9 +2,11 @@ package actuator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -54,7 +56,13 @@ func (x *Exec) Scale(ctx context.Context, r Request) error {
 		"PERIGEE_TERM="+strconv.FormatUint(r.Term, 10))
 	out := &tail{}
 	cmd.Stdout, cmd.Stderr = out, out
-	if err := run(ctx, cmd); err != nil {
+	err := run(ctx, cmd)
+	if errors.Is(err, exec.ErrWaitDelay) && ctx.Err() == nil && cmd.ProcessState.Success() {
+		// It exited 0; what it left running holds its output, and is its own.
+		x.log.Warn("the command exited, leaving a process that holds its output", "command", x.argv[0])
+		err = nil
+	}
+	if err != nil {
 		return fmt.Errorf("exec actuator %s: %s: %w: %s", x.service, x.argv[0], err, out.String())
 	}
 	x.replicas.Store(int64(r.Replicas))

@@ -42,8 +42,8 @@ const defaultServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 // subresource with a JSON merge patch conditional on resourceVersion.
 type Kubernetes struct {
 	service  string
-	endpoint string        // .../deployments/NAME/scale
-	token    func() string // re-read per call: projected tokens rotate
+	endpoint string                 // .../deployments/NAME/scale
+	token    func() (string, error) // re-read per call: projected tokens rotate
 	client   *http.Client
 	log      *slog.Logger
 	timeout  time.Duration
@@ -88,7 +88,7 @@ func NewKubernetes(service string, spec KubernetesSpec, log *slog.Logger) (*Kube
 		endpoint: strings.TrimSuffix(c.server, "/") + "/apis/apps/v1/namespaces/" + url.PathEscape(ns) +
 			"/deployments/" + url.PathEscape(spec.Deployment) + "/scale",
 		token:   c.token,
-		client:  &http.Client{Transport: tr},
+		client:  &http.Client{Transport: tr, CheckRedirect: noRedirects},
 		log:     log.With("service", service, "actuator", "kubernetes", "deployment", ns+"/"+spec.Deployment),
 		timeout: spec.Timeout,
 	}
@@ -100,7 +100,7 @@ func NewKubernetes(service string, spec KubernetesSpec, log *slog.Logger) (*Kube
 type conn struct {
 	server    string
 	roots     *x509.CertPool // nil means the system roots
-	token     func() string
+	token     func() (string, error)
 	namespace string
 }
 
@@ -113,14 +113,14 @@ func inCluster(dir string) (conn, error) {
 		return conn{}, errors.New("not in a cluster (KUBERNETES_SERVICE_HOST/PORT unset) and no kubeconfig given")
 	}
 	tokenPath := filepath.Join(dir, "token")
-	if _, err := os.ReadFile(tokenPath); err != nil {
+	if _, err := readFile(tokenPath); err != nil {
 		return conn{}, fmt.Errorf("service account token: %w", err)
 	}
 	roots, err := poolFromFile(filepath.Join(dir, "ca.crt"))
 	if err != nil {
 		return conn{}, err
 	}
-	ns, _ := os.ReadFile(filepath.Join(dir, "namespace"))
+	ns, _ := readFile(filepath.Join(dir, "namespace"))
 	return conn{
 		server:    "https://" + net.JoinHostPort(host, port),
 		roots:     roots,
@@ -129,18 +129,43 @@ func inCluster(dir string) (conn, error) {
 	}, nil
 }
 
-func fileToken(path string) func() string {
-	return func() string {
-		b, err := os.ReadFile(path)
+func fileToken(path string) func() (string, error) {
+	return func() (string, error) {
+		b, err := readFile(path)
 		if err != nil {
-			return ""
+			return "", fmt.Errorf("token: %w", err)
 		}
-		return strings.TrimSpace(string(b))
+		return strings.TrimSpace(string(b)), nil
 	}
 }
 
+// maxFile bounds a kubeconfig, CA bundle or token file.
+const maxFile = 1 << 20
+
+// readFile reads one of those files, refusing a path that names no
+// regular file: a FIFO would block the open, where no context reaches.
+func readFile(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, st.Mode().Type())
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxFile+1))
+	if err == nil && len(b) > maxFile {
+		err = fmt.Errorf("%s: over 1 MiB", path)
+	}
+	return b, err
+}
+
 func poolFromFile(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
+	pem, err := readFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("cluster CA: %w", err)
 	}
@@ -185,7 +210,7 @@ type kubeconfig struct {
 }
 
 func fromKubeconfig(path string) (conn, error) {
-	b, err := os.ReadFile(path)
+	b, err := readFile(path)
 	if err != nil {
 		return conn{}, fmt.Errorf("kubeconfig: %w", err)
 	}
@@ -238,7 +263,7 @@ func fromKubeconfig(path string) (conn, error) {
 		switch {
 		case x.User.Token != "":
 			tok := x.User.Token
-			c.token = func() string { return tok }
+			c.token = func() (string, error) { return tok, nil }
 		case x.User.TokenFile != "":
 			c.token = fileToken(x.User.TokenFile)
 		}
@@ -304,6 +329,10 @@ func (k *Kubernetes) Scale(ctx context.Context, r Request) error {
 	}
 }
 
+// maxAnswer bounds what is read of an API server's answer; a Scale is a
+// few hundred bytes.
+const maxAnswer = 1 << 20
+
 // call sends one request to the scale subresource and decodes the answer.
 func (k *Kubernetes) call(ctx context.Context, method string, body []byte) (scaleObject, error) {
 	var s scaleObject
@@ -314,14 +343,24 @@ func (k *Kubernetes) call(ctx context.Context, method string, body []byte) (scal
 	if body != nil {
 		req.Header.Set("Content-Type", "application/merge-patch+json")
 	}
+	token, err := k.token()
+	if err != nil {
+		return s, fmt.Errorf("kubernetes actuator %s: %w", k.service, err)
+	}
 	req.Header.Set("Accept", "application/json")
-	req.Header.Set("Authorization", "Bearer "+k.token())
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := k.client.Do(req)
 	if err != nil {
 		return s, fmt.Errorf("kubernetes actuator %s: %w", k.service, err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
+	if err != nil {
+		return s, fmt.Errorf("kubernetes actuator %s: %s %s: %s: reading the answer: %w", k.service, method, k.endpoint, resp.Status, err)
+	}
+	if len(b) > maxAnswer {
+		return s, fmt.Errorf("kubernetes actuator %s: %s %s: %s: the answer is over 1 MiB", k.service, method, k.endpoint, resp.Status)
+	}
 	if resp.StatusCode != http.StatusOK {
 		var st struct {
 			Message string `json:"message"`

@@ -226,8 +226,9 @@ func (p *Process) awaitHealthy(ctx context.Context, in *instance) error {
 	}
 }
 
-// watch deregisters an instance that dies on its own and starts a
-// replacement.
+// watch deregisters an instance that dies on its own, stops what is left
+// of its process group (a wrapper's server, or a daemon the command forked)
+// and starts a replacement.
 func (p *Process) watch(in *instance) {
 	<-in.exited
 	p.mu.Lock()
@@ -246,6 +247,7 @@ func (p *Process) watch(in *instance) {
 	if err := p.reg.RemoveBackend(p.service, in.url); err != nil {
 		p.log.Warn("deregister failed", "instance", in.addr, "err", err)
 	}
+	p.stop(context.Background(), in)
 	select {
 	case <-p.closing:
 		return

@@ -436,3 +436,46 @@ func TestWrapperChildFinishesGracefully(t *testing.T) {
 		t.Fatal("the group outlived Close")
 	}
 }
+
+// An instance whose command exits while what it started keeps serving (a
+// wrapper killed on its own, or a command that daemonises, as nginx or
+// php-fpm do by default) is replaced; what is left of its process group
+// must go with it, or each replacement leaves one more server running on a
+// port nobody routes to.
+func TestReplacedInstanceLeavesNothingOfItsGroup(t *testing.T) {
+	t.Setenv("PERIGEE_TEST_CHILD", "serve")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := fmt.Sprintf(`sh -c "'%s' -test.run=^$ \$1 & wait" sh {addr}`, exe)
+	reg := &registry{}
+	p, err := NewProcess("api", ProcessSpec{Command: cmd, Max: 1, HealthPath: "/health", StopTimeout: time.Second}, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	if err := p.Scale(context.Background(), Request{Replicas: 1, Reason: "start"}); err != nil {
+		t.Fatal(err)
+	}
+	first := reg.list()[0]
+	p.mu.Lock()
+	wrapper := p.instances[0].cmd.Process
+	p.mu.Unlock()
+	defer syscall.Kill(-wrapper.Pid, syscall.SIGKILL)
+	if err := wrapper.Kill(); err != nil { // the wrapper only: its server lives on
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		l := reg.list()
+		replaced := len(l) == 1 && l[0] != first
+		if replaced && !groupAlive(wrapper.Pid) && get(first) != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the wrapper died: backends %v, its group alive %v, old server answers %v", l, groupAlive(wrapper.Pid), get(first) == nil)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

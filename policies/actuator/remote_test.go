@@ -12,9 +12,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -395,4 +397,141 @@ func TestBehaviorDefaultsAndValidate(t *testing.T) {
 			t.Errorf("%+v: %v, want %q", *b, err, want)
 		}
 	}
+}
+
+// A scale write is for the endpoint configured, nowhere else: an answer
+// that redirects (a moved endpoint, or one taken over) must fail the scale,
+// not be followed to whatever then says 200 (a 302 even turns the POST into
+// a GET that changes nothing), and the signed body must not be re-sent.
+func TestWebhookDoesNotFollowRedirects(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { elsewhere.Add(1) }))
+	defer other.Close()
+	for _, code := range []int{http.StatusFound, http.StatusTemporaryRedirect} {
+		hook := httptest.NewServer(http.RedirectHandler(other.URL+"/taken", code))
+		w, err := NewWebhook("api", WebhookSpec{URL: hook.URL, Secret: "s", Backoff: time.Millisecond}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = w.Scale(context.Background(), Request{Replicas: 4, Reason: "load", Term: 3})
+		hook.Close()
+		if err == nil || !strings.Contains(err.Error(), strconv.Itoa(code)) || w.Replicas() != 0 {
+			t.Errorf("%d from the webhook: err = %v, replicas %d; want a failure naming the status", code, err, w.Replicas())
+		}
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("the redirect target got %d requests", n)
+	}
+}
+
+// The same holds for the Kubernetes API server: its answer is the scale,
+// or a failure.
+func TestKubernetesDoesNotFollowRedirects(t *testing.T) {
+	var elsewhere atomic.Int32
+	other, _ := fakeAPIServer(t, "tok")
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer srv.Close()
+	k, err := NewKubernetes("api", KubernetesSpec{Deployment: "api", Kubeconfig: kubeconfigFor(t, srv, "shop")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close(context.Background())
+	err = k.Scale(context.Background(), Request{Replicas: 7, Reason: "burst"})
+	if err == nil || !strings.Contains(err.Error(), "307") || k.Replicas() != -1 {
+		t.Fatalf("redirecting API server: err = %v, replicas %d; want a failure naming the status", err, k.Replicas())
+	}
+	if n := elsewhere.Load(); n != 1 {
+		t.Errorf("the API server got %d requests, want the 1 that failed", n)
+	}
+}
+
+// An API server's answer is read up to 1 MiB; a longer one is cut, and the
+// failure must say so rather than leave a JSON syntax error to puzzle over.
+func TestKubernetesOversizedAnswerIsNamed(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"metadata":{"resourceVersion":"7"},"spec":{"replicas":2},"pad":"%s"}`, strings.Repeat("x", 2<<20))
+	}))
+	defer srv.Close()
+	k, err := NewKubernetes("api", KubernetesSpec{Deployment: "api", Kubeconfig: kubeconfigFor(t, srv, "default")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close(context.Background())
+	err = k.Scale(context.Background(), Request{Replicas: 3})
+	if err == nil || !strings.Contains(err.Error(), "1 MiB") {
+		t.Fatalf("a 2 MiB answer: %v; want a failure that names the limit", err)
+	}
+}
+
+// kubeconfigFor writes a kubeconfig whose current context reaches srv with
+// the token "tok" in namespace ns.
+func kubeconfigFor(t *testing.T, srv *httptest.Server, ns string) string {
+	t.Helper()
+	kc := filepath.Join(t.TempDir(), "config")
+	body := fmt.Sprintf("current-context: edge\nclusters:\n- name: c\n  cluster:\n    server: %s\n    certificate-authority-data: %s\n"+
+		"users:\n- name: u\n  user:\n    token: tok\ncontexts:\n- name: edge\n  context: {cluster: c, user: u, namespace: %s}\n",
+		srv.URL, base64.StdEncoding.EncodeToString(caPEM(srv)), ns)
+	if err := os.WriteFile(kc, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return kc
+}
+
+// The exec actuator's contract is the command's exit status. A command
+// that starts something in the background and exits 0 has scaled, even
+// though what it started still holds its output: that is no failure (and
+// one that made the scaler run the command again).
+func TestExecSucceedsWhenItsBackgroundChildHoldsTheOutput(t *testing.T) {
+	x, err := NewExec("api", ExecSpec{Command: `sh -c 'sleep 3 & echo scaled; exit 0'`}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Scale(context.Background(), Request{Replicas: 4, Reason: "load", Term: 1}); err != nil || x.Replicas() != 4 {
+		t.Fatalf("exit 0 with a background child: err = %v, replicas %d", err, x.Replicas())
+	}
+	fail, _ := NewExec("api", ExecSpec{Command: `sh -c 'sleep 3 & exit 3'`}, nil)
+	if err := fail.Scale(context.Background(), Request{Replicas: 5}); err == nil || fail.Replicas() != 0 {
+		t.Fatalf("exit 3 with a background child: err = %v, replicas %d", err, fail.Replicas())
+	}
+}
+
+// The kubeconfig, its CA and token files, and the service account's, are
+// read with os.ReadFile, the token on every call: a FIFO at one of those
+// paths blocked NewKubernetes, or every Scale, in open(2) for good, where
+// no context reaches. Such a path is refused.
+func TestKubernetesFilesThatAreNoFilesAreRefused(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	within := func(what string, f func() error) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- f() }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+				t.Errorf("%s: %v, want a refusal that says why", what, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s did not return", what)
+		}
+	}
+	within("a FIFO as the kubeconfig", func() error {
+		_, err := NewKubernetes("api", KubernetesSpec{Deployment: "api", Kubeconfig: fifo}, nil)
+		return err
+	})
+	srv, _ := fakeAPIServer(t, "tok")
+	kc := kubeconfigFor(t, srv, "shop")
+	b, _ := os.ReadFile(kc)
+	os.WriteFile(kc, []byte(strings.Replace(string(b), "token: tok", "tokenFile: "+fifo, 1)), 0o600)
+	k, err := NewKubernetes("api", KubernetesSpec{Deployment: "api", Kubeconfig: kc}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close(context.Background())
+	within("a FIFO as the token file", func() error { return k.Scale(context.Background(), Request{Replicas: 3}) })
 }

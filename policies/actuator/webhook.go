@@ -84,7 +84,7 @@ func NewWebhook(service string, spec WebhookSpec, log *slog.Logger) (*Webhook, e
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Webhook{service: service, spec: spec, client: &http.Client{Timeout: 10 * time.Second},
+	return &Webhook{service: service, spec: spec, client: &http.Client{Timeout: 10 * time.Second, CheckRedirect: noRedirects},
 		log: log.With("service", service, "actuator", "webhook")}, nil
 }
 
@@ -145,6 +145,11 @@ func (w *Webhook) post(ctx context.Context, body []byte, sig string, term uint64
 	retry := resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500
 	return retry, fmt.Errorf("status %s: %s", strconv.Itoa(resp.StatusCode), bytes.TrimSpace(msg))
 }
+
+// noRedirects makes a redirect the answer: a scale write is for the
+// endpoint configured, and following one would re-send a signed body or a
+// token elsewhere, or (after a 302) count a GET there as the write.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // Replicas is the count last accepted by the endpoint.
 func (w *Webhook) Replicas() int { return int(w.replicas.Load()) }
