@@ -51,7 +51,7 @@ func newABI(t *Transform) abi { return abi{t: t} }
 
 func (a abi) build(b wazero.HostModuleBuilder) wazero.HostModuleBuilder {
 	fn := func(name string, f api.GoModuleFunc, params, results []api.ValueType) {
-		b.NewFunctionBuilder().WithGoModuleFunction(f, params, results).Export(name)
+		b.NewFunctionBuilder().WithGoModuleFunction(withDeadline(f), params, results).Export(name)
 	}
 	fn("enable_features", a.enableFeatures, []api.ValueType{i32}, []api.ValueType{i32})
 	fn("get_config", a.getConfig, []api.ValueType{i32, i32}, []api.ValueType{i32})
@@ -73,6 +73,20 @@ func (a abi) build(b wazero.HostModuleBuilder) wazero.HostModuleBuilder {
 	fn("set_status_code", a.setStatusCode, []api.ValueType{i32}, nil)
 	fn("get_source_addr", a.getSourceAddr, []api.ValueType{i32, i32}, []api.ValueType{i32})
 	return b
+}
+
+// withDeadline stops a guest at its first host call past its deadline. The
+// meter charges every host call the same fuel, whatever work the call does
+// over guest memory, so a loop of costly calls (set_uri of a 16 MiB URI)
+// would otherwise run for a whole slice before refuel saw the deadline:
+// minutes, not one call.
+func withDeadline(f api.GoModuleFunc) api.GoModuleFunc {
+	return func(ctx context.Context, mod api.Module, stack []uint64) {
+		if ctx.Err() != nil {
+			panic(errDeadline)
+		}
+		f(ctx, mod, stack)
+	}
 }
 
 // abiError is what a host function panics with when the guest breaks the

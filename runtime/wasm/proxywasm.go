@@ -217,7 +217,7 @@ type proxyABI struct{ t *Transform }
 
 func (p proxyABI) build(b wazero.HostModuleBuilder) wazero.HostModuleBuilder {
 	fn := func(name string, f api.GoModuleFunc, params ...api.ValueType) {
-		b.NewFunctionBuilder().WithGoModuleFunction(f, params, i32x1).Export(name)
+		b.NewFunctionBuilder().WithGoModuleFunction(withDeadline(f), params, i32x1).Export(name)
 	}
 	fn("proxy_log", p.log, i32, i32, i32)
 	fn("proxy_get_log_level", p.getLogLevel, i32)
