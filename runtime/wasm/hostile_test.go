@@ -43,6 +43,8 @@ func TestHostileGuests(t *testing.T) {
 		{file: "seturi.wat"},
 		{file: "random.wat"},
 		{file: "writev.wat"},
+		{file: "poll.wat"},
+		{file: "readv.wat"},
 		{file: "grow.wat"},
 		{file: "fill.wat"},
 		{file: "copy.wat"},
