@@ -26,6 +26,9 @@ type exchange struct {
 	features Features
 
 	afterNext bool
+	// headerBytes counts the header names and values the guest has set,
+	// which the host keeps for the request, within max_buffer.
+	headerBytes uint64
 
 	// Request body: origBody is what the client sends; kept holds what the
 	// guest read with buffer_request on, to be replayed downstream; newBody
@@ -208,6 +211,10 @@ func (x *exchange) headerValues(kind uint32, name string) []string {
 func (x *exchange) setHeader(kind uint32, name, value string, add bool) {
 	if kind == kindRequest || kind == kindRequestTrailers {
 		x.mustBeforeNext("changing the request")
+	}
+	x.headerBytes += uint64(len(name)) + uint64(len(value))
+	if x.headerBytes > uint64(x.t.spec.MaxBuffer) {
+		panic(&overflow{"the total of headers set by the guest", http.StatusInternalServerError})
 	}
 	if isHost(kind, name) {
 		x.r.Host = value
