@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -595,4 +596,51 @@ func TestPairCountMatchesPairs(t *testing.T) {
 			t.Errorf("kind %d: count %d, pairs %v", kind, n, pairs)
 		}
 	}
+}
+
+// The names a filter gives the node to keep (metrics and shared queues,
+// host-wide and for as long as the node runs) are bounded in length: a
+// filter defining the most metrics and queues it may, each with a name of
+// 64 KiB, kept 200 MiB of heap before; now it keeps none of them.
+func TestProxyWasmNamesAreBounded(t *testing.T) {
+	guest := wat(t, `(module
+		(import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+		(import "env" "proxy_register_shared_queue" (func $register (param i32 i32 i32) (result i32)))
+		(memory (export "memory") 2)
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(func (export "proxy_on_vm_start") (param i32 i32) (result i32) (local $i i32) (local $refused i32)
+			(memory.fill (i32.const 16) (i32.const 97) (i32.const 67584))
+			(loop $more
+				;; each name one byte longer than the last, so none repeats
+				(if (i32.ne (call $define (i32.const 0) (i32.const 16) (i32.add (i32.const 65536) (local.get $i)) (i32.const 0)) (i32.const 0))
+					(then (local.set $refused (i32.add (local.get $refused) (i32.const 1)))))
+				(if (i32.ne (call $register (i32.const 16) (i32.add (i32.const 65536) (local.get $i)) (i32.const 0)) (i32.const 0))
+					(then (local.set $refused (i32.add (local.get $refused) (i32.const 1)))))
+				(local.set $i (i32.add (local.get $i) (i32.const 1)))
+				(br_if $more (i32.lt_u (local.get $i) (i32.const 1024))))
+			;; the host must have refused every one of them
+			(if (i32.ne (local.get $refused) (i32.const 2048)) (then unreachable))
+			(i32.const 1)))`)
+	h := newTestHost(t)
+	before := liveHeap()
+	tr, err := h.Load(context.Background(), Spec{Name: "names", Wasm: guest, Settings: Settings{Pool: 1, ABI: ABIProxyWasm}})
+	grown := int64(liveHeap()) - int64(before)
+	if err != nil {
+		t.Fatalf("load (the heap grew by %d MiB meanwhile): %v", grown>>20, err)
+	}
+	defer tr.Release()
+	if grown > 16<<20 {
+		t.Errorf("the node keeps %d MiB for the filter's names", grown>>20)
+	}
+	t.Logf("live heap grew by %d KiB", grown>>10)
+}
+
+// liveHeap is the heap in use once garbage is collected.
+func liveHeap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }
