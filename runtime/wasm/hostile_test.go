@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -303,4 +304,32 @@ func TestSlowBodyHoldsInstanceOnlyUntilBodyTimeout(t *testing.T) {
 	if slow.StatusCode != http.StatusRequestTimeout {
 		t.Errorf("slow client got %d, want 408", slow.StatusCode)
 	}
+}
+
+// A small module whose compiling would take minutes and gigabytes (one
+// br_table of 262,144 targets in 256 KiB: 12 s and 600 MiB; a million
+// took 3 min 45 s and 2.7 GB) is refused before wazero compiles it, with
+// an error that says why.
+func TestHugeBrTableIsRefusedBeforeCompiling(t *testing.T) {
+	guest := wat(t, `(module
+		(memory (export "memory") 1)
+		(func (export "handle_request") (result i64) (i64.const 1))
+		(func (export "handle_response") (param i32 i32))
+		(func (param i32) (block $a (br_table `+strings.Repeat("$a ", 1<<18+1)+`(local.get 0)))))`)
+	h := newTestHost(t)
+	runtime.GC()
+	before := allocated()
+	start := time.Now()
+	tr, err := h.Load(context.Background(), Spec{Name: "brtable", Wasm: guest, Settings: Settings{Pool: 1}})
+	took, grown := time.Since(start), allocated()-before
+	if tr != nil {
+		tr.Release()
+	}
+	if err == nil || !strings.Contains(err.Error(), "br_table of 262144 targets") {
+		t.Errorf("load: %v, want an error naming the br_table", err)
+	}
+	if grown > 64<<20 {
+		t.Errorf("loading allocated %d MiB", grown>>20)
+	}
+	t.Logf("refused after %v, %d MiB allocated: %v", took, grown>>20, err)
 }
