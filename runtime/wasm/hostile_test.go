@@ -333,3 +333,41 @@ func TestHugeBrTableIsRefusedBeforeCompiling(t *testing.T) {
 	}
 	t.Logf("refused after %v, %d MiB allocated: %v", took, grown>>20, err)
 }
+
+// Tables live outside the memory cap, and a module may declare many: 64
+// tables of a million elements in 412 bytes took 513 MiB of heap per
+// instance, and table.grow could take as much. The tables of a module
+// together hold at most meter.MaxTable elements.
+func TestTablesTogetherAreBounded(t *testing.T) {
+	h := newTestHost(t)
+	many := wat(t, `(module (memory (export "memory") 1)
+		(func (export "handle_request") (result i64) (i64.const 1))
+		(func (export "handle_response") (param i32 i32))`+strings.Repeat("(table 1048576 funcref)\n", 64)+")")
+	runtime.GC()
+	before := liveHeap()
+	tr, err := h.Load(context.Background(), Spec{Name: "tables", Wasm: many, Settings: Settings{Pool: 1}})
+	grown := int64(liveHeap()) - int64(before)
+	if tr != nil {
+		tr.Release()
+	}
+	if err == nil || !strings.Contains(err.Error(), "tables of 67108864 elements") {
+		t.Errorf("64 full tables: %v, want an error naming their size", err)
+	}
+	if grown > 32<<20 {
+		t.Errorf("loading grew the heap by %d MiB", grown>>20)
+	}
+
+	// Two tables that each may grow to the limit: together they stop at it.
+	grow := wat(t, `(module (memory (export "memory") 1)
+		(table $a 0 funcref) (table $b 0 funcref)
+		(func (export "handle_request") (result i64)
+			;; the first table takes all it may; the second then gets nothing
+			(if (i32.eq (table.grow $a (ref.null func) (i32.const 1048576)) (i32.const -1)) (then unreachable))
+			(if (i32.ne (table.grow $b (ref.null func) (i32.const 1)) (i32.const -1)) (then unreachable))
+			(i64.const 1))
+		(func (export "handle_response") (param i32 i32)))`)
+	tr = loadT(t, h, Spec{Name: "grow", Wasm: grow, Settings: Settings{Pool: 1}})
+	if resp, _ := get(t, serve(t, NewChain(tr).Then(echoBackend))); resp.StatusCode != 200 {
+		t.Errorf("two growing tables: status %d, want 200 (the second refused its growth)", resp.StatusCode)
+	}
+}
