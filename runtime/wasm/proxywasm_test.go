@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -643,4 +644,79 @@ func liveHeap() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
+}
+
+// dispatcherFunc is a Dispatcher from a function.
+type dispatcherFunc func(ctx context.Context, service string, req *http.Request) (*http.Response, error)
+
+func (f dispatcherFunc) Dispatch(ctx context.Context, service string, req *http.Request) (*http.Response, error) {
+	return f(ctx, service, req)
+}
+
+// A dispatched call's headers, like its body, are bounded by max_buffer:
+// 16 calls (the most a request may have) with 8 MiB of headers each kept
+// over 256 MiB while they were in flight.
+func TestProxyWasmCallHeadersAreBounded(t *testing.T) {
+	guest := wat(t, `(module
+		(import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+		(memory (export "memory") 144)
+		;; "authz", then one pair: "x" and 8 MiB of "a"
+		(data (i32.const 0) "authz")
+		(data (i32.const 16) "\01\00\00\00\01\00\00\00\00\00\80\00x\00")
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (local $i i32)
+			(memory.fill (i32.const 30) (i32.const 97) (i32.const 8388608))
+			(i32.store8 (i32.const 8388638) (i32.const 0))
+			(loop $more
+				(drop (call $call (i32.const 0) (i32.const 5) (i32.const 16) (i32.const 8388623)
+					(i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 5000) (i32.const 8)))
+				(local.set $i (i32.add (local.get $i) (i32.const 1)))
+				(br_if $more (i32.lt_u (local.get $i) (i32.const 16))))
+			(i32.const 0)))`)
+	var sent atomic.Int64
+	release := make(chan struct{})
+	h := newTestHost(t)
+	h.dispatcher = dispatcherFunc(func(ctx context.Context, _ string, req *http.Request) (*http.Response, error) {
+		defer runtime.KeepAlive(req) // as a real upstream holds it while sending
+		sent.Add(1)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, errors.New("released")
+	})
+	tr := loadT(t, h, Spec{Name: "calls", Wasm: guest, Settings: Settings{Pool: 1, MaxBuffer: 4 << 20, Clusters: map[string]string{"authz": "auth-svc"}, Timeout: units.Duration(10 * time.Second)}})
+	url := serve(t, NewChain(tr).Then(echoBackend))
+	before := liveHeap()
+	done := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(url)
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	status := -1
+	for wait := time.Now().Add(10 * time.Second); sent.Load() < 16 && status < 0 && time.Now().Before(wait); time.Sleep(time.Millisecond) {
+		select {
+		case status = <-done:
+		default:
+		}
+	}
+	grown := int64(liveHeap()) - int64(before)
+	close(release)
+	if status < 0 {
+		status = <-done
+	}
+	if n := sent.Load(); n != 0 {
+		t.Errorf("%d calls with 8 MiB of headers were sent, want none past max_buffer", n)
+	}
+	if grown > 32<<20 {
+		t.Errorf("the heap grew by %d MiB with the calls in flight", grown>>20)
+	}
+	t.Logf("status %d, %d calls sent, heap grew by %d MiB", status, sent.Load(), grown>>20)
 }
