@@ -826,13 +826,13 @@ func (p proxyABI) sendLocalResponse(ctx context.Context, mod api.Module, stack [
 		stack[0] = statusBadArgument
 		return
 	}
+	if uint64(len(body))+uint64(len(hdr)) > uint64(x.t.spec.MaxBuffer) {
+		panic(&overflow{"local response", http.StatusBadGateway})
+	}
 	pairs, err := decodePairs(hdr)
 	if err != nil {
 		stack[0] = statusBadArgument
 		return
-	}
-	if uint64(len(body)) > uint64(x.t.spec.MaxBuffer) {
-		panic(&overflow{"local response", http.StatusBadGateway})
 	}
 	x.pw.local = &localResponse{status: status, body: append([]byte(nil), body...), headers: pairs}
 	stack[0] = statusOK

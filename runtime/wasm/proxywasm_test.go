@@ -720,3 +720,31 @@ func TestProxyWasmCallHeadersAreBounded(t *testing.T) {
 	}
 	t.Logf("status %d, %d calls sent, heap grew by %d MiB", status, sent.Load(), grown>>20)
 }
+
+// A local response's headers, like its body, are bounded by max_buffer.
+func TestProxyWasmLocalResponseHeadersAreBounded(t *testing.T) {
+	guest := wat(t, `(module
+		(import "env" "proxy_send_local_response" (func $send (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+		(memory (export "memory") 144)
+		;; one pair: "x" and 8 MiB of "a"
+		(data (i32.const 16) "\01\00\00\00\01\00\00\00\00\00\80\00x\00")
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+			(memory.fill (i32.const 30) (i32.const 97) (i32.const 8388608))
+			(i32.store8 (i32.const 8388638) (i32.const 0))
+			(drop (call $send (i32.const 403) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+				(i32.const 16) (i32.const 8388623) (i32.const -1)))
+			(i32.const 1)))`)
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "local", Wasm: guest, Settings: Settings{Pool: 1, MaxBuffer: 4 << 20}})
+	resp, err := http.Get(serve(t, NewChain(tr).Then(echoBackend)))
+	if err != nil {
+		t.Fatalf("%.200v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || len(resp.Header.Get("X")) != 0 {
+		t.Errorf("status %d with a %d-byte header, want 502", resp.StatusCode, len(resp.Header.Get("X")))
+	}
+}
