@@ -881,7 +881,9 @@ func (p proxyABI) getProperty(ctx context.Context, mod api.Module, stack []uint6
 		stack[0] = statusInvalidMemory
 		return
 	}
-	v, ok := p.property(proxyExchange(ctx), strings.Split(path, "\x00"))
+	// No property has more than three segments; a path of millions of
+	// NULs must not become millions of strings.
+	v, ok := p.property(proxyExchange(ctx), strings.SplitN(path, "\x00", 4))
 	if !ok {
 		stack[0] = statusNotFound
 		return

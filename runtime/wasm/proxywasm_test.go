@@ -748,3 +748,33 @@ func TestProxyWasmLocalResponseHeadersAreBounded(t *testing.T) {
 		t.Errorf("status %d with a %d-byte header, want 502", resp.StatusCode, len(resp.Header.Get("X")))
 	}
 }
+
+// A property path is split into at most the segments a property has: a
+// 16 MiB path of NULs, 16 million empty segments, allocated 16 times its
+// size (a gigabyte for a 64 MiB memory) in one call.
+func TestProxyWasmPropertyPathIsBounded(t *testing.T) {
+	guest := wat(t, `(module
+		(import "env" "proxy_get_property" (func $prop (param i32 i32 i32 i32) (result i32)))
+		(memory (export "memory") 257)
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+			(if (i32.ne (call $prop (i32.const 0) (i32.const 16777216) (i32.const 16777216) (i32.const 16777220)) (i32.const 1))
+				(then unreachable)) ;; NOT_FOUND
+			(i32.const 0)))`)
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "prop", Wasm: guest, Settings: Settings{Pool: 1}})
+	url := serve(t, NewChain(tr).Then(echoBackend))
+	runtime.GC()
+	before := allocated()
+	resp, body := get(t, url)
+	grown := allocated() - before
+	if resp.StatusCode != 200 {
+		t.Errorf("status %d %q, want 200", resp.StatusCode, body)
+	}
+	if grown > 64<<20 {
+		t.Errorf("one property lookup allocated %d MiB", grown>>20)
+	}
+	t.Logf("allocated %d MiB", grown>>20)
+}
