@@ -738,7 +738,7 @@ func TestProxyWasmLocalResponseHeadersAreBounded(t *testing.T) {
 				(i32.const 16) (i32.const 8388623) (i32.const -1)))
 			(i32.const 1)))`)
 	h := newTestHost(t)
-	tr := loadT(t, h, Spec{Name: "local", Wasm: guest, Settings: Settings{Pool: 1, MaxBuffer: 4 << 20}})
+	tr := loadT(t, h, Spec{Name: "local", Wasm: guest, Settings: Settings{Pool: 1, MaxBuffer: 4 << 20, Timeout: units.Duration(10 * time.Second)}})
 	resp, err := http.Get(serve(t, NewChain(tr).Then(echoBackend)))
 	if err != nil {
 		t.Fatalf("%.200v", err)
@@ -764,7 +764,7 @@ func TestProxyWasmPropertyPathIsBounded(t *testing.T) {
 				(then unreachable)) ;; NOT_FOUND
 			(i32.const 0)))`)
 	h := newTestHost(t)
-	tr := loadT(t, h, Spec{Name: "prop", Wasm: guest, Settings: Settings{Pool: 1}})
+	tr := loadT(t, h, Spec{Name: "prop", Wasm: guest, Settings: Settings{Pool: 1, Timeout: units.Duration(10 * time.Second)}})
 	url := serve(t, NewChain(tr).Then(echoBackend))
 	runtime.GC()
 	before := allocated()
