@@ -304,9 +304,11 @@ func (a abi) getStatusCode(ctx context.Context, _ api.Module, stack []uint64) {
 }
 
 func (a abi) setStatusCode(ctx context.Context, _ api.Module, stack []uint64) {
+	// The guest sets the final status, which a 1xx is not: a bare 101
+	// would leave a proxy in front tunnelling the connection.
 	code := uint32(stack[0])
-	if code < 100 || code > 999 {
-		fail("set_status_code with invalid code %d", code)
+	if code < 200 || code > 999 {
+		fail("set_status_code with invalid code %d (a final status is 200..999)", code)
 	}
 	current(ctx).setStatusCode(int(code))
 }

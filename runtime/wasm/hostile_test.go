@@ -366,7 +366,7 @@ func TestTablesTogetherAreBounded(t *testing.T) {
 			(if (i32.ne (table.grow $b (ref.null func) (i32.const 1)) (i32.const -1)) (then unreachable))
 			(i64.const 1))
 		(func (export "handle_response") (param i32 i32)))`)
-	tr = loadT(t, h, Spec{Name: "grow", Wasm: grow, Settings: Settings{Pool: 1}})
+	tr = loadT(t, h, Spec{Name: "grow", Wasm: grow, Settings: Settings{Pool: 1, Timeout: units.Duration(10 * time.Second)}})
 	if resp, _ := get(t, serve(t, NewChain(tr).Then(echoBackend))); resp.StatusCode != 200 {
 		t.Errorf("two growing tables: status %d, want 200 (the second refused its growth)", resp.StatusCode)
 	}

@@ -545,7 +545,7 @@ func (x *exchange) setPseudo(kind uint32, name, value string) uint64 {
 		x.r.Host = value
 	case kind == kindResponse && name == ":status":
 		code, err := strconv.Atoi(value)
-		if err != nil || code < 100 || code > 999 {
+		if err != nil || code < 200 || code > 999 { // final, never 1xx
 			return statusBadArgument
 		}
 		x.pw.status = code
