@@ -271,10 +271,11 @@ func (a abi) addHeaderValue(ctx context.Context, mod api.Module, stack []uint64)
 
 func headerArgs(mod api.Module, stack []uint64) (name, value string) {
 	name = string(read(mod, uint32(stack[1]), uint32(stack[2])))
-	if name == "" {
-		fail("empty header name")
+	value = string(read(mod, uint32(stack[3]), uint32(stack[4])))
+	if !validHeader(name, value) {
+		fail("invalid header field %.64q (a name is a token, a value has no CR, LF or NUL)", name)
 	}
-	return name, string(read(mod, uint32(stack[3]), uint32(stack[4])))
+	return name, value
 }
 
 func (a abi) removeHeader(ctx context.Context, mod api.Module, stack []uint64) {

@@ -156,3 +156,38 @@ func TestGuestStatusCannotBeInterim(t *testing.T) {
 		t.Errorf("proxy-wasm :status 101: client got %d %q, want the upstream's 200", resp.StatusCode, body)
 	}
 }
+
+// Header fields a guest sets are checked as proxy-wasm's are: a NUL in a
+// value went onto the wire as is (to the client, and to a backend, where a
+// C parser may cut the value there), a CR or LF in a name was dropped
+// silently.
+func TestGuestHeaderFieldsAreValid(t *testing.T) {
+	h := newTestHost(t)
+	for name, c := range map[string]struct {
+		name, value       string // as WAT writes them
+		nameLen, valueLen int
+	}{
+		"NUL in value":  {"x-a", `ok\00admin`, 3, 8},
+		"CR in name":    {`x-a\0d`, "v", 4, 1},
+		"colon in name": {"x-a:", "v", 4, 1},
+	} {
+		g := wat(t, fmt.Sprintf(`(module
+			(import "http_handler" "set_header_value" (func $set (param i32 i32 i32 i32 i32)))
+			(memory (export "memory") 1)
+			(data (i32.const 0) "%s")
+			(data (i32.const 64) "%s")
+			(func (export "handle_request") (result i64)
+				(call $set (i32.const 1) (i32.const 0) (i32.const %d) (i32.const 64) (i32.const %d)) (i64.const 0))
+			(func (export "handle_response") (param i32 i32)))`, c.name, c.value, c.nameLen, c.valueLen))
+		tr := loadT(t, h, Spec{Name: "hdr", Wasm: g, Settings: Settings{Pool: 1}})
+		resp, err := http.Get(serve(t, NewChain(tr).Then(echoBackend)))
+		if err != nil {
+			t.Errorf("%s: %.200v", name, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusInternalServerError {
+			t.Errorf("%s: client got %d, want 500", name, resp.StatusCode)
+		}
+	}
+}
