@@ -51,7 +51,7 @@ func newABI(t *Transform) abi { return abi{t: t} }
 
 func (a abi) build(b wazero.HostModuleBuilder) wazero.HostModuleBuilder {
 	fn := func(name string, f api.GoModuleFunc, params, results []api.ValueType) {
-		b.NewFunctionBuilder().WithGoModuleFunction(f, params, results).Export(name)
+		b.NewFunctionBuilder().WithGoModuleFunction(withDeadline(f), params, results).Export(name)
 	}
 	fn("enable_features", a.enableFeatures, []api.ValueType{i32}, []api.ValueType{i32})
 	fn("get_config", a.getConfig, []api.ValueType{i32, i32}, []api.ValueType{i32})
@@ -73,6 +73,20 @@ func (a abi) build(b wazero.HostModuleBuilder) wazero.HostModuleBuilder {
 	fn("set_status_code", a.setStatusCode, []api.ValueType{i32}, nil)
 	fn("get_source_addr", a.getSourceAddr, []api.ValueType{i32, i32}, []api.ValueType{i32})
 	return b
+}
+
+// withDeadline stops a guest at its first host call past its deadline. The
+// meter charges every host call the same fuel, whatever work the call does
+// over guest memory, so a loop of costly calls (set_uri of a 16 MiB URI)
+// would otherwise run for a whole slice before refuel saw the deadline:
+// minutes, not one call.
+func withDeadline(f api.GoModuleFunc) api.GoModuleFunc {
+	return func(ctx context.Context, mod api.Module, stack []uint64) {
+		if ctx.Err() != nil {
+			panic(errDeadline)
+		}
+		f(ctx, mod, stack)
+	}
 }
 
 // abiError is what a host function panics with when the guest breaks the
@@ -257,10 +271,11 @@ func (a abi) addHeaderValue(ctx context.Context, mod api.Module, stack []uint64)
 
 func headerArgs(mod api.Module, stack []uint64) (name, value string) {
 	name = string(read(mod, uint32(stack[1]), uint32(stack[2])))
-	if name == "" {
-		fail("empty header name")
+	value = string(read(mod, uint32(stack[3]), uint32(stack[4])))
+	if !validHeader(name, value) {
+		fail("invalid header field %.64q (a name is a token, a value has no CR, LF or NUL)", name)
 	}
-	return name, string(read(mod, uint32(stack[3]), uint32(stack[4])))
+	return name, value
 }
 
 func (a abi) removeHeader(ctx context.Context, mod api.Module, stack []uint64) {
@@ -290,9 +305,11 @@ func (a abi) getStatusCode(ctx context.Context, _ api.Module, stack []uint64) {
 }
 
 func (a abi) setStatusCode(ctx context.Context, _ api.Module, stack []uint64) {
+	// The guest sets the final status, which a 1xx is not: a bare 101
+	// would leave a proxy in front tunnelling the connection.
 	code := uint32(stack[0])
-	if code < 100 || code > 999 {
-		fail("set_status_code with invalid code %d", code)
+	if code < 200 || code > 999 {
+		fail("set_status_code with invalid code %d (a final status is 200..999)", code)
 	}
 	current(ctx).setStatusCode(int(code))
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -171,6 +172,69 @@ func TestWrittenBodiesAreBounded(t *testing.T) {
 			if resp, _ := get(t, serve(t, NewChain(tr).Then(echoBackend))); resp.StatusCode != 200 {
 				t.Errorf("at the limit: status %d, want 200", resp.StatusCode)
 			}
+		})
+	}
+}
+
+// A guest adding headers without end (4096 of 64 KiB: 256 MiB, or eight
+// million empty ones) is stopped
+// once the headers it set pass max_buffer, with 500 and a heap that grew
+// by about max_buffer, whichever header map it fills, through either ABI.
+func TestGuestHeadersAreBounded(t *testing.T) {
+	const flood = `(local $i i32)
+		(memory.fill (i32.const 16) (i32.const 97) (i32.const 65536))
+		(loop $more
+			%s
+			(local.set $i (i32.add (local.get $i) (i32.const 1)))
+			(br_if $more (i32.lt_u (local.get $i) (i32.const %d))))`
+	httpGuest := func(kind, next, n, size int) []byte {
+		add := fmt.Sprintf(`(call $add (i32.const %d) (i32.const 0) (i32.const 3) (i32.const 16) (i32.const %d))`, kind, size)
+		return wat(t, fmt.Sprintf(`(module
+			(import "http_handler" "add_header_value" (func $add (param i32 i32 i32 i32 i32)))
+			(memory (export "memory") 2)
+			(data (i32.const 0) "x-f")
+			(func (export "handle_request") (result i64) `+flood+` (i64.const %d))
+			(func (export "handle_response") (param i32 i32)))`, add, n, next))
+	}
+	proxyGuest := wat(t, fmt.Sprintf(`(module
+		(import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+		(memory (export "memory") 2)
+		(data (i32.const 0) "x-f")
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) `+flood+` (i32.const 0)))`,
+		`(drop (call $add (i32.const 0) (i32.const 0) (i32.const 3) (i32.const 16) (i32.const 65536)))`, 4096))
+	h := newTestHost(t)
+	for _, c := range []struct {
+		name string
+		wasm []byte
+	}{
+		{"http-wasm request headers", httpGuest(kindRequest, 1, 4096, 65536)},
+		{"http-wasm response headers", httpGuest(kindResponse, 0, 4096, 65536)},
+		// Eight million empty values: each costs the host more than its bytes.
+		{"http-wasm many empty values", httpGuest(kindResponse, 0, 1<<23, 0)},
+		{"proxy-wasm request headers", proxyGuest},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tr := loadT(t, h, Spec{Name: "flood", Wasm: c.wasm, Settings: Settings{Pool: 1, MaxBuffer: 4 << 20, Timeout: units.Duration(10 * time.Second)}})
+			url := serve(t, NewChain(tr).Then(echoBackend))
+			runtime.GC()
+			before := allocated()
+			resp, err := http.Get(url)
+			grown := allocated() - before
+			if err != nil {
+				t.Fatalf("request failed after the heap grew by %d MiB: %.200v", grown>>20, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(string(body), "max_buffer") {
+				t.Errorf("status %d %q, want 500 naming max_buffer", resp.StatusCode, body)
+			}
+			if grown > heapSlack {
+				t.Errorf("heap grew by %d MiB for a 4 MiB max_buffer", grown>>20)
+			}
+			t.Logf("status %d, heap allocated %d MiB", resp.StatusCode, grown>>20)
 		})
 	}
 }

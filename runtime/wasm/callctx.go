@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"context"
+	"crypto/rand"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -128,4 +129,18 @@ func (c *callCtx) Value(k any) any {
 		return c.guest
 	}
 	return nil
+}
+
+// guestRand is an instance's WASI random source. It reads in chunks and
+// fails past the call's deadline, so that random_get over the whole guest
+// memory, called in a loop, stops there too.
+type guestRand struct{ call *callCtx }
+
+const randChunk = 64 << 10
+
+func (g guestRand) Read(p []byte) (int, error) {
+	if err := g.call.Err(); err != nil {
+		return 0, err
+	}
+	return rand.Read(p[:min(len(p), randChunk)])
 }

@@ -59,6 +59,11 @@ func (p proxyABI) dispatch(ctx context.Context, mod api.Module, stack []uint64) 
 		stack[0] = statusInvalidMemory
 		return
 	}
+	// The call's headers and body are held until it is answered.
+	if uint64(len(hdr))+uint64(len(body)) > uint64(p.t.spec.MaxBuffer) {
+		stack[0] = statusBadArgument
+		return
+	}
 	service, known := p.t.spec.Clusters[cluster]
 	pairs, err := decodePairs(hdr)
 	if !known || err != nil || p.t.host.dispatcher == nil {
@@ -67,10 +72,6 @@ func (p proxyABI) dispatch(ctx context.Context, mod api.Module, stack []uint64) 
 	}
 	if len(x.pw.calls) >= maxCallsPerRequest {
 		stack[0] = statusInternalFailure
-		return
-	}
-	if uint64(len(body)) > uint64(p.t.spec.MaxBuffer) {
-		stack[0] = statusBadArgument
 		return
 	}
 	timeout := time.Duration(uint32(stack[8])) * time.Millisecond

@@ -26,6 +26,9 @@ type exchange struct {
 	features Features
 
 	afterNext bool
+	// headerBytes counts the header names and values the guest has set,
+	// which the host keeps for the request, within max_buffer.
+	headerBytes uint64
 
 	// Request body: origBody is what the client sends; kept holds what the
 	// guest read with buffer_request on, to be replayed downstream; newBody
@@ -205,9 +208,18 @@ func (x *exchange) headerValues(kind uint32, name string) []string {
 	return x.header(kind).Values(trailerKey(kind, name))
 }
 
+// headerOverhead is what a header value costs the host beyond its bytes
+// (its place in the map's slice, which append may double), so that a
+// flood of empty values is bounded like one of large ones.
+const headerOverhead = 32
+
 func (x *exchange) setHeader(kind uint32, name, value string, add bool) {
 	if kind == kindRequest || kind == kindRequestTrailers {
 		x.mustBeforeNext("changing the request")
+	}
+	x.headerBytes += uint64(len(name)) + uint64(len(value)) + headerOverhead
+	if x.headerBytes > uint64(x.t.spec.MaxBuffer) {
+		panic(&overflow{"the total of headers set by the guest", http.StatusInternalServerError})
 	}
 	if isHost(kind, name) {
 		x.r.Host = value

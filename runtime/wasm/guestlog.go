@@ -58,13 +58,19 @@ func (g *guestLog) log(ctx context.Context, lvl slog.Level, msg string, text []b
 	g.logger.Log(ctx, lvl, msg, attrs...)
 }
 
-// output is a guest's stdout or stderr: a write a record.
+// output is a guest's stdout or stderr: a write a record. One fd_write may
+// carry millions of vectors, each a Write; past the call's deadline they
+// fail, which ends the fd_write.
 type output struct {
 	g     *guestLog
 	level slog.Level
+	call  *callCtx
 }
 
 func (o output) Write(p []byte) (int, error) {
+	if err := o.call.Err(); err != nil {
+		return 0, err
+	}
 	o.g.log(context.Background(), o.level, "wasm guest output", p)
 	return len(p), nil
 }

@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -40,6 +41,11 @@ func TestHostileGuests(t *testing.T) {
 		{file: "indirect.wat"},
 		{file: "loop.wat"},
 		{file: "hostloop.wat"},
+		{file: "seturi.wat"},
+		{file: "random.wat"},
+		{file: "writev.wat"},
+		{file: "poll.wat"},
+		{file: "readv.wat"},
 		{file: "grow.wat"},
 		{file: "fill.wat"},
 		{file: "copy.wat"},
@@ -297,5 +303,71 @@ func TestSlowBodyHoldsInstanceOnlyUntilBodyTimeout(t *testing.T) {
 	slow.Body.Close()
 	if slow.StatusCode != http.StatusRequestTimeout {
 		t.Errorf("slow client got %d, want 408", slow.StatusCode)
+	}
+}
+
+// A small module whose compiling would take minutes and gigabytes (one
+// br_table of 262,144 targets in 256 KiB: 12 s and 600 MiB; a million
+// took 3 min 45 s and 2.7 GB) is refused before wazero compiles it, with
+// an error that says why.
+func TestHugeBrTableIsRefusedBeforeCompiling(t *testing.T) {
+	guest := wat(t, `(module
+		(memory (export "memory") 1)
+		(func (export "handle_request") (result i64) (i64.const 1))
+		(func (export "handle_response") (param i32 i32))
+		(func (param i32) (block $a (br_table `+strings.Repeat("$a ", 1<<18+1)+`(local.get 0)))))`)
+	h := newTestHost(t)
+	runtime.GC()
+	before := allocated()
+	start := time.Now()
+	tr, err := h.Load(context.Background(), Spec{Name: "brtable", Wasm: guest, Settings: Settings{Pool: 1}})
+	took, grown := time.Since(start), allocated()-before
+	if tr != nil {
+		tr.Release()
+	}
+	if err == nil || !strings.Contains(err.Error(), "br_table of 262144 targets") {
+		t.Errorf("load: %v, want an error naming the br_table", err)
+	}
+	if grown > 64<<20 {
+		t.Errorf("loading allocated %d MiB", grown>>20)
+	}
+	t.Logf("refused after %v, %d MiB allocated: %v", took, grown>>20, err)
+}
+
+// Tables live outside the memory cap, and a module may declare many: 64
+// tables of a million elements in 412 bytes took 513 MiB of heap per
+// instance, and table.grow could take as much. The tables of a module
+// together hold at most meter.MaxTable elements.
+func TestTablesTogetherAreBounded(t *testing.T) {
+	h := newTestHost(t)
+	many := wat(t, `(module (memory (export "memory") 1)
+		(func (export "handle_request") (result i64) (i64.const 1))
+		(func (export "handle_response") (param i32 i32))`+strings.Repeat("(table 1048576 funcref)\n", 64)+")")
+	runtime.GC()
+	before := liveHeap()
+	tr, err := h.Load(context.Background(), Spec{Name: "tables", Wasm: many, Settings: Settings{Pool: 1}})
+	grown := int64(liveHeap()) - int64(before)
+	if tr != nil {
+		tr.Release()
+	}
+	if err == nil || !strings.Contains(err.Error(), "tables of 67108864 elements") {
+		t.Errorf("64 full tables: %v, want an error naming their size", err)
+	}
+	if grown > 32<<20 {
+		t.Errorf("loading grew the heap by %d MiB", grown>>20)
+	}
+
+	// Two tables that each may grow to the limit: together they stop at it.
+	grow := wat(t, `(module (memory (export "memory") 1)
+		(table $a 0 funcref) (table $b 0 funcref)
+		(func (export "handle_request") (result i64)
+			;; the first table takes all it may; the second then gets nothing
+			(if (i32.eq (table.grow $a (ref.null func) (i32.const 1048576)) (i32.const -1)) (then unreachable))
+			(if (i32.ne (table.grow $b (ref.null func) (i32.const 1)) (i32.const -1)) (then unreachable))
+			(i64.const 1))
+		(func (export "handle_response") (param i32 i32)))`)
+	tr = loadT(t, h, Spec{Name: "grow", Wasm: grow, Settings: Settings{Pool: 1, Timeout: units.Duration(10 * time.Second)}})
+	if resp, _ := get(t, serve(t, NewChain(tr).Then(echoBackend))); resp.StatusCode != 200 {
+		t.Errorf("two growing tables: status %d, want 200 (the second refused its growth)", resp.StatusCode)
 	}
 }

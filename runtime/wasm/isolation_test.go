@@ -123,3 +123,71 @@ func TestInterimHeadsPassTransforms(t *testing.T) {
 		}
 	}
 }
+
+// A guest's status is the response's final one, which a 1xx cannot be: a
+// guest answering 101 sent a bare "101 Switching Protocols" and the node
+// went on serving the connection, which a proxy in front would take for a
+// tunnel. http-wasm's set_status_code refuses it (500), proxy-wasm's
+// :status gets BAD_ARGUMENT.
+func TestGuestStatusCannotBeInterim(t *testing.T) {
+	h := newTestHost(t)
+	for _, code := range []int{100, 101, 103, 199} {
+		answer := loadT(t, h, Spec{Name: "answer", Wasm: wat(t, fmt.Sprintf(`(module
+			(import "http_handler" "set_status_code" (func $status (param i32)))
+			(memory (export "memory") 1)
+			(func (export "handle_request") (result i64) (call $status (i32.const %d)) (i64.const 0))
+			(func (export "handle_response") (param i32 i32)))`, code)), Settings: Settings{Pool: 1}})
+		if resp, _ := get(t, serve(t, NewChain(answer).Then(echoBackend))); resp.StatusCode != http.StatusInternalServerError {
+			t.Errorf("http-wasm answering %d: client got %d, want 500", code, resp.StatusCode)
+		}
+	}
+	pw := loadT(t, h, Spec{Name: "pw", Wasm: wat(t, `(module
+		(import "env" "proxy_replace_header_map_value" (func $replace (param i32 i32 i32 i32 i32) (result i32)))
+		(memory (export "memory") 1)
+		(data (i32.const 0) ":status101")
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+			(if (i32.ne (call $replace (i32.const 2) (i32.const 0) (i32.const 7) (i32.const 7) (i32.const 3)) (i32.const 2))
+				(then unreachable)) ;; BAD_ARGUMENT
+			(i32.const 0)))`), Settings: Settings{Pool: 1}})
+	if resp, body := get(t, serve(t, NewChain(pw).Then(echoBackend))); resp.StatusCode != 200 || body != "backend" {
+		t.Errorf("proxy-wasm :status 101: client got %d %q, want the upstream's 200", resp.StatusCode, body)
+	}
+}
+
+// Header fields a guest sets are checked as proxy-wasm's are: a NUL in a
+// value went onto the wire as is (to the client, and to a backend, where a
+// C parser may cut the value there), a CR or LF in a name was dropped
+// silently.
+func TestGuestHeaderFieldsAreValid(t *testing.T) {
+	h := newTestHost(t)
+	for name, c := range map[string]struct {
+		name, value       string // as WAT writes them
+		nameLen, valueLen int
+	}{
+		"NUL in value":  {"x-a", `ok\00admin`, 3, 8},
+		"CR in name":    {`x-a\0d`, "v", 4, 1},
+		"colon in name": {"x-a:", "v", 4, 1},
+	} {
+		g := wat(t, fmt.Sprintf(`(module
+			(import "http_handler" "set_header_value" (func $set (param i32 i32 i32 i32 i32)))
+			(memory (export "memory") 1)
+			(data (i32.const 0) "%s")
+			(data (i32.const 64) "%s")
+			(func (export "handle_request") (result i64)
+				(call $set (i32.const 1) (i32.const 0) (i32.const %d) (i32.const 64) (i32.const %d)) (i64.const 0))
+			(func (export "handle_response") (param i32 i32)))`, c.name, c.value, c.nameLen, c.valueLen))
+		tr := loadT(t, h, Spec{Name: "hdr", Wasm: g, Settings: Settings{Pool: 1}})
+		resp, err := http.Get(serve(t, NewChain(tr).Then(echoBackend)))
+		if err != nil {
+			t.Errorf("%s: %.200v", name, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusInternalServerError {
+			t.Errorf("%s: client got %d, want 500", name, resp.StatusCode)
+		}
+	}
+}

@@ -117,6 +117,10 @@ func (m *guestMetrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (p proxyABI) defineMetric(_ context.Context, mod api.Module, stack []uint64) {
+	if uint32(stack[2]) > maxGuestName {
+		stack[0] = statusBadArgument
+		return
+	}
 	name, ok := readString(mod, stack[1], stack[2])
 	if !ok || p.t == nil {
 		stack[0] = statusInvalidMemory

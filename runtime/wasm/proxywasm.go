@@ -217,7 +217,7 @@ type proxyABI struct{ t *Transform }
 
 func (p proxyABI) build(b wazero.HostModuleBuilder) wazero.HostModuleBuilder {
 	fn := func(name string, f api.GoModuleFunc, params ...api.ValueType) {
-		b.NewFunctionBuilder().WithGoModuleFunction(f, params, i32x1).Export(name)
+		b.NewFunctionBuilder().WithGoModuleFunction(withDeadline(f), params, i32x1).Export(name)
 	}
 	fn("proxy_log", p.log, i32, i32, i32)
 	fn("proxy_get_log_level", p.getLogLevel, i32)
@@ -545,7 +545,7 @@ func (x *exchange) setPseudo(kind uint32, name, value string) uint64 {
 		x.r.Host = value
 	case kind == kindResponse && name == ":status":
 		code, err := strconv.Atoi(value)
-		if err != nil || code < 100 || code > 999 {
+		if err != nil || code < 200 || code > 999 { // final, never 1xx
 			return statusBadArgument
 		}
 		x.pw.status = code
@@ -826,13 +826,13 @@ func (p proxyABI) sendLocalResponse(ctx context.Context, mod api.Module, stack [
 		stack[0] = statusBadArgument
 		return
 	}
+	if uint64(len(body))+uint64(len(hdr)) > uint64(x.t.spec.MaxBuffer) {
+		panic(&overflow{"local response", http.StatusBadGateway})
+	}
 	pairs, err := decodePairs(hdr)
 	if err != nil {
 		stack[0] = statusBadArgument
 		return
-	}
-	if uint64(len(body)) > uint64(x.t.spec.MaxBuffer) {
-		panic(&overflow{"local response", http.StatusBadGateway})
 	}
 	x.pw.local = &localResponse{status: status, body: append([]byte(nil), body...), headers: pairs}
 	stack[0] = statusOK
@@ -881,7 +881,9 @@ func (p proxyABI) getProperty(ctx context.Context, mod api.Module, stack []uint6
 		stack[0] = statusInvalidMemory
 		return
 	}
-	v, ok := p.property(proxyExchange(ctx), strings.Split(path, "\x00"))
+	// No property has more than three segments; a path of millions of
+	// NULs must not become millions of strings.
+	v, ok := p.property(proxyExchange(ctx), strings.SplitN(path, "\x00", 4))
 	if !ok {
 		stack[0] = statusNotFound
 		return

@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -595,4 +597,184 @@ func TestPairCountMatchesPairs(t *testing.T) {
 			t.Errorf("kind %d: count %d, pairs %v", kind, n, pairs)
 		}
 	}
+}
+
+// The names a filter gives the node to keep (metrics and shared queues,
+// host-wide and for as long as the node runs) are bounded in length: a
+// filter defining the most metrics and queues it may, each with a name of
+// 64 KiB, kept 200 MiB of heap before; now it keeps none of them.
+func TestProxyWasmNamesAreBounded(t *testing.T) {
+	guest := wat(t, `(module
+		(import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+		(import "env" "proxy_register_shared_queue" (func $register (param i32 i32 i32) (result i32)))
+		(memory (export "memory") 2)
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(func (export "proxy_on_vm_start") (param i32 i32) (result i32) (local $i i32) (local $refused i32)
+			(memory.fill (i32.const 16) (i32.const 97) (i32.const 67584))
+			(loop $more
+				;; each name one byte longer than the last, so none repeats
+				(if (i32.ne (call $define (i32.const 0) (i32.const 16) (i32.add (i32.const 65536) (local.get $i)) (i32.const 0)) (i32.const 0))
+					(then (local.set $refused (i32.add (local.get $refused) (i32.const 1)))))
+				(if (i32.ne (call $register (i32.const 16) (i32.add (i32.const 65536) (local.get $i)) (i32.const 0)) (i32.const 0))
+					(then (local.set $refused (i32.add (local.get $refused) (i32.const 1)))))
+				(local.set $i (i32.add (local.get $i) (i32.const 1)))
+				(br_if $more (i32.lt_u (local.get $i) (i32.const 1024))))
+			;; the host must have refused every one of them
+			(if (i32.ne (local.get $refused) (i32.const 2048)) (then unreachable))
+			(i32.const 1)))`)
+	h := newTestHost(t)
+	before := liveHeap()
+	tr, err := h.Load(context.Background(), Spec{Name: "names", Wasm: guest, Settings: Settings{Pool: 1, ABI: ABIProxyWasm}})
+	grown := int64(liveHeap()) - int64(before)
+	if err != nil {
+		t.Fatalf("load (the heap grew by %d MiB meanwhile): %v", grown>>20, err)
+	}
+	defer tr.Release()
+	if grown > 16<<20 {
+		t.Errorf("the node keeps %d MiB for the filter's names", grown>>20)
+	}
+	t.Logf("live heap grew by %d KiB", grown>>10)
+}
+
+// liveHeap is the heap in use once garbage is collected.
+func liveHeap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// dispatcherFunc is a Dispatcher from a function.
+type dispatcherFunc func(ctx context.Context, service string, req *http.Request) (*http.Response, error)
+
+func (f dispatcherFunc) Dispatch(ctx context.Context, service string, req *http.Request) (*http.Response, error) {
+	return f(ctx, service, req)
+}
+
+// A dispatched call's headers, like its body, are bounded by max_buffer:
+// 16 calls (the most a request may have) with 8 MiB of headers each kept
+// over 256 MiB while they were in flight.
+func TestProxyWasmCallHeadersAreBounded(t *testing.T) {
+	guest := wat(t, `(module
+		(import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+		(memory (export "memory") 144)
+		;; "authz", then one pair: "x" and 8 MiB of "a"
+		(data (i32.const 0) "authz")
+		(data (i32.const 16) "\01\00\00\00\01\00\00\00\00\00\80\00x\00")
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (local $i i32)
+			(memory.fill (i32.const 30) (i32.const 97) (i32.const 8388608))
+			(i32.store8 (i32.const 8388638) (i32.const 0))
+			(loop $more
+				(drop (call $call (i32.const 0) (i32.const 5) (i32.const 16) (i32.const 8388623)
+					(i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 5000) (i32.const 8)))
+				(local.set $i (i32.add (local.get $i) (i32.const 1)))
+				(br_if $more (i32.lt_u (local.get $i) (i32.const 16))))
+			(i32.const 0)))`)
+	var sent atomic.Int64
+	release := make(chan struct{})
+	h := newTestHost(t)
+	h.dispatcher = dispatcherFunc(func(ctx context.Context, _ string, req *http.Request) (*http.Response, error) {
+		defer runtime.KeepAlive(req) // as a real upstream holds it while sending
+		sent.Add(1)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, errors.New("released")
+	})
+	tr := loadT(t, h, Spec{Name: "calls", Wasm: guest, Settings: Settings{Pool: 1, MaxBuffer: 4 << 20, Clusters: map[string]string{"authz": "auth-svc"}, Timeout: units.Duration(10 * time.Second)}})
+	url := serve(t, NewChain(tr).Then(echoBackend))
+	before := liveHeap()
+	done := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(url)
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	status := -1
+	for wait := time.Now().Add(10 * time.Second); sent.Load() < 16 && status < 0 && time.Now().Before(wait); time.Sleep(time.Millisecond) {
+		select {
+		case status = <-done:
+		default:
+		}
+	}
+	grown := int64(liveHeap()) - int64(before)
+	close(release)
+	if status < 0 {
+		status = <-done
+	}
+	if n := sent.Load(); n != 0 {
+		t.Errorf("%d calls with 8 MiB of headers were sent, want none past max_buffer", n)
+	}
+	if grown > 32<<20 {
+		t.Errorf("the heap grew by %d MiB with the calls in flight", grown>>20)
+	}
+	t.Logf("status %d, %d calls sent, heap grew by %d MiB", status, sent.Load(), grown>>20)
+}
+
+// A local response's headers, like its body, are bounded by max_buffer.
+func TestProxyWasmLocalResponseHeadersAreBounded(t *testing.T) {
+	guest := wat(t, `(module
+		(import "env" "proxy_send_local_response" (func $send (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+		(memory (export "memory") 144)
+		;; one pair: "x" and 8 MiB of "a"
+		(data (i32.const 16) "\01\00\00\00\01\00\00\00\00\00\80\00x\00")
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+			(memory.fill (i32.const 30) (i32.const 97) (i32.const 8388608))
+			(i32.store8 (i32.const 8388638) (i32.const 0))
+			(drop (call $send (i32.const 403) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+				(i32.const 16) (i32.const 8388623) (i32.const -1)))
+			(i32.const 1)))`)
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "local", Wasm: guest, Settings: Settings{Pool: 1, MaxBuffer: 4 << 20, Timeout: units.Duration(10 * time.Second)}})
+	resp, err := http.Get(serve(t, NewChain(tr).Then(echoBackend)))
+	if err != nil {
+		t.Fatalf("%.200v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || len(resp.Header.Get("X")) != 0 {
+		t.Errorf("status %d with a %d-byte header, want 502", resp.StatusCode, len(resp.Header.Get("X")))
+	}
+}
+
+// A property path is split into at most the segments a property has: a
+// 16 MiB path of NULs, 16 million empty segments, allocated 16 times its
+// size (a gigabyte for a 64 MiB memory) in one call.
+func TestProxyWasmPropertyPathIsBounded(t *testing.T) {
+	guest := wat(t, `(module
+		(import "env" "proxy_get_property" (func $prop (param i32 i32 i32 i32) (result i32)))
+		(memory (export "memory") 257)
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+			(if (i32.ne (call $prop (i32.const 0) (i32.const 16777216) (i32.const 16777216) (i32.const 16777220)) (i32.const 1))
+				(then unreachable)) ;; NOT_FOUND
+			(i32.const 0)))`)
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "prop", Wasm: guest, Settings: Settings{Pool: 1, Timeout: units.Duration(10 * time.Second)}})
+	url := serve(t, NewChain(tr).Then(echoBackend))
+	runtime.GC()
+	before := allocated()
+	resp, body := get(t, url)
+	grown := allocated() - before
+	if resp.StatusCode != 200 {
+		t.Errorf("status %d %q, want 200", resp.StatusCode, body)
+	}
+	if grown > 64<<20 {
+		t.Errorf("one property lookup allocated %d MiB", grown>>20)
+	}
+	t.Logf("allocated %d MiB", grown>>20)
 }

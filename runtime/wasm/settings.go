@@ -48,7 +48,8 @@ type Settings struct {
 	// Timeout bounds each guest call and the wait for a free instance.
 	Timeout units.Duration `yaml:"timeout" json:"timeout"`
 	// MaxBuffer caps what the host holds per request for the guest: a
-	// buffered request body, a held response, a body the guest writes.
+	// buffered request body, a held response, a body the guest writes, the
+	// headers the guest sets.
 	MaxBuffer units.ByteSize `yaml:"max_buffer" json:"max_buffer"`
 	// ABI is ABIHTTPWasm or ABIProxyWasm; empty detects it from the
 	// module's exports.

@@ -15,6 +15,10 @@ const (
 	maxQueues      = 1024
 	maxQueueItems  = 1024
 	maxQueueBytes  = 4 << 20 // per queue
+	// maxGuestName bounds the names of queues and metrics, which the node
+	// keeps for as long as it runs (1024 of each, at 64 KiB a name, kept
+	// 200 MiB); longer ones get BAD_ARGUMENT.
+	maxGuestName = 1 << 10
 )
 
 // shared is the node's shared data and queues for proxy-wasm filters. The
@@ -101,6 +105,10 @@ func (p proxyABI) setSharedData(_ context.Context, mod api.Module, stack []uint6
 }
 
 func (p proxyABI) registerQueue(_ context.Context, mod api.Module, stack []uint64) {
+	if uint32(stack[1]) > maxGuestName {
+		stack[0] = statusBadArgument
+		return
+	}
 	name, ok := readString(mod, stack[0], stack[1])
 	if !ok || p.t == nil {
 		stack[0] = statusInvalidMemory

@@ -2,7 +2,6 @@ package wasm
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -137,10 +136,7 @@ func (t *Transform) init(ctx context.Context, h *Host) error {
 		WithName("").
 		WithStartFunctions("_initialize", "_start").
 		WithSysWalltime().
-		WithSysNanotime().
-		WithRandSource(rand.Reader).
-		WithStdout(output{t.guestLog, slog.LevelInfo}).
-		WithStderr(output{t.guestLog, slog.LevelWarn})
+		WithSysNanotime()
 	for range t.spec.Pool {
 		inst, err := t.instantiate(ctx)
 		if err != nil {
@@ -157,7 +153,13 @@ func (t *Transform) instantiate(ctx context.Context) (*instance, error) {
 	ctx = experimental.WithMemoryAllocator(context.WithValue(ctx, instanceKey{}, inst), memoryAllocator)
 	ctx, cancel := context.WithTimeout(ctx, instantiateTimeout)
 	defer cancel()
-	mod, err := t.rt.InstantiateModule(ctx, t.compiled, t.modCfg)
+	// WASI's randomness and output are the instance's own, so that they
+	// too stop at its call's deadline (see withDeadline).
+	cfg := t.modCfg.
+		WithRandSource(guestRand{inst.ctx}).
+		WithStdout(output{t.guestLog, slog.LevelInfo, inst.ctx}).
+		WithStderr(output{t.guestLog, slog.LevelWarn, inst.ctx})
+	mod, err := t.rt.InstantiateModule(ctx, t.compiled, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("instantiate: %w", err)
 	}

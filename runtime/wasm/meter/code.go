@@ -332,7 +332,11 @@ func skip(r *reader, op byte) error {
 		op == opMemorySize:
 		r.u32()
 	case op == 0x0e: // br_table
-		for n := r.u32(); n > 0 && r.err == nil; n-- {
+		n := r.u32()
+		if n > MaxBrTable {
+			return fmt.Errorf("br_table of %d targets, the most allowed is %d", n, MaxBrTable)
+		}
+		for ; n > 0 && r.err == nil; n-- {
 			r.u32()
 		}
 		r.u32()

@@ -15,7 +15,8 @@
 // The module also counts its call depth, weighted by each function's frame
 // size, and traps (unreachable) past MaxStack, so that deep recursion is
 // stopped before the engine's own stack grows to hundreds of megabytes.
-// Tables may not grow past MaxTable elements.
+// A module's tables together may not hold more than MaxTable elements, and
+// a br_table may not have more than MaxBrTable targets.
 //
 // Instrument reads every instruction and knows the immediates of the
 // WebAssembly 2.0 instruction set (MVP, sign extension, saturating
@@ -47,8 +48,13 @@ const (
 	// frame weight (frameBase plus its parameters and locals).
 	MaxStack  = 1 << 20
 	frameBase = 16
-	// MaxTable is the most elements a table may grow to.
+	// MaxTable is the most elements a module's tables may hold together.
 	MaxTable = 1 << 20
+	// MaxBrTable is the most targets a br_table may have. wazero's
+	// compile time grows with the square of one table's size (1M targets,
+	// a 1 MB module: 3 min 45 s and 2.7 GB), and stock Go's largest are
+	// about a thousand.
+	MaxBrTable = 1 << 14
 )
 
 // Instrument returns the metered version of the module wasm.
@@ -332,30 +338,52 @@ func (m *module) rewriteImports(b []byte) ([]byte, error) {
 	return appendU32(out, m.refuelType), nil
 }
 
-// rewriteTables caps each table's maximum at MaxTable.
+// rewriteTables caps the tables' maxima so that together they hold at
+// most MaxTable elements: each table keeps its initial size, and the room
+// left goes to the tables in order, up to their own maxima. Tables live
+// outside the memory cap, and a module may declare many.
 func rewriteTables(b []byte) ([]byte, error) {
+	type limits struct {
+		refType   byte
+		low, high uint32
+	}
 	r := reader{b: b}
 	n := r.u32()
-	out := appendU32(nil, n)
+	var tables []limits
+	var total uint64
 	for ; n > 0 && r.err == nil; n-- {
-		refType := r.byte()
+		t := limits{refType: r.byte()}
 		flags := r.byte()
-		low := r.u32()
-		high := uint32(MaxTable)
+		t.low = r.u32()
+		t.high = max(t.low, MaxTable) // no maximum: as far as the total allows
 		if flags&1 != 0 {
-			high = min(r.u32(), MaxTable)
+			t.high = r.u32()
 		}
 		if flags > 1 && r.err == nil {
 			return nil, fmt.Errorf("table limits flags %#x", flags)
 		}
-		if low > MaxTable {
-			return nil, fmt.Errorf("table of %d elements, the most allowed is %d", low, MaxTable)
+		if t.high < t.low && r.err == nil {
+			return nil, fmt.Errorf("table maximum %d below its minimum %d", t.high, t.low)
 		}
-		out = append(out, refType, 1)
-		out = appendU32(out, low)
+		total += uint64(t.low)
+		tables = append(tables, t)
+	}
+	if err := r.end(); err != nil {
+		return nil, err
+	}
+	if total > MaxTable {
+		return nil, fmt.Errorf("tables of %d elements, the most allowed is %d", total, MaxTable)
+	}
+	room := MaxTable - uint32(total)
+	out := appendU32(nil, uint32(len(tables)))
+	for _, t := range tables {
+		high := min(t.high, t.low+room)
+		room -= high - t.low
+		out = append(out, t.refType, 1)
+		out = appendU32(out, t.low)
 		out = appendU32(out, high)
 	}
-	return out, r.end()
+	return out, nil
 }
 
 // rewriteGlobals shifts ref.func in initialisers and adds the fuel counter

@@ -205,7 +205,9 @@ func TestRefusals(t *testing.T) {
 		"tail calls": {wat(t, `(module (func $f (return_call $f)))`, "--enable-tail-call"), "opcode 0x12"},
 		"own import": {wat(t, `(module (import "perigee_meter" "refuel" (func (result i64))))`), "host's own"},
 		"not wasm":   {[]byte("\x7fELF\x02\x01\x01\x00"), "not a WebAssembly module"},
-		"truncated":  {wat(t, `(module (func (result i32) (i32.const 1)))`)[:20], "unexpected end"},
+		"huge br_table": {wat(t, `(module (func (param i32) (block $a (br_table `+strings.Repeat("$a ", MaxBrTable+2)+`(local.get 0)))))`),
+			"br_table of 16385 targets, the most allowed is 16384"},
+		"truncated": {wat(t, `(module (func (result i32) (i32.const 1)))`)[:20], "unexpected end"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := Instrument(c.wasm); err == nil || !strings.Contains(err.Error(), c.want) {
