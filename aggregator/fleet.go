@@ -151,20 +151,21 @@ func (f *fleet) apply(b *wire.Batch, received time.Time, skew time.Duration) {
 		n.lastSeen = received
 		n.skew = skew
 	}
+	fresh := make([]point, len(b.Samples))
 	for i := range b.Samples {
 		s := &b.Samples[i]
 		if s.Region != "" {
 			n.region = s.Region
 		}
-		p := reduce(s)
-		i := len(n.points)
-		for i > 0 && n.points[i-1].T.After(p.T) {
-			i-- // late batches from a spool land in time order
-		}
-		n.points = slices.Insert(n.points, i, p)
-		if !p.T.Before(n.last.T) {
-			n.last = p
-		}
+		fresh[i] = reduce(s)
+	}
+	// A node sends its samples in time order, but a forged batch may hold
+	// them in any: sorted and merged, it costs n log n, where inserting
+	// each in place moved every point held, n² (minutes for one frame).
+	slices.SortStableFunc(fresh, func(a, b point) int { return a.T.Compare(b.T) })
+	n.points = mergePoints(n.points, fresh)
+	if k := len(fresh); k > 0 && !fresh[k-1].T.Before(n.last.T) {
+		n.last = fresh[k-1]
 	}
 	if cut := n.last.T.Add(-f.window); len(n.points) > 0 && n.points[0].T.Before(cut) {
 		i, _ := slices.BinarySearchFunc(n.points, cut, func(p point, t time.Time) int { return p.T.Compare(t) })
@@ -196,6 +197,27 @@ func (f *fleet) apply(b *wire.Batch, received time.Time, skew time.Duration) {
 		}
 		n.cost, n.costAt = *c, b.Created
 	}
+}
+
+// mergePoints merges fresh into held, both in time order; of equal times
+// the held come first. Late batches from a spool land in time order.
+func mergePoints(held, fresh []point) []point {
+	if len(fresh) == 0 || len(held) == 0 || !fresh[0].T.Before(held[len(held)-1].T) {
+		return append(held, fresh...)
+	}
+	out := make([]point, 0, len(held)+len(fresh))
+	i, j := 0, 0
+	for i < len(held) && j < len(fresh) {
+		if fresh[j].T.Before(held[i].T) {
+			out = append(out, fresh[j])
+			j++
+		} else {
+			out = append(out, held[i])
+			i++
+		}
+	}
+	out = append(out, held[i:]...)
+	return append(out, fresh[j:]...)
 }
 
 func reduce(s *telemetry.NodeSample) point {
