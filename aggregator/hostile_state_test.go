@@ -1,6 +1,9 @@
 package aggregator_test
 
 import (
+	"fmt"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,5 +38,108 @@ func TestSamplesInReverseOrderCostLinearTime(t *testing.T) {
 	n, ok := fleetNode(t, a, "node-a")
 	if !ok || !n.SampledAt.Equal(now) || n.RPS != 0 {
 		t.Fatalf("fleet view: %+v, want the newest sample (rps 0 at %v)", n, now)
+	}
+}
+
+// The fleet view keeps the latest 10,000 decisions and events, and each
+// string in one may be up to a MiB: a node with a valid token once grew
+// the heap by 7 MiB per 900-byte frame (293 MiB after 40 decisions, 70
+// GB before the count bound would have held). The strings they hold are
+// bounded now, and the newest are still shown.
+func TestDecisionsAndEventsHoldBoundedMemory(t *testing.T) {
+	a := startAggregator(t, nil)
+	big := strings.Repeat("x", 1<<20-64)
+	heap := liveHeap
+	before := heap()
+	const batches = 40
+	for k := range batches {
+		now := time.Now()
+		b := &wire.Batch{Node: "node-a", Seq: uint64(k + 1), Created: now,
+			Decisions: []telemetry.Decision{{Time: now, Policy: big, Action: big, Service: big, Target: big, Reason: big, Rejected: fmt.Sprint(k)}},
+			Events:    []telemetry.Event{{Time: now, Kind: big, Fields: map[string]string{"a": big, "b": big, "c": big, "n": fmt.Sprint(k)}}}}
+		if status, msg := post(t, a, tokenA, seal(t, b)); status != 200 {
+			t.Fatalf("batch %d: %d %s", k, status, msg)
+		}
+	}
+	grew := heap() - before
+	t.Logf("heap grew %.1f MiB after %d batches, each a decision and an event of about 5 MiB", float64(grew)/(1<<20), batches)
+	if grew > 64<<20 {
+		t.Fatalf("heap grew %.1f MiB", float64(grew)/(1<<20))
+	}
+	var d struct{ Decisions []telemetry.Decision }
+	a.getJSON(t, "/v1/decisions?limit=1", &d)
+	var e struct{ Events []telemetry.Event }
+	a.getJSON(t, "/v1/events?limit=1", &e)
+	last := fmt.Sprint(batches - 1)
+	if len(d.Decisions) != 1 || d.Decisions[0].Rejected != last || len(e.Events) != 1 || e.Events[0].Fields["n"] != last {
+		t.Fatalf("the newest decision and event are not shown")
+	}
+}
+
+// A sample's circuit overflows name their services, and the fleet view
+// keeps them with each of a node's points (up to 10,000): with names of a
+// MiB, a node grew the heap by 15 MiB per frame of a few hundred bytes. A
+// node's points are bounded in bytes as in count now, the newest kept.
+func TestOverflowNamesHoldBoundedMemory(t *testing.T) {
+	a := startAggregator(t, nil)
+	heap := liveHeap
+	before := heap()
+	const batches = 40
+	now := time.Now()
+	for k := range batches {
+		s := telemetry.NodeSample{Node: "node-a", Region: "eu-west", Time: now.Add(time.Duration(k-batches) * time.Millisecond), RPS: float64(k),
+			Services: map[string]telemetry.ServiceSample{}}
+		for j := range 6 {
+			name := fmt.Sprintf("%d-%s", j, strings.Repeat("s", 1<<20-64))
+			s.Services[name] = telemetry.ServiceSample{Overflow: map[string]uint64{"max_requests": 1}}
+		}
+		b := &wire.Batch{Node: "node-a", Seq: uint64(k + 1), Created: now, Samples: []telemetry.NodeSample{s}}
+		if status, msg := post(t, a, tokenA, seal(t, b)); status != 200 {
+			t.Fatalf("batch %d: %d %s", k, status, msg)
+		}
+	}
+	grew := heap() - before
+	t.Logf("heap grew %.1f MiB after %d batches, each a sample overflowing 6 services named in 6 MiB", float64(grew)/(1<<20), batches)
+	if grew > 64<<20 {
+		t.Fatalf("heap grew %.1f MiB", float64(grew)/(1<<20))
+	}
+	if n, ok := fleetNode(t, a, "node-a"); !ok || n.RPS != batches-1 {
+		t.Fatalf("fleet view: %+v, want the newest sample", n)
+	}
+}
+
+func liveHeap() int64 {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
+}
+
+// The rollup of the segment being written keys its buckets by node and
+// region, and a region name on the wire may be a MiB: a node naming a new
+// one in each sample grew the heap by 6 MiB per frame of a few hundred
+// bytes, until the segment was sealed (an hour). The names the buckets
+// hold are bounded now: past the bound the rollup gives up, as it does
+// past its bucket count, and queries read that segment's records.
+func TestRollupRegionNamesHoldBoundedMemory(t *testing.T) {
+	a := startAggregator(t, nil)
+	before := liveHeap()
+	const batches = 40
+	now := time.Now()
+	for k := range batches {
+		b := &wire.Batch{Node: "node-a", Seq: uint64(k + 1), Created: now}
+		for j := range 6 {
+			b.Samples = append(b.Samples, telemetry.NodeSample{Node: "node-a", Region: fmt.Sprintf("%d-%d-%s", k, j, strings.Repeat("r", 1<<20-64)),
+				Time: now.Add(time.Duration(6*(k-batches)+j) * time.Millisecond), RPS: 1})
+		}
+		if status, msg := post(t, a, tokenA, seal(t, b)); status != 200 {
+			t.Fatalf("batch %d: %d %s", k, status, msg)
+		}
+	}
+	grew := liveHeap() - before
+	t.Logf("heap grew %.1f MiB after %d batches, each of 6 samples in regions named in 6 MiB", float64(grew)/(1<<20), batches)
+	if grew > 64<<20 {
+		t.Fatalf("heap grew %.1f MiB", float64(grew)/(1<<20))
 	}
 }
