@@ -98,7 +98,7 @@ func (s *server) ingest(w http.ResponseWriter, r *http.Request) (result string, 
 	}
 	// Each ingest in flight may hold its body, the decompressed payload and
 	// the decoded records: slots bound how many do at once.
-	if !s.acquireSlot(r) {
+	if !acquire(s.slots, r) {
 		return resOverloaded, http.StatusTooManyRequests, fmt.Sprintf("%d batches already being read; retry", cap(s.slots))
 	}
 	defer func() { <-s.slots }()
@@ -193,20 +193,21 @@ func (s *server) releaseReader(node string) {
 	delete(s.reading, node)
 }
 
-// slotWait is how long a batch waits for an ingest slot before it is
-// told to come back later.
+// slotWait is how long a batch, or a query that reads the store, waits
+// for a slot before it is told to come back later.
 const slotWait = time.Second
 
-func (s *server) acquireSlot(r *http.Request) bool {
+// acquire takes one of slots for r, waiting up to slotWait.
+func acquire(slots chan struct{}, r *http.Request) bool {
 	select {
-	case s.slots <- struct{}{}:
+	case slots <- struct{}{}:
 		return true
 	default:
 	}
 	t := time.NewTimer(slotWait)
 	defer t.Stop()
 	select {
-	case s.slots <- struct{}{}:
+	case slots <- struct{}{}:
 		return true
 	case <-t.C:
 	case <-r.Context().Done():
