@@ -191,7 +191,7 @@ func batchSeries(b *wire.Batch, emit func(remotewrite.Series)) {
 }
 
 func (s *server) loadCursor() store.Pos {
-	b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, exportCursorFile))
+	b, err := store.ReadFile(filepath.Join(s.cfg.DataDir, exportCursorFile))
 	if err != nil || len(b) != 16 {
 		return store.Pos{}
 	}

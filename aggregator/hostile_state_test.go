@@ -2,11 +2,15 @@ package aggregator_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"perigee/aggregator"
 	"perigee/telemetry"
 	"perigee/telemetry/wire"
 )
@@ -141,5 +145,44 @@ func TestRollupRegionNamesHoldBoundedMemory(t *testing.T) {
 	t.Logf("heap grew %.1f MiB after %d batches, each of 6 samples in regions named in 6 MiB", float64(grew)/(1<<20), batches)
 	if grew > 64<<20 {
 		t.Fatalf("heap grew %.1f MiB", float64(grew)/(1<<20))
+	}
+}
+
+// Files of the data directory the aggregator did not write are neither
+// read through nor written through: a FIFO under the checkpoint's name
+// held the start in os.ReadFile for good, and a symlink planted under its
+// temporary name had the checkpoint written where it points.
+func TestDataDirFollowsNothingItDidNotWrite(t *testing.T) {
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan *agg, 1)
+	go func() {
+		started <- startAggregator(t, func(c *aggregator.Config) {
+			if err := syscall.Mkfifo(filepath.Join(c.DataDir, "dedup.state"), 0o600); err != nil {
+				t.Error(err)
+			}
+			if err := os.Symlink(victim, filepath.Join(c.DataDir, "dedup.state.tmp")); err != nil {
+				t.Error(err)
+			}
+		})
+	}()
+	var a *agg
+	select {
+	case a = <-started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the aggregator did not start")
+	}
+	b := &wire.Batch{Node: "node-a", Seq: 1, Created: time.Now(), Samples: []telemetry.NodeSample{sample("node-a", 1)}}
+	if status, msg := post(t, a, tokenA, seal(t, b)); status != 200 {
+		t.Fatalf("%d %s", status, msg)
+	}
+	a.stop() // which writes the checkpoint
+	if got, err := os.ReadFile(victim); err != nil || string(got) != "keep me" {
+		t.Fatalf("the file the planted temporary name points to holds %.40q, %v", got, err)
+	}
+	if info, err := os.Stat(filepath.Join(a.dataDir, "dedup.state")); err != nil || !info.Mode().IsRegular() {
+		t.Fatalf("checkpoint: %v, %v", info, err)
 	}
 }

@@ -156,7 +156,7 @@ func (r *rollups) each(seg uint64, tier int, fn func(bucketKey, *bucket)) (bool,
 		return true, nil
 	}
 	r.mu.Unlock()
-	data, err := os.ReadFile(r.path(seg, tier))
+	data, err := store.ReadFile(r.path(seg, tier))
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
@@ -251,21 +251,11 @@ func readRollup(entries []byte, fn func(bucketKey, *bucket)) error {
 	return r.Err()
 }
 
-// writeFileDurably writes data atomically and durably: temporary file, fsync,
-// rename, fsync of the directory.
+// writeFileDurably writes data atomically and durably: temporary file
+// (see writeSynced), fsync, rename, fsync of the directory.
 func writeFileDurably(path string, data []byte) error {
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if serr := f.Sync(); err == nil {
-		err = serr
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+	err := writeSynced(tmp, data)
 	if err == nil {
 		err = os.Rename(tmp, path)
 	}
