@@ -161,11 +161,18 @@ func filterAndLimit(r *http.Request) (func(node, region string) bool, int, error
 	}, limit, nil
 }
 
+// writeJSON answers v, or a 500 that says why it could not be written
+// (rather than a 200 with an empty body).
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b, _ = json.Marshal(map[string]string{"error": "encoding the answer: " + err.Error()})
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	w.Write(append(b, '\n'))
 }
 
 func writeError(w http.ResponseWriter, err error) {

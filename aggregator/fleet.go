@@ -258,6 +258,7 @@ func (f *fleet) apply(b *wire.Batch, received time.Time, skew time.Duration) {
 	for i := range b.Decisions {
 		d := b.Decisions[i]
 		d.Node = b.Node // the authenticated sender, whatever the record says
+		d.Value = finiteFigure(d.Value)
 		f.decisions.add(d)
 	}
 	f.decisions.trim()
@@ -297,15 +298,29 @@ func mergePoints(held, fresh []point) []point {
 	return append(out, fresh[j:]...)
 }
 
+// maxFigure bounds the rates, core counts and ratios the view takes from a
+// sample, far above any real one: a NaN, an infinity or a sum that
+// overflows to one cannot be written as JSON, so one node's could make
+// every answer of the API empty. Beyond the bound, or not finite, a
+// figure counts as 0 in the view; the store keeps what was sent.
+const maxFigure = 1e12
+
+func finiteFigure(v float64) float64 {
+	if math.IsNaN(v) || math.Abs(v) > maxFigure {
+		return 0
+	}
+	return v
+}
+
 func reduce(s *telemetry.NodeSample) point {
-	p := point{T: s.Time, RPS: s.RPS, CPU: s.CPU, InFlight: s.InFlight, Mem: s.MemBytes}
+	p := point{T: s.Time, RPS: finiteFigure(s.RPS), CPU: finiteFigure(s.CPU), InFlight: s.InFlight, Mem: s.MemBytes}
 	var errs float64
 	var svcRPS float64
 	var lat telemetry.HistogramSnapshot
 	for _, v := range s.Services {
 		lat.Merge(v.Latency)
-		errs += v.ErrorRate * v.RPS
-		svcRPS += v.RPS
+		errs += finiteFigure(v.ErrorRate) * finiteFigure(v.RPS)
+		svcRPS += finiteFigure(v.RPS)
 		p.Healthy += v.HealthyBackends
 		p.Backends += v.Backends
 	}

@@ -2,6 +2,7 @@ package aggregator_test
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -184,5 +185,41 @@ func TestDataDirFollowsNothingItDidNotWrite(t *testing.T) {
 	}
 	if info, err := os.Stat(filepath.Join(a.dataDir, "dedup.state")); err != nil || !info.Mode().IsRegular() {
 		t.Fatalf("checkpoint: %v, %v", info, err)
+	}
+}
+
+// JSON has no NaN nor infinity, and encoding/json refuses them: one sample
+// of one node with a NaN rate (or two whose rates sum past the largest
+// float) made /v1/fleet, /v1/series and /v1/decisions answer every client
+// 200 with an empty body, and the dashboard with them. The view counts
+// such a figure as 0 now, and the other nodes' figures are untouched.
+func TestNonFiniteFiguresCannotBreakTheAPI(t *testing.T) {
+	a := startAggregator(t, nil)
+	now := time.Now()
+	bad := sample("node-a", 1)
+	bad.RPS, bad.CPU = math.NaN(), math.Inf(1)
+	bad.Services["api"] = telemetry.ServiceSample{RPS: math.MaxFloat64, ErrorRate: math.Inf(-1)}
+	worse := bad
+	worse.Time = now.Add(-time.Second)
+	b := &wire.Batch{Node: "node-a", Seq: 1, Created: now, Samples: []telemetry.NodeSample{worse, bad},
+		Decisions: []telemetry.Decision{{Time: now, Policy: "p", Action: "scale", Value: math.Inf(1)}}}
+	if status, msg := post(t, a, tokenA, seal(t, b)); status != 200 {
+		t.Fatalf("%d %s", status, msg)
+	}
+	good := &wire.Batch{Node: "node-b", Seq: 1, Created: now, Samples: []telemetry.NodeSample{sample("node-b", 7)}}
+	if status, msg := post(t, a, tokenB, seal(t, good)); status != 200 {
+		t.Fatalf("%d %s", status, msg)
+	}
+	var fleet aggregator.FleetView
+	a.getJSON(t, "/v1/fleet", &fleet)
+	var series struct{ Points []aggregator.SeriesPoint }
+	a.getJSON(t, "/v1/series?step=1s", &series)
+	var decisions struct{ Decisions []telemetry.Decision }
+	a.getJSON(t, "/v1/decisions", &decisions)
+	if n, ok := fleetNode(t, a, "node-b"); !ok || n.RPS != 7 {
+		t.Fatalf("node-b: %+v", n)
+	}
+	if len(series.Points) == 0 || len(decisions.Decisions) != 1 {
+		t.Fatalf("series %+v, decisions %+v", series.Points, decisions.Decisions)
 	}
 }
