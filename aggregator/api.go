@@ -39,6 +39,11 @@ func (s *server) routes(mux *http.ServeMux) {
 	})
 }
 
+// maxStoreQueries bounds the series queries that read the rollups or the
+// store at once: each may hold a store segment (up to 64 MiB) in memory,
+// and the API takes no token.
+const maxStoreQueries = 2
+
 func (s *server) handleSeries(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	scope, name := q.Get("scope"), q.Get("name")
@@ -71,6 +76,14 @@ func (s *server) handleSeries(w http.ResponseWriter, r *http.Request) {
 	if err != nil || step < time.Second || window/step > 10_000 {
 		writeError(w, fmt.Errorf("step: want at least 1s and at most 10000 steps per window"))
 		return
+	}
+	if window > s.cfg.MemoryWindow {
+		if !acquire(s.storeQueries, r) {
+			w.Header().Set("Retry-After", "1")
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": fmt.Sprintf("%d queries already read the store; retry", maxStoreQueries)})
+			return
+		}
+		defer func() { <-s.storeQueries }()
 	}
 	to := time.Now()
 	from := to.Add(-window)
@@ -148,11 +161,18 @@ func filterAndLimit(r *http.Request) (func(node, region string) bool, int, error
 	}, limit, nil
 }
 
+// writeJSON answers v, or a 500 that says why it could not be written
+// (rather than a 200 with an empty body).
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b, _ = json.Marshal(map[string]string{"error": "encoding the answer: " + err.Error()})
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	w.Write(append(b, '\n'))
 }
 
 func writeError(w http.ResponseWriter, err error) {

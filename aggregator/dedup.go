@@ -209,8 +209,15 @@ func (d *dedup) save(dir string, end store.Pos) error {
 	return nil
 }
 
+// writeSynced writes b to a new file at path, which must not be there
+// already as anything the aggregator did not make: a file already there is
+// removed first, so that a symlink planted under the name cannot have the
+// write land where it points.
 func writeSynced(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
 	if err != nil {
 		return err
 	}
@@ -227,7 +234,7 @@ func writeSynced(path string, b []byte) error {
 // load reads a checkpoint and returns the position it covers. No file is
 // the zero position: everything in the store is read.
 func (d *dedup) load(dir string) (store.Pos, error) {
-	b, err := os.ReadFile(filepath.Join(dir, checkpointFile))
+	b, err := store.ReadFile(filepath.Join(dir, checkpointFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return store.Pos{}, nil
 	}

@@ -37,7 +37,11 @@ type Export struct {
 const (
 	exportCursorFile = "export.cursor"
 	exportEvery      = time.Second
-	exportMaxBatches = 500 // per push
+	exportMaxBatches = 500 // per round
+	// exportMaxSeries bounds one push (about 300 bytes a series in
+	// memory): a batch within every decoding bound can still be a million
+	// series (each latency bucket of each service is one).
+	exportMaxSeries = 20_000
 )
 
 func (s *server) exportLoop(ctx context.Context, ex *Export) {
@@ -73,10 +77,28 @@ func (s *server) exportLoop(ctx context.Context, ex *Export) {
 
 var errFull = errors.New("push full")
 
-// exportOnce pushes up to exportMaxBatches batches after cursor and returns
-// the position after the last one pushed.
+// exportOnce pushes up to exportMaxBatches batches after cursor, in pushes
+// of at most exportMaxSeries series, and returns the position after the
+// last one. After a failed push the cursor stays: the series pushed before
+// it are pushed again, which the engine keeps once.
 func (s *server) exportOnce(ctx context.Context, c *http.Client, url string, cursor store.Pos) (store.Pos, int, error) {
-	var series []remotewrite.Series
+	series := make([]remotewrite.Series, 0, exportMaxSeries)
+	var pushErr error
+	push := func() {
+		if pushErr != nil || len(series) == 0 {
+			return
+		}
+		err := remotewrite.Push(ctx, c, url, remotewrite.Encode(series))
+		if errors.Is(err, remotewrite.ErrRejected) {
+			// Retrying cannot change it; holding the cursor would stop
+			// every later batch.
+			s.log.Error("export rejected, series skipped", "series", len(series), "err", err)
+			err = nil
+		}
+		pushErr = err
+		clear(series)
+		series = series[:0]
+	}
 	next, n := cursor, 0
 	err := s.store.Scan(cursor, func(at time.Time, rec []byte, end store.Pos) error {
 		if n == exportMaxBatches {
@@ -84,24 +106,21 @@ func (s *server) exportOnce(ctx context.Context, c *http.Client, url string, cur
 		}
 		if b, ok := s.openStored(rec); ok {
 			restamp(b, at, s.cfg.MaxSkew)
-			series = append(series, batchSeries(b)...)
+			batchSeries(b, func(x remotewrite.Series) {
+				if series = append(series, x); len(series) == exportMaxSeries {
+					push()
+				}
+			})
 		}
 		next, n = end, n+1
-		return nil
+		return pushErr
 	})
-	if err != nil && !errors.Is(err, errFull) {
-		return cursor, 0, err
+	push()
+	if err == nil || errors.Is(err, errFull) {
+		err = pushErr
 	}
-	if len(series) > 0 {
-		err := remotewrite.Push(ctx, c, url, remotewrite.Encode(series))
-		switch {
-		case errors.Is(err, remotewrite.ErrRejected):
-			// Retrying cannot change it; holding the cursor would stop
-			// every later batch.
-			s.log.Error("export rejected, batches skipped", "batches", n, "err", err)
-		case err != nil:
-			return cursor, 0, err
-		}
+	if err != nil {
+		return cursor, 0, err
 	}
 	return next, n, nil
 }
@@ -112,14 +131,14 @@ func (s *server) exportOnce(ctx context.Context, c *http.Client, url string, cur
 // reason and its latency
 // histogram as _bucket/_sum/_count, and
 // access records counted per route, service and status at the batch's time.
-func batchSeries(b *wire.Batch) []remotewrite.Series {
-	var out []remotewrite.Series
+// It hands emit one series at a time.
+func batchSeries(b *wire.Batch, emit func(remotewrite.Series)) {
 	add := func(name string, v float64, t time.Time, labels ...string) {
 		ls := []remotewrite.Label{{Name: "__name__", Value: name}}
 		for i := 0; i+1 < len(labels); i += 2 {
 			ls = append(ls, remotewrite.Label{Name: labels[i], Value: labels[i+1]})
 		}
-		out = append(out, remotewrite.Series{Labels: ls, Samples: []remotewrite.Sample{{Value: v, Time: t}}})
+		emit(remotewrite.Series{Labels: ls, Samples: []remotewrite.Sample{{Value: v, Time: t}}})
 	}
 	region := ""
 	for i := range b.Samples {
@@ -169,11 +188,10 @@ func batchSeries(b *wire.Batch) []remotewrite.Series {
 	for k, n := range access {
 		add("perigee_access_records", float64(n), b.Created, "node", b.Node, "region", region, "service", k.service, "route", k.route, "status", k.status)
 	}
-	return out
 }
 
 func (s *server) loadCursor() store.Pos {
-	b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, exportCursorFile))
+	b, err := store.ReadFile(filepath.Join(s.cfg.DataDir, exportCursorFile))
 	if err != nil || len(b) != 16 {
 		return store.Pos{}
 	}

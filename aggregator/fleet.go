@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unsafe"
 
 	"perigee/telemetry"
 	"perigee/telemetry/wire"
@@ -20,21 +21,75 @@ type fleet struct {
 	window    time.Duration // samples older than this before a node's newest are dropped
 	mu        sync.RWMutex
 	nodes     map[string]*nodeState
-	decisions []telemetry.Decision // arrival order
-	events    []telemetry.Event
+	decisions history[telemetry.Decision] // arrival order
+	events    history[telemetry.Event]
 }
 
 // Memory bounds for the history kept for queries; the store keeps all.
+// Each string of a record may be up to a MiB, so the count alone would let
+// one node fill gigabytes: the bytes they hold are bounded too, far above
+// what real records (a few hundred bytes) take.
 const (
-	maxDecisions = 10_000
-	maxEvents    = 10_000
+	maxDecisions    = 10_000
+	maxEvents       = 10_000
+	maxHistoryBytes = 16 << 20 // of each kind
 )
+
+// history is the latest records of one kind, in arrival order, at most max
+// of them and, but for the newest, maxHistoryBytes of their strings.
+type history[T any] struct {
+	items []T
+	bytes int
+	max   int
+	size  func(*T) int
+	time  func(*T) time.Time
+}
+
+func (h *history[T]) add(v T) {
+	h.items = append(h.items, v)
+	h.bytes += h.size(&v)
+}
+
+// trim drops the oldest past the bounds.
+func (h *history[T]) trim() {
+	cut := 0
+	for cut < len(h.items)-1 && (len(h.items)-cut > h.max || h.bytes > maxHistoryBytes) {
+		h.bytes -= h.size(&h.items[cut])
+		cut++
+	}
+	h.items = slices.Delete(h.items, 0, cut)
+}
+
+// pruneBefore drops the records before cutoff at the start of the list.
+func (h *history[T]) pruneBefore(cutoff time.Time) {
+	cut := 0
+	for cut < len(h.items) && h.time(&h.items[cut]).Before(cutoff) {
+		h.bytes -= h.size(&h.items[cut])
+		cut++
+	}
+	h.items = slices.Delete(h.items, 0, cut)
+}
+
+// What a decision or an event holds: its struct and its strings.
+func decisionSize(d *telemetry.Decision) int {
+	return int(unsafe.Sizeof(*d)) + len(d.Node) + len(d.Region) + len(d.Policy) + len(d.Action) +
+		len(d.Service) + len(d.Target) + len(d.Reason) + len(d.Rejected)
+}
+
+func eventSize(e *telemetry.Event) int {
+	n := int(unsafe.Sizeof(*e)) + len(e.Node) + len(e.Kind)
+	for k, v := range e.Fields {
+		n += 2*int(unsafe.Sizeof(k)) + len(k) + len(v)
+	}
+	return n
+}
 
 type nodeState struct {
 	region   string
 	lastSeen time.Time // when its last batch arrived
 	last     point
 	points   []point // time order, the last window
+	bytes    int     // what points hold, pointSize each
 	cost     wire.Cost
 	costAt   time.Time
 	costRate float64       // telemetry bytes/s, from the last two batches
@@ -127,8 +182,38 @@ func (f *fleet) maxPoints() int {
 	return max(10_000, int(4*f.window/time.Second))
 }
 
+// pointBytes is the average a node's points may take: a real one takes a
+// few hundred bytes, but one naming the services that overflowed may take
+// megabytes (a name on the wire may be a MiB).
+const pointBytes = 2 << 10
+
+// pointSize is what p holds in memory.
+func pointSize(p *point) int {
+	n := int(unsafe.Sizeof(*p)) + 4*len(p.Latency.counts)
+	for _, o := range p.Overflow {
+		n += int(unsafe.Sizeof(o)) + len(o.Service) + len(o.Reason)
+	}
+	return n
+}
+
+// dropBefore drops n's points before index cut, then its oldest while it
+// holds more than maxPoints of them or pointBytes each on average; the
+// newest is always kept.
+func (n *nodeState) dropBefore(cut, maxPoints int) {
+	for i := range cut {
+		n.bytes -= pointSize(&n.points[i])
+	}
+	for cut < len(n.points)-1 && (len(n.points)-cut > maxPoints || n.bytes > maxPoints*pointBytes) {
+		n.bytes -= pointSize(&n.points[cut])
+		cut++
+	}
+	n.points = slices.Delete(n.points, 0, cut)
+}
+
 func newFleet(window time.Duration) *fleet {
-	return &fleet{window: window, nodes: map[string]*nodeState{}}
+	return &fleet{window: window, nodes: map[string]*nodeState{},
+		decisions: history[telemetry.Decision]{max: maxDecisions, size: decisionSize, time: func(d *telemetry.Decision) time.Time { return d.Time }},
+		events:    history[telemetry.Event]{max: maxEvents, size: eventSize, time: func(e *telemetry.Event) time.Time { return e.Time }}}
 }
 
 func (f *fleet) node(name string) *nodeState {
@@ -151,44 +236,38 @@ func (f *fleet) apply(b *wire.Batch, received time.Time, skew time.Duration) {
 		n.lastSeen = received
 		n.skew = skew
 	}
+	fresh := make([]point, len(b.Samples))
 	for i := range b.Samples {
 		s := &b.Samples[i]
 		if s.Region != "" {
 			n.region = s.Region
 		}
-		p := reduce(s)
-		i := len(n.points)
-		for i > 0 && n.points[i-1].T.After(p.T) {
-			i-- // late batches from a spool land in time order
-		}
-		n.points = slices.Insert(n.points, i, p)
-		if !p.T.Before(n.last.T) {
-			n.last = p
-		}
+		fresh[i] = reduce(s)
+		n.bytes += pointSize(&fresh[i])
 	}
-	if cut := n.last.T.Add(-f.window); len(n.points) > 0 && n.points[0].T.Before(cut) {
-		i, _ := slices.BinarySearchFunc(n.points, cut, func(p point, t time.Time) int { return p.T.Compare(t) })
-		n.points = slices.Delete(n.points, 0, i)
+	// A node sends its samples in time order, but a forged batch may hold
+	// them in any: sorted and merged, it costs n log n, where inserting
+	// each in place moved every point held, n² (minutes for one frame).
+	slices.SortStableFunc(fresh, func(a, b point) int { return a.T.Compare(b.T) })
+	n.points = mergePoints(n.points, fresh)
+	if k := len(fresh); k > 0 && !fresh[k-1].T.Before(n.last.T) {
+		n.last = fresh[k-1]
 	}
-	if over := len(n.points) - f.maxPoints(); over > 0 {
-		n.points = slices.Delete(n.points, 0, over)
-	}
+	cut, _ := slices.BinarySearchFunc(n.points, n.last.T.Add(-f.window), func(p point, t time.Time) int { return p.T.Compare(t) })
+	n.dropBefore(cut, f.maxPoints())
 	for i := range b.Decisions {
 		d := b.Decisions[i]
 		d.Node = b.Node // the authenticated sender, whatever the record says
-		f.decisions = append(f.decisions, d)
+		d.Value = finiteFigure(d.Value)
+		f.decisions.add(d)
 	}
-	if over := len(f.decisions) - maxDecisions; over > 0 {
-		f.decisions = slices.Delete(f.decisions, 0, over)
-	}
+	f.decisions.trim()
 	for i := range b.Events {
 		e := b.Events[i]
 		e.Node = b.Node
-		f.events = append(f.events, e)
+		f.events.add(e)
 	}
-	if over := len(f.events) - maxEvents; over > 0 {
-		f.events = slices.Delete(f.events, 0, over)
-	}
+	f.events.trim()
 	n.access += uint64(len(b.Access))
 	if c := b.Cost; c != nil {
 		if dt := b.Created.Sub(n.costAt).Seconds(); !n.costAt.IsZero() && dt > 0 && c.BytesSent >= n.cost.BytesSent {
@@ -198,15 +277,50 @@ func (f *fleet) apply(b *wire.Batch, received time.Time, skew time.Duration) {
 	}
 }
 
+// mergePoints merges fresh into held, both in time order; of equal times
+// the held come first. Late batches from a spool land in time order.
+func mergePoints(held, fresh []point) []point {
+	if len(fresh) == 0 || len(held) == 0 || !fresh[0].T.Before(held[len(held)-1].T) {
+		return append(held, fresh...)
+	}
+	out := make([]point, 0, len(held)+len(fresh))
+	i, j := 0, 0
+	for i < len(held) && j < len(fresh) {
+		if fresh[j].T.Before(held[i].T) {
+			out = append(out, fresh[j])
+			j++
+		} else {
+			out = append(out, held[i])
+			i++
+		}
+	}
+	out = append(out, held[i:]...)
+	return append(out, fresh[j:]...)
+}
+
+// maxFigure bounds the rates, core counts and ratios the view takes from a
+// sample, far above any real one: a NaN, an infinity or a sum that
+// overflows to one cannot be written as JSON, so one node's could make
+// every answer of the API empty. Beyond the bound, or not finite, a
+// figure counts as 0 in the view; the store keeps what was sent.
+const maxFigure = 1e12
+
+func finiteFigure(v float64) float64 {
+	if math.IsNaN(v) || math.Abs(v) > maxFigure {
+		return 0
+	}
+	return v
+}
+
 func reduce(s *telemetry.NodeSample) point {
-	p := point{T: s.Time, RPS: s.RPS, CPU: s.CPU, InFlight: s.InFlight, Mem: s.MemBytes}
+	p := point{T: s.Time, RPS: finiteFigure(s.RPS), CPU: finiteFigure(s.CPU), InFlight: s.InFlight, Mem: s.MemBytes}
 	var errs float64
 	var svcRPS float64
 	var lat telemetry.HistogramSnapshot
 	for _, v := range s.Services {
 		lat.Merge(v.Latency)
-		errs += v.ErrorRate * v.RPS
-		svcRPS += v.RPS
+		errs += finiteFigure(v.ErrorRate) * finiteFigure(v.RPS)
+		svcRPS += finiteFigure(v.RPS)
 		p.Healthy += v.HealthyBackends
 		p.Backends += v.Backends
 	}
@@ -237,19 +351,11 @@ func (f *fleet) prune(now time.Time, retention time.Duration) {
 	defer f.mu.Unlock()
 	for name, n := range f.nodes {
 		i, _ := slices.BinarySearchFunc(n.points, now.Add(-f.window), func(p point, t time.Time) int { return p.T.Compare(t) })
-		n.points = slices.Delete(n.points, 0, i)
+		n.dropBefore(i, f.maxPoints())
 		if n.lastSeen.Before(cutoff) {
 			delete(f.nodes, name)
 		}
 	}
-	cutDecisions := 0
-	for cutDecisions < len(f.decisions) && f.decisions[cutDecisions].Time.Before(cutoff) {
-		cutDecisions++
-	}
-	f.decisions = slices.Delete(f.decisions, 0, cutDecisions)
-	cutEvents := 0
-	for cutEvents < len(f.events) && f.events[cutEvents].Time.Before(cutoff) {
-		cutEvents++
-	}
-	f.events = slices.Delete(f.events, 0, cutEvents)
+	f.decisions.pruneBefore(cutoff)
+	f.events.pruneBefore(cutoff)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +27,7 @@ const (
 	resTooOld       = "too_old"
 	resBusy         = "in_flight"
 	resOverloaded   = "overloaded"
+	resSlowBody     = "body_timeout"
 	resStoreError   = "store_error"
 )
 
@@ -53,7 +55,7 @@ func (s *server) handleIngest(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "POST a batch", http.StatusMethodNotAllowed)
 		return
 	}
-	res, status, msg := s.ingest(r)
+	res, status, msg := s.ingest(w, r)
 	s.metrics.batches.WithLabelValues(res).Inc()
 	stampTime(w)
 	if status != http.StatusOK {
@@ -74,24 +76,43 @@ func stampTime(w http.ResponseWriter) {
 	w.Header().Set(timeHeader, strconv.FormatInt(time.Now().UnixMilli(), 10))
 }
 
-func (s *server) ingest(r *http.Request) (result string, status int, msg string) {
+// BodyTimeout is how long a batch's body may take to arrive once it
+// holds an ingest slot. A shipper gives up on a post after 15 s, so a
+// slower body is of use to no one; and HTTP/3 has no server read timeout
+// of its own, so without it a body that never ends held its slot for good.
+const BodyTimeout = 15 * time.Second
+
+func (s *server) ingest(w http.ResponseWriter, r *http.Request) (result string, status int, msg string) {
 	owner, ok := s.authenticate(r)
 	if !ok {
 		return resUnauthorized, http.StatusUnauthorized, "missing or unknown bearer token"
 	}
+	// A shipper sends one batch at a time, so one node needs one slot at
+	// most: it cannot take the others' (the development token, which
+	// sends as any node, aside).
+	if owner != anyNode {
+		if !s.claimReader(owner) {
+			return resOverloaded, http.StatusTooManyRequests, fmt.Sprintf("a batch of %q is already being read; one at a time", owner)
+		}
+		defer s.releaseReader(owner)
+	}
 	// Each ingest in flight may hold its body, the decompressed payload and
 	// the decoded records: slots bound how many do at once.
-	if !s.acquireSlot(r) {
+	if !acquire(s.slots, r) {
 		return resOverloaded, http.StatusTooManyRequests, fmt.Sprintf("%d batches already being read; retry", cap(s.slots))
 	}
 	defer func() { <-s.slots }()
 	// The compressed body can be a little larger than what it inflates
 	// to, never by much.
 	limit := s.opener.Limit() + 64<<10
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(BodyTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, limit))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
 		return resTooLarge, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", limit)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return resSlowBody, http.StatusRequestTimeout, fmt.Sprintf("body not read within %v", BodyTimeout)
 	}
 	if err != nil {
 		return resMalformed, http.StatusBadRequest, "reading body: " + err.Error()
@@ -156,20 +177,37 @@ func (s *server) keep(now time.Time, frame []byte, b *wire.Batch) error {
 	return nil
 }
 
-// slotWait is how long a batch waits for an ingest slot before it is
-// told to come back later.
+func (s *server) claimReader(node string) bool {
+	s.readingMu.Lock()
+	defer s.readingMu.Unlock()
+	if s.reading[node] {
+		return false
+	}
+	s.reading[node] = true
+	return true
+}
+
+func (s *server) releaseReader(node string) {
+	s.readingMu.Lock()
+	defer s.readingMu.Unlock()
+	delete(s.reading, node)
+}
+
+// slotWait is how long a batch, or a query that reads the store, waits
+// for a slot before it is told to come back later.
 const slotWait = time.Second
 
-func (s *server) acquireSlot(r *http.Request) bool {
+// acquire takes one of slots for r, waiting up to slotWait.
+func acquire(slots chan struct{}, r *http.Request) bool {
 	select {
-	case s.slots <- struct{}{}:
+	case slots <- struct{}{}:
 		return true
 	default:
 	}
 	t := time.NewTimer(slotWait)
 	defer t.Stop()
 	select {
-	case s.slots <- struct{}{}:
+	case slots <- struct{}{}:
 		return true
 	case <-t.C:
 	case <-r.Context().Done():

@@ -330,8 +330,8 @@ func (f *fleet) recentDecisions(match func(node, region string) bool, limit int)
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	out := []telemetry.Decision{}
-	for i := len(f.decisions) - 1; i >= 0 && len(out) < limit; i-- {
-		if d := f.decisions[i]; match(d.Node, d.Region) {
+	for i := len(f.decisions.items) - 1; i >= 0 && len(out) < limit; i-- {
+		if d := f.decisions.items[i]; match(d.Node, d.Region) {
 			out = append(out, d)
 		}
 	}
@@ -343,8 +343,8 @@ func (f *fleet) recentEvents(match func(node, region string) bool, limit int) []
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	out := []telemetry.Event{}
-	for i := len(f.events) - 1; i >= 0 && len(out) < limit; i-- {
-		e := f.events[i]
+	for i := len(f.events.items) - 1; i >= 0 && len(out) < limit; i-- {
+		e := f.events.items[i]
 		region := ""
 		if n := f.nodes[e.Node]; n != nil {
 			region = n.region

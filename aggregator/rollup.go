@@ -55,12 +55,18 @@ type bucket struct {
 // gives up and that segment's queries read its records.
 const maxSegBuckets = 200_000
 
+// maxSegKeyBytes bounds the names the keys of one segment's rollup hold:
+// a region name on the wire may be a MiB, so the bucket count alone does
+// not bound them. Live data from 500 nodes names a few MiB an hour.
+const maxSegKeyBytes = 32 << 20
+
 // segRollup is one segment's buckets, one map per tier; nil maps once it
 // gave up (full).
 type segRollup struct {
-	tiers []map[bucketKey]*bucket
-	n     int
-	full  bool
+	tiers    []map[bucketKey]*bucket
+	n        int
+	keyBytes int
+	full     bool
 }
 
 func newSegRollup() *segRollup {
@@ -82,7 +88,9 @@ func (r *segRollup) add(b *wire.Batch) {
 			k := bucketKey{b.Node, s.Region, bucketStart(p.T, tier.res)}
 			bk := r.tiers[ti][k]
 			if bk == nil {
-				if r.n++; r.n > maxSegBuckets {
+				r.n++
+				r.keyBytes += len(k.node) + len(k.region)
+				if r.n > maxSegBuckets || r.keyBytes > maxSegKeyBytes {
 					r.full, r.tiers = true, nil
 					return
 				}
@@ -148,7 +156,7 @@ func (r *rollups) each(seg uint64, tier int, fn func(bucketKey, *bucket)) (bool,
 		return true, nil
 	}
 	r.mu.Unlock()
-	data, err := os.ReadFile(r.path(seg, tier))
+	data, err := store.ReadFile(r.path(seg, tier))
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
@@ -243,21 +251,11 @@ func readRollup(entries []byte, fn func(bucketKey, *bucket)) error {
 	return r.Err()
 }
 
-// writeFileDurably writes data atomically and durably: temporary file, fsync,
-// rename, fsync of the directory.
+// writeFileDurably writes data atomically and durably: temporary file
+// (see writeSynced), fsync, rename, fsync of the directory.
 func writeFileDurably(path string, data []byte) error {
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if serr := f.Sync(); err == nil {
-		err = serr
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+	err := writeSynced(tmp, data)
 	if err == nil {
 		err = os.Rename(tmp, path)
 	}

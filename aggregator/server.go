@@ -37,6 +37,12 @@ type server struct {
 	places  map[string]Coord
 	metrics *metrics
 	slots   chan struct{} // one per ingest being read or decoded
+	// reading is the nodes a batch of which is being read or decoded.
+	readingMu sync.Mutex
+	reading   map[string]bool
+	// storeQueries has one slot per query reading the rollups or the
+	// store, each of which may hold a segment in memory.
+	storeQueries chan struct{}
 	// exportCaughtUp is when the exporter last found nothing left to
 	// send, unix milliseconds.
 	exportCaughtUp atomic.Int64
@@ -74,7 +80,8 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
 	s := &server{cfg: cfg, log: log, fleet: newFleet(cfg.MemoryWindow), dedup: newDedup(), tokens: map[[32]byte]string{}, places: placesFor(cfg),
-		slots: make(chan struct{}, cfg.MaxConcurrentIngests)}
+		slots: make(chan struct{}, cfg.MaxConcurrentIngests), reading: map[string]bool{},
+		storeQueries: make(chan struct{}, maxStoreQueries)}
 	for tok, node := range byToken {
 		s.tokens[sha256.Sum256([]byte(tok))] = node
 	}
