@@ -80,30 +80,13 @@ func TestExportPushesAHugeBatchInBoundedChunks(t *testing.T) {
 	go engine.Serve(ln)
 	t.Cleanup(func() { engine.Close() })
 
-	before := liveHeap()
-	var peak atomic.Int64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		var m runtime.MemStats
-		for {
-			runtime.ReadMemStats(&m)
-			peak.Store(max(peak.Load(), int64(m.HeapAlloc)))
-			select {
-			case <-stop:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-		}
-	}()
-	_, n, err := s.exportOnce(context.Background(), &http.Client{Timeout: time.Minute}, "http://"+ln.Addr().String()+"/api/v1/write", store.Pos{})
-	close(stop)
-	<-sampled
+	var n int
+	grew := HeapGrowthDuring(func() {
+		_, n, err = s.exportOnce(context.Background(), &http.Client{Timeout: time.Minute}, "http://"+ln.Addr().String()+"/api/v1/write", store.Pos{})
+	})
 	if err != nil || n != 1 {
 		t.Fatalf("export: %d batches, %v", n, err)
 	}
-	grew := peak.Load() - before
 	t.Logf("%d-byte frame: %d series in %d pushes; heap peaked %.1f MiB above where it started", len(frame), pushed.Load(), pushes.Load(), float64(grew)/(1<<20))
 	if pushed.Load() != int64(want) {
 		t.Fatalf("pushed %d series, the batch has %d", pushed.Load(), want)
@@ -135,4 +118,30 @@ func countSeries(body []byte) (int, error) {
 		b = b[tagLen+fieldLen:]
 	}
 	return n, nil
+}
+
+// HeapGrowthDuring is how far the heap peaked during f above the live heap
+// before it, sampled every 5 ms. Unlike RSS it does not count the race
+// detector's shadow memory, nor what earlier tests left to the process.
+func HeapGrowthDuring(f func()) int64 {
+	before := liveHeap()
+	var peak atomic.Int64
+	stop, sampled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sampled)
+		var m runtime.MemStats
+		for {
+			runtime.ReadMemStats(&m)
+			peak.Store(max(peak.Load(), int64(m.HeapAlloc)))
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	f()
+	close(stop)
+	<-sampled
+	return peak.Load() - before
 }
