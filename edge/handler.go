@@ -32,6 +32,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(ctx)
 	rec := recorders.Get().(*recorder)
 	rec.ResponseWriter, rec.x, rec.hijacks = w, x, &n.listeners.hijacked
+	rec.send.begin(w, st.cfg.Timeouts.Idle.D())
 	rec.own = n.setOwnHeaders(w.Header(), r, x.ID)
 
 	var entry *routeEntry
@@ -63,7 +64,8 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rec.conn != nil {
 			rec.hijacks.remove(rec.conn)
 		}
-		*rec = recorder{}
+		rec.send.end()
+		*rec = recorder{send: rec.send}
 		recorders.Put(rec)
 		exchange.End(x)
 	}()
@@ -258,9 +260,10 @@ type recorder struct {
 	http.ResponseWriter
 	x       *exchange.Exchange
 	hijacks *hijacks
-	conn    net.Conn // hijacked, tracked until the handler returns
-	wrote   bool     // a status or body went to the client
-	final   bool     // the response's own head (not a 1xx) went out
+	send    *sendWatch // kept in the pool with its recorder
+	conn    net.Conn   // hijacked, tracked until the handler returns
+	wrote   bool       // a status or body went to the client
+	final   bool       // the response's own head (not a 1xx) went out
 	// own holds the node's headers, for the final head to carry even
 	// when the map lost them: the proxy clears it after relaying a 1xx,
 	// and a transform's own answer may start from an empty one.
@@ -285,7 +288,7 @@ func (n *Node) setOwnHeaders(h http.Header, r *http.Request, id string) [len(own
 	return [...]string{id, ""}
 }
 
-var recorders = sync.Pool{New: func() any { return new(recorder) }}
+var recorders = sync.Pool{New: func() any { return &recorder{send: newSendWatch()} }}
 
 var (
 	_ http.Flusher  = (*recorder)(nil)
@@ -302,7 +305,9 @@ func (w *recorder) WriteHeader(code int) {
 	case w.x.Status == 0:
 		w.x.Status = code
 	}
-	w.ResponseWriter.WriteHeader(code)
+	w.send.start()
+	w.ResponseWriter.WriteHeader(code) // a 1xx goes out at once
+	w.send.stop()
 }
 
 // finalHead notes the response's status and puts back what the header map
@@ -323,13 +328,87 @@ func (w *recorder) Write(b []byte) (int, error) {
 	if !w.final {
 		w.finalHead(http.StatusOK) // what the writer sends before a body
 	}
+	w.send.start()
 	n, err := w.ResponseWriter.Write(b)
+	w.send.stop()
 	w.x.Bytes += int64(n)
 	return n, err
 }
 
 func (w *recorder) Flush() {
+	w.send.start()
 	_ = http.NewResponseController(w.ResponseWriter).Flush()
+	w.send.stop()
+}
+
+// sendWatch cuts a response the client does not take: a write to it that
+// waits longer than idle (timeouts.idle) fails, and the response with it,
+// which frees the handler, its upstream connection and the backend. It
+// bounds each wait, not the response: a slow client that keeps reading is
+// not cut. A timer watches each write, rather than a deadline set before
+// it, because an HTTP/2 stream's write deadline resets the stream when it
+// passes even if no write is waiting then (a backend quiet for a while).
+type sendWatch struct {
+	timer *time.Timer
+	mu    sync.Mutex
+	rc    http.ResponseController
+	idle  time.Duration
+	until time.Time // while a write waits, when it is cut; zero otherwise
+}
+
+func newSendWatch() *sendWatch {
+	s := &sendWatch{}
+	s.timer = time.AfterFunc(time.Hour, s.expire)
+	s.timer.Stop()
+	return s
+}
+
+// begin watches the writes to w, the listener's writer, until end.
+func (s *sendWatch) begin(w http.ResponseWriter, idle time.Duration) {
+	s.mu.Lock()
+	s.rc, s.idle = *http.NewResponseController(w), idle
+	s.mu.Unlock()
+}
+
+func (s *sendWatch) end() {
+	s.stop()
+	s.mu.Lock()
+	s.rc = http.ResponseController{}
+	s.mu.Unlock()
+}
+
+func (s *sendWatch) start() {
+	if s.idle <= 0 {
+		return
+	}
+	s.mu.Lock()
+	s.until = time.Now().Add(s.idle)
+	s.mu.Unlock()
+	s.timer.Reset(s.idle)
+}
+
+func (s *sendWatch) stop() {
+	if s.idle <= 0 {
+		return
+	}
+	s.timer.Stop()
+	s.mu.Lock()
+	s.until = time.Time{}
+	s.mu.Unlock()
+}
+
+// longAgo is a write deadline already past: it fails the waiting write.
+var longAgo = time.Unix(1, 0)
+
+// expire cuts the waiting write, unless this run of the timer is stale
+// (Stop does not stop one that has begun): no write waits, or the one
+// waiting started since.
+func (s *sendWatch) expire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.until.IsZero() && !time.Now().Before(s.until) {
+		_ = s.rc.SetWriteDeadline(longAgo)
+	}
 }
 
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }

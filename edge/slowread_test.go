@@ -1,0 +1,84 @@
+package edge
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+)
+
+// A client that asks for a large response and never reads it holds, once
+// the buffers between it and the node are full, the request's handler,
+// its upstream connection and the backend's writer. Past timeouts.idle
+// without taking a byte it is cut, over every protocol, and the backend
+// is freed.
+func TestClientThatNeverReadsIsCut(t *testing.T) {
+	var started, finished atomic.Int32
+	be := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started.Add(1)
+		defer finished.Add(1)
+		buf := make([]byte, 64<<10)
+		for range 1024 { // 64 MiB: more than any window or buffer on the way
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	}))
+	n := startNode(t, listenAny+`timeouts: {idle: 1s}
+services:
+  api: {backends: [{url: "`+be+`"}]}
+routes:
+  - {name: api, match: {path_prefix: /}, service: api}
+`)
+	const bound = 20 * time.Second // 1s, with room for a loaded machine
+	url := "https://" + n.Addrs().HTTPS + "/big"
+	// check waits for the request started after `before` backend requests.
+	check := func(t *testing.T, before int32) {
+		t.Helper()
+		want := before + 1
+		waitFor(t, "the backend to start", func() bool { return started.Load() == want })
+		start := time.Now()
+		for finished.Load() < want {
+			if time.Since(start) > bound {
+				t.Fatalf("the backend is still held %v after the client stopped reading", bound)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Logf("backend freed after %v", time.Since(start).Round(time.Millisecond))
+	}
+	t.Run("HTTP/1.1", func(t *testing.T) {
+		raw, err := net.Dial("tcp", n.Addrs().HTTPS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw.(*net.TCPConn).SetReadBuffer(4 << 10)
+		c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		defer c.Close()
+		before := started.Load()
+		if _, err := io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		check(t, before)
+	})
+	// The HTTP/3 client keeps its connection alive, as a hostile one
+	// would: QUIC's idle timeout alone ends a silent one.
+	h3 := &http3.Transport{TLSClientConfig: insecure(), QUICConfig: &quic.Config{KeepAlivePeriod: 100 * time.Millisecond}}
+	defer h3.Close()
+	for i, c := range []*http.Client{h2Client(), {Transport: h3}} {
+		t.Run([]string{"HTTP/2", "HTTP/3"}[i], func(t *testing.T) {
+			before := started.Load()
+			resp, err := c.Get(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			check(t, before)
+		})
+	}
+}
