@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -82,6 +83,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		exchange.Error(rec, r, http.StatusRequestEntityTooLarge, "request body too large")
 	case !admit(entry.gate, rec, r, start):
 	default:
+		dropNominated(r.Header)
 		stripOwnHeaders(r.Header)
 		if n.fleet.country != nil {
 			n.fleet.country.tag(r)
@@ -187,6 +189,36 @@ func stripOwnHeaders(h http.Header) {
 }
 
 const ownPrefix = "X-Perigee-"
+
+// dropNominated removes the headers the client's Connection header names,
+// which end at the node (RFC 9110 7.6.1), as the request comes in: left to
+// the proxy, their removal came after the node and the route's transforms
+// had set theirs, so that a client could name X-Perigee-Country, or a
+// header a transform sets for the backend, and have it dropped. Connection
+// keeps only the options the listener and the proxy read (close,
+// keep-alive, upgrade), which name no header the node sets.
+func dropNominated(h http.Header) {
+	vs, ok := h["Connection"]
+	if !ok {
+		return
+	}
+	var kept []string
+	for _, v := range vs {
+		for opt := range strings.SplitSeq(v, ",") {
+			switch opt = textproto.TrimString(opt); {
+			case strings.EqualFold(opt, "close"), strings.EqualFold(opt, "keep-alive"), strings.EqualFold(opt, "upgrade"):
+				kept = append(kept, opt)
+			case opt != "":
+				h.Del(opt)
+			}
+		}
+	}
+	if len(kept) == 0 {
+		delete(h, "Connection")
+		return
+	}
+	h["Connection"] = []string{strings.Join(kept, ", ")}
+}
 
 // slowBody bounds each wait for the client's request body: a client that
 // stops sending fails the read (the proxy answers 408) rather than holding
