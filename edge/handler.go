@@ -39,6 +39,9 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var entry *routeEntry
 	var stats *metrics.ServiceStats
 	badErr := checkMethod(r.Method)
+	if badErr == nil && !route.ValidHost(r.Host) {
+		badErr = errHost
+	}
 	if badErr == nil {
 		badErr = normalizeTarget(r)
 	}
@@ -109,6 +112,9 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // errMethodCase is a method route.ValidMethod refuses.
 var errMethodCase = errors.New("method must be upper case (A-Z, 0-9, - and _)")
+
+// errHost is a host route.ValidHost refuses.
+var errHost = errors.New("host must be a DNS name or a bracketed IP literal, with an optional numeric port")
 
 func checkMethod(m string) error {
 	if !route.ValidMethod(m) {
