@@ -68,6 +68,9 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rec.conn != nil {
 			rec.hijacks.remove(rec.conn)
 		}
+		if r.ProtoMajor == 1 && rec.conn == nil {
+			rec.send.tail()
+		}
 		rec.send.end()
 		*rec = recorder{send: rec.send}
 		recorders.Put(rec)
@@ -413,6 +416,16 @@ func (s *sendWatch) end() {
 	s.mu.Lock()
 	s.rc = http.ResponseController{}
 	s.mu.Unlock()
+}
+
+// tail bounds, on an HTTP/1.1 connection, the write net/http makes after
+// the handler returns: what its buffers still hold, the whole of a small
+// answer. A connection deadline lasts until it is lifted, so the listener
+// lifts it when the connection goes idle (clearWriteDeadline).
+func (s *sendWatch) tail() {
+	if s.idle > 0 {
+		_ = s.rc.SetWriteDeadline(time.Now().Add(s.idle))
+	}
 }
 
 func (s *sendWatch) start() {

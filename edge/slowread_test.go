@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -80,5 +81,50 @@ routes:
 			defer resp.Body.Close()
 			check(t, before)
 		})
+	}
+}
+
+// Small answers are written to an HTTP/1.1 connection after the handler
+// has returned (net/http's buffers hold them until then). A client that
+// sends request after request on one connection and reads none of the
+// answers fills the buffers between it and the node at one such write:
+// that too is cut after timeouts.idle, rather than holding the
+// connection as long as the client keeps it open.
+func TestPipeliningClientThatNeverReadsIsCut(t *testing.T) {
+	// With its length declared (the proxy flushes answers of unknown
+	// length at once), head and body stay in net/http's 4 KiB connection
+	// buffer until the handler returns.
+	small := make([]byte, 3500)
+	n := startNode(t, listenAny+`timeouts: {idle: 1s}
+services:
+  api: {backends: [{url: "`+serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(small)))
+		w.Write(small)
+	}))+`"}]}
+routes:
+  - {name: api, match: {path_prefix: /}, service: api}
+`)
+	raw, err := net.Dial("tcp", n.Addrs().HTTPS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.(*net.TCPConn).SetReadBuffer(4 << 10)
+	c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	defer c.Close()
+	cut := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := io.WriteString(c, "GET /small HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+				cut <- err
+				return
+			}
+		}
+	}()
+	const bound = 30 * time.Second // the buffers fill in a few, then 1s
+	select {
+	case err := <-cut:
+		t.Logf("the node closed the connection: %v", err)
+	case <-time.After(bound):
+		t.Fatalf("the connection is still open %v into a client that never reads", bound)
 	}
 }
