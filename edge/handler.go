@@ -77,6 +77,8 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		exchange.End(x)
 	}()
 	switch {
+	case badErr == errConnect:
+		exchange.Error(rec, r, http.StatusNotImplemented, badErr.Error())
 	case badErr != nil:
 		exchange.Error(rec, r, http.StatusBadRequest, badErr.Error())
 	case headerBytes(r) > int(st.cfg.Limits.MaxHeaderBytes):
@@ -119,9 +121,18 @@ var errMethodCase = errors.New("method must be upper case (A-Z, 0-9, - and _)")
 // errHost is a host route.ValidHost refuses.
 var errHost = errors.New("host must be a DNS name or a bracketed IP literal, with an optional numeric port")
 
+// errConnect refuses CONNECT in every form (HTTP/1.1 with a path for its
+// target, HTTP/3's extended CONNECT): the node is a reverse proxy and
+// relays no tunnels. Passed on, the backend got a CONNECT and the client a
+// 200 for a tunnel nothing relayed.
+var errConnect = errors.New("CONNECT is not supported: the node relays no tunnels")
+
 func checkMethod(m string) error {
-	if !route.ValidMethod(m) {
+	switch {
+	case !route.ValidMethod(m):
 		return errMethodCase
+	case m == http.MethodConnect:
+		return errConnect
 	}
 	return nil
 }
