@@ -476,14 +476,44 @@ func (s *sendWatch) expire() {
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Hijack hands the connection to the handler (a WebSocket upgrade) and
-// tells the listeners, which close it when a drain ends.
+// tells the listeners, which close it when a drain ends. Each write to it
+// must go through within idle, as the response's writes must (sendWatch).
 func (w *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err == nil {
-		w.conn = c
-		w.hijacks.add(c)
+	if err != nil {
+		return c, rw, err
 	}
-	return c, rw, err
+	w.conn = c
+	w.hijacks.add(c)
+	if idle := w.send.idle; idle > 0 {
+		return sendBounded{c, idle}, rw, nil
+	}
+	return c, rw, nil
+}
+
+// sendBounded is an upgraded connection whose each write fails once it has
+// waited idle: a client that stops reading ends the relay, and frees the
+// backend, rather than holding both as long as it keeps the connection.
+// A quiet connection is not cut: the deadline is set when a write starts.
+type sendBounded struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c sendBounded) Write(p []byte) (int, error) {
+	if err := c.SetWriteDeadline(time.Now().Add(c.idle)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
+// CloseWrite passes on the backend's half-close, which the proxy relays
+// when the connection has one (TLS and TCP do).
+func (c sendBounded) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 // admit applies the route's rate limit and shedding, answering a refused

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bufio"
 	"crypto/tls"
 	"io"
 	"net"
@@ -127,4 +128,82 @@ routes:
 	case <-time.After(bound):
 		t.Fatalf("the connection is still open %v into a client that never reads", bound)
 	}
+}
+
+// An upgraded connection (a WebSocket) outlives its request, and the
+// proxy relays it with no deadline: a client that stops reading held the
+// relay and the backend's writer as long as it kept its connection. A
+// write to it that waits past timeouts.idle ends the relay; an upgraded
+// connection that is merely quiet is not cut.
+func TestUpgradedClientThatNeverReadsIsCut(t *testing.T) {
+	var started, finished atomic.Int32
+	n := startNode(t, listenAny+`timeouts: {idle: 1s}
+services:
+  api: {backends: [{url: "`+serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		started.Add(1)
+		defer finished.Add(1)
+		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		rw.Flush()
+		if line, _ := rw.ReadString('\n'); line != "flood\n" {
+			rw.WriteString("quiet\n") // answered after a wait longer than idle
+			rw.Flush()
+			return
+		}
+		buf := make([]byte, 64<<10)
+		for range 1024 { // 64 MiB
+			if _, err := conn.Write(buf); err != nil {
+				return
+			}
+		}
+	}))+`"}]}
+routes:
+  - {name: api, match: {path_prefix: /}, service: api}
+`)
+	upgrade := func(t *testing.T, readBuf int) (*tls.Conn, *bufio.Reader) {
+		raw, err := net.Dial("tcp", n.Addrs().HTTPS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if readBuf > 0 {
+			raw.(*net.TCPConn).SetReadBuffer(readBuf)
+		}
+		c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		t.Cleanup(func() { c.Close() })
+		io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		br := bufio.NewReader(c)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("upgrade: %v %v", resp, err)
+		}
+		c.SetReadDeadline(time.Time{})
+		return c, br
+	}
+	t.Run("quiet", func(t *testing.T) {
+		c, br := upgrade(t, 0)
+		time.Sleep(1500 * time.Millisecond) // past idle, with nothing to write
+		io.WriteString(c, "hello\n")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if line, err := br.ReadString('\n'); line != "quiet\n" {
+			t.Fatalf("a quiet upgraded connection: %q, %v", line, err)
+		}
+	})
+	t.Run("never reads", func(t *testing.T) {
+		before := finished.Load()
+		c, _ := upgrade(t, 4<<10)
+		io.WriteString(c, "flood\n")
+		const bound = 20 * time.Second
+		start := time.Now()
+		for finished.Load() == before {
+			if time.Since(start) > bound {
+				t.Fatalf("the backend is still held %v after the client stopped reading", bound)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Logf("backend freed after %v", time.Since(start).Round(time.Millisecond))
+	})
 }
