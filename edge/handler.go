@@ -76,6 +76,19 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		recorders.Put(rec)
 		exchange.End(x)
 	}()
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		// Before it writes an answer, net/http reads and drops what is
+		// left of a body nobody read (a refusal's, a transform's own
+		// answer's), up to 256 KiB, to keep the connection. This bounds
+		// that read; slowBody replaces it at each read of its own.
+		idle := st.cfg.Timeouts.ClientBody.D()
+		if entry != nil {
+			idle = entry.clientBody
+		}
+		if idle > 0 {
+			_ = http.NewResponseController(w).SetReadDeadline(start.Add(idle))
+		}
+	}
 	switch {
 	case badErr == errConnect:
 		exchange.Error(rec, r, http.StatusNotImplemented, badErr.Error())
