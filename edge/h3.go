@@ -63,7 +63,6 @@ type connStreams struct {
 
 type connStreamsKey struct{}
 
-
 func (cs *connStreams) add(str *quic.Stream) {
 	cs.mu.Lock()
 	cs.m[str.StreamID()] = str
