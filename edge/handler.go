@@ -125,7 +125,16 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler)
 		}
 	}
-
+	if r.ProtoMajor == 2 && x.Bytes > 0 {
+		// The body net/http's HTTP/2 writer still holds (a small answer
+		// whole) would be written after the handler returns, outside
+		// the send watch, waiting on the client's flow-control credit
+		// for as long as it keeps its connection: write it here, within
+		// the watch. What is left for net/http needs no credit: the
+		// stream's end, trailers. An answer with no body is not flushed,
+		// so that a gRPC trailers-only answer stays one HEADERS frame.
+		rec.Flush()
+	}
 }
 
 // errMethodCase is a method route.ValidMethod refuses.

@@ -207,3 +207,50 @@ routes:
 		t.Logf("backend freed after %v", time.Since(start).Round(time.Millisecond))
 	})
 }
+
+// Over HTTP/2, net/http writes a small answer after the handler returns,
+// and that write waits for the client's flow-control credit. A client
+// that reads no answer has, some answers in, no credit left on its
+// connection: the next answer's handler waited for credit that never
+// came, with its stream open, as long as the client kept the connection
+// alive. Its wait too is cut after timeouts.idle (the stream is reset).
+func TestHTTP2ClientThatNeverReadsSmallAnswersIsCut(t *testing.T) {
+	small := make([]byte, 3000) // with its length declared: held until the handler returns
+	n := startNode(t, listenAny+`timeouts: {idle: 1s}
+services:
+  api: {backends: [{url: "`+serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(small)))
+		w.Write(small)
+	}))+`"}]}
+routes:
+  - {name: api, match: {path_prefix: /}, service: api}
+`)
+	const window = 64 << 10 // the least net/http's client takes
+	tr := &http.Transport{TLSClientConfig: insecure(), ForceAttemptHTTP2: true, HTTP2: &http.HTTP2Config{
+		MaxReceiveBufferPerConnection: window, MaxReceiveBufferPerStream: window,
+		SendPingTimeout: 100 * time.Millisecond, // keeps the connection alive
+	}}
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetHTTP2(true)
+	defer tr.CloseIdleConnections()
+	const bound = 20 * time.Second // 1s, with room for a loaded machine
+	c := &http.Client{Transport: tr, Timeout: bound}
+	var last *http.Response
+	for range 4 * window / len(small) { // far more than the window holds
+		resp, err := c.Get("https://" + n.Addrs().HTTPS + "/small")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close() // unread
+		last = resp
+	}
+	start := time.Now()
+	_, err := io.ReadAll(last.Body) // an answer past the window: never sent
+	if time.Since(start) >= bound {
+		t.Fatalf("the answer past the client's window was held %v: %v", bound, err)
+	}
+	if err == nil {
+		t.Fatal("the answer past the client's window came whole")
+	}
+	t.Logf("cut after %v: %v", time.Since(start).Round(time.Millisecond), err)
+}
