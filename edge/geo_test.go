@@ -86,13 +86,6 @@ geo:
 	if json.Unmarshal([]byte(body), &seen); seen.Get("X-Perigee-Country") != "DE" {
 		t.Errorf("backend saw country %q, want DE", seen.Get("X-Perigee-Country"))
 	}
-	// Nor can the client have the node's tag dropped by naming it hop-by-hop.
-	seen = nil
-	_, body = get(t, c, base+"/app", "X-Forwarded-For", "85.214.0.1", "Connection", "X-Perigee-Country")
-	if json.Unmarshal([]byte(body), &seen); seen.Get("X-Perigee-Country") != "DE" {
-		t.Errorf("with Connection: X-Perigee-Country the backend saw country %q, want DE", seen.Get("X-Perigee-Country"))
-	}
-
 	resp, body := get(t, c, base+"/.well-known/perigee/nodes", "X-Forwarded-For", "1.0.16.1")
 	if resp.StatusCode != 200 || !strings.Contains(body, "tyo-1") {
 		t.Fatalf("nodes API: %d %s", resp.StatusCode, body)

@@ -33,11 +33,15 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(ctx)
 	rec := recorders.Get().(*recorder)
 	rec.ResponseWriter, rec.x, rec.hijacks = w, x, &n.listeners.hijacked
+	rec.send.begin(w, st.cfg.Timeouts.Idle.D())
 	rec.own = n.setOwnHeaders(w.Header(), r, x.ID)
 
 	var entry *routeEntry
 	var stats *metrics.ServiceStats
 	badErr := checkMethod(r.Method)
+	if badErr == nil && !route.ValidHost(r.Host) {
+		badErr = errHost
+	}
 	if badErr == nil {
 		badErr = normalizeTarget(r)
 	}
@@ -64,11 +68,30 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rec.conn != nil {
 			rec.hijacks.remove(rec.conn)
 		}
-		*rec = recorder{}
+		if r.ProtoMajor == 1 && rec.conn == nil {
+			rec.send.tail()
+		}
+		rec.send.end()
+		*rec = recorder{send: rec.send}
 		recorders.Put(rec)
 		exchange.End(x)
 	}()
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		// Before it writes an answer, net/http reads and drops what is
+		// left of a body nobody read (a refusal's, a transform's own
+		// answer's), up to 256 KiB, to keep the connection. This bounds
+		// that read; slowBody replaces it at each read of its own.
+		idle := st.cfg.Timeouts.ClientBody.D()
+		if entry != nil {
+			idle = entry.clientBody
+		}
+		if idle > 0 {
+			_ = http.NewResponseController(w).SetReadDeadline(start.Add(idle))
+		}
+	}
 	switch {
+	case badErr == errConnect:
+		exchange.Error(rec, r, http.StatusNotImplemented, badErr.Error())
 	case badErr != nil:
 		exchange.Error(rec, r, http.StatusBadRequest, badErr.Error())
 	case headerBytes(r) > int(st.cfg.Limits.MaxHeaderBytes):
@@ -81,8 +104,8 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		exchange.Error(rec, r, http.StatusRequestEntityTooLarge, "request body too large")
 	case !admit(entry.gate, rec, r, start):
 	default:
+		dropNominated(r.Header)
 		stripOwnHeaders(r.Header)
-		dropHopByHop(r.Header)
 		if n.fleet.country != nil {
 			n.fleet.country.tag(r)
 		}
@@ -102,15 +125,36 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler)
 		}
 	}
-
+	if r.ProtoMajor == 2 && x.Bytes > 0 {
+		// The body net/http's HTTP/2 writer still holds (a small answer
+		// whole) would be written after the handler returns, outside
+		// the send watch, waiting on the client's flow-control credit
+		// for as long as it keeps its connection: write it here, within
+		// the watch. What is left for net/http needs no credit: the
+		// stream's end, trailers. An answer with no body is not flushed,
+		// so that a gRPC trailers-only answer stays one HEADERS frame.
+		rec.Flush()
+	}
 }
 
 // errMethodCase is a method route.ValidMethod refuses.
 var errMethodCase = errors.New("method must be upper case (A-Z, 0-9, - and _)")
 
+// errHost is a host route.ValidHost refuses.
+var errHost = errors.New("host must be a DNS name or a bracketed IP literal, with an optional numeric port")
+
+// errConnect refuses CONNECT in every form (HTTP/1.1 with a path for its
+// target, HTTP/3's extended CONNECT): the node is a reverse proxy and
+// relays no tunnels. Passed on, the backend got a CONNECT and the client a
+// 200 for a tunnel nothing relayed.
+var errConnect = errors.New("CONNECT is not supported: the node relays no tunnels")
+
 func checkMethod(m string) error {
-	if !route.ValidMethod(m) {
+	switch {
+	case !route.ValidMethod(m):
 		return errMethodCase
+	case m == http.MethodConnect:
+		return errConnect
 	}
 	return nil
 }
@@ -188,32 +232,34 @@ func stripOwnHeaders(h http.Header) {
 
 const ownPrefix = "X-Perigee-"
 
-// dropHopByHop removes the fields the client's Connection header names,
-// which were meant for this hop alone, and leaves Connection naming at most
-// an upgrade. Left to the proxy, the names would also strip what the node
-// and the route's transforms set on the request (X-Perigee-Country, a
-// verified token's subject) from what the backend receives.
-func dropHopByHop(h http.Header) {
-	conn, ok := h["Connection"]
+// dropNominated removes the headers the client's Connection header names,
+// which end at the node (RFC 9110 7.6.1), as the request comes in: left to
+// the proxy, their removal came after the node and the route's transforms
+// had set theirs, so that a client could name X-Perigee-Country, or a
+// header a transform sets for the backend, and have it dropped. Connection
+// keeps only the options the listener and the proxy read (close,
+// keep-alive, upgrade), which name no header the node sets.
+func dropNominated(h http.Header) {
+	vs, ok := h["Connection"]
 	if !ok {
 		return
 	}
-	upgrade := false
-	for _, v := range conn {
-		for name := range strings.SplitSeq(v, ",") {
-			switch name = textproto.TrimString(name); {
-			case strings.EqualFold(name, "upgrade"):
-				upgrade = true
-			case name != "" && !strings.EqualFold(name, "close") && !strings.EqualFold(name, "keep-alive"):
-				h.Del(name)
+	var kept []string
+	for _, v := range vs {
+		for opt := range strings.SplitSeq(v, ",") {
+			switch opt = textproto.TrimString(opt); {
+			case strings.EqualFold(opt, "close"), strings.EqualFold(opt, "keep-alive"), strings.EqualFold(opt, "upgrade"):
+				kept = append(kept, opt)
+			case opt != "":
+				h.Del(opt)
 			}
 		}
 	}
-	if upgrade {
-		h["Connection"] = []string{"Upgrade"}
-	} else {
+	if len(kept) == 0 {
 		delete(h, "Connection")
+		return
 	}
+	h["Connection"] = []string{strings.Join(kept, ", ")}
 }
 
 // slowBody bounds each wait for the client's request body: a client that
@@ -288,9 +334,10 @@ type recorder struct {
 	http.ResponseWriter
 	x       *exchange.Exchange
 	hijacks *hijacks
-	conn    net.Conn // hijacked, tracked until the handler returns
-	wrote   bool     // a status or body went to the client
-	final   bool     // the response's own head (not a 1xx) went out
+	send    *sendWatch // kept in the pool with its recorder
+	conn    net.Conn   // hijacked, tracked until the handler returns
+	wrote   bool       // a status or body went to the client
+	final   bool       // the response's own head (not a 1xx) went out
 	// own holds the node's headers, for the final head to carry even
 	// when the map lost them: the proxy clears it after relaying a 1xx,
 	// and a transform's own answer may start from an empty one.
@@ -315,7 +362,7 @@ func (n *Node) setOwnHeaders(h http.Header, r *http.Request, id string) [len(own
 	return [...]string{id, ""}
 }
 
-var recorders = sync.Pool{New: func() any { return new(recorder) }}
+var recorders = sync.Pool{New: func() any { return &recorder{send: newSendWatch()} }}
 
 var (
 	_ http.Flusher  = (*recorder)(nil)
@@ -332,7 +379,9 @@ func (w *recorder) WriteHeader(code int) {
 	case w.x.Status == 0:
 		w.x.Status = code
 	}
-	w.ResponseWriter.WriteHeader(code)
+	w.send.start()
+	w.ResponseWriter.WriteHeader(code) // a 1xx goes out at once
+	w.send.stop()
 }
 
 // finalHead notes the response's status and puts back what the header map
@@ -353,26 +402,140 @@ func (w *recorder) Write(b []byte) (int, error) {
 	if !w.final {
 		w.finalHead(http.StatusOK) // what the writer sends before a body
 	}
+	w.send.start()
 	n, err := w.ResponseWriter.Write(b)
+	w.send.stop()
 	w.x.Bytes += int64(n)
 	return n, err
 }
 
 func (w *recorder) Flush() {
+	w.send.start()
 	_ = http.NewResponseController(w.ResponseWriter).Flush()
+	w.send.stop()
+}
+
+// sendWatch cuts a response the client does not take: a write to it that
+// waits longer than idle (timeouts.idle) fails, and the response with it,
+// which frees the handler, its upstream connection and the backend. It
+// bounds each wait, not the response: a slow client that keeps reading is
+// not cut. A timer watches each write, rather than a deadline set before
+// it, because an HTTP/2 stream's write deadline resets the stream when it
+// passes even if no write is waiting then (a backend quiet for a while).
+type sendWatch struct {
+	timer *time.Timer
+	mu    sync.Mutex
+	rc    http.ResponseController
+	idle  time.Duration
+	until time.Time // while a write waits, when it is cut; zero otherwise
+}
+
+func newSendWatch() *sendWatch {
+	s := &sendWatch{}
+	s.timer = time.AfterFunc(time.Hour, s.expire)
+	s.timer.Stop()
+	return s
+}
+
+// begin watches the writes to w, the listener's writer, until end.
+func (s *sendWatch) begin(w http.ResponseWriter, idle time.Duration) {
+	s.mu.Lock()
+	s.rc, s.idle = *http.NewResponseController(w), idle
+	s.mu.Unlock()
+}
+
+func (s *sendWatch) end() {
+	s.stop()
+	s.mu.Lock()
+	s.rc = http.ResponseController{}
+	s.mu.Unlock()
+}
+
+// tail bounds, on an HTTP/1.1 connection, the write net/http makes after
+// the handler returns: what its buffers still hold, the whole of a small
+// answer. A connection deadline lasts until it is lifted, so the listener
+// lifts it when the connection goes idle (clearWriteDeadline).
+func (s *sendWatch) tail() {
+	if s.idle > 0 {
+		_ = s.rc.SetWriteDeadline(time.Now().Add(s.idle))
+	}
+}
+
+func (s *sendWatch) start() {
+	if s.idle <= 0 {
+		return
+	}
+	s.mu.Lock()
+	s.until = time.Now().Add(s.idle)
+	s.mu.Unlock()
+	s.timer.Reset(s.idle)
+}
+
+func (s *sendWatch) stop() {
+	if s.idle <= 0 {
+		return
+	}
+	s.timer.Stop()
+	s.mu.Lock()
+	s.until = time.Time{}
+	s.mu.Unlock()
+}
+
+// longAgo is a write deadline already past: it fails the waiting write.
+var longAgo = time.Unix(1, 0)
+
+// expire cuts the waiting write, unless this run of the timer is stale
+// (Stop does not stop one that has begun): no write waits, or the one
+// waiting started since.
+func (s *sendWatch) expire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.until.IsZero() && !time.Now().Before(s.until) {
+		_ = s.rc.SetWriteDeadline(longAgo)
+	}
 }
 
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Hijack hands the connection to the handler (a WebSocket upgrade) and
-// tells the listeners, which close it when a drain ends.
+// tells the listeners, which close it when a drain ends. Each write to it
+// must go through within idle, as the response's writes must (sendWatch).
 func (w *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err == nil {
-		w.conn = c
-		w.hijacks.add(c)
+	if err != nil {
+		return c, rw, err
 	}
-	return c, rw, err
+	w.conn = c
+	w.hijacks.add(c)
+	if idle := w.send.idle; idle > 0 {
+		return sendBounded{c, idle}, rw, nil
+	}
+	return c, rw, nil
+}
+
+// sendBounded is an upgraded connection whose each write fails once it has
+// waited idle: a client that stops reading ends the relay, and frees the
+// backend, rather than holding both as long as it keeps the connection.
+// A quiet connection is not cut: the deadline is set when a write starts.
+type sendBounded struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c sendBounded) Write(p []byte) (int, error) {
+	if err := c.SetWriteDeadline(time.Now().Add(c.idle)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
+// CloseWrite passes on the backend's half-close, which the proxy relays
+// when the connection has one (TLS and TCP do).
+func (c sendBounded) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 // admit applies the route's rate limit and shedding, answering a refused

@@ -144,6 +144,16 @@ func (l *listeners) server(t config.Timeouts, lim config.Limits, h http.Handler)
 		// cap, a little above, protects the parser itself.
 		MaxHeaderBytes: int(lim.MaxHeaderBytes) + 4096,
 		ErrorLog:       slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
+		ConnState:      clearWriteDeadline,
+	}
+}
+
+// clearWriteDeadline lifts, once an HTTP/1.1 connection's answer is out,
+// the write deadline the handler set for its last bytes (sendWatch.tail),
+// before the connection waits for, and serves, its next request.
+func clearWriteDeadline(c net.Conn, s http.ConnState) {
+	if s == http.StateIdle {
+		_ = c.SetWriteDeadline(time.Time{})
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -59,5 +60,37 @@ routes:
 				t.Errorf("%s %s: %d, want %d", pc.name, method, resp.StatusCode, want)
 			}
 		}
+	}
+}
+
+// The node is a reverse proxy: it relays no tunnels. A CONNECT that Go's
+// listeners take (HTTP/1.1 with a path for its target, HTTP/3's extended
+// CONNECT) went to the backend as a CONNECT, and the client got a 200 for
+// a tunnel the node never relays, the upstream connection held until
+// upstream_read. It gets 501 before routing, and no backend sees it.
+func TestConnectIsRefused(t *testing.T) {
+	var reached atomic.Int32
+	n := startNode(t, listenAny+`services:
+  api: {backends: [{url: "`+serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+	}))+`"}]}
+routes:
+  - {name: api, match: {path_prefix: /}, service: api}
+`)
+	if status, body := rawH1(t, n.Addrs().HTTPS, "CONNECT /x HTTP/1.1\r\nHost: x\r\n\r\n"); status != http.StatusNotImplemented {
+		t.Errorf("HTTP/1.1 CONNECT /x: %d %q, want 501", status, body)
+	}
+	req, _ := http.NewRequest(http.MethodConnect, "https://"+n.Addrs().HTTPS+"/x", nil)
+	req.Proto = "websocket" // RFC 9220
+	resp, err := h3Client(t).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotImplemented {
+		t.Errorf("HTTP/3 extended CONNECT: %d, want 501", resp.StatusCode)
+	}
+	if got := reached.Load(); got != 0 {
+		t.Errorf("%d CONNECTs reached the backend", got)
 	}
 }

@@ -257,3 +257,52 @@ routes:
 		}
 	}
 }
+
+// A request the node answers itself (no route, too large, refused by a
+// limit), or a route's transform answers without reading its body (the
+// apikey transform's 401), has a body nobody reads. Before it writes the answer, net/http
+// reads and drops up to 256 KiB of that body to keep the connection,
+// with no deadline: a client that declared a body and sent none of it
+// got no answer and held the connection as long as it liked. That read is
+// bounded by timeouts.client_body: the answer comes, and the connection
+// closes.
+func TestUnreadBodyOfARefusedRequestIsBounded(t *testing.T) {
+	n := startNode(t, listenAny+`timeouts: {client_body: 1s}
+limits: {max_body_bytes: 1000}
+transforms:
+  apikey: {module: "`+exampleModule(t, "apikey")+`", config: {keys: "demo-key\n"}}
+services:
+  api: {backends: [{url: "`+backend(t, "a")+`"}]}
+routes:
+  - {name: api, match: {path_prefix: /api/}, service: api}
+  - {name: private, match: {path_prefix: /private/}, service: api, transforms: [apikey]}
+`)
+	const bound = 10 * time.Second // 1s, with room for a loaded machine
+	for path, want := range map[string]int{"/nope": http.StatusNotFound, "/api/x?big": http.StatusRequestEntityTooLarge, "/api/%2f": http.StatusBadRequest, "/private/x": http.StatusUnauthorized} {
+		cl := "100000"
+		if want != http.StatusRequestEntityTooLarge {
+			cl = "900"
+		}
+		conn, err := tls.Dial("tcp", n.Addrs().HTTPS, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(conn, "POST "+path+" HTTP/1.1\r\nHost: x\r\nContent-Length: "+cl+"\r\n\r\nx")
+		conn.SetReadDeadline(time.Now().Add(bound))
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Errorf("POST %s: no answer within %v: %v", path, bound, err)
+			conn.Close()
+			continue
+		}
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != want {
+			t.Errorf("POST %s: %d, want %d", path, resp.StatusCode, want)
+		}
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Errorf("POST %s: after the answer: %v, want the connection closed", path, err)
+		}
+		conn.Close()
+	}
+}

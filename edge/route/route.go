@@ -5,6 +5,7 @@ package route
 
 import (
 	"net"
+	"net/netip"
 	"sort"
 	"strings"
 )
@@ -28,6 +29,72 @@ func ValidMethod(m string) bool {
 		}
 	}
 	return m != ""
+}
+
+// ValidHost reports whether h, a request's Host or :authority, is one the
+// router places as a backend would: a name of labels (letters, digits, '-'
+// and '_', no empty one, one trailing dot at most) or an IP literal in
+// brackets, then an optional numeric port; or empty (HTTP/1.0). The
+// listeners take more (Go's HTTP/1.1 parser allows sub-delims, '%' and any
+// number of colons), and a spelling the router cannot place goes to the
+// any-host routes, where a backend may read it as a name a host route
+// protects: nginx takes "priv.example:80:80" as priv.example.
+func ValidHost(h string) bool {
+	name, port := h, ""
+	if i := strings.LastIndexByte(h, ']'); strings.HasPrefix(h, "[") {
+		if i < 0 || !ipLiteral(h[1:i]) {
+			return false
+		}
+		name, port = "", h[i+1:]
+	} else if i := strings.IndexByte(h, ':'); i >= 0 {
+		name, port = h[:i], h[i:]
+	}
+	if port != "" && (port[0] != ':' || len(port) > 6 || !digits(port[1:])) {
+		return false
+	}
+	return hostName(name)
+}
+
+// hostName reports whether s is empty or labels separated by single dots,
+// with at most one trailing dot.
+func hostName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	label := 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_':
+			label++
+		case c == '.' && label > 0:
+			label = 0
+		default:
+			return false
+		}
+	}
+	return s == "" || label > 0
+}
+
+// ipLiteral reports whether s is what an IP literal holds between its
+// brackets: an IPv6 address, and a zone after '%' ("%25" in a URI).
+func ipLiteral(s string) bool {
+	addr, zone, _ := strings.Cut(s, "%")
+	if a, err := netip.ParseAddr(addr); err != nil || !a.Is6() {
+		return false
+	}
+	for i := 0; i < len(zone); i++ {
+		if c := zone[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '.' || c == '-' || c == '_' || c == '~') {
+			return false
+		}
+	}
+	return true
+}
+
+func digits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // Table is an immutable, lock-free lookup structure built once per config.

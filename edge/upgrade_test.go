@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"cmp"
 	"crypto/tls"
-	"encoding/json"
 	"io"
 	"net/http"
 	"testing"
@@ -52,33 +51,5 @@ func TestH2CUpgradeIsNotTunnelled(t *testing.T) {
 				t.Fatalf("a switch nobody may ask for got %s, want 502", resp.Status)
 			}
 		})
-	}
-}
-
-// TestConnectionNamesOnlyTheClientsOwnFields: the fields a client's
-// Connection header names are its own, for this hop; what the route's
-// transforms set on the request reaches the backend whatever it names.
-// (The node's X-Perigee-Country: TestGeoSteersClientsToTheirNearestNode.)
-func TestConnectionNamesOnlyTheClientsOwnFields(t *testing.T) {
-	echo := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(r.Header)
-	}))
-	n := startNode(t, listenAny+`transforms:
-  addheader: {module: "`+exampleModule(t, "addheader")+`", config: "X-Added: yes"}
-services:
-  api: {backends: [{url: "`+echo+`"}]}
-routes:
-  - {match: {path_prefix: /}, service: api, transforms: [addheader]}
-`)
-	_, body := get(t, h1Client(), "https://"+n.Addrs().HTTPS+"/", "Connection", "keep-alive, X-Added, x-client-hop", "X-Client-Hop", "1")
-	var seen http.Header
-	if err := json.Unmarshal([]byte(body), &seen); err != nil {
-		t.Fatalf("%v: %s", err, body)
-	}
-	if seen.Get("X-Added") != "yes" {
-		t.Errorf("the transform's X-Added did not reach the backend: %v", seen)
-	}
-	if _, ok := seen["X-Client-Hop"]; ok {
-		t.Errorf("the client's hop-by-hop X-Client-Hop reached the backend: %v", seen)
 	}
 }
