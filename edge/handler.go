@@ -68,7 +68,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rec.conn != nil {
 			rec.hijacks.remove(rec.conn)
 		}
-		if r.ProtoMajor == 1 && rec.conn == nil {
+		if r.ProtoMajor < 3 && rec.conn == nil {
 			rec.send.tail()
 		}
 		rec.send.end()
@@ -124,16 +124,6 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// net/http writes for a handler that wrote nothing.
 			panic(http.ErrAbortHandler)
 		}
-	}
-	if r.ProtoMajor == 2 && x.Bytes > 0 {
-		// The body net/http's HTTP/2 writer still holds (a small answer
-		// whole) would be written after the handler returns, outside
-		// the send watch, waiting on the client's flow-control credit
-		// for as long as it keeps its connection: write it here, within
-		// the watch. What is left for net/http needs no credit: the
-		// stream's end, trailers. An answer with no body is not flushed,
-		// so that a gRPC trailers-only answer stays one HEADERS frame.
-		rec.Flush()
 	}
 }
 
@@ -451,10 +441,13 @@ func (s *sendWatch) end() {
 	s.mu.Unlock()
 }
 
-// tail bounds, on an HTTP/1.1 connection, the write net/http makes after
-// the handler returns: what its buffers still hold, the whole of a small
-// answer. A connection deadline lasts until it is lifted, so the listener
-// lifts it when the connection goes idle (clearWriteDeadline).
+// tail bounds the write net/http makes after the handler returns: what
+// its buffers still hold, the whole of a small answer. Over HTTP/1.1 it is
+// a connection deadline, which lasts until it is lifted, so the listener
+// lifts it when the connection goes idle (clearWriteDeadline). Over HTTP/2
+// it is the stream's: past it the stream is reset, and its end stops it.
+// (A flush before the handler returned would bound the same write at the
+// cost of a frame and a hand-off to the connection's writer a request.)
 func (s *sendWatch) tail() {
 	if s.idle > 0 {
 		_ = s.rc.SetWriteDeadline(time.Now().Add(s.idle))
