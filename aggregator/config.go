@@ -43,6 +43,11 @@ type Config struct {
 	Export               *Export          `yaml:"export"`  // every stored batch, as series, to VictoriaMetrics or Mimir
 	Regions              map[string]Coord `yaml:"regions"` // where to draw each region on the map
 
+	// readHeader and idle bound both listeners' header reads and idle
+	// connections; zero is defaultReadHeader and defaultIdle. Only tests
+	// shorten them (SetListenerTimeouts).
+	readHeader, idle time.Duration
+
 	lines map[string]int // key path → line, for validation messages
 	file  string
 }

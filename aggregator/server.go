@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -21,6 +22,7 @@ import (
 
 	"perigee/aggregator/dashboard"
 	"perigee/aggregator/store"
+	"perigee/h3serve"
 	"perigee/telemetry/wire"
 )
 
@@ -49,6 +51,14 @@ type server struct {
 	warm           atomic.Bool // the fleet view holds the store's last memory_window
 }
 
+// A client has defaultReadHeader to send a request's headers, on TCP and
+// on each HTTP/3 stream, and a connection with no request in flight is
+// closed after defaultIdle (what net/http took from ReadTimeout before).
+const (
+	defaultReadHeader = 10 * time.Second
+	defaultIdle       = time.Minute
+)
+
 // Server is a running aggregator's listeners and state.
 type Server struct {
 	s      *server
@@ -56,7 +66,7 @@ type Server struct {
 	tcp    net.Listener
 	udp    net.PacketConn
 	https  *http.Server
-	h3     *http3.Server
+	h3     *h3serve.Server
 }
 
 // Run serves until ctx is done: see NewServer and Serve.
@@ -127,16 +137,24 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	s.routes(mux)
 	mux.Handle("/", dashboard.Handler())
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	srv.h3 = &http3.Server{Handler: mux, TLSConfig: http3.ConfigureTLSConfig(tlsConf.Clone()), Logger: log}
+	readHeader, idle := cmp.Or(cfg.readHeader, defaultReadHeader), cmp.Or(cfg.idle, defaultIdle)
+	// Anyone may open a QUIC connection: h3serve bounds each stream's
+	// header read, which http3.Server leaves unbounded, and IdleTimeout
+	// closes a connection with no request left, keep-alives or not.
+	srv.h3 = h3serve.New(&http3.Server{Handler: mux, IdleTimeout: idle, Logger: log},
+		http3.ConfigureTLSConfig(tlsConf.Clone()), readHeader)
+	_, port, _ := net.SplitHostPort(srv.Addr())
+	altSvc := `h3=":` + port + `"; ma=86400`
 	srv.https = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			// Advertise HTTP/3 on every TCP answer; shippers move to it.
-			_ = srv.h3.SetQUICHeaders(w.Header())
+			w.Header().Set("Alt-Svc", altSvc)
 			mux.ServeHTTP(w, r)
 		}),
 		TLSConfig:         tlsConf,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: readHeader,
 		ReadTimeout:       time.Minute,
+		IdleTimeout:       idle,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return srv, nil
@@ -251,8 +269,16 @@ func (srv *Server) Serve(ctx context.Context) error {
 	stop()
 	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	// HTTP/3 refuses new streams while TCP drains, then its connections,
+	// which clients keep open, are closed, and their handlers waited for.
+	h3done := make(chan struct{})
+	go func() {
+		_ = srv.h3.Shutdown(shutdown)
+		close(h3done)
+	}()
 	_ = srv.https.Shutdown(shutdown)
 	_ = srv.h3.Close()
+	<-h3done
 	_ = srv.udp.Close()
 	wg.Wait()
 	if cerr := s.dedup.save(s.cfg.DataDir, s.store.End()); err == nil && cerr != nil {

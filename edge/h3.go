@@ -1,312 +1,36 @@
 package edge
 
 import (
-	"context"
 	"crypto/tls"
-	"io"
-	"net"
 	"net/http"
-	"sync"
 	"time"
 
-	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
 	"perigee/edge/h1client"
+	"perigee/h3serve"
 )
 
-// h3Server serves HTTP/3 through quic-go's http3, but accepts each
-// connection's request streams itself, so that it can put a deadline on a
-// stream's header read: http3.Server reads a request's HEADERS frame with
-// none and has no hook for one, so a stream that never finishes its
-// headers would be held as long as the client keeps the connection alive.
-// Past readHeader such a stream is reset with H3_REQUEST_INCOMPLETE; the
-// connection and its other streams go on.
-//
-// The price of the raw connections: quic-go sends GOAWAY only from its own
-// accept loop. A drain here refuses new streams with H3_REQUEST_REJECTED,
-// which tells the client the request was not processed and may be retried,
-// lets the requests in flight finish, and then closes each connection with
-// H3_NO_ERROR.
-type h3Server struct {
-	srv        *http3.Server // the settings and the handler; never serves itself
-	tls        *tls.Config   // ALPN h3, from http3.ConfigureTLSConfig
-	readHeader time.Duration
-
-	mu       sync.Mutex
-	ln       *quic.EarlyListener
-	conns    map[*http3.RawServerConn]struct{}
-	draining bool
-	closed   bool
-	served   sync.WaitGroup // one per connection being served
-	streams  sync.Map       // *quic.Conn → *connStreams, while it is served
-
-	work chan streamJob // to an idle worker; unbuffered
-	quit chan struct{}  // closed by Close: idle workers exit
+// newH3Server serves the node's HTTP/3 with h3serve, which resets a stream
+// whose headers have not arrived within readHeader, and hands a bodiless
+// request whose stream ended with its headers on with no body.
+func newH3Server(srv *http3.Server, tlsConf *tls.Config, readHeader time.Duration) *h3serve.Server {
+	srv.Handler = noBodyWhenEnded(srv.Handler)
+	return h3serve.New(srv, tlsConf, readHeader)
 }
 
-// A streamJob is one request stream for a worker to serve.
-type streamJob struct {
-	hc      *http3.RawServerConn
-	str     *quic.Stream
-	streams *connStreams
-	done    *sync.WaitGroup // the connection's requests in flight
-}
-
-// connStreams are one connection's request streams being served, by id:
-// quic-go's request body names its stream only by id, and the handler
-// looks at its own (endedWithHeaders).
-type connStreams struct {
-	mu sync.Mutex
-	m  map[quic.StreamID]*quic.Stream
-}
-
-type connStreamsKey struct{}
-
-func (cs *connStreams) add(str *quic.Stream) {
-	cs.mu.Lock()
-	cs.m[str.StreamID()] = str
-	cs.mu.Unlock()
-}
-
-func (cs *connStreams) remove(str *quic.Stream) {
-	cs.mu.Lock()
-	delete(cs.m, str.StreamID())
-	cs.mu.Unlock()
-}
-
-// endedWithHeaders reports whether r's stream had ended, with nothing
-// after its HEADERS frame, by the time the handler runs. quic-go gives
-// every request a body, since a stream's end is known only by reading
-// it; Peek, with a deadline already past, looks without consuming
-// anything or waiting.
-func endedWithHeaders(r *http.Request) bool {
-	cs, _ := r.Context().Value(connStreamsKey{}).(*connStreams)
-	b, _ := r.Body.(interface{ StreamID() quic.StreamID })
-	if cs == nil || b == nil {
-		return false
-	}
-	cs.mu.Lock()
-	str := cs.m[b.StreamID()]
-	cs.mu.Unlock()
-	if str == nil {
-		return false
-	}
-	var one [1]byte
-	_ = str.SetReadDeadline(time.Now())
-	_, err := str.Peek(one[:])
-	_ = str.SetReadDeadline(time.Time{})
-	return err == io.EOF
-}
-
-// h3WorkerIdle is how long a request stream's goroutine waits for the
-// next stream before it exits.
-const h3WorkerIdle = 2 * time.Second
-
-func newH3Server(srv *http3.Server, tlsConf *tls.Config, readHeader time.Duration) *h3Server {
-	s := &h3Server{srv: srv, tls: tlsConf, readHeader: readHeader, conns: map[*http3.RawServerConn]struct{}{},
-		work: make(chan streamJob), quit: make(chan struct{})}
-	connContext := srv.ConnContext
-	srv.ConnContext = func(ctx context.Context, c *quic.Conn) context.Context {
-		if cs, ok := s.streams.Load(c); ok { // stored by serveConn
-			ctx = context.WithValue(ctx, connStreamsKey{}, cs)
-		}
-		if connContext != nil {
-			ctx = connContext(ctx, c)
-		}
-		return ctx
-	}
-	next := srv.Handler
-	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if readHeader > 0 {
-			// The headers are in: the body's reads are the handler's to bound.
-			if d, ok := w.(interface{ SetReadDeadline(time.Time) error }); ok {
-				_ = d.SetReadDeadline(time.Time{})
-			}
-		}
-		if r.ContentLength < 0 && h1client.BodilessMethod(r.Method) && endedWithHeaders(r) {
-			// What HTTP/2's END_STREAM on HEADERS gives: no body. Only for
-			// the methods whose empty body an HTTP/1.1 backend receives
-			// as no body at all, so that what it receives does not depend
-			// on when the client's FIN arrived. The EOF is read, so that
-			// quic-go has no receive side left to cancel.
+// noBodyWhenEnded gives next what HTTP/2's END_STREAM on HEADERS gives: no
+// body. Only for the methods whose empty body an HTTP/1.1 backend receives
+// as no body at all, so that what it receives does not depend on when the
+// client's FIN arrived. The EOF is read, so that quic-go has no receive
+// side left to cancel.
+func noBodyWhenEnded(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength < 0 && h1client.BodilessMethod(r.Method) && h3serve.EndedWithHeaders(r) {
 			var eof [1]byte
 			_, _ = r.Body.Read(eof[:])
 			r.Body, r.ContentLength = http.NoBody, 0
 		}
 		next.ServeHTTP(w, r)
 	})
-	return s
-}
-
-// Serve accepts QUIC connections on udp until Close.
-func (s *h3Server) Serve(udp net.PacketConn) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return http.ErrServerClosed
-	}
-	ln, err := quic.ListenEarly(udp, s.tls, s.srv.QUICConfig)
-	if err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	s.ln = ln
-	s.mu.Unlock()
-	for {
-		conn, err := ln.Accept(context.Background())
-		if err != nil {
-			s.mu.Lock()
-			closed := s.closed || s.draining
-			s.mu.Unlock()
-			if closed {
-				return http.ErrServerClosed
-			}
-			return err
-		}
-		s.mu.Lock()
-		if s.closed || s.draining {
-			s.mu.Unlock()
-			conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
-			return http.ErrServerClosed
-		}
-		s.served.Add(1) // under mu: Shutdown's Wait comes after any Add
-		s.mu.Unlock()
-		go s.serveConn(conn)
-	}
-}
-
-func (s *h3Server) serveConn(conn *quic.Conn) {
-	defer s.served.Done()
-	// Stored before NewRawServerConn, whose ConnContext puts it in the
-	// connection's context, and gone with the connection however it ends.
-	streams := &connStreams{m: map[quic.StreamID]*quic.Stream{}}
-	s.streams.Store(conn, streams)
-	defer s.streams.Delete(conn)
-	hc, err := s.srv.NewRawServerConn(conn)
-	if err != nil {
-		conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeInternalError), "")
-		return
-	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		hc.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
-		return
-	}
-	s.conns[hc] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, hc)
-		s.mu.Unlock()
-	}()
-	go func() {
-		for {
-			str, err := conn.AcceptUniStream(context.Background())
-			if err != nil {
-				return
-			}
-			go hc.HandleUnidirectionalStream(str)
-		}
-	}()
-	var requests sync.WaitGroup
-	defer requests.Wait()
-	for {
-		str, err := conn.AcceptStream(context.Background())
-		if err != nil {
-			return // the connection is closed, by either side
-		}
-		s.mu.Lock()
-		draining := s.draining
-		s.mu.Unlock()
-		if draining {
-			str.ReleaseStreamCredit()
-			str.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestRejected))
-			str.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestRejected))
-			continue
-		}
-		if s.readHeader > 0 {
-			_ = str.SetReadDeadline(time.Now().Add(s.readHeader))
-		}
-		requests.Add(1)
-		s.handle(streamJob{hc, str, streams, &requests})
-	}
-}
-
-// handle serves a request stream on an idle worker, or on a new one. A
-// new goroutine starts with a small stack (the average the last GC
-// scanned), and a request's handler chain (quic-go's stream handling,
-// the proxy, the upstream client) grows it by copying, several times
-// over; a worker kept between requests has grown it already (until a GC
-// shrinks an idle one). Over HTTP/1.1 the connection's goroutine is kept
-// the same way.
-func (s *h3Server) handle(j streamJob) {
-	select {
-	case s.work <- j:
-	default:
-		go s.worker(j)
-	}
-}
-
-// worker serves j, then the streams handle gives it, until it has waited
-// h3WorkerIdle for one or the server is closed.
-func (s *h3Server) worker(j streamJob) {
-	idle := time.NewTimer(h3WorkerIdle)
-	defer idle.Stop()
-	for {
-		j.streams.add(j.str)
-		j.hc.HandleRequestStream(j.str)
-		j.streams.remove(j.str)
-		j.done.Done()
-		idle.Reset(h3WorkerIdle)
-		select {
-		case j = <-s.work:
-		case <-idle.C:
-			return
-		case <-s.quit:
-			return
-		}
-	}
-}
-
-// Shutdown stops accepting connections and new streams, and waits for the
-// connections to close (Close closes them) or for ctx, when it closes
-// them itself.
-func (s *h3Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.draining = true
-	if s.ln != nil {
-		s.ln.Close()
-	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		s.served.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		s.Close()
-		return ctx.Err()
-	}
-}
-
-// Close closes the listener and every connection at once.
-func (s *h3Server) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.closed {
-		close(s.quit)
-	}
-	s.closed = true
-	if s.ln != nil {
-		s.ln.Close()
-	}
-	for hc := range s.conns {
-		hc.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
-	}
-	return nil
 }

@@ -65,7 +65,7 @@ func mustRequest(t *testing.T, url string) *http.Request {
 	return req
 }
 
-// Without GOAWAY (see h3Server), a drain refuses a stream opened on an
+// Without GOAWAY (see h3serve.Server), a drain refuses a stream opened on an
 // open HTTP/3 connection with H3_REQUEST_REJECTED, which tells the client
 // it was not processed, while the request in flight on it finishes.
 func TestH3DrainRefusesNewStreamsAndFinishesOld(t *testing.T) {

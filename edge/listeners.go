@@ -18,6 +18,7 @@ import (
 	"perigee/edge/config"
 	"perigee/edge/metrics"
 	"perigee/geo/rtt"
+	"perigee/h3serve"
 )
 
 // listeners are the node's sockets: HTTPS (TCP for HTTP/1.1 and HTTP/2,
@@ -26,7 +27,7 @@ type listeners struct {
 	log                    *slog.Logger
 	metrics                *metrics.Metrics
 	https, plain, adminSrv *http.Server
-	h3                     *h3Server
+	h3                     *h3serve.Server
 	udp                    net.PacketConn
 	tcp                    []net.Listener // closed by close too: a server closed before its Serve ran would leave its listener open
 	addrs                  Addrs
@@ -169,7 +170,7 @@ const h3Linger = 500 * time.Millisecond
 
 // drain stops accepting and lets requests in flight finish until ctx
 // ends, then closes upgraded connections; HTTP/3 streams opened meanwhile
-// are refused (h3Server).
+// are refused (h3serve).
 // inFlight counts what is still running.
 func (l *listeners) drain(ctx context.Context, inFlight func() int64) error {
 	var servers []interface{ Shutdown(context.Context) error }
