@@ -233,7 +233,7 @@ routes:
 	tr.Protocols = new(http.Protocols)
 	tr.Protocols.SetHTTP2(true)
 	defer tr.CloseIdleConnections()
-	const bound = 20 * time.Second // 1s, with room for a loaded machine
+	const bound = 20 * time.Second                       // 1s, with room for a loaded machine
 	c := &http.Client{Transport: tr, Timeout: 2 * bound} // ends a wait the node never cuts
 	var last *http.Response
 	for range 4 * window / len(small) { // far more than the window holds
