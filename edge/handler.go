@@ -34,6 +34,9 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := recorders.Get().(*recorder)
 	rec.ResponseWriter, rec.x, rec.hijacks = w, x, &n.listeners.hijacked
 	rec.send.begin(w, st.cfg.Timeouts.Idle.D())
+	if r.ProtoMajor < 3 {
+		rec.free = buffered
+	}
 	rec.own = n.setOwnHeaders(w.Header(), r, x.ID)
 
 	var entry *routeEntry
@@ -325,6 +328,7 @@ type recorder struct {
 	x       *exchange.Exchange
 	hijacks *hijacks
 	send    *sendWatch // kept in the pool with its recorder
+	free    int        // what may still be written unwatched (buffered)
 	conn    net.Conn   // hijacked, tracked until the handler returns
 	wrote   bool       // a status or body went to the client
 	final   bool       // the response's own head (not a 1xx) went out
@@ -369,10 +373,23 @@ func (w *recorder) WriteHeader(code int) {
 	case w.x.Status == 0:
 		w.x.Status = code
 	}
+	if w.free > 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.ResponseWriter.WriteHeader(code) // held with the body
+		return
+	}
 	w.send.start()
 	w.ResponseWriter.WriteHeader(code) // a 1xx goes out at once
 	w.send.stop()
 }
+
+// buffered is how much of an answer net/http's HTTP/1.1 and HTTP/2 writers
+// hold before any of it goes to the client (2 KiB over HTTP/1.1, 4 KiB
+// over HTTP/2), with the final head: writes within it cannot wait on the
+// client, so they go unwatched, and what they hold goes out after the
+// handler returns, under sendWatch.tail. Watching each write costs two
+// timer operations; most answers are this small. quic-go's writer holds
+// nothing back, so every HTTP/3 write is watched.
+const buffered = 2 << 10
 
 // finalHead notes the response's status and puts back what the header map
 // lost of the node's own headers.
@@ -392,6 +409,13 @@ func (w *recorder) Write(b []byte) (int, error) {
 	if !w.final {
 		w.finalHead(http.StatusOK) // what the writer sends before a body
 	}
+	if len(b) <= w.free {
+		w.free -= len(b)
+		n, err := w.ResponseWriter.Write(b)
+		w.x.Bytes += int64(n)
+		return n, err
+	}
+	w.free = 0
 	w.send.start()
 	n, err := w.ResponseWriter.Write(b)
 	w.send.stop()
@@ -400,6 +424,7 @@ func (w *recorder) Write(b []byte) (int, error) {
 }
 
 func (w *recorder) Flush() {
+	w.free = 0 // what follows may find the buffer's bytes still waiting
 	w.send.start()
 	_ = http.NewResponseController(w.ResponseWriter).Flush()
 	w.send.stop()
