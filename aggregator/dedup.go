@@ -1,6 +1,8 @@
 package aggregator
 
 import (
+	"perigee/files"
+
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -234,7 +236,7 @@ func writeSynced(path string, b []byte) error {
 // load reads a checkpoint and returns the position it covers. No file is
 // the zero position: everything in the store is read.
 func (d *dedup) load(dir string) (store.Pos, error) {
-	b, err := store.ReadFile(filepath.Join(dir, checkpointFile))
+	b, err := files.Read(filepath.Join(dir, checkpointFile), files.NoLimit)
 	if errors.Is(err, os.ErrNotExist) {
 		return store.Pos{}, nil
 	}

@@ -1,6 +1,8 @@
 package aggregator
 
 import (
+	"perigee/files"
+
 	"context"
 	"encoding/binary"
 	"errors"
@@ -191,7 +193,7 @@ func batchSeries(b *wire.Batch, emit func(remotewrite.Series)) {
 }
 
 func (s *server) loadCursor() store.Pos {
-	b, err := store.ReadFile(filepath.Join(s.cfg.DataDir, exportCursorFile))
+	b, err := files.Read(filepath.Join(s.cfg.DataDir, exportCursorFile), files.NoLimit)
 	if err != nil || len(b) != 16 {
 		return store.Pos{}
 	}

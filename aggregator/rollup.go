@@ -1,6 +1,8 @@
 package aggregator
 
 import (
+	"perigee/files"
+
 	"context"
 	"encoding/binary"
 	"errors"
@@ -156,7 +158,7 @@ func (r *rollups) each(seg uint64, tier int, fn func(bucketKey, *bucket)) (bool,
 		return true, nil
 	}
 	r.mu.Unlock()
-	data, err := store.ReadFile(r.path(seg, tier))
+	data, err := files.Read(r.path(seg, tier), files.NoLimit)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}

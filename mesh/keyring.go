@@ -1,13 +1,13 @@
 package mesh
 
 import (
+	"perigee/files"
+
 	"bufio"
 	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 )
 
@@ -20,25 +20,12 @@ const maxKeyringBytes = 64 << 10
 // which is what lets a key be rotated in without a flag day (docs/mesh.md).
 // Keys must be 16, 24 or 32 bytes (AES-128, -192, -256).
 func ParseKeyring(path string) ([][]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("mesh.keyring: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		// A FIFO would block the open, a device never end the read.
-		return nil, fmt.Errorf("%s: not a regular file (%s)", path, st.Mode().Type())
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("mesh.keyring: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxKeyringBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("mesh.keyring: %w", err)
-	}
-	if len(b) > maxKeyringBytes {
+	b, err := files.Read(path, maxKeyringBytes)
+	if errors.As(err, new(*files.TooLargeError)) {
 		return nil, fmt.Errorf("%s: over %d KiB; a keyring is a few lines of base64 keys", path, maxKeyringBytes>>10)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mesh.keyring: %w", err)
 	}
 	var keys [][]byte
 	sc := bufio.NewScanner(bytes.NewReader(b))

@@ -1,12 +1,12 @@
 package policies
 
 import (
+	"perigee/files"
+
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -342,21 +342,8 @@ func (e *Engine) record(d telemetry.Decision) {
 	e.log.Info("policy decision", attrs...)
 }
 
-// readScript reads a policy file, at most one byte past what the sandbox
-// compiles, so a huge file costs no more than the limit to refuse. A path
-// that names no regular file is refused first: a FIFO would block the open.
+// readScript reads a policy file up to what the sandbox compiles, so a
+// huge file costs no more than the limit to refuse.
 func readScript(path string) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", path, st.Mode().Type())
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, lua.DefaultSourceBytes+1))
+	return files.Read(path, lua.DefaultSourceBytes)
 }

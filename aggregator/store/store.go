@@ -8,12 +8,13 @@
 package store
 
 import (
+	"perigee/files"
+
 	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -22,7 +23,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -238,7 +238,7 @@ func (s *Store) path(id uint64) string {
 // acknowledged. A segment pruned under the scan is skipped.
 func (s *Store) scanSegment(id uint64, off, limit int64, last bool, fn ScanFunc) (time.Time, error) {
 	path := s.path(id)
-	b, err := ReadFile(path)
+	b, err := files.Read(path, files.NoLimit)
 	if errors.Is(err, os.ErrNotExist) && !last {
 		return time.Time{}, nil
 	}
@@ -280,26 +280,6 @@ func (s *Store) scanSegment(id uint64, off, limit int64, last bool, fn ScanFunc)
 		}
 	}
 	return newest, nil
-}
-
-// ReadFile reads a file of the data directory, which must be a regular
-// file (or a symlink to one). Anything else found under its name is
-// refused: a FIFO would block the read for good, and a device such as
-// /dev/zero never ends.
-func ReadFile(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !info.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file but %v", path, info.Mode().Type())
-	}
-	return io.ReadAll(io.LimitReader(f, info.Size()))
 }
 
 func (s *Store) noteDamage(at Pos, n int64) {

@@ -4,6 +4,8 @@
 package geoip
 
 import (
+	"perigee/files"
+
 	"context"
 	"errors"
 	"fmt"
@@ -113,19 +115,19 @@ var probes = []netip.Addr{
 	netip.MustParseAddr("2a00:1450:4001::1"),
 }
 
+// maxDatabase bounds a database file, which load holds in memory whole:
+// MaxMind's largest (GeoIP2 City, Enterprise) are some hundreds of MiB.
+const maxDatabase = 2 << 30
+
 // load reads the whole file rather than mapping it: a database rewritten in
 // place under a memory map faults the process, and a copy lets an old
 // generation live on safely until its last lookup is done.
 func load(path string) (*generation, *maxminddb.Reader, error) {
-	st, err := os.Stat(path)
+	b, err := files.Read(path, maxDatabase)
 	if err != nil {
 		return nil, nil, fmt.Errorf("geoip database: %w", err)
 	}
-	if !st.Mode().IsRegular() {
-		// A FIFO would block the read, a device such as /dev/zero never end it.
-		return nil, nil, fmt.Errorf("geoip database %s: not a regular file (%s)", path, st.Mode().Type())
-	}
-	b, err := os.ReadFile(path)
+	st, err := os.Stat(path) // what a reload compares
 	if err != nil {
 		return nil, nil, fmt.Errorf("geoip database: %w", err)
 	}

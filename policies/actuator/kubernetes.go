@@ -1,6 +1,8 @@
 package actuator
 
 import (
+	"perigee/files"
+
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -113,14 +115,14 @@ func inCluster(dir string) (conn, error) {
 		return conn{}, errors.New("not in a cluster (KUBERNETES_SERVICE_HOST/PORT unset) and no kubeconfig given")
 	}
 	tokenPath := filepath.Join(dir, "token")
-	if _, err := readFile(tokenPath); err != nil {
+	if _, err := files.Read(tokenPath, maxFile); err != nil {
 		return conn{}, fmt.Errorf("service account token: %w", err)
 	}
 	roots, err := poolFromFile(filepath.Join(dir, "ca.crt"))
 	if err != nil {
 		return conn{}, err
 	}
-	ns, _ := readFile(filepath.Join(dir, "namespace"))
+	ns, _ := files.Read(filepath.Join(dir, "namespace"), maxFile)
 	return conn{
 		server:    "https://" + net.JoinHostPort(host, port),
 		roots:     roots,
@@ -131,7 +133,7 @@ func inCluster(dir string) (conn, error) {
 
 func fileToken(path string) func() (string, error) {
 	return func() (string, error) {
-		b, err := readFile(path)
+		b, err := files.Read(path, maxFile)
 		if err != nil {
 			return "", fmt.Errorf("token: %w", err)
 		}
@@ -142,30 +144,8 @@ func fileToken(path string) func() (string, error) {
 // maxFile bounds a kubeconfig, CA bundle or token file.
 const maxFile = 1 << 20
 
-// readFile reads one of those files, refusing a path that names no
-// regular file: a FIFO would block the open, where no context reaches.
-func readFile(path string) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", path, st.Mode().Type())
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxFile+1))
-	if err == nil && len(b) > maxFile {
-		err = fmt.Errorf("%s: over 1 MiB", path)
-	}
-	return b, err
-}
-
 func poolFromFile(path string) (*x509.CertPool, error) {
-	pem, err := readFile(path)
+	pem, err := files.Read(path, maxFile)
 	if err != nil {
 		return nil, fmt.Errorf("cluster CA: %w", err)
 	}
@@ -210,7 +190,7 @@ type kubeconfig struct {
 }
 
 func fromKubeconfig(path string) (conn, error) {
-	b, err := readFile(path)
+	b, err := files.Read(path, maxFile)
 	if err != nil {
 		return conn{}, fmt.Errorf("kubeconfig: %w", err)
 	}

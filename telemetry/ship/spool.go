@@ -1,10 +1,11 @@
 package ship
 
 import (
+	"perigee/files"
+
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -121,7 +122,7 @@ func (s *spool) nextSeq() uint64 {
 	if n := len(s.seqs); n > 0 {
 		next = s.seqs[n-1] + 1
 	}
-	if b, err := readSpooled(filepath.Join(s.dir, seqFile)); err == nil {
+	if b, err := files.ReadOwn(filepath.Join(s.dir, seqFile), files.NoLimit); err == nil {
 		if v, err := strconv.ParseUint(string(bytes.TrimSpace(b)), 10, 64); err == nil {
 			next = max(next, v)
 		}
@@ -136,7 +137,7 @@ func (s *spool) oldest() (seq uint64, frame []byte, ok bool) {
 	defer s.mu.Unlock()
 	for len(s.seqs) > 0 {
 		seq = s.seqs[0]
-		b, err := readSpooled(s.path(seq))
+		b, err := files.ReadOwn(s.path(seq), files.NoLimit)
 		if err == nil {
 			return seq, b, true
 		}
@@ -222,26 +223,6 @@ func writeAtomic(path string, b []byte) (int64, error) {
 		return 0, err
 	}
 	return diskUsage(info), nil
-}
-
-// readSpooled reads a file the spool wrote, a regular file under its own
-// name. Anything else found there is refused, not followed: a FIFO would
-// block the read for good, a device such as /dev/zero never ends, and a
-// symlink may point anywhere.
-func readSpooled(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !info.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file but %v", path, info.Mode().Type())
-	}
-	return io.ReadAll(io.LimitReader(f, info.Size()))
 }
 
 func syncDir(dir string) error {

@@ -1,0 +1,62 @@
+// Package files reads what operators and earlier runs leave on disk
+// (keyrings, policies, databases, spooled batches, stored segments) within
+// bounds. A path that names no regular file is refused before any read: a
+// FIFO would block the open or the read for good, and a device such as
+// /dev/zero would never end it. So is a file over the caller's limit.
+package files
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"syscall"
+)
+
+// NoLimit is the limit of a file whose size is bounded by what wrote it.
+const NoLimit = math.MaxInt64
+
+// TooLargeError is a file over the limit its reader set.
+type TooLargeError struct {
+	Path  string
+	Limit int64
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("%s: over %d bytes", e.Path, e.Limit)
+}
+
+// Read reads the regular file at path, or the one a symlink there names,
+// if it holds at most limit bytes.
+func Read(path string, limit int64) ([]byte, error) { return read(path, limit, 0) }
+
+// ReadOwn reads a file this program wrote under its own name: a symlink
+// found there is refused, not followed, as it may point anywhere.
+func ReadOwn(path string, limit int64) ([]byte, error) {
+	return read(path, limit, syscall.O_NOFOLLOW)
+}
+
+func read(path string, limit int64, flags int) ([]byte, error) {
+	// Opened without blocking, so that a FIFO is found by its mode.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|flags, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, st.Mode().Type())
+	}
+	r := io.Reader(f)
+	if limit < NoLimit {
+		r = io.LimitReader(f, limit+1)
+	}
+	b, err := io.ReadAll(r)
+	if err == nil && int64(len(b)) > limit {
+		return nil, &TooLargeError{Path: path, Limit: limit}
+	}
+	return b, err
+}

@@ -1,0 +1,68 @@
+package files
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestReadRefusesWhatIsNoRegularFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ok := filepath.Join(dir, "ok")
+	if err := os.WriteFile(ok, []byte("12345"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(ok, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, path string
+		read       func(string, int64) ([]byte, error)
+		limit      int64
+		want       string // in the error; "" reads "12345"
+	}{
+		{"a file within its limit", ok, Read, 5, ""},
+		{"a file over its limit", ok, Read, 4, "over 4 bytes"},
+		{"no limit", ok, Read, NoLimit, ""},
+		{"a FIFO", fifo, Read, NoLimit, "not a regular file"},
+		{"a device", "/dev/zero", Read, NoLimit, "not a regular file"},
+		{"a directory", dir, Read, NoLimit, "not a regular file"},
+		{"a symlink to a file", link, Read, 5, ""},
+		{"a symlink where ours should be", link, ReadOwn, 5, "too many levels of symbolic links"},
+		{"our own file", ok, ReadOwn, 5, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			done := make(chan struct{})
+			var b []byte
+			var err error
+			go func() { b, err = c.read(c.path, c.limit); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the read did not return")
+			}
+			if c.want == "" {
+				if err != nil || string(b) != "12345" {
+					t.Fatalf("%q, %v", b, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want %q", err, c.want)
+			}
+		})
+	}
+	var tooLarge *TooLargeError
+	if _, err := Read(ok, 1); !errors.As(err, &tooLarge) || tooLarge.Limit != 1 {
+		t.Fatalf("err = %v, want a TooLargeError", err)
+	}
+}
