@@ -7,12 +7,13 @@
 package aggregator
 
 import (
+	"perigee/files"
+
 	"bytes"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -95,10 +96,14 @@ const (
 	DefaultRemoteInterval  = 15 * time.Second
 )
 
+// maxConfigBytes bounds the config file and the tokens file, which has a
+// line a node: a path naming a FIFO, a device or a huge file is refused.
+const maxConfigBytes = 16 << 20
+
 // LoadConfig reads and validates a YAML config. Unknown keys are errors;
 // every error names the file and line.
 func LoadConfig(path string) (Config, error) {
-	b, err := os.ReadFile(path)
+	b, err := files.Read(path, maxConfigBytes)
 	if err != nil {
 		return Config{}, fmt.Errorf("aggregator config: %w", err)
 	}
@@ -250,7 +255,7 @@ func (c *Config) loadTokens() (map[string]string, error) {
 		all[n] = t
 	}
 	if c.TokensFile != "" {
-		b, err := os.ReadFile(c.TokensFile)
+		b, err := files.Read(c.TokensFile, maxConfigBytes)
 		if err != nil {
 			return nil, fmt.Errorf("tokens_file: %w", err)
 		}

@@ -4,7 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestExampleConfigLoads(t *testing.T) {
@@ -37,6 +39,38 @@ func TestLoadConfigErrorsNameFileAndLine(t *testing.T) {
 		_, err := LoadConfig(path)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %v, want %q", name, err, c.want)
+		}
+	}
+}
+
+// TestConfigFilesThatAreNoFilesAreRefused: a config or tokens file path
+// naming a FIFO blocked the aggregator's start for good.
+func TestConfigFilesThatAreNoFilesAreRefused(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "agg.yaml")
+	if err := os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\ndata_dir: "+dir+"\ntokens_file: "+fifo+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{fifo, cfg} {
+		done := make(chan error, 1)
+		go func() {
+			c, err := LoadConfig(path)
+			if err == nil {
+				_, err = c.loadTokens()
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+				t.Fatalf("LoadConfig(%s): %v, want a path that is no regular file refused", path, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("LoadConfig(%s): still reading after 10s", path)
 		}
 	}
 }

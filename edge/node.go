@@ -6,6 +6,8 @@
 package edge
 
 import (
+	"perigee/files"
+
 	"context"
 	"crypto/tls"
 	"errors"
@@ -13,7 +15,6 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -239,7 +240,7 @@ func readToken(path string) (string, error) {
 	if path == "" {
 		return "", nil
 	}
-	b, err := os.ReadFile(path)
+	b, err := files.Read(path, config.MaxSecretBytes)
 	if err != nil {
 		return "", fmt.Errorf("admin.token_file: %w", err)
 	}

@@ -1,6 +1,8 @@
 package edge
 
 import (
+	"perigee/files"
+
 	"bytes"
 	"context"
 	"errors"
@@ -36,7 +38,7 @@ func (t *transforms) load(ctx context.Context, cfg *config.Config, prev *wasm.Se
 	}
 	specs := make([]wasm.Spec, 0, len(cfg.Transforms))
 	for name, tc := range cfg.Transforms {
-		bin, err := os.ReadFile(tc.Module)
+		bin, err := files.Read(tc.Module, config.MaxModuleBytes)
 		if err != nil {
 			return nil, fmt.Errorf("%s: transform %q: %w", cfg.Pos("transforms", name, "module"), name, err)
 		}

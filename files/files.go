@@ -36,20 +36,40 @@ func ReadOwn(path string, limit int64) ([]byte, error) {
 	return read(path, limit, syscall.O_NOFOLLOW)
 }
 
-func read(path string, limit int64, flags int) ([]byte, error) {
-	// Opened without blocking, so that a FIFO is found by its mode.
+// Check reports why path, or what a symlink there names, is no regular
+// file this process may read; nil if it is one. It reads nothing.
+func Check(path string) error {
+	f, err := open(path, 0)
+	if err == nil {
+		f.Close()
+	}
+	return err
+}
+
+// open opens a regular file for reading, without blocking, so that a FIFO
+// is found by its mode rather than waited on.
+func open(path string, flags int) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|flags, 0)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = fmt.Errorf("%s: not a regular file (%s)", path, st.Mode().Type())
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+func read(path string, limit int64, flags int) ([]byte, error) {
+	f, err := open(path, flags)
 	if err != nil {
 		return nil, err
 	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", path, st.Mode().Type())
-	}
+	defer f.Close()
 	r := io.Reader(f)
 	if limit < NoLimit {
 		r = io.LimitReader(f, limit+1)

@@ -61,6 +61,12 @@ func TestReadRefusesWhatIsNoRegularFile(t *testing.T) {
 			}
 		})
 	}
+	if err := Check(fifo); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("Check(FIFO) = %v", err)
+	}
+	if err := Check(link); err != nil {
+		t.Fatalf("Check(symlink to a file) = %v", err)
+	}
 	var tooLarge *TooLargeError
 	if _, err := Read(ok, 1); !errors.As(err, &tooLarge) || tooLarge.Limit != 1 {
 		t.Fatalf("err = %v, want a TooLargeError", err)

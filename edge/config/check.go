@@ -1,11 +1,12 @@
 package config
 
 import (
+	"perigee/files"
+
 	"context"
 	"fmt"
 	"log/slog"
 	"maps"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,7 +23,7 @@ import (
 // every Wasm module, and opens the GeoIP database. It reports every problem it finds in one error, one
 // "file:line: what" a line, in the order of the file.
 func Check(ctx context.Context, path string) (*Config, error) {
-	b, err := os.ReadFile(path)
+	b, err := files.Read(path, maxConfigBytes)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -47,7 +48,7 @@ func (c *Config) check(ctx context.Context, v *validator) {
 		}
 	}
 	if c.Admin.TokenFile != "" {
-		if b, err := os.ReadFile(c.Admin.TokenFile); err == nil && strings.TrimSpace(string(b)) == "" {
+		if b, err := files.Read(c.Admin.TokenFile, MaxSecretBytes); err == nil && strings.TrimSpace(string(b)) == "" {
 			v.at(p("admin", "token_file"), "admin.token_file %s is empty", c.Admin.TokenFile)
 		}
 	}
@@ -103,7 +104,7 @@ func (c *Config) checkModules(ctx context.Context, v *validator) {
 		if _, err := wasm.EncodeConfig(t.Config, "."); err != nil {
 			v.at(p("transforms", name, "config"), "transform %q config: %v", name, err)
 		}
-		bin, err := os.ReadFile(t.Module)
+		bin, err := files.Read(t.Module, MaxModuleBytes)
 		if err != nil {
 			continue
 		}
@@ -113,14 +114,7 @@ func (c *Config) checkModules(ctx context.Context, v *validator) {
 	}
 }
 
-func readable(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	f.Close()
-	return true
-}
+func readable(path string) bool { return files.Check(path) == nil }
 
 // noFigures lets an engine be built only to compile its policies.
 type noFigures struct{}

@@ -1,12 +1,13 @@
 package config
 
 import (
+	"perigee/files"
+
 	"bytes"
 	_ "embed"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -21,9 +22,19 @@ var defaultYAML []byte
 // Default returns the embedded development config that `make run` serves.
 func Default() (*Config, error) { return Parse("(embedded default)", defaultYAML) }
 
+// What the files a config is or names may hold at most: a path naming a
+// FIFO or a device, or a huge file, is refused rather than read for good.
+const (
+	maxConfigBytes = 16 << 20
+	// MaxModuleBytes bounds a Wasm module file.
+	MaxModuleBytes = 256 << 20
+	// MaxSecretBytes bounds a token file.
+	MaxSecretBytes = 64 << 10
+)
+
 // Load reads, decodes and validates the config file at path.
 func Load(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
+	b, err := files.Read(path, maxConfigBytes)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}

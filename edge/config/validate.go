@@ -1,12 +1,13 @@
 package config
 
 import (
+	"perigee/files"
+
 	"fmt"
 	"maps"
 	"net"
 	"net/netip"
 	"net/url"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -288,12 +289,9 @@ func (c *Config) validateFiles(v *validator) {
 		if path == "" {
 			return
 		}
-		f, err := os.Open(path)
-		if err != nil {
+		if err := files.Check(path); err != nil {
 			v.at(at, "%s: %v", what, err)
-			return
 		}
-		f.Close()
 	}
 	check(c.TLS.Cert, p("tls", "cert"), "tls.cert")
 	check(c.TLS.Key, p("tls", "key"), "tls.key")

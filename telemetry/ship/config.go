@@ -5,10 +5,11 @@
 package ship
 
 import (
+	"perigee/files"
+
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -112,7 +113,7 @@ func (c *Config) validate() (token string, err error) {
 		bad("max_pending: %d is over the %d records a batch may carry", c.MaxPending, wire.MaxRecords)
 	}
 	if c.TokenFile != "" {
-		if b, err := os.ReadFile(c.TokenFile); err != nil {
+		if b, err := files.Read(c.TokenFile, 64<<10); err != nil {
 			bad("token_file: %w", err)
 		} else if token = strings.TrimSpace(string(b)); token == "" {
 			bad("token_file %s: empty", c.TokenFile)

@@ -1,6 +1,8 @@
 package ship
 
 import (
+	"perigee/files"
+
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -8,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -90,7 +91,7 @@ func tlsConfig(caFile string, insecure bool) (*tls.Config, error) {
 	if caFile == "" {
 		return conf, nil
 	}
-	pem, err := os.ReadFile(caFile)
+	pem, err := files.Read(caFile, 1<<20)
 	if err != nil {
 		return nil, fmt.Errorf("ca_file: %w", err)
 	}
