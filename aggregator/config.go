@@ -7,8 +7,6 @@
 package aggregator
 
 import (
-	"perigee/files"
-
 	"bytes"
 	"errors"
 	"fmt"
@@ -19,6 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"perigee/files"
 	"perigee/units"
 )
 

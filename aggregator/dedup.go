@@ -1,8 +1,6 @@
 package aggregator
 
 import (
-	"perigee/files"
-
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,6 +10,7 @@ import (
 
 	"perigee/aggregator/store"
 	"perigee/binread"
+	"perigee/files"
 	"perigee/telemetry/wire"
 )
 

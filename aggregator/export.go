@@ -1,8 +1,6 @@
 package aggregator
 
 import (
-	"perigee/files"
-
 	"context"
 	"encoding/binary"
 	"errors"
@@ -17,6 +15,7 @@ import (
 
 	"perigee/aggregator/remotewrite"
 	"perigee/aggregator/store"
+	"perigee/files"
 	"perigee/telemetry"
 	"perigee/telemetry/wire"
 )

@@ -16,6 +16,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"perigee/aggregator"
+	"perigee/h3serve/h3test"
 )
 
 // Anyone, token or not, could open QUIC connections to the aggregator, each
@@ -42,25 +43,7 @@ func TestAggregatorH3HeaderReadAndIdleAreBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.CloseWithError(0, "")
-	str, err := conn.OpenStreamSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A HEADERS frame (type 0x01) announcing 100 bytes, and 10 of them.
-	if _, err := str.Write(append([]byte{0x01, 0x40, 100}, make([]byte, 10)...)); err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	str.SetReadDeadline(time.Now().Add(15 * readHeader))
-	_, err = str.Read(make([]byte, 1))
-	took := time.Since(start)
-	var se *quic.StreamError
-	if !errors.As(err, &se) || se.ErrorCode != quic.StreamErrorCode(http3.ErrCodeRequestIncomplete) {
-		t.Fatalf("after %v: %v, want the stream reset with H3_REQUEST_INCOMPLETE", took, err)
-	}
-	if took > 5*readHeader {
-		t.Fatalf("a stalled header was reset after %v, the deadline is %v", took, readHeader)
-	}
+	h3test.StallHeaders(t, ctx, conn, readHeader)
 	// The connection goes on: a whole request on it is served.
 	req, _ := http.NewRequest(http.MethodGet, a.url("/metrics"), nil)
 	resp, err := (&http3.Transport{}).NewClientConn(conn).RoundTrip(req)

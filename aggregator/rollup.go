@@ -1,8 +1,6 @@
 package aggregator
 
 import (
-	"perigee/files"
-
 	"context"
 	"encoding/binary"
 	"errors"
@@ -18,6 +16,7 @@ import (
 
 	"perigee/aggregator/store"
 	"perigee/binread"
+	"perigee/files"
 	"perigee/telemetry"
 	"perigee/telemetry/wire"
 )

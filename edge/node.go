@@ -6,8 +6,6 @@
 package edge
 
 import (
-	"perigee/files"
-
 	"context"
 	"crypto/tls"
 	"errors"
@@ -29,6 +27,7 @@ import (
 	"perigee/edge/metrics"
 	"perigee/edge/proxy"
 	"perigee/edge/upstream"
+	"perigee/files"
 )
 
 // Node is one edge node: the parts, and the config state they serve.

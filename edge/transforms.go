@@ -1,8 +1,6 @@
 package edge
 
 import (
-	"perigee/files"
-
 	"bytes"
 	"context"
 	"errors"
@@ -16,6 +14,7 @@ import (
 
 	"perigee/edge/config"
 	"perigee/edge/metrics"
+	"perigee/files"
 	"perigee/runtime/wasm"
 )
 

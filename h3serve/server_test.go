@@ -20,6 +20,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"perigee/certs"
+	"perigee/h3serve/h3test"
 )
 
 // serve starts a Server for h on loopback and returns its address.
@@ -89,25 +90,7 @@ func TestHeaderReadIsBounded(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn := dial(t, ctx, addr)
-	str, err := conn.OpenStreamSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A HEADERS frame (type 0x01) announcing 100 bytes, and 10 of them.
-	if _, err := str.Write(append([]byte{0x01, 0x40, 100}, make([]byte, 10)...)); err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	str.SetReadDeadline(time.Now().Add(15 * readHeader))
-	_, err = str.Read(make([]byte, 1))
-	took := time.Since(start)
-	var se *quic.StreamError
-	if !errors.As(err, &se) || se.ErrorCode != quic.StreamErrorCode(http3.ErrCodeRequestIncomplete) {
-		t.Fatalf("after %v: %v, want the stream reset with H3_REQUEST_INCOMPLETE", took, err)
-	}
-	if took > 5*readHeader {
-		t.Fatalf("a stalled header was reset after %v, readHeader is %v", took, readHeader)
-	}
+	h3test.StallHeaders(t, ctx, conn, readHeader)
 	if got := get(t, (&http3.Transport{}).NewClientConn(conn), "https://"+addr+"/"); got != "ok" {
 		t.Fatalf("a request on the same connection: %q", got)
 	}

@@ -1,14 +1,14 @@
 package mesh
 
 import (
-	"perigee/files"
-
 	"bufio"
 	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
+
+	"perigee/files"
 )
 
 // maxKeyringBytes bounds what is read of a keyring file: a thousand keys

@@ -1,8 +1,6 @@
 package policies
 
 import (
-	"perigee/files"
-
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"perigee/files"
 	"perigee/policies/actuator"
 	"perigee/runtime/lua"
 	"perigee/telemetry"

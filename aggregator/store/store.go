@@ -8,8 +8,6 @@
 package store
 
 import (
-	"perigee/files"
-
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -24,6 +22,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"perigee/files"
 )
 
 // Record layout, all little endian:

@@ -1,8 +1,6 @@
 package config
 
 import (
-	"perigee/files"
-
 	"context"
 	"fmt"
 	"log/slog"
@@ -12,6 +10,7 @@ import (
 	"strings"
 
 	"perigee/certs"
+	"perigee/files"
 	"perigee/policies"
 	"perigee/policies/actuator"
 	"perigee/runtime/wasm"

@@ -1,8 +1,6 @@
 package config
 
 import (
-	"perigee/files"
-
 	"bytes"
 	_ "embed"
 	"errors"
@@ -14,6 +12,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"perigee/files"
 )
 
 //go:embed default.yaml

@@ -1,8 +1,6 @@
 package config
 
 import (
-	"perigee/files"
-
 	"fmt"
 	"maps"
 	"net"
@@ -16,6 +14,7 @@ import (
 	"perigee/certs/acme"
 	"perigee/edge/route"
 	"perigee/edge/urlpath"
+	"perigee/files"
 	"perigee/geo"
 	"perigee/policies/actuator"
 )

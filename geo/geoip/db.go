@@ -4,8 +4,6 @@
 package geoip
 
 import (
-	"perigee/files"
-
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +17,7 @@ import (
 	"github.com/oschwald/geoip2-golang/v2"
 	"github.com/oschwald/maxminddb-golang/v2"
 
+	"perigee/files"
 	"perigee/geo/internal/clientnet"
 	"perigee/geo/internal/shardcache"
 )

@@ -1,8 +1,6 @@
 package actuator
 
 import (
-	"perigee/files"
-
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -23,6 +21,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"perigee/files"
 )
 
 // KubernetesSpec names a Deployment and how to reach its API server.

@@ -5,14 +5,13 @@
 package ship
 
 import (
-	"perigee/files"
-
 	"errors"
 	"fmt"
 	"net/url"
 	"strings"
 	"time"
 
+	"perigee/files"
 	"perigee/telemetry/wire"
 	"perigee/units"
 )

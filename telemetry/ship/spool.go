@@ -1,8 +1,6 @@
 package ship
 
 import (
-	"perigee/files"
-
 	"bytes"
 	"errors"
 	"fmt"
@@ -14,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"perigee/files"
 )
 
 // spool is the bounded on-disk queue of batches not yet acknowledged. Every

@@ -1,8 +1,6 @@
 package ship
 
 import (
-	"perigee/files"
-
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -17,6 +15,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+
+	"perigee/files"
 )
 
 // IngestPath is where the aggregator accepts batches.
