@@ -43,8 +43,12 @@ func serveBackend(t *testing.T, h http.Handler) string {
 }
 
 // deadAddr is a loopback address nothing listens on.
+//
+// It is on 127.0.0.2: a port just freed on 127.0.0.1 may be the next
+// node's own listener (as one was, in a CI run), which made the "dead"
+// backend the node itself. Nothing in these tests listens on 127.0.0.2.
 func deadAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
 	if err != nil {
 		t.Fatal(err)
 	}
