@@ -199,37 +199,10 @@ func (d *dedup) save(dir string, end store.Pos) error {
 	b := binary.AppendUvarint([]byte(checkpointMagic), pos.Seg)
 	b = binary.AppendUvarint(b, uint64(pos.Off))
 	b = append(b, body...)
-	path := filepath.Join(dir, checkpointFile)
-	tmp := path + ".tmp"
-	if err := writeSynced(tmp, b); err != nil {
-		return fmt.Errorf("dedup checkpoint: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if _, err := files.WriteAtomic(filepath.Join(dir, checkpointFile), b); err != nil {
 		return fmt.Errorf("dedup checkpoint: %w", err)
 	}
 	return nil
-}
-
-// writeSynced writes b to a new file at path, which must not be there
-// already as anything the aggregator did not make: a file already there is
-// removed first, so that a symlink planted under the name cannot have the
-// write land where it points.
-func writeSynced(path string, b []byte) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // load reads a checkpoint and returns the position it covers. No file is

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -202,9 +201,8 @@ func (s *server) loadCursor() store.Pos {
 func (s *server) saveCursor(p store.Pos) error {
 	b := binary.LittleEndian.AppendUint64(nil, p.Seg)
 	b = binary.LittleEndian.AppendUint64(b, uint64(p.Off))
-	path := filepath.Join(s.cfg.DataDir, exportCursorFile)
-	if err := writeSynced(path+".tmp", b); err != nil {
+	if _, err := files.WriteAtomic(filepath.Join(s.cfg.DataDir, exportCursorFile), b); err != nil {
 		return fmt.Errorf("export cursor: %w", err)
 	}
-	return os.Rename(path+".tmp", path)
+	return nil
 }

@@ -252,26 +252,6 @@ func readRollup(entries []byte, fn func(bucketKey, *bucket)) error {
 	return r.Err()
 }
 
-// writeFileDurably writes data atomically and durably: temporary file
-// (see writeSynced), fsync, rename, fsync of the directory.
-func writeFileDurably(path string, data []byte) error {
-	tmp := path + ".tmp"
-	err := writeSynced(tmp, data)
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 // rollupEvery is how often sealed segments get their rollup files.
 const rollupEvery = 10 * time.Second
 
@@ -335,7 +315,7 @@ func (s *server) writeRollups(ctx context.Context, closed bool) {
 		// The coarsest tier last: its file says the segment is done.
 		var err error
 		for i := range tiers {
-			if err = writeFileDurably(r.path(seg.ID, i), encodeRollup(sr, i)); err != nil {
+			if _, err = files.WriteAtomic(r.path(seg.ID, i), encodeRollup(sr, i)); err != nil {
 				break
 			}
 		}

@@ -1,15 +1,19 @@
 // Package files reads what operators and earlier runs leave on disk
 // (keyrings, policies, databases, spooled batches, stored segments) within
-// bounds. A path that names no regular file is refused before any read: a
-// FIFO would block the open or the read for good, and a device such as
-// /dev/zero would never end it. So is a file over the caller's limit.
+// bounds, and writes the program's own state so that a crash leaves the old
+// version or the new one, never a mix. A path that names no regular file is
+// refused before any read: a FIFO would block the open or the read for good,
+// and a device such as /dev/zero would never end it. So is a file over the
+// caller's limit.
 package files
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"syscall"
 )
 
@@ -79,4 +83,57 @@ func read(path string, limit int64, flags int) ([]byte, error) {
 		return nil, &TooLargeError{Path: path, Limit: limit}
 	}
 	return b, err
+}
+
+// WriteAtomic replaces the file at path with b, and returns once file and
+// directory are on stable storage, with what the new file is. It writes a
+// new file beside it (path + ".tmp"), syncs it, renames it over path and
+// syncs the directory, so that a crash at any point leaves path as it was
+// or as b, and a rename the directory had not yet recorded cannot bring
+// the old version back after it was reported written. Whatever was at the
+// temporary name is removed first, not written through: a symlink planted
+// there would have the write land where it points. On an error path is
+// unchanged and the temporary file gone.
+func WriteAtomic(path string, b []byte) (os.FileInfo, error) {
+	tmp := path + ".tmp"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	var info os.FileInfo
+	if err == nil {
+		info, err = f.Stat()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return nil, err
+	}
+	return info, SyncDir(filepath.Dir(path))
+}
+
+// SyncDir puts dir's entries (a file made, renamed or removed in it) on
+// stable storage.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

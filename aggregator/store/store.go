@@ -383,24 +383,12 @@ func (s *Store) rotate(now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("store: new segment: %w", err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := files.SyncDir(s.dir); err != nil {
 		f.Close()
-		return err
+		return fmt.Errorf("store: sync dir: %w", err)
 	}
 	s.cur, s.curSize, s.curStart = f, 0, now
 	s.segs = append(s.segs, segment{id: id})
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("store: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("store: sync dir: %w", err)
-	}
 	return nil
 }
 

@@ -87,16 +87,18 @@ func (s *spool) path(seq uint64) string {
 // put stores a batch durably, then drops the oldest batches while the
 // spool is over its bound. The newest batch is always kept.
 func (s *spool) put(seq uint64, frame []byte, r Records) error {
-	used, err := writeAtomic(s.path(seq), frame)
+	info, err := files.WriteAtomic(s.path(seq), frame)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
+	used := diskUsage(info)
 	// The sequence file lets numbering continue after a restart even when
 	// the clock has stepped back.
-	seqUsed, err := writeAtomic(filepath.Join(s.dir, seqFile), strconv.AppendUint(nil, seq+1, 10))
+	info, err = files.WriteAtomic(filepath.Join(s.dir, seqFile), strconv.AppendUint(nil, seq+1, 10))
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
+	seqUsed := diskUsage(info)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.seqs = append(s.seqs, seq)
@@ -185,56 +187,6 @@ func (s *spool) usage() (batches int, bytes int64, dropped uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.seqs), s.total, s.dropped
-}
-
-// writeAtomic writes b to path through a temporary file, and returns once
-// file and directory are on stable storage, with the disk usage of the
-// file.
-func writeAtomic(path string, b []byte) (int64, error) {
-	tmp := path + ".tmp"
-	// A new file, never one already there: through a planted symlink the
-	// write would land where it points.
-	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return 0, err
-	}
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
-	if err != nil {
-		return 0, err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	var info os.FileInfo
-	if err == nil {
-		info, err = f.Stat()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil {
-		err = syncDir(filepath.Dir(path))
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return 0, err
-	}
-	return diskUsage(info), nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // diskUsage is the space a file takes: its allocated blocks, or its size
