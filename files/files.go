@@ -40,6 +40,11 @@ func ReadOwn(path string, limit int64) ([]byte, error) {
 	return read(path, limit, syscall.O_NOFOLLOW)
 }
 
+// OpenOwn opens for reading a regular file this program wrote under its
+// own name, for a caller that streams it; like ReadOwn it refuses a
+// symlink, and what is no regular file.
+func OpenOwn(path string) (*os.File, error) { return open(path, syscall.O_NOFOLLOW) }
+
 // Check reports why path, or what a symlink there names, is no regular
 // file this process may read; nil if it is one. It reads nothing.
 func Check(path string) error {

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"perigee/files"
 )
 
 // cacheGuard authenticates the compiled modules wazero keeps in a cache
@@ -67,7 +69,9 @@ func openCacheGuard(dir string, max int64, logger *slog.Logger) (*cacheGuard, er
 	if errors.Is(err, fs.ErrNotExist) {
 		key = make([]byte, keySize)
 		rand.Read(key)
-		err = writeKey(path, key)
+		if err = writeNew(path, key); err != nil {
+			err = fmt.Errorf("write wasm cache key: %w", err)
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -76,21 +80,16 @@ func openCacheGuard(dir string, max int64, logger *slog.Logger) (*cacheGuard, er
 }
 
 func readKey(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	key, err := files.ReadOwn(path, keySize)
 	if err != nil {
-		return nil, err
+		var large *files.TooLargeError
+		if errors.As(err, &large) {
+			return nil, fmt.Errorf("wasm cache key %s: over %d bytes; remove it to make a new one", path, keySize)
+		}
+		return nil, fmt.Errorf("wasm cache key: %w", err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if st.Mode().Perm()&0o077 != 0 {
+	if st, err := os.Lstat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("wasm cache key %s is readable by others (mode %v); make it 0600", path, st.Mode().Perm())
-	}
-	key, err := io.ReadAll(io.LimitReader(f, keySize+1))
-	if err != nil {
-		return nil, err
 	}
 	if len(key) != keySize {
 		return nil, fmt.Errorf("wasm cache key %s: %d bytes, want %d; remove it to make a new one", path, len(key), keySize)
@@ -98,16 +97,18 @@ func readKey(path string) ([]byte, error) {
 	return key, nil
 }
 
-func writeKey(path string, key []byte) error {
+// writeNew writes b to a file that must not be there yet: whatever is at
+// path, a dangling symlink too, fails the write rather than receiving it.
+func writeNew(path string, b []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return fmt.Errorf("create wasm cache key: %w", err)
+		return err
 	}
-	if _, err := f.Write(key); err != nil {
-		f.Close()
-		return fmt.Errorf("write wasm cache key: %w", err)
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	return f.Close()
+	return err
 }
 
 // compile runs fn, which compiles the module whose bytes hash to module,
@@ -205,7 +206,7 @@ func (g *cacheGuard) sealNew(module [sha256.Size]byte) {
 		}
 		seal := append(module[:], sum[:]...)
 		seal = append(seal, g.mac(path, seal)...)
-		if err := os.WriteFile(path+sealSuffix, seal, 0o600); err != nil {
+		if err := writeNew(path+sealSuffix, seal); err != nil {
 			g.logger.Warn("seal wasm cache entry", "entry", path, "err", err)
 		}
 	}
@@ -233,12 +234,7 @@ func (g *cacheGuard) remove(path string) {
 }
 
 func readSeal(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	seal, err := io.ReadAll(io.LimitReader(f, sealSize+1))
+	seal, err := files.ReadOwn(path, sealSize)
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +245,7 @@ func readSeal(path string) ([]byte, error) {
 }
 
 func fileDigest(path string) (sum [sha256.Size]byte, err error) {
-	f, err := os.Open(path)
+	f, err := files.OpenOwn(path)
 	if err != nil {
 		return sum, err
 	}

@@ -15,10 +15,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"perigee/files"
 )
 
 // Spec is one transform as the host loads it: its settings and what was
@@ -67,6 +68,10 @@ func (s Spec) fingerprint() [32]byte {
 	return out
 }
 
+// MaxConfigFileBytes bounds each file a transform's config names, as the
+// node bounds its own config file.
+const MaxConfigFileBytes = 16 << 20
+
 // EncodeConfig turns a config value decoded from YAML into get_config bytes:
 // a string is passed as its bytes, anything else (a mapping, a list, a
 // number) as JSON, and nil as nothing.
@@ -75,6 +80,8 @@ func (s Spec) fingerprint() [32]byte {
 // file, read now relative to dir: the guest gets its contents as a string
 // under the key without the suffix ({keys_file: keys.txt} arrives as
 // {"keys": "<contents of keys.txt>"}). Reloading reads the file again.
+// A file over MaxConfigFileBytes, or a path that is no regular file, is an
+// error.
 func EncodeConfig(v any, dir string) ([]byte, error) {
 	switch c := v.(type) {
 	case nil:
@@ -93,7 +100,7 @@ func EncodeConfig(v any, dir string) ([]byte, error) {
 			if !filepath.IsAbs(path) {
 				path = filepath.Join(dir, path)
 			}
-			b, err := os.ReadFile(path)
+			b, err := files.Read(path, MaxConfigFileBytes)
 			if err != nil {
 				return nil, fmt.Errorf("transform config %s: %w", k, err)
 			}
