@@ -26,6 +26,8 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/mholt/acmez/v3"
 	"go.uber.org/zap"
+
+	"perigee/files"
 )
 
 // Manager keeps a certificate for each configured host.
@@ -47,13 +49,16 @@ type running struct {
 	cancel context.CancelFunc
 }
 
+// maxRoots bounds the ca_roots file: a few thousand certificates.
+const maxRoots = 1 << 20
+
 // New builds a manager from validated settings. It reads CARoots and
 // creates the storage directory, but starts nothing and talks to no CA
 // until Start.
 func New(c Config, log *slog.Logger) (*Manager, error) {
 	m := &Manager{conf: c, log: log}
 	if c.CARoots != "" {
-		pem, err := os.ReadFile(c.CARoots)
+		pem, err := files.Read(c.CARoots, maxRoots)
 		if err != nil {
 			return nil, fmt.Errorf("acme.ca_roots: %w", err)
 		}

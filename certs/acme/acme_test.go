@@ -6,7 +6,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func testManager(t *testing.T) *Manager {
@@ -52,5 +56,28 @@ func TestNewRefusesBadRoots(t *testing.T) {
 	c.SetDefaults()
 	if _, err := New(c, slog.Default()); err == nil {
 		t.Fatal("accepted a ca_roots file with no certificate")
+	}
+}
+
+// ca_roots names what the operator wrote: a FIFO or a device is refused at
+// once, not waited on or read without end.
+func TestNewRefusesRootsThatAreNoFiles(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{fifo, "/dev/zero"} {
+		c := Config{Hosts: []string{"www.example.com"}, Storage: t.TempDir(), CARoots: path}
+		c.SetDefaults()
+		done := make(chan error, 1)
+		go func() { _, err := New(c, slog.Default()); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+				t.Errorf("%s: %v", path, err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s: New did not return", path)
+		}
 	}
 }
