@@ -250,3 +250,23 @@ func TestListenRefusesAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Crowded asks for proof of a source address from half a bound on, the
+// listener's or the address's.
+func TestCrowded(t *testing.T) {
+	l := New("test", Settings{MaxTotal: 8, MaxPerAddress: 4}, nil)
+	a, b := tcpAddr("192.0.2.1:1"), tcpAddr("192.0.2.2:1")
+	for i := range 3 {
+		if got, want := l.Crowded(a), i >= 2; got != want {
+			t.Fatalf("with %d from a: crowded %v", i, got)
+		}
+		l.Acquire(a)
+	}
+	if l.Crowded(b) {
+		t.Fatal("b is crowded with 3 of 8 held")
+	}
+	l.Acquire(b)
+	if !l.Crowded(b) {
+		t.Fatal("b is not crowded with 4 of 8 held")
+	}
+}
