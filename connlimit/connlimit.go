@@ -61,11 +61,11 @@ func (s Settings) Validate() error {
 		v    int
 	}{{"max_total", s.MaxTotal}, {"max_per_address", s.MaxPerAddress}} {
 		if f.v < 1 || f.v > maxBound {
-			errs = append(errs, fmt.Errorf("%s: connections %s must be 1..%d, got %d", f.name, f.name, maxBound, f.v))
+			errs = append(errs, fmt.Errorf("%s: %s must be 1..%d, got %d", f.name, f.name, maxBound, f.v))
 		}
 	}
 	if s.MaxPerAddress > s.MaxTotal && s.MaxTotal >= 1 {
-		errs = append(errs, fmt.Errorf("max_per_address: connections max_per_address (%d) is over max_total (%d)", s.MaxPerAddress, s.MaxTotal))
+		errs = append(errs, fmt.Errorf("max_per_address: max_per_address (%d) is over max_total (%d)", s.MaxPerAddress, s.MaxTotal))
 	}
 	return errors.Join(errs...)
 }
