@@ -349,3 +349,41 @@ func TestConnectionLimitReloads(t *testing.T) {
 		t.Fatalf("a bad bound: %v; want %s", err, want)
 	}
 }
+
+// A listener holds at most limits.connections.max_total connections from
+// all addresses together, however many race for them (run with -race); a
+// freed slot goes to the next comer, from any address.
+func TestConnectionsTotalIsBounded(t *testing.T) {
+	const total = 8
+	n := startNode(t, "limits: {connections: {max_total: 8, max_per_address: 4}}\n"+nodeYAML("round_robin", backend(t, "b1")))
+	addr := n.Addrs().HTTPS
+	results := make(chan *tls.Conn, 24)
+	for i := range 24 {
+		go func() {
+			c, err := dialTLSFrom(fmt.Sprintf("127.0.0.%d", 1+i%6), addr)
+			if err != nil {
+				c = nil
+			}
+			results <- c
+		}()
+	}
+	var held []*tls.Conn
+	for range 24 {
+		if c := <-results; c != nil {
+			held = append(held, c)
+			defer c.Close()
+		}
+	}
+	if len(held) != total || open(n, "https") != total {
+		t.Fatalf("held %d (the node counts %d); max_total is %d", len(held), open(n, "https"), total)
+	}
+	refusedBeforeTLS(t, addr)
+	getOverTLS(t, held[0])
+	held[0].Close()
+	waitFor(t, "a slot freed", func() bool { return open(n, "https") == total-1 })
+	c, err := dialTLSFrom("127.0.0.9", addr)
+	if err != nil {
+		t.Fatalf("a freed slot: %v", err)
+	}
+	c.Close()
+}
