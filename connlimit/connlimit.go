@@ -70,21 +70,11 @@ func (s Settings) Validate() error {
 	return errors.Join(errs...)
 }
 
-// The refusals, by the bound that refused: what Acquire returns, and the
-// reasons the metrics and the log name.
+// The refusals, by the bound that refused.
 var (
 	ErrTotal      = errors.New("the listener holds max_total connections")
 	ErrPerAddress = errors.New("the client address holds max_per_address connections")
 )
-
-// Reason names a refusal's bound, for metrics: "max_total" or
-// "max_per_address".
-func Reason(err error) string {
-	if errors.Is(err, ErrPerAddress) {
-		return "max_per_address"
-	}
-	return "max_total"
-}
 
 // logEvery is how often a limiter may log its refusals: a flood of them
 // must not flood the log.
@@ -137,8 +127,8 @@ func (l *Limiter) Acquire(addr net.Addr) (release func(), err error) {
 	}
 	l.mu.Unlock()
 	if err != nil {
-		l.refused(addr, err)
-		return nil, fmt.Errorf("connection from %s refused: %w", addr, err)
+		l.refused(addr, err) // a flood of them allocates nothing
+		return nil, err
 	}
 	var once sync.Once
 	return func() { once.Do(func() { l.release(key) }) }, nil

@@ -275,3 +275,14 @@ func TestCrowded(t *testing.T) {
 		t.Fatal("b is not crowded with 4 of 8 held")
 	}
 }
+
+// A refusal allocates nothing, so a flood of them costs no garbage.
+func TestRefusalAllocatesNothing(t *testing.T) {
+	l := New("test", Settings{MaxTotal: 1, MaxPerAddress: 1}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a := tcpAddr("192.0.2.1:1")
+	l.Acquire(a)
+	l.Acquire(a) // the one log line of the next logEvery
+	if n := testing.AllocsPerRun(1000, func() { l.Acquire(a) }); n != 0 {
+		t.Fatalf("%v allocations per refusal", n)
+	}
+}
