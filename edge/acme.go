@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"perigee/certs/acme"
+	"perigee/connlimit"
 	"perigee/edge/admin"
 	"perigee/edge/config"
 )
@@ -36,8 +37,9 @@ func newAutocert(cfg *config.Config, log *slog.Logger) (*autocert, error) {
 }
 
 // start runs once the HTTPS listener is open at httpsAddr, which answers
-// TLS-ALPN-01: it opens the HTTP-01 listener and starts obtaining.
-func (a *autocert) start(cfg *config.Config, httpsAddr string, adm *admin.API) error {
+// TLS-ALPN-01: it opens the HTTP-01 listener, bounded by a limiter limit
+// makes, and starts obtaining.
+func (a *autocert) start(cfg *config.Config, httpsAddr string, adm *admin.API, limit func(string, connlimit.Settings) *connlimit.Limiter) error {
 	adm.HandleJSON("GET /certificates", func() any {
 		if a == nil {
 			return map[string]string{"acme": "off"}
@@ -52,6 +54,7 @@ func (a *autocert) start(cfg *config.Config, httpsAddr string, adm *admin.API) e
 		if err != nil {
 			return fmt.Errorf("acme.http_listen: %w", err)
 		}
+		ln = connlimit.Listen(ln, limit("acme", cfg.Limits.Connections))
 		a.addr = ln.Addr().String()
 		_, httpsPort, _ := net.SplitHostPort(httpsAddr)
 		t := cfg.Timeouts

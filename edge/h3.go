@@ -14,9 +14,9 @@ import (
 // newH3Server serves the node's HTTP/3 with h3serve, which resets a stream
 // whose headers have not arrived within readHeader, and hands a bodiless
 // request whose stream ended with its headers on with no body.
-func newH3Server(srv *http3.Server, tlsConf *tls.Config, readHeader time.Duration) *h3serve.Server {
+func newH3Server(srv *http3.Server, tlsConf *tls.Config, readHeader time.Duration, opts ...h3serve.Option) *h3serve.Server {
 	srv.Handler = noBodyWhenEnded(srv.Handler)
-	return h3serve.New(srv, tlsConf, readHeader)
+	return h3serve.New(srv, tlsConf, readHeader, opts...)
 }
 
 // noBodyWhenEnded gives next what HTTP/2's END_STREAM on HEADERS gives: no

@@ -15,6 +15,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"perigee/certs"
+	"perigee/connlimit"
 	"perigee/edge/config"
 	"perigee/edge/metrics"
 	"perigee/geo/rtt"
@@ -32,9 +33,60 @@ type listeners struct {
 	tcp                    []net.Listener // closed by close too: a server closed before its Serve ran would leave its listener open
 	addrs                  Addrs
 	hijacked               hijacks
+	limits                 limits
 	// altSvc advertises HTTP/3 on the HTTPS listener's TCP responses; the
 	// node's handler sets it with its own headers.
 	altSvc string
+}
+
+// limits bound the connections each listener holds (limits.connections),
+// one Limiter per listener: https (TCP), http3 (QUIC), http, admin, and
+// acme (its HTTP-01 listener).
+type limits struct {
+	mu   sync.Mutex // Start adds while a scrape may read
+	list []*connlimit.Limiter
+}
+
+// limiter makes the limiter of one listener.
+func (l *listeners) limiter(name string, s connlimit.Settings) *connlimit.Limiter {
+	lim := connlimit.New(name, s, l.log)
+	l.limits.mu.Lock()
+	defer l.limits.mu.Unlock()
+	l.limits.list = append(l.limits.list, lim)
+	return lim
+}
+
+// setLimits applies a reloaded limits.connections to new connections; the
+// ones held stay.
+func (l *listeners) setLimits(s connlimit.Settings) {
+	for _, lim := range l.limitList() {
+		lim.Set(s)
+	}
+}
+
+func (l *listeners) limitList() []*connlimit.Limiter {
+	l.limits.mu.Lock()
+	defer l.limits.mu.Unlock()
+	return l.limits.list
+}
+
+// connMetrics exports each listener's connections held and refused.
+func (l *listeners) connMetrics() {
+	l.metrics.Gauges("perigee_connections_open", "Client connections a listener holds (https, http3, http, admin, acme), within limits.connections.",
+		[]string{"listener"}, func(emit metrics.Emit) {
+			for _, lim := range l.limitList() {
+				st := lim.Stats()
+				emit(float64(st.Open), st.Name)
+			}
+		})
+	l.metrics.Counters("perigee_connections_refused_total", "Client connections a listener refused at once, by the bound of limits.connections that refused them (max_total, max_per_address). A QUIC client's Initial sent again before the refusal reached it counts again.",
+		[]string{"listener", "reason"}, func(emit metrics.Emit) {
+			for _, lim := range l.limitList() {
+				st := lim.Stats()
+				emit(float64(st.RefusedTotal), st.Name, "max_total")
+				emit(float64(st.RefusedPerAddress), st.Name, "max_per_address")
+			}
+		})
 }
 
 // hijacks are the connections handlers took over (WebSockets) while they
@@ -80,12 +132,13 @@ func (l *listeners) counted(c *tls.Config) *tls.Config {
 // start binds every configured address and serves h on the traffic
 // listeners and adminH on the admin one.
 func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *certs.Store) error {
-	ls, t := cfg.Listen, cfg.Timeouts
+	ls, t, conns := cfg.Listen, cfg.Timeouts, cfg.Limits.Connections
 	if ls.HTTPS != "" {
 		tcp, udp, err := listenSamePort(ls.HTTPS)
 		if err != nil {
 			return err
 		}
+		tcp = connlimit.Listen(tcp, l.limiter("https", conns))
 		l.udp = udp
 		l.tcp = append(l.tcp, tcp)
 		l.addrs.HTTPS = tcp.Addr().String()
@@ -109,7 +162,7 @@ func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *cer
 				ctx = context.WithValue(ctx, http.ServerContextKey, l.https)
 				return rtt.QUICConnContext(ctx, c)
 			},
-		}, http3.ConfigureTLSConfig(l.counted(store.TLSConfig())), t.ReadHeader.D())
+		}, http3.ConfigureTLSConfig(l.counted(store.TLSConfig())), t.ReadHeader.D(), h3serve.WithConnLimit(l.limiter("http3", conns)))
 		go l.serve("http3", func() error { return l.h3.Serve(udp) })
 	}
 	if ls.HTTP != "" {
@@ -117,6 +170,7 @@ func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *cer
 		if err != nil {
 			return fmt.Errorf("listen.http: %w", err)
 		}
+		ln = connlimit.Listen(ln, l.limiter("http", conns))
 		l.tcp = append(l.tcp, ln)
 		l.addrs.HTTP = ln.Addr().String()
 		l.plain = l.server(t, cfg.Limits, h)
@@ -129,6 +183,7 @@ func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *cer
 	if err != nil {
 		return fmt.Errorf("listen.admin: %w", err)
 	}
+	ln = connlimit.Listen(ln, l.limiter("admin", conns))
 	l.tcp = append(l.tcp, ln)
 	l.addrs.Admin = ln.Addr().String()
 	l.adminSrv = &http.Server{Handler: adminH, ReadHeaderTimeout: t.ReadHeader.D()}

@@ -128,6 +128,7 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 		return st.transformFigures()
 	})
 	n.listeners = &listeners{log: log, metrics: n.metrics}
+	n.listeners.connMetrics()
 	n.shipping = &shipping{log: log}
 	n.fleet = &fleet{log: log}
 	n.scaling = &scaling{
@@ -170,7 +171,7 @@ func (n *Node) Start() (err error) {
 		return err
 	}
 	// The HTTPS listener answers TLS-ALPN-01, so ACME starts after it.
-	return n.acme.start(cfg, n.listeners.addrs.HTTPS, n.admin)
+	return n.acme.start(cfg, n.listeners.addrs.HTTPS, n.admin, n.listeners.limiter)
 }
 
 // Shutdown stops accepting, lets requests in flight finish until ctx ends

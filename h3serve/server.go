@@ -13,6 +13,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+
+	"perigee/connlimit"
 )
 
 // Server serves HTTP/3 through quic-go's http3, but accepts each
@@ -32,8 +34,10 @@ type Server struct {
 	srv        *http3.Server // the settings and the handler; never serves itself
 	tls        *tls.Config   // ALPN h3, from http3.ConfigureTLSConfig
 	readHeader time.Duration
+	limit      *connlimit.Limiter // nil: no bound
 
 	mu       sync.Mutex
+	tr       *quic.Transport
 	ln       *quic.EarlyListener
 	conns    map[*http3.RawServerConn]struct{}
 	draining bool
@@ -103,13 +107,31 @@ func EndedWithHeaders(r *http.Request) bool {
 // next stream before it exits.
 const workerIdle = 2 * time.Second
 
+// An Option changes how a Server serves.
+type Option func(*Server)
+
+// WithConnLimit bounds the QUIC connections the server holds by l. A new
+// connection over a bound is refused before its handshake with QUIC's
+// CONNECTION_REFUSED, by quic-go (Transport.ConnContext), and holds no
+// state; its slot is freed when it closes or its handshake fails. While
+// the server or the client's address holds half its bound, a new
+// connection must first prove its source address with a Retry
+// (Transport.VerifySourceAddress), which costs the server no state, so
+// that spoofed Initial packets cannot take what is left.
+func WithConnLimit(l *connlimit.Limiter) Option {
+	return func(s *Server) { s.limit = l }
+}
+
 // New serves srv's handler with srv's settings (not its TLSConfig: tlsConf,
 // which must offer ALPN h3, as http3.ConfigureTLSConfig makes it), and
 // resets a request stream that has not sent its headers within readHeader;
 // zero is no deadline.
-func New(srv *http3.Server, tlsConf *tls.Config, readHeader time.Duration) *Server {
+func New(srv *http3.Server, tlsConf *tls.Config, readHeader time.Duration, opts ...Option) *Server {
 	s := &Server{srv: srv, tls: tlsConf, readHeader: readHeader, conns: map[*http3.RawServerConn]struct{}{},
 		work: make(chan streamJob), quit: make(chan struct{})}
+	for _, o := range opts {
+		o(s)
+	}
 	connContext := srv.ConnContext
 	srv.ConnContext = func(ctx context.Context, c *quic.Conn) context.Context {
 		if cs, ok := s.streams.Load(c); ok { // stored by serveConn
@@ -140,7 +162,12 @@ func (s *Server) Serve(udp net.PacketConn) error {
 		s.mu.Unlock()
 		return http.ErrServerClosed
 	}
-	ln, err := quic.ListenEarly(udp, s.tls, s.srv.QUICConfig)
+	s.tr = &quic.Transport{Conn: udp}
+	if s.limit != nil {
+		s.tr.ConnContext = s.acquire
+		s.tr.VerifySourceAddress = s.limit.Crowded
+	}
+	ln, err := s.tr.ListenEarly(s.tls, s.srv.QUICConfig)
 	if err != nil {
 		s.mu.Unlock()
 		return err
@@ -168,6 +195,18 @@ func (s *Server) Serve(udp net.PacketConn) error {
 		s.mu.Unlock()
 		go s.serveConn(conn)
 	}
+}
+
+// acquire counts a new connection against the limit until its context,
+// which quic-go cancels when the connection closes or its handshake
+// fails, ends; an error refuses it with CONNECTION_REFUSED.
+func (s *Server) acquire(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
+	release, err := s.limit.Acquire(info.RemoteAddr)
+	if err != nil {
+		return nil, err
+	}
+	context.AfterFunc(ctx, release)
+	return ctx, nil
 }
 
 func (s *Server) serveConn(conn *quic.Conn) {
@@ -291,7 +330,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close closes the listener and every connection at once.
 func (s *Server) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	tr := s.tr
+	defer func() {
+		s.mu.Unlock()
+		// A listener's Close leaves the Transport made for it open. This
+		// leaves the PacketConn, which is the caller's, open.
+		if tr != nil {
+			tr.Close()
+		}
+	}()
 	if !s.closed {
 		close(s.quit)
 	}

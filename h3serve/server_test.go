@@ -26,11 +26,17 @@ import (
 // serve starts a Server for h on loopback and returns its address.
 func serve(t *testing.T, h http.Handler, readHeader time.Duration) (*Server, string) {
 	t.Helper()
+	return serveWith(t, &http3.Server{Handler: h}, readHeader)
+}
+
+// serveWith is serve with srv's settings and opts.
+func serveWith(t *testing.T, srv *http3.Server, readHeader time.Duration, opts ...Option) (*Server, string) {
+	t.Helper()
 	cert, err := certs.SelfSigned(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := New(&http3.Server{Handler: h}, http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{*cert}}), readHeader)
+	s := New(srv, http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{*cert}}), readHeader, opts...)
 	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

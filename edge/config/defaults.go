@@ -31,6 +31,7 @@ func (c *Config) setDefaults() {
 	if c.Limits.MaxHeaderBytes == 0 {
 		c.Limits.MaxHeaderBytes = 64 << 10
 	}
+	c.Limits.Connections.SetDefaults()
 	if c.AccessLog.Enabled == nil {
 		on := true
 		c.AccessLog.Enabled = &on

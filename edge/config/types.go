@@ -9,6 +9,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"perigee/certs/acme"
+	"perigee/connlimit"
 	"perigee/edge/proxy"
 	"perigee/edge/samplebackend"
 	"perigee/edge/upstream"
@@ -88,10 +89,12 @@ type Timeouts struct {
 	Drain          units.Duration `yaml:"drain" json:"drain"`
 }
 
-// Limits protect the node from oversized requests.
+// Limits protect the node from oversized requests, and each listener
+// from more connections than it should hold.
 type Limits struct {
-	MaxHeaderBytes units.ByteSize `yaml:"max_header_bytes" json:"max_header_bytes"`
-	MaxBodyBytes   units.ByteSize `yaml:"max_body_bytes" json:"max_body_bytes"` // 0 = no limit
+	MaxHeaderBytes units.ByteSize     `yaml:"max_header_bytes" json:"max_header_bytes"`
+	MaxBodyBytes   units.ByteSize     `yaml:"max_body_bytes" json:"max_body_bytes"` // 0 = no limit
+	Connections    connlimit.Settings `yaml:"connections" json:"connections"`
 }
 
 // AccessLog controls the structured access log.

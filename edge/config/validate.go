@@ -26,6 +26,7 @@ func (c *Config) validate(v *validator) {
 		v.at(p("tls"), "tls needs both cert and key, or neither for a generated dev certificate")
 	}
 	c.validateACME(v)
+	v.part(p("limits", "connections"), "limits.connections: ", c.Limits.Connections.Validate())
 	if s := *c.AccessLog.Sample; s < 0 || s > 1 {
 		v.at(p("access_log", "sample"), "access_log.sample must be between 0 and 1, got %v", s)
 	}
