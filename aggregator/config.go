@@ -17,6 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"perigee/connlimit"
 	"perigee/files"
 	"perigee/units"
 )
@@ -42,6 +43,9 @@ type Config struct {
 	RemoteWrite          *RemoteWrite     `yaml:"remote_write"`
 	Export               *Export          `yaml:"export"`  // every stored batch, as series, to VictoriaMetrics or Mimir
 	Regions              map[string]Coord `yaml:"regions"` // where to draw each region on the map
+	// Connections bounds what the TCP and the QUIC listener each hold, all
+	// together and per client address: anyone may open one, token or not.
+	Connections connlimit.Settings `yaml:"connections"`
 
 	// readHeader and idle bound both listeners' header reads and idle
 	// connections; zero is defaultReadHeader and defaultIdle. Only tests
@@ -236,6 +240,17 @@ func (c *Config) Validate() error {
 	if ex := c.Export; ex != nil {
 		if u, err := url.Parse(ex.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("export.url", "want an http(s) remote-write URL, got %q", ex.URL)
+		}
+	}
+	c.Connections.SetDefaults()
+	if err := c.Connections.Validate(); err != nil {
+		all := []error{err}
+		if joined, ok := err.(interface{ Unwrap() []error }); ok {
+			all = joined.Unwrap()
+		}
+		for _, e := range all {
+			field, what, _ := strings.Cut(e.Error(), ": ")
+			bad("connections."+field, "%s", what)
 		}
 	}
 	for name, p := range c.Regions {

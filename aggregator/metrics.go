@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"perigee/connlimit"
 )
 
 type metrics struct {
@@ -16,7 +18,7 @@ type metrics struct {
 	export      *prometheus.CounterVec
 }
 
-func newMetrics(reg *prometheus.Registry, s *server) *metrics {
+func newMetrics(reg *prometheus.Registry, s *server, limits []*connlimit.Limiter) *metrics {
 	m := &metrics{
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "perigee_aggregator_batches_total", Help: "Batches received, by result (stored, duplicate or why refused).",
@@ -43,8 +45,30 @@ func newMetrics(reg *prometheus.Registry, s *server) *metrics {
 	caughtUp := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "perigee_aggregator_export_caught_up_timestamp_seconds", Help: "When the export last had every stored batch pushed (0: not yet since start).",
 	}, func() float64 { return float64(s.exportCaughtUp.Load()) / 1000 })
-	reg.MustRegister(m.batches, m.records, m.bytesIn, m.rawBytes, m.remoteWrite, m.export, damaged, caughtUp, fleetCollector{s})
+	reg.MustRegister(m.batches, m.records, m.bytesIn, m.rawBytes, m.remoteWrite, m.export, damaged, caughtUp, fleetCollector{s}, connCollector(limits))
 	return m
+}
+
+var (
+	connsOpen = prometheus.NewDesc("perigee_aggregator_connections_open",
+		"Connections a listener holds (https, http3), within connections.", []string{"listener"}, nil)
+	connsRefused = prometheus.NewDesc("perigee_aggregator_connections_refused_total",
+		"Connections a listener refused at once, by the bound that refused them (max_total, max_per_address). A QUIC client's Initial sent again before the refusal reached it counts again.",
+		[]string{"listener", "reason"}, nil)
+)
+
+// connCollector reads the listeners' limiters at scrape time.
+type connCollector []*connlimit.Limiter
+
+func (c connCollector) Describe(ch chan<- *prometheus.Desc) { ch <- connsOpen; ch <- connsRefused }
+
+func (c connCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, l := range c {
+		st := l.Stats()
+		ch <- prometheus.MustNewConstMetric(connsOpen, prometheus.GaugeValue, float64(st.Open), st.Name)
+		ch <- prometheus.MustNewConstMetric(connsRefused, prometheus.CounterValue, float64(st.RefusedTotal), st.Name, "max_total")
+		ch <- prometheus.MustNewConstMetric(connsRefused, prometheus.CounterValue, float64(st.RefusedPerAddress), st.Name, "max_per_address")
+	}
 }
 
 // figure is one fleet-wide value, shared by /metrics and remote-write so

@@ -22,6 +22,7 @@ import (
 
 	"perigee/aggregator/dashboard"
 	"perigee/aggregator/store"
+	"perigee/connlimit"
 	"perigee/h3serve"
 	"perigee/telemetry/wire"
 )
@@ -67,6 +68,7 @@ type Server struct {
 	udp    net.PacketConn
 	https  *http.Server
 	h3     *h3serve.Server
+	limits []*connlimit.Limiter // the TCP listener's, then QUIC's
 }
 
 // Run serves until ctx is done: see NewServer and Serve.
@@ -119,13 +121,15 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	batches, records := s.dedup.totals()
 	log.Info("store opened", "batches", batches, "records", records, "read_since_checkpoint", tail, "took", time.Since(start).Round(time.Millisecond))
-	srv := &Server{s: s, warmTo: s.store.End()}
+	srv := &Server{s: s, warmTo: s.store.End(),
+		limits: []*connlimit.Limiter{connlimit.New("https", cfg.Connections, log), connlimit.New("http3", cfg.Connections, log)}}
 	reg := prometheus.NewRegistry()
-	s.metrics = newMetrics(reg, s)
+	s.metrics = newMetrics(reg, s, srv.limits)
 	if srv.tcp, err = net.Listen("tcp", cfg.Listen); err != nil {
 		s.store.Close()
 		return nil, fmt.Errorf("aggregator: listen: %w", err)
 	}
+	srv.tcp = connlimit.Listen(srv.tcp, srv.limits[0])
 	if srv.udp, err = net.ListenPacket("udp", srv.tcp.Addr().String()); err != nil {
 		srv.tcp.Close()
 		s.store.Close()
@@ -142,7 +146,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	// header read, which http3.Server leaves unbounded, and IdleTimeout
 	// closes a connection with no request left, keep-alives or not.
 	srv.h3 = h3serve.New(&http3.Server{Handler: mux, IdleTimeout: idle, Logger: log},
-		http3.ConfigureTLSConfig(tlsConf.Clone()), readHeader)
+		http3.ConfigureTLSConfig(tlsConf.Clone()), readHeader, h3serve.WithConnLimit(srv.limits[1]))
 	_, port, _ := net.SplitHostPort(srv.Addr())
 	altSvc := `h3=":` + port + `"; ma=86400`
 	srv.https = &http.Server{
