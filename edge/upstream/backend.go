@@ -24,7 +24,11 @@ type Backend struct {
 	requests atomic.Uint64
 	failures atomic.Uint64
 
-	checkUp      atomic.Bool  // last verdict of active checks (true until proven down)
+	checkUp atomic.Bool // last verdict of active checks (true until proven down)
+	// unchecked: found by discovery while active checks run, and not yet
+	// checked; it takes no traffic, nor counts toward the panic threshold,
+	// until its first check (made at once) passes.
+	unchecked    atomic.Bool
 	ejectedUntil atomic.Int64 // unix nanos; passive or policy ejection
 	consecFails  atomic.Int32
 
@@ -60,7 +64,7 @@ func (b *Backend) InFlight() int64 { return b.inFlight.Load() }
 
 // Healthy reports whether the backend may take traffic at now.
 func (b *Backend) Healthy(now time.Time) bool {
-	return b.checkUp.Load() && now.UnixNano() >= b.ejectedUntil.Load()
+	return b.checkUp.Load() && !b.unchecked.Load() && now.UnixNano() >= b.ejectedUntil.Load()
 }
 
 // ewmaDecay is peak-EWMA's time constant: a latency spike is taken at once
@@ -102,6 +106,7 @@ type Status struct {
 	Draining     bool          `json:"draining,omitempty"` // gone from discovery; its requests in flight finish
 	Healthy      bool          `json:"healthy"`
 	CheckUp      bool          `json:"check_up"`
+	Unchecked    bool          `json:"unchecked,omitempty"` // found by discovery, its first check not yet made
 	EjectedUntil time.Time     `json:"ejected_until,omitzero"`
 	Weight       int           `json:"weight"`
 	InFlight     int64         `json:"in_flight"`
@@ -115,7 +120,8 @@ type Status struct {
 func (b *Backend) Status(now time.Time) Status {
 	s := Status{
 		URL: b.URL.String(), Source: b.Source, Healthy: b.Healthy(now), CheckUp: b.checkUp.Load(),
-		Weight: b.Weight(), InFlight: b.inFlight.Load(), Latency: b.Latency(), LatencySec: b.Latency().Seconds(),
+		Unchecked: b.unchecked.Load(),
+		Weight:    b.Weight(), InFlight: b.inFlight.Load(), Latency: b.Latency(), LatencySec: b.Latency().Seconds(),
 		Requests: b.requests.Load(), Failures: b.failures.Load(),
 	}
 	if until := b.ejectedUntil.Load(); until > now.UnixNano() {

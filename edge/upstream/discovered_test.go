@@ -1,6 +1,14 @@
 package upstream
 
 import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,4 +123,96 @@ func TestDiscoveredSetCarriesOverARetuningReload(t *testing.T) {
 	if len(s3.Backends()) != 0 {
 		t.Fatalf("another name kept the old set: %d backends", len(s3.Backends()))
 	}
+}
+
+// checkedService has one static backend that passes its checks, which
+// run every hour: a discovered backend's check is the one made when it was
+// found. health answers each backend's checks by its address; probed
+// counts them.
+func checkedService(t *testing.T, health func(addr string) int) (s *Service, next func() string, probed func(addr string) int) {
+	t.Helper()
+	var mu sync.Mutex
+	hits := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		code := health(r.Host)
+		mu.Lock()
+		hits[r.Host]++
+		mu.Unlock()
+		w.WriteHeader(code)
+	}))
+	t.Cleanup(srv.Close)
+	c := Config{
+		Balancer: RoundRobin,
+		Backends: []BackendConfig{{URL: srv.URL, Weight: 1}},
+		Health:   Health{Path: "/healthz", Interval: units.Duration(time.Hour), Timeout: units.Duration(5 * time.Second), Rise: 2, Fall: 2},
+	}
+	c.SetDefaults()
+	s, err := NewService("svc", c, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every backend is the one test server, under other loopback addresses.
+	s.Start(&http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, srv.Listener.Addr().String())
+	}}})
+	t.Cleanup(s.Close)
+	probed = func(addr string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return hits[addr]
+	}
+	static := s.Backends()[0].Addr
+	waitFor(t, "the static backend's first check", func() bool { return probed(static) > 0 })
+	port, n := srv.Listener.Addr().(*net.TCPAddr).Port, 1
+	next = func() string { n++; return fmt.Sprintf("127.0.0.%d:%d", n, port) }
+	return s, next, probed
+}
+
+func TestDiscoveredBackendTakesNoTrafficBeforeItsFirstCheck(t *testing.T) {
+	var later atomic.Bool
+	release := make(chan struct{})
+	s, next, probed := checkedService(t, func(addr string) int {
+		switch {
+		case strings.HasPrefix(addr, "127.0.0.1:"):
+			return 200
+		case later.Load():
+			<-release // passes, once the test has looked
+			return 200
+		}
+		return 503 // a half-started instance
+	})
+	static := s.Backends()[0].Addr
+	bad := next()
+	eps := []discovery.Endpoint{{URL: "http://" + bad, Weight: 1}}
+	s.SetDiscovered(eps)
+	for range 100 {
+		if b, err := s.Pick(plain(0), nil); err != nil || b.Addr != static {
+			t.Fatalf("a discovered backend not yet checked took a request (%v, %v)", b.Addr, err)
+		}
+	}
+	waitFor(t, "the new backend checked at once, not an interval later", func() bool { return !s.Backends()[1].unchecked.Load() })
+	if probed(static) != 1 {
+		t.Fatal("checking a new backend checked the others again")
+	}
+	if len(s.Healthy()) != 1 {
+		t.Fatalf("a discovered backend that failed its first check takes traffic: %+v", s.Status(time.Now()).Backends)
+	}
+
+	// Three more: until checked they do not count toward the panic
+	// threshold either, so the one healthy backend is not joined by them.
+	later.Store(true)
+	for range 3 {
+		eps = append(eps, discovery.Endpoint{URL: "http://" + next(), Weight: 1})
+	}
+	s.SetDiscovered(eps)
+	if s.Panic() {
+		t.Fatal("unchecked backends pushed the service into panic mode")
+	}
+	for range 100 {
+		if b, _ := s.Pick(plain(0), nil); b.Addr != static {
+			t.Fatalf("unchecked backend %s took a request", b.Addr)
+		}
+	}
+	close(release)
+	waitFor(t, "the new backends checked at once, not an interval later", func() bool { return len(s.Healthy()) == 4 })
 }

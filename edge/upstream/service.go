@@ -39,6 +39,7 @@ type Service struct {
 	gone      []goneBackend       // guarded by mu: discovered once, not any more
 	changedAt atomic.Int64        // unix nanos: the backend set last changed
 	watcher   *discovery.Watcher  // nil without discovery
+	checkNow  chan struct{}       // wakes the health checks for unchecked backends
 
 	stop context.CancelFunc
 	done sync.WaitGroup
@@ -54,6 +55,7 @@ func NewService(name string, c Config, prev *Service, log *slog.Logger) (*Servic
 	s := &Service{Name: name, cfg: c, log: log.With("service", name), balancer: newBalancer(&c)}
 	s.budget.init(c.Retry.Budget)
 	s.carried = map[string]*Backend{}
+	s.checkNow = make(chan struct{}, 1)
 	s.breaker = newBreaker()
 	var found []*Backend
 	if prev != nil {
@@ -131,8 +133,12 @@ func (s *Service) refreshLocked() {
 	now := time.Now()
 	all := *s.all.Load()
 	healthy := make([]*Backend, 0, len(all))
+	checked := make([]*Backend, 0, len(all)) // the unchecked are not even in panic mode's set
 	var next int64
 	for _, b := range all {
+		if !b.unchecked.Load() {
+			checked = append(checked, b)
+		}
 		if b.Healthy(now) {
 			healthy = append(healthy, b)
 		}
@@ -141,12 +147,12 @@ func (s *Service) refreshLocked() {
 		}
 	}
 	candidates := healthy
-	panicked := s.panicLocked(len(healthy), len(all))
+	panicked := s.panicLocked(len(healthy), len(checked))
 	if panicked {
-		candidates = all
+		candidates = checked
 	}
 	if panicked != s.panicked.Swap(panicked) {
-		s.log.Warn("panic mode", "on", panicked, "healthy", len(healthy), "of", len(all))
+		s.log.Warn("panic mode", "on", panicked, "healthy", len(healthy), "of", len(checked))
 	}
 	s.healthy.Store(&healthy)
 	s.pool.Store(&candidates)
