@@ -216,3 +216,25 @@ func TestDiscoveredBackendTakesNoTrafficBeforeItsFirstCheck(t *testing.T) {
 	close(release)
 	waitFor(t, "the new backends checked at once, not an interval later", func() bool { return len(s.Healthy()) == 4 })
 }
+
+func TestUncheckedBackendServesAfterAReloadThatTurnsChecksOff(t *testing.T) {
+	c := Config{Balancer: RoundRobin, Discovery: discovery.Config{DNS: "_api._tcp.example.internal", Resolver: "127.0.0.1:1"},
+		Health: Health{Path: "/healthz", Interval: units.Duration(time.Hour), Timeout: units.Duration(time.Second)}}
+	c.SetDefaults()
+	s, err := NewService("svc", c, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetDiscovered([]discovery.Endpoint{{URL: "http://127.0.0.1:9100", Weight: 1}})
+	if len(s.Healthy()) != 0 {
+		t.Fatal("a discovered backend serves before its check")
+	}
+	c.Health = Health{}
+	s2, err := NewService("svc", c, s, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s2.Healthy()) != 1 {
+		t.Fatal("a backend left unchecked by a reload that turned checks off never serves")
+	}
+}

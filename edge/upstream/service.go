@@ -100,6 +100,11 @@ func NewService(name string, c Config, prev *Service, log *slog.Logger) (*Servic
 		}
 		s.watcher = w
 	}
+	if c.Health.Path == "" {
+		for _, b := range all {
+			b.unchecked.Store(false) // no check will come to clear it
+		}
+	}
 	s.all.Store(&all)
 	s.changedAt.Store(time.Now().UnixNano())
 	if prev != nil && slices.Equal(all, prev.Backends()) {
