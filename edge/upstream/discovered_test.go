@@ -238,3 +238,21 @@ func TestUncheckedBackendServesAfterAReloadThatTurnsChecksOff(t *testing.T) {
 		t.Fatal("a backend left unchecked by a reload that turned checks off never serves")
 	}
 }
+
+// Backends waiting for their first check count neither way in
+// max_ejected_percent: a batch of them does not shield a failing backend.
+func TestUncheckedBackendsDoNotBlockOutlierEjection(t *testing.T) {
+	s := service(t, RoundRobin, 1, 1) // max_ejected_percent 50: one of the two may go
+	s.SetDiscovered([]discovery.Endpoint{{URL: "http://127.0.0.1:9100", Weight: 1}, {URL: "http://127.0.0.1:9101", Weight: 1}})
+	for _, b := range s.Backends()[2:] {
+		b.unchecked.Store(true)
+	}
+	s.refresh()
+	failing := s.Backends()[0]
+	for range 3 {
+		s.Done(failing, time.Millisecond, true)
+	}
+	if failing.Healthy(time.Now()) {
+		t.Fatal("a backend failing in a row was kept in because unchecked backends counted as out")
+	}
+}

@@ -298,16 +298,20 @@ func (s *Service) ejectForOutlier(b *Backend, now time.Time) {
 
 // mayEjectLocked keeps the backends out of rotation, for whatever reason
 // (ejected, or marked down by active checks), within max_ejected_percent of
-// the service, so a fault everywhere does not empty the pool.
+// the service, so a fault everywhere does not empty the pool. Backends
+// not yet checked count neither way, as in the panic threshold.
 func (s *Service) mayEjectLocked(now time.Time) bool {
-	all := *s.all.Load()
-	out := 0
-	for _, b := range all {
+	out, n := 0, 0
+	for _, b := range *s.all.Load() {
+		if b.unchecked.Load() {
+			continue
+		}
+		n++
 		if !b.Healthy(now) {
 			out++
 		}
 	}
-	return (out+1)*100 <= s.cfg.Outlier.MaxEjectedPercent*len(all)
+	return (out+1)*100 <= s.cfg.Outlier.MaxEjectedPercent*n
 }
 
 func (s *Service) ejectLocked(b *Backend, now time.Time, d time.Duration) {
