@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -170,10 +171,14 @@ func checkedService(t *testing.T, health func(addr string) int) (s *Service, nex
 
 func TestDiscoveredBackendTakesNoTrafficBeforeItsFirstCheck(t *testing.T) {
 	var later atomic.Bool
-	release := make(chan struct{})
+	var held atomic.Pointer[string]
+	release, gate := make(chan struct{}), make(chan struct{})
 	s, next, probed := checkedService(t, func(addr string) int {
 		switch {
 		case strings.HasPrefix(addr, "127.0.0.1:"):
+			return 200
+		case held.Load() != nil && *held.Load() == addr:
+			<-gate
 			return 200
 		case later.Load():
 			<-release // passes, once the test has looked
@@ -215,6 +220,23 @@ func TestDiscoveredBackendTakesNoTrafficBeforeItsFirstCheck(t *testing.T) {
 	}
 	close(release)
 	waitFor(t, "the new backends checked at once, not an interval later", func() bool { return len(s.Healthy()) == 4 })
+
+	// One back after an absence is checked again before it serves: what
+	// answers at its address now may be another instance.
+	back := s.Backends()[2]
+	held.Store(&back.Addr)
+	s.SetDiscovered(slices.DeleteFunc(slices.Clone(eps), func(e discovery.Endpoint) bool { return e.URL == back.URL.String() }))
+	s.SetDiscovered(eps)
+	if !slices.Contains(s.Backends(), back) {
+		t.Fatal("the backend back after an absence lost its state")
+	}
+	for range 100 {
+		if b, _ := s.Pick(plain(0), nil); b == back {
+			t.Fatal("a backend back after an absence took a request before its check")
+		}
+	}
+	close(gate)
+	waitFor(t, "the returning backend checked at once", func() bool { return len(s.Healthy()) == 4 })
 }
 
 func TestUncheckedBackendServesAfterAReloadThatTurnsChecksOff(t *testing.T) {
