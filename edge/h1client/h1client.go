@@ -275,7 +275,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, tm
 		if err == errWriteFailed {
 			continue // judged now, and the answer read if it may have come
 		}
-		c.wrote()
+		c.wrote() // no answer: how the write ended decides
 		if again, ok := c.judgeWrite(ctx, req); !ok {
 			_, _, err := fail(c.wres)
 			return nil, again, err
@@ -306,8 +306,8 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, tm
 		return fail(err)
 	}
 	// After Transfer-Encoding on HTTP/1.0 the framing is faulty (RFC 9112
-	// 6.1): the connection closes.
-	// (The write's outcome is judged at release: it may still be going.)
+	// 6.1): the connection closes. The write, which may still be going, is
+	// judged at release.
 	b.keep = !(h.te && resp.ProtoMinor == 0) && !resp.Close && !req.Close
 	if resp.Body == http.NoBody {
 		c.release(b.keep, stop)
