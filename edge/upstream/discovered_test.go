@@ -179,7 +179,7 @@ func TestDiscoveredBackendTakesNoTrafficBeforeItsFirstCheck(t *testing.T) {
 			return 200
 		case held.Load() != nil && *held.Load() == addr:
 			<-gate
-			return 200
+			return 503 // another instance now, not ready
 		case later.Load():
 			<-release // passes, once the test has looked
 			return 200
@@ -222,7 +222,8 @@ func TestDiscoveredBackendTakesNoTrafficBeforeItsFirstCheck(t *testing.T) {
 	waitFor(t, "the new backends checked at once, not an interval later", func() bool { return len(s.Healthy()) == 4 })
 
 	// One back after an absence is checked again before it serves: what
-	// answers at its address now may be another instance.
+	// answers at its address now may be another instance. That check
+	// decides alone, even if the health checks never saw it gone.
 	back := s.Backends()[2]
 	held.Store(&back.Addr)
 	s.SetDiscovered(slices.DeleteFunc(slices.Clone(eps), func(e discovery.Endpoint) bool { return e.URL == back.URL.String() }))
@@ -236,7 +237,10 @@ func TestDiscoveredBackendTakesNoTrafficBeforeItsFirstCheck(t *testing.T) {
 		}
 	}
 	close(gate)
-	waitFor(t, "the returning backend checked at once", func() bool { return len(s.Healthy()) == 4 })
+	waitFor(t, "the returning backend checked at once", func() bool { return !back.unchecked.Load() })
+	if back.Healthy(time.Now()) {
+		t.Fatal("a returning backend that failed its check serves")
+	}
 }
 
 func TestUncheckedBackendServesAfterAReloadThatTurnsChecksOff(t *testing.T) {

@@ -89,6 +89,9 @@ func probe(ctx context.Context, client *http.Client, url string, timeout time.Du
 
 func (s *Service) record(b *Backend, ok, decisive bool) {
 	h := s.cfg.Health
+	// An unchecked backend's first check decides alone, even if this loop
+	// judged it before it went and came back.
+	decisive = decisive || b.unchecked.Load()
 	b.mu.Lock()
 	if ok {
 		b.passes, b.fails = b.passes+1, 0
