@@ -282,3 +282,26 @@ func TestUncheckedBackendsDoNotBlockOutlierEjection(t *testing.T) {
 		t.Fatal("a backend failing in a row was kept in because unchecked backends counted as out")
 	}
 }
+
+// In panic mode the hash ring balances across every checked backend, as
+// the others do, however many wait for their first check.
+func TestHashPanicModeWithUncheckedBackends(t *testing.T) {
+	s := service(t, Hash, 1, 1)
+	s.SetDiscovered([]discovery.Endpoint{{URL: "http://127.0.0.1:9100", Weight: 1}})
+	s.Backends()[2].unchecked.Store(true)
+	for _, b := range s.Backends()[:2] {
+		b.checkUp.Store(false) // both down: panic
+	}
+	s.refresh()
+	if !s.Panic() {
+		t.Fatal("no panic mode with every checked backend down")
+	}
+	for i := range 50 {
+		r := plain(0)
+		r.Header.Set("X-User", fmt.Sprint(i))
+		b, err := s.Pick(r, nil)
+		if err != nil || b.unchecked.Load() {
+			t.Fatalf("pick in panic mode: %v, %v", b, err)
+		}
+	}
+}

@@ -161,7 +161,7 @@ func (s *Service) refreshLocked() {
 	}
 	s.healthy.Store(&healthy)
 	s.pool.Store(&candidates)
-	s.balancer.rebuild(all, candidates)
+	s.balancer.rebuild(checked, candidates)
 	s.armLocked(next, now)
 }
 
