@@ -24,13 +24,13 @@ type Backend struct {
 	requests atomic.Uint64
 	failures atomic.Uint64
 
-	checkUp atomic.Bool // last verdict of active checks (true until proven down)
+	checkUp      atomic.Bool  // last verdict of active checks (true until proven down)
+	ejectedUntil atomic.Int64 // unix nanos; passive or policy ejection
+	consecFails  atomic.Int32
 	// unchecked: found by discovery while active checks run, and not yet
 	// checked; it takes no traffic, nor counts toward the panic threshold,
 	// until its first check (made at once) passes.
-	unchecked    atomic.Bool
-	ejectedUntil atomic.Int64 // unix nanos; passive or policy ejection
-	consecFails  atomic.Int32
+	unchecked atomic.Bool
 
 	mu          sync.Mutex // guards the fields below, touched once per response
 	ewma        float64    // peak-EWMA latency, nanoseconds
@@ -119,9 +119,8 @@ type Status struct {
 // Status reads the backend's state.
 func (b *Backend) Status(now time.Time) Status {
 	s := Status{
-		URL: b.URL.String(), Source: b.Source, Healthy: b.Healthy(now), CheckUp: b.checkUp.Load(),
-		Unchecked: b.unchecked.Load(),
-		Weight:    b.Weight(), InFlight: b.inFlight.Load(), Latency: b.Latency(), LatencySec: b.Latency().Seconds(),
+		URL: b.URL.String(), Source: b.Source, Healthy: b.Healthy(now), CheckUp: b.checkUp.Load(), Unchecked: b.unchecked.Load(),
+		Weight: b.Weight(), InFlight: b.inFlight.Load(), Latency: b.Latency(), LatencySec: b.Latency().Seconds(),
 		Requests: b.requests.Load(), Failures: b.failures.Load(),
 	}
 	if until := b.ejectedUntil.Load(); until > now.UnixNano() {

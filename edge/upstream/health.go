@@ -12,8 +12,9 @@ import (
 // after `rise` passes or `fall` failures in a row; the very first probe
 // decides at once, so a dead backend is not served for fall×interval after
 // start. A backend discovery adds is probed at once (checkNow) rather
-// than at the next tick. Each backend's probe runs on its own, and one still running skips
-// its turn: a backend that never answers holds no other's verdict.
+// than at the next tick. Each backend's probe runs on its own, and one
+// still running skips its turn: a backend that never answers holds no
+// other's verdict.
 func (s *Service) checkLoop(ctx context.Context, client *http.Client) {
 	h := s.cfg.Health
 	// A check is judged by its own answer (a 3xx passes): a redirect
