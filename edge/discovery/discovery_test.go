@@ -318,7 +318,9 @@ func TestSRVTargetsPastTheBoundAreNotLookedUp(t *testing.T) {
 		go s.ActivateAndServe()
 		t.Cleanup(func() { s.Shutdown() })
 	}
-	c := Config{DNS: "_api._tcp.example.internal", Resolver: pc.LocalAddr().String(), Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour)}
+	// A long query timeout: the resolution's bound, four of them, must
+	// hold a thousand lookups on a loaded machine.
+	c := Config{DNS: "_api._tcp.example.internal", Resolver: pc.LocalAddr().String(), Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour), Timeout: units.Duration(10 * time.Second)}
 	c.SetDefaults()
 	a, err := resolve(t, c)
 	if err != nil {
