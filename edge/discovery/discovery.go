@@ -201,6 +201,9 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 	seen := map[string]bool{}
 	targets := map[string][]net.IP{} // one lookup per target, whatever its ports
 	for _, s := range srvs {
+		if len(a.Endpoints) >= maxEndpoints {
+			break // the rest would cost lookups for endpoints dropped
+		}
 		if s.Priority != best {
 			continue
 		}

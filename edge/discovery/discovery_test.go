@@ -9,8 +9,11 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"perigee/edge/discovery/dnstest"
 	"perigee/units"
@@ -268,5 +271,65 @@ func TestEmptyForAReasonSaysWhy(t *testing.T) {
 	w.step(context.Background(), time.Now())
 	if st := w.Status(); !strings.Contains(st.Error, "0.0.0.0") {
 		t.Fatalf("status %+v does not say why the set is empty", st)
+	}
+}
+
+// An SRV answer naming more targets than a service may have backends is
+// not followed past that bound: each target beyond it would cost its own
+// address lookups, at every resolution, for endpoints that are dropped.
+func TestSRVTargetsPastTheBoundAreNotLookedUp(t *testing.T) {
+	const targets = maxEndpoints + 500
+	var lookups atomic.Int64
+	handler := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Compress = true
+		name := q.Question[0].Name
+		switch q.Question[0].Qtype {
+		case dns.TypeSRV:
+			if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
+				m.Truncated = true // too long for UDP: ask again over TCP
+				break
+			}
+			for i := range targets {
+				m.Answer = append(m.Answer, &dns.SRV{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: 60},
+					Port: 9000, Weight: 1, Target: fmt.Sprintf("t%d.example.internal.", i)})
+			}
+		case dns.TypeA:
+			lookups.Add(1)
+			var i int
+			fmt.Sscanf(name, "t%d.", &i)
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+				A: net.IPv4(127, 1, byte(i/250), byte(i%250+1))})
+		case dns.TypeAAAA:
+			lookups.Add(1)
+		}
+		w.WriteMsg(m)
+	})
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*dns.Server{{PacketConn: pc, Handler: handler}, {Listener: ln, Handler: handler}} {
+		go s.ActivateAndServe()
+		t.Cleanup(func() { s.Shutdown() })
+	}
+	// A long query timeout: the resolution's bound, four of them, must
+	// hold a thousand lookups on a loaded machine.
+	c := Config{DNS: "_api._tcp.example.internal", Resolver: pc.LocalAddr().String(), Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour), Timeout: units.Duration(10 * time.Second)}
+	c.SetDefaults()
+	a, err := resolve(t, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Endpoints) != maxEndpoints {
+		t.Fatalf("%d endpoints, want the bound of %d", len(a.Endpoints), maxEndpoints)
+	}
+	if n := lookups.Load(); n > 2*maxEndpoints {
+		t.Fatalf("%d address lookups for %d endpoints: targets past the bound were looked up", n, maxEndpoints)
 	}
 }

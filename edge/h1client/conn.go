@@ -35,6 +35,14 @@ type conn struct {
 	werr error
 	// sent counts the bytes of this request that nc accepted.
 	sent int64
+	// wres is what writing the request returned. A request with a body is
+	// written by its own goroutine (writeAside), which owns werr, sent,
+	// wres, wdl and fields until it closes writing; nil: no write running.
+	wres    error
+	writing chan struct{}
+	// answered: a byte of the response arrived while the request was
+	// still being written.
+	answered bool
 
 	// The exchange's timeouts, and the deadlines set on nc (zero: none).
 	tm       Timeouts
@@ -73,6 +81,11 @@ func newConn(nc net.Conn, p *pool) *conn {
 // moved to this read's and the read goes on. A read that times out
 // returns no bytes, so nothing is lost.
 func (c *conn) Read(p []byte) (int, error) {
+	if c.writing != nil {
+		if n, err, writing := c.readWriting(p); writing {
+			return n, err
+		}
+	}
 	now := time.Now()
 	due, head := c.readDue(now)
 	if moves(c.rdl, due, now) {
@@ -92,6 +105,82 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.setRead(due) // an earlier deadline than this read's expired
 	}
 }
+
+// errWriteFailed is what a read returns when the request's write failed
+// before any of the response came: the exchange judges the write's error.
+var errWriteFailed = errors.New("h1client: the request's write failed")
+
+// readWriting reads while the request is still being written, with no
+// deadline of ours: a backend may read a long upload before it answers,
+// and the write's own timeouts bound that. The writer ends by expiring
+// the read deadline (writeAside); then writing is false, and the read
+// goes on under the exchange's deadlines.
+func (c *conn) readWriting(p []byte) (n int, err error, writing bool) {
+	n, err = c.nc.Read(p)
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		c.answered = c.answered || n > 0
+		return n, err, true
+	}
+	c.wrote()
+	if c.wres != nil && !c.answered {
+		return 0, errWriteFailed, true
+	}
+	if c.inHead && c.tm.ResponseHeader > 0 {
+		c.headBy = time.Now().Add(c.tm.ResponseHeader)
+	}
+	return 0, nil, false
+}
+
+// writeAside writes req from a goroutine of its own, so that the response
+// is read meanwhile: a backend may answer (413, 401) before it read the
+// whole body, and then read no more of it.
+func (c *conn) writeAside(req *http.Request) {
+	if !c.rdl.IsZero() {
+		c.setRead(time.Time{}) // now, before the writer may expire it
+	}
+	done := make(chan struct{})
+	c.writing = done
+	go func() {
+		c.wres = c.write(req)
+		c.nc.SetReadDeadline(aLongTimeAgo) // wakes a read waiting for the answer
+		close(done)
+	}()
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// wrote waits for the request's write to end.
+func (c *conn) wrote() {
+	if c.writing != nil {
+		<-c.writing
+		c.writing = nil
+		c.setRead(time.Time{}) // clears the writer's wake-up
+	}
+}
+
+// writeDone reports whether the request's write has ended, waiting for it
+// a little: a backend that read the whole body may answer before the
+// writer goroutine has returned. net/http.Transport waits as long.
+func (c *conn) writeDone() bool {
+	if c.writing == nil {
+		return true
+	}
+	select {
+	case <-c.writing:
+	default:
+		t := time.NewTimer(writeWait)
+		defer t.Stop()
+		select {
+		case <-c.writing:
+		case <-t.C:
+			return false // still sending to a backend that answered early
+		}
+	}
+	c.wrote()
+	return true
+}
+
+const writeWait = 50 * time.Millisecond
 
 // readDue is the deadline of a read starting at now (zero: none), and
 // whether it is the head's.
@@ -218,7 +307,9 @@ func (c *conn) release(keep bool, stop func() bool) {
 	if stop != nil && !stop() {
 		keep = false // the context fired and closed c
 	}
-	if !keep || c.br.Buffered() > 0 { // bytes nobody asked for: out of sync
+	// A request still being written, or whose write failed, ends its
+	// connection; and so do bytes nobody asked for: out of sync.
+	if !keep || !c.writeDone() || c.wres != nil || c.br.Buffered() > 0 {
 		c.nc.Close()
 		return
 	}

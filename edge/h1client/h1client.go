@@ -5,7 +5,11 @@
 // hands every request and response between them over channels; in a proxy
 // those handoffs and wake-ups cost a quarter of the CPU. Here the calling
 // goroutine writes the request and reads the response itself, on keep-alive
-// connections pooled per backend address.
+// connections pooled per backend address. Only a request body is written
+// by a goroutine of its own while the caller waits for the answer: a
+// backend may answer (413, 401) before it has read the body, and then
+// read no more of it. That answer is relayed at once, and its connection,
+// whose request never went out in full, is closed after it.
 //
 // Before a pooled connection carries a request, one non-blocking read
 // checks that nothing arrived on it while idle: a byte nobody asked for
@@ -245,32 +249,39 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, tm
 		return nil, never, t.mapErr(ctx, err)
 	}
 
-	c.tm, c.sent, c.headBy = tm, 0, time.Time{}
-	werr := c.write(req)
-	switch {
-	case werr == nil:
-	case c.werr == nil:
-		return fail(werr) // the request or its body failed, not the connection
-	case errors.As(werr, new(*timeoutError)):
-		return fail(werr) // a backend that reads nothing will hardly answer
-	case c.sent == 0 && ctx.Err() == nil:
-		_, _, err := fail(werr)
-		if hasBody(req) && req.GetBody == nil {
-			return nil, never, err // what was read of the body is gone
-		}
-		return nil, always, err
-	}
-	// Read the answer even after a failed write: a server may answer (413,
-	// 401) before it read the whole body, then close.
-	if tm.ResponseHeader > 0 {
-		c.headBy = time.Now().Add(tm.ResponseHeader)
+	c.tm, c.sent, c.headBy, c.wres, c.answered = tm, 0, time.Time{}, nil, false
+	if hasBody(req) {
+		c.writeAside(req) // the answer is read meanwhile
+	} else {
+		c.wres = c.write(req)
 	}
 	c.br = getReader(c)
 	c.head = heads.Get().(*[]byte)
 	c.inHead = true
-	if _, err := c.br.Peek(1); err != nil {
-		if werr != nil {
-			err = werr
+	for {
+		if c.writing == nil {
+			if again, ok := c.judgeWrite(ctx, req); !ok {
+				_, _, err := fail(c.wres)
+				return nil, again, err
+			}
+			if tm.ResponseHeader > 0 && c.headBy.IsZero() {
+				c.headBy = time.Now().Add(tm.ResponseHeader)
+			}
+		}
+		_, err := c.br.Peek(1)
+		if err == nil {
+			break
+		}
+		if err == errWriteFailed {
+			continue // judged now, and the answer read if it may have come
+		}
+		c.wrote() // no answer: how the write ended decides
+		if again, ok := c.judgeWrite(ctx, req); !ok {
+			_, _, err := fail(c.wres)
+			return nil, again, err
+		}
+		if c.wres != nil {
+			err = c.wres
 		}
 		_, _, err = fail(err)
 		var timeout *timeoutError
@@ -295,12 +306,34 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, tm
 		return fail(err)
 	}
 	// After Transfer-Encoding on HTTP/1.0 the framing is faulty (RFC 9112
-	// 6.1): the connection closes.
-	b.keep = werr == nil && !(h.te && resp.ProtoMinor == 0) && !resp.Close && !req.Close
+	// 6.1): the connection closes. The write, which may still be going, is
+	// judged at release.
+	b.keep = !(h.te && resp.ProtoMinor == 0) && !resp.Close && !req.Close
 	if resp.Body == http.NoBody {
 		c.release(b.keep, stop)
 	}
 	return resp, never, nil
+}
+
+// judgeWrite judges the request's ended write: ok when the answer is
+// worth reading (it succeeded, or the connection failed once some of it
+// had gone: a server may answer (413, 401) before it read the whole body,
+// then close); else whether the request may be resent.
+func (c *conn) judgeWrite(ctx context.Context, req *http.Request) (again resend, ok bool) {
+	switch {
+	case c.wres == nil:
+		return never, true
+	case c.werr == nil:
+		return never, false // the request or its body failed, not the connection
+	case errors.As(c.wres, new(*timeoutError)):
+		return never, false // a backend that reads nothing will hardly answer
+	case c.sent == 0 && ctx.Err() == nil:
+		if hasBody(req) && req.GetBody == nil {
+			return never, false // what was read of the body is gone
+		}
+		return always, false
+	}
+	return never, true
 }
 
 func putHead(c *conn) {

@@ -421,3 +421,78 @@ func TestInvalidMethodIsRefused(t *testing.T) {
 		t.Fatalf("the backend saw %d connections, want none", n)
 	}
 }
+
+// closeNotes is a request body that says when it was closed.
+type closeNotes struct {
+	io.Reader
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (b *closeNotes) Close() error { b.once.Do(func() { close(b.closed) }); return nil }
+
+// TestEarlyAnswerIsRelayedAtOnce: a backend that answers (413, 401)
+// before it has read the request body, then reads no more, has its answer
+// relayed as soon as it comes: not after a write timeout, nor after a slow
+// client's whole body. The body's write stops, and the connection is not
+// used again.
+func TestEarlyAnswerIsRelayedAtOnce(t *testing.T) {
+	release := make(chan struct{})
+	b := newRawBackend(t, func(n int32, c net.Conn, br *bufio.Reader) {
+		if n > 1 {
+			answer(n, c, br)
+			return
+		}
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 9\r\n\r\ntoo large")
+		<-release // and never reads the body
+	})
+	t.Cleanup(func() { close(release) })
+	early := func(t *testing.T, tr *Transport, body io.ReadCloser) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, b.url, body)
+		type result struct {
+			resp *http.Response
+			err  error
+		}
+		got := make(chan result, 1)
+		go func() { resp, err := tr.RoundTrip(req); got <- result{resp, err} }()
+		var r result
+		select {
+		case r = <-got:
+		case <-time.After(20 * time.Second):
+			t.Fatal("the backend's early answer waits for a body it will never read")
+		}
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		msg, err := io.ReadAll(r.resp.Body)
+		r.resp.Body.Close()
+		if r.resp.StatusCode != 413 || string(msg) != "too large" || err != nil {
+			t.Fatalf("got %d %q (%v), want the backend's 413", r.resp.StatusCode, msg, err)
+		}
+	}
+	t.Run("endless body", func(t *testing.T) {
+		b.opened.Store(0)
+		tr := newTransport(t, Options{}, nil)
+		body := &closeNotes{Reader: &pattern{}, closed: make(chan struct{})}
+		early(t, tr, body)
+		select {
+		case <-body.closed:
+		case <-time.After(20 * time.Second):
+			t.Fatal("the body is still being written to a backend that answered")
+		}
+		if _, got := do(t, tr, get(t, b.url)); got != "conn 2: " {
+			t.Fatalf("the next request got %q: the connection of an unfinished request was reused", got)
+		}
+	})
+	t.Run("slow client", func(t *testing.T) {
+		b.opened.Store(0)
+		pr, pw := io.Pipe()
+		defer pw.Close()
+		go pw.Write([]byte("the first bytes of a body that comes slowly"))
+		early(t, newTransport(t, Options{}, nil), pr)
+	})
+}

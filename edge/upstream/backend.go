@@ -27,6 +27,10 @@ type Backend struct {
 	checkUp      atomic.Bool  // last verdict of active checks (true until proven down)
 	ejectedUntil atomic.Int64 // unix nanos; passive or policy ejection
 	consecFails  atomic.Int32
+	// unchecked: found by discovery while active checks run, and not yet
+	// checked; it takes no traffic, nor counts toward the panic threshold,
+	// until its first check (made at once) passes.
+	unchecked atomic.Bool
 
 	mu          sync.Mutex // guards the fields below, touched once per response
 	ewma        float64    // peak-EWMA latency, nanoseconds
@@ -60,7 +64,7 @@ func (b *Backend) InFlight() int64 { return b.inFlight.Load() }
 
 // Healthy reports whether the backend may take traffic at now.
 func (b *Backend) Healthy(now time.Time) bool {
-	return b.checkUp.Load() && now.UnixNano() >= b.ejectedUntil.Load()
+	return b.checkUp.Load() && !b.unchecked.Load() && now.UnixNano() >= b.ejectedUntil.Load()
 }
 
 // ewmaDecay is peak-EWMA's time constant: a latency spike is taken at once
@@ -102,6 +106,7 @@ type Status struct {
 	Draining     bool          `json:"draining,omitempty"` // gone from discovery; its requests in flight finish
 	Healthy      bool          `json:"healthy"`
 	CheckUp      bool          `json:"check_up"`
+	Unchecked    bool          `json:"unchecked,omitempty"` // found by discovery, its first check not yet made
 	EjectedUntil time.Time     `json:"ejected_until,omitzero"`
 	Weight       int           `json:"weight"`
 	InFlight     int64         `json:"in_flight"`
@@ -114,7 +119,7 @@ type Status struct {
 // Status reads the backend's state.
 func (b *Backend) Status(now time.Time) Status {
 	s := Status{
-		URL: b.URL.String(), Source: b.Source, Healthy: b.Healthy(now), CheckUp: b.checkUp.Load(),
+		URL: b.URL.String(), Source: b.Source, Healthy: b.Healthy(now), CheckUp: b.checkUp.Load(), Unchecked: b.unchecked.Load(),
 		Weight: b.Weight(), InFlight: b.inFlight.Load(), Latency: b.Latency(), LatencySec: b.Latency().Seconds(),
 		Requests: b.requests.Load(), Failures: b.failures.Load(),
 	}

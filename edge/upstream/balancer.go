@@ -15,9 +15,10 @@ import (
 )
 
 // balancer picks a backend from the service's pool: its healthy backends,
-// or all of them in panic mode. rebuild runs under the service's lock
-// whenever membership, health or weights change; pick runs on the request
-// path, lock-free except for weighted least request.
+// or all of them in panic mode ("all" leaves out those waiting for their
+// first health check, which are in no pool). rebuild runs under the
+// service's lock whenever membership, health or weights change; pick runs
+// on the request path, lock-free except for weighted least request.
 type balancer interface {
 	rebuild(all, pool []*Backend)
 	pick(r *http.Request, pool []*Backend) *Backend

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"net/url"
+	"slices"
 	"time"
 
 	"perigee/edge/discovery"
@@ -26,7 +27,8 @@ type goneBackend struct {
 // also after a short absence; its weight follows discovery only when
 // discovery changes it, so a weight a policy set holds until then. One no
 // longer found drains: it takes no new requests, and those in flight
-// finish.
+// finish. With active checks, one new or back from an absence takes no
+// traffic until its first check, made at once, passes.
 func (s *Service) SetDiscovered(eps []discovery.Endpoint) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -48,6 +50,7 @@ func (s *Service) SetDiscovered(eps []discovery.Endpoint) {
 		}
 	}
 	kept := map[*Backend]bool{}
+	checking, fresh := s.cfg.Health.Path != "", false
 	for _, e := range eps {
 		u, err := url.Parse(e.URL)
 		if err != nil || taken[u.Host] {
@@ -58,6 +61,12 @@ func (s *Service) SetDiscovered(eps []discovery.Endpoint) {
 		b := known[e.URL]
 		if b == nil {
 			b = newBackend(u, e.Weight, SourceDiscovery)
+		}
+		if checking && !slices.Contains(old, b) {
+			// New, or back after an absence in which it went unchecked:
+			// whatever answers there now is checked before it serves.
+			b.unchecked.Store(true)
+			fresh = true
 		}
 		b.mu.Lock()
 		if b.found != e.Weight {
@@ -87,6 +96,12 @@ func (s *Service) SetDiscovered(eps []discovery.Endpoint) {
 	s.changedAt.Store(now.UnixNano())
 	s.log.Info("discovered backends changed", "backends", len(eps))
 	s.refreshLocked()
+	if fresh {
+		select {
+		case s.checkNow <- struct{}{}:
+		default: // a wake-up is pending already
+		}
+	}
 }
 
 // drainingLocked lists the backends gone from discovery that still serve

@@ -1,6 +1,15 @@
 package upstream
 
 import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -114,5 +123,185 @@ func TestDiscoveredSetCarriesOverARetuningReload(t *testing.T) {
 	}
 	if len(s3.Backends()) != 0 {
 		t.Fatalf("another name kept the old set: %d backends", len(s3.Backends()))
+	}
+}
+
+// checkedService has one static backend that passes its checks, which
+// run every hour: a discovered backend's check is the one made when it was
+// found. health answers each backend's checks by its address; probed
+// counts them.
+func checkedService(t *testing.T, health func(addr string) int) (s *Service, next func() string, probed func(addr string) int) {
+	t.Helper()
+	var mu sync.Mutex
+	hits := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		code := health(r.Host)
+		mu.Lock()
+		hits[r.Host]++
+		mu.Unlock()
+		w.WriteHeader(code)
+	}))
+	t.Cleanup(srv.Close)
+	c := Config{
+		Balancer: RoundRobin,
+		Backends: []BackendConfig{{URL: srv.URL, Weight: 1}},
+		Health:   Health{Path: "/healthz", Interval: units.Duration(time.Hour), Timeout: units.Duration(5 * time.Second), Rise: 2, Fall: 2},
+	}
+	c.SetDefaults()
+	s, err := NewService("svc", c, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every backend is the one test server, under other loopback addresses.
+	s.Start(&http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, srv.Listener.Addr().String())
+	}}})
+	t.Cleanup(s.Close)
+	probed = func(addr string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return hits[addr]
+	}
+	static := s.Backends()[0].Addr
+	waitFor(t, "the static backend's first check", func() bool { return probed(static) > 0 })
+	port, n := srv.Listener.Addr().(*net.TCPAddr).Port, 1
+	next = func() string { n++; return fmt.Sprintf("127.0.0.%d:%d", n, port) }
+	return s, next, probed
+}
+
+func TestDiscoveredBackendTakesNoTrafficBeforeItsFirstCheck(t *testing.T) {
+	var later atomic.Bool
+	var held atomic.Pointer[string]
+	release, gate := make(chan struct{}), make(chan struct{})
+	s, next, probed := checkedService(t, func(addr string) int {
+		switch {
+		case strings.HasPrefix(addr, "127.0.0.1:"):
+			return 200
+		case held.Load() != nil && *held.Load() == addr:
+			<-gate
+			return 503 // another instance now, not ready
+		case later.Load():
+			<-release // passes, once the test has looked
+			return 200
+		}
+		return 503 // a half-started instance
+	})
+	static := s.Backends()[0].Addr
+	bad := next()
+	eps := []discovery.Endpoint{{URL: "http://" + bad, Weight: 1}}
+	s.SetDiscovered(eps)
+	for range 100 {
+		if b, err := s.Pick(plain(0), nil); err != nil || b.Addr != static {
+			t.Fatalf("a discovered backend not yet checked took a request (%v, %v)", b.Addr, err)
+		}
+	}
+	waitFor(t, "the new backend checked at once, not an interval later", func() bool { return !s.Backends()[1].unchecked.Load() })
+	if probed(static) != 1 {
+		t.Fatal("checking a new backend checked the others again")
+	}
+	if len(s.Healthy()) != 1 {
+		t.Fatalf("a discovered backend that failed its first check takes traffic: %+v", s.Status(time.Now()).Backends)
+	}
+
+	// Three more: until checked they do not count toward the panic
+	// threshold either, so the one healthy backend is not joined by them.
+	later.Store(true)
+	for range 3 {
+		eps = append(eps, discovery.Endpoint{URL: "http://" + next(), Weight: 1})
+	}
+	s.SetDiscovered(eps)
+	if s.Panic() {
+		t.Fatal("unchecked backends pushed the service into panic mode")
+	}
+	for range 100 {
+		if b, _ := s.Pick(plain(0), nil); b.Addr != static {
+			t.Fatalf("unchecked backend %s took a request", b.Addr)
+		}
+	}
+	close(release)
+	waitFor(t, "the new backends checked at once, not an interval later", func() bool { return len(s.Healthy()) == 4 })
+
+	// One back after an absence is checked again before it serves: what
+	// answers at its address now may be another instance. That check
+	// decides alone, even if the health checks never saw it gone.
+	back := s.Backends()[2]
+	held.Store(&back.Addr)
+	s.SetDiscovered(slices.DeleteFunc(slices.Clone(eps), func(e discovery.Endpoint) bool { return e.URL == back.URL.String() }))
+	s.SetDiscovered(eps)
+	if !slices.Contains(s.Backends(), back) {
+		t.Fatal("the backend back after an absence lost its state")
+	}
+	for range 100 {
+		if b, _ := s.Pick(plain(0), nil); b == back {
+			t.Fatal("a backend back after an absence took a request before its check")
+		}
+	}
+	close(gate)
+	waitFor(t, "the returning backend checked at once", func() bool { return !back.unchecked.Load() })
+	if back.Healthy(time.Now()) {
+		t.Fatal("a returning backend that failed its check serves")
+	}
+}
+
+func TestUncheckedBackendServesAfterAReloadThatTurnsChecksOff(t *testing.T) {
+	c := Config{Balancer: RoundRobin, Discovery: discovery.Config{DNS: "_api._tcp.example.internal", Resolver: "127.0.0.1:1"},
+		Health: Health{Path: "/healthz", Interval: units.Duration(time.Hour), Timeout: units.Duration(time.Second)}}
+	c.SetDefaults()
+	s, err := NewService("svc", c, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetDiscovered([]discovery.Endpoint{{URL: "http://127.0.0.1:9100", Weight: 1}})
+	if len(s.Healthy()) != 0 {
+		t.Fatal("a discovered backend serves before its check")
+	}
+	c.Health = Health{}
+	s2, err := NewService("svc", c, s, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s2.Healthy()) != 1 {
+		t.Fatal("a backend left unchecked by a reload that turned checks off never serves")
+	}
+}
+
+// Backends waiting for their first check count neither way in
+// max_ejected_percent: a batch of them does not shield a failing backend.
+func TestUncheckedBackendsDoNotBlockOutlierEjection(t *testing.T) {
+	s := service(t, RoundRobin, 1, 1) // max_ejected_percent 50: one of the two may go
+	s.SetDiscovered([]discovery.Endpoint{{URL: "http://127.0.0.1:9100", Weight: 1}, {URL: "http://127.0.0.1:9101", Weight: 1}})
+	for _, b := range s.Backends()[2:] {
+		b.unchecked.Store(true)
+	}
+	s.refresh()
+	failing := s.Backends()[0]
+	for range 3 {
+		s.Done(failing, time.Millisecond, true)
+	}
+	if failing.Healthy(time.Now()) {
+		t.Fatal("a backend failing in a row was kept in because unchecked backends counted as out")
+	}
+}
+
+// In panic mode the hash ring balances across every checked backend, as
+// the others do, however many wait for their first check.
+func TestHashPanicModeWithUncheckedBackends(t *testing.T) {
+	s := service(t, Hash, 1, 1)
+	s.SetDiscovered([]discovery.Endpoint{{URL: "http://127.0.0.1:9100", Weight: 1}})
+	s.Backends()[2].unchecked.Store(true)
+	for _, b := range s.Backends()[:2] {
+		b.checkUp.Store(false) // both down: panic
+	}
+	s.refresh()
+	if !s.Panic() {
+		t.Fatal("no panic mode with every checked backend down")
+	}
+	for i := range 50 {
+		r := plain(0)
+		r.Header.Set("X-User", fmt.Sprint(i))
+		b, err := s.Pick(r, nil)
+		if err != nil || b.unchecked.Load() {
+			t.Fatalf("pick in panic mode: %v, %v", b, err)
+		}
 	}
 }

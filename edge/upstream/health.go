@@ -11,8 +11,10 @@ import (
 // checkLoop probes every backend each interval. A backend changes state
 // after `rise` passes or `fall` failures in a row; the very first probe
 // decides at once, so a dead backend is not served for fall×interval after
-// start. Each backend's probe runs on its own, and one still running skips
-// its turn: a backend that never answers holds no other's verdict.
+// start. A backend discovery adds is probed at once (checkNow) rather
+// than at the next tick. Each backend's probe runs on its own, and one
+// still running skips its turn: a backend that never answers holds no
+// other's verdict.
 func (s *Service) checkLoop(ctx context.Context, client *http.Client) {
 	h := s.cfg.Health
 	// A check is judged by its own answer (a 3xx passes): a redirect
@@ -28,12 +30,12 @@ func (s *Service) checkLoop(ctx context.Context, client *http.Client) {
 	defer running.Wait()
 	t := time.NewTicker(h.Interval.D())
 	defer t.Stop()
-	for {
+	for tick := true; ; {
 		mu.Lock()
 		current := make(map[*Backend]bool, len(judged))
 		for _, b := range s.Backends() {
 			current[b] = true
-			if probing[b] {
+			if probing[b] || !tick && !b.unchecked.Load() {
 				continue
 			}
 			probing[b] = true
@@ -62,6 +64,9 @@ func (s *Service) checkLoop(ctx context.Context, client *http.Client) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			tick = true
+		case <-s.checkNow:
+			tick = false // only the unchecked: the others keep their rhythm
 		}
 	}
 }
@@ -85,6 +90,9 @@ func probe(ctx context.Context, client *http.Client, url string, timeout time.Du
 
 func (s *Service) record(b *Backend, ok, decisive bool) {
 	h := s.cfg.Health
+	// An unchecked backend's first check decides alone, even if this loop
+	// judged it before it went and came back.
+	decisive = decisive || b.unchecked.Load()
 	b.mu.Lock()
 	if ok {
 		b.passes, b.fails = b.passes+1, 0
@@ -94,10 +102,13 @@ func (s *Service) record(b *Backend, ok, decisive bool) {
 	up := b.checkUp.Load()
 	flip := (up && !ok && (decisive || b.fails >= h.Fall)) || (!up && ok && (decisive || b.passes >= h.Rise))
 	b.mu.Unlock()
-	if !flip {
+	if flip {
+		b.checkUp.Store(ok)
+	}
+	first := b.unchecked.Swap(false) // after checkUp: never healthy on a failed check
+	if !flip && !first {
 		return
 	}
-	b.checkUp.Store(ok)
 	s.log.Info("backend health changed", "backend", b.Addr, "healthy", ok)
 	s.refresh()
 }

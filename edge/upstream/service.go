@@ -39,6 +39,7 @@ type Service struct {
 	gone      []goneBackend       // guarded by mu: discovered once, not any more
 	changedAt atomic.Int64        // unix nanos: the backend set last changed
 	watcher   *discovery.Watcher  // nil without discovery
+	checkNow  chan struct{}       // wakes the health checks for unchecked backends
 
 	stop context.CancelFunc
 	done sync.WaitGroup
@@ -54,6 +55,7 @@ func NewService(name string, c Config, prev *Service, log *slog.Logger) (*Servic
 	s := &Service{Name: name, cfg: c, log: log.With("service", name), balancer: newBalancer(&c)}
 	s.budget.init(c.Retry.Budget)
 	s.carried = map[string]*Backend{}
+	s.checkNow = make(chan struct{}, 1)
 	s.breaker = newBreaker()
 	var found []*Backend
 	if prev != nil {
@@ -98,6 +100,11 @@ func NewService(name string, c Config, prev *Service, log *slog.Logger) (*Servic
 		}
 		s.watcher = w
 	}
+	if c.Health.Path == "" {
+		for _, b := range all {
+			b.unchecked.Store(false) // no check will come to clear it
+		}
+	}
 	s.all.Store(&all)
 	s.changedAt.Store(time.Now().UnixNano())
 	if prev != nil && slices.Equal(all, prev.Backends()) {
@@ -131,8 +138,12 @@ func (s *Service) refreshLocked() {
 	now := time.Now()
 	all := *s.all.Load()
 	healthy := make([]*Backend, 0, len(all))
+	checked := make([]*Backend, 0, len(all)) // the unchecked are not even in panic mode's set
 	var next int64
 	for _, b := range all {
+		if !b.unchecked.Load() {
+			checked = append(checked, b)
+		}
 		if b.Healthy(now) {
 			healthy = append(healthy, b)
 		}
@@ -141,16 +152,16 @@ func (s *Service) refreshLocked() {
 		}
 	}
 	candidates := healthy
-	panicked := s.panicLocked(len(healthy), len(all))
+	panicked := s.panicLocked(len(healthy), len(checked))
 	if panicked {
-		candidates = all
+		candidates = checked
 	}
 	if panicked != s.panicked.Swap(panicked) {
-		s.log.Warn("panic mode", "on", panicked, "healthy", len(healthy), "of", len(all))
+		s.log.Warn("panic mode", "on", panicked, "healthy", len(healthy), "of", len(checked))
 	}
 	s.healthy.Store(&healthy)
 	s.pool.Store(&candidates)
-	s.balancer.rebuild(all, candidates)
+	s.balancer.rebuild(checked, candidates)
 	s.armLocked(next, now)
 }
 
@@ -287,16 +298,20 @@ func (s *Service) ejectForOutlier(b *Backend, now time.Time) {
 
 // mayEjectLocked keeps the backends out of rotation, for whatever reason
 // (ejected, or marked down by active checks), within max_ejected_percent of
-// the service, so a fault everywhere does not empty the pool.
+// the service, so a fault everywhere does not empty the pool. Backends
+// not yet checked count neither way, as in the panic threshold.
 func (s *Service) mayEjectLocked(now time.Time) bool {
-	all := *s.all.Load()
-	out := 0
-	for _, b := range all {
+	out, n := 0, 0
+	for _, b := range *s.all.Load() {
+		if b.unchecked.Load() {
+			continue
+		}
+		n++
 		if !b.Healthy(now) {
 			out++
 		}
 	}
-	return (out+1)*100 <= s.cfg.Outlier.MaxEjectedPercent*len(all)
+	return (out+1)*100 <= s.cfg.Outlier.MaxEjectedPercent*n
 }
 
 func (s *Service) ejectLocked(b *Backend, now time.Time, d time.Duration) {
