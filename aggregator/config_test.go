@@ -4,9 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
+
+	"perigee/files/filestest"
 )
 
 func TestExampleConfigLoads(t *testing.T) {
@@ -47,30 +47,18 @@ func TestLoadConfigErrorsNameFileAndLine(t *testing.T) {
 // naming a FIFO blocked the aggregator's start for good.
 func TestConfigFilesThatAreNoFilesAreRefused(t *testing.T) {
 	dir := t.TempDir()
-	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	fifo := filestest.FIFO(t, filepath.Join(dir, "fifo"))
 	cfg := filepath.Join(dir, "agg.yaml")
 	if err := os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\ndata_dir: "+dir+"\ntokens_file: "+fifo+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, path := range []string{fifo, cfg} {
-		done := make(chan error, 1)
-		go func() {
+		filestest.Refused(t, "LoadConfig of "+path, func() error {
 			c, err := LoadConfig(path)
 			if err == nil {
 				_, err = c.loadTokens()
 			}
-			done <- err
-		}()
-		select {
-		case err := <-done:
-			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
-				t.Fatalf("LoadConfig(%s): %v, want a path that is no regular file refused", path, err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("LoadConfig(%s): still reading after 10s", path)
-		}
+			return err
+		}, "not a regular file")
 	}
 }

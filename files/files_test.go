@@ -5,17 +5,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
+
+	"perigee/files/filestest"
 )
 
 func TestReadRefusesWhatIsNoRegularFile(t *testing.T) {
 	dir := t.TempDir()
-	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	fifo := filestest.FIFO(t, filepath.Join(dir, "fifo"))
 	ok := filepath.Join(dir, "ok")
 	if err := os.WriteFile(ok, []byte("12345"), 0o600); err != nil {
 		t.Fatal(err)
@@ -41,15 +38,8 @@ func TestReadRefusesWhatIsNoRegularFile(t *testing.T) {
 		{"our own file", ok, ReadOwn, 5, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			done := make(chan struct{})
 			var b []byte
-			var err error
-			go func() { b, err = c.read(c.path, c.limit); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				t.Fatal("the read did not return")
-			}
+			err := filestest.Within(t, "the read", func() (err error) { b, err = c.read(c.path, c.limit); return err })
 			if c.want == "" {
 				if err != nil || string(b) != "12345" {
 					t.Fatalf("%q, %v", b, err)

@@ -9,13 +9,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/coordinate"
 
+	"perigee/files/filestest"
 	"perigee/telemetry"
 )
 
@@ -715,20 +715,7 @@ func TestKeyringFileIsReadBounded(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "KiB") {
 		t.Errorf("a 256 MiB keyring: %v, want the size limit named", err)
 	}
-	fifo := filepath.Join(t.TempDir(), "fifo.keys")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for _, path := range []string{"/dev/zero", fifo} {
-		done := make(chan error, 1)
-		go func() { _, err := ParseKeyring(path); done <- err }()
-		select {
-		case err := <-done:
-			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
-				t.Errorf("%s as a keyring: %v, want a refusal that says why", path, err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("reading %s as a keyring did not stop", path)
-		}
+	for _, path := range []string{"/dev/zero", filestest.FIFO(t, filepath.Join(t.TempDir(), "fifo.keys"))} {
+		filestest.Refused(t, path+" as a keyring", func() error { _, err := ParseKeyring(path); return err }, "not a regular file")
 	}
 }

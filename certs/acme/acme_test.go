@@ -7,10 +7,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
-	"time"
+
+	"perigee/files/filestest"
 )
 
 func testManager(t *testing.T) *Manager {
@@ -62,22 +61,9 @@ func TestNewRefusesBadRoots(t *testing.T) {
 // ca_roots names what the operator wrote: a FIFO or a device is refused at
 // once, not waited on or read without end.
 func TestNewRefusesRootsThatAreNoFiles(t *testing.T) {
-	fifo := filepath.Join(t.TempDir(), "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for _, path := range []string{fifo, "/dev/zero"} {
+	for _, path := range []string{filestest.FIFO(t, filepath.Join(t.TempDir(), "fifo")), "/dev/zero"} {
 		c := Config{Hosts: []string{"www.example.com"}, Storage: t.TempDir(), CARoots: path}
 		c.SetDefaults()
-		done := make(chan error, 1)
-		go func() { _, err := New(c, slog.Default()); done <- err }()
-		select {
-		case err := <-done:
-			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
-				t.Errorf("%s: %v", path, err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatalf("%s: New did not return", path)
-		}
+		filestest.Refused(t, "New with ca_roots "+path, func() error { _, err := New(c, slog.Default()); return err }, "not a regular file")
 	}
 }

@@ -9,13 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/maxmind/mmdbwriter"
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 
+	"perigee/files/filestest"
 	"perigee/geo/demodb"
 	"perigee/geo/geoip"
 )
@@ -297,21 +297,8 @@ func TestNonsenseCoordinatesPlaceNobody(t *testing.T) {
 // a path must be refused at once, not hang the start or grow the heap
 // until the node is killed.
 func TestOpenRefusesWhatIsNotAFile(t *testing.T) {
-	fifo := filepath.Join(t.TempDir(), "city.mmdb")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Skip("no FIFOs here:", err)
-	}
-	for _, path := range []string{fifo, "/dev/zero"} {
-		done := make(chan error, 1)
-		go func() { _, err := geoip.Open(path, nil); done <- err }()
-		select {
-		case err := <-done:
-			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
-				t.Errorf("%s: %v, want a refusal that says why", path, err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("Open(%s) did not return", path)
-		}
+	for _, path := range []string{filestest.FIFO(t, filepath.Join(t.TempDir(), "city.mmdb")), "/dev/zero"} {
+		filestest.Refused(t, "Open of "+path, func() error { _, err := geoip.Open(path, nil); return err }, "not a regular file")
 		if err := geoip.Check(path); err == nil {
 			t.Errorf("Check(%s) accepted it", path)
 		}

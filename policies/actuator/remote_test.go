@@ -16,10 +16,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"perigee/files/filestest"
 	"perigee/units"
 )
 
@@ -503,27 +503,11 @@ func TestExecSucceedsWhenItsBackgroundChildHoldsTheOutput(t *testing.T) {
 // paths blocked NewKubernetes, or every Scale, in open(2) for good, where
 // no context reaches. Such a path is refused.
 func TestKubernetesFilesThatAreNoFilesAreRefused(t *testing.T) {
-	fifo := filepath.Join(t.TempDir(), "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	within := func(what string, f func() error) {
-		t.Helper()
-		done := make(chan error, 1)
-		go func() { done <- f() }()
-		select {
-		case err := <-done:
-			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
-				t.Errorf("%s: %v, want a refusal that says why", what, err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s did not return", what)
-		}
-	}
-	within("a FIFO as the kubeconfig", func() error {
+	fifo := filestest.FIFO(t, filepath.Join(t.TempDir(), "fifo"))
+	filestest.Refused(t, "a FIFO as the kubeconfig", func() error {
 		_, err := NewKubernetes("api", KubernetesSpec{Deployment: "api", Kubeconfig: fifo}, nil)
 		return err
-	})
+	}, "not a regular file")
 	srv, _ := fakeAPIServer(t, "tok")
 	kc := kubeconfigFor(t, srv, "shop")
 	b, _ := os.ReadFile(kc)
@@ -533,5 +517,5 @@ func TestKubernetesFilesThatAreNoFilesAreRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer k.Close(context.Background())
-	within("a FIFO as the token file", func() error { return k.Scale(context.Background(), Request{Replicas: 3}) })
+	filestest.Refused(t, "a FIFO as the token file", func() error { return k.Scale(context.Background(), Request{Replicas: 3}) }, "not a regular file")
 }

@@ -7,51 +7,23 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
-)
 
-// within runs fn and fails the test if it does not return in a time no
-// sane file read takes: a FIFO opened for reading waits for a writer for
-// good.
-func within(t *testing.T, what string, fn func() error) error {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- fn() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(20 * time.Second):
-		t.Fatalf("%s did not return", what)
-		return nil
-	}
-}
+	"perigee/files/filestest"
+)
 
 // A transform's _file config names what the operator says; one that is no
 // regular file, or one of any size, must not hang or exhaust the node at
 // validate, start or reload.
 func TestConfigFilesThatAreNoFilesOrTooLargeAreRefused(t *testing.T) {
 	dir := t.TempDir()
-	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	large := filepath.Join(dir, "large")
-	if err := os.WriteFile(large, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(large, MaxConfigFileBytes+1); err != nil { // sparse: no disk used
-		t.Fatal(err)
-	}
+	fifo := filestest.FIFO(t, filepath.Join(dir, "fifo"))
+	large := filestest.Sparse(t, filepath.Join(dir, "large"), MaxConfigFileBytes+1)
 	for path, want := range map[string]string{fifo: "not a regular file", "/dev/zero": "not a regular file", large: "over"} {
-		err := within(t, "EncodeConfig of "+path, func() error {
+		filestest.Refused(t, "EncodeConfig of "+path, func() error {
 			_, err := EncodeConfig(map[string]any{"keys_file": path}, dir)
 			return err
-		})
-		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "keys_file") {
-			t.Errorf("%s: %v, want an error naming keys_file and %q", path, err, want)
-		}
+		}, "keys_file", want)
 	}
 }
 
@@ -62,19 +34,14 @@ func TestConfigFilesThatAreNoFilesOrTooLargeAreRefused(t *testing.T) {
 func TestCacheFilesThatAreNoFilesAreRefused(t *testing.T) {
 	t.Run("key is a FIFO", func(t *testing.T) {
 		dir := t.TempDir()
-		if err := syscall.Mkfifo(filepath.Join(dir, keyFile), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		err := within(t, "NewHost", func() error {
+		filestest.FIFO(t, filepath.Join(dir, keyFile))
+		filestest.Refused(t, "NewHost", func() error {
 			h, err := NewHost(Options{CacheDir: dir})
 			if err == nil {
 				h.Close(context.Background())
 			}
 			return err
-		})
-		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
-			t.Fatalf("NewHost: %v", err)
-		}
+		}, "not a regular file")
 	})
 	t.Run("key is a symlink", func(t *testing.T) {
 		dir := t.TempDir()
@@ -102,12 +69,10 @@ func TestCacheFilesThatAreNoFilesAreRefused(t *testing.T) {
 			if err := os.Remove(e + sealSuffix); err != nil {
 				t.Fatal(err)
 			}
-			if err := syscall.Mkfifo(e+sealSuffix, 0o600); err != nil {
-				t.Fatal(err)
-			}
+			filestest.FIFO(t, e+sealSuffix)
 		}
 		var logs string
-		within(t, "a load over a cache with FIFO seals", func() error { logs = loadAndServe(t, dir, probe); return nil })
+		filestest.Within(t, "a load over a cache with FIFO seals", func() error { logs = loadAndServe(t, dir, probe); return nil })
 		if !strings.Contains(logs, "recompiling") {
 			t.Errorf("no log line about the entries; log:\n%s", logs)
 		}
