@@ -3,6 +3,6 @@
 -- table.sort of a growing array, without a Lua comparator to check the deadline.
 t = {}
 function evaluate()
-  for i = 1, 1e5 do t[#t + 1] = (#t * 7919) % 1000003 end
+  for i = 1, 1e5 do table.insert(t, (#t * 7919) % 1000003) end
   table.sort(t)
 end
