@@ -72,6 +72,13 @@ func tableStorage(t *glua.LTable) uint64 {
 	return n
 }
 
+// tableSlots is how many values walking t reads: its array part, nil
+// slots included, and the live entries of its hash part.
+func tableSlots(t *glua.LTable) int {
+	v := reflect.ValueOf(t).Elem()
+	return v.Field(tableFields.array).Len() + v.Field(tableFields.dict).Len() + v.Field(tableFields.strdict).Len()
+}
+
 // liveBytes estimates what the state can reach, stopping once over limit.
 // It keeps its own stack, of containers only: a script can nest tables a
 // million deep, or put a million numbers in one.

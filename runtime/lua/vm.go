@@ -39,7 +39,8 @@ type Limits struct {
 	SourceBytes int
 	// ConvertNodes and ConvertBytes bound a value converted to Go (the
 	// arguments of a registered function, the results of a call, a
-	// global); zero means DefaultConvertNodes and DefaultConvertBytes.
+	// global), counting each slot of a table a value; zero means
+	// DefaultConvertNodes and DefaultConvertBytes.
 	ConvertNodes int
 	ConvertBytes int
 }
