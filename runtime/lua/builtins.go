@@ -235,7 +235,9 @@ func (vm *VM) stringGmatch(L *glua.LState) int {
 	src := L.CheckString(1)
 	pat := L.CheckString(2)
 	pos := 0
-	L.Push(L.NewFunction(func(L *glua.LState) int {
+	// src and pat are upvalues too, for the heap walk to see what the
+	// iterator holds.
+	L.Push(L.NewClosure(func(L *glua.LState) int {
 		m := vm.newMatcher(L, src, pat)
 		for ; pos <= len(src); pos++ {
 			m.level = 0
@@ -254,7 +256,7 @@ func (vm *VM) stringGmatch(L *glua.LState) int {
 			}
 		}
 		return 0
-	}))
+	}, glua.LString(src), glua.LString(pat)))
 	return 1
 }
 

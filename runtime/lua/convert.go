@@ -18,8 +18,15 @@ const maxDepth = 32
 type Table struct{ t *glua.LTable }
 
 // NewTable returns an empty table sized for arr sequence elements and rec
-// named fields.
-func (vm *VM) NewTable(arr, rec int) Table { return Table{vm.L.CreateTable(arr, rec)} }
+// named fields. While the caller holds it, it counts toward what the state
+// holds (see VM), with all a script put in it; a rebuild cannot empty it,
+// so a caller that keeps tables between calls makes them anew after a
+// call fails with ErrAllocation.
+func (vm *VM) NewTable(arr, rec int) Table {
+	t := vm.L.CreateTable(arr, rec)
+	vm.hold(t)
+	return Table{t}
+}
 
 // SetNumber sets t[key] to v.
 func (t Table) SetNumber(key string, v float64) { t.t.RawSetString(key, glua.LNumber(v)) }

@@ -2,7 +2,9 @@ package lua
 
 import (
 	"reflect"
+	"slices"
 	"unsafe"
+	"weak"
 
 	glua "github.com/yuin/gopher-lua"
 )
@@ -52,16 +54,30 @@ const (
 // iteration does not show.
 var tableFields = func() (f struct{ array, dict, strdict, keys, k2i int }) {
 	t := reflect.TypeFor[glua.LTable]()
-	idx := func(name string) int {
-		sf, ok := t.FieldByName(name)
-		if !ok {
-			panic("lua: gopher-lua's LTable has no field " + name)
-		}
-		return sf.Index[0]
-	}
-	f.array, f.dict, f.strdict, f.keys, f.k2i = idx("array"), idx("dict"), idx("strdict"), idx("keys"), idx("k2i")
+	slice := reflect.TypeFor[[]glua.LValue]()
+	f.array, f.keys = field(t, "array", slice), field(t, "keys", slice)
+	f.dict, f.strdict, f.k2i = field(t, "dict", nil), field(t, "strdict", nil), field(t, "k2i", nil)
 	return f
 }()
+
+// builtinMtsField is the index of the metatables of whole types in
+// gopher-lua's Global: setmetatable(0, mt) sets the one of every number.
+var builtinMtsField = field(reflect.TypeFor[glua.Global](), "builtinMts", reflect.TypeFor[map[int]glua.LValue]())
+
+// field is the index of the field name of t, which must be of type want
+// when one is given: the walk reads it through a pointer of that type.
+func field(t reflect.Type, name string, want reflect.Type) int {
+	sf, ok := t.FieldByName(name)
+	if !ok || (want != nil && sf.Type != want) {
+		panic("lua: gopher-lua's " + t.Name() + " has no field " + name + " of the expected type")
+	}
+	return sf.Index[0]
+}
+
+// values reads the unexported []LValue field i of the struct v points to.
+func values(v reflect.Value, i int) []glua.LValue {
+	return *(*[]glua.LValue)(unsafe.Pointer(v.Elem().Field(i).UnsafeAddr()))
+}
 
 func tableStorage(t *glua.LTable) uint64 {
 	v := reflect.ValueOf(t).Elem()
@@ -85,11 +101,21 @@ func tableSlots(t *glua.LTable) int {
 func (vm *VM) liveBytes(limit uint64) uint64 {
 	L := vm.L
 	w := heapWalk{seen: map[unsafe.Pointer]bool{}}
-	for _, v := range []glua.LValue{L.G.Global, L.G.Registry, L.Env, L.GetMetatable(glua.LString(""))} {
+	for _, v := range []glua.LValue{L.G.Global, L.G.Registry, L.Env} {
 		w.add(v)
+	}
+	// Read raw: GetMetatable would return a __metatable field instead.
+	mts := reflect.ValueOf(L.G).Elem().Field(builtinMtsField)
+	for _, mt := range *(*map[int]glua.LValue)(unsafe.Pointer(mts.UnsafeAddr())) {
+		w.add(mt)
 	}
 	for _, v := range vm.loaded {
 		w.add(v)
+	}
+	for _, p := range vm.held {
+		if t := p.Value(); t != nil {
+			w.add(t)
+		}
 	}
 	for len(w.stack) > 0 && w.n <= limit {
 		v := w.stack[len(w.stack)-1]
@@ -100,10 +126,16 @@ func (vm *VM) liveBytes(limit uint64) uint64 {
 				break
 			}
 			w.add(x.Metatable)
-			x.ForEach(func(k, e glua.LValue) {
-				w.add(k)
+			v := reflect.ValueOf(x)
+			for _, e := range values(v, tableFields.array) {
 				w.add(e)
-			})
+			}
+			// Every key the table has had, deleted ones included: it
+			// keeps them all.
+			for _, k := range values(v, tableFields.keys) {
+				w.add(k)
+				w.add(x.RawGetH(k))
+			}
 		case *glua.LFunction:
 			w.n += functionBytes + uint64(len(x.Upvalues))*valueBytes
 			w.add(x.Env)
@@ -164,6 +196,7 @@ func (w *heapWalk) proto(p *glua.FunctionProto) {
 	if p == nil || !w.first(unsafe.Pointer(p)) {
 		return
 	}
+	w.add(glua.LString(p.SourceName)) // a chunk name can be a megabyte
 	w.n += protoBytes + uint64(len(p.Code))*4 + uint64(len(p.DbgSourcePositions))*8 + uint64(len(p.Constants))*valueBytes
 	for _, c := range p.Constants {
 		w.add(c)
@@ -171,4 +204,16 @@ func (w *heapWalk) proto(p *glua.FunctionProto) {
 	for _, q := range p.FunctionPrototypes {
 		w.proto(q) // nesting is bounded by the compiler's input checks
 	}
+}
+
+// hold makes t, a table Go made and may pass to every call, a root of the
+// walk for as long as Go holds it, which a weak pointer does not prevent.
+// Without it the script could keep anything in the table unseen. The list
+// is cleared of collected tables whenever it has doubled.
+func (vm *VM) hold(t *glua.LTable) {
+	if len(vm.held) >= 2*vm.heldLive+64 {
+		vm.held = slices.DeleteFunc(vm.held, func(p weak.Pointer[glua.LTable]) bool { return p.Value() == nil })
+		vm.heldLive = len(vm.held)
+	}
+	vm.held = append(vm.held, weak.Make(t))
 }

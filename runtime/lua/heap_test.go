@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -89,4 +90,52 @@ function big() return #kept end`)
 			t.Fatalf("ok = %v, %v", out, err)
 		}
 	}
+}
+
+// What a state holds where the walk did not look still counts: every call
+// below keeps 4 MiB out of sight of a walk of the globals, and must meet
+// ErrAllocation before the heap holds much more than the budget.
+func TestHiddenHoldingsCountTowardTheBudget(t *testing.T) {
+	const budget = 16 << 20
+	for name, src := range map[string]string{
+		"gmatch iterators":        `its = {} function evaluate() for i = 1, 4 do its[#its + 1] = string.gmatch(string.rep("x", 2^20 - 16) .. #its, "x") end end`,
+		"number metatable":        `function evaluate() local mt = getmetatable(0) or {} setmetatable(0, mt) for i = 1, 4 do mt[#mt + 1] = string.rep("x", 2^20 - 16) .. #mt end end`,
+		"function metatable":      `function evaluate() local mt = getmetatable(print) or {} setmetatable(print, mt) for i = 1, 4 do mt[#mt + 1] = string.rep("x", 2^20 - 16) .. #mt end end`,
+		"chunk names":             `fns = {} function evaluate() for i = 1, 4 do fns[#fns + 1] = loadstring("return 1", string.rep("n", 2^20 - 16) .. #fns) end end`,
+		"deleted string keys":     `t, n = {}, 0 function evaluate() for i = 1, 4 do n = n + 1 local k = string.rep("k", 2^20 - 16) .. n t[k] = true t[k] = nil end end`,
+		"deleted table keys":      `t, n = {}, 0 function evaluate() for i = 1, 4 do n = n + 1 local k = {string.rep("k", 2^20 - 16) .. n} t[k] = true t[k] = nil end end`,
+		"a table Go passes again": `function evaluate(m) m.junk = m.junk or {} for i = 1, 4 do m.junk[#m.junk + 1] = string.rep("x", 2^20 - 16) .. #m.junk end end`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			vm := New(Options{Limits: Limits{Timeout: 5 * time.Second, AllocBytes: budget}})
+			defer vm.Close()
+			if err := vm.Load(context.Background(), "hide.lua", src); err != nil {
+				t.Fatal(err)
+			}
+			m := vm.NewTable(0, 0)
+			base := liveHeap()
+			var err error
+			calls := 0
+			for ; err == nil && calls < 25; calls++ {
+				_, err = vm.Call(context.Background(), "evaluate", m)
+			}
+			grown := liveHeap() - base
+			runtime.KeepAlive(m)
+			t.Logf("%d calls, heap %+d MiB: %v", calls, grown>>20, err)
+			if !errors.Is(err, ErrAllocation) {
+				t.Fatalf("after %d calls keeping 4 MiB each under a budget of %d MiB: err = %v, want ErrAllocation", calls, budget>>20, err)
+			}
+			if grown > 2*budget {
+				t.Errorf("the heap grew by %d MiB, over twice the budget", grown>>20)
+			}
+		})
+	}
+}
+
+// liveHeap is the heap in use after a collection.
+func liveHeap() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"weak"
 
 	glua "github.com/yuin/gopher-lua"
 )
@@ -104,8 +105,11 @@ type VM struct {
 	print   func(string)
 	modules map[string]string
 	loaded  map[string]glua.LValue
-	dog     *watchdog // started by the first call
-	heap    heapMark
+	held    []weak.Pointer[glua.LTable] // see hold
+	// heldLive is how many of held were alive when it was last cleared.
+	heldLive int
+	dog      *watchdog // started by the first call
+	heap     heapMark
 	// recipe rebuilds the state; rebuilding is set while it runs.
 	recipe     []func() error
 	rebuilding bool
