@@ -209,7 +209,7 @@ func (vm *VM) Load(ctx context.Context, name, src string) error {
 
 // Call calls the global function name with args and returns its results.
 func (vm *VM) Call(ctx context.Context, name string, args ...any) ([]any, error) {
-	fn, ok := vm.L.GetGlobal(name).(*glua.LFunction)
+	fn, ok := vm.global(name).(*glua.LFunction)
 	if !ok {
 		return nil, fmt.Errorf("lua: no function %q", name)
 	}
@@ -218,19 +218,23 @@ func (vm *VM) Call(ctx context.Context, name string, args ...any) ([]any, error)
 
 // HasFunc reports whether the global name is a function.
 func (vm *VM) HasFunc(name string) bool {
-	_, ok := vm.L.GetGlobal(name).(*glua.LFunction)
+	_, ok := vm.global(name).(*glua.LFunction)
 	return ok
 }
 
 // GlobalValue returns the global name converted to Go, or an error naming
 // it when it exceeds the conversion limits.
 func (vm *VM) GlobalValue(name string) (any, error) {
-	v, err := vm.fromLua(vm.L.GetGlobal(name))
+	v, err := vm.fromLua(vm.global(name))
 	if err != nil {
 		return nil, fmt.Errorf("lua: global %s: %w", name, err)
 	}
 	return v, nil
 }
+
+// global reads the global name raw: an __index the script gave the
+// globals table would run here, outside any call and its deadline.
+func (vm *VM) global(name string) glua.LValue { return vm.L.G.Global.RawGetString(name) }
 
 // Global is GlobalValue without the error: a value over the conversion
 // limits is nil.
@@ -242,7 +246,7 @@ func (vm *VM) Global(name string) any {
 // SetGlobal sets the global name to v converted with ToLua.
 func (vm *VM) SetGlobal(name string, v any) {
 	_ = vm.record(func() error {
-		vm.L.SetGlobal(name, ToLua(vm.L, v))
+		vm.L.G.Global.RawSetString(name, ToLua(vm.L, v))
 		return nil
 	})
 }
@@ -250,7 +254,7 @@ func (vm *VM) SetGlobal(name string, v any) {
 // Register makes fn callable from Lua as the global name.
 func (vm *VM) Register(name string, fn Func) {
 	_ = vm.record(func() error {
-		vm.L.SetGlobal(name, vm.L.NewFunction(func(L *glua.LState) int {
+		vm.L.G.Global.RawSetString(name, vm.L.NewFunction(func(L *glua.LState) int {
 			// One conversion for all the arguments: the limits bound them
 			// together.
 			c := vm.newConversion()
