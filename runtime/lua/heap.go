@@ -3,6 +3,7 @@ package lua
 import (
 	"reflect"
 	"slices"
+	"time"
 	"unsafe"
 	"weak"
 
@@ -23,15 +24,23 @@ type heapMark struct {
 }
 
 // heapOver reports what the state holds and whether that is over the
-// budget, walking it only when it may be.
-func (vm *VM) heapOver() (uint64, bool) {
+// budget, walking it only when it may be. The walk may take as long as a
+// call: a state of a million small tables takes hundreds of milliseconds
+// to walk, and a script can have it walked after every call by making
+// garbage. late reports a walk cut off there, which leaves what the state
+// holds unknown.
+func (vm *VM) heapOver() (live uint64, over, late bool) {
 	now := allocated()
 	if vm.heap.live+(now-vm.heap.allocs) <= vm.limits.AllocBytes {
-		return vm.heap.live, false
+		return vm.heap.live, false, false
 	}
-	live := vm.liveBytes(vm.limits.AllocBytes)
+	var deadline time.Time
+	if vm.limits.Timeout > 0 {
+		deadline = time.Now().Add(vm.limits.Timeout)
+	}
+	live, late = vm.liveBytes(vm.limits.AllocBytes, deadline)
 	vm.heap = heapMark{allocs: now, live: live}
-	return live, live > vm.limits.AllocBytes
+	return live, live > vm.limits.AllocBytes, late
 }
 
 // Approximate sizes of gopher-lua's objects, from its types; an estimate
@@ -95,12 +104,13 @@ func tableSlots(t *glua.LTable) int {
 	return v.Field(tableFields.array).Len() + v.Field(tableFields.dict).Len() + v.Field(tableFields.strdict).Len()
 }
 
-// liveBytes estimates what the state can reach, stopping once over limit.
-// It keeps its own stack, of containers only: a script can nest tables a
-// million deep, or put a million numbers in one.
-func (vm *VM) liveBytes(limit uint64) uint64 {
+// liveBytes estimates what the state can reach, stopping once over limit,
+// or at deadline unless it is zero, which late reports. It keeps its own
+// stack, of containers only: a script can nest tables a million deep, or
+// put a million numbers in one.
+func (vm *VM) liveBytes(limit uint64, deadline time.Time) (n uint64, late bool) {
 	L := vm.L
-	w := heapWalk{seen: map[unsafe.Pointer]bool{}}
+	w := heapWalk{seen: map[unsafe.Pointer]bool{}, deadline: deadline}
 	for _, v := range []glua.LValue{L.G.Global, L.G.Registry, L.Env} {
 		w.add(v)
 	}
@@ -117,7 +127,7 @@ func (vm *VM) liveBytes(limit uint64) uint64 {
 			w.add(t)
 		}
 	}
-	for len(w.stack) > 0 && w.n <= limit {
+	for len(w.stack) > 0 && w.n <= limit && !w.late {
 		v := w.stack[len(w.stack)-1]
 		w.stack = w.stack[:len(w.stack)-1]
 		switch x := v.(type) {
@@ -149,13 +159,16 @@ func (vm *VM) liveBytes(limit uint64) uint64 {
 			w.add(x.Env)
 		}
 	}
-	return w.n
+	return w.n, w.late
 }
 
 type heapWalk struct {
-	n     uint64
-	seen  map[unsafe.Pointer]bool
-	stack []glua.LValue // containers still to walk
+	n        uint64
+	seen     map[unsafe.Pointer]bool
+	stack    []glua.LValue // containers still to walk
+	deadline time.Time     // zero for none
+	work     int           // values added
+	late     bool          // past the deadline: the walk is cut off
 }
 
 // first reports whether p is met for the first time.
@@ -167,8 +180,15 @@ func (w *heapWalk) first(p unsafe.Pointer) bool {
 	return true
 }
 
-// add counts a scalar, or stacks a container not yet seen.
+// add counts a scalar, or stacks a container not yet seen. It looks at the
+// clock now and then: one table can hold millions of values.
 func (w *heapWalk) add(v glua.LValue) {
+	if w.work++; w.work%4096 == 0 && !w.deadline.IsZero() && time.Now().After(w.deadline) {
+		w.late = true
+	}
+	if w.late {
+		return
+	}
 	switch x := v.(type) {
 	case glua.LString:
 		if len(x) < dedupStrings || w.first(unsafe.Pointer(unsafe.StringData(string(x)))) {

@@ -59,10 +59,10 @@ for i = 1, 1000 do many[i] = s end
 nested = {}
 local t = nested
 for i = 1, 20000 do t.next = {} t = t.next end`)
-	if n := vm.liveBytes(1 << 40); n < 1<<20 || n > 40<<20 {
+	if n, _ := vm.liveBytes(1<<40, time.Time{}); n < 1<<20 || n > 40<<20 {
 		t.Errorf("live estimate %d bytes, want about 1 MiB of string and 20000 tables", n)
 	}
-	if n := vm.liveBytes(64 << 10); n > 64<<10+1<<20+tableBytes {
+	if n, _ := vm.liveBytes(64<<10, time.Time{}); n > 64<<10+1<<20+tableBytes {
 		t.Errorf("a walk limited to 64 KiB went on to %d bytes", n)
 	}
 }
@@ -138,4 +138,40 @@ func liveHeap() int64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapAlloc)
+}
+
+// The check of what a state holds is part of the call and ends by its
+// deadline: a state of a million small tables takes several deadlines to
+// walk, and a script can have it walked after every call by allocating
+// garbage. Every call must end within twice the deadline, and one that
+// cannot check its state in time fails with ErrTimeout and a rebuilt VM.
+func TestHeapCheckEndsByTheDeadline(t *testing.T) {
+	timeout := 50 * time.Millisecond * raceSlowdown
+	vm := New(Options{Limits: Limits{Timeout: timeout, AllocBytes: 160 << 20}})
+	defer vm.Close()
+	if err := vm.Load(context.Background(), "walk.lua", `
+kept = {}
+function grow() for i = 1, 2000 do table.insert(kept, {}) end return #kept end`); err != nil {
+		t.Fatal(err)
+	}
+	slowest, stops := time.Duration(0), 0
+	for range 600 {
+		start := time.Now()
+		out, err := vm.Call(context.Background(), "grow")
+		took := time.Since(start)
+		slowest = max(slowest, took)
+		if took > 2*timeout {
+			t.Fatalf("a call that left %v tables took %v, over twice the deadline of %v (err: %v)", out, took, timeout, err)
+		}
+		switch {
+		case errors.Is(err, ErrTimeout) && strings.Contains(err.Error(), "to check"):
+			stops++
+		case err != nil && !errors.Is(err, ErrTimeout): // a loaded box may stop grow itself
+			t.Fatalf("after %v: %v", took, err)
+		}
+	}
+	t.Logf("slowest call %v, %d state checks cut at the deadline of %v", slowest, stops, timeout)
+	if stops == 0 {
+		t.Error("no state check was cut at the deadline")
+	}
 }

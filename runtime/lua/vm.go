@@ -286,14 +286,20 @@ func (vm *VM) run(ctx context.Context, fn *glua.LFunction, what string, args []a
 	if vm.rebuilding {
 		return out, err
 	}
-	if live, over := vm.heapOver(); over {
+	if live, over, late := vm.heapOver(); over || late {
 		rerr := vm.rebuild()
 		msg := fmt.Sprintf("%s: after %s the state holds over %d MiB, beyond the budget of %d MiB; it was rebuilt from its scripts",
 			source(fn), what, live>>20, vm.limits.AllocBytes>>20)
+		limit := ErrAllocation
+		if late {
+			msg = fmt.Sprintf("%s: after %s the state took over %v to check, the deadline of a call; it was rebuilt from its scripts",
+				source(fn), what, vm.limits.Timeout)
+			limit = ErrTimeout
+		}
 		if rerr != nil {
 			msg += ", which failed: " + rerr.Error()
 		}
-		return nil, &Error{Msg: truncate(msg), Limit: ErrAllocation}
+		return nil, &Error{Msg: truncate(msg), Limit: limit}
 	}
 	return out, err
 }
