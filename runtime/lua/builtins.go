@@ -3,6 +3,7 @@ package lua
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"sort"
 	"strconv"
 	"strings"
@@ -96,6 +97,30 @@ func (vm *VM) openBuiltins() {
 	tab := L.GetGlobal("table")
 	set(tab, "concat", vm.tableConcat)
 	set(tab, "sort", vm.tableSort)
+	set(L.GetGlobal("math"), "random", mathRandom)
+}
+
+// mathRandom is Lua 5.1's math.random. gopher-lua's hands the interval to
+// rand.Intn, which panics when it is empty or overflows an int.
+func mathRandom(L *glua.LState) int {
+	r := rand.Float64()
+	switch L.GetTop() {
+	case 0:
+		L.Push(glua.LNumber(r))
+	case 1:
+		u := math.Floor(float64(L.CheckNumber(1)))
+		if !(u >= 1) {
+			L.ArgError(1, "interval is empty")
+		}
+		L.Push(glua.LNumber(math.Floor(r*u) + 1))
+	default:
+		l, u := math.Floor(float64(L.CheckNumber(1))), math.Floor(float64(L.CheckNumber(2)))
+		if !(l <= u) {
+			L.ArgError(2, "interval is empty")
+		}
+		L.Push(glua.LNumber(math.Floor(r*(u-l+1)) + l))
+	}
+	return 1
 }
 
 // unpack refuses more than maxResults values instead of pushing millions.
