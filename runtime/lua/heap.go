@@ -55,6 +55,7 @@ const (
 	keyIndexBytes = 120
 	functionBytes = 96
 	protoBytes    = 256
+	dbgLocalBytes = 48 // a local's name and range
 	dedupStrings  = 64 // strings at least this long are counted once
 )
 
@@ -217,7 +218,13 @@ func (w *heapWalk) proto(p *glua.FunctionProto) {
 		return
 	}
 	w.add(glua.LString(p.SourceName)) // a chunk name can be a megabyte
-	w.n += protoBytes + uint64(len(p.Code))*4 + uint64(len(p.DbgSourcePositions))*8 + uint64(len(p.Constants))*valueBytes
+	// By capacity: gopher-lua's compiler leaves every function with room
+	// for 1024 instructions and their lines, 128 calls, and so on, which
+	// an empty function keeps (17 KB), not by what it uses (a few bytes).
+	w.n += protoBytes + uint64(cap(p.Code))*4 + uint64(cap(p.DbgSourcePositions))*8 +
+		uint64(cap(p.Constants))*(valueBytes+16) + // with a string copy of each
+		uint64(cap(p.FunctionPrototypes)+cap(p.DbgLocals))*8 + uint64(len(p.DbgLocals))*dbgLocalBytes +
+		uint64(cap(p.DbgCalls))*uint64(unsafe.Sizeof(glua.DbgCall{})) + uint64(cap(p.DbgUpvalues))*16
 	for _, c := range p.Constants {
 		w.add(c)
 	}

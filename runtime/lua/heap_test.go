@@ -101,6 +101,7 @@ func TestHiddenHoldingsCountTowardTheBudget(t *testing.T) {
 		"gmatch iterators":        `its = {} function evaluate() for i = 1, 4 do its[#its + 1] = string.gmatch(string.rep("x", 2^20 - 16) .. #its, "x") end end`,
 		"number metatable":        `function evaluate() local mt = getmetatable(0) or {} setmetatable(0, mt) for i = 1, 4 do mt[#mt + 1] = string.rep("x", 2^20 - 16) .. #mt end end`,
 		"function metatable":      `function evaluate() local mt = getmetatable(print) or {} setmetatable(print, mt) for i = 1, 4 do mt[#mt + 1] = string.rep("x", 2^20 - 16) .. #mt end end`,
+		"compiled functions":      `fns = {} function evaluate() for i = 1, 2 do fns[#fns + 1] = loadstring(string.rep("function f() end ", 125)) end end`,
 		"chunk names":             `fns = {} function evaluate() for i = 1, 4 do fns[#fns + 1] = loadstring("return 1", string.rep("n", 2^20 - 16) .. #fns) end end`,
 		"deleted string keys":     `t, n = {}, 0 function evaluate() for i = 1, 4 do n = n + 1 local k = string.rep("k", 2^20 - 16) .. n t[k] = true t[k] = nil end end`,
 		"deleted table keys":      `t, n = {}, 0 function evaluate() for i = 1, 4 do n = n + 1 local k = {string.rep("k", 2^20 - 16) .. n} t[k] = true t[k] = nil end end`,
