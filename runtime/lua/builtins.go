@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -97,6 +98,7 @@ func (vm *VM) openBuiltins() {
 	tab := L.GetGlobal("table")
 	set(tab, "concat", vm.tableConcat)
 	set(tab, "sort", vm.tableSort)
+	set(tab, "insert", tableInsert(tab.(*glua.LTable).RawGetString("insert").(*glua.LFunction).GFunction))
 	set(L.GetGlobal("math"), "random", mathRandom)
 }
 
@@ -407,6 +409,22 @@ func (vm *VM) tableConcat(L *glua.LState) int {
 	}
 	L.Push(glua.LString(b.String()))
 	return 1
+}
+
+// tableInsert wraps gopher-lua's table.insert, which appends to a table's
+// array part (or shifts it up by one) past maxArrayIndex, where t[k] no
+// longer reads it: such a sequence would read back nil. It refuses to grow
+// the array part that far instead.
+func tableInsert(insert glua.LGFunction) glua.LGFunction {
+	return func(L *glua.LState) int {
+		t := L.CheckTable(1)
+		n := len(values(reflect.ValueOf(t), tableFields.array))
+		grows := L.GetTop() == 2 || (L.GetTop() == 3 && L.CheckInt(2) >= 1 && L.CheckInt(2) <= n)
+		if grows && n+1 >= maxArrayIndex {
+			L.RaiseError("table.insert: a sequence holds at most %d elements", maxArrayIndex-1)
+		}
+		return insert(L)
+	}
 }
 
 // tableSort sorts t[1..#t] counting comparisons, which gopher-lua's sort

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	glua "github.com/yuin/gopher-lua"
 )
@@ -183,5 +184,27 @@ big = shared()`)
 	}
 	if v, err := vm.GlobalValue("big"); v != nil || !errors.Is(err, ErrConversion) {
 		t.Errorf("GlobalValue = %v, %v", v, err)
+	}
+}
+
+// A sequence at the bound of the array part reads back whole: table.insert
+// refuses to grow it further (gopher-lua's appended past the bound, where
+// t[k] reads the hash part and found nil), and a key beyond goes to the
+// hash part.
+func TestSequencesStayReadableAtTheArrayBound(t *testing.T) {
+	got, err := call(t, Options{Limits: Limits{Timeout: 10 * time.Second}}, `
+function f()
+  local t = {}
+  for i = 1, 2^18 - 2 do t[i] = i end
+  table.insert(t, 1, 0)
+  local appended, err = pcall(table.insert, t, 0)
+  local shifted = pcall(table.insert, t, 1, 0)
+  table.insert(t, 2^18 + 5, "far")
+  table.sort(t)
+  return #t, t[#t], t[1], appended, err, shifted, t[2^18 + 5]
+end`)
+	want := []any{262143.0, 262142.0, 0.0, false, "b.lua:6: table.insert: a sequence holds at most 262143 elements", false, "far"}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v, %v; want %v", got, err, want)
 	}
 }

@@ -151,8 +151,14 @@ func TestHeapCheckEndsByTheDeadline(t *testing.T) {
 	vm := New(Options{Limits: Limits{Timeout: timeout, AllocBytes: 160 << 20}})
 	defer vm.Close()
 	if err := vm.Load(context.Background(), "walk.lua", `
-kept = {}
-function grow() for i = 1, 2000 do table.insert(kept, {}) end return #kept end`); err != nil {
+kept, n = {}, 0
+function grow()
+  local b = kept[#kept]
+  if not b or #b >= 100000 then b = {} table.insert(kept, b) end
+  for i = 1, 2000 do table.insert(b, {}) end
+  n = n + 2000
+  return n
+end`); err != nil {
 		t.Fatal(err)
 	}
 	slowest, stops := time.Duration(0), 0

@@ -17,10 +17,11 @@ var removedBase = []string{"dofile", "loadfile", "module", "require", "collectga
 // one, in the instruction that sets it (t[2^26 - 1] = 1 allocates two
 // gigabytes and takes seconds), and neither the deadline nor the budget
 // can stop an instruction. A key at or above this goes to the hash part
-// instead, as in C Lua, so one assignment fills at most 2 MiB of slots.
-// gopher-lua's `#` counts only the array part, so `#` of a sequence longer
-// than this stops here (table.insert(t, v) still appends).
-const maxArrayIndex = 1 << 17
+// instead, as in C Lua, so one assignment fills at most 4 MiB of slots.
+// gopher-lua's `#` counts only the array part, so `#` of a longer sequence
+// stops here, and table.insert refuses to grow one past it (see
+// tableInsert).
+const maxArrayIndex = 1 << 18
 
 func init() { glua.MaxArrayIndex = maxArrayIndex }
 
