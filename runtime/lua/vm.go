@@ -52,7 +52,7 @@ const (
 	DefaultCallDepth    = 200
 	DefaultStackSlots   = 256 << 10
 	DefaultStringBytes  = 1 << 20
-	DefaultSourceBytes  = 256 << 10
+	DefaultSourceBytes  = 64 << 10
 	DefaultConvertNodes = 100_000
 	DefaultConvertBytes = 4 << 20
 )
