@@ -2,6 +2,7 @@ package policies
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"runtime"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"perigee/runtime/lua"
 	"perigee/units"
 )
 
@@ -169,5 +171,42 @@ func TestPolicyPathThatIsNoFileIsRefused(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("loading a policy from a FIFO did not return")
+	}
+}
+
+// The tables of m outlive an evaluation, so what a script keeps in them
+// counts toward its budget, and the engine makes them anew when the VM is
+// over it: otherwise a script could keep data there, out of the VM's
+// reach, evaluation after evaluation. The script hides its table from m's
+// root, too, which the engine links again before the next evaluation.
+func TestDataKeptInMIsBounded(t *testing.T) {
+	const budget = 16 << 20
+	r := newRig(t, `
+function evaluate(m)
+  local node = m.node
+  node.junk = node.junk or {}
+  for i = 1, 4 do node.junk[#node.junk + 1] = string.rep("x", 2^20 - 16) .. #node.junk end
+  assert(node.name == "n1")
+  m.node = nil
+end`, func(c *EngineConfig) { c.AllocBytes = budget })
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	stops := 0
+	for range 40 {
+		if err := r.eval(t); errors.Is(err, lua.ErrAllocation) {
+			stops++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(r)
+	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("%d of 40 evaluations stopped; heap grew %d MiB", stops, grew>>20)
+	if stops == 0 || grew > 2*budget {
+		t.Errorf("40 evaluations keeping 4 MiB each in m under a budget of %d MiB: %d stopped, heap grew %d MiB", budget>>20, stops, grew>>20)
 	}
 }

@@ -107,6 +107,11 @@ func (p *policy) evaluate(ctx context.Context) error {
 	p.statusMu.Unlock()
 	if err != nil {
 		p.pending = p.pending[:0]
+		if errors.Is(err, lua.ErrAllocation) {
+			// m counts toward the VM's budget with what the script kept in
+			// it, and a rebuilt VM cannot empty it: make it anew.
+			p.view = newLuaView(p.vm, p.spec, p.allow, p.e.cfg.Node, p.e.cfg.Region)
+		}
 		if ctx.Err() == nil {
 			p.e.log.Error("policy evaluation failed; previous decisions stay in force", "policy", p.spec.Name, "err", err)
 		}

@@ -3,6 +3,8 @@ package lua
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -96,6 +98,31 @@ func (vm *VM) openBuiltins() {
 	tab := L.GetGlobal("table")
 	set(tab, "concat", vm.tableConcat)
 	set(tab, "sort", vm.tableSort)
+	set(tab, "insert", tableInsert(tab.(*glua.LTable).RawGetString("insert").(*glua.LFunction).GFunction))
+	set(L.GetGlobal("math"), "random", mathRandom)
+}
+
+// mathRandom is Lua 5.1's math.random. gopher-lua's hands the interval to
+// rand.Intn, which panics when it is empty or overflows an int.
+func mathRandom(L *glua.LState) int {
+	r := rand.Float64()
+	switch L.GetTop() {
+	case 0:
+		L.Push(glua.LNumber(r))
+	case 1:
+		u := math.Floor(float64(L.CheckNumber(1)))
+		if !(u >= 1) {
+			L.ArgError(1, "interval is empty")
+		}
+		L.Push(glua.LNumber(math.Floor(r*u) + 1))
+	default:
+		l, u := math.Floor(float64(L.CheckNumber(1))), math.Floor(float64(L.CheckNumber(2)))
+		if !(l <= u) {
+			L.ArgError(2, "interval is empty")
+		}
+		L.Push(glua.LNumber(math.Floor(r*(u-l+1)) + l))
+	}
+	return 1
 }
 
 // unpack refuses more than maxResults values instead of pushing millions.
@@ -235,7 +262,9 @@ func (vm *VM) stringGmatch(L *glua.LState) int {
 	src := L.CheckString(1)
 	pat := L.CheckString(2)
 	pos := 0
-	L.Push(L.NewFunction(func(L *glua.LState) int {
+	// src and pat are upvalues too, for the heap walk to see what the
+	// iterator holds.
+	L.Push(L.NewClosure(func(L *glua.LState) int {
 		m := vm.newMatcher(L, src, pat)
 		for ; pos <= len(src); pos++ {
 			m.level = 0
@@ -254,7 +283,7 @@ func (vm *VM) stringGmatch(L *glua.LState) int {
 			}
 		}
 		return 0
-	}))
+	}, glua.LString(src), glua.LString(pat)))
 	return 1
 }
 
@@ -380,6 +409,22 @@ func (vm *VM) tableConcat(L *glua.LState) int {
 	}
 	L.Push(glua.LString(b.String()))
 	return 1
+}
+
+// tableInsert wraps gopher-lua's table.insert, which appends to a table's
+// array part (or shifts it up by one) past maxArrayIndex, where t[k] no
+// longer reads it: such a sequence would read back nil. It refuses to grow
+// the array part that far instead.
+func tableInsert(insert glua.LGFunction) glua.LGFunction {
+	return func(L *glua.LState) int {
+		t := L.CheckTable(1)
+		n := len(values(reflect.ValueOf(t), tableFields.array))
+		grows := L.GetTop() == 2 || (L.GetTop() == 3 && L.CheckInt(2) >= 1 && L.CheckInt(2) <= n)
+		if grows && n+1 >= maxArrayIndex {
+			L.RaiseError("table.insert: a sequence holds at most %d elements", maxArrayIndex-1)
+		}
+		return insert(L)
+	}
 }
 
 // tableSort sorts t[1..#t] counting comparisons, which gopher-lua's sort

@@ -18,8 +18,15 @@ const maxDepth = 32
 type Table struct{ t *glua.LTable }
 
 // NewTable returns an empty table sized for arr sequence elements and rec
-// named fields.
-func (vm *VM) NewTable(arr, rec int) Table { return Table{vm.L.CreateTable(arr, rec)} }
+// named fields. While the caller holds it, it counts toward what the state
+// holds (see VM), with all a script put in it; a rebuild cannot empty it,
+// so a caller that keeps tables between calls makes them anew after a
+// call fails with ErrAllocation.
+func (vm *VM) NewTable(arr, rec int) Table {
+	t := vm.L.CreateTable(arr, rec)
+	vm.hold(t)
+	return Table{t}
+}
 
 // SetNumber sets t[key] to v.
 func (t Table) SetNumber(key string, v float64) { t.t.RawSetString(key, glua.LNumber(v)) }
@@ -149,35 +156,43 @@ func (c *conversion) err() error {
 	return nil
 }
 
-// over reports whether the conversion has met a limit, charging n bytes.
-func (c *conversion) over(n int) bool {
+// value converts v, charging it as one value; the entries of a table are
+// charged by the table (see table).
+func (c *conversion) value(v glua.LValue, depth int) any {
 	c.nodes++
-	c.bytes += n
-	return c.nodes > c.maxNodes || c.bytes > c.maxBytes
+	return c.entry(v, depth)
 }
 
-func (c *conversion) value(v glua.LValue, depth int) any {
+func (c *conversion) entry(v glua.LValue, depth int) any {
 	switch x := v.(type) {
 	case glua.LBool:
-		c.over(1)
+		c.bytes++
 		return bool(x)
 	case glua.LNumber:
-		c.over(8)
+		c.bytes += 8
 		return float64(x)
 	case glua.LString:
-		c.over(len(x))
+		c.bytes += len(x)
 		return string(x)
 	case *glua.LTable:
-		if c.over(16) || depth >= maxDepth {
+		c.bytes += 16
+		if c.full() || depth >= maxDepth {
 			return nil
 		}
 		return c.table(x, depth+1)
 	}
-	c.over(0)
 	return nil
 }
 
+// table converts t after charging one value for every slot of it the
+// conversion reads: its entries, and also the empty array slots and the
+// keys Go cannot name, which it walks past. Without that, a table of a
+// million nil slots, or of keys that are tables, would cost one value
+// each of the ten thousand times it appears, and take seconds to convert.
 func (c *conversion) table(t *glua.LTable, depth int) any {
+	if c.nodes += tableSlots(t); c.full() {
+		return nil
+	}
 	n := t.Len()
 	seq := true
 	count := 0
@@ -190,7 +205,7 @@ func (c *conversion) table(t *glua.LTable, depth int) any {
 	if seq && count == n && n > 0 {
 		out := make([]any, 0, min(n, c.maxNodes))
 		for i := 1; i <= n && !c.full(); i++ {
-			out = append(out, c.value(t.RawGetInt(i), depth))
+			out = append(out, c.entry(t.RawGetInt(i), depth))
 		}
 		return out
 	}
@@ -209,7 +224,7 @@ func (c *conversion) table(t *glua.LTable, depth int) any {
 			return
 		}
 		c.bytes += len(key)
-		out[key] = c.value(e, depth)
+		out[key] = c.entry(e, depth)
 	})
 	return out
 }

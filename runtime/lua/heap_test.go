@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -58,10 +59,10 @@ for i = 1, 1000 do many[i] = s end
 nested = {}
 local t = nested
 for i = 1, 20000 do t.next = {} t = t.next end`)
-	if n := vm.liveBytes(1 << 40); n < 1<<20 || n > 40<<20 {
+	if n, _ := vm.liveBytes(1<<40, time.Time{}); n < 1<<20 || n > 40<<20 {
 		t.Errorf("live estimate %d bytes, want about 1 MiB of string and 20000 tables", n)
 	}
-	if n := vm.liveBytes(64 << 10); n > 64<<10+1<<20+tableBytes {
+	if n, _ := vm.liveBytes(64<<10, time.Time{}); n > 64<<10+1<<20+tableBytes {
 		t.Errorf("a walk limited to 64 KiB went on to %d bytes", n)
 	}
 }
@@ -88,5 +89,96 @@ function big() return #kept end`)
 		if out, err := vm.Call(context.Background(), "ok"); err != nil || out[0] != 1.0 {
 			t.Fatalf("ok = %v, %v", out, err)
 		}
+	}
+}
+
+// What a state holds where the walk did not look still counts: every call
+// below keeps 4 MiB out of sight of a walk of the globals, and must meet
+// ErrAllocation before the heap holds much more than the budget.
+func TestHiddenHoldingsCountTowardTheBudget(t *testing.T) {
+	const budget = 16 << 20
+	for name, src := range map[string]string{
+		"gmatch iterators":        `its = {} function evaluate() for i = 1, 4 do its[#its + 1] = string.gmatch(string.rep("x", 2^20 - 16) .. #its, "x") end end`,
+		"number metatable":        `function evaluate() local mt = getmetatable(0) or {} setmetatable(0, mt) for i = 1, 4 do mt[#mt + 1] = string.rep("x", 2^20 - 16) .. #mt end end`,
+		"function metatable":      `function evaluate() local mt = getmetatable(print) or {} setmetatable(print, mt) for i = 1, 4 do mt[#mt + 1] = string.rep("x", 2^20 - 16) .. #mt end end`,
+		"compiled functions":      `fns = {} function evaluate() for i = 1, 2 do fns[#fns + 1] = loadstring(string.rep("function f() end ", 125)) end end`,
+		"chunk names":             `fns = {} function evaluate() for i = 1, 4 do fns[#fns + 1] = loadstring("return 1", string.rep("n", 2^20 - 16) .. #fns) end end`,
+		"deleted string keys":     `t, n = {}, 0 function evaluate() for i = 1, 4 do n = n + 1 local k = string.rep("k", 2^20 - 16) .. n t[k] = true t[k] = nil end end`,
+		"deleted table keys":      `t, n = {}, 0 function evaluate() for i = 1, 4 do n = n + 1 local k = {string.rep("k", 2^20 - 16) .. n} t[k] = true t[k] = nil end end`,
+		"a table Go passes again": `function evaluate(m) m.junk = m.junk or {} for i = 1, 4 do m.junk[#m.junk + 1] = string.rep("x", 2^20 - 16) .. #m.junk end end`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			vm := New(Options{Limits: Limits{Timeout: 5 * time.Second, AllocBytes: budget}})
+			defer vm.Close()
+			if err := vm.Load(context.Background(), "hide.lua", src); err != nil {
+				t.Fatal(err)
+			}
+			m := vm.NewTable(0, 0)
+			base := liveHeap()
+			var err error
+			calls := 0
+			for ; err == nil && calls < 25; calls++ {
+				_, err = vm.Call(context.Background(), "evaluate", m)
+			}
+			grown := liveHeap() - base
+			runtime.KeepAlive(m)
+			t.Logf("%d calls, heap %+d MiB: %v", calls, grown>>20, err)
+			if !errors.Is(err, ErrAllocation) {
+				t.Fatalf("after %d calls keeping 4 MiB each under a budget of %d MiB: err = %v, want ErrAllocation", calls, budget>>20, err)
+			}
+			if grown > 2*budget {
+				t.Errorf("the heap grew by %d MiB, over twice the budget", grown>>20)
+			}
+		})
+	}
+}
+
+// liveHeap is the heap in use after a collection.
+func liveHeap() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
+
+// The check of what a state holds is part of the call and ends by its
+// deadline: a state of a million small tables takes several deadlines to
+// walk, and a script can have it walked after every call by allocating
+// garbage. Every call must end within twice the deadline, and one that
+// cannot check its state in time fails with ErrTimeout and a rebuilt VM.
+func TestHeapCheckEndsByTheDeadline(t *testing.T) {
+	timeout := 50 * time.Millisecond * raceSlowdown
+	vm := New(Options{Limits: Limits{Timeout: timeout, AllocBytes: 160 << 20}})
+	defer vm.Close()
+	if err := vm.Load(context.Background(), "walk.lua", `
+kept, n = {}, 0
+function grow()
+  local b = kept[#kept]
+  if not b or #b >= 100000 then b = {} table.insert(kept, b) end
+  for i = 1, 2000 do table.insert(b, {}) end
+  n = n + 2000
+  return n
+end`); err != nil {
+		t.Fatal(err)
+	}
+	slowest, stops := time.Duration(0), 0
+	for range 600 {
+		start := time.Now()
+		out, err := vm.Call(context.Background(), "grow")
+		took := time.Since(start)
+		slowest = max(slowest, took)
+		if took > 2*timeout {
+			t.Fatalf("a call that left %v tables took %v, over twice the deadline of %v (err: %v)", out, took, timeout, err)
+		}
+		switch {
+		case errors.Is(err, ErrTimeout) && strings.Contains(err.Error(), "to check"):
+			stops++
+		case err != nil && !errors.Is(err, ErrTimeout): // a loaded box may stop grow itself
+			t.Fatalf("after %v: %v", took, err)
+		}
+	}
+	t.Logf("slowest call %v, %d state checks cut at the deadline of %v", slowest, stops, timeout)
+	if stops == 0 {
+		t.Error("no state check was cut at the deadline")
 	}
 }

@@ -12,6 +12,19 @@ import (
 // environments, which would hide the bounded `..` (see concatFunc).
 var removedBase = []string{"dofile", "loadfile", "module", "require", "collectgarbage", "_printregs", "print", "getfenv", "setfenv"}
 
+// maxArrayIndex bounds the array part of every table. gopher-lua fills
+// the gap below an integer key under its MaxArrayIndex with nils, one by
+// one, in the instruction that sets it (t[2^26 - 1] = 1 allocates two
+// gigabytes and takes seconds), and neither the deadline nor the budget
+// can stop an instruction. A key at or above this goes to the hash part
+// instead, as in C Lua, so one assignment fills at most 4 MiB of slots.
+// gopher-lua's `#` counts only the array part, so `#` of a longer sequence
+// stops here, and table.insert refuses to grow one past it (see
+// tableInsert).
+const maxArrayIndex = 1 << 18
+
+func init() { glua.MaxArrayIndex = maxArrayIndex }
+
 func (vm *VM) openSandbox(print func(string)) {
 	L := vm.L
 	for _, lib := range []struct {

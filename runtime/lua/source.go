@@ -18,6 +18,10 @@ import (
 const (
 	maxNesting   = 200
 	maxTreeDepth = 1000
+	// maxFunctions bounds the functions of one chunk: gopher-lua's
+	// compiler reserves 17 KB for each, so 64 KiB of empty functions
+	// would hold 64 MiB after one step nothing can interrupt.
+	maxFunctions = 1000
 )
 
 // concatFunc is the global that every `..` chain calls (see VM.concat).
@@ -32,8 +36,8 @@ func compile(name, src string, maxBytes int) (*glua.FunctionProto, error) {
 	if len(src) > maxBytes {
 		return nil, &Error{Msg: fmt.Sprintf("%s: source of %d bytes exceeds the limit of %d", name, len(src), maxBytes)}
 	}
-	if line, ok := nestingWithin(src, maxNesting); !ok {
-		return nil, &Error{Msg: fmt.Sprintf("%s:%d: nesting deeper than %d levels", name, line, maxNesting)}
+	if line, problem := checkShape(src); problem != "" {
+		return nil, &Error{Msg: fmt.Sprintf("%s:%d: %s", name, line, problem)}
 	}
 	chunk, err := parse.Parse(strings.NewReader(src), name)
 	if err != nil {
@@ -58,10 +62,11 @@ func compile(name, src string, maxBytes int) (*glua.FunctionProto, error) {
 	return proto, nil
 }
 
-// nestingWithin scans src as Lua tokens and reports whether brackets and
-// blocks nest at most limit deep, and if not the line where they exceed it.
-func nestingWithin(src string, limit int) (int, bool) {
-	depth, line := 0, 1
+// checkShape scans src as Lua tokens and reports the first line where
+// brackets and blocks nest deeper than maxNesting or where the chunk has
+// more than maxFunctions functions, and which; "" when neither.
+func checkShape(src string) (int, string) {
+	depth, line, functions := 0, 1, 0
 	for i := 0; i < len(src); {
 		c := src[i]
 		switch {
@@ -95,8 +100,8 @@ func nestingWithin(src string, limit int) (int, bool) {
 			}
 			i++
 		case c == '(' || c == '[' || c == '{':
-			if depth++; depth > limit {
-				return line, false
+			if depth++; depth > maxNesting {
+				return line, tooDeep
 			}
 			i++
 		case c == ')' || c == ']' || c == '}':
@@ -109,8 +114,13 @@ func nestingWithin(src string, limit int) (int, bool) {
 			}
 			switch src[i:j] {
 			case "function", "do", "if", "repeat":
-				if depth++; depth > limit {
-					return line, false
+				if depth++; depth > maxNesting {
+					return line, tooDeep
+				}
+				if src[i:j] == "function" {
+					if functions++; functions > maxFunctions {
+						return line, fmt.Sprintf("more than %d functions", maxFunctions)
+					}
 				}
 			case "end", "until":
 				depth = max(depth-1, 0)
@@ -120,8 +130,10 @@ func nestingWithin(src string, limit int) (int, bool) {
 			i++
 		}
 	}
-	return 0, true
+	return 0, ""
 }
+
+var tooDeep = fmt.Sprintf("nesting deeper than %d levels", maxNesting)
 
 // isLongBracketOpen reports whether src[i:] starts [[ or [==[.
 func isLongBracketOpen(src string, i int) bool {

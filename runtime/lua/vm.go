@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"weak"
 
 	glua "github.com/yuin/gopher-lua"
 )
@@ -39,7 +40,8 @@ type Limits struct {
 	SourceBytes int
 	// ConvertNodes and ConvertBytes bound a value converted to Go (the
 	// arguments of a registered function, the results of a call, a
-	// global); zero means DefaultConvertNodes and DefaultConvertBytes.
+	// global), counting each slot of a table a value; zero means
+	// DefaultConvertNodes and DefaultConvertBytes.
 	ConvertNodes int
 	ConvertBytes int
 }
@@ -50,7 +52,7 @@ const (
 	DefaultCallDepth    = 200
 	DefaultStackSlots   = 256 << 10
 	DefaultStringBytes  = 1 << 20
-	DefaultSourceBytes  = 256 << 10
+	DefaultSourceBytes  = 64 << 10
 	DefaultConvertNodes = 100_000
 	DefaultConvertBytes = 4 << 20
 )
@@ -103,8 +105,11 @@ type VM struct {
 	print   func(string)
 	modules map[string]string
 	loaded  map[string]glua.LValue
-	dog     *watchdog // started by the first call
-	heap    heapMark
+	held    []weak.Pointer[glua.LTable] // see hold
+	// heldLive is how many of held were alive when it was last cleared.
+	heldLive int
+	dog      *watchdog // started by the first call
+	heap     heapMark
 	// recipe rebuilds the state; rebuilding is set while it runs.
 	recipe     []func() error
 	rebuilding bool
@@ -204,7 +209,7 @@ func (vm *VM) Load(ctx context.Context, name, src string) error {
 
 // Call calls the global function name with args and returns its results.
 func (vm *VM) Call(ctx context.Context, name string, args ...any) ([]any, error) {
-	fn, ok := vm.L.GetGlobal(name).(*glua.LFunction)
+	fn, ok := vm.global(name).(*glua.LFunction)
 	if !ok {
 		return nil, fmt.Errorf("lua: no function %q", name)
 	}
@@ -213,19 +218,23 @@ func (vm *VM) Call(ctx context.Context, name string, args ...any) ([]any, error)
 
 // HasFunc reports whether the global name is a function.
 func (vm *VM) HasFunc(name string) bool {
-	_, ok := vm.L.GetGlobal(name).(*glua.LFunction)
+	_, ok := vm.global(name).(*glua.LFunction)
 	return ok
 }
 
 // GlobalValue returns the global name converted to Go, or an error naming
 // it when it exceeds the conversion limits.
 func (vm *VM) GlobalValue(name string) (any, error) {
-	v, err := vm.fromLua(vm.L.GetGlobal(name))
+	v, err := vm.fromLua(vm.global(name))
 	if err != nil {
 		return nil, fmt.Errorf("lua: global %s: %w", name, err)
 	}
 	return v, nil
 }
+
+// global reads the global name raw: an __index the script gave the
+// globals table would run here, outside any call and its deadline.
+func (vm *VM) global(name string) glua.LValue { return vm.L.G.Global.RawGetString(name) }
 
 // Global is GlobalValue without the error: a value over the conversion
 // limits is nil.
@@ -237,7 +246,7 @@ func (vm *VM) Global(name string) any {
 // SetGlobal sets the global name to v converted with ToLua.
 func (vm *VM) SetGlobal(name string, v any) {
 	_ = vm.record(func() error {
-		vm.L.SetGlobal(name, ToLua(vm.L, v))
+		vm.L.G.Global.RawSetString(name, ToLua(vm.L, v))
 		return nil
 	})
 }
@@ -245,7 +254,7 @@ func (vm *VM) SetGlobal(name string, v any) {
 // Register makes fn callable from Lua as the global name.
 func (vm *VM) Register(name string, fn Func) {
 	_ = vm.record(func() error {
-		vm.L.SetGlobal(name, vm.L.NewFunction(func(L *glua.LState) int {
+		vm.L.G.Global.RawSetString(name, vm.L.NewFunction(func(L *glua.LState) int {
 			// One conversion for all the arguments: the limits bound them
 			// together.
 			c := vm.newConversion()
@@ -277,14 +286,20 @@ func (vm *VM) run(ctx context.Context, fn *glua.LFunction, what string, args []a
 	if vm.rebuilding {
 		return out, err
 	}
-	if live, over := vm.heapOver(); over {
+	if live, over, late := vm.heapOver(); over || late {
 		rerr := vm.rebuild()
 		msg := fmt.Sprintf("%s: after %s the state holds over %d MiB, beyond the budget of %d MiB; it was rebuilt from its scripts",
 			source(fn), what, live>>20, vm.limits.AllocBytes>>20)
+		limit := ErrAllocation
+		if late {
+			msg = fmt.Sprintf("%s: after %s the state took over %v to check, the deadline of a call; it was rebuilt from its scripts",
+				source(fn), what, vm.limits.Timeout)
+			limit = ErrTimeout
+		}
 		if rerr != nil {
 			msg += ", which failed: " + rerr.Error()
 		}
-		return nil, &Error{Msg: truncate(msg), Limit: ErrAllocation}
+		return nil, &Error{Msg: truncate(msg), Limit: limit}
 	}
 	return out, err
 }

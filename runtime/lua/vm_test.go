@@ -343,3 +343,33 @@ func FuzzLoadNeverPanics(f *testing.F) {
 		_ = vm.Load(context.Background(), "fuzz.lua", src)
 	})
 }
+
+// The host reads and sets globals raw: a metamethod on the globals table
+// would otherwise run outside any call, with no deadline to stop it.
+func TestHostGlobalAccessIgnoresMetatables(t *testing.T) {
+	vm := load(t, Options{Limits: Limits{Timeout: time.Second}}, "meta.lua", `
+function f() return x end
+setmetatable(_G, {__index = function() while true do end end, __newindex = function() while true do end end})`)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if vm.HasFunc("missing") {
+			t.Error("HasFunc(missing)")
+		}
+		if v, err := vm.GlobalValue("missing"); v != nil || err != nil {
+			t.Errorf("GlobalValue(missing) = %v, %v", v, err)
+		}
+		vm.SetGlobal("x", 7.0)
+		if _, err := vm.Call(context.Background(), "missing"); err == nil {
+			t.Error("Call(missing) succeeded")
+		}
+		if out, err := vm.Call(context.Background(), "f"); err != nil || out[0] != 7.0 {
+			t.Errorf("f() = %v, %v; want 7 set raw", out, err)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a global look-up from Go ran the script's __index or __newindex and never returned")
+	}
+}
