@@ -109,8 +109,9 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		dropNominated(r.Header)
 		stripOwnHeaders(r.Header)
+		client := geo.Forwarding(r, n.fleet.trusted)
 		if n.fleet.country != nil {
-			n.fleet.country.tag(r)
+			n.fleet.country.tag(r, client)
 		}
 		if r.Body != nil && r.Body != http.NoBody {
 			if max := int64(st.cfg.Limits.MaxBodyBytes); max > 0 {

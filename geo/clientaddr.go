@@ -106,3 +106,72 @@ func parseHop(s string) (netip.Addr, bool) {
 	}
 	return a.Unmap(), true
 }
+
+// Forwarding makes what r's headers tell the route's transforms and the
+// backend about the client the node's own word, and returns the client's
+// address (ClientAddr). From a peer that is not a trusted proxy, every
+// header through which a hop names the client or how it connected is the
+// client's own claim and is dropped: Forwarded, every X-Forwarded-*, and the
+// one-address headers frameworks read first (X-Real-IP, True-Client-IP, ...),
+// under any spelling a backend may read as the same name (X_Real_IP: CGI
+// and WSGI turn both into HTTP_X_REAL_IP). From a trusted proxy they are
+// kept. Either way X-Real-IP is set to the client's address, which the node
+// vouches for; the proxy appends the peer to X-Forwarded-For.
+func Forwarding(r *http.Request, trusted []netip.Prefix) netip.Addr {
+	client := ClientAddr(r, trusted)
+	h := r.Header
+	if peer, err := netip.ParseAddrPort(r.RemoteAddr); err != nil || !isTrusted(peer.Addr().Unmap(), trusted) {
+		for k := range h {
+			if namesClient(k) {
+				delete(h, k)
+			}
+		}
+	}
+	if client.IsValid() {
+		h["X-Real-Ip"] = []string{client.String()}
+	} else {
+		delete(h, "X-Real-Ip")
+	}
+	return client
+}
+
+// clientHeaders are the one-address headers proxies and CDNs set, and
+// frameworks read before X-Forwarded-For, in the form namesClient compares.
+var clientHeaders = []string{"forwarded", "x-real-ip", "true-client-ip", "x-client-ip", "x-cluster-client-ip", "client-ip", "cf-connecting-ip", "fastly-client-ip", "x-original-forwarded-for"}
+
+// namesClient reports whether a header named k carries a hop's word about
+// the client: one of clientHeaders or X-Forwarded-*, in any case and with
+// '_' for '-'.
+func namesClient(k string) bool {
+	const xf = "x-forwarded-"
+	if len(k) > len(xf) && sameName(k[:len(xf)], xf) {
+		return true
+	}
+	for _, name := range clientHeaders {
+		if sameName(k, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameName compares a header name with a lower-case one, as a backend that
+// folds case and reads '_' as '-' would.
+func sameName(k, lower string) bool {
+	if len(k) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		case c == '_':
+			c = '-'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}

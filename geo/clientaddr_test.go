@@ -83,3 +83,60 @@ func FuzzClientAddr(f *testing.F) {
 		}
 	})
 }
+
+// What an untrusted peer writes about its client is dropped under every
+// spelling a backend might read; a trusted proxy's is kept; X-Real-IP is
+// the node's word either way.
+func TestForwardingKeepsOnlyTrustedProxiesWords(t *testing.T) {
+	trusted, _ := geo.ParsePrefixes([]string{"10.0.0.0/8"})
+	claims := map[string][]string{
+		"X-Forwarded-For": {"6.6.6.6", "7.7.7.7"}, "X_forwarded_for": {"6.6.6.6"}, "x-real-ip": {"6.6.6.6"},
+		"X_Real_Ip": {"6.6.6.6"}, "Forwarded": {"for=6.6.6.6"}, "X-Forwarded-Prefix": {"/admin"},
+		"True-Client-Ip": {"6.6.6.6"}, "Cf-Connecting-Ip": {"6.6.6.6"},
+	}
+	for _, c := range []struct {
+		peer, realIP string
+		kept         bool
+	}{
+		{"85.214.1.1:5000", "85.214.1.1", false},
+		{"[fe80::1%eth0]:80", "fe80::1%eth0", false},
+		{"@", "", false}, // a unix socket's peer
+		{"10.1.1.1:80", "10.1.1.1", true}, // the client's own X-Forwarded-For disagrees with its Forwarded
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = c.peer
+		for k, v := range claims {
+			r.Header[k] = v
+		}
+		r.Header["X-Other"] = []string{"kept"}
+		geo.Forwarding(r, trusted)
+		if got := r.Header.Get("X-Real-Ip"); got != c.realIP || len(r.Header["X-Real-Ip"]) > 1 {
+			t.Errorf("peer %s: X-Real-Ip %q, want %q", c.peer, r.Header["X-Real-Ip"], c.realIP)
+		}
+		for k := range claims {
+			if _, ok := r.Header[k]; ok != c.kept && k != "X-Real-Ip" {
+				t.Errorf("peer %s: %s kept %v, want %v", c.peer, k, ok, c.kept)
+			}
+		}
+		if r.Header.Get("X-Other") != "kept" {
+			t.Errorf("peer %s: an unrelated header was dropped", c.peer)
+		}
+	}
+}
+
+// An operator who writes a trusted prefix in its IPv4-mapped IPv6 form
+// means the IPv4 peers it maps: peers are compared unmapped.
+func TestMappedTrustedPrefixesMatchTheirIPv4Peers(t *testing.T) {
+	trusted, err := geo.ParsePrefixes([]string{"::ffff:10.0.0.0/104", "::ffff:192.0.2.7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, peer := range []string{"10.1.1.1:80", "[::ffff:10.1.1.1]:80", "192.0.2.7:1"} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = peer
+		r.Header.Set("X-Forwarded-For", "85.214.3.3")
+		if got := geo.ClientAddr(r, trusted); got != netip.MustParseAddr("85.214.3.3") {
+			t.Errorf("peer %s under %v: client %s, want the proxy's 85.214.3.3", peer, trusted, got)
+		}
+	}
+}

@@ -196,8 +196,9 @@ func websocketOnly(h http.Header) {
 
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	in, out := pr.In, pr.Out
-	// Append to the client's X-Forwarded-For rather than replace it: the
-	// trust decision belongs to whoever reads it (see geo.trusted_proxies).
+	// Append to the X-Forwarded-For that reached the node's handler: a
+	// trusted proxy's chain, which geo.Forwarding kept; a client's own it
+	// dropped (geo.trusted_proxies).
 	if prior, ok := in.Header["X-Forwarded-For"]; ok {
 		out.Header["X-Forwarded-For"] = append([]string(nil), prior...)
 	}
