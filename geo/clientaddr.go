@@ -26,29 +26,39 @@ func ClientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
 	fwd, xff := r.Header.Values("Forwarded"), r.Header.Values("X-Forwarded-For")
 	switch {
 	case len(fwd) == 0:
-		return walk(addr, xffHops(xff), trusted)
+		return walk(addr, xff, false, trusted)
 	case len(xff) == 0:
-		return walk(addr, forwardedHops(fwd), trusted)
+		return walk(addr, fwd, true, trusted)
 	}
-	if a := walk(addr, forwardedHops(fwd), trusted); a == walk(addr, xffHops(xff), trusted) {
+	if a := walk(addr, fwd, true, trusted); a == walk(addr, xff, false, trusted) {
 		return a
 	}
 	return addr // which one a proxy wrote is unknown; the last one we trust is the best we know
 }
 
-// walk follows hops leftwards from addr, a trusted peer, to the first
-// untrusted one.
-func walk(addr netip.Addr, hops []string, trusted []netip.Prefix) netip.Addr {
-	for i := len(hops) - 1; i >= 0; i-- {
-		hop, ok := parseHop(hops[i])
-		if !ok {
-			// An unreadable hop hides what is to its left; the last proxy
-			// we trust is the best we know.
-			return addr
-		}
-		addr = hop
-		if !isTrusted(addr, trusted) {
-			return addr
+// walk follows the hops of X-Forwarded-For lines, or the for= of
+// Forwarded ones, leftwards from addr, a trusted peer, to the first
+// untrusted one. It reads the lines in place: a trusted proxy passes on
+// whatever chain its client wrote, up to the header limit.
+func walk(addr netip.Addr, lines []string, forwarded bool, trusted []netip.Prefix) netip.Addr {
+	for i := len(lines) - 1; i >= 0; i-- {
+		for rest, more := lines[i], true; more; {
+			j := strings.LastIndexByte(rest, ',')
+			hop := rest[j+1:]
+			rest, more = rest[:max(j, 0)], j >= 0
+			if forwarded {
+				hop = forParam(hop)
+			}
+			a, ok := parseHop(hop)
+			if !ok {
+				// An unreadable hop hides what is to its left; the last
+				// proxy we trust is the best we know.
+				return addr
+			}
+			addr = a
+			if !isTrusted(addr, trusted) {
+				return addr
+			}
 		}
 	}
 	return addr
@@ -63,44 +73,35 @@ func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
 	return false
 }
 
-// forwardedHops lists the for= parameters of Forwarded lines, in order.
-func forwardedHops(lines []string) []string {
-	var hops []string
-	for _, line := range lines {
-		for elem := range strings.SplitSeq(line, ",") {
-			hop := ""
-			for pair := range strings.SplitSeq(elem, ";") {
-				k, v, _ := strings.Cut(strings.TrimSpace(pair), "=")
-				if strings.EqualFold(k, "for") {
-					hop = v
-				}
-			}
-			hops = append(hops, hop)
+// forParam is the for= parameter of one Forwarded element (the last, if
+// it has several), or "".
+func forParam(elem string) string {
+	hop := ""
+	for pair := range strings.SplitSeq(elem, ";") {
+		if k, v, _ := strings.Cut(strings.TrimSpace(pair), "="); strings.EqualFold(k, "for") {
+			hop = v
 		}
 	}
-	return hops
+	return hop
 }
 
-// xffHops lists the hops of X-Forwarded-For lines, in order.
-func xffHops(lines []string) []string {
-	var hops []string
-	for _, line := range lines {
-		for hop := range strings.SplitSeq(line, ",") {
-			hops = append(hops, hop)
-		}
-	}
-	return hops
-}
-
-// parseHop reads one hop: a bare address, address:port, [v6]:port or a
-// quoted form of those. Obfuscated identifiers and "unknown" do not parse.
+// parseHop reads one hop: a bare address, address:port, [v6], [v6]:port or
+// a quoted form of those. Obfuscated identifiers, "unknown" and zones do
+// not parse. It tries only the form the hop has: a failed parse costs an
+// error's allocation, and a trusted chain can be thousands of hops long.
 func parseHop(s string) (netip.Addr, bool) {
 	s = strings.Trim(strings.TrimSpace(s), `"`)
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr().Unmap(), true
+	var a netip.Addr
+	var err error
+	if v6, ok := strings.CutPrefix(s, "["); ok && strings.HasSuffix(v6, "]") {
+		a, err = netip.ParseAddr(v6[:len(v6)-1])
+	} else if ok || strings.Count(s, ":") == 1 {
+		var ap netip.AddrPort
+		ap, err = netip.ParseAddrPort(s)
+		a = ap.Addr()
+	} else {
+		a, err = netip.ParseAddr(s)
 	}
-	s = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
-	a, err := netip.ParseAddr(s)
 	if err != nil || a.Zone() != "" {
 		return netip.Addr{}, false
 	}
