@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"perigee/geo/demodb"
@@ -80,5 +81,40 @@ func TestTrustedProxysForwardingIsKept(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The route's transforms are told the request id and trace the node sends
+// the backend and writes in its log, whether the client sent none, one the
+// node refused, or one it kept.
+func TestTransformsSeeTheNodesRequestIDAndTrace(t *testing.T) {
+	mod := watModule(t, "testdata/seenids.wat", t.TempDir())
+	n := startNode(t, listenAny+`transforms:
+  seen: {module: "`+mod+`"}
+services:
+  api: {backends: [{url: "`+serveBackend(t, echoHeaders)+`"}]}
+routes:
+  - {match: {path_prefix: /}, service: api, transforms: [seen]}
+`)
+	base := "https://" + n.Addrs().HTTPS
+	for _, pc := range allClients(t) {
+		for name, hdr := range map[string][]string{
+			"none":    nil,
+			"refused": {"X-Request-Id", strings.Repeat("r", 200), "Traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"},
+			"kept":    {"X-Request-Id", "client-id-1", "Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+		} {
+			resp, body := get(t, pc.client, base+"/", hdr...)
+			var seen http.Header
+			if err := json.Unmarshal([]byte(body), &seen); err != nil {
+				t.Fatalf("%s, %s: backend answer %q: %v", pc.name, name, body, err)
+			}
+			id := resp.Header.Get("X-Request-Id")
+			if seen.Get("X-Seen-Request-Id") != id || seen.Get("X-Request-Id") != id {
+				t.Errorf("%s, %s: the transform saw request id %q, the backend %q, the client was answered %q", pc.name, name, seen.Get("X-Seen-Request-Id"), seen.Get("X-Request-Id"), id)
+			}
+			if tp := seen.Get("X-Seen-Traceparent"); tp != seen.Get("Traceparent") {
+				t.Errorf("%s, %s: the transform saw traceparent %q, the backend %q", pc.name, name, tp, seen.Get("Traceparent"))
+			}
+		}
 	}
 }

@@ -110,6 +110,9 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		dropNominated(r.Header)
 		stripOwnHeaders(r.Header)
 		client := geo.Forwarding(r, n.fleet.trusted)
+		// The chain is told the id and trace the backend and the log get,
+		// not a client's that the node refused or continued.
+		r.Header["X-Request-Id"], r.Header["Traceparent"] = []string{x.ID}, []string{x.Trace.Header()}
 		if n.fleet.country != nil {
 			n.fleet.country.tag(r, client)
 		}

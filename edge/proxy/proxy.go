@@ -215,8 +215,14 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	// whenever it came after the transport's wait.
 	out.Header.Del("Expect")
 	if x := exchange.From(in.Context()); x != nil {
-		out.Header.Set("X-Request-Id", x.ID)
-		out.Header.Set("Traceparent", x.Trace.Header())
+		// Usually there already, from the node's handler: set again only
+		// what a transform changed.
+		if out.Header.Get("X-Request-Id") != x.ID {
+			out.Header.Set("X-Request-Id", x.ID)
+		}
+		if tp := x.Trace.Header(); out.Header.Get("Traceparent") != tp {
+			out.Header.Set("Traceparent", tp)
+		}
 	}
 }
 
