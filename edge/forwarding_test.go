@@ -63,18 +63,27 @@ func TestTrustedProxysForwardingIsKept(t *testing.T) {
   database: "`+db+`"
   trusted_proxies: ["127.0.0.0/8"]
 `)
-	base := "https://" + n.Addrs().HTTPS
-	for _, pc := range allClients(t) {
+	// The plain listener is for running behind another balancer, which
+	// terminated the client's TLS: the backend must hear https from it.
+	plain := protoClient{"plain HTTP/1.1", &http.Client{}, 1}
+	for _, pc := range append(allClients(t), plain) {
+		base := "https://" + n.Addrs().HTTPS
+		if pc.name == plain.name {
+			base = "http://" + n.Addrs().HTTP
+		}
 		t.Run(pc.name, func(t *testing.T) {
-			_, body := get(t, pc.client, base+"/", "X-Forwarded-For", "6.6.6.6, 85.214.0.1", "X-Real-Ip", "6.6.6.6", "X-Forwarded-Port", "443")
+			_, body := get(t, pc.client, base+"/", "X-Forwarded-For", "6.6.6.6, 85.214.0.1", "X-Real-Ip", "6.6.6.6",
+				"X-Forwarded-Port", "443", "X-Forwarded-Proto", "https", "X-Forwarded-Host", "public.example")
 			var seen http.Header
 			if err := json.Unmarshal([]byte(body), &seen); err != nil {
 				t.Fatalf("backend answer %q: %v", body, err)
 			}
 			for k, want := range map[string]string{
-				"X-Forwarded-For":  "6.6.6.6, 85.214.0.1, 127.0.0.1",
-				"X-Real-Ip":        "85.214.0.1",
-				"X-Forwarded-Port": "443",
+				"X-Forwarded-For":   "6.6.6.6, 85.214.0.1, 127.0.0.1",
+				"X-Real-Ip":         "85.214.0.1",
+				"X-Forwarded-Port":  "443",
+				"X-Forwarded-Proto": "https",
+				"X-Forwarded-Host":  "public.example",
 			} {
 				if got := seen.Get(k); got != want {
 					t.Errorf("the backend got %s %q, want %q", k, got, want)

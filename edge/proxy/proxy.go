@@ -203,6 +203,14 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		out.Header["X-Forwarded-For"] = append([]string(nil), prior...)
 	}
 	pr.SetXForwarded()
+	// A trusted proxy's word on how and where its client connected (a
+	// balancer that terminated TLS in front of the plain listener) outranks
+	// the node's view of its own hop; a client's never gets this far.
+	for _, k := range [...]string{"X-Forwarded-Proto", "X-Forwarded-Host"} {
+		if prior, ok := in.Header[k]; ok {
+			out.Header[k] = append([]string(nil), prior...)
+		}
+	}
 	out.Header.Add("Via", protoVersion(in)+" "+p.via)
 	// The query goes as the client sent it (the node checked its bytes):
 	// ReverseProxy's re-encoding would drop what it cannot parse.
