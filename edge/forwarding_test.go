@@ -3,6 +3,7 @@ package edge
 import (
 	"encoding/json"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -123,6 +124,43 @@ routes:
 			}
 			if tp := seen.Get("X-Seen-Traceparent"); tp != seen.Get("Traceparent") {
 				t.Errorf("%s, %s: the transform saw traceparent %q, the backend %q", pc.name, name, tp, seen.Get("Traceparent"))
+			}
+		}
+	}
+}
+
+// The access log names the client the node resolved, as the backend is
+// told it, beside the connection's peer.
+func TestAccessLogNamesTheResolvedClient(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "city.mmdb")
+	if err := demodb.Write(db); err != nil {
+		t.Fatal(err)
+	}
+	for trusted, want := range map[string]string{`["127.0.0.0/8"]`: "85.214.0.1", `[]`: "127.0.0.1"} {
+		path := filepath.Join(t.TempDir(), "access.log")
+		yaml := strings.Replace(nodeYAML("round_robin", serveBackend(t, echoHeaders)), "access_log: {enabled: false}", "access_log: {file: "+path+"}", 1)
+		n := startNode(t, yaml+"geo:\n  database: \""+db+"\"\n  trusted_proxies: "+trusted+"\n")
+		get(t, h1Client(), "https://"+n.Addrs().HTTPS+"/", "X-Forwarded-For", "85.214.0.1")
+		req, _ := http.NewRequest("get", "https://"+n.Addrs().HTTPS+"/", nil) // 400, before any route
+		req.Header.Set("X-Forwarded-For", "85.214.0.1")
+		if resp, err := h1Client().Do(req); err != nil || resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("lower-case method: %v %v, want 400", resp, err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(lines) != 2 {
+			t.Fatalf("trusted %s: %d access lines, want 2", trusted, len(lines))
+		}
+		for _, l := range lines {
+			var rec map[string]any
+			if err := json.Unmarshal([]byte(l), &rec); err != nil {
+				t.Fatal(err)
+			}
+			if peer, _ := rec["peer"].(string); rec["client"] != want || !strings.HasPrefix(peer, "127.0.0.1:") {
+				t.Errorf("trusted %s: logged client %v, peer %v; want %s and the connection's address", trusted, rec["client"], rec["peer"], want)
 			}
 		}
 	}

@@ -31,6 +31,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer st.release()
 	x, ctx := exchange.Begin(r, start)
 	r = r.WithContext(ctx)
+	x.Client = geo.ClientAddr(r, n.fleet.trusted)
 	rec := recorders.Get().(*recorder)
 	rec.ResponseWriter, rec.x, rec.hijacks = w, x, &n.listeners.hijacked
 	rec.send.begin(w, st.cfg.Timeouts.Idle.D())
@@ -109,12 +110,12 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		dropNominated(r.Header)
 		stripOwnHeaders(r.Header)
-		client := geo.Forwarding(r, n.fleet.trusted)
+		geo.Forwarding(r, n.fleet.trusted)
 		// The chain is told the id and trace the backend and the log get,
 		// not a client's that the node refused or continued.
 		r.Header["X-Request-Id"], r.Header["Traceparent"] = []string{x.ID}, []string{x.Trace.Header()}
 		if n.fleet.country != nil {
-			n.fleet.country.tag(r, client)
+			n.fleet.country.tag(r, x.Client)
 		}
 		if r.Body != nil && r.Body != http.NoBody {
 			if max := int64(st.cfg.Limits.MaxBodyBytes); max > 0 {

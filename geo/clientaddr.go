@@ -109,16 +109,15 @@ func parseHop(s string) (netip.Addr, bool) {
 }
 
 // Forwarding makes what r's headers tell the route's transforms and the
-// backend about the client the node's own word, and returns the client's
-// address (ClientAddr). From a peer that is not a trusted proxy, every
+// backend about the client the node's own word. From a peer that is not a trusted proxy, every
 // header through which a hop names the client or how it connected is the
 // client's own claim and is dropped: Forwarded, every X-Forwarded-*, and the
 // one-address headers frameworks read first (X-Real-IP, True-Client-IP, ...),
 // under any spelling a backend may read as the same name (X_Real_IP: CGI
 // and WSGI turn both into HTTP_X_REAL_IP). From a trusted proxy they are
-// kept. Either way X-Real-IP is set to the client's address, which the node
+// kept. Either way X-Real-IP is set to ClientAddr, which the node
 // vouches for; the proxy appends the peer to X-Forwarded-For.
-func Forwarding(r *http.Request, trusted []netip.Prefix) netip.Addr {
+func Forwarding(r *http.Request, trusted []netip.Prefix) {
 	client := ClientAddr(r, trusted)
 	h := r.Header
 	if peer, err := netip.ParseAddrPort(r.RemoteAddr); err != nil || !isTrusted(peer.Addr().Unmap(), trusted) {
@@ -133,7 +132,6 @@ func Forwarding(r *http.Request, trusted []netip.Prefix) netip.Addr {
 	} else {
 		delete(h, "X-Real-Ip")
 	}
-	return client
 }
 
 // clientHeaders are the one-address headers proxies and CDNs set, and

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -16,8 +17,10 @@ import (
 // Exchange is carried in the request's context from the listener to the
 // access log. It is pooled: nothing may keep it after the request ends.
 type Exchange struct {
-	ID      string
-	Trace   Trace
+	ID    string
+	Trace Trace
+	// Client is the client's address as the node resolved it (geo.trusted_proxies).
+	Client  netip.Addr
 	Start   time.Time
 	Route   string
 	Service string
