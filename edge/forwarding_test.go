@@ -165,3 +165,31 @@ func TestAccessLogNamesTheResolvedClient(t *testing.T) {
 		}
 	}
 }
+
+// A client's tracestate travels with its trace: when the node starts a new
+// one (the client's traceparent was missing or invalid), the vendor state
+// of a trace that is not ours is dropped (W3C Trace Context, 3.3).
+func TestTracestateFollowsOnlyAContinuedTrace(t *testing.T) {
+	n := startNode(t, nodeYAML("round_robin", serveBackend(t, echoHeaders)))
+	base := "https://" + n.Addrs().HTTPS
+	for _, pc := range allClients(t) {
+		for tp, want := range map[string]string{
+			"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01": "vendor=opaque",
+			"00-00000000000000000000000000000000-00f067aa0ba902b7-01": "",
+			"": "",
+		} {
+			hdr := []string{"Tracestate", "vendor=opaque"}
+			if tp != "" {
+				hdr = append(hdr, "Traceparent", tp)
+			}
+			_, body := get(t, pc.client, base+"/", hdr...)
+			var seen http.Header
+			if err := json.Unmarshal([]byte(body), &seen); err != nil {
+				t.Fatalf("backend answer %q: %v", body, err)
+			}
+			if got := seen.Get("Tracestate"); got != want {
+				t.Errorf("%s, traceparent %q: the backend got tracestate %q with %q, want %q", pc.name, tp, got, seen.Get("Traceparent"), want)
+			}
+		}
+	}
+}

@@ -114,6 +114,9 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// The chain is told the id and trace the backend and the log get,
 		// not a client's that the node refused or continued.
 		r.Header["X-Request-Id"], r.Header["Traceparent"] = []string{x.ID}, []string{x.Trace.Header()}
+		if !x.Trace.Continued {
+			delete(r.Header, "Tracestate") // a trace's vendor state, not this new one's
+		}
 		if n.fleet.country != nil {
 			n.fleet.country.tag(r, x.Client)
 		}

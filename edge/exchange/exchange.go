@@ -103,7 +103,10 @@ type Trace struct {
 	TraceID string // 32 hex
 	SpanID  string // 16 hex: this hop
 	Flags   string // 2 hex
-	header  string // "00-TraceID-SpanID-Flags"
+	// Continued is false for a new trace: the client sent no valid
+	// traceparent, and its tracestate belongs to no trace of ours.
+	Continued bool
+	header    string // "00-TraceID-SpanID-Flags"
 }
 
 // Header is the traceparent sent upstream.
@@ -116,9 +119,10 @@ func continueTrace(in string) Trace {
 	var b [traceparentLen]byte
 	copy(b[:], "00-")
 	b[35], b[52] = '-', '-'
-	if len(in) == traceparentLen && in[2] == '-' && in[35] == '-' && in[52] == '-' && in[:2] != "ff" &&
+	continued := len(in) == traceparentLen && in[2] == '-' && in[35] == '-' && in[52] == '-' && in[:2] != "ff" &&
 		isHex(in[:2]) && isHex(in[3:35]) && isHex(in[36:52]) && isHex(in[53:]) &&
-		in[3:35] != "00000000000000000000000000000000" && in[36:52] != "0000000000000000" {
+		in[3:35] != "00000000000000000000000000000000" && in[36:52] != "0000000000000000"
+	if continued {
 		copy(b[3:35], in[3:35])
 		copy(b[53:], in[53:])
 	} else {
@@ -127,7 +131,7 @@ func continueTrace(in string) Trace {
 	}
 	fillHex(b[36:52])
 	h := string(b[:])
-	return Trace{TraceID: h[3:35], SpanID: h[36:52], Flags: h[53:], header: h}
+	return Trace{TraceID: h[3:35], SpanID: h[36:52], Flags: h[53:], Continued: continued, header: h}
 }
 
 func isHex(s string) bool {
