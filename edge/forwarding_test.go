@@ -193,3 +193,35 @@ func TestTracestateFollowsOnlyAContinuedTrace(t *testing.T) {
 		}
 	}
 }
+
+// Behind a trusted balancer that appends to X-Forwarded-For and passes a
+// client's own Forwarded on (nginx, HAProxy, most do), the two headers
+// disagree and the node cannot tell who the client is. X-Real-IP, which
+// the node vouches for, must not then name the balancer: a backend that
+// lets its internal addresses in would let that client in.
+func TestNodeVouchesForNoClientItCouldNotResolve(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "city.mmdb")
+	if err := demodb.Write(db); err != nil {
+		t.Fatal(err)
+	}
+	n := startNode(t, nodeYAML("round_robin", serveBackend(t, echoHeaders))+`geo:
+  database: "`+db+`"
+  trusted_proxies: ["127.0.0.0/8"]
+`)
+	base := "https://" + n.Addrs().HTTPS
+	for _, pc := range allClients(t) {
+		for name, hdr := range map[string][]string{
+			"Forwarded beside X-Forwarded-For": {"X-Forwarded-For", "85.214.0.1", "Forwarded", "for=6.6.6.6"},
+			"a hop that does not parse":        {"X-Forwarded-For", "85.214.0.1, _hidden"},
+		} {
+			_, body := get(t, pc.client, base+"/", hdr...)
+			var seen http.Header
+			if err := json.Unmarshal([]byte(body), &seen); err != nil {
+				t.Fatalf("backend answer %q: %v", body, err)
+			}
+			if got, ok := seen["X-Real-Ip"]; ok {
+				t.Errorf("%s, %s: the backend got X-Real-Ip %q, want none", pc.name, name, got)
+			}
+		}
+	}
+}

@@ -13,15 +13,25 @@ import (
 // X-Forwarded-For. Forwarded (RFC 7239) and X-Forwarded-For are each
 // believed alone; when both are present they must name the same client,
 // since a proxy that writes one passes a client's own copy of the other on
-// as it came. The zero Addr means RemoteAddr was unreadable.
+// as it came. When the headers cannot say who the client is (a hop that
+// does not parse, or two headers naming different clients), the last
+// trusted hop is the best the node knows, and is returned. The zero Addr
+// means RemoteAddr was unreadable.
 func ClientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
+	addr, _ := resolve(r, trusted)
+	return addr
+}
+
+// resolve is ClientAddr, and whether the node knows the client rather than
+// only the last trusted hop before it.
+func resolve(r *http.Request, trusted []netip.Prefix) (netip.Addr, bool) {
 	peer, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
-		return netip.Addr{}
+		return netip.Addr{}, false
 	}
 	addr := peer.Addr().Unmap()
 	if !isTrusted(addr, trusted) {
-		return addr
+		return addr, true
 	}
 	fwd, xff := r.Header.Values("Forwarded"), r.Header.Values("X-Forwarded-For")
 	switch {
@@ -30,17 +40,20 @@ func ClientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
 	case len(xff) == 0:
 		return walk(addr, fwd, true, trusted)
 	}
-	if a := walk(addr, fwd, true, trusted); a == walk(addr, xff, false, trusted) {
-		return a
+	a, ok := walk(addr, fwd, true, trusted)
+	if b, okB := walk(addr, xff, false, trusted); a != b || !ok || !okB {
+		return addr, false // which one a proxy wrote is unknown
 	}
-	return addr // which one a proxy wrote is unknown; the last one we trust is the best we know
+	return a, true
 }
 
 // walk follows the hops of X-Forwarded-For lines, or the for= of
 // Forwarded ones, leftwards from addr, a trusted peer, to the first
 // untrusted one. It reads the lines in place: a trusted proxy passes on
-// whatever chain its client wrote, up to the header limit.
-func walk(addr netip.Addr, lines []string, forwarded bool, trusted []netip.Prefix) netip.Addr {
+// whatever chain its client wrote, up to the header limit. A hop that does
+// not parse hides what is to its left: the walk stops at the last trusted
+// hop, and reports that it did not find the client.
+func walk(addr netip.Addr, lines []string, forwarded bool, trusted []netip.Prefix) (netip.Addr, bool) {
 	for i := len(lines) - 1; i >= 0; i-- {
 		for rest, more := lines[i], true; more; {
 			j := strings.LastIndexByte(rest, ',')
@@ -51,17 +64,15 @@ func walk(addr netip.Addr, lines []string, forwarded bool, trusted []netip.Prefi
 			}
 			a, ok := parseHop(hop)
 			if !ok {
-				// An unreadable hop hides what is to its left; the last
-				// proxy we trust is the best we know.
-				return addr
+				return addr, false
 			}
 			addr = a
 			if !isTrusted(addr, trusted) {
-				return addr
+				return addr, true
 			}
 		}
 	}
-	return addr
+	return addr, true
 }
 
 func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
@@ -115,10 +126,12 @@ func parseHop(s string) (netip.Addr, bool) {
 // one-address headers frameworks read first (X-Real-IP, True-Client-IP, ...),
 // under any spelling a backend may read as the same name (X_Real_IP: CGI
 // and WSGI turn both into HTTP_X_REAL_IP). From a trusted proxy they are
-// kept. Either way X-Real-IP is set to ClientAddr, which the node
-// vouches for; the proxy appends the peer to X-Forwarded-For.
+// kept. Either way X-Real-IP is set to ClientAddr, which the node vouches
+// for, or removed when the headers could not say who the client is: it
+// must never name a trusted proxy a client hid behind. The proxy appends
+// the peer to X-Forwarded-For.
 func Forwarding(r *http.Request, trusted []netip.Prefix) {
-	client := ClientAddr(r, trusted)
+	client, known := resolve(r, trusted)
 	h := r.Header
 	if peer, err := netip.ParseAddrPort(r.RemoteAddr); err != nil || !isTrusted(peer.Addr().Unmap(), trusted) {
 		for k := range h {
@@ -127,7 +140,7 @@ func Forwarding(r *http.Request, trusted []netip.Prefix) {
 			}
 		}
 	}
-	if client.IsValid() {
+	if known {
 		h["X-Real-Ip"] = []string{client.String()}
 	} else {
 		delete(h, "X-Real-Ip")
