@@ -23,6 +23,8 @@ var spoofedForwarding = []string{
 	"X-Forwarded-Host", "evil.example",
 	"X-Forwarded-Port", "80",
 	"X-Forwarded-Ssl", "off",
+	"X_Forwarded_For", "6.6.6.6", // CGI and WSGI backends read it as X-Forwarded-For
+	"X_Real_Ip", "6.6.6.6",
 }
 
 // From a peer that is not a trusted proxy, what the client wrote about
@@ -44,7 +46,7 @@ func TestClientCannotNameItsOwnAddressToTheBackend(t *testing.T) {
 				"X-Forwarded-Proto": "https",
 				"X-Forwarded-Host":  n.Addrs().HTTPS,
 			}
-			for _, k := range []string{"X-Forwarded-For", "X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Forwarded", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "X-Forwarded-Ssl"} {
+			for _, k := range []string{"X-Forwarded-For", "X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Forwarded", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "X-Forwarded-Ssl", "X_forwarded_for", "X_real_ip"} {
 				if got := seen[k]; len(got) > 1 || seen.Get(k) != want[k] {
 					t.Errorf("the backend got %s %q, want %q", k, got, want[k])
 				}
