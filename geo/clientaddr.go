@@ -120,24 +120,25 @@ func parseHop(s string) (netip.Addr, bool) {
 }
 
 // Forwarding makes what r's headers tell the route's transforms and the
-// backend about the client the node's own word. From a peer that is not a trusted proxy, every
-// header through which a hop names the client or how it connected is the
-// client's own claim and is dropped: Forwarded, every X-Forwarded-*, and the
-// one-address headers frameworks read first (X-Real-IP, True-Client-IP, ...),
-// under any spelling a backend may read as the same name (X_Real_IP: CGI
-// and WSGI turn both into HTTP_X_REAL_IP). From a trusted proxy they are
-// kept. Either way X-Real-IP is set to ClientAddr, which the node vouches
-// for, or removed when the headers could not say who the client is: it
-// must never name a trusted proxy a client hid behind. The proxy appends
-// the peer to X-Forwarded-For.
+// backend about the client the node's own word. From a peer that is not a
+// trusted proxy, every header through which a hop names the client or how
+// it connected is the client's own claim and is dropped: Forwarded, every
+// X-Forwarded-*, and the one-address headers frameworks read first
+// (X-Real-IP, True-Client-IP, ...), under any spelling a backend may read
+// as the same name (CGI and WSGI turn X_Real_IP and X-Real-IP alike into
+// HTTP_X_REAL_IP). From a trusted proxy they are kept, but for the '_'
+// spellings, which no proxy writes. Either way X-Real-IP is set to
+// ClientAddr, which the node vouches for, or removed when the headers could
+// not say who the client is: it must never name a trusted proxy a client
+// hid behind. The proxy appends the peer to X-Forwarded-For.
 func Forwarding(r *http.Request, trusted []netip.Prefix) {
 	client, known := resolve(r, trusted)
 	h := r.Header
-	if peer, err := netip.ParseAddrPort(r.RemoteAddr); err != nil || !isTrusted(peer.Addr().Unmap(), trusted) {
-		for k := range h {
-			if namesClient(k) {
-				delete(h, k)
-			}
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	untrusted := err != nil || !isTrusted(peer.Addr().Unmap(), trusted)
+	for k := range h {
+		if namesClient(k) && (untrusted || strings.IndexByte(k, '_') >= 0) {
+			delete(h, k)
 		}
 	}
 	if known {

@@ -106,7 +106,7 @@ func TestForwardingKeepsOnlyTrustedProxiesWords(t *testing.T) {
 	}{
 		{"85.214.1.1:5000", "85.214.1.1", false},
 		{"[fe80::1%eth0]:80", "fe80::1%eth0", false},
-		{"@", "", false},                  // a unix socket's peer
+		{"@", "", false},          // a unix socket's peer
 		{"10.1.1.1:80", "", true}, // X-Forwarded-For and Forwarded disagree: the client is unknown
 	} {
 		r := httptest.NewRequest(http.MethodGet, "/", nil)
@@ -120,8 +120,9 @@ func TestForwardingKeepsOnlyTrustedProxiesWords(t *testing.T) {
 			t.Errorf("peer %s: X-Real-Ip %q, want %q", c.peer, r.Header["X-Real-Ip"], c.realIP)
 		}
 		for k := range claims {
-			if _, ok := r.Header[k]; ok != c.kept && k != "X-Real-Ip" {
-				t.Errorf("peer %s: %s kept %v, want %v", c.peer, k, ok, c.kept)
+			want := c.kept && !strings.Contains(k, "_") // no proxy writes those
+			if _, ok := r.Header[k]; ok != want && k != "X-Real-Ip" {
+				t.Errorf("peer %s: %s kept %v, want %v", c.peer, k, ok, want)
 			}
 		}
 		if r.Header.Get("X-Other") != "kept" {
