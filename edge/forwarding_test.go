@@ -227,3 +227,27 @@ func TestNodeVouchesForNoClientItCouldNotResolve(t *testing.T) {
 		}
 	}
 }
+
+// A client cannot pass a header the node sets under its '_' spelling,
+// which CGI and WSGI backends read as the node's own (HTTP_X_PERIGEE_COUNTRY).
+func TestOwnHeadersCannotBeSpelledWithUnderscores(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "city.mmdb")
+	if err := demodb.Write(db); err != nil {
+		t.Fatal(err)
+	}
+	n := startNode(t, nodeYAML("round_robin", serveBackend(t, echoHeaders))+`geo:
+  database: "`+db+`"
+`)
+	for _, pc := range allClients(t) {
+		_, body := get(t, pc.client, "https://"+n.Addrs().HTTPS+"/", "X_Perigee_Country", "XX", "x_perigee_anything", "1", "X_Request_Id", "forged")
+		var seen http.Header
+		if err := json.Unmarshal([]byte(body), &seen); err != nil {
+			t.Fatalf("backend answer %q: %v", body, err)
+		}
+		for k := range seen {
+			if strings.Contains(k, "_") {
+				t.Errorf("%s: the backend got the client's %s %q", pc.name, k, seen[k])
+			}
+		}
+	}
+}

@@ -222,10 +222,14 @@ func isTarget(target, p, q string) bool {
 }
 
 // stripOwnHeaders drops the client's X-Perigee-* headers: the node sets
-// its own, and a backend must be able to trust them.
+// its own, and a backend must be able to trust them. It drops every header
+// whose name has a '_' too, as nginx does: CGI and WSGI backends read
+// X_Perigee_Country, X_Request_Id or X_Jwt_Sub as the header the node or
+// a transform sets, so a client could pass its own beside it (Envoy's
+// guidance for an edge refuses them).
 func stripOwnHeaders(h http.Header) {
 	for k := range h {
-		if len(k) >= len(ownPrefix) && strings.EqualFold(k[:len(ownPrefix)], ownPrefix) {
+		if len(k) >= len(ownPrefix) && strings.EqualFold(k[:len(ownPrefix)], ownPrefix) || strings.IndexByte(k, '_') >= 0 {
 			delete(h, k)
 		}
 	}

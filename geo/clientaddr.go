@@ -124,21 +124,19 @@ func parseHop(s string) (netip.Addr, bool) {
 // trusted proxy, every header through which a hop names the client or how
 // it connected is the client's own claim and is dropped: Forwarded, every
 // X-Forwarded-*, and the one-address headers frameworks read first
-// (X-Real-IP, True-Client-IP, ...), under any spelling a backend may read
-// as the same name (CGI and WSGI turn X_Real_IP and X-Real-IP alike into
-// HTTP_X_REAL_IP). From a trusted proxy they are kept, but for the '_'
-// spellings, which no proxy writes. Either way X-Real-IP is set to
-// ClientAddr, which the node vouches for, or removed when the headers could
-// not say who the client is: it must never name a trusted proxy a client
-// hid behind. The proxy appends the peer to X-Forwarded-For.
+// (X-Real-IP, True-Client-IP, ...). From a trusted proxy they are kept.
+// Either way X-Real-IP is set to ClientAddr, which the node vouches for, or
+// removed when the headers could not say who the client is: it must never
+// name a trusted proxy a client hid behind. The proxy appends the peer to
+// X-Forwarded-For.
 func Forwarding(r *http.Request, trusted []netip.Prefix) {
 	client, known := resolve(r, trusted)
 	h := r.Header
-	peer, err := netip.ParseAddrPort(r.RemoteAddr)
-	untrusted := err != nil || !isTrusted(peer.Addr().Unmap(), trusted)
-	for k := range h {
-		if namesClient(k) && (untrusted || strings.IndexByte(k, '_') >= 0) {
-			delete(h, k)
+	if peer, err := netip.ParseAddrPort(r.RemoteAddr); err != nil || !isTrusted(peer.Addr().Unmap(), trusted) {
+		for k := range h {
+			if namesClient(k) {
+				delete(h, k)
+			}
 		}
 	}
 	if known {
@@ -149,42 +147,20 @@ func Forwarding(r *http.Request, trusted []netip.Prefix) {
 }
 
 // clientHeaders are the one-address headers proxies and CDNs set, and
-// frameworks read before X-Forwarded-For, in the form namesClient compares.
-var clientHeaders = []string{"forwarded", "x-real-ip", "true-client-ip", "x-client-ip", "x-cluster-client-ip", "client-ip", "cf-connecting-ip", "fastly-client-ip", "x-original-forwarded-for"}
+// frameworks read before X-Forwarded-For.
+var clientHeaders = []string{"Forwarded", "X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "X-Cluster-Client-Ip", "Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Original-Forwarded-For"}
 
 // namesClient reports whether a header named k carries a hop's word about
-// the client: one of clientHeaders or X-Forwarded-*, in any case and with
-// '_' for '-'.
+// the client: one of clientHeaders or X-Forwarded-*.
 func namesClient(k string) bool {
-	const xf = "x-forwarded-"
-	if len(k) > len(xf) && sameName(k[:len(xf)], xf) {
+	const xf = "X-Forwarded-"
+	if len(k) > len(xf) && strings.EqualFold(k[:len(xf)], xf) {
 		return true
 	}
 	for _, name := range clientHeaders {
-		if sameName(k, name) {
+		if strings.EqualFold(k, name) {
 			return true
 		}
 	}
 	return false
-}
-
-// sameName compares a header name with a lower-case one, as a backend that
-// folds case and reads '_' as '-' would.
-func sameName(k, lower string) bool {
-	if len(k) != len(lower) {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		switch {
-		case 'A' <= c && c <= 'Z':
-			c += 'a' - 'A'
-		case c == '_':
-			c = '-'
-		}
-		if c != lower[i] {
-			return false
-		}
-	}
-	return true
 }
