@@ -124,7 +124,9 @@ func continueTrace(in string) Trace {
 		in[3:35] != "00000000000000000000000000000000" && in[36:52] != "0000000000000000"
 	if continued {
 		copy(b[3:35], in[3:35])
-		copy(b[53:], in[53:])
+		// Only sampled (01) and random (02, Level 2) are defined: the
+		// rest must go on as zero. The first hex digit holds none of them.
+		b[53], b[54] = '0', "0123"[unhex(in[54])&3]
 	} else {
 		fillHex(b[3:35])
 		copy(b[53:], "01")
@@ -132,6 +134,14 @@ func continueTrace(in string) Trace {
 	fillHex(b[36:52])
 	h := string(b[:])
 	return Trace{TraceID: h[3:35], SpanID: h[36:52], Flags: h[53:], Continued: continued, header: h}
+}
+
+// unhex is the value of a lower-case hex digit.
+func unhex(c byte) byte {
+	if c >= 'a' {
+		return c - 'a' + 10
+	}
+	return c - '0'
 }
 
 func isHex(s string) bool {
