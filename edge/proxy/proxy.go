@@ -225,10 +225,10 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	if x := exchange.From(in.Context()); x != nil {
 		// Usually there already, from the node's handler: set again only
 		// what a transform changed.
-		if out.Header.Get("X-Request-Id") != x.ID {
+		if v := out.Header["X-Request-Id"]; len(v) != 1 || v[0] != x.ID {
 			out.Header.Set("X-Request-Id", x.ID)
 		}
-		if tp := x.Trace.Header(); out.Header.Get("Traceparent") != tp {
+		if v, tp := out.Header["Traceparent"], x.Trace.Header(); len(v) != 1 || v[0] != tp {
 			out.Header.Set("Traceparent", tp)
 		}
 	}
