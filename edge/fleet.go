@@ -40,6 +40,7 @@ type fleet struct {
 	static   *geo.StaticFleet // the configured fleet, when there is no mesh
 	nodesAPI http.Handler     // GET /.well-known/perigee/nodes, with geo
 	country  *countryTagger   // sets X-Perigee-Country, with geo
+	trusted  []netip.Prefix   // geo.trusted_proxies: peers whose forwarding headers are believed
 	dnsAddr  string           // where GeoDNS listens, with geo.dns
 
 	stop context.CancelFunc
@@ -228,7 +229,7 @@ func (f *fleet) startGeo(ctx context.Context, cfg *config.Config, m *metrics.Met
 		f.static = sf
 		members = sf
 	}
-	f.country = &countryTagger{db: db, trusted: rc.Trusted}
+	f.country, f.trusted = &countryTagger{db: db}, rc.Trusted
 	f.router = geo.NewRouter(rc, db, members, f.learner)
 	f.nodesAPI = f.router.NodesHandler()
 	m.Registry.MustRegister(f.router.Collector())
@@ -434,14 +435,11 @@ const rttKey = "rtt"
 // claim a country.
 const CountryHeader = "X-Perigee-Country"
 
-type countryTagger struct {
-	db      *geoip.DB
-	trusted []netip.Prefix
-}
+type countryTagger struct{ db *geoip.DB }
 
-func (c *countryTagger) tag(r *http.Request) {
+func (c *countryTagger) tag(r *http.Request, client netip.Addr) {
 	r.Header.Del(CountryHeader)
-	if loc := c.db.Lookup(geo.ClientAddr(r, c.trusted)); loc.Country != "" {
+	if loc := c.db.Lookup(client); loc.Country != "" {
 		r.Header.Set(CountryHeader, loc.Country)
 	}
 }

@@ -31,6 +31,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer st.release()
 	x, ctx := exchange.Begin(r, start)
 	r = r.WithContext(ctx)
+	x.Client = geo.ClientAddr(r, n.fleet.trusted)
 	rec := recorders.Get().(*recorder)
 	rec.ResponseWriter, rec.x, rec.hijacks = w, x, &n.listeners.hijacked
 	rec.send.begin(w, st.cfg.Timeouts.Idle.D())
@@ -109,8 +110,15 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		dropNominated(r.Header)
 		stripOwnHeaders(r.Header)
+		geo.Forwarding(r, n.fleet.trusted)
+		// The chain is told the id and trace the backend and the log get,
+		// not a client's that the node refused or continued.
+		r.Header["X-Request-Id"], r.Header["Traceparent"] = []string{x.ID}, []string{x.Trace.Header()}
+		if !x.Trace.Continued {
+			delete(r.Header, "Tracestate") // a trace's vendor state, not this new one's
+		}
 		if n.fleet.country != nil {
-			n.fleet.country.tag(r)
+			n.fleet.country.tag(r, x.Client)
 		}
 		if r.Body != nil && r.Body != http.NoBody {
 			if max := int64(st.cfg.Limits.MaxBodyBytes); max > 0 {
@@ -214,10 +222,14 @@ func isTarget(target, p, q string) bool {
 }
 
 // stripOwnHeaders drops the client's X-Perigee-* headers: the node sets
-// its own, and a backend must be able to trust them.
+// its own, and a backend must be able to trust them. It drops every header
+// whose name has a '_' too, as nginx does: CGI and WSGI backends read
+// X_Perigee_Country, X_Request_Id or X_Jwt_Sub as the header the node or
+// a transform sets, so a client could pass its own beside it (Envoy's
+// guidance for an edge refuses them).
 func stripOwnHeaders(h http.Header) {
 	for k := range h {
-		if len(k) >= len(ownPrefix) && strings.EqualFold(k[:len(ownPrefix)], ownPrefix) {
+		if len(k) >= len(ownPrefix) && strings.EqualFold(k[:len(ownPrefix)], ownPrefix) || strings.IndexByte(k, '_') >= 0 {
 			delete(h, k)
 		}
 	}

@@ -29,8 +29,11 @@ func (rt *Router) NodesHandler() http.Handler {
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		client := ClientAddr(r, rt.cfg.Trusted)
+		client, known := resolve(r, rt.cfg.Trusted)
 		d := rt.Decide(client)
+		if !known {
+			client = netip.Addr{} // not the trusted hop the caller hid behind
+		}
 		rt.Count("nodes-api", d.Reason)
 		self := rt.fleet.Self().ID
 		// The chosen node leads even when stickiness kept it over a

@@ -162,3 +162,20 @@ func TestCheckDatabaseCatchesWhatServeWouldRefuse(t *testing.T) {
 		t.Error("truncated database passed the check")
 	}
 }
+
+// A caller the node could not resolve (a client's own Forwarded beside
+// the trusted proxy's X-Forwarded-For) is not shown the trusted hop it hid
+// behind as its address: that would hand out a balancer's internal one.
+func TestNodesAPIShowsNoTrustedHopAsTheCaller(t *testing.T) {
+	rt := geo.NewRouter(geo.RouterConfig{Trusted: loopback}, openDemo(t), threeNodes("fra"), nil)
+	srv := httptest.NewServer(rt.NodesHandler())
+	defer srv.Close()
+	r := get(t, srv.URL+geo.NodesPath, demodb.Tokyo.Client(), http.Header{"Forwarded": {"for=" + demodb.Virginia.Client().String()}})
+	var body struct{ Client string }
+	if err := json.Unmarshal([]byte(r.body), &body); err != nil || r.code != http.StatusOK {
+		t.Fatalf("%d %q %v", r.code, r.body, err)
+	}
+	if body.Client != "" {
+		t.Fatalf("the caller was told its address is %q, want none", body.Client)
+	}
+}

@@ -13,45 +13,66 @@ import (
 // X-Forwarded-For. Forwarded (RFC 7239) and X-Forwarded-For are each
 // believed alone; when both are present they must name the same client,
 // since a proxy that writes one passes a client's own copy of the other on
-// as it came. The zero Addr means RemoteAddr was unreadable.
+// as it came. When the headers cannot say who the client is (a hop that
+// does not parse, or two headers naming different clients), the last
+// trusted hop is the best the node knows, and is returned. The zero Addr
+// means RemoteAddr was unreadable.
 func ClientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
+	addr, _ := resolve(r, trusted)
+	return addr
+}
+
+// resolve is ClientAddr, and whether the node knows the client rather than
+// only the last trusted hop before it.
+func resolve(r *http.Request, trusted []netip.Prefix) (netip.Addr, bool) {
 	peer, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
-		return netip.Addr{}
+		return netip.Addr{}, false
 	}
 	addr := peer.Addr().Unmap()
 	if !isTrusted(addr, trusted) {
-		return addr
+		return addr, true
 	}
 	fwd, xff := r.Header.Values("Forwarded"), r.Header.Values("X-Forwarded-For")
 	switch {
 	case len(fwd) == 0:
-		return walk(addr, xffHops(xff), trusted)
+		return walk(addr, xff, false, trusted)
 	case len(xff) == 0:
-		return walk(addr, forwardedHops(fwd), trusted)
+		return walk(addr, fwd, true, trusted)
 	}
-	if a := walk(addr, forwardedHops(fwd), trusted); a == walk(addr, xffHops(xff), trusted) {
-		return a
+	a, ok := walk(addr, fwd, true, trusted)
+	if b, okB := walk(addr, xff, false, trusted); a != b || !ok || !okB {
+		return addr, false // which one a proxy wrote is unknown
 	}
-	return addr // which one a proxy wrote is unknown; the last one we trust is the best we know
+	return a, true
 }
 
-// walk follows hops leftwards from addr, a trusted peer, to the first
-// untrusted one.
-func walk(addr netip.Addr, hops []string, trusted []netip.Prefix) netip.Addr {
-	for i := len(hops) - 1; i >= 0; i-- {
-		hop, ok := parseHop(hops[i])
-		if !ok {
-			// An unreadable hop hides what is to its left; the last proxy
-			// we trust is the best we know.
-			return addr
-		}
-		addr = hop
-		if !isTrusted(addr, trusted) {
-			return addr
+// walk follows the hops of X-Forwarded-For lines, or the for= of
+// Forwarded ones, leftwards from addr, a trusted peer, to the first
+// untrusted one. It reads the lines in place: a trusted proxy passes on
+// whatever chain its client wrote, up to the header limit. A hop that does
+// not parse hides what is to its left: the walk stops at the last trusted
+// hop, and reports that it did not find the client.
+func walk(addr netip.Addr, lines []string, forwarded bool, trusted []netip.Prefix) (netip.Addr, bool) {
+	for i := len(lines) - 1; i >= 0; i-- {
+		for rest, more := lines[i], true; more; {
+			j := strings.LastIndexByte(rest, ',')
+			hop := rest[j+1:]
+			rest, more = rest[:max(j, 0)], j >= 0
+			if forwarded {
+				hop = forParam(hop)
+			}
+			a, ok := parseHop(hop)
+			if !ok {
+				return addr, false
+			}
+			addr = a
+			if !isTrusted(addr, trusted) {
+				return addr, true
+			}
 		}
 	}
-	return addr
+	return addr, true
 }
 
 func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
@@ -63,46 +84,83 @@ func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
 	return false
 }
 
-// forwardedHops lists the for= parameters of Forwarded lines, in order.
-func forwardedHops(lines []string) []string {
-	var hops []string
-	for _, line := range lines {
-		for elem := range strings.SplitSeq(line, ",") {
-			hop := ""
-			for pair := range strings.SplitSeq(elem, ";") {
-				k, v, _ := strings.Cut(strings.TrimSpace(pair), "=")
-				if strings.EqualFold(k, "for") {
-					hop = v
-				}
-			}
-			hops = append(hops, hop)
+// forParam is the for= parameter of one Forwarded element (the last, if
+// it has several), or "".
+func forParam(elem string) string {
+	hop := ""
+	for pair := range strings.SplitSeq(elem, ";") {
+		if k, v, _ := strings.Cut(strings.TrimSpace(pair), "="); strings.EqualFold(k, "for") {
+			hop = v
 		}
 	}
-	return hops
+	return hop
 }
 
-// xffHops lists the hops of X-Forwarded-For lines, in order.
-func xffHops(lines []string) []string {
-	var hops []string
-	for _, line := range lines {
-		for hop := range strings.SplitSeq(line, ",") {
-			hops = append(hops, hop)
-		}
-	}
-	return hops
-}
-
-// parseHop reads one hop: a bare address, address:port, [v6]:port or a
-// quoted form of those. Obfuscated identifiers and "unknown" do not parse.
+// parseHop reads one hop: a bare address, address:port, [v6], [v6]:port or
+// a quoted form of those. Obfuscated identifiers, "unknown" and zones do
+// not parse. It tries only the form the hop has: a failed parse costs an
+// error's allocation, and a trusted chain can be thousands of hops long.
 func parseHop(s string) (netip.Addr, bool) {
 	s = strings.Trim(strings.TrimSpace(s), `"`)
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr().Unmap(), true
+	var a netip.Addr
+	var err error
+	if v6, ok := strings.CutPrefix(s, "["); ok && strings.HasSuffix(v6, "]") {
+		a, err = netip.ParseAddr(v6[:len(v6)-1])
+	} else if ok || strings.Count(s, ":") == 1 {
+		var ap netip.AddrPort
+		ap, err = netip.ParseAddrPort(s)
+		a = ap.Addr()
+	} else {
+		a, err = netip.ParseAddr(s)
 	}
-	s = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
-	a, err := netip.ParseAddr(s)
 	if err != nil || a.Zone() != "" {
 		return netip.Addr{}, false
 	}
 	return a.Unmap(), true
+}
+
+// Forwarding makes what r's headers tell the route's transforms and the
+// backend about the client the node's own word. From a peer that is not a
+// trusted proxy, every header through which a hop names the client or how
+// it connected is the client's own claim and is dropped: Forwarded, every
+// X-Forwarded-*, and the one-address headers frameworks read first
+// (X-Real-IP, True-Client-IP, ...). From a trusted proxy they are kept.
+// Either way X-Real-IP is set to ClientAddr, which the node vouches for, or
+// removed when the headers could not say who the client is: it must never
+// name a trusted proxy a client hid behind. The proxy appends the peer to
+// X-Forwarded-For.
+func Forwarding(r *http.Request, trusted []netip.Prefix) {
+	client, known := resolve(r, trusted)
+	h := r.Header
+	if peer, err := netip.ParseAddrPort(r.RemoteAddr); err != nil || !isTrusted(peer.Addr().Unmap(), trusted) {
+		for k := range h {
+			if namesClient(k) {
+				delete(h, k)
+			}
+		}
+	}
+	if known {
+		h["X-Real-Ip"] = []string{client.String()}
+	} else {
+		delete(h, "X-Real-Ip")
+	}
+}
+
+// clientHeaders are the one-address headers proxies and CDNs set, and
+// frameworks read before X-Forwarded-For.
+var clientHeaders = []string{"Forwarded", "X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "X-Cluster-Client-Ip", "Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Original-Forwarded-For"}
+
+// namesClient reports whether a header named k carries a hop's word about
+// the client: one of clientHeaders or X-Forwarded-*.
+func namesClient(k string) bool {
+	const xf = "X-Forwarded-"
+	if len(k) > len(xf) && strings.EqualFold(k[:len(xf)], xf) {
+		return true
+	}
+	for _, name := range clientHeaders {
+		if strings.EqualFold(k, name) {
+			return true
+		}
+	}
+	return false
 }

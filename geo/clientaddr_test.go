@@ -4,6 +4,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"runtime"
+	"slices"
+	"strings"
 	"testing"
 
 	"perigee/geo"
@@ -40,6 +43,9 @@ func TestClientAddrBelievesOnlyTrustedProxies(t *testing.T) {
 		{"ipv6 trusted peer", "[2001:db8:1::5]:443", "85.214.3.3", "", "85.214.3.3"},
 		{"mapped peer", "[::ffff:10.1.1.1]:80", "85.214.3.3", "", "85.214.3.3"},
 		{"zone in hop refused", "10.1.1.1:80", "fe80::1%eth0", "", "10.1.1.1"},
+		{"zone in hop with port refused", "10.1.1.1:80", "[fe80::1%eth0]:80", "", "10.1.1.1"},
+		{"bracketed v6 hop", "10.1.1.1:80", "", `for="[2a01:4f8::9]"`, "2a01:4f8::9"},
+		{"v6 hop with port unbracketed", "10.1.1.1:80", "2a01:4f8::9", "", "2a01:4f8::9"},
 	}
 	for _, c := range cases {
 		r := httptest.NewRequest(http.MethodGet, "/", nil)
@@ -82,4 +88,87 @@ func FuzzClientAddr(f *testing.F) {
 			t.Fatalf("untrusted peer %s became %s (xff %q fwd %q)", peer, got, xff, fwd)
 		}
 	})
+}
+
+// What an untrusted peer writes about its client is dropped; a trusted
+// proxy's is kept; X-Real-IP is the node's word either way.
+func TestForwardingKeepsOnlyTrustedProxiesWords(t *testing.T) {
+	trusted, _ := geo.ParsePrefixes([]string{"10.0.0.0/8"})
+	claims := map[string][]string{
+		"X-Forwarded-For": {"6.6.6.6", "7.7.7.7"}, "x-real-ip": {"6.6.6.6"},
+		"Forwarded": {"for=6.6.6.6"}, "X-Forwarded-Prefix": {"/admin"},
+		"True-Client-Ip": {"6.6.6.6"}, "Cf-Connecting-Ip": {"6.6.6.6"},
+	}
+	for _, c := range []struct {
+		peer, realIP string
+		kept         bool
+	}{
+		{"85.214.1.1:5000", "85.214.1.1", false},
+		{"[fe80::1%eth0]:80", "fe80::1%eth0", false},
+		{"@", "", false},          // a unix socket's peer
+		{"10.1.1.1:80", "", true}, // X-Forwarded-For and Forwarded disagree: the client is unknown
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = c.peer
+		for k, v := range claims {
+			r.Header[k] = v
+		}
+		r.Header["X-Other"] = []string{"kept"}
+		geo.Forwarding(r, trusted)
+		if got := r.Header.Get("X-Real-Ip"); got != c.realIP || len(r.Header["X-Real-Ip"]) > 1 {
+			t.Errorf("peer %s: X-Real-Ip %q, want %q", c.peer, r.Header["X-Real-Ip"], c.realIP)
+		}
+		for k := range claims {
+			if _, ok := r.Header[k]; ok != c.kept && k != "X-Real-Ip" {
+				t.Errorf("peer %s: %s kept %v, want %v", c.peer, k, ok, c.kept)
+			}
+		}
+		if r.Header.Get("X-Other") != "kept" {
+			t.Errorf("peer %s: an unrelated header was dropped", c.peer)
+		}
+	}
+}
+
+// An operator who writes a trusted prefix in its IPv4-mapped IPv6 form
+// means the IPv4 peers it maps: peers are compared unmapped.
+func TestMappedTrustedPrefixesMatchTheirIPv4Peers(t *testing.T) {
+	trusted, err := geo.ParsePrefixes([]string{"::ffff:10.0.0.0/104", "::ffff:192.0.2.7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, peer := range []string{"10.1.1.1:80", "[::ffff:10.1.1.1]:80", "192.0.2.7:1"} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = peer
+		r.Header.Set("X-Forwarded-For", "85.214.3.3")
+		if got := geo.ClientAddr(r, trusted); got != netip.MustParseAddr("85.214.3.3") {
+			t.Errorf("peer %s under %v: client %s, want the proxy's 85.214.3.3", peer, trusted, got)
+		}
+	}
+}
+
+// A trusted proxy passes on whatever chain its client wrote, up to the
+// node's header limit (64 KiB by default). Reading it costs no memory in
+// proportion: a chain of 30,000 empty hops once cost 1 MiB a call.
+func TestLongChainsCostNoMemory(t *testing.T) {
+	trusted, _ := geo.ParsePrefixes([]string{"10.0.0.0/8", "2001:db8::/32"})
+	for name, h := range map[string]http.Header{
+		"X-Forwarded-For of empty hops":   {"X-Forwarded-For": {strings.Repeat(",", 60<<10)}},
+		"X-Forwarded-For of trusted hops": {"X-Forwarded-For": {strings.Repeat("10.9.9.9, ", 6<<10) + "10.9.9.9"}},
+		"Forwarded of empty hops":         {"Forwarded": {strings.Repeat(",", 60<<10)}},
+		"Forwarded of trusted hops":       {"Forwarded": {strings.Repeat(`for="10.9.9.9:80";by=x, for="[2001:db8::1]", `, 1<<10) + "for=10.9.9.9"}},
+		"both, many lines":                {"Forwarded": slices.Repeat([]string{"for=10.9.9.9"}, 4<<10), "X-Forwarded-For": slices.Repeat([]string{"10.9.9.9"}, 4<<10)},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr, r.Header = "10.1.1.1:80", h
+		const calls = 20
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for range calls {
+			geo.ClientAddr(r, trusted)
+		}
+		runtime.ReadMemStats(&after)
+		if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 4<<10 {
+			t.Errorf("%s: %d bytes allocated a call, want a few", name, per)
+		}
+	}
 }

@@ -88,6 +88,11 @@ func ParsePrefixes(ss []string) ([]netip.Prefix, error) {
 	out := make([]netip.Prefix, 0, len(ss))
 	for _, s := range ss {
 		if p, err := netip.ParsePrefix(s); err == nil {
+			// Peers are compared unmapped: a mapped prefix (::ffff:10.0.0.0/104)
+			// stands for the IPv4 one it maps.
+			if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+				p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+			}
 			out = append(out, p.Masked())
 			continue
 		}

@@ -139,8 +139,13 @@ func (rt *Router) proxyTo(n Node) *httputil.ReverseProxy {
 			pr.SetXForwarded()
 			// The target should see the client, not this node nor the
 			// proxies in front of it; it must trust this node's address.
-			if c := ClientAddr(pr.In, rt.cfg.Trusted); c.IsValid() {
+			// A client this node could not resolve is unknown there too
+			// (RFC 7239's word): the trusted hop it hid behind would be
+			// taken for it.
+			if c, known := resolve(pr.In, rt.cfg.Trusted); known {
 				pr.Out.Header.Set("X-Forwarded-For", c.String())
+			} else {
+				pr.Out.Header.Set("X-Forwarded-For", "unknown")
 			}
 		},
 		Transport: rt.cfg.Transport,

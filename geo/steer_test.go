@@ -222,3 +222,25 @@ func TestParseSteerMode(t *testing.T) {
 		t.Error("unknown mode accepted")
 	}
 }
+
+// A request whose client the node could not resolve (here a trusted proxy
+// passed a client's own Forwarded beside its X-Forwarded-For) is spilled
+// with X-Forwarded-For: unknown, not with the trusted hop's address as its
+// client: the next node, which trusts this one, would vouch for that.
+func TestProxySpillDoesNotLaunderAnUnknownClient(t *testing.T) {
+	next := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Header.Get("X-Forwarded-For"))
+	}))
+	defer next.Close()
+	f := threeNodes("fra")
+	f.Update("tyo", func(n *geo.Node) { n.PublicURL = next.URL })
+	f.Update("iad", func(n *geo.Node) { n.PublicURL = next.URL })
+	f.Update("fra", func(n *geo.Node) { n.InFlight = 99 }) // full: every client spills
+	rt := geo.NewRouter(geo.RouterConfig{Trusted: loopback}, openDemo(t), f, nil)
+	srv := httptest.NewServer(rt.Steer(geo.SteerProxy, served))
+	defer srv.Close()
+	r := get(t, srv.URL+"/", demodb.Tokyo.Client(), http.Header{"Forwarded": {"for=" + demodb.Virginia.Client().String()}})
+	if r.code != http.StatusOK || r.body != "unknown" {
+		t.Fatalf("spilled with X-Forwarded-For %q (%d), want unknown", r.body, r.code)
+	}
+}

@@ -30,7 +30,8 @@ func (l *Logger) Log(r *http.Request, x *exchange.Exchange, took time.Duration) 
 	l.log.LogAttrs(context.Background(), slog.LevelInfo, "access",
 		slog.String("request_id", x.ID),
 		slog.String("trace_id", x.Trace.TraceID),
-		slog.String("client", r.RemoteAddr),
+		slog.String("client", client(r, x)),
+		slog.String("peer", r.RemoteAddr),
 		slog.String("proto", r.Proto),
 		slog.String("method", r.Method),
 		slog.String("user_agent", r.UserAgent()),
@@ -48,4 +49,13 @@ func (l *Logger) Log(r *http.Request, x *exchange.Exchange, took time.Duration) 
 		slog.Float64("upstream_ms", float64(x.UpstreamTime.Microseconds())/1000),
 		slog.String("upstream_error", x.UpstreamError),
 	)
+}
+
+// client is the address the node resolved, or the peer's when it could not
+// read one.
+func client(r *http.Request, x *exchange.Exchange) string {
+	if x.Client.IsValid() {
+		return x.Client.String()
+	}
+	return r.RemoteAddr
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -16,8 +17,10 @@ import (
 // Exchange is carried in the request's context from the listener to the
 // access log. It is pooled: nothing may keep it after the request ends.
 type Exchange struct {
-	ID      string
-	Trace   Trace
+	ID    string
+	Trace Trace
+	// Client is the client's address as the node resolved it (geo.trusted_proxies).
+	Client  netip.Addr
 	Start   time.Time
 	Route   string
 	Service string
@@ -100,7 +103,10 @@ type Trace struct {
 	TraceID string // 32 hex
 	SpanID  string // 16 hex: this hop
 	Flags   string // 2 hex
-	header  string // "00-TraceID-SpanID-Flags"
+	// Continued is false for a new trace: the client sent no valid
+	// traceparent, and its tracestate belongs to no trace of ours.
+	Continued bool
+	header    string // "00-TraceID-SpanID-Flags"
 }
 
 // Header is the traceparent sent upstream.
@@ -113,18 +119,29 @@ func continueTrace(in string) Trace {
 	var b [traceparentLen]byte
 	copy(b[:], "00-")
 	b[35], b[52] = '-', '-'
-	if len(in) == traceparentLen && in[2] == '-' && in[35] == '-' && in[52] == '-' && in[:2] != "ff" &&
+	continued := len(in) == traceparentLen && in[2] == '-' && in[35] == '-' && in[52] == '-' && in[:2] != "ff" &&
 		isHex(in[:2]) && isHex(in[3:35]) && isHex(in[36:52]) && isHex(in[53:]) &&
-		in[3:35] != "00000000000000000000000000000000" && in[36:52] != "0000000000000000" {
+		in[3:35] != "00000000000000000000000000000000" && in[36:52] != "0000000000000000"
+	if continued {
 		copy(b[3:35], in[3:35])
-		copy(b[53:], in[53:])
+		// Only sampled (01) and random (02, Level 2) are defined: the
+		// rest must go on as zero. The first hex digit holds none of them.
+		b[53], b[54] = '0', "0123"[unhex(in[54])&3]
 	} else {
 		fillHex(b[3:35])
 		copy(b[53:], "01")
 	}
 	fillHex(b[36:52])
 	h := string(b[:])
-	return Trace{TraceID: h[3:35], SpanID: h[36:52], Flags: h[53:], header: h}
+	return Trace{TraceID: h[3:35], SpanID: h[36:52], Flags: h[53:], Continued: continued, header: h}
+}
+
+// unhex is the value of a lower-case hex digit.
+func unhex(c byte) byte {
+	if c >= 'a' {
+		return c - 'a' + 10
+	}
+	return c - '0'
 }
 
 func isHex(s string) bool {

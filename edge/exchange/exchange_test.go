@@ -70,3 +70,14 @@ func TestErrorBodyCarriesTheRequestID(t *testing.T) {
 		t.Fatal("not JSON")
 	}
 }
+
+// Trace flags this version does not define are set to zero on the way on
+// (W3C Trace Context: "Vendors MUST set those to zero"); sampled and
+// random (Level 2) pass.
+func TestTraceFlagsKeepOnlyDefinedBits(t *testing.T) {
+	for in, want := range map[string]string{"01": "01", "00": "00", "03": "03", "ff": "03", "fc": "00", "a5": "01"} {
+		if tr := continueTrace("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-" + in); tr.Flags != want || !tr.Continued {
+			t.Errorf("flags %s: sent on as %s (continued %v), want %s", in, tr.Flags, tr.Continued, want)
+		}
+	}
+}

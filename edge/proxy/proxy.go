@@ -196,12 +196,21 @@ func websocketOnly(h http.Header) {
 
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	in, out := pr.In, pr.Out
-	// Append to the client's X-Forwarded-For rather than replace it: the
-	// trust decision belongs to whoever reads it (see geo.trusted_proxies).
+	// Append to the X-Forwarded-For that reached the node's handler: a
+	// trusted proxy's chain, which geo.Forwarding kept; a client's own it
+	// dropped (geo.trusted_proxies).
 	if prior, ok := in.Header["X-Forwarded-For"]; ok {
 		out.Header["X-Forwarded-For"] = append([]string(nil), prior...)
 	}
 	pr.SetXForwarded()
+	// A trusted proxy's word on how and where its client connected (a
+	// balancer that terminated TLS in front of the plain listener) outranks
+	// the node's view of its own hop; a client's never gets this far.
+	for _, k := range [...]string{"X-Forwarded-Proto", "X-Forwarded-Host"} {
+		if prior, ok := in.Header[k]; ok {
+			out.Header[k] = append([]string(nil), prior...)
+		}
+	}
 	out.Header.Add("Via", protoVersion(in)+" "+p.via)
 	// The query goes as the client sent it (the node checked its bytes):
 	// ReverseProxy's re-encoding would drop what it cannot parse.
@@ -214,8 +223,14 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	// whenever it came after the transport's wait.
 	out.Header.Del("Expect")
 	if x := exchange.From(in.Context()); x != nil {
-		out.Header.Set("X-Request-Id", x.ID)
-		out.Header.Set("Traceparent", x.Trace.Header())
+		// Usually there already, from the node's handler: set again only
+		// what a transform changed.
+		if v := out.Header["X-Request-Id"]; len(v) != 1 || v[0] != x.ID {
+			out.Header.Set("X-Request-Id", x.ID)
+		}
+		if v, tp := out.Header["Traceparent"], x.Trace.Header(); len(v) != 1 || v[0] != tp {
+			out.Header.Set("Traceparent", tp)
+		}
 	}
 }
 
