@@ -8,10 +8,10 @@ import (
 	"runtime"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"perigee/files/filestest"
 	"perigee/runtime/lua"
 	"perigee/units"
 )
@@ -155,23 +155,11 @@ end`, func(c *EngineConfig) {
 // A policy path that names a FIFO blocked the load (and so a reload) in
 // open(2) for good; it is refused as what it is.
 func TestPolicyPathThatIsNoFileIsRefused(t *testing.T) {
-	fifo := filepath.Join(t.TempDir(), "p.lua")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
+	fifo := filestest.FIFO(t, filepath.Join(t.TempDir(), "p.lua"))
+	filestest.Refused(t, "loading a policy from a FIFO", func() error {
 		_, err := NewEngine(EngineConfig{Source: &fixedSource{}, Policies: []Spec{{Name: "p", Script: fifo}}})
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
-			t.Errorf("a FIFO as the policy: %v, want a refusal that says why", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("loading a policy from a FIFO did not return")
-	}
+		return err
+	}, "not a regular file")
 }
 
 // The tables of m outlive an evaluation, so what a script keeps in them
