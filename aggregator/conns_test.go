@@ -1,7 +1,6 @@
 package aggregator_test
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"net"
@@ -14,6 +13,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"perigee/aggregator"
+	"perigee/h3serve/h3test"
 )
 
 // Anyone may open a connection to the aggregator, token or not: one client
@@ -46,21 +46,9 @@ func TestConnectionsPerAddressAreBounded(t *testing.T) {
 		t.Fatalf("the TCP connection over the bound: %v; want a reset", err)
 	}
 
-	udp, err := net.ListenPacket("udp", "127.0.0.9:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &quic.Transport{Conn: udp}
-	defer func() { tr.Close(); udp.Close() }()
-	ua, err := net.ResolveUDPAddr("udp", a.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := h3test.Client(t, "127.0.0.9")
 	dial := func() (*quic.Conn, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		return tr.Dial(ctx, ua, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{http3.NextProtoH3}},
-			&quic.Config{MaxIdleTimeout: time.Minute, KeepAlivePeriod: time.Second})
+		return h3test.Dial(tr, a.addr, http3.NextProtoH3, &quic.Config{MaxIdleTimeout: time.Minute, KeepAlivePeriod: time.Second})
 	}
 	for i := range limit {
 		c, err := dial()
@@ -69,8 +57,7 @@ func TestConnectionsPerAddressAreBounded(t *testing.T) {
 		}
 		defer c.CloseWithError(0, "")
 	}
-	var te *quic.TransportError
-	if _, err := dial(); !errors.As(err, &te) || te.ErrorCode != quic.ConnectionRefused || !te.Remote {
+	if _, err := dial(); !h3test.IsRefused(err) {
 		t.Fatalf("the QUIC connection over the bound: %v; want CONNECTION_REFUSED", err)
 	}
 

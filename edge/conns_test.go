@@ -2,7 +2,6 @@ package edge
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -18,6 +17,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+
+	"perigee/h3serve/h3test"
 )
 
 // heapInUse is the live heap after a full collection.
@@ -64,33 +65,8 @@ func getOverTLS(t *testing.T, c net.Conn) {
 	}
 }
 
-// quicFrom is one client host's UDP socket, which all its QUIC
-// connections share.
-func quicFrom(t *testing.T, from string) *quic.Transport {
-	t.Helper()
-	udp, err := net.ListenPacket("udp", from+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &quic.Transport{Conn: udp}
-	t.Cleanup(func() { tr.Close(); udp.Close() })
-	return tr
-}
-
 func dialQUIC(tr *quic.Transport, addr string) (*quic.Conn, error) {
-	ua, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return tr.Dial(ctx, ua, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{http3.NextProtoH3}},
-		&quic.Config{MaxIdleTimeout: time.Minute, KeepAlivePeriod: time.Second})
-}
-
-func isConnRefused(err error) bool {
-	var te *quic.TransportError
-	return errors.As(err, &te) && te.ErrorCode == quic.ConnectionRefused && te.Remote
+	return h3test.Dial(tr, addr, http3.NextProtoH3, &quic.Config{MaxIdleTimeout: time.Minute, KeepAlivePeriod: time.Second})
 }
 
 // refusedBeforeTLS checks that a TCP connection to addr is reset before the
@@ -168,7 +144,7 @@ func TestConnectionsPerAddressAreBounded(t *testing.T) {
 	defer other.Close()
 	getOverTLS(t, other)
 
-	one := quicFrom(t, "127.0.0.1")
+	one := h3test.Client(t, "127.0.0.1")
 	before = heapInUse()
 	var qheld []*quic.Conn
 	qdial := func(count int) {
@@ -176,7 +152,7 @@ func TestConnectionsPerAddressAreBounded(t *testing.T) {
 			c, err := dialQUIC(one, addr)
 			if err == nil {
 				qheld = append(qheld, c)
-			} else if !isConnRefused(err) {
+			} else if !h3test.IsRefused(err) {
 				t.Errorf("QUIC dial: %v; want CONNECTION_REFUSED", err)
 			}
 		}
@@ -205,7 +181,7 @@ func TestConnectionsPerAddressAreBounded(t *testing.T) {
 		}
 	}
 	h3get(qheld[0])
-	q2, err := dialQUIC(quicFrom(t, "127.0.0.2"), addr)
+	q2, err := dialQUIC(h3test.Client(t, "127.0.0.2"), addr)
 	if err != nil {
 		t.Fatalf("another address is refused over QUIC: %v", err)
 	}
@@ -289,16 +265,16 @@ func TestConnectionSlotsAreFreed(t *testing.T) {
 	wait("https")
 
 	// A QUIC client that vanishes without a word.
-	gone := quicFrom(t, "127.0.0.1")
+	gone := h3test.Client(t, "127.0.0.1")
 	if _, err := dialQUIC(gone, addr); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dialQUIC(quicFrom(t, "127.0.0.1"), addr); !isConnRefused(err) {
+	if _, err := dialQUIC(h3test.Client(t, "127.0.0.1"), addr); !h3test.IsRefused(err) {
 		t.Fatalf("a second QUIC connection: %v; want CONNECTION_REFUSED", err)
 	}
 	gone.Conn.Close()
 	wait("http3")
-	if _, err := dialQUIC(quicFrom(t, "127.0.0.1"), addr); err != nil {
+	if _, err := dialQUIC(h3test.Client(t, "127.0.0.1"), addr); err != nil {
 		t.Fatalf("after the idle timeout: %v", err)
 	}
 }

@@ -1,10 +1,6 @@
 package h3serve
 
 import (
-	"context"
-	"crypto/tls"
-	"errors"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +9,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"perigee/connlimit"
+	"perigee/h3serve/h3test"
 )
 
 // limited serves ok within a connection limit of perAddr per address, with
@@ -25,28 +22,8 @@ func limited(t *testing.T, perAddr int) (*connlimit.Limiter, string) {
 	return l, addr
 }
 
-// clientTransport is one client host: a UDP socket on from, all of whose
-// connections share it.
-func clientTransport(t *testing.T, from string) *quic.Transport {
-	t.Helper()
-	udp, err := net.ListenPacket("udp", from+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &quic.Transport{Conn: udp}
-	t.Cleanup(func() { tr.Close(); udp.Close() })
-	return tr
-}
-
 func dialFrom(tr *quic.Transport, addr string, alpn string) (*quic.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ua, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		return nil, err
-	}
-	return tr.Dial(ctx, ua, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{alpn}},
-		&quic.Config{KeepAlivePeriod: 100 * time.Millisecond})
+	return h3test.Dial(tr, addr, alpn, &quic.Config{KeepAlivePeriod: 100 * time.Millisecond})
 }
 
 func mustDial(t *testing.T, tr *quic.Transport, addr string) *quic.Conn {
@@ -57,11 +34,6 @@ func mustDial(t *testing.T, tr *quic.Transport, addr string) *quic.Conn {
 	}
 	t.Cleanup(func() { c.CloseWithError(0, "") })
 	return c
-}
-
-func isRefused(err error) bool {
-	var te *quic.TransportError
-	return errors.As(err, &te) && te.ErrorCode == quic.ConnectionRefused && te.Remote
 }
 
 func waitOpen(t *testing.T, l *connlimit.Limiter, want int) {
@@ -87,10 +59,10 @@ func getOn(t *testing.T, c *quic.Conn, addr string) {
 // another address's new ones, are served; a closed one frees its slot.
 func TestConnLimitRefusesWithConnectionRefused(t *testing.T) {
 	l, addr := limited(t, 2)
-	one := clientTransport(t, "127.0.0.1")
+	one := h3test.Client(t, "127.0.0.1")
 	c1, c2 := mustDial(t, one, addr), mustDial(t, one, addr)
 	_, err := dialFrom(one, addr, http3.NextProtoH3)
-	if !isRefused(err) {
+	if !h3test.IsRefused(err) {
 		t.Fatalf("a third connection from one address: %v, want CONNECTION_REFUSED", err)
 	}
 	// A client may send its Initial again before the refusal reaches it:
@@ -100,7 +72,7 @@ func TestConnLimitRefusesWithConnectionRefused(t *testing.T) {
 	}
 	getOn(t, c1, addr)
 	getOn(t, c2, addr)
-	getOn(t, mustDial(t, clientTransport(t, "127.0.0.2"), addr), addr)
+	getOn(t, mustDial(t, h3test.Client(t, "127.0.0.2"), addr), addr)
 
 	c1.CloseWithError(0, "")
 	waitOpen(t, l, 2)
@@ -111,15 +83,15 @@ func TestConnLimitRefusesWithConnectionRefused(t *testing.T) {
 // without a word and its connection idles out.
 func TestConnLimitFreesFailedAndIdleConnections(t *testing.T) {
 	l, addr := limited(t, 1)
-	one := clientTransport(t, "127.0.0.1")
-	if _, err := dialFrom(one, addr, "no-such-protocol"); err == nil || isRefused(err) {
+	one := h3test.Client(t, "127.0.0.1")
+	if _, err := dialFrom(one, addr, "no-such-protocol"); err == nil || h3test.IsRefused(err) {
 		t.Fatalf("a handshake with no common ALPN: %v", err)
 	}
 	waitOpen(t, l, 0)
 
-	gone := clientTransport(t, "127.0.0.1")
+	gone := h3test.Client(t, "127.0.0.1")
 	mustDial(t, gone, addr)
-	if _, err := dialFrom(one, addr, http3.NextProtoH3); !isRefused(err) {
+	if _, err := dialFrom(one, addr, http3.NextProtoH3); !h3test.IsRefused(err) {
 		t.Fatalf("over the bound: %v", err)
 	}
 	gone.Conn.Close() // no CONNECTION_CLOSE goes out: the server only stops hearing from it
@@ -132,7 +104,7 @@ func TestConnLimitFreesFailedAndIdleConnections(t *testing.T) {
 func TestConnLimitConcurrent(t *testing.T) {
 	const perAddr = 4
 	l, addr := limited(t, perAddr)
-	one := clientTransport(t, "127.0.0.1")
+	one := h3test.Client(t, "127.0.0.1")
 	var mu sync.Mutex
 	var held []*quic.Conn
 	var wg sync.WaitGroup
@@ -140,7 +112,7 @@ func TestConnLimitConcurrent(t *testing.T) {
 		wg.Go(func() {
 			c, err := dialFrom(one, addr, http3.NextProtoH3)
 			if err != nil {
-				if !isRefused(err) {
+				if !h3test.IsRefused(err) {
 					t.Errorf("dial: %v", err)
 				}
 				return

@@ -1,11 +1,14 @@
 // Package h3test checks, from a client's side, what h3serve promises a
 // server built on it: a request stream whose headers never finish is
-// reset at the header deadline.
+// reset at the header deadline, and a connection over a connlimit bound is
+// refused; Client and Dial are the client hosts those tests dial from.
 package h3test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"net"
 	"testing"
 	"time"
 
@@ -38,4 +41,35 @@ func StallHeaders(t testing.TB, ctx context.Context, conn *quic.Conn, readHeader
 	if took > 5*readHeader {
 		t.Fatalf("a stalled header was reset after %v, the deadline is %v", took, readHeader)
 	}
+}
+
+// Client is one client host on the loopback address from: a UDP socket
+// that all its QUIC connections share, closed when t ends.
+func Client(t testing.TB, from string) *quic.Transport {
+	t.Helper()
+	udp, err := net.ListenPacket("udp", from+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	t.Cleanup(func() { tr.Close(); udp.Close() })
+	return tr
+}
+
+// Dial opens a QUIC connection to addr from tr's host, offering alpn and
+// trusting any certificate, within 30 s.
+func Dial(tr *quic.Transport, addr, alpn string, conf *quic.Config) (*quic.Conn, error) {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return tr.Dial(ctx, ua, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{alpn}}, conf)
+}
+
+// IsRefused reports whether err is the server's CONNECTION_REFUSED.
+func IsRefused(err error) bool {
+	var te *quic.TransportError
+	return errors.As(err, &te) && te.ErrorCode == quic.ConnectionRefused && te.Remote
 }
