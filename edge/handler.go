@@ -113,7 +113,10 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		geo.Forwarding(r, n.fleet.trusted)
 		// The chain is told the id and trace the backend and the log get,
 		// not a client's that the node refused or continued.
-		r.Header["X-Request-Id"], r.Header["Traceparent"] = []string{x.ID}, []string{x.Trace.Header()}
+		// One array for both (an allocation a request); each slice's
+		// capacity ends at its own value, so appending to one moves it.
+		ids := []string{x.ID, x.Trace.Header()}
+		r.Header["X-Request-Id"], r.Header["Traceparent"] = ids[:1:1], ids[1:]
 		if !x.Trace.Continued {
 			delete(r.Header, "Tracestate") // a trace's vendor state, not this new one's
 		}
