@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"perigee/edge/exchange"
 )
 
 // balancer picks a backend from the service's pool: its healthy backends,
@@ -288,6 +290,12 @@ func (h *ringHash) keyOf(r *http.Request) (string, bool) {
 		}
 		return c.Value, true
 	default:
+		// The client the node resolved through geo.trusted_proxies (the
+		// peer itself when it is not trusted), so clients behind a trusted
+		// balancer spread, and none chooses its backend by X-Forwarded-For.
+		if x := exchange.From(r.Context()); x != nil && x.Client.IsValid() {
+			return x.Client.String(), true
+		}
 		host, _, err := net.SplitHostPort(r.RemoteAddr)
 		if err != nil {
 			return r.RemoteAddr, r.RemoteAddr != ""
