@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,6 +36,9 @@ type Config struct {
 	// EmptyGrace is how long an empty answer after a good one keeps the
 	// last good set: an emptied zone is more often a mistake than intent.
 	EmptyGrace units.Duration `yaml:"empty_grace" json:"empty_grace,omitempty"`
+	// AllowLinkLocal lets discovered backends be link-local addresses and
+	// the clouds' metadata services, refused by default: see noBackend.
+	AllowLinkLocal bool `yaml:"allow_link_local" json:"allow_link_local,omitempty"`
 }
 
 // MinInterval bounds re-resolution from below, however short the TTL.
@@ -50,10 +54,11 @@ func (c Config) Enabled() bool { return c.DNS != "" }
 func (c Config) SRV() bool { return strings.HasPrefix(c.DNS, "_") }
 
 // SameEndpoints reports whether o names the same endpoints as c: the
-// same records, port and scheme, however either is tuned (interval,
-// timeout, grace, resolver).
+// same records, port, scheme and link-local rule, however either is
+// tuned (interval, timeout, grace, resolver).
 func (c Config) SameEndpoints(o Config) bool {
-	return strings.EqualFold(dns.Fqdn(c.DNS), dns.Fqdn(o.DNS)) && c.Port == o.Port && c.Scheme == o.Scheme
+	return strings.EqualFold(dns.Fqdn(c.DNS), dns.Fqdn(o.DNS)) && c.Port == o.Port && c.Scheme == o.Scheme &&
+		c.AllowLinkLocal == o.AllowLinkLocal
 }
 
 // SetDefaults fills what the config leaves out.
@@ -129,6 +134,8 @@ type Answer struct {
 	// Unresolved are SRV targets skipped because DNS says they have no
 	// address (NXDOMAIN, or no A/AAAA record).
 	Unresolved []string
+	// Refused are addresses the answer named that no backend may have.
+	Refused []string
 }
 
 // ErrEmpty is an answer with no records in it.
@@ -171,11 +178,11 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 	ctx, cancel := context.WithTimeout(ctx, resolveQueries*r.timeout)
 	defer cancel()
 	if !c.SRV() {
-		ips, ttl, err := r.addrs(ctx, c.DNS, nil)
+		ips, ttl, refused, err := r.addrs(ctx, c.DNS, nil, c.AllowLinkLocal)
 		if err != nil {
 			return Answer{}, err
 		}
-		return sorted(Answer{Endpoints: endpoints(ips, c.Port, 1, c.Scheme, nil, map[string]bool{}), TTL: ttl}), nil
+		return sorted(Answer{Endpoints: endpoints(ips, c.Port, 1, c.Scheme, nil, map[string]bool{}), TTL: ttl, Refused: refused}), nil
 	}
 	msg, err := r.query(ctx, c.DNS, dns.TypeSRV)
 	if err != nil {
@@ -210,7 +217,9 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 		ips, ok := targets[s.Target]
 		if !ok {
 			var hostTTL time.Duration
-			ips, hostTTL, err = r.addrs(ctx, s.Target, msg.Extra)
+			var refused []string
+			ips, hostTTL, refused, err = r.addrs(ctx, s.Target, msg.Extra, c.AllowLinkLocal)
+			a.Refused = append(a.Refused, refused[:min(len(refused), maxRefused-len(a.Refused))]...)
 			switch {
 			case errors.Is(err, ErrEmpty) || errors.Is(err, errNoSuchName):
 				// DNS says it has no address: one such target must not
@@ -256,14 +265,10 @@ func sorted(a Answer) Answer {
 
 // addrs resolves name to its A and AAAA records, from extra (an SRV
 // answer's additional section) when it has them, and their smallest TTL.
-func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR) ([]net.IP, time.Duration, error) {
-	ttl := time.Duration(-1)
-	var ips []net.IP
-	var refused []string
+func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR, allowLinkLocal bool) (ips []net.IP, ttl time.Duration, refused []string, err error) {
+	ttl = -1
 	add := func(ip net.IP, hdr *dns.RR_Header) {
-		// The unspecified address dials this host, the node's own
-		// listeners among them: a proxy loop. No backend is multicast.
-		if ip.IsUnspecified() || ip.IsMulticast() || ip.Equal(net.IPv4bcast) {
+		if noBackend(ip, allowLinkLocal) {
 			refused = append(refused, ip.String())
 			return
 		}
@@ -290,18 +295,42 @@ func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR) ([]ne
 				continue // a name may have only one family
 			}
 			if err != nil {
-				return nil, 0, err
+				return nil, 0, nil, err
 			}
 			collect(msg.Answer, false) // after any CNAME chain
 		}
 	}
+	refused = refused[:min(len(refused), maxRefused)]
 	if len(ips) == 0 && len(refused) > 0 {
-		return nil, 0, fmt.Errorf("%s has only addresses no backend can have (%s): %w", name, strings.Join(refused, ", "), ErrEmpty)
+		return nil, 0, refused, fmt.Errorf("%s has only addresses no backend may have (%s): %w", name, strings.Join(refused, ", "), ErrEmpty)
 	}
 	if len(ips) == 0 {
-		return nil, 0, ErrEmpty
+		return nil, 0, nil, ErrEmpty
 	}
-	return ips[:min(len(ips), maxEndpoints)], max(ttl, 0), nil
+	return ips[:min(len(ips), maxEndpoints)], max(ttl, 0), refused, nil
+}
+
+// maxRefused bounds the refused addresses an answer reports.
+const maxRefused = 16
+
+// metadata are the clouds' instance-metadata services outside the
+// link-local ranges: AWS's IPv6 one, and Alibaba's.
+var metadata = []netip.Addr{netip.MustParseAddr("fd00:ec2::254"), netip.MustParseAddr("100.100.100.200")}
+
+// noBackend reports whether no discovered backend may be at ip. The
+// unspecified address dials this host, the node's own listeners among
+// them: a proxy loop. No backend is multicast or broadcast. And a DNS
+// answer or registry entry naming a link-local address (169.254.0.0/16,
+// fe80::/10) or a metadata service would have the node proxy clients to
+// the instance's metadata, and so its credentials, unless the operator
+// said backends live there (allowLinkLocal). Loopback stays: sidecars
+// and agents serve there, and the proxy refuses a loop to the node itself.
+func noBackend(ip net.IP, allowLinkLocal bool) bool {
+	if ip.IsUnspecified() || ip.IsMulticast() || ip.Equal(net.IPv4bcast) {
+		return true
+	}
+	a, _ := netip.AddrFromSlice(ip)
+	return !allowLinkLocal && (ip.IsLinkLocalUnicast() || slices.Contains(metadata, a.Unmap()))
 }
 
 func minTTL(cur time.Duration, ttl uint32) time.Duration {
@@ -361,6 +390,7 @@ type Status struct {
 	StaleSince  time.Time `json:"stale_since,omitzero"`   // failing or empty since then, keeping the last good set
 	KeptEmpty   bool      `json:"kept_empty,omitempty"`   // the answer is empty; the last good set is kept
 	Unresolved  []string  `json:"unresolved,omitempty"`   // SRV targets of the last answer with no address
+	Refused     []string  `json:"refused,omitempty"`      // addresses of the last answer no backend may have (link-local, metadata, …)
 	Endpoints   int       `json:"endpoints"`
 	NextResolve time.Time `json:"next_resolve,omitzero"`
 }
@@ -424,6 +454,10 @@ func (w *Watcher) step(ctx context.Context, now time.Time) time.Duration {
 			w.log.Warn("discovery skipped SRV targets without an address", "targets", a.Unresolved)
 		}
 		st.Unresolved = a.Unresolved
+		if !slices.Equal(a.Refused, st.Refused) && len(a.Refused) > 0 {
+			w.log.Warn("discovery refused addresses no backend may have", "addresses", a.Refused)
+		}
+		st.Refused = a.Refused
 		w.set(a.Endpoints)
 	case errors.Is(err, ErrEmpty) && len(w.last) > 0:
 		st.KeptEmpty, st.Error = true, emptyWhy(err)

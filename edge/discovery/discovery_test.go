@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -331,5 +332,51 @@ func TestSRVTargetsPastTheBoundAreNotLookedUp(t *testing.T) {
 	}
 	if n := lookups.Load(); n > 2*maxEndpoints {
 		t.Fatalf("%d address lookups for %d endpoints: targets past the bound were looked up", n, maxEndpoints)
+	}
+}
+
+// A registry or DNS answer may name the cloud's instance-metadata service
+// (169.254.169.254, fd00:ec2::254) or another link-local address: the node
+// would proxy clients' requests to it, and the metadata service hands out
+// the instance's credentials. Such addresses are left out and listed in
+// the answer, unless the service opts in with allow_link_local.
+func TestLinkLocalAndMetadataAddressesAreRefused(t *testing.T) {
+	name := "meta." + dnstest.Domain
+	b := "b." + dnstest.Domain
+	srv := dnstest.Start(t, []dnstest.SRV{{Name: api, Target: name, Port: 80}, {Name: api, Target: b, Port: 9001}}, []dnstest.Host{
+		{Name: b, IP: "127.0.0.1"}, {Name: name, IP: "127.0.0.2"},
+		{Name: name, IP: "169.254.169.254"}, {Name: name, IP: "169.254.0.1"}, {Name: name, IP: "::ffff:169.254.169.254"},
+		{Name: name, IP: "fe80::1"}, {Name: name, IP: "febf::1"}, {Name: name, IP: "fd00:ec2::254"}, {Name: name, IP: "100.100.100.200"},
+	})
+	a, err := resolve(t, cfg(srv, name, 80))
+	if got := fmt.Sprint(a.Endpoints); err != nil || got != "[{http://127.0.0.2:80 1}]" {
+		t.Fatalf("A/AAAA endpoints %s, %v; want only 127.0.0.2", got, err)
+	}
+	if got := strings.Join(a.Refused, " "); !strings.Contains(got, "169.254.169.254") || !strings.Contains(got, "fe80::1") {
+		t.Fatalf("refused %q does not name the metadata and link-local addresses", got)
+	}
+	a, err = resolve(t, cfg(srv, api, 0))
+	if got := fmt.Sprint(a.Endpoints); err != nil || got != "[{http://127.0.0.1:9001 1} {http://127.0.0.2:80 1}]" {
+		t.Fatalf("SRV endpoints %s, %v", got, err)
+	}
+	var rec recorder
+	w, err := NewWatcher(cfg(srv, api, 0), nil, rec.apply, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.step(context.Background(), time.Now())
+	if st := w.Status(); !slices.Contains(st.Refused, "169.254.169.254") || st.Endpoints != 2 {
+		t.Fatalf("status %+v does not list the refused addresses", st)
+	}
+	// Only such addresses: empty, and the status says why.
+	srv.Restart(nil, []dnstest.Host{{Name: name, IP: "169.254.169.254"}})
+	if a, err := resolve(t, cfg(srv, name, 80)); !errors.Is(err, ErrEmpty) || !strings.Contains(err.Error(), "169.254.169.254") {
+		t.Fatalf("only the metadata address: %v, %v; want ErrEmpty naming it", a.Endpoints, err)
+	}
+	// An operator who runs backends there says so.
+	c := cfg(srv, name, 80)
+	c.AllowLinkLocal = true
+	if a, err := resolve(t, c); err != nil || fmt.Sprint(a.Endpoints) != "[{http://169.254.169.254:80 1}]" {
+		t.Fatalf("allow_link_local: %v, %v", a.Endpoints, err)
 	}
 }
