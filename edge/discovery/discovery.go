@@ -36,8 +36,10 @@ type Config struct {
 	// EmptyGrace is how long an empty answer after a good one keeps the
 	// last good set: an emptied zone is more often a mistake than intent.
 	EmptyGrace units.Duration `yaml:"empty_grace" json:"empty_grace,omitempty"`
-	// AllowLinkLocal lets discovered backends be link-local addresses and
-	// the clouds' metadata services, refused by default: see noBackend.
+	// AllowLoopback and AllowLinkLocal let discovered backends be on this
+	// host, or link-local addresses and the clouds' metadata services,
+	// which are refused by default: see noBackend.
+	AllowLoopback  bool `yaml:"allow_loopback" json:"allow_loopback,omitempty"`
 	AllowLinkLocal bool `yaml:"allow_link_local" json:"allow_link_local,omitempty"`
 }
 
@@ -54,11 +56,11 @@ func (c Config) Enabled() bool { return c.DNS != "" }
 func (c Config) SRV() bool { return strings.HasPrefix(c.DNS, "_") }
 
 // SameEndpoints reports whether o names the same endpoints as c: the
-// same records, port, scheme and link-local rule, however either is
-// tuned (interval, timeout, grace, resolver).
+// same records, port, scheme and address rules, however either is tuned
+// (interval, timeout, grace, resolver).
 func (c Config) SameEndpoints(o Config) bool {
 	return strings.EqualFold(dns.Fqdn(c.DNS), dns.Fqdn(o.DNS)) && c.Port == o.Port && c.Scheme == o.Scheme &&
-		c.AllowLinkLocal == o.AllowLinkLocal
+		c.AllowLoopback == o.AllowLoopback && c.AllowLinkLocal == o.AllowLinkLocal
 }
 
 // SetDefaults fills what the config leaves out.
@@ -178,7 +180,7 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 	ctx, cancel := context.WithTimeout(ctx, resolveQueries*r.timeout)
 	defer cancel()
 	if !c.SRV() {
-		ips, ttl, refused, err := r.addrs(ctx, c.DNS, nil, c.AllowLinkLocal)
+		ips, ttl, refused, err := r.addrs(ctx, c.DNS, nil, c)
 		if err != nil {
 			return Answer{}, err
 		}
@@ -218,7 +220,7 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 		if !ok {
 			var hostTTL time.Duration
 			var refused []string
-			ips, hostTTL, refused, err = r.addrs(ctx, s.Target, msg.Extra, c.AllowLinkLocal)
+			ips, hostTTL, refused, err = r.addrs(ctx, s.Target, msg.Extra, c)
 			a.Refused = append(a.Refused, refused[:min(len(refused), maxRefused-len(a.Refused))]...)
 			switch {
 			case errors.Is(err, ErrEmpty) || errors.Is(err, errNoSuchName):
@@ -237,6 +239,10 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 		a.Endpoints = endpoints(ips, int(s.Port), weight, c.Scheme, a.Endpoints, seen)
 	}
 	if len(a.Endpoints) == 0 {
+		if len(a.Refused) > 0 {
+			return Answer{}, fmt.Errorf("no SRV target has an address a backend may have (%s; refused %s): %w",
+				strings.Join(a.Unresolved, ", "), strings.Join(a.Refused, ", "), ErrEmpty)
+		}
 		return Answer{}, fmt.Errorf("no SRV target has an address (%s): %w", strings.Join(a.Unresolved, ", "), ErrEmpty)
 	}
 	a.TTL = max(ttl, 0)
@@ -265,10 +271,10 @@ func sorted(a Answer) Answer {
 
 // addrs resolves name to its A and AAAA records, from extra (an SRV
 // answer's additional section) when it has them, and their smallest TTL.
-func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR, allowLinkLocal bool) (ips []net.IP, ttl time.Duration, refused []string, err error) {
+func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR, c Config) (ips []net.IP, ttl time.Duration, refused []string, err error) {
 	ttl = -1
 	add := func(ip net.IP, hdr *dns.RR_Header) {
-		if noBackend(ip, allowLinkLocal) {
+		if noBackend(ip, c) {
 			refused = append(refused, ip.String())
 			return
 		}
@@ -320,17 +326,18 @@ var metadata = []netip.Addr{netip.MustParseAddr("fd00:ec2::254"), netip.MustPars
 // noBackend reports whether no discovered backend may be at ip. The
 // unspecified address dials this host, the node's own listeners among
 // them: a proxy loop. No backend is multicast or broadcast. And a DNS
-// answer or registry entry naming a link-local address (169.254.0.0/16,
-// fe80::/10) or a metadata service would have the node proxy clients to
-// the instance's metadata, and so its credentials, unless the operator
-// said backends live there (allowLinkLocal). Loopback stays: sidecars
-// and agents serve there, and the proxy refuses a loop to the node itself.
-func noBackend(ip net.IP, allowLinkLocal bool) bool {
+// answer or registry entry naming this host (loopback), a link-local
+// address (169.254.0.0/16, fe80::/10) or a metadata service would have
+// the node proxy clients to what trusts only local callers: the node's
+// own admin API, an agent, the instance's metadata and so its
+// credentials; unless the operator said the backends live there.
+func noBackend(ip net.IP, c Config) bool {
 	if ip.IsUnspecified() || ip.IsMulticast() || ip.Equal(net.IPv4bcast) {
 		return true
 	}
 	a, _ := netip.AddrFromSlice(ip)
-	return !allowLinkLocal && (ip.IsLinkLocalUnicast() || slices.Contains(metadata, a.Unmap()))
+	return !c.AllowLoopback && ip.IsLoopback() ||
+		!c.AllowLinkLocal && (ip.IsLinkLocalUnicast() || slices.Contains(metadata, a.Unmap()))
 }
 
 func minTTL(cur time.Duration, ttl uint32) time.Duration {

@@ -27,7 +27,8 @@ const api = "_api._tcp." + dnstest.Domain
 var host = []dnstest.Host{{Name: "b." + dnstest.Domain, IP: "127.0.0.1"}, {Name: "v6." + dnstest.Domain, IP: "::1"}}
 
 func cfg(server *dnstest.Server, name string, port int) Config {
-	c := Config{DNS: name, Port: port, Resolver: server.Addr, Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour)}
+	// The test's backends are on loopback, as dnsmasq is.
+	c := Config{DNS: name, Port: port, Resolver: server.Addr, Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour), AllowLoopback: true}
 	c.SetDefaults()
 	return c
 }
@@ -321,7 +322,7 @@ func TestSRVTargetsPastTheBoundAreNotLookedUp(t *testing.T) {
 	}
 	// A long query timeout: the resolution's bound, four of them, must
 	// hold a thousand lookups on a loaded machine.
-	c := Config{DNS: "_api._tcp.example.internal", Resolver: pc.LocalAddr().String(), Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour), Timeout: units.Duration(10 * time.Second)}
+	c := Config{DNS: "_api._tcp.example.internal", Resolver: pc.LocalAddr().String(), Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour), Timeout: units.Duration(10 * time.Second), AllowLoopback: true}
 	c.SetDefaults()
 	a, err := resolve(t, c)
 	if err != nil {
@@ -378,5 +379,22 @@ func TestLinkLocalAndMetadataAddressesAreRefused(t *testing.T) {
 	c.AllowLinkLocal = true
 	if a, err := resolve(t, c); err != nil || fmt.Sprint(a.Endpoints) != "[{http://169.254.169.254:80 1}]" {
 		t.Fatalf("allow_link_local: %v, %v", a.Endpoints, err)
+	}
+}
+
+// Loopback is this host: a DNS answer naming it would reach what trusts
+// local callers (the node's admin API, an agent), unless the service says
+// its backends are there.
+func TestLoopbackNeedsAllowLoopback(t *testing.T) {
+	name := "local." + dnstest.Domain
+	srv := dnstest.Start(t, nil, []dnstest.Host{{Name: name, IP: "127.0.0.1"}, {Name: name, IP: "::1"}, {Name: name, IP: "127.9.9.9"}, {Name: name, IP: "::ffff:127.0.0.1"}})
+	c := cfg(srv, name, 80)
+	c.AllowLoopback = false
+	if a, err := resolve(t, c); !errors.Is(err, ErrEmpty) || !strings.Contains(err.Error(), "127.9.9.9") {
+		t.Fatalf("loopback without allow_loopback: %v, %v; want ErrEmpty naming the addresses", a.Endpoints, err)
+	}
+	c.AllowLoopback = true
+	if a, err := resolve(t, c); err != nil || len(a.Endpoints) != 3 {
+		t.Fatalf("allow_loopback: %v, %v", a.Endpoints, err)
 	}
 }
