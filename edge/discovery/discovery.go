@@ -134,9 +134,10 @@ type Answer struct {
 	Endpoints []Endpoint
 	TTL       time.Duration
 	// Unresolved are SRV targets skipped because DNS says they have no
-	// address (NXDOMAIN, or no A/AAAA record).
+	// address (NXDOMAIN, or no A/AAAA record); the first maxListed.
 	Unresolved []string
-	// Refused are addresses the answer named that no backend may have.
+	// Refused are addresses the answer named that no backend may have;
+	// the first maxListed.
 	Refused []string
 }
 
@@ -210,8 +211,8 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 	seen := map[string]bool{}
 	targets := map[string][]net.IP{} // one lookup per target, whatever its ports
 	for _, s := range srvs {
-		if len(a.Endpoints) >= maxEndpoints {
-			break // the rest would cost lookups for endpoints dropped
+		if len(a.Endpoints) >= maxEndpoints || len(targets) >= maxEndpoints {
+			break // the rest would cost lookups for endpoints dropped, or for none
 		}
 		if s.Priority != best {
 			continue
@@ -221,13 +222,15 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 			var hostTTL time.Duration
 			var refused []string
 			ips, hostTTL, refused, err = r.addrs(ctx, s.Target, msg.Extra, c)
-			a.Refused = append(a.Refused, refused[:min(len(refused), maxRefused-len(a.Refused))]...)
+			a.Refused = append(a.Refused, refused[:min(len(refused), maxListed-len(a.Refused))]...)
 			switch {
 			case errors.Is(err, ErrEmpty) || errors.Is(err, errNoSuchName):
 				// DNS says it has no address: one such target must not
 				// hold back or empty the others. A failed lookup is
 				// another matter: the answer would be short of a backend.
-				a.Unresolved = append(a.Unresolved, s.Target)
+				if len(a.Unresolved) < maxListed {
+					a.Unresolved = append(a.Unresolved, s.Target)
+				}
 			case err != nil:
 				return Answer{}, fmt.Errorf("SRV target %s: %w", s.Target, err)
 			default:
@@ -306,7 +309,7 @@ func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR, c Con
 			collect(msg.Answer, false) // after any CNAME chain
 		}
 	}
-	refused = refused[:min(len(refused), maxRefused)]
+	refused = refused[:min(len(refused), maxListed)]
 	if len(ips) == 0 && len(refused) > 0 {
 		return nil, 0, refused, fmt.Errorf("%s has only addresses no backend may have (%s): %w", name, strings.Join(refused, ", "), ErrEmpty)
 	}
@@ -316,8 +319,9 @@ func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR, c Con
 	return ips[:min(len(ips), maxEndpoints)], max(ttl, 0), refused, nil
 }
 
-// maxRefused bounds the refused addresses an answer reports.
-const maxRefused = 16
+// maxListed bounds the refused addresses, and the SRV targets without
+// one, that an answer lists: the first few say what is wrong.
+const maxListed = 16
 
 // metadata are the clouds' instance-metadata services outside the
 // link-local ranges: AWS's IPv6 one, and Alibaba's.

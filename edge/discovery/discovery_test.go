@@ -308,21 +308,9 @@ func TestSRVTargetsPastTheBoundAreNotLookedUp(t *testing.T) {
 		}
 		w.WriteMsg(m)
 	})
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range []*dns.Server{{PacketConn: pc, Handler: handler}, {Listener: ln, Handler: handler}} {
-		go s.ActivateAndServe()
-		t.Cleanup(func() { s.Shutdown() })
-	}
 	// A long query timeout: the resolution's bound, four of them, must
 	// hold a thousand lookups on a loaded machine.
-	c := Config{DNS: "_api._tcp.example.internal", Resolver: pc.LocalAddr().String(), Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour), Timeout: units.Duration(10 * time.Second), AllowLoopback: true}
+	c := Config{DNS: "_api._tcp.example.internal", Resolver: serveDNS(t, handler), Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour), Timeout: units.Duration(10 * time.Second), AllowLoopback: true}
 	c.SetDefaults()
 	a, err := resolve(t, c)
 	if err != nil {
@@ -396,5 +384,69 @@ func TestLoopbackNeedsAllowLoopback(t *testing.T) {
 	c.AllowLoopback = true
 	if a, err := resolve(t, c); err != nil || len(a.Endpoints) != 3 {
 		t.Fatalf("allow_loopback: %v, %v", a.Endpoints, err)
+	}
+}
+
+// serveDNS answers with handler over UDP and TCP on one loopback port.
+func serveDNS(t *testing.T, handler dns.Handler) string {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*dns.Server{{PacketConn: pc, Handler: handler}, {Listener: ln, Handler: handler}} {
+		go s.ActivateAndServe()
+		t.Cleanup(func() { s.Shutdown() })
+	}
+	return pc.LocalAddr().String()
+}
+
+// An SRV answer of thousands of targets none of which has an address
+// (NXDOMAIN) was followed to the last: a lookup each, at every
+// resolution, and an error naming every one in the log and the status.
+// Targets are looked up to the bound whether they resolve or not, and
+// what an answer lists of them is bounded.
+func TestSRVTargetsWithoutAddressesAreBounded(t *testing.T) {
+	const targets = 2 * maxEndpoints // within a 64 KiB TCP answer
+	var lookups atomic.Int64
+	addr := serveDNS(t, dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Compress = true
+		name := q.Question[0].Name
+		switch q.Question[0].Qtype {
+		case dns.TypeSRV:
+			if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
+				m.Truncated = true
+				break
+			}
+			for i := range targets {
+				m.Answer = append(m.Answer, &dns.SRV{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: 60},
+					Port: 9000, Weight: 1, Target: fmt.Sprintf("t%d.x.", i)})
+			}
+		default:
+			lookups.Add(1)
+			m.Rcode = dns.RcodeNameError
+		}
+		w.WriteMsg(m)
+	}))
+	c := Config{DNS: "_api._tcp.example.internal", Resolver: addr, Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour), Timeout: units.Duration(10 * time.Second)}
+	c.SetDefaults()
+	r, err := NewResolver(c.Resolver, c.Timeout.D())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := r.Resolve(context.Background(), c)
+	if !errors.Is(err, ErrEmpty) {
+		t.Fatalf("%v, %v; want ErrEmpty", a.Endpoints, err)
+	}
+	if n := lookups.Load(); n > maxEndpoints {
+		t.Errorf("%d address lookups: targets past the bound of %d were looked up", n, maxEndpoints)
+	}
+	if n := len(err.Error()); n > 4<<10 {
+		t.Errorf("the error is %d bytes: it lists every target", n)
 	}
 }
