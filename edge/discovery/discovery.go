@@ -134,10 +134,10 @@ type Answer struct {
 	Endpoints []Endpoint
 	TTL       time.Duration
 	// Unresolved are SRV targets skipped because DNS says they have no
-	// address (NXDOMAIN, or no A/AAAA record); the first maxListed.
+	// address (NXDOMAIN, or no A/AAAA record); the first maxListed, sorted.
 	Unresolved []string
 	// Refused are addresses the answer named that no backend may have;
-	// the first maxListed.
+	// the first maxListed, sorted.
 	Refused []string
 }
 
@@ -222,15 +222,13 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 			var hostTTL time.Duration
 			var refused []string
 			ips, hostTTL, refused, err = r.addrs(ctx, s.Target, msg.Extra, c)
-			a.Refused = append(a.Refused, refused[:min(len(refused), maxListed-len(a.Refused))]...)
+			a.Refused = append(a.Refused, refused...)
 			switch {
 			case errors.Is(err, ErrEmpty) || errors.Is(err, errNoSuchName):
 				// DNS says it has no address: one such target must not
 				// hold back or empty the others. A failed lookup is
 				// another matter: the answer would be short of a backend.
-				if len(a.Unresolved) < maxListed {
-					a.Unresolved = append(a.Unresolved, s.Target)
-				}
+				a.Unresolved = append(a.Unresolved, s.Target)
 			case err != nil:
 				return Answer{}, fmt.Errorf("SRV target %s: %w", s.Target, err)
 			default:
@@ -241,6 +239,7 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 		weight := min(max(int(s.Weight), 1), 1000)
 		a.Endpoints = endpoints(ips, int(s.Port), weight, c.Scheme, a.Endpoints, seen)
 	}
+	a = sorted(a)
 	if len(a.Endpoints) == 0 {
 		if len(a.Refused) > 0 {
 			return Answer{}, fmt.Errorf("no SRV target has an address a backend may have (%s; refused %s): %w",
@@ -249,7 +248,7 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 		return Answer{}, fmt.Errorf("no SRV target has an address (%s): %w", strings.Join(a.Unresolved, ", "), ErrEmpty)
 	}
 	a.TTL = max(ttl, 0)
-	return sorted(a), nil
+	return a, nil
 }
 
 // endpoints appends one endpoint per address, up to maxEndpoints in all,
@@ -266,10 +265,20 @@ func endpoints(ips []net.IP, port, weight int, scheme string, to []Endpoint, see
 	return to
 }
 
-// sorted orders the endpoints, so an answer in another order is the same set.
+// sorted orders the endpoints and lists, so an answer in another order
+// is the same.
 func sorted(a Answer) Answer {
 	slices.SortFunc(a.Endpoints, func(x, y Endpoint) int { return strings.Compare(x.URL, y.URL) })
+	a.Unresolved, a.Refused = listed(a.Unresolved), listed(a.Refused)
 	return a
+}
+
+// listed is the first maxListed of l, sorted, each once: the first few
+// say what is wrong, whatever order a server rotates its records in.
+func listed(l []string) []string {
+	slices.Sort(l)
+	l = slices.Compact(l)
+	return l[:min(len(l), maxListed)]
 }
 
 // addrs resolves name to its A and AAAA records, from extra (an SRV
@@ -309,7 +318,7 @@ func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR, c Con
 			collect(msg.Answer, false) // after any CNAME chain
 		}
 	}
-	refused = refused[:min(len(refused), maxListed)]
+	refused = listed(refused)
 	if len(ips) == 0 && len(refused) > 0 {
 		return nil, 0, refused, fmt.Errorf("%s has only addresses no backend may have (%s): %w", name, strings.Join(refused, ", "), ErrEmpty)
 	}
@@ -320,7 +329,7 @@ func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR, c Con
 }
 
 // maxListed bounds the refused addresses, and the SRV targets without
-// one, that an answer lists: the first few say what is wrong.
+// one, that an answer lists.
 const maxListed = 16
 
 // metadata are the clouds' instance-metadata services outside the

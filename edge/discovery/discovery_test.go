@@ -450,3 +450,29 @@ func TestSRVTargetsWithoutAddressesAreBounded(t *testing.T) {
 		t.Errorf("the error is %d bytes: it lists every target", n)
 	}
 }
+
+// What an answer lists of refused addresses and unresolved targets is in
+// one order however the server rotates its records: the watcher warns
+// when the list changes, and a rotation is no change.
+func TestRefusedAndUnresolvedListsAreStable(t *testing.T) {
+	name := "meta." + dnstest.Domain
+	var hosts []dnstest.Host
+	var srvs []dnstest.SRV
+	for i := range 6 {
+		hosts = append(hosts, dnstest.Host{Name: name, IP: fmt.Sprintf("169.254.0.%d", i+1)})
+		srvs = append(srvs, dnstest.SRV{Name: api, Target: fmt.Sprintf("gone%d.%s", i, dnstest.Domain), Port: 80})
+	}
+	hosts = append(hosts, dnstest.Host{Name: "b." + dnstest.Domain, IP: "127.0.0.1"})
+	srv := dnstest.Start(t, append(srvs, dnstest.SRV{Name: api, Target: "b." + dnstest.Domain, Port: 80}), hosts)
+	first := map[string]string{}
+	for range 8 {
+		for _, c := range []Config{cfg(srv, name, 80), cfg(srv, api, 0)} {
+			a, _ := resolve(t, c)
+			got := fmt.Sprint(a.Refused, a.Unresolved)
+			if f, ok := first[c.DNS]; ok && f != got {
+				t.Fatalf("%s: lists %s, then %s", c.DNS, f, got)
+			}
+			first[c.DNS] = got
+		}
+	}
+}
