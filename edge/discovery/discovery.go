@@ -210,9 +210,12 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 	var a Answer
 	seen := map[string]bool{}
 	targets := map[string][]net.IP{} // one lookup per target, whatever its ports
+	gathered := 0                    // addresses in targets
 	for _, s := range srvs {
-		if len(a.Endpoints) >= maxEndpoints || len(targets) >= maxEndpoints {
-			break // the rest would cost lookups for endpoints dropped, or for none
+		if len(a.Endpoints) >= maxEndpoints || len(targets) >= maxEndpoints || gathered >= maxEndpoints {
+			// The rest would cost lookups for endpoints dropped, or for
+			// none: targets without addresses, or repeating those seen.
+			break
 		}
 		if s.Priority != best {
 			continue
@@ -235,6 +238,7 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 				ttl = min(ttl, hostTTL)
 			}
 			targets[s.Target] = ips
+			gathered += len(ips)
 		}
 		weight := min(max(int(s.Weight), 1), 1000)
 		a.Endpoints = endpoints(ips, int(s.Port), weight, c.Scheme, a.Endpoints, seen)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -474,5 +475,60 @@ func TestRefusedAndUnresolvedListsAreStable(t *testing.T) {
 			}
 			first[c.DNS] = got
 		}
+	}
+}
+
+// An SRV answer of a thousand targets, each with the same thousand
+// addresses, gave no endpoint past the first target's, yet every target
+// was looked up and its addresses kept to the end of the resolution: a
+// thousand full TCP answers parsed and a million addresses held, at
+// every resolution. The addresses gathered are bounded like endpoints.
+func TestSRVTargetsRepeatingAddressesAreBounded(t *testing.T) {
+	var lookups atomic.Int64
+	addr := serveDNS(t, dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Compress = true
+		name := q.Question[0].Name
+		if _, udp := w.RemoteAddr().(*net.UDPAddr); udp && q.Question[0].Qtype != dns.TypeAAAA {
+			m.Truncated = true
+			w.WriteMsg(m)
+			return
+		}
+		switch q.Question[0].Qtype {
+		case dns.TypeSRV:
+			for i := range maxEndpoints {
+				m.Answer = append(m.Answer, &dns.SRV{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: 60},
+					Port: 9000, Weight: 1, Target: fmt.Sprintf("t%d.x.", i)})
+			}
+		case dns.TypeA:
+			lookups.Add(1)
+			for i := range maxEndpoints - 1 { // one short of the bound: each target could add one more
+				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+					A: net.IPv4(10, 0, byte(i/250), byte(i%250+1))})
+			}
+		}
+		w.WriteMsg(m)
+	}))
+	c := Config{DNS: "_api._tcp.example.internal", Resolver: addr, Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour), Timeout: units.Duration(10 * time.Second)}
+	c.SetDefaults()
+	r, err := NewResolver(c.Resolver, c.Timeout.D())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	a, err := r.Resolve(context.Background(), c)
+	runtime.ReadMemStats(&after)
+	if err != nil || len(a.Endpoints) != maxEndpoints-1 {
+		t.Fatalf("%d endpoints, %v", len(a.Endpoints), err)
+	}
+	alloc := after.TotalAlloc - before.TotalAlloc
+	t.Logf("%d A lookups, %d MiB allocated", lookups.Load(), alloc>>20)
+	if n := lookups.Load(); n > 2 {
+		t.Errorf("%d A lookups for the endpoints of the first target's", n)
+	}
+	if alloc > 64<<20 { // 416 MiB before the bound
+		t.Errorf("one resolution allocated %d MiB", alloc>>20)
 	}
 }
