@@ -337,8 +337,8 @@ func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR, c Con
 const maxListed = 16
 
 // metadata are the clouds' instance-metadata services outside the
-// link-local ranges: AWS's IPv6 one, and Alibaba's.
-var metadata = []netip.Addr{netip.MustParseAddr("fd00:ec2::254"), netip.MustParseAddr("100.100.100.200")}
+// link-local ranges: AWS's IPv6 one, Alibaba's, and Azure's WireServer.
+var metadata = []netip.Addr{netip.MustParseAddr("fd00:ec2::254"), netip.MustParseAddr("100.100.100.200"), netip.MustParseAddr("168.63.129.16")}
 
 // noBackend reports whether no discovered backend may be at ip. The
 // unspecified address dials this host, the node's own listeners among

@@ -336,7 +336,7 @@ func TestLinkLocalAndMetadataAddressesAreRefused(t *testing.T) {
 	srv := dnstest.Start(t, []dnstest.SRV{{Name: api, Target: name, Port: 80}, {Name: api, Target: b, Port: 9001}}, []dnstest.Host{
 		{Name: b, IP: "127.0.0.1"}, {Name: name, IP: "127.0.0.2"},
 		{Name: name, IP: "169.254.169.254"}, {Name: name, IP: "169.254.0.1"}, {Name: name, IP: "::ffff:169.254.169.254"},
-		{Name: name, IP: "fe80::1"}, {Name: name, IP: "febf::1"}, {Name: name, IP: "fd00:ec2::254"}, {Name: name, IP: "100.100.100.200"},
+		{Name: name, IP: "fe80::1"}, {Name: name, IP: "febf::1"}, {Name: name, IP: "fd00:ec2::254"}, {Name: name, IP: "100.100.100.200"}, {Name: name, IP: "168.63.129.16"},
 	})
 	a, err := resolve(t, cfg(srv, name, 80))
 	if got := fmt.Sprint(a.Endpoints); err != nil || got != "[{http://127.0.0.2:80 1}]" {
