@@ -46,7 +46,7 @@ func TestDiscoveryFollowsDNS(t *testing.T) {
 	const interval = time.Second // dnsmasq's TTL is 1s too
 	n := startNode(t, listenAny+fmt.Sprintf(`services:
   api:
-    discovery: {dns: %s, resolver: %q, interval: 1s, timeout: 200ms}
+    discovery: {dns: %s, resolver: %q, interval: 1s, timeout: 200ms, allow_loopback: true}
 routes:
   - {name: api, match: {path_prefix: /}, service: api}
 `, name, dns.Addr))

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,6 +36,11 @@ type Config struct {
 	// EmptyGrace is how long an empty answer after a good one keeps the
 	// last good set: an emptied zone is more often a mistake than intent.
 	EmptyGrace units.Duration `yaml:"empty_grace" json:"empty_grace,omitempty"`
+	// AllowLoopback and AllowLinkLocal let discovered backends be on this
+	// host, or link-local addresses and the clouds' metadata services,
+	// which are refused by default: see noBackend.
+	AllowLoopback  bool `yaml:"allow_loopback" json:"allow_loopback,omitempty"`
+	AllowLinkLocal bool `yaml:"allow_link_local" json:"allow_link_local,omitempty"`
 }
 
 // MinInterval bounds re-resolution from below, however short the TTL.
@@ -50,10 +56,11 @@ func (c Config) Enabled() bool { return c.DNS != "" }
 func (c Config) SRV() bool { return strings.HasPrefix(c.DNS, "_") }
 
 // SameEndpoints reports whether o names the same endpoints as c: the
-// same records, port and scheme, however either is tuned (interval,
-// timeout, grace, resolver).
+// same records, port, scheme and address rules, however either is tuned
+// (interval, timeout, grace, resolver).
 func (c Config) SameEndpoints(o Config) bool {
-	return strings.EqualFold(dns.Fqdn(c.DNS), dns.Fqdn(o.DNS)) && c.Port == o.Port && c.Scheme == o.Scheme
+	return strings.EqualFold(dns.Fqdn(c.DNS), dns.Fqdn(o.DNS)) && c.Port == o.Port && c.Scheme == o.Scheme &&
+		c.AllowLoopback == o.AllowLoopback && c.AllowLinkLocal == o.AllowLinkLocal
 }
 
 // SetDefaults fills what the config leaves out.
@@ -127,8 +134,11 @@ type Answer struct {
 	Endpoints []Endpoint
 	TTL       time.Duration
 	// Unresolved are SRV targets skipped because DNS says they have no
-	// address (NXDOMAIN, or no A/AAAA record).
+	// address (NXDOMAIN, or no A/AAAA record); the first maxListed, sorted.
 	Unresolved []string
+	// Refused are addresses the answer named that no backend may have;
+	// the first maxListed, sorted.
+	Refused []string
 }
 
 // ErrEmpty is an answer with no records in it.
@@ -171,11 +181,11 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 	ctx, cancel := context.WithTimeout(ctx, resolveQueries*r.timeout)
 	defer cancel()
 	if !c.SRV() {
-		ips, ttl, err := r.addrs(ctx, c.DNS, nil)
+		ips, ttl, refused, err := r.addrs(ctx, c.DNS, nil, c)
 		if err != nil {
 			return Answer{}, err
 		}
-		return sorted(Answer{Endpoints: endpoints(ips, c.Port, 1, c.Scheme, nil, map[string]bool{}), TTL: ttl}), nil
+		return sorted(Answer{Endpoints: endpoints(ips, c.Port, 1, c.Scheme, nil, map[string]bool{}), TTL: ttl, Refused: refused}), nil
 	}
 	msg, err := r.query(ctx, c.DNS, dns.TypeSRV)
 	if err != nil {
@@ -200,9 +210,12 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 	var a Answer
 	seen := map[string]bool{}
 	targets := map[string][]net.IP{} // one lookup per target, whatever its ports
+	gathered := 0                    // addresses in targets
 	for _, s := range srvs {
-		if len(a.Endpoints) >= maxEndpoints {
-			break // the rest would cost lookups for endpoints dropped
+		if len(a.Endpoints) >= maxEndpoints || len(targets) >= maxEndpoints || gathered >= maxEndpoints {
+			// The rest would cost lookups for endpoints dropped, or for
+			// none: targets without addresses, or repeating those seen.
+			break
 		}
 		if s.Priority != best {
 			continue
@@ -210,7 +223,9 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 		ips, ok := targets[s.Target]
 		if !ok {
 			var hostTTL time.Duration
-			ips, hostTTL, err = r.addrs(ctx, s.Target, msg.Extra)
+			var refused []string
+			ips, hostTTL, refused, err = r.addrs(ctx, s.Target, msg.Extra, c)
+			a.Refused = append(a.Refused, refused...)
 			switch {
 			case errors.Is(err, ErrEmpty) || errors.Is(err, errNoSuchName):
 				// DNS says it has no address: one such target must not
@@ -223,15 +238,21 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 				ttl = min(ttl, hostTTL)
 			}
 			targets[s.Target] = ips
+			gathered += len(ips)
 		}
 		weight := min(max(int(s.Weight), 1), 1000)
 		a.Endpoints = endpoints(ips, int(s.Port), weight, c.Scheme, a.Endpoints, seen)
 	}
+	a = sorted(a)
 	if len(a.Endpoints) == 0 {
+		if len(a.Refused) > 0 {
+			return Answer{}, fmt.Errorf("no SRV target has an address a backend may have (%s; refused %s): %w",
+				strings.Join(a.Unresolved, ", "), strings.Join(a.Refused, ", "), ErrEmpty)
+		}
 		return Answer{}, fmt.Errorf("no SRV target has an address (%s): %w", strings.Join(a.Unresolved, ", "), ErrEmpty)
 	}
 	a.TTL = max(ttl, 0)
-	return sorted(a), nil
+	return a, nil
 }
 
 // endpoints appends one endpoint per address, up to maxEndpoints in all,
@@ -248,22 +269,28 @@ func endpoints(ips []net.IP, port, weight int, scheme string, to []Endpoint, see
 	return to
 }
 
-// sorted orders the endpoints, so an answer in another order is the same set.
+// sorted orders the endpoints and lists, so an answer in another order
+// is the same.
 func sorted(a Answer) Answer {
 	slices.SortFunc(a.Endpoints, func(x, y Endpoint) int { return strings.Compare(x.URL, y.URL) })
+	a.Unresolved, a.Refused = listed(a.Unresolved), listed(a.Refused)
 	return a
+}
+
+// listed is the first maxListed of l, sorted, each once: the first few
+// say what is wrong, whatever order a server rotates its records in.
+func listed(l []string) []string {
+	slices.Sort(l)
+	l = slices.Compact(l)
+	return l[:min(len(l), maxListed)]
 }
 
 // addrs resolves name to its A and AAAA records, from extra (an SRV
 // answer's additional section) when it has them, and their smallest TTL.
-func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR) ([]net.IP, time.Duration, error) {
-	ttl := time.Duration(-1)
-	var ips []net.IP
-	var refused []string
+func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR, c Config) (ips []net.IP, ttl time.Duration, refused []string, err error) {
+	ttl = -1
 	add := func(ip net.IP, hdr *dns.RR_Header) {
-		// The unspecified address dials this host, the node's own
-		// listeners among them: a proxy loop. No backend is multicast.
-		if ip.IsUnspecified() || ip.IsMulticast() || ip.Equal(net.IPv4bcast) {
+		if noBackend(ip, c) {
 			refused = append(refused, ip.String())
 			return
 		}
@@ -290,18 +317,44 @@ func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR) ([]ne
 				continue // a name may have only one family
 			}
 			if err != nil {
-				return nil, 0, err
+				return nil, 0, nil, err
 			}
 			collect(msg.Answer, false) // after any CNAME chain
 		}
 	}
+	refused = listed(refused)
 	if len(ips) == 0 && len(refused) > 0 {
-		return nil, 0, fmt.Errorf("%s has only addresses no backend can have (%s): %w", name, strings.Join(refused, ", "), ErrEmpty)
+		return nil, 0, refused, fmt.Errorf("%s has only addresses no backend may have (%s): %w", name, strings.Join(refused, ", "), ErrEmpty)
 	}
 	if len(ips) == 0 {
-		return nil, 0, ErrEmpty
+		return nil, 0, nil, ErrEmpty
 	}
-	return ips[:min(len(ips), maxEndpoints)], max(ttl, 0), nil
+	return ips[:min(len(ips), maxEndpoints)], max(ttl, 0), refused, nil
+}
+
+// maxListed bounds the refused addresses, and the SRV targets without
+// one, that an answer lists.
+const maxListed = 16
+
+// metadata are the clouds' instance-metadata services outside the
+// link-local ranges: AWS's IPv6 one, Alibaba's, and Azure's WireServer.
+var metadata = []netip.Addr{netip.MustParseAddr("fd00:ec2::254"), netip.MustParseAddr("100.100.100.200"), netip.MustParseAddr("168.63.129.16")}
+
+// noBackend reports whether no discovered backend may be at ip. The
+// unspecified address dials this host, the node's own listeners among
+// them: a proxy loop. No backend is multicast or broadcast. And a DNS
+// answer or registry entry naming this host (loopback), a link-local
+// address (169.254.0.0/16, fe80::/10) or a metadata service would have
+// the node proxy clients to what trusts only local callers: the node's
+// own admin API, an agent, the instance's metadata and so its
+// credentials; unless the operator said the backends live there.
+func noBackend(ip net.IP, c Config) bool {
+	if ip.IsUnspecified() || ip.IsMulticast() || ip.Equal(net.IPv4bcast) {
+		return true
+	}
+	a, _ := netip.AddrFromSlice(ip)
+	return !c.AllowLoopback && ip.IsLoopback() ||
+		!c.AllowLinkLocal && (ip.IsLinkLocalUnicast() || slices.Contains(metadata, a.Unmap()))
 }
 
 func minTTL(cur time.Duration, ttl uint32) time.Duration {
@@ -361,6 +414,7 @@ type Status struct {
 	StaleSince  time.Time `json:"stale_since,omitzero"`   // failing or empty since then, keeping the last good set
 	KeptEmpty   bool      `json:"kept_empty,omitempty"`   // the answer is empty; the last good set is kept
 	Unresolved  []string  `json:"unresolved,omitempty"`   // SRV targets of the last answer with no address
+	Refused     []string  `json:"refused,omitempty"`      // addresses of the last answer no backend may have (link-local, metadata, …)
 	Endpoints   int       `json:"endpoints"`
 	NextResolve time.Time `json:"next_resolve,omitzero"`
 }
@@ -424,6 +478,10 @@ func (w *Watcher) step(ctx context.Context, now time.Time) time.Duration {
 			w.log.Warn("discovery skipped SRV targets without an address", "targets", a.Unresolved)
 		}
 		st.Unresolved = a.Unresolved
+		if !slices.Equal(a.Refused, st.Refused) && len(a.Refused) > 0 {
+			w.log.Warn("discovery refused addresses no backend may have", "addresses", a.Refused)
+		}
+		st.Refused = a.Refused
 		w.set(a.Endpoints)
 	case errors.Is(err, ErrEmpty) && len(w.last) > 0:
 		st.KeptEmpty, st.Error = true, emptyWhy(err)

@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,7 +28,8 @@ const api = "_api._tcp." + dnstest.Domain
 var host = []dnstest.Host{{Name: "b." + dnstest.Domain, IP: "127.0.0.1"}, {Name: "v6." + dnstest.Domain, IP: "::1"}}
 
 func cfg(server *dnstest.Server, name string, port int) Config {
-	c := Config{DNS: name, Port: port, Resolver: server.Addr, Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour)}
+	// The test's backends are on loopback, as dnsmasq is.
+	c := Config{DNS: name, Port: port, Resolver: server.Addr, Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour), AllowLoopback: true}
 	c.SetDefaults()
 	return c
 }
@@ -306,6 +309,87 @@ func TestSRVTargetsPastTheBoundAreNotLookedUp(t *testing.T) {
 		}
 		w.WriteMsg(m)
 	})
+	// A long query timeout: the resolution's bound, four of them, must
+	// hold a thousand lookups on a loaded machine.
+	c := Config{DNS: "_api._tcp.example.internal", Resolver: serveDNS(t, handler), Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour), Timeout: units.Duration(10 * time.Second), AllowLoopback: true}
+	c.SetDefaults()
+	a, err := resolve(t, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Endpoints) != maxEndpoints {
+		t.Fatalf("%d endpoints, want the bound of %d", len(a.Endpoints), maxEndpoints)
+	}
+	if n := lookups.Load(); n > 2*maxEndpoints {
+		t.Fatalf("%d address lookups for %d endpoints: targets past the bound were looked up", n, maxEndpoints)
+	}
+}
+
+// A registry or DNS answer may name the cloud's instance-metadata service
+// (169.254.169.254, fd00:ec2::254) or another link-local address: the node
+// would proxy clients' requests to it, and the metadata service hands out
+// the instance's credentials. Such addresses are left out and listed in
+// the answer, unless the service opts in with allow_link_local.
+func TestLinkLocalAndMetadataAddressesAreRefused(t *testing.T) {
+	name := "meta." + dnstest.Domain
+	b := "b." + dnstest.Domain
+	srv := dnstest.Start(t, []dnstest.SRV{{Name: api, Target: name, Port: 80}, {Name: api, Target: b, Port: 9001}}, []dnstest.Host{
+		{Name: b, IP: "127.0.0.1"}, {Name: name, IP: "127.0.0.2"},
+		{Name: name, IP: "169.254.169.254"}, {Name: name, IP: "169.254.0.1"}, {Name: name, IP: "::ffff:169.254.169.254"},
+		{Name: name, IP: "fe80::1"}, {Name: name, IP: "febf::1"}, {Name: name, IP: "fd00:ec2::254"}, {Name: name, IP: "100.100.100.200"}, {Name: name, IP: "168.63.129.16"},
+	})
+	a, err := resolve(t, cfg(srv, name, 80))
+	if got := fmt.Sprint(a.Endpoints); err != nil || got != "[{http://127.0.0.2:80 1}]" {
+		t.Fatalf("A/AAAA endpoints %s, %v; want only 127.0.0.2", got, err)
+	}
+	if got := strings.Join(a.Refused, " "); !strings.Contains(got, "169.254.169.254") || !strings.Contains(got, "fe80::1") {
+		t.Fatalf("refused %q does not name the metadata and link-local addresses", got)
+	}
+	a, err = resolve(t, cfg(srv, api, 0))
+	if got := fmt.Sprint(a.Endpoints); err != nil || got != "[{http://127.0.0.1:9001 1} {http://127.0.0.2:80 1}]" {
+		t.Fatalf("SRV endpoints %s, %v", got, err)
+	}
+	var rec recorder
+	w, err := NewWatcher(cfg(srv, api, 0), nil, rec.apply, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.step(context.Background(), time.Now())
+	if st := w.Status(); !slices.Contains(st.Refused, "169.254.169.254") || st.Endpoints != 2 {
+		t.Fatalf("status %+v does not list the refused addresses", st)
+	}
+	// Only such addresses: empty, and the status says why.
+	srv.Restart(nil, []dnstest.Host{{Name: name, IP: "169.254.169.254"}})
+	if a, err := resolve(t, cfg(srv, name, 80)); !errors.Is(err, ErrEmpty) || !strings.Contains(err.Error(), "169.254.169.254") {
+		t.Fatalf("only the metadata address: %v, %v; want ErrEmpty naming it", a.Endpoints, err)
+	}
+	// An operator who runs backends there says so.
+	c := cfg(srv, name, 80)
+	c.AllowLinkLocal = true
+	if a, err := resolve(t, c); err != nil || fmt.Sprint(a.Endpoints) != "[{http://169.254.169.254:80 1}]" {
+		t.Fatalf("allow_link_local: %v, %v", a.Endpoints, err)
+	}
+}
+
+// Loopback is this host: a DNS answer naming it would reach what trusts
+// local callers (the node's admin API, an agent), unless the service says
+// its backends are there.
+func TestLoopbackNeedsAllowLoopback(t *testing.T) {
+	name := "local." + dnstest.Domain
+	srv := dnstest.Start(t, nil, []dnstest.Host{{Name: name, IP: "127.0.0.1"}, {Name: name, IP: "::1"}, {Name: name, IP: "127.9.9.9"}, {Name: name, IP: "::ffff:127.0.0.1"}})
+	c := cfg(srv, name, 80)
+	c.AllowLoopback = false
+	if a, err := resolve(t, c); !errors.Is(err, ErrEmpty) || !strings.Contains(err.Error(), "127.9.9.9") {
+		t.Fatalf("loopback without allow_loopback: %v, %v; want ErrEmpty naming the addresses", a.Endpoints, err)
+	}
+	c.AllowLoopback = true
+	if a, err := resolve(t, c); err != nil || len(a.Endpoints) != 3 {
+		t.Fatalf("allow_loopback: %v, %v", a.Endpoints, err)
+	}
+}
+
+// serveDNS answers with handler over UDP and TCP on one loopback port.
+func serveDNS(t *testing.T, handler dns.Handler) string {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -318,18 +402,133 @@ func TestSRVTargetsPastTheBoundAreNotLookedUp(t *testing.T) {
 		go s.ActivateAndServe()
 		t.Cleanup(func() { s.Shutdown() })
 	}
-	// A long query timeout: the resolution's bound, four of them, must
-	// hold a thousand lookups on a loaded machine.
-	c := Config{DNS: "_api._tcp.example.internal", Resolver: pc.LocalAddr().String(), Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour), Timeout: units.Duration(10 * time.Second)}
+	return pc.LocalAddr().String()
+}
+
+// An SRV answer of thousands of targets none of which has an address
+// (NXDOMAIN) was followed to the last: a lookup each, at every
+// resolution, and an error naming every one in the log and the status.
+// Targets are looked up to the bound whether they resolve or not, and
+// what an answer lists of them is bounded.
+func TestSRVTargetsWithoutAddressesAreBounded(t *testing.T) {
+	const targets = 2 * maxEndpoints // within a 64 KiB TCP answer
+	var lookups atomic.Int64
+	addr := serveDNS(t, dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Compress = true
+		name := q.Question[0].Name
+		switch q.Question[0].Qtype {
+		case dns.TypeSRV:
+			if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
+				m.Truncated = true
+				break
+			}
+			for i := range targets {
+				m.Answer = append(m.Answer, &dns.SRV{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: 60},
+					Port: 9000, Weight: 1, Target: fmt.Sprintf("t%d.x.", i)})
+			}
+		default:
+			lookups.Add(1)
+			m.Rcode = dns.RcodeNameError
+		}
+		w.WriteMsg(m)
+	}))
+	c := Config{DNS: "_api._tcp.example.internal", Resolver: addr, Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour), Timeout: units.Duration(10 * time.Second)}
 	c.SetDefaults()
-	a, err := resolve(t, c)
+	r, err := NewResolver(c.Resolver, c.Timeout.D())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(a.Endpoints) != maxEndpoints {
-		t.Fatalf("%d endpoints, want the bound of %d", len(a.Endpoints), maxEndpoints)
+	a, err := r.Resolve(context.Background(), c)
+	if !errors.Is(err, ErrEmpty) {
+		t.Fatalf("%v, %v; want ErrEmpty", a.Endpoints, err)
 	}
-	if n := lookups.Load(); n > 2*maxEndpoints {
-		t.Fatalf("%d address lookups for %d endpoints: targets past the bound were looked up", n, maxEndpoints)
+	if n := lookups.Load(); n > maxEndpoints {
+		t.Errorf("%d address lookups: targets past the bound of %d were looked up", n, maxEndpoints)
+	}
+	if n := len(err.Error()); n > 4<<10 {
+		t.Errorf("the error is %d bytes: it lists every target", n)
+	}
+}
+
+// What an answer lists of refused addresses and unresolved targets is in
+// one order however the server rotates its records: the watcher warns
+// when the list changes, and a rotation is no change.
+func TestRefusedAndUnresolvedListsAreStable(t *testing.T) {
+	name := "meta." + dnstest.Domain
+	var hosts []dnstest.Host
+	var srvs []dnstest.SRV
+	for i := range 6 {
+		hosts = append(hosts, dnstest.Host{Name: name, IP: fmt.Sprintf("169.254.0.%d", i+1)})
+		srvs = append(srvs, dnstest.SRV{Name: api, Target: fmt.Sprintf("gone%d.%s", i, dnstest.Domain), Port: 80})
+	}
+	hosts = append(hosts, dnstest.Host{Name: "b." + dnstest.Domain, IP: "127.0.0.1"})
+	srv := dnstest.Start(t, append(srvs, dnstest.SRV{Name: api, Target: "b." + dnstest.Domain, Port: 80}), hosts)
+	first := map[string]string{}
+	for range 8 {
+		for _, c := range []Config{cfg(srv, name, 80), cfg(srv, api, 0)} {
+			a, _ := resolve(t, c)
+			got := fmt.Sprint(a.Refused, a.Unresolved)
+			if f, ok := first[c.DNS]; ok && f != got {
+				t.Fatalf("%s: lists %s, then %s", c.DNS, f, got)
+			}
+			first[c.DNS] = got
+		}
+	}
+}
+
+// An SRV answer of a thousand targets, each with the same thousand
+// addresses, gave no endpoint past the first target's, yet every target
+// was looked up and its addresses kept to the end of the resolution: a
+// thousand full TCP answers parsed and a million addresses held, at
+// every resolution. The addresses gathered are bounded like endpoints.
+func TestSRVTargetsRepeatingAddressesAreBounded(t *testing.T) {
+	var lookups atomic.Int64
+	addr := serveDNS(t, dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Compress = true
+		name := q.Question[0].Name
+		if _, udp := w.RemoteAddr().(*net.UDPAddr); udp && q.Question[0].Qtype != dns.TypeAAAA {
+			m.Truncated = true
+			w.WriteMsg(m)
+			return
+		}
+		switch q.Question[0].Qtype {
+		case dns.TypeSRV:
+			for i := range maxEndpoints {
+				m.Answer = append(m.Answer, &dns.SRV{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: 60},
+					Port: 9000, Weight: 1, Target: fmt.Sprintf("t%d.x.", i)})
+			}
+		case dns.TypeA:
+			lookups.Add(1)
+			for i := range maxEndpoints - 1 { // one short of the bound: each target could add one more
+				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+					A: net.IPv4(10, 0, byte(i/250), byte(i%250+1))})
+			}
+		}
+		w.WriteMsg(m)
+	}))
+	c := Config{DNS: "_api._tcp.example.internal", Resolver: addr, Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour), Timeout: units.Duration(10 * time.Second)}
+	c.SetDefaults()
+	r, err := NewResolver(c.Resolver, c.Timeout.D())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	a, err := r.Resolve(context.Background(), c)
+	runtime.ReadMemStats(&after)
+	if err != nil || len(a.Endpoints) != maxEndpoints-1 {
+		t.Fatalf("%d endpoints, %v", len(a.Endpoints), err)
+	}
+	alloc := after.TotalAlloc - before.TotalAlloc
+	t.Logf("%d A lookups, %d MiB allocated", lookups.Load(), alloc>>20)
+	if n := lookups.Load(); n > 2 {
+		t.Errorf("%d A lookups for the endpoints of the first target's", n)
+	}
+	if alloc > 64<<20 { // 416 MiB before the bound
+		t.Errorf("one resolution allocated %d MiB", alloc>>20)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"perigee/edge/exchange"
 )
 
 // balancer picks a backend from the service's pool: its healthy backends,
@@ -260,12 +262,11 @@ func (h *ringHash) rebuild(all, pool []*Backend) {
 
 func (h *ringHash) pick(r *http.Request, pool []*Backend) *Backend {
 	ringp := h.ring.Load()
-	key, ok := h.keyOf(r)
+	x, ok := h.hashOf(r)
 	if !ok || ringp == nil || len(pool) == 0 {
 		return p2c{cost: func(b *Backend) float64 { return float64(b.inFlight.Load()) }}.pick(r, pool)
 	}
 	ring := *ringp
-	x := maphash.String(ringSeed, key)
 	i := sort.Search(len(ring), func(i int) bool { return ring[i].hash >= x })
 	now, any := time.Now(), h.any.Load()
 	for n := range len(ring) {
@@ -276,22 +277,29 @@ func (h *ringHash) pick(r *http.Request, pool []*Backend) *Backend {
 	return nil
 }
 
-func (h *ringHash) keyOf(r *http.Request) (string, bool) {
+// hashOf is the request's point on the ring, if it has a key.
+func (h *ringHash) hashOf(r *http.Request) (uint64, bool) {
 	switch {
 	case h.key.Header != "":
 		v := r.Header.Get(h.key.Header)
-		return v, v != ""
+		return maphash.String(ringSeed, v), v != ""
 	case h.key.Cookie != "":
 		c, err := r.Cookie(h.key.Cookie)
 		if err != nil || c.Value == "" {
-			return "", false
+			return 0, false
 		}
-		return c.Value, true
+		return maphash.String(ringSeed, c.Value), true
 	default:
+		// The client the node resolved through geo.trusted_proxies (the
+		// peer itself when it is not trusted), so clients behind a trusted
+		// balancer spread, and none chooses its backend by X-Forwarded-For.
+		if x := exchange.From(r.Context()); x != nil && x.Client.IsValid() {
+			return maphash.Comparable(ringSeed, x.Client), true
+		}
 		host, _, err := net.SplitHostPort(r.RemoteAddr)
 		if err != nil {
-			return r.RemoteAddr, r.RemoteAddr != ""
+			return maphash.String(ringSeed, r.RemoteAddr), r.RemoteAddr != ""
 		}
-		return host, true
+		return maphash.String(ringSeed, host), true
 	}
 }

@@ -124,6 +124,22 @@ func TestDiscoveredSetCarriesOverARetuningReload(t *testing.T) {
 	if len(s3.Backends()) != 0 {
 		t.Fatalf("another name kept the old set: %d backends", len(s3.Backends()))
 	}
+	// A set found under a rule the reload withdraws is not carried over:
+	// a loopback backend allow_loopback let in stays out without it.
+	local := c
+	local.Discovery.AllowLoopback = true
+	s4, err := NewService("svc", local, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s4.SetDiscovered([]discovery.Endpoint{{URL: "http://127.0.0.1:9100", Weight: 1}})
+	s5, err := NewService("svc", c, s4, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s5.Backends()) != 0 {
+		t.Fatalf("withdrawing allow_loopback kept the loopback set: %d backends", len(s5.Backends()))
+	}
 }
 
 // checkedService has one static backend that passes its checks, which

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"runtime"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"perigee/edge/discovery"
+	"perigee/edge/exchange"
 	"perigee/units"
 )
 
@@ -680,5 +682,24 @@ func TestHealthPathOfABackendURLWithASlash(t *testing.T) {
 	defer s.Close()
 	if p := <-paths; p != "/healthz" {
 		t.Fatalf("checked %q, want /healthz", p)
+	}
+}
+
+// The client_ip key is the client the node resolved, hashed as it is:
+// no string is made of it for each request.
+func TestHashClientIPKeyAllocatesNothing(t *testing.T) {
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	x, ctx := exchange.Begin(r, time.Now())
+	defer exchange.End(x)
+	x.Client = netip.MustParseAddr("2001:db8::1")
+	r = r.WithContext(ctx)
+	h := &ringHash{key: HashKey{ClientIP: true}}
+	if n := testing.AllocsPerRun(100, func() { h.hashOf(r) }); n != 0 {
+		t.Fatalf("%v allocations a key", n)
+	}
+	k1, _ := h.hashOf(r)
+	x.Client = netip.MustParseAddr("2001:db8::2")
+	if k2, _ := h.hashOf(r); k1 == k2 {
+		t.Fatal("two clients, one key")
 	}
 }
