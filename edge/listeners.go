@@ -186,7 +186,10 @@ func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *cer
 	ln = connlimit.Listen(ln, l.limiter("admin", conns))
 	l.tcp = append(l.tcp, ln)
 	l.addrs.Admin = ln.Addr().String()
-	l.adminSrv = &http.Server{Handler: adminH, ReadHeaderTimeout: t.ReadHeader.D()}
+	// Its requests have no body worth waiting for (a reload reads the
+	// config from disk), and a connection idle past timeouts.idle goes, as
+	// on every other listener.
+	l.adminSrv = &http.Server{Handler: adminH, ReadHeaderTimeout: t.ReadHeader.D(), ReadTimeout: t.ReadHeader.D(), IdleTimeout: t.Idle.D()}
 	go l.serve("admin", func() error { return l.adminSrv.Serve(ln) })
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -167,7 +168,7 @@ func (n *Node) Start() (err error) {
 		return err
 	}
 	go n.sampler.Run(ctx, time.Second, n.fleet.shareLoad, n.shipping.sample)
-	if err := n.listeners.start(cfg, n, n.admin, &n.certs); err != nil {
+	if err := n.listeners.start(cfg, n, notProxied(n.admin, cfg.Node.ID), &n.certs); err != nil {
 		return err
 	}
 	// The HTTPS listener answers TLS-ALPN-01, so ACME starts after it.
@@ -276,4 +277,18 @@ func (n *Node) services() []*upstream.Service {
 		return st.list
 	}
 	return nil
+}
+
+// notProxied refuses a request that came to the admin API through this
+// node's own proxy. A backend that is the admin listener (a config slip, or
+// a registry pointing there) would open the API to every client, and
+// without a token it answers whatever comes from loopback.
+func notProxied(adm http.Handler, node string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if proxy.PassedThrough(r.Header, node) {
+			admin.WriteJSON(w, http.StatusForbidden, map[string]string{"error": "the admin API does not answer requests proxied by this node"})
+			return
+		}
+		adm.ServeHTTP(w, r)
+	})
 }

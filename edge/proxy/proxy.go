@@ -158,7 +158,7 @@ func (g guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// naming one of its addresses, two nodes steering to each other) would
 	// turn one request into hops through the node until the service's
 	// max_requests ran out, for everyone.
-	if vias, ok := r.Header["Via"]; ok && passedThrough(vias, g.via) {
+	if PassedThrough(r.Header, g.via) {
 		exchange.Error(w, r, http.StatusLoopDetected, "request loop: the request has passed through this node already")
 		return
 	}
@@ -166,10 +166,10 @@ func (g guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.next.ServeHTTP(w, r)
 }
 
-// passedThrough reports whether one of the Via values' hops was received
-// by node ("1.1 node", "2 node (comment)").
-func passedThrough(vias []string, node string) bool {
-	for _, v := range vias {
+// PassedThrough reports whether one of h's Via hops was received by node
+// ("1.1 node", "2 node (comment)"): the request went through its proxy.
+func PassedThrough(h http.Header, node string) bool {
+	for _, v := range h["Via"] {
 		for hop := range strings.SplitSeq(v, ",") {
 			_, by, _ := strings.Cut(strings.TrimSpace(hop), " ")
 			by, _, _ = strings.Cut(strings.TrimSpace(by), " ")

@@ -1,6 +1,9 @@
 package proxy
 
-import "testing"
+import (
+	"net/http"
+	"testing"
+)
 
 func TestPassedThrough(t *testing.T) {
 	for _, c := range []struct {
@@ -15,8 +18,8 @@ func TestPassedThrough(t *testing.T) {
 		{[]string{"fra-1"}, false}, // a received-by needs its protocol before it
 		{[]string{""}, false},
 	} {
-		if got := passedThrough(c.vias, "fra-1"); got != c.want {
-			t.Errorf("passedThrough(%q): %v, want %v", c.vias, got, c.want)
+		if got := PassedThrough(http.Header{"Via": c.vias}, "fra-1"); got != c.want {
+			t.Errorf("PassedThrough(%q): %v, want %v", c.vias, got, c.want)
 		}
 	}
 }
