@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/coordinate"
 
+	"perigee/connlimit"
 	"perigee/files/filestest"
 	"perigee/telemetry"
 )
@@ -43,6 +44,10 @@ func TestConfigValidate(t *testing.T) {
 		{Config{Bind: "0.0.0.0:7946", KeyringFile: keys}, ""},
 		{Config{Bind: "0.0.0.0:7946", KeyringFile: "/nonexistent/mesh.keys"}, "mesh.keyring:"},
 		{Config{Bind: "127.0.0.1:7946", KeyringFile: writeKeyring(t, "c2hvcnQ=")}, "key is 5 bytes"},
+		// Stream bounds: zero takes the default, nothing means unbounded.
+		{Config{Bind: "127.0.0.1:1", Streams: connlimit.Settings{MaxTotal: 8}}, ""},
+		{Config{Bind: "127.0.0.1:1", Streams: connlimit.Settings{MaxTotal: -1}}, "mesh.streams.max_total: max_total must be 1..1048576, got -1"},
+		{Config{Bind: "127.0.0.1:1", Streams: connlimit.Settings{MaxTotal: 4, MaxPerAddress: 8}}, "mesh.streams.max_per_address: max_per_address (8) is over max_total (4)"},
 	} {
 		err := tc.cfg.Validate()
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
