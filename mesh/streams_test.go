@@ -1,8 +1,10 @@
 package mesh
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
@@ -130,5 +132,66 @@ func TestStreamFloodFromOneAddressIsBounded(t *testing.T) {
 			t.Fatal("a member did not join while 127.0.0.3 held its streams")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// countingHandler counts the records at Warn or above.
+type countingHandler struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (h *countingHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (h *countingHandler) Handle(context.Context, slog.Record) error {
+	h.mu.Lock()
+	h.n++
+	h.mu.Unlock()
+	return nil
+}
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
+func (h *countingHandler) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n
+}
+
+// A stranger without the key sends junk datagrams to the gossip port:
+// memberlist logs an error for each it cannot decrypt, so the sender would
+// decide how much the node logs. The lines are bounded, whatever it sends.
+func TestJunkPacketsDoNotFloodTheLog(t *testing.T) {
+	keys := writeKeyring(t, base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef")))
+	h := &countingHandler{}
+	cfg := Config{Bind: "127.0.0.1:0", KeyringFile: keys, Timing: fastTiming, Tuning: fastTuning}
+	c, err := Start(t.Context(), cfg, NodeMeta{ID: "a", Region: "eu", Capacity: 1}, func() telemetry.NodeSample { return telemetry.NodeSample{} }, slog.New(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Shutdown()
+	u, err := net.Dial("udp", c.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	const n = 2000
+	start := time.Now()
+	junk := make([]byte, 64)
+	for i := range n {
+		junk[0] = byte(i) // any type byte, none decrypts
+		u.Write(junk)
+		if i%100 == 99 {
+			time.Sleep(time.Millisecond) // stay within the socket's buffer
+		}
+	}
+	// Wait until memberlist has read them all, or stopped logging.
+	last, seen := -1, h.count()
+	for seen != last {
+		time.Sleep(500 * time.Millisecond)
+		last, seen = seen, h.count()
+	}
+	windows := int(time.Since(start)/logWindow) + 1
+	t.Logf("%d junk datagrams, %d warning or error lines", n, seen)
+	if limit := logBurst * windows; seen > limit {
+		t.Errorf("%d junk datagrams logged %d lines, want at most %d (%d per %v)", n, seen, limit, logBurst, logWindow)
 	}
 }

@@ -3,6 +3,7 @@ package mesh
 import (
 	"bytes"
 	"errors"
+	"log"
 	"log/slog"
 	"math"
 	"os"
@@ -364,6 +365,31 @@ func TestMemberlistLogRoutedToSlog(t *testing.T) {
 	out := buf.String()
 	if strings.Contains(out, "chatter") || !strings.Contains(out, "level=WARN") || !strings.Contains(out, `msg="Was able`) {
 		t.Errorf("log output %q", out)
+	}
+}
+
+// Past logBurst warnings in a window, memberlist's lines are counted, and
+// the count is logged with the next line let through.
+func TestMemberlistWarningsAreBounded(t *testing.T) {
+	var buf bytes.Buffer
+	now := time.Unix(1700000000, 0)
+	w := &slogWriter{log: slog.New(slog.NewTextHandler(&buf, nil)), now: func() time.Time { return now }}
+	l := log.New(w, "", 0)
+	for range logBurst + 5 {
+		l.Printf("[ERR] memberlist: Decrypt packet failed")
+	}
+	l.Printf("[INFO] memberlist: not bounded")
+	if got := strings.Count(buf.String(), "Decrypt packet failed"); got != logBurst {
+		t.Errorf("%d of %d lines logged in one window, want %d", got, logBurst+5, logBurst)
+	}
+	if !strings.Contains(buf.String(), "not bounded") {
+		t.Error("an info line was dropped")
+	}
+	now = now.Add(logWindow)
+	buf.Reset()
+	l.Printf("[WARN] memberlist: next window")
+	if out := buf.String(); !strings.Contains(out, "next window") || !strings.Contains(out, "suppressed_since_last=5") {
+		t.Errorf("next window's line %q, want it to count the 5 not logged", out)
 	}
 }
 
