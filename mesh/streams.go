@@ -17,8 +17,10 @@ import (
 // as much of the message as the stream announces and sends, up to 20 MiB.
 // A member holds a few streams with a peer at once (a push/pull, a
 // reliable send, a TCP probe); 16 per address leaves room for that, and
-// 256 in all is well over a 500-node fleet's push/pulls at a time.
-var DefaultStreams = connlimit.Settings{MaxTotal: 256, MaxPerAddress: 16}
+// for a few nodes on one host. 128 in all is memberlist's own bound on
+// push/pulls served at once; each held stream may cost up to about 32 MiB
+// (what a growing buffer takes for 20 MiB) until its TCPTimeout.
+var DefaultStreams = connlimit.Settings{MaxTotal: 128, MaxPerAddress: 16}
 
 // streams is c's stream bounds with the defaults filled in.
 func (c Config) streams() connlimit.Settings {
