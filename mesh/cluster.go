@@ -137,6 +137,11 @@ func Start(ctx context.Context, cfg Config, meta NodeMeta, report func() telemet
 		return nil, err
 	}
 	mc.Logger = memberlistLogger(log)
+	if mc.Transport == nil {
+		if mc.Transport, err = listen(mc.BindAddr, mc.BindPort, cfg.streams(), mc, log); err != nil {
+			return nil, fmt.Errorf("mesh: listen on %q: %w", cfg.Bind, err)
+		}
+	}
 	c.keyring = mc.Keyring
 	d := &delegate{c}
 	mc.Delegate, mc.Events, mc.Ping = d, d, d
@@ -146,6 +151,9 @@ func Start(ctx context.Context, cfg Config, meta NodeMeta, report func() telemet
 	c.sample(time.Now())
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		if cfg.Transport == nil {
+			mc.Transport.Shutdown() // ours to close
+		}
 		return nil, fmt.Errorf("mesh: start memberlist on %q: %w", cfg.Bind, err)
 	}
 	c.ml = ml

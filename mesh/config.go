@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"perigee/connlimit"
 )
 
 // Config is the `mesh:` section of the node config, plus test hooks.
@@ -17,6 +19,9 @@ type Config struct {
 	Join        []string `yaml:"join"`      // seeds: host:port, names may resolve to several
 	Profile     string   `yaml:"profile"`   // lan (default) or wan
 	KeyringFile string   `yaml:"keyring"`   // required unless bind and advertise are loopback; see ParseKeyring
+	// Streams bounds the gossip port's TCP connections; zero fields take
+	// DefaultStreams'.
+	Streams connlimit.Settings `yaml:"streams"`
 
 	// Timing overrides the profile's report timings where non-zero.
 	Timing Timing `yaml:"-"`
@@ -90,6 +95,12 @@ func (c Config) Validate() error {
 		if _, err := ParseKeyring(c.KeyringFile); err != nil {
 			return err
 		}
+	}
+	if err := c.streams().Validate(); err != nil {
+		if all, ok := err.(interface{ Unwrap() []error }); ok {
+			err = all.Unwrap()[0]
+		}
+		return fmt.Errorf("mesh.streams.%w", err)
 	}
 	for i, j := range c.Join {
 		if _, port, err := net.SplitHostPort(j); err != nil {
@@ -175,6 +186,7 @@ func (c Config) memberlistConfig(name string) (*memberlist.Config, error) {
 		mc.Transport = c.Transport
 		mc.BindAddr, mc.BindPort = "", 0
 	} else {
+		// Start opens the sockets, bounded by c.Streams (streams.go).
 		ip, port, _ := splitIPPort(c.Bind)
 		mc.BindAddr, mc.BindPort = ip.String(), port
 		mc.AdvertisePort = port

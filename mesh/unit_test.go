@@ -3,6 +3,7 @@ package mesh
 import (
 	"bytes"
 	"errors"
+	"log"
 	"log/slog"
 	"math"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/coordinate"
 
+	"perigee/connlimit"
 	"perigee/files/filestest"
 	"perigee/telemetry"
 )
@@ -43,6 +45,10 @@ func TestConfigValidate(t *testing.T) {
 		{Config{Bind: "0.0.0.0:7946", KeyringFile: keys}, ""},
 		{Config{Bind: "0.0.0.0:7946", KeyringFile: "/nonexistent/mesh.keys"}, "mesh.keyring:"},
 		{Config{Bind: "127.0.0.1:7946", KeyringFile: writeKeyring(t, "c2hvcnQ=")}, "key is 5 bytes"},
+		// Stream bounds: zero takes the default, nothing means unbounded.
+		{Config{Bind: "127.0.0.1:1", Streams: connlimit.Settings{MaxTotal: 8}}, ""},
+		{Config{Bind: "127.0.0.1:1", Streams: connlimit.Settings{MaxTotal: -1}}, "mesh.streams.max_total: max_total must be 1..1048576, got -1"},
+		{Config{Bind: "127.0.0.1:1", Streams: connlimit.Settings{MaxTotal: 4, MaxPerAddress: 8}}, "mesh.streams.max_per_address: max_per_address (8) is over max_total (4)"},
 	} {
 		err := tc.cfg.Validate()
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
@@ -359,6 +365,31 @@ func TestMemberlistLogRoutedToSlog(t *testing.T) {
 	out := buf.String()
 	if strings.Contains(out, "chatter") || !strings.Contains(out, "level=WARN") || !strings.Contains(out, `msg="Was able`) {
 		t.Errorf("log output %q", out)
+	}
+}
+
+// Past logBurst warnings in a window, memberlist's lines are counted, and
+// the count is logged with the next line let through.
+func TestMemberlistWarningsAreBounded(t *testing.T) {
+	var buf bytes.Buffer
+	now := time.Unix(1700000000, 0)
+	w := &slogWriter{log: slog.New(slog.NewTextHandler(&buf, nil)), now: func() time.Time { return now }}
+	l := log.New(w, "", 0)
+	for range logBurst + 5 {
+		l.Printf("[ERR] memberlist: Decrypt packet failed")
+	}
+	l.Printf("[INFO] memberlist: not bounded")
+	if got := strings.Count(buf.String(), "Decrypt packet failed"); got != logBurst {
+		t.Errorf("%d of %d lines logged in one window, want %d", got, logBurst+5, logBurst)
+	}
+	if !strings.Contains(buf.String(), "not bounded") {
+		t.Error("an info line was dropped")
+	}
+	now = now.Add(logWindow)
+	buf.Reset()
+	l.Printf("[WARN] memberlist: next window")
+	if out := buf.String(); !strings.Contains(out, "next window") || !strings.Contains(out, "suppressed_since_last=5") {
+		t.Errorf("next window's line %q, want it to count the 5 not logged", out)
 	}
 }
 

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"golang.org/x/net/netutil"
 
+	"perigee/connlimit"
 	"perigee/geo"
 )
 
@@ -22,11 +22,12 @@ import (
 // less, and larger ones are only good for making us work.
 const maxQuery = 512
 
-// maxTCPClients bounds the TCP connections served at once (BIND's
-// tcp-clients is 150). Each holds a descriptor, a goroutine and, while a
-// query is read, a buffer of the length it announces, up to 64 KiB;
-// connections past it wait in the kernel's backlog.
-const maxTCPClients = 128
+// tcpClients bounds the TCP connections served at once (BIND's
+// tcp-clients is 150), and those of one client address, so that one host
+// cannot hold them all while resolvers wait. Each holds a descriptor, a
+// goroutine and, while a query is read, a buffer of the length it
+// announces, up to 64 KiB; one past a bound is reset as it is accepted.
+var tcpClients = connlimit.Settings{MaxTotal: 128, MaxPerAddress: 16}
 
 // Handler answers queries with the router's ranking.
 type Handler struct {
@@ -77,7 +78,7 @@ func ServeDNS(ctx context.Context, cfg geo.DNSConfig, router *geo.Router, log *s
 func Serve(ctx context.Context, pc net.PacketConn, ln net.Listener, h *Handler) error {
 	servers := []*dns.Server{
 		{PacketConn: pc, Handler: h, UDPSize: maxQuery},
-		{Listener: netutil.LimitListener(ln, maxTCPClients), Handler: h},
+		{Listener: connlimit.Listen(ln, connlimit.New("geodns", tcpClients, h.log)), Handler: h},
 	}
 	errc := make(chan error, len(servers))
 	for _, s := range servers {

@@ -409,3 +409,53 @@ func TestTCPConnectionsAreBounded(t *testing.T) {
 		t.Errorf("TCP after the connections closed: %v", got)
 	}
 }
+
+// One host that opens every TCP slot, and keeps each with a query answered
+// (the server then waits its 8 s idle timeout for the next), must not
+// leave other resolvers' TCP queries waiting behind it in the backlog.
+func TestOneHostCannotHoldEveryTCPSlot(t *testing.T) {
+	s := start(t, 1)
+	q, err := query(name, dns.TypeA, netip.Prefix{}).Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q = append(binary.BigEndian.AppendUint16(nil, uint16(len(q))), q...)
+	// The hog sends from 127.0.0.3, the resolver from 127.0.0.1.
+	hog := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 3)}}
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		answered int
+		conns    []net.Conn
+	)
+	for range 128 {
+		c, err := hog.Dial("tcp", s.tcp)
+		if err != nil {
+			continue // reset before the dial returned
+		}
+		conns = append(conns, c)
+		wg.Go(func() {
+			c.SetDeadline(time.Now().Add(3 * time.Second))
+			c.Write(q)
+			if _, err := c.Read(make([]byte, 512)); err == nil {
+				mu.Lock()
+				answered++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	t.Logf("%d of the hog's 128 connections served", answered)
+	if answered > 16 {
+		t.Errorf("one address was served on %d connections at once, want at most 16", answered)
+	}
+	c := &dns.Client{Net: "tcp", Timeout: 4 * time.Second}
+	if _, _, err := c.Exchange(query(name, dns.TypeA, netip.Prefix{}), s.tcp); err != nil {
+		t.Errorf("a resolver's TCP query while one host holds its connections: %v", err)
+	}
+}
