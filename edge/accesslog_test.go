@@ -210,3 +210,36 @@ func TestAccessLogFIFOWithoutReaderIsRefused(t *testing.T) {
 		t.Fatal("opening the node with a FIFO for its access log hung")
 	}
 }
+
+// Rotating away from a stalled FIFO (SIGUSR1 after the operator moved it)
+// takes a bounded time and gets the log going again in the new file: the
+// write stuck on the old one is let go, not waited for.
+func TestReopenLeavesAStalledFIFO(t *testing.T) {
+	path, r := accessFIFO(t)
+	n := startNode(t, strings.Replace(nodeYAML("round_robin", deadAddr(t)), "access_log: {enabled: false}", "access_log: {file: "+path+"}", 1))
+	t.Cleanup(func() { r.Close() })
+	pad := strings.Repeat("p", 3000)
+	for i := range 100 { // 300 KB: past what the pipe holds
+		if resp, _ := get(t, http.DefaultClient, "http://"+n.Addrs().HTTP+"/"+pad); resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("request %d: %d", i, resp.StatusCode)
+		}
+	}
+	if err := os.Rename(path, path+".old"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.ReopenLogs() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("ReopenLogs hung on the stalled FIFO")
+	}
+	waitFor(t, "a record in the new file", func() bool {
+		get(t, http.DefaultClient, "http://"+n.Addrs().HTTP+"/after")
+		b, _ := os.ReadFile(path)
+		return strings.Contains(string(b), `"path":"/after"`)
+	})
+}
