@@ -10,9 +10,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"time"
 
 	"perigee/logsink"
@@ -178,7 +180,8 @@ const (
 
 // newLogger logs JSON in production and text on a terminal, through a
 // bounded buffer (logsink): a reader of w that stops reading (a full pipe)
-// never holds up the code that logs. closeLog flushes it on the way out.
+// never holds up the code that logs, and one that went away does not end
+// the process. closeLog flushes it on the way out.
 func newLogger(format string, w io.Writer) (*slog.Logger, *logsink.Sink, error) {
 	if format == "auto" {
 		format = "json"
@@ -198,6 +201,12 @@ func newLogger(format string, w io.Writer) (*slog.Logger, *logsink.Sink, error) 
 	default:
 		return nil, nil, fmt.Errorf("--log-format %q: want auto, json or text: %w", format, errUsage)
 	}
+	// Go exits on a broken pipe at stdout or stderr unless SIGPIPE is
+	// asked for: a log reader that went away (a crashed shipper) would take
+	// the node down. Asked for, the write fails and the sink counts the
+	// loss. Notify rather than Ignore, so that children (replicas, sample
+	// backends) do not inherit an ignored SIGPIPE; nothing need read it.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	sink := logsink.New(w, logBuffer, logsink.Notice(handler))
 	return slog.New(handler(sink)), sink, nil
 }

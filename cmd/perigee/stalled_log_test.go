@@ -73,6 +73,53 @@ routes:
 	}
 }
 
+// A stderr whose reader goes away (a log shipper that crashed, a pager
+// quit) does not kill the node: Go exits on a broken pipe at fd 2 unless
+// told otherwise, which made a log reader's exit a node outage. The node
+// answers on and counts the lines it could not write.
+func TestServeOutlivesItsLogReader(t *testing.T) {
+	http1, admin, dead := "127.0.0.1:"+freePort(t, "127.0.0.1"), "127.0.0.1:"+freePort(t, "127.0.0.1"), "127.0.0.2:"+freePort(t, "127.0.0.2")
+	path := writeConfig(t, fmt.Sprintf(`listen: {http: %q, admin: %q}
+services:
+  api: {backends: [{url: "http://%s"}]}
+routes:
+  - {match: {path_prefix: /}, service: api}
+`, http1, admin, dead))
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", "--config", path, "--log-format", "json")
+	cmd.Stdout, cmd.Stderr = io.Discard, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	client := &http.Client{Timeout: 10 * time.Second}
+	eventually(t, "serving", func() bool { return status(client, "http://"+http1+"/") == 502 })
+	r.Close() // the reader is gone
+	for i := range 50 {
+		if got := status(client, "http://"+http1+"/?i="+fmt.Sprint(i)); got != 502 {
+			t.Fatalf("request %d after the log's reader went away: status %d (0: no answer)", i, got)
+		}
+	}
+	eventually(t, "the lost lines counted", func() bool {
+		resp, err := client.Get("http://" + admin + "/metrics")
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return strings.Contains(string(b), `perigee_log_dropped_total{log="node"}`) && !strings.Contains(string(b), `perigee_log_dropped_total{log="node"} 0`)
+	})
+}
+
 func grepLines(s, sub string) string {
 	var out []string
 	for line := range strings.Lines(s) {
