@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -29,6 +30,7 @@ import (
 	"perigee/edge/proxy"
 	"perigee/edge/upstream"
 	"perigee/files"
+	"perigee/logsink"
 )
 
 // Node is one edge node: the parts, and the config state they serve.
@@ -42,6 +44,7 @@ type Node struct {
 	reloads reloads
 
 	accessFile *accesslog.File // access_log.file, shared by every state; nil without
+	accessSink *logsink.Sink   // the buffer in front of accessFile
 
 	listeners *listeners
 	fleet     *fleet
@@ -69,7 +72,17 @@ type Options struct {
 	Load func() (*config.Config, error)
 	// Version is reported to the fleet; "dev" when empty.
 	Version string
+	// LogDropped counts the lines Log dropped (a logsink's Dropped), for
+	// perigee_log_dropped_total{log="node"}; nil when Log drops none.
+	LogDropped func() uint64
 }
+
+// accessBuffer bounds the access records waiting for access_log.file, and
+// logFlush how long a rotation or shutdown waits for them to be written.
+const (
+	accessBuffer = 1 << 20
+	logFlush     = 2 * time.Second
+)
 
 // Addrs are the addresses the node actually listens on (ports resolved).
 type Addrs struct {
@@ -112,8 +125,15 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 		if n.accessFile, err = accesslog.OpenFile(cfg.AccessLog.File); err != nil {
 			return nil, fmt.Errorf("%s: %w", cfg.Pos("access_log", "file"), err)
 		}
+		n.accessSink = logsink.New(n.accessFile, accessBuffer, logsink.Notice(jsonHandler))
 	}
 	n.metrics = metrics.New(n.services)
+	if n.accessSink != nil {
+		n.metrics.LogDropped("access", n.accessSink.Dropped)
+	}
+	if o.LogDropped != nil {
+		n.metrics.LogDropped("node", o.LogDropped)
+	}
 	n.sampler = n.metrics.NewSampler(cfg.Node.ID, cfg.Node.Region, n.services)
 	n.proxy = proxy.New(cfg.Timeouts.Timeouts, cfg.Node.ID, log)
 	n.transforms = &transforms{log: log, node: n}
@@ -198,11 +218,15 @@ func (n *Node) stopParts(ctx context.Context) error {
 	n.shipping.close(ctx)
 	n.proxy.Close()
 	errs = append(errs, n.transforms.close(ctx))
-	if n.accessFile != nil {
-		errs = append(errs, n.accessFile.Close()) // the last state has retired
+	if n.accessFile != nil { // the last state has retired
+		flush, cancel := context.WithTimeout(context.Background(), logFlush)
+		errs = append(errs, n.accessSink.Close(flush), n.accessFile.Close())
+		cancel()
 	}
 	return errors.Join(errs...)
 }
+
+func jsonHandler(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, nil) }
 
 // accessLogger writes a state's access records to the node's access log
 // file, or with the node's log when the config names none.
@@ -211,17 +235,21 @@ func (n *Node) accessLogger(cfg *config.Config) *accesslog.Logger {
 		return nil
 	}
 	if n.accessFile != nil {
-		return accesslog.New(slog.New(slog.NewJSONHandler(n.accessFile, nil)), *cfg.AccessLog.Sample)
+		return accesslog.New(slog.New(jsonHandler(n.accessSink)), *cfg.AccessLog.Sample)
 	}
 	return accesslog.New(n.opts.Log, *cfg.AccessLog.Sample)
 }
 
 // ReopenLogs reopens the access log file at its path, for logrotate
-// (serve does it on SIGUSR1).
+// (serve does it on SIGUSR1). The records logged before it go to the old
+// file if they can be written within logFlush; a stalled one is given up.
 func (n *Node) ReopenLogs() error {
 	if n.accessFile == nil {
 		return nil
 	}
+	flush, cancel := context.WithTimeout(context.Background(), logFlush)
+	defer cancel()
+	n.accessSink.Flush(flush) // a dead old file must not keep the new one from opening
 	return n.accessFile.Reopen()
 }
 

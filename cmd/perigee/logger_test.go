@@ -17,11 +17,12 @@ func (m multi) WrappedErrors() []error { return m }
 
 func TestLogsAreReadable(t *testing.T) {
 	var buf bytes.Buffer
-	log, err := newLogger("json", &buf)
+	log, sink, err := newLogger("json", &buf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	log.Info("x", "deadline", 30*time.Second, "err", multi{errors.New("dial tcp: refused"), errors.New("timeout")})
+	closeLog(sink)
 	var rec map[string]any
 	if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
 		t.Fatal(err)

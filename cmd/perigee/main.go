@@ -3,16 +3,21 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"time"
+
+	"perigee/logsink"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -166,8 +171,18 @@ func parseN(fs *flag.FlagSet, args []string, n int) ([]string, error) {
 	return pos, nil
 }
 
-// newLogger logs JSON in production and text on a terminal.
-func newLogger(format string, w io.Writer) (*slog.Logger, error) {
+// logBuffer bounds the process's own log lines waiting for stderr, and
+// logFlush how long the way out waits for them.
+const (
+	logBuffer = 1 << 20
+	logFlush  = 2 * time.Second
+)
+
+// newLogger logs JSON in production and text on a terminal, through a
+// bounded buffer (logsink): a reader of w that stops reading (a full pipe)
+// never holds up the code that logs, and one that went away does not end
+// the process. closeLog flushes it on the way out.
+func newLogger(format string, w io.Writer) (*slog.Logger, *logsink.Sink, error) {
 	if format == "auto" {
 		format = "json"
 		if f, ok := w.(*os.File); ok {
@@ -177,13 +192,31 @@ func newLogger(format string, w io.Writer) (*slog.Logger, error) {
 		}
 	}
 	opts := &slog.HandlerOptions{ReplaceAttr: readable}
+	var handler func(io.Writer) slog.Handler
 	switch format {
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		handler = func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, opts) }
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		handler = func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, opts) }
+	default:
+		return nil, nil, fmt.Errorf("--log-format %q: want auto, json or text: %w", format, errUsage)
 	}
-	return nil, fmt.Errorf("--log-format %q: want auto, json or text: %w", format, errUsage)
+	// Go exits on a broken pipe at stdout or stderr unless SIGPIPE is
+	// asked for: a log reader that went away (a crashed shipper) would take
+	// the node down. Asked for, the write fails and the sink counts the
+	// loss. Notify rather than Ignore, so that children (replicas, sample
+	// backends) do not inherit an ignored SIGPIPE; nothing need read it.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	sink := logsink.New(w, logBuffer, logsink.Notice(handler))
+	return slog.New(handler(sink)), sink, nil
+}
+
+// closeLog writes out what the log holds, within logFlush: a stderr nobody
+// reads is given up rather than waited for.
+func closeLog(sink *logsink.Sink) {
+	ctx, cancel := context.WithTimeout(context.Background(), logFlush)
+	defer cancel()
+	sink.Close(ctx) // nowhere left to report that it could not
 }
 
 // readable writes durations as "1.5s" rather than nanoseconds, and errors

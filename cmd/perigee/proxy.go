@@ -30,15 +30,16 @@ func proxyCmd(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "perigee proxy: --to is required, e.g. --to 127.0.0.1:3000")
 		return errUsage
 	}
-	log, err := newLogger(*logFormat, stderr)
+	log, sink, err := newLogger(*logFormat, stderr)
 	if err != nil {
 		return err
 	}
+	defer closeLog(sink)
 	cfg, err := proxyConfig(*from, *to, *admin, *cert, *key)
 	if err != nil {
 		return err
 	}
-	return runNode(cfg, log, stdout, nil)
+	return runNode(cfg, log, sink.Dropped, stdout, nil)
 }
 
 // proxyConfig is the config of a node proxying from to to, checked as a

@@ -31,27 +31,28 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	log, err := newLogger(*logFormat, stderr)
+	log, sink, err := newLogger(*logFormat, stderr)
 	if err != nil {
 		return err
 	}
+	defer closeLog(sink)
 	cfg, err := loadConfig(*path)
 	if err != nil {
 		return err
 	}
-	return runNode(cfg, log, stdout, func() (*config.Config, error) { return loadConfig(*path) })
+	return runNode(cfg, log, sink.Dropped, stdout, func() (*config.Config, error) { return loadConfig(*path) })
 }
 
 // runNode serves cfg until SIGTERM or SIGINT, reloading on SIGHUP with
 // load (nil refuses reloads) and reopening the access log file on SIGUSR1,
-// and drains on the way out.
-func runNode(cfg *config.Config, log *slog.Logger, stdout io.Writer, load func() (*config.Config, error)) error {
+// and drains on the way out. logDropped counts the lines log dropped.
+func runNode(cfg *config.Config, log *slog.Logger, logDropped func() uint64, stdout io.Writer, load func() (*config.Config, error)) error {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	if err := edge.StartSampleBackends(ctx, cfg, log); err != nil {
 		return err
 	}
-	node, err := edge.New(cfg, edge.Options{Log: log, Version: version, Load: load})
+	node, err := edge.New(cfg, edge.Options{Log: log, LogDropped: logDropped, Version: version, Load: load})
 	if err != nil {
 		return err
 	}

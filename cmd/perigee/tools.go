@@ -60,10 +60,11 @@ func aggregate(args []string, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "perigee aggregate: --config is required (see aggregator/agg.example.yaml)")
 		return errUsage
 	}
-	log, err := newLogger(*logFormat, stderr)
+	log, sink, err := newLogger(*logFormat, stderr)
 	if err != nil {
 		return err
 	}
+	defer closeLog(sink)
 	cfg, err := aggregator.LoadConfig(*path)
 	if err != nil {
 		return err

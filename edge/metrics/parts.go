@@ -119,3 +119,12 @@ func (m *Metrics) Decided(policy, action string, applied, dryRun bool, rejected 
 	}
 	m.decisions.WithLabelValues(policy, action, outcome).Inc()
 }
+
+// LogDropped counts, at scrape time, the lines a log dropped because its
+// reader was not keeping up (see logsink); name is "access" or "node".
+func (m *Metrics) LogDropped(name string, read func() uint64) {
+	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "perigee_log_dropped_total", Help: "Log lines dropped because the log's reader was not keeping up, by log (access, node).",
+		ConstLabels: prometheus.Labels{"log": name},
+	}, func() float64 { return float64(read()) }))
+}
