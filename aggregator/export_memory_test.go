@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"perigee/aggregator/remotewrite"
 	"perigee/aggregator/store"
+	"perigee/memtest"
 	"perigee/telemetry"
 	"perigee/telemetry/wire"
 )
@@ -81,7 +81,7 @@ func TestExportPushesAHugeBatchInBoundedChunks(t *testing.T) {
 	t.Cleanup(func() { engine.Close() })
 
 	var n int
-	grew := HeapGrowthDuring(func() {
+	grew := memtest.PeakGrowthDuring(func() {
 		_, n, err = s.exportOnce(context.Background(), &http.Client{Timeout: time.Minute}, "http://"+ln.Addr().String()+"/api/v1/write", store.Pos{})
 	})
 	if err != nil || n != 1 {
@@ -118,30 +118,4 @@ func countSeries(body []byte) (int, error) {
 		b = b[tagLen+fieldLen:]
 	}
 	return n, nil
-}
-
-// HeapGrowthDuring is how far the heap peaked during f above the live heap
-// before it, sampled every 5 ms. Unlike RSS it does not count the race
-// detector's shadow memory, nor what earlier tests left to the process.
-func HeapGrowthDuring(f func()) int64 {
-	before := liveHeap()
-	var peak atomic.Int64
-	stop, sampled := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(sampled)
-		var m runtime.MemStats
-		for {
-			runtime.ReadMemStats(&m)
-			peak.Store(max(peak.Load(), int64(m.HeapAlloc)))
-			select {
-			case <-stop:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-		}
-	}()
-	f()
-	close(stop)
-	<-sampled
-	return peak.Load() - before
 }

@@ -5,13 +5,13 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"perigee/aggregator"
+	"perigee/memtest"
 	"perigee/telemetry"
 	"perigee/telemetry/wire"
 )
@@ -54,7 +54,7 @@ func TestSamplesInReverseOrderCostLinearTime(t *testing.T) {
 func TestDecisionsAndEventsHoldBoundedMemory(t *testing.T) {
 	a := startAggregator(t, nil)
 	big := strings.Repeat("x", 1<<20-64)
-	heap := liveHeap
+	heap := memtest.LiveHeap
 	before := heap()
 	const batches = 40
 	for k := range batches {
@@ -87,7 +87,7 @@ func TestDecisionsAndEventsHoldBoundedMemory(t *testing.T) {
 // node's points are bounded in bytes as in count now, the newest kept.
 func TestOverflowNamesHoldBoundedMemory(t *testing.T) {
 	a := startAggregator(t, nil)
-	heap := liveHeap
+	heap := memtest.LiveHeap
 	before := heap()
 	const batches = 40
 	now := time.Now()
@@ -113,14 +113,6 @@ func TestOverflowNamesHoldBoundedMemory(t *testing.T) {
 	}
 }
 
-func liveHeap() int64 {
-	var m runtime.MemStats
-	runtime.GC()
-	runtime.GC()
-	runtime.ReadMemStats(&m)
-	return int64(m.HeapAlloc)
-}
-
 // The rollup of the segment being written keys its buckets by node and
 // region, and a region name on the wire may be a MiB: a node naming a new
 // one in each sample grew the heap by 6 MiB per frame of a few hundred
@@ -129,7 +121,7 @@ func liveHeap() int64 {
 // past its bucket count, and queries read that segment's records.
 func TestRollupRegionNamesHoldBoundedMemory(t *testing.T) {
 	a := startAggregator(t, nil)
-	before := liveHeap()
+	before := memtest.LiveHeap()
 	const batches = 40
 	now := time.Now()
 	for k := range batches {
@@ -142,7 +134,7 @@ func TestRollupRegionNamesHoldBoundedMemory(t *testing.T) {
 			t.Fatalf("batch %d: %d %s", k, status, msg)
 		}
 	}
-	grew := liveHeap() - before
+	grew := memtest.LiveHeap() - before
 	t.Logf("heap grew %.1f MiB after %d batches, each of 6 samples in regions named in 6 MiB", float64(grew)/(1<<20), batches)
 	if grew > 64<<20 {
 		t.Fatalf("heap grew %.1f MiB", float64(grew)/(1<<20))

@@ -5,21 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"runtime"
 	"testing"
 	"time"
 
+	"perigee/memtest"
 	"perigee/telemetry"
 	"perigee/telemetry/wire"
 )
-
-func liveHeap() int64 {
-	var m runtime.MemStats
-	runtime.GC()
-	runtime.GC()
-	runtime.ReadMemStats(&m)
-	return int64(m.HeapAlloc)
-}
 
 // The aggregator's heap is bounded by its nodes and tiers, not by what it
 // has stored (issue 14: "500 nodes × 7 days ≈ 300 M points" must not be
@@ -61,9 +53,9 @@ func TestHeapDoesNotGrowWithStoredSamples(t *testing.T) {
 		}
 	}
 	feed(6)
-	n1, h1 := stored, liveHeap()
+	n1, h1 := stored, memtest.LiveHeap()
 	feed(6)
-	n2, h2 := stored, liveHeap()
+	n2, h2 := stored, memtest.LiveHeap()
 	t.Logf("heap %.1f MiB after %d stored samples, %.1f MiB after %d", float64(h1)/(1<<20), n1, float64(h2)/(1<<20), n2)
 	// Holding even 5 bytes per added sample would grow it by 2 MiB.
 	if grew := h2 - h1; grew > 2<<20 {
@@ -121,7 +113,7 @@ func TestDiverseSamplesCostBoundedMemory(t *testing.T) {
 		}
 		frames = append(frames, sealer.Seal(b))
 	}
-	before := liveHeap()
+	before := memtest.LiveHeap()
 	for _, f := range frames {
 		fr, err := wire.ParseFrame(f, -1)
 		if err != nil {
@@ -135,7 +127,7 @@ func TestDiverseSamplesCostBoundedMemory(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	grew := liveHeap() - before
+	grew := memtest.LiveHeap() - before
 	t.Logf("heap grew %.1f MiB for %d samples in as many regions", float64(grew)/(1<<20), 4*wire.MaxRecords)
 	if grew > 32<<20 { // without the bounds: 130 MiB
 		t.Fatalf("heap grew %.1f MiB", float64(grew)/(1<<20))

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"perigee/aggregator"
+	"perigee/memtest"
 	"perigee/telemetry"
 	"perigee/telemetry/wire"
 )
@@ -41,7 +41,7 @@ func TestLongQueriesHoldBoundedMemory(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(25))
 	var mu sync.Mutex
 	statuses := map[int]int{}
-	grew := aggregator.HeapGrowthDuring(func() {
+	grew := memtest.PeakGrowthDuring(func() {
 		var wg sync.WaitGroup
 		for range 16 {
 			wg.Go(func() {

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,16 +18,8 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"perigee/h3serve/h3test"
+	"perigee/memtest"
 )
-
-// heapInUse is the live heap after a full collection.
-func heapInUse() int64 {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return int64(ms.HeapInuse)
-}
 
 // rssKiB is the process's resident set, for the log.
 func rssKiB() string {
@@ -109,7 +100,7 @@ func TestConnectionsPerAddressAreBounded(t *testing.T) {
 	n := startNode(t, "limits: {connections: {max_per_address: 32}}\n"+nodeYAML("round_robin", backend(t, "b1")))
 	addr := n.Addrs().HTTPS
 
-	before := heapInUse()
+	before := memtest.LiveHeap()
 	var held []*tls.Conn
 	dial := func(count int) {
 		for range count {
@@ -119,9 +110,9 @@ func TestConnectionsPerAddressAreBounded(t *testing.T) {
 		}
 	}
 	dial(limit)
-	heldGrowth := heapInUse() - before
+	heldGrowth := memtest.LiveHeap() - before
 	dial(tries - limit)
-	refusedGrowth := heapInUse() - before - heldGrowth
+	refusedGrowth := memtest.LiveHeap() - before - heldGrowth
 	defer func() {
 		for _, c := range held {
 			c.Close()
@@ -145,7 +136,7 @@ func TestConnectionsPerAddressAreBounded(t *testing.T) {
 	getOverTLS(t, other)
 
 	one := h3test.Client(t, "127.0.0.1")
-	before = heapInUse()
+	before = memtest.LiveHeap()
 	var qheld []*quic.Conn
 	qdial := func(count int) {
 		for range count {
@@ -158,9 +149,9 @@ func TestConnectionsPerAddressAreBounded(t *testing.T) {
 		}
 	}
 	qdial(limit)
-	heldGrowth = heapInUse() - before
+	heldGrowth = memtest.LiveHeap() - before
 	qdial(tries - limit)
-	refusedGrowth = heapInUse() - before - heldGrowth
+	refusedGrowth = memtest.LiveHeap() - before - heldGrowth
 	t.Logf("QUIC: %d of %d held; heap %+d KiB for the first %d, %+d KiB for the %d after; RSS %s",
 		len(qheld), tries, heldGrowth>>10, limit, refusedGrowth>>10, tries-limit, rssKiB())
 	if len(qheld) != limit || open(n, "http3") != limit {

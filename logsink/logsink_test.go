@@ -8,10 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"perigee/memtest"
 )
 
 func jsonHandler(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, nil) }
@@ -27,14 +28,6 @@ func within(t *testing.T, what string, f func()) {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("%s blocked on a reader that stopped reading", what)
 	}
-}
-
-func heapInUse() int64 {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return int64(ms.HeapInuse)
 }
 
 // A pipe nobody reads fills at 64 KiB; logging goes on without waiting,
@@ -60,9 +53,9 @@ func TestStalledReaderNeitherBlocksNorGrows(t *testing.T) {
 		}
 	}
 	within(t, "logging", func() { logN(5000) })
-	before := heapInUse()
+	before := memtest.LiveHeap()
 	within(t, "logging", func() { logN(50000) })
-	grew := heapInUse() - before
+	grew := memtest.LiveHeap() - before
 	t.Logf("heap in use grew by %d KiB over 50000 lines to a stalled pipe (buffer %d KiB); %d dropped", grew>>10, size>>10, s.Dropped())
 	if grew > 4*size {
 		t.Fatalf("heap grew by %d bytes", grew)

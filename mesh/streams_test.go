@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"perigee/connlimit"
+	"perigee/memtest"
 	"perigee/telemetry"
 )
 
@@ -35,14 +36,6 @@ func startOnBind(t *testing.T, id, bind, keys string, join []string, conns connl
 	return c
 }
 
-// heapInUse is the live heap after a collection.
-func heapInUse() uint64 {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapInuse
-}
-
 // One host that can reach the gossip port, without the key, opens many
 // streams, each announcing an encrypted message just under memberlist's
 // 20 MiB and sending 1 MiB of it: memberlist buffers what arrives before
@@ -58,7 +51,7 @@ func TestStreamFloodFromOneAddressIsBounded(t *testing.T) {
 	// 127.0.0.1, the kernel's source for loopback.
 	attacker := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 3)}}
 	const n, each = 64, 1 << 20
-	before := heapInUse()
+	before := memtest.LiveHeap()
 	// encryptMsg (10), then a length just under memberlist's 20 MiB bound.
 	hdr := []byte{10, 0x01, 0x3f, 0xff, 0xff}
 	junk := make([]byte, each)
@@ -93,7 +86,7 @@ func TestStreamFloodFromOneAddressIsBounded(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	grown := int64(heapInUse()) - int64(before)
+	grown := int64(memtest.LiveHeap()) - int64(before)
 	for _, c := range conns {
 		c.Close()
 	}

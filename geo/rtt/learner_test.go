@@ -7,7 +7,6 @@ import (
 	"math"
 	"net/netip"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"perigee/geo/geoip"
 	"perigee/geo/internal/clientnet"
 	"perigee/geo/rtt"
+	"perigee/memtest"
 )
 
 func demoDB(t testing.TB) *geoip.DB {
@@ -221,7 +221,7 @@ func TestRetainForgetsNodesTheMeshForgot(t *testing.T) {
 		ids = append(ids, id)
 		sums[id] = summaryOf(id, byte(i+1))
 	}
-	empty := heapInUse()
+	empty := memtest.LiveHeap()
 	for id, s := range sums {
 		if err := self.Merge(id, s); err != nil {
 			t.Fatal(err)
@@ -230,7 +230,7 @@ func TestRetainForgetsNodesTheMeshForgot(t *testing.T) {
 	if got := self.Peers(); len(got) != 31 {
 		t.Fatalf("%d peers before churn", len(got))
 	}
-	full := heapInUse()
+	full := memtest.LiveHeap()
 	if n := self.Retain([]string{"self", "stays"}); n != 30 {
 		t.Fatalf("retain forgot %d, want 30", n)
 	}
@@ -245,7 +245,7 @@ func TestRetainForgetsNodesTheMeshForgot(t *testing.T) {
 	if _, ok := self.Estimate(clientnet.Of(netip.AddrFrom4([4]byte{200, 0, 1, 1})), rtt.NoCell, "stays", clk.now()); !ok {
 		t.Fatal("a current member was forgotten")
 	}
-	after := heapInUse()
+	after := memtest.LiveHeap()
 	held, left := int64(full)-int64(empty), int64(after)-int64(empty)
 	if held < 100<<10 || left > held/4 {
 		t.Errorf("31 peers held %d bytes; after forgetting 30, %d bytes remain", held, left)
@@ -256,13 +256,6 @@ func TestRetainForgetsNodesTheMeshForgot(t *testing.T) {
 	if n := self.Retain([]string{"stays"}); n != 1 || len(self.Peers()) != 0 {
 		t.Fatalf("stale member kept: forgot %d, peers %v", n, self.Peers())
 	}
-}
-
-func heapInUse() uint64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapInuse
 }
 
 func TestCellOfNonsenseCoordinates(t *testing.T) {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"perigee/memtest"
 )
 
 func TestStateOverBudgetIsRebuilt(t *testing.T) {
@@ -114,13 +116,13 @@ func TestHiddenHoldingsCountTowardTheBudget(t *testing.T) {
 				t.Fatal(err)
 			}
 			m := vm.NewTable(0, 0)
-			base := liveHeap()
+			base := memtest.LiveHeap()
 			var err error
 			calls := 0
 			for ; err == nil && calls < 25; calls++ {
 				_, err = vm.Call(context.Background(), "evaluate", m)
 			}
-			grown := liveHeap() - base
+			grown := memtest.LiveHeap() - base
 			runtime.KeepAlive(m)
 			t.Logf("%d calls, heap %+d MiB: %v", calls, grown>>20, err)
 			if !errors.Is(err, ErrAllocation) {
@@ -131,14 +133,6 @@ func TestHiddenHoldingsCountTowardTheBudget(t *testing.T) {
 			}
 		})
 	}
-}
-
-// liveHeap is the heap in use after a collection.
-func liveHeap() int64 {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return int64(ms.HeapAlloc)
 }
 
 // The check of what a state holds is part of the call and ends by its

@@ -17,6 +17,7 @@ import (
 
 	"perigee/telemetry"
 
+	"perigee/memtest"
 	"perigee/units"
 )
 
@@ -344,9 +345,9 @@ func TestTablesTogetherAreBounded(t *testing.T) {
 		(func (export "handle_request") (result i64) (i64.const 1))
 		(func (export "handle_response") (param i32 i32))`+strings.Repeat("(table 1048576 funcref)\n", 64)+")")
 	runtime.GC()
-	before := liveHeap()
+	before := memtest.LiveHeap()
 	tr, err := h.Load(context.Background(), Spec{Name: "tables", Wasm: many, Settings: Settings{Pool: 1}})
-	grown := int64(liveHeap()) - int64(before)
+	grown := int64(memtest.LiveHeap()) - int64(before)
 	if tr != nil {
 		tr.Release()
 	}

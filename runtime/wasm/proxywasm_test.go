@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"perigee/memtest"
 	"perigee/units"
 )
 
@@ -625,9 +626,9 @@ func TestProxyWasmNamesAreBounded(t *testing.T) {
 			(if (i32.ne (local.get $refused) (i32.const 2048)) (then unreachable))
 			(i32.const 1)))`)
 	h := newTestHost(t)
-	before := liveHeap()
+	before := memtest.LiveHeap()
 	tr, err := h.Load(context.Background(), Spec{Name: "names", Wasm: guest, Settings: Settings{Pool: 1, ABI: ABIProxyWasm}})
-	grown := int64(liveHeap()) - int64(before)
+	grown := int64(memtest.LiveHeap()) - int64(before)
 	if err != nil {
 		t.Fatalf("load (the heap grew by %d MiB meanwhile): %v", grown>>20, err)
 	}
@@ -636,14 +637,6 @@ func TestProxyWasmNamesAreBounded(t *testing.T) {
 		t.Errorf("the node keeps %d MiB for the filter's names", grown>>20)
 	}
 	t.Logf("live heap grew by %d KiB", grown>>10)
-}
-
-// liveHeap is the heap in use once garbage is collected.
-func liveHeap() uint64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
 }
 
 // dispatcherFunc is a Dispatcher from a function.
@@ -689,7 +682,7 @@ func TestProxyWasmCallHeadersAreBounded(t *testing.T) {
 	})
 	tr := loadT(t, h, Spec{Name: "calls", Wasm: guest, Settings: Settings{Pool: 1, MaxBuffer: 4 << 20, Clusters: map[string]string{"authz": "auth-svc"}, Timeout: units.Duration(10 * time.Second)}})
 	url := serve(t, NewChain(tr).Then(echoBackend))
-	before := liveHeap()
+	before := memtest.LiveHeap()
 	done := make(chan int, 1)
 	go func() {
 		resp, err := http.Get(url)
@@ -707,7 +700,7 @@ func TestProxyWasmCallHeadersAreBounded(t *testing.T) {
 		default:
 		}
 	}
-	grown := int64(liveHeap()) - int64(before)
+	grown := int64(memtest.LiveHeap()) - int64(before)
 	close(release)
 	if status < 0 {
 		status = <-done
