@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	stdlog "log"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -32,5 +34,26 @@ func TestLogsAreReadable(t *testing.T) {
 	}
 	if strings.Contains(buf.String(), "error occurred") {
 		t.Fatalf("multierror framing in %s", buf.String())
+	}
+}
+
+// What libraries write to Go's default loggers (the log package, and
+// slog.Default where a part was given no logger) goes through the same
+// sink: written straight to stderr it would block on a reader that
+// stopped, as the node's own lines did.
+func TestDefaultLoggersGoThroughTheSink(t *testing.T) {
+	defer slog.SetDefault(slog.Default())
+	var buf bytes.Buffer
+	_, sink, err := newLogger("json", &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdlog.Print("from the log package")
+	slog.Default().Warn("from slog.Default")
+	closeLog(sink)
+	for _, want := range []string{`"msg":"from the log package"`, `"msg":"from slog.Default"`} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("the sink got no %s: %q", want, buf.String())
+		}
 	}
 }

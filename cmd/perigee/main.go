@@ -208,7 +208,12 @@ func newLogger(format string, w io.Writer) (*slog.Logger, *logsink.Sink, error) 
 	// backends) do not inherit an ignored SIGPIPE; nothing need read it.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	sink := logsink.New(w, logBuffer, logsink.Notice(handler))
-	return slog.New(handler(sink)), sink, nil
+	log := slog.New(handler(sink))
+	// Libraries that log through the log package, and parts given no
+	// logger (slog.Default), go through the sink too: straight to stderr
+	// they would block on a reader that stopped.
+	slog.SetDefault(log)
+	return log, sink, nil
 }
 
 // closeLog writes out what the log holds, within logFlush: a stderr nobody
