@@ -19,32 +19,9 @@ import (
 // request that logged. It counts what it dropped, and exits on SIGTERM
 // within its bound though the pipe is still full.
 func TestServeWithStalledStderrKeepsAnswering(t *testing.T) {
-	http1, admin, dead := "127.0.0.1:"+freePort(t, "127.0.0.1"), "127.0.0.1:"+freePort(t, "127.0.0.1"), "127.0.0.2:"+freePort(t, "127.0.0.2")
-	path := writeConfig(t, fmt.Sprintf(`listen: {http: %q, admin: %q}
-services:
-  api: {backends: [{url: "http://%s"}]}
-routes:
-  - {match: {path_prefix: /}, service: api}
-`, http1, admin, dead))
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	cmd, r, http1, admin := serveLoggingToPipe(t)
 	defer r.Close() // never read until the end
-	cmd := exec.Command(bin, "serve", "--config", path, "--log-format", "json")
-	cmd.Stdout, cmd.Stderr = io.Discard, w
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
 	client := &http.Client{Timeout: 10 * time.Second}
-	eventually(t, "serving", func() bool { return status(client, "http://"+http1+"/") == 502 })
 	pad := strings.Repeat("p", 3000)
 	for i := range 800 { // 800 records of 3 KB: past the pipe and the 1 MiB buffer
 		if got := status(client, "http://"+http1+"/"+pad+"?i="+fmt.Sprint(i)); got != 502 {
@@ -78,31 +55,8 @@ routes:
 // told otherwise, which made a log reader's exit a node outage. The node
 // answers on and counts the lines it could not write.
 func TestServeOutlivesItsLogReader(t *testing.T) {
-	http1, admin, dead := "127.0.0.1:"+freePort(t, "127.0.0.1"), "127.0.0.1:"+freePort(t, "127.0.0.1"), "127.0.0.2:"+freePort(t, "127.0.0.2")
-	path := writeConfig(t, fmt.Sprintf(`listen: {http: %q, admin: %q}
-services:
-  api: {backends: [{url: "http://%s"}]}
-routes:
-  - {match: {path_prefix: /}, service: api}
-`, http1, admin, dead))
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "serve", "--config", path, "--log-format", "json")
-	cmd.Stdout, cmd.Stderr = io.Discard, w
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
+	_, r, http1, admin := serveLoggingToPipe(t)
 	client := &http.Client{Timeout: 10 * time.Second}
-	eventually(t, "serving", func() bool { return status(client, "http://"+http1+"/") == 502 })
 	r.Close() // the reader is gone
 	for i := range 50 {
 		if got := status(client, "http://"+http1+"/?i="+fmt.Sprint(i)); got != 502 {
@@ -118,6 +72,39 @@ routes:
 		resp.Body.Close()
 		return strings.Contains(string(b), `perigee_log_dropped_total{log="node"}`) && !strings.Contains(string(b), `perigee_log_dropped_total{log="node"} 0`)
 	})
+}
+
+// serveLoggingToPipe runs `perigee serve` with its log on a pipe whose
+// read end it returns, in front of a backend that is not there (every
+// request a 502, and so an access record), once it serves.
+func serveLoggingToPipe(t *testing.T) (cmd *exec.Cmd, r *os.File, http1, admin string) {
+	t.Helper()
+	http1, admin, dead := "127.0.0.1:"+freePort(t, "127.0.0.1"), "127.0.0.1:"+freePort(t, "127.0.0.1"), "127.0.0.2:"+freePort(t, "127.0.0.2")
+	path := writeConfig(t, fmt.Sprintf(`listen: {http: %q, admin: %q}
+services:
+  api: {backends: [{url: "http://%s"}]}
+routes:
+  - {match: {path_prefix: /}, service: api}
+`, http1, admin, dead))
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.Command(bin, "serve", "--config", path, "--log-format", "json")
+	cmd.Stdout, cmd.Stderr = io.Discard, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	client := &http.Client{Timeout: 10 * time.Second}
+	eventually(t, "serving", func() bool { return status(client, "http://"+http1+"/") == 502 })
+	return cmd, r, http1, admin
 }
 
 func grepLines(s, sub string) string {
