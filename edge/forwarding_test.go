@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"perigee/geo/demodb"
 )
 
 // spoofedForwarding is what a hostile client writes to name its own
@@ -58,10 +56,7 @@ func TestClientCannotNameItsOwnAddressToTheBackend(t *testing.T) {
 // From a trusted proxy, its chain is kept and the peer appended, and the
 // backend is told the client geo.trusted_proxies resolves.
 func TestTrustedProxysForwardingIsKept(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "city.mmdb")
-	if err := demodb.Write(db); err != nil {
-		t.Fatal(err)
-	}
+	db := demoDB(t)
 	n := startNode(t, nodeYAML("round_robin", serveBackend(t, echoHeaders))+`geo:
   database: "`+db+`"
   trusted_proxies: ["127.0.0.0/8"]
@@ -134,10 +129,7 @@ routes:
 // The access log names the client the node resolved, as the backend is
 // told it, beside the connection's peer.
 func TestAccessLogNamesTheResolvedClient(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "city.mmdb")
-	if err := demodb.Write(db); err != nil {
-		t.Fatal(err)
-	}
+	db := demoDB(t)
 	for trusted, want := range map[string]string{`["127.0.0.0/8"]`: "85.214.0.1", `[]`: "127.0.0.1"} {
 		path := filepath.Join(t.TempDir(), "access.log")
 		yaml := strings.Replace(nodeYAML("round_robin", serveBackend(t, echoHeaders)), "access_log: {enabled: false}", "access_log: {file: "+path+"}", 1)
@@ -202,10 +194,7 @@ func TestTracestateFollowsOnlyAContinuedTrace(t *testing.T) {
 // the node vouches for, must not then name the balancer: a backend that
 // lets its internal addresses in would let that client in.
 func TestNodeVouchesForNoClientItCouldNotResolve(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "city.mmdb")
-	if err := demodb.Write(db); err != nil {
-		t.Fatal(err)
-	}
+	db := demoDB(t)
 	n := startNode(t, nodeYAML("round_robin", serveBackend(t, echoHeaders))+`geo:
   database: "`+db+`"
   trusted_proxies: ["127.0.0.0/8"]
@@ -231,10 +220,7 @@ func TestNodeVouchesForNoClientItCouldNotResolve(t *testing.T) {
 // A client cannot pass a header the node sets under its '_' spelling,
 // which CGI and WSGI backends read as the node's own (HTTP_X_PERIGEE_COUNTRY).
 func TestOwnHeadersCannotBeSpelledWithUnderscores(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "city.mmdb")
-	if err := demodb.Write(db); err != nil {
-		t.Fatal(err)
-	}
+	db := demoDB(t)
 	n := startNode(t, nodeYAML("round_robin", serveBackend(t, echoHeaders))+`geo:
   database: "`+db+`"
 `)

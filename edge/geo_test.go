@@ -17,10 +17,7 @@ import (
 // their nearest node, the caller's ranking is on the data plane, and the
 // admin API explains a choice.
 func TestGeoSteersClientsToTheirNearestNode(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "city.mmdb")
-	if err := demodb.Write(db); err != nil {
-		t.Fatal(err)
-	}
+	db := demoDB(t)
 	yaml := nodeYAML("round_robin", serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Backend", "fra-app")
 		json.NewEncoder(w).Encode(r.Header)
@@ -109,4 +106,15 @@ func TestGeoConfigErrorsNameTheFile(t *testing.T) {
 	if !strings.Contains(err.Error(), "node.yaml:") || !strings.Contains(err.Error(), "city.mmdb") {
 		t.Fatalf("error %q should name the config line and the database", err)
 	}
+}
+
+// demoDB writes the demo GeoIP database (geo/geoip/demodb) for a test's
+// node and returns its path.
+func demoDB(t *testing.T) string {
+	t.Helper()
+	db := filepath.Join(t.TempDir(), "city.mmdb")
+	if err := demodb.Write(db); err != nil {
+		t.Fatal(err)
+	}
+	return db
 }

@@ -3,11 +3,8 @@ package edge
 import (
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
-
-	"perigee/geo/demodb"
 )
 
 // The hash balancer's client_ip keys on the client the node resolved:
@@ -15,10 +12,7 @@ import (
 // spread over the backends, and a client that is not behind one cannot
 // choose its backend by naming another client in X-Forwarded-For.
 func TestHashClientIPKeysOnTheResolvedClient(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "city.mmdb")
-	if err := demodb.Write(db); err != nil {
-		t.Fatal(err)
-	}
+	db := demoDB(t)
 	var backends []string
 	for i := range 4 {
 		name := fmt.Sprint("b", i)

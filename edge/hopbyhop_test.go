@@ -5,11 +5,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"perigee/geo/demodb"
 )
 
 // A client's Connection header names headers that end at the node (RFC
@@ -17,10 +14,7 @@ import (
 // transforms set for the backend: X-Perigee-Country, a transform's
 // header. A header it names of its own is dropped, as a hop's.
 func TestConnectionCannotStripWhatTheNodeSets(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "city.mmdb")
-	if err := demodb.Write(db); err != nil {
-		t.Fatal(err)
-	}
+	db := demoDB(t)
 	seen := make(chan http.Header, 1)
 	n := startNode(t, listenAny+`geo:
   database: "`+db+`"
