@@ -120,19 +120,38 @@ func TestPolicyTestReplaysATrace(t *testing.T) {
 	}
 }
 
-// freePort returns a port free on TCP and UDP at host, for a child to bind.
+// handedOut are the ports freePort returned: the kernel may offer a port it
+// just let go again, and two children given one port (n1's and n3's admin,
+// say) make the second fail to start while a test reads the first's
+// figures as the second's.
+var handedOut struct {
+	sync.Mutex
+	ports map[string]bool
+}
+
+// freePort returns a port free on TCP and UDP at host, for a child to
+// bind, and never one it returned before in this process.
 func freePort(t *testing.T, host string) string {
 	t.Helper()
-	for range 20 {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = map[string]bool{}
+	}
+	for range 100 {
 		ln, err := net.Listen("tcp", host+":0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		addr := ln.Addr().String()
 		ln.Close()
+		_, port, _ := net.SplitHostPort(addr)
+		if handedOut.ports[port] {
+			continue
+		}
 		if pc, err := net.ListenPacket("udp", addr); err == nil {
 			pc.Close()
-			_, port, _ := net.SplitHostPort(addr)
+			handedOut.ports[port] = true
 			return port
 		}
 	}
