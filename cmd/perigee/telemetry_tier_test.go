@@ -163,18 +163,6 @@ telemetry:
 			return true
 		})
 	}
-	// Each admin address is its own node's: the figures below are read there.
-	for _, n := range nodes {
-		eventually(t, n+"'s admin API answering as "+n, func() bool {
-			var st struct{ Node struct{ ID string } }
-			resp, err := http.Get("http://" + admins[n] + "/status")
-			if err != nil {
-				return false
-			}
-			defer resp.Body.Close()
-			return json.NewDecoder(resp.Body).Decode(&st) == nil && st.Node.ID == n
-		})
-	}
 	progress("every node shipping", 3)
 	stop(aggs[0], syscall.SIGKILL) // mid-ingest: each node posts a batch a second, its one sample
 	progress("every node shipping through the other aggregator", 5)
