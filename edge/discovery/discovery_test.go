@@ -283,35 +283,18 @@ func TestEmptyForAReasonSaysWhy(t *testing.T) {
 func TestSRVTargetsPastTheBoundAreNotLookedUp(t *testing.T) {
 	const targets = maxEndpoints + 500
 	var lookups atomic.Int64
-	handler := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(q)
-		m.Compress = true
-		name := q.Question[0].Name
-		switch q.Question[0].Qtype {
-		case dns.TypeSRV:
-			if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
-				m.Truncated = true // too long for UDP: ask again over TCP
-				break
-			}
-			for i := range targets {
-				m.Answer = append(m.Answer, &dns.SRV{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: 60},
-					Port: 9000, Weight: 1, Target: fmt.Sprintf("t%d.example.internal.", i)})
-			}
-		case dns.TypeA:
-			lookups.Add(1)
+	resolver := manyTargets(t, targets, func(name string, qtype uint16, m *dns.Msg) {
+		lookups.Add(1)
+		if qtype == dns.TypeA {
 			var i int
 			fmt.Sscanf(name, "t%d.", &i)
 			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
 				A: net.IPv4(127, 1, byte(i/250), byte(i%250+1))})
-		case dns.TypeAAAA:
-			lookups.Add(1)
 		}
-		w.WriteMsg(m)
 	})
 	// A long query timeout: the resolution's bound, four of them, must
 	// hold a thousand lookups on a loaded machine.
-	c := Config{DNS: "_api._tcp.example.internal", Resolver: serveDNS(t, handler), Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour), Timeout: units.Duration(10 * time.Second), AllowLoopback: true}
+	c := Config{DNS: "_api._tcp.example.internal", Resolver: resolver, Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour), Timeout: units.Duration(10 * time.Second), AllowLoopback: true}
 	c.SetDefaults()
 	a, err := resolve(t, c)
 	if err != nil {
@@ -413,27 +396,10 @@ func serveDNS(t *testing.T, handler dns.Handler) string {
 func TestSRVTargetsWithoutAddressesAreBounded(t *testing.T) {
 	const targets = 2 * maxEndpoints // within a 64 KiB TCP answer
 	var lookups atomic.Int64
-	addr := serveDNS(t, dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(q)
-		m.Compress = true
-		name := q.Question[0].Name
-		switch q.Question[0].Qtype {
-		case dns.TypeSRV:
-			if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
-				m.Truncated = true
-				break
-			}
-			for i := range targets {
-				m.Answer = append(m.Answer, &dns.SRV{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: 60},
-					Port: 9000, Weight: 1, Target: fmt.Sprintf("t%d.x.", i)})
-			}
-		default:
-			lookups.Add(1)
-			m.Rcode = dns.RcodeNameError
-		}
-		w.WriteMsg(m)
-	}))
+	addr := manyTargets(t, targets, func(_ string, _ uint16, m *dns.Msg) {
+		lookups.Add(1)
+		m.Rcode = dns.RcodeNameError
+	})
 	c := Config{DNS: "_api._tcp.example.internal", Resolver: addr, Interval: units.Duration(time.Second), EmptyGrace: units.Duration(time.Hour), Timeout: units.Duration(10 * time.Second)}
 	c.SetDefaults()
 	r, err := NewResolver(c.Resolver, c.Timeout.D())
@@ -531,4 +497,28 @@ func TestSRVTargetsRepeatingAddressesAreBounded(t *testing.T) {
 	if alloc > 64<<20 { // 416 MiB before the bound
 		t.Errorf("one resolution allocated %d MiB", alloc>>20)
 	}
+}
+
+// manyTargets serves an SRV answer of n targets (t0.x., t1.x., ...) and
+// has address answer the targets' own queries; an answer too long for UDP
+// is truncated there, so that the client asks again over TCP.
+func manyTargets(t *testing.T, n int, address func(name string, qtype uint16, m *dns.Msg)) string {
+	return serveDNS(t, dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Compress = true
+		name, qtype := q.Question[0].Name, q.Question[0].Qtype
+		if qtype == dns.TypeSRV {
+			for i := range n {
+				m.Answer = append(m.Answer, &dns.SRV{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: 60},
+					Port: 9000, Weight: 1, Target: fmt.Sprintf("t%d.x.", i)})
+			}
+		} else {
+			address(name, qtype, m)
+		}
+		if _, udp := w.RemoteAddr().(*net.UDPAddr); udp && m.Len() > dns.MinMsgSize {
+			m.Answer, m.Truncated = nil, true
+		}
+		w.WriteMsg(m)
+	}))
 }
