@@ -373,14 +373,7 @@ func TestLoopbackNeedsAllowLoopback(t *testing.T) {
 
 // serveDNS answers with handler over UDP and TCP on one loopback port.
 func serveDNS(t *testing.T, handler dns.Handler) string {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, ln := dnstest.Listen(t)
 	for _, s := range []*dns.Server{{PacketConn: pc, Handler: handler}, {Listener: ln, Handler: handler}} {
 		go s.ActivateAndServe()
 		t.Cleanup(func() { s.Shutdown() })

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
-	"strconv"
 	"testing"
 	"time"
 )
@@ -108,20 +107,28 @@ func (s *Server) Stop() {
 
 func freePort(t *testing.T) string {
 	t.Helper()
-	// A port free for UDP and TCP alike, as dnsmasq needs both.
+	pc, ln := Listen(t)
+	pc.Close()
+	ln.Close()
+	return pc.LocalAddr().String()
+}
+
+// Listen binds one loopback port for UDP and TCP alike, as a DNS server
+// needs both. The kernel hands out each protocol's ports on its own, so a
+// port free for one may be taken for the other: try again then.
+func Listen(t *testing.T) (net.PacketConn, net.Listener) {
+	t.Helper()
 	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
-		l.Close()
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
 		if err == nil {
-			u.Close()
-			return "127.0.0.1:" + strconv.Itoa(port)
+			return pc, ln
 		}
+		pc.Close()
 	}
-	t.Fatal("no free port for dnsmasq")
-	return ""
+	t.Fatal("no loopback port free for both UDP and TCP")
+	return nil, nil
 }
