@@ -217,6 +217,7 @@ func (f *fleet) startGeo(ctx context.Context, cfg *config.Config, m *metrics.Met
 		return fmt.Errorf("%s: %w", cfg.Pos("geo"), err)
 	}
 	rc.Log = log
+	rc.Client = resolvedClient
 	f.learner = rtt.NewLearner(rtt.Config{Self: cfg.Node.ID, Locate: db.LatLon, SummaryBytes: mesh.MaxExtraValue})
 	var members geo.Fleet
 	if f.cluster != nil {
@@ -262,6 +263,15 @@ func (f *fleet) startGeoDNS(ctx context.Context, cfg *config.Config) error {
 		}
 	})
 	return nil
+}
+
+// resolvedClient is the client ServeHTTP resolved as r arrived, for the
+// router's steering and nodes API.
+func resolvedClient(r *http.Request) geo.Client {
+	if x := exchange.From(r.Context()); x != nil {
+		return x.Client
+	}
+	return geo.Client{}
 }
 
 // steer puts the route's geo steering in front of h. With steer off it

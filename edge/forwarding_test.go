@@ -237,3 +237,38 @@ func TestOwnHeadersCannotBeSpelledWithUnderscores(t *testing.T) {
 		}
 	}
 }
+
+// The node resolves the client once, and everything it tells agrees: the
+// log, the country tag, steering and X-Real-IP. A Connection header is
+// the hop's, but the forwarding headers it names are the node's to read
+// and pass on: dropping them between two readings made X-Real-IP vouch
+// for the trusted proxy itself, which the log did not name.
+func TestConnectionCannotChangeWhoTheClientIs(t *testing.T) {
+	db := demoDB(t)
+	path := filepath.Join(t.TempDir(), "access.log")
+	yaml := strings.Replace(nodeYAML("round_robin", serveBackend(t, echoHeaders)), "access_log: {enabled: false}", "access_log: {file: "+path+"}", 1)
+	n := startNode(t, yaml+"geo:\n  database: \""+db+"\"\n  trusted_proxies: [\"127.0.0.0/8\"]\n")
+	for _, nominated := range []string{"X-Forwarded-For", "x-forwarded-for, Forwarded", "X-Real-Ip"} {
+		_, body := get(t, h1Client(), "https://"+n.Addrs().HTTPS+"/", "X-Forwarded-For", "85.214.0.1", "Connection", nominated)
+		var seen http.Header
+		if err := json.Unmarshal([]byte(body), &seen); err != nil {
+			t.Fatalf("backend answer %q: %v", body, err)
+		}
+		if got, xff := seen.Get("X-Real-Ip"), seen.Get("X-Forwarded-For"); got != "85.214.0.1" || xff != "85.214.0.1, 127.0.0.1" {
+			t.Errorf("Connection: %s: the backend got X-Real-Ip %q, X-Forwarded-For %q; want the client the node resolved, 85.214.0.1", nominated, got, xff)
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range strings.Lines(string(b)) {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec["client"] != "85.214.0.1" {
+			t.Errorf("logged client %v, want 85.214.0.1", rec["client"])
+		}
+	}
+}

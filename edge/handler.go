@@ -31,7 +31,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer st.release()
 	x, ctx := exchange.Begin(r, start)
 	r = r.WithContext(ctx)
-	x.Client = geo.ClientAddr(r, n.fleet.trusted)
+	x.Client = geo.ResolveClient(r, n.fleet.trusted)
 	rec := recorders.Get().(*recorder)
 	rec.ResponseWriter, rec.x, rec.hijacks = w, x, &n.listeners.hijacked
 	rec.send.begin(w, st.cfg.Timeouts.Idle.D())
@@ -110,7 +110,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		dropNominated(r.Header)
 		stripOwnHeaders(r.Header)
-		geo.Forwarding(r, n.fleet.trusted)
+		x.Client.Forward(r.Header)
 		// The chain is told the id and trace the backend and the log get,
 		// not a client's that the node refused or continued.
 		// One array for both (an allocation a request); each slice's
@@ -121,7 +121,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			delete(r.Header, "Tracestate") // a trace's vendor state, not this new one's
 		}
 		if n.fleet.country != nil {
-			n.fleet.country.tag(r, x.Client)
+			n.fleet.country.tag(r, x.Client.Addr)
 		}
 		if r.Body != nil && r.Body != http.NoBody {
 			if max := int64(st.cfg.Limits.MaxBodyBytes); max > 0 {
@@ -246,7 +246,9 @@ const ownPrefix = "X-Perigee-"
 // had set theirs, so that a client could name X-Perigee-Country, or a
 // header a transform sets for the backend, and have it dropped. Connection
 // keeps only the options the listener and the proxy read (close,
-// keep-alive, upgrade), which name no header the node sets.
+// keep-alive, upgrade), which name no header the node sets. Nor are the
+// forwarding headers the node read its client from (geo.NamesClient): it
+// passes them on as it read them, or drops them all.
 func dropNominated(h http.Header) {
 	vs, ok := h["Connection"]
 	if !ok {
@@ -258,7 +260,7 @@ func dropNominated(h http.Header) {
 			switch opt = textproto.TrimString(opt); {
 			case strings.EqualFold(opt, "close"), strings.EqualFold(opt, "keep-alive"), strings.EqualFold(opt, "upgrade"):
 				kept = append(kept, opt)
-			case opt != "":
+			case opt != "" && !geo.NamesClient(opt):
 				h.Del(opt)
 			}
 		}

@@ -29,9 +29,10 @@ func (rt *Router) NodesHandler() http.Handler {
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		client, known := resolve(r, rt.cfg.Trusted)
+		c := rt.client(r)
+		client := c.Addr
 		d := rt.Decide(client)
-		if !known {
+		if !c.Known {
 			client = netip.Addr{} // not the trusted hop the caller hid behind
 		}
 		rt.Count("nodes-api", d.Reason)

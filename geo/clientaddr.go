@@ -6,45 +6,58 @@ import (
 	"strings"
 )
 
-// ClientAddr returns the address of the client behind r. Forwarding headers
-// are believed only while the hop that added them is a trusted proxy: the
-// chain is walked from the connection's peer leftwards and stops at the
-// first untrusted hop, so a client cannot choose its own address by sending
-// X-Forwarded-For. Forwarded (RFC 7239) and X-Forwarded-For are each
-// believed alone; when both are present they must name the same client,
-// since a proxy that writes one passes a client's own copy of the other on
-// as it came. When the headers cannot say who the client is (a hop that
-// does not parse, or two headers naming different clients), the last
-// trusted hop is the best the node knows, and is returned. The zero Addr
-// means RemoteAddr was unreadable.
-func ClientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
-	addr, _ := resolve(r, trusted)
-	return addr
+// Client is who sent a request, as far as the node can tell.
+type Client struct {
+	// Addr is the client, or the last trusted hop when the headers could
+	// not say who stood behind it; the zero Addr when the connection's
+	// address was unreadable.
+	Addr netip.Addr
+	// Known is whether the node vouches for Addr as the client, rather
+	// than as only the last trusted hop before it.
+	Known bool
+	// Proxied is whether the connection's peer is a trusted proxy, whose
+	// forwarding headers are kept.
+	Proxied bool
 }
 
-// resolve is ClientAddr, and whether the node knows the client rather than
-// only the last trusted hop before it.
-func resolve(r *http.Request, trusted []netip.Prefix) (netip.Addr, bool) {
+// ResolveClient returns the client behind r. Forwarding headers are
+// believed only while the hop that added them is a trusted proxy: the
+// chain is walked from the connection's peer leftwards and stops at the
+// first untrusted hop, so a client cannot choose its own address by
+// sending X-Forwarded-For. Forwarded (RFC 7239) and X-Forwarded-For are
+// each believed alone; when both are present they must name the same
+// client, since a proxy that writes one passes a client's own copy of the
+// other on as it came. When the headers cannot say who the client is (a
+// hop that does not parse, or two headers naming different clients), the
+// last trusted hop is the best the node knows: Addr, but not Known.
+//
+// A node resolves once, as the request arrives, and every part of it
+// takes that answer: a second reading could see other headers.
+func ResolveClient(r *http.Request, trusted []netip.Prefix) Client {
 	peer, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
-		return netip.Addr{}, false
+		return Client{}
 	}
 	addr := peer.Addr().Unmap()
 	if !isTrusted(addr, trusted) {
-		return addr, true
+		return Client{Addr: addr, Known: true}
 	}
+	c := Client{Proxied: true}
 	fwd, xff := r.Header.Values("Forwarded"), r.Header.Values("X-Forwarded-For")
 	switch {
 	case len(fwd) == 0:
-		return walk(addr, xff, false, trusted)
+		c.Addr, c.Known = walk(addr, xff, false, trusted)
 	case len(xff) == 0:
-		return walk(addr, fwd, true, trusted)
+		c.Addr, c.Known = walk(addr, fwd, true, trusted)
+	default:
+		a, okA := walk(addr, fwd, true, trusted)
+		b, okB := walk(addr, xff, false, trusted)
+		c.Addr, c.Known = a, okA && okB && a == b
+		if !c.Known {
+			c.Addr = addr // which one a proxy wrote is unknown
+		}
 	}
-	a, ok := walk(addr, fwd, true, trusted)
-	if b, okB := walk(addr, xff, false, trusted); a != b || !ok || !okB {
-		return addr, false // which one a proxy wrote is unknown
-	}
-	return a, true
+	return c
 }
 
 // walk follows the hops of X-Forwarded-For lines, or the for= of
@@ -119,28 +132,26 @@ func parseHop(s string) (netip.Addr, bool) {
 	return a.Unmap(), true
 }
 
-// Forwarding makes what r's headers tell the route's transforms and the
-// backend about the client the node's own word. From a peer that is not a
-// trusted proxy, every header through which a hop names the client or how
-// it connected is the client's own claim and is dropped: Forwarded, every
-// X-Forwarded-*, and the one-address headers frameworks read first
-// (X-Real-IP, True-Client-IP, ...). From a trusted proxy they are kept.
-// Either way X-Real-IP is set to ClientAddr, which the node vouches for, or
-// removed when the headers could not say who the client is: it must never
-// name a trusted proxy a client hid behind. The proxy appends the peer to
-// X-Forwarded-For.
-func Forwarding(r *http.Request, trusted []netip.Prefix) {
-	client, known := resolve(r, trusted)
-	h := r.Header
-	if peer, err := netip.ParseAddrPort(r.RemoteAddr); err != nil || !isTrusted(peer.Addr().Unmap(), trusted) {
+// Forward makes what h, the request's headers, tell the route's
+// transforms and the backend about the client the node's own word. From a
+// peer that is not a trusted proxy, every header through which a hop names
+// the client or how it connected is the client's own claim and is dropped:
+// Forwarded, every X-Forwarded-*, and the one-address headers frameworks
+// read first (X-Real-IP, True-Client-IP, ...). From a trusted proxy they
+// are kept. Either way X-Real-IP is set to the client, which the node
+// vouches for, or removed when the headers could not say who the client
+// is: it must never name a trusted proxy a client hid behind. The proxy
+// appends the peer to X-Forwarded-For.
+func (c Client) Forward(h http.Header) {
+	if !c.Proxied {
 		for k := range h {
-			if namesClient(k) {
+			if NamesClient(k) {
 				delete(h, k)
 			}
 		}
 	}
-	if known {
-		h["X-Real-Ip"] = []string{client.String()}
+	if c.Known {
+		h["X-Real-Ip"] = []string{c.Addr.String()}
 	} else {
 		delete(h, "X-Real-Ip")
 	}
@@ -150,9 +161,9 @@ func Forwarding(r *http.Request, trusted []netip.Prefix) {
 // frameworks read before X-Forwarded-For.
 var clientHeaders = []string{"Forwarded", "X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "X-Cluster-Client-Ip", "Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Original-Forwarded-For"}
 
-// namesClient reports whether a header named k carries a hop's word about
+// NamesClient reports whether a header named k carries a hop's word about
 // the client: one of clientHeaders or X-Forwarded-*.
-func namesClient(k string) bool {
+func NamesClient(k string) bool {
 	const xf = "X-Forwarded-"
 	if len(k) > len(xf) && strings.EqualFold(k[:len(xf)], xf) {
 		return true

@@ -12,7 +12,7 @@ import (
 	"perigee/geo"
 )
 
-func TestClientAddrBelievesOnlyTrustedProxies(t *testing.T) {
+func TestResolveClientBelievesOnlyTrustedProxies(t *testing.T) {
 	trusted, err := geo.ParsePrefixes([]string{"10.0.0.0/8", "2001:db8:1::/48", "192.0.2.7"})
 	if err != nil {
 		t.Fatal(err)
@@ -56,13 +56,13 @@ func TestClientAddrBelievesOnlyTrustedProxies(t *testing.T) {
 		if c.fwd != "" {
 			r.Header.Set("Forwarded", c.fwd)
 		}
-		if got := geo.ClientAddr(r, trusted); got != netip.MustParseAddr(c.want) {
+		if got := geo.ResolveClient(r, trusted).Addr; got != netip.MustParseAddr(c.want) {
 			t.Errorf("%s: got %s, want %s", c.name, got, c.want)
 		}
 	}
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	r.RemoteAddr = "not an address"
-	if got := geo.ClientAddr(r, trusted); got.IsValid() {
+	if got := geo.ResolveClient(r, trusted).Addr; got.IsValid() {
 		t.Errorf("unreadable RemoteAddr gave %s", got)
 	}
 	if _, err := geo.ParsePrefixes([]string{"10.0.0.0/33"}); err == nil {
@@ -70,7 +70,7 @@ func TestClientAddrBelievesOnlyTrustedProxies(t *testing.T) {
 	}
 }
 
-func FuzzClientAddr(f *testing.F) {
+func FuzzResolveClient(f *testing.F) {
 	f.Add("10.1.1.1:80", "1.0.16.5, 10.2.2.2", "")
 	f.Add("10.1.1.1:80", "", `for="[2a01:4f8::9]:443";proto=https`)
 	f.Add("[::1]:1", ",,,", "for=;for")
@@ -82,7 +82,7 @@ func FuzzClientAddr(f *testing.F) {
 		if fwd != "" {
 			r.Header["Forwarded"] = []string{fwd}
 		}
-		got := geo.ClientAddr(r, trusted)
+		got := geo.ResolveClient(r, trusted).Addr
 		// Whatever the headers say, an untrusted peer is its own client.
 		if p, err := netip.ParseAddrPort(peer); err == nil && !p.Addr().Unmap().IsLoopback() && !trusted[0].Contains(p.Addr().Unmap()) && got != p.Addr().Unmap() {
 			t.Fatalf("untrusted peer %s became %s (xff %q fwd %q)", peer, got, xff, fwd)
@@ -114,7 +114,7 @@ func TestForwardingKeepsOnlyTrustedProxiesWords(t *testing.T) {
 			r.Header[k] = v
 		}
 		r.Header["X-Other"] = []string{"kept"}
-		geo.Forwarding(r, trusted)
+		geo.ResolveClient(r, trusted).Forward(r.Header)
 		if got := r.Header.Get("X-Real-Ip"); got != c.realIP || len(r.Header["X-Real-Ip"]) > 1 {
 			t.Errorf("peer %s: X-Real-Ip %q, want %q", c.peer, r.Header["X-Real-Ip"], c.realIP)
 		}
@@ -140,7 +140,7 @@ func TestMappedTrustedPrefixesMatchTheirIPv4Peers(t *testing.T) {
 		r := httptest.NewRequest(http.MethodGet, "/", nil)
 		r.RemoteAddr = peer
 		r.Header.Set("X-Forwarded-For", "85.214.3.3")
-		if got := geo.ClientAddr(r, trusted); got != netip.MustParseAddr("85.214.3.3") {
+		if got := geo.ResolveClient(r, trusted).Addr; got != netip.MustParseAddr("85.214.3.3") {
 			t.Errorf("peer %s under %v: client %s, want the proxy's 85.214.3.3", peer, trusted, got)
 		}
 	}
@@ -164,7 +164,7 @@ func TestLongChainsCostNoMemory(t *testing.T) {
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
 		for range calls {
-			geo.ClientAddr(r, trusted)
+			geo.ResolveClient(r, trusted)
 		}
 		runtime.ReadMemStats(&after)
 		if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 4<<10 {

@@ -108,8 +108,11 @@ func ParsePrefixes(ss []string) ([]netip.Prefix, error) {
 // RouterConfig tunes the latency model and the steering. Zero fields take
 // the defaults documented in docs/geo.md.
 type RouterConfig struct {
-	Trusted      []netip.Prefix // peers whose X-Forwarded-For / Forwarded is believed
-	RedirectCode int            // 307 or 308
+	Trusted []netip.Prefix // peers whose X-Forwarded-For / Forwarded is believed
+	// Client is the client the node resolved for a request as it arrived;
+	// nil resolves it here, with Trusted.
+	Client       func(*http.Request) Client
+	RedirectCode int // 307 or 308
 
 	// The model's guess of a round trip (docs/geo.md): the measured median
 	// between the metros nearest each end, plus the distance from each end

@@ -27,7 +27,7 @@ const altSvcMaxAge = 60
 // learner (see rtt.ConnContext).
 func (rt *Router) Steer(mode SteerMode, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		client := ClientAddr(r, rt.cfg.Trusted)
+		client := rt.client(r).Addr
 		rt.observe(r, client)
 		if mode == SteerOff || mode == "" || r.Header.Get(SteeredHeader) != "" || !client.IsValid() {
 			next.ServeHTTP(w, r)
@@ -61,6 +61,14 @@ func (rt *Router) Steer(mode SteerMode, next http.Handler) http.Handler {
 		rt.Count("serve", d.Reason)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// client is who sent r, as the node resolved it.
+func (rt *Router) client(r *http.Request) Client {
+	if rt.cfg.Client != nil {
+		return rt.cfg.Client(r)
+	}
+	return ResolveClient(r, rt.cfg.Trusted)
 }
 
 // observe feeds the learner the connection's RTT when the peer is the client
@@ -142,8 +150,8 @@ func (rt *Router) proxyTo(n Node) *httputil.ReverseProxy {
 			// A client this node could not resolve is unknown there too
 			// (RFC 7239's word): the trusted hop it hid behind would be
 			// taken for it.
-			if c, known := resolve(pr.In, rt.cfg.Trusted); known {
-				pr.Out.Header.Set("X-Forwarded-For", c.String())
+			if c := rt.client(pr.In); c.Known {
+				pr.Out.Header.Set("X-Forwarded-For", c.Addr.String())
 			} else {
 				pr.Out.Header.Set("X-Forwarded-For", "unknown")
 			}

@@ -54,8 +54,8 @@ func (l *Logger) Log(r *http.Request, x *exchange.Exchange, took time.Duration) 
 // client is the address the node resolved, or the peer's when it could not
 // read one.
 func client(r *http.Request, x *exchange.Exchange) string {
-	if x.Client.IsValid() {
-		return x.Client.String()
+	if x.Client.Addr.IsValid() {
+		return x.Client.Addr.String()
 	}
 	return r.RemoteAddr
 }

@@ -9,9 +9,10 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"net/http"
-	"net/netip"
 	"sync"
 	"time"
+
+	"perigee/geo"
 )
 
 // Exchange is carried in the request's context from the listener to the
@@ -19,8 +20,9 @@ import (
 type Exchange struct {
 	ID    string
 	Trace Trace
-	// Client is the client's address as the node resolved it (geo.trusted_proxies).
-	Client  netip.Addr
+	// Client is the client as the node resolved it, once, as the request
+	// arrived (geo.trusted_proxies).
+	Client  geo.Client
 	Start   time.Time
 	Route   string
 	Service string

@@ -197,7 +197,7 @@ func websocketOnly(h http.Header) {
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	in, out := pr.In, pr.Out
 	// Append to the X-Forwarded-For that reached the node's handler: a
-	// trusted proxy's chain, which geo.Forwarding kept; a client's own it
+	// trusted proxy's chain, which geo.Client.Forward kept; a client's own it
 	// dropped (geo.trusted_proxies).
 	if prior, ok := in.Header["X-Forwarded-For"]; ok {
 		out.Header["X-Forwarded-For"] = append([]string(nil), prior...)

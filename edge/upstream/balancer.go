@@ -293,8 +293,8 @@ func (h *ringHash) hashOf(r *http.Request) (uint64, bool) {
 		// The client the node resolved through geo.trusted_proxies (the
 		// peer itself when it is not trusted), so clients behind a trusted
 		// balancer spread, and none chooses its backend by X-Forwarded-For.
-		if x := exchange.From(r.Context()); x != nil && x.Client.IsValid() {
-			return maphash.Comparable(ringSeed, x.Client), true
+		if x := exchange.From(r.Context()); x != nil && x.Client.Addr.IsValid() {
+			return maphash.Comparable(ringSeed, x.Client.Addr), true
 		}
 		host, _, err := net.SplitHostPort(r.RemoteAddr)
 		if err != nil {

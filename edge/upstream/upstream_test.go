@@ -691,14 +691,14 @@ func TestHashClientIPKeyAllocatesNothing(t *testing.T) {
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	x, ctx := exchange.Begin(r, time.Now())
 	defer exchange.End(x)
-	x.Client = netip.MustParseAddr("2001:db8::1")
+	x.Client.Addr = netip.MustParseAddr("2001:db8::1")
 	r = r.WithContext(ctx)
 	h := &ringHash{key: HashKey{ClientIP: true}}
 	if n := testing.AllocsPerRun(100, func() { h.hashOf(r) }); n != 0 {
 		t.Fatalf("%v allocations a key", n)
 	}
 	k1, _ := h.hashOf(r)
-	x.Client = netip.MustParseAddr("2001:db8::2")
+	x.Client.Addr = netip.MustParseAddr("2001:db8::2")
 	if k2, _ := h.hashOf(r); k1 == k2 {
 		t.Fatal("two clients, one key")
 	}
