@@ -4,9 +4,9 @@ import (
 	"cmp"
 	"encoding/json"
 	"math"
+	"net/http/httputil"
 	"net/netip"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -109,7 +109,7 @@ type Router struct {
 	sticky    *shardcache.Cache[netip.Prefix, string]
 	places    *shardcache.Cache[[2]float64, latency.Place] // node coordinates → place
 	decisions *prometheus.CounterVec
-	proxies   sync.Map // public URL -> *httputil.ReverseProxy, built on first use
+	proxies   *shardcache.Cache[string, *httputil.ReverseProxy] // by public URL, built on first use
 }
 
 // NewRouter builds a router. db may be nil (every client is then served
@@ -123,6 +123,7 @@ func NewRouter(cfg RouterConfig, db *geoip.DB, fleet Fleet, learner *rtt.Learner
 		learner: learner,
 		sticky:  shardcache.New[netip.Prefix, string](cfg.StickyEntries),
 		places:  shardcache.New[[2]float64, latency.Place](nodePlaces),
+		proxies: shardcache.New[string, *httputil.ReverseProxy](nodeProxies),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "perigee_geo_decisions_total",
 			Help: "Steering decisions by how the client was answered and why.",
@@ -142,6 +143,11 @@ func (rt *Router) Count(action string, reason Reason) {
 // nodePlaces bounds the cache of node places; a fleet has far fewer
 // distinct locations.
 const nodePlaces = 4096
+
+// nodeProxies bounds the proxies to other nodes kept for proxy steering,
+// by public URL: members may change theirs, and a proxy is cheap to build
+// again.
+const nodeProxies = 1024
 
 // Decide ranks the fleet for client and remembers the answer for its
 // network, so the next decision only moves it for a clear gain. Every node

@@ -133,8 +133,8 @@ func (rt *Router) spillTarget(d Decision) (Node, bool) {
 
 // proxyTo returns the reverse proxy for a node, built once per public URL.
 func (rt *Router) proxyTo(n Node) *httputil.ReverseProxy {
-	if p, ok := rt.proxies.Load(n.PublicURL); ok {
-		return p.(*httputil.ReverseProxy)
+	if p, ok := rt.proxies.Get(n.PublicURL); ok {
+		return p
 	}
 	target, err := url.Parse(n.PublicURL)
 	if err != nil || target.Host == "" {
@@ -162,6 +162,12 @@ func (rt *Router) proxyTo(n Node) *httputil.ReverseProxy {
 			http.Error(w, "upstream node unavailable", http.StatusBadGateway)
 		},
 	}
-	actual, _ := rt.proxies.LoadOrStore(n.PublicURL, p)
-	return actual.(*httputil.ReverseProxy)
+	var kept *httputil.ReverseProxy
+	rt.proxies.Update(n.PublicURL, func(old *httputil.ReverseProxy, found bool) *httputil.ReverseProxy {
+		if kept = p; found {
+			kept = old
+		}
+		return kept
+	})
+	return kept
 }
