@@ -5,12 +5,14 @@ package vmtest
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -24,13 +26,30 @@ func Start(t *testing.T) string {
 	if err != nil {
 		t.Skip("victoria-metrics not installed (Debian package victoria-metrics; .ci/run installs it)")
 	}
+	// victoria-metrics cannot bind port 0 and say which port it got, so it
+	// is given a port found free, which another process may take first:
+	// then it exits, and is given another.
+	for range 10 {
+		if addr, ok := start(t, bin); ok {
+			return addr
+		}
+	}
+	t.Fatal("victoria-metrics did not start on any of ten free ports")
+	return ""
+}
+
+// start runs one victoria-metrics and reports false if it exited before it
+// served.
+func start(t *testing.T, bin string) (string, bool) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	vm := exec.Command(bin, "-storageDataPath="+filepath.Join(t.TempDir(), "vm"), "-httpListenAddr="+addr,
+	data := filepath.Join(t.TempDir(), "vm")
+	vm := exec.Command(bin, "-storageDataPath="+data, "-httpListenAddr="+addr,
 		"-dedup.minScrapeInterval=1ms", "-search.latencyOffset=0s", "-loggerLevel=ERROR")
 	if testing.Verbose() {
 		vm.Stdout, vm.Stderr = os.Stderr, os.Stderr
@@ -38,18 +57,37 @@ func Start(t *testing.T) string {
 	if err := vm.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = vm.Process.Kill(); _ = vm.Wait() })
+	exited := make(chan struct{})
+	go func() { _ = vm.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = vm.Process.Kill(); <-exited })
+	// Healthy is not enough: the one answering may be another test's, on
+	// the port this one could not bind. Its flags say whose it is.
+	ours := fmt.Sprintf(`flag{name="storageDataPath", value=%q`, data)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if resp, err := http.Get("http://" + addr + "/health"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return addr
-			}
+		select {
+		case <-exited:
+			return "", false
+		default:
+		}
+		if serves(addr, ours) {
+			return addr, true
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("victoria-metrics did not become healthy")
 		}
 	}
+}
+
+// serves reports whether the victoria-metrics at addr is healthy and its
+// metrics carry mark.
+func serves(addr, mark string) bool {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return err == nil && resp.StatusCode == http.StatusOK && strings.Contains(string(b), mark)
 }
 
 // Query runs an instant query after a flush and returns its single value,

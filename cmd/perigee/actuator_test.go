@@ -43,7 +43,9 @@ routes:
 	c.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
 	go func() { done <- c.cmd.Wait() }()
-	const bound = 20 * time.Second // drain 2s, the instance's stop timeout 10s, and slack for a loaded machine
+	// Drain 2s and the instance's stop timeout 10s, and slack for two
+	// loaded cores: the bound catches a node that never exits, not a slow one.
+	const bound = time.Minute
 	select {
 	case err := <-done:
 		if err != nil {
@@ -52,7 +54,7 @@ routes:
 	case <-time.After(bound):
 		t.Fatalf("no exit %v after SIGTERM:\n%s", bound, c.out)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(bound)
 	for syscall.Kill(-pgid, 0) == nil && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
