@@ -267,3 +267,23 @@ func TestEndedWithHeaders(t *testing.T) {
 		t.Fatal("a request no Server served was seen to end with its HEADERS")
 	}
 }
+
+// GetFrame is a request quic-go's server parses.
+func TestGetFrame(t *testing.T) {
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.Host, r.URL.Path)
+	}), 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	str, err := dial(t, ctx, addr).OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	str.Write(h3test.GetFrame("example.com", "/a/b"))
+	str.Close()
+	str.SetReadDeadline(time.Now().Add(30 * time.Second))
+	answer, err := io.ReadAll(str)
+	if err != nil || !bytes.Contains(answer, []byte("GET example.com /a/b")) {
+		t.Fatalf("the answer: %q, %v", answer, err)
+	}
+}

@@ -1,13 +1,15 @@
 // Package h3test checks, from a client's side, what h3serve promises a
 // server built on it: a request stream whose headers never finish is
 // reset at the header deadline, and a connection over a connlimit bound is
-// refused; Client and Dial are the client hosts those tests dial from.
+// refused; Client and Dial are the client hosts those tests dial from, and
+// GetFrame is a request such a client sends on a raw stream.
 package h3test
 
 import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -72,4 +74,20 @@ func Dial(tr *quic.Transport, addr, alpn string, conf *quic.Config) (*quic.Conn,
 func IsRefused(err error) bool {
 	var te *quic.TransportError
 	return errors.As(err, &te) && te.ErrorCode == quic.ConnectionRefused && te.Remote
+}
+
+// GetFrame is the HEADERS frame of GET https://authority/path, for a
+// client that writes it on a raw stream, to then read nothing of the
+// answer, say. Its QPACK block refers only to the static table (RFC 9204,
+// Appendix A), as quic-go's encoder does; authority and path are at most
+// 126 bytes each.
+func GetFrame(authority, path string) []byte {
+	if len(authority) > 126 || len(path) > 126 {
+		panic(fmt.Sprintf("h3test.GetFrame: %q or %q longer than 126 bytes", authority, path))
+	}
+	block := []byte{0, 0, 0xc0 | 17, 0xc0 | 23} // no dynamic table; :method GET, :scheme https
+	// Literal values with the names of :authority (0) and :path (1).
+	block = append(append(block, 0x50, byte(len(authority))), authority...)
+	block = append(append(block, 0x51, byte(len(path))), path...)
+	return append([]byte{0x01, 0x40 | byte(len(block)>>8), byte(len(block))}, block...) // HEADERS, two-byte length
 }
