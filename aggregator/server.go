@@ -55,9 +55,14 @@ type server struct {
 // A client has defaultReadHeader to send a request's headers, on TCP and
 // on each HTTP/3 stream, and a connection with no request in flight is
 // closed after defaultIdle (what net/http took from ReadTimeout before).
+// A response must be written within defaultWrite of its request's
+// headers, a body read in ReadTimeout (a minute) included: a client that
+// takes none of it would otherwise hold its handler as long as it keeps
+// its connection, and the API takes no token.
 const (
 	defaultReadHeader = 10 * time.Second
 	defaultIdle       = time.Minute
+	defaultWrite      = 2 * time.Minute
 )
 
 // Server is a running aggregator's listeners and state.
@@ -141,12 +146,12 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	s.routes(mux)
 	mux.Handle("/", dashboard.Handler())
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	readHeader, idle := cmp.Or(cfg.readHeader, defaultReadHeader), cmp.Or(cfg.idle, defaultIdle)
+	readHeader, idle, write := cmp.Or(cfg.readHeader, defaultReadHeader), cmp.Or(cfg.idle, defaultIdle), cmp.Or(cfg.write, defaultWrite)
 	// Anyone may open a QUIC connection: h3serve bounds each stream's
 	// header read, which http3.Server leaves unbounded, and IdleTimeout
 	// closes a connection with no request left, keep-alives or not.
 	srv.h3 = h3serve.New(&http3.Server{Handler: mux, IdleTimeout: idle, Logger: log},
-		http3.ConfigureTLSConfig(tlsConf.Clone()), readHeader, h3serve.WithConnLimit(srv.limits[1]))
+		http3.ConfigureTLSConfig(tlsConf.Clone()), readHeader, h3serve.WithConnLimit(srv.limits[1]), h3serve.WithWriteTimeout(write))
 	_, port, _ := net.SplitHostPort(srv.Addr())
 	altSvc := `h3=":` + port + `"; ma=86400`
 	srv.https = &http.Server{
@@ -158,6 +163,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 		TLSConfig:         tlsConf,
 		ReadHeaderTimeout: readHeader,
 		ReadTimeout:       time.Minute,
+		WriteTimeout:      write, // over HTTP/2, each stream's
 		IdleTimeout:       idle,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

@@ -34,6 +34,7 @@ type Server struct {
 	srv        *http3.Server // the settings and the handler; never serves itself
 	tls        *tls.Config   // ALPN h3, from http3.ConfigureTLSConfig
 	readHeader time.Duration
+	write      time.Duration      // zero: no bound
 	limit      *connlimit.Limiter // nil: no bound
 
 	mu       sync.Mutex
@@ -122,6 +123,17 @@ func WithConnLimit(l *connlimit.Limiter) Option {
 	return func(s *Server) { s.limit = l }
 }
 
+// WithWriteTimeout bounds each response's writing, from its request's
+// headers, as net/http's Server.WriteTimeout does: past d its writes
+// fail, those quic-go makes after the handler returns too, and its stream
+// is reset. Without a bound, a client that grants no flow-control credit
+// holds the handler, and then the stream, as long as it keeps its
+// connection alive; a stream being written keeps quic-go's idle timeout
+// from closing the connection.
+func WithWriteTimeout(d time.Duration) Option {
+	return func(s *Server) { s.write = d }
+}
+
 // New serves srv's handler with srv's settings (not its TLSConfig: tlsConf,
 // which must offer ALPN h3, as http3.ConfigureTLSConfig makes it), and
 // resets a request stream that has not sent its headers within readHeader;
@@ -144,15 +156,24 @@ func New(srv *http3.Server, tlsConf *tls.Config, readHeader time.Duration, opts 
 	}
 	next := srv.Handler
 	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if readHeader > 0 {
-			// The headers are in: the body's reads are the handler's to bound.
-			if d, ok := w.(interface{ SetReadDeadline(time.Time) error }); ok {
+		if d, ok := w.(deadlines); ok {
+			if readHeader > 0 {
+				// The headers are in: the body's reads are the handler's to bound.
 				_ = d.SetReadDeadline(time.Time{})
+			}
+			if s.write > 0 {
+				_ = d.SetWriteDeadline(time.Now().Add(s.write))
 			}
 		}
 		next.ServeHTTP(w, r)
 	})
 	return s
+}
+
+// deadlines are those of quic-go's response writer, its stream's.
+type deadlines interface {
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
 }
 
 // Serve accepts QUIC connections on udp until Close.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -285,5 +286,37 @@ func TestGetFrame(t *testing.T) {
 	answer, err := io.ReadAll(str)
 	if err != nil || !bytes.Contains(answer, []byte("GET example.com /a/b")) {
 		t.Fatalf("the answer: %q, %v", answer, err)
+	}
+}
+
+// WithWriteTimeout fails a response's writes that a client gives no
+// credit for, and frees the handler, though the client keeps its
+// connection alive.
+func TestWriteTimeout(t *testing.T) {
+	const write = 200 * time.Millisecond
+	wrote := make(chan error, 1)
+	_, addr := serveWith(t, &http3.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := w.Write(make([]byte, 64<<10))
+		wrote <- err
+	})}, 0, WithWriteTimeout(write))
+	conn, err := h3test.Dial(h3test.Client(t, "127.0.0.1"), addr, http3.NextProtoH3, &quic.Config{
+		InitialStreamReceiveWindow: 100, MaxStreamReceiveWindow: 100, KeepAlivePeriod: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	str, err := conn.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	str.Write(h3test.GetFrame("x", "/"))
+	str.Close() // and never read
+	select {
+	case err := <-wrote:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("the handler's write: %v, want the deadline exceeded", err)
+		}
+	case <-time.After(50 * write):
+		t.Fatalf("the handler's write still waits %v after the write timeout", 50*write)
 	}
 }
