@@ -1,0 +1,50 @@
+package edge
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// A client that opens a TCP connection and sends the start of what it
+// owes (half a ClientHello, half a request head), then nothing, is cut at
+// timeouts.read_header on every TCP listener, though timeouts.idle is far
+// longer: without it each would hold a connection, a goroutine and its
+// buffers for as long as it liked (slowloris).
+func TestEveryTCPListenerCutsASlowClient(t *testing.T) {
+	const readHeader = time.Second
+	n := startNode(t, "timeouts: {idle: 5m, read_header: 1s}\n"+nodeYAML("round_robin", deadAddr(t)))
+	head := "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: a"
+	for _, c := range []struct{ name, addr, send string }{
+		{"https, half a ClientHello", n.Addrs().HTTPS, "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"},
+		{"https, nothing", n.Addrs().HTTPS, ""},
+		{"http, half a head", n.Addrs().HTTP, head},
+		{"admin, half a head", n.Addrs().Admin, head},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cutAt(t, c.addr, c.send, 20*readHeader) // room for a loaded machine
+		})
+	}
+}
+
+// cutAt sends send on a new connection to addr and fails t unless the
+// server closes the connection within bound.
+func cutAt(t *testing.T, addr, send string, bound time.Duration) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, send); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	conn.SetReadDeadline(start.Add(bound))
+	_, err = io.Copy(io.Discard, conn) // a SETTINGS frame or an error page may come first
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("the connection is still open after %v", bound)
+	}
+	t.Logf("closed after %v", time.Since(start).Round(10*time.Millisecond))
+}
