@@ -3,6 +3,8 @@ package edge
 import (
 	"io"
 	"net"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -47,4 +49,23 @@ func cutAt(t *testing.T, addr, send string, bound time.Duration) {
 		t.Fatalf("the connection is still open after %v", bound)
 	}
 	t.Logf("closed after %v", time.Since(start).Round(10*time.Millisecond))
+}
+
+// The admin listener's parser reads no more header than the traffic
+// listeners' do (limits.max_header_bytes, and net/http's slack): it read
+// up to net/http's default of 1 MiB a request, 16 times as much, on a
+// listener that holds as many connections.
+func TestAdminListenerBoundsHeaders(t *testing.T) {
+	n := startNode(t, "limits: {max_header_bytes: 8KiB}\n"+nodeYAML("round_robin", deadAddr(t)))
+	req, _ := http.NewRequest(http.MethodGet, "http://"+n.Addrs().Admin+"/status", nil)
+	req.Host = "127.0.0.1"
+	req.Header.Set("X-Big", strings.Repeat("a", 64<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("64 KiB of headers on the admin listener: %s, want 431", resp.Status)
+	}
 }
