@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"perigee/h3serve/h3test"
 )
 
 // A client that opens a TCP connection and sends the start of what it
@@ -67,5 +69,15 @@ func TestAdminListenerBoundsHeaders(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		t.Fatalf("64 KiB of headers on the admin listener: %s, want 431", resp.Status)
+	}
+}
+
+// The node takes no 0-RTT data over HTTP/3: a request in it, a POST say,
+// could be replayed by anyone who captured it, and the node would forward
+// each copy to a backend.
+func TestNodeTakesNo0RTT(t *testing.T) {
+	n := startNode(t, nodeYAML("round_robin", deadAddr(t)))
+	if h3test.Used0RTT(t, h3test.Client(t, "127.0.0.1"), n.Addrs().HTTPS) {
+		t.Fatal("the node took 0-RTT data")
 	}
 }

@@ -320,3 +320,17 @@ func TestWriteTimeout(t *testing.T) {
 		t.Fatalf("the handler's write still waits %v after the write timeout", 50*write)
 	}
 }
+
+// 0-RTT is off unless srv's QUICConfig turns it on: http3.Server's own
+// default, for a nil QUICConfig, is on, and a request in 0-RTT data can
+// be replayed. A server that allows it takes 0-RTT, so the check can fail.
+func TestNo0RTTByDefault(t *testing.T) {
+	_, addr := serve(t, ok, 0)
+	if h3test.Used0RTT(t, h3test.Client(t, "127.0.0.1"), addr) {
+		t.Fatal("the server took 0-RTT data with a nil QUICConfig")
+	}
+	_, allowing := serveWith(t, &http3.Server{Handler: ok, QUICConfig: &quic.Config{Allow0RTT: true}}, 0)
+	if !h3test.Used0RTT(t, h3test.Client(t, "127.0.0.1"), allowing) {
+		t.Fatal("a server that allows 0-RTT did not take it: the check cannot fail")
+	}
+}
