@@ -261,7 +261,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 			if err != nil {
 				return
 			}
-			go hc.HandleUnidirectionalStream(str)
+			go drainUnidirectional(hc, str)
 		}
 	}()
 	var requests sync.WaitGroup
@@ -286,6 +286,18 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		requests.Add(1)
 		s.handle(streamJob{hc, str, streams, &requests})
 	}
+}
+
+// drainUnidirectional hands str to quic-go, then reads and drops what is
+// left of it. quic-go returns at once from a QPACK encoder or decoder
+// stream, and reads nothing of it (it uses no dynamic table), but leaves
+// it open: what the peer sent on it would stay in the connection's
+// receive window (768 KiB), unread, until the connection closed. On the
+// other streams quic-go returns once it has read or cancelled all there
+// is, and the read ends at once.
+func drainUnidirectional(hc *http3.RawServerConn, str *quic.ReceiveStream) {
+	hc.HandleUnidirectionalStream(str)
+	_, _ = io.Copy(io.Discard, str)
 }
 
 // handle serves a request stream on an idle worker, or on a new one. A

@@ -334,3 +334,34 @@ func TestNo0RTTByDefault(t *testing.T) {
 		t.Fatal("a server that allows 0-RTT did not take it: the check cannot fail")
 	}
 }
+
+// quic-go reads nothing of a peer's QPACK encoder and decoder streams (it
+// uses no dynamic table) and leaves them open: what a client sent on them
+// stayed in the connection's receive window, unread, until the
+// connection closed, 768 KiB a connection. The server reads and drops
+// it: a client can send far more than any window.
+func TestQPACKStreamsAreDrained(t *testing.T) {
+	_, addr := serve(t, ok, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn := dial(t, ctx, addr)
+	const total = 8 << 20                    // ten times the connection's receive window
+	for _, typ := range []byte{0x02, 0x03} { // encoder, decoder
+		str, err := conn.OpenUniStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		str.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		buf := make([]byte, 64<<10)
+		buf[0] = typ
+		sent := 0
+		for sent < total {
+			n, err := str.Write(buf)
+			sent += n
+			if err != nil {
+				t.Fatalf("stream type %#x: the server took %d KiB, then %v", typ, sent>>10, err)
+			}
+			buf[0] = 0x20 // Set Dynamic Table Capacity 0, on the encoder stream; anything, on the decoder's
+		}
+	}
+}
