@@ -65,6 +65,12 @@ const (
 	defaultWrite      = 2 * time.Minute
 )
 
+// maxHeaderBytes bounds a request's headers, a token and a few fields
+// (a browser's cookies for the dashboard); larger get 431. Over HTTP/3
+// each of a connection's 100 streams may hold that much until the header
+// deadline: net/http's and quic-go's default of 1 MiB made that 100 MiB.
+const maxHeaderBytes = 32 << 10
+
 // Server is a running aggregator's listeners and state.
 type Server struct {
 	s      *server
@@ -150,7 +156,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	// Anyone may open a QUIC connection: h3serve bounds each stream's
 	// header read, which http3.Server leaves unbounded, and IdleTimeout
 	// closes a connection with no request left, keep-alives or not.
-	srv.h3 = h3serve.New(&http3.Server{Handler: mux, IdleTimeout: idle, Logger: log},
+	srv.h3 = h3serve.New(&http3.Server{Handler: mux, IdleTimeout: idle, MaxHeaderBytes: maxHeaderBytes, Logger: log},
 		http3.ConfigureTLSConfig(tlsConf.Clone()), readHeader, h3serve.WithConnLimit(srv.limits[1]), h3serve.WithWriteTimeout(write))
 	_, port, _ := net.SplitHostPort(srv.Addr())
 	altSvc := `h3=":` + port + `"; ma=86400`
@@ -164,6 +170,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 		ReadHeaderTimeout: readHeader,
 		ReadTimeout:       time.Minute,
 		WriteTimeout:      write, // over HTTP/2, each stream's
+		MaxHeaderBytes:    maxHeaderBytes,
 		IdleTimeout:       idle,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

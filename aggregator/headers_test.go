@@ -1,0 +1,66 @@
+package aggregator_test
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"perigee/h3serve/h3test"
+	"perigee/memtest"
+)
+
+// The aggregator's requests carry a token and a few fields, yet its
+// listeners took net/http's and quic-go's default of 1 MiB of header a
+// request; over HTTP/3 quic-go reads each of a connection's 100 streams'
+// header blocks into memory, so that one connection whose streams sent
+// 900 KB of a 1 MB HEADERS frame, and never the rest, grew the heap by
+// 108 MiB, held until the header deadline. A request's headers are now at
+// most 32 KiB: such a frame is refused when its length arrives (7 MiB).
+func TestAggregatorBoundsHeaders(t *testing.T) {
+	a := startAggregator(t, nil)
+	kib := strings.Repeat("a", 1<<10) // in many fields: HTTP/2 refuses one field past the bound with a connection error
+	h3 := &http3.Transport{TLSClientConfig: a.client.Transport.(*http.Transport).TLSClientConfig.Clone()}
+	defer h3.Close()
+	for name, rt := range map[string]http.RoundTripper{"HTTP/1.1 or 2": a.client.Transport, "HTTP/3": h3} {
+		req, _ := http.NewRequest(http.MethodGet, a.url("/metrics"), nil)
+		for i := range 40 { // 40 KiB: HTTP/2 closes the connection past about twice the bound
+			req.Header.Set(fmt.Sprintf("X-Big-%d", i), kib)
+		}
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("%s: 40 KiB of headers: %s, want 431", name, resp.Status)
+		}
+	}
+
+	conn, err := h3test.Dial(h3test.Client(t, "127.0.0.1"), a.addr, http3.NextProtoH3, &quic.Config{KeepAlivePeriod: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	const streams, sent = 90, 900_000
+	block := make([]byte, sent) // one for all, outside the measure
+	grew := memtest.PeakGrowthDuring(func() {
+		for range streams {
+			str, err := conn.OpenStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			str.Write([]byte{0x01, 0x80, 0x0f, 0x42, 0x40}) // HEADERS of 1,000,000 bytes
+			str.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			str.Write(block) // and not the rest; refused or not
+		}
+	})
+	t.Logf("%d streams each sending %d KB of a header block: heap peak +%d KiB", streams, sent/1000, grew>>10)
+	if grew > 16<<20 {
+		t.Fatalf("the heap grew %d MiB while one connection's streams sent %d MB of unfinished header blocks", grew>>20, streams*sent/1_000_000)
+	}
+}
