@@ -58,26 +58,70 @@ type streamJob struct {
 	done    *sync.WaitGroup // the connection's requests in flight
 }
 
+// maxHeaderReads bounds a connection's request streams whose headers are
+// being read. quic-go reads a header block into memory, up to
+// MaxHeaderBytes, and a connection may open 100 streams at once: without
+// a bound one connection could make the server hold 100 header blocks,
+// sent but for their last bytes, until the header deadline (over HTTP/2 a
+// connection sends one header block at a time). Streams past the bound
+// wait in quic-go, their bytes within the connection's flow-control
+// window; an honest client's headers come whole, and free their slot at
+// once.
+const maxHeaderReads = 8
+
 // connStreams are one connection's request streams being served, by id:
 // quic-go's request body names its stream only by id, and the handler
-// may look at its own (EndedWithHeaders).
+// may look at its own (EndedWithHeaders). reading holds a slot for each
+// stream whose headers are being read.
 type connStreams struct {
-	mu sync.Mutex
-	m  map[quic.StreamID]*quic.Stream
+	reading chan struct{}
+	mu      sync.Mutex
+	m       map[quic.StreamID]*servedStream
+}
+
+type servedStream struct {
+	str     *quic.Stream
+	reading bool // holds a slot of reading
 }
 
 type connStreamsKey struct{}
 
+func newConnStreams() *connStreams {
+	return &connStreams{reading: make(chan struct{}, maxHeaderReads), m: map[quic.StreamID]*servedStream{}}
+}
+
 func (cs *connStreams) add(str *quic.Stream) {
 	cs.mu.Lock()
-	cs.m[str.StreamID()] = str
+	cs.m[str.StreamID()] = &servedStream{str: str, reading: true}
 	cs.mu.Unlock()
 }
 
+// headersRead frees the slot of stream id, once.
+func (cs *connStreams) headersRead(id quic.StreamID) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if st := cs.m[id]; st != nil && st.reading {
+		st.reading = false
+		<-cs.reading
+	}
+}
+
 func (cs *connStreams) remove(str *quic.Stream) {
+	cs.headersRead(str.StreamID()) // if quic-go refused the headers
 	cs.mu.Lock()
 	delete(cs.m, str.StreamID())
 	cs.mu.Unlock()
+}
+
+// served is the stream id of r, served by a Server, and its connection's
+// streams; nil if r is not.
+func served(r *http.Request) (*connStreams, quic.StreamID) {
+	cs, _ := r.Context().Value(connStreamsKey{}).(*connStreams)
+	b, _ := r.Body.(interface{ StreamID() quic.StreamID })
+	if cs == nil || b == nil {
+		return nil, 0
+	}
+	return cs, b.StreamID()
 }
 
 // EndedWithHeaders reports whether r, served by a Server, had its stream
@@ -86,17 +130,17 @@ func (cs *connStreams) remove(str *quic.Stream) {
 // only by reading it; Peek, with a deadline already past, looks without
 // consuming anything or waiting.
 func EndedWithHeaders(r *http.Request) bool {
-	cs, _ := r.Context().Value(connStreamsKey{}).(*connStreams)
-	b, _ := r.Body.(interface{ StreamID() quic.StreamID })
-	if cs == nil || b == nil {
+	cs, id := served(r)
+	if cs == nil {
 		return false
 	}
 	cs.mu.Lock()
-	str := cs.m[b.StreamID()]
+	st := cs.m[id]
 	cs.mu.Unlock()
-	if str == nil {
+	if st == nil {
 		return false
 	}
+	str := st.str
 	var one [1]byte
 	_ = str.SetReadDeadline(time.Now())
 	_, err := str.Peek(one[:])
@@ -156,6 +200,9 @@ func New(srv *http3.Server, tlsConf *tls.Config, readHeader time.Duration, opts 
 	}
 	next := srv.Handler
 	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if cs, id := served(r); cs != nil {
+			cs.headersRead(id)
+		}
 		if d, ok := w.(deadlines); ok {
 			if readHeader > 0 {
 				// The headers are in: the body's reads are the handler's to bound.
@@ -234,7 +281,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	defer s.served.Done()
 	// Stored before NewRawServerConn, whose ConnContext puts it in the
 	// connection's context, and gone with the connection however it ends.
-	streams := &connStreams{m: map[quic.StreamID]*quic.Stream{}}
+	streams := newConnStreams()
 	s.streams.Store(conn, streams)
 	defer s.streams.Delete(conn)
 	hc, err := s.srv.NewRawServerConn(conn)
@@ -267,6 +314,11 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	var requests sync.WaitGroup
 	defer requests.Wait()
 	for {
+		select {
+		case streams.reading <- struct{}{}: // the worker's headersRead or remove frees it
+		case <-conn.Context().Done():
+			return
+		}
 		str, err := conn.AcceptStream(context.Background())
 		if err != nil {
 			return // the connection is closed, by either side
@@ -275,6 +327,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		draining := s.draining
 		s.mu.Unlock()
 		if draining {
+			<-streams.reading
 			str.ReleaseStreamCredit()
 			str.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestRejected))
 			str.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestRejected))

@@ -22,6 +22,7 @@ import (
 
 	"perigee/certs"
 	"perigee/h3serve/h3test"
+	"perigee/memtest"
 )
 
 // serve starts a Server for h on loopback and returns its address.
@@ -363,5 +364,36 @@ func TestQPACKStreamsAreDrained(t *testing.T) {
 			}
 			buf[0] = 0x20 // Set Dynamic Table Capacity 0, on the encoder stream; anything, on the decoder's
 		}
+	}
+}
+
+// quic-go reads a request stream's header block into memory, and a
+// connection may open 100 streams: each of which sent most of a 1 MB
+// HEADERS frame and never the rest, so that one connection held over
+// 100 MiB until the header deadline, where over HTTP/2 a connection
+// reads one header block at a time. A connection now has at most
+// maxHeaderReads streams whose headers are being read; the rest wait in
+// quic-go, their bytes within the connection's flow-control window.
+func TestHeaderReadsPerConnectionAreBounded(t *testing.T) {
+	_, addr := serve(t, ok, time.Minute) // MaxHeaderBytes: quic-go's 1 MiB
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn := dial(t, ctx, addr)
+	const streams, sent = 40, 900_000
+	block := make([]byte, sent) // one for all, outside the measure
+	grew := memtest.PeakGrowthDuring(func() {
+		for range streams {
+			str, err := conn.OpenStreamSync(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			str.Write([]byte{0x01, 0x80, 0x0f, 0x42, 0x40}) // HEADERS of 1,000,000 bytes
+			str.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+			str.Write(block) // and never the rest
+		}
+	})
+	t.Logf("%d streams each sending %d KB of a header block: heap peak +%d MiB", streams, sent/1000, grew>>20)
+	if grew > 24<<20 {
+		t.Fatalf("the heap grew %d MiB while one connection's streams sent unfinished header blocks", grew>>20)
 	}
 }
