@@ -49,6 +49,34 @@ func TestAggregatorClientThatNeverReadsIsCut(t *testing.T) {
 			t.Fatalf("%d of %d streams the client never read reset in %v: %v", reset, streams, bound, err)
 		}
 	})
+	// A client that grants all the credit there is and stops reading its
+	// connection stalls net/http's frame writer, behind which the stream
+	// resets would queue: the connection goes too (held without
+	// WriteTimeout, checked).
+	t.Run("HTTP/2, connection unread", func(t *testing.T) {
+		open := func() string {
+			return metricValue(a.metrics(t), `perigee_aggregator_connections_open{listener="https"}`)
+		}
+		before := open() // the client's own connection
+		const maxWindow = 1<<31 - 1
+		c := h2test.Dial(t, a.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: maxWindow})
+		c.TLS.NetConn().(*net.TCPConn).SetReadBuffer(4 << 10)
+		if err := c.WriteWindowUpdate(0, maxWindow-65535); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 1000 { // 12 MiB of answers, 250 at a time: more than the socket buffers hold
+			if err := c.Get(uint32(2*i+1), "x", path); err != nil {
+				t.Fatal(err)
+			}
+		}
+		start := time.Now()
+		for open() != before {
+			if time.Since(start) > bound {
+				t.Fatalf("the connection is held %v after the client stopped reading it", bound)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
 	t.Run("HTTP/3", func(t *testing.T) {
 		conn, err := h3test.Dial(h3test.Client(t, "127.0.0.1"), a.addr, http3.NextProtoH3, &quic.Config{
 			InitialStreamReceiveWindow: 100, MaxStreamReceiveWindow: 100,

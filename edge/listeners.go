@@ -204,8 +204,12 @@ func (l *listeners) server(t config.Timeouts, lim config.Limits, h http.Handler)
 		// The handler answers oversized headers with a JSON 431; this hard
 		// cap, a little above, protects the parser itself.
 		MaxHeaderBytes: int(lim.MaxHeaderBytes) + 4096,
-		ErrorLog:       slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
-		ConnState:      clearWriteDeadline,
+		// An HTTP/2 connection whose client stopped reading it: the stream
+		// resets that cut its unread responses (sendWatch) would wait
+		// behind the stalled frame writer, and its handlers with them.
+		HTTP2:     &http.HTTP2Config{WriteByteTimeout: t.Idle.D()},
+		ErrorLog:  slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
+		ConnState: clearWriteDeadline,
 	}
 }
 

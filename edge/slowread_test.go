@@ -15,7 +15,9 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	"golang.org/x/net/http2"
 
+	"perigee/h2test"
 	"perigee/h3serve/h3test"
 )
 
@@ -306,4 +308,52 @@ routes:
 		t.Fatalf("the connection ended with %v, want the node to close it", err)
 	}
 	t.Logf("closed after %v", time.Since(start).Round(time.Millisecond))
+}
+
+// An HTTP/2 client that grants all the credit there is and then stops
+// reading its connection altogether leaves net/http's frame writer
+// waiting on the socket: the stream resets that cut a response the
+// client does not take (timeouts.idle) queue behind it, so every stream's
+// handler, upstream connection and backend were held as long as the
+// connection stayed open. A connection whose writes have not moved for
+// timeouts.idle is now closed.
+func TestHTTP2ClientThatStopsReadingItsConnectionIsCut(t *testing.T) {
+	var started, finished atomic.Int32
+	n := startNode(t, listenAny+`timeouts: {idle: 1s}
+services:
+  api: {backends: [{url: "`+serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started.Add(1)
+		defer finished.Add(1)
+		buf := make([]byte, 64<<10)
+		for range 1024 { // 64 MiB: more than any buffer on the way
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	}))+`"}]}
+routes:
+  - {name: api, match: {path_prefix: /}, service: api}
+`)
+	const maxWindow = 1<<31 - 1
+	c := h2test.Dial(t, n.Addrs().HTTPS, http2.Setting{ID: http2.SettingInitialWindowSize, Val: maxWindow})
+	c.TLS.NetConn().(*net.TCPConn).SetReadBuffer(4 << 10)
+	if err := c.WriteWindowUpdate(0, maxWindow-65535); err != nil {
+		t.Fatal(err)
+	}
+	const streams = 10
+	for i := range streams {
+		if err := c.Get(uint32(2*i+1), "x", "/big"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the backend to start every stream", func() bool { return started.Load() == streams })
+	const bound = 20 * time.Second // 1s, with room for a loaded machine
+	start := time.Now()
+	for finished.Load() < streams {
+		if time.Since(start) > bound {
+			t.Fatalf("%d of %d backends still held %v after the client stopped reading", streams-finished.Load(), streams, bound)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("backends freed after %v", time.Since(start).Round(time.Millisecond))
 }
