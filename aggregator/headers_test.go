@@ -1,6 +1,7 @@
 package aggregator_test
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"strings"
@@ -9,7 +10,9 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	"golang.org/x/net/http2"
 
+	"perigee/h2test"
 	"perigee/h3serve/h3test"
 	"perigee/memtest"
 )
@@ -23,13 +26,22 @@ import (
 // most 32 KiB: such a frame is refused when its length arrives (7 MiB).
 func TestAggregatorBoundsHeaders(t *testing.T) {
 	a := startAggregator(t, nil)
-	kib := strings.Repeat("a", 1<<10) // in many fields: HTTP/2 refuses one field past the bound with a connection error
-	h3 := &http3.Transport{TLSClientConfig: a.client.Transport.(*http.Transport).TLSClientConfig.Clone()}
+	// In many fields: HTTP/2 refuses one field past the bound with a
+	// connection error, and a whole list past about twice it too.
+	var fields []string
+	for i := range 40 { // 40 KiB
+		fields = append(fields, fmt.Sprintf("x-big-%d", i), strings.Repeat("a", 1<<10))
+	}
+	// net/http's HTTP/2 client refuses such a request itself once it has
+	// the server's SETTINGS: HTTP/2 gets a raw client.
+	h1 := &http.Transport{TLSClientConfig: a.client.Transport.(*http.Transport).TLSClientConfig.Clone(), TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
+	defer h1.CloseIdleConnections()
+	h3 := &http3.Transport{TLSClientConfig: h1.TLSClientConfig.Clone()}
 	defer h3.Close()
-	for name, rt := range map[string]http.RoundTripper{"HTTP/1.1 or 2": a.client.Transport, "HTTP/3": h3} {
+	for name, rt := range map[string]http.RoundTripper{"HTTP/1.1": h1, "HTTP/3": h3} {
 		req, _ := http.NewRequest(http.MethodGet, a.url("/metrics"), nil)
-		for i := range 40 { // 40 KiB: HTTP/2 closes the connection past about twice the bound
-			req.Header.Set(fmt.Sprintf("X-Big-%d", i), kib)
+		for i := 0; i < len(fields); i += 2 {
+			req.Header.Set(fields[i], fields[i+1])
 		}
 		resp, err := rt.RoundTrip(req)
 		if err != nil {
@@ -39,6 +51,26 @@ func TestAggregatorBoundsHeaders(t *testing.T) {
 		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 			t.Fatalf("%s: 40 KiB of headers: %s, want 431", name, resp.Status)
 		}
+	}
+	c := h2test.Dial(t, a.addr)
+	hb := c.Block("x", "/metrics", fields...)
+	const frame = 16 << 10 // the largest a client may send before the server's SETTINGS
+	err := c.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb[:frame], EndStream: true})
+	for rest := hb[frame:]; err == nil && len(rest) > 0; rest = rest[min(frame, len(rest)):] {
+		err = c.WriteContinuation(1, len(rest) <= frame, rest[:min(frame, len(rest))])
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var status string
+	if err := c.ReadUntil(30*time.Second, func(f http2.Frame) bool {
+		h, ok := f.(*http2.MetaHeadersFrame)
+		if ok {
+			status = h.PseudoValue("status")
+		}
+		return ok
+	}); err != nil || status != "431" {
+		t.Fatalf("HTTP/2: 40 KiB of headers: status %q, %v; want 431", status, err)
 	}
 
 	conn, err := h3test.Dial(h3test.Client(t, "127.0.0.1"), a.addr, http3.NextProtoH3, &quic.Config{KeepAlivePeriod: time.Second})
