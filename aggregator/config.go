@@ -51,6 +51,9 @@ type Config struct {
 	// connections; zero is defaultReadHeader and defaultIdle. Only tests
 	// shorten them (SetListenerTimeouts).
 	readHeader, idle time.Duration
+	// write bounds writing a response (defaultWrite when zero); only tests
+	// shorten it (SetWriteTimeout).
+	write time.Duration
 
 	lines map[string]int // key path → line, for validation messages
 	file  string

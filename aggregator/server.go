@@ -55,10 +55,21 @@ type server struct {
 // A client has defaultReadHeader to send a request's headers, on TCP and
 // on each HTTP/3 stream, and a connection with no request in flight is
 // closed after defaultIdle (what net/http took from ReadTimeout before).
+// A response must be written within defaultWrite of its request's
+// headers, a body read in ReadTimeout (a minute) included: a client that
+// takes none of it would otherwise hold its handler as long as it keeps
+// its connection, and the API takes no token.
 const (
 	defaultReadHeader = 10 * time.Second
 	defaultIdle       = time.Minute
+	defaultWrite      = 2 * time.Minute
 )
+
+// maxHeaderBytes bounds a request's headers, a token and a few fields
+// (a browser's cookies for the dashboard); larger get 431. Over HTTP/3
+// each of a connection's 100 streams may hold that much until the header
+// deadline: net/http's and quic-go's default of 1 MiB made that 100 MiB.
+const maxHeaderBytes = 32 << 10
 
 // Server is a running aggregator's listeners and state.
 type Server struct {
@@ -141,12 +152,12 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	s.routes(mux)
 	mux.Handle("/", dashboard.Handler())
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	readHeader, idle := cmp.Or(cfg.readHeader, defaultReadHeader), cmp.Or(cfg.idle, defaultIdle)
+	readHeader, idle, write := cmp.Or(cfg.readHeader, defaultReadHeader), cmp.Or(cfg.idle, defaultIdle), cmp.Or(cfg.write, defaultWrite)
 	// Anyone may open a QUIC connection: h3serve bounds each stream's
 	// header read, which http3.Server leaves unbounded, and IdleTimeout
 	// closes a connection with no request left, keep-alives or not.
-	srv.h3 = h3serve.New(&http3.Server{Handler: mux, IdleTimeout: idle, Logger: log},
-		http3.ConfigureTLSConfig(tlsConf.Clone()), readHeader, h3serve.WithConnLimit(srv.limits[1]))
+	srv.h3 = h3serve.New(&http3.Server{Handler: mux, IdleTimeout: idle, MaxHeaderBytes: maxHeaderBytes, Logger: log},
+		http3.ConfigureTLSConfig(tlsConf.Clone()), readHeader, h3serve.WithConnLimit(srv.limits[1]), h3serve.WithWriteTimeout(write))
 	_, port, _ := net.SplitHostPort(srv.Addr())
 	altSvc := `h3=":` + port + `"; ma=86400`
 	srv.https = &http.Server{
@@ -158,6 +169,8 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 		TLSConfig:         tlsConf,
 		ReadHeaderTimeout: readHeader,
 		ReadTimeout:       time.Minute,
+		WriteTimeout:      write, // over HTTP/2, each stream's
+		MaxHeaderBytes:    maxHeaderBytes,
 		IdleTimeout:       idle,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

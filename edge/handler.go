@@ -72,7 +72,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rec.conn != nil {
 			rec.hijacks.remove(rec.conn)
 		}
-		if r.ProtoMajor < 3 && rec.conn == nil {
+		if rec.conn == nil {
 			rec.send.tail()
 		}
 		rec.send.end()
@@ -404,8 +404,9 @@ func (w *recorder) WriteHeader(code int) {
 // over HTTP/2), with the final head: writes within it cannot wait on the
 // client, so they go unwatched, and what they hold goes out after the
 // handler returns, under sendWatch.tail. Watching each write costs two
-// timer operations; most answers are this small. quic-go's writer holds
-// nothing back, so every HTTP/3 write is watched.
+// timer operations; most answers are this small. Every HTTP/3 write is
+// watched; quic-go's writer holds back an answer under 4 KiB whole, which
+// goes out after the handler returns, under sendWatch.tail too.
 const buffered = 2 << 10
 
 // finalHead notes the response's status and puts back what the header map
@@ -483,11 +484,13 @@ func (s *sendWatch) end() {
 	s.mu.Unlock()
 }
 
-// tail bounds the write net/http makes after the handler returns: what
-// its buffers still hold, the whole of a small answer. Over HTTP/1.1 it is
-// a connection deadline, which lasts until it is lifted, so the listener
-// lifts it when the connection goes idle (clearWriteDeadline). Over HTTP/2
-// it is the stream's: past it the stream is reset, and its end stops it.
+// tail bounds the write the listener makes after the handler returns:
+// what its buffers still hold, the whole of a small answer. Over HTTP/1.1
+// it is a connection deadline, which lasts until it is lifted, so the
+// listener lifts it when the connection goes idle (clearWriteDeadline).
+// Over HTTP/2 and HTTP/3 it is the stream's: past it the stream is reset
+// (over HTTP/3 an unfinished stream is not idle, so without it quic-go's
+// idle timeout never came to a client that took none of its answers).
 // (A flush before the handler returned would bound the same write at the
 // cost of a frame and a hand-off to the connection's writer a request.)
 func (s *sendWatch) tail() {

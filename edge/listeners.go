@@ -188,8 +188,10 @@ func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *cer
 	l.addrs.Admin = ln.Addr().String()
 	// Its requests have no body worth waiting for (a reload reads the
 	// config from disk), and a connection idle past timeouts.idle goes, as
-	// on every other listener.
-	l.adminSrv = &http.Server{Handler: adminH, ReadHeaderTimeout: t.ReadHeader.D(), ReadTimeout: t.ReadHeader.D(), IdleTimeout: t.Idle.D()}
+	// on every other listener; its parser reads as much header as theirs.
+	// No WriteTimeout: /debug/pprof/profile refuses a profile longer.
+	l.adminSrv = &http.Server{Handler: adminH, ReadHeaderTimeout: t.ReadHeader.D(), ReadTimeout: t.ReadHeader.D(), IdleTimeout: t.Idle.D(),
+		MaxHeaderBytes: int(cfg.Limits.MaxHeaderBytes) + 4096}
 	go l.serve("admin", func() error { return l.adminSrv.Serve(ln) })
 	return nil
 }
@@ -202,8 +204,12 @@ func (l *listeners) server(t config.Timeouts, lim config.Limits, h http.Handler)
 		// The handler answers oversized headers with a JSON 431; this hard
 		// cap, a little above, protects the parser itself.
 		MaxHeaderBytes: int(lim.MaxHeaderBytes) + 4096,
-		ErrorLog:       slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
-		ConnState:      clearWriteDeadline,
+		// An HTTP/2 connection whose client stopped reading it: the stream
+		// resets that cut its unread responses (sendWatch) would wait
+		// behind the stalled frame writer, and its handlers with them.
+		HTTP2:     &http.HTTP2Config{WriteByteTimeout: t.Idle.D()},
+		ErrorLog:  slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
+		ConnState: clearWriteDeadline,
 	}
 }
 

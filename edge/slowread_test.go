@@ -2,7 +2,9 @@ package edge
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +15,10 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	"golang.org/x/net/http2"
+
+	"perigee/h2test"
+	"perigee/h3serve/h3test"
 )
 
 // A client that asks for a large response and never reads it holds, once
@@ -253,4 +259,101 @@ routes:
 		t.Fatal("the answer past the client's window came whole")
 	}
 	t.Logf("cut after %v: %v", time.Since(start).Round(time.Millisecond), err)
+}
+
+// Over HTTP/3, quic-go writes a small answer (up to 4 KiB) after the
+// handler returns, and that write waits for the client's flow-control
+// credit. A client that takes none of its answers held, for as long as
+// it kept its connection alive, a goroutine and the stream for each: a
+// stream still being written is not idle, so quic-go's idle timeout never
+// came. The write too is cut after timeouts.idle, and then, with nothing
+// left in flight, the connection closes at the idle timeout.
+func TestHTTP3ClientThatNeverReadsSmallAnswersIsCut(t *testing.T) {
+	small := make([]byte, 3000) // with its length declared: held until the handler returns
+	n := startNode(t, listenAny+`timeouts: {idle: 1s}
+services:
+  api: {backends: [{url: "`+serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(small)))
+		w.Write(small)
+	}))+`"}]}
+routes:
+  - {name: api, match: {path_prefix: /}, service: api}
+`)
+	// A stream window smaller than an answer's head: no answer goes out.
+	conn, err := h3test.Dial(h3test.Client(t, "127.0.0.1"), n.Addrs().HTTPS, http3.NextProtoH3, &quic.Config{
+		InitialStreamReceiveWindow: 100, MaxStreamReceiveWindow: 100,
+		KeepAlivePeriod: 100 * time.Millisecond, MaxIdleTimeout: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	for range 20 {
+		str, err := conn.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		str.Write(h3test.GetFrame("x", "/small"))
+		str.Close() // and never read
+	}
+	const bound = 20 * time.Second // 2s, with room for a loaded machine
+	start := time.Now()
+	select {
+	case <-conn.Context().Done():
+	case <-time.After(bound):
+		t.Fatalf("the connection is held %v after the client stopped reading its answers", bound)
+	}
+	var ae *quic.ApplicationError
+	if err := context.Cause(conn.Context()); !errors.As(err, &ae) || !ae.Remote {
+		t.Fatalf("the connection ended with %v, want the node to close it", err)
+	}
+	t.Logf("closed after %v", time.Since(start).Round(time.Millisecond))
+}
+
+// An HTTP/2 client that grants all the credit there is and then stops
+// reading its connection altogether leaves net/http's frame writer
+// waiting on the socket: the stream resets that cut a response the
+// client does not take (timeouts.idle) queue behind it, so every stream's
+// handler, upstream connection and backend were held as long as the
+// connection stayed open. A connection whose writes have not moved for
+// timeouts.idle is now closed.
+func TestHTTP2ClientThatStopsReadingItsConnectionIsCut(t *testing.T) {
+	var started, finished atomic.Int32
+	n := startNode(t, listenAny+`timeouts: {idle: 1s}
+services:
+  api: {backends: [{url: "`+serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started.Add(1)
+		defer finished.Add(1)
+		buf := make([]byte, 64<<10)
+		for range 1024 { // 64 MiB: more than any buffer on the way
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	}))+`"}]}
+routes:
+  - {name: api, match: {path_prefix: /}, service: api}
+`)
+	const maxWindow = 1<<31 - 1
+	c := h2test.Dial(t, n.Addrs().HTTPS, http2.Setting{ID: http2.SettingInitialWindowSize, Val: maxWindow})
+	c.TLS.NetConn().(*net.TCPConn).SetReadBuffer(4 << 10)
+	if err := c.WriteWindowUpdate(0, maxWindow-65535); err != nil {
+		t.Fatal(err)
+	}
+	const streams = 10
+	for i := range streams {
+		if err := c.Get(uint32(2*i+1), "x", "/big"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the backend to start every stream", func() bool { return started.Load() == streams })
+	const bound = 20 * time.Second // 1s, with room for a loaded machine
+	start := time.Now()
+	for finished.Load() < streams {
+		if time.Since(start) > bound {
+			t.Fatalf("%d of %d backends still held %v after the client stopped reading", streams-finished.Load(), streams, bound)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("backends freed after %v", time.Since(start).Round(time.Millisecond))
 }

@@ -34,6 +34,7 @@ type Server struct {
 	srv        *http3.Server // the settings and the handler; never serves itself
 	tls        *tls.Config   // ALPN h3, from http3.ConfigureTLSConfig
 	readHeader time.Duration
+	write      time.Duration      // zero: no bound
 	limit      *connlimit.Limiter // nil: no bound
 
 	mu       sync.Mutex
@@ -57,26 +58,70 @@ type streamJob struct {
 	done    *sync.WaitGroup // the connection's requests in flight
 }
 
+// maxHeaderReads bounds a connection's request streams whose headers are
+// being read. quic-go reads a header block into memory, up to
+// MaxHeaderBytes, and a connection may open 100 streams at once: without
+// a bound one connection could make the server hold 100 header blocks,
+// sent but for their last bytes, until the header deadline (over HTTP/2 a
+// connection sends one header block at a time). Streams past the bound
+// wait in quic-go, their bytes within the connection's flow-control
+// window; an honest client's headers come whole, and free their slot at
+// once.
+const maxHeaderReads = 8
+
 // connStreams are one connection's request streams being served, by id:
 // quic-go's request body names its stream only by id, and the handler
-// may look at its own (EndedWithHeaders).
+// may look at its own (EndedWithHeaders). reading holds a slot for each
+// stream whose headers are being read.
 type connStreams struct {
-	mu sync.Mutex
-	m  map[quic.StreamID]*quic.Stream
+	reading chan struct{}
+	mu      sync.Mutex
+	m       map[quic.StreamID]*servedStream
+}
+
+type servedStream struct {
+	str     *quic.Stream
+	reading bool // holds a slot of reading
 }
 
 type connStreamsKey struct{}
 
+func newConnStreams() *connStreams {
+	return &connStreams{reading: make(chan struct{}, maxHeaderReads), m: map[quic.StreamID]*servedStream{}}
+}
+
 func (cs *connStreams) add(str *quic.Stream) {
 	cs.mu.Lock()
-	cs.m[str.StreamID()] = str
+	cs.m[str.StreamID()] = &servedStream{str: str, reading: true}
 	cs.mu.Unlock()
 }
 
+// headersRead frees the slot of stream id, once.
+func (cs *connStreams) headersRead(id quic.StreamID) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if st := cs.m[id]; st != nil && st.reading {
+		st.reading = false
+		<-cs.reading
+	}
+}
+
 func (cs *connStreams) remove(str *quic.Stream) {
+	cs.headersRead(str.StreamID()) // if quic-go refused the headers
 	cs.mu.Lock()
 	delete(cs.m, str.StreamID())
 	cs.mu.Unlock()
+}
+
+// served is the stream id of r, served by a Server, and its connection's
+// streams; nil if r is not.
+func served(r *http.Request) (*connStreams, quic.StreamID) {
+	cs, _ := r.Context().Value(connStreamsKey{}).(*connStreams)
+	b, _ := r.Body.(interface{ StreamID() quic.StreamID })
+	if cs == nil || b == nil {
+		return nil, 0
+	}
+	return cs, b.StreamID()
 }
 
 // EndedWithHeaders reports whether r, served by a Server, had its stream
@@ -85,17 +130,17 @@ func (cs *connStreams) remove(str *quic.Stream) {
 // only by reading it; Peek, with a deadline already past, looks without
 // consuming anything or waiting.
 func EndedWithHeaders(r *http.Request) bool {
-	cs, _ := r.Context().Value(connStreamsKey{}).(*connStreams)
-	b, _ := r.Body.(interface{ StreamID() quic.StreamID })
-	if cs == nil || b == nil {
+	cs, id := served(r)
+	if cs == nil {
 		return false
 	}
 	cs.mu.Lock()
-	str := cs.m[b.StreamID()]
+	st := cs.m[id]
 	cs.mu.Unlock()
-	if str == nil {
+	if st == nil {
 		return false
 	}
+	str := st.str
 	var one [1]byte
 	_ = str.SetReadDeadline(time.Now())
 	_, err := str.Peek(one[:])
@@ -122,6 +167,17 @@ func WithConnLimit(l *connlimit.Limiter) Option {
 	return func(s *Server) { s.limit = l }
 }
 
+// WithWriteTimeout bounds each response's writing, from its request's
+// headers, as net/http's Server.WriteTimeout does: past d its writes
+// fail, those quic-go makes after the handler returns too, and its stream
+// is reset. Without a bound, a client that grants no flow-control credit
+// holds the handler, and then the stream, as long as it keeps its
+// connection alive; a stream being written keeps quic-go's idle timeout
+// from closing the connection.
+func WithWriteTimeout(d time.Duration) Option {
+	return func(s *Server) { s.write = d }
+}
+
 // New serves srv's handler with srv's settings (not its TLSConfig: tlsConf,
 // which must offer ALPN h3, as http3.ConfigureTLSConfig makes it), and
 // resets a request stream that has not sent its headers within readHeader;
@@ -144,15 +200,27 @@ func New(srv *http3.Server, tlsConf *tls.Config, readHeader time.Duration, opts 
 	}
 	next := srv.Handler
 	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if readHeader > 0 {
-			// The headers are in: the body's reads are the handler's to bound.
-			if d, ok := w.(interface{ SetReadDeadline(time.Time) error }); ok {
+		if cs, id := served(r); cs != nil {
+			cs.headersRead(id)
+		}
+		if d, ok := w.(deadlines); ok {
+			if readHeader > 0 {
+				// The headers are in: the body's reads are the handler's to bound.
 				_ = d.SetReadDeadline(time.Time{})
+			}
+			if s.write > 0 {
+				_ = d.SetWriteDeadline(time.Now().Add(s.write))
 			}
 		}
 		next.ServeHTTP(w, r)
 	})
 	return s
+}
+
+// deadlines are those of quic-go's response writer, its stream's.
+type deadlines interface {
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
 }
 
 // Serve accepts QUIC connections on udp until Close.
@@ -213,7 +281,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	defer s.served.Done()
 	// Stored before NewRawServerConn, whose ConnContext puts it in the
 	// connection's context, and gone with the connection however it ends.
-	streams := &connStreams{m: map[quic.StreamID]*quic.Stream{}}
+	streams := newConnStreams()
 	s.streams.Store(conn, streams)
 	defer s.streams.Delete(conn)
 	hc, err := s.srv.NewRawServerConn(conn)
@@ -240,12 +308,17 @@ func (s *Server) serveConn(conn *quic.Conn) {
 			if err != nil {
 				return
 			}
-			go hc.HandleUnidirectionalStream(str)
+			go drainUnidirectional(hc, str)
 		}
 	}()
 	var requests sync.WaitGroup
 	defer requests.Wait()
 	for {
+		select {
+		case streams.reading <- struct{}{}: // the worker's headersRead or remove frees it
+		case <-conn.Context().Done():
+			return
+		}
 		str, err := conn.AcceptStream(context.Background())
 		if err != nil {
 			return // the connection is closed, by either side
@@ -254,6 +327,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		draining := s.draining
 		s.mu.Unlock()
 		if draining {
+			<-streams.reading
 			str.ReleaseStreamCredit()
 			str.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestRejected))
 			str.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestRejected))
@@ -265,6 +339,18 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		requests.Add(1)
 		s.handle(streamJob{hc, str, streams, &requests})
 	}
+}
+
+// drainUnidirectional hands str to quic-go, then reads and drops what is
+// left of it. quic-go returns at once from a QPACK encoder or decoder
+// stream, and reads nothing of it (it uses no dynamic table), but leaves
+// it open: what the peer sent on it would stay in the connection's
+// receive window (768 KiB), unread, until the connection closed. On the
+// other streams quic-go returns once it has read or cancelled all there
+// is, and the read ends at once.
+func drainUnidirectional(hc *http3.RawServerConn, str *quic.ReceiveStream) {
+	hc.HandleUnidirectionalStream(str)
+	_, _ = io.Copy(io.Discard, str)
 }
 
 // handle serves a request stream on an idle worker, or on a new one. A

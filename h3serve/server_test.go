@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 
 	"perigee/certs"
 	"perigee/h3serve/h3test"
+	"perigee/memtest"
 )
 
 // serve starts a Server for h on loopback and returns its address.
@@ -265,5 +267,133 @@ func TestEndedWithHeaders(t *testing.T) {
 	r, _ := http.NewRequest(http.MethodGet, url, strings.NewReader(""))
 	if EndedWithHeaders(r) {
 		t.Fatal("a request no Server served was seen to end with its HEADERS")
+	}
+}
+
+// GetFrame is a request quic-go's server parses.
+func TestGetFrame(t *testing.T) {
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.Host, r.URL.Path)
+	}), 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	str, err := dial(t, ctx, addr).OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	str.Write(h3test.GetFrame("example.com", "/a/b"))
+	str.Close()
+	str.SetReadDeadline(time.Now().Add(30 * time.Second))
+	answer, err := io.ReadAll(str)
+	if err != nil || !bytes.Contains(answer, []byte("GET example.com /a/b")) {
+		t.Fatalf("the answer: %q, %v", answer, err)
+	}
+}
+
+// WithWriteTimeout fails a response's writes that a client gives no
+// credit for, and frees the handler, though the client keeps its
+// connection alive.
+func TestWriteTimeout(t *testing.T) {
+	const write = 200 * time.Millisecond
+	wrote := make(chan error, 1)
+	_, addr := serveWith(t, &http3.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := w.Write(make([]byte, 64<<10))
+		wrote <- err
+	})}, 0, WithWriteTimeout(write))
+	conn, err := h3test.Dial(h3test.Client(t, "127.0.0.1"), addr, http3.NextProtoH3, &quic.Config{
+		InitialStreamReceiveWindow: 100, MaxStreamReceiveWindow: 100, KeepAlivePeriod: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	str, err := conn.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	str.Write(h3test.GetFrame("x", "/"))
+	str.Close() // and never read
+	select {
+	case err := <-wrote:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("the handler's write: %v, want the deadline exceeded", err)
+		}
+	case <-time.After(50 * write):
+		t.Fatalf("the handler's write still waits %v after the write timeout", 50*write)
+	}
+}
+
+// 0-RTT is off unless srv's QUICConfig turns it on: http3.Server's own
+// default, for a nil QUICConfig, is on, and a request in 0-RTT data can
+// be replayed. A server that allows it takes 0-RTT, so the check can fail.
+func TestNo0RTTByDefault(t *testing.T) {
+	_, addr := serve(t, ok, 0)
+	if h3test.Used0RTT(t, h3test.Client(t, "127.0.0.1"), addr) {
+		t.Fatal("the server took 0-RTT data with a nil QUICConfig")
+	}
+	_, allowing := serveWith(t, &http3.Server{Handler: ok, QUICConfig: &quic.Config{Allow0RTT: true}}, 0)
+	if !h3test.Used0RTT(t, h3test.Client(t, "127.0.0.1"), allowing) {
+		t.Fatal("a server that allows 0-RTT did not take it: the check cannot fail")
+	}
+}
+
+// quic-go reads nothing of a peer's QPACK encoder and decoder streams (it
+// uses no dynamic table) and leaves them open: what a client sent on them
+// stayed in the connection's receive window, unread, until the
+// connection closed, 768 KiB a connection. The server reads and drops
+// it: a client can send far more than any window.
+func TestQPACKStreamsAreDrained(t *testing.T) {
+	_, addr := serve(t, ok, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn := dial(t, ctx, addr)
+	const total = 8 << 20                    // ten times the connection's receive window
+	for _, typ := range []byte{0x02, 0x03} { // encoder, decoder
+		str, err := conn.OpenUniStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		str.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		buf := make([]byte, 64<<10)
+		buf[0] = typ
+		sent := 0
+		for sent < total {
+			n, err := str.Write(buf)
+			sent += n
+			if err != nil {
+				t.Fatalf("stream type %#x: the server took %d KiB, then %v", typ, sent>>10, err)
+			}
+			buf[0] = 0x20 // Set Dynamic Table Capacity 0, on the encoder stream; anything, on the decoder's
+		}
+	}
+}
+
+// quic-go reads a request stream's header block into memory, and a
+// connection may open 100 streams: each of which sent most of a 1 MB
+// HEADERS frame and never the rest, so that one connection held over
+// 100 MiB until the header deadline, where over HTTP/2 a connection
+// reads one header block at a time. A connection now has at most
+// maxHeaderReads streams whose headers are being read; the rest wait in
+// quic-go, their bytes within the connection's flow-control window.
+func TestHeaderReadsPerConnectionAreBounded(t *testing.T) {
+	_, addr := serve(t, ok, time.Minute) // MaxHeaderBytes: quic-go's 1 MiB
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn := dial(t, ctx, addr)
+	const streams, sent = 40, 900_000
+	block := make([]byte, sent) // one for all, outside the measure
+	grew := memtest.PeakGrowthDuring(func() {
+		for range streams {
+			str, err := conn.OpenStreamSync(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			str.Write([]byte{0x01, 0x80, 0x0f, 0x42, 0x40}) // HEADERS of 1,000,000 bytes
+			str.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+			str.Write(block) // and never the rest
+		}
+	})
+	t.Logf("%d streams each sending %d KB of a header block: heap peak +%d MiB", streams, sent/1000, grew>>20)
+	if grew > 24<<20 {
+		t.Fatalf("the heap grew %d MiB while one connection's streams sent unfinished header blocks", grew>>20)
 	}
 }

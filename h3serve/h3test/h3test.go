@@ -1,13 +1,16 @@
 // Package h3test checks, from a client's side, what h3serve promises a
 // server built on it: a request stream whose headers never finish is
 // reset at the header deadline, and a connection over a connlimit bound is
-// refused; Client and Dial are the client hosts those tests dial from.
+// refused. Client and Dial are the client hosts those tests dial from;
+// GetFrame is a request to write on a raw stream; Used0RTT tells whether
+// a server takes 0-RTT data.
 package h3test
 
 import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -72,4 +75,76 @@ func Dial(tr *quic.Transport, addr, alpn string, conf *quic.Config) (*quic.Conn,
 func IsRefused(err error) bool {
 	var te *quic.TransportError
 	return errors.As(err, &te) && te.ErrorCode == quic.ConnectionRefused && te.Remote
+}
+
+// GetFrame is the HEADERS frame of GET https://authority/path, for a
+// client that writes it on a raw stream, to then read nothing of the
+// answer, say. Its QPACK block refers only to the static table (RFC 9204,
+// Appendix A), as quic-go's encoder does; authority and path are at most
+// 126 bytes each.
+func GetFrame(authority, path string) []byte {
+	if len(authority) > 126 || len(path) > 126 {
+		panic(fmt.Sprintf("h3test.GetFrame: %q or %q longer than 126 bytes", authority, path))
+	}
+	block := []byte{0, 0, 0xc0 | 17, 0xc0 | 23} // no dynamic table; :method GET, :scheme https
+	// Literal values with the names of :authority (0) and :path (1).
+	block = append(append(block, 0x50, byte(len(authority))), authority...)
+	block = append(append(block, 0x51, byte(len(path))), path...)
+	return append([]byte{0x01, 0x40 | byte(len(block)>>8), byte(len(block))}, block...) // HEADERS, two-byte length
+}
+
+// Used0RTT dials addr twice from tr's host: once to be given a session
+// ticket, then again resuming with it and offering 0-RTT. It reports
+// whether the server took 0-RTT data: requests in it could be replayed
+// by anyone who captured them.
+func Used0RTT(t testing.TB, tr *quic.Transport, addr string) bool {
+	t.Helper()
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cache := &ticketCache{ClientSessionCache: tls.NewLRUClientSessionCache(1), put: make(chan struct{}, 1)}
+	conf := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{http3.NextProtoH3}, ClientSessionCache: cache}
+	first, err := tr.Dial(ctx, ua, conf, &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cache.put:
+	case <-ctx.Done():
+		t.Fatal("no session ticket within 30s")
+	}
+	first.CloseWithError(0, "")
+	early, err := tr.DialEarly(ctx, ua, conf, &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer early.CloseWithError(0, "")
+	select {
+	case <-early.HandshakeComplete():
+	case <-ctx.Done():
+		t.Fatal("the resumed handshake did not complete within 30s")
+	}
+	if !early.ConnectionState().TLS.DidResume {
+		t.Fatal("the second connection did not resume the session")
+	}
+	return early.ConnectionState().Used0RTT
+}
+
+// ticketCache tells when a session ticket is stored.
+type ticketCache struct {
+	tls.ClientSessionCache
+	put chan struct{}
+}
+
+func (c *ticketCache) Put(key string, cs *tls.ClientSessionState) {
+	c.ClientSessionCache.Put(key, cs)
+	if cs != nil {
+		select {
+		case c.put <- struct{}{}:
+		default:
+		}
+	}
 }
