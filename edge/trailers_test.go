@@ -53,3 +53,31 @@ func TestRequestTrailersReachTheBackendOverEveryProtocol(t *testing.T) {
 		})
 	}
 }
+
+// What the node drops from or sets in a client's header section cannot
+// reach the backend as a request trailer either: a backend that merges
+// trailers into the headers (Tomcat did, before allowedTrailerHeaders)
+// would read the client's X-Real-IP, X-Perigee-Country or request id as
+// the node's. Other trailers go on.
+func TestRequestTrailersCannotCarryTheNodesHeaders(t *testing.T) {
+	n := startNode(t, nodeYAML("round_robin", serveBackend(t, echoTrailers)))
+	own := []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Real-Ip", "True-Client-Ip", "Cf-Connecting-Ip", "Forwarded",
+		"X-Perigee-Country", "X_real_ip", "X-Request-Id", "Traceparent", "Tracestate", "Via"}
+	for _, pc := range allClients(t) {
+		t.Run(pc.name, func(t *testing.T) {
+			tr := http.Header{"X-Checksum": {"abc123"}}
+			for _, k := range own {
+				tr[k] = []string{"6.6.6.6"}
+			}
+			seen := postWithTrailers(t, pc.client, "https://"+n.Addrs().HTTPS+"/", tr)
+			for _, k := range own {
+				if v, ok := seen[k]; ok {
+					t.Errorf("the backend got trailer %s %q", k, v)
+				}
+			}
+			if got := seen["X-Checksum"]; len(got) != 1 || got[0] != "abc123" {
+				t.Errorf("the backend got trailers %v, want X-Checksum: abc123 among them", seen)
+			}
+		})
+	}
+}

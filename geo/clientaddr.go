@@ -134,7 +134,7 @@ func Forwarding(r *http.Request, trusted []netip.Prefix) {
 	h := r.Header
 	if peer, err := netip.ParseAddrPort(r.RemoteAddr); err != nil || !isTrusted(peer.Addr().Unmap(), trusted) {
 		for k := range h {
-			if namesClient(k) {
+			if NamesClient(k) {
 				delete(h, k)
 			}
 		}
@@ -150,9 +150,9 @@ func Forwarding(r *http.Request, trusted []netip.Prefix) {
 // frameworks read before X-Forwarded-For.
 var clientHeaders = []string{"Forwarded", "X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "X-Cluster-Client-Ip", "Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Original-Forwarded-For"}
 
-// namesClient reports whether a header named k carries a hop's word about
+// NamesClient reports whether a header named k carries a hop's word about
 // the client: one of clientHeaders or X-Forwarded-*.
-func namesClient(k string) bool {
+func NamesClient(k string) bool {
 	const xf = "X-Forwarded-"
 	if len(k) > len(xf) && strings.EqualFold(k[:len(xf)], xf) {
 		return true
