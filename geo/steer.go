@@ -155,6 +155,14 @@ func (rt *Router) proxyTo(n Node) *httputil.ReverseProxy {
 			} else {
 				pr.Out.Header.Set("X-Forwarded-For", "unknown")
 			}
+			// As every proxy must (RFC 9110 7.6.3): a node that finds its
+			// own name there (a route's loop guard, the admin API) knows the
+			// request went through it.
+			proto := "1.1"
+			if pr.In.ProtoMajor > 1 {
+				proto = strconv.Itoa(pr.In.ProtoMajor)
+			}
+			pr.Out.Header.Add("Via", proto+" "+rt.fleet.Self().ID)
 		},
 		Transport: rt.cfg.Transport,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

@@ -244,3 +244,27 @@ func TestProxySpillDoesNotLaunderAnUnknownClient(t *testing.T) {
 		t.Fatalf("spilled with X-Forwarded-For %q (%d), want unknown", r.body, r.code)
 	}
 }
+
+// A spilled request carries Via naming this node, as every request its
+// proxy sends does (RFC 9110 7.6.3): a node that finds its own name there
+// (its route's loop guard, its admin API) knows the request went through
+// it. Without it a peer whose public_url is this host's admin listener (a
+// typo'd port on a one-host fleet) handed every spilled client the admin
+// API, which answers loopback without a token.
+func TestProxySpillSaysItPassedThroughThisNode(t *testing.T) {
+	next := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, strings.Join(r.Header.Values("Via"), ", "))
+	}))
+	defer next.Close()
+	f := threeNodes("fra")
+	f.Update("tyo", func(n *geo.Node) { n.PublicURL = next.URL })
+	f.Update("iad", func(n *geo.Node) { n.PublicURL = next.URL })
+	f.Update("fra", func(n *geo.Node) { n.InFlight = 99 }) // full: every client spills
+	rt := geo.NewRouter(geo.RouterConfig{Trusted: loopback}, openDemo(t), f, nil)
+	srv := httptest.NewServer(rt.Steer(geo.SteerProxy, served))
+	defer srv.Close()
+	r := get(t, srv.URL+"/", demodb.Tokyo.Client(), http.Header{"Via": {"1.1 cdn"}})
+	if r.code != http.StatusOK || r.body != "1.1 cdn, 1.1 fra" {
+		t.Fatalf("the next node saw Via %q (%d), want the client's hops and then 1.1 fra", r.body, r.code)
+	}
+}

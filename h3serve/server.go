@@ -117,7 +117,11 @@ func (cs *connStreams) remove(str *quic.Stream) {
 // streams; nil if r is not.
 func served(r *http.Request) (*connStreams, quic.StreamID) {
 	cs, _ := r.Context().Value(connStreamsKey{}).(*connStreams)
-	b, _ := r.Body.(interface{ StreamID() quic.StreamID })
+	body := r.Body
+	if f, ok := body.(*trailerFill); ok {
+		body = f.ReadCloser
+	}
+	b, _ := body.(interface{ StreamID() quic.StreamID })
 	if cs == nil || b == nil {
 		return nil, 0
 	}
@@ -212,6 +216,9 @@ func New(srv *http3.Server, tlsConf *tls.Config, readHeader time.Duration, opts 
 				_ = d.SetWriteDeadline(time.Now().Add(s.write))
 			}
 		}
+		if len(r.Trailer) > 0 {
+			r.Body = &trailerFill{ReadCloser: r.Body, r: r, declared: r.Trailer}
+		}
 		next.ServeHTTP(w, r)
 	})
 	return s
@@ -221,6 +228,29 @@ func New(srv *http3.Server, tlsConf *tls.Config, readHeader time.Duration, opts 
 type deadlines interface {
 	SetReadDeadline(time.Time) error
 	SetWriteDeadline(time.Time) error
+}
+
+// trailerFill puts the values of a request's declared trailers into the
+// map r.Trailer held when the handler began, as net/http's servers do, once
+// the body ends. quic-go puts them in a new map on its own request instead,
+// which the copies a handler makes of r (WithContext) never see: a proxy
+// would announce the trailers and send none of their values.
+type trailerFill struct {
+	io.ReadCloser
+	r        *http.Request
+	declared http.Header // shared by every copy of r
+}
+
+func (b *trailerFill) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		for k := range b.declared {
+			if v, ok := b.r.Trailer[k]; ok {
+				b.declared[k] = v
+			}
+		}
+	}
+	return n, err
 }
 
 // Serve accepts QUIC connections on udp until Close.

@@ -397,3 +397,28 @@ func TestHeaderReadsPerConnectionAreBounded(t *testing.T) {
 		t.Fatalf("the heap grew %d MiB while one connection's streams sent unfinished header blocks", grew>>20)
 	}
 }
+
+// A request's trailers are in r.Trailer at the body's end, as net/http's
+// servers put them, for a handler working on a copy of r too (WithContext,
+// as every middleware makes): quic-go put them in a new map on its own
+// request only, so a copy saw the names with no values.
+func TestRequestTrailersReachACopyOfTheRequest(t *testing.T) {
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = r.WithContext(context.WithValue(r.Context(), struct{}{}, 1))
+		io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%q", r.Trailer["X-Checksum"])
+	}), time.Second)
+	req, err := http.NewRequest(http.MethodPost, "https://"+addr+"/", strings.NewReader("body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Trailer = http.Header{"X-Checksum": {"abc123"}}
+	resp, err := client(t).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if b, _ := io.ReadAll(resp.Body); string(b) != `["abc123"]` {
+		t.Fatalf("the handler's copy of the request had trailer X-Checksum %s, want [\"abc123\"]", b)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"perigee/certs/acme"
+	"perigee/edge/proxy"
 	"perigee/edge/route"
 	"perigee/edge/urlpath"
 	"perigee/files"
@@ -72,6 +73,9 @@ func (c *Config) validate(v *validator) {
 
 func (c *Config) validateNode(v *validator) {
 	n := c.Node
+	if err := proxy.CheckNodeID(n.ID); err != nil {
+		v.at(p("node", "id"), "%v", err)
+	}
 	if n.Location.Lat < -90 || n.Location.Lat > 90 || n.Location.Lon < -180 || n.Location.Lon > 180 {
 		v.at(p("node", "location"), "location lat must be within ±90 and lon within ±180")
 	}

@@ -347,15 +347,26 @@ var metadata = []netip.Addr{netip.MustParseAddr("fd00:ec2::254"), netip.MustPars
 // address (169.254.0.0/16, fe80::/10) or a metadata service would have
 // the node proxy clients to what trusts only local callers: the node's
 // own admin API, an agent, the instance's metadata and so its
-// credentials; unless the operator said the backends live there.
+// credentials; unless the operator said the backends live there. An
+// address in NAT64's well-known prefix is the IPv4 address it embeds: a
+// translator on this host reaches it as the host itself.
 func noBackend(ip net.IP, c Config) bool {
+	a, _ := netip.AddrFromSlice(ip)
+	if nat64.Contains(a) {
+		v4 := a.As16()
+		ip = net.IP(v4[12:])
+		a = netip.AddrFrom4([4]byte(v4[12:]))
+	}
 	if ip.IsUnspecified() || ip.IsMulticast() || ip.Equal(net.IPv4bcast) {
 		return true
 	}
-	a, _ := netip.AddrFromSlice(ip)
 	return !c.AllowLoopback && ip.IsLoopback() ||
 		!c.AllowLinkLocal && (ip.IsLinkLocalUnicast() || slices.Contains(metadata, a.Unmap()))
 }
+
+// nat64 is NAT64's well-known prefix (RFC 6052), whose addresses embed an
+// IPv4 address in their last 32 bits.
+var nat64 = netip.MustParsePrefix("64:ff9b::/96")
 
 func minTTL(cur time.Duration, ttl uint32) time.Duration {
 	d := time.Duration(ttl) * time.Second

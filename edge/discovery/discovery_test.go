@@ -515,3 +515,28 @@ func manyTargets(t *testing.T, n int, address func(name string, qtype uint16, m 
 		w.WriteMsg(m)
 	}))
 }
+
+// An address in NAT64's well-known prefix (64:ff9b::/96, RFC 6052) is the
+// IPv4 address it embeds, reached through a translator, which may be on
+// this host (node-based NAT64 on IPv6-only machines), and from there as
+// the host itself: it is judged as that IPv4 address.
+func TestNAT64AddressesAreJudgedByTheIPv4TheyEmbed(t *testing.T) {
+	name := "nat64." + dnstest.Domain
+	srv := dnstest.Start(t, nil, []dnstest.Host{
+		{Name: name, IP: "64:ff9b::a9fe:a9fe"}, {Name: name, IP: "64:ff9b::7f00:1"}, {Name: name, IP: "64:ff9b::6464:64c8"},
+		{Name: name, IP: "64:ff9b::"}, {Name: name, IP: "64:ff9b::c000:201"},
+	})
+	c := cfg(srv, name, 80)
+	c.AllowLoopback = false
+	a, err := resolve(t, c)
+	if got := fmt.Sprint(a.Endpoints); err != nil || got != "[{http://[64:ff9b::c000:201]:80 1}]" {
+		t.Fatalf("endpoints %s, %v; want only the one embedding a global address (192.0.2.1)", got, err)
+	}
+	if got := strings.Join(a.Refused, " "); got != "64:ff9b:: 64:ff9b::6464:64c8 64:ff9b::7f00:1 64:ff9b::a9fe:a9fe" {
+		t.Fatalf("refused %q", got)
+	}
+	c.AllowLoopback, c.AllowLinkLocal = true, true
+	if a, err := resolve(t, c); err != nil || len(a.Endpoints) != 4 {
+		t.Fatalf("allow_loopback and allow_link_local: %v, %v; want all but the unspecified", a.Endpoints, err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"perigee/edge/h1client"
 	"perigee/edge/upstream"
+	"perigee/geo"
 )
 
 // h2Transports speak HTTP/2 to the services that ask for it: h2c with prior
@@ -255,15 +257,43 @@ func (r *watchedResponse) Close() error {
 }
 
 // forwardTrailers makes out send the request trailers in declared (the
-// listeners accept no others). Their values arrive only at the body's end
-// (over HTTP/3 in a map of its own), after out was cloned from in: they
-// are copied over when the body ends.
+// listeners accept no others), but for those the node vouches for in the
+// header section. Their values arrive only at the body's end, after out was
+// cloned from in: they are copied over when the body ends.
 func forwardTrailers(in, out *http.Request) {
 	if len(in.Trailer) == 0 || out.Body == nil {
 		return
 	}
-	out.Trailer = in.Trailer.Clone() // the names, for the transport to announce
+	out.Trailer = make(http.Header, len(in.Trailer)) // the names, for the transport to announce
+	for k := range in.Trailer {
+		if !nodesField(k) {
+			out.Trailer[k] = nil
+		}
+	}
+	if len(out.Trailer) == 0 {
+		out.Trailer = nil
+		return
+	}
 	out.Body = &trailerBody{ReadCloser: out.Body, in: in, out: out.Trailer}
+}
+
+// nodesField reports whether a field named k is one the node sets, or
+// drops from a client, in the header section: a backend that merges
+// trailers into the headers would take a client's trailer of that name
+// for the node's word. Those are the client-address headers
+// (geo.NamesClient), the node's own X-Perigee-*, Via, the request id and
+// trace, and any name with a '_' (which CGI backends read as '-').
+func nodesField(k string) bool {
+	const own = "X-Perigee-"
+	switch {
+	case geo.NamesClient(k), strings.IndexByte(k, '_') >= 0, len(k) >= len(own) && strings.EqualFold(k[:len(own)], own):
+		return true
+	}
+	switch http.CanonicalHeaderKey(k) {
+	case "Via", "X-Request-Id", "Traceparent", "Tracestate", geo.SteeredHeader:
+		return true
+	}
+	return false
 }
 
 type trailerBody struct {
@@ -275,8 +305,8 @@ type trailerBody struct {
 func (b *trailerBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if err == io.EOF {
-		for k, v := range b.in.Trailer {
-			b.out[k] = v
+		for k := range b.out {
+			b.out[k] = b.in.Trailer[k]
 		}
 	}
 	return n, err

@@ -8,6 +8,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -179,6 +180,23 @@ func PassedThrough(h http.Header, node string) bool {
 		}
 	}
 	return false
+}
+
+// CheckNodeID refuses a node id the proxy cannot write as Via's
+// received-by and find there again: 1 to 64 letters, digits, '-', '_' and
+// '.', the mesh's rule for the names it gossips. With a space or a comma
+// in it, PassedThrough never found the node in its own Via, and the loop
+// guard and the admin API's refusal of proxied requests were off.
+func CheckNodeID(id string) error {
+	if id == "" || len(id) > 64 {
+		return fmt.Errorf("node.id %q must be 1 to 64 characters", id)
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return fmt.Errorf("node.id %q may hold only letters, digits, '-', '_' and '.'", id)
+		}
+	}
+	return nil
 }
 
 // websocketOnly lets WebSocket be the one protocol a client may switch

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -20,6 +21,27 @@ func TestPassedThrough(t *testing.T) {
 	} {
 		if got := PassedThrough(http.Header{"Via": c.vias}, "fra-1"); got != c.want {
 			t.Errorf("PassedThrough(%q): %v, want %v", c.vias, got, c.want)
+		}
+	}
+}
+
+// A node id the loop guard cannot find in the Via it writes ("fra 1",
+// "fra,1") turned the guard and the admin API's refusal of proxied
+// requests off: CheckNodeID refuses it, and every id it accepts is found.
+func TestNodeIDsAreFoundInTheirVia(t *testing.T) {
+	for _, id := range []string{"fra 1", "fra,1", "fra(1)", "", "fra\r\n1", strings.Repeat("a", 65)} {
+		if CheckNodeID(id) == nil {
+			t.Errorf("CheckNodeID(%q) accepted it", id)
+		}
+	}
+	for _, id := range []string{"fra-1", "eu.fra_1", "local", strings.Repeat("a", 64)} {
+		if err := CheckNodeID(id); err != nil {
+			t.Errorf("CheckNodeID(%q): %v", id, err)
+		}
+		for _, proto := range []string{"1.1", "2", "3"} {
+			if !PassedThrough(http.Header{"Via": {"1.1 cdn, " + proto + " " + id}}, id) {
+				t.Errorf("PassedThrough does not find %q in the Via it writes over %s", id, proto)
+			}
 		}
 	}
 }
