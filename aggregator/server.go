@@ -171,8 +171,11 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 		ReadTimeout:       time.Minute,
 		WriteTimeout:      write, // over HTTP/2, each stream's
 		MaxHeaderBytes:    maxHeaderBytes,
-		IdleTimeout:       idle,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// An HTTP/2 connection its client stopped reading: the stream
+		// resets of WriteTimeout would wait behind the stalled writer.
+		HTTP2:       &http.HTTP2Config{WriteByteTimeout: idle},
+		IdleTimeout: idle,
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return srv, nil
 }

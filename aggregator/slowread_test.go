@@ -50,9 +50,9 @@ func TestAggregatorClientThatNeverReadsIsCut(t *testing.T) {
 		}
 	})
 	// A client that grants all the credit there is and stops reading its
-	// connection stalls net/http's frame writer, behind which the stream
-	// resets would queue: the connection goes too (held without
-	// WriteTimeout, checked).
+	// connection stalls net/http's frame writer, behind which WriteTimeout's
+	// stream resets queue: the connection goes once its writes have not
+	// moved for the idle timeout (WriteByteTimeout).
 	t.Run("HTTP/2, connection unread", func(t *testing.T) {
 		open := func() string {
 			return metricValue(a.metrics(t), `perigee_aggregator_connections_open{listener="https"}`)
