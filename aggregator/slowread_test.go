@@ -1,15 +1,11 @@
 package aggregator_test
 
 import (
-	"context"
-	"errors"
 	"io"
 	"net"
 	"testing"
 	"time"
 
-	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
 	"golang.org/x/net/http2"
 
 	"perigee/aggregator"
@@ -78,33 +74,7 @@ func TestAggregatorClientThatNeverReadsIsCut(t *testing.T) {
 		}
 	})
 	t.Run("HTTP/3", func(t *testing.T) {
-		conn, err := h3test.Dial(h3test.Client(t, "127.0.0.1"), a.addr, http3.NextProtoH3, &quic.Config{
-			InitialStreamReceiveWindow: 100, MaxStreamReceiveWindow: 100,
-			KeepAlivePeriod: 100 * time.Millisecond, MaxIdleTimeout: time.Minute,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.CloseWithError(0, "")
-		for range 10 {
-			str, err := conn.OpenStream()
-			if err != nil {
-				t.Fatal(err)
-			}
-			str.Write(h3test.GetFrame("x", path))
-			str.Close() // and never read
-		}
-		// The streams reset, the connection has nothing in flight: it
-		// closes at the idle timeout.
-		select {
-		case <-conn.Context().Done():
-		case <-time.After(bound):
-			t.Fatalf("the connection is held %v after the client stopped reading its answers", bound)
-		}
-		var ae *quic.ApplicationError
-		if err := context.Cause(conn.Context()); !errors.As(err, &ae) || !ae.Remote {
-			t.Fatalf("the connection ended with %v, want the aggregator to close it", err)
-		}
+		h3test.NeverRead(t, a.addr, path, 10, bound)
 	})
 }
 

@@ -2,9 +2,7 @@ package edge
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -214,15 +212,10 @@ routes:
 	})
 }
 
-// Over HTTP/2, net/http writes a small answer after the handler returns,
-// and that write waits for the client's flow-control credit. A client
-// that reads no answer has, some answers in, no credit left on its
-// connection: the next answer's handler waited for credit that never
-// came, with its stream open, as long as the client kept the connection
-// alive. Its wait too is cut after timeouts.idle (the stream is reset).
-func TestHTTP2ClientThatNeverReadsSmallAnswersIsCut(t *testing.T) {
-	small := make([]byte, 3000) // with its length declared: held until the handler returns
-	n := startNode(t, listenAny+`timeouts: {idle: 1s}
+// smallAnswersNode is a node with timeouts.idle 1s whose one route
+// answers small, with its length declared.
+func smallAnswersNode(t *testing.T, small []byte) *testNode {
+	return startNode(t, listenAny+`timeouts: {idle: 1s}
 services:
   api: {backends: [{url: "`+serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", strconv.Itoa(len(small)))
@@ -231,6 +224,17 @@ services:
 routes:
   - {name: api, match: {path_prefix: /}, service: api}
 `)
+}
+
+// Over HTTP/2, net/http writes a small answer after the handler returns,
+// and that write waits for the client's flow-control credit. A client
+// that reads no answer has, some answers in, no credit left on its
+// connection: the next answer's handler waited for credit that never
+// came, with its stream open, as long as the client kept the connection
+// alive. Its wait too is cut after timeouts.idle (the stream is reset).
+func TestHTTP2ClientThatNeverReadsSmallAnswersIsCut(t *testing.T) {
+	small := make([]byte, 3000) // with its length declared: held until the handler returns
+	n := smallAnswersNode(t, small)
 	const window = 64 << 10 // the least net/http's client takes
 	tr := &http.Transport{TLSClientConfig: insecure(), ForceAttemptHTTP2: true, HTTP2: &http.HTTP2Config{
 		MaxReceiveBufferPerConnection: window, MaxReceiveBufferPerStream: window,
@@ -270,44 +274,10 @@ routes:
 // left in flight, the connection closes at the idle timeout.
 func TestHTTP3ClientThatNeverReadsSmallAnswersIsCut(t *testing.T) {
 	small := make([]byte, 3000) // with its length declared: held until the handler returns
-	n := startNode(t, listenAny+`timeouts: {idle: 1s}
-services:
-  api: {backends: [{url: "`+serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", strconv.Itoa(len(small)))
-		w.Write(small)
-	}))+`"}]}
-routes:
-  - {name: api, match: {path_prefix: /}, service: api}
-`)
+	n := smallAnswersNode(t, small)
 	// A stream window smaller than an answer's head: no answer goes out.
-	conn, err := h3test.Dial(h3test.Client(t, "127.0.0.1"), n.Addrs().HTTPS, http3.NextProtoH3, &quic.Config{
-		InitialStreamReceiveWindow: 100, MaxStreamReceiveWindow: 100,
-		KeepAlivePeriod: 100 * time.Millisecond, MaxIdleTimeout: time.Minute,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseWithError(0, "")
-	for range 20 {
-		str, err := conn.OpenStream()
-		if err != nil {
-			t.Fatal(err)
-		}
-		str.Write(h3test.GetFrame("x", "/small"))
-		str.Close() // and never read
-	}
-	const bound = 20 * time.Second // 2s, with room for a loaded machine
-	start := time.Now()
-	select {
-	case <-conn.Context().Done():
-	case <-time.After(bound):
-		t.Fatalf("the connection is held %v after the client stopped reading its answers", bound)
-	}
-	var ae *quic.ApplicationError
-	if err := context.Cause(conn.Context()); !errors.As(err, &ae) || !ae.Remote {
-		t.Fatalf("the connection ended with %v, want the node to close it", err)
-	}
-	t.Logf("closed after %v", time.Since(start).Round(time.Millisecond))
+	took := h3test.NeverRead(t, n.Addrs().HTTPS, "/small", 20, 20*time.Second) // 2s, with room for a loaded machine
+	t.Logf("closed after %v", took.Round(time.Millisecond))
 }
 
 // An HTTP/2 client that grants all the credit there is and then stops

@@ -3,7 +3,7 @@
 // reset at the header deadline, and a connection over a connlimit bound is
 // refused. Client and Dial are the client hosts those tests dial from;
 // GetFrame is a request to write on a raw stream; Used0RTT tells whether
-// a server takes 0-RTT data.
+// a server takes 0-RTT data; NeverRead is a client that takes no answer.
 package h3test
 
 import (
@@ -147,4 +147,40 @@ func (c *ticketCache) Put(key string, cs *tls.ClientSessionState) {
 		default:
 		}
 	}
+}
+
+// NeverRead opens a connection to addr whose streams take no more than
+// 100 bytes of any answer, sends GET path on streams of them, and reads
+// none. It fails t unless the server closes the connection within bound
+// (its write and idle timeouts, with room for a loaded machine), and
+// returns how long that took.
+func NeverRead(t testing.TB, addr, path string, streams int, bound time.Duration) time.Duration {
+	t.Helper()
+	conn, err := Dial(Client(t, "127.0.0.1"), addr, http3.NextProtoH3, &quic.Config{
+		InitialStreamReceiveWindow: 100, MaxStreamReceiveWindow: 100,
+		KeepAlivePeriod: 100 * time.Millisecond, MaxIdleTimeout: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	for range streams {
+		str, err := conn.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		str.Write(GetFrame("x", path))
+		str.Close() // and never read
+	}
+	start := time.Now()
+	select {
+	case <-conn.Context().Done():
+	case <-time.After(bound):
+		t.Fatalf("the connection is held %v after the client stopped reading its answers", bound)
+	}
+	var ae *quic.ApplicationError
+	if err := context.Cause(conn.Context()); !errors.As(err, &ae) || !ae.Remote {
+		t.Fatalf("the connection ended with %v, want the server to close it", err)
+	}
+	return time.Since(start)
 }
