@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -232,13 +233,29 @@ func TestStreamBytesFromManyAddressesAreBounded(t *testing.T) {
 	}
 	wg.Wait()
 	grown := memtest.LiveHeap() - before
-	for _, c := range conns {
-		c.Close()
-	}
-	t.Logf("%d streams from %d addresses sent %d MiB each; heap grew %.1f MiB", len(conns), addresses, each>>20, float64(grown)/(1<<20))
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	t.Logf("%d streams from %d addresses sent %d MiB each, %d cut; heap grew %.1f MiB", len(conns), addresses, each>>20, a.CutStreams(), float64(grown)/(1<<20))
 	// memberlist's buffer may hold twice what it read; 16 MiB of slack.
 	if limit := int64(2*(streamBudget+DefaultStreams.MaxTotal*freeStreamBytes) + 16<<20); grown > limit {
 		t.Errorf("heap grew %d MiB under the flood, want under %d MiB", grown>>20, limit>>20)
+	}
+	if a.CutStreams() == 0 {
+		t.Error("no stream was cut")
+	}
+
+	// A member still joins while the flood holds the budget: a small
+	// push/pull fits the bytes every stream has free.
+	startOnBind(t, "b", "127.0.0.2:0", keys, []string{a.Addr()}, connlimit.Settings{})
+	deadline := time.Now().Add(20 * time.Second)
+	for a.ml.NumMembers() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("a member did not join while the flood held the streams' budget")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -380,4 +397,46 @@ func heldReports(c *Cluster) int {
 		}
 	}
 	return n
+}
+
+// A hostile peer answers our push/pull with an encrypted message announced
+// just under memberlist's 20 MiB, and sends it: the answer is cut where the
+// largest push/pull ends, with our reason, and counted.
+func TestHostileAnswerToOurPushPullIsCut(t *testing.T) {
+	keys := writeKeyring(t, base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef")))
+	a := startOnBind(t, "a", "127.0.0.1:0", keys, nil, connlimit.Settings{})
+	ln, err := net.Listen("tcp", "127.0.0.5:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const announced = 20<<20 - 1
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(time.Minute))
+		c.Read(make([]byte, 64<<10)) // a's push
+		c.Write([]byte{10, announced >> 24, announced >> 16 & 0xff, announced >> 8 & 0xff, announced & 0xff})
+		junk := make([]byte, 64<<10)
+		for sent := 0; sent < announced; sent += len(junk) {
+			if _, err := c.Write(junk); err != nil {
+				return // a is done with it
+			}
+		}
+	}()
+	grown := memtest.PeakGrowthDuring(func() { _, err = a.ml.Join([]string{ln.Addr().String()}) })
+	t.Logf("heap peaked %.1f MiB above the start during the join", float64(grown)/(1<<20))
+	// A growing buffer's garbage may double what it holds; 16 MiB of slack.
+	if limit := int64(2*maxStreamBytes + 16<<20); grown > limit {
+		t.Errorf("heap peaked %d MiB above the start reading the answer, want under %d MiB", grown>>20, limit>>20)
+	}
+	if err == nil || !strings.Contains(err.Error(), errStreamTooLong.Error()) {
+		t.Errorf("join of a hostile peer: %v, want %q", err, errStreamTooLong)
+	}
+	if cut := a.CutStreams(); cut != 1 {
+		t.Errorf("%d streams cut, want 1", cut)
+	}
 }
