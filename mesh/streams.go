@@ -70,6 +70,8 @@ type boundedTransport struct {
 	shutdown sync.Once
 }
 
+var _ memberlist.NodeAwareTransport = (*boundedTransport)(nil)
+
 // StreamCh implements memberlist.Transport.
 func (t *boundedTransport) StreamCh() <-chan net.Conn { return t.streams }
 
