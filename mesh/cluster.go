@@ -52,6 +52,10 @@ type Cluster struct {
 	unsent  atomic.Uint64 // direct sends dropped at a full queue
 	alive   atomic.Int32
 
+	// streamBytes bounds the gossip streams' bytes; nil with a
+	// Config.Transport.
+	streamBytes *streamBytes
+
 	mu       sync.Mutex
 	peers    map[string]*peer
 	regions  map[string]map[string]*peer // peers by region, so a region costs its members only
@@ -138,9 +142,11 @@ func Start(ctx context.Context, cfg Config, meta NodeMeta, report func() telemet
 	}
 	mc.Logger = memberlistLogger(log)
 	if mc.Transport == nil {
-		if mc.Transport, err = listen(mc.BindAddr, mc.BindPort, cfg.streams(), mc, log); err != nil {
+		t, err := listen(mc.BindAddr, mc.BindPort, cfg.streams(), mc, log)
+		if err != nil {
 			return nil, fmt.Errorf("mesh: listen on %q: %w", cfg.Bind, err)
 		}
+		mc.Transport, c.streamBytes = t, t.bytes
 	}
 	c.keyring = mc.Keyring
 	d := &delegate{c}

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"encoding/binary"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -128,13 +129,30 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	return append(out, d.c.beats.GetBroadcasts(overhead, limit)...)
 }
 
-// LocalState implements memberlist.Delegate, for push/pull: the reports we
-// hold of our region's live members, and every region's summary.
+// LocalState implements memberlist.Delegate, for push/pull: every region's
+// summary, and the reports we hold of our region's live members, as many
+// as a receiver takes (maxBundleItems) and a stream carries
+// (maxLocalStateBytes). A region too large for that sends a random share
+// of its reports each time (the map's order); direct sends and repairs
+// carry them anyway.
 func (d *delegate) LocalState(bool) []byte {
 	c := d.c
 	now := time.Now()
 	c.mu.Lock()
 	var items [][]byte
+	size := 2 + binary.MaxVarintLen16 // the bundle's kind, version and count
+	add := func(b []byte) bool {
+		if len(items) == maxBundleItems || size+binary.MaxVarintLen16+len(b) > maxLocalStateBytes {
+			return false
+		}
+		items, size = append(items, b), size+binary.MaxVarintLen16+len(b)
+		return true
+	}
+	for _, h := range c.summaries {
+		s := *h.s
+		s.Age = h.age(now)
+		add(encodeSummary(&s)) // maxSummaries of them always fit
+	}
 	for _, p := range c.regions[c.meta.Region] {
 		if p.rep == nil || p.state == StateDead || p.state == StateLeft {
 			continue
@@ -145,12 +163,9 @@ func (d *delegate) LocalState(bool) []byte {
 		if err != nil {
 			continue // it fitted when it came; a bad one stays out
 		}
-		items = append(items, b)
-	}
-	for _, h := range c.summaries {
-		s := *h.s
-		s.Age = h.age(now)
-		items = append(items, encodeSummary(&s))
+		if !add(b) {
+			break
+		}
 	}
 	c.mu.Unlock()
 	return encodeBundle(items)

@@ -14,12 +14,11 @@ import (
 // DefaultStreams bounds the gossip port's TCP streams. Anyone who reaches
 // the port may open them, keyed mesh or not: memberlist serves each with a
 // goroutine for up to TCPTimeout and, before it can check the key, buffers
-// as much of the message as the stream announces and sends, up to 20 MiB.
-// A member holds a few streams with a peer at once (a push/pull, a
-// reliable send, a TCP probe); 16 per address leaves room for that, and
-// for a few nodes on one host. 128 in all is memberlist's own bound on
-// push/pulls served at once; each held stream may cost up to about 32 MiB
-// (what a growing buffer takes for 20 MiB) until its TCPTimeout.
+// as much of the message as the stream announces and sends (what it may
+// hand memberlist is bounded in streambytes.go). A member holds a few
+// streams with a peer at once (a push/pull, a reliable send, a TCP probe);
+// 16 per address leaves room for that, and for a few nodes on one host.
+// 128 in all is memberlist's own bound on push/pulls served at once.
 var DefaultStreams = connlimit.Settings{MaxTotal: 128, MaxPerAddress: 16}
 
 // streams is c's stream bounds with the defaults filled in.
@@ -37,7 +36,7 @@ func (c Config) streams() connlimit.Settings {
 // listen opens the gossip sockets at ip:port with their streams bounded
 // by s. With port 0 it retries, as memberlist does: the kernel's free TCP
 // port may be taken for UDP.
-func listen(ip string, port int, s connlimit.Settings, mc *memberlist.Config, log *slog.Logger) (memberlist.NodeAwareTransport, error) {
+func listen(ip string, port int, s connlimit.Settings, mc *memberlist.Config, log *slog.Logger) (*boundedTransport, error) {
 	var (
 		nt  *memberlist.NetTransport
 		err error
@@ -52,22 +51,26 @@ func listen(ip string, port int, s connlimit.Settings, mc *memberlist.Config, lo
 		return nil, err
 	}
 	addr := &net.TCPAddr{IP: net.ParseIP(ip), Port: nt.GetAutoBindPort()}
-	t := &boundedTransport{NetTransport: nt, addr: addr, streams: make(chan net.Conn), done: make(chan struct{}), closed: make(chan struct{})}
+	t := &boundedTransport{NetTransport: nt, addr: addr, bytes: newStreamBytes(),
+		streams: make(chan net.Conn), done: make(chan struct{}), closed: make(chan struct{})}
 	ln := connlimit.Listen(&streamListener{t}, connlimit.New("mesh", s, log))
 	go t.accept(ln)
 	return t, nil
 }
 
 // boundedTransport is memberlist's NetTransport with its accepted streams
-// passed through a connlimit bound first.
+// passed through a connlimit bound first, and its streams' bytes bounded.
 type boundedTransport struct {
 	*memberlist.NetTransport
 	addr     *net.TCPAddr
+	bytes    *streamBytes
 	streams  chan net.Conn
 	done     chan struct{} // shutting down: stop handing streams over
 	closed   chan struct{} // sockets closed: stop draining
 	shutdown sync.Once
 }
+
+var _ memberlist.NodeAwareTransport = (*boundedTransport)(nil)
 
 // StreamCh implements memberlist.Transport.
 func (t *boundedTransport) StreamCh() <-chan net.Conn { return t.streams }
@@ -82,7 +85,7 @@ func (t *boundedTransport) accept(ln net.Listener) {
 			return
 		}
 		select {
-		case t.streams <- c:
+		case t.streams <- t.bytes.accepted(c):
 		case <-t.done:
 			c.Close()
 		}

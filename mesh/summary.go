@@ -241,8 +241,12 @@ func encodeBundle(items [][]byte) []byte {
 	return b
 }
 
-// maxItemBytes bounds one item of a bundle: a report or a summary.
-const maxItemBytes = 16 << 10
+// maxItemBytes bounds one item of a bundle: a report or a summary;
+// maxBundleItems, how many it holds.
+const (
+	maxItemBytes   = 16 << 10
+	maxBundleItems = 2 * maxStateItems
+)
 
 // decodeBundle splits a bundle into its items. It never panics on any
 // input: fuzzed in FuzzDecodeBundle.
@@ -251,7 +255,7 @@ func decodeBundle(b []byte) ([][]byte, error) {
 		return nil, fmt.Errorf("%w: not a bundle", errMalformed)
 	}
 	r := binread.New(b[2:], errMalformed)
-	n := r.Count(3, 2*maxStateItems, "items")
+	n := r.Count(3, maxBundleItems, "items")
 	items := make([][]byte, 0, n)
 	for range n {
 		it := r.Bytes(maxItemBytes, "item")
