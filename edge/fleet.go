@@ -96,6 +96,9 @@ func (f *fleet) startMesh(ctx context.Context, cfg *config.Config, version strin
 		emit(float64(c.UnknownMessages()), "unknown")
 		emit(float64(c.UnsentMessages()), "queue_full")
 	})
+	m.Counters("perigee_mesh_streams_cut_total", "Gossip TCP streams cut for carrying more than a push/pull can, or past the streams' byte budget.", nil, func(emit metrics.Emit) {
+		emit(float64(c.CutStreams()))
+	})
 	a.HandleJSON("GET /regions", func() any { return c.Regions() })
 	return nil
 }
