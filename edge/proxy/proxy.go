@@ -164,6 +164,13 @@ func (g guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	websocketOnly(r.Header)
+	if r.ProtoMajor == 1 && r.Body != nil && r.Body != http.NoBody {
+		// Else net/http, before it writes the answer's head, reads what is
+		// left of the body, waiting behind the read the transport has
+		// pending on it: a backend's early answer (413, 401) to a client
+		// that paused its upload waited for client_body.
+		_ = http.NewResponseController(w).EnableFullDuplex()
+	}
 	g.next.ServeHTTP(w, r)
 }
 
@@ -282,7 +289,20 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
+	if r.ProtoMajor == 1 && isClientBodyError(err) {
+		// The body's framing is lost: what follows on the connection is
+		// no request. (Full duplex, net/http no longer sees it failed.)
+		w.Header().Set("Connection", "close")
+	}
 	exchange.Error(w, r, status, msg)
+}
+
+// isClientBodyError reports whether err is the client's request body
+// failing to read: malformed, too slow or too large.
+func isClientBodyError(err error) bool {
+	var body *ClientBodyError
+	var tooBig *http.MaxBytesError
+	return errors.As(err, &body) || errors.As(err, &tooBig)
 }
 
 // statusClientGone is nginx's 499: the client left before the answer.
