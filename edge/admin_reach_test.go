@@ -52,3 +52,33 @@ func TestAdminListenerClosesIdleConnections(t *testing.T) {
 		t.Fatalf("read %.80q, %v after %v; want the answer, then the connection closed", b, err, time.Since(start))
 	}
 }
+
+// Another node's proxy, or any proxy on this host, is loopback to the
+// admin listener too: node A with node B's admin API as its backend let
+// any client read B's /config. Without a token the API answers only
+// requests made on this host, not ones a proxy passed on.
+func TestAdminAPIIsNotReachableThroughAnotherProxy(t *testing.T) {
+	admin := freePort(t)
+	startNode(t, fmt.Sprintf("node: {id: b}\nlisten: {https: \"127.0.0.1:0\", admin: %q}\naccess_log: {enabled: false}\n", admin))
+	a := startNode(t, fmt.Sprintf(`node: {id: a}
+listen: {https: "127.0.0.1:0"}
+access_log: {enabled: false}
+services:
+  api: {backends: [{url: "http://%s"}]}
+routes:
+  - {name: api, match: {path_prefix: /}, service: api}
+`, admin))
+	for _, path := range []string{"/config", "/status"} {
+		if resp, body := get(t, h1Client(), "https://"+a.Addrs().HTTPS+path); resp.StatusCode == 200 {
+			t.Fatalf("a client read node b's admin %s through node a: %.200s", path, body)
+		}
+	}
+	for _, hdr := range [][]string{{"Via", "1.1 nginx"}, {"X-Forwarded-For", "203.0.113.9"}, {"Forwarded", "for=203.0.113.9"}} {
+		if resp, _ := get(t, h1Client(), "http://"+admin+"/status", hdr...); resp.StatusCode != 403 {
+			t.Errorf("a request with %s reached the token-less admin API: %d", hdr[0], resp.StatusCode)
+		}
+	}
+	if resp, body := get(t, h1Client(), "http://"+admin+"/status"); resp.StatusCode != 200 {
+		t.Fatalf("the admin API itself: %d %.200s", resp.StatusCode, body)
+	}
+}

@@ -82,6 +82,13 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		WriteJSON(w, http.StatusForbidden, map[string]string{"error": "admin API without a token answers only Host 127.0.0.1, [::1] or localhost"})
 		return
 	}
+	// A proxy on this host (another node's, whose backend is this
+	// listener, or an operator's nginx) is loopback too, and passes on
+	// whoever reached it. What it adds says so.
+	if a.token == "" && proxied(r.Header) {
+		WriteJSON(w, http.StatusForbidden, map[string]string{"error": "admin API without a token answers only callers on this host, not requests a proxy passed on"})
+		return
+	}
 	if o := r.Header.Get("Origin"); o != "" && r.Method != http.MethodGet && r.Method != http.MethodHead &&
 		o != "http://"+r.Host && o != "https://"+r.Host {
 		WriteJSON(w, http.StatusForbidden, map[string]string{"error": "cross-origin request refused"})
@@ -97,6 +104,17 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	a.mux.ServeHTTP(w, r)
+}
+
+// proxied reports whether h carries what proxies add to a request they
+// pass on: Via (RFC 9110), X-Forwarded-For or Forwarded.
+func proxied(h http.Header) bool {
+	for _, k := range [...]string{"Via", "X-Forwarded-For", "Forwarded"} {
+		if len(h[k]) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // loopbackHost is true for a Host of 127.0.0.0/8, ::1 or localhost, with
