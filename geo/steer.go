@@ -161,6 +161,8 @@ func (rt *Router) proxyTo(n Node) *httputil.ReverseProxy {
 			proto := "1.1"
 			if pr.In.ProtoMajor > 1 {
 				proto = strconv.Itoa(pr.In.ProtoMajor)
+			} else if pr.In.ProtoMinor == 0 {
+				proto = "1.0"
 			}
 			pr.Out.Header.Add("Via", proto+" "+rt.fleet.Self().ID)
 		},

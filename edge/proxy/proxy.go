@@ -236,7 +236,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 			out.Header[k] = append([]string(nil), prior...)
 		}
 	}
-	out.Header.Add("Via", protoVersion(in)+" "+p.via)
+	out.Header.Add("Via", viaVersion(in.ProtoMajor, in.ProtoMinor)+" "+p.via)
 	// The query goes as the client sent it (the node checked its bytes):
 	// ReverseProxy's re-encoding would drop what it cannot parse.
 	out.URL.RawQuery = in.URL.RawQuery
@@ -260,17 +260,20 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 }
 
 func (p *Proxy) modifyResponse(resp *http.Response) error {
-	resp.Header.Add("Via", protoVersion(resp.Request)+" "+p.via)
+	resp.Header.Add("Via", viaVersion(resp.ProtoMajor, resp.ProtoMinor)+" "+p.via)
 	return nil
 }
 
-// protoVersion is the Via header's received-protocol: "1.1", "2" or "3".
-func protoVersion(r *http.Request) string {
-	switch r.ProtoMajor {
-	case 2:
+// viaVersion is the Via header's received-protocol for a message that
+// came as HTTP/major.minor (RFC 9110 7.6.3): "1.0", "1.1", "2" or "3".
+func viaVersion(major, minor int) string {
+	switch {
+	case major == 2:
 		return "2"
-	case 3:
+	case major == 3:
 		return "3"
+	case major == 1 && minor == 0:
+		return "1.0"
 	default:
 		return "1.1"
 	}

@@ -45,3 +45,16 @@ func TestNodeIDsAreFoundInTheirVia(t *testing.T) {
 		}
 	}
 }
+
+// Via's received-protocol is the version the request or response came
+// with (RFC 9110 7.6.3): an HTTP/1.0 client's request is not 1.1.
+func TestViaNamesTheVersionReceived(t *testing.T) {
+	for _, c := range []struct {
+		major, minor int
+		want         string
+	}{{1, 0, "1.0"}, {1, 1, "1.1"}, {2, 0, "2"}, {3, 0, "3"}} {
+		if got := viaVersion(c.major, c.minor); got != c.want {
+			t.Errorf("HTTP/%d.%d: Via says %q, want %q", c.major, c.minor, got, c.want)
+		}
+	}
+}
