@@ -260,7 +260,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 }
 
 func (p *Proxy) modifyResponse(resp *http.Response) error {
-	resp.Header.Add("Via", viaVersion(resp.ProtoMajor, resp.ProtoMinor)+" "+p.via)
+	resp.Header.Add("Via", viaVersion(resp.Request.ProtoMajor, resp.Request.ProtoMinor)+" "+p.via)
 	return nil
 }
 
