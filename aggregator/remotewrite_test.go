@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"perigee/aggregator"
+	"perigee/servertest"
 )
 
 // TestRemoteWriteIntoRealPrometheus runs Debian's prometheus with its
@@ -64,40 +64,17 @@ func TestRemoteWriteIntoRealPrometheus(t *testing.T) {
 }
 
 // startPrometheus runs prometheus with its remote-write receiver and
-// returns its address once it is ready. It cannot bind port 0 and say
-// which port it got, so it is given a port found free, which another
-// process may take first: then it exits, and is given another.
+// returns its address once it is ready.
 func startPrometheus(t *testing.T, bin string) string {
 	t.Helper()
-	for range 10 {
-		if addr, ok := tryPrometheus(t, bin); ok {
-			return addr
-		}
-	}
-	t.Fatal("prometheus did not start on any of ten free ports")
-	return ""
-}
-
-// tryPrometheus reports false if prometheus exited before it was ready.
-func tryPrometheus(t *testing.T, bin string) (string, bool) {
-	dir := t.TempDir()
-	addr := freePort(t)
-	cfg := writeFile(t, dir, "prometheus.yml", "global:\n  scrape_interval: 1m\n")
-	tsdb := filepath.Join(dir, "tsdb")
-	prom := exec.Command(bin, "--config.file="+cfg, "--storage.tsdb.path="+tsdb,
-		"--web.listen-address="+addr, "--web.enable-remote-write-receiver")
-	if testing.Verbose() {
-		prom.Stderr = os.Stderr
-	}
-	if err := prom.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = prom.Wait(); close(exited) }()
-	t.Cleanup(func() { _ = prom.Process.Kill(); <-exited })
-	// Ready is not enough: the one answering may be another process's, on
-	// the port this one could not bind. Its flags say whose it is.
-	ours := func() bool {
+	var tsdb string
+	return servertest.Start(t, "prometheus", func(addr string) *exec.Cmd {
+		dir := t.TempDir()
+		cfg := writeFile(t, dir, "prometheus.yml", "global:\n  scrape_interval: 1m\n")
+		tsdb = filepath.Join(dir, "tsdb")
+		return exec.Command(bin, "--config.file="+cfg, "--storage.tsdb.path="+tsdb,
+			"--web.listen-address="+addr, "--web.enable-remote-write-receiver")
+	}, func(addr string) bool { // its flags say whose it is
 		var flags struct{ Data map[string]string }
 		resp, err := http.Get("http://" + addr + "/api/v1/status/flags")
 		if err != nil {
@@ -105,18 +82,5 @@ func tryPrometheus(t *testing.T, bin string) (string, bool) {
 		}
 		defer resp.Body.Close()
 		return json.NewDecoder(resp.Body).Decode(&flags) == nil && flags.Data["storage.tsdb.path"] == tsdb
-	}
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		select {
-		case <-exited:
-			return "", false
-		default:
-		}
-		if ours() {
-			return addr, true
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("prometheus did not become ready")
-		}
-	}
+	})
 }

@@ -6,15 +6,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"perigee/servertest"
 )
 
 // Start runs victoria-metrics with a scratch store, deduplicating samples of
@@ -26,56 +26,14 @@ func Start(t *testing.T) string {
 	if err != nil {
 		t.Skip("victoria-metrics not installed (Debian package victoria-metrics; .ci/run installs it)")
 	}
-	// victoria-metrics cannot bind port 0 and say which port it got, so it
-	// is given a port found free, which another process may take first:
-	// then it exits, and is given another.
-	for range 10 {
-		if addr, ok := start(t, bin); ok {
-			return addr
-		}
-	}
-	t.Fatal("victoria-metrics did not start on any of ten free ports")
-	return ""
-}
-
-// start runs one victoria-metrics and reports false if it exited before it
-// served.
-func start(t *testing.T, bin string) (string, bool) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	data := filepath.Join(t.TempDir(), "vm")
-	vm := exec.Command(bin, "-storageDataPath="+data, "-httpListenAddr="+addr,
-		"-dedup.minScrapeInterval=1ms", "-search.latencyOffset=0s", "-loggerLevel=ERROR")
-	if testing.Verbose() {
-		vm.Stdout, vm.Stderr = os.Stderr, os.Stderr
-	}
-	if err := vm.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = vm.Wait(); close(exited) }()
-	t.Cleanup(func() { _ = vm.Process.Kill(); <-exited })
-	// Healthy is not enough: the one answering may be another test's, on
-	// the port this one could not bind. Its flags say whose it is.
-	ours := fmt.Sprintf(`flag{name="storageDataPath", value=%q`, data)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		select {
-		case <-exited:
-			return "", false
-		default:
-		}
-		if serves(addr, ours) {
-			return addr, true
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("victoria-metrics did not become healthy")
-		}
-	}
+	var data string
+	return servertest.Start(t, "victoria-metrics", func(addr string) *exec.Cmd {
+		data = filepath.Join(t.TempDir(), "vm")
+		return exec.Command(bin, "-storageDataPath="+data, "-httpListenAddr="+addr,
+			"-dedup.minScrapeInterval=1ms", "-search.latencyOffset=0s", "-loggerLevel=ERROR")
+	}, func(addr string) bool {
+		return serves(addr, fmt.Sprintf(`flag{name="storageDataPath", value=%q`, data))
+	})
 }
 
 // serves reports whether the victoria-metrics at addr is healthy and its
