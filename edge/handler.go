@@ -18,6 +18,7 @@ import (
 	"perigee/edge/admission"
 	"perigee/edge/exchange"
 	"perigee/edge/metrics"
+	"perigee/edge/proxy"
 	"perigee/edge/route"
 	"perigee/edge/urlpath"
 	"perigee/geo"
@@ -232,13 +233,11 @@ func isTarget(target, p, q string) bool {
 // guidance for an edge refuses them).
 func stripOwnHeaders(h http.Header) {
 	for k := range h {
-		if len(k) >= len(ownPrefix) && strings.EqualFold(k[:len(ownPrefix)], ownPrefix) || strings.IndexByte(k, '_') >= 0 {
+		if proxy.OwnField(k) {
 			delete(h, k)
 		}
 	}
 }
-
-const ownPrefix = "X-Perigee-"
 
 // dropNominated removes the headers the client's Connection header names,
 // which end at the node (RFC 9110 7.6.1), as the request comes in: left to

@@ -223,22 +223,29 @@ func TestParseSteerMode(t *testing.T) {
 	}
 }
 
-// A request whose client the node could not resolve (here a trusted proxy
-// passed a client's own Forwarded beside its X-Forwarded-For) is spilled
-// with X-Forwarded-For: unknown, not with the trusted hop's address as its
-// client: the next node, which trusts this one, would vouch for that.
-func TestProxySpillDoesNotLaunderAnUnknownClient(t *testing.T) {
+// spillTo serves a proxy-steering router of fra, full, that spills every
+// client to the other nodes, which answer what seen says of the request.
+func spillTo(t *testing.T, seen func(*http.Request) string) *httptest.Server {
 	next := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, r.Header.Get("X-Forwarded-For"))
+		io.WriteString(w, seen(r))
 	}))
-	defer next.Close()
+	t.Cleanup(next.Close)
 	f := threeNodes("fra")
 	f.Update("tyo", func(n *geo.Node) { n.PublicURL = next.URL })
 	f.Update("iad", func(n *geo.Node) { n.PublicURL = next.URL })
 	f.Update("fra", func(n *geo.Node) { n.InFlight = 99 }) // full: every client spills
 	rt := geo.NewRouter(geo.RouterConfig{Trusted: loopback}, openDemo(t), f, nil)
 	srv := httptest.NewServer(rt.Steer(geo.SteerProxy, served))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// A request whose client the node could not resolve (here a trusted proxy
+// passed a client's own Forwarded beside its X-Forwarded-For) is spilled
+// with X-Forwarded-For: unknown, not with the trusted hop's address as its
+// client: the next node, which trusts this one, would vouch for that.
+func TestProxySpillDoesNotLaunderAnUnknownClient(t *testing.T) {
+	srv := spillTo(t, func(r *http.Request) string { return r.Header.Get("X-Forwarded-For") })
 	r := get(t, srv.URL+"/", demodb.Tokyo.Client(), http.Header{"Forwarded": {"for=" + demodb.Virginia.Client().String()}})
 	if r.code != http.StatusOK || r.body != "unknown" {
 		t.Fatalf("spilled with X-Forwarded-For %q (%d), want unknown", r.body, r.code)
@@ -252,17 +259,7 @@ func TestProxySpillDoesNotLaunderAnUnknownClient(t *testing.T) {
 // typo'd port on a one-host fleet) handed every spilled client the admin
 // API, which answers loopback without a token.
 func TestProxySpillSaysItPassedThroughThisNode(t *testing.T) {
-	next := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, strings.Join(r.Header.Values("Via"), ", "))
-	}))
-	defer next.Close()
-	f := threeNodes("fra")
-	f.Update("tyo", func(n *geo.Node) { n.PublicURL = next.URL })
-	f.Update("iad", func(n *geo.Node) { n.PublicURL = next.URL })
-	f.Update("fra", func(n *geo.Node) { n.InFlight = 99 }) // full: every client spills
-	rt := geo.NewRouter(geo.RouterConfig{Trusted: loopback}, openDemo(t), f, nil)
-	srv := httptest.NewServer(rt.Steer(geo.SteerProxy, served))
-	defer srv.Close()
+	srv := spillTo(t, func(r *http.Request) string { return strings.Join(r.Header.Values("Via"), ", ") })
 	r := get(t, srv.URL+"/", demodb.Tokyo.Client(), http.Header{"Via": {"1.1 cdn"}})
 	if r.code != http.StatusOK || r.body != "1.1 cdn, 1.1 fra" {
 		t.Fatalf("the next node saw Via %q (%d), want the client's hops and then 1.1 fra", r.body, r.code)

@@ -124,14 +124,7 @@ func TestStreamFloodFromOneAddressIsBounded(t *testing.T) {
 			c.Close()
 		}
 	}()
-	startOnBind(t, "b", "127.0.0.2:0", keys, []string{a.Addr()}, connlimit.Settings{})
-	deadline := time.Now().Add(20 * time.Second)
-	for a.ml.NumMembers() < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("a member did not join while 127.0.0.3 held its streams")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	joinsWhile(t, a, keys, "127.0.0.3 held its streams")
 }
 
 // countingHandler counts the records at Warn or above.
@@ -252,14 +245,7 @@ func TestStreamBytesFromManyAddressesAreBounded(t *testing.T) {
 
 	// A member still joins while the flood holds the budget: a small
 	// push/pull fits the bytes every stream has free.
-	startOnBind(t, "b", "127.0.0.2:0", keys, []string{a.Addr()}, connlimit.Settings{})
-	deadline := time.Now().Add(20 * time.Second)
-	for a.ml.NumMembers() < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("a member did not join while the flood held the streams' budget")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	joinsWhile(t, a, keys, "the flood held the streams' budget")
 }
 
 // bigReport is a report of id near maxReportSize that compresses no
@@ -447,5 +433,19 @@ func TestHostileAnswerToOurPushPullIsCut(t *testing.T) {
 	}
 	if cut := a.CutStreams(); cut != 1 {
 		t.Errorf("%d streams cut, want 1", cut)
+	}
+}
+
+// joinsWhile fails t unless a member started on 127.0.0.2 joins a within
+// 20 s while what holds a's streams.
+func joinsWhile(t *testing.T, a *Cluster, keys, what string) {
+	t.Helper()
+	startOnBind(t, "b", "127.0.0.2:0", keys, []string{a.Addr()}, connlimit.Settings{})
+	deadline := time.Now().Add(20 * time.Second)
+	for a.ml.NumMembers() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("a member did not join while " + what)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

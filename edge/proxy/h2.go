@@ -281,12 +281,9 @@ func forwardTrailers(in, out *http.Request) {
 // drops from a client, in the header section: a backend that merges
 // trailers into the headers would take a client's trailer of that name
 // for the node's word. Those are the client-address headers
-// (geo.NamesClient), the node's own X-Perigee-*, Via, the request id and
-// trace, and any name with a '_' (which CGI backends read as '-').
+// (geo.NamesClient), OwnField's, Via, the request id and trace.
 func nodesField(k string) bool {
-	const own = "X-Perigee-"
-	switch {
-	case geo.NamesClient(k), strings.IndexByte(k, '_') >= 0, len(k) >= len(own) && strings.EqualFold(k[:len(own)], own):
+	if geo.NamesClient(k) || OwnField(k) {
 		return true
 	}
 	switch http.CanonicalHeaderKey(k) {
@@ -294,6 +291,14 @@ func nodesField(k string) bool {
 		return true
 	}
 	return false
+}
+
+// OwnField reports whether a field named k is the node's own, which no
+// client may send: X-Perigee-*, and any name with a '_', which CGI and
+// WSGI backends read as the '-' spelling (X_Perigee_Country, X_Request_Id).
+func OwnField(k string) bool {
+	const own = "X-Perigee-"
+	return len(k) >= len(own) && strings.EqualFold(k[:len(own)], own) || strings.IndexByte(k, '_') >= 0
 }
 
 type trailerBody struct {
