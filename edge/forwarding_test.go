@@ -2,6 +2,7 @@ package edge
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -140,15 +141,7 @@ func TestAccessLogNamesTheResolvedClient(t *testing.T) {
 		if resp, err := h1Client().Do(req); err != nil || resp.StatusCode != http.StatusBadRequest {
 			t.Fatalf("lower-case method: %v %v, want 400", resp, err)
 		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-		if len(lines) != 2 {
-			t.Fatalf("trusted %s: %d access lines, want 2", trusted, len(lines))
-		}
-		for _, l := range lines {
+		for _, l := range accessLines(t, path, 2) {
 			var rec map[string]any
 			if err := json.Unmarshal([]byte(l), &rec); err != nil {
 				t.Fatal(err)
@@ -258,11 +251,7 @@ func TestConnectionCannotChangeWhoTheClientIs(t *testing.T) {
 			t.Errorf("Connection: %s: the backend got X-Real-Ip %q, X-Forwarded-For %q; want the client the node resolved, 85.214.0.1", nominated, got, xff)
 		}
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for l := range strings.Lines(string(b)) {
+	for _, l := range accessLines(t, path, 3) {
 		var rec map[string]any
 		if err := json.Unmarshal([]byte(l), &rec); err != nil {
 			t.Fatal(err)
@@ -271,4 +260,20 @@ func TestConnectionCannotChangeWhoTheClientIs(t *testing.T) {
 			t.Errorf("logged client %v, want 85.214.0.1", rec["client"])
 		}
 	}
+}
+
+// accessLines waits for the access log at path to hold n whole lines (it
+// is written through a buffer) and returns them; more than n fails t.
+func accessLines(t *testing.T, path string, n int) []string {
+	t.Helper()
+	var lines []string
+	waitFor(t, fmt.Sprintf("%d access lines", n), func() bool {
+		b, _ := os.ReadFile(path)
+		lines = strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+		return len(b) > 0 && b[len(b)-1] == '\n' && len(lines) >= n
+	})
+	if len(lines) != n {
+		t.Fatalf("%d access lines, want %d", len(lines), n)
+	}
+	return lines
 }
