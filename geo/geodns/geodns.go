@@ -22,6 +22,13 @@ import (
 // less, and larger ones are only good for making us work.
 const maxQuery = 512
 
+// maxUDPAnswer bounds an answer over UDP, whatever size the resolver
+// announces, and is the size the node announces itself: 1232 bytes fit
+// in any path's MTU unfragmented (DNS Flag Day 2020), and a fragmented
+// answer is one an off-path attacker can poison with forged fragments.
+// What does not fit goes truncated, for the resolver to ask over TCP.
+const maxUDPAnswer = 1232
+
 // tcpClients bounds the TCP connections served at once (BIND's
 // tcp-clients is 150), and those of one client address, so that one host
 // cannot hold them all while resolvers wait. Each holds a descriptor, a
@@ -106,7 +113,7 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
 		size := dns.MinMsgSize
 		if opt := req.IsEdns0(); opt != nil {
-			size = int(min(max(opt.UDPSize(), dns.MinMsgSize), 4096))
+			size = int(min(max(opt.UDPSize(), dns.MinMsgSize), maxUDPAnswer))
 		}
 		m.Truncate(size)
 	}
@@ -126,7 +133,7 @@ func (h *Handler) answer(peer net.Addr, req *dns.Msg) *dns.Msg {
 		m.Answer, m.Ns = nil, nil
 		m.Rcode = rcode
 		if opt != nil {
-			m.SetEdns0(dns.DefaultMsgSize, false)
+			m.SetEdns0(maxUDPAnswer, false)
 		}
 		return m
 	}
@@ -147,7 +154,7 @@ func (h *Handler) answer(peer net.Addr, req *dns.Msg) *dns.Msg {
 		return fail(dns.RcodeFormatError)
 	}
 	if opt != nil {
-		m.SetEdns0(dns.DefaultMsgSize, false)
+		m.SetEdns0(maxUDPAnswer, false)
 		if ecs := subnetOption(opt); ecs != nil {
 			// Our answer holds for the client's /24 or /48 at most.
 			scope := min(ecs.SourceNetmask, map[uint16]uint8{1: 24, 2: 48}[ecs.Family])

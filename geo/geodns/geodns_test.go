@@ -3,6 +3,7 @@ package geodns_test
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -38,6 +39,16 @@ type server struct {
 // start runs a real GeoDNS server on loopback UDP and TCP.
 func start(t *testing.T, answers int) server {
 	t.Helper()
+	return startFleet(t, answers, "fra", []geo.Node{
+		fleetNode("tyo", demodb.Tokyo, "198.51.100.1", "2001:db8:1::1"),
+		fleetNode("fra", demodb.Frankfurt, "198.51.100.2", "2001:db8:2::1"),
+		fleetNode("iad", demodb.Virginia, "198.51.100.3"),
+	})
+}
+
+// startFleet runs it for the fleet of nodes, seen from self.
+func startFleet(t *testing.T, answers int, self string, nodes []geo.Node) server {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "city.mmdb")
 	if err := demodb.Write(path); err != nil {
 		t.Fatal(err)
@@ -46,11 +57,7 @@ func start(t *testing.T, answers int) server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fleet, err := geo.NewStaticFleet("fra", []geo.Node{
-		fleetNode("tyo", demodb.Tokyo, "198.51.100.1", "2001:db8:1::1"),
-		fleetNode("fra", demodb.Frankfurt, "198.51.100.2", "2001:db8:2::1"),
-		fleetNode("iad", demodb.Virginia, "198.51.100.3"),
-	})
+	fleet, err := geo.NewStaticFleet(self, nodes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,5 +464,54 @@ func TestOneHostCannotHoldEveryTCPSlot(t *testing.T) {
 	c := &dns.Client{Net: "tcp", Timeout: 4 * time.Second}
 	if _, _, err := c.Exchange(query(name, dns.TypeA, netip.Prefix{}), s.tcp); err != nil {
 		t.Errorf("a resolver's TCP query while one host holds its connections: %v", err)
+	}
+}
+
+// An answer over UDP stays within 1232 bytes whatever the resolver
+// announces (DNS Flag Day 2020): a larger datagram is fragmented on the
+// way, and forged fragments are how an off-path attacker poisons a
+// resolver's cache. What does not fit is truncated; TCP carries it whole.
+func TestUDPAnswersAreNeverFragmented(t *testing.T) {
+	var nodes []geo.Node
+	for i := range 8 {
+		var addrs []string
+		for j := range 8 {
+			addrs = append(addrs, fmt.Sprintf("2001:db8:%d::%d", i+1, j+1))
+		}
+		nodes = append(nodes, fleetNode(fmt.Sprintf("n%d", i), demodb.Frankfurt, addrs...))
+	}
+	s := startFleet(t, 8, "n0", nodes)
+	q := query(name, dns.TypeAAAA, netip.Prefix{})
+	q.SetEdns0(4096, false)
+	b, err := q.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("udp", s.udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 65535)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := new(dns.Msg)
+	if err := r.Unpack(buf[:n]); err != nil {
+		t.Fatal(err)
+	}
+	if n > 1232 || !r.Truncated {
+		t.Errorf("UDP answer of %d bytes, truncated %v: want at most 1232, truncated", n, r.Truncated)
+	}
+	if opt := r.IsEdns0(); opt == nil || opt.UDPSize() != 1232 {
+		t.Errorf("answer's OPT announces %v, want 1232", opt)
+	}
+	if got := addrs(exchange(t, "tcp", s.tcp, q)); len(got) != 64 {
+		t.Errorf("TCP answer holds %d addresses, want 64", len(got))
 	}
 }
