@@ -40,8 +40,8 @@ const (
 	DefaultMaxPerAddress = 1024
 )
 
-// maxBound bounds both settings, so a typo cannot mean "unbounded".
-const maxBound = 1 << 20
+// MaxBound bounds both settings, so a typo cannot mean "unbounded".
+const MaxBound = 1 << 20
 
 // SetDefaults fills what the config leaves out.
 func (s *Settings) SetDefaults() {
@@ -60,8 +60,8 @@ func (s Settings) Validate() error {
 		name string
 		v    int
 	}{{"max_total", s.MaxTotal}, {"max_per_address", s.MaxPerAddress}} {
-		if f.v < 1 || f.v > maxBound {
-			errs = append(errs, fmt.Errorf("%s: %s must be 1..%d, got %d", f.name, f.name, maxBound, f.v))
+		if f.v < 1 || f.v > MaxBound {
+			errs = append(errs, fmt.Errorf("%s: %s must be 1..%d, got %d", f.name, f.name, MaxBound, f.v))
 		}
 	}
 	if s.MaxPerAddress > s.MaxTotal && s.MaxTotal >= 1 {
@@ -115,26 +115,46 @@ func (l *Limiter) Set(s Settings) {
 // ErrPerAddress. release uncounts it; calls after the first do nothing.
 func (l *Limiter) Acquire(addr net.Addr) (release func(), err error) {
 	key := Key(addr)
-	l.mu.Lock()
-	switch {
-	case l.total >= l.s.MaxTotal:
-		err = ErrTotal
-	case l.per[key] >= l.s.MaxPerAddress:
-		err = ErrPerAddress
-	default:
-		l.total++
-		l.per[key]++
-	}
-	l.mu.Unlock()
-	if err != nil {
-		l.refused(addr, err) // a flood of them allocates nothing
+	if err := l.take(key); err != nil {
+		if l.refused(err) { // a flood of them allocates nothing
+			l.logRefused(addr.String(), err)
+		}
 		return nil, err
 	}
 	var once sync.Once
-	return func() { once.Do(func() { l.release(key) }) }, nil
+	return func() { once.Do(func() { l.Release(key) }) }, nil
 }
 
-func (l *Limiter) release(key netip.Prefix) {
+// AcquireIP counts one more of whatever the limiter bounds (a request in
+// flight) for the client ip, or refuses it as Acquire does. The key it
+// returns is for Release, called once.
+func (l *Limiter) AcquireIP(ip netip.Addr) (netip.Prefix, error) {
+	key := KeyIP(ip)
+	if err := l.take(key); err != nil {
+		if l.refused(err) {
+			l.logRefused(ip.String(), err)
+		}
+		return netip.Prefix{}, err
+	}
+	return key, nil
+}
+
+func (l *Limiter) take(key netip.Prefix) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.total >= l.s.MaxTotal:
+		return ErrTotal
+	case l.per[key] >= l.s.MaxPerAddress:
+		return ErrPerAddress
+	}
+	l.total++
+	l.per[key]++
+	return nil
+}
+
+// Release uncounts what AcquireIP counted against key.
+func (l *Limiter) Release(key netip.Prefix) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.total--
@@ -169,24 +189,27 @@ func (l *Limiter) Stats() Stats {
 	return Stats{Name: l.name, Open: open, RefusedTotal: l.refusedTotal.Load(), RefusedPerAddress: l.refusedPerAddress.Load()}
 }
 
-// refused counts a refusal and logs it, with how many there were since the
-// last line, unless a line went out within logEvery.
-func (l *Limiter) refused(addr net.Addr, err error) {
+// refused counts a refusal, and reports whether to log it: unless a line
+// went out within logEvery.
+func (l *Limiter) refused(err error) bool {
 	if errors.Is(err, ErrPerAddress) {
 		l.refusedPerAddress.Add(1)
 	} else {
 		l.refusedTotal.Add(1)
 	}
 	if l.log == nil {
-		return
+		return false
 	}
 	now, last := time.Now().UnixNano(), l.lastLog.Load()
-	if now-last < int64(logEvery) || !l.lastLog.CompareAndSwap(last, now) {
-		return
-	}
+	return now-last >= int64(logEvery) && l.lastLog.CompareAndSwap(last, now)
+}
+
+// logRefused logs the refusals since the last line, the last of them
+// from client.
+func (l *Limiter) logRefused(client string, err error) {
 	all := l.refusedTotal.Load() + l.refusedPerAddress.Load()
 	since := all - l.logged.Swap(all)
-	l.log.Warn("connections refused", "listener", l.name, "refused", since, "last_client", addr.String(), "reason", err.Error(),
+	l.log.Warn("connections refused", "listener", l.name, "refused", since, "last_client", client, "reason", err.Error(),
 		"next_log_within", logEvery)
 }
 
@@ -207,6 +230,11 @@ func Key(addr net.Addr) netip.Prefix {
 			}
 		}
 	}
+	return KeyIP(ip)
+}
+
+// KeyIP is Key for the address ip.
+func KeyIP(ip netip.Addr) netip.Prefix {
 	ip = ip.Unmap().WithZone("")
 	bits := 32
 	if ip.Is6() {

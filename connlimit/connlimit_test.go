@@ -286,3 +286,37 @@ func TestRefusalAllocatesNothing(t *testing.T) {
 		t.Fatalf("%v allocations per refusal", n)
 	}
 }
+
+// AcquireIP counts against the same keys as Acquire (an IPv4-mapped
+// address is its IPv4, an IPv6 address its /64), and Release frees.
+func TestAcquireIPAndRelease(t *testing.T) {
+	l := New("requests", Settings{MaxTotal: 10, MaxPerAddress: 2}, nil)
+	a, err := l.AcquireIP(netip.MustParseAddr("192.0.2.7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.AcquireIP(netip.MustParseAddr("::ffff:192.0.2.7")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.AcquireIP(netip.MustParseAddr("192.0.2.7")); !errors.Is(err, ErrPerAddress) {
+		t.Fatalf("third from one address: %v, want ErrPerAddress", err)
+	}
+	if _, err := l.Acquire(&net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 1}); !errors.Is(err, ErrPerAddress) {
+		t.Fatalf("Acquire of the same address: %v, want ErrPerAddress", err)
+	}
+	l.Release(a)
+	if _, err := l.AcquireIP(netip.MustParseAddr("192.0.2.7")); err != nil {
+		t.Fatalf("after a Release: %v", err)
+	}
+	for _, ip := range []string{"2001:db8:1:2::1", "2001:db8:1:2:ffff::1"} {
+		if _, err := l.AcquireIP(netip.MustParseAddr(ip)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.AcquireIP(netip.MustParseAddr("2001:db8:1:2::99")); !errors.Is(err, ErrPerAddress) {
+		t.Fatalf("third from one /64: %v, want ErrPerAddress", err)
+	}
+	if st := l.Stats(); st.Open != 4 || st.RefusedPerAddress != 3 {
+		t.Fatalf("stats %+v, want 4 open, 3 refused", st)
+	}
+}

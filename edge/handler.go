@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/textproto"
 	"net/url"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"perigee/edge/admission"
+	"perigee/edge/config"
 	"perigee/edge/exchange"
 	"perigee/edge/metrics"
 	"perigee/edge/proxy"
@@ -56,6 +58,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	n.metrics.Begin(stats)
+	var slot netip.Prefix // the client's count of requests in flight, if it is bounded
 	// Deferred, because a response cut mid-body (http.ErrAbortHandler)
 	// unwinds by panic and must still leave the in-flight counts.
 	defer func() {
@@ -79,6 +82,9 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.send.end()
 		*rec = recorder{send: rec.send}
 		recorders.Put(rec)
+		if slot.IsValid() {
+			n.clients.Release(slot)
+		}
 		exchange.End(x)
 	}()
 	if r.ProtoMajor == 1 && r.ContentLength != 0 {
@@ -107,6 +113,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		exchange.Error(rec, r, http.StatusNotFound, "no route for "+r.Host+r.URL.Path)
 	case st.cfg.Limits.MaxBodyBytes > 0 && r.ContentLength > int64(st.cfg.Limits.MaxBodyBytes):
 		exchange.Error(rec, r, http.StatusRequestEntityTooLarge, "request body too large")
+	case !n.admitClient(st.cfg.Limits, rec, r, x.Client.Addr, &slot):
 	case !admit(entry.gate, rec, r, start):
 	default:
 		dropNominated(r.Header)
@@ -584,4 +591,21 @@ func admit(g *admission.Gate, w http.ResponseWriter, r *http.Request, now time.T
 		exchange.Error(w, r, v.Status, v.Reason)
 	}
 	return ok
+}
+
+// admitClient holds one of the client's limits.max_requests_per_client
+// slots in *slot for the request, or answers 429: the client's own
+// requests must end first.
+func (n *Node) admitClient(l config.Limits, w http.ResponseWriter, r *http.Request, client netip.Addr, slot *netip.Prefix) bool {
+	if l.MaxRequestsPerClient == 0 || !client.IsValid() {
+		return true // unbounded, or no address to count against
+	}
+	key, err := n.clients.AcquireIP(client)
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		exchange.Error(w, r, http.StatusTooManyRequests, "too many requests in flight from this client")
+		return false
+	}
+	*slot = key
+	return true
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"perigee/certs"
+	"perigee/connlimit"
 	"perigee/edge/accesslog"
 	"perigee/edge/admin"
 	"perigee/edge/admission"
@@ -58,9 +59,10 @@ type Node struct {
 type traffic struct {
 	certs      certs.Store
 	metrics    *metrics.Metrics
-	sampler    *metrics.Sampler // one-second samples for the mesh, the static fleet and the shipper
-	proxy      *proxy.Proxy     // the upstream connection pool
-	gates      admission.Gates  // per-route limits and shedding, kept across reloads
+	sampler    *metrics.Sampler   // one-second samples for the mesh, the static fleet and the shipper
+	proxy      *proxy.Proxy       // the upstream connection pool
+	gates      admission.Gates    // per-route limits and shedding, kept across reloads
+	clients    *connlimit.Limiter // limits.max_requests_per_client's counts, kept across reloads
 	transforms *transforms
 	stop       context.CancelFunc // ends the sampler
 }
@@ -136,6 +138,7 @@ func New(cfg *config.Config, o Options) (*Node, error) {
 	}
 	n.sampler = n.metrics.NewSampler(cfg.Node.ID, cfg.Node.Region, n.services)
 	n.proxy = proxy.New(cfg.Timeouts.Timeouts, cfg.Node.ID, log)
+	n.clients = connlimit.New("requests", clientRequests(cfg.Limits), nil)
 	n.transforms = &transforms{log: log, node: n}
 	n.admin = admin.New(n, promhttp.HandlerFor(n.metrics.Registry, promhttp.HandlerOpts{}), token)
 	n.admin.HandleJSON("GET /transforms", func() any {
@@ -319,4 +322,11 @@ func notProxied(adm http.Handler, node string) http.Handler {
 		}
 		adm.ServeHTTP(w, r)
 	})
+}
+
+// clientRequests are the bounds of the requests in flight: one client's,
+// and no other (a node's requests are bounded by its connections and
+// each service's max_requests).
+func clientRequests(l config.Limits) connlimit.Settings {
+	return connlimit.Settings{MaxTotal: connlimit.MaxBound, MaxPerAddress: max(1, l.MaxRequestsPerClient)}
 }

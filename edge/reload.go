@@ -88,6 +88,7 @@ func (n *Node) reload() error {
 	}
 	n.state.Store(st)
 	n.listeners.setLimits(cfg.Limits.Connections)
+	n.clients.Set(clientRequests(cfg.Limits))
 	// The old health checks stop now: they share backends with the new
 	// state, and a flip they saw would refresh only the old balancer.
 	for _, svc := range old.list {

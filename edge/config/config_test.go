@@ -84,6 +84,7 @@ routes:
 		{"method the node refuses", strings.Replace(base, "{path_prefix: /}", "{path_prefix: /, methods: [GET, PURGE!]}", 1), `bad.yaml:6: route "route-0": method "PURGE!" can never match: the node takes only methods of A-Z, 0-9, - and _`},
 		{"connection bound", base + "limits:\n  connections:\n    max_total: 100\n    max_per_address: 0x7fffffff\n", `bad.yaml:11: limits.connections: max_per_address must be 1..1048576, got 2147483647`},
 		{"connections per address over total", base + "limits:\n  connections: {max_total: 10, max_per_address: 20}\n", `bad.yaml:9: limits.connections: max_per_address (20) is over max_total (10)`},
+		{"requests per client", base + "limits:\n  max_requests_per_client: -1\n", `bad.yaml:9: limits.max_requests_per_client must be 0 (no bound) to 1048576, got -1`},
 		{"node id with a space", base + "node: {id: fra 1}\n", `bad.yaml:8: node.id "fra 1" may hold only letters, digits, '-', '_' and '.'`},
 		{"node id with a comma", base + "node: {id: \"fra,1\"}\n", `bad.yaml:8: node.id "fra,1" may hold only`},
 		{"h2 over http", strings.Replace(base, "  api:\n", "  api:\n    protocol: h2\n", 1), `bad.yaml:5: service "api": backend url "http://127.0.0.1:9001": protocol h2 needs https:// backends`},

@@ -95,6 +95,11 @@ type Limits struct {
 	MaxHeaderBytes units.ByteSize     `yaml:"max_header_bytes" json:"max_header_bytes"`
 	MaxBodyBytes   units.ByteSize     `yaml:"max_body_bytes" json:"max_body_bytes"` // 0 = no limit
 	Connections    connlimit.Settings `yaml:"connections" json:"connections"`
+	// MaxRequestsPerClient bounds the requests one client address (an
+	// IPv4 address, an IPv6 /64) has in flight on the routes at once,
+	// over every listener together; 0 = no bound, as one address may be a
+	// carrier-grade NAT's hundreds of users.
+	MaxRequestsPerClient int `yaml:"max_requests_per_client" json:"max_requests_per_client,omitempty"`
 }
 
 // AccessLog controls the structured access log.

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"perigee/certs/acme"
+	"perigee/connlimit"
 	"perigee/edge/proxy"
 	"perigee/edge/route"
 	"perigee/edge/urlpath"
@@ -28,6 +29,9 @@ func (c *Config) validate(v *validator) {
 	}
 	c.validateACME(v)
 	v.part(p("limits", "connections"), "limits.connections: ", c.Limits.Connections.Validate())
+	if m := c.Limits.MaxRequestsPerClient; m < 0 || m > connlimit.MaxBound {
+		v.at(p("limits", "max_requests_per_client"), "limits.max_requests_per_client must be 0 (no bound) to %d, got %d", connlimit.MaxBound, m)
+	}
 	if s := *c.AccessLog.Sample; s < 0 || s > 1 {
 		v.at(p("access_log", "sample"), "access_log.sample must be between 0 and 1, got %v", s)
 	}
