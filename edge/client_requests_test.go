@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,8 +30,9 @@ func TestRequestsInFlightPerClientAreBounded(t *testing.T) {
 		io.WriteString(w, "ok")
 	}))
 	db := demoDB(t)
+	accessLog := filepath.Join(t.TempDir(), "access.log")
 	yaml := func(bound int) string {
-		return nodeYAML("round_robin", slow) + fmt.Sprintf("limits: {max_requests_per_client: %d}\n", bound) + `geo:
+		return strings.Replace(nodeYAML("round_robin", slow), "access_log: {enabled: false}", `access_log: {file: "`+accessLog+`"}`, 1) + fmt.Sprintf("limits: {max_requests_per_client: %d}\n", bound) + `geo:
   database: "` + db + `"
   trusted_proxies: ["127.0.0.0/8"]
 `
@@ -65,6 +69,11 @@ func TestRequestsInFlightPerClientAreBounded(t *testing.T) {
 			t.Errorf("%s: a fourth request got %d (Retry-After %q), want 429 with Retry-After", pc.name, st, retry)
 		}
 	}
+	// The refusals are in the access log, named by the bound.
+	waitFor(t, "the refusals in the access log", func() bool {
+		b, _ := os.ReadFile(accessLog)
+		return strings.Count(string(b), `"status":429`) == 3 && strings.Count(string(b), "limits.max_requests_per_client") == 3
+	})
 	// The same /64 is the same client; another address is not.
 	wg.Go(func() {
 		if st, _ := do(clients[1].client, "2001:db8:1:2::1"); st != http.StatusOK {

@@ -113,7 +113,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		exchange.Error(rec, r, http.StatusNotFound, "no route for "+r.Host+r.URL.Path)
 	case st.cfg.Limits.MaxBodyBytes > 0 && r.ContentLength > int64(st.cfg.Limits.MaxBodyBytes):
 		exchange.Error(rec, r, http.StatusRequestEntityTooLarge, "request body too large")
-	case !n.admitClient(st.cfg.Limits, rec, r, x.Client.Addr, &slot):
+	case !n.admitClient(st.cfg.Limits, rec, r, x, &slot):
 	case !admit(entry.gate, rec, r, start):
 	default:
 		dropNominated(r.Header)
@@ -596,14 +596,16 @@ func admit(g *admission.Gate, w http.ResponseWriter, r *http.Request, now time.T
 // admitClient holds one of the client's limits.max_requests_per_client
 // slots in *slot for the request, or answers 429: the client's own
 // requests must end first.
-func (n *Node) admitClient(l config.Limits, w http.ResponseWriter, r *http.Request, client netip.Addr, slot *netip.Prefix) bool {
-	if l.MaxRequestsPerClient == 0 || !client.IsValid() {
+func (n *Node) admitClient(l config.Limits, w http.ResponseWriter, r *http.Request, x *exchange.Exchange, slot *netip.Prefix) bool {
+	if l.MaxRequestsPerClient == 0 || !x.Client.Addr.IsValid() {
 		return true // unbounded, or no address to count against
 	}
-	key, err := n.clients.AcquireIP(client)
+	key, err := n.clients.AcquireIP(x.Client.Addr)
 	if err != nil {
+		const msg = "too many requests in flight from this client"
+		x.Error = msg + " (limits.max_requests_per_client)"
 		w.Header().Set("Retry-After", "1")
-		exchange.Error(w, r, http.StatusTooManyRequests, "too many requests in flight from this client")
+		exchange.Error(w, r, http.StatusTooManyRequests, msg)
 		return false
 	}
 	*slot = key
