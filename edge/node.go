@@ -32,6 +32,7 @@ import (
 	"perigee/edge/upstream"
 	"perigee/files"
 	"perigee/logsink"
+	"perigee/via"
 )
 
 // Node is one edge node: the parts, and the config state they serve.
@@ -316,7 +317,7 @@ func (n *Node) services() []*upstream.Service {
 // without a token it answers whatever comes from loopback.
 func notProxied(adm http.Handler, node string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if proxy.PassedThrough(r.Header, node) {
+		if via.PassedThrough(r.Header, node) {
 			admin.WriteJSON(w, http.StatusForbidden, map[string]string{"error": "the admin API does not answer requests proxied by this node"})
 			return
 		}

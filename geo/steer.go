@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"perigee/geo/rtt"
+	"perigee/via"
 )
 
 // SteeredHeader marks a request another node forwarded here, so it is served
@@ -158,13 +159,7 @@ func (rt *Router) proxyTo(n Node) *httputil.ReverseProxy {
 			// As every proxy must (RFC 9110 7.6.3): a node that finds its
 			// own name there (a route's loop guard, the admin API) knows the
 			// request went through it.
-			proto := "1.1"
-			if pr.In.ProtoMajor > 1 {
-				proto = strconv.Itoa(pr.In.ProtoMajor)
-			} else if pr.In.ProtoMinor == 0 {
-				proto = "1.0"
-			}
-			pr.Out.Header.Add("Via", proto+" "+rt.fleet.Self().ID)
+			pr.Out.Header.Add("Via", via.Hop(pr.In.ProtoMajor, pr.In.ProtoMinor, rt.fleet.Self().ID))
 		},
 		Transport: rt.cfg.Transport,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

@@ -13,12 +13,12 @@ import (
 
 	"perigee/certs/acme"
 	"perigee/connlimit"
-	"perigee/edge/proxy"
 	"perigee/edge/route"
 	"perigee/edge/urlpath"
 	"perigee/files"
 	"perigee/geo"
 	"perigee/policies/actuator"
+	"perigee/via"
 )
 
 func (c *Config) validate(v *validator) {
@@ -77,7 +77,7 @@ func (c *Config) validate(v *validator) {
 
 func (c *Config) validateNode(v *validator) {
 	n := c.Node
-	if err := proxy.CheckNodeID(n.ID); err != nil {
+	if err := via.CheckNode(n.ID); err != nil {
 		v.at(p("node", "id"), "%v", err)
 	}
 	if n.Location.Lat < -90 || n.Location.Lat > 90 || n.Location.Lon < -180 || n.Location.Lon > 180 {

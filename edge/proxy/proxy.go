@@ -8,7 +8,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -24,6 +23,7 @@ import (
 	"perigee/edge/h1client"
 	"perigee/edge/upstream"
 	"perigee/units"
+	"perigee/via"
 )
 
 // Proxy owns the pooled upstream connections shared by every service.
@@ -159,7 +159,7 @@ func (g guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// naming one of its addresses, two nodes steering to each other) would
 	// turn one request into hops through the node until the service's
 	// max_requests ran out, for everyone.
-	if PassedThrough(r.Header, g.via) {
+	if via.PassedThrough(r.Header, g.via) {
 		exchange.Error(w, r, http.StatusLoopDetected, "request loop: the request has passed through this node already")
 		return
 	}
@@ -172,38 +172,6 @@ func (g guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = http.NewResponseController(w).EnableFullDuplex()
 	}
 	g.next.ServeHTTP(w, r)
-}
-
-// PassedThrough reports whether one of h's Via hops was received by node
-// ("1.1 node", "2 node (comment)"): the request went through its proxy.
-func PassedThrough(h http.Header, node string) bool {
-	for _, v := range h["Via"] {
-		for hop := range strings.SplitSeq(v, ",") {
-			_, by, _ := strings.Cut(strings.TrimSpace(hop), " ")
-			by, _, _ = strings.Cut(strings.TrimSpace(by), " ")
-			if by == node {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// CheckNodeID refuses a node id the proxy cannot write as Via's
-// received-by and find there again: 1 to 64 letters, digits, '-', '_' and
-// '.', the mesh's rule for the names it gossips. With a space or a comma
-// in it, PassedThrough never found the node in its own Via, and the loop
-// guard and the admin API's refusal of proxied requests were off.
-func CheckNodeID(id string) error {
-	if id == "" || len(id) > 64 {
-		return fmt.Errorf("node.id %q must be 1 to 64 characters", id)
-	}
-	for _, r := range id {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
-			return fmt.Errorf("node.id %q may hold only letters, digits, '-', '_' and '.'", id)
-		}
-	}
-	return nil
 }
 
 // websocketOnly lets WebSocket be the one protocol a client may switch
@@ -236,7 +204,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 			out.Header[k] = append([]string(nil), prior...)
 		}
 	}
-	out.Header.Add("Via", viaVersion(in.ProtoMajor, in.ProtoMinor)+" "+p.via)
+	out.Header.Add("Via", via.Hop(in.ProtoMajor, in.ProtoMinor, p.via))
 	// The query goes as the client sent it (the node checked its bytes):
 	// ReverseProxy's re-encoding would drop what it cannot parse.
 	out.URL.RawQuery = in.URL.RawQuery
@@ -260,23 +228,8 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 }
 
 func (p *Proxy) modifyResponse(resp *http.Response) error {
-	resp.Header.Add("Via", viaVersion(resp.Request.ProtoMajor, resp.Request.ProtoMinor)+" "+p.via)
+	resp.Header.Add("Via", via.Hop(resp.Request.ProtoMajor, resp.Request.ProtoMinor, p.via))
 	return nil
-}
-
-// viaVersion is the Via header's received-protocol for a message that
-// came as HTTP/major.minor (RFC 9110 7.6.3): "1.0", "1.1", "2" or "3".
-func viaVersion(major, minor int) string {
-	switch {
-	case major == 2:
-		return "2"
-	case major == 3:
-		return "3"
-	case major == 1 && minor == 0:
-		return "1.0"
-	default:
-		return "1.1"
-	}
 }
 
 // fail maps what went wrong to the status the client sees.

@@ -1,4 +1,4 @@
-package proxy
+package via
 
 import (
 	"net/http"
@@ -27,16 +27,16 @@ func TestPassedThrough(t *testing.T) {
 
 // A node id the loop guard cannot find in the Via it writes ("fra 1",
 // "fra,1") turned the guard and the admin API's refusal of proxied
-// requests off: CheckNodeID refuses it, and every id it accepts is found.
+// requests off: CheckNode refuses it, and every id it accepts is found.
 func TestNodeIDsAreFoundInTheirVia(t *testing.T) {
 	for _, id := range []string{"fra 1", "fra,1", "fra(1)", "", "fra\r\n1", strings.Repeat("a", 65)} {
-		if CheckNodeID(id) == nil {
-			t.Errorf("CheckNodeID(%q) accepted it", id)
+		if CheckNode(id) == nil {
+			t.Errorf("CheckNode(%q) accepted it", id)
 		}
 	}
 	for _, id := range []string{"fra-1", "eu.fra_1", "local", strings.Repeat("a", 64)} {
-		if err := CheckNodeID(id); err != nil {
-			t.Errorf("CheckNodeID(%q): %v", id, err)
+		if err := CheckNode(id); err != nil {
+			t.Errorf("CheckNode(%q): %v", id, err)
 		}
 		for _, proto := range []string{"1.1", "2", "3"} {
 			if !PassedThrough(http.Header{"Via": {"1.1 cdn, " + proto + " " + id}}, id) {
@@ -53,7 +53,7 @@ func TestViaNamesTheVersionReceived(t *testing.T) {
 		major, minor int
 		want         string
 	}{{1, 0, "1.0"}, {1, 1, "1.1"}, {2, 0, "2"}, {3, 0, "3"}} {
-		if got := viaVersion(c.major, c.minor); got != c.want {
+		if got := Hop(c.major, c.minor, "fra-1"); got != c.want+" fra-1" {
 			t.Errorf("HTTP/%d.%d: Via says %q, want %q", c.major, c.minor, got, c.want)
 		}
 	}
