@@ -189,8 +189,9 @@ func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *cer
 	// Its requests have no body worth waiting for (a reload reads the
 	// config from disk), and a connection idle past timeouts.idle goes, as
 	// on every other listener; its parser reads as much header as theirs.
-	// No WriteTimeout: /debug/pprof/profile refuses a profile longer.
-	l.adminSrv = &http.Server{Handler: adminH, ReadHeaderTimeout: t.ReadHeader.D(), ReadTimeout: t.ReadHeader.D(), IdleTimeout: t.Idle.D(),
+	// No WriteTimeout: /debug/pprof/profile refuses a profile longer;
+	// each write is bounded instead (writeBound).
+	l.adminSrv = &http.Server{Handler: writeBound(adminH, t.Idle.D()), ReadHeaderTimeout: t.ReadHeader.D(), ReadTimeout: t.ReadHeader.D(), IdleTimeout: t.Idle.D(),
 		MaxHeaderBytes: int(cfg.Limits.MaxHeaderBytes) + 4096}
 	go l.serve("admin", func() error { return l.adminSrv.Serve(ln) })
 	return nil
@@ -212,6 +213,45 @@ func (l *listeners) server(t config.Timeouts, lim config.Limits, h http.Handler)
 		ConnState: clearWriteDeadline,
 	}
 }
+
+// writeBound fails an answer's write that waits past idle on a client
+// that does not read it, which closes the connection and frees its slot.
+// Each write gets its own deadline, so an answer that is long in coming
+// (a CPU profile writes when it is done) is not cut.
+func writeBound(h http.Handler, idle time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		bw := &boundedWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: idle}
+		bw.refresh()
+		h.ServeHTTP(bw, r)
+	})
+}
+
+type boundedWriter struct {
+	http.ResponseWriter
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (w *boundedWriter) refresh() { _ = w.rc.SetWriteDeadline(time.Now().Add(w.idle)) }
+
+// WriteHeader bounds the head written after the handler returns, when
+// nothing follows it.
+func (w *boundedWriter) WriteHeader(code int) {
+	w.refresh()
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *boundedWriter) Write(b []byte) (int, error) {
+	w.refresh()
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *boundedWriter) Flush() {
+	w.refresh()
+	_ = w.rc.Flush()
+}
+
+func (w *boundedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // clearWriteDeadline lifts, once an HTTP/1.1 connection's answer is out,
 // the write deadline the handler set for its last bytes (sendWatch.tail),
