@@ -11,9 +11,11 @@ import (
 	"net/netip"
 	"net/textproto"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"perigee/edge/admission"
@@ -55,6 +57,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if badErr == nil && (n.fleet.nodesAPI == nil || r.URL.Path != geo.NodesPath) {
 		if entry, _ = st.routes.Match(r.Host, r.Method, r.URL.Path); entry != nil {
 			x.Route, x.Service, stats = entry.name, entry.service.Name, entry.series.Stats
+			rec.tunnelIdle = entry.tunnelIdle
 		}
 	}
 	n.metrics.Begin(stats)
@@ -353,8 +356,10 @@ type recorder struct {
 	send    *sendWatch // kept in the pool with its recorder
 	free    int        // what may still be written unwatched (buffered)
 	conn    net.Conn   // hijacked, tracked until the handler returns
-	wrote   bool       // a status or body went to the client
-	final   bool       // the response's own head (not a 1xx) went out
+	// tunnelIdle is the route's timeouts.tunnel_idle, for a hijack.
+	tunnelIdle time.Duration
+	wrote      bool // a status or body went to the client
+	final      bool // the response's own head (not a 1xx) went out
 	// own holds the node's headers, for the final head to carry even
 	// when the map lost them: the proxy clears it after relaying a 1xx,
 	// and a transform's own answer may start from an empty one.
@@ -543,7 +548,9 @@ func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Hijack hands the connection to the handler (a WebSocket upgrade) and
 // tells the listeners, which close it when a drain ends. Each write to it
-// must go through within idle, as the response's writes must (sendWatch).
+// must go through within idle, as the response's writes must (sendWatch),
+// and the relay ends once it is quiet both ways for the route's
+// tunnel_idle.
 func (w *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil {
@@ -551,31 +558,62 @@ func (w *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	w.conn = c
 	w.hijacks.add(c)
-	if idle := w.send.idle; idle > 0 {
-		return sendBounded{c, idle}, rw, nil
-	}
-	return c, rw, nil
+	t := &tunnel{Conn: c, idle: w.send.idle, quiet: w.tunnelIdle}
+	t.spoke.Store(time.Now().UnixNano())
+	return t, rw, nil
 }
 
-// sendBounded is an upgraded connection whose each write fails once it has
-// waited idle: a client that stops reading ends the relay, and frees the
-// backend, rather than holding both as long as it keeps the connection.
-// A quiet connection is not cut: the deadline is set when a write starts.
-type sendBounded struct {
+// tunnel is an upgraded connection, which the proxy reads for the client's
+// bytes and writes with the backend's: both directions pass through it.
+// Each write fails once it has waited idle, so a client that stops reading
+// ends the relay, and frees the backend, rather than holding both as long
+// as it keeps the connection. A read fails once neither side has sent
+// anything for quiet: a backend still speaking keeps a silent client's
+// tunnel, and the client's own bytes keep a silent backend's.
+type tunnel struct {
 	net.Conn
-	idle time.Duration
+	idle, quiet time.Duration
+	spoke       atomic.Int64 // when a write to the client last went through, in Unix nanoseconds
 }
 
-func (c sendBounded) Write(p []byte) (int, error) {
-	if err := c.SetWriteDeadline(time.Now().Add(c.idle)); err != nil {
-		return 0, err
+func (c *tunnel) Read(p []byte) (int, error) {
+	if c.quiet <= 0 {
+		return c.Conn.Read(p)
 	}
-	return c.Conn.Write(p)
+	from := time.Now()
+	for {
+		if err := c.SetReadDeadline(from.Add(c.quiet)); err != nil {
+			return 0, err
+		}
+		n, err := c.Conn.Read(p)
+		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			// A timed-out read leaves a TLS connection whole, so it
+			// can go on: quiet counts from the backend's last bytes.
+			if spoke := time.Unix(0, c.spoke.Load()); spoke.After(from) {
+				from = spoke
+				continue
+			}
+		}
+		return n, err
+	}
+}
+
+func (c *tunnel) Write(p []byte) (int, error) {
+	if c.idle > 0 {
+		if err := c.SetWriteDeadline(time.Now().Add(c.idle)); err != nil {
+			return 0, err
+		}
+	}
+	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.spoke.Store(time.Now().UnixNano())
+	}
+	return n, err
 }
 
 // CloseWrite passes on the backend's half-close, which the proxy relays
 // when the connection has one (TLS and TCP do).
-func (c sendBounded) CloseWrite() error {
+func (c *tunnel) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}

@@ -38,8 +38,9 @@ type routeEntry struct {
 	series  *metrics.RouteSeries
 	gate    *admission.Gate
 	handler http.Handler
-	// clientBody bounds each wait for the client's request body.
-	clientBody time.Duration
+	// clientBody bounds each wait for the client's request body;
+	// tunnelIdle, an upgraded connection's silence both ways.
+	clientBody, tunnelIdle time.Duration
 }
 
 // buildState turns a validated config into live services and routes. prev
@@ -92,7 +93,7 @@ func (n *Node) buildState(ctx context.Context, cfg *config.Config, prev *state) 
 		h = n.fleet.steer(rc.Steer, h)
 		rules = append(rules, route.Rule[*routeEntry]{
 			Host: rc.Match.Host, PathPrefix: rc.Match.PathPrefix, Methods: rc.Match.Methods,
-			Target: &routeEntry{name: rc.Name, service: svc, series: n.metrics.Route(rc.Name, rc.Service), gate: n.gates.Get(rc.Name), handler: h, clientBody: tm.ClientBody.D()},
+			Target: &routeEntry{name: rc.Name, service: svc, series: n.metrics.Route(rc.Name, rc.Service), gate: n.gates.Get(rc.Name), handler: h, clientBody: tm.ClientBody.D(), tunnelIdle: tm.TunnelIdle.D()},
 		})
 	}
 	st.routes = route.New(rules)

@@ -56,6 +56,9 @@ type Stream struct {
 	ClientBody     units.Duration `yaml:"client_body" json:"client_body,omitempty"`       // between reads of the client's request body: 408
 	UpstreamRead   units.Duration `yaml:"upstream_read" json:"upstream_read,omitempty"`   // between reads of the backend's response: 504, or a cut stream
 	UpstreamWrite  units.Duration `yaml:"upstream_write" json:"upstream_write,omitempty"` // between writes of the request to the backend: 504
+	// TunnelIdle closes an upgraded connection (a WebSocket) in which
+	// neither side has sent anything for so long, and frees its backend.
+	TunnelIdle units.Duration `yaml:"tunnel_idle" json:"tunnel_idle,omitempty"`
 }
 
 // SetDefaults fills what the config leaves out.
@@ -66,6 +69,7 @@ func (t *Timeouts) SetDefaults() {
 	}{
 		{&t.Connect, 2 * time.Second}, {&t.Idle, 90 * time.Second}, {&t.UpstreamIdle, 4 * time.Second}, {&t.ResponseHeader, 30 * time.Second},
 		{&t.ClientBody, 30 * time.Second}, {&t.UpstreamRead, 60 * time.Second}, {&t.UpstreamWrite, 60 * time.Second},
+		{&t.TunnelIdle, 5 * time.Minute},
 	} {
 		if *d.v == 0 {
 			*d.v = units.Duration(d.def)
@@ -80,6 +84,7 @@ func (s Stream) Over(node Stream) Stream {
 		ClientBody:     cmp.Or(s.ClientBody, node.ClientBody),
 		UpstreamRead:   cmp.Or(s.UpstreamRead, node.UpstreamRead),
 		UpstreamWrite:  cmp.Or(s.UpstreamWrite, node.UpstreamWrite),
+		TunnelIdle:     cmp.Or(s.TunnelIdle, node.TunnelIdle),
 	}
 }
 
