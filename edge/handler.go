@@ -34,6 +34,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	st := n.acquire()
 	defer st.release()
+	client := r.Context() // the listener's: done when the client gives up
 	x, ctx := exchange.Begin(r, start)
 	r = r.WithContext(ctx)
 	x.Client = geo.ResolveClient(r, n.fleet.trusted)
@@ -76,6 +77,9 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		n.metrics.Retried(x.Service, x.Retries)
 		st.access.Log(r, x, took)
+		if noteAbandon(client, start, rec.final) {
+			n.metrics.AbandoningClosed(r.Proto)
+		}
 		if rec.conn != nil {
 			rec.hijacks.remove(rec.conn)
 		}

@@ -146,7 +146,9 @@ func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *cer
 		l.altSvc = `h3=":` + port + `"; ma=86400`
 		l.https = l.server(t, cfg.Limits, h)
 		l.https.TLSConfig = l.counted(store.TLSConfig("h2", "http/1.1"))
-		l.https.ConnContext = rtt.ConnContext
+		l.https.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+			return withAbandons(rtt.ConnContext(ctx, c), func() { c.Close() })
+		}
 		go l.serve("https", func() error { return l.https.ServeTLS(tcp, "", "") })
 		l.h3 = newH3Server(&http3.Server{
 			Handler:        h,
@@ -160,7 +162,9 @@ func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *cer
 				// only under a net/http server, which it finds by this key;
 				// without it, the client got the body cut short as if whole.
 				ctx = context.WithValue(ctx, http.ServerContextKey, l.https)
-				return rtt.QUICConnContext(ctx, c)
+				return withAbandons(rtt.QUICConnContext(ctx, c), func() {
+					c.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeExcessiveLoad), "too many requests abandoned")
+				})
 			},
 		}, http3.ConfigureTLSConfig(l.counted(store.TLSConfig())), t.ReadHeader.D(), h3serve.WithConnLimit(l.limiter("http3", conns)))
 		go l.serve("http3", func() error { return l.h3.Serve(udp) })
@@ -177,6 +181,9 @@ func (l *listeners) start(cfg *config.Config, h, adminH http.Handler, store *cer
 		l.plain.Protocols = new(http.Protocols)
 		l.plain.Protocols.SetHTTP1(true)
 		l.plain.Protocols.SetUnencryptedHTTP2(true)
+		l.plain.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+			return withAbandons(ctx, func() { c.Close() })
+		}
 		go l.serve("http", func() error { return l.plain.Serve(ln) })
 	}
 	ln, err := net.Listen("tcp", ls.Admin)

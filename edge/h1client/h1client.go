@@ -53,7 +53,9 @@ import (
 
 // Options tune a Transport. Zero values take the defaults noted.
 type Options struct {
-	// ConnectTimeout bounds a dial; 0 leaves it to the request's context.
+	// ConnectTimeout bounds a dial, which a request that goes meanwhile
+	// does not cut: its connection waits in the pool for the next. 0
+	// leaves the dial to the request's context.
 	ConnectTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait for the response head once the
 	// request is written; 0 means no limit but the context.
@@ -181,17 +183,30 @@ func (t *Transport) roundTrip(req *http.Request, route Timeouts) (*http.Response
 		return nil, fmt.Errorf("h1client: invalid method %q", clip(req.Method))
 	}
 	ctx := req.Context()
+	if err := ctx.Err(); err != nil {
+		closeBody(req)
+		return nil, err // the client has gone: nothing to spend on it
+	}
 	tm := t.timeouts(ctx, route)
 	p := t.pool(hostPort(req.URL))
 	c := p.get()
 	for retried := false; ; retried = true {
 		if c == nil {
-			nc, err := t.dialer.DialContext(ctx, "tcp", p.addr)
+			nc, err := t.dialer.DialContext(t.dialContext(ctx), "tcp", p.addr)
 			if err != nil {
 				closeBody(req)
 				return nil, err // a *net.OpError with Op "dial": the request never left
 			}
 			c = newConn(nc, p)
+		}
+		if err := ctx.Err(); err != nil {
+			// Gone before a byte was written: the connection is whole, and
+			// the next request takes it, so that clients who open requests
+			// and cancel them at once (an HTTP/2 rapid reset) cannot make
+			// the node open, and close, a backend connection for each.
+			p.put(c)
+			closeBody(req)
+			return nil, err
 		}
 		resp, again, err := t.exchange(ctx, c, req, tm)
 		if err == nil {
@@ -205,6 +220,17 @@ func (t *Transport) roundTrip(req *http.Request, route Timeouts) (*http.Response
 		}
 		c = nil
 	}
+}
+
+// dialContext is what a dial for ctx's request runs under: not the
+// request's cancellation, when ConnectTimeout bounds the dial without it,
+// so that a connection dialed for a request that has gone meanwhile is
+// pooled rather than thrown away.
+func (t *Transport) dialContext(ctx context.Context) context.Context {
+	if t.dialer.Timeout > 0 {
+		return context.WithoutCancel(ctx)
+	}
+	return ctx
 }
 
 // resend says whether a failed exchange may go again on a new connection.

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -760,5 +761,34 @@ func TestPoolsOfAddressesGoneAreDropped(t *testing.T) {
 	resp.Body.Close()
 	if _, body := do(t, fresh, get(t, live.URL)); body != "ok" || live.opened.Load() != 2 {
 		t.Fatalf("body %q over %d connections in all, want 2", body, live.opened.Load())
+	}
+}
+
+// A request whose client goes while its connection is being dialed leaves
+// the connection, once dialed, in the pool: the next request takes it.
+// Thrown away, a client that opened requests and cancelled them at once
+// made a new backend connection each.
+func TestDialOutlivesAbandonedRequest(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello") })
+	tr := newTransport(t, Options{ConnectTimeout: 10 * time.Second}, nil)
+	var dials atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	tr.dialer.ControlContext = func(context.Context, string, string, syscall.RawConn) error {
+		dials.Add(1)
+		cancel() // the client goes during the dial
+		return nil
+	}
+	req := get(t, s.URL).WithContext(ctx)
+	if _, err := tr.RoundTrip(req); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a request whose client went: %v, want context.Canceled", err)
+	}
+	if _, b := do(t, tr, get(t, s.URL)); b != "hello" {
+		t.Fatalf("the next request: %q", b)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("%d dials for the two requests; want 1: the first's connection, reused", n)
+	}
+	if n := s.opened.Load(); n != 1 {
+		t.Fatalf("the backend saw %d connections, want 1", n)
 	}
 }

@@ -30,6 +30,7 @@ type Metrics struct {
 	retries    *prometheus.CounterVec
 	handshakes *prometheus.CounterVec
 	h3Conns    prometheus.Counter
+	abandoning *prometheus.CounterVec
 
 	mu       sync.Mutex
 	services map[string]*ServiceStats
@@ -68,7 +69,10 @@ func New(services func() []*upstream.Service) *Metrics {
 		Name: "perigee_tls_handshakes_total", Help: "TLS handshakes completed, by the protocol negotiated (h1, h2, h3).",
 	}, []string{"proto"})
 	m.h3Conns = prometheus.NewCounter(prometheus.CounterOpts{Name: "perigee_http3_connections_total", Help: "QUIC connections accepted for HTTP/3."})
-	m.Registry.MustRegister(m.requests, m.duration, m.inFlight, m.decisions, m.retries, m.handshakes, m.h3Conns, backendCollector{services},
+	m.abandoning = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "perigee_abandoning_connections_closed_total", Help: "Connections closed because their client abandoned half of a run of their requests at once (a rapid reset), by protocol (h2, h3).",
+	}, []string{"proto"})
+	m.Registry.MustRegister(m.requests, m.duration, m.inFlight, m.decisions, m.retries, m.handshakes, m.h3Conns, m.abandoning, backendCollector{services},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -211,6 +215,12 @@ func (m *Metrics) Handshake(alpn string) {
 
 // HTTP3Conn counts a QUIC connection accepted.
 func (m *Metrics) HTTP3Conn() { m.h3Conns.Inc() }
+
+// AbandoningClosed counts a connection closed for the requests its client
+// abandoned; proto is the request's (r.Proto).
+func (m *Metrics) AbandoningClosed(proto string) {
+	m.abandoning.WithLabelValues(protoLabel(proto)).Inc()
+}
 
 // protoLabel is the short name of an HTTP version, as the series label it.
 func protoLabel(proto string) string {
