@@ -45,6 +45,7 @@ func TestAdminAnswersAClientDoesNotTakeAreCut(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	waitFor(t, "the slot freed", func() bool { return open(n, "admin") == 0 })
 	resp, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=2")
 	if err != nil {
 		t.Fatal(err)
