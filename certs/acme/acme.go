@@ -175,7 +175,8 @@ func (m *Manager) NextProtos() []string {
 
 // HTTPHandler answers HTTP-01 challenges and redirects every other request
 // for a managed host to HTTPS on httpsPort ("443" leaves the port out).
-// Other hosts get 404: we hold no certificate to redirect them to.
+// Other hosts get 404: we hold no certificate to redirect them to. A
+// request target that is no path ("*", "x:@evil.example") gets 400.
 func (m *Manager) HTTPHandler(httpsPort string) http.Handler {
 	redirect := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host := r.Host
@@ -188,6 +189,13 @@ func (m *Manager) HTTPHandler(httpsPort string) http.Handler {
 		}
 		if httpsPort != "443" {
 			host = net.JoinHostPort(host, httpsPort)
+		}
+		// The target is spliced after the host, so it must be a path: an
+		// opaque one ("x:@evil.example") became the userinfo, a longer
+		// host name or another port.
+		if r.URL.Opaque != "" || !strings.HasPrefix(r.URL.Path, "/") && r.URL.Path != "" {
+			http.Error(w, "request target must be a path", http.StatusBadRequest)
+			return
 		}
 		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
 	})
