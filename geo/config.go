@@ -6,8 +6,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"strings"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"perigee/geo/geoip"
 	"perigee/geo/latency"
@@ -70,8 +71,11 @@ func (c DNSConfig) Validate() error {
 		errs = append(errs, errors.New("names: at least one name is needed"))
 	}
 	for _, n := range c.Names {
-		if !strings.HasSuffix(n, ".") || len(n) < 2 || len(n) > 254 {
-			errs = append(errs, fmt.Errorf("names: %q must be fully qualified (end in a dot)", n))
+		// An empty label, one over 63 octets or a name over 255 (a name
+		// is on the wire one octet longer than written, without escapes)
+		// is never asked for.
+		if _, ok := dns.IsDomainName(n); !ok || !dns.IsFqdn(n) || n == "." || len(n)+1 > 255 {
+			errs = append(errs, fmt.Errorf("names: %q must be a fully qualified domain name (labels of 1-63 octets, 255 in all, ending in a dot)", n))
 		}
 	}
 	if c.TTL < 0 || c.TTL > 24*time.Hour {
