@@ -52,19 +52,29 @@ type running struct {
 // maxRoots bounds the ca_roots file: a few thousand certificates.
 const maxRoots = 1 << 20
 
+// LoadRoots reads a ca_roots file as New does, for `perigee validate`,
+// which must not create the storage directory New does.
+func LoadRoots(path string) (*x509.CertPool, error) {
+	pem, err := files.Read(path, maxRoots)
+	if err != nil {
+		return nil, fmt.Errorf("acme.ca_roots: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("acme.ca_roots: %s holds no PEM certificate", path)
+	}
+	return roots, nil
+}
+
 // New builds a manager from validated settings. It reads CARoots and
 // creates the storage directory, but starts nothing and talks to no CA
 // until Start.
 func New(c Config, log *slog.Logger) (*Manager, error) {
 	m := &Manager{conf: c, log: log}
 	if c.CARoots != "" {
-		pem, err := files.Read(c.CARoots, maxRoots)
-		if err != nil {
-			return nil, fmt.Errorf("acme.ca_roots: %w", err)
-		}
-		m.roots = x509.NewCertPool()
-		if !m.roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("acme.ca_roots: %s holds no PEM certificate", c.CARoots)
+		var err error
+		if m.roots, err = LoadRoots(c.CARoots); err != nil {
+			return nil, err
 		}
 	}
 	if err := os.MkdirAll(c.Storage, 0o700); err != nil {
