@@ -17,6 +17,7 @@ import (
 	"perigee/edge/urlpath"
 	"perigee/files"
 	"perigee/geo"
+	"perigee/geo/geoip"
 	"perigee/policies/actuator"
 	"perigee/via"
 )
@@ -80,7 +81,7 @@ func (c *Config) validateNode(v *validator) {
 	if err := via.CheckNode(n.ID); err != nil {
 		v.at(p("node", "id"), "%v", err)
 	}
-	if n.Location.Lat < -90 || n.Location.Lat > 90 || n.Location.Lon < -180 || n.Location.Lon > 180 {
+	if !geoip.OnEarth(n.Location.Lat, n.Location.Lon) {
 		v.at(p("node", "location"), "location lat must be within ±90 and lon within ±180")
 	}
 	if n.PublicURL != "" {
@@ -273,6 +274,9 @@ func (c *Config) validateGeo(v *validator) {
 	for i, n := range g.Nodes {
 		if n.ID == "" || n.PublicURL == "" {
 			v.at(p("geo", "nodes", i), "geo.nodes: each node needs id and public_url")
+		}
+		if !geoip.OnEarth(n.Location.Lat, n.Location.Lon) {
+			v.at(p("geo", "nodes", i, "location"), "geo.nodes: location lat must be within ±90 and lon within ±180")
 		}
 		for _, a := range n.Addrs {
 			if _, err := netip.ParseAddr(a); err != nil {

@@ -294,7 +294,7 @@ func (g *generation) lookup(addr netip.Addr) Location {
 		return Location{Source: NotInDB}
 	}
 	loc := Location{Source: NoLocation, Country: rec.Country.ISOCode, City: rec.City.Names.English}
-	if lat, lon := rec.Location.Latitude, rec.Location.Longitude; lat != nil && lon != nil && onEarth(*lat, *lon) {
+	if lat, lon := rec.Location.Latitude, rec.Location.Longitude; lat != nil && lon != nil && OnEarth(*lat, *lon) {
 		loc.Known, loc.Source = true, FoundInDB
 		loc.Lat, loc.Lon = *lat, *lon
 		loc.AccuracyKm = int(rec.Location.AccuracyRadius)
@@ -302,9 +302,9 @@ func (g *generation) lookup(addr netip.Addr) Location {
 	return loc
 }
 
-// onEarth says whether a damaged or crafted record's coordinates are a
-// latitude and longitude at all; written so that NaN fails.
-func onEarth(lat, lon float64) bool {
+// OnEarth says whether coordinates (a damaged or crafted record's, or a
+// config's) are a latitude and longitude at all; written so that NaN fails.
+func OnEarth(lat, lon float64) bool {
 	return lat >= -90 && lat <= 90 && lon >= -180 && lon <= 180
 }
 
