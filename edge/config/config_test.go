@@ -91,6 +91,7 @@ routes:
 		{"location not a number", base + "node: {id: a, location: {lat: .nan, lon: 8.7}}\n", `bad.yaml:8: location lat must be within ±90 and lon within ±180`},
 		{"static node off the map", base + "geo:\n  nodes:\n    - {id: b, public_url: \"https://b.example.net\", location: {lat: 500, lon: 0}}\n", `bad.yaml:10: geo.nodes: location lat must be within ±90 and lon within ±180`},
 		{"static node not a number", base + "geo:\n  nodes:\n    - {id: b, public_url: \"https://b.example.net\", location: {lat: 1, lon: .nan}}\n", `bad.yaml:10: geo.nodes: location lat must be within ±90`},
+		{"static node url not absolute", base + "geo:\n  nodes:\n    - {id: b, public_url: b.example.net}\n", `bad.yaml:10: geo.nodes: public_url "b.example.net" must be an absolute http(s) URL`},
 		{"node id with a space", base + "node: {id: fra 1}\n", `bad.yaml:8: node.id "fra 1" may hold only letters, digits, '-', '_' and '.'`},
 		{"node id with a comma", base + "node: {id: \"fra,1\"}\n", `bad.yaml:8: node.id "fra,1" may hold only`},
 		{"h2 over http", strings.Replace(base, "  api:\n", "  api:\n    protocol: h2\n", 1), `bad.yaml:5: service "api": backend url "http://127.0.0.1:9001": protocol h2 needs https:// backends`},
