@@ -2,6 +2,7 @@ package config
 
 import (
 	"perigee/edge/upstream"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -106,6 +107,36 @@ routes:
 				t.Fatalf("error %q does not contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// The geo section's problems are each one line at its own key, like every
+// other section's: they came as one error at the "geo:" line, the second
+// problem on a line of its own with no file or line at all.
+func TestGeoErrorsNameTheirLines(t *testing.T) {
+	doc := `listen: {https: "127.0.0.1:8443"}
+services:
+  api: {backends: [{url: "http://127.0.0.1:9001"}]}
+routes: [{service: api}]
+geo:
+  trusted_proxies: [nonsense]
+  redirect_code: 301
+  dns:
+    listen: "127.0.0.1:5353"
+    names: [edge.example.net.]
+    ttl: 48h
+`
+	_, err := Parse("bad.yaml", []byte(doc))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	want := []string{
+		`bad.yaml:6: geo: trusted_proxies "nonsense" is neither a prefix nor an address`,
+		`bad.yaml:7: geo: redirect_code 301 is neither 307 nor 308`,
+		`bad.yaml:11: geo: dns.ttl 48h0m0s is out of range (0 to 24h)`,
+	}
+	if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {
+		t.Errorf("got\n%s\nwant\n%s", err, strings.Join(want, "\n"))
 	}
 }
 

@@ -272,9 +272,7 @@ func (c *Config) validateGeo(v *validator) {
 	if g == nil {
 		return
 	}
-	if err := g.Config.Validate(); err != nil {
-		v.at(p("geo"), "geo: %v", err)
-	}
+	v.part(p("geo"), "geo: ", g.Config.Validate())
 	for i, n := range g.Nodes {
 		if n.ID == "" || n.PublicURL == "" {
 			v.at(p("geo", "nodes", i), "geo.nodes: each node needs id and public_url")
