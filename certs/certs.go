@@ -1,7 +1,8 @@
 // Package certs provides TLS certificates: loaded from files, or a
 // generated self-signed development certificate whose SPKI hash is printed so
-// that a browser can be told to trust it. It imports nothing of ours, so the
-// node, the aggregator, the benchmarks and tests all use it.
+// that a browser can be told to trust it. It imports nothing of ours but
+// the leaf files, so the node, the aggregator, the benchmarks and tests all
+// use it.
 package certs
 
 import (
@@ -21,6 +22,8 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
+
+	"perigee/files"
 )
 
 // Store serves the current certificate and lets a reload swap it, or hands
@@ -41,13 +44,25 @@ type Source interface {
 // It must come before the first TLSConfig.
 func (s *Store) Use(src Source) { s.src = src }
 
+// maxPEM bounds a certificate chain or key file: a chain is a few KiB.
+const maxPEM = 1 << 20
+
 // Load reads a certificate and key, or generates a dev certificate for hosts
-// when both paths are empty.
+// when both paths are empty. A path that names no regular file (a FIFO
+// would block the read for good) or a file over 1 MiB is refused unread.
 func Load(certFile, keyFile string, hosts []string) (*tls.Certificate, error) {
 	if certFile == "" && keyFile == "" {
 		return SelfSigned(hosts)
 	}
-	c, err := tls.LoadX509KeyPair(certFile, keyFile)
+	certPEM, err := files.Read(certFile, maxPEM)
+	if err != nil {
+		return nil, fmt.Errorf("tls: loading %s: %w", certFile, err)
+	}
+	keyPEM, err := files.Read(keyFile, maxPEM)
+	if err != nil {
+		return nil, fmt.Errorf("tls: loading %s: %w", keyFile, err)
+	}
+	c, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("tls: loading %s and %s: %w", certFile, keyFile, err)
 	}

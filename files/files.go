@@ -4,7 +4,7 @@
 // version or the new one, never a mix. A path that names no regular file is
 // refused before any read: a FIFO would block the open or the read for good,
 // and a device such as /dev/zero would never end it. So is a file over the
-// caller's limit.
+// caller's limit, by its size before any read.
 package files
 
 import (
@@ -43,12 +43,15 @@ func ReadOwn(path string, limit int64) ([]byte, error) {
 // OpenOwn opens for reading a regular file this program wrote under its
 // own name, for a caller that streams it; like ReadOwn it refuses a
 // symlink, and what is no regular file.
-func OpenOwn(path string) (*os.File, error) { return open(path, syscall.O_NOFOLLOW) }
+func OpenOwn(path string) (*os.File, error) {
+	f, _, err := open(path, syscall.O_NOFOLLOW)
+	return f, err
+}
 
 // Check reports why path, or what a symlink there names, is no regular
 // file this process may read; nil if it is one. It reads nothing.
 func Check(path string) error {
-	f, err := open(path, 0)
+	f, _, err := open(path, 0)
 	if err == nil {
 		f.Close()
 	}
@@ -56,11 +59,11 @@ func Check(path string) error {
 }
 
 // open opens a regular file for reading, without blocking, so that a FIFO
-// is found by its mode rather than waited on.
-func open(path string, flags int) (*os.File, error) {
+// is found by its mode rather than waited on, and says what it opened.
+func open(path string, flags int) (*os.File, os.FileInfo, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|flags, 0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	st, err := f.Stat()
 	if err == nil && !st.Mode().IsRegular() {
@@ -68,17 +71,22 @@ func open(path string, flags int) (*os.File, error) {
 	}
 	if err != nil {
 		f.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return f, nil
+	return f, st, nil
 }
 
 func read(path string, limit int64, flags int) ([]byte, error) {
-	f, err := open(path, flags)
+	f, st, err := open(path, flags)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	// Refused by its size, not read up to the limit first; the limited
+	// read still catches a file that grows while it is read.
+	if st.Size() > limit {
+		return nil, &TooLargeError{Path: path, Limit: limit}
+	}
 	r := io.Reader(f)
 	if limit < NoLimit {
 		r = io.LimitReader(f, limit+1)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"perigee/files/filestest"
+	"perigee/memtest"
 )
 
 func TestReadRefusesWhatIsNoRegularFile(t *testing.T) {
@@ -60,5 +61,23 @@ func TestReadRefusesWhatIsNoRegularFile(t *testing.T) {
 	var tooLarge *TooLargeError
 	if _, err := Read(ok, 1); !errors.As(err, &tooLarge) || tooLarge.Limit != 1 {
 		t.Fatalf("err = %v, want a TooLargeError", err)
+	}
+}
+
+// A regular file says its size: one over the limit is refused by it, not
+// read up to the limit first. A 2 GiB limit (the GeoIP database's) read
+// 2 GiB of a bigger file into memory before refusing it, on every reload.
+func TestFileOverItsLimitIsRefusedUnread(t *testing.T) {
+	const limit = 64 << 20
+	path := filestest.Sparse(t, filepath.Join(t.TempDir(), "huge"), 4*limit)
+	var err error
+	grew := memtest.PeakGrowthDuring(func() { _, err = Read(path, limit) })
+	var tooLarge *TooLargeError
+	if !errors.As(err, &tooLarge) {
+		t.Fatalf("err = %v, want a TooLargeError", err)
+	}
+	t.Logf("heap grew %d KiB refusing a %d MiB file", grew>>10, 4*limit>>20)
+	if grew > limit/8 {
+		t.Errorf("refusing the file grew the heap by %d MiB: it was read up to the limit", grew>>20)
 	}
 }

@@ -6,8 +6,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"strings"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"perigee/geo/geoip"
 	"perigee/geo/latency"
@@ -31,18 +32,18 @@ type DNSConfig struct {
 }
 
 // Validate checks the section without touching the database file;
-// CheckDatabase checks the file.
+// CheckDatabase checks the file. Each problem reads "field: what", with the
+// field named in what too (dns.ttl for the DNS settings'), so that the
+// config can report each at its own line.
 func (c Config) Validate() error {
 	var errs []error
 	if _, err := ParsePrefixes(c.TrustedProxies); err != nil {
-		errs = append(errs, fmt.Errorf("trusted_proxies: %w", err))
+		errs = append(errs, fmt.Errorf("trusted_proxies: trusted_proxies %w", err))
 	}
 	if c.RedirectCode != 0 && c.RedirectCode != http.StatusTemporaryRedirect && c.RedirectCode != http.StatusPermanentRedirect {
-		errs = append(errs, fmt.Errorf("redirect_code: %d is neither 307 nor 308", c.RedirectCode))
+		errs = append(errs, fmt.Errorf("redirect_code: redirect_code %d is neither 307 nor 308", c.RedirectCode))
 	}
-	if err := c.DNS.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("dns: %w", err))
-	}
+	errs = append(errs, c.DNS.problems("dns.")...)
 	return errors.Join(errs...)
 }
 
@@ -57,30 +58,40 @@ func (c Config) CheckDatabase() error {
 	return geoip.Check(c.Database)
 }
 
-// Validate checks the DNS settings.
-func (c DNSConfig) Validate() error {
+// Validate checks the DNS settings, each problem as "field: what".
+func (c DNSConfig) Validate() error { return errors.Join(c.problems("")...) }
+
+// problems lists what is wrong with the settings, each field named with
+// prefix before it (the section they sit in).
+func (c DNSConfig) problems(prefix string) []error {
 	if c.Listen == "" {
 		return nil
 	}
 	var errs []error
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s%s: %s%s %s", prefix, field, prefix, field, fmt.Sprintf(format, a...)))
+	}
 	if _, err := netip.ParseAddrPort(c.Listen); err != nil {
-		errs = append(errs, fmt.Errorf("listen: %w", err))
+		bad("listen", "%q is not an address and port: %v", c.Listen, err)
 	}
 	if len(c.Names) == 0 {
-		errs = append(errs, errors.New("names: at least one name is needed"))
+		bad("names", "needs at least one name")
 	}
 	for _, n := range c.Names {
-		if !strings.HasSuffix(n, ".") || len(n) < 2 || len(n) > 254 {
-			errs = append(errs, fmt.Errorf("names: %q must be fully qualified (end in a dot)", n))
+		// An empty label, one over 63 octets or a name over 255 (a name
+		// is on the wire one octet longer than written, without escapes)
+		// is never asked for.
+		if _, ok := dns.IsDomainName(n); !ok || !dns.IsFqdn(n) || n == "." || len(n)+1 > 255 {
+			bad("names", "%q must be a fully qualified domain name (labels of 1-63 octets, 255 in all, ending in a dot)", n)
 		}
 	}
 	if c.TTL < 0 || c.TTL > 24*time.Hour {
-		errs = append(errs, fmt.Errorf("ttl: %s is out of range", c.TTL))
+		bad("ttl", "%s is out of range (0 to 24h)", c.TTL)
 	}
 	if c.Answers < 0 || c.Answers > 8 {
-		errs = append(errs, fmt.Errorf("answers: %d is out of range 1-8", c.Answers))
+		bad("answers", "%d is out of range 1-8", c.Answers)
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // ParsePrefixes reads CIDR prefixes; a bare address counts as a single host.

@@ -30,6 +30,11 @@ func (rt *Router) modelRTT(a, b latency.Place) time.Duration {
 // nodePlace is where the model puts a node, cached by its coordinates: a
 // node is a data centre, so its position is taken as exact.
 func (rt *Router) nodePlace(n Node) latency.Place {
+	if math.IsNaN(n.Lat) || math.IsNaN(n.Lon) {
+		// A NaN key is never found in a map again, nor deleted from it:
+		// cached, each decision would add one.
+		return rt.cfg.Matrix.Place(n.Lat, n.Lon, 0)
+	}
 	key := [2]float64{n.Lat, n.Lon}
 	if p, ok := rt.places.Get(key); ok {
 		return p

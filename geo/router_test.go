@@ -1,6 +1,7 @@
 package geo_test
 
 import (
+	"math"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"perigee/geo/demodb"
 	"perigee/geo/geoip"
 	"perigee/geo/rtt"
+	"perigee/memtest"
 )
 
 func node(id string, c demodb.City, url string) geo.Node {
@@ -175,6 +177,33 @@ func TestAllExcludedServesHere(t *testing.T) {
 	d := geo.NewRouter(geo.RouterConfig{}, openDemo(t), f, nil).Decide(demodb.Tokyo.Client())
 	if !d.Self || d.Best.ID != "fra" || d.Reason != geo.ReasonNoEligible {
 		t.Fatalf("%+v", d)
+	}
+}
+
+// Node places are cached by coordinates, and a NaN coordinate (a fleet
+// source that let one through) is a map key that is never found again
+// and never deleted: each decision added an entry for such a node, and
+// evicting one to make room could not remove it, so the cache grew
+// without bound.
+func TestNodeWithoutCoordinatesCostsNoMemoryPerDecision(t *testing.T) {
+	lost := node("lost", demodb.Tokyo, "https://lost.example.net")
+	lost.Lat, lost.Lon = math.NaN(), math.NaN()
+	fleet := mustFleet("fra", node("fra", demodb.Frankfurt, "https://fra.example.net"), lost)
+	rt := geo.NewRouter(geo.RouterConfig{}, openDemo(t), fleet, nil)
+	client := demodb.Tokyo.Client()
+	const decisions = 100_000
+	rt.Decide(client)
+	before := memtest.LiveHeap()
+	for range decisions {
+		rt.Decide(client)
+	}
+	grew := memtest.LiveHeap() - before
+	t.Logf("heap grew %d KiB over %d decisions", grew>>10, decisions)
+	if grew > 1<<20 {
+		t.Errorf("the heap grew by %d MiB over %d decisions with a node at NaN", grew>>20, decisions)
+	}
+	if d := rt.Decide(client); d.Best.ID != "fra" {
+		t.Errorf("a node nowhere won: %+v", d.Best)
 	}
 }
 

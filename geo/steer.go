@@ -37,7 +37,10 @@ func (rt *Router) Steer(mode SteerMode, next http.Handler) http.Handler {
 		d := rt.DecideHere(client)
 		switch mode {
 		case SteerRedirect:
-			if !d.Self {
+			// The target is spliced after the node's URL, so only a path
+			// may be: an opaque one ("x:@evil.example") or "*" would
+			// choose the userinfo, the host name or the port.
+			if !d.Self && r.URL.Opaque == "" && (r.URL.Path == "" || strings.HasPrefix(r.URL.Path, "/")) {
 				rt.Count("redirect", d.Reason)
 				http.Redirect(w, r, strings.TrimSuffix(d.Best.PublicURL, "/")+r.URL.RequestURI(), rt.cfg.RedirectCode)
 				return

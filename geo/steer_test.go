@@ -1,6 +1,7 @@
 package geo_test
 
 import (
+	"bufio"
 	"encoding/json"
 	"io"
 	"net"
@@ -109,6 +110,40 @@ func TestRedirectSendsClientToBestNode(t *testing.T) {
 	defer srv308.Close()
 	if r := get(t, srv308.URL+"/x", demodb.Virginia.Client(), nil); r.code != http.StatusPermanentRedirect || r.header.Get("Location") != "https://iad.example.net/x" {
 		t.Fatalf("308: %d %q", r.code, r.header.Get("Location"))
+	}
+}
+
+// A redirect goes to the best node's public URL with the request's path
+// and query after it. A request target that is no path (an opaque
+// "x:@evil.example", which Go's server accepts on the wire, or "*") would
+// be spliced after the node's host and choose the userinfo, the host name
+// or the port: such a request is served here, not redirected.
+func TestRedirectNeverLeavesTheBestNodesOrigin(t *testing.T) {
+	rt := geo.NewRouter(geo.RouterConfig{Trusted: loopback}, openDemo(t), threeNodes("fra"), nil)
+	srv := httptest.NewServer(rt.Steer(geo.SteerRedirect, served))
+	defer srv.Close()
+	for _, target := range []string{"x:@evil.example/", "x:.evil.example/", "x::8443/", "*"} {
+		c, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "GET "+target+" HTTP/1.1\r\nHost: fra.example.net\r\nX-Forwarded-For: "+demodb.Tokyo.Client().String()+"\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusOK || string(body) != "here" {
+			t.Errorf("target %q: %d to %q, want it served here", target, resp.StatusCode, loc)
+		}
+	}
+	// A path target from the same client is still sent to Tokyo.
+	if r := get(t, srv.URL+"/x", demodb.Tokyo.Client(), nil); r.header.Get("Location") != "https://tyo.example.net/x" {
+		t.Fatalf("path target: %d %q", r.code, r.header.Get("Location"))
 	}
 }
 

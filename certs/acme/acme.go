@@ -52,19 +52,29 @@ type running struct {
 // maxRoots bounds the ca_roots file: a few thousand certificates.
 const maxRoots = 1 << 20
 
+// LoadRoots reads a ca_roots file as New does, for `perigee validate`,
+// which must not create the storage directory New does.
+func LoadRoots(path string) (*x509.CertPool, error) {
+	pem, err := files.Read(path, maxRoots)
+	if err != nil {
+		return nil, fmt.Errorf("acme.ca_roots: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("acme.ca_roots: %s holds no PEM certificate", path)
+	}
+	return roots, nil
+}
+
 // New builds a manager from validated settings. It reads CARoots and
 // creates the storage directory, but starts nothing and talks to no CA
 // until Start.
 func New(c Config, log *slog.Logger) (*Manager, error) {
 	m := &Manager{conf: c, log: log}
 	if c.CARoots != "" {
-		pem, err := files.Read(c.CARoots, maxRoots)
-		if err != nil {
-			return nil, fmt.Errorf("acme.ca_roots: %w", err)
-		}
-		m.roots = x509.NewCertPool()
-		if !m.roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("acme.ca_roots: %s holds no PEM certificate", c.CARoots)
+		var err error
+		if m.roots, err = LoadRoots(c.CARoots); err != nil {
+			return nil, err
 		}
 	}
 	if err := os.MkdirAll(c.Storage, 0o700); err != nil {
@@ -175,7 +185,8 @@ func (m *Manager) NextProtos() []string {
 
 // HTTPHandler answers HTTP-01 challenges and redirects every other request
 // for a managed host to HTTPS on httpsPort ("443" leaves the port out).
-// Other hosts get 404: we hold no certificate to redirect them to.
+// Other hosts get 404: we hold no certificate to redirect them to. A
+// request target that is no path ("*", "x:@evil.example") gets 400.
 func (m *Manager) HTTPHandler(httpsPort string) http.Handler {
 	redirect := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host := r.Host
@@ -188,6 +199,13 @@ func (m *Manager) HTTPHandler(httpsPort string) http.Handler {
 		}
 		if httpsPort != "443" {
 			host = net.JoinHostPort(host, httpsPort)
+		}
+		// The target is spliced after the host, so it must be a path: an
+		// opaque one ("x:@evil.example") became the userinfo, a longer
+		// host name or another port.
+		if r.URL.Opaque != "" || !strings.HasPrefix(r.URL.Path, "/") && r.URL.Path != "" {
+			http.Error(w, "request target must be a path", http.StatusBadRequest)
+			return
 		}
 		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
 	})

@@ -1,9 +1,11 @@
 package acme
 
 import (
+	"bufio"
 	"crypto/tls"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -46,6 +48,35 @@ func TestManagerBeforeStart(t *testing.T) {
 		m.HTTPHandler("443").ServeHTTP(rec, req)
 		if want == "" && rec.Code != http.StatusNotFound || want != "" && (rec.Code != http.StatusPermanentRedirect || rec.Header().Get("Location") != want) {
 			t.Errorf("Host %q: %d to %q, want %q", host, rec.Code, rec.Header().Get("Location"), want)
+		}
+	}
+}
+
+// The redirect's target is the managed host and the request's path: a
+// request target that is no path (an opaque "x:@evil.example" or "*",
+// which Go's server accepts on the wire though no browser sends one) must
+// not be spliced after the host, where it became the userinfo, a longer
+// host name or another port. 308 is cacheable, so a shared cache in
+// front could keep such an answer for others.
+func TestRedirectTargetIsAlwaysThisHost(t *testing.T) {
+	srv := httptest.NewServer(testManager(t).HTTPHandler("443"))
+	defer srv.Close()
+	for _, target := range []string{"x:@evil.example/", "x:.evil.example/", "x::8443/", "*", "http:evil.example"} {
+		c, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "GET "+target+" HTTP/1.1\r\nHost: www.example.com\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusBadRequest || loc != "" {
+			t.Errorf("target %q: %d to %q, want 400 and no redirect", target, resp.StatusCode, loc)
 		}
 	}
 }

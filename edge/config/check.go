@@ -2,6 +2,7 @@ package config
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -10,6 +11,7 @@ import (
 	"strings"
 
 	"perigee/certs"
+	"perigee/certs/acme"
 	"perigee/files"
 	"perigee/policies"
 	"perigee/policies/actuator"
@@ -17,10 +19,12 @@ import (
 )
 
 // Check reads, decodes and validates the file at path and then does what a
-// node does with it short of opening sockets: it loads the certificate
-// and the admin token, builds each actuator, compiles every policy and
-// every Wasm module, and opens the GeoIP database. It reports every problem it finds in one error, one
-// "file:line: what" a line, in the order of the file.
+// node does with it short of opening sockets: it loads the certificate,
+// the admin token (to the bound serve reads it to) and the ACME CA roots,
+// builds each actuator, compiles every policy and every Wasm module (to
+// its bound), and opens the GeoIP database. It reports every problem it
+// finds in one error, one "file:line: what" a line, in the order of the
+// file.
 func Check(ctx context.Context, path string) (*Config, error) {
 	b, err := files.Read(path, maxConfigBytes)
 	if err != nil {
@@ -47,8 +51,17 @@ func (c *Config) check(ctx context.Context, v *validator) {
 		}
 	}
 	if c.Admin.TokenFile != "" {
-		if b, err := files.Read(c.Admin.TokenFile, MaxSecretBytes); err == nil && strings.TrimSpace(string(b)) == "" {
+		b, err := files.Read(c.Admin.TokenFile, MaxSecretBytes)
+		switch {
+		case tooLarge(err):
+			v.at(p("admin", "token_file"), "admin.token_file: %v", err)
+		case err == nil && strings.TrimSpace(string(b)) == "":
 			v.at(p("admin", "token_file"), "admin.token_file %s is empty", c.Admin.TokenFile)
+		}
+	}
+	if c.ACME != nil && c.ACME.CARoots != "" && readable(c.ACME.CARoots) {
+		if _, err := acme.LoadRoots(c.ACME.CARoots); err != nil {
+			v.at(p("acme", "ca_roots"), "%v", err)
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.Services)) {
@@ -104,6 +117,9 @@ func (c *Config) checkModules(ctx context.Context, v *validator) {
 			v.at(p("transforms", name, "config"), "transform %q config: %v", name, err)
 		}
 		bin, err := files.Read(t.Module, MaxModuleBytes)
+		if tooLarge(err) {
+			v.at(p("transforms", name, "module"), "transform %q: %v", name, err)
+		}
 		if err != nil {
 			continue
 		}
@@ -114,6 +130,13 @@ func (c *Config) checkModules(ctx context.Context, v *validator) {
 }
 
 func readable(path string) bool { return files.Check(path) == nil }
+
+// tooLarge is the one read error validateFiles cannot have reported: it
+// opens the file but does not read it.
+func tooLarge(err error) bool {
+	var e *files.TooLargeError
+	return errors.As(err, &e)
+}
 
 // noFigures lets an engine be built only to compile its policies.
 type noFigures struct{}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"perigee/geo/demodb"
 	"strings"
 	"testing"
+
+	"perigee/files/filestest"
+	"perigee/geo/demodb"
 )
 
 // A config with several problems of every kind reports all of them in one
@@ -120,6 +122,49 @@ geo: {database: `+db+`}
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in:\n%s", want, got)
 		}
+	}
+}
+
+// validate reads each file as serve does, to the same bound: a token file
+// or a module over its bound, and CA roots that hold no certificate,
+// passed validate (which only checked that the files could be opened)
+// and then failed serve.
+func TestCheckRefusesWhatServeWouldRefuse(t *testing.T) {
+	dir := t.TempDir()
+	token := filestest.Sparse(t, filepath.Join(dir, "token"), MaxSecretBytes+1)
+	module := filestest.Sparse(t, filepath.Join(dir, "t.wasm"), MaxModuleBytes+1)
+	roots := filepath.Join(dir, "roots.pem")
+	if err := os.WriteFile(roots, []byte("no certificate here\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "node.yaml")
+	if err := os.WriteFile(cfg, []byte(`listen: {https: "127.0.0.1:8443", admin: "127.0.0.1:9901"}
+admin: {token_file: `+token+`}
+transforms:
+  t: {module: `+module+`}
+acme: {hosts: [www.example.com], storage: `+filepath.Join(dir, "acme")+`, ca_roots: `+roots+`}
+services:
+  api: {backends: [{url: "http://127.0.0.1:9001"}]}
+routes: [{service: api, transforms: [t]}]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Check(context.Background(), cfg)
+	if err == nil {
+		t.Fatal("passed")
+	}
+	got := err.Error()
+	for _, want := range []string{
+		cfg + ":2: admin.token_file: " + token + ": over 65536 bytes",
+		cfg + `:4: transform "t": ` + module + ": over 268435456 bytes",
+		cfg + ":5: acme.ca_roots: " + roots + " holds no PEM certificate",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in:\n%s", want, got)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "acme")); err == nil {
+		t.Error("validate created the acme storage directory")
 	}
 }
 

@@ -2,6 +2,7 @@ package config
 
 import (
 	"perigee/edge/upstream"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +69,9 @@ routes:
 		{"bad wildcard", strings.Replace(base, "{path_prefix: /}", "{host: \"a.*.com\", path_prefix: /}", 1), `bad.yaml:6: route "route-0": host "a.*.com"`},
 		{"key twice", base + "listen: {http: \"127.0.0.1:8080\"}\n", `bad.yaml:8: mapping key "listen" already defined at line 1`},
 		{"not yaml", "listen: [\n", `bad.yaml:2: did not find expected node content`},
+		{"second document", base + "---\nroutes: []\n", `bad.yaml:8: a second YAML document, which would be ignored: the config is one document`},
+		{"document after an end marker", base + "...\nbogus: 1\n", `bad.yaml:9: did not find expected <document start>`},
+		{"not yaml in a second document", base + "---\nlisten: [\n", `bad.yaml:10: did not find expected node content`},
 		{"missing module", base + "transforms:\n  t: {module: /nonexistent/t.wasm}\n", `bad.yaml:9: transform "t" module: open /nonexistent/t.wasm: no such file or directory`},
 		{"max_buffer too small", base + "transforms:\n  t: {module: /nonexistent/t.wasm, max_buffer: 100B}\n", `bad.yaml:9: transform "t": max_buffer must be 1KiB..1GiB`},
 		{"unknown abi", base + "transforms:\n  t: {module: /nonexistent/t.wasm, abi: wasi}\n", `bad.yaml:9: transform "t": abi must be http-wasm or proxy-wasm`},
@@ -85,6 +89,10 @@ routes:
 		{"connection bound", base + "limits:\n  connections:\n    max_total: 100\n    max_per_address: 0x7fffffff\n", `bad.yaml:11: limits.connections: max_per_address must be 1..1048576, got 2147483647`},
 		{"connections per address over total", base + "limits:\n  connections: {max_total: 10, max_per_address: 20}\n", `bad.yaml:9: limits.connections: max_per_address (20) is over max_total (10)`},
 		{"requests per client", base + "limits:\n  max_requests_per_client: -1\n", `bad.yaml:9: limits.max_requests_per_client must be 0 (no bound) to 1048576, got -1`},
+		{"location not a number", base + "node: {id: a, location: {lat: .nan, lon: 8.7}}\n", `bad.yaml:8: location lat must be within ±90 and lon within ±180`},
+		{"static node off the map", base + "geo:\n  nodes:\n    - {id: b, public_url: \"https://b.example.net\", location: {lat: 500, lon: 0}}\n", `bad.yaml:10: geo.nodes: location lat must be within ±90 and lon within ±180`},
+		{"static node not a number", base + "geo:\n  nodes:\n    - {id: b, public_url: \"https://b.example.net\", location: {lat: 1, lon: .nan}}\n", `bad.yaml:10: geo.nodes: location lat must be within ±90`},
+		{"static node url not absolute", base + "geo:\n  nodes:\n    - {id: b, public_url: b.example.net}\n", `bad.yaml:10: geo.nodes: public_url "b.example.net" must be an absolute http(s) URL`},
 		{"node id with a space", base + "node: {id: fra 1}\n", `bad.yaml:8: node.id "fra 1" may hold only letters, digits, '-', '_' and '.'`},
 		{"node id with a comma", base + "node: {id: \"fra,1\"}\n", `bad.yaml:8: node.id "fra,1" may hold only`},
 		{"h2 over http", strings.Replace(base, "  api:\n", "  api:\n    protocol: h2\n", 1), `bad.yaml:5: service "api": backend url "http://127.0.0.1:9001": protocol h2 needs https:// backends`},
@@ -99,6 +107,36 @@ routes:
 				t.Fatalf("error %q does not contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// The geo section's problems are each one line at its own key, like every
+// other section's: they came as one error at the "geo:" line, the second
+// problem on a line of its own with no file or line at all.
+func TestGeoErrorsNameTheirLines(t *testing.T) {
+	doc := `listen: {https: "127.0.0.1:8443"}
+services:
+  api: {backends: [{url: "http://127.0.0.1:9001"}]}
+routes: [{service: api}]
+geo:
+  trusted_proxies: [nonsense]
+  redirect_code: 301
+  dns:
+    listen: "127.0.0.1:5353"
+    names: [edge.example.net.]
+    ttl: 48h
+`
+	_, err := Parse("bad.yaml", []byte(doc))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	want := []string{
+		`bad.yaml:6: geo: trusted_proxies "nonsense" is neither a prefix nor an address`,
+		`bad.yaml:7: geo: redirect_code 301 is neither 307 nor 308`,
+		`bad.yaml:11: geo: dns.ttl 48h0m0s is out of range (0 to 24h)`,
+	}
+	if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {
+		t.Errorf("got\n%s\nwant\n%s", err, strings.Join(want, "\n"))
 	}
 }
 

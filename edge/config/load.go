@@ -59,7 +59,24 @@ func Parse(name string, b []byte) (*Config, error) {
 // every problem. Only a document that is not YAML at all stops it.
 func decode(name string, b []byte) (*Config, *validator, error) {
 	var root yaml.Node
-	if err := yaml.Unmarshal(b, &root); err != nil {
+	docs := yaml.NewDecoder(bytes.NewReader(b))
+	if err := docs.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
+		return nil, nil, positioned(name, err)
+	}
+	// The decoders read the first document only: what a later one holds
+	// after a "---" would be ignored, unknown keys and all.
+	for {
+		var next yaml.Node
+		err := docs.Decode(&next)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err == nil && emptyDocument(&next) {
+			continue
+		}
+		if err == nil {
+			err = fmt.Errorf("line %d: a second YAML document, which would be ignored: the config is one document", next.Line)
+		}
 		return nil, nil, positioned(name, err)
 	}
 	v := &validator{file: name, root: &root}
@@ -79,6 +96,15 @@ func decode(name string, b []byte) (*Config, *validator, error) {
 	c.setDefaults()
 	c.validate(v)
 	return c, v, nil
+}
+
+// emptyDocument is one a lone "---" starts, with nothing after it.
+func emptyDocument(doc *yaml.Node) bool {
+	if len(doc.Content) == 0 {
+		return true
+	}
+	n := doc.Content[0]
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null" && n.Value == ""
 }
 
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)

@@ -17,6 +17,7 @@ import (
 	"perigee/edge/urlpath"
 	"perigee/files"
 	"perigee/geo"
+	"perigee/geo/geoip"
 	"perigee/policies/actuator"
 	"perigee/via"
 )
@@ -80,13 +81,11 @@ func (c *Config) validateNode(v *validator) {
 	if err := via.CheckNode(n.ID); err != nil {
 		v.at(p("node", "id"), "%v", err)
 	}
-	if n.Location.Lat < -90 || n.Location.Lat > 90 || n.Location.Lon < -180 || n.Location.Lon > 180 {
+	if !geoip.OnEarth(n.Location.Lat, n.Location.Lon) {
 		v.at(p("node", "location"), "location lat must be within ±90 and lon within ±180")
 	}
-	if n.PublicURL != "" {
-		if u, err := url.Parse(n.PublicURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			v.at(p("node", "public_url"), "public_url %q must be an absolute http(s) URL", n.PublicURL)
-		}
+	if n.PublicURL != "" && !absoluteURL(n.PublicURL) {
+		v.at(p("node", "public_url"), "public_url %q must be an absolute http(s) URL", n.PublicURL)
 	}
 	if n.Capacity < 0 {
 		v.at(p("node", "capacity"), "capacity must be positive")
@@ -262,17 +261,28 @@ func (c *Config) validatePolicies(v *validator) {
 	}
 }
 
+// absoluteURL is a URL a redirect can name: http(s), with a host.
+func absoluteURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != ""
+}
+
 func (c *Config) validateGeo(v *validator) {
 	g := c.Geo
 	if g == nil {
 		return
 	}
-	if err := g.Config.Validate(); err != nil {
-		v.at(p("geo"), "geo: %v", err)
-	}
+	v.part(p("geo"), "geo: ", g.Config.Validate())
 	for i, n := range g.Nodes {
 		if n.ID == "" || n.PublicURL == "" {
 			v.at(p("geo", "nodes", i), "geo.nodes: each node needs id and public_url")
+		}
+		if n.PublicURL != "" && !absoluteURL(n.PublicURL) {
+			// Redirects go to it with the path after it.
+			v.at(p("geo", "nodes", i, "public_url"), "geo.nodes: public_url %q must be an absolute http(s) URL", n.PublicURL)
+		}
+		if !geoip.OnEarth(n.Location.Lat, n.Location.Lon) {
+			v.at(p("geo", "nodes", i, "location"), "geo.nodes: location lat must be within ±90 and lon within ±180")
 		}
 		for _, a := range n.Addrs {
 			if _, err := netip.ParseAddr(a); err != nil {

@@ -222,12 +222,18 @@ func (h *Handler) records(q dns.Question, d geo.Decision, want func(netip.Addr) 
 }
 
 // soa is the authority record of a negative answer; its minimum TTL is how
-// long resolvers may cache the absence.
+// long resolvers may cache the absence. The mailbox is hostmaster.<name>
+// unless that is over 255 octets, which no resolver could read: then the
+// name itself stands for it.
 func (h *Handler) soa(name string) dns.RR {
+	mbox := "hostmaster." + name
+	if len(mbox)+1 > 255 { // its wire length, or more when it has escapes
+		mbox = name
+	}
 	return &dns.SOA{
 		Hdr:     dns.RR_Header{Name: name, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: h.ttl},
 		Ns:      name,
-		Mbox:    "hostmaster." + name,
+		Mbox:    mbox,
 		Serial:  1,
 		Refresh: 3600, Retry: 600, Expire: 86400,
 		Minttl: h.ttl,

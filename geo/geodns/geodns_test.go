@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -46,8 +47,9 @@ func start(t *testing.T, answers int) server {
 	})
 }
 
-// startFleet runs it for the fleet of nodes, seen from self.
-func startFleet(t *testing.T, answers int, self string, nodes []geo.Node) server {
+// startFleet runs it for the fleet of nodes, seen from self, answering for
+// names (name if none are given).
+func startFleet(t *testing.T, answers int, self string, nodes []geo.Node, names ...string) server {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "city.mmdb")
 	if err := demodb.Write(path); err != nil {
@@ -62,7 +64,10 @@ func startFleet(t *testing.T, answers int, self string, nodes []geo.Node) server
 		t.Fatal(err)
 	}
 	router := geo.NewRouter(geo.RouterConfig{}, db, fleet, nil)
-	h, err := geodns.NewHandler(geo.DNSConfig{Listen: "127.0.0.1:0", Names: []string{name}, TTL: 20 * time.Second, Answers: answers}, router, slog.New(slog.DiscardHandler))
+	if len(names) == 0 {
+		names = []string{name}
+	}
+	h, err := geodns.NewHandler(geo.DNSConfig{Listen: "127.0.0.1:0", Names: names, TTL: 20 * time.Second, Answers: answers}, router, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,12 +309,30 @@ func TestMalformedAndOversizedQueries(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	if _, err := geodns.NewHandler(geo.DNSConfig{Listen: "127.0.0.1:53", Names: []string{"no-dot"}}, nil, nil); err == nil {
-		t.Error("unqualified name accepted")
+	for _, bad := range []string{"no-dot", "edge..example.net.", strings.Repeat("a", 64) + ".example.net.", strings.Repeat("a.", 128)} {
+		if _, err := geodns.NewHandler(geo.DNSConfig{Listen: "127.0.0.1:53", Names: []string{bad}}, nil, nil); err == nil {
+			t.Errorf("name %q accepted: no query can ask for it", bad)
+		}
 	}
 	err := geodns.ServeDNS(context.Background(), geo.DNSConfig{Listen: "203.0.113.1:53", Names: []string{name}}, nil, nil)
 	if err == nil {
 		t.Error("listening on a foreign address succeeded")
+	}
+}
+
+// A name may be up to 255 octets on the wire. A negative answer carries
+// an SOA whose mailbox is hostmaster.<name>: for a name over 243 octets
+// that is no domain name, and a resolver cannot read the reply at all.
+func TestLongestNamesGetReadableAnswers(t *testing.T) {
+	long := strings.Repeat(strings.Repeat("a", 60)+".", 3) + strings.Repeat("b", 56) + ".example.net."
+	s := startFleet(t, 1, "fra", []geo.Node{fleetNode("fra", demodb.Frankfurt, "198.51.100.2")}, long)
+	for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeMX} {
+		for _, transport := range []string{"udp", "tcp"} {
+			r := exchange(t, transport, map[string]string{"udp": s.udp, "tcp": s.tcp}[transport], query(long, qtype, netip.Prefix{}))
+			if r.Rcode != dns.RcodeSuccess || len(r.Answer)+len(r.Ns) != 1 {
+				t.Errorf("%s %s: %v", transport, dns.TypeToString[qtype], r)
+			}
+		}
 	}
 }
 
@@ -354,8 +377,13 @@ func FuzzServeDNS(f *testing.F) {
 		if w.msg == nil || w.msg.Id != req.Id || !w.msg.Response {
 			t.Fatalf("bad reply %v to %v", w.msg, req)
 		}
-		if _, err := w.msg.Pack(); err != nil {
+		// What packs may still be unreadable (a name over 255 octets).
+		b, err := w.msg.Pack()
+		if err != nil {
 			t.Fatalf("reply does not pack: %v", err)
+		}
+		if err := new(dns.Msg).Unpack(b); err != nil {
+			t.Fatalf("reply does not parse: %v", err)
 		}
 	})
 }

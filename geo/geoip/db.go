@@ -51,10 +51,20 @@ const cacheEntries = 1 << 16
 // DB is a reloadable GeoIP database. A nil *DB answers every lookup with an
 // unknown location, so a node without a database still routes (to itself).
 type DB struct {
-	path string
-	log  *slog.Logger
-	mu   sync.Mutex // serialises reloads
-	cur  atomic.Pointer[generation]
+	path    string
+	log     *slog.Logger
+	mu      sync.Mutex // serialises reloads and guards refused
+	cur     atomic.Pointer[generation]
+	refused *refusal // the last file a reload read and refused
+}
+
+// refusal is a file that was read and refused, known by the size and
+// modification time a reload compares: it is not read again until they
+// change.
+type refusal struct {
+	size    int64
+	modTime time.Time
+	err     error
 }
 
 // generation is one loaded file with its own cache, so a reload can never
@@ -122,14 +132,22 @@ const maxDatabase = 2 << 30
 // place under a memory map faults the process, and a copy lets an old
 // generation live on safely until its last lookup is done.
 func load(path string) (*generation, *maxminddb.Reader, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("geoip database: %w", err)
+	}
 	b, err := files.Read(path, maxDatabase)
 	if err != nil {
 		return nil, nil, fmt.Errorf("geoip database: %w", err)
 	}
-	st, err := os.Stat(path) // what a reload compares
-	if err != nil {
-		return nil, nil, fmt.Errorf("geoip database: %w", err)
-	}
+	return decode(path, b, st)
+}
+
+// decode checks and opens a database file's bytes. st is what a reload
+// compares, taken before the read: a file replaced while it was read then
+// looks changed at the next poll and is read again, rather than passing
+// for the one that was read.
+func decode(path string, b []byte, st os.FileInfo) (*generation, *maxminddb.Reader, error) {
 	raw, err := maxminddb.OpenBytes(b)
 	if err != nil {
 		return nil, nil, fmt.Errorf("geoip database %s: not a MaxMind DB file: %w", path, err)
@@ -182,6 +200,8 @@ func (db *DB) Info() Info {
 
 // Reload loads the file again if its size or modification time changed. On
 // any failure the current database keeps serving and the error is returned.
+// A file that was read and refused is not read again until it changes; its
+// error is returned again.
 func (db *DB) Reload() (changed bool, err error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
@@ -193,11 +213,25 @@ func (db *DB) Reload() (changed bool, err error) {
 	if st.Size() == old.size && st.ModTime().Equal(old.modTime) {
 		return false, nil
 	}
-	g, _, err := load(db.path)
+	if r := db.refused; r != nil && st.Size() == r.size && st.ModTime().Equal(r.modTime) {
+		return false, r.err
+	}
+	keeping := func(err error) error {
+		return fmt.Errorf("geoip reload (keeping the previous database): %w", err)
+	}
+	// A file that could not be read (permissions, say) may become readable
+	// without changing: it is tried again at the next poll.
+	b, err := files.Read(db.path, maxDatabase)
 	if err != nil {
-		return false, fmt.Errorf("geoip reload (keeping the previous database): %w", err)
+		return false, keeping(fmt.Errorf("geoip database: %w", err))
+	}
+	g, _, err := decode(db.path, b, st)
+	if err != nil {
+		db.refused = &refusal{size: st.Size(), modTime: st.ModTime(), err: keeping(err)}
+		return false, db.refused.err
 	}
 	db.cur.Store(g)
+	db.refused = nil
 	return true, nil
 }
 
@@ -260,7 +294,7 @@ func (g *generation) lookup(addr netip.Addr) Location {
 		return Location{Source: NotInDB}
 	}
 	loc := Location{Source: NoLocation, Country: rec.Country.ISOCode, City: rec.City.Names.English}
-	if lat, lon := rec.Location.Latitude, rec.Location.Longitude; lat != nil && lon != nil && onEarth(*lat, *lon) {
+	if lat, lon := rec.Location.Latitude, rec.Location.Longitude; lat != nil && lon != nil && OnEarth(*lat, *lon) {
 		loc.Known, loc.Source = true, FoundInDB
 		loc.Lat, loc.Lon = *lat, *lon
 		loc.AccuracyKm = int(rec.Location.AccuracyRadius)
@@ -268,9 +302,9 @@ func (g *generation) lookup(addr netip.Addr) Location {
 	return loc
 }
 
-// onEarth says whether a damaged or crafted record's coordinates are a
-// latitude and longitude at all; written so that NaN fails.
-func onEarth(lat, lon float64) bool {
+// OnEarth says whether coordinates (a damaged or crafted record's, or a
+// config's) are a latitude and longitude at all; written so that NaN fails.
+func OnEarth(lat, lon float64) bool {
 	return lat >= -90 && lat <= 90 && lon >= -180 && lon <= 180
 }
 

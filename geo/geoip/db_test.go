@@ -18,6 +18,7 @@ import (
 	"perigee/files/filestest"
 	"perigee/geo/demodb"
 	"perigee/geo/geoip"
+	"perigee/memtest"
 )
 
 func writeDemo(t *testing.T) string {
@@ -177,6 +178,46 @@ func TestReloadKeepsOldDatabaseOnBadFile(t *testing.T) {
 	}
 	if loc := db.Lookup(tokyo); loc.City != "Tokyo" {
 		t.Fatalf("old database not kept after removal: %+v", loc)
+	}
+}
+
+// Watch polls every few seconds, and a file it refused stays refused until
+// it changes: reading it again on every poll (a download cut off at
+// hundreds of MiB, a wrong file the operator has yet to notice) cost its
+// size in memory and its read each time, for nothing.
+func TestReloadDoesNotReadARefusedFileAgain(t *testing.T) {
+	path := writeDemo(t)
+	db, err := geoip.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 32 << 20
+	bad := filestest.Sparse(t, filepath.Join(t.TempDir(), "partial.mmdb"), size)
+	if err := os.Rename(bad, path); err != nil {
+		t.Fatal(err)
+	}
+	_, first := db.Reload()
+	if first == nil {
+		t.Fatal("a file of zeros reloaded")
+	}
+	var again error
+	grew := memtest.PeakGrowthDuring(func() { _, again = db.Reload() })
+	t.Logf("heap grew %d KiB on the second reload of a refused %d MiB file", grew>>10, size>>20)
+	if again == nil || again.Error() != first.Error() {
+		t.Errorf("second reload: %v, want the first one's error again: %v", again, first)
+	}
+	if grew > size/8 {
+		t.Errorf("the unchanged refused file was read again: the heap grew by %d MiB", grew>>20)
+	}
+	if loc := db.Lookup(demodb.Tokyo.Client()); loc.City != "Tokyo" {
+		t.Fatalf("old database not kept: %+v", loc)
+	}
+	// A fixed file is loaded at the next poll.
+	if err := demodb.Write(path); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := db.Reload(); !changed || err != nil {
+		t.Fatalf("good file after a refused one: changed=%v err=%v", changed, err)
 	}
 }
 

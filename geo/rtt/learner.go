@@ -129,9 +129,15 @@ func (l *Learner) Self() string { return l.cfg.Self }
 // uses; the first samples are averaged so one outlier cannot dominate.
 const smoothing = 1.0 / 8
 
-// Observe records one smoothed RTT this node measured to client.
+// maxRTT is the longest round trip believed, measured here or in a
+// peer's summary. A client controls what its connection shows (it can hold
+// back ACKs, or echo an old TCP timestamp), and no real path takes longer.
+const maxRTT = time.Minute
+
+// Observe records one smoothed RTT this node measured to client. One over
+// maxRTT is dropped: peers would refuse the summary that carried it.
 func (l *Learner) Observe(client netip.Addr, d time.Duration) {
-	if d <= 0 || !client.IsValid() {
+	if d <= 0 || d > maxRTT || !client.IsValid() {
 		return
 	}
 	now := l.cfg.Now().UnixNano()
@@ -410,7 +416,7 @@ func decodeSummary(b []byte) (*peer, error) {
 func readStat(r *binread.Reader) stat {
 	rtt := r.Uvarint("RTT")
 	n := r.Uvarint("samples")
-	if r.Err() == nil && (rtt == 0 || rtt > uint64(time.Minute/rttUnit) || n == 0 || n > math.MaxUint16) {
+	if r.Err() == nil && (rtt == 0 || rtt > uint64(maxRTT/rttUnit) || n == 0 || n > math.MaxUint16) {
 		r.Failf("implausible measurement: %d×100µs over %d samples", rtt, n)
 	}
 	return stat{us: float64(rtt) * float64(rttUnit/time.Microsecond), n: uint32(n)}

@@ -127,6 +127,36 @@ func TestSummaryCarriesMeasurementsToPeers(t *testing.T) {
 	}
 }
 
+// A client controls the RTT its connection shows: it can hold back its
+// ACKs, or echo an old TCP timestamp on a retransmission, and the kernel
+// takes a round trip of minutes. Peers refuse a summary holding a figure
+// over a minute as implausible, so one such client, measured on many
+// connections and so first in the summary, made every peer refuse all of
+// this node's measurements; and one sample of it weighed 1/8 in its cell.
+func TestImplausibleSampleCannotSpoilTheSummary(t *testing.T) {
+	db := demoDB(t)
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	fra := rtt.NewLearner(rtt.Config{Self: "fra", Locate: db.LatLon, Now: clk.now})
+	iad := rtt.NewLearner(rtt.Config{Self: "iad", Locate: db.LatLon, Now: clk.now})
+	honest, attacker := demodb.Frankfurt.Client(), netip.MustParseAddr("85.214.77.1")
+	for range 3 {
+		fra.Observe(honest, 20*time.Millisecond)
+	}
+	for range 50 {
+		fra.Observe(attacker, 90*time.Second)
+	}
+	if err := iad.Merge("fra", fra.Summary()); err != nil {
+		t.Fatalf("a peer refuses this node's summary: %v", err)
+	}
+	if e, ok := iad.Estimate(clientnet.Of(honest), rtt.NoCell, "fra", clk.now()); !ok || e.RTT != 20*time.Millisecond {
+		t.Errorf("honest network at the peer: %+v %v", e, ok)
+	}
+	neighbour := netip.MustParseAddr("85.214.99.1")
+	if e, ok := fra.Estimate(clientnet.Of(neighbour), cellOf(demodb.Frankfurt), "fra", clk.now()); !ok || e.RTT != 20*time.Millisecond {
+		t.Errorf("the cell of an unmeasured network: %+v %v", e, ok)
+	}
+}
+
 func TestSummaryStaysWithinBoundAndKeepsBestSampled(t *testing.T) {
 	l := rtt.NewLearner(rtt.Config{Self: "a", SummaryBytes: 512})
 	for i := range 3000 {
