@@ -18,6 +18,7 @@ import (
 	"perigee/telemetry"
 
 	"perigee/memtest"
+	"perigee/runtime/wasm/meter"
 	"perigee/units"
 )
 
@@ -370,5 +371,42 @@ func TestTablesTogetherAreBounded(t *testing.T) {
 	tr = loadT(t, h, Spec{Name: "grow", Wasm: grow, Settings: Settings{Pool: 1, Timeout: units.Duration(10 * time.Second)}})
 	if resp, _ := get(t, serve(t, NewChain(tr).Then(echoBackend))); resp.StatusCode != 200 {
 		t.Errorf("two growing tables: status %d, want 200 (the second refused its growth)", resp.StatusCode)
+	}
+}
+
+// What a module declares costs heap outside its memory cap, per instance
+// (globals, element and data segments, copied into each) or for as long
+// as the transform runs (each function's compiled form and definition):
+// 1M globals in 5 MiB took 88 MiB of heap per instance, a passive element
+// segment of 4M functions in 4 MiB 160 MiB, and 1M empty functions in
+// 4 MiB 330 MiB. Past the meter's bounds the module is refused, before
+// compiling, with an error naming what it declared too much of.
+func TestModuleDeclarationsAreBounded(t *testing.T) {
+	h := newTestHost(t)
+	for name, c := range map[string]struct{ decls, want string }{
+		"functions":        {strings.Repeat("(func)\n", meter.MaxFunctions), "functions"},
+		"globals":          {strings.Repeat("(global i32 (i32.const 0))\n", 1<<20), "globals"},
+		"element items":    {"(elem func " + strings.Repeat("$f ", 2<<20) + ")", "element segments"},
+		"element segments": {strings.Repeat("(elem func $f)\n", 1<<20), "element segments"},
+		"data segments":    {strings.Repeat("(data \"\")\n", 2<<20), "data segments"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m := wat(t, `(module (memory (export "memory") 1)
+				(func $f (export "handle_request") (result i64) (i64.const 1))
+				(func (export "handle_response") (param i32 i32))`+c.decls+")")
+			runtime.GC()
+			before := memtest.LiveHeap()
+			tr, err := h.Load(context.Background(), Spec{Name: "decls", Wasm: m, Settings: Settings{Pool: 1}})
+			grown := int64(memtest.LiveHeap()) - int64(before)
+			if tr != nil {
+				tr.Release()
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("a module of %d KiB: %v, want an error naming its %s", len(m)>>10, err, c.want)
+			}
+			if grown > 32<<20 {
+				t.Errorf("loading a module of %d KiB grew the heap by %d MiB", len(m)>>10, grown>>20)
+			}
+		})
 	}
 }
