@@ -116,6 +116,9 @@ func callRequest(pairs [][2]string, body []byte) (*http.Request, error) {
 			}
 		}
 	}
+	if !validHost(authority) {
+		return nil, errors.New("invalid :authority")
+	}
 	req, err := http.NewRequest(method, path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err

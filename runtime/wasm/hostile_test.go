@@ -43,7 +43,7 @@ func TestHostileGuests(t *testing.T) {
 		{file: "indirect.wat"},
 		{file: "loop.wat"},
 		{file: "hostloop.wat"},
-		{file: "seturi.wat"},
+		{file: "lookup.wat"},
 		{file: "random.wat"},
 		{file: "writev.wat"},
 		{file: "poll.wat"},
