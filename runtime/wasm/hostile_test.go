@@ -2,7 +2,9 @@ package wasm
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -409,4 +411,58 @@ func TestModuleDeclarationsAreBounded(t *testing.T) {
 			}
 		})
 	}
+}
+
+// localsGuest is an http-wasm module with funcs more functions, each
+// declaring locals i64 locals in one group: 6 bytes for any count.
+func localsGuest(funcs int, locals uint32) []byte {
+	u32 := binary.AppendUvarint
+	section := func(m []byte, id byte, body []byte) []byte {
+		return append(u32(append(m, id), uint64(len(body))), body...)
+	}
+	m := []byte("\x00asm\x01\x00\x00\x00")
+	// () -> i64, (i32 i32) -> (), () -> ()
+	m = section(m, 1, []byte{3, 0x60, 0, 1, 0x7e, 0x60, 2, 0x7f, 0x7f, 0, 0x60, 0, 0})
+	m = section(m, 3, append(append(u32(nil, uint64(funcs+2)), 0, 1), bytes.Repeat([]byte{2}, funcs)...))
+	m = section(m, 5, []byte{1, 0, 1})
+	var exports []byte
+	for i, name := range []string{"memory", "handle_request", "handle_response"} {
+		kind, index := byte(0), byte(i-1)
+		if i == 0 {
+			kind, index = 2, 0
+		}
+		exports = append(append(u32(exports, uint64(len(name))), name...), kind, index)
+	}
+	m = section(m, 7, append([]byte{3}, exports...))
+	code := append(u32(nil, uint64(funcs+2)), 4, 0, 0x42, 1, 0x0b, 2, 0, 0x0b)
+	body := append(u32([]byte{1}, uint64(locals)), 0x7e, 0x0b)
+	for range funcs {
+		code = append(u32(code, uint64(len(body))), body...)
+	}
+	return section(m, 10, code)
+}
+
+// Locals are declared as counts: 64 functions of a million locals each, a
+// module of 604 bytes, took 532 MiB of heap to compile (256 of them, 2
+// KiB, took 2 GiB), since wazero keeps a type for each local and its
+// compiler works on each. Past meter.MaxLocals in all the module is
+// refused before compiling.
+func TestModuleLocalsAreBounded(t *testing.T) {
+	h := newTestHost(t)
+	guest := localsGuest(64, meter.MaxStack-64)
+	var err error
+	peak := memtest.PeakGrowthDuring(func() {
+		var tr *Transform
+		if tr, err = h.Load(context.Background(), Spec{Name: "locals", Wasm: guest, Settings: Settings{Pool: 1}}); tr != nil {
+			tr.Release()
+		}
+	})
+	if err == nil || !strings.Contains(err.Error(), "locals in all") {
+		t.Errorf("64 functions of a million locals: %v, want an error naming the locals", err)
+	}
+	if peak > 32<<20 {
+		t.Errorf("loading a module of %d bytes took %d MiB of heap", len(guest), peak>>20)
+	}
+	// A few such functions are within the bound, and load.
+	loadT(t, h, Spec{Name: "few", Wasm: localsGuest(2, meter.MaxStack-64), Settings: Settings{Pool: 1}}).Release()
 }

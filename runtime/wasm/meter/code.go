@@ -99,6 +99,9 @@ func (m *module) rewriteBody(t funcType, body []byte) ([]byte, error) {
 	if locals > MaxStack-frameBase {
 		return nil, fmt.Errorf("%d locals, the most allowed is %d", locals, MaxStack-frameBase)
 	}
+	if m.locals += locals; m.locals > MaxLocals {
+		return nil, fmt.Errorf("%d locals in all (so far), the most allowed is %d", m.locals, MaxLocals)
+	}
 	scratch := uint32(locals) // an i32 for bulk-operation lengths
 	weight := int64(frameBase + locals)
 

@@ -18,7 +18,8 @@
 // A module's tables together may not hold more than MaxTable elements, and
 // a br_table may not have more than MaxBrTable targets. What wazero keeps
 // on the heap for each declaration, outside the memory cap, is bounded
-// too: MaxFunctions, MaxGlobals, MaxElements and MaxDataSegments.
+// too: MaxFunctions, MaxGlobals, MaxElements, MaxDataSegments and
+// MaxLocals.
 //
 // Instrument reads every instruction and knows the immediates of the
 // WebAssembly 2.0 instruction set (MVP, sign extension, saturating
@@ -75,6 +76,10 @@ const (
 	// instance 24 bytes of heap, for 2 in the module. Stock Go guests
 	// have about 12,000 per MB of module.
 	MaxDataSegments = 1 << 20
+	// MaxLocals bounds the locals of a module's functions together (their
+	// parameters included). A count of locals takes a few bytes however
+	// large; compiling costs about 8 bytes of heap for each.
+	MaxLocals = 1 << 24
 )
 
 // Instrument returns the metered version of the module wasm.
@@ -125,6 +130,7 @@ type module struct {
 	funcTypes   []uint32
 	funcImports uint32
 	globals     uint32 // imported and defined
+	locals      uint64 // of the functions rewritten so far, with their parameters
 
 	// Indices in the rewritten module.
 	refuelType, refuelFunc, fuelGlobal, depthGlobal uint32

@@ -293,4 +293,22 @@ func TestDeclarationBounds(t *testing.T) {
 			t.Errorf("%d %s: %v, want them refused", bound+1, name, err)
 		}
 	}
+	// Locals in all: functions of as many as one may have, the rest in one
+	// more.
+	locals := func(total uint32) []byte {
+		per := uint32(MaxStack - frameBase)
+		n := (total + per - 1) / per
+		bodies := appendU32(nil, n)
+		for left := total; left > 0; left -= min(left, per) {
+			body := append(appendU32([]byte{1}, min(left, per)), i64, opEnd)
+			bodies = append(appendU32(bodies, uint32(len(body))), body...)
+		}
+		return module(funcType, section(secFunction, n, []byte{0}), append(appendU32([]byte{secCode}, uint32(len(bodies))), bodies...))
+	}
+	if _, err := Instrument(locals(MaxLocals)); err != nil {
+		t.Errorf("%d locals: %v, want them allowed", MaxLocals, err)
+	}
+	if _, err := Instrument(locals(MaxLocals + 1)); err == nil || !strings.Contains(err.Error(), "locals in all") {
+		t.Errorf("%d locals: %v, want them refused", MaxLocals+1, err)
+	}
 }
