@@ -416,6 +416,12 @@ func TestModuleDeclarationsAreBounded(t *testing.T) {
 // localsGuest is an http-wasm module with funcs more functions, each
 // declaring locals i64 locals in one group: 6 bytes for any count.
 func localsGuest(funcs int, locals uint32) []byte {
+	return bodiesGuest(funcs, append(binary.AppendUvarint([]byte{1}, uint64(locals)), 0x7e, 0x0b))
+}
+
+// bodiesGuest is an http-wasm module with funcs more functions of type
+// () -> (), each of the code body.
+func bodiesGuest(funcs int, body []byte) []byte {
 	u32 := binary.AppendUvarint
 	section := func(m []byte, id byte, body []byte) []byte {
 		return append(u32(append(m, id), uint64(len(body))), body...)
@@ -435,7 +441,6 @@ func localsGuest(funcs int, locals uint32) []byte {
 	}
 	m = section(m, 7, append([]byte{3}, exports...))
 	code := append(u32(nil, uint64(funcs+2)), 4, 0, 0x42, 1, 0x0b, 2, 0, 0x0b)
-	body := append(u32([]byte{1}, uint64(locals)), 0x7e, 0x0b)
 	for range funcs {
 		code = append(u32(code, uint64(len(body))), body...)
 	}
@@ -465,4 +470,28 @@ func TestModuleLocalsAreBounded(t *testing.T) {
 	}
 	// A few such functions are within the bound, and load.
 	loadT(t, h, Spec{Name: "few", Wasm: localsGuest(2, meter.MaxStack-64), Settings: Settings{Pool: 1}}).Release()
+}
+
+// A function's compiling takes about 50 times its size in heap, at once:
+// one of 8 MiB took 403 MiB. A function past meter.MaxBody (70 times
+// stock Go's largest) is refused before compiling.
+func TestHugeFunctionIsRefusedBeforeCompiling(t *testing.T) {
+	// One i32 local, then local.set 0 (i32.add (local.get 0) (i32.const 1))
+	// for 8 MiB.
+	body := append([]byte{1, 1, 0x7f}, bytes.Repeat([]byte{0x20, 0, 0x41, 1, 0x6a, 0x21, 0}, 8<<20/7)...)
+	guest := bodiesGuest(1, append(body, 0x0b))
+	h := newTestHost(t)
+	var err error
+	peak := memtest.PeakGrowthDuring(func() {
+		var tr *Transform
+		if tr, err = h.Load(context.Background(), Spec{Name: "huge", Wasm: guest, Settings: Settings{Pool: 1}}); tr != nil {
+			tr.Release()
+		}
+	})
+	if err == nil || !strings.Contains(err.Error(), "function 2: body of 8388608 bytes") {
+		t.Errorf("a function of 8 MiB: %v, want an error naming its size", err)
+	}
+	if peak > 64<<20 {
+		t.Errorf("loading a module of %d MiB took %d MiB of heap", len(guest)>>20, peak>>20)
+	}
 }

@@ -70,6 +70,9 @@ func (m *module) rewriteCode(b []byte) ([]byte, error) {
 			break
 		}
 		fn := m.funcImports + i
+		if len(body) > MaxBody {
+			return nil, fmt.Errorf("function %d: body of %d bytes, the most allowed is %d", fn, len(body), MaxBody)
+		}
 		code, err := m.rewriteBody(m.types[m.funcTypes[fn]], body)
 		if err != nil {
 			return nil, fmt.Errorf("function %d: %w", fn, err)

@@ -18,8 +18,8 @@
 // A module's tables together may not hold more than MaxTable elements, and
 // a br_table may not have more than MaxBrTable targets. What wazero keeps
 // on the heap for each declaration, outside the memory cap, is bounded
-// too: MaxFunctions, MaxGlobals, MaxElements, MaxDataSegments and
-// MaxLocals.
+// too (MaxFunctions, MaxGlobals, MaxElements, MaxDataSegments), and so is
+// what its compiling takes (MaxLocals, MaxBody).
 //
 // Instrument reads every instruction and knows the immediates of the
 // WebAssembly 2.0 instruction set (MVP, sign extension, saturating
@@ -80,6 +80,10 @@ const (
 	// parameters included). A count of locals takes a few bytes however
 	// large; compiling costs about 8 bytes of heap for each.
 	MaxLocals = 1 << 24
+	// MaxBody bounds a function's code. wazero's compiler takes about 50
+	// times a function's size in heap while it works on it (8 MiB, 403
+	// MiB); stock Go's largest functions have about 30 KB.
+	MaxBody = 2 << 20
 )
 
 // Instrument returns the metered version of the module wasm.

@@ -1,6 +1,7 @@
 package meter
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -310,5 +311,16 @@ func TestDeclarationBounds(t *testing.T) {
 	}
 	if _, err := Instrument(locals(MaxLocals + 1)); err == nil || !strings.Contains(err.Error(), "locals in all") {
 		t.Errorf("%d locals: %v, want them refused", MaxLocals+1, err)
+	}
+	// A body of size bytes: no locals, nops, end.
+	body := func(size int) []byte {
+		b := append(append([]byte{0}, bytes.Repeat([]byte{0x01}, size-2)...), opEnd)
+		return module(funcType, section(secFunction, 1, []byte{0}), section(secCode, 1, append(appendU32(nil, uint32(size)), b...)))
+	}
+	if _, err := Instrument(body(MaxBody)); err != nil {
+		t.Errorf("a body of %d bytes: %v, want it allowed", MaxBody, err)
+	}
+	if _, err := Instrument(body(MaxBody + 1)); err == nil || !strings.Contains(err.Error(), "the most allowed is") {
+		t.Errorf("a body of %d bytes: %v, want it refused", MaxBody+1, err)
 	}
 }
