@@ -396,13 +396,7 @@ func TestModuleDeclarationsAreBounded(t *testing.T) {
 			m := wat(t, `(module (memory (export "memory") 1)
 				(func $f (export "handle_request") (result i64) (i64.const 1))
 				(func (export "handle_response") (param i32 i32))`+c.decls+")")
-			runtime.GC()
-			before := memtest.LiveHeap()
-			tr, err := h.Load(context.Background(), Spec{Name: "decls", Wasm: m, Settings: Settings{Pool: 1}})
-			grown := int64(memtest.LiveHeap()) - int64(before)
-			if tr != nil {
-				tr.Release()
-			}
+			grown, err := loadPeak(h, m)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("a module of %d KiB: %v, want an error naming its %s", len(m)>>10, err, c.want)
 			}
@@ -411,6 +405,18 @@ func TestModuleDeclarationsAreBounded(t *testing.T) {
 			}
 		})
 	}
+}
+
+// loadPeak loads wasm with a pool of one and releases it: how far the
+// heap grew above its live size meanwhile, and the error.
+func loadPeak(h *Host, wasm []byte) (peak int64, err error) {
+	peak = memtest.PeakGrowthDuring(func() {
+		var tr *Transform
+		if tr, err = h.Load(context.Background(), Spec{Name: "guest", Wasm: wasm, Settings: Settings{Pool: 1}}); tr != nil {
+			tr.Release()
+		}
+	})
+	return peak, err
 }
 
 // localsGuest is an http-wasm module with funcs more functions, each
@@ -455,13 +461,7 @@ func bodiesGuest(funcs int, body []byte) []byte {
 func TestModuleLocalsAreBounded(t *testing.T) {
 	h := newTestHost(t)
 	guest := localsGuest(64, meter.MaxStack-64)
-	var err error
-	peak := memtest.PeakGrowthDuring(func() {
-		var tr *Transform
-		if tr, err = h.Load(context.Background(), Spec{Name: "locals", Wasm: guest, Settings: Settings{Pool: 1}}); tr != nil {
-			tr.Release()
-		}
-	})
+	peak, err := loadPeak(h, guest)
 	if err == nil || !strings.Contains(err.Error(), "locals in all") {
 		t.Errorf("64 functions of a million locals: %v, want an error naming the locals", err)
 	}
@@ -480,14 +480,7 @@ func TestHugeFunctionIsRefusedBeforeCompiling(t *testing.T) {
 	// for 8 MiB.
 	body := append([]byte{1, 1, 0x7f}, bytes.Repeat([]byte{0x20, 0, 0x41, 1, 0x6a, 0x21, 0}, 8<<20/7)...)
 	guest := bodiesGuest(1, append(body, 0x0b))
-	h := newTestHost(t)
-	var err error
-	peak := memtest.PeakGrowthDuring(func() {
-		var tr *Transform
-		if tr, err = h.Load(context.Background(), Spec{Name: "huge", Wasm: guest, Settings: Settings{Pool: 1}}); tr != nil {
-			tr.Release()
-		}
-	})
+	peak, err := loadPeak(newTestHost(t), guest)
 	if err == nil || !strings.Contains(err.Error(), "function 2: body of 8388608 bytes") {
 		t.Errorf("a function of 8 MiB: %v, want an error naming its size", err)
 	}
