@@ -221,11 +221,12 @@ func (a abi) getMethod(ctx context.Context, mod api.Module, stack []uint64) {
 func (a abi) setMethod(ctx context.Context, mod api.Module, stack []uint64) {
 	x := current(ctx)
 	x.mustBeforeNext("set_method")
-	m := read(mod, uint32(stack[0]), uint32(stack[1]))
-	if len(m) == 0 {
-		fail("set_method with an empty method")
+	m := string(read(mod, uint32(stack[0]), uint32(stack[1])))
+	if !validMethod(m) {
+		fail("set_method with invalid method %.64q (a method is a token)", m)
 	}
-	x.r.Method = string(m)
+	x.holdHead(len(m))
+	x.r.Method = m
 }
 
 func (a abi) getURI(ctx context.Context, mod api.Module, stack []uint64) {
@@ -235,7 +236,9 @@ func (a abi) getURI(ctx context.Context, mod api.Module, stack []uint64) {
 func (a abi) setURI(ctx context.Context, mod api.Module, stack []uint64) {
 	x := current(ctx)
 	x.mustBeforeNext("set_uri")
-	if err := setRequestURI(x.r, string(read(mod, uint32(stack[0]), uint32(stack[1])))); err != nil {
+	uri := string(read(mod, uint32(stack[0]), uint32(stack[1])))
+	x.holdHead(len(uri))
+	if err := setRequestURI(x.r, uri); err != nil {
 		fail("set_uri: %v", err)
 	}
 }
@@ -272,8 +275,8 @@ func (a abi) addHeaderValue(ctx context.Context, mod api.Module, stack []uint64)
 func headerArgs(mod api.Module, stack []uint64) (name, value string) {
 	name = string(read(mod, uint32(stack[1]), uint32(stack[2])))
 	value = string(read(mod, uint32(stack[3]), uint32(stack[4])))
-	if !validHeader(name, value) {
-		fail("invalid header field %.64q (a name is a token, a value has no CR, LF or NUL)", name)
+	if !validHeader(name, value) || (isHost(uint32(stack[0]), name) && !validHost(value)) {
+		fail("invalid header field %.64q (a name is a token, a value has no CR, LF or NUL, a Host is a host)", name)
 	}
 	return name, value
 }

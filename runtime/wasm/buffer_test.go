@@ -196,15 +196,26 @@ func TestGuestHeadersAreBounded(t *testing.T) {
 			(func (export "handle_request") (result i64) `+flood+` (i64.const %d))
 			(func (export "handle_response") (param i32 i32)))`, add, n, next))
 	}
-	proxyGuest := wat(t, fmt.Sprintf(`(module
-		(import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+	proxyGuest := func(function, name string) []byte {
+		return wat(t, fmt.Sprintf(`(module
+			(import "env" "%s" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+			(memory (export "memory") 2)
+			(data (i32.const 0) "%s")
+			(func (export "proxy_abi_version_0_2_1"))
+			(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+			(func (export "proxy_on_context_create") (param i32 i32))
+			(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) `+flood+` (i32.const 0)))`, function, name,
+			fmt.Sprintf(`(drop (call $add (i32.const 0) (i32.const 0) (i32.const %d) (i32.const 16) (i32.const 65536)))`, len(name)), 4096))
+	}
+	// A method, URI or authority replaces the last, but each call copies
+	// it: in one request 4096 URIs of 64 KiB allocated 288 MiB, as many
+	// authorities 256 MiB.
+	uriGuest := wat(t, fmt.Sprintf(`(module
+		(import "http_handler" "set_uri" (func $set (param i32 i32)))
 		(memory (export "memory") 2)
-		(data (i32.const 0) "x-f")
-		(func (export "proxy_abi_version_0_2_1"))
-		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
-		(func (export "proxy_on_context_create") (param i32 i32))
-		(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) `+flood+` (i32.const 0)))`,
-		`(drop (call $add (i32.const 0) (i32.const 0) (i32.const 3) (i32.const 16) (i32.const 65536)))`, 4096))
+		(data (i32.const 15) "/")
+		(func (export "handle_request") (result i64) `+flood+` (i64.const 1))
+		(func (export "handle_response") (param i32 i32)))`, `(call $set (i32.const 15) (i32.const 65537))`, 4096))
 	h := newTestHost(t)
 	for _, c := range []struct {
 		name string
@@ -214,7 +225,9 @@ func TestGuestHeadersAreBounded(t *testing.T) {
 		{"http-wasm response headers", httpGuest(kindResponse, 0, 4096, 65536)},
 		// Eight million empty values: each costs the host more than its bytes.
 		{"http-wasm many empty values", httpGuest(kindResponse, 0, 1<<23, 0)},
-		{"proxy-wasm request headers", proxyGuest},
+		{"proxy-wasm request headers", proxyGuest("proxy_add_header_map_value", "x-f")},
+		{"http-wasm URIs", uriGuest},
+		{"proxy-wasm authorities", proxyGuest("proxy_replace_header_map_value", ":authority")},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			tr := loadT(t, h, Spec{Name: "flood", Wasm: c.wasm, Settings: Settings{Pool: 1, MaxBuffer: 4 << 20, Timeout: units.Duration(10 * time.Second)}})

@@ -22,8 +22,9 @@ type Dispatcher interface {
 
 // Bounds on dispatched calls.
 const (
-	// maxCallsPerRequest is how many calls one request's filter may have
-	// dispatched; Envoy has no such bound, a gateway needs one.
+	// maxCallsPerRequest is how many calls one request's filter (or one
+	// root callback) may dispatch in all, its calls' callbacks included;
+	// Envoy has no such bound, a gateway needs one.
 	maxCallsPerRequest = 16
 	// maxCallTimeout caps the timeout a filter asks for; 0 gets it too.
 	maxCallTimeout = 30 * time.Second
@@ -70,7 +71,9 @@ func (p proxyABI) dispatch(ctx context.Context, mod api.Module, stack []uint64) 
 		stack[0] = statusBadArgument
 		return
 	}
-	if len(x.pw.calls) >= maxCallsPerRequest {
+	// Counted over the request, not over the calls outstanding: each
+	// callback may dispatch the next, one at a time without end.
+	if x.pw.nextCall >= maxCallsPerRequest {
 		stack[0] = statusInternalFailure
 		return
 	}
@@ -112,6 +115,9 @@ func callRequest(pairs [][2]string, body []byte) (*http.Request, error) {
 				h.Add(kv[0], kv[1])
 			}
 		}
+	}
+	if !validHost(authority) {
+		return nil, errors.New("invalid :authority")
 	}
 	req, err := http.NewRequest(method, path, bytes.NewReader(body))
 	if err != nil {

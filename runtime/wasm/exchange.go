@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/tetratelabs/wazero/api"
+	"golang.org/x/net/http/httpguts"
 )
 
 // exchange is one request's passage through one transform: what the host
@@ -26,8 +27,9 @@ type exchange struct {
 	features Features
 
 	afterNext bool
-	// headerBytes counts the header names and values the guest has set,
-	// which the host keeps for the request, within max_buffer.
+	// headerBytes counts what the guest has set on the request's and the
+	// response's heads (header names and values, method, URI), which the
+	// host keeps for the request, within max_buffer.
 	headerBytes uint64
 
 	// Request body: origBody is what the client sends; kept holds what the
@@ -213,14 +215,26 @@ func (x *exchange) headerValues(kind uint32, name string) []string {
 // flood of empty values is bounded like one of large ones.
 const headerOverhead = 32
 
+// holdHead counts n bytes the guest set on a head against max_buffer.
+func (x *exchange) holdHead(n int) {
+	x.headerBytes += uint64(n) + headerOverhead
+	if x.headerBytes > uint64(x.t.spec.MaxBuffer) {
+		panic(&overflow{"the total of headers, methods and URIs set by the guest", http.StatusInternalServerError})
+	}
+}
+
+// validMethod and validHost refuse what the node's transports refuse to
+// send (a method that is no token, a Host that is no host): the proxy
+// would count that refusal as the backend failing.
+func validMethod(m string) bool { return m != "" && httpguts.ValidHeaderFieldName(m) }
+
+func validHost(h string) bool { return httpguts.ValidHostHeader(h) }
+
 func (x *exchange) setHeader(kind uint32, name, value string, add bool) {
 	if kind == kindRequest || kind == kindRequestTrailers {
 		x.mustBeforeNext("changing the request")
 	}
-	x.headerBytes += uint64(len(name)) + uint64(len(value)) + headerOverhead
-	if x.headerBytes > uint64(x.t.spec.MaxBuffer) {
-		panic(&overflow{"the total of headers set by the guest", http.StatusInternalServerError})
-	}
+	x.holdHead(len(name) + len(value))
 	if isHost(kind, name) {
 		x.r.Host = value
 		return

@@ -2,7 +2,9 @@ package wasm
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +20,7 @@ import (
 	"perigee/telemetry"
 
 	"perigee/memtest"
+	"perigee/runtime/wasm/meter"
 	"perigee/units"
 )
 
@@ -42,7 +45,7 @@ func TestHostileGuests(t *testing.T) {
 		{file: "indirect.wat"},
 		{file: "loop.wat"},
 		{file: "hostloop.wat"},
-		{file: "seturi.wat"},
+		{file: "lookup.wat"},
 		{file: "random.wat"},
 		{file: "writev.wat"},
 		{file: "poll.wat"},
@@ -370,5 +373,118 @@ func TestTablesTogetherAreBounded(t *testing.T) {
 	tr = loadT(t, h, Spec{Name: "grow", Wasm: grow, Settings: Settings{Pool: 1, Timeout: units.Duration(10 * time.Second)}})
 	if resp, _ := get(t, serve(t, NewChain(tr).Then(echoBackend))); resp.StatusCode != 200 {
 		t.Errorf("two growing tables: status %d, want 200 (the second refused its growth)", resp.StatusCode)
+	}
+}
+
+// What a module declares costs heap outside its memory cap, per instance
+// (globals, element and data segments, copied into each) or for as long
+// as the transform runs (each function's compiled form and definition):
+// 1M globals in 5 MiB took 88 MiB of heap per instance, a passive element
+// segment of 4M functions in 4 MiB 160 MiB, and 1M empty functions in
+// 4 MiB 330 MiB. Past the meter's bounds the module is refused, before
+// compiling, with an error naming what it declared too much of.
+func TestModuleDeclarationsAreBounded(t *testing.T) {
+	h := newTestHost(t)
+	for name, c := range map[string]struct{ decls, want string }{
+		"functions":        {strings.Repeat("(func)\n", meter.MaxFunctions), "functions"},
+		"globals":          {strings.Repeat("(global i32 (i32.const 0))\n", 1<<20), "globals"},
+		"element items":    {"(elem func " + strings.Repeat("$f ", 2<<20) + ")", "element segments"},
+		"element segments": {strings.Repeat("(elem func $f)\n", 1<<20), "element segments"},
+		"data segments":    {strings.Repeat("(data \"\")\n", 2<<20), "data segments"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m := wat(t, `(module (memory (export "memory") 1)
+				(func $f (export "handle_request") (result i64) (i64.const 1))
+				(func (export "handle_response") (param i32 i32))`+c.decls+")")
+			grown, err := loadPeak(h, m)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("a module of %d KiB: %v, want an error naming its %s", len(m)>>10, err, c.want)
+			}
+			if grown > 32<<20 {
+				t.Errorf("loading a module of %d KiB grew the heap by %d MiB", len(m)>>10, grown>>20)
+			}
+		})
+	}
+}
+
+// loadPeak loads wasm with a pool of one and releases it: how far the
+// heap grew above its live size meanwhile, and the error.
+func loadPeak(h *Host, wasm []byte) (peak int64, err error) {
+	peak = memtest.PeakGrowthDuring(func() {
+		var tr *Transform
+		if tr, err = h.Load(context.Background(), Spec{Name: "guest", Wasm: wasm, Settings: Settings{Pool: 1}}); tr != nil {
+			tr.Release()
+		}
+	})
+	return peak, err
+}
+
+// localsGuest is an http-wasm module with funcs more functions, each
+// declaring locals i64 locals in one group: 6 bytes for any count.
+func localsGuest(funcs int, locals uint32) []byte {
+	return bodiesGuest(funcs, append(binary.AppendUvarint([]byte{1}, uint64(locals)), 0x7e, 0x0b))
+}
+
+// bodiesGuest is an http-wasm module with funcs more functions of type
+// () -> (), each of the code body.
+func bodiesGuest(funcs int, body []byte) []byte {
+	u32 := binary.AppendUvarint
+	section := func(m []byte, id byte, body []byte) []byte {
+		return append(u32(append(m, id), uint64(len(body))), body...)
+	}
+	m := []byte("\x00asm\x01\x00\x00\x00")
+	// () -> i64, (i32 i32) -> (), () -> ()
+	m = section(m, 1, []byte{3, 0x60, 0, 1, 0x7e, 0x60, 2, 0x7f, 0x7f, 0, 0x60, 0, 0})
+	m = section(m, 3, append(append(u32(nil, uint64(funcs+2)), 0, 1), bytes.Repeat([]byte{2}, funcs)...))
+	m = section(m, 5, []byte{1, 0, 1})
+	var exports []byte
+	for i, name := range []string{"memory", "handle_request", "handle_response"} {
+		kind, index := byte(0), byte(i-1)
+		if i == 0 {
+			kind, index = 2, 0
+		}
+		exports = append(append(u32(exports, uint64(len(name))), name...), kind, index)
+	}
+	m = section(m, 7, append([]byte{3}, exports...))
+	code := append(u32(nil, uint64(funcs+2)), 4, 0, 0x42, 1, 0x0b, 2, 0, 0x0b)
+	for range funcs {
+		code = append(u32(code, uint64(len(body))), body...)
+	}
+	return section(m, 10, code)
+}
+
+// Locals are declared as counts: 64 functions of a million locals each, a
+// module of 604 bytes, took 532 MiB of heap to compile (256 of them, 2
+// KiB, took 2 GiB), since wazero keeps a type for each local and its
+// compiler works on each. Past meter.MaxLocals in all the module is
+// refused before compiling.
+func TestModuleLocalsAreBounded(t *testing.T) {
+	h := newTestHost(t)
+	guest := localsGuest(64, meter.MaxStack-64)
+	peak, err := loadPeak(h, guest)
+	if err == nil || !strings.Contains(err.Error(), "locals in all") {
+		t.Errorf("64 functions of a million locals: %v, want an error naming the locals", err)
+	}
+	if peak > 32<<20 {
+		t.Errorf("loading a module of %d bytes took %d MiB of heap", len(guest), peak>>20)
+	}
+	// A few such functions are within the bound, and load.
+	loadT(t, h, Spec{Name: "few", Wasm: localsGuest(2, meter.MaxStack-64), Settings: Settings{Pool: 1}}).Release()
+}
+
+// A function's compiling takes about 50 times its size in heap, at once:
+// one of 8 MiB took 403 MiB. A function past meter.MaxBody (70 times
+// stock Go's largest) is refused before compiling.
+func TestHugeFunctionIsRefusedBeforeCompiling(t *testing.T) {
+	// One i32 local, then local.set 0 (i32.add (local.get 0) (i32.const 1))
+	// for 8 MiB.
+	body := append([]byte{1, 1, 0x7f}, bytes.Repeat([]byte{0x20, 0, 0x41, 1, 0x6a, 0x21, 0}, 8<<20/7)...)
+	guest := bodiesGuest(1, append(body, 0x0b))
+	peak, err := loadPeak(newTestHost(t), guest)
+	if err == nil || !strings.Contains(err.Error(), "function 2: body of 8388608 bytes") {
+		t.Errorf("a function of 8 MiB: %v, want an error naming its size", err)
+	}
+	if peak > 64<<20 {
+		t.Errorf("loading a module of %d MiB took %d MiB of heap", len(guest)>>20, peak>>20)
 	}
 }

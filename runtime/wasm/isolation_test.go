@@ -9,6 +9,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -189,5 +190,76 @@ func TestGuestHeaderFieldsAreValid(t *testing.T) {
 		if resp.StatusCode != http.StatusInternalServerError {
 			t.Errorf("%s: client got %d, want 500", name, resp.StatusCode)
 		}
+	}
+}
+
+// A method or host a guest sets is one the node's transports take: they
+// refuse a method that is no token and a Host that is no host, and the
+// proxy counted that refusal as the backend failing, so a guest that
+// copies a client's header into either (a method override) let clients
+// fail healthy backends. http-wasm traps, as for a bad header; proxy-wasm
+// gets BAD_ARGUMENT and the request goes on unchanged.
+func TestGuestRequestLineIsValid(t *testing.T) {
+	h := newTestHost(t)
+	var reached atomic.Int64
+	var seen atomic.Value
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		seen.Store(r.Method + " " + r.Host)
+	})
+	for name, c := range map[string]struct {
+		call  string // the import and its call, with the bytes at 0
+		bytes string
+	}{
+		"method with a space": {`(import "http_handler" "set_method" (func $f (param i32 i32)))`, `(call $f (i32.const 0) (i32.const 5))|G E T`},
+		"method with CR LF":   {`(import "http_handler" "set_method" (func $f (param i32 i32)))`, `(call $f (i32.const 0) (i32.const 9))|GET\0d\0aX: y`},
+		"host with a space": {`(import "http_handler" "set_header_value" (func $f (param i32 i32 i32 i32 i32)))`,
+			`(call $f (i32.const 0) (i32.const 0) (i32.const 4) (i32.const 4) (i32.const 3))|hosta b`},
+	} {
+		call, data, _ := strings.Cut(c.bytes, "|")
+		g := wat(t, `(module `+c.call+`
+			(memory (export "memory") 1)
+			(data (i32.const 0) "`+data+`")
+			(func (export "handle_request") (result i64) `+call+` (i64.const 1))
+			(func (export "handle_response") (param i32 i32)))`)
+		tr := loadT(t, h, Spec{Name: "line", Wasm: g, Settings: Settings{Pool: 1}})
+		reached.Store(0)
+		if resp, _ := get(t, serve(t, NewChain(tr).Then(next))); resp.StatusCode != http.StatusInternalServerError || reached.Load() != 0 {
+			t.Errorf("http-wasm, %s: %d, next reached %d times (saw %v); want 500 from the guest", name, resp.StatusCode, reached.Load(), seen.Load())
+		}
+	}
+
+	// proxy-wasm: each replace must answer BAD_ARGUMENT (2), or the filter
+	// traps; the request then goes on as the client sent it.
+	pw := wat(t, `(module
+		(import "env" "proxy_replace_header_map_value" (func $replace (param i32 i32 i32 i32 i32) (result i32)))
+		(memory (export "memory") 1)
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(data (i32.const 100) ":method")
+		(data (i32.const 110) "G E T")
+		(data (i32.const 120) ":authority")
+		(data (i32.const 140) "evil\0d\0ax: y")
+		(data (i32.const 160) "host")
+		(data (i32.const 170) "a b")
+		(func $bad (param i32 i32 i32 i32)
+			(if (i32.ne (call $replace (i32.const 0) (local.get 0) (local.get 1) (local.get 2) (local.get 3)) (i32.const 2))
+				(then unreachable)))
+		(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+			(call $bad (i32.const 100) (i32.const 7) (i32.const 110) (i32.const 5))
+			(call $bad (i32.const 120) (i32.const 10) (i32.const 140) (i32.const 10))
+			(call $bad (i32.const 160) (i32.const 4) (i32.const 170) (i32.const 3))
+			(i32.const 0)))`)
+	tr := loadT(t, h, Spec{Name: "pw-line", Wasm: pw, Settings: Settings{Pool: 1}})
+	url := serve(t, NewChain(tr).Then(next))
+	seen.Store("")
+	resp, _ := get(t, url)
+	if want := "GET " + strings.TrimPrefix(url, "http://"); resp.StatusCode != 200 || seen.Load() != want {
+		t.Errorf("proxy-wasm: %d, next saw %q; want 200 and %q", resp.StatusCode, seen.Load(), want)
+	}
+	// A dispatched call goes through the same transports.
+	if _, err := callRequest([][2]string{{":authority", "a b"}}, nil); err == nil {
+		t.Error("a call to authority \"a b\" was built, want it refused")
 	}
 }

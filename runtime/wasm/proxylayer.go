@@ -30,8 +30,8 @@ type proxyState struct {
 	// Dispatched calls: outstanding, and the one whose callback runs.
 	calls    []*httpCall
 	call     *httpCall
-	nextCall uint32
-	resumed  bool // proxy_continue_stream since the last pause
+	nextCall uint32 // the last call's id: the calls dispatched so far
+	resumed  bool   // proxy_continue_stream since the last pause
 	// offStream is set while a request body callback runs on the
 	// transport's goroutine: the response's maps are off limits then.
 	offStream bool

@@ -534,14 +534,23 @@ func (x *exchange) pseudo(kind uint32, name string) (string, bool) {
 }
 
 func (x *exchange) setPseudo(kind uint32, name, value string) uint64 {
+	if kind == kindRequest {
+		x.holdHead(len(name) + len(value))
+	}
 	switch {
 	case kind == kindRequest && name == ":method":
+		if !validMethod(value) {
+			return statusBadArgument
+		}
 		x.r.Method = value
 	case kind == kindRequest && name == ":path":
 		if setRequestURI(x.r, value) != nil {
 			return statusBadArgument
 		}
 	case kind == kindRequest && name == ":authority":
+		if !validHost(value) {
+			return statusBadArgument
+		}
 		x.r.Host = value
 	case kind == kindResponse && name == ":status":
 		code, err := strconv.Atoi(value)
@@ -586,7 +595,7 @@ func (x *exchange) pwSetHeader(kind uint32, name, value string, set, add bool) u
 		}
 		return x.setPseudo(kind, name, value)
 	}
-	if !validHeader(name, value) {
+	if !validHeader(name, value) || (set && isHost(kind, name) && !validHost(value)) {
 		return statusBadArgument
 	}
 	if set {

@@ -771,3 +771,69 @@ func TestProxyWasmPropertyPathIsBounded(t *testing.T) {
 	}
 	t.Logf("allocated %d MiB", grown>>20)
 }
+
+// chainedCallsGuest dispatches a call from start, and another from each
+// call's callback: a chain the per-request bound must end, not one call
+// outstanding at a time forever.
+func chainedCallsGuest(t *testing.T, start string) []byte {
+	return wat(t, `(module
+		(import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+		(import "env" "proxy_set_tick_period_milliseconds" (func $tick (param i32) (result i32)))
+		(memory (export "memory") 1)
+		(data (i32.const 0) "authz")
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(func $dispatch
+			(drop (call $call (i32.const 0) (i32.const 5) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+				(i32.const 0) (i32.const 0) (i32.const 5000) (i32.const 8))))
+		(func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32) (call $dispatch))
+		`+start+`)`)
+}
+
+// The bound on dispatched calls holds for a request, and for a root
+// callback, whatever the callbacks dispatch in turn: a chain of one call
+// at a time, each answered at once, went on for as long as the client
+// waited (thousands of calls to the service for one request) and kept a
+// tick's instance out of the pool for good.
+func TestProxyWasmChainedCallsAreBounded(t *testing.T) {
+	var sent atomic.Int64
+	h := newTestHost(t)
+	h.dispatcher = dispatcherFunc(func(context.Context, string, *http.Request) (*http.Response, error) {
+		sent.Add(1)
+		return &http.Response{StatusCode: 200, Header: http.Header{}, Body: http.NoBody}, nil
+	})
+	clusters := map[string]string{"authz": "auth-svc"}
+	onRequest := loadT(t, h, Spec{Name: "chain", Wasm: chainedCallsGuest(t,
+		`(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (call $dispatch) (i32.const 1))`),
+		Settings: Settings{Pool: 1, Clusters: clusters, Timeout: units.Duration(5 * time.Second)}})
+	url := serve(t, NewChain(onRequest).Then(echoBackend))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("request: %v after %d calls", err, sent.Load())
+	}
+	resp.Body.Close()
+	if n := sent.Load(); n != maxCallsPerRequest {
+		t.Errorf("one request dispatched %d calls, want %d", n, maxCallsPerRequest)
+	}
+
+	// A tick (the first, which stops the ticks) starts the chain.
+	sent.Store(0)
+	onTick := loadT(t, h, Spec{Name: "tick-chain", Wasm: chainedCallsGuest(t, `
+		(func (export "proxy_on_vm_start") (param i32 i32) (result i32) (drop (call $tick (i32.const 10))) (i32.const 1))
+		(func (export "proxy_on_tick") (param i32) (drop (call $tick (i32.const 0))) (call $dispatch))`),
+		Settings: Settings{Pool: 1, Clusters: clusters, Timeout: units.Duration(5 * time.Second)}})
+	// The instance is out of the pool from the tick on, until its calls
+	// are done.
+	for deadline := time.Now().Add(5 * time.Second); sent.Load() == 0 || len(onTick.pool) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the tick's instance is still out of the pool after %d calls", sent.Load())
+		}
+	}
+	if n := sent.Load(); n != maxCallsPerRequest {
+		t.Errorf("one tick dispatched %d calls, want %d", n, maxCallsPerRequest)
+	}
+}

@@ -70,6 +70,9 @@ func (m *module) rewriteCode(b []byte) ([]byte, error) {
 			break
 		}
 		fn := m.funcImports + i
+		if len(body) > MaxBody {
+			return nil, fmt.Errorf("function %d: body of %d bytes, the most allowed is %d", fn, len(body), MaxBody)
+		}
 		code, err := m.rewriteBody(m.types[m.funcTypes[fn]], body)
 		if err != nil {
 			return nil, fmt.Errorf("function %d: %w", fn, err)
@@ -98,6 +101,9 @@ func (m *module) rewriteBody(t funcType, body []byte) ([]byte, error) {
 	}
 	if locals > MaxStack-frameBase {
 		return nil, fmt.Errorf("%d locals, the most allowed is %d", locals, MaxStack-frameBase)
+	}
+	if m.locals += locals; m.locals > MaxLocals {
+		return nil, fmt.Errorf("%d locals in all (so far), the most allowed is %d", m.locals, MaxLocals)
 	}
 	scratch := uint32(locals) // an i32 for bulk-operation lengths
 	weight := int64(frameBase + locals)

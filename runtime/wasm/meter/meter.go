@@ -16,7 +16,10 @@
 // size, and traps (unreachable) past MaxStack, so that deep recursion is
 // stopped before the engine's own stack grows to hundreds of megabytes.
 // A module's tables together may not hold more than MaxTable elements, and
-// a br_table may not have more than MaxBrTable targets.
+// a br_table may not have more than MaxBrTable targets. What wazero keeps
+// on the heap for each declaration, outside the memory cap, is bounded
+// too (MaxFunctions, MaxGlobals, MaxElements, MaxDataSegments), and so is
+// what its compiling takes (MaxLocals, MaxBody).
 //
 // Instrument reads every instruction and knows the immediates of the
 // WebAssembly 2.0 instruction set (MVP, sign extension, saturating
@@ -55,6 +58,32 @@ const (
 	// a 1 MB module: 3 min 45 s and 2.7 GB), and stock Go's largest are
 	// about a thousand.
 	MaxBrTable = 1 << 14
+	// MaxFunctions bounds a module's functions, imported and defined:
+	// wazero keeps each one's definition and compiled form for as long as
+	// the module is loaded, about 330 bytes of heap for an empty function
+	// of 4 bytes. Stock Go guests have a few thousand.
+	MaxFunctions = 1 << 18
+	// MaxGlobals bounds a module's globals, imported and defined: each
+	// instance holds each of them on the heap,
+	// about 88 bytes for 5 in the module. Guests have a few dozen.
+	MaxGlobals = 1 << 16
+	// MaxElements bounds the elements of a module's element segments
+	// together, each segment counting one for itself: each instance keeps
+	// a passive segment's functions, about 40 bytes of heap for every byte
+	// of the module, and a segment costs its instance about 70 bytes.
+	MaxElements = 1 << 20
+	// MaxDataSegments bounds a module's data segments: each costs each
+	// instance 24 bytes of heap, for 2 in the module. Stock Go guests
+	// have about 12,000 per MB of module.
+	MaxDataSegments = 1 << 20
+	// MaxLocals bounds the locals of a module's functions together (their
+	// parameters included). A count of locals takes a few bytes however
+	// large; compiling costs about 8 bytes of heap for each.
+	MaxLocals = 1 << 24
+	// MaxBody bounds a function's code. wazero's compiler takes about 50
+	// times a function's size in heap while it works on it (8 MiB, 403
+	// MiB); stock Go's largest functions have about 30 KB.
+	MaxBody = 2 << 20
 )
 
 // Instrument returns the metered version of the module wasm.
@@ -105,6 +134,7 @@ type module struct {
 	funcTypes   []uint32
 	funcImports uint32
 	globals     uint32 // imported and defined
+	locals      uint64 // of the functions rewritten so far, with their parameters
 
 	// Indices in the rewritten module.
 	refuelType, refuelFunc, fuelGlobal, depthGlobal uint32
@@ -153,14 +183,35 @@ func parse(wasm []byte) (*module, error) {
 			err = m.parseFunctions(s.body)
 		case secGlobal:
 			r := reader{b: s.body}
-			m.globals += r.u32()
-			err = r.err
+			n := r.u32()
+			if err = r.err; err == nil {
+				err = bounded(uint64(m.globals)+uint64(n), MaxGlobals, "globals")
+			}
+			m.globals += n
+		case secData:
+			r := reader{b: s.body}
+			n := r.u32()
+			if err = r.err; err == nil {
+				err = bounded(uint64(n), MaxDataSegments, "data segments")
+			}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("section %d: %w", s.id, err)
 		}
 	}
+	if err := bounded(uint64(len(m.funcTypes)), MaxFunctions, "functions"); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// bounded refuses a module that declares more of what than max: what it
+// declares, wazero holds on the heap, outside the memory cap.
+func bounded(n, max uint64, what string) error {
+	if n > max {
+		return fmt.Errorf("%d %s, the most allowed is %d", n, what, max)
+	}
+	return nil
 }
 
 func (m *module) parseTypes(b []byte) error {
@@ -430,6 +481,7 @@ func (m *module) rewriteElements(b []byte) ([]byte, error) {
 	r := reader{b: b}
 	n := r.u32()
 	out := appendU32(nil, n)
+	var elements uint64
 	for ; n > 0 && r.err == nil; n-- {
 		flags := r.u32()
 		if flags > 7 {
@@ -446,6 +498,11 @@ func (m *module) rewriteElements(b []byte) ([]byte, error) {
 			out = append(out, r.byte())
 		}
 		count := r.u32()
+		if elements += uint64(count) + 1; r.err == nil {
+			if err := bounded(elements, MaxElements, "elements in element segments (each segment counts one)"); err != nil {
+				return nil, err
+			}
+		}
 		out = appendU32(out, count)
 		for ; count > 0 && r.err == nil; count-- {
 			if flags&4 != 0 {

@@ -1,6 +1,7 @@
 package meter
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -251,5 +252,75 @@ func TestEmptyExport(t *testing.T) {
 	}
 	if EmptyExport([]byte("\x00asm\x01\x00\x00\x00\x0a\xff"), "f") {
 		t.Error("a truncated module has an empty export")
+	}
+}
+
+// A module may declare as many functions, globals, element segment
+// elements and data segments as the bounds allow, and not one more.
+func TestDeclarationBounds(t *testing.T) {
+	section := func(id byte, count uint32, entry []byte) []byte {
+		body := appendU32(nil, count)
+		for range count {
+			body = append(body, entry...)
+		}
+		return append(appendU32([]byte{id}, uint32(len(body))), body...)
+	}
+	module := func(sections ...[]byte) []byte {
+		out := []byte("\x00asm\x01\x00\x00\x00")
+		for _, s := range sections {
+			out = append(out, s...)
+		}
+		return out
+	}
+	funcType := section(secType, 1, []byte{0x60, 0, 0})
+	oneFunc := [][]byte{funcType, section(secFunction, 1, []byte{0}), section(secCode, 1, []byte{2, 0, opEnd})}
+	// One passive segment of n functions 0, as many elements with itself.
+	passive := func(n uint32) []byte {
+		return section(secElement, 1, append(appendU32([]byte{1, 0}, n), make([]byte, n)...))
+	}
+	for name, c := range map[string]func(n uint32) []byte{
+		"functions": func(n uint32) []byte {
+			return module(funcType, section(secFunction, n, []byte{0}), section(secCode, n, []byte{2, 0, opEnd}))
+		},
+		"globals":       func(n uint32) []byte { return module(section(secGlobal, n, []byte{i32, 0, opI32Const, 0, opEnd})) },
+		"elements":      func(n uint32) []byte { return module(append(oneFunc[:2:2], passive(n-1), oneFunc[2])...) },
+		"data segments": func(n uint32) []byte { return module(section(secData, n, []byte{1, 0})) },
+	} {
+		bound := map[string]uint32{"functions": MaxFunctions, "globals": MaxGlobals, "elements": MaxElements, "data segments": MaxDataSegments}[name]
+		if _, err := Instrument(c(bound)); err != nil {
+			t.Errorf("%d %s: %v, want them allowed", bound, name, err)
+		}
+		if _, err := Instrument(c(bound + 1)); err == nil || !strings.Contains(err.Error(), "the most allowed is") {
+			t.Errorf("%d %s: %v, want them refused", bound+1, name, err)
+		}
+	}
+	// Locals in all: functions of as many as one may have, the rest in one
+	// more.
+	locals := func(total uint32) []byte {
+		per := uint32(MaxStack - frameBase)
+		n := (total + per - 1) / per
+		bodies := appendU32(nil, n)
+		for left := total; left > 0; left -= min(left, per) {
+			body := append(appendU32([]byte{1}, min(left, per)), i64, opEnd)
+			bodies = append(appendU32(bodies, uint32(len(body))), body...)
+		}
+		return module(funcType, section(secFunction, n, []byte{0}), append(appendU32([]byte{secCode}, uint32(len(bodies))), bodies...))
+	}
+	if _, err := Instrument(locals(MaxLocals)); err != nil {
+		t.Errorf("%d locals: %v, want them allowed", MaxLocals, err)
+	}
+	if _, err := Instrument(locals(MaxLocals + 1)); err == nil || !strings.Contains(err.Error(), "locals in all") {
+		t.Errorf("%d locals: %v, want them refused", MaxLocals+1, err)
+	}
+	// A body of size bytes: no locals, nops, end.
+	body := func(size int) []byte {
+		b := append(append([]byte{0}, bytes.Repeat([]byte{0x01}, size-2)...), opEnd)
+		return module(funcType, section(secFunction, 1, []byte{0}), section(secCode, 1, append(appendU32(nil, uint32(size)), b...)))
+	}
+	if _, err := Instrument(body(MaxBody)); err != nil {
+		t.Errorf("a body of %d bytes: %v, want it allowed", MaxBody, err)
+	}
+	if _, err := Instrument(body(MaxBody + 1)); err == nil || !strings.Contains(err.Error(), "the most allowed is") {
+		t.Errorf("a body of %d bytes: %v, want it refused", MaxBody+1, err)
 	}
 }
