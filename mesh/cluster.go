@@ -387,14 +387,20 @@ func withoutHistograms(in map[string]telemetry.ServiceSample) map[string]telemet
 	return out
 }
 
-// accepts says whether a report of generation gen may replace what we hold
-// of p: one of the generation its metadata names, or, for a node that names
-// none, the newest generation.
-func (p *peer) accepts(gen uint64) bool {
-	if p.gen != 0 {
-		return gen == p.gen
+// replacesLocked says whether report (gen, seq) may replace what we hold
+// of p: one of the generation its metadata names (for a node that names
+// none, any) newer than ours, or, once ours is stale, any of it. Gossip
+// does not say who sent a message, so a member holding the key can send
+// a report in p's name with the largest sequence, which nothing p sends
+// would be newer than: such a forgery misleads only while it is fresh.
+func (c *Cluster) replacesLocked(p *peer, gen, seq uint64, now time.Time) bool {
+	if p.gen != 0 && gen != p.gen {
+		return false // its former self's
 	}
-	return p.rep == nil || gen >= p.rep.Gen
+	if p.rep == nil || p.reportAge(now) > c.timing.StaleAfter {
+		return true
+	}
+	return (&report{Gen: gen, Seq: seq}).newerThan(p.rep)
 }
 
 func (c *Cluster) peerLocked(id string) *peer {
@@ -454,7 +460,7 @@ func (c *Cluster) merge(rep *report, now time.Time) {
 		c.dropped.Add(1)
 		return
 	}
-	if p != nil && (!p.accepts(rep.Gen) || p.rep != nil && !rep.newerThan(p.rep)) {
+	if p != nil && !c.replacesLocked(p, rep.Gen, rep.Seq, now) {
 		return
 	}
 	p = c.peerLocked(rep.ID)
@@ -488,11 +494,11 @@ func (c *Cluster) mergeBeat(bt beat, now time.Time) {
 	}
 	held := p.rep
 	switch {
-	case !p.accepts(bt.Gen):
-		return // its former self's
-	case held != nil && !(&report{Gen: bt.Gen, Seq: bt.Seq}).newerThan(held):
-		return // already seen
-	case held == nil || held.Gen != bt.Gen || held.Seq < bt.Base:
+	case !c.replacesLocked(p, bt.Gen, bt.Seq, now):
+		return // its former self's, or already seen
+	case held == nil || held.Gen != bt.Gen || held.Seq < bt.Base || held.Seq > bt.Seq:
+		// Missed, or ours is stale and ahead of the beat (a forgery's):
+		// what the beat refreshes we do not hold.
 		c.askRepairLocked(bt.ID, p, now)
 		return
 	}
