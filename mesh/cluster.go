@@ -26,8 +26,15 @@ import (
 )
 
 // maxPeers bounds the member table, so a flood of made-up ids from a peer
-// that holds the key cannot grow it without limit.
-const maxPeers = 10000
+// that holds the key cannot grow it without limit. maxOrphans bounds, apart,
+// the reports held of nodes memberlist has not shown us (one that outran
+// its node's join): made-up ids would otherwise fill the table, and every
+// node joining then would be left out of it for good, since memberlist
+// tells of a join once.
+const (
+	maxPeers   = 10000
+	maxOrphans = 1024
+)
 
 // Cluster is this node's membership in the mesh.
 type Cluster struct {
@@ -58,6 +65,7 @@ type Cluster struct {
 
 	mu       sync.Mutex
 	peers    map[string]*peer
+	orphans  int                         // peers memberlist has not shown us (state "")
 	regions  map[string]map[string]*peer // peers by region, so a region costs its members only
 	seq      uint64
 	lastSent *report // our latest full report; beats since refer to it
@@ -433,6 +441,9 @@ func (c *Cluster) setMetaLocked(id string, p *peer, meta NodeMeta) {
 // forgetLocked drops a peer from the table and the region index.
 func (c *Cluster) forgetLocked(id string) {
 	if p := c.peers[id]; p != nil {
+		if p.state == "" {
+			c.orphans--
+		}
 		if in := c.regions[p.meta.Region]; in != nil {
 			delete(in, id)
 			if len(in) == 0 {
@@ -456,14 +467,16 @@ func (c *Cluster) merge(rep *report, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p := c.peers[rep.ID]
-	if p == nil && len(c.peers) >= maxPeers {
-		c.dropped.Add(1)
+	if p == nil {
+		if c.orphans >= maxOrphans {
+			c.dropped.Add(1)
+			return
+		}
+		p = c.peerLocked(rep.ID)
+		c.orphans++
+	} else if !c.replacesLocked(p, rep.Gen, rep.Seq, now) {
 		return
 	}
-	if p != nil && !c.replacesLocked(p, rep.Gen, rep.Seq, now) {
-		return
-	}
-	p = c.peerLocked(rep.ID)
 	if rep.Leaving && p.state == StateDead {
 		p.state = StateLeft
 	}

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"fmt"
 	"math"
 	"testing"
 
@@ -72,4 +73,41 @@ func TestForgedSequenceDoesNotPinAReportOrASummary(t *testing.T) {
 		sum, rep := heldSeqs()
 		return sum != math.MaxUint64 && rep != math.MaxUint64 && rb.Region("ra").Fresh == 2 && allSee(ra[1:], "ra-00", 0)
 	})
+}
+
+// Reports of nodes memberlist has not shown us (one that outran its
+// node's join) are held until the join comes. A member holding the key
+// sending reports of 12,000 made-up ids filled the member table (10,000)
+// with them, and every node that joined then was refused by it for good:
+// memberlist tells of a join once.
+func TestReportsOfUnknownNodesDoNotLockMembersOut(t *testing.T) {
+	nw := faultnet.New()
+	a := startNode(t, nw, "a-00", "eu", "127.0.0.1:0", nil, "")
+	evil := startNode(t, nw, "zz-00", "zz", "127.0.0.1:0", []string{a.addr}, "")
+	eventually(t, "a-00 sees zz-00", func() bool { _, ok := member(a.Cluster, "zz-00"); return ok })
+	for batch := range 3 {
+		var items [][]byte
+		for i := range 4000 {
+			msg, err := encodeMessage(kindReport, []*report{{ID: fmt.Sprintf("fake-%d-%d", batch, i), Gen: 1, Seq: 1}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			items = append(items, msg)
+		}
+		sendTo(t, evil, a, encodeBundle(items))
+	}
+	eventually(t, "a-00 has taken or refused every made-up report", func() bool { return a.DroppedMessages() >= 2000 })
+	a.mu.Lock()
+	orphans := 0
+	for _, p := range a.peers {
+		if p.state == "" {
+			orphans++
+		}
+	}
+	a.mu.Unlock()
+	if orphans > maxOrphans {
+		t.Errorf("a-00 holds reports of %d nodes memberlist has not shown it, over %d", orphans, maxOrphans)
+	}
+	startNode(t, nw, "b-00", "eu", "127.0.0.1:0", []string{a.addr}, "")
+	eventually(t, "a-00 shows b-00, which joined after the flood", func() bool { return allSee([]*node{a}, "b-00", 0) })
 }
