@@ -240,16 +240,17 @@ func (c *Cluster) SetExtra(key string, b []byte) error {
 
 // Leave tells the cluster this node is going, waiting up to timeout for the
 // message to get out. Shutdown must still be called. A last report marked
-// leaving goes first, gossiped and sent straight to a few peers, so they
-// show the node as left rather than dead.
+// leaving goes first, sent straight to a few peers within half the
+// timeout, so they show the node as left rather than dead.
 func (c *Cluster) Leave(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
 	c.mu.Lock()
 	c.leaving, c.dirty = true, true
 	c.mu.Unlock()
-	c.sample(time.Now())
-	c.sendLastReport()
-	if err := c.ml.Leave(time.Until(deadline)); err != nil {
+	c.sample(start)
+	c.sendLastReport(start.Add(timeout / 2))
+	// memberlist waits without end for a timeout that is not positive.
+	if err := c.ml.Leave(max(time.Until(start.Add(timeout)), time.Nanosecond)); err != nil {
 		return fmt.Errorf("mesh: leave: %w", err)
 	}
 	return nil
@@ -257,8 +258,11 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 
 // sendLastReport sends our report over TCP to our region's live members
 // (at most 16), the only nodes that hold our reports; the rest of the
-// fleet learns of the leave from our region's next summary.
-func (c *Cluster) sendLastReport() {
+// fleet learns of the leave from our region's next summary. The sends go
+// at once and are waited for until by: each dial is bounded only by
+// memberlist's TCPTimeout, and one after the other, 16 unreachable peers
+// held a leave for minutes. A send still dialling then ends within it.
+func (c *Cluster) sendLastReport(by time.Time) {
 	c.mu.Lock()
 	msg, err := encodeMessage(kindReport, []*report{c.lastSent})
 	targets := c.regionTargetsLocked()
@@ -268,9 +272,24 @@ func (c *Cluster) sendLastReport() {
 		return
 	}
 	rand.Shuffle(len(targets), func(i, j int) { targets[i], targets[j] = targets[j], targets[i] })
-	for _, n := range targets[:min(len(targets), 16)] {
-		if err := c.ml.SendReliable(n, msg); err != nil {
-			c.log.Debug("leaving report not delivered", "peer", n.Name, "err", err)
+	targets = targets[:min(len(targets), 16)]
+	sent := make(chan struct{}, len(targets))
+	for _, n := range targets {
+		go func() {
+			if err := c.ml.SendReliable(n, msg); err != nil {
+				c.log.Debug("leaving report not delivered", "peer", n.Name, "err", err)
+			}
+			sent <- struct{}{}
+		}()
+	}
+	timeout := time.NewTimer(time.Until(by))
+	defer timeout.Stop()
+	for range targets {
+		select {
+		case <-sent:
+		case <-timeout.C:
+			c.log.Debug("leaving report not delivered to every peer within the leave's timeout")
+			return
 		}
 	}
 }
