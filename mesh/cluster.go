@@ -26,8 +26,15 @@ import (
 )
 
 // maxPeers bounds the member table, so a flood of made-up ids from a peer
-// that holds the key cannot grow it without limit.
-const maxPeers = 10000
+// that holds the key cannot grow it without limit. maxOrphans bounds, apart,
+// the reports held of nodes memberlist has not shown us (one that outran
+// its node's join): made-up ids would otherwise fill the table, and every
+// node joining then would be left out of it for good, since memberlist
+// tells of a join once.
+const (
+	maxPeers   = 10000
+	maxOrphans = 1024
+)
 
 // Cluster is this node's membership in the mesh.
 type Cluster struct {
@@ -58,6 +65,7 @@ type Cluster struct {
 
 	mu       sync.Mutex
 	peers    map[string]*peer
+	orphans  int                         // peers memberlist has not shown us (state "")
 	regions  map[string]map[string]*peer // peers by region, so a region costs its members only
 	seq      uint64
 	lastSent *report // our latest full report; beats since refer to it
@@ -232,16 +240,17 @@ func (c *Cluster) SetExtra(key string, b []byte) error {
 
 // Leave tells the cluster this node is going, waiting up to timeout for the
 // message to get out. Shutdown must still be called. A last report marked
-// leaving goes first, gossiped and sent straight to a few peers, so they
-// show the node as left rather than dead.
+// leaving goes first, sent straight to a few peers within half the
+// timeout, so they show the node as left rather than dead.
 func (c *Cluster) Leave(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
 	c.mu.Lock()
 	c.leaving, c.dirty = true, true
 	c.mu.Unlock()
-	c.sample(time.Now())
-	c.sendLastReport()
-	if err := c.ml.Leave(time.Until(deadline)); err != nil {
+	c.sample(start)
+	c.sendLastReport(start.Add(timeout / 2))
+	// memberlist waits without end for a timeout that is not positive.
+	if err := c.ml.Leave(max(time.Until(start.Add(timeout)), time.Nanosecond)); err != nil {
 		return fmt.Errorf("mesh: leave: %w", err)
 	}
 	return nil
@@ -249,8 +258,11 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 
 // sendLastReport sends our report over TCP to our region's live members
 // (at most 16), the only nodes that hold our reports; the rest of the
-// fleet learns of the leave from our region's next summary.
-func (c *Cluster) sendLastReport() {
+// fleet learns of the leave from our region's next summary. The sends go
+// at once and are waited for until by: each dial is bounded only by
+// memberlist's TCPTimeout, and one after the other, 16 unreachable peers
+// held a leave for minutes. A send still dialling then ends within it.
+func (c *Cluster) sendLastReport(by time.Time) {
 	c.mu.Lock()
 	msg, err := encodeMessage(kindReport, []*report{c.lastSent})
 	targets := c.regionTargetsLocked()
@@ -260,9 +272,24 @@ func (c *Cluster) sendLastReport() {
 		return
 	}
 	rand.Shuffle(len(targets), func(i, j int) { targets[i], targets[j] = targets[j], targets[i] })
-	for _, n := range targets[:min(len(targets), 16)] {
-		if err := c.ml.SendReliable(n, msg); err != nil {
-			c.log.Debug("leaving report not delivered", "peer", n.Name, "err", err)
+	targets = targets[:min(len(targets), 16)]
+	sent := make(chan struct{}, len(targets))
+	for _, n := range targets {
+		go func() {
+			if err := c.ml.SendReliable(n, msg); err != nil {
+				c.log.Debug("leaving report not delivered", "peer", n.Name, "err", err)
+			}
+			sent <- struct{}{}
+		}()
+	}
+	timeout := time.NewTimer(time.Until(by))
+	defer timeout.Stop()
+	for range targets {
+		select {
+		case <-sent:
+		case <-timeout.C:
+			c.log.Debug("leaving report not delivered to every peer within the leave's timeout")
+			return
 		}
 	}
 }
@@ -387,14 +414,20 @@ func withoutHistograms(in map[string]telemetry.ServiceSample) map[string]telemet
 	return out
 }
 
-// accepts says whether a report of generation gen may replace what we hold
-// of p: one of the generation its metadata names, or, for a node that names
-// none, the newest generation.
-func (p *peer) accepts(gen uint64) bool {
-	if p.gen != 0 {
-		return gen == p.gen
+// replacesLocked says whether report (gen, seq) may replace what we hold
+// of p: one of the generation its metadata names (for a node that names
+// none, any) newer than ours, or, once ours is stale, any of it. Gossip
+// does not say who sent a message, so a member holding the key can send
+// a report in p's name with the largest sequence, which nothing p sends
+// would be newer than: such a forgery misleads only while it is fresh.
+func (c *Cluster) replacesLocked(p *peer, gen, seq uint64, now time.Time) bool {
+	if p.gen != 0 && gen != p.gen {
+		return false // its former self's
 	}
-	return p.rep == nil || gen >= p.rep.Gen
+	if p.rep == nil || p.reportAge(now) > c.timing.StaleAfter {
+		return true
+	}
+	return (&report{Gen: gen, Seq: seq}).newerThan(p.rep)
 }
 
 func (c *Cluster) peerLocked(id string) *peer {
@@ -427,6 +460,9 @@ func (c *Cluster) setMetaLocked(id string, p *peer, meta NodeMeta) {
 // forgetLocked drops a peer from the table and the region index.
 func (c *Cluster) forgetLocked(id string) {
 	if p := c.peers[id]; p != nil {
+		if p.state == "" {
+			c.orphans--
+		}
 		if in := c.regions[p.meta.Region]; in != nil {
 			delete(in, id)
 			if len(in) == 0 {
@@ -450,14 +486,16 @@ func (c *Cluster) merge(rep *report, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p := c.peers[rep.ID]
-	if p == nil && len(c.peers) >= maxPeers {
-		c.dropped.Add(1)
+	if p == nil {
+		if c.orphans >= maxOrphans {
+			c.dropped.Add(1)
+			return
+		}
+		p = c.peerLocked(rep.ID)
+		c.orphans++
+	} else if !c.replacesLocked(p, rep.Gen, rep.Seq, now) {
 		return
 	}
-	if p != nil && (!p.accepts(rep.Gen) || p.rep != nil && !rep.newerThan(p.rep)) {
-		return
-	}
-	p = c.peerLocked(rep.ID)
 	if rep.Leaving && p.state == StateDead {
 		p.state = StateLeft
 	}
@@ -488,11 +526,11 @@ func (c *Cluster) mergeBeat(bt beat, now time.Time) {
 	}
 	held := p.rep
 	switch {
-	case !p.accepts(bt.Gen):
-		return // its former self's
-	case held != nil && !(&report{Gen: bt.Gen, Seq: bt.Seq}).newerThan(held):
-		return // already seen
-	case held == nil || held.Gen != bt.Gen || held.Seq < bt.Base:
+	case !c.replacesLocked(p, bt.Gen, bt.Seq, now):
+		return // its former self's, or already seen
+	case held == nil || held.Gen != bt.Gen || held.Seq < bt.Base || held.Seq > bt.Seq:
+		// Missed, or ours is stale and ahead of the beat (a forgery's):
+		// what the beat refreshes we do not hold.
 		c.askRepairLocked(bt.ID, p, now)
 		return
 	}

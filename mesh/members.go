@@ -55,12 +55,16 @@ func (c *Cluster) membership(n *memberlist.Node, kind string) {
 	now := time.Now()
 	state := StateAlive
 	c.mu.Lock()
-	if _, known := c.peers[n.Name]; !known && len(c.peers) >= maxPeers {
+	p, known := c.peers[n.Name]
+	switch {
+	case !known && len(c.peers)-c.orphans >= maxPeers:
 		c.mu.Unlock()
 		c.dropped.Add(1)
 		return
+	case known && p.state == "":
+		c.orphans-- // its report outran its join
 	}
-	p := c.peerLocked(n.Name)
+	p = c.peerLocked(n.Name)
 	if kind == EventDead {
 		state = StateDead
 		if p.rep != nil && p.rep.Leaving || c.summaryOfLocked(n.Name, meta.Region).Leaving {

@@ -342,6 +342,29 @@ func TestLeaveShowsLeft(t *testing.T) {
 	eventually(t, "l-02 left", func() bool { return allState(nodes[:2], "l-02", StateLeft) })
 }
 
+// Leave waits at most its timeout, however many of its region's peers it
+// cannot reach: it sent its leaving report over TCP to up to 16 of them
+// one after the other, each dial bounded by memberlist's TCPTimeout alone
+// (10 s on lan, 30 s on wan), so a node shutting down while its region
+// was unreachable took minutes to leave, past the node's drain deadline.
+func TestLeaveIsBoundedByItsTimeout(t *testing.T) {
+	nw := faultnet.New()
+	nodes := startCluster(t, nw, "w", "eu", 7, nil)
+	eventually(t, "w-00 sees its region", func() bool { return nodes[0].Region("eu").Fresh == 7 })
+	for _, n := range nodes[1:] {
+		// A round trip past TCPTimeout: every dial from w-00 hangs until it.
+		nw.SetDelay("w-00", n.meta.ID, time.Minute)
+	}
+	const timeout = time.Second
+	start := time.Now()
+	nodes[0].Leave(timeout) // an error says the leave's broadcast was not seen out
+	// Six dials of fastTuning's 2 s TCPTimeout took 12 s one after the
+	// other; one TCPTimeout is the slack for a loaded box.
+	if took := time.Since(start); took > timeout+2*time.Second {
+		t.Errorf("Leave(%v) took %v with six peers unreachable", timeout, took)
+	}
+}
+
 // Extras ride with the report.
 func TestExtraGossiped(t *testing.T) {
 	nw := faultnet.New()

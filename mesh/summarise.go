@@ -56,15 +56,22 @@ func (s *summary) leader() (string, uint64) {
 	return "", 0
 }
 
-// replacedByLocked says whether s should replace the summary h holds: a
-// later one of the same sender; or, from another sender, when ours is
-// stale or its sender gone, else by leading sender, higher term, lower id.
+// replacedByLocked says whether s should replace the summary h holds: any
+// when ours is stale; a later one of the same sender; or, from another
+// sender, when the sender of ours is gone, else by leading sender, higher
+// term, lower id. Stale goes first: gossip does not say who sent a
+// message, so a member holding the key can send a summary in its sender's
+// name with the largest sequence, which nothing the sender sends would be
+// later than; such a forgery misleads only while it is fresh.
 func (c *Cluster) replacedByLocked(h *heldSummary, s *summary, now time.Time) bool {
 	o := h.s
+	if h.age(now) > c.timing.SummaryStale {
+		return true
+	}
 	if o.Sender == s.Sender && o.Gen == s.Gen {
 		return s.Seq > o.Seq
 	}
-	if p := c.peers[o.Sender]; h.age(now) > c.timing.SummaryStale || p == nil || p.state != StateAlive {
+	if p := c.peers[o.Sender]; p == nil || p.state != StateAlive {
 		return true
 	}
 	if a, b := s.senderLeads(), o.senderLeads(); a != b {
@@ -142,16 +149,17 @@ func (c *Cluster) mergeSumBeat(bt sumBeat, now time.Time) {
 	defer c.mu.Unlock()
 	h := c.summaries[bt.Region]
 	if h != nil && h.s.Sender == bt.Sender && h.s.Gen == bt.Gen {
-		if bt.Seq <= h.s.Seq {
+		switch {
+		case bt.Seq <= h.s.Seq && h.age(now) <= c.timing.SummaryStale:
 			return // already seen
-		}
-		if h.s.Seq >= bt.Base {
+		case bt.Seq > h.s.Seq && h.s.Seq >= bt.Base:
 			s := *h.s
 			s.Seq, s.Age = bt.Seq, bt.Age
 			h.s, h.recv = &s, now
 			c.beats.QueueBroadcast(newSumBeatBroadcast(bt, now))
 			return
 		}
+		// Missed, or ours is stale and ahead of the beat (a forgery's).
 	}
 	// Our own region's summary we only relay: we hold its reports.
 	if p := c.peers[bt.Sender]; bt.Region != c.meta.Region && p != nil && p.state == StateAlive {
@@ -208,7 +216,7 @@ func (c *Cluster) buildSummaryLocked(now time.Time) *summary {
 			m.Leaving = p.rep.Leaving
 			m.InFlight = p.rep.Sample.InFlight
 			if m.Fresh {
-				s.Capacity += p.meta.Capacity
+				s.Capacity = min(s.Capacity+p.meta.Capacity, maxCapacity)
 				s.RPS += p.rep.Sample.RPS
 				s.InFlight += p.rep.Sample.InFlight
 				s.CPU += p.rep.Sample.CPU

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -490,5 +491,30 @@ func TestManyWantsOfASummaryRegossipIt(t *testing.T) {
 	}
 	if len(c.streams) != summaryWantsToRegossip {
 		t.Errorf("%d direct answers, want one to each asker as well", len(c.streams))
+	}
+}
+
+// A node's capacity is a relative weight its metadata gives, and a
+// region's summary carries their sum, which receivers take up to 2^31-1.
+// One member announcing 2^31-1 beside another made a sum every other
+// region refused as malformed, so the region showed stale fleet-wide for
+// as long as that member was in it; and metadata up to 2^63 wrapped the
+// sum. A capacity is bounded, and a region's sum saturates.
+func TestLargeCapacitiesKeepTheSummaryReadable(t *testing.T) {
+	now := time.Now()
+	c := summariser(now)
+	huge := NodeMeta{ID: "c", Region: "eu", Capacity: math.MaxInt64}
+	if huge.Validate() == nil {
+		t.Errorf("metadata with capacity 2^63-1 validated")
+	}
+	c.peers["b"].meta.Capacity = 1
+	c.peers["c"].meta.Capacity = math.MaxInt32
+	c.summarise(now)
+	s, err := decodeSummary(queued(t, c))
+	if err != nil {
+		t.Fatalf("the region's summary does not decode: %v", err)
+	}
+	if s.Capacity != math.MaxInt32 {
+		t.Errorf("summary capacity %d, want it saturated at %d", s.Capacity, math.MaxInt32)
 	}
 }

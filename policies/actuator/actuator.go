@@ -45,6 +45,19 @@ func (r Request) held() bool { return r.Held == nil || r.Held() }
 // ErrDeposed is the failure of a scale whose term ended before it landed.
 var ErrDeposed = errors.New("leadership term no longer held")
 
+// answerInError bounds what a failure quotes of a server's answer: the
+// engine keeps a failure as its decision's rejection, the last 1000 of
+// them, and a scale that fails is tried again on every evaluation.
+const answerInError = 512
+
+// quoteAnswer is msg, from a server, cut to answerInError bytes.
+func quoteAnswer(msg string) string {
+	if len(msg) <= answerInError {
+		return msg
+	}
+	return strings.ToValidUTF8(msg[:answerInError], "") + fmt.Sprintf("… (%d bytes)", len(msg))
+}
+
 var (
 	_ Actuator = (*Process)(nil)
 	_ Actuator = (*Exec)(nil)

@@ -346,7 +346,7 @@ func (k *Kubernetes) call(ctx context.Context, method string, body []byte) (scal
 			Message string `json:"message"`
 		}
 		_ = json.Unmarshal(b, &st)
-		err := fmt.Errorf("kubernetes actuator %s: %s %s: %s: %s", k.service, method, k.endpoint, resp.Status, st.Message)
+		err := fmt.Errorf("kubernetes actuator %s: %s %s: %s: %s", k.service, method, k.endpoint, resp.Status, quoteAnswer(st.Message))
 		if resp.StatusCode == http.StatusConflict {
 			err = fmt.Errorf("%w: %w", errConflict, err)
 		}

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"perigee/files/filestest"
+	"perigee/memtest"
 	"perigee/units"
 )
 
@@ -464,6 +466,46 @@ func TestKubernetesOversizedAnswerIsNamed(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "1 MiB") {
 		t.Fatalf("a 2 MiB answer: %v; want a failure that names the limit", err)
 	}
+}
+
+// A failed scale's error is kept: the engine logs it as the decision's
+// rejection, keeps the last 1000 decisions and ships them, and retries on
+// every evaluation that asks again. An API server's Status message went
+// into it whole, up to the 1 MiB read of an answer, so a server failing
+// each scale with a long message had the decision log hold a gibibyte.
+// The error keeps 512 bytes of it, as the webhook's keeps of its answer.
+func TestKubernetesFailureKeepsLittleOfTheAnswer(t *testing.T) {
+	long := strings.Repeat("quota exceeded; ", (1<<20-1024)/16)
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		fmt.Fprintf(w, `{"kind":"Status","status":"Failure","message":%q,"code":403}`, long)
+	}))
+	defer srv.Close()
+	k, err := NewKubernetes("api", KubernetesSpec{Deployment: "api", Kubeconfig: kubeconfigFor(t, srv, "default")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close(context.Background())
+	const kept = 64 // failures held, as the decision log holds them
+	errs := make([]string, 0, kept)
+	before := memtest.LiveHeap()
+	for range kept {
+		err := k.Scale(context.Background(), Request{Replicas: 3})
+		if err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "quota exceeded") {
+			t.Fatalf("a refused scale: %.300v; want a failure naming the status and the start of the message", err)
+		}
+		errs = append(errs, err.Error())
+	}
+	grew := memtest.LiveHeap() - before
+	t.Logf("%d failures hold %d KiB", kept, grew>>10)
+	if len(errs[0]) > 1024 {
+		t.Errorf("one failure is %d bytes", len(errs[0]))
+	}
+	if grew > 1<<20 {
+		t.Errorf("%d failures hold %d KiB of heap, over 1 MiB", kept, grew>>10)
+	}
+	runtime.KeepAlive(errs)
 }
 
 // kubeconfigFor writes a kubeconfig whose current context reaches srv with

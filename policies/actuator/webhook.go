@@ -138,7 +138,7 @@ func (w *Webhook) post(ctx context.Context, body []byte, sig string, term uint64
 		return ctx.Err() == nil, err
 	}
 	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, answerInError))
 	if resp.StatusCode/100 == 2 {
 		return false, nil
 	}
