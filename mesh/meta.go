@@ -23,11 +23,11 @@ type NodeMeta struct {
 	Version   string  `json:"ver,omitempty"`
 }
 
-// maxCapacity bounds a node's capacity, and a region summary's sum of
+// MaxCapacity bounds a node's capacity, and a region summary's sum of
 // them (which saturates there): what a summary carries, so that no
 // member's metadata makes its region's summary unreadable, and no sum
 // over the member table wraps.
-const maxCapacity = 1<<31 - 1
+const MaxCapacity = 1<<31 - 1
 
 // metaFormat prefixes the encoding so a later layout can be told apart.
 const metaFormat = 1
@@ -54,8 +54,8 @@ func (m NodeMeta) Validate() error {
 			return fmt.Errorf("node public URL %q is not an absolute http(s) URL", m.PublicURL)
 		}
 	}
-	if m.Capacity < 0 || m.Capacity > maxCapacity {
-		return fmt.Errorf("node capacity %d is not in [0, %d]", m.Capacity, maxCapacity)
+	if m.Capacity < 0 || m.Capacity > MaxCapacity {
+		return fmt.Errorf("node capacity %d is not in [0, %d]", m.Capacity, MaxCapacity)
 	}
 	b, err := m.encode(math.MaxUint64) // the longest generation
 	if err != nil {

@@ -216,7 +216,7 @@ func (c *Cluster) buildSummaryLocked(now time.Time) *summary {
 			m.Leaving = p.rep.Leaving
 			m.InFlight = p.rep.Sample.InFlight
 			if m.Fresh {
-				s.Capacity = min(s.Capacity+p.meta.Capacity, maxCapacity)
+				s.Capacity = min(s.Capacity+p.meta.Capacity, MaxCapacity)
 				s.RPS += p.rep.Sample.RPS
 				s.InFlight += p.rep.Sample.InFlight
 				s.CPU += p.rep.Sample.CPU

@@ -168,7 +168,7 @@ func readSummaryHead(r *binread.Reader) *summary {
 		s.Age = time.Duration(binary.BigEndian.Uint32(age)) * time.Millisecond
 	}
 	s.Term = r.Uvarint("term")
-	s.Capacity = atMost(r, maxCapacity, "capacity")
+	s.Capacity = atMost(r, MaxCapacity, "capacity")
 	s.RPS = figure32(r, "rps")
 	s.InFlight = count(r, maxCount*maxPeers, "in-flight")
 	s.CPU = figure32(r, "cpu")

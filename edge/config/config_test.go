@@ -57,6 +57,8 @@ routes:
 		{"unknown nested key", strings.Replace(base, "service: api", "service: api\n    colour: red", 1), `bad.yaml:8: unknown key "colour"`},
 		{"bad duration", base + "timeouts: {connect: 5 seconds}\n", `bad.yaml:8: bad duration "5 seconds"`},
 		{"negative timeout", base + "timeouts: {client_body: -1s}\n", `bad.yaml:8: negative duration "-1s"`},
+		{"capacity past what gossip carries", base + "node: {capacity: 2147483648}\n", `bad.yaml:8: capacity must be 0..2147483647, got 2147483648`},
+		{"negative capacity", base + "node: {capacity: -1}\n", `bad.yaml:8: capacity must be 0..2147483647, got -1`},
 		{"negative route timeout", strings.Replace(base, "service: api", "service: api\n    timeouts: {upstream_read: -2s}", 1), `bad.yaml:8: negative duration "-2s"`},
 		{"unknown route timeout", strings.Replace(base, "service: api", "service: api\n    timeouts: {drain: 1s}", 1), `unknown key "drain"`},
 		{"prefix not normal", strings.Replace(base, "path_prefix: /", "path_prefix: /a//b/../", 1), `bad.yaml:6: route "route-0": path_prefix "/a//b/../" is not a normal path`},

@@ -18,6 +18,7 @@ import (
 	"perigee/files"
 	"perigee/geo"
 	"perigee/geo/geoip"
+	"perigee/mesh"
 	"perigee/policies/actuator"
 	"perigee/via"
 )
@@ -87,8 +88,8 @@ func (c *Config) validateNode(v *validator) {
 	if n.PublicURL != "" && !absoluteURL(n.PublicURL) {
 		v.at(p("node", "public_url"), "public_url %q must be an absolute http(s) URL", n.PublicURL)
 	}
-	if n.Capacity < 0 {
-		v.at(p("node", "capacity"), "capacity must be positive")
+	if n.Capacity < 0 || n.Capacity > mesh.MaxCapacity {
+		v.at(p("node", "capacity"), "capacity must be 0..%d, got %d", mesh.MaxCapacity, n.Capacity)
 	}
 }
 
