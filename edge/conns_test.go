@@ -210,13 +210,11 @@ func TestConnectionSlotsAreFreed(t *testing.T) {
 			w.Write([]byte("ok"))
 			return
 		}
-		conn, rw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
+		conn, rw, ok := acceptWebSocket(w)
+		if !ok {
 			return
 		}
 		defer conn.Close()
-		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		rw.Flush()
 		io.Copy(io.Discard, rw)
 	}))
 	n := startNode(t, "timeouts: {idle: 1s, read_header: 1s}\nlimits: {connections: {max_per_address: 1}}\n"+nodeYAML("round_robin", ws))

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -231,4 +232,40 @@ func exampleModule(t *testing.T, name string) string {
 	}
 	examples.built[name] = path
 	return path
+}
+
+// acceptWebSocket is a backend's side of an upgrade: it takes the
+// connection and answers 101; ok is false if it could not take it.
+func acceptWebSocket(w http.ResponseWriter) (conn net.Conn, rw *bufio.ReadWriter, ok bool) {
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, nil, false
+	}
+	rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	rw.Flush()
+	return conn, rw, true
+}
+
+// dialWebSocket opens a TLS connection to addr (its read buffer readBuf
+// bytes, if not 0), asks for a WebSocket at path and reads the 101; the
+// connection is closed when t ends.
+func dialWebSocket(t *testing.T, addr, path string, readBuf int) (*tls.Conn, *bufio.Reader) {
+	t.Helper()
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if readBuf > 0 {
+		raw.(*net.TCPConn).SetReadBuffer(readBuf)
+	}
+	c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	t.Cleanup(func() { c.Close() })
+	io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	br := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	c.SetReadDeadline(time.Time{})
+	return c, br
 }

@@ -1,8 +1,6 @@
 package edge
 
 import (
-	"bufio"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -292,29 +290,17 @@ func TestWebSocketUpgradeOverHTTP1(t *testing.T) {
 			w.WriteHeader(400)
 			return
 		}
-		conn, rw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
+		conn, rw, ok := acceptWebSocket(w)
+		if !ok {
 			return
 		}
 		defer conn.Close()
-		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		rw.Flush()
 		line, _ := rw.ReadString('\n') // echo one line, as a frame stand-in
 		rw.WriteString("echo: " + line)
 		rw.Flush()
 	}))
 	n := startNode(t, nodeYAML("round_robin", ws))
-	conn, err := tls.Dial("tcp", n.Addrs().HTTPS, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != 101 {
-		t.Fatalf("upgrade: %v %v", resp, err)
-	}
+	conn, br := dialWebSocket(t, n.Addrs().HTTPS, "/ws", 0)
 	io.WriteString(conn, "ping\n")
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if line, err := br.ReadString('\n'); err != nil || line != "echo: ping\n" {

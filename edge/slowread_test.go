@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"bufio"
 	"crypto/tls"
 	"io"
 	"net"
@@ -144,15 +143,13 @@ func TestUpgradedClientThatNeverReadsIsCut(t *testing.T) {
 	n := startNode(t, listenAny+`timeouts: {idle: 1s}
 services:
   api: {backends: [{url: "`+serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, rw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
+		conn, rw, ok := acceptWebSocket(w)
+		if !ok {
 			return
 		}
 		defer conn.Close()
 		started.Add(1)
 		defer finished.Add(1)
-		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		rw.Flush()
 		if line, _ := rw.ReadString('\n'); line != "flood\n" {
 			rw.WriteString("quiet\n") // answered after a wait longer than idle
 			rw.Flush()
@@ -168,27 +165,8 @@ services:
 routes:
   - {name: api, match: {path_prefix: /}, service: api}
 `)
-	upgrade := func(t *testing.T, readBuf int) (*tls.Conn, *bufio.Reader) {
-		raw, err := net.Dial("tcp", n.Addrs().HTTPS)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if readBuf > 0 {
-			raw.(*net.TCPConn).SetReadBuffer(readBuf)
-		}
-		c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
-		t.Cleanup(func() { c.Close() })
-		io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		br := bufio.NewReader(c)
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-			t.Fatalf("upgrade: %v %v", resp, err)
-		}
-		c.SetReadDeadline(time.Time{})
-		return c, br
-	}
 	t.Run("quiet", func(t *testing.T) {
-		c, br := upgrade(t, 0)
+		c, br := dialWebSocket(t, n.Addrs().HTTPS, "/ws", 0)
 		time.Sleep(1500 * time.Millisecond) // past idle, with nothing to write
 		io.WriteString(c, "hello\n")
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -198,7 +176,7 @@ routes:
 	})
 	t.Run("never reads", func(t *testing.T) {
 		before := finished.Load()
-		c, _ := upgrade(t, 4<<10)
+		c, _ := dialWebSocket(t, n.Addrs().HTTPS, "/ws", 4<<10)
 		io.WriteString(c, "flood\n")
 		const bound = 20 * time.Second
 		start := time.Now()

@@ -139,26 +139,15 @@ func waitForChan(t *testing.T, c chan struct{}, what string) {
 // the upgraded connection is closed then, and the node stops.
 func TestDrainClosesWebSocketsAtItsDeadline(t *testing.T) {
 	ws := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, rw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
+		conn, rw, ok := acceptWebSocket(w)
+		if !ok {
 			return
 		}
 		defer conn.Close()
-		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		rw.Flush()
 		io.Copy(io.Discard, rw) // a client that never leaves
 	}))
 	n := startNode(t, nodeYAML("round_robin", ws))
-	conn, err := tls.Dial("tcp", n.Addrs().HTTPS, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-	br := bufio.NewReader(conn)
-	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
-		t.Fatalf("upgrade: %v %v", resp, err)
-	}
+	conn, br := dialWebSocket(t, n.Addrs().HTTPS, "/ws", 0)
 	const drain, bound = 500 * time.Millisecond, 20 * time.Second
 	ctx, cancel := context.WithTimeout(t.Context(), drain)
 	defer cancel()

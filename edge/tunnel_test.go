@@ -1,8 +1,6 @@
 package edge
 
 import (
-	"bufio"
-	"crypto/tls"
 	"errors"
 	"io"
 	"net/http"
@@ -19,13 +17,11 @@ import (
 func TestQuietTunnelsCloseAtTunnelIdle(t *testing.T) {
 	var freed atomic.Int32 // quiet tunnels whose backend side the node closed
 	be := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, rw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
+		conn, rw, ok := acceptWebSocket(w)
+		if !ok {
 			return
 		}
 		defer conn.Close()
-		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		rw.Flush()
 		switch r.URL.Path {
 		case "/talks": // speaks every 300 ms for 3 s; hears nothing
 			for range 10 {
@@ -53,23 +49,9 @@ routes:
   - {name: long, match: {path_prefix: /long}, service: ws, timeouts: {tunnel_idle: 1h}}
   - {name: ws, match: {path_prefix: /}, service: ws}
 `)
-	upgrade := func(t *testing.T, path string) (*tls.Conn, *bufio.Reader) {
-		c, err := tls.Dial("tcp", n.Addrs().HTTPS, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		br := bufio.NewReader(c)
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-			t.Fatalf("upgrade: %v %v", resp, err)
-		}
-		c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		return c, br
-	}
 	t.Run("quiet", func(t *testing.T) {
-		c, br := upgrade(t, "/quiet")
+		c, br := dialWebSocket(t, n.Addrs().HTTPS, "/quiet", 0)
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
 		start := time.Now()
 		if _, err := br.ReadByte(); err == nil || isTimeout(err) {
 			t.Fatalf("a tunnel quiet both ways: %v after %v, want closed by the node", err, time.Since(start))
@@ -78,7 +60,8 @@ routes:
 		c.Close()
 	})
 	t.Run("backend talks", func(t *testing.T) {
-		_, br := upgrade(t, "/talks")
+		c, br := dialWebSocket(t, n.Addrs().HTTPS, "/talks", 0)
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
 		for {
 			line, err := br.ReadString('\n')
 			if err != nil {
@@ -90,7 +73,8 @@ routes:
 		}
 	})
 	t.Run("client talks", func(t *testing.T) {
-		c, br := upgrade(t, "/listens")
+		c, br := dialWebSocket(t, n.Addrs().HTTPS, "/listens", 0)
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
 		go func() {
 			for range 12 {
 				if _, err := io.WriteString(c, "hello\n"); err != nil {
@@ -104,7 +88,7 @@ routes:
 		}
 	})
 	t.Run("route's own bound", func(t *testing.T) {
-		c, br := upgrade(t, "/long")
+		c, br := dialWebSocket(t, n.Addrs().HTTPS, "/long", 0)
 		time.Sleep(2500 * time.Millisecond) // past the node's 1s
 		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 		if _, err := br.ReadByte(); !isTimeout(err) {
