@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"perigee/telemetry"
 )
@@ -96,6 +97,11 @@ func parseAction(kind ActionKind, args []any) (action, error) {
 		a.reason = fmt.Sprint(args[names+nums])
 		if err := checkLength("the reason", a.reason); err != nil {
 			return a, err
+		}
+		// It goes into an exec's environment (where a NUL fails the
+		// run), log lines and a webhook's JSON: one line of text.
+		if i := strings.IndexFunc(a.reason, unicode.IsControl); i >= 0 {
+			return a, fmt.Errorf("the reason holds a control character at byte %d", i)
 		}
 	}
 	switch {

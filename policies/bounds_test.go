@@ -198,3 +198,19 @@ end`, func(c *EngineConfig) { c.AllocBytes = budget })
 		t.Errorf("40 evaluations keeping 4 MiB each in m under a budget of %d MiB: %d stopped, heap grew %d MiB", budget>>20, stops, grew>>20)
 	}
 }
+
+// A reason goes where control bytes break things: an exec actuator's
+// environment (a NUL fails every run of the command), a log line, a
+// webhook's JSON. A reason holding one is refused at its line.
+func TestReasonsAreText(t *testing.T) {
+	for _, reason := range []string{`"a\0b"`, `"line\nbreak"`, `"esc\27[31m"`, `"del\127"`} {
+		r := newRig(t, "function evaluate(m)\n  scale(\"api\", 2, "+reason+")\nend", nil)
+		if err := r.eval(t); err == nil || !strings.Contains(err.Error(), "p.lua:2") || !strings.Contains(err.Error(), "reason") {
+			t.Errorf("reason %s: err = %v, want a refusal of the reason with the line", reason, err)
+		}
+	}
+	r := newRig(t, "function evaluate(m)\n  scale(\"api\", 2, \"p99 at 310 ms — over the 250 ms goal\")\nend", nil)
+	if err := r.eval(t); err != nil {
+		t.Errorf("a reason of plain text: %v", err)
+	}
+}
