@@ -1,22 +1,25 @@
 package aggregator
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"sync"
 	"time"
 )
 
-// Answers of the JSON API are made of what nodes sent, the API takes no
-// token, and an answer is held until its client has read it (up to the
-// write timeout): an HTTP/2 connection asking for the latest decisions on
-// 200 streams and reading none held 200 answers of 3 MB. So at most
-// maxAnswersBuilding answers are built from the in-memory view at once
-// (that work is CPU, two cores gain nothing from more) or wait for the
-// budget, and the answers being written hold at most maxAnswerBytes
-// together, or one larger answer alone. Past either bound a request waits up to slotWait, then
-// gets 503 with Retry-After.
+// Answers of the JSON API and /metrics are made of what nodes sent, they
+// take no token, and an answer is held until its client has read it (up
+// to the write timeout): an HTTP/2 connection asking for the latest
+// decisions on 200 streams and reading none held 200 answers of 3 MB, and
+// 200 unread scrapes held 200 gzip compressors. So at most
+// maxAnswersBuilding answers are built at once (that work is CPU, two
+// cores gain nothing from more) or wait for the budget, and the answers
+// being written hold at most maxAnswerBytes together, or one larger answer
+// alone. Past either bound a request waits up to slotWait, then gets 503
+// with Retry-After.
 const (
 	maxAnswersBuilding = 4
 	maxAnswerBytes     = 64 << 20
@@ -76,14 +79,50 @@ func (s *server) answer(w http.ResponseWriter, r *http.Request, build func() (in
 		return
 	}
 	status, b := encodeJSON(build())
-	s.send(w, r, s.building, status, b)
+	s.send(w, r, s.building, jsonHeader(), status, b)
 }
 
-// send writes an answer encoded within one of slots, within the byte
-// budget. The slot is given back once the answer's bytes are counted in
-// the budget (or refused): an answer waiting for the budget holds its
-// slot, so those waiting are bounded too.
-func (s *server) send(w http.ResponseWriter, r *http.Request, slots chan struct{}, status int, b []byte) {
+// answerFrom is h's answer made like the others: h writes it into memory
+// within one of the building slots (a handler that compresses holds its
+// compressor only meanwhile), then it is written within the byte budget.
+func (s *server) answerFrom(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !acquire(s.building, r) {
+			busy(w, fmt.Sprintf("%d answers already being built; retry", maxAnswersBuilding))
+			return
+		}
+		rec := &recordedAnswer{header: http.Header{}, status: http.StatusOK}
+		h.ServeHTTP(rec, r)
+		s.send(w, r, s.building, rec.header, rec.status, rec.body.Bytes())
+	})
+}
+
+// recordedAnswer is a ResponseWriter that keeps the answer in memory.
+type recordedAnswer struct {
+	header      http.Header
+	status      int
+	wroteHeader bool
+	body        bytes.Buffer
+}
+
+func (a *recordedAnswer) Header() http.Header { return a.header }
+
+func (a *recordedAnswer) WriteHeader(status int) {
+	if !a.wroteHeader {
+		a.status, a.wroteHeader = status, true
+	}
+}
+
+func (a *recordedAnswer) Write(p []byte) (int, error) {
+	a.wroteHeader = true
+	return a.body.Write(p)
+}
+
+// send writes an answer made within one of slots, its header and its
+// bytes, within the byte budget. The slot is given back once the bytes are
+// counted in the budget (or refused): an answer waiting for the budget
+// holds its slot, so those waiting are bounded too.
+func (s *server) send(w http.ResponseWriter, r *http.Request, slots chan struct{}, header http.Header, status int, b []byte) {
 	n, ok := s.answerBytes.take(r, int64(len(b)))
 	<-slots
 	if !ok {
@@ -91,7 +130,9 @@ func (s *server) send(w http.ResponseWriter, r *http.Request, slots chan struct{
 		return
 	}
 	defer s.answerBytes.give(n)
-	writeEncoded(w, status, b)
+	maps.Copy(w.Header(), header)
+	w.WriteHeader(status)
+	w.Write(b)
 }
 
 // busy answers 503: retry in a second.
@@ -105,7 +146,13 @@ func busy(w http.ResponseWriter, msg string) {
 // bytes, which take no budget: the rest go through send.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	status, b := encodeJSON(status, v)
-	writeEncoded(w, status, b)
+	maps.Copy(w.Header(), jsonHeader())
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+func jsonHeader() http.Header {
+	return http.Header{"Content-Type": {"application/json"}, "Cache-Control": {"no-store"}}
 }
 
 func encodeJSON(status int, v any) (int, []byte) {
@@ -115,13 +162,6 @@ func encodeJSON(status int, v any) (int, []byte) {
 		b, _ = json.Marshal(map[string]string{"error": "encoding the answer: " + err.Error()})
 	}
 	return status, append(b, '\n')
-}
-
-func writeEncoded(w http.ResponseWriter, status int, b []byte) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	w.Write(b)
 }
 
 func writeError(w http.ResponseWriter, err error) {

@@ -94,7 +94,7 @@ func (s *server) handleSeries(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	status, b := s.series(r, scope, name, match, window, step)
-	s.send(w, r, slots, status, b)
+	s.send(w, r, slots, jsonHeader(), status, b)
 }
 
 // series answers a series query, encoded.

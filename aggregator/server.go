@@ -153,7 +153,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/ingest", s.handleIngest)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", s.answerFrom(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	s.routes(mux)
 	mux.Handle("/", dashboard.Handler())
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
