@@ -9,7 +9,6 @@ import (
 
 	"golang.org/x/net/http2"
 
-	"perigee/aggregator"
 	"perigee/h2test"
 	"perigee/memtest"
 	"perigee/telemetry"
@@ -91,12 +90,8 @@ func TestUnreadAnswersHoldBoundedMemory(t *testing.T) {
 // budget.
 func TestUnreadMetricsHoldBoundedMemory(t *testing.T) {
 	const nodes = 100
-	token := func(i int) string { return fmt.Sprintf("token-of-node-%d-0123456789", i) }
-	a := startAggregator(t, func(c *aggregator.Config) {
-		for i := range nodes {
-			c.Tokens[fmt.Sprintf("n-%d", i)] = token(i)
-		}
-	})
+	addTokens, token := manyNodes(nodes)
+	a := startAggregator(t, addTokens)
 	now := time.Now()
 	for i := range nodes {
 		node := fmt.Sprintf("n-%d", i)

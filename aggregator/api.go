@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -117,6 +118,9 @@ func (s *server) series(r *http.Request, scope, name string, match func(node, re
 	default:
 		source = "store"
 		points, err = s.seriesFromStore(r.Context(), match, from, to, step)
+	}
+	if errors.Is(err, errTooManyCells) {
+		return encodeJSON(http.StatusUnprocessableEntity, map[string]string{"error": err.Error()})
 	}
 	if err != nil {
 		s.log.Error("series from the store", "err", err)
