@@ -2,6 +2,7 @@ package ship_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -181,6 +182,8 @@ func TestRefusedBatchIsDroppedAndCounted(t *testing.T) {
 			http.Error(w, "unknown_dict: upgrade the aggregator", http.StatusUnsupportedMediaType)
 		case 4:
 			http.Error(w, "slow down", http.StatusTooManyRequests)
+		default:
+			fmt.Fprintln(w, `{"status":"stored"}`)
 		}
 	}))
 	defer agg.Close()
