@@ -1,7 +1,6 @@
 package ship_test
 
 import (
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -28,16 +27,8 @@ func TestOnlyTheAggregatorsAcknowledgementDeletesABatch(t *testing.T) {
 	impostor := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "OK")
 	}))
-	defer impostor.Close()
-	cfg := aggregator.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Tokens: map[string]string{"node-a": token}}
-	a, err := aggregator.NewServer(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	aggCtx, aggStop := context.WithCancel(context.Background())
-	aggDone := make(chan error, 1)
-	go func() { aggDone <- a.Serve(aggCtx) }()
-	defer func() { aggStop(); <-aggDone }()
+	t.Cleanup(impostor.Close)
+	a := serve(t, aggregator.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Tokens: map[string]string{"node-a": token}})
 
 	s, err := ship.New(ship.Config{Aggregator: impostor.URL, Failover: []string{"https://" + a.Addr()}, TokenFile: writeToken(t),
 		Spool: ship.Spool{Dir: t.TempDir()}, Interval: units.Duration(10 * time.Millisecond), Node: "node-a",
@@ -45,10 +36,7 @@ func TestOnlyTheAggregatorsAcknowledgementDeletesABatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	run(t, s)
 	s.AddEvent(telemetry.Event{Time: time.Now(), Kind: "delivered"})
 	eventually(t, "the batch to be acknowledged", func() bool { return s.Stats().BatchesAcked == 1 })
 
