@@ -1,7 +1,7 @@
 package aggregator
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -16,9 +16,11 @@ import (
 //	/v1/events?node=&region=&limit=                   newest first
 func (s *server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/fleet", func(w http.ResponseWriter, r *http.Request) {
-		v := s.fleet.view(time.Now(), s.places, s.dedup)
-		v.Warming = !s.warm.Load()
-		writeJSON(w, http.StatusOK, v)
+		s.answer(w, r, func() (int, any) {
+			v := s.fleet.view(time.Now(), s.places, s.dedup)
+			v.Warming = !s.warm.Load()
+			return http.StatusOK, v
+		})
 	})
 	mux.HandleFunc("GET /v1/series", s.handleSeries)
 	mux.HandleFunc("GET /v1/decisions", func(w http.ResponseWriter, r *http.Request) {
@@ -27,7 +29,9 @@ func (s *server) routes(mux *http.ServeMux) {
 			writeError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, s.withWarming(map[string]any{"decisions": s.fleet.recentDecisions(match, limit)}))
+		s.answer(w, r, func() (int, any) {
+			return http.StatusOK, s.withWarming(map[string]any{"decisions": s.fleet.recentDecisions(match, limit)})
+		})
 	})
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
 		match, limit, err := filterAndLimit(r)
@@ -35,7 +39,9 @@ func (s *server) routes(mux *http.ServeMux) {
 			writeError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, s.withWarming(map[string]any{"events": s.fleet.recentEvents(match, limit)}))
+		s.answer(w, r, func() (int, any) {
+			return http.StatusOK, s.withWarming(map[string]any{"events": s.fleet.recentEvents(match, limit)})
+		})
 	})
 }
 
@@ -77,18 +83,28 @@ func (s *server) handleSeries(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("step: want at least 1s and at most 10000 steps per window"))
 		return
 	}
+	// A query past the memory window reads the rollups or the store and
+	// may hold a segment; one within it is built from the view. Either
+	// slot is given back before the answer is written (see send).
+	slots, why := s.building, fmt.Sprintf("%d answers already being built; retry", maxAnswersBuilding)
 	if window > s.cfg.MemoryWindow {
-		if !acquire(s.storeQueries, r) {
-			w.Header().Set("Retry-After", "1")
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": fmt.Sprintf("%d queries already read the store; retry", maxStoreQueries)})
-			return
-		}
-		defer func() { <-s.storeQueries }()
+		slots, why = s.storeQueries, fmt.Sprintf("%d queries already read the store; retry", maxStoreQueries)
 	}
+	if !acquire(slots, r) {
+		busy(w, why)
+		return
+	}
+	status, b := s.series(r, scope, name, match, window, step)
+	s.send(w, r, slots, jsonHeader(), status, b)
+}
+
+// series answers a series query, encoded.
+func (s *server) series(r *http.Request, scope, name string, match func(node, region string) bool, window, step time.Duration) (int, []byte) {
 	to := time.Now()
 	from := to.Add(-window)
 	// Which resolution answers: docs/telemetry.md, "Rollup tiers".
 	var points []SeriesPoint
+	var err error
 	source := "memory"
 	tier := tierFor(step)
 	switch {
@@ -103,16 +119,18 @@ func (s *server) handleSeries(w http.ResponseWriter, r *http.Request) {
 		source = "store"
 		points, err = s.seriesFromStore(r.Context(), match, from, to, step)
 	}
+	if errors.Is(err, errTooManyCells) {
+		return encodeJSON(http.StatusUnprocessableEntity, map[string]string{"error": err.Error()})
+	}
 	if err != nil {
 		s.log.Error("series from the store", "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "reading the store failed"})
-		return
+		return encodeJSON(http.StatusServiceUnavailable, map[string]string{"error": "reading the store failed"})
 	}
 	answer := map[string]any{"scope": scope, "name": name, "step_seconds": step.Seconds(), "source": source, "points": points}
 	if source == "memory" {
 		s.withWarming(answer)
 	}
-	writeJSON(w, http.StatusOK, answer)
+	return encodeJSON(http.StatusOK, answer)
 }
 
 // withWarming marks an answer from the in-memory view while that view is
@@ -159,22 +177,4 @@ func filterAndLimit(r *http.Request) (func(node, region string) bool, int, error
 	return func(n, rg string) bool {
 		return (node == "" || n == node) && (region == "" || rg == region)
 	}, limit, nil
-}
-
-// writeJSON answers v, or a 500 that says why it could not be written
-// (rather than a 200 with an empty body).
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		status = http.StatusInternalServerError
-		b, _ = json.Marshal(map[string]string{"error": "encoding the answer: " + err.Error()})
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
-}
-
-func writeError(w http.ResponseWriter, err error) {
-	writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 }

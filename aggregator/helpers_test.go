@@ -75,6 +75,17 @@ func startAggregator(t *testing.T, mutate func(*aggregator.Config)) *agg {
 	return a
 }
 
+// manyNodes gives nodes n-0 to n-(count-1) a token each, token(i), to
+// add to an aggregator's config.
+func manyNodes(count int) (addTokens func(*aggregator.Config), token func(i int) string) {
+	token = func(i int) string { return fmt.Sprintf("token-of-node-%d-0123456789", i) }
+	return func(c *aggregator.Config) {
+		for i := range count {
+			c.Tokens[fmt.Sprintf("n-%d", i)] = token(i)
+		}
+	}, token
+}
+
 // httpsClient trusts caFile. A request waits for its answer, bounded only
 // by the test binary's -timeout, less time to report: how long an answer
 // takes is no test's point, and a guess (it was 20 s) expired on a long
@@ -114,13 +125,23 @@ func (a *agg) getJSON(t testing.TB, path string, v any) {
 
 func (a *agg) metrics(t testing.TB) string {
 	t.Helper()
-	resp, err := a.client.Get(a.url("/metrics"))
+	_, b := a.get(t, "/metrics")
+	return string(b)
+}
+
+// get is the status and body of GET path.
+func (a *agg) get(t testing.TB, path string) (int, []byte) {
+	t.Helper()
+	resp, err := a.client.Get(a.url(path))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	return resp.StatusCode, b
 }
 
 // eventually polls cond until it holds or a generous deadline passes.

@@ -18,6 +18,9 @@ func (s *server) seriesFromStore(ctx context.Context, match func(node, region st
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		if acc.full {
+			return errTooManyCells
+		}
 		if at.Add(s.cfg.MaxSkew).Before(from) {
 			return nil
 		}
@@ -34,6 +37,9 @@ func (s *server) seriesFromStore(ctx context.Context, match func(node, region st
 		}
 		return nil
 	})
+	if err == nil && acc.full {
+		err = errTooManyCells
+	}
 	if err != nil {
 		return nil, err
 	}

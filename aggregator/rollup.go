@@ -388,10 +388,16 @@ func (s *server) seriesFromTier(ctx context.Context, tier int, match func(node, 
 		if err != nil {
 			s.log.Warn("rollup unreadable, reading the segment's records", "err", err)
 		}
+		if acc.full {
+			return nil, errTooManyCells
+		}
 		if ok {
 			continue
 		}
 		err = s.store.ScanSegment(seg.ID, func(at time.Time, rec []byte, _ store.Pos) error {
+			if acc.full {
+				return errTooManyCells
+			}
 			if b, ok := s.openStored(rec); ok {
 				restamp(b, at, s.cfg.MaxSkew)
 				for i := range b.Samples {
@@ -404,6 +410,9 @@ func (s *server) seriesFromTier(ctx context.Context, tier int, match func(node, 
 			}
 			return ctx.Err()
 		})
+		if err == nil && acc.full {
+			err = errTooManyCells
+		}
 		if err != nil {
 			return nil, err
 		}

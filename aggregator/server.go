@@ -46,6 +46,11 @@ type server struct {
 	// storeQueries has one slot per query reading the rollups or the
 	// store, each of which may hold a segment in memory.
 	storeQueries chan struct{}
+	// building has one slot per answer being built from the in-memory
+	// view, and answerBytes counts the bytes of answers being written
+	// (answers.go).
+	building    chan struct{}
+	answerBytes *byteBudget
 	// exportCaughtUp is when the exporter last found nothing left to
 	// send, unix milliseconds.
 	exportCaughtUp atomic.Int64
@@ -104,7 +109,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s := &server{cfg: cfg, log: log, fleet: newFleet(cfg.MemoryWindow), dedup: newDedup(), tokens: map[[32]byte]string{}, places: placesFor(cfg),
 		slots: make(chan struct{}, cfg.MaxConcurrentIngests), reading: map[string]bool{},
-		storeQueries: make(chan struct{}, maxStoreQueries)}
+		storeQueries: make(chan struct{}, maxStoreQueries), building: make(chan struct{}, maxAnswersBuilding), answerBytes: newByteBudget(maxAnswerBytes)}
 	for tok, node := range byToken {
 		s.tokens[sha256.Sum256([]byte(tok))] = node
 	}
@@ -148,7 +153,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/ingest", s.handleIngest)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", s.answerFrom(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	s.routes(mux)
 	mux.Handle("/", dashboard.Handler())
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}

@@ -2,6 +2,7 @@ package ship_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -73,6 +74,28 @@ func TestAddDropsBeyondBoundAndCounts(t *testing.T) {
 	}
 }
 
+// serve runs an aggregator of cfg until the test ends, and returns it.
+func serve(t *testing.T, cfg aggregator.Config) *aggregator.Server {
+	t.Helper()
+	a, err := aggregator.NewServer(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx) }()
+	t.Cleanup(func() { stop(); <-done })
+	return a
+}
+
+// run runs s until the test ends.
+func run(t *testing.T, s *ship.Shipper) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -136,14 +159,7 @@ func TestSpoolBoundsDropsOldestAndDeliversAfterRestart(t *testing.T) {
 		t.Fatalf("after overflow: %+v", st)
 	}
 
-	a, err := aggregator.NewServer(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	aggCtx, aggStop := context.WithCancel(context.Background())
-	aggDone := make(chan error, 1)
-	go func() { aggDone <- a.Serve(aggCtx) }()
-	defer func() { aggStop(); <-aggDone }()
+	serve(t, cfg)
 
 	// A new shipper on the same spool: the restarted node.
 	s2, err := ship.New(shipCfg, slog.New(slog.DiscardHandler))
@@ -181,6 +197,8 @@ func TestRefusedBatchIsDroppedAndCounted(t *testing.T) {
 			http.Error(w, "unknown_dict: upgrade the aggregator", http.StatusUnsupportedMediaType)
 		case 4:
 			http.Error(w, "slow down", http.StatusTooManyRequests)
+		default:
+			fmt.Fprintln(w, `{"status":"stored"}`)
 		}
 	}))
 	defer agg.Close()
@@ -189,10 +207,7 @@ func TestRefusedBatchIsDroppedAndCounted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	run(t, s)
 
 	s.AddEvent(telemetry.Event{Time: time.Now(), Kind: "first"})
 	eventually(t, "the first batch to be refused", func() bool { return s.Stats().BatchesRefused == 1 })

@@ -25,14 +25,7 @@ import (
 func TestSpoolFollowsNothingItDidNotWrite(t *testing.T) {
 	dataDir := t.TempDir()
 	cfg := aggregator.Config{Listen: "127.0.0.1:0", DataDir: dataDir, Tokens: map[string]string{"node-a": token}}
-	a, err := aggregator.NewServer(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	aggCtx, aggStop := context.WithCancel(context.Background())
-	aggDone := make(chan error, 1)
-	go func() { aggDone <- a.Serve(aggCtx) }()
-	defer func() { aggStop(); <-aggDone }()
+	a := serve(t, cfg)
 
 	spoolDir := t.TempDir()
 	batch := func(seq string) string { return filepath.Join(spoolDir, seq+".batch") }

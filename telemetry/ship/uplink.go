@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -149,6 +150,11 @@ func (u *uplink) post(ctx context.Context, c *http.Client, url string, frame []b
 	}
 	switch resp.StatusCode {
 	case http.StatusOK:
+		if !acknowledges(msg) {
+			// Something else answered in the aggregator's place (a proxy's
+			// fixed answer, another server): the batch is stored nowhere.
+			return retryable, fmt.Errorf("200 without the aggregator's acknowledgement: %.80q", bytes.TrimSpace(msg))
+		}
 		return acked, nil
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
 		// The aggregator answers these about the batch itself (malformed,
@@ -161,6 +167,14 @@ func (u *uplink) post(ctx context.Context, c *http.Client, url string, frame []b
 		// of the way. Keep the batch.
 		return retryable, fmt.Errorf("aggregator: %s: %s", resp.Status, bytes.TrimSpace(msg))
 	}
+}
+
+// acknowledges reports whether an answer's body is the aggregator's
+// acknowledgement of a batch: {"status":"stored"}, or "duplicate" for one
+// it had stored already (aggregator.handleIngest).
+func acknowledges(body []byte) bool {
+	var ack struct{ Status string }
+	return json.Unmarshal(body, &ack) == nil && (ack.Status == "stored" || ack.Status == "duplicate")
 }
 
 // do sends req and learns the clock offset from the answer: the
