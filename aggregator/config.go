@@ -119,13 +119,13 @@ func LoadConfig(path string) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil {
 		return Config{}, yamlError(path, err)
 	}
-	var root yaml.Node
-	if err := yaml.Unmarshal(b, &root); err != nil {
+	root, err := units.Document(b)
+	if err != nil {
 		return Config{}, yamlError(path, err)
 	}
 	cfg.file = path
 	cfg.lines = map[string]int{}
-	indexLines(&root, "", cfg.lines)
+	indexLines(root, "", cfg.lines)
 	// Relative paths in the file are relative to the file.
 	dir := dirOf(path)
 	for _, p := range []*string{&cfg.TokensFile, &cfg.DataDir, &cfg.TLS.Cert, &cfg.TLS.Key} {
@@ -257,7 +257,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	for name, p := range c.Regions {
-		if p.Lat < -90 || p.Lat > 90 || p.Lon < -180 || p.Lon > 180 {
+		if !(p.Lat >= -90 && p.Lat <= 90 && p.Lon >= -180 && p.Lon <= 180) { // NaN too
 			bad("regions."+name, "lat/lon out of range")
 		}
 	}
@@ -277,7 +277,11 @@ func (c *Config) loadTokens() (map[string]string, error) {
 			return nil, fmt.Errorf("tokens_file: %w", err)
 		}
 		var m map[string]string
-		if err := yaml.Unmarshal(b, &m); err != nil {
+		root, err := units.Document(b)
+		if err == nil {
+			err = root.Decode(&m)
+		}
+		if err != nil {
 			return nil, yamlError(c.TokensFile, err)
 		}
 		for n, t := range m {

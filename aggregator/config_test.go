@@ -25,13 +25,15 @@ func TestExampleConfigLoads(t *testing.T) {
 
 func TestLoadConfigErrorsNameFileAndLine(t *testing.T) {
 	cases := map[string]struct{ yaml, want string }{
-		"unknown key":  {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\nlisten_addr: x\n", "agg.yaml:4: field listen_addr not found"},
-		"bad size":     {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\nmax_decompressed: lots\n", `invalid size "lots"`},
-		"bad listen":   {"listen: nowhere\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\n", "agg.yaml:1: listen: want host:port"},
-		"short token":  {"listen: 127.0.0.1:1\ndata_dir: d\ntokens:\n  a: short\n", "agg.yaml:4: tokens.a: token shorter"},
-		"no tokens":    {"listen: 127.0.0.1:1\ndata_dir: d\n", "tokens: give tokens or tokens_file"},
-		"remote write": {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\nremote_write:\n  url: ftp://x\n", "agg.yaml:5: remote_write.url"},
-		"half tls":     {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\ntls: {cert: c.pem}\n", "agg.yaml:4: tls: give both"},
+		"unknown key":     {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\nlisten_addr: x\n", "agg.yaml:4: field listen_addr not found"},
+		"bad size":        {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\nmax_decompressed: lots\n", `invalid size "lots"`},
+		"bad listen":      {"listen: nowhere\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\n", "agg.yaml:1: listen: want host:port"},
+		"short token":     {"listen: 127.0.0.1:1\ndata_dir: d\ntokens:\n  a: short\n", "agg.yaml:4: tokens.a: token shorter"},
+		"no tokens":       {"listen: 127.0.0.1:1\ndata_dir: d\n", "tokens: give tokens or tokens_file"},
+		"remote write":    {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\nremote_write:\n  url: ftp://x\n", "agg.yaml:5: remote_write.url"},
+		"half tls":        {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\ntls: {cert: c.pem}\n", "agg.yaml:4: tls: give both"},
+		"second document": {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\n---\nlisten_addr: x\n", "agg.yaml:4: a second YAML document"},
+		"region at NaN":   {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\nregions:\n  eu: {lat: .nan, lon: 2}\n", "regions.eu: lat/lon out of range"},
 	}
 	for name, c := range cases {
 		path := filepath.Join(t.TempDir(), "agg.yaml")

@@ -1,4 +1,5 @@
-// Package units reads the sizes and durations configs are written in. It
+// Package units reads the sizes and durations configs are written in, and
+// their one YAML document. It
 // imports nothing of ours, so every part's settings and the aggregator's
 // config share it.
 package units

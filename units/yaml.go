@@ -1,8 +1,11 @@
 package units
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -42,4 +45,37 @@ func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*b = ByteSize(v)
 	return nil
+}
+
+// Document parses b as a config's one YAML document and returns its root.
+// The decoders read the first document only, so what a later one holds
+// after a "---" (unknown keys and all) would be ignored: it is an error,
+// "line N: …" at its start. A lone trailing "---" is no document.
+func Document(b []byte) (*yaml.Node, error) {
+	docs := yaml.NewDecoder(bytes.NewReader(b))
+	var root yaml.Node
+	if err := docs.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	for {
+		var next yaml.Node
+		err := docs.Decode(&next)
+		switch {
+		case errors.Is(err, io.EOF):
+			return &root, nil
+		case err != nil:
+			return nil, err
+		case !emptyDocument(&next):
+			return nil, fmt.Errorf("line %d: a second YAML document, which would be ignored: the config is one document", next.Line)
+		}
+	}
+}
+
+// emptyDocument is one a lone "---" starts, with nothing after it.
+func emptyDocument(doc *yaml.Node) bool {
+	if len(doc.Content) == 0 {
+		return true
+	}
+	n := doc.Content[0]
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null" && n.Value == ""
 }

@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"perigee/files"
+	"perigee/units"
 )
 
 //go:embed default.yaml
@@ -58,28 +59,11 @@ func Parse(name string, b []byte) (*Config, error) {
 // or an unknown one does not stop the checks of the rest, so one run shows
 // every problem. Only a document that is not YAML at all stops it.
 func decode(name string, b []byte) (*Config, *validator, error) {
-	var root yaml.Node
-	docs := yaml.NewDecoder(bytes.NewReader(b))
-	if err := docs.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
+	root, err := units.Document(b)
+	if err != nil {
 		return nil, nil, positioned(name, err)
 	}
-	// The decoders read the first document only: what a later one holds
-	// after a "---" would be ignored, unknown keys and all.
-	for {
-		var next yaml.Node
-		err := docs.Decode(&next)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err == nil && emptyDocument(&next) {
-			continue
-		}
-		if err == nil {
-			err = fmt.Errorf("line %d: a second YAML document, which would be ignored: the config is one document", next.Line)
-		}
-		return nil, nil, positioned(name, err)
-	}
-	v := &validator{file: name, root: &root}
+	v := &validator{file: name, root: root}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	c := &Config{}
@@ -92,19 +76,10 @@ func decode(name string, b []byte) (*Config, *validator, error) {
 		}
 		v.errs = append(v.errs, positioned(name, err).(*Error).Lines...)
 	}
-	c.Path, c.root = name, &root
+	c.Path, c.root = name, root
 	c.setDefaults()
 	c.validate(v)
 	return c, v, nil
-}
-
-// emptyDocument is one a lone "---" starts, with nothing after it.
-func emptyDocument(doc *yaml.Node) bool {
-	if len(doc.Content) == 0 {
-		return true
-	}
-	n := doc.Content[0]
-	return n.Kind == yaml.ScalarNode && n.Tag == "!!null" && n.Value == ""
 }
 
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
