@@ -59,6 +59,15 @@ func (c *Config) check(ctx context.Context, v *validator) {
 			v.at(p("admin", "token_file"), "admin.token_file %s is empty", c.Admin.TokenFile)
 		}
 	}
+	if t := c.Telemetry; t != nil {
+		token, ca := t.CheckFiles()
+		if token != nil && readable(t.TokenFile) {
+			v.at(p("telemetry", "token_file"), "telemetry.token_file %v", token)
+		}
+		if ca != nil && readable(t.CAFile) {
+			v.at(p("telemetry", "ca_file"), "telemetry.%v", ca)
+		}
+	}
 	if c.ACME != nil && c.ACME.CARoots != "" && readable(c.ACME.CARoots) {
 		if _, err := acme.LoadRoots(c.ACME.CARoots); err != nil {
 			v.at(p("acme", "ca_roots"), "%v", err)

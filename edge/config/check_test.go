@@ -137,6 +137,10 @@ func TestCheckRefusesWhatServeWouldRefuse(t *testing.T) {
 	if err := os.WriteFile(roots, []byte("no certificate here\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	blank := filepath.Join(dir, "blank")
+	if err := os.WriteFile(blank, []byte(" \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg := filepath.Join(dir, "node.yaml")
 	if err := os.WriteFile(cfg, []byte(`listen: {https: "127.0.0.1:8443", admin: "127.0.0.1:9901"}
 admin: {token_file: `+token+`}
@@ -146,6 +150,7 @@ acme: {hosts: [www.example.com], storage: `+filepath.Join(dir, "acme")+`, ca_roo
 services:
   api: {backends: [{url: "http://127.0.0.1:9001"}]}
 routes: [{service: api, transforms: [t]}]
+telemetry: {aggregator: "https://127.0.0.1:9443", token_file: `+blank+`, ca_file: `+roots+`, spool: {dir: `+filepath.Join(dir, "spool")+`}}
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -158,6 +163,8 @@ routes: [{service: api, transforms: [t]}]
 		cfg + ":2: admin.token_file: " + token + ": over 65536 bytes",
 		cfg + `:4: transform "t": ` + module + ": over 268435456 bytes",
 		cfg + ":5: acme.ca_roots: " + roots + " holds no PEM certificate",
+		cfg + ":9: telemetry.token_file " + blank + " is empty",
+		cfg + ":9: telemetry.ca_file " + roots + ": no PEM certificate in it",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in:\n%s", want, got)
@@ -165,6 +172,9 @@ routes: [{service: api, transforms: [t]}]
 	}
 	if _, err := os.Stat(filepath.Join(dir, "acme")); err == nil {
 		t.Error("validate created the acme storage directory")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "spool")); err == nil {
+		t.Error("validate created the telemetry spool directory")
 	}
 }
 

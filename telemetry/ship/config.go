@@ -112,14 +112,36 @@ func (c *Config) validate() (token string, err error) {
 		bad("max_pending: %d is over the %d records a batch may carry", c.MaxPending, wire.MaxRecords)
 	}
 	if c.TokenFile != "" {
-		if b, err := files.Read(c.TokenFile, 64<<10); err != nil {
+		var err error
+		if token, err = readToken(c.TokenFile); err != nil {
 			bad("token_file: %w", err)
-		} else if token = strings.TrimSpace(string(b)); token == "" {
-			bad("token_file %s: empty", c.TokenFile)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return "", fmt.Errorf("telemetry: %w", err)
 	}
 	return token, nil
+}
+
+// readToken reads the node's bearer token from path.
+func readToken(path string) (string, error) {
+	b, err := files.Read(path, 64<<10)
+	if err != nil {
+		return "", err
+	}
+	token := strings.TrimSpace(string(b))
+	if token == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return token, nil
+}
+
+// CheckFiles reads the token and CA files as New does and says what New
+// would refuse in each, starting nothing: for a config's validation.
+func (c Config) CheckFiles() (token, ca error) {
+	if c.TokenFile != "" {
+		_, token = readToken(c.TokenFile)
+	}
+	_, ca = tlsConfig(c.CAFile, c.InsecureSkipVerify)
+	return token, ca
 }
