@@ -188,6 +188,9 @@ func TestRefusedBatchIsDroppedAndCounted(t *testing.T) {
 		if r.Method != http.MethodPost {
 			return // the shipper asking for the time at start
 		}
+		// As the aggregator's every answer does: a refusal without it is
+		// a proxy's.
+		w.Header().Set(ship.TimeHeader, strconv.FormatInt(time.Now().UnixMilli(), 10))
 		switch calls.Add(1) {
 		case 1:
 			http.Error(w, "too_old: batch older than retention", http.StatusUnprocessableEntity)

@@ -157,6 +157,12 @@ func (u *uplink) post(ctx context.Context, c *http.Client, url string, frame []b
 		}
 		return acked, nil
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
+		if resp.Header.Get(TimeHeader) == "" {
+			// Not the aggregator's (each of its answers carries its
+			// clock): a proxy's own refusal, its body limit say, says
+			// nothing of what the aggregator would take.
+			return retryable, fmt.Errorf("%s not from the aggregator: %.80q", resp.Status, bytes.TrimSpace(msg))
+		}
 		// The aggregator answers these about the batch itself (malformed,
 		// corrupt, too large, older than retention): it will never take
 		// these bytes, and resending them would hold up every later batch.
