@@ -215,7 +215,7 @@ func (l *listeners) server(t config.Timeouts, lim config.Limits, h http.Handler)
 		// An HTTP/2 connection whose client stopped reading it: the stream
 		// resets that cut its unread responses (sendWatch) would wait
 		// behind the stalled frame writer, and its handlers with them.
-		HTTP2:     &http.HTTP2Config{WriteByteTimeout: t.Idle.D()},
+		HTTP2:     &http.HTTP2Config{WriteByteTimeout: t.Idle.D(), CountError: l.metrics.HTTP2Error},
 		ErrorLog:  slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
 		ConnState: clearWriteDeadline,
 	}

@@ -31,6 +31,9 @@ type Metrics struct {
 	handshakes *prometheus.CounterVec
 	h3Conns    prometheus.Counter
 	abandoning *prometheus.CounterVec
+	h2Errors   *prometheus.CounterVec
+	h2Mu       sync.Mutex
+	h2Kinds    map[string]bool // the kinds h2Errors has counted, at most maxHTTP2Kinds
 
 	mu       sync.Mutex
 	services map[string]*ServiceStats
@@ -72,7 +75,11 @@ func New(services func() []*upstream.Service) *Metrics {
 	m.abandoning = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "perigee_abandoning_connections_closed_total", Help: "Connections closed because their client abandoned half of a run of their requests at once (a rapid reset), by protocol (h2, h3).",
 	}, []string{"proto"})
-	m.Registry.MustRegister(m.requests, m.duration, m.inFlight, m.decisions, m.retries, m.handshakes, m.h3Conns, m.abandoning, backendCollector{services},
+	m.h2Errors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "perigee_http2_errors_total", Help: "HTTP/2 errors of the listeners' connections and streams, by kind (net/http's: conn or stream, the error code, what went wrong).",
+	}, []string{"kind"})
+	m.h2Kinds = map[string]bool{}
+	m.Registry.MustRegister(m.requests, m.duration, m.inFlight, m.decisions, m.retries, m.handshakes, m.h3Conns, m.abandoning, m.h2Errors, backendCollector{services},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -215,6 +222,26 @@ func (m *Metrics) Handshake(alpn string) {
 
 // HTTP3Conn counts a QUIC connection accepted.
 func (m *Metrics) HTTP3Conn() { m.h3Conns.Inc() }
+
+// maxHTTP2Kinds bounds the kinds of HTTP2Error's series. net/http names a
+// fixed few dozen; past the bound (a later Go with many more) they count
+// as "other" rather than grow the registry.
+const maxHTTP2Kinds = 256
+
+// HTTP2Error counts an HTTP/2 error of a listener's connection or stream;
+// its shape fits http.HTTP2Config.CountError.
+func (m *Metrics) HTTP2Error(kind string) {
+	m.h2Mu.Lock()
+	if !m.h2Kinds[kind] {
+		if len(m.h2Kinds) < maxHTTP2Kinds {
+			m.h2Kinds[kind] = true
+		} else {
+			kind = "other"
+		}
+	}
+	m.h2Mu.Unlock()
+	m.h2Errors.WithLabelValues(kind).Inc()
+}
 
 // AbandoningClosed counts a connection closed for the requests its client
 // abandoned; proto is the request's (r.Proto).

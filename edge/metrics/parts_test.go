@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -129,4 +130,23 @@ func BenchmarkDone(b *testing.B) {
 			}
 		})
 	})
+}
+
+// HTTP/2 errors count by kind, and the kinds are bounded: past
+// maxHTTP2Kinds of them, the rest count as one "other".
+func TestHTTP2ErrorKindsAreBounded(t *testing.T) {
+	m := New(func() []*upstream.Service { return nil })
+	for i := range maxHTTP2Kinds + 50 {
+		m.HTTP2Error("kind_" + strconv.Itoa(i))
+	}
+	m.HTTP2Error("kind_0")
+	body := scrape(t, m)
+	if n := strings.Count(body, "perigee_http2_errors_total{"); n != maxHTTP2Kinds+1 {
+		t.Errorf("%d series of perigee_http2_errors_total; want %d kinds and other", n, maxHTTP2Kinds)
+	}
+	for _, want := range []string{`perigee_http2_errors_total{kind="kind_0"} 2`, `perigee_http2_errors_total{kind="other"} 50`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("missing %s", want)
+		}
+	}
 }
