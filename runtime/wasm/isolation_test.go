@@ -171,6 +171,13 @@ func TestGuestHeaderFieldsAreValid(t *testing.T) {
 		"NUL in value":  {"x-a", `ok\00admin`, 3, 8},
 		"CR in name":    {`x-a\0d`, "v", 4, 1},
 		"colon in name": {"x-a:", "v", 4, 1},
+		// What a transport refuses (net/http's, to an https:// backend)
+		// or a client's parser would: the proxy took the refusal for
+		// the backend failing.
+		"control byte in value": {"x-a", `a\01b`, 3, 3},
+		"DEL in value":          {"x-a", `a\7fb`, 3, 3},
+		"separator in name":     {"x(a)", "v", 4, 1},
+		"non-ASCII in name":     {`x-\c3\a9`, "v", 4, 1},
 	} {
 		g := wat(t, fmt.Sprintf(`(module
 			(import "http_handler" "set_header_value" (func $set (param i32 i32 i32 i32 i32)))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"golang.org/x/net/http/httpguts"
 )
 
 // The proxy-wasm ABI (0.2.1, and 0.2.0 which differs only in its version
@@ -606,9 +607,13 @@ func (x *exchange) pwSetHeader(kind uint32, name, value string, set, add bool) u
 	return statusOK
 }
 
-// validHeader refuses what would corrupt the response on the wire.
+// validHeader refuses a field no transport would send as it is: a name
+// that is no token, a value with a control byte other than a tab (RFC
+// 9110, 5.1 and 5.5). Sent, it would corrupt the message on the wire, or
+// make net/http refuse it to an https:// backend, which the proxy would
+// take for the backend failing.
 func validHeader(name, value string) bool {
-	return name != "" && !strings.ContainsAny(name, " \t\r\n:\x00") && !strings.ContainsAny(value, "\r\n\x00")
+	return httpguts.ValidHeaderFieldName(name) && httpguts.ValidHeaderFieldValue(value)
 }
 
 func (p proxyABI) addHeaderMapValue(ctx context.Context, mod api.Module, stack []uint64) {
