@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"perigee/aggregator/store"
 	"perigee/telemetry/wire"
 )
 
@@ -29,6 +30,8 @@ const (
 	resOverloaded   = "overloaded"
 	resSlowBody     = "body_timeout"
 	resStoreError   = "store_error"
+	resStoreFull    = "store_full"
+	resOverShare    = "node_over_share"
 )
 
 // anyNode is the token owner that may send as any node (development).
@@ -143,15 +146,27 @@ func (s *server) ingest(w http.ResponseWriter, r *http.Request) (result string, 
 			s.dedup.release(f.Node, f.Seq)
 		}
 	}()
+	// Checked before decoding, and charged only once stored: a refusal
+	// costs the node nothing, a duplicate is answered whatever its budget.
+	if !s.budgets.allows(owner, now) {
+		return resOverShare, http.StatusTooManyRequests, fmt.Sprintf("%q has stored its share of max_store_bytes for now; retry later", owner)
+	}
 	b, err := s.opener.Open(f)
 	if res, status, ok := frameError(err); !ok {
 		return res, status, err.Error()
 	}
-	if err := s.keep(now, body, b); err != nil {
+	err = s.keep(now, body, b)
+	if errors.Is(err, store.ErrFull) {
+		// 507, which the shipper keeps and resends: retention, not a
+		// newer batch, frees the room (docs/telemetry.md, The store).
+		return resStoreFull, http.StatusInsufficientStorage, "the store holds max_store_bytes; retry later"
+	}
+	if err != nil {
 		s.log.Error("store append failed", "node", f.Node, "seq", f.Seq, "err", err)
 		return resStoreError, http.StatusServiceUnavailable, "could not store the batch"
 	}
 	stored = true
+	s.budgets.charge(owner, len(body), now)
 	s.metrics.records.Add(float64(b.Records()))
 	s.metrics.rawBytes.Add(float64(f.RawLen))
 	return resStored, http.StatusOK, ""

@@ -39,6 +39,7 @@ type server struct {
 	tokens  map[[32]byte]string // sha256(token) → node
 	places  map[string]Coord
 	metrics *metrics
+	budgets *nodeBudgets  // each named node's share of the store
 	slots   chan struct{} // one per ingest being read or decoded
 	// reading is the nodes a batch of which is being read or decoded.
 	readingMu sync.Mutex
@@ -110,9 +111,16 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	s := &server{cfg: cfg, log: log, fleet: newFleet(cfg.MemoryWindow), dedup: newDedup(), tokens: map[[32]byte]string{}, places: placesFor(cfg),
 		slots: make(chan struct{}, cfg.MaxConcurrentIngests), reading: map[string]bool{},
 		storeQueries: make(chan struct{}, maxStoreQueries), building: make(chan struct{}, maxAnswersBuilding), answerBytes: newByteBudget(maxAnswerBytes)}
+	var named []string
 	for tok, node := range byToken {
 		s.tokens[sha256.Sum256([]byte(tok))] = node
+		if node == anyNode {
+			log.Warn("the tokens include the development token \"*\", which sends as any node: neither one batch at a time nor a node's share of max_store_bytes holds for it; never use it in production")
+		} else {
+			named = append(named, node)
+		}
 	}
+	s.budgets = newNodeBudgets(int64(cfg.MaxStoreBytes), cfg.Retention, named, time.Now())
 	if s.opener, err = wire.NewOpener(int64(cfg.MaxDecompressed)); err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
@@ -121,7 +129,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
 	start := time.Now()
-	s.store, err = store.Open(filepath.Join(cfg.DataDir, "store"), store.Options{}, log)
+	s.store, err = store.Open(filepath.Join(cfg.DataDir, "store"), store.Options{MaxBytes: int64(cfg.MaxStoreBytes)}, log)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
