@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"perigee/aggregator/store"
@@ -62,7 +63,10 @@ func (s *server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	s.metrics.batches.WithLabelValues(res).Inc()
 	stampTime(w)
 	if status != http.StatusOK {
-		s.log.Warn("batch refused", "result", res, "status", status, "reason", msg, "remote", r.RemoteAddr)
+		if since, ok := s.refusals.due(res, time.Now()); ok {
+			s.log.Warn("batch refused", "result", res, "status", status, "reason", msg, "remote", r.RemoteAddr,
+				"refused_since_last_line", since, "next_line_within", refusalLogEvery)
+		}
 		http.Error(w, res+": "+msg, status)
 		return
 	}
@@ -190,6 +194,31 @@ func (s *server) keep(now time.Time, frame []byte, b *wire.Batch) error {
 	}
 	s.fleet.apply(b, now, skew)
 	return nil
+}
+
+// refusalLogEvery is how often each kind of refusal may be logged: a node
+// flooding, or anyone without a token, must not flood the log.
+const refusalLogEvery = 10 * time.Second
+
+// refusalLog rate-limits the refusal lines, one kind (result) at a time.
+type refusalLog struct {
+	mu   sync.Mutex
+	last map[string]time.Time // result → its last line; a fixed set of keys
+	held map[string]int       // result → refusals since that line
+}
+
+// due counts a refusal of kind res and reports whether to log it, with
+// how many of that kind went unlogged before it.
+func (l *refusalLog) due(res string, now time.Time) (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if last, ok := l.last[res]; ok && now.Sub(last) < refusalLogEvery {
+		l.held[res]++
+		return 0, false
+	}
+	since := l.held[res]
+	l.last[res], l.held[res] = now, 0
+	return since, true
 }
 
 func (s *server) claimReader(node string) bool {

@@ -39,8 +39,11 @@ type server struct {
 	tokens  map[[32]byte]string // sha256(token) → node
 	places  map[string]Coord
 	metrics *metrics
-	budgets *nodeBudgets  // each named node's share of the store
-	slots   chan struct{} // one per ingest being read or decoded
+	// budgets holds each named node to its share of the store, and
+	// refusals rate-limits the lines that refusals log.
+	budgets  *nodeBudgets
+	refusals refusalLog
+	slots    chan struct{} // one per ingest being read or decoded
 	// reading is the nodes a batch of which is being read or decoded.
 	readingMu sync.Mutex
 	reading   map[string]bool
@@ -111,6 +114,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	s := &server{cfg: cfg, log: log, fleet: newFleet(cfg.MemoryWindow), dedup: newDedup(), tokens: map[[32]byte]string{}, places: placesFor(cfg),
 		slots: make(chan struct{}, cfg.MaxConcurrentIngests), reading: map[string]bool{},
 		storeQueries: make(chan struct{}, maxStoreQueries), building: make(chan struct{}, maxAnswersBuilding), answerBytes: newByteBudget(maxAnswerBytes)}
+	s.refusals = refusalLog{last: map[string]time.Time{}, held: map[string]int{}}
 	var named []string
 	for tok, node := range byToken {
 		s.tokens[sha256.Sum256([]byte(tok))] = node

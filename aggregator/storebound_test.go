@@ -192,3 +192,24 @@ func TestDevelopmentTokenIsWarnedAboutOnce(t *testing.T) {
 		t.Fatalf("%d warnings about the development token in:\n%s", n, log.String())
 	}
 }
+
+// Refusals are logged at most once per refusalLogEvery (10 s) for each
+// result, with the count of those left out: a flood of requests without a
+// token was a log line each.
+func TestRefusalsAreLoggedAtARate(t *testing.T) {
+	var log logBuffer
+	a := startAggregatorLogging(t, nil, slog.New(slog.NewTextHandler(&log, nil)))
+	start := time.Now()
+	const posts = 50
+	for range posts {
+		if status, _ := post(t, a, "no-such-token-0123456789", bulkyBatch(t, "node-a", 1, 0)); status != 401 {
+			t.Fatalf("unknown token: %d", status)
+		}
+	}
+	allowed := 1 + int(time.Since(start)/(10*time.Second))
+	a.stop()
+	lines := strings.Count(log.String(), `msg="batch refused"`)
+	if lines < 1 || lines > allowed {
+		t.Fatalf("%d posts refused in %v logged %d lines, want 1 to %d:\n%s", posts, time.Since(start), lines, allowed, log.String())
+	}
+}
