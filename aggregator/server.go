@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -125,6 +126,9 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 	}
 	s.budgets = newNodeBudgets(int64(cfg.MaxStoreBytes), cfg.Retention, named, time.Now())
+	// What sizes the bound: a node sending faster than its rate is refused.
+	log.Info("store bounds", "max_store_bytes", int64(cfg.MaxStoreBytes), "named_nodes", len(named),
+		"node_burst_bytes", int64(s.budgets.burst), "node_bytes_per_second", math.Round(s.budgets.rate))
 	if s.opener, err = wire.NewOpener(int64(cfg.MaxDecompressed)); err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
