@@ -35,6 +35,9 @@ type Config struct {
 	// queries read the rollup tiers, or the store.
 	MemoryWindow    time.Duration `yaml:"memory_window"`
 	MaxDecompressed ByteSize      `yaml:"max_decompressed"`
+	// MaxStoreBytes bounds the store's segment files on disk; each named
+	// node may take its share of it (see nodeBudgets).
+	MaxStoreBytes ByteSize `yaml:"max_store_bytes"`
 	// MaxConcurrentIngests bounds the batches read and decoded at once;
 	// each holds at most 3 × MaxDecompressed, so together they bound
 	// ingest memory. More wait briefly, then get 429 and retry.
@@ -96,10 +99,15 @@ func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 const (
 	DefaultRetention       = 7 * 24 * time.Hour
 	DefaultMaxDecompressed = 16 << 20
-	DefaultMaxIngests      = 4
-	DefaultMemoryWindow    = 15 * time.Minute
-	DefaultMaxSkew         = 2 * time.Minute
-	DefaultRemoteInterval  = 15 * time.Second
+	// DefaultMaxStoreBytes is generous for a week of a fleet's telemetry
+	// and fixed, not read from the disk: the same config bounds every
+	// aggregator of a tier alike, and each node's share of it does not
+	// move with whatever else fills the disk (docs/telemetry.md).
+	DefaultMaxStoreBytes  = 64 << 30
+	DefaultMaxIngests     = 4
+	DefaultMemoryWindow   = 15 * time.Minute
+	DefaultMaxSkew        = 2 * time.Minute
+	DefaultRemoteInterval = 15 * time.Second
 )
 
 // maxConfigBytes bounds the config file and the tokens file, which has a
@@ -218,6 +226,12 @@ func (c *Config) Validate() error {
 		c.MaxDecompressed = DefaultMaxDecompressed
 	case c.MaxDecompressed < 1<<10:
 		bad("max_decompressed", "%d bytes is too small for a batch", c.MaxDecompressed)
+	}
+	switch {
+	case c.MaxStoreBytes == 0:
+		c.MaxStoreBytes = DefaultMaxStoreBytes
+	case c.MaxStoreBytes < c.MaxDecompressed:
+		bad("max_store_bytes", "%d bytes is less than max_decompressed (%d): a full batch could never be stored", c.MaxStoreBytes, c.MaxDecompressed)
 	}
 	switch {
 	case c.MaxConcurrentIngests == 0:

@@ -43,6 +43,12 @@ type agg struct {
 
 func startAggregator(t *testing.T, mutate func(*aggregator.Config)) *agg {
 	t.Helper()
+	return startAggregatorLogging(t, mutate, testLog(t))
+}
+
+// startAggregatorLogging is startAggregator logging to log.
+func startAggregatorLogging(t *testing.T, mutate func(*aggregator.Config), log *slog.Logger) *agg {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := aggregator.Config{
 		Listen:  "127.0.0.1:0",
@@ -52,7 +58,7 @@ func startAggregator(t *testing.T, mutate func(*aggregator.Config)) *agg {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	srv, err := aggregator.NewServer(cfg, testLog(t))
+	srv, err := aggregator.NewServer(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,8 +9,10 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"perigee/aggregator/store"
 	"perigee/telemetry/wire"
 )
 
@@ -29,6 +31,8 @@ const (
 	resOverloaded   = "overloaded"
 	resSlowBody     = "body_timeout"
 	resStoreError   = "store_error"
+	resStoreFull    = "store_full"
+	resOverShare    = "node_over_share"
 )
 
 // anyNode is the token owner that may send as any node (development).
@@ -59,7 +63,10 @@ func (s *server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	s.metrics.batches.WithLabelValues(res).Inc()
 	stampTime(w)
 	if status != http.StatusOK {
-		s.log.Warn("batch refused", "result", res, "status", status, "reason", msg, "remote", r.RemoteAddr)
+		if since, ok := s.refusals.due(res, time.Now()); ok {
+			s.log.Warn("batch refused", "result", res, "status", status, "reason", msg, "remote", r.RemoteAddr,
+				"refused_since_last_line", since, "next_line_within", refusalLogEvery)
+		}
 		http.Error(w, res+": "+msg, status)
 		return
 	}
@@ -143,15 +150,27 @@ func (s *server) ingest(w http.ResponseWriter, r *http.Request) (result string, 
 			s.dedup.release(f.Node, f.Seq)
 		}
 	}()
+	// Checked before decoding, and charged only once stored: a refusal
+	// costs the node nothing, a duplicate is answered whatever its budget.
+	if !s.budgets.allows(owner, now) {
+		return resOverShare, http.StatusTooManyRequests, fmt.Sprintf("%q has stored its share of max_store_bytes for now; retry later", owner)
+	}
 	b, err := s.opener.Open(f)
 	if res, status, ok := frameError(err); !ok {
 		return res, status, err.Error()
 	}
-	if err := s.keep(now, body, b); err != nil {
+	err = s.keep(now, body, b)
+	if errors.Is(err, store.ErrFull) {
+		// 507, which the shipper keeps and resends: retention, not a
+		// newer batch, frees the room (docs/telemetry.md, The store).
+		return resStoreFull, http.StatusInsufficientStorage, "the store holds max_store_bytes; retry later"
+	}
+	if err != nil {
 		s.log.Error("store append failed", "node", f.Node, "seq", f.Seq, "err", err)
 		return resStoreError, http.StatusServiceUnavailable, "could not store the batch"
 	}
 	stored = true
+	s.budgets.charge(owner, len(body), now)
 	s.metrics.records.Add(float64(b.Records()))
 	s.metrics.rawBytes.Add(float64(f.RawLen))
 	return resStored, http.StatusOK, ""
@@ -175,6 +194,31 @@ func (s *server) keep(now time.Time, frame []byte, b *wire.Batch) error {
 	}
 	s.fleet.apply(b, now, skew)
 	return nil
+}
+
+// refusalLogEvery is how often each kind of refusal may be logged: a node
+// flooding, or anyone without a token, must not flood the log.
+const refusalLogEvery = 10 * time.Second
+
+// refusalLog rate-limits the refusal lines, one kind (result) at a time.
+type refusalLog struct {
+	mu   sync.Mutex
+	last map[string]time.Time // result → its last line; a fixed set of keys
+	held map[string]int       // result → refusals since that line
+}
+
+// due counts a refusal of kind res and reports whether to log it, with
+// how many of that kind went unlogged before it.
+func (l *refusalLog) due(res string, now time.Time) (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if last, ok := l.last[res]; ok && now.Sub(last) < refusalLogEvery {
+		l.held[res]++
+		return 0, false
+	}
+	since := l.held[res]
+	l.last[res], l.held[res] = now, 0
+	return since, true
 }
 
 func (s *server) claimReader(node string) bool {

@@ -42,10 +42,16 @@ func newMetrics(reg *prometheus.Registry, s *server, limits []*connlimit.Limiter
 	damaged := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "perigee_aggregator_store_damaged_bytes", Help: "Damaged bytes store scans have skipped since start (files are kept as found).",
 	}, func() float64 { return float64(s.store.Damage().Bytes) })
+	storeBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "perigee_aggregator_store_bytes", Help: "Bytes of the store's segment files; at max_store_bytes new batches get 507.",
+	}, func() float64 { return float64(s.store.Bytes()) })
+	storeMax := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "perigee_aggregator_store_max_bytes", Help: "max_store_bytes: the bound on perigee_aggregator_store_bytes.",
+	}, func() float64 { return float64(s.cfg.MaxStoreBytes) })
 	caughtUp := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "perigee_aggregator_export_caught_up_timestamp_seconds", Help: "When the export last had every stored batch pushed (0: not yet since start).",
 	}, func() float64 { return float64(s.exportCaughtUp.Load()) / 1000 })
-	reg.MustRegister(m.batches, m.records, m.bytesIn, m.rawBytes, m.remoteWrite, m.export, damaged, caughtUp, fleetCollector{s}, connCollector(limits))
+	reg.MustRegister(m.batches, m.records, m.bytesIn, m.rawBytes, m.remoteWrite, m.export, damaged, storeBytes, storeMax, caughtUp, fleetCollector{s}, connCollector(limits))
 	return m
 }
 

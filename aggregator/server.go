@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -39,7 +40,11 @@ type server struct {
 	tokens  map[[32]byte]string // sha256(token) → node
 	places  map[string]Coord
 	metrics *metrics
-	slots   chan struct{} // one per ingest being read or decoded
+	// budgets holds each named node to its share of the store, and
+	// refusals rate-limits the lines that refusals log.
+	budgets  *nodeBudgets
+	refusals refusalLog
+	slots    chan struct{} // one per ingest being read or decoded
 	// reading is the nodes a batch of which is being read or decoded.
 	readingMu sync.Mutex
 	reading   map[string]bool
@@ -110,9 +115,20 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	s := &server{cfg: cfg, log: log, fleet: newFleet(cfg.MemoryWindow), dedup: newDedup(), tokens: map[[32]byte]string{}, places: placesFor(cfg),
 		slots: make(chan struct{}, cfg.MaxConcurrentIngests), reading: map[string]bool{},
 		storeQueries: make(chan struct{}, maxStoreQueries), building: make(chan struct{}, maxAnswersBuilding), answerBytes: newByteBudget(maxAnswerBytes)}
+	s.refusals = refusalLog{last: map[string]time.Time{}, held: map[string]int{}}
+	var named []string
 	for tok, node := range byToken {
 		s.tokens[sha256.Sum256([]byte(tok))] = node
+		if node == anyNode {
+			log.Warn("the tokens include the development token \"*\", which sends as any node: neither one batch at a time nor a node's share of max_store_bytes holds for it; never use it in production")
+		} else {
+			named = append(named, node)
+		}
 	}
+	s.budgets = newNodeBudgets(int64(cfg.MaxStoreBytes), cfg.Retention, named, time.Now())
+	// What sizes the bound: a node sending faster than its rate is refused.
+	log.Info("store bounds", "max_store_bytes", int64(cfg.MaxStoreBytes), "named_nodes", len(named),
+		"node_burst_bytes", int64(s.budgets.burst), "node_bytes_per_second", math.Round(s.budgets.rate))
 	if s.opener, err = wire.NewOpener(int64(cfg.MaxDecompressed)); err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
@@ -121,7 +137,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
 	start := time.Now()
-	s.store, err = store.Open(filepath.Join(cfg.DataDir, "store"), store.Options{}, log)
+	s.store, err = store.Open(filepath.Join(cfg.DataDir, "store"), store.Options{MaxBytes: int64(cfg.MaxStoreBytes)}, log)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}

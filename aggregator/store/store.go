@@ -2,7 +2,8 @@
 // log of accepted batches in time-bounded segment files. A record is
 // durable (fsynced) before Append returns, which is what lets the
 // aggregator acknowledge a batch; concurrent appends share one fsync.
-// Retention deletes whole segments. Opening reads only the last segment
+// Retention deletes whole segments; MaxBytes bounds them all together.
+// Opening reads only the last segment
 // (to cut a torn tail); readers scan from a position or a time, one
 // segment in memory at a time.
 package store
@@ -46,15 +47,23 @@ const MaxRecord = 1 << 30
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Options tune segment rotation.
+// Options tune segment rotation and bound the store.
 type Options struct {
 	SegmentBytes int64         // rotate past this size; default 64 MiB
 	SegmentAge   time.Duration // rotate when the segment is this old; default 1h
+	// MaxBytes bounds the segment files' sizes together: an append that
+	// would pass it fails with ErrFull. Zero is no bound.
+	MaxBytes int64
 }
+
+// ErrFull is an append refused because the store holds Options.MaxBytes:
+// it is refused whole, and nothing stored is removed to make room.
+var ErrFull = errors.New("store: full")
 
 type segment struct {
 	id     uint64
 	newest time.Time // latest record time, for retention and time scans
+	size   int64     // bytes, once sealed; the current segment's is curSize
 }
 
 // Pos is a place in the log: a segment and a byte offset in it.
@@ -74,6 +83,7 @@ type Store struct {
 	curSize  int64
 	curStart time.Time
 	segs     []segment     // ascending id; the last is cur
+	bytes    int64         // all segments' sizes, cur's included
 	gen      uint64        // records written
 	broken   error         // a write could not be undone: refuse further appends
 	damaged  map[Pos]int64 // damaged regions scans found, by start
@@ -106,13 +116,18 @@ func Open(dir string, opts Options, log *slog.Logger) (*Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("store: %w", err)
 		}
-		seg := segment{id: id, newest: info.ModTime()}
+		seg := segment{id: id, newest: info.ModTime(), size: info.Size()}
 		if i == len(ids)-1 {
 			if seg.newest, err = s.scanSegment(id, 0, -1, true, nil); err != nil {
 				return nil, err
 			}
+			if info, err = os.Stat(s.path(id)); err != nil { // a torn tail cut
+				return nil, fmt.Errorf("store: %w", err)
+			}
+			seg.size = info.Size()
 		}
 		s.segs = append(s.segs, seg)
+		s.bytes += seg.size
 	}
 	if err := s.rotate(time.Now()); err != nil {
 		return nil, err
@@ -374,6 +389,7 @@ func (s *Store) rotate(now time.Time) error {
 		if err := s.cur.Close(); err != nil {
 			return fmt.Errorf("store: close segment: %w", err)
 		}
+		s.segs[len(s.segs)-1].size = s.curSize
 	}
 	var id uint64 = 1
 	if n := len(s.segs); n > 0 {
@@ -404,6 +420,10 @@ func (s *Store) Append(at time.Time, rec []byte) (uint64, error) {
 		s.mu.Unlock()
 		return 0, s.broken
 	}
+	if s.opts.MaxBytes > 0 && s.bytes+int64(len(buf)) > s.opts.MaxBytes {
+		s.mu.Unlock()
+		return 0, fmt.Errorf("%w: %d bytes held, a record of %d would pass the bound of %d", ErrFull, s.bytes, len(buf), s.opts.MaxBytes)
+	}
 	if s.curSize >= s.opts.SegmentBytes || at.Sub(s.curStart) >= s.opts.SegmentAge {
 		if err := s.rotate(at); err != nil {
 			s.broken = err
@@ -421,6 +441,7 @@ func (s *Store) Append(at time.Time, rec []byte) (uint64, error) {
 		return 0, fmt.Errorf("store: write: %w", err)
 	}
 	s.curSize += int64(len(buf))
+	s.bytes += int64(len(buf))
 	s.gen++
 	gen := s.gen
 	seg := &s.segs[len(s.segs)-1]
@@ -468,12 +489,20 @@ func (s *Store) Prune(cutoff time.Time) (int, error) {
 				return removed, fmt.Errorf("store: prune: %w", err)
 			}
 			removed++
+			s.bytes -= seg.size
 			continue
 		}
 		keep = append(keep, seg)
 	}
 	s.segs = keep
 	return removed, nil
+}
+
+// Bytes is the size of all segment files together.
+func (s *Store) Bytes() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bytes
 }
 
 // Close syncs and closes the current segment.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"log/slog"
@@ -259,4 +260,60 @@ func TestScanResumesFromPosition(t *testing.T) {
 		t.Fatalf("scan since the future found %d records", since)
 	}
 	s.Close()
+}
+
+// dirBytes is the sum of the sizes of the files in dir.
+func dirBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += info.Size()
+	}
+	return n
+}
+
+// MaxBytes holds the files' sizes together: an append past it is refused
+// with ErrFull and stores nothing, and retention makes the room again.
+func TestMaxBytesBoundsTheFilesAndPruneFreesRoom(t *testing.T) {
+	dir := t.TempDir()
+	const bound = 10 * (headerLen + 100)
+	s, _ := collect(t, dir, Options{SegmentAge: time.Hour, MaxBytes: bound})
+	old := time.Now().Add(-48 * time.Hour)
+	s.curStart = old
+	rec := make([]byte, 100)
+	for i := range 10 {
+		at := old
+		if i >= 5 {
+			at = time.Now() // a new segment: the first five may be pruned
+		}
+		if _, err := s.Append(at, rec); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+	}
+	if _, err := s.Append(time.Now(), rec); !errors.Is(err, ErrFull) {
+		t.Fatalf("append past the bound: %v", err)
+	}
+	if got := dirBytes(t, dir); got != bound || s.Bytes() != bound {
+		t.Fatalf("files hold %d bytes, Bytes says %d, bound %d", got, s.Bytes(), bound)
+	}
+	if _, err := s.Prune(time.Now().Add(-24 * time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(time.Now(), rec); err != nil {
+		t.Fatalf("append after prune: %v", err)
+	}
+	s.Close()
+	s, got := collect(t, dir, Options{MaxBytes: bound})
+	defer s.Close()
+	if len(got) != 6 || s.Bytes() != dirBytes(t, dir) {
+		t.Fatalf("reopened: %d records, Bytes %d, files %d", len(got), s.Bytes(), dirBytes(t, dir))
+	}
 }
