@@ -28,8 +28,11 @@ type Config struct {
 	TLS        TLSConfig         `yaml:"tls"`
 	Tokens     map[string]string `yaml:"tokens"`      // node → token
 	TokensFile string            `yaml:"tokens_file"` // YAML map node → token
-	DataDir    string            `yaml:"data_dir"`
-	Retention  time.Duration     `yaml:"retention"`
+	// APITokenFile holds the bearer token the API, /metrics and the
+	// dashboard's data need; required when Listen is not on loopback.
+	APITokenFile string        `yaml:"api_token_file"`
+	DataDir      string        `yaml:"data_dir"`
+	Retention    time.Duration `yaml:"retention"`
 	// MemoryWindow is how much recent history the aggregator keeps in
 	// memory, every sample, for the fleet view and short queries; longer
 	// queries read the rollup tiers, or the store.
@@ -194,6 +197,8 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen", "want host:port, got %q", c.Listen)
+	} else if c.APITokenFile == "" && !onLoopback(c.Listen) {
+		bad("api_token_file", "required when listen (%s) is not on loopback: the API and the dashboard show the whole fleet to whoever reaches it", c.Listen)
 	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		bad("tls", "give both cert and key, or neither for a development certificate")

@@ -125,6 +125,14 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 			named = append(named, node)
 		}
 	}
+	var apiToken *[32]byte
+	if cfg.APITokenFile != "" {
+		tok, err := readAPIToken(cfg.APITokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("aggregator: %w", err)
+		}
+		apiToken = &tok
+	}
 	s.budgets = newNodeBudgets(int64(cfg.MaxStoreBytes), cfg.Retention, named, time.Now())
 	// What sizes the bound: a node sending faster than its rate is refused.
 	log.Info("store bounds", "max_store_bytes", int64(cfg.MaxStoreBytes), "named_nodes", len(named),
@@ -172,12 +180,16 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	mux.Handle("GET /metrics", s.answerFrom(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	s.routes(mux)
 	mux.Handle("/", dashboard.Handler())
+	var handler http.Handler = mux
+	if apiToken != nil {
+		handler = guardAPI(*apiToken, mux)
+	}
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	readHeader, idle, write := cmp.Or(cfg.readHeader, defaultReadHeader), cmp.Or(cfg.idle, defaultIdle), cmp.Or(cfg.write, defaultWrite)
 	// Anyone may open a QUIC connection: h3serve bounds each stream's
 	// header read, which http3.Server leaves unbounded, and IdleTimeout
 	// closes a connection with no request left, keep-alives or not.
-	srv.h3 = h3serve.New(&http3.Server{Handler: mux, IdleTimeout: idle, MaxHeaderBytes: maxHeaderBytes, Logger: log},
+	srv.h3 = h3serve.New(&http3.Server{Handler: handler, IdleTimeout: idle, MaxHeaderBytes: maxHeaderBytes, Logger: log},
 		http3.ConfigureTLSConfig(tlsConf.Clone()), readHeader, h3serve.WithConnLimit(srv.limits[1]), h3serve.WithWriteTimeout(write))
 	_, port, _ := net.SplitHostPort(srv.Addr())
 	altSvc := `h3=":` + port + `"; ma=86400`
@@ -185,7 +197,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			// Advertise HTTP/3 on every TCP answer; shippers move to it.
 			w.Header().Set("Alt-Svc", altSvc)
-			mux.ServeHTTP(w, r)
+			handler.ServeHTTP(w, r)
 		}),
 		TLSConfig:         tlsConf,
 		ReadHeaderTimeout: readHeader,

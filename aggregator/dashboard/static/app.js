@@ -4,6 +4,9 @@ const REFRESH_MS = 2000;
 const SVG = "http://www.w3.org/2000/svg";
 // ?node=NAME is that node's page: its charts, its row and its decisions.
 const NODE = new URLSearchParams(location.search).get("node");
+// #token=TOKEN is the aggregator's API token, when it has one: a fragment
+// never goes to the server, so it stays out of its logs and of Referer.
+const TOKEN = new URLSearchParams(location.hash.slice(1)).get("token");
 
 // Very coarse continent outlines (lon, lat), enough to place the dots.
 const LAND = [
@@ -126,7 +129,7 @@ function drawNodes(nodes) {
     const tr = document.createElement("tr");
     tr.dataset.node = n.node;
     const name = document.createElement("td"), link = document.createElement("a");
-    link.href = "?node=" + encodeURIComponent(n.node);
+    link.href = "?node=" + encodeURIComponent(n.node) + location.hash; // the token goes along
     link.textContent = n.node;
     name.appendChild(link);
     tr.appendChild(name);
@@ -169,7 +172,7 @@ function drawDecisions(decisions) {
 const count = (n, one, many = one + "s") => `${n} ${n === 1 ? one : many}`;
 
 async function getJSON(path) {
-  const r = await fetch(path, {cache: "no-store"});
+  const r = await fetch(path, {cache: "no-store", headers: TOKEN ? {Authorization: "Bearer " + TOKEN} : {}});
   if (!r.ok) {
     // The API says why in {"error": ...}: show that, not just the status.
     const why = await r.json().then(b => b.error, () => "");
