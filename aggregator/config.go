@@ -139,7 +139,7 @@ func LoadConfig(path string) (Config, error) {
 	indexLines(root, "", cfg.lines)
 	// Relative paths in the file are relative to the file.
 	dir := dirOf(path)
-	for _, p := range []*string{&cfg.TokensFile, &cfg.DataDir, &cfg.TLS.Cert, &cfg.TLS.Key} {
+	for _, p := range []*string{&cfg.TokensFile, &cfg.APITokenFile, &cfg.DataDir, &cfg.TLS.Cert, &cfg.TLS.Key} {
 		if *p != "" && !strings.HasPrefix(*p, "/") {
 			*p = dir + *p
 		}
