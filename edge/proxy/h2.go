@@ -75,13 +75,15 @@ func (h h2Transports) closeIdle() {
 	h.tls.CloseIdleConnections()
 }
 
-// h2Stream is one route's round trips over an HTTP/2 transport, bounded by
-// the route's timeouts as waits, never as a whole: the response head within
-// ResponseHeader of the request's end; each hand-over of request bytes
-// within Write; and, once the head is in, a wait for response bytes within
-// Read of the last movement either way, so that a bidirectional stream
-// (gRPC) in which only the client speaks for a while is not idle.
-type h2Stream struct {
+// timedStream is one route's round trips over a transport that keeps none
+// of its timeouts itself (HTTP/2, and the standard transport of https
+// backends over HTTP/1.1), bounded by them as waits, never as a whole: the
+// response head within ResponseHeader of the request's end; each hand-over
+// of request bytes within Write; and, once the head is in, a wait for
+// response bytes within Read of the last movement either way, so that a
+// bidirectional stream (gRPC) in which only the client speaks for a while
+// is not idle.
+type timedStream struct {
 	rt http.RoundTripper
 	tm h1client.Timeouts
 }
@@ -96,7 +98,7 @@ func (e errStreamTimeout) Temporary() bool { return true }
 
 var _ net.Error = errStreamTimeout("")
 
-func (t *h2Stream) RoundTrip(req *http.Request) (*http.Response, error) {
+func (t *timedStream) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx, cancel := context.WithCancelCause(req.Context())
 	w := &watch{ctx: ctx, cancel: cancel, tm: t.tm}
 	req = req.WithContext(ctx)

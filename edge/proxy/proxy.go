@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
+
 	"perigee/edge/exchange"
 	"perigee/edge/h1client"
 	"perigee/edge/upstream"
@@ -134,14 +136,14 @@ func (p *Proxy) Close() {
 }
 
 // Handler serves requests from svc's backends within a route's timeouts
-// (tm, with the node's filled in). Plain-HTTP backends and HTTP/2 services
-// (h2.go) keep each of them; the standard transport of https ones over
-// HTTP/1.1 keeps only the response head's.
+// (tm, with the node's filled in), over every upstream protocol: h1client
+// keeps them for plain-HTTP backends, timedStream (h2.go) for HTTP/2
+// services and https backends over HTTP/1.1.
 func (p *Proxy) Handler(svc *upstream.Service, tm Stream) http.Handler {
 	route := h1client.Timeouts{ResponseHeader: tm.ResponseHeader.D(), Read: tm.UpstreamRead.D(), Write: tm.UpstreamWrite.D()}
-	base := p.transport.Route(route)
+	var base http.RoundTripper = tlsTimed{plain: p.transport.Route(route), tls: &timedStream{rt: p.std, tm: route}}
 	if rt := p.h2.of(svc.Protocol()); rt != nil {
-		base = &h2Stream{rt: rt, tm: route}
+		base = &timedStream{rt: rt, tm: route}
 	}
 	return guard{via: p.via, next: &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
@@ -151,6 +153,20 @@ func (p *Proxy) Handler(svc *upstream.Service, tm Stream) http.Handler {
 		BufferPool:     buffers{},
 		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}}
+}
+
+// tlsTimed sends an HTTP/1.1 service's https requests through tls, which
+// keeps the route's timeouts over the standard transport, and the rest
+// through plain. An upgrade (a WebSocket) goes through plain, whose
+// fallback is that transport too: its body is the tunnel, which
+// tunnel_idle bounds and no read timeout may cut.
+type tlsTimed struct{ plain, tls http.RoundTripper }
+
+func (t tlsTimed) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "https" && !httpguts.HeaderValuesContainsToken(req.Header["Connection"], "upgrade") {
+		return t.tls.RoundTrip(req)
+	}
+	return t.plain.RoundTrip(req)
 }
 
 // guard refuses what must not reach ReverseProxy.
