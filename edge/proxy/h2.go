@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync"
 	"time"
@@ -101,7 +103,7 @@ var _ net.Error = errStreamTimeout("")
 func (t *timedStream) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx, cancel := context.WithCancelCause(req.Context())
 	w := &watch{ctx: ctx, cancel: cancel, tm: t.tm}
-	req = req.WithContext(ctx)
+	req = req.WithContext(boundInterim(ctx, cancel))
 	if req.Body != nil && req.Body != http.NoBody {
 		req.Body = &watchedBody{ReadCloser: req.Body, w: w}
 	} else {
@@ -116,6 +118,30 @@ func (t *timedStream) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = &watchedResponse{ReadCloser: resp.Body, w: w}
 	return resp, nil
+}
+
+// errInterimTooLarge is a backend's 1xx heads past maxUpstreamHead: 502.
+var errInterimTooLarge = errors.New("upstream 1xx heads too large")
+
+// boundInterim charges a stream's 1xx heads to maxUpstreamHead, each field
+// 32 bytes more than its length as h1client charges them, and ends the
+// stream past it: the standard and HTTP/2 transports bound 1xx heads only
+// while no trace takes them, and ReverseProxy's takes them to relay them.
+func boundInterim(ctx context.Context, cancel context.CancelCauseFunc) context.Context {
+	left := int64(maxUpstreamHead)
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		Got1xxResponse: func(_ int, h textproto.MIMEHeader) error {
+			for k, vv := range h {
+				for _, v := range vv {
+					left -= int64(len(k) + len(v) + 32)
+				}
+			}
+			if left < 0 {
+				cancel(errInterimTooLarge) // the error returned here is dropped: ReverseProxy's hook comes after
+			}
+			return nil
+		},
+	})
 }
 
 // watch holds a stream's timers. A timer that fires cancels the stream's
@@ -211,11 +237,14 @@ func (w *watch) stop() {
 	}
 }
 
-// cause is err, or the timeout that caused it.
+// cause is err, or the timeout or oversized 1xx heads that caused it.
 func (w *watch) cause(err error) error {
 	var to errStreamTimeout
-	if errors.As(context.Cause(w.ctx), &to) {
+	switch c := context.Cause(w.ctx); {
+	case errors.As(c, &to):
 		return to
+	case c == errInterimTooLarge:
+		return c
 	}
 	return err
 }

@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"testing"
 
@@ -45,6 +48,64 @@ func TestUpstreamResponseHeadIsBounded(t *testing.T) {
 				resp.Body.Close()
 				if resp.StatusCode != size.want {
 					t.Fatalf("status %d, want %d", resp.StatusCode, size.want)
+				}
+			})
+		}
+	}
+}
+
+// A backend's 1xx heads count toward its head's bound on every upstream
+// protocol, and those within it are relayed. The standard and HTTP/2
+// transports lift their own bound on 1xx heads once a trace takes them
+// (ReverseProxy's, which relays them): an https or HTTP/2 backend could
+// send 103s without end, each one relayed to the client, for as long as
+// response_header let it.
+func TestUpstreamInterimHeadsAreBounded(t *testing.T) {
+	field := strings.Repeat("x", 1<<10)
+	for _, size := range []struct {
+		name      string
+		heads     int
+		want      int
+		wantHeads int // relayed to the client; -1: any
+	}{{"over", 4 * maxUpstreamHead / len(field), http.StatusBadGateway, -1}, {"under", 3, http.StatusOK, 3}} {
+		h := func(w http.ResponseWriter, r *http.Request) {
+			for range size.heads {
+				w.Header().Set("Link", field)
+				w.WriteHeader(http.StatusEarlyHints)
+			}
+			w.Header().Del("Link")
+			w.Write([]byte("ok"))
+		}
+		plain := httptest.NewServer(http.HandlerFunc(h))
+		t.Cleanup(plain.Close)
+		for _, tc := range []struct {
+			name, protocol string
+			backend        *httptest.Server
+			url            string
+		}{
+			{"http1", upstream.HTTP1, plain, plain.URL},
+			{"https", upstream.HTTP1, tlsBackend(t, false, h), ""},
+			{"h2c", upstream.H2C, nil, h2cBackend(t, h)},
+			{"h2", upstream.H2, tlsBackend(t, true, h), ""},
+		} {
+			t.Run(size.name+"/"+tc.name, func(t *testing.T) {
+				if tc.url == "" {
+					tc.url = tc.backend.URL
+				}
+				c, front := h2Front(t, tc.protocol, tc.backend, tc.url, Stream{})
+				// The client takes every 1xx, so that only the node may refuse.
+				interim := 0
+				ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+					Got1xxResponse: func(int, textproto.MIMEHeader) error { interim++; return nil },
+				})
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, front+"/x", nil)
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != size.want || size.wantHeads >= 0 && interim != size.wantHeads {
+					t.Fatalf("status %d after %d interim heads relayed, want %d", resp.StatusCode, interim, size.want)
 				}
 			})
 		}
