@@ -380,11 +380,14 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 			t.svc.Done(b, time.Since(start), false)
 			return nil, &ClientBodyError{body.failed()}
 		}
-		t.svc.Done(b, time.Since(start), resp.StatusCode >= 500)
 		if x != nil {
 			x.UpstreamError = ""
 		}
-		resp.Body = releasing(resp.Body, lease, cancel, x)
+		v := verdict{svc: t.svc, backend: b, took: time.Since(start)}
+		if resp.StatusCode >= 500 {
+			v.judge(true) // failed already, whatever its body
+		}
+		resp.Body = releasing(resp.Body, lease, cancel, x, v)
 		return resp, nil
 	}
 }
@@ -515,33 +518,61 @@ func idempotent(method string) bool {
 // reading it failed. A 101 Switching Protocols body is read-write (a
 // WebSocket), and keeps being. The attempt is held in the body's wrapper
 // itself rather than in a closure: one allocation an attempt, not three.
-func releasing(body io.ReadCloser, lease upstream.Lease, cancel context.CancelFunc, x *exchange.Exchange) io.ReadCloser {
+func releasing(body io.ReadCloser, lease upstream.Lease, cancel context.CancelFunc, x *exchange.Exchange, v verdict) io.ReadCloser {
 	if rw, ok := body.(io.ReadWriteCloser); ok {
 		// An upgraded stream is copied on goroutines that may outlive the
-		// request and its pooled record: it notes nothing there.
+		// request and its pooled record: it notes nothing there. The
+		// switch is the answer: the tunnel's end is no verdict on it.
+		v.judge(false)
 		return &releaseRW{releaseBody: releaseBody{ReadCloser: body, lease: lease, cancel: cancel}, w: rw}
 	}
-	return &releaseBody{ReadCloser: body, lease: lease, cancel: cancel, x: x}
+	return &releaseBody{ReadCloser: body, lease: lease, cancel: cancel, x: x, verdict: v}
+}
+
+// verdict is an answer's outcome for its backend's passive health, given
+// once its body has ended: a backend that sends good heads and then cuts
+// every body is failing, however its heads look.
+type verdict struct {
+	svc     *upstream.Service // nil once given
+	backend *upstream.Backend
+	took    time.Duration // to the response head
+}
+
+func (v *verdict) judge(failed bool) {
+	if v.svc != nil {
+		v.svc.Done(v.backend, v.took, failed)
+		v.svc = nil
+	}
 }
 
 type releaseBody struct {
 	io.ReadCloser
-	lease  upstream.Lease
-	cancel context.CancelFunc // the attempt's context
-	x      *exchange.Exchange
-	ended  atomic.Bool
+	lease   upstream.Lease
+	cancel  context.CancelFunc // the attempt's context
+	x       *exchange.Exchange
+	verdict verdict
+	cut     atomic.Bool // a read failed, and not for the client's sake
+	ended   atomic.Bool
 }
 
 func (r *releaseBody) Read(p []byte) (int, error) {
 	n, err := r.ReadCloser.Read(p)
-	if err != nil && err != io.EOF && r.x != nil {
-		r.x.UpstreamError = ErrorClass(err)
+	if err != nil && err != io.EOF {
+		if r.x != nil {
+			r.x.UpstreamError = ErrorClass(err)
+		}
+		// Not the request's context: the client left, or its own
+		// deadline (a gRPC timeout) passed.
+		if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			r.cut.Store(true)
+		}
 	}
 	return n, err
 }
 
 func (r *releaseBody) Close() error {
 	if r.ended.CompareAndSwap(false, true) {
+		r.verdict.judge(r.cut.Load())
 		r.lease.End()
 		r.cancel()
 	}
