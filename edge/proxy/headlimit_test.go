@@ -24,22 +24,8 @@ func TestUpstreamResponseHeadIsBounded(t *testing.T) {
 			w.Header().Set("X-Big", strings.Repeat("x", size.value))
 			w.Write([]byte("ok"))
 		}
-		plain := httptest.NewServer(http.HandlerFunc(h))
-		t.Cleanup(plain.Close)
-		for _, tc := range []struct {
-			name, protocol string
-			backend        *httptest.Server
-			url            string
-		}{
-			{"http1", upstream.HTTP1, plain, plain.URL},
-			{"https", upstream.HTTP1, tlsBackend(t, false, h), ""},
-			{"h2c", upstream.H2C, nil, h2cBackend(t, h)},
-			{"h2", upstream.H2, tlsBackend(t, true, h), ""},
-		} {
+		for _, tc := range everyUpstream(t, h) {
 			t.Run(size.name+"/"+tc.name, func(t *testing.T) {
-				if tc.url == "" {
-					tc.url = tc.backend.URL
-				}
 				c, front := h2Front(t, tc.protocol, tc.backend, tc.url, Stream{})
 				resp, err := c.Get(front + "/x")
 				if err != nil {
@@ -77,22 +63,8 @@ func TestUpstreamInterimHeadsAreBounded(t *testing.T) {
 			}
 			w.Write([]byte("ok"))
 		}
-		plain := httptest.NewServer(http.HandlerFunc(h))
-		t.Cleanup(plain.Close)
-		for _, tc := range []struct {
-			name, protocol string
-			backend        *httptest.Server
-			url            string
-		}{
-			{"http1", upstream.HTTP1, plain, plain.URL},
-			{"https", upstream.HTTP1, tlsBackend(t, false, h), ""},
-			{"h2c", upstream.H2C, nil, h2cBackend(t, h)},
-			{"h2", upstream.H2, tlsBackend(t, true, h), ""},
-		} {
+		for _, tc := range everyUpstream(t, h) {
 			t.Run(size.name+"/"+tc.name, func(t *testing.T) {
-				if tc.url == "" {
-					tc.url = tc.backend.URL
-				}
 				c, front := h2Front(t, tc.protocol, tc.backend, tc.url, Stream{})
 				// The client takes every 1xx, so that only the node may refuse.
 				interim := 0
@@ -110,5 +82,27 @@ func TestUpstreamInterimHeadsAreBounded(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// upstreamCase is a backend over one upstream protocol; backend is nil
+// for h2c.
+type upstreamCase struct {
+	name, protocol string
+	backend        *httptest.Server
+	url            string
+}
+
+// everyUpstream serves h over each upstream protocol: HTTP/1.1 in the
+// clear and over TLS, h2c and h2.
+func everyUpstream(t *testing.T, h http.HandlerFunc) []upstreamCase {
+	plain := httptest.NewServer(h)
+	t.Cleanup(plain.Close)
+	https, h2 := tlsBackend(t, false, h), tlsBackend(t, true, h)
+	return []upstreamCase{
+		{"http1", upstream.HTTP1, plain, plain.URL},
+		{"https", upstream.HTTP1, https, https.URL},
+		{"h2c", upstream.H2C, nil, h2cBackend(t, h)},
+		{"h2", upstream.H2, h2, h2.URL},
 	}
 }
