@@ -83,6 +83,7 @@ func TestUpstreamsForwardTrailersBothWays(t *testing.T) {
 		url             string
 	}{
 		{upstream.HTTP1, "HTTP/1.1", plain, plain.URL},
+		{upstream.HTTP1, "HTTP/1.1", tlsBackend(t, false, echo), ""},
 		{upstream.H2C, "HTTP/2.0", nil, h2cBackend(t, echo)},
 		{upstream.H2, "HTTP/2.0", tlsBackend(t, true, echo), ""},
 	} {
