@@ -103,7 +103,7 @@ var _ net.Error = errStreamTimeout("")
 func (t *timedStream) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx, cancel := context.WithCancelCause(req.Context())
 	w := &watch{ctx: ctx, cancel: cancel, tm: t.tm}
-	req = req.WithContext(boundInterim(ctx, cancel))
+	req = req.WithContext(guardInterim(ctx))
 	if req.Body != nil && req.Body != http.NoBody {
 		req.Body = &watchedBody{ReadCloser: req.Body, w: w}
 	} else {
@@ -120,28 +120,59 @@ func (t *timedStream) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// errInterimTooLarge is a backend's 1xx heads past maxUpstreamHead: 502.
-var errInterimTooLarge = errors.New("upstream 1xx heads too large")
+// errInterimTooLarge is a backend's 1xx heads past maxUpstreamHead, and
+// errUnaskedSwitch a 101 to a request that asked for no upgrade, which
+// the HTTP/2 transport hands over as a 1xx: 502 both.
+var (
+	errInterimTooLarge = errors.New("upstream 1xx heads too large")
+	errUnaskedSwitch   = errors.New("upstream switched protocols unasked")
+)
 
-// boundInterim charges a stream's 1xx heads to maxUpstreamHead, each field
-// 32 bytes more than its length as h1client charges them, and ends the
-// stream past it: the standard and HTTP/2 transports bound 1xx heads only
-// while no trace takes them, and ReverseProxy's takes them to relay them.
-func boundInterim(ctx context.Context, cancel context.CancelCauseFunc) context.Context {
+// guardInterim gives the transport, in place of the request's trace
+// (ReverseProxy's, which relays each 1xx to the client), a copy whose
+// Got1xxResponse refuses a 101 and charges the 1xx heads to
+// maxUpstreamHead, each field 32 bytes more than its length as h1client
+// charges them, before relaying: the standard and HTTP/2 transports bound
+// 1xx heads only while no trace takes them. A trace added on top with
+// httptrace.WithClientTrace could refuse nothing: the old hook still runs
+// after it, and its error is dropped.
+func guardInterim(ctx context.Context) context.Context {
+	relay := httptrace.ContextClientTrace(ctx)
+	if relay == nil || relay.Got1xxResponse == nil {
+		return ctx // the transports bound, and relay, nothing
+	}
+	guarded := *relay
 	left := int64(maxUpstreamHead)
-	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		Got1xxResponse: func(_ int, h textproto.MIMEHeader) error {
-			for k, vv := range h {
-				for _, v := range vv {
-					left -= int64(len(k) + len(v) + 32)
-				}
+	guarded.Got1xxResponse = func(code int, h textproto.MIMEHeader) error {
+		if code == http.StatusSwitchingProtocols {
+			return errUnaskedSwitch
+		}
+		for k, vv := range h {
+			for _, v := range vv {
+				left -= int64(len(k) + len(v) + 32)
 			}
-			if left < 0 {
-				cancel(errInterimTooLarge) // the error returned here is dropped: ReverseProxy's hook comes after
-			}
-			return nil
-		},
-	})
+		}
+		if left < 0 {
+			return errInterimTooLarge
+		}
+		return relay.Got1xxResponse(code, h)
+	}
+	return traceCtx{ctx, &guarded}
+}
+
+// traceCtx is a context whose client trace is replaced: httptrace's key is
+// unexported, but the value under it is the one *httptrace.ClientTrace.
+type traceCtx struct {
+	context.Context
+	trace *httptrace.ClientTrace
+}
+
+func (c traceCtx) Value(key any) any {
+	v := c.Context.Value(key)
+	if _, ok := v.(*httptrace.ClientTrace); ok {
+		return c.trace
+	}
+	return v
 }
 
 // watch holds a stream's timers. A timer that fires cancels the stream's
@@ -237,14 +268,11 @@ func (w *watch) stop() {
 	}
 }
 
-// cause is err, or the timeout or oversized 1xx heads that caused it.
+// cause is err, or the timeout that caused it.
 func (w *watch) cause(err error) error {
 	var to errStreamTimeout
-	switch c := context.Cause(w.ctx); {
-	case errors.As(c, &to):
+	if errors.As(context.Cause(w.ctx), &to) {
 		return to
-	case c == errInterimTooLarge:
-		return c
 	}
 	return err
 }
