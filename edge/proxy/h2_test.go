@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httptrace"
-	"net/textproto"
 	"strings"
 	"testing"
 	"time"
@@ -276,40 +274,23 @@ func TestWebSocketToHTTPSBackend(t *testing.T) {
 	}
 }
 
-// A 101 nobody asked for is a 502 over HTTP/2 upstreams too, as over
-// HTTP/1.1. The HTTP/2 transport hands a 101 to the request's trace as a
-// 1xx, and ReverseProxy relayed it as one: an HTTP/1.1 client then got a
-// closed connection and an HTTP/3 client a 101 with the real head as its
+// A 101 nobody asked for is a 502 over every upstream protocol. The
+// HTTP/2 transport hands a 101 to the request's trace as a 1xx, and
+// ReverseProxy relayed it as one: an HTTP/1.1 client then got a closed
+// connection and an HTTP/3 client a 101 with the real head as its
 // trailers.
-func TestUnaskedSwitchFromHTTP2BackendIs502(t *testing.T) {
+func TestUnaskedSwitchIs502(t *testing.T) {
 	h := func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusSwitchingProtocols)
 		w.WriteHeader(http.StatusOK)
 		io.WriteString(w, "after the switch")
 	}
-	for _, tc := range []struct {
-		protocol string
-		backend  *httptest.Server
-		url      string
-	}{{upstream.H2C, nil, h2cBackend(t, h)}, {upstream.H2, tlsBackend(t, true, h), ""}} {
-		t.Run(tc.protocol, func(t *testing.T) {
-			if tc.url == "" {
-				tc.url = tc.backend.URL
-			}
+	for _, tc := range everyUpstream(t, h) {
+		t.Run(tc.name, func(t *testing.T) {
 			c, front := h2Front(t, tc.protocol, tc.backend, tc.url, Stream{})
-			interim := 0
-			ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
-				Got1xxResponse: func(int, textproto.MIMEHeader) error { interim++; return nil },
-			})
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, front+"/x", nil)
-			resp, err := c.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusBadGateway || interim != 0 {
-				t.Fatalf("%d %q after %d interim heads relayed; want a 502 and none", resp.StatusCode, body, interim)
+			status, body, interim := getCountingInterim(t, c, front+"/x")
+			if status != http.StatusBadGateway || interim != 0 {
+				t.Fatalf("%d %q after %d interim heads relayed; want a 502 and none", status, body, interim)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
@@ -66,19 +67,9 @@ func TestUpstreamInterimHeadsAreBounded(t *testing.T) {
 		for _, tc := range everyUpstream(t, h) {
 			t.Run(size.name+"/"+tc.name, func(t *testing.T) {
 				c, front := h2Front(t, tc.protocol, tc.backend, tc.url, Stream{})
-				// The client takes every 1xx, so that only the node may refuse.
-				interim := 0
-				ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
-					Got1xxResponse: func(int, textproto.MIMEHeader) error { interim++; return nil },
-				})
-				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, front+"/x", nil)
-				resp, err := c.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				resp.Body.Close()
-				if resp.StatusCode != size.want || size.wantHeads >= 0 && interim != size.wantHeads {
-					t.Fatalf("status %d after %d interim heads relayed, want %d", resp.StatusCode, interim, size.want)
+				status, _, interim := getCountingInterim(t, c, front+"/x")
+				if status != size.want || size.wantHeads >= 0 && interim != size.wantHeads {
+					t.Fatalf("status %d after %d interim heads relayed, want %d", status, interim, size.want)
 				}
 			})
 		}
@@ -105,4 +96,21 @@ func everyUpstream(t *testing.T, h http.HandlerFunc) []upstreamCase {
 		{"h2c", upstream.H2C, nil, h2cBackend(t, h)},
 		{"h2", upstream.H2, h2, h2.URL},
 	}
+}
+
+// getCountingInterim GETs url and counts the 1xx heads that reached the
+// client, which takes every one, so that only the node may refuse them.
+func getCountingInterim(t *testing.T, c *http.Client, url string) (status int, body string, interim int) {
+	t.Helper()
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		Got1xxResponse: func(int, textproto.MIMEHeader) error { interim++; return nil },
+	})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, string(b), interim
 }
