@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync"
 	"time"
@@ -75,13 +77,15 @@ func (h h2Transports) closeIdle() {
 	h.tls.CloseIdleConnections()
 }
 
-// h2Stream is one route's round trips over an HTTP/2 transport, bounded by
-// the route's timeouts as waits, never as a whole: the response head within
-// ResponseHeader of the request's end; each hand-over of request bytes
-// within Write; and, once the head is in, a wait for response bytes within
-// Read of the last movement either way, so that a bidirectional stream
-// (gRPC) in which only the client speaks for a while is not idle.
-type h2Stream struct {
+// timedStream is one route's round trips over a transport that keeps none
+// of its timeouts itself (HTTP/2, and the standard transport of https
+// backends over HTTP/1.1), bounded by them as waits, never as a whole: the
+// response head within ResponseHeader of the request's end; each hand-over
+// of request bytes within Write; and, once the head is in, a wait for
+// response bytes within Read of the last movement either way, so that a
+// bidirectional stream (gRPC) in which only the client speaks for a while
+// is not idle.
+type timedStream struct {
 	rt http.RoundTripper
 	tm h1client.Timeouts
 }
@@ -96,10 +100,10 @@ func (e errStreamTimeout) Temporary() bool { return true }
 
 var _ net.Error = errStreamTimeout("")
 
-func (t *h2Stream) RoundTrip(req *http.Request) (*http.Response, error) {
+func (t *timedStream) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx, cancel := context.WithCancelCause(req.Context())
 	w := &watch{ctx: ctx, cancel: cancel, tm: t.tm}
-	req = req.WithContext(ctx)
+	req = req.WithContext(guardInterim(ctx))
 	if req.Body != nil && req.Body != http.NoBody {
 		req.Body = &watchedBody{ReadCloser: req.Body, w: w}
 	} else {
@@ -114,6 +118,61 @@ func (t *h2Stream) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = &watchedResponse{ReadCloser: resp.Body, w: w}
 	return resp, nil
+}
+
+// errInterimTooLarge is a backend's 1xx heads past maxUpstreamHead, and
+// errUnaskedSwitch a 101 to a request that asked for no upgrade, which
+// the HTTP/2 transport hands over as a 1xx: 502 both.
+var (
+	errInterimTooLarge = errors.New("upstream 1xx heads too large")
+	errUnaskedSwitch   = errors.New("upstream switched protocols unasked")
+)
+
+// guardInterim gives the transport, in place of the request's trace
+// (ReverseProxy's, which relays each 1xx to the client), a copy whose
+// Got1xxResponse refuses a 101 and charges the 1xx heads to
+// maxUpstreamHead, each field 32 bytes more than its length as h1client
+// charges them, before relaying: the standard and HTTP/2 transports bound
+// 1xx heads only while no trace takes them. A trace added on top with
+// httptrace.WithClientTrace could refuse nothing: the old hook still runs
+// after it, and its error is dropped.
+func guardInterim(ctx context.Context) context.Context {
+	relay := httptrace.ContextClientTrace(ctx)
+	if relay == nil || relay.Got1xxResponse == nil {
+		return ctx // the transports bound, and relay, nothing
+	}
+	guarded := *relay
+	left := int64(maxUpstreamHead)
+	guarded.Got1xxResponse = func(code int, h textproto.MIMEHeader) error {
+		if code == http.StatusSwitchingProtocols {
+			return errUnaskedSwitch
+		}
+		for k, vv := range h {
+			for _, v := range vv {
+				left -= int64(len(k) + len(v) + 32)
+			}
+		}
+		if left < 0 {
+			return errInterimTooLarge
+		}
+		return relay.Got1xxResponse(code, h)
+	}
+	return traceCtx{ctx, &guarded}
+}
+
+// traceCtx is a context whose client trace is replaced: httptrace's key is
+// unexported, but the value under it is the one *httptrace.ClientTrace.
+type traceCtx struct {
+	context.Context
+	trace *httptrace.ClientTrace
+}
+
+func (c traceCtx) Value(key any) any {
+	v := c.Context.Value(key)
+	if _, ok := v.(*httptrace.ClientTrace); ok {
+		return c.trace
+	}
+	return v
 }
 
 // watch holds a stream's timers. A timer that fires cancels the stream's

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bufio"
+	"context"
 	"crypto/tls"
 	"io"
 	"log/slog"
@@ -81,6 +83,7 @@ func TestUpstreamsForwardTrailersBothWays(t *testing.T) {
 		url             string
 	}{
 		{upstream.HTTP1, "HTTP/1.1", plain, plain.URL},
+		{upstream.HTTP1, "HTTP/1.1", tlsBackend(t, false, echo), ""},
 		{upstream.H2C, "HTTP/2.0", nil, h2cBackend(t, echo)},
 		{upstream.H2, "HTTP/2.0", tlsBackend(t, true, echo), ""},
 	} {
@@ -135,43 +138,59 @@ func TestH2UpstreamNeedsALPN(t *testing.T) {
 	}
 }
 
-// A backend that sends its head and then stalls is cut at upstream_read;
-// one that never sends its head gets 504 at response_header.
-func TestH2UpstreamStallsAreBounded(t *testing.T) {
-	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
-	backend := tlsBackend(t, true, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/stall-body" {
-			w.Write([]byte("first"))
-			w.(http.Flusher).Flush()
-		}
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	})
-	short := units.Duration(500 * time.Millisecond)
-	c, front := h2Front(t, upstream.H2, backend, backend.URL, Stream{ResponseHeader: short, UpstreamRead: short})
-	start := time.Now()
-	resp, err := c.Get(front + "/stall-head")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusGatewayTimeout {
-		t.Fatalf("stalled head: %d, want 504", resp.StatusCode)
-	}
-	resp, err = c.Get(front + "/stall-body")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err == nil || !strings.HasPrefix(string(body), "first") {
-		t.Fatalf("stalled body: %q, %v; want the first bytes, then a cut", body, err)
-	}
-	if took := time.Since(start); took > 10*time.Second {
-		t.Fatalf("two stalls of 500ms took %v", took)
+// A backend over TLS that sends its head and then stalls is cut at
+// upstream_read, and its request let go; one that never sends its head
+// gets 504 at the route's response_header. Over HTTP/1.1 the standard
+// transport kept only the node's response_header: an https backend that
+// stalled mid-body held the request, and its connection, as long as the
+// client would wait.
+func TestTLSUpstreamStallsAreBounded(t *testing.T) {
+	for _, tc := range []struct {
+		protocol string
+		h2       bool
+	}{{upstream.HTTP1, false}, {upstream.H2, true}} {
+		t.Run(tc.protocol, func(t *testing.T) {
+			letGo := make(chan string, 2)
+			backend := tlsBackend(t, tc.h2, func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/stall-body" {
+					w.Write([]byte("first"))
+					w.(http.Flusher).Flush()
+				}
+				<-r.Context().Done() // the node closed the stream, or its connection
+				letGo <- r.URL.Path
+			})
+			short := units.Duration(500 * time.Millisecond)
+			c, front := h2Front(t, tc.protocol, backend, backend.URL, Stream{ResponseHeader: short, UpstreamRead: short})
+			// Bounds the test's wait, and tells the node's cut from it.
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, front+"/stall-head", nil)
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatalf("stalled head: %v, want 504", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusGatewayTimeout {
+				t.Fatalf("stalled head: %d, want 504", resp.StatusCode)
+			}
+			req, _ = http.NewRequestWithContext(ctx, http.MethodGet, front+"/stall-body", nil)
+			resp, err = c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if ctx.Err() != nil || !strings.HasPrefix(string(body), "first") {
+				t.Fatalf("stalled body: %q (test deadline: %v); want the first bytes, then the node's cut", body, ctx.Err())
+			}
+			for range 2 {
+				select {
+				case <-letGo:
+				case <-ctx.Done():
+					t.Fatal("the node still holds a stalled backend's request")
+				}
+			}
+		})
 	}
 }
 
@@ -218,5 +237,61 @@ func TestH2CRetriesConnectFailuresAndChecksHealthInH2C(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || string(body) != "HTTP/2.0" {
 		t.Fatalf("health check: %d %q", resp.StatusCode, body)
+	}
+}
+
+// A WebSocket to an https backend stays a tunnel: the route's read timeout,
+// which now bounds https responses, leaves it to tunnel_idle.
+func TestWebSocketToHTTPSBackend(t *testing.T) {
+	backend := tlsBackend(t, false, func(w http.ResponseWriter, r *http.Request) {
+		conn, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		rw.Flush()
+		io.Copy(conn, rw) // echo
+	})
+	_, front := h2Front(t, upstream.HTTP1, backend, backend.URL, Stream{UpstreamRead: units.Duration(200 * time.Millisecond)})
+	c, err := tls.Dial("tcp", strings.TrimPrefix(front, "https://"), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second)) // bounds a hang
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	time.Sleep(400 * time.Millisecond) // quiet past upstream_read
+	io.WriteString(c, "ping")
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "ping" {
+		t.Fatalf("echo after a quiet spell: %q, %v", got, err)
+	}
+}
+
+// A 101 nobody asked for is a 502 over every upstream protocol. The
+// HTTP/2 transport hands a 101 to the request's trace as a 1xx, and
+// ReverseProxy relayed it as one: an HTTP/1.1 client then got a closed
+// connection and an HTTP/3 client a 101 with the real head as its
+// trailers.
+func TestUnaskedSwitchIs502(t *testing.T) {
+	h := func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusSwitchingProtocols)
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "after the switch")
+	}
+	for _, tc := range everyUpstream(t, h) {
+		t.Run(tc.name, func(t *testing.T) {
+			c, front := h2Front(t, tc.protocol, tc.backend, tc.url, Stream{})
+			status, body, interim := getCountingInterim(t, c, front+"/x")
+			if status != http.StatusBadGateway || interim != 0 {
+				t.Fatalf("%d %q after %d interim heads relayed; want a 502 and none", status, body, interim)
+			}
+		})
 	}
 }

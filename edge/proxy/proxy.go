@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
+
 	"perigee/edge/exchange"
 	"perigee/edge/h1client"
 	"perigee/edge/upstream"
@@ -134,14 +136,14 @@ func (p *Proxy) Close() {
 }
 
 // Handler serves requests from svc's backends within a route's timeouts
-// (tm, with the node's filled in). Plain-HTTP backends and HTTP/2 services
-// (h2.go) keep each of them; the standard transport of https ones over
-// HTTP/1.1 keeps only the response head's.
+// (tm, with the node's filled in), over every upstream protocol: h1client
+// keeps them for plain-HTTP backends, timedStream (h2.go) for HTTP/2
+// services and https backends over HTTP/1.1.
 func (p *Proxy) Handler(svc *upstream.Service, tm Stream) http.Handler {
 	route := h1client.Timeouts{ResponseHeader: tm.ResponseHeader.D(), Read: tm.UpstreamRead.D(), Write: tm.UpstreamWrite.D()}
-	base := p.transport.Route(route)
+	var base http.RoundTripper = tlsTimed{plain: p.transport.Route(route), tls: &timedStream{rt: p.std, tm: route}}
 	if rt := p.h2.of(svc.Protocol()); rt != nil {
-		base = &h2Stream{rt: rt, tm: route}
+		base = &timedStream{rt: rt, tm: route}
 	}
 	return guard{via: p.via, next: &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
@@ -151,6 +153,20 @@ func (p *Proxy) Handler(svc *upstream.Service, tm Stream) http.Handler {
 		BufferPool:     buffers{},
 		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}}
+}
+
+// tlsTimed sends an HTTP/1.1 service's https requests through tls, which
+// keeps the route's timeouts over the standard transport, and the rest
+// through plain. An upgrade (a WebSocket) goes through plain, whose
+// fallback is that transport too: its body is the tunnel, which
+// tunnel_idle bounds and no read timeout may cut.
+type tlsTimed struct{ plain, tls http.RoundTripper }
+
+func (t tlsTimed) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "https" && !httpguts.HeaderValuesContainsToken(req.Header["Connection"], "upgrade") {
+		return t.tls.RoundTrip(req)
+	}
+	return t.plain.RoundTrip(req)
 }
 
 // guard refuses what must not reach ReverseProxy.
@@ -364,11 +380,14 @@ func (t *balancing) RoundTrip(req *http.Request) (*http.Response, error) {
 			t.svc.Done(b, time.Since(start), false)
 			return nil, &ClientBodyError{body.failed()}
 		}
-		t.svc.Done(b, time.Since(start), resp.StatusCode >= 500)
 		if x != nil {
 			x.UpstreamError = ""
 		}
-		resp.Body = releasing(resp.Body, lease, cancel, x)
+		v := verdict{svc: t.svc, backend: b, took: time.Since(start)}
+		if resp.StatusCode >= 500 {
+			v.judge(true) // failed already, whatever its body
+		}
+		resp.Body = releasing(resp.Body, lease, cancel, x, v)
 		return resp, nil
 	}
 }
@@ -499,33 +518,61 @@ func idempotent(method string) bool {
 // reading it failed. A 101 Switching Protocols body is read-write (a
 // WebSocket), and keeps being. The attempt is held in the body's wrapper
 // itself rather than in a closure: one allocation an attempt, not three.
-func releasing(body io.ReadCloser, lease upstream.Lease, cancel context.CancelFunc, x *exchange.Exchange) io.ReadCloser {
+func releasing(body io.ReadCloser, lease upstream.Lease, cancel context.CancelFunc, x *exchange.Exchange, v verdict) io.ReadCloser {
 	if rw, ok := body.(io.ReadWriteCloser); ok {
 		// An upgraded stream is copied on goroutines that may outlive the
-		// request and its pooled record: it notes nothing there.
+		// request and its pooled record: it notes nothing there. The
+		// switch is the answer: the tunnel's end is no verdict on it.
+		v.judge(false)
 		return &releaseRW{releaseBody: releaseBody{ReadCloser: body, lease: lease, cancel: cancel}, w: rw}
 	}
-	return &releaseBody{ReadCloser: body, lease: lease, cancel: cancel, x: x}
+	return &releaseBody{ReadCloser: body, lease: lease, cancel: cancel, x: x, verdict: v}
+}
+
+// verdict is an answer's outcome for its backend's passive health, given
+// once its body has ended: a backend that sends good heads and then cuts
+// every body is failing, however its heads look.
+type verdict struct {
+	svc     *upstream.Service // nil once given
+	backend *upstream.Backend
+	took    time.Duration // to the response head
+}
+
+func (v *verdict) judge(failed bool) {
+	if v.svc != nil {
+		v.svc.Done(v.backend, v.took, failed)
+		v.svc = nil
+	}
 }
 
 type releaseBody struct {
 	io.ReadCloser
-	lease  upstream.Lease
-	cancel context.CancelFunc // the attempt's context
-	x      *exchange.Exchange
-	ended  atomic.Bool
+	lease   upstream.Lease
+	cancel  context.CancelFunc // the attempt's context
+	x       *exchange.Exchange
+	verdict verdict
+	cut     atomic.Bool // a read failed, and not for the client's sake
+	ended   atomic.Bool
 }
 
 func (r *releaseBody) Read(p []byte) (int, error) {
 	n, err := r.ReadCloser.Read(p)
-	if err != nil && err != io.EOF && r.x != nil {
-		r.x.UpstreamError = ErrorClass(err)
+	if err != nil && err != io.EOF {
+		if r.x != nil {
+			r.x.UpstreamError = ErrorClass(err)
+		}
+		// Not the request's context: the client left, or its own
+		// deadline (a gRPC timeout) passed.
+		if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			r.cut.Store(true)
+		}
 	}
 	return n, err
 }
 
 func (r *releaseBody) Close() error {
 	if r.ended.CompareAndSwap(false, true) {
+		r.verdict.judge(r.cut.Load())
 		r.lease.End()
 		r.cancel()
 	}
