@@ -424,14 +424,19 @@ func (w *recorder) WriteHeader(code int) {
 // goes out after the handler returns, under sendWatch.tail too.
 const buffered = 2 << 10
 
-// finalHead notes the response's status and puts back what the header map
-// lost of the node's own headers.
+// finalHead notes the response's status and makes the node's own headers
+// the node's alone: the map may have lost them (the proxy clears it after
+// relaying a 1xx), and the proxy adds a backend's after them. A backend's
+// Alt-Svc would send clients to reach this origin elsewhere, past the
+// node, or stop its HTTP/3; a second X-Request-Id is not the one logged.
 func (w *recorder) finalHead(code int) {
 	w.final = true
 	w.x.Status = code
 	h := w.ResponseWriter.Header()
 	for i, k := range ownHeaders {
-		if _, ok := h[k]; !ok && w.own[i] != "" {
+		if v := h[k]; w.own[i] == "" {
+			delete(h, k)
+		} else if len(v) != 1 || v[0] != w.own[i] {
 			h[k] = []string{w.own[i]}
 		}
 	}

@@ -63,3 +63,35 @@ func TestSlowBodySetsNoDeadlineAfterTheHandlerReturned(t *testing.T) {
 		t.Errorf("deadlines set after the handler returned: %v", w.deadlines[1:])
 	}
 }
+
+// The node owns X-Request-Id and Alt-Svc on its answers. A backend's were
+// added after the node's: clients saw two request ids, the first the
+// node's, and a backend's Alt-Svc (its own port, another host, "clear")
+// told clients where to reach the gateway's origin, past it, or stopped
+// its HTTP/3 advertisement. Now the client sees the node's only, and over
+// HTTP/3, where the node advertises nothing, no Alt-Svc at all.
+func TestBackendCannotSetTheNodesOwnHeaders(t *testing.T) {
+	n := startNode(t, nodeYAML("round_robin", serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Request-Id", "backend-id")
+		w.Header().Add("Alt-Svc", `h3="backend.example:443"; ma=86400`)
+		w.Header().Add("Alt-Svc", "clear")
+		io.WriteString(w, "ok")
+	}))))
+	for _, pc := range allClients(t) {
+		resp, body := get(t, pc.client, "https://"+n.Addrs().HTTPS+"/")
+		if body != "ok" {
+			t.Fatalf("%s: %q", pc.name, body)
+		}
+		if ids := resp.Header.Values("X-Request-Id"); len(ids) != 1 || ids[0] == "backend-id" {
+			t.Errorf("%s: X-Request-Id %q, want the node's only", pc.name, ids)
+		}
+		alt := resp.Header.Values("Alt-Svc")
+		want := []string{n.listeners.altSvc}
+		if resp.ProtoMajor == 3 {
+			want = nil
+		}
+		if strings.Join(alt, "|") != strings.Join(want, "|") {
+			t.Errorf("%s: Alt-Svc %q, want %q", pc.name, alt, want)
+		}
+	}
+}
