@@ -74,8 +74,10 @@ func runNode(cfg *config.Config, log *slog.Logger, logDropped func() uint64, std
 			}
 			continue
 		}
-		log.Info("shutting down: draining requests in flight", "signal", sig.String(), "deadline", cfg.Timeouts.Drain.D())
+		log.Info("shutting down: draining requests in flight", "signal", sig.String(), "deadline", cfg.Timeouts.Drain.D(),
+			"stop_at_once", "send SIGTERM or SIGINT again")
 		drain, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.Drain.D())
+		go cutShortOnSecondSignal(drain, signals, cancel, log)
 		err := node.Shutdown(drain)
 		cancel()
 		if err != nil {
@@ -84,6 +86,25 @@ func runNode(cfg *config.Config, log *slog.Logger, logDropped func() uint64, std
 		return nil
 	}
 	return nil
+}
+
+// cutShortOnSecondSignal ends the drain, by cancel, on a second SIGTERM or
+// SIGINT (Ctrl-C twice): the operator wants the node gone now, and
+// Shutdown then closes what is open and stops the replicas at once. A
+// reload or reopen asked for during the drain is dropped.
+func cutShortOnSecondSignal(drain context.Context, signals <-chan os.Signal, cancel context.CancelFunc, log *slog.Logger) {
+	for {
+		select {
+		case <-drain.Done():
+			return
+		case sig := <-signals:
+			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+				log.Warn("second signal: stopping at once, requests still in flight are cut", "signal", sig.String())
+				cancel()
+				return
+			}
+		}
+	}
 }
 
 func printWelcome(w io.Writer, cfg *config.Config, node *edge.Node) {
