@@ -75,9 +75,9 @@ func runNode(cfg *config.Config, log *slog.Logger, logDropped func() uint64, std
 			continue
 		}
 		log.Info("shutting down: draining requests in flight", "signal", sig.String(), "deadline", cfg.Timeouts.Drain.D(),
-			"stop_at_once", "send SIGTERM or SIGINT again")
+			"stop_at_once", "send "+sig.String()+" again")
 		drain, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.Drain.D())
-		go cutShortOnSecondSignal(drain, signals, cancel, log)
+		go cutShortOnSecondSignal(drain, sig, signals, cancel, log)
 		err := node.Shutdown(drain)
 		cancel()
 		if err != nil {
@@ -88,20 +88,26 @@ func runNode(cfg *config.Config, log *slog.Logger, logDropped func() uint64, std
 	return nil
 }
 
-// cutShortOnSecondSignal ends the drain, by cancel, on a second SIGTERM or
-// SIGINT (Ctrl-C twice): the operator wants the node gone now, and
-// Shutdown then closes what is open and stops the replicas at once. A
-// reload or reopen asked for during the drain is dropped.
-func cutShortOnSecondSignal(drain context.Context, signals <-chan os.Signal, cancel context.CancelFunc, log *slog.Logger) {
+// cutShortOnSecondSignal ends the drain, by cancel, when first (SIGTERM
+// or SIGINT) comes again (Ctrl-C twice): the operator wants the node gone
+// now, and Shutdown then closes what is open and stops the replicas at
+// once. The other of the two is not taken for a repeat: a terminal's
+// Ctrl-C reaches a whole process group, so a supervisor in it that passes
+// the stop on as SIGTERM (perigee fleet does) would cut every drain short.
+// A reload or reopen asked for during the drain is dropped.
+func cutShortOnSecondSignal(drain context.Context, first os.Signal, signals <-chan os.Signal, cancel context.CancelFunc, log *slog.Logger) {
 	for {
 		select {
 		case <-drain.Done():
 			return
 		case sig := <-signals:
-			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+			switch sig {
+			case first:
 				log.Warn("second signal: stopping at once, requests still in flight are cut", "signal", sig.String())
 				cancel()
 				return
+			case syscall.SIGTERM, syscall.SIGINT:
+				log.Info("draining on: only the signal that began the drain stops it at once", "signal", sig.String(), "began", first.String())
 			}
 		}
 	}
