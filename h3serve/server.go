@@ -5,6 +5,7 @@ package h3serve
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -338,7 +339,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 			if err != nil {
 				return
 			}
-			go drainUnidirectional(hc, str)
+			go s.serveUnidirectional(hc, str)
 		}
 	}()
 	var requests sync.WaitGroup
@@ -371,16 +372,43 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	}
 }
 
-// drainUnidirectional hands str to quic-go, then reads and drops what is
-// left of it. quic-go returns at once from a QPACK encoder or decoder
-// stream, and reads nothing of it (it uses no dynamic table), but leaves
-// it open: what the peer sent on it would stay in the connection's
-// receive window (768 KiB), unread, until the connection closed. On the
-// other streams quic-go returns once it has read or cancelled all there
-// is, and the read ends at once.
-func drainUnidirectional(hc *http3.RawServerConn, str *quic.ReceiveStream) {
+// serveUnidirectional hands str to quic-go once its stream type is in,
+// then reads and drops what is left of it. quic-go reads the type with no
+// deadline, and until it comes the stream holds one of the connection's
+// unidirectional stream slots and this goroutine: a stream whose type has
+// not come within readHeader has its reading stopped with
+// H3_STREAM_CREATION_ERROR instead. quic-go returns at once from a QPACK
+// encoder or decoder stream, and reads nothing of it (it uses no dynamic
+// table), but leaves it open: what the peer sent on it would stay in the
+// connection's receive window (768 KiB), unread, until the connection
+// closed. On the other streams quic-go returns once it has read or
+// cancelled all there is, and the read ends at once.
+func (s *Server) serveUnidirectional(hc *http3.RawServerConn, str *quic.ReceiveStream) {
+	if !awaitStreamType(str, s.readHeader) {
+		str.CancelRead(quic.StreamErrorCode(http3.ErrCodeStreamCreationError))
+		return
+	}
 	hc.HandleUnidirectionalStream(str)
 	_, _ = io.Copy(io.Discard, str)
+}
+
+// awaitStreamType waits up to d (zero: no bound) for the variable-length
+// integer that starts str, its stream type, without consuming it, and
+// says false if d ran out first. An end or a reset of the stream is
+// quic-go's to see.
+func awaitStreamType(str *quic.ReceiveStream, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	_ = str.SetReadDeadline(time.Now().Add(d))
+	defer str.SetReadDeadline(time.Time{}) // a control stream is read for as long as its connection lives
+	var typ [8]byte
+	_, err := str.Peek(typ[:1])
+	if err == nil {
+		_, err = str.Peek(typ[:1<<(typ[0]>>6)]) // the top two bits give the integer's length
+	}
+	var ne net.Error
+	return !errors.As(err, &ne) || !ne.Timeout()
 }
 
 // handle serves a request stream on an idle worker, or on a new one. A

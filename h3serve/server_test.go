@@ -422,3 +422,44 @@ func TestRequestTrailersReachACopyOfTheRequest(t *testing.T) {
 		t.Fatalf("the handler's copy of the request had trailer X-Checksum %s, want [\"abc123\"]", b)
 	}
 }
+
+// quic-go reads a unidirectional stream's type with no deadline, and the
+// stream holds one of the connection's 100 unidirectional stream slots and
+// a goroutine until it arrives: a client that opened them all with half a
+// type each held 100 goroutines and streams per connection for as long as
+// it kept the connection alive. The type must come within readHeader, or
+// the stream's reading is stopped with H3_STREAM_CREATION_ERROR; the
+// control stream, once typed, is read on without a deadline.
+func TestUnidirectionalStreamTypeIsBounded(t *testing.T) {
+	const readHeader = 300 * time.Millisecond
+	_, addr := serve(t, ok, readHeader)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn := dial(t, ctx, addr)
+	cc := (&http3.Transport{}).NewClientConn(conn) // its control stream, typed at once
+	var stalled []*quic.SendStream
+	for range 20 {
+		str, err := conn.OpenUniStreamSync(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := str.Write([]byte{0x40}); err != nil { // the first byte of a two-byte type
+			t.Fatal(err)
+		}
+		stalled = append(stalled, str)
+	}
+	for i, str := range stalled {
+		select {
+		case <-str.Context().Done():
+		case <-time.After(15 * readHeader):
+			t.Fatalf("stream %d: still held %v after sending half its type", i, 15*readHeader)
+		}
+		var se *quic.StreamError
+		if err := context.Cause(str.Context()); !errors.As(err, &se) || se.ErrorCode != quic.StreamErrorCode(http3.ErrCodeStreamCreationError) {
+			t.Fatalf("stream %d ended with %v, want the server to stop reading it with H3_STREAM_CREATION_ERROR", i, err)
+		}
+	}
+	if got := get(t, cc, "https://"+addr+"/"); got != "ok" { // past readHeader: the control stream lives on
+		t.Fatalf("a request on the same connection: %q", got)
+	}
+}

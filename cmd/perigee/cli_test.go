@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -272,6 +273,22 @@ routes:
 	for _, bad := range []string{"SPKI", "curl -k", "ignore-certificate-errors"} {
 		if strings.Contains(out, bad) {
 			t.Errorf("banner of an ACME node shows %q:\n%s", bad, out)
+		}
+	}
+}
+
+// The demo backend makes its answer body at start, --size bytes of it: a
+// size past what can be allocated panicked (makeslice: len out of range),
+// and a large one took that much memory before the first request. It is
+// refused as a usage error, above the 64 MiB the size= parameter allows.
+func TestSampleBackendRefusesAnUnallocatableSize(t *testing.T) {
+	for _, size := range []string{"9223372036854775807", "40000000000", "67108865"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a size taken serves until killed
+		out, err := exec.CommandContext(ctx, bin, "sample-backend", "--listen", "127.0.0.1:0", "--size", size).CombinedOutput()
+		cancel()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || strings.Contains(string(out), "panic") || !strings.Contains(string(out), "--size") {
+			t.Errorf("--size %s: %v:\n%s", size, err, out)
 		}
 	}
 }

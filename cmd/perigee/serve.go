@@ -74,8 +74,10 @@ func runNode(cfg *config.Config, log *slog.Logger, logDropped func() uint64, std
 			}
 			continue
 		}
-		log.Info("shutting down: draining requests in flight", "signal", sig.String(), "deadline", cfg.Timeouts.Drain.D())
+		log.Info("shutting down: draining requests in flight", "signal", sig.String(), "deadline", cfg.Timeouts.Drain.D(),
+			"stop_at_once", "send "+sig.String()+" again")
 		drain, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.Drain.D())
+		go cutShortOnSecondSignal(drain, sig, signals, cancel, log)
 		err := node.Shutdown(drain)
 		cancel()
 		if err != nil {
@@ -84,6 +86,31 @@ func runNode(cfg *config.Config, log *slog.Logger, logDropped func() uint64, std
 		return nil
 	}
 	return nil
+}
+
+// cutShortOnSecondSignal ends the drain, by cancel, when first (SIGTERM
+// or SIGINT) comes again (Ctrl-C twice): the operator wants the node gone
+// now, and Shutdown then closes what is open and stops the replicas at
+// once. The other of the two is not taken for a repeat: a terminal's
+// Ctrl-C reaches a whole process group, so a supervisor in it that passes
+// the stop on as SIGTERM (perigee fleet does) would cut every drain short.
+// A reload or reopen asked for during the drain is dropped.
+func cutShortOnSecondSignal(drain context.Context, first os.Signal, signals <-chan os.Signal, cancel context.CancelFunc, log *slog.Logger) {
+	for {
+		select {
+		case <-drain.Done():
+			return
+		case sig := <-signals:
+			switch sig {
+			case first:
+				log.Warn("second signal: stopping at once, requests still in flight are cut", "signal", sig.String())
+				cancel()
+				return
+			case syscall.SIGTERM, syscall.SIGINT:
+				log.Info("draining on: only the signal that began the drain stops it at once", "signal", sig.String(), "began", first.String())
+			}
+		}
+	}
 }
 
 func printWelcome(w io.Writer, cfg *config.Config, node *edge.Node) {
@@ -132,6 +159,11 @@ func validate(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// maxSampleSize bounds --size as the backend bounds a request's size=: the
+// body is made whole at start, so a size past what can be allocated would
+// panic, and a large one hold that much memory.
+const maxSampleSize = 64 << 20
+
 func sampleBackend(args []string, stderr io.Writer) error {
 	fs := newFlags("sample-backend", stderr)
 	listen := fs.String("listen", "127.0.0.1:9001", "address to listen on")
@@ -142,8 +174,8 @@ func sampleBackend(args []string, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *errorRate < 0 || *errorRate > 1 || *size < 0 || *latency < 0 {
-		fmt.Fprintln(stderr, "perigee sample-backend: --error-rate must be 0..1, --size and --latency non-negative")
+	if *errorRate < 0 || *errorRate > 1 || *size < 0 || *size > maxSampleSize || *latency < 0 {
+		fmt.Fprintf(stderr, "perigee sample-backend: --error-rate must be 0..1, --size 0..%d, --latency non-negative\n", maxSampleSize)
 		return errUsage
 	}
 	if *name == "" {
