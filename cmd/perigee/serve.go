@@ -159,11 +159,6 @@ func validate(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// maxSampleSize bounds --size as the backend bounds a request's size=: the
-// body is made whole at start, so a size past what can be allocated would
-// panic, and a large one hold that much memory.
-const maxSampleSize = 64 << 20
-
 func sampleBackend(args []string, stderr io.Writer) error {
 	fs := newFlags("sample-backend", stderr)
 	listen := fs.String("listen", "127.0.0.1:9001", "address to listen on")
@@ -174,8 +169,8 @@ func sampleBackend(args []string, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *errorRate < 0 || *errorRate > 1 || *size < 0 || *size > maxSampleSize || *latency < 0 {
-		fmt.Fprintf(stderr, "perigee sample-backend: --error-rate must be 0..1, --size 0..%d, --latency non-negative\n", maxSampleSize)
+	if *errorRate < 0 || *errorRate > 1 || *size < 0 || *size > samplebackend.MaxSize || *latency < 0 {
+		fmt.Fprintf(stderr, "perigee sample-backend: --error-rate must be 0..1, --size 0..%d, --latency non-negative\n", samplebackend.MaxSize)
 		return errUsage
 	}
 	if *name == "" {

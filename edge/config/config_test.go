@@ -58,6 +58,7 @@ routes:
 		{"bad duration", base + "timeouts: {connect: 5 seconds}\n", `bad.yaml:8: bad duration "5 seconds"`},
 		{"negative timeout", base + "timeouts: {client_body: -1s}\n", `bad.yaml:8: negative duration "-1s"`},
 		{"capacity past what gossip carries", base + "node: {capacity: 2147483648}\n", `bad.yaml:8: capacity must be 0..2147483647, got 2147483648`},
+		{"sample backend past what it can hold", base + "sample_backends: [{listen: \"127.0.0.1:9002\", size: 1000000GiB}]\n", `bad.yaml:8: size must be at most 67108864 bytes (64 MiB), got 1073741824000000`},
 		{"negative capacity", base + "node: {capacity: -1}\n", `bad.yaml:8: capacity must be 0..2147483647, got -1`},
 		{"negative route timeout", strings.Replace(base, "service: api", "service: api\n    timeouts: {upstream_read: -2s}", 1), `bad.yaml:8: negative duration "-2s"`},
 		{"unknown route timeout", strings.Replace(base, "service: api", "service: api\n    timeouts: {drain: 1s}", 1), `unknown key "drain"`},

@@ -14,6 +14,7 @@ import (
 	"perigee/certs/acme"
 	"perigee/connlimit"
 	"perigee/edge/route"
+	"perigee/edge/samplebackend"
 	"perigee/edge/urlpath"
 	"perigee/files"
 	"perigee/geo"
@@ -73,6 +74,9 @@ func (c *Config) validate(v *validator) {
 		}
 		if sb.ErrorRate < 0 || sb.ErrorRate > 1 {
 			v.at(p("sample_backends", i, "error_rate"), "error_rate must be between 0 and 1")
+		}
+		if sb.Size < 0 || sb.Size > samplebackend.MaxSize {
+			v.at(p("sample_backends", i, "size"), "size must be at most %d bytes (64 MiB), got %d", samplebackend.MaxSize, sb.Size)
 		}
 	}
 }

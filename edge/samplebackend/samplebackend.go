@@ -19,6 +19,11 @@ import (
 	"perigee/units"
 )
 
+// MaxSize bounds a body the backend answers, Size and a request's size=:
+// the body is made whole, so a size past what can be allocated would panic,
+// and a large one hold that much memory.
+const MaxSize = 64 << 20
+
 // Options shape the backend's answers.
 type Options struct {
 	Name      string         `yaml:"name" json:"name"`
@@ -80,7 +85,7 @@ func Handler(o Options) http.Handler {
 			status = http.StatusInternalServerError
 		}
 		out := body
-		if s, err := strconv.Atoi(q.Get("size")); err == nil && s >= 0 && s <= 64<<20 {
+		if s, err := strconv.Atoi(q.Get("size")); err == nil && s >= 0 && s <= MaxSize {
 			out = filler(s)
 		}
 		h.Set("Content-Type", "text/plain")
