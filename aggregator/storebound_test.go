@@ -1,7 +1,6 @@
 package aggregator_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -9,11 +8,11 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"perigee/aggregator"
+	"perigee/logtest"
 	"perigee/telemetry"
 	"perigee/telemetry/wire"
 )
@@ -163,28 +162,10 @@ func TestFloodingNodeIsRefusedWhileOthersAreStored(t *testing.T) {
 	}
 }
 
-// logBuffer is a log a test reads while the aggregator writes it.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // The development token sends as any node, so no per-node bound holds for
 // it: starting with it says so, once.
 func TestDevelopmentTokenIsWarnedAboutOnce(t *testing.T) {
-	var log logBuffer
+	var log logtest.Buffer
 	a := startAggregatorLogging(t, func(c *aggregator.Config) { c.Tokens["*"] = tokenDev }, slog.New(slog.NewTextHandler(&log, nil)))
 	post(t, a, tokenDev, bulkyBatch(t, "node-a", 1, 0))
 	a.stop()
@@ -197,7 +178,7 @@ func TestDevelopmentTokenIsWarnedAboutOnce(t *testing.T) {
 // result, with the count of those left out: a flood of requests without a
 // token was a log line each.
 func TestRefusalsAreLoggedAtARate(t *testing.T) {
-	var log logBuffer
+	var log logtest.Buffer
 	a := startAggregatorLogging(t, nil, slog.New(slog.NewTextHandler(&log, nil)))
 	start := time.Now()
 	const posts = 50

@@ -12,11 +12,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"perigee/edge/config"
+	"perigee/logtest"
 )
 
 // A client that promises a body and stops sending gets 408 within its
@@ -164,24 +164,6 @@ func TestDrainClosesWebSocketsAtItsDeadline(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log sink the node may write from many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // A 502 or 504 says in the access log why the backend failed, and how long
 // it took, as nginx's error log does.
 func TestAccessLogSaysWhyTheUpstreamFailed(t *testing.T) {
@@ -206,7 +188,7 @@ routes:
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	n, err := New(cfg, Options{Log: slog.New(slog.NewJSONHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 
 	"perigee/runtime/wasm"
 
+	"perigee/logtest"
 	"perigee/units"
 )
 
@@ -106,7 +107,7 @@ func TestProxyServesEveryProtocol(t *testing.T) {
 	defer backend.Close()
 	addr := "127.0.0.1:" + freePort(t, "127.0.0.1")
 	cmd := exec.Command(bin, "proxy", "--to", strings.TrimPrefix(backend.URL, "http://"), "--from", addr, "--log-format", "json")
-	out := &lockedBuffer{}
+	out := &logtest.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"perigee/geo/demodb"
+	"perigee/logtest"
 )
 
 // bin is the perigee binary the tests run as real child processes.
@@ -162,31 +163,13 @@ func freePort(t *testing.T, host string) string {
 // child is a running `perigee serve`.
 type child struct {
 	cmd *exec.Cmd
-	out *lockedBuffer
-}
-
-// lockedBuffer collects a child's output while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	out *logtest.Buffer
 }
 
 func serveChild(t *testing.T, config string) *child {
 	t.Helper()
 	cmd := exec.Command(bin, "serve", "--config", config, "--log-format", "json")
-	out := &lockedBuffer{}
+	out := &logtest.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -26,6 +26,7 @@ import (
 
 	"perigee/aggregator/vmtest"
 	"perigee/certs"
+	"perigee/logtest"
 	"perigee/telemetry/wire"
 )
 
@@ -65,7 +66,7 @@ func TestTelemetryTierExactlyOnceIntoVictoriaMetrics(t *testing.T) {
 		addr, config string
 		proxy        *answerLosingProxy
 		cmd          *exec.Cmd
-		out          *lockedBuffer
+		out          *logtest.Buffer
 	}
 	aggs := make([]*aggProc, 2)
 	for i := range aggs {
@@ -81,7 +82,7 @@ func TestTelemetryTierExactlyOnceIntoVictoriaMetrics(t *testing.T) {
 	}
 	start := func(a *aggProc) {
 		t.Helper()
-		a.out = &lockedBuffer{}
+		a.out = &logtest.Buffer{}
 		a.cmd = exec.Command(bin, "aggregate", "--config", a.config, "--log-format", "json")
 		a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
 		if err := a.cmd.Start(); err != nil {

@@ -9,9 +9,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"perigee/logtest"
 )
 
 // A cache entry that was damaged on disk (one flipped byte, or cut short)
@@ -96,7 +97,7 @@ func TestForeignCacheEntryIgnored(t *testing.T) {
 // the probe, checks it serves a request, and returns the host's log.
 func loadAndServe(t *testing.T, dir string, wasm []byte) string {
 	t.Helper()
-	var logs syncBuffer
+	var logs logtest.Buffer
 	h, err := NewHost(Options{CacheDir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -122,23 +123,6 @@ func cacheEntries(t *testing.T, dir string) []string {
 		t.Fatal(err)
 	}
 	return paths
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // A sealed entry put in another entry's place, seal and all, fails its

@@ -4,7 +4,6 @@
 package acmetest
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
@@ -17,7 +16,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +23,7 @@ import (
 	"golang.org/x/crypto/ocsp"
 
 	"perigee/certs"
+	"perigee/logtest"
 )
 
 // Options shape the CA.
@@ -102,7 +101,7 @@ func Start(t testing.TB, o Options) *Pebble {
 	// No random validation sleeps and no nonce rejections: a test then
 	// waits only for the work itself.
 	cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
-	var out syncBuffer
+	var out logtest.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -285,21 +284,4 @@ func port(t testing.TB, addr string) int {
 		t.Fatalf("pebble: %q: %v", addr, err)
 	}
 	return n
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
