@@ -23,11 +23,10 @@ var dashboardPage = map[string]bool{"/": true, "/index.html": true, "/app.js": t
 
 // readAPIToken reads the API's bearer token from path.
 func readAPIToken(path string) ([32]byte, error) {
-	b, err := files.Read(path, 64<<10)
+	tok, err := files.ReadToken(path, 64<<10)
 	if err != nil {
 		return [32]byte{}, fmt.Errorf("api_token_file: %w", err)
 	}
-	tok := strings.TrimSpace(string(b))
 	if len(tok) < 16 {
 		return [32]byte{}, fmt.Errorf("api_token_file %s: the token is shorter than 16 characters", path)
 	}

@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -273,13 +272,9 @@ func readToken(path string) (string, error) {
 	if path == "" {
 		return "", nil
 	}
-	b, err := files.Read(path, config.MaxSecretBytes)
+	tok, err := files.ReadToken(path, config.MaxSecretBytes)
 	if err != nil {
 		return "", fmt.Errorf("admin.token_file: %w", err)
-	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		return "", fmt.Errorf("admin.token_file %s is empty", path)
 	}
 	return tok, nil
 }

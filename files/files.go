@@ -14,6 +14,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 )
 
@@ -33,6 +34,26 @@ func (e *TooLargeError) Error() string {
 // Read reads the regular file at path, or the one a symlink there names,
 // if it holds at most limit bytes.
 func Read(path string, limit int64) ([]byte, error) { return read(path, limit, 0) }
+
+// ReadToken reads a secret (a bearer token) from path, within limit: the
+// file's content without surrounding white space, which must not be
+// empty (an *EmptyError).
+func ReadToken(path string, limit int64) (string, error) {
+	b, err := Read(path, limit)
+	if err != nil {
+		return "", err
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", &EmptyError{Path: path}
+	}
+	return tok, nil
+}
+
+// EmptyError is a token file that holds nothing but white space.
+type EmptyError struct{ Path string }
+
+func (e *EmptyError) Error() string { return e.Path + " is empty" }
 
 // ReadOwn reads a file this program wrote under its own name: a symlink
 // found there is refused, not followed, as it may point anywhere.

@@ -51,18 +51,16 @@ func (c *Config) check(ctx context.Context, v *validator) {
 		}
 	}
 	if c.Admin.TokenFile != "" {
-		b, err := files.Read(c.Admin.TokenFile, MaxSecretBytes)
-		switch {
-		case tooLarge(err):
+		_, err := files.ReadToken(c.Admin.TokenFile, MaxSecretBytes)
+		var empty *files.EmptyError
+		if tooLarge(err) || errors.As(err, &empty) {
 			v.at(p("admin", "token_file"), "admin.token_file: %v", err)
-		case err == nil && strings.TrimSpace(string(b)) == "":
-			v.at(p("admin", "token_file"), "admin.token_file %s is empty", c.Admin.TokenFile)
 		}
 	}
 	if t := c.Telemetry; t != nil {
 		token, ca := t.CheckFiles()
 		if token != nil && readable(t.TokenFile) {
-			v.at(p("telemetry", "token_file"), "telemetry.token_file %v", token)
+			v.at(p("telemetry", "token_file"), "telemetry.token_file: %v", token)
 		}
 		if ca != nil && readable(t.CAFile) {
 			v.at(p("telemetry", "ca_file"), "telemetry.%v", ca)

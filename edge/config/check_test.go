@@ -118,7 +118,7 @@ geo: {database: `+db+`}
 		t.Fatal("passed")
 	}
 	got := err.Error()
-	for _, want := range []string{cfg + ":2: tls: loading", cfg + ":3: admin.token_file " + token + " is empty", cfg + `:7: service "api": kubernetes actuator api:`, cfg + ":9: geo.database: "} {
+	for _, want := range []string{cfg + ":2: tls: loading", cfg + ":3: admin.token_file: " + token + " is empty", cfg + `:7: service "api": kubernetes actuator api:`, cfg + ":9: geo.database: "} {
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in:\n%s", want, got)
 		}
@@ -163,7 +163,7 @@ telemetry: {aggregator: "https://127.0.0.1:9443", token_file: `+blank+`, ca_file
 		cfg + ":2: admin.token_file: " + token + ": over 65536 bytes",
 		cfg + `:4: transform "t": ` + module + ": over 268435456 bytes",
 		cfg + ":5: acme.ca_roots: " + roots + " holds no PEM certificate",
-		cfg + ":9: telemetry.token_file " + blank + " is empty",
+		cfg + ":9: telemetry.token_file: " + blank + " is empty",
 		cfg + ":9: telemetry.ca_file " + roots + ": no PEM certificate in it",
 	} {
 		if !strings.Contains(got, want) {

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strings"
 	"time"
 
 	"perigee/files"
@@ -113,7 +112,7 @@ func (c *Config) validate() (token string, err error) {
 	}
 	if c.TokenFile != "" {
 		var err error
-		if token, err = readToken(c.TokenFile); err != nil {
+		if token, err = files.ReadToken(c.TokenFile, maxTokenBytes); err != nil {
 			bad("token_file: %w", err)
 		}
 	}
@@ -123,24 +122,14 @@ func (c *Config) validate() (token string, err error) {
 	return token, nil
 }
 
-// readToken reads the node's bearer token from path.
-func readToken(path string) (string, error) {
-	b, err := files.Read(path, 64<<10)
-	if err != nil {
-		return "", err
-	}
-	token := strings.TrimSpace(string(b))
-	if token == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	return token, nil
-}
+// maxTokenBytes bounds the token file.
+const maxTokenBytes = 64 << 10
 
 // CheckFiles reads the token and CA files as New does and says what New
 // would refuse in each, starting nothing: for a config's validation.
 func (c Config) CheckFiles() (token, ca error) {
 	if c.TokenFile != "" {
-		_, token = readToken(c.TokenFile)
+		_, token = files.ReadToken(c.TokenFile, maxTokenBytes)
 	}
 	_, ca = tlsConfig(c.CAFile, c.InsecureSkipVerify)
 	return token, ca
