@@ -19,6 +19,7 @@ import (
 
 	"perigee/connlimit"
 	"perigee/files"
+	"perigee/loopback"
 	"perigee/units"
 )
 
@@ -197,7 +198,7 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen", "want host:port, got %q", c.Listen)
-	} else if c.APITokenFile == "" && !onLoopback(c.Listen) {
+	} else if c.APITokenFile == "" && !loopback.Host(c.Listen) {
 		bad("api_token_file", "required when listen (%s) is not on loopback: the API and the dashboard show the whole fleet to whoever reaches it", c.Listen)
 	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {

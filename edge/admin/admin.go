@@ -9,11 +9,10 @@ import (
 	"crypto/subtle"
 	_ "embed"
 	"encoding/json"
-	"net"
 	"net/http"
 	"net/http/pprof"
-	"net/netip"
-	"strings"
+
+	"perigee/loopback"
 )
 
 // indexHTML is the read-only page at /: status, services, routes and the
@@ -78,7 +77,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// open could still, through DNS rebinding (its own name resolving to
 	// 127.0.0.1) or a cross-origin form. Both show in the request: the Host
 	// is the page's name, the Origin the page's.
-	if a.token == "" && !loopbackHost(r.Host) {
+	if a.token == "" && !loopback.Host(r.Host) {
 		WriteJSON(w, http.StatusForbidden, map[string]string{"error": "admin API without a token answers only Host 127.0.0.1, [::1] or localhost"})
 		return
 	}
@@ -115,20 +114,6 @@ func proxied(h http.Header) bool {
 		}
 	}
 	return false
-}
-
-// loopbackHost is true for a Host of 127.0.0.0/8, ::1 or localhost, with
-// any port or none.
-func loopbackHost(host string) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.IsLoopback()
 }
 
 // WriteJSON writes v as indented JSON with status.

@@ -19,6 +19,7 @@ import (
 	"perigee/files"
 	"perigee/geo"
 	"perigee/geo/geoip"
+	"perigee/loopback"
 	"perigee/mesh"
 	"perigee/policies/actuator"
 	"perigee/via"
@@ -120,7 +121,7 @@ func (c *Config) validateListen(v *validator) {
 		}
 		used[a.addr] = a.key
 	}
-	if host, _, err := net.SplitHostPort(l.Admin); err == nil && !isLoopback(host) && c.Admin.TokenFile == "" {
+	if _, _, err := net.SplitHostPort(l.Admin); err == nil && !loopback.Host(l.Admin) && c.Admin.TokenFile == "" {
 		v.at(p("listen", "admin"), "admin listener %q is not on loopback: set admin.token_file", l.Admin)
 	}
 }
@@ -169,14 +170,6 @@ func (c *Config) validateACME(v *validator) {
 			}
 		}
 	}
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.IsLoopback()
 }
 
 func (c *Config) validateService(v *validator, name string, s *Service) {
