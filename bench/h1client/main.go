@@ -23,14 +23,13 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"perigee/bench/machine"
+	"perigee/bench/stats"
 	"perigee/edge/h1client"
 )
 
@@ -86,17 +85,17 @@ func main() {
 	fmt.Fprintf(&b, "one process: backend (64-byte body), httputil.ReverseProxy over each transport, %d keep-alive HTTP/1.1 clients, loopback\n", *clients)
 	fmt.Fprintf(&b, "medians of %d alternating rounds; CPU is the whole process's (clients + proxy + backend), proxy = target - direct\n\n", *rounds)
 	fmt.Fprintf(&b, "%-9s %9s %12s %14s   %s\n", "target", "req/s", "CPU us/req", "proxy us/req", "req/s per round")
-	base := median(cpu["direct"])
+	base := stats.Median(cpu["direct"])
 	for _, t := range targets {
 		proxyCPU := "-"
 		if t.name != "direct" {
-			proxyCPU = fmt.Sprintf("%.1f", median(cpu[t.name])-base)
+			proxyCPU = fmt.Sprintf("%.1f", stats.Median(cpu[t.name])-base)
 		}
-		fmt.Fprintf(&b, "%-9s %9.0f %12.1f %14s   %s\n", t.name, median(reqs[t.name]), median(cpu[t.name]), proxyCPU, join(reqs[t.name]))
+		fmt.Fprintf(&b, "%-9s %9.0f %12.1f %14s   %s\n", t.name, stats.Median(reqs[t.name]), stats.Median(cpu[t.name]), proxyCPU, stats.Join("%.0f", reqs[t.name]))
 	}
 	fmt.Fprintf(&b, "\nh1client / std: req/s %.2fx, proxy CPU per request %.2fx\n",
-		median(reqs["h1client"])/median(reqs["std"]),
-		(median(cpu["h1client"])-base)/(median(cpu["std"])-base))
+		stats.Median(reqs["h1client"])/stats.Median(reqs["std"]),
+		(stats.Median(cpu["h1client"])-base)/(stats.Median(cpu["std"])-base))
 	fmt.Print(b.String())
 	if err := os.WriteFile(*out, []byte(b.String()), 0o644); err != nil {
 		log.Fatal(err)
@@ -135,14 +134,14 @@ func round(addr string, n int, d time.Duration) (int64, time.Duration, time.Dura
 	var stop atomic.Bool
 	var total atomic.Int64
 	var wg sync.WaitGroup
-	cpu0, t0 := cpuTime(), time.Now()
+	cpu0, t0 := machine.SelfCPU(), time.Now()
 	for _, c := range conns {
 		wg.Go(func() { total.Add(client(c, &stop)) })
 	}
 	time.Sleep(d)
 	stop.Store(true)
 	wg.Wait()
-	elapsed, cpuUsed := time.Since(t0), cpuTime()-cpu0
+	elapsed, cpuUsed := time.Since(t0), machine.SelfCPU()-cpu0
 	for _, c := range conns {
 		c.Close()
 	}
@@ -171,30 +170,4 @@ func client(c net.Conn, stop *atomic.Bool) int64 {
 		n++
 	}
 	return n
-}
-
-// cpuTime is the user plus system CPU the process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		log.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func join(xs []float64) string {
-	parts := make([]string, len(xs))
-	for i, x := range xs {
-		parts[i] = fmt.Sprintf("%.0f", x)
-	}
-	return strings.Join(parts, " ")
 }

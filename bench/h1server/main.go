@@ -58,6 +58,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"perigee/bench/machine"
+	"perigee/bench/stats"
 	"perigee/certs"
 	"perigee/edge"
 	"perigee/edge/config"
@@ -158,10 +159,10 @@ func main() {
 	fmt.Fprintf(&b, "load average at start %s, at end %s (the cores are shared: req/s is noise, CPU per request is the figure)\n", loadStart, machine.LoadAvg())
 	fmt.Fprintf(&b, "wrk -t1 -c%d over TLS keep-alive HTTP/1.1; backend (64-byte body) in a child process; CPU is this process's: the server's alone\n\n", *conns)
 	fmt.Fprintf(&b, "%-13s %9s %12s %10s   %s\n", "target", "req/s", "CPU us/req", "vs first", "CPU us/req per round")
-	base := median(cpu[targets[0].name])
+	base := stats.Median(cpu[targets[0].name])
 	for _, t := range targets {
-		c := median(cpu[t.name])
-		fmt.Fprintf(&b, "%-13s %9.0f %12.1f %9.2fx   %s\n", t.name, median(reqs[t.name]), c, c/base, join(cpu[t.name]))
+		c := stats.Median(cpu[t.name])
+		fmt.Fprintf(&b, "%-13s %9.0f %12.1f %9.2fx   %s\n", t.name, stats.Median(reqs[t.name]), c, c/base, stats.Join("%.1f", cpu[t.name]))
 	}
 	fmt.Print(b.String())
 	if err := os.WriteFile(*out, []byte(b.String()), 0o644); err != nil {
@@ -326,9 +327,9 @@ var (
 // round runs wrk against addr for d and returns the requests it made,
 // their rate and the CPU this process used meanwhile.
 func round(addr string, conns int, d time.Duration) (int64, float64, time.Duration) {
-	cpu0 := cpuTime()
+	cpu0 := machine.SelfCPU()
 	out, err := exec.Command("wrk", "-t1", "-c"+strconv.Itoa(conns), "-d"+d.String(), "https://"+addr+"/").CombinedOutput()
-	used := cpuTime() - cpu0
+	used := machine.SelfCPU() - cpu0
 	if err != nil {
 		log.Fatalf("wrk: %v\n%s", err, out)
 	}
@@ -349,29 +350,4 @@ func round(addr string, conns int, d time.Duration) (int64, float64, time.Durati
 	r, _ := strconv.ParseFloat(string(rps[1]), 64)
 	n, _ := strconv.ParseInt(string(total[1]), 10, 64)
 	return n, r, used
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		log.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func join(xs []float64) string {
-	parts := make([]string, len(xs))
-	for i, x := range xs {
-		parts[i] = fmt.Sprintf("%.1f", x)
-	}
-	return strings.Join(parts, " ")
 }

@@ -4,8 +4,11 @@
 package machine
 
 import (
+	"log"
 	"os"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // LoadAvg is the 1, 5 and 15 minute load average, or "unknown".
@@ -29,4 +32,13 @@ func CPUModel() string {
 		}
 	}
 	return "unknown CPU"
+}
+
+// SelfCPU is the user plus system CPU this process has used.
+func SelfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		log.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"perigee/bench/machine"
+	"perigee/bench/stats"
 	"perigee/runtime/wasm"
 )
 
@@ -393,7 +394,7 @@ func format(results [][]figures, rounds, requests int, load time.Duration, conns
 			for r := range rs {
 				xs[r] = f(r)
 			}
-			return median(xs)
+			return stats.Median(xs)
 		}
 		var failed int64
 		for _, f := range rs {
@@ -418,7 +419,7 @@ func format(results [][]figures, rounds, requests int, load time.Duration, conns
 		for r := range rounds {
 			xs[r] = us(f(results[v][r]) - f(none[r]))
 		}
-		return median(xs)
+		return stats.Median(xs)
 	}
 	p50 := func(f figures) time.Duration { return f.p50 }
 	cpu := func(f figures) time.Duration { return f.cpu }
@@ -437,11 +438,3 @@ func format(results [][]figures, rounds, requests int, load time.Duration, conns
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-
-func median(xs []float64) float64 {
-	slices.Sort(xs)
-	if n := len(xs); n%2 == 0 {
-		return (xs[n/2-1] + xs[n/2]) / 2
-	}
-	return xs[len(xs)/2]
-}
