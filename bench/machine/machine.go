@@ -1,6 +1,6 @@
 // Package machine describes the host a benchmark ran on, for the head of
-// its report: on shared cores, the load average explains as much of a
-// figure as the code does.
+// its report (on shared cores, the load average explains as much of a
+// figure as the code does), and what the benchmark's process used of it.
 package machine
 
 import (
