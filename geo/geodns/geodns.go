@@ -36,6 +36,32 @@ const maxUDPAnswer = 1232
 // announces, up to 64 KiB; one past a bound is reset as it is accepted.
 var tcpClients = connlimit.Settings{MaxTotal: 128, MaxPerAddress: 16}
 
+// tcpWriteTimeout bounds the write of one answer over TCP: miekg/dns sets
+// no write deadline there (its WriteTimeout is unused), so a client that
+// stops reading held its connection, goroutine and slot for good. It is
+// the library's read timeout, time enough for 64 KiB on any live path.
+const tcpWriteTimeout = 2 * time.Second
+
+// writeBounded gives each write on an accepted connection its own deadline.
+type writeBounded struct{ net.Listener }
+
+func (l writeBounded) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return boundedConn{c}, nil
+}
+
+type boundedConn struct{ net.Conn }
+
+func (c boundedConn) Write(b []byte) (int, error) {
+	if err := c.SetWriteDeadline(time.Now().Add(tcpWriteTimeout)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(b)
+}
+
 // Handler answers queries with the router's ranking.
 type Handler struct {
 	names   map[string]bool
@@ -85,7 +111,7 @@ func ServeDNS(ctx context.Context, cfg geo.DNSConfig, router *geo.Router, log *s
 func Serve(ctx context.Context, pc net.PacketConn, ln net.Listener, h *Handler) error {
 	servers := []*dns.Server{
 		{PacketConn: pc, Handler: h, UDPSize: maxQuery},
-		{Listener: connlimit.Listen(ln, connlimit.New("geodns", tcpClients, h.log)), Handler: h},
+		{Listener: writeBounded{connlimit.Listen(ln, connlimit.New("geodns", tcpClients, h.log))}, Handler: h},
 	}
 	errc := make(chan error, len(servers))
 	for _, s := range servers {
@@ -119,6 +145,11 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	if err := w.WriteMsg(m); err != nil {
 		h.log.Debug("geodns write failed", "peer", w.RemoteAddr(), "err", err)
+		if _, tcp := w.RemoteAddr().(*net.TCPAddr); tcp {
+			// A write that timed out may have sent part of an answer: the
+			// stream is out of step, and nothing after it could be read.
+			w.Close()
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package geodns_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -541,5 +543,93 @@ func TestUDPAnswersAreNeverFragmented(t *testing.T) {
 	}
 	if got := addrs(exchange(t, "tcp", s.tcp, q)); len(got) != 64 {
 		t.Errorf("TCP answer holds %d addresses, want 64", len(got))
+	}
+}
+
+// bigAnswers is a fleet whose AAAA answer is about 22 KiB: a TCP client
+// that stops reading fills its window with a few of them.
+func bigAnswers(t *testing.T) server {
+	t.Helper()
+	var nodes []geo.Node
+	for i := range 8 {
+		var addrs []string
+		for j := range 64 {
+			addrs = append(addrs, fmt.Sprintf("2001:db8:%d::%d", i+1, j+1))
+		}
+		nodes = append(nodes, fleetNode(fmt.Sprintf("n%d", i), demodb.Frankfurt, addrs...))
+	}
+	return startFleet(t, 8, "n0", nodes)
+}
+
+// A client that pipelines queries over TCP and never reads the answers
+// fills its receive window and the server's send buffer; the server's
+// write then blocked forever (miekg/dns sets no write deadline on TCP), so
+// the connection, its goroutine and its slot were held for good. With 16
+// such connections one address was locked out of TCP for as long as it
+// liked, and eight addresses would hold all 128 slots.
+func TestTCPClientThatNeverReadsIsDropped(t *testing.T) {
+	s := bigAnswers(t)
+	q, err := query(name, dns.TypeAAAA, netip.Prefix{}).Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q = append(binary.BigEndian.AppendUint16(nil, uint16(len(q))), q...)
+	pipelined := bytes.Repeat(q, 128) // the most one connection is served
+	hog := net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 4)},
+		// A small window, set before the handshake announces it.
+		Control: func(_, _ string, c syscall.RawConn) error {
+			return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		},
+	}
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range 16 {
+		c, err := hog.Dial("tcp", s.tcp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(pipelined); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Once the stalled writes time out, all 16 slots are free again for
+	// the same address.
+	again := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 4)}}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var (
+			wg       sync.WaitGroup
+			mu       sync.Mutex
+			answered int
+			lastErr  error
+		)
+		for range 16 {
+			wg.Go(func() {
+				c := &dns.Client{Net: "tcp", Timeout: 2 * time.Second, Dialer: &again}
+				r, _, err := c.Exchange(query(name, dns.TypeAAAA, netip.Prefix{}), s.tcp)
+				mu.Lock()
+				defer mu.Unlock()
+				if err == nil && len(addrs(r)) == 8*64 {
+					answered++
+				} else {
+					lastErr = err
+				}
+			})
+		}
+		wg.Wait()
+		if answered == 16 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("20 s after 16 connections stopped reading, their address is served on %d of 16: %v", answered, lastErr)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
