@@ -502,15 +502,7 @@ func TestOneHostCannotHoldEveryTCPSlot(t *testing.T) {
 // way, and forged fragments are how an off-path attacker poisons a
 // resolver's cache. What does not fit is truncated; TCP carries it whole.
 func TestUDPAnswersAreNeverFragmented(t *testing.T) {
-	var nodes []geo.Node
-	for i := range 8 {
-		var addrs []string
-		for j := range 8 {
-			addrs = append(addrs, fmt.Sprintf("2001:db8:%d::%d", i+1, j+1))
-		}
-		nodes = append(nodes, fleetNode(fmt.Sprintf("n%d", i), demodb.Frankfurt, addrs...))
-	}
-	s := startFleet(t, 8, "n0", nodes)
+	s := eightNodes(t, 8)
 	q := query(name, dns.TypeAAAA, netip.Prefix{})
 	q.SetEdns0(4096, false)
 	b, err := q.Pack()
@@ -546,14 +538,14 @@ func TestUDPAnswersAreNeverFragmented(t *testing.T) {
 	}
 }
 
-// bigAnswers is a fleet whose AAAA answer is about 22 KiB: a TCP client
-// that stops reading fills its window with a few of them.
-func bigAnswers(t *testing.T) server {
+// eightNodes runs a server for eight nodes of perNode IPv6 addresses
+// each, all of them in every AAAA answer.
+func eightNodes(t *testing.T, perNode int) server {
 	t.Helper()
 	var nodes []geo.Node
 	for i := range 8 {
 		var addrs []string
-		for j := range 64 {
+		for j := range perNode {
 			addrs = append(addrs, fmt.Sprintf("2001:db8:%d::%d", i+1, j+1))
 		}
 		nodes = append(nodes, fleetNode(fmt.Sprintf("n%d", i), demodb.Frankfurt, addrs...))
@@ -568,7 +560,7 @@ func bigAnswers(t *testing.T) server {
 // such connections one address was locked out of TCP for as long as it
 // liked, and eight addresses would hold all 128 slots.
 func TestTCPClientThatNeverReadsIsDropped(t *testing.T) {
-	s := bigAnswers(t)
+	s := eightNodes(t, 64) // an AAAA answer of 22 KiB: a few fill a window
 	q, err := query(name, dns.TypeAAAA, netip.Prefix{}).Pack()
 	if err != nil {
 		t.Fatal(err)
