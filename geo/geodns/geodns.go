@@ -204,7 +204,7 @@ func (h *Handler) answer(peer net.Addr, req *dns.Msg) *dns.Msg {
 		m.Ns = []dns.RR{h.soa(q.Name)}
 		return m
 	}
-	d := h.router.Decide(client)
+	d := h.router.DecideNamed(client, resolverOf(peer))
 	h.router.Count("dns", d.Reason)
 	m.Answer = h.records(q, d, want)
 	if len(m.Answer) == 0 {
@@ -306,11 +306,13 @@ func clientOf(peer net.Addr, opt *dns.OPT) (netip.Addr, error) {
 		}
 		// A zero source prefix asks us not to use the client's address.
 	}
-	ap, err := netip.ParseAddrPort(peerString(peer))
-	if err != nil {
-		return netip.Addr{}, nil
-	}
-	return ap.Addr().Unmap(), nil
+	return resolverOf(peer), nil
+}
+
+// resolverOf is the address that sent the query; the zero Addr if unreadable.
+func resolverOf(peer net.Addr) netip.Addr {
+	ap, _ := netip.ParseAddrPort(peerString(peer))
+	return ap.Addr().Unmap()
 }
 
 func peerString(a net.Addr) string {

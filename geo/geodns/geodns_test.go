@@ -53,6 +53,12 @@ func start(t *testing.T, answers int) server {
 // names (name if none are given).
 func startFleet(t *testing.T, answers int, self string, nodes []geo.Node, names ...string) server {
 	t.Helper()
+	return startRouter(t, geo.RouterConfig{}, answers, self, nodes, names...)
+}
+
+// startRouter is startFleet with the router's settings.
+func startRouter(t *testing.T, rcfg geo.RouterConfig, answers int, self string, nodes []geo.Node, names ...string) server {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "city.mmdb")
 	if err := demodb.Write(path); err != nil {
 		t.Fatal(err)
@@ -65,7 +71,7 @@ func startFleet(t *testing.T, answers int, self string, nodes []geo.Node, names 
 	if err != nil {
 		t.Fatal(err)
 	}
-	router := geo.NewRouter(geo.RouterConfig{}, db, fleet, nil)
+	router := geo.NewRouter(rcfg, db, fleet, nil)
 	if len(names) == 0 {
 		names = []string{name}
 	}
@@ -623,5 +629,67 @@ func TestTCPClientThatNeverReadsIsDropped(t *testing.T) {
 			t.Fatalf("20 s after 16 connections stopped reading, their address is served on %d of 16: %v", answered, lastErr)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Any resolver may name any client subnet (and over UDP any source
+// address), and each new network named took a slot in the router's memory
+// of answers, evicting another's: one host naming a few thousand networks
+// flushed the answers remembered for everyone, and every client then
+// moved at the next small change. A namer may add only a few networks per
+// window, and all namers together a bounded share of the memory.
+func TestNamedNetworksCannotFlushRememberedAnswers(t *testing.T) {
+	far := demodb.City{Lat: demodb.Tokyo.Lat + 10, Lon: demodb.Tokyo.Lon}
+	s := startRouter(t, geo.RouterConfig{StickyEntries: 512}, 1, "c", []geo.Node{
+		fleetNode("a", far, "198.51.100.1"),
+		fleetNode("b", demodb.Tokyo, "198.51.100.2"),
+		fleetNode("c", demodb.Frankfurt, "198.51.100.3"),
+	})
+	ask := func(from netip.Addr, subnet netip.Prefix) []string {
+		t.Helper()
+		c := &dns.Client{Net: "udp", Timeout: 5 * time.Second, Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: from.AsSlice()}}}
+		r, _, err := c.Exchange(query(name, dns.TypeA, subnet), s.udp)
+		if err != nil {
+			t.Fatalf("from %s for %s: %v", from, subnet, err)
+		}
+		return addrs(r)
+	}
+	resolver := netip.MustParseAddr("127.0.0.1")
+	n, m := netip.MustParsePrefix("1.0.16.0/24"), netip.MustParsePrefix("1.0.17.0/24")
+	if got := ask(resolver, n); len(got) != 1 || got[0] != "198.51.100.2" {
+		t.Fatalf("Tokyo's network: %v", got)
+	}
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	// One host names thousands of networks...
+	hog := netip.MustParseAddr("127.0.0.5")
+	for i := range 2500 {
+		ask(hog, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24))
+	}
+	// ...which leaves room for another resolver's new network...
+	if got := ask(netip.MustParseAddr("127.0.0.9"), m); len(got) != 1 || got[0] != "198.51.100.2" {
+		t.Fatalf("Tokyo's other network: %v", got)
+	}
+	// ...and so do thousands of hosts naming one each (forged UDP sources).
+	for i := range 2800 {
+		from := netip.AddrFrom4([4]byte{127, 1, byte(i >> 8), byte(i)})
+		ask(from, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 100 + byte(i>>8), byte(i), 0}), 24))
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	t.Logf("heap after naming 5,300 networks from 2,801 hosts: %+d KiB", (int64(after.HeapAlloc)-int64(before.HeapAlloc))>>10)
+	// Node a is now as good as b for Tokyo, and first by ID: a network
+	// still remembered stays with b.
+	s.fleet.Update("a", func(n *geo.Node) { n.Lat, n.Lon = demodb.Tokyo.Lat, demodb.Tokyo.Lon })
+	for _, p := range []netip.Prefix{n, m} {
+		if got := ask(resolver, p); len(got) != 1 || got[0] != "198.51.100.2" {
+			t.Errorf("%s: answered %v, want its remembered 198.51.100.2", p, got)
+		}
+	}
+	// A network not remembered goes to a.
+	if got := ask(resolver, netip.MustParsePrefix("1.0.18.0/24")); len(got) != 1 || got[0] != "198.51.100.1" {
+		t.Errorf("a new Tokyo network: %v, want 198.51.100.1", got)
 	}
 }
