@@ -540,3 +540,68 @@ func TestNAT64AddressesAreJudgedByTheIPv4TheyEmbed(t *testing.T) {
 		t.Fatalf("allow_loopback and allow_link_local: %v, %v; want all but the unspecified", a.Endpoints, err)
 	}
 }
+
+// A resolver's answer follows a name's CNAME chain to its addresses. A
+// chain that loops was an empty answer, and empty_grace later took every
+// backend away for what is a broken zone, not an emptied one; addresses
+// owned by names off the chain were taken as the backends of the name
+// asked for.
+func TestCNAMEChainsAreFollowedAndBounded(t *testing.T) {
+	cname := func(from, to string) dns.RR {
+		return &dns.CNAME{Hdr: dns.RR_Header{Name: from, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 60}, Target: to}
+	}
+	a := func(owner, ip string) dns.RR {
+		return &dns.A{Hdr: dns.RR_Header{Name: owner, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.ParseIP(ip)}
+	}
+	addr := serveDNS(t, dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		srv := func(owner, target string) dns.RR {
+			return &dns.SRV{Hdr: dns.RR_Header{Name: owner, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: 60}, Port: 9000, Weight: 1, Target: target}
+		}
+		switch q.Question[0].Qtype {
+		case dns.TypeSRV:
+			switch q.Question[0].Name {
+			case "_api._tcp.x.":
+				m.Answer = []dns.RR{cname("_api._tcp.x.", "_api._tcp.real.x."), srv("_api._tcp.real.x.", "alias.x."), srv("_other._tcp.x.", "stray.x.")}
+			case "_loop._tcp.x.":
+				m.Answer = []dns.RR{cname("_loop._tcp.x.", "_loop._tcp.x."), srv("_loop._tcp.x.", "alias.x.")}
+			}
+		case dns.TypeA:
+			switch q.Question[0].Name {
+			case "stray.x.":
+				m.Answer = []dns.RR{a("stray.x.", "192.0.2.8")}
+			case "alias.x.":
+				m.Answer = []dns.RR{cname("alias.x.", "Mid.x."), a("other.x.", "192.0.2.9"), cname("mid.x.", "real.x."), a("real.x.", "192.0.2.2")}
+			case "loop.x.":
+				m.Answer = []dns.RR{cname("loop.x.", "b.x."), cname("b.x.", "loop.x."), a("c.x.", "192.0.2.3")}
+			case "long.x.":
+				for i := range 20 {
+					m.Answer = append(m.Answer, cname(fmt.Sprintf("l%d.x.", i), fmt.Sprintf("l%d.x.", i+1)))
+				}
+				m.Answer = append([]dns.RR{cname("long.x.", "l0.x.")}, append(m.Answer, a("l20.x.", "192.0.2.4"))...)
+			}
+		}
+		w.WriteMsg(m)
+	}))
+	c := Config{DNS: "alias.x", Port: 80, Resolver: addr}
+	c.SetDefaults()
+	if a, err := resolve(t, c); err != nil || fmt.Sprint(a.Endpoints) != "[{http://192.0.2.2:80 1}]" {
+		t.Errorf("a chain of two aliases: %v, %v; want only the address the chain ends at", a.Endpoints, err)
+	}
+	srv := Config{DNS: "_api._tcp.x", Resolver: addr}
+	srv.SetDefaults()
+	if a, err := resolve(t, srv); err != nil || fmt.Sprint(a.Endpoints) != "[{http://192.0.2.2:9000 1}]" {
+		t.Errorf("an SRV name's alias: %v, %v; want only the SRV record the chain ends at", a.Endpoints, err)
+	}
+	for _, name := range []string{"loop.x", "long.x", "_loop._tcp.x"} {
+		c.DNS, c.Port = name, 80
+		if strings.HasPrefix(name, "_") {
+			c.Port = 0
+		}
+		a, err := resolve(t, c)
+		if err == nil || errors.Is(err, ErrEmpty) || !strings.Contains(err.Error(), "CNAME") {
+			t.Errorf("%s: %v, %v; want a failure that names the CNAME chain", name, a.Endpoints, err)
+		}
+	}
+}
