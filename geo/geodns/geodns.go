@@ -142,6 +142,10 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 			size = int(min(max(opt.UDPSize(), dns.MinMsgSize), maxUDPAnswer))
 		}
 		m.Truncate(size)
+	} else {
+		// A node may have any number of addresses: compressed if need be,
+		// and cut to what one message holds, the answer always packs.
+		m.Truncate(dns.MaxMsgSize)
 	}
 	if err := w.WriteMsg(m); err != nil {
 		h.log.Debug("geodns write failed", "peer", w.RemoteAddr(), "err", err)

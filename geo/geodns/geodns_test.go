@@ -693,3 +693,19 @@ func TestNamedNetworksCannotFlushRememberedAnswers(t *testing.T) {
 		t.Errorf("a new Tokyo network: %v, want 198.51.100.1", got)
 	}
 }
+
+// A node may be configured with any number of addresses. An answer over
+// TCP that passed 64 KiB uncompressed did not pack, and the resolver got
+// no reply at all, only its own timeout: answers are compressed when that
+// is needed, and cut to what fits.
+func TestTCPAnswersPastSixtyFourKiBStillGo(t *testing.T) {
+	for _, perNode := range []int{200, 400} { // 70 KiB uncompressed; 90 KiB compressed
+		s := eightNodes(t, perNode)
+		r := exchange(t, "tcp", s.tcp, query(name, dns.TypeAAAA, netip.Prefix{}))
+		got := len(addrs(r))
+		t.Logf("%d addresses: %d answered, truncated %v", 8*perNode, got, r.Truncated)
+		if got == 0 || got == 8*perNode == r.Truncated {
+			t.Errorf("%d addresses: %d answered, truncated %v", 8*perNode, got, r.Truncated)
+		}
+	}
+}
