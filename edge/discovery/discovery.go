@@ -416,16 +416,19 @@ func minTTL(cur time.Duration, ttl uint32) time.Duration {
 // NOERROR with nothing is ErrEmpty.
 func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
 	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), qtype)
+	name = dns.Fqdn(name)
+	m.SetQuestion(name, qtype)
 	m.SetEdns0(4096, false)
 	var errs []error
 	for _, server := range r.servers {
+		asked := name + " " + dns.TypeToString[qtype]
 		in, err := r.exchange(ctx, m, server, "udp")
 		if err == nil && in.Truncated {
+			asked += " truncated over UDP; over TCP"
 			in, err = r.exchange(ctx, m, server, "tcp")
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", server, err))
+			errs = append(errs, fmt.Errorf("%s: %s: %w", server, asked, err))
 			continue
 		}
 		switch in.Rcode {

@@ -605,3 +605,56 @@ func TestCNAMEChainsAreFollowedAndBounded(t *testing.T) {
 		}
 	}
 }
+
+// A server that truncates every answer over UDP and then stalls over TCP,
+// announcing a 64 KiB answer and sending one byte of it, holds a
+// resolution no longer than its bound: the watcher keeps the last good
+// set, and says what timed out. It said only "read tcp ...: i/o timeout",
+// neither the name asked nor that the answer had come truncated.
+func TestTruncatedAnswerWithAStallingTCPFallback(t *testing.T) {
+	pc, ln := dnstest.Listen(t)
+	udp := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Truncated = true
+		w.WriteMsg(m)
+	})}
+	go udp.ActivateAndServe()
+	t.Cleanup(func() { udp.Shutdown() })
+	t.Cleanup(func() { ln.Close() })
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			t.Cleanup(func() { c.Close() })
+			c.Write([]byte{0xff, 0xff, 0})
+		}
+	}()
+	c := Config{DNS: "svc.example", Port: 80, Resolver: pc.LocalAddr().String(), Timeout: units.Duration(200 * time.Millisecond)}
+	c.SetDefaults()
+	var rec recorder
+	good := []Endpoint{{URL: "http://192.0.2.1:80", Weight: 1}}
+	w, err := NewWatcher(c, good, rec.apply, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { w.step(context.Background(), time.Now()); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a stalling TCP fallback held the resolution for 30 s")
+	}
+	st := w.Status()
+	t.Logf("last_error: %s", st.Error)
+	if len(rec.sets) != 0 || st.Failures != 1 || !strings.Contains(st.Error, "svc.example. A truncated over UDP; over TCP:") || !strings.Contains(st.Error, "timeout") {
+		t.Errorf("sets applied %v, status %+v; want the last good set kept and a TCP timeout named", rec.sets, st)
+	}
+	if accepted.Load() == 0 {
+		t.Error("the resolver never fell back to TCP")
+	}
+}
