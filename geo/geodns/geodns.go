@@ -42,6 +42,61 @@ var tcpClients = connlimit.Settings{MaxTotal: 128, MaxPerAddress: 16}
 // the library's read timeout, time enough for 64 KiB on any live path.
 const tcpWriteTimeout = 2 * time.Second
 
+// udpInFlight bounds the datagrams handled at once: miekg/dns starts a
+// goroutine for each it reads, and a flood faster than the answers grew
+// them, and the heap, without bound. Past it datagrams wait in the
+// socket's buffer, and past that are dropped, as UDP may be.
+const udpInFlight = 128
+
+// udpSlots holds one slot per datagram read and not yet done with. The
+// library ends a datagram in one of three hooks, and each gives the slot
+// back: the handler, when it answered; MsgInvalidFunc, when it could not
+// parse it (or it was shorter than a header); MsgAcceptFunc, when it
+// turned it away unparsed.
+type udpSlots chan struct{}
+
+// reader takes a slot before each datagram is read.
+func (s udpSlots) reader(r dns.Reader) dns.Reader { return slotReader{r, s} }
+
+func (s udpSlots) release() { <-s }
+
+func (s udpSlots) invalid(m []byte, err error) { s.release() }
+
+func (s udpSlots) accept(dh dns.Header) dns.MsgAcceptAction {
+	action := dns.DefaultMsgAcceptFunc(dh)
+	if action != dns.MsgAccept {
+		s.release()
+	}
+	return action
+}
+
+func (s udpSlots) handler(h dns.Handler) dns.Handler {
+	return dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		defer s.release()
+		h.ServeDNS(w, req)
+	})
+}
+
+// udpReadTimeout is how long the library waits for a datagram before
+// it reads again (its default); each wait that ends empty gives its slot
+// back too.
+var udpReadTimeout = 2 * time.Second
+
+// slotReader reads UDP only: Serve's PacketConn must be a *net.UDPConn.
+type slotReader struct {
+	dns.Reader
+	slots udpSlots
+}
+
+func (r slotReader) ReadUDP(conn *net.UDPConn, timeout time.Duration) ([]byte, *dns.SessionUDP, error) {
+	r.slots <- struct{}{}
+	m, s, err := r.Reader.ReadUDP(conn, timeout)
+	if err != nil {
+		r.slots.release()
+	}
+	return m, s, err
+}
+
 // writeBounded gives each write on an accepted connection its own deadline.
 type writeBounded struct{ net.Listener }
 
@@ -108,9 +163,14 @@ func ServeDNS(ctx context.Context, cfg geo.DNSConfig, router *geo.Router, log *s
 }
 
 // Serve answers on already open sockets until ctx ends, then closes them.
+// pc must be a *net.UDPConn.
 func Serve(ctx context.Context, pc net.PacketConn, ln net.Listener, h *Handler) error {
+	slots := make(udpSlots, udpInFlight)
 	servers := []*dns.Server{
-		{PacketConn: pc, Handler: h, UDPSize: maxQuery},
+		{
+			PacketConn: pc, Handler: slots.handler(h), UDPSize: maxQuery, ReadTimeout: udpReadTimeout,
+			DecorateReader: slots.reader, MsgInvalidFunc: slots.invalid, MsgAcceptFunc: slots.accept,
+		},
 		{Listener: writeBounded{connlimit.Listen(ln, connlimit.New("geodns", tcpClients, h.log))}, Handler: h},
 	}
 	errc := make(chan error, len(servers))

@@ -709,3 +709,112 @@ func TestTCPAnswersPastSixtyFourKiBStillGo(t *testing.T) {
 		}
 	}
 }
+
+// miekg/dns starts a goroutine for each datagram it reads. A flood of
+// queries faster than their answers grew the goroutines and the heap
+// without bound (7,000 goroutines and 44 MiB within three seconds of
+// eight senders); the datagrams past a bound now wait in the socket's
+// buffer, and past that are dropped, as UDP may be. Each kind of
+// datagram the library turns away without an answer gives its slot back.
+func TestUDPFloodIsAnsweredWithinBoundedWork(t *testing.T) {
+	s := eightNodes(t, 64) // an answer that takes some work to cut to 1232 bytes
+	q, err := query(name, dns.TypeAAAA, netip.Prefix{}).Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	response := append([]byte(nil), q...)
+	response[2] |= 0x80 // QR: the library ignores it
+	notify := append([]byte(nil), q...)
+	notify[2] |= 0x20 // opcode 4 is NOTIFY, 5 (UPDATE) is refused by the library
+	notify[2] |= 0x08
+	junk := append(append([]byte(nil), q[:12]...), 0xc0, 0xff)
+	for _, b := range [][]byte{q[:5], response, notify, junk} {
+		c, err := net.Dial("udp", s.udp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Three rounds of 100, each within the socket's buffer: the answer
+		// after each says the server read them all.
+		for range 3 {
+			for range 100 {
+				c.Write(b)
+			}
+			if r := retried(t, s.udp); !r.Truncated {
+				t.Fatalf("after datagrams turned away: %v", r)
+			}
+		}
+		c.Close()
+	}
+
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	baseline := runtime.NumGoroutine()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			c, err := net.Dial("udp", s.udp)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					c.Write(q)
+				}
+			}
+		})
+	}
+	peak, peakHeap := 0, uint64(0)
+	for range 20 {
+		time.Sleep(100 * time.Millisecond)
+		peak = max(peak, runtime.NumGoroutine()-baseline-8)
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		peakHeap = max(peakHeap, m.HeapAlloc)
+	}
+	close(stop)
+	wg.Wait()
+	grew := int64(peakHeap) - int64(before.HeapAlloc)
+	t.Logf("under a flood from 8 senders: %d more goroutines at most, heap %+d MiB at most", peak, grew>>20)
+	if peak > 256 {
+		t.Errorf("a UDP flood ran %d goroutines at once", peak)
+	}
+	if r := retried(t, s.udp); !r.Truncated {
+		t.Errorf("after the flood: %v", r)
+	}
+}
+
+// retried asks for the AAAA records over UDP as a resolver does: again
+// after a second without an answer, for datagrams dropped while a burst
+// filled the socket's buffer.
+func retried(t *testing.T, addr string) *dns.Msg {
+	t.Helper()
+	c := &dns.Client{Net: "udp", Timeout: time.Second}
+	var err error
+	for range 10 {
+		var r *dns.Msg
+		if r, _, err = c.Exchange(query(name, dns.TypeAAAA, netip.Prefix{}), addr); err == nil {
+			return r
+		}
+	}
+	t.Fatalf("no answer in 10 tries: %v", err)
+	return nil
+}
+
+// Each wait for a datagram that ends empty gives its slot back: with one
+// held per wait, an idle server stopped answering UDP after 128 waits of
+// the library's 2 s, four minutes.
+func TestIdleUDPKeepsItsSlots(t *testing.T) {
+	old := geodns.SetUDPReadTimeout(time.Millisecond)
+	t.Cleanup(func() { geodns.SetUDPReadTimeout(old) }) // after the server's, which waits for it to stop
+	s := eightNodes(t, 1)
+	time.Sleep(time.Second) // hundreds of empty waits
+	if r := retried(t, s.udp); len(addrs(r)) != 8 {
+		t.Errorf("after an idle second: %v", r)
+	}
+}
