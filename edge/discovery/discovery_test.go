@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"runtime"
 	"slices"
@@ -656,5 +657,36 @@ func TestTruncatedAnswerWithAStallingTCPFallback(t *testing.T) {
 	}
 	if accepted.Load() == 0 {
 		t.Error("the resolver never fell back to TCP")
+	}
+}
+
+// However short or long the TTL a server gives, the next resolution is
+// between MinInterval and the configured interval: TTL 0 does not make
+// the watcher spin, and 136 years (the largest TTL) does not stop it.
+func TestTTLsAreBoundedBothWays(t *testing.T) {
+	var ttl atomic.Uint32
+	addr := serveDNS(t, dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		if q.Question[0].Qtype == dns.TypeA {
+			m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: ttl.Load()}, A: net.ParseIP("192.0.2.1")}}
+		}
+		w.WriteMsg(m)
+	}))
+	c := Config{DNS: "svc.example", Port: 80, Resolver: addr, Interval: units.Duration(30 * time.Second)}
+	c.SetDefaults()
+	var rec recorder
+	w, err := NewWatcher(c, nil, rec.apply, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		ttl  uint32
+		want time.Duration
+	}{{0, MinInterval}, {math.MaxUint32, 30 * time.Second}, {7, 7 * time.Second}} {
+		ttl.Store(tc.ttl)
+		if wait := w.step(context.Background(), time.Now()); wait != tc.want || rec.last() != "[{http://192.0.2.1:80 1}]" {
+			t.Errorf("TTL %d: next in %v (want %v), set %s", tc.ttl, wait, tc.want, rec.last())
+		}
 	}
 }
