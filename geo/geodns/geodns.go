@@ -52,7 +52,9 @@ const udpInFlight = 128
 // library ends a datagram in one of three hooks, and each gives the slot
 // back: the handler, when it answered; MsgInvalidFunc, when it could not
 // parse it (or it was shorter than a header); MsgAcceptFunc, when it
-// turned it away unparsed.
+// turned it away unparsed; and the reader, when the read failed. These are
+// the paths of miekg/dns v1.1.73 (serveUDP, serveDNS); a path that kept a
+// slot would stop UDP after 128 datagrams, which the tests would see.
 type udpSlots chan struct{}
 
 // reader takes a slot before each datagram is read.
