@@ -49,7 +49,7 @@ const tcpWriteTimeout = 2 * time.Second
 const udpInFlight = 128
 
 // udpSlots holds one slot per datagram read and not yet done with. The
-// library ends a datagram in one of three hooks, and each gives the slot
+// library ends a datagram in one of four places, and each gives the slot
 // back: the handler, when it answered; MsgInvalidFunc, when it could not
 // parse it (or it was shorter than a header); MsgAcceptFunc, when it
 // turned it away unparsed; and the reader, when the read failed. These are
