@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -33,7 +35,9 @@ const maxUDPAnswer = 1232
 // tcp-clients is 150), and those of one client address, so that one host
 // cannot hold them all while resolvers wait. Each holds a descriptor, a
 // goroutine and, while a query is read, a buffer of the length it
-// announces, up to 64 KiB; one past a bound is reset as it is accepted.
+// announces, up to 64 KiB. One past the per-address bound is reset as it
+// is accepted; the total is kept below its bound by closing the
+// connection idle longest (see tcpConns).
 var tcpClients = connlimit.Settings{MaxTotal: 128, MaxPerAddress: 16}
 
 // tcpWriteTimeout bounds the write of one answer over TCP: miekg/dns sets
@@ -99,24 +103,76 @@ func (r slotReader) ReadUDP(conn *net.UDPConn, timeout time.Duration) ([]byte, *
 	return m, s, err
 }
 
-// writeBounded gives each write on an accepted connection its own deadline.
-type writeBounded struct{ net.Listener }
+// tcpConns tracks the connections connlimit let in. When they fill the
+// listener, the one idle longest is closed, so that there is always room
+// for the next: otherwise a few hosts, each holding its 16 with a query
+// now and then, kept every other resolver out. Each write has its own
+// deadline.
+type tcpConns struct {
+	net.Listener
+	max  int
+	mu   sync.Mutex
+	open map[*tcpConn]struct{}
+}
 
-func (l writeBounded) Accept() (net.Conn, error) {
+func newTCPConns(ln net.Listener, max int) *tcpConns {
+	return &tcpConns{Listener: ln, max: max, open: map[*tcpConn]struct{}{}}
+}
+
+func (l *tcpConns) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return boundedConn{c}, nil
+	tc := &tcpConn{Conn: c, of: l}
+	tc.touch()
+	l.mu.Lock()
+	l.open[tc] = struct{}{}
+	var idlest *tcpConn
+	if len(l.open) >= l.max {
+		for o := range l.open {
+			if o != tc && (idlest == nil || o.active.Load() < idlest.active.Load()) {
+				idlest = o
+			}
+		}
+	}
+	l.mu.Unlock()
+	if idlest != nil {
+		idlest.Close() // its read fails, and the library lets it go
+	}
+	return tc, nil
 }
 
-type boundedConn struct{ net.Conn }
+type tcpConn struct {
+	net.Conn
+	of     *tcpConns
+	active atomic.Int64 // unix nanoseconds of the last read or write
+}
 
-func (c boundedConn) Write(b []byte) (int, error) {
+func (c *tcpConn) touch() { c.active.Store(time.Now().UnixNano()) }
+
+func (c *tcpConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.touch()
+	}
+	return n, err
+}
+
+func (c *tcpConn) Write(b []byte) (int, error) {
 	if err := c.SetWriteDeadline(time.Now().Add(tcpWriteTimeout)); err != nil {
 		return 0, err
 	}
-	return c.Conn.Write(b)
+	n, err := c.Conn.Write(b)
+	c.touch()
+	return n, err
+}
+
+func (c *tcpConn) Close() error {
+	c.of.mu.Lock()
+	delete(c.of.open, c)
+	c.of.mu.Unlock()
+	return c.Conn.Close()
 }
 
 // Handler answers queries with the router's ranking.
@@ -173,7 +229,7 @@ func Serve(ctx context.Context, pc net.PacketConn, ln net.Listener, h *Handler) 
 			PacketConn: pc, Handler: slots.handler(h), UDPSize: maxQuery, ReadTimeout: udpReadTimeout,
 			DecorateReader: slots.reader, MsgInvalidFunc: slots.invalid, MsgAcceptFunc: slots.accept,
 		},
-		{Listener: writeBounded{connlimit.Listen(ln, connlimit.New("geodns", tcpClients, h.log))}, Handler: h},
+		{Listener: newTCPConns(connlimit.Listen(ln, connlimit.New("geodns", tcpClients, h.log)), tcpClients.MaxTotal), Handler: h},
 	}
 	errc := make(chan error, len(servers))
 	for _, s := range servers {

@@ -251,6 +251,27 @@ func TestErrorRcodes(t *testing.T) {
 	}
 }
 
+// held is a TCP connection to addr, closed when the test ends.
+func held(t *testing.T, d *net.Dialer, addr string) net.Conn {
+	t.Helper()
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// framed is m packed for TCP, after its two-byte length.
+func framed(t *testing.T, m *dns.Msg) []byte {
+	t.Helper()
+	b, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)
+}
+
 // raw sends bytes as they are and returns the reply's rcode.
 func raw(t *testing.T, transport, addr string, b []byte) int {
 	t.Helper()
@@ -403,11 +424,7 @@ func FuzzServeDNS(f *testing.F) {
 // HTTP listeners need, in proportion to how many they open.
 func TestTCPConnectionsAreBounded(t *testing.T) {
 	s := start(t, 1)
-	q, err := query(name, dns.TypeA, netip.Prefix{}).Pack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	q = append(binary.BigEndian.AppendUint16(nil, uint16(len(q))), q...)
+	q := framed(t, query(name, dns.TypeA, netip.Prefix{}))
 	const conns = 2000
 	runtime.GC()
 	var before runtime.MemStats
@@ -458,11 +475,7 @@ func TestTCPConnectionsAreBounded(t *testing.T) {
 // leave other resolvers' TCP queries waiting behind it in the backlog.
 func TestOneHostCannotHoldEveryTCPSlot(t *testing.T) {
 	s := start(t, 1)
-	q, err := query(name, dns.TypeA, netip.Prefix{}).Pack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	q = append(binary.BigEndian.AppendUint16(nil, uint16(len(q))), q...)
+	q := framed(t, query(name, dns.TypeA, netip.Prefix{}))
 	// The hog sends from 127.0.0.3, the resolver from 127.0.0.1.
 	hog := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 3)}}
 	var (
@@ -567,11 +580,7 @@ func eightNodes(t *testing.T, perNode int) server {
 // liked, and eight addresses would hold all 128 slots.
 func TestTCPClientThatNeverReadsIsDropped(t *testing.T) {
 	s := eightNodes(t, 64) // an AAAA answer of 22 KiB: a few fill a window
-	q, err := query(name, dns.TypeAAAA, netip.Prefix{}).Pack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	q = append(binary.BigEndian.AppendUint16(nil, uint16(len(q))), q...)
+	q := framed(t, query(name, dns.TypeAAAA, netip.Prefix{}))
 	pipelined := bytes.Repeat(q, 128) // the most one connection is served
 	hog := net.Dialer{
 		LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 4)},
@@ -580,18 +589,8 @@ func TestTCPClientThatNeverReadsIsDropped(t *testing.T) {
 			return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
 		},
 	}
-	var conns []net.Conn
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
 	for range 16 {
-		c, err := hog.Dial("tcp", s.tcp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c)
+		c := held(t, &hog, s.tcp)
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		if _, err := c.Write(pipelined); err != nil {
 			t.Fatal(err)
@@ -816,5 +815,30 @@ func TestIdleUDPKeepsItsSlots(t *testing.T) {
 	time.Sleep(time.Second) // hundreds of empty waits
 	if r := retried(t, s.udp); len(addrs(r)) != 8 {
 		t.Errorf("after an idle second: %v", r)
+	}
+}
+
+// Eight hosts that each open their 16 TCP connections, and keep each with
+// a query answered now and then (the server waits 8 s for the next),
+// held all 128 slots: every other resolver was reset as it connected, for
+// as long as the hosts kept it up. When the listener is full, the
+// connection idle longest is closed to make room.
+func TestFewHostsCannotHoldEveryTCPSlot(t *testing.T) {
+	s := start(t, 1)
+	q := framed(t, query(name, dns.TypeA, netip.Prefix{}))
+	for host := range 8 {
+		hog := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(host+1))}}
+		for range 16 {
+			c := held(t, &hog, s.tcp)
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			c.Write(q)
+			c.Read(make([]byte, 512))
+		}
+	}
+	c := &dns.Client{Net: "tcp", Timeout: 4 * time.Second}
+	for i := range 3 {
+		if _, _, err := c.Exchange(query(name, dns.TypeA, netip.Prefix{}), s.tcp); err != nil {
+			t.Errorf("resolver's TCP query %d while eight hosts hold 128 connections: %v", i, err)
+		}
 	}
 }
