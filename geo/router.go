@@ -107,6 +107,7 @@ type Router struct {
 	fleet     Fleet
 	learner   *rtt.Learner
 	sticky    *shardcache.Cache[netip.Prefix, string]
+	named     *namedBudget                                 // what those naming clients may add to sticky
 	places    *shardcache.Cache[[2]float64, latency.Place] // node coordinates → place
 	decisions *prometheus.CounterVec
 	proxies   *shardcache.Cache[string, *httputil.ReverseProxy] // by public URL, built on first use
@@ -122,6 +123,7 @@ func NewRouter(cfg RouterConfig, db *geoip.DB, fleet Fleet, learner *rtt.Learner
 		fleet:   fleet,
 		learner: learner,
 		sticky:  shardcache.New[netip.Prefix, string](cfg.StickyEntries),
+		named:   newNamedBudget(cfg.StickyEntries),
 		places:  shardcache.New[[2]float64, latency.Place](nodePlaces),
 		proxies: shardcache.New[string, *httputil.ReverseProxy](nodeProxies),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -153,20 +155,31 @@ const nodeProxies = 1024
 // network, so the next decision only moves it for a clear gain. Every node
 // with the same view gives the same answer, as GeoDNS and the nodes API
 // need.
-func (rt *Router) Decide(client netip.Addr) Decision { return rt.decide(client, true, false) }
+func (rt *Router) Decide(client netip.Addr) Decision { return rt.decide(client, true, false, nil) }
+
+// DecideNamed is Decide for a client that namer names: a resolver, for
+// its client subnet (which it may set at will) or for itself over UDP
+// (whose source anyone can forge). A network not yet remembered is
+// remembered only within namer's budget and everyone's (see namedBudget),
+// so that no one can flush the answers remembered for everyone else.
+func (rt *Router) DecideNamed(client, namer netip.Addr) Decision {
+	return rt.decide(client, true, false, &namer)
+}
 
 // DecideHere is Decide for a request that has reached this node: sending
 // it on costs the client a round trip and a new connection, so this node
 // serves while it is within the margin of the best, and a remembered
 // answer only chooses among the others. Otherwise nodes that each score
 // themselves best pass a client along their remembered answers in a chain.
-func (rt *Router) DecideHere(client netip.Addr) Decision { return rt.decide(client, true, true) }
+func (rt *Router) DecideHere(client netip.Addr) Decision {
+	return rt.decide(client, true, true, nil)
+}
 
 // Explain is DecideHere without remembering the answer, for the admin API,
 // and with the reasons spelt out: where the client was placed, each
 // candidate's distance, and why the winner won.
 func (rt *Router) Explain(client netip.Addr) Decision {
-	d := rt.decide(client, false, true)
+	d := rt.decide(client, false, true, nil)
 	self := rt.fleet.Self()
 	lat, lon := self.Lat, self.Lon
 	if d.Location.Known {
@@ -187,7 +200,9 @@ func (rt *Router) Explain(client netip.Addr) Decision {
 	return d
 }
 
-func (rt *Router) decide(client netip.Addr, commit, here bool) Decision {
+// decide ranks the fleet for client; commit remembers the answer, within
+// the budget of namer if one named the client.
+func (rt *Router) decide(client netip.Addr, commit, here bool, namer *netip.Addr) Decision {
 	client = client.Unmap()
 	now := time.Now()
 	self := rt.fleet.Self()
@@ -242,7 +257,8 @@ func (rt *Router) decide(client netip.Addr, commit, here bool) Decision {
 		}
 	}
 	if commit && best.Excluded == "" {
-		if prev, ok := rt.sticky.Get(d.Network); !ok || prev != best.Node {
+		// A changed answer takes no new slot; a new network may evict one.
+		if prev, ok := rt.sticky.Get(d.Network); ok && prev != best.Node || !ok && (namer == nil || rt.named.admit(*namer, now)) {
 			rt.sticky.Put(d.Network, best.Node)
 		}
 	}

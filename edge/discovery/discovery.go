@@ -191,10 +191,14 @@ func (r *Resolver) Resolve(ctx context.Context, c Config) (Answer, error) {
 	if err != nil {
 		return Answer{}, err
 	}
+	owners, err := chain(msg.Answer, c.DNS)
+	if err != nil {
+		return Answer{}, err
+	}
 	var srvs []*dns.SRV
 	ttl := time.Duration(-1)
 	for _, rr := range msg.Answer {
-		if s, ok := rr.(*dns.SRV); ok && s.Port != 0 && s.Target != "." {
+		if s, ok := rr.(*dns.SRV); ok && owners[dns.CanonicalName(s.Hdr.Name)] && s.Port != 0 && s.Target != "." {
 			srvs = append(srvs, s)
 			ttl = minTTL(ttl, s.Hdr.Ttl)
 		}
@@ -296,10 +300,12 @@ func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR, c Con
 		}
 		ips, ttl = append(ips, ip), minTTL(ttl, hdr.Ttl)
 	}
-	collect := func(rrs []dns.RR, onlyName bool) {
+	// Only the name's own records: the additional section holds every
+	// target's addresses, and an answer may hold a CNAME chain's.
+	collect := func(rrs []dns.RR, owners map[string]bool) {
 		for _, rr := range rrs {
-			if onlyName && !strings.EqualFold(rr.Header().Name, dns.Fqdn(name)) {
-				continue // the additional section holds every target's addresses
+			if !owners[dns.CanonicalName(rr.Header().Name)] {
+				continue
 			}
 			switch v := rr.(type) {
 			case *dns.A:
@@ -309,7 +315,7 @@ func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR, c Con
 			}
 		}
 	}
-	collect(extra, true)
+	collect(extra, map[string]bool{dns.CanonicalName(name): true})
 	if len(ips) == 0 && len(refused) == 0 {
 		for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
 			msg, err := r.query(ctx, name, t)
@@ -319,7 +325,11 @@ func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR, c Con
 			if err != nil {
 				return nil, 0, nil, err
 			}
-			collect(msg.Answer, false) // after any CNAME chain
+			owners, err := chain(msg.Answer, name)
+			if err != nil {
+				return nil, 0, nil, err
+			}
+			collect(msg.Answer, owners)
 		}
 	}
 	refused = listed(refused)
@@ -330,6 +340,31 @@ func (r *Resolver) addrs(ctx context.Context, name string, extra []dns.RR, c Con
 		return nil, 0, nil, ErrEmpty
 	}
 	return ips[:min(len(ips), maxEndpoints)], max(ttl, 0), refused, nil
+}
+
+// maxAliases bounds the CNAME records followed from a name, as resolvers
+// do (BIND follows 16).
+const maxAliases = 16
+
+// chain is name and the aliases its CNAME records in answer lead to. A
+// chain that loops, or runs past maxAliases, is a broken zone: an error,
+// which keeps the last good set, where an empty answer would end it.
+func chain(answer []dns.RR, name string) (map[string]bool, error) {
+	alias := map[string]string{}
+	for _, rr := range answer {
+		if c, ok := rr.(*dns.CNAME); ok {
+			alias[dns.CanonicalName(c.Hdr.Name)] = dns.CanonicalName(c.Target)
+		}
+	}
+	at := dns.CanonicalName(name)
+	owners := map[string]bool{at: true}
+	for next, ok := alias[at]; ok; next, ok = alias[at] {
+		if owners[next] || len(owners) > maxAliases {
+			return nil, fmt.Errorf("%s: CNAME chain loops or passes %d aliases", name, maxAliases)
+		}
+		owners[next], at = true, next
+	}
+	return owners, nil
 }
 
 // maxListed bounds the refused addresses, and the SRV targets without
@@ -381,16 +416,19 @@ func minTTL(cur time.Duration, ttl uint32) time.Duration {
 // NOERROR with nothing is ErrEmpty.
 func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
 	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), qtype)
+	name = dns.Fqdn(name)
+	m.SetQuestion(name, qtype)
 	m.SetEdns0(4096, false)
 	var errs []error
 	for _, server := range r.servers {
+		asked := name + " " + dns.TypeToString[qtype]
 		in, err := r.exchange(ctx, m, server, "udp")
 		if err == nil && in.Truncated {
+			asked += " truncated over UDP; over TCP"
 			in, err = r.exchange(ctx, m, server, "tcp")
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", server, err))
+			errs = append(errs, fmt.Errorf("%s: %s: %w", server, asked, err))
 			continue
 		}
 		switch in.Rcode {

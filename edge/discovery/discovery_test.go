@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"runtime"
 	"slices"
@@ -538,5 +539,154 @@ func TestNAT64AddressesAreJudgedByTheIPv4TheyEmbed(t *testing.T) {
 	c.AllowLoopback, c.AllowLinkLocal = true, true
 	if a, err := resolve(t, c); err != nil || len(a.Endpoints) != 4 {
 		t.Fatalf("allow_loopback and allow_link_local: %v, %v; want all but the unspecified", a.Endpoints, err)
+	}
+}
+
+// A resolver's answer follows a name's CNAME chain to its addresses. A
+// chain that loops was an empty answer, and empty_grace later took every
+// backend away for what is a broken zone, not an emptied one; addresses
+// owned by names off the chain were taken as the backends of the name
+// asked for.
+func TestCNAMEChainsAreFollowedAndBounded(t *testing.T) {
+	cname := func(from, to string) dns.RR {
+		return &dns.CNAME{Hdr: dns.RR_Header{Name: from, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 60}, Target: to}
+	}
+	a := func(owner, ip string) dns.RR {
+		return &dns.A{Hdr: dns.RR_Header{Name: owner, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.ParseIP(ip)}
+	}
+	addr := serveDNS(t, dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		srv := func(owner, target string) dns.RR {
+			return &dns.SRV{Hdr: dns.RR_Header{Name: owner, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: 60}, Port: 9000, Weight: 1, Target: target}
+		}
+		switch q.Question[0].Qtype {
+		case dns.TypeSRV:
+			switch q.Question[0].Name {
+			case "_api._tcp.x.":
+				m.Answer = []dns.RR{cname("_api._tcp.x.", "_api._tcp.real.x."), srv("_api._tcp.real.x.", "alias.x."), srv("_other._tcp.x.", "stray.x.")}
+			case "_loop._tcp.x.":
+				m.Answer = []dns.RR{cname("_loop._tcp.x.", "_loop._tcp.x."), srv("_loop._tcp.x.", "alias.x.")}
+			}
+		case dns.TypeA:
+			switch q.Question[0].Name {
+			case "stray.x.":
+				m.Answer = []dns.RR{a("stray.x.", "192.0.2.8")}
+			case "alias.x.":
+				m.Answer = []dns.RR{cname("alias.x.", "Mid.x."), a("other.x.", "192.0.2.9"), cname("mid.x.", "real.x."), a("real.x.", "192.0.2.2")}
+			case "loop.x.":
+				m.Answer = []dns.RR{cname("loop.x.", "b.x."), cname("b.x.", "loop.x."), a("c.x.", "192.0.2.3")}
+			case "long.x.":
+				for i := range 20 {
+					m.Answer = append(m.Answer, cname(fmt.Sprintf("l%d.x.", i), fmt.Sprintf("l%d.x.", i+1)))
+				}
+				m.Answer = append([]dns.RR{cname("long.x.", "l0.x.")}, append(m.Answer, a("l20.x.", "192.0.2.4"))...)
+			}
+		}
+		w.WriteMsg(m)
+	}))
+	c := Config{DNS: "alias.x", Port: 80, Resolver: addr}
+	c.SetDefaults()
+	if a, err := resolve(t, c); err != nil || fmt.Sprint(a.Endpoints) != "[{http://192.0.2.2:80 1}]" {
+		t.Errorf("a chain of two aliases: %v, %v; want only the address the chain ends at", a.Endpoints, err)
+	}
+	srv := Config{DNS: "_api._tcp.x", Resolver: addr}
+	srv.SetDefaults()
+	if a, err := resolve(t, srv); err != nil || fmt.Sprint(a.Endpoints) != "[{http://192.0.2.2:9000 1}]" {
+		t.Errorf("an SRV name's alias: %v, %v; want only the SRV record the chain ends at", a.Endpoints, err)
+	}
+	for _, name := range []string{"loop.x", "long.x", "_loop._tcp.x"} {
+		c.DNS, c.Port = name, 80
+		if strings.HasPrefix(name, "_") {
+			c.Port = 0
+		}
+		a, err := resolve(t, c)
+		if err == nil || errors.Is(err, ErrEmpty) || !strings.Contains(err.Error(), "CNAME") {
+			t.Errorf("%s: %v, %v; want a failure that names the CNAME chain", name, a.Endpoints, err)
+		}
+	}
+}
+
+// A server that truncates every answer over UDP and then stalls over TCP,
+// announcing a 64 KiB answer and sending one byte of it, holds a
+// resolution no longer than its bound: the watcher keeps the last good
+// set, and says what timed out. It said only "read tcp ...: i/o timeout",
+// neither the name asked nor that the answer had come truncated.
+func TestTruncatedAnswerWithAStallingTCPFallback(t *testing.T) {
+	pc, ln := dnstest.Listen(t)
+	udp := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Truncated = true
+		w.WriteMsg(m)
+	})}
+	go udp.ActivateAndServe()
+	t.Cleanup(func() { udp.Shutdown() })
+	t.Cleanup(func() { ln.Close() })
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			t.Cleanup(func() { c.Close() })
+			c.Write([]byte{0xff, 0xff, 0})
+		}
+	}()
+	c := Config{DNS: "svc.example", Port: 80, Resolver: pc.LocalAddr().String(), Timeout: units.Duration(200 * time.Millisecond)}
+	c.SetDefaults()
+	var rec recorder
+	good := []Endpoint{{URL: "http://192.0.2.1:80", Weight: 1}}
+	w, err := NewWatcher(c, good, rec.apply, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { w.step(context.Background(), time.Now()); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a stalling TCP fallback held the resolution for 30 s")
+	}
+	st := w.Status()
+	t.Logf("last_error: %s", st.Error)
+	if len(rec.sets) != 0 || st.Failures != 1 || !strings.Contains(st.Error, "svc.example. A truncated over UDP; over TCP:") || !strings.Contains(st.Error, "timeout") {
+		t.Errorf("sets applied %v, status %+v; want the last good set kept and a TCP timeout named", rec.sets, st)
+	}
+	if accepted.Load() == 0 {
+		t.Error("the resolver never fell back to TCP")
+	}
+}
+
+// However short or long the TTL a server gives, the next resolution is
+// between MinInterval and the configured interval: TTL 0 does not make
+// the watcher spin, and 136 years (the largest TTL) does not stop it.
+func TestTTLsAreBoundedBothWays(t *testing.T) {
+	var ttl atomic.Uint32
+	addr := serveDNS(t, dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		if q.Question[0].Qtype == dns.TypeA {
+			m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: ttl.Load()}, A: net.ParseIP("192.0.2.1")}}
+		}
+		w.WriteMsg(m)
+	}))
+	c := Config{DNS: "svc.example", Port: 80, Resolver: addr, Interval: units.Duration(30 * time.Second)}
+	c.SetDefaults()
+	var rec recorder
+	w, err := NewWatcher(c, nil, rec.apply, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		ttl  uint32
+		want time.Duration
+	}{{0, MinInterval}, {math.MaxUint32, 30 * time.Second}, {7, 7 * time.Second}} {
+		ttl.Store(tc.ttl)
+		if wait := w.step(context.Background(), time.Now()); wait != tc.want || rec.last() != "[{http://192.0.2.1:80 1}]" {
+			t.Errorf("TTL %d: next in %v (want %v), set %s", tc.ttl, wait, tc.want, rec.last())
+		}
 	}
 }

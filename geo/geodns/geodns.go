@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -33,8 +35,145 @@ const maxUDPAnswer = 1232
 // tcp-clients is 150), and those of one client address, so that one host
 // cannot hold them all while resolvers wait. Each holds a descriptor, a
 // goroutine and, while a query is read, a buffer of the length it
-// announces, up to 64 KiB; one past a bound is reset as it is accepted.
+// announces, up to 64 KiB. One past the per-address bound is reset as it
+// is accepted; the total is kept below its bound by closing the
+// connection idle longest (see tcpConns).
 var tcpClients = connlimit.Settings{MaxTotal: 128, MaxPerAddress: 16}
+
+// tcpWriteTimeout bounds the write of one answer over TCP: miekg/dns sets
+// no write deadline there (its WriteTimeout is unused), so a client that
+// stops reading held its connection, goroutine and slot for good. It is
+// the library's read timeout, time enough for 64 KiB on any live path.
+const tcpWriteTimeout = 2 * time.Second
+
+// udpInFlight bounds the datagrams handled at once: miekg/dns starts a
+// goroutine for each it reads, and a flood faster than the answers grew
+// them, and the heap, without bound. Past it datagrams wait in the
+// socket's buffer, and past that are dropped, as UDP may be.
+const udpInFlight = 128
+
+// udpSlots holds one slot per datagram read and not yet done with. The
+// library ends a datagram in one of four places, and each gives the slot
+// back: the handler, when it answered; MsgInvalidFunc, when it could not
+// parse it (or it was shorter than a header); MsgAcceptFunc, when it
+// turned it away unparsed; and the reader, when the read failed. These are
+// the paths of miekg/dns v1.1.73 (serveUDP, serveDNS); a path that kept a
+// slot would stop UDP after 128 datagrams, which the tests would see.
+type udpSlots chan struct{}
+
+// reader takes a slot before each datagram is read.
+func (s udpSlots) reader(r dns.Reader) dns.Reader { return slotReader{r, s} }
+
+func (s udpSlots) release() { <-s }
+
+func (s udpSlots) invalid(m []byte, err error) { s.release() }
+
+func (s udpSlots) accept(dh dns.Header) dns.MsgAcceptAction {
+	action := dns.DefaultMsgAcceptFunc(dh)
+	if action != dns.MsgAccept {
+		s.release()
+	}
+	return action
+}
+
+func (s udpSlots) handler(h dns.Handler) dns.Handler {
+	return dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		defer s.release()
+		h.ServeDNS(w, req)
+	})
+}
+
+// udpReadTimeout is how long the library waits for a datagram before
+// it reads again (its default); each wait that ends empty gives its slot
+// back too.
+var udpReadTimeout = 2 * time.Second
+
+// slotReader reads UDP only: Serve's PacketConn must be a *net.UDPConn.
+type slotReader struct {
+	dns.Reader
+	slots udpSlots
+}
+
+func (r slotReader) ReadUDP(conn *net.UDPConn, timeout time.Duration) ([]byte, *dns.SessionUDP, error) {
+	r.slots <- struct{}{}
+	m, s, err := r.Reader.ReadUDP(conn, timeout)
+	if err != nil {
+		r.slots.release()
+	}
+	return m, s, err
+}
+
+// tcpConns tracks the connections connlimit let in. When they fill the
+// listener, the one idle longest is closed, so that there is always room
+// for the next: otherwise a few hosts, each holding its 16 with a query
+// now and then, kept every other resolver out. Each write has its own
+// deadline.
+type tcpConns struct {
+	net.Listener
+	max  int
+	mu   sync.Mutex
+	open map[*tcpConn]struct{}
+}
+
+func newTCPConns(ln net.Listener, max int) *tcpConns {
+	return &tcpConns{Listener: ln, max: max, open: map[*tcpConn]struct{}{}}
+}
+
+func (l *tcpConns) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &tcpConn{Conn: c, of: l}
+	tc.touch()
+	l.mu.Lock()
+	l.open[tc] = struct{}{}
+	var idlest *tcpConn
+	if len(l.open) >= l.max {
+		for o := range l.open {
+			if o != tc && (idlest == nil || o.active.Load() < idlest.active.Load()) {
+				idlest = o
+			}
+		}
+	}
+	l.mu.Unlock()
+	if idlest != nil {
+		idlest.Close() // its read fails, and the library lets it go
+	}
+	return tc, nil
+}
+
+type tcpConn struct {
+	net.Conn
+	of     *tcpConns
+	active atomic.Int64 // unix nanoseconds of the last read or write
+}
+
+func (c *tcpConn) touch() { c.active.Store(time.Now().UnixNano()) }
+
+func (c *tcpConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.touch()
+	}
+	return n, err
+}
+
+func (c *tcpConn) Write(b []byte) (int, error) {
+	if err := c.SetWriteDeadline(time.Now().Add(tcpWriteTimeout)); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Write(b)
+	c.touch()
+	return n, err
+}
+
+func (c *tcpConn) Close() error {
+	c.of.mu.Lock()
+	delete(c.of.open, c)
+	c.of.mu.Unlock()
+	return c.Conn.Close()
+}
 
 // Handler answers queries with the router's ranking.
 type Handler struct {
@@ -82,10 +221,15 @@ func ServeDNS(ctx context.Context, cfg geo.DNSConfig, router *geo.Router, log *s
 }
 
 // Serve answers on already open sockets until ctx ends, then closes them.
+// pc must be a *net.UDPConn.
 func Serve(ctx context.Context, pc net.PacketConn, ln net.Listener, h *Handler) error {
+	slots := make(udpSlots, udpInFlight)
 	servers := []*dns.Server{
-		{PacketConn: pc, Handler: h, UDPSize: maxQuery},
-		{Listener: connlimit.Listen(ln, connlimit.New("geodns", tcpClients, h.log)), Handler: h},
+		{
+			PacketConn: pc, Handler: slots.handler(h), UDPSize: maxQuery, ReadTimeout: udpReadTimeout,
+			DecorateReader: slots.reader, MsgInvalidFunc: slots.invalid, MsgAcceptFunc: slots.accept,
+		},
+		{Listener: newTCPConns(connlimit.Listen(ln, connlimit.New("geodns", tcpClients, h.log)), tcpClients.MaxTotal), Handler: h},
 	}
 	errc := make(chan error, len(servers))
 	for _, s := range servers {
@@ -116,9 +260,18 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 			size = int(min(max(opt.UDPSize(), dns.MinMsgSize), maxUDPAnswer))
 		}
 		m.Truncate(size)
+	} else {
+		// A node may have any number of addresses: compressed if need be,
+		// and cut to what one message holds, the answer always packs.
+		m.Truncate(dns.MaxMsgSize)
 	}
 	if err := w.WriteMsg(m); err != nil {
 		h.log.Debug("geodns write failed", "peer", w.RemoteAddr(), "err", err)
+		if _, tcp := w.RemoteAddr().(*net.TCPAddr); tcp {
+			// A write that timed out may have sent part of an answer: the
+			// stream is out of step, and nothing after it could be read.
+			w.Close()
+		}
 	}
 }
 
@@ -173,7 +326,7 @@ func (h *Handler) answer(peer net.Addr, req *dns.Msg) *dns.Msg {
 		m.Ns = []dns.RR{h.soa(q.Name)}
 		return m
 	}
-	d := h.router.Decide(client)
+	d := h.router.DecideNamed(client, resolverOf(peer))
 	h.router.Count("dns", d.Reason)
 	m.Answer = h.records(q, d, want)
 	if len(m.Answer) == 0 {
@@ -275,11 +428,13 @@ func clientOf(peer net.Addr, opt *dns.OPT) (netip.Addr, error) {
 		}
 		// A zero source prefix asks us not to use the client's address.
 	}
-	ap, err := netip.ParseAddrPort(peerString(peer))
-	if err != nil {
-		return netip.Addr{}, nil
-	}
-	return ap.Addr().Unmap(), nil
+	return resolverOf(peer), nil
+}
+
+// resolverOf is the address that sent the query; the zero Addr if unreadable.
+func resolverOf(peer net.Addr) netip.Addr {
+	ap, _ := netip.ParseAddrPort(peerString(peer))
+	return ap.Addr().Unmap()
 }
 
 func peerString(a net.Addr) string {

@@ -1,6 +1,7 @@
 package geodns_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,6 +53,12 @@ func start(t *testing.T, answers int) server {
 // names (name if none are given).
 func startFleet(t *testing.T, answers int, self string, nodes []geo.Node, names ...string) server {
 	t.Helper()
+	return startRouter(t, geo.RouterConfig{}, answers, self, nodes, names...)
+}
+
+// startRouter is startFleet with the router's settings.
+func startRouter(t *testing.T, rcfg geo.RouterConfig, answers int, self string, nodes []geo.Node, names ...string) server {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "city.mmdb")
 	if err := demodb.Write(path); err != nil {
 		t.Fatal(err)
@@ -63,7 +71,7 @@ func startFleet(t *testing.T, answers int, self string, nodes []geo.Node, names 
 	if err != nil {
 		t.Fatal(err)
 	}
-	router := geo.NewRouter(geo.RouterConfig{}, db, fleet, nil)
+	router := geo.NewRouter(rcfg, db, fleet, nil)
 	if len(names) == 0 {
 		names = []string{name}
 	}
@@ -243,6 +251,27 @@ func TestErrorRcodes(t *testing.T) {
 	}
 }
 
+// held is a TCP connection to addr, closed when the test ends.
+func held(t *testing.T, d *net.Dialer, addr string) net.Conn {
+	t.Helper()
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// framed is m packed for TCP, after its two-byte length.
+func framed(t *testing.T, m *dns.Msg) []byte {
+	t.Helper()
+	b, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)
+}
+
 // raw sends bytes as they are and returns the reply's rcode.
 func raw(t *testing.T, transport, addr string, b []byte) int {
 	t.Helper()
@@ -395,11 +424,7 @@ func FuzzServeDNS(f *testing.F) {
 // HTTP listeners need, in proportion to how many they open.
 func TestTCPConnectionsAreBounded(t *testing.T) {
 	s := start(t, 1)
-	q, err := query(name, dns.TypeA, netip.Prefix{}).Pack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	q = append(binary.BigEndian.AppendUint16(nil, uint16(len(q))), q...)
+	q := framed(t, query(name, dns.TypeA, netip.Prefix{}))
 	const conns = 2000
 	runtime.GC()
 	var before runtime.MemStats
@@ -450,11 +475,7 @@ func TestTCPConnectionsAreBounded(t *testing.T) {
 // leave other resolvers' TCP queries waiting behind it in the backlog.
 func TestOneHostCannotHoldEveryTCPSlot(t *testing.T) {
 	s := start(t, 1)
-	q, err := query(name, dns.TypeA, netip.Prefix{}).Pack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	q = append(binary.BigEndian.AppendUint16(nil, uint16(len(q))), q...)
+	q := framed(t, query(name, dns.TypeA, netip.Prefix{}))
 	// The hog sends from 127.0.0.3, the resolver from 127.0.0.1.
 	hog := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 3)}}
 	var (
@@ -500,15 +521,7 @@ func TestOneHostCannotHoldEveryTCPSlot(t *testing.T) {
 // way, and forged fragments are how an off-path attacker poisons a
 // resolver's cache. What does not fit is truncated; TCP carries it whole.
 func TestUDPAnswersAreNeverFragmented(t *testing.T) {
-	var nodes []geo.Node
-	for i := range 8 {
-		var addrs []string
-		for j := range 8 {
-			addrs = append(addrs, fmt.Sprintf("2001:db8:%d::%d", i+1, j+1))
-		}
-		nodes = append(nodes, fleetNode(fmt.Sprintf("n%d", i), demodb.Frankfurt, addrs...))
-	}
-	s := startFleet(t, 8, "n0", nodes)
+	s := eightNodes(t, 8)
 	q := query(name, dns.TypeAAAA, netip.Prefix{})
 	q.SetEdns0(4096, false)
 	b, err := q.Pack()
@@ -541,5 +554,291 @@ func TestUDPAnswersAreNeverFragmented(t *testing.T) {
 	}
 	if got := addrs(exchange(t, "tcp", s.tcp, q)); len(got) != 64 {
 		t.Errorf("TCP answer holds %d addresses, want 64", len(got))
+	}
+}
+
+// eightNodes runs a server for eight nodes of perNode IPv6 addresses
+// each, all of them in every AAAA answer.
+func eightNodes(t *testing.T, perNode int) server {
+	t.Helper()
+	var nodes []geo.Node
+	for i := range 8 {
+		var addrs []string
+		for j := range perNode {
+			addrs = append(addrs, fmt.Sprintf("2001:db8:%d::%d", i+1, j+1))
+		}
+		nodes = append(nodes, fleetNode(fmt.Sprintf("n%d", i), demodb.Frankfurt, addrs...))
+	}
+	return startFleet(t, 8, "n0", nodes)
+}
+
+// A client that pipelines queries over TCP and never reads the answers
+// fills its receive window and the server's send buffer; the server's
+// write then blocked forever (miekg/dns sets no write deadline on TCP), so
+// the connection, its goroutine and its slot were held for good. With 16
+// such connections one address was locked out of TCP for as long as it
+// liked, and eight addresses would hold all 128 slots.
+func TestTCPClientThatNeverReadsIsDropped(t *testing.T) {
+	s := eightNodes(t, 64) // an AAAA answer of 22 KiB: a few fill a window
+	q := framed(t, query(name, dns.TypeAAAA, netip.Prefix{}))
+	pipelined := bytes.Repeat(q, 128) // the most one connection is served
+	hog := net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 4)},
+		// A small window, set before the handshake announces it.
+		Control: func(_, _ string, c syscall.RawConn) error {
+			return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		},
+	}
+	for range 16 {
+		c := held(t, &hog, s.tcp)
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(pipelined); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Once the stalled writes time out, all 16 slots are free again for
+	// the same address.
+	again := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 4)}}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var (
+			wg       sync.WaitGroup
+			mu       sync.Mutex
+			answered int
+			lastErr  error
+		)
+		for range 16 {
+			wg.Go(func() {
+				c := &dns.Client{Net: "tcp", Timeout: 2 * time.Second, Dialer: &again}
+				r, _, err := c.Exchange(query(name, dns.TypeAAAA, netip.Prefix{}), s.tcp)
+				mu.Lock()
+				defer mu.Unlock()
+				if err == nil && len(addrs(r)) == 8*64 {
+					answered++
+				} else {
+					lastErr = err
+				}
+			})
+		}
+		wg.Wait()
+		if answered == 16 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("20 s after 16 connections stopped reading, their address is served on %d of 16: %v", answered, lastErr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Any resolver may name any client subnet (and over UDP any source
+// address), and each new network named took a slot in the router's memory
+// of answers, evicting another's: one host naming a few thousand networks
+// flushed the answers remembered for everyone, and every client then
+// moved at the next small change. A namer may add only a few networks per
+// window, and all namers together a bounded share of the memory.
+func TestNamedNetworksCannotFlushRememberedAnswers(t *testing.T) {
+	far := demodb.City{Lat: demodb.Tokyo.Lat + 10, Lon: demodb.Tokyo.Lon}
+	s := startRouter(t, geo.RouterConfig{StickyEntries: 512}, 1, "c", []geo.Node{
+		fleetNode("a", far, "198.51.100.1"),
+		fleetNode("b", demodb.Tokyo, "198.51.100.2"),
+		fleetNode("c", demodb.Frankfurt, "198.51.100.3"),
+	})
+	ask := func(from netip.Addr, subnet netip.Prefix) []string {
+		t.Helper()
+		c := &dns.Client{Net: "udp", Timeout: 5 * time.Second, Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: from.AsSlice()}}}
+		r, _, err := c.Exchange(query(name, dns.TypeA, subnet), s.udp)
+		if err != nil {
+			t.Fatalf("from %s for %s: %v", from, subnet, err)
+		}
+		return addrs(r)
+	}
+	resolver := netip.MustParseAddr("127.0.0.1")
+	n, m := netip.MustParsePrefix("1.0.16.0/24"), netip.MustParsePrefix("1.0.17.0/24")
+	if got := ask(resolver, n); len(got) != 1 || got[0] != "198.51.100.2" {
+		t.Fatalf("Tokyo's network: %v", got)
+	}
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	// One host names thousands of networks...
+	hog := netip.MustParseAddr("127.0.0.5")
+	for i := range 2500 {
+		ask(hog, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24))
+	}
+	// ...which leaves room for another resolver's new network...
+	if got := ask(netip.MustParseAddr("127.0.0.9"), m); len(got) != 1 || got[0] != "198.51.100.2" {
+		t.Fatalf("Tokyo's other network: %v", got)
+	}
+	// ...and so do thousands of hosts naming one each (forged UDP sources).
+	for i := range 2800 {
+		from := netip.AddrFrom4([4]byte{127, 1, byte(i >> 8), byte(i)})
+		ask(from, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 100 + byte(i>>8), byte(i), 0}), 24))
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	t.Logf("heap after naming 5,300 networks from 2,801 hosts: %+d KiB", (int64(after.HeapAlloc)-int64(before.HeapAlloc))>>10)
+	// Node a is now as good as b for Tokyo, and first by ID: a network
+	// still remembered stays with b.
+	s.fleet.Update("a", func(n *geo.Node) { n.Lat, n.Lon = demodb.Tokyo.Lat, demodb.Tokyo.Lon })
+	for _, p := range []netip.Prefix{n, m} {
+		if got := ask(resolver, p); len(got) != 1 || got[0] != "198.51.100.2" {
+			t.Errorf("%s: answered %v, want its remembered 198.51.100.2", p, got)
+		}
+	}
+	// A network not remembered goes to a.
+	if got := ask(resolver, netip.MustParsePrefix("1.0.18.0/24")); len(got) != 1 || got[0] != "198.51.100.1" {
+		t.Errorf("a new Tokyo network: %v, want 198.51.100.1", got)
+	}
+}
+
+// A node may be configured with any number of addresses. An answer over
+// TCP that passed 64 KiB uncompressed did not pack, and the resolver got
+// no reply at all, only its own timeout: answers are compressed when that
+// is needed, and cut to what fits.
+func TestTCPAnswersPastSixtyFourKiBStillGo(t *testing.T) {
+	for _, perNode := range []int{200, 400} { // 70 KiB uncompressed; 90 KiB compressed
+		s := eightNodes(t, perNode)
+		r := exchange(t, "tcp", s.tcp, query(name, dns.TypeAAAA, netip.Prefix{}))
+		got := len(addrs(r))
+		t.Logf("%d addresses: %d answered, truncated %v", 8*perNode, got, r.Truncated)
+		if got == 0 || got == 8*perNode == r.Truncated {
+			t.Errorf("%d addresses: %d answered, truncated %v", 8*perNode, got, r.Truncated)
+		}
+	}
+}
+
+// miekg/dns starts a goroutine for each datagram it reads. A flood of
+// queries faster than their answers grew the goroutines and the heap
+// without bound (7,000 goroutines and 44 MiB within three seconds of
+// eight senders); the datagrams past a bound now wait in the socket's
+// buffer, and past that are dropped, as UDP may be. Each kind of
+// datagram the library turns away without an answer gives its slot back.
+func TestUDPFloodIsAnsweredWithinBoundedWork(t *testing.T) {
+	s := eightNodes(t, 64) // an answer that takes some work to cut to 1232 bytes
+	q, err := query(name, dns.TypeAAAA, netip.Prefix{}).Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	response := append([]byte(nil), q...)
+	response[2] |= 0x80 // QR: the library ignores it
+	notify := append([]byte(nil), q...)
+	notify[2] |= 0x20 // opcode 4 is NOTIFY, 5 (UPDATE) is refused by the library
+	notify[2] |= 0x08
+	junk := append(append([]byte(nil), q[:12]...), 0xc0, 0xff)
+	for _, b := range [][]byte{q[:5], response, notify, junk} {
+		c, err := net.Dial("udp", s.udp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Three rounds of 100, each within the socket's buffer: the answer
+		// after each says the server read them all.
+		for range 3 {
+			for range 100 {
+				c.Write(b)
+			}
+			if r := retried(t, s.udp); !r.Truncated {
+				t.Fatalf("after datagrams turned away: %v", r)
+			}
+		}
+		c.Close()
+	}
+
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	baseline := runtime.NumGoroutine()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			c, err := net.Dial("udp", s.udp)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					c.Write(q)
+				}
+			}
+		})
+	}
+	peak, peakHeap := 0, uint64(0)
+	for range 20 {
+		time.Sleep(100 * time.Millisecond)
+		peak = max(peak, runtime.NumGoroutine()-baseline-8)
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		peakHeap = max(peakHeap, m.HeapAlloc)
+	}
+	close(stop)
+	wg.Wait()
+	grew := int64(peakHeap) - int64(before.HeapAlloc)
+	t.Logf("under a flood from 8 senders: %d more goroutines at most, heap %+d MiB at most", peak, grew>>20)
+	if peak > 256 {
+		t.Errorf("a UDP flood ran %d goroutines at once", peak)
+	}
+	if r := retried(t, s.udp); !r.Truncated {
+		t.Errorf("after the flood: %v", r)
+	}
+}
+
+// retried asks for the AAAA records over UDP as a resolver does: again
+// after a second without an answer, for datagrams dropped while a burst
+// filled the socket's buffer.
+func retried(t *testing.T, addr string) *dns.Msg {
+	t.Helper()
+	c := &dns.Client{Net: "udp", Timeout: time.Second}
+	var err error
+	for range 10 {
+		var r *dns.Msg
+		if r, _, err = c.Exchange(query(name, dns.TypeAAAA, netip.Prefix{}), addr); err == nil {
+			return r
+		}
+	}
+	t.Fatalf("no answer in 10 tries: %v", err)
+	return nil
+}
+
+// Each wait for a datagram that ends empty gives its slot back: with one
+// held per wait, an idle server stopped answering UDP after 128 waits of
+// the library's 2 s, four minutes.
+func TestIdleUDPKeepsItsSlots(t *testing.T) {
+	old := geodns.SetUDPReadTimeout(time.Millisecond)
+	t.Cleanup(func() { geodns.SetUDPReadTimeout(old) }) // after the server's, which waits for it to stop
+	s := eightNodes(t, 1)
+	time.Sleep(time.Second) // hundreds of empty waits
+	if r := retried(t, s.udp); len(addrs(r)) != 8 {
+		t.Errorf("after an idle second: %v", r)
+	}
+}
+
+// Eight hosts that each open their 16 TCP connections, and keep each with
+// a query answered now and then (the server waits 8 s for the next),
+// held all 128 slots: every other resolver was reset as it connected, for
+// as long as the hosts kept it up. When the listener is full, the
+// connection idle longest is closed to make room.
+func TestFewHostsCannotHoldEveryTCPSlot(t *testing.T) {
+	s := start(t, 1)
+	q := framed(t, query(name, dns.TypeA, netip.Prefix{}))
+	for host := range 8 {
+		hog := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(host+1))}}
+		for range 16 {
+			c := held(t, &hog, s.tcp)
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			c.Write(q)
+			c.Read(make([]byte, 512))
+		}
+	}
+	c := &dns.Client{Net: "tcp", Timeout: 4 * time.Second}
+	for i := range 3 {
+		if _, _, err := c.Exchange(query(name, dns.TypeA, netip.Prefix{}), s.tcp); err != nil {
+			t.Errorf("resolver's TCP query %d while eight hosts hold 128 connections: %v", i, err)
+		}
 	}
 }
