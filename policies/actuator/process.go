@@ -41,7 +41,8 @@ type Process struct {
 	reg     Registry
 	log     *slog.Logger
 	client  *http.Client
-	closing chan struct{}
+	closing chan struct{} // closed by Close: instances still starting give up
+	drained chan struct{} // closed once Close's context ends: every stop still waiting kills
 
 	scaleMu sync.Mutex // one Scale at a time
 	desired int
@@ -49,7 +50,7 @@ type Process struct {
 	mu        sync.Mutex
 	instances []*instance // ready ones, oldest first
 	closed    bool
-	wg        sync.WaitGroup
+	wg        sync.WaitGroup // watchers and instances still starting
 }
 
 type instance struct {
@@ -92,6 +93,7 @@ func NewProcess(service string, spec ProcessSpec, reg Registry, log *slog.Logger
 		log:     log.With("service", service, "actuator", "process"),
 		client:  &http.Client{Timeout: 2 * time.Second},
 		closing: make(chan struct{}),
+		drained: make(chan struct{}),
 	}, nil
 }
 
@@ -134,6 +136,8 @@ func (p *Process) converge(ctx context.Context, reason string) error {
 			in.stopped = true
 		}
 	}
+	// Close waits for the instances still starting, and bounds their stop.
+	p.wg.Add(max(p.desired-have, 0))
 	p.mu.Unlock()
 	if len(victims) > 0 {
 		p.log.Info("scaling down", "from", have, "to", p.desired, "reason", reason)
@@ -146,7 +150,10 @@ func (p *Process) converge(ctx context.Context, reason string) error {
 	errs := make([]error, p.desired-have)
 	var wg sync.WaitGroup
 	for i := range errs {
-		wg.Go(func() { errs[i] = p.startOne(ctx) })
+		wg.Go(func() {
+			defer p.wg.Done()
+			errs[i] = p.startOne(ctx)
+		})
 	}
 	wg.Wait()
 	return errors.Join(errs...)
@@ -178,19 +185,21 @@ func (p *Process) startOne(ctx context.Context) error {
 		_ = cmd.Wait()
 		close(in.exited)
 	}()
+	// An instance that fails from here is stopped within ctx (and Close's),
+	// so a child ignoring SIGTERM holds no caller past its deadline.
 	if err := p.awaitHealthy(ctx, in); err != nil {
-		p.stop(context.Background(), in)
+		p.stop(ctx, in)
 		return fmt.Errorf("process actuator %s: instance %s: %w", p.service, addr, err)
 	}
 	if err := p.reg.AddBackend(p.service, in.url); err != nil {
-		p.stop(context.Background(), in)
+		p.stop(ctx, in)
 		return fmt.Errorf("process actuator %s: register %s: %w", p.service, in.url, err)
 	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		_ = p.reg.RemoveBackend(p.service, in.url)
-		p.stop(context.Background(), in)
+		p.stop(ctx, in)
 		return fmt.Errorf("process actuator %s: closed while starting", p.service)
 	}
 	p.instances = append(p.instances, in)
@@ -220,6 +229,8 @@ func (p *Process) awaitHealthy(ctx context.Context, in *instance) error {
 			return fmt.Errorf("exited before becoming healthy: %v", in.cmd.ProcessState)
 		case <-ctx.Done():
 			return fmt.Errorf("not healthy after %v: %w", p.spec.StartTimeout, ctx.Err())
+		case <-p.closing:
+			return errors.New("closed while starting")
 		case <-time.After(delay):
 			delay = min(delay*2, 500*time.Millisecond)
 		}
@@ -277,8 +288,8 @@ func (p *Process) stopAll(ctx context.Context, list []*instance) error {
 
 // stop asks an instance's process group to finish with SIGTERM, waits for
 // every process of it (a wrapper script's children too) until the stop
-// timeout or ctx ends, then kills what is left of the group. It returns
-// within the stop timeout plus waitDelay.
+// timeout, ctx or Close's context ends, then kills what is left of the
+// group. It returns within the first of those plus waitDelay.
 func (p *Process) stop(ctx context.Context, in *instance) {
 	p.mu.Lock()
 	in.stopped = true
@@ -295,6 +306,8 @@ func (p *Process) stop(ctx context.Context, in *instance) {
 			p.log.Warn("instance ignored SIGTERM; killing its process group", "instance", in.addr)
 		case <-ctx.Done():
 			p.log.Warn("no time left to stop gracefully; killing its process group", "instance", in.addr)
+		case <-p.drained:
+			p.log.Warn("node drain deadline passed; killing its process group", "instance", in.addr)
 		}
 		return false
 	}
@@ -322,6 +335,7 @@ func (p *Process) Close(ctx context.Context) error {
 	}
 	p.closed = true
 	close(p.closing)
+	context.AfterFunc(ctx, func() { close(p.drained) })
 	victims := p.instances
 	p.instances = nil
 	for _, in := range victims {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -34,6 +35,10 @@ func TestMain(m *testing.M) {
 		}
 	case "exit":
 		os.Exit(3)
+	case "deaf": // never becomes healthy, ignores SIGTERM, says its pid
+		signal.Ignore(syscall.SIGTERM)
+		os.WriteFile(os.Getenv("PERIGEE_TEST_PIDFILE"), []byte(strconv.Itoa(os.Getpid())), 0o600)
+		select {}
 	case "parent":
 		runParent()
 	}
@@ -478,4 +483,88 @@ func TestReplacedInstanceLeavesNothingOfItsGroup(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// startDeaf scales p to one instance of a child that never becomes healthy
+// and ignores SIGTERM, in the background under ctx, and returns the child's
+// pid (its group's id) once it runs, and Scale's result.
+func startDeaf(t *testing.T, ctx context.Context) (*Process, int, <-chan error) {
+	t.Helper()
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	t.Setenv("PERIGEE_TEST_CHILD", "deaf")
+	t.Setenv("PERIGEE_TEST_PIDFILE", pidFile)
+	p, err := NewProcess("api", ProcessSpec{Command: selfCommand(t), Max: 1, HealthPath: "/health",
+		StartTimeout: time.Hour, StopTimeout: time.Hour}, &registry{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scaled := make(chan error, 1)
+	go func() { scaled <- p.Scale(ctx, Request{Replicas: 1, Reason: "start"}) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		b, _ := os.ReadFile(pidFile)
+		if pid, err := strconv.Atoi(string(b)); err == nil && pid > 1 {
+			t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+			return p, pid, scaled
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the child never started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// awaitGone fails the test unless the group pgid is gone within a bound
+// far below the stop timeout.
+func awaitGone(t *testing.T, pgid int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for groupAlive(pgid) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if groupAlive(pgid) {
+		t.Fatal("the still-starting instance that ignores SIGTERM outlived the caller's deadline")
+	}
+}
+
+// An instance still starting when its Scale's context ends (the node
+// drains) is killed then, not given the stop timeout: the node waits for
+// Scale to return before it stops the actuators.
+func TestStartingInstanceStopsWithScaleContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	p, pid, scaled := startDeaf(t, ctx)
+	defer p.Close(context.Background())
+	cancel()
+	select {
+	case err := <-scaled:
+		if err == nil {
+			t.Error("a Scale whose context ended reported success")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Scale still running 10s after its context ended, with an instance ignoring SIGTERM")
+	}
+	awaitGone(t, pid)
+}
+
+// Close stops an instance still starting too, within Close's context.
+func TestCloseBoundsAStartingInstance(t *testing.T) {
+	p, pid, scaled := startDeaf(t, context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close(ctx) }()
+	for _, c := range []struct {
+		what string
+		done <-chan error
+	}{{"Close", closed}, {"Scale", scaled}} {
+		select {
+		case err := <-c.done:
+			if err == nil {
+				t.Errorf("%s reported success though the instance had to be killed", c.what)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s still running 10s after a 500ms Close began", c.what)
+		}
+	}
+	awaitGone(t, pid)
 }
