@@ -188,7 +188,7 @@ func newProxyGuest(mod api.Module) *proxyGuest {
 // startProxyGuest runs the root context's lifecycle, as Envoy does when it
 // loads a plugin: proxy_on_context_create for the root,
 // proxy_on_vm_start, proxy_on_configure with the plugin configuration.
-func (t *Transform) startProxyGuest(inst *instance) error {
+func (t *Transform) startProxyGuest(inst *instance, timeout time.Duration) error {
 	g := inst.proxy
 	var stack [2]uint64
 	call := func(name string, args ...uint64) (uint64, error) {
@@ -197,7 +197,7 @@ func (t *Transform) startProxyGuest(inst *instance) error {
 			return 1, nil
 		}
 		copy(stack[:], args)
-		err := inst.ctx.call(nil, fn, stack[:], instantiateTimeout)
+		err := inst.ctx.call(nil, fn, stack[:], timeout)
 		return stack[0], err
 	}
 	if _, err := call("proxy_on_context_create", uint64(g.rootID), 0); err != nil {

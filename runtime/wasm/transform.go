@@ -18,8 +18,9 @@ import (
 	"perigee/telemetry"
 )
 
-// instantiateTimeout bounds a guest's start function, which runs at load
-// time and when a discarded instance is replaced.
+// instantiateTimeout bounds a guest's start function at load time and when
+// a discarded instance is replaced in the background; one the pool grows
+// for a waiting request gets the transform's timeout (see acquire).
 const instantiateTimeout = 10 * time.Second
 
 // Transform is one loaded module: its own runtime (so its memory cap holds),
@@ -138,7 +139,7 @@ func (t *Transform) init(ctx context.Context, h *Host) error {
 		WithSysWalltime().
 		WithSysNanotime()
 	for range t.spec.Pool {
-		inst, err := t.instantiate(ctx)
+		inst, err := t.instantiate(ctx, instantiateTimeout)
 		if err != nil {
 			return err
 		}
@@ -148,10 +149,12 @@ func (t *Transform) init(ctx context.Context, h *Host) error {
 	return nil
 }
 
-func (t *Transform) instantiate(ctx context.Context) (*instance, error) {
+// instantiate makes an instance, its start functions (and a proxy-wasm
+// plugin's root lifecycle) each bounded by timeout.
+func (t *Transform) instantiate(ctx context.Context, timeout time.Duration) (*instance, error) {
 	inst := &instance{ctx: newCallCtx()}
 	ctx = experimental.WithMemoryAllocator(context.WithValue(ctx, instanceKey{}, inst), memoryAllocator)
-	ctx, cancel := context.WithTimeout(ctx, instantiateTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// WASI's randomness and output are the instance's own, so that they
 	// too stop at its call's deadline (see withDeadline).
@@ -167,7 +170,7 @@ func (t *Transform) instantiate(ctx context.Context) (*instance, error) {
 	if t.abi == ABIProxyWasm {
 		inst.proxy = newProxyGuest(mod)
 		inst.ctx.guest = inst.proxy
-		if err := t.startProxyGuest(inst); err != nil {
+		if err := t.startProxyGuest(inst, timeout); err != nil {
 			mod.Close(ctx)
 			return nil, err
 		}
@@ -233,18 +236,19 @@ func (t *Transform) shutdown() {
 var errBusy = errors.New("no free instance")
 
 // acquire takes an idle instance; with none idle it makes one while fewer
-// than max_pool are alive, and otherwise waits up to the transform's
-// timeout for one to come back.
+// than max_pool are alive, and otherwise waits for one to come back: both
+// within the transform's timeout.
 func (t *Transform) acquire(ctx context.Context) (*instance, error) {
 	select {
 	case inst := <-t.pool:
 		return inst, nil
 	default:
 	}
-	if inst := t.grow(); inst != nil {
+	deadline := time.Now().Add(t.spec.Timeout.D())
+	if inst := t.grow(deadline); inst != nil {
 		return inst, nil
 	}
-	timer := time.NewTimer(t.spec.Timeout.D())
+	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	select {
 	case inst := <-t.pool:
@@ -259,17 +263,18 @@ func (t *Transform) acquire(ctx context.Context) (*instance, error) {
 func (t *Transform) put(inst *instance) { t.pool <- inst }
 
 // grow makes one more instance if max_pool allows; the request that asked
-// pays for instantiating it, and the pool keeps it, so a client that
-// leaves meanwhile does not cut it short.
-func (t *Transform) grow() *instance {
+// pays for instantiating it, until deadline, and the pool keeps it, so a
+// client that leaves meanwhile does not cut it short. A start function
+// still running at the deadline is stopped, and counted as a timeout.
+func (t *Transform) grow(deadline time.Time) *instance {
 	if t.made.Add(1) > int64(t.spec.MaxPool) {
 		t.made.Add(-1)
 		return nil
 	}
-	inst, err := t.instantiate(context.Background())
+	inst, err := t.instantiate(context.Background(), time.Until(deadline))
 	if err != nil {
 		t.made.Add(-1)
-		t.logger.Warn("grow wasm pool", "err", err)
+		t.callFailure(err, "start")
 		return nil
 	}
 	t.stats.grown.Add(1)
@@ -287,7 +292,7 @@ func (t *Transform) discard(inst *instance) {
 func (t *Transform) refill() {
 	defer t.refills.Done()
 	for backoff := 10 * time.Millisecond; !t.closed.Load(); backoff = min(2*backoff, 5*time.Second) {
-		inst, err := t.instantiate(context.Background())
+		inst, err := t.instantiate(context.Background(), instantiateTimeout)
 		if err == nil {
 			t.stats.replaced.Add(1)
 			t.put(inst)
