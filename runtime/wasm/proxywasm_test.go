@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -835,5 +836,50 @@ func TestProxyWasmChainedCallsAreBounded(t *testing.T) {
 	}
 	if n := sent.Load(); n != maxCallsPerRequest {
 		t.Errorf("one tick dispatched %d calls, want %d", n, maxCallsPerRequest)
+	}
+}
+
+// sharingWAT is a proxy-wasm filter whose proxy_on_vm_start runs body
+// with shared data and queues imported; memory holds a 1 MiB value at 16.
+func sharingWAT(t *testing.T, body string) []byte {
+	return wat(t, `(module
+		(import "env" "proxy_set_shared_data" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+		(import "env" "proxy_register_shared_queue" (func $register (param i32 i32 i32) (result i32)))
+		(import "env" "proxy_enqueue_shared_queue" (func $enqueue (param i32 i32 i32) (result i32)))
+		(memory (export "memory") 18)
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(func (export "proxy_on_vm_start") (param i32 i32) (result i32) (local $i i32) (local $q i32) (local $s i32)
+			`+body+`
+			(i32.const 1)))`)
+}
+
+// A filter whose start enqueues (or sets a tick) has a root callback
+// looking for an instance while its load still makes them: it must wait
+// for one, not make one more than the pool holds, which left an instance
+// nobody could put back and the transform's Release waiting for it forever.
+func TestRootCallbackDuringLoadKeepsThePool(t *testing.T) {
+	guest := sharingWAT(t, `
+		(i32.store (i32.const 0) (i32.const 113))
+		(if (call $register (i32.const 0) (i32.const 1) (i32.const 8)) (then unreachable))
+		(if (call $enqueue (i32.load (i32.const 8)) (i32.const 16) (i32.const 1)) (then unreachable))`)
+	h := newTestHost(t)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 20 { // the race is the callback's against the load
+			tr, err := h.Load(context.Background(), Spec{Name: "q" + strconv.Itoa(i), Wasm: guest, Settings: Settings{Pool: 1, ABI: ABIProxyWasm, Timeout: units.Duration(time.Second)}})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			tr.Release()
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("loading and releasing a filter that enqueues at start hung")
 	}
 }

@@ -138,6 +138,10 @@ func (t *Transform) init(ctx context.Context, h *Host) error {
 		WithStartFunctions("_initialize", "_start").
 		WithSysWalltime().
 		WithSysNanotime()
+	// Counted before they exist: a root callback a start function set off
+	// (a tick, a queue notification) waits for one of these rather than
+	// growing the pool past what its channel holds.
+	t.made.Store(int64(t.spec.Pool))
 	for range t.spec.Pool {
 		inst, err := t.instantiate(ctx, instantiateTimeout)
 		if err != nil {
@@ -145,7 +149,6 @@ func (t *Transform) init(ctx context.Context, h *Host) error {
 		}
 		t.pool <- inst
 	}
-	t.made.Store(int64(t.spec.Pool))
 	return nil
 }
 
