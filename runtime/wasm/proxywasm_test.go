@@ -883,3 +883,53 @@ func TestRootCallbackDuringLoadKeepsThePool(t *testing.T) {
 		t.Fatal("loading and releasing a filter that enqueues at start hung")
 	}
 }
+
+// One filter cannot take what the node shares among all: a filter that
+// stores shared data, registers queues and enqueues until the host says
+// INTERNAL_FAILURE leaves room for the next filter to do each of them.
+func TestProxyWasmSharingIsBoundedPerFilter(t *testing.T) {
+	// The key or queue name is the 4-byte counter at 0; values are 1 MiB.
+	hog := sharingWAT(t, `
+		(loop $data
+			(i32.store (i32.const 0) (local.get $i))
+			(local.set $s (call $set (i32.const 0) (i32.const 4) (i32.const 16) (i32.const 1048576) (i32.const 0)))
+			(local.set $i (i32.add (local.get $i) (i32.const 1)))
+			(br_if $data (i32.and (i32.eqz (local.get $s)) (i32.lt_u (local.get $i) (i32.const 128)))))
+		(if (i32.ne (local.get $s) (i32.const 10)) (then unreachable))
+		(local.set $i (i32.const 0))
+		(loop $queues
+			(i32.store (i32.const 0) (local.get $i))
+			(local.set $s (call $register (i32.const 0) (i32.const 4) (i32.const 8)))
+			(local.set $i (i32.add (local.get $i) (i32.const 1)))
+			(br_if $queues (i32.and (i32.eqz (local.get $s)) (i32.lt_u (local.get $i) (i32.const 2048)))))
+		(if (i32.ne (local.get $s) (i32.const 10)) (then unreachable))
+		;; 1 MiB items, four (4 MiB, a queue's bound) into each of queue
+		;; 1, 2, ... until one is refused, at most 128
+		(local.set $i (i32.const 0))
+		(local.set $q (i32.const 1))
+		(loop $items
+			(local.set $s (call $enqueue (local.get $q) (i32.const 16) (i32.const 1048576)))
+			(if (i32.eqz (local.get $s)) (then
+				(local.set $i (i32.add (local.get $i) (i32.const 1)))
+				(if (i32.eqz (i32.rem_u (local.get $i) (i32.const 4)))
+					(then (local.set $q (i32.add (local.get $q) (i32.const 1)))))))
+			(br_if $items (i32.and (i32.eqz (local.get $s)) (i32.lt_u (local.get $i) (i32.const 128)))))
+		(if (i32.ne (local.get $s) (i32.const 10)) (then unreachable))`)
+	// The next filter stores a key, registers a queue and enqueues to it,
+	// and traps (failing its load) unless each is OK.
+	next := sharingWAT(t, `
+		(i32.store (i32.const 0) (i32.const -1))
+		(if (call $set (i32.const 0) (i32.const 4) (i32.const 16) (i32.const 1048576) (i32.const 0)) (then unreachable))
+		(if (call $register (i32.const 0) (i32.const 4) (i32.const 8)) (then unreachable))
+		(if (call $enqueue (i32.load (i32.const 8)) (i32.const 16) (i32.const 1048576)) (then unreachable))`)
+	h := newTestHost(t)
+	loadT(t, h, Spec{Name: "hog", Wasm: hog, Settings: Settings{Pool: 1, ABI: ABIProxyWasm, Timeout: units.Duration(10 * time.Second)}})
+	loadT(t, h, Spec{Name: "next", Wasm: next, Settings: Settings{Pool: 1, ABI: ABIProxyWasm, VMID: "next", Timeout: units.Duration(10 * time.Second)}})
+	h.shared.mu.Lock()
+	got := *h.shared.accounts["hog"]
+	h.shared.mu.Unlock()
+	// 15 values of 1 MiB and their keys fit a quarter of 64 MiB; 16 items.
+	if want := (account{bytes: 15 * (4 + 1<<20), keys: 15, queues: maxQueues / filterShare, queued: 16 << 20}); got != want {
+		t.Errorf("the hog holds %+v, want its share %+v", got, want)
+	}
+}
