@@ -933,3 +933,32 @@ func TestProxyWasmSharingIsBoundedPerFilter(t *testing.T) {
 		t.Errorf("the hog holds %+v, want its share %+v", got, want)
 	}
 }
+
+// A load that fails after its start function set off a root callback ends
+// that callback's wait for an instance, rather than waiting out the
+// transform's timeout for one that will never come.
+func TestFailedLoadEndsRootCallbackWait(t *testing.T) {
+	guest := sharingWAT(t, `
+		(i32.store (i32.const 0) (i32.const 113))
+		(if (call $register (i32.const 0) (i32.const 1) (i32.const 8)) (then unreachable))
+		(if (call $enqueue (i32.load (i32.const 8)) (i32.const 16) (i32.const 1)) (then unreachable))
+		;; a while, for the callback to start waiting, then a trap
+		(loop $busy
+			(local.set $i (i32.add (local.get $i) (i32.const 1)))
+			(br_if $busy (i32.lt_u (local.get $i) (i32.const 100000000))))
+		unreachable`)
+	h := newTestHost(t)
+	loaded := make(chan error, 1)
+	go func() {
+		_, err := h.Load(context.Background(), Spec{Name: "fails", Wasm: guest, Settings: Settings{Pool: 1, ABI: ABIProxyWasm, Timeout: units.Duration(time.Hour)}})
+		loaded <- err
+	}()
+	select {
+	case err := <-loaded:
+		if err == nil {
+			t.Error("a filter whose start traps loaded")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a failed load still waiting 20s later for its root callback (timeout 1h)")
+	}
+}

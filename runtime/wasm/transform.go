@@ -260,6 +260,8 @@ func (t *Transform) acquire(ctx context.Context) (*instance, error) {
 		return nil, errBusy
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-t.stop: // a failed load's or a shutdown's: no instance comes back
+		return nil, errShutDown
 	}
 }
 
