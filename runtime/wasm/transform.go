@@ -165,7 +165,7 @@ func (t *Transform) instantiate(ctx context.Context, timeout time.Duration) (*in
 		WithRandSource(guestRand{inst.ctx}).
 		WithStdout(output{t.guestLog, slog.LevelInfo, inst.ctx}).
 		WithStderr(output{t.guestLog, slog.LevelWarn, inst.ctx})
-	mod, err := t.rt.InstantiateModule(ctx, t.compiled, cfg)
+	mod, err := instantiateModule(ctx, t.rt, t.compiled, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("instantiate: %w", err)
 	}
@@ -182,6 +182,27 @@ func (t *Transform) instantiate(ctx context.Context, timeout time.Duration) (*in
 	inst.handleRequest = mod.ExportedFunction(exportHandleRequest)
 	inst.handleResponse = mod.ExportedFunction(exportHandleResponse)
 	return inst, nil
+}
+
+// mapFailure is what memoryAllocator panics with when it cannot map a
+// guest's memory: wazero gives an allocator no way to fail, and one that
+// returns no memory makes wazero itself panic.
+type mapFailure struct{ err error }
+
+// instantiateModule is rt.InstantiateModule with mapFailure made its error.
+// wazero holds no lock while it allocates a memory, and the half-made
+// instance is left to the collector, as on its own early errors.
+func instantiateModule(ctx context.Context, rt wazero.Runtime, compiled wazero.CompiledModule, cfg wazero.ModuleConfig) (mod api.Module, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(mapFailure)
+			if !ok {
+				panic(r)
+			}
+			mod, err = nil, f.err
+		}
+	}()
+	return rt.InstantiateModule(ctx, compiled, cfg)
 }
 
 // LoadError is a transform that failed to load, so that the caller can
