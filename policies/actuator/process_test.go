@@ -221,6 +221,20 @@ func TestSplitCommand(t *testing.T) {
 // alive says whether any process of the group pgid is left.
 func groupAlive(pgid int) bool { return syscall.Kill(-pgid, 0) == nil }
 
+// awaitGroupGone fails the test with why, killing the group, unless the
+// group pgid is gone within bound.
+func awaitGroupGone(t *testing.T, pgid int, bound time.Duration, why string) {
+	t.Helper()
+	deadline := time.Now().Add(bound)
+	for groupAlive(pgid) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if groupAlive(pgid) {
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		t.Fatal(why)
+	}
+}
+
 // An instance whose command is a wrapper script that forks: the server and
 // a sleeper are grandchildren holding the output pipe. Closing stops the
 // whole group within its bound, and nothing of it keeps serving.
@@ -257,14 +271,7 @@ func TestWrapperScriptInstanceStopsWithItsGroup(t *testing.T) {
 		syscall.Kill(-pgid, syscall.SIGKILL)
 		t.Fatalf("Close still running after %v", 2*bound)
 	}
-	deadline := time.Now().Add(bound)
-	for groupAlive(pgid) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if groupAlive(pgid) {
-		syscall.Kill(-pgid, syscall.SIGKILL)
-		t.Fatal("a process of the instance's group survived Close")
-	}
+	awaitGroupGone(t, pgid, bound, "a process of the instance's group survived Close")
 	if err := get(url); err == nil {
 		t.Fatal("the grandchild still serves after Close")
 	}
@@ -298,14 +305,7 @@ func TestProcessCloseHonoursItsContext(t *testing.T) {
 		syscall.Kill(-pgid, syscall.SIGKILL)
 		t.Fatal("Close ignored its context")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for groupAlive(pgid) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if groupAlive(pgid) {
-		syscall.Kill(-pgid, syscall.SIGKILL)
-		t.Fatal("the group survived a Close whose context ended")
-	}
+	awaitGroupGone(t, pgid, 5*time.Second, "the group survived a Close whose context ended")
 }
 
 // The node killed with SIGKILL takes its replicas with it: a parent
@@ -393,15 +393,10 @@ func TestExecTimeoutKillsTheCommandsGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	var pgid int
-	fmt.Sscan(string(b), &pgid)
-	deadline := time.Now().Add(5 * time.Second)
-	for pgid > 1 && groupAlive(pgid) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+	if fmt.Sscan(string(b), &pgid); pgid <= 1 {
+		t.Fatalf("pid file holds %q", b)
 	}
-	if pgid <= 1 || groupAlive(pgid) {
-		syscall.Kill(-pgid, syscall.SIGKILL)
-		t.Fatalf("the command's group %d survived its timeout", pgid)
-	}
+	awaitGroupGone(t, pgid, 5*time.Second, fmt.Sprintf("the command's group %d survived its timeout", pgid))
 }
 
 // A wrapper that exits at once on SIGTERM while a child of it finishes in
@@ -433,13 +428,7 @@ func TestWrapperChildFinishesGracefully(t *testing.T) {
 	if _, err := os.Stat(finished); err != nil {
 		t.Fatalf("the wrapper's child was not let finish: %v", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for groupAlive(pgid) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if groupAlive(pgid) {
-		t.Fatal("the group outlived Close")
-	}
+	awaitGroupGone(t, pgid, 5*time.Second, "the group outlived Close")
 }
 
 // An instance whose command exits while what it started keeps serving (a
@@ -514,19 +503,6 @@ func startDeaf(t *testing.T, ctx context.Context) (*Process, int, <-chan error) 
 	}
 }
 
-// awaitGone fails the test unless the group pgid is gone within a bound
-// far below the stop timeout.
-func awaitGone(t *testing.T, pgid int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for groupAlive(pgid) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if groupAlive(pgid) {
-		t.Fatal("the still-starting instance that ignores SIGTERM outlived the caller's deadline")
-	}
-}
-
 // An instance still starting when its Scale's context ends (the node
 // drains) is killed then, not given the stop timeout: the node waits for
 // Scale to return before it stops the actuators.
@@ -543,7 +519,7 @@ func TestStartingInstanceStopsWithScaleContext(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Scale still running 10s after its context ended, with an instance ignoring SIGTERM")
 	}
-	awaitGone(t, pid)
+	awaitGroupGone(t, pid, 5*time.Second, "the still-starting instance that ignores SIGTERM outlived the caller's deadline")
 }
 
 // Close stops an instance still starting too, within Close's context.
@@ -566,5 +542,5 @@ func TestCloseBoundsAStartingInstance(t *testing.T) {
 			t.Fatalf("%s still running 10s after a 500ms Close began", c.what)
 		}
 	}
-	awaitGone(t, pid)
+	awaitGroupGone(t, pid, 5*time.Second, "the still-starting instance that ignores SIGTERM outlived the caller's deadline")
 }
