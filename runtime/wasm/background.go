@@ -42,7 +42,7 @@ func (t *Transform) ticker() {
 		}
 		timer := time.NewTimer(period)
 		select {
-		case <-t.stop:
+		case <-t.stopped.Done():
 			timer.Stop()
 			return
 		case <-timer.C:

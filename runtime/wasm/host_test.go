@@ -560,3 +560,34 @@ func TestGrownInstanceStartMeetsTimeout(t *testing.T) {
 		t.Errorf("no log of the start that overran:\n%s", logs.String())
 	}
 }
+
+// Releasing a transform while it replaces a broken instance, whose start
+// function loops, stops that start then: the caller of the last Release
+// (a reload, the node's shutdown) waited out the 10 s start bound, and
+// then a backoff, before.
+func TestReleaseStopsAReplacementStart(t *testing.T) {
+	h := newTestHost(t)
+	trap := strings.Replace(stampGuest("(drop (local.get 1))"), "(i64.const 1))", "unreachable)", 1)
+	tr, err := h.Load(context.Background(), Spec{Name: "t", Wasm: wat(t, trap), Settings: Settings{Pool: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As in TestGrownInstanceStartMeetsTimeout: the replacement's start
+	// loops where the first's did not.
+	loops, _, err := h.compileGuest(context.Background(), tr.rt, wat(t, strings.Replace(trap,
+		`(memory (export "memory") 1)`, `(memory (export "memory") 1) (func (export "_initialize") (loop $l (br $l)))`, 1)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.compiled = loops
+	if resp, _ := get(t, serve(t, NewChain(tr).Then(echoBackend))); resp.StatusCode != http.StatusInternalServerError {
+		t.Fatalf("a trapping guest: %d, want 500", resp.StatusCode)
+	}
+	released := make(chan struct{})
+	go func() { tr.Release(); close(released) }()
+	select {
+	case <-released:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Release still waiting 5s later for a replacement instance's start")
+	}
+}

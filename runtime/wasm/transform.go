@@ -57,7 +57,10 @@ type Transform struct {
 	tickPeriod atomic.Int64
 	tickOnce   sync.Once
 	pending    chan struct{}
-	stop       chan struct{}
+	// stopped ends (stop) when the transform shuts down or fails to load:
+	// what runs in the background, a replacement's start included, ends.
+	stopped context.Context
+	stop    context.CancelFunc
 
 	refs      atomic.Int64
 	closed    atomic.Bool
@@ -100,14 +103,14 @@ func (h *Host) Load(ctx context.Context, spec Spec) (*Transform, error) {
 		logger:  h.logger.With("transform", spec.Name),
 		pool:    make(chan *instance, spec.MaxPool),
 		pending: make(chan struct{}, spec.Pool),
-		stop:    make(chan struct{}),
 	}
+	t.stopped, t.stop = context.WithCancel(context.Background())
 	t.guestLog = &guestLog{logger: t.logger}
 	t.refs.Store(1)
 	t.rt = h.newRuntime(ctx, uint64(spec.Memory))
 	if err := t.init(ctx, h); err != nil {
 		t.closed.Store(true)
-		close(t.stop)
+		t.stop()
 		t.refills.Wait()
 		t.rt.Close(ctx)
 		return nil, &LoadError{Transform: spec.Name, Err: fmt.Errorf("transform %s: %w", where, err)}
@@ -249,7 +252,7 @@ func (t *Transform) Release() {
 func (t *Transform) shutdown() {
 	t.closeOnce.Do(func() {
 		t.closed.Store(true)
-		close(t.stop)
+		t.stop()
 		t.refills.Wait()
 		if err := t.rt.Close(context.Background()); err != nil {
 			t.logger.Warn("close wasm runtime", "err", err)
@@ -281,7 +284,7 @@ func (t *Transform) acquire(ctx context.Context) (*instance, error) {
 		return nil, errBusy
 	case <-ctx.Done():
 		return nil, ctx.Err()
-	case <-t.stop: // a failed load's or a shutdown's: no instance comes back
+	case <-t.stopped.Done(): // a failed load's or a shutdown's: no instance comes back
 		return nil, errShutDown
 	}
 }
@@ -318,14 +321,22 @@ func (t *Transform) discard(inst *instance) {
 func (t *Transform) refill() {
 	defer t.refills.Done()
 	for backoff := 10 * time.Millisecond; !t.closed.Load(); backoff = min(2*backoff, 5*time.Second) {
-		inst, err := t.instantiate(context.Background(), instantiateTimeout)
+		inst, err := t.instantiate(t.stopped, instantiateTimeout)
 		if err == nil {
 			t.stats.replaced.Add(1)
 			t.put(inst)
 			return
 		}
+		if t.stopped.Err() != nil {
+			return
+		}
 		t.logger.Error("replace wasm instance", "err", err)
-		time.Sleep(backoff)
+		wait := time.NewTimer(backoff)
+		select {
+		case <-wait.C:
+		case <-t.stopped.Done():
+			wait.Stop()
+		}
 	}
 }
 
