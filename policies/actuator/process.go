@@ -44,7 +44,9 @@ type Process struct {
 	closing chan struct{} // closed by Close: instances still starting give up
 	drained chan struct{} // closed once Close's context ends: every stop still waiting kills
 
-	scaleMu sync.Mutex // one Scale at a time
+	// scaling holds one token: one Scale (or replacement) at a time, and a
+	// channel so that a Scale waiting its turn gives up with its context.
+	scaling chan struct{}
 	desired int
 
 	mu        sync.Mutex
@@ -94,6 +96,7 @@ func NewProcess(service string, spec ProcessSpec, reg Registry, log *slog.Logger
 		client:  &http.Client{Timeout: 2 * time.Second},
 		closing: make(chan struct{}),
 		drained: make(chan struct{}),
+		scaling: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -115,8 +118,12 @@ func (p *Process) Scale(ctx context.Context, r Request) error {
 	if replicas < p.spec.Min || (p.spec.Max != 0 && replicas > p.spec.Max) {
 		return fmt.Errorf("process actuator %s: %d replicas outside [%d, %d]", p.service, replicas, p.spec.Min, p.spec.Max)
 	}
-	p.scaleMu.Lock()
-	defer p.scaleMu.Unlock()
+	select {
+	case p.scaling <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("process actuator %s: waiting for another scale: %w", p.service, ctx.Err())
+	}
+	defer func() { <-p.scaling }()
 	p.desired = replicas
 	return p.converge(ctx, reason)
 }
@@ -264,8 +271,12 @@ func (p *Process) watch(in *instance) {
 		return
 	case <-time.After(time.Second): // do not spin on a command that dies at once
 	}
-	p.scaleMu.Lock()
-	defer p.scaleMu.Unlock()
+	select {
+	case p.scaling <- struct{}{}:
+	case <-p.closing:
+		return
+	}
+	defer func() { <-p.scaling }()
 	if err := p.converge(context.Background(), "replace exited instance"); err != nil {
 		p.log.Error("replacing instance failed", "err", err)
 	}

@@ -26,15 +26,15 @@ func TestMain(m *testing.M) {
 		signal.Ignore(syscall.SIGTERM)
 		fallthrough
 	case "serve":
-		addr := os.Args[len(os.Args)-1]
-		http.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-		fmt.Println("child listening on", addr)
-		if err := http.ListenAndServe(addr, nil); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
+		serveHealth()
 	case "exit":
 		os.Exit(3)
+	case "first-serves": // the first instance serves, every later one is deaf
+		if f, err := os.OpenFile(os.Getenv("PERIGEE_TEST_MARK"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600); err == nil {
+			f.Close()
+			serveHealth()
+		}
+		fallthrough
 	case "deaf": // never becomes healthy, ignores SIGTERM, says its pid
 		signal.Ignore(syscall.SIGTERM)
 		os.WriteFile(os.Getenv("PERIGEE_TEST_PIDFILE"), []byte(strconv.Itoa(os.Getpid())), 0o600)
@@ -43,6 +43,17 @@ func TestMain(m *testing.M) {
 		runParent()
 	}
 	os.Exit(m.Run())
+}
+
+// serveHealth answers /health on the address the child was given.
+func serveHealth() {
+	addr := os.Args[len(os.Args)-1]
+	http.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	fmt.Println("child listening on", addr)
+	if err := http.ListenAndServe(addr, nil); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 }
 
 // registry records the backends it is told about.
@@ -543,4 +554,61 @@ func TestCloseBoundsAStartingInstance(t *testing.T) {
 		}
 	}
 	awaitGroupGone(t, pid, 5*time.Second, "the still-starting instance that ignores SIGTERM outlived the caller's deadline")
+}
+
+// A Scale waiting for another scale to finish (here, the replacement of an
+// instance that died, which never becomes healthy) gives up when its
+// context ends: the node waits for its Scale calls before it closes the
+// actuators, and waited out that replacement's start timeout.
+func TestScaleWaitingBehindAReplacementHonoursItsContext(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "pid")
+	t.Setenv("PERIGEE_TEST_CHILD", "first-serves")
+	t.Setenv("PERIGEE_TEST_MARK", filepath.Join(dir, "mark"))
+	t.Setenv("PERIGEE_TEST_PIDFILE", pidFile)
+	p, err := NewProcess("api", ProcessSpec{Command: selfCommand(t), Max: 2, HealthPath: "/health",
+		StartTimeout: time.Hour, StopTimeout: time.Hour}, &registry{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Scale(context.Background(), Request{Replicas: 1, Reason: "start"}); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	first := p.instances[0].cmd.Process
+	p.mu.Unlock()
+	first.Kill() // its replacement is deaf
+	deadline := time.Now().Add(20 * time.Second)
+	var pid int
+	for pid <= 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no replacement started")
+		}
+		time.Sleep(20 * time.Millisecond)
+		b, _ := os.ReadFile(pidFile)
+		pid, _ = strconv.Atoi(string(b))
+	}
+	defer syscall.Kill(-pid, syscall.SIGKILL)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	scaled := make(chan error, 1)
+	go func() { scaled <- p.Scale(ctx, Request{Replicas: 2, Reason: "more"}) }()
+	select {
+	case err := <-scaled:
+		if err == nil {
+			t.Error("a Scale whose context ended reported success")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Scale still waiting 10s after its context ended, behind a replacement that never becomes healthy")
+	}
+	closeCtx, cancelClose := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancelClose()
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close(closeCtx) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close still running 10s after a 500ms Close began")
+	}
+	awaitGroupGone(t, pid, 5*time.Second, "the replacement that ignores SIGTERM outlived Close")
 }
