@@ -962,3 +962,31 @@ func TestFailedLoadEndsRootCallbackWait(t *testing.T) {
 		t.Fatal("a failed load still waiting 20s later for its root callback (timeout 1h)")
 	}
 }
+
+// TestReleaseStopsAReplacementStart for a proxy-wasm filter, whose start
+// is also its root context's proxy_on_vm_start: that call, too, ends when
+// the transform is released.
+func TestReleaseStopsAProxyWasmReplacementStart(t *testing.T) {
+	h := newTestHost(t)
+	const trap = `(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) unreachable)`
+	tr, err := h.Load(context.Background(), Spec{Name: "pw", Wasm: proxyWAT(t, "(i32.const 1024)", trap), Settings: Settings{Pool: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loops, _, err := h.compileGuest(context.Background(), tr.rt, proxyWAT(t, "(i32.const 1024)", trap+`
+		(func (export "proxy_on_vm_start") (param i32 i32) (result i32) (loop $l (br $l)) (i32.const 1))`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.compiled = loops
+	if resp, _ := get(t, serve(t, NewChain(tr).Then(echoBackend))); resp.StatusCode != http.StatusInternalServerError {
+		t.Fatalf("a trapping filter: %d, want 500", resp.StatusCode)
+	}
+	released := make(chan struct{})
+	go func() { tr.Release(); close(released) }()
+	select {
+	case <-released:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Release still waiting 5s later for a replacement's proxy_on_vm_start")
+	}
+}

@@ -155,8 +155,8 @@ func (t *Transform) init(ctx context.Context, h *Host) error {
 	return nil
 }
 
-// instantiate makes an instance, its start functions (and a proxy-wasm
-// plugin's root lifecycle) each bounded by timeout.
+// instantiate makes an instance within timeout: its start functions and
+// a proxy-wasm plugin's root lifecycle, which also end with ctx.
 func (t *Transform) instantiate(ctx context.Context, timeout time.Duration) (*instance, error) {
 	inst := &instance{ctx: newCallCtx()}
 	ctx = experimental.WithMemoryAllocator(context.WithValue(ctx, instanceKey{}, inst), memoryAllocator)
@@ -176,7 +176,7 @@ func (t *Transform) instantiate(ctx context.Context, timeout time.Duration) (*in
 	if t.abi == ABIProxyWasm {
 		inst.proxy = newProxyGuest(mod)
 		inst.ctx.guest = inst.proxy
-		if err := t.startProxyGuest(inst, timeout); err != nil {
+		if err := t.startProxyGuest(ctx, inst); err != nil {
 			mod.Close(ctx)
 			return nil, err
 		}
