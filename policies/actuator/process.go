@@ -41,15 +41,18 @@ type Process struct {
 	reg     Registry
 	log     *slog.Logger
 	client  *http.Client
-	closing chan struct{}
+	closing chan struct{} // closed by Close: instances still starting give up
+	drained chan struct{} // closed once Close's context ends: every stop still waiting kills
 
-	scaleMu sync.Mutex // one Scale at a time
+	// scaling holds one token: one Scale (or replacement) at a time, and a
+	// channel so that a Scale waiting its turn gives up with its context.
+	scaling chan struct{}
 	desired int
 
 	mu        sync.Mutex
 	instances []*instance // ready ones, oldest first
 	closed    bool
-	wg        sync.WaitGroup
+	wg        sync.WaitGroup // watchers and instances still starting
 }
 
 type instance struct {
@@ -92,6 +95,8 @@ func NewProcess(service string, spec ProcessSpec, reg Registry, log *slog.Logger
 		log:     log.With("service", service, "actuator", "process"),
 		client:  &http.Client{Timeout: 2 * time.Second},
 		closing: make(chan struct{}),
+		drained: make(chan struct{}),
+		scaling: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -113,8 +118,12 @@ func (p *Process) Scale(ctx context.Context, r Request) error {
 	if replicas < p.spec.Min || (p.spec.Max != 0 && replicas > p.spec.Max) {
 		return fmt.Errorf("process actuator %s: %d replicas outside [%d, %d]", p.service, replicas, p.spec.Min, p.spec.Max)
 	}
-	p.scaleMu.Lock()
-	defer p.scaleMu.Unlock()
+	select {
+	case p.scaling <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("process actuator %s: waiting for another scale: %w", p.service, ctx.Err())
+	}
+	defer func() { <-p.scaling }()
 	p.desired = replicas
 	return p.converge(ctx, reason)
 }
@@ -134,6 +143,8 @@ func (p *Process) converge(ctx context.Context, reason string) error {
 			in.stopped = true
 		}
 	}
+	// Close waits for the instances still starting, and bounds their stop.
+	p.wg.Add(max(p.desired-have, 0))
 	p.mu.Unlock()
 	if len(victims) > 0 {
 		p.log.Info("scaling down", "from", have, "to", p.desired, "reason", reason)
@@ -146,7 +157,10 @@ func (p *Process) converge(ctx context.Context, reason string) error {
 	errs := make([]error, p.desired-have)
 	var wg sync.WaitGroup
 	for i := range errs {
-		wg.Go(func() { errs[i] = p.startOne(ctx) })
+		wg.Go(func() {
+			defer p.wg.Done()
+			errs[i] = p.startOne(ctx)
+		})
 	}
 	wg.Wait()
 	return errors.Join(errs...)
@@ -178,19 +192,21 @@ func (p *Process) startOne(ctx context.Context) error {
 		_ = cmd.Wait()
 		close(in.exited)
 	}()
+	// An instance that fails from here is stopped within ctx (and Close's),
+	// so a child ignoring SIGTERM holds no caller past its deadline.
 	if err := p.awaitHealthy(ctx, in); err != nil {
-		p.stop(context.Background(), in)
+		p.stop(ctx, in)
 		return fmt.Errorf("process actuator %s: instance %s: %w", p.service, addr, err)
 	}
 	if err := p.reg.AddBackend(p.service, in.url); err != nil {
-		p.stop(context.Background(), in)
+		p.stop(ctx, in)
 		return fmt.Errorf("process actuator %s: register %s: %w", p.service, in.url, err)
 	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		_ = p.reg.RemoveBackend(p.service, in.url)
-		p.stop(context.Background(), in)
+		p.stop(ctx, in)
 		return fmt.Errorf("process actuator %s: closed while starting", p.service)
 	}
 	p.instances = append(p.instances, in)
@@ -220,6 +236,8 @@ func (p *Process) awaitHealthy(ctx context.Context, in *instance) error {
 			return fmt.Errorf("exited before becoming healthy: %v", in.cmd.ProcessState)
 		case <-ctx.Done():
 			return fmt.Errorf("not healthy after %v: %w", p.spec.StartTimeout, ctx.Err())
+		case <-p.closing:
+			return errors.New("closed while starting")
 		case <-time.After(delay):
 			delay = min(delay*2, 500*time.Millisecond)
 		}
@@ -253,8 +271,12 @@ func (p *Process) watch(in *instance) {
 		return
 	case <-time.After(time.Second): // do not spin on a command that dies at once
 	}
-	p.scaleMu.Lock()
-	defer p.scaleMu.Unlock()
+	select {
+	case p.scaling <- struct{}{}:
+	case <-p.closing:
+		return
+	}
+	defer func() { <-p.scaling }()
 	if err := p.converge(context.Background(), "replace exited instance"); err != nil {
 		p.log.Error("replacing instance failed", "err", err)
 	}
@@ -277,8 +299,8 @@ func (p *Process) stopAll(ctx context.Context, list []*instance) error {
 
 // stop asks an instance's process group to finish with SIGTERM, waits for
 // every process of it (a wrapper script's children too) until the stop
-// timeout or ctx ends, then kills what is left of the group. It returns
-// within the stop timeout plus waitDelay.
+// timeout, ctx or Close's context ends, then kills what is left of the
+// group. It returns within the first of those plus waitDelay.
 func (p *Process) stop(ctx context.Context, in *instance) {
 	p.mu.Lock()
 	in.stopped = true
@@ -295,6 +317,8 @@ func (p *Process) stop(ctx context.Context, in *instance) {
 			p.log.Warn("instance ignored SIGTERM; killing its process group", "instance", in.addr)
 		case <-ctx.Done():
 			p.log.Warn("no time left to stop gracefully; killing its process group", "instance", in.addr)
+		case <-p.drained:
+			p.log.Warn("node drain deadline passed; killing its process group", "instance", in.addr)
 		}
 		return false
 	}
@@ -322,6 +346,7 @@ func (p *Process) Close(ctx context.Context) error {
 	}
 	p.closed = true
 	close(p.closing)
+	context.AfterFunc(ctx, func() { close(p.drained) })
 	victims := p.instances
 	p.instances = nil
 	for _, in := range victims {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -25,19 +26,34 @@ func TestMain(m *testing.M) {
 		signal.Ignore(syscall.SIGTERM)
 		fallthrough
 	case "serve":
-		addr := os.Args[len(os.Args)-1]
-		http.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-		fmt.Println("child listening on", addr)
-		if err := http.ListenAndServe(addr, nil); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
+		serveHealth()
 	case "exit":
 		os.Exit(3)
+	case "first-serves": // the first instance serves, every later one is deaf
+		if f, err := os.OpenFile(os.Getenv("PERIGEE_TEST_MARK"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600); err == nil {
+			f.Close()
+			serveHealth()
+		}
+		fallthrough
+	case "deaf": // never becomes healthy, ignores SIGTERM, says its pid
+		signal.Ignore(syscall.SIGTERM)
+		os.WriteFile(os.Getenv("PERIGEE_TEST_PIDFILE"), []byte(strconv.Itoa(os.Getpid())), 0o600)
+		select {}
 	case "parent":
 		runParent()
 	}
 	os.Exit(m.Run())
+}
+
+// serveHealth answers /health on the address the child was given.
+func serveHealth() {
+	addr := os.Args[len(os.Args)-1]
+	http.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	fmt.Println("child listening on", addr)
+	if err := http.ListenAndServe(addr, nil); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 }
 
 // registry records the backends it is told about.
@@ -216,6 +232,20 @@ func TestSplitCommand(t *testing.T) {
 // alive says whether any process of the group pgid is left.
 func groupAlive(pgid int) bool { return syscall.Kill(-pgid, 0) == nil }
 
+// awaitGroupGone fails the test with why, killing the group, unless the
+// group pgid is gone within bound.
+func awaitGroupGone(t *testing.T, pgid int, bound time.Duration, why string) {
+	t.Helper()
+	deadline := time.Now().Add(bound)
+	for groupAlive(pgid) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if groupAlive(pgid) {
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		t.Fatal(why)
+	}
+}
+
 // An instance whose command is a wrapper script that forks: the server and
 // a sleeper are grandchildren holding the output pipe. Closing stops the
 // whole group within its bound, and nothing of it keeps serving.
@@ -252,14 +282,7 @@ func TestWrapperScriptInstanceStopsWithItsGroup(t *testing.T) {
 		syscall.Kill(-pgid, syscall.SIGKILL)
 		t.Fatalf("Close still running after %v", 2*bound)
 	}
-	deadline := time.Now().Add(bound)
-	for groupAlive(pgid) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if groupAlive(pgid) {
-		syscall.Kill(-pgid, syscall.SIGKILL)
-		t.Fatal("a process of the instance's group survived Close")
-	}
+	awaitGroupGone(t, pgid, bound, "a process of the instance's group survived Close")
 	if err := get(url); err == nil {
 		t.Fatal("the grandchild still serves after Close")
 	}
@@ -293,14 +316,7 @@ func TestProcessCloseHonoursItsContext(t *testing.T) {
 		syscall.Kill(-pgid, syscall.SIGKILL)
 		t.Fatal("Close ignored its context")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for groupAlive(pgid) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if groupAlive(pgid) {
-		syscall.Kill(-pgid, syscall.SIGKILL)
-		t.Fatal("the group survived a Close whose context ended")
-	}
+	awaitGroupGone(t, pgid, 5*time.Second, "the group survived a Close whose context ended")
 }
 
 // The node killed with SIGKILL takes its replicas with it: a parent
@@ -388,15 +404,10 @@ func TestExecTimeoutKillsTheCommandsGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	var pgid int
-	fmt.Sscan(string(b), &pgid)
-	deadline := time.Now().Add(5 * time.Second)
-	for pgid > 1 && groupAlive(pgid) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+	if fmt.Sscan(string(b), &pgid); pgid <= 1 {
+		t.Fatalf("pid file holds %q", b)
 	}
-	if pgid <= 1 || groupAlive(pgid) {
-		syscall.Kill(-pgid, syscall.SIGKILL)
-		t.Fatalf("the command's group %d survived its timeout", pgid)
-	}
+	awaitGroupGone(t, pgid, 5*time.Second, fmt.Sprintf("the command's group %d survived its timeout", pgid))
 }
 
 // A wrapper that exits at once on SIGTERM while a child of it finishes in
@@ -428,13 +439,7 @@ func TestWrapperChildFinishesGracefully(t *testing.T) {
 	if _, err := os.Stat(finished); err != nil {
 		t.Fatalf("the wrapper's child was not let finish: %v", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for groupAlive(pgid) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if groupAlive(pgid) {
-		t.Fatal("the group outlived Close")
-	}
+	awaitGroupGone(t, pgid, 5*time.Second, "the group outlived Close")
 }
 
 // An instance whose command exits while what it started keeps serving (a
@@ -478,4 +483,132 @@ func TestReplacedInstanceLeavesNothingOfItsGroup(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// startDeaf scales p to one instance of a child that never becomes healthy
+// and ignores SIGTERM, in the background under ctx, and returns the child's
+// pid (its group's id) once it runs, and Scale's result.
+func startDeaf(t *testing.T, ctx context.Context) (*Process, int, <-chan error) {
+	t.Helper()
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	t.Setenv("PERIGEE_TEST_CHILD", "deaf")
+	t.Setenv("PERIGEE_TEST_PIDFILE", pidFile)
+	p, err := NewProcess("api", ProcessSpec{Command: selfCommand(t), Max: 1, HealthPath: "/health",
+		StartTimeout: time.Hour, StopTimeout: time.Hour}, &registry{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scaled := make(chan error, 1)
+	go func() { scaled <- p.Scale(ctx, Request{Replicas: 1, Reason: "start"}) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		b, _ := os.ReadFile(pidFile)
+		if pid, err := strconv.Atoi(string(b)); err == nil && pid > 1 {
+			t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+			return p, pid, scaled
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the child never started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// An instance still starting when its Scale's context ends (the node
+// drains) is killed then, not given the stop timeout: the node waits for
+// Scale to return before it stops the actuators.
+func TestStartingInstanceStopsWithScaleContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	p, pid, scaled := startDeaf(t, ctx)
+	defer p.Close(context.Background())
+	cancel()
+	select {
+	case err := <-scaled:
+		if err == nil {
+			t.Error("a Scale whose context ended reported success")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Scale still running 10s after its context ended, with an instance ignoring SIGTERM")
+	}
+	awaitGroupGone(t, pid, 5*time.Second, "the still-starting instance that ignores SIGTERM outlived the caller's deadline")
+}
+
+// Close stops an instance still starting too, within Close's context.
+func TestCloseBoundsAStartingInstance(t *testing.T) {
+	p, pid, scaled := startDeaf(t, context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close(ctx) }()
+	for _, c := range []struct {
+		what string
+		done <-chan error
+	}{{"Close", closed}, {"Scale", scaled}} {
+		select {
+		case err := <-c.done:
+			if err == nil {
+				t.Errorf("%s reported success though the instance had to be killed", c.what)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s still running 10s after a 500ms Close began", c.what)
+		}
+	}
+	awaitGroupGone(t, pid, 5*time.Second, "the still-starting instance that ignores SIGTERM outlived the caller's deadline")
+}
+
+// A Scale waiting for another scale to finish (here, the replacement of an
+// instance that died, which never becomes healthy) gives up when its
+// context ends: the node waits for its Scale calls before it closes the
+// actuators, and waited out that replacement's start timeout.
+func TestScaleWaitingBehindAReplacementHonoursItsContext(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "pid")
+	t.Setenv("PERIGEE_TEST_CHILD", "first-serves")
+	t.Setenv("PERIGEE_TEST_MARK", filepath.Join(dir, "mark"))
+	t.Setenv("PERIGEE_TEST_PIDFILE", pidFile)
+	p, err := NewProcess("api", ProcessSpec{Command: selfCommand(t), Max: 2, HealthPath: "/health",
+		StartTimeout: time.Hour, StopTimeout: time.Hour}, &registry{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Scale(context.Background(), Request{Replicas: 1, Reason: "start"}); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	first := p.instances[0].cmd.Process
+	p.mu.Unlock()
+	first.Kill() // its replacement is deaf
+	deadline := time.Now().Add(20 * time.Second)
+	var pid int
+	for pid <= 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no replacement started")
+		}
+		time.Sleep(20 * time.Millisecond)
+		b, _ := os.ReadFile(pidFile)
+		pid, _ = strconv.Atoi(string(b))
+	}
+	defer syscall.Kill(-pid, syscall.SIGKILL)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	scaled := make(chan error, 1)
+	go func() { scaled <- p.Scale(ctx, Request{Replicas: 2, Reason: "more"}) }()
+	select {
+	case err := <-scaled:
+		if err == nil {
+			t.Error("a Scale whose context ended reported success")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Scale still waiting 10s after its context ended, behind a replacement that never becomes healthy")
+	}
+	closeCtx, cancelClose := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancelClose()
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close(closeCtx) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close still running 10s after a 500ms Close began")
+	}
+	awaitGroupGone(t, pid, 5*time.Second, "the replacement that ignores SIGTERM outlived Close")
 }

@@ -42,7 +42,7 @@ func (t *Transform) ticker() {
 		}
 		timer := time.NewTimer(period)
 		select {
-		case <-t.stop:
+		case <-t.stopped.Done():
 			timer.Stop()
 			return
 		case <-timer.C:
@@ -87,6 +87,9 @@ func (t *Transform) rootCall(pick func(*proxyGuest) api.Function, arg uint64) {
 		return
 	}
 	inst, err := t.acquire(context.Background())
+	if errors.Is(err, errShutDown) {
+		return
+	}
 	if err != nil {
 		t.stats.busy.Add(1)
 		return

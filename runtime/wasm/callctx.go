@@ -35,6 +35,8 @@ type callCtx struct {
 	expired  chan struct{} // closed when a call overran: the instance is done for
 	timer    *time.Timer   // runs expire at the deadline; stopped between calls
 	blocked  atomic.Pointer[blockedIO]
+	// abandoned is set by abandon: every call stops as soon as it starts.
+	abandoned atomic.Bool
 }
 
 // blockedIO is a host function waiting on the client's connection.
@@ -57,6 +59,9 @@ func monotonic() int64 { return int64(time.Since(epoch)) }
 func (c *callCtx) call(x *exchange, fn api.Function, stack []uint64, timeout time.Duration) error {
 	deadline := monotonic() + int64(timeout)
 	c.deadline.Store(deadline)
+	if c.abandoned.Load() { // after the store: abandon sees this call, or this call sees abandon
+		c.stop(deadline)
+	}
 	c.x = x
 	if c.timer == nil {
 		c.timer = time.AfterFunc(timeout, c.expire)
@@ -75,15 +80,32 @@ func (c *callCtx) call(x *exchange, fn api.Function, stack []uint64, timeout tim
 // expire runs on the timer's goroutine. A late run, left over from a call
 // that finished in time, finds the next call's deadline still ahead.
 func (c *callCtx) expire() {
-	d := c.deadline.Load()
-	if d != 0 && monotonic() >= d && c.deadline.CompareAndSwap(d, 0) {
-		close(c.expired)
-		if b := c.blocked.Load(); b != nil {
-			if b.write {
-				b.rc.SetWriteDeadline(time.Now())
-			} else {
-				b.rc.SetReadDeadline(time.Now())
-			}
+	if d := c.deadline.Load(); d != 0 && monotonic() >= d {
+		c.stop(d)
+	}
+}
+
+// abandon stops the running call now, as its deadline would, and every
+// later one as it starts: the instance is given up (its transform stopped
+// while it was being made).
+func (c *callCtx) abandon() {
+	c.abandoned.Store(true)
+	if d := c.deadline.Load(); d != 0 {
+		c.stop(d)
+	}
+}
+
+// stop ends the call whose deadline is d, unless it has ended already.
+func (c *callCtx) stop(d int64) {
+	if !c.deadline.CompareAndSwap(d, 0) {
+		return
+	}
+	close(c.expired)
+	if b := c.blocked.Load(); b != nil {
+		if b.write {
+			b.rc.SetWriteDeadline(time.Now())
+		} else {
+			b.rc.SetReadDeadline(time.Now())
 		}
 	}
 }

@@ -185,7 +185,7 @@ var errShutDown = errors.New("the transform shut down while a root context's cal
 // client waits for its request; a root context's call (from a tick, outside
 // any request) no longer than the transform runs.
 func (x *exchange) waitCall(c *httpCall) error {
-	var gone <-chan struct{} = x.t.stop
+	gone := x.t.stopped.Done()
 	err := errShutDown
 	if x.r != nil {
 		gone, err = x.r.Context().Done(), errClientGone

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"perigee/logtest"
 	"perigee/telemetry"
 
 	"perigee/units"
@@ -510,5 +512,82 @@ func TestMaxPoolSettings(t *testing.T) {
 	_, err := h.Load(context.Background(), Spec{Name: "pw", Wasm: proxyWAT(t, "(i32.const 1024)", ""), Settings: Settings{Pool: 1, MaxPool: 2}})
 	if err == nil || !strings.Contains(err.Error(), "max_pool: a proxy-wasm filter's pool does not grow") {
 		t.Errorf("a proxy-wasm filter with max_pool 2 over pool 1 loaded: %v", err)
+	}
+}
+
+// The instance a request makes when the pool grows runs its start function
+// within the transform's timeout, as every guest call does: a start that
+// loops holds the request no longer than a wait for a free instance would.
+func TestGrownInstanceStartMeetsTimeout(t *testing.T) {
+	var logs logtest.Buffer
+	h := newTestHost(t)
+	h.logger = slog.New(slog.NewTextHandler(&logs, nil))
+	tr := loadT(t, h, Spec{Name: "t", Wasm: wat(t, stampGuest("(drop (local.get 1))")),
+		Settings: Settings{Pool: 1, MaxPool: 2, Timeout: units.Duration(200 * time.Millisecond)}})
+	// A start function may loop only some of the time (it can read the
+	// clock or randomness) and so pass its load; swapping in one that
+	// always loops makes the instance the pool grows the one that does.
+	loops, _, err := h.compileGuest(context.Background(), tr.rt, wat(t, strings.Replace(stampGuest("(drop (local.get 1))"),
+		`(memory (export "memory") 1)`, `(memory (export "memory") 1) (func (export "_initialize") (loop $l (br $l)))`, 1)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.compiled = loops
+	entered, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	url := serve(t, NewChain(tr).Then(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			entered <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "backend")
+	})))
+	go http.Get(url + "/slow")
+	<-entered // the one instance is busy
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(url + "/fast")
+	if err != nil {
+		t.Fatalf("a request whose grown instance's start loops (10 s bound before): %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("status %d, want 503", resp.StatusCode)
+	}
+	if s := tr.Stats(); s.Timeouts != 1 || s.Busy != 1 || s.Grown != 0 || tr.made.Load() != 1 {
+		t.Errorf("stats = %+v, made %d; want 1 timeout, 1 busy, none grown, 1 made", s, tr.made.Load())
+	}
+	if !strings.Contains(logs.String(), "phase=start") {
+		t.Errorf("no log of the start that overran:\n%s", logs.String())
+	}
+}
+
+// Releasing a transform while it replaces a broken instance, whose start
+// function loops, stops that start then: the caller of the last Release
+// (a reload, the node's shutdown) waited out the 10 s start bound, and
+// then a backoff, before.
+func TestReleaseStopsAReplacementStart(t *testing.T) {
+	h := newTestHost(t)
+	trap := strings.Replace(stampGuest("(drop (local.get 1))"), "(i64.const 1))", "unreachable)", 1)
+	tr, err := h.Load(context.Background(), Spec{Name: "t", Wasm: wat(t, trap), Settings: Settings{Pool: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As in TestGrownInstanceStartMeetsTimeout: the replacement's start
+	// loops where the first's did not.
+	loops, _, err := h.compileGuest(context.Background(), tr.rt, wat(t, strings.Replace(trap,
+		`(memory (export "memory") 1)`, `(memory (export "memory") 1) (func (export "_initialize") (loop $l (br $l)))`, 1)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.compiled = loops
+	if resp, _ := get(t, serve(t, NewChain(tr).Then(echoBackend))); resp.StatusCode != http.StatusInternalServerError {
+		t.Fatalf("a trapping guest: %d, want 500", resp.StatusCode)
+	}
+	released := make(chan struct{})
+	go func() { tr.Release(); close(released) }()
+	select {
+	case <-released:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Release still waiting 5s later for a replacement instance's start")
 	}
 }

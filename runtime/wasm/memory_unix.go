@@ -3,6 +3,8 @@
 package wasm
 
 import (
+	"fmt"
+
 	"github.com/tetratelabs/wazero/experimental"
 	"golang.org/x/sys/unix"
 )
@@ -15,23 +17,36 @@ import (
 // the Go collector. Here a grow only extends the slice over pages the
 // kernel supplies zeroed on first touch, untouched pages cost no RSS, and
 // closing the module gives them all back at once.
-var memoryAllocator experimental.MemoryAllocator = experimental.MemoryAllocatorFunc(func(_, max uint64) experimental.LinearMemory {
+//
+// Short of address space for the maximum (RLIMIT_AS, vm.max_map_count),
+// only what the memory starts with is mapped, and memory.grow past it
+// fails for the guest. (A Go slice of the maximum instead ran the node out
+// of memory, which is fatal: TestGuestMemoryShortOfAddressSpace.) Short
+// even of that, the instantiation fails: see mapFailure.
+var memoryAllocator experimental.MemoryAllocator = experimental.MemoryAllocatorFunc(func(capacity, max uint64) experimental.LinearMemory {
 	if max == 0 {
 		return &mappedMemory{}
 	}
-	b, err := unix.Mmap(-1, 0, int(max), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON|unix.MAP_NORESERVE)
+	b, err := mapAnon(max)
+	if err != nil && capacity < max {
+		b, err = mapAnon(capacity)
+	}
 	if err != nil {
-		// Out of address space: a slice of the whole size, which the
-		// Go runtime also maps lazily.
-		return &mappedMemory{b: make([]byte, max), heap: true}
+		// wazero has no way for an allocator to fail; instantiate
+		// recovers this.
+		panic(mapFailure{fmt.Errorf("map %d bytes of guest memory: %w", capacity, err)})
 	}
 	return &mappedMemory{b: b}
 })
 
-type mappedMemory struct {
-	b    []byte
-	heap bool
+func mapAnon(size uint64) ([]byte, error) {
+	if size == 0 {
+		return nil, nil
+	}
+	return unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON|unix.MAP_NORESERVE)
 }
+
+type mappedMemory struct{ b []byte }
 
 func (m *mappedMemory) Reallocate(size uint64) []byte {
 	if size > uint64(len(m.b)) {
@@ -41,7 +56,7 @@ func (m *mappedMemory) Reallocate(size uint64) []byte {
 }
 
 func (m *mappedMemory) Free() {
-	if m.b != nil && !m.heap {
+	if m.b != nil {
 		unix.Munmap(m.b)
 	}
 	m.b = nil

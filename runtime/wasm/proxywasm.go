@@ -187,8 +187,19 @@ func newProxyGuest(mod api.Module) *proxyGuest {
 
 // startProxyGuest runs the root context's lifecycle, as Envoy does when it
 // loads a plugin: proxy_on_context_create for the root,
-// proxy_on_vm_start, proxy_on_configure with the plugin configuration.
-func (t *Transform) startProxyGuest(inst *instance) error {
+// proxy_on_vm_start, proxy_on_configure with the plugin configuration: all
+// within ctx's deadline, and stopped when ctx ends.
+func (t *Transform) startProxyGuest(ctx context.Context, inst *instance) error {
+	stop := context.AfterFunc(ctx, inst.ctx.abandon)
+	err := t.startRoot(ctx, inst)
+	if !stop() && err == nil { // abandoned just as it finished
+		err = fmt.Errorf("root context start: %w", ctx.Err())
+	}
+	return err
+}
+
+func (t *Transform) startRoot(ctx context.Context, inst *instance) error {
+	deadline, _ := ctx.Deadline()
 	g := inst.proxy
 	var stack [2]uint64
 	call := func(name string, args ...uint64) (uint64, error) {
@@ -197,7 +208,7 @@ func (t *Transform) startProxyGuest(inst *instance) error {
 			return 1, nil
 		}
 		copy(stack[:], args)
-		err := inst.ctx.call(nil, fn, stack[:], instantiateTimeout)
+		err := inst.ctx.call(nil, fn, stack[:], time.Until(deadline))
 		return stack[0], err
 	}
 	if _, err := call("proxy_on_context_create", uint64(g.rootID), 0); err != nil {

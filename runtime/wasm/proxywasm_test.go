@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -835,5 +836,157 @@ func TestProxyWasmChainedCallsAreBounded(t *testing.T) {
 	}
 	if n := sent.Load(); n != maxCallsPerRequest {
 		t.Errorf("one tick dispatched %d calls, want %d", n, maxCallsPerRequest)
+	}
+}
+
+// sharingWAT is a proxy-wasm filter whose proxy_on_vm_start runs body
+// with shared data and queues imported; memory holds a 1 MiB value at 16.
+func sharingWAT(t *testing.T, body string) []byte {
+	return wat(t, `(module
+		(import "env" "proxy_set_shared_data" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+		(import "env" "proxy_register_shared_queue" (func $register (param i32 i32 i32) (result i32)))
+		(import "env" "proxy_enqueue_shared_queue" (func $enqueue (param i32 i32 i32) (result i32)))
+		(memory (export "memory") 18)
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(func (export "proxy_on_vm_start") (param i32 i32) (result i32) (local $i i32) (local $q i32) (local $s i32)
+			`+body+`
+			(i32.const 1)))`)
+}
+
+// A filter whose start enqueues (or sets a tick) has a root callback
+// looking for an instance while its load still makes them: it must wait
+// for one, not make one more than the pool holds, which left an instance
+// nobody could put back and the transform's Release waiting for it forever.
+func TestRootCallbackDuringLoadKeepsThePool(t *testing.T) {
+	guest := sharingWAT(t, `
+		(i32.store (i32.const 0) (i32.const 113))
+		(if (call $register (i32.const 0) (i32.const 1) (i32.const 8)) (then unreachable))
+		(if (call $enqueue (i32.load (i32.const 8)) (i32.const 16) (i32.const 1)) (then unreachable))`)
+	h := newTestHost(t)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 20 { // the race is the callback's against the load
+			tr, err := h.Load(context.Background(), Spec{Name: "q" + strconv.Itoa(i), Wasm: guest, Settings: Settings{Pool: 1, ABI: ABIProxyWasm, Timeout: units.Duration(time.Second)}})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			tr.Release()
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("loading and releasing a filter that enqueues at start hung")
+	}
+}
+
+// One filter cannot take what the node shares among all: a filter that
+// stores shared data, registers queues and enqueues until the host says
+// INTERNAL_FAILURE leaves room for the next filter to do each of them.
+func TestProxyWasmSharingIsBoundedPerFilter(t *testing.T) {
+	// The key or queue name is the 4-byte counter at 0; values are 1 MiB.
+	hog := sharingWAT(t, `
+		(loop $data
+			(i32.store (i32.const 0) (local.get $i))
+			(local.set $s (call $set (i32.const 0) (i32.const 4) (i32.const 16) (i32.const 1048576) (i32.const 0)))
+			(local.set $i (i32.add (local.get $i) (i32.const 1)))
+			(br_if $data (i32.and (i32.eqz (local.get $s)) (i32.lt_u (local.get $i) (i32.const 128)))))
+		(if (i32.ne (local.get $s) (i32.const 10)) (then unreachable))
+		(local.set $i (i32.const 0))
+		(loop $queues
+			(i32.store (i32.const 0) (local.get $i))
+			(local.set $s (call $register (i32.const 0) (i32.const 4) (i32.const 8)))
+			(local.set $i (i32.add (local.get $i) (i32.const 1)))
+			(br_if $queues (i32.and (i32.eqz (local.get $s)) (i32.lt_u (local.get $i) (i32.const 2048)))))
+		(if (i32.ne (local.get $s) (i32.const 10)) (then unreachable))
+		;; 1 MiB items, four (4 MiB, a queue's bound) into each of queue
+		;; 1, 2, ... until one is refused, at most 128
+		(local.set $i (i32.const 0))
+		(local.set $q (i32.const 1))
+		(loop $items
+			(local.set $s (call $enqueue (local.get $q) (i32.const 16) (i32.const 1048576)))
+			(if (i32.eqz (local.get $s)) (then
+				(local.set $i (i32.add (local.get $i) (i32.const 1)))
+				(if (i32.eqz (i32.rem_u (local.get $i) (i32.const 4)))
+					(then (local.set $q (i32.add (local.get $q) (i32.const 1)))))))
+			(br_if $items (i32.and (i32.eqz (local.get $s)) (i32.lt_u (local.get $i) (i32.const 128)))))
+		(if (i32.ne (local.get $s) (i32.const 10)) (then unreachable))`)
+	// The next filter stores a key, registers a queue and enqueues to it,
+	// and traps (failing its load) unless each is OK.
+	next := sharingWAT(t, `
+		(i32.store (i32.const 0) (i32.const -1))
+		(if (call $set (i32.const 0) (i32.const 4) (i32.const 16) (i32.const 1048576) (i32.const 0)) (then unreachable))
+		(if (call $register (i32.const 0) (i32.const 4) (i32.const 8)) (then unreachable))
+		(if (call $enqueue (i32.load (i32.const 8)) (i32.const 16) (i32.const 1048576)) (then unreachable))`)
+	h := newTestHost(t)
+	loadT(t, h, Spec{Name: "hog", Wasm: hog, Settings: Settings{Pool: 1, ABI: ABIProxyWasm, Timeout: units.Duration(10 * time.Second)}})
+	loadT(t, h, Spec{Name: "next", Wasm: next, Settings: Settings{Pool: 1, ABI: ABIProxyWasm, VMID: "next", Timeout: units.Duration(10 * time.Second)}})
+	h.shared.mu.Lock()
+	got := *h.shared.accounts["hog"]
+	h.shared.mu.Unlock()
+	// 15 values of 1 MiB and their keys fit a quarter of 64 MiB; 16 items.
+	if want := (account{bytes: 15 * (4 + 1<<20), keys: 15, queues: maxQueues / filterShare, queued: 16 << 20}); got != want {
+		t.Errorf("the hog holds %+v, want its share %+v", got, want)
+	}
+}
+
+// A load that fails after its start function set off a root callback ends
+// that callback's wait for an instance, rather than waiting out the
+// transform's timeout for one that will never come.
+func TestFailedLoadEndsRootCallbackWait(t *testing.T) {
+	guest := sharingWAT(t, `
+		(i32.store (i32.const 0) (i32.const 113))
+		(if (call $register (i32.const 0) (i32.const 1) (i32.const 8)) (then unreachable))
+		(if (call $enqueue (i32.load (i32.const 8)) (i32.const 16) (i32.const 1)) (then unreachable))
+		;; a while, for the callback to start waiting, then a trap
+		(loop $busy
+			(local.set $i (i32.add (local.get $i) (i32.const 1)))
+			(br_if $busy (i32.lt_u (local.get $i) (i32.const 100000000))))
+		unreachable`)
+	h := newTestHost(t)
+	loaded := make(chan error, 1)
+	go func() {
+		_, err := h.Load(context.Background(), Spec{Name: "fails", Wasm: guest, Settings: Settings{Pool: 1, ABI: ABIProxyWasm, Timeout: units.Duration(time.Hour)}})
+		loaded <- err
+	}()
+	select {
+	case err := <-loaded:
+		if err == nil {
+			t.Error("a filter whose start traps loaded")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a failed load still waiting 20s later for its root callback (timeout 1h)")
+	}
+}
+
+// TestReleaseStopsAReplacementStart for a proxy-wasm filter, whose start
+// is also its root context's proxy_on_vm_start: that call, too, ends when
+// the transform is released.
+func TestReleaseStopsAProxyWasmReplacementStart(t *testing.T) {
+	h := newTestHost(t)
+	const trap = `(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) unreachable)`
+	tr, err := h.Load(context.Background(), Spec{Name: "pw", Wasm: proxyWAT(t, "(i32.const 1024)", trap), Settings: Settings{Pool: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loops, _, err := h.compileGuest(context.Background(), tr.rt, proxyWAT(t, "(i32.const 1024)", trap+`
+		(func (export "proxy_on_vm_start") (param i32 i32) (result i32) (loop $l (br $l)) (i32.const 1))`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.compiled = loops
+	if resp, _ := get(t, serve(t, NewChain(tr).Then(echoBackend))); resp.StatusCode != http.StatusInternalServerError {
+		t.Fatalf("a trapping filter: %d, want 500", resp.StatusCode)
+	}
+	released := make(chan struct{})
+	go func() { tr.Release(); close(released) }()
+	select {
+	case <-released:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Release still waiting 5s later for a replacement's proxy_on_vm_start")
 	}
 }

@@ -45,7 +45,8 @@ type Settings struct {
 	MaxPool int `yaml:"max_pool" json:"max_pool,omitempty"`
 	// Memory caps each instance's linear memory.
 	Memory units.ByteSize `yaml:"memory" json:"memory"`
-	// Timeout bounds each guest call and the wait for a free instance.
+	// Timeout bounds each guest call, and getting an instance: starting
+	// one the pool grows for a request, then waiting for a free one.
 	Timeout units.Duration `yaml:"timeout" json:"timeout"`
 	// MaxBuffer caps what the host holds per request for the guest: a
 	// buffered request body, a held response, a body the guest writes, the

@@ -18,8 +18,9 @@ import (
 	"perigee/telemetry"
 )
 
-// instantiateTimeout bounds a guest's start function, which runs at load
-// time and when a discarded instance is replaced.
+// instantiateTimeout bounds a guest's start function at load time and when
+// a discarded instance is replaced in the background; one the pool grows
+// for a waiting request gets the transform's timeout (see acquire).
 const instantiateTimeout = 10 * time.Second
 
 // Transform is one loaded module: its own runtime (so its memory cap holds),
@@ -56,7 +57,10 @@ type Transform struct {
 	tickPeriod atomic.Int64
 	tickOnce   sync.Once
 	pending    chan struct{}
-	stop       chan struct{}
+	// stopped ends (stop) when the transform shuts down or fails to load:
+	// what runs in the background, a replacement's start included, ends.
+	stopped context.Context
+	stop    context.CancelFunc
 
 	refs      atomic.Int64
 	closed    atomic.Bool
@@ -99,14 +103,14 @@ func (h *Host) Load(ctx context.Context, spec Spec) (*Transform, error) {
 		logger:  h.logger.With("transform", spec.Name),
 		pool:    make(chan *instance, spec.MaxPool),
 		pending: make(chan struct{}, spec.Pool),
-		stop:    make(chan struct{}),
 	}
+	t.stopped, t.stop = context.WithCancel(context.Background())
 	t.guestLog = &guestLog{logger: t.logger}
 	t.refs.Store(1)
 	t.rt = h.newRuntime(ctx, uint64(spec.Memory))
 	if err := t.init(ctx, h); err != nil {
 		t.closed.Store(true)
-		close(t.stop)
+		t.stop()
 		t.refills.Wait()
 		t.rt.Close(ctx)
 		return nil, &LoadError{Transform: spec.Name, Err: fmt.Errorf("transform %s: %w", where, err)}
@@ -137,21 +141,26 @@ func (t *Transform) init(ctx context.Context, h *Host) error {
 		WithStartFunctions("_initialize", "_start").
 		WithSysWalltime().
 		WithSysNanotime()
+	// Counted before they exist: a root callback a start function set off
+	// (a tick, a queue notification) waits for one of these rather than
+	// growing the pool past what its channel holds.
+	t.made.Store(int64(t.spec.Pool))
 	for range t.spec.Pool {
-		inst, err := t.instantiate(ctx)
+		inst, err := t.instantiate(ctx, instantiateTimeout)
 		if err != nil {
 			return err
 		}
 		t.pool <- inst
 	}
-	t.made.Store(int64(t.spec.Pool))
 	return nil
 }
 
-func (t *Transform) instantiate(ctx context.Context) (*instance, error) {
+// instantiate makes an instance within timeout: its start functions and
+// a proxy-wasm plugin's root lifecycle, which also end with ctx.
+func (t *Transform) instantiate(ctx context.Context, timeout time.Duration) (*instance, error) {
 	inst := &instance{ctx: newCallCtx()}
 	ctx = experimental.WithMemoryAllocator(context.WithValue(ctx, instanceKey{}, inst), memoryAllocator)
-	ctx, cancel := context.WithTimeout(ctx, instantiateTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// WASI's randomness and output are the instance's own, so that they
 	// too stop at its call's deadline (see withDeadline).
@@ -159,7 +168,7 @@ func (t *Transform) instantiate(ctx context.Context) (*instance, error) {
 		WithRandSource(guestRand{inst.ctx}).
 		WithStdout(output{t.guestLog, slog.LevelInfo, inst.ctx}).
 		WithStderr(output{t.guestLog, slog.LevelWarn, inst.ctx})
-	mod, err := t.rt.InstantiateModule(ctx, t.compiled, cfg)
+	mod, err := instantiateModule(ctx, t.rt, t.compiled, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("instantiate: %w", err)
 	}
@@ -167,7 +176,7 @@ func (t *Transform) instantiate(ctx context.Context) (*instance, error) {
 	if t.abi == ABIProxyWasm {
 		inst.proxy = newProxyGuest(mod)
 		inst.ctx.guest = inst.proxy
-		if err := t.startProxyGuest(inst); err != nil {
+		if err := t.startProxyGuest(ctx, inst); err != nil {
 			mod.Close(ctx)
 			return nil, err
 		}
@@ -176,6 +185,27 @@ func (t *Transform) instantiate(ctx context.Context) (*instance, error) {
 	inst.handleRequest = mod.ExportedFunction(exportHandleRequest)
 	inst.handleResponse = mod.ExportedFunction(exportHandleResponse)
 	return inst, nil
+}
+
+// mapFailure is what memoryAllocator panics with when it cannot map a
+// guest's memory: wazero gives an allocator no way to fail, and one that
+// returns no memory makes wazero itself panic.
+type mapFailure struct{ err error }
+
+// instantiateModule is rt.InstantiateModule with mapFailure made its error.
+// wazero holds no lock while it allocates a memory, and the half-made
+// instance is left to the collector, as on its own early errors.
+func instantiateModule(ctx context.Context, rt wazero.Runtime, compiled wazero.CompiledModule, cfg wazero.ModuleConfig) (mod api.Module, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(mapFailure)
+			if !ok {
+				panic(r)
+			}
+			mod, err = nil, f.err
+		}
+	}()
+	return rt.InstantiateModule(ctx, compiled, cfg)
 }
 
 // LoadError is a transform that failed to load, so that the caller can
@@ -222,7 +252,7 @@ func (t *Transform) Release() {
 func (t *Transform) shutdown() {
 	t.closeOnce.Do(func() {
 		t.closed.Store(true)
-		close(t.stop)
+		t.stop()
 		t.refills.Wait()
 		if err := t.rt.Close(context.Background()); err != nil {
 			t.logger.Warn("close wasm runtime", "err", err)
@@ -233,18 +263,19 @@ func (t *Transform) shutdown() {
 var errBusy = errors.New("no free instance")
 
 // acquire takes an idle instance; with none idle it makes one while fewer
-// than max_pool are alive, and otherwise waits up to the transform's
-// timeout for one to come back.
+// than max_pool are alive, and otherwise waits for one to come back: both
+// within the transform's timeout.
 func (t *Transform) acquire(ctx context.Context) (*instance, error) {
 	select {
 	case inst := <-t.pool:
 		return inst, nil
 	default:
 	}
-	if inst := t.grow(); inst != nil {
+	deadline := time.Now().Add(t.spec.Timeout.D())
+	if inst := t.grow(deadline); inst != nil {
 		return inst, nil
 	}
-	timer := time.NewTimer(t.spec.Timeout.D())
+	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	select {
 	case inst := <-t.pool:
@@ -253,23 +284,26 @@ func (t *Transform) acquire(ctx context.Context) (*instance, error) {
 		return nil, errBusy
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-t.stopped.Done(): // a failed load's or a shutdown's: no instance comes back
+		return nil, errShutDown
 	}
 }
 
 func (t *Transform) put(inst *instance) { t.pool <- inst }
 
 // grow makes one more instance if max_pool allows; the request that asked
-// pays for instantiating it, and the pool keeps it, so a client that
-// leaves meanwhile does not cut it short.
-func (t *Transform) grow() *instance {
+// pays for instantiating it, until deadline, and the pool keeps it, so a
+// client that leaves meanwhile does not cut it short. A start function
+// still running at the deadline is stopped, and counted as a timeout.
+func (t *Transform) grow(deadline time.Time) *instance {
 	if t.made.Add(1) > int64(t.spec.MaxPool) {
 		t.made.Add(-1)
 		return nil
 	}
-	inst, err := t.instantiate(context.Background())
+	inst, err := t.instantiate(context.Background(), time.Until(deadline))
 	if err != nil {
 		t.made.Add(-1)
-		t.logger.Warn("grow wasm pool", "err", err)
+		t.callFailure(err, "start")
 		return nil
 	}
 	t.stats.grown.Add(1)
@@ -287,14 +321,22 @@ func (t *Transform) discard(inst *instance) {
 func (t *Transform) refill() {
 	defer t.refills.Done()
 	for backoff := 10 * time.Millisecond; !t.closed.Load(); backoff = min(2*backoff, 5*time.Second) {
-		inst, err := t.instantiate(context.Background())
+		inst, err := t.instantiate(t.stopped, instantiateTimeout)
 		if err == nil {
 			t.stats.replaced.Add(1)
 			t.put(inst)
 			return
 		}
+		if t.stopped.Err() != nil {
+			return
+		}
 		t.logger.Error("replace wasm instance", "err", err)
-		time.Sleep(backoff)
+		wait := time.NewTimer(backoff)
+		select {
+		case <-wait.C:
+		case <-t.stopped.Done():
+			wait.Stop()
+		}
 	}
 }
 
