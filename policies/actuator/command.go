@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
+
+	"perigee/lograte"
 )
 
 // splitCommand splits a command line into words the way a shell does for
@@ -56,11 +59,26 @@ func splitCommand(s string) ([]string, error) {
 	return words, nil
 }
 
-// lineLog writes a child's output to the log one line at a time.
+// childLogBurst is how many lines a second one instance's output may put
+// in the node's log: a child is the operator's program, and one printing
+// in a tight loop would fill the log and push the node's own lines out.
+const childLogBurst = 100
+
+// maxChildLine cuts a line a child never ends.
+const maxChildLine = 4096
+
+// lineLog writes a child's output to the log one line at a time, at most
+// childLogBurst a second; the next line let through carries how many were
+// not (dropped_before).
 type lineLog struct {
-	log *slog.Logger
-	mu  sync.Mutex
-	buf []byte
+	log   *slog.Logger
+	limit *lograte.Limit
+	mu    sync.Mutex
+	buf   []byte
+}
+
+func newLineLog(log *slog.Logger) *lineLog {
+	return &lineLog{log: log, limit: lograte.New(childLogBurst, time.Second)}
 }
 
 func (l *lineLog) Write(b []byte) (int, error) {
@@ -72,14 +90,25 @@ func (l *lineLog) Write(b []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		l.log.Info(string(l.buf[:i]))
+		l.line(l.buf[:i])
 		l.buf = l.buf[i+1:]
 	}
-	if len(l.buf) > 4096 { // a child that never ends its line
-		l.log.Info(string(l.buf))
+	if len(l.buf) > maxChildLine {
+		l.line(l.buf)
 		l.buf = l.buf[:0]
 	}
 	return len(b), nil
+}
+
+func (l *lineLog) line(b []byte) {
+	ok, dropped := l.limit.Allow(time.Now())
+	switch {
+	case !ok:
+	case dropped > 0:
+		l.log.Info(string(b), "dropped_before", dropped)
+	default:
+		l.log.Info(string(b))
+	}
 }
 
 // tail keeps the last bytes a command wrote, for error messages.

@@ -182,7 +182,7 @@ func (p *Process) startOne(ctx context.Context) error {
 	// the command forked.
 	cmd := command(argv)
 	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "ADDR="+addr, "PERIGEE_SERVICE="+p.service)
-	out := &lineLog{log: p.log.With("instance", addr)}
+	out := newLineLog(p.log.With("instance", addr))
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := start(cmd); err != nil {
 		return fmt.Errorf("process actuator %s: start %s: %w", p.service, argv[0], err)

@@ -2,8 +2,10 @@ package actuator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,10 +14,13 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"perigee/logtest"
 )
 
 // TestMain turns this test binary into a tiny HTTP backend when the
@@ -611,4 +616,55 @@ func TestScaleWaitingBehindAReplacementHonoursItsContext(t *testing.T) {
 		t.Fatal("Close still running 10s after a 500ms Close began")
 	}
 	awaitGroupGone(t, pid, 5*time.Second, "the replacement that ignores SIGTERM outlived Close")
+}
+
+// A child's output is the operator's program's, not the node's: one that
+// prints in a tight loop must not fill the node's log (nor push the node's
+// own lines out of it). Its lines go out at a bounded rate, and the next
+// one let through says how many were not.
+func TestChattyChildIsLoggedAtABoundedRate(t *testing.T) {
+	t.Setenv("PERIGEE_TEST_CHILD", "serve")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const lines = 200_000
+	// After the flood, a second's pause, so that its count goes out with
+	// the next window's first line.
+	cmd := fmt.Sprintf(`sh -c "yes 'a chatty line' | head -n %d; sleep 1.1; echo 'a chatty line'; exec '%s' -test.run=^$ \$1" sh {addr}`, lines, exe)
+	var out logtest.Buffer
+	p, err := NewProcess("api", ProcessSpec{Command: cmd, Max: 1, HealthPath: "/health", StopTimeout: time.Second}, &registry{},
+		slog.New(slog.NewJSONHandler(&out, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := p.Scale(context.Background(), Request{Replicas: 1, Reason: "start"}); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	defer p.Close(context.Background())
+	logged, dropped := 0, 0
+	for line := range strings.Lines(out.String()) {
+		var rec struct {
+			Msg     string `json:"msg"`
+			Dropped int    `json:"dropped_before"`
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if rec.Msg == "a chatty line" {
+			logged++
+			dropped += rec.Dropped
+		}
+	}
+	// Every window the flood spanned may let its burst through.
+	windows := int(took/time.Second) + 2
+	t.Logf("%d of %d lines logged in %v, %d counted as dropped", logged, lines, took.Round(time.Millisecond), dropped)
+	if limit := windows * childLogBurst; logged > limit {
+		t.Fatalf("%d of a child's %d lines reached the log in %v; want at most %d", logged, lines, took.Round(time.Millisecond), limit)
+	}
+	if logged+dropped != lines+1 {
+		t.Errorf("%d logged and %d counted of %d lines: every line is one or the other", logged, dropped, lines+1)
+	}
 }

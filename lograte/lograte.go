@@ -1,0 +1,46 @@
+// Package lograte bounds how many lines a source the node does not control
+// (a guest, a child process, whoever reaches the gossip port or the ingest
+// endpoint) puts in the node's log: a flood of them would cost the CPU to
+// format them, the disk, and the node's own lines in a log that drops
+// past its bound (logsink). Past the bound lines are counted, and the next
+// line let through says how many went unlogged.
+package lograte
+
+import (
+	"sync"
+	"time"
+)
+
+// Limit lets through at most burst lines in each window. The zero Limit
+// lets none through: make one with New.
+type Limit struct {
+	burst  int
+	window time.Duration
+
+	mu      sync.Mutex
+	start   time.Time // when the current window began
+	n       int       // lines let through in it
+	dropped int       // held back since the last line let through
+}
+
+// New is a Limit of burst lines a window.
+func New(burst int, window time.Duration) *Limit {
+	return &Limit{burst: burst, window: window}
+}
+
+// Allow reports whether a line may go out at now and, when it may, how
+// many were held back since the last one that did.
+func (l *Limit) Allow(now time.Time) (ok bool, dropped int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.start.IsZero() || now.Sub(l.start) >= l.window {
+		l.start, l.n = now, 0
+	}
+	if l.n >= l.burst {
+		l.dropped++
+		return false, 0
+	}
+	l.n++
+	dropped, l.dropped = l.dropped, 0
+	return true, dropped
+}
