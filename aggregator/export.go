@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -190,13 +191,25 @@ func batchSeries(b *wire.Batch, emit func(remotewrite.Series)) {
 	}
 }
 
+// loadCursor reads where the export left off. Without a cursor it starts
+// from the oldest segment, which sends again what was sent: no loss.
 func (s *server) loadCursor() store.Pos {
-	b, err := files.Read(filepath.Join(s.cfg.DataDir, exportCursorFile), files.NoLimit)
-	if err != nil || len(b) != 16 {
+	path := filepath.Join(s.cfg.DataDir, exportCursorFile)
+	b, err := files.Read(path, cursorBytes)
+	if err == nil && len(b) != cursorBytes {
+		err = fmt.Errorf("%s: %d bytes, a cursor is %d", path, len(b), cursorBytes)
+	}
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			s.log.Error("export cursor unreadable, exporting the whole store again", "err", err)
+		}
 		return store.Pos{}
 	}
 	return store.Pos{Seg: binary.LittleEndian.Uint64(b), Off: int64(binary.LittleEndian.Uint64(b[8:]))}
 }
+
+// cursorBytes is the cursor file's size: segment and offset, u64 LE each.
+const cursorBytes = 16
 
 func (s *server) saveCursor(p store.Pos) error {
 	b := binary.LittleEndian.AppendUint64(nil, p.Seg)

@@ -89,6 +89,10 @@ func stampTime(w http.ResponseWriter) {
 // of its own, so without it a body that never ends held its slot for good.
 const BodyTimeout = 15 * time.Second
 
+// maxBody bounds a batch's body, and so a stored record: the compressed
+// body can be a little larger than what it inflates to, never by much.
+func (s *server) maxBody() int64 { return s.opener.Limit() + 64<<10 }
+
 func (s *server) ingest(w http.ResponseWriter, r *http.Request) (result string, status int, msg string) {
 	owner, ok := s.authenticate(r)
 	if !ok {
@@ -109,9 +113,7 @@ func (s *server) ingest(w http.ResponseWriter, r *http.Request) (result string, 
 		return resOverloaded, http.StatusTooManyRequests, fmt.Sprintf("%d batches already being read; retry", cap(s.slots))
 	}
 	defer func() { <-s.slots }()
-	// The compressed body can be a little larger than what it inflates
-	// to, never by much.
-	limit := s.opener.Limit() + 64<<10
+	limit := s.maxBody()
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(BodyTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, limit))
 	var tooBig *http.MaxBytesError

@@ -157,7 +157,7 @@ func (r *rollups) each(seg uint64, tier int, fn func(bucketKey, *bucket)) (bool,
 		return true, nil
 	}
 	r.mu.Unlock()
-	data, err := files.Read(r.path(seg, tier), files.NoLimit)
+	data, err := files.Read(r.path(seg, tier), maxRollupBytes)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
@@ -187,13 +187,19 @@ var (
 	errGaveUp = errors.New("rollup gave up: too many buckets")
 )
 
+// maxRollupBytes bounds a rollup file, which is all of one that a query
+// reads: one that would be larger is written as given up. Within the
+// bucket and name bounds a segment's rollup is a few MiB for live data,
+// but each bucket's histogram may take 6 KiB.
+const maxRollupBytes = 64 << 20
+
 func encodeRollup(r *segRollup, tier int) []byte {
-	b := []byte(rollupMagic)
+	gaveUp := append([]byte(rollupMagic), 1)
+	gaveUp = binary.LittleEndian.AppendUint32(gaveUp, crc32.Checksum(gaveUp, castagnoli))
 	if r.full {
-		b = append(b, 1)
-		return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+		return gaveUp
 	}
-	b = append(b, 0)
+	b := append([]byte(rollupMagic), 0)
 	for k, v := range r.tiers[tier] {
 		b = binary.AppendUvarint(b, uint64(len(k.node)))
 		b = append(b, k.node...)
@@ -205,6 +211,9 @@ func encodeRollup(r *segRollup, tier int) []byte {
 			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(f))
 		}
 		b = v.lat.AppendBinary(b)
+		if len(b) > maxRollupBytes-4 {
+			return gaveUp
+		}
 	}
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 }

@@ -145,7 +145,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
 	start := time.Now()
-	s.store, err = store.Open(filepath.Join(cfg.DataDir, "store"), store.Options{MaxBytes: int64(cfg.MaxStoreBytes)}, log)
+	s.store, err = store.Open(filepath.Join(cfg.DataDir, "store"), store.Options{MaxBytes: int64(cfg.MaxStoreBytes), MaxRecord: s.maxBody()}, log)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
