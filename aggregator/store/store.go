@@ -440,16 +440,19 @@ func (s *Store) Append(at time.Time, rec []byte) (uint64, error) {
 		s.mu.Unlock()
 		return 0, s.broken
 	}
-	if s.opts.MaxBytes > 0 && s.bytes+int64(len(buf)) > s.opts.MaxBytes {
-		s.mu.Unlock()
-		return 0, fmt.Errorf("%w: %d bytes held, a record of %d would pass the bound of %d", ErrFull, s.bytes, len(buf), s.opts.MaxBytes)
-	}
+	// Rotated before the bound is checked: a full store still seals the
+	// segment being written when it is due, which only retention can
+	// then remove (it never removes the segment being written).
 	if s.curSize >= s.opts.SegmentBytes || at.Sub(s.curStart) >= s.opts.SegmentAge {
 		if err := s.rotate(at); err != nil {
 			s.broken = err
 			s.mu.Unlock()
 			return 0, err
 		}
+	}
+	if s.opts.MaxBytes > 0 && s.bytes+int64(len(buf)) > s.opts.MaxBytes {
+		s.mu.Unlock()
+		return 0, fmt.Errorf("%w: %d bytes held, a record of %d would pass the bound of %d", ErrFull, s.bytes, len(buf), s.opts.MaxBytes)
 	}
 	if _, err := s.cur.Write(buf); err != nil {
 		// Undo a partial write, or replay would stop at it and lose
