@@ -30,6 +30,13 @@ func seal(t testing.TB, b *wire.Batch) []byte {
 
 func post(t testing.TB, a *agg, token string, body []byte) (int, string) {
 	t.Helper()
+	status, _, msg := postAnswer(t, a, token, body)
+	return status, msg
+}
+
+// postAnswer is post with the answer's header.
+func postAnswer(t testing.TB, a *agg, token string, body []byte) (int, http.Header, string) {
+	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, a.url("/v1/ingest"), bytes.NewReader(body))
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -40,7 +47,7 @@ func post(t testing.TB, a *agg, token string, body []byte) (int, string) {
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(msg)
+	return resp.StatusCode, resp.Header, string(msg)
 }
 
 func TestIngestRefusesBadInputAndKeepsServing(t *testing.T) {

@@ -349,8 +349,11 @@ func (srv *Server) Serve(ctx context.Context) error {
 	return err
 }
 
+// pruneEvery is how often retention runs.
+func (s *server) pruneEvery() time.Duration { return min(s.cfg.Retention/10, time.Minute) }
+
 func (s *server) retentionLoop(ctx context.Context) {
-	t := time.NewTicker(min(s.cfg.Retention/10, time.Minute))
+	t := time.NewTicker(s.pruneEvery())
 	defer t.Stop()
 	for {
 		select {

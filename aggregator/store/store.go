@@ -521,6 +521,33 @@ func (s *Store) Prune(cutoff time.Time) (int, error) {
 	return removed, nil
 }
 
+// FreedAt is the earliest time retention can remove a segment, and so
+// make room: when the newest record of the oldest segment that holds one
+// is older than retention, and for the segment being written not before it
+// is rotated by age. Zero for a store that holds no record.
+func (s *Store) FreedAt(retention time.Duration) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, seg := range s.segs {
+		if seg.newest.IsZero() {
+			continue
+		}
+		at := seg.newest.Add(retention)
+		if i == len(s.segs)-1 {
+			at = later(at, s.curStart.Add(s.opts.SegmentAge))
+		}
+		return at
+	}
+	return time.Time{}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // Bytes is the size of all segment files together.
 func (s *Store) Bytes() int64 {
 	s.mu.Lock()
