@@ -61,6 +61,10 @@ type Config struct {
 	// write bounds writing a response (defaultWrite when zero); only tests
 	// shorten it (SetWriteTimeout).
 	write time.Duration
+	// queryDecode bounds what one series query decodes from the store
+	// (maxQueryDecode when zero); only tests lower it
+	// (SetQueryDecodeBudget).
+	queryDecode int64
 
 	lines map[string]int // key path → line, for validation messages
 	file  string

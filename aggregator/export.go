@@ -105,7 +105,7 @@ func (s *server) exportOnce(ctx context.Context, c *http.Client, url string, cur
 		if n == exportMaxBatches {
 			return errFull
 		}
-		if b, ok := s.openStored(rec); ok {
+		if b, ok := s.openStored(rec, nil); ok {
 			restamp(b, at, s.cfg.MaxSkew)
 			batchSeries(b, func(x remotewrite.Series) {
 				if series = append(series, x); len(series) == exportMaxSeries {

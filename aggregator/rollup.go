@@ -143,8 +143,9 @@ func (r *rollups) path(seg uint64, tier int) string {
 }
 
 // each hands fn the buckets of segment seg in a tier, from memory or its
-// file. It reports false when it has neither.
-func (r *rollups) each(seg uint64, tier int, fn func(bucketKey, *bucket)) (bool, error) {
+// file, whose size it takes from budget first (false once spent). It
+// reports false when it has neither.
+func (r *rollups) each(seg uint64, tier int, budget *decodeBudget, fn func(bucketKey, *bucket)) (bool, error) {
 	r.mu.Lock()
 	if sr := r.open[seg]; sr != nil {
 		defer r.mu.Unlock()
@@ -163,6 +164,9 @@ func (r *rollups) each(seg uint64, tier int, fn func(bucketKey, *bucket)) (bool,
 	}
 	if err != nil {
 		return false, err
+	}
+	if !budget.take(uint64(len(data))) {
+		return false, nil
 	}
 	err = decodeRollup(data, fn)
 	if errors.Is(err, errGaveUp) {
@@ -308,7 +312,7 @@ func (s *server) writeRollups(ctx context.Context, closed bool) {
 			from = "records"
 			sr = newSegRollup()
 			err := s.store.ScanSegment(seg.ID, func(at time.Time, rec []byte, _ store.Pos) error {
-				if b, ok := s.openStored(rec); ok {
+				if b, ok := s.openStored(rec, nil); ok {
 					restamp(b, at, s.cfg.MaxSkew)
 					sr.add(b)
 				}
@@ -379,7 +383,7 @@ func tierFor(step time.Duration) int {
 // that may hold samples of the range, its buckets, or its records while it
 // has no rollups yet. A bucket counts in the step its start falls in.
 func (s *server) seriesFromTier(ctx context.Context, tier int, match func(node, region string) bool, from, to time.Time, step time.Duration) ([]SeriesPoint, error) {
-	acc := newSeriesAcc(from, to, step)
+	acc, budget := newSeriesAcc(from, to, step), s.newDecodeBudget()
 	for _, seg := range s.store.Segments() {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -387,7 +391,7 @@ func (s *server) seriesFromTier(ctx context.Context, tier int, match func(node, 
 		if !seg.Newest.IsZero() && seg.Newest.Add(s.cfg.MaxSkew).Before(from) {
 			continue // every sample in it is older than the range
 		}
-		ok, err := s.rollups.each(seg.ID, tier, func(k bucketKey, b *bucket) {
+		ok, err := s.rollups.each(seg.ID, tier, budget, func(k bucketKey, b *bucket) {
 			if match(k.node, k.region) {
 				if h := acc.addSums(k.node, time.Unix(k.start, 0), int(b.n), b.rps, b.cpu, b.errW); h != nil {
 					h.Merge(b.lat)
@@ -400,6 +404,9 @@ func (s *server) seriesFromTier(ctx context.Context, tier int, match func(node, 
 		if acc.full {
 			return nil, errTooManyCells
 		}
+		if budget.spent {
+			return nil, s.overBudget()
+		}
 		if ok {
 			continue
 		}
@@ -407,7 +414,11 @@ func (s *server) seriesFromTier(ctx context.Context, tier int, match func(node, 
 			if acc.full {
 				return errTooManyCells
 			}
-			if b, ok := s.openStored(rec); ok {
+			b, ok := s.openStored(rec, budget)
+			if budget.spent {
+				return s.overBudget()
+			}
+			if ok {
 				restamp(b, at, s.cfg.MaxSkew)
 				for i := range b.Samples {
 					if smp := &b.Samples[i]; match(b.Node, smp.Region) {

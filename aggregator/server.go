@@ -224,7 +224,7 @@ func (s *server) loadDedup() (int, error) {
 	n := 0
 	err = s.store.Scan(from, func(at time.Time, rec []byte, _ store.Pos) error {
 		n++
-		if b, ok := s.openStored(rec); ok {
+		if b, ok := s.openStored(rec, nil); ok {
 			s.dedup.commit(b.Node, b.Seq, b.Records())
 		}
 		return nil
@@ -233,10 +233,15 @@ func (s *server) loadDedup() (int, error) {
 }
 
 // openStored decodes one stored batch. A record that no longer opens (say
-// the size limit was lowered) is skipped and logged.
-func (s *server) openStored(rec []byte) (*wire.Batch, bool) {
+// the size limit was lowered) is skipped and logged. A query passes its
+// budget, from which the batch's decompressed size is taken before it is
+// decompressed; once spent, nothing more is decoded (budget.spent).
+func (s *server) openStored(rec []byte, budget *decodeBudget) (*wire.Batch, bool) {
 	f, err := wire.ParseFrame(rec, -1)
 	if err == nil {
+		if !budget.take(f.RawLen) {
+			return nil, false
+		}
 		var b *wire.Batch
 		if b, err = s.opener.Open(f); err == nil {
 			return b, true
@@ -258,7 +263,7 @@ func (s *server) warmView(ctx context.Context, to store.Pos) {
 		if ctx.Err() != nil || next.Seg > to.Seg || (next.Seg == to.Seg && next.Off > to.Off) {
 			return errStop
 		}
-		if b, ok := s.openStored(rec); ok {
+		if b, ok := s.openStored(rec, nil); ok {
 			s.fleet.apply(b, at, restamp(b, at, s.cfg.MaxSkew))
 			n++
 		}
