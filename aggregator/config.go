@@ -288,6 +288,38 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// devTokenWarning is what a start with the development token among the
+// tokens warns of, and validate with it.
+const devTokenWarning = "the tokens include the development token \"*\", which sends as any node: neither one batch at a time nor a node's share of max_store_bytes holds for it; never use it in production"
+
+// Check reads the files NewServer reads before it opens the data
+// directory and the sockets (the tokens file, the API token, a configured
+// certificate) and reports every problem at once, with what NewServer
+// would warn of, and the number of tokens: for `perigee validate`.
+func (c Config) Check() (tokens int, warnings []string, err error) {
+	var errs []error
+	byToken, err := c.loadTokens()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, node := range byToken {
+		if node == anyNode {
+			warnings = append(warnings, devTokenWarning)
+		}
+	}
+	if c.APITokenFile != "" {
+		if _, err := readAPIToken(c.APITokenFile); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.TLS.Cert != "" { // a development certificate is made at start
+		if _, err := loadCertificate(c); err != nil {
+			errs = append(errs, fmt.Errorf("tls: %w", err))
+		}
+	}
+	return len(byToken), warnings, errors.Join(errs...)
+}
+
 // loadTokens merges Tokens and TokensFile into token → node. A node named
 // "*" may send as any node: for development fleets only.
 func (c *Config) loadTokens() (map[string]string, error) {

@@ -120,7 +120,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	for tok, node := range byToken {
 		s.tokens[sha256.Sum256([]byte(tok))] = node
 		if node == anyNode {
-			log.Warn("the tokens include the development token \"*\", which sends as any node: neither one batch at a time nor a node's share of max_store_bytes holds for it; never use it in production")
+			log.Warn(devTokenWarning)
 		} else {
 			named = append(named, node)
 		}
