@@ -2,13 +2,13 @@ package aggregator_test
 
 import (
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"perigee/aggregator"
+	"perigee/files/filestest"
 	"perigee/logtest"
 	"perigee/memtest"
 	"perigee/telemetry"
@@ -37,13 +37,7 @@ func TestTamperedDataFilesAreRefusedUnread(t *testing.T) {
 	a.stop() // which writes the checkpoint and the rollups
 	tampered := []string{"dedup.state", "export.cursor", "rollup/seg-0000000001.1m"}
 	for _, name := range tampered {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, nil, 0o640); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Truncate(path, 256<<20); err != nil {
-			t.Fatal(err)
-		}
+		filestest.Sparse(t, filepath.Join(dir, name), 256<<20)
 	}
 	var log logtest.Buffer
 	var status int

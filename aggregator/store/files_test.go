@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"perigee/files/filestest"
 	"perigee/memtest"
 )
 
@@ -73,14 +74,7 @@ func TestOversizedSegmentIsRefusedUnread(t *testing.T) {
 			if last {
 				huge = s.path(99)
 			}
-			f, err := os.OpenFile(huge, os.O_CREATE|os.O_WRONLY, 0o640)
-			if err != nil {
-				t.Fatal(err)
-			}
-			f.Close()
-			if err := os.Truncate(huge, 256<<20); err != nil {
-				t.Fatal(err)
-			}
+			filestest.Sparse(t, huge, 256<<20)
 			var err2 error
 			grew := memtest.PeakGrowthDuring(func() {
 				s, err2 = Open(dir, opts, slog.New(slog.DiscardHandler))

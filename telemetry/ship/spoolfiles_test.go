@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"perigee/aggregator"
+	"perigee/files/filestest"
 	"perigee/logtest"
 	"perigee/memtest"
 	"perigee/telemetry"
@@ -85,13 +86,7 @@ func TestTamperedSpoolFilesAreRefusedUnread(t *testing.T) {
 	spoolDir := t.TempDir()
 	tampered := []string{"next.seq", "00000000000000000001.batch"}
 	for _, name := range tampered {
-		path := filepath.Join(spoolDir, name)
-		if err := os.WriteFile(path, nil, 0o640); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Truncate(path, 256<<20); err != nil {
-			t.Fatal(err)
-		}
+		filestest.Sparse(t, filepath.Join(spoolDir, name), 256<<20)
 	}
 	var log logtest.Buffer
 	var s *ship.Shipper
