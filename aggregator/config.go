@@ -17,6 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"perigee/aggregator/store"
 	"perigee/connlimit"
 	"perigee/files"
 	"perigee/loopback"
@@ -117,6 +118,10 @@ const (
 	DefaultMaxSkew        = 2 * time.Minute
 	DefaultRemoteInterval = 15 * time.Second
 )
+
+// maxMaxDecompressed is the largest max_decompressed: its body
+// (server.maxBody) is at most a store record.
+const maxMaxDecompressed = store.MaxRecord - 64<<10
 
 // maxConfigBytes bounds the config file and the tokens file, which has a
 // line a node: a path naming a FIFO, a device or a huge file is refused.
@@ -236,6 +241,11 @@ func (c *Config) Validate() error {
 		c.MaxDecompressed = DefaultMaxDecompressed
 	case c.MaxDecompressed < 1<<10:
 		bad("max_decompressed", "%d bytes is too small for a batch", c.MaxDecompressed)
+	case c.MaxDecompressed > maxMaxDecompressed:
+		// A body of that size is over the store's largest record: the
+		// batch would be read, refused at its append, and resent for
+		// ever, holding up its node's later batches.
+		bad("max_decompressed", "%d bytes is over the %d a stored batch may be", c.MaxDecompressed, maxMaxDecompressed)
 	}
 	switch {
 	case c.MaxStoreBytes == 0:
