@@ -59,7 +59,12 @@ func (s *server) exportLoop(ctx context.Context, ex *Export) {
 		for ctx.Err() == nil {
 			next, n, err := s.exportOnce(ctx, client, ex.URL, cursor)
 			if err != nil {
-				s.log.Warn("export failed, will retry", "url", ex.URL, "err", err)
+				// Retried every exportEvery: an engine down for an hour
+				// must not be 3,600 lines.
+				if since, ok := s.refusals.due(exportFailure, time.Now()); ok {
+					s.log.Warn("export failed, will retry", "url", ex.URL, "err", err,
+						"failed_since_last_line", since, "next_line_within", refusalLogEvery)
+				}
 				s.metrics.export.WithLabelValues("error").Inc()
 				break
 			}
@@ -75,6 +80,9 @@ func (s *server) exportLoop(ctx context.Context, ex *Export) {
 		}
 	}
 }
+
+// exportFailure is the export's key in the rate of refusal lines.
+const exportFailure = "export_failure"
 
 var errFull = errors.New("push full")
 

@@ -41,7 +41,8 @@ type server struct {
 	places  map[string]Coord
 	metrics *metrics
 	// budgets holds each named node to its share of the store, and
-	// refusals rate-limits the lines that refusals log.
+	// refusals rate-limits the lines that refusals (and the export's
+	// failures) log.
 	budgets  *nodeBudgets
 	refusals refusalLog
 	slots    chan struct{} // one per ingest being read or decoded
