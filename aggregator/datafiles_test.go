@@ -1,7 +1,9 @@
 package aggregator_test
 
 import (
+	"encoding/binary"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -58,5 +60,46 @@ func TestTamperedDataFilesAreRefusedUnread(t *testing.T) {
 	}
 	if grew > 64<<20 {
 		t.Fatalf("the heap grew %d MiB reading files of 256 MiB", grew>>20)
+	}
+}
+
+// A checkpoint or an export cursor whose store position is past what an
+// offset can be (an offset of 2^63 and more, read as negative) made the
+// scan from it slice before the segment's start: the start, or the
+// exporter's goroutine and with it the process, panicked. Such a position
+// is refused as malformed now: the dedup state comes from the whole store,
+// the export starts over.
+func TestTamperedStorePositionsAreRefused(t *testing.T) {
+	dir := t.TempDir()
+	withExport := func(c *aggregator.Config) {
+		c.DataDir = dir
+		c.Export = &aggregator.Export{URL: "http://127.0.0.1:1/api/v1/write"}
+	}
+	a := startAggregator(t, withExport)
+	if status, msg := post(t, a, tokenA, seal(t, &wire.Batch{Node: "node-a", Seq: 1, Created: time.Now(), Samples: []telemetry.NodeSample{sample("node-a", 1)}})); status != 200 {
+		t.Fatalf("post: %d %s", status, msg)
+	}
+	a.stop()
+	checkpoint := binary.AppendUvarint([]byte("PGDD\x01"), 1)
+	checkpoint = binary.AppendUvarint(checkpoint, 1<<63)
+	checkpoint = binary.AppendUvarint(checkpoint, 0) // no nodes
+	cursor := binary.LittleEndian.AppendUint64(nil, 1)
+	cursor = binary.LittleEndian.AppendUint64(cursor, 1<<63)
+	for name, b := range map[string][]byte{"dedup.state": checkpoint, "export.cursor": cursor} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var log logtest.Buffer
+	a = startAggregatorLogging(t, withExport, slog.New(slog.NewTextHandler(&log, nil)))
+	eventually(t, "the export to try the stored batch", func() bool { return strings.Contains(log.String(), "export failed") })
+	// The whole store was read for the dedup state: the batch is known.
+	if status, msg := post(t, a, tokenA, seal(t, &wire.Batch{Node: "node-a", Seq: 1, Created: time.Now(), Samples: []telemetry.NodeSample{sample("node-a", 1)}})); status != 200 || !strings.Contains(msg, "duplicate") {
+		t.Fatalf("the stored batch again: %d %s", status, msg)
+	}
+	for _, want := range []string{"dedup checkpoint unreadable", "export cursor unreadable"} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("no line says %q:\n%s", want, log.String())
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -226,7 +227,11 @@ func (d *dedup) load(dir string) (store.Pos, error) {
 	if string(r.Take(len(checkpointMagic), "magic")) != checkpointMagic {
 		return store.Pos{}, fmt.Errorf("%w: bad magic", errCheckpoint)
 	}
-	pos := store.Pos{Seg: r.Uvarint("segment"), Off: int64(r.Uvarint("offset"))}
+	seg, off := r.Uvarint("segment"), r.Uvarint("offset")
+	if off > math.MaxInt64 {
+		return store.Pos{}, fmt.Errorf("%w: offset %d", errCheckpoint, off)
+	}
+	pos := store.Pos{Seg: seg, Off: int64(off)}
 	const minNode = 1 + 1 + 3 + dedupWindow/8
 	n := r.Count(minNode, maxNodes, "nodes")
 	d.mu.Lock()

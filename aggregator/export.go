@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -206,6 +207,9 @@ func (s *server) loadCursor() store.Pos {
 	b, err := files.Read(path, cursorBytes)
 	if err == nil && len(b) != cursorBytes {
 		err = fmt.Errorf("%s: %d bytes, a cursor is %d", path, len(b), cursorBytes)
+	}
+	if err == nil && binary.LittleEndian.Uint64(b[8:]) > math.MaxInt64 {
+		err = fmt.Errorf("%s: offset %d past any segment", path, binary.LittleEndian.Uint64(b[8:]))
 	}
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {

@@ -150,6 +150,9 @@ type ScanFunc func(at time.Time, rec []byte, next Pos) error
 // written when it starts, in order. A position in a segment since pruned
 // starts at the oldest segment left.
 func (s *Store) Scan(from Pos, fn ScanFunc) error {
+	if from.Off < 0 {
+		return fmt.Errorf("store: position %d:%d is before its segment", from.Seg, from.Off)
+	}
 	segs, curSize := s.snapshot()
 	for i, seg := range segs {
 		if seg.id < from.Seg {

@@ -346,3 +346,17 @@ func TestFullStoreInOneSegmentStillRotatesAndIsFreed(t *testing.T) {
 		t.Fatalf("append after retention: %v", err)
 	}
 }
+
+// A position before its segment's start (an offset read from a damaged
+// file as negative) is an error, not a slice before the segment's bytes:
+// that panicked.
+func TestScanFromANegativeOffsetIsAnError(t *testing.T) {
+	s, _ := collect(t, t.TempDir(), Options{})
+	defer s.Close()
+	if _, err := s.Append(time.Now(), []byte("intact")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Scan(Pos{Seg: 1, Off: -1 << 63}, func(time.Time, []byte, Pos) error { return nil }); err == nil {
+		t.Fatal("a scan from a negative offset: no error")
+	}
+}
