@@ -107,6 +107,22 @@ func (r *segRollup) add(b *wire.Batch) {
 	}
 }
 
+// maxBucketSamples is more samples than one bucket of a segment holds.
+const maxBucketSamples = 1 << 40
+
+// valid reports whether b's figures are what add makes: at least one
+// sample, and sums of figures each within maxFigure a sample (errW, a
+// rate times a ratio, within its square), so no NaN nor infinity, nor a
+// sum that could overflow to one. A rollup file is read from disk,
+// outside input.
+func (b *bucket) valid() bool {
+	if b.n == 0 || b.n > maxBucketSamples {
+		return false
+	}
+	n := float64(b.n)
+	return math.Abs(b.rps) <= n*maxFigure && math.Abs(b.cpu) <= n*maxFigure && math.Abs(b.errW) <= n*maxFigure*maxFigure
+}
+
 // bucketStart is the start of t's bucket of resolution res, in unix seconds.
 func bucketStart(t time.Time, res time.Duration) int64 {
 	return t.Unix() / int64(res/time.Second) * int64(res/time.Second)
@@ -258,6 +274,9 @@ func readRollup(entries []byte, fn func(bucketKey, *bucket)) error {
 		v.n = r.Uvarint("count")
 		v.rps, v.cpu, v.errW = r.Float64("rps"), r.Float64("cpu"), r.Float64("errW")
 		v.lat = telemetry.ReadHistogram(r)
+		if r.Err() == nil && !v.valid() {
+			r.Fail("figures")
+		}
 		if r.Err() == nil {
 			fn(k, &v)
 		}
