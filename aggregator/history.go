@@ -55,8 +55,7 @@ func (s *server) seriesFromStore(ctx context.Context, match func(node, region st
 // maxQueryDecode bounds what one series query decodes, the decompressed
 // bytes of stored batches and the rollup files it reads, which is its
 // CPU: a query past the memory window at a step no rollup tier serves
-// decodes every batch of its window (a week of a fleet is hours of
-// work), as does a tier query for a segment whose rollup gave up, and a
+// decodes every batch of its window, however many, as does a tier query for a segment whose rollup gave up, and a
 // tier query over a week may read 168 rollup files of up to 64 MiB.
 // Batches of samples decoded at 20 MiB/s on a busy core (2026-12-03), so
 // 256 MiB is some 13 s of one.
