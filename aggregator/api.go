@@ -119,7 +119,7 @@ func (s *server) series(r *http.Request, scope, name string, match func(node, re
 		source = "store"
 		points, err = s.seriesFromStore(r.Context(), match, from, to, step)
 	}
-	if errors.Is(err, errTooManyCells) {
+	if errors.Is(err, errTooManyCells) || errors.Is(err, errOverBudget) {
 		return encodeJSON(http.StatusUnprocessableEntity, map[string]string{"error": err.Error()})
 	}
 	if err != nil {

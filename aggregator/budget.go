@@ -41,12 +41,16 @@ func newNodeBudgets(maxStore int64, retention time.Duration, nodes []string, now
 	return b
 }
 
-// allows reports whether node may store a batch now.
-func (b *nodeBudgets) allows(node string, now time.Time) bool {
+// allows reports whether node may store a batch now, and if not, how
+// long until its bucket holds something again.
+func (b *nodeBudgets) allows(node string, now time.Time) (bool, time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	nb := b.refill(node, now)
-	return nb == nil || nb.level > 0
+	if nb == nil || nb.level > 0 {
+		return true, 0
+	}
+	return false, time.Duration(-nb.level/b.rate*float64(time.Second)) + 1
 }
 
 // charge takes n stored bytes from node's budget.

@@ -17,6 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"perigee/aggregator/store"
 	"perigee/connlimit"
 	"perigee/files"
 	"perigee/loopback"
@@ -61,6 +62,10 @@ type Config struct {
 	// write bounds writing a response (defaultWrite when zero); only tests
 	// shorten it (SetWriteTimeout).
 	write time.Duration
+	// queryDecode bounds what one series query decodes from the store
+	// (maxQueryDecode when zero); only tests lower it
+	// (SetQueryDecodeBudget).
+	queryDecode int64
 
 	lines map[string]int // key path → line, for validation messages
 	file  string
@@ -113,6 +118,10 @@ const (
 	DefaultMaxSkew        = 2 * time.Minute
 	DefaultRemoteInterval = 15 * time.Second
 )
+
+// maxMaxDecompressed is the largest max_decompressed: its body
+// (server.maxBody) is at most a store record.
+const maxMaxDecompressed = store.MaxRecord - 64<<10
 
 // maxConfigBytes bounds the config file and the tokens file, which has a
 // line a node: a path naming a FIFO, a device or a huge file is refused.
@@ -232,6 +241,11 @@ func (c *Config) Validate() error {
 		c.MaxDecompressed = DefaultMaxDecompressed
 	case c.MaxDecompressed < 1<<10:
 		bad("max_decompressed", "%d bytes is too small for a batch", c.MaxDecompressed)
+	case c.MaxDecompressed > maxMaxDecompressed:
+		// A body of that size is over the store's largest record: the
+		// batch would be read, refused at its append, and resent for
+		// ever, holding up its node's later batches.
+		bad("max_decompressed", "%d bytes is over the %d a stored batch may be", c.MaxDecompressed, maxMaxDecompressed)
 	}
 	switch {
 	case c.MaxStoreBytes == 0:
@@ -282,6 +296,38 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// devTokenWarning is what a start with the development token among the
+// tokens warns of, and validate with it.
+const devTokenWarning = "the tokens include the development token \"*\", which sends as any node: neither one batch at a time nor a node's share of max_store_bytes holds for it; never use it in production"
+
+// Check reads the files NewServer reads before it opens the data
+// directory and the sockets (the tokens file, the API token, a configured
+// certificate) and reports every problem at once, with what NewServer
+// would warn of, and the number of tokens: for `perigee validate`.
+func (c Config) Check() (tokens int, warnings []string, err error) {
+	var errs []error
+	byToken, err := c.loadTokens()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, node := range byToken {
+		if node == anyNode {
+			warnings = append(warnings, devTokenWarning)
+		}
+	}
+	if c.APITokenFile != "" {
+		if _, err := readAPIToken(c.APITokenFile); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.TLS.Cert != "" { // a development certificate is made at start
+		if _, err := loadCertificate(c); err != nil {
+			errs = append(errs, fmt.Errorf("tls: %w", err))
+		}
+	}
+	return len(byToken), warnings, errors.Join(errs...)
 }
 
 // loadTokens merges Tokens and TokensFile into token → node. A node named

@@ -33,6 +33,7 @@ func TestLoadConfigErrorsNameFileAndLine(t *testing.T) {
 		"remote write":    {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\nremote_write:\n  url: ftp://x\n", "agg.yaml:5: remote_write.url"},
 		"half tls":        {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\ntls: {cert: c.pem}\n", "agg.yaml:4: tls: give both"},
 		"second document": {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\n---\nlisten_addr: x\n", "agg.yaml:4: a second YAML document"},
+		"huge batches":    {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\nmax_decompressed: 2GiB\n", "agg.yaml:4: max_decompressed: 2147483648 bytes is over"},
 		"region at NaN":   {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\nregions:\n  eu: {lat: .nan, lon: 2}\n", "regions.eu: lat/lon out of range"},
 	}
 	for name, c := range cases {

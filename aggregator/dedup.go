@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -168,7 +169,14 @@ func (d *dedup) totals() (batches, records uint64) {
 const (
 	checkpointMagic = "PGDD\x01"
 	checkpointFile  = "dedup.state"
-	maxNodes        = 1 << 20
+	// maxNodes bounds the nodes a checkpoint holds, and with them its size
+	// (maxCheckpointBytes, 44 MiB), which is all of it that load reads. A
+	// fleet has a token per node, far fewer; a state of more nodes (the
+	// development token's any names) is saved, refused at load, and the
+	// whole store read instead.
+	maxNodes           = 1 << 16
+	maxCheckpointEntry = binary.MaxVarintLen64 + wire.MaxNodeName + 3*binary.MaxVarintLen64 + dedupWindow/8
+	maxCheckpointBytes = len(checkpointMagic) + 3*binary.MaxVarintLen64 + maxNodes*maxCheckpointEntry
 )
 
 var errCheckpoint = errors.New("aggregator: malformed dedup checkpoint")
@@ -208,7 +216,7 @@ func (d *dedup) save(dir string, end store.Pos) error {
 // load reads a checkpoint and returns the position it covers. No file is
 // the zero position: everything in the store is read.
 func (d *dedup) load(dir string) (store.Pos, error) {
-	b, err := files.Read(filepath.Join(dir, checkpointFile), files.NoLimit)
+	b, err := files.Read(filepath.Join(dir, checkpointFile), int64(maxCheckpointBytes))
 	if errors.Is(err, os.ErrNotExist) {
 		return store.Pos{}, nil
 	}
@@ -219,7 +227,11 @@ func (d *dedup) load(dir string) (store.Pos, error) {
 	if string(r.Take(len(checkpointMagic), "magic")) != checkpointMagic {
 		return store.Pos{}, fmt.Errorf("%w: bad magic", errCheckpoint)
 	}
-	pos := store.Pos{Seg: r.Uvarint("segment"), Off: int64(r.Uvarint("offset"))}
+	seg, off := r.Uvarint("segment"), r.Uvarint("offset")
+	if off > math.MaxInt64 {
+		return store.Pos{}, fmt.Errorf("%w: offset %d", errCheckpoint, off)
+	}
+	pos := store.Pos{Seg: seg, Off: int64(off)}
 	const minNode = 1 + 1 + 3 + dedupWindow/8
 	n := r.Count(minNode, maxNodes, "nodes")
 	d.mu.Lock()

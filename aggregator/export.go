@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -58,7 +60,12 @@ func (s *server) exportLoop(ctx context.Context, ex *Export) {
 		for ctx.Err() == nil {
 			next, n, err := s.exportOnce(ctx, client, ex.URL, cursor)
 			if err != nil {
-				s.log.Warn("export failed, will retry", "url", ex.URL, "err", err)
+				// Retried every exportEvery: an engine down for an hour
+				// must not be 3,600 lines.
+				if since, ok := s.refusals.due(exportFailure, time.Now()); ok {
+					s.log.Warn("export failed, will retry", "url", ex.URL, "err", err,
+						"failed_since_last_line", since, "next_line_within", refusalLogEvery)
+				}
 				s.metrics.export.WithLabelValues("error").Inc()
 				break
 			}
@@ -74,6 +81,9 @@ func (s *server) exportLoop(ctx context.Context, ex *Export) {
 		}
 	}
 }
+
+// exportFailure is the export's key in the rate of refusal lines.
+const exportFailure = "export_failure"
 
 var errFull = errors.New("push full")
 
@@ -104,7 +114,7 @@ func (s *server) exportOnce(ctx context.Context, c *http.Client, url string, cur
 		if n == exportMaxBatches {
 			return errFull
 		}
-		if b, ok := s.openStored(rec); ok {
+		if b, ok := s.openStored(rec, nil); ok {
 			restamp(b, at, s.cfg.MaxSkew)
 			batchSeries(b, func(x remotewrite.Series) {
 				if series = append(series, x); len(series) == exportMaxSeries {
@@ -190,13 +200,28 @@ func batchSeries(b *wire.Batch, emit func(remotewrite.Series)) {
 	}
 }
 
+// loadCursor reads where the export left off. Without a cursor it starts
+// from the oldest segment, which sends again what was sent: no loss.
 func (s *server) loadCursor() store.Pos {
-	b, err := files.Read(filepath.Join(s.cfg.DataDir, exportCursorFile), files.NoLimit)
-	if err != nil || len(b) != 16 {
+	path := filepath.Join(s.cfg.DataDir, exportCursorFile)
+	b, err := files.Read(path, cursorBytes)
+	if err == nil && len(b) != cursorBytes {
+		err = fmt.Errorf("%s: %d bytes, a cursor is %d", path, len(b), cursorBytes)
+	}
+	if err == nil && binary.LittleEndian.Uint64(b[8:]) > math.MaxInt64 {
+		err = fmt.Errorf("%s: offset %d past any segment", path, binary.LittleEndian.Uint64(b[8:]))
+	}
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			s.log.Error("export cursor unreadable, exporting the whole store again", "err", err)
+		}
 		return store.Pos{}
 	}
 	return store.Pos{Seg: binary.LittleEndian.Uint64(b), Off: int64(binary.LittleEndian.Uint64(b[8:]))}
 }
+
+// cursorBytes is the cursor file's size: segment and offset, u64 LE each.
+const cursorBytes = 16
 
 func (s *server) saveCursor(p store.Pos) error {
 	b := binary.LittleEndian.AppendUint64(nil, p.Seg)

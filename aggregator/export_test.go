@@ -2,12 +2,18 @@ package aggregator_test
 
 import (
 	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"perigee/aggregator"
 	"perigee/aggregator/vmtest"
+	"perigee/logtest"
 	"perigee/telemetry"
 	"perigee/telemetry/wire"
 )
@@ -65,5 +71,32 @@ func TestExportIntoVictoriaMetricsExactlyOnce(t *testing.T) {
 		if got != want {
 			t.Errorf("%s = %s, want %s", q, got, want)
 		}
+	}
+}
+
+// An engine that refuses every push (down, or answering 503) has the
+// export retry each second, and each failure was a log line: 86,400 a day
+// of one outage. They are logged at most once per 10 s now, with the
+// count of those left out, as ingest refusals are.
+func TestExportFailuresAreLoggedAtARate(t *testing.T) {
+	var pushes atomic.Int64
+	engine := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		pushes.Add(1)
+		http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(engine.Close)
+	var log logtest.Buffer
+	start := time.Now()
+	a := startAggregatorLogging(t, func(c *aggregator.Config) { c.Export = &aggregator.Export{URL: engine.URL + "/api/v1/write"} },
+		slog.New(slog.NewTextHandler(&log, nil)))
+	b := &wire.Batch{Node: "node-a", Seq: 1, Created: time.Now(), Samples: []telemetry.NodeSample{sample("node-a", 1)}}
+	if status, msg := post(t, a, tokenA, seal(t, b)); status != 200 {
+		t.Fatalf("post: %d %s", status, msg)
+	}
+	eventually(t, "four pushes refused", func() bool { return pushes.Load() >= 4 })
+	a.stop()
+	allowed := 1 + int(time.Since(start)/(10*time.Second))
+	if lines := strings.Count(log.String(), `msg="export failed, will retry"`); lines < 1 || lines > allowed {
+		t.Fatalf("%d pushes refused in %v logged %d lines, want 1 to %d:\n%s", pushes.Load(), time.Since(start), lines, allowed, log.String())
 	}
 }

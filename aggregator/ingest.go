@@ -89,6 +89,10 @@ func stampTime(w http.ResponseWriter) {
 // of its own, so without it a body that never ends held its slot for good.
 const BodyTimeout = 15 * time.Second
 
+// maxBody bounds a batch's body, and so a stored record: the compressed
+// body can be a little larger than what it inflates to, never by much.
+func (s *server) maxBody() int64 { return s.opener.Limit() + 64<<10 }
+
 func (s *server) ingest(w http.ResponseWriter, r *http.Request) (result string, status int, msg string) {
 	owner, ok := s.authenticate(r)
 	if !ok {
@@ -99,6 +103,7 @@ func (s *server) ingest(w http.ResponseWriter, r *http.Request) (result string, 
 	// sends as any node, aside).
 	if owner != anyNode {
 		if !s.claimReader(owner) {
+			retryAfter(w, slotWait)
 			return resOverloaded, http.StatusTooManyRequests, fmt.Sprintf("a batch of %q is already being read; one at a time", owner)
 		}
 		defer s.releaseReader(owner)
@@ -106,12 +111,11 @@ func (s *server) ingest(w http.ResponseWriter, r *http.Request) (result string, 
 	// Each ingest in flight may hold its body, the decompressed payload and
 	// the decoded records: slots bound how many do at once.
 	if !acquire(s.slots, r) {
+		retryAfter(w, slotWait)
 		return resOverloaded, http.StatusTooManyRequests, fmt.Sprintf("%d batches already being read; retry", cap(s.slots))
 	}
 	defer func() { <-s.slots }()
-	// The compressed body can be a little larger than what it inflates
-	// to, never by much.
-	limit := s.opener.Limit() + 64<<10
+	limit := s.maxBody()
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(BodyTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, limit))
 	var tooBig *http.MaxBytesError
@@ -142,6 +146,7 @@ func (s *server) ingest(w http.ResponseWriter, r *http.Request) (result string, 
 	case duplicate:
 		return resDuplicate, http.StatusOK, ""
 	case inFlight:
+		retryAfter(w, slotWait)
 		return resBusy, http.StatusConflict, "this batch is being stored by another request; retry"
 	}
 	stored := false
@@ -152,7 +157,8 @@ func (s *server) ingest(w http.ResponseWriter, r *http.Request) (result string, 
 	}()
 	// Checked before decoding, and charged only once stored: a refusal
 	// costs the node nothing, a duplicate is answered whatever its budget.
-	if !s.budgets.allows(owner, now) {
+	if ok, wait := s.budgets.allows(owner, now); !ok {
+		retryAfter(w, wait)
 		return resOverShare, http.StatusTooManyRequests, fmt.Sprintf("%q has stored its share of max_store_bytes for now; retry later", owner)
 	}
 	b, err := s.opener.Open(f)
@@ -162,7 +168,9 @@ func (s *server) ingest(w http.ResponseWriter, r *http.Request) (result string, 
 	err = s.keep(now, body, b)
 	if errors.Is(err, store.ErrFull) {
 		// 507, which the shipper keeps and resends: retention, not a
-		// newer batch, frees the room (docs/telemetry.md, The store).
+		// newer batch, frees the room (docs/telemetry.md, The store), at
+		// the first prune after a segment leaves it.
+		retryAfter(w, s.store.FreedAt(s.cfg.Retention).Sub(now)+s.pruneEvery())
 		return resStoreFull, http.StatusInsufficientStorage, "the store holds max_store_bytes; retry later"
 	}
 	if err != nil {
@@ -194,6 +202,13 @@ func (s *server) keep(now time.Time, frame []byte, b *wire.Batch) error {
 	}
 	s.fleet.apply(b, now, skew)
 	return nil
+}
+
+// retryAfter tells a shipper refused for now when to come back, in whole
+// seconds and at least one; a shipper caps it at its own longest backoff.
+func retryAfter(w http.ResponseWriter, d time.Duration) {
+	secs := max(1, int64((d+time.Second-1)/time.Second))
+	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 }
 
 // refusalLogEvery is how often each kind of refusal may be logged: a node

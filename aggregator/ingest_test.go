@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"perigee/aggregator"
 	"perigee/telemetry"
+	"perigee/telemetry/ship"
 	"perigee/telemetry/wire"
 )
 
@@ -30,6 +32,13 @@ func seal(t testing.TB, b *wire.Batch) []byte {
 
 func post(t testing.TB, a *agg, token string, body []byte) (int, string) {
 	t.Helper()
+	status, _, msg := postAnswer(t, a, token, body)
+	return status, msg
+}
+
+// postAnswer is post with the answer's header.
+func postAnswer(t testing.TB, a *agg, token string, body []byte) (int, http.Header, string) {
+	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, a.url("/v1/ingest"), bytes.NewReader(body))
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -40,7 +49,7 @@ func post(t testing.TB, a *agg, token string, body []byte) (int, string) {
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(msg)
+	return resp.StatusCode, resp.Header, string(msg)
 }
 
 func TestIngestRefusesBadInputAndKeepsServing(t *testing.T) {
@@ -290,4 +299,41 @@ func TestSeriesBeyondRetentionSaysWhereTheDataIs(t *testing.T) {
 	}
 	var ok struct{ Points []aggregator.SeriesPoint }
 	a.getJSON(t, "/v1/series?window=24h&step=1h", &ok)
+}
+
+// An answer over HTTP/3 that keeps the batch (here 401: the node's token
+// is wrong) came from the aggregator, so QUIC got through: the batch is
+// not posted again over TCP at once. It was, so every refusal for now
+// over HTTP/3 (429 of a busy aggregator, 507 of a full store) was a
+// second post at once, and a Retry-After was answered by another post.
+func TestRefusalOverHTTP3IsNotPostedAgainOverTCP(t *testing.T) {
+	a := startAggregator(t, nil)
+	spool := t.TempDir()
+	s := newShipper(t, a, "node-a", "not-the-token-of-node-a-0123", func(c *ship.Config) { c.Spool.Dir, c.RetryMax = spool, 50*time.Millisecond })
+	s.AddEvent(telemetry.Event{Time: time.Now(), Kind: "refused"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	eventually(t, "attempts over HTTP/3", func() bool { return s.Stats().LastProto == "HTTP/3.0" && s.Stats().BytesSent > 0 })
+	entries, err := os.ReadDir(spool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var frame int64
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && strings.HasSuffix(e.Name(), ".batch") {
+			frame = info.Size()
+		}
+	}
+	if frame == 0 {
+		t.Fatalf("no batch in the spool: %v", entries)
+	}
+	eventually(t, "ten attempts", func() bool { return s.Stats().BytesSent >= uint64(10*frame) })
+	cancel()
+	<-done
+	attempts := s.Stats().BytesSent / uint64(frame)
+	posts, _ := strconv.ParseUint(metricValue(a.metrics(t), `perigee_aggregator_batches_total{result="unauthorized"}`), 10, 64)
+	if posts > attempts {
+		t.Fatalf("%d attempts made %d posts", attempts, posts)
+	}
 }

@@ -107,6 +107,22 @@ func (r *segRollup) add(b *wire.Batch) {
 	}
 }
 
+// maxBucketSamples is more samples than one bucket of a segment holds.
+const maxBucketSamples = 1 << 40
+
+// valid reports whether b's figures are what add makes: at least one
+// sample, and sums of figures each within maxFigure a sample (errW, a
+// rate times a ratio, within its square), so no NaN nor infinity, nor a
+// sum that could overflow to one. A rollup file is read from disk,
+// outside input.
+func (b *bucket) valid() bool {
+	if b.n == 0 || b.n > maxBucketSamples {
+		return false
+	}
+	n := float64(b.n)
+	return math.Abs(b.rps) <= n*maxFigure && math.Abs(b.cpu) <= n*maxFigure && math.Abs(b.errW) <= n*maxFigure*maxFigure
+}
+
 // bucketStart is the start of t's bucket of resolution res, in unix seconds.
 func bucketStart(t time.Time, res time.Duration) int64 {
 	return t.Unix() / int64(res/time.Second) * int64(res/time.Second)
@@ -143,8 +159,9 @@ func (r *rollups) path(seg uint64, tier int) string {
 }
 
 // each hands fn the buckets of segment seg in a tier, from memory or its
-// file. It reports false when it has neither.
-func (r *rollups) each(seg uint64, tier int, fn func(bucketKey, *bucket)) (bool, error) {
+// file, whose size it takes from budget first (false once spent). It
+// reports false when it has neither.
+func (r *rollups) each(seg uint64, tier int, budget *decodeBudget, fn func(bucketKey, *bucket)) (bool, error) {
 	r.mu.Lock()
 	if sr := r.open[seg]; sr != nil {
 		defer r.mu.Unlock()
@@ -157,12 +174,15 @@ func (r *rollups) each(seg uint64, tier int, fn func(bucketKey, *bucket)) (bool,
 		return true, nil
 	}
 	r.mu.Unlock()
-	data, err := files.Read(r.path(seg, tier), files.NoLimit)
+	data, err := files.Read(r.path(seg, tier), maxRollupBytes)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
+	}
+	if !budget.take(uint64(len(data))) {
+		return false, nil
 	}
 	err = decodeRollup(data, fn)
 	if errors.Is(err, errGaveUp) {
@@ -187,13 +207,19 @@ var (
 	errGaveUp = errors.New("rollup gave up: too many buckets")
 )
 
+// maxRollupBytes bounds a rollup file, which is all of one that a query
+// reads: one that would be larger is written as given up. Within the
+// bucket and name bounds a segment's rollup is a few MiB for live data,
+// but each bucket's histogram may take 6 KiB.
+const maxRollupBytes = 64 << 20
+
 func encodeRollup(r *segRollup, tier int) []byte {
-	b := []byte(rollupMagic)
+	gaveUp := append([]byte(rollupMagic), 1)
+	gaveUp = binary.LittleEndian.AppendUint32(gaveUp, crc32.Checksum(gaveUp, castagnoli))
 	if r.full {
-		b = append(b, 1)
-		return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+		return gaveUp
 	}
-	b = append(b, 0)
+	b := append([]byte(rollupMagic), 0)
 	for k, v := range r.tiers[tier] {
 		b = binary.AppendUvarint(b, uint64(len(k.node)))
 		b = append(b, k.node...)
@@ -205,6 +231,9 @@ func encodeRollup(r *segRollup, tier int) []byte {
 			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(f))
 		}
 		b = v.lat.AppendBinary(b)
+		if len(b) > maxRollupBytes-4 {
+			return gaveUp
+		}
 	}
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 }
@@ -245,6 +274,9 @@ func readRollup(entries []byte, fn func(bucketKey, *bucket)) error {
 		v.n = r.Uvarint("count")
 		v.rps, v.cpu, v.errW = r.Float64("rps"), r.Float64("cpu"), r.Float64("errW")
 		v.lat = telemetry.ReadHistogram(r)
+		if r.Err() == nil && !v.valid() {
+			r.Fail("figures")
+		}
 		if r.Err() == nil {
 			fn(k, &v)
 		}
@@ -299,7 +331,7 @@ func (s *server) writeRollups(ctx context.Context, closed bool) {
 			from = "records"
 			sr = newSegRollup()
 			err := s.store.ScanSegment(seg.ID, func(at time.Time, rec []byte, _ store.Pos) error {
-				if b, ok := s.openStored(rec); ok {
+				if b, ok := s.openStored(rec, nil); ok {
 					restamp(b, at, s.cfg.MaxSkew)
 					sr.add(b)
 				}
@@ -370,7 +402,7 @@ func tierFor(step time.Duration) int {
 // that may hold samples of the range, its buckets, or its records while it
 // has no rollups yet. A bucket counts in the step its start falls in.
 func (s *server) seriesFromTier(ctx context.Context, tier int, match func(node, region string) bool, from, to time.Time, step time.Duration) ([]SeriesPoint, error) {
-	acc := newSeriesAcc(from, to, step)
+	acc, budget := newSeriesAcc(from, to, step), s.newDecodeBudget()
 	for _, seg := range s.store.Segments() {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -378,7 +410,7 @@ func (s *server) seriesFromTier(ctx context.Context, tier int, match func(node, 
 		if !seg.Newest.IsZero() && seg.Newest.Add(s.cfg.MaxSkew).Before(from) {
 			continue // every sample in it is older than the range
 		}
-		ok, err := s.rollups.each(seg.ID, tier, func(k bucketKey, b *bucket) {
+		ok, err := s.rollups.each(seg.ID, tier, budget, func(k bucketKey, b *bucket) {
 			if match(k.node, k.region) {
 				if h := acc.addSums(k.node, time.Unix(k.start, 0), int(b.n), b.rps, b.cpu, b.errW); h != nil {
 					h.Merge(b.lat)
@@ -391,6 +423,9 @@ func (s *server) seriesFromTier(ctx context.Context, tier int, match func(node, 
 		if acc.full {
 			return nil, errTooManyCells
 		}
+		if budget.spent {
+			return nil, s.overBudget()
+		}
 		if ok {
 			continue
 		}
@@ -398,7 +433,11 @@ func (s *server) seriesFromTier(ctx context.Context, tier int, match func(node, 
 			if acc.full {
 				return errTooManyCells
 			}
-			if b, ok := s.openStored(rec); ok {
+			b, ok := s.openStored(rec, budget)
+			if budget.spent {
+				return s.overBudget()
+			}
+			if ok {
 				restamp(b, at, s.cfg.MaxSkew)
 				for i := range b.Samples {
 					if smp := &b.Samples[i]; match(b.Node, smp.Region) {

@@ -41,7 +41,8 @@ type server struct {
 	places  map[string]Coord
 	metrics *metrics
 	// budgets holds each named node to its share of the store, and
-	// refusals rate-limits the lines that refusals log.
+	// refusals rate-limits the lines that refusals (and the export's
+	// failures) log.
 	budgets  *nodeBudgets
 	refusals refusalLog
 	slots    chan struct{} // one per ingest being read or decoded
@@ -120,7 +121,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	for tok, node := range byToken {
 		s.tokens[sha256.Sum256([]byte(tok))] = node
 		if node == anyNode {
-			log.Warn("the tokens include the development token \"*\", which sends as any node: neither one batch at a time nor a node's share of max_store_bytes holds for it; never use it in production")
+			log.Warn(devTokenWarning)
 		} else {
 			named = append(named, node)
 		}
@@ -145,7 +146,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
 	start := time.Now()
-	s.store, err = store.Open(filepath.Join(cfg.DataDir, "store"), store.Options{MaxBytes: int64(cfg.MaxStoreBytes)}, log)
+	s.store, err = store.Open(filepath.Join(cfg.DataDir, "store"), store.Options{MaxBytes: int64(cfg.MaxStoreBytes), MaxRecord: s.maxBody()}, log)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
@@ -224,7 +225,7 @@ func (s *server) loadDedup() (int, error) {
 	n := 0
 	err = s.store.Scan(from, func(at time.Time, rec []byte, _ store.Pos) error {
 		n++
-		if b, ok := s.openStored(rec); ok {
+		if b, ok := s.openStored(rec, nil); ok {
 			s.dedup.commit(b.Node, b.Seq, b.Records())
 		}
 		return nil
@@ -233,10 +234,15 @@ func (s *server) loadDedup() (int, error) {
 }
 
 // openStored decodes one stored batch. A record that no longer opens (say
-// the size limit was lowered) is skipped and logged.
-func (s *server) openStored(rec []byte) (*wire.Batch, bool) {
+// the size limit was lowered) is skipped and logged. A query passes its
+// budget, from which the batch's decompressed size is taken before it is
+// decompressed; once spent, nothing more is decoded (budget.spent).
+func (s *server) openStored(rec []byte, budget *decodeBudget) (*wire.Batch, bool) {
 	f, err := wire.ParseFrame(rec, -1)
 	if err == nil {
+		if !budget.take(f.RawLen) {
+			return nil, false
+		}
 		var b *wire.Batch
 		if b, err = s.opener.Open(f); err == nil {
 			return b, true
@@ -258,7 +264,7 @@ func (s *server) warmView(ctx context.Context, to store.Pos) {
 		if ctx.Err() != nil || next.Seg > to.Seg || (next.Seg == to.Seg && next.Off > to.Off) {
 			return errStop
 		}
-		if b, ok := s.openStored(rec); ok {
+		if b, ok := s.openStored(rec, nil); ok {
 			s.fleet.apply(b, at, restamp(b, at, s.cfg.MaxSkew))
 			n++
 		}
@@ -349,8 +355,11 @@ func (srv *Server) Serve(ctx context.Context) error {
 	return err
 }
 
+// pruneEvery is how often retention runs.
+func (s *server) pruneEvery() time.Duration { return min(s.cfg.Retention/10, time.Minute) }
+
 func (s *server) retentionLoop(ctx context.Context) {
-	t := time.NewTicker(min(s.cfg.Retention/10, time.Minute))
+	t := time.NewTicker(s.pruneEvery())
 	defer t.Stop()
 	for {
 		select {

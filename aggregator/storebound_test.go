@@ -6,7 +6,9 @@ import (
 	"encoding/base64"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -193,4 +195,64 @@ func TestRefusalsAreLoggedAtARate(t *testing.T) {
 	if lines < 1 || lines > allowed {
 		t.Fatalf("%d posts refused in %v logged %d lines, want 1 to %d:\n%s", posts, time.Since(start), lines, allowed, log.String())
 	}
+}
+
+// A batch refused for now says when to come back (Retry-After, in
+// seconds), which the shipper honours within its own longest backoff: a
+// node over its share when its bucket will hold a batch again, a full
+// store when retention can first free room (its oldest segment's newest
+// record leaves the retention, and the next prune runs). Neither had one.
+func TestRefusalsForNowSayWhenToRetry(t *testing.T) {
+	retryAfter := func(t *testing.T, h http.Header) time.Duration {
+		t.Helper()
+		n, err := strconv.Atoi(h.Get("Retry-After"))
+		if err != nil || n < 1 {
+			t.Fatalf("Retry-After %q, want whole seconds, at least 1", h.Get("Retry-After"))
+		}
+		return time.Duration(n) * time.Second
+	}
+	t.Run("node over its share", func(t *testing.T) {
+		const bound = 4 << 20
+		a := startAggregator(t, func(c *aggregator.Config) {
+			c.MaxStoreBytes, c.MaxDecompressed, c.Retention = bound, 256<<10, time.Hour
+		})
+		for seq := uint64(1); ; seq++ {
+			status, h, msg := postAnswer(t, a, tokenA, bulkyBatch(t, "node-a", seq, 48))
+			if status == 200 && seq < bound/(48<<10) {
+				continue
+			}
+			if status != 429 {
+				t.Fatalf("batch %d: %d %s, want 429 before the node posts the bound", seq, status, msg)
+			}
+			// The bucket refills its share less a quarter (3 MiB / 2
+			// nodes × 3/4) per hour; one batch (~64 KiB) in debt at most.
+			rate := float64(bound) / 2 * 3 / 4 / time.Hour.Seconds()
+			if got, most := retryAfter(t, h), time.Duration((64<<10)/rate*float64(time.Second))+time.Second; got > most {
+				t.Fatalf("Retry-After %v, over the %v a batch of debt takes to refill", got, most)
+			}
+			return
+		}
+	})
+	t.Run("full store", func(t *testing.T) {
+		const bound = 1 << 20
+		a := startAggregator(t, func(c *aggregator.Config) {
+			c.MaxStoreBytes, c.MaxDecompressed, c.Retention = bound, 256<<10, time.Hour
+			c.Tokens["*"] = tokenDev
+		})
+		for seq := uint64(1); ; seq++ {
+			status, h, msg := postAnswer(t, a, tokenDev, bulkyBatch(t, "node-a", seq, 32))
+			if status == 200 && seq < 2*bound/(32<<10) {
+				continue
+			}
+			if status != 507 {
+				t.Fatalf("batch %d: %d %s, want 507 before the store holds twice its bound", seq, status, msg)
+			}
+			// Every batch is minutes old at most: the room comes back
+			// with the retention (an hour) and the next prune (a minute).
+			if got := retryAfter(t, h); got < time.Hour-10*time.Minute || got > time.Hour+time.Minute+time.Second {
+				t.Fatalf("Retry-After %v, want the retention of an hour and a prune period at most", got)
+			}
+			return
+		}
+	})
 }

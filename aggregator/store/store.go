@@ -54,6 +54,11 @@ type Options struct {
 	// MaxBytes bounds the segment files' sizes together: an append that
 	// would pass it fails with ErrFull. Zero is no bound.
 	MaxBytes int64
+	// MaxRecord bounds one record, at most (and by default) the MaxRecord
+	// constant. A segment is at most SegmentBytes and one record, so that
+	// is how much of a segment file is ever read: a larger one was not
+	// written by the store (or with larger options), and is refused.
+	MaxRecord int64
 }
 
 // ErrFull is an append refused because the store holds Options.MaxBytes:
@@ -103,6 +108,9 @@ func Open(dir string, opts Options, log *slog.Logger) (*Store, error) {
 	if opts.SegmentAge <= 0 {
 		opts.SegmentAge = time.Hour
 	}
+	if opts.MaxRecord <= 0 || opts.MaxRecord > MaxRecord {
+		opts.MaxRecord = MaxRecord
+	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -142,6 +150,9 @@ type ScanFunc func(at time.Time, rec []byte, next Pos) error
 // written when it starts, in order. A position in a segment since pruned
 // starts at the oldest segment left.
 func (s *Store) Scan(from Pos, fn ScanFunc) error {
+	if from.Off < 0 {
+		return fmt.Errorf("store: position %d:%d is before its segment", from.Seg, from.Off)
+	}
 	segs, curSize := s.snapshot()
 	for i, seg := range segs {
 		if seg.id < from.Seg {
@@ -253,9 +264,14 @@ func (s *Store) path(id uint64) string {
 // acknowledged. A segment pruned under the scan is skipped.
 func (s *Store) scanSegment(id uint64, off, limit int64, last bool, fn ScanFunc) (time.Time, error) {
 	path := s.path(id)
-	b, err := files.Read(path, files.NoLimit)
+	b, err := files.Read(path, s.maxSegment())
 	if errors.Is(err, os.ErrNotExist) && !last {
 		return time.Time{}, nil
+	}
+	var tooLarge *files.TooLargeError
+	if errors.As(err, &tooLarge) {
+		return time.Time{}, fmt.Errorf("store: %w, more than a segment of %d bytes and a record of %d can be: not a segment this store wrote",
+			err, s.opts.SegmentBytes, s.opts.MaxRecord)
 	}
 	if err != nil {
 		return time.Time{}, fmt.Errorf("store: %w", err)
@@ -305,6 +321,13 @@ func (s *Store) noteDamage(at Pos, n int64) {
 	}
 	s.damaged[at] = n
 	s.log.Error("store: damaged bytes skipped, file kept", "segment", s.path(at.Seg), "offset", at.Off, "bytes", n)
+}
+
+// maxSegment is the largest segment file the store writes: rotation
+// happens before an append that finds the segment full, so at most one
+// record passes SegmentBytes.
+func (s *Store) maxSegment() int64 {
+	return s.opts.SegmentBytes + headerLen + s.opts.MaxRecord
 }
 
 // resync finds the first intact record after the damage at off, or the end
@@ -411,8 +434,8 @@ func (s *Store) rotate(now time.Time) error {
 // Append stores rec with its time and returns once it is on stable storage,
 // with the id of the segment it went to.
 func (s *Store) Append(at time.Time, rec []byte) (uint64, error) {
-	if len(rec) > MaxRecord {
-		return 0, fmt.Errorf("store: record of %d bytes over the %d limit", len(rec), MaxRecord)
+	if int64(len(rec)) > s.opts.MaxRecord {
+		return 0, fmt.Errorf("store: record of %d bytes over the %d limit", len(rec), s.opts.MaxRecord)
 	}
 	buf := appendRecord(make([]byte, 0, headerLen+len(rec)), at, rec)
 	s.mu.Lock()
@@ -420,16 +443,19 @@ func (s *Store) Append(at time.Time, rec []byte) (uint64, error) {
 		s.mu.Unlock()
 		return 0, s.broken
 	}
-	if s.opts.MaxBytes > 0 && s.bytes+int64(len(buf)) > s.opts.MaxBytes {
-		s.mu.Unlock()
-		return 0, fmt.Errorf("%w: %d bytes held, a record of %d would pass the bound of %d", ErrFull, s.bytes, len(buf), s.opts.MaxBytes)
-	}
+	// Rotated before the bound is checked: a full store still seals the
+	// segment being written when it is due, which only retention can
+	// then remove (it never removes the segment being written).
 	if s.curSize >= s.opts.SegmentBytes || at.Sub(s.curStart) >= s.opts.SegmentAge {
 		if err := s.rotate(at); err != nil {
 			s.broken = err
 			s.mu.Unlock()
 			return 0, err
 		}
+	}
+	if s.opts.MaxBytes > 0 && s.bytes+int64(len(buf)) > s.opts.MaxBytes {
+		s.mu.Unlock()
+		return 0, fmt.Errorf("%w: %d bytes held, a record of %d would pass the bound of %d", ErrFull, s.bytes, len(buf), s.opts.MaxBytes)
 	}
 	if _, err := s.cur.Write(buf); err != nil {
 		// Undo a partial write, or replay would stop at it and lose
@@ -496,6 +522,33 @@ func (s *Store) Prune(cutoff time.Time) (int, error) {
 	}
 	s.segs = keep
 	return removed, nil
+}
+
+// FreedAt is the earliest time retention can remove a segment, and so
+// make room: when the newest record of the oldest segment that holds one
+// is older than retention, and for the segment being written not before it
+// is rotated by age. Zero for a store that holds no record.
+func (s *Store) FreedAt(retention time.Duration) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, seg := range s.segs {
+		if seg.newest.IsZero() {
+			continue
+		}
+		at := seg.newest.Add(retention)
+		if i == len(s.segs)-1 {
+			at = later(at, s.curStart.Add(s.opts.SegmentAge))
+		}
+		return at
+	}
+	return time.Time{}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // Bytes is the size of all segment files together.

@@ -317,3 +317,46 @@ func TestMaxBytesBoundsTheFilesAndPruneFreesRoom(t *testing.T) {
 		t.Fatalf("reopened: %d records, Bytes %d, files %d", len(got), s.Bytes(), dirBytes(t, dir))
 	}
 }
+
+// A store filled within the segment being written still rotates it when
+// it is due by age, so that retention can remove it: the bound was checked
+// before the rotation, so a full store never rotated again, retention
+// (which keeps the segment being written) never freed anything, and every
+// append was refused until a restart.
+func TestFullStoreInOneSegmentStillRotatesAndIsFreed(t *testing.T) {
+	dir := t.TempDir()
+	const bound = 10 * (headerLen + 100)
+	s, _ := collect(t, dir, Options{SegmentAge: time.Hour, MaxBytes: bound})
+	defer s.Close()
+	start := time.Now()
+	rec := make([]byte, 100)
+	for i := range 10 {
+		if _, err := s.Append(start, rec); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+	}
+	later := start.Add(2 * time.Hour) // the segment is due to rotate, its records past a retention of an hour
+	if _, err := s.Append(later, rec); !errors.Is(err, ErrFull) {
+		t.Fatalf("append past the bound: %v", err)
+	}
+	if n, err := s.Prune(later.Add(-time.Hour)); err != nil || n != 1 {
+		t.Fatalf("pruned %d segments (%v), want the full one", n, err)
+	}
+	if _, err := s.Append(later, rec); err != nil {
+		t.Fatalf("append after retention: %v", err)
+	}
+}
+
+// A position before its segment's start (an offset read from a damaged
+// file as negative) is an error, not a slice before the segment's bytes:
+// that panicked.
+func TestScanFromANegativeOffsetIsAnError(t *testing.T) {
+	s, _ := collect(t, t.TempDir(), Options{})
+	defer s.Close()
+	if _, err := s.Append(time.Now(), []byte("intact")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Scan(Pos{Seg: 1, Off: -1 << 63}, func(time.Time, []byte, Pos) error { return nil }); err == nil {
+		t.Fatal("a scan from a negative offset: no error")
+	}
+}

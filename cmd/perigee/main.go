@@ -37,7 +37,7 @@ func init() {
 	commands = []command{
 		{"serve", "[--config node.yaml]", "run an edge node (no --config: the embedded dev config)", serve},
 		{"proxy", "--from :8443 --to 127.0.0.1:3000", "proxy one address to a backend over HTTP/1.1, HTTP/2 and HTTP/3", proxyCmd},
-		{"validate", "--config node.yaml", "check a config as serve would, and exit", validate},
+		{"validate", "--config node.yaml | --aggregator agg.yaml", "check a config as serve (or aggregate) would, and exit", validate},
 		{"sample-backend", "--listen ADDR", "run the built-in demo backend", func(a []string, _, e io.Writer) error { return sampleBackend(a, e) }},
 		{"aggregate", "--config agg.yaml", "run the central telemetry aggregator", func(a []string, _, e io.Writer) error { return aggregate(a, e) }},
 		{"fleet", "[--dir DIR]", "run a local fleet: an aggregator and four meshed nodes", fleet},

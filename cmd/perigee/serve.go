@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"perigee/aggregator"
 	"perigee/edge"
 	"perigee/edge/config"
 	"perigee/edge/samplebackend"
@@ -144,10 +145,17 @@ func printWelcome(w io.Writer, cfg *config.Config, node *edge.Node) {
 func validate(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("validate", stderr)
 	path := fs.String("config", "", "config file to check")
+	agg := fs.String("aggregator", "", "aggregator config file to check instead, as aggregate would")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *path == "" {
+	switch {
+	case *path != "" && *agg != "":
+		fmt.Fprintln(stderr, "perigee validate: give one of --config and --aggregator")
+		return errUsage
+	case *agg != "":
+		return validateAggregator(*agg, stdout, stderr)
+	case *path == "":
 		fmt.Fprintln(stderr, "perigee validate: --config is required")
 		return errUsage
 	}
@@ -156,6 +164,25 @@ func validate(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: ok (%s, %s)\n", cfg.Path, count(len(cfg.Services), "service"), count(len(cfg.Routes), "route"))
+	return nil
+}
+
+// validateAggregator is `perigee validate --aggregator agg.yaml`: the
+// config and the files aggregate reads before it opens its data directory,
+// with the warnings aggregate would log at start.
+func validateAggregator(path string, stdout, stderr io.Writer) error {
+	cfg, err := aggregator.LoadConfig(path)
+	if err != nil {
+		return err
+	}
+	tokens, warnings, err := cfg.Check()
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", path, w)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok (%s)\n", path, count(tokens, "token"))
 	return nil
 }
 

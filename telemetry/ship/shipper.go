@@ -245,15 +245,16 @@ func batchTime(prev, now time.Time) time.Time {
 
 // backoffMin starts the resend backoff, which doubles up to RetryMax with
 // full jitter, so a fleet coming back after an aggregator outage does not
-// resend in lockstep.
+// resend in lockstep. An answer's Retry-After waits longer, never past
+// RetryMax: a hostile or mistaken value cannot hold the spool for longer.
 const backoffMin = 250 * time.Millisecond
 
 func (s *Shipper) sendLoop(ctx context.Context) {
 	backoff := time.Duration(0)
 	for ctx.Err() == nil {
-		if !s.sendOldest(ctx) {
+		if ok, after := s.sendOldest(ctx); !ok {
 			backoff = min(max(2*backoff, backoffMin), s.cfg.RetryMax)
-			wait(ctx, time.Duration(rand.Int64N(int64(backoff))+1), nil)
+			wait(ctx, max(time.Duration(rand.Int64N(int64(backoff))+1), min(after, s.cfg.RetryMax)), nil)
 			continue
 		}
 		backoff = 0
@@ -264,13 +265,13 @@ func (s *Shipper) sendLoop(ctx context.Context) {
 }
 
 // sendOldest attempts the oldest spooled batch. It reports false when the
-// batch must be retried later.
-func (s *Shipper) sendOldest(ctx context.Context) bool {
+// batch must be retried later, with how long the answer asked to wait.
+func (s *Shipper) sendOldest(ctx context.Context) (bool, time.Duration) {
 	seq, frame, ok := s.spool.oldest()
 	if !ok {
-		return true
+		return true, 0
 	}
-	out, err := s.up.send(ctx, frame)
+	out, after, err := s.up.send(ctx, frame)
 	s.bytesSent.Add(uint64(len(frame)))
 	switch out {
 	case acked:
@@ -279,23 +280,26 @@ func (s *Shipper) sendOldest(ctx context.Context) bool {
 		s.acked.add(r)
 		s.mu.Unlock()
 		s.batchesAcked.Add(1)
-		return true
+		return true, 0
 	case refused:
 		s.log.Error("telemetry batch refused, dropped", "seq", seq, "err", err)
 		s.spool.drop(seq)
 		s.batchesRefused.Add(1)
-		return true
+		return true, 0
 	}
 	if ctx.Err() == nil {
-		s.log.Warn("telemetry send failed, will retry", "seq", seq, "err", err)
+		s.log.Warn("telemetry send failed, will retry", "seq", seq, "err", err, "retry_after", after)
 	}
-	return false
+	return false, after
 }
 
 // drain sends spooled batches until one fails or the spool is empty.
 func (s *Shipper) drain(ctx context.Context) {
 	for ctx.Err() == nil {
-		if n, _, _ := s.spool.usage(); n == 0 || !s.sendOldest(ctx) {
+		if n, _, _ := s.spool.usage(); n == 0 {
+			return
+		}
+		if ok, _ := s.sendOldest(ctx); !ok {
 			return
 		}
 	}

@@ -87,6 +87,10 @@ func (s *spool) path(seq uint64) string {
 // put stores a batch durably, then drops the oldest batches while the
 // spool is over its bound. The newest batch is always kept.
 func (s *spool) put(seq uint64, frame []byte, r Records) error {
+	if int64(len(frame)) > s.max {
+		// oldest would refuse to read it back.
+		return fmt.Errorf("spool: a batch of %d bytes is larger than the spool's bound of %d", len(frame), s.max)
+	}
 	info, err := files.WriteAtomic(s.path(seq), frame)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
@@ -115,8 +119,12 @@ func (s *spool) put(seq uint64, frame []byte, r Records) error {
 	return nil
 }
 
+// maxSeqFile bounds the sequence file: a number of at most 20 digits.
+const maxSeqFile = 64
+
 // nextSeq is where numbering resumes: past every spooled batch and past
-// the persisted counter.
+// the persisted counter. A counter that is unreadable counts as none,
+// said so: the caller numbers from the clock too.
 func (s *spool) nextSeq() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -124,11 +132,19 @@ func (s *spool) nextSeq() uint64 {
 	if n := len(s.seqs); n > 0 {
 		next = s.seqs[n-1] + 1
 	}
-	if b, err := files.ReadOwn(filepath.Join(s.dir, seqFile), files.NoLimit); err == nil {
-		if v, err := strconv.ParseUint(string(bytes.TrimSpace(b)), 10, 64); err == nil {
-			next = max(next, v)
-		}
+	path := filepath.Join(s.dir, seqFile)
+	b, err := files.ReadOwn(path, maxSeqFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return next
 	}
+	if err == nil {
+		var v uint64
+		if v, err = strconv.ParseUint(string(bytes.TrimSpace(b)), 10, 64); err == nil {
+			return max(next, v)
+		}
+		err = fmt.Errorf("%s: %w", path, err)
+	}
+	s.log.Error("telemetry spool: sequence file unreadable, numbering from the clock", "err", err)
 	return next
 }
 
@@ -139,7 +155,7 @@ func (s *spool) oldest() (seq uint64, frame []byte, ok bool) {
 	defer s.mu.Unlock()
 	for len(s.seqs) > 0 {
 		seq = s.seqs[0]
-		b, err := files.ReadOwn(s.path(seq), files.NoLimit)
+		b, err := files.ReadOwn(s.path(seq), s.max)
 		if err == nil {
 			return seq, b, true
 		}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -106,41 +107,82 @@ func tlsConfig(caFile string, insecure bool) (*tls.Config, error) {
 
 // send makes one attempt. The error explains a refusal or a failure; after
 // a failure the next attempt goes to the next aggregator, if there is one.
-func (u *uplink) send(ctx context.Context, frame []byte) (outcome, error) {
+// A retryable answer may say when to try again (its Retry-After, not yet
+// capped): zero when it did not, or when the next attempt goes to another
+// aggregator, about which it said nothing.
+func (u *uplink) send(ctx context.Context, frame []byte) (outcome, time.Duration, error) {
 	i := u.cur.Load()
 	url := u.urls[i]
-	out, err := u.sendTo(ctx, url, frame)
+	out, after, err := u.sendTo(ctx, url, frame)
 	if out == retryable && ctx.Err() == nil && len(u.urls) > 1 {
 		// Its HTTP/3 advertisement was its own.
 		u.useH3.Store(false)
 		u.cur.CompareAndSwap(i, (i+1)%int64(len(u.urls)))
-		err = fmt.Errorf("%s: %w; moving to the next aggregator", url, err)
+		after, err = 0, fmt.Errorf("%s: %w; moving to the next aggregator", url, err)
 	}
-	return out, err
+	return out, after, err
 }
 
-func (u *uplink) sendTo(ctx context.Context, url string, frame []byte) (outcome, error) {
+func (u *uplink) sendTo(ctx context.Context, url string, frame []byte) (outcome, time.Duration, error) {
 	if u.useH3.Load() {
-		out, err := u.post(ctx, u.h3, url, frame)
-		if out != retryable || ctx.Err() != nil {
-			return out, err
+		out, resp, err := u.post(ctx, u.h3, url, frame)
+		if resp != nil || out != retryable || ctx.Err() != nil {
+			return out, u.waitAsked(out, resp), err
 		}
 		// QUIC did not get through: TCP for now, until the next Alt-Svc.
 		u.useH3.Store(false)
 	}
-	return u.post(ctx, u.tcp, url, frame)
+	out, resp, err := u.post(ctx, u.tcp, url, frame)
+	return out, u.waitAsked(out, resp), err
 }
 
-func (u *uplink) post(ctx context.Context, c *http.Client, url string, frame []byte) (outcome, error) {
+// waitAsked is how long a retryable answer asks to wait before the next
+// attempt; zero for any other outcome, or no answer.
+func (u *uplink) waitAsked(out outcome, resp *http.Response) time.Duration {
+	if out != retryable || resp == nil {
+		return 0
+	}
+	return retryAfter(resp.Header, u.clock())
+}
+
+// retryAfter is the wait an answer's Retry-After asks for (RFC 9110,
+// 10.2.3): delta-seconds, or an HTTP-date taken against the answer's
+// Date (the node's clock, now, when it has none), which a node whose
+// clock is off still reads right. Zero when there is none or it is
+// garbage. The value is the sender's: the caller caps it.
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseUint(v, 10, 64); err == nil {
+		if secs > math.MaxInt64/uint64(time.Second) {
+			return math.MaxInt64
+		}
+		return time.Duration(secs) * time.Second
+	}
+	at, err := http.ParseTime(v)
+	if err != nil {
+		return 0
+	}
+	if date, err := http.ParseTime(h.Get("Date")); err == nil {
+		now = date
+	}
+	return max(at.Sub(now), 0)
+}
+
+// post posts frame and says what came of it, with the answer when there
+// was one (its body read and closed).
+func (u *uplink) post(ctx context.Context, c *http.Client, url string, frame []byte) (outcome, *http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(frame))
 	if err != nil {
-		return refused, fmt.Errorf("build request: %w", err)
+		return refused, nil, fmt.Errorf("build request: %w", err)
 	}
 	req.Header.Set("Content-Type", ContentType)
 	req.Header.Set("Authorization", "Bearer "+u.token)
 	resp, err := u.do(c, req)
 	if err != nil {
-		return retryable, fmt.Errorf("post batch: %w", err)
+		return retryable, nil, fmt.Errorf("post batch: %w", err)
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
@@ -153,25 +195,25 @@ func (u *uplink) post(ctx context.Context, c *http.Client, url string, frame []b
 		if !acknowledges(msg) {
 			// Something else answered in the aggregator's place (a proxy's
 			// fixed answer, another server): the batch is stored nowhere.
-			return retryable, fmt.Errorf("200 without the aggregator's acknowledgement: %.80q", bytes.TrimSpace(msg))
+			return retryable, resp, fmt.Errorf("200 without the aggregator's acknowledgement: %.80q", bytes.TrimSpace(msg))
 		}
-		return acked, nil
+		return acked, resp, nil
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
 		if resp.Header.Get(TimeHeader) == "" {
 			// Not the aggregator's (each of its answers carries its
 			// clock): a proxy's own refusal, its body limit say, says
 			// nothing of what the aggregator would take.
-			return retryable, fmt.Errorf("%s not from the aggregator: %.80q", resp.Status, bytes.TrimSpace(msg))
+			return retryable, resp, fmt.Errorf("%s not from the aggregator: %.80q", resp.Status, bytes.TrimSpace(msg))
 		}
 		// The aggregator answers these about the batch itself (malformed,
 		// corrupt, too large, older than retention): it will never take
 		// these bytes, and resending them would hold up every later batch.
-		return refused, fmt.Errorf("aggregator refused batch: %s: %s", resp.Status, bytes.TrimSpace(msg))
+		return refused, resp, fmt.Errorf("aggregator refused batch: %s: %s", resp.Status, bytes.TrimSpace(msg))
 	default:
 		// Anything else can change: a credential fixed, an aggregator
 		// upgraded (unknown dictionary), a proxy or a busy aggregator out
 		// of the way. Keep the batch.
-		return retryable, fmt.Errorf("aggregator: %s: %s", resp.Status, bytes.TrimSpace(msg))
+		return retryable, resp, fmt.Errorf("aggregator: %s: %s", resp.Status, bytes.TrimSpace(msg))
 	}
 }
 
