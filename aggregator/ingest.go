@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"perigee/aggregator/store"
+	"perigee/lograte"
 	"perigee/telemetry/wire"
 )
 
@@ -217,23 +218,22 @@ const refusalLogEvery = 10 * time.Second
 
 // refusalLog rate-limits the refusal lines, one kind (result) at a time.
 type refusalLog struct {
-	mu   sync.Mutex
-	last map[string]time.Time // result → its last line; a fixed set of keys
-	held map[string]int       // result → refusals since that line
+	mu     sync.Mutex
+	limits map[string]*lograte.Limit // result → its line's rate; a fixed set of keys
 }
 
 // due counts a refusal of kind res and reports whether to log it, with
 // how many of that kind went unlogged before it.
 func (l *refusalLog) due(res string, now time.Time) (int, bool) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if last, ok := l.last[res]; ok && now.Sub(last) < refusalLogEvery {
-		l.held[res]++
-		return 0, false
+	lim := l.limits[res]
+	if lim == nil {
+		lim = lograte.New(1, refusalLogEvery)
+		l.limits[res] = lim
 	}
-	since := l.held[res]
-	l.last[res], l.held[res] = now, 0
-	return since, true
+	l.mu.Unlock()
+	ok, since := lim.Allow(now)
+	return since, ok
 }
 
 func (s *server) claimReader(node string) bool {

@@ -25,6 +25,7 @@ import (
 	"perigee/aggregator/store"
 	"perigee/connlimit"
 	"perigee/h3serve"
+	"perigee/lograte"
 	"perigee/telemetry/wire"
 )
 
@@ -116,7 +117,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	s := &server{cfg: cfg, log: log, fleet: newFleet(cfg.MemoryWindow), dedup: newDedup(), tokens: map[[32]byte]string{}, places: placesFor(cfg),
 		slots: make(chan struct{}, cfg.MaxConcurrentIngests), reading: map[string]bool{},
 		storeQueries: make(chan struct{}, maxStoreQueries), building: make(chan struct{}, maxAnswersBuilding), answerBytes: newByteBudget(maxAnswerBytes)}
-	s.refusals = refusalLog{last: map[string]time.Time{}, held: map[string]int{}}
+	s.refusals = refusalLog{limits: map[string]*lograte.Limit{}}
 	var named []string
 	for tok, node := range byToken {
 		s.tokens[sha256.Sum256([]byte(tok))] = node

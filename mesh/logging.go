@@ -5,8 +5,9 @@ import (
 	"context"
 	"log"
 	"log/slog"
-	"sync"
 	"time"
+
+	"perigee/lograte"
 )
 
 // slogWriter turns memberlist's "[LEVEL] memberlist: text" lines into slog
@@ -15,13 +16,9 @@ import (
 // how much we log: warnings and errors past logBurst in a logWindow are
 // only counted, and the count goes out with the next line let through.
 type slogWriter struct {
-	log *slog.Logger
-	now func() time.Time
-
-	mu         sync.Mutex
-	window     time.Time // when the current window began
-	lines      int       // warnings and errors logged in it
-	suppressed int       // not logged since the last line that was
+	log   *slog.Logger
+	now   func() time.Time
+	limit *lograte.Limit // of warnings and errors
 }
 
 var logLevels = []struct {
@@ -50,7 +47,7 @@ func (w *slogWriter) Write(p []byte) (int, error) {
 	}
 	attrs := []any{"component", "memberlist"}
 	if level >= slog.LevelWarn {
-		ok, suppressed := w.allow()
+		ok, suppressed := w.limit.Allow(w.now())
 		if !ok {
 			return len(p), nil
 		}
@@ -62,25 +59,12 @@ func (w *slogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// allow reports whether a warning may be logged now, and how many were
-// not since the last one that was.
-func (w *slogWriter) allow() (ok bool, suppressed int) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if now := w.now(); now.Sub(w.window) >= logWindow {
-		w.window, w.lines = now, 0
-	}
-	if w.lines >= logBurst {
-		w.suppressed++
-		return false, 0
-	}
-	w.lines++
-	suppressed, w.suppressed = w.suppressed, 0
-	return true, suppressed
+func newSlogWriter(l *slog.Logger, now func() time.Time) *slogWriter {
+	return &slogWriter{log: l, now: now, limit: lograte.New(logBurst, logWindow)}
 }
 
 func memberlistLogger(l *slog.Logger) *log.Logger {
-	return log.New(&slogWriter{log: l, now: time.Now}, "", 0)
+	return log.New(newSlogWriter(l, time.Now), "", 0)
 }
 
 // The log's bound for memberlist's warnings and errors.

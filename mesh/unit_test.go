@@ -373,7 +373,7 @@ func TestMemberlistLogRoutedToSlog(t *testing.T) {
 func TestMemberlistWarningsAreBounded(t *testing.T) {
 	var buf bytes.Buffer
 	now := time.Unix(1700000000, 0)
-	w := &slogWriter{log: slog.New(slog.NewTextHandler(&buf, nil)), now: func() time.Time { return now }}
+	w := newSlogWriter(slog.New(slog.NewTextHandler(&buf, nil)), func() time.Time { return now })
 	l := log.New(w, "", 0)
 	for range logBurst + 5 {
 		l.Printf("[ERR] memberlist: Decrypt packet failed")

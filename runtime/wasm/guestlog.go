@@ -3,8 +3,9 @@ package wasm
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"time"
+
+	"perigee/lograte"
 )
 
 // A guest's log lines are outside input: within one call's deadline a guest
@@ -20,31 +21,21 @@ const (
 
 type guestLog struct {
 	logger *slog.Logger
+	limit  *lograte.Limit
+}
 
-	mu      sync.Mutex
-	window  time.Time // start of the current second
-	n       int       // records let through in it
-	dropped int64     // since the last record let through
+func newGuestLog(l *slog.Logger) *guestLog {
+	return &guestLog{logger: l, limit: lograte.New(guestLogBurst, time.Second)}
 }
 
 func (g *guestLog) log(ctx context.Context, lvl slog.Level, msg string, text []byte) {
 	if !g.logger.Enabled(ctx, lvl) {
 		return
 	}
-	now := time.Now()
-	g.mu.Lock()
-	if now.Sub(g.window) >= time.Second {
-		g.window, g.n = now, 0
-	}
-	if g.n >= guestLogBurst {
-		g.dropped++
-		g.mu.Unlock()
+	ok, dropped := g.limit.Allow(time.Now())
+	if !ok {
 		return
 	}
-	g.n++
-	dropped := g.dropped
-	g.dropped = 0
-	g.mu.Unlock()
 
 	attrs := make([]any, 0, 6)
 	if len(text) > maxGuestLogText {

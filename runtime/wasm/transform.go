@@ -105,7 +105,7 @@ func (h *Host) Load(ctx context.Context, spec Spec) (*Transform, error) {
 		pending: make(chan struct{}, spec.Pool),
 	}
 	t.stopped, t.stop = context.WithCancel(context.Background())
-	t.guestLog = &guestLog{logger: t.logger}
+	t.guestLog = newGuestLog(t.logger)
 	t.refs.Store(1)
 	t.rt = h.newRuntime(ctx, uint64(spec.Memory))
 	if err := t.init(ctx, h); err != nil {
