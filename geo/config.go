@@ -29,6 +29,37 @@ type DNSConfig struct {
 	TTL    time.Duration `yaml:"ttl"`    // default 20s
 	// Answers is how many nodes go into one answer, best first (default 1).
 	Answers int `yaml:"answers"`
+	// RateLimit bounds the answers over UDP to any one network.
+	RateLimit DNSRateLimit `yaml:"rate_limit"`
+}
+
+// DNSRateLimit is response rate limiting: over UDP anyone can send queries
+// in a victim's name, so each network (IPv4 /24, IPv6 /56) gets at most
+// PerSecond answers a second (default 200; -1 for no limit), and of those
+// over it every Slip-th (default 2) goes out empty with TC set, which a
+// real resolver retries over TCP; the rest are not sent.
+type DNSRateLimit struct {
+	PerSecond int `yaml:"per_second"`
+	Slip      int `yaml:"slip"`
+}
+
+// The rate limit's defaults: a busy resolver farm's /24 asks far less
+// than 200 a second of one zone's names, which TTLs let it cache.
+const (
+	DefaultDNSPerSecond = 200
+	DefaultDNSSlip      = 2
+)
+
+// Limits is the rate limit with its defaults in place.
+func (r DNSRateLimit) Limits() (perSecond, slip int) {
+	perSecond, slip = r.PerSecond, r.Slip
+	if perSecond == 0 {
+		perSecond = DefaultDNSPerSecond
+	}
+	if slip == 0 {
+		slip = DefaultDNSSlip
+	}
+	return perSecond, slip
 }
 
 // Validate checks the section without touching the database file;
@@ -90,6 +121,12 @@ func (c DNSConfig) problems(prefix string) []error {
 	}
 	if c.Answers < 0 || c.Answers > 8 {
 		bad("answers", "%d is out of range 1-8", c.Answers)
+	}
+	if r := c.RateLimit.PerSecond; r < -1 || r > 1_000_000 {
+		bad("rate_limit.per_second", "%d is out of range (1 to 1000000, or -1 for no limit)", r)
+	}
+	if s := c.RateLimit.Slip; s < 0 || s > 10 {
+		bad("rate_limit.slip", "%d is out of range 1-10", s)
 	}
 	return errs
 }

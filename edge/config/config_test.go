@@ -128,6 +128,7 @@ geo:
     listen: "127.0.0.1:5353"
     names: [edge.example.net.]
     ttl: 48h
+    rate_limit: {per_second: -2, slip: 11}
 `
 	_, err := Parse("bad.yaml", []byte(doc))
 	if err == nil {
@@ -137,6 +138,8 @@ geo:
 		`bad.yaml:6: geo: trusted_proxies "nonsense" is neither a prefix nor an address`,
 		`bad.yaml:7: geo: redirect_code 301 is neither 307 nor 308`,
 		`bad.yaml:11: geo: dns.ttl 48h0m0s is out of range (0 to 24h)`,
+		`bad.yaml:12: geo: dns.rate_limit.per_second -2 is out of range (1 to 1000000, or -1 for no limit)`,
+		`bad.yaml:12: geo: dns.rate_limit.slip 11 is out of range 1-10`,
 	}
 	if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {
 		t.Errorf("got\n%s\nwant\n%s", err, strings.Join(want, "\n"))

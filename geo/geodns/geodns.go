@@ -181,6 +181,7 @@ type Handler struct {
 	ttl     uint32
 	answers int
 	router  *geo.Router
+	limit   *rateLimit // of UDP answers; nil for none
 	log     *slog.Logger
 }
 
@@ -192,7 +193,7 @@ func NewHandler(cfg geo.DNSConfig, router *geo.Router, log *slog.Logger) (*Handl
 	if log == nil {
 		log = slog.Default()
 	}
-	h := &Handler{names: map[string]bool{}, ttl: 20, answers: max(cfg.Answers, 1), router: router, log: log}
+	h := &Handler{names: map[string]bool{}, ttl: 20, answers: max(cfg.Answers, 1), router: router, limit: newRateLimit(cfg.RateLimit.Limits()), log: log}
 	if cfg.TTL > 0 {
 		h.ttl = uint32(max(cfg.TTL/time.Second, 1))
 	}
@@ -253,6 +254,18 @@ func Serve(ctx context.Context, pc net.PacketConn, ln net.Listener, h *Handler) 
 
 // ServeDNS answers one query.
 func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
+		switch h.limit.verdict(resolverOf(w.RemoteAddr()), time.Now()) {
+		case drop:
+			return
+		case truncate:
+			m := new(dns.Msg)
+			m.SetReply(req)
+			m.Truncated = true
+			w.WriteMsg(m)
+			return
+		}
+	}
 	m := h.answer(w.RemoteAddr(), req)
 	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
 		size := dns.MinMsgSize

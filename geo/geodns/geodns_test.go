@@ -56,8 +56,19 @@ func startFleet(t *testing.T, answers int, self string, nodes []geo.Node, names 
 	return startRouter(t, geo.RouterConfig{}, answers, self, nodes, names...)
 }
 
-// startRouter is startFleet with the router's settings.
+// startRouter is startFleet with the router's settings. Its answers are
+// not rate limited: most tests send more than a network may get.
 func startRouter(t *testing.T, rcfg geo.RouterConfig, answers int, self string, nodes []geo.Node, names ...string) server {
+	t.Helper()
+	if len(names) == 0 {
+		names = []string{name}
+	}
+	dcfg := geo.DNSConfig{Listen: "127.0.0.1:0", Names: names, TTL: 20 * time.Second, Answers: answers, RateLimit: geo.DNSRateLimit{PerSecond: -1}}
+	return startDNS(t, dcfg, rcfg, self, nodes)
+}
+
+// startDNS runs a real GeoDNS server with the DNS settings dcfg.
+func startDNS(t *testing.T, dcfg geo.DNSConfig, rcfg geo.RouterConfig, self string, nodes []geo.Node) server {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "city.mmdb")
 	if err := demodb.Write(path); err != nil {
@@ -72,10 +83,7 @@ func startRouter(t *testing.T, rcfg geo.RouterConfig, answers int, self string, 
 		t.Fatal(err)
 	}
 	router := geo.NewRouter(rcfg, db, fleet, nil)
-	if len(names) == 0 {
-		names = []string{name}
-	}
-	h, err := geodns.NewHandler(geo.DNSConfig{Listen: "127.0.0.1:0", Names: names, TTL: 20 * time.Second, Answers: answers}, router, slog.New(slog.DiscardHandler))
+	h, err := geodns.NewHandler(dcfg, router, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -840,5 +848,80 @@ func TestFewHostsCannotHoldEveryTCPSlot(t *testing.T) {
 		if _, _, err := c.Exchange(query(name, dns.TypeA, netip.Prefix{}), s.tcp); err != nil {
 			t.Errorf("resolver's TCP query %d while eight hosts hold 128 connections: %v", i, err)
 		}
+	}
+}
+
+// Over UDP a query's source is whatever its sender wrote: a flood "from"
+// a victim would have each small query answered with up to 1232 bytes.
+// One network gets its rate of answers; past it every second one goes
+// out empty with TC set (a real resolver retries over TCP), no bigger
+// than the query, and the rest are not sent. Another network is answered
+// as before.
+func TestAnswersToOneNetworkAreRateLimited(t *testing.T) {
+	const rate, sent = 100, 3000
+	nodes := []geo.Node{fleetNode("fra", demodb.Frankfurt, "198.51.100.2", "2001:db8:2::1")}
+	s := startDNS(t, geo.DNSConfig{Listen: "127.0.0.1:0", Names: []string{name}, RateLimit: geo.DNSRateLimit{PerSecond: rate, Slip: 2}},
+		geo.RouterConfig{}, "fra", nodes)
+	c, err := net.Dial("udp", s.udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	q := query(name, dns.TypeA, netip.Prefix{})
+	var full, truncated, biggestTC, queryBytes int
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		buf := make([]byte, 2048)
+		for {
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			var r dns.Msg
+			if err := r.Unpack(buf[:n]); err != nil {
+				t.Errorf("an answer does not parse: %v", err)
+				return
+			}
+			if r.Truncated && len(r.Answer) == 0 {
+				truncated++
+				biggestTC = max(biggestTC, n)
+			} else {
+				full++
+			}
+		}
+	}()
+	start := time.Now()
+	for i := range sent {
+		q.Id = uint16(i)
+		b, _ := q.Pack()
+		queryBytes = len(b)
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		if i%100 == 99 {
+			time.Sleep(time.Millisecond) // within the socket's buffer
+		}
+	}
+	took := time.Since(start)
+	<-read
+	// The bucket holds a second's worth, and refills at the rate.
+	limit := rate + int(float64(rate)*took.Seconds()) + 1
+	t.Logf("%d queries in %v: %d answered, %d truncated (at most %d bytes, the query %d), %d not sent",
+		sent, took.Round(time.Millisecond), full, truncated, biggestTC, queryBytes, sent-full-truncated)
+	if full > limit {
+		t.Fatalf("%d of %d queries from one network answered in %v; the rate allows %d", full, sent, took.Round(time.Millisecond), limit)
+	}
+	if over := sent - full; truncated < over/2-over/10 || truncated > over/2+over/10 {
+		t.Errorf("%d truncated answers of %d over the rate, want about half", truncated, over)
+	}
+	if biggestTC > queryBytes {
+		t.Errorf("a truncated answer of %d bytes to a query of %d: it amplifies", biggestTC, queryBytes)
+	}
+	other := &dns.Client{Net: "udp", Timeout: 5 * time.Second, Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP("127.0.1.1")}}}
+	r, _, err := other.Exchange(query(name, dns.TypeA, netip.Prefix{}), s.udp)
+	if err != nil || r.Truncated || len(r.Answer) == 0 {
+		t.Fatalf("another network during the flood: %v, %v", r, err)
 	}
 }

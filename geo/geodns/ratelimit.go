@@ -1,0 +1,85 @@
+package geodns
+
+import (
+	"hash/maphash"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Over UDP the source address is whoever the sender says: a flood of
+// queries "from" a victim turns the server into an amplifier, each small
+// query answered with up to 1232 bytes. So answers to each network (IPv4
+// /24, IPv6 /56: one host rarely owns less) go out at a bounded rate, as
+// authoritative servers' response rate limiting (RRL) does. Past it, every
+// slip-th answer goes out as an empty one with TC set, no bigger than the
+// query, so a real resolver behind a busy network retries over TCP, where
+// the source cannot be forged; the rest are not sent.
+type rateLimit struct {
+	perSecond float64
+	slip      int
+
+	seed    maphash.Seed
+	mu      sync.Mutex
+	buckets [rateBuckets]bucket
+}
+
+// rateBuckets networks are told apart; more share a bucket, and so a
+// limit. The table is a fixed 384 KiB however many sources a flood forges.
+const rateBuckets = 1 << 14
+
+type bucket struct {
+	tokens float64
+	last   int64 // unix nanoseconds the tokens were counted at
+	over   int   // answers over the rate, for the slip
+}
+
+type verdict uint8
+
+const (
+	answer   verdict = iota
+	truncate         // an empty answer with TC set
+	drop
+)
+
+func newRateLimit(perSecond, slip int) *rateLimit {
+	if perSecond < 0 {
+		return nil
+	}
+	return &rateLimit{perSecond: float64(perSecond), slip: slip, seed: maphash.MakeSeed()}
+}
+
+// network is the part of src the limit counts by.
+func network(src netip.Addr) netip.Prefix {
+	bits := 24
+	if src.Is6() {
+		bits = 56
+	}
+	p, _ := src.Prefix(bits)
+	return p
+}
+
+// verdict says what to send src at now. A nil limit answers everyone.
+func (l *rateLimit) verdict(src netip.Addr, now time.Time) verdict {
+	if l == nil {
+		return answer
+	}
+	key := network(src).Addr().As16()
+	b := &l.buckets[maphash.Bytes(l.seed, key[:])%rateBuckets]
+	t := now.UnixNano()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	// A bucket holds a second's worth: a burst within it goes at once.
+	b.tokens = min(l.perSecond, b.tokens+float64(t-b.last)/1e9*l.perSecond)
+	b.last = t
+	if b.tokens >= 1 {
+		b.tokens--
+		b.over = 0
+		return answer
+	}
+	b.over++
+	if b.over%l.slip == 0 {
+		return truncate
+	}
+	return drop
+}
