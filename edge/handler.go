@@ -49,6 +49,9 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var entry *routeEntry
 	var stats *metrics.ServiceStats
 	badErr := checkMethod(r.Method)
+	if badErr == nil && overridesMethod(r) {
+		badErr = errMethodOverride
+	}
 	if badErr == nil && !route.ValidHost(r.Host) {
 		badErr = errHost
 	}
@@ -159,6 +162,33 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // errMethodCase is a method route.ValidMethod refuses.
 var errMethodCase = errors.New("method must be upper case (A-Z, 0-9, - and _)")
 
+// methodOverrides are the headers backends read as the request's method
+// (Express's method-override, Laravel, Rack, ASP.NET), and targetOverrides
+// those they read as its path (IIS URL Rewrite, Laminas, older Symfony):
+// a client's would have the node route by one method or path and the
+// backend serve another, past the routes and transforms that guard it.
+var (
+	methodOverrides = [...]string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+	targetOverrides = [...]string{"X-Original-Url", "X-Rewrite-Url", "X-Original-Uri"}
+)
+
+// overridesMethod reports whether r names a method other than its own in
+// a method override header. One naming its own (in any case) changes
+// nothing, and goes on.
+func overridesMethod(r *http.Request) bool {
+	for _, k := range methodOverrides {
+		for _, v := range r.Header[k] {
+			if !strings.EqualFold(textproto.TrimString(v), r.Method) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// errMethodOverride refuses a request overridesMethod found.
+var errMethodOverride = errors.New("method override headers (X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override) must name the request's own method: send the method itself")
+
 // errHost is a host route.ValidHost refuses.
 var errHost = errors.New("host must be a DNS name or a bracketed IP literal, with an optional numeric port")
 
@@ -244,12 +274,16 @@ func isTarget(target, p, q string) bool {
 // whose name has a '_' too, as nginx does: CGI and WSGI backends read
 // X_Perigee_Country, X_Request_Id or X_Jwt_Sub as the header the node or
 // a transform sets, so a client could pass its own beside it (Envoy's
-// guidance for an edge refuses them).
+// guidance for an edge refuses them). And it drops the client's
+// targetOverrides, which the route's transforms may still set.
 func stripOwnHeaders(h http.Header) {
 	for k := range h {
 		if proxy.OwnField(k) {
 			delete(h, k)
 		}
+	}
+	for _, k := range targetOverrides {
+		delete(h, k)
 	}
 }
 
