@@ -400,27 +400,36 @@ func FuzzServeDNS(f *testing.F) {
 		f.Fatal(err)
 	}
 	fleet, _ := geo.NewStaticFleet("fra", []geo.Node{fleetNode("fra", demodb.Frankfurt, "198.51.100.2")})
-	h, err := geodns.NewHandler(geo.DNSConfig{Listen: "127.0.0.1:0", Names: []string{name}}, geo.NewRouter(geo.RouterConfig{}, db, fleet, nil), nil)
-	if err != nil {
-		f.Fatal(err)
+	// Every query answered; and every one past the first truncated (the
+	// rate limit's reply), which must be as well formed.
+	router := geo.NewRouter(geo.RouterConfig{}, db, fleet, nil)
+	var handlers []*geodns.Handler
+	for _, limit := range []geo.DNSRateLimit{{PerSecond: -1}, {PerSecond: 1, Slip: 1}} {
+		h, err := geodns.NewHandler(geo.DNSConfig{Listen: "127.0.0.1:0", Names: []string{name}, RateLimit: limit}, router, nil)
+		if err != nil {
+			f.Fatal(err)
+		}
+		handlers = append(handlers, h)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req := new(dns.Msg)
 		if req.Unpack(b) != nil {
 			return // the server answers those itself, tested above
 		}
-		w := &recorder{}
-		h.ServeDNS(w, req)
-		if w.msg == nil || w.msg.Id != req.Id || !w.msg.Response {
-			t.Fatalf("bad reply %v to %v", w.msg, req)
-		}
-		// What packs may still be unreadable (a name over 255 octets).
-		b, err := w.msg.Pack()
-		if err != nil {
-			t.Fatalf("reply does not pack: %v", err)
-		}
-		if err := new(dns.Msg).Unpack(b); err != nil {
-			t.Fatalf("reply does not parse: %v", err)
+		for _, h := range handlers {
+			w := &recorder{}
+			h.ServeDNS(w, req)
+			if w.msg == nil || w.msg.Id != req.Id || !w.msg.Response {
+				t.Fatalf("bad reply %v to %v", w.msg, req)
+			}
+			// What packs may still be unreadable (a name over 255 octets).
+			b, err := w.msg.Pack()
+			if err != nil {
+				t.Fatalf("reply does not pack: %v", err)
+			}
+			if err := new(dns.Msg).Unpack(b); err != nil {
+				t.Fatalf("reply does not parse: %v", err)
+			}
 		}
 	})
 }
