@@ -124,7 +124,7 @@ func (m *Manager) Start(httpsAddr, httpAddr string) error {
 		Logger:         quiet,
 	})
 	r.issuer = certmagic.NewACMEIssuer(r.magic, iss)
-	r.magic.Issuers = []certmagic.Issuer{r.issuer}
+	r.magic.Issuers = []certmagic.Issuer{boundedIssuer{r.issuer, c.IssueTimeout.D()}}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	m.run.Store(r)
@@ -133,6 +133,28 @@ func (m *Manager) Start(httpsAddr, httpAddr string) error {
 	}
 	return nil
 }
+
+// boundedIssuer gives each attempt at an issuance at most timeout.
+// certmagic bounds none, and acmez sleeps as long as the CA's Retry-After
+// says (years, from a hostile or broken CA) while certmagic holds the
+// storage lock every node sharing it waits on. Its other methods
+// (PreCheck, Revoke, GetRenewalInfo) are the ACME issuer's.
+type boundedIssuer struct {
+	*certmagic.ACMEIssuer
+	timeout time.Duration
+}
+
+func (b boundedIssuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*certmagic.IssuedCertificate, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, b.timeout, errIssueTimeout)
+	defer cancel()
+	c, err := b.ACMEIssuer.Issue(ctx, csr)
+	if err != nil && errors.Is(context.Cause(ctx), errIssueTimeout) {
+		return nil, fmt.Errorf("the CA did not issue within acme.issue_timeout (%v): %w", b.timeout, err)
+	}
+	return c, err
+}
+
+var errIssueTimeout = errors.New("acme.issue_timeout")
 
 // solveAt points a challenge solver at a listener of ours.
 func solveAt(addr string, host *string, port *int) error {
