@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -118,7 +119,7 @@ func (m *Manager) Start(httpsAddr, httpAddr string) error {
 		Logger:             quiet,
 	})
 	r.magic = certmagic.New(r.cache, certmagic.Config{
-		Storage:        &certmagic.FileStorage{Path: c.Storage},
+		Storage:        boundedStorage{&certmagic.FileStorage{Path: c.Storage}, m.log},
 		OnEvent:        m.event,
 		ShouldEmitFunc: func(name string) bool { return strings.HasPrefix(name, "cert_") },
 		Logger:         quiet,
@@ -155,6 +156,31 @@ func (b boundedIssuer) Issue(ctx context.Context, csr *x509.CertificateRequest) 
 }
 
 var errIssueTimeout = errors.New("acme.issue_timeout")
+
+// maxStored bounds a file read back from storage: certificates, keys,
+// staples and their metadata are a few KiB.
+const maxStored = 1 << 20
+
+// boundedStorage is certmagic's file storage, but reads within bounds.
+// The directory may be shared by a fleet, and certmagic read it with
+// os.ReadFile: a huge file where a certificate belongs was read whole by
+// every node that loads it, a FIFO hung its host's loading for good, and
+// certmagic reports neither (its logs are off), so the refusal is logged
+// here, naming the file.
+type boundedStorage struct {
+	*certmagic.FileStorage
+	log *slog.Logger
+}
+
+var _ certmagic.TryLocker = boundedStorage{}
+
+func (s boundedStorage) Load(_ context.Context, key string) ([]byte, error) {
+	b, err := files.Read(s.Filename(key), maxStored)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.log.Error("acme.storage: stored file refused", "err", err)
+	}
+	return b, err
+}
 
 // solveAt points a challenge solver at a listener of ours.
 func solveAt(addr string, host *string, port *int) error {

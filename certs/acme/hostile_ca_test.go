@@ -1,20 +1,31 @@
 package acme
 
 import (
+	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/certmagic"
+
+	"perigee/certs"
+	"perigee/files/filestest"
 	"perigee/logtest"
 	"perigee/units"
 )
@@ -22,11 +33,21 @@ import (
 // hostileCA is an ACME server that takes an order, hands out a TLS-ALPN-01
 // challenge, and then answers every poll of the authorization "pending,
 // come back in 31 years". It checks no signature: the client under test
-// is not what it tests. polls counts the authorization's polls.
+// is not what it tests. It keeps the names ordered and counts the
+// authorization's polls.
 type hostileCA struct {
-	srv   *httptest.Server
-	roots string // PEM file of its HTTPS certificate, for ca_roots
-	polls atomic.Int64
+	srv     *httptest.Server
+	roots   string // PEM file of its HTTPS certificate, for ca_roots
+	polls   atomic.Int64
+	mu      sync.Mutex
+	ordered []string
+}
+
+// orderedNames are the identifiers of every order so far.
+func (ca *hostileCA) orderedNames() []string {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	return slices.Clone(ca.ordered)
 }
 
 func startHostileCA(t *testing.T, host string) *hostileCA {
@@ -58,6 +79,16 @@ func startHostileCA(t *testing.T, host string) *hostileCA {
 		reply(w, http.StatusCreated, map[string]any{"status": "valid"})
 	})
 	mux.HandleFunc("POST /order", func(w http.ResponseWriter, r *http.Request) {
+		var jws struct{ Payload string }
+		var order struct{ Identifiers []struct{ Value string } }
+		json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&jws)
+		payload, _ := base64.RawURLEncoding.DecodeString(jws.Payload)
+		json.Unmarshal(payload, &order)
+		ca.mu.Lock()
+		for _, id := range order.Identifiers {
+			ca.ordered = append(ca.ordered, id.Value)
+		}
+		ca.mu.Unlock()
 		w.Header().Set("Location", url("/order/1"))
 		reply(w, http.StatusCreated, map[string]any{
 			"status": "pending", "identifiers": []map[string]string{{"type": "dns", "value": host}},
@@ -124,4 +155,132 @@ func TestIssuanceAgainstACAThatNeverFinishesIsBounded(t *testing.T) {
 		t.Fatalf("a certificate from a CA that issued none: %+v", st)
 	}
 	m.Stop()
+}
+
+// The storage directory is shared by a fleet, and certmagic read what it
+// holds with os.ReadFile: a huge file where a certificate belongs was read
+// whole by every node that loads it, and a FIFO there hung the loading of
+// its host for good, with nothing logged. Each is refused by its kind or
+// size, before any read, and the refusal names the file.
+func TestStoredFilesAreReadWithinBounds(t *testing.T) {
+	const hugeHost, fifoHost = "huge.perigee.test", "fifo.perigee.test"
+	// No CA is asked: the hosts' files are in storage.
+	c := Config{Hosts: []string{hugeHost, fifoHost}, CA: "https://127.0.0.1:1/dir", Storage: t.TempDir()}
+	c.SetDefaults()
+	issuerKey := (&certmagic.ACMEIssuer{CA: c.CA}).IssuerKey()
+	// certmagic loads a host's certificate only when its key and
+	// metadata are stored beside it.
+	stored := func(host string) string {
+		at := func(key string) string { return filepath.Join(c.Storage, filepath.FromSlash(key)) }
+		if err := os.MkdirAll(filepath.Dir(at(certmagic.StorageKeys.SiteCert(issuerKey, host))), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range []string{certmagic.StorageKeys.SitePrivateKey(issuerKey, host), certmagic.StorageKeys.SiteMeta(issuerKey, host)} {
+			if err := os.WriteFile(at(key), []byte("{}"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return at(certmagic.StorageKeys.SiteCert(issuerKey, host))
+	}
+	huge := filestest.Sparse(t, stored(hugeHost), 256<<20)
+	fifo := filestest.FIFO(t, stored(fifoHost))
+	var logs logtest.Buffer
+	m, err := New(c, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if err := m.Start("", ""); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), huge) || !strings.Contains(logs.String(), fifo); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the huge file and the FIFO in storage are not both refused by name:\n%s", logs.String())
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
+		t.Fatalf("loading storage allocated %d MiB for a 256 MiB file", grew>>20)
+	}
+	for _, want := range []string{huge + ": over", fifo + ": not a regular file"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log does not say %q:\n%s", want, logs.String())
+		}
+	}
+}
+
+// Only the configured hosts are ever ordered: certmagic orders a name a
+// handshake asks for when on-demand issuance is on, so any client could
+// have the node order certificates for names of its choosing. Handshakes
+// for other names, in other spellings, with no SNI, with ALPN acme-tls/1
+// when no challenge is pending for the name, and hundreds of distinct
+// names in a burst all fail, and the CA sees one order only, for the
+// configured host; the storage holds nothing for the other names. (An
+// on-demand order is made inside the handshake, so once the handshakes
+// have failed, any would have reached the CA.)
+func TestHandshakesForOtherNamesOrderNothing(t *testing.T) {
+	const host = "www.perigee.test"
+	ca := startHostileCA(t, host)
+	c := Config{Hosts: []string{host}, CA: ca.srv.URL + "/dir", CARoots: ca.roots, Storage: t.TempDir(), Challenges: []string{TLSALPN01}}
+	c.SetDefaults()
+	m, err := New(c, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var store certs.Store
+	store.Use(m)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", store.TLSConfig("h2", "http/1.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			go func() { conn.(*tls.Conn).Handshake(); conn.Close() }()
+		}
+	}()
+	if err := m.Start(ln.Addr().String(), ""); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	names := []string{"", "other.perigee.test", "OTHER.perigee.test", "other.perigee.test.", "пример.perigee.test", "xn--e1afmkfd.perigee.test",
+		strings.Repeat(strings.Repeat("a", 63)+".", 3) + strings.Repeat("b", 61), "localhost", "perigee.test", "a.www.perigee.test"}
+	for i := range 300 {
+		names = append(names, fmt.Sprintf("burst-%d.perigee.test", i))
+	}
+	dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}}
+	for _, name := range names {
+		for _, alpn := range [][]string{{"h2"}, {"acme-tls/1"}} {
+			dialer.Config = &tls.Config{ServerName: name, NextProtos: alpn, InsecureSkipVerify: true}
+			conn, err := dialer.Dial("tcp", ln.Addr().String())
+			if err == nil {
+				conn.Close()
+				t.Fatalf("SNI %q, ALPN %v: a certificate was served", name, alpn)
+			}
+			if got := ca.orderedNames(); slices.ContainsFunc(got, func(n string) bool { return n != host }) {
+				t.Fatalf("a handshake for %q, ALPN %v, had the CA asked for %q", name, alpn, got)
+			}
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); len(ca.orderedNames()) == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the configured host was never ordered")
+		}
+	}
+	if got := ca.orderedNames(); !slices.Equal(got, []string{host}) {
+		t.Fatalf("the CA was asked for %d names (%.5q...), want %s alone", len(got), got, host)
+	}
+	filepath.WalkDir(c.Storage, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && strings.Contains(path, "perigee.test") && !strings.Contains(path, host) {
+			t.Errorf("storage holds %s", path)
+		}
+		return nil
+	})
 }
