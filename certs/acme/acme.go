@@ -166,7 +166,9 @@ const maxStored = 1 << 20
 // os.ReadFile: a huge file where a certificate belongs was read whole by
 // every node that loads it, a FIFO hung its host's loading for good, and
 // certmagic reports neither (its logs are off), so the refusal is logged
-// here, naming the file.
+// here, naming the file. A file that cannot be opened is not: clients
+// name the challenge files looked up (by SNI and Host), and one too long
+// to be a file name would have each request logged.
 type boundedStorage struct {
 	*certmagic.FileStorage
 	log *slog.Logger
@@ -176,7 +178,8 @@ var _ certmagic.TryLocker = boundedStorage{}
 
 func (s boundedStorage) Load(_ context.Context, key string) ([]byte, error) {
 	b, err := files.Read(s.Filename(key), maxStored)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	var open *fs.PathError
+	if err != nil && !(errors.As(err, &open) && open.Op == "open") {
 		s.log.Error("acme.storage: stored file refused", "err", err)
 	}
 	return b, err
