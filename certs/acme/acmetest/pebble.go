@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,7 +48,12 @@ type Pebble struct {
 	ServerCA string
 	mgmt     string
 	client   *http.Client
+	stop     func()
 }
+
+// Stop ends the CA now, for a test of what a node does while its CA is
+// gone; otherwise it ends with the test.
+func (p *Pebble) Stop() { p.stop() }
 
 // Start runs pebble until the test ends; it skips the test when pebble is
 // not installed.
@@ -106,9 +112,12 @@ func Start(t testing.TB, o Options) *Pebble {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
+	p.stop = sync.OnceFunc(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
+	})
+	t.Cleanup(func() {
+		p.stop()
 		if t.Failed() {
 			t.Logf("pebble output:\n%s", out.String())
 		}
