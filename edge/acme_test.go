@@ -271,3 +271,19 @@ func TestACMEFailedRenewalKeepsTheOldCertificateServingAndIsMeasured(t *testing.
 		}
 	}
 }
+
+// The OCSP responder is the CA's, named in the certificate it issues, and
+// certmagic asked it with a client that has no timeout: a responder that
+// never answers held the certificate out of the cache, so it was never
+// served, and held the maintenance loop, so nothing was renewed again.
+// Stapling gives up instead (after certmagic's 30 seconds), and the
+// certificate is served without a staple.
+func TestACMEStalledOCSPResponderHoldsNoCertificateBack(t *testing.T) {
+	https := acmetest.FreeAddr(t)
+	pb := acmetest.Start(t, acmetest.Options{HTTPAddr: acmetest.FreeAddr(t), TLSAddr: https, OCSP: true, OCSPStall: true})
+	n := startNode(t, acmeYAML(t, pb, https, t.TempDir(), "  challenges: [tls-alpn-01]\n"))
+	waitServed(t, fresh(pb.Roots(t)), "https://"+https+"/", "")
+	if st := n.acme.manager.Stats(); st.Hosts[0].Stapled {
+		t.Fatalf("a staple from a responder that never answers: %+v", st)
+	}
+}

@@ -119,7 +119,13 @@ func (m *Manager) Start(httpsAddr, httpAddr string) error {
 		Logger:             quiet,
 	})
 	r.magic = certmagic.New(r.cache, certmagic.Config{
-		Storage:        boundedStorage{&certmagic.FileStorage{Path: c.Storage}, m.log},
+		Storage: boundedStorage{&certmagic.FileStorage{Path: c.Storage}, m.log},
+		// The OCSP responder is the CA's, named in what it issues, and
+		// certmagic asks it with http.DefaultClient, which never gives
+		// up, unless a proxy is set: then its client has a 30 s timeout.
+		// One that never answered held the certificate out of the cache
+		// (never served) and the maintenance loop (nothing renewed).
+		OCSP:           certmagic.OCSPConfig{HTTPProxy: http.ProxyFromEnvironment},
 		OnEvent:        m.event,
 		ShouldEmitFunc: func(name string) bool { return strings.HasPrefix(name, "cert_") },
 		Logger:         quiet,
