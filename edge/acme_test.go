@@ -287,3 +287,22 @@ func TestACMEStalledOCSPResponderHoldsNoCertificateBack(t *testing.T) {
 		t.Fatalf("a staple from a responder that never answers: %+v", st)
 	}
 }
+
+// Host names are case-insensitive, and certmagic manages the lower-case
+// spelling; a host listed as WWW.Perigee.Test got its certificate, but
+// GET /certificates and the expiry series, which looked it up as spelt,
+// said it had none.
+func TestACMEHostListedInCapitalsIsReportedWithItsCertificate(t *testing.T) {
+	https := acmetest.FreeAddr(t)
+	pb := acmetest.Start(t, acmetest.Options{HTTPAddr: acmetest.FreeAddr(t), TLSAddr: https})
+	yaml := strings.Replace(acmeYAML(t, pb, https, t.TempDir(), "  challenges: [tls-alpn-01]\n"), "hosts: ["+acmeHost+"]", "hosts: [WWW.Perigee.Test]", 1)
+	n := startNode(t, yaml)
+	serial := waitServed(t, fresh(pb.Roots(t)), "https://"+https+"/", "")
+	if st := n.acme.manager.Stats(); st.Hosts[0].Host != "WWW.Perigee.Test" || st.Hosts[0].Serial != serial {
+		t.Fatalf("serving %s, GET /certificates says %+v", serial, st.Hosts)
+	}
+	_, body := get(t, http.DefaultClient, "http://"+n.Addrs().Admin+"/metrics")
+	if !strings.Contains(body, `perigee_acme_certificate_expiry_timestamp_seconds{host="WWW.Perigee.Test"}`) {
+		t.Fatal("GET /metrics has no expiry for the host")
+	}
+}

@@ -298,7 +298,8 @@ func (m *Manager) Stats() Stats {
 		st := Status{Host: h}
 		var certs []certmagic.Certificate
 		if r != nil {
-			certs = r.cache.AllMatchingCertificates(h)
+			// certmagic manages, and indexes, the lower-case spelling.
+			certs = r.cache.AllMatchingCertificates(strings.ToLower(h))
 		}
 		if len(certs) > 0 && certs[0].Leaf != nil {
 			c := certs[0]
