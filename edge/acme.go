@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -93,13 +94,14 @@ func (a *autocert) start(cfg *config.Config, httpsAddr string, adm *admin.API, m
 	return a.manager.Start(httpsAddr, a.addr)
 }
 
-// close stops renewals and the HTTP-01 listener.
-func (a *autocert) close() {
+// close stops renewals and the HTTP-01 listener, waiting for the
+// renewals until ctx ends.
+func (a *autocert) close(ctx context.Context) {
 	if a == nil {
 		return
 	}
 	if a.plain != nil {
 		a.plain.Close()
 	}
-	a.manager.Stop()
+	a.manager.Stop(ctx)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -18,6 +19,7 @@ import (
 
 	"perigee/certs/acme"
 	"perigee/certs/acme/acmetest"
+	"perigee/files/filestest"
 )
 
 const acmeHost = "www.perigee.test"
@@ -277,7 +279,10 @@ func TestACMEFailedRenewalKeepsTheOldCertificateServingAndIsMeasured(t *testing.
 // never answers held the certificate out of the cache, so it was never
 // served, and held the maintenance loop, so nothing was renewed again.
 // Stapling gives up instead (after certmagic's 30 seconds), and the
-// certificate is served without a staple.
+// certificate is served without a staple. A shutdown while the
+// maintenance loop waits on the responder again (each renew_check) ends
+// within its deadline: it waited for that request, though the node had
+// stopped serving.
 func TestACMEStalledOCSPResponderHoldsNoCertificateBack(t *testing.T) {
 	https := acmetest.FreeAddr(t)
 	pb := acmetest.Start(t, acmetest.Options{HTTPAddr: acmetest.FreeAddr(t), TLSAddr: https, OCSP: true, OCSPStall: true})
@@ -285,6 +290,12 @@ func TestACMEStalledOCSPResponderHoldsNoCertificateBack(t *testing.T) {
 	waitServed(t, fresh(pb.Roots(t)), "https://"+https+"/", "")
 	if st := n.acme.manager.Stats(); st.Hosts[0].Stapled {
 		t.Fatalf("a staple from a responder that never answers: %+v", st)
+	}
+	time.Sleep(3 * time.Second) // past renew_check: the loop asks the responder again
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := filestest.Within(t, "Shutdown with a one-second deadline", func() error { return n.Shutdown(ctx) }); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatal(err)
 	}
 }
 

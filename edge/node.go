@@ -209,7 +209,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 // stopParts stops every part but the listeners, latest started first.
 func (n *Node) stopParts(ctx context.Context) error {
 	n.listeners.close()
-	n.acme.close()
+	n.acme.close(ctx)
 	if n.stop != nil {
 		n.stop() // the sampler
 	}

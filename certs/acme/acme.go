@@ -44,10 +44,11 @@ type Manager struct {
 
 // running is certmagic at work: its cache keeps a maintenance goroutine.
 type running struct {
-	cache  *certmagic.Cache
-	magic  *certmagic.Config
-	issuer *certmagic.ACMEIssuer
-	cancel context.CancelFunc
+	cache   *certmagic.Cache
+	magic   *certmagic.Config
+	issuer  *certmagic.ACMEIssuer
+	cancel  context.CancelFunc
+	stopped chan struct{} // closed once the maintenance goroutine has ended
 }
 
 // maxRoots bounds the ca_roots file: a few thousand certificates.
@@ -111,7 +112,7 @@ func (m *Manager) Start(httpsAddr, httpAddr string) error {
 	// events, which go to our log instead.
 	quiet := zap.NewNop()
 	iss.Logger = quiet
-	r := &running{}
+	r := &running{stopped: make(chan struct{})}
 	r.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return r.magic, nil },
 		RenewCheckInterval: c.RenewCheck.D(),
@@ -207,16 +208,28 @@ func solveAt(addr string, host *string, port *int) error {
 	return nil
 }
 
-// Stop ends renewals and OCSP refreshes; an issuance under way is abandoned.
-func (m *Manager) Stop() {
+// Stop ends renewals and OCSP refreshes; an issuance under way is
+// abandoned. It waits for certmagic's maintenance goroutine until ctx
+// ends: that goroutine may be in a request to the CA (an OCSP or ARI
+// refresh, which takes from 30 s to minutes against one that does not
+// answer, and which nothing cancels), and then finishes it alone.
+func (m *Manager) Stop(ctx context.Context) {
 	r := m.run.Load()
 	if r == nil {
 		return
 	}
 	m.stop.Do(func() {
 		r.cancel()
-		r.cache.Stop()
+		go func() {
+			r.cache.Stop()
+			close(r.stopped)
+		}()
 	})
+	select {
+	case <-r.stopped:
+	case <-ctx.Done():
+		m.log.Warn("certificate maintenance is still in a request to the CA; not waiting for it", "err", context.Cause(ctx))
+	}
 }
 
 // GetCertificate serves the host's certificate, or the TLS-ALPN-01

@@ -2,6 +2,7 @@ package acme
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"io"
 	"log/slog"
@@ -34,7 +35,7 @@ func TestManagerBeforeStart(t *testing.T) {
 	if st := m.Stats(); len(st.Hosts) != 1 || st.Hosts[0].Serial != "" {
 		t.Fatalf("stats before Start: %+v", st)
 	}
-	m.Stop() // nothing to stop
+	m.Stop(context.Background()) // nothing to stop
 	for host, want := range map[string]string{
 		"www.example.com":      "https://www.example.com/x?y",
 		"www.example.com:80":   "https://www.example.com/x?y",

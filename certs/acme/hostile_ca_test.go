@@ -1,6 +1,7 @@
 package acme
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
@@ -141,7 +142,7 @@ func TestIssuanceAgainstACAThatNeverFinishesIsBounded(t *testing.T) {
 	}
 	for deadline := time.Now().Add(60 * time.Second); m.Stats().Failed == 0; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			m.Stop()
+			m.Stop(context.Background())
 			t.Fatalf("after %d polls of the authorization the issuance neither ended nor failed:\n%s", ca.polls.Load(), logs.String())
 		}
 	}
@@ -154,7 +155,7 @@ func TestIssuanceAgainstACAThatNeverFinishesIsBounded(t *testing.T) {
 	if st := m.Stats(); st.Hosts[0].Serial != "" {
 		t.Fatalf("a certificate from a CA that issued none: %+v", st)
 	}
-	m.Stop()
+	m.Stop(context.Background())
 }
 
 // The storage directory is shared by a fleet, and certmagic read what it
@@ -194,7 +195,7 @@ func TestStoredFilesAreReadWithinBounds(t *testing.T) {
 	if err := m.Start("", ""); err != nil {
 		t.Fatal(err)
 	}
-	defer m.Stop()
+	defer m.Stop(context.Background())
 	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), huge) || !strings.Contains(logs.String(), fifo); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the huge file and the FIFO in storage are not both refused by name:\n%s", logs.String())
@@ -254,7 +255,7 @@ func TestClientsNamingOtherHostsOrderAndLogNothing(t *testing.T) {
 	if err := m.Start(ln.Addr().String(), plain.Listener.Addr().String()); err != nil {
 		t.Fatal(err)
 	}
-	defer m.Stop()
+	defer m.Stop(context.Background())
 	names := []string{"", "other.perigee.test", "OTHER.perigee.test", "other.perigee.test.", "пример.perigee.test", "xn--e1afmkfd.perigee.test",
 		strings.Repeat(strings.Repeat("a", 63)+".", 3) + strings.Repeat("b", 61), "localhost", "perigee.test", "a.www.perigee.test"}
 	for i := range 300 {
