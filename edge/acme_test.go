@@ -204,8 +204,12 @@ func TestACMETLSALPN01OnTheHTTPSListener(t *testing.T) {
 }
 
 // A certificate pebble issues for 30 seconds is renewed before it expires
-// (a third of its lifetime left), and the new one is served at once.
-func TestACMERenewsAShortLivedCertificate(t *testing.T) {
+// (a third of its lifetime left), and the new one is served at once. Then
+// the CA is gone: the next renewal fails, the renewed certificate keeps
+// serving, and that shows where an operator alerts: the failure and the
+// certificate's expiry are series of GET /metrics, not only figures of GET
+// /certificates.
+func TestACMERenewsAShortLivedCertificateAndAFailedRenewalKeepsItServing(t *testing.T) {
 	https := acmetest.FreeAddr(t)
 	pb := acmetest.Start(t, acmetest.Options{HTTPAddr: acmetest.FreeAddr(t), TLSAddr: https, Validity: 30 * time.Second})
 	n := startNode(t, acmeYAML(t, pb, https, t.TempDir(), "  challenges: [tls-alpn-01]\n"))
@@ -213,8 +217,30 @@ func TestACMERenewsAShortLivedCertificate(t *testing.T) {
 	url := "https://" + https + "/"
 	first := waitServed(t, c, url, "")
 	renewed := waitServed(t, c, url, first)
-	if st := n.acme.manager.Stats(); st.Obtained < 2 || st.Hosts[0].Serial != renewed {
+	st := n.acme.manager.Stats()
+	if st.Obtained < 2 || st.Hosts[0].Serial != renewed {
 		t.Fatalf("after renewal: %+v", st)
+	}
+
+	pb.Stop()
+	for deadline := time.Now().Add(60 * time.Second); n.acme.manager.Stats().Failed == 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no renewal failed with the CA gone: %+v", n.acme.manager.Stats())
+		}
+	}
+	if got, err := served(c, url); err != nil || got != renewed {
+		t.Fatalf("after a failed renewal the node serves %s (%v), not the renewed %s", got, err, renewed)
+	}
+	_, body := get(t, http.DefaultClient, "http://"+n.Addrs().Admin+"/metrics")
+	st = n.acme.manager.Stats()
+	for _, want := range []string{
+		fmt.Sprintf(`perigee_acme_certificates_total{outcome="obtained"} %d`, st.Obtained),
+		`perigee_acme_certificates_total{outcome="failed"} `,
+		fmt.Sprintf(`perigee_acme_certificate_expiry_timestamp_seconds{host=%q} %s`, acmeHost, strconv.FormatFloat(float64(st.Hosts[0].NotAfter.Unix()), 'g', -1, 64)),
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("GET /metrics has no %q", want)
+		}
 	}
 }
 
@@ -236,40 +262,6 @@ func TestACMEStaplesOCSPOnEveryProtocol(t *testing.T) {
 		staple, err := ocsp.ParseResponseForCert(resp.TLS.OCSPResponse, chain[0], chain[1])
 		if err != nil || staple.Status != ocsp.Good {
 			t.Fatalf("%s: staple %v, %v", pc.name, staple, err)
-		}
-	}
-}
-
-// A renewal that fails (the CA is gone) keeps the old certificate serving,
-// and says so where an operator alerts: the failure and the certificate's
-// expiry are series of GET /metrics, not only figures of GET
-// /certificates.
-func TestACMEFailedRenewalKeepsTheOldCertificateServingAndIsMeasured(t *testing.T) {
-	https := acmetest.FreeAddr(t)
-	pb := acmetest.Start(t, acmetest.Options{HTTPAddr: acmetest.FreeAddr(t), TLSAddr: https, Validity: 30 * time.Second})
-	n := startNode(t, acmeYAML(t, pb, https, t.TempDir(), "  challenges: [tls-alpn-01]\n"))
-	c := fresh(pb.Roots(t))
-	url := "https://" + https + "/"
-	first := waitServed(t, c, url, "")
-	pb.Stop()
-	// Renewal starts with a third of the 30 seconds left.
-	for deadline := time.Now().Add(60 * time.Second); n.acme.manager.Stats().Failed == 0; time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no renewal failed with the CA gone: %+v", n.acme.manager.Stats())
-		}
-	}
-	if got, err := served(c, url); err != nil || got != first {
-		t.Fatalf("after a failed renewal the node serves %s (%v), not the old %s", got, err, first)
-	}
-	_, body := get(t, http.DefaultClient, "http://"+n.Addrs().Admin+"/metrics")
-	notAfter := n.acme.manager.Stats().Hosts[0].NotAfter
-	for _, want := range []string{
-		`perigee_acme_certificates_total{outcome="obtained"} 1`,
-		`perigee_acme_certificates_total{outcome="failed"} `,
-		fmt.Sprintf(`perigee_acme_certificate_expiry_timestamp_seconds{host=%q} %s`, acmeHost, strconv.FormatFloat(float64(notAfter.Unix()), 'g', -1, 64)),
-	} {
-		if !strings.Contains(body, want) {
-			t.Errorf("GET /metrics has no %q", want)
 		}
 	}
 }
