@@ -6,6 +6,7 @@
 package certs
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -66,12 +67,52 @@ func Load(certFile, keyFile string, hosts []string) (*tls.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tls: loading %s and %s: %w", certFile, keyFile, err)
 	}
-	if c.Leaf == nil {
-		if c.Leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
-			return nil, fmt.Errorf("tls: parsing %s: %w", certFile, err)
-		}
+	if c.Leaf, err = parseChain(certFile, certPEM, len(c.Certificate), time.Now()); err != nil {
+		return nil, err
 	}
 	return &c, nil
+}
+
+// maxChain bounds the certificates of a chain file: a leaf and its
+// intermediates are two to four, and every one goes out in every handshake.
+const maxChain = 10
+
+// parseChain parses every certificate of a chain file, where
+// tls.X509KeyPair parses only the leaf and never looks at its dates, and
+// returns the leaf. It refuses what no client would accept, so that a
+// reload keeps the certificate it serves instead: more than maxChain
+// certificates, a block that is no certificate, a leaf expired or not yet
+// valid. Each refusal names the file and the line of the block.
+func parseChain(file string, chainPEM []byte, n int, now time.Time) (*x509.Certificate, error) {
+	if n > maxChain {
+		return nil, fmt.Errorf("tls: %s holds %d certificates; a chain is at most %d", file, n, maxChain)
+	}
+	var leaf *x509.Certificate
+	rest := chainPEM
+	for i := 1; ; {
+		begin := bytes.Index(rest, []byte("-----BEGIN"))
+		line := 1 + bytes.Count(chainPEM[:len(chainPEM)-len(rest)+max(begin, 0)], []byte("\n"))
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			return leaf, nil
+		}
+		if block.Type != "CERTIFICATE" {
+			continue // the key, when both are in one file
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %s:%d: certificate %d of the chain: %w", file, line, i, err)
+		}
+		if i == 1 {
+			switch leaf = c; {
+			case now.After(c.NotAfter):
+				return nil, fmt.Errorf("tls: %s:%d: the certificate expired at %s", file, line, c.NotAfter.UTC().Format(time.RFC3339))
+			case now.Before(c.NotBefore):
+				return nil, fmt.Errorf("tls: %s:%d: the certificate is not valid before %s", file, line, c.NotBefore.UTC().Format(time.RFC3339))
+			}
+		}
+		i++
+	}
 }
 
 // Set makes c the certificate served from now on.

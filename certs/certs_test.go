@@ -1,8 +1,10 @@
 package certs
 
 import (
+	"bytes"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,5 +64,63 @@ func TestLoadRefusesWhatIsNoCertificateFile(t *testing.T) {
 	for _, bad := range []struct{ path, want string }{{fifo, "not a regular file"}, {"/dev/zero", "not a regular file"}, {huge, "over"}} {
 		filestest.Refused(t, "Load with cert "+bad.path, func() error { _, err := Load(bad.path, keyPath, nil); return err }, bad.path, bad.want)
 		filestest.Refused(t, "Load with key "+bad.path, func() error { _, err := Load(certPath, bad.path, nil); return err }, bad.path, bad.want)
+	}
+}
+
+// devPEM writes a fresh dev certificate and its key in dir, with
+// chainTail appended to the certificate file as it is.
+func devPEM(t *testing.T, dir string, chainTail []byte) (certPath, keyPath string) {
+	t.Helper()
+	c, err := SelfSigned(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath, keyPath = filepath.Join(dir, "chain.pem"), filepath.Join(dir, "key.pem")
+	if err := WritePEM(c, certPath, keyPath); err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := os.ReadFile(certPath)
+	if err := os.WriteFile(certPath, append(leaf, chainTail...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certPath, keyPath
+}
+
+// tls.X509KeyPair parses only the leaf and never looks at its dates: an
+// expired or not yet valid certificate (testdata/, made for 2000 and for
+// 2090), a chain block that is no certificate, or a file of a thousand
+// blocks (each sent in every handshake) was served, and a reload swapped
+// it in for a good one. Each is refused, naming the file, the block's
+// line and why.
+func TestLoadRefusesAChainNoClientWouldAccept(t *testing.T) {
+	dev, _ := SelfSigned(nil)
+	intermediate := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: dev.Certificate[0]})
+	garbage := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("not DER")})
+	filestest.Refused(t, "expired", func() error { _, err := Load("testdata/expired.pem", "testdata/expired.key", nil); return err },
+		"testdata/expired.pem:1: the certificate expired at 2001-01-01T00:00:00Z")
+	filestest.Refused(t, "not yet valid", func() error {
+		_, err := Load("testdata/not-yet-valid.pem", "testdata/not-yet-valid.key", nil)
+		return err
+	}, "testdata/not-yet-valid.pem:1: the certificate is not valid before 2090-01-01T00:00:00Z")
+	certPath, keyPath := devPEM(t, t.TempDir(), append(intermediate, garbage...))
+	chain, _ := os.ReadFile(certPath)
+	line := 1 + bytes.Count(chain[:len(chain)-len(garbage)], []byte("\n"))
+	filestest.Refused(t, "garbage intermediate", func() error { _, err := Load(certPath, keyPath, nil); return err },
+		fmt.Sprintf("chain.pem:%d: certificate 3 of the chain", line))
+	certPath, keyPath = devPEM(t, t.TempDir(), bytes.Repeat(intermediate, 1000))
+	filestest.Refused(t, "a thousand blocks", func() error { _, err := Load(certPath, keyPath, nil); return err },
+		"chain.pem holds 1001 certificates; a chain is at most 10")
+
+	certPath, keyPath = devPEM(t, t.TempDir(), nil)
+	otherKey := filepath.Join(t.TempDir(), "other.key")
+	if err := WritePEM(dev, filepath.Join(t.TempDir(), "other.pem"), otherKey); err != nil {
+		t.Fatal(err)
+	}
+	filestest.Refused(t, "key of another certificate", func() error { _, err := Load(certPath, otherKey, nil); return err }, "chain.pem", "other.key", "does not match")
+
+	// A leaf and its intermediates load, each parsed.
+	certPath, keyPath = devPEM(t, t.TempDir(), append(intermediate, intermediate...))
+	if c, err := Load(certPath, keyPath, nil); err != nil || len(c.Certificate) != 3 || c.Leaf == nil || c.Leaf.Subject.CommonName != "perigee dev" {
+		t.Fatalf("leaf with two intermediates: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"perigee/connlimit"
 	"perigee/edge/admin"
 	"perigee/edge/config"
+	"perigee/edge/metrics"
 )
 
 // autocert gets the node's certificates from an ACME CA when the config
@@ -39,7 +41,7 @@ func newAutocert(cfg *config.Config, log *slog.Logger) (*autocert, error) {
 // start runs once the HTTPS listener is open at httpsAddr, which answers
 // TLS-ALPN-01: it opens the HTTP-01 listener, bounded by a limiter limit
 // makes, and starts obtaining.
-func (a *autocert) start(cfg *config.Config, httpsAddr string, adm *admin.API, limit func(string, connlimit.Settings) *connlimit.Limiter) error {
+func (a *autocert) start(cfg *config.Config, httpsAddr string, adm *admin.API, m *metrics.Metrics, limit func(string, connlimit.Settings) *connlimit.Limiter) error {
 	adm.HandleJSON("GET /certificates", func() any {
 		if a == nil {
 			return map[string]string{"acme": "off"}
@@ -49,6 +51,20 @@ func (a *autocert) start(cfg *config.Config, httpsAddr string, adm *admin.API, l
 	if a == nil {
 		return nil
 	}
+	// A failing renewal keeps the old certificate serving, so it shows
+	// nowhere but here and in the log until the certificate expires.
+	m.Counters("perigee_acme_certificates_total", "Certificates this node obtained or renewed from the ACME CA, and attempts that failed.", []string{"outcome"}, func(emit metrics.Emit) {
+		st := a.manager.Stats()
+		emit(float64(st.Obtained), "obtained")
+		emit(float64(st.Failed), "failed")
+	})
+	m.Gauges("perigee_acme_certificate_expiry_timestamp_seconds", "When each host's certificate served now expires (Unix seconds); absent while it has none.", []string{"host"}, func(emit metrics.Emit) {
+		for _, h := range a.manager.Stats().Hosts {
+			if !h.NotAfter.IsZero() {
+				emit(float64(h.NotAfter.Unix()), h.Host)
+			}
+		}
+	})
 	if addr := cfg.ACME.HTTPListen; addr != "" {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -78,13 +94,14 @@ func (a *autocert) start(cfg *config.Config, httpsAddr string, adm *admin.API, l
 	return a.manager.Start(httpsAddr, a.addr)
 }
 
-// close stops renewals and the HTTP-01 listener.
-func (a *autocert) close() {
+// close stops renewals and the HTTP-01 listener, waiting for the
+// renewals until ctx ends.
+func (a *autocert) close(ctx context.Context) {
 	if a == nil {
 		return
 	}
 	if a.plain != nil {
 		a.plain.Close()
 	}
-	a.manager.Stop()
+	a.manager.Stop(ctx)
 }

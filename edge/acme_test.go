@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 
 	"perigee/certs/acme"
 	"perigee/certs/acme/acmetest"
+	"perigee/files/filestest"
 )
 
 const acmeHost = "www.perigee.test"
@@ -201,8 +204,12 @@ func TestACMETLSALPN01OnTheHTTPSListener(t *testing.T) {
 }
 
 // A certificate pebble issues for 30 seconds is renewed before it expires
-// (a third of its lifetime left), and the new one is served at once.
-func TestACMERenewsAShortLivedCertificate(t *testing.T) {
+// (a third of its lifetime left), and the new one is served at once. Then
+// the CA is gone: the next renewal fails, the renewed certificate keeps
+// serving, and that shows where an operator alerts: the failure and the
+// certificate's expiry are series of GET /metrics, not only figures of GET
+// /certificates.
+func TestACMERenewsAShortLivedCertificateAndAFailedRenewalKeepsItServing(t *testing.T) {
 	https := acmetest.FreeAddr(t)
 	pb := acmetest.Start(t, acmetest.Options{HTTPAddr: acmetest.FreeAddr(t), TLSAddr: https, Validity: 30 * time.Second})
 	n := startNode(t, acmeYAML(t, pb, https, t.TempDir(), "  challenges: [tls-alpn-01]\n"))
@@ -210,8 +217,30 @@ func TestACMERenewsAShortLivedCertificate(t *testing.T) {
 	url := "https://" + https + "/"
 	first := waitServed(t, c, url, "")
 	renewed := waitServed(t, c, url, first)
-	if st := n.acme.manager.Stats(); st.Obtained < 2 || st.Hosts[0].Serial != renewed {
+	st := n.acme.manager.Stats()
+	if st.Obtained < 2 || st.Hosts[0].Serial != renewed {
 		t.Fatalf("after renewal: %+v", st)
+	}
+
+	pb.Stop()
+	for deadline := time.Now().Add(60 * time.Second); n.acme.manager.Stats().Failed == 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no renewal failed with the CA gone: %+v", n.acme.manager.Stats())
+		}
+	}
+	if got, err := served(c, url); err != nil || got != renewed {
+		t.Fatalf("after a failed renewal the node serves %s (%v), not the renewed %s", got, err, renewed)
+	}
+	_, body := get(t, http.DefaultClient, "http://"+n.Addrs().Admin+"/metrics")
+	st = n.acme.manager.Stats()
+	for _, want := range []string{
+		fmt.Sprintf(`perigee_acme_certificates_total{outcome="obtained"} %d`, st.Obtained),
+		`perigee_acme_certificates_total{outcome="failed"} `,
+		fmt.Sprintf(`perigee_acme_certificate_expiry_timestamp_seconds{host=%q} %s`, acmeHost, strconv.FormatFloat(float64(st.Hosts[0].NotAfter.Unix()), 'g', -1, 64)),
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("GET /metrics has no %q", want)
+		}
 	}
 }
 
@@ -234,5 +263,49 @@ func TestACMEStaplesOCSPOnEveryProtocol(t *testing.T) {
 		if err != nil || staple.Status != ocsp.Good {
 			t.Fatalf("%s: staple %v, %v", pc.name, staple, err)
 		}
+	}
+}
+
+// The OCSP responder is the CA's, named in the certificate it issues, and
+// certmagic asked it with a client that has no timeout: a responder that
+// never answers held the certificate out of the cache, so it was never
+// served, and held the maintenance loop, so nothing was renewed again.
+// Stapling gives up instead (after certmagic's 30 seconds), and the
+// certificate is served without a staple. A shutdown while the
+// maintenance loop waits on the responder again (each renew_check) ends
+// within its deadline: it waited for that request, though the node had
+// stopped serving.
+func TestACMEStalledOCSPResponderHoldsNoCertificateBack(t *testing.T) {
+	https := acmetest.FreeAddr(t)
+	pb := acmetest.Start(t, acmetest.Options{HTTPAddr: acmetest.FreeAddr(t), TLSAddr: https, OCSP: true, OCSPStall: true})
+	n := startNode(t, acmeYAML(t, pb, https, t.TempDir(), "  challenges: [tls-alpn-01]\n"))
+	waitServed(t, fresh(pb.Roots(t)), "https://"+https+"/", "")
+	if st := n.acme.manager.Stats(); st.Hosts[0].Stapled {
+		t.Fatalf("a staple from a responder that never answers: %+v", st)
+	}
+	time.Sleep(3 * time.Second) // past renew_check: the loop asks the responder again
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := filestest.Within(t, "Shutdown with a one-second deadline", func() error { return n.Shutdown(ctx) }); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatal(err)
+	}
+}
+
+// Host names are case-insensitive, and certmagic manages the lower-case
+// spelling; a host listed as WWW.Perigee.Test got its certificate, but
+// GET /certificates and the expiry series, which looked it up as spelt,
+// said it had none.
+func TestACMEHostListedInCapitalsIsReportedWithItsCertificate(t *testing.T) {
+	https := acmetest.FreeAddr(t)
+	pb := acmetest.Start(t, acmetest.Options{HTTPAddr: acmetest.FreeAddr(t), TLSAddr: https})
+	yaml := strings.Replace(acmeYAML(t, pb, https, t.TempDir(), "  challenges: [tls-alpn-01]\n"), "hosts: ["+acmeHost+"]", "hosts: [WWW.Perigee.Test]", 1)
+	n := startNode(t, yaml)
+	serial := waitServed(t, fresh(pb.Roots(t)), "https://"+https+"/", "")
+	if st := n.acme.manager.Stats(); st.Hosts[0].Host != "WWW.Perigee.Test" || st.Hosts[0].Serial != serial {
+		t.Fatalf("serving %s, GET /certificates says %+v", serial, st.Hosts)
+	}
+	_, body := get(t, http.DefaultClient, "http://"+n.Addrs().Admin+"/metrics")
+	if !strings.Contains(body, `perigee_acme_certificate_expiry_timestamp_seconds{host="WWW.Perigee.Test"}`) {
+		t.Fatal("GET /metrics has no expiry for the host")
 	}
 }

@@ -195,7 +195,7 @@ func (n *Node) Start() (err error) {
 		return err
 	}
 	// The HTTPS listener answers TLS-ALPN-01, so ACME starts after it.
-	return n.acme.start(cfg, n.listeners.addrs.HTTPS, n.admin, n.listeners.limiter)
+	return n.acme.start(cfg, n.listeners.addrs.HTTPS, n.admin, n.metrics, n.listeners.limiter)
 }
 
 // Shutdown stops accepting, lets requests in flight finish until ctx ends
@@ -209,7 +209,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 // stopParts stops every part but the listeners, latest started first.
 func (n *Node) stopParts(ctx context.Context) error {
 	n.listeners.close()
-	n.acme.close()
+	n.acme.close(ctx)
 	if n.stop != nil {
 		n.stop() // the sampler
 	}

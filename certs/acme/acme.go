@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -43,10 +44,11 @@ type Manager struct {
 
 // running is certmagic at work: its cache keeps a maintenance goroutine.
 type running struct {
-	cache  *certmagic.Cache
-	magic  *certmagic.Config
-	issuer *certmagic.ACMEIssuer
-	cancel context.CancelFunc
+	cache   *certmagic.Cache
+	magic   *certmagic.Config
+	issuer  *certmagic.ACMEIssuer
+	cancel  context.CancelFunc
+	stopped chan struct{} // closed once the maintenance goroutine has ended
 }
 
 // maxRoots bounds the ca_roots file: a few thousand certificates.
@@ -110,7 +112,7 @@ func (m *Manager) Start(httpsAddr, httpAddr string) error {
 	// events, which go to our log instead.
 	quiet := zap.NewNop()
 	iss.Logger = quiet
-	r := &running{}
+	r := &running{stopped: make(chan struct{})}
 	r.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return r.magic, nil },
 		RenewCheckInterval: c.RenewCheck.D(),
@@ -118,13 +120,19 @@ func (m *Manager) Start(httpsAddr, httpAddr string) error {
 		Logger:             quiet,
 	})
 	r.magic = certmagic.New(r.cache, certmagic.Config{
-		Storage:        &certmagic.FileStorage{Path: c.Storage},
+		Storage: boundedStorage{&certmagic.FileStorage{Path: c.Storage}, m.log},
+		// The OCSP responder is the CA's, named in what it issues, and
+		// certmagic asks it with http.DefaultClient, which never gives
+		// up, unless a proxy is set: then its client has a 30 s timeout.
+		// One that never answered held the certificate out of the cache
+		// (never served) and the maintenance loop (nothing renewed).
+		OCSP:           certmagic.OCSPConfig{HTTPProxy: http.ProxyFromEnvironment},
 		OnEvent:        m.event,
 		ShouldEmitFunc: func(name string) bool { return strings.HasPrefix(name, "cert_") },
 		Logger:         quiet,
 	})
 	r.issuer = certmagic.NewACMEIssuer(r.magic, iss)
-	r.magic.Issuers = []certmagic.Issuer{r.issuer}
+	r.magic.Issuers = []certmagic.Issuer{boundedIssuer{r.issuer, c.IssueTimeout.D()}}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	m.run.Store(r)
@@ -132,6 +140,56 @@ func (m *Manager) Start(httpsAddr, httpAddr string) error {
 		return fmt.Errorf("acme: %w", err)
 	}
 	return nil
+}
+
+// boundedIssuer gives each attempt at an issuance at most timeout.
+// certmagic bounds none, and acmez sleeps as long as the CA's Retry-After
+// says (years, from a hostile or broken CA) while certmagic holds the
+// storage lock every node sharing it waits on. Its other methods
+// (PreCheck, Revoke, GetRenewalInfo) are the ACME issuer's.
+type boundedIssuer struct {
+	*certmagic.ACMEIssuer
+	timeout time.Duration
+}
+
+func (b boundedIssuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*certmagic.IssuedCertificate, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, b.timeout, errIssueTimeout)
+	defer cancel()
+	c, err := b.ACMEIssuer.Issue(ctx, csr)
+	if err != nil && errors.Is(context.Cause(ctx), errIssueTimeout) {
+		return nil, fmt.Errorf("the CA did not issue within acme.issue_timeout (%v): %w", b.timeout, err)
+	}
+	return c, err
+}
+
+var errIssueTimeout = errors.New("acme.issue_timeout")
+
+// maxStored bounds a file read back from storage: certificates, keys,
+// staples and their metadata are a few KiB.
+const maxStored = 1 << 20
+
+// boundedStorage is certmagic's file storage, but reads within bounds.
+// The directory may be shared by a fleet, and certmagic read it with
+// os.ReadFile: a huge file where a certificate belongs was read whole by
+// every node that loads it, a FIFO hung its host's loading for good, and
+// certmagic reports neither (its logs are off), so the refusal is logged
+// here, naming the file. A file that cannot be opened is not: clients
+// name the challenge files looked up (by SNI and Host), and one too long
+// to be a file name would have each request logged.
+type boundedStorage struct {
+	*certmagic.FileStorage
+	log *slog.Logger
+}
+
+var _ certmagic.TryLocker = boundedStorage{}
+
+func (s boundedStorage) Load(_ context.Context, key string) ([]byte, error) {
+	b, err := files.Read(s.Filename(key), maxStored)
+	var open *fs.PathError
+	if err != nil && !(errors.As(err, &open) && open.Op == "open") {
+		s.log.Error("acme.storage: stored file refused", "err", err)
+	}
+	return b, err
 }
 
 // solveAt points a challenge solver at a listener of ours.
@@ -150,16 +208,28 @@ func solveAt(addr string, host *string, port *int) error {
 	return nil
 }
 
-// Stop ends renewals and OCSP refreshes; an issuance under way is abandoned.
-func (m *Manager) Stop() {
+// Stop ends renewals and OCSP refreshes; an issuance under way is
+// abandoned. It waits for certmagic's maintenance goroutine until ctx
+// ends: that goroutine may be in a request to the CA (an OCSP or ARI
+// refresh, which takes from 30 s to minutes against one that does not
+// answer, and which nothing cancels), and then finishes it alone.
+func (m *Manager) Stop(ctx context.Context) {
 	r := m.run.Load()
 	if r == nil {
 		return
 	}
 	m.stop.Do(func() {
 		r.cancel()
-		r.cache.Stop()
+		go func() {
+			r.cache.Stop()
+			close(r.stopped)
+		}()
 	})
+	select {
+	case <-r.stopped:
+	case <-ctx.Done():
+		m.log.Warn("certificate maintenance is still in a request to the CA; not waiting for it", "err", context.Cause(ctx))
+	}
 }
 
 // GetCertificate serves the host's certificate, or the TLS-ALPN-01
@@ -241,7 +311,8 @@ func (m *Manager) Stats() Stats {
 		st := Status{Host: h}
 		var certs []certmagic.Certificate
 		if r != nil {
-			certs = r.cache.AllMatchingCertificates(h)
+			// certmagic manages, and indexes, the lower-case spelling.
+			certs = r.cache.AllMatchingCertificates(strings.ToLower(h))
 		}
 		if len(certs) > 0 && certs[0].Leaf != nil {
 			c := certs[0]

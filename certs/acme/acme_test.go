@@ -2,6 +2,7 @@ package acme
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"io"
 	"log/slog"
@@ -34,7 +35,7 @@ func TestManagerBeforeStart(t *testing.T) {
 	if st := m.Stats(); len(st.Hosts) != 1 || st.Hosts[0].Serial != "" {
 		t.Fatalf("stats before Start: %+v", st)
 	}
-	m.Stop() // nothing to stop
+	m.Stop(context.Background()) // nothing to stop
 	for host, want := range map[string]string{
 		"www.example.com":      "https://www.example.com/x?y",
 		"www.example.com:80":   "https://www.example.com/x?y",
@@ -96,5 +97,37 @@ func TestNewRefusesRootsThatAreNoFiles(t *testing.T) {
 		c := Config{Hosts: []string{"www.example.com"}, Storage: t.TempDir(), CARoots: path}
 		c.SetDefaults()
 		filestest.Refused(t, "New with ca_roots "+path, func() error { _, err := New(c, slog.Default()); return err }, "not a regular file")
+	}
+}
+
+// The redirect's host is the managed host alone, whatever the Host header
+// on the wire holds around it: userinfo, a second host, a port of words,
+// brackets, a trailing dot, an IPv6 literal, or a header split by CRLF
+// (which Go's server refuses itself).
+func TestRedirectHostIsTheManagedHostWhateverHostSays(t *testing.T) {
+	srv := httptest.NewServer(testManager(t).HTTPHandler("8443"))
+	defer srv.Close()
+	for _, host := range []string{
+		"www.example.com:80@evil.example", "evil.example@www.example.com", "www.example.com:@evil.example:1",
+		"[www.example.com]:80", "www.example.com.", "www.example.com.:80", "[::1]:80", "[::ffff:127.0.0.1]",
+		"www.example.com:80:80", "www.example.com\r\nLocation: https://evil.example/", "www.example.com%40evil.example",
+		"www.example.com\\@evil.example", "www.example.com:/evil.example",
+	} {
+		c, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "GET /x HTTP/1.1\r\nHost: "+host+"\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if loc := resp.Header.Get("Location"); loc != "" && loc != "https://www.example.com:8443/x" {
+			t.Errorf("Host %q: %d to %q", host, resp.StatusCode, loc)
+		}
 	}
 }

@@ -46,6 +46,10 @@ type Config struct {
 	// RenewCheck is how often certificates are checked for renewal (a third
 	// of the lifetime left) and OCSP staples refreshed.
 	RenewCheck units.Duration `yaml:"renew_check" json:"renew_check"`
+	// IssueTimeout bounds one attempt at an issuance or renewal: a CA that
+	// never finishes (a Retry-After of years) fails the attempt instead of
+	// hanging it, and it is retried as any failure is.
+	IssueTimeout units.Duration `yaml:"issue_timeout" json:"issue_timeout"`
 }
 
 // SetDefaults fills what the section leaves out.
@@ -58,6 +62,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.RenewCheck == 0 {
 		c.RenewCheck = units.Duration(10 * time.Minute)
+	}
+	if c.IssueTimeout == 0 {
+		c.IssueTimeout = units.Duration(10 * time.Minute)
 	}
 }
 
@@ -103,6 +110,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RenewCheck < units.Duration(time.Second) {
 		bad("renew_check: must be at least 1s, got %v", c.RenewCheck)
+	}
+	if c.IssueTimeout < units.Duration(time.Second) {
+		bad("issue_timeout: must be at least 1s, got %v", c.IssueTimeout)
 	}
 	return errors.Join(errs...)
 }

@@ -2,6 +2,7 @@ package acme
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -57,7 +58,7 @@ func runNode(spec string) error {
 	if err != nil {
 		return err
 	}
-	defer m.Stop()
+	defer m.Stop(context.Background())
 	var store certs.Store
 	store.Use(m)
 	ln, err := tls.Listen("tcp", n.Listen, store.TLSConfig("http/1.1"))

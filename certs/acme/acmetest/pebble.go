@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,6 +37,8 @@ type Options struct {
 	// OCSP names a responder in what pebble issues and runs it, answering
 	// "good" signed by pebble's intermediate.
 	OCSP bool
+	// OCSPStall makes that responder take each request and never answer.
+	OCSPStall bool
 }
 
 // Pebble is a running CA.
@@ -47,7 +50,12 @@ type Pebble struct {
 	ServerCA string
 	mgmt     string
 	client   *http.Client
+	stop     func()
 }
+
+// Stop ends the CA now, for a test of what a node does while its CA is
+// gone; otherwise it ends with the test.
+func (p *Pebble) Stop() { p.stop() }
 
 // Start runs pebble until the test ends; it skips the test when pebble is
 // not installed.
@@ -86,7 +94,7 @@ func Start(t testing.TB, o Options) *Pebble {
 		"externalAccountBindingRequired": false,
 	}
 	if o.OCSP {
-		conf["ocspResponderURL"] = p.ocspResponder(t)
+		conf["ocspResponderURL"] = p.ocspResponder(t, o.OCSPStall)
 	}
 	if o.Validity > 0 {
 		conf["certificateValidityPeriod"] = int(o.Validity / time.Second)
@@ -106,9 +114,12 @@ func Start(t testing.TB, o Options) *Pebble {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
+	p.stop = sync.OnceFunc(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
+	})
+	t.Cleanup(func() {
+		p.stop()
 		if t.Failed() {
 			t.Logf("pebble output:\n%s", out.String())
 		}
@@ -160,14 +171,19 @@ func (p *Pebble) get(path string) ([]byte, error) {
 
 // ocspResponder serves OCSP on loopback until the test ends and returns
 // its URL. It signs with pebble's intermediate, fetched at the first
-// request (pebble makes its keys when it starts).
-func (p *Pebble) ocspResponder(t testing.TB) string {
+// request (pebble makes its keys when it starts); or, stalling, it holds
+// each request unanswered until the test ends.
+func (p *Pebble) ocspResponder(t testing.TB, stall bool) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if stall {
+			<-r.Context().Done()
+			return
+		}
 		der, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
