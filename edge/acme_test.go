@@ -210,6 +210,7 @@ func TestACMETLSALPN01OnTheHTTPSListener(t *testing.T) {
 // certificate's expiry are series of GET /metrics, not only figures of GET
 // /certificates.
 func TestACMERenewsAShortLivedCertificateAndAFailedRenewalKeepsItServing(t *testing.T) {
+	t.Parallel() // most of it waits on certmagic's clocks: beside the other such test
 	https := acmetest.FreeAddr(t)
 	pb := acmetest.Start(t, acmetest.Options{HTTPAddr: acmetest.FreeAddr(t), TLSAddr: https, Validity: 30 * time.Second})
 	n := startNode(t, acmeYAML(t, pb, https, t.TempDir(), "  challenges: [tls-alpn-01]\n"))
@@ -276,6 +277,7 @@ func TestACMEStaplesOCSPOnEveryProtocol(t *testing.T) {
 // within its deadline: it waited for that request, though the node had
 // stopped serving.
 func TestACMEStalledOCSPResponderHoldsNoCertificateBack(t *testing.T) {
+	t.Parallel() // most of it waits on certmagic's clocks: beside the other such test
 	https := acmetest.FreeAddr(t)
 	pb := acmetest.Start(t, acmetest.Options{HTTPAddr: acmetest.FreeAddr(t), TLSAddr: https, OCSP: true, OCSPStall: true})
 	n := startNode(t, acmeYAML(t, pb, https, t.TempDir(), "  challenges: [tls-alpn-01]\n"))
