@@ -88,7 +88,9 @@ func served(c *http.Client, url string) (string, error) {
 // waitServed waits until the node serves a certificate other than not.
 func waitServed(t *testing.T, c *http.Client, url, not string) string {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
+	// A bound on a hang, not on speed: a stalled OCSP responder alone
+	// holds a certificate back 30 s, and twice that on a loaded CI core.
+	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		serial, err := served(c, url)
 		if err == nil && serial != not {
