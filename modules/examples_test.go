@@ -73,6 +73,23 @@ func build(t testing.TB, name string) []byte {
 // backend that echoes what reached it.
 func example(t *testing.T, name string, config any) string {
 	t.Helper()
+	return exampleBefore(t, name, config, echoBackend)
+}
+
+var echoBackend = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("x-upstream-uri", r.RequestURI)
+	for _, h := range []string{"x-edge", "x-api-key", "x-jwt-sub"} {
+		w.Header().Set("x-upstream-"+h, r.Header.Get(h))
+	}
+	w.Header().Set("server", "backend")
+	w.Header().Set("content-type", "application/json")
+	io.WriteString(w, `{"user":"ann","password":"hunter2","cards":[{"ssn":"123"}]}`)
+})
+
+// exampleBefore loads one example with config and serves it in front of
+// backend.
+func exampleBefore(t *testing.T, name string, config any, backend http.Handler) string {
+	t.Helper()
 	bin := build(t, name)
 	cfg, err := wasm.EncodeConfig(config, ".")
 	if err != nil {
@@ -83,15 +100,6 @@ func example(t *testing.T, name string, config any) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(tr.Release)
-	backend := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("x-upstream-uri", r.RequestURI)
-		for _, h := range []string{"x-edge", "x-api-key", "x-jwt-sub"} {
-			w.Header().Set("x-upstream-"+h, r.Header.Get(h))
-		}
-		w.Header().Set("server", "backend")
-		w.Header().Set("content-type", "application/json")
-		io.WriteString(w, `{"user":"ann","password":"hunter2","cards":[{"ssn":"123"}]}`)
-	})
 	srv := httptest.NewServer(wasm.NewChain(tr).Then(backend))
 	t.Cleanup(srv.Close)
 	return srv.URL
