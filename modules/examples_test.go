@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -26,13 +27,16 @@ import (
 
 // host keeps compiled examples on disk between runs: compiling a Go guest
 // under the race detector takes seconds.
-var host = func() *wasm.Host {
-	h, err := wasm.NewHost(wasm.Options{CacheDir: filepath.Join(os.TempDir(), "perigee-modules-test-cache")})
+var host = newHost(nil)
+
+// newHost is a host on the shared cache; a nil logger discards guest logs.
+func newHost(logger *slog.Logger) *wasm.Host {
+	h, err := wasm.NewHost(wasm.Options{CacheDir: filepath.Join(os.TempDir(), "perigee-modules-test-cache"), Logger: logger})
 	if err != nil {
 		panic(err)
 	}
 	return h
-}()
+}
 
 var (
 	buildMu sync.Mutex

@@ -1,0 +1,63 @@
+//go:build !wasip1
+
+package modules_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"perigee/runtime/wasm"
+)
+
+// The networks are judged against the client the node vouches for in
+// X-Real-IP (behind a trusted proxy, the client, not the proxy) as well as
+// the connection's peer, in every spelling of an address and a network.
+func TestDenyListAddresses(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, network, realIP string
+		want                  int
+	}{
+		{"the client behind a trusted proxy", "10.9.0.0/16", "10.9.1.2", 403},
+		{"a client outside the networks", "10.9.0.0/16", "10.8.1.2", 200},
+		{"a bare address", "127.0.0.1", "", 403},
+		{"a bare IPv6 address", "2001:db8::1", "2001:db8::1", 403},
+		{"an IPv4-mapped network", "::ffff:127.0.0.0/104", "", 403},
+		{"an IPv4-mapped client", "10.9.0.0/16", "::ffff:10.9.1.2", 403},
+		{"a link-local client with a zone", "fe80::/10", "fe80::1%eth0", 403},
+	}
+	for _, c := range cases {
+		url := example(t, "denylist", map[string]any{"networks": []any{c.network}})
+		header := map[string]string{}
+		if c.realIP != "" {
+			header["x-real-ip"] = c.realIP
+		}
+		if resp, _ := do(t, "GET", url+"/", header); resp.StatusCode != c.want {
+			t.Errorf("%s (%s, X-Real-IP %q): status %d, want %d", c.name, c.network, c.realIP, resp.StatusCode, c.want)
+		}
+	}
+}
+
+// A network that does not parse is a typo in a deny list: loading refuses
+// it rather than serve without it, and the node's log names it.
+func TestDenyListRefusesABadNetwork(t *testing.T) {
+	t.Parallel()
+	var log bytes.Buffer
+	logged := newHost(slog.New(slog.NewTextHandler(&log, nil)))
+	t.Cleanup(func() { logged.Close(context.Background()) })
+	cfg, err := wasm.EncodeConfig(map[string]any{"networks": []any{"10.9.0.0/16", "10.9.0.0/33"}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := logged.Load(context.Background(), wasm.Spec{Name: "denylist", Source: "denylist", Wasm: build(t, "denylist"), Config: cfg, Settings: wasm.Settings{Pool: 1}})
+	if err == nil {
+		tr.Release()
+		t.Fatal("a deny list with 10.9.0.0/33 loaded")
+	}
+	if !strings.Contains(log.String(), "10.9.0.0/33") {
+		t.Errorf("the log does not name the bad network:\n%s", log.String())
+	}
+}
