@@ -4,10 +4,12 @@ package modules_test
 
 import (
 	"compress/gzip"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 type encoding int
@@ -104,5 +106,35 @@ func TestRedactBodiesItCannotParse(t *testing.T) {
 		if resp.StatusCode != c.status || strings.Contains(body, "hunter2") || (c.status == 200 && body != c.want) {
 			t.Errorf("%s: %d %.200q, want %d %q", name, resp.StatusCode, body, c.status, c.want)
 		}
+	}
+}
+
+// A Range request would have the backend send a slice of the document: a
+// JSON fragment that parses on its own ("hunter2"), or several in a
+// multipart/byteranges body the guest does not read as JSON.
+func TestRedactRangeRequests(t *testing.T) {
+	t.Parallel()
+	file := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("content-type", "application/json")
+		http.ServeContent(w, r, "doc.json", time.Time{}, strings.NewReader(secretDoc))
+	})
+	url := exampleBefore(t, "redact", map[string]any{"fields": []any{"password"}}, file)
+	at := strings.Index(secretDoc, `"hunter2"`)
+	for _, ranges := range []string{fmt.Sprintf("bytes=%d-%d", at, at+len(`"hunter2"`)-1), fmt.Sprintf("bytes=0-1,%d-%d", at, at+8)} {
+		resp, body := do(t, "GET", url+"/", map[string]string{"range": ranges})
+		if resp.StatusCode != 200 || body != `{"password":"[redacted]","user":"ann"}` {
+			t.Errorf("range %s: %d %q, want the whole document masked", ranges, resp.StatusCode, body)
+		}
+	}
+	// A backend that answers a range nobody asked for.
+	slice := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("content-type", "application/json")
+		w.Header().Set("content-range", fmt.Sprintf("bytes %d-%d/%d", at, at+8, len(secretDoc)))
+		w.WriteHeader(http.StatusPartialContent)
+		io.WriteString(w, `"hunter2"`)
+	})
+	url = exampleBefore(t, "redact", map[string]any{"fields": []any{"password"}}, slice)
+	if resp, body := do(t, "GET", url+"/", nil); resp.StatusCode != 502 || strings.Contains(body, "hunter2") {
+		t.Errorf("unasked 206: %d %q, want 502", resp.StatusCode, body)
 	}
 }

@@ -7,9 +7,10 @@
 //
 // A response is JSON when its media type, in any case, names json
 // (application/json, application/problem+json, application/x-ndjson);
-// others pass unchanged. It asks the backend for an unencoded body, and
-// answers 502 rather than pass on a JSON response it cannot read whole: an
-// encoded one, or one that does not parse as a sequence of JSON values.
+// others pass unchanged. It asks the backend for an unencoded, whole body
+// (no Accept-Encoding, no Range), and answers 502 rather than pass on a
+// response it cannot read whole: a 206, an encoded JSON one, or a JSON one
+// that does not parse as a sequence of JSON values.
 package main
 
 import (
@@ -104,13 +105,23 @@ func init() {
 	sdk.Enable(sdk.BufferResponse)
 	sdk.HandleRequest(func(req sdk.Request, _ sdk.Response) sdk.Action {
 		// A client's Accept-Encoding: gzip would have the backend send a
-		// body the guest cannot read.
-		req.Headers().Del("accept-encoding")
+		// body the guest cannot read; a Range, a slice of the document
+		// ("hunter2" parses on its own) or a multipart/byteranges of them.
+		for _, h := range []string{"accept-encoding", "range", "if-range"} {
+			req.Headers().Del(h)
+		}
 		return sdk.Continue
 	})
 	sdk.HandleResponse(func(_ uint32, _ sdk.Request, resp sdk.Response, isError bool) {
+		if isError {
+			return
+		}
+		if resp.StatusCode() == 206 {
+			refuse(resp, "the backend sent a range the guest did not ask for")
+			return
+		}
 		ct, _ := resp.Headers().Get("content-type")
-		if isError || !isJSON(ct) {
+		if !isJSON(ct) {
 			return
 		}
 		body := resp.Body().ReadAll()
