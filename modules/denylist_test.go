@@ -45,19 +45,27 @@ func TestDenyListAddresses(t *testing.T) {
 // it rather than serve without it, and the node's log names it.
 func TestDenyListRefusesABadNetwork(t *testing.T) {
 	t.Parallel()
+	refusesToLoad(t, "denylist", map[string]any{"networks": []any{"10.9.0.0/16", "10.9.0.0/33"}}, "10.9.0.0/33")
+}
+
+// refusesToLoad checks that name with config fails to load and that the
+// guest's log says why, with want in it.
+func refusesToLoad(t *testing.T, name string, config any, want string) {
+	t.Helper()
 	var log bytes.Buffer
 	logged := newHost(slog.New(slog.NewTextHandler(&log, nil)))
 	t.Cleanup(func() { logged.Close(context.Background()) })
-	cfg, err := wasm.EncodeConfig(map[string]any{"networks": []any{"10.9.0.0/16", "10.9.0.0/33"}}, ".")
+	cfg, err := wasm.EncodeConfig(config, ".")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, err := logged.Load(context.Background(), wasm.Spec{Name: "denylist", Source: "denylist", Wasm: build(t, "denylist"), Config: cfg, Settings: wasm.Settings{Pool: 1}})
+	tr, err := logged.Load(context.Background(), wasm.Spec{Name: name, Source: name, Wasm: build(t, name), Config: cfg, Settings: wasm.Settings{Pool: 1}})
 	if err == nil {
 		tr.Release()
-		t.Fatal("a deny list with 10.9.0.0/33 loaded")
+		t.Errorf("%s loaded with config %v", name, config)
+		return
 	}
-	if !strings.Contains(log.String(), "10.9.0.0/33") {
-		t.Errorf("the log does not name the bad network:\n%s", log.String())
+	if !strings.Contains(log.String(), want) {
+		t.Errorf("%s with config %v: the log does not say %q:\n%s", name, config, want, log.String())
 	}
 }

@@ -251,3 +251,25 @@ func TestWAT(t *testing.T) {
 		t.Errorf("passthrough: %v %q", resp.Header, body)
 	}
 }
+
+// A config the guest cannot follow whole stops it from loading, with the
+// reason in the log: serving with the rest would drop a header the
+// operator meant removed, or send paths unrewritten.
+func TestBadConfigStopsLoading(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name   string
+		config any
+		want   string
+	}{
+		{"addheader", "x-edge: fra-1\nx-debug fra-1", "x-debug fra-1"},
+		{"addheader", "x edge: fra-1", "x edge"},
+		{"addheader", "x-edge: a\tb\x01", "x-edge"},
+		{"addheader", "-", "is not a header name"},
+		{"rewrite", map[string]any{"from": "/a/", "to": "/b/"}, "JSON list"},
+		{"rewrite", []any{map[string]any{"from": "a/", "to": "/b/"}}, "from: a/"},
+		{"rewrite", []any{map[string]any{"from": "/a/", "to": "b/"}}, "to: b/"},
+	} {
+		refusesToLoad(t, c.name, c.config, c.want)
+	}
+}

@@ -5,9 +5,13 @@
 //
 //	x-edge: fra-1     set x-edge to fra-1
 //	-server           remove server
+//
+// A line that is no rule (no colon, a name that is not a token, a value
+// with a control byte) stops the module from loading.
 package main
 
 import (
+	"fmt"
 	"strings"
 
 	"perigee/modules/sdk"
@@ -18,24 +22,46 @@ type rule struct {
 	remove      bool
 }
 
-func parse(cfg string) []rule {
+// parse reads the rules, or says which line is no rule: a name must be a
+// token (RFC 9110 §5.1), a value must hold no control byte but tab.
+func parse(cfg string) ([]rule, error) {
 	var rules []rule
 	for _, line := range strings.Split(cfg, "\n") {
 		line = strings.TrimSpace(line)
+		var r rule
 		switch {
 		case line == "" || strings.HasPrefix(line, "#"):
+			continue
 		case strings.HasPrefix(line, "-"):
-			rules = append(rules, rule{name: strings.TrimSpace(line[1:]), remove: true})
+			r = rule{name: strings.TrimSpace(line[1:]), remove: true}
 		default:
 			name, value, ok := strings.Cut(line, ":")
 			if !ok {
-				sdk.Log(sdk.LevelWarn, "addheader: ignoring rule without a colon: "+line)
-				continue
+				return nil, fmt.Errorf("rule %q has no colon", line)
 			}
-			rules = append(rules, rule{name: strings.TrimSpace(name), value: strings.TrimSpace(value)})
+			r = rule{name: strings.TrimSpace(name), value: strings.TrimSpace(value)}
+		}
+		if !isToken(r.name) {
+			return nil, fmt.Errorf("rule %q: %q is not a header name", line, r.name)
+		}
+		if strings.ContainsFunc(r.value, func(c rune) bool { return c < 0x20 && c != '\t' || c == 0x7f }) {
+			return nil, fmt.Errorf("rule %q: the value holds a control byte", line)
+		}
+		rules = append(rules, r)
+	}
+	return rules, nil
+}
+
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
 		}
 	}
-	return rules
+	return true
 }
 
 func apply(h sdk.Header, rules []rule) {
@@ -49,7 +75,10 @@ func apply(h sdk.Header, rules []rule) {
 }
 
 func init() {
-	rules := parse(string(sdk.Config()))
+	rules, err := parse(string(sdk.Config()))
+	if err != nil {
+		sdk.RefuseToLoad("addheader: " + err.Error())
+	}
 	for _, r := range rules {
 		if r.remove {
 			// Removing a header from the upstream response needs it held

@@ -20,7 +20,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
-	"strconv"
 	"strings"
 
 	"perigee/modules/sdk"
@@ -48,8 +47,7 @@ func init() {
 	for _, n := range cfg.Networks {
 		p, err := parseNetwork(n)
 		if err != nil {
-			// Serving without an entry would let in whom it names.
-			panic("denylist: bad network " + strconv.Quote(n) + ": " + err.Error())
+			sdk.RefuseToLoad("denylist: bad network " + n + ": " + err.Error())
 		}
 		networks = append(networks, p)
 	}
