@@ -273,3 +273,22 @@ func TestBadConfigStopsLoading(t *testing.T) {
 		refusesToLoad(t, c.name, c.config, c.want)
 	}
 }
+
+// A header the backend also sends keeps the backend's value unless a
+// removal of it comes first: then the rule's value replaces it.
+func TestAddHeaderOverridesTheBackendAfterARemoval(t *testing.T) {
+	t.Parallel()
+	backend := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("x-frame-options", "ALLOWALL")
+		w.Header().Set("x-edge", "backend")
+		io.WriteString(w, "hi")
+	})
+	url := exampleBefore(t, "addheader", "-x-frame-options\nx-frame-options: DENY\nx-edge: fra-1", backend)
+	resp, _ := do(t, "GET", url+"/", nil)
+	if got := resp.Header.Values("x-frame-options"); len(got) != 1 || got[0] != "DENY" {
+		t.Errorf("x-frame-options %q, want DENY", got)
+	}
+	if got := resp.Header.Values("x-edge"); len(got) != 1 || got[0] != "backend" {
+		t.Errorf("x-edge %q, want the backend's", got)
+	}
+}

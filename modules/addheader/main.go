@@ -6,6 +6,13 @@
 //	x-edge: fra-1     set x-edge to fra-1
 //	-server           remove server
 //
+// A response header set this way goes out with the upstream response, and
+// one the backend sends too keeps the backend's value; a removal of the
+// name on an earlier line makes the value replace the backend's:
+//
+//	-x-frame-options
+//	x-frame-options: DENY
+//
 // A line that is no rule (no colon, a name that is not a token, a value
 // with a control byte) stops the module from loading.
 package main
@@ -20,6 +27,9 @@ import (
 type rule struct {
 	name, value string
 	remove      bool
+	// replaces is set on a value whose name an earlier line removes: it
+	// replaces the backend's, which would win over one set before upstream.
+	replaces bool
 }
 
 // parse reads the rules, or says which line is no rule: a name must be a
@@ -46,6 +56,9 @@ func parse(cfg string) ([]rule, error) {
 		}
 		if strings.ContainsFunc(r.value, func(c rune) bool { return c < 0x20 && c != '\t' || c == 0x7f }) {
 			return nil, fmt.Errorf("rule %q: the value holds a control byte", line)
+		}
+		for _, earlier := range rules {
+			r.replaces = r.replaces || !r.remove && earlier.remove && strings.EqualFold(earlier.name, r.name)
 		}
 		rules = append(rules, r)
 	}
@@ -100,8 +113,11 @@ func init() {
 	})
 	sdk.HandleResponse(func(_ uint32, _ sdk.Request, resp sdk.Response, _ bool) {
 		for _, r := range rules {
-			if r.remove {
+			switch {
+			case r.remove:
 				resp.Headers().Del(r.name)
+			case r.replaces:
+				resp.Headers().Set(r.name, r.value)
 			}
 		}
 	})
