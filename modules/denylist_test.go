@@ -48,6 +48,20 @@ func TestDenyListRefusesABadNetwork(t *testing.T) {
 	refusesToLoad(t, "denylist", map[string]any{"networks": []any{"10.9.0.0/16", "10.9.0.0/33"}}, "10.9.0.0/33")
 }
 
+// Countries are two-letter codes in any case and spacing; anything else
+// (a three-letter code never matches the node's header) stops loading.
+func TestDenyListCountries(t *testing.T) {
+	t.Parallel()
+	url := example(t, "denylist", map[string]any{"countries": []any{" kp ", "ir"}})
+	for country, want := range map[string]int{"KP": 403, "IR": 403, "DE": 200, "": 200} {
+		if resp, _ := do(t, "GET", url+"/", map[string]string{"x-perigee-country": country}); resp.StatusCode != want {
+			t.Errorf("country %q: status %d, want %d", country, resp.StatusCode, want)
+		}
+	}
+	refusesToLoad(t, "denylist", map[string]any{"countries": []any{"KP", "PRK"}}, "PRK")
+	refusesToLoad(t, "denylist", map[string]any{"countries": []any{""}}, "bad country")
+}
+
 // refusesToLoad checks that name with config fails to load and that the
 // guest's log says why, with want in it.
 func refusesToLoad(t *testing.T, name string, config any, want string) {

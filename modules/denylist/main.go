@@ -9,11 +9,12 @@
 //	{"countries": ["KP", "IR"], "networks": ["203.0.113.0/24", "2001:db8::/32", "198.51.100.7"],
 //	 "country_header": "x-perigee-country"}
 //
-// A network is a prefix or a bare address; IPv4-mapped ones
-// (::ffff:203.0.113.0/120) stand for their IPv4 form, and a client's zone
-// (fe80::1%eth0) is ignored. A network that does not parse stops the
-// module from loading. country_header defaults to x-perigee-country.
-// Denied requests get 403.
+// Countries are two-letter ISO 3166-1 codes, in any case. A network is a
+// prefix or a bare address; IPv4-mapped ones (::ffff:203.0.113.0/120)
+// stand for their IPv4 form, and a client's zone (fe80::1%eth0) is
+// ignored. A country or a network that does not parse stops the module
+// from loading. country_header defaults to x-perigee-country. Denied
+// requests get 403.
 package main
 
 import (
@@ -41,7 +42,11 @@ func init() {
 	}
 	countries := map[string]bool{}
 	for _, c := range cfg.Countries {
-		countries[strings.ToUpper(c)] = true
+		code := strings.ToUpper(strings.TrimSpace(c))
+		if len(code) != 2 || strings.Trim(code, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != "" {
+			sdk.RefuseToLoad("denylist: bad country " + c + ": not a two-letter ISO 3166-1 code")
+		}
+		countries[code] = true
 	}
 	var networks []netip.Prefix
 	for _, n := range cfg.Networks {
