@@ -254,7 +254,8 @@ func TestWAT(t *testing.T) {
 
 // A config the guest cannot follow whole stops it from loading, with the
 // reason in the log: serving with the rest would drop a header the
-// operator meant removed, or send paths unrewritten.
+// operator meant removed, send paths unrewritten, or deny or mask nothing
+// for a misspelt key.
 func TestBadConfigStopsLoading(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
@@ -267,6 +268,13 @@ func TestBadConfigStopsLoading(t *testing.T) {
 		{"addheader", "x-edge: a\tb\x01", "x-edge"},
 		{"addheader", "-", "is not a header name"},
 		{"rewrite", map[string]any{"from": "/a/", "to": "/b/"}, "JSON list"},
+		{"rewrite", []any{map[string]any{"form": "/a/", "to": "/b/"}}, `unknown field "form"`},
+		{"denylist", map[string]any{"network": []any{"10.9.0.0/16"}}, `unknown field "network"`},
+		{"denylist", "KP", "config is not JSON"},
+		{"redact", map[string]any{"field": []any{"password"}}, `unknown field "field"`},
+		{"jwt", map[string]any{"secert": "s3cret"}, `unknown field "secert"`},
+		{"jwt", map[string]any{"issuer": "perigee"}, "needs a secret"},
+		{"apikey", map[string]any{"key": "k-123"}, `unknown field "key"`},
 		{"rewrite", []any{map[string]any{"from": "a/", "to": "/b/"}}, "from: a/"},
 		{"rewrite", []any{map[string]any{"from": "/a/", "to": "b/"}}, "to: b/"},
 	} {

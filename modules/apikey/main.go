@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"strings"
 
+	"perigee/modules/internal/guestconfig"
 	"perigee/modules/sdk"
 )
 
@@ -62,8 +63,8 @@ func known(keys []string, key string) bool {
 
 func init() {
 	var cfg config
-	if err := json.Unmarshal(sdk.Config(), &cfg); err != nil {
-		sdk.Log(sdk.LevelError, "apikey: config is not JSON: "+err.Error())
+	if err := guestconfig.Decode(sdk.Config(), &cfg); err != nil {
+		sdk.RefuseToLoad("apikey: config is not JSON of keys and header: " + err.Error())
 	}
 	if cfg.Header == "" {
 		cfg.Header = "x-api-key"

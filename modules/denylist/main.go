@@ -18,11 +18,11 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"net/netip"
 	"strings"
 
+	"perigee/modules/internal/guestconfig"
 	"perigee/modules/sdk"
 )
 
@@ -34,8 +34,8 @@ type config struct {
 
 func init() {
 	var cfg config
-	if err := json.Unmarshal(sdk.Config(), &cfg); err != nil {
-		sdk.Log(sdk.LevelError, "denylist: config is not JSON: "+err.Error())
+	if err := guestconfig.Decode(sdk.Config(), &cfg); err != nil {
+		sdk.RefuseToLoad("denylist: config is not JSON of countries, networks and country_header: " + err.Error())
 	}
 	if cfg.CountryHeader == "" {
 		cfg.CountryHeader = "x-perigee-country"

@@ -30,6 +30,7 @@ import (
 	"strings"
 	"time"
 
+	"perigee/modules/internal/guestconfig"
 	"perigee/modules/sdk"
 )
 
@@ -207,8 +208,11 @@ func bearerToken(h sdk.Header) (string, error) {
 
 func init() {
 	var cfg config
-	if err := json.Unmarshal(sdk.Config(), &cfg); err != nil || cfg.Secret == "" {
-		sdk.Log(sdk.LevelError, "jwt: config needs a secret; every request will be refused")
+	if err := guestconfig.Decode(sdk.Config(), &cfg); err != nil {
+		sdk.RefuseToLoad("jwt: config is not JSON of secret, issuer, audience and subject_header: " + err.Error())
+	}
+	if cfg.Secret == "" {
+		sdk.RefuseToLoad("jwt: config needs a secret")
 	}
 	if cfg.SubjectHeader == "" {
 		cfg.SubjectHeader = "x-jwt-sub"
@@ -218,10 +222,7 @@ func init() {
 		token, err := bearerToken(req.Headers())
 		var c claims
 		if err == nil {
-			err = errors.New("no secret configured")
-			if cfg.Secret != "" {
-				c, err = verify(token, cfg, time.Now())
-			}
+			c, err = verify(token, cfg, time.Now())
 		}
 		if err != nil {
 			resp.SetStatusCode(401)

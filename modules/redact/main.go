@@ -20,6 +20,7 @@ import (
 	"io"
 	"strings"
 
+	"perigee/modules/internal/guestconfig"
 	"perigee/modules/sdk"
 )
 
@@ -91,8 +92,8 @@ func refuse(resp sdk.Response, why string) {
 
 func init() {
 	var cfg config
-	if err := json.Unmarshal(sdk.Config(), &cfg); err != nil {
-		sdk.Log(sdk.LevelError, "redact: config is not JSON: "+err.Error())
+	if err := guestconfig.Decode(sdk.Config(), &cfg); err != nil {
+		sdk.RefuseToLoad("redact: config is not JSON of fields and mask: " + err.Error())
 	}
 	if cfg.Mask == "" {
 		cfg.Mask = "[redacted]"

@@ -10,10 +10,10 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 
+	"perigee/modules/internal/guestconfig"
 	"perigee/modules/sdk"
 )
 
@@ -26,7 +26,7 @@ func init() {
 	// A rule that cannot apply stops the module from loading, rather than
 	// send the paths it names upstream unrewritten.
 	var rules []rule
-	if err := json.Unmarshal(sdk.Config(), &rules); err != nil {
+	if err := guestconfig.Decode(sdk.Config(), &rules); err != nil {
 		sdk.RefuseToLoad("rewrite: config is not a JSON list of {from, to}: " + err.Error())
 	}
 	for _, r := range rules {
