@@ -138,3 +138,38 @@ func TestJWTAuthorizationFields(t *testing.T) {
 		}
 	}
 }
+
+// leeway, in seconds, allows for the issuer's clock: exp and nbf are
+// judged that much more loosely, and a token issued (iat) further than
+// that in the future is refused, as it is with none.
+func TestJWTClockSkew(t *testing.T) {
+	t.Parallel()
+	now := time.Now().Unix()
+	token := func(claims string, args ...any) string {
+		return signJWT("s3cret", `{"alg":"HS256"}`, fmt.Sprintf(claims, args...))
+	}
+	cases := map[string]struct {
+		token             string
+		strict, tolerated int
+	}{
+		"expired 10s ago":     {token(`{"sub":"ann","exp":%d}`, now-10), 401, 200},
+		"expired 10m ago":     {token(`{"sub":"ann","exp":%d}`, now-600), 401, 401},
+		"valid in 10s":        {token(`{"sub":"ann","exp":%d,"nbf":%d}`, now+3600, now+10), 401, 200},
+		"issued in 10s":       {token(`{"sub":"ann","exp":%d,"iat":%d}`, now+3600, now+10), 401, 200},
+		"issued in 10m":       {token(`{"sub":"ann","exp":%d,"iat":%d}`, now+3600, now+600), 401, 401},
+		"issued a minute ago": {token(`{"sub":"ann","exp":%d,"iat":%d}`, now+3600, now-60), 200, 200},
+		"iat not a number":    {token(`{"sub":"ann","exp":%d,"iat":"yesterday"}`, now+3600), 401, 401},
+	}
+	strict := example(t, "jwt", map[string]any{"secret": "s3cret"})
+	tolerant := example(t, "jwt", map[string]any{"secret": "s3cret", "leeway": 60})
+	for name, c := range cases {
+		if resp := sendAuth(t, strict+"/", "Bearer "+c.token); resp.StatusCode != c.strict {
+			t.Errorf("%s, no leeway: status %d, want %d", name, resp.StatusCode, c.strict)
+		}
+		if resp := sendAuth(t, tolerant+"/", "Bearer "+c.token); resp.StatusCode != c.tolerated {
+			t.Errorf("%s, leeway 60: status %d, want %d", name, resp.StatusCode, c.tolerated)
+		}
+	}
+	refusesToLoad(t, "jwt", map[string]any{"secret": "s3cret", "leeway": -1}, "leeway")
+	refusesToLoad(t, "jwt", map[string]any{"secret": "s3cret", "leeway": 86400}, "leeway")
+}

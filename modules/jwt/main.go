@@ -4,11 +4,13 @@
 // ("Bearer <token>", the scheme in any case). Its config is JSON:
 //
 //	{"secret": "s3cret", "issuer": "https://id.example", "audience": "api",
-//	 "subject_header": "x-jwt-sub"}
+//	 "leeway": 30, "subject_header": "x-jwt-sub"}
 //
 // The signature is checked first, before any of the token is parsed; then
-// alg (HS256 exactly), exp (required) and nbf; iss when issuer is set; aud
-// (a string or a list holding it) when audience is set. A token is refused
+// alg (HS256 exactly), exp (required), nbf and iat (not in the future),
+// each within leeway seconds (0 to 300, default 0) for the issuer's clock;
+// iss when issuer is set; aud (a string or a list holding it) when
+// audience is set. A token is refused
 // when its header has crit (no extension is understood), when its header or
 // claims repeat a member (parsers that keep the first and the last would
 // read different claims), when its base64url is not canonical, and when sub
@@ -39,7 +41,13 @@ type config struct {
 	Issuer        string `json:"issuer"`
 	Audience      string `json:"audience"`
 	SubjectHeader string `json:"subject_header"`
+	// Leeway is how many seconds the issuer's clock may be off.
+	Leeway int `json:"leeway"`
 }
+
+// maxLeeway bounds leeway: past a few minutes it is no longer skew but a
+// longer life for every token.
+const maxLeeway = 300
 
 // claims are the registered claims the guest reads; members are matched by
 // their exact names, as RFC 7519 §4 has them.
@@ -49,6 +57,7 @@ type claims struct {
 	Aud []string
 	Exp *float64
 	Nbf *float64
+	Iat *float64
 }
 
 // b64 refuses padding, the standard alphabet and spare bits that are not
@@ -110,7 +119,7 @@ func parseClaims(raw []byte) (claims, error) {
 	}
 	var aud json.RawMessage
 	err = errors.Join(member(m, "sub", &c.Sub), member(m, "iss", &c.Iss), member(m, "exp", &c.Exp),
-		member(m, "nbf", &c.Nbf), member(m, "aud", &aud))
+		member(m, "nbf", &c.Nbf), member(m, "iat", &c.Iat), member(m, "aud", &aud))
 	if err != nil {
 		return c, err
 	}
@@ -167,12 +176,14 @@ func verify(token string, cfg config, now time.Time) (claims, error) {
 	if c, err = parseClaims(raw); err != nil {
 		return c, errors.New("malformed claims")
 	}
-	unix := float64(now.Unix())
+	unix, leeway := float64(now.Unix()), float64(cfg.Leeway)
 	switch {
-	case c.Exp == nil || unix >= *c.Exp:
+	case c.Exp == nil || unix >= *c.Exp+leeway:
 		return c, errors.New("token expired")
-	case c.Nbf != nil && unix < *c.Nbf:
+	case c.Nbf != nil && unix < *c.Nbf-leeway:
 		return c, errors.New("token not yet valid")
+	case c.Iat != nil && *c.Iat > unix+leeway:
+		return c, errors.New("token issued in the future")
 	case cfg.Issuer != "" && c.Iss != cfg.Issuer:
 		return c, errors.New("wrong issuer")
 	case cfg.Audience != "" && !contains(c.Aud, cfg.Audience):
@@ -213,6 +224,9 @@ func init() {
 	}
 	if cfg.Secret == "" {
 		sdk.RefuseToLoad("jwt: config needs a secret")
+	}
+	if cfg.Leeway < 0 || cfg.Leeway > maxLeeway {
+		sdk.RefuseToLoad(fmt.Sprintf("jwt: leeway %d is not 0..%d seconds", cfg.Leeway, maxLeeway))
 	}
 	if cfg.SubjectHeader == "" {
 		cfg.SubjectHeader = "x-jwt-sub"
