@@ -220,7 +220,7 @@ func bearerToken(h sdk.Header) (string, error) {
 func init() {
 	var cfg config
 	if err := guestconfig.Decode(sdk.Config(), &cfg); err != nil {
-		sdk.RefuseToLoad("jwt: config is not JSON of secret, issuer, audience and subject_header: " + err.Error())
+		sdk.RefuseToLoad("jwt: config is not JSON of secret, issuer, audience, leeway and subject_header: " + err.Error())
 	}
 	if cfg.Secret == "" {
 		sdk.RefuseToLoad("jwt: config needs a secret")
