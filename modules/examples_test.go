@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -26,13 +27,16 @@ import (
 
 // host keeps compiled examples on disk between runs: compiling a Go guest
 // under the race detector takes seconds.
-var host = func() *wasm.Host {
-	h, err := wasm.NewHost(wasm.Options{CacheDir: filepath.Join(os.TempDir(), "perigee-modules-test-cache")})
+var host = newHost(nil)
+
+// newHost is a host on the shared cache; a nil logger discards guest logs.
+func newHost(logger *slog.Logger) *wasm.Host {
+	h, err := wasm.NewHost(wasm.Options{CacheDir: filepath.Join(os.TempDir(), "perigee-modules-test-cache"), Logger: logger})
 	if err != nil {
 		panic(err)
 	}
 	return h
-}()
+}
 
 var (
 	buildMu sync.Mutex
@@ -73,6 +77,23 @@ func build(t testing.TB, name string) []byte {
 // backend that echoes what reached it.
 func example(t *testing.T, name string, config any) string {
 	t.Helper()
+	return exampleBefore(t, name, config, echoBackend)
+}
+
+var echoBackend = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("x-upstream-uri", r.RequestURI)
+	for _, h := range []string{"x-edge", "x-api-key", "x-jwt-sub"} {
+		w.Header().Set("x-upstream-"+h, r.Header.Get(h))
+	}
+	w.Header().Set("server", "backend")
+	w.Header().Set("content-type", "application/json")
+	io.WriteString(w, `{"user":"ann","password":"hunter2","cards":[{"ssn":"123"}]}`)
+})
+
+// exampleBefore loads one example with config and serves it in front of
+// backend.
+func exampleBefore(t *testing.T, name string, config any, backend http.Handler) string {
+	t.Helper()
 	bin := build(t, name)
 	cfg, err := wasm.EncodeConfig(config, ".")
 	if err != nil {
@@ -83,15 +104,6 @@ func example(t *testing.T, name string, config any) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(tr.Release)
-	backend := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("x-upstream-uri", r.RequestURI)
-		for _, h := range []string{"x-edge", "x-api-key", "x-jwt-sub"} {
-			w.Header().Set("x-upstream-"+h, r.Header.Get(h))
-		}
-		w.Header().Set("server", "backend")
-		w.Header().Set("content-type", "application/json")
-		io.WriteString(w, `{"user":"ann","password":"hunter2","cards":[{"ssn":"123"}]}`)
-	})
 	srv := httptest.NewServer(wasm.NewChain(tr).Then(backend))
 	t.Cleanup(srv.Close)
 	return srv.URL
@@ -237,5 +249,54 @@ func TestWAT(t *testing.T) {
 	resp, body := do(t, "GET", url+"/x", nil)
 	if resp.Header.Get("x-powered-by") != "perigee-wat" || !strings.Contains(body, "ann") {
 		t.Errorf("passthrough: %v %q", resp.Header, body)
+	}
+}
+
+// A config the guest cannot follow whole stops it from loading, with the
+// reason in the log: serving with the rest would drop a header the
+// operator meant removed, send paths unrewritten, or deny or mask nothing
+// for a misspelt key.
+func TestBadConfigStopsLoading(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name   string
+		config any
+		want   string
+	}{
+		{"addheader", "x-edge: fra-1\nx-debug fra-1", "x-debug fra-1"},
+		{"addheader", "x edge: fra-1", "x edge"},
+		{"addheader", "x-edge: a\tb\x01", "x-edge"},
+		{"addheader", "-", "is not a header name"},
+		{"rewrite", map[string]any{"from": "/a/", "to": "/b/"}, "JSON list"},
+		{"rewrite", []any{map[string]any{"form": "/a/", "to": "/b/"}}, `unknown field "form"`},
+		{"denylist", map[string]any{"network": []any{"10.9.0.0/16"}}, `unknown field "network"`},
+		{"denylist", "KP", "config is not JSON"},
+		{"redact", map[string]any{"field": []any{"password"}}, `unknown field "field"`},
+		{"jwt", map[string]any{"secert": "s3cret"}, `unknown field "secert"`},
+		{"jwt", map[string]any{"issuer": "perigee"}, "needs a secret"},
+		{"apikey", map[string]any{"key": "k-123"}, `unknown field "key"`},
+		{"rewrite", []any{map[string]any{"from": "a/", "to": "/b/"}}, "from: a/"},
+		{"rewrite", []any{map[string]any{"from": "/a/", "to": "b/"}}, "to: b/"},
+	} {
+		refusesToLoad(t, c.name, c.config, c.want)
+	}
+}
+
+// A header the backend also sends keeps the backend's value unless a
+// removal of it comes first: then the rule's value replaces it.
+func TestAddHeaderOverridesTheBackendAfterARemoval(t *testing.T) {
+	t.Parallel()
+	backend := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("x-frame-options", "ALLOWALL")
+		w.Header().Set("x-edge", "backend")
+		io.WriteString(w, "hi")
+	})
+	url := exampleBefore(t, "addheader", "-x-frame-options\nx-frame-options: DENY\nx-edge: fra-1", backend)
+	resp, _ := do(t, "GET", url+"/", nil)
+	if got := resp.Header.Values("x-frame-options"); len(got) != 1 || got[0] != "DENY" {
+		t.Errorf("x-frame-options %q, want DENY", got)
+	}
+	if got := resp.Header.Values("x-edge"); len(got) != 1 || got[0] != "backend" {
+		t.Errorf("x-edge %q, want the backend's", got)
 	}
 }

@@ -5,7 +5,8 @@
 //
 //	{"keys": "k1\nk2\n", "header": "x-api-key"}
 //
-// keys is one key a line (blank lines and # comments ignored), or a list.
+// keys is one key a line (blank lines and # comments ignored), or a list;
+// keys are trimmed and empty ones ignored.
 // A node config can name a file instead, keys_file: keys.txt, and the host
 // hands its contents over as keys. header defaults to x-api-key. The key
 // header is removed before the request goes upstream.
@@ -16,6 +17,7 @@ import (
 	"encoding/json"
 	"strings"
 
+	"perigee/modules/internal/guestconfig"
 	"perigee/modules/sdk"
 )
 
@@ -24,22 +26,30 @@ type config struct {
 	Header string          `json:"header"`
 }
 
+// loadKeys reads the keys trimmed, without empty ones: a client's header
+// value comes trimmed, and an empty key would let in a request with an
+// empty header.
 func loadKeys(raw json.RawMessage) []string {
-	var list []string
-	if json.Unmarshal(raw, &list) == nil {
-		return list
-	}
-	var text string
-	if err := json.Unmarshal(raw, &text); err != nil {
-		sdk.Log(sdk.LevelError, "apikey: keys must be a string or a list")
-		return nil
-	}
-	for _, line := range strings.Split(text, "\n") {
-		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
-			list = append(list, line)
+	var given []string
+	if json.Unmarshal(raw, &given) != nil {
+		var text string
+		if err := json.Unmarshal(raw, &text); err != nil {
+			sdk.Log(sdk.LevelError, "apikey: keys must be a string or a list")
+			return nil
+		}
+		for _, line := range strings.Split(text, "\n") {
+			if !strings.HasPrefix(strings.TrimSpace(line), "#") {
+				given = append(given, line)
+			}
 		}
 	}
-	return list
+	var keys []string
+	for _, k := range given {
+		if k = strings.TrimSpace(k); k != "" {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 // known compares in constant time so response timing does not leak keys.
@@ -53,8 +63,8 @@ func known(keys []string, key string) bool {
 
 func init() {
 	var cfg config
-	if err := json.Unmarshal(sdk.Config(), &cfg); err != nil {
-		sdk.Log(sdk.LevelError, "apikey: config is not JSON: "+err.Error())
+	if err := guestconfig.Decode(sdk.Config(), &cfg); err != nil {
+		sdk.RefuseToLoad("apikey: config is not JSON of keys and header: " + err.Error())
 	}
 	if cfg.Header == "" {
 		cfg.Header = "x-api-key"

@@ -4,12 +4,16 @@
 // Its config is a JSON list of rules, the first match wins:
 //
 //	[{"from": "/api/v1/", "to": "/v1/"}, {"from": "/old/", "to": "/new/"}]
+//
+// A config that is not such a list, or a from or to that does not start
+// with /, stops the module from loading.
 package main
 
 import (
-	"encoding/json"
+	"fmt"
 	"strings"
 
+	"perigee/modules/internal/guestconfig"
 	"perigee/modules/sdk"
 )
 
@@ -19,9 +23,16 @@ type rule struct {
 }
 
 func init() {
+	// A rule that cannot apply stops the module from loading, rather than
+	// send the paths it names upstream unrewritten.
 	var rules []rule
-	if err := json.Unmarshal(sdk.Config(), &rules); err != nil {
-		sdk.Log(sdk.LevelError, "rewrite: config is not a JSON list of {from, to}: "+err.Error())
+	if err := guestconfig.Decode(sdk.Config(), &rules); err != nil {
+		sdk.RefuseToLoad("rewrite: config is not a JSON list of {from, to}: " + err.Error())
+	}
+	for _, r := range rules {
+		if !strings.HasPrefix(r.From, "/") || !strings.HasPrefix(r.To, "/") {
+			sdk.RefuseToLoad(fmt.Sprintf("rewrite: rule {from: %s, to: %s}: both must be paths, starting with /", r.From, r.To))
+		}
 	}
 	sdk.HandleRequest(func(req sdk.Request, _ sdk.Response) sdk.Action {
 		uri := req.URI()

@@ -145,6 +145,14 @@ const (
 // Log writes msg to the host's log.
 func Log(level Level, msg string) { log(int32(level), strPtr(msg), uint32(len(msg))) }
 
+// RefuseToLoad logs why the transform cannot run and stops it from loading.
+// Called in init, for a config it cannot follow whole: serving with part
+// of it (a deny list short of an entry) would be worse than not serving.
+func RefuseToLoad(why string) {
+	Log(LevelError, why)
+	panic(why)
+}
+
 // LogEnabled tells whether the host keeps messages at level, to skip
 // building ones it would drop.
 func LogEnabled(level Level) bool { return logEnabled(int32(level)) == 1 }
