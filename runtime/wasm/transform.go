@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,11 +18,6 @@ import (
 	"perigee/runtime/wasm/meter"
 	"perigee/telemetry"
 )
-
-// instantiateTimeout bounds a guest's start function at load time and when
-// a discarded instance is replaced in the background; one the pool grows
-// for a waiting request gets the transform's timeout (see acquire).
-const instantiateTimeout = 10 * time.Second
 
 // Transform is one loaded module: its own runtime (so its memory cap holds),
 // its compiled code and a bounded pool of ready instances.
@@ -145,14 +141,43 @@ func (t *Transform) init(ctx context.Context, h *Host) error {
 	// (a tick, a queue notification) waits for one of these rather than
 	// growing the pool past what its channel holds.
 	t.made.Store(int64(t.spec.Pool))
-	for range t.spec.Pool {
-		inst, err := t.instantiate(ctx, instantiateTimeout)
-		if err != nil {
-			return err
-		}
-		t.pool <- inst
+	return t.fill(ctx)
+}
+
+// errInitTimeout is the cause of a load's end at init_timeout.
+var errInitTimeout = errors.New("init_timeout")
+
+// fill starts the pool at load, GOMAXPROCS instances at a time and all of
+// them within init_timeout: one after the other, each with its own bound, a
+// large pool of slow starts held a reload for pool × that bound. The first
+// start that fails ends the others.
+func (t *Transform) fill(ctx context.Context) error {
+	limit := t.spec.InitTimeout.D()
+	ctx, cancel := context.WithTimeoutCause(ctx, limit, errInitTimeout)
+	defer cancel()
+	var (
+		next  atomic.Int64
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	for range min(runtime.GOMAXPROCS(0), t.spec.Pool) {
+		wg.Go(func() {
+			for next.Add(1) <= int64(t.spec.Pool) {
+				inst, err := t.instantiate(ctx, limit)
+				if err != nil {
+					once.Do(func() { first = err; cancel() })
+					return
+				}
+				t.pool <- inst
+			}
+		})
 	}
-	return nil
+	wg.Wait()
+	if first != nil && context.Cause(ctx) == errInitTimeout {
+		return fmt.Errorf("%d of the pool's %d instances started within init_timeout %s: %w", len(t.pool), t.spec.Pool, limit, first)
+	}
+	return first
 }
 
 // instantiate makes an instance within timeout: its start functions and
@@ -292,15 +317,16 @@ func (t *Transform) acquire(ctx context.Context) (*instance, error) {
 func (t *Transform) put(inst *instance) { t.pool <- inst }
 
 // grow makes one more instance if max_pool allows; the request that asked
-// pays for instantiating it, until deadline, and the pool keeps it, so a
-// client that leaves meanwhile does not cut it short. A start function
-// still running at the deadline is stopped, and counted as a timeout.
+// pays for instantiating it, until deadline or for init_timeout, whichever
+// ends first, and the pool keeps it, so a client that leaves meanwhile
+// does not cut it short. A start function still running then is stopped,
+// and counted as a timeout.
 func (t *Transform) grow(deadline time.Time) *instance {
 	if t.made.Add(1) > int64(t.spec.MaxPool) {
 		t.made.Add(-1)
 		return nil
 	}
-	inst, err := t.instantiate(context.Background(), time.Until(deadline))
+	inst, err := t.instantiate(context.Background(), min(t.spec.InitTimeout.D(), time.Until(deadline)))
 	if err != nil {
 		t.made.Add(-1)
 		t.callFailure(err, "start")
@@ -321,7 +347,7 @@ func (t *Transform) discard(inst *instance) {
 func (t *Transform) refill() {
 	defer t.refills.Done()
 	for backoff := 10 * time.Millisecond; !t.closed.Load(); backoff = min(2*backoff, 5*time.Second) {
-		inst, err := t.instantiate(t.stopped, instantiateTimeout)
+		inst, err := t.instantiate(t.stopped, t.spec.InitTimeout.D())
 		if err == nil {
 			t.stats.replaced.Add(1)
 			t.put(inst)
