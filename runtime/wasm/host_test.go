@@ -559,6 +559,17 @@ func TestGrownInstanceStartMeetsTimeout(t *testing.T) {
 	if !strings.Contains(logs.String(), "phase=start") {
 		t.Errorf("no log of the start that overran:\n%s", logs.String())
 	}
+	// The next request, within the pacing that failure set off (at least
+	// failedStartWaits × 200 ms), waits for the busy instance instead of
+	// running another start that loops.
+	if resp, err := client.Get(url + "/fast"); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("the next request: %v %v, want 503", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if s := tr.Stats(); s.StartFailures != 1 || s.Timeouts != 1 || s.Busy != 2 {
+		t.Errorf("stats = %+v; want 1 failed start, 1 timeout, 2 busy", s)
+	}
 }
 
 // Releasing a transform while it replaces a broken instance, whose start

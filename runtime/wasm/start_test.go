@@ -2,12 +2,16 @@ package wasm
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"perigee/bench/machine"
+	"perigee/logtest"
 	"perigee/units"
 )
 
@@ -158,5 +162,96 @@ func TestGrownInstanceStartMeetsInitTimeout(t *testing.T) {
 	}
 	if code := <-slow; code != http.StatusOK {
 		t.Errorf("the slow request: %d", code)
+	}
+}
+
+// Replacements whose start always loops are paced: one start at a time
+// for the transform, however many instances it owes, each followed by a
+// wait of at least failedStartWaits times the start's run. Before, each
+// discarded instance had a refill of its own, retried after at most 5 s:
+// with a 10 s start, two thirds of a core for each.
+func TestFailingReplacementStartsArePaced(t *testing.T) {
+	var logs logtest.Buffer
+	h := newTestHost(t)
+	h.logger = slog.New(slog.NewTextHandler(&logs, nil))
+	const initTimeout = 200 * time.Millisecond
+	trap := strings.Replace(stampGuest("(drop (local.get 1))"), "(i64.const 1))", "unreachable)", 1)
+	tr := loadT(t, h, Spec{Name: "t", Wasm: wat(t, trap), Settings: Settings{Pool: 2, InitTimeout: units.Duration(initTimeout)}})
+	// As in TestGrownInstanceStartMeetsTimeout: the replacements' start
+	// loops where the first ones' did not.
+	loops, _, err := h.compileGuest(context.Background(), tr.rt, wat(t, withLoopingStart(trap)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.compiled = loops
+	url := serve(t, NewChain(tr).Then(echoBackend))
+	for range 2 { // both instances trap and are discarded
+		if resp, _ := get(t, url); resp.StatusCode != http.StatusInternalServerError {
+			t.Fatalf("a trapping guest: %d, want 500", resp.StatusCode)
+		}
+	}
+	for end := time.Now().Add(5 * time.Second); tr.Stats().StartFailures == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("no replacement start failed in 5s")
+		}
+	}
+	const window = 3 * time.Second
+	cpu0, starts0 := machine.SelfCPU(), tr.Stats().StartFailures
+	time.Sleep(window)
+	cpu, starts := machine.SelfCPU()-cpu0, tr.Stats().StartFailures-starts0
+	// One start each (1+failedStartWaits) × init_timeout, and the ones
+	// running at either end of the window.
+	if most := uint64(window/((1+failedStartWaits)*initTimeout)) + 2; starts > most {
+		t.Errorf("%d failed starts in %v, want at most %d", starts, window, most)
+	}
+	// A tenth of a core, twice over for what else the process runs.
+	if cpu > window/5 {
+		t.Errorf("the process used %v of CPU in %v of failing starts, want at most %v", cpu, window, window/5)
+	}
+	if !strings.Contains(logs.String(), "wasm instance failed to start") {
+		t.Errorf("no log of the failing starts:\n%s", logs.String())
+	}
+	t.Logf("%d failed starts, %v of CPU in %v", starts, cpu, window)
+}
+
+// While starts are failing, requests that would grow the pool at once
+// run one start between them, when the backoff ends, not one each.
+func TestFailingGrowthStartsOneAtATime(t *testing.T) {
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "t", Wasm: wat(t, stampGuest("(drop (local.get 1))")),
+		Settings: Settings{Pool: 1, MaxPool: 8, Timeout: units.Duration(time.Second), InitTimeout: units.Duration(100 * time.Millisecond)}})
+	loops, _, err := h.compileGuest(context.Background(), tr.rt, wat(t, withLoopingStart(stampGuest("(drop (local.get 1))"))), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.compiled = loops
+	entered, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	url := serve(t, NewChain(tr).Then(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			entered <- struct{}{}
+			<-release
+		}
+	})))
+	go http.Get(url + "/slow")
+	<-entered // the one instance is busy
+	wait := func(n int) {
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				if resp, err := http.Get(url + "/fast"); err == nil {
+					resp.Body.Close()
+				}
+			})
+		}
+		wg.Wait()
+	}
+	wait(1) // the first start fails, and paces the next
+	for time.Now().Before(tr.starts.next()) {
+		time.Sleep(time.Millisecond)
+	}
+	wait(6)
+	if s := tr.Stats(); s.StartFailures != 2 || s.Busy != 7 {
+		t.Errorf("stats = %+v; want 2 failed starts (one before the backoff, one after), 7 busy", s)
 	}
 }
