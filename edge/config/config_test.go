@@ -77,6 +77,7 @@ routes:
 		{"not yaml in a second document", base + "---\nlisten: [\n", `bad.yaml:10: did not find expected node content`},
 		{"missing module", base + "transforms:\n  t: {module: /nonexistent/t.wasm}\n", `bad.yaml:9: transform "t" module: open /nonexistent/t.wasm: no such file or directory`},
 		{"max_buffer too small", base + "transforms:\n  t: {module: /nonexistent/t.wasm, max_buffer: 100B}\n", `bad.yaml:9: transform "t": max_buffer must be 1KiB..1GiB`},
+		{"init_timeout out of range", base + "transforms:\n  t: {module: /nonexistent/t.wasm, init_timeout: 5m}\n", `bad.yaml:9: transform "t": init_timeout must be 1ms..1m0s, got 5m0s`},
 		{"unknown abi", base + "transforms:\n  t: {module: /nonexistent/t.wasm, abi: wasi}\n", `bad.yaml:9: transform "t": abi must be http-wasm or proxy-wasm`},
 		{"config and configuration", base + "transforms:\n  t: {module: /nonexistent/t.wasm, config: a, configuration: b}\n", `transform "t": set config (http-wasm) or configuration (proxy-wasm), not both`},
 		{"missing token file", base + "admin: {token_file: /nonexistent/token}\n", `bad.yaml:8: admin.token_file: open /nonexistent/token`},

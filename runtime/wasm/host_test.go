@@ -524,26 +524,9 @@ func TestGrownInstanceStartMeetsTimeout(t *testing.T) {
 	h.logger = slog.New(slog.NewTextHandler(&logs, nil))
 	tr := loadT(t, h, Spec{Name: "t", Wasm: wat(t, stampGuest("(drop (local.get 1))")),
 		Settings: Settings{Pool: 1, MaxPool: 2, Timeout: units.Duration(200 * time.Millisecond)}})
-	// A start function may loop only some of the time (it can read the
-	// clock or randomness) and so pass its load; swapping in one that
-	// always loops makes the instance the pool grows the one that does.
-	loops, _, err := h.compileGuest(context.Background(), tr.rt, wat(t, strings.Replace(stampGuest("(drop (local.get 1))"),
-		`(memory (export "memory") 1)`, `(memory (export "memory") 1) (func (export "_initialize") (loop $l (br $l)))`, 1)), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr.compiled = loops
-	entered, release := make(chan struct{}), make(chan struct{})
-	defer close(release)
-	url := serve(t, NewChain(tr).Then(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			entered <- struct{}{}
-			<-release
-		}
-		io.WriteString(w, "backend")
-	})))
-	go http.Get(url + "/slow")
-	<-entered // the one instance is busy
+	// The instance the pool grows is one whose start loops.
+	startsLoopFromNow(t, tr, stampGuest("(drop (local.get 1))"))
+	url, _ := holdInstance(t, tr) // the one instance is busy
 	client := &http.Client{Timeout: 5 * time.Second}
 	resp, err := client.Get(url + "/fast")
 	if err != nil {
@@ -559,6 +542,17 @@ func TestGrownInstanceStartMeetsTimeout(t *testing.T) {
 	if !strings.Contains(logs.String(), "phase=start") {
 		t.Errorf("no log of the start that overran:\n%s", logs.String())
 	}
+	// The next request, within the pacing that failure set off (at least
+	// failedStartWaits × 200 ms), waits for the busy instance instead of
+	// running another start that loops.
+	if resp, err := client.Get(url + "/fast"); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("the next request: %v %v, want 503", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if s := tr.Stats(); s.StartFailures != 1 || s.Timeouts != 1 || s.Busy != 2 {
+		t.Errorf("stats = %+v; want 1 failed start, 1 timeout, 2 busy", s)
+	}
 }
 
 // Releasing a transform while it replaces a broken instance, whose start
@@ -572,14 +566,7 @@ func TestReleaseStopsAReplacementStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// As in TestGrownInstanceStartMeetsTimeout: the replacement's start
-	// loops where the first's did not.
-	loops, _, err := h.compileGuest(context.Background(), tr.rt, wat(t, strings.Replace(trap,
-		`(memory (export "memory") 1)`, `(memory (export "memory") 1) (func (export "_initialize") (loop $l (br $l)))`, 1)), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr.compiled = loops
+	startsLoopFromNow(t, tr, trap) // the replacement's start loops
 	if resp, _ := get(t, serve(t, NewChain(tr).Then(echoBackend))); resp.StatusCode != http.StatusInternalServerError {
 		t.Fatalf("a trapping guest: %d, want 500", resp.StatusCode)
 	}

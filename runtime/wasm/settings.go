@@ -15,6 +15,10 @@ const (
 	DefaultMemoryLimit = 64 << 20
 	DefaultTimeout     = 100 * time.Millisecond
 	DefaultMaxBuffer   = 4 << 20
+	DefaultInitTimeout = 10 * time.Second
+	// maxInitTimeout bounds InitTimeout: a reload waits up to that long
+	// for each transform it loads.
+	maxInitTimeout = time.Minute
 	// maxPoolSize keeps a typo from instantiating thousands of guests.
 	maxPoolSize = 1024
 	// minBuffer and maxBuffer bound MaxBuffer: below a kilobyte hardly any
@@ -48,6 +52,11 @@ type Settings struct {
 	// Timeout bounds each guest call, and getting an instance: starting
 	// one the pool grows for a request, then waiting for a free one.
 	Timeout units.Duration `yaml:"timeout" json:"timeout"`
+	// InitTimeout bounds starting instances (their start functions, a
+	// proxy-wasm root context's start): at load, the whole pool's starts
+	// together; replacing a broken instance, its start; growing the pool
+	// for a request, its start, within Timeout too.
+	InitTimeout units.Duration `yaml:"init_timeout" json:"init_timeout,omitempty"`
 	// MaxBuffer caps what the host holds per request for the guest: a
 	// buffered request body, a held response, a body the guest writes, the
 	// headers the guest sets.
@@ -88,6 +97,9 @@ func (s Settings) Validate() error {
 	if s.Timeout < 0 {
 		bad("timeout", "negative timeout %s", s.Timeout.D())
 	}
+	if s.InitTimeout != 0 && (s.InitTimeout.D() < time.Millisecond || s.InitTimeout.D() > maxInitTimeout) {
+		bad("init_timeout", "init_timeout must be 1ms..%s, got %s", maxInitTimeout, s.InitTimeout.D())
+	}
 	if s.MaxBuffer != 0 && (s.MaxBuffer < minBuffer || s.MaxBuffer > maxBuffer) {
 		bad("max_buffer", "max_buffer must be 1KiB..1GiB, got %d bytes", s.MaxBuffer)
 	}
@@ -114,6 +126,9 @@ func (s Settings) withDefaults() Settings {
 	}
 	if s.MaxBuffer == 0 {
 		s.MaxBuffer = DefaultMaxBuffer
+	}
+	if s.InitTimeout == 0 {
+		s.InitTimeout = units.Duration(DefaultInitTimeout)
 	}
 	return s
 }

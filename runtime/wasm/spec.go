@@ -57,7 +57,7 @@ func (s Spec) withDefaults() (Spec, error) {
 func (s Spec) fingerprint() [32]byte {
 	h := sha256.New()
 	h.Write(s.Wasm)
-	fmt.Fprintf(h, "\x00%d\x00%d\x00%d\x00%d\x00%d\x00%d\x00", len(s.Config), s.Pool, s.MaxPool, s.Memory, s.Timeout.D(), s.MaxBuffer)
+	fmt.Fprintf(h, "\x00%d\x00%d\x00%d\x00%d\x00%d\x00%d\x00%d\x00", len(s.Config), s.Pool, s.MaxPool, s.Memory, s.Timeout.D(), s.InitTimeout.D(), s.MaxBuffer)
 	h.Write(s.Config)
 	fmt.Fprintf(h, "\x00%s\x00%s\x00%s", s.ABI, s.RootID, s.VMID)
 	for _, name := range slices.Sorted(maps.Keys(s.Clusters)) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,14 +15,10 @@ import (
 	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 
+	"perigee/lograte"
 	"perigee/runtime/wasm/meter"
 	"perigee/telemetry"
 )
-
-// instantiateTimeout bounds a guest's start function at load time and when
-// a discarded instance is replaced in the background; one the pool grows
-// for a waiting request gets the transform's timeout (see acquire).
-const instantiateTimeout = 10 * time.Second
 
 // Transform is one loaded module: its own runtime (so its memory cap holds),
 // its compiled code and a bounded pool of ready instances.
@@ -66,6 +63,13 @@ type Transform struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	refills   sync.WaitGroup
+	// owed counts the discarded instances not yet replaced. One refill at
+	// a time replaces them (the discard that finds none owed starts it),
+	// so that starts that keep failing cost a share of one core, not of
+	// one core per instance.
+	owed     atomic.Int64
+	starts   startPacer
+	startLog *lograte.Limit
 
 	stats stats
 }
@@ -106,6 +110,7 @@ func (h *Host) Load(ctx context.Context, spec Spec) (*Transform, error) {
 	}
 	t.stopped, t.stop = context.WithCancel(context.Background())
 	t.guestLog = newGuestLog(t.logger)
+	t.startLog = lograte.New(startLogBurst, time.Minute)
 	t.refs.Store(1)
 	t.rt = h.newRuntime(ctx, uint64(spec.Memory))
 	if err := t.init(ctx, h); err != nil {
@@ -145,14 +150,43 @@ func (t *Transform) init(ctx context.Context, h *Host) error {
 	// (a tick, a queue notification) waits for one of these rather than
 	// growing the pool past what its channel holds.
 	t.made.Store(int64(t.spec.Pool))
-	for range t.spec.Pool {
-		inst, err := t.instantiate(ctx, instantiateTimeout)
-		if err != nil {
-			return err
-		}
-		t.pool <- inst
+	return t.fill(ctx)
+}
+
+// errInitTimeout is the cause of a load's end at init_timeout.
+var errInitTimeout = errors.New("init_timeout")
+
+// fill starts the pool at load, GOMAXPROCS instances at a time and all of
+// them within init_timeout: one after the other, each with its own bound, a
+// large pool of slow starts held a reload for pool × that bound. The first
+// start that fails ends the others.
+func (t *Transform) fill(ctx context.Context) error {
+	limit := t.spec.InitTimeout.D()
+	ctx, cancel := context.WithTimeoutCause(ctx, limit, errInitTimeout)
+	defer cancel()
+	var (
+		next  atomic.Int64
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	for range min(runtime.GOMAXPROCS(0), t.spec.Pool) {
+		wg.Go(func() {
+			for next.Add(1) <= int64(t.spec.Pool) {
+				inst, err := t.instantiate(ctx, limit)
+				if err != nil {
+					once.Do(func() { first = err; cancel() })
+					return
+				}
+				t.pool <- inst
+			}
+		})
 	}
-	return nil
+	wg.Wait()
+	if first != nil && context.Cause(ctx) == errInitTimeout {
+		return fmt.Errorf("%d of the pool's %d instances started within init_timeout %s: %w", len(t.pool), t.spec.Pool, limit, first)
+	}
+	return first
 }
 
 // instantiate makes an instance within timeout: its start functions and
@@ -292,20 +326,32 @@ func (t *Transform) acquire(ctx context.Context) (*instance, error) {
 func (t *Transform) put(inst *instance) { t.pool <- inst }
 
 // grow makes one more instance if max_pool allows; the request that asked
-// pays for instantiating it, until deadline, and the pool keeps it, so a
-// client that leaves meanwhile does not cut it short. A start function
-// still running at the deadline is stopped, and counted as a timeout.
+// pays for instantiating it, until deadline or for init_timeout, whichever
+// ends first, and the pool keeps it, so a client that leaves meanwhile
+// does not cut it short. A start function still running then is stopped,
+// and counted as a timeout.
+//
+// While the transform's starts are failing (see startPacer), the pool does
+// not grow but for the one start the pacer lets run: the request waits for
+// a free instance instead.
 func (t *Transform) grow(deadline time.Time) *instance {
 	if t.made.Add(1) > int64(t.spec.MaxPool) {
 		t.made.Add(-1)
 		return nil
 	}
-	inst, err := t.instantiate(context.Background(), time.Until(deadline))
+	began, bound := time.Now(), min(t.spec.InitTimeout.D(), time.Until(deadline))
+	if !t.starts.begin(began, bound) {
+		t.made.Add(-1)
+		return nil
+	}
+	inst, err := t.instantiate(context.Background(), bound)
 	if err != nil {
 		t.made.Add(-1)
+		t.startFailed(time.Since(began))
 		t.callFailure(err, "start")
 		return nil
 	}
+	t.starts.succeeded()
 	t.stats.grown.Add(1)
 	return inst
 }
@@ -314,30 +360,122 @@ func (t *Transform) grow(deadline time.Time) *instance {
 // the pool is back to full without a request paying for instantiation.
 func (t *Transform) discard(inst *instance) {
 	inst.mod.Close(context.Background())
-	t.refills.Add(1)
-	go t.refill()
+	if t.owed.Add(1) == 1 {
+		t.refills.Add(1)
+		go t.refill()
+	}
 }
 
+// refill replaces the owed instances one after the other, each start when
+// the pacer lets it, until none is owed or the transform stops.
 func (t *Transform) refill() {
 	defer t.refills.Done()
-	for backoff := 10 * time.Millisecond; !t.closed.Load(); backoff = min(2*backoff, 5*time.Second) {
-		inst, err := t.instantiate(t.stopped, instantiateTimeout)
+	for !t.closed.Load() {
+		if wait := time.Until(t.starts.next()); wait > 0 {
+			timer := time.NewTimer(wait)
+			select {
+			case <-timer.C:
+			case <-t.stopped.Done():
+				timer.Stop()
+				return
+			}
+		}
+		began := time.Now()
+		if !t.starts.begin(began, t.spec.InitTimeout.D()) {
+			continue // a grown instance's start runs: wait for its outcome
+		}
+		inst, err := t.instantiate(t.stopped, t.spec.InitTimeout.D())
 		if err == nil {
+			t.starts.succeeded()
 			t.stats.replaced.Add(1)
 			t.put(inst)
-			return
+			if t.owed.Add(-1) == 0 {
+				return
+			}
+			continue
 		}
 		if t.stopped.Err() != nil {
 			return
 		}
-		t.logger.Error("replace wasm instance", "err", err)
-		wait := time.NewTimer(backoff)
-		select {
-		case <-wait.C:
-		case <-t.stopped.Done():
-			wait.Stop()
+		failures, retry := t.startFailed(time.Since(began))
+		if ok, dropped := t.startLog.Allow(time.Now()); ok {
+			attrs := []any{"err", err, "failures_in_a_row", failures, "retry_in", retry}
+			if dropped > 0 {
+				attrs = append(attrs, "dropped_before", dropped)
+			}
+			t.logger.Error("wasm instance failed to start", attrs...)
 		}
 	}
+}
+
+// startFailed counts a failed start that ran for ran, and paces the next.
+func (t *Transform) startFailed(ran time.Duration) (failures int, retry time.Duration) {
+	t.stats.startFailures.Add(1)
+	return t.starts.failed(ran)
+}
+
+// Pacing of a transform's starts while they keep failing.
+const (
+	startBackoffMin = 10 * time.Millisecond
+	startBackoffMax = 5 * time.Second
+	// failedStartWaits: after a failed start the next waits at least this
+	// many times as long as the failed one ran, so that starts which keep
+	// running into init_timeout take at most a tenth of a core.
+	failedStartWaits = 9
+	// startLogBurst is how many failed replacements a minute are logged;
+	// the next line says how many were not.
+	startLogBurst = 5
+)
+
+// startPacer paces the starts of a transform, replacements and growth
+// alike, while they keep failing: after each failure one start may run
+// once a backoff has passed that doubles from startBackoffMin to
+// startBackoffMax, and is at least failedStartWaits times as long as the
+// failed start ran. A start that succeeds ends the pacing.
+type startPacer struct {
+	mu       sync.Mutex
+	failures int // in a row
+	backoff  time.Duration
+	until    time.Time // no start before
+}
+
+// begin reports whether a start of at most bound may run at now: any
+// while none failed; while they fail, the first once the backoff has
+// passed, and no other until that one has ended.
+func (p *startPacer) begin(now time.Time, bound time.Duration) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failures == 0 {
+		return true
+	}
+	if now.Before(p.until) {
+		return false
+	}
+	p.until = now.Add(bound)
+	return true
+}
+
+func (p *startPacer) failed(ran time.Duration) (failures int, wait time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.failures++
+	p.backoff = min(max(2*p.backoff, startBackoffMin), startBackoffMax)
+	wait = max(p.backoff, failedStartWaits*ran)
+	p.until = time.Now().Add(wait)
+	return p.failures, wait
+}
+
+func (p *startPacer) succeeded() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.failures, p.backoff, p.until = 0, 0, time.Time{}
+}
+
+// next is when the next start may run.
+func (p *startPacer) next() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.until
 }
 
 // callFailure classifies a failed guest call for the metrics.
@@ -362,13 +500,16 @@ type Stats struct {
 	Busy     uint64 // requests that found no free instance in time
 	Replaced uint64 // instances replaced after a trap or timeout
 	Grown    uint64 // instances made past pool, under load (max_pool)
+	// StartFailures are instance starts that failed or overran
+	// init_timeout, growing the pool or replacing a broken instance.
+	StartFailures uint64
 	// Time is spent inside the guest, per request (both calls).
 	Time telemetry.HistogramSnapshot
 }
 
 type stats struct {
-	calls, answered, errors, traps, timeouts, busy, replaced, grown atomic.Uint64
-	time                                                            telemetry.Histogram
+	calls, answered, errors, traps, timeouts, busy, replaced, grown, startFailures atomic.Uint64
+	time                                                                           telemetry.Histogram
 }
 
 // Stats returns the transform's figures so far.
@@ -377,6 +518,7 @@ func (t *Transform) Stats() Stats {
 	return Stats{
 		Calls: s.calls.Load(), Answered: s.answered.Load(), Errors: s.errors.Load(),
 		Traps: s.traps.Load(), Timeouts: s.timeouts.Load(), Busy: s.busy.Load(),
-		Replaced: s.replaced.Load(), Grown: s.grown.Load(), Time: s.time.Snapshot(),
+		Replaced: s.replaced.Load(), Grown: s.grown.Load(), StartFailures: s.startFailures.Load(),
+		Time: s.time.Snapshot(),
 	}
 }
