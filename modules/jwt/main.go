@@ -8,7 +8,8 @@
 //
 // The signature is checked first, before any of the token is parsed; then
 // alg (HS256 exactly), exp (required), nbf and iat (not in the future),
-// each within leeway seconds (0 to 300, default 0) for the issuer's clock;
+// each within leeway seconds (0 to 300, default 60 as Envoy's) for the
+// issuer's clock;
 // iss when issuer is set; aud (a string or a list holding it) when
 // audience is set. A token is refused
 // when its header has crit (no extension is understood), when its header or
@@ -41,9 +42,15 @@ type config struct {
 	Issuer        string `json:"issuer"`
 	Audience      string `json:"audience"`
 	SubjectHeader string `json:"subject_header"`
-	// Leeway is how many seconds the issuer's clock may be off.
-	Leeway int `json:"leeway"`
+	// Leeway is how many seconds the issuer's clock may be off; unset,
+	// defaultLeeway.
+	Leeway *int `json:"leeway"`
 }
+
+// defaultLeeway is Envoy's clock_skew_seconds: an identity provider's
+// clock a second ahead would otherwise have fresh tokens refused as issued
+// in the future, and a second behind, refused as expired at the edge.
+const defaultLeeway = 60
 
 // maxLeeway bounds leeway: past a few minutes it is no longer skew but a
 // longer life for every token.
@@ -176,7 +183,7 @@ func verify(token string, cfg config, now time.Time) (claims, error) {
 	if c, err = parseClaims(raw); err != nil {
 		return c, errors.New("malformed claims")
 	}
-	unix, leeway := float64(now.Unix()), float64(cfg.Leeway)
+	unix, leeway := float64(now.Unix()), float64(*cfg.Leeway)
 	switch {
 	case c.Exp == nil || unix >= *c.Exp+leeway:
 		return c, errors.New("token expired")
@@ -225,8 +232,12 @@ func init() {
 	if cfg.Secret == "" {
 		sdk.RefuseToLoad("jwt: config needs a secret")
 	}
-	if cfg.Leeway < 0 || cfg.Leeway > maxLeeway {
-		sdk.RefuseToLoad(fmt.Sprintf("jwt: leeway %d is not 0..%d seconds", cfg.Leeway, maxLeeway))
+	if cfg.Leeway == nil {
+		cfg.Leeway = new(int)
+		*cfg.Leeway = defaultLeeway
+	}
+	if *cfg.Leeway < 0 || *cfg.Leeway > maxLeeway {
+		sdk.RefuseToLoad(fmt.Sprintf("jwt: leeway %d is not 0..%d seconds", *cfg.Leeway, maxLeeway))
 	}
 	if cfg.SubjectHeader == "" {
 		cfg.SubjectHeader = "x-jwt-sub"
