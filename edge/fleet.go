@@ -448,11 +448,18 @@ const rttKey = "rtt"
 // claim a country.
 const CountryHeader = "X-Perigee-Country"
 
+// UnknownCountry tags a client the node cannot vouch for (geo.Client.Known):
+// behind a trusted proxy whose headers disagree or do not parse, the only
+// address left is a proxy's, whose country is not the client's.
+const UnknownCountry = "XX"
+
 type countryTagger struct{ db *geoip.DB }
 
-func (c *countryTagger) tag(r *http.Request, client netip.Addr) {
+func (c *countryTagger) tag(r *http.Request, client geo.Client) {
 	r.Header.Del(CountryHeader)
-	if loc := c.db.Lookup(client); loc.Country != "" {
+	if !client.Known {
+		r.Header.Set(CountryHeader, UnknownCountry)
+	} else if loc := c.db.Lookup(client.Addr); loc.Country != "" {
 		r.Header.Set(CountryHeader, loc.Country)
 	}
 }

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"encoding/json"
+	"io"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -117,4 +118,32 @@ func demoDB(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return db
+}
+
+// A client behind a trusted proxy whose forwarding headers cannot say who
+// it is (Forwarded and X-Forwarded-For naming different clients, which a
+// client can arrange by sending the one its proxy does not write; a hop
+// that does not parse) was tagged with the country of the last trusted
+// hop: a proxy's, so that a client could step out of a country deny list
+// by confusing the headers. It is tagged XX, the code for "unknown", which
+// a deny list can name.
+func TestClientTheNodeCannotPlaceIsTaggedUnknown(t *testing.T) {
+	yaml := nodeYAML("round_robin", serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Header.Get("X-Perigee-Country"))
+	}))) + fmt.Sprintf("geo:\n  database: %q\n  trusted_proxies: [\"127.0.0.0/8\", \"85.214.0.0/16\"]\n", demoDB(t))
+	n := startNode(t, yaml)
+	base := "https://" + n.Addrs().HTTPS + "/"
+	for _, c := range []struct {
+		why  string
+		hdr  []string
+		want string
+	}{
+		{"a German proxy's Tokyo client", []string{"X-Forwarded-For", "1.0.16.1, 85.214.0.1"}, "JP"},
+		{"a hop that does not parse behind the German proxy", []string{"X-Forwarded-For", "garbage, 85.214.0.1"}, "XX"},
+		{"Forwarded and X-Forwarded-For naming two clients", []string{"X-Forwarded-For", "1.0.16.1, 85.214.0.1", "Forwarded", "for=3.80.0.1, for=85.214.0.1"}, "XX"},
+	} {
+		if _, body := get(t, h1Client(), base, c.hdr...); body != c.want {
+			t.Errorf("%s: tagged %q, want %q", c.why, body, c.want)
+		}
+	}
 }

@@ -139,7 +139,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			delete(r.Header, "Tracestate") // a trace's vendor state, not this new one's
 		}
 		if n.fleet.country != nil {
-			n.fleet.country.tag(r, x.Client.Addr)
+			n.fleet.country.tag(r, x.Client)
 		}
 		if r.Body != nil && r.Body != http.NoBody {
 			if max := int64(st.cfg.Limits.MaxBodyBytes); max > 0 {
