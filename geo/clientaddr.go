@@ -38,7 +38,9 @@ func ResolveClient(r *http.Request, trusted []netip.Prefix) Client {
 	if err != nil {
 		return Client{}
 	}
-	addr := peer.Addr().Unmap()
+	// A link-local peer's zone names this host's interface, not the peer:
+	// kept, no prefix would contain it and every header would carry it.
+	addr := peer.Addr().Unmap().WithZone("")
 	if !isTrusted(addr, trusted) {
 		return Client{Addr: addr, Known: true}
 	}

@@ -13,7 +13,7 @@ import (
 )
 
 func TestResolveClientBelievesOnlyTrustedProxies(t *testing.T) {
-	trusted, err := geo.ParsePrefixes([]string{"10.0.0.0/8", "2001:db8:1::/48", "192.0.2.7"})
+	trusted, err := geo.ParsePrefixes([]string{"10.0.0.0/8", "2001:db8:1::/48", "192.0.2.7", "fe80::/10"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,6 +46,11 @@ func TestResolveClientBelievesOnlyTrustedProxies(t *testing.T) {
 		{"zone in hop with port refused", "10.1.1.1:80", "[fe80::1%eth0]:80", "", "10.1.1.1"},
 		{"bracketed v6 hop", "10.1.1.1:80", "", `for="[2a01:4f8::9]"`, "2a01:4f8::9"},
 		{"v6 hop with port unbracketed", "10.1.1.1:80", "2a01:4f8::9", "", "2a01:4f8::9"},
+		// A link-local peer's zone names the node's own interface, not
+		// the peer: kept, no prefix contained it, so a trusted proxy on
+		// that link was not believed, and X-Real-IP carried "%eth0".
+		{"zoned link-local trusted peer", "[fe80::7%eth0]:80", "85.214.3.3", "", "85.214.3.3"},
+		{"zoned link-local client", "[fe80::7%eth0]:80", "", "", "fe80::7"},
 	}
 	for _, c := range cases {
 		r := httptest.NewRequest(http.MethodGet, "/", nil)
