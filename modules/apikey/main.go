@@ -13,6 +13,7 @@
 package main
 
 import (
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"strings"
@@ -53,10 +54,12 @@ func loadKeys(raw json.RawMessage) []string {
 }
 
 // known compares in constant time so response timing does not leak keys.
-func known(keys []string, key string) bool {
-	found := 0
-	for _, k := range keys {
-		found |= subtle.ConstantTimeCompare([]byte(k), []byte(key))
+// It compares digests: ConstantTimeCompare returns at once on a length
+// that differs, which would tell a client each key's length.
+func known(digests [][sha256.Size]byte, key string) bool {
+	found, sum := 0, sha256.Sum256([]byte(key))
+	for _, d := range digests {
+		found |= subtle.ConstantTimeCompare(d[:], sum[:])
 	}
 	return found == 1
 }
@@ -69,10 +72,13 @@ func init() {
 	if cfg.Header == "" {
 		cfg.Header = "x-api-key"
 	}
-	keys := loadKeys(cfg.Keys)
+	var digests [][sha256.Size]byte
+	for _, k := range loadKeys(cfg.Keys) {
+		digests = append(digests, sha256.Sum256([]byte(k)))
+	}
 	sdk.HandleRequest(func(req sdk.Request, resp sdk.Response) sdk.Action {
 		key, ok := req.Headers().Get(cfg.Header)
-		if !ok || !known(keys, key) {
+		if !ok || !known(digests, key) {
 			resp.SetStatusCode(401)
 			resp.Headers().Set("content-type", "text/plain; charset=utf-8")
 			resp.Headers().Set("www-authenticate", "ApiKey")
