@@ -9,11 +9,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/quic-go/quic-go/http3"
+
+	"perigee/bench/machine"
 )
 
 // The request-path benchmarks run a real node on loopback in front of a
@@ -52,7 +53,7 @@ func BenchmarkNode(b *testing.B) {
 				}
 				get() // connect outside the measurement
 				b.ReportAllocs()
-				cpu := cpuTime()
+				cpu := machine.SelfCPU()
 				b.ResetTimer()
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
@@ -90,7 +91,7 @@ func BenchmarkNodeHandler(b *testing.B) {
 			}
 			serve()
 			b.ReportAllocs()
-			cpu := cpuTime()
+			cpu := machine.SelfCPU()
 			b.ResetTimer()
 			for b.Loop() {
 				serve()
@@ -186,13 +187,6 @@ func benchH3Client(b *testing.B) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
 
-// cpuTime is the user and system CPU time this process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 func reportCPU(b *testing.B, since time.Duration) {
-	b.ReportMetric(float64(cpuTime()-since)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(machine.SelfCPU()-since)/float64(b.N), "cpu-ns/op")
 }

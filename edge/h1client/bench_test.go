@@ -11,9 +11,10 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"perigee/bench/machine"
 )
 
 // BenchmarkExchange is one proxied request's exchange as edge/proxy makes
@@ -57,16 +58,16 @@ func BenchmarkExchange(b *testing.B) {
 		buf := make([]byte, 64)
 		exchange(b, req, buf) // dial outside the measurement
 		b.ReportAllocs()
-		cpu := cpuTime()
+		cpu := machine.SelfCPU()
 		for b.Loop() {
 			exchange(b, req, buf)
 		}
-		b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+		b.ReportMetric(float64(machine.SelfCPU()-cpu)/float64(b.N), "cpu-ns/op")
 	})
 	b.Run("parallel", func(b *testing.B) {
 		b.ReportAllocs()
 		b.SetParallelism(4) // 4×GOMAXPROCS exchanges in flight, as under load
-		cpu := cpuTime()
+		cpu := machine.SelfCPU()
 		b.RunParallel(func(pb *testing.PB) {
 			req, cancel := newReq(b)
 			defer cancel()
@@ -75,7 +76,7 @@ func BenchmarkExchange(b *testing.B) {
 				exchange(b, req, buf)
 			}
 		})
-		b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+		b.ReportMetric(float64(machine.SelfCPU()-cpu)/float64(b.N), "cpu-ns/op")
 	})
 }
 
@@ -172,13 +173,6 @@ func cannedBackend(b *testing.B) string {
 		}
 	})
 	return ln.Addr().String()
-}
-
-// cpuTime is the user and system CPU time this process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkAlive is the idle probe before each reuse: one non-blocking
