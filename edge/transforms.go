@@ -87,23 +87,26 @@ func (t *transforms) close(ctx context.Context) error {
 // the time spent in the guest.
 func (st *state) transformStats() any {
 	type view struct {
-		Calls       uint64  `json:"calls"`
-		Answered    uint64  `json:"answered"`
-		Errors      uint64  `json:"errors"`
-		Traps       uint64  `json:"traps"`
-		Timeouts    uint64  `json:"timeouts"`
-		Busy        uint64  `json:"busy"`
-		Replaced    uint64  `json:"replaced"`
-		Grown       uint64  `json:"grown"`
-		GuestP50Sec float64 `json:"guest_p50_seconds"`
-		GuestP99Sec float64 `json:"guest_p99_seconds"`
+		Calls    uint64 `json:"calls"`
+		Answered uint64 `json:"answered"`
+		Errors   uint64 `json:"errors"`
+		Traps    uint64 `json:"traps"`
+		Timeouts uint64 `json:"timeouts"`
+		Busy     uint64 `json:"busy"`
+		Replaced uint64 `json:"replaced"`
+		Grown    uint64 `json:"grown"`
+		// StartFailures are instance starts that failed or overran
+		// init_timeout: a transform that cannot start any more shows here.
+		StartFailures uint64  `json:"start_failures"`
+		GuestP50Sec   float64 `json:"guest_p50_seconds"`
+		GuestP99Sec   float64 `json:"guest_p99_seconds"`
 	}
 	out := map[string]view{}
 	if st.transforms == nil {
 		return out
 	}
 	for name, s := range st.transforms.Stats() {
-		out[name] = view{s.Calls, s.Answered, s.Errors, s.Traps, s.Timeouts, s.Busy, s.Replaced, s.Grown,
+		out[name] = view{s.Calls, s.Answered, s.Errors, s.Traps, s.Timeouts, s.Busy, s.Replaced, s.Grown, s.StartFailures,
 			s.Time.Quantile(0.5).Seconds(), s.Time.Quantile(0.99).Seconds()}
 	}
 	return out
@@ -116,7 +119,7 @@ func (st *state) transformFigures() []metrics.TransformFigures {
 	}
 	var out []metrics.TransformFigures
 	for name, s := range st.transforms.Stats() {
-		out = append(out, metrics.TransformFigures{Name: name, Calls: s.Calls, Errors: s.Errors, Traps: s.Traps, Timeouts: s.Timeouts, Busy: s.Busy, Time: s.Time})
+		out = append(out, metrics.TransformFigures{Name: name, Calls: s.Calls, Errors: s.Errors, Traps: s.Traps, Timeouts: s.Timeouts, Busy: s.Busy, StartFailures: s.StartFailures, Time: s.Time})
 	}
 	return out
 }

@@ -41,6 +41,7 @@ func (c funcCollector) Collect(ch chan<- prometheus.Metric) {
 type TransformFigures struct {
 	Name                                 string
 	Calls, Errors, Traps, Timeouts, Busy uint64
+	StartFailures                        uint64                      // instance starts that failed or overran init_timeout
 	Time                                 telemetry.HistogramSnapshot // in the guest, per request
 }
 
@@ -48,6 +49,7 @@ var (
 	descTransformCalls  = prometheus.NewDesc("perigee_transform_calls_total", "Requests that entered the Wasm transform.", []string{"transform"}, nil)
 	descTransformErrors = prometheus.NewDesc("perigee_transform_errors_total", "Requests the transform failed, by kind: error (a 5xx), trap, timeout, busy (no free instance).", []string{"transform", "kind"}, nil)
 	descTransformTime   = prometheus.NewDesc("perigee_transform_guest_seconds", "Time spent inside the guest per request.", []string{"transform"}, nil)
+	descTransformStarts = prometheus.NewDesc("perigee_transform_start_failures_total", "Instance starts that failed or overran init_timeout (at load, growing the pool, replacing an instance).", []string{"transform"}, nil)
 )
 
 // Transforms exports each transform's calls, errors and guest time, read
@@ -62,6 +64,7 @@ func (transformCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descTransformCalls
 	ch <- descTransformErrors
 	ch <- descTransformTime
+	ch <- descTransformStarts
 }
 
 func (read transformCollector) Collect(ch chan<- prometheus.Metric) {
@@ -70,6 +73,7 @@ func (read transformCollector) Collect(ch chan<- prometheus.Metric) {
 		for kind, n := range map[string]uint64{"error": t.Errors, "trap": t.Traps, "timeout": t.Timeouts, "busy": t.Busy} {
 			ch <- prometheus.MustNewConstMetric(descTransformErrors, prometheus.CounterValue, float64(n), t.Name, kind)
 		}
+		ch <- prometheus.MustNewConstMetric(descTransformStarts, prometheus.CounterValue, float64(t.StartFailures), t.Name)
 		sum := (time.Duration(t.Time.SumUS) * time.Microsecond).Seconds()
 		ch <- prometheus.MustNewConstHistogram(descTransformTime, t.Time.Count(), sum, guestBuckets(t.Time), t.Name)
 	}

@@ -25,7 +25,7 @@ func TestPartsSeries(t *testing.T) {
 	var h telemetry.Histogram
 	h.Observe(3 * time.Millisecond)
 	m.Transforms(func() []TransformFigures {
-		return []TransformFigures{{Name: "auth", Calls: 7, Traps: 1, Time: h.Snapshot()}}
+		return []TransformFigures{{Name: "auth", Calls: 7, Traps: 1, StartFailures: 2, Time: h.Snapshot()}}
 	})
 	m.Gauges("perigee_service_replicas", "r", []string{"service"}, func(emit Emit) { emit(3, "api") })
 	m.Decided("p", "scale", true, false, "")
@@ -37,6 +37,7 @@ func TestPartsSeries(t *testing.T) {
 		`perigee_transform_calls_total{transform="auth"} 7`,
 		`perigee_transform_errors_total{kind="trap",transform="auth"} 1`,
 		`perigee_transform_guest_seconds_count{transform="auth"} 1`,
+		`perigee_transform_start_failures_total{transform="auth"} 2`,
 		`perigee_service_replicas{service="api"} 3`,
 		`perigee_policy_decisions_total{action="scale",outcome="applied",policy="p"} 1`,
 		`perigee_policy_decisions_total{action="scale",outcome="rejected",policy="p"} 1`,
