@@ -110,8 +110,8 @@ func TestForwardingKeepsOnlyTrustedProxiesWords(t *testing.T) {
 	}{
 		{"85.214.1.1:5000", "85.214.1.1", false},
 		{"[fe80::1%eth0]:80", "fe80::1", false}, // the zone is this host's interface
-		{"@", "", false},          // a unix socket's peer
-		{"10.1.1.1:80", "", true}, // X-Forwarded-For and Forwarded disagree: the client is unknown
+		{"@", "", false},                        // a unix socket's peer
+		{"10.1.1.1:80", "", true},               // X-Forwarded-For and Forwarded disagree: the client is unknown
 	} {
 		r := httptest.NewRequest(http.MethodGet, "/", nil)
 		r.RemoteAddr = c.peer

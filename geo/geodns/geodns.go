@@ -321,7 +321,7 @@ func (h *Handler) answer(peer net.Addr, req *dns.Msg) *dns.Msg {
 	}
 	if opt != nil {
 		m.SetEdns0(maxUDPAnswer, false)
-		if ecs := subnetOption(opt); ecs != nil {
+		if ecs, _ := subnetOption(opt); ecs != nil {
 			// Our answer holds for the client's /24 or /48 at most.
 			scope := min(ecs.SourceNetmask, map[uint16]uint8{1: 24, 2: 48}[ecs.Family])
 			reply := *ecs
@@ -411,7 +411,12 @@ var errBadSubnet = errors.New("malformed client subnet option")
 // clientOf is the address to route for: the client subnet when the
 // resolver sent a valid one, else the resolver itself.
 func clientOf(peer net.Addr, opt *dns.OPT) (netip.Addr, error) {
-	if ecs := subnetOption(opt); ecs != nil {
+	ecs, more := subnetOption(opt)
+	if more {
+		// RFC 7871 7.1.1: a resolver and the server could read different ones.
+		return netip.Addr{}, errBadSubnet
+	}
+	if ecs != nil {
 		var bits int
 		switch ecs.Family {
 		case 0:
@@ -457,14 +462,18 @@ func peerString(a net.Addr) string {
 	return a.String()
 }
 
-func subnetOption(opt *dns.OPT) *dns.EDNS0_SUBNET {
+// subnetOption is opt's ECS option, and whether it has more than one.
+func subnetOption(opt *dns.OPT) (ecs *dns.EDNS0_SUBNET, more bool) {
 	if opt == nil {
-		return nil
+		return nil, false
 	}
 	for _, o := range opt.Option {
 		if s, ok := o.(*dns.EDNS0_SUBNET); ok {
-			return s
+			if ecs != nil {
+				return ecs, true
+			}
+			ecs = s
 		}
 	}
-	return nil
+	return ecs, false
 }

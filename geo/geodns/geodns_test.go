@@ -251,6 +251,13 @@ func TestErrorRcodes(t *testing.T) {
 	if rc := raw(t, "udp", s.udp, dirty); rc != dns.RcodeFormatError {
 		t.Errorf("dirty ECS: %s", dns.RcodeToString[rc])
 	}
+	// RFC 7871 section 7.1.1: more than one ECS option is FORMERR; taking
+	// the first would let a resolver and the server read different ones.
+	twoECS := query(name, dns.TypeA, netip.MustParsePrefix("1.0.16.0/24"))
+	twoECS.IsEdns0().Option = append(twoECS.IsEdns0().Option, twoECS.IsEdns0().Option[0])
+	if rc := rcode(twoECS); rc != dns.RcodeFormatError {
+		t.Errorf("two ECS options: %s", dns.RcodeToString[rc])
+	}
 	badVers := query(name, dns.TypeA, netip.Prefix{})
 	badVers.SetEdns0(1232, false)
 	badVers.IsEdns0().SetVersion(1)
