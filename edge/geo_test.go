@@ -2,8 +2,8 @@ package edge
 
 import (
 	"encoding/json"
-	"io"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
