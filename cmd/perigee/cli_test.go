@@ -177,6 +177,31 @@ func TestWasmInitBuildsOutsideTheRepo(t *testing.T) {
 	}
 }
 
+// `wasm init` into a directory that already holds files of those names
+// (a main.go of the operator's, an sdk/ of an older init) writes none and
+// names every one: it overwrote them before, with only go.mod checked.
+func TestWasmInitOverwritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"main.go", "sdk/go.mod"} {
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("mine\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, out := perigee(t, "wasm", "init", dir)
+	if code != 1 || !strings.Contains(out, filepath.Join(dir, "main.go")) || !strings.Contains(out, filepath.Join(dir, "sdk/go.mod")) {
+		t.Errorf("init over existing files: exit %d: %s", code, out)
+	}
+	for _, f := range []string{"main.go", "sdk/go.mod"} {
+		if b, _ := os.ReadFile(filepath.Join(dir, f)); string(b) != "mine\n" {
+			t.Errorf("%s was overwritten: %q", f, b)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+		t.Error("a refused init wrote go.mod")
+	}
+}
+
 // A directory without a go.mod is refused with what to do instead.
 func TestWasmBuildWithoutModuleSaysWhatToDo(t *testing.T) {
 	dir := t.TempDir()

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -143,11 +144,6 @@ func wasmInit(dir string) error {
 	if name == "" {
 		name = "transform"
 	}
-	if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-		return fmt.Errorf("wasm init: %s already has a go.mod", dir)
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
 	files := map[string]string{
 		"go.mod":     fmt.Sprintf(initGoMod, name),
 		"main.go":    fmt.Sprintf(initMain, name),
@@ -164,12 +160,39 @@ func wasmInit(dir string) error {
 		}
 		files[filepath.Join("sdk", e.Name())] = string(b)
 	}
+	// Nothing of the operator's is overwritten: every file there already
+	// is named, and none is written.
+	var there []string
+	for path := range files {
+		path = filepath.Join(dir, path)
+		if _, err := os.Lstat(path); err == nil {
+			there = append(there, path)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("wasm init: %w", err)
+		}
+	}
+	if len(there) > 0 {
+		slices.Sort(there)
+		if slices.Contains(there, filepath.Join(dir, "go.mod")) {
+			return fmt.Errorf("wasm init: %s already has a go.mod (and would overwrite %s)", dir, strings.Join(there, ", "))
+		}
+		return fmt.Errorf("wasm init: would overwrite %s", strings.Join(there, ", "))
+	}
 	for path, body := range files {
 		path = filepath.Join(dir, path)
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return fmt.Errorf("wasm init: %w", err)
 		}
-		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		// O_EXCL: a file that appeared since the check is not overwritten.
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			return fmt.Errorf("wasm init: %w", err)
+		}
+		_, err = f.WriteString(body)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
 			return fmt.Errorf("wasm init: %w", err)
 		}
 	}
