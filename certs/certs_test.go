@@ -53,12 +53,8 @@ func TestLoadFromFilesAndBadFiles(t *testing.T) {
 // the start (and the aggregator's, whose config does not check them first)
 // for good, and a file of gigabytes was read whole into memory.
 func TestLoadRefusesWhatIsNoCertificateFile(t *testing.T) {
-	c, _ := SelfSigned(nil)
 	dir := t.TempDir()
-	certPath, keyPath := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
-	key, _ := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
-	os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o600)
-	os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600)
+	certPath, keyPath := devPEM(t, dir, nil)
 	fifo := filestest.FIFO(t, filepath.Join(dir, "fifo"))
 	huge := filestest.Sparse(t, filepath.Join(dir, "huge.pem"), 64<<20)
 	for _, bad := range []struct{ path, want string }{{fifo, "not a regular file"}, {"/dev/zero", "not a regular file"}, {huge, "over"}} {
