@@ -163,14 +163,10 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 var errMethodCase = errors.New("method must be upper case (A-Z, 0-9, - and _)")
 
 // methodOverrides are the headers backends read as the request's method
-// (Express's method-override, Laravel, Rack, ASP.NET), and targetOverrides
-// those they read as its path (IIS URL Rewrite, Laminas, older Symfony):
-// a client's would have the node route by one method or path and the
-// backend serve another, past the routes and transforms that guard it.
-var (
-	methodOverrides = [...]string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
-	targetOverrides = [...]string{"X-Original-Url", "X-Rewrite-Url", "X-Original-Uri"}
-)
+// (Express's method-override, Laravel, Rack, ASP.NET): a client's would
+// have the node route by one method and the backend serve another, past
+// the routes that match methods (proxy.TargetOverrides are the path's).
+var methodOverrides = [...]string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
 
 // overridesMethod reports whether r names a method other than its own in
 // a method override header. One naming its own (in any case) changes
@@ -275,14 +271,14 @@ func isTarget(target, p, q string) bool {
 // X_Perigee_Country, X_Request_Id or X_Jwt_Sub as the header the node or
 // a transform sets, so a client could pass its own beside it (Envoy's
 // guidance for an edge refuses them). And it drops the client's
-// targetOverrides, which the route's transforms may still set.
+// proxy.TargetOverrides, which the route's transforms may still set.
 func stripOwnHeaders(h http.Header) {
 	for k := range h {
 		if proxy.OwnField(k) {
 			delete(h, k)
 		}
 	}
-	for _, k := range targetOverrides {
+	for _, k := range proxy.TargetOverrides {
 		delete(h, k)
 	}
 }

@@ -62,7 +62,7 @@ func TestRequestTrailersReachTheBackendOverEveryProtocol(t *testing.T) {
 func TestRequestTrailersCannotCarryTheNodesHeaders(t *testing.T) {
 	n := startNode(t, nodeYAML("round_robin", serveBackend(t, echoTrailers)))
 	own := []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Real-Ip", "True-Client-Ip", "Cf-Connecting-Ip", "Forwarded",
-		"X-Perigee-Country", "X_real_ip", "X-Request-Id", "Traceparent", "Tracestate", "Via"}
+		"X-Perigee-Country", "X_real_ip", "X-Request-Id", "Traceparent", "Tracestate", "Via", "X-Original-Url"}
 	for _, pc := range allClients(t) {
 		t.Run(pc.name, func(t *testing.T) {
 			tr := http.Header{"X-Checksum": {"abc123"}}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -340,17 +341,25 @@ func forwardTrailers(in, out *http.Request) {
 // drops from a client, in the header section: a backend that merges
 // trailers into the headers would take a client's trailer of that name
 // for the node's word. Those are the client-address headers
-// (geo.NamesClient), OwnField's, Via, the request id and trace.
+// (geo.NamesClient), OwnField's, TargetOverrides, Via, the request id and
+// trace.
 func nodesField(k string) bool {
 	if geo.NamesClient(k) || OwnField(k) {
 		return true
 	}
-	switch http.CanonicalHeaderKey(k) {
+	switch k = http.CanonicalHeaderKey(k); k {
 	case "Via", "X-Request-Id", "Traceparent", "Tracestate", geo.SteeredHeader:
 		return true
 	}
-	return false
+	return slices.Contains(TargetOverrides[:], k)
 }
+
+// TargetOverrides are the fields backends read as the request's path (IIS
+// URL Rewrite, Laminas, older Symfony), in canonical form: a client's
+// would have the node route one path and the backend serve another, past
+// the routes and transforms that guard it. The node drops a client's; a
+// transform may set them.
+var TargetOverrides = [...]string{"X-Original-Url", "X-Rewrite-Url", "X-Original-Uri"}
 
 // OwnField reports whether a field named k is the node's own, which no
 // client may send: X-Perigee-*, and any name with a '_', which CGI and
