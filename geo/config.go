@@ -34,7 +34,7 @@ type DNSConfig struct {
 }
 
 // DNSRateLimit is response rate limiting: over UDP anyone can send queries
-// in a victim's name, so each network (IPv4 /24, IPv6 /56) gets at most
+// in a victim's name, so each network (IPv4 /24, IPv6 /48) gets at most
 // PerSecond answers a second (default 200; -1 for no limit), and of those
 // over it every Slip-th (default 2) goes out empty with TC set, which a
 // real resolver retries over TCP; the rest are not sent.

@@ -5,12 +5,14 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"perigee/geo/internal/clientnet"
 )
 
 // Over UDP the source address is whoever the sender says: a flood of
 // queries "from" a victim turns the server into an amplifier, each small
-// query answered with up to 1232 bytes. So answers to each network (IPv4
-// /24, IPv6 /56: one host rarely owns less) go out at a bounded rate, as
+// query answered with up to 1232 bytes. So answers to each client network
+// (clientnet: an IPv4 /24, an IPv6 /48) go out at a bounded rate, as
 // authoritative servers' response rate limiting (RRL) does. Past it, every
 // slip-th answer goes out as an empty one with TC set, no bigger than the
 // query, so a real resolver behind a busy network retries over TCP, where
@@ -49,22 +51,12 @@ func newRateLimit(perSecond, slip int) *rateLimit {
 	return &rateLimit{perSecond: float64(perSecond), slip: slip, seed: maphash.MakeSeed()}
 }
 
-// network is the part of src the limit counts by.
-func network(src netip.Addr) netip.Prefix {
-	bits := 24
-	if src.Is6() {
-		bits = 56
-	}
-	p, _ := src.Prefix(bits)
-	return p
-}
-
 // verdict says what to send src at now. A nil limit answers everyone.
 func (l *rateLimit) verdict(src netip.Addr, now time.Time) verdict {
 	if l == nil {
 		return answer
 	}
-	key := network(src).Addr().As16()
+	key := clientnet.Of(src).Addr().As16()
 	b := &l.buckets[maphash.Bytes(l.seed, key[:])%rateBuckets]
 	t := now.UnixNano()
 	l.mu.Lock()
