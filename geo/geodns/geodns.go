@@ -254,7 +254,8 @@ func Serve(ctx context.Context, pc net.PacketConn, ln net.Listener, h *Handler) 
 
 // ServeDNS answers one query.
 func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
-	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
+	_, udp := w.RemoteAddr().(*net.UDPAddr)
+	if udp {
 		switch h.limit.verdict(resolverOf(w.RemoteAddr()), time.Now()) {
 		case drop:
 			return
@@ -267,7 +268,7 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		}
 	}
 	m := h.answer(w.RemoteAddr(), req)
-	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
+	if udp {
 		size := dns.MinMsgSize
 		if opt := req.IsEdns0(); opt != nil {
 			size = int(min(max(opt.UDPSize(), dns.MinMsgSize), maxUDPAnswer))
