@@ -21,7 +21,7 @@ var dashboardPage = map[string]bool{"/": true, "/index.html": true, "/app.js": t
 
 // readAPIToken reads the API's bearer token from path.
 func readAPIToken(path string) ([32]byte, error) {
-	tok, err := files.ReadToken(path, 64<<10)
+	tok, err := files.ReadToken(path)
 	if err != nil {
 		return [32]byte{}, fmt.Errorf("api_token_file: %w", err)
 	}

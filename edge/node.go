@@ -272,7 +272,7 @@ func readToken(path string) (string, error) {
 	if path == "" {
 		return "", nil
 	}
-	tok, err := files.ReadToken(path, config.MaxSecretBytes)
+	tok, err := files.ReadToken(path)
 	if err != nil {
 		return "", fmt.Errorf("admin.token_file: %w", err)
 	}

@@ -35,11 +35,14 @@ func (e *TooLargeError) Error() string {
 // if it holds at most limit bytes.
 func Read(path string, limit int64) ([]byte, error) { return read(path, limit, 0) }
 
-// ReadToken reads a secret (a bearer token) from path, within limit: the
-// file's content without surrounding white space, which must not be
-// empty (an *EmptyError).
-func ReadToken(path string, limit int64) (string, error) {
-	b, err := Read(path, limit)
+// MaxTokenBytes bounds a token file: far more than any bearer token.
+const MaxTokenBytes = 64 << 10
+
+// ReadToken reads a secret (a bearer token) from path, within
+// MaxTokenBytes: the file's content without surrounding white space, which
+// must not be empty (an *EmptyError).
+func ReadToken(path string) (string, error) {
+	b, err := Read(path, MaxTokenBytes)
 	if err != nil {
 		return "", err
 	}

@@ -51,7 +51,7 @@ func (c *Config) check(ctx context.Context, v *validator) {
 		}
 	}
 	if c.Admin.TokenFile != "" {
-		_, err := files.ReadToken(c.Admin.TokenFile, MaxSecretBytes)
+		_, err := files.ReadToken(c.Admin.TokenFile)
 		var empty *files.EmptyError
 		if tooLarge(err) || errors.As(err, &empty) {
 			v.at(p("admin", "token_file"), "admin.token_file: %v", err)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"perigee/files"
 	"perigee/files/filestest"
 	"perigee/geo/demodb"
 )
@@ -131,7 +132,7 @@ geo: {database: `+db+`}
 // and then failed serve.
 func TestCheckRefusesWhatServeWouldRefuse(t *testing.T) {
 	dir := t.TempDir()
-	token := filestest.Sparse(t, filepath.Join(dir, "token"), MaxSecretBytes+1)
+	token := filestest.Sparse(t, filepath.Join(dir, "token"), files.MaxTokenBytes+1)
 	module := filestest.Sparse(t, filepath.Join(dir, "t.wasm"), MaxModuleBytes+1)
 	roots := filepath.Join(dir, "roots.pem")
 	if err := os.WriteFile(roots, []byte("no certificate here\n"), 0o600); err != nil {

@@ -29,8 +29,6 @@ const (
 	maxConfigBytes = 16 << 20
 	// MaxModuleBytes bounds a Wasm module file.
 	MaxModuleBytes = 256 << 20
-	// MaxSecretBytes bounds a token file.
-	MaxSecretBytes = 64 << 10
 )
 
 // Load reads, decodes and validates the config file at path.

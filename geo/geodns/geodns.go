@@ -255,8 +255,9 @@ func Serve(ctx context.Context, pc net.PacketConn, ln net.Listener, h *Handler) 
 // ServeDNS answers one query.
 func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	_, udp := w.RemoteAddr().(*net.UDPAddr)
+	sender := resolverOf(w.RemoteAddr())
 	if udp {
-		switch h.limit.verdict(resolverOf(w.RemoteAddr()), time.Now()) {
+		switch h.limit.verdict(sender, time.Now()) {
 		case drop:
 			return
 		case truncate:
@@ -267,7 +268,7 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 			return
 		}
 	}
-	m := h.answer(w.RemoteAddr(), req)
+	m := h.answer(sender, req)
 	if udp {
 		size := dns.MinMsgSize
 		if opt := req.IsEdns0(); opt != nil {
@@ -281,7 +282,7 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	if err := w.WriteMsg(m); err != nil {
 		h.log.Debug("geodns write failed", "peer", w.RemoteAddr(), "err", err)
-		if _, tcp := w.RemoteAddr().(*net.TCPAddr); tcp {
+		if !udp {
 			// A write that timed out may have sent part of an answer: the
 			// stream is out of step, and nothing after it could be read.
 			w.Close()
@@ -289,7 +290,8 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 }
 
-func (h *Handler) answer(peer net.Addr, req *dns.Msg) *dns.Msg {
+// answer is the reply to req from sender, the address the query came from.
+func (h *Handler) answer(sender netip.Addr, req *dns.Msg) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(req)
 	m.Authoritative = true
@@ -316,7 +318,7 @@ func (h *Handler) answer(peer net.Addr, req *dns.Msg) *dns.Msg {
 	if q.Qclass != dns.ClassINET || !h.names[dns.CanonicalName(q.Name)] {
 		return fail(dns.RcodeRefused)
 	}
-	client, err := clientOf(peer, opt)
+	client, err := clientOf(sender, opt)
 	if err != nil {
 		return fail(dns.RcodeFormatError)
 	}
@@ -340,7 +342,7 @@ func (h *Handler) answer(peer net.Addr, req *dns.Msg) *dns.Msg {
 		m.Ns = []dns.RR{h.soa(q.Name)}
 		return m
 	}
-	d := h.router.DecideNamed(client, resolverOf(peer))
+	d := h.router.DecideNamed(client, sender)
 	h.router.Count("dns", d.Reason)
 	m.Answer = h.records(q, d, want)
 	if len(m.Answer) == 0 {
@@ -411,7 +413,7 @@ var errBadSubnet = errors.New("malformed client subnet option")
 
 // clientOf is the address to route for: the client subnet when the
 // resolver sent a valid one, else the resolver itself.
-func clientOf(peer net.Addr, opt *dns.OPT) (netip.Addr, error) {
+func clientOf(sender netip.Addr, opt *dns.OPT) (netip.Addr, error) {
 	ecs, more := subnetOption(opt)
 	if more {
 		// RFC 7871 7.1.1: a resolver and the server could read different ones.
@@ -447,7 +449,7 @@ func clientOf(peer net.Addr, opt *dns.OPT) (netip.Addr, error) {
 		}
 		// A zero source prefix asks us not to use the client's address.
 	}
-	return resolverOf(peer), nil
+	return sender, nil
 }
 
 // resolverOf is the address that sent the query; the zero Addr if unreadable.

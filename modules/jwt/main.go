@@ -30,6 +30,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -193,19 +194,10 @@ func verify(token string, cfg config, now time.Time) (claims, error) {
 		return c, errors.New("token issued in the future")
 	case cfg.Issuer != "" && c.Iss != cfg.Issuer:
 		return c, errors.New("wrong issuer")
-	case cfg.Audience != "" && !contains(c.Aud, cfg.Audience):
+	case cfg.Audience != "" && !slices.Contains(c.Aud, cfg.Audience):
 		return c, errors.New("wrong audience")
 	}
 	return c, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // bearerToken is the token of the request's one Authorization field.

@@ -112,7 +112,7 @@ func (c *Config) validate() (token string, err error) {
 	}
 	if c.TokenFile != "" {
 		var err error
-		if token, err = files.ReadToken(c.TokenFile, maxTokenBytes); err != nil {
+		if token, err = files.ReadToken(c.TokenFile); err != nil {
 			bad("token_file: %w", err)
 		}
 	}
@@ -122,14 +122,11 @@ func (c *Config) validate() (token string, err error) {
 	return token, nil
 }
 
-// maxTokenBytes bounds the token file.
-const maxTokenBytes = 64 << 10
-
 // CheckFiles reads the token and CA files as New does and says what New
 // would refuse in each, starting nothing: for a config's validation.
 func (c Config) CheckFiles() (token, ca error) {
 	if c.TokenFile != "" {
-		_, token = files.ReadToken(c.TokenFile, maxTokenBytes)
+		_, token = files.ReadToken(c.TokenFile)
 	}
 	_, ca = tlsConfig(c.CAFile, c.InsecureSkipVerify)
 	return token, ca
