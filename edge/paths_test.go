@@ -4,15 +4,14 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"perigee/edge/urlpath/corpus"
 )
 
 // targetEcho answers with its name and the request-target it received,
@@ -27,52 +26,13 @@ func targetEcho(name string) http.Handler {
 	})
 }
 
-// pathCase is one line of edge/urlpath/testdata/corpus.txt.
-type pathCase struct {
-	target, answer string // answer is the normal target, or "reject:<code>"
-}
-
-func readPathCorpus(t *testing.T) []pathCase {
+func readPathCorpus(t *testing.T) []corpus.Path {
 	t.Helper()
-	b, err := os.ReadFile("urlpath/testdata/corpus.txt")
+	cases, err := corpus.Paths("urlpath/testdata/corpus.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cases []pathCase
-	for i, line := range strings.Split(string(b), "\n") {
-		if line = strings.TrimSpace(line); line == "" || line[0] == '#' {
-			continue
-		}
-		fields, rest, err := quotedFields(line, 1)
-		if err == nil && !strings.HasPrefix(rest, "reject:") {
-			var more []string
-			more, _, err = quotedFields(rest, 1)
-			fields = append(fields, more...)
-		} else if err == nil {
-			fields = append(fields, strings.Fields(rest)[0])
-		}
-		if err != nil {
-			t.Fatalf("corpus.txt:%d: %v", i+1, err)
-		}
-		cases = append(cases, pathCase{fields[0], fields[1]})
-	}
 	return cases
-}
-
-// quotedFields reads n Go-quoted strings from the start of line and
-// returns them and the rest, its leading blanks trimmed.
-func quotedFields(line string, n int) (fields []string, rest string, err error) {
-	for range n {
-		line = strings.TrimLeft(line, " \t")
-		q, err := strconv.QuotedPrefix(line)
-		if err != nil {
-			return nil, "", fmt.Errorf("%q: %w", line, err)
-		}
-		s, _ := strconv.Unquote(q)
-		fields = append(fields, s)
-		line = line[len(q):]
-	}
-	return fields, strings.TrimLeft(line, " \t"), nil
 }
 
 // pathNode routes /private/ to one backend and the rest to another; each
@@ -134,20 +94,20 @@ func asIsRequest(t *testing.T, base, target string) *http.Request {
 // checkPathAnswer holds the node to the corpus: a refused target gets 400
 // and reaches no backend; any other reaches the backend its normal form
 // routes to, as exactly that normal form.
-func checkPathAnswer(t *testing.T, c pathCase, status int, body string) {
+func checkPathAnswer(t *testing.T, c corpus.Path, status int, body string) {
 	t.Helper()
-	if strings.HasPrefix(c.answer, "reject:") {
+	if strings.HasPrefix(c.Answer, "reject:") {
 		if status != http.StatusBadRequest || strings.HasPrefix(body, "public ") || strings.HasPrefix(body, "private ") {
-			t.Errorf("%q: got %d %q, want 400 (%s) and no backend", c.target, status, body, c.answer)
+			t.Errorf("%q: got %d %q, want 400 (%s) and no backend", c.Target, status, body, c.Answer)
 		}
 		return
 	}
-	want := "public " + c.answer
-	if strings.HasPrefix(c.answer, "/private/") {
-		want = "private " + c.answer
+	want := "public " + c.Answer
+	if strings.HasPrefix(c.Answer, "/private/") {
+		want = "private " + c.Answer
 	}
 	if status != http.StatusOK || body != want {
-		t.Errorf("%q: got %d %q, want 200 %q", c.target, status, body, want)
+		t.Errorf("%q: got %d %q, want 200 %q", c.Target, status, body, want)
 	}
 }
 
@@ -158,8 +118,8 @@ func TestPathCorpusRoutesAndForwardsTheNormalPath(t *testing.T) {
 	n := pathNode(t)
 	t.Run("HTTP/1.1", func(t *testing.T) {
 		for _, c := range cases {
-			status, body := rawH1(t, n.Addrs().HTTPS, "GET "+c.target+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-			if strings.ContainsAny(c.target, " \t") && status == http.StatusBadRequest {
+			status, body := rawH1(t, n.Addrs().HTTPS, "GET "+c.Target+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+			if strings.ContainsAny(c.Target, " \t") && status == http.StatusBadRequest {
 				continue // a space ends the target: the listener's parser refuses the request line
 			}
 			checkPathAnswer(t, c, status, body)
@@ -169,22 +129,22 @@ func TestPathCorpusRoutesAndForwardsTheNormalPath(t *testing.T) {
 	for _, pc := range allClients(t)[1:] {
 		t.Run(pc.name, func(t *testing.T) {
 			for _, c := range cases {
-				if !strings.HasPrefix(c.target, "/") {
+				if !strings.HasPrefix(c.Target, "/") {
 					continue // :path carries origin-form only; the scheme and authority are pseudo-headers
 				}
 				// Go's HTTP/2 server leaves a stream whose :path it cannot
 				// parse unanswered: give refusals a short wait, and check by
 				// the backends' count that nothing reached them.
 				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-				if strings.HasPrefix(c.answer, "reject:") {
+				if strings.HasPrefix(c.Answer, "reject:") {
 					ctx, cancel = context.WithTimeout(t.Context(), 2*time.Second)
 				}
 				hits := backendHits.Load()
-				resp, err := pc.client.Do(asIsRequest(t, base, c.target).WithContext(ctx))
+				resp, err := pc.client.Do(asIsRequest(t, base, c.Target).WithContext(ctx))
 				if err != nil {
 					cancel()
-					if backendHits.Load() != hits || !strings.HasPrefix(c.answer, "reject:") {
-						t.Errorf("%q: %v, and a backend was reached or it was not to be refused", c.target, err)
+					if backendHits.Load() != hits || !strings.HasPrefix(c.Answer, "reject:") {
+						t.Errorf("%q: %v, and a backend was reached or it was not to be refused", c.Target, err)
 					}
 					continue
 				}

@@ -64,7 +64,7 @@ func TestIsNormalTargetAgreesWithNormalizeTarget(t *testing.T) {
 func TestNormalizeTargetSpellsWhatURLSpells(t *testing.T) {
 	for _, c := range readPathCorpus(t) {
 		for _, query := range []string{"", "?k=v"} {
-			target, answer := c.target, c.answer
+			target, answer := c.Target, c.Answer
 			if !strings.HasPrefix(answer, "reject:") && !strings.Contains(target, "?") && !strings.Contains(target, "#") {
 				target, answer = target+query, answer+query
 			}

@@ -11,7 +11,7 @@ import (
 // target's, verbatim. Seeds: the corpus, and testdata/fuzz/FuzzNormalize.
 func FuzzNormalize(f *testing.F) {
 	for _, c := range readCorpus(f) {
-		f.Add(c.target)
+		f.Add(c.Target)
 	}
 	f.Fuzz(func(t *testing.T, target string) {
 		p, q, err := Normalize(target)

@@ -1,64 +1,24 @@
 package urlpath
 
 import (
-	"bufio"
 	"errors"
 	"net/url"
-	"os"
 	"path"
 	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+
+	"perigee/edge/urlpath/corpus"
 )
 
-// corpusCase is one line of testdata/corpus.txt.
-type corpusCase struct {
-	line         int
-	target, want string // want is the normal path and "?query", or "reject:<code>"
-}
-
-func readCorpus(t testing.TB) []corpusCase {
+func readCorpus(t testing.TB) []corpus.Path {
 	t.Helper()
-	f, err := os.Open("testdata/corpus.txt")
+	cases, err := corpus.Paths("testdata/corpus.txt")
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var cases []corpusCase
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		target, rest, err := unquotePrefix(line)
-		if err != nil {
-			t.Fatalf("corpus.txt:%d: target: %v", n, err)
-		}
-		rest = strings.TrimSpace(rest)
-		var want string
-		if code, ok := strings.CutPrefix(rest, "reject:"); ok {
-			want = "reject:" + strings.Fields(code)[0]
-		} else if want, _, err = unquotePrefix(rest); err != nil {
-			t.Fatalf("corpus.txt:%d: answer: %v", n, err)
-		}
-		cases = append(cases, corpusCase{n, target, want})
-	}
-	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
 	return cases
-}
-
-// unquotePrefix reads the Go-quoted string s starts with.
-func unquotePrefix(s string) (value, rest string, err error) {
-	q, err := strconv.QuotedPrefix(s)
-	if err != nil {
-		return "", "", err
-	}
-	value, err = strconv.Unquote(q)
-	return value, s[len(q):], err
 }
 
 func TestCorpus(t *testing.T) {
@@ -71,7 +31,7 @@ func TestCorpus(t *testing.T) {
 		t.Fatalf("corpus has %d cases; the file did not parse", len(cases))
 	}
 	for _, c := range cases {
-		p, q, err := Normalize(c.target)
+		p, q, err := Normalize(c.Target)
 		got := p
 		if q != "" {
 			got += "?" + q
@@ -79,19 +39,19 @@ func TestCorpus(t *testing.T) {
 		if err != nil {
 			var e Error
 			if !errors.As(err, &e) {
-				t.Errorf("corpus.txt:%d: Normalize(%q): untyped error %v", c.line, c.target, err)
+				t.Errorf("corpus.txt:%d: Normalize(%q): untyped error %v", c.Line, c.Target, err)
 				continue
 			}
 			got = "reject:" + e.Code()
 		}
-		if got != c.want {
-			t.Errorf("corpus.txt:%d: Normalize(%q) = %q, want %q", c.line, c.target, got, c.want)
+		if got != c.Answer {
+			t.Errorf("corpus.txt:%d: Normalize(%q) = %q, want %q", c.Line, c.Target, got, c.Answer)
 		}
-		if code, ok := strings.CutPrefix(c.want, "reject:"); ok && !codes[code] {
-			t.Errorf("corpus.txt:%d: unknown code %q", c.line, code)
+		if code, ok := strings.CutPrefix(c.Answer, "reject:"); ok && !codes[code] {
+			t.Errorf("corpus.txt:%d: unknown code %q", c.Line, code)
 		}
 		if err == nil {
-			checkNormal(t, c.target, p)
+			checkNormal(t, c.Target, p)
 		}
 	}
 }
