@@ -399,11 +399,7 @@ func (t *Transform) refill() {
 		}
 		failures, retry := t.startFailed(time.Since(began))
 		if ok, dropped := t.startLog.Allow(time.Now()); ok {
-			attrs := []any{"err", err, "failures_in_a_row", failures, "retry_in", retry}
-			if dropped > 0 {
-				attrs = append(attrs, "dropped_before", dropped)
-			}
-			t.logger.Error("wasm instance failed to start", attrs...)
+			t.logger.Error("wasm instance failed to start", append([]any{"err", err, "failures_in_a_row", failures, "retry_in", retry}, dropped...)...)
 		}
 	}
 }
