@@ -328,8 +328,8 @@ func (t *Transform) put(inst *instance) { t.pool <- inst }
 // grow makes one more instance if max_pool allows; the request that asked
 // pays for instantiating it, until deadline or for init_timeout, whichever
 // ends first, and the pool keeps it, so a client that leaves meanwhile
-// does not cut it short. A start function still running then is stopped,
-// and counted as a timeout.
+// does not cut it short. A start function still running then is stopped;
+// a start that fails is reported as a replacement's is (startFailed).
 //
 // While the transform's starts are failing (see startPacer), the pool does
 // not grow but for the one start the pacer lets run: the request waits for
@@ -347,8 +347,7 @@ func (t *Transform) grow(deadline time.Time) *instance {
 	inst, err := t.instantiate(context.Background(), bound)
 	if err != nil {
 		t.made.Add(-1)
-		t.startFailed(time.Since(began))
-		t.callFailure(err, "start")
+		t.startFailed(err, began, bound)
 		return nil
 	}
 	t.starts.succeeded()
@@ -380,11 +379,11 @@ func (t *Transform) refill() {
 				return
 			}
 		}
-		began := time.Now()
-		if !t.starts.begin(began, t.spec.InitTimeout.D()) {
+		began, bound := time.Now(), t.spec.InitTimeout.D()
+		if !t.starts.begin(began, bound) {
 			continue // a grown instance's start runs: wait for its outcome
 		}
-		inst, err := t.instantiate(t.stopped, t.spec.InitTimeout.D())
+		inst, err := t.instantiate(t.stopped, bound)
 		if err == nil {
 			t.starts.succeeded()
 			t.stats.replaced.Add(1)
@@ -397,17 +396,21 @@ func (t *Transform) refill() {
 		if t.stopped.Err() != nil {
 			return
 		}
-		failures, retry := t.startFailed(time.Since(began))
-		if ok, dropped := t.startLog.Allow(time.Now()); ok {
-			t.logger.Error("wasm instance failed to start", append([]any{"err", err, "failures_in_a_row", failures, "retry_in", retry}, dropped...)...)
-		}
+		t.startFailed(err, began, bound)
 	}
 }
 
-// startFailed counts a failed start that ran for ran, and paces the next.
-func (t *Transform) startFailed(ran time.Duration) (failures int, retry time.Duration) {
+// startFailed reports a start, growing the pool or replacing an instance,
+// that began at began and failed with err within bound: it is counted
+// (not as a guest call's trap or timeout: no request's call failed),
+// paces the next start, and is logged at startLog's rate.
+func (t *Transform) startFailed(err error, began time.Time, bound time.Duration) {
 	t.stats.startFailures.Add(1)
-	return t.starts.failed(ran)
+	failures, retry := t.starts.failed(time.Since(began))
+	if ok, dropped := t.startLog.Allow(time.Now()); ok {
+		t.logger.Error("wasm instance failed to start", append([]any{"err", err, "bound", bound,
+			"failures_in_a_row", failures, "retry_in", retry}, dropped...)...)
+	}
 }
 
 // Pacing of a transform's starts while they keep failing.
@@ -418,8 +421,8 @@ const (
 	// many times as long as the failed one ran, so that starts which keep
 	// running into init_timeout take at most a tenth of a core.
 	failedStartWaits = 9
-	// startLogBurst is how many failed replacements a minute are logged;
-	// the next line says how many were not.
+	// startLogBurst is how many failed starts a minute are logged; the
+	// next line says how many were not.
 	startLogBurst = 5
 )
 
