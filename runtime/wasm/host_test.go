@@ -379,7 +379,7 @@ func TestReloadDrainsOldInstances(t *testing.T) {
 		t.Fatal("reload should replace the changed transform and keep the unchanged one")
 	}
 	v1.Release()
-	if oldA.closed.Load() {
+	if oldA.stopped.Err() != nil {
 		t.Fatal("old transform closed while a request was still using it")
 	}
 	close(release)
@@ -387,10 +387,10 @@ func TestReloadDrainsOldInstances(t *testing.T) {
 	if resp == nil || resp.StatusCode != 200 || strings.Join(resp.Header.Values("x-chain-resp"), ",") != "b,a1" {
 		t.Fatalf("in-flight request across reload: %+v", resp)
 	}
-	if !oldA.closed.Load() {
+	if oldA.stopped.Err() == nil {
 		t.Error("old transform still open after its last request")
 	}
-	if newB.closed.Load() {
+	if newB.stopped.Err() != nil {
 		t.Error("kept transform was closed")
 	}
 }

@@ -56,11 +56,11 @@ type Transform struct {
 	pending    chan struct{}
 	// stopped ends (stop) when the transform shuts down or fails to load:
 	// what runs in the background, a replacement's start included, ends.
+	// Its Err is the one record of whether the transform is closed.
 	stopped context.Context
 	stop    context.CancelFunc
 
 	refs      atomic.Int64
-	closed    atomic.Bool
 	closeOnce sync.Once
 	refills   sync.WaitGroup
 	// owed counts the discarded instances not yet replaced. One refill at
@@ -114,7 +114,6 @@ func (h *Host) Load(ctx context.Context, spec Spec) (*Transform, error) {
 	t.refs.Store(1)
 	t.rt = h.newRuntime(ctx, uint64(spec.Memory))
 	if err := t.init(ctx, h); err != nil {
-		t.closed.Store(true)
 		t.stop()
 		t.refills.Wait()
 		t.rt.Close(ctx)
@@ -285,7 +284,6 @@ func (t *Transform) Release() {
 
 func (t *Transform) shutdown() {
 	t.closeOnce.Do(func() {
-		t.closed.Store(true)
 		t.stop()
 		t.refills.Wait()
 		if err := t.rt.Close(context.Background()); err != nil {
@@ -369,7 +367,7 @@ func (t *Transform) discard(inst *instance) {
 // the pacer lets it, until none is owed or the transform stops.
 func (t *Transform) refill() {
 	defer t.refills.Done()
-	for !t.closed.Load() {
+	for t.stopped.Err() == nil {
 		if wait := time.Until(t.starts.next()); wait > 0 {
 			timer := time.NewTimer(wait)
 			select {
