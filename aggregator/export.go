@@ -62,9 +62,9 @@ func (s *server) exportLoop(ctx context.Context, ex *Export) {
 			if err != nil {
 				// Retried every exportEvery: an engine down for an hour
 				// must not be 3,600 lines.
-				if since, ok := s.refusals.due(exportFailure, time.Now()); ok {
-					s.log.Warn("export failed, will retry", "url", ex.URL, "err", err,
-						"failed_since_last_line", since, "next_line_within", refusalLogEvery)
+				if ok, dropped := s.refusals.due(exportFailure, time.Now()); ok {
+					s.log.Warn("export failed, will retry", append([]any{"url", ex.URL, "err", err,
+						"next_line_within", refusalLogEvery}, dropped...)...)
 				}
 				s.metrics.export.WithLabelValues("error").Inc()
 				break

@@ -9,7 +9,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"perigee/aggregator/store"
@@ -35,6 +34,11 @@ const (
 	resStoreFull    = "store_full"
 	resOverShare    = "node_over_share"
 )
+
+// refusedResults are the results that refuse a batch: every one but
+// stored and duplicate. Each is logged at its own rate (refusalLog).
+var refusedResults = []string{resUnauthorized, resForbidden, resMalformed, resCorrupt, resUnknownDict,
+	resTooLarge, resTooOld, resBusy, resOverloaded, resSlowBody, resStoreError, resStoreFull, resOverShare}
 
 // anyNode is the token owner that may send as any node (development).
 const anyNode = "*"
@@ -64,9 +68,9 @@ func (s *server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	s.metrics.batches.WithLabelValues(res).Inc()
 	stampTime(w)
 	if status != http.StatusOK {
-		if since, ok := s.refusals.due(res, time.Now()); ok {
-			s.log.Warn("batch refused", "result", res, "status", status, "reason", msg, "remote", r.RemoteAddr,
-				"refused_since_last_line", since, "next_line_within", refusalLogEvery)
+		if ok, dropped := s.refusals.due(res, time.Now()); ok {
+			s.log.Warn("batch refused", append([]any{"result", res, "status", status, "reason", msg, "remote", r.RemoteAddr,
+				"next_line_within", refusalLogEvery}, dropped...)...)
 		}
 		http.Error(w, res+": "+msg, status)
 		return
@@ -216,24 +220,28 @@ func retryAfter(w http.ResponseWriter, d time.Duration) {
 // flooding, or anyone without a token, must not flood the log.
 const refusalLogEvery = 10 * time.Second
 
-// refusalLog rate-limits the refusal lines, one kind (result) at a time.
-type refusalLog struct {
-	mu     sync.Mutex
-	limits map[string]*lograte.Limit // result → its line's rate; a fixed set of keys
+// refusalLog rate-limits the refusal lines, one kind at a time: a kind's
+// line, then its line's rate. The kinds are fixed when it is made, so the
+// map is only read.
+type refusalLog map[string]*lograte.Limit
+
+func newRefusalLog(kinds []string) refusalLog {
+	l := make(refusalLog, len(kinds))
+	for _, k := range kinds {
+		l[k] = lograte.New(1, refusalLogEvery)
+	}
+	return l
 }
 
-// due counts a refusal of kind res and reports whether to log it, with
-// how many of that kind went unlogged before it.
-func (l *refusalLog) due(res string, now time.Time) (int, bool) {
-	l.mu.Lock()
-	lim := l.limits[res]
+// due counts a refusal of a kind and reports whether to log it, with the
+// attributes the line carries (lograte.Limit.Allow). A kind it was not
+// made with is never logged: the lines it could flood are what it bounds.
+func (l refusalLog) due(kind string, now time.Time) (ok bool, attrs []any) {
+	lim := l[kind]
 	if lim == nil {
-		lim = lograte.New(1, refusalLogEvery)
-		l.limits[res] = lim
+		return false, nil
 	}
-	l.mu.Unlock()
-	ok, since := lim.Allow(now)
-	return since, ok
+	return lim.Allow(now)
 }
 
 func (s *server) claimReader(node string) bool {

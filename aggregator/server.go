@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,7 +26,6 @@ import (
 	"perigee/aggregator/store"
 	"perigee/connlimit"
 	"perigee/h3serve"
-	"perigee/lograte"
 	"perigee/telemetry/wire"
 )
 
@@ -117,7 +117,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	s := &server{cfg: cfg, log: log, fleet: newFleet(cfg.MemoryWindow), dedup: newDedup(), tokens: map[[32]byte]string{}, places: placesFor(cfg),
 		slots: make(chan struct{}, cfg.MaxConcurrentIngests), reading: map[string]bool{},
 		storeQueries: make(chan struct{}, maxStoreQueries), building: make(chan struct{}, maxAnswersBuilding), answerBytes: newByteBudget(maxAnswerBytes)}
-	s.refusals = refusalLog{limits: map[string]*lograte.Limit{}}
+	s.refusals = newRefusalLog(slices.Concat(refusedResults, []string{exportFailure}))
 	var named []string
 	for tok, node := range byToken {
 		s.tokens[sha256.Sum256([]byte(tok))] = node

@@ -3,7 +3,8 @@
 // endpoint) puts in the node's log: a flood of them would cost the CPU to
 // format them, the disk, and the node's own lines in a log that drops
 // past its bound (logsink). Past the bound lines are counted, and the next
-// line let through says how many went unlogged.
+// line let through says how many went unlogged, under one key for every
+// source: dropped_before.
 package lograte
 
 import (
@@ -28,9 +29,10 @@ func New(burst int, window time.Duration) *Limit {
 	return &Limit{burst: burst, window: window}
 }
 
-// Allow reports whether a line may go out at now and, when it may, how
-// many were held back since the last one that did.
-func (l *Limit) Allow(now time.Time) (ok bool, dropped int) {
+// Allow reports whether a line may go out at now and, when it may, the
+// attributes it must carry: dropped_before, how many were held back since
+// the last line that went out, or none when none were.
+func (l *Limit) Allow(now time.Time) (ok bool, attrs []any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.start.IsZero() || now.Sub(l.start) >= l.window {
@@ -38,9 +40,13 @@ func (l *Limit) Allow(now time.Time) (ok bool, dropped int) {
 	}
 	if l.n >= l.burst {
 		l.dropped++
-		return false, 0
+		return false, nil
 	}
 	l.n++
-	dropped, l.dropped = l.dropped, 0
-	return true, dropped
+	dropped := l.dropped
+	l.dropped = 0
+	if dropped == 0 {
+		return true, nil
+	}
+	return true, []any{"dropped_before", dropped}
 }

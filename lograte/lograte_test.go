@@ -1,6 +1,7 @@
 package lograte
 
 import (
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -12,8 +13,8 @@ func TestBurstThenCountedUntilTheNextWindow(t *testing.T) {
 	l := New(3, time.Second)
 	t0 := time.Unix(1000, 0)
 	for i := range 3 {
-		if ok, d := l.Allow(t0.Add(time.Duration(i) * time.Millisecond)); !ok || d != 0 {
-			t.Fatalf("line %d of the burst: ok %v, dropped %d", i, ok, d)
+		if ok, attrs := l.Allow(t0.Add(time.Duration(i) * time.Millisecond)); !ok || attrs != nil {
+			t.Fatalf("line %d of the burst: ok %v, attrs %v", i, ok, attrs)
 		}
 	}
 	for i := range 5 {
@@ -21,11 +22,11 @@ func TestBurstThenCountedUntilTheNextWindow(t *testing.T) {
 			t.Fatalf("line %d past the burst went out", i)
 		}
 	}
-	if ok, d := l.Allow(t0.Add(time.Second)); !ok || d != 5 {
-		t.Fatalf("the next window's first line: ok %v, dropped %d; want true, 5", ok, d)
+	if ok, attrs := l.Allow(t0.Add(time.Second)); !ok || !slices.Equal(attrs, []any{"dropped_before", 5}) {
+		t.Fatalf("the next window's first line: ok %v, attrs %v; want true, dropped_before 5", ok, attrs)
 	}
-	if ok, d := l.Allow(t0.Add(time.Second + time.Millisecond)); !ok || d != 0 {
-		t.Fatalf("the count went out twice: ok %v, dropped %d", ok, d)
+	if ok, attrs := l.Allow(t0.Add(time.Second + time.Millisecond)); !ok || attrs != nil {
+		t.Fatalf("the count went out twice: ok %v, attrs %v", ok, attrs)
 	}
 }
 
@@ -52,7 +53,7 @@ func TestConcurrentLinesAreAllAccountedFor(t *testing.T) {
 	if let != 10 {
 		t.Fatalf("%d lines let through in one window, want 10", let)
 	}
-	if _, d := l.Allow(now.Add(time.Hour)); d != 8000-10 {
-		t.Fatalf("%d counted, want %d", d, 8000-10)
+	if _, attrs := l.Allow(now.Add(time.Hour)); !slices.Equal(attrs, []any{"dropped_before", 8000 - 10}) {
+		t.Fatalf("%v counted, want dropped_before %d", attrs, 8000-10)
 	}
 }

@@ -47,13 +47,11 @@ func (w *slogWriter) Write(p []byte) (int, error) {
 	}
 	attrs := []any{"component", "memberlist"}
 	if level >= slog.LevelWarn {
-		ok, suppressed := w.limit.Allow(w.now())
+		ok, dropped := w.limit.Allow(w.now())
 		if !ok {
 			return len(p), nil
 		}
-		if suppressed > 0 {
-			attrs = append(attrs, "suppressed_since_last", suppressed)
-		}
+		attrs = append(attrs, dropped...)
 	}
 	w.log.Log(context.Background(), level, string(line), attrs...)
 	return len(p), nil

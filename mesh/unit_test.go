@@ -388,7 +388,7 @@ func TestMemberlistWarningsAreBounded(t *testing.T) {
 	now = now.Add(logWindow)
 	buf.Reset()
 	l.Printf("[WARN] memberlist: next window")
-	if out := buf.String(); !strings.Contains(out, "next window") || !strings.Contains(out, "suppressed_since_last=5") {
+	if out := buf.String(); !strings.Contains(out, "next window") || !strings.Contains(out, "dropped_before=5") {
 		t.Errorf("next window's line %q, want it to count the 5 not logged", out)
 	}
 }

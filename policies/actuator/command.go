@@ -101,13 +101,8 @@ func (l *lineLog) Write(b []byte) (int, error) {
 }
 
 func (l *lineLog) line(b []byte) {
-	ok, dropped := l.limit.Allow(time.Now())
-	switch {
-	case !ok:
-	case dropped > 0:
-		l.log.Info(string(b), "dropped_before", dropped)
-	default:
-		l.log.Info(string(b))
+	if ok, dropped := l.limit.Allow(time.Now()); ok {
+		l.log.Info(string(b), dropped...)
 	}
 }
 

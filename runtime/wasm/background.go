@@ -83,7 +83,7 @@ func (t *Transform) notifyQueue(id uint32) {
 // stop, so it holds no reference: releasing the transform ends the wait
 // for those calls.
 func (t *Transform) rootCall(pick func(*proxyGuest) api.Function, arg uint64) {
-	if t.closed.Load() {
+	if t.stopped.Err() != nil {
 		return
 	}
 	inst, err := t.acquire(context.Background())

@@ -37,15 +37,13 @@ func (g *guestLog) log(ctx context.Context, lvl slog.Level, msg string, text []b
 		return
 	}
 
-	attrs := make([]any, 0, 6)
+	attrs := make([]any, 0, 4+len(dropped))
 	if len(text) > maxGuestLogText {
 		attrs = append(attrs, "text", string(text[:maxGuestLogText]), "cut_bytes", len(text)-maxGuestLogText)
 	} else {
 		attrs = append(attrs, "text", string(text))
 	}
-	if dropped > 0 {
-		attrs = append(attrs, "dropped_before", dropped)
-	}
+	attrs = append(attrs, dropped...)
 	g.logger.Log(ctx, lvl, msg, attrs...)
 }
 

@@ -576,7 +576,7 @@ func TestProxyWasmTickDispatchesCalls(t *testing.T) {
 	// the transform shuts down once the tick gives up its call.
 	start := time.Now()
 	tr.Release()
-	for !tr.closed.Load() && time.Since(start) < 10*time.Second {
+	for tr.stopped.Err() == nil && time.Since(start) < 10*time.Second {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if elapsed := time.Since(start); elapsed > 2*time.Second {

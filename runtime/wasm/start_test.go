@@ -16,24 +16,32 @@ import (
 	"perigee/units"
 )
 
-// withLoopingStart is guest, a stampGuest, with an _initialize that never
-// returns.
-func withLoopingStart(guest string) string {
+// withStart is guest, a stampGuest, with an _initialize of body.
+func withStart(guest, body string) string {
 	return strings.Replace(guest,
-		`(memory (export "memory") 1)`, `(memory (export "memory") 1) (func (export "_initialize") (loop $l (br $l)))`, 1)
+		`(memory (export "memory") 1)`, `(memory (export "memory") 1) (func (export "_initialize") `+body+`)`, 1)
 }
 
-// startsLoopFromNow makes every instance tr starts from now on one whose
-// start loops, by swapping in guest, the stampGuest tr loaded, with
-// withLoopingStart: a start function may loop only some of the time (it can
+// withLoopingStart is guest with an _initialize that never returns.
+func withLoopingStart(guest string) string { return withStart(guest, "(loop $l (br $l))") }
+
+// startsFromNow makes every instance tr starts from now on one of src (a
+// WAT module): a start function may fail only some of the time (it can
 // read the clock or randomness), and so pass its load.
-func startsLoopFromNow(t *testing.T, tr *Transform, guest string) {
+func startsFromNow(t *testing.T, tr *Transform, src string) {
 	t.Helper()
-	loops, _, err := tr.host.compileGuest(context.Background(), tr.rt, wat(t, withLoopingStart(guest)), "")
+	compiled, _, err := tr.host.compileGuest(context.Background(), tr.rt, wat(t, src), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr.compiled = loops
+	tr.compiled = compiled
+}
+
+// startsLoopFromNow makes every instance tr starts from now on one whose
+// start loops: guest, the stampGuest tr loaded, withLoopingStart.
+func startsLoopFromNow(t *testing.T, tr *Transform, guest string) {
+	t.Helper()
+	startsFromNow(t, tr, withLoopingStart(guest))
 }
 
 // holdInstance serves tr's chain in front of a backend whose /slow waits
@@ -166,7 +174,7 @@ func TestGrownInstanceStartMeetsInitTimeout(t *testing.T) {
 		resp.Body.Close()
 		fast <- resp.StatusCode
 	}()
-	for end := time.Now().Add(10 * time.Second); tr.Stats().Timeouts == 0; time.Sleep(time.Millisecond) {
+	for end := time.Now().Add(10 * time.Second); tr.Stats().StartFailures == 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatal("the grown instance's start still running 10s later (init_timeout 200ms, timeout 1m)")
 		}
@@ -245,5 +253,43 @@ func TestFailingGrowthStartsOneAtATime(t *testing.T) {
 	wait(6)
 	if s := tr.Stats(); s.StartFailures != 2 || s.Busy != 7 {
 		t.Errorf("stats = %+v; want 2 failed starts (one before the backoff, one after), 7 busy", s)
+	}
+}
+
+// A start that fails as the pool grows is a failed start like a
+// replacement's: counted in start_failures, not as a guest trap, and
+// logged as "wasm instance failed to start" with the bound it ran under,
+// at most startLogBurst lines a minute however many requests it fails.
+// Before, each was a trap too, and a line of its own.
+func TestFailingGrowthStartIsAStartFailure(t *testing.T) {
+	var logs logtest.Buffer
+	h := newTestHost(t)
+	h.logger = slog.New(slog.NewTextHandler(&logs, nil))
+	guest := stampGuest("(drop (local.get 1))")
+	tr := loadT(t, h, Spec{Name: "t", Wasm: wat(t, guest),
+		Settings: Settings{Pool: 1, MaxPool: 2, Timeout: units.Duration(100 * time.Millisecond), InitTimeout: units.Duration(20 * time.Millisecond)}})
+	startsFromNow(t, tr, withStart(guest, "unreachable"))
+	url, _ := holdInstance(t, tr) // the one instance is busy: each request would grow the pool
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for end := time.Now().Add(10 * time.Second); tr.Stats().StartFailures <= startLogBurst && time.Now().Before(end); {
+				if resp, err := http.Get(url + "/fast"); err == nil {
+					resp.Body.Close()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	s := tr.Stats()
+	if s.StartFailures <= startLogBurst || s.Traps != 0 || s.Timeouts != 0 {
+		t.Errorf("stats = %+v; want more than %d failed starts, no trap, no timeout", s, startLogBurst)
+	}
+	out := logs.String()
+	if lines := strings.Count(out, "wasm instance failed to start") + strings.Count(out, "phase=start"); lines > startLogBurst {
+		t.Errorf("%d failed starts logged %d lines, want at most %d:\n%s", s.StartFailures, lines, startLogBurst, out)
+	}
+	if !strings.Contains(out, "bound=20ms") {
+		t.Errorf("no line names the start's bound, init_timeout 20ms:\n%s", out)
 	}
 }

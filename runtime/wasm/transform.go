@@ -56,11 +56,11 @@ type Transform struct {
 	pending    chan struct{}
 	// stopped ends (stop) when the transform shuts down or fails to load:
 	// what runs in the background, a replacement's start included, ends.
+	// Its Err is the one record of whether the transform is closed.
 	stopped context.Context
 	stop    context.CancelFunc
 
 	refs      atomic.Int64
-	closed    atomic.Bool
 	closeOnce sync.Once
 	refills   sync.WaitGroup
 	// owed counts the discarded instances not yet replaced. One refill at
@@ -114,7 +114,6 @@ func (h *Host) Load(ctx context.Context, spec Spec) (*Transform, error) {
 	t.refs.Store(1)
 	t.rt = h.newRuntime(ctx, uint64(spec.Memory))
 	if err := t.init(ctx, h); err != nil {
-		t.closed.Store(true)
 		t.stop()
 		t.refills.Wait()
 		t.rt.Close(ctx)
@@ -285,7 +284,6 @@ func (t *Transform) Release() {
 
 func (t *Transform) shutdown() {
 	t.closeOnce.Do(func() {
-		t.closed.Store(true)
 		t.stop()
 		t.refills.Wait()
 		if err := t.rt.Close(context.Background()); err != nil {
@@ -328,8 +326,8 @@ func (t *Transform) put(inst *instance) { t.pool <- inst }
 // grow makes one more instance if max_pool allows; the request that asked
 // pays for instantiating it, until deadline or for init_timeout, whichever
 // ends first, and the pool keeps it, so a client that leaves meanwhile
-// does not cut it short. A start function still running then is stopped,
-// and counted as a timeout.
+// does not cut it short. A start function still running then is stopped;
+// a start that fails is reported as a replacement's is (startFailed).
 //
 // While the transform's starts are failing (see startPacer), the pool does
 // not grow but for the one start the pacer lets run: the request waits for
@@ -347,8 +345,7 @@ func (t *Transform) grow(deadline time.Time) *instance {
 	inst, err := t.instantiate(context.Background(), bound)
 	if err != nil {
 		t.made.Add(-1)
-		t.startFailed(time.Since(began))
-		t.callFailure(err, "start")
+		t.startFailed(err, began, bound)
 		return nil
 	}
 	t.starts.succeeded()
@@ -370,7 +367,7 @@ func (t *Transform) discard(inst *instance) {
 // the pacer lets it, until none is owed or the transform stops.
 func (t *Transform) refill() {
 	defer t.refills.Done()
-	for !t.closed.Load() {
+	for t.stopped.Err() == nil {
 		if wait := time.Until(t.starts.next()); wait > 0 {
 			timer := time.NewTimer(wait)
 			select {
@@ -380,11 +377,11 @@ func (t *Transform) refill() {
 				return
 			}
 		}
-		began := time.Now()
-		if !t.starts.begin(began, t.spec.InitTimeout.D()) {
+		began, bound := time.Now(), t.spec.InitTimeout.D()
+		if !t.starts.begin(began, bound) {
 			continue // a grown instance's start runs: wait for its outcome
 		}
-		inst, err := t.instantiate(t.stopped, t.spec.InitTimeout.D())
+		inst, err := t.instantiate(t.stopped, bound)
 		if err == nil {
 			t.starts.succeeded()
 			t.stats.replaced.Add(1)
@@ -397,21 +394,21 @@ func (t *Transform) refill() {
 		if t.stopped.Err() != nil {
 			return
 		}
-		failures, retry := t.startFailed(time.Since(began))
-		if ok, dropped := t.startLog.Allow(time.Now()); ok {
-			attrs := []any{"err", err, "failures_in_a_row", failures, "retry_in", retry}
-			if dropped > 0 {
-				attrs = append(attrs, "dropped_before", dropped)
-			}
-			t.logger.Error("wasm instance failed to start", attrs...)
-		}
+		t.startFailed(err, began, bound)
 	}
 }
 
-// startFailed counts a failed start that ran for ran, and paces the next.
-func (t *Transform) startFailed(ran time.Duration) (failures int, retry time.Duration) {
+// startFailed reports a start, growing the pool or replacing an instance,
+// that began at began and failed with err within bound: it is counted
+// (not as a guest call's trap or timeout: no request's call failed),
+// paces the next start, and is logged at startLog's rate.
+func (t *Transform) startFailed(err error, began time.Time, bound time.Duration) {
 	t.stats.startFailures.Add(1)
-	return t.starts.failed(ran)
+	failures, retry := t.starts.failed(time.Since(began))
+	if ok, dropped := t.startLog.Allow(time.Now()); ok {
+		t.logger.Error("wasm instance failed to start", append([]any{"err", err, "bound", bound,
+			"failures_in_a_row", failures, "retry_in", retry}, dropped...)...)
+	}
 }
 
 // Pacing of a transform's starts while they keep failing.
@@ -422,8 +419,8 @@ const (
 	// many times as long as the failed one ran, so that starts which keep
 	// running into init_timeout take at most a tenth of a core.
 	failedStartWaits = 9
-	// startLogBurst is how many failed replacements a minute are logged;
-	// the next line says how many were not.
+	// startLogBurst is how many failed starts a minute are logged; the
+	// next line says how many were not.
 	startLogBurst = 5
 )
 
