@@ -18,6 +18,7 @@ import (
 
 	"perigee/connlimit"
 	"perigee/geo"
+	"perigee/lograte"
 )
 
 // maxQuery bounds an accepted query: one question with EDNS fits in far
@@ -31,14 +32,17 @@ const maxQuery = 512
 // What does not fit goes truncated, for the resolver to ask over TCP.
 const maxUDPAnswer = 1232
 
-// tcpClients bounds the TCP connections served at once (BIND's
-// tcp-clients is 150), and those of one client address, so that one host
-// cannot hold them all while resolvers wait. Each holds a descriptor, a
-// goroutine and, while a query is read, a buffer of the length it
-// announces, up to 64 KiB. One past the per-address bound is reset as it
-// is accepted; the total is kept below its bound by closing the
-// connection idle longest (see tcpConns).
-var tcpClients = connlimit.Settings{MaxTotal: 128, MaxPerAddress: 16}
+// tcpMaxTotal bounds the TCP connections served at once (BIND's
+// tcp-clients is 150), and tcpMaxPerAddress those of one client address
+// (connlimit.Key: an IPv4 address or an IPv6 /64), so that one host cannot
+// hold them all while resolvers wait. Each holds a descriptor, a goroutine
+// and, while a query is read, a buffer of the length it announces, up to
+// 64 KiB. One past the per-address bound is reset as it is accepted; one
+// past the total closes another to make room (see tcpConns).
+const (
+	tcpMaxTotal      = 128
+	tcpMaxPerAddress = 16
+)
 
 // tcpWriteTimeout bounds the write of one answer over TCP: miekg/dns sets
 // no write deadline there (its WriteTimeout is unused), so a client that
@@ -103,49 +107,93 @@ func (r slotReader) ReadUDP(conn *net.UDPConn, timeout time.Duration) ([]byte, *
 	return m, s, err
 }
 
-// tcpConns tracks the connections connlimit let in. When they fill the
-// listener, the one idle longest is closed, so that there is always room
-// for the next: otherwise a few hosts, each holding its 16 with a query
-// now and then, kept every other resolver out. Each write has its own
-// deadline.
+// tcpConns owns both TCP bounds. When the listener is full, a new
+// connection closes the connection idle longest of the address that holds
+// the most: refusing the new one let a few hosts, each holding its 16 with
+// a query now and then, keep every other resolver out; closing the one
+// idle longest anywhere let hosts that keep theirs busy close a
+// resolver's a moment after its answer. Each write has its own deadline.
 type tcpConns struct {
 	net.Listener
-	max  int
+	log     *slog.Logger
+	refused *lograte.Limit
+
 	mu   sync.Mutex
 	open map[*tcpConn]struct{}
+	per  map[netip.Prefix]int
 }
 
-func newTCPConns(ln net.Listener, max int) *tcpConns {
-	return &tcpConns{Listener: ln, max: max, open: map[*tcpConn]struct{}{}}
+func newTCPConns(ln net.Listener, log *slog.Logger) *tcpConns {
+	return &tcpConns{Listener: ln, log: log, refused: lograte.New(1, 10*time.Second),
+		open: map[*tcpConn]struct{}{}, per: map[netip.Prefix]int{}}
 }
 
 func (l *tcpConns) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		tc := &tcpConn{Conn: c, of: l, addr: connlimit.Key(c.RemoteAddr())}
+		tc.touch()
+		admitted, evicted := l.admit(tc)
+		if !admitted {
+			// Reset, as connlimit.Listen does: no TIME_WAIT left behind.
+			if r, ok := c.(interface{ SetLinger(int) error }); ok {
+				r.SetLinger(0)
+			}
+			c.Close()
+			if ok, dropped := l.refused.Allow(time.Now()); ok {
+				l.log.Warn("geodns TCP connections refused", "last_client", c.RemoteAddr(), "unlogged", dropped,
+					"max_per_address", tcpMaxPerAddress)
+			}
+			continue
+		}
+		if evicted != nil {
+			evicted.Close() // its read fails, and the library lets it go
+		}
+		return tc, nil
 	}
-	tc := &tcpConn{Conn: c, of: l}
-	tc.touch()
+}
+
+// admit counts tc in, unless its address holds its bound; when the
+// listener was full, evicted is the connection to close for it, already
+// uncounted.
+func (l *tcpConns) admit(tc *tcpConn) (admitted bool, evicted *tcpConn) {
 	l.mu.Lock()
-	l.open[tc] = struct{}{}
-	var idlest *tcpConn
-	if len(l.open) >= l.max {
+	defer l.mu.Unlock()
+	if l.per[tc.addr] >= tcpMaxPerAddress {
+		return false, nil
+	}
+	if len(l.open) >= tcpMaxTotal {
 		for o := range l.open {
-			if o != tc && (idlest == nil || o.active.Load() < idlest.active.Load()) {
-				idlest = o
+			if evicted == nil || l.per[o.addr] > l.per[evicted.addr] ||
+				l.per[o.addr] == l.per[evicted.addr] && o.active.Load() < evicted.active.Load() {
+				evicted = o
 			}
 		}
+		l.forget(evicted)
 	}
-	l.mu.Unlock()
-	if idlest != nil {
-		idlest.Close() // its read fails, and the library lets it go
+	l.open[tc] = struct{}{}
+	l.per[tc.addr]++
+	return true, evicted
+}
+
+// forget uncounts c; once only, however often it is closed.
+func (l *tcpConns) forget(c *tcpConn) {
+	if _, ok := l.open[c]; !ok {
+		return
 	}
-	return tc, nil
+	delete(l.open, c)
+	if l.per[c.addr]--; l.per[c.addr] == 0 {
+		delete(l.per, c.addr)
+	}
 }
 
 type tcpConn struct {
 	net.Conn
 	of     *tcpConns
+	addr   netip.Prefix // connlimit.Key of its peer
 	active atomic.Int64 // unix nanoseconds of the last read or write
 }
 
@@ -170,7 +218,7 @@ func (c *tcpConn) Write(b []byte) (int, error) {
 
 func (c *tcpConn) Close() error {
 	c.of.mu.Lock()
-	delete(c.of.open, c)
+	c.of.forget(c)
 	c.of.mu.Unlock()
 	return c.Conn.Close()
 }
@@ -230,7 +278,7 @@ func Serve(ctx context.Context, pc net.PacketConn, ln net.Listener, h *Handler) 
 			PacketConn: pc, Handler: slots.handler(h), UDPSize: maxQuery, ReadTimeout: udpReadTimeout,
 			DecorateReader: slots.reader, MsgInvalidFunc: slots.invalid, MsgAcceptFunc: slots.accept,
 		},
-		{Listener: newTCPConns(connlimit.Listen(ln, connlimit.New("geodns", tcpClients, h.log)), tcpClients.MaxTotal), Handler: h},
+		{Listener: newTCPConns(ln, h.log), Handler: h},
 	}
 	errc := make(chan error, len(servers))
 	for _, s := range servers {

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -939,5 +940,73 @@ func TestAnswersToOneNetworkAreRateLimited(t *testing.T) {
 	r, _, err := other.Exchange(query(name, dns.TypeA, netip.Prefix{}), s.udp)
 	if err != nil || r.Truncated || len(r.Answer) == 0 {
 		t.Fatalf("another network during the flood: %v, %v", r, err)
+	}
+}
+
+// Eight hosts that keep their 16 TCP connections each busy, a query every
+// 20 ms on each, and open another whenever one is closed, filled the
+// listener with connections never idle long: closing the one idle longest
+// then closed a resolver's a moment after its first answer. A host holds
+// at most 16 (the per-address bound), and a full listener closes
+// a connection of the address holding the most, so a resolver with one
+// keeps it while the busy hosts take each other's.
+func TestBusyHostsCannotTakeAResolversTCPConnection(t *testing.T) {
+	s := start(t, 1)
+	q := framed(t, query(name, dns.TypeA, netip.Prefix{}))
+	stop := make(chan struct{})
+	var redials atomic.Int64
+	defer func() { t.Logf("the hosts opened %d more connections", redials.Load()) }()
+	var hogs sync.WaitGroup
+	defer hogs.Wait()
+	defer close(stop)
+	for host := range 8 {
+		hog := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 2, byte(host+1))}}
+		for range 16 {
+			hogs.Go(func() {
+				buf := make([]byte, 512)
+				for {
+					c, err := hog.Dial("tcp", s.tcp)
+					for err == nil {
+						select {
+						case <-stop:
+							c.Close()
+							return
+						case <-time.After(20 * time.Millisecond):
+						}
+						c.SetDeadline(time.Now().Add(2 * time.Second))
+						if _, err = c.Write(q); err == nil {
+							_, err = c.Read(buf)
+						}
+					}
+					if c != nil {
+						c.Close()
+					}
+					redials.Add(1)
+					select {
+					case <-stop:
+						return
+					case <-time.After(10 * time.Millisecond):
+					}
+				}
+			})
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // for the hosts to fill the listener
+	conn, err := net.DialTimeout("tcp", s.tcp, 4*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := &dns.Conn{Conn: conn}
+	for i := range 2 {
+		conn.SetDeadline(time.Now().Add(4 * time.Second))
+		err := c.WriteMsg(query(name, dns.TypeA, netip.Prefix{}))
+		if err == nil {
+			_, err = c.ReadMsg()
+		}
+		if err != nil {
+			t.Fatalf("resolver's query %d on its one connection while eight hosts keep 128 busy: %v", i+1, err)
+		}
+		time.Sleep(time.Second) // idle, while the hosts are not
 	}
 }

@@ -22,12 +22,24 @@ type rateLimit struct {
 	slip      int
 
 	seed    maphash.Seed
-	mu      sync.Mutex
+	locks   [rateLocks]paddedMutex // bucket i under locks[i%rateLocks]
 	buckets [rateBuckets]bucket
 }
 
+// rateLocks stripes the buckets: under one lock, 8 goroutines on 2 cores
+// took 110-140 ns a verdict against 39 ns for one alone
+// (BenchmarkRateLimitVerdict), every UDP answer waiting on every other.
+const rateLocks = 64
+
+// paddedMutex has a cache line to itself, so that neighbouring locks taken
+// on other cores do not contend for it.
+type paddedMutex struct {
+	sync.Mutex
+	_ [64 - 8]byte
+}
+
 // rateBuckets networks are told apart; more share a bucket, and so a
-// limit. The table is a fixed 384 KiB however many sources a flood forges.
+// limit. The table is a fixed 388 KiB however many sources a flood forges.
 const rateBuckets = 1 << 14
 
 type bucket struct {
@@ -57,10 +69,12 @@ func (l *rateLimit) verdict(src netip.Addr, now time.Time) verdict {
 		return answer
 	}
 	key := clientnet.Of(src).Addr().As16()
-	b := &l.buckets[maphash.Bytes(l.seed, key[:])%rateBuckets]
+	i := maphash.Bytes(l.seed, key[:]) % rateBuckets
+	b := &l.buckets[i]
 	t := now.UnixNano()
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	mu := &l.locks[i%rateLocks]
+	mu.Lock()
+	defer mu.Unlock()
 	// A bucket holds a second's worth: a burst within it goes at once.
 	b.tokens = min(l.perSecond, b.tokens+float64(t-b.last)/1e9*l.perSecond)
 	b.last = t
