@@ -197,6 +197,15 @@ func (p *policy) apply(ctx context.Context, snap Snapshot) int {
 			p.e.scalers[svc].stabilize(snap.Time, n)
 		}
 	}
+	if len(p.last) > maxMemos {
+		// Forget what this evaluation did not name: at worst a repeat of
+		// it is applied and logged once more.
+		for k := range p.last {
+			if _, named := lastIdx[k]; !named {
+				delete(p.last, k)
+			}
+		}
+	}
 	p.pending = p.pending[:0]
 	return recorded
 }
