@@ -205,9 +205,12 @@ end`, func(c *EngineConfig) { c.AllocBytes = budget })
 // webhook's JSON. A reason holding one is refused at its line.
 func TestReasonsAreText(t *testing.T) {
 	for _, reason := range []string{`"a\0b"`, `"line\nbreak"`, `"esc\27[31m"`, `"del\127"`} {
-		r := newRig(t, "function evaluate(m)\n  scale(\"api\", 2, "+reason+")\nend", nil)
-		if err := r.eval(t); err == nil || !strings.Contains(err.Error(), "p.lua:2") || !strings.Contains(err.Error(), "reason") {
-			t.Errorf("reason %s: err = %v, want a refusal of the reason with the line", reason, err)
+		// Every action takes a reason, circuit's in its third argument.
+		for _, call := range []string{`scale("api", 2, `, `weight("api", "b", 10, `, `shed("r", 0.5, `, `circuit("api", {max_requests = 10}, `} {
+			r := newRig(t, "function evaluate(m)\n  "+call+reason+")\nend", nil)
+			if err := r.eval(t); err == nil || !strings.Contains(err.Error(), "p.lua:2") || !strings.Contains(err.Error(), "reason") {
+				t.Errorf("%s%s): err = %v, want a refusal of the reason with the line", call, reason, err)
+			}
 		}
 	}
 	r := newRig(t, "function evaluate(m)\n  scale(\"api\", 2, \"p99 at 310 ms — over the 250 ms goal\")\nend", nil)
