@@ -61,6 +61,9 @@ func decode(name string, b []byte) (*Config, *validator, error) {
 	if err != nil {
 		return nil, nil, positioned(name, err)
 	}
+	if errs := badTags(name, root); len(errs) > 0 {
+		return nil, nil, &Error{Lines: errs}
+	}
 	v := &validator{file: name, root: root}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
@@ -78,6 +81,24 @@ func decode(name string, b []byte) (*Config, *validator, error) {
 	c.setDefaults()
 	c.validate(v)
 	return c, v, nil
+}
+
+// badTags reports every scalar whose explicit tag its value does not fit
+// (`!!int many`, `!!float 1e400`, `!!binary` that is no base64), each at
+// its line. The decoder stops at the first of them with an error that
+// names no line, so none of the other checks would run either way.
+func badTags(file string, n *yaml.Node) []string {
+	var errs []string
+	if n.Kind == yaml.ScalarNode && n.Style&yaml.TaggedStyle != 0 && strings.HasPrefix(n.Tag, "!!") {
+		var v any
+		if err := n.Decode(&v); err != nil {
+			errs = append(errs, fmt.Sprintf("%s:%d: %s", file, n.Line, strings.TrimPrefix(err.Error(), "yaml: ")))
+		}
+	}
+	for _, c := range n.Content {
+		errs = append(errs, badTags(file, c)...)
+	}
+	return errs
 }
 
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
