@@ -177,17 +177,30 @@ func strIndex(pos, n int) int {
 	return min(max(pos-1, 0), n)
 }
 
+// strRange turns the Lua positions i and j in a string of n bytes
+// (negative ones count from the end) into 1-based bounds within [1, n];
+// i > j when they hold none. A position is clamped as a number, so that
+// one past an int's range (1e300, which Go's conversion turns negative)
+// is still past the end.
+func strRange(i, j glua.LNumber, n int) (int, int) {
+	pos := func(v glua.LNumber) int {
+		if v != v { // NaN
+			return 0
+		}
+		bound := float64(n + 1)
+		p := int(max(min(float64(v), bound), -bound))
+		if p < 0 {
+			p += n + 1
+		}
+		return p
+	}
+	return max(pos(i), 1), min(pos(j), n)
+}
+
 func (vm *VM) stringByte(L *glua.LState) int {
 	s := L.CheckString(1)
-	i := L.OptInt(2, 1)
-	j := L.OptInt(3, i)
-	if i < 0 {
-		i += len(s) + 1
-	}
-	if j < 0 {
-		j += len(s) + 1
-	}
-	i, j = max(i, 1), min(j, len(s))
+	first := L.OptNumber(2, 1)
+	i, j := strRange(first, L.OptNumber(3, first), len(s))
 	if i > j {
 		return 0
 	}
@@ -216,26 +229,10 @@ func piece(src, sub string) glua.LString {
 	return glua.LString(strings.Clone(sub))
 }
 
-// stringSub is Lua 5.1's string.sub, returning a piece of its own. Its
-// positions are clamped as numbers, so that one past an int's range
-// (1e300, which Go's conversion turns negative) is still past the end.
+// stringSub is Lua 5.1's string.sub, returning a piece of its own.
 func stringSub(L *glua.LState) int {
 	s := L.CheckString(1)
-	pos := func(v glua.LNumber) int {
-		if v != v { // NaN
-			return 0
-		}
-		bound := float64(len(s) + 1)
-		return int(max(min(float64(v), bound), -bound))
-	}
-	i, j := pos(L.CheckNumber(2)), pos(L.OptNumber(3, -1))
-	if i < 0 {
-		i += len(s) + 1
-	}
-	if j < 0 {
-		j += len(s) + 1
-	}
-	i, j = max(i, 1), min(j, len(s))
+	i, j := strRange(L.CheckNumber(2), L.OptNumber(3, -1), len(s))
 	if i > j {
 		L.Push(glua.LString(""))
 		return 1
