@@ -61,10 +61,12 @@ func decode(name string, b []byte) (*Config, *validator, error) {
 	if err != nil {
 		return nil, nil, positioned(name, err)
 	}
-	if errs := badTags(name, root); len(errs) > 0 {
-		return nil, nil, &Error{Lines: errs}
+	var bad badNodes
+	bad.walk(name, root)
+	if len(bad.tags) > 0 {
+		return nil, nil, &Error{Lines: bad.tags}
 	}
-	v := &validator{file: name, root: root}
+	v := &validator{file: name, root: root, errs: bad.nullKeys}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	c := &Config{}
@@ -83,22 +85,26 @@ func decode(name string, b []byte) (*Config, *validator, error) {
 	return c, v, nil
 }
 
-// badTags reports every scalar whose explicit tag its value does not fit
-// (`!!int many`, `!!float 1e400`, `!!binary` that is no base64), each at
-// its line. The decoder stops at the first of them with an error that
-// names no line, so none of the other checks would run either way.
-func badTags(file string, n *yaml.Node) []string {
-	var errs []string
+// badNodes finds, each at its line, what the decoder would stop at
+// without a line: a scalar whose explicit tag its value does not fit
+// (`!!int many`, `!!float 1e400`, `!!binary` that is no base64); and what
+// it would drop without a word: a key that is null (`~`, `null`, or none),
+// which names no field and was skipped with all beneath it.
+type badNodes struct{ tags, nullKeys []string }
+
+func (b *badNodes) walk(file string, n *yaml.Node) {
 	if n.Kind == yaml.ScalarNode && n.Style&yaml.TaggedStyle != 0 && strings.HasPrefix(n.Tag, "!!") {
 		var v any
 		if err := n.Decode(&v); err != nil {
-			errs = append(errs, fmt.Sprintf("%s:%d: %s", file, n.Line, strings.TrimPrefix(err.Error(), "yaml: ")))
+			b.tags = append(b.tags, fmt.Sprintf("%s:%d: %s", file, n.Line, strings.TrimPrefix(err.Error(), "yaml: ")))
 		}
 	}
-	for _, c := range n.Content {
-		errs = append(errs, badTags(file, c)...)
+	for i, c := range n.Content {
+		if n.Kind == yaml.MappingNode && i%2 == 0 && c.ShortTag() == "!!null" {
+			b.nullKeys = append(b.nullKeys, fmt.Sprintf("%s:%d: a key that is null (~, null or none) names nothing", file, c.Line))
+		}
+		b.walk(file, c)
 	}
-	return errs
 }
 
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
