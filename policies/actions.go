@@ -93,16 +93,9 @@ func parseAction(kind ActionKind, args []any) (action, error) {
 		}
 		vals[i] = v
 	}
-	if len(args) > names+nums && args[names+nums] != nil {
-		a.reason = fmt.Sprint(args[names+nums])
-		if err := checkLength("the reason", a.reason); err != nil {
-			return a, err
-		}
-		// It goes into an exec's environment (where a NUL fails the
-		// run), log lines and a webhook's JSON: one line of text.
-		if i := strings.IndexFunc(a.reason, unicode.IsControl); i >= 0 {
-			return a, fmt.Errorf("the reason holds a control character at byte %d", i)
-		}
+	var err error
+	if a.reason, err = parseReason(args, names+nums); err != nil {
+		return a, err
 	}
 	switch {
 	case kind.onRoute():
@@ -119,6 +112,23 @@ func parseAction(kind ActionKind, args []any) (action, error) {
 		a.burst = vals[1]
 	}
 	return a, nil
+}
+
+// parseReason reads the optional reason at args[i], of every action.
+func parseReason(args []any, i int) (string, error) {
+	if len(args) <= i || args[i] == nil {
+		return "", nil
+	}
+	reason := fmt.Sprint(args[i])
+	if err := checkLength("the reason", reason); err != nil {
+		return "", err
+	}
+	// It goes into an exec's environment (where a NUL fails the run), log
+	// lines and a webhook's JSON: one line of text.
+	if i := strings.IndexFunc(reason, unicode.IsControl); i >= 0 {
+		return "", fmt.Errorf("the reason holds a control character at byte %d", i)
+	}
+	return reason, nil
 }
 
 // key names what an action sets, so that a later action on the same thing
@@ -195,6 +205,15 @@ func (p *policy) apply(ctx context.Context, snap Snapshot) int {
 	for svc, n := range p.asked {
 		if _, called := lastIdx[string(Scale)+"|"+svc+"|"]; !called {
 			p.e.scalers[svc].stabilize(snap.Time, n)
+		}
+	}
+	if len(p.last) > maxMemos {
+		// Forget what this evaluation did not name: at worst a repeat of
+		// it is applied and logged once more.
+		for k := range p.last {
+			if _, named := lastIdx[k]; !named {
+				delete(p.last, k)
+			}
 		}
 	}
 	p.pending = p.pending[:0]

@@ -19,6 +19,11 @@ const (
 	// maxScriptLogBytes bounds one record a script logs: with
 	// maxScriptLogs of them an evaluation writes at most 100 KiB.
 	maxScriptLogBytes = 1024
+	// maxMemos bounds what a policy remembers of its last decisions, one
+	// per thing it named (see repeat): the names are the script's, so
+	// without it a policy naming new backends every evaluation would grow
+	// the node's heap for good.
+	maxMemos = 4 * maxActions
 )
 
 // checkLength refuses a string an action would keep beyond

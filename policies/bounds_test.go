@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"perigee/files/filestest"
+	"perigee/memtest"
 	"perigee/runtime/lua"
 	"perigee/units"
 )
@@ -204,13 +205,52 @@ end`, func(c *EngineConfig) { c.AllocBytes = budget })
 // webhook's JSON. A reason holding one is refused at its line.
 func TestReasonsAreText(t *testing.T) {
 	for _, reason := range []string{`"a\0b"`, `"line\nbreak"`, `"esc\27[31m"`, `"del\127"`} {
-		r := newRig(t, "function evaluate(m)\n  scale(\"api\", 2, "+reason+")\nend", nil)
-		if err := r.eval(t); err == nil || !strings.Contains(err.Error(), "p.lua:2") || !strings.Contains(err.Error(), "reason") {
-			t.Errorf("reason %s: err = %v, want a refusal of the reason with the line", reason, err)
+		// Every action takes a reason, circuit's in its third argument.
+		for _, call := range []string{`scale("api", 2, `, `weight("api", "b", 10, `, `shed("r", 0.5, `, `circuit("api", {max_requests = 10}, `} {
+			r := newRig(t, "function evaluate(m)\n  "+call+reason+")\nend", nil)
+			if err := r.eval(t); err == nil || !strings.Contains(err.Error(), "p.lua:2") || !strings.Contains(err.Error(), "reason") {
+				t.Errorf("%s%s): err = %v, want a refusal of the reason with the line", call, reason, err)
+			}
 		}
 	}
 	r := newRig(t, "function evaluate(m)\n  scale(\"api\", 2, \"p99 at 310 ms — over the 250 ms goal\")\nend", nil)
 	if err := r.eval(t); err != nil {
 		t.Errorf("a reason of plain text: %v", err)
+	}
+}
+
+// A policy remembers what it last decided for each thing it named, to skip
+// repeats, and a rejected decision is remembered too. The names are the
+// script's: one that makes up a thousand backends an evaluation, each
+// rejected, must not grow the node's heap evaluation after evaluation.
+func TestMemosOfMadeUpNamesAreBounded(t *testing.T) {
+	r := newRig(t, `
+n = 0
+function evaluate(m)
+  for i = 1, 1000 do n = n + 1 weight("api", string.rep("b", 240) .. n, 20000) end
+end`, func(c *EngineConfig) { c.LogSize = 10 })
+	forget := func() { // what the test's target heard is not the engine's
+		r.tgt.mu.Lock()
+		r.tgt.decided = nil
+		r.tgt.mu.Unlock()
+	}
+	base := memtest.LiveHeap()
+	for range 40 {
+		if err := r.eval(t); err != nil {
+			t.Fatal(err)
+		}
+		forget()
+	}
+	grew := memtest.LiveHeap() - base
+	p := r.e.policies["p"]
+	p.mu.Lock()
+	memos := len(p.last)
+	p.mu.Unlock()
+	t.Logf("40 000 made-up backends: %d memos, heap %+d KiB", memos, grew>>10)
+	if memos > maxMemos+maxActions {
+		t.Errorf("%d memos kept, over %d", memos, maxMemos+maxActions)
+	}
+	if grew > 4<<20 {
+		t.Errorf("the heap grew by %d MiB for decisions about backends that do not exist", grew>>20)
 	}
 }

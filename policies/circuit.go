@@ -69,11 +69,9 @@ func parseCircuit(args []any) (action, error) {
 		}
 		a.circuit.set[i], a.circuit.v[i] = true, v
 	}
-	if len(args) > 2 && args[2] != nil {
-		a.reason = fmt.Sprint(args[2])
-		if err := checkLength("the reason", a.reason); err != nil {
-			return a, err
-		}
+	var err error
+	if a.reason, err = parseReason(args, 2); err != nil {
+		return a, err
 	}
 	a.target = a.circuit.String()
 	if a.circuit.set[0] {

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"encoding/json"
+	"net/url"
 	"regexp"
 	"strings"
 )
@@ -54,8 +55,44 @@ func redactKeys(v any) any {
 		for i, e := range v {
 			v[i] = redactKeys(e)
 		}
+	case string:
+		return redactURL(v)
 	}
 	return v
+}
+
+// redactURL hides what a URL carries that no field name says is secret:
+// its userinfo (https://user:pass@host/, which Go's client sends as Basic
+// auth, or a token written as the user), and the values of its query
+// parameters secretKey matches (?access_token=...). Any other string is
+// returned as it is.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" || u.Host == "" || (u.User == nil && u.RawQuery == "") {
+		return s
+	}
+	hadUser := u.User != nil
+	u.User = nil
+	changed := hadUser
+	if u.RawQuery != "" {
+		params := strings.Split(u.RawQuery, "&")
+		for i, kv := range params {
+			k, _, _ := strings.Cut(kv, "=")
+			if name, err := url.QueryUnescape(k); err == nil && secretKey.MatchString(name) {
+				params[i], changed = k+"="+Redacted, true
+			}
+		}
+		u.RawQuery = strings.Join(params, "&")
+	}
+	if !changed {
+		return s
+	}
+	out := u.String()
+	if hadUser {
+		scheme, rest, _ := strings.Cut(out, "://")
+		out = scheme + "://" + Redacted + "@" + rest
+	}
+	return out
 }
 
 // redactAll keeps v's shape and replaces every leaf.

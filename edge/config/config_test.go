@@ -99,6 +99,12 @@ routes:
 		{"static node url not absolute", base + "geo:\n  nodes:\n    - {id: b, public_url: b.example.net}\n", `bad.yaml:10: geo.nodes: public_url "b.example.net" must be an absolute http(s) URL`},
 		{"node id with a space", base + "node: {id: fra 1}\n", `bad.yaml:8: node.id "fra 1" may hold only letters, digits, '-', '_' and '.'`},
 		{"node id with a comma", base + "node: {id: \"fra,1\"}\n", `bad.yaml:8: node.id "fra,1" may hold only`},
+		{"int tag on a word", base + "node: {id: a, capacity: !!int many}\n", "bad.yaml:8: cannot decode !!str `many` as a !!int"},
+		{"float tag past a float", base + "node:\n  location: {lat: !!float 1e400}\n", "bad.yaml:9: cannot decode !!str `1e400` as a !!float"},
+		{"binary tag on no base64", base + "node: {id: !!binary \"@@@\"}\n", "bad.yaml:8: !!binary value contains invalid base64 data"},
+		{"every bad tag", base + "node: {capacity: !!int x}\nlimits: {max_requests_per_client: !!bool maybe}\n", "bad.yaml:8: cannot decode !!str `x` as a !!int\nbad.yaml:9: cannot decode !!str `maybe` as a !!bool"},
+		{"null key", base + "~: {bogus: 1}\nnode: {capacity: -1}\n", "bad.yaml:8: a key that is null (~, null or none) names nothing\nbad.yaml:9: capacity must be"},
+		{"null key in a section", strings.Replace(base, "  api:\n", "  null:\n    backends: []\n  api:\n", 1), "bad.yaml:3: a key that is null"},
 		{"h2 over http", strings.Replace(base, "  api:\n", "  api:\n    protocol: h2\n", 1), `bad.yaml:5: service "api": backend url "http://127.0.0.1:9001": protocol h2 needs https:// backends`},
 	}
 	for _, tc := range cases {

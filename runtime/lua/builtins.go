@@ -89,6 +89,7 @@ func (vm *VM) openBuiltins() {
 	str := L.GetGlobal("string")
 	set(str, "rep", vm.stringRep)
 	set(str, "byte", vm.stringByte)
+	set(str, "sub", stringSub)
 	set(str, "find", vm.stringFind)
 	set(str, "match", vm.stringMatch)
 	set(str, "gmatch", vm.stringGmatch)
@@ -176,17 +177,30 @@ func strIndex(pos, n int) int {
 	return min(max(pos-1, 0), n)
 }
 
+// strRange turns the Lua positions i and j in a string of n bytes
+// (negative ones count from the end) into 1-based bounds within [1, n];
+// i > j when they hold none. A position is clamped as a number, so that
+// one past an int's range (1e300, which Go's conversion turns negative)
+// is still past the end.
+func strRange(i, j glua.LNumber, n int) (int, int) {
+	pos := func(v glua.LNumber) int {
+		if v != v { // NaN
+			return 0
+		}
+		bound := float64(n + 1)
+		p := int(max(min(float64(v), bound), -bound))
+		if p < 0 {
+			p += n + 1
+		}
+		return p
+	}
+	return max(pos(i), 1), min(pos(j), n)
+}
+
 func (vm *VM) stringByte(L *glua.LState) int {
 	s := L.CheckString(1)
-	i := L.OptInt(2, 1)
-	j := L.OptInt(3, i)
-	if i < 0 {
-		i += len(s) + 1
-	}
-	if j < 0 {
-		j += len(s) + 1
-	}
-	i, j = max(i, 1), min(j, len(s))
+	first := L.OptNumber(2, 1)
+	i, j := strRange(first, L.OptNumber(3, first), len(s))
 	if i > j {
 		return 0
 	}
@@ -204,10 +218,34 @@ func (vm *VM) newMatcher(L *glua.LState, src, pat string) *matcher {
 	return &matcher{src: src, pat: pat, tick: st.tick, raise: L.RaiseError}
 }
 
-func pushCapture(L *glua.LState, c any) {
+// piece is sub, a part of src, as a string of its own. Go's substrings
+// share their source's bytes, so one byte of a megabyte kept would keep
+// the megabyte, and the heap walk, which counts a string by its length,
+// would see one byte.
+func piece(src, sub string) glua.LString {
+	if len(sub) == len(src) {
+		return glua.LString(src)
+	}
+	return glua.LString(strings.Clone(sub))
+}
+
+// stringSub is Lua 5.1's string.sub, returning a piece of its own.
+func stringSub(L *glua.LState) int {
+	s := L.CheckString(1)
+	i, j := strRange(L.CheckNumber(2), L.OptNumber(3, -1), len(s))
+	if i > j {
+		L.Push(glua.LString(""))
+		return 1
+	}
+	L.Push(piece(s, s[i-1:j]))
+	return 1
+}
+
+// pushCapture pushes c, a capture of a match in src.
+func pushCapture(L *glua.LState, src string, c any) {
 	switch v := c.(type) {
 	case string:
-		L.Push(glua.LString(v))
+		L.Push(piece(src, v))
 	case int:
 		L.Push(glua.LNumber(v))
 	}
@@ -250,7 +288,7 @@ func (vm *VM) find(L *glua.LState, positions bool) int {
 		}
 	}
 	for _, c := range m.captures(s, e) {
-		pushCapture(L, c)
+		pushCapture(L, src, c)
 		n++
 	}
 	return n
@@ -276,7 +314,7 @@ func (vm *VM) stringGmatch(L *glua.LState) int {
 				}
 				n := 0
 				for _, c := range m.captures(s, e) {
-					pushCapture(L, c)
+					pushCapture(L, src, c)
 					n++
 				}
 				return n
@@ -363,14 +401,14 @@ func (vm *VM) addReplacement(L *glua.LState, b *builder, m *matcher, repl glua.L
 		}
 		return
 	case *glua.LTable:
-		pushCapture(L, m.capture(0, s, e))
+		pushCapture(L, m.src, m.capture(0, s, e))
 		v = L.GetTable(r, L.Get(-1))
 		L.Pop(1)
 	case *glua.LFunction:
 		L.Push(r)
 		caps := m.captures(s, e)
 		for _, c := range caps {
-			pushCapture(L, c)
+			pushCapture(L, m.src, c)
 		}
 		L.Call(len(caps), 1)
 		v = L.Get(-1)

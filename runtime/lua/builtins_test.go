@@ -57,6 +57,9 @@ func TestBuiltinsKeepLuaSemantics(t *testing.T) {
 		{`string.byte("abc", -2, -1)`, []any{98.0, 99.0}},
 		{`string.rep("ab", 3, ",")`, []any{"ab,ab,ab"}},
 		{`select("#", string.byte("abc", 4))`, []any{0.0}},
+		{`("hello"):sub(2, 4), ("hello"):sub(-3), ("hello"):sub(0), ("hello"):sub(4, 2), ("hello"):sub(2, 100), ("hello"):sub(-100, 1)`, []any{"ell", "llo", "hello", "", "ello", "h"}},
+		{`("hello"):sub(1e300), ("hello"):sub(-1e300, 1e300), ("hello"):sub(1/0), ("hello"):sub(0/0)`, []any{"", "hello", "", "hello"}},
+		{`string.byte("abc", -1e300, 1e300)`, []any{97.0, 98.0, 99.0}},
 	} {
 		got, err := call(t, Options{}, "function f() return "+c.expr+" end")
 		if err != nil || !reflect.DeepEqual(got, c.want) {

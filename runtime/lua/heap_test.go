@@ -176,3 +176,44 @@ end`); err != nil {
 		t.Error("no state check was cut at the deadline")
 	}
 }
+
+// A piece of a string cut out by string.sub or a pattern's capture is a
+// string of its own: were it a slice of its source, one byte of it kept
+// would keep the whole megabyte, which the walk counts as one byte. Every
+// call below keeps four bytes of four fresh megabytes, so the heap must
+// stay as it was, however many calls run.
+func TestKeptPiecesDoNotKeepTheirSource(t *testing.T) {
+	const budget = 16 << 20
+	for name, cut := range map[string]string{
+		"string.sub":          `string.sub(s, 1, 1)`,
+		"string.match":        `string.match(s, "^(.)")`,
+		"string.match whole":  `string.match(s, "^.")`,
+		"string.find capture": `select(3, string.find(s, "(.)"))`,
+		"string.gmatch":       `string.gmatch(s, ".")()`,
+		"gsub function":       `(function() local c string.gsub(s, "^.", function(x) c = x end) return c end)()`,
+		"gsub table":          `(function() local c string.gsub(s, "^.", setmetatable({}, {__index = function(_, x) c = x end})) return c end)()`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			vm := New(Options{Limits: Limits{Timeout: 5 * time.Second, AllocBytes: budget}})
+			defer vm.Close()
+			src := `kept = {} function evaluate() for i = 1, 4 do local s = string.rep("x", 2^20 - 16) .. #kept kept[#kept + 1] = ` + cut + ` end end`
+			if err := vm.Load(context.Background(), "cut.lua", src); err != nil {
+				t.Fatal(err)
+			}
+			base := memtest.LiveHeap()
+			for calls := range 25 {
+				if _, err := vm.Call(context.Background(), "evaluate"); err != nil {
+					t.Fatalf("call %d: %v", calls+1, err)
+				}
+			}
+			if out, err := vm.GlobalValue("kept"); err != nil || len(out.([]any)) != 100 || out.([]any)[0] != "x" {
+				t.Fatalf("kept = %.80v, %v; want 100 pieces of one byte", out, err)
+			}
+			grown := memtest.LiveHeap() - base
+			t.Logf("heap %+d MiB after keeping 100 bytes of 100 MiB", grown>>20)
+			if grown > budget {
+				t.Errorf("the heap grew by %d MiB, over the budget of %d MiB, for 100 bytes kept", grown>>20, budget>>20)
+			}
+		})
+	}
+}
