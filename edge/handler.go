@@ -432,8 +432,11 @@ func (w *recorder) WriteHeader(code int) {
 		if !w.final {
 			w.finalHead(code)
 		}
-	case w.x.Status == 0:
-		w.x.Status = code
+	default:
+		w.interimHead()
+		if w.x.Status == 0 {
+			w.x.Status = code
+		}
 	}
 	if w.free > 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		w.ResponseWriter.WriteHeader(code) // held with the body
@@ -462,6 +465,12 @@ const buffered = 2 << 10
 func (w *recorder) finalHead(code int) {
 	w.final = true
 	w.x.Status = code
+	w.ownAlone()
+}
+
+// ownAlone leaves the node's own headers in the head about to go out, with
+// the node's values alone.
+func (w *recorder) ownAlone() {
 	h := w.ResponseWriter.Header()
 	for i, k := range ownHeaders {
 		if v := h[k]; w.own[i] == "" {
@@ -470,6 +479,32 @@ func (w *recorder) finalHead(code int) {
 			h[k] = []string{w.own[i]}
 		}
 	}
+}
+
+// interimFields end at a hop (RFC 9110 7.6.1), or may not be on a 1xx
+// (Content-Length, RFC 9110 8.6).
+var interimFields = [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length"}
+
+// interimHead makes a 1xx head (a backend's 103, which the proxy copies
+// into the map whole) fit to relay, as finalHead does a final one: the
+// node's own headers alone, and none of interimFields or the fields its
+// Connection names. ReverseProxy drops those from a final response, not
+// from a 1xx it relays; over HTTP/2 and HTTP/3 they make a response
+// malformed (RFC 9113 8.2.2, RFC 9114 4.2), and an HTTP/3 client fails
+// the request.
+func (w *recorder) interimHead() {
+	h := w.ResponseWriter.Header()
+	for _, v := range h["Connection"] {
+		for opt := range strings.SplitSeq(v, ",") {
+			if opt = textproto.TrimString(opt); opt != "" {
+				h.Del(opt)
+			}
+		}
+	}
+	for _, k := range interimFields {
+		delete(h, k)
+	}
+	w.ownAlone() // after: Connection may name them
 }
 
 func (w *recorder) Write(b []byte) (int, error) {
