@@ -150,10 +150,11 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			r.Body = body
 		}
 		entry.handler.ServeHTTP(rec, r)
-		if !rec.wrote && rec.conn == nil && r.Context().Err() != nil {
+		if !rec.final && rec.conn == nil && r.Context().Err() != nil {
 			// The client left (over HTTP/1.1 a half-close looks the same)
-			// before any answer: send none, rather than the empty 200
-			// net/http writes for a handler that wrote nothing.
+			// before any answer but a 1xx: send none, rather than the
+			// empty 200 net/http writes for a handler that wrote no final
+			// head.
 			panic(http.ErrAbortHandler)
 		}
 	}
@@ -392,7 +393,6 @@ type recorder struct {
 	conn    net.Conn   // hijacked, tracked until the handler returns
 	// tunnelIdle is the route's timeouts.tunnel_idle, for a hijack.
 	tunnelIdle time.Duration
-	wrote      bool // a status or body went to the client
 	final      bool // the response's own head (not a 1xx) went out
 	// own holds the node's headers, for the final head to carry even
 	// when the map lost them: the proxy clears it after relaying a 1xx,
@@ -426,7 +426,6 @@ var (
 )
 
 func (w *recorder) WriteHeader(code int) {
-	w.wrote = true
 	switch {
 	case code >= 200 || code == http.StatusSwitchingProtocols:
 		if !w.final {
@@ -508,7 +507,6 @@ func (w *recorder) interimHead() {
 }
 
 func (w *recorder) Write(b []byte) (int, error) {
-	w.wrote = true
 	if !w.final {
 		w.finalHead(http.StatusOK) // what the writer sends before a body
 	}
