@@ -44,6 +44,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor < 3 {
 		rec.free = buffered
 	}
+	rec.noInterim = !r.ProtoAtLeast(1, 1)
 	rec.own = n.setOwnHeaders(w.Header(), r, x.ID)
 
 	var entry *routeEntry
@@ -394,6 +395,10 @@ type recorder struct {
 	// tunnelIdle is the route's timeouts.tunnel_idle, for a hijack.
 	tunnelIdle time.Duration
 	final      bool // the response's own head (not a 1xx) went out
+	// noInterim drops 1xx heads: an HTTP/1.0 client, or an HTTP/1.0
+	// proxy in front of the node, reads the first head it gets as the
+	// response (RFC 9110 15.2: a server must not send it one).
+	noInterim bool
 	// own holds the node's headers, for the final head to carry even
 	// when the map lost them: the proxy clears it after relaying a 1xx,
 	// and a transform's own answer may start from an empty one.
@@ -431,6 +436,8 @@ func (w *recorder) WriteHeader(code int) {
 		if !w.final {
 			w.finalHead(code)
 		}
+	case w.noInterim:
+		return
 	default:
 		w.interimHead()
 		if w.x.Status == 0 {

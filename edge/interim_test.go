@@ -1,12 +1,15 @@
 package edge
 
 import (
+	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
 	"testing"
+	"time"
 )
 
 // A backend's 103 Early Hints reaches the client, and the final response
@@ -112,5 +115,33 @@ routes:
 				}
 			})
 		}
+	}
+}
+
+// An HTTP/1.0 client gets no 1xx (RFC 9110 15.2: a server must not send
+// one): it, or an HTTP/1.0 proxy in front of the node (nginx's default
+// proxy_http_version), reads the first head as the response, and the
+// final one after it as its body.
+func TestHTTP10ClientGetsNoInterimResponse(t *testing.T) {
+	n := startNode(t, nodeYAML("round_robin", serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</app.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		io.WriteString(w, "ok")
+	}))))
+	conn, err := net.Dial("tcp", n.Addrs().HTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK || string(body) != "ok" {
+		t.Fatalf("an HTTP/1.0 client got %d %q (%v), want the 200 first", resp.StatusCode, body, err)
 	}
 }
