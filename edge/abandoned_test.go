@@ -51,36 +51,22 @@ const floodPairs = 20000
 func TestRapidResetClosesTheConnection(t *testing.T) {
 	be, conns := countingBackend(t)
 	n := startNode(t, nodeYAML("round_robin", be))
-	t.Run("h2", func(t *testing.T) {
-		conns.Store(0)
-		h := h2test.Dial(t, n.Addrs().HTTPS)
-		closed := make(chan struct{})
-		go func() {
-			defer close(closed)
-			for {
-				if _, err := h.ReadFrame(); err != nil {
-					return
-				}
-			}
-		}()
-		sent := 0
-		for i := range uint32(floodPairs) {
-			id := 2*i + 1
-			if h.Get(id, "x", "/") != nil || h.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
-				break
-			}
-			sent++
-			if i%100 == 99 {
-				time.Sleep(10 * time.Millisecond) // a pace the node's handlers keep up with
-			}
-		}
-		select {
-		case <-closed:
-		case <-time.After(20 * time.Second):
-			t.Fatalf("the connection is open after %d requests abandoned", sent)
-		}
-		checkAbandoned(t, n, conns, sent)
-	})
+	// The client resets each stream, or has the node reset it with a
+	// frame the stream may not carry ("MadeYouReset", CVE-2025-8671: a
+	// zero WINDOW_UPDATE is a stream error), which cancels it alike.
+	abandons := []struct {
+		name    string
+		abandon func(h *h2test.Conn, id uint32) error
+	}{
+		{"h2", func(h *h2test.Conn, id uint32) error { return h.WriteRSTStream(id, http2.ErrCodeCancel) }},
+		{"h2 resets made by the node", func(h *h2test.Conn, id uint32) error {
+			h.AllowIllegalWrites = true
+			return h.WriteWindowUpdate(id, 0)
+		}},
+	}
+	for _, c := range abandons {
+		t.Run(c.name, func(t *testing.T) { rapidResetH2(t, n, conns, c.abandon) })
+	}
 	t.Run("h3", func(t *testing.T) {
 		conns.Store(0)
 		conn, err := dialQUIC(h3test.Client(t, "127.0.0.1"), n.Addrs().HTTPS)
@@ -114,6 +100,39 @@ func TestRapidResetClosesTheConnection(t *testing.T) {
 		}
 		checkAbandoned(t, n, conns, sent)
 	})
+}
+
+// rapidResetH2 opens requests on one HTTP/2 connection and abandons each
+// at once, until the node closes the connection.
+func rapidResetH2(t *testing.T, n *testNode, conns *atomic.Int64, abandon func(h *h2test.Conn, id uint32) error) {
+	conns.Store(0)
+	h := h2test.Dial(t, n.Addrs().HTTPS)
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		for {
+			if _, err := h.ReadFrame(); err != nil {
+				return
+			}
+		}
+	}()
+	sent := 0
+	for i := range uint32(floodPairs) {
+		id := 2*i + 1
+		if h.Get(id, "x", "/") != nil || abandon(h, id) != nil {
+			break
+		}
+		sent++
+		if i%100 == 99 {
+			time.Sleep(10 * time.Millisecond) // a pace the node's handlers keep up with
+		}
+	}
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the connection is open after %d requests abandoned", sent)
+	}
+	checkAbandoned(t, n, conns, sent)
 }
 
 func checkAbandoned(t *testing.T, n *testNode, conns *atomic.Int64, sent int) {

@@ -44,6 +44,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor < 3 {
 		rec.free = buffered
 	}
+	rec.noInterim = !r.ProtoAtLeast(1, 1)
 	rec.own = n.setOwnHeaders(w.Header(), r, x.ID)
 
 	var entry *routeEntry
@@ -150,10 +151,11 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			r.Body = body
 		}
 		entry.handler.ServeHTTP(rec, r)
-		if !rec.wrote && rec.conn == nil && r.Context().Err() != nil {
+		if !rec.final && rec.conn == nil && r.Context().Err() != nil {
 			// The client left (over HTTP/1.1 a half-close looks the same)
-			// before any answer: send none, rather than the empty 200
-			// net/http writes for a handler that wrote nothing.
+			// before any answer but a 1xx: send none, rather than the
+			// empty 200 net/http writes for a handler that wrote no final
+			// head.
 			panic(http.ErrAbortHandler)
 		}
 	}
@@ -392,8 +394,11 @@ type recorder struct {
 	conn    net.Conn   // hijacked, tracked until the handler returns
 	// tunnelIdle is the route's timeouts.tunnel_idle, for a hijack.
 	tunnelIdle time.Duration
-	wrote      bool // a status or body went to the client
 	final      bool // the response's own head (not a 1xx) went out
+	// noInterim drops 1xx heads: an HTTP/1.0 client, or an HTTP/1.0
+	// proxy in front of the node, reads the first head it gets as the
+	// response (RFC 9110 15.2: a server must not send it one).
+	noInterim bool
 	// own holds the node's headers, for the final head to carry even
 	// when the map lost them: the proxy clears it after relaying a 1xx,
 	// and a transform's own answer may start from an empty one.
@@ -426,14 +431,18 @@ var (
 )
 
 func (w *recorder) WriteHeader(code int) {
-	w.wrote = true
 	switch {
 	case code >= 200 || code == http.StatusSwitchingProtocols:
 		if !w.final {
 			w.finalHead(code)
 		}
-	case w.x.Status == 0:
-		w.x.Status = code
+	case w.noInterim:
+		return
+	default:
+		w.interimHead()
+		if w.x.Status == 0 {
+			w.x.Status = code
+		}
 	}
 	if w.free > 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		w.ResponseWriter.WriteHeader(code) // held with the body
@@ -462,6 +471,12 @@ const buffered = 2 << 10
 func (w *recorder) finalHead(code int) {
 	w.final = true
 	w.x.Status = code
+	w.ownAlone()
+}
+
+// ownAlone leaves the node's own headers in the head about to go out, with
+// the node's values alone.
+func (w *recorder) ownAlone() {
 	h := w.ResponseWriter.Header()
 	for i, k := range ownHeaders {
 		if v := h[k]; w.own[i] == "" {
@@ -472,8 +487,33 @@ func (w *recorder) finalHead(code int) {
 	}
 }
 
+// interimFields end at a hop (RFC 9110 7.6.1), or may not be on a 1xx
+// (Content-Length, RFC 9110 8.6).
+var interimFields = [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length"}
+
+// interimHead makes a 1xx head (a backend's 103, which the proxy copies
+// into the map whole) fit to relay, as finalHead does a final one: the
+// node's own headers alone, and none of interimFields or the fields its
+// Connection names. ReverseProxy drops those from a final response, not
+// from a 1xx it relays; over HTTP/2 and HTTP/3 they make a response
+// malformed (RFC 9113 8.2.2, RFC 9114 4.2), and an HTTP/3 client fails
+// the request.
+func (w *recorder) interimHead() {
+	h := w.ResponseWriter.Header()
+	for _, v := range h["Connection"] {
+		for opt := range strings.SplitSeq(v, ",") {
+			if opt = textproto.TrimString(opt); opt != "" {
+				h.Del(opt)
+			}
+		}
+	}
+	for _, k := range interimFields {
+		delete(h, k)
+	}
+	w.ownAlone() // after: Connection may name them
+}
+
 func (w *recorder) Write(b []byte) (int, error) {
-	w.wrote = true
 	if !w.final {
 		w.finalHead(http.StatusOK) // what the writer sends before a body
 	}
