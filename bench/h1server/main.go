@@ -29,6 +29,9 @@
 // It is its own module so that fasthttp stays out of perigee's go.mod:
 //
 //	cd bench/h1server && go run . [-c 32] [-d 3s] [-rounds 3]
+//
+// With -corpus it times nothing: it runs the node's smuggling corpus
+// and path corpora against fasthttp's parser instead (parser.go).
 package main
 
 import (
@@ -79,7 +82,14 @@ func main() {
 	out := flag.String("out", "../results/h1server.txt", "report file")
 	only := flag.String("only", "", "comma-separated targets to run (default all)")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the rounds to this file (use with -only one target)")
+	parser := flag.Bool("corpus", false, "instead of timing, run the node's smuggling and path corpora against fasthttp's parser")
 	flag.Parse()
+	if *parser {
+		if err := checkParser("../../edge/urlpath/testdata/smuggling.txt", "../../edge/urlpath/testdata/corpus.txt", "../results/h1parser.txt"); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 
 	backend := freeAddr()
 	child := exec.Command(os.Args[0], "backend", backend)
