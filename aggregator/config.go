@@ -134,14 +134,14 @@ func LoadConfig(path string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("aggregator config: %w", err)
 	}
+	root, err := document(b)
+	if err != nil {
+		return Config{}, yamlError(path, err)
+	}
 	var cfg Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil {
-		return Config{}, yamlError(path, err)
-	}
-	root, err := units.Document(b)
-	if err != nil {
 		return Config{}, yamlError(path, err)
 	}
 	cfg.file = path
@@ -155,6 +155,19 @@ func LoadConfig(path string) (Config, error) {
 		}
 	}
 	return cfg, cfg.Validate()
+}
+
+// document parses the config's one YAML document, refusing what the
+// decoder would stop at without a line or drop without a word.
+func document(b []byte) (*yaml.Node, error) {
+	root, err := units.Document(b)
+	if err != nil {
+		return nil, err
+	}
+	if misfits, nullKeys := units.Unsaid(root); len(misfits)+len(nullKeys) > 0 {
+		return nil, &yaml.TypeError{Errors: append(misfits, nullKeys...)}
+	}
+	return root, nil
 }
 
 func dirOf(path string) string {
@@ -343,7 +356,7 @@ func (c *Config) loadTokens() (map[string]string, error) {
 			return nil, fmt.Errorf("tokens_file: %w", err)
 		}
 		var m map[string]string
-		root, err := units.Document(b)
+		root, err := document(b)
 		if err == nil {
 			err = root.Decode(&m)
 		}

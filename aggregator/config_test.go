@@ -35,6 +35,12 @@ func TestLoadConfigErrorsNameFileAndLine(t *testing.T) {
 		"second document": {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\n---\nlisten_addr: x\n", "agg.yaml:4: a second YAML document"},
 		"huge batches":    {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\nmax_decompressed: 2GiB\n", "agg.yaml:4: max_decompressed: 2147483648 bytes is over"},
 		"region at NaN":   {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\nregions:\n  eu: {lat: .nan, lon: 2}\n", "regions.eu: lat/lon out of range"},
+		// yaml.v3 stops at a value its tag does not fit without a line,
+		// and drops a null key and all beneath it without a word.
+		"tag misfit":        {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\nmax_concurrent_ingests: !!int many\n", "agg.yaml:4: cannot decode !!str `many` as a !!int"},
+		"null key":          {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\n~: {bogus: 1}\n", "agg.yaml:4: a key that is null"},
+		"null region":       {"listen: 127.0.0.1:1\ndata_dir: d\ntokens: {a: aaaaaaaaaaaaaaaaaaaa}\nregions:\n  null: {lat: 1, lon: 2}\n", "agg.yaml:5: a key that is null"},
+		"null node's token": {"listen: 127.0.0.1:1\ndata_dir: d\ntokens:\n  a: aaaaaaaaaaaaaaaaaaaa\n  ~: bbbbbbbbbbbbbbbbbbbb\n", "agg.yaml:5: a key that is null"},
 	}
 	for name, c := range cases {
 		path := filepath.Join(t.TempDir(), "agg.yaml")
@@ -48,6 +54,18 @@ func TestLoadConfigErrorsNameFileAndLine(t *testing.T) {
 
 // TestConfigFilesThatAreNoFilesAreRefused: a config or tokens file path
 // naming a FIFO blocked the aggregator's start for good.
+// A null node name in a tokens file is refused at its line, not dropped
+// with its token (a node the operator meant to admit, then refused).
+func TestTokensFileNullNodeIsNamed(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens.yaml")
+	os.WriteFile(tokens, []byte("a: aaaaaaaaaaaaaaaaaaaa\nnull: bbbbbbbbbbbbbbbbbbbb\n"), 0o600)
+	cfg := Config{TokensFile: tokens}
+	if _, err := cfg.loadTokens(); err == nil || !strings.Contains(err.Error(), tokens+":2: a key that is null") {
+		t.Fatalf("got %v", err)
+	}
+}
+
 func TestConfigFilesThatAreNoFilesAreRefused(t *testing.T) {
 	dir := t.TempDir()
 	fifo := filestest.FIFO(t, filepath.Join(dir, "fifo"))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -78,4 +79,30 @@ func emptyDocument(doc *yaml.Node) bool {
 	}
 	n := doc.Content[0]
 	return n.Kind == yaml.ScalarNode && n.Tag == "!!null" && n.Value == ""
+}
+
+// Unsaid finds, each as "line N: …", what yaml.v3's decoder would stop at
+// without a line: a scalar whose explicit tag its value does not fit
+// (`!!int many`, `!!float 1e400`, `!!binary` that is no base64); and what
+// it would drop without a word, KnownFields or not: a mapping key that is
+// null (`~`, `null`, or none), which names no field or entry and is
+// skipped with all beneath it.
+func Unsaid(root *yaml.Node) (misfits, nullKeys []string) {
+	var walk func(n *yaml.Node)
+	walk = func(n *yaml.Node) {
+		if n.Kind == yaml.ScalarNode && n.Style&yaml.TaggedStyle != 0 && strings.HasPrefix(n.Tag, "!!") {
+			var v any
+			if err := n.Decode(&v); err != nil {
+				misfits = append(misfits, fmt.Sprintf("line %d: %s", n.Line, strings.TrimPrefix(err.Error(), "yaml: ")))
+			}
+		}
+		for i, c := range n.Content {
+			if n.Kind == yaml.MappingNode && i%2 == 0 && c.ShortTag() == "!!null" {
+				nullKeys = append(nullKeys, fmt.Sprintf("line %d: a key that is null (~, null or none) names nothing", c.Line))
+			}
+			walk(c)
+		}
+	}
+	walk(root)
+	return misfits, nullKeys
 }

@@ -61,12 +61,14 @@ func decode(name string, b []byte) (*Config, *validator, error) {
 	if err != nil {
 		return nil, nil, positioned(name, err)
 	}
-	var bad badNodes
-	bad.walk(name, root)
-	if len(bad.tags) > 0 {
-		return nil, nil, &Error{Lines: bad.tags}
+	misfits, nullKeys := units.Unsaid(root)
+	if len(misfits) > 0 {
+		return nil, nil, positioned(name, &yaml.TypeError{Errors: misfits})
 	}
-	v := &validator{file: name, root: root, errs: bad.nullKeys}
+	v := &validator{file: name, root: root}
+	if len(nullKeys) > 0 {
+		v.errs = positioned(name, &yaml.TypeError{Errors: nullKeys}).(*Error).Lines
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	c := &Config{}
@@ -83,28 +85,6 @@ func decode(name string, b []byte) (*Config, *validator, error) {
 	c.setDefaults()
 	c.validate(v)
 	return c, v, nil
-}
-
-// badNodes finds, each at its line, what the decoder would stop at
-// without a line: a scalar whose explicit tag its value does not fit
-// (`!!int many`, `!!float 1e400`, `!!binary` that is no base64); and what
-// it would drop without a word: a key that is null (`~`, `null`, or none),
-// which names no field and was skipped with all beneath it.
-type badNodes struct{ tags, nullKeys []string }
-
-func (b *badNodes) walk(file string, n *yaml.Node) {
-	if n.Kind == yaml.ScalarNode && n.Style&yaml.TaggedStyle != 0 && strings.HasPrefix(n.Tag, "!!") {
-		var v any
-		if err := n.Decode(&v); err != nil {
-			b.tags = append(b.tags, fmt.Sprintf("%s:%d: %s", file, n.Line, strings.TrimPrefix(err.Error(), "yaml: ")))
-		}
-	}
-	for i, c := range n.Content {
-		if n.Kind == yaml.MappingNode && i%2 == 0 && c.ShortTag() == "!!null" {
-			b.nullKeys = append(b.nullKeys, fmt.Sprintf("%s:%d: a key that is null (~, null or none) names nothing", file, c.Line))
-		}
-		b.walk(file, c)
-	}
 }
 
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
