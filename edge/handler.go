@@ -468,10 +468,18 @@ const buffered = 2 << 10
 // relaying a 1xx), and the proxy adds a backend's after them. A backend's
 // Alt-Svc would send clients to reach this origin elsewhere, past the
 // node, or stop its HTTP/3; a second X-Request-Id is not the one logged.
+//
+// A 204 or 304 loses any Content-Length a backend sent (RFC 9110 8.6
+// forbids one on a 204 and lets a 304 go without): net/http's HTTP/2
+// writer sends it, and Go's HTTP/2 client then waits for that many bytes
+// and fails the response; quic-go sends it too.
 func (w *recorder) finalHead(code int) {
 	w.final = true
 	w.x.Status = code
 	w.ownAlone()
+	if code == http.StatusNoContent || code == http.StatusNotModified {
+		delete(w.ResponseWriter.Header(), "Content-Length")
+	}
 }
 
 // ownAlone leaves the node's own headers in the head about to go out, with
