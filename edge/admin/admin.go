@@ -94,6 +94,14 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		WriteJSON(w, http.StatusForbidden, map[string]string{"error": "admin API without a token answers only callers on this host, not requests a proxy passed on"})
 		return
 	}
+	// A page elsewhere can make a browser GET too (an <img>): of a profile
+	// or a trace, that costs the node for as long as the page asks.
+	// Browsers say where a request comes from; the API's own page is
+	// same-origin, an address typed in is none.
+	if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" && s != "none" {
+		WriteJSON(w, http.StatusForbidden, map[string]string{"error": "request from another site's page refused"})
+		return
+	}
 	if o := r.Header.Get("Origin"); o != "" && r.Method != http.MethodGet && r.Method != http.MethodHead &&
 		o != "http://"+r.Host && o != "https://"+r.Host {
 		WriteJSON(w, http.StatusForbidden, map[string]string{"error": "cross-origin request refused"})

@@ -82,7 +82,8 @@ func TestTokenIsRequiredExactly(t *testing.T) {
 }
 
 // Without a token the API answers loopback Host names only, refuses what
-// a proxy passed on, and takes state changes from its own origin only.
+// a proxy passed on, takes state changes from its own origin only, and
+// nothing a browser says another site's page asked for.
 func TestWithoutATokenOnlyThisHostsCallersReachIt(t *testing.T) {
 	srv, n := serve(t, "")
 	for _, c := range []struct {
@@ -98,6 +99,14 @@ func TestWithoutATokenOnlyThisHostsCallersReachIt(t *testing.T) {
 		{"POST", http.Header{"Origin": {"https://attacker.example"}}, http.StatusForbidden},
 		{"POST", http.Header{"Origin": {"null"}}, http.StatusForbidden},
 		{"POST", http.Header{"Origin": {srv.URL}}, http.StatusOK},
+		// A page elsewhere can still make a browser GET (an <img>, a
+		// link): of a profile or a trace that costs the node CPU for as
+		// long as the page asks. The browser says where the request is
+		// from.
+		{"GET", http.Header{"Sec-Fetch-Site": {"cross-site"}}, http.StatusForbidden},
+		{"GET", http.Header{"Sec-Fetch-Site": {"same-site"}}, http.StatusForbidden},
+		{"GET", http.Header{"Sec-Fetch-Site": {"same-origin"}}, http.StatusOK},
+		{"GET", http.Header{"Sec-Fetch-Site": {"none"}}, http.StatusOK}, // typed in the address bar
 	} {
 		path := "/status"
 		if c.method == "POST" {
