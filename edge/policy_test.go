@@ -76,6 +76,36 @@ routes:
 	}
 }
 
+// A policy assigned a service sheds that service's routes and no other:
+// shed and limit name a route, and went through for every route of the
+// node.
+func TestPolicyActsOnlyOnItsServicesRoutes(t *testing.T) {
+	script := filepath.Join(t.TempDir(), "guard.lua")
+	os.WriteFile(script, []byte(`
+function evaluate(m)
+  shed("to-web", 1, "not mine")
+  shed("to-api", 1, "mine")
+end
+`), 0o600)
+	n := startNode(t, listenAny+fmt.Sprintf(`services:
+  api: {backends: [{url: %q}]}
+  web: {backends: [{url: %q}]}
+policies:
+  guard: {script: %q, interval: 50ms, services: [api]}
+routes:
+  - {name: to-api, match: {path_prefix: /api}, service: api}
+  - {name: to-web, match: {path_prefix: /web}, service: web}
+`, backend(t, "a"), backend(t, "w"), script))
+	c := h2Client()
+	waitFor(t, "shedding on /api", func() bool {
+		resp, _ := get(t, c, "https://"+n.Addrs().HTTPS+"/api")
+		return resp.StatusCode == 503
+	})
+	if resp, _ := get(t, c, "https://"+n.Addrs().HTTPS+"/web"); resp.StatusCode != 200 {
+		t.Fatalf("a policy assigned api shed web's route: %d", resp.StatusCode)
+	}
+}
+
 // A script that does not compile is refused with the config's line and the
 // script's; on reload the old script keeps running.
 func TestBadPolicyScriptIsRefused(t *testing.T) {

@@ -352,12 +352,17 @@ func withLimits(u upstream.Circuit, c policies.CircuitLimits) upstream.Circuit {
 }
 
 func (s *scaling) hasRoute(name string) bool {
+	_, ok := s.RouteService(name)
+	return ok
+}
+
+func (s *scaling) RouteService(name string) (string, bool) {
 	for _, r := range s.current().cfg.Routes {
 		if r.Name == name {
-			return true
+			return r.Service, true
 		}
 	}
-	return false
+	return "", false
 }
 
 // AddBackend registers a backend an actuator started. It is remembered

@@ -226,6 +226,14 @@ func (p *policy) check(a action, now time.Time) (action, string, string) {
 	if a.service != "" && p.allow != nil && !p.allow[a.service] {
 		return a, "", fmt.Sprintf("service %s is not assigned to this policy", a.service)
 	}
+	if a.kind.onRoute() && p.allow != nil && p.e.cfg.Target != nil {
+		switch svc, ok := p.e.cfg.Target.RouteService(a.target); {
+		case !ok:
+			return a, "", fmt.Sprintf("no route %q", a.target)
+		case !p.allow[svc]:
+			return a, "", fmt.Sprintf("route %s sends to service %s, which is not assigned to this policy", a.target, svc)
+		}
+	}
 	b := p.e.cfg.Bounds[a.service]
 	switch a.kind {
 	case Scale:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -52,6 +53,12 @@ type recordingTarget struct {
 	calls   []string
 	decided []telemetry.Decision
 	fail    error
+	routes  map[string]string // route → the service it sends to
+}
+
+func (t *recordingTarget) RouteService(r string) (string, bool) {
+	svc, ok := t.routes[r]
+	return svc, ok
 }
 
 func (t *recordingTarget) Decided(d telemetry.Decision) {
@@ -362,6 +369,39 @@ end`, func(c *EngineConfig) { c.Policies[0].Services = []string{"api"} })
 	}
 	if d := r.e.Decisions(1)[0]; !strings.Contains(d.Rejected, "not assigned") {
 		t.Fatalf("decision = %+v", d)
+	}
+}
+
+// A policy assigned some services acts on the routes that send to them,
+// and on no other: limit and shed name a route, not a service, and went
+// through for any route of the node.
+func TestRoutesOfServicesOutsideThePolicyAreRefused(t *testing.T) {
+	r := newRig(t, `
+function evaluate(m)
+  limit("to-api", 10, 5)
+  shed("to-web", 0.5)
+  limit("to-web", 1, 1)
+  shed("nowhere", 0.1)
+end`, func(c *EngineConfig) { c.Policies[0].Services = []string{"api"} })
+	r.tgt.routes = map[string]string{"to-api": "api", "to-web": "web"}
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.tgt.list(); !slices.Equal(got, []string{"limit to-api 10 5"}) {
+		t.Errorf("applied %v, want the limit on the api route alone", got)
+	}
+	rejected := map[string]string{}
+	for _, d := range r.e.Decisions(10) {
+		rejected[d.Action+" "+d.Target] = d.Rejected
+	}
+	for action, want := range map[string]string{
+		"shed to-web":  "route to-web sends to service web, which is not assigned to this policy",
+		"limit to-web": "route to-web sends to service web, which is not assigned to this policy",
+		"shed nowhere": `no route "nowhere"`,
+	} {
+		if rejected[action] != want {
+			t.Errorf("%s: rejected %q, want %q", action, rejected[action], want)
+		}
 	}
 }
 

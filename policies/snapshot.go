@@ -83,6 +83,9 @@ type Target interface {
 	// SetShed rejects that share of the route's requests with
 	// 503 and Retry-After; 0 stops shedding.
 	SetShed(route string, fraction float64) error
+	// RouteService names the service a route sends to, so that a policy
+	// assigned some services acts on their routes alone.
+	RouteService(route string) (service string, ok bool)
 	// SetCircuit changes the service's circuit breaker thresholds that c
 	// names; the others stay as they are.
 	SetCircuit(service string, c CircuitLimits) error

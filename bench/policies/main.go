@@ -96,6 +96,7 @@ func (noTarget) Eject(string, string, time.Duration) error       { return nil }
 func (noTarget) Restore(string, string) error                    { return nil }
 func (noTarget) SetLimit(string, float64, int) error             { return nil }
 func (noTarget) SetShed(string, float64) error                   { return nil }
+func (noTarget) RouteService(r string) (string, bool)            { return r, true }
 func (noTarget) SetCircuit(string, policies.CircuitLimits) error { return nil }
 func (noTarget) Decided(telemetry.Decision)                      {}
 func (c *counter) Scale(_ context.Context, r actuator.Request) error {

@@ -243,6 +243,11 @@ func (t target) SetCircuit(svc string, c policies.CircuitLimits) error {
 	return err
 }
 
+func (t target) RouteService(route string) (string, bool) {
+	_, ok := t.m.services[route]
+	return route, ok
+}
+
 func (t target) SetShed(route string, fraction float64) error {
 	s, err := t.m.known(route)
 	if err == nil {
