@@ -72,4 +72,7 @@ func TestAPIKeyRefusesKeysItCannotFollow(t *testing.T) {
 		refusesToLoad(t, "apikey", map[string]any{"keys": c.keys}, c.want)
 	}
 	refusesToLoad(t, "apikey", map[string]any{"header": "x-key"}, "no keys")
+	// YAML tells "Keys" from "keys"; encoding/json would take either for
+	// the field, the last one given.
+	refusesToLoad(t, "apikey", map[string]any{"keys": []any{"k-123"}, "Keys": []any{}}, "given twice")
 }
