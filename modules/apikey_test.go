@@ -75,4 +75,6 @@ func TestAPIKeyRefusesKeysItCannotFollow(t *testing.T) {
 	// YAML tells "Keys" from "keys"; encoding/json would take either for
 	// the field, the last one given.
 	refusesToLoad(t, "apikey", map[string]any{"keys": []any{"k-123"}, "Keys": []any{}}, "given twice")
+	// A header no request can carry would refuse every request.
+	refusesToLoad(t, "apikey", map[string]any{"keys": "k-123", "header": "x api key"}, `header: "x api key" is no header name`)
 }

@@ -62,6 +62,7 @@ func TestDenyListCountries(t *testing.T) {
 	}
 	refusesToLoad(t, "denylist", map[string]any{"countries": []any{"KP", "PRK"}}, "PRK")
 	refusesToLoad(t, "denylist", map[string]any{"countries": []any{""}}, "bad country")
+	refusesToLoad(t, "denylist", map[string]any{"countries": []any{"KP"}, "country_header": "x-country:"}, `country_header: "x-country:" is no header name`)
 }
 
 // refusesToLoad checks that name with config fails to load and that the

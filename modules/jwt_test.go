@@ -172,5 +172,6 @@ func TestJWTClockSkew(t *testing.T) {
 		}
 	}
 	refusesToLoad(t, "jwt", map[string]any{"secret": "s3cret", "leeway": -1}, "leeway")
+	refusesToLoad(t, "jwt", map[string]any{"secret": "s3cret", "subject_header": ":authority"}, `subject_header: ":authority" is no header name`)
 	refusesToLoad(t, "jwt", map[string]any{"secret": "s3cret", "leeway": 86400}, "leeway")
 }

@@ -100,8 +100,9 @@ func init() {
 	if err := guestconfig.Decode(sdk.Config(), &cfg); err != nil {
 		sdk.RefuseToLoad("apikey: config is not JSON of keys and header: " + err.Error())
 	}
-	if cfg.Header == "" {
-		cfg.Header = "x-api-key"
+	var err error
+	if cfg.Header, err = guestconfig.HeaderName("header", cfg.Header, "x-api-key"); err != nil {
+		sdk.RefuseToLoad("apikey: " + err.Error())
 	}
 	keys, err := loadKeys(cfg.Keys)
 	if err == nil && len(keys) == 0 {

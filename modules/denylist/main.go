@@ -37,8 +37,9 @@ func init() {
 	if err := guestconfig.Decode(sdk.Config(), &cfg); err != nil {
 		sdk.RefuseToLoad("denylist: config is not JSON of countries, networks and country_header: " + err.Error())
 	}
-	if cfg.CountryHeader == "" {
-		cfg.CountryHeader = "x-perigee-country"
+	var err error
+	if cfg.CountryHeader, err = guestconfig.HeaderName("country_header", cfg.CountryHeader, "x-perigee-country"); err != nil {
+		sdk.RefuseToLoad("denylist: " + err.Error())
 	}
 	countries := map[string]bool{}
 	for _, c := range cfg.Countries {

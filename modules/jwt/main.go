@@ -231,8 +231,9 @@ func init() {
 	if *cfg.Leeway < 0 || *cfg.Leeway > maxLeeway {
 		sdk.RefuseToLoad(fmt.Sprintf("jwt: leeway %d is not 0..%d seconds", *cfg.Leeway, maxLeeway))
 	}
-	if cfg.SubjectHeader == "" {
-		cfg.SubjectHeader = "x-jwt-sub"
+	var err error
+	if cfg.SubjectHeader, err = guestconfig.HeaderName("subject_header", cfg.SubjectHeader, "x-jwt-sub"); err != nil {
+		sdk.RefuseToLoad("jwt: " + err.Error())
 	}
 	sdk.HandleRequest(func(req sdk.Request, resp sdk.Response) sdk.Action {
 		req.Headers().Del(cfg.SubjectHeader)

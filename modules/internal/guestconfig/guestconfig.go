@@ -86,3 +86,18 @@ func givenOnce(raw []byte) error {
 		top.wantKey = !top.wantKey
 	}
 }
+
+// HeaderName checks a header name a config gives for field, a token (RFC
+// 9110 5.1), and returns it, or def when none is given. A name no request
+// carries would refuse every request, or trap each one that sets it.
+func HeaderName(field, name, def string) (string, error) {
+	if name == "" {
+		return def, nil
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return "", fmt.Errorf("%s: %q is no header name (a token of letters, digits and !#$%%&'*+-.^_`|~)", field, name)
+		}
+	}
+	return name, nil
+}

@@ -42,3 +42,17 @@ func TestAConfigThatSaysTwoThingsIsRefused(t *testing.T) {
 		t.Fatalf("an empty config: %v", err)
 	}
 }
+
+// A header name from a config is a token (RFC 9110 5.1), or the default.
+func TestHeaderName(t *testing.T) {
+	for given, want := range map[string]string{"": "x-def", "X-Key": "X-Key", "x_key!#$%&'*+.^`|~0": "x_key!#$%&'*+.^`|~0"} {
+		if got, err := HeaderName("header", given, "x-def"); got != want || err != nil {
+			t.Errorf("%q: %q, %v; want %q", given, got, err, want)
+		}
+	}
+	for _, bad := range []string{"x key", ":authority", "x-key:", "x\r\nevil", "x\x00", "ключ", "x\"y", "(x)"} {
+		if _, err := HeaderName("header", bad, "x-def"); err == nil || !strings.Contains(err.Error(), "header: ") {
+			t.Errorf("%q: accepted (%v)", bad, err)
+		}
+	}
+}
