@@ -24,6 +24,10 @@ const (
 	// without it a policy naming new backends every evaluation would grow
 	// the node's heap for good.
 	maxMemos = 4 * maxActions
+	// decisionLinesPerSecond bounds the decision lines in the node's log:
+	// a script can make maxActions decisions an evaluation, rejected ones
+	// again every time. GET /decisions and shipping keep every one.
+	decisionLinesPerSecond = 100
 )
 
 // checkLength refuses a string an action would keep beyond

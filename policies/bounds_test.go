@@ -77,6 +77,32 @@ end`, func(c *EngineConfig) {
 	}
 }
 
+// The node's log takes a bounded number of decision lines a second, and
+// says how many it left out; the decision log keeps every decision. A
+// policy making its 1024 rejected calls each evaluation, 20 evaluations a
+// second, wrote 20k warnings a second.
+func TestDecisionLinesAreBounded(t *testing.T) {
+	logs := &countLog{}
+	r := newRig(t, `
+function evaluate(m)
+  for i = 1, 1000 do weight("web", "b" .. i, 10) end
+end`, func(c *EngineConfig) {
+		c.Log = slog.New(logs)
+		c.Policies[0].Services = []string{"api"}
+	})
+	for range 5 {
+		if err := r.eval(t); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := logs.n.Load(); n > 2*decisionLinesPerSecond+1 {
+		t.Fatalf("%d log records from 5000 rejected decisions; want at most %d", n, 2*decisionLinesPerSecond+1)
+	}
+	if got := r.e.Decisions(1000); len(got) != 1000 || !strings.Contains(got[0].Rejected, "not assigned") {
+		t.Fatalf("the decision log kept %d decisions, want its 1000", len(got))
+	}
+}
+
 // The strings of an action (its service, target and reason) are copied into
 // Go memory and kept in the decision log, outside the script's heap
 // budget: scripts that pass long strings to their calls must be refused at

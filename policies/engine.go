@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"perigee/files"
+	"perigee/lograte"
 	"perigee/policies/actuator"
 	"perigee/runtime/lua"
 	"perigee/telemetry"
@@ -61,6 +62,7 @@ type Engine struct {
 	now     func() time.Time
 	journal *decisionLog
 	scalers map[string]*scaler
+	lines   *lograte.Limit // of decisions in the node's log
 
 	mu       sync.Mutex
 	policies map[string]*policy
@@ -96,6 +98,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		cfg: cfg, log: cfg.Log, now: cfg.Now,
 		journal:  newDecisionLog(cfg.LogSize),
 		scalers:  map[string]*scaler{},
+		lines:    lograte.New(decisionLinesPerSecond, time.Second),
 		policies: map[string]*policy{},
 	}
 	for svc, act := range cfg.Actuators {
@@ -332,8 +335,12 @@ func (e *Engine) record(d telemetry.Decision) {
 	if e.cfg.Target != nil {
 		e.cfg.Target.Decided(d)
 	}
-	attrs := []any{"policy", d.Policy, "action", d.Action, "service", d.Service, "target", d.Target,
-		"value", d.Value, "reason", d.Reason, "applied", d.Applied, "dry_run", d.DryRun}
+	ok, dropped := e.lines.Allow(e.now())
+	if !ok {
+		return
+	}
+	attrs := append([]any{"policy", d.Policy, "action", d.Action, "service", d.Service, "target", d.Target,
+		"value", d.Value, "reason", d.Reason, "applied", d.Applied, "dry_run", d.DryRun}, dropped...)
 	if d.Rejected != "" {
 		e.log.Warn("policy decision not applied", append(attrs, "why", d.Rejected)...)
 		return
