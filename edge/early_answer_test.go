@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -57,30 +56,16 @@ routes:
 // read a request's head, and then reads nothing (net/http's server reads a
 // body before it answers), and returns its address.
 func earlyAnswerer(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	release := make(chan struct{})
-	var wg sync.WaitGroup
-	t.Cleanup(func() { close(release); ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 9\r\n\r\ntoo large")
-				<-release
-			})
+	addr := socketBackend(t, func(c net.Conn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
 		}
+		io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 9\r\n\r\ntoo large")
+		<-release
 	})
-	return ln.Addr().String()
+	t.Cleanup(func() { close(release) }) // before the backend's: it waits for its connections
+	return addr
 }
 
 // A backend's early answer reaches a client that paused its upload at

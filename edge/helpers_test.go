@@ -43,6 +43,32 @@ func serveBackend(t *testing.T, h http.Handler) string {
 	return "http://" + ln.Addr().String()
 }
 
+// socketBackend is a loopback backend written against the socket, so
+// that it can answer as net/http's server would not: serve runs for each
+// connection, which closes when it returns. It returns the address.
+func socketBackend(t *testing.T, serve func(c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				serve(c)
+			})
+		}
+	})
+	return ln.Addr().String()
+}
+
 // deadAddr is a loopback address nothing listens on.
 //
 // It is on 127.0.0.2: a port just freed on 127.0.0.1 may be the next

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"testing"
 )
 
@@ -58,33 +57,17 @@ routes:
 // cannedBackend answers every request on its connections with the head
 // that answer gives it, and returns its address.
 func cannedBackend(t *testing.T, answer func(*http.Request) string) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
+	return socketBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			r, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			wg.Go(func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, r.Body)
-					if _, err := io.WriteString(c, answer(r)); err != nil {
-						return
-					}
-				}
-			})
+			io.Copy(io.Discard, r.Body)
+			if _, err := io.WriteString(c, answer(r)); err != nil {
+				return
+			}
 		}
 	})
-	return ln.Addr().String()
 }

@@ -4,8 +4,6 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"strconv"
-	"sync"
 	"testing"
 
 	"perigee/edge/urlpath/corpus"
@@ -20,28 +18,15 @@ func readSmugglingCorpus(t *testing.T) []corpus.Smuggle {
 	return cases
 }
 
-// seenLog notes each request a backend read to its end.
-type seenLog struct {
-	mu   sync.Mutex
-	seen []string
-}
+// seenLog is a backend that notes each request it read to its end.
+type seenLog struct{ corpus.Seen }
 
 func (l *seenLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		return // a body cut short: the backend saw the request fail
 	}
-	l.mu.Lock()
-	l.seen = append(l.seen, r.Method+" "+r.RequestURI+" "+strconv.Quote(string(body)))
-	l.mu.Unlock()
-}
-
-func (l *seenLog) take() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.seen
-	l.seen = nil
-	return s
+	l.Note(r.Method, r.RequestURI, body)
 }
 
 // The node and its backend never disagree on where a request ends: each
@@ -57,7 +42,7 @@ func TestSmugglingCorpus(t *testing.T) {
 			t.Errorf("smuggling.txt:%d %q: %v", c.Line, c.Raw, err)
 		}
 		// The backend has read a request before the node answers it.
-		seen := log.take()
+		seen := log.Take()
 		if slices.Equal(c.Statuses, []int{400}) && slices.Equal(statuses, []int{408}) && len(seen) == 0 {
 			// The corpus's client half-closes; this one holds the
 			// connection open, so a body cut short times out before the

@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -79,7 +78,7 @@ func checkSmuggling(file string) (string, error) {
 	differ := 0
 	for _, c := range cases {
 		statuses, err := corpus.Exchange(addr, c.Raw, len(c.Statuses))
-		got := seen.take()
+		got := seen.Take()
 		if err == nil && slices.Equal(statuses, c.Statuses) && slices.Equal(got, c.Seen) {
 			continue
 		}
@@ -169,12 +168,8 @@ func getTarget(addr, target string) (int, string, error) {
 	return resp.StatusCode, string(body), err
 }
 
-// seenLog notes each request the handler read whole, as the corpus
-// spells them: method, normal path, quoted body.
-type seenLog struct {
-	mu   sync.Mutex
-	seen []string
-}
+// seenLog is a handler that notes each request it read whole.
+type seenLog struct{ corpus.Seen }
 
 func (l *seenLog) handle(ctx *fasthttp.RequestCtx) {
 	method, host := string(ctx.Method()), string(ctx.Host())
@@ -183,18 +178,8 @@ func (l *seenLog) handle(ctx *fasthttp.RequestCtx) {
 		ctx.Error("refused", fasthttp.StatusBadRequest)
 		return
 	}
-	l.mu.Lock()
-	l.seen = append(l.seen, method+" "+p+" "+strconv.Quote(string(ctx.PostBody())))
-	l.mu.Unlock()
+	l.Note(method, p, ctx.PostBody())
 	ctx.WriteString("ok")
-}
-
-func (l *seenLog) take() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.seen
-	l.seen = nil
-	return s
 }
 
 // fasthttpVersion is the fasthttp this binary was built with.

@@ -14,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -152,4 +153,27 @@ func Exchange(addr, raw string, expected int) ([]int, error) {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
+}
+
+// Seen collects the requests a backend read whole, spelt as Smuggle.Seen
+// spells them, for a test to compare with a case's.
+type Seen struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+// Note records one request read to its end.
+func (l *Seen) Note(method, target string, body []byte) {
+	l.mu.Lock()
+	l.seen = append(l.seen, method+" "+target+" "+strconv.Quote(string(body)))
+	l.mu.Unlock()
+}
+
+// Take returns what was noted since the last Take.
+func (l *Seen) Take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.seen
+	l.seen = nil
+	return s
 }
