@@ -47,7 +47,7 @@ const (
 )
 
 func (s *server) exportLoop(ctx context.Context, ex *Export) {
-	client := &http.Client{Timeout: 30 * time.Second}
+	client := remotewrite.NewClient(30 * time.Second)
 	cursor := s.loadCursor()
 	t := time.NewTicker(exportEvery)
 	defer t.Stop()

@@ -2,7 +2,6 @@ package aggregator
 
 import (
 	"context"
-	"net/http"
 	"time"
 
 	"perigee/aggregator/remotewrite"
@@ -19,7 +18,7 @@ import (
 const remoteWriteAttempts = 3
 
 func (s *server) remoteWriteLoop(ctx context.Context, rw *RemoteWrite) {
-	client := &http.Client{Timeout: rw.Interval}
+	client := remotewrite.NewClient(rw.Interval)
 	t := time.NewTicker(rw.Interval)
 	defer t.Stop()
 	for {
