@@ -147,7 +147,7 @@ func (s *server) withWarming(answer map[string]any) map[string]any {
 func (s *server) beyondRetention(window time.Duration) string {
 	msg := fmt.Sprintf("window %v reaches past the retention %v: this aggregator's embedded store no longer holds that data", window, s.cfg.Retention)
 	if ex := s.cfg.Export; ex != nil {
-		return msg + fmt.Sprintf("; every exported sample is in the engine export writes to (%s): query it there with PromQL, e.g. sum(perigee_node_rps)", ex.URL)
+		return msg + fmt.Sprintf("; every exported sample is in the engine export writes to (%s): query it there with PromQL, e.g. sum(perigee_node_rps)", redactedURL(ex.URL))
 	}
 	return msg
 }

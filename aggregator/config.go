@@ -84,6 +84,17 @@ type RemoteWrite struct {
 	Interval time.Duration `yaml:"interval"`
 }
 
+// redactedURL is raw without its password, for answers and logs: an
+// engine's credentials are its URL's user:password@, which the client
+// sends as basic auth.
+func redactedURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(a URL that does not parse)" // Validate refuses it
+	}
+	return u.Redacted()
+}
+
 // Coord is a latitude and longitude in degrees.
 type Coord struct {
 	Lat float64 `yaml:"lat" json:"lat"`

@@ -47,7 +47,7 @@ const (
 )
 
 func (s *server) exportLoop(ctx context.Context, ex *Export) {
-	client := &http.Client{Timeout: 30 * time.Second}
+	client := remotewrite.NewClient(30 * time.Second)
 	cursor := s.loadCursor()
 	t := time.NewTicker(exportEvery)
 	defer t.Stop()
@@ -63,7 +63,7 @@ func (s *server) exportLoop(ctx context.Context, ex *Export) {
 				// Retried every exportEvery: an engine down for an hour
 				// must not be 3,600 lines.
 				if ok, dropped := s.refusals.due(exportFailure, time.Now()); ok {
-					s.log.Warn("export failed, will retry", append([]any{"url", ex.URL, "err", err,
+					s.log.Warn("export failed, will retry", append([]any{"url", redactedURL(ex.URL), "err", err,
 						"next_line_within", refusalLogEvery}, dropped...)...)
 				}
 				s.metrics.export.WithLabelValues("error").Inc()

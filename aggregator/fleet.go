@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 
 	"perigee/telemetry"
@@ -70,16 +71,39 @@ func (h *history[T]) pruneBefore(cutoff time.Time) {
 	h.items = slices.Delete(h.items, 0, cut)
 }
 
-// What a decision or an event holds: its struct and its strings.
+// What a decision or an event holds: its struct and its strings, as they
+// take memory or, if more, as the answers write them (jsonLen).
 func decisionSize(d *telemetry.Decision) int {
-	return int(unsafe.Sizeof(*d)) + len(d.Node) + len(d.Region) + len(d.Policy) + len(d.Action) +
-		len(d.Service) + len(d.Target) + len(d.Reason) + len(d.Rejected)
+	return int(unsafe.Sizeof(*d)) + jsonLen(d.Node) + jsonLen(d.Region) + jsonLen(d.Policy) + jsonLen(d.Action) +
+		jsonLen(d.Service) + jsonLen(d.Target) + jsonLen(d.Reason) + jsonLen(d.Rejected)
 }
 
 func eventSize(e *telemetry.Event) int {
-	n := int(unsafe.Sizeof(*e)) + len(e.Node) + len(e.Kind)
+	n := int(unsafe.Sizeof(*e)) + jsonLen(e.Node) + jsonLen(e.Kind)
 	for k, v := range e.Fields {
-		n += 2*int(unsafe.Sizeof(k)) + len(k) + len(v)
+		n += 2*int(unsafe.Sizeof(k)) + jsonLen(k) + jsonLen(v)
+	}
+	return n
+}
+
+// jsonLen is the bytes encoding/json writes for s, quotes left out, or a
+// few more, and never less than len(s): 6 for a byte it escapes as \u00XX
+// or \ufffd (<, >, &, a control byte, a byte of bad UTF-8) and for U+2028
+// and U+2029, 2 for " and \, else the bytes of s. The view's bounds bound
+// its answers so: a string of < is six times its length in an answer.
+func jsonLen(s string) int {
+	n := 0
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == '"' || r == '\\':
+			n += 2
+		case r < 0x20 || r == '<' || r == '>' || r == '&' || r == utf8.RuneError && size == 1 || r == '\u2028' || r == '\u2029':
+			n += 6
+		default:
+			n += size
+		}
+		i += size
 	}
 	return n
 }
@@ -187,11 +211,11 @@ func (f *fleet) maxPoints() int {
 // megabytes (a name on the wire may be a MiB).
 const pointBytes = 2 << 10
 
-// pointSize is what p holds in memory.
+// pointSize is what p holds in memory, its strings as answers write them.
 func pointSize(p *point) int {
 	n := int(unsafe.Sizeof(*p)) + 4*len(p.Latency.counts)
 	for _, o := range p.Overflow {
-		n += int(unsafe.Sizeof(o)) + len(o.Service) + len(o.Reason)
+		n += int(unsafe.Sizeof(o)) + jsonLen(o.Service) + jsonLen(o.Reason)
 	}
 	return n
 }

@@ -2,7 +2,6 @@ package aggregator
 
 import (
 	"context"
-	"net/http"
 	"time"
 
 	"perigee/aggregator/remotewrite"
@@ -19,7 +18,7 @@ import (
 const remoteWriteAttempts = 3
 
 func (s *server) remoteWriteLoop(ctx context.Context, rw *RemoteWrite) {
-	client := &http.Client{Timeout: rw.Interval}
+	client := remotewrite.NewClient(rw.Interval)
 	t := time.NewTicker(rw.Interval)
 	defer t.Stop()
 	for {
@@ -41,7 +40,7 @@ func (s *server) remoteWriteLoop(ctx context.Context, rw *RemoteWrite) {
 		err := remotewrite.PushRetry(ctx, client, rw.URL, remotewrite.Encode(series), remoteWriteAttempts, rw.Interval/16)
 		if err != nil {
 			if ctx.Err() == nil {
-				s.log.Warn("remote write failed", "url", rw.URL, "series", len(series), "err", err)
+				s.log.Warn("remote write failed", "url", redactedURL(rw.URL), "series", len(series), "err", err)
 				s.metrics.remoteWrite.WithLabelValues("error").Inc()
 			}
 			continue

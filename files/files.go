@@ -72,6 +72,11 @@ func OpenOwn(path string) (*os.File, error) {
 	return f, err
 }
 
+// Open opens the regular file at path, or the one a symlink there names,
+// for a caller that reads part of it, and says what it opened; what is no
+// regular file is refused, without blocking.
+func Open(path string) (*os.File, os.FileInfo, error) { return open(path, 0) }
+
 // Check reports why path, or what a symlink there names, is no regular
 // file this process may read; nil if it is one. It reads nothing.
 func Check(path string) error {

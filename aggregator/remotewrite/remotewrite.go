@@ -64,7 +64,16 @@ func Encode(series []Series) []byte {
 	return req
 }
 
-// Push posts an encoded WriteRequest. A 4xx answer other than 429 means the
+// NewClient is the client to push with: it does not follow redirects,
+// which would turn a push into a GET that a page may answer 200 (the
+// samples acknowledged and written nowhere), or post them to whatever
+// host the Location names. A redirect is a failed push that says where it
+// pointed.
+func NewClient(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// Push posts an encoded WriteRequest with a client from NewClient. A 4xx answer other than 429 means the
 // samples will never be accepted: the error wraps ErrRejected, and the
 // caller drops them.
 func Push(ctx context.Context, c *http.Client, url string, writeRequest []byte) error {
@@ -83,6 +92,9 @@ func Push(ctx context.Context, c *http.Client, url string, writeRequest []byte) 
 	if resp.StatusCode/100 != 2 {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		err := fmt.Errorf("remote write: %s: %s", resp.Status, bytes.TrimSpace(msg))
+		if loc := resp.Header.Get("Location"); loc != "" {
+			err = fmt.Errorf("remote write: %s to %.200q: redirects are not followed, set the URL it names", resp.Status, loc)
+		}
 		if resp.StatusCode/100 == 4 && resp.StatusCode != http.StatusTooManyRequests {
 			err = fmt.Errorf("%w: %w", ErrRejected, err)
 		}

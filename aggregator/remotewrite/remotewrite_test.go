@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -171,5 +172,18 @@ func TestPushRetryRetriesPassingFailuresOnly(t *testing.T) {
 	status = http.StatusBadRequest
 	if err := PushRetry(ctx, srv.Client(), srv.URL, []byte("req"), 3, time.Millisecond); !errors.Is(err, ErrRejected) || calls.Load() != 1 {
 		t.Fatalf("400: err %v after %d calls, want ErrRejected after 1", err, calls.Load())
+	}
+}
+
+// A redirected push is an error to retry that names where it pointed,
+// not followed (TestPushesDoNotFollowRedirects has the whole story).
+func TestPushSaysWhereARedirectPointed(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/api/v1/write/", http.StatusMovedPermanently)
+	}))
+	defer srv.Close()
+	err := Push(context.Background(), NewClient(time.Second), srv.URL+"/api/v1/write", []byte("req"))
+	if err == nil || errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), `"/api/v1/write/"`) {
+		t.Fatalf("err %v, want a retried failure naming the Location", err)
 	}
 }

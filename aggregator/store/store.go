@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -264,7 +265,7 @@ func (s *Store) path(id uint64) string {
 // acknowledged. A segment pruned under the scan is skipped.
 func (s *Store) scanSegment(id uint64, off, limit int64, last bool, fn ScanFunc) (time.Time, error) {
 	path := s.path(id)
-	b, err := files.Read(path, s.maxSegment())
+	b, v1, err := s.readSegment(path, off, limit)
 	if errors.Is(err, os.ErrNotExist) && !last {
 		return time.Time{}, nil
 	}
@@ -276,33 +277,30 @@ func (s *Store) scanSegment(id uint64, off, limit int64, last bool, fn ScanFunc)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("store: %w", err)
 	}
-	if limit >= 0 && limit < int64(len(b)) {
-		b = b[:limit]
-	}
-	v1 := len(b) > 0 && !bytes.HasPrefix(b, []byte(recMagic))
 	decode := decodeRecord
 	if v1 {
 		decode = decodeV1Record
 	}
+	// b holds the segment from off: i is where in b, off+i in the file.
 	var newest time.Time
-	for int(off) < len(b) {
-		at, rec, n, ok := decode(b[off:])
+	for i := 0; i < len(b); {
+		at, rec, n, ok := decode(b[i:])
 		if !ok {
-			next := int64(resync(b, int(off), v1))
-			if next == int64(len(b)) && last && !v1 && incomplete(b[off:]) {
-				s.log.Warn("store: cutting a record torn by a crash", "segment", path, "offset", off, "bytes", int64(len(b))-off)
-				if err := os.Truncate(path, off); err != nil {
+			next := resync(b, i, v1)
+			if next == len(b) && last && !v1 && incomplete(b[i:]) {
+				s.log.Warn("store: cutting a record torn by a crash", "segment", path, "offset", off+int64(i), "bytes", len(b)-i)
+				if err := os.Truncate(path, off+int64(i)); err != nil {
 					return time.Time{}, fmt.Errorf("store: truncate %s: %w", path, err)
 				}
 				break
 			}
-			s.noteDamage(Pos{Seg: id, Off: off}, next-off)
-			off = next
+			s.noteDamage(Pos{Seg: id, Off: off + int64(i)}, int64(next-i))
+			i = next
 			continue
 		}
-		off += int64(n)
+		i += n
 		if fn != nil {
-			if err := fn(at, rec, Pos{Seg: id, Off: off}); err != nil {
+			if err := fn(at, rec, Pos{Seg: id, Off: off + int64(i)}); err != nil {
 				return time.Time{}, err
 			}
 		}
@@ -311,6 +309,39 @@ func (s *Store) scanSegment(id uint64, off, limit int64, last bool, fn ScanFunc)
 		}
 	}
 	return newest, nil
+}
+
+// readSegment reads the segment at path from off, up to limit bytes of it
+// when limit ≥ 0, and says whether it is of version 1 (no magic at its
+// start). A scan resuming near the end reads what follows its position:
+// the exporter's, every second, once read the whole segment being
+// written to find nothing after the end.
+func (s *Store) readSegment(path string, off, limit int64) ([]byte, bool, error) {
+	f, st, err := files.Open(path)
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	if st.Size() > s.maxSegment() {
+		return nil, false, &files.TooLargeError{Path: path, Limit: s.maxSegment()}
+	}
+	end := st.Size()
+	if limit >= 0 {
+		end = min(end, limit)
+	}
+	head := make([]byte, min(end, int64(len(recMagic))))
+	b := make([]byte, max(0, end-off))
+	// A file shorter than it was at Stat (cut under the scan) ends early.
+	n, err := f.ReadAt(head, 0)
+	if err == nil || errors.Is(err, io.EOF) {
+		head = head[:n]
+		n, err = f.ReadAt(b, off)
+		b = b[:n]
+	}
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return b, len(head) > 0 && !bytes.HasPrefix(head, []byte(recMagic)), err
 }
 
 func (s *Store) noteDamage(at Pos, n int64) {

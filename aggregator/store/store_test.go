@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -359,4 +360,52 @@ func TestScanFromANegativeOffsetIsAnError(t *testing.T) {
 	if err := s.Scan(Pos{Seg: 1, Off: -1 << 63}, func(time.Time, []byte, Pos) error { return nil }); err == nil {
 		t.Fatal("a scan from a negative offset: no error")
 	}
+}
+
+// The exporter scans from its cursor every second, and a cursor that has
+// caught up is at the end of the segment being written: each scan read
+// the whole segment (up to 64 MiB) to find nothing after it, 64 MiB
+// allocated a second while the export had nothing to do, and a backlog
+// re-read it for each round of 500 batches. A scan reads from its
+// position now.
+func TestScanReadsFromItsPosition(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := collect(t, dir, Options{})
+	defer s.Close()
+	rec := make([]byte, 64<<10)
+	for range 256 { // 16 MiB
+		if _, err := s.Append(time.Now(), rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Append(time.Now(), []byte("last")); err != nil {
+		t.Fatal(err)
+	}
+	end := s.End()
+	last := Pos{Seg: end.Seg, Off: end.Off - int64(len(appendRecord(nil, time.Time{}, []byte("last"))))}
+	var got []string
+	alloc := allocatedDuring(func() {
+		if err := s.Scan(last, func(_ time.Time, rec []byte, _ Pos) error { got = append(got, string(rec)); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Scan(end, func(time.Time, []byte, Pos) error { t.Fatal("a record after the end"); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Logf("two scans near the end of a 16 MiB segment allocated %d KiB", alloc>>10)
+	if len(got) != 1 || got[0] != "last" {
+		t.Fatalf("scan from the last record: %q", got)
+	}
+	if alloc > 1<<20 {
+		t.Fatalf("two scans near the end of a 16 MiB segment allocated %d KiB", alloc>>10)
+	}
+}
+
+// allocatedDuring is the bytes the heap allocated while f ran.
+func allocatedDuring(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
 }
