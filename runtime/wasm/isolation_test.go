@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"net/http/httputil"
 	"net/textproto"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -268,5 +270,89 @@ func TestGuestRequestLineIsValid(t *testing.T) {
 	// A dispatched call goes through the same transports.
 	if _, err := callRequest([][2]string{{":authority", "a b"}}, nil); err == nil {
 		t.Error("a call to authority \"a b\" was built, want it refused")
+	}
+}
+
+// A trailer a guest sets is one a trailer may be (RFC 9110, 6.5.1; Go's
+// httpguts.ValidTrailerHeader): net/http's transports refuse to send a
+// request whose trailers name Content-Length, Transfer-Encoding or
+// Trailer, and the proxy counted the refusal as the backend failing; a
+// framing or routing field (Content-Length, Host) in a response's trailers
+// is one an intermediary that merges trailers would take for the head's.
+// http-wasm traps, proxy-wasm gets BAD_ARGUMENT, as for a bad header.
+func TestGuestTrailersAreOnesTrailersMayBe(t *testing.T) {
+	h := newTestHost(t)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }))
+	defer backend.Close()
+	target, _ := url.Parse(backend.URL)
+	upstream := httputil.NewSingleHostReverseProxy(target)
+	upstream.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+		t.Logf("the transport refused: %v", err)
+		w.WriteHeader(http.StatusBadGateway)
+	}
+	for name, c := range map[string]struct {
+		kind       int
+		field      string
+		nameLen    int
+		wantStatus int
+	}{
+		"request trailer content-length":     {kindRequestTrailers, "content-length", 14, 500},
+		"request trailer transfer-encoding":  {kindRequestTrailers, "transfer-encoding", 17, 500},
+		"request trailer trailer":            {kindRequestTrailers, "trailer", 7, 500},
+		"response trailer content-length":    {kindResponseTrailers, "content-length", 14, 500},
+		"response trailer host":              {kindResponseTrailers, "host", 4, 500},
+		"request trailer x-checksum (valid)": {kindRequestTrailers, "x-checksum", 10, 200},
+	} {
+		g := wat(t, fmt.Sprintf(`(module
+			(import "http_handler" "set_header_value" (func $set (param i32 i32 i32 i32 i32)))
+			(memory (export "memory") 1)
+			(data (i32.const 0) "%s")
+			(data (i32.const 64) "5")
+			(func (export "handle_request") (result i64)
+				(call $set (i32.const %d) (i32.const 0) (i32.const %d) (i32.const 64) (i32.const 1)) (i64.const 1))
+			(func (export "handle_response") (param i32 i32)))`, c.field, c.kind, c.nameLen))
+		tr := loadT(t, h, Spec{Name: "trailer", Wasm: g, Settings: Settings{Pool: 1}})
+		resp, err := http.Post(serve(t, NewChain(tr).Then(upstream)), "text/plain", io.MultiReader(strings.NewReader("body"))) // chunked, as trailers come
+		if err != nil {
+			t.Errorf("http-wasm, %s: %v", name, err)
+			continue
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.wantStatus {
+			t.Errorf("http-wasm, %s: client got %d, want %d", name, resp.StatusCode, c.wantStatus)
+		}
+	}
+
+	// proxy-wasm: each add must answer BAD_ARGUMENT (2), or the filter
+	// traps; the request then goes on as the client sent it.
+	pw := wat(t, `(module
+		(import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+		(memory (export "memory") 1)
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(data (i32.const 100) "content-length")
+		(data (i32.const 120) "transfer-encoding")
+		(data (i32.const 140) "5")
+		(func $bad (param i32 i32 i32)
+			(if (i32.ne (call $add (local.get 0) (local.get 1) (local.get 2) (i32.const 140) (i32.const 1)) (i32.const 2))
+				(then unreachable)))
+		(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+			(call $bad (i32.const 1) (i32.const 100) (i32.const 14))
+			(call $bad (i32.const 1) (i32.const 120) (i32.const 17))
+			(i32.const 0))
+		(func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+			(call $bad (i32.const 3) (i32.const 100) (i32.const 14))
+			(i32.const 0)))`)
+	tr := loadT(t, h, Spec{Name: "pw-trailer", Wasm: pw, Settings: Settings{Pool: 1}})
+	resp, err := http.Post(serve(t, NewChain(tr).Then(upstream)), "text/plain", io.MultiReader(strings.NewReader("body")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("proxy-wasm: client got %d, want 200", resp.StatusCode)
 	}
 }

@@ -607,7 +607,7 @@ func (x *exchange) pwSetHeader(kind uint32, name, value string, set, add bool) u
 		}
 		return x.setPseudo(kind, name, value)
 	}
-	if !validHeader(name, value) || (set && isHost(kind, name) && !validHost(value)) {
+	if !validHeader(name, value) || (set && !validField(kind, name, value)) {
 		return statusBadArgument
 	}
 	if set {
