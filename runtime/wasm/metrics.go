@@ -65,7 +65,7 @@ func (m *guestMetrics) define(transform string, kind uint32, name string) (uint3
 	name = promName(name)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if k, ok := m.kindOf[name]; ok && k != kind {
+	if k, ok := m.kindOf[name]; (ok && k != kind) || m.collides(name, kind) {
 		return 0, statusBadArgument
 	}
 	key := transform + "\x00" + name
@@ -87,6 +87,26 @@ func (m *guestMetrics) define(transform string, kind uint32, name string) (uint3
 	id := uint32(len(m.byID)) // ids start at 1: 0 is no metric
 	m.byKey[key], m.kindOf[name] = id, kind
 	return id, statusOK
+}
+
+// histogramSeries are the suffixes of a histogram's series names.
+var histogramSeries = [...]string{"_bucket", "_sum", "_count"}
+
+// collides tells whether a metric name of kind would share a series name
+// with a histogram's (h_count is h's), which fails the registry's Gather
+// and so the node's whole /metrics. Call with m.mu held.
+func (m *guestMetrics) collides(name string, kind uint32) bool {
+	for _, suffix := range histogramSeries {
+		if base, ok := strings.CutSuffix(name, suffix); ok {
+			if k, ok := m.kindOf[base]; ok && k == metricHistogram {
+				return true
+			}
+		}
+		if _, ok := m.kindOf[name+suffix]; ok && kind == metricHistogram {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *guestMetrics) get(id uint32) *guestMetric {

@@ -3,6 +3,7 @@ package wasm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -988,5 +989,61 @@ func TestReleaseStopsAProxyWasmReplacementStart(t *testing.T) {
 	case <-released:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Release still waiting 5s later for a replacement's proxy_on_vm_start")
+	}
+}
+
+// metricsWAT is a filter whose vm_start runs body, with $define imported,
+// the names at 0 and 64 in memory, and traps unless body leaves 1.
+func metricsWAT(t *testing.T, names [2]string, body string) []byte {
+	return wat(t, `(module
+		(import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+		(memory (export "memory") 1)
+		(data (i32.const 0) "`+names[0]+`")
+		(data (i32.const 64) "`+names[1]+`")
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(func (export "proxy_on_vm_start") (param i32 i32) (result i32) (local $i i32) (local $s i32)
+			`+body+`))`)
+}
+
+// A histogram's series are <name>_bucket, _sum and _count: a filter that
+// defined a histogram h and a counter h_count (or the other way round, or
+// in two filters) made the registry's Gather fail, and the node's /metrics
+// answered 500 for all of its metrics. The second definition is
+// BAD_ARGUMENT, as one of another type under the same name is.
+func TestProxyWasmMetricNamesCannotCollide(t *testing.T) {
+	for _, c := range []struct {
+		first, second       string
+		firstKind, secondKind int
+	}{
+		{"lat", "lat_count", metricHistogram, metricCounter},
+		{"lat", "lat_sum", metricHistogram, metricGauge},
+		{"lat", "lat_bucket", metricHistogram, metricHistogram},
+		{"q_count", "q", metricCounter, metricHistogram},
+		{"q_sum", "q", metricGauge, metricHistogram},
+	} {
+		h := newTestHost(t)
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(h.metrics)
+		define := func(name string, kind, want int) []byte {
+			return metricsWAT(t, [2]string{name}, fmt.Sprintf(`
+				(if (i32.ne (call $define (i32.const %d) (i32.const 0) (i32.const %d) (i32.const 128)) (i32.const %d))
+					(then unreachable))
+				(i32.const 1)`, kind, len(name), want))
+		}
+		loadT(t, h, Spec{Name: "a", Wasm: define(c.first, c.firstKind, statusOK), Settings: Settings{Pool: 1, ABI: ABIProxyWasm}})
+		// Another filter, and then the same one, may not define the second.
+		for _, filter := range []string{"b", "a"} {
+			tr, err := h.Load(context.Background(), Spec{Name: filter, Wasm: define(c.second, c.secondKind, statusBadArgument), Settings: Settings{Pool: 1, ABI: ABIProxyWasm}})
+			if err != nil {
+				t.Errorf("%s, then %s in filter %s: %v", c.first, c.second, filter, err)
+				continue
+			}
+			tr.Release()
+		}
+		if _, err := reg.Gather(); err != nil {
+			t.Errorf("%s then %s: gather: %v", c.first, c.second, err)
+		}
 	}
 }
