@@ -1014,7 +1014,7 @@ func metricsWAT(t *testing.T, names [2]string, body string) []byte {
 // BAD_ARGUMENT, as one of another type under the same name is.
 func TestProxyWasmMetricNamesCannotCollide(t *testing.T) {
 	for _, c := range []struct {
-		first, second       string
+		first, second         string
 		firstKind, secondKind int
 	}{
 		{"lat", "lat_count", metricHistogram, metricCounter},
