@@ -10,7 +10,8 @@ import (
 )
 
 // maxGuestMetrics bounds the series proxy-wasm filters may define on a
-// node, all transforms together.
+// node, all transforms together; one transform may define a filterShare
+// of them, so that it cannot leave the others none.
 const maxGuestMetrics = 1024
 
 // proxy_metric_type_t.
@@ -29,6 +30,7 @@ type guestMetrics struct {
 	byKey  map[string]uint32 // transform NUL name
 	byID   []*guestMetric
 	kindOf map[string]uint32 // a name has one type across transforms
+	count  map[string]int    // the series each transform defined
 }
 
 type guestMetric struct {
@@ -40,7 +42,7 @@ type guestMetric struct {
 }
 
 func newGuestMetrics() *guestMetrics {
-	return &guestMetrics{byKey: map[string]uint32{}, kindOf: map[string]uint32{}}
+	return &guestMetrics{byKey: map[string]uint32{}, kindOf: map[string]uint32{}, count: map[string]int{}}
 }
 
 // promName makes a guest's metric name a valid Prometheus name.
@@ -72,7 +74,7 @@ func (m *guestMetrics) define(transform string, kind uint32, name string) (uint3
 	if id, ok := m.byKey[key]; ok {
 		return id, statusOK
 	}
-	if len(m.byID) >= maxGuestMetrics {
+	if len(m.byID) >= maxGuestMetrics || m.count[transform] >= maxGuestMetrics/filterShare {
 		return 0, statusInternalFailure
 	}
 	g := &guestMetric{kind: kind, name: name, transform: transform}
@@ -86,6 +88,7 @@ func (m *guestMetrics) define(transform string, kind uint32, name string) (uint3
 	m.byID = append(m.byID, g)
 	id := uint32(len(m.byID)) // ids start at 1: 0 is no metric
 	m.byKey[key], m.kindOf[name] = id, kind
+	m.count[transform]++
 	return id, statusOK
 }
 

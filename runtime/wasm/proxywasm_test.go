@@ -1047,3 +1047,31 @@ func TestProxyWasmMetricNamesCannotCollide(t *testing.T) {
 		}
 	}
 }
+
+// The node's guest metrics are bounded, and as with shared data and queues
+// one filter may define only a share of them: one that defined all 1024
+// left every other filter INTERNAL_FAILURE, and the SDKs' define panics
+// on it, failing their start.
+func TestProxyWasmMetricsAreBoundedPerFilter(t *testing.T) {
+	// Names of three letters a..p, from the counter $i, until refused.
+	hog := metricsWAT(t, [2]string{}, `
+		(loop $more
+			(i32.store8 (i32.const 0) (i32.add (i32.const 97) (i32.and (local.get $i) (i32.const 15))))
+			(i32.store8 (i32.const 1) (i32.add (i32.const 97) (i32.and (i32.shr_u (local.get $i) (i32.const 4)) (i32.const 15))))
+			(i32.store8 (i32.const 2) (i32.add (i32.const 97) (i32.and (i32.shr_u (local.get $i) (i32.const 8)) (i32.const 15))))
+			(local.set $s (call $define (i32.const 0) (i32.const 0) (i32.const 3) (i32.const 128)))
+			(local.set $i (i32.add (local.get $i) (i32.const 1)))
+			(br_if $more (i32.and (i32.eqz (local.get $s)) (i32.lt_u (local.get $i) (i32.const 4096)))))
+		(i32.eq (local.get $s) (i32.const 10))`)
+	next := metricsWAT(t, [2]string{"next"}, `
+		(i32.eqz (call $define (i32.const 0) (i32.const 0) (i32.const 4) (i32.const 128)))`)
+	h := newTestHost(t)
+	loadT(t, h, Spec{Name: "hog", Wasm: hog, Settings: Settings{Pool: 1, ABI: ABIProxyWasm}})
+	loadT(t, h, Spec{Name: "next", Wasm: next, Settings: Settings{Pool: 1, ABI: ABIProxyWasm}})
+	h.metrics.mu.Lock()
+	defined := len(h.metrics.byID)
+	h.metrics.mu.Unlock()
+	if want := maxGuestMetrics/filterShare + 1; defined != want {
+		t.Errorf("%d metrics defined, want the hog's share and one", defined)
+	}
+}
