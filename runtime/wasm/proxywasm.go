@@ -724,8 +724,10 @@ func decodePairs(b []byte) ([][2]string, error) {
 	if len(b) < 4 {
 		return nil, errPairs
 	}
+	// Each pair takes 8 bytes of lengths and two NULs, so the pairs made
+	// room for take at most 3.2 times the input.
 	n := uint64(binary.LittleEndian.Uint32(b))
-	if n > uint64(len(b)-4)/8 {
+	if n > uint64(len(b)-4)/10 {
 		return nil, errPairs
 	}
 	lens, data := b[4:4+8*n], b[4+8*n:]
@@ -808,6 +810,9 @@ func (p proxyABI) setHeaderMapPairs(ctx context.Context, mod api.Module, stack [
 	if !ok {
 		stack[0] = statusInvalidMemory
 		return
+	}
+	if uint64(len(b)) > uint64(x.t.spec.MaxBuffer) {
+		panic(&overflow{"header map set by the guest", http.StatusInternalServerError})
 	}
 	pairs, err := decodePairs(b)
 	if err != nil {

@@ -1075,3 +1075,36 @@ func TestProxyWasmMetricsAreBoundedPerFilter(t *testing.T) {
 		t.Errorf("%d metrics defined, want the hog's share and one", defined)
 	}
 }
+
+// proxy_set_header_map_pairs read the whole guest-chosen buffer before
+// max_buffer bounded anything, and made room for the count of pairs it
+// claimed: 32 bytes of heap for each 8 bytes of buffer, 256 MiB for a
+// guest's 64 MiB, whatever the pairs turned out to be. A map past
+// max_buffer fails the request as the headers set past it do.
+func TestProxyWasmSetHeaderMapPairsIsBounded(t *testing.T) {
+	guest := wat(t, `(module
+		(import "env" "proxy_set_header_map_pairs" (func $set (param i32 i32 i32) (result i32)))
+		(memory (export "memory") 1024)
+		;; a count of 8388607 pairs, the most 64 MiB - 4 bytes could have
+		;; lengths for, and nothing else
+		(data (i32.const 0) "\ff\ff\7f\00")
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+			(drop (call $set (i32.const 0) (i32.const 0) (i32.const 67108860)))
+			(i32.const 0)))`)
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "pairs", Wasm: guest, Settings: Settings{Pool: 1, MaxBuffer: 4 << 20, Timeout: units.Duration(10 * time.Second)}})
+	url := serve(t, NewChain(tr).Then(echoBackend))
+	before := allocated()
+	resp, _ := get(t, url)
+	spent := allocated() - before
+	if resp.StatusCode != http.StatusInternalServerError {
+		t.Errorf("status %d, want 500 for a map past max_buffer", resp.StatusCode)
+	}
+	if spent > 16<<20 {
+		t.Errorf("the request allocated %d MiB", spent>>20)
+	}
+	t.Logf("allocated %d KiB", spent>>10)
+}
