@@ -356,3 +356,25 @@ func TestGuestTrailersAreOnesTrailersMayBe(t *testing.T) {
 		t.Errorf("proxy-wasm: client got %d, want 200", resp.StatusCode)
 	}
 }
+
+// A dispatched call's :path is a request target as a client's is: "x"
+// went to the service as it was, which net/http's HTTP/2 transport
+// refuses (invalid request :path), counted as the backend failing; and
+// "//a/b" was read as a URL whose host is a, so the backend got "/b".
+func TestDispatchedCallPathIsARequestTarget(t *testing.T) {
+	for _, path := range []string{"x", "?q", "a/b"} {
+		if _, err := callRequest([][2]string{{":path", path}, {":authority", "svc"}}, nil); err == nil {
+			t.Errorf("a call to :path %q was built, want it refused", path)
+		}
+	}
+	for path, want := range map[string]string{"//a/b": "//a/b", "/a?q=1": "/a?q=1", "*": "*", "/a b": "/a%20b"} {
+		req, err := callRequest([][2]string{{":path", path}, {":authority", "svc"}}, nil)
+		if err != nil {
+			t.Errorf(":path %q: %v", path, err)
+			continue
+		}
+		if got := req.URL.RequestURI(); got != want {
+			t.Errorf(":path %q goes as %q, want %q", path, got, want)
+		}
+	}
+}
