@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
@@ -376,5 +377,70 @@ func TestDispatchedCallPathIsARequestTarget(t *testing.T) {
 		if got := req.URL.RequestURI(); got != want {
 			t.Errorf(":path %q goes as %q, want %q", path, got, want)
 		}
+	}
+}
+
+// The host frames the response: it sets Content-Length wherever a guest
+// may change the body (a held response, its own, a filter's with a body
+// callback). A Content-Length a guest set on the response head went out
+// beside the backend's, which the proxy adds: "Content-Length: 5" and
+// "Content-Length: 7" on one HTTP/1.1 response, which an intermediary in
+// front may frame by either (RFC 9112, 6.3: a recipient must not); a
+// Transfer-Encoding went out beside net/http's chunked. http-wasm traps,
+// proxy-wasm gets BAD_ARGUMENT; removing them stays allowed.
+func TestGuestCannotFrameTheResponse(t *testing.T) {
+	h := newTestHost(t)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "backend") }))
+	defer backend.Close()
+	target, _ := url.Parse(backend.URL)
+	upstream := httputil.NewSingleHostReverseProxy(target)
+	// head sends one HTTP/1.1 request and returns the response's head.
+	head := func(url string) string {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, _ := io.ReadAll(conn)
+		h, _, _ := strings.Cut(string(b), "\r\n\r\n")
+		return h
+	}
+	for _, name := range []string{"content-length", "transfer-encoding"} {
+		g := wat(t, fmt.Sprintf(`(module
+			(import "http_handler" "add_header_value" (func $add (param i32 i32 i32 i32 i32)))
+			(memory (export "memory") 1)
+			(data (i32.const 0) "%s")
+			(data (i32.const 64) "5")
+			(func (export "handle_request") (result i64)
+				(call $add (i32.const 1) (i32.const 0) (i32.const %d) (i32.const 64) (i32.const 1)) (i64.const 1))
+			(func (export "handle_response") (param i32 i32)))`, name, len(name)))
+		tr := loadT(t, h, Spec{Name: "frame", Wasm: g, Settings: Settings{Pool: 1}})
+		if got := head(serve(t, NewChain(tr).Then(upstream))); !strings.HasPrefix(got, "HTTP/1.1 500") {
+			t.Errorf("http-wasm, %s: the client got\n%s\nwant a 500 from the guest", name, got)
+		}
+	}
+
+	pw := wat(t, `(module
+		(import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+		(import "env" "proxy_remove_header_map_value" (func $remove (param i32 i32 i32) (result i32)))
+		(memory (export "memory") 1)
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(data (i32.const 100) "content-length")
+		(data (i32.const 120) "transfer-encoding")
+		(data (i32.const 140) "5")
+		(func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+			(if (i32.ne (call $add (i32.const 2) (i32.const 100) (i32.const 14) (i32.const 140) (i32.const 1)) (i32.const 2))
+				(then unreachable))
+			(if (i32.ne (call $add (i32.const 2) (i32.const 120) (i32.const 17) (i32.const 140) (i32.const 1)) (i32.const 2))
+				(then unreachable))
+			(if (call $remove (i32.const 2) (i32.const 100) (i32.const 14)) (then unreachable))
+			(i32.const 0)))`)
+	tr := loadT(t, h, Spec{Name: "pw-frame", Wasm: pw, Settings: Settings{Pool: 1}})
+	if got := head(serve(t, NewChain(tr).Then(upstream))); !strings.HasPrefix(got, "HTTP/1.1 200") || strings.Count(strings.ToLower(got), "content-length") > 1 {
+		t.Errorf("proxy-wasm: the client got\n%s\nwant a 200 with one Content-Length at most", got)
 	}
 }
