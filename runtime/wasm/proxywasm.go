@@ -214,11 +214,15 @@ func (t *Transform) startRoot(ctx context.Context, inst *instance) error {
 	if _, err := call("proxy_on_context_create", uint64(g.rootID), 0); err != nil {
 		return fmt.Errorf("proxy_on_context_create (root): %w", err)
 	}
-	if ok, err := call("proxy_on_vm_start", uint64(g.rootID), 0); err != nil || ok == 0 {
-		return fmt.Errorf("proxy_on_vm_start failed: %v", err)
+	if ok, err := call("proxy_on_vm_start", uint64(g.rootID), 0); err != nil {
+		return fmt.Errorf("proxy_on_vm_start: %w", err)
+	} else if ok == 0 {
+		return errors.New("proxy_on_vm_start returned false")
 	}
-	if ok, err := call("proxy_on_configure", uint64(g.rootID), uint64(len(t.spec.Config))); err != nil || ok == 0 {
-		return fmt.Errorf("proxy_on_configure refused its configuration: %v", err)
+	if ok, err := call("proxy_on_configure", uint64(g.rootID), uint64(len(t.spec.Config))); err != nil {
+		return fmt.Errorf("proxy_on_configure: %w", err)
+	} else if ok == 0 {
+		return errors.New("proxy_on_configure returned false: the filter refused its configuration")
 	}
 	return nil
 }

@@ -165,10 +165,14 @@ func TestProxyWasmLoadErrors(t *testing.T) {
 			(func (export "proxy_on_context_create") (param i32 i32)))`), Settings: Settings{ABI: ABIProxyWasm}}, "env.proxy_grpc_call, which the host does not offer"},
 		"http-wasm guest as proxy-wasm": {Spec{Name: "x", Wasm: wat(t, "probe.wat"), Settings: Settings{ABI: ABIProxyWasm}}, "not a proxy-wasm 0.2 module"},
 		"unknown abi":                   {Spec{Name: "x", Wasm: []byte("\x00asm"), Settings: Settings{ABI: "wasi-http"}}, `unknown abi "wasi-http"`},
+		// A filter that refuses says so, with no "<nil>" for the error it
+		// did not have.
+		"vm_start returns false": {Spec{Name: "x", Wasm: metricsWAT(t, [2]string{}, "(i32.const 0)"), Settings: Settings{ABI: ABIProxyWasm}},
+			"proxy_on_vm_start returned false"},
 	}
 	for name, c := range cases {
 		_, err := h.Load(context.Background(), c.spec)
-		if err == nil || !strings.Contains(err.Error(), c.want) {
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "<nil>") {
 			t.Errorf("%s: %v, want %q", name, err, c.want)
 		}
 	}
