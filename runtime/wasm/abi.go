@@ -275,8 +275,8 @@ func (a abi) addHeaderValue(ctx context.Context, mod api.Module, stack []uint64)
 func headerArgs(mod api.Module, stack []uint64) (name, value string) {
 	name = string(read(mod, uint32(stack[1]), uint32(stack[2])))
 	value = string(read(mod, uint32(stack[3]), uint32(stack[4])))
-	if !validHeader(name, value) || (isHost(uint32(stack[0]), name) && !validHost(value)) {
-		fail("invalid header field %.64q (a name is a token, a value has no CR, LF or NUL, a Host is a host)", name)
+	if !validField(uint32(stack[0]), name, value) {
+		fail("invalid header field %.64q (a name is a token, a value has no CR, LF or NUL, a Host is a host, a trailer one a trailer may be)", name)
 	}
 	return name, value
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -119,10 +120,17 @@ func callRequest(pairs [][2]string, body []byte) (*http.Request, error) {
 	if !validHost(authority) {
 		return nil, errors.New("invalid :authority")
 	}
-	req, err := http.NewRequest(method, path, bytes.NewReader(body))
+	req, err := http.NewRequest(method, "/", bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
+	// A request target, as a client's or a guest's set_uri is: NewRequest
+	// would take "x", which HTTP/2 transports refuse, and read "//a/b"
+	// as host a.
+	if err := setRequestURI(req, path); err != nil {
+		return nil, fmt.Errorf("invalid :path: %w", err)
+	}
+	req.RequestURI = "" // a client's request
 	req.Header, req.Host = h, authority
 	return req, nil
 }

@@ -230,6 +230,30 @@ func validMethod(m string) bool { return m != "" && httpguts.ValidHeaderFieldNam
 
 func validHost(h string) bool { return httpguts.ValidHostHeader(h) }
 
+// validField tells whether a guest may set name to value in a head of
+// kind: a valid field, a Host that is a host, and in trailers only a field
+// a trailer may be (RFC 9110, 6.5.1). net/http's transports refuse a
+// request whose trailers name Content-Length, Transfer-Encoding or
+// Trailer, which the proxy would count as the backend failing, and a
+// framing or routing field in a response's trailers is one an
+// intermediary merging them would take for the head's. The response's
+// framing is the host's: a guest's Content-Length went out beside the
+// backend's, which the proxy adds, and a Transfer-Encoding beside
+// net/http's chunked.
+func validField(kind uint32, name, value string) bool {
+	switch {
+	case !validHeader(name, value):
+		return false
+	case kind == kindRequestTrailers || kind == kindResponseTrailers:
+		return httpguts.ValidTrailerHeader(name)
+	case kind == kindResponse:
+		return !strings.EqualFold(name, "Content-Length") && !strings.EqualFold(name, "Transfer-Encoding")
+	case isHost(kind, name):
+		return validHost(value)
+	}
+	return true
+}
+
 func (x *exchange) setHeader(kind uint32, name, value string, add bool) {
 	if kind == kindRequest || kind == kindRequestTrailers {
 		x.mustBeforeNext("changing the request")

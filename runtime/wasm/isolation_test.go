@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"net/http/httputil"
 	"net/textproto"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -268,5 +271,176 @@ func TestGuestRequestLineIsValid(t *testing.T) {
 	// A dispatched call goes through the same transports.
 	if _, err := callRequest([][2]string{{":authority", "a b"}}, nil); err == nil {
 		t.Error("a call to authority \"a b\" was built, want it refused")
+	}
+}
+
+// A trailer a guest sets is one a trailer may be (RFC 9110, 6.5.1; Go's
+// httpguts.ValidTrailerHeader): net/http's transports refuse to send a
+// request whose trailers name Content-Length, Transfer-Encoding or
+// Trailer, and the proxy counted the refusal as the backend failing; a
+// framing or routing field (Content-Length, Host) in a response's trailers
+// is one an intermediary that merges trailers would take for the head's.
+// http-wasm traps, proxy-wasm gets BAD_ARGUMENT, as for a bad header.
+func TestGuestTrailersAreOnesTrailersMayBe(t *testing.T) {
+	h := newTestHost(t)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }))
+	defer backend.Close()
+	target, _ := url.Parse(backend.URL)
+	upstream := httputil.NewSingleHostReverseProxy(target)
+	upstream.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+		t.Logf("the transport refused: %v", err)
+		w.WriteHeader(http.StatusBadGateway)
+	}
+	for name, c := range map[string]struct {
+		kind       int
+		field      string
+		nameLen    int
+		wantStatus int
+	}{
+		"request trailer content-length":     {kindRequestTrailers, "content-length", 14, 500},
+		"request trailer transfer-encoding":  {kindRequestTrailers, "transfer-encoding", 17, 500},
+		"request trailer trailer":            {kindRequestTrailers, "trailer", 7, 500},
+		"response trailer content-length":    {kindResponseTrailers, "content-length", 14, 500},
+		"response trailer host":              {kindResponseTrailers, "host", 4, 500},
+		"request trailer x-checksum (valid)": {kindRequestTrailers, "x-checksum", 10, 200},
+	} {
+		g := wat(t, fmt.Sprintf(`(module
+			(import "http_handler" "set_header_value" (func $set (param i32 i32 i32 i32 i32)))
+			(memory (export "memory") 1)
+			(data (i32.const 0) "%s")
+			(data (i32.const 64) "5")
+			(func (export "handle_request") (result i64)
+				(call $set (i32.const %d) (i32.const 0) (i32.const %d) (i32.const 64) (i32.const 1)) (i64.const 1))
+			(func (export "handle_response") (param i32 i32)))`, c.field, c.kind, c.nameLen))
+		tr := loadT(t, h, Spec{Name: "trailer", Wasm: g, Settings: Settings{Pool: 1}})
+		resp, err := http.Post(serve(t, NewChain(tr).Then(upstream)), "text/plain", io.MultiReader(strings.NewReader("body"))) // chunked, as trailers come
+		if err != nil {
+			t.Errorf("http-wasm, %s: %v", name, err)
+			continue
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.wantStatus {
+			t.Errorf("http-wasm, %s: client got %d, want %d", name, resp.StatusCode, c.wantStatus)
+		}
+	}
+
+	// proxy-wasm: each add must answer BAD_ARGUMENT (2), or the filter
+	// traps; the request then goes on as the client sent it.
+	pw := wat(t, `(module
+		(import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+		(memory (export "memory") 1)
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(data (i32.const 100) "content-length")
+		(data (i32.const 120) "transfer-encoding")
+		(data (i32.const 140) "5")
+		(func $bad (param i32 i32 i32)
+			(if (i32.ne (call $add (local.get 0) (local.get 1) (local.get 2) (i32.const 140) (i32.const 1)) (i32.const 2))
+				(then unreachable)))
+		(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+			(call $bad (i32.const 1) (i32.const 100) (i32.const 14))
+			(call $bad (i32.const 1) (i32.const 120) (i32.const 17))
+			(i32.const 0))
+		(func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+			(call $bad (i32.const 3) (i32.const 100) (i32.const 14))
+			(i32.const 0)))`)
+	tr := loadT(t, h, Spec{Name: "pw-trailer", Wasm: pw, Settings: Settings{Pool: 1}})
+	resp, err := http.Post(serve(t, NewChain(tr).Then(upstream)), "text/plain", io.MultiReader(strings.NewReader("body")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("proxy-wasm: client got %d, want 200", resp.StatusCode)
+	}
+}
+
+// A dispatched call's :path is a request target as a client's is: "x"
+// went to the service as it was, which net/http's HTTP/2 transport
+// refuses (invalid request :path), counted as the backend failing; and
+// "//a/b" was read as a URL whose host is a, so the backend got "/b".
+func TestDispatchedCallPathIsARequestTarget(t *testing.T) {
+	for _, path := range []string{"x", "?q", "a/b"} {
+		if _, err := callRequest([][2]string{{":path", path}, {":authority", "svc"}}, nil); err == nil {
+			t.Errorf("a call to :path %q was built, want it refused", path)
+		}
+	}
+	for path, want := range map[string]string{"//a/b": "//a/b", "/a?q=1": "/a?q=1", "*": "*", "/a b": "/a%20b"} {
+		req, err := callRequest([][2]string{{":path", path}, {":authority", "svc"}}, nil)
+		if err != nil {
+			t.Errorf(":path %q: %v", path, err)
+			continue
+		}
+		if got := req.URL.RequestURI(); got != want {
+			t.Errorf(":path %q goes as %q, want %q", path, got, want)
+		}
+	}
+}
+
+// The host frames the response: it sets Content-Length wherever a guest
+// may change the body (a held response, its own, a filter's with a body
+// callback). A Content-Length a guest set on the response head went out
+// beside the backend's, which the proxy adds: "Content-Length: 5" and
+// "Content-Length: 7" on one HTTP/1.1 response, which an intermediary in
+// front may frame by either (RFC 9112, 6.3: a recipient must not); a
+// Transfer-Encoding went out beside net/http's chunked. http-wasm traps,
+// proxy-wasm gets BAD_ARGUMENT; removing them stays allowed.
+func TestGuestCannotFrameTheResponse(t *testing.T) {
+	h := newTestHost(t)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "backend") }))
+	defer backend.Close()
+	target, _ := url.Parse(backend.URL)
+	upstream := httputil.NewSingleHostReverseProxy(target)
+	// head sends one HTTP/1.1 request and returns the response's head.
+	head := func(url string) string {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, _ := io.ReadAll(conn)
+		h, _, _ := strings.Cut(string(b), "\r\n\r\n")
+		return h
+	}
+	for _, name := range []string{"content-length", "transfer-encoding"} {
+		g := wat(t, fmt.Sprintf(`(module
+			(import "http_handler" "add_header_value" (func $add (param i32 i32 i32 i32 i32)))
+			(memory (export "memory") 1)
+			(data (i32.const 0) "%s")
+			(data (i32.const 64) "5")
+			(func (export "handle_request") (result i64)
+				(call $add (i32.const 1) (i32.const 0) (i32.const %d) (i32.const 64) (i32.const 1)) (i64.const 1))
+			(func (export "handle_response") (param i32 i32)))`, name, len(name)))
+		tr := loadT(t, h, Spec{Name: "frame", Wasm: g, Settings: Settings{Pool: 1}})
+		if got := head(serve(t, NewChain(tr).Then(upstream))); !strings.HasPrefix(got, "HTTP/1.1 500") {
+			t.Errorf("http-wasm, %s: the client got\n%s\nwant a 500 from the guest", name, got)
+		}
+	}
+
+	pw := wat(t, `(module
+		(import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+		(import "env" "proxy_remove_header_map_value" (func $remove (param i32 i32 i32) (result i32)))
+		(memory (export "memory") 1)
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(data (i32.const 100) "content-length")
+		(data (i32.const 120) "transfer-encoding")
+		(data (i32.const 140) "5")
+		(func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+			(if (i32.ne (call $add (i32.const 2) (i32.const 100) (i32.const 14) (i32.const 140) (i32.const 1)) (i32.const 2))
+				(then unreachable))
+			(if (i32.ne (call $add (i32.const 2) (i32.const 120) (i32.const 17) (i32.const 140) (i32.const 1)) (i32.const 2))
+				(then unreachable))
+			(if (call $remove (i32.const 2) (i32.const 100) (i32.const 14)) (then unreachable))
+			(i32.const 0)))`)
+	tr := loadT(t, h, Spec{Name: "pw-frame", Wasm: pw, Settings: Settings{Pool: 1}})
+	if got := head(serve(t, NewChain(tr).Then(upstream))); !strings.HasPrefix(got, "HTTP/1.1 200") || strings.Count(strings.ToLower(got), "content-length") > 1 {
+		t.Errorf("proxy-wasm: the client got\n%s\nwant a 200 with one Content-Length at most", got)
 	}
 }

@@ -10,7 +10,8 @@ import (
 )
 
 // maxGuestMetrics bounds the series proxy-wasm filters may define on a
-// node, all transforms together.
+// node, all transforms together; one transform may define a filterShare
+// of them, so that it cannot leave the others none.
 const maxGuestMetrics = 1024
 
 // proxy_metric_type_t.
@@ -29,6 +30,7 @@ type guestMetrics struct {
 	byKey  map[string]uint32 // transform NUL name
 	byID   []*guestMetric
 	kindOf map[string]uint32 // a name has one type across transforms
+	count  map[string]int    // the series each transform defined
 }
 
 type guestMetric struct {
@@ -40,7 +42,7 @@ type guestMetric struct {
 }
 
 func newGuestMetrics() *guestMetrics {
-	return &guestMetrics{byKey: map[string]uint32{}, kindOf: map[string]uint32{}}
+	return &guestMetrics{byKey: map[string]uint32{}, kindOf: map[string]uint32{}, count: map[string]int{}}
 }
 
 // promName makes a guest's metric name a valid Prometheus name.
@@ -65,14 +67,14 @@ func (m *guestMetrics) define(transform string, kind uint32, name string) (uint3
 	name = promName(name)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if k, ok := m.kindOf[name]; ok && k != kind {
+	if k, ok := m.kindOf[name]; (ok && k != kind) || m.collides(name, kind) {
 		return 0, statusBadArgument
 	}
 	key := transform + "\x00" + name
 	if id, ok := m.byKey[key]; ok {
 		return id, statusOK
 	}
-	if len(m.byID) >= maxGuestMetrics {
+	if len(m.byID) >= maxGuestMetrics || m.count[transform] >= maxGuestMetrics/filterShare {
 		return 0, statusInternalFailure
 	}
 	g := &guestMetric{kind: kind, name: name, transform: transform}
@@ -86,7 +88,28 @@ func (m *guestMetrics) define(transform string, kind uint32, name string) (uint3
 	m.byID = append(m.byID, g)
 	id := uint32(len(m.byID)) // ids start at 1: 0 is no metric
 	m.byKey[key], m.kindOf[name] = id, kind
+	m.count[transform]++
 	return id, statusOK
+}
+
+// histogramSeries are the suffixes of a histogram's series names.
+var histogramSeries = [...]string{"_bucket", "_sum", "_count"}
+
+// collides tells whether a metric name of kind would share a series name
+// with a histogram's (h_count is h's), which fails the registry's Gather
+// and so the node's whole /metrics. Call with m.mu held.
+func (m *guestMetrics) collides(name string, kind uint32) bool {
+	for _, suffix := range histogramSeries {
+		if base, ok := strings.CutSuffix(name, suffix); ok {
+			if k, ok := m.kindOf[base]; ok && k == metricHistogram {
+				return true
+			}
+		}
+		if _, ok := m.kindOf[name+suffix]; ok && kind == metricHistogram {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *guestMetrics) get(id uint32) *guestMetric {

@@ -214,11 +214,15 @@ func (t *Transform) startRoot(ctx context.Context, inst *instance) error {
 	if _, err := call("proxy_on_context_create", uint64(g.rootID), 0); err != nil {
 		return fmt.Errorf("proxy_on_context_create (root): %w", err)
 	}
-	if ok, err := call("proxy_on_vm_start", uint64(g.rootID), 0); err != nil || ok == 0 {
-		return fmt.Errorf("proxy_on_vm_start failed: %v", err)
+	if ok, err := call("proxy_on_vm_start", uint64(g.rootID), 0); err != nil {
+		return fmt.Errorf("proxy_on_vm_start: %w", err)
+	} else if ok == 0 {
+		return errors.New("proxy_on_vm_start returned false")
 	}
-	if ok, err := call("proxy_on_configure", uint64(g.rootID), uint64(len(t.spec.Config))); err != nil || ok == 0 {
-		return fmt.Errorf("proxy_on_configure refused its configuration: %v", err)
+	if ok, err := call("proxy_on_configure", uint64(g.rootID), uint64(len(t.spec.Config))); err != nil {
+		return fmt.Errorf("proxy_on_configure: %w", err)
+	} else if ok == 0 {
+		return errors.New("proxy_on_configure returned false: the filter refused its configuration")
 	}
 	return nil
 }
@@ -607,7 +611,7 @@ func (x *exchange) pwSetHeader(kind uint32, name, value string, set, add bool) u
 		}
 		return x.setPseudo(kind, name, value)
 	}
-	if !validHeader(name, value) || (set && isHost(kind, name) && !validHost(value)) {
+	if !validHeader(name, value) || (set && !validField(kind, name, value)) {
 		return statusBadArgument
 	}
 	if set {
@@ -724,8 +728,10 @@ func decodePairs(b []byte) ([][2]string, error) {
 	if len(b) < 4 {
 		return nil, errPairs
 	}
+	// Each pair takes 8 bytes of lengths and two NULs, so the pairs made
+	// room for take at most 3.2 times the input.
 	n := uint64(binary.LittleEndian.Uint32(b))
-	if n > uint64(len(b)-4)/8 {
+	if n > uint64(len(b)-4)/10 {
 		return nil, errPairs
 	}
 	lens, data := b[4:4+8*n], b[4+8*n:]
@@ -808,6 +814,9 @@ func (p proxyABI) setHeaderMapPairs(ctx context.Context, mod api.Module, stack [
 	if !ok {
 		stack[0] = statusInvalidMemory
 		return
+	}
+	if uint64(len(b)) > uint64(x.t.spec.MaxBuffer) {
+		panic(&overflow{"header map set by the guest", http.StatusInternalServerError})
 	}
 	pairs, err := decodePairs(b)
 	if err != nil {

@@ -3,6 +3,7 @@ package wasm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -164,10 +165,14 @@ func TestProxyWasmLoadErrors(t *testing.T) {
 			(func (export "proxy_on_context_create") (param i32 i32)))`), Settings: Settings{ABI: ABIProxyWasm}}, "env.proxy_grpc_call, which the host does not offer"},
 		"http-wasm guest as proxy-wasm": {Spec{Name: "x", Wasm: wat(t, "probe.wat"), Settings: Settings{ABI: ABIProxyWasm}}, "not a proxy-wasm 0.2 module"},
 		"unknown abi":                   {Spec{Name: "x", Wasm: []byte("\x00asm"), Settings: Settings{ABI: "wasi-http"}}, `unknown abi "wasi-http"`},
+		// A filter that refuses says so, with no "<nil>" for the error it
+		// did not have.
+		"vm_start returns false": {Spec{Name: "x", Wasm: metricsWAT(t, [2]string{}, "(i32.const 0)"), Settings: Settings{ABI: ABIProxyWasm}},
+			"proxy_on_vm_start returned false"},
 	}
 	for name, c := range cases {
 		_, err := h.Load(context.Background(), c.spec)
-		if err == nil || !strings.Contains(err.Error(), c.want) {
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "<nil>") {
 			t.Errorf("%s: %v, want %q", name, err, c.want)
 		}
 	}
@@ -989,4 +994,121 @@ func TestReleaseStopsAProxyWasmReplacementStart(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Release still waiting 5s later for a replacement's proxy_on_vm_start")
 	}
+}
+
+// metricsWAT is a filter whose vm_start runs body, with $define imported,
+// the names at 0 and 64 in memory, and traps unless body leaves 1.
+func metricsWAT(t *testing.T, names [2]string, body string) []byte {
+	return wat(t, `(module
+		(import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+		(memory (export "memory") 1)
+		(data (i32.const 0) "`+names[0]+`")
+		(data (i32.const 64) "`+names[1]+`")
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(func (export "proxy_on_vm_start") (param i32 i32) (result i32) (local $i i32) (local $s i32)
+			`+body+`))`)
+}
+
+// A histogram's series are <name>_bucket, _sum and _count: a filter that
+// defined a histogram h and a counter h_count (or the other way round, or
+// in two filters) made the registry's Gather fail, and the node's /metrics
+// answered 500 for all of its metrics. The second definition is
+// BAD_ARGUMENT, as one of another type under the same name is.
+func TestProxyWasmMetricNamesCannotCollide(t *testing.T) {
+	for _, c := range []struct {
+		first, second         string
+		firstKind, secondKind int
+	}{
+		{"lat", "lat_count", metricHistogram, metricCounter},
+		{"lat", "lat_sum", metricHistogram, metricGauge},
+		{"lat", "lat_bucket", metricHistogram, metricHistogram},
+		{"q_count", "q", metricCounter, metricHistogram},
+		{"q_sum", "q", metricGauge, metricHistogram},
+	} {
+		h := newTestHost(t)
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(h.metrics)
+		define := func(name string, kind, want int) []byte {
+			return metricsWAT(t, [2]string{name}, fmt.Sprintf(`
+				(if (i32.ne (call $define (i32.const %d) (i32.const 0) (i32.const %d) (i32.const 128)) (i32.const %d))
+					(then unreachable))
+				(i32.const 1)`, kind, len(name), want))
+		}
+		loadT(t, h, Spec{Name: "a", Wasm: define(c.first, c.firstKind, statusOK), Settings: Settings{Pool: 1, ABI: ABIProxyWasm}})
+		// Another filter, and then the same one, may not define the second.
+		for _, filter := range []string{"b", "a"} {
+			tr, err := h.Load(context.Background(), Spec{Name: filter, Wasm: define(c.second, c.secondKind, statusBadArgument), Settings: Settings{Pool: 1, ABI: ABIProxyWasm}})
+			if err != nil {
+				t.Errorf("%s, then %s in filter %s: %v", c.first, c.second, filter, err)
+				continue
+			}
+			tr.Release()
+		}
+		if _, err := reg.Gather(); err != nil {
+			t.Errorf("%s then %s: gather: %v", c.first, c.second, err)
+		}
+	}
+}
+
+// The node's guest metrics are bounded, and as with shared data and queues
+// one filter may define only a share of them: one that defined all 1024
+// left every other filter INTERNAL_FAILURE, and the SDKs' define panics
+// on it, failing their start.
+func TestProxyWasmMetricsAreBoundedPerFilter(t *testing.T) {
+	// Names of three letters a..p, from the counter $i, until refused.
+	hog := metricsWAT(t, [2]string{}, `
+		(loop $more
+			(i32.store8 (i32.const 0) (i32.add (i32.const 97) (i32.and (local.get $i) (i32.const 15))))
+			(i32.store8 (i32.const 1) (i32.add (i32.const 97) (i32.and (i32.shr_u (local.get $i) (i32.const 4)) (i32.const 15))))
+			(i32.store8 (i32.const 2) (i32.add (i32.const 97) (i32.and (i32.shr_u (local.get $i) (i32.const 8)) (i32.const 15))))
+			(local.set $s (call $define (i32.const 0) (i32.const 0) (i32.const 3) (i32.const 128)))
+			(local.set $i (i32.add (local.get $i) (i32.const 1)))
+			(br_if $more (i32.and (i32.eqz (local.get $s)) (i32.lt_u (local.get $i) (i32.const 4096)))))
+		(i32.eq (local.get $s) (i32.const 10))`)
+	next := metricsWAT(t, [2]string{"next"}, `
+		(i32.eqz (call $define (i32.const 0) (i32.const 0) (i32.const 4) (i32.const 128)))`)
+	h := newTestHost(t)
+	loadT(t, h, Spec{Name: "hog", Wasm: hog, Settings: Settings{Pool: 1, ABI: ABIProxyWasm}})
+	loadT(t, h, Spec{Name: "next", Wasm: next, Settings: Settings{Pool: 1, ABI: ABIProxyWasm}})
+	h.metrics.mu.Lock()
+	defined := len(h.metrics.byID)
+	h.metrics.mu.Unlock()
+	if want := maxGuestMetrics/filterShare + 1; defined != want {
+		t.Errorf("%d metrics defined, want the hog's share and one", defined)
+	}
+}
+
+// proxy_set_header_map_pairs read the whole guest-chosen buffer before
+// max_buffer bounded anything, and made room for the count of pairs it
+// claimed: 32 bytes of heap for each 8 bytes of buffer, 256 MiB for a
+// guest's 64 MiB, whatever the pairs turned out to be. A map past
+// max_buffer fails the request as the headers set past it do.
+func TestProxyWasmSetHeaderMapPairsIsBounded(t *testing.T) {
+	guest := wat(t, `(module
+		(import "env" "proxy_set_header_map_pairs" (func $set (param i32 i32 i32) (result i32)))
+		(memory (export "memory") 1024)
+		;; a count of 8388607 pairs, the most 64 MiB - 4 bytes could have
+		;; lengths for, and nothing else
+		(data (i32.const 0) "\ff\ff\7f\00")
+		(func (export "proxy_abi_version_0_2_1"))
+		(func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+		(func (export "proxy_on_context_create") (param i32 i32))
+		(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+			(drop (call $set (i32.const 0) (i32.const 0) (i32.const 67108860)))
+			(i32.const 0)))`)
+	h := newTestHost(t)
+	tr := loadT(t, h, Spec{Name: "pairs", Wasm: guest, Settings: Settings{Pool: 1, MaxBuffer: 4 << 20, Timeout: units.Duration(10 * time.Second)}})
+	url := serve(t, NewChain(tr).Then(echoBackend))
+	before := allocated()
+	resp, _ := get(t, url)
+	spent := allocated() - before
+	if resp.StatusCode != http.StatusInternalServerError {
+		t.Errorf("status %d, want 500 for a map past max_buffer", resp.StatusCode)
+	}
+	if spent > 16<<20 {
+		t.Errorf("the request allocated %d MiB", spent>>20)
+	}
+	t.Logf("allocated %d KiB", spent>>10)
 }

@@ -19,7 +19,8 @@ const (
 	// filterShare divides each node-wide bound: one filter (by transform
 	// name, which a reload keeps) holds at most that fraction of it, so
 	// that it cannot starve the others. A filter is charged for the values
-	// it last set, the queues it created and the items it enqueued.
+	// it last set, the queues it created and the items it enqueued; the
+	// guest metrics (metrics.go) are shared out the same way.
 	filterShare = 4
 	// maxGuestName bounds the names of queues and metrics, which the node
 	// keeps for as long as it runs (1024 of each, at 64 KiB a name, kept
