@@ -267,6 +267,10 @@ func TestBadConfigStopsLoading(t *testing.T) {
 		{"addheader", "x edge: fra-1", "x edge"},
 		{"addheader", "x-edge: a\tb\x01", "x-edge"},
 		{"addheader", "-", "is not a header name"},
+		// The host frames the message: a guest's length went out beside
+		// the backend's.
+		{"addheader", "content-length: 5", "may not set content-length"},
+		{"addheader", "Transfer-Encoding: chunked", "may not set Transfer-Encoding"},
 		{"rewrite", map[string]any{"from": "/a/", "to": "/b/"}, "JSON list"},
 		{"rewrite", []any{map[string]any{"form": "/a/", "to": "/b/"}}, `unknown field "form"`},
 		{"denylist", map[string]any{"network": []any{"10.9.0.0/16"}}, `unknown field "network"`},

@@ -14,7 +14,8 @@
 //	x-frame-options: DENY
 //
 // A line that is no rule (no colon, a name that is not a token, a value
-// with a control byte) stops the module from loading.
+// with a control byte, a Content-Length or Transfer-Encoding to set) stops
+// the module from loading.
 package main
 
 import (
@@ -51,8 +52,11 @@ func parse(cfg string) ([]rule, error) {
 			}
 			r = rule{name: strings.TrimSpace(name), value: strings.TrimSpace(value)}
 		}
-		if !isToken(r.name) {
+		if !sdk.ValidHeaderName(r.name) {
 			return nil, fmt.Errorf("rule %q: %q is not a header name", line, r.name)
+		}
+		if !r.remove && (strings.EqualFold(r.name, "content-length") || strings.EqualFold(r.name, "transfer-encoding")) {
+			return nil, fmt.Errorf("rule %q: the host frames the message; a transform may not set %s", line, r.name)
 		}
 		if strings.ContainsFunc(r.value, func(c rune) bool { return c < 0x20 && c != '\t' || c == 0x7f }) {
 			return nil, fmt.Errorf("rule %q: the value holds a control byte", line)
@@ -63,18 +67,6 @@ func parse(cfg string) ([]rule, error) {
 		rules = append(rules, r)
 	}
 	return rules, nil
-}
-
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
-			return false
-		}
-	}
-	return true
 }
 
 func apply(h sdk.Header, rules []rule) {

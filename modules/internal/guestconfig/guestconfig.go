@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"perigee/modules/sdk"
 )
 
 // Decode reads raw, one JSON value whose objects have only the fields v
@@ -94,10 +96,8 @@ func HeaderName(field, name, def string) (string, error) {
 	if name == "" {
 		return def, nil
 	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return "", fmt.Errorf("%s: %q is no header name (a token of letters, digits and !#$%%&'*+-.^_`|~)", field, name)
-		}
+	if !sdk.ValidHeaderName(name) {
+		return "", fmt.Errorf("%s: %q is no header name (a token of letters, digits and !#$%%&'*+-.^_`|~)", field, name)
 	}
 	return name, nil
 }
