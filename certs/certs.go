@@ -70,7 +70,24 @@ func Load(certFile, keyFile string, hosts []string) (*tls.Certificate, error) {
 	if c.Leaf, err = parseChain(certFile, certPEM, len(c.Certificate), time.Now()); err != nil {
 		return nil, err
 	}
+	if err := handshakes(&c); err != nil {
+		return nil, fmt.Errorf("tls: %s and %s: no TLS 1.3 handshake can be made with them: %w", certFile, keyFile, err)
+	}
 	return &c, nil
+}
+
+// handshakes makes one TLS 1.3 handshake with c in memory, the version
+// every current client and all of HTTP/3 speak. tls.X509KeyPair takes any
+// key it parses, and some no handshake can use: an RSA key under 1024
+// bits, a P-224 key. Asking crypto/tls itself keeps its rules out of ours.
+func handshakes(c *tls.Certificate) error {
+	client, server := net.Pipe()
+	defer server.Close()
+	go func() {
+		tls.Client(client, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}).Handshake()
+		client.Close()
+	}()
+	return tls.Server(server, &tls.Config{Certificates: []tls.Certificate{*c}, MinVersion: tls.VersionTLS13}).Handshake()
 }
 
 // maxChain bounds the certificates of a chain file: a leaf and its
