@@ -99,7 +99,8 @@ const maxChain = 10
 // returns the leaf. It refuses what no client would accept, so that a
 // reload keeps the certificate it serves instead: more than maxChain
 // certificates, a block that is no certificate, a leaf expired or not yet
-// valid. Each refusal names the file and the line of the block.
+// valid, or one whose extended key usage leaves out serverAuth. Each
+// refusal names the file and the line of the block.
 func parseChain(file string, chainPEM []byte, n int, now time.Time) (*x509.Certificate, error) {
 	if n > maxChain {
 		return nil, fmt.Errorf("tls: %s holds %d certificates; a chain is at most %d", file, n, maxChain)
@@ -126,6 +127,8 @@ func parseChain(file string, chainPEM []byte, n int, now time.Time) (*x509.Certi
 				return nil, fmt.Errorf("tls: %s:%d: the certificate expired at %s", file, line, c.NotAfter.UTC().Format(time.RFC3339))
 			case now.Before(c.NotBefore):
 				return nil, fmt.Errorf("tls: %s:%d: the certificate is not valid before %s", file, line, c.NotBefore.UTC().Format(time.RFC3339))
+			case len(c.ExtKeyUsage) > 0 && !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageServerAuth) && !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageAny):
+				return nil, fmt.Errorf("tls: %s:%d: the certificate is not for TLS servers: its extended key usage leaves out serverAuth", file, line)
 			}
 		}
 		i++

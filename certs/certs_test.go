@@ -152,3 +152,37 @@ func TestLoadRefusesAKeyNoHandshakeCanUse(t *testing.T) {
 	filestest.Refused(t, "P-224", func() error { _, err := Load(certPath, keyPath, nil); return err },
 		"p224.pem", "no TLS 1.3 handshake", "P-224")
 }
+
+// A leaf whose extended key usage leaves out serverAuth (a client
+// certificate written where the server's goes) fails every client that
+// verifies it, as an expired one does; it is refused the same way.
+func TestLoadRefusesALeafNotForServers(t *testing.T) {
+	dir := t.TempDir()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		usage []x509.ExtKeyUsage
+		ok    bool
+	}{{[]x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, false}, {[]x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning, x509.ExtKeyUsageEmailProtection}, false},
+		{nil, true}, {[]x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}, true}, {[]x509.ExtKeyUsage{x509.ExtKeyUsageAny}, true}} {
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}, ExtKeyUsage: tc.usage}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certPath, keyPath := filepath.Join(dir, "eku.pem"), filepath.Join(dir, "eku.key")
+		if err := WritePEM(&tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, certPath, keyPath); err != nil {
+			t.Fatal(err)
+		}
+		load := func() error { _, err := Load(certPath, keyPath, nil); return err }
+		if tc.ok {
+			if err := load(); err != nil {
+				t.Errorf("usage %v: %v", tc.usage, err)
+			}
+			continue
+		}
+		filestest.Refused(t, fmt.Sprint("usage ", tc.usage), load, "eku.pem:1", "not for TLS servers")
+	}
+}
