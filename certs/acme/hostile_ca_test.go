@@ -305,3 +305,54 @@ func TestClientsNamingOtherHostsOrderAndLogNothing(t *testing.T) {
 		return nil
 	})
 }
+
+// acmez puts the whole body of a CA's error answer into its error, and
+// certmagic hands that error to the event the failure is logged from: a
+// CA answering with megabytes had them written into the node's log, one
+// line at every attempt. The line holds the host, the status and the
+// start of the body, within a bound.
+func TestACAErrorBodyIsBoundedInTheLog(t *testing.T) {
+	const host = "loud.perigee.test"
+	body := "denied " + strings.Repeat("x", 8<<20)
+	ca := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, body)
+	}))
+	defer ca.Close()
+	roots := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs logtest.Buffer
+	c := Config{Hosts: []string{host}, CA: ca.URL + "/dir", CARoots: roots, Storage: t.TempDir(), Challenges: []string{HTTP01}}
+	c.SetDefaults()
+	m, err := New(c, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := httptest.NewServer(m.HTTPHandler("443"))
+	defer plain.Close()
+	if err := m.Start("", plain.Listener.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop(context.Background())
+	var line string
+	for deadline := time.Now().Add(60 * time.Second); line == ""; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the CA's refusal was never logged:\n%.2000s", logs.String())
+		}
+		for l := range strings.Lines(logs.String()) {
+			if strings.Contains(l, "certificate not obtained") {
+				line = l
+			}
+		}
+	}
+	t.Logf("%d bytes logged, the failure's line %d bytes: %.300s", len(logs.String()), len(line), line)
+	if !strings.Contains(line, host) || !strings.Contains(line, "HTTP 403: denied xxx") {
+		t.Fatalf("the failure is not logged with the host and the CA's answer:\n%.2000s", line)
+	}
+	if n := len(logs.String()); n > 64<<10 {
+		t.Fatalf("the log took %d KiB of the CA's error body", n>>10)
+	}
+}
