@@ -87,7 +87,7 @@ func handshakes(c *tls.Certificate) error {
 		tls.Client(client, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}).Handshake()
 		client.Close()
 	}()
-	return tls.Server(server, &tls.Config{Certificates: []tls.Certificate{*c}, MinVersion: tls.VersionTLS13}).Handshake()
+	return tls.Server(server, &tls.Config{Certificates: []tls.Certificate{*c}, MinVersion: tls.VersionTLS13, SessionTicketsDisabled: true}).Handshake()
 }
 
 // maxChain bounds the certificates of a chain file: a leaf and its
