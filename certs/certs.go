@@ -70,7 +70,24 @@ func Load(certFile, keyFile string, hosts []string) (*tls.Certificate, error) {
 	if c.Leaf, err = parseChain(certFile, certPEM, len(c.Certificate), time.Now()); err != nil {
 		return nil, err
 	}
+	if err := handshakes(&c); err != nil {
+		return nil, fmt.Errorf("tls: %s and %s: no TLS 1.3 handshake can be made with them: %w", certFile, keyFile, err)
+	}
 	return &c, nil
+}
+
+// handshakes makes one TLS 1.3 handshake with c in memory, the version
+// every current client and all of HTTP/3 speak. tls.X509KeyPair takes any
+// key it parses, and some no handshake can use: an RSA key under 1024
+// bits, a P-224 key. Asking crypto/tls itself keeps its rules out of ours.
+func handshakes(c *tls.Certificate) error {
+	client, server := net.Pipe()
+	defer server.Close()
+	go func() {
+		tls.Client(client, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}).Handshake()
+		client.Close()
+	}()
+	return tls.Server(server, &tls.Config{Certificates: []tls.Certificate{*c}, MinVersion: tls.VersionTLS13, SessionTicketsDisabled: true}).Handshake()
 }
 
 // maxChain bounds the certificates of a chain file: a leaf and its
@@ -82,7 +99,8 @@ const maxChain = 10
 // returns the leaf. It refuses what no client would accept, so that a
 // reload keeps the certificate it serves instead: more than maxChain
 // certificates, a block that is no certificate, a leaf expired or not yet
-// valid. Each refusal names the file and the line of the block.
+// valid, or one whose extended key usage leaves out serverAuth. Each
+// refusal names the file and the line of the block.
 func parseChain(file string, chainPEM []byte, n int, now time.Time) (*x509.Certificate, error) {
 	if n > maxChain {
 		return nil, fmt.Errorf("tls: %s holds %d certificates; a chain is at most %d", file, n, maxChain)
@@ -109,6 +127,8 @@ func parseChain(file string, chainPEM []byte, n int, now time.Time) (*x509.Certi
 				return nil, fmt.Errorf("tls: %s:%d: the certificate expired at %s", file, line, c.NotAfter.UTC().Format(time.RFC3339))
 			case now.Before(c.NotBefore):
 				return nil, fmt.Errorf("tls: %s:%d: the certificate is not valid before %s", file, line, c.NotBefore.UTC().Format(time.RFC3339))
+			case len(c.ExtKeyUsage) > 0 && !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageServerAuth) && !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageAny):
+				return nil, fmt.Errorf("tls: %s:%d: the certificate is not for TLS servers: its extended key usage leaves out serverAuth", file, line)
 			}
 		}
 		i++

@@ -2,13 +2,19 @@ package certs
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"perigee/files/filestest"
 )
@@ -118,5 +124,65 @@ func TestLoadRefusesAChainNoClientWouldAccept(t *testing.T) {
 	certPath, keyPath = devPEM(t, t.TempDir(), append(intermediate, intermediate...))
 	if c, err := Load(certPath, keyPath, nil); err != nil || len(c.Certificate) != 3 || c.Leaf == nil || c.Leaf.Subject.CommonName != "perigee dev" {
 		t.Fatalf("leaf with two intermediates: %v", err)
+	}
+}
+
+// tls.X509KeyPair takes any key it can parse, and a key no handshake can
+// sign with loaded, and on reload replaced a good certificate, failing
+// every handshake after: a 512-bit RSA key (testdata/, made with openssl,
+// since Go makes none) fails all, and a P-224 key every TLS 1.3 one, and
+// so all of HTTP/3. Each is refused, naming the file and why.
+func TestLoadRefusesAKeyNoHandshakeCanUse(t *testing.T) {
+	filestest.Refused(t, "512-bit RSA", func() error { _, err := Load("testdata/rsa512.pem", "testdata/rsa512.key", nil); return err },
+		"testdata/rsa512.pem", "no TLS 1.3 handshake", "RSA key size too small")
+	dir := t.TempDir()
+	certPath, keyPath := filepath.Join(dir, "p224.pem"), filepath.Join(dir, "p224.key")
+	key, err := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WritePEM(&tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, certPath, keyPath); err != nil {
+		t.Fatal(err)
+	}
+	filestest.Refused(t, "P-224", func() error { _, err := Load(certPath, keyPath, nil); return err },
+		"p224.pem", "no TLS 1.3 handshake", "P-224")
+}
+
+// A leaf whose extended key usage leaves out serverAuth (a client
+// certificate written where the server's goes) fails every client that
+// verifies it, as an expired one does; it is refused the same way.
+func TestLoadRefusesALeafNotForServers(t *testing.T) {
+	dir := t.TempDir()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		usage []x509.ExtKeyUsage
+		ok    bool
+	}{{[]x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, false}, {[]x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning, x509.ExtKeyUsageEmailProtection}, false},
+		{nil, true}, {[]x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}, true}, {[]x509.ExtKeyUsage{x509.ExtKeyUsageAny}, true}} {
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}, ExtKeyUsage: tc.usage}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certPath, keyPath := filepath.Join(dir, "eku.pem"), filepath.Join(dir, "eku.key")
+		if err := WritePEM(&tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, certPath, keyPath); err != nil {
+			t.Fatal(err)
+		}
+		load := func() error { _, err := Load(certPath, keyPath, nil); return err }
+		if tc.ok {
+			if err := load(); err != nil {
+				t.Errorf("usage %v: %v", tc.usage, err)
+			}
+			continue
+		}
+		filestest.Refused(t, fmt.Sprint("usage ", tc.usage), load, "eku.pem:1", "not for TLS servers")
 	}
 }

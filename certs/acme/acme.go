@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -99,6 +100,7 @@ func (m *Manager) Start(httpsAddr, httpAddr string) error {
 		Email:                   c.Email,
 		Agreed:                  true,
 		TrustedRoots:            m.roots,
+		HTTPProxy:               noRedirect,
 		DisableHTTPChallenge:    !c.Uses(HTTP01) || httpAddr == "",
 		DisableTLSALPNChallenge: !c.Uses(TLSALPN01) || httpsAddr == "",
 	}
@@ -126,7 +128,7 @@ func (m *Manager) Start(httpsAddr, httpAddr string) error {
 		// up, unless a proxy is set: then its client has a 30 s timeout.
 		// One that never answered held the certificate out of the cache
 		// (never served) and the maintenance loop (nothing renewed).
-		OCSP:           certmagic.OCSPConfig{HTTPProxy: http.ProxyFromEnvironment},
+		OCSP:           certmagic.OCSPConfig{HTTPProxy: noRedirect},
 		OnEvent:        m.event,
 		ShouldEmitFunc: func(name string) bool { return strings.HasPrefix(name, "cert_") },
 		Logger:         quiet,
@@ -140,6 +142,19 @@ func (m *Manager) Start(httpsAddr, httpAddr string) error {
 		return fmt.Errorf("acme: %w", err)
 	}
 	return nil
+}
+
+// noRedirect is the proxy of the clients that ask the CA and its OCSP
+// responder (whose URL the certificate names): the environment's, and no
+// redirect, which certmagic's clients followed anywhere, to plain HTTP or
+// to what only this host may reach (a cloud's metadata service), the
+// answer going into the error and the log. ACME and OCSP define none. It
+// is the one hook certmagic gives into each request its clients make.
+func noRedirect(r *http.Request) (*url.URL, error) {
+	if r.Response != nil {
+		return nil, fmt.Errorf("%s answered %s, a redirect to %s: not followed", r.Response.Request.URL.Redacted(), r.Response.Status, r.URL.Redacted())
+	}
+	return http.ProxyFromEnvironment(r)
 }
 
 // boundedIssuer gives each attempt at an issuance at most timeout.
@@ -335,9 +350,24 @@ func (m *Manager) event(_ context.Context, name string, data map[string]any) err
 		m.log.Info("certificate obtained", "host", data["identifier"], "renewal", data["renewal"], "issuer", data["issuer"])
 	case "cert_failed":
 		m.failed.Add(1)
-		m.log.Warn("certificate not obtained", "host", data["identifier"], "renewal", data["renewal"], "err", data["error"])
+		m.log.Warn("certificate not obtained", "host", data["identifier"], "renewal", data["renewal"], "err", logged(data["error"]))
 	case "cert_ocsp_revoked":
 		m.log.Error("certificate revoked, replacing it", "host", data["subjects"])
 	}
 	return nil
+}
+
+// maxLogged bounds the text of a failure in the log: acmez puts the whole
+// body of a CA's error answer into its error, and a CA may answer with
+// megabytes, at every attempt.
+const maxLogged = 2 << 10
+
+// logged is err's text, its start alone when it is longer than maxLogged.
+func logged(err any) string {
+	s := fmt.Sprint(err)
+	if len(s) <= maxLogged {
+		return s
+	}
+	start := strings.ToValidUTF8(s[:maxLogged], "") // a rune cut in two
+	return fmt.Sprintf("%s… (%d bytes more)", start, len(s)-len(start))
 }

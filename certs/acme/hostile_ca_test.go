@@ -2,7 +2,12 @@ package acme
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -10,6 +15,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -304,4 +310,174 @@ func TestClientsNamingOtherHostsOrderAndLogNothing(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// acmez puts the whole body of a CA's error answer into its error, and
+// certmagic hands that error to the event the failure is logged from: a
+// CA answering with megabytes had them written into the node's log, one
+// line at every attempt. The line holds the host, the status and the
+// start of the body, within a bound.
+func TestACAErrorBodyIsBoundedInTheLog(t *testing.T) {
+	const host = "loud.perigee.test"
+	body := "denied " + strings.Repeat("x", 8<<20)
+	ca := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, body)
+	}))
+	defer ca.Close()
+	roots := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs logtest.Buffer
+	c := Config{Hosts: []string{host}, CA: ca.URL + "/dir", CARoots: roots, Storage: t.TempDir(), Challenges: []string{HTTP01}}
+	c.SetDefaults()
+	m, err := New(c, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := httptest.NewServer(m.HTTPHandler("443"))
+	defer plain.Close()
+	if err := m.Start("", plain.Listener.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop(context.Background())
+	var line string
+	for deadline := time.Now().Add(60 * time.Second); line == ""; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the CA's refusal was never logged:\n%.2000s", logs.String())
+		}
+		for l := range strings.Lines(logs.String()) {
+			if strings.Contains(l, "certificate not obtained") {
+				line = l
+			}
+		}
+	}
+	t.Logf("%d bytes logged, the failure's line %d bytes: %.300s", len(logs.String()), len(line), line)
+	if !strings.Contains(line, host) || !strings.Contains(line, "HTTP 403: denied xxx") {
+		t.Fatalf("the failure is not logged with the host and the CA's answer:\n%.2000s", line)
+	}
+	if n := len(logs.String()); n > 64<<10 {
+		t.Fatalf("the log took %d KiB of the CA's error body", n>>10)
+	}
+}
+
+// The clients that talk to the CA followed its redirects, anywhere: to
+// plain HTTP, or to what only this host may reach, such as the cloud's
+// metadata service (here a loopback server), whose answer went into the
+// error, and so the log. ACME (RFC 8555) has no redirects; a redirected
+// request is refused, and the failure says so.
+func TestTheCAsRedirectsAreNotFollowed(t *testing.T) {
+	const host = "moved.perigee.test"
+	var reached atomic.Int64
+	inside := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		http.Error(w, "instance credentials", http.StatusNotFound)
+	}))
+	defer inside.Close()
+	ca := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, inside.URL+"/latest/meta-data/", http.StatusFound)
+	}))
+	defer ca.Close()
+	roots := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs logtest.Buffer
+	c := Config{Hosts: []string{host}, CA: ca.URL + "/dir", CARoots: roots, Storage: t.TempDir(), Challenges: []string{HTTP01}}
+	c.SetDefaults()
+	m, err := New(c, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := httptest.NewServer(m.HTTPHandler("443"))
+	defer plain.Close()
+	if err := m.Start("", plain.Listener.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop(context.Background())
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(logs.String(), "certificate not obtained"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the redirect never failed an attempt:\n%.2000s", logs.String())
+		}
+	}
+	t.Logf("%.1000s", logs.String())
+	if n := reached.Load(); n > 0 {
+		t.Errorf("the redirect's target was asked %d times", n)
+	}
+	if log := logs.String(); strings.Contains(log, "instance credentials") || !strings.Contains(log, "redirect") {
+		t.Errorf("the failure does not say the CA redirected, or holds the target's answer:\n%.2000s", log)
+	}
+}
+
+// The OCSP responder is named by the certificate, and its client followed
+// redirects too: a stored certificate whose responder redirects to a
+// server only this host may reach had the node ask that server at every
+// refresh. The redirect is refused; the certificate is served unstapled.
+func TestTheOCSPRespondersRedirectsAreNotFollowed(t *testing.T) {
+	const host = "stapled.perigee.test"
+	var reached, redirected atomic.Int64
+	inside := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reached.Add(1) }))
+	defer inside.Close()
+	responder := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		redirected.Add(1)
+		http.Redirect(w, r, inside.URL+"/latest/meta-data/", http.StatusTemporaryRedirect)
+	}))
+	defer responder.Close()
+	// A CA of the test's own signs the stored certificate, naming the
+	// responder; no ACME CA is asked, the certificate being in storage.
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(90 * 24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), DNSNames: []string{host}, OCSPServer: []string{responder.URL},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(90 * 24 * time.Hour)}, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
+	c := Config{Hosts: []string{host}, CA: "https://127.0.0.1:1/dir", Storage: t.TempDir(), RenewCheck: units.Duration(time.Second)}
+	c.SetDefaults()
+	issuerKey := (&certmagic.ACMEIssuer{CA: c.CA}).IssuerKey()
+	for key, data := range map[string][]byte{
+		certmagic.StorageKeys.SiteCert(issuerKey, host): append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}),
+			pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})...),
+		certmagic.StorageKeys.SitePrivateKey(issuerKey, host): pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+		certmagic.StorageKeys.SiteMeta(issuerKey, host):       []byte("{}"),
+	} {
+		path := filepath.Join(c.Storage, filepath.FromSlash(key))
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := New(c, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start("", ""); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop(context.Background())
+	// Each refresh asks the responder once, after the one before it ended,
+	// and with it any redirect it would have followed.
+	for deadline := time.Now().Add(60 * time.Second); redirected.Load() < 2; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the responder was asked %d times; want a staple refreshed twice", redirected.Load())
+		}
+	}
+	if n := reached.Load(); n > 0 {
+		t.Errorf("the responder's redirect was followed %d times", n)
+	}
+	if st := m.Stats(); st.Hosts[0].Serial != "2" || st.Hosts[0].Stapled {
+		t.Errorf("stats %+v; want the stored certificate, unstapled", st)
+	}
 }
