@@ -83,6 +83,7 @@ func Load(certFile, keyFile string, hosts []string) (*tls.Certificate, error) {
 func handshakes(c *tls.Certificate) error {
 	client, server := net.Pipe()
 	defer server.Close()
+	server.SetDeadline(time.Now().Add(10 * time.Second)) // both ends are ours; a bug must not hang a reload
 	go func() {
 		tls.Client(client, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}).Handshake()
 		client.Close()
