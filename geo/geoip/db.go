@@ -293,13 +293,24 @@ func (g *generation) lookup(addr netip.Addr) Location {
 	if err != nil || rec == nil || !rec.HasData() {
 		return Location{Source: NotInDB}
 	}
-	loc := Location{Source: NoLocation, Country: rec.Country.ISOCode, City: rec.City.Names.English}
+	loc := Location{Source: NoLocation, Country: isoCountry(rec.Country.ISOCode), City: rec.City.Names.English}
 	if lat, lon := rec.Location.Latitude, rec.Location.Longitude; lat != nil && lon != nil && OnEarth(*lat, *lon) {
 		loc.Known, loc.Source = true, FoundInDB
 		loc.Lat, loc.Lon = *lat, *lon
 		loc.AccuracyKm = int(rec.Location.AccuracyRadius)
 	}
 	return loc
+}
+
+// isoCountry is code if it is an ISO 3166-1 alpha-2 code, else "": the
+// node puts it in a request header, and a crafted file's code (up to 16
+// bytes, CR and LF included) would make the request one no proxy sends.
+func isoCountry(code string) string {
+	letter := func(c byte) bool { return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' }
+	if len(code) != 2 || !letter(code[0]) || !letter(code[1]) {
+		return ""
+	}
+	return code
 }
 
 // OnEarth says whether coordinates (a damaged or crafted record's, or a

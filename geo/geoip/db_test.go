@@ -250,24 +250,9 @@ func TestWatchPicksUpNewFile(t *testing.T) {
 }
 
 func TestOpenTakesIPv4OnlyDatabases(t *testing.T) {
-	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoLite2-City", IPVersion: 4, RecordSize: 24})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, network, _ := net.ParseCIDR("81.2.69.0/24")
-	rec := mmdbtype.Map{"location": mmdbtype.Map{"latitude": mmdbtype.Float64(51.5), "longitude": mmdbtype.Float64(-0.13)}}
-	if err := tree.Insert(network, rec); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "v4.mmdb")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tree.WriteTo(f); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	path := writeV4(t, map[string]mmdbtype.Map{
+		"81.2.69.0/24": {"location": mmdbtype.Map{"latitude": mmdbtype.Float64(51.5), "longitude": mmdbtype.Float64(-0.13)}},
+	})
 	db, err := geoip.Open(path, nil)
 	if err != nil {
 		t.Fatalf("IPv4-only database refused: %v", err)
@@ -286,10 +271,6 @@ func TestOpenTakesIPv4OnlyDatabases(t *testing.T) {
 // also cannot be written as JSON, so /geo/decide would answer 200 with
 // no body).
 func TestNonsenseCoordinatesPlaceNobody(t *testing.T) {
-	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoLite2-City", IPVersion: 4, RecordSize: 24})
-	if err != nil {
-		t.Fatal(err)
-	}
 	records := map[string][2]float64{
 		"81.2.69.0/24":  {math.NaN(), -0.13},
 		"85.214.0.0/16": {500, 8.68},
@@ -297,23 +278,12 @@ func TestNonsenseCoordinatesPlaceNobody(t *testing.T) {
 		"177.10.0.0/16": {-23.5, -400},
 		"102.65.0.0/16": {-26.2, 28.0}, // a good one beside them
 	}
+	recs := map[string]mmdbtype.Map{}
 	for cidr, ll := range records {
-		_, network, _ := net.ParseCIDR(cidr)
-		rec := mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String("ZZ")},
+		recs[cidr] = mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String("ZZ")},
 			"location": mmdbtype.Map{"latitude": mmdbtype.Float64(ll[0]), "longitude": mmdbtype.Float64(ll[1])}}
-		if err := tree.Insert(network, rec); err != nil {
-			t.Fatal(err)
-		}
 	}
-	path := filepath.Join(t.TempDir(), "odd.mmdb")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tree.WriteTo(f); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	path := writeV4(t, recs)
 	db, err := geoip.Open(path, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -342,6 +312,64 @@ func TestOpenRefusesWhatIsNotAFile(t *testing.T) {
 		filestest.Refused(t, "Open of "+path, func() error { _, err := geoip.Open(path, nil); return err }, "not a regular file")
 		if err := geoip.Check(path); err == nil {
 			t.Errorf("Check(%s) accepted it", path)
+		}
+	}
+}
+
+// writeV4 writes an IPv4 City-type database holding records, by network.
+func writeV4(t *testing.T, records map[string]mmdbtype.Map) string {
+	t.Helper()
+	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoLite2-City", IPVersion: 4, RecordSize: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for cidr, rec := range records {
+		_, network, err := net.ParseCIDR(cidr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tree.Insert(network, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "crafted.mmdb")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tree.WriteTo(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// A record's country code went into a request header as written: a
+// crafted one with CR and LF (the library allows 16 bytes) made every
+// request from its networks one the proxy refuses to send on. Only an ISO
+// 3166-1 alpha-2 code is a country.
+func TestCraftedCountryCodeIsNotKept(t *testing.T) {
+	codes := map[string]string{"9.0.0.0/8": "U\r\nSet-Cookie:a", "11.0.0.0/8": "USA", "12.0.0.0/8": "U ", "13.0.0.0/8": "DE"}
+	records := map[string]mmdbtype.Map{}
+	for cidr, code := range codes {
+		records[cidr] = mmdbtype.Map{
+			"country":  mmdbtype.Map{"iso_code": mmdbtype.String(code)},
+			"location": mmdbtype.Map{"latitude": mmdbtype.Float64(37.75), "longitude": mmdbtype.Float64(-97.82)},
+		}
+	}
+	db, err := geoip.Open(writeV4(t, records), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for cidr, code := range codes {
+		want := ""
+		if code == "DE" {
+			want = code
+		}
+		if loc := db.Lookup(netip.MustParsePrefix(cidr).Addr().Next()); !loc.Known || loc.Country != want {
+			t.Errorf("%s with iso_code %q: %+v; want placed, country %q", cidr, code, loc, want)
 		}
 	}
 }
