@@ -64,6 +64,8 @@ func why(d Decision) string {
 		fmt.Fprintf(&b, "Kept: this network's previous answer is within the margin of the fastest, %s.", d.Candidates[0].Node)
 	case ReasonWithinMargin:
 		fmt.Fprintf(&b, "Served here: this node is within the margin of the fastest, %s, less than a redirect would cost.", d.Candidates[0].Node)
+	case ReasonWouldBounce:
+		fmt.Fprintf(&b, "Served here: %s does not hold this node's measurements and, by the model, would send the client back.", d.Candidates[0].Node)
 	case ReasonUnknownClient:
 		b.WriteString("Chosen: the lowest expected latency from here.")
 	case ReasonNoEligible:

@@ -29,6 +29,7 @@ const (
 	ReasonWithinMargin  Reason = "within-margin"    // this node is within the margin of the best: a move would not pay
 	ReasonUnknownClient Reason = "unknown-location" // private or unlisted address: treated as next to this node
 	ReasonNoEligible    Reason = "no-eligible-node" // every node excluded: this node serves
+	ReasonWouldBounce   Reason = "would-bounce"     // the best node, without this node's measurements, would send the client back
 )
 
 // Why a candidate is excluded.
@@ -255,6 +256,9 @@ func (rt *Router) decide(client netip.Addr, commit, here bool, namer *netip.Addr
 				best, d.Reason = d.Candidates[i], ReasonSticky
 			}
 		}
+		if s := d.Candidates[byIDPos(d.Candidates, self.ID)]; here && best.Node != self.ID && rt.wouldSendBack(s, best, now) {
+			best, d.Reason = s, ReasonWouldBounce
+		}
 	}
 	if commit && best.Excluded == "" {
 		// A changed answer takes no new slot; a new network may evict one.
@@ -274,6 +278,18 @@ func (rt *Router) decide(client netip.Addr, commit, here bool, namer *netip.Addr
 		}
 	}
 	return d
+}
+
+// wouldSendBack reports whether the node to, to which this node would
+// send a client, would send it back here: this node's own measurements of
+// the client reach only the nodes that hold its summaries (its mesh
+// region), and to, not among them, sees this node at its model cost.
+func (rt *Router) wouldSendBack(self, to Score, now time.Time) bool {
+	if self.Excluded != "" || self.Samples == 0 || rt.learner.Shares(to.Node, now) {
+		return false
+	}
+	seen := self.ModelRTT + self.LoadPenalty
+	return to.Expected > seen+rt.cfg.margin(seen)
 }
 
 func (rt *Router) score(n, self Node, network netip.Prefix, cell rtt.Cell, client latency.Place, located bool, now time.Time) Score {

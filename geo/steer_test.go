@@ -300,3 +300,69 @@ func TestProxySpillSaysItPassedThroughThisNode(t *testing.T) {
 		t.Fatalf("the next node saw Via %q (%d), want the client's hops and then 1.1 fra", r.body, r.code)
 	}
 }
+
+// Measurements reach only the nodes of the measuring node's region (the
+// mesh gossips them there). fra measured its Frankfurt clients over a bad
+// path and redirected them to iad, of another region; iad, which never saw
+// those measurements, ranks fra by the model alone and redirected them back
+// to fra, and so on until the browser gave up. A node sends a client on, on
+// the strength of its own measurements, only to a node that holds them or
+// that would keep the client all the same.
+func TestRedirectsDoNotBounceBetweenRegions(t *testing.T) {
+	db := openDemo(t)
+	now := time.Now()
+	learners := map[string]*rtt.Learner{
+		"fra": rtt.NewLearner(rtt.Config{Self: "fra", Locate: db.LatLon, Now: func() time.Time { return now }}),
+		"iad": rtt.NewLearner(rtt.Config{Self: "iad", Locate: db.LatLon}),
+	}
+	for range 20 {
+		learners["fra"].Observe(demodb.Frankfurt.Client(), 250*time.Millisecond)
+		now = now.Add(10 * time.Second)
+	}
+	handlers := map[string]http.Handler{}
+	routers := map[string]*geo.Router{}
+	servers := map[string]*httptest.Server{}
+	for id := range learners {
+		servers[id] = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handlers[id].ServeHTTP(w, r) }))
+		defer servers[id].Close()
+	}
+	for id, l := range learners {
+		f := threeNodes(id)
+		for other, s := range servers {
+			f.Update(other, func(n *geo.Node) { n.PublicURL = s.URL })
+		}
+		f.Update("tyo", func(n *geo.Node) { n.Alive = false })
+		routers[id] = geo.NewRouter(geo.RouterConfig{Trusted: loopback}, db, f, l)
+		handlers[id] = routers[id].Steer(geo.SteerRedirect, served)
+	}
+	url, hops := servers["fra"].URL+"/x", 0
+	for ; hops < 5; hops++ {
+		r := get(t, url, demodb.Frankfurt.Client(), nil)
+		if r.code != http.StatusTemporaryRedirect {
+			break
+		}
+		url = r.header.Get("Location")
+	}
+	if hops > 1 {
+		t.Fatalf("the client was redirected %d times, last to %s", hops, url)
+	}
+	if d := routers["fra"].Explain(demodb.Frankfurt.Client()); d.Reason != geo.ReasonWouldBounce || !strings.Contains(d.Why, "would send the client back") {
+		t.Errorf("fra explains %s: %s", d.Reason, d.Why)
+	}
+
+	// Once iad holds fra's measurements (the two gossip them to each
+	// other), fra sends the client on and iad keeps it.
+	if err := learners["iad"].Merge("fra", learners["fra"].Summary()); err != nil {
+		t.Fatal(err)
+	}
+	if err := learners["fra"].Merge("iad", learners["iad"].Summary()); err != nil {
+		t.Fatal(err)
+	}
+	r := get(t, servers["fra"].URL+"/x", demodb.Frankfurt.Client(), nil)
+	if r.code != http.StatusTemporaryRedirect || r.header.Get("Location") != servers["iad"].URL+"/x" {
+		t.Fatalf("with shared measurements: %d to %q, want iad", r.code, r.header.Get("Location"))
+	}
+	if r := get(t, servers["iad"].URL+"/x", demodb.Frankfurt.Client(), nil); r.code != http.StatusOK || r.body != "here" {
+		t.Fatalf("iad, holding fra's measurements: %d %q, want it served", r.code, r.body)
+	}
+}

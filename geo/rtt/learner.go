@@ -194,6 +194,14 @@ func (l *Learner) Estimate(network netip.Prefix, cell Cell, node string, now tim
 	return Estimate{}, false
 }
 
+// Shares reports whether a fresh summary of node is held: summaries go
+// both ways between the nodes that gossip them (a mesh region), so node
+// then holds this one's measurements too.
+func (l *Learner) Shares(node string, now time.Time) bool {
+	p := (*l.remote.Load())[node]
+	return p != nil && now.Sub(p.received) <= l.cfg.MaxAge
+}
+
 func (s stat) estimate(scope string) Estimate {
 	return Estimate{RTT: time.Duration(s.us * float64(time.Microsecond)), Samples: int(s.n), Scope: scope}
 }
