@@ -97,7 +97,7 @@ func altSvc(d Decision) string {
 		return ""
 	}
 	u, err := url.Parse(d.Best.PublicURL)
-	if err != nil || u.Scheme != "https" || u.Hostname() == "" {
+	if err != nil || u.Scheme != "https" || !isHost(u.Hostname()) {
 		return ""
 	}
 	port := u.Port()
@@ -105,6 +105,24 @@ func altSvc(d Decision) string {
 		port = "443"
 	}
 	return `h3="` + net.JoinHostPort(u.Hostname(), port) + `"; ma=` + strconv.Itoa(altSvcMaxAge)
+}
+
+// isHost reports whether h is an IP address without a zone or a DNS host
+// name: Go's URL parser takes quotes and commas in a host, and the host is
+// written into Alt-Svc's quoted alt-authority.
+func isHost(h string) bool {
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a.Zone() == ""
+	}
+	if h == "" {
+		return false
+	}
+	for _, c := range []byte(h) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // spillTarget picks where proxy steering forwards: to the client's best node

@@ -366,3 +366,28 @@ func TestRedirectsDoNotBounceBetweenRegions(t *testing.T) {
 		t.Fatalf("iad, holding fra's measurements: %d %q, want it served", r.code, r.body)
 	}
 }
+
+// A node's public URL comes from its metadata (the mesh checks only that
+// it parses as an http(s) URL with a host), and Go's URL parser takes a
+// quote in a host name. The host was written into Alt-Svc's quoted
+// alt-authority as it was, so this one closed the quotes and added an
+// alternative of its own choosing for a year, persisting across network
+// changes. Only a host name or an IP address is advertised.
+func TestAltSvcAdvertisesOnlyAHost(t *testing.T) {
+	f := threeNodes("fra")
+	rt := geo.NewRouter(geo.RouterConfig{Trusted: loopback}, openDemo(t), f, nil)
+	srv := httptest.NewServer(rt.Steer(geo.SteerAltSvc, served))
+	defer srv.Close()
+	for _, u := range []string{`https://tyo";ma=31536000;persist=1,h3="evil.example:443`, `https://a"b`, "https://a,b", "https://[fe80::1%25eth0]:443"} {
+		f.Update("tyo", func(n *geo.Node) { n.PublicURL = u })
+		if r := get(t, srv.URL+"/", demodb.Tokyo.Client(), nil); r.code != http.StatusOK || r.header.Get("Alt-Svc") != "" {
+			t.Errorf("public URL %q: %d, Alt-Svc %q", u, r.code, r.header.Get("Alt-Svc"))
+		}
+	}
+	for u, want := range map[string]string{"https://[2001:db8::1]:8443": `h3="[2001:db8::1]:8443"; ma=60`, "https://192.0.2.7": `h3="192.0.2.7:443"; ma=60`, "https://tyo-1.example.net.": `h3="tyo-1.example.net.:443"; ma=60`} {
+		f.Update("tyo", func(n *geo.Node) { n.PublicURL = u })
+		if r := get(t, srv.URL+"/", demodb.Tokyo.Client(), nil); r.header.Get("Alt-Svc") != want {
+			t.Errorf("public URL %q: Alt-Svc %q, want %q", u, r.header.Get("Alt-Svc"), want)
+		}
+	}
+}
