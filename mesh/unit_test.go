@@ -750,3 +750,31 @@ func TestKeyringFileIsReadBounded(t *testing.T) {
 		filestest.Refused(t, path+" as a keyring", func() error { _, err := ParseKeyring(path); return err }, "not a regular file")
 	}
 }
+
+// A coordinate within the bounds can still be a lie: every part at the
+// bound, the largest height, and an error of 0, which gives it the whole
+// weight of the update. Acked a few times, it must not push our own
+// coordinate past what peers take, or every peer would refuse our reports
+// and acks with it, and show us stale.
+func TestBoundedLyingCoordinateKeepsOursAcceptable(t *testing.T) {
+	cfg := coordinate.DefaultConfig()
+	cfg.Dimensionality = coordDims
+	liar := coordinate.NewCoordinate(cfg)
+	for i := range liar.Vec {
+		liar.Vec[i] = maxCoordSeconds
+	}
+	liar.Height, liar.Error = maxCoordSeconds, 0
+	if _, err := decodeCoord(encodeCoord(liar)); err != nil {
+		t.Fatalf("the liar's coordinate is refused already: %v", err)
+	}
+	c := beatCluster()
+	c.coords, _ = newCoordClient()
+	d := &delegate{c}
+	for i := range 10 {
+		d.NotifyPingComplete(&memberlist.Node{Name: "liar"}, time.Millisecond, encodeCoord(liar))
+		ours := c.coords.GetCoordinate()
+		if _, err := decodeCoord(encodeCoord(ours)); err != nil {
+			t.Fatalf("after %d acks of the liar, peers refuse our coordinate: %v", i+1, err)
+		}
+	}
+}
