@@ -235,9 +235,11 @@ func (c *Cluster) buildSummaryLocked(now time.Time) *summary {
 			m.InFlight = p.rep.Sample.InFlight
 			if m.Fresh {
 				s.Capacity = min(s.Capacity+p.meta.Capacity, MaxCapacity)
-				s.RPS += p.rep.Sample.RPS
+				// Saturated, as capacity is: past a float32 the sum is +Inf,
+				// which every receiver refuses.
+				s.RPS = min(s.RPS+p.rep.Sample.RPS, math.MaxFloat32)
 				s.InFlight += p.rep.Sample.InFlight
-				s.CPU += p.rep.Sample.CPU
+				s.CPU = min(s.CPU+p.rep.Sample.CPU, math.MaxFloat32)
 			}
 		}
 		s.Members = append(s.Members, m)

@@ -615,6 +615,19 @@ func TestOutOfDomainFiguresAreRefused(t *testing.T) {
 		"negative error rate":    func(r *report) { s := r.Sample.Services["api"]; s.ErrorRate = -1; r.Sample.Services["api"] = s },
 		"negative queue":         func(r *report) { s := r.Sample.Services["api"]; s.Queued = -100; r.Sample.Services["api"] = s },
 		"wrapping service queue": func(r *report) { s := r.Sample.Services["api"]; s.Queued = math.MaxInt64; r.Sample.Services["api"] = s },
+		"rps not a number":       func(r *report) { r.Sample.RPS = math.NaN() },
+		"rps past float32":       func(r *report) { r.Sample.RPS = 1e39 },
+		"cpu not a number":       func(r *report) { r.Sample.CPU = math.NaN() },
+		"service rps past float32": func(r *report) {
+			s := r.Sample.Services["api"]
+			s.RPS = math.Inf(1)
+			r.Sample.Services["api"] = s
+		},
+		"error rate not a number": func(r *report) {
+			s := r.Sample.Services["api"]
+			s.ErrorRate = math.NaN()
+			r.Sample.Services["api"] = s
+		},
 		"negative service inflight": func(r *report) {
 			s := r.Sample.Services["api"]
 			s.InFlight = math.MinInt64
