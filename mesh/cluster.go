@@ -52,7 +52,7 @@ type Cluster struct {
 	coords  *coordinate.Client
 	events  *eventQueue
 	outbox  chan direct // UDP messages to one node, for sendLoop
-	streams chan direct // TCP ones
+	streams chan direct // TCP ones, for streamLoop
 
 	dropped atomic.Uint64 // malformed
 	unknown atomic.Uint64 // of a kind or version this release does not know
@@ -174,8 +174,8 @@ func Start(ctx context.Context, cfg Config, meta NodeMeta, report func() telemet
 	c.wg.Add(4)
 	go c.sampleLoop()
 	go c.rejoinLoop(ctx)
-	go c.sendLoop(c.outbox)
-	go c.sendLoop(c.streams)
+	go c.sendLoop()
+	go c.streamLoop()
 	return c, nil
 }
 

@@ -74,15 +74,43 @@ func readCoord(r *binread.Reader) *coordinate.Coordinate {
 	if r.Err() != nil {
 		return nil
 	}
-	plausible := c.Error >= 0 && c.Height >= 0 && max(c.Error, math.Abs(c.Adjustment), c.Height) <= maxCoordSeconds
-	for _, v := range c.Vec {
-		plausible = plausible && math.Abs(v) <= maxCoordSeconds
-	}
-	if !plausible {
+	if !plausibleCoord(c) {
 		r.Failf("coordinate out of range: %v", c)
 		return nil
 	}
 	return c
+}
+
+// plausibleCoord says whether every part of c is within maxCoordSeconds,
+// what we take from the network.
+func plausibleCoord(c *coordinate.Coordinate) bool {
+	plausible := c.Error >= 0 && c.Height >= 0 && max(c.Error, math.Abs(c.Adjustment), c.Height) <= maxCoordSeconds
+	for _, v := range c.Vec {
+		plausible = plausible && math.Abs(v) <= maxCoordSeconds
+	}
+	return plausible
+}
+
+// updateCoord moves our coordinate by a ping of node that took rtt, unless
+// that would take ours out of what peers take: a peer's coordinate within
+// the bounds can still lie (every part at the bound, an error of 0 that
+// gives it the whole weight), and six of its acks pushed ours past them,
+// after which every peer refused our reports and showed us stale. Only
+// the prober calls it, one ping at a time, so nothing moves ours between
+// the update and its undoing.
+func (c *Cluster) updateCoord(node string, other *coordinate.Coordinate, rtt time.Duration) error {
+	before := c.coords.GetCoordinate()
+	after, err := c.coords.Update(node, other, rtt)
+	if err != nil {
+		return err
+	}
+	if !plausibleCoord(after) {
+		if err := c.coords.SetCoordinate(before); err != nil {
+			return err
+		}
+		return fmt.Errorf("the update would take our coordinate out of range: %v", after)
+	}
+	return nil
 }
 
 // RTT estimates the round trip to a node from Vivaldi coordinates.

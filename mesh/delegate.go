@@ -207,7 +207,7 @@ func (d *delegate) NotifyPingComplete(other *memberlist.Node, rtt time.Duration,
 		c.log.Debug("dropped ping coordinate", "peer", other.Name, "err", err)
 		return
 	}
-	if _, err := c.coords.Update(other.Name, coord, rtt); err != nil {
+	if err := c.updateCoord(other.Name, coord, rtt); err != nil {
 		c.log.Debug("vivaldi update rejected", "peer", other.Name, "err", err)
 		return
 	}

@@ -111,3 +111,28 @@ func TestReportsOfUnknownNodesDoNotLockMembersOut(t *testing.T) {
 	startNode(t, nw, "b-00", "eu", "127.0.0.1:0", []string{a.addr}, "")
 	eventually(t, "a-00 shows b-00, which joined after the flood", func() bool { return allSee([]*node{a}, "b-00", 0) })
 }
+
+// Summaries are held one per region, at most maxSummaries. A member
+// holding the key sending summaries of 1100 made-up regions filled the
+// table, and the summary of a real region that started after was refused
+// for as long as the flood was kept fresh: the rest of the fleet showed
+// that region's members stale, and steered around it.
+func TestSummariesOfUnknownRegionsDoNotLockRegionsOut(t *testing.T) {
+	nw := faultnet.New()
+	a := startNode(t, nw, "a-00", "eu", "127.0.0.1:0", nil, "")
+	evil := startNode(t, nw, "zz-00", "zz", "127.0.0.1:0", []string{a.addr}, "")
+	eventually(t, "a-00 sees zz-00", func() bool { _, ok := member(a.Cluster, "zz-00"); return ok })
+	var items [][]byte
+	for i := range maxSummaries + 100 {
+		region := fmt.Sprintf("fake-%d", i)
+		items = append(items, encodeSummary(&summary{Region: region, Sender: region + "-00", Gen: 1, Seq: 1,
+			Members: []summaryMember{{ID: region + "-00", Fresh: true}}}))
+	}
+	sendTo(t, evil, a, encodeBundle(items))
+	eventually(t, "a-00 has taken or refused every made-up summary", func() bool { return a.DroppedMessages() >= 100 })
+	startNode(t, nw, "b-00", "us", "127.0.0.1:0", []string{a.addr}, "")
+	eventually(t, "a-00 holds the summary of us, which started after the flood", func() bool {
+		v := a.Region("us")
+		return v.Summary && v.Fresh == 1
+	})
+}

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"sync"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -114,23 +115,65 @@ func (c *Cluster) send(d direct) {
 	}
 }
 
-// sendLoop sends what q holds.
-func (c *Cluster) sendLoop(q chan direct) {
+// sendLoop sends what the outbox holds, one UDP packet at a time.
+func (c *Cluster) sendLoop() {
 	defer c.wg.Done()
 	for {
 		select {
 		case <-c.stop:
 			return
-		case d := <-q:
-			var err error
-			if d.reliable {
-				err = c.ml.SendReliable(d.to, d.msg)
-			} else {
-				err = c.ml.SendBestEffort(d.to, d.msg)
-			}
-			if err != nil {
+		case d := <-c.outbox:
+			if err := c.ml.SendBestEffort(d.to, d.msg); err != nil {
 				c.log.Debug("direct message not delivered", "peer", d.to.Name, "err", err)
 			}
 		}
+	}
+}
+
+// maxStreamsOut bounds the TCP sends in flight at once.
+const maxStreamsOut = 4
+
+// streamLoop sends what the streams queue holds, up to maxStreamsOut at
+// once and one per peer: a peer whose dials go unanswered (a firewall
+// dropping them, a host gone and not yet declared dead) holds a send for
+// memberlist's TCPTimeout, and one at a time every send behind it waited
+// as long. A message to a peer that has one in flight is dropped, as at
+// a full queue; the next want or push/pull makes up for it.
+func (c *Cluster) streamLoop() {
+	defer c.wg.Done()
+	slots := make(chan struct{}, maxStreamsOut)
+	var mu sync.Mutex
+	busy := map[string]bool{}
+	for {
+		var d direct
+		select {
+		case <-c.stop:
+			return
+		case d = <-c.streams:
+		}
+		mu.Lock()
+		held := busy[d.to.Name]
+		busy[d.to.Name] = true
+		mu.Unlock()
+		if held {
+			c.unsent.Add(1)
+			continue
+		}
+		select {
+		case <-c.stop:
+			return
+		case slots <- struct{}{}:
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			if err := c.ml.SendReliable(d.to, d.msg); err != nil {
+				c.log.Debug("direct message not delivered", "peer", d.to.Name, "err", err)
+			}
+			mu.Lock()
+			delete(busy, d.to.Name)
+			mu.Unlock()
+			<-slots
+		}()
 	}
 }

@@ -232,19 +232,29 @@ func decodeReport(b []byte) (*report, []byte, error) {
 const maxCount = 1 << 40
 
 // clampFigures puts our own figures in the range peers accept, so that a
-// glitch in a gauge (in-flight read as -1) never gets our report refused.
+// glitch in a gauge (in-flight read as -1, a rate of NaN or past what a
+// float32 holds) never gets our report refused.
 func clampFigures(s telemetry.NodeSample) telemetry.NodeSample {
-	s.RPS, s.CPU, s.InFlight = max(s.RPS, 0), max(s.CPU, 0), min(max(s.InFlight, 0), maxCount)
+	s.RPS, s.CPU, s.InFlight = clampFigure(s.RPS, math.MaxFloat32), clampFigure(s.CPU, math.MaxFloat32), min(max(s.InFlight, 0), maxCount)
 	if len(s.Services) > 0 {
 		out := make(map[string]telemetry.ServiceSample, len(s.Services))
 		for name, v := range s.Services {
-			v.RPS, v.ErrorRate = max(v.RPS, 0), min(max(v.ErrorRate, 0), 1)
+			v.RPS, v.ErrorRate = clampFigure(v.RPS, math.MaxFloat32), clampFigure(v.ErrorRate, 1)
 			v.InFlight, v.Queued = min(max(v.InFlight, 0), maxCount), min(max(v.Queued, 0), maxCount)
 			out[name] = v
 		}
 		s.Services = out
 	}
 	return s
+}
+
+// clampFigure puts f in [0, limit], NaN at 0: a figure a report or
+// summary carries as a float32, which peers take finite and not negative.
+func clampFigure(f, limit float64) float64 {
+	if math.IsNaN(f) {
+		return 0
+	}
+	return min(max(f, 0), limit)
 }
 
 // finite32 reads a load figure, which must be a number.

@@ -426,3 +426,27 @@ func TestKeyRotationByReload(t *testing.T) {
 	}
 	eventually(t, "a failed reload keeps the keys", func() bool { nodes[2].rps.Store(99); return allSee(nodes[:1], "kr-2", 99) })
 }
+
+// Wants and their answers go over TCP, one after the other. A member whose
+// dials go unanswered (its firewall drops them, or it is gone and not yet
+// declared dead) held each send to it for memberlist's TCPTimeout (10 s on
+// lan, 30 s on wan), and every send to any other member waited behind it,
+// or was dropped once 16 were waiting.
+func TestUnansweredPeerHoldsUpNoOtherStream(t *testing.T) {
+	nw := faultnet.New()
+	slow := func(mc *memberlist.Config) { fastTuning(mc); mc.TCPTimeout = time.Hour }
+	a := startNodeWith(t, nw, "a-00", "eu", "127.0.0.1:0", Config{Tuning: slow})
+	b := startNode(t, nw, "b-00", "eu", "127.0.0.1:0", []string{a.addr}, "")
+	mute := startNode(t, nw, "m-00", "eu", "127.0.0.1:0", []string{a.addr}, "")
+	eventually(t, "a-00 sees both", func() bool { return allSee([]*node{a}, "b-00", 0) && allSee([]*node{a}, "m-00", 0) })
+	nw.SetLink("a-00", "m-00", faultnet.Link{Unanswered: true})
+	t.Cleanup(nw.Heal)                    // before the nodes shut down
+	unknown := []byte{200, formatVersion} // a kind no release knows: b counts it
+	to := func(n *node) *memberlist.Node { m, _ := nodeAt(n.meta.ID, n.addr); return m }
+	for range 3 {
+		a.send(direct{to: to(mute), msg: unknown, reliable: true})
+	}
+	before := b.UnknownMessages()
+	a.send(direct{to: to(b), msg: unknown, reliable: true})
+	eventually(t, "b-00 gets a-00's stream while a-00's dials to m-00 hang", func() bool { return b.UnknownMessages() > before })
+}

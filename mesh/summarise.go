@@ -9,7 +9,8 @@ import (
 )
 
 // maxSummaries bounds the summaries held, one per region, so a peer that
-// holds the key cannot grow the table without limit with made-up regions.
+// holds the key cannot grow the table without limit with made-up regions
+// (evictSummaryLocked keeps them from crowding out real ones).
 const maxSummaries = 1024
 
 // heldSummary is the latest summary we hold of a region.
@@ -121,7 +122,7 @@ func (c *Cluster) keepSummaryLocked(s *summary, relay, compact bool, now time.Ti
 		return
 	}
 	h := c.summaries[s.Region]
-	if h == nil && len(c.summaries) >= maxSummaries {
+	if h == nil && len(c.summaries) >= maxSummaries && !c.evictSummaryLocked(s.Region) {
 		c.dropped.Add(1)
 		return
 	}
@@ -136,6 +137,23 @@ func (c *Cluster) keepSummaryLocked(s *summary, relay, compact bool, now time.Ti
 	if relay {
 		c.queue.QueueBroadcast(newSummaryBroadcast(s, compact, now))
 	}
+}
+
+// evictSummaryLocked makes room in a full table for the summary of region,
+// if memberlist has shown us a member of it, by dropping one of a region
+// it has shown none of. Made-up regions would otherwise fill the table,
+// and a real region's summary would be refused while they stay fresh.
+func (c *Cluster) evictSummaryLocked(region string) bool {
+	if len(c.regions[region]) == 0 {
+		return false
+	}
+	for name := range c.summaries {
+		if len(c.regions[name]) == 0 {
+			delete(c.summaries, name)
+			return true
+		}
+	}
+	return false
 }
 
 // mergeSumBeat moves the summary we hold of a region to the beat's
@@ -217,9 +235,11 @@ func (c *Cluster) buildSummaryLocked(now time.Time) *summary {
 			m.InFlight = p.rep.Sample.InFlight
 			if m.Fresh {
 				s.Capacity = min(s.Capacity+p.meta.Capacity, MaxCapacity)
-				s.RPS += p.rep.Sample.RPS
+				// Saturated, as capacity is: past a float32 the sum is +Inf,
+				// which every receiver refuses.
+				s.RPS = min(s.RPS+p.rep.Sample.RPS, math.MaxFloat32)
 				s.InFlight += p.rep.Sample.InFlight
-				s.CPU += p.rep.Sample.CPU
+				s.CPU = min(s.CPU+p.rep.Sample.CPU, math.MaxFloat32)
 			}
 		}
 		s.Members = append(s.Members, m)

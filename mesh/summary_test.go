@@ -518,3 +518,23 @@ func TestLargeCapacitiesKeepTheSummaryReadable(t *testing.T) {
 		t.Errorf("summary capacity %d, want it saturated at %d", s.Capacity, math.MaxInt32)
 	}
 }
+
+// Rates and CPU travel as float32, which each member's report may fill:
+// two members announcing the largest rate summed to one a float32 cannot
+// hold, +Inf, and every other region refused the summary, showing the
+// region stale fleet-wide.
+func TestLargeRatesKeepTheSummaryReadable(t *testing.T) {
+	now := time.Now()
+	c := summariser(now)
+	for _, id := range []string{"b", "c"} {
+		c.peers[id].rep.Sample = telemetry.NodeSample{RPS: math.MaxFloat32, CPU: math.MaxFloat32}
+	}
+	c.summarise(now)
+	s, err := decodeSummary(queued(t, c))
+	if err != nil {
+		t.Fatalf("the region's summary does not decode: %v", err)
+	}
+	if s.RPS != math.MaxFloat32 || s.CPU != math.MaxFloat32 {
+		t.Errorf("summary rps %g, cpu %g, want them saturated at %g", s.RPS, s.CPU, math.MaxFloat32)
+	}
+}

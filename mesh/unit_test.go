@@ -615,6 +615,19 @@ func TestOutOfDomainFiguresAreRefused(t *testing.T) {
 		"negative error rate":    func(r *report) { s := r.Sample.Services["api"]; s.ErrorRate = -1; r.Sample.Services["api"] = s },
 		"negative queue":         func(r *report) { s := r.Sample.Services["api"]; s.Queued = -100; r.Sample.Services["api"] = s },
 		"wrapping service queue": func(r *report) { s := r.Sample.Services["api"]; s.Queued = math.MaxInt64; r.Sample.Services["api"] = s },
+		"rps not a number":       func(r *report) { r.Sample.RPS = math.NaN() },
+		"rps past float32":       func(r *report) { r.Sample.RPS = 1e39 },
+		"cpu not a number":       func(r *report) { r.Sample.CPU = math.NaN() },
+		"service rps past float32": func(r *report) {
+			s := r.Sample.Services["api"]
+			s.RPS = math.Inf(1)
+			r.Sample.Services["api"] = s
+		},
+		"error rate not a number": func(r *report) {
+			s := r.Sample.Services["api"]
+			s.ErrorRate = math.NaN()
+			r.Sample.Services["api"] = s
+		},
 		"negative service inflight": func(r *report) {
 			s := r.Sample.Services["api"]
 			s.InFlight = math.MinInt64
@@ -748,5 +761,33 @@ func TestKeyringFileIsReadBounded(t *testing.T) {
 	}
 	for _, path := range []string{"/dev/zero", filestest.FIFO(t, filepath.Join(t.TempDir(), "fifo.keys"))} {
 		filestest.Refused(t, path+" as a keyring", func() error { _, err := ParseKeyring(path); return err }, "not a regular file")
+	}
+}
+
+// A coordinate within the bounds can still be a lie: every part at the
+// bound, the largest height, and an error of 0, which gives it the whole
+// weight of the update. Acked a few times, it must not push our own
+// coordinate past what peers take, or every peer would refuse our reports
+// and acks with it, and show us stale.
+func TestBoundedLyingCoordinateKeepsOursAcceptable(t *testing.T) {
+	cfg := coordinate.DefaultConfig()
+	cfg.Dimensionality = coordDims
+	liar := coordinate.NewCoordinate(cfg)
+	for i := range liar.Vec {
+		liar.Vec[i] = maxCoordSeconds
+	}
+	liar.Height, liar.Error = maxCoordSeconds, 0
+	if _, err := decodeCoord(encodeCoord(liar)); err != nil {
+		t.Fatalf("the liar's coordinate is refused already: %v", err)
+	}
+	c := beatCluster()
+	c.coords, _ = newCoordClient()
+	d := &delegate{c}
+	for i := range 10 {
+		d.NotifyPingComplete(&memberlist.Node{Name: "liar"}, time.Millisecond, encodeCoord(liar))
+		ours := c.coords.GetCoordinate()
+		if _, err := decodeCoord(encodeCoord(ours)); err != nil {
+			t.Fatalf("after %d acks of the liar, peers refuse our coordinate: %v", i+1, err)
+		}
 	}
 }

@@ -28,6 +28,10 @@ type Link struct {
 	Delay   time.Duration // one way
 	Loss    float64       // share of packets dropped, 0..1
 	Blocked bool          // nothing gets through in this direction
+	// Unanswered leaves a dial neither refused nor accepted: it waits out
+	// its timeout (or Heal, or the dialler's Shutdown), as a dial to a host
+	// whose firewall drops it. Packets still pass.
+	Unanswered bool
 }
 
 // Network is a set of endpoints and the fault rules between them. Rules are
@@ -102,12 +106,12 @@ func (n *Network) Isolate(label string) {
 	n.Partition([]string{label}, []string{Any})
 }
 
-// Heal lifts every block, keeping delays and loss.
+// Heal lifts every block and unanswered link, keeping delays and loss.
 func (n *Network) Heal() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for k, l := range n.rules {
-		l.Blocked = false
+		l.Blocked, l.Unanswered = false, false
 		n.rules[k] = l
 	}
 }
@@ -141,6 +145,7 @@ func (n *Network) link(src [2]string, dst string) Link {
 			out.Delay = max(out.Delay, l.Delay)
 			out.Loss = max(out.Loss, l.Loss)
 			out.Blocked = out.Blocked || l.Blocked
+			out.Unanswered = out.Unanswered || l.Unanswered
 		}
 	}
 	return out
@@ -271,6 +276,9 @@ func (t *Transport) DialAddressTimeout(a memberlist.Address, timeout time.Durati
 	if there.Blocked || back.Blocked {
 		return nil, fmt.Errorf("dial %s: %w", a.Addr, ErrPartitioned)
 	}
+	if there.Unanswered {
+		return nil, t.waitUnanswered(a.Addr, timeout)
+	}
 	rtt := there.Delay + back.Delay
 	if rtt >= timeout {
 		time.Sleep(timeout)
@@ -282,6 +290,25 @@ func (t *Transport) DialAddressTimeout(a memberlist.Address, timeout time.Durati
 		return nil, err
 	}
 	return &countingConn{Conn: c, n: &t.net.streamBytes, own: &t.streamBytes}, nil
+}
+
+// waitUnanswered holds a dial across an unanswered link until its
+// timeout, the link's Heal or our Shutdown.
+func (t *Transport) waitUnanswered(addr string, timeout time.Duration) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+	for t.net.link(t.self, addr).Unanswered {
+		select {
+		case <-deadline.C:
+			return fmt.Errorf("dial %s: i/o timeout after %v", addr, timeout)
+		case <-t.done:
+			return fmt.Errorf("dial %s: transport shut down", addr)
+		case <-poll.C:
+		}
+	}
+	return fmt.Errorf("dial %s: unanswered until healed", addr)
 }
 
 // StreamBytes counts the bytes this endpoint's streams carried, both ways.
