@@ -9,12 +9,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"perigee/files/filestest"
 	"perigee/memtest"
 	"perigee/runtime/lua"
-	"perigee/units"
 )
 
 // Actions are held in Go memory, outside the script's heap budget, until
@@ -27,9 +25,7 @@ function evaluate(m)
   for i = 1, 3000000 do
     scale("api", 2, "again")
   end
-end`, func(c *EngineConfig) {
-		c.Policies[0].Timeout, c.Policies[0].Interval = units.Duration(20*time.Second), units.Duration(20*time.Second)
-	})
+end`, unhurried)
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -67,7 +63,7 @@ function evaluate(m)
   end
 end`, func(c *EngineConfig) {
 		c.ScriptLog = slog.New(logs)
-		c.Policies[0].Timeout, c.Policies[0].Interval = units.Duration(20*time.Second), units.Duration(20*time.Second)
+		unhurried(c)
 	})
 	if err := r.eval(t); err != nil {
 		t.Fatal(err)
@@ -89,6 +85,7 @@ function evaluate(m)
 end`, func(c *EngineConfig) {
 		c.Log = slog.New(logs)
 		c.Policies[0].Services = []string{"api"}
+		unhurried(c)
 	})
 	for range 5 {
 		if err := r.eval(t); err != nil {
@@ -115,9 +112,7 @@ function evaluate(m)
   for i = 1, 200 do
     scale("api", 2, long)
   end
-end`, func(c *EngineConfig) {
-		c.Policies[0].Timeout, c.Policies[0].Interval = units.Duration(20*time.Second), units.Duration(20*time.Second)
-	})
+end`, unhurried)
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -169,7 +164,7 @@ function evaluate(m)
   end
 end`, func(c *EngineConfig) {
 		c.ScriptLog = slog.New(logs)
-		c.Policies[0].Timeout, c.Policies[0].Interval = units.Duration(20*time.Second), units.Duration(20*time.Second)
+		unhurried(c)
 	})
 	if err := r.eval(t); err != nil {
 		t.Fatal(err)
@@ -203,7 +198,10 @@ function evaluate(m)
   for i = 1, 4 do node.junk[#node.junk + 1] = string.rep("x", 2^20 - 16) .. #node.junk end
   assert(node.name == "n1")
   m.node = nil
-end`, func(c *EngineConfig) { c.AllocBytes = budget })
+end`, func(c *EngineConfig) {
+		c.AllocBytes = budget
+		unhurried(c) // under load, copying 4 MiB took the default 100 ms
+	})
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -254,7 +252,10 @@ func TestMemosOfMadeUpNamesAreBounded(t *testing.T) {
 n = 0
 function evaluate(m)
   for i = 1, 1000 do n = n + 1 weight("api", string.rep("b", 240) .. n, 20000) end
-end`, func(c *EngineConfig) { c.LogSize = 10 })
+end`, func(c *EngineConfig) {
+		c.LogSize = 10
+		unhurried(c)
+	})
 	forget := func() { // what the test's target heard is not the engine's
 		r.tgt.mu.Lock()
 		r.tgt.decided = nil

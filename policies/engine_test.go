@@ -168,6 +168,12 @@ func newRig(t *testing.T, script string, mod func(*EngineConfig)) *rig {
 	return r
 }
 
+// unhurried gives the rig's policy a deadline no loaded machine reaches,
+// for a test whose bound is not time: the default is 100 ms.
+func unhurried(c *EngineConfig) {
+	c.Policies[0].Timeout, c.Policies[0].Interval = units.Duration(20*time.Second), units.Duration(20*time.Second)
+}
+
 func (r *rig) eval(t *testing.T) error {
 	t.Helper()
 	return r.e.Evaluate(context.Background(), "p")
