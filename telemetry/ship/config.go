@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
+	"unicode"
 
 	"perigee/files"
 	"perigee/telemetry/wire"
@@ -112,7 +114,7 @@ func (c *Config) validate() (token string, err error) {
 	}
 	if c.TokenFile != "" {
 		var err error
-		if token, err = files.ReadToken(c.TokenFile); err != nil {
+		if token, err = readToken(c.TokenFile); err != nil {
 			bad("token_file: %w", err)
 		}
 	}
@@ -122,11 +124,26 @@ func (c *Config) validate() (token string, err error) {
 	return token, nil
 }
 
+// readToken reads the bearer token from path, refusing one that no
+// request can carry (a control character, say a file of two lines): the
+// transport would fail every post on it, for good. The error shows
+// where, never the token.
+func readToken(path string) (string, error) {
+	tok, err := files.ReadToken(path)
+	if err != nil {
+		return "", err
+	}
+	if i := strings.IndexFunc(tok, func(r rune) bool { return r != '\t' && unicode.IsControl(r) }); i >= 0 {
+		return "", fmt.Errorf("%s: the token holds a control character at byte %d", path, i)
+	}
+	return tok, nil
+}
+
 // CheckFiles reads the token and CA files as New does and says what New
 // would refuse in each, starting nothing: for a config's validation.
 func (c Config) CheckFiles() (token, ca error) {
 	if c.TokenFile != "" {
-		_, token = files.ReadToken(c.TokenFile)
+		_, token = readToken(c.TokenFile)
 	}
 	_, ca = tlsConfig(c.CAFile, c.InsecureSkipVerify)
 	return token, ca

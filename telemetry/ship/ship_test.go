@@ -39,6 +39,10 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	tok := writeToken(t)
 	empty := filepath.Join(t.TempDir(), "empty")
 	os.WriteFile(empty, nil, 0o600)
+	// A token that no request can carry (a file of two lines, say) was
+	// taken, and every post failed on it for good.
+	twoLines := filepath.Join(t.TempDir(), "two-lines")
+	os.WriteFile(twoLines, []byte(token+"\nsecond-line\n"), 0o600)
 	cases := map[string]struct {
 		cfg  ship.Config
 		want string
@@ -48,6 +52,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		"no spool":            {ship.Config{Aggregator: "https://x:1", TokenFile: tok, Node: "n"}, "spool.dir"},
 		"missing token":       {ship.Config{Aggregator: "https://x:1", TokenFile: "/nonexistent", Spool: ship.Spool{Dir: t.TempDir()}, Node: "n"}, "token_file"},
 		"empty token":         {ship.Config{Aggregator: "https://x:1", TokenFile: empty, Spool: ship.Spool{Dir: t.TempDir()}, Node: "n"}, "empty"},
+		"token of two lines":  {ship.Config{Aggregator: "https://x:1", TokenFile: twoLines, Spool: ship.Spool{Dir: t.TempDir()}, Node: "n"}, "control character"},
 		"plain http failover": {ship.Config{Aggregator: "https://x:1", Failover: []string{"http://y:1"}, TokenFile: tok, Spool: ship.Spool{Dir: t.TempDir()}, Node: "n"}, "failover[0]"},
 		"tiny interval":       {ship.Config{Aggregator: "https://x:1", TokenFile: tok, Spool: ship.Spool{Dir: t.TempDir()}, Node: "n", Interval: units.Duration(time.Nanosecond)}, "interval"},
 	}
@@ -55,6 +60,10 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		if _, err := ship.New(c.cfg, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %v, want an error about %s", name, err, c.want)
 		}
+	}
+	cfg := ship.Config{TokenFile: twoLines}
+	if err, _ := cfg.CheckFiles(); err == nil || !strings.Contains(err.Error(), "control character") || strings.Contains(err.Error(), token) {
+		t.Errorf("CheckFiles on a token of two lines: %v, want an error about a control character that does not show the token", err)
 	}
 }
 

@@ -190,13 +190,35 @@ func (s *Shipper) cut() {
 		return
 	}
 	s.correctClock(&b)
+	s.spoolBatch(b)
+}
+
+// maxBatchPayload bounds a batch's payload, a quarter of the aggregator's
+// default max_decompressed: with the records' decoded size on top (at
+// most MaxPending of them, each charged to the same budget) a batch still
+// decodes within it. A larger one the aggregator refuses for good.
+const maxBatchPayload = 4 << 20
+
+// spoolBatch seals b and spools it, as two halves, each the same way,
+// while its payload is over maxBatchPayload; a single record goes as it is.
+func (s *Shipper) spoolBatch(b wire.Batch) {
 	b.Node, b.Seq, b.Created = s.cfg.Node, s.seq, batchTime(s.last, s.cfg.Clock().Add(-s.offset))
-	s.last = b.Created
 	st := s.Stats()
 	b.Cost = &wire.Cost{BytesSent: st.BytesSent, EncodeCPU: st.EncodeCPU, DroppedBatches: st.DroppedBatches,
 		DroppedRecords: st.DroppedRecords, SpoolBytes: uint64(st.SpoolBytes)}
+	limit := maxBatchPayload
+	if b.Records() == 1 {
+		limit = -1
+	}
 	var frame []byte
-	s.encodeCPU.Add(int64(threadCPU(func() { frame = s.sealer.Seal(&b) })))
+	s.encodeCPU.Add(int64(threadCPU(func() { frame = s.sealer.SealWithin(&b, limit) })))
+	if frame == nil {
+		first, second := halve(b)
+		s.spoolBatch(first)
+		s.spoolBatch(second)
+		return
+	}
+	s.last = b.Created
 	if err := s.spool.put(b.Seq, frame, recordsOf(&b)); err != nil {
 		// The disk refused it; the batch is lost, and said so.
 		s.log.Error("telemetry batch lost", "seq", b.Seq, "records", b.Records(), "err", err)
@@ -205,6 +227,23 @@ func (s *Shipper) cut() {
 	}
 	s.seq++
 	signal(s.wake)
+}
+
+// halve splits b's records in two, in order, the first half to the first.
+func halve(b wire.Batch) (first, second wire.Batch) {
+	n := b.Records() / 2
+	first.Samples, second.Samples = split(b.Samples, &n)
+	first.Decisions, second.Decisions = split(b.Decisions, &n)
+	first.Events, second.Events = split(b.Events, &n)
+	first.Access, second.Access = split(b.Access, &n)
+	return first, second
+}
+
+// split gives up to *n of all to the first part, and takes them off *n.
+func split[T any](all []T, n *int) (first, rest []T) {
+	k := min(*n, len(all))
+	*n -= k
+	return all[:k:k], all[k:]
 }
 
 // correctClock moves every time in b back by the node clock's offset from

@@ -78,8 +78,9 @@ func newUplink(bases []string, token string, tlsConf *tls.Config, clock func() t
 	quicConf := &quic.Config{HandshakeIdleTimeout: 3 * time.Second, MaxIdleTimeout: 10 * time.Second, KeepAlivePeriod: 3 * time.Second}
 	u := &uplink{
 		token: token, clock: clock,
-		tcp: &http.Client{Transport: tr, Timeout: attemptTimeout},
-		h3:  &http.Client{Transport: &http3.Transport{TLSClientConfig: tlsConf.Clone(), QUICConfig: quicConf}, Timeout: attemptTimeout},
+		tcp: &http.Client{Transport: tr, Timeout: attemptTimeout, CheckRedirect: noRedirects},
+		h3: &http.Client{Transport: &http3.Transport{TLSClientConfig: tlsConf.Clone(), QUICConfig: quicConf}, Timeout: attemptTimeout,
+			CheckRedirect: noRedirects},
 	}
 	for _, b := range bases {
 		u.urls = append(u.urls, strings.TrimRight(b, "/")+IngestPath)
@@ -87,6 +88,13 @@ func newUplink(bases []string, token string, tlsConf *tls.Config, clock func() t
 	u.proto.Store("")
 	return u
 }
+
+// noRedirects has a redirect answered like any other answer that is no
+// acknowledgement. Followed, it took the batch anywhere, plain http
+// included, with the token too when the host name was the same (Go's
+// client keeps Authorization across ports and schemes), and whatever
+// acknowledged it there had the batch deleted.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 func tlsConfig(caFile string, insecure bool) (*tls.Config, error) {
 	conf := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure} //nolint:gosec // opt-in, for development only

@@ -56,9 +56,16 @@ func NewSealerDict(codec Codec, level zstd.EncoderLevel, dict DictID) (*Sealer, 
 
 // Seal encodes and compresses bt into a new frame. It rounds bt.Created to
 // the millisecond the header carries, since record times are offsets from it.
-func (s *Sealer) Seal(bt *Batch) []byte {
+func (s *Sealer) Seal(bt *Batch) []byte { return s.SealWithin(bt, -1) }
+
+// SealWithin is Seal, unless bt's payload is over maxRaw bytes (when
+// maxRaw is not negative): then it returns nil, having compressed nothing.
+func (s *Sealer) SealWithin(bt *Batch, maxRaw int) []byte {
 	bt.Created = time.UnixMilli(bt.Created.UnixMilli())
 	s.buf = AppendPayload(s.buf[:0], bt)
+	if maxRaw >= 0 && len(s.buf) > maxRaw {
+		return nil
+	}
 	f := Frame{Node: bt.Node, Seq: bt.Seq, Created: bt.Created, Codec: s.codec, Dict: s.dict, RawLen: uint64(len(s.buf)), Body: s.buf}
 	if s.codec == CodecZstd {
 		f.Body = s.zw.EncodeAll(s.buf, make([]byte, 0, len(s.buf)/4+64))

@@ -1,0 +1,76 @@
+package ship_test
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"perigee/aggregator"
+	"perigee/telemetry"
+	"perigee/telemetry/ship"
+	"perigee/units"
+)
+
+// An aggregator's redirect is not followed. The shipper's client followed
+// it: to any URL, plain http included, where Go's client sends the
+// Authorization header along when the host name is the same (ports and
+// scheme aside), so the node's token and its batch went out in clear
+// text; and whatever answered there with {"status":"stored"} had the batch
+// deleted as delivered (a 302 or 303 even turned the POST into a GET).
+// A redirect is now an answer like any other that is no acknowledgement:
+// the batch is kept, and the next aggregator gets it.
+func TestShipperFollowsNoRedirect(t *testing.T) {
+	for _, status := range []int{http.StatusTemporaryRedirect, http.StatusPermanentRedirect, http.StatusFound, http.StatusSeeOther} {
+		t.Run(http.StatusText(status), func(t *testing.T) {
+			var mu sync.Mutex
+			var caught []string // what reached the redirect's target
+			catcher := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				caught = append(caught, r.Method+" "+r.Header.Get("Authorization"))
+				mu.Unlock()
+				fmt.Fprintln(w, `{"status":"stored"}`)
+			}))
+			t.Cleanup(catcher.Close)
+			redirector := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, catcher.URL+r.URL.Path, status)
+			}))
+			t.Cleanup(redirector.Close)
+			a := serve(t, aggregator.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Tokens: map[string]string{"node-a": token}})
+
+			s, err := ship.New(ship.Config{Aggregator: redirector.URL, Failover: []string{"https://" + a.Addr()}, TokenFile: writeToken(t),
+				Spool: ship.Spool{Dir: t.TempDir()}, Interval: units.Duration(10 * time.Millisecond), Node: "node-a",
+				InsecureSkipVerify: true, RetryMax: 50 * time.Millisecond}, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			run(t, s)
+			s.AddEvent(telemetry.Event{Time: time.Now(), Kind: "delivered"})
+			eventually(t, "the batch to be acknowledged", func() bool { return s.Stats().BatchesAcked == 1 })
+
+			mu.Lock()
+			defer mu.Unlock()
+			if len(caught) > 0 {
+				t.Fatalf("the redirect was followed over plain http: %q", caught)
+			}
+			client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+			resp, err := client.Get("https://" + a.Addr() + "/v1/events")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var events struct{ Events []telemetry.Event }
+			if err := json.NewDecoder(resp.Body).Decode(&events); err != nil {
+				t.Fatal(err)
+			}
+			if len(events.Events) != 1 {
+				t.Fatalf("the aggregator holds events %+v, want the one the shipper counts as acknowledged", events.Events)
+			}
+		})
+	}
+}
