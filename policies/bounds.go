@@ -28,6 +28,9 @@ const (
 	// a script can make maxActions decisions an evaluation, rejected ones
 	// again every time. GET /decisions and shipping keep every one.
 	decisionLinesPerSecond = 100
+	// maxRejected bounds why a decision failed, kept LogSize deep and
+	// shipped: an actuator's or target's error may quote what answered.
+	maxRejected = 1024
 )
 
 // checkLength refuses a string an action would keep beyond

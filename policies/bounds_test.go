@@ -281,3 +281,24 @@ end`, func(c *EngineConfig) {
 		t.Errorf("the heap grew by %d MiB for decisions about backends that do not exist", grew>>20)
 	}
 }
+
+// What an actuator or target says of a failure is kept in the decision
+// log, 1000 decisions long, and shipped: a long one is cut, as the
+// kubernetes and webhook actuators already cut a server's answer.
+func TestFailureTextsAreBounded(t *testing.T) {
+	r := newRig(t, `function evaluate(m) scale("api", 3) shed("r", 0.5) end`, nil)
+	r.act.fail = errors.New(strings.Repeat("q", 1<<20))
+	r.tgt.fail = errors.New(strings.Repeat("t", 1<<20))
+	if err := r.eval(t); err != nil {
+		t.Fatal(err)
+	}
+	ds := r.e.Decisions(10)
+	if len(ds) != 2 {
+		t.Fatalf("%d decisions, want 2", len(ds))
+	}
+	for _, d := range ds {
+		if len(d.Rejected) > maxRejected || !strings.HasSuffix(d.Rejected, " bytes more)") {
+			t.Errorf("%s: a %d-byte rejection kept", d.Action, len(d.Rejected))
+		}
+	}
+}

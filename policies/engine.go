@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"perigee/clip"
 	"perigee/files"
 	"perigee/lograte"
 	"perigee/policies/actuator"
@@ -331,6 +332,7 @@ func (e *Engine) withReplicas(name string, f ServiceFigures) ServiceFigures {
 // record logs a decision and hands it on.
 func (e *Engine) record(d telemetry.Decision) {
 	d.Node, d.Region = e.cfg.Node, e.cfg.Region
+	d.Rejected = clip.Text(d.Rejected, maxRejected)
 	e.journal.add(d)
 	if e.cfg.Target != nil {
 		e.cfg.Target.Decided(d)

@@ -29,6 +29,7 @@ import (
 	"github.com/mholt/acmez/v3"
 	"go.uber.org/zap"
 
+	"perigee/clip"
 	"perigee/files"
 )
 
@@ -350,7 +351,7 @@ func (m *Manager) event(_ context.Context, name string, data map[string]any) err
 		m.log.Info("certificate obtained", "host", data["identifier"], "renewal", data["renewal"], "issuer", data["issuer"])
 	case "cert_failed":
 		m.failed.Add(1)
-		m.log.Warn("certificate not obtained", "host", data["identifier"], "renewal", data["renewal"], "err", logged(data["error"]))
+		m.log.Warn("certificate not obtained", "host", data["identifier"], "renewal", data["renewal"], "err", clip.Text(fmt.Sprint(data["error"]), maxLogged))
 	case "cert_ocsp_revoked":
 		m.log.Error("certificate revoked, replacing it", "host", data["subjects"])
 	}
@@ -361,13 +362,3 @@ func (m *Manager) event(_ context.Context, name string, data map[string]any) err
 // body of a CA's error answer into its error, and a CA may answer with
 // megabytes, at every attempt.
 const maxLogged = 2 << 10
-
-// logged is err's text, its start alone when it is longer than maxLogged.
-func logged(err any) string {
-	s := fmt.Sprint(err)
-	if len(s) <= maxLogged {
-		return s
-	}
-	start := strings.ToValidUTF8(s[:maxLogged], "") // a rune cut in two
-	return fmt.Sprintf("%s… (%d bytes more)", start, len(s)-len(start))
-}

@@ -13,6 +13,8 @@ import (
 	"weak"
 
 	glua "github.com/yuin/gopher-lua"
+
+	"perigee/clip"
 )
 
 // Limits bound what one call into the VM may consume, and what the VM
@@ -299,7 +301,7 @@ func (vm *VM) run(ctx context.Context, fn *glua.LFunction, what string, args []a
 		if rerr != nil {
 			msg += ", which failed: " + rerr.Error()
 		}
-		return nil, &Error{Msg: truncate(msg), Limit: limit}
+		return nil, &Error{Msg: clip.Text(msg, maxMessageBytes), Limit: limit}
 	}
 	return out, err
 }
@@ -345,13 +347,6 @@ func source(fn *glua.LFunction) string {
 // maxMessageBytes bounds an error message: a script can raise a megabyte.
 const maxMessageBytes = 1024
 
-func truncate(msg string) string {
-	if len(msg) <= maxMessageBytes {
-		return msg
-	}
-	return strings.ToValidUTF8(msg[:maxMessageBytes-32], "") + fmt.Sprintf("... (%d bytes)", len(msg))
-}
-
 // hasPosition reports whether msg starts with "name:line:".
 func hasPosition(msg string) bool {
 	_, rest, ok := strings.Cut(msg, ":")
@@ -386,7 +381,7 @@ func classify(ctx context.Context, err error, src string) error {
 		pos, _, _ := strings.Cut(msg, " context ")
 		e.Msg = strings.TrimSpace(pos) + " " + e.Limit.Error()
 	}
-	e.Msg = truncate(e.Msg)
+	e.Msg = clip.Text(e.Msg, maxMessageBytes)
 	return e
 }
 
