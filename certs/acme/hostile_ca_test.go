@@ -326,23 +326,7 @@ func TestACAErrorBodyIsBoundedInTheLog(t *testing.T) {
 		io.WriteString(w, body)
 	}))
 	defer ca.Close()
-	roots := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var logs logtest.Buffer
-	c := Config{Hosts: []string{host}, CA: ca.URL + "/dir", CARoots: roots, Storage: t.TempDir(), Challenges: []string{HTTP01}}
-	c.SetDefaults()
-	m, err := New(c, slog.New(slog.NewTextHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain := httptest.NewServer(m.HTTPHandler("443"))
-	defer plain.Close()
-	if err := m.Start("", plain.Listener.Addr().String()); err != nil {
-		t.Fatal(err)
-	}
-	defer m.Stop(context.Background())
+	logs := startAgainst(t, ca, host)
 	var line string
 	for deadline := time.Now().Add(60 * time.Second); line == ""; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -380,23 +364,7 @@ func TestTheCAsRedirectsAreNotFollowed(t *testing.T) {
 		http.Redirect(w, r, inside.URL+"/latest/meta-data/", http.StatusFound)
 	}))
 	defer ca.Close()
-	roots := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var logs logtest.Buffer
-	c := Config{Hosts: []string{host}, CA: ca.URL + "/dir", CARoots: roots, Storage: t.TempDir(), Challenges: []string{HTTP01}}
-	c.SetDefaults()
-	m, err := New(c, slog.New(slog.NewTextHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain := httptest.NewServer(m.HTTPHandler("443"))
-	defer plain.Close()
-	if err := m.Start("", plain.Listener.Addr().String()); err != nil {
-		t.Fatal(err)
-	}
-	defer m.Stop(context.Background())
+	logs := startAgainst(t, ca, host)
 	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(logs.String(), "certificate not obtained"); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the redirect never failed an attempt:\n%.2000s", logs.String())
@@ -480,4 +448,28 @@ func TestTheOCSPRespondersRedirectsAreNotFollowed(t *testing.T) {
 	if st := m.Stats(); st.Hosts[0].Serial != "2" || st.Hosts[0].Stapled {
 		t.Errorf("stats %+v; want the stored certificate, unstapled", st)
 	}
+}
+
+// startAgainst starts a manager for host whose CA is ca, trusted for its
+// certificate alone, and returns its log; the manager stops with the test.
+func startAgainst(t *testing.T, ca *httptest.Server, host string) *logtest.Buffer {
+	t.Helper()
+	roots := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logtest.Buffer{}
+	c := Config{Hosts: []string{host}, CA: ca.URL + "/dir", CARoots: roots, Storage: t.TempDir(), Challenges: []string{HTTP01}}
+	c.SetDefaults()
+	m, err := New(c, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := httptest.NewServer(m.HTTPHandler("443"))
+	t.Cleanup(plain.Close)
+	if err := m.Start("", plain.Listener.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Stop(context.Background()) })
+	return logs
 }
