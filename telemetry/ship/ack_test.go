@@ -4,16 +4,11 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
-	"time"
 
-	"perigee/aggregator"
 	"perigee/telemetry"
-	"perigee/telemetry/ship"
-	"perigee/units"
 )
 
 // A shipper deletes a batch once it is acknowledged, and took any 200 for
@@ -41,17 +36,7 @@ func TestOnlyTheAggregatorsAcknowledgementDeletesABatch(t *testing.T) {
 				fmt.Fprintln(w, answer.body)
 			}))
 			t.Cleanup(impostor.Close)
-			a := serve(t, aggregator.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Tokens: map[string]string{"node-a": token}})
-
-			s, err := ship.New(ship.Config{Aggregator: impostor.URL, Failover: []string{"https://" + a.Addr()}, TokenFile: writeToken(t),
-				Spool: ship.Spool{Dir: t.TempDir()}, Interval: units.Duration(10 * time.Millisecond), Node: "node-a",
-				InsecureSkipVerify: true, RetryMax: 50 * time.Millisecond}, slog.New(slog.DiscardHandler))
-			if err != nil {
-				t.Fatal(err)
-			}
-			run(t, s)
-			s.AddEvent(telemetry.Event{Time: time.Now(), Kind: "delivered"})
-			eventually(t, "the batch to be acknowledged", func() bool { return s.Stats().BatchesAcked == 1 })
+			a := deliveredPast(t, impostor.URL)
 
 			client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 			resp, err := client.Get("https://" + a.Addr() + "/v1/events")

@@ -4,17 +4,12 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
-	"time"
 
-	"perigee/aggregator"
 	"perigee/telemetry"
-	"perigee/telemetry/ship"
-	"perigee/units"
 )
 
 // An aggregator's redirect is not followed. The shipper's client followed
@@ -41,17 +36,7 @@ func TestShipperFollowsNoRedirect(t *testing.T) {
 				http.Redirect(w, r, catcher.URL+r.URL.Path, status)
 			}))
 			t.Cleanup(redirector.Close)
-			a := serve(t, aggregator.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Tokens: map[string]string{"node-a": token}})
-
-			s, err := ship.New(ship.Config{Aggregator: redirector.URL, Failover: []string{"https://" + a.Addr()}, TokenFile: writeToken(t),
-				Spool: ship.Spool{Dir: t.TempDir()}, Interval: units.Duration(10 * time.Millisecond), Node: "node-a",
-				InsecureSkipVerify: true, RetryMax: 50 * time.Millisecond}, slog.New(slog.DiscardHandler))
-			if err != nil {
-				t.Fatal(err)
-			}
-			run(t, s)
-			s.AddEvent(telemetry.Event{Time: time.Now(), Kind: "delivered"})
-			eventually(t, "the batch to be acknowledged", func() bool { return s.Stats().BatchesAcked == 1 })
+			a := deliveredPast(t, redirector.URL)
 
 			mu.Lock()
 			defer mu.Unlock()

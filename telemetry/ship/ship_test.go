@@ -324,3 +324,21 @@ func TestSlowClockIsCorrectedBeforeSealing(t *testing.T) {
 		}
 	}
 }
+
+// deliveredPast ships one event to front, with a real aggregator as the
+// failover, and returns that aggregator once the event is acknowledged:
+// what front answers must not count as delivery.
+func deliveredPast(t *testing.T, front string) *aggregator.Server {
+	t.Helper()
+	a := serve(t, aggregator.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Tokens: map[string]string{"node-a": token}})
+	s, err := ship.New(ship.Config{Aggregator: front, Failover: []string{"https://" + a.Addr()}, TokenFile: writeToken(t),
+		Spool: ship.Spool{Dir: t.TempDir()}, Interval: units.Duration(10 * time.Millisecond), Node: "node-a",
+		InsecureSkipVerify: true, RetryMax: 50 * time.Millisecond}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, s)
+	s.AddEvent(telemetry.Event{Time: time.Now(), Kind: "delivered"})
+	eventually(t, "the batch to be acknowledged", func() bool { return s.Stats().BatchesAcked == 1 })
+	return a
+}
