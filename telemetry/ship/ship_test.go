@@ -2,6 +2,8 @@ package ship_test
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -326,9 +328,9 @@ func TestSlowClockIsCorrectedBeforeSealing(t *testing.T) {
 }
 
 // deliveredPast ships one event to front, with a real aggregator as the
-// failover, and returns that aggregator once the event is acknowledged:
-// what front answers must not count as delivery.
-func deliveredPast(t *testing.T, front string) *aggregator.Server {
+// failover, and checks that once the shipper counts it acknowledged, the
+// aggregator holds it: what front answers must not count as delivery.
+func deliveredPast(t *testing.T, front string) {
 	t.Helper()
 	a := serve(t, aggregator.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Tokens: map[string]string{"node-a": token}})
 	s, err := ship.New(ship.Config{Aggregator: front, Failover: []string{"https://" + a.Addr()}, TokenFile: writeToken(t),
@@ -340,5 +342,17 @@ func deliveredPast(t *testing.T, front string) *aggregator.Server {
 	run(t, s)
 	s.AddEvent(telemetry.Event{Time: time.Now(), Kind: "delivered"})
 	eventually(t, "the batch to be acknowledged", func() bool { return s.Stats().BatchesAcked == 1 })
-	return a
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := client.Get("https://" + a.Addr() + "/v1/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var events struct{ Events []telemetry.Event }
+	if err := json.NewDecoder(resp.Body).Decode(&events); err != nil {
+		t.Fatal(err)
+	}
+	if len(events.Events) != 1 || events.Events[0].Kind != "delivered" {
+		t.Fatalf("the aggregator holds events %+v, want the one the shipper counts as acknowledged", events.Events)
+	}
 }
